@@ -1,0 +1,31 @@
+// ExPruneDenseRelu: finishes the survivors of a Gemm/MatMul layer whose first k input
+// units were already summed into `partial` (see docs/custom_ops.md).
+#pragma once
+
+#include <string>
+
+#include "domain.h"
+#include "kernel_util.h"
+#include "prune_op.h"
+
+namespace exprune {
+
+class DenseReluKernel {
+ public:
+  DenseReluKernel(const OrtKernelInfo* info, std::string label);
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    return Guarded(label_, [&] { Compute(context); });
+  }
+
+ private:
+  void Compute(OrtKernelContext* context) const;
+
+  std::string label_;
+  PruneAttrs attrs_;
+};
+
+struct DenseReluOp : PruneOp<DenseReluOp, DenseReluKernel> {
+  static constexpr const char* kName = kDenseReluOp;
+};
+
+}  // namespace exprune

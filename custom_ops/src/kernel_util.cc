@@ -1,0 +1,159 @@
+#include "kernel_util.h"
+
+#include <cmath>
+#include <limits>
+
+namespace exprune {
+
+namespace {
+
+// True if the call succeeded; a failure status is released, since absence is an
+// answer here and not an error.
+bool Ok(OrtStatus* status) {
+  if (status == nullptr) return true;
+  Ort::GetApi().ReleaseStatus(status);
+  return false;
+}
+
+bool Present(const OrtKernelInfo* info, const char* name) {
+  const OrtApi& api = Ort::GetApi();
+  int64_t i = 0;
+  float f = 0.0f;
+  size_t size = 0;
+  return Ok(api.KernelInfoGetAttribute_int64(info, name, &i)) ||
+         Ok(api.KernelInfoGetAttribute_float(info, name, &f)) ||
+         Ok(api.KernelInfoGetAttribute_string(info, name, nullptr, &size)) ||
+         Ok(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size)) ||
+         Ok(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size));
+}
+
+[[noreturn]] void WrongType(const char* name, const char* type) {
+  throw OpError(std::string("attribute '") + name + "' must be of type " + type);
+}
+
+}  // namespace
+
+OrtStatusPtr ErrorStatus(OrtErrorCode code, const std::string& label, const char* what) noexcept {
+  const OrtApi& api = Ort::GetApi();
+  try {
+    return api.CreateStatus(code, (label + ": " + what).c_str());
+  } catch (...) {  // the message itself could not be built
+    return api.CreateStatus(code, what);
+  }
+}
+
+std::string NodeLabel(const char* op_name, const OrtKernelInfo* info) {
+  std::string name;
+  try {
+    name = Ort::ConstKernelInfo(info).GetNodeName();
+  } catch (const Ort::Exception&) {
+  }
+  return std::string(op_name) + " node '" + (name.empty() ? "<unnamed>" : name) + "'";
+}
+
+bool ReadAttr(const OrtKernelInfo* info, const char* name, int64_t* out) {
+  if (Ok(Ort::GetApi().KernelInfoGetAttribute_int64(info, name, out))) return true;
+  if (Present(info, name)) WrongType(name, "int");
+  return false;
+}
+
+bool ReadAttr(const OrtKernelInfo* info, const char* name, float* out) {
+  if (Ok(Ort::GetApi().KernelInfoGetAttribute_float(info, name, out))) return true;
+  if (Present(info, name)) WrongType(name, "float");
+  return false;
+}
+
+bool ReadAttr(const OrtKernelInfo* info, const char* name, std::string* out) {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  if (!Ok(api.KernelInfoGetAttribute_string(info, name, nullptr, &size))) {
+    if (Present(info, name)) WrongType(name, "string");
+    return false;
+  }
+  std::string value(size, '\0');
+  if (!Ok(api.KernelInfoGetAttribute_string(info, name, value.data(), &size))) WrongType(name, "string");
+  value.resize(size > 0 ? size - 1 : 0);  // size counts the terminating NUL
+  *out = value;
+  return true;
+}
+
+bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out) {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  if (!Ok(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) {
+    if (Present(info, name)) WrongType(name, "ints");
+    return false;
+  }
+  std::vector<int64_t> value(size);
+  if (size > 0 && !Ok(api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size))) {
+    WrongType(name, "ints");
+  }
+  *out = value;
+  return true;
+}
+
+PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info) {
+  PruneAttrs a;
+  if (!ReadAttr(info, "k", &a.k)) throw OpError("attribute 'k' (int) is required");
+  if (a.k < 1) throw OpError("attribute k = " + std::to_string(a.k) + " must be >= 1");
+  if (!ReadAttr(info, "threshold", &a.threshold)) {
+    throw OpError("attribute 'threshold' (float) is required");
+  }
+  if (std::isnan(a.threshold)) throw OpError("attribute threshold is NaN");
+  a.clip_max = std::numeric_limits<float>::infinity();
+  if (ReadAttr(info, "clip_max", &a.clip_max) && !(a.clip_max >= 0.0f)) {
+    throw OpError("attribute clip_max = " + std::to_string(a.clip_max) + " must be >= 0");
+  }
+  return a;
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+int64_t ElementCount(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Input GetInput(const Ort::KernelContext& ctx, size_t index, const char* name, bool optional) {
+  Input in;
+  const std::string what = "input " + std::to_string(index) + " (" + name + ")";
+  Ort::ConstValue value{nullptr};
+  if (index < ctx.GetInputCount()) value = ctx.GetInput(index);
+  if (static_cast<const OrtValue*>(value) == nullptr) {
+    if (optional) return in;
+    throw OpError(what + " is missing");
+  }
+  if (!value.IsTensor()) throw OpError(what + " must be a tensor");
+  auto info = value.GetTensorTypeAndShapeInfo();
+  if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    throw OpError(what + " must be float32, got ONNX element type " +
+                  std::to_string(static_cast<int>(info.GetElementType())));
+  }
+  in.present = true;
+  in.shape = info.GetShape();
+  in.size = ElementCount(in.shape);
+  in.data = value.GetTensorData<float>();
+  return in;
+}
+
+Outputs GetOutputs(const Ort::KernelContext& ctx, const std::vector<int64_t>& y_shape) {
+  Outputs out;
+  auto y = ctx.GetOutput(0, y_shape);
+  out.y = y.GetTensorMutableData<float>();
+  if (ctx.GetOutputCount() > 1) {
+    const int64_t stats_shape[1] = {2};
+    auto stats = ctx.GetOutput(1, stats_shape, 1);
+    if (static_cast<OrtValue*>(stats) != nullptr) out.stats = stats.GetTensorMutableData<int64_t>();
+  }
+  return out;
+}
+
+}  // namespace exprune

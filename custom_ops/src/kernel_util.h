@@ -1,0 +1,119 @@
+// What both kernels share: the onnxruntime C++ API include, errors that become an
+// OrtStatus naming the node, attribute and tensor access, the pruning rule, the
+// activation and the thread-pool loop.
+#pragma once
+
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+// CreateKernelV2/KernelComputeV2 (1.16) and KernelContext_ParallelFor (1.17).
+static_assert(ORT_API_VERSION >= 17,
+              "the ExPrune ops need onnxruntime headers of version 1.17 or newer");
+
+namespace exprune {
+
+// Anything the op cannot handle; becomes an ORT_INVALID_ARGUMENT status.
+struct OpError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// "ExPruneDenseRelu node 'name'", for every message a kernel returns.
+std::string NodeLabel(const char* op_name, const OrtKernelInfo* info);
+
+// "<label>: <what>" as an onnxruntime status.
+OrtStatusPtr ErrorStatus(OrtErrorCode code, const std::string& label, const char* what) noexcept;
+
+// Runs fn and turns whatever it throws into a status prefixed with the label, so
+// no exception reaches onnxruntime's C boundary.
+template <typename F>
+OrtStatusPtr Guarded(const std::string& label, F&& fn) noexcept {
+  try {
+    fn();
+    return nullptr;
+  } catch (const OpError& e) {
+    return ErrorStatus(ORT_INVALID_ARGUMENT, label, e.what());
+  } catch (const Ort::Exception& e) {
+    return ErrorStatus(e.GetOrtErrorCode(), label, e.what());
+  } catch (const std::bad_alloc&) {
+    return ErrorStatus(ORT_FAIL, label, "out of memory");
+  } catch (const std::exception& e) {
+    return ErrorStatus(ORT_FAIL, label, e.what());
+  } catch (...) {
+    return ErrorStatus(ORT_FAIL, label, "unknown error");
+  }
+}
+
+// ---------------------------------------------------------------- attributes
+
+// Attribute readers: false when the attribute is absent. Present with another type
+// is an error, so a typo in the model cannot silently turn into a default.
+bool ReadAttr(const OrtKernelInfo* info, const char* name, int64_t* out);
+bool ReadAttr(const OrtKernelInfo* info, const char* name, float* out);
+bool ReadAttr(const OrtKernelInfo* info, const char* name, std::string* out);
+bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out);
+
+// k, threshold and clip_max, validated as far as possible without the inputs.
+struct PruneAttrs {
+  int64_t k = 0;
+  float threshold = 0.0f;
+  float clip_max = 0.0f;
+};
+PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info);
+
+// ---------------------------------------------------------------- tensors
+
+struct Input {
+  bool present = false;  // false only for an absent optional input
+  const float* data = nullptr;
+  std::vector<int64_t> shape;
+  int64_t size = 0;
+};
+
+// Input `index` (called `name` in messages), which must be float32.
+Input GetInput(const Ort::KernelContext& ctx, size_t index, const char* name, bool optional);
+
+std::string ShapeText(const std::vector<int64_t>& shape);
+int64_t ElementCount(const std::vector<int64_t>& shape);
+
+// Allocates output 0 (y) and, if the node asks for it, output 1 (stats).
+struct Outputs {
+  float* y = nullptr;
+  int64_t* stats = nullptr;
+};
+Outputs GetOutputs(const Ort::KernelContext& ctx, const std::vector<int64_t>& y_shape);
+
+// ---------------------------------------------------------------- math
+
+// est = base + (n/k) * partial in double: one rule for both ops, and the tests can
+// reproduce it exactly in numpy float64. NaN never prunes.
+inline bool Pruned(float base, double ratio, float partial, double threshold) {
+  return static_cast<double>(base) + ratio * static_cast<double>(partial) < threshold;
+}
+
+// min(max(v, 0), clip_max), written so that NaN passes through as it does in Relu.
+inline float Activate(float v, float clip_max) {
+  v = v < 0.0f ? 0.0f : v;
+  return v > clip_max ? clip_max : v;
+}
+
+// Calls body(task) for task in [0, tasks) on onnxruntime's intra-op pool. body must
+// not throw: it runs on the pool's threads.
+template <typename F>
+void ParallelTasks(const Ort::KernelContext& ctx, size_t tasks, F& body) {
+  if (tasks == 0) return;
+  if (tasks == 1) {
+    body(size_t{0});
+    return;
+  }
+  ctx.ParallelFor([](void* p, size_t task) { (*static_cast<F*>(p))(task); }, tasks, 0, &body);
+}
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace exprune

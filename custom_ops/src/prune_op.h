@@ -1,0 +1,50 @@
+// The onnxruntime-facing description shared by both ops: five float inputs (the last
+// optional), y plus an optional int64 stats output, kernels created and run through
+// the status-returning V2 entry points so that every failure is a status.
+#pragma once
+
+#include <string>
+
+#include "domain.h"
+#include "kernel_util.h"
+
+namespace exprune {
+
+// Op supplies `static constexpr const char* kName`; Kernel is constructed from
+// (info, label) and has `OrtStatusPtr ComputeV2(OrtKernelContext*) noexcept`.
+template <typename Op, typename Kernel>
+struct PruneOp : Ort::CustomOpBase<Op, Kernel, /*WithStatus=*/true> {
+  PruneOp() {
+    this->start_ver_ = kDomainVersion;
+    this->end_ver_ = kDomainVersion;
+  }
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const noexcept {
+    *kernel = nullptr;
+    std::string label;
+    try {
+      label = NodeLabel(Op::kName, info);
+    } catch (...) {
+      return ErrorStatus(ORT_FAIL, Op::kName, "out of memory");
+    }
+    return Guarded(label, [&] { *kernel = new Kernel(info, label); });
+  }
+
+  const char* GetName() const { return Op::kName; }
+
+  size_t GetInputTypeCount() const { return 5; }  // partial, x, w_tail, bias, residual
+  ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index == 4 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+
+  size_t GetOutputTypeCount() const { return 2; }  // y, stats
+  ONNXTensorElementDataType GetOutputType(size_t index) const {
+    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const {
+    return index == 1 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+};
+
+}  // namespace exprune

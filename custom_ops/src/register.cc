@@ -1,0 +1,48 @@
+// The library's only exported symbol: onnxruntime calls it from
+// SessionOptions.register_custom_ops_library() for every session options object.
+#include <string>
+
+#include "conv_relu.h"
+#include "dense_relu.h"
+#include "domain.h"
+
+namespace {
+
+// Stateless descriptions of the ops; they live as long as the library.
+const exprune::DenseReluOp kDense;
+const exprune::ConvReluOp kConv;
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) {
+    // Version 1 of the API exists in every onnxruntime; it is enough to say why.
+    const OrtApi* v1 = api_base->GetApi(1);
+    if (v1 == nullptr) return nullptr;
+    try {
+      const std::string msg = std::string("the ExPrune custom-op library was built against onnxruntime API ") +
+                              std::to_string(ORT_API_VERSION) + ", which onnxruntime " +
+                              api_base->GetVersionString() + " does not provide; upgrade onnxruntime";
+      return v1->CreateStatus(ORT_FAIL, msg.c_str());
+    } catch (...) {
+      return v1->CreateStatus(ORT_FAIL, "the ExPrune custom-op library needs a newer onnxruntime");
+    }
+  }
+  Ort::InitApi(api);
+
+  OrtCustomOpDomain* domain = nullptr;
+  if (OrtStatus* status = api->CreateCustomOpDomain(exprune::kDomain, &domain)) return status;
+  OrtStatus* status = api->CustomOpDomain_Add(domain, &kDense);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kConv);
+  if (status == nullptr) status = api->AddCustomOpDomain(options, domain);
+  if (status != nullptr) {
+    api->ReleaseCustomOpDomain(domain);
+    return status;
+  }
+  // onnxruntime does not take ownership and its sessions use the domain for as long
+  // as they live, which can be longer than this library's static data: the domain
+  // is deliberately never released (a few bytes per registration).
+  return nullptr;
+}

@@ -1,0 +1,87 @@
+"""FLOPs, counted the paper's way: one multiply-accumulate is 2 FLOPs.
+
+Only Conv, Gemm and MatMul are counted (element-wise ops are a rounding error
+next to them). Counts are per sample: the batch axis is left out, every other
+axis must be known from shape inference or the count is None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .graphutil import all_graphs
+from .rules.base import Candidate
+
+# Threshold rule: one multiply-add and one compare per output element.
+DECISION_FLOPS = 1
+
+
+def _known(dims) -> bool:
+    return all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims)
+
+
+def positions(c: Candidate) -> int | None:
+    """Output elements per sample and output channel."""
+    shape = c.output.shape
+    if shape is None:
+        return None
+    dims = shape[2:] if c.kind == "conv" else shape[1:-1]
+    return int(np.prod(dims)) if _known(dims) else None
+
+
+def dense_flops(c: Candidate) -> int | None:
+    p = positions(c)
+    return None if p is None else 2 * c.n * c.taps * c.outputs * p
+
+
+def exprune_flops(c: Candidate, k: int, kept_fraction: float) -> float | None:
+    """Expected FLOPs per sample when ``kept_fraction`` of outputs survive the decision."""
+    p = positions(c)
+    if p is None:
+        return None
+    elements = c.outputs * p
+    head = 2 * k * c.taps + DECISION_FLOPS
+    tail = 2 * (c.n - k) * c.taps * kept_fraction
+    return elements * (head + tail)
+
+
+def node_flops(node: gs.Node) -> int | None:
+    """Dense FLOPs per sample of one Conv/Gemm/MatMul node, None if unknown."""
+    out = node.outputs[0] if node.outputs else None
+    if out is None or out.shape is None:
+        return None
+    if node.op == "Conv":
+        w = node.inputs[1]
+        wshape = w.shape
+        if wshape is None or not _known(wshape) or not _known(out.shape[1:]):
+            return None
+        return 2 * int(np.prod(wshape[1:])) * int(np.prod(out.shape[1:]))
+    if node.op in ("Gemm", "MatMul"):
+        a = node.inputs[0]
+        if a.shape is None or not _known(out.shape[1:]):
+            return None
+        if node.op == "Gemm":
+            inner = a.shape[0] if node.attrs.get("transA", 0) else a.shape[-1]
+        else:
+            inner = a.shape[-1]
+        if not isinstance(inner, (int, np.integer)):
+            return None
+        # For a vector right operand MatMul drops the last axis; out[1:] is still per sample.
+        per_sample = int(np.prod(out.shape[1:])) if len(out.shape) > 1 else 1
+        return 2 * int(inner) * per_sample
+    return None
+
+
+def model_flops(graph: gs.Graph) -> tuple[int, int]:
+    """(FLOPs per sample of the countable reductions, number left uncounted)."""
+    total, unknown = 0, 0
+    for g in all_graphs(graph):
+        for node in g.nodes:
+            if node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == "":
+                f = node_flops(node)
+                if f is None:
+                    unknown += 1
+                else:
+                    total += f
+    return total, unknown

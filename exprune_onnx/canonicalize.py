@@ -1,0 +1,184 @@
+"""Equivalence-preserving clean-ups that run before matching.
+
+* ``Constant`` nodes become initializers (Paddle2ONNX and some tf2onnx exports
+  keep every weight in a Constant node).
+* ``Conv | Gemm | MatMul [-> Add(bias)] -> BatchNormalization`` with constant
+  parameters is folded into the weights and bias (PyTorch exports BatchNorm in eval
+  mode as its own node; ResNet-style blocks always have it).
+
+Both walk every If/Loop/Scan body too. New tensors get new names: a weight shared
+with another node is never changed in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .graphutil import all_graphs, const_value, is_graph_output, model_names, unique_name
+
+
+def constants_to_initializers(graph: gs.Graph) -> int:
+    count = 0
+    for g in all_graphs(graph):
+        for node in g.nodes:
+            if node.op != "Constant" or len(node.outputs) != 1:
+                continue
+            out = node.outputs[0]
+            if is_graph_output(out, g) or not isinstance(out, gs.Variable):
+                continue
+            value = const_value(out, int(g.opset or graph.opset))
+            if value is None:
+                continue
+            node.outputs.clear()
+            out.to_constant(np.asarray(value))
+            count += 1
+    if count:
+        graph.cleanup(recurse_subgraphs=True)
+    return count
+
+
+def fold_batchnorm(graph: gs.Graph) -> int:
+    names = model_names(graph)
+    count = 0
+    for g in all_graphs(graph):
+        opset = int(g.opset or graph.opset)
+        for bn in [n for n in g.nodes if n.op == "BatchNormalization"]:
+            if _fold_one(g, bn, opset, names):
+                count += 1
+    if count:
+        graph.cleanup(recurse_subgraphs=True)
+    return count
+
+
+def _bn_scale_shift(bn: gs.Node, opset: int):
+    if bn.attrs.get("training_mode", 0):
+        return None
+    if any(o.outputs for o in bn.outputs[1:]):
+        return None
+    params = [const_value(t, opset) for t in bn.inputs[1:5]]
+    if any(p is None for p in params):
+        return None
+    scale, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    s = scale / np.sqrt(var + eps)
+    return s, beta - mean * s
+
+
+def _sole_use(t: gs.Tensor, g: gs.Graph) -> bool:
+    return len(t.outputs) == 1 and not is_graph_output(t, g)
+
+
+def _fold_one(g: gs.Graph, bn: gs.Node, opset: int, names: set[str]) -> bool:
+    x = bn.inputs[0]
+    if not x.inputs or not _sole_use(x, g):
+        return False
+    folded = _bn_scale_shift(bn, opset)
+    if folded is None:
+        return False
+    s, shift = folded
+    prod = x.inputs[0]
+    if prod.op == "Conv":
+        producer = _fold_conv(prod, s, shift, opset, names)
+    elif prod.op == "Gemm":
+        producer = _fold_gemm(prod, s, shift, opset, names)
+    elif prod.op in ("MatMul", "Add"):
+        producer = _fold_matmul(g, prod, s, shift, opset, names)
+    else:
+        producer = None
+    if producer is None:
+        return False
+    producer.outputs[producer.outputs.index(x)] = bn.outputs[0]
+    bn.outputs.clear()
+    return True
+
+
+def _replace_inputs(node: gs.Node, start: int, new: list) -> None:
+    # graphsurgeon's input lists keep consumer links in sync but take no slices.
+    while len(node.inputs) > start:
+        node.inputs.pop()
+    node.inputs.extend(new)
+
+
+def _new_const(names: set[str], base: str, value: np.ndarray) -> gs.Constant:
+    return gs.Constant(unique_name(base, names), np.ascontiguousarray(value.astype(np.float32)))
+
+
+def _fold_conv(conv: gs.Node, s, shift, opset: int, names):
+    w = const_value(conv.inputs[1], opset)
+    if w is None or w.dtype != np.float32 or w.shape[0] != s.size:
+        return None
+    b = const_value(conv.inputs[2], opset) if len(conv.inputs) > 2 else np.zeros(w.shape[0])
+    if b is None:
+        return None
+    w2 = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+    b2 = b * s + shift
+    base = conv.inputs[1].name
+    _replace_inputs(conv, 1, [_new_const(names, base + "_bnfold", w2), _new_const(names, base + "_bnfold_bias", b2)])
+    return conv
+
+
+def _fold_gemm(gemm: gs.Node, s, shift, opset: int, names):
+    if gemm.attrs.get("transA", 0):
+        return None
+    w = const_value(gemm.inputs[1], opset)
+    if w is None or w.dtype != np.float32 or w.ndim != 2:
+        return None
+    trans_b = bool(gemm.attrs.get("transB", 0))
+    out_dim = w.shape[0] if trans_b else w.shape[1]
+    if out_dim != s.size:
+        return None
+    beta = float(gemm.attrs.get("beta", 1.0))
+    c = const_value(gemm.inputs[2], opset) if len(gemm.inputs) > 2 and gemm.inputs[2].name else np.zeros(1)
+    if c is None or c.size not in (1, out_dim):
+        return None
+    c = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (out_dim,)) * beta
+    w2 = w * (s[:, None] if trans_b else s[None, :])
+    base = gemm.inputs[1].name
+    bias = _new_const(names, base + "_bnfold_bias", c * s + shift)
+    _replace_inputs(gemm, 1, [_new_const(names, base + "_bnfold", w2), bias])
+    gemm.attrs["beta"] = 1.0
+    return gemm
+
+
+def _fold_matmul(g: gs.Graph, prod: gs.Node, s, shift, opset: int, names):
+    bias = np.zeros(s.size)
+    if prod.op == "Add":
+        mm_out, b_t = _matmul_and_const(prod, opset)
+        if mm_out is None or not _sole_use(mm_out, g):
+            return None
+        b = const_value(b_t, opset)
+        if b.size not in (1, s.size):
+            return None
+        bias = np.broadcast_to(b.reshape(-1), (s.size,))
+        mm = mm_out.inputs[0]
+    else:
+        mm = prod
+    # BatchNormalization normalises axis 1, which is the feature axis only for 2-D.
+    out = mm.outputs[0]
+    if out.shape is None or len(out.shape) != 2:
+        return None
+    w = const_value(mm.inputs[1], opset)
+    if w is None or w.dtype != np.float32 or w.ndim != 2 or w.shape[1] != s.size:
+        return None
+    base = mm.inputs[1].name
+    mm.inputs[1] = _new_const(names, base + "_bnfold", w * s[None, :])
+    new_bias = _new_const(names, base + "_bnfold_bias", bias * s + shift)
+    if prod.op == "Add":
+        _replace_inputs(prod, 0, [mm.outputs[0], new_bias])
+        return prod
+    # A bare MatMul gets an Add for the folded shift; that Add now produces ``out``.
+    tmp = gs.Variable(unique_name(out.name + "_prebias", names), dtype=out.dtype, shape=out.shape)
+    mm.outputs[0] = tmp
+    add = gs.Node("Add", name=unique_name((mm.name or base) + "_bnfold_add", names),
+                  inputs=[tmp, new_bias], outputs=[out])
+    g.nodes.append(add)
+    return add
+
+
+def _matmul_and_const(add: gs.Node, opset: int):
+    for i, t in enumerate(add.inputs):
+        other = add.inputs[1 - i]
+        if t.inputs and t.inputs[0].op == "MatMul" and const_value(other, opset) is not None:
+            return t, other
+    return None, None

@@ -1,0 +1,187 @@
+"""The ``exprune-onnx`` command line."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import report
+from ._version import __version__
+from .config import DEFAULT_MIN_UNITS, Options, load_config, parse_k
+from .errors import ExPruneError, OutputError
+
+_EPILOG_OPTIMIZE = """\b
+Examples:
+  exprune-onnx optimize model.onnx                      # threshold 0, writes model.exprune.onnx
+  exprune-onnx optimize model.onnx --threshold -inf     # exact: rewrites, prunes nothing
+  exprune-onnx optimize model.onnx --config layers.json -o fast.onnx
+  exprune-onnx optimize model.onnx --check-data inputs.npz --explain
+"""
+
+_EPILOG_INSPECT = """\b
+Examples:
+  exprune-onnx inspect model.onnx
+  exprune-onnx inspect model.onnx --k 0.25 --include-first-layer
+"""
+
+
+def _console(stderr: bool = False) -> Console:
+    # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
+def _fail(console: Console, exc: BaseException, debug: bool) -> None:
+    if debug:
+        console.print_exception()
+    if isinstance(exc, ExPruneError):
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                  highlight=False)
+    sys.exit(1)
+
+
+def _guarded(fn):
+    """Turn every failure into a one-line message and an exit code; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        err = _console(stderr=True)
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
+            _fail(err, exc, debug)
+
+    return wrapper
+
+
+def _options(threshold, config, k, min_units, include_first_layer, emit_stats=False) -> Options:
+    if threshold is not None and config is not None:
+        raise click.UsageError("give --threshold or --config, not both")
+    if min_units < 2:
+        raise click.UsageError("--min-units must be at least 2")
+    options = Options(k=parse_k(k), min_units=min_units, include_first_layer=include_first_layer,
+                      emit_stats=emit_stats)
+    if threshold is not None:
+        if math.isnan(threshold):
+            raise click.UsageError("--threshold must be a number or -inf, not nan")
+        options.threshold = threshold
+    if config is not None:
+        load_config(config, options)
+    return options
+
+
+def _common(fn):
+    fn = click.option("--include-first-layer", is_flag=True,
+                      help="Also rewrite layers that read a graph input (raw features; off by default).")(fn)
+    fn = click.option("--min-units", type=int, default=DEFAULT_MIN_UNITS, show_default=True,
+                      help="Skip layers with fewer input units (channels or features).")(fn)
+    fn = click.option("--k", "k", default="auto", show_default=True,
+                      help="Units in the partial product: a count (16), a fraction of n (0.25) or "
+                           "'auto' = min(32, n/4) rounded down to a multiple of 8.")(fn)
+    fn = click.option("--config", type=click.Path(path_type=Path),
+                      help="Per-layer JSON (thresholds, k, skip) keyed by the names `inspect` prints.")(fn)
+    fn = click.option("--threshold", type=float,
+                      help="Prune an output when bias + (n/k) * partial < T. Default 0; -inf prunes nothing.")(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="exprune-onnx")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def main(debug: bool) -> None:
+    """Make exported ONNX models cheaper per input: ReLU layers finish only the outputs
+    that a partial sum predicts will be non-zero.
+
+    Exit codes: 0 ok, 1 internal error, 2 usage, 3 unreadable model, 4 bad config,
+    5 cannot write output, 6 bad check data, 7 onnxruntime failed on the result.
+    """
+
+
+@main.command(epilog=_EPILOG_OPTIMIZE)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write (default <model>.exprune.onnx).")
+@_common
+@click.option("--explain", is_flag=True, help="List every layer that was not rewritten, with the reason.")
+@click.option("--emit-stats", is_flag=True,
+              help="Expose each early-exit op's [pruned, total] counters as extra graph outputs.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run original and optimised model in onnxruntime and compare outputs.")
+@click.option("--check-data", type=click.Path(path_type=Path),
+              help=".npz of inputs keyed by input name (optional 'labels'); default: seeded random inputs.")
+@click.option("--check-samples", type=int, default=32, show_default=True, help="Random inputs to check on.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random check inputs.")
+@_guarded
+def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,
+             check, check_data, check_samples, seed):
+    """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
+    from .check import compare, load_data, random_data
+    from .modelio import load_model, same_file, save_model, uses_external_data
+    from .pipeline import optimize as run_pipeline
+
+    console = _console()
+    options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
+                       include_first_layer, emit_stats)
+    output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
+    if same_file(model, output):
+        raise OutputError(f"{output}: the output would overwrite the input model")
+    original = load_model(model)
+    result = run_pipeline(original, options)
+    checked = None
+    if check and result.changed:
+        if check_data is not None:
+            feeds, labels = load_data(check_data, original)
+            checked = compare(original, result.model, feeds, labels, source=f"'{check_data.name}'")
+        else:
+            feeds = random_data(original, check_samples, seed)
+            checked = compare(original, result.model, feeds, source="random")
+    save_model(result.model, output, external_data=uses_external_data(original))
+    sizes = (original.ByteSize(), result.model.ByteSize())
+    if result.changed:
+        console.print(report.layers_table(result, checked, f"Rewritten layers ({model.name})"))
+    if explain and result.rejected:
+        console.print(report.rejected_table(result))
+    console.print(report.summary_table(result, original, checked, sizes))
+    if not result.changed:
+        console.print("nothing to rewrite: the model was written unchanged"
+                      + ("" if explain else " (--explain says why)"))
+    elif result.rejected and not explain:
+        console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
+    console.print(f"wrote {output}")
+
+
+@main.command(epilog=_EPILOG_INSPECT)
+@click.argument("model", type=click.Path(path_type=Path))
+@_common
+@_guarded
+def inspect(model, threshold, config, k, min_units, include_first_layer):
+    """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
+    from .modelio import load_model
+    from .pipeline import inspect as run_inspect
+
+    console = _console()
+    options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
+                       include_first_layer)
+    original = load_model(model)
+    result = run_inspect(original, options)
+    console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
+    if result.rejected:
+        console.print(report.rejected_table(result))
+    console.print(f"dense FLOPs: {result.dense_flops / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Small helpers over onnx-graphsurgeon graphs: constants, consumers, names."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+# Producers we evaluate at compile time when all their inputs are constant, so a
+# weight computed from constants (Paddle's Constant nodes, Caffe2's
+# ConstantOfShape, a Transpose of an initializer) counts as a constant weight.
+_FOLDABLE = {
+    "Constant", "ConstantOfShape", "Identity", "Cast", "Transpose", "Reshape",
+    "Squeeze", "Unsqueeze", "Flatten", "Mul", "Add", "Sub", "Div", "Neg",
+    "Concat", "Expand", "Sqrt", "Reciprocal",
+}
+_MAX_FOLD_DEPTH = 8
+
+
+def const_value(tensor: gs.Tensor, opset: int, _depth: int = 0) -> np.ndarray | None:
+    """The value of ``tensor`` if it is known at compile time, else None. Never mutates."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if not tensor.inputs or _depth > _MAX_FOLD_DEPTH:
+        return None
+    node = tensor.inputs[0]
+    if node.op not in _FOLDABLE or (node.domain or "") not in ("", "ai.onnx"):
+        return None
+    values = []
+    for inp in node.inputs:
+        if inp.name == "":
+            values.append(None)
+            continue
+        v = const_value(inp, opset, _depth + 1)
+        if v is None:
+            return None
+        values.append(v)
+    try:
+        outputs = _evaluate(node, values, opset)
+    except Exception:
+        return None
+    return outputs[node.outputs.index(tensor)]
+
+
+def _evaluate(node: gs.Node, values: list, opset: int) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if v is not None else "" for i, v in enumerate(values)]
+    out_names = [f"out{i}" for i in range(len(node.outputs))]
+    attrs = {}
+    for key, val in node.attrs.items():
+        if isinstance(val, gs.Constant):
+            val = onnx.numpy_helper.from_array(np.asarray(val.values))
+        attrs[key] = val
+    proto = onnx.helper.make_node(node.op, names, out_names, **attrs)
+    feeds = {n: v for n, v in zip(names, values) if v is not None}
+    inputs = [
+        onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+        for n, v in feeds.items()
+    ]
+    outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in out_names]
+    graph = onnx.helper.make_graph([proto], "fold", inputs, outputs)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def consumers(tensor: gs.Tensor) -> list[gs.Node]:
+    """Nodes reading ``tensor``, in this graph and in nested subgraphs."""
+    return list(tensor.outputs)
+
+
+def is_graph_output(tensor: gs.Tensor, graph: gs.Graph) -> bool:
+    return any(t is tensor for t in graph.outputs)
+
+
+def is_graph_input(tensor: gs.Tensor, graph: gs.Graph) -> bool:
+    return any(t is tensor for t in graph.inputs)
+
+
+def opset_of(graph: gs.Graph) -> int:
+    return int(graph.opset)
+
+
+def describe(node: gs.Node) -> str:
+    return f"{node.op} '{node.name}'" if node.name else f"{node.op} -> '{node.outputs[0].name}'"
+
+
+def static_shape(tensor: gs.Tensor) -> tuple | None:
+    """The tensor's shape as known from shape inference (dims may be str or None)."""
+    if isinstance(tensor, gs.Constant):
+        return tuple(tensor.shape)
+    return None if tensor.shape is None else tuple(tensor.shape)
+
+
+def same_shape(a: gs.Tensor, b: gs.Tensor) -> bool:
+    """True when two tensors provably have the same shape (equal ints or equal symbols)."""
+    sa, sb = static_shape(a), static_shape(b)
+    if sa is None or sb is None or len(sa) != len(sb):
+        return False
+    for da, db in zip(sa, sb):
+        if da is None or db is None or isinstance(da, str) != isinstance(db, str):
+            return False
+        if da != db or da == "":
+            return False
+    return True
+
+
+def all_graphs(graph: gs.Graph) -> list[gs.Graph]:
+    """The graph and every If/Loop/Scan body inside it, outermost first."""
+    return [graph] + list(graph.subgraphs(recursive=True))
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """A tensor/node name not used anywhere in the model."""
+    name, i = base, 1
+    while name in taken:
+        name = f"{base}_{i}"
+        i += 1
+    taken.add(name)
+    return name
+
+
+def model_names(graph: gs.Graph) -> set[str]:
+    names: set[str] = set()
+    for g in all_graphs(graph):
+        names.update(g.tensors().keys())
+        names.update(n.name for n in g.nodes if n.name)
+    return names

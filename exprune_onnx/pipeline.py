@@ -1,0 +1,157 @@
+"""The compiler's passes, in order.
+
+1. shape inference (so residual shapes, ranks and FLOPs are known);
+2. canonicalisation: Constant nodes -> initializers, BatchNormalization folded;
+3. matching: every rule in ``rules.RULES`` looks at every node of every graph
+   (If/Loop/Scan bodies included); nothing is changed;
+4. checking: each candidate is accepted or gets a reason;
+5. rewriting: accepted candidates become partial compute + early-exit op;
+6. export: dead nodes removed, topological order, IR version and metadata kept.
+
+When nothing is rewritten the input model is returned as it was, so a second run
+over an optimised model changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from . import ops
+from ._version import __version__
+from .accounting import model_flops
+from .canonicalize import constants_to_initializers, fold_batchnorm
+from .config import Options, choose_k
+from .graphutil import all_graphs, model_names
+from .modelio import runtime_ir_version
+from .rules import RULES
+from .errors import ConfigError
+from .rules.base import Candidate, Context, NoMatch, Rewritten
+
+
+@dataclass
+class Rejected:
+    layer: str
+    op: str
+    rule: str
+    reason: str
+
+
+@dataclass
+class Result:
+    model: onnx.ModelProto
+    rewritten: list[Rewritten] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    dense_flops: int = 0  # whole model, per sample
+    uncounted_nodes: int = 0
+    folded_constants: int = 0
+    folded_batchnorms: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.rewritten)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:
+        # Shapes only refine the checks; without them fewer groups qualify.
+        return model
+
+
+def _contexts(graph: gs.Graph, options: Options) -> list[Context]:
+    names = model_names(graph)
+    counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
+    dups = {name for name, c in counts.items() if c > 1}
+    return [
+        Context(graph, g, int(g.opset if g.opset is not None else graph.opset), options, names, dups)
+        for g in all_graphs(graph)
+    ]
+
+
+def find_candidates(graph: gs.Graph, options: Options):
+    """Match and check every rule on every node; returns (accepted, rejected). No mutation."""
+    accepted: list[tuple[object, Candidate, Context]] = []
+    rejected: list[Rejected] = []
+    claimed: dict[int, str] = {}
+    for ctx in _contexts(graph, options):
+        for node in list(ctx.graph.nodes):
+            for rule in RULES:
+                found = rule.match(node, ctx)
+                if found is None:
+                    continue
+                if isinstance(found, NoMatch):
+                    rejected.append(Rejected(found.layer, found.op, found.rule, found.reason))
+                    break
+                reason = rule.check(found, ctx)
+                owner = next((claimed[id(n)] for n in found.chain if id(n) in claimed), None)
+                if reason is None and owner is not None:
+                    reason = f"shares its activation with layer '{owner}', rewritten already"
+                if reason is not None:
+                    rejected.append(Rejected(found.layer, node.op, rule.NAME, reason))
+                else:
+                    for n in found.chain:
+                        claimed[id(n)] = found.layer
+                    accepted.append((rule, found, ctx))
+                break
+    return accepted, rejected
+
+
+def _analyse(model: onnx.ModelProto, options: Options):
+    graph = gs.import_onnx(infer_shapes(model))
+    folded_c = constants_to_initializers(graph)
+    folded_bn = fold_batchnorm(graph)
+    accepted, rejected = find_candidates(graph, options)
+    return graph, accepted, rejected, folded_c, folded_bn
+
+
+def inspect(model: onnx.ModelProto, options: Options) -> Result:
+    """What ``optimize`` would do, without doing it."""
+    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options)
+    total, unknown = model_flops(graph)
+    rewritten = []
+    for _rule, c, _ctx in accepted:
+        setting = options.setting(c.layer)
+        rewritten.append(Rewritten(c, choose_k(setting.k, c.n), setting.threshold, None, None))
+    return Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
+
+
+def optimize(model: onnx.ModelProto, options: Options) -> Result:
+    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options)
+    total, unknown = model_flops(graph)
+    known = {c.layer for _r, c, _x in accepted} | {r.layer for r in rejected}
+    unknown_layers = sorted(set(options.layers) - known)
+    if unknown_layers:
+        raise ConfigError(
+            f"the config names layers the model does not have: {', '.join(unknown_layers)} "
+            "(`exprune-onnx inspect` lists the names)"
+        )
+    if not accepted:
+        return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
+    rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]
+    graph.outputs.extend(r.stats for r in rewritten if r.stats is not None)
+    graph.cleanup(recurse_subgraphs=True).toposort(recurse_subgraphs=True)
+    out = _export(graph, model)
+    return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn)
+
+
+def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = runtime_ir_version(original.ir_version)
+    for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(out, key, getattr(original, key))
+    del out.opset_import[:]
+    out.opset_import.extend(o for o in original.opset_import if o.domain != ops.DOMAIN)
+    out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.VERSION))
+    del out.metadata_props[:]
+    out.metadata_props.extend(original.metadata_props)
+    entry = out.metadata_props.add()
+    entry.key, entry.value = "exprune_onnx.version", __version__
+    del out.functions[:]
+    out.functions.extend(original.functions)
+    return out
+

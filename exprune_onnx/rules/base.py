@@ -1,0 +1,90 @@
+"""What every rewrite rule returns: a candidate group, or a reason it does not apply.
+
+A rule module provides three functions kept apart:
+
+* ``match(node, ctx) -> Candidate | NoMatch | None``: reads the graph, never mutates.
+  ``None`` means the node is not the rule's concern at all (silently ignored);
+  ``NoMatch`` means it looked like one but the pattern is incomplete (shown by
+  ``--explain``).
+* ``check(candidate, ctx) -> str | None``: the first reason the candidate must not be
+  rewritten, or None.
+* ``rewrite(candidate, ctx) -> Rewritten``: mutates the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..config import Options
+
+
+@dataclass
+class Context:
+    """What matching and rewriting need beyond the node itself."""
+
+    model_graph: gs.Graph  # the outermost graph
+    graph: gs.Graph  # the graph (or If/Loop/Scan body) the node lives in
+    opset: int
+    options: Options
+    names: set[str]  # every name in the model, for fresh ones
+    duplicate_node_names: set[str] = field(default_factory=set)
+
+
+@dataclass
+class NoMatch:
+    rule: str
+    layer: str
+    op: str
+    reason: str
+
+
+@dataclass
+class Candidate:
+    """A reduction followed by a ReLU-family activation, in canonical form.
+
+    ``weight`` is ``[n, O]`` for dense layers and ``[O, n, *kernel]`` for Conv;
+    ``bias`` is ``[O]`` with every constant offset folded in.
+    """
+
+    rule: str
+    kind: str  # "dense" | "conv"
+    layer: str
+    reduction: gs.Node
+    x: gs.Tensor
+    weight: np.ndarray | None
+    bias: np.ndarray | None
+    residual: gs.Tensor | None
+    chain: list[gs.Node]  # nodes after the reduction, ending with the activation
+    output: gs.Tensor  # the activation's output: the group's only result
+    clip_max: float
+    conv_attrs: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # found while matching
+
+    @property
+    def n(self) -> int:
+        return int(self.weight.shape[0] if self.kind == "dense" else self.weight.shape[1])
+
+    @property
+    def outputs(self) -> int:
+        return int(self.weight.shape[1] if self.kind == "dense" else self.weight.shape[0])
+
+    @property
+    def taps(self) -> int:
+        """Multiply-accumulates per input unit per output element (kernel size)."""
+        return 1 if self.kind == "dense" else int(np.prod(self.weight.shape[2:]))
+
+    @property
+    def op_types(self) -> list[str]:
+        return [self.reduction.op] + [n.op for n in self.chain]
+
+
+@dataclass
+class Rewritten:
+    candidate: Candidate
+    k: int
+    threshold: float
+    op_node: gs.Node
+    stats: gs.Tensor | None

@@ -1,0 +1,142 @@
+"""The part every ReLU rule shares: what may stand between the reduction and the activation.
+
+    reduction -> [Add(constant bias)]* -> [Add(residual)] -> Relu | Clip(min = 0)
+
+Constant Adds fold into the per-output bias; one Add of a non-constant tensor is the
+residual (ResNet's skip connection), which the early-exit op treats as a known
+per-element offset. BatchNormalization is folded earlier by canonicalisation; one
+still here had non-constant parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..graphutil import const_value, describe, is_graph_output, same_shape
+from .base import Context
+
+_CHAIN_OPS = {"Add", "BatchNormalization", "Relu", "Clip"}
+
+
+@dataclass
+class Chain:
+    nodes: list[gs.Node]
+    bias: np.ndarray  # [O], float64
+    residual: gs.Tensor | None
+    output: gs.Tensor
+    clip_max: float
+    problems: list[str] = field(default_factory=list)
+
+
+def is_default_domain(node: gs.Node) -> bool:
+    return (node.domain or "") in ("", "ai.onnx")
+
+
+def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int, rank: int | None) -> Chain | str:
+    """Walk from the reduction's output to the activation; a string is the reason it failed.
+
+    ``channel_axis`` is where the outputs sit in the result (1 for Conv, -1 for dense);
+    ``rank`` is the result's rank when known.
+    """
+    nodes: list[gs.Node] = []
+    problems: list[str] = []
+    bias = np.zeros(out_channels)
+    residual = None
+    t = start
+    while True:
+        nxt = _continuation(t, ctx, problems)
+        if isinstance(nxt, str):
+            return nxt
+        nodes.append(nxt)
+        if nxt.op in ("Relu", "Clip"):
+            clip_max = _activation_cap(nxt, ctx)
+            if isinstance(clip_max, str):
+                return clip_max
+            return Chain(nodes, bias, residual, nxt.outputs[0], clip_max, problems)
+        if nxt.op == "BatchNormalization":
+            # Canonicalisation folds every BN it can; an extra consumer is the usual blocker.
+            return problems[0] if problems else (
+                f"{describe(nxt)} could not be folded (non-constant parameters or training mode)")
+        # An Add.
+        if len(nxt.inputs) != 2 or nxt.inputs[0] is nxt.inputs[1]:
+            return f"{describe(nxt)} adds the intermediate to itself"
+        other = nxt.inputs[1] if nxt.inputs[0] is t else nxt.inputs[0]
+        value = const_value(other, ctx.opset)
+        if value is not None:
+            per_output = _per_output(value, out_channels, channel_axis, rank)
+            if per_output is None:
+                return f"{describe(nxt)} adds a constant of shape {list(value.shape)} that is not a per-output bias"
+            bias = bias + per_output
+        elif residual is not None:
+            return f"{describe(nxt)} is a second non-constant Add before the activation"
+        else:
+            residual = other
+            if not same_shape(other, nxt.outputs[0]) or not same_shape(t, nxt.outputs[0]):
+                problems.append(
+                    f"residual '{other.name}' of {describe(nxt)} does not provably have the output's shape"
+                )
+        t = nxt.outputs[0]
+
+
+def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | str:
+    users = list(t.outputs)
+    chain_users = [u for u in users if u.op in _CHAIN_OPS and is_default_domain(u)]
+    if len(chain_users) != 1:
+        if not users:
+            return f"'{t.name}' has no consumer"
+        found = ", ".join(sorted({u.op for u in users}))
+        return f"'{t.name}' does not feed a ReLU-family activation (consumers: {found})"
+    if len(users) > 1:
+        others = [describe(u) for u in users if u is not chain_users[0]]
+        problems.append(f"intermediate '{t.name}' also feeds {', '.join(others)}")
+    if is_graph_output(t, ctx.graph):
+        problems.append(f"intermediate '{t.name}' is a graph output")
+    return chain_users[0]
+
+
+def _per_output(value: np.ndarray, out_channels: int, axis: int, rank: int | None) -> np.ndarray | None:
+    """``value`` as an [O] vector if adding it only shifts each output channel."""
+    if value.size == 1:
+        if rank is not None and value.ndim > rank:
+            return None
+        return np.full(out_channels, float(value.reshape(-1)[0]))
+    full_rank = rank if rank is not None else max(value.ndim, axis + 1 if axis >= 0 else 1)
+    if value.ndim > full_rank:
+        return None
+    shape = (1,) * (full_rank - value.ndim) + tuple(value.shape)
+    ax = axis % full_rank
+    if shape[ax] != out_channels or any(d != 1 for i, d in enumerate(shape) if i != ax):
+        return None
+    return value.reshape(-1).astype(np.float64)
+
+
+def _activation_cap(node: gs.Node, ctx: Context) -> float | str:
+    """The activation's upper bound, or the reason it is not ReLU-like."""
+    if node.op == "Relu":
+        return math.inf
+    if ctx.opset < 11:
+        lo = node.attrs.get("min", -3.4028234663852886e38)
+        hi = node.attrs.get("max", math.inf)
+    else:
+        lo = _clip_bound(node, 1, ctx)
+        hi = _clip_bound(node, 2, ctx)
+        if lo is None or hi is None:
+            return f"{describe(node)} has non-constant bounds"
+        lo = -math.inf if lo == "absent" else lo
+        hi = math.inf if hi == "absent" else hi
+    if lo != 0.0:
+        return f"{describe(node)} has min {lo}, so it is not zero for every negative input"
+    if not hi > 0.0:
+        return f"{describe(node)} has max {hi}, which leaves nothing to compute"
+    return float(hi)
+
+
+def _clip_bound(node: gs.Node, index: int, ctx: Context):
+    if len(node.inputs) <= index or node.inputs[index].name == "":
+        return "absent"
+    value = const_value(node.inputs[index], ctx.opset)
+    return None if value is None or value.size != 1 else float(value.reshape(-1)[0])

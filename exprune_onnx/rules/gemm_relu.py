@@ -1,0 +1,60 @@
+"""ENP for Gemm (fully connected) layers.
+
+    Gemm(x, B, C; alpha, beta, transB) -> [Add(bias)] -> [BatchNormalization] -> [Add(residual)] -> Relu | Clip(0, c)
+      =>  MatMul(Slice(x, features 0..k), W[:k]) -> ExPruneDenseRelu(partial, x, W[k:]^T, b[, residual])
+
+with W = alpha * (B^T if transB else B) and b = beta * C. PyTorch's nn.Linear exports
+as Gemm with transB = 1 on 2-D inputs; Caffe2 and Keras converters emit Gemm with
+transB = 0. transA = 1 (a transposed input) is left alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graphutil import const_value
+from . import chain, common
+from .base import Candidate, Context, NoMatch
+
+NAME = "gemm_relu"
+OP_TYPES = ("Gemm",)
+
+
+def match(node, ctx: Context) -> Candidate | NoMatch | None:
+    if node.op != "Gemm" or not chain.is_default_domain(node):
+        return None
+    layer = common.layer_name(node, ctx)
+    b = const_value(node.inputs[1], ctx.opset)
+    if b is None or b.ndim != 2:
+        return NoMatch(NAME, layer, node.op, f"the weight '{node.inputs[1].name}' is not a constant matrix")
+    w = b.T if node.attrs.get("transB", 0) else b
+    w = (w * np.float32(node.attrs.get("alpha", 1.0))).astype(b.dtype)
+    out_channels = int(w.shape[1])
+    found = chain.follow(node.outputs[0], ctx, out_channels, -1, 2)
+    if isinstance(found, str):
+        return NoMatch(NAME, layer, node.op, found)
+    problems = list(found.problems)
+    bias = found.bias
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        c = const_value(node.inputs[2], ctx.opset)
+        if c is None:
+            bias = None
+        elif c.size in (1, out_channels) and c.ndim <= 2 and (c.ndim < 2 or c.shape[0] == 1):
+            bias = bias + float(node.attrs.get("beta", 1.0)) * np.broadcast_to(c.reshape(-1), (out_channels,))
+        else:
+            problems.append(f"C has shape {list(c.shape)}, not a per-output bias")
+    if node.attrs.get("transA", 0):
+        problems.append("transA = 1 (transposed input) is not supported")
+    return Candidate(
+        rule=NAME, kind="dense", layer=layer, reduction=node, x=node.inputs[0], weight=w, bias=bias,
+        residual=found.residual, chain=found.nodes, output=found.output, clip_max=found.clip_max,
+        problems=problems,
+    )
+
+
+def check(c: Candidate, ctx: Context) -> str | None:
+    return common.check(c, ctx)
+
+
+def rewrite(c: Candidate, ctx: Context):
+    return common.emit(c, ctx)

@@ -1,0 +1,71 @@
+"""Finding the custom-op library and registering it with onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+LIBRARY_ENV = "EXPRUNE_ONNX_LIBRARY"
+
+
+def _library_name() -> str:
+    if sys.platform == "win32":
+        return "exprune_ops.dll"
+    if sys.platform == "darwin":
+        return "libexprune_ops.dylib"
+    return "libexprune_ops.so"
+
+
+def get_library_path() -> str:
+    """Path of the built ExPrune custom-op library.
+
+    ``$EXPRUNE_ONNX_LIBRARY`` wins when set (for a library built outside the wheel);
+    otherwise the one installed next to this package by ``pip install``.
+    """
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"${LIBRARY_ENV} points to {override!r}, which does not exist")
+        return str(Path(override).resolve())
+    candidate = Path(__file__).resolve().parent / _library_name()
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"the ExPrune custom-op library was not found at {candidate}. "
+            "Install the package with `pip install .` (which builds it), or set "
+            f"${LIBRARY_ENV} to a library you built."
+        )
+    return str(candidate)
+
+
+def session_options(base=None, *, threads: int | None = None, optimize: bool = True):
+    """``onnxruntime.SessionOptions`` with the ExPrune library registered.
+
+    ``base`` is updated in place when given. ``threads`` sets the intra-op thread
+    count (the pool the custom op runs on); ``optimize=False`` turns graph
+    optimisations off, as the exactness tests do.
+    """
+    import onnxruntime as ort
+
+    opts = base if base is not None else ort.SessionOptions()
+    opts.register_custom_ops_library(get_library_path())
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return opts
+
+
+def inference_session(model, *, threads: int | None = None, optimize: bool = True):
+    """An ``onnxruntime.InferenceSession`` on CPU with the library registered.
+
+    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``.
+    """
+    import onnxruntime as ort
+
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif isinstance(model, Path):
+        model = str(model)
+    opts = session_options(threads=threads, optimize=optimize)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

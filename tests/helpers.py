@@ -1,0 +1,104 @@
+"""Tiny models and references shared by the rule tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+import exprune_onnx
+
+NEG_INF = float("-inf")
+
+
+def init(name: str, value: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset=17, ir_version=8) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    _fill_output_shapes(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _fill_output_shapes(model: onnx.ModelProto) -> None:
+    """Outputs declared without a shape get the inferred one (the checker wants a shape)."""
+    if all(o.type.tensor_type.HasField("shape") for o in model.graph.output):
+        return
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for out in model.graph.output:
+        if not out.type.tensor_type.HasField("shape") and out.name in known:
+            out.type.CopyFrom(known[out.name].type)
+
+
+def vi(name, shape, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def node_types(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def run_plain(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def run_exprune(model: onnx.ModelProto, feeds: dict, threads: int | None = None) -> list[np.ndarray]:
+    return exprune_onnx.inference_session(model, optimize=False, threads=threads).run(None, feeds)
+
+
+def assert_close(ref: np.ndarray, got: np.ndarray, rel: float = 1e-4) -> None:
+    """Max error relative to the output's range, as the issue states the tolerance."""
+    assert ref.shape == got.shape
+    scale = max(float(np.abs(ref).max()), 1e-6)
+    err = float(np.abs(ref.astype(np.float64) - got).max())
+    assert err <= rel * scale, f"max abs error {err} exceeds {rel} x range {scale}"
+
+
+def assert_equivalent(original, optimized, make_feeds, draws: int = 3) -> None:
+    for seed in range(draws):
+        feeds = make_feeds(np.random.default_rng(100 + seed))
+        for ref, got in zip(run_plain(original, feeds), run_exprune(optimized, feeds)):
+            assert_close(ref, got)
+
+
+def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy with extra float intermediates as graph outputs (to read the partial sums)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for name in names:
+        out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return out
+
+
+def conv_reference(x, w, strides, pads, dilations):
+    """Plain numpy Conv (group 1, 1-D or 2-D), for full-computation references."""
+    spatial = w.ndim - 2
+    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
+    xp = np.pad(x.astype(np.float64), pad_width)
+    out_dims = [
+        (xp.shape[2 + i] - dilations[i] * (w.shape[2 + i] - 1) - 1) // strides[i] + 1 for i in range(spatial)
+    ]
+    y = np.zeros((x.shape[0], w.shape[0], *out_dims))
+    for taps in np.ndindex(*w.shape[2:]):
+        index = [slice(None), slice(None)]
+        for i, t in enumerate(taps):
+            start = t * dilations[i]
+            index.append(slice(start, start + strides[i] * (out_dims[i] - 1) + 1, strides[i]))
+        patch = xp[tuple(index)]
+        y += np.einsum("nc...,oc->no...", patch, w[(slice(None), slice(None), *taps)])
+    return y
+
+
+def threshold_of(optimized: onnx.ModelProto) -> dict:
+    """Attributes of the (single) early-exit node."""
+    node = next(n for n in optimized.graph.node if n.domain == exprune_onnx.DOMAIN)
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}

@@ -1,0 +1,134 @@
+"""Canonicalisation and model-level handling: Constant weights, BN folding, subgraphs, IR versions."""
+
+import numpy as np
+import onnx
+from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_exprune, run_plain, vi
+from onnx import TensorProto, helper, numpy_helper
+
+from exprune_onnx import optimize_model
+from exprune_onnx.modelio import max_runtime_ir_version
+
+rng = np.random.default_rng(0)
+W = (rng.normal(size=(48, 32, 3, 3)) * 0.1).astype(np.float32)
+B = rng.normal(size=48).astype(np.float32)
+
+
+def _feeds(rng, shape=(2, 48, 6, 6)):
+    return {"inp": rng.normal(size=shape).astype(np.float32)}
+
+
+def test_weights_in_constant_nodes():
+    w2 = (rng.normal(size=(32, 48, 1, 1)) * 0.2).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w2)),
+        helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(rng.normal(size=32).astype(np.float32))),
+        helper.make_node("Relu", ["inp"], ["x"]),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    model = make_model(nodes, [vi("inp", ["N", 48, 6, 6])], [vi("y", None)])
+    res = optimize_model(model, threshold=NEG_INF)
+    assert node_types(res.model) == ["Relu", "Slice", "Conv", "ExPruneConvRelu"]
+    assert_equivalent(model, res.model, _feeds)
+
+
+def test_weight_computed_from_constants():
+    """A Transpose of an initializer is a folded constant, so the layer still qualifies."""
+    wt = (rng.normal(size=(40, 64)) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0]),
+        helper.make_node("Relu", ["inp"], ["x"]),
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+        helper.make_node("Relu", ["m"], ["y"]),
+    ]
+    model = make_model(nodes, [vi("inp", ["N", 64])], [vi("y", None)], [init("wt", wt)])
+    res = optimize_model(model, threshold=NEG_INF)
+    assert node_types(res.model) == ["Relu", "Slice", "MatMul", "ExPruneDenseRelu"]
+    assert_equivalent(model, res.model, lambda r: {"inp": r.normal(size=(3, 64)).astype(np.float32)})
+
+
+def test_shared_weight_is_not_modified_in_place():
+    """Two convs share one weight; BN folding of one must leave the other's weight alone."""
+    s = rng.uniform(0.5, 1.5, 48).astype(np.float32)
+    nodes = [
+        helper.make_node("Relu", ["inp"], ["x"]),
+        helper.make_node("Conv", ["x", "W", "B"], ["c1"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s", "z", "z", "one"], ["n1"]),
+        helper.make_node("Relu", ["n1"], ["y1"]),
+        helper.make_node("Conv", ["x", "W", "B"], ["c2"], name="b", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c2"], ["y2"]),
+    ]
+    zeros, ones = np.zeros(48, np.float32), np.ones(48, np.float32)
+    inits = [init("W", W[:, :32]), init("B", B), init("s", s), init("z", zeros), init("one", ones)]
+    model = make_model(nodes, [vi("inp", ["N", 32, 6, 6])], [vi("y1", None), vi("y2", None)], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert [r.candidate.layer for r in res.rewritten] == ["a"]
+    assert_equivalent(model, res.model, lambda r: _feeds(r, (2, 32, 6, 6)))
+
+
+def _branch(name, relu_input):
+    return helper.make_graph(
+        [helper.make_node("Conv", [relu_input, "W", "B"], [f"{name}_c"], name=f"{name}_conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", [f"{name}_c"], [f"{name}_y"], name=f"{name}_relu")],
+        name, [], [vi(f"{name}_y", ["N", 48, 6, 6])],
+    )
+
+
+def test_rewrites_inside_if_branches():
+    nodes = [
+        helper.make_node("Relu", ["inp"], ["x"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=_branch("then", "x"), else_branch=_branch("else", "x")),
+    ]
+    w48 = (rng.normal(size=(48, 48, 3, 3)) * 0.1).astype(np.float32)
+    inits = [init("W", w48), init("B", B)]
+    model = make_model(nodes, [vi("inp", ["N", 48, 6, 6]), vi("cond", [], TensorProto.BOOL)],
+                       [vi("y", ["N", 48, 6, 6])], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert sorted(r.candidate.layer for r in res.rewritten) == ["else_conv", "then_conv"]
+    if_node = next(n for n in res.model.graph.node if n.op_type == "If")
+    branch = helper.get_attribute_value(if_node.attribute[0])
+    assert [n.op_type for n in branch.node] == ["Slice", "Conv", "ExPruneConvRelu"]
+    onnx.checker.check_model(res.model)
+    for flag in (True, False):
+        assert_equivalent(model, res.model, lambda r: {**_feeds(r), "cond": np.array(flag)}, draws=2)
+
+
+def test_relu_output_that_is_graph_output_and_has_several_consumers():
+    nodes = [
+        helper.make_node("Relu", ["inp"], ["x"]),
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"]),
+        helper.make_node("Neg", ["y"], ["n"]),
+        helper.make_node("Sigmoid", ["y"], ["s"]),
+    ]
+    model = make_model(nodes, [vi("inp", ["N", 32, 5, 5])], [vi("y", None), vi("n", None), vi("s", None)],
+                       [init("W", W[:, :32]), init("B", B)])
+    res = optimize_model(model, threshold=NEG_INF)
+    assert node_types(res.model) == ["Relu", "Slice", "Conv", "ExPruneConvRelu", "Neg", "Sigmoid"]
+    assert [o.name for o in res.model.graph.output] == ["y", "n", "s"]
+    assert_equivalent(model, res.model, lambda r: _feeds(r, (2, 32, 5, 5)))
+
+
+def test_ir_version_kept_or_lowered():
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]), helper.make_node("Conv", ["x", "W", "B"], ["c"]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [vi("inp", ["N", 32, 5, 5])], [vi("y", None)], [init("W", W[:, :32]), init("B", B)])
+    assert optimize_model(model, threshold=NEG_INF).model.ir_version == 8
+    model.ir_version = onnx.IR_VERSION
+    out = optimize_model(model, threshold=NEG_INF).model
+    assert out.ir_version == min(onnx.IR_VERSION, max_runtime_ir_version())
+    feeds = _feeds(np.random.default_rng(1), (1, 32, 5, 5))
+    model.ir_version = 8
+    np.testing.assert_allclose(run_plain(model, feeds)[0], run_exprune(out, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_stats_output_counts_pruned_elements():
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]), helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [vi("inp", ["N", 32, 5, 5])], [vi("y", None)], [init("W", W[:, :32]), init("B", B)])
+    res = optimize_model(model, threshold=0.0, emit_stats=True)
+    assert [o.name for o in res.model.graph.output][0] == "y"
+    assert len(res.model.graph.output) == 2
+    y, stats = run_exprune(res.model, _feeds(np.random.default_rng(2), (2, 32, 5, 5)))
+    assert stats.dtype == np.int64 and stats[1] == y.size
+    assert 0 < stats[0] <= np.sum(y == 0)

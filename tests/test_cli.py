@@ -1,0 +1,149 @@
+"""The command line, on the bundled example model and on bad input."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import run_exprune, run_plain
+
+from exprune_onnx.cli import main
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+EXAMPLE = MODELS / "fashion_cnn.onnx"
+SLICE = MODELS / "fashion_test_slice.npz"
+
+
+@pytest.fixture
+def example(tmp_path):
+    path = tmp_path / "fashion_cnn.onnx"
+    shutil.copyfile(EXAMPLE, path)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_optimize_example_at_minus_inf_is_exact(example):
+    before = example.read_bytes()
+    r = invoke("optimize", example, "--threshold", "-inf", "--check-data", SLICE)
+    assert r.exit_code == 0, r.output
+    out = example.with_name("fashion_cnn.exprune.onnx")
+    assert out.exists() and example.read_bytes() == before
+    assert "top-1 agreement 100.00%" in r.output
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    types = [n.op_type for n in model.graph.node]
+    # Every conv after the first and the hidden Gemm: five early-exit ops.
+    assert types.count("ExPruneConvRelu") == 4 and types.count("ExPruneDenseRelu") == 1
+    with np.load(SLICE) as data:
+        feeds = {"input": data["input"][:64]}
+    ref = run_plain(onnx.load(EXAMPLE), feeds)[0]
+    got = run_exprune(model, feeds)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_optimize_reports_measured_pruning(example, tmp_path):
+    out = tmp_path / "o.onnx"
+    r = invoke("optimize", example, "-o", out, "--threshold", "0", "--check-data", SLICE, "--explain")
+    assert r.exit_code == 0, r.output
+    assert "measured FLOPs" in r.output and "saved" in r.output
+    assert "Not rewritten" in r.output and "/conv1/conv/Conv" in r.output
+    assert "accuracy" in r.output
+
+
+def test_emit_stats_adds_outputs(example, tmp_path):
+    out = tmp_path / "o.onnx"
+    assert invoke("optimize", example, "-o", out, "--emit-stats", "--no-check").exit_code == 0
+    outputs = [o.name for o in onnx.load(out).graph.output]
+    assert outputs[0] == "logits" and len(outputs) == 6
+
+
+def test_config_file(example, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"default": {"threshold": "-inf"},
+                               "layers": {"/fc1/Gemm": {"skip": True}, "/conv2/conv/Conv": {"k": 16, "threshold": 0.5}}}))
+    out = tmp_path / "o.onnx"
+    r = invoke("optimize", example, "-o", out, "--config", cfg, "--check-data", SLICE)
+    assert r.exit_code == 0, r.output
+    model = onnx.load(out)
+    types = [n.op_type for n in model.graph.node]
+    assert "ExPruneDenseRelu" not in types and types.count("ExPruneConvRelu") == 4
+    conv2 = next(n for n in model.graph.node if n.op_type == "ExPruneConvRelu")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in conv2.attribute}
+    assert attrs["k"] == 16 and attrs["threshold"] == 0.5
+
+
+def test_inspect_lists_candidates_and_reasons(example):
+    r = invoke("inspect", example)
+    assert r.exit_code == 0, r.output
+    for name in ("/conv2/conv/Conv", "/block/conv2/Conv", "/fc1/Gemm", "graph input"):
+        assert name in r.output
+
+
+@pytest.mark.parametrize(
+    "setup,code,message",
+    [
+        (lambda p: p.unlink(), 3, "no such file"),
+        (lambda p: p.write_bytes(b""), 3, "empty"),
+        (lambda p: p.write_bytes(b"this is not a model at all \x00\x01"), 3, "not"),
+        (lambda p: p.write_bytes(p.read_bytes()[:1000]), 3, "fashion_cnn.onnx"),
+    ],
+)
+def test_bad_model_files(example, setup, code, message):
+    setup(example)
+    r = invoke("optimize", example)
+    assert r.exit_code == code, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert not example.with_name("fashion_cnn.exprune.onnx").exists()
+
+
+def test_output_cannot_be_input(example):
+    before = example.read_bytes()
+    r = invoke("optimize", example, "-o", example)
+    assert r.exit_code == 5 and "overwrite the input" in r.output
+    assert example.read_bytes() == before
+
+
+def test_output_directory_missing(example, tmp_path):
+    r = invoke("optimize", example, "-o", tmp_path / "nope" / "o.onnx", "--no-check")
+    assert r.exit_code == 5 and "does not exist" in r.output
+
+
+def test_bad_config_and_options(example, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{not json")
+    assert invoke("optimize", example, "--config", cfg).exit_code == 4
+    cfg.write_text(json.dumps({"layers": {"no/such/layer": {"threshold": 1}}}))
+    r = invoke("optimize", example, "--config", cfg)
+    assert r.exit_code == 4 and "no/such/layer" in r.output
+    assert invoke("optimize", example, "--k", "zero").exit_code == 4
+    assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
+    assert not example.with_name("fashion_cnn.exprune.onnx").exists()
+
+
+def test_bad_check_data(example, tmp_path):
+    bad = tmp_path / "d.npz"
+    np.savez(bad, wrong_name=np.zeros((2, 1, 28, 28), np.float32))
+    r = invoke("optimize", example, "--check-data", bad)
+    assert r.exit_code == 6 and "no array for model input 'input'" in r.output
+    np.savez(bad, input=np.zeros((2, 1, 14, 14), np.float32))
+    assert invoke("optimize", example, "--check-data", bad).exit_code == 6
+    np.savez(bad, input=np.zeros((2, 1, 28, 28), np.float64))
+    assert invoke("optimize", example, "--check-data", bad).exit_code == 6
+    assert not example.with_name("fashion_cnn.exprune.onnx").exists()
+
+
+def test_installed_entry_point(example):
+    """The console script works as installed, including --version and --help."""
+    exe = shutil.which("exprune-onnx")
+    assert exe, "exprune-onnx is not on PATH: install the package with `pip install .`"
+    assert subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout.startswith("exprune-onnx")
+    assert "Examples" in subprocess.run([exe, "optimize", "--help"], capture_output=True, text=True, check=True).stdout
+    bad = subprocess.run([exe, "optimize", str(example.with_name("missing.onnx"))], capture_output=True, text=True)
+    assert bad.returncode == 3 and "Traceback" not in bad.stderr

@@ -1,0 +1,479 @@
+"""The ExPrune custom ops (custom_ops/src) against a numpy reference.
+
+Each model is a single ai.exprune node fed through graph inputs, run by the installed
+package's library (`pip install .`), per the contract in docs/custom_ops.md.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import exprune_onnx
+from exprune_onnx import ops
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = "exprune_node_under_test"
+INPUT_NAMES = ("partial", "x", "w_tail", "bias", "residual")
+ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def make_model(op, arrays, attrs, *, stats=False, empty_residual=False):
+    """One `op` node whose inputs are graph inputs carrying `arrays` (residual optional)."""
+    names = [n for n in INPUT_NAMES if arrays.get(n) is not None]
+    node_inputs = list(names)
+    if empty_residual and "residual" not in names:
+        node_inputs.append("")  # an optional input skipped the ONNX way
+    outputs = ["y", "stats"] if stats else ["y"]
+    node = helper.make_node(op, node_inputs, outputs, name=NODE, domain=ops.DOMAIN, **attrs)
+    graph_inputs = [
+        helper.make_tensor_value_info(n, ONNX_TYPES[arrays[n].dtype], list(arrays[n].shape)) for n in names
+    ]
+    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * arrays["partial"].ndim)]
+    if stats:
+        graph_outputs.append(helper.make_tensor_value_info("stats", TensorProto.INT64, [2]))
+    graph = helper.make_graph([node], "single_op", graph_inputs, graph_outputs)
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, ops.VERSION)],
+        ir_version=8,
+    )
+
+
+def run(op, arrays, attrs, *, stats=False, threads=None, empty_residual=False):
+    model = make_model(op, arrays, attrs, stats=stats, empty_residual=empty_residual)
+    sess = exprune_onnx.inference_session(model, optimize=False, threads=threads)
+    feeds = {n: a for n, a in arrays.items() if a is not None}
+    return sess.run(None, feeds)
+
+
+def scaled(arrays, factor):
+    """The same layer with weights, bias and residual times factor: output times factor."""
+    return {n: a if a is None or n == "x" else a * np.float32(factor) for n, a in arrays.items()}
+
+
+def act(v, clip_max):
+    return np.minimum(np.maximum(v, 0.0), clip_max)
+
+
+def estimate(partial, bias_b, residual, n, k):
+    """The op's est, in the precision docs/custom_ops.md fixes: float32 base, float64 rest."""
+    base = bias_b if residual is None else bias_b + residual
+    return base.astype(np.float64) + (n / k) * partial.astype(np.float64)
+
+
+def pruned_mask(partial, bias_b, residual, n, k, threshold):
+    return estimate(partial, bias_b, residual, n, k) < np.float64(np.float32(threshold))
+
+
+def check_result(y, partial, full, mask, clip_max):
+    """Pruned entries exactly 0; the others equal the full layer's activation."""
+    assert y.shape == partial.shape and y.dtype == np.float32
+    assert np.all(y[mask] == 0.0)
+    expected = act(full, clip_max)
+    np.testing.assert_allclose(y[~mask], expected[~mask], rtol=1e-4, atol=1e-5)
+
+
+def assert_ort_error(fn, *words, ours=True):
+    """fn raises an onnxruntime error naming the node. `ours`: the message is the op's
+    own ("<Op> node '<name>': ..."), not one onnxruntime produced before calling it."""
+    with pytest.raises(Exception) as info:
+        fn()
+    assert type(info.value).__module__.startswith("onnxruntime"), repr(info.value)
+    message = str(info.value)
+    assert (f"node '{NODE}'" if ours else NODE) in message, message
+    for word in words:
+        assert word in message, message
+
+
+# ------------------------------------------------------------------ dense
+
+
+def dense_case(rng, lead, n, outs, k, residual=False):
+    """Inputs of a Dense layer x @ W + b split at k, plus its exact float64 result."""
+    x = rng.standard_normal((*lead, n)).astype(np.float32)
+    w = (rng.standard_normal((n, outs)) / np.sqrt(n)).astype(np.float32)
+    b = (0.3 * rng.standard_normal(outs)).astype(np.float32)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    partial = (x64[..., :k] @ w64[:k]).astype(np.float32)
+    arrays = {
+        "partial": partial,
+        "x": x,
+        "w_tail": np.ascontiguousarray(w[k:].T),
+        "bias": b,
+        "residual": (0.5 * rng.standard_normal(partial.shape)).astype(np.float32) if residual else None,
+    }
+    full = partial.astype(np.float64) + x64[..., k:] @ w64[k:] + b
+    if residual:
+        full = full + arrays["residual"]
+    return arrays, full
+
+
+DENSE_SHAPES = [
+    ((4,), 40, 24, 10),  # 2-D
+    ((2, 3), 40, 16, 8),  # 3-D
+    ((37,), 100, 70, 25),  # several row and column blocks, tail not a lane multiple
+    ((1,), 257, 300, 64),  # batch 1
+]
+
+
+@pytest.mark.parametrize("lead,n,outs,k", DENSE_SHAPES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_dense_no_pruning_equals_full_layer(lead, n, outs, k, residual):
+    rng = np.random.default_rng(0)
+    arrays, full = dense_case(rng, lead, n, outs, k, residual)
+    (y,) = run(ops.DENSE_RELU, arrays, {"k": k, "threshold": float("-inf")})
+    np.testing.assert_allclose(y, act(full, np.inf), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("lead,n,outs,k", DENSE_SHAPES)
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("clip_max", [None, 6.0])
+def test_dense_threshold_prunes_exactly(lead, n, outs, k, residual, clip_max):
+    rng = np.random.default_rng(1)
+    arrays, full = dense_case(rng, lead, n, outs, k, residual)
+    if clip_max is not None:  # scale so that the cap is actually reached
+        arrays, full = scaled(arrays, 8), full * 8
+    est = estimate(arrays["partial"], arrays["bias"], arrays["residual"], n, k)
+    threshold = float(np.float32(np.quantile(est, 0.4)))
+    attrs = {"k": k, "threshold": threshold}
+    if clip_max is not None:
+        attrs["clip_max"] = clip_max
+    y, stats = run(ops.DENSE_RELU, arrays, attrs, stats=True)
+    mask = pruned_mask(arrays["partial"], arrays["bias"], arrays["residual"], n, k, threshold)
+    assert 0 < mask.sum() < mask.size
+    check_result(y, arrays["partial"], full, mask, np.inf if clip_max is None else clip_max)
+    if clip_max is not None:
+        assert np.any(y == np.float32(clip_max))
+    assert stats.dtype == np.int64 and stats.tolist() == [int(mask.sum()), mask.size]
+
+
+def test_dense_residual_given_as_empty_name():
+    rng = np.random.default_rng(2)
+    arrays, full = dense_case(rng, (5,), 30, 12, 6)
+    (y,) = run(ops.DENSE_RELU, arrays, {"k": 6, "threshold": float("-inf")}, empty_residual=True)
+    np.testing.assert_allclose(y, act(full, np.inf), rtol=1e-4, atol=1e-5)
+
+
+def test_dense_nan_never_prunes():
+    rng = np.random.default_rng(3)
+    arrays, _ = dense_case(rng, (3,), 20, 8, 5)
+    arrays["partial"][1, 2] = np.nan
+    y, stats = run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 1e30}, stats=True)
+    assert np.isnan(y[1, 2])
+    assert np.all(np.delete(y.ravel(), 1 * 8 + 2) == 0)
+    assert stats.tolist() == [3 * 8 - 1, 3 * 8]
+
+
+@pytest.mark.parametrize("lead", [(0,), (0, 4), (2, 0)])
+def test_dense_empty_batch(lead):
+    rng = np.random.default_rng(4)
+    arrays, _ = dense_case(rng, lead, 20, 8, 5, residual=True)
+    y, stats = run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}, stats=True)
+    assert y.shape == (*lead, 8)
+    assert stats.tolist() == [0, 0]
+
+
+def test_dense_threads_give_identical_results():
+    rng = np.random.default_rng(5)
+    arrays, _ = dense_case(rng, (37,), 100, 70, 25, residual=True)
+    attrs = {"k": 25, "threshold": 0.1, "clip_max": 6.0}
+    y1, s1 = run(ops.DENSE_RELU, arrays, attrs, stats=True, threads=1)
+    y2, s2 = run(ops.DENSE_RELU, arrays, attrs, stats=True, threads=2)
+    assert np.array_equal(y1, y2) and np.array_equal(s1, s2)
+
+
+# ------------------------------------------------------------------ conv
+
+
+def onnx_pads(in_sizes, kernel, strides, dilations, pads, auto_pad):
+    """(begin, end) pads per axis and the output sizes, following the ONNX Conv spec."""
+    begins, ends, outs = [], [], []
+    r = len(in_sizes)
+    for d, size in enumerate(in_sizes):
+        span = (kernel[d] - 1) * dilations[d] + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = -(-size // strides[d])
+            total = max(0, (out - 1) * strides[d] + span - size)
+            small, big = total // 2, total - total // 2
+            b, e = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        elif auto_pad == "VALID":
+            b = e = 0
+            out = (size - span) // strides[d] + 1
+        else:
+            b, e = pads[d], pads[r + d]
+            out = (size + b + e - span) // strides[d] + 1
+        begins.append(b)
+        ends.append(e)
+        outs.append(out)
+    return begins, ends, outs
+
+
+def conv_ref(x, w, strides, dilations, begins, ends, outs):
+    """Plain float64 convolution (group 1), one kernel tap at a time."""
+    r = x.ndim - 2
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + list(zip(begins, ends)))
+    y = np.zeros((x.shape[0], w.shape[0], *outs))
+    for tap in np.ndindex(*w.shape[2:]):
+        window = tuple(
+            slice(tap[d] * dilations[d], tap[d] * dilations[d] + strides[d] * (outs[d] - 1) + 1, strides[d])
+            for d in range(r)
+        )
+        patch = xp[(slice(None), slice(None)) + window]
+        y += np.einsum("nc...,oc->no...", patch, w[(slice(None), slice(None)) + tap].astype(np.float64))
+    return y
+
+
+def conv_attrs(strides, pads, dilations, auto_pad):
+    attrs = {}
+    if strides is not None:
+        attrs["strides"] = list(strides)
+    if dilations is not None:
+        attrs["dilations"] = list(dilations)
+    if pads is not None:
+        attrs["pads"] = list(pads)
+    if auto_pad is not None:
+        attrs["auto_pad"] = auto_pad
+    return attrs
+
+
+def conv_case(rng, batch, channels, outs, spatial, kernel, k, strides=None, pads=None, dilations=None,
+              auto_pad=None, residual=False):
+    r = len(spatial)
+    s = list(strides or [1] * r)
+    dl = list(dilations or [1] * r)
+    p = list(pads or [0] * (2 * r))
+    begins, ends, out_sizes = onnx_pads(spatial, kernel, s, dl, p, auto_pad or "NOTSET")
+    x = rng.standard_normal((batch, channels, *spatial)).astype(np.float32)
+    fan_in = channels * int(np.prod(kernel))
+    w = (rng.standard_normal((outs, channels, *kernel)) / np.sqrt(fan_in)).astype(np.float32)
+    b = (0.3 * rng.standard_normal(outs)).astype(np.float32)
+    partial64 = conv_ref(x[:, :k], w[:, :k], s, dl, begins, ends, out_sizes)
+    partial = partial64.astype(np.float32)
+    arrays = {
+        "partial": partial,
+        "x": x,
+        "w_tail": np.ascontiguousarray(w[:, k:]),
+        "bias": b,
+        "residual": (0.5 * rng.standard_normal(partial.shape)).astype(np.float32) if residual else None,
+    }
+    bias_b = b.reshape((1, outs) + (1,) * r)
+    full = partial.astype(np.float64) + conv_ref(x[:, k:], w[:, k:], s, dl, begins, ends, out_sizes) + bias_b
+    if residual:
+        full = full + arrays["residual"]
+    attrs = {"k": k, **conv_attrs(strides, pads, dilations, auto_pad)}
+    return arrays, full, attrs, bias_b
+
+
+# (spatial, kernel, strides, pads, dilations, auto_pad)
+CONV_GEOMETRIES = [
+    ((9, 9), (3, 3), None, (1, 1, 1, 1), None, None),
+    ((11, 10), (3, 2), (2, 1), (1, 0, 2, 1), (2, 1), "NOTSET"),
+    ((9, 8), (4, 3), (2, 2), None, None, "SAME_UPPER"),
+    ((9, 8), (4, 3), (2, 2), None, None, "SAME_LOWER"),
+    ((10, 9), (3, 3), (2, 1), None, (2, 2), "VALID"),
+    ((17,), (3,), (2,), (2, 1), (2,), None),
+    ((16,), (4,), (3,), None, None, "SAME_UPPER"),
+    ((16,), (4,), (3,), None, None, "SAME_LOWER"),
+    ((15,), (5,), None, None, (2,), "VALID"),
+]
+
+
+def test_conv_reference_matches_onnxruntime_conv():
+    """Guards the numpy reference itself: same numbers as onnxruntime's Conv."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(6)
+    for spatial, kernel, strides, pads, dilations, auto_pad in CONV_GEOMETRIES:
+        arrays, full, attrs, _ = conv_case(rng, 2, 6, 4, spatial, kernel, 2, strides, pads, dilations, auto_pad)
+        attrs.pop("k")
+        w = np.concatenate([rng.standard_normal((4, 2, *kernel)).astype(np.float32), arrays["w_tail"]], axis=1)
+        node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+        graph = helper.make_graph(
+            [node], "conv",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(arrays["x"].shape)),
+             helper.make_tensor_value_info("w", TensorProto.FLOAT, list(w.shape))],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        (got,) = sess.run(None, {"x": arrays["x"], "w": w})
+        r = len(spatial)
+        s, dl = list(strides or [1] * r), list(dilations or [1] * r)
+        begins, ends, outs = onnx_pads(spatial, kernel, s, dl, list(pads or [0] * 2 * r), auto_pad or "NOTSET")
+        np.testing.assert_allclose(got, conv_ref(arrays["x"], w, s, dl, begins, ends, outs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_conv_no_pruning_equals_full_layer(geometry, residual):
+    rng = np.random.default_rng(7)
+    arrays, full, attrs, _ = conv_case(rng, 2, 12, 6, *geometry[:2], 4, *geometry[2:], residual=residual)
+    (y,) = run(ops.CONV_RELU, arrays, {**attrs, "threshold": float("-inf")})
+    np.testing.assert_allclose(y, act(full, np.inf), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("clip_max", [None, 6.0])
+def test_conv_threshold_prunes_exactly(geometry, residual, clip_max):
+    rng = np.random.default_rng(8)
+    channels, k = 12, 4
+    arrays, full, attrs, bias_b = conv_case(rng, 2, channels, 6, *geometry[:2], k, *geometry[2:], residual=residual)
+    if clip_max is not None:  # scale so that the cap is actually reached
+        arrays, full, bias_b = scaled(arrays, 8), full * 8, bias_b * np.float32(8)
+    est = estimate(arrays["partial"], bias_b, arrays["residual"], channels, k)
+    threshold = float(np.float32(np.quantile(est, 0.4)))
+    attrs = {**attrs, "threshold": threshold}
+    if clip_max is not None:
+        attrs["clip_max"] = clip_max
+    y, stats = run(ops.CONV_RELU, arrays, attrs, stats=True)
+    mask = pruned_mask(arrays["partial"], bias_b, arrays["residual"], channels, k, threshold)
+    assert 0 < mask.sum() < mask.size
+    check_result(y, arrays["partial"], full, mask, np.inf if clip_max is None else clip_max)
+    if clip_max is not None:
+        assert np.any(y == np.float32(clip_max))
+    assert stats.tolist() == [int(mask.sum()), mask.size]
+
+
+@pytest.mark.parametrize("spatial,kernel", [((6, 6), (3, 3)), ((7,), (3,))])
+def test_conv_empty_batch(spatial, kernel):
+    rng = np.random.default_rng(9)
+    r = len(spatial)
+    arrays, _, attrs, _ = conv_case(rng, 0, 5, 3, spatial, kernel, 2, pads=[1] * (2 * r), residual=True)
+    y, stats = run(ops.CONV_RELU, arrays, {**attrs, "threshold": 0.0}, stats=True)
+    assert y.shape == (0, 3, *spatial)
+    assert stats.tolist() == [0, 0]
+
+
+def test_conv_threads_give_identical_results():
+    rng = np.random.default_rng(10)
+    arrays, _, attrs, _ = conv_case(rng, 1, 16, 8, (20, 20), (3, 3), 4, strides=(1, 2), pads=(1, 1, 1, 1),
+                                    residual=True)
+    attrs = {**attrs, "threshold": 0.0, "clip_max": 6.0}
+    y1, s1 = run(ops.CONV_RELU, arrays, attrs, stats=True, threads=1)
+    y2, s2 = run(ops.CONV_RELU, arrays, attrs, stats=True, threads=2)
+    assert np.array_equal(y1, y2) and np.array_equal(s1, s2)
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_error_wrong_rank():
+    rng = np.random.default_rng(11)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    arrays["partial"] = arrays["partial"][0]
+    arrays["x"] = arrays["x"][0]
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}), "partial")
+    arrays, _, attrs, _ = conv_case(rng, 1, 6, 3, (2, 5, 5), (1, 3, 3), 2)
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**attrs, "threshold": 0.0}), "spatial rank")
+
+
+def test_error_w_tail_shape():
+    rng = np.random.default_rng(12)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    arrays["w_tail"] = np.zeros((8, 16), np.float32)
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}), "w_tail")
+    arrays, _, attrs, _ = conv_case(rng, 1, 6, 3, (5, 5), (3, 3), 2)
+    arrays["w_tail"] = np.zeros((3, 4, 3), np.float32)
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**attrs, "threshold": 0.0}), "w_tail")
+
+
+def test_error_bias_shape():
+    rng = np.random.default_rng(13)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    arrays["bias"] = np.zeros(7, np.float32)
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}), "bias")
+
+
+@pytest.mark.parametrize("k", [0, -1, 20, 25])
+def test_error_k_out_of_range(k):
+    rng = np.random.default_rng(14)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": k, "threshold": 0.0}), "k")
+    arrays, _, attrs, _ = conv_case(rng, 1, 6, 3, (5, 5), (3, 3), 2)
+    bad = {**attrs, "k": k if k < 6 else 6}
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**bad, "threshold": 0.0}), "k")
+
+
+def test_error_wrong_dtype():
+    rng = np.random.default_rng(15)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    arrays["x"] = arrays["x"].astype(np.float64)
+    # onnxruntime rejects it against the op's declared input types, naming the node.
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}), "x", ours=False)
+
+
+def test_error_residual_shape():
+    rng = np.random.default_rng(16)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    arrays["residual"] = np.zeros((4, 9), np.float32)
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}), "residual")
+    arrays, _, attrs, _ = conv_case(rng, 1, 6, 3, (5, 5), (3, 3), 2)
+    arrays["residual"] = np.zeros((1, 3, 3, 4), np.float32)
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**attrs, "threshold": 0.0}), "residual")
+
+
+def test_error_conv_output_shape():
+    rng = np.random.default_rng(17)
+    arrays, _, attrs, _ = conv_case(rng, 1, 6, 3, (7, 7), (3, 3), 2, strides=(2, 2))
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**attrs, "strides": [1, 1], "threshold": 0.0}),
+                     "output shape")
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**attrs, "pads": [1, 1], "threshold": 0.0}), "pads")
+
+
+@pytest.mark.parametrize("bad", [{"clip_max": -1.0}, {"auto_pad": "SAME"}, {"strides": [0, 1]},
+                                 {"dilations": [1, -2]}, {"threshold": float("nan")}, {"k": 2.0},
+                                 {"pads": [-1, 0, 0, 0]}, {"auto_pad": "VALID", "pads": [0, 0, 0, 0]},
+                                 {"group": 2}, {"kernel_shape": [3, 2]}])
+def test_error_attribute_ranges(bad):
+    rng = np.random.default_rng(18)
+    arrays, _, attrs, _ = conv_case(rng, 1, 6, 3, (5, 5), (3, 3), 2)
+    assert_ort_error(lambda: run(ops.CONV_RELU, arrays, {**attrs, "threshold": 0.0, **bad}))
+
+
+def test_conv_accepts_copied_conv_attributes():
+    rng = np.random.default_rng(21)
+    arrays, full, attrs, _ = conv_case(rng, 1, 6, 3, (5, 5), (3, 3), 2, pads=(1, 1, 1, 1))
+    attrs = {**attrs, "group": 1, "kernel_shape": [3, 3], "threshold": float("-inf")}
+    (y,) = run(ops.CONV_RELU, arrays, attrs)
+    np.testing.assert_allclose(y, act(full, np.inf), rtol=1e-4, atol=1e-5)
+
+
+def test_error_missing_attribute():
+    rng = np.random.default_rng(19)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5}), "threshold")
+
+
+# ------------------------------------------------------------------ naming
+
+
+def test_domain_header_matches_python():
+    text = (ROOT / "custom_ops" / "src" / "domain.h").read_text()
+
+    def value(name):
+        m = re.search(rf"\b{name}\s*=\s*(\"[^\"]*\"|\d+)\s*;", text)
+        assert m, f"{name} not found in domain.h"
+        return m.group(1).strip('"')
+
+    assert value("kDomain") == ops.DOMAIN
+    assert int(value("kDomainVersion")) == ops.VERSION
+    assert value("kDenseReluOp") == ops.DENSE_RELU
+    assert value("kConvReluOp") == ops.CONV_RELU
+    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU}
+
+
+def test_model_checks_as_onnx():
+    """The test models are themselves valid ONNX (custom domain aside)."""
+    rng = np.random.default_rng(20)
+    arrays, _ = dense_case(rng, (2,), 10, 4, 3)
+    onnx.checker.check_model(make_model(ops.DENSE_RELU, arrays, {"k": 3, "threshold": 0.0}))
