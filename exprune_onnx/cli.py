@@ -129,7 +129,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              check, check_data, check_samples, seed):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare, load_data, random_data
-    from .modelio import load_model, same_file, save_model, uses_external_data
+    from .modelio import read_model, same_file, save_model
     from .pipeline import optimize as run_pipeline
 
     console = _console()
@@ -138,7 +138,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     if same_file(model, output):
         raise OutputError(f"{output}: the output would overwrite the input model")
-    original = load_model(model)
+    original, external = read_model(model)
     result = run_pipeline(original, options)
     checked = None
     if check and result.changed:
@@ -148,13 +148,16 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         else:
             feeds = random_data(original, check_samples, seed)
             checked = compare(original, result.model, feeds, source="random")
-    save_model(result.model, output, external_data=uses_external_data(original))
+    save_model(result.model, output, external_data=external)
     sizes = (original.ByteSize(), result.model.ByteSize())
     if result.changed:
         console.print(report.layers_table(result, checked, f"Rewritten layers ({model.name})"))
     if explain and result.rejected:
         console.print(report.rejected_table(result))
     console.print(report.summary_table(result, original, checked, sizes))
+    if checked is not None and any(d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
+        console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
+                      "or per-layer thresholds with --config")
     if not result.changed:
         console.print("nothing to rewrite: the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))

@@ -17,6 +17,11 @@ _EXTERNAL_DATA_BYTES = 1 << 30
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Load and validate a model, resolving external data next to it."""
+    return read_model(path)[0]
+
+
+def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
+    """The validated model and whether its weights were stored as external data."""
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{p}: no such file")
@@ -25,7 +30,10 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: the file is empty")
     try:
-        model = onnx.load(str(p), load_external_data=True)
+        model = onnx.load(str(p), load_external_data=False)
+        external = uses_external_data(model)
+        if external:
+            onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
     except Exception as exc:  # protobuf and IO errors come in many types
         raise ModelLoadError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
@@ -35,7 +43,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         onnx.checker.check_model(str(p))
     except Exception as exc:
         raise ModelLoadError(f"{p}: fails the ONNX checker: {_first_line(exc)}") from exc
-    return model
+    return model, external
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:

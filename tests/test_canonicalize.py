@@ -132,3 +132,41 @@ def test_stats_output_counts_pruned_elements():
     y, stats = run_exprune(res.model, _feeds(np.random.default_rng(2), (2, 32, 5, 5)))
     assert stats.dtype == np.int64 and stats[1] == y.size
     assert 0 < stats[0] <= np.sum(y == 0)
+
+
+def test_rewrites_inside_loop_body_with_outer_scope_weights():
+    """A Loop body that reads the outer graph's x; the layer inside is rewritten."""
+    body = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="body_conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], name="body_relu"),
+         helper.make_node("Add", ["acc_in", "r"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [vi("i", [], TensorProto.INT64), vi("cond_in", [], TensorProto.BOOL), vi("acc_in", ["N", 48, 6, 6])],
+        [vi("cond_out", [], TensorProto.BOOL), vi("acc_out", ["N", 48, 6, 6])],
+    )
+    w48 = (rng.normal(size=(48, 48, 3, 3)) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("Relu", ["inp"], ["x"]),
+        helper.make_node("Loop", ["trips", "", "zeros"], ["y"], body=body),
+    ]
+    inits = [init("W", w48), init("B", B), init("trips", np.array(2, np.int64))]
+    model = make_model(nodes, [vi("inp", ["N", 48, 6, 6]), vi("zeros", ["N", 48, 6, 6])],
+                       [vi("y", ["N", 48, 6, 6])], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert [r.candidate.layer for r in res.rewritten] == ["body_conv"]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, lambda r: {**_feeds(r), "zeros": np.zeros((2, 48, 6, 6), np.float32)}, draws=2)
+
+
+def test_early_exit_outputs_carry_shapes():
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]), helper.make_node("Conv", ["x", "W", "B"], ["c"]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Sigmoid", ["r"], ["y"])]
+    model = make_model(nodes, [vi("inp", ["N", 32, 5, 5])], [vi("y", None)], [init("W", W[:, :32]), init("B", B)])
+    out = optimize_model(model, threshold=0.0).model
+    infos = {v.name: v for v in out.graph.value_info}
+    op = next(n for n in out.graph.node if n.domain)
+    for name in (op.output[0], op.input[0]):
+        shape = infos[name].type.tensor_type.shape
+        assert infos[name].type.tensor_type.elem_type == TensorProto.FLOAT
+        assert [d.dim_param or d.dim_value for d in shape.dim] == ["N", 48, 3, 3]
