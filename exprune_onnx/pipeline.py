@@ -153,5 +153,15 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     entry.key, entry.value = "exprune_onnx.version", __version__
     del out.functions[:]
     out.functions.extend(original.functions)
+    if out.ir_version < 4:
+        _list_initializers_as_inputs(out.graph)
     return out
+
+
+def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
+    """IR 3 requires every initializer to be a graph input too (Caffe2-era models)."""
+    listed = {i.name for i in graph.input}
+    for t in graph.initializer:
+        if t.name not in listed:
+            graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
 

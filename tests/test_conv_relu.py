@@ -14,8 +14,8 @@ C, O = 32, 24
 
 def conv_model(*, spatial=2, strides=None, pads=None, dilations=None, auto_pad=None, bn=True, residual=False,
                act="relu", opset=17, group=1, channels=C, extra_consumer=False, weight_input=False,
-               first_layer=False, dtype=np.float32, seed=0):
-    """inp -> Relu -> x -> Conv -> [BN] -> [Add(x)] -> act -> y"""
+               first_layer=False, dtype=np.float32, seed=0, affine=False, residual_op="Add"):
+    """inp -> Relu -> x -> Conv -> [BN] -> [Mul, Add (Caffe2's affine)] -> [Add|Sum(x)] -> act -> y"""
     rng = np.random.default_rng(seed)
     size = [9, 8][:spatial] if spatial == 2 else [17]
     kernel = [3] * spatial
@@ -43,8 +43,14 @@ def conv_model(*, spatial=2, strides=None, pads=None, dilations=None, auto_pad=N
                   init("m", rng.normal(size=out_ch).astype(dtype)), init("v", rng.uniform(0.5, 1.5, out_ch).astype(dtype))]
         nodes.append(helper.make_node("BatchNormalization", [t, "s", "b", "m", "v"], ["bn"], name="bn"))
         t = "bn"
+    if affine:
+        shape = [1, out_ch] + [1] * spatial
+        inits += [init("scale", rng.uniform(-1.5, 1.5, shape).astype(dtype)),
+                  init("shift", rng.normal(size=shape).astype(dtype))]
+        nodes += [helper.make_node("Mul", [t, "scale"], ["scaled"]), helper.make_node("Add", ["shift", "scaled"], ["shifted"])]
+        t = "shifted"
     if residual:
-        nodes.append(helper.make_node("Add", [t, x], ["sum"], name="add"))
+        nodes.append(helper.make_node(residual_op, [t, x], ["sum"], name="add"))
         t = "sum"
     if act == "relu":
         nodes.append(helper.make_node("Relu", [t], ["y"], name="act"))
@@ -79,6 +85,7 @@ CASES = {
     "relu6_inputs": {"act": "clip_inputs", "pads": [1, 1, 1, 1]},
     "relu6_attrs_opset9": {"act": "clip_attrs", "opset": 9, "pads": [1, 1, 1, 1]},
     "no_bn": {"bn": False},
+    "caffe2_affine_sum": {"affine": True, "residual": True, "residual_op": "Sum", "pads": [1, 1, 1, 1]},
 }
 
 
@@ -92,7 +99,7 @@ def test_rewrite_is_exact_at_minus_inf(case):
     assert_equivalent(model, res.model, feeds_for(model))
 
 
-@pytest.mark.parametrize("case", ["2d_bn", "2d_strided_dilated", "residual", "relu6_inputs", "1d"])
+@pytest.mark.parametrize("case", ["2d_bn", "2d_strided_dilated", "residual", "relu6_inputs", "1d", "caffe2_affine_sum"])
 def test_finite_threshold_prunes_exactly(case):
     cfg = CASES[case]
     model = conv_model(**cfg)
@@ -117,6 +124,9 @@ def test_finite_threshold_prunes_exactly(case):
         z = (z - weights["m"].reshape(shape)) * s.reshape(shape) + weights["b"].reshape(shape)
         folded_bias = (weights["B"] - weights["m"]) * s + weights["b"]
         base = folded_bias.reshape(shape)
+        if cfg.get("affine"):
+            z = z * weights["scale"][0] + weights["shift"][0]
+            base = base * weights["scale"][0] + weights["shift"][0]
         if cfg.get("residual"):
             z = z + x
             base = base + x

@@ -1,11 +1,12 @@
 """The part every ReLU rule shares: what may stand between the reduction and the activation.
 
-    reduction -> [Add(constant bias)]* -> [Add(residual)] -> Relu | Clip(min = 0)
+    reduction -> [Add(constant) | Mul(constant)]* -> [Add(residual)] -> [Add(constant)]* -> Relu | Clip(min = 0)
 
-Constant Adds fold into the per-output bias; one Add of a non-constant tensor is the
-residual (ResNet's skip connection), which the early-exit op treats as a known
-per-element offset. BatchNormalization is folded earlier by canonicalisation; one
-still here had non-constant parameters.
+Constant Adds fold into the per-output bias and constant Muls into a per-output scale
+of the weights (Caffe2 exports BatchNorm's affine part as Mul then Add); one Add of a
+non-constant tensor is the residual (ResNet's skip connection; Caffe2 writes it as a
+two-input Sum), which the early-exit op treats as a known per-element offset.
+BatchNormalization is folded earlier by canonicalisation; one still here could not be.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import onnx_graphsurgeon as gs
 from ..graphutil import const_value, describe, is_graph_output, same_shape
 from .base import Context
 
-_CHAIN_OPS = {"Add", "BatchNormalization", "Relu", "Clip"}
+_CHAIN_OPS = {"Add", "Sum", "Mul", "BatchNormalization", "Relu", "Clip"}
 
 
 @dataclass
 class Chain:
+    """pre-activation = scale * reduction + bias (+ residual), per output channel."""
+
     nodes: list[gs.Node]
+    scale: np.ndarray  # [O], float64
     bias: np.ndarray  # [O], float64
     residual: gs.Tensor | None
     output: gs.Tensor
@@ -44,6 +48,7 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
     """
     nodes: list[gs.Node] = []
     problems: list[str] = []
+    scale = np.ones(out_channels)
     bias = np.zeros(out_channels)
     residual = None
     t = start
@@ -56,17 +61,26 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
             clip_max = _activation_cap(nxt, ctx)
             if isinstance(clip_max, str):
                 return clip_max
-            return Chain(nodes, bias, residual, nxt.outputs[0], clip_max, problems)
+            return Chain(nodes, scale, bias, residual, nxt.outputs[0], clip_max, problems)
         if nxt.op == "BatchNormalization":
             # Canonicalisation folds every BN it can; an extra consumer is the usual blocker.
             return problems[0] if problems else (
                 f"{describe(nxt)} could not be folded (non-constant parameters or training mode)")
-        # An Add.
-        if len(nxt.inputs) != 2 or nxt.inputs[0] is nxt.inputs[1]:
-            return f"{describe(nxt)} adds the intermediate to itself"
+        # An Add, a two-input Sum or a Mul.
+        if len(nxt.inputs) != 2:
+            return f"{describe(nxt)} has {len(nxt.inputs)} inputs"
+        if nxt.inputs[0] is nxt.inputs[1]:
+            return f"{describe(nxt)} combines the intermediate with itself"
         other = nxt.inputs[1] if nxt.inputs[0] is t else nxt.inputs[0]
         value = const_value(other, ctx.opset)
-        if value is not None:
+        if nxt.op == "Mul":
+            per_output = None if value is None else _per_output(value, out_channels, channel_axis, rank)
+            if per_output is None:
+                return f"{describe(nxt)} is not a multiplication by a per-output constant"
+            if residual is not None:
+                return f"{describe(nxt)} scales the residual"
+            scale, bias = scale * per_output, bias * per_output
+        elif value is not None:
             per_output = _per_output(value, out_channels, channel_axis, rank)
             if per_output is None:
                 return f"{describe(nxt)} adds a constant of shape {list(value.shape)} that is not a per-output bias"

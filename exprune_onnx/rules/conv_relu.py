@@ -1,11 +1,12 @@
 """ENP for convolutions.
 
-    Conv(x, W[, b]) -> [Add(bias)] -> [BatchNormalization] -> [Add(residual)] -> Relu | Clip(0, c)
+    Conv(x, W[, b]) -> [Add(bias) | Mul(scale) | BatchNormalization]* -> [Add | Sum(residual)] -> Relu | Clip(0, c)
       =>  Conv(Slice(x, channels 0..k), W[:, :k]) -> ExPruneConvRelu(partial, x, W[:, k:], b[, residual])
 
 Produced by PyTorch (Conv2d/Conv1d + BatchNorm + ReLU/ReLU6, and ResNet basic blocks
-whose skip Add sits before the last ReLU), Caffe2 and Paddle2ONNX exports (weights
-in Constant nodes, made initializers by canonicalisation) and tf2onnx (NHWC models
+whose skip Add sits before the last ReLU), Caffe2 (BatchNorm's affine part as Mul and
+Add, residual joins as Sum), Paddle2ONNX (weights in Constant nodes, made
+initializers by canonicalisation) and tf2onnx (NHWC models
 keep Transposes around the Conv; the Conv itself is NCHW). BatchNormalization is
 folded into W and b before matching. Only group = 1 and 1-D/2-D kernels: a grouped
 conv's units are exchangeable only within a group, and depthwise convs have n = 1.
@@ -36,7 +37,9 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
     bias = found.bias
     if len(node.inputs) > 2 and node.inputs[2].name:
         b = const_value(node.inputs[2], ctx.opset)
-        bias = None if b is None else bias + b.astype(np.float64).reshape(-1)
+        bias = None if b is None else bias + found.scale * b.astype(np.float64).reshape(-1)
+    if not np.all(found.scale == 1):
+        w = (w * found.scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
     return Candidate(
         rule=NAME, kind="conv", layer=layer, reduction=node, x=node.inputs[0], weight=w, bias=bias,
         residual=found.residual, chain=found.nodes, output=found.output, clip_max=found.clip_max,

@@ -1,6 +1,6 @@
 """ENP for Gemm (fully connected) layers.
 
-    Gemm(x, B, C; alpha, beta, transB) -> [Add(bias)] -> [BatchNormalization] -> [Add(residual)] -> Relu | Clip(0, c)
+    Gemm(x, B, C; alpha, beta, transB) -> [Add(bias) | Mul(scale) | BN]* -> [Add | Sum(residual)] -> Relu | Clip(0, c)
       =>  MatMul(Slice(x, features 0..k), W[:k]) -> ExPruneDenseRelu(partial, x, W[k:]^T, b[, residual])
 
 with W = alpha * (B^T if transB else B) and b = beta * C. PyTorch's nn.Linear exports
@@ -40,11 +40,14 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
         if c is None:
             bias = None
         elif c.size in (1, out_channels) and c.ndim <= 2 and (c.ndim < 2 or c.shape[0] == 1):
-            bias = bias + float(node.attrs.get("beta", 1.0)) * np.broadcast_to(c.reshape(-1), (out_channels,))
+            c = np.broadcast_to(c.reshape(-1).astype(np.float64), (out_channels,))
+            bias = bias + found.scale * float(node.attrs.get("beta", 1.0)) * c
         else:
             problems.append(f"C has shape {list(c.shape)}, not a per-output bias")
     if node.attrs.get("transA", 0):
         problems.append("transA = 1 (transposed input) is not supported")
+    if not np.all(found.scale == 1):
+        w = (w * found.scale[None, :]).astype(w.dtype)
     return Candidate(
         rule=NAME, kind="dense", layer=layer, reduction=node, x=node.inputs[0], weight=w, bias=bias,
         residual=found.residual, chain=found.nodes, output=found.output, clip_max=found.clip_max,

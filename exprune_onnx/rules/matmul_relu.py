@@ -1,6 +1,6 @@
 """ENP for MatMul layers, 2-D or batched over leading axes.
 
-    MatMul(x, W) -> [Add(bias)] -> [BatchNormalization] -> [Add(residual)] -> Relu | Clip(0, c)
+    MatMul(x, W) -> [Add(bias) | Mul(scale) | BN]* -> [Add | Sum(residual)] -> Relu | Clip(0, c)
       =>  MatMul(Slice(x, last axis 0..k), W[:k]) -> ExPruneDenseRelu(partial, x, W[k:]^T, b[, residual])
 
 Produced by the PyTorch exporter for nn.Linear on 3-D inputs ([B, T, C] x [C, O], a
@@ -9,6 +9,8 @@ Relu) and by tf2onnx for Dense layers. The weight must be the constant right ope
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..graphutil import const_value
 from . import chain, common
@@ -34,6 +36,8 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
     found = chain.follow(node.outputs[0], ctx, int(w.shape[1]), -1, rank)
     if isinstance(found, str):
         return NoMatch(NAME, layer, node.op, found)
+    if not np.all(found.scale == 1):
+        w = (w * found.scale[None, :]).astype(w.dtype)
     return Candidate(
         rule=NAME, kind="dense", layer=layer, reduction=node, x=x, weight=w, bias=found.bias,
         residual=found.residual, chain=found.nodes, output=found.output, clip_max=found.clip_max,
