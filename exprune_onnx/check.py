@@ -125,9 +125,13 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
     stats_model, stats_names = with_stats(optimized)
     try:
         ref = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise RuntimeCheckError(f"onnxruntime cannot run the original model ({_first_line(exc)}); "
+                                "--no-check skips the comparison") from exc
+    try:
         opt = inference_session(stats_model, threads=threads)
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime could not load the model: {str(exc).splitlines()[0]}") from exc
+        raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {_first_line(exc)}") from exc
     names = [o.name for o in original.graph.output]
     total = next(iter(feeds.values())).shape[0]
     got_ref = {n: [] for n in names}
@@ -139,7 +143,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
             r = ref.run(names, chunk)
             o = opt.run(names + list(stats_names.values()), chunk)
         except Exception as exc:
-            raise RuntimeCheckError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") from exc
+            raise RuntimeCheckError(f"onnxruntime failed to run the models: {_first_line(exc)}") from exc
         for i, n in enumerate(names):
             got_ref[n].append(r[i])
             got_opt[n].append(o[i])
@@ -155,6 +159,10 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
         if labels is not None and accuracy is None and _is_scores(a):
             accuracy = (float(np.mean(a.argmax(1) == labels)), float(np.mean(b.argmax(1) == labels)))
     return CheckResult(total, source, diffs, {k: tuple(v) for k, v in pruned.items()}, accuracy)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
 
 
 def _is_scores(a: np.ndarray) -> bool:

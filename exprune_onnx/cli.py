@@ -71,8 +71,6 @@ def _guarded(fn):
 def _options(threshold, config, k, min_units, include_first_layer, emit_stats=False) -> Options:
     if threshold is not None and config is not None:
         raise click.UsageError("give --threshold or --config, not both")
-    if min_units < 2:
-        raise click.UsageError("--min-units must be at least 2")
     options = Options(k=parse_k(k), min_units=min_units, include_first_layer=include_first_layer,
                       emit_stats=emit_stats)
     if threshold is not None:
@@ -87,7 +85,7 @@ def _options(threshold, config, k, min_units, include_first_layer, emit_stats=Fa
 def _common(fn):
     fn = click.option("--include-first-layer", is_flag=True,
                       help="Also rewrite layers that read a graph input (raw features; off by default).")(fn)
-    fn = click.option("--min-units", type=int, default=DEFAULT_MIN_UNITS, show_default=True,
+    fn = click.option("--min-units", type=click.IntRange(min=2), default=DEFAULT_MIN_UNITS, show_default=True,
                       help="Skip layers with fewer input units (channels or features).")(fn)
     fn = click.option("--k", "k", default="auto", show_default=True,
                       help="Units in the partial product: a count (16), a fraction of n (0.25) or "
@@ -122,7 +120,7 @@ def main(debug: bool) -> None:
               help="Run original and optimised model in onnxruntime and compare outputs.")
 @click.option("--check-data", type=click.Path(path_type=Path),
               help=".npz of inputs keyed by input name (optional 'labels'); default: seeded random inputs.")
-@click.option("--check-samples", type=int, default=32, show_default=True, help="Random inputs to check on.")
+@click.option("--check-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Random inputs to check on.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random check inputs.")
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,

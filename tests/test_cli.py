@@ -166,3 +166,25 @@ def test_external_data_model_round_trip(example, tmp_path):
     # save_model turned `model` into external references; compare against a fresh load.
     reference = run_plain(onnx.load(example), feeds)[0]
     np.testing.assert_allclose(run_exprune(loaded, feeds)[0], reference, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_ops_are_left_alone(tmp_path):
+    """An op onnxruntime does not know is not an error for the compiler; the check says how to skip."""
+    from helpers import init, make_model, vi
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Mystery", ["r"], ["y"], domain="com.example")]
+    model = make_model(nodes, [vi("inp", [1, 32, 4, 4])], [vi("y", [1, 8, 4, 4])],
+                       [init("W", rng.normal(size=(8, 32, 1, 1)).astype(np.float32))], domains=["com.example"])
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, path)
+    r = invoke("optimize", path, "-o", out)
+    assert r.exit_code == 7 and "--no-check" in r.output and not out.exists()
+    r = invoke("optimize", path, "-o", out, "--no-check")
+    assert r.exit_code == 0, r.output
+    types = [n.op_type for n in onnx.load(out).graph.node]
+    assert types == ["Relu", "Slice", "Conv", "ExPruneConvRelu", "Mystery"]
