@@ -11,14 +11,14 @@ from exprune_onnx import optimize_model
 N_IN, N_OUT = 64, 40
 
 
-def dense_model(*, op="gemm", trans_b=0, alpha=1.0, beta=1.0, bn=False, residual=False, act="relu",
+def dense_model(*, op="gemm", trans_a=0, trans_b=0, alpha=1.0, beta=1.0, bn=False, residual=False, act="relu",
                 rank=2, extra_consumer=False, graph_output=False, weight_input=False, first_layer=False,
                 bias_shape=(N_OUT,), opset=17, seed=0):
     """inp -> Relu -> x -> Gemm | MatMul+Add -> [BN] -> [Add(r)] -> act -> y"""
     rng = np.random.default_rng(seed)
     w = (rng.normal(size=(N_IN, N_OUT)) / np.sqrt(N_IN)).astype(np.float32)
     lead = ["N"] if rank == 2 else ["N", 5]
-    inputs = [vi("inp", [*lead, N_IN])]
+    inputs = [vi("inp", [N_IN, "N"] if trans_a else [*lead, N_IN])]
     inits = [init("B", rng.normal(size=bias_shape).astype(np.float32))]
     stored = w.T.copy() if trans_b else w
     if weight_input:
@@ -28,7 +28,8 @@ def dense_model(*, op="gemm", trans_b=0, alpha=1.0, beta=1.0, bn=False, residual
     nodes = [] if first_layer else [helper.make_node("Relu", ["inp"], ["x"])]
     x = "inp" if first_layer else "x"
     if op == "gemm":
-        nodes.append(helper.make_node("Gemm", [x, "W", "B"], ["g"], name="fc", transB=trans_b, alpha=alpha, beta=beta))
+        nodes.append(helper.make_node("Gemm", [x, "W", "B"], ["g"], name="fc", transA=trans_a, transB=trans_b,
+                                      alpha=alpha, beta=beta))
     else:
         nodes.append(helper.make_node("MatMul", [x, "W"], ["mm"], name="fc"))
         nodes.append(helper.make_node("Add", ["mm", "B"], ["g"], name="bias"))
@@ -72,6 +73,7 @@ GEMM_CASES = {
     "gemm_transB_alpha_beta": {"trans_b": 1, "alpha": 0.5, "beta": 2.0},
     "gemm_bn": {"bn": True, "bias_shape": (1, N_OUT)},
     "gemm_residual_relu6": {"residual": True, "act": "clip"},
+    "gemm_transA": {"trans_a": 1},
 }
 MATMUL_CASES = {
     "matmul_add": {"op": "matmul"},
@@ -85,7 +87,8 @@ MATMUL_CASES = {
 def test_rewrite_is_exact_at_minus_inf(case):
     model = dense_model(**{**GEMM_CASES, **MATMUL_CASES}[case])
     res = optimize_model(model, threshold=NEG_INF)
-    assert node_types(res.model) == ["Relu", "Slice", "MatMul", "ExPruneDenseRelu"]
+    transpose = ["Transpose"] if case == "gemm_transA" else []
+    assert node_types(res.model) == ["Relu", *transpose, "Slice", "MatMul", "ExPruneDenseRelu"]
     assert [r.candidate.rule for r in res.rewritten] == ["gemm_relu" if case.startswith("gemm") else "matmul_relu"]
     onnx.checker.check_model(res.model)
     assert_equivalent(model, res.model, feeds_for(model))

@@ -3,16 +3,18 @@
     Gemm(x, B, C; alpha, beta, transB) -> [Add(bias) | Mul(scale) | BN]* -> [Add | Sum(residual)] -> Relu | Clip(0, c)
       =>  MatMul(Slice(x, features 0..k), W[:k]) -> ExPruneDenseRelu(partial, x, W[k:]^T, b[, residual])
 
-with W = alpha * (B^T if transB else B) and b = beta * C. PyTorch's nn.Linear exports
-as Gemm with transB = 1 on 2-D inputs; Caffe2 and Keras converters emit Gemm with
-transB = 0. transA = 1 (a transposed input) is left alone.
+with W = alpha * (B^T if transB else B) and b = beta * C; with transA = 1 a Transpose
+of x comes first. PyTorch's nn.Linear exports as Gemm with transB = 1 on 2-D inputs;
+Caffe2 and Keras converters emit Gemm with transB = 0.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..graphutil import const_value
+import onnx_graphsurgeon as gs
+
+from ..graphutil import const_value, unique_name
 from . import chain, common
 from .base import Candidate, Context, NoMatch
 
@@ -44,8 +46,6 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
             bias = bias + found.scale * float(node.attrs.get("beta", 1.0)) * c
         else:
             problems.append(f"C has shape {list(c.shape)}, not a per-output bias")
-    if node.attrs.get("transA", 0):
-        problems.append("transA = 1 (transposed input) is not supported")
     if not np.all(found.scale == 1):
         w = (w * found.scale[None, :]).astype(w.dtype)
     return Candidate(
@@ -60,4 +60,11 @@ def check(c: Candidate, ctx: Context) -> str | None:
 
 
 def rewrite(c: Candidate, ctx: Context):
+    if c.reduction.attrs.get("transA", 0):
+        # The partial product and the early-exit op both want x as [rows, n].
+        shape = None if c.x.shape is None else list(reversed(c.x.shape))
+        x_t = gs.Variable(unique_name(c.x.name + "_t", ctx.names), dtype=c.x.dtype, shape=shape)
+        ctx.graph.nodes.append(gs.Node("Transpose", name=unique_name(c.layer + "_transA", ctx.names),
+                                       attrs={"perm": [1, 0]}, inputs=[c.x], outputs=[x_t]))
+        c.x = x_t
     return common.emit(c, ctx)
