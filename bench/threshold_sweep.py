@@ -17,7 +17,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 import exprune_onnx
-from exprune_onnx.check import compare, load_data
+from exprune_onnx.check import compare
+from exprune_onnx.data import load_dataset
 from exprune_onnx.modelio import load_model
 from exprune_onnx.report import measured_total
 
@@ -33,15 +34,15 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_model(args.model)
-    feeds, labels = load_data(args.data, model)
-    samples = next(iter(feeds.values())).shape[0]
+    data = load_dataset(args.data, model)
+    samples = len(data)
     print(f"{args.model.name} on {samples} samples of {args.data.name}; k={args.k}; "
           f"onnxruntime {ort.__version__}, {platform.machine()}, batch 64, default threads")
     print(f"{'threshold':>9}  {'accuracy':>8}  {'change':>7}  {'top-1 agree':>11}  {'FLOPs saved':>11}")
     for text in args.thresholds.split(","):
         threshold = float(text)
         res = exprune_onnx.optimize_model(model, threshold=threshold, k=args.k)
-        check = compare(model, res.model, feeds, labels)
+        check = compare(model, res.model, data)
         saved = 1 - measured_total(res, check) / res.dense_flops
         before, after = check.accuracy if check.accuracy else (float("nan"), float("nan"))
         agree = check.outputs[0].top1_agreement

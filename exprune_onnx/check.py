@@ -7,20 +7,13 @@ the pruning it reports is counted by the op itself, not estimated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
 
 from . import ops
-from .errors import DataError, RuntimeCheckError
-
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32, onnx.TensorProto.UINT8: np.uint8,
-    onnx.TensorProto.INT8: np.int8, onnx.TensorProto.BOOL: np.bool_,
-}
+from .data import Dataset
+from .errors import RuntimeCheckError
 
 
 @dataclass
@@ -40,64 +33,6 @@ class CheckResult:
     accuracy: tuple[float, float] | None = None  # (original, optimised) when labels are given
 
 
-def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    inits = {t.name for t in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in inits]
-
-
-def _dims(vi: onnx.ValueInfoProto) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in vi.type.tensor_type.shape.dim]
-
-
-def load_data(path: Path, model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Inputs (and optional ``labels``) from a .npz keyed by input name; first axis = samples."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    labels = arrays.pop("labels", None)
-    feeds = {}
-    for vi in model_inputs(model):
-        if vi.name not in arrays:
-            raise DataError(f"{path}: no array for model input '{vi.name}' (has: {', '.join(sorted(arrays)) or 'nothing'})")
-        a = arrays[vi.name]
-        want = _NP_TYPES.get(vi.type.tensor_type.elem_type)
-        if want is not None and a.dtype != want:
-            raise DataError(f"{path}: input '{vi.name}' is {a.dtype}, the model wants {np.dtype(want)}")
-        dims = _dims(vi)
-        if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], a.shape[1:])):
-            raise DataError(f"{path}: input '{vi.name}' has shape {list(a.shape)}, the model wants {dims}")
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            raise DataError(f"{path}: input '{vi.name}' contains NaN or Inf")
-        feeds[vi.name] = a
-    counts = {a.shape[0] for a in feeds.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise DataError(f"{path}: the inputs must share a non-zero first (sample) axis, got {sorted(counts)}")
-    if labels is not None and labels.shape[:1] != (counts.pop(),):
-        raise DataError(f"{path}: 'labels' must have one entry per sample")
-    return feeds, labels
-
-
-def random_data(model: onnx.ModelProto, samples: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs in [0, 1); the batch axis is the sample axis, other dims must be known."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in model_inputs(model):
-        dims = _dims(vi)
-        rest = dims[1:]
-        if not all(isinstance(d, int) and d > 0 for d in rest):
-            raise DataError(f"input '{vi.name}' has unknown dimensions {dims}: give --check-data")
-        dtype = _NP_TYPES.get(vi.type.tensor_type.elem_type)
-        if dtype is None or np.dtype(dtype).kind != "f":
-            raise DataError(f"input '{vi.name}' is not floating point: give --check-data")
-        feeds[vi.name] = rng.random((samples, *rest)).astype(dtype)
-    return feeds
-
-
 def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
     """A copy whose outer-graph early-exit ops expose ``stats``; returns it and node -> output."""
     out = onnx.ModelProto()
@@ -115,9 +50,9 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
     return out, mapping
 
 
-def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[str, np.ndarray],
-            labels: np.ndarray | None = None, *, source: str = "", batch: int = 64,
-            threads: int | None = None) -> CheckResult:
+def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
+            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None) -> CheckResult:
+    """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs."""
     import onnxruntime as ort
 
     from .runtime import inference_session
@@ -133,12 +68,10 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {_first_line(exc)}") from exc
     names = [o.name for o in original.graph.output]
-    total = next(iter(feeds.values())).shape[0]
     got_ref = {n: [] for n in names}
     got_opt = {n: [] for n in names}
     pruned = {n: [0, 0] for n in stats_names}
-    for start in range(0, total, batch):
-        chunk = {k: v[start:start + batch] for k, v in feeds.items()}
+    for chunk in data.batches(batch, indices):
         try:
             r = ref.run(names, chunk)
             o = opt.run(names + list(stats_names.values()), chunk)
@@ -151,6 +84,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
             s = o[len(names) + j]
             pruned[node][0] += int(s[0])
             pruned[node][1] += int(s[1])
+    labels = data.labels_of(indices)
     diffs = []
     accuracy = None
     for n in names:
@@ -158,7 +92,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and _is_scores(a):
             accuracy = (float(np.mean(a.argmax(1) == labels)), float(np.mean(b.argmax(1) == labels)))
-    return CheckResult(total, source, diffs, {k: tuple(v) for k, v in pruned.items()}, accuracy)
+    samples = len(data) if indices is None else len(indices)
+    return CheckResult(samples, data.source, diffs, {k: tuple(v) for k, v in pruned.items()}, accuracy)
 
 
 def _first_line(exc: BaseException) -> str:

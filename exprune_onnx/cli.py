@@ -119,14 +119,16 @@ def main(debug: bool) -> None:
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run original and optimised model in onnxruntime and compare outputs.")
 @click.option("--check-data", type=click.Path(path_type=Path),
-              help=".npz of inputs keyed by input name (optional 'labels'); default: seeded random inputs.")
+              help="Inputs (.npz keyed by input name with optional 'labels', a directory of .npy, or "
+                   "ONNX test-data .pb files); default: seeded random inputs.")
 @click.option("--check-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Random inputs to check on.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random check inputs.")
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,
              check, check_data, check_samples, seed):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-    from .check import compare, load_data, random_data
+    from .check import compare
+    from .data import load_dataset, random_dataset
     from .modelio import read_model, same_file, save_model
     from .pipeline import optimize as run_pipeline
 
@@ -141,11 +143,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     checked = None
     if check and result.changed:
         if check_data is not None:
-            feeds, labels = load_data(check_data, original)
-            checked = compare(original, result.model, feeds, labels, source=f"'{check_data.name}'")
+            data = load_dataset(check_data, original)
         else:
-            feeds = random_data(original, check_samples, seed)
-            checked = compare(original, result.model, feeds, source="random")
+            data = random_dataset(original, check_samples, seed)
+        checked = compare(original, result.model, data)
     save_model(result.model, output, external_data=external)
     sizes = (original.ByteSize(), result.model.ByteSize())
     if result.changed:

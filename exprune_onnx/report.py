@@ -101,7 +101,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
         t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({100 * saved:.1f}% saved, "
-                  f"counted by the ops on {check.samples} {check.source} samples)")
+                  f"counted by the ops on {check.samples} samples of '{check.source}')")
     if sizes is not None:
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:

@@ -1,0 +1,98 @@
+"""Sample data in every accepted layout, and the errors for data that does not fit."""
+
+import numpy as np
+import pytest
+from helpers import make_model, vi
+from onnx import helper, numpy_helper
+
+from exprune_onnx.data import load_dataset, random_dataset
+from exprune_onnx.errors import DataError
+
+
+@pytest.fixture
+def model():
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"])]
+    return make_model(nodes, [vi("a", ["N", 3]), vi("b", ["N", 3])], [vi("y", ["N", 3])])
+
+
+def arrays(n=5):
+    rng = np.random.default_rng(0)
+    return {"a": rng.random((n, 3), dtype=np.float32), "b": rng.random((n, 3), dtype=np.float32)}
+
+
+def test_npz_with_labels(tmp_path, model):
+    a = arrays()
+    np.savez(tmp_path / "d.npz", **a, labels=np.arange(5))
+    d = load_dataset(tmp_path / "d.npz", model)
+    assert len(d) == 5 and list(d.labels) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(d.inputs["a"], a["a"])
+    chunks = list(d.batches(2))
+    assert [c["a"].shape[0] for c in chunks] == [2, 2, 1]
+    picked = list(d.batches(2, np.array([4, 0, 2])))
+    np.testing.assert_array_equal(np.concatenate([c["b"] for c in picked]), a["b"][[4, 0, 2]])
+
+
+def test_npy_directory_is_memory_mapped(tmp_path, model):
+    for name, value in arrays().items():
+        np.save(tmp_path / f"{name}.npy", value)
+    np.save(tmp_path / "labels.npy", np.zeros(5, np.int64))
+    d = load_dataset(tmp_path, model)
+    assert isinstance(d.inputs["a"], np.memmap) and d.labels.shape == (5,)
+
+
+def test_onnx_test_data_layout(tmp_path, model):
+    for s in range(2):
+        folder = tmp_path / f"test_data_set_{s}"
+        folder.mkdir()
+        for i, value in enumerate(arrays(2 + s).values()):
+            (folder / f"input_{i}.pb").write_bytes(numpy_helper.from_array(value).SerializeToString())
+    assert len(load_dataset(tmp_path, model)) == 5
+    flat = tmp_path / "test_data_set_0"
+    assert len(load_dataset(flat, model)) == 2
+
+
+def test_separate_labels_file(tmp_path, model):
+    np.savez(tmp_path / "d.npz", **arrays())
+    np.save(tmp_path / "l.npy", np.ones(5, np.int64))
+    assert load_dataset(tmp_path / "d.npz", model, labels=tmp_path / "l.npy").labels.sum() == 5
+    np.save(tmp_path / "l.npy", np.ones(4, np.int64))
+    with pytest.raises(DataError, match="4 labels for 5 samples"):
+        load_dataset(tmp_path / "d.npz", model, labels=tmp_path / "l.npy")
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda a: a.pop("b"), "no array for model input 'b'"),
+        (lambda a: a.update(b=a["b"].astype(np.float64)), "is float64, the model wants float32"),
+        (lambda a: a.update(b=a["b"][:, :2]), "has shape [5, 2]"),
+        (lambda a: a.update(b=a["b"][:4]), "share a non-zero first"),
+        (lambda a: a["b"].__setitem__((0, 0), np.nan), "NaN or Inf"),
+    ],
+)
+def test_mismatches_are_named(tmp_path, model, change, message):
+    a = arrays()
+    change(a)
+    np.savez(tmp_path / "d.npz", **a)
+    with pytest.raises(DataError, match=message.replace("[", r"\[")):
+        load_dataset(tmp_path / "d.npz", model)
+
+
+def test_unreadable_inputs(tmp_path, model):
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a readable"):
+        load_dataset(tmp_path / "bad.npz", model)
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path / "missing.npz", model)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no"):
+        load_dataset(tmp_path / "empty", model)
+
+
+def test_random_dataset_needs_known_dims():
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", "T"])], [vi("y", ["N", "T"])])
+    with pytest.raises(DataError, match="unknown dimensions"):
+        random_dataset(m, 2, 0)
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 4])], [vi("y", ["N", 4])])
+    d = random_dataset(m, 3, 0)
+    assert d.inputs["x"].shape == (3, 4) and d.inputs["x"].dtype == np.float32
