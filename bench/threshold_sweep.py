@@ -43,7 +43,7 @@ def main() -> None:
         threshold = float(text)
         res = exprune_onnx.optimize_model(model, threshold=threshold, k=args.k)
         check = compare(model, res.model, data)
-        saved = 1 - measured_total(res, check) / res.dense_flops
+        saved = 1 - measured_total(res, check.pruned, check.samples) / res.dense_flops
         before, after = check.accuracy if check.accuracy else (float("nan"), float("nan"))
         agree = check.outputs[0].top1_agreement
         print(f"{threshold:>9g}  {100 * after:>7.2f}%  {100 * (after - before):>+6.2f}  {100 * agree:>10.2f}%  "

@@ -14,6 +14,7 @@ from . import report
 from ._version import __version__
 from .config import DEFAULT_MIN_UNITS, Options, load_config, parse_k
 from .errors import ExPruneError, OutputError
+from .metrics import METRICS
 
 _EPILOG_OPTIMIZE = """\b
 Examples:
@@ -122,10 +123,22 @@ def main(debug: bool) -> None:
               help="Inputs (.npz keyed by input name with optional 'labels', a directory of .npy, or "
                    "ONNX test-data .pb files); default: seeded random inputs.")
 @click.option("--check-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Random inputs to check on.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random check inputs.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random check inputs and of the calibration split.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=0.001, show_default=True,
+              help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
+@click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
+              help="accuracy (needs labels), agreement (top-1 class unchanged) or relerr (mean relative error).")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+              help="Share of the calibration data kept aside to check the result on.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,
-             check, check_data, check_samples, seed):
+             check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout, report_path):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
@@ -133,36 +146,67 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     from .pipeline import optimize as run_pipeline
 
     console = _console()
-    options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
+    if calibration is not None and threshold is not None:
+        raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
+    if calibration is None and (labels is not None or report_path is not None):
+        raise click.UsageError("--labels and --report go with --calibration")
+    default = None if calibration is not None or config is not None else 0.0
+    options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, emit_stats)
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     if same_file(model, output):
         raise OutputError(f"{output}: the output would overwrite the input model")
     original, external = read_model(model)
-    result = run_pipeline(original, options)
+    outcome = None
+    if calibration is not None:
+        from .search import search
+
+        data = load_dataset(calibration, original, labels)
+        with console.status("calibrating") as status:
+            outcome = search(original, options, data, metric=metric, max_drop=max_drop, holdout=holdout,
+                             seed=seed, log=lambda msg: status.update(msg.strip()))
+        result = outcome.result
+    else:
+        result = run_pipeline(original, options)
     checked = None
-    if check and result.changed:
-        if check_data is not None:
-            data = load_dataset(check_data, original)
-        else:
-            data = random_dataset(original, check_samples, seed)
+    if check and result.changed and (outcome is None or check_data is not None):
+        data = load_dataset(check_data, original) if check_data is not None else random_dataset(original, check_samples, seed)
         checked = compare(original, result.model, data)
     save_model(result.model, output, external_data=external)
+    if report_path is not None:
+        _write_json(report_path, report.calibration_json(outcome, str(model), str(output)))
     sizes = (original.ByteSize(), result.model.ByteSize())
     if result.changed:
-        console.print(report.layers_table(result, checked, f"Rewritten layers ({model.name})"))
+        counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
+        console.print(report.layers_table(result, counts, f"Rewritten layers ({model.name})",
+                                          outcome.stats if outcome else None))
     if explain and result.rejected:
         console.print(report.rejected_table(result))
     console.print(report.summary_table(result, original, checked, sizes))
-    if checked is not None and any(d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
+    if outcome is not None:
+        console.print(report.calibration_table(outcome))
+        if not outcome.met:
+            console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
+                          "or lower --max-drop")
+    if checked is not None and outcome is None and any(
+            d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
         console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
-                      "or per-layer thresholds with --config")
+                      "per-layer thresholds with --config, or --calibration")
     if not result.changed:
         console.print("nothing to rewrite: the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
     elif result.rejected and not explain:
         console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
     console.print(f"wrote {output}")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    import json
+
+    try:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
 
 
 @main.command(epilog=_EPILOG_INSPECT)

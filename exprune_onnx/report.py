@@ -1,15 +1,16 @@
-"""Tables the CLI prints (rich), built from a pipeline Result and a CheckResult."""
+"""Tables the CLI prints (rich) and the JSON report, built from compiler results."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import onnx
-from rich.console import Console
 from rich.table import Table
 
 from .accounting import dense_flops, exprune_flops
 from .check import CheckResult
+from .measure import flops_saved
 from .pipeline import Result
 
 
@@ -17,7 +18,7 @@ def _mflops(value) -> str:
     return "?" if value is None else f"{value / 1e6:.2f}"
 
 
-def _op_counts(model: onnx.ModelProto) -> Counter:
+def op_counts(model: onnx.ModelProto) -> Counter:
     counts: Counter = Counter()
 
     def walk(graph):
@@ -31,31 +32,54 @@ def _op_counts(model: onnx.ModelProto) -> Counter:
     return counts
 
 
-def kept_fraction(result: Result, check: CheckResult | None, index: int) -> float | None:
-    if check is None or result.rewritten[index].op_node is None:
+def kept_fraction(rewritten, counts: dict | None) -> float | None:
+    if counts is None or rewritten.op_node is None:
         return None
-    counts = check.pruned.get(result.rewritten[index].op_node.name)
-    if not counts or counts[1] == 0:
+    c = counts.get(rewritten.op_node.name)
+    if not c or c[1] == 0:
         return None
-    return 1.0 - counts[0] / counts[1]
+    return 1.0 - c[0] / c[1]
 
 
-def layers_table(result: Result, check: CheckResult | None, title: str) -> Table:
-    t = Table(title=title, title_justify="left")
-    for col in ("layer", "pattern", "n", "k", "outputs", "threshold", "dense MFLOPs", "floor MFLOPs"):
-        t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
-    if check is not None:
-        t.add_column("pruned", justify="right")
-        t.add_column("measured MFLOPs", justify="right")
-    for i, rw in enumerate(result.rewritten):
+def layer_rows(result: Result, counts: dict | None, stats: dict | None = None) -> list[dict]:
+    """One record per rewritten layer: what the tables and the JSON report show."""
+    rows = []
+    for rw in result.rewritten:
         c = rw.candidate
-        row = [c.layer, " -> ".join(c.op_types), str(c.n), str(rw.k), str(c.outputs), f"{rw.threshold:g}",
-               _mflops(dense_flops(c)), _mflops(exprune_flops(c, rw.k, 0.0))]
-        if check is not None:
-            kept = kept_fraction(result, check, i)
-            row += ["?" if kept is None else f"{100 * (1 - kept):.1f}%",
-                    _mflops(None if kept is None else exprune_flops(c, rw.k, kept))]
-        t.add_row(*row)
+        kept = kept_fraction(rw, counts)
+        row = {
+            "layer": c.layer, "pattern": c.op_types, "rule": "threshold", "n": c.n, "k": rw.k,
+            "outputs": c.outputs, "threshold": rw.threshold, "dense_flops": dense_flops(c),
+            "floor_flops": exprune_flops(c, rw.k, 0.0),
+            "pruned": None if kept is None else 1.0 - kept,
+            "measured_flops": None if kept is None else exprune_flops(c, rw.k, kept),
+        }
+        if stats is not None and c.layer in stats:
+            s = stats[c.layer]
+            row["calibration_pruned"] = s.prune_rate(rw.threshold)
+            row["calibration_lost_mass"] = s.loss(rw.threshold)
+        rows.append(row)
+    return rows
+
+
+def layers_table(result: Result, counts: dict | None, title: str, stats: dict | None = None) -> Table:
+    t = Table(title=title, title_justify="left")
+    cols = ["layer", "pattern", "n", "k", "outputs", "threshold", "dense MFLOPs", "floor MFLOPs"]
+    if counts is not None:
+        cols += ["pruned", "measured MFLOPs"]
+    if stats is not None:
+        cols += ["lost mass (calib.)"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
+    for row in layer_rows(result, counts, stats):
+        cells = [row["layer"], " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
+                 f"{row['threshold']:.4g}", _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
+        if counts is not None:
+            cells += ["?" if row["pruned"] is None else f"{100 * row['pruned']:.1f}%", _mflops(row["measured_flops"])]
+        if stats is not None:
+            lost = row.get("calibration_lost_mass")
+            cells += ["-" if lost is None else f"{100 * lost:.3f}%"]
+        t.add_row(*cells)
     return t
 
 
@@ -68,18 +92,11 @@ def rejected_table(result: Result) -> Table:
     return t
 
 
-def measured_total(result: Result, check: CheckResult | None) -> float | None:
-    """Whole-model FLOPs per sample after pruning, as counted by the ops on the check data."""
-    if check is None or not result.rewritten:
+def measured_total(result: Result, counts: dict | None, samples: int) -> float | None:
+    """Whole-model FLOPs per sample after pruning, as counted by the ops."""
+    if not counts or not result.rewritten or samples <= 0:
         return None
-    total = float(result.dense_flops)
-    for i, rw in enumerate(result.rewritten):
-        kept = kept_fraction(result, check, i)
-        before, after = dense_flops(rw.candidate), exprune_flops(rw.candidate, rw.k, kept or 0.0)
-        if kept is None or before is None or after is None:
-            return None
-        total += after - before
-    return total
+    return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
 def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult | None,
@@ -89,7 +106,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     t.add_column("value")
     considered = len(result.rewritten) + len(result.rejected)
     t.add_row("layers rewritten", f"{len(result.rewritten)} of {considered} candidates")
-    before, after = _op_counts(original), _op_counts(result.model)
+    before, after = op_counts(original), op_counts(result.model)
     ops = sorted(set(before) | set(after))
     changed = [f"{op} {before[op]}->{after[op]}" for op in ops if before[op] != after[op]]
     t.add_row("op counts", ", ".join(changed) or "unchanged")
@@ -97,7 +114,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     if result.uncounted_nodes:
         dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted"
     t.add_row("dense FLOPs", dense)
-    measured = measured_total(result, check)
+    measured = measured_total(result, check.pruned if check else None, check.samples if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
         t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({100 * saved:.1f}% saved, "
@@ -116,6 +133,64 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     return t
 
 
-def print_tables(console: Console, *tables: Table) -> None:
-    for table in tables:
-        console.print(table)
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def jsonable(value):
+    """Plain JSON types; infinities as strings, which JSON cannot hold."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    return _finite(value)
+
+
+def calibration_table(outcome) -> Table:
+    """What the budget search achieved, on the calibration and the held-out part."""
+    t = Table(title="Calibration", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    n_cal, n_hold = outcome.split
+    t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}")
+    t.add_row("search", f"{len(outcome.trials)} compiled trials in {outcome.seconds:.1f} s")
+    t.add_row("calibration part", _score_text(outcome.calibration, outcome.saved_calibration, n_cal))
+    if outcome.holdout is not None:
+        t.add_row("held-out part", _score_text(outcome.holdout, outcome.saved_holdout, n_hold))
+    verdict = "met" if outcome.met else "NOT met on the held-out part"
+    t.add_row("budget", verdict)
+    return t
+
+
+def _score_text(score, saved: float, samples: int) -> str:
+    if score.metric == "accuracy":
+        text = (f"accuracy {100 * score.original:.2f}% -> {100 * score.optimized:.2f}%, "
+                f"lost samples {100 * score.drop:.2f}%")
+    elif score.metric == "agreement":
+        text = f"top-1 agreement {100 * score.optimized:.2f}%"
+    else:
+        text = f"relative error {score.drop:.3g}"
+    return f"{text}; {100 * saved:.1f}% of FLOPs saved (measured by the ops) on {samples} samples"
+
+
+def calibration_json(outcome, original_path: str, output_path: str) -> dict:
+    rows = layer_rows(outcome.result, outcome.counts_holdout or None, outcome.stats)
+    return jsonable({
+        "model": original_path,
+        "output": output_path,
+        "metric": outcome.metric,
+        "max_drop": outcome.max_drop,
+        "split": {"calibration": outcome.split[0], "held_out": outcome.split[1]},
+        "dense_flops_per_sample": outcome.result.dense_flops,
+        "calibration": vars(outcome.calibration) | {"flops_saved": outcome.saved_calibration},
+        "held_out": None if outcome.holdout is None else vars(outcome.holdout) | {"flops_saved": outcome.saved_holdout},
+        "budget_met": outcome.met,
+        "seconds": outcome.seconds,
+        "layers": rows,
+        "left_alone": [layer for layer, share in outcome.shares.items() if share is None],
+        "trials": [vars(tr) for tr in outcome.trials],
+    })

@@ -1,0 +1,63 @@
+"""End-to-end quality metrics: how much worse the optimised model is than the original.
+
+Every metric reports a *drop* (>= 0 is worse) that ``--max-drop`` bounds:
+
+* ``accuracy`` (needs labels): the share of samples the original got right and the
+  optimised gets wrong. Samples it newly gets right are not subtracted, so this is an
+  upper bound on the accuracy drop that is steadier across data splits than the
+  difference of accuracies (both accuracies are reported too);
+* ``agreement`` (classifiers without labels): the share of samples whose top-1 class
+  changed;
+* ``relerr`` (any output): mean |optimised - original| / mean |original| over the
+  first output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+
+METRICS = ("auto", "accuracy", "agreement", "relerr")
+
+
+@dataclass
+class Score:
+    metric: str
+    original: float  # the metric's own value for the original (1.0 for agreement, 0.0 for relerr)
+    optimized: float
+    drop: float
+
+
+def is_classifier_output(a: np.ndarray) -> bool:
+    return a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f"
+
+
+def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> str:
+    """Resolve ``auto``: accuracy with labels, agreement for classifiers, else relative error."""
+    if metric == "auto":
+        if labels is not None and is_classifier_output(first_output):
+            return "accuracy"
+        return "agreement" if is_classifier_output(first_output) else "relerr"
+    if metric == "accuracy" and labels is None:
+        raise DataError("the accuracy metric needs labels (--labels, or 'labels' in the .npz)")
+    if metric in ("accuracy", "agreement") and not is_classifier_output(first_output):
+        raise DataError(f"the {metric} metric needs a [samples, classes] output; "
+                        f"the first output has shape {list(first_output.shape)}")
+    return metric
+
+
+def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> Score:
+    if metric == "accuracy":
+        right_before = ref.argmax(1) == labels
+        right_after = got.argmax(1) == labels
+        lost = float(np.mean(right_before & ~right_after))
+        return Score(metric, float(np.mean(right_before)), float(np.mean(right_after)), lost)
+    if metric == "agreement":
+        agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
+        return Score(metric, 1.0, agree, 1.0 - agree)
+    scale = float(np.mean(np.abs(ref)))
+    err = float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)
+    return Score(metric, 0.0, err, err)
