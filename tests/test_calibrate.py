@@ -1,0 +1,102 @@
+"""Calibration: statistics, thresholds from them, and the search under a budget."""
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from helpers import init, make_model, run_plain, vi
+from onnx import helper
+
+from exprune_onnx.calibrate import LayerStats, collect
+from exprune_onnx.config import Options
+from exprune_onnx.data import Dataset
+from exprune_onnx.search import search, split_indices
+
+
+def stats_from(est, y):
+    order = np.argsort(est, kind="stable")
+    lost = np.cumsum(y[order])
+    return LayerStats("l", "n", est[order], lost, float(lost[-1]), float(np.mean(y == 0)))
+
+
+def test_threshold_for_respects_the_loss_share():
+    rng = np.random.default_rng(0)
+    est = rng.normal(size=5000)
+    y = np.maximum(est + rng.normal(scale=0.5, size=5000), 0)
+    s = stats_from(est, y)
+    for share in (0.0, 1e-4, 1e-2, 0.1):
+        t = s.threshold_for(share)
+        pruned = est < t
+        assert y[pruned].sum() <= share * y.sum() + 1e-12
+        # One more element would break the share: the threshold is as large as allowed.
+        nxt = np.sort(est[~pruned])[0]
+        assert y[est <= nxt].sum() > share * y.sum()
+        assert s.prune_rate(t) == pytest.approx(pruned.mean())
+        assert s.loss(t) == pytest.approx(y[pruned].sum() / y.sum())
+    assert s.threshold_for(1.0) > est.max()
+
+
+def mlp(seed=0, hidden=64, classes=10):
+    rng = np.random.default_rng(seed)
+    w1 = (rng.normal(size=(48, hidden)) / np.sqrt(48)).astype(np.float32)
+    w2 = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    w3 = (rng.normal(size=(hidden, classes)) / np.sqrt(hidden)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
+             helper.make_node("MatMul", ["a1", "w2"], ["h2"], name="fc2"),
+             helper.make_node("Add", ["h2", "b2"], ["z2"]), helper.make_node("Relu", ["z2"], ["a2"]),
+             helper.make_node("MatMul", ["a2", "w3"], ["logits"])]
+    inits = [init("w1", w1), init("w2", w2), init("w3", w3), init("b2", rng.normal(size=hidden).astype(np.float32) * 0.1)]
+    return make_model(nodes, [vi("x", ["N", 48])], [vi("logits", ["N", classes])], inits)
+
+
+def dataset(model, count=400, seed=1, labels=True):
+    x = np.random.default_rng(seed).normal(size=(count, 48)).astype(np.float32)
+    y = run_plain(model, {"x": x})[0].argmax(1) if labels else None
+    return Dataset({"x": x}, y, "synthetic")
+
+
+def test_collect_matches_a_direct_computation():
+    model = mlp()
+    data = dataset(model, 50)
+    stats, compiled = collect(model, Options(), data, np.arange(50))
+    s = stats["fc2"]
+    x = data.inputs["x"]
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    a1 = np.maximum(x @ w["w1"], 0)
+    k = 16
+    partial = a1[:, :k] @ w["w2"][:k]
+    est = w["b2"].astype(np.float64) + (64 / k) * partial.astype(np.float64)
+    y = np.maximum(a1 @ w["w2"] + w["b2"], 0)
+    np.testing.assert_allclose(s.est, np.sort(est.reshape(-1)), rtol=1e-5, atol=1e-5)
+    assert s.total_y == pytest.approx(float(y.sum()), rel=1e-4)
+    assert s.zeros == pytest.approx(float(np.mean(y == 0)), abs=1e-3)
+
+
+def test_search_meets_the_budget_and_is_deterministic():
+    model = mlp()
+    data = dataset(model)
+    first = search(model, Options(), data, max_drop=0.02, seed=3)
+    second = search(model, Options(), data, max_drop=0.02, seed=3)
+    assert first.metric == "accuracy"
+    assert first.calibration.drop <= 0.02
+    assert first.saved_calibration > 0.005, "a 2-point budget must buy some pruning on this model"
+    assert first.shares == second.shares
+    assert [r.threshold for r in first.result.rewritten] == [r.threshold for r in second.result.rewritten]
+    assert first.split == (200, 200) and first.holdout is not None
+
+
+def test_unmeetable_budget_rewrites_nothing_and_says_so():
+    """relerr at budget 0 cannot be met by any pruning (summation order alone moves outputs)."""
+    model = mlp()
+    out = search(model, Options(), dataset(model, labels=False), metric="relerr", max_drop=0.0)
+    assert all(share is None for share in out.shares.values())
+    assert not out.result.changed
+    assert out.calibration.drop == 0.0 and out.saved_calibration == 0.0
+
+
+def test_split_is_seeded_and_disjoint():
+    a, b = split_indices(100, 0.3, seed=5)
+    assert len(a) == 70 and len(b) == 30 and not set(a) & set(b)
+    assert np.array_equal(split_indices(100, 0.3, seed=5)[0], a)
+    assert not math.isnan(float(a.mean()))
