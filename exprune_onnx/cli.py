@@ -24,6 +24,12 @@ Examples:
   exprune-onnx optimize model.onnx --check-data inputs.npz --explain
 """
 
+_EPILOG_EVALUATE = """\b
+Examples:
+  exprune-onnx evaluate model.onnx model.exprune.onnx --data test.npz
+  exprune-onnx evaluate model.onnx model.exprune.onnx --data test.npz --batch 32 --threads 2
+"""
+
 _EPILOG_INSPECT = """\b
 Examples:
   exprune-onnx inspect model.onnx
@@ -207,6 +213,53 @@ def _write_json(path: Path, payload: dict) -> None:
         path.write_text(json.dumps(payload, indent=2) + "\n")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
+
+
+@main.command(epilog=_EPILOG_EVALUATE)
+@click.argument("original", type=click.Path(path_type=Path))
+@click.argument("optimized", type=click.Path(path_type=Path))
+@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
+              help="Inputs (same layouts as --check-data); 'labels' in the .npz or --labels add accuracy.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels').")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the latency runs.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Intra-op threads of both sessions in the latency runs.")
+@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
+@_guarded
+def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path):
+    """Compare OPTIMIZED with ORIGINAL: outputs, metric, FLOPs the ops skipped, latency side by side."""
+    import platform
+
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    from .accounting import model_flops
+    from .check import compare
+    from .data import load_dataset
+    from .measure import flops_saved
+    from .modelio import load_model
+    from .pipeline import infer_shapes
+    from .timing import measure
+
+    console = _console()
+    ref, opt = load_model(original), load_model(optimized)
+    data = load_dataset(data_path, ref, labels)
+    checked = compare(ref, opt, data)
+    dense, _unknown = model_flops(gs.import_onnx(infer_shapes(ref)))
+    saved = flops_saved(opt, checked.pruned) / checked.samples if checked.pruned else 0.0
+    feeds = next(data.batches(batch))
+    timing = measure(ref, opt, feeds, threads=threads, runs=runs)
+    console.print(report.evaluation_table(checked, dense, saved, timing,
+                                          f"{platform.machine()}, onnxruntime {ort.__version__}"))
+    if json_path is not None:
+        _write_json(json_path, report.jsonable({
+            "original": str(original), "optimized": str(optimized), "samples": checked.samples,
+            "accuracy": checked.accuracy, "outputs": [vars(d) for d in checked.outputs],
+            "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
+            "latency": vars(timing) | {"ratio": timing.ratio}, "machine": platform.machine(),
+            "onnxruntime": ort.__version__,
+        }))
 
 
 @main.command(epilog=_EPILOG_INSPECT)

@@ -194,3 +194,26 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "left_alone": [layer for layer, share in outcome.shares.items() if share is None],
         "trials": [vars(tr) for tr in outcome.trials],
     })
+
+
+def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machine: str) -> Table:
+    t = Table(title=f"Evaluation on {check.samples} samples of '{check.source}'", title_justify="left",
+              show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    if check.accuracy is not None:
+        a, b = check.accuracy
+        t.add_row("accuracy", f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)")
+    for d in check.outputs:
+        text = f"max abs diff {d.max_abs:.3g} (relative to output range {d.max_rel:.3g})"
+        if d.top1_agreement is not None:
+            text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"
+        t.add_row(f"output '{d.name}'", text)
+    share = f" ({100 * saved / dense:.1f}% saved)" if dense else ""
+    t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
+              f"executed{share}, counted by the ops")
+    o, p = timing.original_ms, timing.optimized_ms
+    t.add_row("latency", f"original {o[1]:.3f} ms [{o[0]:.3f}-{o[2]:.3f}], optimised {p[1]:.3f} ms "
+              f"[{p[0]:.3f}-{p[2]:.3f}]: ratio {timing.ratio:.3f} (median of {timing.runs} alternating runs, "
+              f"25th-75th percentile in brackets; batch {timing.batch}, {timing.threads} thread(s), {machine})")
+    return t

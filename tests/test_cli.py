@@ -188,3 +188,53 @@ def test_unknown_ops_are_left_alone(tmp_path):
     assert r.exit_code == 0, r.output
     types = [n.op_type for n in onnx.load(out).graph.node]
     assert types == ["Relu", "Slice", "Conv", "ExPruneConvRelu", "Mystery"]
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    with np.load(SLICE) as data:
+        path = tmp_path / "small.npz"
+        np.savez(path, input=data["input"][:160], labels=data["labels"][:160])
+    return path
+
+
+def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02", "--report", rep)
+    assert r.exit_code == 0, r.output
+    report = json.loads(rep.read_text())
+    assert report["metric"] == "accuracy" and report["split"] == {"calibration": 80, "held_out": 80}
+    assert report["calibration"]["drop"] <= 0.02
+    assert len(report["layers"]) + len(report["left_alone"]) == 5
+    assert "Calibration" in r.output and "held-out part" in r.output
+    # The thresholds in the written model are the ones the report states.
+    written = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+               for n in onnx.load(out).graph.node if n.domain}
+    assert sorted(round(a["threshold"], 3) for a in written.values()) == \
+        sorted(round(l["threshold"], 3) for l in report["layers"])
+
+
+def test_calibration_errors(example, tmp_path, small_set):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 1, 27, 28), np.float32))
+    r = invoke("optimize", example, "--calibration", bad)
+    assert r.exit_code == 6 and "has shape [4, 1, 27, 28]" in r.output
+    np.save(tmp_path / "l.npy", np.zeros(3, np.int64))
+    r = invoke("optimize", example, "--calibration", small_set, "--labels", tmp_path / "l.npy")
+    assert r.exit_code == 6 and "3 labels for 160 samples" in r.output
+    assert invoke("optimize", example, "--calibration", small_set, "--threshold", "0").exit_code == 2
+    assert invoke("optimize", example, "--labels", tmp_path / "l.npy").exit_code == 2
+    assert not example.with_name("fashion_cnn.exprune.onnx").exists()
+
+
+def test_evaluate_side_by_side(example, tmp_path, small_set):
+    out = tmp_path / "o.onnx"
+    assert invoke("optimize", example, "-o", out, "--threshold", "-2", "--no-check").exit_code == 0
+    rep = tmp_path / "e.json"
+    r = invoke("evaluate", example, out, "--data", small_set, "--runs", "3", "--batch", "4", "--json", rep)
+    assert r.exit_code == 0, r.output
+    result = json.loads(rep.read_text())
+    assert result["samples"] == 160 and result["latency"]["batch"] == 4 and result["latency"]["threads"] == 1
+    assert 0 < result["flops_saved_per_sample"] < result["dense_flops_per_sample"]
+    assert "latency" in r.output and "ratio" in r.output
+    assert invoke("evaluate", example, tmp_path / "missing.onnx", "--data", small_set).exit_code == 3

@@ -1,0 +1,67 @@
+"""Latency of the original and the optimised model, measured side by side.
+
+Both sessions get identical options (graph optimisations at onnxruntime's default,
+the same intra-op thread count) and the same inputs; runs alternate between the two
+so that machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+
+@dataclass
+class Latency:
+    batch: int
+    threads: int
+    runs: int
+    original_ms: tuple[float, float, float]  # 25th percentile, median, 75th percentile
+    optimized_ms: tuple[float, float, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.optimized_ms[1] / self.original_ms[1]
+
+
+def _session(model: onnx.ModelProto, threads: int, custom: bool):
+    import onnxruntime as ort
+
+    from .runtime import session_options
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if custom:
+        session_options(opts)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _quartiles(samples: list[float]) -> tuple[float, float, float]:
+    q = np.percentile(np.asarray(samples) * 1e3, [25, 50, 75])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
+def measure(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[str, np.ndarray],
+            threads: int = 1, runs: int = 30, warmup: int = 3) -> Latency:
+    a = _session(original, threads, custom=False)
+    b = _session(optimized, threads, custom=True)
+    names_a = [o.name for o in original.graph.output]
+    names_b = [o.name for o in optimized.graph.output]
+    for _ in range(warmup):
+        a.run(names_a, feeds)
+        b.run(names_b, feeds)
+    times_a, times_b = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a.run(names_a, feeds)
+        t1 = time.perf_counter()
+        b.run(names_b, feeds)
+        t2 = time.perf_counter()
+        times_a.append(t1 - t0)
+        times_b.append(t2 - t1)
+    batch = next(iter(feeds.values())).shape[0]
+    return Latency(batch, threads, runs, _quartiles(times_a), _quartiles(times_b))
