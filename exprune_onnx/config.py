@@ -6,6 +6,8 @@ A per-layer config file is JSON::
       "default": {"threshold": 0.0, "k": "auto"},
       "layers": {
         "/conv2/Conv": {"threshold": -0.5, "k": 16},
+        "/conv3/Conv": {"rule": "statstest", "alpha": 0.01},
+        "/conv4/Conv": {"rule": "certified"},
         "/fc1/Gemm": {"skip": true}
       }
     }
@@ -20,6 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 from .errors import ConfigError
 
@@ -60,11 +63,24 @@ def choose_k(spec: str | int | float, n: int) -> int:
     return int(spec)
 
 
+RULES = ("threshold", "statstest", "certified")
+DEFAULT_ALPHA = 0.01
+
+
+def z_crit(alpha: float) -> float:
+    """StatsTest's critical value: prune when the test statistic is below Phi^-1(alpha)."""
+    if alpha <= 0:
+        return -math.inf
+    return NormalDist().inv_cdf(alpha)
+
+
 @dataclass(frozen=True)
 class LayerSetting:
     threshold: float
     k: str | int | float = "auto"
     skip: bool = False
+    rule: str = "threshold"
+    z_crit: float = -math.inf
 
 
 @dataclass
@@ -74,10 +90,25 @@ class Options:
     min_units: int = DEFAULT_MIN_UNITS
     include_first_layer: bool = False
     emit_stats: bool = False
+    rule: str = "threshold"
+    alpha: float = DEFAULT_ALPHA
     layers: dict[str, LayerSetting] = field(default_factory=dict)
 
     def setting(self, layer: str) -> LayerSetting:
-        return self.layers.get(layer, LayerSetting(self.threshold, self.k))
+        default = LayerSetting(self.threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))
+        return self.layers.get(layer, default)
+
+
+def parse_rule(value, where: str = "rule") -> str:
+    if value not in RULES:
+        raise ConfigError(f"{where}: rule must be one of {', '.join(RULES)}, got {value!r}")
+    return value
+
+
+def parse_alpha(value, where: str = "alpha") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 0.5:
+        raise ConfigError(f"{where}: alpha must be a number in [0, 0.5), got {value!r}")
+    return float(value)
 
 
 def _threshold(value, where: str) -> float:
@@ -109,16 +140,22 @@ def load_config(path: str | Path, options: Options) -> Options:
         options.threshold = _threshold(default["threshold"], f"{p}: default")
     if "k" in default:
         options.k = parse_k(default["k"])
+    if "rule" in default:
+        options.rule = parse_rule(default["rule"], f"{p}: default")
+    if "alpha" in default:
+        options.alpha = parse_alpha(default["alpha"], f"{p}: default")
     layers = data.get("layers", {})
     if not isinstance(layers, dict):
         raise ConfigError(f"{p}: 'layers' must be an object keyed by layer name")
     for name, entry in layers.items():
         where = f"{p}: layer {name!r}"
-        if not isinstance(entry, dict) or not set(entry) <= {"threshold", "k", "skip"}:
-            raise ConfigError(f"{where}: expected an object with threshold, k and/or skip")
+        if not isinstance(entry, dict) or not set(entry) <= {"threshold", "k", "skip", "rule", "alpha"}:
+            raise ConfigError(f"{where}: expected an object with threshold, k, skip, rule and/or alpha")
         options.layers[name] = LayerSetting(
             threshold=_threshold(entry.get("threshold", options.threshold), where),
             k=parse_k(entry.get("k", options.k)),
             skip=bool(entry.get("skip", False)),
+            rule=parse_rule(entry.get("rule", options.rule), where),
+            z_crit=z_crit(parse_alpha(entry.get("alpha", options.alpha), where)),
         )
     return options

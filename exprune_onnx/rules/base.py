@@ -88,3 +88,5 @@ class Rewritten:
     threshold: float
     op_node: gs.Node
     stats: gs.Tensor | None
+    rule: str = "threshold"
+    z_crit: float = float("-inf")

@@ -69,6 +69,41 @@ def check(c: Candidate, ctx: Context) -> str | None:
     k = choose_k(setting.k, c.n)
     if not 1 <= k < c.n:
         return f"k = {k} is not between 1 and n - 1 = {c.n - 1}"
+    if setting.rule == "certified" and not is_nonnegative(c.x):
+        return f"the certified rule needs a non-negative input, and '{c.x.name}' is not known to be one"
+    return None
+
+
+# Ops whose output is >= 0 when their data inputs are (or always, for the first group).
+_ALWAYS_NONNEGATIVE = {"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Softplus"}
+_KEEPS_SIGN = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose",
+               "Identity", "Squeeze", "Unsqueeze", "Slice", "Concat", "Resize", "Upsample", "Pad", "Split",
+               "MaxUnpool", "Dropout"}
+
+
+def is_nonnegative(t: gs.Tensor, depth: int = 0) -> bool:
+    """Whether the graph guarantees ``t >= 0`` (it comes out of a ReLU-like op)."""
+    if depth > 32 or not t.inputs:
+        return False
+    node = t.inputs[0]
+    if node.domain == ops.DOMAIN:
+        return True
+    if (node.domain or "") not in ("", "ai.onnx"):
+        return False
+    if node.op in _ALWAYS_NONNEGATIVE:
+        return True
+    if node.op == "Clip":
+        low = node.attrs.get("min") if len(node.inputs) < 2 else _scalar(node.inputs[1])
+        return low is not None and low >= 0
+    if node.op in _KEEPS_SIGN:
+        data = [node.inputs[0]] if node.op != "Concat" else list(node.inputs)
+        return all(is_nonnegative(d, depth + 1) for d in data)
+    return False
+
+
+def _scalar(t: gs.Tensor) -> float | None:
+    if isinstance(t, gs.Constant) and t.values.size == 1:
+        return float(np.asarray(t.values).reshape(-1)[0])
     return None
 
 
@@ -96,38 +131,56 @@ def _const(ctx: Context, base: str, value: np.ndarray) -> gs.Constant:
     return gs.Constant(unique_name(base, ctx.names), np.ascontiguousarray(value, dtype=np.float32))
 
 
+def _product(c: Candidate, ctx: Context, head: gs.Tensor, w_head: np.ndarray, name: str) -> gs.Variable:
+    """The ordinary op over the first k units: Conv with the layer's attributes, or MatMul."""
+    result = gs.Variable(unique_name(name, ctx.names), dtype=np.float32, shape=c.output.shape)
+    if c.kind == "conv":
+        attrs = {a: v for a, v in c.conv_attrs.items() if a != "group"}
+        node = gs.Node("Conv", name=unique_name(name + "_conv", ctx.names), attrs=attrs,
+                       inputs=[head, _const(ctx, name + "_w", w_head)], outputs=[result])
+    else:
+        node = gs.Node("MatMul", name=unique_name(name + "_matmul", ctx.names),
+                       inputs=[head, _const(ctx, name + "_w", w_head)], outputs=[result])
+    ctx.graph.nodes.append(node)
+    return result
+
+
+def _squared(x: gs.Tensor, ctx: Context, base: str) -> gs.Variable:
+    sq = gs.Variable(unique_name(base + "_sq", ctx.names), dtype=np.float32, shape=x.shape)
+    ctx.graph.nodes.append(gs.Node("Mul", name=unique_name(base + "_square", ctx.names), inputs=[x, x], outputs=[sq]))
+    return sq
+
+
 def emit(c: Candidate, ctx: Context) -> Rewritten:
     """Replace the group by partial compute plus the early-exit op."""
     setting = ctx.options.setting(c.layer)
     k = choose_k(setting.k, c.n)
     base = c.layer.replace(":", "_").strip("/") or "layer"
-    out = c.output
-    partial = gs.Variable(unique_name(base + "_partial", ctx.names), dtype=np.float32, shape=out.shape)
     if c.kind == "conv":
         head = _slice(c.x, k, 1, ctx, base)
-        w_head = _const(ctx, base + "_w_head", c.weight[:, :k])
-        w_tail = _const(ctx, base + "_w_tail", c.weight[:, k:])
-        attrs = {a: v for a, v in c.conv_attrs.items() if a != "group"}
-        ctx.graph.nodes.append(gs.Node("Conv", name=unique_name(base + "_partial_conv", ctx.names),
-                                       attrs=attrs, inputs=[head, w_head], outputs=[partial]))
-        op_type = ops.CONV_RELU
-        op_attrs = _conv_op_attrs(c)
+        w_head, w_tail = c.weight[:, :k], c.weight[:, k:]
+        op_type, op_attrs = ops.CONV_RELU, _conv_op_attrs(c)
     else:
         head = _slice(c.x, k, -1, ctx, base)
-        w_head = _const(ctx, base + "_w_head", c.weight[:k, :])
-        w_tail = _const(ctx, base + "_w_tail", c.weight[k:, :].T)
-        ctx.graph.nodes.append(gs.Node("MatMul", name=unique_name(base + "_partial_matmul", ctx.names),
-                                       inputs=[head, w_head], outputs=[partial]))
-        op_type = ops.DENSE_RELU
-        op_attrs = {}
+        w_head, w_tail = c.weight[:k, :], c.weight[k:, :].T
+        op_type, op_attrs = ops.DENSE_RELU, {}
     op_attrs.update(k=k, threshold=float(setting.threshold), clip_max=float(c.clip_max))
-    inputs = [partial, c.x, w_tail, _const(ctx, base + "_bias", c.bias)]
-    if c.residual is not None:
-        inputs.append(c.residual)
+    inputs = [_product(c, ctx, head, w_head, base + "_partial"), c.x, _const(ctx, base + "_w_tail", w_tail),
+              _const(ctx, base + "_bias", c.bias), c.residual or gs.Variable.empty()]
+    if setting.rule == "statstest":
+        op_attrs.update(rule="statstest", z_crit=float(setting.z_crit))
+        inputs.append(_product(c, ctx, _squared(head, ctx, base), w_head * w_head, base + "_partial_sq"))
+    elif setting.rule == "certified":
+        positive = np.maximum(w_tail, 0).reshape(w_tail.shape[0], -1).astype(np.float64)
+        op_attrs.update(rule="certified")
+        inputs += [gs.Variable.empty(), _const(ctx, base + "_w_pos_sum", positive.sum(1)),
+                   _const(ctx, base + "_w_pos_norm", np.sqrt((positive * positive).sum(1)))]
+    while inputs[-1].name == "":
+        inputs.pop()
     for node in [c.reduction, *c.chain]:
         node.outputs.clear()
-    out.dtype = np.float32
-    outputs = [out]
+    c.output.dtype = np.float32
+    outputs = [c.output]
     stats = None
     # Only the outermost graph can expose the counters as graph outputs.
     if ctx.options.emit_stats and ctx.graph is ctx.model_graph:
@@ -136,7 +189,7 @@ def emit(c: Candidate, ctx: Context) -> Rewritten:
     node = gs.Node(op_type, name=unique_name(base + "_exprune", ctx.names), domain=ops.DOMAIN,
                    attrs=op_attrs, inputs=inputs, outputs=outputs)
     ctx.graph.nodes.append(node)
-    return Rewritten(c, k, float(setting.threshold), node, stats)
+    return Rewritten(c, k, float(setting.threshold), node, stats, setting.rule, setting.z_crit)
 
 
 def _conv_op_attrs(c: Candidate) -> dict:
