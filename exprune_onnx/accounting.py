@@ -17,6 +17,21 @@ from .rules.base import Candidate
 DECISION_FLOPS = 1
 
 
+def decision_flops(rule: str, k: int, n: int, taps: int, outputs: int) -> float:
+    """FLOPs per output element that a rule adds on top of the partial product.
+
+    StatsTest pays for the second partial product (squares, one more MAC per term) and
+    about six operations for the test; Certified pays three per element plus the max
+    and the norm of the tail inputs (two per input value), which all outputs of a row
+    or receptive field share.
+    """
+    if rule == "statstest":
+        return 2 * k * taps + 6
+    if rule == "certified":
+        return 3 + 2 * (n - k) * taps / max(outputs, 1)
+    return DECISION_FLOPS
+
+
 def _known(dims) -> bool:
     return all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims)
 
@@ -35,13 +50,13 @@ def dense_flops(c: Candidate) -> int | None:
     return None if p is None else 2 * c.n * c.taps * c.outputs * p
 
 
-def exprune_flops(c: Candidate, k: int, kept_fraction: float) -> float | None:
+def exprune_flops(c: Candidate, k: int, kept_fraction: float, rule: str = "threshold") -> float | None:
     """Expected FLOPs per sample when ``kept_fraction`` of outputs survive the decision."""
     p = positions(c)
     if p is None:
         return None
     elements = c.outputs * p
-    head = 2 * k * c.taps + DECISION_FLOPS
+    head = 2 * k * c.taps + decision_flops(rule, k, c.n, c.taps, c.outputs)
     tail = 2 * (c.n - k) * c.taps * kept_fraction
     return elements * (head + tail)
 

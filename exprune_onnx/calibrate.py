@@ -21,7 +21,7 @@ import onnx
 from . import ops
 from .config import LayerSetting, Options
 from .data import Dataset
-from .pipeline import optimize
+from .pipeline import Result, optimize
 
 # Elements kept per layer: enough to place thresholds at the 1e-5 loss level.
 SAMPLE_PER_LAYER = 400_000
@@ -57,27 +57,35 @@ class LayerStats:
         return float(self.lost[i - 1]) / self.total_y if i > 0 and self.total_y > 0 else 0.0
 
 
-def exact_options(options: Options) -> Options:
-    """``options`` with every layer's decision disabled (same k, same skips)."""
+def exact_options(options: Options, rule: str = "threshold") -> Options:
+    """``options`` with every layer's decision disabled (same k, same skips).
+
+    With ``rule="statstest"`` the compiled model also computes each layer's
+    ``partial_sq``, so the probe sees both rules' statistics.
+    """
     out = copy.deepcopy(options)
     out.threshold = -math.inf
     out.emit_stats = False
-    out.layers = {name: LayerSetting(-math.inf, s.k, s.skip) for name, s in options.layers.items()}
+    out.rule = rule
+    out.alpha = 0.0
+    out.layers = {name: LayerSetting(-math.inf, s.k, s.skip, rule) for name, s in options.layers.items()}
     return out
 
 
 @dataclass
 class Probe:
     partial: str
+    partial_sq: str | None
     residual: str | None
     y: str
     bias: np.ndarray
-    ratio: float  # n / k
+    k_terms: int  # terms in the partial sum: k * taps
+    n_terms: int  # terms in the full sum: n * taps
     channel_axis: int
 
 
 def probe_model(compiled: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Probe]]:
-    """Expose partial, residual and output of every outer-graph early-exit op."""
+    """Expose the partial sums, residual and output of every outer-graph early-exit op."""
     model = onnx.ModelProto()
     model.CopyFrom(compiled)
     inits = {t.name: t for t in model.graph.initializer}
@@ -87,66 +95,85 @@ def probe_model(compiled: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, P
         if node.domain != ops.DOMAIN:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        w_tail = inits[node.input[2]]
+        w_tail = list(inits[node.input[2]].dims)
         k = int(attrs["k"])
-        tail_units = int(w_tail.dims[1])
-        residual = node.input[4] if len(node.input) > 4 and node.input[4] else None
+        taps = int(np.prod(w_tail[2:])) if len(w_tail) > 2 else 1
+        optional = list(node.input[4:6]) + [""] * 2
+        residual, partial_sq = optional[0] or None, optional[1] or None
         bias = onnx.numpy_helper.to_array(inits[node.input[3]])
         axis = 1 if node.op_type == ops.CONV_RELU else -1
-        probes[node.name] = Probe(node.input[0], residual, node.output[0], bias, (k + tail_units) / k, axis)
-        for name in filter(None, (node.input[0], residual, node.output[0])):
+        probes[node.name] = Probe(node.input[0], partial_sq, residual, node.output[0], bias, k * taps,
+                                  (k + w_tail[1]) * taps, axis)
+        for name in filter(None, (node.input[0], partial_sq, residual, node.output[0])):
             if name not in exposed:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
                 exposed.add(name)
     return model, probes
 
 
+def statistics(probe: Probe, outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each rule's decision statistic per output element, as the op computes it (float64)."""
+    p = outs[probe.partial].astype(np.float64)
+    base = _broadcast(probe.bias, p.shape, probe.channel_axis)
+    if probe.residual is not None:
+        base = base + outs[probe.residual]
+    base = base.astype(np.float64)
+    found = {"threshold": base + (probe.n_terms / probe.k_terms) * p}
+    if probe.partial_sq is not None:
+        mean = p / probe.k_terms
+        m = mean + base / probe.n_terms
+        v = outs[probe.partial_sq].astype(np.float64) / probe.k_terms - mean * mean
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(v > 0, m / np.sqrt(np.maximum(v, 1e-300) / probe.k_terms), np.sign(m) * np.inf)
+        found["statstest"] = np.where((v <= 0) & (m == 0), 0.0, z)
+    return found
+
+
 def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np.ndarray,
-            batch: int = 64, seed: int = 0, progress=None) -> tuple[dict[str, LayerStats], onnx.ModelProto]:
-    """One pass over ``data[indices]``; returns per-layer stats and the exact compiled model."""
+            batch: int = 64, seed: int = 0, rules: tuple[str, ...] = ("threshold",),
+            progress=None) -> tuple[dict[str, dict[str, LayerStats]], Result]:
+    """One pass over ``data[indices]``: layer -> rule -> stats, and the exact compiled result."""
     from .runtime import inference_session
 
-    result = optimize(model, exact_options(options))
+    result = optimize(model, exact_options(options, "statstest" if "statstest" in rules else "threshold"))
     if not result.changed:
-        return {}, result.model
+        return {}, result
     probing, probes = probe_model(result.model)
     layer_of = {r.op_node.name: r.candidate.layer for r in result.rewritten}
     session = inference_session(probing)
     names = [o.name for o in probing.graph.output]
-    where = {n: i for i, n in enumerate(names)}
     rng = np.random.default_rng(seed)
-    est_parts = {node: [] for node in probes}
-    y_parts = {node: [] for node in probes}
+    parts = {node: {"y": []} for node in probes}
     zeros = {node: [0, 0] for node in probes}
     rate: dict[str, float] = {}
     for feeds in data.batches(batch, indices):
-        outs = session.run(names, feeds)
+        outs = dict(zip(names, session.run(names, feeds)))
         rows = next(iter(feeds.values())).shape[0]
         for node, probe in probes.items():
-            p = outs[where[probe.partial]]
-            y = outs[where[probe.y]]
-            base = _broadcast(probe.bias, p.shape, probe.channel_axis)
-            if probe.residual is not None:
-                base = base + outs[where[probe.residual]]
+            y = outs[probe.y]
             if node not in rate:
                 rate[node] = min(1.0, SAMPLE_PER_LAYER / max(1, (y.size // rows) * len(indices)))
             keep = rng.random(y.size) < rate[node]
-            est = base.astype(np.float64).reshape(-1)[keep] + probe.ratio * p.astype(np.float64).reshape(-1)[keep]
-            est_parts[node].append(est)
-            y_parts[node].append(y.reshape(-1)[keep].astype(np.float64))
+            for rule, value in statistics(probe, outs).items():
+                parts[node].setdefault(rule, []).append(value.reshape(-1)[keep])
+            parts[node]["y"].append(y.reshape(-1)[keep].astype(np.float64))
             zeros[node][0] += int(np.count_nonzero(y == 0))
             zeros[node][1] += y.size
         if progress is not None:
             progress(rows)
-    stats = {}
+    stats: dict[str, dict[str, LayerStats]] = {}
     for node in probes:
-        est = np.concatenate(est_parts[node])
-        y = np.concatenate(y_parts[node])
-        order = np.argsort(est, kind="stable")
-        lost = np.cumsum(y[order])
-        stats[layer_of[node]] = LayerStats(layer_of[node], node, est[order], lost, float(lost[-1]) if lost.size else 0.0,
-                                           zeros[node][0] / max(zeros[node][1], 1))
-    return stats, result.model
+        layer = layer_of[node]
+        y = np.concatenate(parts[node].pop("y"))
+        share_zero = zeros[node][0] / max(zeros[node][1], 1)
+        stats[layer] = {}
+        for rule, chunks in parts[node].items():
+            value = np.concatenate(chunks)
+            order = np.argsort(value, kind="stable")
+            lost = np.cumsum(y[order])
+            stats[layer][rule] = LayerStats(layer, node, value[order], lost, float(lost[-1]) if lost.size else 0.0,
+                                            share_zero)
+    return stats, result
 
 
 def _broadcast(bias: np.ndarray, shape: tuple, channel: int) -> np.ndarray:

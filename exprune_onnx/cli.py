@@ -142,9 +142,16 @@ def main(debug: bool) -> None:
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Share of the calibration data kept aside to check the result on.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")
+@click.option("--rule", type=click.Choice(["threshold", "statstest", "certified", "auto"]), default="threshold",
+              show_default=True,
+              help="Decision rule: threshold (T), statstest (alpha), certified (lossless, needs inputs >= 0), "
+                   "or auto (per layer, with --calibration).")
+@click.option("--alpha", type=click.FloatRange(0, 0.5, max_open=True), default=0.01, show_default=True,
+              help="StatsTest's level without --calibration: prune when the test rejects 'mean term >= 0'.")
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,
-             check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout, report_path):
+             check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout, report_path,
+             rule, alpha):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
@@ -156,9 +163,14 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
     if calibration is None and (labels is not None or report_path is not None):
         raise click.UsageError("--labels and --report go with --calibration")
+    if calibration is None and rule == "auto":
+        raise click.UsageError("--rule auto chooses per layer on data: give --calibration")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, emit_stats)
+    if rule != "auto":
+        options.rule = rule
+    options.alpha = alpha
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     if same_file(model, output):
         raise OutputError(f"{output}: the output would overwrite the input model")
@@ -170,7 +182,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         data = load_dataset(calibration, original, labels)
         with console.status("calibrating") as status:
             outcome = search(original, options, data, metric=metric, max_drop=max_drop, holdout=holdout,
-                             seed=seed, log=lambda msg: status.update(msg.strip()))
+                             seed=seed, rule=rule, log=lambda msg: status.update(msg))
         result = outcome.result
     else:
         result = run_pipeline(original, options)

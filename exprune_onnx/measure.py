@@ -1,9 +1,10 @@
 """FLOPs an optimised model actually executed, from the early-exit ops' own counters.
 
-Per early-exit op: every output element costs the partial product and one decision;
-a kept element also costs its tail. So relative to the dense layer the op saves
+Per early-exit op: every output element costs the partial product and its rule's
+decision (accounting.decision_flops); a kept element also costs its tail. So
+relative to the dense layer the op saves
 
-    pruned * 2 * tail_units * taps  -  total * DECISION_FLOPS
+    pruned * 2 * tail_units * taps  -  total * decision_flops(rule, ...)
 
 where ``tail_units * taps`` is the size of one output's tail weights (``w_tail`` row).
 Only the outer graph's ops report counts.
@@ -15,23 +16,32 @@ import numpy as np
 import onnx
 
 from . import ops
-from .accounting import DECISION_FLOPS
+from .accounting import decision_flops
 
 
-def tail_sizes(model: onnx.ModelProto) -> dict[str, int]:
-    """Early-exit node name -> multiply-accumulates in one output's tail."""
+def per_element(model: onnx.ModelProto) -> dict[str, tuple[int, float]]:
+    """Early-exit node name -> (MACs in one output's tail, decision FLOPs per output)."""
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    sizes = {}
+    found = {}
     for node in model.graph.node:
-        if node.domain == ops.DOMAIN and node.input[2] in shapes:
-            sizes[node.name] = int(np.prod(shapes[node.input[2]][1:]))
-    return sizes
+        if node.domain != ops.DOMAIN or node.input[2] not in shapes:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        rule = attrs.get("rule", b"threshold")
+        rule = rule.decode() if isinstance(rule, bytes) else rule
+        w_tail = shapes[node.input[2]]
+        taps = int(np.prod(w_tail[2:])) if len(w_tail) > 2 else 1
+        k = int(attrs["k"])
+        n = k + int(w_tail[1])
+        found[node.name] = (int(np.prod(w_tail[1:])), decision_flops(rule, k, n, taps, int(w_tail[0])))
+    return found
 
 
 def flops_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> float:
     """Total FLOPs saved over a run, given node -> (pruned, total) counters."""
-    sizes = tail_sizes(model)
+    costs = per_element(model)
     saved = 0.0
     for name, (pruned, total) in counts.items():
-        saved += pruned * 2 * sizes[name] - total * DECISION_FLOPS
+        tail, decision = costs[name]
+        saved += pruned * 2 * tail - total * decision
     return saved

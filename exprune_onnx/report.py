@@ -48,23 +48,28 @@ def layer_rows(result: Result, counts: dict | None, stats: dict | None = None) -
         c = rw.candidate
         kept = kept_fraction(rw, counts)
         row = {
-            "layer": c.layer, "pattern": c.op_types, "rule": "threshold", "n": c.n, "k": rw.k,
-            "outputs": c.outputs, "threshold": rw.threshold, "dense_flops": dense_flops(c),
-            "floor_flops": exprune_flops(c, rw.k, 0.0),
+            "layer": c.layer, "pattern": c.op_types, "rule": rw.rule, "n": c.n, "k": rw.k,
+            "outputs": c.outputs, "parameter": _parameter(rw), "dense_flops": dense_flops(c),
+            "floor_flops": exprune_flops(c, rw.k, 0.0, rw.rule),
             "pruned": None if kept is None else 1.0 - kept,
-            "measured_flops": None if kept is None else exprune_flops(c, rw.k, kept),
+            "measured_flops": None if kept is None else exprune_flops(c, rw.k, kept, rw.rule),
         }
-        if stats is not None and c.layer in stats:
-            s = stats[c.layer]
-            row["calibration_pruned"] = s.prune_rate(rw.threshold)
-            row["calibration_lost_mass"] = s.loss(rw.threshold)
+        if stats is not None and c.layer in stats and rw.rule in stats[c.layer]:
+            s = stats[c.layer][rw.rule]
+            row["calibration_pruned"] = s.prune_rate(row["parameter"])
+            row["calibration_lost_mass"] = s.loss(row["parameter"])
         rows.append(row)
     return rows
 
 
+def _parameter(rw) -> float | None:
+    """The rule's knob: T for threshold, the critical z for statstest, none for certified."""
+    return {"threshold": rw.threshold, "statstest": rw.z_crit}.get(rw.rule)
+
+
 def layers_table(result: Result, counts: dict | None, title: str, stats: dict | None = None) -> Table:
     t = Table(title=title, title_justify="left")
-    cols = ["layer", "pattern", "n", "k", "outputs", "threshold", "dense MFLOPs", "floor MFLOPs"]
+    cols = ["layer", "pattern", "n", "k", "outputs", "rule", "parameter", "dense MFLOPs", "floor MFLOPs"]
     if counts is not None:
         cols += ["pruned", "measured MFLOPs"]
     if stats is not None:
@@ -72,8 +77,9 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
     for col in cols:
         t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
     for row in layer_rows(result, counts, stats):
+        param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
         cells = [row["layer"], " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
-                 f"{row['threshold']:.4g}", _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
+                 row["rule"], param, _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
         if counts is not None:
             cells += ["?" if row["pruned"] is None else f"{100 * row['pruned']:.1f}%", _mflops(row["measured_flops"])]
         if stats is not None:
@@ -156,7 +162,7 @@ def calibration_table(outcome) -> Table:
     t.add_column("what")
     t.add_column("value")
     n_cal, n_hold = outcome.split
-    t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}")
+    t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}, rule {outcome.rule}")
     t.add_row("search", f"{len(outcome.trials)} compiled trials in {outcome.seconds:.1f} s")
     t.add_row("calibration part", _score_text(outcome.calibration, outcome.saved_calibration, n_cal))
     if outcome.holdout is not None:
@@ -184,6 +190,7 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "output": output_path,
         "metric": outcome.metric,
         "max_drop": outcome.max_drop,
+        "rule": outcome.rule,
         "split": {"calibration": outcome.split[0], "held_out": outcome.split[1]},
         "dense_flops_per_sample": outcome.result.dense_flops,
         "calibration": vars(outcome.calibration) | {"flops_saved": outcome.saved_calibration},

@@ -1,15 +1,17 @@
-"""Choosing per-layer thresholds under an end-to-end budget, on real runs of the real model.
+"""Choosing per-layer decisions under an end-to-end budget, on real runs of the real model.
 
 1. Split the data (seeded): a calibration part and a held-out part.
-2. One pass over the calibration part gives every layer's estimate/output statistics
-   (calibrate.collect).
+2. One pass over the calibration part gives every layer's statistics for the Threshold
+   and StatsTest rules (calibrate.collect).
 3. A layer's aggressiveness is the share of its output mass it may lose; the same
-   share for every layer gives one knob. Walk a geometric ladder of shares, compile the
-   model with the thresholds they imply, run it (custom op and all) on the
-   calibration part, and keep the most FLOPs saved within the budget.
+   share for every layer gives one knob. For each share a layer takes the rule that
+   executes fewer FLOPs at that loss (StatsTest pays for its second partial product).
+   Walk a geometric ladder of shares, compile the model, run it (custom op and all)
+   on the calibration part, and keep the most FLOPs saved within the budget.
 4. Refine layer by layer, biggest layers first: raise one layer's share a rung while
    the budget still holds. When not even the gentlest common share fits, admit layers
-   one at a time instead.
+   one at a time instead. With the Certified rule allowed, try it per layer last: it
+   loses nothing, so it stays wherever it saves more.
 5. Run the final model on the held-out part and report both parts.
 
 Layers that end without a feasible share are left as they were, so a budget that
@@ -26,21 +28,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from .accounting import decision_flops, dense_flops
 from .calibrate import LayerStats, collect
 from .config import LayerSetting, Options
 from .data import Dataset
 from .errors import DataError
-from .accounting import dense_flops
 from .measure import flops_saved
 from .metrics import Score, choose, score
 from .pipeline import Result, optimize
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
+CHOICES = ("threshold", "statstest", "certified", "auto")
+CERTIFIED = "certified"  # a layer's share when it uses the lossless rule
 
 
 @dataclass
 class Trial:
-    shares: dict[str, float | None]  # None = layer left alone
+    shares: dict[str, float | str | None]  # a loss share, CERTIFIED, or None (left alone)
     drop: float
     saved: float  # fraction of the model's dense FLOPs, measured by the ops
     feasible: bool
@@ -50,10 +54,11 @@ class Trial:
 class Outcome:
     metric: str
     max_drop: float
+    rule: str
     options: Options
     result: Result
-    stats: dict[str, LayerStats]
-    shares: dict[str, float | None]
+    stats: dict[str, dict[str, LayerStats]]
+    shares: dict[str, float | str | None]
     calibration: Score
     holdout: Score | None
     saved_calibration: float
@@ -77,10 +82,12 @@ class Runner:
         self.reference = np.concatenate([session.run([self.output], f)[0] for f in data.batches(batch, indices)])
         self.labels = data.labels_of(indices)
 
-    def run(self, compiled: onnx.ModelProto, metric: str, dense_flops: int):
+    def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
         from .check import with_stats
         from .runtime import inference_session
 
+        if not any(n.domain for n in compiled.graph.node):
+            return score(metric, self.reference, self.reference, self.labels), 0.0, {}
         model, stats_names = with_stats(compiled)
         session = inference_session(model)
         names = [self.output] + list(stats_names.values())
@@ -92,19 +99,48 @@ class Runner:
                 counts[node][0] += int(s[0])
                 counts[node][1] += int(s[1])
         counts = {k: tuple(v) for k, v in counts.items()}
-        saved = flops_saved(compiled, counts) / len(self.indices) / dense_flops if dense_flops else 0.0
+        saved = flops_saved(compiled, counts) / len(self.indices) / dense if dense else 0.0
         return score(metric, self.reference, np.concatenate(got), self.labels), saved, counts
 
 
-def _options_for(base: Options, stats: dict[str, LayerStats], shares: dict[str, float | None]) -> Options:
-    out = copy.deepcopy(base)
-    for layer, share in shares.items():
-        k = base.setting(layer).k
-        if share is None:
-            out.layers[layer] = LayerSetting(-math.inf, k, skip=True)
-        else:
-            out.layers[layer] = LayerSetting(stats[layer].threshold_for(share), k)
-    return out
+class Planner:
+    """Turns a loss share per layer into a rule and its parameter per layer."""
+
+    def __init__(self, base: Options, stats: dict, exact: Result, rules: tuple[str, ...]):
+        self.base, self.stats, self.rules = base, stats, rules
+        self.layers = {r.candidate.layer: r for r in exact.rewritten}
+
+    def pick(self, layer: str, share: float) -> tuple[str, float]:
+        """The rule (and its parameter) that executes the fewest FLOPs at this loss share."""
+        rw = self.layers[layer]
+        c, k = rw.candidate, rw.k
+        best = None
+        for rule in self.rules:
+            if rule not in self.stats[layer]:
+                continue
+            s = self.stats[layer][rule]
+            param = s.threshold_for(share)
+            kept = 1.0 - s.prune_rate(param)
+            cost = decision_flops(rule, k, c.n, c.taps, c.outputs) + kept * 2 * (c.n - k) * c.taps
+            if best is None or cost < best[0]:
+                best = (cost, rule, param)
+        return best[1], best[2]
+
+    def options(self, shares: dict[str, float | str | None]) -> Options:
+        out = copy.deepcopy(self.base)
+        for layer, share in shares.items():
+            k = self.base.setting(layer).k
+            if share is None:
+                out.layers[layer] = LayerSetting(-math.inf, k, skip=True)
+            elif share == CERTIFIED:
+                out.layers[layer] = LayerSetting(-math.inf, k, rule="certified")
+            else:
+                rule, param = self.pick(layer, share)
+                if rule == "statstest":
+                    out.layers[layer] = LayerSetting(-math.inf, k, rule="statstest", z_crit=param)
+                else:
+                    out.layers[layer] = LayerSetting(param, k)
+        return out
 
 
 def split_indices(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,33 +154,73 @@ def split_indices(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np
     return calib, hold
 
 
+def _tunable(rule: str) -> tuple[str, ...]:
+    return {"threshold": ("threshold",), "statstest": ("statstest",), "certified": (),
+            "auto": ("threshold", "statstest")}[rule]
+
+
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
-           max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64,
+           max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
            log=lambda msg: None) -> Outcome:
+    if rule not in CHOICES:
+        raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
     log(f"collecting statistics on {len(calib_idx)} calibration samples")
-    stats, _ = collect(original, base, data, calib_idx, batch, seed)
+    stats, exact = collect(original, base, data, calib_idx, batch, seed, rules=_tunable(rule) or ("threshold",))
     if not stats:
-        raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect --explain` says why)")
+        raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, calib_idx, batch)
     metric = choose(metric, runner.reference, runner.labels)
-    exact = optimize(original, _options_for(base, stats, {l: 0.0 for l in stats}))
+    planner = Planner(base, stats, exact, _tunable(rule))
     dense = exact.dense_flops
-    layer_flops = {r.candidate.layer: dense_flops(r.candidate) or 0 for r in exact.rewritten}
+    layer_flops = {layer: dense_flops(rw.candidate) or 0 for layer, rw in planner.layers.items()}
     trials: list[Trial] = []
 
     def trial(shares):
-        compiled = optimize(original, _options_for(base, stats, shares))
+        compiled = optimize(original, planner.options(shares))
         s, saved, _ = runner.run(compiled.model, metric, dense)
         t = Trial(dict(shares), s.drop, saved, s.drop <= max_drop)
         trials.append(t)
-        log(f"  trial {len(trials):>2}: drop {s.drop:.4f}, FLOPs saved {100 * saved:.1f}%"
+        log(f"trial {len(trials)}: drop {s.drop:.4f}, FLOPs saved {100 * saved:.1f}%"
             f"{'' if t.feasible else ' (over budget)'}")
         return t
 
     layers = list(stats)
+    order = sorted(layers, key=lambda l: -layer_flops.get(l, 0))
     best = Trial({l: None for l in layers}, 0.0, 0.0, True)
+    if planner.rules:
+        best = _ladder(trial, layers, best)
+        if all(share is None for share in best.shares.values()):
+            # Not even the gentlest common share fits: admit layers one at a time.
+            for layer in order:
+                t = trial({**best.shares, layer: LADDER[0]})
+                if t.feasible and t.saved > best.saved:
+                    best = t
+        for layer in order:
+            current = best.shares[layer]
+            rung = -1 if current is None else LADDER.index(current)
+            for nxt in LADDER[rung + 1:rung + 3]:
+                t = trial({**best.shares, layer: nxt})
+                if not (t.feasible and t.saved > best.saved):
+                    break
+                best = t
+    if rule in ("certified", "auto"):
+        best = _try_certified(trial, order, best)
+    final_options = planner.options(best.shares)
+    result = optimize(original, final_options)
+    calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
+    hold_score = hold_saved = None
+    hold_counts: dict = {}
+    if len(hold_idx):
+        log(f"checking on {len(hold_idx)} held-out samples")
+        hold_score, hold_saved, hold_counts = Runner(original, data, hold_idx, batch).run(result.model, metric, dense)
+    return Outcome(metric, max_drop, rule, final_options, result, stats, best.shares, calib_score, hold_score,
+                   calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
+                   hold_score is None or hold_score.drop <= max_drop, time.perf_counter() - start, trials)
+
+
+def _ladder(trial, layers: list[str], best: Trial) -> Trial:
     misses = 0
     for share in LADDER:
         t = trial({l: share for l in layers})
@@ -154,36 +230,13 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             misses += 1
             if misses == 2:
                 break
-    # Biggest layers first: they have the most to give.
-    order = sorted(layers, key=lambda l: -layer_flops.get(l, 0))
-    if all(share is None for share in best.shares.values()):
-        # Not even the gentlest common share fits: admit layers one at a time.
-        for layer in order:
-            t = trial({**best.shares, layer: LADDER[0]})
-            if t.feasible and t.saved > best.saved:
-                best = t
+    return best
+
+
+def _try_certified(trial, order: list[str], best: Trial) -> Trial:
+    # A layer whose input is not provably >= 0 is rejected by the compiler and saves nothing.
     for layer in order:
-        current = best.shares[layer]
-        rung = -1 if current is None else LADDER.index(current)
-        for nxt in LADDER[rung + 1:rung + 3]:
-            t = trial({**best.shares, layer: nxt})
-            if t.feasible and t.saved > best.saved:
-                best = t
-            else:
-                break
-    final_options = _options_for(base, stats, best.shares)
-    result = optimize(original, final_options)
-    calib_score, calib_saved, _ = runner.run(result.model, metric, dense) if result.changed else (
-        score(metric, runner.reference, runner.reference, runner.labels), 0.0, {})
-    hold_score = hold_saved = None
-    hold_counts: dict = {}
-    if len(hold_idx):
-        log(f"checking on {len(hold_idx)} held-out samples")
-        held = Runner(original, data, hold_idx, batch)
-        if result.changed:
-            hold_score, hold_saved, hold_counts = held.run(result.model, metric, dense)
-        else:
-            hold_score, hold_saved = score(metric, held.reference, held.reference, held.labels), 0.0
-    return Outcome(metric, max_drop, final_options, result, stats, best.shares, calib_score, hold_score,
-                   calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
-                   hold_score is None or hold_score.drop <= max_drop, time.perf_counter() - start, trials)
+        t = trial({**best.shares, layer: CERTIFIED})
+        if t.feasible and t.saved > best.saved:
+            best = t
+    return best

@@ -211,7 +211,7 @@ def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
     written = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
                for n in onnx.load(out).graph.node if n.domain}
     assert sorted(round(a["threshold"], 3) for a in written.values()) == \
-        sorted(round(l["threshold"], 3) for l in report["layers"])
+        sorted(round(l["parameter"], 3) for l in report["layers"])
 
 
 def test_calibration_errors(example, tmp_path, small_set):
