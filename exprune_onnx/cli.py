@@ -138,7 +138,8 @@ def main(debug: bool) -> None:
 @click.option("--max-drop", type=click.FloatRange(min=0), default=0.001, show_default=True,
               help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
-              help="accuracy (needs labels), agreement (top-1 class unchanged) or relerr (mean relative error).")
+              help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
+                   "(top-1 class unchanged) or relerr (mean relative error).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Share of the calibration data kept aside to check the result on.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")

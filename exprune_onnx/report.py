@@ -173,9 +173,10 @@ def calibration_table(outcome) -> Table:
 
 
 def _score_text(score, saved: float, samples: int) -> str:
-    if score.metric == "accuracy":
-        text = (f"accuracy {100 * score.original:.2f}% -> {100 * score.optimized:.2f}%, "
-                f"lost samples {100 * score.drop:.2f}%")
+    if score.metric in ("accuracy", "lost"):
+        text = f"accuracy {100 * score.original:.2f}% -> {100 * score.optimized:.2f}%"
+        if score.metric == "lost":
+            text += f", right answers lost {100 * score.drop:.2f}%"
     elif score.metric == "agreement":
         text = f"top-1 agreement {100 * score.optimized:.2f}%"
     else:

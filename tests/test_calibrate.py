@@ -100,3 +100,17 @@ def test_split_is_seeded_and_disjoint():
     assert len(a) == 70 and len(b) == 30 and not set(a) & set(b)
     assert np.array_equal(split_indices(100, 0.3, seed=5)[0], a)
     assert not math.isnan(float(a.mean()))
+
+
+def test_metrics_net_accuracy_and_lost_answers():
+    from exprune_onnx.metrics import choose, score
+
+    labels = np.array([0, 1, 1, 0])
+    ref = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)  # right, right, wrong, wrong
+    got = np.array([[0, 1], [0, 1], [0, 1], [0, 1]], np.float32)  # wrong, right, right, wrong
+    assert score("accuracy", ref, got, labels).drop == 0.0  # one lost, one gained
+    assert score("lost", ref, got, labels).drop == 0.25
+    assert score("agreement", ref, got, labels).drop == 0.5
+    assert score("relerr", ref, ref, labels).drop == 0.0
+    assert choose("auto", ref, labels) == "accuracy" and choose("auto", ref, None) == "agreement"
+    assert choose("auto", np.zeros((4,)), None) == "relerr"
