@@ -54,8 +54,8 @@ def layer_rows(result: Result, counts: dict | None, stats: dict | None = None) -
             "pruned": None if kept is None else 1.0 - kept,
             "measured_flops": None if kept is None else exprune_flops(c, rw.k, kept, rw.rule),
         }
-        if stats is not None and c.layer in stats and rw.rule in stats[c.layer]:
-            s = stats[c.layer][rw.rule]
+        if stats is not None and (rw.rule, rw.k) in stats.get(c.layer, {}):
+            s = stats[c.layer][(rw.rule, rw.k)]
             row["calibration_pruned"] = s.prune_rate(row["parameter"])
             row["calibration_lost_mass"] = s.loss(row["parameter"])
         rows.append(row)

@@ -1,11 +1,13 @@
 """Choosing per-layer decisions under an end-to-end budget, on real runs of the real model.
 
 1. Split the data (seeded): a calibration part and a held-out part.
-2. One pass over the calibration part gives every layer's statistics for the Threshold
+2. One pass over the calibration part per choice of k (the paper's k, and half the
+   units, unless the user fixed k) gives every layer's statistics for the Threshold
    and StatsTest rules (calibrate.collect).
 3. A layer's aggressiveness is the share of its output mass it may lose; the same
-   share for every layer gives one knob. For each share a layer takes the rule that
-   executes fewer FLOPs at that loss (StatsTest pays for its second partial product).
+   share for every layer gives one knob. For each share a layer takes the rule and k
+   that execute the fewest FLOPs at that loss (StatsTest pays for its second partial
+   product; a larger k predicts better but costs more up front).
    Walk a geometric ladder of shares, compile the model, run it (custom op and all)
    on the calibration part, and keep the most FLOPs saved within the budget.
 4. Refine layer by layer, biggest layers first: raise one layer's share a rung while
@@ -104,27 +106,27 @@ class Runner:
 
 
 class Planner:
-    """Turns a loss share per layer into a rule and its parameter per layer."""
+    """Turns a loss share per layer into a rule, a k and the rule's parameter per layer.
 
-    def __init__(self, base: Options, stats: dict, exact: Result, rules: tuple[str, ...]):
-        self.base, self.stats, self.rules = base, stats, rules
-        self.layers = {r.candidate.layer: r for r in exact.rewritten}
+    ``stats[layer][(rule, k)]`` holds the statistics gathered with that k.
+    """
 
-    def pick(self, layer: str, share: float) -> tuple[str, float]:
-        """The rule (and its parameter) that executes the fewest FLOPs at this loss share."""
-        rw = self.layers[layer]
-        c, k = rw.candidate, rw.k
+    def __init__(self, base: Options, stats: dict, candidates: dict, rules: tuple[str, ...]):
+        self.base, self.stats, self.rules, self.candidates = base, stats, rules, candidates
+
+    def pick(self, layer: str, share: float) -> tuple[str, int, float]:
+        """The (rule, k, parameter) that executes the fewest FLOPs at this loss share."""
+        c = self.candidates[layer]
         best = None
-        for rule in self.rules:
-            if rule not in self.stats[layer]:
+        for (rule, k), s in self.stats[layer].items():
+            if rule not in self.rules:
                 continue
-            s = self.stats[layer][rule]
             param = s.threshold_for(share)
             kept = 1.0 - s.prune_rate(param)
-            cost = decision_flops(rule, k, c.n, c.taps, c.outputs) + kept * 2 * (c.n - k) * c.taps
+            cost = 2 * k * c.taps + decision_flops(rule, k, c.n, c.taps, c.outputs) + kept * 2 * (c.n - k) * c.taps
             if best is None or cost < best[0]:
-                best = (cost, rule, param)
-        return best[1], best[2]
+                best = (cost, rule, k, param)
+        return best[1:]
 
     def options(self, shares: dict[str, float | str | None]) -> Options:
         out = copy.deepcopy(self.base)
@@ -135,12 +137,36 @@ class Planner:
             elif share == CERTIFIED:
                 out.layers[layer] = LayerSetting(-math.inf, k, rule="certified")
             else:
-                rule, param = self.pick(layer, share)
+                rule, k, param = self.pick(layer, share)
                 if rule == "statstest":
                     out.layers[layer] = LayerSetting(-math.inf, k, rule="statstest", z_crit=param)
                 else:
                     out.layers[layer] = LayerSetting(param, k)
         return out
+
+
+def k_choices(base: Options) -> tuple:
+    """The paper's k (auto) and half the units; only what the user fixed, if they did."""
+    if base.k != "auto" or any(s.k != "auto" for s in base.layers.values()):
+        return (base.k,)
+    return ("auto", 0.5)
+
+
+def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.ndarray, batch: int, seed: int,
+           rules: tuple[str, ...]):
+    """Statistics for every k choice: layer -> (rule, k) -> stats, plus layer -> candidate, dense FLOPs."""
+    stats: dict[str, dict] = {}
+    candidates, dense = {}, 0
+    for choice in k_choices(base):
+        options = copy.deepcopy(base)
+        options.k = choice
+        found, exact = collect(original, options, data, indices, batch, seed, rules=rules)
+        dense = exact.dense_flops
+        for rw in exact.rewritten:
+            candidates[rw.candidate.layer] = rw.candidate
+            for rule, s in found.get(rw.candidate.layer, {}).items():
+                stats.setdefault(rw.candidate.layer, {})[(rule, rw.k)] = s
+    return stats, candidates, dense
 
 
 def split_indices(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,14 +193,13 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
     log(f"collecting statistics on {len(calib_idx)} calibration samples")
-    stats, exact = collect(original, base, data, calib_idx, batch, seed, rules=_tunable(rule) or ("threshold",))
+    stats, candidates, dense = gather(original, base, data, calib_idx, batch, seed, _tunable(rule) or ("threshold",))
     if not stats:
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, calib_idx, batch)
     metric = choose(metric, runner.reference, runner.labels)
-    planner = Planner(base, stats, exact, _tunable(rule))
-    dense = exact.dense_flops
-    layer_flops = {layer: dense_flops(rw.candidate) or 0 for layer, rw in planner.layers.items()}
+    planner = Planner(base, stats, candidates, _tunable(rule))
+    layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
 
     def trial(shares):
