@@ -143,6 +143,8 @@ def main(debug: bool) -> None:
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Share of the calibration data kept aside to check the result on.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
 @click.option("--rule", type=click.Choice(["threshold", "statstest", "certified", "auto"]), default="threshold",
               show_default=True,
               help="Decision rule: threshold (T), statstest (alpha), certified (lossless, needs inputs >= 0), "
@@ -152,7 +154,7 @@ def main(debug: bool) -> None:
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,
              check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout, report_path,
-             rule, alpha):
+             plot_path, rule, alpha):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
@@ -162,8 +164,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     console = _console()
     if calibration is not None and threshold is not None:
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
-    if calibration is None and (labels is not None or report_path is not None):
-        raise click.UsageError("--labels and --report go with --calibration")
+    if calibration is None and (labels is not None or report_path is not None or plot_path is not None):
+        raise click.UsageError("--labels, --report and --plot go with --calibration")
     if calibration is None and rule == "auto":
         raise click.UsageError("--rule auto chooses per layer on data: give --calibration")
     default = None if calibration is not None or config is not None else 0.0
@@ -194,6 +196,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     save_model(result.model, output, external_data=external)
     if report_path is not None:
         _write_json(report_path, report.calibration_json(outcome, str(model), str(output)))
+    if plot_path is not None:
+        from .plot import calibration_plot
+
+        calibration_plot(outcome, report.layer_rows(result, outcome.counts_holdout or None), plot_path)
     sizes = (original.ByteSize(), result.model.ByteSize())
     if result.changed:
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)

@@ -205,7 +205,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     def trial(shares):
         compiled = optimize(original, planner.options(shares))
         s, saved, _ = runner.run(compiled.model, metric, dense)
-        t = Trial(dict(shares), s.drop, saved, s.drop <= max_drop)
+        # Differences of accuracies carry float noise; 1e-9 is far below one sample.
+        t = Trial(dict(shares), s.drop, saved, s.drop <= max_drop + 1e-9)
         trials.append(t)
         log(f"trial {len(trials)}: drop {s.drop:.4f}, FLOPs saved {100 * saved:.1f}%"
             f"{'' if t.feasible else ' (over budget)'}")
@@ -242,7 +243,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         hold_score, hold_saved, hold_counts = Runner(original, data, hold_idx, batch).run(result.model, metric, dense)
     return Outcome(metric, max_drop, rule, final_options, result, stats, best.shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
-                   hold_score is None or hold_score.drop <= max_drop, time.perf_counter() - start, trials)
+                   hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials)
 
 
 def _ladder(trial, layers: list[str], best: Trial) -> Trial:

@@ -199,9 +199,11 @@ def small_set(tmp_path):
 
 
 def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
-    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
-    r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02", "--report", rep)
+    out, rep, png = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "p.png"
+    r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02", "--report", rep,
+               "--plot", png)
     assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(rep.read_text())
     assert report["metric"] == "accuracy" and report["split"] == {"calibration": 80, "held_out": 80}
     assert report["calibration"]["drop"] <= 0.02
