@@ -153,14 +153,21 @@ def k_choices(base: Options) -> tuple:
 
 
 def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.ndarray, batch: int, seed: int,
-           rules: tuple[str, ...]):
+           rules: tuple[str, ...], log=lambda msg: None):
     """Statistics for every k choice: layer -> (rule, k) -> stats, plus layer -> candidate, dense FLOPs."""
     stats: dict[str, dict] = {}
     candidates, dense = {}, 0
-    for choice in k_choices(base):
+    choices = k_choices(base)
+    for i, choice in enumerate(choices):
         options = copy.deepcopy(base)
         options.k = choice
-        found, exact = collect(original, options, data, indices, batch, seed, rules=rules)
+        done = [0]
+
+        def progress(rows, i=i, done=done):
+            done[0] += rows
+            log(f"collecting statistics (pass {i + 1} of {len(choices)}): {done[0]}/{len(indices)} samples")
+
+        found, exact = collect(original, options, data, indices, batch, seed, rules=rules, progress=progress)
         dense = exact.dense_flops
         for rw in exact.rewritten:
             candidates[rw.candidate.layer] = rw.candidate
@@ -192,8 +199,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
-    log(f"collecting statistics on {len(calib_idx)} calibration samples")
-    stats, candidates, dense = gather(original, base, data, calib_idx, batch, seed, _tunable(rule) or ("threshold",))
+    stats, candidates, dense = gather(original, base, data, calib_idx, batch, seed, _tunable(rule) or ("threshold",),
+                                      log)
     if not stats:
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, calib_idx, batch)
