@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from . import report
 from ._version import __version__
@@ -46,14 +47,15 @@ def _console(stderr: bool = False) -> Console:
 def _fail(console: Console, exc: BaseException, debug: bool) -> None:
     if debug:
         console.print_exception()
+    # Messages quote shapes and names: print them as plain text, never as rich markup.
     if isinstance(exc, ExPruneError):
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        console.print("[bold red]interrupted[/]")
+        console.print(Text("interrupted", "bold red"))
         sys.exit(130)
-    console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                  highlight=False)
+    console.print(Text.assemble(("internal error:", "bold red"),
+                                f" {type(exc).__name__}: {exc} (run with --debug for the traceback)"), highlight=False)
     sys.exit(1)
 
 
