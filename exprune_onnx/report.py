@@ -6,6 +6,7 @@ import math
 from collections import Counter
 
 import onnx
+from rich.markup import escape
 from rich.table import Table
 
 from .accounting import dense_flops, exprune_flops
@@ -78,7 +79,7 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
         t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
     for row in layer_rows(result, counts, stats):
         param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
-        cells = [row["layer"], " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
+        cells = [escape(row["layer"]), " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
                  row["rule"], param, _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
         if counts is not None:
             cells += ["?" if row["pruned"] is None else f"{100 * row['pruned']:.1f}%", _mflops(row["measured_flops"])]
@@ -94,7 +95,7 @@ def rejected_table(result: Result) -> Table:
     for col in ("layer", "op", "rule", "reason"):
         t.add_column(col)
     for r in result.rejected:
-        t.add_row(r.layer, r.op, r.rule, r.reason)
+        t.add_row(escape(r.layer), r.op, r.rule, escape(r.reason))
     return t
 
 
