@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,10 @@ constexpr int64_t kSparseCost = 3;
 // Bytes of per-image scratch (survivor masks, channels-last input copy) held at once;
 // larger batches are processed in groups of images.
 constexpr int64_t kGroupBytes = int64_t{32} << 20;
+// Input elements per task of the certified rule's pass over the input.
+constexpr int64_t kStatsWork = int64_t{1} << 16;
+// Input pixels the pass keeps accumulators for at once (on the stack).
+constexpr int64_t kStatsChunk = 256;
 
 // One spatial axis of the convolution. The defaults describe the unit height axis
 // that lets a 1-D conv run through the 2-D loop.
@@ -100,6 +105,9 @@ struct ConvArgs {
   float* y;
   double ratio, threshold;
   float clip_max;
+  Rule rule;
+  double t_k, t_n, z_crit;  // statstest: terms of the partial and of the full sum; z_crit
+  RuleInputs extra;         // the rule's inputs 5..7 (kernel_util.h)
 };
 
 using Floats = AlignedFloats;
@@ -131,6 +139,8 @@ struct CallScratch {
   std::vector<uint8_t> keep, mode;
   Floats w_taps, x_pad, x_last;
   std::vector<int64_t> kept, cost;
+  std::vector<float> pixel_max, field_max;  // certified: per input pixel, per output position
+  std::vector<double> pixel_sq, field_norm;
 };
 struct TaskScratch {
   std::vector<const float*> ptrs;
@@ -222,7 +232,9 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
   }
 
   constexpr int64_t kSlack = 64;  // keep bytes the dense kernels may read around a block
-  const int64_t per_image = outs * positions + blocks + (image_floats + pad_floats) * 4;
+  const bool certified = a.rule == Rule::kCertified;
+  const int64_t per_image = outs * positions + blocks + (image_floats + pad_floats) * 4 +
+                            (certified ? (in_plane + positions) * 12 : 0);
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, g.batch);
   CallScratch& cs = t_call;
   uint8_t* keep = Grow(cs.keep, static_cast<size_t>(group * outs * positions + 2 * kSlack)) + kSlack;
@@ -230,10 +242,82 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
   int64_t* kept = Grow(cs.kept, static_cast<size_t>(group * oblocks));
   int64_t* cost = Grow(cs.cost, static_cast<size_t>(group * oblocks));  // in outputs of dense work
   const float* w_taps = a.w_taps;  // repacked on first need when not given
+  float* pixel_max = certified ? Grow(cs.pixel_max, static_cast<size_t>(group * in_plane)) : nullptr;
+  double* pixel_sq = certified ? Grow(cs.pixel_sq, static_cast<size_t>(group * in_plane)) : nullptr;
+  float* field_max = certified ? Grow(cs.field_max, static_cast<size_t>(group * positions)) : nullptr;
+  double* field_norm = certified ? Grow(cs.field_norm, static_cast<size_t>(group * positions)) : nullptr;
   int64_t total_kept = 0;
 
   for (int64_t n0 = 0; n0 < g.batch; n0 += group) {
     const int64_t nb = std::min(group, g.batch - n0);
+
+    // ---- certified: the statistics of every output position's receptive field, in
+    // two passes. Per input pixel over the tail channels: the max (from 0) and the
+    // float64 sum of squares, both NaN when a channel is negative or NaN. Then per
+    // output position over the kernel taps inside the input (padding adds nothing):
+    // xmax = max, xnorm = sqrt(sum); NaN stays NaN, so such a position is never pruned.
+    if (certified) {
+      const int64_t pixel_bands =
+          std::clamp<int64_t>(tail * in_plane / kStatsWork, 1, std::max<int64_t>(1, CeilDiv(in_plane, kStatsChunk)));
+      auto pixels = [&](size_t task) noexcept {
+        const int64_t t = static_cast<int64_t>(task), nl = t / pixel_bands, band = t % pixel_bands;
+        const float* xs = a.x_tail + (n0 + nl) * a.x_sample;
+        const int64_t p0 = band * in_plane / pixel_bands, p1 = (band + 1) * in_plane / pixel_bands;
+        for (int64_t c0 = p0; c0 < p1; c0 += kStatsChunk) {
+          const int64_t len = std::min(kStatsChunk, p1 - c0);
+          double sq[kStatsChunk];
+          float mx[kStatsChunk];
+          uint8_t bad[kStatsChunk];
+          std::fill(sq, sq + len, 0.0);
+          std::fill(mx, mx + len, 0.0f);
+          std::fill(bad, bad + len, uint8_t{0});
+          for (int64_t c = 0; c < tail; ++c) {
+            const float* src = xs + c * in_plane + c0;
+#pragma omp simd
+            for (int64_t i = 0; i < len; ++i) {
+              const float v = src[i];
+              bad[i] |= !(v >= 0.0f);
+              mx[i] = v > mx[i] ? v : mx[i];
+              sq[i] += static_cast<double>(v) * static_cast<double>(v);
+            }
+          }
+          float* dmx = pixel_max + nl * in_plane + c0;
+          double* dsq = pixel_sq + nl * in_plane + c0;
+          for (int64_t i = 0; i < len; ++i) {
+            dmx[i] = bad[i] ? std::numeric_limits<float>::quiet_NaN() : mx[i];
+            dsq[i] = bad[i] ? std::numeric_limits<double>::quiet_NaN() : sq[i];
+          }
+        }
+      };
+      ParallelTasks(ctx, static_cast<size_t>(nb * pixel_bands), pixels);
+      const int64_t field_bands = std::clamp<int64_t>(positions * taps / kStatsWork, 1, ah.out);
+      auto fields = [&](size_t task) noexcept {
+        const int64_t t = static_cast<int64_t>(task), nl = t / field_bands, band = t % field_bands;
+        const float* pmx = pixel_max + nl * in_plane;
+        const double* psq = pixel_sq + nl * in_plane;
+        for (int64_t oy = band * ah.out / field_bands; oy < (band + 1) * ah.out / field_bands; ++oy) {
+          for (int64_t ox = 0; ox < aw.out; ++ox) {
+            double sum = 0.0;
+            float mx = 0.0f;
+            for (int64_t ky = 0; ky < ah.kernel; ++ky) {
+              const int64_t iy = oy * ah.stride - ah.pad + ky * ah.dilation;
+              if (iy < 0 || iy >= ah.in) continue;
+              for (int64_t kx = 0; kx < aw.kernel; ++kx) {
+                const int64_t ix = ox * aw.stride - aw.pad + kx * aw.dilation;
+                if (ix < 0 || ix >= aw.in) continue;
+                const float v = pmx[iy * aw.in + ix];
+                mx = (v > mx || v != v) ? v : mx;  // once NaN, stays NaN
+                sum += psq[iy * aw.in + ix];
+              }
+            }
+            const int64_t p = nl * positions + oy * aw.out + ox;
+            field_max[p] = mx;
+            field_norm[p] = std::sqrt(sum);
+          }
+        }
+      };
+      ParallelTasks(ctx, static_cast<size_t>(nb * field_bands), fields);
+    }
 
     // ---- decide every output; classify the blocks
     auto decide = [&](size_t task) noexcept {
@@ -243,8 +327,22 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
       int64_t count = 0;
       for (int64_t o = o0; o < o1; ++o) {
         const int64_t i = ((n0 + nl) * outs + o) * positions;
-        count += kern.decide(a.partial + i, a.res != nullptr ? a.res + i : nullptr, a.bias[o], a.ratio, a.threshold,
-                             positions, a.y + i, kb + o * positions);
+        const float* res = a.res != nullptr ? a.res + i : nullptr;
+        switch (a.rule) {
+          case Rule::kThreshold:
+            count += kern.decide(a.partial + i, res, a.bias[o], a.ratio, a.threshold, positions, a.y + i,
+                                 kb + o * positions);
+            break;
+          case Rule::kStatsTest:
+            count += kern.decide_stats(a.partial + i, a.extra.partial_sq + i, res, a.bias[o], a.t_k, a.t_n, a.z_crit,
+                                       positions, a.y + i, kb + o * positions);
+            break;
+          case Rule::kCertified:
+            count += kern.decide_certified(a.partial + i, res, a.bias[o], a.extra.w_pos_sum[o], a.extra.w_pos_norm[o],
+                                           field_max + nl * positions, field_norm + nl * positions, positions,
+                                           a.y + i, kb + o * positions);
+            break;
+        }
       }
       kept[t] = count;
       int64_t work = 0;
@@ -473,7 +571,7 @@ ConvReluKernel::ConvReluKernel(const OrtKernelInfo* info, std::string label)
 // once here instead of on every run. Anything unexpected just leaves it to Compute,
 // which validates the inputs; nothing is packed when nothing can be pruned.
 void ConvReluKernel::PackConstantWeights(const OrtKernelInfo* info) noexcept {
-  if (std::isinf(attrs_.threshold) && attrs_.threshold < 0) return;
+  if (!attrs_.CanPrune()) return;
   try {
     int is_constant = 0;
     const Ort::ConstValue w = Ort::ConstKernelInfo(info).GetTensorConstantInput(2, &is_constant);
@@ -557,6 +655,7 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
                   ", but partial has shape " + ShapeText(partial.shape));
   }
 
+  const RuleInputs extra = GetRuleInputs(ctx, attrs_.rule, partial.shape, outs);
   const Outputs out = GetOutputs(ctx, partial.shape);
 
   Geometry g;
@@ -565,6 +664,7 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
   g.outs = outs;
   g.h = sr == 2 ? axes[0] : Axis{};
   g.w = axes[sr - 1];
+  const int64_t taps = g.h.kernel * g.w.kernel;
   const bool packed = packed_from_ != nullptr && packed_from_ == w.data && packed_shape_ == w.shape;
   const ConvArgs args{partial.data,
                       packed ? packed_.data() : nullptr,
@@ -576,7 +676,12 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
                       out.y,
                       static_cast<double>(channels) / static_cast<double>(k),
                       attrs_.threshold,
-                      attrs_.clip_max};
+                      attrs_.clip_max,
+                      attrs_.rule,
+                      static_cast<double>(k * taps),
+                      static_cast<double>(channels * taps),
+                      attrs_.z_crit,
+                      extra};
   const int64_t pruned = FinishConv(ctx, g, args);
 
   if (out.stats != nullptr) {

@@ -83,6 +83,18 @@ struct Kernels {
   // count. Evaluated exactly as the scalar rule (float64, no contraction).
   int64_t (*decide)(const float* partial, const float* res, float bias, double ratio, double threshold,
                     int64_t n, float* y, uint8_t* keep);
+
+  // The same for the StatsTest rule: keep[i] = !StatsPruned(bias + res[i], partial[i],
+  // partial_sq[i], t_k, t_n, z_crit) (kernel_util.h), the same decisions (most of them
+  // reached without the divisions, see conv_tail_impl.h).
+  int64_t (*decide_stats)(const float* partial, const float* partial_sq, const float* res, float bias, double t_k,
+                          double t_n, double z_crit, int64_t n, float* y, uint8_t* keep);
+
+  // The same for the Certified rule: keep[i] = !CertifiedPruned(bias + res[i],
+  // partial[i], xmax[i], xnorm[i], w_pos_sum, w_pos_norm) (kernel_util.h), with xmax
+  // and xnorm the statistics of position i's receptive field (NaN: never pruned).
+  int64_t (*decide_certified)(const float* partial, const float* res, float bias, float w_pos_sum, float w_pos_norm,
+                              const float* xmax, const double* xnorm, int64_t n, float* y, uint8_t* keep);
 };
 
 // The best set this CPU runs. $EXPRUNE_CONV_KERNELS = generic | avx2 | avx512 forces

@@ -80,7 +80,7 @@ constexpr int kRows = 6, kVectors = 2, kGroup = 8;
 const Kernels kAvx2 = {
     "avx2", kRows, kVectors * Vec::kLanes, kGroup, DenseDispatch<kVectors, kRows>,
     SparseRun<kGroup>, Transpose,
-    DecideImpl,
+    DecideImpl, DecideStatsImpl, DecideCertifiedImpl,
 };
 
 }  // namespace

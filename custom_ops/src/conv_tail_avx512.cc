@@ -142,7 +142,7 @@ constexpr int kRows = 8, kVectors = 2, kGroup = 8;
 const Kernels kAvx512 = {
     "avx512", kRows, kVectors * Vec::kLanes, kGroup, DenseDispatch<kVectors, kRows>,
     SparseRun<kGroup>, Transpose,
-    DecideImpl,
+    DecideImpl, DecideStatsImpl, DecideCertifiedImpl,
 };
 
 }  // namespace

@@ -80,7 +80,7 @@ constexpr int kRows = 4, kVectors = 1, kGroup = 4;
 const Kernels kGeneric = {
     "generic", kRows, kVectors * Vec::kLanes, kGroup, DenseDispatch<kVectors, kRows>,
     SparseRun<kGroup>, Transpose,
-    DecideImpl,
+    DecideImpl, DecideStatsImpl, DecideCertifiedImpl,
 };
 
 }  // namespace

@@ -244,6 +244,130 @@ int64_t DecideImpl(const float* partial, const float* res, float bias, double ra
   return kept;
 }
 
+// StatsPruned() of kernel_util.h for one output, rounded identically: the exact rule.
+bool StatsExact(float base, float partial, float partial_sq, double t_k, double t_n, double z_crit) {
+  const double inf = __builtin_inf();
+  const double mean = static_cast<double>(partial) / t_k;
+  const double m = mean + static_cast<double>(base) / t_n;
+  const double v = static_cast<double>(partial_sq) / t_k - mean * mean;
+  const double z_var = m / __builtin_sqrt((v > 0.0 ? v : 1.0) / t_k);
+  const double z_sign = m < 0.0 ? -inf : (m > 0.0 ? inf : m * 0.0);
+  const double z = v > 0.0 ? z_var : z_sign;
+  return z < z_crit && v == v;
+}
+
+// The StatsTest rule for a run of outputs, deciding exactly as StatsExact() does
+// but without its four divisions and square root for almost every output.
+//
+// A first, branch-free pass recomputes m and v with reciprocals (mean' = p * (1/t_k),
+// ...), which differ from the exact rule's m and v by at most ~8u times the magnitudes
+// they are formed from (u = 2^-53); em and ev bound that with a wide margin (64u).
+// Where the sign of m and of v, and which side of z_crit the z of the rule lies on,
+// hold for every m, v within those bounds (and the final sqrt/division's ~3u), the
+// output is decided there: |z| vs |z_crit| is compared squared, m^2 t_k vs z_crit^2 v,
+// again with a 64u margin. Everything else - values within a few ulps of the boundary
+// or of m = 0 or v = 0, tiny v, huge, infinite or NaN inputs - is marked undecided
+// (2) and decided by StatsExact() in a second pass. kSign is the sign of z_crit.
+template <int kSign, bool kRes>
+int64_t StatsFilter(const float* partial, const float* partial_sq, const float* res, float bias, double t_k,
+                    double t_n, double z_crit, int64_t n, uint8_t* keep) {
+  constexpr double kE = 64.0 * 0x1p-53, kBig = 1e100, kTiny = 1e-200;
+  const double rk = 1.0 / t_k, rn = 1.0 / t_n, zc2 = z_crit * z_crit;
+  int64_t undecided = 0;
+  // Bitwise & and | on the conditions: no short-circuit branches, so it vectorises.
+#pragma omp simd reduction(+ : undecided)
+  for (int64_t i = 0; i < n; ++i) {
+    const float base = kRes ? bias + res[i] : bias;
+    const double mean = static_cast<double>(partial[i]) * rk, bn = static_cast<double>(base) * rn;
+    const double q = static_cast<double>(partial_sq[i]) * rk, mm = mean * mean;
+    const double am = __builtin_fabs(mean), ab = __builtin_fabs(bn), aq = __builtin_fabs(q);
+    const double m = mean + bn, v = q - mm;
+    const double em = kE * (am + ab), ev = kE * (aq + mm);
+    const int ok = (am < kBig) & (ab < kBig) & (aq < kBig);  // also 0 for NaN
+    const int m_neg = m < -em, m_pos = m > em;
+    const int v_pos = v - ev > kTiny, v_nonpos = v + ev <= 0.0;
+    const double ma = __builtin_fabs(m), m_lo = ma - em, m_hi = ma + em;
+    const double a_lo = m_lo * m_lo * t_k * (1.0 - kE), a_hi = m_hi * m_hi * t_k * (1.0 + kE);
+    const double b_lo = zc2 * (v - ev) * (1.0 - kE), b_hi = zc2 * (v + ev) * (1.0 + kE);
+    const int big = v_pos & (a_lo > b_hi);    // |z| > |z_crit| for sure
+    const int small = v_pos & (a_hi < b_lo);  // |z| < |z_crit| for sure
+    int prune, keep_it;
+    if constexpr (kSign < 0) {  // pruned iff z is more negative than z_crit
+      prune = m_neg & (v_nonpos | big);
+      keep_it = m_pos | (m_neg & small);
+    } else if constexpr (kSign > 0) {  // pruned iff z < 0, or 0 <= z < z_crit
+      prune = m_neg | (m_pos & small);
+      keep_it = m_pos & (v_nonpos | big);
+    } else {  // z_crit = 0: pruned iff m < 0
+      prune = m_neg;
+      keep_it = m_pos;
+    }
+    const int open = 1 - (ok & (prune | keep_it));
+    keep[i] = static_cast<uint8_t>((ok & keep_it) + 2 * open);  // 1 keep, 0 prune, 2 undecided
+    undecided += open;
+  }
+  return undecided;
+}
+
+template <int kSign>
+int64_t StatsFilterRes(const float* partial, const float* partial_sq, const float* res, float bias, double t_k,
+                       double t_n, double z_crit, int64_t n, uint8_t* keep) {
+  return res != nullptr ? StatsFilter<kSign, true>(partial, partial_sq, res, bias, t_k, t_n, z_crit, n, keep)
+                        : StatsFilter<kSign, false>(partial, partial_sq, res, bias, t_k, t_n, z_crit, n, keep);
+}
+
+int64_t DecideStatsImpl(const float* partial, const float* partial_sq, const float* res, float bias, double t_k,
+                        double t_n, double z_crit, int64_t n, float* y, uint8_t* keep) {
+  const double inf = __builtin_inf();
+  if (z_crit == -inf) {  // z < -inf never holds
+    for (int64_t i = 0; i < n; ++i) keep[i] = 1;
+    return n;
+  }
+  int64_t undecided = n;
+  if (z_crit < 0.0) {
+    undecided = StatsFilterRes<-1>(partial, partial_sq, res, bias, t_k, t_n, z_crit, n, keep);
+  } else if (z_crit > 0.0 && z_crit < inf) {
+    undecided = StatsFilterRes<1>(partial, partial_sq, res, bias, t_k, t_n, z_crit, n, keep);
+  } else if (z_crit == 0.0) {
+    undecided = StatsFilterRes<0>(partial, partial_sq, res, bias, t_k, t_n, z_crit, n, keep);
+  } else {
+    for (int64_t i = 0; i < n; ++i) keep[i] = 2;
+  }
+  if (undecided > 0) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (keep[i] == 2) {
+        const float base = res != nullptr ? bias + res[i] : bias;
+        keep[i] = !StatsExact(base, partial[i], partial_sq[i], t_k, t_n, z_crit);
+      }
+    }
+  }
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    kept += keep[i];
+    if (!keep[i]) y[i] = 0.0f;
+  }
+  return kept;
+}
+
+// CertifiedPruned() of kernel_util.h for a run of outputs, likewise.
+int64_t DecideCertifiedImpl(const float* partial, const float* res, float bias, float w_pos_sum, float w_pos_norm,
+                            const float* xmax, const double* xnorm, int64_t n, float* y, uint8_t* keep) {
+  const double ws = static_cast<double>(w_pos_sum), wn = static_cast<double>(w_pos_norm);
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float base = res != nullptr ? bias + res[i] : bias;
+    const double a = static_cast<double>(xmax[i]) * ws, b = xnorm[i] * wn;
+    const double bound = (a < b || a != a) ? a : b;  // NaN if either is
+    const bool k = !(static_cast<double>(base) + static_cast<double>(partial[i]) + bound < 0.0);
+    keep[i] = k;
+    kept += k;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (!keep[i]) y[i] = 0.0f;
+  }
+  return kept;
+}
+
 }  // namespace
 }  // namespace conv_tail
 }  // namespace exprune

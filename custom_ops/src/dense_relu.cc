@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <numeric>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "dot.h"
 
@@ -59,8 +61,24 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
                   ShapeText(res.shape));
   }
 
+  const RuleInputs extra = GetRuleInputs(ctx, attrs_.rule, partial.shape, outs);
+
   const int64_t rows = ElementCount(std::vector<int64_t>(partial.shape.begin(), partial.shape.end() - 1));
   const Outputs out = GetOutputs(ctx, partial.shape);
+
+  // Certified: the statistics of each row's tail inputs, shared by all outputs.
+  std::vector<float> xmax;
+  std::vector<double> xnorm;
+  if (attrs_.rule == Rule::kCertified && rows > 0) {
+    xmax.resize(static_cast<size_t>(rows));
+    xnorm.resize(static_cast<size_t>(rows));
+    const int64_t per_task = std::max<int64_t>(1, kTaskWork / std::max<int64_t>(tail, 1));
+    auto stats = [&](size_t task) noexcept {
+      const int64_t m0 = static_cast<int64_t>(task) * per_task, m1 = std::min(rows, m0 + per_task);
+      for (int64_t m = m0; m < m1; ++m) TailStats(x.data + m * n + k, tail, &xmax[m], &xnorm[m]);
+    };
+    ParallelTasks(ctx, static_cast<size_t>(CeilDiv(rows, per_task)), stats);
+  }
 
   const int64_t row_block = std::min(rows, kRowBlock);
   const int64_t row_blocks = row_block > 0 ? CeilDiv(rows, row_block) : 0;
@@ -71,8 +89,11 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
 
   const double ratio = static_cast<double>(n) / static_cast<double>(k);
   const double threshold = attrs_.threshold;
+  const double t_k = static_cast<double>(k), t_n = static_cast<double>(n), z_crit = attrs_.z_crit;
   const float clip_max = attrs_.clip_max;
-  auto body = [&](size_t task) noexcept {
+  // One copy of the loop per rule, so the threshold rule's stays as it was.
+  auto run = [&](auto rule, size_t task) noexcept {
+    constexpr Rule kRule = decltype(rule)::value;
     const int64_t t = static_cast<int64_t>(task);
     const int64_t m0 = (t % row_blocks) * row_block, m1 = std::min(rows, m0 + row_block);
     const int64_t o0 = (t / row_blocks) * col_block, o1 = std::min(outs, o0 + col_block);
@@ -84,7 +105,15 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
         const int64_t i = m * outs + o;
         const float base = res.present ? b + res.data[i] : b;
         const float p = partial.data[i];
-        if (Pruned(base, ratio, p, threshold)) {
+        bool prune;
+        if constexpr (kRule == Rule::kThreshold) {
+          prune = Pruned(base, ratio, p, threshold);
+        } else if constexpr (kRule == Rule::kStatsTest) {
+          prune = StatsPruned(base, p, extra.partial_sq[i], t_k, t_n, z_crit);
+        } else {
+          prune = CertifiedPruned(base, p, xmax[m], xnorm[m], extra.w_pos_sum[o], extra.w_pos_norm[o]);
+        }
+        if (prune) {
           out.y[i] = 0.0f;
           ++count;
           continue;
@@ -93,6 +122,16 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
       }
     }
     pruned[task] = count;
+  };
+  auto body = [&](size_t task) noexcept {
+    switch (attrs_.rule) {
+      case Rule::kThreshold:
+        return run(std::integral_constant<Rule, Rule::kThreshold>{}, task);
+      case Rule::kStatsTest:
+        return run(std::integral_constant<Rule, Rule::kStatsTest>{}, task);
+      case Rule::kCertified:
+        return run(std::integral_constant<Rule, Rule::kCertified>{}, task);
+    }
   };
   ParallelTasks(ctx, tasks, body);
 

@@ -104,6 +104,18 @@ PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info) {
   if (ReadAttr(info, "clip_max", &a.clip_max) && !(a.clip_max >= 0.0f)) {
     throw OpError("attribute clip_max = " + std::to_string(a.clip_max) + " must be >= 0");
   }
+  std::string rule = "threshold";
+  ReadAttr(info, "rule", &rule);
+  if (rule == "threshold") {
+    a.rule = Rule::kThreshold;
+  } else if (rule == "statstest") {
+    a.rule = Rule::kStatsTest;
+  } else if (rule == "certified") {
+    a.rule = Rule::kCertified;
+  } else {
+    throw OpError("attribute rule = '" + rule + "' is not one of threshold, statstest, certified");
+  }
+  if (ReadAttr(info, "z_crit", &a.z_crit) && std::isnan(a.z_crit)) throw OpError("attribute z_crit is NaN");
   return a;
 }
 
@@ -142,6 +154,78 @@ Input GetInput(const Ort::KernelContext& ctx, size_t index, const char* name, bo
   in.size = ElementCount(in.shape);
   in.data = value.GetTensorData<float>();
   return in;
+}
+
+RuleInputs GetRuleInputs(const Ort::KernelContext& ctx, Rule rule, const std::vector<int64_t>& partial_shape,
+                         int64_t outs) {
+  RuleInputs r;
+  if (rule == Rule::kStatsTest) {
+    const Input sq = GetInput(ctx, 5, "partial_sq", true);
+    if (!sq.present) throw OpError("rule statstest needs input 5 (partial_sq), which is missing");
+    if (sq.shape != partial_shape) {
+      throw OpError("input 5 (partial_sq) must have the shape of partial " + ShapeText(partial_shape) + ", got " +
+                    ShapeText(sq.shape));
+    }
+    r.partial_sq = sq.data;
+  } else if (rule == Rule::kCertified) {
+    const char* names[2] = {"w_pos_sum", "w_pos_norm"};
+    const float** dst[2] = {&r.w_pos_sum, &r.w_pos_norm};
+    for (size_t j = 0; j < 2; ++j) {
+      const std::string what = "input " + std::to_string(6 + j) + " (" + names[j] + ")";
+      const Input in = GetInput(ctx, 6 + j, names[j], true);
+      if (!in.present) throw OpError("rule certified needs " + what + ", which is missing");
+      if (in.shape != std::vector<int64_t>{outs}) {
+        throw OpError(what + " must have shape [O] = " + ShapeText({outs}) + ", got " + ShapeText(in.shape));
+      }
+      for (int64_t o = 0; o < outs; ++o) {
+        if (!(in.data[o] >= 0.0f)) {
+          throw OpError(what + " must be >= 0 (it sums positive weights), got " + std::to_string(in.data[o]) +
+                        " at output " + std::to_string(o));
+        }
+      }
+      *dst[j] = in.data;
+    }
+  }
+  return r;
+}
+
+void TailStats(const float* x, int64_t n, float* xmax, double* xnorm) {
+  // Independent lanes, folded in a fixed order: vectorisable without reassociation.
+  constexpr int kLanes = 8;
+  double sq[kLanes] = {};
+  float mx[kLanes] = {};
+  uint8_t bad[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) {
+      const float v = x[i + j];
+      bad[j] |= !(v >= 0.0f);
+      mx[j] = v > mx[j] ? v : mx[j];
+      sq[j] += static_cast<double>(v) * static_cast<double>(v);
+    }
+  }
+  for (int j = 0; i < n; ++i, ++j) {
+    const float v = x[i];
+    bad[j] |= !(v >= 0.0f);
+    mx[j] = v > mx[j] ? v : mx[j];
+    sq[j] += static_cast<double>(v) * static_cast<double>(v);
+  }
+  double s = 0.0;
+  float m = 0.0f;
+  bool any_bad = false;
+  for (int j = 0; j < kLanes; ++j) {
+    s += sq[j];
+    m = mx[j] > m ? mx[j] : m;
+    any_bad |= bad[j] != 0;
+  }
+  if (any_bad) {
+    *xmax = std::numeric_limits<float>::quiet_NaN();
+    *xnorm = std::numeric_limits<double>::quiet_NaN();
+  } else {
+    *xmax = m;
+    *xnorm = std::sqrt(s);
+  }
 }
 
 Outputs GetOutputs(const Ort::KernelContext& ctx, const std::vector<int64_t>& y_shape) {

@@ -7,7 +7,9 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,11 +60,24 @@ bool ReadAttr(const OrtKernelInfo* info, const char* name, float* out);
 bool ReadAttr(const OrtKernelInfo* info, const char* name, std::string* out);
 bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out);
 
-// k, threshold and clip_max, validated as far as possible without the inputs.
+// The decision rules of docs/custom_ops.md ("Decision rules").
+enum class Rule : uint8_t { kThreshold, kStatsTest, kCertified };
+
+// k, threshold, clip_max, rule and z_crit, validated as far as possible without the
+// inputs.
 struct PruneAttrs {
   int64_t k = 0;
   float threshold = 0.0f;
   float clip_max = 0.0f;
+  Rule rule = Rule::kThreshold;
+  float z_crit = -std::numeric_limits<float>::infinity();
+
+  // False when the rule's parameter disables pruning (threshold or z_crit = -inf).
+  bool CanPrune() const {
+    if (rule == Rule::kThreshold) return !(std::isinf(threshold) && threshold < 0);
+    if (rule == Rule::kStatsTest) return !(std::isinf(z_crit) && z_crit < 0);
+    return true;
+  }
 };
 PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info);
 
@@ -81,6 +96,18 @@ Input GetInput(const Ort::KernelContext& ctx, size_t index, const char* name, bo
 std::string ShapeText(const std::vector<int64_t>& shape);
 int64_t ElementCount(const std::vector<int64_t>& shape);
 
+// The inputs after `residual` that the node's rule reads (docs/custom_ops.md): null
+// when the rule does not use them. Inputs the rule does not use are not looked at;
+// those it uses must be present, float32 and of the documented shape, and for
+// certified w_pos_sum and w_pos_norm must be >= 0 (the bound is not one otherwise).
+struct RuleInputs {
+  const float* partial_sq = nullptr;  // statstest: partial's shape
+  const float* w_pos_sum = nullptr;   // certified: [O]
+  const float* w_pos_norm = nullptr;  // certified: [O]
+};
+RuleInputs GetRuleInputs(const Ort::KernelContext& ctx, Rule rule, const std::vector<int64_t>& partial_shape,
+                         int64_t outs);
+
 // Allocates output 0 (y) and, if the node asks for it, output 1 (stats).
 struct Outputs {
   float* y = nullptr;
@@ -95,6 +122,37 @@ Outputs GetOutputs(const Ort::KernelContext& ctx, const std::vector<int64_t>& y_
 inline bool Pruned(float base, double ratio, float partial, double threshold) {
   return static_cast<double>(base) + ratio * static_cast<double>(partial) < threshold;
 }
+
+// StatsTest (docs/custom_ops.md), t_k and t_n the terms of the partial and of the
+// full sum; NaN in m or v never prunes. conv_tail_impl.h has a copy (StatsExact) that
+// must round identically: keep the two in step.
+inline bool StatsPruned(float base, float partial, float partial_sq, double t_k, double t_n, double z_crit) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  const double mean = static_cast<double>(partial) / t_k;
+  const double m = mean + static_cast<double>(base) / t_n;
+  const double v = static_cast<double>(partial_sq) / t_k - mean * mean;
+  const double z_var = m / std::sqrt((v > 0.0 ? v : 1.0) / t_k);
+  const double z_sign = m < 0.0 ? -kInf : (m > 0.0 ? kInf : m * 0.0);  // m * 0: 0, or NaN for NaN
+  const double z = v > 0.0 ? z_var : z_sign;
+  return z < z_crit && v == v;
+}
+
+// min that returns NaN when either operand is NaN (numpy.minimum).
+inline double MinNan(double a, double b) { return (a < b || a != a) ? a : b; }
+
+// Certified (docs/custom_ops.md): xmax and xnorm are the statistics of the tail
+// inputs the output reads, both NaN when one of those inputs is negative or NaN (then
+// the bound is NaN and nothing is pruned).
+inline bool CertifiedPruned(float base, float partial, float xmax, double xnorm, float w_pos_sum,
+                            float w_pos_norm) {
+  const double bound = MinNan(static_cast<double>(xmax) * static_cast<double>(w_pos_sum),
+                              xnorm * static_cast<double>(w_pos_norm));
+  return static_cast<double>(base) + static_cast<double>(partial) + bound < 0.0;
+}
+
+// The certified rule's statistics of n tail inputs: *xmax = max(0, x...), *xnorm =
+// sqrt(sum x^2) in float64; both NaN when an input is negative or NaN.
+void TailStats(const float* x, int64_t n, float* xmax, double* xnorm);
 
 // min(max(v, 0), clip_max), written so that NaN passes through as it does in Relu.
 inline float Activate(float v, float clip_max) {

@@ -1,6 +1,7 @@
-// The onnxruntime-facing description shared by both ops: five float inputs (the last
-// optional), y plus an optional int64 stats output, kernels created and run through
-// the status-returning V2 entry points so that every failure is a status.
+// The onnxruntime-facing description shared by both ops: eight float inputs (the last
+// four optional: residual, then the rules' partial_sq, w_pos_sum, w_pos_norm), y plus
+// an optional int64 stats output, kernels created and run through the
+// status-returning V2 entry points so that every failure is a status.
 #pragma once
 
 #include <string>
@@ -32,10 +33,12 @@ struct PruneOp : Ort::CustomOpBase<Op, Kernel, /*WithStatus=*/true> {
 
   const char* GetName() const { return Op::kName; }
 
-  size_t GetInputTypeCount() const { return 5; }  // partial, x, w_tail, bias, residual
+  // partial, x, w_tail, bias, then the optional residual, partial_sq, w_pos_sum,
+  // w_pos_norm; an absent optional input before a present one has an empty name.
+  size_t GetInputTypeCount() const { return 8; }
   ONNXTensorElementDataType GetInputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return index == 4 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return index >= 4 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
 
   size_t GetOutputTypeCount() const { return 2; }  // y, stats

@@ -1,0 +1,202 @@
+"""Choosing the StatsTest or Certified rule for every layer, compiler level.
+
+`optimize_model(model, rule=..., alpha=...)` sets the rule of all layers; the compiled
+graph must have the documented shape, run on onnxruntime with the ExPrune ops, prune,
+and keep what it does not prune equal to the original model. Certified is lossless and
+only accepted on layers whose input is provably non-negative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import assert_close, init, make_model, node_types, run_exprune, run_plain, vi
+from onnx import helper, numpy_helper
+
+import exprune_onnx
+from exprune_onnx import optimize_model
+
+C, O, HW = 64, 24, 8  # conv: channels in, out, spatial size
+N_IN, N_OUT = 64, 40  # dense
+
+
+# ------------------------------------------------------------------ models
+
+
+def switched_off(values, axis, off, shift):
+    """Adds `shift` to the first `off` output channels along `axis`."""
+    index = [slice(None)] * values.ndim
+    index[axis] = slice(0, off)
+    values = values.copy()
+    values[tuple(index)] += shift
+    return values
+
+
+def conv_model(seed=0, *, source="relu", bias_mean=0.0, off=0):
+    """inp -> <source> -> x -> Conv(3x3, pad 1) -> Relu -> y. The first `off` output
+    channels are switched off (weights leaning negative, negative bias), as many units
+    of a trained network are for a given input."""
+    rng = np.random.default_rng(seed)
+    w = switched_off(rng.normal(size=(O, C, 3, 3)) / np.sqrt(C * 9), 0, off, -0.08).astype(np.float32)
+    b = switched_off(0.3 * rng.normal(size=O) + bias_mean, 0, off, -1.0).astype(np.float32)
+    nodes, inits = source_nodes(source, [1, C, 1, 1])
+    nodes += [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c"], ["y"], name="act")]
+    inits += [init("W", w), init("B", b)]
+    return make_model(nodes, [vi("inp", ["N", C, HW, HW])], [vi("y", None)], inits)
+
+
+def dense_model(seed=0, *, source="relu", bias_mean=0.0, off=0):
+    """inp -> <source> -> x -> Gemm -> Relu -> y, the first `off` outputs switched off."""
+    rng = np.random.default_rng(seed)
+    w = switched_off(rng.normal(size=(N_IN, N_OUT)) / np.sqrt(N_IN), 1, off, -0.15).astype(np.float32)
+    b = switched_off(0.3 * rng.normal(size=N_OUT) + bias_mean, 0, off, -1.0).astype(np.float32)
+    nodes, inits = source_nodes(source, [1, N_IN])
+    nodes += [helper.make_node("Gemm", ["x", "W", "B"], ["g"], name="fc"),
+              helper.make_node("Relu", ["g"], ["y"], name="act")]
+    inits += [init("W", w), init("B", b)]
+    return make_model(nodes, [vi("inp", ["N", N_IN])], [vi("y", None)], inits)
+
+
+def source_nodes(source, shift_shape):
+    """How x is made from the graph input: ReLU (non-negative) or something that is not."""
+    if source == "relu":
+        return [helper.make_node("Relu", ["inp"], ["x"], name="relu_in")], []
+    if source == "tanh":
+        return [helper.make_node("Tanh", ["inp"], ["x"], name="tanh_in")], []
+    if source == "add_input":  # relu(inp) + inp: may be negative
+        return [helper.make_node("Relu", ["inp"], ["r"], name="relu_in"),
+                helper.make_node("Add", ["r", "inp"], ["x"], name="add_in")], []
+    if source == "add_shift":  # relu(inp) - 0.5
+        return [helper.make_node("Relu", ["inp"], ["r"], name="relu_in"),
+                helper.make_node("Add", ["r", "shift"], ["x"], name="add_in")], [
+                    init("shift", np.full(shift_shape, -0.5, np.float32))]
+    raise ValueError(source)
+
+
+MODELS = {"conv": conv_model, "dense": dense_model}
+OP = {"conv": "ExPruneConvRelu", "dense": "ExPruneDenseRelu"}
+PRODUCT = {"conv": "Conv", "dense": "MatMul"}
+
+
+def feeds(kind, seed, batch=2):
+    rng = np.random.default_rng(1000 + seed)
+    shape = (batch, C, HW, HW) if kind == "conv" else (batch, N_IN)
+    return {"inp": rng.normal(size=shape).astype(np.float32)}
+
+
+def op_node(model):
+    return next(n for n in model.graph.node if n.domain == exprune_onnx.DOMAIN)
+
+
+def attrs_of(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def with_outputs(model, names):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for name in names:
+        out.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return out
+
+
+# ------------------------------------------------------------------ statstest
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+def test_statstest_graph_prunes_and_keeps_exactly(kind):
+    model = MODELS[kind](bias_mean=-0.3)
+    res = optimize_model(model, threshold=0.0, rule="statstest", alpha=0.05, emit_stats=True)
+    p = PRODUCT[kind]
+    assert node_types(res.model) == ["Relu", "Slice", p, "Mul", p, OP[kind]]
+    assert [(r.candidate.layer, r.rule) for r in res.rewritten] == [({"conv": "conv", "dense": "fc"}[kind],
+                                                                     "statstest")]
+    onnx.checker.check_model(res.model)
+    node = op_node(res.model)
+    a = attrs_of(node)
+    assert a["rule"] == b"statstest"
+    assert a["z_crit"] == pytest.approx(-1.6448536, abs=1e-6)
+    assert len(node.input) == 6 and node.input[4] == "" and node.input[5]
+    consts = {t.name: numpy_helper.to_array(t) for t in res.model.graph.initializer}
+    bias = consts[node.input[3]]
+    taps = 9 if kind == "conv" else 1
+    n = C if kind == "conv" else N_IN
+    t_k, t_n = a["k"] * taps, n * taps
+    probe = with_outputs(res.model, [node.input[0], node.input[5]])
+    pruned_total = 0
+    for seed in range(3):
+        f = feeds(kind, seed)
+        (ref,) = run_plain(model, f)
+        y, stats, partial, partial_sq = run_exprune(probe, f)
+        base = bias.reshape((1, -1) + (1,) * (partial.ndim - 2)).astype(np.float64)
+        mean = partial.astype(np.float64) / t_k
+        m = mean + base / t_n
+        v = partial_sq.astype(np.float64) / t_k - mean * mean
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(v > 0, m / np.sqrt(np.where(v > 0, v, 1.0) / t_k),
+                         np.where(m < 0, -np.inf, np.where(m > 0, np.inf, 0.0)))
+        mask = z < np.float64(np.float32(a["z_crit"]))
+        assert 0 < mask.sum() < mask.size, "the case must both prune and keep"
+        assert stats.tolist() == [int(mask.sum()), mask.size]
+        assert np.all(y[mask] == 0)
+        assert_close(ref[~mask], y[~mask])
+        pruned_total += int(stats[0])
+    assert pruned_total > 0
+
+
+def test_statstest_alpha_zero_prunes_nothing():
+    model = conv_model(bias_mean=-0.3)
+    res = optimize_model(model, threshold=0.0, rule="statstest", alpha=0.0, emit_stats=True)
+    assert attrs_of(op_node(res.model))["z_crit"] == float("-inf")
+    f = feeds("conv", 0)
+    y, stats = run_exprune(res.model, f)
+    assert stats[0] == 0
+    assert_close(run_plain(model, f)[0], y)
+
+
+# ------------------------------------------------------------------ certified
+
+
+# Half the outputs switched off: those are provably <= 0, the others are not.
+CERTIFIED = {"conv": {"off": O // 2, "bias_mean": 0.3}, "dense": {"off": N_OUT // 2, "bias_mean": 0.3}}
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+def test_certified_graph_is_lossless_and_prunes(kind):
+    model = MODELS[kind](**CERTIFIED[kind])
+    res = optimize_model(model, threshold=0.0, rule="certified", emit_stats=True)
+    assert node_types(res.model) == ["Relu", "Slice", PRODUCT[kind], OP[kind]]
+    assert [r.rule for r in res.rewritten] == ["certified"]
+    onnx.checker.check_model(res.model)
+    node = op_node(res.model)
+    assert attrs_of(node)["rule"] == b"certified"
+    assert list(node.input[4:6]) == ["", ""] and len(node.input) == 8
+    pruned = total = 0
+    for seed in range(6):
+        f = feeds(kind, seed, batch=1 + seed % 3)
+        (ref,) = run_plain(model, f)
+        y, stats = run_exprune(res.model, f)
+        assert_close(ref, y)
+        # lossless: nothing the original leaves positive is zeroed
+        assert not np.any((ref > 1e-5 * max(float(ref.max()), 1e-6)) & (y == 0))
+        pruned += int(stats[0])
+        total += int(stats[1])
+        assert stats[1] == ref.size
+    assert 0 < pruned < total
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense"])
+@pytest.mark.parametrize("source", ["tanh", "add_input", "add_shift"])
+def test_certified_needs_a_nonnegative_input(kind, source):
+    model = MODELS[kind](source=source)
+    before = model.SerializeToString()
+    res = optimize_model(model, threshold=0.0, rule="certified")
+    assert not res.changed
+    assert res.model.SerializeToString() == before
+    assert model.SerializeToString() == before
+    reasons = [r.reason for r in res.rejected]
+    assert any("non-negative" in r for r in reasons), reasons
+    # the same layer is accepted under the other rules
+    assert optimize_model(model, threshold=0.0, rule="statstest").changed
