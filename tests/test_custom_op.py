@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import onnx_pads
 from onnx import TensorProto, helper
 
 import exprune_onnx
@@ -192,29 +193,6 @@ def test_dense_threads_give_identical_results():
 
 
 # ------------------------------------------------------------------ conv
-
-
-def onnx_pads(in_sizes, kernel, strides, dilations, pads, auto_pad):
-    """(begin, end) pads per axis and the output sizes, following the ONNX Conv spec."""
-    begins, ends, outs = [], [], []
-    r = len(in_sizes)
-    for d, size in enumerate(in_sizes):
-        span = (kernel[d] - 1) * dilations[d] + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            out = -(-size // strides[d])
-            total = max(0, (out - 1) * strides[d] + span - size)
-            small, big = total // 2, total - total // 2
-            b, e = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
-        elif auto_pad == "VALID":
-            b = e = 0
-            out = (size - span) // strides[d] + 1
-        else:
-            b, e = pads[d], pads[r + d]
-            out = (size + b + e - span) // strides[d] + 1
-        begins.append(b)
-        ends.append(e)
-        outs.append(out)
-    return begins, ends, outs
 
 
 def conv_ref(x, w, strides, dilations, begins, ends, outs):
