@@ -68,32 +68,35 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {_first_line(exc)}") from exc
     names = [o.name for o in original.graph.output]
-    got_ref = {n: [] for n in names}
-    got_opt = {n: [] for n in names}
-    pruned = {n: [0, 0] for n in stats_names}
-    for chunk in data.batches(batch, indices):
-        try:
-            r = ref.run(names, chunk)
-            o = opt.run(names + list(stats_names.values()), chunk)
-        except Exception as exc:
-            raise RuntimeCheckError(f"onnxruntime failed to run the models: {_first_line(exc)}") from exc
-        for i, n in enumerate(names):
-            got_ref[n].append(r[i])
-            got_opt[n].append(o[i])
-        for j, node in enumerate(stats_names):
-            s = o[len(names) + j]
-            pruned[node][0] += int(s[0])
-            pruned[node][1] += int(s[1])
+    try:
+        got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices))
+        got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices))
+    except Exception as exc:
+        raise RuntimeCheckError(f"onnxruntime failed to run the models: {_first_line(exc)}") from exc
     labels = data.labels_of(indices)
     diffs = []
     accuracy = None
     for n in names:
-        a, b = np.concatenate(got_ref[n]), np.concatenate(got_opt[n])
+        a, b = got_ref[n], got_opt[n]
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and _is_scores(a):
             accuracy = (float(np.mean(a.argmax(1) == labels)), float(np.mean(b.argmax(1) == labels)))
     samples = len(data) if indices is None else len(indices)
-    return CheckResult(samples, data.source, diffs, {k: tuple(v) for k, v in pruned.items()}, accuracy)
+    return CheckResult(samples, data.source, diffs, pruned, accuracy)
+
+
+def run_counting(session, names: list[str], stats_names: dict[str, str], batches):
+    """``names`` concatenated over ``batches``, and each early-exit op's summed [pruned, total]."""
+    got: dict[str, list] = {n: [] for n in names}
+    counts = {node: [0, 0] for node in stats_names}
+    for feeds in batches:
+        outs = session.run(names + list(stats_names.values()), feeds)
+        for n, o in zip(names, outs):
+            got[n].append(o)
+        for node, s in zip(stats_names, outs[len(names):]):
+            counts[node][0] += int(s[0])
+            counts[node][1] += int(s[1])
+    return {n: np.concatenate(v) for n, v in got.items()}, {k: tuple(v) for k, v in counts.items()}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Small helpers over onnx-graphsurgeon graphs: constants, consumers, names."""
+"""Small helpers over onnx-graphsurgeon graphs: constants, shapes, names."""
 
 from __future__ import annotations
 
@@ -64,21 +64,12 @@ def _evaluate(node: gs.Node, values: list, opset: int) -> list[np.ndarray]:
     return ReferenceEvaluator(model).run(None, feeds)
 
 
-def consumers(tensor: gs.Tensor) -> list[gs.Node]:
-    """Nodes reading ``tensor``, in this graph and in nested subgraphs."""
-    return list(tensor.outputs)
-
-
 def is_graph_output(tensor: gs.Tensor, graph: gs.Graph) -> bool:
     return any(t is tensor for t in graph.outputs)
 
 
 def is_graph_input(tensor: gs.Tensor, graph: gs.Graph) -> bool:
     return any(t is tensor for t in graph.inputs)
-
-
-def opset_of(graph: gs.Graph) -> int:
-    return int(graph.opset)
 
 
 def describe(node: gs.Node) -> str:

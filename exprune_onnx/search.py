@@ -32,6 +32,7 @@ import onnx
 
 from .accounting import decision_flops, dense_flops
 from .calibrate import LayerStats, collect
+from .check import run_counting, with_stats
 from .config import LayerSetting, Options
 from .data import Dataset
 from .errors import DataError
@@ -81,28 +82,19 @@ class Runner:
         self.data, self.indices, self.batch = data, indices, batch
         session = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
         self.output = original.graph.output[0].name
-        self.reference = np.concatenate([session.run([self.output], f)[0] for f in data.batches(batch, indices)])
+        self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices))[0][self.output]
         self.labels = data.labels_of(indices)
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
-        from .check import with_stats
         from .runtime import inference_session
 
         if not any(n.domain for n in compiled.graph.node):
             return score(metric, self.reference, self.reference, self.labels), 0.0, {}
         model, stats_names = with_stats(compiled)
-        session = inference_session(model)
-        names = [self.output] + list(stats_names.values())
-        got, counts = [], {n: [0, 0] for n in stats_names}
-        for feeds in self.data.batches(self.batch, self.indices):
-            outs = session.run(names, feeds)
-            got.append(outs[0])
-            for node, s in zip(stats_names, outs[1:]):
-                counts[node][0] += int(s[0])
-                counts[node][1] += int(s[1])
-        counts = {k: tuple(v) for k, v in counts.items()}
+        got, counts = run_counting(inference_session(model), [self.output], stats_names,
+                                   self.data.batches(self.batch, self.indices))
         saved = flops_saved(compiled, counts) / len(self.indices) / dense if dense else 0.0
-        return score(metric, self.reference, np.concatenate(got), self.labels), saved, counts
+        return score(metric, self.reference, got[self.output], self.labels), saved, counts
 
 
 class Planner:

@@ -126,3 +126,37 @@ def onnx_pads(in_sizes, kernel, strides, dilations, pads, auto_pad):
         ends.append(e)
         outs.append(out)
     return begins, ends, outs
+
+
+OP_INPUTS = ("partial", "x", "w_tail", "bias", "residual", "partial_sq", "w_pos_sum", "w_pos_norm")
+_OP_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+
+
+def single_op_model(op, arrays, attrs, *, name, stats=False, min_inputs=0) -> onnx.ModelProto:
+    """One early-exit node whose inputs are graph inputs carrying ``arrays``.
+
+    An absent optional input before a present one is the empty name; ``min_inputs``
+    pads with empty names to that count (an optional input skipped the ONNX way).
+    """
+    present = [n for n in OP_INPUTS if arrays.get(n) is not None]
+    last = max(max(OP_INPUTS.index(n) for n in present) + 1, min_inputs)
+    node_inputs = [n if arrays.get(n) is not None else "" for n in OP_INPUTS[:last]]
+    outputs = ["y", "stats"] if stats else ["y"]
+    node = helper.make_node(op, node_inputs, outputs, name=name, domain=exprune_onnx.DOMAIN, **attrs)
+    graph_inputs = [helper.make_tensor_value_info(n, _OP_TYPES[arrays[n].dtype], list(arrays[n].shape))
+                    for n in present]
+    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * arrays["partial"].ndim)]
+    if stats:
+        graph_outputs.append(helper.make_tensor_value_info("stats", TensorProto.INT64, [2]))
+    graph = helper.make_graph([node], "single_op", graph_inputs, graph_outputs)
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(exprune_onnx.DOMAIN, exprune_onnx.VERSION)],
+        ir_version=8,
+    )
+
+
+def run_single_op(op, arrays, attrs, *, name, stats=False, threads=None, min_inputs=0) -> list[np.ndarray]:
+    model = single_op_model(op, arrays, attrs, name=name, stats=stats, min_inputs=min_inputs)
+    sess = exprune_onnx.inference_session(model, optimize=False, threads=threads)
+    return sess.run(None, {n: a for n, a in arrays.items() if a is not None})

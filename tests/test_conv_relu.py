@@ -5,7 +5,7 @@ import onnx
 import pytest
 from helpers import (NEG_INF, assert_close, assert_equivalent, conv_reference, expose, init, make_model,
                      node_types, run_exprune, threshold_of, vi)
-from onnx import TensorProto, helper
+from onnx import helper
 
 from exprune_onnx import optimize_model
 

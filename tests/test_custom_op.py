@@ -12,48 +12,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import onnx_pads
+from helpers import onnx_pads, run_single_op, single_op_model
 from onnx import TensorProto, helper
 
-import exprune_onnx
 from exprune_onnx import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = "exprune_node_under_test"
-INPUT_NAMES = ("partial", "x", "w_tail", "bias", "residual")
-ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def make_model(op, arrays, attrs, *, stats=False, empty_residual=False):
-    """One `op` node whose inputs are graph inputs carrying `arrays` (residual optional)."""
-    names = [n for n in INPUT_NAMES if arrays.get(n) is not None]
-    node_inputs = list(names)
-    if empty_residual and "residual" not in names:
-        node_inputs.append("")  # an optional input skipped the ONNX way
-    outputs = ["y", "stats"] if stats else ["y"]
-    node = helper.make_node(op, node_inputs, outputs, name=NODE, domain=ops.DOMAIN, **attrs)
-    graph_inputs = [
-        helper.make_tensor_value_info(n, ONNX_TYPES[arrays[n].dtype], list(arrays[n].shape)) for n in names
-    ]
-    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * arrays["partial"].ndim)]
-    if stats:
-        graph_outputs.append(helper.make_tensor_value_info("stats", TensorProto.INT64, [2]))
-    graph = helper.make_graph([node], "single_op", graph_inputs, graph_outputs)
-    return helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, ops.VERSION)],
-        ir_version=8,
-    )
-
-
 def run(op, arrays, attrs, *, stats=False, threads=None, empty_residual=False):
-    model = make_model(op, arrays, attrs, stats=stats, empty_residual=empty_residual)
-    sess = exprune_onnx.inference_session(model, optimize=False, threads=threads)
-    feeds = {n: a for n, a in arrays.items() if a is not None}
-    return sess.run(None, feeds)
+    return run_single_op(op, arrays, attrs, name=NODE, stats=stats, threads=threads,
+                         min_inputs=5 if empty_residual else 0)
 
 
 def scaled(arrays, factor):
@@ -454,4 +427,4 @@ def test_model_checks_as_onnx():
     """The test models are themselves valid ONNX (custom domain aside)."""
     rng = np.random.default_rng(20)
     arrays, _ = dense_case(rng, (2,), 10, 4, 3)
-    onnx.checker.check_model(make_model(ops.DENSE_RELU, arrays, {"k": 3, "threshold": 0.0}))
+    onnx.checker.check_model(single_op_model(ops.DENSE_RELU, arrays, {"k": 3, "threshold": 0.0}, name=NODE))

@@ -17,46 +17,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import onnx_pads
-from onnx import TensorProto, helper
+from helpers import onnx_pads, run_single_op
 
-import exprune_onnx
 from exprune_onnx import ops
 
 NODE = "exprune_rule_node"
-INPUT_NAMES = ("partial", "x", "w_tail", "bias", "residual", "partial_sq", "w_pos_sum", "w_pos_norm")
-ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 INF = float("inf")
 
 
 # ------------------------------------------------------------------ models
 
 
-def make_model(op, arrays, attrs, *, stats=False):
-    """One `op` node on graph inputs; an absent optional input before a present one is ''."""
-    present = [n for n in INPUT_NAMES if arrays.get(n) is not None]
-    last = max(INPUT_NAMES.index(n) for n in present)
-    node_inputs = [n if arrays.get(n) is not None else "" for n in INPUT_NAMES[: last + 1]]
-    outputs = ["y", "stats"] if stats else ["y"]
-    node = helper.make_node(op, node_inputs, outputs, name=NODE, domain=ops.DOMAIN, **attrs)
-    graph_inputs = [
-        helper.make_tensor_value_info(n, ONNX_TYPES[arrays[n].dtype], list(arrays[n].shape)) for n in present
-    ]
-    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * arrays["partial"].ndim)]
-    if stats:
-        graph_outputs.append(helper.make_tensor_value_info("stats", TensorProto.INT64, [2]))
-    graph = helper.make_graph([node], "single_rule_op", graph_inputs, graph_outputs)
-    return helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, ops.VERSION)],
-        ir_version=8,
-    )
-
-
 def run(op, arrays, attrs, *, stats=True, threads=None):
-    sess = exprune_onnx.inference_session(make_model(op, arrays, attrs, stats=stats), optimize=False,
-                                          threads=threads)
-    return sess.run(None, {n: a for n, a in arrays.items() if a is not None})
+    return run_single_op(op, arrays, attrs, name=NODE, stats=stats, threads=threads)
+
+
+def check_certified(y, stats, mask, full):
+    """Certified pruned exactly `mask`, never a positive output, and kept the rest exact."""
+    assert stats.tolist() == [int(mask.sum()), mask.size]
+    assert np.all(y[mask] == 0)
+    assert not np.any(mask & (full > 0)), "certified pruned an output that is positive"
+    scale = max(float(np.abs(act(full)).max()), 1e-6)
+    assert np.all(np.abs(f64(y) - act(full)) <= 1e-4 * scale)
 
 
 def act(v, clip_max=INF):
@@ -315,11 +297,7 @@ def test_dense_certified_never_prunes_a_positive_output():
         full = full_dense(arrays, k)
         y, stats = run(ops.DENSE_RELU, arrays, {"k": k, "threshold": 0.0, "rule": "certified"})
         mask = dense_certified_mask(arrays, k)
-        assert stats.tolist() == [int(mask.sum()), mask.size]
-        assert np.all(y[mask] == 0)
-        assert not np.any(mask & (full > 0)), "certified pruned an output that is positive"
-        scale = max(float(np.abs(act(full)).max()), 1e-6)
-        assert np.all(np.abs(f64(y) - act(full)) <= 1e-4 * scale)
+        check_certified(y, stats, mask, full)
         pruned += int(stats[0])
     assert pruned > 0
 
@@ -573,11 +551,7 @@ def test_conv_certified_never_prunes_a_positive_output():
         full = full_conv(arrays, k, geo)
         y, stats = run(ops.CONV_RELU, arrays, {**attrs, "rule": "certified"})
         mask = conv_certified_mask(arrays, k, geo)
-        assert stats.tolist() == [int(mask.sum()), mask.size]
-        assert np.all(y[mask] == 0)
-        assert not np.any(mask & (full > 0)), "certified pruned an output that is positive"
-        scale = max(float(np.abs(act(full)).max()), 1e-6)
-        assert np.all(np.abs(f64(y) - act(full)) <= 1e-4 * scale)
+        check_certified(y, stats, mask, full)
         pruned += int(stats[0])
     assert pruned > 0
 
