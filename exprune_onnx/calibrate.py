@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -35,6 +35,9 @@ class LayerStats:
     lost: np.ndarray  # cumulative y in est order: lost[i] = sum of y over the i+1 lowest estimates
     total_y: float
     zeros: float  # share of sampled outputs that are exactly 0 (the most any rule can prune losslessly)
+    channel: np.ndarray | None = None  # output channel of each sampled element, in est order
+    outputs: int = 0  # output channels of the layer
+    _hull: tuple | None = field(default=None, repr=False)
 
     def threshold_for(self, max_loss: float) -> float:
         """The largest T whose pruned outputs lose at most ``max_loss`` of the layer's output mass."""
@@ -42,19 +45,94 @@ class LayerStats:
             return -math.inf
         budget = max_loss * self.total_y
         count = int(np.searchsorted(self.lost, budget, side="right"))  # prune the `count` lowest
-        if count == 0:
-            return -math.inf
-        if count >= self.est.size:
-            return math.nextafter(float(self.est[-1]), math.inf)
-        lo, hi = float(self.est[count - 1]), float(self.est[count])
-        return hi if hi > lo else lo  # est < T prunes exactly the first `count` when they differ
+        return _cut(self.est, count)
 
-    def prune_rate(self, threshold: float) -> float:
-        return float(np.searchsorted(self.est, threshold, side="left")) / max(self.est.size, 1)
+    def thresholds_for(self, max_loss: float) -> np.ndarray:
+        """One threshold per output channel, losing at most ``max_loss`` of the mass in all.
 
-    def loss(self, threshold: float) -> float:
-        i = int(np.searchsorted(self.est, threshold, side="left"))
-        return float(self.lost[i - 1]) / self.total_y if i > 0 and self.total_y > 0 else 0.0
+        The budget goes first to the channels that prune the most per unit of mass
+        lost (greedy over the lower convex hulls of each channel's loss curve, on a
+        grid of GRID points per channel).
+        """
+        if self._hull is None:
+            self._hull = self._channel_hulls()
+        counts_by_channel, steps = self._hull
+        thresholds = np.full(self.outputs, -math.inf)
+        if steps[0].size == 0:
+            return thresholds
+        cost = np.cumsum(steps[1])
+        take = int(np.searchsorted(cost, max_loss * self.total_y, side="right"))
+        count = np.zeros(self.outputs, dtype=np.int64)
+        np.maximum.at(count, steps[0][:take], steps[2][:take])
+        for o, (est, _) in counts_by_channel.items():
+            thresholds[o] = _cut(est, int(count[o]))
+        return thresholds
+
+    def _channel_hulls(self):
+        y = np.diff(self.lost, prepend=0.0)
+        per_channel, segments = {}, []
+        for o in range(self.outputs):
+            mine = self.channel == o
+            if not mine.any():
+                continue
+            est, lost = self.est[mine], np.cumsum(y[mine])
+            per_channel[o] = (est, lost)
+            grid = np.unique(np.linspace(0, est.size, min(GRID, est.size) + 1).astype(np.int64))
+            curve = np.concatenate([[0.0], lost])[grid]
+            for a, b in _lower_hull(grid, curve):
+                segments.append((o, curve[b] - curve[a], grid[b], (curve[b] - curve[a]) / (grid[b] - grid[a])))
+        segments.sort(key=lambda seg: seg[3])
+        steps = (np.array([s[0] for s in segments], dtype=np.int64), np.array([s[1] for s in segments]),
+                 np.array([s[2] for s in segments], dtype=np.int64))
+        return per_channel, steps
+
+    def _pruned(self, threshold) -> np.ndarray:
+        if np.ndim(threshold) == 0:
+            return self.est < threshold
+        return self.est < np.asarray(threshold, dtype=np.float64)[self.channel]
+
+    def prune_rate(self, threshold) -> float:
+        """Share of sampled outputs pruned by T, or by per-channel thresholds."""
+        if np.ndim(threshold) == 0:
+            return float(np.searchsorted(self.est, threshold, side="left")) / max(self.est.size, 1)
+        return float(self._pruned(threshold).mean()) if self.est.size else 0.0
+
+    def loss(self, threshold) -> float:
+        if self.total_y <= 0:
+            return 0.0
+        if np.ndim(threshold) == 0:
+            i = int(np.searchsorted(self.est, threshold, side="left"))
+            return float(self.lost[i - 1]) / self.total_y if i > 0 else 0.0
+        y = np.diff(self.lost, prepend=0.0)
+        return float(y[self._pruned(threshold)].sum()) / self.total_y
+
+
+# Points per channel on which the per-channel loss curves are allocated.
+GRID = 256
+
+
+def _cut(est: np.ndarray, count: int) -> float:
+    """A threshold that prunes exactly the ``count`` lowest of the sorted ``est`` (or as close as ties allow)."""
+    if count <= 0:
+        return -math.inf
+    if count >= est.size:
+        return math.nextafter(float(est[-1]), math.inf)
+    lo, hi = float(est[count - 1]), float(est[count])
+    return hi if hi > lo else lo  # est < T prunes exactly the first `count` when they differ
+
+
+def _lower_hull(x: np.ndarray, y: np.ndarray) -> list[tuple[int, int]]:
+    """Segments (index pairs) of the lower convex hull of points sorted by x."""
+    hull: list[int] = []
+    for i in range(len(x)):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            if (y[b] - y[a]) * (x[i] - x[a]) >= (y[i] - y[a]) * (x[b] - x[a]):
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return list(zip(hull[:-1], hull[1:]))
 
 
 def exact_options(options: Options, rule: str = "threshold") -> Options:
@@ -143,7 +221,8 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     session = inference_session(probing)
     names = [o.name for o in probing.graph.output]
     rng = np.random.default_rng(seed)
-    parts = {node: {"y": []} for node in probes}
+    parts = {node: {"y": [], "channel": []} for node in probes}
+    outputs = {}
     zeros = {node: [0, 0] for node in probes}
     rate: dict[str, float] = {}
     for feeds in data.batches(batch, indices):
@@ -154,6 +233,10 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
             if node not in rate:
                 rate[node] = min(1.0, SAMPLE_PER_LAYER / max(1, (y.size // rows) * len(indices)))
             keep = rng.random(y.size) < rate[node]
+            outputs[node] = y.shape[probe.channel_axis]
+            flat = np.flatnonzero(keep)
+            inner = int(np.prod(y.shape[probe.channel_axis:][1:]))  # elements per channel step
+            parts[node]["channel"].append(((flat // inner) % outputs[node]).astype(np.int32))
             for rule, value in statistics(probe, outs).items():
                 parts[node].setdefault(rule, []).append(value.reshape(-1)[keep])
             parts[node]["y"].append(y.reshape(-1)[keep].astype(np.float64))
@@ -165,6 +248,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     for node in probes:
         layer = layer_of[node]
         y = np.concatenate(parts[node].pop("y"))
+        channel = np.concatenate(parts[node].pop("channel"))
         share_zero = zeros[node][0] / max(zeros[node][1], 1)
         stats[layer] = {}
         for rule, chunks in parts[node].items():
@@ -172,7 +256,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
             order = np.argsort(value, kind="stable")
             lost = np.cumsum(y[order])
             stats[layer][rule] = LayerStats(layer, node, value[order], lost, float(lost[-1]) if lost.size else 0.0,
-                                            share_zero)
+                                            share_zero, channel[order], outputs.get(node, 0))
     return stats, result
 
 

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from . import report
 from ._version import __version__
-from .config import DEFAULT_MIN_UNITS, Options, load_config, parse_k
+from .config import DEFAULT_MIN_UNITS, UNIT_ORDERS, Options, load_config, parse_k
 from .errors import ExPruneError, OutputError
 from .metrics import METRICS
 
@@ -77,7 +77,7 @@ def _guarded(fn):
     return wrapper
 
 
-def _options(threshold, config, k, min_units, include_first_layer, emit_stats=False) -> Options:
+def _options(threshold, config, k, min_units, include_first_layer, unit_order, emit_stats=False) -> Options:
     if threshold is not None and config is not None:
         raise click.UsageError("give --threshold or --config, not both")
     options = Options(k=parse_k(k), min_units=min_units, include_first_layer=include_first_layer,
@@ -88,6 +88,8 @@ def _options(threshold, config, k, min_units, include_first_layer, emit_stats=Fa
         options.threshold = threshold
     if config is not None:
         load_config(config, options)
+    if unit_order is not None:
+        options.unit_order = unit_order
     return options
 
 
@@ -96,6 +98,9 @@ def _common(fn):
                       help="Also rewrite layers that read a graph input (raw features; off by default).")(fn)
     fn = click.option("--min-units", type=click.IntRange(min=2), default=DEFAULT_MIN_UNITS, show_default=True,
                       help="Skip layers with fewer input units (channels or features).")(fn)
+    fn = click.option("--unit-order", type=click.Choice(UNIT_ORDERS),
+                      help="Units in the partial sum: the k with the largest weight norms ('weight', the default) "
+                           "or the first k as stored ('stored', the paper's choice).")(fn)
     fn = click.option("--k", "k", default="auto", show_default=True,
                       help="Units in the partial product: a count (16), a fraction of n (0.25) or "
                            "'auto' = min(32, n/4) rounded down to a multiple of 8.")(fn)
@@ -153,10 +158,13 @@ def main(debug: bool) -> None:
                    "or auto (per layer, with --calibration).")
 @click.option("--alpha", type=click.FloatRange(0, 0.5, max_open=True), default=0.01, show_default=True,
               help="StatsTest's level without --calibration: prune when the test rejects 'mean term >= 0'.")
+@click.option("--granularity", type=click.Choice(["output", "layer"]), default="output", show_default=True,
+              help="Threshold rule under --calibration: one threshold per output channel, or one per layer "
+                   "(the paper's choice).")
 @_guarded
-def optimize(model, output, threshold, config, k, min_units, include_first_layer, explain, emit_stats,
+def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, explain, emit_stats,
              check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout, report_path,
-             plot_path, rule, alpha):
+             plot_path, rule, alpha, granularity):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
@@ -172,7 +180,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--rule auto chooses per layer on data: give --calibration")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
-                       include_first_layer, emit_stats)
+                       include_first_layer, unit_order, emit_stats)
     if rule != "auto":
         options.rule = rule
     options.alpha = alpha
@@ -187,7 +195,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         data = load_dataset(calibration, original, labels)
         with console.status("calibrating") as status:
             outcome = search(original, options, data, metric=metric, max_drop=max_drop, holdout=holdout,
-                             seed=seed, rule=rule, log=lambda msg: status.update(msg))
+                             seed=seed, rule=rule, per_output=granularity == "output",
+                             log=lambda msg: status.update(msg))
         result = outcome.result
     else:
         result = run_pipeline(original, options)
@@ -287,14 +296,14 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @click.argument("model", type=click.Path(path_type=Path))
 @_common
 @_guarded
-def inspect(model, threshold, config, k, min_units, include_first_layer):
+def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .modelio import load_model
     from .pipeline import inspect as run_inspect
 
     console = _console()
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
-                       include_first_layer)
+                       include_first_layer, unit_order)
     original = load_model(model)
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))

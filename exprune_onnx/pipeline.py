@@ -116,7 +116,8 @@ def inspect(model: onnx.ModelProto, options: Options) -> Result:
     rewritten = []
     for _rule, c, _ctx in accepted:
         setting = options.setting(c.layer)
-        rewritten.append(Rewritten(c, choose_k(setting.k, c.n), setting.threshold, None, None, setting.rule, setting.z_crit))
+        rewritten.append(Rewritten(c, choose_k(setting.k, c.n), setting.threshold, None, None, setting.rule,
+                                   setting.z_crit, setting.thresholds))
     return Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
 
 

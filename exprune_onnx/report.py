@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import onnx
 from rich.markup import escape
 from rich.table import Table
@@ -55,10 +56,13 @@ def layer_rows(result: Result, counts: dict | None, stats: dict | None = None) -
             "pruned": None if kept is None else 1.0 - kept,
             "measured_flops": None if kept is None else exprune_flops(c, rw.k, kept, rw.rule),
         }
+        if rw.thresholds is not None:
+            row["thresholds"] = list(rw.thresholds)
         if stats is not None and (rw.rule, rw.k) in stats.get(c.layer, {}):
             s = stats[c.layer][(rw.rule, rw.k)]
-            row["calibration_pruned"] = s.prune_rate(row["parameter"])
-            row["calibration_lost_mass"] = s.loss(row["parameter"])
+            param = row["parameter"] if rw.thresholds is None else np.asarray(rw.thresholds)
+            row["calibration_pruned"] = s.prune_rate(param)
+            row["calibration_lost_mass"] = s.loss(param)
         rows.append(row)
     return rows
 
@@ -79,6 +83,8 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
         t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
     for row in layer_rows(result, counts, stats):
         param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
+        if "thresholds" in row:
+            param = f"per output, median {param}"
         cells = [escape(row["layer"]), " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
                  row["rule"], param, _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
         if counts is not None:

@@ -103,17 +103,23 @@ class Planner:
     ``stats[layer][(rule, k)]`` holds the statistics gathered with that k.
     """
 
-    def __init__(self, base: Options, stats: dict, candidates: dict, rules: tuple[str, ...]):
+    def __init__(self, base: Options, stats: dict, candidates: dict, rules: tuple[str, ...], per_output: bool = True):
         self.base, self.stats, self.rules, self.candidates = base, stats, rules, candidates
+        self.per_output = per_output
 
-    def pick(self, layer: str, share: float) -> tuple[str, int, float]:
-        """The (rule, k, parameter) that executes the fewest FLOPs at this loss share."""
+    def pick(self, layer: str, share: float) -> tuple[str, int, float | np.ndarray]:
+        """The (rule, k, parameter) that executes the fewest FLOPs at this loss share.
+
+        The Threshold rule's parameter is one threshold per output channel unless
+        ``per_output`` is off.
+        """
         c = self.candidates[layer]
         best = None
         for (rule, k), s in self.stats[layer].items():
             if rule not in self.rules:
                 continue
-            param = s.threshold_for(share)
+            per_output = rule == "threshold" and self.per_output and s.outputs == c.outputs
+            param = s.thresholds_for(share) if per_output else s.threshold_for(share)
             kept = 1.0 - s.prune_rate(param)
             cost = 2 * k * c.taps + decision_flops(rule, k, c.n, c.taps, c.outputs) + kept * 2 * (c.n - k) * c.taps
             if best is None or cost < best[0]:
@@ -132,6 +138,10 @@ class Planner:
                 rule, k, param = self.pick(layer, share)
                 if rule == "statstest":
                     out.layers[layer] = LayerSetting(-math.inf, k, rule="statstest", z_crit=param)
+                elif np.ndim(param):
+                    live = param[np.isfinite(param)]
+                    out.layers[layer] = LayerSetting(float(np.median(live)) if live.size else -math.inf, k,
+                                                     thresholds=tuple(float(t) for t in param))
                 else:
                     out.layers[layer] = LayerSetting(param, k)
         return out
@@ -186,7 +196,7 @@ def _tunable(rule: str) -> tuple[str, ...]:
 
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
-           log=lambda msg: None) -> Outcome:
+           per_output: bool = True, log=lambda msg: None) -> Outcome:
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     start = time.perf_counter()
@@ -197,7 +207,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, calib_idx, batch)
     metric = choose(metric, runner.reference, runner.labels)
-    planner = Planner(base, stats, candidates, _tunable(rule))
+    planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
 

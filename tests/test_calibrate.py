@@ -56,16 +56,19 @@ def dataset(model, count=400, seed=1, labels=True):
     return Dataset({"x": x}, y, "synthetic")
 
 
-def test_collect_matches_a_direct_computation():
+@pytest.mark.parametrize("order", ["stored", "weight"])
+def test_collect_matches_a_direct_computation(order):
     model = mlp()
     data = dataset(model, 50)
-    stats, _ = collect(model, Options(), data, np.arange(50))
+    stats, _ = collect(model, Options(unit_order=order), data, np.arange(50))
     s = stats["fc2"]["threshold"]
     x = data.inputs["x"]
     w = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     a1 = np.maximum(x @ w["w1"], 0)
     k = 16
-    partial = a1[:, :k] @ w["w2"][:k]
+    first = np.arange(k) if order == "stored" else np.argsort(-(w["w2"].astype(np.float64) ** 2).sum(1))[:k]
+    assert order == "stored" or not np.array_equal(np.sort(first), np.arange(k)), "the weight order must matter here"
+    partial = a1[:, first] @ w["w2"][first]
     est = w["b2"].astype(np.float64) + (64 / k) * partial.astype(np.float64)
     y = np.maximum(a1 @ w["w2"] + w["b2"], 0)
     np.testing.assert_allclose(s.est, np.sort(est.reshape(-1)), rtol=1e-5, atol=1e-5)
@@ -79,7 +82,7 @@ def test_search_meets_the_budget_and_is_deterministic():
     first = search(model, Options(), data, max_drop=0.02, seed=3)
     second = search(model, Options(), data, max_drop=0.02, seed=3)
     assert first.metric == "accuracy"
-    assert first.calibration.drop <= 0.02
+    assert first.calibration.drop <= 0.02 + 1e-9  # accuracies differ by float noise
     assert first.saved_calibration > 0.005, "a 2-point budget must buy some pruning on this model"
     assert first.shares == second.shares
     assert [r.threshold for r in first.result.rewritten] == [r.threshold for r in second.result.rewritten]

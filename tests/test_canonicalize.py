@@ -28,7 +28,7 @@ def test_weights_in_constant_nodes():
     ]
     model = make_model(nodes, [vi("inp", ["N", 48, 6, 6])], [vi("y", None)])
     res = optimize_model(model, threshold=NEG_INF)
-    assert node_types(res.model) == ["Relu", "Slice", "Conv", "ExPruneConvRelu"]
+    assert node_types(res.model) == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu"]
     assert_equivalent(model, res.model, _feeds)
 
 
@@ -43,7 +43,7 @@ def test_weight_computed_from_constants():
     ]
     model = make_model(nodes, [vi("inp", ["N", 64])], [vi("y", None)], [init("wt", wt)])
     res = optimize_model(model, threshold=NEG_INF)
-    assert node_types(res.model) == ["Relu", "Slice", "MatMul", "ExPruneDenseRelu"]
+    assert node_types(res.model) == ["Relu", "Gather", "Slice", "MatMul", "ExPruneDenseRelu"]
     assert_equivalent(model, res.model, lambda r: {"inp": r.normal(size=(3, 64)).astype(np.float32)})
 
 
@@ -87,7 +87,7 @@ def test_rewrites_inside_if_branches():
     assert sorted(r.candidate.layer for r in res.rewritten) == ["else_conv", "then_conv"]
     if_node = next(n for n in res.model.graph.node if n.op_type == "If")
     branch = helper.get_attribute_value(if_node.attribute[0])
-    assert [n.op_type for n in branch.node] == ["Slice", "Conv", "ExPruneConvRelu"]
+    assert [n.op_type for n in branch.node] == ["Gather", "Slice", "Conv", "ExPruneConvRelu"]
     onnx.checker.check_model(res.model)
     for flag in (True, False):
         assert_equivalent(model, res.model, lambda r: {**_feeds(r), "cond": np.array(flag)}, draws=2)
@@ -104,7 +104,7 @@ def test_relu_output_that_is_graph_output_and_has_several_consumers():
     model = make_model(nodes, [vi("inp", ["N", 32, 5, 5])], [vi("y", None), vi("n", None), vi("s", None)],
                        [init("W", W[:, :32]), init("B", B)])
     res = optimize_model(model, threshold=NEG_INF)
-    assert node_types(res.model) == ["Relu", "Slice", "Conv", "ExPruneConvRelu", "Neg", "Sigmoid"]
+    assert node_types(res.model) == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu", "Neg", "Sigmoid"]
     assert [o.name for o in res.model.graph.output] == ["y", "n", "s"]
     assert_equivalent(model, res.model, lambda r: _feeds(r, (2, 32, 5, 5)))
 

@@ -187,7 +187,7 @@ def test_unknown_ops_are_left_alone(tmp_path):
     r = invoke("optimize", path, "-o", out, "--no-check")
     assert r.exit_code == 0, r.output
     types = [n.op_type for n in onnx.load(out).graph.node]
-    assert types == ["Relu", "Slice", "Conv", "ExPruneConvRelu", "Mystery"]
+    assert types == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu", "Mystery"]
 
 
 @pytest.fixture
@@ -214,6 +214,21 @@ def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
                for n in onnx.load(out).graph.node if n.domain}
     assert sorted(round(a["threshold"], 3) for a in written.values()) == \
         sorted(round(l["parameter"], 3) for l in report["layers"])
+    per_output = sorted(tuple(np.float32(a.get("thresholds", []))) for a in written.values())
+    assert per_output == sorted(tuple(np.float32(l.get("thresholds", []))) for l in report["layers"])
+    assert all("thresholds" in l for l in report["layers"] if l["rule"] == "threshold")
+
+
+def test_paper_settings_from_the_cli(example, tmp_path, small_set):
+    """--unit-order stored and --granularity layer: no Gather, one threshold per layer."""
+    out = tmp_path / "o.onnx"
+    r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02",
+               "--unit-order", "stored", "--granularity", "layer")
+    assert r.exit_code == 0, r.output
+    model = onnx.load(out)
+    assert "Gather" not in [n.op_type for n in model.graph.node]
+    assert not any(a.name == "thresholds" for n in model.graph.node if n.domain for a in n.attribute)
+    assert invoke("optimize", example, "--unit-order", "sorted").exit_code == 2
 
 
 def test_calibration_errors(example, tmp_path, small_set):

@@ -104,6 +104,7 @@ struct ConvArgs {
   const float* res;  // null when absent
   float* y;
   double ratio, threshold;
+  const float* thresholds;  // per output, or null: `threshold` for all
   float clip_max;
   Rule rule;
   double t_k, t_n, z_crit;  // statstest: terms of the partial and of the full sum; z_crit
@@ -329,10 +330,12 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
         const int64_t i = ((n0 + nl) * outs + o) * positions;
         const float* res = a.res != nullptr ? a.res + i : nullptr;
         switch (a.rule) {
-          case Rule::kThreshold:
-            count += kern.decide(a.partial + i, res, a.bias[o], a.ratio, a.threshold, positions, a.y + i,
+          case Rule::kThreshold: {
+            const double threshold = a.thresholds != nullptr ? static_cast<double>(a.thresholds[o]) : a.threshold;
+            count += kern.decide(a.partial + i, res, a.bias[o], a.ratio, threshold, positions, a.y + i,
                                  kb + o * positions);
             break;
+          }
           case Rule::kStatsTest:
             count += kern.decide_stats(a.partial + i, a.extra.partial_sq + i, res, a.bias[o], a.t_k, a.t_n, a.z_crit,
                                        positions, a.y + i, kb + o * positions);
@@ -655,6 +658,7 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
                   ", but partial has shape " + ShapeText(partial.shape));
   }
 
+  CheckThresholdCount(attrs_, outs);
   const RuleInputs extra = GetRuleInputs(ctx, attrs_.rule, partial.shape, outs);
   const Outputs out = GetOutputs(ctx, partial.shape);
 
@@ -676,6 +680,7 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
                       out.y,
                       static_cast<double>(channels) / static_cast<double>(k),
                       attrs_.threshold,
+                      attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data(),
                       attrs_.clip_max,
                       attrs_.rule,
                       static_cast<double>(k * taps),

@@ -61,6 +61,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
                   ShapeText(res.shape));
   }
 
+  CheckThresholdCount(attrs_, outs);
   const RuleInputs extra = GetRuleInputs(ctx, attrs_.rule, partial.shape, outs);
 
   const int64_t rows = ElementCount(std::vector<int64_t>(partial.shape.begin(), partial.shape.end() - 1));
@@ -89,6 +90,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
 
   const double ratio = static_cast<double>(n) / static_cast<double>(k);
   const double threshold = attrs_.threshold;
+  const float* per_output = attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data();
   const double t_k = static_cast<double>(k), t_n = static_cast<double>(n), z_crit = attrs_.z_crit;
   const float clip_max = attrs_.clip_max;
   // One copy of the loop per rule, so the threshold rule's stays as it was.
@@ -101,13 +103,14 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
     for (int64_t o = o0; o < o1; ++o) {
       const float* w_o = w.data + o * tail;
       const float b = bias.data[o];
+      const double threshold_o = per_output != nullptr ? static_cast<double>(per_output[o]) : threshold;
       for (int64_t m = m0; m < m1; ++m) {
         const int64_t i = m * outs + o;
         const float base = res.present ? b + res.data[i] : b;
         const float p = partial.data[i];
         bool prune;
         if constexpr (kRule == Rule::kThreshold) {
-          prune = Pruned(base, ratio, p, threshold);
+          prune = Pruned(base, ratio, p, threshold_o);
         } else if constexpr (kRule == Rule::kStatsTest) {
           prune = StatsPruned(base, p, extra.partial_sq[i], t_k, t_n, z_crit);
         } else {

@@ -31,6 +31,20 @@ bool Present(const OrtKernelInfo* info, const char* name) {
   throw OpError(std::string("attribute '") + name + "' must be of type " + type);
 }
 
+// `get` is the OrtApi's array getter for T: asked for the size first, then the values.
+template <typename T, typename Getter>
+bool ReadArray(const OrtKernelInfo* info, const char* name, std::vector<T>* out, Getter get, const char* type) {
+  size_t size = 0;
+  if (!Ok(get(info, name, nullptr, &size))) {
+    if (Present(info, name)) WrongType(name, type);
+    return false;
+  }
+  std::vector<T> value(size);
+  if (size > 0 && !Ok(get(info, name, value.data(), &size))) WrongType(name, type);
+  *out = value;
+  return true;
+}
+
 }  // namespace
 
 OrtStatusPtr ErrorStatus(OrtErrorCode code, const std::string& label, const char* what) noexcept {
@@ -78,18 +92,11 @@ bool ReadAttr(const OrtKernelInfo* info, const char* name, std::string* out) {
 }
 
 bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out) {
-  const OrtApi& api = Ort::GetApi();
-  size_t size = 0;
-  if (!Ok(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) {
-    if (Present(info, name)) WrongType(name, "ints");
-    return false;
-  }
-  std::vector<int64_t> value(size);
-  if (size > 0 && !Ok(api.KernelInfoGetAttributeArray_int64(info, name, value.data(), &size))) {
-    WrongType(name, "ints");
-  }
-  *out = value;
-  return true;
+  return ReadArray(info, name, out, Ort::GetApi().KernelInfoGetAttributeArray_int64, "ints");
+}
+
+bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<float>* out) {
+  return ReadArray(info, name, out, Ort::GetApi().KernelInfoGetAttributeArray_float, "floats");
 }
 
 PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info) {
@@ -116,7 +123,21 @@ PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info) {
     throw OpError("attribute rule = '" + rule + "' is not one of threshold, statstest, certified");
   }
   if (ReadAttr(info, "z_crit", &a.z_crit) && std::isnan(a.z_crit)) throw OpError("attribute z_crit is NaN");
+  if (ReadAttr(info, "thresholds", &a.thresholds)) {
+    if (a.rule != Rule::kThreshold) throw OpError("attribute thresholds goes with rule threshold, not '" + rule + "'");
+    if (a.thresholds.empty()) throw OpError("attribute thresholds is empty (leave it out instead)");
+    for (size_t o = 0; o < a.thresholds.size(); ++o) {
+      if (std::isnan(a.thresholds[o])) throw OpError("attribute thresholds is NaN at output " + std::to_string(o));
+    }
+  }
   return a;
+}
+
+void CheckThresholdCount(const PruneAttrs& a, int64_t outs) {
+  if (!a.thresholds.empty() && static_cast<int64_t>(a.thresholds.size()) != outs) {
+    throw OpError("attribute thresholds has " + std::to_string(a.thresholds.size()) + " values for " +
+                  std::to_string(outs) + " outputs");
+  }
 }
 
 std::string ShapeText(const std::vector<int64_t>& shape) {

@@ -7,6 +7,7 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -59,27 +60,35 @@ bool ReadAttr(const OrtKernelInfo* info, const char* name, int64_t* out);
 bool ReadAttr(const OrtKernelInfo* info, const char* name, float* out);
 bool ReadAttr(const OrtKernelInfo* info, const char* name, std::string* out);
 bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out);
+bool ReadAttr(const OrtKernelInfo* info, const char* name, std::vector<float>* out);
 
 // The decision rules of docs/custom_ops.md ("Decision rules").
 enum class Rule : uint8_t { kThreshold, kStatsTest, kCertified };
 
-// k, threshold, clip_max, rule and z_crit, validated as far as possible without the
+// k, threshold(s), clip_max, rule and z_crit, validated as far as possible without the
 // inputs.
 struct PruneAttrs {
   int64_t k = 0;
   float threshold = 0.0f;
+  std::vector<float> thresholds;  // per output, replacing `threshold` when not empty
   float clip_max = 0.0f;
   Rule rule = Rule::kThreshold;
   float z_crit = -std::numeric_limits<float>::infinity();
 
   // False when the rule's parameter disables pruning (threshold or z_crit = -inf).
   bool CanPrune() const {
-    if (rule == Rule::kThreshold) return !(std::isinf(threshold) && threshold < 0);
+    auto live = [](float t) { return !(std::isinf(t) && t < 0); };
+    if (rule == Rule::kThreshold) {
+      return thresholds.empty() ? live(threshold) : std::any_of(thresholds.begin(), thresholds.end(), live);
+    }
     if (rule == Rule::kStatsTest) return !(std::isinf(z_crit) && z_crit < 0);
     return true;
   }
 };
 PruneAttrs ReadPruneAttrs(const OrtKernelInfo* info);
+
+// Throws unless the per-output thresholds, when given, number `outs`.
+void CheckThresholdCount(const PruneAttrs& a, int64_t outs);
 
 // ---------------------------------------------------------------- tensors
 

@@ -90,3 +90,4 @@ class Rewritten:
     stats: gs.Tensor | None
     rule: str = "threshold"
     z_crit: float = float("-inf")
+    thresholds: tuple[float, ...] | None = None  # per output channel, when calibrated so

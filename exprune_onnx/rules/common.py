@@ -2,11 +2,14 @@
 
 Every rewrite produces the same shape of graph::
 
-    x -> Slice(first k units) -> Conv|MatMul(W_head) -> partial
-    partial, x, W_tail, bias[, residual] -> ExPrune*Relu -> y
+    x -> [Gather(unit order)] -> xo -> Slice(first k units) -> Conv|MatMul(W_head) -> partial
+    partial, xo, W_tail, bias[, residual] -> ExPrune*Relu -> y
 
 where ``y`` is the original activation's output tensor, so consumers and graph
-outputs see the same name, dtype and shape as before.
+outputs see the same name, dtype and shape as before. With ``unit_order="weight"``
+the units are reordered (input and weights alike) so that those whose weights carry
+the most energy form the partial sum; the Gather is left out when that order is the
+stored one.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def check(c: Candidate, ctx: Context) -> str | None:
     k = choose_k(setting.k, c.n)
     if not 1 <= k < c.n:
         return f"k = {k} is not between 1 and n - 1 = {c.n - 1}"
+    if setting.thresholds is not None and len(setting.thresholds) != c.outputs:
+        return f"the config gives {len(setting.thresholds)} thresholds for {c.outputs} output channels"
     if setting.rule == "certified" and not is_nonnegative(c.x):
         return f"the certified rule needs a non-negative input, and '{c.x.name}' is not known to be one"
     return None
@@ -78,7 +83,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
 _ALWAYS_NONNEGATIVE = {"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Softplus"}
 _KEEPS_SIGN = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose",
                "Identity", "Squeeze", "Unsqueeze", "Slice", "Concat", "Resize", "Upsample", "Pad", "Split",
-               "MaxUnpool", "Dropout"}
+               "MaxUnpool", "Dropout", "Gather"}
 
 
 def is_nonnegative(t: gs.Tensor, depth: int = 0) -> bool:
@@ -127,6 +132,24 @@ def _slice(x: gs.Tensor, k: int, axis: int, ctx: Context, base: str) -> gs.Varia
     return head
 
 
+def unit_order(c: Candidate, order: str) -> np.ndarray:
+    """The permutation of input units: stored order, or descending squared weight norm."""
+    if order == "stored":
+        return np.arange(c.n)
+    w = c.weight.astype(np.float64)
+    # Sum over everything but the unit axis: outputs, and kernel taps for Conv.
+    energy = (w * w).sum(axis=1) if c.kind == "dense" else (w * w).sum(axis=tuple(i for i in range(w.ndim) if i != 1))
+    return np.argsort(-energy, kind="stable")
+
+
+def _gather(x: gs.Tensor, perm: np.ndarray, axis: int, ctx: Context, base: str) -> gs.Variable:
+    out = gs.Variable(unique_name(base + "_ordered", ctx.names), dtype=np.float32, shape=x.shape)
+    index = gs.Constant(unique_name(base + "_unit_order", ctx.names), perm.astype(np.int64))
+    ctx.graph.nodes.append(gs.Node("Gather", name=unique_name(base + "_reorder", ctx.names), attrs={"axis": axis},
+                                   inputs=[x, index], outputs=[out]))
+    return out
+
+
 def _const(ctx: Context, base: str, value: np.ndarray) -> gs.Constant:
     return gs.Constant(unique_name(base, ctx.names), np.ascontiguousarray(value, dtype=np.float32))
 
@@ -156,16 +179,24 @@ def emit(c: Candidate, ctx: Context) -> Rewritten:
     setting = ctx.options.setting(c.layer)
     k = choose_k(setting.k, c.n)
     base = c.layer.replace(":", "_").strip("/") or "layer"
+    axis = 1 if c.kind == "conv" else -1
+    perm = unit_order(c, ctx.options.unit_order)
+    x = c.x
+    if np.any(perm != np.arange(c.n)):
+        x = _gather(c.x, perm, axis, ctx, base)
+    head = _slice(x, k, axis, ctx, base)
     if c.kind == "conv":
-        head = _slice(c.x, k, 1, ctx, base)
-        w_head, w_tail = c.weight[:, :k], c.weight[:, k:]
+        weight = c.weight[:, perm]
+        w_head, w_tail = weight[:, :k], weight[:, k:]
         op_type, op_attrs = ops.CONV_RELU, _conv_op_attrs(c)
     else:
-        head = _slice(c.x, k, -1, ctx, base)
-        w_head, w_tail = c.weight[:k, :], c.weight[k:, :].T
+        weight = c.weight[perm, :]
+        w_head, w_tail = weight[:k, :], weight[k:, :].T
         op_type, op_attrs = ops.DENSE_RELU, {}
     op_attrs.update(k=k, threshold=float(setting.threshold), clip_max=float(c.clip_max))
-    inputs = [_product(c, ctx, head, w_head, base + "_partial"), c.x, _const(ctx, base + "_w_tail", w_tail),
+    if setting.rule == "threshold" and setting.thresholds is not None:
+        op_attrs["thresholds"] = [float(t) for t in setting.thresholds]
+    inputs = [_product(c, ctx, head, w_head, base + "_partial"), x, _const(ctx, base + "_w_tail", w_tail),
               _const(ctx, base + "_bias", c.bias), c.residual or gs.Variable.empty()]
     if setting.rule == "statstest":
         op_attrs.update(rule="statstest", z_crit=float(setting.z_crit))
@@ -189,7 +220,7 @@ def emit(c: Candidate, ctx: Context) -> Rewritten:
     node = gs.Node(op_type, name=unique_name(base + "_exprune", ctx.names), domain=ops.DOMAIN,
                    attrs=op_attrs, inputs=inputs, outputs=outputs)
     ctx.graph.nodes.append(node)
-    return Rewritten(c, k, float(setting.threshold), node, stats, setting.rule, setting.z_crit)
+    return Rewritten(c, k, float(setting.threshold), node, stats, setting.rule, setting.z_crit, setting.thresholds)
 
 
 def _conv_op_attrs(c: Candidate) -> dict:
