@@ -175,6 +175,9 @@ def calibration_table(outcome) -> Table:
     if outcome.holdout is not None:
         t.add_row("held-out part", _score_text(outcome.holdout, outcome.saved_holdout, n_hold))
     verdict = "met" if outcome.met else "NOT met on the held-out part"
+    if outcome.backoffs:
+        verdict += (f" after backing off {outcome.backoffs} rung(s): the first choice was over budget on the "
+                    "held-out part, which therefore took part in the final choice")
     t.add_row("budget", verdict)
     return t
 
@@ -204,6 +207,7 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "calibration": vars(outcome.calibration) | {"flops_saved": outcome.saved_calibration},
         "held_out": None if outcome.holdout is None else vars(outcome.holdout) | {"flops_saved": outcome.saved_holdout},
         "budget_met": outcome.met,
+        "held_out_backoffs": outcome.backoffs,
         "seconds": outcome.seconds,
         "layers": rows,
         "left_alone": [layer for layer, share in outcome.shares.items() if share is None],

@@ -14,7 +14,10 @@
    the budget still holds. When not even the gentlest common share fits, admit layers
    one at a time instead. With the Certified rule allowed, try it per layer last: it
    loses nothing, so it stays wherever it saves more.
-5. Run the final model on the held-out part and report both parts.
+5. Run the final model on the held-out part. If it is over budget there, back off:
+   every layer's share one rung down (the gentlest rung leaves the layer alone) until
+   both parts are within budget. The report says how many rungs it backed off, since
+   the held-out part then took part in the choice.
 
 Layers that end without a feasible share are left as they were, so a budget that
 cannot be met gives a model that prunes less (possibly nothing), never one over budget.
@@ -71,6 +74,7 @@ class Outcome:
     met: bool
     seconds: float
     trials: list[Trial] = field(default_factory=list)
+    backoffs: int = 0  # rungs stepped down after the held-out check
 
 
 class Runner:
@@ -242,17 +246,39 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                 best = t
     if rule in ("certified", "auto"):
         best = _try_certified(trial, order, best)
-    final_options = planner.options(best.shares)
-    result = optimize(original, final_options)
-    calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
-    hold_score = hold_saved = None
-    hold_counts: dict = {}
-    if len(hold_idx):
+    hold_runner = Runner(original, data, hold_idx, batch) if len(hold_idx) else None
+    shares, backoffs = best.shares, 0
+    while True:
+        final_options = planner.options(shares)
+        result = optimize(original, final_options)
+        calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
+        hold_score = hold_saved = None
+        hold_counts: dict = {}
+        if hold_runner is None:
+            break
         log(f"checking on {len(hold_idx)} held-out samples")
-        hold_score, hold_saved, hold_counts = Runner(original, data, hold_idx, batch).run(result.model, metric, dense)
-    return Outcome(metric, max_drop, rule, final_options, result, stats, best.shares, calib_score, hold_score,
+        hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
+        if hold_score.drop <= max_drop + 1e-9 or all(not isinstance(v, float) for v in shares.values()):
+            break
+        shares, backoffs = step_down(shares), backoffs + 1
+    return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
-                   hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials)
+                   hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
+                   backoffs)
+
+
+def step_down(shares: dict[str, float | str | None]) -> dict[str, float | str | None]:
+    """Every tuned layer one rung gentler; a layer on the gentlest rung is left alone.
+
+    Certified layers lose nothing and stay as they are.
+    """
+    out = {}
+    for layer, share in shares.items():
+        if isinstance(share, float):
+            rung = LADDER.index(share)
+            share = LADDER[rung - 1] if rung > 0 else None
+        out[layer] = share
+    return out
 
 
 def _ladder(trial, layers: list[str], best: Trial) -> Trial:

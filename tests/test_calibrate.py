@@ -117,3 +117,13 @@ def test_metrics_net_accuracy_and_lost_answers():
     assert score("relerr", ref, ref, labels).drop == 0.0
     assert choose("auto", ref, labels) == "accuracy" and choose("auto", ref, None) == "agreement"
     assert choose("auto", np.zeros((4,)), None) == "relerr"
+
+
+def test_step_down_makes_every_tuned_layer_gentler():
+    from exprune_onnx.search import CERTIFIED, LADDER, step_down
+
+    shares = {"a": LADDER[3], "b": LADDER[0], "c": None, "d": CERTIFIED}
+    assert step_down(shares) == {"a": LADDER[2], "b": None, "c": None, "d": CERTIFIED}
+    for _ in range(3):
+        shares = step_down(shares)
+    assert shares == {"a": None, "b": None, "c": None, "d": CERTIFIED}
