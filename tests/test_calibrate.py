@@ -124,6 +124,6 @@ def test_step_down_makes_every_tuned_layer_gentler():
 
     shares = {"a": LADDER[3], "b": LADDER[0], "c": None, "d": CERTIFIED}
     assert step_down(shares) == {"a": LADDER[2], "b": None, "c": None, "d": CERTIFIED}
-    for _ in range(3):
+    for _ in range(4):  # rung 3 -> 2 -> 1 -> 0 -> left alone
         shares = step_down(shares)
     assert shares == {"a": None, "b": None, "c": None, "d": CERTIFIED}
