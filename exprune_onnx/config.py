@@ -67,7 +67,7 @@ def choose_k(spec: str | int | float, n: int) -> int:
 RULES = ("threshold", "statstest", "certified")
 # Which input units go into the partial sum: the stored first k (the paper), or the k
 # whose weights carry the most energy. Measured on the bundled CNN, weight order
-# prunes about twice as much at the same loss (docs/calibration.md).
+# prunes about twice as much at the same loss (README, "Unit order").
 UNIT_ORDERS = ("weight", "stored")
 DEFAULT_ALPHA = 0.01
 

@@ -258,7 +258,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             break
         log(f"checking on {len(hold_idx)} held-out samples")
         hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
-        if hold_score.drop <= max_drop + 1e-9 or all(not isinstance(v, float) for v in shares.values()):
+        within = hold_score.drop <= max_drop + 1e-9 and calib_score.drop <= max_drop + 1e-9
+        if within or all(not isinstance(v, float) for v in shares.values()):
             break
         shares, backoffs = step_down(shares), backoffs + 1
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
