@@ -38,7 +38,7 @@ def _known(dims) -> bool:
 
 def positions(c: Candidate) -> int | None:
     """Output elements per sample and output channel."""
-    shape = c.output.shape
+    shape = c.output.shape if c.head_logits_shape is None else c.head_logits_shape
     if shape is None:
         return None
     dims = shape[2:] if c.kind == "conv" else shape[1:-1]

@@ -21,6 +21,7 @@ import onnx
 from . import ops
 from .config import LayerSetting, Options
 from .data import Dataset
+from .head_stats import HeadStats, float32_floor, head_statistics
 from .pipeline import Result, optimize
 
 # Elements kept per layer: enough to place thresholds at the 1e-5 loss level.
@@ -112,13 +113,14 @@ GRID = 256
 
 
 def _cut(est: np.ndarray, count: int) -> float:
-    """A threshold that prunes exactly the ``count`` lowest of the sorted ``est`` (or as close as ties allow)."""
+    """A threshold that prunes the ``count`` lowest of the sorted ``est``, or fewer when ties
+    or the op's float32 threshold cannot separate them (never more)."""
     if count <= 0:
         return -math.inf
     if count >= est.size:
-        return math.nextafter(float(est[-1]), math.inf)
+        return float(np.nextafter(np.float32(est[-1]), np.float32(np.inf)))
     lo, hi = float(est[count - 1]), float(est[count])
-    return hi if hi > lo else lo  # est < T prunes exactly the first `count` when they differ
+    return float32_floor(hi if hi > lo else lo)  # est < T prunes exactly the first `count` when they differ
 
 
 def _lower_hull(x: np.ndarray, y: np.ndarray) -> list[tuple[int, int]]:
@@ -160,6 +162,7 @@ class Probe:
     k_terms: int  # terms in the partial sum: k * taps
     n_terms: int  # terms in the full sum: n * taps
     channel_axis: int
+    head: bool = False  # an arg-max head: y is the class index
 
 
 def probe_model(compiled: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Probe]]:
@@ -181,10 +184,12 @@ def probe_model(compiled: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, P
         bias = onnx.numpy_helper.to_array(inits[node.input[3]])
         axis = 1 if node.op_type == ops.CONV_RELU else -1
         probes[node.name] = Probe(node.input[0], partial_sq, residual, node.output[0], bias, k * taps,
-                                  (k + w_tail[1]) * taps, axis)
+                                  (k + w_tail[1]) * taps, axis, node.op_type == ops.ARGMAX_HEAD)
         for name in filter(None, (node.input[0], partial_sq, residual, node.output[0])):
             if name not in exposed:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                index = name == node.output[0] and node.op_type == ops.ARGMAX_HEAD
+                kind = onnx.TensorProto.INT64 if index else onnx.TensorProto.FLOAT
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, kind, None))
                 exposed.add(name)
     return model, probes
 
@@ -225,10 +230,18 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     outputs = {}
     zeros = {node: [0, 0] for node in probes}
     rate: dict[str, float] = {}
+    heads = {node: {"partial": [], "partial_sq": [], "winner": []} for node in probes if probes[node].head}
     for feeds in data.batches(batch, indices):
         outs = dict(zip(names, session.run(names, feeds)))
         rows = next(iter(feeds.values())).shape[0]
         for node, probe in probes.items():
+            if probe.head:
+                h = heads[node]
+                h["partial"].append(outs[probe.partial])
+                h["winner"].append(outs[probe.y].reshape(-1))
+                if probe.partial_sq is not None:
+                    h["partial_sq"].append(outs[probe.partial_sq])
+                continue
             y = outs[probe.y]
             if node not in rate:
                 rate[node] = min(1.0, SAMPLE_PER_LAYER / max(1, (y.size // rows) * len(indices)))
@@ -245,7 +258,17 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
         if progress is not None:
             progress(rows)
     stats: dict[str, dict[str, LayerStats]] = {}
+    for node, h in heads.items():
+        probe = probes[node]
+        partial = np.concatenate(h["partial"])
+        sq = np.concatenate(h["partial_sq"]) if h["partial_sq"] else None
+        top, found = head_statistics(partial, sq, probe.bias, probe.k_terms, probe.n_terms)
+        winner = np.concatenate(h["winner"]).astype(np.int64)
+        stats[layer_of[node]] = {rule: HeadStats(layer_of[node], node, value, top, winner)
+                                 for rule, value in found.items()}
     for node in probes:
+        if probes[node].head:
+            continue
         layer = layer_of[node]
         y = np.concatenate(parts[node].pop("y"))
         channel = np.concatenate(parts[node].pop("channel"))

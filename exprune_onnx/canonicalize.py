@@ -7,15 +7,40 @@
   mode as its own node; ResNet-style blocks always have it).
 
 Both walk every If/Loop/Scan body too. New tensors get new names: a weight shared
-with another node is never changed in place.
+with another node is never changed in place. Sparse initializers become dense ones
+first (``dense_initializers``): graphsurgeon would read them as float64 zeros.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from .graphutil import all_graphs, const_value, is_graph_output, model_names, unique_name
+
+
+def dense_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy whose outer graph's sparse initializers are ordinary ones."""
+    if not model.graph.sparse_initializer:
+        return model
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for sparse in out.graph.sparse_initializer:
+        dims = list(sparse.dims)
+        values = numpy_helper.to_array(sparse.values).reshape(-1)
+        index = numpy_helper.to_array(sparse.indices)
+        if index.ndim == 2:  # one row of coordinates per value, not linear positions
+            index = np.ravel_multi_index(tuple(index.T), dims)
+        dense = np.zeros(math.prod(dims), values.dtype)
+        dense[index.reshape(-1)] = values
+        out.graph.initializer.append(numpy_helper.from_array(dense.reshape(dims), sparse.values.name))
+    del out.graph.sparse_initializer[:]
+    return out
 
 
 def constants_to_initializers(graph: gs.Graph) -> int:
@@ -60,6 +85,8 @@ def _bn_scale_shift(bn: gs.Node, opset: int):
     if any(p is None for p in params):
         return None
     scale, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
+    if not scale.size == beta.size == mean.size == var.size:
+        return None  # not per-channel parameters: onnxruntime will refuse the model
     eps = float(bn.attrs.get("epsilon", 1e-5))
     s = scale / np.sqrt(var + eps)
     return s, beta - mean * s
@@ -106,11 +133,12 @@ def _new_const(names: set[str], base: str, value: np.ndarray) -> gs.Constant:
 
 def _fold_conv(conv: gs.Node, s, shift, opset: int, names):
     w = const_value(conv.inputs[1], opset)
-    if w is None or w.dtype != np.float32 or w.shape[0] != s.size:
+    if w is None or w.dtype != np.float32 or w.ndim < 3 or w.shape[0] != s.size:
         return None
     b = const_value(conv.inputs[2], opset) if len(conv.inputs) > 2 else np.zeros(w.shape[0])
-    if b is None:
+    if b is None or b.size != w.shape[0]:
         return None
+    b = b.reshape(-1)
     w2 = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
     b2 = b * s + shift
     base = conv.inputs[1].name

@@ -6,6 +6,7 @@ the pruning it reports is counted by the op itself, not estimated.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,7 @@ import onnx
 from . import ops
 from .data import Dataset
 from .errors import RuntimeCheckError
+from .metrics import is_class_index, is_classifier_output, predictions
 
 
 @dataclass
@@ -21,7 +23,8 @@ class OutputDiff:
     name: str
     max_abs: float
     max_rel: float
-    top1_agreement: float | None  # for [N, classes] outputs
+    top1_agreement: float | None  # for [N, classes] outputs, and class indices
+    index: bool = False  # an integer output (class indices): only agreement means something
 
 
 @dataclass
@@ -55,16 +58,21 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs."""
     import onnxruntime as ort
 
+    from .bigmodel import serializable
+    from .modelio import runnable
     from .runtime import inference_session
 
+    if not (serializable(original) and serializable(optimized)):
+        raise RuntimeCheckError("the model is over 2 GB, which the check cannot hand to onnxruntime from memory "
+                                "yet; --no-check skips the comparison")
     stats_model, stats_names = with_stats(optimized)
     try:
-        ref = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+        ref = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime cannot run the original model ({_first_line(exc)}); "
                                 "--no-check skips the comparison") from exc
     try:
-        opt = inference_session(stats_model, threads=threads)
+        opt = inference_session(runnable(stats_model), threads=threads)
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {_first_line(exc)}") from exc
     names = [o.name for o in original.graph.output]
@@ -79,8 +87,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     for n in names:
         a, b = got_ref[n], got_opt[n]
         diffs.append(_diff(n, a, b))
-        if labels is not None and accuracy is None and _is_scores(a):
-            accuracy = (float(np.mean(a.argmax(1) == labels)), float(np.mean(b.argmax(1) == labels)))
+        if labels is not None and accuracy is None and is_classifier_output(a):
+            accuracy = (float(np.mean(predictions(a) == labels)), float(np.mean(predictions(b) == labels)))
     samples = len(data) if indices is None else len(indices)
     return CheckResult(samples, data.source, diffs, pruned, accuracy)
 
@@ -99,8 +107,14 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
     return {n: np.concatenate(v) for n, v in got.items()}, {k: tuple(v) for k, v in counts.items()}
 
 
+# onnxruntime puts the C++ source line and function signature before its message.
+_ORT_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) (?=[A-Z])")
+
+
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+    text = _ORT_LOCATION.sub("", (str(exc).strip() or type(exc).__name__).splitlines()[0], count=1)
+    # Long messages keep both ends: the reason is often the last sentence.
+    return text if len(text) <= 300 else f"{text[:140]} ... {text[-155:]}"
 
 
 def _is_scores(a: np.ndarray) -> bool:
@@ -108,9 +122,12 @@ def _is_scores(a: np.ndarray) -> bool:
 
 
 def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
+    if a.dtype.kind == "f" and is_class_index(b) and is_classifier_output(a):
+        a = predictions(a)  # --argmax-only: the scores became the class index
     if a.dtype.kind != "f":
         same = float(np.mean(a == b)) if a.size else 1.0
-        return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same)
+        return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,
+                          index=True)
     err = np.abs(a.astype(np.float64) - b)
     max_abs = float(err.max()) if err.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0

@@ -37,6 +37,20 @@ Examples:
   exprune-onnx inspect model.onnx --k 0.25 --include-first-layer
 """
 
+_EPILOG_VERIFY = """\b
+Checks, one row each (exit code 8 when any fails):
+  structure      every ai.exprune op is known and wired as the compiler emits it,
+                 in place of a supported layer; the rest of the graph is unchanged
+  weights        head + tail + unit order give the original's (BatchNorm-folded) weights
+  exact at -inf  with nothing pruned, outputs equal the original's (within --tolerance)
+  agreement      as shipped, top-1 agreement >= --min-agreement on classifier outputs
+
+\b
+Examples:
+  exprune-onnx verify model.onnx model.exprune.onnx                 # 32 seeded random inputs
+  exprune-onnx verify model.onnx model.exprune.onnx --data test.npz --min-agreement 0.98
+"""
+
 
 def _console(stderr: bool = False) -> Console:
     # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
@@ -47,16 +61,22 @@ def _console(stderr: bool = False) -> Console:
 def _fail(console: Console, exc: BaseException, debug: bool) -> None:
     if debug:
         console.print_exception()
-    # Messages quote shapes and names: print them as plain text, never as rich markup.
+    # Messages quote shapes and names: print them as plain text, never as rich markup, and
+    # on one line: soft_wrap stops rich from breaking long paths at the console width.
     if isinstance(exc, ExPruneError):
-        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False)
+        console.print(Text.assemble(("error:", "bold red"), f" {_one_line(exc)}"), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         console.print(Text("interrupted", "bold red"))
         sys.exit(130)
     console.print(Text.assemble(("internal error:", "bold red"),
-                                f" {type(exc).__name__}: {exc} (run with --debug for the traceback)"), highlight=False)
+                                f" {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)"),
+                  highlight=False, soft_wrap=True)
     sys.exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _guarded(fn):
@@ -77,7 +97,8 @@ def _guarded(fn):
     return wrapper
 
 
-def _options(threshold, config, k, min_units, include_first_layer, unit_order, emit_stats=False) -> Options:
+def _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only=(),
+             emit_stats=False) -> Options:
     if threshold is not None and config is not None:
         raise click.UsageError("give --threshold or --config, not both")
     options = Options(k=parse_k(k), min_units=min_units, include_first_layer=include_first_layer,
@@ -90,6 +111,7 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, e
         load_config(config, options)
     if unit_order is not None:
         options.unit_order = unit_order
+    options.argmax_only = tuple(argmax_only)
     return options
 
 
@@ -98,6 +120,10 @@ def _common(fn):
                       help="Also rewrite layers that read a graph input (raw features; off by default).")(fn)
     fn = click.option("--min-units", type=click.IntRange(min=2), default=DEFAULT_MIN_UNITS, show_default=True,
                       help="Skip layers with fewer input units (channels or features).")(fn)
+    fn = click.option("--argmax-only", "argmax_only", multiple=True, metavar="OUTPUT",
+                      help="Declare that only the arg-max of graph output OUTPUT (logits or probabilities) "
+                           "matters: its head is rewritten and OUTPUT becomes an int64 class index without "
+                           "the class axis. Repeatable.")(fn)
     fn = click.option("--unit-order", type=click.Choice(UNIT_ORDERS),
                       help="Units in the partial sum: the k with the largest weight norms ('weight', the default) "
                            "or the first k as stored ('stored', the paper's choice).")(fn)
@@ -119,7 +145,8 @@ def main(debug: bool) -> None:
     that a partial sum predicts will be non-zero.
 
     Exit codes: 0 ok, 1 internal error, 2 usage, 3 unreadable model, 4 bad config,
-    5 cannot write output, 6 bad check data, 7 onnxruntime failed on the result.
+    5 cannot write output, 6 bad check data, 7 onnxruntime failed on the result,
+    8 verification failed.
     """
 
 
@@ -162,13 +189,14 @@ def main(debug: bool) -> None:
               help="Threshold rule under --calibration: one threshold per output channel, or one per layer "
                    "(the paper's choice).")
 @_guarded
-def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, explain, emit_stats,
-             check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout, report_path,
-             plot_path, rule, alpha, granularity):
+def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
+             emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
+             report_path, plot_path, rule, alpha, granularity):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
-    from .modelio import read_model, same_file, save_model
+    from .bigmodel import model_bytes
+    from .modelio import clobbered_input, read_model, save_model
     from .pipeline import optimize as run_pipeline
 
     console = _console()
@@ -180,13 +208,14 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--rule auto chooses per layer on data: give --calibration")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
-                       include_first_layer, unit_order, emit_stats)
+                       include_first_layer, unit_order, argmax_only, emit_stats)
     if rule != "auto":
         options.rule = rule
     options.alpha = alpha
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
-    if same_file(model, output):
-        raise OutputError(f"{output}: the output would overwrite the input model")
+    clobbered = clobbered_input(model, output)
+    if clobbered:
+        raise OutputError(clobbered)
     original, external = read_model(model)
     outcome = None
     if calibration is not None:
@@ -211,7 +240,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         from .plot import calibration_plot
 
         calibration_plot(outcome, report.layer_rows(result, outcome.counts_holdout or None), plot_path)
-    sizes = (original.ByteSize(), result.model.ByteSize())
+    sizes = (model_bytes(original), model_bytes(result.model))
     if result.changed:
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
         console.print(report.layers_table(result, counts, f"Rewritten layers ({model.name})",
@@ -296,14 +325,14 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @click.argument("model", type=click.Path(path_type=Path))
 @_common
 @_guarded
-def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order):
+def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .modelio import load_model
     from .pipeline import inspect as run_inspect
 
     console = _console()
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
-                       include_first_layer, unit_order)
+                       include_first_layer, unit_order, argmax_only)
     original = load_model(model)
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
@@ -311,6 +340,49 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         console.print(report.rejected_table(result))
     console.print(f"dense FLOPs: {result.dense_flops / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)")
 
+
+
+@main.command(epilog=_EPILOG_VERIFY)
+@click.argument("original", type=click.Path(path_type=Path))
+@click.argument("optimized", type=click.Path(path_type=Path))
+@click.option("--data", "data_path", type=click.Path(path_type=Path),
+              help="Inputs (same layouts as --check-data); default: seeded random inputs.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels') for accuracy.")
+@click.option("--samples", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Random inputs to run on when no --data is given.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="Least top-1 agreement with the original, for classifier outputs.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Largest output difference at threshold -inf, relative to the output's range.")
+@_guarded
+def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance):
+    """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
+    from rich.table import Table
+
+    from .data import load_dataset, random_dataset
+    from .modelio import load_model
+    from .errors import VerificationFailed
+    from .verify import verify as run_verify
+
+    if labels is not None and data_path is None:
+        raise click.UsageError("--labels goes with --data")
+    console = _console()
+    ref, opt = load_model(original), load_model(optimized)
+    data = load_dataset(data_path, ref, labels) if data_path is not None else random_dataset(ref, samples, seed)
+    rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance)
+    table = Table(title=f"Verification of {optimized.name} against {original.name}")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for row in rows:
+        table.add_row(row.check, Text("pass", "green") if row.ok else Text("FAIL", "bold red"), Text(row.detail))
+    console.print(table)
+    failed = [row for row in rows if not row.ok]
+    if failed:
+        raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
+                                 f"{failed[0].check}: {failed[0].detail}")
+    console.print(f"verified: all {len(rows)} checks of {optimized} against {original} passed")
 
 if __name__ == "__main__":
     main()

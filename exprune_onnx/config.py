@@ -99,6 +99,7 @@ class Options:
     rule: str = "threshold"
     alpha: float = DEFAULT_ALPHA
     unit_order: str = "weight"
+    argmax_only: tuple[str, ...] = ()  # graph outputs of which only the arg-max matters
     layers: dict[str, LayerSetting] = field(default_factory=dict)
 
     def setting(self, layer: str) -> LayerSetting:

@@ -35,3 +35,9 @@ class RuntimeCheckError(ExPruneError):
     """The optimised model failed to load or run in onnxruntime."""
 
     exit_code = 7
+
+
+class VerificationFailed(ExPruneError):
+    """`verify`: the optimised model is not what the compiler would have produced from the original."""
+
+    exit_code = 8

@@ -32,8 +32,18 @@ class Score:
     drop: float
 
 
+def is_class_index(a: np.ndarray) -> bool:
+    """An integer class index per sample, [N] or [N, 1] (an arg-max head's output)."""
+    return a.dtype.kind in "iu" and (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
+
+
 def is_classifier_output(a: np.ndarray) -> bool:
-    return a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f"
+    return (a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f") or is_class_index(a)
+
+
+def predictions(a: np.ndarray) -> np.ndarray:
+    """The predicted class per sample: the arg-max of scores, or the index itself."""
+    return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(1)
 
 
 def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> str:
@@ -45,20 +55,20 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> 
     if metric in ("accuracy", "lost") and labels is None:
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
     if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):
-        raise DataError(f"the {metric} metric needs a [samples, classes] output; "
+        raise DataError(f"the {metric} metric needs a [samples, classes] or class-index output; "
                         f"the first output has shape {list(first_output.shape)}")
     return metric
 
 
 def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> Score:
     if metric in ("accuracy", "lost"):
-        right_before = ref.argmax(1) == labels
-        right_after = got.argmax(1) == labels
+        right_before = predictions(ref) == labels
+        right_after = predictions(got) == labels
         before, after = float(np.mean(right_before)), float(np.mean(right_after))
         drop = before - after if metric == "accuracy" else float(np.mean(right_before & ~right_after))
         return Score(metric, before, after, drop)
     if metric == "agreement":
-        agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
+        agree = float(np.mean(predictions(ref) == predictions(got)))
         return Score(metric, 1.0, agree, 1.0 - agree)
     scale = float(np.mean(np.abs(ref)))
     err = float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)

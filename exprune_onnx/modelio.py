@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -38,12 +39,39 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: not an ONNX model (no graph or no opset import)")
+    short = _short_tensor(model.graph)
+    if short:
+        raise ModelLoadError(f"{p}: {short}")
     try:
         # The path form also copes with models over 2 GiB.
         onnx.checker.check_model(str(p))
     except Exception as exc:
         raise ModelLoadError(f"{p}: fails the ONNX checker: {_first_line(exc)}") from exc
     return model, external
+
+
+def _short_tensor(graph: onnx.GraphProto) -> str | None:
+    """The first initializer whose data does not match its dims and type (the checker lets it pass)."""
+    packed = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+              if hasattr(onnx.TensorProto, n)}
+    for t in graph.initializer:
+        if t.data_type in packed:  # two or four values a byte
+            continue
+        try:
+            count = math.prod(t.dims)
+            unit = "bytes"
+            if t.HasField("raw_data"):
+                have, want = len(t.raw_data), count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            else:
+                field = onnx.helper.tensor_dtype_to_field(t.data_type)
+                pair = t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+                have, want, unit = len(getattr(t, field)), count * (2 if pair else 1), "values"
+        except Exception:  # noqa: BLE001 - unknown types are the checker's business
+            continue
+        if have != want:
+            dtype = onnx.TensorProto.DataType.Name(t.data_type)
+            return f"initializer '{t.name}' holds {have} {unit} where {dtype} {list(t.dims)} needs {want}"
+    return None
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
@@ -66,7 +94,8 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"{out}: the directory {parent} does not exist")
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise OutputError(f"{out}: the directory {parent} {problem}")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{out}: the directory {parent} is not writable")
     if out.is_dir():
@@ -91,6 +120,32 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
             os.replace(tmp_model, out)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+
+
+def clobbered_input(model: str | os.PathLike, out: str | os.PathLike) -> str | None:
+    """Why writing ``out`` would overwrite the input model (or its external data), or None."""
+    if same_file(model, out):
+        return f"{out}: the output would overwrite the input model"
+    data = Path(out).with_name(Path(out).name + ".data")
+    if data.exists() and any(same_file(f, data) for f in external_data_files(model)):
+        return f"{out}: its data file {data.name} would overwrite the input model's external data"
+    return None
+
+
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The files a model's initializers keep their data in (none when it is unreadable)."""
+    p = Path(path)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:
+        return []
+    files = []
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in t.external_data if e.key == "location"), None)
+            if location:
+                files.append(p.parent / location)
+    return files
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -129,6 +184,21 @@ def max_runtime_ir_version() -> int:
 def runtime_ir_version(ir_version: int) -> int:
     """Keep the model's IR version unless onnxruntime cannot read it."""
     return min(ir_version, max_runtime_ir_version())
+
+
+def runnable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy stamped with an IR version onnxruntime reads.
+
+    The compiler writes its output with such an IR version; running the original the
+    same way lets the check compare a model exported by a newer onnx than the runtime.
+    """
+    ir_version = runtime_ir_version(model.ir_version)
+    if ir_version == model.ir_version:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.ir_version = ir_version
+    return copy
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,5 +9,6 @@ VERSION = 1
 
 DENSE_RELU = "ExPruneDenseRelu"
 CONV_RELU = "ExPruneConvRelu"
+ARGMAX_HEAD = "ExPruneArgmaxHead"
 
-ALL_OPS = (DENSE_RELU, CONV_RELU)
+ALL_OPS = (DENSE_RELU, CONV_RELU, ARGMAX_HEAD)

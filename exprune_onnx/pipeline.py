@@ -14,16 +14,17 @@ over an optimised model changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import ops
+from . import bigmodel, ops
 from ._version import __version__
 from .accounting import model_flops
-from .canonicalize import constants_to_initializers, fold_batchnorm
+from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
 from .config import Options, choose_k
 from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
@@ -57,10 +58,40 @@ class Result:
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:
         # Shapes only refine the checks; without them fewer groups qualify.
         return model
+    if _has_anonymous_dims(inferred.graph):
+        return _symbolic_shapes(inferred) or inferred
+    return inferred
+
+
+def _has_anonymous_dims(graph: onnx.GraphProto) -> bool:
+    """onnx names a dim it cannot compute 'unk__N' (a Conv's output over a symbolic H, say)."""
+    return any(d.dim_param.startswith("unk__") for v in graph.value_info for d in v.type.tensor_type.shape.dim)
+
+
+def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Shapes from onnxruntime's symbolic shape inference, or None when it cannot finish.
+
+    It does arithmetic on symbolic dims (a padded 3x3 Conv keeps 'H'), so a residual Add
+    over dynamic H and W provably has the output's shape. It needs sympy. Its public
+    ``infer_shapes`` writes a file into the working directory when it gives up, so its
+    steps are run here instead; auto_merge (assume unequal symbols equal) stays off.
+    """
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        ssi = SymbolicShapeInference(2**31 - 1, auto_merge=False, guess_output_rank=False, verbose=0)
+        ssi._preprocess(model)
+        complete = False
+        while ssi.run_:
+            complete = ssi._infer_impl()
+        ssi._update_output_from_vi()
+        return ssi.out_mp_ if complete else None
+    except Exception:
+        return None
 
 
 def _contexts(graph: gs.Graph, options: Options) -> list[Context]:
@@ -102,13 +133,31 @@ def find_candidates(graph: gs.Graph, options: Options):
 
 
 def _analyse(model: onnx.ModelProto, options: Options):
-    graph = gs.import_onnx(infer_shapes(model))
+    outputs = {o.name for o in model.graph.output}
+    missing = [name for name in options.argmax_only if name not in outputs]
+    if missing:
+        raise ConfigError(f"--argmax-only names {', '.join(missing)}, which the model does not output "
+                          f"(its outputs: {', '.join(sorted(outputs))})")
+    graph = bigmodel.import_graph(dense_initializers(model), infer_shapes)
     folded_c = constants_to_initializers(graph)
     folded_bn = fold_batchnorm(graph)
     accepted, rejected = find_candidates(graph, options)
     return graph, accepted, rejected, folded_c, folded_bn
 
 
+def _quiet(fn):
+    """Keep onnx-graphsurgeon's warnings (e.g. on bfloat16 weights, which are left alone
+    anyway) off the user's stdout; its errors still show."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with gs.logger.G_LOGGER.suppress(gs.logger.G_LOGGER.ERROR):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet
 def inspect(model: onnx.ModelProto, options: Options) -> Result:
     """What ``optimize`` would do, without doing it."""
     graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options)
@@ -121,6 +170,7 @@ def inspect(model: onnx.ModelProto, options: Options) -> Result:
     return Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
 
 
+@_quiet
 def optimize(model: onnx.ModelProto, options: Options) -> Result:
     graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options)
     total, unknown = model_flops(graph)
@@ -141,7 +191,7 @@ def optimize(model: onnx.ModelProto, options: Options) -> Result:
 
 
 def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
-    out = gs.export_onnx(graph, do_type_check=False)
+    out = bigmodel.export(graph, do_type_check=False)
     out.ir_version = runtime_ir_version(original.ir_version)
     for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(out, key, getattr(original, key))

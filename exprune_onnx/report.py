@@ -136,10 +136,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:
         for d in check.outputs:
-            text = f"max abs diff {d.max_abs:.3g} (relative to output range {d.max_rel:.3g})"
-            if d.top1_agreement is not None:
-                text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"
-            t.add_row(f"check '{d.name}'", text)
+            t.add_row(f"check '{d.name}'", output_text(d))
         if check.accuracy is not None:
             a, b = check.accuracy
             t.add_row("accuracy", f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)")
@@ -215,6 +212,15 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
     })
 
 
+def output_text(d) -> str:
+    if d.index:
+        return f"same value on {100 * d.top1_agreement:.2f}% of samples"
+    text = f"max abs diff {d.max_abs:.3g} (relative to output range {d.max_rel:.3g})"
+    if d.top1_agreement is not None:
+        text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"
+    return text
+
+
 def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machine: str) -> Table:
     t = Table(title=f"Evaluation on {check.samples} samples of '{check.source}'", title_justify="left",
               show_header=False)
@@ -224,10 +230,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machi
         a, b = check.accuracy
         t.add_row("accuracy", f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)")
     for d in check.outputs:
-        text = f"max abs diff {d.max_abs:.3g} (relative to output range {d.max_rel:.3g})"
-        if d.top1_agreement is not None:
-            text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"
-        t.add_row(f"output '{d.name}'", text)
+        t.add_row(f"output '{d.name}'", output_text(d))
     share = f" ({100 * saved / dense:.1f}% saved)" if dense else ""
     t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
               f"executed{share}, counted by the ops")

@@ -13,7 +13,8 @@
 4. Refine layer by layer, biggest layers first: raise one layer's share a rung while
    the budget still holds. When not even the gentlest common share fits, admit layers
    one at a time instead. With the Certified rule allowed, try it per layer last: it
-   loses nothing, so it stays wherever it saves more.
+   loses nothing, so it stays wherever it saves more. Arg-max heads come last: their
+   share is of answers changed, so they climb their own ladder on what is left.
 5. Run the final model on the held-out part. If it is over budget there, back off:
    every layer's share one rung down (the gentlest rung leaves the layer alone) until
    both parts are within budget. The report says how many rungs it backed off, since
@@ -35,13 +36,15 @@ import onnx
 
 from .accounting import decision_flops, dense_flops
 from .calibrate import LayerStats, collect
-from .check import run_counting, with_stats
+from .check import _first_line, run_counting, with_stats
 from .config import LayerSetting, Options
 from .data import Dataset
-from .errors import DataError
+from .errors import DataError, RuntimeCheckError
 from .measure import flops_saved
 from .metrics import Score, choose, score
+from .modelio import runnable
 from .pipeline import Result, optimize
+from .rules.argmax_head import NAME as ARGMAX_HEAD
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
 CHOICES = ("threshold", "statstest", "certified", "auto")
@@ -84,7 +87,10 @@ class Runner:
         import onnxruntime as ort
 
         self.data, self.indices, self.batch = data, indices, batch
-        session = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise RuntimeCheckError(f"onnxruntime cannot run the original model ({_first_line(exc)})") from exc
         self.output = original.graph.output[0].name
         self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices))[0][self.output]
         self.labels = data.labels_of(indices)
@@ -122,7 +128,7 @@ class Planner:
         for (rule, k), s in self.stats[layer].items():
             if rule not in self.rules:
                 continue
-            per_output = rule == "threshold" and self.per_output and s.outputs == c.outputs
+            per_output = rule == "threshold" and self.per_output and isinstance(s, LayerStats) and s.outputs == c.outputs
             param = s.thresholds_for(share) if per_output else s.threshold_for(share)
             kept = 1.0 - s.prune_rate(param)
             cost = 2 * k * c.taps + decision_flops(rule, k, c.n, c.taps, c.outputs) + kept * 2 * (c.n - k) * c.taps
@@ -225,9 +231,12 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             f"{'' if t.feasible else ' (over budget)'}")
         return t
 
-    layers = list(stats)
+    # Heads (arg-max) measure their share in answers changed, not in output mass, so
+    # they are left out of the common ladder and get what the budget leaves at the end.
+    heads = [l for l in stats if candidates[l].rule == ARGMAX_HEAD]
+    layers = [l for l in stats if l not in heads]
     order = sorted(layers, key=lambda l: -layer_flops.get(l, 0))
-    best = Trial({l: None for l in layers}, 0.0, 0.0, True)
+    best = Trial({l: None for l in stats}, 0.0, 0.0, True)
     if planner.rules:
         best = _ladder(trial, layers, best)
         if all(share is None for share in best.shares.values()):
@@ -246,6 +255,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                 best = t
     if rule in ("certified", "auto"):
         best = _try_certified(trial, order, best)
+    if planner.rules:
+        for head in heads:
+            best = _ladder(trial, [head], best)
     hold_runner = Runner(original, data, hold_idx, batch) if len(hold_idx) else None
     shares, backoffs = best.shares, 0
     while True:
@@ -283,9 +295,10 @@ def step_down(shares: dict[str, float | str | None]) -> dict[str, float | str | 
 
 
 def _ladder(trial, layers: list[str], best: Trial) -> Trial:
+    """The highest common share of ``layers`` that saves the most within budget, others as in ``best``."""
     misses = 0
     for share in LADDER:
-        t = trial({l: share for l in layers})
+        t = trial({**best.shares, **{l: share for l in layers}})
         if t.feasible and t.saved > best.saved:
             best, misses = t, 0
         elif not t.feasible:

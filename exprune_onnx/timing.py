@@ -30,6 +30,7 @@ class Latency:
 def _session(model: onnx.ModelProto, threads: int, custom: bool):
     import onnxruntime as ort
 
+    from .modelio import runnable
     from .runtime import session_options
 
     opts = ort.SessionOptions()
@@ -37,7 +38,7 @@ def _session(model: onnx.ModelProto, threads: int, custom: bool):
     opts.inter_op_num_threads = 1
     if custom:
         session_options(opts)
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(runnable(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _quartiles(samples: list[float]) -> tuple[float, float, float]:

@@ -145,7 +145,12 @@ def single_op_model(op, arrays, attrs, *, name, stats=False, min_inputs=0) -> on
     node = helper.make_node(op, node_inputs, outputs, name=name, domain=exprune_onnx.DOMAIN, **attrs)
     graph_inputs = [helper.make_tensor_value_info(n, _OP_TYPES[arrays[n].dtype], list(arrays[n].shape))
                     for n in present]
-    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * arrays["partial"].ndim)]
+    rank = arrays["partial"].ndim
+    if op == exprune_onnx.ops.ARGMAX_HEAD:  # the class index: the class axis dropped unless keepdims
+        y = helper.make_tensor_value_info("y", TensorProto.INT64, [None] * (rank - 1 + attrs.get("keepdims", 0)))
+    else:
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * rank)
+    graph_outputs = [y]
     if stats:
         graph_outputs.append(helper.make_tensor_value_info("stats", TensorProto.INT64, [2]))
     graph = helper.make_graph([node], "single_op", graph_inputs, graph_outputs)

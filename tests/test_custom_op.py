@@ -420,7 +420,8 @@ def test_domain_header_matches_python():
     assert int(value("kDomainVersion")) == ops.VERSION
     assert value("kDenseReluOp") == ops.DENSE_RELU
     assert value("kConvReluOp") == ops.CONV_RELU
-    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU}
+    assert value("kArgmaxHeadOp") == ops.ARGMAX_HEAD
+    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU, ops.ARGMAX_HEAD}
 
 
 def test_model_checks_as_onnx():

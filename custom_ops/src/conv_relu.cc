@@ -540,7 +540,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
 }  // namespace
 
 ConvReluKernel::ConvReluKernel(const OrtKernelInfo* info, std::string label)
-    : label_(std::move(label)), attrs_(ReadPruneAttrs(info)) {
+    : PruneKernel(info, std::move(label)) {
   ReadAttr(info, "auto_pad", &auto_pad_);
   if (auto_pad_ != "NOTSET" && auto_pad_ != "SAME_UPPER" && auto_pad_ != "SAME_LOWER" && auto_pad_ != "VALID") {
     throw OpError("attribute auto_pad = '" + auto_pad_ +

@@ -31,19 +31,14 @@ struct LineAligned {
 };
 using AlignedFloats = std::vector<float, LineAligned<float>>;
 
-class ConvReluKernel {
+class ConvReluKernel : public PruneKernel<ConvReluKernel> {
  public:
   ConvReluKernel(const OrtKernelInfo* info, std::string label);
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
-    return Guarded(label_, [&] { Compute(context); });
-  }
+  void Compute(OrtKernelContext* context) const;
 
  private:
-  void Compute(OrtKernelContext* context) const;
   void PackConstantWeights(const OrtKernelInfo* info) noexcept;
 
-  std::string label_;
-  PruneAttrs attrs_;
   std::string auto_pad_ = "NOTSET";
   // As given on the node; empty when absent. Lengths are checked against the
   // input's spatial rank at run time.

@@ -21,7 +21,7 @@ constexpr int64_t kTaskWork = 32768;
 }  // namespace
 
 DenseReluKernel::DenseReluKernel(const OrtKernelInfo* info, std::string label)
-    : label_(std::move(label)), attrs_(ReadPruneAttrs(info)) {}
+    : PruneKernel(info, std::move(label)) {}
 
 void DenseReluKernel::Compute(OrtKernelContext* context) const {
   Ort::KernelContext ctx(context);

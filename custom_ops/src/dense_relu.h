@@ -10,18 +10,10 @@
 
 namespace exprune {
 
-class DenseReluKernel {
+class DenseReluKernel : public PruneKernel<DenseReluKernel> {
  public:
   DenseReluKernel(const OrtKernelInfo* info, std::string label);
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
-    return Guarded(label_, [&] { Compute(context); });
-  }
-
- private:
   void Compute(OrtKernelContext* context) const;
-
-  std::string label_;
-  PruneAttrs attrs_;
 };
 
 struct DenseReluOp : PruneOp<DenseReluOp, DenseReluKernel> {

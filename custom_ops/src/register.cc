@@ -2,6 +2,7 @@
 // SessionOptions.register_custom_ops_library() for every session options object.
 #include <string>
 
+#include "argmax_head.h"
 #include "conv_relu.h"
 #include "dense_relu.h"
 #include "domain.h"
@@ -11,6 +12,7 @@ namespace {
 // Stateless descriptions of the ops; they live as long as the library.
 const exprune::DenseReluOp kDense;
 const exprune::ConvReluOp kConv;
+const exprune::ArgmaxHeadOp kHead;
 
 }  // namespace
 
@@ -36,6 +38,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   if (OrtStatus* status = api->CreateCustomOpDomain(exprune::kDomain, &domain)) return status;
   OrtStatus* status = api->CustomOpDomain_Add(domain, &kDense);
   if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kConv);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kHead);
   if (status == nullptr) status = api->AddCustomOpDomain(options, domain);
   if (status != nullptr) {
     api->ReleaseCustomOpDomain(domain);

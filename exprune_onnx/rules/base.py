@@ -62,6 +62,8 @@ class Candidate:
     clip_max: float
     conv_attrs: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # found while matching
+    head_keepdims: bool | None = None  # arg-max heads: whether the index keeps the class axis
+    head_logits_shape: list | None = None  # arg-max heads: the logits' shape ([*, classes])
 
     @property
     def n(self) -> int:

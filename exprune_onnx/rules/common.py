@@ -62,6 +62,9 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return f"the input '{c.x.name}' is {np.dtype(c.x.dtype)}, only float32 layers are rewritten"
     if c.bias is None:
         return f"the bias of {describe(c.reduction)} is not a constant"
+    conflict = _shape_conflict(c)
+    if conflict:
+        return conflict
     setting = opts.setting(c.layer)
     if setting.skip:
         return "skipped by the config file"
@@ -76,7 +79,24 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return f"the config gives {len(setting.thresholds)} thresholds for {c.outputs} output channels"
     if setting.rule == "certified" and not is_nonnegative(c.x):
         return f"the certified rule needs a non-negative input, and '{c.x.name}' is not known to be one"
+    if setting.rule == "certified" and np.isnan(c.weight).any():
+        # Its bound sums the positive tail weights; the op refuses a NaN sum.
+        return "the certified rule needs weights without NaN"
     return None
+
+
+def _shape_conflict(c: Candidate) -> str | None:
+    """A declared input shape (value_info) that cannot be the layer's: rewriting on it would fail."""
+    shape = c.x.shape
+    if shape is None:
+        return None
+    if c.kind == "conv":
+        rank_ok, unit_axis = len(shape) == c.weight.ndim, 1
+    else:
+        rank_ok, unit_axis = len(shape) >= 2, (0 if c.reduction.attrs.get("transA", 0) else -1)
+    if rank_ok and not (isinstance(shape[unit_axis], int) and shape[unit_axis] != c.n):
+        return None
+    return f"the input '{c.x.name}' is declared with shape {list(shape)}, which does not fit {c.n} input units"
 
 
 # Ops whose output is >= 0 when their data inputs are (or always, for the first group).
@@ -156,7 +176,9 @@ def _const(ctx: Context, base: str, value: np.ndarray) -> gs.Constant:
 
 def _product(c: Candidate, ctx: Context, head: gs.Tensor, w_head: np.ndarray, name: str) -> gs.Variable:
     """The ordinary op over the first k units: Conv with the layer's attributes, or MatMul."""
-    result = gs.Variable(unique_name(name, ctx.names), dtype=np.float32, shape=c.output.shape)
+    # A head's output is the class index; its partial product has the logits' shape.
+    shape = c.output.shape if c.head_keepdims is None else c.head_logits_shape
+    result = gs.Variable(unique_name(name, ctx.names), dtype=np.float32, shape=shape)
     if c.kind == "conv":
         attrs = {a: v for a, v in c.conv_attrs.items() if a != "group"}
         node = gs.Node("Conv", name=unique_name(name + "_conv", ctx.names), attrs=attrs,
@@ -174,8 +196,9 @@ def _squared(x: gs.Tensor, ctx: Context, base: str) -> gs.Variable:
     return sq
 
 
-def emit(c: Candidate, ctx: Context) -> Rewritten:
-    """Replace the group by partial compute plus the early-exit op."""
+def emit(c: Candidate, ctx: Context, op_type: str | None = None, extra_attrs: dict | None = None) -> Rewritten:
+    """Replace the group by partial compute plus the early-exit op (the ReLU op of its kind,
+    or ``op_type`` with ``extra_attrs`` for the arg-max head, whose output is an int64 index)."""
     setting = ctx.options.setting(c.layer)
     k = choose_k(setting.k, c.n)
     base = c.layer.replace(":", "_").strip("/") or "layer"
@@ -188,12 +211,15 @@ def emit(c: Candidate, ctx: Context) -> Rewritten:
     if c.kind == "conv":
         weight = c.weight[:, perm]
         w_head, w_tail = weight[:, :k], weight[:, k:]
-        op_type, op_attrs = ops.CONV_RELU, _conv_op_attrs(c)
+        op_type_default, op_attrs = ops.CONV_RELU, _conv_op_attrs(c)
     else:
         weight = c.weight[perm, :]
         w_head, w_tail = weight[:k, :], weight[k:, :].T
-        op_type, op_attrs = ops.DENSE_RELU, {}
-    op_attrs.update(k=k, threshold=float(setting.threshold), clip_max=float(c.clip_max))
+        op_type_default, op_attrs = ops.DENSE_RELU, {}
+    op_type = op_type or op_type_default
+    op_attrs.update(k=k, threshold=float(setting.threshold), **(extra_attrs or {}))
+    if op_type != ops.ARGMAX_HEAD:
+        op_attrs["clip_max"] = float(c.clip_max)
     if setting.rule == "threshold" and setting.thresholds is not None:
         op_attrs["thresholds"] = [float(t) for t in setting.thresholds]
     inputs = [_product(c, ctx, head, w_head, base + "_partial"), x, _const(ctx, base + "_w_tail", w_tail),
@@ -210,7 +236,7 @@ def emit(c: Candidate, ctx: Context) -> Rewritten:
         inputs.pop()
     for node in [c.reduction, *c.chain]:
         node.outputs.clear()
-    c.output.dtype = np.float32
+    c.output.dtype = np.int64 if op_type == ops.ARGMAX_HEAD else np.float32
     outputs = [c.output]
     stats = None
     # Only the outermost graph can expose the counters as graph outputs.

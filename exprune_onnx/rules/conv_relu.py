@@ -31,12 +31,18 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
     w = const_value(node.inputs[1], ctx.opset)
     if w is None:
         return NoMatch(NAME, layer, node.op, f"the weight '{node.inputs[1].name}' is not a constant")
+    if w.ndim < 3:
+        return NoMatch(NAME, layer, node.op, f"the weight '{node.inputs[1].name}' has shape {list(w.shape)}, "
+                                             "not [outputs, inputs, *kernel]")
     found = chain.follow(node.outputs[0], ctx, int(w.shape[0]), 1, w.ndim)
     if isinstance(found, str):
         return NoMatch(NAME, layer, node.op, found)
     bias = found.bias
     if len(node.inputs) > 2 and node.inputs[2].name:
         b = const_value(node.inputs[2], ctx.opset)
+        if b is not None and b.size != found.scale.size:
+            return NoMatch(NAME, layer, node.op, f"the bias '{node.inputs[2].name}' has {b.size} values "
+                                                 f"for {found.scale.size} outputs")
         bias = None if b is None else bias + found.scale * b.astype(np.float64).reshape(-1)
     if not np.all(found.scale == 1):
         w = (w * found.scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)

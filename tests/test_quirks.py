@@ -1,0 +1,541 @@
+"""Real exporter quirks (issue 7, item 1): each test builds the pattern it names, small.
+
+Covered elsewhere and not repeated here: weights in Constant nodes, If and Loop
+bodies, a Relu output that is a graph output or feeds several consumers, BN folding
+next to a shared weight, IR lowering through the API (test_canonicalize.py); MatMul +
+Add, Gemm with transB, Linear on 3-D input, ReLU6 as Clip with inputs or attributes
+(test_dense_relu.py, test_conv_relu.py); external data round trip, unknown ops
+(test_cli.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_exprune, run_plain, vi
+from onnx import TensorProto, helper, numpy_helper
+
+import exprune_onnx
+from exprune_onnx import optimize_model
+from exprune_onnx.cli import main
+from exprune_onnx.modelio import max_runtime_ir_version
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def rewritten(res) -> list[str]:
+    return sorted(r.candidate.layer for r in res.rewritten)
+
+
+def reasons(res) -> dict[str, str]:
+    return {r.layer: r.reason for r in res.rejected}
+
+
+# ------------------------------------------------------------------ Scan bodies
+
+
+def test_scan_body_rewritten_with_outer_scope_weight_and_residual():
+    """Per step: Relu(x_t) @ W + B + r -> Relu. W is an outer Constant node, r an outer
+    non-constant value (the residual); both must reach the rewritten op inside the body."""
+    rng = np.random.default_rng(1)
+    body = helper.make_graph(
+        [helper.make_node("Relu", ["x_t"], ["xr"]),
+         helper.make_node("MatMul", ["xr", "W"], ["m"], name="body_mm"),
+         helper.make_node("Add", ["m", "B"], ["a"]),
+         helper.make_node("Add", ["a", "r"], ["s"]),
+         helper.make_node("Relu", ["s"], ["y_t"]),
+         helper.make_node("Add", ["acc_in", "y_t"], ["acc_out"])],
+        "body", [vi("acc_in", ["N", 40]), vi("x_t", ["N", 48])], [vi("acc_out", ["N", 40]), vi("y_t", ["N", 40])])
+    w = (rng.normal(size=(48, 40)) / 7).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(w)),
+             helper.make_node("Relu", ["side"], ["r"]),
+             helper.make_node("Scan", ["acc0", "seq"], ["acc", "ys"], body=body, num_scan_inputs=1,
+                              scan_input_axes=[1], scan_output_axes=[1])]
+    model = make_model(nodes, [vi("acc0", ["N", 40]), vi("seq", ["N", 5, 48]), vi("side", ["N", 40])],
+                       [vi("acc", ["N", 40]), vi("ys", ["N", 5, 40])],
+                       [init("B", rng.normal(size=40).astype(np.float32))])
+    res = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(res) == ["body_mm"] and not res.rejected
+    onnx.checker.check_model(res.model)
+    scan = next(n for n in res.model.graph.node if n.op_type == "Scan")
+    inner = helper.get_attribute_value(next(a for a in scan.attribute if a.name == "body"))
+    op = next(n for n in inner.node if n.domain == exprune_onnx.DOMAIN)
+    assert op.input[4] == "r", "the residual is the outer-scope value"
+
+    def feeds(g):
+        return {"acc0": g.normal(size=(2, 40)).astype(np.float32), "seq": g.normal(size=(2, 5, 48)).astype(np.float32),
+                "side": g.normal(size=(2, 40)).astype(np.float32)}
+
+    assert_equivalent(model, res.model, feeds, draws=2)
+
+
+# ------------------------------------------------------------------ NHWC (tf2onnx)
+
+
+def _nhwc_model(rng):
+    """tf2onnx after its optimiser: Transpose(0,3,1,2) -> Conv -> Relu -> Transpose(0,2,3,1)
+    per layer; the first layer reads the NHWC image."""
+    nodes = []
+    t = "inp"
+    for i, (c_in, c_out) in enumerate([(3, 32), (32, 40)]):
+        nodes += [helper.make_node("Transpose", [t], [f"nchw{i}"], perm=[0, 3, 1, 2]),
+                  helper.make_node("Conv", [f"nchw{i}", f"W{i}", f"B{i}"], [f"c{i}"], name=f"conv{i}",
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+                  helper.make_node("Transpose", [f"r{i}"], [f"nhwc{i}"], perm=[0, 2, 3, 1])]
+        t = f"nhwc{i}"
+    inits = []
+    for i, (c_in, c_out) in enumerate([(3, 32), (32, 40)]):
+        inits += [init(f"W{i}", (rng.normal(size=(c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)),
+                  init(f"B{i}", rng.normal(size=c_out).astype(np.float32) * 0.1)]
+    return make_model(nodes, [vi("inp", ["N", 8, 8, 3])], [vi("nhwc1", None)], inits)
+
+
+def test_nhwc_transposes_around_conv():
+    model = _nhwc_model(np.random.default_rng(2))
+    feeds = lambda g: {"inp": g.normal(size=(2, 8, 8, 3)).astype(np.float32)}  # noqa: E731
+    res = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(res) == ["conv1"]
+    # The first conv sees the image through a Transpose: still a graph input.
+    assert "graph input" in reasons(res)["conv0"]
+    assert node_types(res.model)[-5:] == ["Gather", "Slice", "Conv", "ExPruneConvRelu", "Transpose"]
+    assert_equivalent(model, res.model, feeds, draws=2)
+    both = optimize_model(model, threshold=NEG_INF, include_first_layer=True, min_units=3)
+    assert rewritten(both) == ["conv0", "conv1"]
+    assert_equivalent(model, both.model, feeds, draws=2)
+
+
+def test_nhwc_bias_after_transpose_is_left_alone_with_a_reason():
+    """tf2onnx without its optimiser: Conv -> Transpose -> Add(bias, NHWC) -> Relu. The
+    Transpose breaks the pattern; the layer must be left alone, not half rewritten."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["h"], perm=[0, 2, 3, 1]),
+             helper.make_node("Add", ["h", "B"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    model = make_model(nodes, [vi("inp", ["N", 6, 6, 32])], [vi("y", None)],
+                       [init("W", (rng.normal(size=(40, 32, 3, 3)) * 0.1).astype(np.float32)),
+                        init("B", rng.normal(size=40).astype(np.float32))])
+    before = model.SerializeToString()
+    res = optimize_model(model, threshold=0.0)
+    assert not res.changed and res.model.SerializeToString() == before
+    assert "Transpose" in reasons(res)["conv"]
+
+
+# ------------------------------------------------------------------ shared weights
+
+
+def test_conv_weight_shared_by_three_layers():
+    """One initializer feeds conv a (-> Relu), conv b (-> BN -> Relu) and conv c (->
+    Sigmoid). a and b are rewritten with their own copies; c still reads the original."""
+    rng = np.random.default_rng(4)
+    w = (rng.normal(size=(40, 32, 3, 3)) * 0.1).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("Conv", ["x", "W", "B"], ["ca"], name="a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["ca"], ["ya"]),
+             helper.make_node("Conv", ["x", "W", "B"], ["cb"], name="b", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["cb", "s", "t", "m", "v"], ["nb"]),
+             helper.make_node("Relu", ["nb"], ["yb"]),
+             helper.make_node("Conv", ["x", "W", "B"], ["cc"], name="c", pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["cc"], ["yc"])]
+    inits = [init("W", w), init("B", rng.normal(size=40).astype(np.float32)),
+             init("s", rng.uniform(0.5, 1.5, 40).astype(np.float32)), init("t", rng.normal(size=40).astype(np.float32)),
+             init("m", rng.normal(size=40).astype(np.float32)), init("v", rng.uniform(0.5, 1.5, 40).astype(np.float32))]
+    model = make_model(nodes, [vi("inp", ["N", 32, 5, 5])], [vi("ya", None), vi("yb", None), vi("yc", None)], inits)
+    before = model.SerializeToString()
+    res = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(res) == ["a", "b"]
+    assert model.SerializeToString() == before
+    kept = {t.name: numpy_helper.to_array(t) for t in res.model.graph.initializer}
+    conv_c = next(n for n in res.model.graph.node if n.name == "c")
+    np.testing.assert_array_equal(kept[conv_c.input[1]], w)
+    assert_equivalent(model, res.model, lambda g: {"inp": g.normal(size=(2, 32, 5, 5)).astype(np.float32)})
+
+
+def test_tied_dense_weight_used_in_both_orientations():
+    """A square weight read by MatMul(x, W) and by Gemm(z, W, transB=1) (tied weights):
+    both layers rewritten, each with its own orientation."""
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(48, 48)) / 7).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["p"], ["x"]), helper.make_node("Relu", ["q"], ["z"]),
+             helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "B"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y1"]),
+             helper.make_node("Gemm", ["z", "W", "B"], ["g"], name="gemm", transB=1),
+             helper.make_node("Relu", ["g"], ["y2"])]
+    model = make_model(nodes, [vi("p", ["N", 48]), vi("q", ["N", 48])], [vi("y1", None), vi("y2", None)],
+                       [init("W", w), init("B", rng.normal(size=48).astype(np.float32))])
+    before = model.SerializeToString()
+    res = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(res) == ["gemm", "mm"]
+    assert model.SerializeToString() == before
+    assert_equivalent(model, res.model, lambda g: {"p": g.normal(size=(3, 48)).astype(np.float32),
+                                                   "q": g.normal(size=(3, 48)).astype(np.float32)})
+
+
+# ------------------------------------------------------------------ every opset
+
+
+def sweep_model(opset: int, ir_version: int | None = None) -> onnx.ModelProto:
+    """inp -> Relu -> Conv -> BN -> ReLU6 -> GlobalAveragePool -> Flatten -> Gemm(transB) -> Relu -> Gemm.
+
+    ReLU6 is Clip with attributes before opset 11 and with Constant-node bounds after
+    (PyTorch's export). IR 3 (opsets 7, 8) lists initializers as graph inputs too.
+    """
+    r = np.random.default_rng(6)
+    inits = [init("W", (r.normal(size=(40, 32, 3, 3)) * 0.1).astype(np.float32)),
+             init("B", r.normal(size=40).astype(np.float32)),
+             init("s", r.uniform(0.5, 1.5, 40).astype(np.float32)), init("b", r.normal(size=40).astype(np.float32)),
+             init("m", r.normal(size=40).astype(np.float32)), init("v", r.uniform(0.5, 1.5, 40).astype(np.float32)),
+             init("G1", (r.normal(size=(48, 40)) / 6).astype(np.float32)),
+             init("C1", r.normal(size=48).astype(np.float32)),
+             init("G2", (r.normal(size=(48, 10)) / 7).astype(np.float32)),
+             init("C2", r.normal(size=10).astype(np.float32))]
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"])]
+    if opset < 11:
+        nodes.append(helper.make_node("Clip", ["n"], ["a"], min=0.0, max=6.0))
+    else:
+        nodes += [helper.make_node("Constant", [], ["lo"], value=numpy_helper.from_array(np.array(0, np.float32))),
+                  helper.make_node("Constant", [], ["hi"], value=numpy_helper.from_array(np.array(6, np.float32))),
+                  helper.make_node("Clip", ["n", "lo", "hi"], ["a"])]
+    nodes += [helper.make_node("GlobalAveragePool", ["a"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "G1", "C1"], ["g1"], name="fc1", transB=1),
+              helper.make_node("Relu", ["g1"], ["h"]),
+              helper.make_node("Gemm", ["h", "G2", "C2"], ["y"], name="fc2")]
+    inputs = [vi("inp", ["N", 32, 6, 6])]
+    imports = [helper.make_opsetid("", opset)]
+    ir_version = ir_version or helper.find_min_ir_version_for(imports)
+    if ir_version < 4:
+        inputs += [vi(t.name, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "sweep", inputs, [vi("y", ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=imports, ir_version=ir_version)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _sweep_feeds(g):
+    return {"inp": g.normal(size=(2, 32, 6, 6)).astype(np.float32)}
+
+
+def _runtime_refuses(model: onnx.ModelProto) -> str | None:
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return None
+    except Exception as exc:  # noqa: BLE001 - any refusal is the answer
+        return str(exc)
+
+
+@pytest.mark.parametrize("opset", range(7, onnx.defs.onnx_opset_version() + 1))
+def test_every_opset(opset, tmp_path):
+    """Opsets 9 to the newest onnx knows: rewritten and exact at -inf where onnxruntime runs
+    the opset; older ones left alone with the reason; newer than onnxruntime runs: a clear
+    onnxruntime message from the check, and --no-check still writes a valid model."""
+    model = sweep_model(opset)
+    res = optimize_model(model, threshold=NEG_INF)
+    if opset < 9:
+        assert not res.changed
+        assert all(f"opset {opset} is older" in reasons(res)[layer] for layer in ("conv", "fc1"))
+        return
+    assert rewritten(res) == ["conv", "fc1"], reasons(res)
+    onnx.checker.check_model(res.model)
+    assert [(o.domain, o.version) for o in res.model.opset_import if o.domain in ("", "ai.onnx")] == [("", opset)]
+    refused = _runtime_refuses(model)
+    if refused is None:
+        assert_equivalent(model, res.model, _sweep_feeds, draws=2)
+        return
+    # onnxruntime does not run this opset yet: the CLI says so and names the way out.
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    r = invoke("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "-inf")
+    assert r.exit_code == 7, r.output
+    assert "onnxruntime cannot run the original model" in r.stderr and "--no-check" in r.stderr
+    assert "opset" in r.stderr.lower(), "onnxruntime's own reason survives the one-line cut"
+    assert not (tmp_path / "o.onnx").exists()
+    r = invoke("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "-inf", "--no-check")
+    assert r.exit_code == 0, r.output
+    onnx.checker.check_model(onnx.load(tmp_path / "o.onnx"))
+
+
+# ------------------------------------------------------------------ IR newer than onnxruntime
+
+
+def test_ir_version_newer_than_onnxruntime_through_the_cli(tmp_path):
+    """A model stamped with the newest IR onnx writes, which onnxruntime may not read yet:
+    check, evaluate and calibration all run, and the output carries an IR that loads."""
+    newest, readable = onnx.IR_VERSION, max_runtime_ir_version()
+    if newest <= readable:
+        pytest.skip(f"onnxruntime {ort.__version__} reads IR {newest}, the newest onnx writes")
+    model = sweep_model(17, ir_version=newest)
+    assert _runtime_refuses(model) is not None
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, path)
+    r = invoke("optimize", path, "-o", out, "--threshold", "-inf")
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement 100.00%" in r.output
+    written = onnx.load(out)
+    assert written.ir_version == readable
+    model.ir_version = readable
+    feeds = _sweep_feeds(np.random.default_rng(0))
+    np.testing.assert_allclose(run_exprune(written, feeds)[0], run_plain(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+    data = tmp_path / "d.npz"
+    np.savez(data, inp=np.random.default_rng(1).normal(size=(64, 32, 6, 6)).astype(np.float32))
+    r = invoke("evaluate", path, out, "--data", data, "--runs", "2")
+    assert r.exit_code == 0, r.output
+    r = invoke("optimize", path, "-o", tmp_path / "c.onnx", "--calibration", data, "--metric", "agreement",
+               "--max-drop", "0.05")
+    assert r.exit_code == 0, r.output
+    assert onnx.load(tmp_path / "c.onnx").ir_version <= readable
+
+
+# ------------------------------------------------------------------ dynamic shapes
+
+
+def _dynamic_model(residual: bool) -> onnx.ModelProto:
+    """[N, 3, H, W] -> conv0 (image) -> Relu -> conv1 (strided, SAME_UPPER) | padded conv1 + skip
+    -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> Relu, with N, H and W symbolic."""
+    r = np.random.default_rng(7)
+    inits = [init("W0", (r.normal(size=(32, 3, 3, 3)) * 0.3).astype(np.float32)),
+             init("B0", r.normal(size=32).astype(np.float32)),
+             init("W1", (r.normal(size=(32, 32, 3, 3)) * 0.1).astype(np.float32)),
+             init("B1", r.normal(size=32).astype(np.float32)),
+             init("G", (r.normal(size=(48, 32)) / 6).astype(np.float32)),
+             init("C", r.normal(size=48).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["inp", "W0", "B0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["x"])]
+    if residual:
+        nodes += [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+                  helper.make_node("Add", ["c1", "x"], ["s"], name="skip"),
+                  helper.make_node("Relu", ["s"], ["a"])]
+    else:
+        nodes += [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", strides=[2, 2],
+                                   auto_pad="SAME_UPPER"),
+                  helper.make_node("Relu", ["c1"], ["a"])]
+    nodes += [helper.make_node("GlobalAveragePool", ["a"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "G", "C"], ["g"], name="fc", transB=1),
+              helper.make_node("Relu", ["g"], ["y"])]
+    return make_model(nodes, [vi("inp", ["N", 3, "H", "W"])], [vi("y", ["N", 48])], inits)
+
+
+SHAPES = [(1, 3, 5, 7), (3, 3, 12, 9), (2, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["strided", "residual"])
+def test_dynamic_batch_and_spatial_dims(residual):
+    if residual:
+        # Proving the skip's shape equal over symbolic H, W takes onnxruntime's symbolic
+        # shape inference, which needs sympy (not an onnxruntime dependency).
+        pytest.importorskip("sympy", reason="symbolic H, W residuals are proved with sympy")
+    model = _dynamic_model(residual)
+    res = optimize_model(model, threshold=NEG_INF, min_units=32)
+    assert rewritten(res) == ["conv1", "fc"], reasons(res)
+    for shape in SHAPES:
+        assert_equivalent(model, res.model, lambda g: {"inp": g.normal(size=shape).astype(np.float32)}, draws=1)
+    # The optimised model keeps the symbolic dims it was given.
+    dims = [d.dim_param or d.dim_value for d in res.model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 3, "H", "W"]
+
+
+def test_dynamic_dims_through_the_cli(tmp_path):
+    path, out, data = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "d.npz"
+    onnx.save(_dynamic_model(False), path)
+    # Random check inputs need every non-batch dim: the CLI asks for data instead of guessing.
+    r = invoke("optimize", path, "-o", out, "--threshold", "-inf")
+    assert r.exit_code == 6 and "unknown dimensions" in r.output and not out.exists()
+    np.savez(data, inp=np.random.default_rng(8).normal(size=(16, 3, 10, 6)).astype(np.float32))
+    r = invoke("optimize", path, "-o", out, "--threshold", "-inf", "--check-data", data)
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement 100.00%" in r.output
+
+
+# ------------------------------------------------------------------ fp16, bf16, int8
+
+
+def _conv_of_type(elem_type: int) -> onnx.ModelProto:
+    """inp -> Relu -> Conv -> Relu with weights, bias and activations of ``elem_type``."""
+    r = np.random.default_rng(9)
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    w = (r.normal(size=(40, 32, 3, 3)) * 0.1).astype(np.float32).astype(dtype)
+    b = r.normal(size=40).astype(np.float32).astype(dtype)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]), helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    inits = [helper.make_tensor("W", elem_type, w.shape, w.tobytes(), raw=True),
+             helper.make_tensor("B", elem_type, b.shape, b.tobytes(), raw=True)]
+    return make_model(nodes, [vi("inp", ["N", 32, 6, 6], elem_type)], [vi("y", None, elem_type)], inits)
+
+
+def _qlinear_conv() -> onnx.ModelProto:
+    """onnxruntime's quantizer, operator form: QuantizeLinear -> QLinearConv -> DequantizeLinear."""
+    r = np.random.default_rng(10)
+    inits = [init("xs", np.array(0.05, np.float32)), init("xz", np.array(0, np.uint8)),
+             init("Wq", r.integers(-20, 20, size=(40, 32, 3, 3)).astype(np.int8)),
+             init("ws", np.array(0.02, np.float32)), init("wz", np.array(0, np.int8)),
+             init("ys", np.array(0.1, np.float32)), init("yz", np.array(0, np.uint8))]
+    nodes = [helper.make_node("QuantizeLinear", ["inp", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "Wq", "ws", "wz", "ys", "yz"], ["yq"], name="qconv"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    return make_model(nodes, [vi("inp", ["N", 32, 6, 6])], [vi("y", None)], inits, opset=13)
+
+
+def _qdq_conv() -> onnx.ModelProto:
+    """QDQ form: a float Conv -> Relu whose input and weight come out of DequantizeLinear."""
+    r = np.random.default_rng(11)
+    inits = [init("xs", np.array(0.05, np.float32)), init("xz", np.array(0, np.uint8)),
+             init("Wq", r.integers(-20, 20, size=(40, 32, 3, 3)).astype(np.int8)),
+             init("ws", np.array(0.02, np.float32)), init("wz", np.array(0, np.int8))]
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    return make_model(nodes, [vi("inp", ["N", 32, 6, 6])], [vi("y", None)], inits, opset=13)
+
+
+def _matmul_integer() -> onnx.ModelProto:
+    r = np.random.default_rng(12)
+    inits = [init("xs", np.array(0.05, np.float32)), init("xz", np.array(0, np.uint8)),
+             init("Wm", r.integers(-20, 20, size=(64, 40)).astype(np.int8)), init("wz", np.array(0, np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["inp", "xs", "xz"], ["xq"]),
+             helper.make_node("MatMulInteger", ["xq", "Wm", "xz", "wz"], ["mi"], name="mmi"),
+             helper.make_node("Cast", ["mi"], ["y"], to=TensorProto.FLOAT)]
+    return make_model(nodes, [vi("inp", ["N", 64])], [vi("y", None)], inits, opset=13)
+
+
+LOW_PRECISION = {
+    "float16": (lambda: _conv_of_type(TensorProto.FLOAT16), "conv", "float16"),
+    "bfloat16": (lambda: _conv_of_type(TensorProto.BFLOAT16), "conv", "bfloat16"),
+    "qlinearconv": (_qlinear_conv, "qconv", "quantized (integer)"),
+    "qdq": (_qdq_conv, "conv", "DequantizeLinear"),
+    "matmulinteger": (_matmul_integer, "mmi", "quantized (integer)"),
+}
+
+
+@pytest.mark.parametrize("case", LOW_PRECISION)
+def test_low_precision_left_alone_with_a_reason(case, tmp_path):
+    build, layer, words = LOW_PRECISION[case]
+    model = build()
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, path)
+    r = invoke("inspect", path)
+    assert r.exit_code == 0, r.output
+    assert layer in r.output and words in r.output
+    assert "[W]" not in r.output, "onnx-graphsurgeon's warnings stay off the output"
+    r = invoke("optimize", path, "-o", out, "--explain", "--no-check")
+    assert r.exit_code == 0, r.output
+    assert words in r.output and "written unchanged" in r.output
+    assert onnx.load(out) == model
+
+
+# ------------------------------------------------------------------ models over 2 GB
+
+
+def _big_embedding_model(folder, rows: int, width: int = 64) -> None:
+    """ids -> Gather(table) -> Relu -> MatMul -> Add -> Relu, the table in ``big.onnx.data``.
+
+    The table is written straight to the data file and referenced from the model, as an
+    exporter stores a large embedding: no 2 GB protobuf or array is ever built here.
+    """
+    # Rows differ (within each block of 2**16), so a misplaced or lost table shows.
+    block = (np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+             + (np.arange(1 << 16) % 251)[:, None].astype(np.float32) * np.float32(0.01))
+    with open(folder / "big.onnx.data", "wb") as f:
+        left = rows
+        while left:
+            n = min(left, block.shape[0])
+            f.write(block[:n].tobytes())
+            left -= n
+    table = TensorProto(name="E", dims=[rows, width], data_type=TensorProto.FLOAT,
+                        data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "big.onnx.data"), ("offset", "0"), ("length", str(rows * width * 4))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    r = np.random.default_rng(13)
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["e"]), helper.make_node("Relu", ["e"], ["x"]),
+             helper.make_node("MatMul", ["x", "W"], ["m"], name="fc"), helper.make_node("Add", ["m", "B"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    inits = [table, init("W", (r.normal(size=(width, 48)) / 8).astype(np.float32)),
+             init("B", r.normal(size=48).astype(np.float32))]
+    graph = helper.make_graph(nodes, "big", [vi("ids", ["N"], TensorProto.INT64)], [vi("y", ["N", 48])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), folder / "big.onnx")
+
+
+@pytest.mark.slow
+def test_model_over_2gb_with_external_data(tmp_path):
+    """A 2 GiB embedding table as external data, through the CLI: the small layer after it
+    is rewritten and the output is written with external data, loads and runs exactly
+    (--no-check: see test_check_of_a_model_over_2gb_says_so). Needs ~6 GB of free disk
+    (skipped below) and ~7 GB of memory; about 30 s."""
+    free = shutil.disk_usage(tmp_path).free
+    if free < 6e9:
+        pytest.skip(f"needs ~6 GB of free disk under {tmp_path}, has {free / 1e9:.1f} GB")
+    width = 64
+    rows = (1 << 31) // (width * 4) + 1024  # just over 2 GiB
+    folder = tmp_path / "big"
+    folder.mkdir()
+    try:
+        _big_embedding_model(folder, rows, width)
+        ids = np.array([0, 7, rows - 1], np.int64)  # the last row sits past the 2 GiB mark
+        out = folder / "out.onnx"
+        r = invoke("optimize", folder / "big.onnx", "-o", out, "--threshold", "-inf", "--no-check")
+        assert r.exit_code == 0, r.output
+        assert "ExPruneDenseRelu 0->1" in r.output
+        data = folder / "out.onnx.data"
+        assert data.stat().st_size >= rows * width * 4 and out.stat().st_size < 1 << 20
+        types = [n.op_type for n in onnx.load(out, load_external_data=False).graph.node]
+        assert types.count("ExPruneDenseRelu") == 1 and "Gather" in types
+        # onnxruntime finds each model's data file next to it; one 2 GB session at a time.
+        got = exprune_onnx.inference_session(out, optimize=False).run(None, {"ids": ids})[0]
+        reference = ort.InferenceSession(str(folder / "big.onnx"), providers=["CPUExecutionProvider"])
+        want = reference.run(None, {"ids": ids})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_check_of_a_model_over_2gb_says_so():
+    """The check hands models to onnxruntime as bytes, which protobuf cannot make over
+    2 GiB: it must say so and name --no-check, not fail inside protobuf. The weight's
+    dims claim 2 GiB; no data is ever allocated."""
+    from exprune_onnx.check import compare
+    from exprune_onnx.data import Dataset
+    from exprune_onnx.errors import RuntimeCheckError
+
+    table = TensorProto(name="E", dims=[1 << 23, 64], data_type=TensorProto.FLOAT)
+    graph = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["y"])], "big",
+                              [vi("ids", ["N"], TensorProto.INT64)], [vi("y", ["N", 64])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    data = Dataset({"ids": np.zeros(2, np.int64)}, None, "ids")
+    with pytest.raises(RuntimeCheckError, match="over 2 GB.*--no-check"):
+        compare(model, model, data)
+
+
+def test_big_model_path_on_a_small_model(monkeypatch):
+    """The over-2-GB handling (shapes on a skeleton, large constants stubbed at export) run
+    on a small model by lowering its limits: same rewrite, same outputs, and the
+    weights in the written model are the original's."""
+    from exprune_onnx import bigmodel
+
+    model = sweep_model(17)
+    plain = optimize_model(model, threshold=NEG_INF)
+    monkeypatch.setattr(bigmodel, "LARGE_TENSOR_BYTES", 1024)
+    monkeypatch.setattr(bigmodel, "BIG_MODEL_BYTES", 4096)
+    assert bigmodel.skeleton(model) is not None
+    big = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(big) == rewritten(plain) == ["conv", "fc1"]
+    # Shapes were inferred although the skeleton's large weights had no data.
+    assert {v.name for v in big.model.graph.value_info} == {v.name for v in plain.model.graph.value_info}
+    assert [(t.name, t.raw_data) for t in big.model.graph.initializer] == \
+        [(t.name, t.raw_data) for t in plain.model.graph.initializer]
+    assert_equivalent(model, big.model, _sweep_feeds, draws=1)

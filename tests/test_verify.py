@@ -1,0 +1,215 @@
+"""`exprune-onnx verify`: honest models pass, each kind of tampering fails with exit 8 and says what."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper, numpy_helper
+
+import exprune_onnx
+from exprune_onnx.cli import main
+from exprune_onnx.verify import exact_copy
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+EXAMPLE = MODELS / "fashion_cnn.onnx"
+SLICE = MODELS / "fashion_test_slice.npz"
+FAILED = 8
+
+# Far enough below 0 that the model agrees with the original on >= 99% of the slice
+# (99.8%), yet it prunes: a finite threshold, not the exact -inf.
+THRESHOLD = -8.0
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def error_text(result) -> str:
+    """The one-line error (rich may wrap it), whitespace normalised."""
+    assert "Traceback" not in result.output
+    start = result.output.find("error:")
+    assert start >= 0, result.output
+    return " ".join(result.output[start:].split())
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("verify") / "fashion_cnn.exprune.onnx"
+    onnx.save(exprune_onnx.optimize_model(EXAMPLE, threshold=THRESHOLD).model, path)
+    return path
+
+
+def tampered(optimized: Path, tmp_path: Path, change) -> Path:
+    model = onnx.load(optimized)
+    change(model)
+    out = tmp_path / "tampered.onnx"
+    onnx.save(model, out)
+    return out
+
+
+def _ops(model, op_type):
+    return [n for n in model.graph.node if n.op_type == op_type]
+
+
+def _producer(model, name):
+    return next(n for n in model.graph.node if name in n.output)
+
+
+def _edit(model, name, fn):
+    t = next(t for t in model.graph.initializer if t.name == name)
+    t.CopyFrom(numpy_helper.from_array(fn(numpy_helper.to_array(t).copy()), name))
+
+
+def _bump(index):
+    def fn(a):
+        a[index] += 1.0
+        return a
+    return fn
+
+
+def change_tail(model):
+    op = _ops(model, "ExPruneConvRelu")[1]
+    _edit(model, op.input[2], _bump((3, 7, 0, 1)))
+
+
+def change_head(model):
+    op = _ops(model, "ExPruneConvRelu")[0]
+    _edit(model, _producer(model, op.input[0]).input[1], _bump((0, 0, 0, 0)))
+
+
+def swap_units(model):
+    op = _ops(model, "ExPruneConvRelu")[2]
+    gather = _producer(model, op.input[1])
+    assert gather.op_type == "Gather"
+    _edit(model, gather.input[1], lambda a: a[[1, 0, *range(2, len(a))]])
+
+
+def change_bias(model):
+    op = _ops(model, "ExPruneDenseRelu")[0]
+    _edit(model, op.input[3], _bump(0))
+
+
+def insert_foreign_node(model):
+    gemm = _ops(model, "Gemm")[-1]
+    out = gemm.output[0]
+    gemm.output[0] = out + "_before"
+    model.graph.node.append(helper.make_node("Identity", [out + "_before"], [out]))
+
+
+def unknown_op(model):
+    _ops(model, "ExPruneConvRelu")[0].op_type = "ExPruneFooRelu"
+
+
+def other_conv_weights(model):
+    # The same network with one rewritten layer retrained: the optimised model is not of it.
+    _edit(model, "conv2.conv.weight", lambda a: a * np.float32(1.1))
+
+
+def test_honest_model_verifies(optimized):
+    r = invoke("verify", EXAMPLE, optimized)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("│ pass ") == 4 and "FAIL" not in r.output
+    assert "4 ExPruneConvRelu, 1 ExPruneDenseRelu" in r.output
+    assert "verified: all 4 checks" in r.output
+
+
+def test_honest_model_verifies_on_data(optimized):
+    r = invoke("verify", EXAMPLE, optimized, "--data", SLICE)
+    assert r.exit_code == 0, r.output
+    assert "512 samples of 'fashion_test_slice.npz'" in r.output and "accuracy" in r.output
+
+
+def test_agreement_below_the_bar_fails(optimized):
+    # 99.8% top-1 agreement on the slice: below a bar of 100% (the model does prune).
+    r = invoke("verify", EXAMPLE, optimized, "--data", SLICE, "--min-agreement", "1")
+    assert r.exit_code == FAILED, r.output
+    assert "agreement: 'logits'" in error_text(r) and "< 100.00%" in error_text(r)
+
+
+@pytest.mark.parametrize("change,message", [
+    (change_tail, "the tail weight"),
+    (change_head, "the head weight"),
+    (swap_units, "the unit order of Gather"),
+    (change_bias, "the bias"),
+    (insert_foreign_node, "outside the rewritten layers the graph differs from the original: extra Identity x1"),
+    (unknown_op, "unknown op ExPruneFooRelu in domain ai.exprune"),
+], ids=["tail", "head", "permutation", "bias", "foreign-node", "unknown-op"])
+def test_tampering_fails(optimized, tmp_path, change, message):
+    r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, change))
+    assert r.exit_code == FAILED, r.output
+    assert message in error_text(r)
+
+
+def test_tampered_weights_also_break_exactness(optimized, tmp_path):
+    r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, change_tail))
+    assert r.exit_code == FAILED
+    # weights and exact-at--inf both fail; structure and agreement need not.
+    assert "(2 of 4 checks)" in error_text(r) or "(3 of 4 checks)" in error_text(r)
+    assert "with nothing pruned" in " ".join(r.output.split())
+
+
+def test_different_original_fails(optimized, tmp_path):
+    other = tampered(EXAMPLE, tmp_path, other_conv_weights)
+    r = invoke("verify", other, optimized)
+    assert r.exit_code == FAILED, r.output
+    assert "layer '/conv2/conv/Conv'" in error_text(r) and "do not match the original's weight" in error_text(r)
+
+
+def test_unrelated_original_fails(optimized, tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "tiny",
+                              [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 10])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 10])])
+    tiny = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tiny.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny, path)
+    r = invoke("verify", path, optimized)
+    assert r.exit_code == FAILED, r.output
+    assert "which is not the result of a layer the compiler rewrites" in error_text(r)
+    assert r.output.count("FAIL") == 4
+
+
+@pytest.mark.parametrize("options", [
+    {"emit_stats": True, "unit_order": "stored"},
+    {"rule": "statstest", "alpha": 0.001},
+    {"rule": "certified"},
+], ids=["stats-stored", "statstest", "certified"])
+def test_other_compiler_settings_verify(tmp_path, options):
+    path = tmp_path / "o.onnx"
+    onnx.save(exprune_onnx.optimize_model(EXAMPLE, threshold=THRESHOLD, **options).model, path)
+    r = invoke("verify", EXAMPLE, path, "--min-agreement", "0.9")
+    assert r.exit_code == 0, r.output
+
+
+def test_unchanged_model_verifies():
+    r = invoke("verify", EXAMPLE, EXAMPLE)
+    assert r.exit_code == 0, r.output
+    assert "no early-exit ops" in r.output
+
+
+def test_bad_input_is_one_line(optimized, tmp_path):
+    r = invoke("verify", EXAMPLE, tmp_path / "missing.onnx")
+    assert r.exit_code == 3 and "no such file" in error_text(r)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model \x00\x01")
+    r = invoke("verify", junk, optimized)
+    assert r.exit_code == 3 and "junk.onnx" in error_text(r)
+    bad = tmp_path / "d.npz"
+    np.savez(bad, wrong=np.zeros((2, 1, 28, 28), np.float32))
+    r = invoke("verify", EXAMPLE, optimized, "--data", bad)
+    assert r.exit_code == 6 and "no array for model input 'input'" in error_text(r)
+    assert invoke("verify", EXAMPLE, optimized, "--labels", bad).exit_code == 2
+
+
+def test_exact_copy_prunes_nothing(tmp_path):
+    model = exprune_onnx.optimize_model(EXAMPLE, rule="statstest").model
+    exact = exact_copy(model)
+    for node in exact.graph.node:
+        if node.domain == exprune_onnx.DOMAIN:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs["threshold"] == -math.inf and "rule" not in attrs and "z_crit" not in attrs
+    # The original is untouched.
+    assert any(a.name == "rule" for n in model.graph.node for a in n.attribute)
