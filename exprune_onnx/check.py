@@ -15,7 +15,7 @@ import onnx
 from . import ops
 from .data import Dataset
 from .errors import RuntimeCheckError
-from .metrics import is_class_index, is_classifier_output, predictions
+from .metrics import is_class_index, is_classifier_output, is_scores, predictions
 
 
 @dataclass
@@ -117,10 +117,6 @@ def _first_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else f"{text[:140]} ... {text[-155:]}"
 
 
-def _is_scores(a: np.ndarray) -> bool:
-    return a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f"
-
-
 def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
     if a.dtype.kind == "f" and is_class_index(b) and is_classifier_output(a):
         a = predictions(a)  # --argmax-only: the scores became the class index
@@ -132,5 +128,5 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
     max_abs = float(err.max()) if err.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
-    top1 = float(np.mean(a.argmax(1) == b.argmax(1))) if _is_scores(a) else None
+    top1 = float(np.mean(a.argmax(-1) == b.argmax(-1))) if is_scores(a) else None
     return OutputDiff(name, max_abs, max_rel, top1)

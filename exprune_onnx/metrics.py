@@ -3,7 +3,8 @@
 Every metric reports a *drop* (>= 0 is worse) that ``--max-drop`` bounds:
 
 * ``accuracy`` (needs labels): top-1 accuracy of the original minus the optimised, the
-  paper's measure;
+  paper's measure; for [N, T, C] scores (a language model) the labels are [N, T] and
+  every position counts;
 * ``lost`` (needs labels): the share of samples the original got right and the
   optimised gets wrong, not offset by samples it newly gets right: an upper bound on
   the accuracy drop, stricter and steadier across data splits;
@@ -37,13 +38,19 @@ def is_class_index(a: np.ndarray) -> bool:
     return a.dtype.kind in "iu" and (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
 
 
+def is_scores(a: np.ndarray) -> bool:
+    """Class scores on the last axis: [N, C], or [N, T, C] for a prediction per position."""
+    return a.ndim >= 2 and a.shape[-1] > 1 and a.dtype.kind == "f"
+
+
 def is_classifier_output(a: np.ndarray) -> bool:
-    return (a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f") or is_class_index(a)
+    return is_scores(a) or is_class_index(a)
 
 
 def predictions(a: np.ndarray) -> np.ndarray:
-    """The predicted class per sample: the arg-max of scores, or the index itself."""
-    return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(1)
+    """The predicted class per sample (or per sample and position): the arg-max of
+    scores, or the index itself."""
+    return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(-1)
 
 
 def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> str:
@@ -55,7 +62,7 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> 
     if metric in ("accuracy", "lost") and labels is None:
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
     if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):
-        raise DataError(f"the {metric} metric needs a [samples, classes] or class-index output; "
+        raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
                         f"the first output has shape {list(first_output.shape)}")
     return metric
 

@@ -62,7 +62,9 @@ def layer_rows(result: Result, counts: dict | None, stats: dict | None = None) -
             s = stats[c.layer][(rw.rule, rw.k)]
             param = row["parameter"] if rw.thresholds is None else np.asarray(rw.thresholds)
             row["calibration_pruned"] = s.prune_rate(param)
-            row["calibration_lost_mass"] = s.loss(param)
+            # A head's loss is the share of answers it changes, a ReLU layer's the output mass.
+            key = "calibration_changed_answers" if c.rule == "argmax_head" else "calibration_lost_mass"
+            row[key] = s.loss(param)
         rows.append(row)
     return rows
 
@@ -91,7 +93,9 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
             cells += ["?" if row["pruned"] is None else f"{100 * row['pruned']:.1f}%", _mflops(row["measured_flops"])]
         if stats is not None:
             lost = row.get("calibration_lost_mass")
-            cells += ["-" if lost is None else f"{100 * lost:.3f}%"]
+            changed = row.get("calibration_changed_answers")
+            cells += [f"{100 * changed:.3f}% answers" if changed is not None else
+                      "-" if lost is None else f"{100 * lost:.3f}%"]
         t.add_row(*cells)
     return t
 

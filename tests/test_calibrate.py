@@ -119,6 +119,23 @@ def test_metrics_net_accuracy_and_lost_answers():
     assert choose("auto", np.zeros((4,)), None) == "relerr"
 
 
+def test_metrics_per_position_scores_and_class_indices():
+    """A language model's [N, T, C] scores count every position; an arg-max head's index counts as its class."""
+    from exprune_onnx.metrics import choose, score
+
+    labels = np.array([[0, 1], [1, 1]])
+    ref = np.eye(2, dtype=np.float32)[[[0, 1], [1, 0]]]  # right, right, right, wrong
+    got = np.eye(2, dtype=np.float32)[[[0, 0], [1, 1]]]  # right, wrong, right, right
+    assert choose("auto", ref, labels) == "accuracy"
+    assert score("accuracy", ref, got, labels).drop == 0.0
+    assert score("lost", ref, got, labels).drop == 0.25
+    assert score("agreement", ref, got, None).drop == 0.5
+    index = np.array([0, 1, 1, 0], np.int64)
+    scores = np.eye(2, dtype=np.float32)[[0, 1, 0, 0]]
+    assert score("agreement", scores, index, None).drop == 0.25
+    assert score("accuracy", scores, index[:, None], np.array([0, 1, 1, 1])).drop == -0.25
+
+
 def test_step_down_makes_every_tuned_layer_gentler():
     from exprune_onnx.search import CERTIFIED, LADDER, step_down
 

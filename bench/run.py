@@ -1,0 +1,186 @@
+"""Run the benchmark: calibrate each model at two budgets, check on its test split, time it.
+
+For each model of bench/models.py whose files exist (each build script writes them):
+
+* the original's test metric;
+* for budgets 0.1 point and 1 point: `search` on the calibration file (2,000 training
+  samples, split in half for its own held-out check), then the optimised model on the
+  test file: metric reached, FLOPs saved over the whole model and over the rewritten
+  layers only (counted by the ops), compile (search) time;
+* latency of original and optimised side by side in one process, same session options
+  (graph optimisations at onnxruntime's default), batch 1 and 32, 1 and 2 threads,
+  median and quartiles of alternating runs;
+* model size, and peak resident memory of a fresh process that loads and runs each.
+
+For a magnitude-pruned model, FLOPs count zero weights as skipped in both models (a
+pruned output's tail is charged the average non-zeros of a tail row), so the saving
+is ExPrune's own. Results go to bench/results.json and, through bench/write.py, to
+docs/benchmarks.md with its plots. `--quick` uses fewer test samples and timed runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from exprune_onnx import ops
+from exprune_onnx.accounting import dense_flops, node_flops
+from exprune_onnx.check import compare
+from exprune_onnx.config import Options
+from exprune_onnx.data import Dataset, load_dataset
+from exprune_onnx.graphutil import all_graphs
+from exprune_onnx.measure import flops_saved
+from exprune_onnx.modelio import load_model
+from exprune_onnx.pipeline import infer_shapes
+from exprune_onnx.report import layer_rows
+from exprune_onnx.search import search
+from exprune_onnx.timing import measure
+
+from .models import ALL, ROOT, BenchModel
+
+BUDGETS = (0.001, 0.01)
+LATENCY = ((1, 1), (1, 2), (32, 1), (32, 2))  # (batch, threads)
+
+
+def subset(data: Dataset, count: int) -> Dataset:
+    if count >= len(data):
+        return data
+    pick = np.arange(count)
+    return Dataset({k: v[pick] for k, v in data.inputs.items()}, None if data.labels is None else data.labels[pick],
+                   data.source)
+
+
+def sparse_flops(model: onnx.ModelProto, counts: dict | None = None, samples: int = 1) -> float:
+    """FLOPs per sample with zero weights skipped; early-exit ops charged from their counters."""
+    graph = gs.import_onnx(infer_shapes(model))
+    total = 0.0
+    for g in all_graphs(graph):
+        for node in g.nodes:
+            if node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == "":
+                w = node.inputs[1]
+                flops = node_flops(node)
+                if flops is None:
+                    continue
+                density = float(np.count_nonzero(w.values)) / w.values.size if isinstance(w, gs.Constant) else 1.0
+                total += flops * density
+            elif node.domain == ops.DOMAIN and counts is not None and node.name in counts:
+                pruned, elements = counts[node.name]
+                tail = node.inputs[2].values
+                nnz_row = np.count_nonzero(tail) / tail.shape[0]
+                total += ((elements - pruned) * 2 * nnz_row + elements) / samples
+    return total
+
+
+def peak_memory_mb(model: onnx.ModelProto, feeds: dict, custom: bool) -> float:
+    """Peak RSS of a fresh process that loads the model and runs it three times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, data = Path(tmp) / "m.onnx", Path(tmp) / "feeds.npz"
+        onnx.save(model, path)
+        np.savez(data, **feeds)
+        code = (
+            "import resource, sys, numpy as np, onnxruntime as ort\n"
+            "from exprune_onnx.runtime import session_options\n"
+            "opts = ort.SessionOptions()\n"
+            f"{'session_options(opts)' if custom else ''}\n"
+            f"s = ort.InferenceSession({str(path)!r}, opts, providers=['CPUExecutionProvider'])\n"
+            f"feeds = dict(np.load({str(data)!r}))\n"
+            "for _ in range(3): s.run(None, feeds)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+        return int(out.stdout.split()[-1]) / 1024
+
+
+def feeds_of(data: Dataset, batch: int) -> dict:
+    return next(data.batches(batch))
+
+
+def bench_budget(m: BenchModel, model, calib, test, budget: float, runs: int) -> dict:
+    outcome = search(model, Options(), calib, max_drop=budget, seed=0)
+    result = outcome.result
+    row = {"budget": budget, "search_seconds": outcome.seconds, "backoffs": outcome.backoffs,
+           "calibration_drop": outcome.calibration.drop,
+           "held_out_drop": None if outcome.holdout is None else outcome.holdout.drop,
+           "trials": [{"drop": t.drop, "saved": t.saved, "feasible": t.feasible} for t in outcome.trials],
+           "rewritten": len(result.rewritten)}
+    if not result.changed:
+        row.update(test_metric=None, saved=0.0, saved_layers=0.0, latency=[], layers=[])
+        return row
+    optimized = result.model
+    checked = compare(model, optimized, test)
+    samples = checked.samples
+    saved = flops_saved(optimized, checked.pruned) / samples
+    layers_dense = sum(dense_flops(rw.candidate) or 0 for rw in result.rewritten)
+    row.update(test_metric=checked.accuracy[1] if checked.accuracy else None,
+               saved=saved / result.dense_flops, saved_layers=saved / layers_dense if layers_dense else 0.0,
+               dense_flops=result.dense_flops, layers_dense_flops=layers_dense,
+               layers=[{k: r[k] for k in ("layer", "n", "k", "rule", "pruned", "outputs")}
+                       for r in layer_rows(result, checked.pruned)])
+    if m.sparse:
+        before, after = sparse_flops(model), sparse_flops(optimized, checked.pruned, samples)
+        row.update(sparse_dense_flops=before, sparse_saved=(before - after) / before)
+    row["latency"] = []
+    for batch, threads in LATENCY:
+        t = measure(model, optimized, feeds_of(test, batch), threads=threads, runs=runs)
+        row["latency"].append({"batch": batch, "threads": threads, "runs": runs, "original_ms": t.original_ms,
+                               "optimized_ms": t.optimized_ms, "ratio": t.ratio})
+    feeds = feeds_of(test, 32)
+    row["memory_mb"] = {"original": peak_memory_mb(model, feeds, False),
+                        "optimized": peak_memory_mb(optimized, feeds, True)}
+    row["size_bytes"] = {"original": model.ByteSize(), "optimized": optimized.ByteSize()}
+    return row
+
+
+def bench_model(m: BenchModel, quick: bool, log) -> dict:
+    model = load_model(m.onnx)
+    calib = load_dataset(m.calibration, model)
+    test = load_dataset(m.test, model)
+    if quick:
+        test = subset(test, 1000)
+    runs = 5 if quick else 30
+    start = time.perf_counter()
+    baseline = compare(model, model, test).accuracy
+    out = {"name": m.name, "title": m.title, "paper_row": m.paper_row, "paper": list(m.paper), "build": m.build,
+           "calibration_samples": len(calib), "test_samples": len(test),
+           "baseline_metric": baseline[0] if baseline else None, "budgets": []}
+    for budget in BUDGETS:
+        log(f"{m.name}: budget {budget:g}")
+        out["budgets"].append(bench_budget(m, model, calib, test, budget, runs))
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    from .write import machine, write_markdown
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1,000 test samples and 5 timed runs per case")
+    parser.add_argument("--models", help="comma-separated names (default: every model whose files exist)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    wanted = set(args.models.split(",")) if args.models else None
+    results = {"machine": machine(), "quick": args.quick, "models": [], "missing": []}
+    for m in ALL:
+        if wanted is not None and m.name not in wanted:
+            continue
+        missing = [str(p.relative_to(ROOT)) for p in (m.onnx, m.calibration, m.test) if not p.exists()]
+        if missing:
+            print(f"{m.name}: skipped, missing {', '.join(missing)} (run `{m.build}`)", flush=True)
+            results["missing"].append({"name": m.name, "files": missing, "build": m.build})
+            continue
+        results["models"].append(bench_model(m, args.quick, lambda msg: print(msg, flush=True)))
+        args.results.write_text(json.dumps(results, indent=1))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=1))
+    write_markdown(results, args.out)
+    print(f"wrote {args.results} and {args.out}")

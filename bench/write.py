@@ -1,0 +1,165 @@
+"""docs/benchmarks.md and its plots from bench/results.json."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from .models import ROOT
+
+
+def machine() -> dict:
+    import numpy
+    import onnx
+    import onnxruntime
+
+    import exprune_onnx
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__,
+            "exprune_onnx": exprune_onnx.__version__, "commit": commit}
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def metric(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def ratio(row: dict, batch: int, threads: int) -> str:
+    for t in row.get("latency", []):
+        if t["batch"] == batch and t["threads"] == threads:
+            return f"{t['ratio']:.2f}"
+    return "-"
+
+
+def saved_text(model: dict, row: dict) -> str:
+    if "sparse_saved" in row:
+        return f"{pct(row['sparse_saved'])} (zero weights skipped in both)"
+    return pct(row["saved"])
+
+
+def headline(results: dict) -> list[str]:
+    """The README's table: FLOPs saved at both budgets beside the paper's, and the latency ratio."""
+    lines = ["| model | stands in for | metric (original) | FLOPs saved, <= 0.1 pt (paper) | metric reached "
+             "| FLOPs saved, <= 1 pt (paper) | metric reached | time ratio, batch 1, 1 thread (0.1 pt) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in results["models"]:
+        low, high = m["budgets"]
+        lines.append(f"| {m['name']} | {m['paper_row']} | {metric(m['baseline_metric'])} "
+                     f"| {saved_text(m, low)} ({m['paper'][0]}) | {metric(low.get('test_metric'))} "
+                     f"| {saved_text(m, high)} ({m['paper'][1]}) | {metric(high.get('test_metric'))} "
+                     f"| {ratio(low, 1, 1)} |")
+    return lines
+
+
+def model_section(m: dict) -> list[str]:
+    out = [f"### {m['name']}: {m['title']}", "",
+           f"Stands in for the paper's {m['paper_row']}. Built by `{m['build']}`. Calibration on "
+           f"{m['calibration_samples']} training samples (half held out by the search), test on "
+           f"{m['test_samples']} test samples. Original test metric {metric(m['baseline_metric'])}.", "",
+           "| budget | layers rewritten | test metric | FLOPs saved, whole model | FLOPs saved, rewritten layers "
+           "| paper (whole model) | search time | held-out backoffs |",
+           "|---|---|---|---|---|---|---|---|"]
+    for row, paper in zip(m["budgets"], m["paper"]):
+        out.append(f"| {100 * row['budget']:g} pt | {row['rewritten']} | {metric(row.get('test_metric'))} "
+                   f"| {saved_text(m, row)} | {pct(row.get('saved_layers'))} | {paper} "
+                   f"| {row['search_seconds']:.0f} s | {row['backoffs']} |")
+    out += ["", "Latency, optimised / original (median of alternating runs; quartiles in ms):", "",
+            "| budget | batch | threads | original ms | optimised ms | ratio |", "|---|---|---|---|---|---|"]
+    for row in m["budgets"]:
+        for t in row.get("latency", []):
+            o, p = t["original_ms"], t["optimized_ms"]
+            out.append(f"| {100 * row['budget']:g} pt | {t['batch']} | {t['threads']} | {o[1]:.3f} [{o[0]:.3f}-{o[2]:.3f}] "
+                       f"| {p[1]:.3f} [{p[0]:.3f}-{p[2]:.3f}] | {t['ratio']:.2f} |")
+    out += ["", "| budget | model size original -> optimised | peak memory original -> optimised (batch 32) |",
+            "|---|---|---|"]
+    for row in m["budgets"]:
+        if "size_bytes" in row:
+            s, r = row["size_bytes"], row["memory_mb"]
+            out.append(f"| {100 * row['budget']:g} pt | {s['original'] / 1e6:.2f} MB -> {s['optimized'] / 1e6:.2f} MB "
+                       f"| {r['original']:.0f} MB -> {r['optimized']:.0f} MB |")
+    out += ["", f"![trade-off and prune rates](benchmarks/{m['name']}.png)", ""]
+    return out
+
+
+def plot(m: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for row, colour in zip(m["budgets"], ("tab:blue", "tab:orange")):
+        trials = row["trials"]
+        axes[0].scatter([100 * t["saved"] for t in trials], [100 * t["drop"] for t in trials], s=12, color=colour,
+                        label=f"search at {100 * row['budget']:g} pt (calibration part)")
+        axes[0].axhline(100 * row["budget"], color=colour, lw=0.8, ls="--")
+    axes[0].set_xlabel("FLOPs saved (%)")
+    axes[0].set_ylabel("metric drop (points)")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("trade-off the search explored")
+    row = m["budgets"][-1]
+    names = [layer["layer"][-18:] for layer in row.get("layers", [])]
+    axes[1].barh(names, [100 * (layer["pruned"] or 0) for layer in row.get("layers", [])])
+    axes[1].set_xlabel("outputs pruned on test (%), 1 pt budget")
+    axes[1].tick_params(axis="y", labelsize=7)
+    cases = [(t["batch"], t["threads"]) for t in m["budgets"][0].get("latency", [])]
+    for i, row in enumerate(m["budgets"]):
+        axes[2].bar([j + 0.4 * i for j in range(len(cases))], [t["ratio"] for t in row.get("latency", [])],
+                    width=0.4, label=f"{100 * row['budget']:g} pt")
+    axes[2].axhline(1.0, color="k", lw=0.8)
+    axes[2].set_xticks(range(len(cases)), [f"b{b} t{t}" for b, t in cases])
+    axes[2].set_ylabel("time optimised / original")
+    axes[2].legend(fontsize=7)
+    axes[2].set_title("latency ratio")
+    fig.suptitle(m["name"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def write_markdown(results: dict, out: Path) -> None:
+    mc = results["machine"]
+    lines = ["# Benchmarks", "",
+             "Generated by `python -m bench` from `bench/results.json`; do not edit by hand.", "",
+             f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['system']}; Python {mc['python']}, onnxruntime "
+             f"{mc['onnxruntime']}, onnx {mc['onnx']}, numpy {mc['numpy']}; exprune-onnx {mc['exprune_onnx']} at "
+             f"commit {mc['commit']}." + (" **Quick run** (1,000 test samples, 5 timed runs)." if results["quick"]
+                                         else ""), "",
+             "The paper's figures (method.md section 4) are ranges over its CNN, GCN and OPT models; it does not "
+             "give one figure per model, so each row shows the range. Its models are much larger than ours "
+             "(ResNet18 at 1.1 GFLOPs, OPT at 1.3 B parameters): read the comparison as a sanity check, not a "
+             "match.", "", "## Headline", ""]
+    lines += headline(results)
+    if results["missing"]:
+        lines += ["", "Not run (files missing): " + ", ".join(f"{x['name']} (`{x['build']}`)"
+                                                              for x in results["missing"]) + "."]
+    lines += ["", "## Per model", ""]
+    figures = out.parent / "benchmarks"
+    figures.mkdir(parents=True, exist_ok=True)
+    for m in results["models"]:
+        lines += model_section(m)
+        if not plot(m, figures / f"{m['name']}.png"):
+            lines[-2] = "(plots need matplotlib: `pip install '.[plot]'`)"
+    out.write_text("\n".join(lines) + "\n")
