@@ -74,7 +74,7 @@ def node_flops(node: gs.Node) -> int | None:
         return 2 * int(np.prod(wshape[1:])) * int(np.prod(out.shape[1:]))
     if node.op in ("Gemm", "MatMul"):
         a = node.inputs[0]
-        if a.shape is None or not _known(out.shape[1:]):
+        if not a.shape or not _known(out.shape[1:]):  # unknown, or a scalar where a matrix belongs
             return None
         if node.op == "Gemm":
             inner = a.shape[0] if node.attrs.get("transA", 0) else a.shape[-1]

@@ -39,9 +39,9 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: not an ONNX model (no graph or no opset import)")
-    short = _short_tensor(model.graph)
-    if short:
-        raise ModelLoadError(f"{p}: {short}")
+    problem = _short_tensor(model.graph) or _malformed(model)
+    if problem:
+        raise ModelLoadError(f"{p}: {problem}")
     try:
         # The path form also copes with models over 2 GiB.
         onnx.checker.check_model(str(p))
@@ -71,6 +71,35 @@ def _short_tensor(graph: onnx.GraphProto) -> str | None:
         if have != want:
             dtype = onnx.TensorProto.DataType.Name(t.data_type)
             return f"initializer '{t.name}' holds {have} {unit} where {dtype} {list(t.dims)} needs {want}"
+    return None
+
+
+_TYPES = set(onnx.TensorProto.DataType.values())
+
+
+def _malformed(message) -> str | None:
+    """Text that is not UTF-8 or an unknown element type anywhere in ``message``: the
+    checker lets both pass and graphsurgeon fails on them."""
+    kind = message.DESCRIPTOR.full_name
+    if kind == "onnx.ValueInfoProto" and message.type.HasField("tensor_type"):
+        if message.type.tensor_type.elem_type not in _TYPES:
+            return f"'{message.name}' has unknown element type {message.type.tensor_type.elem_type}"
+    if kind in ("onnx.TypeProto.Tensor", "onnx.TypeProto.SparseTensor") and message.elem_type not in _TYPES:
+        return f"unknown element type {message.elem_type}"
+    if kind == "onnx.TensorProto":  # its name and type only: listing its fields would copy the data
+        if isinstance(message.name, bytes):
+            return f"a tensor name that is not UTF-8 text ({message.name[:60]!r})"
+        return None if message.data_type in _TYPES else f"tensor '{message.name}' has unknown data type {message.data_type}"
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        items = value if repeated else [value]
+        if field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in items):
+            return f"a {field.name} that is not UTF-8 text ({next(v for v in items if isinstance(v, bytes))[:60]!r})"
+        if field.type == field.TYPE_MESSAGE:
+            for item in items:
+                problem = _malformed(item)
+                if problem:
+                    return problem
     return None
 
 

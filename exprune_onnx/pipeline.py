@@ -209,10 +209,22 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
-    """IR 3 requires every initializer to be a graph input too (Caffe2-era models)."""
-    listed = {i.name for i in graph.input}
-    for t in graph.initializer:
-        if t.name not in listed:
-            graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+def _list_initializers_as_inputs(graph: onnx.GraphProto, body: bool = False) -> None:
+    """IR 3 requires every initializer to be a graph input too (Caffe2-era models). An
+    If/Loop/Scan body cannot take extra inputs: its initializers become Constant nodes."""
+    if body:
+        nodes = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in graph.initializer]
+        nodes += list(graph.node)
+        del graph.initializer[:]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    else:
+        listed = {i.name for i in graph.input}
+        for t in graph.initializer:
+            if t.name not in listed:
+                graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _list_initializers_as_inputs(sub, body=True)
 

@@ -142,7 +142,9 @@ def _mutate_proto(data: bytes, rng) -> tuple[bytes, str]:
             g.output.append(helper.make_tensor_value_info(str(rng.choice(["dangling", g.input[0].name])),
                                                           TensorProto.FLOAT, None))
     elif pick == "special_weights" and readable and init.data_type == TensorProto.FLOAT:
-        values = onnx.numpy_helper.to_array(init).copy()
+        values = _array(init)
+        if values is None:
+            return m.SerializeToString(), what + " (no-op)"
         values.reshape(-1)[: max(1, values.size // 3)] = rng.choice([np.nan, np.inf, -np.inf, 0.0])
         init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
     elif pick == "drop_node" and node is not None:
@@ -166,7 +168,10 @@ def _mutate_proto(data: bytes, rng) -> tuple[bytes, str]:
             node.input.append(str(rng.choice([i.name for i in inits] or [""])) if inits else "")
         what += f" {node.op_type} now has {len(node.input)} inputs"
     elif pick == "sparse" and readable and init.data_type == TensorProto.FLOAT and init.dims:
-        dense = onnx.numpy_helper.to_array(init).reshape(-1)
+        dense = _array(init)
+        if dense is None:
+            return m.SerializeToString(), what + " (no-op)"
+        dense = dense.reshape(-1)
         where = np.flatnonzero(rng.random(dense.size) < 0.5)
         values = onnx.numpy_helper.from_array(dense[where].astype(np.float32), init.name)
         indices = onnx.numpy_helper.from_array(where.astype(np.int64), "")
@@ -184,3 +189,13 @@ def _mutate_proto(data: bytes, rng) -> tuple[bytes, str]:
     else:
         what += " (no-op)"
     return m.SerializeToString(), what
+
+
+def _array(init):
+    """The initializer's values, or None when an earlier step left its data unreadable."""
+    import onnx
+
+    try:
+        return onnx.numpy_helper.to_array(init).copy()
+    except Exception:  # noqa: BLE001 - wrong dims for the data, or data gone elsewhere
+        return None
