@@ -57,11 +57,20 @@ class Result:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    # The model's own value_info may be stale (graph editors leave it behind) and
+    # onnxruntime ignores it, so shapes are inferred afresh; an old entry is kept only
+    # for a tensor inference cannot reach (after an op of an unknown domain).
+    fresh = onnx.ModelProto()
+    fresh.CopyFrom(model)
+    del fresh.graph.value_info[:]
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(fresh, strict_mode=False, data_prop=True)
     except Exception:
         # Shapes only refine the checks; without them fewer groups qualify.
         return model
+    g = inferred.graph
+    known = {v.name for v in list(g.value_info) + list(g.input) + list(g.output)}
+    inferred.graph.value_info.extend(v for v in model.graph.value_info if v.name not in known)
     if _has_anonymous_dims(inferred.graph):
         return _symbolic_shapes(inferred) or inferred
     return inferred

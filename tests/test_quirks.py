@@ -539,3 +539,23 @@ def test_big_model_path_on_a_small_model(monkeypatch):
     assert [(t.name, t.raw_data) for t in big.model.graph.initializer] == \
         [(t.name, t.raw_data) for t in plain.model.graph.initializer]
     assert_equivalent(model, big.model, _sweep_feeds, draws=1)
+
+
+def test_stale_value_info_in_the_input_does_not_break_the_output():
+    """A graph editor left a wrong shape hint on an intermediate: onnxruntime ignores it, so must we."""
+    rng = np.random.default_rng(12)
+    w1 = rng.normal(size=(8, 40)).astype(np.float32)
+    w2 = (rng.normal(size=(40, 40)) / 6).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("MatMul", ["h", "w2"], ["m"], name="fc"), helper.make_node("Relu", ["m"], ["y"])]
+    graph = helper.make_graph(nodes, "stale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 40])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+                              value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 7, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    res = optimize_model(model, threshold=float("-inf"))
+    assert res.changed
+    onnx.checker.check_model(res.model)
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_allclose(run_exprune(res.model, {"x": x})[0], run_plain(model, {"x": x})[0], rtol=1e-4,
+                               atol=1e-5)
