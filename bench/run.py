@@ -167,9 +167,16 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated names (default: every model whose files exist)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other models' results already in --results (same mode and machine)")
     args = parser.parse_args()
     wanted = set(args.models.split(",")) if args.models else None
     results = {"machine": machine(), "quick": args.quick, "models": [], "missing": []}
+    if args.append and args.results.exists():
+        old = json.loads(args.results.read_text())
+        if old.get("quick") != args.quick:
+            parser.error("--append mixes a quick and a full run")
+        results["models"] = [m for m in old["models"] if wanted is None or m["name"] not in wanted]
     for m in ALL:
         if wanted is not None and m.name not in wanted:
             continue
@@ -179,6 +186,8 @@ def main() -> None:
             results["missing"].append({"name": m.name, "files": missing, "build": m.build})
             continue
         results["models"].append(bench_model(m, args.quick, lambda msg: print(msg, flush=True)))
+        order = [x.name for x in ALL]
+        results["models"].sort(key=lambda r: order.index(r["name"]))
         args.results.write_text(json.dumps(results, indent=1))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=1))

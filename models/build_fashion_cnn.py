@@ -268,7 +268,13 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, lr: floa
 
 # --------------------------------------------------------------------------- export
 
-def export_onnx(model, path: Path) -> None:
+EXAMPLE_DOC = ("exprune-onnx example: residual CNN trained on Fashion-MNIST (MIT). "
+               "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10].")
+
+
+def export_onnx(model, path: Path, doc: str = EXAMPLE_DOC, batchnorms: int = 5) -> None:
+    """TorchScript export with BatchNorm kept as its own node (``batchnorms`` of them),
+    weights inline, IR capped for onnxruntime; shared by the Fashion-MNIST model scripts."""
     import onnx
     import torch
 
@@ -290,15 +296,12 @@ def export_onnx(model, path: Path) -> None:
     m = onnx.load(str(tmp))
     tmp.unlink()
     m.ir_version = min(m.ir_version, MAX_IR_VERSION)
-    m.doc_string = (
-        "exprune-onnx example: residual CNN trained on Fashion-MNIST (MIT). "
-        "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10]."
-    )
+    m.doc_string = doc
     onnx.checker.check_model(m)
     ops = [n.op_type for n in m.graph.node]
     n_bn = ops.count("BatchNormalization")
-    if n_bn != 5:
-        sys.exit(f"expected 5 BatchNormalization nodes in the export, found {n_bn}: {ops}")
+    if n_bn != batchnorms:
+        sys.exit(f"expected {batchnorms} BatchNormalization nodes in the export, found {n_bn}: {ops}")
     if any(init.HasField("data_location") and init.data_location == onnx.TensorProto.EXTERNAL
            for init in m.graph.initializer):
         sys.exit("unexpected external data in the export")

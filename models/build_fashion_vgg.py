@@ -55,10 +55,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from build_fashion_cnn import (  # noqa: E402
-    MAX_IR_VERSION,
     ensure_dataset,
     ensure_torch,
     evaluate_torch,
+    export_onnx,
     load_fashion_mnist,
     onnx_logits,
     to_input,
@@ -250,39 +250,6 @@ def prune_and_finetune(model, x: np.ndarray, y: np.ndarray, args) -> float:
 
 # --------------------------------------------------------------------------- export
 
-def export_onnx(model, path: Path, doc: str) -> None:
-    import onnx
-    import torch
-
-    model.eval()
-    dummy = torch.zeros(2, 1, 28, 28, dtype=torch.float32)
-    tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(
-        model,
-        (dummy,),
-        str(tmp),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-    )
-    m = onnx.load(str(tmp))
-    tmp.unlink()
-    m.ir_version = min(m.ir_version, MAX_IR_VERSION)
-    m.doc_string = doc
-    onnx.checker.check_model(m)
-    ops = [n.op_type for n in m.graph.node]
-    if ops.count("BatchNormalization") != N_BN:
-        sys.exit(f"expected {N_BN} BatchNormalization nodes in the export, found: {ops}")
-    if any(init.HasField("data_location") and init.data_location == onnx.TensorProto.EXTERNAL
-           for init in m.graph.initializer):
-        sys.exit("unexpected external data in the export")
-    onnx.save(m, str(path))
-
-
 def onnx_sparsity(path: Path) -> tuple[list[tuple[str, int, int]], int, int]:
     """Exact zeros of each Conv/Gemm weight, read back from the exported file itself."""
     import onnx
@@ -368,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     dense_seconds = train(model, x_train, y_train, args.epochs, args.batch_size, args.lr, args.seed)
     print(f"dense training time: {dense_seconds:.1f} s ({args.epochs} epochs)")
     dense_path = args.out_dir / f"{DENSE}.onnx"
-    export_onnx(model, dense_path,
+    export_onnx(model, dense_path, batchnorms=N_BN, doc=
                 "exprune-onnx benchmark: VGG-style CNN with BatchNorm trained on Fashion-MNIST (MIT). "
                 "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10].")
     dense_acc, dense_diff = onnx_accuracy(dense_path, model, x_test, y_test)
@@ -377,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pruning + fine-tuning time: {prune_seconds:.1f} s "
           f"({args.prune_epochs} + {args.finetune_epochs} epochs)")
     pruned_path = args.out_dir / f"{PRUNED}.onnx"
-    export_onnx(model, pruned_path,
+    export_onnx(model, pruned_path, batchnorms=N_BN, doc=
                 f"exprune-onnx benchmark: fashion_vgg gradually magnitude-pruned (Zhu & Gupta 2017) to "
                 f"{args.sparsity:.0%} per pruned layer, then fine-tuned. "
                 "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10].")
