@@ -559,3 +559,17 @@ def test_stale_value_info_in_the_input_does_not_break_the_output():
     x = rng.normal(size=(5, 8)).astype(np.float32)
     np.testing.assert_allclose(run_exprune(res.model, {"x": x})[0], run_plain(model, {"x": x})[0], rtol=1e-4,
                                atol=1e-5)
+
+
+def test_layer_reading_a_slice_of_the_graph_input_is_a_first_layer():
+    """SIGN-style GNNs slice per-hop raw features off one input: still raw, not exchangeable."""
+    rng = np.random.default_rng(13)
+    w = rng.normal(size=(40, 40)).astype(np.float32)
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["xs"]),
+             helper.make_node("MatMul", ["xs", "w"], ["m"], name="hop"), helper.make_node("Relu", ["m"], ["y"])]
+    inits = [init("w", w), init("s", np.array([0], np.int64)), init("e", np.array([40], np.int64)),
+             init("a", np.array([1], np.int64))]
+    model = make_model(nodes, [vi("x", ["N", 80])], [vi("y", ["N", 40])], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert not res.changed and "graph input" in res.rejected[0].reason
+    assert optimize_model(model, threshold=NEG_INF, include_first_layer=True).changed

@@ -26,7 +26,7 @@ MIN_OPSET = 9
 
 # Ops that only move raw features around; a layer reading the graph input through
 # them still sees raw, non-exchangeable features.
-_LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Cast", "Squeeze", "Unsqueeze"}
+_LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Cast", "Squeeze", "Unsqueeze", "Slice", "Split"}
 
 
 def layer_name(node: gs.Node, ctx: Context) -> str:
