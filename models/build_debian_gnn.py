@@ -59,7 +59,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -71,7 +70,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 NAME = "debian_gnn"
-TORCH_REQUIREMENT = "torch==2.13.0"  # exact spelling: resolves to the local CPU wheel
 APT_LISTS = Path("/var/lib/apt/lists")
 MIN_PACKAGES = 1000  # fewer means the lists were never fetched
 CACHE_VERSION = 1
@@ -94,29 +92,9 @@ _DEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.\-]*")
 
 # --------------------------------------------------------------------------- setup
 
-def _run(cmd: list[str]) -> int:
-    print("+", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
-
-
-def ensure_torch() -> None:
-    try:
-        import torch  # noqa: F401
-        return
-    except ImportError:
-        pass
-    rc = _run([sys.executable, "-m", "pip", "install", TORCH_REQUIREMENT])
-    if rc != 0:
-        sys.exit(f"could not install {TORCH_REQUIREMENT} (pip exit code {rc})")
-    import importlib
-
-    importlib.invalidate_caches()
-
-
-def _apt_prefix() -> list[str]:
-    if hasattr(os, "geteuid") and os.geteuid() != 0 and shutil.which("sudo"):
-        return ["sudo"]
-    return []
+# Installing torch and running apt: the same as for the bundled example.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_fashion_cnn import _apt_prefix, _run, ensure_torch  # noqa: E402
 
 
 def _dumpavail() -> str:
