@@ -1,7 +1,8 @@
 """FLOPs, counted the paper's way: one multiply-accumulate is 2 FLOPs.
 
 Only Conv, Gemm and MatMul are counted (element-wise ops are a rounding error
-next to them). Counts are per sample: the batch axis is left out, every other
+next to them), and ExPruneSparseMatMul as the MatMul it replaces: the zeros it skips
+are not ExPrune's saving. Counts are per sample: the batch axis is left out, every other
 axis must be known from shape inference or the count is None.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from . import ops
 from .graphutil import all_graphs
 from .rules.base import Candidate
 
@@ -61,8 +63,15 @@ def exprune_flops(c: Candidate, k: int, kept_fraction: float, rule: str = "thres
     return elements * (head + tail)
 
 
+def counted(node: gs.Node) -> bool:
+    """Whether ``node`` is a reduction this module counts (see the module docstring)."""
+    if node.op == ops.SPARSE_MATMUL:
+        return node.domain == ops.DOMAIN
+    return node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == ""
+
+
 def node_flops(node: gs.Node) -> int | None:
-    """Dense FLOPs per sample of one Conv/Gemm/MatMul node, None if unknown."""
+    """Dense FLOPs per sample of one Conv/Gemm/MatMul (or ExPruneSparseMatMul) node, None if unknown."""
     out = node.outputs[0] if node.outputs else None
     if out is None or out.shape is None:
         return None
@@ -72,7 +81,7 @@ def node_flops(node: gs.Node) -> int | None:
         if wshape is None or not _known(wshape) or not _known(out.shape[1:]):
             return None
         return 2 * int(np.prod(wshape[1:])) * int(np.prod(out.shape[1:]))
-    if node.op in ("Gemm", "MatMul"):
+    if node.op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
         a = node.inputs[0]
         if not a.shape or not _known(out.shape[1:]):  # unknown, or a scalar where a matrix belongs
             return None
@@ -93,7 +102,7 @@ def model_flops(graph: gs.Graph) -> tuple[int, int]:
     total, unknown = 0, 0
     for g in all_graphs(graph):
         for node in g.nodes:
-            if node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == "":
+            if counted(node):
                 f = node_flops(node)
                 if f is None:
                     unknown += 1

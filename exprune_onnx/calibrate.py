@@ -173,7 +173,7 @@ def probe_model(compiled: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, P
     exposed = {o.name for o in model.graph.output}
     probes = {}
     for node in model.graph.node:
-        if node.domain != ops.DOMAIN:
+        if node.domain != ops.DOMAIN or node.op_type not in ops.PRUNE_OPS:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         w_tail = list(inits[node.input[2]].dims)

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from . import report
 from ._version import __version__
-from .config import DEFAULT_MIN_UNITS, UNIT_ORDERS, Options, load_config, parse_k
+from .config import DEFAULT_MIN_UNITS, OBJECTIVES, UNIT_ORDERS, Options, load_config, parse_k
 from .errors import ExPruneError, OutputError
 from .metrics import METRICS
 
@@ -157,6 +157,8 @@ def main(debug: bool) -> None:
 @click.option("--explain", is_flag=True, help="List every layer that was not rewritten, with the reason.")
 @click.option("--emit-stats", is_flag=True,
               help="Expose each early-exit op's [pruned, total] counters as extra graph outputs.")
+@click.option("--sparse-input/--no-sparse-input", default=True, show_default=True,
+              help="A MatMul/Gemm reading an early-exit layer's output skips its zero inputs (ExPruneSparseMatMul).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run original and optimised model in onnxruntime and compare outputs.")
 @click.option("--check-data", type=click.Path(path_type=Path),
@@ -188,10 +190,19 @@ def main(debug: bool) -> None:
 @click.option("--granularity", type=click.Choice(["output", "layer"]), default="output", show_default=True,
               help="Threshold rule under --calibration: one threshold per output channel, or one per layer "
                    "(the paper's choice).")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="latency", show_default=True,
+              help="latency: keep a rewrite only if the whole model runs faster with it in onnxruntime, timed "
+                   "on the calibration (or --check-data) inputs; flops: keep every rewrite that saves FLOPs "
+                   "(the paper's objective).")
+@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size the latency objective times at: the one you deploy with.")
+@click.option("--latency-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="onnxruntime intra-op threads the latency objective times with.")
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
-             report_path, plot_path, rule, alpha, granularity):
+             report_path, plot_path, rule, alpha, granularity, objective, latency_batch, latency_threads,
+             sparse_input):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
@@ -212,23 +223,37 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if rule != "auto":
         options.rule = rule
     options.alpha = alpha
+    options.sparse_input = sparse_input
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     clobbered = clobbered_input(model, output)
     if clobbered:
         raise OutputError(clobbered)
     original, external = read_model(model)
-    outcome = None
+    outcome = timed = None
+    latency = (latency_batch, latency_threads) if objective == "latency" else None
     if calibration is not None:
         from .search import search
 
         data = load_dataset(calibration, original, labels)
         with console.status("calibrating") as status:
             outcome = search(original, options, data, metric=metric, max_drop=max_drop, holdout=holdout,
-                             seed=seed, rule=rule, per_output=granularity == "output",
+                             seed=seed, rule=rule, per_output=granularity == "output", latency=latency,
                              log=lambda msg: status.update(msg))
-        result = outcome.result
+        result, timed = outcome.result, outcome.latency
     else:
         result = run_pipeline(original, options)
+        if latency is not None and result.changed:
+            from .objective import choose
+
+            if check_data is not None:
+                inputs, source = load_dataset(check_data, original), f"'{check_data}'"
+            else:
+                inputs = random_dataset(original, check_samples, seed)
+                source = "seeded random inputs: prune rates on real data differ, give --check-data"
+            with console.status("timing") as status:
+                timed = choose(original, options, result, inputs, batch=latency_batch, threads=latency_threads,
+                               source=source, seed=seed, log=lambda msg: status.update(msg))
+            result = timed.result
     checked = None
     if check and result.changed and (outcome is None or check_data is not None):
         data = load_dataset(check_data, original) if check_data is not None else random_dataset(original, check_samples, seed)
@@ -245,7 +270,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
         console.print(report.layers_table(result, counts, f"Rewritten layers ({model.name})",
                                           outcome.stats if outcome else None))
-    if explain and result.rejected:
+    if timed is not None and timed.layers:
+        console.print(report.latency_table(timed))
+    if explain and (result.rejected or result.sparse_rejected):
         console.print(report.rejected_table(result))
     console.print(report.summary_table(result, original, checked, sizes))
     if outcome is not None:
@@ -296,7 +323,9 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .accounting import model_flops
     from .check import compare
     from .data import load_dataset
+    from .bigmodel import model_bytes
     from .measure import flops_saved
+    from .memory import peak_rss_mb
     from .modelio import load_model
     from .pipeline import infer_shapes
     from .timing import measure
@@ -309,14 +338,16 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     saved = flops_saved(opt, checked.pruned) / checked.samples if checked.pruned else 0.0
     feeds = next(data.batches(batch))
     timing = measure(ref, opt, feeds, threads=threads, runs=runs)
+    memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
+              "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
-                                          f"{platform.machine()}, onnxruntime {ort.__version__}"))
+                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory))
     if json_path is not None:
         _write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,
             "accuracy": checked.accuracy, "outputs": [vars(d) for d in checked.outputs],
             "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
-            "latency": vars(timing) | {"ratio": timing.ratio}, "machine": platform.machine(),
+            "latency": vars(timing) | {"ratio": timing.ratio}, "memory": memory, "machine": platform.machine(),
             "onnxruntime": ort.__version__,
         }))
 

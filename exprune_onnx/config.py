@@ -69,6 +69,8 @@ RULES = ("threshold", "statstest", "certified")
 # whose weights carry the most energy. Measured on the bundled CNN, weight order
 # prunes about twice as much at the same loss (README, "Unit order").
 UNIT_ORDERS = ("weight", "stored")
+# What the compiler minimises: time in onnxruntime (objective.py) or FLOPs (the paper).
+OBJECTIVES = ("latency", "flops")
 DEFAULT_ALPHA = 0.01
 
 
@@ -84,6 +86,7 @@ class LayerSetting:
     threshold: float
     k: str | int | float = "auto"
     skip: bool = False
+    skip_reason: str = ""  # shown by --explain instead of the config file's
     rule: str = "threshold"
     z_crit: float = -math.inf
     thresholds: tuple[float, ...] | None = None  # threshold rule, one per output channel (overrides threshold)
@@ -100,6 +103,7 @@ class Options:
     alpha: float = DEFAULT_ALPHA
     unit_order: str = "weight"
     argmax_only: tuple[str, ...] = ()  # graph outputs of which only the arg-max matters
+    sparse_input: bool = True  # a MatMul/Gemm after an early-exit layer skips its zero inputs (rules/sparse_input.py)
     layers: dict[str, LayerSetting] = field(default_factory=dict)
 
     def setting(self, layer: str) -> LayerSetting:

@@ -24,7 +24,7 @@ def per_element(model: onnx.ModelProto) -> dict[str, tuple[int, float]]:
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
     found = {}
     for node in model.graph.node:
-        if node.domain != ops.DOMAIN or node.input[2] not in shapes:
+        if node.domain != ops.DOMAIN or node.op_type not in ops.PRUNE_OPS or node.input[2] not in shapes:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         rule = attrs.get("rule", b"threshold")

@@ -10,5 +10,9 @@ VERSION = 1
 DENSE_RELU = "ExPruneDenseRelu"
 CONV_RELU = "ExPruneConvRelu"
 ARGMAX_HEAD = "ExPruneArgmaxHead"
+# Not an early-exit op: the layer after one, skipping its zero inputs (rules/sparse_input.py).
+SPARSE_MATMUL = "ExPruneSparseMatMul"
 
-ALL_OPS = (DENSE_RELU, CONV_RELU, ARGMAX_HEAD)
+# The early-exit ops: partial product in, pruned output and [pruned, total] stats out.
+PRUNE_OPS = (DENSE_RELU, CONV_RELU, ARGMAX_HEAD)
+ALL_OPS = (*PRUNE_OPS, SPARSE_MATMUL)

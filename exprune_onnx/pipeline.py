@@ -6,7 +6,10 @@
    (If/Loop/Scan bodies included); nothing is changed;
 4. checking: each candidate is accepted or gets a reason;
 5. rewriting: accepted candidates become partial compute + early-exit op;
-6. export: dead nodes removed, topological order, IR version and metadata kept.
+6. sparse inputs (``rules/sparse_input.py``, off with ``Options.sparse_input = False``):
+   a MatMul or Gemm reading an ``ExPruneDenseRelu``'s output, new or already in the
+   model, becomes ``ExPruneSparseMatMul``, which skips the zero inputs;
+7. export: dead nodes removed, topological order, IR version and metadata kept.
 
 When nothing is rewritten the input model is returned as it was, so a second run
 over an optimised model changes nothing.
@@ -28,7 +31,7 @@ from .canonicalize import constants_to_initializers, dense_initializers, fold_ba
 from .config import Options, choose_k
 from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
-from .rules import RULES
+from .rules import RULES, sparse_input
 from .errors import ConfigError
 from .rules.base import Candidate, Context, NoMatch, Rewritten
 
@@ -50,10 +53,12 @@ class Result:
     uncounted_nodes: int = 0
     folded_constants: int = 0
     folded_batchnorms: int = 0
+    sparse: list[sparse_input.SparseRewrite] = field(default_factory=list)  # consumers now reading sparsely
+    sparse_rejected: list[Rejected] = field(default_factory=list)  # and why others do not
 
     @property
     def changed(self) -> bool:
-        return bool(self.rewritten)
+        return bool(self.rewritten or self.sparse)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -190,13 +195,17 @@ def optimize(model: onnx.ModelProto, options: Options) -> Result:
             f"the config names layers the model does not have: {', '.join(unknown_layers)} "
             "(`exprune-onnx inspect` lists the names)"
         )
-    if not accepted:
+    if not accepted and not options.sparse_input:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]
+    sparse, skipped = sparse_input.apply(_contexts(graph, options)) if options.sparse_input else ([], [])
+    sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
+    if not rewritten and not sparse:
+        return Result(model, [], rejected, total, unknown, folded_c, folded_bn, [], sparse_rejected)
     graph.outputs.extend(r.stats for r in rewritten if r.stats is not None)
     graph.cleanup(recurse_subgraphs=True).toposort(recurse_subgraphs=True)
     out = _export(graph, model)
-    return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn)
+    return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected)
 
 
 def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:

@@ -104,7 +104,7 @@ def rejected_table(result: Result) -> Table:
     t = Table(title="Not rewritten", title_justify="left")
     for col in ("layer", "op", "rule", "reason"):
         t.add_column(col)
-    for r in result.rejected:
+    for r in result.rejected + result.sparse_rejected:
         t.add_row(escape(r.layer), r.op, r.rule, escape(r.reason))
     return t
 
@@ -213,6 +213,42 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "layers": rows,
         "left_alone": [layer for layer, share in outcome.shares.items() if share is None],
         "trials": [vars(tr) for tr in outcome.trials],
+        "objective": "flops" if outcome.latency is None else "latency",
+        "latency": latency_json(outcome.latency),
+    })
+
+
+def latency_table(choice) -> Table:
+    """The latency objective's per-layer decisions (objective.py)."""
+    t = Table(title=f"Latency objective: whole model timed with and without each rewrite (batch {choice.batch}, "
+                    f"{choice.threads} thread(s), on {escape(choice.source)})", title_justify="left")
+    for col, just in (("layer", "left"), ("with (ms)", "right"), ("without (ms)", "right"),
+                      ("model time saved", "right"), ("decision", "left")):
+        t.add_column(col, justify=just)
+    for lt in choice.layers:
+        kept = lt.kept and not choice.reverted_all
+        decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
+                                        else "dropped: not faster")
+        t.add_row(escape(lt.layer), f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%", decision)
+    if choice.reverted_all:
+        t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
+                     f"{choice.original_ms:.3f} ms")
+    else:
+        t.caption = (f"original {choice.original_ms:.3f} ms -> optimised {choice.optimized_ms:.3f} ms "
+                     f"(ratio {choice.ratio:.3f}, medians of alternating runs); timing took {choice.seconds:.1f} s")
+    t.caption_justify = "left"
+    return t
+
+
+def latency_json(choice) -> dict | None:
+    if choice is None:
+        return None
+    return jsonable({
+        "batch": choice.batch, "threads": choice.threads, "source": choice.source,
+        "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
+        "reverted_all": choice.reverted_all, "seconds": choice.seconds,
+        "layers": [{"layer": lt.layer, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
+                    "kept": lt.kept and not choice.reverted_all} for lt in choice.layers],
     })
 
 
@@ -225,7 +261,8 @@ def output_text(d) -> str:
     return text
 
 
-def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machine: str) -> Table:
+def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machine: str,
+                     memory: dict | None = None) -> Table:
     t = Table(title=f"Evaluation on {check.samples} samples of '{check.source}'", title_justify="left",
               show_header=False)
     t.add_column("what")
@@ -242,4 +279,10 @@ def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machi
     t.add_row("latency", f"original {o[1]:.3f} ms [{o[0]:.3f}-{o[2]:.3f}], optimised {p[1]:.3f} ms "
               f"[{p[0]:.3f}-{p[2]:.3f}]: ratio {timing.ratio:.3f} (median of {timing.runs} alternating runs, "
               f"25th-75th percentile in brackets; batch {timing.batch}, {timing.threads} thread(s), {machine})")
+    if memory is not None:
+        a, b = memory["size_mb"]
+        t.add_row("model size", f"{a:.2f} MB -> {b:.2f} MB")
+        a, b = memory["peak_rss_mib"]
+        t.add_row("peak memory", f"{a:.1f} MiB -> {b:.1f} MiB (resident, a fresh process loading the model and "
+                  f"running it at batch {timing.batch})")
     return t

@@ -27,6 +27,7 @@ cannot be met gives a model that prunes less (possibly nothing), never one over 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class Outcome:
     seconds: float
     trials: list[Trial] = field(default_factory=list)
     backoffs: int = 0  # rungs stepped down after the held-out check
+    latency: object = None  # objective.LatencyChoice under the latency objective
 
 
 class Runner:
@@ -116,6 +118,7 @@ class Planner:
     def __init__(self, base: Options, stats: dict, candidates: dict, rules: tuple[str, ...], per_output: bool = True):
         self.base, self.stats, self.rules, self.candidates = base, stats, rules, candidates
         self.per_output = per_output
+        self.skip_reasons: dict[str, str] = {}  # why a layer left alone is, when not the budget
 
     def pick(self, layer: str, share: float) -> tuple[str, int, float | np.ndarray]:
         """The (rule, k, parameter) that executes the fewest FLOPs at this loss share.
@@ -141,7 +144,8 @@ class Planner:
         for layer, share in shares.items():
             k = self.base.setting(layer).k
             if share is None:
-                out.layers[layer] = LayerSetting(-math.inf, k, skip=True)
+                out.layers[layer] = LayerSetting(-math.inf, k, skip=True, skip_reason=self.skip_reasons.get(
+                    layer, "calibration: no setting of this layer fits the budget"))
             elif share == CERTIFIED:
                 out.layers[layer] = LayerSetting(-math.inf, k, rule="certified")
             else:
@@ -206,7 +210,11 @@ def _tunable(rule: str) -> tuple[str, ...]:
 
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
-           per_output: bool = True, log=lambda msg: None) -> Outcome:
+           per_output: bool = True, latency: tuple[int, int] | None = None, log=lambda msg: None) -> Outcome:
+    """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
+    threads) turns on the latency objective: before the held-out check, rewrites that
+    do not make the model faster at that batch size and thread count are dropped
+    (objective.py), timed on the calibration part."""
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     start = time.perf_counter()
@@ -258,6 +266,11 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if planner.rules:
         for head in heads:
             best = _ladder(trial, [head], best)
+    timed = None
+    if latency is not None:
+        timed = _keep_faster(original, planner, best.shares, data, calib_idx, latency, seed, log)
+        best = dataclasses.replace(best, shares={l: None if timed.kept(l) is False else s
+                                                 for l, s in best.shares.items()})
     hold_runner = Runner(original, data, hold_idx, batch) if len(hold_idx) else None
     shares, backoffs = best.shares, 0
     while True:
@@ -277,7 +290,24 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
-                   backoffs)
+                   backoffs, timed)
+
+
+def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,
+                 latency: tuple[int, int], seed: int, log):
+    """The latency objective's choice over the layers ``shares`` rewrites; the layers it
+    drops get its reason."""
+    from .objective import choose
+
+    options = planner.options(shares)
+    result = optimize(original, options)
+    batch, threads = latency
+    timed = choose(original, options, result, data, batch=batch, threads=threads, indices=indices,
+                   source=f"{len(indices)} calibration samples", seed=seed, log=log)
+    for layer, setting in timed.options.layers.items():
+        if timed.kept(layer) is False:
+            planner.skip_reasons[layer] = setting.skip_reason
+    return timed
 
 
 def step_down(shares: dict[str, float | str | None]) -> dict[str, float | str | None]:

@@ -14,6 +14,10 @@
    computes what the original computes, up to float summation order;
 4. agreement: the model as shipped agrees with the original on the data.
 
+An ``ExPruneSparseMatMul`` (the layer after an early-exit op, reading only its non-zero
+inputs) must stand for a MatMul [+ Add] or Gemm of the original and carry its weight and
+bias (``verify_sparse.py``).
+
 The original is analysed by the compiler itself (canonicalisation and rule matching,
 with options that accept every supported layer), so the verifier and the compiler
 cannot disagree about what a layer's canonical weight is.
@@ -30,7 +34,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import ops
+from . import ops, verify_sparse
 from .canonicalize import constants_to_initializers, fold_batchnorm
 from .config import RULES, Options
 from .data import Dataset, input_dims, model_inputs
@@ -100,9 +104,11 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto) -> tuple[
         reason = f"the compiler cannot analyse the original ({_first_line(exc)})"
         return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
     graph = gs.import_onnx(optimized)
-    layers = [_traced(node, candidates) for g in all_graphs(graph) for node in g.nodes
-              if node.domain == ops.DOMAIN]
-    problems = _header_problems(original, optimized, layers)
+    ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
+    layers = [_traced(node, candidates) for node in ours if node.op != ops.SPARSE_MATMUL]
+    by_name = verify_sparse.tensors_by_name(canonical)
+    sparse = [verify_sparse.trace(node, by_name) for node in ours if node.op == ops.SPARSE_MATMUL]
+    problems = _header_problems(original, optimized, layers + sparse)
     seen: dict[str, Layer] = {}
     for layer in layers:
         problems += [f"layer '{layer.name}': {p}" for p in layer.problems]
@@ -110,17 +116,18 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto) -> tuple[
             other = seen.setdefault(layer.candidate.output.name, layer)
             if other is not layer:
                 problems.append(f"layer '{layer.name}' is rewritten twice")
-    problems += _rest_problems(original, canonical, candidates, graph, layers)
+    problems += [f"layer '{s.name}': {p}" for s in sparse for p in s.problems]
+    problems += _rest_problems(original, canonical, candidates, graph, layers, sparse)
     if problems:
         structure = Row("structure", False, _summary(problems))
-    elif not layers:
+    elif not ours:
         structure = Row("structure", True, "no early-exit ops: the graph is the original's, unchanged")
     else:
-        counts = Counter(layer.op.op for layer in layers)
+        counts = Counter(node.op for node in ours)
         ops_text = ", ".join(f"{c} {op}" for op, c in sorted(counts.items()))
         structure = Row("structure", True, f"{ops_text}, each replacing a supported layer; the rest of the "
                                            "graph, its inputs and outputs as in the original")
-    return structure, _weights_row(layers)
+    return structure, _weights_row(layers, sparse)
 
 
 def _analyse_original(original: onnx.ModelProto):
@@ -363,11 +370,12 @@ def _header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, laye
     return problems
 
 
-def _rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Graph, layers: list[Layer]) -> list[str]:
+def _rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Graph, layers: list[Layer],
+                   sparse: list = ()) -> list[str]:
     """Compare every node outside the rewritten groups with the original's."""
-    in_groups = {id(n) for layer in layers for n in layer.nodes}
+    in_groups = {id(n) for layer in layers for n in layer.nodes} | {id(s.op) for s in sparse}
     rest = [n for g in all_graphs(graph) for n in g.nodes if id(n) not in in_groups]
-    if not layers:
+    if not layers and not sparse:
         # The compiler returns an untouched model when it rewrites nothing.
         reference = gs.import_onnx(original)
     else:
@@ -381,6 +389,9 @@ def _rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gr
                 node.outputs.clear()
             inputs = [c.x] + ([c.residual] if c.residual is not None else [])
             ctx.graph.nodes.append(gs.Node(_GROUP, inputs=inputs, outputs=[c.output]))
+        for s in sparse:
+            if s.original:
+                verify_sparse.replace_in_reference(s, reference, _GROUP)
         # Weights only the rewritten layers used (a Transpose of an initializer, say) go too.
         reference.cleanup(recurse_subgraphs=True)
     ref = [n for g in all_graphs(reference) for n in g.nodes if n.op != _GROUP]
@@ -436,10 +447,17 @@ def _summary(problems: list[str]) -> str:
 # --- weights -------------------------------------------------------------------
 
 
-def _weights_row(layers: list[Layer]) -> Row:
+def _weights_row(layers: list[Layer], sparse: list = ()) -> Row:
     problems = []
     checked = 0
     worst = 0.0
+    for s in sparse:
+        if s.problems or s.weight is None:
+            problems.append(f"layer '{s.name}': not checked: see structure")
+            continue
+        found, err = verify_sparse.weight_problems(s, WEIGHT_RTOL)
+        worst = max(worst, err)
+        problems += [f"layer '{s.name}': {p}" for p in found]
     for layer in layers:
         if layer.problems or layer.candidate is None:
             continue
@@ -452,10 +470,11 @@ def _weights_row(layers: list[Layer]) -> Row:
         problems.append(f"{unchecked} layer(s) not checked: see structure")
     if problems:
         return Row("weights", False, _summary(problems))
-    if not layers:
+    if not layers and not sparse:
         return Row("weights", True, "no rewritten layers")
+    also = f", {len(sparse)} sparse-input layer(s) carry the original's weight and bias" if sparse else ""
     return Row("weights", True, f"{checked} layer(s): head, tail, unit order and bias give the original's "
-                                f"canonical weights (largest relative difference {worst:.1e})")
+                                f"canonical weights{also} (largest relative difference {worst:.1e})")
 
 
 def _constant(t: gs.Tensor | None) -> np.ndarray | None:
@@ -547,7 +566,7 @@ def exact_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     for graph in _proto_graphs(out.graph):
         for node in graph.node:
-            if node.domain != ops.DOMAIN:
+            if node.domain != ops.DOMAIN or node.op_type == ops.SPARSE_MATMUL:  # it prunes nothing
                 continue
             keep = [a for a in node.attribute if a.name not in ("threshold", "thresholds", "rule", "z_crit")]
             del node.attribute[:]

@@ -149,6 +149,7 @@ def check_file(seed: int, tally: Tally) -> None:
     args = ["--threshold", str(rng.choice(["-inf", "0", "-2"])), "--rule", str(rng.choice(RULES)),
             "--min-units", str(rng.choice([32, 8]))]
     args += [flag for flag in ("--no-check", "--include-first-layer", "--emit-stats") if rng.random() < 0.5]
+    args += ["--objective", "latency" if rng.random() < 0.2 else "flops"]
     if rng.random() < 0.3:
         args += ["--unit-order", "stored", "--k", str(rng.choice(["0.5", "4", "auto"]))]
     with tempfile.TemporaryDirectory(prefix="exprune-fuzz-") as tmp:

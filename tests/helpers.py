@@ -71,6 +71,18 @@ def assert_equivalent(original, optimized, make_feeds, draws: int = 3) -> None:
             assert_close(ref, got)
 
 
+def normal_feeds(model: onnx.ModelProto):
+    """A feeds maker for assert_equivalent: standard normal inputs, symbolic dims as 3."""
+    def make(rng):
+        feeds = {}
+        for v in model.graph.input:
+            dims = [d.dim_value or 3 for d in v.type.tensor_type.shape.dim]
+            feeds[v.name] = rng.normal(size=dims).astype(np.float32)
+        return feeds
+
+    return make
+
+
 def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy with extra float intermediates as graph outputs (to read the partial sums)."""
     out = onnx.ModelProto()

@@ -96,6 +96,7 @@ DENSE_SHAPES = [
     ((2, 3), 40, 16, 8),  # 3-D
     ((37,), 100, 70, 25),  # several row and column blocks, tail not a lane multiple
     ((1,), 257, 300, 64),  # batch 1
+    ((19,), 150, 203, 32),  # several 64-output column blocks, survivors in groups of 1-4
 ]
 
 
@@ -154,6 +155,21 @@ def test_dense_empty_batch(lead):
     y, stats = run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}, stats=True)
     assert y.shape == (*lead, 8)
     assert stats.tolist() == [0, 0]
+
+
+def test_dense_survivor_values_do_not_depend_on_which_others_survive():
+    """Survivors are finished four at a time; an output's value must not depend on its
+    group, so pruning others leaves it bit-identical to the unpruned run."""
+    rng = np.random.default_rng(6)
+    arrays, _ = dense_case(rng, (9,), 130, 150, 32, residual=True)
+    (dense,) = run(ops.DENSE_RELU, arrays, {"k": 32, "threshold": float("-inf")})
+    est = estimate(arrays["partial"], arrays["bias"], arrays["residual"], 130, 32)
+    for q in (0.3, 0.7, 0.95):
+        threshold = float(np.float32(np.quantile(est, q)))
+        (y,) = run(ops.DENSE_RELU, arrays, {"k": 32, "threshold": threshold})
+        kept = ~pruned_mask(arrays["partial"], arrays["bias"], arrays["residual"], 130, 32, threshold)
+        assert 0 < kept.sum() < kept.size
+        assert np.array_equal(y[kept], dense[kept])
 
 
 def test_dense_threads_give_identical_results():
@@ -421,7 +437,8 @@ def test_domain_header_matches_python():
     assert value("kDenseReluOp") == ops.DENSE_RELU
     assert value("kConvReluOp") == ops.CONV_RELU
     assert value("kArgmaxHeadOp") == ops.ARGMAX_HEAD
-    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU, ops.ARGMAX_HEAD}
+    assert value("kSparseMatMulOp") == ops.SPARSE_MATMUL
+    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU, ops.ARGMAX_HEAD, ops.SPARSE_MATMUL}
 
 
 def test_model_checks_as_onnx():

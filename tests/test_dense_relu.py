@@ -3,7 +3,8 @@
 import numpy as np
 import onnx
 import pytest
-from helpers import NEG_INF, assert_close, assert_equivalent, expose, init, make_model, node_types, run_exprune, threshold_of, vi
+from helpers import (NEG_INF, assert_close, assert_equivalent, expose, init, make_model, node_types, normal_feeds,
+                     run_exprune, threshold_of, vi)
 from onnx import helper
 
 from exprune_onnx import optimize_model
@@ -57,17 +58,6 @@ def dense_model(*, op="gemm", trans_a=0, trans_b=0, alpha=1.0, beta=1.0, bn=Fals
     return make_model(nodes, inputs, outputs, inits, opset=opset)
 
 
-def feeds_for(model):
-    def make(rng):
-        feeds = {}
-        for v in model.graph.input:
-            dims = [d.dim_value or 3 for d in v.type.tensor_type.shape.dim]
-            feeds[v.name] = rng.normal(size=dims).astype(np.float32)
-        return feeds
-
-    return make
-
-
 GEMM_CASES = {
     "gemm": {},
     "gemm_transB_alpha_beta": {"trans_b": 1, "alpha": 0.5, "beta": 2.0},
@@ -91,7 +81,7 @@ def test_rewrite_is_exact_at_minus_inf(case):
     assert node_types(res.model) == ["Relu", *transpose, "Gather", "Slice", "MatMul", "ExPruneDenseRelu"]
     assert [r.candidate.rule for r in res.rewritten] == ["gemm_relu" if case.startswith("gemm") else "matmul_relu"]
     onnx.checker.check_model(res.model)
-    assert_equivalent(model, res.model, feeds_for(model))
+    assert_equivalent(model, res.model, normal_feeds(model))
 
 
 @pytest.mark.parametrize("case", ["gemm_transB_alpha_beta", "matmul_3d_residual", "gemm_residual_relu6"])
@@ -108,7 +98,7 @@ def test_finite_threshold_prunes_exactly(case):
     bias = beta * weights["B"].reshape(-1)
     probe = expose(res.model, [op.input[0]])
     for seed in range(3):
-        feed = feeds_for(model)(np.random.default_rng(seed))
+        feed = normal_feeds(model)(np.random.default_rng(seed))
         y, part = run_exprune(probe, feed)
         x = np.maximum(feed["inp"], 0).astype(np.float64)
         base = bias + (feed["r"] if cfg.get("residual") else 0)
@@ -151,7 +141,7 @@ def test_second_run_finds_nothing():
 def test_threads_do_not_change_results():
     model = dense_model(op="matmul", rank=3)
     res = optimize_model(model, threshold=0.0)
-    feed = feeds_for(model)(np.random.default_rng(7))
+    feed = normal_feeds(model)(np.random.default_rng(7))
     one = run_exprune(res.model, feed, threads=1)[0]
     two = run_exprune(res.model, feed, threads=2)[0]
     np.testing.assert_array_equal(one, two)

@@ -14,6 +14,8 @@ namespace {
 
 // Rows of x handled together: each output's tail weights are read once per block.
 constexpr int64_t kRowBlock = 16;
+// Survivors listed per row before they are finished, four at a time.
+constexpr int kChunk = 64;
 // Multiply-adds per pool task if nothing were pruned: large enough to hide the
 // scheduling cost, small enough that batch 1 splits over the outputs.
 constexpr int64_t kTaskWork = 32768;
@@ -83,7 +85,8 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
 
   const int64_t row_block = std::min(rows, kRowBlock);
   const int64_t row_blocks = row_block > 0 ? CeilDiv(rows, row_block) : 0;
-  const int64_t col_block = outs > 0 ? std::clamp<int64_t>(CeilDiv(kTaskWork, row_block * tail + 1), 8, outs) : 0;
+  // At least kChunk outputs per task, so that each row's survivors fill Dot4's groups.
+  const int64_t col_block = outs > 0 ? std::clamp<int64_t>(CeilDiv(kTaskWork, row_block * tail + 1), kChunk, outs) : 0;
   const int64_t col_blocks = col_block > 0 ? CeilDiv(outs, col_block) : 0;
   const size_t tasks = static_cast<size_t>(row_blocks * col_blocks);
   std::vector<int64_t> pruned(tasks, 0);
@@ -93,24 +96,48 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   const float* per_output = attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data();
   const double t_k = static_cast<double>(k), t_n = static_cast<double>(n), z_crit = attrs_.z_crit;
   const float clip_max = attrs_.clip_max;
-  // One copy of the loop per rule, so the threshold rule's stays as it was.
+  // Finishes the surviving outputs idx[0..count) of row m, four at a time (Dot4 shares
+  // the pass over the row's tail inputs and prefetches the next four weight rows); a
+  // short group repeats its last output.
+  auto finish = [&](int64_t m, const int64_t* idx, int count) noexcept {
+    const float* x_m = x.data + m * n + k;
+    const float* groups[2][4];
+    auto fill = [&](int g, int start) {
+      for (int r = 0; r < 4; ++r) groups[g][r] = w.data + idx[std::min(start + r, count - 1)] * tail;
+    };
+    fill(0, 0);
+    for (int start = 0; start < count; start += 4) {
+      const int cur = (start / 4) % 2;
+      const bool more = start + 4 < count;
+      if (more) fill(1 - cur, start + 4);
+      float dots[4];
+      Dot4(x_m, groups[cur], tail, dots, more ? groups[1 - cur] : nullptr);
+      for (int r = 0; r < 4 && start + r < count; ++r) {
+        const int64_t o = idx[start + r], i = m * outs + o;
+        const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
+        out.y[i] = Activate(partial.data[i] + dots[r] + base, clip_max);
+      }
+    }
+  };
+  // One copy of the loop per rule, so the threshold rule's stays as it was. Rows
+  // outside, outputs inside: the block's tail weight rows stay in cache across rows.
+  // Survivors are listed kChunk at a time, then finished.
   auto run = [&](auto rule, size_t task) noexcept {
     constexpr Rule kRule = decltype(rule)::value;
     const int64_t t = static_cast<int64_t>(task);
     const int64_t m0 = (t % row_blocks) * row_block, m1 = std::min(rows, m0 + row_block);
     const int64_t o0 = (t / row_blocks) * col_block, o1 = std::min(outs, o0 + col_block);
     int64_t count = 0;
-    for (int64_t o = o0; o < o1; ++o) {
-      const float* w_o = w.data + o * tail;
-      const float b = bias.data[o];
-      const double threshold_o = per_output != nullptr ? static_cast<double>(per_output[o]) : threshold;
-      for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t m = m0; m < m1; ++m) {
+      int64_t idx[kChunk];
+      int pending = 0;
+      for (int64_t o = o0; o < o1; ++o) {
         const int64_t i = m * outs + o;
-        const float base = res.present ? b + res.data[i] : b;
+        const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
         const float p = partial.data[i];
         bool prune;
         if constexpr (kRule == Rule::kThreshold) {
-          prune = Pruned(base, ratio, p, threshold_o);
+          prune = Pruned(base, ratio, p, per_output != nullptr ? static_cast<double>(per_output[o]) : threshold);
         } else if constexpr (kRule == Rule::kStatsTest) {
           prune = StatsPruned(base, p, extra.partial_sq[i], t_k, t_n, z_crit);
         } else {
@@ -121,8 +148,13 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
           ++count;
           continue;
         }
-        out.y[i] = Activate(p + Dot(x.data + m * n + k, w_o, tail) + base, clip_max);
+        idx[pending++] = o;
+        if (pending == kChunk) {
+          finish(m, idx, pending);
+          pending = 0;
+        }
       }
+      if (pending > 0) finish(m, idx, pending);
     }
     pruned[task] = count;
   };

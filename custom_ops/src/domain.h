@@ -10,5 +10,6 @@ inline constexpr int kDomainVersion = 1;
 inline constexpr const char* kDenseReluOp = "ExPruneDenseRelu";
 inline constexpr const char* kConvReluOp = "ExPruneConvRelu";
 inline constexpr const char* kArgmaxHeadOp = "ExPruneArgmaxHead";
+inline constexpr const char* kSparseMatMulOp = "ExPruneSparseMatMul";
 
 }  // namespace exprune

@@ -6,6 +6,7 @@
 #include "conv_relu.h"
 #include "dense_relu.h"
 #include "domain.h"
+#include "sparse_matmul.h"
 
 namespace {
 
@@ -13,6 +14,7 @@ namespace {
 const exprune::DenseReluOp kDense;
 const exprune::ConvReluOp kConv;
 const exprune::ArgmaxHeadOp kHead;
+const exprune::SparseMatMulOp kSparse;
 
 }  // namespace
 
@@ -39,6 +41,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   OrtStatus* status = api->CustomOpDomain_Add(domain, &kDense);
   if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kConv);
   if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kHead);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparse);
   if (status == nullptr) status = api->AddCustomOpDomain(options, domain);
   if (status != nullptr) {
     api->ReleaseCustomOpDomain(domain);

@@ -67,7 +67,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return conflict
     setting = opts.setting(c.layer)
     if setting.skip:
-        return "skipped by the config file"
+        return setting.skip_reason or "skipped by the config file"
     if not opts.include_first_layer and reads_raw_input(c.x, ctx):
         return "its input is a graph input (raw features are not exchangeable; --include-first-layer overrides)"
     if c.n < opts.min_units:
@@ -112,7 +112,7 @@ def is_nonnegative(t: gs.Tensor, depth: int = 0) -> bool:
         return False
     node = t.inputs[0]
     if node.domain == ops.DOMAIN:
-        return True
+        return node.op != ops.SPARSE_MATMUL  # an early-exit op's activation; a matmul's output has any sign
     if (node.domain or "") not in ("", "ai.onnx"):
         return False
     if node.op in _ALWAYS_NONNEGATIVE:

@@ -1,0 +1,155 @@
+"""One-token decode of the KJV language model: what the rewrites do to a generation step.
+
+``models/kjv_lm_step.onnx`` is the same network as ``kjv_lm.onnx`` run one token at a
+time with a key/value cache; its FFN layers carry the same names, so the per-layer
+settings calibrated on the full-sequence model apply to it unchanged. For one set of
+settings (``Options``) this measures:
+
+* decode-step latency at batch 1, original vs optimised, side by side in one process
+  (same session options, alternating runs, median), with and without the sparse-input
+  consumer (``ExPruneSparseMatMul`` for each FFN's second matrix), and under the
+  latency objective (objective.py) timed on real decode states;
+* next-character accuracy of a real decode: each graph runs over held-out windows
+  from its own caches, position by position, so pruning errors feed forward as they
+  would in generation;
+* where the original step's time goes (onnxruntime profiling), which bounds what any
+  rewrite of the FFN can gain.
+
+Run alone: ``python -m bench.decode [--budget 0.01]`` (calibrates the full model first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from exprune_onnx import objective
+from exprune_onnx.config import Options
+from exprune_onnx.data import Dataset
+from exprune_onnx.modelio import load_model
+from exprune_onnx.pipeline import optimize
+
+from .models import DATA, MODELS
+
+STEP = MODELS / "kjv_lm_step.onnx"
+TEST = DATA / "kjv_lm_test.npz"
+WINDOWS = 32  # held-out windows decoded for the accuracy check
+STATES = 8  # decode states the latency runs cycle through
+
+
+def _session(model: onnx.ModelProto, threads: int = 1, profile: str | None = None):
+    import onnxruntime as ort
+
+    from exprune_onnx.runtime import session_options
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if profile:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile
+    if any(n.domain for n in model.graph.node):
+        session_options(opts)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _cache_inputs(model: onnx.ModelProto) -> list[str]:
+    return [i.name for i in model.graph.input if i.name.startswith("past_")]
+
+
+def decode(model: onnx.ModelProto, tokens: np.ndarray, keep_states: set[int] = frozenset()):
+    """Run the step graph over ``tokens`` [B, T] from empty caches. Returns the logits
+    [B, T, V] and the feeds of the steps in ``keep_states`` (batch sliced to one)."""
+    s = _session(model)
+    b, t = tokens.shape
+    past = _cache_inputs(model)
+    shape = [d.dim_value for d in next(i for i in model.graph.input if i.name == past[0]).type.tensor_type.shape.dim]
+    caches = {name: np.zeros((b, *shape[1:]), np.float32) for name in past}
+    logits, states = [], []
+    for pos in range(t):
+        feeds = {"token": tokens[:, pos:pos + 1], "position": np.full(b, pos, np.int64), **caches}
+        if pos in keep_states:
+            states.append({k: np.ascontiguousarray(v[:1]) for k, v in feeds.items()})
+        out = s.run(None, feeds)
+        logits.append(out[0])
+        caches = dict(zip(past, out[1:]))
+    return np.stack(logits, 1), states
+
+
+def profile_shares(model: onnx.ModelProto, feeds: list[dict], runs: int = 200) -> dict[str, float]:
+    """Share of kernel time per op type of one decode step (onnxruntime profiler)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        s = _session(model, profile=str(Path(tmp) / "p"))
+        for i in range(runs):
+            s.run(None, feeds[i % len(feeds)])
+        events = json.loads(Path(s.end_profiling()).read_text())
+    total: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            total[e["args"]["op_name"]] += e["dur"]
+    ffn = sum(e["dur"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+              and ("/fc1/" in e["name"] or "/fc2/" in e["name"] or "/relu/" in e["name"]))
+    whole = sum(total.values())
+    shares = {op: t / whole for op, t in total.most_common()}
+    shares["(FFN: fc1, relu, fc2)"] = ffn / whole
+    return shares
+
+
+def decode_row(options: Options, passes: int = 40, log=print) -> dict:
+    """Latency and accuracy of the step graph compiled with ``options`` (module docstring)."""
+    step = load_model(STEP)
+    with np.load(TEST) as data:
+        tokens, labels = data["tokens"][:WINDOWS], data["labels"][:WINDOWS]
+    positions = sorted({int(p) for p in np.linspace(8, tokens.shape[1] - 1, STATES)})
+    log("decode: original step graph")
+    ref_logits, states = decode(step, tokens, set(positions))
+    variants = {"flops objective": optimize(step, options).model}
+    dense_consumer = copy.deepcopy(options)
+    dense_consumer.sparse_input = False
+    variants["flops objective, no sparse input"] = optimize(step, dense_consumer).model
+    timing_data = Dataset({k: np.concatenate([s[k] for s in states]) for k in states[0]}, None, "decode states")
+    result = optimize(step, options)
+    choice = objective.choose(step, options, result, timing_data, batch=1, threads=1,
+                              source=f"{len(states)} decode states of held-out text", log=log)
+    variants["latency objective"] = choice.result.model
+    row = {"windows": WINDOWS, "positions": positions, "variants": {},
+           "original_accuracy": float((ref_logits.argmax(-1) == labels).mean()),
+           "profile": profile_shares(step, states)}
+    for name, model in variants.items():
+        log(f"decode: {name}")
+        rewritten = sum(1 for n in model.graph.node if n.domain)
+        got, _ = decode(model, tokens) if rewritten else (ref_logits, [])
+        orig_ms, opt_ms = objective.time_pair(step, model, states, 1, passes)
+        row["variants"][name] = {"custom_ops": rewritten, "accuracy": float((got.argmax(-1) == labels).mean()),
+                                 "original_ms": orig_ms, "optimized_ms": opt_ms, "ratio": opt_ms / orig_ms}
+    row["latency_objective_layers"] = [{"layer": t.layer, "with_ms": t.with_ms, "without_ms": t.without_ms,
+                                        "kept": t.kept and not choice.reverted_all} for t in choice.layers]
+    return row
+
+
+def main() -> None:
+    from exprune_onnx.data import load_dataset
+    from exprune_onnx.search import search
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=0.01, help="accuracy drop allowed (default 0.01 = 1 point)")
+    parser.add_argument("--threshold", type=float, help="one threshold for every layer instead of calibrating")
+    args = parser.parse_args()
+    if args.threshold is not None:
+        options = Options(threshold=args.threshold)
+    else:
+        full = load_model(MODELS / "kjv_lm.onnx")
+        calib = load_dataset(DATA / "kjv_lm_calib.npz", full)
+        options = search(full, Options(), calib, max_drop=args.budget, seed=0, log=print).options
+    print(json.dumps(decode_row(options), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Peak memory of running a model, measured in a fresh process.
+
+A process's peak resident set is a high-water mark that never goes down, so each
+model is loaded and run in its own child interpreter: onnxruntime session creation
+(weights, prepacked copies, the arena) and three runs on the given inputs. The figure
+includes the Python interpreter and onnxruntime itself, which are the same for both
+models, so differences between two models are what the weights and buffers cost.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import RuntimeCheckError
+from .modelio import runnable
+
+_CHILD = """
+import resource, sys
+import numpy as np, onnxruntime as ort
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = 1
+if sys.argv[3] == "1":
+    from exprune_onnx.runtime import session_options
+    session_options(opts)
+s = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+feeds = dict(np.load(sys.argv[2]))
+for _ in range(3):
+    s.run(None, feeds)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
+    """Peak resident memory (MiB) of a fresh process that loads ``model`` and runs it on ``feeds``."""
+    if sys.platform == "win32":  # no getrusage; the figure is optional
+        return float("nan")
+    custom = any(n.domain for n in model.graph.node)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory(prefix="exprune-mem-") as tmp:
+        path, data = Path(tmp) / "m.onnx", Path(tmp) / "feeds.npz"
+        onnx.save(runnable(model), path)
+        np.savez(data, **feeds)
+        # The child imports this very package (and so finds the same library).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(data), "1" if custom else "0"],
+                             capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeCheckError(f"measuring peak memory failed: {last}")
+    peak = int(out.stdout.split()[-1])
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere

@@ -1,0 +1,210 @@
+"""The latency objective: keep a rewrite only if it makes the model faster in onnxruntime.
+
+FLOPs saved are not time saved: an early-exit op adds a Gather and a Slice, breaks
+onnxruntime's blocked-layout chains around convolutions, and finishes the survivors
+with kernels that are less tuned than MLAS. So under ``--objective latency`` each
+rewritten layer is timed where it lives, in the whole model:
+
+1. Start from every layer the compiler (or the calibration) chose.
+2. For each layer, smallest first: compile the model with and without it (the others
+   as kept so far) and time both side by side on real inputs, at the batch size and
+   thread count the user deploys with. The layer stays only if the model with it is
+   at least ``MARGIN`` faster; otherwise it reverts to its dense form.
+3. Time what is left against the original model. If it is not faster, nothing is
+   rewritten at all: the latency objective never returns a slower model (up to the
+   noise of the measurement, which the report shows as quartiles).
+
+Timing the whole model rather than the layer in isolation charges each rewrite for
+the layout conversions and lost fusions it causes, which is where most of the cost
+hides. The inputs are real samples (calibration data when given), so every layer
+prunes at its calibrated rate while being timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .accounting import dense_flops
+from .config import Options
+from .data import Dataset
+from .errors import RuntimeCheckError
+from .pipeline import Result, optimize
+
+# A layer must make the whole model this much faster to stay: below it, the
+# difference is within what a shared machine's noise can fake.
+MARGIN = 0.01
+FEEDS = 8  # distinct input batches cycled through in every timed pass
+
+
+@dataclass
+class LayerTiming:
+    layer: str
+    with_ms: float  # the whole model with this layer rewritten (others as kept so far)
+    without_ms: float  # the same model with this layer dense
+    kept: bool
+
+    @property
+    def gain(self) -> float:
+        """Fraction of the model's time this layer saves (negative: it costs time)."""
+        return 1.0 - self.with_ms / self.without_ms if self.without_ms > 0 else 0.0
+
+
+@dataclass
+class LatencyChoice:
+    options: Options  # the input options with the dropped layers skipped
+    result: Result
+    batch: int
+    threads: int
+    source: str  # where the timing inputs came from
+    layers: list[LayerTiming] = field(default_factory=list)
+    original_ms: float = 0.0
+    optimized_ms: float = 0.0
+    seconds: float = 0.0
+    reverted_all: bool = False  # what was left was not faster than the original
+    attempt_ms: float = 0.0  # then: the time of what was left
+
+    @property
+    def ratio(self) -> float:
+        return self.optimized_ms / self.original_ms if self.original_ms > 0 else 1.0
+
+    def kept(self, layer: str) -> bool | None:
+        for t in self.layers:
+            if t.layer == layer:
+                return t.kept and not self.reverted_all
+        return None
+
+
+def timing_feeds(data: Dataset, batch: int, seed: int = 0,
+                 indices: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+    """FEEDS batches of ``batch`` samples drawn (seeded) from ``data`` (or from its
+    samples at ``indices``); fewer samples than a batch are repeated, so the batch size
+    is the one asked for."""
+    rng = np.random.default_rng(seed)
+    pool = np.arange(len(data)) if indices is None else np.asarray(indices)
+    if len(pool) == 0:
+        raise RuntimeCheckError("the latency objective needs at least one input sample to time on")
+    feeds = []
+    for _ in range(FEEDS):
+        pick = np.sort(rng.choice(pool, size=batch, replace=len(pool) < batch))
+        feeds.append({k: np.ascontiguousarray(v[pick]) for k, v in data.inputs.items()})
+    return feeds
+
+
+def _session(model: onnx.ModelProto, threads: int):
+    import onnxruntime as ort
+
+    from .modelio import runnable
+    from .runtime import session_options
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if any(n.domain for n in model.graph.node):
+        session_options(opts)
+    try:
+        return ort.InferenceSession(runnable(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({first})") from exc
+
+
+def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
+              passes: int) -> tuple[float, float]:
+    """Median milliseconds per batch of ``a`` and ``b``, run alternately over the same feeds."""
+    sa, sb = _session(a, threads), _session(b, threads)
+    outs_a = [o.name for o in a.graph.output]
+    outs_b = [o.name for o in b.graph.output]
+    for f in feeds:  # warm up: first runs allocate and page in
+        sa.run(outs_a, f)
+        sb.run(outs_b, f)
+    ta, tb = [], []
+    for i in range(passes):
+        for j, f in enumerate(feeds):
+            # Alternate who goes first so that cache and frequency effects hit both.
+            first, second = ((sa, outs_a, ta), (sb, outs_b, tb)) if (i + j) % 2 == 0 else \
+                ((sb, outs_b, tb), (sa, outs_a, ta))
+            for session, names, sink in (first, second):
+                t0 = time.perf_counter()
+                session.run(names, f)
+                sink.append(time.perf_counter() - t0)
+    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
+
+
+def _passes(seconds_per_batch: float, budget: float = 0.4) -> int:
+    """Enough passes for a steady median, within about ``budget`` seconds per model."""
+    return int(np.clip(budget / max(seconds_per_batch * FEEDS, 1e-6), 5, 60))
+
+
+def skipping(options: Options, layers) -> Options:
+    """``options`` with ``layers`` left dense."""
+    out = dataclasses.replace(options, layers=dict(options.layers), emit_stats=False)
+    for layer in layers:
+        setting = options.setting(layer)
+        out.layers[layer] = dataclasses.replace(setting, skip=True, skip_reason="")
+    return out
+
+
+def choose(original: onnx.ModelProto, options: Options, result: Result, data: Dataset, *, batch: int = 1,
+           threads: int = 1, indices: np.ndarray | None = None, source: str = "", seed: int = 0,
+           log=lambda msg: None) -> LatencyChoice:
+    """Drop the rewrites of ``result`` (compiled from ``original`` with ``options``)
+    that do not make the model faster, timing on ``data`` (module docstring)."""
+    start = time.perf_counter()
+    feeds = timing_feeds(data, batch, seed, indices)
+    layers = [rw.candidate.layer for rw in result.rewritten]
+    choice = LatencyChoice(options, result, batch, threads, source or data.source)
+    if not layers:
+        return choice
+    order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
+    dropped: list[str] = []
+    compiled = {(): optimize(original, skipping(options, [])).model}
+
+    def model_without(names: tuple[str, ...]) -> onnx.ModelProto:
+        key = tuple(sorted(names))
+        if key not in compiled:
+            compiled[key] = optimize(original, skipping(options, key)).model
+        return compiled[key]
+
+    # Size the number of passes on the original once.
+    probe = _session(original, threads)
+    t0 = time.perf_counter()
+    probe.run(None, feeds[0])
+    probe.run(None, feeds[0])
+    passes = _passes((time.perf_counter() - t0) / 2)
+    del probe
+    for i, rw in enumerate(order):
+        layer = rw.candidate.layer
+        log(f"timing layer {i + 1}/{len(order)}: {layer}")
+        with_ms, without_ms = time_pair(model_without(tuple(dropped)), model_without(tuple(dropped) + (layer,)),
+                                        feeds, threads, passes)
+        kept = with_ms <= without_ms * (1.0 - MARGIN)
+        choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
+        if not kept:
+            dropped.append(layer)
+    if len(dropped) < len(layers):
+        log("timing the result against the original")
+        choice.original_ms, choice.optimized_ms = time_pair(original, model_without(tuple(dropped)), feeds,
+                                                            threads, passes)
+        if choice.optimized_ms >= choice.original_ms:
+            choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms
+            choice.optimized_ms = choice.original_ms
+            dropped = list(layers)
+    else:
+        # The last comparison's dense side is the original model.
+        choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms
+    choice.options = skipping(options, dropped)
+    choice.options.emit_stats = options.emit_stats
+    for layer in dropped:
+        t = next(t for t in choice.layers if t.layer == layer)
+        why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
+               else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
+        choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
+                                                           skip_reason=f"objective latency: {why}")
+    choice.result = optimize(original, choice.options)
+    choice.seconds = time.perf_counter() - start
+    return choice

@@ -1,0 +1,222 @@
+"""Zero-input skipping: the layer after an early-exit layer reads only the non-zero inputs.
+
+    ExPruneDenseRelu -> y;  MatMul(y, W) [-> Add(b)]          =>  ExPruneSparseMatMul(y, W[, b])
+    ExPruneDenseRelu -> y;  Gemm(y, B[, C]; alpha, beta, transB)  =>  ExPruneSparseMatMul(y, alpha * op(B), beta * C)
+
+where ``op(B)`` is ``B^T`` when ``transB = 1`` (transposed once, here, at compile time).
+``y`` holds exact zeros for every pruned output and every natural ReLU zero, so a
+consumer that multiplies it by a constant matrix can skip those rows of the matrix
+(docs/custom_ops.md, "ExPruneSparseMatMul"). The result is the consumer's result up to
+float summation order; no FLOPs saving is claimed for it (accounting.py counts it as the
+MatMul it replaces).
+
+This is a pass over the graph after the ENP rewrites, not one of ``rules.RULES``: it
+matches early-exit ops emitted in this run as well as ones already in the model, and its
+own output is not an early-exit op's, so a second run finds nothing more to do.
+
+Conditions (a failure is a reason that ``--explain`` lists, for consumers of an
+early-exit op or of a ReLU left in place; any other MatMul or Gemm is not this pass's
+concern):
+
+* the input is the output of an ``ExPruneDenseRelu`` (a plain Relu that was not
+  rewritten does not qualify: only the early-exit layers are this pass's business);
+* the weight is a float32 constant, 2-D, free of NaN and Inf (skipping a zero input
+  drops ``0 * w``, which is NaN for an infinite ``w``), with as many rows as the input
+  has units; Gemm has ``transA = 0``. A weight computed from initializers (PyTorch
+  exports ``nn.Linear`` on 3-D inputs as MatMul of ``Transpose(weight)``) is folded;
+* a weight that has to change (folded, or Gemm's ``transB = 1`` or ``alpha != 1``)
+  is used by nothing else, so that the model keeps one copy of it; an initializer
+  used as is may be shared;
+* a folded bias is constant with one value per output (or one for all), so the
+  consumer's output shape is the op's ``[*, m]``. A MatMul's Add that does not fit is
+  simply left after the op.
+
+``y`` may have other consumers (a residual Add, a graph output): the op only reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .. import ops
+from ..graphutil import const_value, describe, is_graph_output, unique_name
+from . import chain, common
+from .base import Context, NoMatch
+
+NAME = "sparse_input"
+OP_TYPES = ("MatMul", "Gemm")
+
+
+@dataclass
+class Consumer:
+    """A MatMul or Gemm reading an early-exit op's output, in the op's terms."""
+
+    layer: str
+    nodes: list[gs.Node]  # the MatMul [and its Add], or the Gemm
+    x: gs.Tensor
+    weight: gs.Tensor  # the weight as the consumer reads it
+    w: np.ndarray  # [n, m] float32, what the op multiplies by
+    reuse_weight: bool  # w is the stored weight itself: feed it, do not copy it
+    bias: np.ndarray | None  # [m] float32
+    bias_tensor: gs.Constant | None  # a stored bias that is already the op's, reused
+    output: gs.Tensor
+
+
+@dataclass
+class SparseRewrite:
+    layer: str
+    op_types: list[str]
+    op_node: gs.Node
+
+
+def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
+    """Read-only: the consumer in the op's terms, why it cannot be one, or None if unrelated."""
+    if node.op not in OP_TYPES or not chain.is_default_domain(node) or not node.outputs or len(node.inputs) < 2:
+        return None
+    x = node.inputs[0]
+    producer = x.inputs[0] if x.inputs else None
+    if producer is None:
+        return None
+    layer = common.layer_name(node, ctx)
+
+    def no(reason: str) -> NoMatch:
+        return NoMatch(NAME, layer, node.op, reason)
+
+    if producer.domain == ops.DOMAIN:
+        if producer.op != ops.DENSE_RELU:
+            return None
+    elif chain.is_default_domain(producer) and producer.op in ("Relu", "Clip"):
+        return no(f"its input '{x.name}' comes from {describe(producer)}, which was not rewritten into an "
+                  f"early-exit op; only an {ops.DENSE_RELU}'s output is read sparsely")
+    else:
+        return None
+    gemm = node.op == "Gemm"
+    if gemm and node.attrs.get("transA", 0):
+        return no("Gemm has transA = 1; the sparse op reads its input as [rows, n]")
+    stored = node.inputs[1]
+    values = const_value(stored, ctx.opset)
+    if values is None:
+        return no(f"the weight '{stored.name}' is not a constant")
+    if values.dtype != np.float32:
+        return no(f"the weight '{stored.name}' is {values.dtype}, only float32 is read sparsely")
+    if values.ndim != 2:
+        return no(f"the weight '{stored.name}' has shape {list(values.shape)}, not a matrix")
+    trans_b = gemm and bool(node.attrs.get("transB", 0))
+    alpha = float(node.attrs.get("alpha", 1.0)) if gemm else 1.0
+    w = values.T if trans_b else values
+    if alpha != 1.0:
+        w = w * np.float32(alpha)
+    reuse = isinstance(stored, gs.Constant) and not trans_b and alpha == 1.0
+    if not reuse and not _private(stored, values.size):
+        return no(f"the weight '{stored.name}' (or what it is computed from) also feeds other nodes; a folded, "
+                  "transposed or scaled copy for the sparse op would store it twice")
+    n_units, m = (int(d) for d in w.shape)
+    shape = x.shape
+    if shape is not None:
+        if len(shape) < 2 or (gemm and len(shape) != 2):
+            return no(f"the input '{x.name}' has shape {list(shape)}, not [*, n]" + (" (Gemm: 2-D)" if gemm else ""))
+        if isinstance(shape[-1], int) and shape[-1] != n_units:
+            return no(f"the input '{x.name}' has {shape[-1]} units, the weight {n_units} rows")
+    if not np.isfinite(w).all():
+        return no(f"the weight '{stored.name}' holds NaN or Inf: skipping a zero input would drop 0 * Inf = NaN")
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    out = node.outputs[0]
+    nodes, bias, bias_tensor = [node], None, None
+    if gemm:
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            bias = _per_output(const_value(node.inputs[2], ctx.opset), m, 2)
+            if bias is None:
+                return no(f"C '{node.inputs[2].name}' is not a constant with one value per output (or one for all)")
+            beta = float(node.attrs.get("beta", 1.0))
+            if beta != 1.0:
+                bias = (np.float32(beta) * bias).astype(np.float32)
+            elif _is_exact(node.inputs[2], bias):
+                bias_tensor = node.inputs[2]
+    else:
+        add, bias = _folded_add(out, ctx, m, len(shape) if shape is not None else None)
+        if add is not None:
+            nodes.append(add)
+            out = add.outputs[0]
+            constant = next(t for t in add.inputs if t is not node.outputs[0])
+            if _is_exact(constant, bias):
+                bias_tensor = constant
+    return Consumer(layer, nodes, x, stored, w, reuse, bias, bias_tensor, out)
+
+
+def _live_uses(t: gs.Tensor) -> int:
+    return sum(1 for n in t.outputs if n.outputs)  # rewritten nodes linger without outputs until cleanup
+
+
+def _private(t: gs.Tensor, size: int, depth: int = 0) -> bool:
+    """Whether replacing ``t`` frees the weight-sized constants it is computed from."""
+    if _live_uses(t) > 1 or depth > 8:
+        return False
+    if isinstance(t, gs.Constant) or not t.inputs:
+        return True
+    return all(_private(i, size, depth + 1) for i in t.inputs[0].inputs
+               if i.name and (not isinstance(i, gs.Constant) or np.asarray(i.values).size * 2 >= size))
+
+
+def _is_exact(t: gs.Tensor, bias: np.ndarray) -> bool:
+    """Whether a stored bias is already the op's [m] float32 input (then it is reused, not copied)."""
+    return isinstance(t, gs.Constant) and np.asarray(t.values).dtype == np.float32 and tuple(t.shape) == bias.shape
+
+
+def _per_output(c: np.ndarray | None, m: int, max_rank: int) -> np.ndarray | None:
+    """A bias broadcast over [*, m] that leaves the shape [*, m], as a [m] float32 vector; else None."""
+    if c is None or c.dtype.kind != "f" or c.ndim > max_rank:
+        return None
+    if any(d != 1 for d in c.shape[:-1]) or (c.ndim and c.shape[-1] not in (1, m)):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float32), (m,)).copy()
+
+
+def _folded_add(mm: gs.Tensor, ctx: Context, m: int, rank: int | None):
+    """The MatMul's Add of a constant bias, when it is its only consumer and keeps the shape."""
+    if len(mm.outputs) != 1 or is_graph_output(mm, ctx.graph):
+        return None, None
+    add = mm.outputs[0]
+    if add.op != "Add" or not chain.is_default_domain(add) or len(add.inputs) != 2 or not add.outputs:
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is mm else add.inputs[0]
+    if other is mm:  # Add(mm, mm)
+        return None, None
+    c = const_value(other, ctx.opset)
+    if c is None or c.dtype != np.float32:
+        return None, None
+    bias = _per_output(c, m, rank if rank is not None else 1)
+    return (add, bias) if bias is not None else (None, None)
+
+
+def rewrite(c: Consumer, ctx: Context) -> SparseRewrite:
+    base = c.layer.replace(":", "_").strip("/") or "layer"
+    weight = c.weight if c.reuse_weight else gs.Constant(unique_name(base + "_w_sparse", ctx.names), c.w)
+    inputs = [c.x, weight]
+    if c.bias is not None:
+        inputs.append(c.bias_tensor if c.bias_tensor is not None
+                      else gs.Constant(unique_name(base + "_bias_sparse", ctx.names), c.bias))
+    op_types = [n.op for n in c.nodes]
+    for node in c.nodes:
+        node.outputs.clear()
+    c.output.dtype = np.float32
+    node = gs.Node(ops.SPARSE_MATMUL, name=unique_name(base + "_sparse", ctx.names), domain=ops.DOMAIN,
+                   inputs=inputs, outputs=[c.output])
+    ctx.graph.nodes.append(node)
+    return SparseRewrite(c.layer, op_types, node)
+
+
+def apply(contexts: list[Context]) -> tuple[list[SparseRewrite], list[NoMatch]]:
+    """Match every MatMul/Gemm of every graph, then rewrite the ones that qualify."""
+    found: list[tuple[Consumer, Context]] = []
+    rejected: list[NoMatch] = []
+    for ctx in contexts:
+        for node in list(ctx.graph.nodes):
+            result = match(node, ctx)
+            if isinstance(result, NoMatch):
+                rejected.append(result)
+            elif result is not None:
+                found.append((result, ctx))
+    return [rewrite(c, ctx) for c, ctx in found], rejected

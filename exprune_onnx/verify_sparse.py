@@ -1,0 +1,157 @@
+"""Verification of ExPruneSparseMatMul nodes (rules/sparse_input.py), for verify.py.
+
+Each sparse node must read the output of an ExPruneDenseRelu and write the output of a
+MatMul [+ Add] or Gemm of the canonical original that read that same tensor; its weight
+must be the original's ``W`` (MatMul) or ``alpha * op(B)`` (Gemm, ``B^T`` for
+``transB = 1``), and its bias the original's folded Add or ``beta * C``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from . import ops
+from .graphutil import all_graphs, const_value, describe
+
+OPSET = 13  # for folding constants: the ops involved mean the same in every opset >= 9
+
+
+@dataclass
+class SparseLayer:
+    op: gs.Node
+    original: list[gs.Node] = field(default_factory=list)  # MatMul [, Add] or Gemm, in the canonical original
+    problems: list[str] = field(default_factory=list)
+    weight: np.ndarray | None = None  # what the op's weight must be, [n, m]
+    bias: np.ndarray | None = None  # what the op's bias must be, [m], or None for none
+
+    @property
+    def name(self) -> str:
+        if self.original:
+            node = self.original[0]
+            return node.name or f"{node.op}:{node.outputs[0].name}"
+        return self.op.name or (self.op.outputs[0].name if self.op.outputs else self.op.op)
+
+
+def tensors_by_name(canonical: gs.Graph) -> dict[str, gs.Tensor]:
+    found: dict[str, gs.Tensor] = {}
+    for g in all_graphs(canonical):
+        found.update(g.tensors())
+    return found
+
+
+def _default(node: gs.Node | None, op: str) -> bool:
+    return node is not None and node.op == op and (node.domain or "") in ("", "ai.onnx")
+
+
+def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
+    """The original layer ``op`` stands for, and what its weight and bias must be."""
+    layer = SparseLayer(op)
+    bad = layer.problems.append
+    if len(op.inputs) not in (2, 3) or len(op.outputs) != 1 or op.attrs:
+        bad(f"{describe(op)} has {len(op.inputs)} inputs, {len(op.outputs)} outputs and attributes "
+            f"{sorted(op.attrs)}: it takes x, w and an optional bias, gives y and has no attributes")
+        return layer
+    x = op.inputs[0]
+    producer = x.inputs[0] if x.inputs else None
+    if producer is None or producer.op != ops.DENSE_RELU or producer.domain != ops.DOMAIN:
+        what = describe(producer) if producer is not None else "no node"
+        bad(f"its input '{x.name}' comes from {what}, not an {ops.DENSE_RELU}")
+    out = original_tensors.get(op.outputs[0].name)
+    last = out.inputs[0] if out is not None and out.inputs else None
+    if _default(last, "Add"):
+        mm = next((t.inputs[0] for t in last.inputs if t.inputs and _default(t.inputs[0], "MatMul")), None)
+        group = [mm, last] if mm is not None else []
+    elif _default(last, "MatMul") or _default(last, "Gemm"):
+        group = [last]
+    else:
+        group = []
+    if not group:
+        bad(f"it writes '{op.outputs[0].name}', which the original does not compute with a MatMul [+ Add] or Gemm")
+        return layer
+    layer.original = group
+    reduction = group[0]
+    if reduction.inputs[0].name != x.name:
+        bad(f"it reads '{x.name}', the original {describe(reduction)} reads '{reduction.inputs[0].name}'")
+    stored = const_value(reduction.inputs[1], OPSET)
+    if stored is None or stored.ndim != 2:
+        bad(f"the original {describe(reduction)} has no constant weight matrix")
+        return layer
+    bias = None
+    if reduction.op == "Gemm":
+        a = reduction.attrs
+        if a.get("transA", 0):
+            bad(f"the original {describe(reduction)} has transA = 1, which the sparse op does not take")
+        w = stored.T if a.get("transB", 0) else stored
+        layer.weight = w.astype(np.float64) * float(a.get("alpha", 1.0))
+        if len(reduction.inputs) > 2 and reduction.inputs[2].name:
+            bias = const_value(reduction.inputs[2], OPSET)
+            bias = None if bias is None else bias.astype(np.float64) * float(a.get("beta", 1.0))
+            if bias is None:
+                bad(f"the original {describe(reduction)} has a C that is not constant")
+                return layer
+    else:
+        layer.weight = stored.astype(np.float64)
+        if len(group) == 2:
+            add = group[1]
+            other = add.inputs[1] if add.inputs[0] is reduction.outputs[0] else add.inputs[0]
+            bias = const_value(other, OPSET)
+            if bias is None:
+                bad(f"the original {describe(add)} does not add a constant")
+                return layer
+    if bias is not None:
+        m = layer.weight.shape[1]
+        if bias.size not in (1, m):
+            bad(f"the original bias has shape {list(bias.shape)}, not one value per output")
+            return layer
+        layer.bias = np.broadcast_to(bias.reshape(-1), (m,))
+    has_bias = len(op.inputs) == 3 and bool(op.inputs[2].name)
+    if has_bias != (layer.bias is not None):
+        bad(f"it {'adds' if has_bias else 'has no'} bias, the original layer {'has none' if has_bias else 'adds one'}")
+    return layer
+
+
+def replace_in_reference(layer: SparseLayer, reference: gs.Graph, placeholder: str) -> None:
+    """Stand a placeholder op for the original nodes, as verify.py does for rewritten layers."""
+    x, out = layer.original[0].inputs[0], layer.original[-1].outputs[0]
+    # A node does not know its graph: look for the last one among the graphs' nodes.
+    graph = next((g for g in all_graphs(reference) if any(n is layer.original[-1] for n in g.nodes)), None)
+    for node in layer.original:
+        node.outputs.clear()
+    if graph is not None:
+        graph.nodes.append(gs.Node(placeholder, inputs=[x], outputs=[out]))
+
+
+def weight_problems(layer: SparseLayer, rtol: float) -> tuple[list[str], float]:
+    """The op's weight and bias against the original's; also the largest relative difference."""
+    w_t = layer.op.inputs[1]
+    got = np.asarray(w_t.values) if isinstance(w_t, gs.Constant) else None
+    if got is None or got.dtype != np.float32:
+        return [f"the weight '{w_t.name}' is not a float32 initializer"], 0.0
+    want = layer.weight
+    if got.shape != want.shape:
+        return [f"the weight '{w_t.name}' has shape {list(got.shape)}, the original's (as [n, m]) "
+                f"{list(want.shape)}"], 0.0
+    err = _rel_diff(got, want)
+    problems = []
+    if err > rtol:
+        problems.append(f"the weight '{w_t.name}' differs from the original's (relative difference {err:.2g})")
+    if layer.bias is not None:
+        b_t = layer.op.inputs[2]
+        b = np.asarray(b_t.values) if isinstance(b_t, gs.Constant) else None
+        b_err = _rel_diff(b.reshape(-1), layer.bias) if b is not None and b.size == layer.bias.size else math.inf
+        if b is None or b.dtype != np.float32 or b.shape != layer.bias.shape or b_err > rtol:
+            problems.append(f"the bias '{b_t.name}' is not the original's as a float32 [m] initializer")
+        else:
+            err = max(err, b_err)
+    return problems, err
+
+
+def _rel_diff(got: np.ndarray, want: np.ndarray) -> float:
+    if not want.size:
+        return 0.0
+    scale = max(float(np.abs(want).max()), 1e-30)
+    return float(np.abs(got.astype(np.float64) - want).max()) / scale

@@ -1,0 +1,72 @@
+"""bench/kernels.py on tiny layers: rows well formed, survivor fractions as requested."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import kernels  # noqa: E402
+
+TINY = [kernels.Case("gemm", 128, 256, batch=4), kernels.Case("conv", 32, 32, batch=1, size=8)]
+
+
+@pytest.mark.parametrize("case", TINY, ids=lambda c: c.label)
+def test_rows_are_well_formed(case):
+    rows = kernels.measure_case(case, fractions=(0.3, 1.0), runs=3)
+    assert [r.requested for r in rows] == [0.3, 1.0]
+    elements = case.batch * case.out * max(case.size, 1) ** 2
+    for r in rows:
+        assert r.n == case.n and r.k == 32 * case.n // 128  # k "auto": min(32, n // 4)
+        assert r.batch == case.batch and r.runs == 3
+        # The threshold comes from the op's own estimate, so only float32 rounding of
+        # the cut may move an element or two across it.
+        assert abs(r.survivors - r.requested) <= 2 / elements, (r.survivors, r.requested)
+        assert r.max_error < 1e-4
+        assert r.dense_ms > 0 and r.optimized_ms > 0
+        assert r.dense_iqr_ms[0] <= r.dense_ms <= r.dense_iqr_ms[1]
+        assert r.speedup == pytest.approx(r.dense_ms / r.optimized_ms)
+        assert r.ideal == pytest.approx(1 / (r.k / r.n + (1 - r.k / r.n) * r.survivors))
+        assert r.pct_ideal == pytest.approx(100 * r.speedup / r.ideal)
+    low, full = rows
+    assert math.isfinite(low.threshold) and full.threshold == float("-inf") and full.survivors == 1.0
+    assert full.ideal == pytest.approx(1.0)
+    record = json.loads(json.dumps([r.as_dict() for r in rows]))
+    assert record[1]["threshold"] is None and record[0]["survivors"] == low.survivors
+
+
+def test_threshold_keeps_the_requested_fraction():
+    est = np.random.default_rng(3).normal(size=(7, 143))
+    for fraction in (0.1, 0.3, 0.5, 0.99):
+        t = kernels.threshold_for(est, fraction)
+        assert t == float(np.float32(t))  # the op reads a float32 attribute
+        assert abs((est >= t).mean() - fraction) <= 1 / est.size
+    assert kernels.threshold_for(est, 1.0) == float("-inf")
+    with pytest.raises(ValueError):
+        kernels.threshold_for(est, 0.0)
+
+
+def test_case_filter_and_bad_arguments(capsys):
+    assert [c.label for c in kernels.select(kernels.CASES, ["conv"])] == ["conv64x56x56/b1", "conv128x28x28/b1"]
+    assert len(kernels.select(kernels.CASES, ["b32"])) == 2
+    for argv in (["--cases", "nope"], ["--survivors", "0,0.5"], ["--survivors", "x"], ["--threads", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            kernels.parse_args(argv)
+        assert exc.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_profile_names_every_node():
+    case = TINY[0]
+    model, feeds = kernels.build(case)
+    optimized = kernels.compile_layer(model, 0.0)
+    times = kernels.node_times(model, optimized, feeds, runs=3)
+    assert [key.split()[0] for key in times["optimized"]] == [n.op_type for n in optimized.graph.node]
+    assert all(ms > 0 for nodes in times.values() for ms in nodes.values())
+    assert times["dense"]  # onnxruntime fuses Gemm + Relu; whatever it runs is listed

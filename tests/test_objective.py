@@ -1,0 +1,206 @@
+"""The latency objective (exprune_onnx/objective.py): which rewrites it keeps and why.
+
+The decisions are tested with a scripted clock (time_pair replaced), so that they are
+exact; one test times for real and checks only that the decisions follow the numbers.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import init, make_model, node_types, vi
+from onnx import helper
+
+import exprune_onnx
+from exprune_onnx import objective
+from exprune_onnx.cli import main
+from exprune_onnx.config import Options
+from exprune_onnx.data import Dataset, random_dataset
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+SLICE = MODELS / "fashion_test_slice.npz"
+
+
+def three_layer_mlp(widths=(64, 96, 128, 160)) -> onnx.ModelProto:
+    """x -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> y: layers 'h1', 'h2'
+    (rewritable, growing in size) after a first layer that reads the raw input."""
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        w = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
+        inits += [init(f"w{i}", w), init(f"b{i}", np.zeros(b, np.float32))]
+        nodes += [helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"], name=f"h{i}", transB=1),
+                  helper.make_node("Relu", [f"g{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    w = rng.standard_normal((10, widths[-1])).astype(np.float32)
+    inits += [init("wo", w), init("bo", np.zeros(10, np.float32))]
+    nodes.append(helper.make_node("Gemm", [prev, "wo", "bo"], ["y"], name="out", transB=1))
+    return make_model(nodes, [vi("x", ["N", widths[0]])], [vi("y", ["N", 10])], inits)
+
+
+def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: bool = False):
+    """time_pair answers from a table: a model costs 1 ms less each layer's gain (a
+    negative gain costs time); the original costs 1 ms, or 0.5 ms when it should win."""
+    calls = []
+
+    def cost(model: onnx.ModelProto) -> float:
+        # Early-exit ops only: the sparse matmul after a layer is named after the next layer.
+        names = {n.name for n in model.graph.node if n.domain and n.op_type != "ExPruneSparseMatMul"}
+        if not names:
+            return 0.5 if slower_than_original else 1.0
+        return 1.0 - sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
+
+    def fake(a, b, feeds, threads, passes):
+        calls.append((a, b))
+        return cost(a), cost(b)
+
+    monkeypatch.setattr(objective, "time_pair", fake)
+    return calls
+
+
+def _choose(model, options=None, **kw):
+    options = options or Options(threshold=0.0)
+    result = exprune_onnx.optimize_model(model, options)
+    return objective.choose(model, options, result, random_dataset(model, 16, 0), **kw)
+
+
+def test_keeps_the_layer_that_saves_time_and_drops_the_one_that_costs(monkeypatch):
+    model = three_layer_mlp()
+    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
+    choice = _choose(model)
+    assert [(t.layer, t.kept) for t in choice.layers] == [("h1", False), ("h2", True)]  # smallest layer first
+    assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
+    reason = next(r.reason for r in choice.result.rejected if r.layer == "h1")
+    assert reason.startswith("objective latency: the model took 0.900 ms with it rewritten and 0.700 ms without")
+    assert choice.original_ms == 1.0 and choice.optimized_ms == pytest.approx(0.7) and not choice.reverted_all
+    assert node_types(choice.result.model).count("ExPruneDenseRelu") == 1
+    onnx.checker.check_model(choice.result.model)
+
+
+def test_a_gain_below_the_margin_is_not_kept(monkeypatch):
+    model = three_layer_mlp()
+    scripted_clock(monkeypatch, {"h1": 0.5 * objective.MARGIN, "h2": 2 * objective.MARGIN})
+    choice = _choose(model)
+    assert [(t.layer, t.kept) for t in choice.layers] == [("h1", False), ("h2", True)]
+
+
+def test_nothing_faster_than_the_original_returns_the_original(monkeypatch):
+    model = three_layer_mlp()
+    scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1}, slower_than_original=True)
+    choice = _choose(model)
+    assert choice.reverted_all and all(t.kept for t in choice.layers)
+    assert not choice.result.changed and choice.result.model is model
+    assert choice.optimized_ms == choice.original_ms == 0.5 and choice.attempt_ms == pytest.approx(0.8)
+    reasons = {r.layer: r.reason for r in choice.result.rejected}
+    assert reasons["h1"] == reasons["h2"] == ("objective latency: the model was not faster than the original "
+                                              "with the layers left")
+
+
+def test_all_dropped_needs_no_extra_timing(monkeypatch):
+    model = three_layer_mlp()
+    calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1})
+    choice = _choose(model)
+    assert len(calls) == 2 and not choice.result.changed
+    assert choice.original_ms == choice.optimized_ms == 1.0 and choice.ratio == 1.0
+
+
+def test_emit_stats_survives_the_choice(monkeypatch):
+    model = three_layer_mlp()
+    scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1})
+    choice = _choose(model, Options(threshold=0.0, emit_stats=True))
+    assert sum(o.name.endswith("stats") or "stats" in o.name for o in choice.result.model.graph.output) == 2
+
+
+def test_timing_feeds_have_the_asked_batch_and_come_from_the_indices():
+    data = Dataset({"x": np.arange(10, dtype=np.float32).reshape(5, 2)}, None, "t")
+    feeds = objective.timing_feeds(data, 3, seed=1, indices=np.array([1, 3]))
+    assert len(feeds) == objective.FEEDS
+    for f in feeds:
+        assert f["x"].shape == (3, 2) and set(f["x"][:, 0]) <= {2.0, 6.0}
+    with pytest.raises(exprune_onnx.errors.RuntimeCheckError):
+        objective.timing_feeds(data, 1, indices=np.array([], np.int64))
+
+
+def test_real_timing_decisions_follow_the_measured_numbers():
+    model = three_layer_mlp((64, 256, 512, 64))
+    choice = _choose(model, batch=4, threads=1)
+    assert [t.layer for t in choice.layers] == ["h2", "h1"]  # 512x64 before 256x512
+    for t in choice.layers:
+        assert t.with_ms > 0 and t.without_ms > 0
+        assert t.kept == (t.with_ms <= t.without_ms * (1 - objective.MARGIN))
+    kept = {t.layer for t in choice.layers if t.kept and not choice.reverted_all}
+    assert {r.candidate.layer for r in choice.result.rewritten} == kept
+    if not kept:
+        assert choice.result.model is model
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_prints_the_latency_table_and_explains_dropped_layers(tmp_path, monkeypatch):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(three_layer_mlp(), src)
+    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--explain", "--no-check")
+    assert r.exit_code == 0, r.output
+    assert "Latency objective" in r.output and "dropped: not faster" in r.output and "kept" in r.output
+    assert "objective latency: the model took" in r.output
+    assert "seeded random inputs" in r.output  # says the prune rates were not measured on real data
+    assert node_types(onnx.load(tmp_path / "o.onnx")).count("ExPruneDenseRelu") == 1
+
+
+def test_cli_flops_objective_keeps_every_rewrite(tmp_path, monkeypatch):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(three_layer_mlp(), src)
+    calls = scripted_clock(monkeypatch, {"h1": -0.2, "h2": -0.3})
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--objective", "flops", "--no-check")
+    assert r.exit_code == 0, r.output
+    assert not calls and "Latency objective" not in r.output
+    assert node_types(onnx.load(tmp_path / "o.onnx")).count("ExPruneDenseRelu") == 2
+
+
+def test_cli_nothing_faster_writes_the_model_unchanged(tmp_path, monkeypatch):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(three_layer_mlp(), src)
+    scripted_clock(monkeypatch, {"h1": -0.2, "h2": -0.3})
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx")
+    assert r.exit_code == 0, r.output
+    assert "nothing to rewrite" in r.output
+    assert onnx.load(tmp_path / "o.onnx").SerializeToString() == onnx.load(src).SerializeToString()
+
+
+@pytest.mark.parametrize("args", [("--objective", "speed"), ("--latency-batch", "0"), ("--latency-threads", "0")])
+def test_cli_bad_objective_options_are_usage_errors(tmp_path, args):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(three_layer_mlp(), src)
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", *args)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_calibration_under_the_latency_objective(tmp_path, monkeypatch):
+    """The search drops the slow layer before its held-out check; the report says so."""
+    model = MODELS / "fashion_cnn.onnx"
+    shutil.copyfile(model, tmp_path / "m.onnx")
+    with np.load(SLICE) as data:
+        np.savez(tmp_path / "d.npz", input=data["input"][:200], labels=data["labels"][:200])
+    scripted_clock(monkeypatch, {"conv2/conv/Conv": 0.2, "fc1/Gemm": -0.1, "conv3/conv/Conv": -0.1,
+                                 "block/conv1/Conv": -0.1, "block/conv2/Conv": -0.1})
+    rep = tmp_path / "r.json"
+    r = _invoke("optimize", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--calibration", tmp_path / "d.npz",
+                "--max-drop", "0.02", "--report", rep)
+    assert r.exit_code == 0, r.output
+    report = json.loads(rep.read_text())
+    assert report["objective"] == "latency"
+    decisions = {l["layer"]: l["kept"] for l in report["latency"]["layers"]}
+    kept = [l["layer"] for l in report["layers"]]
+    assert kept == [layer for layer, k in decisions.items() if k]
+    assert set(kept) <= {"/conv2/conv/Conv"}
+    assert report["held_out"]["drop"] <= 0.02 + 1e-9 or not report["budget_met"]
+    types = node_types(onnx.load(tmp_path / "o.onnx"))
+    assert types.count("ExPruneConvRelu") == len(kept)

@@ -1,0 +1,399 @@
+"""ExPruneSparseMatMul (custom_ops/src/sparse_matmul.cc) and the pass that emits it
+(exprune_onnx/rules/sparse_input.py): the layer after an early-exit layer skips its zero inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from click.testing import CliRunner
+from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, normal_feeds, vi
+from onnx import TensorProto, helper, numpy_helper
+
+import exprune_onnx
+from exprune_onnx import ops
+from exprune_onnx.accounting import model_flops
+from exprune_onnx.cli import main
+from exprune_onnx.data import random_dataset
+from exprune_onnx.pipeline import infer_shapes
+from exprune_onnx.rules.common import is_nonnegative
+from exprune_onnx.verify import verify
+
+NODE = "sparse_under_test"
+
+
+# ------------------------------------------------------------------ the op
+
+
+def op_model(x_shape, w_shape, bias_shape=None) -> onnx.ModelProto:
+    names = ["x", "w"] + (["b"] if bias_shape is not None else [])
+    shapes = [x_shape, w_shape] + ([bias_shape] if bias_shape is not None else [])
+    node = helper.make_node(ops.SPARSE_MATMUL, names, ["y"], name=NODE, domain=ops.DOMAIN)
+    graph = helper.make_graph([node], "sparse", [vi(n, list(s)) for n, s in zip(names, shapes)],
+                              [vi("y", None)])
+    return helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                 helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
+
+
+def run_op(x, w, b=None, threads=1):
+    model = op_model(x.shape, w.shape, None if b is None else b.shape)
+    feeds = {"x": x, "w": w} | ({"b": b} if b is not None else {})
+    return exprune_onnx.inference_session(model, optimize=False, threads=threads).run(None, feeds)[0]
+
+
+def reference(x, w, b=None):
+    """Elementwise products summed in float64: IEEE semantics for NaN and Inf, no BLAS shortcuts."""
+    with np.errstate(invalid="ignore"):  # Inf - Inf = NaN is the point of some cases
+        y = (x.astype(np.float64)[..., :, None] * w.astype(np.float64)).sum(-2)
+    return y if b is None else y + b
+
+
+def sparse_x(rng, shape, zeros):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < zeros] = 0.0
+    rows = x.reshape(-1, shape[-1])
+    rows[0] = 0.0  # a row with nothing to add: y = bias exactly
+    if len(rows) > 2:
+        rows[2] = rng.standard_normal(shape[-1]).astype(np.float32) + 5.0  # no zeros at all
+    return x
+
+
+@pytest.mark.parametrize("lead", [(1,), (7,), (2, 3), (19,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_op_matches_numpy(lead, bias):
+    for seed in range(3):
+        rng = np.random.default_rng([seed, len(lead), lead[0], bias])
+        n, m = ((300, 1100), (300, 270), (37, 5))[seed]  # several column tasks, one, tiny
+        x = sparse_x(rng, (*lead, n), zeros=(0.5, 0.9, 0.0)[seed])
+        w = rng.standard_normal((n, m)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32) if bias else None
+        y = run_op(x, w, b)
+        assert y.shape == (*lead, m) and y.dtype == np.float32
+        want = reference(x, w, b)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        first = y.reshape(-1, m)[0]
+        assert np.array_equal(first, b if bias else np.zeros(m, np.float32))
+
+
+def test_op_nan_and_inf_inputs_propagate_as_in_matmul():
+    rng = np.random.default_rng(5)
+    x = sparse_x(rng, (6, 40), 0.7)
+    w = rng.standard_normal((40, 9)).astype(np.float32)
+    x[1, 3], x[3, 7], x[4, 0], x[4, 1] = np.nan, np.inf, -np.inf, np.inf
+    y = run_op(x, w)
+    want = reference(x, w)
+    assert np.isnan(y[1]).all() and np.isinf(y[3]).all()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_op_result_does_not_depend_on_batch_or_threads():
+    """Each row is summed in input order, whatever rows share its block and however tasks split."""
+    rng = np.random.default_rng(6)
+    x = sparse_x(rng, (21, 700), 0.8)
+    w = rng.standard_normal((700, 2100)).astype(np.float32)  # several row blocks times several column tasks
+    b = rng.standard_normal(2100).astype(np.float32)
+    whole = run_op(x, w, b, threads=2)
+    assert np.array_equal(whole, run_op(x, w, b, threads=1))
+    for r in (0, 5, 20):
+        assert np.array_equal(whole[r:r + 1], run_op(x[r:r + 1], w, b))
+
+
+def test_op_empty_shapes():
+    w = np.ones((4, 3), np.float32)
+    b = np.arange(3, dtype=np.float32)
+    assert run_op(np.zeros((0, 4), np.float32), w, b).shape == (0, 3)
+    assert run_op(np.zeros((2, 4), np.float32), np.ones((4, 0), np.float32)).shape == (2, 0)
+    np.testing.assert_array_equal(run_op(np.zeros((2, 0), np.float32), np.ones((0, 3), np.float32), b),
+                                  np.stack([b, b]))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,b_shape,words", [
+    ((8,), (8, 3), None, "x must have shape [*, n]"),
+    ((2, 8), (8, 3, 1), None, "w must have shape [n, m] with n = 8"),
+    ((2, 8), (7, 3), None, "got [7, 3]"),
+    ((2, 8), (8, 3), (4,), "bias must have shape [m] = [3], got [4]"),
+    ((2, 8), (8, 3), (1, 3), "got [1, 3]"),
+])
+def test_op_bad_inputs_name_the_node(x_shape, w_shape, b_shape, words):
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape)]
+    b = rng.standard_normal(b_shape).astype(np.float32) if b_shape is not None else None
+    with pytest.raises(Exception) as info:
+        run_op(*arrays, b)
+    assert type(info.value).__module__.startswith("onnxruntime"), repr(info.value)
+    message = str(info.value)
+    assert f"{ops.SPARSE_MATMUL} node '{NODE}'" in message and words in message, message
+
+
+# ------------------------------------------------------------------ the pass
+
+N_IN, HIDDEN, N_OUT = 48, 64, 10
+
+
+def mlp(*, trans_b=1, alpha=1.0, beta=1.0, w2_input=False, share_w2=False, w2_inf=False, trans_a=False,
+        y_output=False, seed=0):
+    """inp -> Relu -> Gemm(fc1) -> Relu -> Gemm(fc2) -> out"""
+    rng = np.random.default_rng(seed)
+    w2 = rng.normal(size=(N_OUT, HIDDEN) if trans_b else (HIDDEN, N_OUT)).astype(np.float32)
+    if w2_inf:
+        w2[0, 0] = np.inf
+    inputs = [vi("inp", ["N", N_IN])]
+    inits = [init("W1", rng.normal(size=(N_IN, HIDDEN)).astype(np.float32) / 7),
+             init("B1", rng.normal(size=HIDDEN).astype(np.float32)), init("B2", rng.normal(size=N_OUT).astype(np.float32))]
+    if w2_input:
+        inputs.append(vi("W2", list(w2.shape)))
+    else:
+        inits.append(init("W2", w2))
+    h1 = "h1"
+    nodes = [helper.make_node("Relu", ["inp"], ["h0"]),
+             helper.make_node("Gemm", ["h0", "W1", "B1"], ["g1"], name="fc1"),
+             helper.make_node("Relu", ["g1"], ["h1"], name="act1")]
+    if trans_a:
+        nodes.append(helper.make_node("Transpose", ["h1"], ["h1t"], perm=[1, 0]))
+        h1 = "h1t"
+    nodes.append(helper.make_node("Gemm", [h1, "W2", "B2"], ["out"], name="fc2", transA=int(trans_a),
+                                  transB=trans_b, alpha=alpha, beta=beta))
+    outputs = [vi("out", None)]
+    if share_w2:  # a second user of the stored weight
+        nodes.append(helper.make_node("Identity", ["W2"], ["w2_copy"]))
+        outputs.append(vi("w2_copy", None))
+    if y_output:
+        outputs.append(vi("h1", None))
+    return make_model(nodes, inputs, outputs, inits)
+
+
+def ffn(*, extra_mm_consumer=False, transposed=False, shared=False):
+    """[N, T, d] -> MatMul(W1) -> Add(b1) -> Relu -> MatMul(W2) -> Add(b2): a transformer's feed-forward.
+
+    ``transposed``: W2 = Transpose(stored), as PyTorch exports nn.Linear on 3-D inputs;
+    ``shared``: the stored matrix also feeds a graph output.
+    """
+    rng = np.random.default_rng(1)
+    d, hidden = 32, 128
+    w2 = rng.normal(size=(hidden, d)).astype(np.float32) / 11
+    inits = [init("W1", rng.normal(size=(d, hidden)).astype(np.float32) / 6),
+             init("b1", rng.normal(size=hidden).astype(np.float32)),
+             init("W2t" if transposed else "W2", w2.T.copy() if transposed else w2),
+             init("b2", rng.normal(size=(1, 1, d)).astype(np.float32))]
+    nodes = [helper.make_node("Transpose", ["W2t"], ["W2"], perm=[1, 0])] if transposed else []
+    nodes += [helper.make_node("MatMul", ["x", "W1"], ["m1"], name="fc1"),
+             helper.make_node("Add", ["m1", "b1"], ["a1"], name="fc1_bias"),
+             helper.make_node("Relu", ["a1"], ["h"], name="act"),
+             helper.make_node("MatMul", ["h", "W2"], ["m2"], name="fc2"),
+             helper.make_node("Add", ["b2", "m2"], ["y"], name="fc2_bias")]
+    outputs = [vi("y", None)]
+    if extra_mm_consumer:
+        outputs.append(vi("m2", None))
+    if shared:
+        nodes.append(helper.make_node("Neg", ["W2t"], ["w2_neg"]))
+        outputs.append(vi("w2_neg", None))
+    return make_model(nodes, [vi("x", ["N", 5, d])], outputs, inits)
+
+
+def weights(model) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def sparse_node(model):
+    return next(n for n in model.graph.node if n.op_type == ops.SPARSE_MATMUL)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"trans_b": 0}, {"alpha": 0.5, "beta": 2.0}])
+def test_mlp_second_gemm_reads_sparsely(cfg):
+    model = mlp(**cfg)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF)
+    assert node_types(res.model) == ["Relu", "Gather", "Slice", "MatMul", "ExPruneDenseRelu", "ExPruneSparseMatMul"]
+    assert [(s.layer, s.op_types) for s in res.sparse] == [("fc2", ["Gemm"])] and not res.sparse_rejected
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, normal_feeds(model))
+    # Weights stored once: the sparse op's weight is the only copy of W2.
+    node, stored = sparse_node(res.model), weights(res.model)
+    original = weights(model)["W2"]
+    want = (original.T if cfg.get("trans_b", 1) else original) * np.float32(cfg.get("alpha", 1.0))
+    np.testing.assert_array_equal(stored[node.input[1]], want)
+    assert sum(v.size == original.size for v in stored.values()) == 1
+    if cfg == {"trans_b": 0}:
+        assert list(node.input[1:]) == ["W2", "B2"]  # used as stored: the very initializers
+
+
+def test_ffn_matmul_and_add_become_one_op():
+    model = ffn()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    assert node_types(res.model) == ["Gather", "Slice", "MatMul", "ExPruneDenseRelu", "ExPruneSparseMatMul"]
+    assert [s.op_types for s in res.sparse] == [["MatMul", "Add"]]
+    node = sparse_node(res.model)
+    assert node.input[1] == "W2" and node.output[0] == "y"
+    np.testing.assert_array_equal(weights(res.model)[node.input[2]], weights(model)["b2"].reshape(-1))
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, normal_feeds(model))
+
+
+def test_weight_computed_from_an_initializer_is_folded_once():
+    model = ffn(transposed=True)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    assert node_types(res.model) == ["Gather", "Slice", "MatMul", "ExPruneDenseRelu", "ExPruneSparseMatMul"]
+    stored = weights(res.model)
+    assert "W2t" not in stored and sum(v.shape == (128, 32) for v in stored.values()) == 1
+    np.testing.assert_array_equal(stored[sparse_node(res.model).input[1]], weights(model)["W2t"].T)
+    assert_equivalent(model, res.model, normal_feeds(model))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+
+
+def test_weight_computed_from_a_shared_initializer_is_left_alone():
+    model = ffn(transposed=True, shared=True)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    assert not res.sparse and "would store it twice" in res.sparse_rejected[0].reason
+
+
+def test_matmul_output_with_another_consumer_keeps_its_add():
+    model = ffn(extra_mm_consumer=True)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    assert node_types(res.model) == ["Gather", "Slice", "MatMul", "ExPruneDenseRelu", "ExPruneSparseMatMul", "Add"]
+    assert len(sparse_node(res.model).input) == 2
+    assert_equivalent(model, res.model, normal_feeds(model))
+
+
+def test_pruning_threshold_still_agrees_where_nothing_is_pruned_differently():
+    """At threshold 0 the sparse op computes exactly what MatMul would on the pruned activations."""
+    model = mlp()
+    on = exprune_onnx.optimize_model(model, threshold=0.0)
+    off = exprune_onnx.optimize_model(model, threshold=0.0, sparse_input=False)
+    assert "Gemm" in node_types(off.model) and "Gemm" not in node_types(on.model)
+    x = normal_feeds(model)(np.random.default_rng(3))
+    a = exprune_onnx.inference_session(on.model).run(None, x)[0]
+    b = exprune_onnx.inference_session(off.model).run(None, x)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("kwargs,options,reason", [
+    ({"w2_input": True}, {}, "is not a constant"),
+    ({}, {"min_units": 64}, "was not rewritten into an early-exit op"),
+    ({"share_w2": True}, {}, "also feeds other nodes"),
+    ({"w2_inf": True, "trans_b": 0}, {}, "NaN or Inf"),
+])
+def test_must_not_fire(kwargs, options, reason):
+    model = mlp(**kwargs)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, **options)
+    assert not res.sparse and "Gemm" in node_types(res.model)
+    reasons = {r.layer: r.reason for r in res.sparse_rejected}
+    assert reason in reasons["fc2"], reasons
+    if not kwargs.get("w2_inf"):
+        assert_equivalent(model, res.model, normal_feeds(model), draws=1)
+
+
+def test_transposed_input_is_not_a_consumer():
+    """Gemm(Transpose(y), transA=1) reads y through a Transpose: not the pass's business at all."""
+    res = exprune_onnx.optimize_model(mlp(trans_a=True), threshold=NEG_INF)
+    assert not res.sparse and not res.sparse_rejected
+
+
+def test_another_consumer_of_y_does_not_block():
+    """The op only reads y, so y may also be a graph output (or feed anything else)."""
+    model = mlp(y_output=True)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF)
+    assert [s.layer for s in res.sparse] == ["fc2"]
+    assert [o.name for o in res.model.graph.output] == ["out", "h1"]
+    assert_equivalent(model, res.model, normal_feeds(model))
+
+
+def test_second_run_changes_nothing():
+    once = exprune_onnx.optimize_model(mlp(), threshold=0.0)
+    twice = exprune_onnx.optimize_model(once.model, threshold=0.0)
+    assert not twice.changed and not twice.sparse
+    assert twice.model.SerializeToString() == once.model.SerializeToString()
+
+
+def test_pass_also_finds_early_exit_ops_already_in_the_model():
+    model = mlp()
+    dense = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_input=False)
+    assert not dense.sparse and "Gemm" in node_types(dense.model)
+    later = exprune_onnx.optimize_model(dense.model, threshold=NEG_INF)
+    assert later.changed and not later.rewritten and [s.layer for s in later.sparse] == ["fc2"]
+    assert_equivalent(model, later.model, normal_feeds(model))
+
+
+def test_flops_count_the_sparse_op_as_the_dense_gemm():
+    model = mlp()
+    on = exprune_onnx.optimize_model(model, threshold=0.0)
+    off = exprune_onnx.optimize_model(model, threshold=0.0, sparse_input=False)
+
+    def flops(m):
+        return model_flops(gs.import_onnx(infer_shapes(m)))
+
+    assert flops(on.model) == flops(off.model) != (0, 0)
+    assert flops(on.model)[1] == 0
+
+
+def test_sparse_output_is_not_known_nonnegative():
+    res = exprune_onnx.optimize_model(mlp(), threshold=0.0)
+    graph = gs.import_onnx(res.model)
+    node = next(n for n in graph.nodes if n.op == ops.SPARSE_MATMUL)
+    relu_out = next(n for n in graph.nodes if n.op == ops.DENSE_RELU).outputs[0]
+    assert is_nonnegative(relu_out) and not is_nonnegative(node.outputs[0])
+
+
+def test_verify_accepts_the_sparse_op_and_catches_a_changed_weight():
+    model = ffn()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    data = random_dataset(model, 8, 0)
+    rows = verify(model, res.model, data)
+    assert all(r.ok for r in rows), rows
+    assert "ExPruneSparseMatMul" in rows[0].detail
+    bad = onnx.ModelProto()
+    bad.CopyFrom(res.model)
+    w = next(t for t in bad.graph.initializer if t.name == "W2")
+    value = numpy_helper.to_array(w).copy()
+    value[3, 4] += 1.0
+    w.CopyFrom(numpy_helper.from_array(value, "W2"))
+    rows = verify(model, bad, data)
+    assert rows[0].ok and not rows[1].ok and "W2" in rows[1].detail, rows
+
+
+def test_verify_rejects_a_sparse_op_that_replaces_nothing():
+    model = ffn()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, include_first_layer=True, sparse_input=False)
+    bad = onnx.ModelProto()
+    bad.CopyFrom(res.model)
+    add = next(n for n in bad.graph.node if n.op_type == "Add")
+    add.CopyFrom(helper.make_node(ops.SPARSE_MATMUL, ["m2", "W2"], ["y"], name="bogus", domain=ops.DOMAIN))
+    rows = verify(model, bad, random_dataset(model, 4, 0))
+    assert not rows[0].ok and "'m2' comes from MatMul 'fc2', not an ExPruneDenseRelu" in rows[0].detail, rows[0]
+
+
+def test_cli_no_sparse_input_and_explain(tmp_path):
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(mlp(w2_input=True), src)
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops", "--explain",
+                                  "--no-check"])
+    assert r.exit_code == 0, r.output
+    assert "sparse_input" in r.output and "is not a constant" in " ".join(r.output.split())
+    onnx.save(mlp(), src)
+    for flag, want in (("--no-sparse-input", "Gemm"), ("--sparse-input", ops.SPARSE_MATMUL)):
+        r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops", "--threshold",
+                                      "-inf", flag])
+        assert r.exit_code == 0, r.output
+        assert node_types(onnx.load(out))[-1] == want
+    r = CliRunner().invoke(main, ["verify", str(src), str(out)])
+    assert r.exit_code == 0, r.output
+
+
+def test_threshold_attribute_is_not_added_to_the_sparse_op_by_exact_copy():
+    from exprune_onnx.verify import exact_copy
+
+    res = exprune_onnx.optimize_model(mlp(), threshold=0.0)
+    copy = exact_copy(res.model)
+    assert not sparse_node(copy).attribute
+    assert math.isinf(next(a.f for n in copy.graph.node if n.op_type == ops.DENSE_RELU for a in n.attribute
+                           if a.name == "threshold"))
+
+
+def test_op_type_is_float_only():
+    model = op_model((2, 4), (4, 3))
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    with pytest.raises(Exception):
+        exprune_onnx.inference_session(model, optimize=False).run(
+            None, {"x": np.zeros((2, 4)), "w": np.zeros((4, 3), np.float32)})
