@@ -153,6 +153,21 @@ def to_input(images_u8: np.ndarray) -> np.ndarray:
     return (images_u8.astype(np.float32) / np.float32(255.0))[:, None, :, :]
 
 
+def write_split(data: dict[str, np.ndarray], data_dir: Path, name: str, seed: int,
+                size: int = 2000) -> tuple[Path, Path]:
+    """``<name>_calib.npz``, a seeded draw of ``size`` training images (the draw
+    fashion_data.py makes, so every model is calibrated on the same images), and
+    ``<name>_test.npz``, all test images; both hold ``input`` and int64 ``labels``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pick = np.sort(np.random.default_rng(seed).choice(len(data["train_images"]), size=size, replace=False))
+    calib = data_dir / f"{name}_calib.npz"
+    test = data_dir / f"{name}_test.npz"
+    np.savez(calib, input=to_input(data["train_images"][pick]),
+             labels=data["train_labels"][pick].astype(np.int64))
+    np.savez(test, input=to_input(data["test_images"]), labels=data["test_labels"].astype(np.int64))
+    return calib, test
+
+
 # --------------------------------------------------------------------------- model
 
 def build_model():
@@ -213,6 +228,21 @@ def build_model():
 
 # --------------------------------------------------------------------------- train / eval
 
+def start_torch(seed: int):
+    """Install torch if needed, then seed it and numpy, 2 threads, deterministic kernels:
+    the setting every Fashion-MNIST script trains in. Returns the torch module."""
+    ensure_torch()
+    import onnx
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    print(f"torch {torch.__version__}, onnx {onnx.__version__}, threads {torch.get_num_threads()}")
+    return torch
+
+
 def evaluate_torch(model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> tuple[float, np.ndarray]:
     import torch
 
@@ -272,9 +302,10 @@ EXAMPLE_DOC = ("exprune-onnx example: residual CNN trained on Fashion-MNIST (MIT
                "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10].")
 
 
-def export_onnx(model, path: Path, doc: str = EXAMPLE_DOC, batchnorms: int = 5) -> None:
+def export_onnx(model, path: Path, doc: str = EXAMPLE_DOC, batchnorms: int = 5, max_bytes: int = 0) -> None:
     """TorchScript export with BatchNorm kept as its own node (``batchnorms`` of them),
-    weights inline, IR capped for onnxruntime; shared by the Fashion-MNIST model scripts."""
+    weights inline, IR capped for onnxruntime; shared by the Fashion-MNIST model scripts.
+    ``max_bytes`` (0: no limit) stops a model too large to commit."""
     import onnx
     import torch
 
@@ -306,6 +337,8 @@ def export_onnx(model, path: Path, doc: str = EXAMPLE_DOC, batchnorms: int = 5) 
            for init in m.graph.initializer):
         sys.exit("unexpected external data in the export")
     onnx.save(m, str(path))
+    if max_bytes and path.stat().st_size > max_bytes:
+        sys.exit(f"{path} is {path.stat().st_size} bytes, over the {max_bytes} byte budget")
 
 
 def onnx_logits(path: Path, x: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -332,15 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     ensure_dataset()
-    ensure_torch()
+    torch = start_torch(args.seed)
     import onnx
-    import torch
-
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    print(f"torch {torch.__version__}, onnx {onnx.__version__}, threads {torch.get_num_threads()}")
 
     data = load_fashion_mnist()
     x_train, y_train = to_input(data["train_images"]), data["train_labels"].astype(np.int64)

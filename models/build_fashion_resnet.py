@@ -7,8 +7,9 @@ Rerunnable end to end::
     python3 models/build_fashion_resnet.py --data-only   # only (re)write models/data/*.npz
 
 It stands in for the paper's ResNet18 / CIFAR-10 row, scaled down to train in a few
-minutes on 2 CPU cores. Data loading, the training loop and the onnxruntime runner
-come from build_fashion_cnn.py, so the input convention is the same as
+minutes on 2 CPU cores. Data loading and files, the training setting and loop, the
+export and the onnxruntime runner come from build_fashion_cnn.py, so the input
+convention is the same as
 ``fashion_cnn.onnx``: ``input`` float32 [batch, 1, 28, 28] = raw pixel / 255, no
 mean/std normalisation; the output ``logits`` is float32 [batch, 10].
 
@@ -50,14 +51,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from build_fashion_cnn import (  # noqa: E402
-    MAX_IR_VERSION,
     ensure_dataset,
-    ensure_torch,
     evaluate_torch,
+    export_onnx as export_fashion_onnx,
     load_fashion_mnist,
     onnx_logits,
+    start_torch,
     to_input,
     train,
+    write_split,
 )
 
 NAME = "fashion_resnet"
@@ -127,58 +129,17 @@ def expected_batchnorms(blocks_per_stage: int) -> int:
 # --------------------------------------------------------------------------- export
 
 def export_onnx(model, path: Path, blocks_per_stage: int) -> None:
-    import onnx
-    import torch
-
-    model.eval()
-    dummy = torch.zeros(2, 1, 28, 28, dtype=torch.float32)
-    tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(
-        model,
-        (dummy,),
-        str(tmp),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        do_constant_folding=False,  # keeps BatchNorm as its own node
-        training=torch.onnx.TrainingMode.EVAL,
-    )
-    m = onnx.load(str(tmp))
-    tmp.unlink()
-    m.ir_version = min(m.ir_version, MAX_IR_VERSION)
-    m.doc_string = (
-        f"exprune-onnx benchmark: ResNet-style CNN ({blocks_per_stage} basic blocks per stage, widths "
-        f"{'/'.join(map(str, WIDTHS))}) trained on Fashion-MNIST (MIT). "
-        "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10]."
-    )
-    onnx.checker.check_model(m)
-    ops = [n.op_type for n in m.graph.node]
-    want_bn = expected_batchnorms(blocks_per_stage)
-    if ops.count("BatchNormalization") != want_bn:
-        sys.exit(f"expected {want_bn} BatchNormalization nodes in the export, found "
-                 f"{ops.count('BatchNormalization')}: {ops}")
-    if any(init.HasField("data_location") and init.data_location == onnx.TensorProto.EXTERNAL
-           for init in m.graph.initializer):
-        sys.exit("unexpected external data in the export")
-    onnx.save(m, str(path))
-    if path.stat().st_size > MAX_ONNX_BYTES:
-        sys.exit(f"{path} is {path.stat().st_size} bytes, over the {MAX_ONNX_BYTES} byte budget")
+    export_fashion_onnx(
+        model, path, batchnorms=expected_batchnorms(blocks_per_stage), max_bytes=MAX_ONNX_BYTES,
+        doc=f"exprune-onnx benchmark: ResNet-style CNN ({blocks_per_stage} basic blocks per stage, widths "
+            f"{'/'.join(map(str, WIDTHS))}) trained on Fashion-MNIST (MIT). "
+            "input: float32 [batch,1,28,28] = pixel/255; logits: float32 [batch,10].")
 
 
 # --------------------------------------------------------------------------- data files
 
 def write_data_files(data: dict[str, np.ndarray], data_dir: Path, seed: int) -> tuple[Path, Path]:
-    """Calibration draw from the training split (as models/fashion_data.py draws it) and the test split."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    n_train = len(data["train_images"])
-    pick = np.sort(np.random.default_rng(seed).choice(n_train, size=CALIBRATION_SIZE, replace=False))
-    calib = data_dir / f"{NAME}_calib.npz"
-    test = data_dir / f"{NAME}_test.npz"
-    np.savez(calib, input=to_input(data["train_images"][pick]),
-             labels=data["train_labels"][pick].astype(np.int64))
-    np.savez(test, input=to_input(data["test_images"]), labels=data["test_labels"].astype(np.int64))
+    calib, test = write_split(data, data_dir, NAME, seed, CALIBRATION_SIZE)
     print(f"wrote {calib} ({CALIBRATION_SIZE} training images, seed {seed}) and {test} "
           f"({len(data['test_images'])} test images)")
     return calib, test
@@ -219,15 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(onnx_accuracy_line(onnx_path, x_test, y_test)[0])
         return 0
 
-    ensure_torch()
+    torch = start_torch(args.seed)
     import onnx
-    import torch
-
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    print(f"torch {torch.__version__}, onnx {onnx.__version__}, threads {torch.get_num_threads()}")
 
     x_train, y_train = to_input(data["train_images"]), data["train_labels"].astype(np.int64)
     model = build_model(args.blocks)

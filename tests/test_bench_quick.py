@@ -1,0 +1,113 @@
+"""`python -m bench --quick --out DIR`: one small model in the default run, every model behind `slow`.
+
+The bench runs as the user runs it, in a subprocess from the repository root, and writes
+only into a temporary directory: the committed bench/results.json and docs/ stay as they
+are. The data files under models/data/ are not committed (each build script writes
+them), so a model whose files are missing is skipped here as the bench itself skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.models import ALL  # noqa: E402
+
+# The smallest model: 1,257 calibration and 540 test samples, about 5 s for the whole run.
+SMALL = next(m for m in ALL if m.name == "digits_mlp")
+SLOP = 1e-9  # the search's own tolerance on drops (differences of accuracies)
+
+
+def have_files(m) -> bool:
+    return m.onnx.is_file() and m.calibration.is_file() and m.test.is_file()
+
+
+def run_bench(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_model(m: dict, quick_test_samples: int = 1000) -> None:
+    """The figures of one model are there and make sense together."""
+    assert 0 < m["test_samples"] <= quick_test_samples
+    assert m["calibration_samples"] > 0
+    assert 0.0 < m["baseline_metric"] <= 1.0
+    assert [row["budget"] for row in m["budgets"]] == [0.001, 0.01]
+    for row in m["budgets"]:
+        budget = row["budget"]
+        assert row["search_seconds"] > 0 and row["backoffs"] >= 0 and row["trials"]
+        # Met on the search's own data, or said not to be.
+        if row["met"]:
+            assert row["calibration_drop"] <= budget + SLOP
+            assert row["held_out_drop"] is None or row["held_out_drop"] <= budget + SLOP
+        assert 0.0 <= row["saved"] <= 1.0 and 0.0 <= row["saved_layers"] <= 1.0
+        if row["rewritten"] == 0:
+            continue
+        # On the test split the budget may fail; then the row flags it.
+        assert row["test_drop"] == pytest.approx(m["baseline_metric"] - row["test_metric"], abs=1e-12)
+        assert row["over_budget_on_test"] == (row["test_drop"] > budget + SLOP)
+        assert row["saved"] <= row["saved_layers"]
+        assert {(t["batch"], t["threads"]) for t in row["latency"]} == {(1, 1), (1, 2), (32, 1), (32, 2)}
+        for t in row["latency"]:
+            assert t["runs"] == 5
+            for ms in (t["original_ms"], t["optimized_ms"]):
+                assert len(ms) == 3 and 0 < ms[0] <= ms[1] <= ms[2] and all(math.isfinite(x) for x in ms)
+            assert t["ratio"] > 0 and math.isfinite(t["ratio"])
+        assert row["memory_mb"]["original"] > 0 and row["memory_mb"]["optimized"] > 0
+        assert row["size_bytes"]["original"] > 0 and row["size_bytes"]["optimized"] > 0
+
+
+def check_outputs(out: Path, names: list[str]) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True
+    assert {"cpu", "cores", "onnxruntime", "commit"} <= set(results["machine"])
+    assert [m["name"] for m in results["models"]] == names
+    markdown = (out / "benchmarks.md").read_text()
+    assert markdown.startswith("# Benchmarks\n") and "**Quick run**" in markdown
+    for name in names:
+        assert f"### {name}:" in markdown
+        plot = out / "benchmarks" / f"{name}.png"
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return results
+
+
+@pytest.mark.skipif(not have_files(SMALL), reason=f"digits_mlp files missing (run `{SMALL.build}`)")
+def test_quick_bench_on_the_smallest_model(tmp_path):
+    pytest.importorskip("matplotlib")
+    done = run_bench(tmp_path, "--models", SMALL.name, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = check_outputs(tmp_path, [SMALL.name])
+    assert results["missing"] == []
+    check_model(results["models"][0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--models", "no_such_model"), "unknown model(s) no_such_model"),
+    (("--out", "docs/benchmarks.md"), "--out takes a directory"),
+])
+def test_bad_arguments_say_why(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_quick_bench_on_every_model(tmp_path):
+    pytest.importorskip("matplotlib")
+    done = run_bench(tmp_path, timeout=3600)
+    assert done.returncode == 0, done.stderr
+    present = [m.name for m in ALL if have_files(m)]
+    results = check_outputs(tmp_path, present)
+    assert sorted(x["name"] for x in results["missing"]) == sorted(m.name for m in ALL if not have_files(m))
+    for m in results["models"]:
+        check_model(m)
