@@ -25,6 +25,7 @@ class BenchModel:
     sparse: bool = False  # magnitude-pruned: count zero weights as skipped
     paper: tuple[str, str] = PAPER_RANGE
     data: str = ""  # prefix of the data files when it is not the model's name
+    decode: bool = False  # also time its one-token step graph (bench/decode.py)
 
     @property
     def onnx(self) -> Path:
@@ -50,7 +51,7 @@ ALL = (
     BenchModel("debian_gnn", "SIGN-style GNN, Debian package graph (section)", "GCN / ogbg-molhiv",
                "python models/build_debian_gnn.py"),
     BenchModel("kjv_lm", "char-level decoder-only transformer (ReLU FFN), King James Bible", "OPT-1.3B / PIQA",
-               "python models/build_kjv_lm.py"),
+               "python models/build_kjv_lm.py", decode=True),
     BenchModel("digits_mlp", "scikit-learn digits MLP, exported by skl2onnx", "(not in the paper)",
                "python models/build_digits_mlp.py", paper=("-", "-")),
     BenchModel("fashion_cnn", "the bundled example CNN, Fashion-MNIST", "(not in the paper)",

@@ -10,7 +10,12 @@ For each model of bench/models.py whose files exist (each build script writes th
 * latency of original and optimised side by side in one process, same session options
   (graph optimisations at onnxruntime's default), batch 1 and 32, 1 and 2 threads,
   median and quartiles of alternating runs;
-* model size, and peak resident memory of a fresh process that loads and runs each.
+* model size, and peak resident memory of a fresh process that loads and runs each;
+* the latency objective (objective.py) applied to the search's choice: the rewrites
+  that make the whole model faster at batch 1, 1 thread, timed on the calibration
+  file, and the kept model's test metric, FLOPs saved and time ratio. The search
+  itself runs under the FLOPs objective, so that the paper's table stays comparable;
+* for the language model, its one-token decode step (bench/decode.py).
 
 For a magnitude-pruned model, FLOPs count zero weights as skipped in both models (a
 pruned output's tail is charged the average non-zeros of a tail row), so the saving
@@ -24,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,12 +43,15 @@ from exprune_onnx.config import Options
 from exprune_onnx.data import Dataset, load_dataset
 from exprune_onnx.graphutil import all_graphs
 from exprune_onnx.measure import flops_saved
+from exprune_onnx.memory import peak_rss_mb
+from exprune_onnx.objective import choose
 from exprune_onnx.modelio import load_model
 from exprune_onnx.pipeline import infer_shapes
 from exprune_onnx.report import layer_rows
 from exprune_onnx.search import search
 from exprune_onnx.timing import measure
 
+from .decode import decode_row
 from .models import ALL, ROOT, BenchModel
 
 BUDGETS = (0.001, 0.01)
@@ -82,31 +87,11 @@ def sparse_flops(model: onnx.ModelProto, counts: dict | None = None, samples: in
     return total
 
 
-def peak_memory_mb(model: onnx.ModelProto, feeds: dict, custom: bool) -> float:
-    """Peak RSS of a fresh process that loads the model and runs it three times."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path, data = Path(tmp) / "m.onnx", Path(tmp) / "feeds.npz"
-        onnx.save(model, path)
-        np.savez(data, **feeds)
-        code = (
-            "import resource, sys, numpy as np, onnxruntime as ort\n"
-            "from exprune_onnx.runtime import session_options\n"
-            "opts = ort.SessionOptions()\n"
-            f"{'session_options(opts)' if custom else ''}\n"
-            f"s = ort.InferenceSession({str(path)!r}, opts, providers=['CPUExecutionProvider'])\n"
-            f"feeds = dict(np.load({str(data)!r}))\n"
-            "for _ in range(3): s.run(None, feeds)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-        return int(out.stdout.split()[-1]) / 1024
-
-
 def feeds_of(data: Dataset, batch: int) -> dict:
     return next(data.batches(batch))
 
 
-def bench_budget(m: BenchModel, model, calib, test, budget: float, runs: int) -> dict:
+def bench_budget(m: BenchModel, model, calib, test, budget: float, runs: int, log=print) -> dict:
     outcome = search(model, Options(), calib, max_drop=budget, seed=0)
     result = outcome.result
     row = {"budget": budget, "search_seconds": outcome.seconds, "backoffs": outcome.backoffs, "met": outcome.met,
@@ -141,10 +126,36 @@ def bench_budget(m: BenchModel, model, calib, test, budget: float, runs: int) ->
         row["latency"].append({"batch": batch, "threads": threads, "runs": runs, "original_ms": t.original_ms,
                                "optimized_ms": t.optimized_ms, "ratio": t.ratio})
     feeds = feeds_of(test, 32)
-    row["memory_mb"] = {"original": peak_memory_mb(model, feeds, False),
-                        "optimized": peak_memory_mb(optimized, feeds, True)}
+    row["memory_mb"] = {"original": peak_rss_mb(model, feeds), "optimized": peak_rss_mb(optimized, feeds)}
     row["size_bytes"] = {"original": model.ByteSize(), "optimized": optimized.ByteSize()}
+    row["latency_objective"] = latency_objective(model, outcome, calib, test, runs)
+    if m.decode:
+        row["decode"] = decode_row(outcome.options, log=log)
     return row
+
+
+def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) -> dict:
+    """What ``--objective latency`` keeps of this budget's choice (objective.py): each
+    rewrite timed in the whole model at batch 1, 1 thread, on the calibration file; then
+    the kept model's test metric, FLOPs saved and time ratio."""
+    choice = choose(model, outcome.options, outcome.result, calib, batch=1, threads=1,
+                    source=f"{len(calib)} calibration samples")
+    kept = [t.layer for t in choice.layers if t.kept and not choice.reverted_all]
+    out = {"kept": kept, "candidates": len(choice.layers), "reverted_all": choice.reverted_all,
+           "timing_seconds": choice.seconds,
+           "layers": [{"layer": t.layer, "with_ms": t.with_ms, "without_ms": t.without_ms, "kept": t.layer in kept}
+                      for t in choice.layers]}
+    if not choice.result.changed:
+        # The file written is the original itself: nothing to time or score.
+        out.update(unchanged=True, ratio=1.0, test_metric=None, saved=0.0)
+        return out
+    optimized = choice.result.model
+    checked = compare(model, optimized, test)
+    t = measure(model, optimized, feeds_of(test, 1), threads=1, runs=runs)
+    out.update(unchanged=False, ratio=t.ratio, original_ms=t.original_ms, optimized_ms=t.optimized_ms,
+               test_metric=checked.accuracy[1] if checked.accuracy else None,
+               saved=flops_saved(optimized, checked.pruned) / checked.samples / choice.result.dense_flops)
+    return out
 
 
 def bench_model(m: BenchModel, quick: bool, log) -> dict:
@@ -161,7 +172,7 @@ def bench_model(m: BenchModel, quick: bool, log) -> dict:
            "baseline_metric": baseline[0] if baseline else None, "budgets": []}
     for budget in BUDGETS:
         log(f"{m.name}: budget {budget:g}")
-        out["budgets"].append(bench_budget(m, model, calib, test, budget, runs))
+        out["budgets"].append(bench_budget(m, model, calib, test, budget, runs, log))
     out["seconds"] = time.perf_counter() - start
     return out
 
