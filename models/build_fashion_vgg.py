@@ -56,13 +56,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from build_fashion_cnn import (  # noqa: E402
     ensure_dataset,
-    ensure_torch,
     evaluate_torch,
     export_onnx,
     load_fashion_mnist,
     onnx_logits,
+    start_torch,
     to_input,
     train,
+    write_split,
 )
 
 DENSE = "fashion_vgg"
@@ -77,13 +78,7 @@ CALIBRATION = 2000
 
 def write_data(data: dict[str, np.ndarray], data_dir: Path, seed: int) -> None:
     """The calibration draw is fashion_data.py's, so both models see the same 2,000 images."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pick = np.sort(np.random.default_rng(seed).choice(60000, size=CALIBRATION, replace=False))
-    calib = data_dir / f"{DENSE}_calib.npz"
-    test = data_dir / f"{DENSE}_test.npz"
-    np.savez(calib, input=to_input(data["train_images"][pick]),
-             labels=data["train_labels"][pick].astype(np.int64))
-    np.savez(test, input=to_input(data["test_images"]), labels=data["test_labels"].astype(np.int64))
+    calib, test = write_split(data, data_dir, DENSE, seed, CALIBRATION)
     # Copies rather than symlinks: they survive copying models/data elsewhere.
     for src in (calib, test):
         shutil.copyfile(src, data_dir / src.name.replace(DENSE, PRUNED, 1))
@@ -314,15 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_only:
         return 0
 
-    ensure_torch()
-    import onnx
-    import torch
-
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    print(f"torch {torch.__version__}, onnx {onnx.__version__}, threads {torch.get_num_threads()}")
+    torch = start_torch(args.seed)
 
     x_train, y_train = to_input(data["train_images"]), data["train_labels"].astype(np.int64)
     if args.limit:
