@@ -140,12 +140,13 @@ def _passes(seconds_per_batch: float, budget: float = 0.4) -> int:
     return int(np.clip(budget / max(seconds_per_batch * FEEDS, 1e-6), 5, 60))
 
 
-def skipping(options: Options, layers) -> Options:
-    """``options`` with ``layers`` left dense."""
-    out = dataclasses.replace(options, layers=dict(options.layers), emit_stats=False)
+def skipping(options: Options, layers, chosen=()) -> Options:
+    """``options`` with ``layers`` left dense and nothing rewritten beyond ``chosen``."""
+    out = dataclasses.replace(options, layers=dict(options.layers), emit_stats=False, exclusive=True)
+    for layer in chosen:
+        out.layers[layer] = options.setting(layer)
     for layer in layers:
-        setting = options.setting(layer)
-        out.layers[layer] = dataclasses.replace(setting, skip=True, skip_reason="")
+        out.layers[layer] = dataclasses.replace(options.setting(layer), skip=True, skip_reason="")
     return out
 
 
@@ -154,6 +155,11 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
            log=lambda msg: None) -> LatencyChoice:
     """Drop the rewrites of ``result`` (compiled from ``original`` with ``options``)
     that do not make the model faster, timing on ``data`` (module docstring)."""
+    from .bigmodel import serializable
+
+    if not serializable(original):
+        raise RuntimeCheckError("the model is over 2 GB, which the latency objective cannot hand to onnxruntime "
+                                "from memory yet; --objective flops keeps the rewrites without timing them")
     start = time.perf_counter()
     feeds = timing_feeds(data, batch, seed, indices)
     layers = [rw.candidate.layer for rw in result.rewritten]
@@ -162,12 +168,12 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         return choice
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
     dropped: list[str] = []
-    compiled = {(): optimize(original, skipping(options, [])).model}
+    compiled = {(): optimize(original, skipping(options, [], layers)).model}
 
     def model_without(names: tuple[str, ...]) -> onnx.ModelProto:
         key = tuple(sorted(names))
         if key not in compiled:
-            compiled[key] = optimize(original, skipping(options, key)).model
+            compiled[key] = optimize(original, skipping(options, key, layers)).model
         return compiled[key]
 
     # Size the number of passes on the original once.
@@ -186,6 +192,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
         if not kept:
             dropped.append(layer)
+        # Only the model as now kept is compared again: a large model is not held twice over.
+        current = tuple(sorted(dropped))
+        compiled = {key: m for key, m in compiled.items() if key == current}
     if len(dropped) < len(layers):
         log("timing the result against the original")
         choice.original_ms, choice.optimized_ms = time_pair(original, model_without(tuple(dropped)), feeds,
@@ -197,7 +206,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     else:
         # The last comparison's dense side is the original model.
         choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms
-    choice.options = skipping(options, dropped)
+    choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer)

@@ -141,6 +141,7 @@ class Planner:
 
     def options(self, shares: dict[str, float | str | None]) -> Options:
         out = copy.deepcopy(self.base)
+        out.exclusive = True
         for layer, share in shares.items():
             k = self.base.setting(layer).k
             if share is None:

@@ -204,3 +204,55 @@ def test_calibration_under_the_latency_objective(tmp_path, monkeypatch):
     assert report["held_out"]["drop"] <= 0.02 + 1e-9 or not report["budget_met"]
     types = node_types(onnx.load(tmp_path / "o.onnx"))
     assert types.count("ExPruneConvRelu") == len(kept)
+
+
+def residual_block() -> onnx.ModelProto:
+    """x -> Relu -> h; a = Relu(Conv_a(h)); y = Relu(Conv_b(a) + Conv_s(h)): Conv_b and the
+    1x1 shortcut Conv_s both match the block's Add -> Relu, Conv_b first."""
+    rng = np.random.default_rng(1)
+    c = 32
+
+    def conv(name, kernel):
+        w = (rng.standard_normal((c, c, kernel, kernel)) * np.sqrt(2 / (c * kernel * kernel))).astype(np.float32)
+        return init(f"{name}_w", w), init(f"{name}_b", rng.normal(0, 0.1, c).astype(np.float32))
+
+    inits = [*conv("a", 3), *conv("b", 3), *conv("s", 1)]
+    pads = [1, 1, 1, 1]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["h"], name="in_relu"),
+        helper.make_node("Conv", ["h", "a_w", "a_b"], ["ca"], name="conv_a", pads=pads),
+        helper.make_node("Relu", ["ca"], ["ra"], name="relu_a"),
+        helper.make_node("Conv", ["ra", "b_w", "b_b"], ["cb"], name="conv_b", pads=pads),
+        helper.make_node("Conv", ["h", "s_w", "s_b"], ["cs"], name="conv_s"),
+        helper.make_node("Add", ["cb", "cs"], ["sum"], name="add"),
+        helper.make_node("Relu", ["sum"], ["y"], name="relu_out"),
+    ]
+    return make_model(nodes, [vi("x", ["N", c, 8, 8])], [vi("y", ["N", c, 8, 8])], inits)
+
+
+def _rewritten(result) -> list[str]:
+    return sorted(r.candidate.layer for r in result.rewritten)
+
+
+def test_a_dropped_layer_does_not_hand_its_activation_to_an_untimed_shortcut(monkeypatch):
+    model = residual_block()
+    assert _rewritten(exprune_onnx.optimize_model(model, threshold=0.0)) == ["conv_a", "conv_b"]
+    scripted_clock(monkeypatch, {"conv_a": 0.2, "conv_b": -0.1})
+    choice = _choose(model)
+    assert [(t.layer, t.kept) for t in choice.layers] == [("conv_a", True), ("conv_b", False)]
+    assert _rewritten(choice.result) == ["conv_a"]  # conv_s was never timed: it stays dense
+    reason = next(r.reason for r in choice.result.rejected if r.layer == "conv_s")
+    assert reason.startswith("not among the layers the calibration or the latency objective chose")
+
+
+def test_exclusive_options_rewrite_only_the_listed_layers():
+    from exprune_onnx.config import LayerSetting
+
+    model = residual_block()
+    skip_b = {"conv_b": LayerSetting(0.0, skip=True)}
+    # A user's config that skips conv_b lets the shortcut take the block's Relu...
+    assert _rewritten(exprune_onnx.optimize_model(model, Options(threshold=0.0, layers=dict(skip_b)))) == \
+        ["conv_a", "conv_s"]
+    # ...a calibration's choice (exclusive) does not.
+    chosen = Options(threshold=0.0, layers={**skip_b, "conv_a": LayerSetting(0.0)}, exclusive=True)
+    assert _rewritten(exprune_onnx.optimize_model(model, chosen)) == ["conv_a"]

@@ -524,6 +524,12 @@ def test_check_of_a_model_over_2gb_says_so():
     data = Dataset({"ids": np.zeros(2, np.int64)}, None, "ids")
     with pytest.raises(RuntimeCheckError, match="over 2 GB.*--no-check"):
         compare(model, model, data)
+    from exprune_onnx import objective
+    from exprune_onnx.config import Options
+    from exprune_onnx.pipeline import Result
+
+    with pytest.raises(RuntimeCheckError, match="over 2 GB.*--objective flops"):
+        objective.choose(model, Options(), Result(model), data)
 
 
 def test_big_model_path_on_a_small_model(monkeypatch):
