@@ -135,6 +135,10 @@ def decode_section(m: dict) -> list[str]:
            "|---|---|---|---|---|---|---|"]
     for row in rows:
         for name, v in row["decode"]["variants"].items():
+            if v.get("unchanged"):
+                out.append(f"| {100 * row['budget']:g} pt | {name} | 0 | {metric(v['accuracy'])} | - | - "
+                           "| 1.00 (unchanged) |")
+                continue
             out.append(f"| {100 * row['budget']:g} pt | {name} | {v['custom_ops']} | {metric(v['accuracy'])} "
                        f"| {v['original_ms']:.3f} | {v['optimized_ms']:.3f} | {v['ratio']:.2f} |")
     return out

@@ -233,6 +233,9 @@ def latency_table(choice) -> Table:
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
+    elif not any(lt.kept for lt in choice.layers):
+        t.caption = (f"no rewrite made the model faster: the original is written unchanged ({choice.original_ms:.3f} "
+                     f"ms); timing took {choice.seconds:.1f} s")
     else:
         t.caption = (f"original {choice.original_ms:.3f} ms -> optimised {choice.optimized_ms:.3f} ms "
                      f"(ratio {choice.ratio:.3f}, medians of alternating runs); timing took {choice.seconds:.1f} s")
