@@ -9,7 +9,6 @@ models, so differences between two models are what the weights and buffers cost.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,15 @@ import onnx
 
 from .errors import RuntimeCheckError
 from .modelio import runnable
+from .runtime import get_library_path
 
 _CHILD = """
 import resource, sys
 import numpy as np, onnxruntime as ort
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
-if sys.argv[3] == "1":
-    from exprune_onnx.runtime import session_options
-    session_options(opts)
+if sys.argv[3]:
+    opts.register_custom_ops_library(sys.argv[3])
 s = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
 feeds = dict(np.load(sys.argv[2]))
 for _ in range(3):
@@ -41,16 +40,15 @@ def peak_rss_mb(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
     """Peak resident memory (MiB) of a fresh process that loads ``model`` and runs it on ``feeds``."""
     if sys.platform == "win32":  # no getrusage; the figure is optional
         return float("nan")
-    custom = any(n.domain for n in model.graph.node)
-    package_root = str(Path(__file__).resolve().parent.parent)
+    # The parent finds the library; the child only registers it, so it never imports
+    # this package (from whatever directory it would start in).
+    library = get_library_path() if any(n.domain for n in model.graph.node) else ""
     with tempfile.TemporaryDirectory(prefix="exprune-mem-") as tmp:
         path, data = Path(tmp) / "m.onnx", Path(tmp) / "feeds.npz"
         onnx.save(runnable(model), path)
         np.savez(data, **feeds)
-        # The child imports this very package (and so finds the same library).
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(data), "1" if custom else "0"],
-                             capture_output=True, text=True, env=env)
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(data), library],
+                             capture_output=True, text=True, cwd=tmp)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeCheckError(f"measuring peak memory failed: {last}")

@@ -30,12 +30,29 @@ def get_library_path() -> str:
         return str(Path(override).resolve())
     candidate = Path(__file__).resolve().parent / _library_name()
     if not candidate.is_file():
+        # Imported from a source checkout (`python -m bench` at the repository root puts
+        # it first on sys.path): use the library `pip install .` put next to the
+        # installed copy of the package.
+        installed = _installed_library()
+        if installed is not None:
+            return installed
+    if not candidate.is_file():
         raise FileNotFoundError(
             f"the ExPrune custom-op library was not found at {candidate}. "
             "Install the package with `pip install .` (which builds it), or set "
             f"${LIBRARY_ENV} to a library you built."
         )
     return str(candidate)
+
+
+def _installed_library() -> str | None:
+    from importlib import metadata
+
+    try:
+        found = Path(metadata.distribution("exprune-onnx").locate_file(f"exprune_onnx/{_library_name()}"))
+    except (metadata.PackageNotFoundError, OSError, TypeError):
+        return None
+    return str(found.resolve()) if found.is_file() else None
 
 
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):

@@ -446,3 +446,19 @@ def test_model_checks_as_onnx():
     rng = np.random.default_rng(20)
     arrays, _ = dense_case(rng, (2,), 10, 4, 3)
     onnx.checker.check_model(single_op_model(ops.DENSE_RELU, arrays, {"k": 3, "threshold": 0.0}, name=NODE))
+
+
+def test_library_lookup_falls_back_to_the_installed_package(monkeypatch, tmp_path):
+    """Imported from a source checkout without a built library, the package uses the one
+    `pip install .` installed; with neither, the error says how to get one."""
+    from exprune_onnx import runtime
+
+    monkeypatch.delenv(runtime.LIBRARY_ENV, raising=False)
+    monkeypatch.setattr(runtime, "_library_name", lambda: "libexprune_ops_not_built_here.so")
+    installed = tmp_path / "libexprune_ops.so"
+    installed.write_bytes(b"")
+    monkeypatch.setattr(runtime, "_installed_library", lambda: str(installed))
+    assert runtime.get_library_path() == str(installed)
+    monkeypatch.setattr(runtime, "_installed_library", lambda: None)
+    with pytest.raises(FileNotFoundError, match="pip install"):
+        runtime.get_library_path()
