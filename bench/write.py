@@ -46,7 +46,7 @@ def machine() -> dict:
         commit = "unknown"
     return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__,
-            "exprune_onnx": exprune_onnx.__version__, "commit": commit}
+            "exprune_onnx": exprune_onnx.__version__, "commit": commit, "library": exprune_onnx.get_library_path()}
 
 
 def pct(x) -> str:

@@ -105,9 +105,9 @@ class Options:
     argmax_only: tuple[str, ...] = ()  # graph outputs of which only the arg-max matters
     sparse_input: bool = True  # a MatMul/Gemm after an early-exit layer skips its zero inputs (rules/sparse_input.py)
     layers: dict[str, LayerSetting] = field(default_factory=dict)
-    # Rewrite only the layers named in `layers`: set by the calibration and the latency
-    # objective, whose choices cover exactly the candidates they saw.
-    exclusive: bool = False
+    # When set, only these layers may be rewritten: the calibration and the latency
+    # objective decide over the candidates they saw, and no other may slip in.
+    chosen: frozenset[str] | None = None
 
     def setting(self, layer: str) -> LayerSetting:
         default = LayerSetting(self.threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))

@@ -2,9 +2,11 @@
 
 A process's peak resident set is a high-water mark that never goes down, so each
 model is loaded and run in its own child interpreter: onnxruntime session creation
-(weights, prepacked copies, the arena) and three runs on the given inputs. The figure
-includes the Python interpreter and onnxruntime itself, which are the same for both
-models, so differences between two models are what the weights and buffers cost.
+(weights, prepacked copies, the arena) and three runs on the given inputs. On Linux
+the child reads its own high-water mark (VmHWM), since getrusage's maximum also
+counts what the parent held before the exec. The figure includes the Python
+interpreter and onnxruntime itself, which are the same for both models, so
+differences between two models are what the weights and buffers cost.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ opts.intra_op_num_threads = 1
 if sys.argv[3]:
     opts.register_custom_ops_library(sys.argv[3])
 s = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
-feeds = dict(np.load(sys.argv[2]))
+stored = np.load(sys.argv[2])
+feeds = {str(name): stored[f"a{i}"] for i, name in enumerate(stored["names"])}
 for _ in range(3):
     s.run(None, feeds)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+try:  # Linux: this process's own high-water mark
+    status = open("/proc/self/status").read()
+    print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+except (OSError, StopIteration):
+    # getrusage also counts what the parent held before the exec: an upper bound.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(peak // 1024 if sys.platform == "darwin" else peak)
 """
 
 
@@ -46,11 +55,11 @@ def peak_rss_mb(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
     with tempfile.TemporaryDirectory(prefix="exprune-mem-") as tmp:
         path, data = Path(tmp) / "m.onnx", Path(tmp) / "feeds.npz"
         onnx.save(runnable(model), path)
-        np.savez(data, **feeds)
+        # Positional keys: an input may be called anything, "file" included.
+        np.savez(data, names=np.array(list(feeds)), **{f"a{i}": v for i, v in enumerate(feeds.values())})
         out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(data), library],
                              capture_output=True, text=True, cwd=tmp)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeCheckError(f"measuring peak memory failed: {last}")
-    peak = int(out.stdout.split()[-1])
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+    return int(out.stdout.split()[-1]) / 1024  # the child prints KiB

@@ -113,6 +113,16 @@ def _session(model: onnx.ModelProto, threads: int):
         raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({first})") from exc
 
 
+def _run(session, names, feeds) -> None:
+    try:
+        session.run(names, feeds)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({first}); a model with a "
+                                "fixed batch size needs the same --latency-batch, or use --objective flops") from exc
+
+
 def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
               passes: int) -> tuple[float, float]:
     """Median milliseconds per batch of ``a`` and ``b``, run alternately over the same feeds."""
@@ -120,8 +130,8 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
     outs_a = [o.name for o in a.graph.output]
     outs_b = [o.name for o in b.graph.output]
     for f in feeds:  # warm up: first runs allocate and page in
-        sa.run(outs_a, f)
-        sb.run(outs_b, f)
+        _run(sa, outs_a, f)
+        _run(sb, outs_b, f)
     ta, tb = [], []
     for i in range(passes):
         for j, f in enumerate(feeds):
@@ -142,7 +152,7 @@ def _passes(seconds_per_batch: float, budget: float = 0.4) -> int:
 
 def skipping(options: Options, layers, chosen=()) -> Options:
     """``options`` with ``layers`` left dense and nothing rewritten beyond ``chosen``."""
-    out = dataclasses.replace(options, layers=dict(options.layers), emit_stats=False, exclusive=True)
+    out = dataclasses.replace(options, layers=dict(options.layers), emit_stats=False, chosen=frozenset(chosen))
     for layer in chosen:
         out.layers[layer] = options.setting(layer)
     for layer in layers:
@@ -164,50 +174,54 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     feeds = timing_feeds(data, batch, seed, indices)
     layers = [rw.candidate.layer for rw in result.rewritten]
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
-    if not layers:
+    if not result.changed:
         return choice
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
     dropped: list[str] = []
-    compiled = {(): optimize(original, skipping(options, [], layers)).model}
+    compiled: dict[tuple[str, ...], Result] = {}
 
-    def model_without(names: tuple[str, ...]) -> onnx.ModelProto:
+    def without(names) -> Result:
         key = tuple(sorted(names))
         if key not in compiled:
-            compiled[key] = optimize(original, skipping(options, key, layers)).model
+            compiled[key] = optimize(original, skipping(options, key, layers))
         return compiled[key]
 
     # Size the number of passes on the original once.
     probe = _session(original, threads)
     t0 = time.perf_counter()
-    probe.run(None, feeds[0])
-    probe.run(None, feeds[0])
+    _run(probe, None, feeds[0])
+    _run(probe, None, feeds[0])
     passes = _passes((time.perf_counter() - t0) / 2)
     del probe
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
         log(f"timing layer {i + 1}/{len(order)}: {layer}")
-        with_ms, without_ms = time_pair(model_without(tuple(dropped)), model_without(tuple(dropped) + (layer,)),
-                                        feeds, threads, passes)
+        with_ms, without_ms = time_pair(without(dropped).model, without(dropped + [layer]).model, feeds, threads,
+                                        passes)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
         if not kept:
             dropped.append(layer)
         # Only the model as now kept is compared again: a large model is not held twice over.
         current = tuple(sorted(dropped))
-        compiled = {key: m for key, m in compiled.items() if key == current}
-    if len(dropped) < len(layers):
+        compiled = {key: r for key, r in compiled.items() if key == current}
+    final = without(dropped)
+    if final.changed:
+        # Whatever is still rewritten (the kept layers, and any consumer reading their
+        # output sparsely) must beat the original, or nothing is written.
         log("timing the result against the original")
-        choice.original_ms, choice.optimized_ms = time_pair(original, model_without(tuple(dropped)), feeds,
-                                                            threads, passes)
+        choice.original_ms, choice.optimized_ms = time_pair(original, final.model, feeds, threads, passes)
         if choice.optimized_ms >= choice.original_ms:
             choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms
             choice.optimized_ms = choice.original_ms
             dropped = list(layers)
     else:
-        # The last comparison's dense side is the original model.
-        choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms
+        # The last comparison's dense side was the original model.
+        choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms if choice.layers else 0.0
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
+    if choice.reverted_all:
+        choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer)
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept

@@ -27,7 +27,6 @@ cannot be met gives a model that prunes less (possibly nothing), never one over 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -141,7 +140,7 @@ class Planner:
 
     def options(self, shares: dict[str, float | str | None]) -> Options:
         out = copy.deepcopy(self.base)
-        out.exclusive = True
+        out.chosen = frozenset(shares)
         for layer, share in shares.items():
             k = self.base.setting(layer).k
             if share is None:
@@ -213,9 +212,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
            per_output: bool = True, latency: tuple[int, int] | None = None, log=lambda msg: None) -> Outcome:
     """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
-    threads) turns on the latency objective: before the held-out check, rewrites that
-    do not make the model faster at that batch size and thread count are dropped
-    (objective.py), timed on the calibration part."""
+    threads) turns on the latency objective: after the held-out check, rewrites that do
+    not make the model faster at that batch size and thread count are dropped
+    (objective.py, timed on the calibration part) and both parts are scored again."""
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     start = time.perf_counter()
@@ -267,11 +266,6 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if planner.rules:
         for head in heads:
             best = _ladder(trial, [head], best)
-    timed = None
-    if latency is not None:
-        timed = _keep_faster(original, planner, best.shares, data, calib_idx, latency, seed, log)
-        best = dataclasses.replace(best, shares={l: None if timed.kept(l) is False else s
-                                                 for l, s in best.shares.items()})
     hold_runner = Runner(original, data, hold_idx, batch) if len(hold_idx) else None
     shares, backoffs = best.shares, 0
     while True:
@@ -288,6 +282,18 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         if within or all(not isinstance(v, float) for v in shares.values()):
             break
         shares, backoffs = step_down(shares), backoffs + 1
+    timed = None
+    if latency is not None and result.changed:
+        # Timed at the prune rates the model ships with, after any back-off; dropping a
+        # layer only makes it exact again, and both parts are scored once more.
+        timed = _keep_faster(original, planner, shares, data, calib_idx, latency, seed, log)
+        if any(timed.kept(l) is False for l in shares):
+            shares = {l: None if timed.kept(l) is False else s for l, s in shares.items()}
+            final_options = planner.options(shares)
+            result = optimize(original, final_options)
+            calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
+            if hold_runner is not None:
+                hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,

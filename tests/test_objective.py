@@ -245,7 +245,7 @@ def test_a_dropped_layer_does_not_hand_its_activation_to_an_untimed_shortcut(mon
     assert reason.startswith("not among the layers the calibration or the latency objective chose")
 
 
-def test_exclusive_options_rewrite_only_the_listed_layers():
+def test_chosen_options_rewrite_only_the_chosen_layers():
     from exprune_onnx.config import LayerSetting
 
     model = residual_block()
@@ -253,6 +253,74 @@ def test_exclusive_options_rewrite_only_the_listed_layers():
     # A user's config that skips conv_b lets the shortcut take the block's Relu...
     assert _rewritten(exprune_onnx.optimize_model(model, Options(threshold=0.0, layers=dict(skip_b)))) == \
         ["conv_a", "conv_s"]
-    # ...a calibration's choice (exclusive) does not.
-    chosen = Options(threshold=0.0, layers={**skip_b, "conv_a": LayerSetting(0.0)}, exclusive=True)
+    # ...a calibration's choice (only the layers it chose) does not.
+    chosen = Options(threshold=0.0, layers=dict(skip_b), chosen=frozenset({"conv_a", "conv_b"}))
     assert _rewritten(exprune_onnx.optimize_model(model, chosen)) == ["conv_a"]
+
+
+@pytest.mark.parametrize("shortcut_gain", [-0.5, -0.05])
+def test_a_layer_named_by_the_config_cannot_slip_in_untimed(monkeypatch, shortcut_gain):
+    """The user's config names the shortcut (say, for its k). When the latency objective
+    drops conv_b, the shortcut must not be rewritten behind its back (review finding)."""
+    from exprune_onnx.config import LayerSetting
+
+    model = residual_block()
+    options = Options(threshold=0.0, layers={"conv_s": LayerSetting(0.0)})
+    result = exprune_onnx.optimize_model(model, options)
+    assert _rewritten(result) == ["conv_a", "conv_b"]
+    scripted_clock(monkeypatch, {"conv_a": -0.1, "conv_b": -0.1, "conv_s": shortcut_gain})
+    choice = objective.choose(model, options, result, random_dataset(model, 16, 0))
+    assert not choice.result.changed and choice.result.model is model
+
+
+def test_what_is_left_is_always_timed_against_the_original(monkeypatch):
+    """Every timed layer kept, yet the whole is slower than the original: nothing is written."""
+    model = three_layer_mlp()
+    calls = scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1}, slower_than_original=True)
+    choice = _choose(model)
+    original_vs_final = [c for c in calls if not any(n.domain for n in c[0].graph.node)]
+    assert original_vs_final and choice.reverted_all and not choice.result.changed
+
+
+def test_a_fixed_batch_model_timed_at_another_batch_says_so(tmp_path):
+    model = three_layer_mlp()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # batch fixed at 2
+    src = tmp_path / "fixed.onnx"
+    onnx.save(model, src)
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--no-check")
+    assert r.exit_code == 7 and "--latency-batch" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "o.onnx").exists()
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--no-check", "--latency-batch", "2")
+    assert r.exit_code == 0, r.output
+
+
+def test_calibration_times_after_the_held_out_back_off(monkeypatch):
+    """The latency choice is made on the shares the model ships with, after any back-off,
+    and the scores reported are those of the model written."""
+    from exprune_onnx import search as search_module
+    from exprune_onnx.data import load_dataset
+
+    seen = []
+    real = search_module._keep_faster
+
+    def spy(original, planner, shares, *args, **kwargs):
+        seen.append(dict(shares))
+        return real(original, planner, shares, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "_keep_faster", spy)
+    scripted_clock(monkeypatch, {"conv2/conv/Conv": 0.2, "fc1/Gemm": -0.1, "conv3/conv/Conv": -0.1,
+                                 "block/conv1/Conv": -0.1, "block/conv2/Conv": -0.1})
+    model = onnx.load(MODELS / "fashion_cnn.onnx")
+    with np.load(SLICE) as d:
+        data = Dataset({"input": d["input"][:200]}, d["labels"][:200], "slice")
+    out = search_module.search(model, Options(), data, max_drop=0.02, latency=(1, 1))
+    assert len(seen) == 1  # once, on the final shares
+    for layer, share in seen[0].items():
+        dropped = out.latency.kept(layer) is False
+        assert out.shares[layer] == (None if dropped else share)
+    assert {r.candidate.layer for r in out.result.rewritten} <= {"/conv2/conv/Conv"}
+    # The scores reported are those of the model written.
+    calib_idx, _ = search_module.split_indices(len(data), 0.5, 0)
+    runner = search_module.Runner(model, data, calib_idx, 64)
+    score, _, _ = runner.run(out.result.model, out.metric, out.result.dense_flops)
+    assert score.optimized == out.calibration.optimized

@@ -12,7 +12,8 @@ namespace exprune {
 
 namespace {
 
-// Rows of x handled together: each output's tail weights are read once per block.
+// Rows of x handled together: each output's tail weights come from memory once per
+// block and from cache for its other rows.
 constexpr int64_t kRowBlock = 16;
 // Survivors listed per row before they are finished, four at a time.
 constexpr int kChunk = 64;

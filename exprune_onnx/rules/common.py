@@ -82,7 +82,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
     if setting.rule == "certified" and np.isnan(c.weight).any():
         # Its bound sums the positive tail weights; the op refuses a NaN sum.
         return "the certified rule needs weights without NaN"
-    if opts.exclusive and c.layer not in opts.layers:
+    if opts.chosen is not None and c.layer not in opts.chosen:
         # A ResNet's shortcut conv shares its block's Add -> Relu with the main conv and
         # matches only once that conv is left alone: it was never calibrated or timed.
         return ("not among the layers the calibration or the latency objective chose: it becomes a "
