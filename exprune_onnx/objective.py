@@ -211,7 +211,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         # output sparsely) must beat the original, or nothing is written.
         log("timing the result against the original")
         choice.original_ms, choice.optimized_ms = time_pair(original, final.model, feeds, threads, passes)
-        if choice.optimized_ms >= choice.original_ms:
+        if choice.optimized_ms > choice.original_ms * (1.0 - MARGIN):
             choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms
             choice.optimized_ms = choice.original_ms
             dropped = list(layers)
