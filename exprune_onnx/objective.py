@@ -10,9 +10,10 @@ rewritten layer is timed where it lives, in the whole model:
    as kept so far) and time both side by side on real inputs, at the batch size and
    thread count the user deploys with. The layer stays only if the model with it is
    at least ``MARGIN`` faster; otherwise it reverts to its dense form.
-3. Time what is left against the original model. If it is not faster, nothing is
-   rewritten at all: the latency objective never returns a slower model (up to the
-   noise of the measurement, which the report shows as quartiles).
+3. Time what is left (kept layers, and any consumer now reading their output
+   sparsely) against the original model. If it is not at least ``MARGIN`` faster,
+   nothing is rewritten at all: the latency objective never returns a slower model,
+   up to the noise of the measurement.
 
 Timing the whole model rather than the layer in isolation charges each rewrite for
 the layout conversions and lost fusions it causes, which is where most of the cost
