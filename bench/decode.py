@@ -35,6 +35,7 @@ from exprune_onnx.config import Options
 from exprune_onnx.data import Dataset
 from exprune_onnx.modelio import load_model
 from exprune_onnx.pipeline import optimize
+from exprune_onnx.timing import session
 
 from .models import DATA, MODELS
 
@@ -44,22 +45,6 @@ WINDOWS = 32  # held-out windows decoded for the accuracy check
 STATES = 8  # decode states the latency runs cycle through
 
 
-def _session(model: onnx.ModelProto, threads: int = 1, profile: str | None = None):
-    import onnxruntime as ort
-
-    from exprune_onnx.runtime import session_options
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if profile:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile
-    if any(n.domain for n in model.graph.node):
-        session_options(opts)
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def _cache_inputs(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name.startswith("past_")]
 
@@ -67,7 +52,7 @@ def _cache_inputs(model: onnx.ModelProto) -> list[str]:
 def decode(model: onnx.ModelProto, tokens: np.ndarray, keep_states: set[int] = frozenset()):
     """Run the step graph over ``tokens`` [B, T] from empty caches. Returns the logits
     [B, T, V] and the feeds of the steps in ``keep_states`` (batch sliced to one)."""
-    s = _session(model)
+    s = session(model, 1)
     b, t = tokens.shape
     past = _cache_inputs(model)
     shape = [d.dim_value for d in next(i for i in model.graph.input if i.name == past[0]).type.tensor_type.shape.dim]
@@ -86,7 +71,7 @@ def decode(model: onnx.ModelProto, tokens: np.ndarray, keep_states: set[int] = f
 def profile_shares(model: onnx.ModelProto, feeds: list[dict], runs: int = 200) -> dict[str, float]:
     """Share of kernel time per op type of one decode step (onnxruntime profiler)."""
     with tempfile.TemporaryDirectory() as tmp:
-        s = _session(model, profile=str(Path(tmp) / "p"))
+        s = session(model, 1, profile=str(Path(tmp) / "p"))
         for i in range(runs):
             s.run(None, feeds[i % len(feeds)])
         events = json.loads(Path(s.end_profiling()).read_text())

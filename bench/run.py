@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from exprune_onnx import ops
+from exprune_onnx import ops, report
 from exprune_onnx.accounting import counted, dense_flops, node_flops
 from exprune_onnx.check import compare
 from exprune_onnx.config import Options
@@ -141,11 +141,9 @@ def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) 
     rounds, each the medians over ``runs`` passes through eight test samples)."""
     choice = choose(model, outcome.options, outcome.result, calib, batch=1, threads=1,
                     source=f"{len(calib)} calibration samples")
-    kept = [t.layer for t in choice.layers if t.kept and not choice.reverted_all]
-    out = {"kept": kept, "candidates": len(choice.layers), "reverted_all": choice.reverted_all,
-           "timing_seconds": choice.seconds,
-           "layers": [{"layer": t.layer, "with_ms": t.with_ms, "without_ms": t.without_ms, "kept": t.layer in kept}
-                      for t in choice.layers]}
+    out = {"kept": [t.layer for t in choice.layers if choice.kept(t.layer)], "candidates": len(choice.layers),
+           "reverted_all": choice.reverted_all, "timing_seconds": choice.seconds,
+           "layers": report.latency_json(choice)["layers"]}
     if not choice.result.changed:
         # The file written is the original itself: nothing to time or score.
         out.update(unchanged=True, ratio=1.0, test_metric=None, saved=0.0)

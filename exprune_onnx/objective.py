@@ -31,10 +31,12 @@ import numpy as np
 import onnx
 
 from .accounting import dense_flops
+from .check import _first_line
 from .config import Options
 from .data import Dataset
 from .errors import RuntimeCheckError
 from .pipeline import Result, optimize
+from .timing import session as timing_session
 
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
@@ -97,31 +99,20 @@ def timing_feeds(data: Dataset, batch: int, seed: int = 0,
 
 
 def _session(model: onnx.ModelProto, threads: int):
-    import onnxruntime as ort
-
-    from .modelio import runnable
-    from .runtime import session_options
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if any(n.domain for n in model.graph.node):
-        session_options(opts)
     try:
-        return ort.InferenceSession(runnable(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return timing_session(model, threads)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({first})") from exc
+        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({_first_line(exc)})") from exc
 
 
-def _run(session, names, feeds) -> None:
+def _run(sess, names, feeds) -> None:
     try:
-        session.run(names, feeds)
+        sess.run(names, feeds)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({first}); a model with a "
-                                "fixed batch size needs the same --latency-batch, or use --objective flops") from exc
+        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({_first_line(exc)}); a "
+                                "model with a fixed batch size needs the same --latency-batch, or use "
+                                "--objective flops") from exc
 
 
 def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
@@ -139,9 +130,9 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
             # Alternate who goes first so that cache and frequency effects hit both.
             first, second = ((sa, outs_a, ta), (sb, outs_b, tb)) if (i + j) % 2 == 0 else \
                 ((sb, outs_b, tb), (sa, outs_a, ta))
-            for session, names, sink in (first, second):
+            for sess, names, sink in (first, second):
                 t0 = time.perf_counter()
-                session.run(names, f)
+                sess.run(names, f)
                 sink.append(time.perf_counter() - t0)
     return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 

@@ -226,7 +226,7 @@ def latency_table(choice) -> Table:
                       ("model time saved", "right"), ("decision", "left")):
         t.add_column(col, justify=just)
     for lt in choice.layers:
-        kept = lt.kept and not choice.reverted_all
+        kept = choice.kept(lt.layer)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
                                         else "dropped: not faster")
         t.add_row(escape(lt.layer), f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%", decision)
@@ -251,7 +251,7 @@ def latency_json(choice) -> dict | None:
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         "layers": [{"layer": lt.layer, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": lt.kept and not choice.reverted_all} for lt in choice.layers],
+                    "kept": choice.kept(lt.layer)} for lt in choice.layers],
     })
 
 

@@ -88,15 +88,20 @@ def _apt_prefix() -> list[str]:
     return []
 
 
-def ensure_dataset() -> None:
-    if all((DATA_DIR / name).is_file() for name in DATA_FILES.values()):
-        return
+def apt_install(package: str) -> None:
+    """apt-get install, refreshing the package lists once if the first try fails."""
     prefix = _apt_prefix()
-    install = prefix + ["apt-get", "install", "-y", APT_PACKAGE]
+    install = prefix + ["apt-get", "install", "-y", package]
     if _run(install) != 0:
         _run(prefix + ["apt-get", "update"])
         if _run(install) != 0:
-            sys.exit(f"could not install the Debian package {APT_PACKAGE}")
+            sys.exit(f"could not install the Debian package {package}")
+
+
+def ensure_dataset() -> None:
+    if all((DATA_DIR / name).is_file() for name in DATA_FILES.values()):
+        return
+    apt_install(APT_PACKAGE)
     missing = [n for n in DATA_FILES.values() if not (DATA_DIR / n).is_file()]
     if missing:
         sys.exit(f"{APT_PACKAGE} installed but files missing under {DATA_DIR}: {missing}")
@@ -170,8 +175,9 @@ def write_split(data: dict[str, np.ndarray], data_dir: Path, name: str, seed: in
 
 # --------------------------------------------------------------------------- model
 
-def build_model():
-    import torch
+def conv_bn_relu_class():
+    """The 3x3 Conv -> BatchNorm -> ReLU module the Fashion-MNIST models are built from
+    (made here because torch is imported only once the script has ensured it)."""
     from torch import nn
 
     class ConvBNReLU(nn.Module):
@@ -183,6 +189,15 @@ def build_model():
 
         def forward(self, x):
             return self.relu(self.bn(self.conv(x)))
+
+    return ConvBNReLU
+
+
+def build_model():
+    import torch
+    from torch import nn
+
+    ConvBNReLU = conv_bn_relu_class()
 
     class BasicBlock(nn.Module):
         """conv -> BN -> ReLU -> conv -> BN -> (+ identity) -> ReLU."""

@@ -55,6 +55,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from build_fashion_cnn import (  # noqa: E402
+    conv_bn_relu_class,
     ensure_dataset,
     evaluate_torch,
     export_onnx,
@@ -92,15 +93,7 @@ def build_model():
     import torch
     from torch import nn
 
-    class ConvBNReLU(nn.Module):
-        def __init__(self, cin: int, cout: int):
-            super().__init__()
-            self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=True)
-            self.bn = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(self.bn(self.conv(x)))
+    ConvBNReLU = conv_bn_relu_class()
 
     class FashionVGG(nn.Module):
         def __init__(self):

@@ -68,19 +68,14 @@ STEP_CHECK_WINDOWS = 4
 
 # Installing torch and running apt: the same as for the bundled example.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_fashion_cnn import _apt_prefix, _run, ensure_torch  # noqa: E402
+from build_fashion_cnn import apt_install, ensure_torch  # noqa: E402
 
 
 def ensure_bible() -> str:
     found = shutil.which("bible")
     if found:
         return found
-    prefix = _apt_prefix()
-    install = prefix + ["apt-get", "install", "-y", APT_PACKAGE]
-    if _run(install) != 0:
-        _run(prefix + ["apt-get", "update"])
-        if _run(install) != 0:
-            sys.exit(f"could not install the Debian package {APT_PACKAGE}")
+    apt_install(APT_PACKAGE)
     found = shutil.which("bible")
     if not found:
         sys.exit(f"{APT_PACKAGE} installed but the 'bible' program is not on PATH")
