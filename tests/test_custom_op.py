@@ -172,6 +172,24 @@ def test_dense_survivor_values_do_not_depend_on_which_others_survive():
         assert np.array_equal(y[kept], dense[kept])
 
 
+@pytest.mark.parametrize("rows", [2, 5, 17, 40])
+def test_dense_row_values_do_not_depend_on_the_batch(rows):
+    """One row is finished output by output, several rows output-major (each surviving
+    output's weights shared by its surviving rows); a row must come out bit-identical
+    either way, whatever the batch and whichever rows survive with it."""
+    rng = np.random.default_rng(7)
+    arrays, _ = dense_case(rng, (rows,), 130, 150, 32, residual=True)
+    est = estimate(arrays["partial"], arrays["bias"], arrays["residual"], 130, 32)
+    attrs = {"k": 32, "threshold": float(np.float32(np.quantile(est, 0.6)))}
+    (batched,) = run(ops.DENSE_RELU, arrays, attrs)
+    for m in range(rows):
+        alone = {name: None if a is None else a[m:m + 1] for name, a in arrays.items()
+                 if name not in ("w_tail", "bias")}
+        alone.update(w_tail=arrays["w_tail"], bias=arrays["bias"])
+        (y,) = run(ops.DENSE_RELU, alone, attrs)
+        assert np.array_equal(y[0], batched[m]), m
+
+
 def test_dense_threads_give_identical_results():
     rng = np.random.default_rng(5)
     arrays, _ = dense_case(rng, (37,), 100, 70, 25, residual=True)

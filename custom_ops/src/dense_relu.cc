@@ -12,9 +12,11 @@ namespace exprune {
 
 namespace {
 
-// Rows of x handled together: each output's tail weights come from memory once per
-// block and from cache for its other rows.
+// Rows of x handled together by one task: with several rows, each surviving output's
+// tail weights come from memory once per block and serve all its surviving rows there.
 constexpr int64_t kRowBlock = 16;
+// x rows of a block are reread for every output, so a block's rows should stay in L2.
+constexpr int64_t kRowBlockBytes = 256 * 1024;
 // Survivors listed per row before they are finished, four at a time.
 constexpr int kChunk = 64;
 // Multiply-adds per pool task if nothing were pruned: large enough to hide the
@@ -84,9 +86,10 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
     ParallelTasks(ctx, static_cast<size_t>(CeilDiv(rows, per_task)), stats);
   }
 
-  const int64_t row_block = std::min(rows, kRowBlock);
+  const int64_t row_block =
+      std::min(rows, std::max<int64_t>(4, std::min(kRowBlock, kRowBlockBytes / (4 * std::max<int64_t>(tail, 1)))));
   const int64_t row_blocks = row_block > 0 ? CeilDiv(rows, row_block) : 0;
-  // At least kChunk outputs per task, so that each row's survivors fill Dot4's groups.
+  // At least kChunk outputs per task, so that each row's survivors fill DotGroup's groups.
   const int64_t col_block = outs > 0 ? std::clamp<int64_t>(CeilDiv(kTaskWork, row_block * tail + 1), kChunk, outs) : 0;
   const int64_t col_blocks = col_block > 0 ? CeilDiv(outs, col_block) : 0;
   const size_t tasks = static_cast<size_t>(row_blocks * col_blocks);
@@ -97,9 +100,9 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   const float* per_output = attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data();
   const double t_k = static_cast<double>(k), t_n = static_cast<double>(n), z_crit = attrs_.z_crit;
   const float clip_max = attrs_.clip_max;
-  // Finishes the surviving outputs idx[0..count) of row m, four at a time (Dot4 shares
-  // the pass over the row's tail inputs and prefetches the next four weight rows); a
-  // short group repeats its last output.
+  // Finishes the surviving outputs idx[0..count) of row m, four at a time (DotGroup
+  // shares the pass over the row's tail inputs and prefetches the next four weight
+  // rows; a short group's prefetch repeats its last output).
   auto finish = [&](int64_t m, const int64_t* idx, int count) noexcept {
     const float* x_m = x.data + m * n + k;
     const float* groups[2][4];
@@ -112,7 +115,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
       const bool more = start + 4 < count;
       if (more) fill(1 - cur, start + 4);
       float dots[4];
-      Dot4(x_m, groups[cur], tail, dots, more ? groups[1 - cur] : nullptr);
+      DotGroup(x_m, groups[cur], std::min(4, count - start), tail, dots, more ? groups[1 - cur] : nullptr);
       for (int r = 0; r < 4 && start + r < count; ++r) {
         const int64_t o = idx[start + r], i = m * outs + o;
         const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
@@ -120,35 +123,61 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
       }
     }
   };
-  // One copy of the loop per rule, so the threshold rule's stays as it was. Rows
-  // outside, outputs inside: the block's tail weight rows stay in cache across rows.
-  // Survivors are listed kChunk at a time, then finished.
+  // Rows sharing a surviving output, finished four at a time: DotGroup with the
+  // output's weight row as the shared operand. Each value is the same sum, in the same
+  // order, as DotGroup over the row's surviving outputs gives, since a lane never mixes
+  // pairs and a product's operands commute exactly: a row's outputs do not depend on
+  // the batch it came in.
+  auto finish_rows = [&](int64_t o, const int64_t* rows_of, int count, const float* next_w) noexcept {
+    const float* w_o = w.data + o * tail;
+    const float* prefetch[4] = {next_w, next_w, next_w, next_w};
+    for (int start = 0; start < count; start += 4) {
+      const float* group[4];
+      const int size = std::min(4, count - start);
+      for (int r = 0; r < size; ++r) group[r] = x.data + rows_of[start + r] * n + k;
+      float dots[4];
+      DotGroup(w_o, group, size, tail, dots, next_w != nullptr && start + 4 >= count ? prefetch : nullptr);
+      for (int r = 0; r < 4 && start + r < count; ++r) {
+        const int64_t i = rows_of[start + r] * outs + o;
+        const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
+        out.y[i] = Activate(partial.data[i] + dots[r] + base, clip_max);
+      }
+    }
+  };
+  // One copy of the loop per rule, so the threshold rule's stays as it was.
   auto run = [&](auto rule, size_t task) noexcept {
     constexpr Rule kRule = decltype(rule)::value;
+    int64_t count = 0;
+    // Decides output o of row m; a pruned one is written (0) and counted here.
+    auto prune_at = [&](int64_t m, int64_t o) noexcept {
+      const int64_t i = m * outs + o;
+      const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
+      const float p = partial.data[i];
+      bool prune;
+      if constexpr (kRule == Rule::kThreshold) {
+        prune = Pruned(base, ratio, p, per_output != nullptr ? static_cast<double>(per_output[o]) : threshold);
+      } else if constexpr (kRule == Rule::kStatsTest) {
+        prune = StatsPruned(base, p, extra.partial_sq[i], t_k, t_n, z_crit);
+      } else {
+        prune = CertifiedPruned(base, p, xmax[m], xnorm[m], extra.w_pos_sum[o], extra.w_pos_norm[o]);
+      }
+      if (prune) {
+        out.y[i] = 0.0f;
+        ++count;
+      }
+      return prune;
+    };
     const int64_t t = static_cast<int64_t>(task);
     const int64_t m0 = (t % row_blocks) * row_block, m1 = std::min(rows, m0 + row_block);
     const int64_t o0 = (t / row_blocks) * col_block, o1 = std::min(outs, o0 + col_block);
-    int64_t count = 0;
-    for (int64_t m = m0; m < m1; ++m) {
+    if (m1 - m0 == 1) {
+      // One row: its x tail stays in cache across outputs; survivors are listed
+      // kChunk at a time, then finished.
+      const int64_t m = m0;
       int64_t idx[kChunk];
       int pending = 0;
       for (int64_t o = o0; o < o1; ++o) {
-        const int64_t i = m * outs + o;
-        const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
-        const float p = partial.data[i];
-        bool prune;
-        if constexpr (kRule == Rule::kThreshold) {
-          prune = Pruned(base, ratio, p, per_output != nullptr ? static_cast<double>(per_output[o]) : threshold);
-        } else if constexpr (kRule == Rule::kStatsTest) {
-          prune = StatsPruned(base, p, extra.partial_sq[i], t_k, t_n, z_crit);
-        } else {
-          prune = CertifiedPruned(base, p, xmax[m], xnorm[m], extra.w_pos_sum[o], extra.w_pos_norm[o]);
-        }
-        if (prune) {
-          out.y[i] = 0.0f;
-          ++count;
-          continue;
-        }
+        if (prune_at(m, o)) continue;
         idx[pending++] = o;
         if (pending == kChunk) {
           finish(m, idx, pending);
@@ -156,6 +185,27 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
         }
       }
       if (pending > 0) finish(m, idx, pending);
+    } else {
+      // Several rows: outputs outside, so each surviving output's weight row is read
+      // once for the block; the block's x rows stay in cache.
+      int64_t rows_of[kRowBlock];
+      int64_t prev = -1;
+      int prev_count = 0;
+      int64_t prev_rows[kRowBlock];
+      for (int64_t o = o0; o < o1; ++o) {
+        int live = 0;
+        for (int64_t m = m0; m < m1; ++m) {
+          if (!prune_at(m, o)) rows_of[live++] = m;
+        }
+        if (live == 0) continue;
+        // The previous output is finished now that the next one's row is known, so
+        // its last group can prefetch it.
+        if (prev_count > 0) finish_rows(prev, prev_rows, prev_count, w.data + o * tail);
+        prev = o;
+        prev_count = live;
+        std::copy(rows_of, rows_of + live, prev_rows);
+      }
+      if (prev_count > 0) finish_rows(prev, prev_rows, prev_count, nullptr);
     }
     pruned[task] = count;
   };

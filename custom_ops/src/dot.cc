@@ -31,56 +31,68 @@ EXPRUNE_DOT_TARGETS float Dot(const float* a, const float* b, int64_t n) {
   return acc[0] + rest;
 }
 
+namespace {
+
 // Sixteen lanes per row: four rows' accumulators fit the AVX2 register file with room
-// for the shared input vector.
-EXPRUNE_DOT_TARGETS void Dot4(const float* a, const float* const* b, int64_t n, float* out, const float* const* next) {
+// for the shared input vector. R rows are done; the prefetch covers all four of next.
+template <int R>
+__attribute__((always_inline)) inline void DotRows(const float* a, const float* const* b, int64_t n, float* out,
+                                                   const float* const* next) {
   constexpr int kLanes = 16;
-  const float* b0 = b[0];
-  const float* b1 = b[1];
-  const float* b2 = b[2];
-  const float* b3 = b[3];
   // Without a next group, prefetch the current rows again: harmless, and the loop
   // stays free of branches and of loads of the pointers.
-  const float* p0 = next != nullptr ? next[0] : b0;
-  const float* p1 = next != nullptr ? next[1] : b1;
-  const float* p2 = next != nullptr ? next[2] : b2;
-  const float* p3 = next != nullptr ? next[3] : b3;
-  float acc0[kLanes] = {}, acc1[kLanes] = {}, acc2[kLanes] = {}, acc3[kLanes] = {};
+  const float* p[4];
+  for (int r = 0; r < 4; ++r) p[r] = next != nullptr ? next[r] : b[r < R ? r : 0];
+  float acc[R][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     // kLanes floats are one 64-byte line of each row.
-    __builtin_prefetch(p0 + i);
-    __builtin_prefetch(p1 + i);
-    __builtin_prefetch(p2 + i);
-    __builtin_prefetch(p3 + i);
+    for (int r = 0; r < 4; ++r) __builtin_prefetch(p[r] + i);
 #pragma omp simd
     for (int j = 0; j < kLanes; ++j) {
       const float x = a[i + j];
-      acc0[j] += x * b0[i + j];
-      acc1[j] += x * b1[i + j];
-      acc2[j] += x * b2[i + j];
-      acc3[j] += x * b3[i + j];
+      for (int r = 0; r < R; ++r) acc[r][j] += x * b[r][i + j];
     }
   }
-  float rest0 = 0.0f, rest1 = 0.0f, rest2 = 0.0f, rest3 = 0.0f;
+  float rest[R] = {};
   for (; i < n; ++i) {
-    rest0 += a[i] * b0[i];
-    rest1 += a[i] * b1[i];
-    rest2 += a[i] * b2[i];
-    rest3 += a[i] * b3[i];
+    for (int r = 0; r < R; ++r) rest[r] += a[i] * b[r][i];
   }
   for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int j = 0; j < width; ++j) {
-      acc0[j] += acc0[j + width];
-      acc1[j] += acc1[j + width];
-      acc2[j] += acc2[j + width];
-      acc3[j] += acc3[j + width];
+    for (int r = 0; r < R; ++r) {
+      for (int j = 0; j < width; ++j) acc[r][j] += acc[r][j + width];
     }
   }
-  out[0] = acc0[0] + rest0;
-  out[1] = acc1[0] + rest1;
-  out[2] = acc2[0] + rest2;
-  out[3] = acc3[0] + rest3;
+  for (int r = 0; r < R; ++r) out[r] = acc[r][0] + rest[r];
+}
+
+EXPRUNE_DOT_TARGETS void Dot1(const float* a, const float* const* b, int64_t n, float* out, const float* const* next) {
+  DotRows<1>(a, b, n, out, next);
+}
+EXPRUNE_DOT_TARGETS void Dot2(const float* a, const float* const* b, int64_t n, float* out, const float* const* next) {
+  DotRows<2>(a, b, n, out, next);
+}
+EXPRUNE_DOT_TARGETS void Dot3(const float* a, const float* const* b, int64_t n, float* out, const float* const* next) {
+  DotRows<3>(a, b, n, out, next);
+}
+EXPRUNE_DOT_TARGETS void Dot4Rows(const float* a, const float* const* b, int64_t n, float* out,
+                                  const float* const* next) {
+  DotRows<4>(a, b, n, out, next);
+}
+
+}  // namespace
+
+void DotGroup(const float* a, const float* const* b, int count, int64_t n, float* out, const float* const* next) {
+  switch (count) {
+    case 1:
+      return Dot1(a, b, n, out, next);
+    case 2:
+      return Dot2(a, b, n, out, next);
+    case 3:
+      return Dot3(a, b, n, out, next);
+    default:
+      return Dot4Rows(a, b, n, out, next);
+  }
 }
 
 }  // namespace exprune
