@@ -119,8 +119,9 @@ def decode_row(options: Options, passes: int = 200, log=print) -> dict:
         row["variants"][name] = {"custom_ops": rewritten, "accuracy": float((got.argmax(-1) == labels).mean()),
                                  "original_ms": orig_ms, "optimized_ms": opt_ms, "ratio": opt_ms / orig_ms,
                                  "unchanged": False}
-    row["latency_objective_layers"] = [{"layer": t.layer, "with_ms": t.with_ms, "without_ms": t.without_ms,
-                                        "kept": t.kept and not choice.reverted_all} for t in choice.layers]
+    row["latency_objective_layers"] = [{"layer": t.layer, "rewrite": t.kind, "with_ms": t.with_ms,
+                                        "without_ms": t.without_ms, "kept": choice.kept(t.layer, t.kind)}
+                                       for t in choice.layers]
     return row
 
 

@@ -44,7 +44,7 @@ from exprune_onnx.data import Dataset, load_dataset
 from exprune_onnx.graphutil import all_graphs
 from exprune_onnx.measure import flops_saved
 from exprune_onnx.memory import peak_rss_mb
-from exprune_onnx.objective import choose, time_pair, timing_feeds
+from exprune_onnx.objective import EARLY_EXIT, ZERO_INPUTS, choose, time_pair, timing_feeds
 from exprune_onnx.modelio import load_model
 from exprune_onnx.pipeline import infer_shapes
 from exprune_onnx.report import layer_rows
@@ -141,7 +141,11 @@ def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) 
     rounds, each the medians over ``runs`` passes through eight test samples)."""
     choice = choose(model, outcome.options, outcome.result, calib, batch=1, threads=1,
                     source=f"{len(calib)} calibration samples")
-    out = {"kept": [t.layer for t in choice.layers if choice.kept(t.layer)], "candidates": len(choice.layers),
+    early = [t for t in choice.layers if t.kind == EARLY_EXIT]
+    relu = [t for t in choice.layers if t.kind == ZERO_INPUTS]
+    out = {"kept": [t.layer for t in early if choice.kept(t.layer)], "candidates": len(early),
+           "kept_zero_inputs": [t.layer for t in relu if choice.kept(t.layer, ZERO_INPUTS)],
+           "zero_input_candidates": len(relu),
            "reverted_all": choice.reverted_all, "timing_seconds": choice.seconds,
            "layers": report.latency_json(choice)["layers"]}
     if not choice.result.changed:

@@ -77,7 +77,14 @@ def latency_text(row: dict) -> str:
         return "-"
     if lo["unchanged"]:
         return f"0/{lo['candidates']}, 1.00 (unchanged)"
-    return f"{len(lo['kept'])}/{lo['candidates']}, {lo['ratio']:.2f}"
+    return f"{kept_text(lo, '/')}, {lo['ratio']:.2f}"
+
+
+def kept_text(lo: dict, sep: str) -> str:
+    """Early-exit layers kept of those timed, plus any plain-ReLU consumer read sparsely."""
+    text = f"{len(lo['kept'])}{sep}{lo['candidates']}"
+    relu = len(lo.get("kept_zero_inputs", []))
+    return text + (f" + {relu} zero-input" if relu else "")
 
 
 def headline(results: dict) -> list[str]:
@@ -105,16 +112,16 @@ def latency_objective_section(m: dict) -> list[str]:
            "| budget | layers kept | time ratio | test metric | FLOPs saved | timing took |",
            "|---|---|---|---|---|---|"]
     for row, lo in rows:
-        kept = f"{len(lo['kept'])} of {lo['candidates']}" + (" (rest not faster than the original)"
-                                                             if lo["reverted_all"] else "")
+        kept = kept_text(lo, " of ") + (" (rest not faster than the original)" if lo["reverted_all"] else "")
         reached = metric(m["baseline_metric"]) if lo["unchanged"] else metric(lo.get("test_metric"))
         out.append(f"| {100 * row['budget']:g} pt | {kept} | {lo['ratio']:.2f}{' (unchanged)' if lo['unchanged'] else ''} "
                    f"| {reached} | {pct(lo['saved'])} | {lo['timing_seconds']:.0f} s |")
-    out += ["", "| budget | layer | model ms with the rewrite | without | kept |", "|---|---|---|---|---|"]
+    out += ["", "| budget | layer | rewrite | model ms with the rewrite | without | kept |",
+            "|---|---|---|---|---|---|"]
     for row, lo in rows:
         for t in lo["layers"]:
-            out.append(f"| {100 * row['budget']:g} pt | {t['layer']} | {t['with_ms']:.3f} | {t['without_ms']:.3f} "
-                       f"| {'yes' if t['kept'] else 'no'} |")
+            out.append(f"| {100 * row['budget']:g} pt | {t['layer']} | {t.get('rewrite', 'early exit')} "
+                       f"| {t['with_ms']:.3f} | {t['without_ms']:.3f} | {'yes' if t['kept'] else 'no'} |")
     return out
 
 

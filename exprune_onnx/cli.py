@@ -13,7 +13,7 @@ from rich.text import Text
 
 from . import report
 from ._version import __version__
-from .config import DEFAULT_MIN_UNITS, OBJECTIVES, UNIT_ORDERS, Options, load_config, parse_k
+from .config import DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_k
 from .errors import ExPruneError, OutputError
 from .metrics import METRICS
 
@@ -159,6 +159,10 @@ def main(debug: bool) -> None:
               help="Expose each early-exit op's [pruned, total] counters as extra graph outputs.")
 @click.option("--sparse-input/--no-sparse-input", default=True, show_default=True,
               help="A MatMul/Gemm reading an early-exit layer's output skips its zero inputs (ExPruneSparseMatMul).")
+@click.option("--sparse-relu", type=click.Choice(SPARSE_RELU), default="auto", show_default=True,
+              help="The same for a MatMul/Gemm reading a plain ReLU's output (exact; fast only where most inputs "
+                   "are zero): auto times each one under --objective latency and keeps it if faster, and leaves "
+                   "them alone under flops; on rewrites them all (under latency, still timed); off never.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run original and optimised model in onnxruntime and compare outputs.")
 @click.option("--check-data", type=click.Path(path_type=Path),
@@ -202,7 +206,7 @@ def main(debug: bool) -> None:
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
              report_path, plot_path, rule, alpha, granularity, objective, latency_batch, latency_threads,
-             sparse_input):
+             sparse_input, sparse_relu):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
     from .data import load_dataset, random_dataset
@@ -224,6 +228,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         options.rule = rule
     options.alpha = alpha
     options.sparse_input = sparse_input
+    options.sparse_relu = sparse_relu
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     clobbered = clobbered_input(model, output)
     if clobbered:

@@ -71,6 +71,7 @@ RULES = ("threshold", "statstest", "certified")
 UNIT_ORDERS = ("weight", "stored")
 # What the compiler minimises: time in onnxruntime (objective.py) or FLOPs (the paper).
 OBJECTIVES = ("latency", "flops")
+SPARSE_RELU = ("auto", "on", "off")
 DEFAULT_ALPHA = 0.01
 
 
@@ -104,6 +105,12 @@ class Options:
     unit_order: str = "weight"
     argmax_only: tuple[str, ...] = ()  # graph outputs of which only the arg-max matters
     sparse_input: bool = True  # a MatMul/Gemm after an early-exit layer skips its zero inputs (rules/sparse_input.py)
+    # Also one after a plain Relu or Clip(0, .) that is not an early-exit layer: exact,
+    # but faster only where the zeros are many. "on", "off", or "auto": timed by the
+    # latency objective (objective.py), which sets "on" for the consumers it keeps.
+    sparse_relu: str = "auto"
+    # When set, only these consumers of a plain Relu (the latency objective's choice).
+    sparse_relu_layers: frozenset[str] | None = None
     layers: dict[str, LayerSetting] = field(default_factory=dict)
     # When set, only these layers may be rewritten: the calibration and the latency
     # objective decide over the candidates they saw, and no other may slip in.

@@ -10,10 +10,15 @@ rewritten layer is timed where it lives, in the whole model:
    as kept so far) and time both side by side on real inputs, at the batch size and
    thread count the user deploys with. The layer stays only if the model with it is
    at least ``MARGIN`` faster; otherwise it reverts to its dense form.
-3. Time what is left (kept layers, and any consumer now reading their output
-   sparsely) against the original model. If it is not at least ``MARGIN`` faster,
-   nothing is rewritten at all: the latency objective never returns a slower model,
-   up to the noise of the measurement.
+3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
+   layers step 2 reverted) is timed the same way reading it sparsely
+   (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off".
+   This one is exact; whether it pays depends on how many zeros the ReLU gives on
+   these inputs and on the batch.
+4. Time what is left (kept layers, any consumer now reading their output sparsely,
+   kept ReLU consumers) against the original model. If it is not at least ``MARGIN``
+   faster, nothing is rewritten at all: the latency objective never returns a slower
+   model, up to the noise of the measurement.
 
 Timing the whole model rather than the layer in isolation charges each rewrite for
 the layout conversions and lost fusions it causes, which is where most of the cost
@@ -44,12 +49,17 @@ MARGIN = 0.01
 FEEDS = 8  # distinct input batches cycled through in every timed pass
 
 
+EARLY_EXIT = "early exit"
+ZERO_INPUTS = "zero inputs"  # a MatMul/Gemm after a plain ReLU, read sparsely
+
+
 @dataclass
 class LayerTiming:
     layer: str
     with_ms: float  # the whole model with this layer rewritten (others as kept so far)
     without_ms: float  # the same model with this layer dense
     kept: bool
+    kind: str = EARLY_EXIT
 
     @property
     def gain(self) -> float:
@@ -75,9 +85,9 @@ class LatencyChoice:
     def ratio(self) -> float:
         return self.optimized_ms / self.original_ms if self.original_ms > 0 else 1.0
 
-    def kept(self, layer: str) -> bool | None:
+    def kept(self, layer: str, kind: str = EARLY_EXIT) -> bool | None:
         for t in self.layers:
-            if t.layer == layer:
+            if t.layer == layer and t.kind == kind:
                 return t.kept and not self.reverted_all
         return None
 
@@ -166,18 +176,33 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     feeds = timing_feeds(data, batch, seed, indices)
     layers = [rw.candidate.layer for rw in result.rewritten]
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
-    if not result.changed:
-        return choice
+    try_relu = options.sparse_input and options.sparse_relu != "off"
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
     dropped: list[str] = []
-    compiled: dict[tuple[str, ...], Result] = {}
+    compiled: dict[tuple, Result] = {}
 
-    def without(names) -> Result:
-        key = tuple(sorted(names))
+    def build(names, relu=None) -> Result:
+        """The model with ``names`` left dense; ``relu``: the plain-ReLU consumers read
+        sparsely (a tuple), or every one that qualifies ("all")."""
+        key = (tuple(sorted(names)), relu if relu == "all" else tuple(sorted(relu or ())))
         if key not in compiled:
-            compiled[key] = optimize(original, skipping(options, key, layers))
+            opts = skipping(options, key[0], layers)
+            if relu:
+                opts.sparse_relu = "on"
+                opts.sparse_relu_layers = None if relu == "all" else frozenset(key[1])
+            else:
+                opts.sparse_relu = "off"
+            compiled[key] = optimize(original, opts)
         return compiled[key]
 
+    def forget_all_but(*keep) -> None:
+        # Only the model as now kept is compared again: a large model is not held twice over.
+        wanted = {(tuple(sorted(names)), tuple(sorted(relu))) for names, relu in keep}
+        for key in [key for key in compiled if key not in wanted]:
+            del compiled[key]
+
+    if not result.changed and not (try_relu and any(s.after_relu for s in build((), "all").sparse)):
+        return choice
     # Size the number of passes on the original once.
     probe = _session(original, threads)
     t0 = time.perf_counter()
@@ -188,16 +213,26 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
         log(f"timing layer {i + 1}/{len(order)}: {layer}")
-        with_ms, without_ms = time_pair(without(dropped).model, without(dropped + [layer]).model, feeds, threads,
-                                        passes)
+        with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
         if not kept:
             dropped.append(layer)
-        # Only the model as now kept is compared again: a large model is not held twice over.
-        current = tuple(sorted(dropped))
-        compiled = {key: r for key, r in compiled.items() if key == current}
-    final = without(dropped)
+        forget_all_but((dropped, ()))
+    # The ReLUs of the layers just reverted are plain again: their consumers qualify now.
+    relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu] if try_relu else []
+    relu_candidates.sort(key=lambda s: (np.asarray(s.op_node.inputs[1].values).size, s.layer))
+    relu_kept: list[str] = []
+    for i, s in enumerate(relu_candidates):
+        log(f"timing zero-input skipping {i + 1}/{len(relu_candidates)}: {s.layer}")
+        with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
+                                        feeds, threads, passes)
+        kept = with_ms <= without_ms * (1.0 - MARGIN)
+        choice.layers.append(LayerTiming(s.layer, with_ms, without_ms, kept, ZERO_INPUTS))
+        if kept:
+            relu_kept.append(s.layer)
+        forget_all_but((dropped, relu_kept))
+    final = build(dropped, relu_kept)
     if final.changed:
         # Whatever is still rewritten (the kept layers, and any consumer reading their
         # output sparsely) must beat the original, or nothing is written.
@@ -206,16 +241,18 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         if choice.optimized_ms > choice.original_ms * (1.0 - MARGIN):
             choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms
             choice.optimized_ms = choice.original_ms
-            dropped = list(layers)
+            dropped, relu_kept = list(layers), []
     else:
         # The last comparison's dense side was the original model.
         choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms if choice.layers else 0.0
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
+    if relu_candidates:  # the dropped ones then say why (rules/sparse_input.py)
+        choice.options.sparse_relu, choice.options.sparse_relu_layers = "on", frozenset(relu_kept)
     if choice.reverted_all:
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
     for layer in dropped:
-        t = next(t for t in choice.layers if t.layer == layer)
+        t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
                else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],

@@ -222,14 +222,15 @@ def latency_table(choice) -> Table:
     """The latency objective's per-layer decisions (objective.py)."""
     t = Table(title=f"Latency objective: whole model timed with and without each rewrite (batch {choice.batch}, "
                     f"{choice.threads} thread(s), on {escape(choice.source)})", title_justify="left")
-    for col, just in (("layer", "left"), ("with (ms)", "right"), ("without (ms)", "right"),
+    for col, just in (("layer", "left"), ("rewrite", "left"), ("with (ms)", "right"), ("without (ms)", "right"),
                       ("model time saved", "right"), ("decision", "left")):
         t.add_column(col, justify=just)
     for lt in choice.layers:
-        kept = choice.kept(lt.layer)
+        kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
                                         else "dropped: not faster")
-        t.add_row(escape(lt.layer), f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%", decision)
+        t.add_row(escape(lt.layer), lt.kind, f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%",
+                  decision)
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
@@ -250,8 +251,8 @@ def latency_json(choice) -> dict | None:
         "batch": choice.batch, "threads": choice.threads, "source": choice.source,
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
-        "layers": [{"layer": lt.layer, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer)} for lt in choice.layers],
+        "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
+                    "kept": choice.kept(lt.layer, lt.kind)} for lt in choice.layers],
     })
 
 

@@ -1,6 +1,7 @@
 """Verification of ExPruneSparseMatMul nodes (rules/sparse_input.py), for verify.py.
 
-Each sparse node must read the output of an ExPruneDenseRelu and write the output of a
+Each sparse node must read the output of an ExPruneDenseRelu, a Relu or a Clip (skipping
+exact zeros is exact whatever wrote them; only these are expected) and write the output of a
 MatMul [+ Add] or Gemm of the canonical original that read that same tensor; its weight
 must be the original's ``W`` (MatMul) or ``alpha * op(B)`` (Gemm, ``B^T`` for
 ``transB = 1``), and its bias the original's folded Add or ``beta * C``.
@@ -57,9 +58,10 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
         return layer
     x = op.inputs[0]
     producer = x.inputs[0] if x.inputs else None
-    if producer is None or producer.op != ops.DENSE_RELU or producer.domain != ops.DOMAIN:
+    ours = producer is not None and producer.op == ops.DENSE_RELU and producer.domain == ops.DOMAIN
+    if not ours and not (_default(producer, "Relu") or _default(producer, "Clip")):
         what = describe(producer) if producer is not None else "no node"
-        bad(f"its input '{x.name}' comes from {what}, not an {ops.DENSE_RELU}")
+        bad(f"its input '{x.name}' comes from {what}, not an {ops.DENSE_RELU}, Relu or Clip")
     out = original_tensors.get(op.outputs[0].name)
     last = out.inputs[0] if out is not None and out.inputs else None
     if _default(last, "Add"):

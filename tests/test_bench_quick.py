@@ -65,15 +65,21 @@ def check_model(m: dict, quick_test_samples: int = 1000) -> None:
         assert row["memory_mb"]["original"] > 0 and row["memory_mb"]["optimized"] > 0
         assert row["size_bytes"]["original"] > 0 and row["size_bytes"]["optimized"] > 0
         lo = row["latency_objective"]
-        assert lo["candidates"] == row["rewritten"] == len(lo["layers"])
-        assert lo["kept"] == [t["layer"] for t in lo["layers"] if t["kept"]]
+        early = [t for t in lo["layers"] if t["rewrite"] == "early exit"]
+        zero = [t for t in lo["layers"] if t["rewrite"] == "zero inputs"]
+        assert lo["candidates"] == row["rewritten"] == len(early)
+        assert len(zero) == lo["zero_input_candidates"] and len(early) + len(zero) == len(lo["layers"])
+        assert lo["kept"] == [t["layer"] for t in early if t["kept"]]
+        assert lo["kept_zero_inputs"] == [t["layer"] for t in zero if t["kept"]]
         for t in lo["layers"]:  # kept exactly when the model was at least 1% faster with it
             assert t["with_ms"] > 0 and t["without_ms"] > 0
             assert lo["reverted_all"] or t["kept"] == (t["with_ms"] <= 0.99 * t["without_ms"])
         if lo["unchanged"]:
-            assert lo["ratio"] == 1.0 and lo["saved"] == 0.0 and (lo["reverted_all"] or not lo["kept"])
+            assert lo["ratio"] == 1.0 and lo["saved"] == 0.0
+            assert lo["reverted_all"] or not (lo["kept"] or lo["kept_zero_inputs"])
         else:
-            assert lo["kept"] and 0 < lo["ratio"] and 0.0 <= lo["saved"] <= row["saved"] + 0.05
+            assert lo["kept"] or lo["kept_zero_inputs"]
+            assert 0 < lo["ratio"] and 0.0 <= lo["saved"] <= row["saved"] + 0.05
 
 
 def check_outputs(out: Path, names: list[str]) -> dict:

@@ -48,11 +48,16 @@ def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: b
     calls = []
 
     def cost(model: onnx.ModelProto) -> float:
-        # Early-exit ops only: the sparse matmul after a layer is named after the next layer.
+        # An early-exit layer's gain is keyed by its name; a sparse matmul, named after the
+        # layer it replaces, gains only if keyed "zero:<layer>" (one after an early-exit
+        # layer is free).
         names = {n.name for n in model.graph.node if n.domain and n.op_type != "ExPruneSparseMatMul"}
-        if not names:
+        sparse = {n.name for n in model.graph.node if n.op_type == "ExPruneSparseMatMul"}
+        if not names and not sparse:
             return 0.5 if slower_than_original else 1.0
-        return 1.0 - sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
+        early = sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
+        zero = sum(g for key, g in gains.items() if key.startswith("zero:") and key[5:] + "_sparse" in sparse)
+        return 1.0 - early - zero
 
     def fake(a, b, feeds, threads, passes):
         calls.append((a, b))
@@ -63,7 +68,8 @@ def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: b
 
 
 def _choose(model, options=None, **kw):
-    options = options or Options(threshold=0.0)
+    # Plain-ReLU consumers are left out unless a test is about them (see the zero-input tests).
+    options = options or Options(threshold=0.0, sparse_relu="off")
     result = exprune_onnx.optimize_model(model, options)
     return objective.choose(model, options, result, random_dataset(model, 16, 0), **kw)
 
@@ -111,8 +117,45 @@ def test_all_dropped_needs_no_extra_timing(monkeypatch):
 def test_emit_stats_survives_the_choice(monkeypatch):
     model = three_layer_mlp()
     scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1})
-    choice = _choose(model, Options(threshold=0.0, emit_stats=True))
+    choice = _choose(model, Options(threshold=0.0, emit_stats=True, sparse_relu="off"))
     assert sum(o.name.endswith("stats") or "stats" in o.name for o in choice.result.model.graph.output) == 2
+
+
+def test_a_plain_relu_consumer_that_saves_time_reads_sparsely(monkeypatch):
+    """h1 reverts, so relu0 is plain again and h1 (its consumer) is timed reading it
+    sparsely; h2 stays an early-exit layer, so it is no plain consumer; 'out' reads h2's
+    early-exit op and is sparse anyway."""
+    model = three_layer_mlp()
+    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
+    choice = _choose(model, Options(threshold=0.0))
+    assert [(t.layer, t.kind, t.kept) for t in choice.layers] == [
+        ("h1", objective.EARLY_EXIT, False), ("h2", objective.EARLY_EXIT, True), ("h1", objective.ZERO_INPUTS, True)]
+    assert choice.kept("h1") is False and choice.kept("h1", objective.ZERO_INPUTS) is True
+    assert [(s.layer, s.source) for s in choice.result.sparse] == [("h1", "Relu"), ("out", "ExPruneDenseRelu")]
+    assert choice.optimized_ms == pytest.approx(0.6) and not choice.reverted_all
+    types = node_types(choice.result.model)
+    assert types.count("ExPruneSparseMatMul") == 2 and types.count("ExPruneDenseRelu") == 1
+    onnx.checker.check_model(choice.result.model)
+
+
+def test_plain_relu_consumers_not_faster_leave_the_original(monkeypatch):
+    model = three_layer_mlp()
+    calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1})
+    choice = _choose(model, Options(threshold=0.0))
+    # Both layers revert; then each of the three Gemms after a ReLU is timed, smallest
+    # weight first, and none gains.
+    assert [(t.layer, t.kind) for t in choice.layers[2:]] == [
+        ("out", objective.ZERO_INPUTS), ("h1", objective.ZERO_INPUTS), ("h2", objective.ZERO_INPUTS)]
+    assert len(calls) == 5 and not any(t.kept for t in choice.layers)
+    assert not choice.result.changed and choice.result.model is model
+    reasons = {r.layer: r.reason for r in choice.result.sparse_rejected}
+    assert "the latency objective found the model no faster with it read sparsely" in reasons["out"]
+
+
+def test_sparse_relu_off_times_no_plain_consumer(monkeypatch):
+    calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1, "zero:h1": 0.5})
+    choice = _choose(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
+    assert len(calls) == 2 and not choice.result.changed
 
 
 def test_timing_feeds_have_the_asked_batch_and_come_from_the_indices():

@@ -361,7 +361,8 @@ def test_verify_rejects_a_sparse_op_that_replaces_nothing():
     add = next(n for n in bad.graph.node if n.op_type == "Add")
     add.CopyFrom(helper.make_node(ops.SPARSE_MATMUL, ["m2", "W2"], ["y"], name="bogus", domain=ops.DOMAIN))
     rows = verify(model, bad, random_dataset(model, 4, 0))
-    assert not rows[0].ok and "'m2' comes from MatMul 'fc2', not an ExPruneDenseRelu" in rows[0].detail, rows[0]
+    want = "'m2' comes from MatMul 'fc2', not an ExPruneDenseRelu, Relu or Clip"
+    assert not rows[0].ok and want in rows[0].detail, rows[0]
 
 
 def test_cli_no_sparse_input_and_explain(tmp_path):
@@ -397,3 +398,83 @@ def test_op_type_is_float_only():
     with pytest.raises(Exception):
         exprune_onnx.inference_session(model, optimize=False).run(
             None, {"x": np.zeros((2, 4)), "w": np.zeros((4, 3), np.float32)})
+
+
+# ------------------------------------------------------------------ after a plain ReLU
+
+
+def clip_ffn(low, opset=17):
+    """[N, 5, 32] -> MatMul -> Add -> Clip(low, 6) -> MatMul(W2) -> y; Clip's bounds are
+    inputs from opset 11 on, attributes before."""
+    rng = np.random.default_rng(3)
+    inits = [init("W1", rng.normal(size=(32, 64)).astype(np.float32) / 6),
+             init("b1", rng.normal(size=64).astype(np.float32)),
+             init("W2", rng.normal(size=(64, 8)).astype(np.float32) / 8)]
+    if opset >= 11:
+        inits += [init("lo", np.array(low, np.float32)), init("hi", np.array(6.0, np.float32))]
+        clip = helper.make_node("Clip", ["a1", "lo", "hi"], ["h"], name="act")
+    else:
+        clip = helper.make_node("Clip", ["a1"], ["h"], name="act", min=float(low), max=6.0)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["m1"], name="fc1"),
+             helper.make_node("Add", ["m1", "b1"], ["a1"], name="fc1_bias"), clip,
+             helper.make_node("MatMul", ["h", "W2"], ["y"], name="fc2")]
+    return make_model(nodes, [vi("x", ["N", 5, 32])], [vi("y", None)], inits, opset=opset,
+                      ir_version=8 if opset >= 11 else 6)
+
+
+@pytest.mark.parametrize("make", [ffn, lambda: clip_ffn(0.0), lambda: clip_ffn(0.0, opset=9)],
+                         ids=["relu", "clip-input", "clip-attribute"])
+def test_plain_relu_consumer_reads_sparsely_with_sparse_relu_on(make):
+    """fc1 reads the graph input, so it is not rewritten; its activation stays plain."""
+    model = make()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    act = next(n.op_type for n in model.graph.node if n.name == "act")
+    assert node_types(res.model) == ["MatMul", "Add", act, "ExPruneSparseMatMul"]
+    assert not res.rewritten and [(s.layer, s.source, s.after_relu) for s in res.sparse] == [("fc2", act, True)]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, normal_feeds(model))
+    rows = verify(model, res.model, random_dataset(model, 8, 0))
+    assert all(r.ok for r in rows), rows
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, sparse_relu="on")
+    assert not again.changed and again.model.SerializeToString() == res.model.SerializeToString()
+
+
+@pytest.mark.parametrize("options,reason", [
+    ({}, "only with --sparse-relu on"),
+    ({"sparse_relu": "off"}, "only with --sparse-relu on"),
+    ({"sparse_relu": "on", "sparse_relu_layers": frozenset({"other"})}, "the latency objective found the model"),
+    ({"sparse_relu": "on", "sparse_relu_layers": frozenset()}, "the latency objective found the model"),
+])
+def test_plain_relu_consumer_must_not_fire(options, reason):
+    model = ffn()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, **options)
+    assert not res.changed and res.model is model
+    assert reason in {r.layer: r.reason for r in res.sparse_rejected}["fc2"]
+
+
+def test_clip_with_a_nonzero_floor_is_not_a_source_of_zeros():
+    model = clip_ffn(-1.0)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert not res.changed and not res.sparse and not res.sparse_rejected
+
+
+def test_sparse_relu_layers_picks_among_plain_consumers():
+    """The MLP with fc1 too small to rewrite: fc2 reads a plain Relu; only named consumers change."""
+    model = mlp()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=64, sparse_relu="on",
+                                      sparse_relu_layers=frozenset({"fc2"}))
+    assert [(s.layer, s.source) for s in res.sparse] == [("fc2", "Relu")]
+    assert node_types(res.model) == ["Relu", "Gemm", "Relu", "ExPruneSparseMatMul"]
+    assert_equivalent(model, res.model, normal_feeds(model))
+
+
+def test_cli_sparse_relu(tmp_path):
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(ffn(), src)
+    for value, want in (("on", ops.SPARSE_MATMUL), ("auto", "Add"), ("off", "Add")):
+        r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops",
+                                      "--sparse-relu", value, "--threshold", "-inf"])
+        assert r.exit_code == 0, r.output
+        assert node_types(onnx.load(out))[-1] == want
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--sparse-relu", "maybe"])
+    assert r.exit_code == 2 and "maybe" in r.output

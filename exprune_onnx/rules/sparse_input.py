@@ -2,6 +2,11 @@
 
     ExPruneDenseRelu -> y;  MatMul(y, W) [-> Add(b)]          =>  ExPruneSparseMatMul(y, W[, b])
     ExPruneDenseRelu -> y;  Gemm(y, B[, C]; alpha, beta, transB)  =>  ExPruneSparseMatMul(y, alpha * op(B), beta * C)
+    Relu | Clip(0, .) -> y; the same, with ``Options.sparse_relu = "on"``
+
+Exporters: PyTorch (nn.Linear after an activation: Gemm with transB = 1 on 2-D inputs,
+MatMul of a transposed weight plus Add on 3-D ones), skl2onnx's MLPClassifier (MatMul +
+Add), tf2onnx (MatMul + Add), transformer FFNs (the second matrix of fc1 -> ReLU -> fc2).
 
 where ``op(B)`` is ``B^T`` when ``transB = 1`` (transposed once, here, at compile time).
 ``y`` holds exact zeros for every pruned output and every natural ReLU zero, so a
@@ -18,8 +23,12 @@ Conditions (a failure is a reason that ``--explain`` lists, for consumers of an
 early-exit op or of a ReLU left in place; any other MatMul or Gemm is not this pass's
 concern):
 
-* the input is the output of an ``ExPruneDenseRelu`` (a plain Relu that was not
-  rewritten does not qualify: only the early-exit layers are this pass's business);
+* the input is the output of an ``ExPruneDenseRelu``, or, with ``sparse_relu="on"``, of a
+  plain ``Relu`` or ``Clip`` with a constant minimum of 0 (``sparse_relu_layers``,
+  when set, names the consumers allowed). Skipping exact zeros is exact whatever made
+  them, but it is faster than onnxruntime's MatMul only where most inputs are zero
+  and the batch is small, which an ENP layer's output usually is and a plain ReLU's
+  often is not: the latency objective times each such consumer (objective.py);
 * the weight is a float32 constant, 2-D, free of NaN and Inf (skipping a zero input
   drops ``0 * w``, which is NaN for an infinite ``w``), with as many rows as the input
   has units; Gemm has ``transA = 0``. A weight computed from initializers (PyTorch
@@ -56,6 +65,7 @@ class Consumer:
 
     layer: str
     nodes: list[gs.Node]  # the MatMul [and its Add], or the Gemm
+    source: str  # the op type that writes x: ExPruneDenseRelu, Relu or Clip
     x: gs.Tensor
     weight: gs.Tensor  # the weight as the consumer reads it
     w: np.ndarray  # [n, m] float32, what the op multiplies by
@@ -70,6 +80,12 @@ class SparseRewrite:
     layer: str
     op_types: list[str]
     op_node: gs.Node
+    source: str  # the op type that writes its input
+
+    @property
+    def after_relu(self) -> bool:
+        """Whether it reads a plain Relu/Clip's output rather than an early-exit op's."""
+        return self.source != ops.DENSE_RELU
 
 
 def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
@@ -88,9 +104,15 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     if producer.domain == ops.DOMAIN:
         if producer.op != ops.DENSE_RELU:
             return None
-    elif chain.is_default_domain(producer) and producer.op in ("Relu", "Clip"):
-        return no(f"its input '{x.name}' comes from {describe(producer)}, which was not rewritten into an "
-                  f"early-exit op; only an {ops.DENSE_RELU}'s output is read sparsely")
+    elif chain.is_default_domain(producer) and _zero_floor(producer, ctx):
+        options = ctx.options
+        if options.sparse_relu != "on":
+            return no(f"its input '{x.name}' comes from {describe(producer)}, which was not rewritten into an "
+                      f"early-exit op; a plain ReLU's output is read sparsely only with --sparse-relu on, or "
+                      "when the latency objective finds it faster")
+        if options.sparse_relu_layers is not None and layer not in options.sparse_relu_layers:
+            return no(f"its input '{x.name}' comes from {describe(producer)}; the latency objective found the "
+                      "model no faster with it read sparsely")
     else:
         return None
     gemm = node.op == "Gemm"
@@ -143,7 +165,21 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
             constant = next(t for t in add.inputs if t is not node.outputs[0])
             if _is_exact(constant, bias):
                 bias_tensor = constant
-    return Consumer(layer, nodes, x, stored, w, reuse, bias, bias_tensor, out)
+    return Consumer(layer, nodes, producer.op, x, stored, w, reuse, bias, bias_tensor, out)
+
+
+def _zero_floor(node: gs.Node, ctx: Context) -> bool:
+    """A Relu, or a Clip whose minimum is the constant 0: outputs it floors are exact zeros."""
+    if node.op == "Relu":
+        return True
+    if node.op != "Clip":
+        return False
+    if "min" in node.attrs:  # opset < 11
+        return float(node.attrs["min"]) == 0.0
+    if len(node.inputs) < 2 or not node.inputs[1].name:
+        return False
+    low = const_value(node.inputs[1], ctx.opset)
+    return low is not None and low.size == 1 and float(low.reshape(-1)[0]) == 0.0
 
 
 def _live_uses(t: gs.Tensor) -> int:
@@ -205,7 +241,7 @@ def rewrite(c: Consumer, ctx: Context) -> SparseRewrite:
     node = gs.Node(ops.SPARSE_MATMUL, name=unique_name(base + "_sparse", ctx.names), domain=ops.DOMAIN,
                    inputs=inputs, outputs=[c.output])
     ctx.graph.nodes.append(node)
-    return SparseRewrite(c.layer, op_types, node)
+    return SparseRewrite(c.layer, op_types, node, c.source)
 
 
 def apply(contexts: list[Context]) -> tuple[list[SparseRewrite], list[NoMatch]]:
