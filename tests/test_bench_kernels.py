@@ -52,9 +52,30 @@ def test_threshold_keeps_the_requested_fraction():
         kernels.threshold_for(est, 0.0)
 
 
+@pytest.mark.parametrize("case", [kernels.Case("gemm", 128, 256, 4, inputs="images"),
+                                  kernels.Case("conv", 32, 32, 1, 28, "images")], ids=lambda c: c.label)
+def test_image_inputs(case):
+    """Hidden activations of real images: non-negative, different per row, seeded. Their
+    ties (a uniform background) may keep a few more outputs than asked, never fewer."""
+    _, feeds = kernels.build(case)
+    x = feeds["x"]
+    assert x.dtype == np.float32 and x.min() >= 0 and (x == 0).any() and (x > 0).any()
+    assert x.shape == ((4, 128) if case.kind == "gemm" else (1, 32, 28, 28))
+    np.testing.assert_array_equal(x, kernels.build(case)[1]["x"])
+    if case.kind == "gemm":
+        assert not np.array_equal(x[0], x[1])
+    rows = kernels.measure_case(case, fractions=(0.3,), runs=3)
+    elements = case.batch * case.out * max(case.size, 1) ** 2
+    assert rows[0].inputs == "images" and rows[0].max_error < 1e-4
+    assert 0.3 - 2 / elements <= rows[0].survivors < 0.5
+    with pytest.raises(ValueError, match="multiple of 28"):
+        kernels.build(kernels.Case("conv", 32, 32, 1, 30, "images"))
+
+
 def test_case_filter_and_bad_arguments(capsys):
-    assert [c.label for c in kernels.select(kernels.CASES, ["conv"])] == ["conv64x56x56/b1", "conv128x28x28/b1"]
-    assert len(kernels.select(kernels.CASES, ["b32"])) == 2
+    assert [c.label for c in kernels.select(kernels.CASES, ["conv"])] == [
+        "conv64x56x56/b1", "conv128x28x28/b1", "conv64x56x56/b1/images", "conv128x28x28/b1/images"]
+    assert len(kernels.select(kernels.CASES, ["b32"])) == 3
     for argv in (["--cases", "nope"], ["--survivors", "0,0.5"], ["--survivors", "x"], ["--threads", "0"]):
         with pytest.raises(SystemExit) as exc:
             kernels.parse_args(argv)

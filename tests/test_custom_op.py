@@ -329,6 +329,43 @@ def test_conv_threshold_prunes_exactly(geometry, residual, clip_max):
     assert stats.tolist() == [int(mask.sum()), mask.size]
 
 
+def test_conv_clustered_survivors():
+    """Survivors in patches, as on real feature maps: each channel keeps a different
+    band of columns, so runs of positions are dense in some channels (finished in
+    gathered groups of channels that are not neighbours), scattered in others and
+    empty in the rest. Every kernel set must finish them exactly as the reference."""
+    import os
+    import subprocess
+    import sys
+
+    sets = ["default"] if os.environ.get("EXPRUNE_CONV_KERNELS") else ["default", "generic", "avx2"]
+    for name in sets:
+        env = {**os.environ}
+        if name != "default":
+            env["EXPRUNE_CONV_KERNELS"] = name
+        done = subprocess.run([sys.executable, "-c", "import test_custom_op as t; t.clustered_case()"], env=env,
+                              capture_output=True, text=True, cwd=str(Path(__file__).parent))
+        assert done.returncode == 0, f"{name}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+def clustered_case():
+    rng = np.random.default_rng(12)
+    channels, k, outs = 12, 4, 20
+    arrays, full, attrs, bias_b = conv_case(rng, 2, channels, outs, (10, 70), (3, 3), k, pads=(1, 1, 1, 1))
+    cols = np.arange(70)
+    for o in range(outs):  # channel o survives in its own band of columns, here and there elsewhere
+        band = (cols >= 3 * o) & (cols < 3 * o + 24)
+        shift = np.where(band, 5.0, -5.0) + rng.normal(size=(2, 10, 70)) * (3.0 if o % 3 == 0 else 0.5)
+        arrays["partial"][:, o] += shift.astype(np.float32)
+        full[:, o] += shift.astype(np.float32).astype(np.float64)
+    attrs = {**attrs, "threshold": 0.0}
+    y, stats = run(ops.CONV_RELU, arrays, attrs, stats=True)
+    mask = pruned_mask(arrays["partial"], bias_b, None, channels, k, 0.0)
+    assert 0.3 < mask.mean() < 0.9
+    check_result(y, arrays["partial"], full, mask, np.inf)
+    assert stats.tolist() == [int(mask.sum()), mask.size]
+
+
 @pytest.mark.parametrize("spatial,kernel", [((6, 6), (3, 3)), ((7,), (3,))])
 def test_conv_empty_batch(spatial, kernel):
     rng = np.random.default_rng(9)
