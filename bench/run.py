@@ -44,7 +44,7 @@ from exprune_onnx.data import Dataset, load_dataset
 from exprune_onnx.graphutil import all_graphs
 from exprune_onnx.measure import flops_saved
 from exprune_onnx.memory import peak_rss_mb
-from exprune_onnx.objective import EARLY_EXIT, ZERO_INPUTS, choose, time_pair, timing_feeds
+from exprune_onnx.objective import EARLY_EXIT, ZERO_INPUTS, choose, passes_for, time_pair, timing_feeds
 from exprune_onnx.modelio import load_model
 from exprune_onnx.pipeline import infer_shapes
 from exprune_onnx.report import layer_rows
@@ -138,7 +138,8 @@ def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) 
     """What ``--objective latency`` keeps of this budget's choice (objective.py): each
     rewrite timed in the whole model at batch 1, 1 thread, on the calibration file; then
     the kept model's test metric, FLOPs saved and time ratio (the median of three
-    rounds, each the medians over ``runs`` passes through eight test samples)."""
+    rounds, each the medians over ``runs`` passes through eight test samples, or as many
+    as the objective's own timing makes for a small model)."""
     choice = choose(model, outcome.options, outcome.result, calib, batch=1, threads=1,
                     source=f"{len(calib)} calibration samples")
     early = [t for t in choice.layers if t.kind == EARLY_EXIT]
@@ -157,11 +158,12 @@ def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) 
     # Eight test samples, not one: a sample's own prune rate moves the time of the op.
     # Three rounds, the median ratio: a burst from another job on a shared machine can
     # move one round's medians by a tenth.
-    rounds = sorted((time_pair(model, optimized, timing_feeds(test, 1, seed=1), 1, runs) for _ in range(3)),
+    passes = max(runs, passes_for(choice.original_ms / 1e3))  # as many as the objective's own timing
+    rounds = sorted((time_pair(model, optimized, timing_feeds(test, 1, seed=1), 1, passes) for _ in range(3)),
                     key=lambda t: t[1] / t[0])
     original_ms, optimized_ms = rounds[1]
     out.update(unchanged=False, ratio=optimized_ms / original_ms, original_ms=original_ms, optimized_ms=optimized_ms,
-               round_ratios=[b / a for a, b in rounds],
+               round_ratios=[b / a for a, b in rounds], passes=passes,
                test_metric=checked.accuracy[1] if checked.accuracy else None,
                saved=flops_saved(optimized, checked.pruned) / checked.samples / choice.result.dense_flops)
     return out

@@ -219,6 +219,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
     if calibration is None and (labels is not None or report_path is not None or plot_path is not None):
         raise click.UsageError("--labels, --report and --plot go with --calibration")
+    if sparse_relu == "on" and not sparse_input:
+        raise click.UsageError("--sparse-relu on reads plain ReLUs sparsely, which --no-sparse-input turns off")
     if calibration is None and rule == "auto":
         raise click.UsageError("--rule auto chooses per layer on data: give --calibration")
     default = None if calibration is not None or config is not None else 0.0
@@ -247,9 +249,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         result, timed = outcome.result, outcome.latency
     else:
         result = run_pipeline(original, options)
-        if latency is not None and result.changed:
-            from .objective import choose
+        from .objective import choose, times_zero_inputs
 
+        if latency is not None and (result.changed or times_zero_inputs(options)):
             if check_data is not None:
                 inputs, source = load_dataset(check_data, original), f"'{check_data}'"
             else:

@@ -21,7 +21,7 @@ import onnx
 
 from .errors import RuntimeCheckError
 from .modelio import runnable
-from .runtime import get_library_path
+from .runtime import get_library_path, uses_library
 
 _CHILD = """
 import resource, sys
@@ -51,7 +51,7 @@ def peak_rss_mb(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
         return float("nan")
     # The parent finds the library; the child only registers it, so it never imports
     # this package (from whatever directory it would start in).
-    library = get_library_path() if any(n.domain for n in model.graph.node) else ""
+    library = get_library_path() if uses_library(model) else ""
     with tempfile.TemporaryDirectory(prefix="exprune-mem-") as tmp:
         path, data = Path(tmp) / "m.onnx", Path(tmp) / "feeds.npz"
         onnx.save(runnable(model), path)

@@ -12,7 +12,8 @@ rewritten layer is timed where it lives, in the whole model:
    at least ``MARGIN`` faster; otherwise it reverts to its dense form.
 3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
    layers step 2 reverted) is timed the same way reading it sparsely
-   (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off".
+   (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off"
+   or ``sparse_input`` is off.
    This one is exact; whether it pays depends on how many zeros the ReLU gives on
    these inputs and on the batch.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
@@ -147,9 +148,23 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
     return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 
 
-def _passes(seconds_per_batch: float, budget: float = 0.4) -> int:
-    """Enough passes for a steady median, within about ``budget`` seconds per model."""
-    return int(np.clip(budget / max(seconds_per_batch * FEEDS, 1e-6), 5, 60))
+def times_zero_inputs(options: Options) -> bool:
+    """Whether step 3 may find plain-ReLU consumers to time, so that ``choose`` has work
+    even where no early-exit layer was rewritten."""
+    return options.sparse_input and options.sparse_relu != "off"
+
+
+def with_sparse_choice(options: Options, chosen: Options) -> Options:
+    """``options`` with the sparse-consumer settings of the latency choice ``chosen``."""
+    return dataclasses.replace(options, sparse_input=chosen.sparse_input, sparse_relu=chosen.sparse_relu,
+                               sparse_relu_layers=chosen.sparse_relu_layers)
+
+
+def passes_for(seconds_per_batch: float, budget: float = 0.4) -> int:
+    """Enough passes through the feeds for a steady median, within about ``budget``
+    seconds per model. A model of a few dozen microseconds gets hundreds: at that size
+    a timer tick or a frequency step moves a short median by several percent."""
+    return int(np.clip(budget / max(seconds_per_batch * FEEDS, 1e-6), 5, 1000))
 
 
 def skipping(options: Options, layers, chosen=()) -> Options:
@@ -176,7 +191,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     feeds = timing_feeds(data, batch, seed, indices)
     layers = [rw.candidate.layer for rw in result.rewritten]
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
-    try_relu = options.sparse_input and options.sparse_relu != "off"
+    try_relu = times_zero_inputs(options)
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
     dropped: list[str] = []
     compiled: dict[tuple, Result] = {}
@@ -208,7 +223,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     t0 = time.perf_counter()
     _run(probe, None, feeds[0])
     _run(probe, None, feeds[0])
-    passes = _passes((time.perf_counter() - t0) / 2)
+    passes = passes_for((time.perf_counter() - t0) / 2)
     del probe
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
@@ -221,7 +236,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         forget_all_but((dropped, ()))
     # The ReLUs of the layers just reverted are plain again: their consumers qualify now.
     relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu] if try_relu else []
-    relu_candidates.sort(key=lambda s: (np.asarray(s.op_node.inputs[1].values).size, s.layer))
+    relu_candidates.sort(key=lambda s: (int(np.prod(s.op_node.inputs[1].shape)), s.layer))
     relu_kept: list[str] = []
     for i, s in enumerate(relu_candidates):
         log(f"timing zero-input skipping {i + 1}/{len(relu_candidates)}: {s.layer}")

@@ -8,7 +8,8 @@
 5. rewriting: accepted candidates become partial compute + early-exit op;
 6. sparse inputs (``rules/sparse_input.py``, off with ``Options.sparse_input = False``):
    a MatMul or Gemm reading an ``ExPruneDenseRelu``'s output, new or already in the
-   model, becomes ``ExPruneSparseMatMul``, which skips the zero inputs;
+   model, becomes ``ExPruneSparseMatMul``, which skips the zero inputs; so does one
+   reading a plain Relu's with ``Options.sparse_relu = "on"``;
 7. export: dead nodes removed, topological order, IR version and metadata kept.
 
 When nothing is rewritten the input model is returned as it was, so a second run
@@ -28,7 +29,7 @@ from . import bigmodel, ops
 from ._version import __version__
 from .accounting import model_flops
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
-from .config import Options, choose_k
+from .config import SPARSE_RELU, Options, choose_k
 from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
 from .rules import RULES, sparse_input
@@ -147,6 +148,8 @@ def find_candidates(graph: gs.Graph, options: Options):
 
 
 def _analyse(model: onnx.ModelProto, options: Options):
+    if options.sparse_relu not in SPARSE_RELU:
+        raise ConfigError(f"sparse_relu must be one of {', '.join(SPARSE_RELU)}, got {options.sparse_relu!r}")
     outputs = {o.name for o in model.graph.output}
     missing = [name for name in options.argmax_only if name not in outputs]
     if missing:

@@ -43,6 +43,7 @@ from .errors import DataError, RuntimeCheckError
 from .measure import flops_saved
 from .metrics import Score, choose, score
 from .modelio import runnable
+from .objective import times_zero_inputs, with_sparse_choice
 from .pipeline import Result, optimize
 from .rules.argmax_head import NAME as ARGMAX_HEAD
 
@@ -97,9 +98,9 @@ class Runner:
         self.labels = data.labels_of(indices)
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
-        from .runtime import inference_session
+        from .runtime import inference_session, uses_library
 
-        if not any(n.domain for n in compiled.graph.node):
+        if not uses_library(compiled):
             return score(metric, self.reference, self.reference, self.labels), 0.0, {}
         model, stats_names = with_stats(compiled)
         got, counts = run_counting(inference_session(model), [self.output], stats_names,
@@ -283,13 +284,15 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             break
         shares, backoffs = step_down(shares), backoffs + 1
     timed = None
-    if latency is not None and result.changed:
+    if latency is not None and (result.changed or times_zero_inputs(final_options)):
         # Timed at the prune rates the model ships with, after any back-off; dropping a
         # layer only makes it exact again, and both parts are scored once more.
         timed = _keep_faster(original, planner, shares, data, calib_idx, latency, seed, log)
-        if any(timed.kept(l) is False for l in shares):
+        relu_changed = with_sparse_choice(final_options, timed.options) != final_options
+        if any(timed.kept(l) is False for l in shares) or relu_changed:
             shares = {l: None if timed.kept(l) is False else s for l, s in shares.items()}
-            final_options = planner.options(shares)
+            # The plain-ReLU consumers it kept, or none where it kept the original.
+            final_options = with_sparse_choice(planner.options(shares), timed.options)
             result = optimize(original, final_options)
             calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
             if hold_runner is not None:

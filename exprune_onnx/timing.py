@@ -34,7 +34,7 @@ def session(model: onnx.ModelProto, threads: int, profile: str | None = None):
     import onnxruntime as ort
 
     from .modelio import runnable
-    from .runtime import session_options
+    from .runtime import session_options, uses_library
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -42,7 +42,7 @@ def session(model: onnx.ModelProto, threads: int, profile: str | None = None):
     if profile:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile
-    if any(n.domain for n in model.graph.node):
+    if uses_library(model):
         session_options(opts)
     return ort.InferenceSession(runnable(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
 

@@ -217,6 +217,54 @@ def test_cli_nothing_faster_writes_the_model_unchanged(tmp_path, monkeypatch):
     assert onnx.load(tmp_path / "o.onnx").SerializeToString() == onnx.load(src).SerializeToString()
 
 
+def test_cli_times_plain_relu_consumers_where_no_layer_is_rewritten(tmp_path, monkeypatch):
+    """--min-units keeps every early-exit candidate out; the ReLU consumers are still timed."""
+    src = tmp_path / "mlp.onnx"
+    onnx.save(three_layer_mlp(), src)
+    calls = scripted_clock(monkeypatch, {"zero:h1": 0.2})
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--min-units", "1000", "--no-check")
+    assert r.exit_code == 0, r.output
+    assert "zero inputs" in r.output and len(calls) == 4  # out, h1, h2; then the result against the original
+    out = onnx.load(tmp_path / "o.onnx")
+    assert node_types(out).count("ExPruneSparseMatMul") == 1 and "ExPruneDenseRelu" not in node_types(out)
+    assert next(n.name for n in out.graph.node if n.op_type == "ExPruneSparseMatMul") == "h1_sparse"
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--sparse-relu", "off", "--min-units", "1000")
+    assert r.exit_code == 0 and len(calls) == 4, r.output  # nothing more timed
+
+
+def test_search_keeps_the_plain_relu_consumers_the_timing_kept(monkeypatch):
+    from exprune_onnx import search as search_module
+
+    model = three_layer_mlp()
+    data = random_dataset(model, 64, 0)
+    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
+    out = search_module.search(model, Options(), data, max_drop=1.0, latency=(1, 1))
+    assert out.latency.kept("h1", objective.ZERO_INPUTS) and out.options.sparse_relu_layers == {"h1"}
+    assert [(s.layer, s.source) for s in out.result.sparse] == [("h1", "Relu"), ("out", "ExPruneDenseRelu")]
+    assert [r.candidate.layer for r in out.result.rewritten] == ["h2"]
+
+
+def test_search_writes_the_original_when_nothing_beats_it(monkeypatch):
+    from exprune_onnx import search as search_module
+
+    model = three_layer_mlp()
+    scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1, "zero:h1": 0.1}, slower_than_original=True)
+    out = search_module.search(model, Options(sparse_relu="on"), random_dataset(model, 64, 0), max_drop=1.0,
+                               latency=(1, 1))
+    assert out.latency.reverted_all and not out.result.changed and not out.options.sparse_input
+
+
+def test_sparse_relu_on_needs_sparse_input(tmp_path):
+    src = tmp_path / "mlp.onnx"
+    onnx.save(three_layer_mlp(), src)
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--sparse-relu", "on", "--no-sparse-input")
+    assert r.exit_code == 2 and "--no-sparse-input" in r.output and not (tmp_path / "o.onnx").exists()
+    from exprune_onnx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sparse_relu must be one of"):
+        exprune_onnx.optimize_model(three_layer_mlp(), Options(sparse_relu="maybe"))
+
+
 @pytest.mark.parametrize("args", [("--objective", "speed"), ("--latency-batch", "0"), ("--latency-threads", "0")])
 def test_cli_bad_objective_options_are_usage_errors(tmp_path, args):
     src = tmp_path / "mlp.onnx"

@@ -478,3 +478,36 @@ def test_cli_sparse_relu(tmp_path):
         assert node_types(onnx.load(out))[-1] == want
     r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--sparse-relu", "maybe"])
     assert r.exit_code == 2 and "maybe" in r.output
+
+
+def if_model():
+    """x -> Relu -> h; If(c) then MatMul(h, W1) else MatMul(h, W2): the consumers live in
+    the branches, the ReLU outside (a fuzzed model found that the timing session then
+    did not register the library)."""
+    rng = np.random.default_rng(4)
+    branches = []
+    for i in (1, 2):
+        w = init(f"W{i}", rng.normal(size=(40, 6)).astype(np.float32))
+        body = helper.make_graph([helper.make_node("MatMul", ["h", f"W{i}"], [f"y{i}"], name=f"mm{i}")], f"b{i}", [],
+                                 [vi(f"y{i}", None)], [w])
+        branches.append(body)
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="act"),
+             helper.make_node("If", ["c"], ["y"], name="branch", then_branch=branches[0], else_branch=branches[1])]
+    return make_model(nodes, [vi("x", ["N", 40]), vi("c", [], TensorProto.BOOL)], [vi("y", None)])
+
+
+def test_consumers_inside_if_branches():
+    from exprune_onnx.runtime import uses_library
+    from exprune_onnx.timing import session
+
+    model = if_model()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert sorted(s.layer for s in res.sparse) == ["mm1", "mm2"] and not res.rewritten
+    assert ops.SPARSE_MATMUL not in node_types(res.model) and uses_library(res.model) and not uses_library(model)
+    onnx.checker.check_model(res.model)
+    x = np.maximum(np.random.default_rng(5).normal(size=(3, 40)), 0).astype(np.float32)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        (want,) = session(model, 1).run(None, feeds)
+        (got,) = session(res.model, 1).run(None, feeds)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

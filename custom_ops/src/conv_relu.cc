@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -143,7 +142,8 @@ typename Vec::value_type* Grow(Vec& v, size_t n) {
 struct CallScratch {
   std::vector<uint8_t> keep, mode;
   Floats w_taps, x_pad, x_last;
-  std::vector<int64_t> kept, cost, gain, dense_in_run;
+  std::vector<int64_t> kept, cost, dense_in_run;
+  std::vector<int32_t> run_live;
   std::vector<float> pixel_max, field_max;  // certified: per input pixel, per output position
   std::vector<double> pixel_sq, field_norm;
 };
@@ -242,7 +242,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
 
   constexpr int64_t kSlack = 64;  // keep bytes the dense kernels may read around a block
   const bool certified = a.rule == Rule::kCertified;
-  const int64_t per_image = outs * positions + blocks + (image_floats + pad_floats) * 4 +
+  const int64_t per_image = outs * positions + blocks * 5 + (image_floats + pad_floats) * 4 +
                             (certified ? (in_plane + positions) * 12 : 0);
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, g.batch);
   CallScratch& cs = t_call;
@@ -250,7 +250,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
   uint8_t* mode = Grow(cs.mode, static_cast<size_t>(group * blocks));
   int64_t* kept = Grow(cs.kept, static_cast<size_t>(group * oblocks));
   int64_t* cost = Grow(cs.cost, static_cast<size_t>(group * oblocks));  // in outputs of dense work
-  int64_t* gain = Grow(cs.gain, static_cast<size_t>(group * oblocks));  // of dense over sparse, likewise
+  int32_t* run_live = Grow(cs.run_live, static_cast<size_t>(group * blocks));  // survivors per channel and run
   int64_t* dense_in_run = Grow(cs.dense_in_run, static_cast<size_t>(sblocks));
   const float* w_taps = a.w_taps;  // repacked on first need when not given
   float* pixel_max = certified ? Grow(cs.pixel_max, static_cast<size_t>(group * in_plane)) : nullptr;
@@ -338,7 +338,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
       const int64_t t = static_cast<int64_t>(task), nl = t / oblocks, ob = t % oblocks;
       const int64_t o0 = ob * rows, o1 = std::min(outs, o0 + rows);
       uint8_t* kb = keep + nl * outs * positions;
-      int64_t count = 0, work = 0, saved = 0;
+      int64_t count = 0, work = 0;
       for (int64_t o = o0; o < o1; ++o) {
         const int64_t i = ((n0 + nl) * outs + o) * positions;
         const float* res = a.res != nullptr ? a.res + i : nullptr;
@@ -362,11 +362,13 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
         }
         count += live_o;
         uint8_t* mo = mode + nl * blocks + o * sblocks;
-        // A channel with no survivor, or nothing but survivors, needs no counting.
+        int32_t* lo = run_live + nl * blocks + o * sblocks;
+        // A channel with no survivor, or nothing but survivors, needs no counting (a
+        // full channel's runs count as full: the copy-cost check below needs no more).
         if (live_o == 0 || live_o == positions) {
           std::fill(mo, mo + sblocks, live_o == 0 ? kNone : kDense);
+          std::fill(lo, lo + sblocks, live_o == 0 ? 0 : static_cast<int32_t>(cols));
           work += live_o == 0 ? 0 : sblocks * cols;
-          saved += live_o == 0 ? 0 : (kSparseCost - 1) * sblocks * cols;
           continue;
         }
         for (int64_t sb = 0; sb < sblocks; ++sb) {
@@ -377,13 +379,12 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
           }
           const Mode mb = live == 0 ? kNone : live >= dense_min ? kDense : kSparse;
           mo[sb] = mb;
+          lo[sb] = static_cast<int32_t>(live);
           work += mb == kDense ? cols : mb == kSparse ? kSparseCost * live : 0;
-          saved += mb == kDense ? kSparseCost * live - cols : 0;
         }
       }
       kept[t] = count;
       cost[t] = work;
-      gain[t] = saved;
     };
     ParallelTasks(ctx, static_cast<size_t>(nb * oblocks), decide);
     int64_t work = 0;
@@ -407,7 +408,9 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
         }
       }
       // A few dense runs in a sparse image do not pay for the padded copy they need.
-      const int64_t saved = std::accumulate(gain + nl * oblocks, gain + (nl + 1) * oblocks, int64_t{0});
+      const int32_t* live = run_live + nl * blocks;
+      int64_t saved = 0;
+      for (int64_t b = 0; b < blocks; ++b) saved += m[b] == kDense ? kSparseCost * live[b] - cols : 0;
       if (saved * length >= kCopyCost * pad_floats) continue;
       std::replace(m, m + blocks, static_cast<uint8_t>(kDense), static_cast<uint8_t>(kSparse));
     }
