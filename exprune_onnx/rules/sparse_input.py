@@ -4,16 +4,16 @@
     ExPruneDenseRelu -> y;  Gemm(y, B[, C]; alpha, beta, transB)  =>  ExPruneSparseMatMul(y, alpha * op(B), beta * C)
     Relu | Clip(0, .) -> y; the same, with ``Options.sparse_relu = "on"``
 
-Exporters: PyTorch (nn.Linear after an activation: Gemm with transB = 1 on 2-D inputs,
-MatMul of a transposed weight plus Add on 3-D ones), skl2onnx's MLPClassifier (MatMul +
-Add), tf2onnx (MatMul + Add), transformer FFNs (the second matrix of fc1 -> ReLU -> fc2).
-
 where ``op(B)`` is ``B^T`` when ``transB = 1`` (transposed once, here, at compile time).
 ``y`` holds exact zeros for every pruned output and every natural ReLU zero, so a
 consumer that multiplies it by a constant matrix can skip those rows of the matrix
 (docs/custom_ops.md, "ExPruneSparseMatMul"). The result is the consumer's result up to
 float summation order; no FLOPs saving is claimed for it (accounting.py counts it as the
 MatMul it replaces).
+
+Exporters: PyTorch (nn.Linear after an activation: Gemm with transB = 1 on 2-D inputs,
+MatMul of a transposed weight plus Add on 3-D ones), skl2onnx's MLPClassifier (MatMul +
+Add), tf2onnx (MatMul + Add), transformer FFNs (the second matrix of fc1 -> ReLU -> fc2).
 
 This is a pass over the graph after the ENP rewrites, not one of ``rules.RULES``: it
 matches early-exit ops emitted in this run as well as ones already in the model, and its
