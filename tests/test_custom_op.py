@@ -331,9 +331,8 @@ def test_conv_threshold_prunes_exactly(geometry, residual, clip_max):
 
 def test_conv_clustered_survivors():
     """Survivors in patches, as on real feature maps: each channel keeps a different
-    band of columns, so runs of positions are dense in some channels (finished in
-    gathered groups of channels that are not neighbours), scattered in others and
-    empty in the rest. Every kernel set must finish them exactly as the reference."""
+    band of columns, so blocks of outputs are dense in some places, scattered in others
+    and empty in the rest. Every kernel set must finish them exactly as the reference."""
     import os
     import subprocess
     import sys

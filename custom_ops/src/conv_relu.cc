@@ -17,14 +17,11 @@ namespace {
 // it is small next to the arithmetic.
 constexpr int64_t kTaskWork = int64_t{1} << 20;
 constexpr int64_t kMaxTasks = 256;
-// One output channel's run of `cols` slots is computed densely when at least this
-// share of it survives; below it its survivors are finished one dot product at a time.
+// A dense block is computed as a whole when at least this share of it survives;
+// below it its survivors are finished one dot product at a time.
 constexpr double kDenseShare = 0.3;
 // Rough cost of one sparse survivor relative to one output of a dense block.
 constexpr int64_t kSparseCost = 3;
-// Rough cost of writing one float of the dense path's padded input copy, in
-// multiply-adds: an image's dense runs must save more than their copy costs.
-constexpr int64_t kCopyCost = 2;
 // Bytes of per-image scratch (survivor masks, channels-last input copy) held at once;
 // larger batches are processed in groups of images.
 constexpr int64_t kGroupBytes = int64_t{32} << 20;
@@ -142,15 +139,12 @@ typename Vec::value_type* Grow(Vec& v, size_t n) {
 struct CallScratch {
   std::vector<uint8_t> keep, mode;
   Floats w_taps, x_pad, x_last;
-  std::vector<int64_t> kept, cost, dense_in_run;
-  std::vector<int32_t> run_live;
+  std::vector<int64_t> kept, cost;
   std::vector<float> pixel_max, field_max;  // certified: per input pixel, per output position
   std::vector<double> pixel_sq, field_norm;
 };
 struct TaskScratch {
-  std::vector<const float*> ptrs;  // a dense group's weight rows,
-  std::vector<int64_t> row_off;    // its outputs' planes
-  std::vector<float> row_bias;     // and biases
+  std::vector<const float*> ptrs;
   std::vector<int64_t> ranges;
 };
 thread_local CallScratch t_call;
@@ -161,20 +155,18 @@ enum Mode : uint8_t { kNone = 0, kSparse = 1, kDense = 2 };
 // Phase 2 of the layer: decides every output, writes 0 where pruned and finishes the
 // survivors. Returns the number of pruned outputs.
 //
-// Each output channel's plane is split into runs of `cols` consecutive slots. Runs
-// where most outputs survive are computed densely, gathered `rows` channels at a time
-// for each run of slots (survivors cluster per channel, not across channels, so the
-// channels of a dense group need not be neighbours): `rows` weight rows times `cols`
-// positions in registers, the inputs read as vectors straight from a
+// Outputs are split into blocks of `rows` channels x `cols` consecutive slots of the
+// output plane. A block where most outputs survive is computed densely: `rows` weight
+// rows times `cols` positions in registers, the inputs read as vectors straight from a
 // zero-padded copy of the input tail split into stride phases: plane (c, py, px) holds
 // the padded input rows py, py + sh, ... and columns px, px + sw, ..., each row
 // `pitch` floats. Output (oy, ox) is slot q = oy * pitch + ox, and its tap (ky, kx) of
 // channel c is element q + offsets[(c, ky, kx)] (the plane of phase (ky * dh % sh,
 // kx * dw % sw), shifted by ky * dh / sh rows and kx * dw / sw columns), so a block is
 // a plain offset into the copy; the pitch - OW slots past each row's end are computed
-// and dropped. The survivors of the other runs are finished by dot products of the
+// and dropped. The survivors of the other blocks are finished by dot products of the
 // tail weights, repacked channels-last ([O][ky][kx][C-k]), with the patches read in
-// place from a zero-padded channels-last copy of the input tail. Runs with no
+// place from a zero-padded channels-last copy of the input tail. Blocks with no
 // survivor cost nothing.
 int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvArgs& a) {
   const conv_tail::Kernels& kern = conv_tail::Select();
@@ -198,7 +190,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
   }
   const int64_t slots = (ah.out - 1) * pitch + aw.out;
   const int64_t oblocks = CeilDiv(outs, rows), sblocks = CeilDiv(slots, cols);
-  const int64_t blocks = outs * sblocks;  // one mode per channel and run of slots
+  const int64_t blocks = oblocks * sblocks;
 
   // The output positions of each slot block, as ranges [first, last) of the plane.
   std::vector<int64_t> range_at(sblocks + 1), ranges;
@@ -242,7 +234,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
 
   constexpr int64_t kSlack = 64;  // keep bytes the dense kernels may read around a block
   const bool certified = a.rule == Rule::kCertified;
-  const int64_t per_image = outs * positions + blocks * 5 + (image_floats + pad_floats) * 4 +
+  const int64_t per_image = outs * positions + blocks + (image_floats + pad_floats) * 4 +
                             (certified ? (in_plane + positions) * 12 : 0);
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, g.batch);
   CallScratch& cs = t_call;
@@ -250,8 +242,6 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
   uint8_t* mode = Grow(cs.mode, static_cast<size_t>(group * blocks));
   int64_t* kept = Grow(cs.kept, static_cast<size_t>(group * oblocks));
   int64_t* cost = Grow(cs.cost, static_cast<size_t>(group * oblocks));  // in outputs of dense work
-  int32_t* run_live = Grow(cs.run_live, static_cast<size_t>(group * blocks));  // survivors per channel and run
-  int64_t* dense_in_run = Grow(cs.dense_in_run, static_cast<size_t>(sblocks));
   const float* w_taps = a.w_taps;  // repacked on first need when not given
   float* pixel_max = certified ? Grow(cs.pixel_max, static_cast<size_t>(group * in_plane)) : nullptr;
   double* pixel_sq = certified ? Grow(cs.pixel_sq, static_cast<size_t>(group * in_plane)) : nullptr;
@@ -330,60 +320,47 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
       ParallelTasks(ctx, static_cast<size_t>(nb * field_bands), fields);
     }
 
-    // ---- decide every output; classify the runs of slots. The share is of all the
-    // run's slots: a dense run computes every one, also those past a row's end or the
-    // plane's, whose results are dropped.
-    const int64_t dense_min = static_cast<int64_t>(std::ceil(kDenseShare * static_cast<double>(cols)));
+    // ---- decide every output; classify the blocks
     auto decide = [&](size_t task) noexcept {
       const int64_t t = static_cast<int64_t>(task), nl = t / oblocks, ob = t % oblocks;
       const int64_t o0 = ob * rows, o1 = std::min(outs, o0 + rows);
       uint8_t* kb = keep + nl * outs * positions;
-      int64_t count = 0, work = 0;
+      int64_t count = 0;
       for (int64_t o = o0; o < o1; ++o) {
         const int64_t i = ((n0 + nl) * outs + o) * positions;
         const float* res = a.res != nullptr ? a.res + i : nullptr;
-        int64_t live_o = 0;
         switch (a.rule) {
           case Rule::kThreshold: {
             const double threshold = a.thresholds != nullptr ? static_cast<double>(a.thresholds[o]) : a.threshold;
-            live_o = kern.decide(a.partial + i, res, a.bias[o], a.ratio, threshold, positions, a.y + i,
+            count += kern.decide(a.partial + i, res, a.bias[o], a.ratio, threshold, positions, a.y + i,
                                  kb + o * positions);
             break;
           }
           case Rule::kStatsTest:
-            live_o = kern.decide_stats(a.partial + i, a.extra.partial_sq + i, res, a.bias[o], a.t_k, a.t_n, a.z_crit,
+            count += kern.decide_stats(a.partial + i, a.extra.partial_sq + i, res, a.bias[o], a.t_k, a.t_n, a.z_crit,
                                        positions, a.y + i, kb + o * positions);
             break;
           case Rule::kCertified:
-            live_o = kern.decide_certified(a.partial + i, res, a.bias[o], a.extra.w_pos_sum[o],
-                                           a.extra.w_pos_norm[o], field_max + nl * positions,
-                                           field_norm + nl * positions, positions, a.y + i, kb + o * positions);
+            count += kern.decide_certified(a.partial + i, res, a.bias[o], a.extra.w_pos_sum[o], a.extra.w_pos_norm[o],
+                                           field_max + nl * positions, field_norm + nl * positions, positions,
+                                           a.y + i, kb + o * positions);
             break;
-        }
-        count += live_o;
-        uint8_t* mo = mode + nl * blocks + o * sblocks;
-        int32_t* lo = run_live + nl * blocks + o * sblocks;
-        // A channel with no survivor, or nothing but survivors, needs no counting (a
-        // full channel's runs count as full: the copy-cost check below needs no more).
-        if (live_o == 0 || live_o == positions) {
-          std::fill(mo, mo + sblocks, live_o == 0 ? kNone : kDense);
-          std::fill(lo, lo + sblocks, live_o == 0 ? 0 : static_cast<int32_t>(cols));
-          work += live_o == 0 ? 0 : sblocks * cols;
-          continue;
-        }
-        for (int64_t sb = 0; sb < sblocks; ++sb) {
-          int64_t live = 0;
-          for (int64_t r = range_at[sb]; r < range_at[sb + 1]; ++r) {
-            const int64_t p0 = ranges[2 * r], p1 = ranges[2 * r + 1];
-            live += CountKept(kb + o * positions + p0, p1 - p0);
-          }
-          const Mode mb = live == 0 ? kNone : live >= dense_min ? kDense : kSparse;
-          mo[sb] = mb;
-          lo[sb] = static_cast<int32_t>(live);
-          work += mb == kDense ? cols : mb == kSparse ? kSparseCost * live : 0;
         }
       }
       kept[t] = count;
+      int64_t work = 0;
+      for (int64_t sb = 0; sb < sblocks; ++sb) {
+        int64_t live = 0, size = 0;
+        for (int64_t r = range_at[sb]; r < range_at[sb + 1]; ++r) {
+          const int64_t p0 = ranges[2 * r], p1 = ranges[2 * r + 1];
+          size += p1 - p0;
+          for (int64_t o = o0; o < o1; ++o) live += CountKept(kb + o * positions + p0, p1 - p0);
+        }
+        const double share = static_cast<double>(live) / static_cast<double>(std::max<int64_t>(size * (o1 - o0), 1));
+        const Mode mb = live == 0 ? kNone : share >= kDenseShare ? kDense : kSparse;
+        mode[nl * blocks + ob * sblocks + sb] = mb;
+        work += mb == kDense ? rows * cols : mb == kSparse ? kSparseCost * live : 0;
+      }
       cost[t] = work;
     };
     ParallelTasks(ctx, static_cast<size_t>(nb * oblocks), decide);
@@ -391,28 +368,6 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
     for (int64_t t = 0; t < nb * oblocks; ++t) {
       total_kept += kept[t];
       work += cost[t] * length;
-    }
-    const int64_t full_group = std::min(rows, outs);
-    for (int64_t nl = 0; nl < nb; ++nl) {
-      uint8_t* m = mode + nl * blocks;
-      // A dense group of fewer rows reloads its inputs for each of them: the channels of
-      // a run of slots with less than a full group of dense ones (or all channels, in a
-      // layer with fewer) are finished sparsely.
-      std::fill(dense_in_run, dense_in_run + sblocks, 0);
-      for (int64_t o = 0; o < outs; ++o) {
-        for (int64_t sb = 0; sb < sblocks; ++sb) dense_in_run[sb] += m[o * sblocks + sb] == kDense;
-      }
-      for (int64_t o = 0; o < outs; ++o) {
-        for (int64_t sb = 0; sb < sblocks; ++sb) {
-          if (dense_in_run[sb] < full_group && m[o * sblocks + sb] == kDense) m[o * sblocks + sb] = kSparse;
-        }
-      }
-      // A few dense runs in a sparse image do not pay for the padded copy they need.
-      const int32_t* live = run_live + nl * blocks;
-      int64_t saved = 0;
-      for (int64_t b = 0; b < blocks; ++b) saved += m[b] == kDense ? kSparseCost * live[b] - cols : 0;
-      if (saved * length >= kCopyCost * pad_floats) continue;
-      std::replace(m, m + blocks, static_cast<uint8_t>(kDense), static_cast<uint8_t>(kSparse));
     }
 
     // ---- the inputs the blocks need: padded copies, channels-last copies, repacked weights
@@ -512,41 +467,32 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
       const int64_t n = n0 + nl;
       const int64_t sb0 = tl * tile, sb1 = std::min(sblocks, sb0 + tile);
       const int64_t ob0 = oc * ochunk, ob1 = std::min(oblocks, ob0 + ochunk);
-      const int64_t c0 = ob0 * rows, c1 = std::min(outs, ob1 * rows);  // this task's channels
       const uint8_t* m = mode + nl * blocks;
       const uint8_t* kb = keep + nl * outs * positions;
       bool any_dense = false, any_sparse = false;
-      for (int64_t o = c0; o < c1; ++o) {
+      for (int64_t ob = ob0; ob < ob1; ++ob) {
         for (int64_t sb = sb0; sb < sb1; ++sb) {
-          any_dense |= m[o * sblocks + sb] == kDense;
-          any_sparse |= m[o * sblocks + sb] == kSparse;
+          any_dense |= m[ob * sblocks + sb] == kDense;
+          any_sparse |= m[ob * sblocks + sb] == kSparse;
         }
       }
       if (!any_dense && !any_sparse) return;
       TaskScratch& ts = t_task;
       const float** ptrs = Grow(ts.ptrs, static_cast<size_t>(rows));
-      int64_t* row_off = Grow(ts.row_off, static_cast<size_t>(rows));
-      float* row_bias = Grow(ts.row_bias, static_cast<size_t>(rows));
 
       if (any_dense) {
-        const int64_t i0 = n * outs * positions;
         for (int64_t sb = sb0; sb < sb1; ++sb) {
           const float* src = x_pad + nl * pad_floats + sb * cols;
-          const conv_tail::DenseOut dst{a.partial + i0, a.res != nullptr ? a.res + i0 : nullptr,
-                                        kb, a.y + i0, row_bias, row_off,
-                                        sb * cols, pitch, aw.out, slots, a.clip_max};
-          int count = 0;
-          for (int64_t o = c0; o < c1; ++o) {
-            if (m[o * sblocks + sb] != kDense) continue;
-            ptrs[count] = a.w_tail + o * length;
-            row_off[count] = o * positions;
-            row_bias[count] = a.bias[o];
-            if (++count == rows) {
-              kern.dense(src, offsets.data(), length, ptrs, count, dst);
-              count = 0;
-            }
+          for (int64_t ob = ob0; ob < ob1; ++ob) {
+            if (m[ob * sblocks + sb] != kDense) continue;
+            const int64_t o0 = ob * rows, o1 = std::min(outs, o0 + rows);
+            for (int64_t o = o0; o < o1; ++o) ptrs[o - o0] = a.w_tail + o * length;
+            const int64_t i0 = (n * outs + o0) * positions;
+            const conv_tail::DenseOut dst{a.partial + i0, a.res != nullptr ? a.res + i0 : nullptr,
+                                          kb + o0 * positions, a.y + i0, a.bias + o0, positions,
+                                          sb * cols, pitch, aw.out, slots, a.clip_max};
+            kern.dense(src, offsets.data(), length, ptrs, static_cast<int>(o1 - o0), dst);
           }
-          if (count > 0) kern.dense(src, offsets.data(), length, ptrs, count, dst);
         }
       }
 
@@ -562,25 +508,27 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
         job.seglen = seglen;
         job.ranges = task_ranges;
         job.clip_max = a.clip_max;
-        for (int64_t o = c0; o < c1; ++o) {
-          // The position ranges of this channel's sparse runs in this task.
+        for (int64_t ob = ob0; ob < ob1; ++ob) {
+          // The position ranges of this task's sparse blocks in this row of blocks.
           job.nranges = 0;
           for (int64_t sb = sb0; sb < sb1; ++sb) {
-            if (m[o * sblocks + sb] != kSparse) continue;
+            if (m[ob * sblocks + sb] != kSparse) continue;
             for (int64_t r = range_at[sb]; r < range_at[sb + 1]; ++r, ++job.nranges) {
               task_ranges[2 * job.nranges] = ranges[2 * r];
               task_ranges[2 * job.nranges + 1] = ranges[2 * r + 1];
             }
           }
           if (job.nranges == 0) continue;
-          const int64_t i = (n * outs + o) * positions;
-          job.w = w_taps + o * length_last;
-          job.keep = kb + o * positions;
-          job.partial = a.partial + i;
-          job.res = a.res != nullptr ? a.res + i : nullptr;
-          job.y = a.y + i;
-          job.bias = a.bias[o];
-          kern.sparse(job);
+          for (int64_t o = ob * rows; o < std::min(outs, (ob + 1) * rows); ++o) {
+            const int64_t i = (n * outs + o) * positions;
+            job.w = w_taps + o * length_last;
+            job.keep = kb + o * positions;
+            job.partial = a.partial + i;
+            job.res = a.res != nullptr ? a.res + i : nullptr;
+            job.y = a.y + i;
+            job.bias = a.bias[o];
+            kern.sparse(job);
+          }
         }
       }
     };

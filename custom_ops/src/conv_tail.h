@@ -2,10 +2,10 @@
 // instruction set and picked when first used: AVX-512, AVX2+FMA, or portable C++.
 //
 // Two ways to finish the tail of surviving outputs:
-//   dense  - a register-blocked product of up to `rows` outputs times `cols`
-//            positions: weights broadcast from w_tail rows, inputs read as vectors
-//            of consecutive positions from a zero-padded copy of the input (see
-//            conv_relu.cc); used for the outputs most of whose block survives.
+//   dense  - a register-blocked product of `rows` outputs times `cols` positions:
+//            weights broadcast from w_tail rows, inputs read as vectors of
+//            consecutive positions from a zero-padded copy of the input (see
+//            conv_relu.cc); used where most outputs of the block survive.
 //   sparse - dot products of one output's tail weights with the patches of up to
 //            `group` surviving positions, read in place from a channels-last copy of
 //            the input; used where survivors are scattered.
@@ -23,19 +23,19 @@ namespace conv_tail {
 // A dense block's positions are `cols` consecutive slots q0, q0 + 1, ... of a plane
 // whose rows are `pitch` slots wide, of which the first `out_w` are output columns
 // (slot q is output (q / pitch, q % pitch)); the other slots, and those at or past
-// `end`, are computed but dropped. The block's outputs r < nrows need not be
-// consecutive channels: output r's plane starts row_off[r] elements past the
-// pointers. For each output r and kept position i (keep[row_off[r] + i] != 0):
+// `end`, are computed but dropped. For each of the block's outputs r < nrows and
+// kept position i (keep[i] != 0):
 //   y[i] = act(partial[i] + dot + (bias[r] + res[i]))     (res may be null: base = bias[r])
-// with i counted from output r's plane. keep may be read up to 64 bytes either side of
-// the bytes of the block's positions.
+// with every pointer at the block's first output and position 0 of the plane,
+// consecutive outputs `stride` elements apart. keep may be read up to 64 bytes either
+// side of the bytes of the block's positions.
 struct DenseOut {
   const float* partial;
   const float* res;
   const uint8_t* keep;
   float* y;
-  const float* bias;       // per output r
-  const int64_t* row_off;  // per output r
+  const float* bias;
+  int64_t stride;
   int64_t q0, pitch, out_w, end;
   float clip_max;
 };

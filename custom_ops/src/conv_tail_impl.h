@@ -96,7 +96,7 @@ void DenseBlock(const float* x, const int64_t* off, int64_t length, const float*
   const float* res = out.res;
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    const int64_t off = out.row_off[r];
+    const int64_t off = r * out.stride;
     const float bias = out.bias[r];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
