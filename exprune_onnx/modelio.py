@@ -1,4 +1,4 @@
-"""Reading and writing models: clear errors on bad files, atomic writes, IR versions."""
+"""Reading and writing models: clear errors on bad files, atomic writes, IR versions, and a walk over every node."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from pathlib import Path
 import onnx
 
 from .errors import ModelLoadError, OutputError
+
+
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and of the If/Loop/Scan bodies inside it, outermost first."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from all_nodes(body)
 
 # Protobuf refuses single messages over 2 GiB; stay well clear of the limit.
 _EXTERNAL_DATA_BYTES = 1 << 30

@@ -13,6 +13,7 @@ from rich.table import Table
 from .accounting import dense_flops, exprune_flops
 from .check import CheckResult
 from .measure import flops_saved
+from .modelio import all_nodes
 from .pipeline import Result
 
 
@@ -21,17 +22,7 @@ def _mflops(value) -> str:
 
 
 def op_counts(model: onnx.ModelProto) -> Counter:
-    counts: Counter = Counter()
-
-    def walk(graph):
-        for node in graph.node:
-            counts[node.op_type] += 1
-            for attr in node.attribute:
-                for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    walk(g)
-
-    walk(model.graph)
-    return counts
+    return Counter(node.op_type for node in all_nodes(model.graph))
 
 
 def kept_fraction(rewritten, counts: dict | None) -> float | None:

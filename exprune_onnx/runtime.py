@@ -58,18 +58,10 @@ def _installed_library() -> str | None:
 def uses_library(model) -> bool:
     """Whether any node of ``model`` (an onnx.ModelProto), in the main graph or in any
     If/Loop/Scan body, is one of the library's ops."""
+    from .modelio import all_nodes
     from .ops import DOMAIN
 
-    def walk(graph) -> bool:
-        for node in graph.node:
-            if node.domain == DOMAIN:
-                return True
-            for attr in node.attribute:
-                if (attr.HasField("g") and walk(attr.g)) or any(walk(g) for g in attr.graphs):
-                    return True
-        return False
-
-    return walk(model.graph)
+    return any(node.domain == DOMAIN for node in all_nodes(model.graph))
 
 
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):

@@ -106,6 +106,12 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   const float* per_output = attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data();
   const double t_k = static_cast<double>(k), t_n = static_cast<double>(n), z_crit = attrs_.z_crit;
   const float clip_max = attrs_.clip_max;
+  // Output o of row m, given the dot product of its tail.
+  auto store = [&](int64_t m, int64_t o, float dot) noexcept {
+    const int64_t i = m * outs + o;
+    const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
+    out.y[i] = Activate(partial.data[i] + dot + base, clip_max);
+  };
   // Finishes the surviving outputs idx[0..count) of row m, four at a time (DotGroup
   // shares the pass over the row's tail inputs and prefetches the next four weight
   // rows; a short group's prefetch repeats its last output).
@@ -122,11 +128,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
       if (more) fill(1 - cur, start + 4);
       float dots[4];
       DotGroup(x_m, groups[cur], std::min(4, count - start), tail, dots, more ? groups[1 - cur] : nullptr);
-      for (int r = 0; r < 4 && start + r < count; ++r) {
-        const int64_t o = idx[start + r], i = m * outs + o;
-        const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
-        out.y[i] = Activate(partial.data[i] + dots[r] + base, clip_max);
-      }
+      for (int r = 0; r < 4 && start + r < count; ++r) store(m, idx[start + r], dots[r]);
     }
   };
   // Rows sharing a surviving output, finished four at a time: DotGroup with the
@@ -143,11 +145,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
       for (int r = 0; r < size; ++r) group[r] = x.data + rows_of[start + r] * n + k;
       float dots[4];
       DotGroup(w_o, group, size, tail, dots, next_w != nullptr && start + 4 >= count ? prefetch : nullptr);
-      for (int r = 0; r < 4 && start + r < count; ++r) {
-        const int64_t i = rows_of[start + r] * outs + o;
-        const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
-        out.y[i] = Activate(partial.data[i] + dots[r] + base, clip_max);
-      }
+      for (int r = 0; r < size; ++r) store(rows_of[start + r], o, dots[r]);
     }
   };
   // One copy of the loop per rule, so the threshold rule's stays as it was.
