@@ -97,6 +97,7 @@ DENSE_SHAPES = [
     ((37,), 100, 70, 25),  # several row and column blocks, tail not a lane multiple
     ((1,), 257, 300, 64),  # batch 1
     ((19,), 150, 203, 32),  # several 64-output column blocks, survivors in groups of 1-4
+    ((1,), 40, 24, 10),  # one row with fewer outputs than a task's minimum of columns
 ]
 
 
