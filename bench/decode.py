@@ -6,16 +6,28 @@ settings calibrated on the full-sequence model apply to it unchanged. For one se
 settings (``Options``) this measures:
 
 * decode-step latency at batch 1, original vs optimised, side by side in one process
-  (same session options, alternating runs, median), with and without the sparse-input
-  consumer (``ExPruneSparseMatMul`` for each FFN's second matrix), and under the
-  latency objective (objective.py) timed on real decode states;
+  (same session options, median), with and without the sparse-input consumer
+  (``ExPruneSparseMatMul`` for each FFN's second matrix), and under the latency
+  objective (objective.py) timed on real decode states. Timed twice: taking turns every
+  ``BLOCK`` steps, as a decode loop runs one model step after step, and alternating
+  every step, where two models whose weights do not both fit in the cache evict each
+  other's (the wide LM's original and optimised step graphs hold 26 MB of weights
+  each, against a 32 MB L3 on our machines);
 * next-character accuracy of a real decode: each graph runs over held-out windows
   from its own caches, position by position, so pruning errors feed forward as they
   would in generation;
 * where the original step's time goes (onnxruntime profiling), which bounds what any
   rewrite of the FFN can gain.
 
-Run alone: ``python -m bench.decode [--budget 0.01]`` (calibrates the full model first).
+``python -m bench`` runs it on ``kjv_lm`` with each budget's settings. Run alone, it
+calibrates the full-sequence model at each budget first::
+
+    python -m bench.decode [--model kjv_lm_wide] [--budget 0.01] [--save]
+
+``kjv_lm_wide`` (``python models/build_kjv_lm.py --size wide``, not in git) is the
+same design at d_model 512: its step is dominated by weight matrices, as a real LM's
+is, where the small model's is dominated by per-node overhead. With ``--save`` the
+results go to bench/decode_MODEL.json and into docs/benchmarks.md (bench/write.py).
 """
 
 from __future__ import annotations
@@ -24,7 +36,9 @@ import argparse
 import collections
 import copy
 import json
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +49,19 @@ from exprune_onnx.config import Options
 from exprune_onnx.data import Dataset
 from exprune_onnx.modelio import load_model
 from exprune_onnx.pipeline import optimize
+from exprune_onnx.search import search
 from exprune_onnx.timing import session
 
 from .models import DATA, MODELS
 
+LMS = {"kjv_lm": "python models/build_kjv_lm.py", "kjv_lm_wide": "python models/build_kjv_lm.py --size wide"}
 STEP = MODELS / "kjv_lm_step.onnx"
 TEST = DATA / "kjv_lm_test.npz"
+CALIB = DATA / "kjv_lm_calib.npz"
+BUDGETS = (0.001, 0.01)
 WINDOWS = 32  # held-out windows decoded for the accuracy check
 STATES = 8  # decode states the latency runs cycle through
+BLOCK = 32  # consecutive steps per model when timing as a decode loop runs
 
 
 def _cache_inputs(model: onnx.ModelProto) -> list[str]:
@@ -87,11 +106,12 @@ def profile_shares(model: onnx.ModelProto, feeds: list[dict], runs: int = 200) -
     return shares
 
 
-def decode_row(options: Options, passes: int = 200, log=print) -> dict:
+def decode_row(options: Options, step_path: Path = STEP, windows: int = WINDOWS, passes: int = 200,
+               log=print) -> dict:
     """Latency and accuracy of the step graph compiled with ``options`` (module docstring)."""
-    step = load_model(STEP)
+    step = load_model(step_path)
     with np.load(TEST) as data:
-        tokens, labels = data["tokens"][:WINDOWS], data["labels"][:WINDOWS]
+        tokens, labels = data["tokens"][:windows], data["labels"][:windows]
     positions = sorted({int(p) for p in np.linspace(8, tokens.shape[1] - 1, STATES)})
     log("decode: original step graph")
     ref_logits, states = decode(step, tokens, set(positions))
@@ -104,7 +124,7 @@ def decode_row(options: Options, passes: int = 200, log=print) -> dict:
     choice = objective.choose(step, options, result, timing_data, batch=1, threads=1,
                               source=f"{len(states)} decode states of held-out text", log=log)
     variants["latency objective"] = choice.result.model
-    row = {"windows": WINDOWS, "positions": positions, "variants": {},
+    row = {"windows": windows, "block": BLOCK, "positions": positions, "variants": {},
            "original_accuracy": float((ref_logits.argmax(-1) == labels).mean()),
            "profile": profile_shares(step, states)}
     for name, model in variants.items():
@@ -115,9 +135,13 @@ def decode_row(options: Options, passes: int = 200, log=print) -> dict:
                                      "optimized_ms": None, "ratio": 1.0, "unchanged": True}
             continue
         got, _ = decode(model, tokens)
-        orig_ms, opt_ms = objective.time_pair(step, model, states, 1, passes)
+        orig_ms, opt_ms = objective.time_pair(step, model, states, 1, passes, block=BLOCK)
+        alt_orig_ms, alt_opt_ms = objective.time_pair(step, model, states, 1, passes)
         row["variants"][name] = {"custom_ops": rewritten, "accuracy": float((got.argmax(-1) == labels).mean()),
                                  "original_ms": orig_ms, "optimized_ms": opt_ms, "ratio": opt_ms / orig_ms,
+                                 "block": BLOCK, "alternating": {"original_ms": alt_orig_ms,
+                                                                 "optimized_ms": alt_opt_ms,
+                                                                 "ratio": alt_opt_ms / alt_orig_ms},
                                  "unchanged": False}
     row["latency_objective_layers"] = [{"layer": t.layer, "rewrite": t.kind, "with_ms": t.with_ms,
                                         "without_ms": t.without_ms, "kept": choice.kept(t.layer, t.kind)}
@@ -125,21 +149,69 @@ def decode_row(options: Options, passes: int = 200, log=print) -> dict:
     return row
 
 
-def main() -> None:
+def budget_row(name: str, budget: float, calib_samples: int, windows: int, test_windows: int, log) -> dict:
+    """Calibrate the full-sequence model at ``budget``, score it on held-out windows, then
+    run ``decode_row`` on the step graph with the settings found."""
+    from exprune_onnx.check import compare
     from exprune_onnx.data import load_dataset
-    from exprune_onnx.search import search
+
+    from .run import subset
+
+    full = load_model(MODELS / f"{name}.onnx")
+    calib = subset(load_dataset(CALIB, full), calib_samples)
+    outcome = search(full, Options(), calib, max_drop=budget, seed=0, log=log)
+    row = {"budget": budget, "search_seconds": outcome.seconds, "met": outcome.met,
+           "calibration_drop": outcome.calibration.drop,
+           "held_out_drop": None if outcome.holdout is None else outcome.holdout.drop,
+           "rewritten": len(outcome.result.rewritten)}
+    if outcome.result.changed:
+        test = subset(load_dataset(TEST, full), test_windows)
+        checked = compare(full, outcome.result.model, test)
+        row["test"] = {"windows": len(test), "original": checked.accuracy[0], "optimized": checked.accuracy[1]}
+    row["decode"] = decode_row(outcome.options, MODELS / f"{name}_step.onnx", windows, log=log)
+    return row
+
+
+def main() -> None:
+    from .write import machine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=0.01, help="accuracy drop allowed (default 0.01 = 1 point)")
+    parser.add_argument("--model", choices=sorted(LMS), default="kjv_lm", help="which language model (default kjv_lm)")
+    parser.add_argument("--budget", type=float, action="append",
+                        help="accuracy drop allowed; repeat for several (default 0.001 and 0.01)")
     parser.add_argument("--threshold", type=float, help="one threshold for every layer instead of calibrating")
+    parser.add_argument("--calib-samples", type=int, default=2000, help="calibration windows the search uses")
+    parser.add_argument("--windows", type=int, default=WINDOWS, help="held-out windows decoded for accuracy")
+    parser.add_argument("--test-windows", type=int, default=500,
+                        help="held-out windows on which the full-sequence model is scored")
+    parser.add_argument("--save", action="store_true",
+                        help="write bench/decode_MODEL.json and refresh docs/benchmarks.md from it")
     args = parser.parse_args()
+    if min(args.calib_samples, args.windows, args.test_windows) <= 0:
+        parser.error("--calib-samples, --windows and --test-windows must be positive")
+    if args.save and args.threshold is not None:
+        parser.error("--save records calibrated runs (docs/benchmarks.md); drop --threshold")
+    missing = [p for p in (MODELS / f"{args.model}.onnx", MODELS / f"{args.model}_step.onnx", CALIB, TEST)
+               if not p.is_file()]
+    if missing:
+        sys.exit(f"error: {missing[0]} not found; build it with `{LMS[args.model]}`")
     if args.threshold is not None:
-        options = Options(threshold=args.threshold)
+        out = {"threshold": args.threshold,
+               "rows": [{"decode": decode_row(Options(threshold=args.threshold), MODELS / f"{args.model}_step.onnx",
+                                              args.windows)}]}
     else:
-        full = load_model(MODELS / "kjv_lm.onnx")
-        calib = load_dataset(DATA / "kjv_lm_calib.npz", full)
-        options = search(full, Options(), calib, max_drop=args.budget, seed=0, log=print).options
-    print(json.dumps(decode_row(options), indent=1))
+        started = time.perf_counter()
+        rows = [budget_row(args.model, b, args.calib_samples, args.windows, args.test_windows, print)
+                for b in (args.budget or BUDGETS)]
+        out = {"rows": rows, "seconds": time.perf_counter() - started}
+    out.update(model=args.model, build=LMS[args.model], calib_samples=args.calib_samples, machine=machine())
+    print(json.dumps(out, indent=1))
+    if args.save:
+        from .write import decode_results, refresh
+
+        decode_results(args.model).write_text(json.dumps(out, indent=1) + "\n")
+
+        refresh()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 Rerunnable end to end::
 
     python3 models/build_kjv_lm.py                 # train, export, evaluate (about 10-15 min on 2 free cores)
+    python3 models/build_kjv_lm.py --size wide     # the wide variant (about 20 min; not in git, 26 MB per graph)
     python3 models/build_kjv_lm.py --data-only     # only rewrite models/data/kjv_lm_{calib,test}.npz
 
 What it does:
@@ -17,9 +18,14 @@ What it does:
 4. Trains a decoder-only transformer with ReLU feed-forward layers (the OPT design:
    pre-LayerNorm, learned positional embeddings, causal multi-head self-attention,
    FFN = Linear(d, 4d) -> ReLU -> Linear(4d, d)) on random 128-character windows.
+   Two sizes (``SIZES``): ``small`` (d=128, 4 layers, 0.8M parameters; the benchmark
+   model) and ``wide`` (d=512, 2 layers, 6.4M parameters). The wide one exists for
+   the decode benchmark: like a real LM's, its one-token step is dominated by weight
+   matrices, while the small one's step is dominated by per-node overhead.
 5. Exports two ONNX graphs with the same weights (TorchScript exporter, opset 17):
    ``kjv_lm.onnx`` (whole window -> logits at every position) and
-   ``kjv_lm_step.onnx`` (one token with a key/value cache -> next-token logits), and
+   ``kjv_lm_step.onnx`` (one token with a key/value cache -> next-token logits), or
+   ``kjv_lm_wide.onnx`` and ``kjv_lm_wide_step.onnx`` for the wide size, and
    checks with onnxruntime that the step graph reproduces the full graph's logits.
 6. Writes ``models/data/kjv_lm_calib.npz`` (2,000 seeded training windows) and
    ``models/data/kjv_lm_test.npz`` (the held-out books cut into consecutive windows).
@@ -40,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +63,30 @@ N_BOOKS = 66
 FIRST_TEST_BOOK = 44  # Romans, by index in canonical order: Romans..Revelation are held out
 
 CONTEXT = 128  # training window and the key/value cache length
-D_MODEL = 128
-N_HEADS = 4
-N_LAYERS = 4
 CALIB_SAMPLES = 2000
 MAX_TEST_SAMPLES = 10000
 STEP_CHECK_WINDOWS = 4
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    d_model: int
+    heads: int
+    layers: int
+    lr: float  # default peak learning rate: wider transformers want a lower one
+
+    @property
+    def stem(self) -> str:
+        return "kjv_lm" if self.name == "small" else f"kjv_lm_{self.name}"
+
+    @property
+    def cache_shape(self) -> tuple[int, int, int]:
+        """[heads, CONTEXT, d_head] of one key or value cache, per sample."""
+        return self.heads, CONTEXT, self.d_model // self.heads
+
+
+SIZES = {s.name: s for s in (Size("small", 128, 4, 4, 4e-3), Size("wide", 512, 8, 2, 2e-3))}
 
 
 # --------------------------------------------------------------------------- setup
@@ -154,12 +179,12 @@ def write_data(train: np.ndarray, test: np.ndarray, out_dir: Path, seed: int) ->
 
 # --------------------------------------------------------------------------- model
 
-def build_models(seed: int):
+def build_models(seed: int, size: Size):
     """(LM, StepModel class): the network and the wrapper exported as the decode step."""
     import torch
     from torch import nn
 
-    d, heads = D_MODEL, N_HEADS
+    d, heads = size.d_model, size.heads
     d_head = d // heads
 
     def attend(q, k, v, mask):
@@ -204,7 +229,7 @@ def build_models(seed: int):
             super().__init__()
             self.embed = nn.Embedding(len(VOCAB), d)
             self.pos = nn.Embedding(CONTEXT, d)
-            self.blocks = nn.ModuleList(Block() for _ in range(N_LAYERS))
+            self.blocks = nn.ModuleList(Block() for _ in range(size.layers))
             self.ln_f = nn.LayerNorm(d)
             self.head = nn.Linear(d, len(VOCAB))
             self.register_buffer("causal", torch.full((CONTEXT, CONTEXT), float("-inf")).triu(1))
@@ -316,7 +341,7 @@ def _finish_export(tmp: Path, path: Path, doc: str) -> None:
     onnx.save(m, str(path))
 
 
-def export_full(model, path: Path) -> None:
+def export_full(model, path: Path, size: Size) -> None:
     import torch
 
     tmp = path.with_suffix(".tmp.onnx")
@@ -328,22 +353,22 @@ def export_full(model, path: Path) -> None:
         do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL,
     )
     _finish_export(tmp, path, (
-        "exprune-onnx example: character-level OPT-style transformer trained on the KJV Bible "
-        f"(Genesis..Acts). tokens: int64 [batch,{CONTEXT}], indices into VOCAB of "
+        f"exprune-onnx example: character-level OPT-style transformer ({size.name}: d={size.d_model}, "
+        f"{size.layers} layers) trained on the KJV Bible (Genesis..Acts). tokens: int64 [batch,{CONTEXT}], indices into VOCAB of "
         f"models/build_kjv_lm.py; logits: float32 [batch,T,{len(VOCAB)}], next-character scores."))
 
 
-def cache_names(prefix: str) -> list[str]:
-    return [f"{prefix}_{kind}_{i}" for i in range(N_LAYERS) for kind in ("key", "value")]
+def cache_names(prefix: str, size: Size) -> list[str]:
+    return [f"{prefix}_{kind}_{i}" for i in range(size.layers) for kind in ("key", "value")]
 
 
-def export_step(step_model, path: Path) -> None:
+def export_step(step_model, path: Path, size: Size) -> None:
     import torch
 
-    caches = tuple(torch.zeros(2, N_HEADS, CONTEXT, D_MODEL // N_HEADS) for _ in range(2 * N_LAYERS))
+    caches = tuple(torch.zeros(2, *size.cache_shape) for _ in range(2 * size.layers))
     args = (torch.zeros(2, 1, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), *caches)
-    inputs = ["token", "position", *cache_names("past")]
-    outputs = ["logits", *cache_names("present")]
+    inputs = ["token", "position", *cache_names("past", size)]
+    outputs = ["logits", *cache_names("present", size)]
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(
         step_model, args, str(tmp), dynamo=False, opset_version=17,
@@ -352,9 +377,9 @@ def export_step(step_model, path: Path) -> None:
         do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL,
     )
     _finish_export(tmp, path, (
-        "exprune-onnx example: one decode step of kjv_lm.onnx with a key/value cache. "
+        f"exprune-onnx example: one decode step of {size.stem}.onnx with a key/value cache. "
         f"token int64 [batch,1]; position int64 [batch] (0..{CONTEXT - 1}); past_key_i/past_value_i "
-        f"float32 [batch,{N_HEADS},{CONTEXT},{D_MODEL // N_HEADS}] (start with zeros). Outputs logits "
+        f"float32 [batch,{','.join(map(str, size.cache_shape))}] (start with zeros). Outputs logits "
         f"[batch,{len(VOCAB)}] and present_key_i/present_value_i (the caches with slot 'position' written)."))
 
 
@@ -383,17 +408,17 @@ def evaluate_onnx(path: Path, tokens: np.ndarray, labels: np.ndarray, batch: int
     return correct / labels.size, nats / labels.size / math.log(2)
 
 
-def check_step(full_path: Path, step_path: Path, tokens: np.ndarray) -> float:
+def check_step(full_path: Path, step_path: Path, tokens: np.ndarray, size: Size) -> float:
     """Max |step - full| logits when the step graph decodes ``tokens`` one character at a time."""
     full = session(full_path).run(["logits"], {"tokens": tokens})[0]
     sess = session(step_path)
     b = len(tokens)
-    caches = {name: np.zeros((b, N_HEADS, CONTEXT, D_MODEL // N_HEADS), np.float32) for name in cache_names("past")}
+    caches = {name: np.zeros((b, *size.cache_shape), np.float32) for name in cache_names("past", size)}
     worst = 0.0
     for t in range(tokens.shape[1]):
         out = sess.run(None, {"token": tokens[:, t:t + 1], "position": np.full(b, t, np.int64), **caches})
         worst = max(worst, float(np.abs(out[0] - full[:, t]).max()))
-        caches = dict(zip(cache_names("past"), out[1:]))
+        caches = dict(zip(cache_names("past", size), out[1:]))
     return worst
 
 
@@ -405,11 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=float, default=1.0,
                     help="training length in passes over the training characters (default 1.0; fractions allowed)")
     ap.add_argument("--batch-size", type=int, default=32, help="windows of 128 characters per step")
-    ap.add_argument("--lr", type=float, default=4e-3)
+    ap.add_argument("--size", choices=sorted(SIZES), default="small",
+                    help="small (the benchmark model, default) or wide (for the decode benchmark)")
+    ap.add_argument("--lr", type=float, help="peak learning rate (default 4e-3 small, 2e-3 wide)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-only", action="store_true",
-                    help="only write models/data/kjv_lm_{calib,test}.npz (and score an existing kjv_lm.onnx)")
+                    help="only write models/data/kjv_lm_{calib,test}.npz (and score an existing model)")
     args = ap.parse_args(argv)
+    size = SIZES[args.size]
+    if args.lr is None:
+        args.lr = size.lr
     if args.epochs <= 0 or args.batch_size <= 0 or args.lr <= 0:
         ap.error("--epochs, --batch-size and --lr must be positive")
 
@@ -417,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     train_ids, test_ids = load_split(ensure_bible())
     args.out_dir.mkdir(parents=True, exist_ok=True)
     calib_path, test_path = write_data(train_ids, test_ids, args.out_dir, args.seed)
-    full_path, step_path = args.out_dir / "kjv_lm.onnx", args.out_dir / "kjv_lm_step.onnx"
+    full_path, step_path = args.out_dir / f"{size.stem}.onnx", args.out_dir / f"{size.stem}_step.onnx"
     with np.load(test_path) as f:
         test_tokens, test_labels = f["tokens"], f["labels"]
 
@@ -435,15 +465,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.use_deterministic_algorithms(True)
         print(f"torch {torch.__version__}, onnx {onnx.__version__}, threads {torch.get_num_threads()}")
 
-        model, step_cls = build_models(args.seed)
+        model, step_cls = build_models(args.seed, size)
         print(f"parameters: {sum(p.numel() for p in model.parameters())}")
         steps = max(1, round(args.epochs * len(train_ids) / (args.batch_size * CONTEXT)))
         seconds = train(model, train_ids, steps, args.batch_size, args.lr, args.seed)
         print(f"training time: {seconds:.1f} s ({steps} steps of {args.batch_size}x{CONTEXT} characters, "
               f"{args.epochs:g} epochs, {torch.get_num_threads()} threads)")
 
-        export_full(model, full_path)
-        export_step(step_cls(model), step_path)
+        export_full(model, full_path, size)
+        export_step(step_cls(model), step_path, size)
         for p in (full_path, step_path):
             m = onnx.load(str(p))
             ops: dict[str, int] = {}
@@ -462,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     if step_path.is_file():
-        diff = check_step(full_path, step_path, test_tokens[:STEP_CHECK_WINDOWS])
+        diff = check_step(full_path, step_path, test_tokens[:STEP_CHECK_WINDOWS], size)
         print(f"max |step - full| logits over {STEP_CHECK_WINDOWS} held-out windows x {CONTEXT} positions "
               f"(onnxruntime): {diff:.3e}")
         if diff > 1e-3:

@@ -20,6 +20,7 @@ def _build_module():
     # The script imports only numpy at module level, so this works without torch.
     spec = importlib.util.spec_from_file_location("build_kjv_lm", MODELS / "build_kjv_lm.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -47,6 +48,13 @@ def test_windows_label_the_next_character():
     np.testing.assert_array_equal(labels[1], ids[11:19])
 
 
+def test_sizes_name_their_files_and_caches():
+    small, wide = build.SIZES["small"], build.SIZES["wide"]
+    assert (small.stem, wide.stem) == ("kjv_lm", "kjv_lm_wide")  # the committed files keep their names
+    assert small.cache_shape == (4, build.CONTEXT, 32) and wide.cache_shape == (8, build.CONTEXT, 64)
+    assert build.cache_names("past", wide) == ["past_key_0", "past_value_0", "past_key_1", "past_value_1"]
+
+
 def _session(path: Path):
     return exprune_onnx.inference_session(onnx.load(str(path)))
 
@@ -58,13 +66,13 @@ def test_step_graph_reproduces_full_graph():
     full = _session(FULL).run(["logits"], {"tokens": tokens})[0]
     assert full.shape == (2, t, len(build.VOCAB))
     step = _session(STEP)
-    shape = (2, build.N_HEADS, t, build.D_MODEL // build.N_HEADS)
+    small = build.SIZES["small"]
     # Non-zero junk in the caches: slots past 'position' must be ignored.
-    caches = {n: np.full(shape, 7.0, np.float32) for n in build.cache_names("past")}
+    caches = {n: np.full((2, *small.cache_shape), 7.0, np.float32) for n in build.cache_names("past", small)}
     for pos in range(t):
         out = step.run(None, {"token": tokens[:, pos:pos + 1], "position": np.full(2, pos, np.int64), **caches})
         np.testing.assert_allclose(out[0], full[:, pos], rtol=1e-4, atol=1e-4, err_msg=f"position {pos}")
-        caches = dict(zip(build.cache_names("past"), out[1:]))
+        caches = dict(zip(build.cache_names("past", small), out[1:]))
 
 
 @pytest.mark.skipif(not STEP.is_file(), reason="kjv_lm models not built")
