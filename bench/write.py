@@ -131,6 +131,12 @@ def latency_objective_section(m: dict) -> list[str]:
     return out
 
 
+def rounds(t: dict) -> str:
+    """A timing's ratio and, when it had several rounds, their range."""
+    r = t.get("round_ratios")
+    return f"{t['ratio']:.2f}" + (f" ({min(r):.2f}-{max(r):.2f})" if r else "")
+
+
 def decode_section(m: dict, step: str = "models/kjv_lm_step.onnx") -> list[str]:
     rows = [r for r in m["budgets"] if r.get("decode")]
     if not rows:
@@ -140,9 +146,10 @@ def decode_section(m: dict, step: str = "models/kjv_lm_step.onnx") -> list[str]:
     top = ", ".join(f"{op} {100 * share:.0f}%" for op, share in list(prof.items())[:5] if not op.startswith("("))
     out = ["", f"One-token decode step (`{step}`, batch 1, 1 thread; bench/decode.py): the "
            f"budget's settings applied to the step graph, timed on {len(d0['positions'])} real decode states, "
-           f"each graph running {d0['block']} consecutive steps in turn as a decode loop would (the ms columns and "
+           f"each graph running {d0.get('block', 1)} consecutive steps in turn as a decode loop would (the ms columns and "
            "the first ratio) and alternating every step (the last ratio: two graphs that do not both fit in the "
-           "cache then evict each other's weights); "
+           "cache then evict each other's weights); each ratio is the median of three rounds, their range in "
+           "brackets; "
            f"accuracy from decoding {d0['windows']} held-out windows position by position from each graph's own "
            f"caches (original: {metric(d0['original_accuracy'])}). Kernel time of the original step: {top}; "
            f"the FFN (fc1, ReLU, fc2) is {100 * prof['(FFN: fc1, relu, fc2)']:.0f}% of it, which bounds what "
@@ -156,9 +163,12 @@ def decode_section(m: dict, step: str = "models/kjv_lm_step.onnx") -> list[str]:
                 out.append(f"| {100 * row['budget']:g} pt | {name} | 0 | {metric(v['accuracy'])} | - | - "
                            "| 1.00 (unchanged) | 1.00 |")
                 continue
-            alt = v["alternating"]["ratio"]
+            if "alternating" not in v:  # a run from before block timing: it alternated every step
+                out.append(f"| {100 * row['budget']:g} pt | {name} | {v['custom_ops']} | {metric(v['accuracy'])} "
+                           f"| - | - | - | {v['ratio']:.2f} |")
+                continue
             out.append(f"| {100 * row['budget']:g} pt | {name} | {v['custom_ops']} | {metric(v['accuracy'])} "
-                       f"| {v['original_ms']:.3f} | {v['optimized_ms']:.3f} | {v['ratio']:.2f} | {alt:.2f} |")
+                       f"| {v['original_ms']:.3f} | {v['optimized_ms']:.3f} | {rounds(v)} | {rounds(v['alternating'])} |")
     return out
 
 
