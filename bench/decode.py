@@ -39,6 +39,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,6 @@ from exprune_onnx.timing import session
 
 from .models import DATA, MODELS
 
-LMS = {"kjv_lm": "python models/build_kjv_lm.py", "kjv_lm_wide": "python models/build_kjv_lm.py --size wide"}
 STEP = MODELS / "kjv_lm_step.onnx"
 TEST = DATA / "kjv_lm_test.npz"
 CALIB = DATA / "kjv_lm_calib.npz"
@@ -62,6 +62,17 @@ BUDGETS = (0.001, 0.01)
 WINDOWS = 32  # held-out windows decoded for the accuracy check
 STATES = 8  # decode states the latency runs cycle through
 BLOCK = 32  # consecutive steps per model when timing as a decode loop runs
+
+
+@dataclass(frozen=True)
+class LM:
+    build: str
+    calib_samples: int  # windows the search calibrates on (the wide graph is 8 times the work per window)
+    windows: int  # held-out windows decoded for the accuracy check
+
+
+LMS = {"kjv_lm": LM("python models/build_kjv_lm.py", 2000, WINDOWS),
+       "kjv_lm_wide": LM("python models/build_kjv_lm.py --size wide", 1000, 128)}
 
 
 def _cache_inputs(model: onnx.ModelProto) -> list[str]:
@@ -185,13 +196,20 @@ def main() -> None:
     parser.add_argument("--budget", type=float, action="append",
                         help="accuracy drop allowed; repeat for several (default 0.001 and 0.01)")
     parser.add_argument("--threshold", type=float, help="one threshold for every layer instead of calibrating")
-    parser.add_argument("--calib-samples", type=int, default=2000, help="calibration windows the search uses")
-    parser.add_argument("--windows", type=int, default=WINDOWS, help="held-out windows decoded for accuracy")
+    parser.add_argument("--calib-samples", type=int,
+                        help="calibration windows the search uses (default 2000; 1000 for kjv_lm_wide)")
+    parser.add_argument("--windows", type=int,
+                        help=f"held-out windows decoded for accuracy (default {WINDOWS}; 128 for kjv_lm_wide)")
     parser.add_argument("--test-windows", type=int, default=500,
                         help="held-out windows on which the full-sequence model is scored")
     parser.add_argument("--save", action="store_true",
                         help="write bench/decode_MODEL.json and refresh docs/benchmarks.md from it")
     args = parser.parse_args()
+    lm = LMS[args.model]
+    if args.calib_samples is None:
+        args.calib_samples = lm.calib_samples
+    if args.windows is None:
+        args.windows = lm.windows
     if min(args.calib_samples, args.windows, args.test_windows) <= 0:
         parser.error("--calib-samples, --windows and --test-windows must be positive")
     if args.save and args.threshold is not None:
@@ -199,7 +217,7 @@ def main() -> None:
     missing = [p for p in (MODELS / f"{args.model}.onnx", MODELS / f"{args.model}_step.onnx", CALIB, TEST)
                if not p.is_file()]
     if missing:
-        sys.exit(f"error: {missing[0]} not found; build it with `{LMS[args.model]}`")
+        sys.exit(f"error: {missing[0]} not found; build it with `{lm.build}`")
     if args.threshold is not None:
         out = {"threshold": args.threshold,
                "rows": [{"decode": decode_row(Options(threshold=args.threshold), MODELS / f"{args.model}_step.onnx",
@@ -209,13 +227,13 @@ def main() -> None:
         rows = [budget_row(args.model, b, args.calib_samples, args.windows, args.test_windows, print)
                 for b in (args.budget or BUDGETS)]
         out = {"rows": rows, "seconds": time.perf_counter() - started}
-    out.update(model=args.model, build=LMS[args.model], calib_samples=args.calib_samples, machine=machine())
+    out.update(model=args.model, build=lm.build, calib_samples=args.calib_samples, machine=machine(),
+               command=" ".join(["python -m bench.decode", *sys.argv[1:]]))
     print(json.dumps(out, indent=1))
     if args.save:
         from .write import decode_results, refresh
 
         decode_results(args.model).write_text(json.dumps(out, indent=1) + "\n")
-
         refresh()
 
 
