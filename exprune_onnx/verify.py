@@ -5,7 +5,8 @@
 1. structure: every ``ai.exprune`` node is a known op of the known version, and each
    is fed the way ``rules/common.py emit()`` wires it (a Conv/MatMul partial product
    over a Slice of the very tensor the op reads as ``x``, possibly after a Gather that
-   permutes units) in place of a layer that the compiler's own matching finds in the
+   permutes units, or over a Gather of the op's ``x`` that picks the head units when the
+   op names its tail units in ``tail_units``) in place of a layer that the compiler's own matching finds in the
    original; everything else in the graph is unchanged;
 2. weights: head, tail and the unit permutation put back together give the original
    layer's weight after canonicalisation (BatchNorm folding and so on), and the bias
@@ -196,35 +197,33 @@ def _trace(op: gs.Node, candidates: dict) -> Layer:
     layer.nodes.append(product)
     layer.w_head = product.inputs[1]
     head_in = product.inputs[0]
-    slc = _producer(head_in)
-    if not _is(slc, "Slice") or slc.inputs[0] is not x:
-        bad(f"the partial product reads {_what(slc, head_in)}, not a Slice of the op's input x '{x.name}'")
-        return layer
-    layer.nodes.append(slc)
     layer.k = _attr_int(op, "k")
     if layer.k is None:
         bad("attribute k is missing or not an integer")
         return layer
     axis = 1 if kind == "conv" else -1
-    slice_problem = _check_slice(slc, layer.k, axis, x)
-    if slice_problem:
-        bad(slice_problem)
     c = layer.candidate
-    source = x
-    gather = _producer(x)
-    # A Gather the original already had in front of the layer is not the compiler's unit order.
-    if _is(gather, "Gather") and (c is None or x.name != c.x.name):
-        layer.nodes.append(gather)
-        layer.gather = gather
-        perm = const_value(gather.inputs[1], 13)
-        g_axis = int(gather.attrs.get("axis", 0))
-        if perm is None or perm.ndim != 1 or perm.dtype.kind not in "iu":
-            bad(f"the unit order of {describe(gather)} is not a constant 1-D integer index")
-        elif not _same_axis(g_axis, axis, gather.inputs[0]):
-            bad(f"{describe(gather)} permutes axis {g_axis}, not the unit axis")
-        else:
-            layer.perm = perm.astype(np.int64)
-        source = gather.inputs[0]
+    if "tail_units" in op.attrs:
+        source = _trace_tail_units(op, layer, head_in, x, axis, bad)
+        if source is None:
+            return layer
+    else:
+        slc = _producer(head_in)
+        if not _is(slc, "Slice") or slc.inputs[0] is not x:
+            bad(f"the partial product reads {_what(slc, head_in)}, not a Slice of the op's input x '{x.name}'")
+            return layer
+        layer.nodes.append(slc)
+        slice_problem = _check_slice(slc, layer.k, axis, x)
+        if slice_problem:
+            bad(slice_problem)
+        source = x
+        gather = _producer(x)
+        # A Gather the original already had in front of the layer is not the compiler's unit order.
+        if _is(gather, "Gather") and (c is None or x.name != c.x.name):
+            layer.nodes.append(gather)
+            layer.gather = gather
+            layer.perm = _unit_index(gather, axis, bad)
+            source = gather.inputs[0]
     if c is not None and c.rule == "gemm_relu" and c.reduction.attrs.get("transA", 0):
         transpose = _producer(source)
         if not _is(transpose, "Transpose") or list(transpose.attrs.get("perm", [1, 0])) != [1, 0]:
@@ -251,6 +250,41 @@ def _trace(op: gs.Node, candidates: dict) -> Layer:
                 bad(bad_attrs)
     _check_rule(op, layer, head_in, bad)
     return layer
+
+
+def _unit_index(gather: gs.Node, axis: int, bad) -> np.ndarray | None:
+    """The constant unit index of a Gather over the unit axis, or None (a problem said)."""
+    index = const_value(gather.inputs[1], 13)
+    g_axis = int(gather.attrs.get("axis", 0))
+    if index is None or index.ndim != 1 or index.dtype.kind not in "iu":
+        bad(f"the unit order of {describe(gather)} is not a constant 1-D integer index")
+    elif not _same_axis(g_axis, axis, gather.inputs[0]):
+        bad(f"{describe(gather)} permutes axis {g_axis}, not the unit axis")
+    else:
+        return index.astype(np.int64)
+    return None
+
+
+def _trace_tail_units(op: gs.Node, layer: Layer, head_in: gs.Tensor, x: gs.Tensor, axis: int, bad):
+    """The dense op that gathers its own tail: the partial product reads a Gather of the
+    op's x over the head units, and head plus tail_units is the unit order. Returns x,
+    or None when the group is not wired that way."""
+    gather = _producer(head_in)
+    if op.op != ops.DENSE_RELU or not _is(gather, "Gather") or gather.inputs[0] is not x:
+        bad(f"{op.op} has attribute tail_units, but the partial product reads {_what(gather, head_in)}, "
+            f"not a Gather of the op's input x '{x.name}'")
+        return None
+    layer.nodes.append(gather)
+    layer.gather = gather
+    head = _unit_index(gather, axis, bad)
+    tail = np.asarray(op.attrs["tail_units"]).reshape(-1)
+    if tail.dtype.kind not in "iu":
+        bad("attribute tail_units is not a list of integers")
+    elif head is not None:
+        if len(head) != layer.k:
+            bad(f"{describe(gather)} takes {len(head)} head units, attribute k is {layer.k}")
+        layer.perm = np.concatenate([head, tail.astype(np.int64)])
+    return x
 
 
 def _attr_int(node: gs.Node, name: str) -> int | None:

@@ -200,6 +200,71 @@ def test_dense_threads_give_identical_results():
     assert np.array_equal(y1, y2) and np.array_equal(s1, s2)
 
 
+def unordered(arrays, k, rng):
+    """The same layer with x in a shuffled unit order and the tail named by tail_units.
+
+    ``arrays["x"]`` holds the units in the op's order (head 0..k-1, then the tail); the
+    returned x holds unit j of that order at position perm[j]."""
+    x = arrays["x"]
+    perm = rng.permutation(x.shape[-1])
+    shuffled = np.empty_like(x)
+    shuffled[..., perm] = x
+    return {**arrays, "x": shuffled}, [int(u) for u in perm[k:]]
+
+
+@pytest.mark.parametrize("lead,n,outs,k", DENSE_SHAPES)
+@pytest.mark.parametrize("quantile", [None, 0.5])
+def test_dense_tail_units_reads_the_tail_where_it_lies(lead, n, outs, k, quantile):
+    """With tail_units the op gathers its tail itself: the same bits and counts as the
+    op reading x already in its order."""
+    rng = np.random.default_rng(23)
+    arrays, _ = dense_case(rng, lead, n, outs, k, residual=True)
+    est = estimate(arrays["partial"], arrays["bias"], arrays["residual"], n, k)
+    threshold = float("-inf") if quantile is None else float(np.float32(np.quantile(est, quantile)))
+    want, want_stats = run(ops.DENSE_RELU, arrays, {"k": k, "threshold": threshold}, stats=True)
+    moved, tail_units = unordered(arrays, k, rng)
+    for threads in (1, 2):
+        got, stats = run(ops.DENSE_RELU, moved, {"k": k, "threshold": threshold, "tail_units": tail_units},
+                         stats=True, threads=threads)
+        assert np.array_equal(got, want) and np.array_equal(stats, want_stats)
+
+
+@pytest.mark.parametrize("rule", ["statstest", "certified"])
+def test_dense_tail_units_under_the_other_rules(rule):
+    """StatsTest reads only partial_sq; Certified bounds the tail from the gathered inputs."""
+    rng = np.random.default_rng(24)
+    n, outs, k = 90, 40, 20
+    arrays, _ = dense_case(rng, (6,), n, outs, k)
+    arrays["x"] = np.abs(arrays["x"])  # a ReLU's output, so Certified can prune
+    x64, w_tail = arrays["x"].astype(np.float64), arrays["w_tail"].astype(np.float64)
+    if rule == "statstest":
+        arrays["partial_sq"] = (0.05 * np.abs(rng.standard_normal(arrays["partial"].shape))).astype(np.float32)
+        attrs = {"k": k, "threshold": 0.0, "rule": rule, "z_crit": -0.5}
+    else:
+        arrays["partial"] = (x64[:, :k] @ (rng.standard_normal((k, outs)) - 0.25)).astype(np.float32)
+        positive = np.maximum(w_tail, 0)
+        arrays["w_pos_sum"] = positive.sum(1).astype(np.float32)
+        arrays["w_pos_norm"] = np.sqrt((positive ** 2).sum(1)).astype(np.float32)
+        attrs = {"k": k, "threshold": 0.0, "rule": rule}
+    want, want_stats = run(ops.DENSE_RELU, arrays, attrs, stats=True)
+    assert 0 < want_stats[0] < want_stats[1]
+    moved, tail_units = unordered(arrays, k, rng)
+    got, stats = run(ops.DENSE_RELU, moved, {**attrs, "tail_units": tail_units}, stats=True)
+    assert np.array_equal(got, want) and np.array_equal(stats, want_stats)
+
+
+@pytest.mark.parametrize("tail_units,words", [
+    (list(range(5, 19)), ["tail_units", "14", "n - k = 15"]),
+    (list(range(5, 19)) + [20], ["tail_units", "unit 20", "position 14"]),
+    (list(range(5, 19)) + [-1], ["tail_units", "unit -1"]),
+])
+def test_error_tail_units(tail_units, words):
+    rng = np.random.default_rng(25)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0, "tail_units": tail_units}),
+                     *words)
+
+
 # ------------------------------------------------------------------ conv
 
 

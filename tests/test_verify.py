@@ -92,6 +92,26 @@ def swap_units(model):
     _edit(model, gather.input[1], lambda a: a[[1, 0, *range(2, len(a))]])
 
 
+def _tail_units(model):
+    op = _ops(model, "ExPruneDenseRelu")[0]
+    return next(a for a in op.attribute if a.name == "tail_units"), op
+
+
+def swap_tail_units(model):
+    attr, _ = _tail_units(model)
+    attr.ints[0], attr.ints[1] = attr.ints[1], attr.ints[0]
+
+
+def short_tail_units(model):
+    attr, _ = _tail_units(model)
+    del attr.ints[-1]
+
+
+def drop_tail_units(model):
+    attr, op = _tail_units(model)
+    op.attribute.remove(attr)
+
+
 def change_bias(model):
     op = _ops(model, "ExPruneDenseRelu")[0]
     _edit(model, op.input[3], _bump(0))
@@ -140,9 +160,13 @@ def test_agreement_below_the_bar_fails(optimized):
     (change_head, "the head weight"),
     (swap_units, "the unit order of Gather"),
     (change_bias, "the bias"),
+    (swap_tail_units, "the unit order of Gather 'fc1/Gemm_reorder' does not match the weights"),
+    (short_tail_units, "is not a permutation of the original's"),
+    (drop_tail_units, "the partial product reads Gather 'fc1/Gemm_reorder', not a Slice of the op's input x"),
     (insert_foreign_node, "outside the rewritten layers the graph differs from the original: extra Identity x1"),
     (unknown_op, "unknown op ExPruneFooRelu in domain ai.exprune"),
-], ids=["tail", "head", "permutation", "bias", "foreign-node", "unknown-op"])
+], ids=["tail", "head", "permutation", "bias", "tail-units-swapped", "tail-units-short", "tail-units-dropped",
+        "foreign-node", "unknown-op"])
 def test_tampering_fails(optimized, tmp_path, change, message):
     r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, change))
     assert r.exit_code == FAILED, r.output

@@ -30,7 +30,11 @@ constexpr int64_t kTaskWork = 32768;
 }  // namespace
 
 DenseReluKernel::DenseReluKernel(const OrtKernelInfo* info, std::string label)
-    : PruneKernel(info, std::move(label)) {}
+    : PruneKernel(info, std::move(label)) {
+  if (ReadAttr(info, "tail_units", &tail_units_) && tail_units_.empty()) {
+    throw OpError("attribute tail_units is empty (leave it out instead)");
+  }
+}
 
 void DenseReluKernel::Compute(OrtKernelContext* context) const {
   Ort::KernelContext ctx(context);
@@ -58,6 +62,18 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
                   " (the last dimension of x)");
   }
   const int64_t tail = n - k;
+  if (!tail_units_.empty()) {
+    if (static_cast<int64_t>(tail_units_.size()) != tail) {
+      throw OpError("attribute tail_units has " + std::to_string(tail_units_.size()) + " units, n - k = " +
+                    std::to_string(tail) + " expected");
+    }
+    for (size_t j = 0; j < tail_units_.size(); ++j) {
+      if (tail_units_[j] < 0 || tail_units_[j] >= n) {
+        throw OpError("attribute tail_units names unit " + std::to_string(tail_units_[j]) + " at position " +
+                      std::to_string(j) + ", outside x's " + std::to_string(n) + " units");
+      }
+    }
+  }
   if (w.shape != std::vector<int64_t>{outs, tail}) {
     throw OpError("w_tail must have shape [O, n-k] = " + ShapeText({outs, tail}) + ", got " +
                   ShapeText(w.shape));
@@ -76,6 +92,30 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   const int64_t rows = ElementCount(std::vector<int64_t>(partial.shape.begin(), partial.shape.end() - 1));
   const Outputs out = GetOutputs(ctx, partial.shape);
 
+  // The tail inputs of row m are tail_x + m * x_stride, contiguous. With tail_units
+  // they are gathered here, once per row: onnxruntime's Gather on the last axis copies
+  // element by element (measured: 3.2 ms to permute 128 x 2048 floats, where a session
+  // run that only copies them takes 0.07 ms).
+  std::vector<float> gathered;
+  const float* tail_x = x.data + k;
+  int64_t x_stride = n;
+  if (!tail_units_.empty() && rows > 0) {
+    gathered.resize(static_cast<size_t>(rows * tail));
+    const int64_t per_task = std::max<int64_t>(1, kTaskWork / tail);
+    auto gather = [&](size_t task) noexcept {
+      const int64_t m0 = static_cast<int64_t>(task) * per_task, m1 = std::min(rows, m0 + per_task);
+      const int64_t* units = tail_units_.data();
+      for (int64_t m = m0; m < m1; ++m) {
+        const float* src = x.data + m * n;
+        float* dst = gathered.data() + m * tail;
+        for (int64_t j = 0; j < tail; ++j) dst[j] = src[units[j]];
+      }
+    };
+    ParallelTasks(ctx, static_cast<size_t>(CeilDiv(rows, per_task)), gather);
+    tail_x = gathered.data();
+    x_stride = tail;
+  }
+
   // Certified: the statistics of each row's tail inputs, shared by all outputs.
   std::vector<float> xmax;
   std::vector<double> xnorm;
@@ -85,7 +125,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
     const int64_t per_task = std::max<int64_t>(1, kTaskWork / std::max<int64_t>(tail, 1));
     auto stats = [&](size_t task) noexcept {
       const int64_t m0 = static_cast<int64_t>(task) * per_task, m1 = std::min(rows, m0 + per_task);
-      for (int64_t m = m0; m < m1; ++m) TailStats(x.data + m * n + k, tail, &xmax[m], &xnorm[m]);
+      for (int64_t m = m0; m < m1; ++m) TailStats(tail_x + m * x_stride, tail, &xmax[m], &xnorm[m]);
     };
     ParallelTasks(ctx, static_cast<size_t>(CeilDiv(rows, per_task)), stats);
   }
@@ -116,7 +156,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   // shares the pass over the row's tail inputs and prefetches the next four weight
   // rows; a short group's prefetch repeats its last output).
   auto finish = [&](int64_t m, const int64_t* idx, int count) noexcept {
-    const float* x_m = x.data + m * n + k;
+    const float* x_m = tail_x + m * x_stride;
     const float* groups[2][4];
     auto fill = [&](int g, int start) {
       for (int r = 0; r < 4; ++r) groups[g][r] = w.data + idx[std::min(start + r, count - 1)] * tail;
@@ -142,7 +182,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
     for (int start = 0; start < count; start += 4) {
       const float* group[4];
       const int size = std::min(4, count - start);
-      for (int r = 0; r < size; ++r) group[r] = x.data + rows_of[start + r] * n + k;
+      for (int r = 0; r < size; ++r) group[r] = tail_x + rows_of[start + r] * x_stride;
       float dots[4];
       DotGroup(w_o, group, size, tail, dots, next_w != nullptr && start + 4 >= count ? prefetch : nullptr);
       for (int r = 0; r < size; ++r) store(rows_of[start + r], o, dots[r]);

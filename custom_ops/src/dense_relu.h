@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "domain.h"
 #include "kernel_util.h"
@@ -14,6 +15,11 @@ class DenseReluKernel : public PruneKernel<DenseReluKernel> {
  public:
   DenseReluKernel(const OrtKernelInfo* info, std::string label);
   void Compute(OrtKernelContext* context) const;
+
+ private:
+  // Optional attribute tail_units: the units of x (in x's own order) that w_tail's
+  // columns multiply. Empty: the tail is x's units k..n-1.
+  std::vector<int64_t> tail_units_;
 };
 
 struct DenseReluOp : PruneOp<DenseReluOp, DenseReluKernel> {

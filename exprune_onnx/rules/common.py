@@ -9,7 +9,12 @@ where ``y`` is the original activation's output tensor, so consumers and graph
 outputs see the same name, dtype and shape as before. With ``unit_order="weight"``
 the units are reordered (input and weights alike) so that those whose weights carry
 the most energy form the partial sum; the Gather is left out when that order is the
-stored one.
+stored one. A reordered Gemm/MatMul layer gathers only its k head units, and
+ExPruneDenseRelu reads x in its own order, the tail's units named by its attribute
+``tail_units``::
+
+    x -> Gather(head units) -> MatMul(W_head) -> partial
+    partial, x, W_tail, bias[, residual] -> ExPruneDenseRelu(tail_units) -> y
 """
 
 from __future__ import annotations
@@ -167,8 +172,13 @@ def unit_order(c: Candidate, order: str) -> np.ndarray:
     return np.argsort(-energy, kind="stable")
 
 
-def _gather(x: gs.Tensor, perm: np.ndarray, axis: int, ctx: Context, base: str) -> gs.Variable:
-    out = gs.Variable(unique_name(base + "_ordered", ctx.names), dtype=np.float32, shape=x.shape)
+def _gather(x: gs.Tensor, perm: np.ndarray, axis: int, ctx: Context, base: str,
+            suffix: str = "_ordered") -> gs.Variable:
+    shape = None
+    if x.shape is not None:
+        shape = list(x.shape)
+        shape[axis] = len(perm)
+    out = gs.Variable(unique_name(base + suffix, ctx.names), dtype=np.float32, shape=shape)
     index = gs.Constant(unique_name(base + "_unit_order", ctx.names), perm.astype(np.int64))
     ctx.graph.nodes.append(gs.Node("Gather", name=unique_name(base + "_reorder", ctx.names), attrs={"axis": axis},
                                    inputs=[x, index], outputs=[out]))
@@ -210,9 +220,17 @@ def emit(c: Candidate, ctx: Context, op_type: str | None = None, extra_attrs: di
     axis = 1 if c.kind == "conv" else -1
     perm = unit_order(c, ctx.options.unit_order)
     x = c.x
-    if np.any(perm != np.arange(c.n)):
+    tail_units = None
+    if not np.any(perm != np.arange(c.n)):
+        head = _slice(x, k, axis, ctx, base)
+    elif c.kind == "dense" and (op_type or ops.DENSE_RELU) == ops.DENSE_RELU:
+        # The op gathers its tail itself (attribute tail_units): onnxruntime's Gather on
+        # the last axis copies element by element, far slower than the op's loop.
+        head = _gather(c.x, perm[:k], axis, ctx, base, "_head_in")
+        tail_units = perm[k:]
+    else:
         x = _gather(c.x, perm, axis, ctx, base)
-    head = _slice(x, k, axis, ctx, base)
+        head = _slice(x, k, axis, ctx, base)
     if c.kind == "conv":
         weight = c.weight[:, perm]
         w_head, w_tail = weight[:, :k], weight[:, k:]
@@ -227,6 +245,8 @@ def emit(c: Candidate, ctx: Context, op_type: str | None = None, extra_attrs: di
         op_attrs["clip_max"] = float(c.clip_max)
     if setting.rule == "threshold" and setting.thresholds is not None:
         op_attrs["thresholds"] = [float(t) for t in setting.thresholds]
+    if tail_units is not None:
+        op_attrs["tail_units"] = [int(u) for u in tail_units]
     inputs = [_product(c, ctx, head, w_head, base + "_partial"), x, _const(ctx, base + "_w_tail", w_tail),
               _const(ctx, base + "_bias", c.bias), c.residual or gs.Variable.empty()]
     if setting.rule == "statstest":
