@@ -73,6 +73,18 @@ def check_valid(op, rng):
                                      threads=threads)
             assert y.shape == arrays["partial"].shape and np.all(y >= 0), (op, rule)
             assert stats[1] == y.size and 0 <= stats[0] <= np.count_nonzero(y == 0), (op, rule, stats)
+    if op == ops.DENSE_RELU:
+        # x in a shuffled unit order, the tail named by tail_units: the op's own gather.
+        perm = rng.permutation(arrays["x"].shape[-1])
+        moved = {**arrays, "x": np.empty_like(arrays["x"])}
+        moved["x"][:, perm] = arrays["x"]
+        tail_units = [int(u) for u in perm[attrs["k"]:]]
+        for rule, rule_attrs in RULE_ATTRS.items():
+            for threads in (1, 2):
+                want = run_single_op(op, arrays, {**attrs, **rule_attrs}, name=f"{op}-{rule}", threads=threads)[0]
+                got = run_single_op(op, moved, {**attrs, **rule_attrs, "tail_units": tail_units},
+                                    name=f"{op}-{rule}-tail-units", threads=threads)[0]
+                assert np.array_equal(got, want), (op, rule, "tail_units")
     # w_tail as a constant: the conv op packs it when the session is created.
     model = single_op_model(op, arrays, {**attrs, "threshold": 0.0}, name=f"{op}-constant")
     w = next(i for i in model.graph.input if i.name == "w_tail")
@@ -97,6 +109,12 @@ def check_invalid(op, rng):
         ("w_pos_norm shape", {**arrays, "w_pos_norm": arrays["w_pos_norm"][:2]}, {**attrs, **RULE_ATTRS["certified"]}),
         ("thresholds length", arrays, {**attrs, "threshold": 0.0, "thresholds": [0.0, 1.0]}),
     ]
+    if op == ops.DENSE_RELU:
+        n, k = arrays["x"].shape[-1], attrs["k"]
+        bad_cases += [
+            ("tail_units count", arrays, {**attrs, "threshold": 0.0, "tail_units": list(range(k, n - 1))}),
+            ("tail_units range", arrays, {**attrs, "threshold": 0.0, "tail_units": [*range(k, n - 1), n]}),
+        ]
     for what, bad_arrays, bad_attrs in bad_cases:
         try:
             run_single_op(op, bad_arrays, bad_attrs, name=f"{op}-bad")

@@ -125,6 +125,13 @@ def op_case(seed: int):
         arrays["w_pos_norm"] = w_pos_norm
     op = ops.DENSE_RELU if kind == "dense" else ops.CONV_RELU
     expected, pruned, ambiguous = _reference(kind, arrays, attrs, tail, x, w.shape[2:], k)
+    if kind == "dense" and rng.random() < 0.3:
+        # The same case with x's units shuffled and the tail named by tail_units.
+        perm = rng.permutation(x.shape[-1])
+        shuffled = np.empty_like(x)
+        shuffled[..., perm] = x
+        arrays["x"] = shuffled
+        attrs["tail_units"] = [int(u) for u in perm[k:]]
     return op, arrays, attrs, expected, pruned, ambiguous, rng
 
 
@@ -225,6 +232,8 @@ def corrupt(op, arrays, attrs, rng) -> str:
             bad.append(("thresholds", [0.0] * (outs + 1)))
         if outs:  # an empty list would have no attribute type
             bad.append(("thresholds", [math.nan] * outs) if rule == "threshold" else ("thresholds", [0.0] * outs))
+        if "tail_units" in attrs:
+            bad.append(("tail_units", [*attrs["tail_units"][:-1], n]))  # a unit past x's last
         key, value = bad[int(rng.integers(len(bad)))]
         attrs[key] = value
         return f"{key} = {value}"
