@@ -5,9 +5,10 @@
 1. structure: every ``ai.exprune`` node is a known op of the known version, and each
    is fed the way ``rules/common.py emit()`` wires it (a Conv/MatMul partial product
    over a Slice of the very tensor the op reads as ``x``, possibly after a Gather that
-   permutes units, or over a Gather of the op's ``x`` that picks the head units when the
-   op names its tail units in ``tail_units``) in place of a layer that the compiler's own matching finds in the
-   original; everything else in the graph is unchanged;
+   permutes units, or over a Gather of the op's ``x`` that picks the head units when
+   the op names its tail units in ``tail_units``) in place of a layer that the
+   compiler's own matching finds in the original; everything else in the graph is
+   unchanged;
 2. weights: head, tail and the unit permutation put back together give the original
    layer's weight after canonicalisation (BatchNorm folding and so on), and the bias
    is the original's;

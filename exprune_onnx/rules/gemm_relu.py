@@ -3,7 +3,10 @@
     Gemm(x, B, C; alpha, beta, transB) -> [Add(bias) | Mul(scale) | BN]* -> [Add | Sum(residual)] -> Relu | Clip(0, c)
       =>  MatMul(Slice(x, features 0..k), W[:k]) -> ExPruneDenseRelu(partial, x, W[k:]^T, b[, residual])
 
-with W = alpha * (B^T if transB else B) and b = beta * C; with transA = 1 a Transpose
+in the stored unit order; in weight order Gather(x, head units) takes the Slice's place
+and the op's attribute tail_units names the other units (rules/common.py).
+
+Here W = alpha * (B^T if transB else B) and b = beta * C; with transA = 1 a Transpose
 of x comes first. PyTorch's nn.Linear exports as Gemm with transB = 1 on 2-D inputs;
 Caffe2 and Keras converters emit Gemm with transB = 0.
 """

@@ -3,6 +3,9 @@
     MatMul(x, W) -> [Add(bias) | Mul(scale) | BN]* -> [Add | Sum(residual)] -> Relu | Clip(0, c)
       =>  MatMul(Slice(x, last axis 0..k), W[:k]) -> ExPruneDenseRelu(partial, x, W[k:]^T, b[, residual])
 
+in the stored unit order; in weight order Gather(x, head units) takes the Slice's place
+and the op's attribute tail_units names the other units (rules/common.py).
+
 Produced by the PyTorch exporter for nn.Linear on 3-D inputs ([B, T, C] x [C, O], a
 transformer's feed-forward layer), by skl2onnx for MLPClassifier (MatMul -> Add ->
 Relu) and by tf2onnx for Dense layers. The weight must be the constant right operand.
