@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import run_single_op, single_op_model  # noqa: E402
+from helpers import run_single_op, shuffled_units, single_op_model  # noqa: E402
 from sanitized_ops import unpool_sessions  # noqa: E402
 
 import exprune_onnx  # noqa: E402
@@ -75,10 +75,8 @@ def check_valid(op, rng):
             assert stats[1] == y.size and 0 <= stats[0] <= np.count_nonzero(y == 0), (op, rule, stats)
     if op == ops.DENSE_RELU:
         # x in a shuffled unit order, the tail named by tail_units: the op's own gather.
-        perm = rng.permutation(arrays["x"].shape[-1])
-        moved = {**arrays, "x": np.empty_like(arrays["x"])}
-        moved["x"][:, perm] = arrays["x"]
-        tail_units = [int(u) for u in perm[attrs["k"]:]]
+        x, tail_units = shuffled_units(arrays["x"], attrs["k"], rng)
+        moved = {**arrays, "x": x}
         for rule, rule_attrs in RULE_ATTRS.items():
             for threads in (1, 2):
                 want = run_single_op(op, arrays, {**attrs, **rule_attrs}, name=f"{op}-{rule}", threads=threads)[0]

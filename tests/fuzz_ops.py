@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from helpers import shuffled_units
 
 RULES = ("threshold", "statstest", "certified")
 
@@ -127,11 +128,7 @@ def op_case(seed: int):
     expected, pruned, ambiguous = _reference(kind, arrays, attrs, tail, x, w.shape[2:], k)
     if kind == "dense" and rng.random() < 0.3:
         # The same case with x's units shuffled and the tail named by tail_units.
-        perm = rng.permutation(x.shape[-1])
-        shuffled = np.empty_like(x)
-        shuffled[..., perm] = x
-        arrays["x"] = shuffled
-        attrs["tail_units"] = [int(u) for u in perm[k:]]
+        arrays["x"], attrs["tail_units"] = shuffled_units(x, k, rng)
     return op, arrays, attrs, expected, pruned, ambiguous, rng
 
 

@@ -177,3 +177,12 @@ def run_single_op(op, arrays, attrs, *, name, stats=False, threads=None, min_inp
     model = single_op_model(op, arrays, attrs, name=name, stats=stats, min_inputs=min_inputs)
     sess = exprune_onnx.inference_session(model, optimize=False, threads=threads)
     return sess.run(None, {n: a for n, a in arrays.items() if a is not None})
+
+
+def shuffled_units(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """``x`` (last axis in the op's unit order: head 0..k-1, then the tail) with its units
+    shuffled, and the ``tail_units`` attribute that names where the tail now lies."""
+    perm = rng.permutation(x.shape[-1])
+    shuffled = np.empty_like(x)
+    shuffled[..., perm] = x
+    return shuffled, [int(u) for u in perm[k:]]

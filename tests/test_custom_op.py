@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import onnx_pads, run_single_op, single_op_model
+from helpers import onnx_pads, run_single_op, shuffled_units, single_op_model
 from onnx import TensorProto, helper
 
+import exprune_onnx
 from exprune_onnx import ops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,15 +202,9 @@ def test_dense_threads_give_identical_results():
 
 
 def unordered(arrays, k, rng):
-    """The same layer with x in a shuffled unit order and the tail named by tail_units.
-
-    ``arrays["x"]`` holds the units in the op's order (head 0..k-1, then the tail); the
-    returned x holds unit j of that order at position perm[j]."""
-    x = arrays["x"]
-    perm = rng.permutation(x.shape[-1])
-    shuffled = np.empty_like(x)
-    shuffled[..., perm] = x
-    return {**arrays, "x": shuffled}, [int(u) for u in perm[k:]]
+    """The same layer with x in a shuffled unit order, and its tail_units."""
+    x, tail_units = shuffled_units(arrays["x"], k, rng)
+    return {**arrays, "x": x}, tail_units
 
 
 @pytest.mark.parametrize("lead,n,outs,k", DENSE_SHAPES)
@@ -263,6 +258,14 @@ def test_error_tail_units(tail_units, words):
     arrays, _ = dense_case(rng, (4,), 20, 8, 5)
     assert_ort_error(lambda: run(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0, "tail_units": tail_units}),
                      *words)
+
+
+def test_error_empty_tail_units():
+    rng = np.random.default_rng(26)
+    arrays, _ = dense_case(rng, (4,), 20, 8, 5)
+    model = single_op_model(ops.DENSE_RELU, arrays, {"k": 5, "threshold": 0.0}, name=NODE)
+    model.graph.node[0].attribute.append(helper.make_attribute("tail_units", [], attr_type=onnx.AttributeProto.INTS))
+    assert_ort_error(lambda: exprune_onnx.inference_session(model, optimize=False), "tail_units is empty")
 
 
 # ------------------------------------------------------------------ conv

@@ -31,8 +31,15 @@ constexpr int64_t kTaskWork = 32768;
 
 DenseReluKernel::DenseReluKernel(const OrtKernelInfo* info, std::string label)
     : PruneKernel(info, std::move(label)) {
-  if (ReadAttr(info, "tail_units", &tail_units_) && tail_units_.empty()) {
-    throw OpError("attribute tail_units is empty (leave it out instead)");
+  if (!ReadAttr(info, "tail_units", &tail_units_)) return;
+  if (tail_units_.empty()) throw OpError("attribute tail_units is empty (leave it out instead)");
+  // Checked once here; Compute only compares the largest unit with x's width.
+  for (size_t j = 0; j < tail_units_.size(); ++j) {
+    if (tail_units_[j] < 0) {
+      throw OpError("attribute tail_units names unit " + std::to_string(tail_units_[j]) + " at position " +
+                    std::to_string(j));
+    }
+    if (tail_units_[j] > tail_units_[largest_]) largest_ = j;
   }
 }
 
@@ -67,11 +74,9 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
       throw OpError("attribute tail_units has " + std::to_string(tail_units_.size()) + " units, n - k = " +
                     std::to_string(tail) + " expected");
     }
-    for (size_t j = 0; j < tail_units_.size(); ++j) {
-      if (tail_units_[j] < 0 || tail_units_[j] >= n) {
-        throw OpError("attribute tail_units names unit " + std::to_string(tail_units_[j]) + " at position " +
-                      std::to_string(j) + ", outside x's " + std::to_string(n) + " units");
-      }
+    if (tail_units_[largest_] >= n) {
+      throw OpError("attribute tail_units names unit " + std::to_string(tail_units_[largest_]) + " at position " +
+                    std::to_string(largest_) + ", outside x's " + std::to_string(n) + " units");
     }
   }
   if (w.shape != std::vector<int64_t>{outs, tail}) {

@@ -20,6 +20,7 @@ class DenseReluKernel : public PruneKernel<DenseReluKernel> {
   // Optional attribute tail_units: the units of x (in x's own order) that w_tail's
   // columns multiply. Empty: the tail is x's units k..n-1.
   std::vector<int64_t> tail_units_;
+  size_t largest_ = 0;  // position of the largest unit in tail_units_
 };
 
 struct DenseReluOp : PruneOp<DenseReluOp, DenseReluKernel> {
