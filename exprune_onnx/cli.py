@@ -14,7 +14,7 @@ from rich.text import Text
 from . import report
 from ._version import __version__
 from .config import DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_k
-from .errors import ExPruneError, OutputError
+from .errors import ExPruneError, OutputError, error_message
 from .metrics import METRICS
 
 _EPILOG_OPTIMIZE = """\b
@@ -64,19 +64,15 @@ def _fail(console: Console, exc: BaseException, debug: bool) -> None:
     # Messages quote shapes and names: print them as plain text, never as rich markup, and
     # on one line: soft_wrap stops rich from breaking long paths at the console width.
     if isinstance(exc, ExPruneError):
-        console.print(Text.assemble(("error:", "bold red"), f" {_one_line(exc)}"), highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         console.print(Text("interrupted", "bold red"))
         sys.exit(130)
     console.print(Text.assemble(("internal error:", "bold red"),
-                                f" {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)"),
+                                f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
                   highlight=False, soft_wrap=True)
     sys.exit(1)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _guarded(fn):

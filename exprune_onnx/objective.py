@@ -37,10 +37,9 @@ import numpy as np
 import onnx
 
 from .accounting import dense_flops
-from .check import _first_line
 from .config import Options
 from .data import Dataset
-from .errors import RuntimeCheckError
+from .errors import DataError, RuntimeCheckError, error_message
 from .pipeline import Result, optimize
 from .timing import session as timing_session
 
@@ -102,10 +101,13 @@ def timing_feeds(data: Dataset, batch: int, seed: int = 0,
     pool = np.arange(len(data)) if indices is None else np.asarray(indices)
     if len(pool) == 0:
         raise RuntimeCheckError("the latency objective needs at least one input sample to time on")
+    if data.batch is not None and batch != data.batch:
+        raise DataError(f"--latency-batch {batch} is impossible: the model's inputs fix the batch at {data.batch}; "
+                        f"use --latency-batch {data.batch} or leave it out")
     feeds = []
     for _ in range(FEEDS):
         pick = np.sort(rng.choice(pool, size=batch, replace=len(pool) < batch))
-        feeds.append({k: np.ascontiguousarray(v[pick]) for k, v in data.inputs.items()})
+        feeds.append(data.take(pick))
     return feeds
 
 
@@ -113,7 +115,7 @@ def _session(model: onnx.ModelProto, threads: int):
     try:
         return timing_session(model, threads)
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({_first_line(exc)})") from exc
+        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
 
 
 def _run(sess, names, feeds) -> None:
@@ -121,7 +123,7 @@ def _run(sess, names, feeds) -> None:
         sess.run(names, feeds)
     except Exception as exc:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({_first_line(exc)}); a "
+        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); a "
                                 "model with a fixed batch size needs the same --latency-batch, or use "
                                 "--objective flops") from exc
 

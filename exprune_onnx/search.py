@@ -36,10 +36,10 @@ import onnx
 
 from .accounting import decision_flops, dense_flops
 from .calibrate import LayerStats, collect
-from .check import _first_line, run_counting, with_stats
+from .check import run_counting, with_stats
 from .config import LayerSetting, Options
 from .data import Dataset
-from .errors import DataError, RuntimeCheckError
+from .errors import DataError, RuntimeCheckError, error_message
 from .measure import flops_saved
 from .metrics import Score, choose, score
 from .modelio import runnable
@@ -92,9 +92,10 @@ class Runner:
         try:
             session = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise RuntimeCheckError(f"onnxruntime cannot run the original model ({_first_line(exc)})") from exc
+            raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = original.graph.output[0].name
-        self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices))[0][self.output]
+        self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
+                                      len(indices))[0][self.output]
         self.labels = data.labels_of(indices)
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
@@ -104,7 +105,7 @@ class Runner:
             return score(metric, self.reference, self.reference, self.labels), 0.0, {}
         model, stats_names = with_stats(compiled)
         got, counts = run_counting(inference_session(model), [self.output], stats_names,
-                                   self.data.batches(self.batch, self.indices))
+                                   self.data.batches(self.batch, self.indices), len(self.indices))
         saved = flops_saved(compiled, counts) / len(self.indices) / dense if dense else 0.0
         return score(metric, self.reference, got[self.output], self.labels), saved, counts
 
