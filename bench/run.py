@@ -222,7 +222,7 @@ def main() -> None:
             print(f"{m.name}: skipped, missing {', '.join(missing)} (run `{m.build}`)", flush=True)
             results["missing"].append({"name": m.name, "files": missing, "build": m.build})
             continue
-        results["models"].append(bench_model(m, args.quick, lambda msg: print(msg, flush=True)))
+        results["models"].append(bench_model(m, args.quick, lambda msg, *counts: print(msg, flush=True)))
         order = [x.name for x in ALL]
         results["models"].sort(key=lambda r: order.index(r["name"]))
         results_path.write_text(json.dumps(results, indent=1))

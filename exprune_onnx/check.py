@@ -53,8 +53,10 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
 
 
 def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
-            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None) -> CheckResult:
-    """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs."""
+            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None,
+            log=lambda text, done=None, total=None: None) -> CheckResult:
+    """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs;
+    ``log`` is a progress hook (progress.py)."""
     import onnxruntime as ort
 
     from .bigmodel import serializable
@@ -77,8 +79,10 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     names = [o.name for o in original.graph.output]
     try:
         samples = len(data) if indices is None else len(indices)
-        got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples)
-        got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples)
+        got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
+                                  lambda done: log("checking: the original", done, samples))
+        got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
+                                       lambda done: log("checking: the optimised model", done, samples))
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime failed to run the models: {error_message(exc)}") from exc
     labels = data.labels_of(indices)
@@ -92,10 +96,12 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     return CheckResult(samples, data.source, diffs, pruned, accuracy)
 
 
-def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None):
+def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,
+                 done=None):
     """``names`` concatenated over ``batches`` (cut to the first ``samples`` rows: a fixed
     batch pads the last run, data.Dataset.batches), and each early-exit op's summed
-    [pruned, total]."""
+    [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far."""
+    rows = 0
     got: dict[str, list] = {n: [] for n in names}
     counts = {node: [0, 0] for node in stats_names}
     for feeds in batches:
@@ -105,6 +111,9 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
         for node, s in zip(stats_names, outs[len(names):]):
             counts[node][0] += int(s[0])
             counts[node][1] += int(s[1])
+        rows += next(iter(feeds.values())).shape[0] if feeds else 0
+        if done is not None:
+            done(min(rows, samples or rows))
     return ({n: np.concatenate(v)[:samples] for n, v in got.items()}, {k: tuple(v) for k, v in counts.items()})
 
 

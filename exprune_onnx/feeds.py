@@ -204,20 +204,37 @@ def _table_rows(model: onnx.ModelProto, name: str) -> int | None:
     return min(rows) if rows and len(rows) == len(users) else None
 
 
-def with_input_shapes(model: onnx.ModelProto, spec: InputSpec | None) -> onnx.ModelProto:
-    """A copy whose graph inputs carry ``spec``'s dims (for shape inference), or ``model``."""
-    if spec is None or not spec.shapes:
+def with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.ModelProto:
+    """A copy whose graph inputs carry the numbers ``shapes`` gives for their open dims
+    (for shape inference), or ``model`` itself when there are none."""
+    if not shapes:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for vi in out.graph.input:
-        dims = spec.shapes.get(vi.name)
-        if dims is None:
-            continue
-        for d, value in zip(vi.type.tensor_type.shape.dim, dims):
+        for d, value in zip(vi.type.tensor_type.shape.dim, shapes.get(vi.name, ())):
             if isinstance(value, int) and not d.HasField("dim_value"):
                 d.dim_value = value
     return out
+
+
+def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give ``out`` (compiled with --input-shape) the original's graph-input and output dims
+    back, and drop its intermediate shapes: the written model runs at any size the
+    original ran at, as onnxruntime infers the shapes again."""
+    inputs = {vi.name: vi for vi in original.graph.input}
+    outputs = {vi.name: vi for vi in original.graph.output}
+    for vi in out.graph.input:
+        if vi.name in inputs:
+            vi.CopyFrom(inputs[vi.name])
+    for vi in out.graph.output:
+        was = outputs.get(vi.name)
+        same_rank = was is not None and len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim)
+        if same_rank:
+            vi.type.tensor_type.shape.CopyFrom(was.type.tensor_type.shape)
+        else:  # an --argmax-only output lost its class axis: leave its shape to inference
+            vi.type.tensor_type.ClearField("shape")
+    del out.graph.value_info[:]
 
 
 def _show(dims: list) -> str:

@@ -41,12 +41,18 @@ from .config import Options
 from .data import Dataset
 from .errors import DataError, RuntimeCheckError, error_message
 from .pipeline import Result, optimize
+from .progress import quiet
 from .timing import session as timing_session
 
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
 MARGIN = 0.01
 FEEDS = 8  # distinct input batches cycled through in every timed pass
+# A rewrite this much slower than without it after MIN_PASSES passes is not timed to the
+# end: the medians of 2 x FEEDS runs each do not move 5% back (tests/test_objective.py
+# keeps the decisions; bench/ would say if they did).
+GIVE_UP = 0.05
+MIN_PASSES = 2
 
 
 EARLY_EXIT = "early exit"
@@ -128,13 +134,20 @@ def _run(sess, names, feeds) -> None:
                                 "--objective flops") from exc
 
 
+def clearly_slower(with_ms: float, without_ms: float) -> bool:
+    """Whether a rewrite timed at ``with_ms`` against ``without_ms`` after a few passes is
+    so much slower that more passes cannot make it MARGIN faster: stop timing it."""
+    return with_ms > without_ms * (1.0 + GIVE_UP)
+
+
 def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
-              passes: int, block: int = 1) -> tuple[float, float]:
+              passes: int, block: int = 1, give_up=None) -> tuple[float, float]:
     """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
     every ``block`` runs. 1 alternates every run; a larger block gives each model that
     many consecutive runs, as a loop that calls one model (a decoder) would, so that
     weights which fit in the cache stay there, where alternating every run makes two
-    large models evict each other's."""
+    large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
+    from the ``MIN_PASSES``-th on, ends the timing early when it says so."""
     sa, sb = _session(a, threads), _session(b, threads)
     outs_a = [o.name for o in a.graph.output]
     outs_b = [o.name for o in b.graph.output]
@@ -153,6 +166,10 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
                 t0 = time.perf_counter()
                 sess.run(names, f)
                 sink.append(time.perf_counter() - t0)
+        timed = min(len(ta), len(tb))
+        if (give_up is not None and timed >= MIN_PASSES * len(feeds) and timed % len(feeds) == 0
+                and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3))):
+            break
     return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 
 
@@ -187,7 +204,7 @@ def skipping(options: Options, layers, chosen=()) -> Options:
 
 def choose(original: onnx.ModelProto, options: Options, result: Result, data: Dataset, *, batch: int = 1,
            threads: int = 1, indices: np.ndarray | None = None, source: str = "", seed: int = 0,
-           log=lambda msg: None) -> LatencyChoice:
+           log=quiet) -> LatencyChoice:
     """Drop the rewrites of ``result`` (compiled from ``original`` with ``options``)
     that do not make the model faster, timing on ``data`` (module docstring)."""
     from .bigmodel import serializable
@@ -235,8 +252,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     del probe
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
-        log(f"timing layer {i + 1}/{len(order)}: {layer}")
-        with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes)
+        log(f"timing early-exit layers: {layer}", i, len(order))
+        with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
+                                        give_up=clearly_slower)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
         if not kept:
@@ -247,9 +265,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     relu_candidates.sort(key=lambda s: (int(np.prod(s.op_node.inputs[1].shape)), s.layer))
     relu_kept: list[str] = []
     for i, s in enumerate(relu_candidates):
-        log(f"timing zero-input skipping {i + 1}/{len(relu_candidates)}: {s.layer}")
+        log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
-                                        feeds, threads, passes)
+                                        feeds, threads, passes, give_up=clearly_slower)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(s.layer, with_ms, without_ms, kept, ZERO_INPUTS))
         if kept:

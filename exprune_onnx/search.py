@@ -45,6 +45,7 @@ from .metrics import Score, choose, score
 from .modelio import runnable
 from .objective import times_zero_inputs, with_sparse_choice
 from .pipeline import Result, optimize
+from .progress import quiet
 from .rules.argmax_head import NAME as ARGMAX_HEAD
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
@@ -171,7 +172,7 @@ def k_choices(base: Options) -> tuple:
 
 
 def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.ndarray, batch: int, seed: int,
-           rules: tuple[str, ...], log=lambda msg: None):
+           rules: tuple[str, ...], log=quiet):
     """Statistics for every k choice: layer -> (rule, k) -> stats, plus layer -> candidate, dense FLOPs."""
     stats: dict[str, dict] = {}
     candidates, dense = {}, 0
@@ -183,7 +184,7 @@ def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.
 
         def progress(rows, i=i, done=done):
             done[0] += rows
-            log(f"collecting statistics (pass {i + 1} of {len(choices)}): {done[0]}/{len(indices)} samples")
+            log(f"collecting statistics (pass {i + 1} of {len(choices)})", done[0], len(indices))
 
         found, exact = collect(original, options, data, indices, batch, seed, rules=rules, progress=progress)
         dense = exact.dense_flops
@@ -212,7 +213,7 @@ def _tunable(rule: str) -> tuple[str, ...]:
 
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
-           per_output: bool = True, latency: tuple[int, int] | None = None, log=lambda msg: None) -> Outcome:
+           per_output: bool = True, latency: tuple[int, int] | None = None, log=quiet) -> Outcome:
     """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
     threads) turns on the latency objective: after the held-out check, rewrites that do
     not make the model faster at that batch size and thread count are dropped

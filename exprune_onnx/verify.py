@@ -41,6 +41,8 @@ from .canonicalize import constants_to_initializers, fold_batchnorm
 from .config import RULES, Options
 from .data import Dataset, model_inputs
 from .errors import error_message
+from .feeds import with_input_shapes
+from .progress import quiet
 from .graphutil import all_graphs, const_value, describe
 from .pipeline import find_candidates, infer_shapes
 from .rules.base import Candidate
@@ -82,20 +84,23 @@ class Layer:
 
 
 def verify(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
-           min_agreement: float = 0.99, tolerance: float = 1e-4) -> list[Row]:
-    """The four rows; verification passes when every row is ok."""
-    structure, weights = static_rows(original, optimized)
+           min_agreement: float = 0.99, tolerance: float = 1e-4, input_shapes: dict | None = None,
+           log=quiet) -> list[Row]:
+    """The four rows; verification passes when every row is ok. ``input_shapes`` as the
+    compiler had them (--input-shape); ``log`` is a progress hook (progress.py)."""
+    structure, weights = static_rows(original, optimized, input_shapes)
     # A fixed batch is honoured by data.batches whatever the size asked for.
-    return [structure, weights, exactness_row(original, optimized, data, tolerance),
-            agreement_row(original, optimized, data, min_agreement)]
+    return [structure, weights, exactness_row(original, optimized, data, tolerance, log=log),
+            agreement_row(original, optimized, data, min_agreement, log=log)]
 
 
 # --- structure and weights -------------------------------------------------------
 
 
-def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto) -> tuple[Row, Row]:
+def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
+                input_shapes: dict | None = None) -> tuple[Row, Row]:
     try:
-        canonical, candidates = _analyse_original(original)
+        canonical, candidates = _analyse_original(original, input_shapes)
     except Exception as exc:  # noqa: BLE001 - a model the compiler cannot analyse is a failed check
         reason = f"the compiler cannot analyse the original ({error_message(exc)})"
         return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
@@ -126,9 +131,9 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto) -> tuple[
     return structure, _weights_row(layers, sparse)
 
 
-def _analyse_original(original: onnx.ModelProto):
+def _analyse_original(original: onnx.ModelProto, input_shapes: dict | None = None):
     """The canonical original graph and its rewritable layers keyed by activation output."""
-    graph = gs.import_onnx(infer_shapes(original))
+    graph = gs.import_onnx(infer_shapes(with_input_shapes(original, input_shapes or {})))
     constants_to_initializers(graph)
     fold_batchnorm(graph)
     # Options that accept every layer some command line could have rewritten.
@@ -616,7 +621,7 @@ def _proto_graphs(graph: onnx.GraphProto):
 
 
 def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
-                  batch: int = 64) -> Row:
+                  batch: int = 64, log=quiet) -> Row:
     import onnxruntime as ort
 
     from .check import run_counting
@@ -635,8 +640,10 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         return Row(name, False, f"onnxruntime cannot load the optimised model: {error_message(exc)}")
     names = [o.name for o in original.graph.output]
     try:
-        want, _ = run_counting(ref, names, {}, data.batches(batch), len(data))
-        got, _ = run_counting(opt, names, {}, data.batches(batch), len(data))
+        want, _ = run_counting(ref, names, {}, data.batches(batch), len(data),
+                               lambda done: log("exactness: the original", done, len(data)))
+        got, _ = run_counting(opt, names, {}, data.batches(batch), len(data),
+                              lambda done: log("exactness: the optimised model", done, len(data)))
     except Exception as exc:  # noqa: BLE001
         return Row(name, False, f"onnxruntime failed to run the models: {error_message(exc)}")
     worst = 0.0
@@ -662,12 +669,12 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
 
 
 def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, min_agreement: float,
-                  batch: int = 64) -> Row:
+                  batch: int = 64, log=quiet) -> Row:
     from .check import compare
 
     name = "agreement"
     try:
-        checked = compare(original, optimized, data, batch=batch)
+        checked = compare(original, optimized, data, batch=batch, log=log)
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
         return Row(name, False, error_message(exc))
     parts, ok = [], True
