@@ -53,6 +53,9 @@ FEEDS = 8  # distinct input batches cycled through in every timed pass
 # keeps the decisions; bench/ would say if they did).
 GIVE_UP = 0.05
 MIN_PASSES = 2
+# Screen every layer alone first (screen.py) when timing each in the whole model would
+# take longer than this many seconds; below, whole-model timing is cheap and exact.
+SCREEN_ABOVE = 20.0
 
 
 EARLY_EXIT = "early exit"
@@ -66,6 +69,7 @@ class LayerTiming:
     without_ms: float  # the same model with this layer dense
     kept: bool
     kind: str = EARLY_EXIT
+    alone: bool = False  # the times are of the layer alone (screen.py), not of the whole model
 
     @property
     def gain(self) -> float:
@@ -248,10 +252,21 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     t0 = time.perf_counter()
     _run(probe, None, feeds[0])
     _run(probe, None, feeds[0])
-    passes = passes_for((time.perf_counter() - t0) / 2)
+    probe_seconds = (time.perf_counter() - t0) / 2
+    passes = passes_for(probe_seconds)
     del probe
+    screened = {}
+    if 2 * len(order) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
+        from .screen import screen
+
+        screened = screen(original, result, feeds, threads, log)
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
+        alone = screened.get(layer)
+        if alone is not None and alone[0] > alone[1] * (1.0 - MARGIN):
+            choice.layers.append(LayerTiming(layer, alone[0], alone[1], False, alone=True))
+            dropped.append(layer)
+            continue
         log(f"timing early-exit layers: {layer}", i, len(order))
         with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
                                         give_up=clearly_slower)
@@ -284,8 +299,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             choice.optimized_ms = choice.original_ms
             dropped, relu_kept = list(layers), []
     else:
-        # The last comparison's dense side was the original model.
-        choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms if choice.layers else 0.0
+        # The last whole-model comparison's dense side was the original model.
+        whole = [t for t in choice.layers if not t.alone]
+        choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
     if relu_candidates:  # the dropped ones then say why (rules/sparse_input.py)
@@ -294,8 +310,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
+        what = "the layer alone" if t.alone else "the model"
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
-               else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
+               else f"{what} took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")
     choice.result = optimize(original, choice.options)

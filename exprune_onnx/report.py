@@ -219,9 +219,11 @@ def latency_table(choice) -> Table:
     for lt in choice.layers:
         kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
-                                        else "dropped: not faster")
-        t.add_row(escape(lt.layer), lt.kind, f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%",
-                  decision)
+                                        else "dropped: not faster alone" if lt.alone else "dropped: not faster")
+        # A row screened alone (screen.py) shows the layer's own times, not the model's.
+        saved = "-" if lt.alone else f"{100 * lt.gain:+.1f}%"
+        t.add_row(escape(lt.layer), lt.kind + (" (alone)" if lt.alone else ""), f"{lt.with_ms:.3f}",
+                  f"{lt.without_ms:.3f}", saved, decision)
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
@@ -243,7 +245,7 @@ def latency_json(choice) -> dict | None:
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer, lt.kind)} for lt in choice.layers],
+                    "kept": choice.kept(lt.layer, lt.kind), "alone": lt.alone} for lt in choice.layers],
     })
 
 
