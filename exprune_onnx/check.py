@@ -33,6 +33,7 @@ class CheckResult:
     outputs: list[OutputDiff]
     pruned: dict[str, tuple[int, int]] = field(default_factory=dict)  # op node -> (pruned, total)
     accuracy: tuple[float, float] | None = None  # (original, optimised) when labels are given
+    rows: int = 0  # rows the ops counted: samples plus the pad of a fixed batch's last run (data.py)
 
 
 def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
@@ -93,7 +94,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and is_classifier_output(a):
             accuracy = (float(np.mean(predictions(a) == labels)), float(np.mean(predictions(b) == labels)))
-    return CheckResult(samples, data.source, diffs, pruned, accuracy)
+    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
 
 
 def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,

@@ -362,9 +362,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         feeds = next(data.batches(batch))
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     dense, _unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(ref, input_shapes))))
-    # Counters include the rows a fixed batch pads the last run with (data.Dataset.batches).
-    rows = -(-checked.samples // data.batch) * data.batch if data.batch else checked.samples
-    saved = flops_saved(opt, checked.pruned) / rows if checked.pruned else 0.0
+    saved = flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,

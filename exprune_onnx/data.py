@@ -58,6 +58,10 @@ class Dataset:
                 feeds = {k: (_pad_rows(v, self.batch) if k in self.inputs else v) for k, v in feeds.items()}
             yield feeds
 
+    def rows_run(self, samples: int) -> int:
+        """Rows the ops see when ``samples`` samples are run: a fixed batch pads the last run."""
+        return -(-samples // self.batch) * self.batch if self.batch else samples
+
     def labels_of(self, indices: np.ndarray | None = None) -> np.ndarray | None:
         if self.labels is None or indices is None:
             return self.labels

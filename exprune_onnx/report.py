@@ -122,7 +122,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     if result.uncounted_nodes:
         dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted"
     t.add_row("dense FLOPs", dense)
-    measured = measured_total(result, check.pruned if check else None, check.samples if check else 0)
+    measured = measured_total(result, check.pruned if check else None, (check.rows or check.samples) if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
         t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({100 * saved:.1f}% saved, "
