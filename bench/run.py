@@ -63,7 +63,7 @@ def subset(data: Dataset, count: int) -> Dataset:
         return data
     pick = np.arange(count)
     return Dataset({k: v[pick] for k, v in data.inputs.items()}, None if data.labels is None else data.labels[pick],
-                   data.source)
+                   data.source, data.shared, data.batch)
 
 
 def sparse_flops(model: onnx.ModelProto, counts: dict | None = None, samples: int = 1) -> float:
