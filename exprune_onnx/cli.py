@@ -65,10 +65,11 @@ def _fail(console: Console, exc: BaseException, debug: bool) -> None:
     # Messages quote shapes and names: print them as plain text, never as rich markup, and
     # on one line: soft_wrap stops rich from breaking long paths at the console width.
     if isinstance(exc, ExPruneError):
-        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False,
+                      soft_wrap=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        console.print(Text("interrupted", "bold red"))
+        console.print(Text.assemble(("interrupted", "bold red"), ": stopped by Ctrl-C; no file is left half-written"))
         sys.exit(130)
     console.print(Text.assemble(("internal error:", "bold red"),
                                 f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
@@ -277,37 +278,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 
         calibration_plot(done.calibrated, report.layer_rows(done.result, done.calibrated.counts_holdout or None),
                          plot_path)
-    _print_optimized(_console(), done, original, model.name, explain)
+    report.print_optimized(_console(), done, original, model.name, explain)
     _console().print(f"wrote {output}")
-
-
-def _print_optimized(console: Console, done, original, name: str, explain: bool) -> None:
-    from .bigmodel import model_bytes
-
-    result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
-    if result.changed:
-        counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
-        console.print(report.layers_table(result, counts, f"Rewritten layers ({name})",
-                                          outcome.stats if outcome else None))
-    if timed is not None and timed.layers:
-        console.print(report.latency_table(timed))
-    if explain and (result.rejected or result.sparse_rejected):
-        console.print(report.rejected_table(result))
-    console.print(report.summary_table(result, original, checked, (model_bytes(original), model_bytes(done.model))))
-    if outcome is not None:
-        console.print(report.calibration_table(outcome))
-        if not outcome.met:
-            console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
-                          "or lower --max-drop")
-    if checked is not None and outcome is None and any(
-            d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
-        console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
-                      "per-layer thresholds with --config, or --calibration")
-    if not result.changed:
-        console.print("nothing to rewrite: the model was written unchanged"
-                      + ("" if explain else " (--explain says why)"))
-    elif result.rejected and not explain:
-        console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -283,3 +283,32 @@ def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machi
         t.add_row("peak memory", f"{a:.1f} MiB -> {b:.1f} MiB (resident, a fresh process loading the model and "
                   f"running it at batch {timing.batch})")
     return t
+
+
+def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool) -> None:
+    """What `optimize` prints: the tables of a workflow.Optimized and its warnings."""
+    from .bigmodel import model_bytes
+
+    result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
+    if result.changed:
+        counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
+        console.print(layers_table(result, counts, f"Rewritten layers ({name})", outcome.stats if outcome else None))
+    if timed is not None and timed.layers:
+        console.print(latency_table(timed))
+    if explain and (result.rejected or result.sparse_rejected):
+        console.print(rejected_table(result))
+    console.print(summary_table(result, original, checked, (model_bytes(original), model_bytes(done.model))))
+    if outcome is not None:
+        console.print(calibration_table(outcome))
+        if not outcome.met:
+            console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
+                          "or lower --max-drop")
+    if checked is not None and outcome is None and any(
+            d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
+        console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
+                      "per-layer thresholds with --config, or --calibration")
+    if not result.changed:
+        console.print("nothing to rewrite: the model was written unchanged"
+                      + ("" if explain else " (--explain says why)"))
+    elif result.rejected and not explain:
+        console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
