@@ -44,7 +44,8 @@ class Settings:
     max_drop: float = 0.001
     metric: str = "auto"
     holdout: float = 0.5
-    rule: str = "threshold"  # threshold, statstest, certified, or auto (per layer, needs calibration)
+    # threshold, statstest, certified, or auto (per layer, needs calibration); None: Options.rule
+    rule: str | None = None
     granularity: str = "output"  # the calibrated threshold rule: per output channel or per layer
     objective: str = "latency"  # or flops
     latency_batch: int | None = None  # None: the model's fixed batch, else 1
@@ -124,8 +125,9 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     from .pipeline import optimize as compile_model
 
     validate(options, settings)
-    if settings.rule != "auto":
-        options.rule = settings.rule
+    rule = settings.rule or options.rule
+    if rule != "auto":
+        options.rule = rule
     spec = InputSpec(dict(options.input_shapes), dict(settings.input_values))
     check_spec(model, spec)
     latency = None
@@ -139,7 +141,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         calibrated = search(model, options, data, metric=settings.metric, max_drop=settings.max_drop,
-                            holdout=settings.holdout, seed=settings.seed, rule=settings.rule,
+                            holdout=settings.holdout, seed=settings.seed, rule=rule,
                             per_output=settings.granularity == "output", latency=latency, log=log)
         result, timed = calibrated.result, calibrated.latency
         timings["calibrate"] = time.perf_counter() - start

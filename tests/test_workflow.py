@@ -65,6 +65,13 @@ def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
         exprune_onnx.optimize(mlp(["N"]), rule="auto")
 
 
+def test_compiler_options_given_whole_are_kept():
+    options = exprune_onnx.Options(rule="statstest", threshold=float("-inf"))
+    done = exprune_onnx.optimize(mlp(["N"]), options=options, objective="flops", check=False)
+    assert {rw.rule for rw in done.result.rewritten} == {"statstest"}
+    assert options.rule == "statstest" and done.timings.keys() == {"compile"}
+
+
 def test_optimize_model_is_still_the_compiler_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
