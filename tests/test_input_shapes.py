@@ -279,3 +279,14 @@ def test_multi_line_onnxruntime_errors_keep_their_detail():
     assert long.endswith("the reason") and len(long) < 700
     assert error_message(ValueError("/x/y.cc:12 void f(int) Something failed\n\nStacktrace:\n#0 f")) == \
         "Something failed"
+
+
+def test_a_bool_mask_keeps_everything_and_floats_take_a_range():
+    nodes = [helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "m"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    data = random_dataset(model, 3, 0, InputSpec(values={"x": (2.0, 3.0)}))
+    assert data.inputs["mask"].dtype == np.bool_ and data.inputs["mask"].all()
+    assert data.inputs["x"].min() >= 2.0 and data.inputs["x"].max() < 3.0
+    assert not random_dataset(model, 3, 0, InputSpec(values={"mask": (0, 0)})).inputs["mask"].any()
