@@ -63,7 +63,7 @@ def subset(data: Dataset, count: int) -> Dataset:
         return data
     pick = np.arange(count)
     return Dataset({k: v[pick] for k, v in data.inputs.items()}, None if data.labels is None else data.labels[pick],
-                   data.source)
+                   data.source, data.shared, data.batch)
 
 
 def sparse_flops(model: onnx.ModelProto, counts: dict | None = None, samples: int = 1) -> float:
@@ -222,7 +222,7 @@ def main() -> None:
             print(f"{m.name}: skipped, missing {', '.join(missing)} (run `{m.build}`)", flush=True)
             results["missing"].append({"name": m.name, "files": missing, "build": m.build})
             continue
-        results["models"].append(bench_model(m, args.quick, lambda msg: print(msg, flush=True)))
+        results["models"].append(bench_model(m, args.quick, lambda msg, *counts: print(msg, flush=True)))
         order = [x.name for x in ALL]
         results["models"].sort(key=lambda r: order.index(r["name"]))
         results_path.write_text(json.dumps(results, indent=1))

@@ -1,4 +1,7 @@
-"""The Python entry points: the same compiler the CLI runs."""
+"""The compiler's Python entry points (the compiler alone: nothing is run or timed).
+
+The whole ``exprune-onnx optimize`` workflow is ``exprune_onnx.optimize`` (workflow.py).
+"""
 
 from __future__ import annotations
 

@@ -231,9 +231,13 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     zeros = {node: [0, 0] for node in probes}
     rate: dict[str, float] = {}
     heads = {node: {"partial": [], "partial_sq": [], "winner": []} for node in probes if probes[node].head}
+    seen = 0
     for feeds in data.batches(batch, indices):
         outs = dict(zip(names, session.run(names, feeds)))
-        rows = next(iter(feeds.values())).shape[0]
+        run = next(iter(data.inputs))
+        rows = min(feeds[run].shape[0], len(indices) - seen)  # a fixed batch pads the last run: drop the pad
+        outs = {k: v[:rows] if v.ndim and v.shape[0] == feeds[run].shape[0] else v for k, v in outs.items()}
+        seen += rows
         for node, probe in probes.items():
             if probe.head:
                 h = heads[node]

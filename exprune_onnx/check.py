@@ -6,7 +6,6 @@ the pruning it reports is counted by the op itself, not estimated.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +13,7 @@ import onnx
 
 from . import ops
 from .data import Dataset
-from .errors import RuntimeCheckError
+from .errors import RuntimeCheckError, error_message
 from .metrics import is_class_index, is_classifier_output, is_scores, predictions
 
 
@@ -34,6 +33,7 @@ class CheckResult:
     outputs: list[OutputDiff]
     pruned: dict[str, tuple[int, int]] = field(default_factory=dict)  # op node -> (pruned, total)
     accuracy: tuple[float, float] | None = None  # (original, optimised) when labels are given
+    rows: int = 0  # rows the ops counted: samples plus the pad of a fixed batch's last run (data.py)
 
 
 def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
@@ -54,8 +54,10 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
 
 
 def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
-            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None) -> CheckResult:
-    """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs."""
+            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None,
+            log=lambda text, done=None, total=None: None) -> CheckResult:
+    """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs;
+    ``log`` is a progress hook (progress.py)."""
     import onnxruntime as ort
 
     from .bigmodel import serializable
@@ -69,18 +71,21 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     try:
         ref = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime cannot run the original model ({_first_line(exc)}); "
+        raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)}); "
                                 "--no-check skips the comparison") from exc
     try:
         opt = inference_session(runnable(stats_model), threads=threads)
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {_first_line(exc)}") from exc
+        raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {error_message(exc)}") from exc
     names = [o.name for o in original.graph.output]
     try:
-        got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices))
-        got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices))
+        samples = len(data) if indices is None else len(indices)
+        got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
+                                  lambda done: log("checking: the original", done, samples))
+        got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
+                                       lambda done: log("checking: the optimised model", done, samples))
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime failed to run the models: {_first_line(exc)}") from exc
+        raise RuntimeCheckError(f"onnxruntime failed to run the models: {error_message(exc)}") from exc
     labels = data.labels_of(indices)
     diffs = []
     accuracy = None
@@ -89,12 +94,15 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and is_classifier_output(a):
             accuracy = (float(np.mean(predictions(a) == labels)), float(np.mean(predictions(b) == labels)))
-    samples = len(data) if indices is None else len(indices)
-    return CheckResult(samples, data.source, diffs, pruned, accuracy)
+    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
 
 
-def run_counting(session, names: list[str], stats_names: dict[str, str], batches):
-    """``names`` concatenated over ``batches``, and each early-exit op's summed [pruned, total]."""
+def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,
+                 done=None):
+    """``names`` concatenated over ``batches`` (cut to the first ``samples`` rows: a fixed
+    batch pads the last run, data.Dataset.batches), and each early-exit op's summed
+    [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far."""
+    rows = 0
     got: dict[str, list] = {n: [] for n in names}
     counts = {node: [0, 0] for node in stats_names}
     for feeds in batches:
@@ -104,17 +112,10 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
         for node, s in zip(stats_names, outs[len(names):]):
             counts[node][0] += int(s[0])
             counts[node][1] += int(s[1])
-    return {n: np.concatenate(v) for n, v in got.items()}, {k: tuple(v) for k, v in counts.items()}
-
-
-# onnxruntime puts the C++ source line and function signature before its message.
-_ORT_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) (?=[A-Z])")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = _ORT_LOCATION.sub("", (str(exc).strip() or type(exc).__name__).splitlines()[0], count=1)
-    # Long messages keep both ends: the reason is often the last sentence.
-    return text if len(text) <= 300 else f"{text[:140]} ... {text[-155:]}"
+        rows += next(iter(feeds.values())).shape[0] if feeds else 0
+        if done is not None:
+            done(min(rows, samples or rows))
+    return ({n: np.concatenate(v)[:samples] for n, v in got.items()}, {k: tuple(v) for k, v in counts.items()})
 
 
 def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:

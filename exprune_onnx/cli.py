@@ -14,8 +14,9 @@ from rich.text import Text
 from . import report
 from ._version import __version__
 from .config import DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_k
-from .errors import ExPruneError, OutputError
+from .errors import ExPruneError, OutputError, error_message
 from .metrics import METRICS
+from .workflow import UsageProblem
 
 _EPILOG_OPTIMIZE = """\b
 Examples:
@@ -64,19 +65,16 @@ def _fail(console: Console, exc: BaseException, debug: bool) -> None:
     # Messages quote shapes and names: print them as plain text, never as rich markup, and
     # on one line: soft_wrap stops rich from breaking long paths at the console width.
     if isinstance(exc, ExPruneError):
-        console.print(Text.assemble(("error:", "bold red"), f" {_one_line(exc)}"), highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False,
+                      soft_wrap=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        console.print(Text("interrupted", "bold red"))
+        console.print(Text.assemble(("interrupted", "bold red"), ": stopped by Ctrl-C; no file is left half-written"))
         sys.exit(130)
     console.print(Text.assemble(("internal error:", "bold red"),
-                                f" {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)"),
+                                f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
                   highlight=False, soft_wrap=True)
     sys.exit(1)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _guarded(fn):
@@ -91,6 +89,8 @@ def _guarded(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
+        except UsageProblem as exc:
+            raise click.UsageError(str(exc)) from None
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
             _fail(err, exc, debug)
 
@@ -135,6 +135,42 @@ def _common(fn):
     fn = click.option("--threshold", type=float,
                       help="Prune an output when bias + (n/k) * partial < T. Default 0; -inf prunes nothing.")(fn)
     return fn
+
+
+def _parsed(parse):
+    """A click callback: each repeated NAME:... value through ``parse`` into one dict."""
+
+    def callback(ctx, param, values):
+        out = {}
+        for text in values:
+            try:
+                name, value = parse(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), ctx, param) from None
+            out[name] = value
+        return out
+
+    return callback
+
+
+def _input_options(fn=None, *, values: bool = True):
+    """--input-shape (and --input-value): what random inputs, shape inference and FLOPs use (feeds.py)."""
+    from .feeds import parse_input_shape, parse_input_value
+
+    def add(fn):
+        if values:
+            fn = click.option("--input-value", "input_values", multiple=True, metavar="NAME:VALUE",
+                              callback=_parsed(parse_input_value),
+                              help="Values of random inputs for NAME: a number (e.g. sample_rate:16000) or LOW..HIGH "
+                                   "(e.g. ids:0..999). Needed for integer inputs that are not token ids. "
+                                   "Repeatable.")(fn)
+        return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
+                            callback=_parsed(parse_input_shape),
+                            help="Sizes for NAME's symbolic dims (e.g. x:1,3,224,224; a name keeps a dim open), "
+                                 "for random inputs, shape inference and FLOPs. Given data must agree. "
+                                 "Repeatable.")(fn)
+
+    return add(fn) if fn is not None else add
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,105 +234,52 @@ def main(debug: bool) -> None:
               help="latency: keep a rewrite only if the whole model runs faster with it in onnxruntime, timed "
                    "on the calibration (or --check-data) inputs; flops: keep every rewrite that saves FLOPs "
                    "(the paper's objective).")
-@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Batch size the latency objective times at: the one you deploy with.")
+@click.option("--latency-batch", type=click.IntRange(min=1),
+              help="Batch size the latency objective times at: the one you deploy with. Default: the batch "
+                   "the model's inputs fix, else 1.")
 @click.option("--latency-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="onnxruntime intra-op threads the latency objective times with.")
+@_input_options
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
              report_path, plot_path, rule, alpha, granularity, objective, latency_batch, latency_threads,
-             sparse_input, sparse_relu):
+             sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-    from .check import compare
-    from .data import load_dataset, random_dataset
-    from .bigmodel import model_bytes
     from .modelio import clobbered_input, read_model, save_model
-    from .pipeline import optimize as run_pipeline
+    from .progress import for_terminal
+    from .workflow import Settings, run
 
-    console = _console()
     if calibration is not None and threshold is not None:
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
-    if calibration is None and (labels is not None or report_path is not None or plot_path is not None):
+    if calibration is None and (report_path is not None or plot_path is not None):
         raise click.UsageError("--labels, --report and --plot go with --calibration")
-    if sparse_relu == "on" and not sparse_input:
-        raise click.UsageError("--sparse-relu on reads plain ReLUs sparsely, which --no-sparse-input turns off")
-    if calibration is None and rule == "auto":
-        raise click.UsageError("--rule auto chooses per layer on data: give --calibration")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, unit_order, argmax_only, emit_stats)
-    if rule != "auto":
-        options.rule = rule
-    options.alpha = alpha
-    options.sparse_input = sparse_input
-    options.sparse_relu = sparse_relu
+    options.alpha, options.sparse_input, options.sparse_relu = alpha, sparse_input, sparse_relu
+    options.input_shapes = input_shapes
+    settings = Settings(check=check, check_data=check_data, check_samples=check_samples, seed=seed,
+                        calibration=calibration, labels=labels, max_drop=max_drop, metric=metric, holdout=holdout,
+                        rule=rule, granularity=granularity, objective=objective, latency_batch=latency_batch,
+                        latency_threads=latency_threads, input_values=input_values)
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     clobbered = clobbered_input(model, output)
     if clobbered:
         raise OutputError(clobbered)
     original, external = read_model(model)
-    outcome = timed = None
-    latency = (latency_batch, latency_threads) if objective == "latency" else None
-    if calibration is not None:
-        from .search import search
-
-        data = load_dataset(calibration, original, labels)
-        with console.status("calibrating") as status:
-            outcome = search(original, options, data, metric=metric, max_drop=max_drop, holdout=holdout,
-                             seed=seed, rule=rule, per_output=granularity == "output", latency=latency,
-                             log=lambda msg: status.update(msg))
-        result, timed = outcome.result, outcome.latency
-    else:
-        result = run_pipeline(original, options)
-        from .objective import choose, times_zero_inputs
-
-        if latency is not None and (result.changed or times_zero_inputs(options)):
-            if check_data is not None:
-                inputs, source = load_dataset(check_data, original), f"'{check_data}'"
-            else:
-                inputs = random_dataset(original, check_samples, seed)
-                source = "seeded random inputs: prune rates on real data differ, give --check-data"
-            with console.status("timing") as status:
-                timed = choose(original, options, result, inputs, batch=latency_batch, threads=latency_threads,
-                               source=source, seed=seed, log=lambda msg: status.update(msg))
-            result = timed.result
-    checked = None
-    if check and result.changed and (outcome is None or check_data is not None):
-        data = load_dataset(check_data, original) if check_data is not None else random_dataset(original, check_samples, seed)
-        checked = compare(original, result.model, data)
-    save_model(result.model, output, external_data=external)
+    with for_terminal() as log:
+        done = run(original, options, settings, log)
+    save_model(done.model, output, external_data=external)
     if report_path is not None:
-        _write_json(report_path, report.calibration_json(outcome, str(model), str(output)))
+        _write_json(report_path, {**done.report, "model": str(model), "output": str(output)})
     if plot_path is not None:
         from .plot import calibration_plot
 
-        calibration_plot(outcome, report.layer_rows(result, outcome.counts_holdout or None), plot_path)
-    sizes = (model_bytes(original), model_bytes(result.model))
-    if result.changed:
-        counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
-        console.print(report.layers_table(result, counts, f"Rewritten layers ({model.name})",
-                                          outcome.stats if outcome else None))
-    if timed is not None and timed.layers:
-        console.print(report.latency_table(timed))
-    if explain and (result.rejected or result.sparse_rejected):
-        console.print(report.rejected_table(result))
-    console.print(report.summary_table(result, original, checked, sizes))
-    if outcome is not None:
-        console.print(report.calibration_table(outcome))
-        if not outcome.met:
-            console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
-                          "or lower --max-drop")
-    if checked is not None and outcome is None and any(
-            d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
-        console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
-                      "per-layer thresholds with --config, or --calibration")
-    if not result.changed:
-        console.print("nothing to rewrite: the model was written unchanged"
-                      + ("" if explain else " (--explain says why)"))
-    elif result.rejected and not explain:
-        console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
-    console.print(f"wrote {output}")
+        calibration_plot(done.calibrated, report.layer_rows(done.result, done.calibrated.counts_holdout or None),
+                         plot_path)
+    report.print_optimized(_console(), done, original, model.name, explain)
+    _console().print(f"wrote {output}")
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -314,13 +297,15 @@ def _write_json(path: Path, payload: dict) -> None:
 @click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
               help="Inputs (same layouts as --check-data); 'labels' in the .npz or --labels add accuracy.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels').")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the latency runs.")
+@click.option("--batch", type=click.IntRange(min=1),
+              help="Batch size of the latency runs. Default: the batch the model's inputs fix, else 1.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Intra-op threads of both sessions in the latency runs.")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
+@_input_options
 @_guarded
-def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path):
+def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path, input_shapes, input_values):
     """Compare OPTIMIZED with ORIGINAL: outputs, metric, FLOPs the ops skipped, latency side by side."""
     import platform
 
@@ -334,17 +319,22 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .measure import flops_saved
     from .memory import peak_rss_mb
     from .modelio import load_model
+    from .feeds import InputSpec, check_batch, with_input_shapes
     from .pipeline import infer_shapes
+    from .progress import for_terminal
     from .timing import measure
 
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
-    data = load_dataset(data_path, ref, labels)
-    checked = compare(ref, opt, data)
-    dense, _unknown = model_flops(gs.import_onnx(infer_shapes(ref)))
-    saved = flops_saved(opt, checked.pruned) / checked.samples if checked.pruned else 0.0
-    feeds = next(data.batches(batch))
-    timing = measure(ref, opt, feeds, threads=threads, runs=runs)
+    spec = InputSpec(input_shapes, input_values)
+    data = load_dataset(data_path, ref, labels, spec)
+    batch = check_batch(ref, batch, "--batch", spec)
+    with for_terminal() as log:
+        checked = compare(ref, opt, data, log=log)
+        feeds = next(data.batches(batch))
+        timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
+    dense, _unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(ref, input_shapes))))
+    saved = flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
@@ -362,9 +352,11 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @main.command(epilog=_EPILOG_INSPECT)
 @click.argument("model", type=click.Path(path_type=Path))
 @_common
+@_input_options(values=False)
 @_guarded
-def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only):
+def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
+    from .feeds import InputSpec, check_spec
     from .modelio import load_model
     from .pipeline import inspect as run_inspect
 
@@ -372,6 +364,8 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
                        include_first_layer, unit_order, argmax_only)
     original = load_model(model)
+    check_spec(original, InputSpec(input_shapes))
+    options.input_shapes = input_shapes
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
     if result.rejected:
@@ -393,22 +387,30 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
               help="Least top-1 agreement with the original, for classifier outputs.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest output difference at threshold -inf, relative to the output's range.")
+@_input_options
 @_guarded
-def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance):
+def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
+           input_values):
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
     from rich.table import Table
 
     from .data import load_dataset, random_dataset
     from .modelio import load_model
     from .errors import VerificationFailed
+    from .feeds import InputSpec
+    from .progress import for_terminal
     from .verify import verify as run_verify
 
     if labels is not None and data_path is None:
         raise click.UsageError("--labels goes with --data")
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
-    data = load_dataset(data_path, ref, labels) if data_path is not None else random_dataset(ref, samples, seed)
-    rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance)
+    spec = InputSpec(input_shapes, input_values)
+    data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
+            else random_dataset(ref, samples, seed, spec))
+    with for_terminal() as log:
+        rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance, input_shapes=input_shapes,
+                          log=log)
     table = Table(title=f"Verification of {optimized.name} against {original.name}")
     table.add_column("check")
     table.add_column("result")

@@ -115,6 +115,9 @@ class Options:
     # When set, only these layers may be rewritten: the calibration and the latency
     # objective decide over the candidates they saw, and no other may slip in.
     chosen: frozenset[str] | None = None
+    # Numbers for symbolic input dims (--input-shape, feeds.py): input -> dims, used for
+    # shape inference and FLOPs only; the written model keeps its open dims.
+    input_shapes: dict[str, tuple] = field(default_factory=dict)
 
     def setting(self, layer: str) -> LayerSetting:
         default = LayerSetting(self.threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))

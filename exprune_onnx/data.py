@@ -12,40 +12,55 @@ Accepted layouts (first axis = samples everywhere):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from .errors import DataError
+from .feeds import (InputSpec, check_spec, fixed_batch, input_dims, input_dtype, model_inputs, random_arrays,
+                    resolved_dims)
 
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32, onnx.TensorProto.UINT8: np.uint8,
-    onnx.TensorProto.INT8: np.int8, onnx.TensorProto.BOOL: np.bool_,
-}
+__all__ = ["Dataset", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset"]
 
 
 @dataclass
 class Dataset:
-    inputs: dict[str, np.ndarray]  # may be memory-mapped
+    inputs: dict[str, np.ndarray]  # may be memory-mapped; first axis = samples
     labels: np.ndarray | None
     source: str
+    shared: dict[str, np.ndarray] = field(default_factory=dict)  # scalar inputs, fed as they are to every run
+    batch: int | None = None  # the model's fixed batch: every run feeds exactly this many samples
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
+    def take(self, pick) -> dict[str, np.ndarray]:
+        """The feeds of the samples ``pick`` (a slice or indices), scalar inputs included."""
+        return {**{k: np.ascontiguousarray(v[pick]) for k, v in self.inputs.items()}, **self.shared}
+
     def batches(self, size: int, indices: np.ndarray | None = None):
-        """Feeds of at most ``size`` samples: all in order, or those at ``indices``."""
+        """Feeds of at most ``size`` samples: all in order, or those at ``indices``.
+
+        Under a fixed batch B every feed has exactly B samples: the last partial batch
+        is padded by repeating its own samples. Padding rows come after every real one,
+        so outputs concatenated over the batches and cut to the sample count are exactly
+        the real samples' (``run_counting`` does that); the ops' prune counters do count
+        the repeated rows, so rates stay rates of real samples.
+        """
+        size = self.batch or size
         total = len(self) if indices is None else len(indices)
         for start in range(0, total, size):
-            if indices is None:
-                pick = slice(start, start + size)
-            else:
-                pick = indices[start:start + size]
-            yield {k: np.ascontiguousarray(v[pick]) for k, v in self.inputs.items()}
+            pick = slice(start, start + size) if indices is None else indices[start:start + size]
+            feeds = self.take(pick)
+            if self.batch is not None:
+                feeds = {k: (_pad_rows(v, self.batch) if k in self.inputs else v) for k, v in feeds.items()}
+            yield feeds
+
+    def rows_run(self, samples: int) -> int:
+        """Rows the ops see when ``samples`` samples are run: a fixed batch pads the last run."""
+        return -(-samples // self.batch) * self.batch if self.batch else samples
 
     def labels_of(self, indices: np.ndarray | None = None) -> np.ndarray | None:
         if self.labels is None or indices is None:
@@ -53,22 +68,14 @@ class Dataset:
         return self.labels[indices]
 
 
-def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    inits = {t.name for t in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in inits]
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    return a if a.shape[0] == rows else np.take(a, np.arange(rows) % a.shape[0], axis=0)
 
 
-def input_dims(vi: onnx.ValueInfoProto) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in vi.type.tensor_type.shape.dim]
-
-
-def input_dtype(vi: onnx.ValueInfoProto):
-    return _NP_TYPES.get(vi.type.tensor_type.elem_type)
-
-
-def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | None = None) -> Dataset:
-    """Read ``path`` in any accepted layout and check it against ``model``'s inputs."""
+def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | None = None,
+                 spec: InputSpec | None = None, seed: int = 0) -> Dataset:
+    """Read ``path`` in any accepted layout and check it against ``model``'s inputs (and
+    the dims ``spec`` gives; inputs the data lacks take ``spec``'s ``--input-value``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -79,14 +86,26 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         arrays, found_labels = _read_npz(path)
     if labels is not None:
         found_labels = _read_labels(Path(labels))
-    dataset = Dataset(fit_to_model(arrays, model, str(path)), found_labels, path.name)
+    spec = spec or InputSpec()
+    check_spec(model, spec)
+    missing = {vi.name for vi in model_inputs(model) if vi.name not in arrays and vi.name in spec.values}
+    if missing:
+        samples = next((a.shape[0] for a in arrays.values() if a.ndim), 1)
+        batched, scalars = random_arrays(model, samples, seed, spec, only=missing)
+        arrays = {**arrays, **batched, **scalars}
+    inputs = fit_to_model(arrays, model, str(path), spec)
+    shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0}
+    if not inputs:
+        raise DataError(f"{path}: the model's inputs are all scalars: there is no sample axis to run over")
+    dataset = Dataset(inputs, found_labels, path.name, shared, fixed_batch(model, spec))
     if dataset.labels is not None and dataset.labels.shape[:1] != (len(dataset),):
         raise DataError(f"{path}: {dataset.labels.shape[0] if dataset.labels.ndim else 0} labels "
                         f"for {len(dataset)} samples")
     return dataset
 
 
-def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str) -> dict[str, np.ndarray]:
+def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str,
+                 spec: InputSpec | None = None) -> dict[str, np.ndarray]:
     feeds = {}
     for vi in model_inputs(model):
         if vi.name not in arrays:
@@ -95,13 +114,14 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         want = input_dtype(vi)
         if want is not None and a.dtype != want:
             raise DataError(f"{where}: input '{vi.name}' is {a.dtype}, the model wants {np.dtype(want)}")
-        dims = input_dims(vi)
+        dims = resolved_dims(vi, spec)
         if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], a.shape[1:])):
-            raise DataError(f"{where}: input '{vi.name}' has shape {list(a.shape)}, the model wants {dims}")
+            wants = "the model wants" if dims == input_dims(vi) else "the model and --input-shape want"
+            raise DataError(f"{where}: input '{vi.name}' has shape {list(a.shape)}, {wants} {dims}")
         if a.dtype.kind == "f" and not _all_finite(a):
             raise DataError(f"{where}: input '{vi.name}' contains NaN or Inf")
         feeds[vi.name] = a
-    counts = {a.shape[0] for a in feeds.values()}
+    counts = {a.shape[0] for a in feeds.values() if a.ndim}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{where}: the inputs must share a non-zero first (sample) axis, got {sorted(counts)}")
     return feeds
@@ -109,6 +129,8 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
 
 def _all_finite(a: np.ndarray, chunk: int = 1024) -> bool:
     # Chunked so a memory-mapped set is never loaded whole.
+    if a.ndim == 0:
+        return bool(np.isfinite(a))
     return all(np.isfinite(a[i:i + chunk]).all() for i in range(0, a.shape[0], chunk))
 
 
@@ -169,16 +191,12 @@ def _read_pb_sets(dirs: list[Path], names: list[str]) -> dict[str, np.ndarray]:
     return {n: np.concatenate(p) if len(p) > 1 else p[0] for n, p in parts.items()}
 
 
-def random_dataset(model: onnx.ModelProto, samples: int, seed: int) -> Dataset:
-    """Seeded inputs in [0, 1); the batch axis is the sample axis, other dims must be known."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in model_inputs(model):
-        dims = input_dims(vi)
-        if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
-            raise DataError(f"input '{vi.name}' has unknown dimensions {dims}: give sample data")
-        dtype = input_dtype(vi)
-        if dtype is None or np.dtype(dtype).kind != "f":
-            raise DataError(f"input '{vi.name}' is not floating point: give sample data")
-        feeds[vi.name] = rng.random((samples, *dims[1:])).astype(dtype)
-    return Dataset(feeds, None, "random")
+def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None) -> Dataset:
+    """Seeded inputs (feeds.py says which values); the batch axis is the sample axis, the
+    other dims must be known or given by ``spec``."""
+    spec = spec or InputSpec()
+    check_spec(model, spec)
+    batched, scalars = random_arrays(model, samples, seed, spec)
+    if not batched:
+        raise DataError("the model's inputs are all scalars: there is no sample axis to run over")
+    return Dataset(batched, None, "random", scalars, fixed_batch(model, spec))

@@ -1,4 +1,7 @@
-"""Errors the CLI turns into one-line messages and distinct exit codes."""
+"""Errors the CLI turns into one-line messages and distinct exit codes, and the one formatter
+of other libraries' exceptions (:func:`error_message`) that every message quoting one uses."""
+
+import re
 
 
 class ExPruneError(Exception):
@@ -41,3 +44,27 @@ class VerificationFailed(ExPruneError):
     """`verify`: the optimised model is not what the compiler would have produced from the original."""
 
     exit_code = 8
+
+
+# onnxruntime puts the C++ source line and function signature before its message.
+_ORT_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) (?=[A-Z])")
+# Lines that carry no information for the user: stack frames and empty ones.
+_NOISE = re.compile(r"^(?:Stacktrace:|#\d+ |\s*$)")
+_MAX_CHARS = 600
+
+
+def error_message(exc: BaseException, limit: int | None = _MAX_CHARS) -> str:
+    """The whole message of ``exc`` on one line, for an error message.
+
+    Multi-line messages (onnxruntime's "Got invalid dimensions ... index: 0 Got: 32
+    Expected: 1") keep every informative line, joined with "; ", because the detail
+    is usually on the lines after the first. Source locations and stack frames are
+    dropped; a message over ``limit`` characters keeps both ends (the reason is often
+    at the end). Our own errors are shown whole (``limit=None``): they quote paths.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    lines = [_ORT_LOCATION.sub("", line, count=1).strip() for line in text.splitlines() if not _NOISE.match(line)]
+    joined = "; ".join(line for line in lines if line)
+    if limit is None or len(joined) <= limit:
+        return joined
+    return f"{joined[:limit // 2 - 5]} ... {joined[-(limit // 2):]}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ModelLoadError, OutputError
+from .errors import ModelLoadError, OutputError, error_message
 
 
 def all_nodes(graph: onnx.GraphProto):
@@ -45,7 +45,7 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         if external:
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
     except Exception as exc:  # protobuf and IO errors come in many types
-        raise ModelLoadError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from exc
+        raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: not an ONNX model (no graph or no opset import)")
     problem = _short_tensor(model.graph) or _malformed(model)
@@ -55,7 +55,7 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         # The path form also copes with models over 2 GiB.
         onnx.checker.check_model(str(p))
     except Exception as exc:
-        raise ModelLoadError(f"{p}: fails the ONNX checker: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{p}: fails the ONNX checker: {error_message(exc)}") from exc
     return model, external
 
 
@@ -238,8 +238,4 @@ def runnable(model: onnx.ModelProto) -> onnx.ModelProto:
     copy.ir_version = ir_version
     return copy
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 

@@ -37,17 +37,25 @@ import numpy as np
 import onnx
 
 from .accounting import dense_flops
-from .check import _first_line
 from .config import Options
 from .data import Dataset
-from .errors import RuntimeCheckError
+from .errors import DataError, RuntimeCheckError, error_message
 from .pipeline import Result, optimize
+from .progress import quiet
 from .timing import session as timing_session
 
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
 MARGIN = 0.01
 FEEDS = 8  # distinct input batches cycled through in every timed pass
+# A rewrite this much slower than without it after MIN_PASSES passes is not timed to the
+# end: the medians of 2 x FEEDS runs each do not move 5% back (tests/test_objective.py
+# keeps the decisions; bench/ would say if they did).
+GIVE_UP = 0.05
+MIN_PASSES = 2
+# Screen every layer alone first (screen.py) when timing each in the whole model would
+# take longer than this many seconds; below, whole-model timing is cheap and exact.
+SCREEN_ABOVE = 20.0
 
 
 EARLY_EXIT = "early exit"
@@ -61,6 +69,7 @@ class LayerTiming:
     without_ms: float  # the same model with this layer dense
     kept: bool
     kind: str = EARLY_EXIT
+    alone: bool = False  # the times are of the layer alone (screen.py), not of the whole model
 
     @property
     def gain(self) -> float:
@@ -102,10 +111,13 @@ def timing_feeds(data: Dataset, batch: int, seed: int = 0,
     pool = np.arange(len(data)) if indices is None else np.asarray(indices)
     if len(pool) == 0:
         raise RuntimeCheckError("the latency objective needs at least one input sample to time on")
+    if data.batch is not None and batch != data.batch:
+        raise DataError(f"--latency-batch {batch} is impossible: the model's inputs fix the batch at {data.batch}; "
+                        f"use --latency-batch {data.batch} or leave it out")
     feeds = []
     for _ in range(FEEDS):
         pick = np.sort(rng.choice(pool, size=batch, replace=len(pool) < batch))
-        feeds.append({k: np.ascontiguousarray(v[pick]) for k, v in data.inputs.items()})
+        feeds.append(data.take(pick))
     return feeds
 
 
@@ -113,7 +125,7 @@ def _session(model: onnx.ModelProto, threads: int):
     try:
         return timing_session(model, threads)
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({_first_line(exc)})") from exc
+        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
 
 
 def _run(sess, names, feeds) -> None:
@@ -121,18 +133,25 @@ def _run(sess, names, feeds) -> None:
         sess.run(names, feeds)
     except Exception as exc:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({_first_line(exc)}); a "
+        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); a "
                                 "model with a fixed batch size needs the same --latency-batch, or use "
                                 "--objective flops") from exc
 
 
+def clearly_slower(with_ms: float, without_ms: float) -> bool:
+    """Whether a rewrite timed at ``with_ms`` against ``without_ms`` after a few passes is
+    so much slower that more passes cannot make it MARGIN faster: stop timing it."""
+    return with_ms > without_ms * (1.0 + GIVE_UP)
+
+
 def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
-              passes: int, block: int = 1) -> tuple[float, float]:
+              passes: int, block: int = 1, give_up=None) -> tuple[float, float]:
     """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
     every ``block`` runs. 1 alternates every run; a larger block gives each model that
     many consecutive runs, as a loop that calls one model (a decoder) would, so that
     weights which fit in the cache stay there, where alternating every run makes two
-    large models evict each other's."""
+    large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
+    from the ``MIN_PASSES``-th on, ends the timing early when it says so."""
     sa, sb = _session(a, threads), _session(b, threads)
     outs_a = [o.name for o in a.graph.output]
     outs_b = [o.name for o in b.graph.output]
@@ -151,6 +170,10 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
                 t0 = time.perf_counter()
                 sess.run(names, f)
                 sink.append(time.perf_counter() - t0)
+        timed = min(len(ta), len(tb))
+        if (give_up is not None and timed >= MIN_PASSES * len(feeds) and timed % len(feeds) == 0
+                and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3))):
+            break
     return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 
 
@@ -185,7 +208,7 @@ def skipping(options: Options, layers, chosen=()) -> Options:
 
 def choose(original: onnx.ModelProto, options: Options, result: Result, data: Dataset, *, batch: int = 1,
            threads: int = 1, indices: np.ndarray | None = None, source: str = "", seed: int = 0,
-           log=lambda msg: None) -> LatencyChoice:
+           log=quiet) -> LatencyChoice:
     """Drop the rewrites of ``result`` (compiled from ``original`` with ``options``)
     that do not make the model faster, timing on ``data`` (module docstring)."""
     from .bigmodel import serializable
@@ -229,12 +252,24 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     t0 = time.perf_counter()
     _run(probe, None, feeds[0])
     _run(probe, None, feeds[0])
-    passes = passes_for((time.perf_counter() - t0) / 2)
+    probe_seconds = (time.perf_counter() - t0) / 2
+    passes = passes_for(probe_seconds)
     del probe
+    screened = {}
+    if 2 * len(order) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
+        from .screen import screen
+
+        screened = screen(original, result, feeds, threads, log)
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
-        log(f"timing layer {i + 1}/{len(order)}: {layer}")
-        with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes)
+        alone = screened.get(layer)
+        if alone is not None and alone[0] > alone[1] * (1.0 - MARGIN):
+            choice.layers.append(LayerTiming(layer, alone[0], alone[1], False, alone=True))
+            dropped.append(layer)
+            continue
+        log(f"timing early-exit layers: {layer}", i, len(order))
+        with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
+                                        give_up=clearly_slower)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
         if not kept:
@@ -245,9 +280,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     relu_candidates.sort(key=lambda s: (int(np.prod(s.op_node.inputs[1].shape)), s.layer))
     relu_kept: list[str] = []
     for i, s in enumerate(relu_candidates):
-        log(f"timing zero-input skipping {i + 1}/{len(relu_candidates)}: {s.layer}")
+        log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
-                                        feeds, threads, passes)
+                                        feeds, threads, passes, give_up=clearly_slower)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(s.layer, with_ms, without_ms, kept, ZERO_INPUTS))
         if kept:
@@ -264,8 +299,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             choice.optimized_ms = choice.original_ms
             dropped, relu_kept = list(layers), []
     else:
-        # The last comparison's dense side was the original model.
-        choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms if choice.layers else 0.0
+        # The last whole-model comparison's dense side was the original model.
+        whole = [t for t in choice.layers if not t.alone]
+        choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
     if relu_candidates:  # the dropped ones then say why (rules/sparse_input.py)
@@ -274,8 +310,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
+        what = "the layer alone" if t.alone else "the model"
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
-               else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
+               else f"{what} took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")
     choice.result = optimize(original, choice.options)

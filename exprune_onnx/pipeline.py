@@ -34,6 +34,7 @@ from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
 from .rules import RULES, sparse_input
 from .errors import ConfigError
+from .feeds import keep_open_dims, with_input_shapes
 from .rules.base import Candidate, Context, NoMatch, Rewritten
 
 
@@ -155,7 +156,8 @@ def _analyse(model: onnx.ModelProto, options: Options):
     if missing:
         raise ConfigError(f"--argmax-only names {', '.join(missing)}, which the model does not output "
                           f"(its outputs: {', '.join(sorted(outputs))})")
-    graph = bigmodel.import_graph(dense_initializers(model), infer_shapes)
+    shapes = options.input_shapes
+    graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
     folded_c = constants_to_initializers(graph)
     folded_bn = fold_batchnorm(graph)
     accepted, rejected = find_candidates(graph, options)
@@ -208,6 +210,8 @@ def optimize(model: onnx.ModelProto, options: Options) -> Result:
     graph.outputs.extend(r.stats for r in rewritten if r.stats is not None)
     graph.cleanup(recurse_subgraphs=True).toposort(recurse_subgraphs=True)
     out = _export(graph, model)
+    if options.input_shapes:
+        keep_open_dims(out, model)
     return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected)
 
 

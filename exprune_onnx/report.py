@@ -122,7 +122,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     if result.uncounted_nodes:
         dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted"
     t.add_row("dense FLOPs", dense)
-    measured = measured_total(result, check.pruned if check else None, check.samples if check else 0)
+    measured = measured_total(result, check.pruned if check else None, (check.rows or check.samples) if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
         t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({100 * saved:.1f}% saved, "
@@ -219,9 +219,11 @@ def latency_table(choice) -> Table:
     for lt in choice.layers:
         kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
-                                        else "dropped: not faster")
-        t.add_row(escape(lt.layer), lt.kind, f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%",
-                  decision)
+                                        else "dropped: not faster alone" if lt.alone else "dropped: not faster")
+        # A row screened alone (screen.py) shows the layer's own times, not the model's.
+        saved = "-" if lt.alone else f"{100 * lt.gain:+.1f}%"
+        t.add_row(escape(lt.layer), lt.kind + (" (alone)" if lt.alone else ""), f"{lt.with_ms:.3f}",
+                  f"{lt.without_ms:.3f}", saved, decision)
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
@@ -243,7 +245,7 @@ def latency_json(choice) -> dict | None:
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer, lt.kind)} for lt in choice.layers],
+                    "kept": choice.kept(lt.layer, lt.kind), "alone": lt.alone} for lt in choice.layers],
     })
 
 
@@ -281,3 +283,32 @@ def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machi
         t.add_row("peak memory", f"{a:.1f} MiB -> {b:.1f} MiB (resident, a fresh process loading the model and "
                   f"running it at batch {timing.batch})")
     return t
+
+
+def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool) -> None:
+    """What `optimize` prints: the tables of a workflow.Optimized and its warnings."""
+    from .bigmodel import model_bytes
+
+    result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
+    if result.changed:
+        counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
+        console.print(layers_table(result, counts, f"Rewritten layers ({name})", outcome.stats if outcome else None))
+    if timed is not None and timed.layers:
+        console.print(latency_table(timed))
+    if explain and (result.rejected or result.sparse_rejected):
+        console.print(rejected_table(result))
+    console.print(summary_table(result, original, checked, (model_bytes(original), model_bytes(done.model))))
+    if outcome is not None:
+        console.print(calibration_table(outcome))
+        if not outcome.met:
+            console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
+                          "or lower --max-drop")
+    if checked is not None and outcome is None and any(
+            d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
+        console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
+                      "per-layer thresholds with --config, or --calibration")
+    if not result.changed:
+        console.print("nothing to rewrite: the model was written unchanged"
+                      + ("" if explain else " (--explain says why)"))
+    elif result.rejected and not explain:
+        console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")

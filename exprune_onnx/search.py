@@ -36,15 +36,16 @@ import onnx
 
 from .accounting import decision_flops, dense_flops
 from .calibrate import LayerStats, collect
-from .check import _first_line, run_counting, with_stats
+from .check import run_counting, with_stats
 from .config import LayerSetting, Options
 from .data import Dataset
-from .errors import DataError, RuntimeCheckError
+from .errors import DataError, RuntimeCheckError, error_message
 from .measure import flops_saved
 from .metrics import Score, choose, score
 from .modelio import runnable
 from .objective import times_zero_inputs, with_sparse_choice
 from .pipeline import Result, optimize
+from .progress import quiet
 from .rules.argmax_head import NAME as ARGMAX_HEAD
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
@@ -92,9 +93,10 @@ class Runner:
         try:
             session = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise RuntimeCheckError(f"onnxruntime cannot run the original model ({_first_line(exc)})") from exc
+            raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = original.graph.output[0].name
-        self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices))[0][self.output]
+        self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
+                                      len(indices))[0][self.output]
         self.labels = data.labels_of(indices)
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
@@ -104,8 +106,9 @@ class Runner:
             return score(metric, self.reference, self.reference, self.labels), 0.0, {}
         model, stats_names = with_stats(compiled)
         got, counts = run_counting(inference_session(model), [self.output], stats_names,
-                                   self.data.batches(self.batch, self.indices))
-        saved = flops_saved(compiled, counts) / len(self.indices) / dense if dense else 0.0
+                                   self.data.batches(self.batch, self.indices), len(self.indices))
+        rows = self.data.rows_run(len(self.indices))  # the ops also count a fixed batch's pad rows
+        saved = flops_saved(compiled, counts) / rows / dense if dense else 0.0
         return score(metric, self.reference, got[self.output], self.labels), saved, counts
 
 
@@ -170,7 +173,7 @@ def k_choices(base: Options) -> tuple:
 
 
 def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.ndarray, batch: int, seed: int,
-           rules: tuple[str, ...], log=lambda msg: None):
+           rules: tuple[str, ...], log=quiet):
     """Statistics for every k choice: layer -> (rule, k) -> stats, plus layer -> candidate, dense FLOPs."""
     stats: dict[str, dict] = {}
     candidates, dense = {}, 0
@@ -182,7 +185,7 @@ def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.
 
         def progress(rows, i=i, done=done):
             done[0] += rows
-            log(f"collecting statistics (pass {i + 1} of {len(choices)}): {done[0]}/{len(indices)} samples")
+            log(f"collecting statistics (pass {i + 1} of {len(choices)})", done[0], len(indices))
 
         found, exact = collect(original, options, data, indices, batch, seed, rules=rules, progress=progress)
         dense = exact.dense_flops
@@ -211,7 +214,7 @@ def _tunable(rule: str) -> tuple[str, ...]:
 
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
-           per_output: bool = True, latency: tuple[int, int] | None = None, log=lambda msg: None) -> Outcome:
+           per_output: bool = True, latency: tuple[int, int] | None = None, log=quiet) -> Outcome:
     """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
     threads) turns on the latency objective: after the held-out check, rewrites that do
     not make the model faster at that batch size and thread count are dropped

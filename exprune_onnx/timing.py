@@ -53,7 +53,8 @@ def _quartiles(samples: list[float]) -> tuple[float, float, float]:
 
 
 def measure(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[str, np.ndarray],
-            threads: int = 1, runs: int = 30, warmup: int = 3) -> Latency:
+            threads: int = 1, runs: int = 30, warmup: int = 3, log=lambda text, done=None, total=None: None) -> Latency:
+    """Both models' latency on ``feeds``, alternating runs; ``log`` is a progress hook (progress.py)."""
     a = session(original, threads)
     b = session(optimized, threads)
     names_a = [o.name for o in original.graph.output]
@@ -62,7 +63,8 @@ def measure(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[s
         a.run(names_a, feeds)
         b.run(names_b, feeds)
     times_a, times_b = [], []
-    for _ in range(runs):
+    for i in range(runs):
+        log("timing both models", i, runs)
         t0 = time.perf_counter()
         a.run(names_a, feeds)
         t1 = time.perf_counter()

@@ -39,7 +39,10 @@ import onnx_graphsurgeon as gs
 from . import ops, verify_sparse
 from .canonicalize import constants_to_initializers, fold_batchnorm
 from .config import RULES, Options
-from .data import Dataset, input_dims, model_inputs
+from .data import Dataset, model_inputs
+from .errors import error_message
+from .feeds import with_input_shapes
+from .progress import quiet
 from .graphutil import all_graphs, const_value, describe
 from .pipeline import find_candidates, infer_shapes
 from .rules.base import Candidate
@@ -81,29 +84,25 @@ class Layer:
 
 
 def verify(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
-           min_agreement: float = 0.99, tolerance: float = 1e-4) -> list[Row]:
-    """The four rows; verification passes when every row is ok."""
-    structure, weights = static_rows(original, optimized)
-    batch = batch_size(original)
-    return [structure, weights, exactness_row(original, optimized, data, tolerance, batch),
-            agreement_row(original, optimized, data, min_agreement, batch)]
-
-
-def batch_size(model: onnx.ModelProto, default: int = 64) -> int:
-    """Samples per run: the model's own batch size when its inputs fix one (exports often say 1)."""
-    firsts = {(input_dims(vi) or [None])[0] for vi in model_inputs(model)}
-    fixed = [d for d in firsts if isinstance(d, int) and d > 0]
-    return min(fixed) if fixed else default
+           min_agreement: float = 0.99, tolerance: float = 1e-4, input_shapes: dict | None = None,
+           log=quiet) -> list[Row]:
+    """The four rows; verification passes when every row is ok. ``input_shapes`` as the
+    compiler had them (--input-shape); ``log`` is a progress hook (progress.py)."""
+    structure, weights = static_rows(original, optimized, input_shapes)
+    # A fixed batch is honoured by data.batches whatever the size asked for.
+    return [structure, weights, exactness_row(original, optimized, data, tolerance, log=log),
+            agreement_row(original, optimized, data, min_agreement, log=log)]
 
 
 # --- structure and weights -------------------------------------------------------
 
 
-def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto) -> tuple[Row, Row]:
+def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
+                input_shapes: dict | None = None) -> tuple[Row, Row]:
     try:
-        canonical, candidates = _analyse_original(original)
+        canonical, candidates = _analyse_original(original, input_shapes)
     except Exception as exc:  # noqa: BLE001 - a model the compiler cannot analyse is a failed check
-        reason = f"the compiler cannot analyse the original ({_first_line(exc)})"
+        reason = f"the compiler cannot analyse the original ({error_message(exc)})"
         return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
     graph = gs.import_onnx(optimized)
     ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
@@ -132,9 +131,9 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto) -> tuple[
     return structure, _weights_row(layers, sparse)
 
 
-def _analyse_original(original: onnx.ModelProto):
+def _analyse_original(original: onnx.ModelProto, input_shapes: dict | None = None):
     """The canonical original graph and its rewritable layers keyed by activation output."""
-    graph = gs.import_onnx(infer_shapes(original))
+    graph = gs.import_onnx(infer_shapes(with_input_shapes(original, input_shapes or {})))
     constants_to_initializers(graph)
     fold_batchnorm(graph)
     # Options that accept every layer some command line could have rewritten.
@@ -164,7 +163,7 @@ def _traced(op: gs.Node, candidates: dict) -> Layer:
     try:
         return _trace(op, candidates)
     except Exception as exc:  # noqa: BLE001 - a graph too odd to follow is a failed check, not a crash
-        return Layer(op, nodes=[op], problems=[f"{describe(op)} cannot be traced ({_first_line(exc)})"])
+        return Layer(op, nodes=[op], problems=[f"{describe(op)} cannot be traced ({error_message(exc)})"])
 
 
 def _trace(op: gs.Node, candidates: dict) -> Layer:
@@ -622,7 +621,7 @@ def _proto_graphs(graph: onnx.GraphProto):
 
 
 def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
-                  batch: int = 64) -> Row:
+                  batch: int = 64, log=quiet) -> Row:
     import onnxruntime as ort
 
     from .check import run_counting
@@ -634,17 +633,19 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     try:
         ref = ort.InferenceSession(original.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        return Row(name, False, f"onnxruntime cannot load the original: {_first_line(exc)}")
+        return Row(name, False, f"onnxruntime cannot load the original: {error_message(exc)}")
     try:
         opt = inference_session(exact_copy(optimized), optimize=False)
     except Exception as exc:  # noqa: BLE001
-        return Row(name, False, f"onnxruntime cannot load the optimised model: {_first_line(exc)}")
+        return Row(name, False, f"onnxruntime cannot load the optimised model: {error_message(exc)}")
     names = [o.name for o in original.graph.output]
     try:
-        want, _ = run_counting(ref, names, {}, data.batches(batch))
-        got, _ = run_counting(opt, names, {}, data.batches(batch))
+        want, _ = run_counting(ref, names, {}, data.batches(batch), len(data),
+                               lambda done: log("exactness: the original", done, len(data)))
+        got, _ = run_counting(opt, names, {}, data.batches(batch), len(data),
+                              lambda done: log("exactness: the optimised model", done, len(data)))
     except Exception as exc:  # noqa: BLE001
-        return Row(name, False, f"onnxruntime failed to run the models: {_first_line(exc)}")
+        return Row(name, False, f"onnxruntime failed to run the models: {error_message(exc)}")
     worst = 0.0
     for n in names:
         a, b = want[n], got[n]
@@ -668,14 +669,14 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
 
 
 def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, min_agreement: float,
-                  batch: int = 64) -> Row:
+                  batch: int = 64, log=quiet) -> Row:
     from .check import compare
 
     name = "agreement"
     try:
-        checked = compare(original, optimized, data, batch=batch)
+        checked = compare(original, optimized, data, batch=batch, log=log)
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
-        return Row(name, False, _first_line(exc))
+        return Row(name, False, error_message(exc))
     parts, ok = [], True
     for d in checked.outputs:
         text = f"'{d.name}' max abs diff {d.max_abs:.3g}"
@@ -693,6 +694,3 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         parts.append(f"{pruned / total:.1%} of outputs pruned")
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'")
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]

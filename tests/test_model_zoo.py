@@ -583,3 +583,35 @@ def test_shipped_ir3_model_stays_valid():
     session = exprune_onnx.inference_session(res.model, optimize=False)
     feeds = {i.name: np.random.default_rng(0).uniform(0, 1, i.shape).astype(np.float32) for i in session.get_inputs()}
     assert all(np.isfinite(o).all() for o in session.run(None, feeds))
+
+
+# ------------------------------------------------------------------ the plain command
+
+# Every light-zoo model fixes its batch at 1 ([1, 3, 224, 224]). The plain command (the
+# latency objective, then the check on 32 random samples: 32 runs of batch 1) must work
+# on them; so must --objective flops, where the check compares the rewritten model.
+# SqueezeNet (~7 s) and ShuffleNet (nothing to rewrite) run by default; the others take
+# 20 s to minutes each and are marked slow.
+PLAIN_CLI_FAST = ("squeezenet", "shufflenet")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n, marks=[] if n in PLAIN_CLI_FAST else [pytest.mark.slow])
+                                  for n in ZOO])
+@pytest.mark.parametrize("objective", ["latency", "flops"])
+def test_plain_cli_on_a_fixed_batch_zoo_model(tmp_path, name, objective):
+    from click.testing import CliRunner
+
+    from exprune_onnx.cli import main
+
+    src, out = tmp_path / f"{name}.onnx", tmp_path / "out.onnx"
+    model = refilled(name)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # a fixed batch of 1
+    onnx.save(model, src)
+    args = ["optimize", str(src), "-o", str(out)] + (["--objective", "flops"] if objective == "flops" else [])
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    written = onnx.load(out)
+    onnx.checker.check_model(written)
+    assert written.graph.input[0] == model.graph.input[0]
+    if any(n.domain == exprune_onnx.DOMAIN for n in written.graph.node):
+        assert "top-1 agreement" in r.output or "max abs diff" in r.output  # the check ran

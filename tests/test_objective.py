@@ -59,7 +59,7 @@ def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: b
         zero = sum(g for key, g in gains.items() if key.startswith("zero:") and key[5:] + "_sparse" in sparse)
         return 1.0 - early - zero
 
-    def fake(a, b, feeds, threads, passes):
+    def fake(a, b, feeds, threads, passes, **_):
         calls.append((a, b))
         return cost(a), cost(b)
 
@@ -384,11 +384,13 @@ def test_a_fixed_batch_model_timed_at_another_batch_says_so(tmp_path):
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # batch fixed at 2
     src = tmp_path / "fixed.onnx"
     onnx.save(model, src)
-    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--no-check")
-    assert r.exit_code == 7 and "--latency-batch" in r.output and "Traceback" not in r.output, r.output
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--no-check", "--latency-batch", "1")
+    assert r.exit_code == 6 and "--latency-batch 1 is impossible" in r.output and "Traceback" not in r.output, \
+        r.output
     assert not (tmp_path / "o.onnx").exists()
-    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--no-check", "--latency-batch", "2")
-    assert r.exit_code == 0, r.output
+    # Without --latency-batch it times at the batch the model fixes.
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--no-check")
+    assert r.exit_code == 0 and "batch 2" in r.output, r.output
 
 
 def test_calibration_times_after_the_held_out_back_off(monkeypatch):

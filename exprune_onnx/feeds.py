@@ -1,0 +1,241 @@
+"""What a model's inputs accept: their dims, a fixed batch, ``--input-shape``,
+``--input-value`` and seeded random values for inputs nobody gave data for.
+
+* An input's first axis is its batch axis (the sample axis of every data file) unless
+  the input is a scalar (rank 0: a sample rate, a step count): a scalar is fed as it
+  is to every run.
+* A **fixed batch** B (every batched input's first dim is the same number) means every
+  run feeds exactly B samples; a symbolic first dim takes any number.
+* ``--input-shape NAME:D1,D2,...`` names numbers for symbolic dims (a dim written as
+  a name, e.g. ``N``, stays symbolic). It is used for random inputs, shape inference
+  and FLOPs accounting; the written model keeps its symbolic dims.
+* ``--input-value NAME:VALUE`` (a number: every element is VALUE) or
+  ``NAME:LOW..HIGH`` (seeded random values: integers in [LOW, HIGH], floats in
+  [LOW, HIGH)) says what random values an input takes.
+
+Without ``--input-value``: floats are uniform in [0, 1); integers that are the
+indices of a Gather on a constant table (token ids into an embedding) are uniform
+over the table's rows; booleans are all True (a mask that keeps everything); any
+other integer input (a sample rate, a length) has no sensible random value, so the
+error asks for ``--input-value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .errors import DataError
+
+_NP_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32, onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.INT8: np.int8, onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+@dataclass
+class InputSpec:
+    """What the user said about the inputs: ``shapes`` name -> dims (an int, or a str
+    that stays symbolic), ``values`` name -> (low, high) (low == high: a constant)."""
+
+    shapes: dict[str, tuple] = field(default_factory=dict)
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def input_dims(vi: onnx.ValueInfoProto) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in vi.type.tensor_type.shape.dim]
+
+
+def input_dtype(vi: onnx.ValueInfoProto):
+    return _NP_TYPES.get(vi.type.tensor_type.elem_type)
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple]:
+    """``NAME:D1,D2,...`` -> (NAME, dims); a dim that is not a number stays symbolic."""
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name:
+        raise ValueError(f"expected NAME:D1,D2,... (e.g. x:1,3,224,224), got {text!r}")
+    parts = [d.strip() for d in dims.split(",")] if dims.strip() else []
+    out = []
+    for d in parts:
+        if d.isdigit() and int(d) > 0:
+            out.append(int(d))
+        elif d and (d[0].isalpha() or d[0] == "_"):
+            out.append(d)
+        else:
+            raise ValueError(f"{text!r}: each dim must be a positive number or a name, got {d!r}")
+    return name, tuple(out)
+
+
+def parse_input_value(text: str) -> tuple[str, tuple[float, float]]:
+    """``NAME:VALUE`` or ``NAME:LOW..HIGH`` -> (NAME, (low, high))."""
+    name, sep, value = text.rpartition(":")
+    low, dots, high = value.partition("..")
+    try:
+        bounds = (float(low), float(high if dots else low))
+    except ValueError:
+        bounds = None
+    if not sep or not name or bounds is None or bounds[0] > bounds[1] or not all(np.isfinite(bounds)):
+        raise ValueError(f"expected NAME:VALUE or NAME:LOW..HIGH (e.g. sample_rate:16000, ids:0..999), got {text!r}")
+    return name, bounds
+
+
+def check_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
+    """Every named input exists and every given shape agrees with the model's fixed dims."""
+    inputs = {vi.name: vi for vi in model_inputs(model)}
+    for name in [*spec.shapes, *spec.values]:
+        if name not in inputs:
+            raise DataError(f"--input-shape/--input-value name '{name}', which is not a model input "
+                            f"(its inputs: {', '.join(inputs) or 'none'})")
+    for name, dims in spec.shapes.items():
+        model_dims = input_dims(inputs[name])
+        if len(dims) != len(model_dims):
+            raise DataError(f"--input-shape {name}: gives {len(dims)} dims, the input has {len(model_dims)} "
+                            f"({_show(model_dims)})")
+        for i, (want, got) in enumerate(zip(model_dims, dims)):
+            if isinstance(want, int) and want > 0 and isinstance(got, int) and got != want:
+                raise DataError(f"--input-shape {name}: dim {i} is {got}, the model fixes it at {want} "
+                                f"({_show(model_dims)})")
+
+
+def resolved_dims(vi: onnx.ValueInfoProto, spec: InputSpec | None) -> list:
+    """The input's dims with the numbers ``spec`` gives for its symbolic ones."""
+    dims = input_dims(vi)
+    given = spec.shapes.get(vi.name) if spec else None
+    if not given:
+        return dims
+    return [d if isinstance(d, int) and d > 0 or not isinstance(g, int) else g for d, g in zip(dims, given)]
+
+
+def fixed_batch(model: onnx.ModelProto, spec: InputSpec | None = None) -> int | None:
+    """The batch every run must have (the batched inputs' first dim, when it is a number), or None."""
+    firsts = {resolved_dims(vi, spec)[0] for vi in model_inputs(model) if input_dims(vi)}
+    fixed = {d for d in firsts if isinstance(d, int) and d > 0}
+    return fixed.pop() if len(fixed) == 1 else None
+
+
+def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: InputSpec | None = None) -> int:
+    """``batch`` (the user's, or None for the default), checked against a fixed batch."""
+    fixed = fixed_batch(model, spec)
+    if batch is None:
+        return fixed or 1
+    if fixed is not None and batch != fixed:
+        first = next(vi for vi in model_inputs(model) if input_dims(vi))
+        raise DataError(f"{what} {batch} is impossible: the model's inputs fix the batch at {fixed} "
+                        f"('{first.name}' is {_show(input_dims(first))}); use {what} {fixed} or leave it out")
+    return batch
+
+
+def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
+    """``--input-shape`` options for every input with an open dim, built from its known dims."""
+    parts = []
+    for vi in model_inputs(model):
+        dims = resolved_dims(vi, spec)
+        if all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            continue
+        # Placeholders: 1 for the batch, 224 for an image's spatial dims, 128 for the rest.
+        fill = 224 if len(dims) == 4 else 128
+        shown = [str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else str(fill))
+                 for i, d in enumerate(dims)]
+        parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
+    return " ".join(parts)
+
+
+def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None,
+                  only: set[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Seeded values for the inputs (or those in ``only``): (batched, scalar) arrays,
+    the batched ones with ``samples`` on the first axis."""
+    spec = spec or InputSpec()
+    rng = np.random.default_rng(seed)
+    batched, scalars = {}, {}
+    for vi in model_inputs(model):
+        if only is not None and vi.name not in only:
+            continue
+        dims = resolved_dims(vi, spec)
+        if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            raise DataError(f"input '{vi.name}' has unknown dimensions {_show(input_dims(vi))}: give sample data "
+                            f"or fix them, e.g. {shape_example(model, spec)}")
+        dtype = input_dtype(vi)
+        if dtype is None:
+            raise DataError(f"input '{vi.name}' has an element type random inputs cannot fill: give sample data")
+        shape = (samples, *dims[1:]) if dims else ()
+        values = _random_values(model, vi.name, np.dtype(dtype), shape, rng, spec.values.get(vi.name))
+        (batched if dims else scalars)[vi.name] = values
+    return batched, scalars
+
+
+def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds) -> np.ndarray:
+    if bounds is None:
+        if dtype.kind == "f":
+            return rng.random(shape).astype(dtype)
+        if dtype.kind == "b":
+            return np.ones(shape, dtype)
+        rows = _table_rows(model, name)
+        if rows is None:
+            raise DataError(f"input '{name}' is {dtype} and nothing says which values it takes: give sample data "
+                            f"or --input-value {name}:VALUE (a number, or LOW..HIGH for random values)")
+        bounds = (0, rows - 1)
+    low, high = bounds
+    if dtype.kind == "f":
+        return rng.uniform(low, high, shape).astype(dtype) if high > low else np.full(shape, low, dtype)
+    return rng.integers(int(np.ceil(low)), int(np.floor(high)) + 1, shape).astype(dtype)
+
+
+def _table_rows(model: onnx.ModelProto, name: str) -> int | None:
+    """The rows of the constant table that ``name`` indexes through Gather (token ids), if any."""
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
+            tables[node.output[0]] = list(node.attribute[0].t.dims)
+    rows = [tables[n.input[0]][next((a.i for a in n.attribute if a.name == "axis"), 0)]
+            for n in model.graph.node
+            if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == name and n.input[0] in tables]
+    users = [n for n in model.graph.node if name in n.input]
+    return min(rows) if rows and len(rows) == len(users) else None
+
+
+def with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.ModelProto:
+    """A copy whose graph inputs carry the numbers ``shapes`` gives for their open dims
+    (for shape inference), or ``model`` itself when there are none."""
+    if not shapes:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        for d, value in zip(vi.type.tensor_type.shape.dim, shapes.get(vi.name, ())):
+            if isinstance(value, int) and not d.HasField("dim_value"):
+                d.dim_value = value
+    return out
+
+
+def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give ``out`` (compiled with --input-shape) the original's graph-input and output dims
+    back, and drop its intermediate shapes: the written model runs at any size the
+    original ran at, as onnxruntime infers the shapes again."""
+    inputs = {vi.name: vi for vi in original.graph.input}
+    outputs = {vi.name: vi for vi in original.graph.output}
+    for vi in out.graph.input:
+        if vi.name in inputs:
+            vi.CopyFrom(inputs[vi.name])
+    for vi in out.graph.output:
+        was = outputs.get(vi.name)
+        same_rank = was is not None and len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim)
+        if same_rank:
+            vi.type.tensor_type.shape.CopyFrom(was.type.tensor_type.shape)
+        else:  # an --argmax-only output lost its class axis: leave its shape to inference
+            vi.type.tensor_type.ClearField("shape")
+    del out.graph.value_info[:]
+
+
+def _show(dims: list) -> str:
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"

@@ -1,0 +1,58 @@
+"""Progress of long work (the latency objective, calibration, evaluate, verify).
+
+The long-running functions take a ``log`` hook called as ``log(text)`` or
+``log(text, done, total)``; ``text`` names the step, ``done``/``total`` count its
+units (layers timed, samples run). :func:`quiet` ignores it all. :class:`Bar` shows a
+rich progress bar with counts and an ETA on a terminal; off a terminal (logs, CI,
+tests) the command line uses :func:`quiet`, so nothing is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def quiet(text: str, done: int | None = None, total: int | None = None) -> None:
+    """The hook that shows nothing."""
+
+
+class Bar:
+    """A rich progress bar on stderr: one line per step, replaced when the step's name
+    changes. Use as a context manager; it is the ``log`` hook itself."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, \
+            TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self._task = None
+        self._step = None
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def __call__(self, text: str, done: int | None = None, total: int | None = None) -> None:
+        # The step is the text before its counts ("timing layer 3/48: conv2" -> "timing layer").
+        step = text.split(":")[0].rstrip("0123456789/ ")
+        if self._task is None or step != self._step or (total is not None and done == 0):
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(text, total=total)
+            self._step = step
+        self._progress.update(self._task, description=text, completed=done or 0, total=total)
+
+
+def for_terminal():
+    """A :class:`Bar` when stderr is a terminal, else a context that gives :func:`quiet`."""
+    import contextlib
+
+    if sys.stderr.isatty():
+        return Bar()
+    return contextlib.nullcontext(quiet)

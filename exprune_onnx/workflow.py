@@ -1,0 +1,194 @@
+"""The whole ``optimize`` workflow, for the command line and for Python alike.
+
+:func:`optimize` runs what ``exprune-onnx optimize`` runs: compile, calibrate (with
+calibration data), the objective, the check, and the report. The command line only
+parses options into :class:`~exprune_onnx.config.Options` (the compiler's) and
+:class:`Settings` (the rest), calls :func:`run`, prints and writes. A new option is
+one field of either dataclass, passed through here.
+
+(``exprune_onnx.optimize_model`` and ``exprune_onnx.pipeline.optimize`` are the
+compiler alone: one model in, rewritten model out, nothing run.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from .config import Options, parse_k
+from .data import Dataset, load_dataset, random_dataset
+from .errors import ConfigError
+from .feeds import InputSpec, check_batch, check_spec
+from .progress import quiet
+
+
+class UsageProblem(ConfigError):
+    """Options that do not go together; the command line reports it as a usage error."""
+
+
+@dataclass
+class Settings:
+    """Everything ``optimize`` does beyond compiling (the compiler's own knobs are Options)."""
+
+    check: bool = True
+    check_data: str | Path | Dataset | None = None
+    check_samples: int = 32
+    seed: int = 0
+    calibration: str | Path | Dataset | None = None
+    labels: str | Path | None = None
+    max_drop: float = 0.001
+    metric: str = "auto"
+    holdout: float = 0.5
+    # threshold, statstest, certified, or auto (per layer, needs calibration); None: Options.rule
+    rule: str | None = None
+    granularity: str = "output"  # the calibrated threshold rule: per output channel or per layer
+    objective: str = "latency"  # or flops
+    latency_batch: int | None = None  # None: the model's fixed batch, else 1
+    latency_threads: int = 1
+    input_values: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Optimized:
+    """What :func:`optimize` returns."""
+
+    model: onnx.ModelProto  # the optimised model (the input one when nothing paid)
+    rows: list[dict]  # one per rewritten layer (report.layer_rows)
+    report: dict  # what --report writes, plus the check and the objective
+    timings: dict[str, float]  # seconds per step: compile, calibrate, objective, check
+    result: object = None  # pipeline.Result
+    checked: object = None  # check.CheckResult, when the check ran
+    calibrated: object = None  # search.Outcome, with calibration
+    timed: object = None  # objective.LatencyChoice, under the latency objective
+
+    @property
+    def changed(self) -> bool:
+        return self.result.changed
+
+
+def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | None = None,
+             settings: Settings | None = None, input_shapes: dict | None = None, log=quiet,
+             **overrides) -> Optimized:
+    """Run the whole ``exprune-onnx optimize`` workflow on ``model`` and return the result.
+
+    Keyword ``overrides`` set fields of :class:`Options` (``threshold``, ``k``, ``rule``,
+    ...) or of :class:`Settings` (``calibration``, ``labels``, ``max_drop``,
+    ``objective``, ``check``, ...). ``input_shapes`` maps input names to dims
+    (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``log`` is a progress hook
+    (progress.py). Nothing is written: save ``result.model`` yourself.
+    """
+    from .modelio import load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    options = dataclasses.replace(options) if options else Options()
+    settings = dataclasses.replace(settings) if settings else Settings()
+    for key, value in overrides.items():
+        # rule is the workflow's (auto needs calibration); run() hands it to the compiler.
+        target = settings if hasattr(settings, key) else options if hasattr(options, key) else None
+        if target is None:
+            raise TypeError(f"optimize() got an unknown option {key!r}")
+        setattr(target, key, parse_k(value) if key == "k" else value)
+    if input_shapes is not None:
+        options.input_shapes = {name: tuple(dims) for name, dims in input_shapes.items()}
+    return run(model, options, settings, log)
+
+
+def validate(options: Options, settings: Settings) -> None:
+    """Combinations the workflow refuses (the command line shows them as usage errors)."""
+    if settings.calibration is None and settings.labels is not None:
+        raise UsageProblem("labels go with calibration data (--calibration)")
+    if settings.calibration is None and settings.rule == "auto":
+        raise UsageProblem("--rule auto chooses per layer on data: give --calibration")
+    if options.sparse_relu == "on" and not options.sparse_input:
+        raise UsageProblem("--sparse-relu on reads plain ReLUs sparsely, which --no-sparse-input turns off")
+    if settings.objective not in ("latency", "flops"):
+        raise UsageProblem(f"objective must be latency or flops, got {settings.objective!r}")
+
+
+def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: int = 32) -> Dataset:
+    if isinstance(source, Dataset):
+        return source
+    if source is None:
+        return random_dataset(model, samples, seed, spec)
+    return load_dataset(source, model, labels, spec, seed)
+
+
+def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet) -> Optimized:
+    """The workflow on a loaded model (module docstring)."""
+    from .check import compare
+    from .pipeline import optimize as compile_model
+
+    validate(options, settings)
+    rule = settings.rule or options.rule
+    if rule != "auto":
+        options.rule = rule
+    spec = InputSpec(dict(options.input_shapes), dict(settings.input_values))
+    check_spec(model, spec)
+    latency = None
+    if settings.objective == "latency":
+        latency = (check_batch(model, settings.latency_batch, "--latency-batch", spec), settings.latency_threads)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    calibrated = timed = checked = None
+    if settings.calibration is not None:
+        from .search import search
+
+        data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
+        calibrated = search(model, options, data, metric=settings.metric, max_drop=settings.max_drop,
+                            holdout=settings.holdout, seed=settings.seed, rule=rule,
+                            per_output=settings.granularity == "output", latency=latency, log=log)
+        result, timed = calibrated.result, calibrated.latency
+        timings["calibrate"] = time.perf_counter() - start
+    else:
+        result = compile_model(model, options)
+        timings["compile"] = time.perf_counter() - start
+        from .objective import choose, times_zero_inputs
+
+        if latency is not None and (result.changed or times_zero_inputs(options)):
+            start = time.perf_counter()
+            inputs = _dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples)
+            source = (f"'{inputs.source}'" if settings.check_data is not None
+                      else "seeded random inputs: prune rates on real data differ, give --check-data")
+            timed = choose(model, options, result, inputs, batch=latency[0], threads=latency[1], source=source,
+                           seed=settings.seed, log=log)
+            result = timed.result
+            timings["objective"] = time.perf_counter() - start
+    if settings.check and result.changed and (calibrated is None or settings.check_data is not None):
+        start = time.perf_counter()
+        data = _dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples)
+        checked = compare(model, result.model, data, log=log)
+        timings["check"] = time.perf_counter() - start
+    return Optimized(result.model, _rows(result, checked, calibrated),
+                     _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
+
+
+def _rows(result, checked, calibrated) -> list[dict]:
+    from .report import layer_rows
+
+    counts = checked.pruned if checked is not None else (calibrated.counts_holdout or None if calibrated else None)
+    return layer_rows(result, counts, calibrated.stats if calibrated else None)
+
+
+def _report(result, checked, calibrated, timed, timings) -> dict:
+    from .report import calibration_json, jsonable, latency_json
+
+    report = calibration_json(calibrated, "", "") if calibrated is not None else {}
+    report.update({
+        "changed": result.changed,
+        "dense_flops_per_sample": result.dense_flops,
+        "layers": report.get("layers") or _rows(result, checked, None),
+        "rejected": [vars(r) for r in result.rejected],
+        "latency": latency_json(timed) if timed is not None else None,
+        "check": None if checked is None else {
+            "samples": checked.samples, "source": checked.source, "outputs": [vars(d) for d in checked.outputs],
+            "pruned": {node: list(c) for node, c in checked.pruned.items()}},
+        "seconds": dict(timings),
+    })
+    return jsonable(report)
+

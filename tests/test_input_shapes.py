@@ -1,0 +1,292 @@
+"""Models in the styles real exports come in, through the plain ``optimize`` command.
+
+Fixed batch 1 and 4, a symbolic batch, symbolic H/W, a [batch, sequence] audio input
+with a scalar int64 sample rate, int64 token ids: each either works with the plain
+command, works with ``--input-shape``/``--input-value`` where the dims or values are
+unknowable, or fails with exit 6 and a message naming the option to give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from helpers import init, make_model, run_exprune, run_plain
+from onnx import TensorProto, helper
+
+from exprune_onnx.cli import main
+from exprune_onnx.data import random_dataset
+from exprune_onnx.errors import DataError, error_message
+from exprune_onnx.feeds import InputSpec, parse_input_shape, parse_input_value
+
+RNG = np.random.default_rng(7)
+
+
+def _w(*shape) -> np.ndarray:
+    return (RNG.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+
+def mlp(first_dims, name: str = "x") -> onnx.ModelProto:
+    """x [.., 32] -> MatMul -> Relu -> MatMul (rewritable, n = 64) -> Relu -> MatMul -> y."""
+    nodes = [helper.make_node("MatMul", [name, "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["r2"]),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
+    return make_model(nodes, [helper.make_tensor_value_info(name, TensorProto.FLOAT, [*first_dims, 32])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                      [init("w1", _w(32, 64)), init("w2", _w(64, 64)), init("w3", _w(64, 10))])
+
+
+def conv_hw() -> onnx.ModelProto:
+    """x [N, 3, H, W] -> Conv -> Relu -> Conv (rewritable, n = 32) -> Relu -> pool -> y [N, 32]."""
+    nodes = [helper.make_node("Conv", ["x", "c1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "c2"], ["c"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c"], ["d"]), helper.make_node("GlobalAveragePool", ["d"], ["e"]),
+             helper.make_node("Flatten", ["e"], ["y"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
+                      [init("c1", _w(32, 3, 3, 3)), init("c2", _w(32, 32, 3, 3) / 3)])
+
+
+def audio() -> onnx.ModelProto:
+    """wave [batch, sequence] float and a scalar int64 sample rate -> y [batch, 8]."""
+    nodes = [helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["srf", "ref_rate"], ["scale"]),
+             helper.make_node("Mul", ["wave", "scale"], ["scaled"]),
+             helper.make_node("Unsqueeze", ["scaled", "axis"], ["frames"]),
+             helper.make_node("MatMul", ["frames", "w0"], ["h0"]), helper.make_node("Relu", ["h0"], ["r0"]),
+             helper.make_node("MatMul", ["r0", "w1"], ["h1"], name="h1"), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"]),
+             helper.make_node("ReduceMean", ["h2", "time"], ["y"], keepdims=0)]
+    return make_model(nodes, [helper.make_tensor_value_info("wave", TensorProto.FLOAT, ["batch", "sequence"]),
+                              helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+                      [init("ref_rate", np.float32(16000)), init("axis", np.array([-1], np.int64)),
+                       init("w0", _w(1, 32)), init("w1", _w(32, 64)), init("w2", _w(64, 8)),
+                       init("time", np.array([1], np.int64))], opset=18)
+
+
+def token_ids() -> onnx.ModelProto:
+    """ids [N, 16] int64 -> Gather(embedding [100, 32]) -> MatMul (rewritable) -> Relu -> ... -> y [N, 10]."""
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
+             helper.make_node("MatMul", ["e", "w1"], ["h1"], name="h1"), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["r2"]),
+             helper.make_node("MatMul", ["r2", "w3"], ["h3"]),
+             helper.make_node("ReduceMean", ["h3", "time"], ["y"], keepdims=0)]
+    return make_model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 16])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                      [init("emb", RNG.random((100, 32)).astype(np.float32)), init("w1", _w(32, 64)),
+                       init("w2", _w(64, 64)), init("w3", _w(64, 10)), init("time", np.array([1], np.int64))],
+                      opset=18)
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def save(model, tmp_path, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save(model, path)
+    return path
+
+
+def one_line_error(r, code: int) -> str:
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, r.output
+    return lines[0]
+
+
+# ------------------------------------------------------------------ fixed and symbolic batch
+
+
+@pytest.mark.parametrize("first", [[1], [4], ["N"]], ids=["batch1", "batch4", "symbolic"])
+@pytest.mark.parametrize("objective", ["latency", "flops"])
+def test_plain_command_runs_at_the_batch_the_model_takes(tmp_path, first, objective):
+    path = save(mlp(first), tmp_path)
+    args = ["optimize", path, "-o", tmp_path / "o.onnx"] + (["--objective", "flops"] if objective == "flops" else [])
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    out = onnx.load(tmp_path / "o.onnx")
+    onnx.checker.check_model(out)
+    assert out.graph.input[0] == onnx.load(path).graph.input[0]
+    if objective == "flops":  # rewritten and checked on 32 random samples
+        assert "ExPruneDenseRelu" in [n.op_type for n in out.graph.node]
+        assert "check 'y'" in r.output  # the check ran, at the batch the model takes
+
+
+def test_fixed_batch_pads_the_last_run_and_cuts_it_off(tmp_path):
+    """5 samples at a fixed batch of 4: two runs, the second padded; outputs are exactly the 5 samples'."""
+    model = mlp([4])
+    data = random_dataset(model, 5, 0)
+    assert data.batch == 4
+    runs = list(data.batches(64))
+    assert [f["x"].shape[0] for f in runs] == [4, 4]
+    np.testing.assert_array_equal(runs[1]["x"][:1], data.inputs["x"][4:5])
+    from exprune_onnx.check import compare
+
+    checked = compare(model, model, data)
+    assert checked.samples == 5 and checked.outputs[0].max_abs == 0.0
+
+
+def test_check_on_fewer_samples_than_a_fixed_batch(tmp_path):
+    path = save(mlp([4]), tmp_path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops", "--check-samples", 3,
+            "--threshold", "-inf")
+    assert r.exit_code == 0, r.output
+    assert "100.00%" in r.output
+
+
+def test_latency_batch_a_fixed_batch_forbids_is_a_clear_error(tmp_path):
+    path = save(mlp([1]), tmp_path)
+    line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx", "--latency-batch", 8), 6)
+    assert "--latency-batch 8 is impossible" in line and "fix the batch at 1" in line
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_evaluate_and_verify_at_a_fixed_batch(tmp_path):
+    path = save(mlp([4]), tmp_path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops", "--threshold", "-inf")
+    assert r.exit_code == 0, r.output
+    r = cli("verify", path, tmp_path / "o.onnx", "--samples", 6)
+    assert r.exit_code == 0, r.output
+    np.savez(tmp_path / "d.npz", x=RNG.random((6, 32)).astype(np.float32))
+    r = cli("evaluate", path, tmp_path / "o.onnx", "--data", tmp_path / "d.npz", "--runs", 2)
+    assert r.exit_code == 0, r.output
+    line = one_line_error(cli("evaluate", path, tmp_path / "o.onnx", "--data", tmp_path / "d.npz", "--batch", 2), 6)
+    assert "--batch 2 is impossible" in line
+
+
+# ------------------------------------------------------------------ symbolic H/W
+
+
+def test_symbolic_hw_without_a_shape_names_input_shape(tmp_path):
+    path = save(conv_hw(), tmp_path)
+    line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
+    assert "--input-shape x:1,3,224,224" in line and "'x'" in line
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):
+    path = save(conv_hw(), tmp_path)
+    out = tmp_path / "o.onnx"
+    r = cli("optimize", path, "-o", out, "--objective", "flops", "--input-shape", "x:N,3,12,12", "--threshold", "-inf")
+    assert r.exit_code == 0, r.output
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node if n.domain] == ["ExPruneConvRelu"]
+    assert model.graph.input[0] == onnx.load(path).graph.input[0]  # still [N, 3, H, W]
+    # It runs at another size than the one it was compiled at, exactly.
+    x = RNG.random((2, 3, 9, 7)).astype(np.float32)
+    np.testing.assert_allclose(run_exprune(model, {"x": x})[0], run_plain(onnx.load(path), {"x": x})[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_inspect_counts_flops_with_input_shape(tmp_path):
+    path = save(conv_hw(), tmp_path)
+    r = cli("inspect", path, "--input-shape", "x:1,3,16,16")
+    assert r.exit_code == 0, r.output
+    # conv1 3->32 and conv2 32->32, 3x3 taps, 16x16 outputs, 2 FLOPs per MAC.
+    flops = 2 * 16 * 16 * 9 * (3 * 32 + 32 * 32)
+    assert f"dense FLOPs: {flops / 1e6:.2f} MFLOPs" in r.output
+
+
+def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):
+    path = save(conv_hw(), tmp_path)
+    line = one_line_error(cli("optimize", path, "--input-shape", "x:1,4,16,16"), 6)
+    assert "dim 1 is 4, the model fixes it at 3" in line
+    line = one_line_error(cli("optimize", path, "--input-shape", "y:1,3"), 6)
+    assert "not a model input" in line and "x" in line
+    np.savez(tmp_path / "d.npz", x=RNG.random((2, 3, 8, 8)).astype(np.float32))
+    line = one_line_error(cli("optimize", path, "--check-data", tmp_path / "d.npz", "--input-shape", "x:1,3,16,16"), 6)
+    assert "[2, 3, 8, 8]" in line and "--input-shape" in line
+    assert cli("optimize", path, "--input-shape", "x:1,3").exit_code == 6
+    assert cli("optimize", path, "--input-shape", "x:1,3,0,16").exit_code == 2  # not a size: a usage error
+
+
+# ------------------------------------------------------------------ audio with a scalar side input
+
+
+def test_audio_with_a_scalar_sample_rate(tmp_path):
+    path = save(audio(), tmp_path)
+    out = tmp_path / "o.onnx"
+    line = one_line_error(cli("optimize", path, "-o", out), 6)
+    assert "--input-shape wave:1,128" in line
+    line = one_line_error(cli("optimize", path, "-o", out, "--input-shape", "wave:1,50"), 6)
+    assert "--input-value sr:VALUE" in line
+    r = cli("optimize", path, "-o", out, "--objective", "flops", "--threshold", "-inf",
+            "--input-shape", "wave:batch,50", "--input-value", "sr:16000")
+    assert r.exit_code == 0, r.output
+    assert "ExPruneDenseRelu" in [n.op_type for n in onnx.load(out).graph.node]
+    # The same sample rate goes with every run of given data that lacks it.
+    np.savez(tmp_path / "d.npz", wave=RNG.random((5, 50)).astype(np.float32))
+    r = cli("verify", path, out, "--data", tmp_path / "d.npz", "--input-value", "sr:8000")
+    assert r.exit_code == 0, r.output
+
+
+# ------------------------------------------------------------------ token ids
+
+
+def test_token_ids_get_ids_within_the_embedding(tmp_path):
+    model = token_ids()
+    data = random_dataset(model, 64, 0)
+    ids = data.inputs["ids"]
+    assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() == 99
+    path = save(model, tmp_path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops")
+    assert r.exit_code == 0, r.output
+    assert cli("optimize", path, "-o", tmp_path / "o2.onnx").exit_code == 0  # the plain command
+    spec = InputSpec(values={"ids": (5, 5)})
+    assert (random_dataset(model, 3, 0, spec).inputs["ids"] == 5).all()
+
+
+def test_an_integer_input_of_unknown_meaning_asks_for_input_value():
+    model = audio()
+    with pytest.raises(DataError, match="--input-value sr:VALUE"):
+        random_dataset(model, 2, 0, InputSpec(shapes={"wave": (1, 10)}))
+    data = random_dataset(model, 2, 0, InputSpec(shapes={"wave": (1, 10)}, values={"sr": (16000, 16000)}))
+    assert data.shared["sr"].shape == () and int(data.shared["sr"]) == 16000
+    assert data.inputs["wave"].shape == (2, 10)
+
+
+def test_option_parsers():
+    assert parse_input_shape("x:1,3,224,224") == ("x", (1, 3, 224, 224))
+    assert parse_input_shape("a:b:N,16") == ("a:b", ("N", 16))
+    assert parse_input_value("ids:0..999") == ("ids", (0.0, 999.0))
+    assert parse_input_value("sr:16000") == ("sr", (16000.0, 16000.0))
+    for bad in ("x", "x:1,-3", "x:1,,3"):
+        with pytest.raises(ValueError):
+            parse_input_shape(bad)
+    for bad in ("sr", "sr:abc", "ids:9..1", "x:nan"):
+        with pytest.raises(ValueError):
+            parse_input_value(bad)
+
+
+# ------------------------------------------------------------------ whole error messages
+
+
+def test_multi_line_onnxruntime_errors_keep_their_detail():
+    model = mlp([1])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception) as info:
+        session.run(None, {"x": np.zeros((32, 32), np.float32)})
+    text = error_message(info.value)
+    assert "\n" not in text
+    assert "Got invalid dimensions for input: x" in text and "index: 0 Got: 32 Expected: 1" in text
+    long = error_message(ValueError("a" * 2000 + " the reason"))
+    assert long.endswith("the reason") and len(long) < 700
+    assert error_message(ValueError("/x/y.cc:12 void f(int) Something failed\n\nStacktrace:\n#0 f")) == \
+        "Something failed"
+
+
+def test_a_bool_mask_keeps_everything_and_floats_take_a_range():
+    nodes = [helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "m"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    data = random_dataset(model, 3, 0, InputSpec(values={"x": (2.0, 3.0)}))
+    assert data.inputs["mask"].dtype == np.bool_ and data.inputs["mask"].all()
+    assert data.inputs["x"].min() >= 2.0 and data.inputs["x"].max() < 3.0
+    assert not random_dataset(model, 3, 0, InputSpec(values={"mask": (0, 0)})).inputs["mask"].any()

@@ -1,0 +1,64 @@
+"""Screening each rewrite alone before the latency objective times the whole model (screen.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from helpers import run_exprune, run_plain
+from test_objective import _choose, scripted_clock, three_layer_mlp
+
+import exprune_onnx
+from exprune_onnx import objective, screen
+from exprune_onnx.config import Options
+
+
+def test_a_layer_cut_out_alone_computes_what_it_computes_in_the_model():
+    model = three_layer_mlp()
+    result = exprune_onnx.optimize_model(model, Options(threshold=-math.inf, sparse_relu="off"))
+    h1 = next(rw for rw in result.rewritten if rw.candidate.layer == "h1")
+    ins, out = [h1.candidate.x.name], h1.candidate.output.name
+    fast, dense = screen.subgraph(result.model, ins, out), screen.subgraph(model, ins, out)
+    assert [n.op_type for n in dense.graph.node] == ["Gemm", "Relu"]
+    assert "ExPruneDenseRelu" in [n.op_type for n in fast.graph.node]
+    assert all(n.op_type not in ("Gemm",) or n.name != "h0" for n in fast.graph.node)  # nothing from above
+    x = np.abs(np.random.default_rng(0).standard_normal((5, 96))).astype(np.float32)
+    np.testing.assert_allclose(run_exprune(fast, {ins[0]: x})[0], run_plain(dense, {ins[0]: x})[0],
+                               rtol=1e-5, atol=1e-5)
+    # The values it is timed on are those the original computes there.
+    feeds = [{"x": np.ones((2, 64), np.float32)}]
+    captured = screen.layer_inputs(model, ins, feeds)
+    want = onnx.ModelProto()
+    want.CopyFrom(model)
+    want.graph.output.append(onnx.helper.make_tensor_value_info(ins[0], onnx.TensorProto.FLOAT, None))
+    np.testing.assert_array_equal(captured[0][ins[0]], run_plain(want, feeds[0])[1])
+
+
+def test_a_layer_that_reads_more_than_its_inputs_is_not_cut_out():
+    model = three_layer_mlp()
+    assert screen.subgraph(model, ["r0"], "r2") is not None  # two layers: still bounded by r0
+    assert screen.subgraph(model, ["r1"], "y") is not None
+    assert screen.subgraph(model, ["w0"], "r1") is None  # reaches the graph input x
+
+
+def test_a_layer_slower_alone_is_dropped_without_timing_the_model(monkeypatch):
+    calls = scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
+    monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)  # screen even this tiny model
+    choice = _choose(three_layer_mlp())
+    rows = {t.layer: t for t in choice.layers}
+    assert rows["h1"].alone and not rows["h1"].kept  # slower alone: dropped there
+    assert not rows["h2"].alone and rows["h2"].kept  # a sparse consumer reads it: timed in the model
+    reason = next(r.reason for r in choice.result.rejected if r.layer == "h1")
+    assert "the layer alone took" in reason
+    whole = [c for c in calls if len(c[0].graph.node) > 4]
+    assert all(not any(n.name.startswith("h1_") for n in [*c[0].graph.node, *c[1].graph.node] if n.domain)
+               for c in whole)  # h1 never appears in a whole-model timing
+    assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
+
+
+def test_a_layer_faster_alone_is_still_timed_in_the_model(monkeypatch):
+    scripted_clock(monkeypatch, {"h1": 0.2, "h2": 0.3})
+    monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)
+    choice = _choose(three_layer_mlp())
+    assert [(t.layer, t.alone, t.kept) for t in choice.layers] == [("h1", False, True), ("h2", False, True)]

@@ -1,0 +1,131 @@
+"""``exprune_onnx.optimize``: the workflow the CLI runs, from Python; progress and Ctrl-C."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_input_shapes import mlp, save
+
+import exprune_onnx
+from exprune_onnx import objective, workflow
+from exprune_onnx.cli import main
+from exprune_onnx.data import random_dataset
+from exprune_onnx.progress import Bar, quiet
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+EXAMPLE = MODELS / "fashion_cnn.onnx"
+SLICE = MODELS / "fashion_test_slice.npz"
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("extra, kwargs", [
+    ([], {}),
+    (["--threshold", "-0.5", "--k", "16", "--no-sparse-input"], {"threshold": -0.5, "k": 16, "sparse_input": False}),
+    (["--calibration", "SMALL", "--max-drop", "0.02", "--granularity", "layer"],
+     {"calibration": "SMALL", "max_drop": 0.02, "granularity": "layer"}),
+], ids=["defaults", "compiler-options", "calibration"])
+def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
+    """Same options, same model: the objective is flops here, since timing is not repeatable."""
+    small = tmp_path / "small.npz"
+    with np.load(SLICE) as data:
+        np.savez(small, input=data["input"][:160], labels=data["labels"][:160])
+    extra = [small if a == "SMALL" else a for a in extra]
+    kwargs = {k: small if v == "SMALL" else v for k, v in kwargs.items()}
+    out = tmp_path / "o.onnx"
+    r = cli("optimize", EXAMPLE, "-o", out, "--objective", "flops", "--check-data", small, *extra)
+    assert r.exit_code == 0, r.output
+    done = exprune_onnx.optimize(EXAMPLE, objective="flops", check_data=small, **kwargs)
+    assert done.changed and done.rows
+    assert out.read_bytes() == done.model.SerializeToString()
+    assert [row["layer"] for row in done.report["layers"]] == [row["layer"] for row in done.rows]
+    assert set(done.timings) <= {"compile", "calibrate", "objective", "check"} and done.timings
+    if "calibration" in kwargs:
+        assert done.calibrated is not None and done.report["budget_met"] in (True, False)
+    else:
+        assert done.checked is not None and done.report["check"]["samples"] == done.checked.samples
+
+
+def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
+    from test_input_shapes import conv_hw
+
+    done = exprune_onnx.optimize(conv_hw(), input_shapes={"x": ("N", 3, 12, 12)}, objective="flops",
+                                 threshold=float("-inf"))
+    assert done.changed and done.checked is not None
+    assert done.model.graph.input[0] == conv_hw().graph.input[0]
+    with pytest.raises(TypeError, match="unknown option 'thresold'"):
+        exprune_onnx.optimize(conv_hw(), thresold=0)
+    with pytest.raises(workflow.UsageProblem, match="--calibration"):
+        exprune_onnx.optimize(mlp(["N"]), rule="auto")
+
+
+def test_compiler_options_given_whole_are_kept():
+    options = exprune_onnx.Options(rule="statstest", threshold=float("-inf"))
+    done = exprune_onnx.optimize(mlp(["N"]), options=options, objective="flops", check=False)
+    assert {rw.rule for rw in done.result.rewritten} == {"statstest"}
+    assert options.rule == "statstest" and done.timings.keys() == {"compile"}
+
+
+def test_optimize_model_is_still_the_compiler_alone():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = exprune_onnx.optimize_model(mlp(["N"]), threshold=float("-inf"))
+    assert res.changed and not hasattr(res, "timings")
+
+
+def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path, monkeypatch):
+    path = save(mlp([1]), tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(objective, "time_pair", interrupted)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx")
+    assert r.exit_code == 130 and "interrupted" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "o.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary file left behind
+
+
+def test_progress_is_quiet_off_a_terminal(tmp_path):
+    path = save(mlp([1]), tmp_path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx")
+    assert r.exit_code == 0, r.output
+    assert "ETA" not in r.output and "timing early-exit" not in r.output
+
+
+def test_the_bar_counts_steps():
+    seen = []
+    with Bar() as bar:
+        bar("timing early-exit layers: a", 0, 3)
+        bar("timing early-exit layers: b", 1, 3)
+        task = bar._progress.tasks[0]
+        seen.append((task.completed, task.total, task.description))
+        bar("checking: the original", 5, 10)
+        seen.append((bar._progress.tasks[0].completed, bar._progress.tasks[0].total))
+        assert len(bar._progress.tasks) == 1
+    assert seen == [(1, 3, "timing early-exit layers: b"), (5, 10)]
+    quiet("anything", 1, 2)
+
+
+def test_timing_gives_up_on_a_clearly_slower_rewrite():
+    model = mlp(["N"])
+    feeds = objective.timing_feeds(random_dataset(model, 8, 0), 1)
+    calls = []
+
+    def always(a_ms, b_ms):
+        calls.append((a_ms, b_ms))
+        return True
+
+    objective.time_pair(model, model, feeds, 1, passes=20, give_up=always)
+    assert len(calls) == 1  # checked once, after MIN_PASSES passes, then stopped
+    calls.clear()
+    objective.time_pair(model, model, feeds, 1, passes=5, give_up=lambda a, b: calls.append(1) and False)
+    assert len(calls) == 5 - objective.MIN_PASSES + 1
+    assert objective.clearly_slower(1.0 + 2 * objective.GIVE_UP, 1.0)
+    assert not objective.clearly_slower(1.0, 1.0)
