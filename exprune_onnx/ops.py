@@ -12,6 +12,7 @@ CONV_RELU = "ExPruneConvRelu"
 ARGMAX_HEAD = "ExPruneArgmaxHead"
 # Not an early-exit op: the layer after one, skipping its zero inputs (rules/sparse_input.py).
 SPARSE_MATMUL = "ExPruneSparseMatMul"
+SPARSE_CONV = "ExPruneSparseConv"
 
 # The early-exit ops: partial product in, pruned output and [pruned, total] stats out.
 PRUNE_OPS = (DENSE_RELU, CONV_RELU, ARGMAX_HEAD)

@@ -9,7 +9,9 @@
 6. sparse inputs (``rules/sparse_input.py``, off with ``Options.sparse_input = False``):
    a MatMul or Gemm reading an ``ExPruneDenseRelu``'s output, new or already in the
    model, becomes ``ExPruneSparseMatMul``, which skips the zero inputs; so does one
-   reading a plain Relu's with ``Options.sparse_relu = "on"``;
+   reading a plain Relu's with ``Options.sparse_relu = "on"``; then a Conv reading the
+   zeros of an early-exit op or (``sparse_relu``) of a Relu/Clip, through a MaxPool or
+   not, becomes ``ExPruneSparseConv`` with the group after it fused (``rules/sparse_conv.py``);
 7. export: dead nodes removed, topological order, IR version and metadata kept.
 
 When nothing is rewritten the input model is returned as it was, so a second run
@@ -32,7 +34,7 @@ from .canonicalize import constants_to_initializers, dense_initializers, fold_ba
 from .config import SPARSE_RELU, Options, choose_k
 from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
-from .rules import RULES, sparse_input
+from .rules import RULES, sparse_conv, sparse_input
 from .errors import ConfigError
 from .rules.base import Candidate, Context, NoMatch, Rewritten
 
@@ -202,6 +204,9 @@ def optimize(model: onnx.ModelProto, options: Options) -> Result:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]
     sparse, skipped = sparse_input.apply(_contexts(graph, options)) if options.sparse_input else ([], [])
+    if options.sparse_input:  # after the MatMuls: they look for the Relu the convs may fuse
+        convs, conv_skipped = sparse_conv.apply(_contexts(graph, options))
+        sparse, skipped = sparse + convs, skipped + conv_skipped
     sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
     if not rewritten and not sparse:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn, [], sparse_rejected)
