@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from . import report
+from . import ops, report
 from ._version import __version__
 from .config import DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_k
 from .errors import ExPruneError, OutputError
@@ -20,7 +20,8 @@ from .metrics import METRICS
 _EPILOG_OPTIMIZE = """\b
 Examples:
   exprune-onnx optimize model.onnx                      # threshold 0, writes model.exprune.onnx
-  exprune-onnx optimize model.onnx --threshold -inf     # exact: rewrites, prunes nothing
+  exprune-onnx optimize model.onnx --threshold=-inf --check-data photos.npz
+                                   # lossless: only the zero-input skipping that is faster stays
   exprune-onnx optimize model.onnx --config layers.json -o fast.onnx
   exprune-onnx optimize model.onnx --check-data inputs.npz --explain
 """
@@ -158,11 +159,14 @@ def main(debug: bool) -> None:
 @click.option("--emit-stats", is_flag=True,
               help="Expose each early-exit op's [pruned, total] counters as extra graph outputs.")
 @click.option("--sparse-input/--no-sparse-input", default=True, show_default=True,
-              help="A MatMul/Gemm reading an early-exit layer's output skips its zero inputs (ExPruneSparseMatMul).")
+              help="A MatMul/Gemm or Conv reading an early-exit layer's output skips its zero inputs "
+                   "(ExPruneSparseMatMul, ExPruneSparseConv).")
 @click.option("--sparse-relu", type=click.Choice(SPARSE_RELU), default="auto", show_default=True,
-              help="The same for a MatMul/Gemm reading a plain ReLU's output (exact; fast only where most inputs "
-                   "are zero): auto times each one under --objective latency and keeps it if faster, and leaves "
-                   "them alone under flops; on rewrites them all (under latency, still timed); off never.")
+              help="The same for a MatMul/Gemm or a Conv reading a plain ReLU's (or Clip(0, c)'s, or a MaxPool "
+                   "of one) output (exact; fast only where many inputs are zero): auto times each one under "
+                   "--objective latency and keeps it if faster, and leaves them alone under flops; on rewrites "
+                   "them all (under latency, still timed); off never. With --threshold=-inf this is the lossless "
+                   "mode (docs/sparse_conv.md).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run original and optimised model in onnxruntime and compare outputs.")
 @click.option("--check-data", type=click.Path(path_type=Path),
@@ -277,6 +281,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
         console.print(report.layers_table(result, counts, f"Rewritten layers ({model.name})",
                                           outcome.stats if outcome else None))
+    if any(s.op_node.op == ops.SPARSE_CONV for s in result.sparse):
+        console.print(report.sparse_table(result, checked.pruned if checked is not None else None))
     if timed is not None and timed.layers:
         console.print(report.latency_table(timed))
     if explain and (result.rejected or result.sparse_rejected):

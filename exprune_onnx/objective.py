@@ -15,7 +15,10 @@ rewritten layer is timed where it lives, in the whole model:
    (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off"
    or ``sparse_input`` is off.
    This one is exact; whether it pays depends on how many zeros the ReLU gives on
-   these inputs and on the batch.
+   these inputs and on the batch. Convolutions reading a ReLU's zeros
+   (``ExPruneSparseConv``, rules/sparse_conv.py) are among them; each is first timed
+   alone on its real input, and only one faster alone is timed in the whole model
+   (screen.py). Early-exit layers that prune nothing (T = -inf) are dropped untimed.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
    kept ReLU consumers) against the original model. If it is not at least ``MARGIN``
    faster, nothing is rewritten at all: the latency objective never returns a slower
@@ -42,6 +45,7 @@ from .config import Options
 from .data import Dataset
 from .errors import RuntimeCheckError
 from .pipeline import Result, optimize
+from .screen import ALONE_MARGIN, prunes_nothing, screen
 from .timing import session as timing_session
 
 # A layer must make the whole model this much faster to stay: below it, the
@@ -61,6 +65,7 @@ class LayerTiming:
     without_ms: float  # the same model with this layer dense
     kept: bool
     kind: str = EARLY_EXIT
+    note: str = ""  # decided without a whole-model timing: why (screen.py); the times are then the layer's alone
 
     @property
     def gain(self) -> float:
@@ -233,6 +238,10 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     del probe
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
+        if prunes_nothing(options, layer):
+            choice.layers.append(LayerTiming(layer, 0.0, 0.0, False, note="prunes nothing at threshold -inf"))
+            dropped.append(layer)
+            continue
         log(f"timing layer {i + 1}/{len(order)}: {layer}")
         with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
@@ -244,7 +253,14 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu] if try_relu else []
     relu_candidates.sort(key=lambda s: (int(np.prod(s.op_node.inputs[1].shape)), s.layer))
     relu_kept: list[str] = []
+    if relu_candidates:
+        log("timing the sparse convolutions alone")
+        alone = screen(build(dropped, "all").model, relu_candidates, feeds, threads, passes, time_pair)
     for i, s in enumerate(relu_candidates):
+        if s.layer in alone and alone[s.layer][0] > alone[s.layer][1] * (1.0 - ALONE_MARGIN):
+            sparse_ms, dense_ms = alone[s.layer]
+            choice.layers.append(LayerTiming(s.layer, sparse_ms, dense_ms, False, ZERO_INPUTS, "not faster alone"))
+            continue
         log(f"timing zero-input skipping {i + 1}/{len(relu_candidates)}: {s.layer}")
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
                                         feeds, threads, passes)
@@ -264,8 +280,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             choice.optimized_ms = choice.original_ms
             dropped, relu_kept = list(layers), []
     else:
-        # The last comparison's dense side was the original model.
-        choice.original_ms = choice.optimized_ms = choice.layers[-1].without_ms if choice.layers else 0.0
+        # The last whole-model comparison's dense side was the original model.
+        timed = [t for t in choice.layers if not t.note]
+        choice.original_ms = choice.optimized_ms = timed[-1].without_ms if timed else 0.0
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
     if relu_candidates:  # the dropped ones then say why (rules/sparse_input.py)
@@ -275,7 +292,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
-               else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
+               else t.note if t.note else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")
     choice.result = optimize(original, choice.options)

@@ -355,16 +355,28 @@ def test_verify_accepts_and_catches_tampering():
 
 
 def test_flops_count_the_inputs_read():
-    """Accounting: the op's stats say how many inputs it read; FLOPs scale with that share."""
-    from exprune_onnx.accounting import sparse_conv_flops
+    """The dense count is the Conv's; the op's stats [non-zero read, total] give the skipped share."""
+    from exprune_onnx.check import compare
+    from exprune_onnx.measure import flops_saved
 
     rng = np.random.default_rng(9)
-    res = exprune_onnx.optimize_model(relu_conv(rng), **SPARSE, emit_stats=True)
+    model = relu_conv(rng)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
     node = sparse_node(res.model)
-    assert len(node.output) == 2
-    dense = 2 * 8 * 9 * 6 * 10 * 10
-    assert sparse_conv_flops(res.model)[node.name] == dense
-    assert res.dense_flops == 2 * 3 * 9 * 8 * 100 + dense
+    assert res.dense_flops == 2 * 3 * 9 * 8 * 100 + 2 * 8 * 9 * 6 * 100
+    # Each skipped input feeds M * KH * KW = 54 multiply-adds (stride 1, "same" padding).
+    assert flops_saved(res.model, {node.name: (300, 800)}) == 500 * 2 * 6 * 9
+    data = random_dataset(model, 4, 0)
+    checked = compare(model, res.model, data)
+    r0 = run_plain(expose_r0(model), {"x": data.inputs["x"]})[1]
+    assert checked.pruned[node.name] == (int(np.count_nonzero(r0)), r0.size)
+
+
+def expose_r0(model):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.append(vi("r0", None))
+    return out
 
 
 def test_cli_explain_names_the_rewrite(tmp_path):

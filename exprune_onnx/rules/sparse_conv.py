@@ -243,3 +243,11 @@ def _unfuse(c: ConvConsumer, ctx: Context) -> None:
     """Make ``c`` the Conv alone: another consumer fuses the group it shares."""
     c.group, c.output = None, c.conv.outputs[0]
     c.w, c.bias = _conv_alone(c.conv, ctx)
+
+
+def unpack(w: np.ndarray, group: int) -> np.ndarray:
+    """The op's ``[C, KH, KW, M/group]`` weight back as Conv's ``W[M, C/group, KH, KW]``."""
+    c, kh, kw, mg = w.shape
+    cg = c // group
+    return np.ascontiguousarray(w.reshape(group, cg, kh, kw, mg).transpose(0, 4, 1, 2, 3)
+                                .reshape(group * mg, cg, kh, kw))
