@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_attrs.h"
 #include "domain.h"
 #include "kernel_util.h"
 #include "prune_op.h"
@@ -39,10 +40,7 @@ class ConvReluKernel : public PruneKernel<ConvReluKernel> {
  private:
   void PackConstantWeights(const OrtKernelInfo* info) noexcept;
 
-  std::string auto_pad_ = "NOTSET";
-  // As given on the node; empty when absent. Lengths are checked against the
-  // input's spatial rank at run time.
-  std::vector<int64_t> kernel_shape_, strides_, pads_, dilations_;
+  ConvAttrs conv_;
   // w_tail repacked for the sparse path (RepackTaps in conv_relu.cc) when it is a
   // constant initializer: used while the input is that same tensor.
   AlignedFloats packed_;

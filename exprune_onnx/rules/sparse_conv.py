@@ -171,11 +171,8 @@ def _fusable(conv: gs.Node, ctx: Context, m: int) -> chain.Chain | None:
 
 
 def repack(w: np.ndarray, group: int) -> np.ndarray:
-    """``W[M, C/group, KH, KW]`` as the op's ``[C, KH, KW, M/group]`` (module docstring)."""
-    m, cg, kh, kw = w.shape
-    mg = m // group
-    return np.ascontiguousarray(w.reshape(group, mg, cg, kh, kw).transpose(0, 2, 3, 4, 1)
-                                .reshape(group * cg, kh, kw, mg), dtype=np.float32)
+    """``W[M, C/group, KH, KW]`` as the op's ``[C, KH, KW, M/group]`` float32 (module docstring)."""
+    return np.ascontiguousarray(ops.sparse_conv_weights(w, group), dtype=np.float32)
 
 
 def op_attrs(conv: gs.Node, w_shape, clip_max: float | None) -> dict:
