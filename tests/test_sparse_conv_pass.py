@@ -350,7 +350,7 @@ def test_verify_accepts_and_catches_tampering():
         else:
             del node.input[3]
         rows = verify(model, bad, data)
-        failed = [r for r in rows if not r.ok and r.name in ("structure", "weights")]
+        failed = [r for r in rows if not r.ok and r.check in ("structure", "weights")]
         assert failed and any(words in r.detail for r in failed), (tamper, rows)
 
 
