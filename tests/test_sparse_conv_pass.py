@@ -390,3 +390,74 @@ def test_cli_explain_names_the_rewrite(tmp_path):
                                   "--sparse-relu", "on", "--threshold", "-inf"])
     assert r.exit_code == 0, r.output
     assert node_types(onnx.load(out))[-1] == ops.SPARSE_CONV
+
+
+def test_shortcut_conv_is_rewritten_alone_beside_an_early_exit_block():
+    """c1 becomes an early-exit layer that takes the block's Add -> Relu; the shortcut c2 reads
+    the stem's Relu and is rewritten alone, its output the early-exit op's residual."""
+    rng = np.random.default_rng(11)
+    nodes, inits = stem(rng)
+    inits += [init("W1", weight(rng, 8, 8)), init("W2", weight(rng, 8, 8, 1))]
+    nodes += [conv("c1", "r0", "W1", "a1", pads=[1, 1, 1, 1]), conv("c2", "r0", "W2", "a2"),
+              helper.make_node("Add", ["a1", "a2"], ["s"], name="join"), helper.make_node("Relu", ["s"], ["y"])]
+    model = build(nodes, inits)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", min_units=4, k=4,
+                                      unit_order="stored")
+    assert [rw.candidate.layer for rw in res.rewritten] == ["c1"]
+    assert [(s.layer, s.op_types) for s in res.sparse] == [("c2", ["Conv"])]
+    onnx.checker.check_model(res.model)
+    f = feeds(rng)
+    for ref, got in zip(run_plain(model, f), run_exprune(res.model, f)):
+        assert_close(ref, got)
+    rows = verify(model, res.model, random_dataset(model, 4, 0))
+    assert all(r.ok for r in rows), rows
+
+
+def test_a_later_run_reads_a_sparse_convs_relu():
+    """A first run keeps only c1 sparse; a second run finds c2 behind c1's fused Relu."""
+    rng = np.random.default_rng(12)
+    model = chain3(rng)
+    first = exprune_onnx.optimize_model(model, **SPARSE, sparse_relu_layers=frozenset({"c1"}))
+    assert [s.layer for s in first.sparse] == ["c1"]
+    second = exprune_onnx.optimize_model(first.model, **SPARSE)
+    assert [(s.layer, s.source) for s in second.sparse] == [("c2", ops.SPARSE_CONV)]
+    assert_same_outputs(model, second.model, rng)
+
+
+def test_screen_pairs_compute_the_same_layer():
+    """The objective's layer-alone pair (screen.py): the op and the dense Conv it stands for agree."""
+    from exprune_onnx.screen import alone_pair
+
+    rng = np.random.default_rng(13)
+    res = exprune_onnx.optimize_model(relu_conv(rng, clip=True, group=2, stride=2), **SPARSE)
+    node = sparse_node(res.model)
+    x = np.maximum(rng.standard_normal((2, 8, 10, 10)), 0).astype(np.float32)
+    sparse, dense = alone_pair(res.model, node.name, list(x.shape))
+    onnx.checker.check_model(dense)
+    (want,) = run_plain(dense, {"r0": x})
+    (got,) = run_exprune(sparse, {"r0": x})
+    assert_close(want, got)
+
+
+def test_objective_drops_prune_nothing_layers_untimed(monkeypatch):
+    """At -inf the early-exit layers are dropped without a whole-model timing; the sparse
+    convs that are not faster alone are never timed in the whole model either."""
+    from exprune_onnx import objective
+
+    calls = []
+
+    def fake(a, b, feeds, threads, passes):
+        calls.append(len(a.graph.node))
+        return 2.0, 1.0  # the rewritten side always slower
+
+    monkeypatch.setattr(objective, "time_pair", fake)
+    model = chain3(np.random.default_rng(14))
+    options = exprune_onnx.Options(threshold=NEG_INF, min_units=8)
+    result = exprune_onnx.optimize_model(model, options)
+    assert [rw.candidate.layer for rw in result.rewritten] == ["c1"]
+    choice = objective.choose(model, options, result, random_dataset(model, 8, 0))
+    assert not choice.result.changed and choice.result.model is model
+    notes = {(t.layer, t.kind): t.note for t in choice.layers}
+    assert notes == {("c1", objective.EARLY_EXIT): "prunes nothing at threshold -inf",
+                     ("c1", objective.ZERO_INPUTS): "not faster alone", ("c2", objective.ZERO_INPUTS): "not faster alone"}
+    assert calls == [1, 1]  # two layer-alone pairs, no whole model
