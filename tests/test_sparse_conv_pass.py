@@ -461,3 +461,26 @@ def test_objective_drops_prune_nothing_layers_untimed(monkeypatch):
     assert notes == {("c1", objective.EARLY_EXIT): "prunes nothing at threshold -inf",
                      ("c1", objective.ZERO_INPUTS): "not faster alone", ("c2", objective.ZERO_INPUTS): "not faster alone"}
     assert calls == [1, 1]  # two layer-alone pairs, no whole model
+
+
+def test_conv_inside_an_if_branch():
+    """The Relu outside, the Conv in a branch: matched like the outer graph's (as every rule is)."""
+    rng = np.random.default_rng(15)
+    branches = []
+    for i in (1, 2):
+        w = init(f"Wb{i}", weight(rng, 4, 8))
+        body = helper.make_graph([conv(f"cb{i}", "r0", f"Wb{i}", f"y{i}", pads=[1, 1, 1, 1])], f"b{i}", [],
+                                 [vi(f"y{i}", None)], [w])
+        branches.append(body)
+    nodes, inits = stem(rng)
+    nodes.append(helper.make_node("If", ["c"], ["y"], name="branch", then_branch=branches[0],
+                                  else_branch=branches[1]))
+    model = make_model(nodes, [vi("x", ["N", 3, 10, 10]), vi("c", [], onnx.TensorProto.BOOL)], [vi("y", None)],
+                       inits)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert sorted(s.layer for s in res.sparse) == ["cb1", "cb2"]
+    onnx.checker.check_model(res.model)
+    x = feeds(rng)["x"]
+    for c in (True, False):
+        f = {"x": x, "c": np.array(c)}
+        assert_close(run_plain(model, f)[0], run_exprune(res.model, f)[0])
