@@ -380,7 +380,9 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     original = load_model(model)
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
-    if result.rejected:
+    if result.conv_candidates:
+        console.print(report.conv_candidates_table(result))
+    if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
     console.print(f"dense FLOPs: {result.dense_flops / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -58,6 +58,8 @@ class Result:
     folded_batchnorms: int = 0
     sparse: list[sparse_input.SparseRewrite] = field(default_factory=list)  # consumers now reading sparsely
     sparse_rejected: list[Rejected] = field(default_factory=list)  # and why others do not
+    # inspect only: convs that could read a ReLU's zeros sparsely, as (layer, source op, fused pattern)
+    conv_candidates: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -186,7 +188,12 @@ def inspect(model: onnx.ModelProto, options: Options) -> Result:
         setting = options.setting(c.layer)
         rewritten.append(Rewritten(c, choose_k(setting.k, c.n), setting.threshold, None, None, setting.rule,
                                    setting.z_crit, setting.thresholds))
-    return Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
+    result = Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
+    if options.sparse_input and options.sparse_relu != "off":
+        found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on")), sparse_conv.match)
+        result.conv_candidates = [(c.layer, c.source, [n.op for n in c.nodes]) for c, _ in found]
+        result.sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
+    return result
 
 
 @_quiet

@@ -112,6 +112,17 @@ def sparse_table(result: Result, counts: dict | None) -> Table:
     return t
 
 
+def conv_candidates_table(result: Result) -> Table:
+    """inspect: the convs that may read a ReLU's zeros sparsely (kept under --objective latency if faster)."""
+    t = Table(title="Zero-input candidates (sparse_conv: exact; kept where the whole model is timed faster)",
+              title_justify="left")
+    for col in ("layer", "reads zeros of", "fused pattern"):
+        t.add_column(col)
+    for layer, source, pattern in result.conv_candidates:
+        t.add_row(escape(layer), source, " -> ".join(pattern))
+    return t
+
+
 def rejected_table(result: Result) -> Table:
     t = Table(title="Not rewritten", title_justify="left")
     for col in ("layer", "op", "rule", "reason"):

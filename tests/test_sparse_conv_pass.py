@@ -484,3 +484,13 @@ def test_conv_inside_an_if_branch():
     for c in (True, False):
         f = {"x": x, "c": np.array(c)}
         assert_close(run_plain(model, f)[0], run_exprune(res.model, f)[0])
+
+
+def test_inspect_lists_conv_candidates(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(residual_block(np.random.default_rng(16)), src)
+    r = CliRunner().invoke(main, ["inspect", str(src), "--min-units", "1000"])
+    assert r.exit_code == 0, r.output
+    assert "Zero-input candidates" in r.output and "Conv -> Add -> Relu" in r.output
+    res = exprune_onnx.inspect_model(nan_weight(np.random.default_rng(17)))
+    assert not res.conv_candidates and "NaN" in res.sparse_rejected[0].reason
