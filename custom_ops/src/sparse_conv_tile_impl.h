@@ -55,10 +55,13 @@ inline __attribute__((always_inline)) void Accumulate(typename Vec::V (&acc)[T][
   Unroll<0, NV>::Run(one);
 }
 
+// The tile's starting sums: zero, or the partial sums of earlier channels in `out`.
 template <int NV, int T>
-inline __attribute__((always_inline)) void ZeroTile(typename Vec::V (&acc)[T][NV]) {
+inline __attribute__((always_inline)) void StartTile(typename Vec::V (&acc)[T][NV], const Tile& a) {
   for (int j = 0; j < T; ++j) {
-    for (int v = 0; v < NV; ++v) acc[j][v] = Vec::Zero();
+    for (int v = 0; v < NV; ++v) {
+      acc[j][v] = a.accumulate ? Vec::Load(a.out + (j * NV + v) * Vec::kLanes) : Vec::Zero();
+    }
   }
 }
 
@@ -74,7 +77,7 @@ template <int NV, int T, bool Full>
 void Sweep3(const Tile& a) {
   using V = typename Vec::V;
   V acc[T][NV];
-  ZeroTile<NV, T>(acc);
+  StartTile<NV, T>(acc, a);
   const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
@@ -85,7 +88,7 @@ void Sweep3(const Tile& a) {
     const int32_t* st = r.start + a.col0;
     auto column = [&](auto ii) {
       constexpr int i = decltype(ii)::value;
-      const Entry* end = r.entries + st[i + 1];
+      const Entry* end = r.entries + (st[i + 1] - 1);
       for (const Entry* e = r.entries + st[i]; e != end; ++e) {
         const V x = Vec::Set1(e->v);
         const int64_t off = e->w_off;
@@ -105,20 +108,19 @@ template <int NV, int T, bool Full>
 void Taps(const Tile& a) {
   using V = typename Vec::V;
   V acc[T][NV];
-  ZeroTile<NV, T>(acc);
+  StartTile<NV, T>(acc, a);
   const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
     for (int64_t kx = 0; kx < a.kw; ++kx) {
       const float* wk = a.w + (ky * a.kw + kx) * a.tap;
-      const int32_t* st = r.start + a.col0 + kx * a.dilation;
-      const int64_t stride = a.stride;
+      const int64_t q0 = a.col0 + kx * a.dilation, stride = a.stride;
       auto column = [&](auto jj) {
         constexpr int j = decltype(jj)::value;
-        const int32_t* s = st + j * stride;
-        const Entry* end = r.entries + s[1];
-        for (const Entry* e = r.entries + s[0]; e != end; ++e) {
+        const int64_t q = q0 + j * stride;
+        const Entry* end = r.entries + (r.start[q + 1] - 1);
+        for (const Entry* e = r.entries + r.start[q]; e != end; ++e) {
           Accumulate<NV, Full, T>(acc, j, Vec::Set1(e->v), wk + e->w_off, m);
         }
       };
