@@ -31,7 +31,7 @@ class SparseConvKernel {
   float clip_max_ = std::numeric_limits<float>::infinity();
   // w blocked by output-channel block when it is a constant initializer: used while
   // the input is that same tensor.
-  std::vector<float> blocked_;
+  AlignedFloats blocked_;
   const float* blocked_from_ = nullptr;
   std::vector<int64_t> blocked_shape_;
 };

@@ -116,15 +116,24 @@ void Taps(const Tile& a) {
     for (int64_t kx = 0; kx < a.kw; ++kx) {
       const float* wk = a.w + (ky * a.kw + kx) * a.tap;
       const int64_t q0 = a.col0 + kx * a.dilation, stride = a.stride;
-      auto column = [&](auto jj) {
-        constexpr int j = decltype(jj)::value;
-        const int64_t q = q0 + j * stride;
-        const Entry* end = r.entries + (r.start[q + 1] - 1);
-        for (const Entry* e = r.entries + r.start[q]; e != end; ++e) {
-          Accumulate<NV, Full, T>(acc, j, Vec::Set1(e->v), wk + e->w_off, m);
+      // Two output positions at a time, their lists walked side by side: each entry
+      // alone updates only NV accumulators, too few to hide the multiply-add latency.
+      auto pair = [&](auto jj) {
+        constexpr int j = 2 * decltype(jj)::value;
+        const int64_t q = q0 + j * stride, q1 = q + stride;
+        const Entry* e0 = r.entries + r.start[q];
+        const Entry* e1 = r.entries + r.start[q1];
+        const Entry* end0 = r.entries + (r.start[q + 1] - 1);
+        const Entry* end1 = r.entries + (r.start[q1 + 1] - 1);
+        for (; e0 != end0 && e1 != end1; ++e0, ++e1) {
+          Accumulate<NV, Full, T>(acc, j, Vec::Set1(e0->v), wk + e0->w_off, m);
+          Accumulate<NV, Full, T>(acc, j + 1, Vec::Set1(e1->v), wk + e1->w_off, m);
         }
+        for (; e0 != end0; ++e0) Accumulate<NV, Full, T>(acc, j, Vec::Set1(e0->v), wk + e0->w_off, m);
+        for (; e1 != end1; ++e1) Accumulate<NV, Full, T>(acc, j + 1, Vec::Set1(e1->v), wk + e1->w_off, m);
       };
-      Unroll<0, T>::Run(column);
+      static_assert(T % 2 == 0, "Taps walks positions in pairs");
+      Unroll<0, T / 2>::Run(pair);
     }
   }
   StoreTile<NV, T>(acc, a.out);
