@@ -42,6 +42,17 @@ def test_matches_onnx_conv(name, zeros):
     check(*case(rng, zeros=zeros, **GEOMETRIES[name]))
 
 
+@pytest.mark.parametrize("channels,outs,kernel,size", [(200, 40, (5, 5), (5, 70)), (700, 20, (1, 1), (2, 130)),
+                                                      (300, 17, (3, 3), (4, 9))])
+def test_many_channels_in_chunks(channels, outs, kernel, size):
+    """Past a chunk of input channels (partial sums kept between chunks) and a row segment."""
+    rng = np.random.default_rng([channels, outs])
+    pads = [kernel[0] // 2] * 4
+    for zeros in (0.5, 0.95):
+        check(*case(rng, channels=channels, outs=outs, kernel=kernel, size=size, zeros=zeros,
+                    attrs={"pads": pads, "activation": "relu"}))
+
+
 @pytest.mark.parametrize("outs", [1, 7, 17, 40, 70, 130])
 @pytest.mark.parametrize("width", [1, 5, 13, 29])
 def test_odd_widths_and_channel_counts(outs, width):

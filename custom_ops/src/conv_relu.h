@@ -2,8 +2,6 @@
 // first k input channels were already convolved into `partial` (docs/custom_ops.md).
 #pragma once
 
-#include <cstddef>
-#include <new>
 #include <string>
 #include <vector>
 
@@ -14,23 +12,6 @@
 
 namespace exprune {
 
-// Cache-line aligned storage, so that the sparse kernels' vector loads do not
-// straddle lines (conv_tail.h).
-template <typename T>
-struct LineAligned {
-  using value_type = T;
-  static constexpr std::align_val_t kAlign{64};
-  LineAligned() = default;
-  template <typename U>
-  LineAligned(const LineAligned<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
-  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
-  template <typename U>
-  bool operator==(const LineAligned<U>&) const { return true; }
-  template <typename U>
-  bool operator!=(const LineAligned<U>&) const { return false; }
-};
-using AlignedFloats = std::vector<float, LineAligned<float>>;
 
 class ConvReluKernel : public PruneKernel<ConvReluKernel> {
  public:

@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "conv_attrs.h"
 #include "domain.h"
@@ -22,10 +23,17 @@ class SparseConvKernel {
 
  private:
   void Compute(OrtKernelContext* context) const;
+  void BlockConstantWeights(const OrtKernelInfo* info) noexcept;
+
   std::string label_;
   ConvAttrs conv_;
   bool relu_ = false;
   float clip_max_ = std::numeric_limits<float>::infinity();
+  // w blocked by output-channel block when it is a constant initializer: used while
+  // the input is that same tensor.
+  AlignedFloats blocked_;
+  const float* blocked_from_ = nullptr;
+  std::vector<int64_t> blocked_shape_;
 };
 
 // x, w, then the optional bias and residual in; y and the optional int64 stats out.

@@ -25,9 +25,10 @@ struct Entry {
   int32_t w_off;
 };
 
-// The non-zero inputs of one input row of one group: those of padded column q (input
-// column q - left pad) are entries[start[q]] .. entries[start[q + 1] - 1], in channel
-// order. A row in the vertical padding has entries == nullptr.
+// The non-zero inputs of one input row of one group (and chunk of channels): those of
+// padded column q (input column q - left pad) are entries[start[q]] ..
+// entries[start[q + 1] - 2], in channel order (each column is followed by one spare
+// slot). A row in the vertical padding has entries == nullptr.
 struct Row {
   const Entry* entries;
   const int32_t* start;
@@ -43,6 +44,7 @@ struct Tile {
   int64_t stride, dilation;  // along the row
   int lanes;       // output channels of the block in w (the rest of the vectors are not read)
   float* out;      // out[j * nv * kLanes + m]: the sum of position j, output channel m
+  bool accumulate;  // add to the sums in out (those of other input channels), or start at 0
 };
 
 using TileFn = void (*)(const Tile&);
@@ -58,7 +60,7 @@ struct Shape {
 struct Kernels {
   const char* name;
   int lanes;         // floats per vector
-  Shape shapes[3];   // nv = 1, 2, 4
+  Shape shapes[2];   // nv = 1, 2
 };
 
 // The set of conv_tail::Select()'s instruction set.

@@ -37,7 +37,7 @@ namespace sparse_conv {
 namespace {
 
 // 16 ymm registers: 12 accumulators, the broadcast input and a weight vector.
-const Kernels kAvx2 = {"avx2", Vec::kLanes, {MakeShape<1, 12>(), MakeShape<2, 6>(), MakeShape<4, 3>()}};
+const Kernels kAvx2 = {"avx2", Vec::kLanes, {MakeShape<1, 12>(), MakeShape<2, 6>()}};
 
 }  // namespace
 

@@ -35,7 +35,7 @@ namespace sparse_conv {
 namespace {
 
 // 32 zmm registers: 24 accumulators, the broadcast input and weight vectors.
-const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 12>(), MakeShape<4, 6>()}};
+const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 12>()}};
 
 }  // namespace
 

@@ -48,7 +48,7 @@ namespace exprune {
 namespace sparse_conv {
 namespace {
 
-const Kernels kGeneric = {"generic", Vec::kLanes, {MakeShape<1, 8>(), MakeShape<2, 4>(), MakeShape<4, 2>()}};
+const Kernels kGeneric = {"generic", Vec::kLanes, {MakeShape<1, 8>(), MakeShape<2, 4>()}};
 
 }  // namespace
 

@@ -55,10 +55,13 @@ inline __attribute__((always_inline)) void Accumulate(typename Vec::V (&acc)[T][
   Unroll<0, NV>::Run(one);
 }
 
+// The tile's starting sums: zero, or the partial sums of earlier channels in `out`.
 template <int NV, int T>
-inline __attribute__((always_inline)) void ZeroTile(typename Vec::V (&acc)[T][NV]) {
+inline __attribute__((always_inline)) void StartTile(typename Vec::V (&acc)[T][NV], const Tile& a) {
   for (int j = 0; j < T; ++j) {
-    for (int v = 0; v < NV; ++v) acc[j][v] = Vec::Zero();
+    for (int v = 0; v < NV; ++v) {
+      acc[j][v] = a.accumulate ? Vec::Load(a.out + (j * NV + v) * Vec::kLanes) : Vec::Zero();
+    }
   }
 }
 
@@ -74,7 +77,7 @@ template <int NV, int T, bool Full>
 void Sweep3(const Tile& a) {
   using V = typename Vec::V;
   V acc[T][NV];
-  ZeroTile<NV, T>(acc);
+  StartTile<NV, T>(acc, a);
   const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
@@ -85,7 +88,7 @@ void Sweep3(const Tile& a) {
     const int32_t* st = r.start + a.col0;
     auto column = [&](auto ii) {
       constexpr int i = decltype(ii)::value;
-      const Entry* end = r.entries + st[i + 1];
+      const Entry* end = r.entries + (st[i + 1] - 1);
       for (const Entry* e = r.entries + st[i]; e != end; ++e) {
         const V x = Vec::Set1(e->v);
         const int64_t off = e->w_off;
@@ -105,24 +108,32 @@ template <int NV, int T, bool Full>
 void Taps(const Tile& a) {
   using V = typename Vec::V;
   V acc[T][NV];
-  ZeroTile<NV, T>(acc);
+  StartTile<NV, T>(acc, a);
   const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
     for (int64_t kx = 0; kx < a.kw; ++kx) {
       const float* wk = a.w + (ky * a.kw + kx) * a.tap;
-      const int32_t* st = r.start + a.col0 + kx * a.dilation;
-      const int64_t stride = a.stride;
-      auto column = [&](auto jj) {
-        constexpr int j = decltype(jj)::value;
-        const int32_t* s = st + j * stride;
-        const Entry* end = r.entries + s[1];
-        for (const Entry* e = r.entries + s[0]; e != end; ++e) {
-          Accumulate<NV, Full, T>(acc, j, Vec::Set1(e->v), wk + e->w_off, m);
+      const int64_t q0 = a.col0 + kx * a.dilation, stride = a.stride;
+      // Two output positions at a time, their lists walked side by side: each entry
+      // alone updates only NV accumulators, too few to hide the multiply-add latency.
+      auto pair = [&](auto jj) {
+        constexpr int j = 2 * decltype(jj)::value;
+        const int64_t q = q0 + j * stride, q1 = q + stride;
+        const Entry* e0 = r.entries + r.start[q];
+        const Entry* e1 = r.entries + r.start[q1];
+        const Entry* end0 = r.entries + (r.start[q + 1] - 1);
+        const Entry* end1 = r.entries + (r.start[q1 + 1] - 1);
+        for (; e0 != end0 && e1 != end1; ++e0, ++e1) {
+          Accumulate<NV, Full, T>(acc, j, Vec::Set1(e0->v), wk + e0->w_off, m);
+          Accumulate<NV, Full, T>(acc, j + 1, Vec::Set1(e1->v), wk + e1->w_off, m);
         }
+        for (; e0 != end0; ++e0) Accumulate<NV, Full, T>(acc, j, Vec::Set1(e0->v), wk + e0->w_off, m);
+        for (; e1 != end1; ++e1) Accumulate<NV, Full, T>(acc, j + 1, Vec::Set1(e1->v), wk + e1->w_off, m);
       };
-      Unroll<0, T>::Run(column);
+      static_assert(T % 2 == 0, "Taps walks positions in pairs");
+      Unroll<0, T / 2>::Run(pair);
     }
   }
   StoreTile<NV, T>(acc, a.out);
