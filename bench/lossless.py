@@ -178,11 +178,12 @@ def main() -> None:
     parser.add_argument("--test-samples", type=int, default=1000)
     parser.add_argument("--save", action="store_true", help="write bench/lossless.json and docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the other models' rows already in the results file")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file --save writes")
     args = parser.parse_args()
     configs = [_config(c) for c in args.configs.split(",")]
     result = {"models": [], "missing": []}
-    if args.keep and RESULTS.is_file():
-        result = json.loads(RESULTS.read_text())
+    if args.keep and args.results.is_file():
+        result = json.loads(args.results.read_text())
     for name in args.models.split(","):
         m = MODELS_BY_NAME[name]
         if not (m.onnx.is_file() and m.calibration.is_file() and m.test.is_file()):
@@ -192,8 +193,8 @@ def main() -> None:
         entry = run_model(m, configs, args)
         result["models"] = [e for e in result["models"] if e["name"] != name] + [entry]
         if args.save:  # after each model: a long run keeps what it finished
-            RESULTS.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    if args.save:
+            args.results.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if args.save and args.results == RESULTS:
         from .write import refresh
 
         refresh()
