@@ -169,6 +169,25 @@ def section(r: dict) -> list[str]:
     return out
 
 
+def merge(paths: list[Path]) -> None:
+    """Several saved runs as one results file: a model's rows from each run, its commands joined."""
+    models: dict[str, dict] = {}
+    for path in paths:
+        for entry in json.loads(path.read_text())["models"]:
+            have = models.get(entry["name"])
+            if have is None:
+                models[entry["name"]] = entry
+                continue
+            keys = {(r["mode"], r["batch"], r["threads"]) for r in entry["rows"]}
+            have["rows"] = [r for r in have["rows"] if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
+            have["command"] += "` and `" + entry["command"]
+            have["load_before"] = max(have["load_before"], entry["load_before"])
+    RESULTS.write_text(json.dumps({"models": list(models.values()), "missing": []}, indent=1, default=float) + "\n")
+    from .write import refresh
+
+    refresh()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join((REAL.name, *FASHION)))
@@ -179,7 +198,13 @@ def main() -> None:
     parser.add_argument("--save", action="store_true", help="write bench/lossless.json and docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the other models' rows already in the results file")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results file --save writes")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
+                        help="run nothing: merge saved results files (runs of other models or configurations) "
+                             "into bench/lossless.json and docs/benchmarks.md")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     configs = [_config(c) for c in args.configs.split(",")]
     result = {"models": [], "missing": []}
     if args.keep and args.results.is_file():
