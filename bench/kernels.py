@@ -1,6 +1,7 @@
 """Kernel microbenchmarks: one layer, dense onnxruntime against the compiled layer.
 
     python -m bench.kernels [--quick] [--threads 1] [--cases gemm,conv64] [--json PATH] [--profile N]
+    python -m bench.kernels --cases sparse_conv [...]   (ExPruneSparseConv: bench/sparse_conv_kernels.py)
 
 Each case is a one-layer model built here with seeded weights ~ N(0, 2/fan_in) and a
 small bias: Gemm(transB=1) -> Relu with n inputs and O outputs (1024->4096 and
@@ -441,6 +442,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    from bench import sparse_conv_kernels
+
+    if sparse_conv_kernels.wanted(argv):  # its own table: bench/sparse_conv_kernels.py
+        return sparse_conv_kernels.main(argv)
     args = parse_args(argv)
     import onnxruntime as ort
     from rich.console import Console

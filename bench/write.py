@@ -299,6 +299,11 @@ def write_markdown(results: dict, out: Path, source: Path | None = None) -> None
             lines[-2] = "(plots need matplotlib: `pip install '.[plot]'`)"
     for saved in sorted((ROOT / "bench").glob("decode_*.json")):
         lines += decode_only_section(saved)
+    lossless = ROOT / "bench" / "lossless.json"
+    if lossless.is_file():  # python -m bench.lossless --save
+        from .lossless import section
+
+        lines += section(json.loads(lossless.read_text()))
     out.write_text("\n".join(lines) + "\n")
 
 

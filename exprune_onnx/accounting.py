@@ -1,8 +1,9 @@
 """FLOPs, counted the paper's way: one multiply-accumulate is 2 FLOPs.
 
 Only Conv, Gemm and MatMul are counted (element-wise ops are a rounding error
-next to them), and ExPruneSparseMatMul as the MatMul it replaces: the zeros it skips
-are not ExPrune's saving. Counts are per sample: the batch axis is left out, every other
+next to them), and ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
+replace: the dense count is the model's. The zeros a sparse conv skips are counted as
+skipped only from its own ``stats`` output (measure.py), like an early-exit op's. Counts are per sample: the batch axis is left out, every other
 axis must be known from shape inference or the count is None.
 """
 
@@ -65,7 +66,7 @@ def exprune_flops(c: Candidate, k: int, kept_fraction: float, rule: str = "thres
 
 def counted(node: gs.Node) -> bool:
     """Whether ``node`` is a reduction this module counts (see the module docstring)."""
-    if node.op == ops.SPARSE_MATMUL:
+    if node.op in (ops.SPARSE_MATMUL, ops.SPARSE_CONV):
         return node.domain == ops.DOMAIN
     return node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == ""
 
@@ -81,6 +82,12 @@ def node_flops(node: gs.Node) -> int | None:
         if wshape is None or not _known(wshape) or not _known(out.shape[1:]):
             return None
         return 2 * int(np.prod(wshape[1:])) * int(np.prod(out.shape[1:]))
+    if node.op == ops.SPARSE_CONV:  # w is [C, KH, KW, M/group]: C/group * KH * KW MACs per output
+        wshape = node.inputs[1].shape
+        if wshape is None or not _known(wshape) or not _known(out.shape[1:]):
+            return None
+        per_output = int(np.prod(wshape[:3])) // int(node.attrs.get("group", 1))
+        return 2 * per_output * int(np.prod(out.shape[1:]))
     if node.op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
         a = node.inputs[0]
         if not a.shape or not _known(out.shape[1:]):  # unknown, or a scalar where a matrix belongs

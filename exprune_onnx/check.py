@@ -31,7 +31,8 @@ class CheckResult:
     samples: int
     source: str
     outputs: list[OutputDiff]
-    pruned: dict[str, tuple[int, int]] = field(default_factory=dict)  # op node -> (pruned, total)
+    # op node -> (pruned, total); for a sparse conv (non-zero inputs read, inputs)
+    pruned: dict[str, tuple[int, int]] = field(default_factory=dict)
     accuracy: tuple[float, float] | None = None  # (original, optimised) when labels are given
     rows: int = 0  # rows the ops counted: samples plus the pad of a fixed batch's last run (data.py)
 
@@ -43,7 +44,8 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
     exposed = {o.name for o in out.graph.output}
     mapping = {}
     for node in out.graph.node:
-        if node.domain != ops.DOMAIN or node.op_type not in ops.PRUNE_OPS:  # the sparse matmul counts nothing
+        # The sparse matmul counts nothing; a sparse conv counts the inputs it read (measure.py).
+        if node.domain != ops.DOMAIN or node.op_type not in (*ops.PRUNE_OPS, ops.SPARSE_CONV):
             continue
         if len(node.output) < 2:
             node.output.append(f"{node.name}__stats")

@@ -21,7 +21,8 @@ from .workflow import UsageProblem
 _EPILOG_OPTIMIZE = """\b
 Examples:
   exprune-onnx optimize model.onnx                      # threshold 0, writes model.exprune.onnx
-  exprune-onnx optimize model.onnx --threshold -inf     # exact: rewrites, prunes nothing
+  exprune-onnx optimize model.onnx --threshold=-inf --check-data photos.npz
+                                   # lossless: only the zero-input skipping that is faster stays
   exprune-onnx optimize model.onnx --config layers.json -o fast.onnx
   exprune-onnx optimize model.onnx --check-data inputs.npz --explain
 """
@@ -194,11 +195,14 @@ def main(debug: bool) -> None:
 @click.option("--emit-stats", is_flag=True,
               help="Expose each early-exit op's [pruned, total] counters as extra graph outputs.")
 @click.option("--sparse-input/--no-sparse-input", default=True, show_default=True,
-              help="A MatMul/Gemm reading an early-exit layer's output skips its zero inputs (ExPruneSparseMatMul).")
+              help="A MatMul/Gemm or Conv reading an early-exit layer's output skips its zero inputs "
+                   "(ExPruneSparseMatMul, ExPruneSparseConv).")
 @click.option("--sparse-relu", type=click.Choice(SPARSE_RELU), default="auto", show_default=True,
-              help="The same for a MatMul/Gemm reading a plain ReLU's output (exact; fast only where most inputs "
-                   "are zero): auto times each one under --objective latency and keeps it if faster, and leaves "
-                   "them alone under flops; on rewrites them all (under latency, still timed); off never.")
+              help="The same for a MatMul/Gemm or a Conv reading a plain ReLU's (or Clip(0, c)'s, or a MaxPool "
+                   "of one) output (exact; fast only where many inputs are zero): auto times each one under "
+                   "--objective latency and keeps it if faster, and leaves them alone under flops; on rewrites "
+                   "them all (under latency, still timed); off never. With --threshold=-inf this is the lossless "
+                   "mode (docs/sparse_conv.md).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run original and optimised model in onnxruntime and compare outputs.")
 @click.option("--check-data", type=click.Path(path_type=Path),
@@ -368,7 +372,9 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     options.input_shapes = input_shapes
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
-    if result.rejected:
+    if result.conv_candidates:
+        console.print(report.conv_candidates_table(result))
+    if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
     console.print(f"dense FLOPs: {result.dense_flops / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)")
 

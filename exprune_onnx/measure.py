@@ -7,6 +7,12 @@ relative to the dense layer the op saves
     pruned * 2 * tail_units * taps  -  total * decision_flops(rule, ...)
 
 where ``tail_units * taps`` is the size of one output's tail weights (``w_tail`` row).
+
+An ExPruneSparseConv counts [non-zero inputs read, inputs] instead; each input it skips
+saves the multiply-adds it would feed, ``2 * (M / group) * KH * KW / (stride_h * stride_w)``
+FLOPs. That is exact for an interior input of a convolution whose output covers its
+input (stride 1, "same" padding) and approximate elsewhere: an input on the border feeds
+fewer outputs, and with "valid" padding or a stride the count per input is an average.
 Only the outer graph's ops report counts.
 """
 
@@ -37,11 +43,30 @@ def per_element(model: onnx.ModelProto) -> dict[str, tuple[int, float]]:
     return found
 
 
+def per_input(model: onnx.ModelProto) -> dict[str, float]:
+    """Sparse conv node name -> FLOPs one input element feeds (module docstring)."""
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.domain != ops.DOMAIN or node.op_type != ops.SPARSE_CONV or node.input[1] not in shapes:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        _c, kh, kw, mg = shapes[node.input[1]]
+        stride = int(np.prod(attrs.get("strides", [1, 1])))
+        found[node.name] = 2.0 * mg * kh * kw / stride
+    return found
+
+
 def flops_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> float:
-    """Total FLOPs saved over a run, given node -> (pruned, total) counters."""
+    """Total FLOPs saved over a run, given node -> (pruned, total) counters of early-exit
+    ops and (non-zero inputs read, inputs) of sparse convs."""
     costs = per_element(model)
+    inputs = per_input(model)
     saved = 0.0
-    for name, (pruned, total) in counts.items():
+    for name, (first, total) in counts.items():
+        if name in inputs:
+            saved += (total - first) * inputs[name]
+            continue
         tail, decision = costs[name]
-        saved += pruned * 2 * tail - total * decision
+        saved += first * 2 * tail - total * decision
     return saved

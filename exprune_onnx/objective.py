@@ -15,7 +15,10 @@ rewritten layer is timed where it lives, in the whole model:
    (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off"
    or ``sparse_input`` is off.
    This one is exact; whether it pays depends on how many zeros the ReLU gives on
-   these inputs and on the batch.
+   these inputs and on the batch. Convolutions reading a ReLU's zeros
+   (``ExPruneSparseConv``, rules/sparse_conv.py) are among them; each is first timed
+   alone on its real input, and only one faster alone is timed in the whole model
+   (screen.py). Early-exit layers that prune nothing (T = -inf) are dropped untimed.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
    kept ReLU consumers) against the original model. If it is not at least ``MARGIN``
    faster, nothing is rewritten at all: the latency objective never returns a slower
@@ -42,6 +45,7 @@ from .data import Dataset
 from .errors import DataError, RuntimeCheckError, error_message
 from .pipeline import Result, optimize
 from .progress import quiet
+from .screen import ALONE_MARGIN, prunes_nothing, screen_early_exit, screen_sparse_convs
 from .timing import session as timing_session
 
 # A layer must make the whole model this much faster to stay: below it, the
@@ -69,7 +73,12 @@ class LayerTiming:
     without_ms: float  # the same model with this layer dense
     kept: bool
     kind: str = EARLY_EXIT
-    alone: bool = False  # the times are of the layer alone (screen.py), not of the whole model
+    note: str = ""  # decided without a whole-model timing: why (screen.py); the times are then the layer's alone
+
+    @property
+    def alone(self) -> bool:
+        """Decided without a whole-model timing (screen.py): the times, if any, are the layer's alone."""
+        return bool(self.note)
 
     @property
     def gain(self) -> float:
@@ -256,15 +265,18 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     passes = passes_for(probe_seconds)
     del probe
     screened = {}
-    if 2 * len(order) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
-        from .screen import screen
-
-        screened = screen(original, result, feeds, threads, log)
+    to_time = {rw.candidate.layer for rw in order if not prunes_nothing(options, rw.candidate.layer)}
+    if 2 * len(to_time) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
+        screened = screen_early_exit(original, result, feeds, threads, log, to_time)
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
+        if layer not in to_time:
+            choice.layers.append(LayerTiming(layer, 0.0, 0.0, False, note="prunes nothing at threshold -inf"))
+            dropped.append(layer)
+            continue
         alone = screened.get(layer)
         if alone is not None and alone[0] > alone[1] * (1.0 - MARGIN):
-            choice.layers.append(LayerTiming(layer, alone[0], alone[1], False, alone=True))
+            choice.layers.append(LayerTiming(layer, alone[0], alone[1], False, note="not faster alone"))
             dropped.append(layer)
             continue
         log(f"timing early-exit layers: {layer}", i, len(order))
@@ -279,7 +291,14 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu] if try_relu else []
     relu_candidates.sort(key=lambda s: (int(np.prod(s.op_node.inputs[1].shape)), s.layer))
     relu_kept: list[str] = []
+    if relu_candidates:
+        log("timing the sparse convolutions alone")
+        alone_convs = screen_sparse_convs(build(dropped, "all").model, relu_candidates, feeds, threads, passes, time_pair)
     for i, s in enumerate(relu_candidates):
+        sparse_ms, dense_ms = alone_convs.get(s.layer, (0.0, 0.0))
+        if s.layer in alone_convs and sparse_ms > dense_ms * (1.0 - ALONE_MARGIN):
+            choice.layers.append(LayerTiming(s.layer, sparse_ms, dense_ms, False, ZERO_INPUTS, "not faster alone"))
+            continue
         log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
                                         feeds, threads, passes, give_up=clearly_slower)
@@ -300,7 +319,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             dropped, relu_kept = list(layers), []
     else:
         # The last whole-model comparison's dense side was the original model.
-        whole = [t for t in choice.layers if not t.alone]
+        whole = [t for t in choice.layers if not t.note]
         choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
@@ -310,8 +329,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
-        what = "the layer alone" if t.alone else "the model"
+        what = "the layer alone" if t.note else "the model"
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
+               else t.note if t.note and not t.without_ms
                else f"{what} took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")

@@ -12,7 +12,23 @@ CONV_RELU = "ExPruneConvRelu"
 ARGMAX_HEAD = "ExPruneArgmaxHead"
 # Not an early-exit op: the layer after one, skipping its zero inputs (rules/sparse_input.py).
 SPARSE_MATMUL = "ExPruneSparseMatMul"
+# Likewise for convolutions: a Conv fed by a ReLU, skipping its zero inputs (rules/sparse_conv.py).
+SPARSE_CONV = "ExPruneSparseConv"
 
 # The early-exit ops: partial product in, pruned output and [pruned, total] stats out.
 PRUNE_OPS = (DENSE_RELU, CONV_RELU, ARGMAX_HEAD)
-ALL_OPS = (*PRUNE_OPS, SPARSE_MATMUL)
+ALL_OPS = (*PRUNE_OPS, SPARSE_MATMUL, SPARSE_CONV)
+
+
+def sparse_conv_weights(weight, group: int = 1):
+    """A Conv weight W[M, C/group, KH, KW] in ExPruneSparseConv's layout w[C, KH, KW, M/group]:
+    w[c, ky, kx, j] = W[(c // (C/group)) * (M/group) + j, c % (C/group), ky, kx], so that the
+    output channels of one tap are contiguous (docs/custom_ops.md)."""
+    import numpy as np
+
+    weight = np.asarray(weight)
+    m, cg, kh, kw = weight.shape
+    mg = m // group
+    # [g, mg, cg, kh, kw] -> [g, cg, kh, kw, mg] -> [C, kh, kw, mg]
+    blocks = weight.reshape(group, mg, cg, kh, kw).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(blocks.reshape(group * cg, kh, kw, mg))

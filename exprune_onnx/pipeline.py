@@ -9,7 +9,9 @@
 6. sparse inputs (``rules/sparse_input.py``, off with ``Options.sparse_input = False``):
    a MatMul or Gemm reading an ``ExPruneDenseRelu``'s output, new or already in the
    model, becomes ``ExPruneSparseMatMul``, which skips the zero inputs; so does one
-   reading a plain Relu's with ``Options.sparse_relu = "on"``;
+   reading a plain Relu's with ``Options.sparse_relu = "on"``; then a Conv reading the
+   zeros of an early-exit op or (``sparse_relu``) of a Relu/Clip, through a MaxPool or
+   not, becomes ``ExPruneSparseConv`` with the group after it fused (``rules/sparse_conv.py``);
 7. export: dead nodes removed, topological order, IR version and metadata kept.
 
 When nothing is rewritten the input model is returned as it was, so a second run
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -32,7 +34,7 @@ from .canonicalize import constants_to_initializers, dense_initializers, fold_ba
 from .config import SPARSE_RELU, Options, choose_k
 from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
-from .rules import RULES, sparse_input
+from .rules import RULES, sparse_conv, sparse_input
 from .errors import ConfigError
 from .feeds import keep_open_dims, with_input_shapes
 from .rules.base import Candidate, Context, NoMatch, Rewritten
@@ -57,6 +59,8 @@ class Result:
     folded_batchnorms: int = 0
     sparse: list[sparse_input.SparseRewrite] = field(default_factory=list)  # consumers now reading sparsely
     sparse_rejected: list[Rejected] = field(default_factory=list)  # and why others do not
+    # inspect only: convs that could read a ReLU's zeros sparsely, as (layer, source op, fused pattern)
+    conv_candidates: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -186,7 +190,12 @@ def inspect(model: onnx.ModelProto, options: Options) -> Result:
         setting = options.setting(c.layer)
         rewritten.append(Rewritten(c, choose_k(setting.k, c.n), setting.threshold, None, None, setting.rule,
                                    setting.z_crit, setting.thresholds))
-    return Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
+    result = Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
+    if options.sparse_input and options.sparse_relu != "off":
+        found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on")), sparse_conv.match)
+        result.conv_candidates = [(c.layer, c.source, [n.op for n in c.nodes]) for c, _ in found]
+        result.sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
+    return result
 
 
 @_quiet
@@ -204,6 +213,9 @@ def optimize(model: onnx.ModelProto, options: Options) -> Result:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]
     sparse, skipped = sparse_input.apply(_contexts(graph, options)) if options.sparse_input else ([], [])
+    if options.sparse_input:  # after the MatMuls: they look for the Relu the convs may fuse
+        convs, conv_skipped = sparse_conv.apply(_contexts(graph, options))
+        sparse, skipped = sparse + convs, skipped + conv_skipped
     sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
     if not rewritten and not sparse:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn, [], sparse_rejected)

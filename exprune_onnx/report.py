@@ -10,6 +10,7 @@ import onnx
 from rich.markup import escape
 from rich.table import Table
 
+from . import ops
 from .accounting import dense_flops, exprune_flops
 from .check import CheckResult
 from .measure import flops_saved
@@ -91,6 +92,38 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
     return t
 
 
+def sparse_rows(result: Result, counts: dict | None) -> list[dict]:
+    """One record per consumer that reads its input sparsely (ExPruneSparseMatMul/Conv)."""
+    rows = []
+    for s in result.sparse:
+        c = (counts or {}).get(s.op_node.name)
+        rows.append({"layer": s.layer, "op": s.op_node.op, "pattern": s.op_types, "reads": s.source,
+                     "zero_inputs": None if not c or not c[1] else 1.0 - c[0] / c[1]})
+    return rows
+
+
+def sparse_table(result: Result, counts: dict | None) -> Table:
+    t = Table(title="Zero inputs skipped (exact)", title_justify="left")
+    for col in ("layer", "op", "pattern", "reads zeros of", "inputs zero (measured)"):
+        t.add_column(col, justify="right" if col.startswith("inputs") else "left")
+    for row in sparse_rows(result, counts):
+        zero = row["zero_inputs"]
+        t.add_row(escape(row["layer"]), row["op"], " -> ".join(row["pattern"]), row["reads"],
+                  "-" if zero is None else f"{100 * zero:.1f}%")
+    return t
+
+
+def conv_candidates_table(result: Result) -> Table:
+    """inspect: the convs that may read a ReLU's zeros sparsely (kept under --objective latency if faster)."""
+    t = Table(title="Zero-input candidates (sparse_conv: exact; kept where the whole model is timed faster)",
+              title_justify="left")
+    for col in ("layer", "reads zeros of", "fused pattern"):
+        t.add_column(col)
+    for layer, source, pattern in result.conv_candidates:
+        t.add_row(escape(layer), source, " -> ".join(pattern))
+    return t
+
+
 def rejected_table(result: Result) -> Table:
     t = Table(title="Not rewritten", title_justify="left")
     for col in ("layer", "op", "rule", "reason"):
@@ -102,7 +135,7 @@ def rejected_table(result: Result) -> Table:
 
 def measured_total(result: Result, counts: dict | None, samples: int) -> float | None:
     """Whole-model FLOPs per sample after pruning, as counted by the ops."""
-    if not counts or not result.rewritten or samples <= 0:
+    if not counts or not (result.rewritten or result.sparse) or samples <= 0:
         return None
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
@@ -219,11 +252,11 @@ def latency_table(choice) -> Table:
     for lt in choice.layers:
         kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
-                                        else "dropped: not faster alone" if lt.alone else "dropped: not faster")
-        # A row screened alone (screen.py) shows the layer's own times, not the model's.
-        saved = "-" if lt.alone else f"{100 * lt.gain:+.1f}%"
-        t.add_row(escape(lt.layer), lt.kind + (" (alone)" if lt.alone else ""), f"{lt.with_ms:.3f}",
-                  f"{lt.without_ms:.3f}", saved, decision)
+                                        else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
+        # A row decided without a whole-model timing shows the layer's own times, or none.
+        times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else
+                 [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)
+        t.add_row(escape(lt.layer), lt.kind, *times, decision)
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
@@ -245,7 +278,7 @@ def latency_json(choice) -> dict | None:
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer, lt.kind), "alone": lt.alone} for lt in choice.layers],
+                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note} for lt in choice.layers],
     })
 
 
@@ -293,6 +326,8 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
     if result.changed:
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
         console.print(layers_table(result, counts, f"Rewritten layers ({name})", outcome.stats if outcome else None))
+    if any(s.op_node.op == ops.SPARSE_CONV for s in result.sparse):
+        console.print(sparse_table(result, checked.pruned if checked is not None else None))
     if timed is not None and timed.layers:
         console.print(latency_table(timed))
     if explain and (result.rejected or result.sparse_rejected):

@@ -1,27 +1,94 @@
-"""A cheap first look at each early-exit rewrite before the latency objective times the
-whole model with it.
+"""Cheap verdicts the latency objective reaches before timing a whole model.
 
-Timing the whole model twice per layer is what makes the latency objective slow on a
-large CNN (ResNet-50: 48 layers, ~0.1 s a run). Most convolution rewrites lose time
-(method.md, section 6), and a rewrite that is slower than the dense layer *on its own*
-does not become faster in the model: the model adds what the rewrite costs around it
-(layout conversions, lost fusions), never a gain. So each layer is first timed alone,
-its rewritten form against its dense form from the original, on the inputs it sees in
-the original model on the timing feeds; a layer that is not ``MARGIN`` faster alone is
-dropped without the whole-model timing.
+Timing a rewrite in the whole model is the objective's rule (objective.py), but a real
+CNN has dozens of layers and one whole-model pair costs seconds to minutes there
+(ResNet-50: 48 layers, ~0.1 s a run). Three shortcuts keep the number of whole-model
+timings down:
 
-A layer whose output a sparse-input consumer reads (``ExPruneSparseMatMul``) is not
-screened: its gain shows in the consumer, which the layer alone does not contain.
+* an early-exit layer whose rule can prune nothing (the threshold rule at T = -inf,
+  the lossless setting) only adds work: it is dropped untimed (``prunes_nothing``);
+* an early-exit layer is first timed alone, when timing every layer in the whole model
+  would take long (``screen_early_exit``): its rewritten form against its dense form
+  from the original, on the inputs it sees in the original. A rewrite that is slower
+  alone does not become faster in the model: the model adds what the rewrite costs
+  around it (layout conversions, lost fusions), never a gain. A layer whose output a
+  sparse-input consumer reads is not screened: its gain shows in the consumer, which
+  the layer alone does not contain;
+* a sparse-input convolution (rules/sparse_conv.py) is first timed alone, on the very
+  input it reads in the model, against the Conv (+ activation) it replaces
+  (``screen_sparse_convs``). One that is not faster alone saves nothing elsewhere, so
+  it is dropped without a whole-model timing.
+
+Layers that pass a screen still go on to the whole-model timing, which decides.
 """
 
 from __future__ import annotations
 
+import math
+import time
+
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
+from . import ops
+from .config import Options
 from .pipeline import Result
+from .rules.sparse_conv import unpack
 
+# Alone, a sparse conv must beat the dense one by this much to be worth a whole-model timing.
+ALONE_MARGIN = 0.0
 # Timing feeds the layer inputs are captured on: enough for a median of a small model.
 SCREEN_FEEDS = 2
+
+
+def prunes_nothing(options: Options, layer: str) -> bool:
+    """Whether the layer's early-exit op can never skip anything (threshold -inf)."""
+    s = options.setting(layer)
+    if s.rule != "threshold":
+        return False
+    values = s.thresholds if s.thresholds is not None else (s.threshold,)
+    return all(v == -math.inf for v in values)
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _single(nodes, x_name, x_shape, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "alone", [helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None] * 4)], inits)
+    return helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                 helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
+
+
+def alone_pair(model: onnx.ModelProto, node_name: str, x_shape) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The sparse conv ``node_name`` of ``model`` alone, and the dense Conv (+ activation)
+    it stands for; both without the residual (an Add either way)."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    inits = {t.name: t for t in model.graph.initializer}
+    a = _attrs(node)
+    w = numpy_helper.to_array(inits[node.input[1]])
+    bias = [inits[node.input[2]]] if len(node.input) > 2 and node.input[2] else []
+    x = node.input[0]
+    sparse = helper.make_node(ops.SPARSE_CONV, [x, node.input[1]] + [b.name for b in bias], ["y"],
+                              domain=ops.DOMAIN, **a)
+    conv_attrs = {k: v for k, v in a.items() if k not in ("activation", "clip_max")}
+    big = numpy_helper.from_array(unpack(w, int(a.get("group", 1))), "W_dense")
+    act = a.get("activation", b"none")
+    dense = [helper.make_node("Conv", [x, "W_dense"] + [b.name for b in bias], ["c" if act != b"none" else "y"],
+                              **conv_attrs)]
+    extra = []
+    if act != b"none":
+        cap = float(a.get("clip_max", math.inf))
+        if math.isinf(cap):
+            dense.append(helper.make_node("Relu", ["c"], ["y"]))
+        else:
+            extra = [numpy_helper.from_array(np.array(0, np.float32), "lo"),
+                     numpy_helper.from_array(np.array(cap, np.float32), "hi")]
+            dense.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    return (_single([sparse], x, x_shape, [inits[node.input[1]], *bias]),
+            _single(dense, x, x_shape, [big, *bias, *extra]))
 
 
 def subgraph(model: onnx.ModelProto, inputs: list[str], output: str) -> onnx.ModelProto | None:
@@ -61,30 +128,30 @@ def screenable(result: Result) -> list:
     return [rw for rw in result.rewritten if rw.candidate.output.name not in sparse_inputs]
 
 
-def layer_inputs(original: onnx.ModelProto, names: list[str], feeds: list[dict]) -> list[dict]:
-    """The values of tensors ``names`` when ``original`` runs on each of ``feeds``."""
+def layer_inputs(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:
+    """The values of tensors ``names`` when ``model`` runs on each of ``feeds``."""
     from .timing import session
 
     probe = onnx.ModelProto()
-    probe.CopyFrom(original)
+    probe.CopyFrom(model)
     exposed = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
                               for n in names if n not in exposed)
-    sess = session(probe, 1)
+    sess = session(probe, threads)
     return [dict(zip(names, sess.run(names, f))) for f in feeds]
 
 
-def screen(original: onnx.ModelProto, result: Result, feeds: list[dict], threads: int,
-           log) -> dict[str, tuple[float, float]]:
+def screen_early_exit(original: onnx.ModelProto, result: Result, feeds: list[dict], threads: int,
+                      log, layers: set[str] | None = None) -> dict[str, tuple[float, float]]:
     """Layer -> (ms rewritten, ms dense), each layer timed alone; layers that cannot be
     cut out alone are left out (the objective times them in the whole model)."""
-    import time
-
     from . import objective  # its timing functions, looked up when called
 
     pairs = []
     for rw in screenable(result):
         c = rw.candidate
+        if layers is not None and c.layer not in layers:
+            continue
         ins = [c.x.name] + ([c.residual.name] if c.residual is not None else [])
         fast, dense = subgraph(result.model, ins, c.output.name), subgraph(original, ins, c.output.name)
         if fast is not None and dense is not None:
@@ -108,3 +175,22 @@ def screen(original: onnx.ModelProto, result: Result, feeds: list[dict], threads
         except Exception:  # noqa: BLE001 - a layer that does not run alone is timed in the model
             continue
     return found
+
+
+def screen_sparse_convs(model: onnx.ModelProto, sparse, feeds: list[dict], threads: int, passes: int, time_pair
+           ) -> dict[str, tuple[float, float]]:
+    """Layer -> (ms alone sparse, ms alone dense) for each sparse conv among ``sparse``
+    (rewrites of ``model``); ``time_pair`` is objective.time_pair."""
+    outer = {n.name for n in model.graph.node}
+    convs = [s for s in sparse if s.op_node.op == ops.SPARSE_CONV and s.op_node.name in outer]
+    if not convs:
+        return {}
+    names = sorted({s.op_node.inputs[0].name for s in convs})
+    captured = layer_inputs(model, names, feeds[:SCREEN_FEEDS], threads)
+    out = {}
+    for s in convs:
+        x = s.op_node.inputs[0].name
+        xs = [{x: values[x]} for values in captured]
+        fast, slow = alone_pair(model, s.op_node.name, list(xs[0][x].shape))
+        out[s.layer] = time_pair(fast, slow, xs, threads, passes)
+    return out

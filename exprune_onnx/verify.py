@@ -37,6 +37,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import ops, verify_sparse
+from .verify_sparse_conv import trace_conv
 from .canonicalize import constants_to_initializers, fold_batchnorm
 from .config import RULES, Options
 from .data import Dataset, model_inputs
@@ -51,6 +52,7 @@ from .rules.base import Candidate
 WEIGHT_RTOL = 1e-5
 _GROUP = "__exprune_group__"  # placeholder op for a rewritten layer in the original
 _ARGMAX_HEAD = getattr(ops, "ARGMAX_HEAD", None)  # its output is an int64 class index
+_SPARSE_OPS = (ops.SPARSE_MATMUL, ops.SPARSE_CONV)  # traced by verify_sparse(_conv).py
 
 
 @dataclass
@@ -106,9 +108,10 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
         return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
     graph = gs.import_onnx(optimized)
     ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
-    layers = [_traced(node, candidates) for node in ours if node.op != ops.SPARSE_MATMUL]
+    layers = [_traced(node, candidates) for node in ours if node.op not in _SPARSE_OPS]
     by_name = verify_sparse.tensors_by_name(canonical)
-    sparse = [verify_sparse.trace(node, by_name) for node in ours if node.op == ops.SPARSE_MATMUL]
+    sparse = [verify_sparse.trace(node, by_name) if node.op == ops.SPARSE_MATMUL else trace_conv(node, canonical)
+              for node in ours if node.op in _SPARSE_OPS]
     problems = _header_problems(original, optimized, layers + sparse)
     seen: dict[str, Layer] = {}
     for layer in layers:
@@ -600,7 +603,7 @@ def exact_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     for graph in _proto_graphs(out.graph):
         for node in graph.node:
-            if node.domain != ops.DOMAIN or node.op_type == ops.SPARSE_MATMUL:  # it prunes nothing
+            if node.domain != ops.DOMAIN or node.op_type in _SPARSE_OPS:  # they prune nothing
                 continue
             keep = [a for a in node.attribute if a.name not in ("threshold", "thresholds", "rule", "z_crit")]
             del node.attribute[:]

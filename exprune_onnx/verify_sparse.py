@@ -119,12 +119,16 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
 def replace_in_reference(layer: SparseLayer, reference: gs.Graph, placeholder: str) -> None:
     """Stand a placeholder op for the original nodes, as verify.py does for rewritten layers."""
     x, out = layer.original[0].inputs[0], layer.original[-1].outputs[0]
+    # A fused conv group also reads its residual: keep it read, so that its producer stays.
+    made = {id(o) for n in layer.original for o in n.outputs}
+    extra = [t for n in layer.original[1:] for t in n.inputs
+             if id(t) not in made and not isinstance(t, gs.Constant) and t is not x]
     # A node does not know its graph: look for the last one among the graphs' nodes.
     graph = next((g for g in all_graphs(reference) if any(n is layer.original[-1] for n in g.nodes)), None)
     for node in layer.original:
         node.outputs.clear()
     if graph is not None:
-        graph.nodes.append(gs.Node(placeholder, inputs=[x], outputs=[out]))
+        graph.nodes.append(gs.Node(placeholder, inputs=[x, *extra], outputs=[out]))
 
 
 def weight_problems(layer: SparseLayer, rtol: float) -> tuple[list[str], float]:

@@ -1,4 +1,4 @@
-"""A short run of both custom ops, valid and invalid inputs, for memory checkers.
+"""A short run of the custom ops, valid and invalid inputs, for memory checkers.
 
     PYTHONMALLOC=malloc valgrind --error-exitcode=99 --suppressions=tests/valgrind.supp \
         "$(python -c 'import sys; print(sys.executable)')" tests/exercise_ops.py
@@ -122,6 +122,40 @@ def check_invalid(op, rng):
             raise AssertionError(f"{op}: {what} was accepted")
 
 
+def check_sparse_conv(rng):
+    """ExPruneSparseConv: every geometry path (3x3 sweep, taps, 1x1, groups, chunks), a fed
+    and a constant w, 1 and 2 threads, then the inputs it must refuse."""
+    import fuzz_sparse_conv as fz
+    from sparse_conv_case import case, check, op_model, run
+
+    geometries = [dict(attrs={"pads": [1, 1, 1, 1], "activation": "relu"}, batch=2),
+                  dict(kernel=(1, 1), outs=40, attrs={"strides": [2, 2]}),
+                  dict(channels=6, outs=10, attrs={"group": 2, "dilations": [2, 1], "pads": [2, 1, 0, 1]}),
+                  dict(channels=300, outs=20, size=(3, 70), attrs={"pads": [1, 1, 1, 1], "activation": "relu",
+                                                                    "clip_max": 6.0})]
+    for threads in (1, 2):
+        for kw in geometries:
+            x, weight, b, attrs = case(rng, zeros=0.6, **kw)
+            check(x, weight, b, attrs, residual=None, threads=threads, stats=True)
+    x, weight, b, attrs = case(rng, zeros=0.5, attrs={"pads": [1, 1, 1, 1]})
+    w = fz.sparse_w(weight, attrs)
+    fed = run(op_model(x.shape, w, b, None, attrs, w_input=True), {"x": x, "w": w})[0]
+    assert np.array_equal(fed, run(op_model(x.shape, w, b, None, attrs), {"x": x})[0])
+    refused = 0
+    for seed in range(40):
+        x, weight, b, res, attrs, crng = fz.case(seed)
+        x, w, b, res, what = fz.corrupt(x, fz.sparse_w(weight, attrs), b, res, attrs, crng)
+        model = op_model(x.shape, w, b, None if res is None else res.shape, attrs)
+        try:
+            run(model, {"x": x} | ({"r": res} if res is not None else {}))
+        except Exception as e:  # onnxruntime's own exception types
+            assert "sparse_conv_under_test" in str(e), (what, str(e))
+            refused += 1
+        else:
+            raise AssertionError(f"{ops.SPARSE_CONV}: {what} was accepted")
+    assert refused == 40
+
+
 def main() -> int:
     import onnxruntime as ort
 
@@ -131,6 +165,7 @@ def main() -> int:
     for op in (ops.DENSE_RELU, ops.CONV_RELU):
         check_valid(op, rng)
         check_invalid(op, rng)
+    check_sparse_conv(rng)
     print("ok")
     return 0
 

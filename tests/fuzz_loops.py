@@ -204,6 +204,16 @@ def _original_runs(path: Path) -> bool:
 # ------------------------------------------------------------------ ops
 
 
+def _judge_error(exc: Exception, invalid, node: str, seed: int, tally: Tally, where: str, counter: str) -> None:
+    """An op run raised: right only for an invalid case, as onnxruntime's error naming the node."""
+    if invalid is None:
+        tally.fail("wrong result", seed, f"a valid case failed: {_short(exc)} ({where})")
+    elif not type(exc).__module__.startswith("onnxruntime") or node not in str(exc):
+        tally.fail("wrong result", seed, f"error without the node name: {_short(exc)} ({where})")
+    else:
+        tally.counts[counter] += 1
+
+
 def check_op(seed: int, tally: Tally) -> None:
     from helpers import run_single_op
 
@@ -214,13 +224,7 @@ def check_op(seed: int, tally: Tally) -> None:
     try:
         y, stats = run_single_op(op, arrays, attrs, name=NODE, stats=True, threads=int(rng.choice([1, 2])))
     except Exception as exc:  # noqa: BLE001 - judged below
-        message = str(exc)
-        if invalid is None:
-            tally.fail("wrong result", seed, f"a valid case failed: {_short(exc)} ({where})")
-        elif not type(exc).__module__.startswith("onnxruntime") or NODE not in message:
-            tally.fail("wrong result", seed, f"error without the node name: {_short(exc)} ({where})")
-        else:
-            tally.counts["op errors"] += 1
+        _judge_error(exc, invalid, NODE, seed, tally, where, "op errors")
         return
     if invalid is not None:
         tally.fail("wrong result", seed, f"an invalid case ran ({where})")
@@ -247,9 +251,44 @@ def check_op(seed: int, tally: Tally) -> None:
         tally.fail("wrong result", seed, f"stats {stats.tolist()}, expected [{int(pruned.sum())}, {total}] ({where})")
 
 
+def check_sparse_conv(seed: int, tally: Tally) -> None:
+    """ExPruneSparseConv against onnxruntime's Conv (+Add, +Relu/Clip); invalid cases are
+    errors naming the node; stats count the non-zero inputs."""
+    import fuzz_sparse_conv as fz
+    from sparse_conv_case import NODE as SC_NODE
+    from sparse_conv_case import op_model, run
+
+    x, weight, bias, residual, attrs, rng = fz.case(seed)
+    w = fz.sparse_w(weight, attrs)
+    invalid = None
+    if rng.random() < 0.3:
+        x, w, bias, residual, invalid = fz.corrupt(x, w, bias, residual, attrs, rng)
+    tally.counts["sparse conv cases"] += 1
+    where = f"{invalid or 'valid'} {attrs} x {list(x.shape)} w {list(w.shape)}"
+    model = op_model(x.shape, w, bias, None if residual is None else residual.shape, attrs, stats=True)
+    feeds = {"x": x} | ({"r": residual} if residual is not None else {})
+    try:
+        y, stats = run(model, feeds, threads=int(rng.choice([1, 2])))
+    except Exception as exc:  # noqa: BLE001 - judged below
+        _judge_error(exc, invalid, SC_NODE, seed, tally, where, "sparse conv errors")
+        return
+    if invalid is not None:
+        tally.fail("wrong result", seed, f"an invalid case ran ({where})")
+        return
+    tally.counts["sparse conv runs"] += 1
+    want = fz.expected(x, weight, bias, residual, attrs)
+    scale = max(float(np.abs(np.where(np.isfinite(want), want, 0)).max(initial=0.0)), 1.0)
+    with np.errstate(invalid="ignore"):
+        close = np.isclose(y, want, rtol=1e-4, atol=1e-5 * scale, equal_nan=True)
+    if y.shape != want.shape or not close.all():
+        tally.fail("wrong result", seed, f"y {list(y.shape)} differs from Conv {list(want.shape)} ({where})")
+    elif stats.tolist() != [int(np.count_nonzero(x)), x.size]:
+        tally.fail("wrong result", seed, f"stats {stats.tolist()} ({where})")
+
+
 # ------------------------------------------------------------------ driver
 
-LOOPS = {"graphs": check_graph, "files": check_file, "ops": check_op}
+LOOPS = {"graphs": check_graph, "files": check_file, "ops": check_op, "sparse_conv": check_sparse_conv}
 
 
 def run_loop(loop: str, first: int, count: int, seconds: float) -> Tally:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OP_TESTS = ["tests/test_custom_op.py", "tests/test_op_rules.py", "tests/test_argmax_head.py", "tests/test_concurrency.py",
-            "tests/test_sparse_input.py"]
+            "tests/test_sparse_input.py", "tests/test_sparse_conv_op.py"]
 REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "UndefinedBehaviorSanitizer", "ERROR: LeakSanitizer")
 
 

@@ -91,3 +91,29 @@ def test_profile_names_every_node():
     assert [key.split()[0] for key in times["optimized"]] == [n.op_type for n in optimized.graph.node]
     assert all(ms > 0 for nodes in times.values() for ms in nodes.values())
     assert times["dense"]  # onnxruntime fuses Gemm + Relu; whatever it runs is listed
+
+
+def test_sparse_conv_table_quick(tmp_path, capsys):
+    """`python -m bench.kernels --cases sparse_conv --quick`: rows for every tiny layer,
+    input kind and zero fraction, zero fractions as requested, outputs equal to Conv."""
+    from bench import sparse_conv_kernels as sc
+
+    kinds = "iid,photo"
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        kinds = "iid"
+    out = tmp_path / "sc.json"
+    assert kernels.main(["--cases", "sparse_conv", "--quick", "--repeats", "2", "--inputs", kinds,
+                         "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert len(rows) == len(sc.QUICK_LAYERS) * len(kinds.split(",")) * len(sc.QUICK_ZEROS)
+    for r in rows:
+        assert abs(r["zeros"] - r["zeros_requested"]) < 0.05, r
+        assert r["max_error"] < 1e-5 and r["conv_ms"] > 0 and r["op_ms"] > 0
+        assert len(r["ratios"]) == 2 and r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
+    assert data["meta"]["threads"] == 1 and data["meta"]["batch"] == 1
+    assert "ratio" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sc.parse_args(["--cases", "sparse_conv", "--inputs", "noise"])

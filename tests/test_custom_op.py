@@ -561,7 +561,8 @@ def test_domain_header_matches_python():
     assert value("kConvReluOp") == ops.CONV_RELU
     assert value("kArgmaxHeadOp") == ops.ARGMAX_HEAD
     assert value("kSparseMatMulOp") == ops.SPARSE_MATMUL
-    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU, ops.ARGMAX_HEAD, ops.SPARSE_MATMUL}
+    assert value("kSparseConvOp") == ops.SPARSE_CONV
+    assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU, ops.ARGMAX_HEAD, ops.SPARSE_MATMUL, ops.SPARSE_CONV}
 
 
 def test_model_checks_as_onnx():

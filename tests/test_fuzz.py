@@ -104,6 +104,15 @@ def test_op_inputs():
     assert counts["op runs that prune"] > 50 and counts["op runs with NaN or Inf"] > 20, dict(counts)
 
 
+def test_sparse_conv_inputs():
+    """ExPruneSparseConv matches onnxruntime's Conv on random geometries, groups and zero
+    fractions; invalid cases are errors naming the node: 300 cases."""
+    counts, failures = spawn("sparse_conv", 0, 300, 300)
+    _assert_clean(counts, failures)
+    assert counts["sparse conv cases"] == 300
+    assert counts["sparse conv runs"] > 150 and counts["sparse conv errors"] > 40, dict(counts)
+
+
 def test_child_crash_names_the_seed():
     """A child that dies (here: an unknown loop) fails with its last seed, not silently."""
     counts, failures = spawn("no-such-loop", 5, 1, 10)

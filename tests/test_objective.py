@@ -51,8 +51,9 @@ def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: b
         # An early-exit layer's gain is keyed by its name; a sparse matmul, named after the
         # layer it replaces, gains only if keyed "zero:<layer>" (one after an early-exit
         # layer is free).
-        names = {n.name for n in model.graph.node if n.domain and n.op_type != "ExPruneSparseMatMul"}
-        sparse = {n.name for n in model.graph.node if n.op_type == "ExPruneSparseMatMul"}
+        zero_ops = ("ExPruneSparseMatMul", "ExPruneSparseConv")
+        names = {n.name for n in model.graph.node if n.domain and n.op_type not in zero_ops}
+        sparse = {n.name for n in model.graph.node if n.op_type in zero_ops}
         if not names and not sparse:
             return 0.5 if slower_than_original else 1.0
         early = sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "conv_attrs.h"
 #include "conv_tail.h"
 
 namespace exprune {
@@ -29,46 +30,6 @@ constexpr int64_t kGroupBytes = int64_t{32} << 20;
 constexpr int64_t kStatsWork = int64_t{1} << 16;
 // Input pixels the pass keeps accumulators for at once (on the stack).
 constexpr int64_t kStatsChunk = 256;
-
-// One spatial axis of the convolution. The defaults describe the unit height axis
-// that lets a 1-D conv run through the 2-D loop.
-struct Axis {
-  int64_t in = 1, kernel = 1, stride = 1, dilation = 1, pad = 0, out = 1;
-};
-
-// Output size and leading pad of one axis, as ONNX Conv defines them. SAME pads are
-// derived from the actual input size, so they are right for any input shape.
-Axis ResolveAxis(size_t d, int64_t in, int64_t kernel, int64_t stride, int64_t dilation,
-                 int64_t pad_begin, int64_t pad_end, const std::string& auto_pad) {
-  Axis a{in, kernel, stride, dilation, 0, 0};
-  const int64_t span = (kernel - 1) * dilation + 1;
-  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-    a.out = CeilDiv(in, stride);
-    const int64_t total = std::max<int64_t>(0, (a.out - 1) * stride + span - in);
-    a.pad = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-    return a;
-  }
-  if (auto_pad == "VALID") pad_begin = pad_end = 0;
-  const int64_t room = in + pad_begin + pad_end - span;
-  if (room < 0) {
-    throw OpError("spatial axis " + std::to_string(d) + ": input size " + std::to_string(in) +
-                  " plus pads (" + std::to_string(pad_begin) + ", " + std::to_string(pad_end) +
-                  ") is smaller than the dilated kernel extent " + std::to_string(span));
-  }
-  a.pad = pad_begin;
-  a.out = room / stride + 1;
-  return a;
-}
-
-void CheckCount(const char* name, const std::vector<int64_t>& v, size_t want, size_t rank) {
-  if (!v.empty() && v.size() != want) {
-    throw OpError(std::string("attribute ") + name + " has " + std::to_string(v.size()) +
-                  " values; the input has spatial rank " + std::to_string(rank) + " and needs " +
-                  std::to_string(want));
-  }
-}
-
-int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // The number of nonzero bytes among n, each 0 or 1: 8 at a time, summed per byte
 // lane (at most 255 words before a lane could overflow), then across the lanes.
@@ -540,32 +501,11 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
 }  // namespace
 
 ConvReluKernel::ConvReluKernel(const OrtKernelInfo* info, std::string label)
-    : PruneKernel(info, std::move(label)) {
-  ReadAttr(info, "auto_pad", &auto_pad_);
-  if (auto_pad_ != "NOTSET" && auto_pad_ != "SAME_UPPER" && auto_pad_ != "SAME_LOWER" && auto_pad_ != "VALID") {
-    throw OpError("attribute auto_pad = '" + auto_pad_ +
-                  "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
-  }
+    : PruneKernel(info, std::move(label)), conv_(ReadConvAttrs(info)) {
   // group and kernel_shape are accepted so that a Conv's attributes can be copied
   // over unchanged; they only have to agree with what the op does.
-  int64_t group = 1;
-  if (ReadAttr(info, "group", &group) && group != 1) {
-    throw OpError("attribute group = " + std::to_string(group) + " is not supported (only 1)");
-  }
-  ReadAttr(info, "kernel_shape", &kernel_shape_);
-  ReadAttr(info, "strides", &strides_);
-  ReadAttr(info, "dilations", &dilations_);
-  if (ReadAttr(info, "pads", &pads_) && auto_pad_ != "NOTSET") {
-    throw OpError("attributes pads and auto_pad = " + auto_pad_ + " cannot be given together (as on ONNX Conv)");
-  }
-  for (int64_t s : strides_) {
-    if (s < 1) throw OpError("attribute strides " + ShapeText(strides_) + " must be >= 1");
-  }
-  for (int64_t d : dilations_) {
-    if (d < 1) throw OpError("attribute dilations " + ShapeText(dilations_) + " must be >= 1");
-  }
-  for (int64_t p : pads_) {
-    if (p < 0) throw OpError("attribute pads " + ShapeText(pads_) + " must be >= 0");
+  if (conv_.group != 1) {
+    throw OpError("attribute group = " + std::to_string(conv_.group) + " is not supported (only 1)");
   }
   PackConstantWeights(info);
 }
@@ -635,23 +575,11 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
     throw OpError("residual must have the shape of partial " + ShapeText(partial.shape) + ", got " +
                   ShapeText(res.shape));
   }
-  if (!kernel_shape_.empty() && kernel_shape_ != std::vector<int64_t>(w.shape.begin() + 2, w.shape.end())) {
-    throw OpError("attribute kernel_shape " + ShapeText(kernel_shape_) + " does not match w_tail " +
-                  ShapeText(w.shape));
-  }
-  CheckCount("strides", strides_, sr, sr);
-  CheckCount("dilations", dilations_, sr, sr);
-  CheckCount("pads", pads_, 2 * sr, sr);
-
-  std::vector<Axis> axes;
+  const std::vector<Axis> axes = ResolveAxes(conv_, std::vector<int64_t>(x.shape.begin() + 2, x.shape.end()),
+                                             std::vector<int64_t>(w.shape.begin() + 2, w.shape.end()), "w_tail",
+                                             w.shape);
   std::vector<int64_t> implied{batch, outs};
-  for (size_t d = 0; d < sr; ++d) {
-    const bool explicit_pads = !pads_.empty();
-    axes.push_back(ResolveAxis(d, x.shape[2 + d], w.shape[2 + d], strides_.empty() ? 1 : strides_[d],
-                               dilations_.empty() ? 1 : dilations_[d], explicit_pads ? pads_[d] : 0,
-                               explicit_pads ? pads_[sr + d] : 0, auto_pad_));
-    implied.push_back(axes.back().out);
-  }
+  for (const Axis& a : axes) implied.push_back(a.out);
   if (implied != partial.shape) {
     throw OpError("x " + ShapeText(x.shape) + ", w_tail " + ShapeText(w.shape) +
                   " and the strides/pads/dilations/auto_pad attributes give output shape " + ShapeText(implied) +

@@ -2,34 +2,16 @@
 // first k input channels were already convolved into `partial` (docs/custom_ops.md).
 #pragma once
 
-#include <cstddef>
-#include <new>
 #include <string>
 #include <vector>
 
+#include "conv_attrs.h"
 #include "domain.h"
 #include "kernel_util.h"
 #include "prune_op.h"
 
 namespace exprune {
 
-// Cache-line aligned storage, so that the sparse kernels' vector loads do not
-// straddle lines (conv_tail.h).
-template <typename T>
-struct LineAligned {
-  using value_type = T;
-  static constexpr std::align_val_t kAlign{64};
-  LineAligned() = default;
-  template <typename U>
-  LineAligned(const LineAligned<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
-  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
-  template <typename U>
-  bool operator==(const LineAligned<U>&) const { return true; }
-  template <typename U>
-  bool operator!=(const LineAligned<U>&) const { return false; }
-};
-using AlignedFloats = std::vector<float, LineAligned<float>>;
 
 class ConvReluKernel : public PruneKernel<ConvReluKernel> {
  public:
@@ -39,10 +21,7 @@ class ConvReluKernel : public PruneKernel<ConvReluKernel> {
  private:
   void PackConstantWeights(const OrtKernelInfo* info) noexcept;
 
-  std::string auto_pad_ = "NOTSET";
-  // As given on the node; empty when absent. Lengths are checked against the
-  // input's spatial rank at run time.
-  std::vector<int64_t> kernel_shape_, strides_, pads_, dilations_;
+  ConvAttrs conv_;
   // w_tail repacked for the sparse path (RepackTaps in conv_relu.cc) when it is a
   // constant initializer: used while the input is that same tensor.
   AlignedFloats packed_;

@@ -11,5 +11,6 @@ inline constexpr const char* kDenseReluOp = "ExPruneDenseRelu";
 inline constexpr const char* kConvReluOp = "ExPruneConvRelu";
 inline constexpr const char* kArgmaxHeadOp = "ExPruneArgmaxHead";
 inline constexpr const char* kSparseMatMulOp = "ExPruneSparseMatMul";
+inline constexpr const char* kSparseConvOp = "ExPruneSparseConv";
 
 }  // namespace exprune

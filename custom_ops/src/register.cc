@@ -6,6 +6,7 @@
 #include "conv_relu.h"
 #include "dense_relu.h"
 #include "domain.h"
+#include "sparse_conv.h"
 #include "sparse_matmul.h"
 
 namespace {
@@ -15,6 +16,7 @@ const exprune::DenseReluOp kDense;
 const exprune::ConvReluOp kConv;
 const exprune::ArgmaxHeadOp kHead;
 const exprune::SparseMatMulOp kSparse;
+const exprune::SparseConvOp kSparseConv;
 
 }  // namespace
 
@@ -42,6 +44,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kConv);
   if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kHead);
   if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparse);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparseConv);
   if (status == nullptr) status = api->AddCustomOpDomain(options, domain);
   if (status != nullptr) {
     api->ReleaseCustomOpDomain(domain);

@@ -122,6 +122,8 @@ def is_nonnegative(t: gs.Tensor, depth: int = 0) -> bool:
         return False
     node = t.inputs[0]
     if node.domain == ops.DOMAIN:
+        if node.op == ops.SPARSE_CONV:  # >= 0 only where it fuses the activation
+            return node.attrs.get("activation", "none") in ("relu", b"relu")
         return node.op != ops.SPARSE_MATMUL  # an early-exit op's activation; a matmul's output has any sign
     if (node.domain or "") not in ("", "ai.onnx"):
         return False

@@ -84,8 +84,8 @@ class SparseRewrite:
 
     @property
     def after_relu(self) -> bool:
-        """Whether it reads a plain Relu/Clip's output rather than an early-exit op's."""
-        return self.source != ops.DENSE_RELU
+        """Whether it reads a plain Relu/Clip's output (or a sparse conv's ReLU) rather than an early-exit op's."""
+        return self.source not in (ops.DENSE_RELU, ops.CONV_RELU)
 
 
 def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
@@ -244,15 +244,21 @@ def rewrite(c: Consumer, ctx: Context) -> SparseRewrite:
     return SparseRewrite(c.layer, op_types, node, c.source)
 
 
-def apply(contexts: list[Context]) -> tuple[list[SparseRewrite], list[NoMatch]]:
-    """Match every MatMul/Gemm of every graph, then rewrite the ones that qualify."""
-    found: list[tuple[Consumer, Context]] = []
+def match_all(contexts: list[Context], match_one) -> tuple[list, list[NoMatch]]:
+    """``match_one`` over every node of every graph: (consumers with their context, reasons)."""
+    found: list = []
     rejected: list[NoMatch] = []
     for ctx in contexts:
         for node in list(ctx.graph.nodes):
-            result = match(node, ctx)
+            result = match_one(node, ctx)
             if isinstance(result, NoMatch):
                 rejected.append(result)
             elif result is not None:
                 found.append((result, ctx))
+    return found, rejected
+
+
+def apply(contexts: list[Context]) -> tuple[list[SparseRewrite], list[NoMatch]]:
+    """Match every MatMul/Gemm of every graph, then rewrite the ones that qualify."""
+    found, rejected = match_all(contexts, match)
     return [rewrite(c, ctx) for c, ctx in found], rejected

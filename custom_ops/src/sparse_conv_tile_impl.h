@@ -1,0 +1,149 @@
+// The tile kernels of sparse_conv_tile.h written once over a vector type. Each
+// instruction-set file (sparse_conv_tile_<isa>.cc) defines a traits struct `Vec` and
+// includes this file:
+//
+//   static constexpr int kLanes;  using V = <kLanes floats>;  using M = <a lane mask>;
+//   V Zero(); V Set1(float x); V Load(const float* p); void Store(float* p, V v);
+//   M Mask(int n): lanes [0, n) (n may exceed kLanes);
+//   V LoadMasked(const float* p, M m): lanes in m from p, the rest 0, nothing else read;
+//   V Fma(V a, V b, V c): a * b + c.
+//
+// Everything here has internal linkage and only <cstdint> is used: the files are built
+// with different -m flags, so no inline function may be shared between them (the
+// linker would keep one copy, possibly one this CPU cannot run).
+#pragma once
+
+#include <cstdint>
+
+#include "sparse_conv_tile.h"
+
+namespace exprune {
+namespace sparse_conv {
+namespace {
+
+// Compile-time loops: f(Int<I>{}) for I in [B, E). Register tiles need every index
+// known at compile time, so that the accumulators stay in registers.
+template <int N>
+struct Int {
+  static constexpr int value = N;
+};
+template <int B, int E>
+struct Unroll {
+  template <typename F>
+  static inline __attribute__((always_inline)) void Run(F& f) {
+    if constexpr (B < E) {
+      f(Int<B>{});
+      Unroll<B + 1, E>::Run(f);
+    }
+  }
+};
+
+// acc[j][v] += x * w[v * kLanes ...] for the NV vectors of one tap.
+template <int NV, bool Full, int T>
+inline __attribute__((always_inline)) void Accumulate(typename Vec::V (&acc)[T][NV], int j, typename Vec::V x,
+                                                      const float* w, typename Vec::M m) {
+  auto one = [&](auto vi) {
+    constexpr int v = decltype(vi)::value;
+    typename Vec::V wv;
+    if constexpr (Full || v < NV - 1) {
+      wv = Vec::Load(w + v * Vec::kLanes);
+    } else {
+      wv = Vec::LoadMasked(w + v * Vec::kLanes, m);
+    }
+    acc[j][v] = Vec::Fma(x, wv, acc[j][v]);
+  };
+  Unroll<0, NV>::Run(one);
+}
+
+// The tile's starting sums: zero, or the partial sums of earlier channels in `out`.
+template <int NV, int T>
+inline __attribute__((always_inline)) void StartTile(typename Vec::V (&acc)[T][NV], const Tile& a) {
+  for (int j = 0; j < T; ++j) {
+    for (int v = 0; v < NV; ++v) {
+      acc[j][v] = a.accumulate ? Vec::Load(a.out + (j * NV + v) * Vec::kLanes) : Vec::Zero();
+    }
+  }
+}
+
+template <int NV, int T>
+inline __attribute__((always_inline)) void StoreTile(typename Vec::V (&acc)[T][NV], float* out) {
+  for (int j = 0; j < T; ++j) {
+    for (int v = 0; v < NV; ++v) Vec::Store(out + (j * NV + v) * Vec::kLanes, acc[j][v]);
+  }
+}
+
+// kw = 3, stride 1, dilation 1: input column i of the tile's T + 2 feeds outputs i - kx.
+template <int NV, int T, bool Full>
+void Sweep3(const Tile& a) {
+  using V = typename Vec::V;
+  V acc[T][NV];
+  StartTile<NV, T>(acc, a);
+  const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const Row r = a.rows[ky];
+    if (r.entries == nullptr) continue;
+    const float* w0 = a.w + ky * 3 * a.tap;
+    const float* w1 = w0 + a.tap;
+    const float* w2 = w1 + a.tap;
+    const int32_t* st = r.start + a.col0;
+    auto column = [&](auto ii) {
+      constexpr int i = decltype(ii)::value;
+      const Entry* end = r.entries + (st[i + 1] - 1);
+      for (const Entry* e = r.entries + st[i]; e != end; ++e) {
+        const V x = Vec::Set1(e->v);
+        const int64_t off = e->w_off;
+        if constexpr (i < T) Accumulate<NV, Full, T>(acc, i, x, w0 + off, m);
+        if constexpr (i >= 1 && i - 1 < T) Accumulate<NV, Full, T>(acc, i - 1, x, w1 + off, m);
+        if constexpr (i >= 2) Accumulate<NV, Full, T>(acc, i - 2, x, w2 + off, m);
+      }
+    };
+    Unroll<0, T + 2>::Run(column);
+  }
+  StoreTile<NV, T>(acc, a.out);
+}
+
+// Any kernel width, stride and dilation: one pass over the tile's columns per kernel
+// column, output j reading padded column col0 + kx * dilation + j * stride.
+template <int NV, int T, bool Full>
+void Taps(const Tile& a) {
+  using V = typename Vec::V;
+  V acc[T][NV];
+  StartTile<NV, T>(acc, a);
+  const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const Row r = a.rows[ky];
+    if (r.entries == nullptr) continue;
+    for (int64_t kx = 0; kx < a.kw; ++kx) {
+      const float* wk = a.w + (ky * a.kw + kx) * a.tap;
+      const int64_t q0 = a.col0 + kx * a.dilation, stride = a.stride;
+      // Two output positions at a time, their lists walked side by side: each entry
+      // alone updates only NV accumulators, too few to hide the multiply-add latency.
+      auto pair = [&](auto jj) {
+        constexpr int j = 2 * decltype(jj)::value;
+        const int64_t q = q0 + j * stride, q1 = q + stride;
+        const Entry* e0 = r.entries + r.start[q];
+        const Entry* e1 = r.entries + r.start[q1];
+        const Entry* end0 = r.entries + (r.start[q + 1] - 1);
+        const Entry* end1 = r.entries + (r.start[q1 + 1] - 1);
+        for (; e0 != end0 && e1 != end1; ++e0, ++e1) {
+          Accumulate<NV, Full, T>(acc, j, Vec::Set1(e0->v), wk + e0->w_off, m);
+          Accumulate<NV, Full, T>(acc, j + 1, Vec::Set1(e1->v), wk + e1->w_off, m);
+        }
+        for (; e0 != end0; ++e0) Accumulate<NV, Full, T>(acc, j, Vec::Set1(e0->v), wk + e0->w_off, m);
+        for (; e1 != end1; ++e1) Accumulate<NV, Full, T>(acc, j + 1, Vec::Set1(e1->v), wk + e1->w_off, m);
+      };
+      static_assert(T % 2 == 0, "Taps walks positions in pairs");
+      Unroll<0, T / 2>::Run(pair);
+    }
+  }
+  StoreTile<NV, T>(acc, a.out);
+}
+
+template <int NV, int T>
+constexpr Shape MakeShape() {
+  return Shape{NV, T, {Sweep3<NV, T, false>, Sweep3<NV, T, true>}, {Taps<NV, T, false>, Taps<NV, T, true>}};
+}
+
+}  // namespace
+}  // namespace sparse_conv
+}  // namespace exprune

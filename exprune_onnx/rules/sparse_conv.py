@@ -1,0 +1,252 @@
+"""Zero-input skipping for convolutions: a Conv reading a ReLU's zeros visits only the non-zero inputs.
+
+    Relu | Clip(0, .) | early-exit op [-> MaxPool] -> x;
+    Conv(x, W[, b]) [-> Add(bias) | Mul(scale)]* [-> Add(residual)] [-> Add(bias)]* [-> Relu | Clip(0, c)]
+      =>  ExPruneSparseConv(x, w, bias[, residual]; activation, clip_max)
+
+``w`` is ``W`` repacked once, here, as ``[C, KH, KW, M / group]`` (input channel first, so
+that one non-zero input reads one contiguous block of weights):
+``w[c, ky, kx, j] = W[(c // (C / group)) * (M / group) + j, c % (C / group), ky, kx]``.
+BatchNormalization was folded into ``W`` and ``b`` by canonicalisation; the constant Adds
+and Muls of the canonical group fold into the bias and the weights
+(``rules/chain.py``). Where the Conv's output does not end in a ReLU-family activation
+(or the group cannot be fused: an intermediate used twice, a residual of another shape)
+the op computes the Conv and its own bias alone and the rest of the graph stays as it was.
+
+Skipping a zero input drops ``0 * w``, which is exact for finite weights, so the result
+is the Conv's up to float summation order whatever the zero fraction; whether it is
+faster depends on how many zeros there are (docs/sparse_conv.md). So, as for
+MatMul/Gemm (rules/sparse_input.py), a Conv after a plain Relu/Clip, a MaxPool of one, or
+an ``ExPruneSparseConv`` that ends in a ReLU is rewritten only with ``sparse_relu = "on"``
+(``sparse_relu_layers`` names the ones the latency objective kept); one after an
+early-exit op (``ExPruneConvRelu``, ``ExPruneDenseRelu``) with ``sparse_input`` alone.
+
+Exporters: PyTorch (Conv2d [+ BatchNorm] [+ ReLU/ReLU6], ResNet's skip Add before the
+last ReLU), tf2onnx (NHWC models keep their Transposes at the model's edges and around
+nothing in between after tf2onnx's optimiser; a Conv reading a Transpose is not a
+candidate, as for the early-exit rules), Caffe2 (BatchNorm as Mul + Add, Sum joins).
+Convs inside If/Loop/Scan bodies are matched like the outer graph's (pipeline contexts).
+
+Like rules/sparse_input.py this is a pass after the early-exit rewrites, not one of
+``rules.RULES``; its output reads as a ReLU's only when it fuses one, and a second run
+finds no Conv left to rewrite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .. import ops
+from ..graphutil import const_value, describe, unique_name
+from . import chain, common
+from .base import Context, NoMatch
+from .sparse_input import SparseRewrite, _private, _zero_floor, match_all
+
+NAME = "sparse_conv"
+_EARLY_EXIT = (ops.CONV_RELU, ops.DENSE_RELU)
+_CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group")
+
+
+@dataclass
+class ConvConsumer:
+    """A Conv that reads zeros, and the group after it that the op computes too."""
+
+    layer: str
+    conv: gs.Node
+    source: str  # the op type that writes the zeros (through a MaxPool or not)
+    x: gs.Tensor
+    w: np.ndarray  # [M, C/group, KH, KW] float32, scale folded in
+    bias: np.ndarray | None  # [M] float32
+    group: chain.Chain | None  # the fused group after the Conv, or None for the Conv alone
+    output: gs.Tensor
+
+    @property
+    def nodes(self) -> list[gs.Node]:
+        return [self.conv] + (self.group.nodes if self.group is not None else [])
+
+
+def zero_source(x: gs.Tensor, ctx: Context) -> gs.Node | None:
+    """The node whose exact zeros ``x`` carries (through one MaxPool), or None."""
+    producer = x.inputs[0] if x.inputs else None
+    if producer is not None and producer.op == "MaxPool" and chain.is_default_domain(producer):
+        if any(o.outputs for o in producer.outputs[1:]):  # its Indices output is used: not a plain pool
+            return None
+        producer = producer.inputs[0].inputs[0] if producer.inputs[0].inputs else None
+    if producer is None:
+        return None
+    if producer.domain == ops.DOMAIN:
+        if producer.op in _EARLY_EXIT:
+            return producer
+        if producer.op == ops.SPARSE_CONV and _attr_str(producer.attrs.get("activation", "none")) == "relu":
+            return producer
+        return None
+    return producer if chain.is_default_domain(producer) and _zero_floor(producer, ctx) else None
+
+
+def _attr_str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _gate(x: gs.Tensor, source: gs.Node, layer: str, ctx: Context) -> str | None:
+    """Why a Conv after this source may not be rewritten under the options, or None."""
+    if source.op in _EARLY_EXIT and source.domain == ops.DOMAIN:
+        return None
+    options = ctx.options
+    if options.sparse_relu != "on":
+        return (f"its input '{x.name}' comes from {describe(source)}; a convolution reads a plain ReLU's "
+                "output sparsely only with --sparse-relu on, or when the latency objective finds it faster")
+    if options.sparse_relu_layers is not None and layer not in options.sparse_relu_layers:
+        return (f"its input '{x.name}' comes from {describe(source)}; the latency objective found the model "
+                "no faster with it read sparsely")
+    return None
+
+
+def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
+    """Read-only: the consumer in the op's terms, why it cannot be one, or None if unrelated."""
+    if node.op != "Conv" or not chain.is_default_domain(node) or not node.outputs or len(node.inputs) < 2:
+        return None
+    x = node.inputs[0]
+    source = zero_source(x, ctx)
+    if source is None:
+        return None
+    layer = common.layer_name(node, ctx)
+
+    def no(reason: str) -> NoMatch:
+        return NoMatch(NAME, layer, node.op, reason)
+
+    why = _gate(x, source, layer, ctx)
+    if why:
+        return no(why)
+    stored = node.inputs[1]
+    w = const_value(stored, ctx.opset)
+    if w is None:
+        return no(f"the weight '{stored.name}' is not a constant")
+    if w.dtype != np.float32:
+        return no(f"the weight '{stored.name}' is {w.dtype}, only float32 is read sparsely")
+    if w.ndim != 4:
+        return no(f"the weight '{stored.name}' has shape {list(w.shape)}: only 2-D convolutions are read sparsely")
+    if not np.isfinite(w).all():
+        return no(f"the weight '{stored.name}' holds NaN or Inf: skipping a zero input would drop 0 * Inf = NaN")
+    if x.dtype is not None and np.dtype(x.dtype) != np.float32:
+        return no(f"the input '{x.name}' is {np.dtype(x.dtype)}, only float32 is read sparsely")
+    m, cg = int(w.shape[0]), int(w.shape[1])
+    group = int(node.attrs.get("group", 1))
+    if group < 1 or m % group:
+        return no(f"group = {group} does not divide the {m} output channels")
+    shape = x.shape
+    if shape is not None and (len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != cg * group)):
+        return no(f"the input '{x.name}' has shape {list(shape)}, not [N, {cg * group}, H, W]")
+    if not _private(stored, w.size):
+        return no(f"the weight '{stored.name}' also feeds other nodes; the repacked copy would store it twice")
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        b = const_value(node.inputs[2], ctx.opset)
+        if b is None or b.size != m or b.dtype.kind != "f":
+            return no(f"the bias '{node.inputs[2].name}' is not a constant with one value per output channel")
+    w, bias = _conv_alone(node, ctx)
+    fused = _fusable(node, ctx, m)
+    if fused is not None:
+        fw = w * fused.scale.reshape(-1, 1, 1, 1).astype(np.float32) if not np.all(fused.scale == 1) else w
+        fb = (fused.bias + fused.scale * (bias if bias is not None else 0.0)).astype(np.float32)
+        if np.isfinite(fw).all() and np.isfinite(fb).all():  # else the group stays after the op
+            w, bias = fw, fb
+        else:
+            fused = None
+    output = fused.output if fused is not None else node.outputs[0]
+    return ConvConsumer(layer, node, source.op, x, np.ascontiguousarray(w, dtype=np.float32), bias, fused, output)
+
+
+def _fusable(conv: gs.Node, ctx: Context, m: int) -> chain.Chain | None:
+    """The canonical group after the Conv when the op can compute it whole, else None."""
+    if any(not u.outputs for u in conv.outputs[0].outputs):
+        return None  # it feeds a group an early-exit rewrite has taken (its nodes linger, emptied)
+    found = chain.follow(conv.outputs[0], ctx, m, 1, 4)
+    if isinstance(found, str) or found.problems:
+        return None
+    residual = found.residual
+    if residual is not None and residual.dtype is not None and np.dtype(residual.dtype) != np.float32:
+        return None
+    return found
+
+
+def repack(w: np.ndarray, group: int) -> np.ndarray:
+    """``W[M, C/group, KH, KW]`` as the op's ``[C, KH, KW, M/group]`` float32 (module docstring)."""
+    return np.ascontiguousarray(ops.sparse_conv_weights(w, group), dtype=np.float32)
+
+
+def op_attrs(conv: gs.Node, w_shape, clip_max: float | None) -> dict:
+    """The op's attributes: the Conv's own, the kernel shape, and the fused activation."""
+    attrs = {a: conv.attrs[a] for a in _CONV_ATTRS if a in conv.attrs}
+    attrs["kernel_shape"] = [int(d) for d in w_shape[2:]]
+    if clip_max is not None:
+        attrs["activation"] = "relu"
+        if math.isfinite(clip_max):
+            attrs["clip_max"] = float(clip_max)
+    return attrs
+
+
+def rewrite(c: ConvConsumer, ctx: Context) -> SparseRewrite:
+    base = c.layer.replace(":", "_").strip("/") or "layer"
+    group = int(c.conv.attrs.get("group", 1))
+    inputs = [c.x, gs.Constant(unique_name(base + "_w_sparse", ctx.names), repack(c.w, group))]
+    residual = c.group.residual if c.group is not None else None
+    if c.bias is not None:
+        inputs.append(gs.Constant(unique_name(base + "_bias_sparse", ctx.names), c.bias))
+    elif residual is not None:
+        inputs.append(gs.Variable.empty())
+    if residual is not None:
+        inputs.append(residual)
+    attrs = op_attrs(c.conv, c.w.shape, c.group.clip_max if c.group is not None else None)
+    op_types = [n.op for n in c.nodes]
+    for node in c.nodes:
+        node.outputs.clear()
+    c.output.dtype = np.float32
+    outputs = [c.output]
+    if ctx.options.emit_stats and ctx.graph is ctx.model_graph:
+        outputs.append(gs.Variable(unique_name(base + "_sparse_stats", ctx.names), dtype=np.int64, shape=[2]))
+    node = gs.Node(ops.SPARSE_CONV, name=unique_name(base + "_sparse", ctx.names), domain=ops.DOMAIN,
+                   attrs=attrs, inputs=inputs, outputs=outputs)
+    ctx.graph.nodes.append(node)
+    return SparseRewrite(c.layer, op_types, node, c.source)
+
+
+def apply(contexts: list[Context]) -> tuple[list[SparseRewrite], list[NoMatch]]:
+    """Match every Conv of every graph, then rewrite the ones that qualify.
+
+    Two Convs may end in the same Add -> Relu (a ResNet block's main and shortcut
+    convs); the larger one fuses the group and the other is rewritten alone, its output
+    becoming the residual."""
+    found, rejected = match_all(contexts, match)
+    found.sort(key=lambda item: -item[0].w.size)
+    claimed: set[int] = set()
+    for c, ctx in found:
+        if c.group is not None and any(id(n) in claimed for n in c.group.nodes):
+            _unfuse(c, ctx)
+        claimed.update(id(n) for n in c.nodes)
+    return [rewrite(c, ctx) for c, ctx in found], rejected
+
+
+def _conv_alone(conv: gs.Node, ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
+    """The Conv's own weight and bias as float32 (both checked constant by ``match``)."""
+    w = np.ascontiguousarray(const_value(conv.inputs[1], ctx.opset), dtype=np.float32)
+    bias = None
+    if len(conv.inputs) > 2 and conv.inputs[2].name:
+        bias = const_value(conv.inputs[2], ctx.opset).reshape(-1).astype(np.float32)
+    return w, bias
+
+
+def _unfuse(c: ConvConsumer, ctx: Context) -> None:
+    """Make ``c`` the Conv alone: another consumer fuses the group it shares."""
+    c.group, c.output = None, c.conv.outputs[0]
+    c.w, c.bias = _conv_alone(c.conv, ctx)
+
+
+def unpack(w: np.ndarray, group: int) -> np.ndarray:
+    """The op's ``[C, KH, KW, M/group]`` weight back as Conv's ``W[M, C/group, KH, KW]``."""
+    c, kh, kw, mg = w.shape
+    cg = c // group
+    return np.ascontiguousarray(w.reshape(group, cg, kh, kw, mg).transpose(0, 4, 1, 2, 3)
+                                .reshape(group * mg, cg, kh, kw))

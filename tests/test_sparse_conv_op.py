@@ -1,0 +1,221 @@
+"""ExPruneSparseConv (custom_ops/src/sparse_conv.cc): Conv (+ bias, + residual, then
+none/Relu/Clip(0, c)) that visits only the non-zero inputs, against onnxruntime's own
+Conv (+Add, +Relu/Clip) at optimisations off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from sparse_conv_case import NODE, case, check, op_model, run, sparse_input
+
+from exprune_onnx import ops
+
+ZEROS = (0.0, 0.5, 0.9, 1.0)
+
+GEOMETRIES = {
+    "3x3_pad1": dict(attrs={"pads": [1, 1, 1, 1]}),
+    "3x3_valid": dict(),
+    "1x1": dict(kernel=(1, 1)),
+    "1x1_stride2": dict(kernel=(1, 1), attrs={"strides": [2, 2]}),
+    "5x5_same_lower": dict(kernel=(5, 5), attrs={"auto_pad": "SAME_LOWER"}),
+    "3x3_stride2_asym": dict(attrs={"strides": [2, 2], "pads": [1, 2, 0, 1]}),
+    "3x3_same_upper_stride2": dict(attrs={"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "3x3_dilation2": dict(attrs={"dilations": [2, 2], "pads": [2, 1, 2, 1]}),
+    "3x3_stride_2x1": dict(attrs={"strides": [2, 1], "pads": [0, 1, 1, 0]}),
+    "1x3_valid": dict(kernel=(1, 3), attrs={"auto_pad": "VALID"}),
+    "group2": dict(channels=6, outs=10, attrs={"group": 2, "pads": [1, 1, 1, 1]}),
+    "depthwise": dict(channels=12, outs=12, attrs={"group": 12, "pads": [1, 1, 1, 1]}),
+    "depthwise_x2": dict(channels=5, outs=10, attrs={"group": 5, "strides": [2, 2]}),
+}
+
+
+@pytest.mark.parametrize("zeros", ZEROS)
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_matches_onnx_conv(name, zeros):
+    rng = np.random.default_rng([len(name), int(zeros * 10)])
+    check(*case(rng, zeros=zeros, **GEOMETRIES[name]))
+
+
+@pytest.mark.parametrize("channels,outs,kernel,size", [(200, 40, (5, 5), (5, 70)), (700, 20, (1, 1), (2, 130)),
+                                                      (300, 17, (3, 3), (4, 9))])
+def test_many_channels_in_chunks(channels, outs, kernel, size):
+    """Past a chunk of input channels (partial sums kept between chunks) and a row segment."""
+    rng = np.random.default_rng([channels, outs])
+    pads = [kernel[0] // 2] * 4
+    for zeros in (0.5, 0.95):
+        check(*case(rng, channels=channels, outs=outs, kernel=kernel, size=size, zeros=zeros,
+                    attrs={"pads": pads, "activation": "relu"}))
+
+
+@pytest.mark.parametrize("outs", [1, 7, 17, 40, 70, 130])
+@pytest.mark.parametrize("width", [1, 5, 13, 29])
+def test_odd_widths_and_channel_counts(outs, width):
+    """Widths past and short of every tile, output channels not a multiple of any vector."""
+    rng = np.random.default_rng([outs, width])
+    check(*case(rng, channels=9, outs=outs, size=(4, width), attrs={"pads": [1, 1, 1, 1]}))
+
+
+@pytest.mark.parametrize("activation", [{}, {"activation": "none"}, {"activation": "relu"},
+                                        {"activation": "relu", "clip_max": 6.0},
+                                        {"activation": "relu", "clip_max": 0.0}])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("batch,threads", [(1, 1), (3, 1), (3, 2)])
+def test_bias_residual_activation_batch_threads(activation, residual, batch, threads):
+    rng = np.random.default_rng([batch, threads, residual, len(activation)])
+    x, weight, b, attrs = case(rng, batch=batch, channels=20, outs=24, size=(11, 10), zeros=0.6,
+                               attrs={"pads": [1, 1, 1, 1], **activation})
+    x *= 4.0  # outputs past clip_max = 6 too
+    r = rng.standard_normal((batch, 24, 11, 10)).astype(np.float32) if residual else None
+    for bias in (b, None):
+        y = check(x, weight, bias, attrs, residual=r, threads=threads)[0]
+        if activation.get("activation") == "relu":
+            assert y.min() == 0.0
+        if "clip_max" in activation:
+            assert y.max() == activation["clip_max"]
+
+
+def test_threads_and_batch_do_not_change_the_result():
+    """Each output is summed in the same order whatever the batch and the task split."""
+    rng = np.random.default_rng(3)
+    x, weight, b, attrs = case(rng, batch=3, channels=16, outs=70, size=(23, 19), zeros=0.5,
+                               attrs={"pads": [1, 1, 1, 1]})
+    model = op_model(x.shape, ops.sparse_conv_weights(weight), b, None, attrs)
+    whole = run(model, {"x": x}, threads=2)[0]
+    assert np.array_equal(whole, run(model, {"x": x}, threads=1)[0])
+    one = op_model((1, *x.shape[1:]), ops.sparse_conv_weights(weight), b, None, attrs)
+    for n in range(3):
+        assert np.array_equal(whole[n:n + 1], run(one, {"x": x[n:n + 1]})[0])
+
+
+def test_nan_and_inf_propagate():
+    """NaN and Inf are not zero: they are read, and spread as in Conv."""
+    rng = np.random.default_rng(4)
+    x, weight, b, attrs = case(rng, channels=8, outs=20, size=(9, 9), zeros=0.7, attrs={"pads": [1, 1, 1, 1]})
+    x[0, 1, 2, 3], x[0, 5, 7, 7], x[0, 2, 0, 0] = np.nan, np.inf, -np.inf
+    y = check(x, weight, b, attrs)[0]
+    assert np.isnan(y).any() and np.isinf(y).any()
+    check(x, weight, b, {**attrs, "activation": "relu", "clip_max": 6.0})
+
+
+def test_stats_count_the_nonzero_inputs():
+    rng = np.random.default_rng(5)
+    for zeros in ZEROS:
+        x, weight, b, attrs = case(rng, batch=2, channels=6, outs=5, size=(7, 8), zeros=zeros,
+                                   attrs={"group": 1, "pads": [1, 1, 1, 1]})
+        x[0, 0, 0, :3] = [np.nan, np.inf, -0.0]  # NaN and Inf count, -0 is a zero
+        stats = check(x, weight, b, attrs, stats=True)[1]
+        assert stats.dtype == np.int64 and stats.tolist() == [int(np.count_nonzero(x)), x.size]
+
+
+def test_a_fed_weight_input_works_like_a_constant():
+    rng = np.random.default_rng(6)
+    x, weight, b, attrs = case(rng, channels=8, outs=16, zeros=0.5, attrs={"pads": [1, 1, 1, 1]})
+    w = ops.sparse_conv_weights(weight)
+    fed = op_model(x.shape, w, b, None, attrs, w_input=True)
+    const = op_model(x.shape, w, b, None, attrs)
+    assert np.array_equal(run(fed, {"x": x, "w": w})[0], run(const, {"x": x})[0])
+
+
+def test_empty_batch_and_all_zero_input():
+    rng = np.random.default_rng(7)
+    x, weight, b, attrs = case(rng, batch=0, channels=4, outs=6, attrs={"pads": [1, 1, 1, 1]})
+    model = op_model(x.shape, ops.sparse_conv_weights(weight), b, None, attrs, stats=True)
+    y, stats = run(model, {"x": x})
+    assert y.shape == (0, 6, 7, 9) and stats.tolist() == [0, 0]
+    y = check(np.zeros((1, 4, 7, 9), np.float32), weight, b, attrs)[0]
+    assert np.array_equal(y, np.broadcast_to(b[None, :, None, None], y.shape))
+
+
+def test_model_passes_the_onnx_checker():
+    rng = np.random.default_rng(8)
+    x, weight, b, attrs = case(rng)
+    onnx.checker.check_model(op_model(x.shape, ops.sparse_conv_weights(weight), b, (1, 8, 5, 7), attrs,
+                                      stats=True))
+
+
+def test_weight_layout():
+    """w[c, ky, kx, j] = W[(c // (C/group)) * (M/group) + j, c % (C/group), ky, kx]."""
+    weight = np.arange(6 * 2 * 3 * 1, dtype=np.float32).reshape(6, 2, 3, 1)
+    w = ops.sparse_conv_weights(weight, group=2)
+    assert w.shape == (4, 3, 1, 3)
+    for c, ky, kx, j in np.ndindex(*w.shape):
+        assert w[c, ky, kx, j] == weight[(c // 2) * 3 + j, c % 2, ky, kx]
+
+
+# ------------------------------------------------------------------ errors
+
+def assert_node_error(fn, *words):
+    with pytest.raises(Exception) as info:
+        fn()
+    assert type(info.value).__module__.startswith("onnxruntime"), repr(info.value)
+    message = str(info.value)
+    assert f"{ops.SPARSE_CONV} node '{NODE}'" in message, message
+    for word in words:
+        assert word in message, message
+
+
+def _run(x_shape, w_shape, attrs=None, bias_shape=None, residual_shape=None):
+    rng = np.random.default_rng(9)
+    x = sparse_input(rng, x_shape, 0.5)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(bias_shape).astype(np.float32) if bias_shape is not None else None
+    model = op_model(x_shape, w, b, residual_shape, attrs or {})
+    feeds = {"x": x} | ({"r": rng.standard_normal(residual_shape).astype(np.float32)} if residual_shape else {})
+    return run(model, feeds)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,bias_shape,residual_shape,words", [
+    ((1, 4, 6, 6), (3, 3, 3, 5), {}, None, None, ["w must have shape [C, KH, KW, M/group] with C = 4", "[3, 3, 3, 5]"]),
+    ((1, 4, 6, 6), (4, 3, 3), {}, None, None, ["w must have shape"]),
+    ((1, 4, 6), (4, 3, 3, 5), {}, None, None, ["x must have shape [N, C, H, W]"]),
+    ((1, 4, 6, 6), (4, 3, 3, 5), {"group": 3}, None, None, ["group = 3 does not divide the 4 channels"]),
+    ((1, 4, 6, 6), (4, 3, 3, 5), {"kernel_shape": [3, 1]}, None, None, ["kernel_shape [3, 1] does not match w"]),
+    ((1, 4, 6, 6), (4, 3, 3, 5), {"strides": [1]}, None, None, ["attribute strides has 1 values"]),
+    ((1, 4, 6, 6), (4, 3, 3, 5), {"pads": [1, 1]}, None, None, ["attribute pads has 2 values"]),
+    ((1, 4, 2, 6), (4, 3, 3, 5), {}, None, None, ["smaller than the dilated kernel extent 3"]),
+    ((1, 4, 6, 6), (4, 3, 3, 5), {}, (4,), None, ["bias must have shape [M] = [5], got [4]"]),
+    ((1, 4, 6, 6), (4, 3, 3, 5), {}, (5,), (1, 5, 6, 6), ["residual must have the output's shape [1, 5, 4, 4]"]),
+])
+def test_bad_inputs_name_the_node(x_shape, w_shape, attrs, bias_shape, residual_shape, words):
+    assert_node_error(lambda: _run(x_shape, w_shape, attrs, bias_shape, residual_shape), *words)
+
+
+@pytest.mark.parametrize("attrs,words", [
+    ({"activation": "gelu"}, ["activation = 'gelu' is not one of none, relu"]),
+    ({"activation": "relu", "clip_max": -1.0}, ["clip_max = -1", "must be >= 0"]),
+    ({"clip_max": 6.0}, ["clip_max is only meaningful with activation = relu"]),
+    ({"auto_pad": "SAME"}, ["auto_pad = 'SAME' is not one of"]),
+    ({"auto_pad": "VALID", "pads": [0, 0, 0, 0]}, ["cannot be given together"]),
+    ({"strides": [0, 1]}, ["strides [0, 1] must be >= 1"]),
+    ({"dilations": [1, -1]}, ["dilations [1, -1] must be >= 1"]),
+    ({"pads": [0, -1, 0, 0]}, ["pads [0, -1, 0, 0] must be >= 0"]),
+    ({"group": 0}, ["group = 0 must be >= 1"]),
+    ({"group": 1.5}, ["'group' must be of type int"]),
+    ({"activation": 1}, ["'activation' must be of type"]),
+])
+def test_bad_attributes_name_the_node(attrs, words):
+    assert_node_error(lambda: _run((1, 4, 6, 6), (4, 3, 3, 5), attrs), *words)
+
+
+# ------------------------------------------------------------------ kernel sets
+
+def test_every_kernel_set_passes_these_tests():
+    """The tile kernels are built once per instruction set (sparse_conv_tile_*.cc): this
+    file, rerun with each set forced, must pass too."""
+    env_name = "EXPRUNE_CONV_KERNELS"
+    if os.environ.get(env_name):
+        pytest.skip("already running under a forced kernel set")
+    for kernels in ("generic", "avx2", "avx512"):
+        env = {**os.environ, env_name: kernels}
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)), "-k",
+             "not kernel_set"],
+            env=env, capture_output=True, text=True, cwd=str(Path(__file__).parent),
+        )
+        assert done.returncode == 0, f"{kernels}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
