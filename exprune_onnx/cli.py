@@ -13,8 +13,9 @@ from rich.text import Text
 
 from . import report
 from ._version import __version__
-from .config import DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_k
-from .errors import ExPruneError, OutputError
+from .config import (DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_confidence,
+                     parse_k)
+from .errors import ConfigError, ExPruneError, OutputError
 from .metrics import METRICS
 
 _EPILOG_OPTIMIZE = """\b
@@ -181,7 +182,12 @@ def main(debug: bool) -> None:
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class unchanged) or relerr (mean relative error).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Share of the calibration data kept aside to check the result on.")
+              help="Share of the calibration data kept aside to check (with --confidence > 0: to certify) the "
+                   "result on.")
+@click.option("--confidence", type=float, default=0.9, show_default=True,
+              help="With --calibration: the probability, over the draw of the data, that the written model's "
+                   "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
+                   "0 keeps the point estimate on the calibration data.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
@@ -205,7 +211,7 @@ def main(debug: bool) -> None:
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
-             report_path, plot_path, rule, alpha, granularity, objective, latency_batch, latency_threads,
+             confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch, latency_threads,
              sparse_input, sparse_relu):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .check import compare
@@ -231,6 +237,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     options.alpha = alpha
     options.sparse_input = sparse_input
     options.sparse_relu = sparse_relu
+    try:
+        options.confidence = parse_confidence(confidence)
+    except ConfigError as exc:
+        raise click.UsageError(f"--{exc}") from None
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     clobbered = clobbered_input(model, output)
     if clobbered:
