@@ -180,18 +180,18 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome = search(original, plain, subset(data, ladder_idx), metric=metric, max_drop=max_drop, holdout=0.0,
                      seed=seed, batch=batch, log=log, **search_args)
     rungs = ladder(outcome.shares, step_down)
-    done = [0]
+    tester, finals = None, {}  # finals: rung -> (outputs, counters) of the rungs run to the end
 
     def progress(rows):
-        done[0] += rows
-        log(f"testing the ladder on {len(test_idx)} samples: {done[0] / len(test_idx):.1f} passes")
+        passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data) if tester else 0.0
+        log(f"testing rung {len(finals) + 1} of {len(rungs)} on {len(test_idx)} samples the search never saw, "
+            f"{passes:.1f} passes over the data")
 
     tester = Tester(original, data, test_idx, batch, outcome.metric, max_drop, progress)
     test = RiskTest(len(test_idx), max_drop, confidence, tester.binary())
     cert = Certificate(confidence, max_drop, LOSS_NAMES[outcome.metric],
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
                        len(test_idx), samples_needed(max_drop, confidence), len(rungs), share=holdout)
-    finals = {}
 
     def rung_losses(i, limit):
         compiled = optimize(original, outcome.rung_options(rungs[i])).model

@@ -267,8 +267,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         # Differences of accuracies carry float noise; 1e-9 is far below one sample.
         t = Trial(dict(shares), s.drop, saved, s.drop <= max_drop + 1e-9)
         trials.append(t)
-        log(f"trial {len(trials)}: drop {s.drop:.4f}, FLOPs saved {100 * saved:.1f}%"
-            f"{'' if t.feasible else ' (over budget)'}")
+        passes = (len(screen_idx) * len(k_choices(base)) + runner.rows) / len(data)
+        log(f"trial {len(trials)}, {passes:.1f} passes over the data: drop {s.drop:.4f}, FLOPs saved "
+            f"{100 * saved:.1f}%{'' if t.feasible else ' (over budget)'}")
         return t
 
     # Heads (arg-max) measure their share in answers changed, not in output mass, so
