@@ -171,6 +171,8 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
 
     if holdout <= 0:
         raise DataError("--confidence tests the ladder on a part the search never sees: --holdout must be > 0")
+    if max_drop <= 0:
+        raise DataError("a budget of 0 cannot be certified from samples: give a budget > 0 or confidence 0")
     start = time.perf_counter()
     ladder_idx, test_idx = split_indices(len(data), holdout, seed)
     if len(test_idx) == 0:

@@ -241,6 +241,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         options.confidence = parse_confidence(confidence)
     except ConfigError as exc:
         raise click.UsageError(f"--{exc}") from None
+    if calibration is not None and options.confidence > 0 and max_drop == 0:
+        raise click.UsageError("--max-drop 0 cannot be certified from samples: give a budget > 0, or --confidence 0 "
+                               "for no loss on the calibration data")
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     clobbered = clobbered_input(model, output)
     if clobbered:

@@ -139,6 +139,14 @@ def test_bad_confidence_is_a_usage_error(tiny, tmp_path, value):
     assert "Traceback" not in r.output and not out.exists() and path.read_bytes() == before
 
 
+def test_a_zero_budget_cannot_be_certified(tiny, tmp_path):
+    path, npz = tiny
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--max-drop", "0"])
+    assert r.exit_code == 2 and "--max-drop 0 cannot be certified" in r.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_confidence_needs_a_testing_part(tiny, tmp_path):
     path, npz = tiny
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
