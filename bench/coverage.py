@@ -133,7 +133,7 @@ def run_model(name: str, args) -> None:
         entry = json.loads(path.read_text())
         if entry["max_drop"] != args.max_drop or tuple(entry["sizes"]) != sizes:
             raise SystemExit(f"{path}: another budget or other sizes; drop --resume")
-    for rep in range(args.reps):
+    for rep in range(args.first, args.first + args.reps):
         for conf in CONFIDENCES:
             runs = entry["runs"][str(conf)]
             if any(r["rep"] == rep for r in runs):
@@ -150,6 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--first", type=int, default=0,
+                        help="first repetition (seed): another process can do reps 25-49 into another --out")
     parser.add_argument("--max-drop", type=float, default=0.01)
     parser.add_argument("--calibration", type=int, default=1000, help="calibration samples per run")
     parser.add_argument("--test", type=int, default=3000, help="test samples per run (at most the rest of the pool)")
