@@ -65,6 +65,6 @@ def certified_section(results: dict) -> list[str]:
         enough = "" if cert["enough_samples"] else ", **too few**"
         bound = "original written" if cert["certified_rung"] is None else pct(cert["certified_bound"])
         out.append(f"| {m['name']} | {100 * b['budget']:g} pt | {pct(c['saved'])} | {pct(b.get('saved'))} | {paper} "
-                   f"| {-100 * c['test_drop']:+.2f} | {cert['testing_samples']} ({cert['samples_needed']}{enough}) "
+                   f"| {-100 * c['test_drop'] + 0.0:+.2f} | {cert['testing_samples']} ({cert['samples_needed']}{enough}) "
                    f"| {cert['observed_losses']:g} | {bound} |")
     return out
