@@ -26,6 +26,7 @@ class BenchModel:
     paper: tuple[str, str] = PAPER_RANGE
     data: str = ""  # prefix of the data files when it is not the model's name
     decode: bool = False  # also time its one-token step graph (bench/decode.py)
+    certify_data: str = ""  # prefix of a larger certification file, <prefix>_certify.npz (bench/certified.py)
 
     @property
     def onnx(self) -> Path:
@@ -36,18 +37,22 @@ class BenchModel:
         return DATA / f"{self.data or self.name}_calib.npz"
 
     @property
+    def certify(self) -> Path | None:
+        return DATA / f"{self.certify_data}_certify.npz" if self.certify_data else None
+
+    @property
     def test(self) -> Path:
         return DATA / f"{self.data or self.name}_test.npz"
 
 
 ALL = (
     BenchModel("fashion_resnet", "ResNet-style CNN, Fashion-MNIST", "ResNet18 / CIFAR-10",
-               "python models/build_fashion_resnet.py"),
+               "python models/build_fashion_resnet.py", certify_data="fashion"),
     BenchModel("fashion_vgg", "VGG-style CNN with BatchNorm, Fashion-MNIST", "VGG11 / CIFAR-10",
-               "python models/build_fashion_vgg.py"),
+               "python models/build_fashion_vgg.py", certify_data="fashion"),
     BenchModel("fashion_vgg_pruned", "the same VGG, magnitude-pruned to >= 90% sparsity",
                "VGG11 pruned to ~98% sparsity", "python models/build_fashion_vgg.py", sparse=True,
-               paper=PAPER_PRUNED),
+               paper=PAPER_PRUNED, certify_data="fashion"),
     BenchModel("debian_gnn", "SIGN-style GNN, Debian package graph (section)", "GCN / ogbg-molhiv",
                "python models/build_debian_gnn.py"),
     BenchModel("kjv_lm", "char-level decoder-only transformer (ReLU FFN), King James Bible", "OPT-1.3B / PIQA",
@@ -55,5 +60,5 @@ ALL = (
     BenchModel("digits_mlp", "scikit-learn digits MLP, exported by skl2onnx", "(not in the paper)",
                "python models/build_digits_mlp.py", paper=("-", "-")),
     BenchModel("fashion_cnn", "the bundled example CNN, Fashion-MNIST", "(not in the paper)",
-               "python models/fashion_data.py", paper=("-", "-"), data="fashion"),
+               "python models/fashion_data.py", paper=("-", "-"), data="fashion", certify_data="fashion"),
 )

@@ -7,6 +7,8 @@ For each model of bench/models.py whose files exist (each build script writes th
   samples, split in half for its own held-out check), then the optimised model on the
   test file: metric reached, FLOPs saved over the whole model and over the rewritten
   layers only (counted by the ops), compile (search) time;
+* the same budgets certified at confidence 0.9 (bench/certified.py), on the model's
+  larger certification file where its build wrote one;
 * latency of original and optimised side by side in one process, same session options
   (graph optimisations at onnxruntime's default), batch 1 and 32, 1 and 2 threads,
   median and quartiles of alternating runs;
@@ -51,6 +53,7 @@ from exprune_onnx.report import layer_rows
 from exprune_onnx.search import search
 from exprune_onnx.timing import measure
 
+from .certified import certified_data, certified_row
 from .decode import decode_row
 from .models import ALL, ROOT, BenchModel
 
@@ -92,13 +95,14 @@ def feeds_of(data: Dataset, batch: int) -> dict:
 
 
 def bench_budget(m: BenchModel, model, calib, test, budget: float, runs: int, log=print) -> dict:
+    certified = certified_row(m, model, certified_data(m, model, calib), test, budget)
     outcome = search(model, Options(), calib, max_drop=budget, seed=0)
     result = outcome.result
     row = {"budget": budget, "search_seconds": outcome.seconds, "backoffs": outcome.backoffs, "met": outcome.met,
            "calibration_drop": outcome.calibration.drop,
            "held_out_drop": None if outcome.holdout is None else outcome.holdout.drop,
            "trials": [{"drop": t.drop, "saved": t.saved, "feasible": t.feasible} for t in outcome.trials],
-           "rewritten": len(result.rewritten)}
+           "rewritten": len(result.rewritten), "certified": certified}
     if not result.changed:
         row.update(test_metric=None, saved=0.0, saved_layers=0.0, latency=[], layers=[])
         return row

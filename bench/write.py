@@ -8,6 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from .certified import certified_section
 from .models import ROOT
 
 
@@ -287,6 +288,7 @@ def write_markdown(results: dict, out: Path, source: Path | None = None) -> None
              "(ResNet18 at 1.1 GFLOPs, OPT at 1.3 B parameters): read the comparison as a sanity check, not a "
              "match.", "", "## Headline", ""]
     lines += headline(results)
+    lines += certified_section(results)
     if results["missing"]:
         lines += ["", "Not run (files missing): " + ", ".join(f"{x['name']} (`{x['build']}`)"
                                                               for x in results["missing"]) + "."]

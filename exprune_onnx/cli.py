@@ -13,7 +13,8 @@ from rich.text import Text
 
 from . import report
 from ._version import __version__
-from .config import DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config, parse_k
+from .config import (DEFAULT_CONFIDENCE, DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config,
+                     parse_k)
 from .errors import ExPruneError, OutputError, error_message
 from .metrics import METRICS
 from .workflow import UsageProblem
@@ -221,7 +222,12 @@ def main(debug: bool) -> None:
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class unchanged) or relerr (mean relative error).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Share of the calibration data kept aside to check the result on.")
+              help="Share of the calibration data kept aside to check (with --confidence > 0: to certify) the "
+                   "result on.")
+@click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True,
+              help="With --calibration: the probability, over the draw of the data, that the written model's "
+                   "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
+                   "0 keeps the point estimate on the calibration data.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
@@ -247,8 +253,8 @@ def main(debug: bool) -> None:
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
-             report_path, plot_path, rule, alpha, granularity, objective, latency_batch, latency_threads,
-             sparse_input, sparse_relu, input_shapes, input_values):
+             confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
+             latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .modelio import clobbered_input, read_model, save_model
     from .progress import for_terminal
@@ -267,6 +273,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
                         calibration=calibration, labels=labels, max_drop=max_drop, metric=metric, holdout=holdout,
                         rule=rule, granularity=granularity, objective=objective, latency_batch=latency_batch,
                         latency_threads=latency_threads, input_values=input_values)
+    options.confidence = confidence
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     clobbered = clobbered_input(model, output)
     if clobbered:

@@ -118,10 +118,24 @@ class Options:
     # Numbers for symbolic input dims (--input-shape, feeds.py): input -> dims, used for
     # shape inference and FLOPs only; the written model keeps its open dims.
     input_shapes: dict[str, tuple] = field(default_factory=dict)
+    # Calibration only: the probability, over the draw of the data, that the budget holds on
+    # the data distribution (certify.py); 0 keeps the point estimate on the data given.
+    confidence: float = 0.0
 
     def setting(self, layer: str) -> LayerSetting:
         default = LayerSetting(self.threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))
         return self.layers.get(layer, default)
+
+
+# --confidence's default: the budget holds with probability 0.9 over the draw of the data.
+DEFAULT_CONFIDENCE = 0.9
+
+
+def parse_confidence(value) -> float:
+    """``--confidence``: a probability in [0, 1); 1 would need infinitely many samples."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"confidence must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def parse_rule(value, where: str = "rule") -> str:

@@ -194,11 +194,21 @@ def calibration_table(outcome) -> Table:
     t.add_column("what")
     t.add_column("value")
     n_cal, n_hold = outcome.split
+    cert = getattr(outcome, "certificate", None)
     t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}, rule {outcome.rule}")
-    t.add_row("search", f"{len(outcome.trials)} compiled trials in {outcome.seconds:.1f} s")
-    t.add_row("calibration part", _score_text(outcome.calibration, outcome.saved_calibration, n_cal))
+    t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
+                        f"in {outcome.seconds:.1f} s")
+    t.add_row("ladder part (search's choice)" if cert else "calibration part",
+              _score_text(outcome.calibration, outcome.saved_calibration, n_cal))
     if outcome.holdout is not None:
-        t.add_row("held-out part", _score_text(outcome.holdout, outcome.saved_holdout, n_hold))
+        t.add_row("testing part (written model)" if cert else "held-out part",
+                  _score_text(outcome.holdout, outcome.saved_holdout, n_hold))
+    if cert is not None:
+        from .certify import certificate_rows
+
+        for what, value in certificate_rows(cert):
+            t.add_row(what, value)
+        return t
     verdict = "met" if outcome.met else "NOT met on the held-out part"
     if outcome.backoffs:
         verdict += (f" after backing off {outcome.backoffs} rung(s): the first choice was over budget on the "
@@ -220,6 +230,8 @@ def _score_text(score, saved: float, samples: int) -> str:
 
 
 def calibration_json(outcome, original_path: str, output_path: str) -> dict:
+    from .certify import certificate_json
+
     rows = layer_rows(outcome.result, outcome.counts_holdout or None, outcome.stats)
     return jsonable({
         "model": original_path,
@@ -234,6 +246,8 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "budget_met": outcome.met,
         "held_out_backoffs": outcome.backoffs,
         "seconds": outcome.seconds,
+        "passes": outcome.passes,
+        "certificate": certificate_json(getattr(outcome, "certificate", None)),
         "layers": rows,
         "left_alone": [layer for layer, share in outcome.shares.items() if share is None],
         "trials": [vars(tr) for tr in outcome.trials],

@@ -3,7 +3,8 @@
 1. Split the data (seeded): a calibration part and a held-out part.
 2. One pass over the calibration part per choice of k (the paper's k, and half the
    units, unless the user fixed k) gives every layer's statistics for the Threshold
-   and StatsTest rules (calibrate.collect).
+   and StatsTest rules (calibrate.collect). Statistics and trials run on at most SCREEN
+   calibration samples (a seeded draw); step 5 confirms the finalist on all of them.
 3. A layer's aggressiveness is the share of its output mass it may lose; the same
    share for every layer gives one knob. For each share a layer takes the rule and k
    that execute the fewest FLOPs at that loss (StatsTest pays for its second partial
@@ -15,10 +16,13 @@
    one at a time instead. With the Certified rule allowed, try it per layer last: it
    loses nothing, so it stays wherever it saves more. Arg-max heads come last: their
    share is of answers changed, so they climb their own ladder on what is left.
-5. Run the final model on the held-out part. If it is over budget there, back off:
-   every layer's share one rung down (the gentlest rung leaves the layer alone) until
-   both parts are within budget. The report says how many rungs it backed off, since
-   the held-out part then took part in the choice.
+5. Run the final model on the whole calibration part and the held-out part. If it is
+   over budget on either, back off: every layer's share one rung down (the gentlest rung
+   leaves the layer alone) until both parts are within budget. The report says how many
+   rungs it backed off, since the held-out part then took part in the choice.
+
+With ``Options.confidence`` > 0 the held-out part is instead a testing part that the
+search never sees, and certify.py certifies the budget on it (Learn-then-Test).
 
 Layers that end without a feasible share are left as they were, so a budget that
 cannot be met gives a model that prunes less (possibly nothing), never one over budget.
@@ -51,6 +55,7 @@ from .rules.argmax_head import NAME as ARGMAX_HEAD
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
 CHOICES = ("threshold", "statstest", "certified", "auto")
 CERTIFIED = "certified"  # a layer's share when it uses the lossless rule
+SCREEN = 2000  # calibration samples the statistics and trials run on; the finalist is confirmed on all
 
 
 @dataclass
@@ -81,6 +86,14 @@ class Outcome:
     trials: list[Trial] = field(default_factory=list)
     backoffs: int = 0  # rungs stepped down after the held-out check
     latency: object = None  # objective.LatencyChoice under the latency objective
+    planner: Planner | None = None
+    passes: float = 0.0  # samples run through a model (original, probe or compiled) / samples given
+    certificate: object = None  # certify.Certificate under --confidence
+
+    def rung_options(self, shares: dict[str, float | str | None]) -> Options:
+        """The options of an allocation, with the latency objective's sparse-consumer choice."""
+        options = self.planner.options(shares)
+        return options if self.latency is None else with_sparse_choice(options, self.latency.options)
 
 
 class Runner:
@@ -98,6 +111,7 @@ class Runner:
         self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
                                       len(indices))[0][self.output]
         self.labels = data.labels_of(indices)
+        self.rows = len(indices)  # samples run, the original's pass included
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
         from .runtime import inference_session, uses_library
@@ -107,6 +121,7 @@ class Runner:
         model, stats_names = with_stats(compiled)
         got, counts = run_counting(inference_session(model), [self.output], stats_names,
                                    self.data.batches(self.batch, self.indices), len(self.indices))
+        self.rows += len(self.indices)
         rows = self.data.rows_run(len(self.indices))  # the ops also count a fixed batch's pad rows
         saved = flops_saved(compiled, counts) / rows / dense if dense else 0.0
         return score(metric, self.reference, got[self.output], self.labels), saved, counts
@@ -196,6 +211,15 @@ def gather(original: onnx.ModelProto, base: Options, data: Dataset, indices: np.
     return stats, candidates, dense
 
 
+def screening(calib_idx: np.ndarray, seed: int) -> np.ndarray:
+    """The calibration samples the statistics and the trials run on: all of them up to
+    SCREEN, else a seeded draw of SCREEN (each trial is a full pass of the compiled
+    model, and more samples than this rarely change which allocation wins)."""
+    if len(calib_idx) <= SCREEN:
+        return calib_idx
+    return np.sort(np.random.default_rng(seed + 1).choice(calib_idx, SCREEN, replace=False))
+
+
 def split_indices(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0 <= holdout < 1:
         raise DataError(f"the held-out share must be in [0, 1), got {holdout}")
@@ -221,13 +245,20 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     (objective.py, timed on the calibration part) and both parts are scored again."""
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
+    if base.confidence > 0:
+        from .certify import certified_search
+
+        return certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout, seed=seed,
+                                batch=batch, confidence=base.confidence, log=log, rule=rule, per_output=per_output,
+                                latency=latency)
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
-    stats, candidates, dense = gather(original, base, data, calib_idx, batch, seed, _tunable(rule) or ("threshold",),
-                                      log)
+    screen_idx = screening(calib_idx, seed)
+    stats, candidates, dense = gather(original, base, data, screen_idx, batch, seed,
+                                      _tunable(rule) or ("threshold",), log)
     if not stats:
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
-    runner = Runner(original, data, calib_idx, batch)
+    runner = Runner(original, data, screen_idx, batch)
     metric = choose(metric, runner.reference, runner.labels)
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
@@ -239,8 +270,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         # Differences of accuracies carry float noise; 1e-9 is far below one sample.
         t = Trial(dict(shares), s.drop, saved, s.drop <= max_drop + 1e-9)
         trials.append(t)
-        log(f"trial {len(trials)}: drop {s.drop:.4f}, FLOPs saved {100 * saved:.1f}%"
-            f"{'' if t.feasible else ' (over budget)'}")
+        passes = (len(screen_idx) * len(k_choices(base)) + runner.rows) / len(data)
+        log(f"trial {len(trials)}, {passes:.1f} passes over the data: drop {s.drop:.4f}, FLOPs saved "
+            f"{100 * saved:.1f}%{'' if t.feasible else ' (over budget)'}")
         return t
 
     # Heads (arg-max) measure their share in answers changed, not in output mass, so
@@ -271,18 +303,20 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         for head in heads:
             best = _ladder(trial, [head], best)
     hold_runner = Runner(original, data, hold_idx, batch) if len(hold_idx) else None
+    # Screened on a subset: the finalist is confirmed on the whole calibration part too.
+    full = runner if len(screen_idx) == len(calib_idx) else Runner(original, data, calib_idx, batch)
     shares, backoffs = best.shares, 0
     while True:
         final_options = planner.options(shares)
         result = optimize(original, final_options)
-        calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
+        log(f"confirming on {len(calib_idx)} calibration samples")
+        calib_score, calib_saved, _ = full.run(result.model, metric, dense)
         hold_score = hold_saved = None
         hold_counts: dict = {}
-        if hold_runner is None:
-            break
-        log(f"checking on {len(hold_idx)} held-out samples")
-        hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
-        within = hold_score.drop <= max_drop + 1e-9 and calib_score.drop <= max_drop + 1e-9
+        if hold_runner is not None:
+            log(f"checking on {len(hold_idx)} held-out samples")
+            hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
+        within = calib_score.drop <= max_drop + 1e-9 and (hold_score is None or hold_score.drop <= max_drop + 1e-9)
         if within or all(not isinstance(v, float) for v in shares.values()):
             break
         shares, backoffs = step_down(shares), backoffs + 1
@@ -300,10 +334,12 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
             if hold_runner is not None:
                 hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
+    rows = (len(screen_idx) * len(k_choices(base)) + runner.rows + (full.rows if full is not runner else 0)
+            + (hold_runner.rows if hold_runner else 0))
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
-                   backoffs, timed)
+                   backoffs, timed, planner, rows / len(data))
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from .config import Options, parse_k
+from .config import DEFAULT_CONFIDENCE, Options, parse_confidence, parse_k
 from .data import Dataset, load_dataset, random_dataset
 from .errors import ConfigError
 from .feeds import InputSpec, check_batch, check_spec
@@ -86,7 +86,8 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    options = dataclasses.replace(options) if options else Options()
+    # The command line's default confidence, unless the caller's options say otherwise.
+    options = dataclasses.replace(options) if options else Options(confidence=DEFAULT_CONFIDENCE)
     settings = dataclasses.replace(settings) if settings else Settings()
     for key, value in overrides.items():
         # rule is the workflow's (auto needs calibration); run() hands it to the compiler.
@@ -109,6 +110,13 @@ def validate(options: Options, settings: Settings) -> None:
         raise UsageProblem("--sparse-relu on reads plain ReLUs sparsely, which --no-sparse-input turns off")
     if settings.objective not in ("latency", "flops"):
         raise UsageProblem(f"objective must be latency or flops, got {settings.objective!r}")
+    try:
+        options.confidence = parse_confidence(options.confidence)
+    except ConfigError as exc:
+        raise UsageProblem(f"--{exc}") from None
+    if settings.calibration is not None and options.confidence > 0 and settings.max_drop == 0:
+        raise UsageProblem("--max-drop 0 cannot be certified from samples: give a budget > 0, or --confidence 0 "
+                           "for no loss on the calibration data")
 
 
 def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: int = 32) -> Dataset:

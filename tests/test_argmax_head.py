@@ -282,7 +282,8 @@ def test_calibrated_head_from_the_cli(tmp_path):
         np.savez(tmp_path / "d.npz", input=data["input"][:200], labels=data["labels"][:200])
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
     r = CliRunner().invoke(main, ["optimize", str(model), "-o", str(out), "--calibration", str(tmp_path / "d.npz"),
-                                  "--max-drop", "0.02", "--report", str(rep), "--objective", "flops"])
+                                  "--max-drop", "0.02", "--report", str(rep), "--objective", "flops",
+                                  "--confidence", "0"])
     assert r.exit_code == 0, r.output
     report = json.loads(rep.read_text())
     assert report["calibration"]["drop"] <= 0.02 + 1e-9

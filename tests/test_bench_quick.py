@@ -50,6 +50,13 @@ def check_model(m: dict, quick_test_samples: int = 1000) -> None:
             assert row["calibration_drop"] <= budget + SLOP
             assert row["held_out_drop"] is None or row["held_out_drop"] <= budget + SLOP
         assert 0.0 <= row["saved"] <= 1.0 and 0.0 <= row["saved_layers"] <= 1.0
+        # The same budget certified at 0.9 (bench/certified.py): nothing when the data is too small.
+        cert = row["certified"]["certificate"]
+        assert cert["confidence"] == 0.9 and cert["samples_needed"] == {0.001: 2302, 0.01: 230}[budget]
+        if cert["certified_rung"] is None:
+            assert row["certified"]["saved"] == 0.0
+        else:
+            assert cert["enough_samples"] and cert["certified_bound"] <= budget
         if row["rewritten"] == 0:
             continue
         # On the test split the budget may fail; then the row flags it.
@@ -89,6 +96,7 @@ def check_outputs(out: Path, names: list[str]) -> dict:
     assert [m["name"] for m in results["models"]] == names
     markdown = (out / "benchmarks.md").read_text()
     assert markdown.startswith("# Benchmarks\n") and "**Quick run**" in markdown
+    assert "## Under the guarantee" in markdown
     for name in names:
         assert f"### {name}:" in markdown
         plot = out / "benchmarks" / f"{name}.png"
@@ -99,7 +107,7 @@ def check_outputs(out: Path, names: list[str]) -> dict:
 @pytest.mark.skipif(not have_files(SMALL), reason=f"digits_mlp files missing (run `{SMALL.build}`)")
 def test_quick_bench_on_the_smallest_model(tmp_path):
     pytest.importorskip("matplotlib")
-    done = run_bench(tmp_path, "--models", SMALL.name, timeout=120)
+    done = run_bench(tmp_path, "--models", SMALL.name, timeout=300)
     assert done.returncode == 0, done.stderr
     results = check_outputs(tmp_path, [SMALL.name])
     assert results["missing"] == []

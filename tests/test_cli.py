@@ -206,7 +206,7 @@ def small_set(tmp_path):
 def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
     out, rep, png = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "p.png"
     r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02", "--report", rep,
-               "--plot", png)
+               "--plot", png, "--confidence", "0")
     assert r.exit_code == 0, r.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(rep.read_text())
@@ -227,7 +227,7 @@ def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
 def test_paper_settings_from_the_cli(example, tmp_path, small_set):
     """--unit-order stored and --granularity layer: no Gather, one threshold per layer."""
     out = tmp_path / "o.onnx"
-    r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02",
+    r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02", "--confidence", "0",
                "--unit-order", "stored", "--granularity", "layer")
     assert r.exit_code == 0, r.output
     model = onnx.load(out)

@@ -291,7 +291,7 @@ def test_calibration_under_the_latency_objective(tmp_path, monkeypatch):
                                  "block/conv1/Conv": -0.1, "block/conv2/Conv": -0.1})
     rep = tmp_path / "r.json"
     r = _invoke("optimize", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--calibration", tmp_path / "d.npz",
-                "--max-drop", "0.02", "--report", rep)
+                "--max-drop", "0.02", "--report", rep, "--confidence", "0")
     assert r.exit_code == 0, r.output
     report = json.loads(rep.read_text())
     assert report["objective"] == "latency"

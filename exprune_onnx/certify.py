@@ -1,0 +1,262 @@
+"""``--confidence``: a budget that holds on unseen data, by Learn-then-Test (docs/calibration.md).
+
+1. Split the data (seeded) into a ladder part and a testing part (``--holdout`` share).
+2. On the ladder part only, the budget search (search.py) fixes the per-layer allocation.
+   The ladder is that allocation stepped down rung by rung (every layer one rung gentler
+   each time) until nothing is left to prune, ordered from conservative to aggressive.
+3. On the testing part, each rung's per-sample losses give an exact binomial p-value for
+   H0 "risk > budget" (risk.py); walk the ladder while p <= 1 - confidence and keep the
+   last rung that passed. A rung is abandoned mid-pass once its losses are past what
+   could still pass. If none passes, the original model is written unchanged.
+
+Losses per sample: with labels, 1[original right and optimised wrong] (its mean bounds the
+accuracy drop from above); without, 1[top-1 changed]; for ``relerr``, 1[the sample's
+relative error > the budget]. For outputs with several positions per sample (a language
+model) a sample's loss is its share of such positions, tested by Hoeffding-Bentkus.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .check import run_counting, with_stats
+from .data import Dataset
+from .errors import DataError
+from .measure import flops_saved
+from .metrics import Score, predictions, score
+from .pipeline import optimize
+from .risk import RiskTest, Step, fixed_sequence, samples_needed
+
+# Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
+# that fails on the testing part ends the walk after a partial pass at most.
+ABOVE = 2
+# Which loss each metric is certified with.
+LOSS_NAMES = {"accuracy": "right answers lost", "lost": "right answers lost", "agreement": "top-1 changed",
+              "relerr": "relative error over the budget"}
+
+
+@dataclass
+class Certificate:
+    confidence: float
+    budget: float
+    loss: str  # what a loss is (LOSS_NAMES)
+    test: str  # "exact binomial (Clopper-Pearson)" or "Hoeffding-Bentkus"
+    samples: int  # testing samples
+    needed: int  # the fewest testing samples that could certify the budget at all (0 losses)
+    rungs: int  # candidates on the ladder, conservative first
+    steps: list[Step] = field(default_factory=list)
+    chosen: int = -1  # index of the rung written (-1: the original)
+    losses: float = 0.0  # of the written model on the testing part
+    bound: float = 0.0  # upper bound on its risk at this confidence
+    share: float = 0.5  # the testing part's share of the data (--holdout)
+
+    @property
+    def enough(self) -> bool:
+        return self.samples >= self.needed
+
+
+def sample_losses(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
+                  tolerance: float) -> np.ndarray:
+    """One loss in [0, 1] per sample (module docstring)."""
+    if metric in ("accuracy", "lost"):
+        loss = (predictions(ref) == labels) & (predictions(got) != labels)
+    elif metric == "agreement":
+        loss = predictions(ref) != predictions(got)
+    else:
+        rows = ref.shape[0]
+        diff = np.abs(ref.astype(np.float64) - got).reshape(rows, -1).mean(1)
+        scale = np.abs(ref.astype(np.float64)).reshape(rows, -1).mean(1)
+        loss = diff / np.where(scale > 0, scale, 1.0) > tolerance
+    loss = loss.astype(np.float64)
+    return loss.reshape(loss.shape[0], -1).mean(1) if loss.ndim > 1 else loss
+
+
+class Tester:
+    """Runs compiled rungs on the testing part against the original, abandoning a rung
+    as soon as its losses pass a limit."""
+
+    def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int, metric: str,
+                 tolerance: float, progress=None):
+        from .runtime import inference_session
+        from .modelio import runnable
+
+        self.data, self.indices, self.batch, self.metric, self.tolerance = data, indices, batch, metric, tolerance
+        self.output = original.graph.output[0].name
+        self.progress = progress or (lambda rows: None)
+        self.rows = 0  # samples run, the original's pass and abandoned rungs included
+        session = inference_session(runnable(original))
+        self.reference = run_counting(session, [self.output], {}, self._batches())[0][self.output]
+        self.labels = data.labels_of(indices)
+        self.last: tuple | None = None  # (got, counts) of the last rung run to the end
+
+    def _batches(self):
+        for feeds in self.data.batches(self.batch, self.indices):
+            yield feeds
+            rows = next(iter(feeds.values())).shape[0]
+            self.rows += rows
+            self.progress(rows)
+
+    def binary(self) -> bool:
+        return predictions(self.reference).ndim == 1 if self.metric != "relerr" else True
+
+    def losses(self, compiled: onnx.ModelProto, limit: float) -> float | None:
+        """The rung's loss total, or None once it exceeds ``limit``."""
+        from .runtime import inference_session
+
+        model, stats_names = with_stats(compiled)
+        session = inference_session(model)
+        names = [self.output] + list(stats_names.values())
+        got, counts, total, start = [], {node: [0, 0] for node in stats_names}, 0.0, 0
+        for feeds in self._batches():
+            outs = session.run(names, feeds)
+            rows = outs[0].shape[0]
+            stop = start + rows
+            labels = None if self.labels is None else self.labels[start:stop]
+            total += float(sample_losses(self.metric, self.reference[start:stop], outs[0], labels,
+                                         self.tolerance).sum())
+            got.append(outs[0])
+            for node, s in zip(stats_names, outs[1:]):
+                counts[node][0] += int(s[0])
+                counts[node][1] += int(s[1])
+            start = stop
+            if total > limit + 1e-9:
+                return None
+        self.last = (np.concatenate(got), {k: tuple(v) for k, v in counts.items()})
+        return total
+
+    def score(self) -> Score:
+        return score(self.metric, self.reference, self.last[0], self.labels)
+
+
+def ladder(shares: dict, step_down, above: int = ABOVE) -> list[dict]:
+    """The chosen allocation, every step down from it and ``above`` steps up, conservative
+    first; the rung that prunes nothing (every layer left alone) is the original, not a
+    candidate. The rungs up cost a pass each only if every rung below passed."""
+    rungs = [dict(shares)]
+    while any(isinstance(v, float) for v in rungs[-1].values()):
+        rungs.append(step_down(rungs[-1]))
+    if all(v is None for v in rungs[-1].values()):
+        rungs.pop()
+    rungs = rungs[::-1]
+    for _ in range(above if rungs else 0):
+        up = step_up(rungs[-1])
+        if up == rungs[-1]:
+            break
+        rungs.append(up)
+    return rungs
+
+
+def step_up(shares: dict) -> dict:
+    """Every tuned layer one rung more aggressive (the top rung stays); others as they are."""
+    from .search import LADDER
+
+    return {layer: LADDER[min(LADDER.index(v) + 1, len(LADDER) - 1)] if isinstance(v, float) else v
+            for layer, v in shares.items()}
+
+
+def subset(data: Dataset, indices: np.ndarray) -> Dataset:
+    return Dataset({k: v[indices] for k, v in data.inputs.items()}, data.labels_of(indices), data.source)
+
+
+def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: str, max_drop: float,
+                     holdout: float, seed: int, batch: int, confidence: float, log=lambda msg: None, **search_args):
+    """search.search with ``confidence`` > 0 (module docstring); returns its Outcome with
+    ``certificate`` set."""
+    from .search import search, split_indices, step_down
+
+    if holdout <= 0:
+        raise DataError("--confidence tests the ladder on a part the search never sees: --holdout must be > 0")
+    if max_drop <= 0:
+        raise DataError("a budget of 0 cannot be certified from samples: give a budget > 0 or confidence 0")
+    start = time.perf_counter()
+    ladder_idx, test_idx = split_indices(len(data), holdout, seed)
+    if len(test_idx) == 0:
+        raise DataError(f"{len(data)} samples leave none to test on at --holdout {holdout:g}")
+    plain = copy.deepcopy(base)
+    plain.confidence = 0.0
+    outcome = search(original, plain, subset(data, ladder_idx), metric=metric, max_drop=max_drop, holdout=0.0,
+                     seed=seed, batch=batch, log=log, **search_args)
+    rungs = ladder(outcome.shares, step_down)
+    tester, finals = None, {}  # finals: rung -> (outputs, counters) of the rungs run to the end
+
+    def progress(rows):
+        passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data) if tester else 0.0
+        log(f"testing rung {len(finals) + 1} of {len(rungs)} on {len(test_idx)} samples the search never saw, "
+            f"{passes:.1f} passes over the data")
+
+    tester = Tester(original, data, test_idx, batch, outcome.metric, max_drop, progress)
+    test = RiskTest(len(test_idx), max_drop, confidence, tester.binary())
+    cert = Certificate(confidence, max_drop, LOSS_NAMES[outcome.metric],
+                       "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
+                       len(test_idx), samples_needed(max_drop, confidence), len(rungs), share=holdout)
+
+    def rung_losses(i, limit):
+        compiled = optimize(original, outcome.rung_options(rungs[i])).model
+        found = tester.losses(compiled, limit)
+        if found is not None:
+            finals[i] = tester.last
+        return found
+
+    cert.chosen, cert.steps = fixed_sequence(len(rungs), rung_losses, test)
+    shares = rungs[cert.chosen] if cert.chosen >= 0 else {layer: None for layer in outcome.shares}
+    options = outcome.rung_options(shares)
+    result = optimize(original, options)
+    if cert.chosen >= 0:
+        got, counts = finals[cert.chosen]
+        tester.last = (got, counts)
+        cert.losses = float(cert.steps[cert.chosen].losses)
+        saved = flops_saved(result.model, counts) / len(test_idx) / result.dense_flops if counts else 0.0
+    else:
+        tester.last, counts, saved = (tester.reference, {}), {}, 0.0
+    cert.bound = test.bound(cert.losses)
+    outcome.certificate = cert
+    outcome.options, outcome.result, outcome.shares = options, result, shares
+    outcome.holdout, outcome.saved_holdout, outcome.counts_holdout = tester.score(), saved, counts
+    outcome.split, outcome.met = (len(ladder_idx), len(test_idx)), True  # the original is always within budget
+    outcome.passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
+    """The calibration table's rows for a certified run: what the data supports."""
+    pct = f"{100 * cert.budget:g}%"
+    rows = [("confidence", f"{cert.confidence:g}: the budget holds on data like the calibration data with "
+                           f"probability >= {cert.confidence:g} over its draw"),
+            ("testing part", f"{cert.samples} samples the search never saw; loss = {cert.loss}; {cert.test}"),
+            ("ladder", f"{cert.rungs} rung(s), conservative first; tested {len(cert.steps)}, "
+                       f"passed {sum(s.passed for s in cert.steps)}")]
+    if cert.chosen >= 0:
+        rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {cert.losses:g} loss(es) in "
+                                  f"{cert.samples}, risk <= {100 * cert.bound:.3g}% at confidence {cert.confidence:g} "
+                                  f"(budget {pct})"))
+    else:
+        rows.append(("certified", "nothing: the original model was written unchanged"))
+    if not cert.enough:
+        rows.append(("data", f"too small: certifying {pct} at confidence {cert.confidence:g} needs at least "
+                             f"{cert.needed} testing samples with no loss, there are {cert.samples}; give "
+                             f"{_total_needed(cert)} or more calibration samples, a larger --max-drop or a lower "
+                             f"--confidence"))
+    else:
+        rows.append(("data", f"enough: {cert.needed} testing samples with no loss would certify {pct}"))
+    return rows
+
+
+def _total_needed(cert: Certificate) -> int:
+    # The testing part is the --holdout share of the data: scale the need up by it.
+    return cert.needed if cert.share <= 0 else int(np.ceil(cert.needed / cert.share))
+
+
+def certificate_json(cert: Certificate | None) -> dict | None:
+    if cert is None:
+        return None
+    return {"confidence": cert.confidence, "budget": cert.budget, "loss": cert.loss, "test": cert.test,
+            "testing_samples": cert.samples, "samples_needed": cert.needed, "enough_samples": cert.enough,
+            "rungs": cert.rungs, "certified_rung": None if cert.chosen < 0 else cert.chosen + 1,
+            "observed_losses": cert.losses, "certified_bound": cert.bound,
+            "steps": [{"losses": s.losses, "p_value": s.p_value, "passed": s.passed} for s in cert.steps]}

@@ -1,0 +1,155 @@
+"""certify.py: --confidence, Learn-then-Test over the search's ladder, on a tiny model and from the CLI."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import run_plain
+from test_calibrate import dataset, mlp
+
+from exprune_onnx.certify import ABOVE, ladder, sample_losses
+from exprune_onnx.cli import main
+from exprune_onnx.config import Options
+from exprune_onnx.metrics import predictions
+from exprune_onnx.risk import RiskTest, samples_needed
+from exprune_onnx.search import LADDER, search, split_indices, step_down
+
+
+def test_sample_losses_per_metric():
+    ref = np.array([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0], [1.0, 2.0]])
+    got = np.array([[0.0, 1.0], [1.0, 0.0], [3.0, 0.1], [1.0, 2.0]])
+    labels = np.array([0, 0, 0, 1])
+    # Right before and wrong after: only sample 0 (sample 1 was wrong before and is right after).
+    np.testing.assert_array_equal(sample_losses("accuracy", ref, got, labels, 0.01), [1, 0, 0, 0])
+    np.testing.assert_array_equal(sample_losses("agreement", ref, got, None, 0.01), [1, 1, 0, 0])
+    # relerr per sample: mean |diff| / mean |ref| = 2/3, 2/1, 0.1/3, 0 against the tolerance 0.05.
+    np.testing.assert_array_equal(sample_losses("relerr", ref, got, None, 0.05), [1, 1, 0, 0])
+    # Several positions per sample: a sample's loss is its share of changed positions.
+    seq = np.zeros((2, 4, 3))
+    seq[:, :, 0] = 1.0
+    changed = seq.copy()
+    changed[0, :2, 1] = 2.0
+    np.testing.assert_array_equal(sample_losses("agreement", seq, changed, None, 0.0), [0.5, 0.0])
+
+
+def test_ladder_is_conservative_first_and_ends_above_the_choice():
+    shares = {"a": LADDER[3], "b": LADDER[1], "c": None, "d": "certified"}
+    rungs = ladder(shares, step_down)
+    assert rungs[-1 - ABOVE] == shares
+    assert rungs[0] == {"a": None, "b": None, "c": None, "d": "certified"}  # certified layers lose nothing
+    assert rungs[-1] == {"a": LADDER[3 + ABOVE], "b": LADDER[1 + ABOVE], "c": None, "d": "certified"}
+    def rung(share):
+        return -1 if share is None else LADDER.index(share)
+
+    for lower, upper in zip(rungs, rungs[1:]):  # each rung a step more aggressive on every tuned layer
+        assert all(rung(lower[layer]) <= rung(upper[layer]) for layer in ("a", "b"))
+        assert rung(lower["a"]) < rung(upper["a"])
+    # The rung that prunes nothing is the original, never a candidate.
+    assert all(any(v is not None for v in r.values()) for r in ladder({"a": LADDER[0], "b": None}, step_down))
+    assert ladder({"a": None}, step_down) == []
+
+
+def _losses_of(model, written, data, indices):
+    ref = run_plain(model, {"x": data.inputs["x"][indices]})[0]
+    got = run_plain_or_exprune(written, {"x": data.inputs["x"][indices]})
+    return int(((predictions(ref) == data.labels[indices]) & (predictions(got) != data.labels[indices])).sum())
+
+
+def run_plain_or_exprune(model, feeds):
+    from helpers import run_exprune
+
+    return run_exprune(model, feeds)[0]
+
+
+def test_certified_search_certifies_on_data_it_never_searched():
+    model = mlp()
+    data = dataset(model, count=2000)
+    out = search(model, Options(confidence=0.9), data, max_drop=0.05, seed=2)
+    cert = out.certificate
+    ladder_idx, test_idx = split_indices(2000, 0.5, 2)
+    assert out.split == (1000, 1000) and cert.samples == 1000 and cert.enough
+    assert cert.chosen >= 0 and out.result.changed, "a 5-point budget on 1,000 samples must certify some pruning"
+    # The certificate's count is the written model's own, recounted here on the testing part.
+    assert cert.losses == _losses_of(model, out.result.model, data, test_idx)
+    test = RiskTest(1000, 0.05, 0.9)
+    assert cert.losses <= test.limit() and cert.bound <= 0.05
+    assert all(s.passed for s in cert.steps[:cert.chosen + 1])
+    assert len(cert.steps) == cert.rungs or not cert.steps[-1].passed  # the walk ends at the top or a failure
+    assert out.holdout.drop <= out.holdout.original  # scored on the testing part
+    again = search(model, Options(confidence=0.9), data, max_drop=0.05, seed=2)
+    assert again.shares == out.shares and again.certificate.losses == cert.losses
+
+
+def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
+    model = mlp()
+    out = search(model, Options(confidence=0.9), dataset(model, count=300), max_drop=0.01, seed=0)
+    cert = out.certificate
+    assert cert.samples == 150 and cert.needed == samples_needed(0.01, 0.9) == 230 and not cert.enough
+    assert cert.chosen == -1 and cert.steps == [] and not out.result.changed
+    assert all(share is None for share in out.shares.values())
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    model = mlp()
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    data = dataset(model, count=1200)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=data.inputs["x"], labels=data.labels)
+    return path, npz
+
+
+def test_cli_end_to_end_with_a_certificate(tiny, tmp_path):
+    path, npz = tiny
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
+                                  "0.05", "--objective", "flops", "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    cert = json.loads(rep.read_text())["certificate"]
+    assert cert["confidence"] == 0.9 and cert["testing_samples"] == 600 and cert["samples_needed"] == 45
+    assert cert["certified_rung"] >= 1 and cert["certified_bound"] <= 0.05 and cert["enough_samples"]
+    assert cert["loss"] == "right answers lost" and cert["observed_losses"] <= RiskTest(600, 0.05, 0.9).limit()
+    assert "certified" in r.output and "risk <=" in r.output and "600 samples the search never saw" in r.output
+    onnx.checker.check_model(onnx.load(out))
+
+
+def test_cli_says_plainly_when_the_data_is_too_small(tiny, tmp_path):
+    path, npz = tiny
+    out = tmp_path / "o.onnx"
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
+                                  "0.001", "--objective", "flops"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "too small" in text and "needs at least 2302 testing samples" in text and "give 4604 or more" in text
+    assert "the original model was written unchanged" in text
+    assert onnx.load(out).graph == onnx.load(path).graph
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "1", "nan"])
+def test_bad_confidence_is_a_usage_error(tiny, tmp_path, value):
+    path, npz = tiny
+    out = tmp_path / "o.onnx"
+    before = path.read_bytes()
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz),
+                                  f"--confidence={value}"])
+    assert r.exit_code == 2 and "confidence must be a number in [0, 1)" in r.output
+    assert "Traceback" not in r.output and not out.exists() and path.read_bytes() == before
+
+
+def test_a_zero_budget_cannot_be_certified(tiny, tmp_path):
+    path, npz = tiny
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--max-drop", "0"])
+    assert r.exit_code == 2 and "--max-drop 0 cannot be certified" in r.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_confidence_needs_a_testing_part(tiny, tmp_path):
+    path, npz = tiny
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--holdout", "0", "--objective", "flops"])
+    assert r.exit_code == 6 and "--holdout must be > 0" in r.output
+    assert not (tmp_path / "o.onnx").exists()
