@@ -28,9 +28,11 @@ def cli(*args):
 @pytest.mark.parametrize("extra, kwargs", [
     ([], {}),
     (["--threshold", "-0.5", "--k", "16", "--no-sparse-input"], {"threshold": -0.5, "k": 16, "sparse_input": False}),
-    (["--calibration", "SMALL", "--max-drop", "0.02", "--granularity", "layer"],
-     {"calibration": "SMALL", "max_drop": 0.02, "granularity": "layer"}),
-], ids=["defaults", "compiler-options", "calibration"])
+    (["--calibration", "SMALL", "--max-drop", "0.02", "--granularity", "layer", "--confidence", "0"],
+     {"calibration": "SMALL", "max_drop": 0.02, "granularity": "layer", "confidence": 0.0}),
+    # 160 samples cannot certify 2 points at the default confidence: both write the original.
+    (["--calibration", "SMALL", "--max-drop", "0.02"], {"calibration": "SMALL", "max_drop": 0.02}),
+], ids=["defaults", "compiler-options", "calibration", "certified-calibration"])
 def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
     """Same options, same model: the objective is flops here, since timing is not repeatable."""
     small = tmp_path / "small.npz"
@@ -42,8 +44,11 @@ def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
     r = cli("optimize", EXAMPLE, "-o", out, "--objective", "flops", "--check-data", small, *extra)
     assert r.exit_code == 0, r.output
     done = exprune_onnx.optimize(EXAMPLE, objective="flops", check_data=small, **kwargs)
-    assert done.changed and done.rows
     assert out.read_bytes() == done.model.SerializeToString()
+    if "calibration" in kwargs and "confidence" not in kwargs:
+        assert not done.changed and done.calibrated.certificate is not None
+        return
+    assert done.changed and done.rows
     assert [row["layer"] for row in done.report["layers"]] == [row["layer"] for row in done.rows]
     assert set(done.timings) <= {"compile", "calibrate", "objective", "check"} and done.timings
     if "calibration" in kwargs:
