@@ -292,7 +292,8 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
-               else t.note if t.note else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
+               else t.note if t.note
+               else f"the model took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")
     choice.result = optimize(original, choice.options)
