@@ -123,16 +123,16 @@ def check_invalid(op, rng):
 
 
 def check_sparse_conv(rng):
-    """ExPruneSparseConv: every geometry path (3x3 sweep, taps, 1x1, groups, chunks), a fed
-    and a constant w, 1 and 2 threads, then the inputs it must refuse."""
+    """ExPruneSparseConv: the 3x3 sweep, the taps path (1x1, strided, dilated), groups with
+    a partial block of output channels, a fed and a constant w, 1 and 2 threads, then
+    inputs it must refuse. (Channel chunks are covered under ASan by test_sparse_conv_op.)"""
     import fuzz_sparse_conv as fz
     from sparse_conv_case import case, check, op_model, run
 
     geometries = [dict(attrs={"pads": [1, 1, 1, 1], "activation": "relu"}, batch=2),
                   dict(kernel=(1, 1), outs=40, attrs={"strides": [2, 2]}),
-                  dict(channels=6, outs=10, attrs={"group": 2, "dilations": [2, 1], "pads": [2, 1, 0, 1]}),
-                  dict(channels=300, outs=20, size=(3, 70), attrs={"pads": [1, 1, 1, 1], "activation": "relu",
-                                                                    "clip_max": 6.0})]
+                  dict(channels=6, outs=40, attrs={"group": 2, "dilations": [2, 1], "pads": [2, 1, 0, 1],
+                                                   "activation": "relu", "clip_max": 6.0})]
     for threads in (1, 2):
         for kw in geometries:
             x, weight, b, attrs = case(rng, zeros=0.6, **kw)
@@ -142,7 +142,7 @@ def check_sparse_conv(rng):
     fed = run(op_model(x.shape, w, b, None, attrs, w_input=True), {"x": x, "w": w})[0]
     assert np.array_equal(fed, run(op_model(x.shape, w, b, None, attrs), {"x": x})[0])
     refused = 0
-    for seed in range(40):
+    for seed in range(12):
         x, weight, b, res, attrs, crng = fz.case(seed)
         x, w, b, res, what = fz.corrupt(x, fz.sparse_w(weight, attrs), b, res, attrs, crng)
         model = op_model(x.shape, w, b, None if res is None else res.shape, attrs)
@@ -153,7 +153,7 @@ def check_sparse_conv(rng):
             refused += 1
         else:
             raise AssertionError(f"{ops.SPARSE_CONV}: {what} was accepted")
-    assert refused == 40
+    assert refused == 12
 
 
 def main() -> int:

@@ -113,13 +113,19 @@ def test_stats_count_the_nonzero_inputs():
         assert stats.dtype == np.int64 and stats.tolist() == [int(np.count_nonzero(x)), x.size]
 
 
-def test_a_fed_weight_input_works_like_a_constant():
+@pytest.mark.parametrize("outs,kernel", [(16, (3, 3)), (40, (3, 3)), (40, (1, 1)), (7, (3, 3))])
+def test_a_fed_weight_input_works_like_a_constant(outs, kernel):
+    """A fed w is read in place (a constant one from its blocked copy): a last block of
+    output channels that leaves a whole vector empty (40 = 32 + 8) reads only its lanes."""
     rng = np.random.default_rng(6)
-    x, weight, b, attrs = case(rng, channels=8, outs=16, zeros=0.5, attrs={"pads": [1, 1, 1, 1]})
+    x, weight, b, attrs = case(rng, channels=8, outs=outs, kernel=kernel, zeros=0.5,
+                               attrs={"pads": [kernel[0] // 2] * 4})
     w = ops.sparse_conv_weights(weight)
     fed = op_model(x.shape, w, b, None, attrs, w_input=True)
     const = op_model(x.shape, w, b, None, attrs)
-    assert np.array_equal(run(fed, {"x": x, "w": w})[0], run(const, {"x": x})[0])
+    got = run(fed, {"x": x, "w": w})[0]
+    np.testing.assert_allclose(got, run(const, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    check(x, weight, b, attrs)
 
 
 def test_empty_batch_and_all_zero_input():

@@ -18,7 +18,7 @@ struct Vec {
   static V Set1(float x) { return _mm512_set1_ps(x); }
   static V Load(const float* p) { return _mm512_loadu_ps(p); }
   static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  static M Mask(int n) { return n >= 16 ? M(0xFFFF) : static_cast<M>((1u << n) - 1u); }
+  static M Mask(int n) { return n >= 16 ? M(0xFFFF) : (n <= 0 ? M(0) : static_cast<M>((1u << n) - 1u)); }
   // Masked-out lanes are neither read nor able to fault.
   static V LoadMasked(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }

@@ -26,7 +26,7 @@ struct Vec {
   static void Store(float* p, const V& v) {
     for (int i = 0; i < kLanes; ++i) p[i] = v.f[i];
   }
-  static M Mask(int n) { return n < kLanes ? n : kLanes; }
+  static M Mask(int n) { return n < 0 ? 0 : (n < kLanes ? n : kLanes); }
   static V LoadMasked(const float* p, M n) {
     V v{};
     for (int i = 0; i < n; ++i) v.f[i] = p[i];

@@ -4,7 +4,7 @@
 //
 //   static constexpr int kLanes;  using V = <kLanes floats>;  using M = <a lane mask>;
 //   V Zero(); V Set1(float x); V Load(const float* p); void Store(float* p, V v);
-//   M Mask(int n): lanes [0, n) (n may exceed kLanes);
+//   M Mask(int n): lanes [0, n) (none for n <= 0, all for n >= kLanes);
 //   V LoadMasked(const float* p, M m): lanes in m from p, the rest 0, nothing else read;
 //   V Fma(V a, V b, V c): a * b + c.
 //
@@ -39,16 +39,28 @@ struct Unroll {
 };
 
 // acc[j][v] += x * w[v * kLanes ...] for the NV vectors of one tap.
+// The lanes of each vector that hold output channels of the block (a partial block
+// may leave whole vectors empty).
+template <int NV>
+struct Masks {
+  typename Vec::M m[NV];
+  explicit Masks(int lanes) {
+    for (int v = 0; v < NV; ++v) m[v] = Vec::Mask(lanes - v * Vec::kLanes);
+  }
+};
+
+// acc[j][v] += x * w[v * kLanes ...] for the NV vectors of one tap; a partial block
+// (not Full) reads only its own lanes.
 template <int NV, bool Full, int T>
 inline __attribute__((always_inline)) void Accumulate(typename Vec::V (&acc)[T][NV], int j, typename Vec::V x,
-                                                      const float* w, typename Vec::M m) {
+                                                      const float* w, const Masks<NV>& m) {
   auto one = [&](auto vi) {
     constexpr int v = decltype(vi)::value;
     typename Vec::V wv;
-    if constexpr (Full || v < NV - 1) {
+    if constexpr (Full) {
       wv = Vec::Load(w + v * Vec::kLanes);
     } else {
-      wv = Vec::LoadMasked(w + v * Vec::kLanes, m);
+      wv = Vec::LoadMasked(w + v * Vec::kLanes, m.m[v]);
     }
     acc[j][v] = Vec::Fma(x, wv, acc[j][v]);
   };
@@ -78,7 +90,7 @@ void Sweep3(const Tile& a) {
   using V = typename Vec::V;
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
-  const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
+  const Masks<NV> m(a.lanes);
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
@@ -109,7 +121,7 @@ void Taps(const Tile& a) {
   using V = typename Vec::V;
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
-  const typename Vec::M m = Vec::Mask(a.lanes - (NV - 1) * Vec::kLanes);  // the last vector's lanes
+  const Masks<NV> m(a.lanes);
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
