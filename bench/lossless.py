@@ -74,7 +74,8 @@ def measure(original, optimized, test, batch: int, threads: int, rounds: int, te
     indices = np.arange(min(len(test), test_samples))
     checked = compare(original, optimized, test, indices=indices, batch=max(batch, 8))
     d = checked.outputs[0]
-    return {"original_ms": float(np.median([a for a, _ in pairs])), "optimized_ms": float(np.median([b for _, b in pairs])),
+    return {"original_ms": float(np.median([a for a, _ in pairs])),
+            "optimized_ms": float(np.median([b for _, b in pairs])),
             "ratio": ratios[len(ratios) // 2], "ratio_range": [ratios[0], ratios[-1]], "passes": passes,
             "max_abs_diff": d.max_abs, "max_rel_diff": d.max_rel, "top1_agreement": d.top1_agreement,
             "accuracy": checked.accuracy, "samples": len(indices)}
@@ -179,7 +180,8 @@ def merge(paths: list[Path]) -> None:
                 models[entry["name"]] = entry
                 continue
             keys = {(r["mode"], r["batch"], r["threads"]) for r in entry["rows"]}
-            have["rows"] = [r for r in have["rows"] if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
+            have["rows"] = [r for r in have["rows"]
+                            if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
             have["command"] += "` and `" + entry["command"]
             have["load_before"] = max(have["load_before"], entry["load_before"])
     RESULTS.write_text(json.dumps({"models": list(models.values()), "missing": []}, indent=1, default=float) + "\n")

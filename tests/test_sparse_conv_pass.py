@@ -459,7 +459,8 @@ def test_objective_drops_prune_nothing_layers_untimed(monkeypatch):
     assert not choice.result.changed and choice.result.model is model
     notes = {(t.layer, t.kind): t.note for t in choice.layers}
     assert notes == {("c1", objective.EARLY_EXIT): "prunes nothing at threshold -inf",
-                     ("c1", objective.ZERO_INPUTS): "not faster alone", ("c2", objective.ZERO_INPUTS): "not faster alone"}
+                     ("c1", objective.ZERO_INPUTS): "not faster alone",
+                     ("c2", objective.ZERO_INPUTS): "not faster alone"}
     assert calls == [1, 1]  # two layer-alone pairs, no whole model
 
 
