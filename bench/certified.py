@@ -11,8 +11,8 @@ both savings beside the paper's.
 
 from __future__ import annotations
 
-from exprune_onnx.check import compare
 from exprune_onnx.certify import certificate_json
+from exprune_onnx.check import compare
 from exprune_onnx.config import Options
 from exprune_onnx.data import Dataset, load_dataset
 from exprune_onnx.measure import flops_saved

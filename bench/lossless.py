@@ -42,7 +42,7 @@ from exprune_onnx.data import load_dataset
 from exprune_onnx.objective import choose, passes_for, time_pair, timing_feeds
 from exprune_onnx.pipeline import optimize
 
-from .models import ALL, DATA, MODELS, BenchModel
+from .models import ALL, BenchModel
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "lossless.json"

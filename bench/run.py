@@ -46,8 +46,8 @@ from exprune_onnx.data import Dataset, load_dataset
 from exprune_onnx.graphutil import all_graphs
 from exprune_onnx.measure import flops_saved
 from exprune_onnx.memory import peak_rss_mb
-from exprune_onnx.objective import EARLY_EXIT, ZERO_INPUTS, choose, passes_for, time_pair, timing_feeds
 from exprune_onnx.modelio import load_model
+from exprune_onnx.objective import EARLY_EXIT, ZERO_INPUTS, choose, passes_for, time_pair, timing_feeds
 from exprune_onnx.pipeline import infer_shapes
 from exprune_onnx.report import layer_rows
 from exprune_onnx.search import search

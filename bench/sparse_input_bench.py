@@ -173,7 +173,7 @@ def lm_bench(passes: int) -> None:
     models = {"original": original, "ENP": enp, "ENP + sparse": sparse}
     wall = alternate([session(m) for m in models.values()], feeds, passes)
     print(f"\nkjv_lm_step decode, batch 1, {THREADS} thread(s), {len(feeds)} consecutive steps x {passes} passes")
-    for (name, m), ms in zip(models.items(), wall):
+    for (name, _m), ms in zip(models.items(), wall):
         print(f"  {name:<13} median step {ms:.4f} ms ({ms / wall[0]:.3f} of the original)")
     for name, m in models.items():
         print(f"  {name:<13} zeros in fc2 input: {fc2_zero_share(m, feeds):.1%}")

@@ -82,8 +82,8 @@ class Tester:
 
     def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int, metric: str,
                  tolerance: float, progress=None):
-        from .runtime import inference_session
         from .modelio import runnable
+        from .runtime import inference_session
 
         self.data, self.indices, self.batch, self.metric, self.tolerance = data, indices, batch, metric, tolerance
         self.output = original.graph.output[0].name
@@ -203,7 +203,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
         return found
 
     cert.chosen, cert.steps = fixed_sequence(len(rungs), rung_losses, test)
-    shares = rungs[cert.chosen] if cert.chosen >= 0 else {layer: None for layer in outcome.shares}
+    shares = rungs[cert.chosen] if cert.chosen >= 0 else dict.fromkeys(outcome.shares)
     options = outcome.rung_options(shares)
     result = optimize(original, options)
     if cert.chosen >= 0:

@@ -13,8 +13,16 @@ from rich.text import Text
 
 from . import report
 from ._version import __version__
-from .config import (DEFAULT_CONFIDENCE, DEFAULT_MIN_UNITS, OBJECTIVES, SPARSE_RELU, UNIT_ORDERS, Options, load_config,
-                     parse_k)
+from .config import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MIN_UNITS,
+    OBJECTIVES,
+    SPARSE_RELU,
+    UNIT_ORDERS,
+    Options,
+    load_config,
+    parse_k,
+)
 from .errors import ExPruneError, OutputError, error_message
 from .metrics import METRICS
 from .workflow import UsageProblem
@@ -324,13 +332,13 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     import onnxruntime as ort
 
     from .accounting import model_flops
+    from .bigmodel import model_bytes
     from .check import compare
     from .data import load_dataset
-    from .bigmodel import model_bytes
+    from .feeds import InputSpec, check_batch, with_input_shapes
     from .measure import flops_saved
     from .memory import peak_rss_mb
     from .modelio import load_model
-    from .feeds import InputSpec, check_batch, with_input_shapes
     from .pipeline import infer_shapes
     from .progress import for_terminal
     from .timing import measure
@@ -408,9 +416,9 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     from rich.table import Table
 
     from .data import load_dataset, random_dataset
-    from .modelio import load_model
     from .errors import VerificationFailed
     from .feeds import InputSpec
+    from .modelio import load_model
     from .progress import for_terminal
     from .verify import verify as run_verify
 

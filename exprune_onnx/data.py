@@ -19,8 +19,16 @@ import numpy as np
 import onnx
 
 from .errors import DataError
-from .feeds import (InputSpec, check_spec, fixed_batch, input_dims, input_dtype, model_inputs, random_arrays,
-                    resolved_dims)
+from .feeds import (
+    InputSpec,
+    check_spec,
+    fixed_batch,
+    input_dims,
+    input_dtype,
+    model_inputs,
+    random_arrays,
+    resolved_dims,
+)
 
 __all__ = ["Dataset", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset"]
 

@@ -90,9 +90,9 @@ def _malformed(message) -> str | None:
     """Text that is not UTF-8 or an unknown element type anywhere in ``message``: the
     checker lets both pass and graphsurgeon fails on them."""
     kind = message.DESCRIPTOR.full_name
-    if kind == "onnx.ValueInfoProto" and message.type.HasField("tensor_type"):
-        if message.type.tensor_type.elem_type not in _TYPES:
-            return f"'{message.name}' has unknown element type {message.type.tensor_type.elem_type}"
+    if (kind == "onnx.ValueInfoProto" and message.type.HasField("tensor_type")
+            and message.type.tensor_type.elem_type not in _TYPES):
+        return f"'{message.name}' has unknown element type {message.type.tensor_type.elem_type}"
     if kind in ("onnx.TypeProto.Tensor", "onnx.TypeProto.SparseTensor") and message.elem_type not in _TYPES:
         return f"unknown element type {message.elem_type}"
     if kind == "onnx.TensorProto":  # its name and type only: listing its fields would copy the data

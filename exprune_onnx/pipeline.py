@@ -32,11 +32,11 @@ from ._version import __version__
 from .accounting import model_flops
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
 from .config import SPARSE_RELU, Options, choose_k
+from .errors import ConfigError
+from .feeds import keep_open_dims, with_input_shapes
 from .graphutil import all_graphs, model_names
 from .modelio import runtime_ir_version
 from .rules import RULES, sparse_conv, sparse_input
-from .errors import ConfigError
-from .feeds import keep_open_dims, with_input_shapes
 from .rules.base import Candidate, Context, NoMatch, Rewritten
 
 

@@ -277,10 +277,10 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
 
     # Heads (arg-max) measure their share in answers changed, not in output mass, so
     # they are left out of the common ladder and get what the budget leaves at the end.
-    heads = [l for l in stats if candidates[l].rule == ARGMAX_HEAD]
-    layers = [l for l in stats if l not in heads]
-    order = sorted(layers, key=lambda l: -layer_flops.get(l, 0))
-    best = Trial({l: None for l in stats}, 0.0, 0.0, True)
+    heads = [name for name in stats if candidates[name].rule == ARGMAX_HEAD]
+    layers = [name for name in stats if name not in heads]
+    order = sorted(layers, key=lambda name: -layer_flops.get(name, 0))
+    best = Trial(dict.fromkeys(stats), 0.0, 0.0, True)
     if planner.rules:
         best = _ladder(trial, layers, best)
         if all(share is None for share in best.shares.values()):
@@ -326,8 +326,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         # layer only makes it exact again, and both parts are scored once more.
         timed = _keep_faster(original, planner, shares, data, calib_idx, latency, seed, log)
         relu_changed = with_sparse_choice(final_options, timed.options) != final_options
-        if any(timed.kept(l) is False for l in shares) or relu_changed:
-            shares = {l: None if timed.kept(l) is False else s for l, s in shares.items()}
+        if any(timed.kept(name) is False for name in shares) or relu_changed:
+            shares = {name: None if timed.kept(name) is False else s for name, s in shares.items()}
             # The plain-ReLU consumers it kept, or none where it kept the original.
             final_options = with_sparse_choice(planner.options(shares), timed.options)
             result = optimize(original, final_options)
@@ -377,7 +377,7 @@ def _ladder(trial, layers: list[str], best: Trial) -> Trial:
     """The highest common share of ``layers`` that saves the most within budget, others as in ``best``."""
     misses = 0
     for share in LADDER:
-        t = trial({**best.shares, **{l: share for l in layers}})
+        t = trial({**best.shares, **dict.fromkeys(layers, share)})
         if t.feasible and t.saved > best.saved:
             best, misses = t, 0
         elif not t.feasible:

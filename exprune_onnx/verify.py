@@ -37,16 +37,16 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import ops, verify_sparse
-from .verify_sparse_conv import trace_conv
 from .canonicalize import constants_to_initializers, fold_batchnorm
 from .config import RULES, Options
 from .data import Dataset, model_inputs
 from .errors import error_message
 from .feeds import with_input_shapes
-from .progress import quiet
 from .graphutil import all_graphs, const_value, describe
 from .pipeline import find_candidates, infer_shapes
+from .progress import quiet
 from .rules.base import Candidate
+from .verify_sparse_conv import trace_conv
 
 # Weights are copied, not recomputed, by the compiler: anything beyond float noise is a change.
 WEIGHT_RTOL = 1e-5

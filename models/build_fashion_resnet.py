@@ -53,7 +53,6 @@ sys.path.insert(0, str(HERE))
 from build_fashion_cnn import (  # noqa: E402
     ensure_dataset,
     evaluate_torch,
-    export_onnx as export_fashion_onnx,
     load_fashion_mnist,
     onnx_logits,
     start_torch,
@@ -61,6 +60,7 @@ from build_fashion_cnn import (  # noqa: E402
     train,
     write_split,
 )
+from build_fashion_cnn import export_onnx as export_fashion_onnx  # noqa: E402
 
 NAME = "fashion_resnet"
 WIDTHS = (32, 64, 128)

@@ -287,7 +287,7 @@ def test_calibrated_head_from_the_cli(tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads(rep.read_text())
     assert report["calibration"]["drop"] <= 0.02 + 1e-9
-    head = [l for l in report["layers"] if l["layer"] == "/fc2/Gemm"]
+    head = [row for row in report["layers"] if row["layer"] == "/fc2/Gemm"]
     assert head and head[0]["pattern"] == ["Gemm", "ArgMax"]
     assert "ExPruneArgmaxHead" in [n.op_type for n in onnx.load(out).graph.node]
 

@@ -86,7 +86,7 @@ def check_model(m: dict, quick_test_samples: int = 1000) -> None:
             assert lo["reverted_all"] or not (lo["kept"] or lo["kept_zero_inputs"])
         else:
             assert lo["kept"] or lo["kept_zero_inputs"]
-            assert 0 < lo["ratio"] and 0.0 <= lo["saved"] <= row["saved"] + 0.05
+            assert lo["ratio"] > 0 and 0.0 <= lo["saved"] <= row["saved"] + 0.05
 
 
 def check_outputs(out: Path, names: list[str]) -> dict:

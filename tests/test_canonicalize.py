@@ -90,7 +90,7 @@ def test_rewrites_inside_if_branches():
     assert [n.op_type for n in branch.node] == ["Gather", "Slice", "Conv", "ExPruneConvRelu"]
     onnx.checker.check_model(res.model)
     for flag in (True, False):
-        assert_equivalent(model, res.model, lambda r: {**_feeds(r), "cond": np.array(flag)}, draws=2)
+        assert_equivalent(model, res.model, lambda r, flag=flag: {**_feeds(r), "cond": np.array(flag)}, draws=2)
 
 
 def test_relu_output_that_is_graph_output_and_has_several_consumers():

@@ -218,10 +218,10 @@ def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
     written = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
                for n in onnx.load(out).graph.node if n.domain and n.op_type != "ExPruneSparseMatMul"}
     assert sorted(round(a["threshold"], 3) for a in written.values()) == \
-        sorted(round(l["parameter"], 3) for l in report["layers"])
+        sorted(round(row["parameter"], 3) for row in report["layers"])
     per_output = sorted(tuple(np.float32(a.get("thresholds", []))) for a in written.values())
-    assert per_output == sorted(tuple(np.float32(l.get("thresholds", []))) for l in report["layers"])
-    assert all("thresholds" in l for l in report["layers"] if l["rule"] == "threshold")
+    assert per_output == sorted(tuple(np.float32(row.get("thresholds", []))) for row in report["layers"])
+    assert all("thresholds" in row for row in report["layers"] if row["rule"] == "threshold")
 
 
 def test_paper_settings_from_the_cli(example, tmp_path, small_set):

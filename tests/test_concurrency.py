@@ -94,7 +94,7 @@ def compile_model(name: str, rule: str) -> onnx.ModelProto:
     return result.model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def images() -> np.ndarray:
     return np.load(ROOT / "models" / "fashion_test_slice.npz")["input"]
 

@@ -3,13 +3,24 @@
 import numpy as np
 import onnx
 import pytest
-from helpers import (NEG_INF, assert_close, assert_equivalent, conv_reference, expose, init, make_model,
-                     node_types, run_exprune, threshold_of, vi)
+from helpers import (
+    NEG_INF,
+    assert_close,
+    assert_equivalent,
+    conv_reference,
+    expose,
+    init,
+    make_model,
+    node_types,
+    run_exprune,
+    threshold_of,
+    vi,
+)
 from onnx import helper
 
 from exprune_onnx import optimize_model
 
-C, O = 32, 24
+C, C_OUT = 32, 24
 
 
 def conv_model(*, spatial=2, strides=None, pads=None, dilations=None, auto_pad=None, bn=True, residual=False,
@@ -19,7 +30,7 @@ def conv_model(*, spatial=2, strides=None, pads=None, dilations=None, auto_pad=N
     rng = np.random.default_rng(seed)
     size = [9, 8][:spatial] if spatial == 2 else [17]
     kernel = [3] * spatial
-    w = (rng.normal(size=(O if not residual else channels, channels // group, *kernel)) * 0.15).astype(dtype)
+    w = (rng.normal(size=(C_OUT if not residual else channels, channels // group, *kernel)) * 0.15).astype(dtype)
     out_ch = w.shape[0]
     tdtype = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     attrs = {}

@@ -3,8 +3,19 @@
 import numpy as np
 import onnx
 import pytest
-from helpers import (NEG_INF, assert_close, assert_equivalent, expose, init, make_model, node_types, normal_feeds,
-                     run_exprune, threshold_of, vi)
+from helpers import (
+    NEG_INF,
+    assert_close,
+    assert_equivalent,
+    expose,
+    init,
+    make_model,
+    node_types,
+    normal_feeds,
+    run_exprune,
+    threshold_of,
+    vi,
+)
 from onnx import helper
 
 from exprune_onnx import optimize_model

@@ -295,8 +295,8 @@ def test_calibration_under_the_latency_objective(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     report = json.loads(rep.read_text())
     assert report["objective"] == "latency"
-    decisions = {l["layer"]: l["kept"] for l in report["latency"]["layers"]}
-    kept = [l["layer"] for l in report["layers"]]
+    decisions = {row["layer"]: row["kept"] for row in report["latency"]["layers"]}
+    kept = [row["layer"] for row in report["layers"]]
     assert kept == [layer for layer, k in decisions.items() if k]
     assert set(kept) <= {"/conv2/conv/Conv"}
     assert report["held_out"]["drop"] <= 0.02 + 1e-9 or not report["budget_met"]
@@ -398,7 +398,6 @@ def test_calibration_times_after_the_held_out_back_off(monkeypatch):
     """The latency choice is made on the shares the model ships with, after any back-off,
     and the scores reported are those of the model written."""
     from exprune_onnx import search as search_module
-    from exprune_onnx.data import load_dataset
 
     seen = []
     real = search_module._keep_faster

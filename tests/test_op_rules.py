@@ -205,7 +205,7 @@ def test_dense_statstest_prunes_exactly(lead, n, outs, k, residual):
 def test_dense_certified_prunes_exactly(lead, n, outs, k, residual):
     rng = np.random.default_rng(2)
     arrays, _ = dense_case(rng, lead, n, outs, k, residual=residual, nonneg=True)
-    arrays = prune_share(arrays, lambda a: dense_certified_mask(a, k), 0.4)
+    arrays = prune_share(arrays, lambda a, k=k: dense_certified_mask(a, k), 0.4)
     full = full_dense(arrays, k)
     mask = dense_certified_mask(arrays, k)
     y, stats = run(ops.DENSE_RELU, arrays, {"k": k, "threshold": 0.0, "rule": "certified"})
@@ -293,7 +293,7 @@ def test_dense_certified_never_prunes_a_positive_output():
         x64 = f64(arrays["x"])
         w_head = rng.standard_normal((k, outs)) / np.sqrt(n)
         arrays["partial"] = (x64[..., :k] @ w_head).astype(np.float32)
-        arrays = prune_share(arrays, lambda a: dense_certified_mask(a, k), float(rng.uniform(0.05, 0.9)))
+        arrays = prune_share(arrays, lambda a, k=k: dense_certified_mask(a, k), float(rng.uniform(0.05, 0.9)))
         full = full_dense(arrays, k)
         y, stats = run(ops.DENSE_RELU, arrays, {"k": k, "threshold": 0.0, "rule": "certified"})
         mask = dense_certified_mask(arrays, k)
@@ -423,7 +423,7 @@ def test_conv_certified_prunes_exactly(geometry, residual):
     channels, k = 12, 8
     arrays, attrs, geo = conv_case(rng, 2, channels, 6, *geometry[:2], k, *geometry[2:], residual=residual,
                                    nonneg=True)
-    arrays = prune_share(arrays, lambda a: conv_certified_mask(a, k, geo), 0.4)
+    arrays = prune_share(arrays, lambda a, k=k, geo=geo: conv_certified_mask(a, k, geo), 0.4)
     mask = conv_certified_mask(arrays, k, geo)
     full = full_conv(arrays, k, geo)
     y, stats = run(ops.CONV_RELU, arrays, {**attrs, "rule": "certified"})
@@ -547,7 +547,7 @@ def test_conv_certified_never_prunes_a_positive_output():
         arrays, attrs, geo = conv_case(rng, 2, channels, int(rng.integers(2, 12)), spatial, kernel, k, strides,
                                        pads, dilations, auto_pad, residual=draw % 2 == 0, nonneg=True)
         arrays["x"] = (arrays["x"] * (rng.random(arrays["x"].shape) < 0.6)).astype(np.float32)
-        arrays = prune_share(arrays, lambda a: conv_certified_mask(a, k, geo), float(rng.uniform(0.05, 0.9)))
+        arrays = prune_share(arrays, lambda a, k=k, geo=geo: conv_certified_mask(a, k, geo), float(rng.uniform(0.05, 0.9)))
         full = full_conv(arrays, k, geo)
         y, stats = run(ops.CONV_RELU, arrays, {**attrs, "rule": "certified"})
         mask = conv_certified_mask(arrays, k, geo)

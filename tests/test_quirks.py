@@ -89,7 +89,7 @@ def _nhwc_model(rng):
     per layer; the first layer reads the NHWC image."""
     nodes = []
     t = "inp"
-    for i, (c_in, c_out) in enumerate([(3, 32), (32, 40)]):
+    for i in range(2):
         nodes += [helper.make_node("Transpose", [t], [f"nchw{i}"], perm=[0, 3, 1, 2]),
                   helper.make_node("Conv", [f"nchw{i}", f"W{i}", f"B{i}"], [f"c{i}"], name=f"conv{i}",
                                    pads=[1, 1, 1, 1]),
@@ -346,7 +346,7 @@ def test_dynamic_batch_and_spatial_dims(residual):
     res = optimize_model(model, threshold=NEG_INF, min_units=32)
     assert rewritten(res) == ["conv1", "fc"], reasons(res)
     for shape in SHAPES:
-        assert_equivalent(model, res.model, lambda g: {"inp": g.normal(size=shape).astype(np.float32)}, draws=1)
+        assert_equivalent(model, res.model, lambda g, shape=shape: {"inp": g.normal(size=shape).astype(np.float32)}, draws=1)
     # The optimised model keeps the symbolic dims it was given.
     dims = [d.dim_param or d.dim_value for d in res.model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["N", 3, "H", "W"]

@@ -12,8 +12,15 @@ import math
 import numpy as np
 import pytest
 
-from exprune_onnx.risk import (RiskTest, binom_cdf, binomial_p_value, fixed_sequence, hoeffding_bentkus_p_value,
-                               samples_needed, upper_bound)
+from exprune_onnx.risk import (
+    RiskTest,
+    binom_cdf,
+    binomial_p_value,
+    fixed_sequence,
+    hoeffding_bentkus_p_value,
+    samples_needed,
+    upper_bound,
+)
 
 BINOM_CDF = [  # (k, n, p, scipy.stats.binom.cdf(k, n, p))
     (0, 2302, 0.001, 0.09994334856146572),
@@ -115,7 +122,7 @@ def _simulated_walks(risks, n, alpha, confidence, reps, seed):
     chosen = []
     for _ in range(reps):
         counts = rng.binomial(n, risks)
-        last, _ = fixed_sequence(len(risks), lambda i, limit: int(counts[i]), test)
+        last, _ = fixed_sequence(len(risks), lambda i, limit, counts=counts: int(counts[i]), test)
         chosen.append(risks[last] if last >= 0 else 0.0)
     return np.array(chosen)
 

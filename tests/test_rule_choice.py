@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 import exprune_onnx
 from exprune_onnx import optimize_model
 
-C, O, HW = 64, 24, 8  # conv: channels in, out, spatial size
+C, C_OUT, HW = 64, 24, 8  # conv: channels in, out, spatial size
 N_IN, N_OUT = 64, 40  # dense
 
 
@@ -38,8 +38,8 @@ def conv_model(seed=0, *, source="relu", bias_mean=0.0, off=0):
     channels are switched off (weights leaning negative, negative bias), as many units
     of a trained network are for a given input."""
     rng = np.random.default_rng(seed)
-    w = switched_off(rng.normal(size=(O, C, 3, 3)) / np.sqrt(C * 9), 0, off, -0.08).astype(np.float32)
-    b = switched_off(0.3 * rng.normal(size=O) + bias_mean, 0, off, -1.0).astype(np.float32)
+    w = switched_off(rng.normal(size=(C_OUT, C, 3, 3)) / np.sqrt(C * 9), 0, off, -0.08).astype(np.float32)
+    b = switched_off(0.3 * rng.normal(size=C_OUT) + bias_mean, 0, off, -1.0).astype(np.float32)
     nodes, inits = source_nodes(source, [1, C, 1, 1])
     nodes += [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
               helper.make_node("Relu", ["c"], ["y"], name="act")]
@@ -161,7 +161,7 @@ def test_statstest_alpha_zero_prunes_nothing():
 
 
 # Half the outputs switched off: those are provably <= 0, the others are not.
-CERTIFIED = {"conv": {"off": O // 2, "bias_mean": 0.3}, "dense": {"off": N_OUT // 2, "bias_mean": 0.3}}
+CERTIFIED = {"conv": {"off": C_OUT // 2, "bias_mean": 0.3}, "dense": {"off": N_OUT // 2, "bias_mean": 0.3}}
 
 
 @pytest.mark.parametrize("kind", ["conv", "dense"])

@@ -395,7 +395,7 @@ def test_threshold_attribute_is_not_added_to_the_sparse_op_by_exact_copy():
 def test_op_type_is_float_only():
     model = op_model((2, 4), (4, 3))
     model.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match=r"tensor\(double\)"):
         exprune_onnx.inference_session(model, optimize=False).run(
             None, {"x": np.zeros((2, 4)), "w": np.zeros((4, 3), np.float32)})
 

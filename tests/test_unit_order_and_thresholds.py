@@ -9,8 +9,8 @@ import pytest
 from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_single_op, vi
 from onnx import helper
 from test_calibrate import dataset, mlp
-from test_custom_op import assert_ort_error, check_result, conv_case, dense_case, estimate
 from test_conv_relu import conv_model, feeds_for
+from test_custom_op import assert_ort_error, check_result, conv_case, dense_case, estimate
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.calibrate import LayerStats

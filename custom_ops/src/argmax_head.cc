@@ -32,8 +32,7 @@ bool Excluded(const PruneAttrs& a, double est_j, double est_top, float p_j, floa
 
 }  // namespace
 
-ArgmaxHeadKernel::ArgmaxHeadKernel(const OrtKernelInfo* info, std::string label)
-    : PruneKernel(info, std::move(label)) {
+ArgmaxHeadKernel::ArgmaxHeadKernel(const OrtKernelInfo* info, std::string label) : PruneKernel(info, std::move(label)) {
   if (attrs_.rule == Rule::kCertified) throw OpError("rule certified is not defined for the arg-max head");
   if (!attrs_.thresholds.empty()) throw OpError("attribute thresholds is not defined for the arg-max head");
   int64_t keepdims = 0;

@@ -33,8 +33,7 @@ Axis ResolveAxis(size_t d, int64_t in, int64_t kernel, int64_t stride, int64_t d
 void CheckCount(const char* name, const std::vector<int64_t>& v, size_t want, size_t rank) {
   if (!v.empty() && v.size() != want) {
     throw OpError(std::string("attribute ") + name + " has " + std::to_string(v.size()) +
-                  " values; the input has spatial rank " + std::to_string(rank) + " and needs " +
-                  std::to_string(want));
+                  " values; the input has spatial rank " + std::to_string(rank) + " and needs " + std::to_string(want));
   }
 }
 

@@ -195,15 +195,15 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
 
   constexpr int64_t kSlack = 64;  // keep bytes the dense kernels may read around a block
   const bool certified = a.rule == Rule::kCertified;
-  const int64_t per_image = outs * positions + blocks + (image_floats + pad_floats) * 4 +
-                            (certified ? (in_plane + positions) * 12 : 0);
+  const int64_t per_image =
+      outs * positions + blocks + (image_floats + pad_floats) * 4 + (certified ? (in_plane + positions) * 12 : 0);
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, g.batch);
   CallScratch& cs = t_call;
   uint8_t* keep = Grow(cs.keep, static_cast<size_t>(group * outs * positions + 2 * kSlack)) + kSlack;
   uint8_t* mode = Grow(cs.mode, static_cast<size_t>(group * blocks));
   int64_t* kept = Grow(cs.kept, static_cast<size_t>(group * oblocks));
   int64_t* cost = Grow(cs.cost, static_cast<size_t>(group * oblocks));  // in outputs of dense work
-  const float* w_taps = a.w_taps;  // repacked on first need when not given
+  const float* w_taps = a.w_taps;                                       // repacked on first need when not given
   float* pixel_max = certified ? Grow(cs.pixel_max, static_cast<size_t>(group * in_plane)) : nullptr;
   double* pixel_sq = certified ? Grow(cs.pixel_sq, static_cast<size_t>(group * in_plane)) : nullptr;
   float* field_max = certified ? Grow(cs.field_max, static_cast<size_t>(group * positions)) : nullptr;
@@ -293,8 +293,8 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
         switch (a.rule) {
           case Rule::kThreshold: {
             const double threshold = a.thresholds != nullptr ? static_cast<double>(a.thresholds[o]) : a.threshold;
-            count += kern.decide(a.partial + i, res, a.bias[o], a.ratio, threshold, positions, a.y + i,
-                                 kb + o * positions);
+            count +=
+                kern.decide(a.partial + i, res, a.bias[o], a.ratio, threshold, positions, a.y + i, kb + o * positions);
             break;
           }
           case Rule::kStatsTest:
@@ -303,8 +303,8 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
             break;
           case Rule::kCertified:
             count += kern.decide_certified(a.partial + i, res, a.bias[o], a.extra.w_pos_sum[o], a.extra.w_pos_norm[o],
-                                           field_max + nl * positions, field_norm + nl * positions, positions,
-                                           a.y + i, kb + o * positions);
+                                           field_max + nl * positions, field_norm + nl * positions, positions, a.y + i,
+                                           kb + o * positions);
             break;
         }
       }
@@ -449,9 +449,17 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
             const int64_t o0 = ob * rows, o1 = std::min(outs, o0 + rows);
             for (int64_t o = o0; o < o1; ++o) ptrs[o - o0] = a.w_tail + o * length;
             const int64_t i0 = (n * outs + o0) * positions;
-            const conv_tail::DenseOut dst{a.partial + i0, a.res != nullptr ? a.res + i0 : nullptr,
-                                          kb + o0 * positions, a.y + i0, a.bias + o0, positions,
-                                          sb * cols, pitch, aw.out, slots, a.clip_max};
+            const conv_tail::DenseOut dst{a.partial + i0,
+                                          a.res != nullptr ? a.res + i0 : nullptr,
+                                          kb + o0 * positions,
+                                          a.y + i0,
+                                          a.bias + o0,
+                                          positions,
+                                          sb * cols,
+                                          pitch,
+                                          aw.out,
+                                          slots,
+                                          a.clip_max};
             kern.dense(src, offsets.data(), length, ptrs, static_cast<int>(o1 - o0), dst);
           }
         }
@@ -548,14 +556,13 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
 
   const size_t rank = x.shape.size();
   if (rank != 3 && rank != 4) {
-    throw OpError("x must have shape [N, C, W] or [N, C, H, W] (spatial rank 1 or 2), got " +
-                  ShapeText(x.shape));
+    throw OpError("x must have shape [N, C, W] or [N, C, H, W] (spatial rank 1 or 2), got " + ShapeText(x.shape));
   }
   const size_t sr = rank - 2;
   const int64_t batch = x.shape[0], channels = x.shape[1], k = attrs_.k;
   if (partial.shape.size() != rank || partial.shape[0] != batch) {
-    throw OpError("partial must have shape [N, O, *OS] with the rank and batch of x " + ShapeText(x.shape) +
-                  ", got " + ShapeText(partial.shape));
+    throw OpError("partial must have shape [N, O, *OS] with the rank and batch of x " + ShapeText(x.shape) + ", got " +
+                  ShapeText(partial.shape));
   }
   if (k >= channels) {
     throw OpError("attribute k = " + std::to_string(k) + " must be < n = " + std::to_string(channels) +
@@ -565,8 +572,7 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
   if (w.shape.size() != rank || w.shape[0] != outs || w.shape[1] != tail ||
       std::any_of(w.shape.begin() + 2, w.shape.end(), [](int64_t d) { return d < 1; })) {
     throw OpError("w_tail must have shape [O, C-k, *K] with O = " + std::to_string(outs) + ", C-k = " +
-                  std::to_string(tail) + " and " + std::to_string(sr) + " kernel dims >= 1, got " +
-                  ShapeText(w.shape));
+                  std::to_string(tail) + " and " + std::to_string(sr) + " kernel dims >= 1, got " + ShapeText(w.shape));
   }
   if (bias.shape != std::vector<int64_t>{outs}) {
     throw OpError("bias must have shape [O] = " + ShapeText({outs}) + ", got " + ShapeText(bias.shape));
@@ -575,9 +581,9 @@ void ConvReluKernel::Compute(OrtKernelContext* context) const {
     throw OpError("residual must have the shape of partial " + ShapeText(partial.shape) + ", got " +
                   ShapeText(res.shape));
   }
-  const std::vector<Axis> axes = ResolveAxes(conv_, std::vector<int64_t>(x.shape.begin() + 2, x.shape.end()),
-                                             std::vector<int64_t>(w.shape.begin() + 2, w.shape.end()), "w_tail",
-                                             w.shape);
+  const std::vector<Axis> axes =
+      ResolveAxes(conv_, std::vector<int64_t>(x.shape.begin() + 2, x.shape.end()),
+                  std::vector<int64_t>(w.shape.begin() + 2, w.shape.end()), "w_tail", w.shape);
   std::vector<int64_t> implied{batch, outs};
   for (const Axis& a : axes) implied.push_back(a.out);
   if (implied != partial.shape) {

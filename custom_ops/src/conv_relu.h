@@ -12,7 +12,6 @@
 
 namespace exprune {
 
-
 class ConvReluKernel : public PruneKernel<ConvReluKernel> {
  public:
   ConvReluKernel(const OrtKernelInfo* info, std::string label);

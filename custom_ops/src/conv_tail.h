@@ -81,8 +81,8 @@ struct Kernels {
   // keep[i] = !Pruned(bias + res[i], ratio, partial[i], threshold) (res may be null,
   // then base = bias); y[i] = 0 where pruned, untouched where kept. Returns the kept
   // count. Evaluated exactly as the scalar rule (float64, no contraction).
-  int64_t (*decide)(const float* partial, const float* res, float bias, double ratio, double threshold,
-                    int64_t n, float* y, uint8_t* keep);
+  int64_t (*decide)(const float* partial, const float* res, float bias, double ratio, double threshold, int64_t n,
+                    float* y, uint8_t* keep);
 
   // The same for the StatsTest rule: keep[i] = !StatsPruned(bias + res[i], partial[i],
   // partial_sq[i], t_k, t_n, z_crit) (kernel_util.h), the same decisions (most of them

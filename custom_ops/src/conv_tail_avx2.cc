@@ -43,8 +43,7 @@ struct Vec {
     const __m128 r = _mm_min_ss(_mm_set_ss(clip_max), _mm_max_ss(_mm_setzero_ps(), _mm_set_ss(v)));
     return _mm_cvtss_f32(r);
   }
-  static int Compact(const uint8_t* keep, int n, int64_t p, int64_t off, int64_t step, int64_t* pos,
-                     int64_t* offs) {
+  static int Compact(const uint8_t* keep, int n, int64_t p, int64_t off, int64_t step, int64_t* pos, int64_t* offs) {
     int count = 0;
     for (int i = 0; i < n; ++i) {  // branch-free: write every slot, advance on survivors
       pos[count] = p + i;
@@ -78,9 +77,16 @@ namespace {
 constexpr int kRows = 6, kVectors = 2, kGroup = 8;
 
 const Kernels kAvx2 = {
-    "avx2", kRows, kVectors * Vec::kLanes, kGroup, DenseDispatch<kVectors, kRows>,
-    SparseRun<kGroup>, Transpose,
-    DecideImpl, DecideStatsImpl, DecideCertifiedImpl,
+    "avx2",
+    kRows,
+    kVectors * Vec::kLanes,
+    kGroup,
+    DenseDispatch<kVectors, kRows>,
+    SparseRun<kGroup>,
+    Transpose,
+    DecideImpl,
+    DecideStatsImpl,
+    DecideCertifiedImpl,
 };
 
 }  // namespace

@@ -21,9 +21,7 @@ struct Vec {
   static constexpr int kLanes = 16;
   static V Zero() { return _mm512_setzero_ps(); }
   static V Load(const float* p) { return _mm512_loadu_ps(p); }
-  static V LoadN(const float* p, int n) {
-    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
-  }
+  static V LoadN(const float* p, int n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p); }
   static V Broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static void Finish(V dot, int a, int n, const float* partial, const float* res, float bias, const uint8_t* keep,
@@ -45,8 +43,7 @@ struct Vec {
     const __m128 r = _mm_min_ss(_mm_set_ss(clip_max), _mm_max_ss(_mm_setzero_ps(), _mm_set_ss(v)));
     return _mm_cvtss_f32(r);
   }
-  static int Compact(const uint8_t* keep, int n, int64_t p, int64_t off, int64_t step, int64_t* pos,
-                     int64_t* offs) {
+  static int Compact(const uint8_t* keep, int n, int64_t p, int64_t off, int64_t step, int64_t* pos, int64_t* offs) {
     const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
     const __m512i step8 = _mm512_mullo_epi64(iota, _mm512_set1_epi64(step));
     int count = 0;
@@ -140,9 +137,16 @@ namespace {
 constexpr int kRows = 8, kVectors = 2, kGroup = 8;
 
 const Kernels kAvx512 = {
-    "avx512", kRows, kVectors * Vec::kLanes, kGroup, DenseDispatch<kVectors, kRows>,
-    SparseRun<kGroup>, Transpose,
-    DecideImpl, DecideStatsImpl, DecideCertifiedImpl,
+    "avx512",
+    kRows,
+    kVectors * Vec::kLanes,
+    kGroup,
+    DenseDispatch<kVectors, kRows>,
+    SparseRun<kGroup>,
+    Transpose,
+    DecideImpl,
+    DecideStatsImpl,
+    DecideCertifiedImpl,
 };
 
 }  // namespace

@@ -45,8 +45,7 @@ struct Vec {
     v = v < 0.0f ? 0.0f : v;
     return v > clip_max ? clip_max : v;
   }
-  static int Compact(const uint8_t* keep, int n, int64_t p, int64_t off, int64_t step, int64_t* pos,
-                     int64_t* offs) {
+  static int Compact(const uint8_t* keep, int n, int64_t p, int64_t off, int64_t step, int64_t* pos, int64_t* offs) {
     int count = 0;
     for (int i = 0; i < n; ++i) {  // branch-free: write every slot, advance on survivors
       pos[count] = p + i;
@@ -78,9 +77,16 @@ namespace {
 constexpr int kRows = 4, kVectors = 1, kGroup = 4;
 
 const Kernels kGeneric = {
-    "generic", kRows, kVectors * Vec::kLanes, kGroup, DenseDispatch<kVectors, kRows>,
-    SparseRun<kGroup>, Transpose,
-    DecideImpl, DecideStatsImpl, DecideCertifiedImpl,
+    "generic",
+    kRows,
+    kVectors * Vec::kLanes,
+    kGroup,
+    DenseDispatch<kVectors, kRows>,
+    SparseRun<kGroup>,
+    Transpose,
+    DecideImpl,
+    DecideStatsImpl,
+    DecideCertifiedImpl,
 };
 
 }  // namespace

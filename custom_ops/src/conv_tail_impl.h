@@ -103,8 +103,8 @@ void DenseBlock(const float* x, const int64_t* off, int64_t length, const float*
       for (int k = 0; k < npieces[v]; ++k) {
         const Piece& pc = pieces[v][k];
         const int64_t i = off + pc.i;
-        Vec::Finish(acc[r][v], pc.lane, pc.n, out.partial + i, res != nullptr ? res + i : nullptr, bias,
-                    out.keep + i, out.y + i, out.clip_max);
+        Vec::Finish(acc[r][v], pc.lane, pc.n, out.partial + i, res != nullptr ? res + i : nullptr, bias, out.keep + i,
+                    out.y + i, out.clip_max);
       }
     }
   }
@@ -269,8 +269,8 @@ bool StatsExact(float base, float partial, float partial_sq, double t_k, double 
 // or of m = 0 or v = 0, tiny v, huge, infinite or NaN inputs - is marked undecided
 // (2) and decided by StatsExact() in a second pass. kSign is the sign of z_crit.
 template <int kSign, bool kRes>
-int64_t StatsFilter(const float* partial, const float* partial_sq, const float* res, float bias, double t_k,
-                    double t_n, double z_crit, int64_t n, uint8_t* keep) {
+int64_t StatsFilter(const float* partial, const float* partial_sq, const float* res, float bias, double t_k, double t_n,
+                    double z_crit, int64_t n, uint8_t* keep) {
   constexpr double kE = 64.0 * 0x1p-53, kBig = 1e100, kTiny = 1e-200;
   const double rk = 1.0 / t_k, rn = 1.0 / t_n, zc2 = z_crit * z_crit;
   int64_t undecided = 0;
@@ -284,7 +284,7 @@ int64_t StatsFilter(const float* partial, const float* partial_sq, const float* 
     const double m = mean + bn, v = q - mm;
     const double em = kE * (am + ab), ev = kE * (aq + mm);
     const int ok = (am < kBig) & (ab < kBig) & (aq < kBig);  // also 0 for NaN
-    const int m_neg = m < -em, m_pos = m > em;
+    const int m_neg = m<-em, m_pos = m> em;
     const int v_pos = v - ev > kTiny, v_nonpos = v + ev <= 0.0;
     const double ma = __builtin_fabs(m), m_lo = ma - em, m_hi = ma + em;
     const double a_lo = m_lo * m_lo * t_k * (1.0 - kE), a_hi = m_hi * m_hi * t_k * (1.0 + kE);

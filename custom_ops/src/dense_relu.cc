@@ -29,8 +29,7 @@ constexpr int64_t kTaskWork = 32768;
 
 }  // namespace
 
-DenseReluKernel::DenseReluKernel(const OrtKernelInfo* info, std::string label)
-    : PruneKernel(info, std::move(label)) {
+DenseReluKernel::DenseReluKernel(const OrtKernelInfo* info, std::string label) : PruneKernel(info, std::move(label)) {
   if (!ReadAttr(info, "tail_units", &tail_units_)) return;
   if (tail_units_.empty()) throw OpError("attribute tail_units is empty (leave it out instead)");
   // Checked once here; Compute only compares the largest unit with x's width.
@@ -56,8 +55,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
     throw OpError("partial must have shape [*, O] with at least one leading dimension, got " +
                   ShapeText(partial.shape));
   }
-  if (x.shape.size() != rank ||
-      !std::equal(partial.shape.begin(), partial.shape.end() - 1, x.shape.begin())) {
+  if (x.shape.size() != rank || !std::equal(partial.shape.begin(), partial.shape.end() - 1, x.shape.begin())) {
     throw OpError("x must have the leading dimensions of partial " + ShapeText(partial.shape) +
                   " and shape [*, n], got " + ShapeText(x.shape));
   }
@@ -71,8 +69,8 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   const int64_t tail = n - k;
   if (!tail_units_.empty()) {
     if (static_cast<int64_t>(tail_units_.size()) != tail) {
-      throw OpError("attribute tail_units has " + std::to_string(tail_units_.size()) + " units, n - k = " +
-                    std::to_string(tail) + " expected");
+      throw OpError("attribute tail_units has " + std::to_string(tail_units_.size()) +
+                    " units, n - k = " + std::to_string(tail) + " expected");
     }
     if (tail_units_[largest_] >= n) {
       throw OpError("attribute tail_units names unit " + std::to_string(tail_units_[largest_]) + " at position " +
@@ -80,8 +78,7 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
     }
   }
   if (w.shape != std::vector<int64_t>{outs, tail}) {
-    throw OpError("w_tail must have shape [O, n-k] = " + ShapeText({outs, tail}) + ", got " +
-                  ShapeText(w.shape));
+    throw OpError("w_tail must have shape [O, n-k] = " + ShapeText({outs, tail}) + ", got " + ShapeText(w.shape));
   }
   if (bias.shape != std::vector<int64_t>{outs}) {
     throw OpError("bias must have shape [O] = " + ShapeText({outs}) + ", got " + ShapeText(bias.shape));

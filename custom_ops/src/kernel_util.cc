@@ -20,8 +20,7 @@ bool Present(const OrtKernelInfo* info, const char* name) {
   int64_t i = 0;
   float f = 0.0f;
   size_t size = 0;
-  return Ok(api.KernelInfoGetAttribute_int64(info, name, &i)) ||
-         Ok(api.KernelInfoGetAttribute_float(info, name, &f)) ||
+  return Ok(api.KernelInfoGetAttribute_int64(info, name, &i)) || Ok(api.KernelInfoGetAttribute_float(info, name, &f)) ||
          Ok(api.KernelInfoGetAttribute_string(info, name, nullptr, &size)) ||
          Ok(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size)) ||
          Ok(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size));

@@ -18,8 +18,7 @@
 #include <vector>
 
 // CreateKernelV2/KernelComputeV2 (1.16) and KernelContext_ParallelFor (1.17).
-static_assert(ORT_API_VERSION >= 17,
-              "the ExPrune ops need onnxruntime headers of version 1.17 or newer");
+static_assert(ORT_API_VERSION >= 17, "the ExPrune ops need onnxruntime headers of version 1.17 or newer");
 
 namespace exprune {
 
@@ -154,10 +153,9 @@ inline double MinNan(double a, double b) { return (a < b || a != a) ? a : b; }
 // Certified (docs/custom_ops.md): xmax and xnorm are the statistics of the tail
 // inputs the output reads, both NaN when one of those inputs is negative or NaN (then
 // the bound is NaN and nothing is pruned).
-inline bool CertifiedPruned(float base, float partial, float xmax, double xnorm, float w_pos_sum,
-                            float w_pos_norm) {
-  const double bound = MinNan(static_cast<double>(xmax) * static_cast<double>(w_pos_sum),
-                              xnorm * static_cast<double>(w_pos_norm));
+inline bool CertifiedPruned(float base, float partial, float xmax, double xnorm, float w_pos_sum, float w_pos_norm) {
+  const double bound =
+      MinNan(static_cast<double>(xmax) * static_cast<double>(w_pos_sum), xnorm * static_cast<double>(w_pos_norm));
   return static_cast<double>(base) + static_cast<double>(partial) + bound < 0.0;
 }
 
@@ -197,9 +195,13 @@ struct LineAligned {
   T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
   void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
   template <typename U>
-  bool operator==(const LineAligned<U>&) const { return true; }
+  bool operator==(const LineAligned<U>&) const {
+    return true;
+  }
   template <typename U>
-  bool operator!=(const LineAligned<U>&) const { return false; }
+  bool operator!=(const LineAligned<U>&) const {
+    return false;
+  }
 };
 using AlignedFloats = std::vector<float, LineAligned<float>>;
 

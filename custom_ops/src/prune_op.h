@@ -18,8 +18,7 @@ namespace exprune {
 template <typename Derived>
 class PruneKernel {
  public:
-  PruneKernel(const OrtKernelInfo* info, std::string label)
-      : label_(std::move(label)), attrs_(ReadPruneAttrs(info)) {}
+  PruneKernel(const OrtKernelInfo* info, std::string label) : label_(std::move(label)), attrs_(ReadPruneAttrs(info)) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     return Guarded(label_, [&] { static_cast<const Derived*>(this)->Compute(context); });
   }

@@ -29,8 +29,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     if (v1 == nullptr) return nullptr;
     try {
       const std::string msg = std::string("the ExPrune custom-op library was built against onnxruntime API ") +
-                              std::to_string(ORT_API_VERSION) + ", which onnxruntime " +
-                              api_base->GetVersionString() + " does not provide; upgrade onnxruntime";
+                              std::to_string(ORT_API_VERSION) + ", which onnxruntime " + api_base->GetVersionString() +
+                              " does not provide; upgrade onnxruntime";
       return v1->CreateStatus(ORT_FAIL, msg.c_str());
     } catch (...) {
       return v1->CreateStatus(ORT_FAIL, "the ExPrune custom-op library needs a newer onnxruntime");

@@ -39,7 +39,7 @@ constexpr int64_t kMinChunk = 64;
 // Everything the two passes need about the layer.
 struct Layer {
   int64_t batch, channels, groups, cg, mg, outs;  // cg, mg: input and output channels per group
-  int64_t chunk, chunks;  // input channels per list block, blocks per group
+  int64_t chunk, chunks;                          // input channels per list block, blocks per group
   Axis h, w;
   const float *x, *wt, *bias, *res;  // bias and res may be null
   // Where block blk of group g finds its weights: w[g*cg + c, ky, kx, j0 + m] at
@@ -152,8 +152,8 @@ struct Block {
     const int64_t tile_floats = shape.t * per_block;
     const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats) * shape.t;  // positions per segment
     alignas(64) float sums[kSegFloats > kMaxFloats ? kSegFloats : kMaxFloats];
-    sparse_conv::Tile a{nullptr, kh,      l.w.kernel, BlockWeights(), l.tap, 0, l.w.stride, l.w.dilation,
-                        lanes,   nullptr, false};
+    sparse_conv::Tile a{nullptr,    kh,           l.w.kernel, BlockWeights(), l.tap, 0,
+                        l.w.stride, l.w.dilation, lanes,      nullptr,        false};
     for (int64_t seg = 0; seg < l.w.out; seg += seg_tiles) {
       const int64_t seg_end = std::min(l.w.out, seg + seg_tiles);
       for (int64_t k = 0; k < l.chunks; ++k) {
@@ -226,7 +226,14 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
     const int64_t t = static_cast<int64_t>(task);
     const int64_t band = t % bands, unit = t / bands;
     const int64_t blk = unit % blocks, g = (unit / blocks) % l.groups, nl = unit / (blocks * l.groups);
-    Block job{l, s, shape, nl, n0 + nl, g, blk * lanes_per_block, lanes_per_block,
+    Block job{l,
+              s,
+              shape,
+              nl,
+              n0 + nl,
+              g,
+              blk * lanes_per_block,
+              lanes_per_block,
               row_refs.data() + t * l.h.kernel * l.chunks};
     for (int64_t oy = band * l.h.out / bands; oy < (band + 1) * l.h.out / bands; ++oy) job.RunRow(oy);
   };
@@ -308,11 +315,10 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
                   " (the channels of x) and KH, KW >= 1, got " + ShapeText(w.shape));
   }
   if (channels % groups != 0) {
-    throw OpError("attribute group = " + std::to_string(groups) + " does not divide the " +
-                  std::to_string(channels) + " channels of x");
+    throw OpError("attribute group = " + std::to_string(groups) + " does not divide the " + std::to_string(channels) +
+                  " channels of x");
   }
-  const std::vector<Axis> axes = ResolveAxes(conv_, {x.shape[2], x.shape[3]}, {w.shape[1], w.shape[2]}, "w",
-                                             w.shape);
+  const std::vector<Axis> axes = ResolveAxes(conv_, {x.shape[2], x.shape[3]}, {w.shape[1], w.shape[2]}, "w", w.shape);
   Layer l{};
   l.batch = x.shape[0];
   l.channels = channels;
@@ -335,7 +341,8 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
     throw OpError("residual must have the output's shape " + ShapeText(y_shape) + ", got " + ShapeText(res.shape));
   }
   // Entry offsets and list positions are int32 (half the bytes of the lists).
-  if (w.size > kMaxIndex || (l.cg + 1) * (l.w.in + l.w.pad + (l.w.kernel - 1) * l.w.dilation + l.w.out + 64) > kMaxIndex) {
+  if (w.size > kMaxIndex ||
+      (l.cg + 1) * (l.w.in + l.w.pad + (l.w.kernel - 1) * l.w.dilation + l.w.out + 64) > kMaxIndex) {
     throw OpError("w " + ShapeText(w.shape) + " or a row of x " + ShapeText(x.shape) +
                   " has more elements than this op indexes (2^30)");
   }
@@ -361,7 +368,8 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
     thread_local std::unique_ptr<int32_t[]> starts;
     thread_local size_t entries_size = 0, starts_size = 0;
     const Lists lists{
-        Scratch(entries, entries_size, static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (l.chunk * l.w.in + cols))),
+        Scratch(entries, entries_size,
+                static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (l.chunk * l.w.in + cols))),
         Scratch(starts, starts_size, static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (cols + 1))), cols};
     for (int64_t n0 = 0; n0 < l.batch; n0 += group) {
       nonzero += RunImages(ctx, l, lists, shape, n0, std::min(group, l.batch - n0));

@@ -37,14 +37,14 @@ struct Row {
 struct Tile {
   const Row* rows;  // kh rows, one per kernel row (entries == nullptr: skipped)
   int64_t kh, kw;
-  const float* w;  // w at the block's first output channel: tap (ky, kx) of entry e is
-                   // w + e.w_off + (ky * kw + kx) * tap
-  int64_t tap;     // floats per tap: M / group
-  int64_t col0;    // padded column read by output 0 of the tile at kx = 0
+  const float* w;            // w at the block's first output channel: tap (ky, kx) of entry e is
+                             // w + e.w_off + (ky * kw + kx) * tap
+  int64_t tap;               // floats per tap: M / group
+  int64_t col0;              // padded column read by output 0 of the tile at kx = 0
   int64_t stride, dilation;  // along the row
-  int lanes;       // output channels of the block in w (the rest of the vectors are not read)
-  float* out;      // out[j * nv * kLanes + m]: the sum of position j, output channel m
-  bool accumulate;  // add to the sums in out (those of other input channels), or start at 0
+  int lanes;                 // output channels of the block in w (the rest of the vectors are not read)
+  float* out;                // out[j * nv * kLanes + m]: the sum of position j, output channel m
+  bool accumulate;           // add to the sums in out (those of other input channels), or start at 0
 };
 
 using TileFn = void (*)(const Tile&);
@@ -59,8 +59,8 @@ struct Shape {
 
 struct Kernels {
   const char* name;
-  int lanes;         // floats per vector
-  Shape shapes[2];   // nv = 1, 2
+  int lanes;        // floats per vector
+  Shape shapes[2];  // nv = 1, 2
 };
 
 // The set of conv_tail::Select()'s instruction set.

@@ -18,9 +18,7 @@ struct Vec {
   static V Set1(float x) { return _mm256_set1_ps(x); }
   static V Load(const float* p) { return _mm256_loadu_ps(p); }
   static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static M Mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
+  static M Mask(int n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
   // maskload reads nothing where the mask is clear.
   static V LoadMasked(const float* p, M m) { return _mm256_maskload_ps(p, m); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }

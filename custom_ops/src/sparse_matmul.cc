@@ -20,8 +20,7 @@ namespace exprune {
 // y[j] += c[0] * w[0][j], then += c[1] * w[1][j], ... for q <= 4 terms, in that order.
 // One pass over y serves up to four rows of w, with the sum order of one AXPY per
 // term, so how terms are grouped never changes the result.
-EXPRUNE_AXPY_TARGETS void AxpyTerms(float* __restrict y, const float* const* w, const float* c, int q,
-                                    int64_t cols) {
+EXPRUNE_AXPY_TARGETS void AxpyTerms(float* __restrict y, const float* const* w, const float* c, int q, int64_t cols) {
   const float* __restrict w0 = w[0];
   const float c0 = c[0];
   if (q == 1) {

@@ -14,7 +14,6 @@ Caffe2 and Keras converters emit Gemm with transB = 0.
 from __future__ import annotations
 
 import numpy as np
-
 import onnx_graphsurgeon as gs
 
 from ..graphutil import const_value, unique_name
