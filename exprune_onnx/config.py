@@ -64,7 +64,9 @@ def choose_k(spec: str | int | float, n: int) -> int:
     return int(spec)
 
 
-RULES = ("threshold", "statstest", "certified")
+# How an early-exit op decides to prune (docs/custom_ops.md, "Decision rules"); not the
+# rewrite rules of rules/, which decide what the compiler rewrites.
+DECISION_RULES = ("threshold", "statstest", "certified")
 # Which input units go into the partial sum: the stored first k (the paper), or the k
 # whose weights carry the most energy. Measured on the bundled CNN, weight order
 # prunes about twice as much at the same loss (README, "Unit order").
@@ -139,8 +141,8 @@ def parse_confidence(value) -> float:
 
 
 def parse_rule(value, where: str = "rule") -> str:
-    if value not in RULES:
-        raise ConfigError(f"{where}: rule must be one of {', '.join(RULES)}, got {value!r}")
+    if value not in DECISION_RULES:
+        raise ConfigError(f"{where}: rule must be one of {', '.join(DECISION_RULES)}, got {value!r}")
     return value
 
 

@@ -38,7 +38,7 @@ import onnx_graphsurgeon as gs
 
 from . import ops, verify_sparse
 from .canonicalize import constants_to_initializers, fold_batchnorm
-from .config import RULES, Options
+from .config import DECISION_RULES, Options
 from .data import Dataset, model_inputs
 from .errors import error_message
 from .feeds import with_input_shapes
@@ -352,8 +352,8 @@ def _check_rule(op: gs.Node, layer: Layer, head_in: gs.Tensor, bad) -> None:
     threshold = op.attrs.get("threshold")
     if not isinstance(threshold, (float, int)) or math.isnan(threshold):
         bad("attribute threshold is missing or NaN")
-    if rule not in RULES:
-        bad(f"unknown rule {rule!r} (known: {', '.join(RULES)})")
+    if rule not in DECISION_RULES:
+        bad(f"unknown rule {rule!r} (known: {', '.join(DECISION_RULES)})")
         return
     thresholds = op.attrs.get("thresholds")
     outputs = layer.candidate.outputs if layer.candidate is not None else None
