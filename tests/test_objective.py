@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import init, make_model, node_types, vi
+from helpers import init, latency_choice, make_model, node_types, scripted_clock, three_layer_mlp, vi
 from onnx import helper
 
 import exprune_onnx
@@ -25,60 +25,10 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 SLICE = MODELS / "fashion_test_slice.npz"
 
 
-def three_layer_mlp(widths=(64, 96, 128, 160)) -> onnx.ModelProto:
-    """x -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> y: layers 'h1', 'h2'
-    (rewritable, growing in size) after a first layer that reads the raw input."""
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        w = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
-        inits += [init(f"w{i}", w), init(f"b{i}", np.zeros(b, np.float32))]
-        nodes += [helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"], name=f"h{i}", transB=1),
-                  helper.make_node("Relu", [f"g{i}"], [f"r{i}"], name=f"relu{i}")]
-        prev = f"r{i}"
-    w = rng.standard_normal((10, widths[-1])).astype(np.float32)
-    inits += [init("wo", w), init("bo", np.zeros(10, np.float32))]
-    nodes.append(helper.make_node("Gemm", [prev, "wo", "bo"], ["y"], name="out", transB=1))
-    return make_model(nodes, [vi("x", ["N", widths[0]])], [vi("y", ["N", 10])], inits)
-
-
-def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: bool = False):
-    """time_pair answers from a table: a model costs 1 ms less each layer's gain (a
-    negative gain costs time); the original costs 1 ms, or 0.5 ms when it should win."""
-    calls = []
-
-    def cost(model: onnx.ModelProto) -> float:
-        # An early-exit layer's gain is keyed by its name; a sparse matmul, named after the
-        # layer it replaces, gains only if keyed "zero:<layer>" (one after an early-exit
-        # layer is free).
-        zero_ops = ("ExPruneSparseMatMul", "ExPruneSparseConv")
-        names = {n.name for n in model.graph.node if n.domain and n.op_type not in zero_ops}
-        sparse = {n.name for n in model.graph.node if n.op_type in zero_ops}
-        if not names and not sparse:
-            return 0.5 if slower_than_original else 1.0
-        early = sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
-        zero = sum(g for key, g in gains.items() if key.startswith("zero:") and key[5:] + "_sparse" in sparse)
-        return 1.0 - early - zero
-
-    def fake(a, b, feeds, threads, passes, **_):
-        calls.append((a, b))
-        return cost(a), cost(b)
-
-    monkeypatch.setattr(objective, "time_pair", fake)
-    return calls
-
-
-def _choose(model, options=None, **kw):
-    # Plain-ReLU consumers are left out unless a test is about them (see the zero-input tests).
-    options = options or Options(threshold=0.0, sparse_relu="off")
-    result = exprune_onnx.optimize_model(model, options)
-    return objective.choose(model, options, result, random_dataset(model, 16, 0), **kw)
-
-
 def test_keeps_the_layer_that_saves_time_and_drops_the_one_that_costs(monkeypatch):
     model = three_layer_mlp()
     scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
-    choice = _choose(model)
+    choice = latency_choice(model)
     assert [(t.layer, t.kept) for t in choice.layers] == [("h1", False), ("h2", True)]  # smallest layer first
     assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
     reason = next(r.reason for r in choice.result.rejected if r.layer == "h1")
@@ -91,14 +41,14 @@ def test_keeps_the_layer_that_saves_time_and_drops_the_one_that_costs(monkeypatc
 def test_a_gain_below_the_margin_is_not_kept(monkeypatch):
     model = three_layer_mlp()
     scripted_clock(monkeypatch, {"h1": 0.5 * objective.MARGIN, "h2": 2 * objective.MARGIN})
-    choice = _choose(model)
+    choice = latency_choice(model)
     assert [(t.layer, t.kept) for t in choice.layers] == [("h1", False), ("h2", True)]
 
 
 def test_nothing_faster_than_the_original_returns_the_original(monkeypatch):
     model = three_layer_mlp()
     scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1}, slower_than_original=True)
-    choice = _choose(model)
+    choice = latency_choice(model)
     assert choice.reverted_all and all(t.kept for t in choice.layers)
     assert not choice.result.changed and choice.result.model is model
     assert choice.optimized_ms == choice.original_ms == 0.5 and choice.attempt_ms == pytest.approx(0.8)
@@ -110,7 +60,7 @@ def test_nothing_faster_than_the_original_returns_the_original(monkeypatch):
 def test_all_dropped_needs_no_extra_timing(monkeypatch):
     model = three_layer_mlp()
     calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1})
-    choice = _choose(model)
+    choice = latency_choice(model)
     assert len(calls) == 2 and not choice.result.changed
     assert choice.original_ms == choice.optimized_ms == 1.0 and choice.ratio == 1.0
 
@@ -118,7 +68,7 @@ def test_all_dropped_needs_no_extra_timing(monkeypatch):
 def test_emit_stats_survives_the_choice(monkeypatch):
     model = three_layer_mlp()
     scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1})
-    choice = _choose(model, Options(threshold=0.0, emit_stats=True, sparse_relu="off"))
+    choice = latency_choice(model, Options(threshold=0.0, emit_stats=True, sparse_relu="off"))
     assert sum(o.name.endswith("stats") or "stats" in o.name for o in choice.result.model.graph.output) == 2
 
 
@@ -128,7 +78,7 @@ def test_a_plain_relu_consumer_that_saves_time_reads_sparsely(monkeypatch):
     early-exit op and is sparse anyway."""
     model = three_layer_mlp()
     scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
-    choice = _choose(model, Options(threshold=0.0))
+    choice = latency_choice(model, Options(threshold=0.0))
     assert [(t.layer, t.kind, t.kept) for t in choice.layers] == [
         ("h1", objective.EARLY_EXIT, False), ("h2", objective.EARLY_EXIT, True), ("h1", objective.ZERO_INPUTS, True)]
     assert choice.kept("h1") is False and choice.kept("h1", objective.ZERO_INPUTS) is True
@@ -142,7 +92,7 @@ def test_a_plain_relu_consumer_that_saves_time_reads_sparsely(monkeypatch):
 def test_plain_relu_consumers_not_faster_leave_the_original(monkeypatch):
     model = three_layer_mlp()
     calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1})
-    choice = _choose(model, Options(threshold=0.0))
+    choice = latency_choice(model, Options(threshold=0.0))
     # Both layers revert; then each of the three Gemms after a ReLU is timed, smallest
     # weight first, and none gains.
     assert [(t.layer, t.kind) for t in choice.layers[2:]] == [
@@ -155,7 +105,7 @@ def test_plain_relu_consumers_not_faster_leave_the_original(monkeypatch):
 
 def test_sparse_relu_off_times_no_plain_consumer(monkeypatch):
     calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1, "zero:h1": 0.5})
-    choice = _choose(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
+    choice = latency_choice(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
     assert len(calls) == 2 and not choice.result.changed
 
 
@@ -177,7 +127,7 @@ def test_timing_feeds_have_the_asked_batch_and_come_from_the_indices():
 
 def test_real_timing_decisions_follow_the_measured_numbers():
     model = three_layer_mlp((64, 256, 512, 64))
-    choice = _choose(model, batch=4, threads=1)
+    choice = latency_choice(model, batch=4, threads=1)
     assert [t.layer for t in choice.layers] == ["h2", "h1"]  # 512x64 before 256x512
     for t in choice.layers:
         assert t.with_ms > 0 and t.without_ms > 0
@@ -336,7 +286,7 @@ def test_a_dropped_layer_does_not_hand_its_activation_to_an_untimed_shortcut(mon
     model = residual_block()
     assert _rewritten(exprune_onnx.optimize_model(model, threshold=0.0)) == ["conv_a", "conv_b"]
     scripted_clock(monkeypatch, {"conv_a": 0.2, "conv_b": -0.1})
-    choice = _choose(model)
+    choice = latency_choice(model)
     assert [(t.layer, t.kept) for t in choice.layers] == [("conv_a", True), ("conv_b", False)]
     assert _rewritten(choice.result) == ["conv_a"]  # conv_s was never timed: it stays dense
     reason = next(r.reason for r in choice.result.rejected if r.layer == "conv_s")
@@ -375,7 +325,7 @@ def test_what_is_left_is_always_timed_against_the_original(monkeypatch):
     """Every timed layer kept, yet the whole is slower than the original: nothing is written."""
     model = three_layer_mlp()
     calls = scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1}, slower_than_original=True)
-    choice = _choose(model)
+    choice = latency_choice(model)
     original_vs_final = [c for c in calls if not any(n.domain for n in c[0].graph.node)]
     assert original_vs_final and choice.reverted_all and not choice.result.changed
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import onnx_pads, run_single_op
+from helpers import NODE, assert_ort_error, onnx_pads, run_single_op
 
 from exprune_onnx import ops
 
-NODE = "exprune_rule_node"
 INF = float("inf")
 
 
@@ -116,17 +115,6 @@ def check_result(y, stats, full, mask, clip_max=INF):
     err = float(np.abs(f64(y[~mask]) - expected[~mask]).max())
     assert err <= 1e-4 * scale, f"kept outputs off by {err} (range {scale})"
     assert stats.dtype == np.int64 and stats.tolist() == [int(mask.sum()), mask.size]
-
-
-def assert_ort_error(fn, *words, ours=True):
-    """fn raises an onnxruntime error naming the node (the op's own message when `ours`)."""
-    with pytest.raises(Exception) as info:
-        fn()
-    assert type(info.value).__module__.startswith("onnxruntime"), repr(info.value)
-    message = str(info.value)
-    assert (f"node '{NODE}'" if ours else NODE) in message, message
-    for word in words:
-        assert word in message, message
 
 
 # ------------------------------------------------------------------ dense cases
