@@ -1,4 +1,4 @@
-"""Models in the styles real exports come in, through the plain ``optimize`` command.
+"""Input shapes and values (feeds.py) for models in the styles real exports come in, through ``optimize``.
 
 Fixed batch 1 and 4, a symbolic batch, symbolic H/W, a [batch, sequence] audio input
 with a scalar int64 sample rate, int64 token ids: each either works with the plain

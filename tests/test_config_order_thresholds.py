@@ -1,4 +1,4 @@
-"""Weight-ordered partial sums and per-output thresholds: op, rewrite, calibration, config, CLI."""
+"""The unit_order and per-output thresholds options (config.py): op, rewrite, calibration, config, CLI."""
 
 import json
 import math
