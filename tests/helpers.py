@@ -247,6 +247,21 @@ def dense_case(rng, lead, n, outs, k, residual=False):
     return arrays, full
 
 
+# Conv geometries the op tests run: (spatial, kernel, strides, pads, dilations, auto_pad)
+CONV_GEOMETRIES = [
+    ((9, 9), (3, 3), None, (1, 1, 1, 1), None, None),
+    ((11, 10), (3, 2), (2, 1), (1, 0, 2, 1), (2, 1), "NOTSET"),
+    ((9, 8), (4, 3), (2, 2), None, None, "SAME_UPPER"),
+    ((9, 8), (4, 3), (2, 2), None, None, "SAME_LOWER"),
+    ((10, 9), (3, 3), (2, 1), None, (2, 2), "VALID"),
+    ((17,), (3,), (2,), (2, 1), (2,), None),
+    ((16,), (4,), (3,), None, None, "SAME_UPPER"),
+    ((16,), (4,), (3,), None, None, "SAME_LOWER"),
+    ((15,), (5,), None, None, (2,), "VALID"),
+]
+
+
+
 def conv_ref(x, w, strides, dilations, begins, ends, outs):
     """Plain float64 convolution (group 1), one kernel tap at a time."""
     r = x.ndim - 2

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import (
+    CONV_GEOMETRIES,
     NODE,
     act,
     assert_ort_error,
@@ -231,20 +232,6 @@ def test_error_empty_tail_units():
 
 
 # ------------------------------------------------------------------ conv
-
-
-# (spatial, kernel, strides, pads, dilations, auto_pad)
-CONV_GEOMETRIES = [
-    ((9, 9), (3, 3), None, (1, 1, 1, 1), None, None),
-    ((11, 10), (3, 2), (2, 1), (1, 0, 2, 1), (2, 1), "NOTSET"),
-    ((9, 8), (4, 3), (2, 2), None, None, "SAME_UPPER"),
-    ((9, 8), (4, 3), (2, 2), None, None, "SAME_LOWER"),
-    ((10, 9), (3, 3), (2, 1), None, (2, 2), "VALID"),
-    ((17,), (3,), (2,), (2, 1), (2,), None),
-    ((16,), (4,), (3,), None, None, "SAME_UPPER"),
-    ((16,), (4,), (3,), None, None, "SAME_LOWER"),
-    ((15,), (5,), None, None, (2,), "VALID"),
-]
 
 
 def test_conv_reference_matches_onnxruntime_conv():
