@@ -3,8 +3,8 @@
     python tests/sanitized_ops.py [--build-dir DIR] [pytest args...]
 
 builds (``-DEXPRUNE_SANITIZE=ON``, RelWithDebInfo) into DIR (default: a fresh temporary
-directory), then runs ``tests/test_custom_op.py tests/test_op_rules.py
-tests/test_concurrency.py`` (or the pytest arguments given) in a subprocess that loads
+directory), then runs ``tests/test_custom_op.py tests/test_custom_op_rules.py
+tests/test_custom_op_concurrency.py`` (or the pytest arguments given) in a subprocess that loads
 that library, and exits non-zero if pytest failed or a sanitizer reported anything.
 tests/test_sanitizers.py does the same under ``pytest -m sanitize``.
 
@@ -40,8 +40,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OP_TESTS = ["tests/test_custom_op.py", "tests/test_op_rules.py", "tests/test_argmax_head.py", "tests/test_concurrency.py",
-            "tests/test_sparse_input.py", "tests/test_sparse_conv_op.py"]
+OP_TESTS = ["tests/test_custom_op.py", "tests/test_custom_op_rules.py", "tests/test_argmax_head.py",
+            "tests/test_custom_op_concurrency.py", "tests/test_sparse_input.py", "tests/test_sparse_conv_op.py"]
 REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "UndefinedBehaviorSanitizer", "ERROR: LeakSanitizer")
 
 

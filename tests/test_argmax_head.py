@@ -8,15 +8,24 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import NEG_INF, init, make_model, node_types, run_exprune, run_plain, run_single_op, vi
+from helpers import (
+    NEG_INF,
+    NODE,
+    assert_ort_error,
+    init,
+    make_model,
+    node_types,
+    run_exprune,
+    run_plain,
+    run_single_op,
+    vi,
+)
 from onnx import TensorProto, helper
-from test_custom_op import assert_ort_error
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.cli import main
 from exprune_onnx.head_stats import HeadStats, head_statistics
 
-NODE = "exprune_node_under_test"
 N_IN, HIDDEN, CLASSES = 20, 64, 10
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -5,12 +5,10 @@ import math
 import numpy as np
 import onnx
 import pytest
-from helpers import init, make_model, run_plain, vi
-from onnx import helper
+from helpers import calibration_dataset, calibration_mlp
 
 from exprune_onnx.calibrate import LayerStats, collect
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset
 from exprune_onnx.search import search, split_indices
 
 
@@ -37,29 +35,10 @@ def test_threshold_for_respects_the_loss_share():
     assert s.threshold_for(1.0) > est.max()
 
 
-def mlp(seed=0, hidden=64, classes=10):
-    rng = np.random.default_rng(seed)
-    w1 = (rng.normal(size=(48, hidden)) / np.sqrt(48)).astype(np.float32)
-    w2 = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
-    w3 = (rng.normal(size=(hidden, classes)) / np.sqrt(hidden)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["a1"]),
-             helper.make_node("MatMul", ["a1", "w2"], ["h2"], name="fc2"),
-             helper.make_node("Add", ["h2", "b2"], ["z2"]), helper.make_node("Relu", ["z2"], ["a2"]),
-             helper.make_node("MatMul", ["a2", "w3"], ["logits"])]
-    inits = [init("w1", w1), init("w2", w2), init("w3", w3), init("b2", rng.normal(size=hidden).astype(np.float32) * 0.1)]
-    return make_model(nodes, [vi("x", ["N", 48])], [vi("logits", ["N", classes])], inits)
-
-
-def dataset(model, count=400, seed=1, labels=True):
-    x = np.random.default_rng(seed).normal(size=(count, 48)).astype(np.float32)
-    y = run_plain(model, {"x": x})[0].argmax(1) if labels else None
-    return Dataset({"x": x}, y, "synthetic")
-
-
 @pytest.mark.parametrize("order", ["stored", "weight"])
 def test_collect_matches_a_direct_computation(order):
-    model = mlp()
-    data = dataset(model, 50)
+    model = calibration_mlp()
+    data = calibration_dataset(model, 50)
     stats, _ = collect(model, Options(unit_order=order), data, np.arange(50))
     s = stats["fc2"]["threshold"]
     x = data.inputs["x"]
@@ -77,8 +56,8 @@ def test_collect_matches_a_direct_computation(order):
 
 
 def test_search_meets_the_budget_and_is_deterministic():
-    model = mlp()
-    data = dataset(model)
+    model = calibration_mlp()
+    data = calibration_dataset(model)
     first = search(model, Options(), data, max_drop=0.02, seed=3)
     second = search(model, Options(), data, max_drop=0.02, seed=3)
     assert first.metric == "accuracy"
@@ -91,8 +70,8 @@ def test_search_meets_the_budget_and_is_deterministic():
 
 def test_unmeetable_budget_rewrites_nothing_and_says_so():
     """relerr at budget 0 cannot be met by any pruning (summation order alone moves outputs)."""
-    model = mlp()
-    out = search(model, Options(), dataset(model, labels=False), metric="relerr", max_drop=0.0)
+    model = calibration_mlp()
+    out = search(model, Options(), calibration_dataset(model, labels=False), metric="relerr", max_drop=0.0)
     assert all(share is None for share in out.shares.values())
     assert not out.result.changed
     assert out.calibration.drop == 0.0 and out.saved_calibration == 0.0

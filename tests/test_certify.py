@@ -6,8 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import run_plain
-from test_calibrate import dataset, mlp
+from helpers import calibration_dataset, calibration_mlp, run_plain
 
 from exprune_onnx.certify import ABOVE, ladder, sample_losses
 from exprune_onnx.cli import main
@@ -64,8 +63,8 @@ def run_plain_or_exprune(model, feeds):
 
 
 def test_certified_search_certifies_on_data_it_never_searched():
-    model = mlp()
-    data = dataset(model, count=2000)
+    model = calibration_mlp()
+    data = calibration_dataset(model, count=2000)
     out = search(model, Options(confidence=0.9), data, max_drop=0.05, seed=2)
     cert = out.certificate
     ladder_idx, test_idx = split_indices(2000, 0.5, 2)
@@ -83,8 +82,8 @@ def test_certified_search_certifies_on_data_it_never_searched():
 
 
 def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
-    model = mlp()
-    out = search(model, Options(confidence=0.9), dataset(model, count=300), max_drop=0.01, seed=0)
+    model = calibration_mlp()
+    out = search(model, Options(confidence=0.9), calibration_dataset(model, count=300), max_drop=0.01, seed=0)
     cert = out.certificate
     assert cert.samples == 150 and cert.needed == samples_needed(0.01, 0.9) == 230 and not cert.enough
     assert cert.chosen == -1 and cert.steps == [] and not out.result.changed
@@ -93,10 +92,10 @@ def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
 
 @pytest.fixture
 def tiny(tmp_path):
-    model = mlp()
+    model = calibration_mlp()
     path = tmp_path / "mlp.onnx"
     onnx.save(model, path)
-    data = dataset(model, count=1200)
+    data = calibration_dataset(model, count=1200)
     npz = tmp_path / "d.npz"
     np.savez(npz, x=data.inputs["x"], labels=data.labels)
     return path, npz

@@ -4,86 +4,20 @@ import numpy as np
 import onnx
 import pytest
 from helpers import (
+    CONV_CHANNELS,
     NEG_INF,
     assert_close,
     assert_equivalent,
+    conv_model,
     conv_reference,
     expose,
-    init,
-    make_model,
+    feeds_for,
     node_types,
     run_exprune,
     threshold_of,
-    vi,
 )
-from onnx import helper
 
 from exprune_onnx import optimize_model
-
-C, C_OUT = 32, 24
-
-
-def conv_model(*, spatial=2, strides=None, pads=None, dilations=None, auto_pad=None, bn=True, residual=False,
-               act="relu", opset=17, group=1, channels=C, extra_consumer=False, weight_input=False,
-               first_layer=False, dtype=np.float32, seed=0, affine=False, residual_op="Add"):
-    """inp -> Relu -> x -> Conv -> [BN] -> [Mul, Add (Caffe2's affine)] -> [Add|Sum(x)] -> act -> y"""
-    rng = np.random.default_rng(seed)
-    size = [9, 8][:spatial] if spatial == 2 else [17]
-    kernel = [3] * spatial
-    w = (rng.normal(size=(C_OUT if not residual else channels, channels // group, *kernel)) * 0.15).astype(dtype)
-    out_ch = w.shape[0]
-    tdtype = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    attrs = {}
-    for key, value in (("strides", strides), ("pads", pads), ("dilations", dilations), ("auto_pad", auto_pad)):
-        if value is not None:
-            attrs[key] = value
-    if group != 1:
-        attrs["group"] = group
-    nodes = [] if first_layer else [helper.make_node("Relu", ["inp"], ["x"])]
-    x = "inp" if first_layer else "x"
-    inits = [init("B", rng.normal(size=out_ch).astype(dtype))]
-    inputs = [vi("inp", ["N", channels, *size], tdtype)]
-    if weight_input:
-        inputs.append(vi("W", list(w.shape), tdtype))
-    else:
-        inits.append(init("W", w))
-    nodes.append(helper.make_node("Conv", [x, "W", "B"], ["c"], name="conv", **attrs))
-    t = "c"
-    if bn:
-        inits += [init("s", rng.uniform(0.5, 1.5, out_ch).astype(dtype)), init("b", rng.normal(size=out_ch).astype(dtype)),
-                  init("m", rng.normal(size=out_ch).astype(dtype)), init("v", rng.uniform(0.5, 1.5, out_ch).astype(dtype))]
-        nodes.append(helper.make_node("BatchNormalization", [t, "s", "b", "m", "v"], ["bn"], name="bn"))
-        t = "bn"
-    if affine:
-        shape = [1, out_ch] + [1] * spatial
-        inits += [init("scale", rng.uniform(-1.5, 1.5, shape).astype(dtype)),
-                  init("shift", rng.normal(size=shape).astype(dtype))]
-        nodes += [helper.make_node("Mul", [t, "scale"], ["scaled"]), helper.make_node("Add", ["shift", "scaled"], ["shifted"])]
-        t = "shifted"
-    if residual:
-        nodes.append(helper.make_node(residual_op, [t, x], ["sum"], name="add"))
-        t = "sum"
-    if act == "relu":
-        nodes.append(helper.make_node("Relu", [t], ["y"], name="act"))
-    elif act == "clip_inputs":
-        inits += [init("lo", np.array(0, dtype)), init("hi", np.array(6, dtype))]
-        nodes.append(helper.make_node("Clip", [t, "lo", "hi"], ["y"], name="act"))
-    elif act == "clip_attrs":
-        nodes.append(helper.make_node("Clip", [t], ["y"], name="act", min=0.0, max=6.0))
-    elif act == "clip_neg":
-        inits += [init("lo", np.array(-1, dtype))]
-        nodes.append(helper.make_node("Clip", [t, "lo"], ["y"], name="act"))
-    outputs = [vi("y", None, tdtype)]
-    if extra_consumer:
-        nodes.append(helper.make_node("Sigmoid", ["c"], ["side"]))
-        outputs.append(vi("side", None, tdtype))
-    return make_model(nodes, inputs, outputs, inits, opset=opset)
-
-
-def feeds_for(model):
-    dims = [d.dim_value or 2 for d in model.graph.input[0].type.tensor_type.shape.dim]
-    return lambda rng: {"inp": rng.normal(size=dims).astype(np.float32)}
-
 
 CASES = {
     "2d_bn": {},
@@ -117,7 +51,7 @@ def test_finite_threshold_prunes_exactly(case):
     res = optimize_model(model, threshold=0.0)
     partial = next(n for n in res.model.graph.node if n.domain).input[0]
     attrs = threshold_of(res.model)
-    k, n = attrs["k"], C
+    k, n = attrs["k"], CONV_CHANNELS
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     probe = expose(res.model, [partial])
     spatial = cfg.get("spatial", 2)

@@ -12,14 +12,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import onnx_pads, run_single_op, shuffled_units, single_op_model
+from helpers import (
+    CONV_GEOMETRIES,
+    NODE,
+    act,
+    assert_ort_error,
+    check_result,
+    conv_case,
+    conv_ref,
+    dense_case,
+    estimate,
+    onnx_pads,
+    run_single_op,
+    shuffled_units,
+    single_op_model,
+)
 from onnx import TensorProto, helper
 
 import exprune_onnx
 from exprune_onnx import ops
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE = "exprune_node_under_test"
 
 
 # ------------------------------------------------------------------ helpers
@@ -35,61 +48,11 @@ def scaled(arrays, factor):
     return {n: a if a is None or n == "x" else a * np.float32(factor) for n, a in arrays.items()}
 
 
-def act(v, clip_max):
-    return np.minimum(np.maximum(v, 0.0), clip_max)
-
-
-def estimate(partial, bias_b, residual, n, k):
-    """The op's est, in the precision docs/custom_ops.md fixes: float32 base, float64 rest."""
-    base = bias_b if residual is None else bias_b + residual
-    return base.astype(np.float64) + (n / k) * partial.astype(np.float64)
-
-
 def pruned_mask(partial, bias_b, residual, n, k, threshold):
     return estimate(partial, bias_b, residual, n, k) < np.float64(np.float32(threshold))
 
 
-def check_result(y, partial, full, mask, clip_max):
-    """Pruned entries exactly 0; the others equal the full layer's activation."""
-    assert y.shape == partial.shape and y.dtype == np.float32
-    assert np.all(y[mask] == 0.0)
-    expected = act(full, clip_max)
-    np.testing.assert_allclose(y[~mask], expected[~mask], rtol=1e-4, atol=1e-5)
-
-
-def assert_ort_error(fn, *words, ours=True):
-    """fn raises an onnxruntime error naming the node. `ours`: the message is the op's
-    own ("<Op> node '<name>': ..."), not one onnxruntime produced before calling it."""
-    with pytest.raises(Exception) as info:
-        fn()
-    assert type(info.value).__module__.startswith("onnxruntime"), repr(info.value)
-    message = str(info.value)
-    assert (f"node '{NODE}'" if ours else NODE) in message, message
-    for word in words:
-        assert word in message, message
-
-
 # ------------------------------------------------------------------ dense
-
-
-def dense_case(rng, lead, n, outs, k, residual=False):
-    """Inputs of a Dense layer x @ W + b split at k, plus its exact float64 result."""
-    x = rng.standard_normal((*lead, n)).astype(np.float32)
-    w = (rng.standard_normal((n, outs)) / np.sqrt(n)).astype(np.float32)
-    b = (0.3 * rng.standard_normal(outs)).astype(np.float32)
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    partial = (x64[..., :k] @ w64[:k]).astype(np.float32)
-    arrays = {
-        "partial": partial,
-        "x": x,
-        "w_tail": np.ascontiguousarray(w[k:].T),
-        "bias": b,
-        "residual": (0.5 * rng.standard_normal(partial.shape)).astype(np.float32) if residual else None,
-    }
-    full = partial.astype(np.float64) + x64[..., k:] @ w64[k:] + b
-    if residual:
-        full = full + arrays["residual"]
-    return arrays, full
 
 
 DENSE_SHAPES = [
@@ -269,76 +232,6 @@ def test_error_empty_tail_units():
 
 
 # ------------------------------------------------------------------ conv
-
-
-def conv_ref(x, w, strides, dilations, begins, ends, outs):
-    """Plain float64 convolution (group 1), one kernel tap at a time."""
-    r = x.ndim - 2
-    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + list(zip(begins, ends)))
-    y = np.zeros((x.shape[0], w.shape[0], *outs))
-    for tap in np.ndindex(*w.shape[2:]):
-        window = tuple(
-            slice(tap[d] * dilations[d], tap[d] * dilations[d] + strides[d] * (outs[d] - 1) + 1, strides[d])
-            for d in range(r)
-        )
-        patch = xp[(slice(None), slice(None)) + window]
-        y += np.einsum("nc...,oc->no...", patch, w[(slice(None), slice(None)) + tap].astype(np.float64))
-    return y
-
-
-def conv_attrs(strides, pads, dilations, auto_pad):
-    attrs = {}
-    if strides is not None:
-        attrs["strides"] = list(strides)
-    if dilations is not None:
-        attrs["dilations"] = list(dilations)
-    if pads is not None:
-        attrs["pads"] = list(pads)
-    if auto_pad is not None:
-        attrs["auto_pad"] = auto_pad
-    return attrs
-
-
-def conv_case(rng, batch, channels, outs, spatial, kernel, k, strides=None, pads=None, dilations=None,
-              auto_pad=None, residual=False):
-    r = len(spatial)
-    s = list(strides or [1] * r)
-    dl = list(dilations or [1] * r)
-    p = list(pads or [0] * (2 * r))
-    begins, ends, out_sizes = onnx_pads(spatial, kernel, s, dl, p, auto_pad or "NOTSET")
-    x = rng.standard_normal((batch, channels, *spatial)).astype(np.float32)
-    fan_in = channels * int(np.prod(kernel))
-    w = (rng.standard_normal((outs, channels, *kernel)) / np.sqrt(fan_in)).astype(np.float32)
-    b = (0.3 * rng.standard_normal(outs)).astype(np.float32)
-    partial64 = conv_ref(x[:, :k], w[:, :k], s, dl, begins, ends, out_sizes)
-    partial = partial64.astype(np.float32)
-    arrays = {
-        "partial": partial,
-        "x": x,
-        "w_tail": np.ascontiguousarray(w[:, k:]),
-        "bias": b,
-        "residual": (0.5 * rng.standard_normal(partial.shape)).astype(np.float32) if residual else None,
-    }
-    bias_b = b.reshape((1, outs) + (1,) * r)
-    full = partial.astype(np.float64) + conv_ref(x[:, k:], w[:, k:], s, dl, begins, ends, out_sizes) + bias_b
-    if residual:
-        full = full + arrays["residual"]
-    attrs = {"k": k, **conv_attrs(strides, pads, dilations, auto_pad)}
-    return arrays, full, attrs, bias_b
-
-
-# (spatial, kernel, strides, pads, dilations, auto_pad)
-CONV_GEOMETRIES = [
-    ((9, 9), (3, 3), None, (1, 1, 1, 1), None, None),
-    ((11, 10), (3, 2), (2, 1), (1, 0, 2, 1), (2, 1), "NOTSET"),
-    ((9, 8), (4, 3), (2, 2), None, None, "SAME_UPPER"),
-    ((9, 8), (4, 3), (2, 2), None, None, "SAME_LOWER"),
-    ((10, 9), (3, 3), (2, 1), None, (2, 2), "VALID"),
-    ((17,), (3,), (2,), (2, 1), (2,), None),
-    ((16,), (4,), (3,), None, None, "SAME_UPPER"),
-    ((16,), (4,), (3,), None, None, "SAME_LOWER"),
-    ((15,), (5,), None, None, (2,), "VALID"),
-]
 
 
 def test_conv_reference_matches_onnxruntime_conv():

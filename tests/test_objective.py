@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import init, make_model, node_types, vi
+from helpers import init, latency_choice, make_model, node_types, three_layer_mlp, vi
 from onnx import helper
 
 import exprune_onnx
@@ -25,60 +25,10 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 SLICE = MODELS / "fashion_test_slice.npz"
 
 
-def three_layer_mlp(widths=(64, 96, 128, 160)) -> onnx.ModelProto:
-    """x -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> Relu -> Gemm -> y: layers 'h1', 'h2'
-    (rewritable, growing in size) after a first layer that reads the raw input."""
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        w = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
-        inits += [init(f"w{i}", w), init(f"b{i}", np.zeros(b, np.float32))]
-        nodes += [helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"], name=f"h{i}", transB=1),
-                  helper.make_node("Relu", [f"g{i}"], [f"r{i}"], name=f"relu{i}")]
-        prev = f"r{i}"
-    w = rng.standard_normal((10, widths[-1])).astype(np.float32)
-    inits += [init("wo", w), init("bo", np.zeros(10, np.float32))]
-    nodes.append(helper.make_node("Gemm", [prev, "wo", "bo"], ["y"], name="out", transB=1))
-    return make_model(nodes, [vi("x", ["N", widths[0]])], [vi("y", ["N", 10])], inits)
-
-
-def scripted_clock(monkeypatch, gains: dict[str, float], slower_than_original: bool = False):
-    """time_pair answers from a table: a model costs 1 ms less each layer's gain (a
-    negative gain costs time); the original costs 1 ms, or 0.5 ms when it should win."""
-    calls = []
-
-    def cost(model: onnx.ModelProto) -> float:
-        # An early-exit layer's gain is keyed by its name; a sparse matmul, named after the
-        # layer it replaces, gains only if keyed "zero:<layer>" (one after an early-exit
-        # layer is free).
-        zero_ops = ("ExPruneSparseMatMul", "ExPruneSparseConv")
-        names = {n.name for n in model.graph.node if n.domain and n.op_type not in zero_ops}
-        sparse = {n.name for n in model.graph.node if n.op_type in zero_ops}
-        if not names and not sparse:
-            return 0.5 if slower_than_original else 1.0
-        early = sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
-        zero = sum(g for key, g in gains.items() if key.startswith("zero:") and key[5:] + "_sparse" in sparse)
-        return 1.0 - early - zero
-
-    def fake(a, b, feeds, threads, passes, **_):
-        calls.append((a, b))
-        return cost(a), cost(b)
-
-    monkeypatch.setattr(objective, "time_pair", fake)
-    return calls
-
-
-def _choose(model, options=None, **kw):
-    # Plain-ReLU consumers are left out unless a test is about them (see the zero-input tests).
-    options = options or Options(threshold=0.0, sparse_relu="off")
-    result = exprune_onnx.optimize_model(model, options)
-    return objective.choose(model, options, result, random_dataset(model, 16, 0), **kw)
-
-
-def test_keeps_the_layer_that_saves_time_and_drops_the_one_that_costs(monkeypatch):
+def test_keeps_the_layer_that_saves_time_and_drops_the_one_that_costs(scripted_clock):
     model = three_layer_mlp()
-    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
-    choice = _choose(model)
+    scripted_clock({"h1": -0.2, "h2": 0.3})
+    choice = latency_choice(model)
     assert [(t.layer, t.kept) for t in choice.layers] == [("h1", False), ("h2", True)]  # smallest layer first
     assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
     reason = next(r.reason for r in choice.result.rejected if r.layer == "h1")
@@ -88,17 +38,17 @@ def test_keeps_the_layer_that_saves_time_and_drops_the_one_that_costs(monkeypatc
     onnx.checker.check_model(choice.result.model)
 
 
-def test_a_gain_below_the_margin_is_not_kept(monkeypatch):
+def test_a_gain_below_the_margin_is_not_kept(scripted_clock):
     model = three_layer_mlp()
-    scripted_clock(monkeypatch, {"h1": 0.5 * objective.MARGIN, "h2": 2 * objective.MARGIN})
-    choice = _choose(model)
+    scripted_clock({"h1": 0.5 * objective.MARGIN, "h2": 2 * objective.MARGIN})
+    choice = latency_choice(model)
     assert [(t.layer, t.kept) for t in choice.layers] == [("h1", False), ("h2", True)]
 
 
-def test_nothing_faster_than_the_original_returns_the_original(monkeypatch):
+def test_nothing_faster_than_the_original_returns_the_original(scripted_clock):
     model = three_layer_mlp()
-    scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1}, slower_than_original=True)
-    choice = _choose(model)
+    scripted_clock({"h1": 0.1, "h2": 0.1}, slower_than_original=True)
+    choice = latency_choice(model)
     assert choice.reverted_all and all(t.kept for t in choice.layers)
     assert not choice.result.changed and choice.result.model is model
     assert choice.optimized_ms == choice.original_ms == 0.5 and choice.attempt_ms == pytest.approx(0.8)
@@ -107,28 +57,28 @@ def test_nothing_faster_than_the_original_returns_the_original(monkeypatch):
                                               "with the layers left")
 
 
-def test_all_dropped_needs_no_extra_timing(monkeypatch):
+def test_all_dropped_needs_no_extra_timing(scripted_clock):
     model = three_layer_mlp()
-    calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1})
-    choice = _choose(model)
+    calls = scripted_clock({"h1": -0.1, "h2": -0.1})
+    choice = latency_choice(model)
     assert len(calls) == 2 and not choice.result.changed
     assert choice.original_ms == choice.optimized_ms == 1.0 and choice.ratio == 1.0
 
 
-def test_emit_stats_survives_the_choice(monkeypatch):
+def test_emit_stats_survives_the_choice(scripted_clock):
     model = three_layer_mlp()
-    scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1})
-    choice = _choose(model, Options(threshold=0.0, emit_stats=True, sparse_relu="off"))
+    scripted_clock({"h1": 0.1, "h2": 0.1})
+    choice = latency_choice(model, Options(threshold=0.0, emit_stats=True, sparse_relu="off"))
     assert sum(o.name.endswith("stats") or "stats" in o.name for o in choice.result.model.graph.output) == 2
 
 
-def test_a_plain_relu_consumer_that_saves_time_reads_sparsely(monkeypatch):
+def test_a_plain_relu_consumer_that_saves_time_reads_sparsely(scripted_clock):
     """h1 reverts, so relu0 is plain again and h1 (its consumer) is timed reading it
     sparsely; h2 stays an early-exit layer, so it is no plain consumer; 'out' reads h2's
     early-exit op and is sparse anyway."""
     model = three_layer_mlp()
-    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
-    choice = _choose(model, Options(threshold=0.0))
+    scripted_clock({"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
+    choice = latency_choice(model, Options(threshold=0.0))
     assert [(t.layer, t.kind, t.kept) for t in choice.layers] == [
         ("h1", objective.EARLY_EXIT, False), ("h2", objective.EARLY_EXIT, True), ("h1", objective.ZERO_INPUTS, True)]
     assert choice.kept("h1") is False and choice.kept("h1", objective.ZERO_INPUTS) is True
@@ -139,10 +89,10 @@ def test_a_plain_relu_consumer_that_saves_time_reads_sparsely(monkeypatch):
     onnx.checker.check_model(choice.result.model)
 
 
-def test_plain_relu_consumers_not_faster_leave_the_original(monkeypatch):
+def test_plain_relu_consumers_not_faster_leave_the_original(scripted_clock):
     model = three_layer_mlp()
-    calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1})
-    choice = _choose(model, Options(threshold=0.0))
+    calls = scripted_clock({"h1": -0.1, "h2": -0.1})
+    choice = latency_choice(model, Options(threshold=0.0))
     # Both layers revert; then each of the three Gemms after a ReLU is timed, smallest
     # weight first, and none gains.
     assert [(t.layer, t.kind) for t in choice.layers[2:]] == [
@@ -153,9 +103,9 @@ def test_plain_relu_consumers_not_faster_leave_the_original(monkeypatch):
     assert "the latency objective found the model no faster with it read sparsely" in reasons["out"]
 
 
-def test_sparse_relu_off_times_no_plain_consumer(monkeypatch):
-    calls = scripted_clock(monkeypatch, {"h1": -0.1, "h2": -0.1, "zero:h1": 0.5})
-    choice = _choose(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
+def test_sparse_relu_off_times_no_plain_consumer(scripted_clock):
+    calls = scripted_clock({"h1": -0.1, "h2": -0.1, "zero:h1": 0.5})
+    choice = latency_choice(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
     assert len(calls) == 2 and not choice.result.changed
 
 
@@ -177,7 +127,7 @@ def test_timing_feeds_have_the_asked_batch_and_come_from_the_indices():
 
 def test_real_timing_decisions_follow_the_measured_numbers():
     model = three_layer_mlp((64, 256, 512, 64))
-    choice = _choose(model, batch=4, threads=1)
+    choice = latency_choice(model, batch=4, threads=1)
     assert [t.layer for t in choice.layers] == ["h2", "h1"]  # 512x64 before 256x512
     for t in choice.layers:
         assert t.with_ms > 0 and t.without_ms > 0
@@ -192,10 +142,10 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_cli_prints_the_latency_table_and_explains_dropped_layers(tmp_path, monkeypatch):
+def test_cli_prints_the_latency_table_and_explains_dropped_layers(tmp_path, scripted_clock):
     src = tmp_path / "mlp.onnx"
     onnx.save(three_layer_mlp(), src)
-    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
+    scripted_clock({"h1": -0.2, "h2": 0.3})
     r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--explain", "--no-check")
     assert r.exit_code == 0, r.output
     assert "Latency objective" in r.output and "dropped: not faster" in r.output and "kept" in r.output
@@ -204,31 +154,31 @@ def test_cli_prints_the_latency_table_and_explains_dropped_layers(tmp_path, monk
     assert node_types(onnx.load(tmp_path / "o.onnx")).count("ExPruneDenseRelu") == 1
 
 
-def test_cli_flops_objective_keeps_every_rewrite(tmp_path, monkeypatch):
+def test_cli_flops_objective_keeps_every_rewrite(tmp_path, scripted_clock):
     src = tmp_path / "mlp.onnx"
     onnx.save(three_layer_mlp(), src)
-    calls = scripted_clock(monkeypatch, {"h1": -0.2, "h2": -0.3})
+    calls = scripted_clock({"h1": -0.2, "h2": -0.3})
     r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--objective", "flops", "--no-check")
     assert r.exit_code == 0, r.output
     assert not calls and "Latency objective" not in r.output
     assert node_types(onnx.load(tmp_path / "o.onnx")).count("ExPruneDenseRelu") == 2
 
 
-def test_cli_nothing_faster_writes_the_model_unchanged(tmp_path, monkeypatch):
+def test_cli_nothing_faster_writes_the_model_unchanged(tmp_path, scripted_clock):
     src = tmp_path / "mlp.onnx"
     onnx.save(three_layer_mlp(), src)
-    scripted_clock(monkeypatch, {"h1": -0.2, "h2": -0.3})
+    scripted_clock({"h1": -0.2, "h2": -0.3})
     r = _invoke("optimize", src, "-o", tmp_path / "o.onnx")
     assert r.exit_code == 0, r.output
     assert "nothing to rewrite" in r.output and "no rewrite made the model faster" in r.output
     assert onnx.load(tmp_path / "o.onnx").SerializeToString() == onnx.load(src).SerializeToString()
 
 
-def test_cli_times_plain_relu_consumers_where_no_layer_is_rewritten(tmp_path, monkeypatch):
+def test_cli_times_plain_relu_consumers_where_no_layer_is_rewritten(tmp_path, scripted_clock):
     """--min-units keeps every early-exit candidate out; the ReLU consumers are still timed."""
     src = tmp_path / "mlp.onnx"
     onnx.save(three_layer_mlp(), src)
-    calls = scripted_clock(monkeypatch, {"zero:h1": 0.2})
+    calls = scripted_clock({"zero:h1": 0.2})
     r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--min-units", "1000", "--no-check")
     assert r.exit_code == 0, r.output
     assert "zero inputs" in r.output and len(calls) == 4  # out, h1, h2; then the result against the original
@@ -239,23 +189,23 @@ def test_cli_times_plain_relu_consumers_where_no_layer_is_rewritten(tmp_path, mo
     assert r.exit_code == 0 and len(calls) == 4, r.output  # nothing more timed
 
 
-def test_search_keeps_the_plain_relu_consumers_the_timing_kept(monkeypatch):
+def test_search_keeps_the_plain_relu_consumers_the_timing_kept(scripted_clock):
     from exprune_onnx import search as search_module
 
     model = three_layer_mlp()
     data = random_dataset(model, 64, 0)
-    scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
+    scripted_clock({"h1": -0.2, "h2": 0.3, "zero:h1": 0.1})
     out = search_module.search(model, Options(), data, max_drop=1.0, latency=(1, 1))
     assert out.latency.kept("h1", objective.ZERO_INPUTS) and out.options.sparse_relu_layers == {"h1"}
     assert [(s.layer, s.source) for s in out.result.sparse] == [("h1", "Relu"), ("out", "ExPruneDenseRelu")]
     assert [r.candidate.layer for r in out.result.rewritten] == ["h2"]
 
 
-def test_search_writes_the_original_when_nothing_beats_it(monkeypatch):
+def test_search_writes_the_original_when_nothing_beats_it(scripted_clock):
     from exprune_onnx import search as search_module
 
     model = three_layer_mlp()
-    scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1, "zero:h1": 0.1}, slower_than_original=True)
+    scripted_clock({"h1": 0.1, "h2": 0.1, "zero:h1": 0.1}, slower_than_original=True)
     out = search_module.search(model, Options(sparse_relu="on"), random_dataset(model, 64, 0), max_drop=1.0,
                                latency=(1, 1))
     assert out.latency.reverted_all and not out.result.changed and not out.options.sparse_input
@@ -281,13 +231,13 @@ def test_cli_bad_objective_options_are_usage_errors(tmp_path, args):
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_calibration_under_the_latency_objective(tmp_path, monkeypatch):
+def test_calibration_under_the_latency_objective(tmp_path, scripted_clock):
     """The search drops the slow layer before its held-out check; the report says so."""
     model = MODELS / "fashion_cnn.onnx"
     shutil.copyfile(model, tmp_path / "m.onnx")
     with np.load(SLICE) as data:
         np.savez(tmp_path / "d.npz", input=data["input"][:200], labels=data["labels"][:200])
-    scripted_clock(monkeypatch, {"conv2/conv/Conv": 0.2, "fc1/Gemm": -0.1, "conv3/conv/Conv": -0.1,
+    scripted_clock({"conv2/conv/Conv": 0.2, "fc1/Gemm": -0.1, "conv3/conv/Conv": -0.1,
                                  "block/conv1/Conv": -0.1, "block/conv2/Conv": -0.1})
     rep = tmp_path / "r.json"
     r = _invoke("optimize", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--calibration", tmp_path / "d.npz",
@@ -332,11 +282,11 @@ def _rewritten(result) -> list[str]:
     return sorted(r.candidate.layer for r in result.rewritten)
 
 
-def test_a_dropped_layer_does_not_hand_its_activation_to_an_untimed_shortcut(monkeypatch):
+def test_a_dropped_layer_does_not_hand_its_activation_to_an_untimed_shortcut(scripted_clock):
     model = residual_block()
     assert _rewritten(exprune_onnx.optimize_model(model, threshold=0.0)) == ["conv_a", "conv_b"]
-    scripted_clock(monkeypatch, {"conv_a": 0.2, "conv_b": -0.1})
-    choice = _choose(model)
+    scripted_clock({"conv_a": 0.2, "conv_b": -0.1})
+    choice = latency_choice(model)
     assert [(t.layer, t.kept) for t in choice.layers] == [("conv_a", True), ("conv_b", False)]
     assert _rewritten(choice.result) == ["conv_a"]  # conv_s was never timed: it stays dense
     reason = next(r.reason for r in choice.result.rejected if r.layer == "conv_s")
@@ -357,7 +307,7 @@ def test_chosen_options_rewrite_only_the_chosen_layers():
 
 
 @pytest.mark.parametrize("shortcut_gain", [-0.5, -0.05])
-def test_a_layer_named_by_the_config_cannot_slip_in_untimed(monkeypatch, shortcut_gain):
+def test_a_layer_named_by_the_config_cannot_slip_in_untimed(shortcut_gain, scripted_clock):
     """The user's config names the shortcut (say, for its k). When the latency objective
     drops conv_b, the shortcut must not be rewritten behind its back (review finding)."""
     from exprune_onnx.config import LayerSetting
@@ -366,16 +316,16 @@ def test_a_layer_named_by_the_config_cannot_slip_in_untimed(monkeypatch, shortcu
     options = Options(threshold=0.0, layers={"conv_s": LayerSetting(0.0)})
     result = exprune_onnx.optimize_model(model, options)
     assert _rewritten(result) == ["conv_a", "conv_b"]
-    scripted_clock(monkeypatch, {"conv_a": -0.1, "conv_b": -0.1, "conv_s": shortcut_gain})
+    scripted_clock({"conv_a": -0.1, "conv_b": -0.1, "conv_s": shortcut_gain})
     choice = objective.choose(model, options, result, random_dataset(model, 16, 0))
     assert not choice.result.changed and choice.result.model is model
 
 
-def test_what_is_left_is_always_timed_against_the_original(monkeypatch):
+def test_what_is_left_is_always_timed_against_the_original(scripted_clock):
     """Every timed layer kept, yet the whole is slower than the original: nothing is written."""
     model = three_layer_mlp()
-    calls = scripted_clock(monkeypatch, {"h1": 0.1, "h2": 0.1}, slower_than_original=True)
-    choice = _choose(model)
+    calls = scripted_clock({"h1": 0.1, "h2": 0.1}, slower_than_original=True)
+    choice = latency_choice(model)
     original_vs_final = [c for c in calls if not any(n.domain for n in c[0].graph.node)]
     assert original_vs_final and choice.reverted_all and not choice.result.changed
 
@@ -394,7 +344,7 @@ def test_a_fixed_batch_model_timed_at_another_batch_says_so(tmp_path):
     assert r.exit_code == 0 and "batch 2" in r.output, r.output
 
 
-def test_calibration_times_after_the_held_out_back_off(monkeypatch):
+def test_calibration_times_after_the_held_out_back_off(monkeypatch, scripted_clock):
     """The latency choice is made on the shares the model ships with, after any back-off,
     and the scores reported are those of the model written."""
     from exprune_onnx import search as search_module
@@ -407,7 +357,7 @@ def test_calibration_times_after_the_held_out_back_off(monkeypatch):
         return real(original, planner, shares, *args, **kwargs)
 
     monkeypatch.setattr(search_module, "_keep_faster", spy)
-    scripted_clock(monkeypatch, {"conv2/conv/Conv": 0.2, "fc1/Gemm": -0.1, "conv3/conv/Conv": -0.1,
+    scripted_clock({"conv2/conv/Conv": 0.2, "fc1/Gemm": -0.1, "conv3/conv/Conv": -0.1,
                                  "block/conv1/Conv": -0.1, "block/conv2/Conv": -0.1})
     model = onnx.load(MODELS / "fashion_cnn.onnx")
     with np.load(SLICE) as d:

@@ -5,8 +5,8 @@ Slow (a sanitized build, then a few minutes of tests), so marked ``slow`` and
 compiler with ASan or valgrind is missing.
 
 * ASan/UBSan: tests/sanitized_ops.py builds the library with ``-DEXPRUNE_SANITIZE=ON``
-  and reruns the op tests on it (test_custom_op.py, test_op_rules.py,
-  test_concurrency.py); any sanitizer report or failure fails the test.
+  and reruns the op tests on it (test_custom_op.py, test_custom_op_rules.py,
+  test_custom_op_concurrency.py); any sanitizer report or failure fails the test.
   ``EXPRUNE_SANITIZE_BUILD_DIR`` keeps the build there between runs (default: a
   temporary directory).
 * valgrind: tests/exercise_ops.py runs both ops, valid and invalid inputs, on the

@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import onnx
-from helpers import run_exprune, run_plain
-from test_objective import _choose, scripted_clock, three_layer_mlp
+from helpers import latency_choice, run_exprune, run_plain, three_layer_mlp
 
 import exprune_onnx
 from exprune_onnx import objective, screen
@@ -42,10 +41,10 @@ def test_a_layer_that_reads_more_than_its_inputs_is_not_cut_out():
     assert screen.subgraph(model, ["w0"], "r1") is None  # reaches the graph input x
 
 
-def test_a_layer_slower_alone_is_dropped_without_timing_the_model(monkeypatch):
-    calls = scripted_clock(monkeypatch, {"h1": -0.2, "h2": 0.3})
+def test_a_layer_slower_alone_is_dropped_without_timing_the_model(monkeypatch, scripted_clock):
+    calls = scripted_clock({"h1": -0.2, "h2": 0.3})
     monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)  # screen even this tiny model
-    choice = _choose(three_layer_mlp())
+    choice = latency_choice(three_layer_mlp())
     rows = {t.layer: t for t in choice.layers}
     assert rows["h1"].alone and not rows["h1"].kept  # slower alone: dropped there
     assert not rows["h2"].alone and rows["h2"].kept  # a sparse consumer reads it: timed in the model
@@ -57,8 +56,8 @@ def test_a_layer_slower_alone_is_dropped_without_timing_the_model(monkeypatch):
     assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
 
 
-def test_a_layer_faster_alone_is_still_timed_in_the_model(monkeypatch):
-    scripted_clock(monkeypatch, {"h1": 0.2, "h2": 0.3})
+def test_a_layer_faster_alone_is_still_timed_in_the_model(monkeypatch, scripted_clock):
+    scripted_clock({"h1": 0.2, "h2": 0.3})
     monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)
-    choice = _choose(three_layer_mlp())
+    choice = latency_choice(three_layer_mlp())
     assert [(t.layer, t.alone, t.kept) for t in choice.layers] == [("h1", False, True), ("h2", False, True)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_input_shapes import mlp, save
+from helpers import conv_hw, input_mlp, save_model
 
 import exprune_onnx
 from exprune_onnx import objective, workflow
@@ -58,8 +58,6 @@ def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
 
 
 def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
-    from test_input_shapes import conv_hw
-
     done = exprune_onnx.optimize(conv_hw(), input_shapes={"x": ("N", 3, 12, 12)}, objective="flops",
                                  threshold=float("-inf"))
     assert done.changed and done.checked is not None
@@ -67,12 +65,12 @@ def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
     with pytest.raises(TypeError, match="unknown option 'thresold'"):
         exprune_onnx.optimize(conv_hw(), thresold=0)
     with pytest.raises(workflow.UsageProblem, match="--calibration"):
-        exprune_onnx.optimize(mlp(["N"]), rule="auto")
+        exprune_onnx.optimize(input_mlp(["N"]), rule="auto")
 
 
 def test_compiler_options_given_whole_are_kept():
     options = exprune_onnx.Options(rule="statstest", threshold=float("-inf"))
-    done = exprune_onnx.optimize(mlp(["N"]), options=options, objective="flops", check=False)
+    done = exprune_onnx.optimize(input_mlp(["N"]), options=options, objective="flops", check=False)
     assert {rw.rule for rw in done.result.rewritten} == {"statstest"}
     assert options.rule == "statstest" and done.timings.keys() == {"compile"}
 
@@ -80,12 +78,12 @@ def test_compiler_options_given_whole_are_kept():
 def test_optimize_model_is_still_the_compiler_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = exprune_onnx.optimize_model(mlp(["N"]), threshold=float("-inf"))
+        res = exprune_onnx.optimize_model(input_mlp(["N"]), threshold=float("-inf"))
     assert res.changed and not hasattr(res, "timings")
 
 
 def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path, monkeypatch):
-    path = save(mlp([1]), tmp_path)
+    path = save_model(input_mlp([1]), tmp_path)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -98,7 +96,7 @@ def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_progress_is_quiet_off_a_terminal(tmp_path):
-    path = save(mlp([1]), tmp_path)
+    path = save_model(input_mlp([1]), tmp_path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx")
     assert r.exit_code == 0, r.output
     assert "ETA" not in r.output and "timing early-exit" not in r.output
@@ -119,7 +117,7 @@ def test_the_bar_counts_steps():
 
 
 def test_timing_gives_up_on_a_clearly_slower_rewrite():
-    model = mlp(["N"])
+    model = input_mlp(["N"])
     feeds = objective.timing_feeds(random_dataset(model, 8, 0), 1)
     calls = []
 

@@ -1,4 +1,4 @@
-"""Models in the styles real exports come in, through the plain ``optimize`` command.
+"""Input shapes and values (feeds.py) for models in the styles real exports come in, through ``optimize``.
 
 Fixed batch 1 and 4, a symbolic batch, symbolic H/W, a [batch, sequence] audio input
 with a scalar int64 sample rate, int64 token ids: each either works with the plain
@@ -13,40 +13,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from helpers import init, make_model, run_exprune, run_plain
+from helpers import WEIGHT_RNG, conv_hw, init, input_mlp, make_model, run_exprune, run_plain, save_model, scaled_normal
 from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.data import random_dataset
 from exprune_onnx.errors import DataError, error_message
 from exprune_onnx.feeds import InputSpec, parse_input_shape, parse_input_value
-
-RNG = np.random.default_rng(7)
-
-
-def _w(*shape) -> np.ndarray:
-    return (RNG.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
-
-
-def mlp(first_dims, name: str = "x") -> onnx.ModelProto:
-    """x [.., 32] -> MatMul -> Relu -> MatMul (rewritable, n = 64) -> Relu -> MatMul -> y."""
-    nodes = [helper.make_node("MatMul", [name, "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["r2"]),
-             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
-    return make_model(nodes, [helper.make_tensor_value_info(name, TensorProto.FLOAT, [*first_dims, 32])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                      [init("w1", _w(32, 64)), init("w2", _w(64, 64)), init("w3", _w(64, 10))])
-
-
-def conv_hw() -> onnx.ModelProto:
-    """x [N, 3, H, W] -> Conv -> Relu -> Conv (rewritable, n = 32) -> Relu -> pool -> y [N, 32]."""
-    nodes = [helper.make_node("Conv", ["x", "c1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
-             helper.make_node("Conv", ["b", "c2"], ["c"], pads=[1, 1, 1, 1], name="conv2"),
-             helper.make_node("Relu", ["c"], ["d"]), helper.make_node("GlobalAveragePool", ["d"], ["e"]),
-             helper.make_node("Flatten", ["e"], ["y"])]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
-                      [init("c1", _w(32, 3, 3, 3)), init("c2", _w(32, 32, 3, 3) / 3)])
 
 
 def audio() -> onnx.ModelProto:
@@ -63,7 +36,7 @@ def audio() -> onnx.ModelProto:
                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
                       [init("ref_rate", np.float32(16000)), init("axis", np.array([-1], np.int64)),
-                       init("w0", _w(1, 32)), init("w1", _w(32, 64)), init("w2", _w(64, 8)),
+                       init("w0", scaled_normal(1, 32)), init("w1", scaled_normal(32, 64)), init("w2", scaled_normal(64, 8)),
                        init("time", np.array([1], np.int64))], opset=18)
 
 
@@ -76,19 +49,13 @@ def token_ids() -> onnx.ModelProto:
              helper.make_node("ReduceMean", ["h3", "time"], ["y"], keepdims=0)]
     return make_model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 16])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
-                      [init("emb", RNG.random((100, 32)).astype(np.float32)), init("w1", _w(32, 64)),
-                       init("w2", _w(64, 64)), init("w3", _w(64, 10)), init("time", np.array([1], np.int64))],
+                      [init("emb", WEIGHT_RNG.random((100, 32)).astype(np.float32)), init("w1", scaled_normal(32, 64)),
+                       init("w2", scaled_normal(64, 64)), init("w3", scaled_normal(64, 10)), init("time", np.array([1], np.int64))],
                       opset=18)
 
 
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def save(model, tmp_path, name="m.onnx"):
-    path = tmp_path / name
-    onnx.save(model, path)
-    return path
 
 
 def one_line_error(r, code: int) -> str:
@@ -105,7 +72,7 @@ def one_line_error(r, code: int) -> str:
 @pytest.mark.parametrize("first", [[1], [4], ["N"]], ids=["batch1", "batch4", "symbolic"])
 @pytest.mark.parametrize("objective", ["latency", "flops"])
 def test_plain_command_runs_at_the_batch_the_model_takes(tmp_path, first, objective):
-    path = save(mlp(first), tmp_path)
+    path = save_model(input_mlp(first), tmp_path)
     args = ["optimize", path, "-o", tmp_path / "o.onnx"] + (["--objective", "flops"] if objective == "flops" else [])
     r = cli(*args)
     assert r.exit_code == 0, r.output
@@ -119,7 +86,7 @@ def test_plain_command_runs_at_the_batch_the_model_takes(tmp_path, first, object
 
 def test_fixed_batch_pads_the_last_run_and_cuts_it_off(tmp_path):
     """5 samples at a fixed batch of 4: two runs, the second padded; outputs are exactly the 5 samples'."""
-    model = mlp([4])
+    model = input_mlp([4])
     data = random_dataset(model, 5, 0)
     assert data.batch == 4
     runs = list(data.batches(64))
@@ -132,7 +99,7 @@ def test_fixed_batch_pads_the_last_run_and_cuts_it_off(tmp_path):
 
 
 def test_check_on_fewer_samples_than_a_fixed_batch(tmp_path):
-    path = save(mlp([4]), tmp_path)
+    path = save_model(input_mlp([4]), tmp_path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops", "--check-samples", 3,
             "--threshold", "-inf")
     assert r.exit_code == 0, r.output
@@ -140,19 +107,19 @@ def test_check_on_fewer_samples_than_a_fixed_batch(tmp_path):
 
 
 def test_latency_batch_a_fixed_batch_forbids_is_a_clear_error(tmp_path):
-    path = save(mlp([1]), tmp_path)
+    path = save_model(input_mlp([1]), tmp_path)
     line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx", "--latency-batch", 8), 6)
     assert "--latency-batch 8 is impossible" in line and "fix the batch at 1" in line
     assert not (tmp_path / "o.onnx").exists()
 
 
 def test_evaluate_and_verify_at_a_fixed_batch(tmp_path):
-    path = save(mlp([4]), tmp_path)
+    path = save_model(input_mlp([4]), tmp_path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops", "--threshold", "-inf")
     assert r.exit_code == 0, r.output
     r = cli("verify", path, tmp_path / "o.onnx", "--samples", 6)
     assert r.exit_code == 0, r.output
-    np.savez(tmp_path / "d.npz", x=RNG.random((6, 32)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", x=WEIGHT_RNG.random((6, 32)).astype(np.float32))
     r = cli("evaluate", path, tmp_path / "o.onnx", "--data", tmp_path / "d.npz", "--runs", 2)
     assert r.exit_code == 0, r.output
     line = one_line_error(cli("evaluate", path, tmp_path / "o.onnx", "--data", tmp_path / "d.npz", "--batch", 2), 6)
@@ -163,14 +130,14 @@ def test_evaluate_and_verify_at_a_fixed_batch(tmp_path):
 
 
 def test_symbolic_hw_without_a_shape_names_input_shape(tmp_path):
-    path = save(conv_hw(), tmp_path)
+    path = save_model(conv_hw(), tmp_path)
     line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
     assert "--input-shape x:1,3,224,224" in line and "'x'" in line
     assert not (tmp_path / "o.onnx").exists()
 
 
 def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):
-    path = save(conv_hw(), tmp_path)
+    path = save_model(conv_hw(), tmp_path)
     out = tmp_path / "o.onnx"
     r = cli("optimize", path, "-o", out, "--objective", "flops", "--input-shape", "x:N,3,12,12", "--threshold", "-inf")
     assert r.exit_code == 0, r.output
@@ -179,13 +146,13 @@ def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):
     assert [n.op_type for n in model.graph.node if n.domain] == ["ExPruneConvRelu"]
     assert model.graph.input[0] == onnx.load(path).graph.input[0]  # still [N, 3, H, W]
     # It runs at another size than the one it was compiled at, exactly.
-    x = RNG.random((2, 3, 9, 7)).astype(np.float32)
+    x = WEIGHT_RNG.random((2, 3, 9, 7)).astype(np.float32)
     np.testing.assert_allclose(run_exprune(model, {"x": x})[0], run_plain(onnx.load(path), {"x": x})[0],
                                rtol=1e-4, atol=1e-5)
 
 
 def test_inspect_counts_flops_with_input_shape(tmp_path):
-    path = save(conv_hw(), tmp_path)
+    path = save_model(conv_hw(), tmp_path)
     r = cli("inspect", path, "--input-shape", "x:1,3,16,16")
     assert r.exit_code == 0, r.output
     # conv1 3->32 and conv2 32->32, 3x3 taps, 16x16 outputs, 2 FLOPs per MAC.
@@ -194,12 +161,12 @@ def test_inspect_counts_flops_with_input_shape(tmp_path):
 
 
 def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):
-    path = save(conv_hw(), tmp_path)
+    path = save_model(conv_hw(), tmp_path)
     line = one_line_error(cli("optimize", path, "--input-shape", "x:1,4,16,16"), 6)
     assert "dim 1 is 4, the model fixes it at 3" in line
     line = one_line_error(cli("optimize", path, "--input-shape", "y:1,3"), 6)
     assert "not a model input" in line and "x" in line
-    np.savez(tmp_path / "d.npz", x=RNG.random((2, 3, 8, 8)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", x=WEIGHT_RNG.random((2, 3, 8, 8)).astype(np.float32))
     line = one_line_error(cli("optimize", path, "--check-data", tmp_path / "d.npz", "--input-shape", "x:1,3,16,16"), 6)
     assert "[2, 3, 8, 8]" in line and "--input-shape" in line
     assert cli("optimize", path, "--input-shape", "x:1,3").exit_code == 6
@@ -210,7 +177,7 @@ def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):
 
 
 def test_audio_with_a_scalar_sample_rate(tmp_path):
-    path = save(audio(), tmp_path)
+    path = save_model(audio(), tmp_path)
     out = tmp_path / "o.onnx"
     line = one_line_error(cli("optimize", path, "-o", out), 6)
     assert "--input-shape wave:1,128" in line
@@ -221,7 +188,7 @@ def test_audio_with_a_scalar_sample_rate(tmp_path):
     assert r.exit_code == 0, r.output
     assert "ExPruneDenseRelu" in [n.op_type for n in onnx.load(out).graph.node]
     # The same sample rate goes with every run of given data that lacks it.
-    np.savez(tmp_path / "d.npz", wave=RNG.random((5, 50)).astype(np.float32))
+    np.savez(tmp_path / "d.npz", wave=WEIGHT_RNG.random((5, 50)).astype(np.float32))
     r = cli("verify", path, out, "--data", tmp_path / "d.npz", "--input-value", "sr:8000")
     assert r.exit_code == 0, r.output
 
@@ -234,7 +201,7 @@ def test_token_ids_get_ids_within_the_embedding(tmp_path):
     data = random_dataset(model, 64, 0)
     ids = data.inputs["ids"]
     assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() == 99
-    path = save(model, tmp_path)
+    path = save_model(model, tmp_path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops")
     assert r.exit_code == 0, r.output
     assert cli("optimize", path, "-o", tmp_path / "o2.onnx").exit_code == 0  # the plain command
@@ -268,7 +235,7 @@ def test_option_parsers():
 
 
 def test_multi_line_onnxruntime_errors_keep_their_detail():
-    model = mlp([1])
+    model = input_mlp([1])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     with pytest.raises(Exception) as info:
         session.run(None, {"x": np.zeros((32, 32), np.float32)})

@@ -1,4 +1,4 @@
-"""Bad command-line input (issue 7, item 2): one line on stderr naming the problem, and
+"""Bad command-line input (cli.py, modelio.py; issue 7, item 2): one line on stderr naming the problem, and
 the documented exit code (3 model, 5 output, 6 data, 1 internal; 130 interrupted).
 
 Already in test_cli.py and not repeated here: missing, empty, garbage and truncated

@@ -1,4 +1,4 @@
-"""Real exporter quirks (issue 7, item 1): each test builds the pattern it names, small.
+"""The compile pipeline on real exporter quirks (issue 7, item 1): each test builds the pattern it names, small.
 
 Covered elsewhere and not repeated here: weights in Constant nodes, If and Loop
 bodies, a Relu output that is a graph output or feeds several consumers, BN folding

@@ -1,4 +1,4 @@
-"""Choosing the StatsTest or Certified rule for every layer, compiler level.
+"""Choosing the StatsTest or Certified rule for every layer (rules/common.py), compiler level.
 
 `optimize_model(model, rule=..., alpha=...)` sets the rule of all layers; the compiled
 graph must have the documented shape, run on onnxruntime with the ExPrune ops, prune,

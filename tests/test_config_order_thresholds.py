@@ -1,4 +1,4 @@
-"""Weight-ordered partial sums and per-output thresholds: op, rewrite, calibration, config, CLI."""
+"""The unit_order and per-output thresholds options (config.py): op, rewrite, calibration, config, CLI."""
 
 import json
 import math
@@ -6,19 +6,32 @@ import math
 import numpy as np
 import onnx
 import pytest
-from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_single_op, vi
+from helpers import (
+    NEG_INF,
+    NODE,
+    assert_equivalent,
+    assert_ort_error,
+    calibration_dataset,
+    calibration_mlp,
+    check_result,
+    conv_case,
+    conv_model,
+    dense_case,
+    estimate,
+    feeds_for,
+    init,
+    make_model,
+    node_types,
+    run_single_op,
+    vi,
+)
 from onnx import helper
-from test_calibrate import dataset, mlp
-from test_conv_relu import conv_model, feeds_for
-from test_custom_op import assert_ort_error, check_result, conv_case, dense_case, estimate
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.calibrate import LayerStats
 from exprune_onnx.config import Options, load_config
 from exprune_onnx.errors import ConfigError
 from exprune_onnx.search import search
-
-NODE = "exprune_node_under_test"
 
 
 def run(op, arrays, attrs, stats=True):
@@ -200,8 +213,8 @@ def test_per_output_thresholds_respect_the_share_and_prune_dead_channels():
 
 
 def test_search_per_output_and_per_layer():
-    model = mlp()
-    data = dataset(model)
+    model = calibration_mlp()
+    data = calibration_dataset(model)
     per_output = search(model, Options(), data, max_drop=0.02, seed=3)
     per_layer = search(model, Options(), data, max_drop=0.02, seed=3, per_output=False)
     assert per_output.calibration.drop <= 0.02 + 1e-9 and per_layer.calibration.drop <= 0.02 + 1e-9

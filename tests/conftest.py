@@ -1,0 +1,41 @@
+"""Fixtures shared by the test files (plain helpers live in helpers.py)."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from exprune_onnx import objective
+
+
+@pytest.fixture
+def scripted_clock(monkeypatch):
+    """scripted_clock(gains, slower_than_original=False) replaces the latency objective's
+    clock for this test; it returns the list of (a, b) model pairs the objective timed."""
+
+    def script(gains: dict[str, float], slower_than_original: bool = False):
+        """time_pair answers from a table: a model costs 1 ms less each layer's gain (a
+        negative gain costs time); the original costs 1 ms, or 0.5 ms when it should win."""
+        calls = []
+
+        def cost(model: onnx.ModelProto) -> float:
+            # An early-exit layer's gain is keyed by its name; a sparse matmul, named after the
+            # layer it replaces, gains only if keyed "zero:<layer>" (one after an early-exit
+            # layer is free).
+            zero_ops = ("ExPruneSparseMatMul", "ExPruneSparseConv")
+            names = {n.name for n in model.graph.node if n.domain and n.op_type not in zero_ops}
+            sparse = {n.name for n in model.graph.node if n.op_type in zero_ops}
+            if not names and not sparse:
+                return 0.5 if slower_than_original else 1.0
+            early = sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
+            zero = sum(g for key, g in gains.items() if key.startswith("zero:") and key[5:] + "_sparse" in sparse)
+            return 1.0 - early - zero
+
+        def fake(a, b, feeds, threads, passes, **_):
+            calls.append((a, b))
+            return cost(a), cost(b)
+
+        monkeypatch.setattr(objective, "time_pair", fake)
+        return calls
+
+    return script
