@@ -30,6 +30,68 @@ bool Excluded(const PruneAttrs& a, double est_j, double est_top, float p_j, floa
   return z < static_cast<double>(a.z_crit) && v == v;
 }
 
+// One call's operands: partial [rows][C], h [rows][n], w_tail [C][n-k], bias [C].
+struct HeadArgs {
+  const PruneAttrs& attrs;
+  const float* partial;
+  const float* partial_sq;  // statstest: partial's shape, else null
+  const float* h;
+  const float* w;
+  const float* bias;
+  int64_t classes, n, k;
+  bool can_decide;
+  double ratio, t_k, t_n;
+};
+
+// Rows m0 .. m1: y[m] = the arg-max class, each row decided from its partial sums
+// when only one class stays in contention, else finished over the classes that do.
+// Returns the number of classes whose tail was skipped.
+int64_t HeadRows(const HeadArgs& a, int64_t m0, int64_t m1, int64_t* y) {
+  const int64_t classes = a.classes, n = a.n, k = a.k, tail = n - k;
+  std::vector<double> est(static_cast<size_t>(classes));
+  std::vector<int64_t> alive;
+  alive.reserve(static_cast<size_t>(classes));
+  int64_t count = 0;
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* p = a.partial + m * classes;
+    const float* sq = a.partial_sq != nullptr ? a.partial_sq + m * classes : nullptr;
+    alive.clear();
+    if (a.can_decide) {
+      int64_t top = 0;
+      for (int64_t j = 0; j < classes; ++j) {
+        est[j] = static_cast<double>(a.bias[j]) + a.ratio * static_cast<double>(p[j]);
+        if (est[j] > est[top]) top = j;
+      }
+      for (int64_t j = 0; j < classes; ++j) {
+        const bool out = j != top && Excluded(a.attrs, est[j], est[top], p[j], p[top], sq ? sq[j] : 0.0f,
+                                              sq ? sq[top] : 0.0f, a.bias[j], a.bias[top], a.t_k, a.t_n);
+        if (!out) alive.push_back(j);
+      }
+      if (alive.size() == 1) {  // decided: nothing of the tail is computed
+        y[m] = top;
+        count += classes;
+        continue;
+      }
+    } else {
+      alive.resize(static_cast<size_t>(classes));
+      std::iota(alive.begin(), alive.end(), int64_t{0});
+    }
+    const float* h_tail = a.h + m * n + k;
+    int64_t best = -1;
+    float best_z = 0.0f;
+    for (int64_t j : alive) {
+      const float z = p[j] + Dot(h_tail, a.w + j * tail, tail) + a.bias[j];
+      if (best < 0 || z > best_z) {  // ties keep the lowest index, as ArgMax does
+        best = j;
+        best_z = z;
+      }
+    }
+    y[m] = best;
+    count += classes - static_cast<int64_t>(alive.size());
+  }
+  return count;
+}
+
 }  // namespace
 
 ArgmaxHeadKernel::ArgmaxHeadKernel(const OrtKernelInfo* info, std::string label) : PruneKernel(info, std::move(label)) {
@@ -86,56 +148,25 @@ void ArgmaxHeadKernel::Compute(OrtKernelContext* context) const {
     if (static_cast<OrtValue*>(s) != nullptr) stats = s.GetTensorMutableData<int64_t>();
   }
 
-  const bool can_decide = attrs_.CanPrune();
-  const double ratio = static_cast<double>(n) / static_cast<double>(k);
-  const double t_k = static_cast<double>(k), t_n = static_cast<double>(n);
+  const HeadArgs args{attrs_,
+                      partial.data,
+                      extra.partial_sq,
+                      h.data,
+                      w.data,
+                      bias.data,
+                      classes,
+                      n,
+                      k,
+                      attrs_.CanPrune(),
+                      static_cast<double>(n) / static_cast<double>(k),
+                      static_cast<double>(k),
+                      static_cast<double>(n)};
   const int64_t per_task = std::max<int64_t>(1, kTaskWork / std::max<int64_t>(classes * tail, 1));
   const size_t tasks = static_cast<size_t>(rows > 0 ? CeilDiv(rows, per_task) : 0);
   std::vector<int64_t> skipped(tasks, 0);
   auto body = [&](size_t task) noexcept {
-    std::vector<double> est(static_cast<size_t>(classes));
-    std::vector<int64_t> alive;
-    alive.reserve(static_cast<size_t>(classes));
     const int64_t m0 = static_cast<int64_t>(task) * per_task, m1 = std::min(rows, m0 + per_task);
-    int64_t count = 0;
-    for (int64_t m = m0; m < m1; ++m) {
-      const float* p = partial.data + m * classes;
-      const float* sq = extra.partial_sq != nullptr ? extra.partial_sq + m * classes : nullptr;
-      alive.clear();
-      if (can_decide) {
-        int64_t top = 0;
-        for (int64_t j = 0; j < classes; ++j) {
-          est[j] = static_cast<double>(bias.data[j]) + ratio * static_cast<double>(p[j]);
-          if (est[j] > est[top]) top = j;
-        }
-        for (int64_t j = 0; j < classes; ++j) {
-          const bool out = j != top && Excluded(attrs_, est[j], est[top], p[j], p[top], sq ? sq[j] : 0.0f,
-                                                sq ? sq[top] : 0.0f, bias.data[j], bias.data[top], t_k, t_n);
-          if (!out) alive.push_back(j);
-        }
-        if (alive.size() == 1) {  // decided: nothing of the tail is computed
-          y[m] = top;
-          count += classes;
-          continue;
-        }
-      } else {
-        alive.resize(static_cast<size_t>(classes));
-        std::iota(alive.begin(), alive.end(), int64_t{0});
-      }
-      const float* h_tail = h.data + m * n + k;
-      int64_t best = -1;
-      float best_z = 0.0f;
-      for (int64_t j : alive) {
-        const float z = p[j] + Dot(h_tail, w.data + j * tail, tail) + bias.data[j];
-        if (best < 0 || z > best_z) {  // ties keep the lowest index, as ArgMax does
-          best = j;
-          best_z = z;
-        }
-      }
-      y[m] = best;
-      count += classes - static_cast<int64_t>(alive.size());
-    }
-    skipped[task] = count;
+    skipped[task] = HeadRows(args, m0, m1, y);
   };
   ParallelTasks(ctx, tasks, body);
   if (stats != nullptr) {

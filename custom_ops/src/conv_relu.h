@@ -21,7 +21,7 @@ class ConvReluKernel : public PruneKernel<ConvReluKernel> {
   void PackConstantWeights(const OrtKernelInfo* info) noexcept;
 
   ConvAttrs conv_;
-  // w_tail repacked for the sparse path (RepackTaps in conv_relu.cc) when it is a
+  // w_tail repacked for the sparse path (RepackTaps in conv_relu_plan.cc) when it is a
   // constant initializer: used while the input is that same tensor.
   AlignedFloats packed_;
   const float* packed_from_ = nullptr;

@@ -1,11 +1,11 @@
-// The inner loops of ExPruneConvRelu's phase 2 (conv_relu.cc), built once per
+// The inner loops of ExPruneConvRelu's phase 2 (conv_relu_impl.h), built once per
 // instruction set and picked when first used: AVX-512, AVX2+FMA, or portable C++.
 //
 // Two ways to finish the tail of surviving outputs:
 //   dense  - a register-blocked product of `rows` outputs times `cols` positions:
 //            weights broadcast from w_tail rows, inputs read as vectors of
 //            consecutive positions from a zero-padded copy of the input (see
-//            conv_relu.cc); used where most outputs of the block survive.
+//            conv_relu_plan.cc); used where most outputs of the block survive.
 //   sparse - dot products of one output's tail weights with the patches of up to
 //            `group` surviving positions, read in place from a channels-last copy of
 //            the input; used where survivors are scattered.

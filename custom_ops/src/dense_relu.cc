@@ -1,33 +1,12 @@
 #include "dense_relu.h"
 
 #include <algorithm>
-#include <numeric>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "dot.h"
+#include "dense_relu_impl.h"
 
 namespace exprune {
-
-namespace {
-
-// Rows of x handled together by one task: with several rows, each surviving output's
-// tail weights come from memory once per block and serve all its surviving rows there.
-constexpr int64_t kRowBlock = 16;
-// x rows of a block are reread for every output, so a block's rows should stay in L2.
-constexpr int64_t kRowBlockBytes = 256 * 1024;
-// Survivors listed per row before they are finished, four at a time.
-constexpr int kChunk = 64;
-// Outputs per task for one row: a task's first group of survivors has no group before
-// it to prefetch its weight rows, so a task should hold many groups even when few of
-// its outputs survive (measured: 256 beats 64 by 1-6 points of ideal at batch 1).
-constexpr int64_t kOneRowColumns = 256;
-// Multiply-adds per pool task if nothing were pruned: large enough to hide the
-// scheduling cost, small enough that batch 1 splits over the outputs.
-constexpr int64_t kTaskWork = 32768;
-
-}  // namespace
 
 DenseReluKernel::DenseReluKernel(const OrtKernelInfo* info, std::string label) : PruneKernel(info, std::move(label)) {
   if (!ReadAttr(info, "tail_units", &tail_units_)) return;
@@ -103,172 +82,43 @@ void DenseReluKernel::Compute(OrtKernelContext* context) const {
   int64_t x_stride = n;
   if (!tail_units_.empty() && rows > 0) {
     gathered.resize(static_cast<size_t>(rows * tail));
-    const int64_t per_task = std::max<int64_t>(1, kTaskWork / tail);
-    auto gather = [&](size_t task) noexcept {
-      const int64_t m0 = static_cast<int64_t>(task) * per_task, m1 = std::min(rows, m0 + per_task);
-      const int64_t* units = tail_units_.data();
-      for (int64_t m = m0; m < m1; ++m) {
-        const float* src = x.data + m * n;
-        float* dst = gathered.data() + m * tail;
-        for (int64_t j = 0; j < tail; ++j) dst[j] = src[units[j]];
-      }
-    };
-    ParallelTasks(ctx, static_cast<size_t>(CeilDiv(rows, per_task)), gather);
+    dense_relu::GatherTail(ctx, x.data, rows, n, tail_units_.data(), tail, gathered.data());
     tail_x = gathered.data();
     x_stride = tail;
   }
-
-  // Certified: the statistics of each row's tail inputs, shared by all outputs.
   std::vector<float> xmax;
   std::vector<double> xnorm;
   if (attrs_.rule == Rule::kCertified && rows > 0) {
     xmax.resize(static_cast<size_t>(rows));
     xnorm.resize(static_cast<size_t>(rows));
-    const int64_t per_task = std::max<int64_t>(1, kTaskWork / std::max<int64_t>(tail, 1));
-    auto stats = [&](size_t task) noexcept {
-      const int64_t m0 = static_cast<int64_t>(task) * per_task, m1 = std::min(rows, m0 + per_task);
-      for (int64_t m = m0; m < m1; ++m) TailStats(tail_x + m * x_stride, tail, &xmax[m], &xnorm[m]);
-    };
-    ParallelTasks(ctx, static_cast<size_t>(CeilDiv(rows, per_task)), stats);
+    dense_relu::RowTailStats(ctx, tail_x, x_stride, rows, tail, xmax.data(), xnorm.data());
   }
 
-  const int64_t row_block =
-      std::min(rows, std::max<int64_t>(4, std::min(kRowBlock, kRowBlockBytes / (4 * std::max<int64_t>(tail, 1)))));
-  const int64_t row_blocks = row_block > 0 ? CeilDiv(rows, row_block) : 0;
-  // At least kChunk outputs per task, so that each row's survivors fill DotGroup's groups.
-  const int64_t min_columns = row_block == 1 ? kOneRowColumns : kChunk;
-  const int64_t col_block =
-      outs > 0 ? std::clamp<int64_t>(CeilDiv(kTaskWork, row_block * tail + 1), std::min(min_columns, outs), outs) : 0;
-  const int64_t col_blocks = col_block > 0 ? CeilDiv(outs, col_block) : 0;
-  const size_t tasks = static_cast<size_t>(row_blocks * col_blocks);
-  std::vector<int64_t> pruned(tasks, 0);
-
-  const double ratio = static_cast<double>(n) / static_cast<double>(k);
-  const double threshold = attrs_.threshold;
-  const float* per_output = attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data();
-  const double t_k = static_cast<double>(k), t_n = static_cast<double>(n), z_crit = attrs_.z_crit;
-  const float clip_max = attrs_.clip_max;
-  // Output o of row m, given the dot product of its tail.
-  auto store = [&](int64_t m, int64_t o, float dot) noexcept {
-    const int64_t i = m * outs + o;
-    const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
-    out.y[i] = Activate(partial.data[i] + dot + base, clip_max);
-  };
-  // Finishes the surviving outputs idx[0..count) of row m, four at a time (DotGroup
-  // shares the pass over the row's tail inputs and prefetches the next four weight
-  // rows; a short group's prefetch repeats its last output).
-  auto finish = [&](int64_t m, const int64_t* idx, int count) noexcept {
-    const float* x_m = tail_x + m * x_stride;
-    const float* groups[2][4];
-    auto fill = [&](int g, int start) {
-      for (int r = 0; r < 4; ++r) groups[g][r] = w.data + idx[std::min(start + r, count - 1)] * tail;
-    };
-    fill(0, 0);
-    for (int start = 0; start < count; start += 4) {
-      const int cur = (start / 4) % 2;
-      const bool more = start + 4 < count;
-      if (more) fill(1 - cur, start + 4);
-      float dots[4];
-      DotGroup(x_m, groups[cur], std::min(4, count - start), tail, dots, more ? groups[1 - cur] : nullptr);
-      for (int r = 0; r < 4 && start + r < count; ++r) store(m, idx[start + r], dots[r]);
-    }
-  };
-  // Rows sharing a surviving output, finished four at a time: DotGroup with the
-  // output's weight row as the shared operand. Each value is the same sum, in the same
-  // order, as DotGroup over the row's surviving outputs gives, since a lane never mixes
-  // pairs and a product's operands commute exactly: a row's outputs do not depend on
-  // the batch it came in.
-  auto finish_rows = [&](int64_t o, const int64_t* rows_of, int count, const float* next_w) noexcept {
-    const float* w_o = w.data + o * tail;
-    const float* prefetch[4] = {next_w, next_w, next_w, next_w};
-    for (int start = 0; start < count; start += 4) {
-      const float* group[4];
-      const int size = std::min(4, count - start);
-      for (int r = 0; r < size; ++r) group[r] = tail_x + rows_of[start + r] * x_stride;
-      float dots[4];
-      DotGroup(w_o, group, size, tail, dots, next_w != nullptr && start + 4 >= count ? prefetch : nullptr);
-      for (int r = 0; r < size; ++r) store(rows_of[start + r], o, dots[r]);
-    }
-  };
-  // One copy of the loop per rule, so the threshold rule's stays as it was.
-  auto run = [&](auto rule, size_t task) noexcept {
-    constexpr Rule kRule = decltype(rule)::value;
-    int64_t count = 0;
-    // Decides output o of row m; a pruned one is written (0) and counted here.
-    auto prune_at = [&](int64_t m, int64_t o) noexcept {
-      const int64_t i = m * outs + o;
-      const float base = res.present ? bias.data[o] + res.data[i] : bias.data[o];
-      const float p = partial.data[i];
-      bool prune;
-      if constexpr (kRule == Rule::kThreshold) {
-        prune = Pruned(base, ratio, p, per_output != nullptr ? static_cast<double>(per_output[o]) : threshold);
-      } else if constexpr (kRule == Rule::kStatsTest) {
-        prune = StatsPruned(base, p, extra.partial_sq[i], t_k, t_n, z_crit);
-      } else {
-        prune = CertifiedPruned(base, p, xmax[m], xnorm[m], extra.w_pos_sum[o], extra.w_pos_norm[o]);
-      }
-      if (prune) {
-        out.y[i] = 0.0f;
-        ++count;
-      }
-      return prune;
-    };
-    const int64_t t = static_cast<int64_t>(task);
-    const int64_t m0 = (t % row_blocks) * row_block, m1 = std::min(rows, m0 + row_block);
-    const int64_t o0 = (t / row_blocks) * col_block, o1 = std::min(outs, o0 + col_block);
-    if (m1 - m0 == 1) {
-      // One row: its x tail stays in cache across outputs; survivors are listed
-      // kChunk at a time, then finished.
-      const int64_t m = m0;
-      int64_t idx[kChunk];
-      int pending = 0;
-      for (int64_t o = o0; o < o1; ++o) {
-        if (prune_at(m, o)) continue;
-        idx[pending++] = o;
-        if (pending == kChunk) {
-          finish(m, idx, pending);
-          pending = 0;
-        }
-      }
-      if (pending > 0) finish(m, idx, pending);
-    } else {
-      // Several rows: outputs outside, so each surviving output's weight row is read
-      // once for the block; the block's x rows stay in cache.
-      int64_t rows_of[kRowBlock];
-      int64_t prev = -1;
-      int prev_count = 0;
-      int64_t prev_rows[kRowBlock];
-      for (int64_t o = o0; o < o1; ++o) {
-        int live = 0;
-        for (int64_t m = m0; m < m1; ++m) {
-          if (!prune_at(m, o)) rows_of[live++] = m;
-        }
-        if (live == 0) continue;
-        // The previous output is finished now that the next one's row is known, so
-        // its last group can prefetch it.
-        if (prev_count > 0) finish_rows(prev, prev_rows, prev_count, w.data + o * tail);
-        prev = o;
-        prev_count = live;
-        std::copy(rows_of, rows_of + live, prev_rows);
-      }
-      if (prev_count > 0) finish_rows(prev, prev_rows, prev_count, nullptr);
-    }
-    pruned[task] = count;
-  };
-  auto body = [&](size_t task) noexcept {
-    switch (attrs_.rule) {
-      case Rule::kThreshold:
-        return run(std::integral_constant<Rule, Rule::kThreshold>{}, task);
-      case Rule::kStatsTest:
-        return run(std::integral_constant<Rule, Rule::kStatsTest>{}, task);
-      case Rule::kCertified:
-        return run(std::integral_constant<Rule, Rule::kCertified>{}, task);
-    }
-  };
-  ParallelTasks(ctx, tasks, body);
+  dense_relu::DenseArgs args{partial.data,
+                             tail_x,
+                             x_stride,
+                             w.data,
+                             bias.data,
+                             res.present ? res.data : nullptr,
+                             out.y,
+                             rows,
+                             outs,
+                             tail,
+                             static_cast<double>(n) / static_cast<double>(k),
+                             attrs_.threshold,
+                             attrs_.thresholds.empty() ? nullptr : attrs_.thresholds.data(),
+                             static_cast<double>(k),
+                             static_cast<double>(n),
+                             attrs_.z_crit,
+                             attrs_.clip_max,
+                             attrs_.rule,
+                             extra,
+                             xmax.empty() ? nullptr : xmax.data(),
+                             xnorm.empty() ? nullptr : xnorm.data()};
+  const int64_t pruned = dense_relu::FinishDense(ctx, args);
 
   if (out.stats != nullptr) {
-    out.stats[0] = std::accumulate(pruned.begin(), pruned.end(), int64_t{0});
+    out.stats[0] = pruned;
     out.stats[1] = rows * outs;
   }
 }

@@ -81,6 +81,64 @@ struct Pending {
   const float* w[kGroup] = {};
 };
 
+// Row block blk of x [rows][n]: the inputs some row of it needs (x != 0, so NaN and
+// Inf count), compacted to idx[0..count), and bits[e] = which rows need input idx[e].
+// bits must be zero on entry. Returns count.
+int64_t ScanBlock(const float* x, int64_t rows, int64_t n, int64_t blk, uint8_t* bits, int32_t* idx) {
+  const int64_t r0 = blk * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * n;
+    const uint8_t bit = static_cast<uint8_t>(1u << (r - r0));
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) bits[i] |= xr[i] != 0.0f ? bit : uint8_t{0};
+  }
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {  // compacted in place: count <= i
+    if (bits[i] != 0) {
+      idx[count] = static_cast<int32_t>(i);
+      bits[count] = bits[i];
+      ++count;
+    }
+  }
+  return count;
+}
+
+// Columns c0 .. c0 + cols of y [rows][m] for row block blk: bias (or 0), then each
+// row's terms x[r][i] * w[i] in increasing input order, a pass over its part of y per
+// kGroup. idx, bits and count are the block's ScanBlock result.
+void MultiplyBlock(const float* x, const float* w, const float* bias, int64_t rows, int64_t n, int64_t m, int64_t blk,
+                   int64_t c0, int64_t cols, const int32_t* idx, const uint8_t* bits, int64_t count, float* y) {
+  const int64_t r0 = blk * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* yr = y + r * m + c0;
+    if (bias != nullptr) {
+      std::memcpy(yr, bias + c0, static_cast<size_t>(cols) * sizeof(float));
+    } else {
+      std::fill(yr, yr + cols, 0.0f);
+    }
+  }
+  Pending pending[kRowBlock];
+  for (int64_t e = 0; e < count; ++e) {
+    const int64_t i = idx[e];
+    const float* wr = w + i * m + c0;
+    if (e + kAhead < count) Prefetch(w + idx[e + kAhead] * m + c0, cols);
+    const unsigned b = bits[e];
+    for (int64_t r = 0; r < r1 - r0; ++r) {
+      if ((b >> r & 1u) == 0) continue;
+      Pending& p = pending[r];
+      p.c[p.q] = x[(r0 + r) * n + i];
+      p.w[p.q] = wr;
+      if (++p.q == kGroup) {
+        AxpyTerms(y + (r0 + r) * m + c0, p.w, p.c, kGroup, cols);
+        p.q = 0;
+      }
+    }
+  }
+  for (int64_t r = 0; r < r1 - r0; ++r) {
+    if (pending[r].q > 0) AxpyTerms(y + (r0 + r) * m + c0, pending[r].w, pending[r].c, pending[r].q, cols);
+  }
+}
+
 }  // namespace
 
 void SparseMatMulKernel::Compute(OrtKernelContext* context) const {
@@ -121,24 +179,7 @@ void SparseMatMulKernel::Compute(OrtKernelContext* context) const {
   std::vector<int64_t> needed(static_cast<size_t>(row_blocks), 0);
   auto scan = [&](size_t task) noexcept {
     const int64_t blk = static_cast<int64_t>(task);
-    const int64_t r0 = blk * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
-    uint8_t* bits = who.data() + blk * n;
-    int32_t* idx = index.data() + blk * n;
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x.data + r * n;
-      const uint8_t bit = static_cast<uint8_t>(1u << (r - r0));
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) bits[i] |= xr[i] != 0.0f ? bit : uint8_t{0};
-    }
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) {  // compacted in place: count <= i
-      if (bits[i] != 0) {
-        idx[count] = static_cast<int32_t>(i);
-        bits[count] = bits[i];
-        ++count;
-      }
-    }
-    needed[static_cast<size_t>(blk)] = count;
+    needed[static_cast<size_t>(blk)] = ScanBlock(x.data, rows, n, blk, who.data() + blk * n, index.data() + blk * n);
   };
   ParallelTasks(ctx, static_cast<size_t>(row_blocks), scan);
 
@@ -147,40 +188,9 @@ void SparseMatMulKernel::Compute(OrtKernelContext* context) const {
   auto body = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
     const int64_t blk = t % row_blocks;
-    const int64_t r0 = blk * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
     const int64_t c0 = (t / row_blocks) * col_block, cols = std::min(m - c0, col_block);
-    for (int64_t r = r0; r < r1; ++r) {
-      float* yr = y + r * m + c0;
-      if (bias.present) {
-        std::memcpy(yr, bias.data + c0, static_cast<size_t>(cols) * sizeof(float));
-      } else {
-        std::fill(yr, yr + cols, 0.0f);
-      }
-    }
-    // Each row's terms in increasing input order, a pass over its part of y per kGroup.
-    Pending pending[kRowBlock];
-    const int32_t* idx = index.data() + blk * n;
-    const uint8_t* bits = who.data() + blk * n;
-    const int64_t count = needed[static_cast<size_t>(blk)];
-    for (int64_t e = 0; e < count; ++e) {
-      const int64_t i = idx[e];
-      const float* wr = w.data + i * m + c0;
-      if (e + kAhead < count) Prefetch(w.data + idx[e + kAhead] * m + c0, cols);
-      const unsigned b = bits[e];
-      for (int64_t r = 0; r < r1 - r0; ++r) {
-        if ((b >> r & 1u) == 0) continue;
-        Pending& p = pending[r];
-        p.c[p.q] = x.data[(r0 + r) * n + i];
-        p.w[p.q] = wr;
-        if (++p.q == kGroup) {
-          AxpyTerms(y + (r0 + r) * m + c0, p.w, p.c, kGroup, cols);
-          p.q = 0;
-        }
-      }
-    }
-    for (int64_t r = 0; r < r1 - r0; ++r) {
-      if (pending[r].q > 0) AxpyTerms(y + (r0 + r) * m + c0, pending[r].w, pending[r].c, pending[r].q, cols);
-    }
+    MultiplyBlock(x.data, w.data, bias.present ? bias.data : nullptr, rows, n, m, blk, c0, cols, index.data() + blk * n,
+                  who.data() + blk * n, needed[static_cast<size_t>(blk)], y);
   };
   ParallelTasks(ctx, static_cast<size_t>(row_blocks * col_blocks), body);
 }
