@@ -9,7 +9,9 @@ rewritten layer is timed where it lives, in the whole model:
 2. For each layer, smallest first: compile the model with and without it (the others
    as kept so far) and time both side by side on real inputs, at the batch size and
    thread count the user deploys with. The layer stays only if the model with it is
-   at least ``MARGIN`` faster; otherwise it reverts to its dense form.
+   at least ``MARGIN`` faster; otherwise it reverts to its dense form. When timing
+   every layer this way would take over ``SCREEN_ABOVE`` seconds, each is first timed
+   alone (screen.py), and one not faster alone reverts without a whole-model timing.
 3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
    layers step 2 reverted) is timed the same way reading it sparsely
    (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off"
