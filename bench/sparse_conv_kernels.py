@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,9 +93,11 @@ def photo_input(layer, zeros: float, rng) -> np.ndarray:
     """relu(BN(conv3x3(photo)) - shift), the shift set so that `zeros` of it is 0 (see above)."""
     try:
         import skimage.data
-        from skimage.transform import resize
-    except ImportError as exc:
-        raise SystemExit("the photo inputs need scikit-image: pip install scikit-image") from exc
+    except ImportError:
+        # The photos ship inside scikit-image; like the model scripts, the bench installs what it uses.
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "scikit-image"], check=True)
+        import skimage.data
+    from skimage.transform import resize
     c, _, s, _ = layer
     name = PHOTOS[int(rng.integers(len(PHOTOS)))]
     img = getattr(skimage.data, name)().astype(np.float64) / 255.0

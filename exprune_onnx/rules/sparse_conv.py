@@ -41,8 +41,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..graphutil import const_value, describe, unique_name
-from . import chain, common
+from ..graphutil import const_value, unique_name
+from . import chain, common, sparse_input
 from .base import Context, NoMatch
 from .sparse_input import SparseRewrite, _private, _zero_floor, match_all
 
@@ -95,14 +95,7 @@ def _gate(x: gs.Tensor, source: gs.Node, layer: str, ctx: Context) -> str | None
     """Why a Conv after this source may not be rewritten under the options, or None."""
     if source.op in _EARLY_EXIT and source.domain == ops.DOMAIN:
         return None
-    options = ctx.options
-    if options.sparse_relu != "on":
-        return (f"its input '{x.name}' comes from {describe(source)}; a convolution reads a plain ReLU's "
-                "output sparsely only with --sparse-relu on, or when the latency objective finds it faster")
-    if options.sparse_relu_layers is not None and layer not in options.sparse_relu_layers:
-        return (f"its input '{x.name}' comes from {describe(source)}; the latency objective found the model "
-                "no faster with it read sparsely")
-    return None
+    return sparse_input.plain_relu_gate(x, source, layer, ctx)
 
 
 def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:

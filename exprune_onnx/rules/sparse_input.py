@@ -105,14 +105,9 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
         if producer.op != ops.DENSE_RELU:
             return None
     elif chain.is_default_domain(producer) and _zero_floor(producer, ctx):
-        options = ctx.options
-        if options.sparse_relu != "on":
-            return no(f"its input '{x.name}' comes from {describe(producer)}, which was not rewritten into an "
-                      f"early-exit op; a plain ReLU's output is read sparsely only with --sparse-relu on, or "
-                      "when the latency objective finds it faster")
-        if options.sparse_relu_layers is not None and layer not in options.sparse_relu_layers:
-            return no(f"its input '{x.name}' comes from {describe(producer)}; the latency objective found the "
-                      "model no faster with it read sparsely")
+        why = plain_relu_gate(x, producer, layer, ctx)
+        if why:
+            return no(why)
     else:
         return None
     gemm = node.op == "Gemm"
@@ -166,6 +161,20 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
             if _is_exact(constant, bias):
                 bias_tensor = constant
     return Consumer(layer, nodes, producer.op, x, stored, w, reuse, bias, bias_tensor, out)
+
+
+def plain_relu_gate(x: gs.Tensor, producer: gs.Node, layer: str, ctx: Context) -> str | None:
+    """Why ``layer``, reading the zeros of a plain ReLU (no early-exit op), may not be read
+    sparsely under the options (``--sparse-relu``, the latency objective's choice), or None."""
+    options = ctx.options
+    if options.sparse_relu != "on":
+        return (f"its input '{x.name}' comes from {describe(producer)}, which was not rewritten into an "
+                "early-exit op; a plain ReLU's output is read sparsely only with --sparse-relu on, or when the "
+                "latency objective finds it faster")
+    if options.sparse_relu_layers is not None and layer not in options.sparse_relu_layers:
+        return (f"its input '{x.name}' comes from {describe(producer)}; the latency objective found the model "
+                "no faster with it read sparsely")
+    return None
 
 
 def _zero_floor(node: gs.Node, ctx: Context) -> bool:
