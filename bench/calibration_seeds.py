@@ -20,12 +20,12 @@ from pathlib import Path
 import onnxruntime as ort
 
 import exprune_onnx
-from exprune_onnx.check import compare
 from exprune_onnx.config import Options
-from exprune_onnx.data import load_dataset
-from exprune_onnx.measure import flops_saved
-from exprune_onnx.modelio import load_model
-from exprune_onnx.search import search
+from exprune_onnx.io.data import load_dataset
+from exprune_onnx.io.modelio import load_model
+from exprune_onnx.measure.compare import compare
+from exprune_onnx.measure.counters import flops_saved
+from exprune_onnx.tuning.search import search
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {  # name: (unit order, per-output thresholds)

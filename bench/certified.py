@@ -11,12 +11,12 @@ both savings beside the paper's.
 
 from __future__ import annotations
 
-from exprune_onnx.certify import certificate_json
-from exprune_onnx.check import compare
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset, load_dataset
-from exprune_onnx.measure import flops_saved
-from exprune_onnx.search import search
+from exprune_onnx.io.data import Dataset, load_dataset
+from exprune_onnx.measure.compare import compare
+from exprune_onnx.measure.counters import flops_saved
+from exprune_onnx.tuning.certify import certificate_json
+from exprune_onnx.tuning.search import search
 
 from .models import BenchModel
 

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exprune_onnx.calibrate import LayerStats, exact_options, probe_model, statistics
+from exprune_onnx.compiler.pipeline import optimize
 from exprune_onnx.config import Options
-from exprune_onnx.data import load_dataset
-from exprune_onnx.modelio import load_model
-from exprune_onnx.pipeline import optimize
+from exprune_onnx.io.data import load_dataset
+from exprune_onnx.io.modelio import load_model
 from exprune_onnx.runtime import inference_session
+from exprune_onnx.tuning.calibrate import LayerStats, exact_options, probe_model, statistics
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = np.linspace(0.0, 1.0, 11)

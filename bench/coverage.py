@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset, load_dataset
-from exprune_onnx.metrics import predictions
-from exprune_onnx.modelio import load_model
-from exprune_onnx.risk import upper_bound
+from exprune_onnx.io.data import Dataset, load_dataset
+from exprune_onnx.io.modelio import load_model
 from exprune_onnx.runtime import inference_session
-from exprune_onnx.search import search
+from exprune_onnx.tuning.metrics import predictions
+from exprune_onnx.tuning.risk import upper_bound
+from exprune_onnx.tuning.search import search
 
 from .models import ALL, ROOT
 

@@ -45,13 +45,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exprune_onnx import objective
+from exprune_onnx.compiler.pipeline import optimize
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset
-from exprune_onnx.modelio import load_model
-from exprune_onnx.pipeline import optimize
-from exprune_onnx.search import search
-from exprune_onnx.timing import session
+from exprune_onnx.io.data import Dataset
+from exprune_onnx.io.modelio import load_model
+from exprune_onnx.measure.timing import session
+from exprune_onnx.tuning import objective
+from exprune_onnx.tuning.search import search
 
 from .models import DATA, MODELS
 
@@ -168,8 +168,8 @@ def decode_row(options: Options, step_path: Path = STEP, windows: int = WINDOWS,
 def budget_row(name: str, budget: float, calib_samples: int, windows: int, test_windows: int, log) -> dict:
     """Calibrate the full-sequence model at ``budget``, score it on held-out windows, then
     run ``decode_row`` on the step graph with the settings found."""
-    from exprune_onnx.check import compare
-    from exprune_onnx.data import load_dataset
+    from exprune_onnx.io.data import load_dataset
+    from exprune_onnx.measure.compare import compare
 
     from .run import subset
 

@@ -24,7 +24,7 @@ elements is at or above it; s = 1 means threshold -inf. The survivor fraction sh
 is the one the op reports through its stats output (a second compile with
 `emit_stats`), not the requested one.
 
-Timing is exprune_onnx.timing.measure: the dense model and the compiled one (compiled
+Timing is exprune_onnx.measure.timing.measure: the dense model and the compiled one (compiled
 without stats) in one process, same session options (ORT_ENABLE_ALL, intra-op
 threads from --threads), alternating runs, medians. The number of runs is chosen per
 case from a quick dense timing so that each measurement takes a few seconds.
@@ -280,7 +280,7 @@ def _max_error(dense_y: np.ndarray, y: np.ndarray) -> float:
 def measure_case(case: Case, fractions=SURVIVORS, threads: int = 1, seconds: float = SECONDS_PER_MEASUREMENT,
                  runs: int | None = None, seed: int = 0, log=None) -> list[Row]:
     """One row per survivor fraction: compile, check the survivors, time dense vs optimised."""
-    from exprune_onnx.timing import measure
+    from exprune_onnx.measure.timing import measure
 
     model, feeds = build(case, seed)
     dense_y = _plain_run(model, feeds)
@@ -311,7 +311,7 @@ def _plain_run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
 def _profiled_session(model: onnx.ModelProto, threads: int, custom: bool, prefix: str):
     import onnxruntime as ort
 
-    from exprune_onnx.modelio import runnable
+    from exprune_onnx.io.modelio import runnable
     from exprune_onnx.runtime import session_options
 
     opts = ort.SessionOptions()

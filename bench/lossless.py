@@ -36,11 +36,11 @@ import numpy as np
 import onnx
 
 from exprune_onnx import ops
-from exprune_onnx.check import compare
+from exprune_onnx.compiler.pipeline import optimize
 from exprune_onnx.config import Options
-from exprune_onnx.data import load_dataset
-from exprune_onnx.objective import choose, passes_for, time_pair, timing_feeds
-from exprune_onnx.pipeline import optimize
+from exprune_onnx.io.data import load_dataset
+from exprune_onnx.measure.compare import compare
+from exprune_onnx.tuning.objective import choose, passes_for, time_pair, timing_feeds
 
 from .models import ALL, BenchModel
 
@@ -61,7 +61,7 @@ def _config(text: str) -> tuple[int, int]:
 def measure(original, optimized, test, batch: int, threads: int, rounds: int, test_samples: int) -> dict:
     """Time ratio (median of ``rounds`` side-by-side rounds), exactness and agreement on ``test``."""
     feeds = timing_feeds(test, batch, seed=1)
-    from exprune_onnx.timing import session
+    from exprune_onnx.measure.timing import session
 
     probe = session(original, threads)
     t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def lossless(original, calib, batch: int, threads: int) -> tuple[onnx.ModelProto
 
 
 def calibrated(original, calib, m: BenchModel, batch: int, threads: int) -> tuple[onnx.ModelProto, dict]:
-    from exprune_onnx.search import search
+    from exprune_onnx.tuning.search import search
 
     start = time.perf_counter()
     metric = "agreement" if calib.labels is None else "accuracy"

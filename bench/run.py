@@ -38,20 +38,21 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from exprune_onnx import ops, report
-from exprune_onnx.accounting import counted, dense_flops, node_flops
-from exprune_onnx.check import compare
+from exprune_onnx import ops
+from exprune_onnx.compiler.graphutil import all_graphs
+from exprune_onnx.compiler.pipeline import infer_shapes
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset, load_dataset
-from exprune_onnx.graphutil import all_graphs
-from exprune_onnx.measure import flops_saved
-from exprune_onnx.memory import peak_rss_mb
-from exprune_onnx.modelio import load_model
-from exprune_onnx.objective import EARLY_EXIT, ZERO_INPUTS, choose, passes_for, time_pair, timing_feeds
-from exprune_onnx.pipeline import infer_shapes
-from exprune_onnx.report import layer_rows
-from exprune_onnx.search import search
-from exprune_onnx.timing import measure
+from exprune_onnx.io.data import Dataset, load_dataset
+from exprune_onnx.io.modelio import load_model
+from exprune_onnx.measure.compare import compare
+from exprune_onnx.measure.counters import flops_saved
+from exprune_onnx.measure.flops import counted, dense_flops, node_flops
+from exprune_onnx.measure.memory import peak_rss_mb
+from exprune_onnx.measure.timing import measure
+from exprune_onnx.report import tables as report
+from exprune_onnx.report.tables import layer_rows
+from exprune_onnx.tuning.objective import EARLY_EXIT, ZERO_INPUTS, choose, passes_for, time_pair, timing_feeds
+from exprune_onnx.tuning.search import search
 
 from .certified import certified_data, certified_row
 from .decode import decode_row

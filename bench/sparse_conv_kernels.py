@@ -6,7 +6,7 @@ Layers (batch 1, pads k // 2, stride 1): 3x3 64->64 @ 112x112, 128->128 @ 56x56,
 256->256 @ 28x28, 512->512 @ 14x14 and 1x1 256->1024 @ 14x14. Weights ~ N(0, 2/fan_in),
 bias ~ N(0, 0.05), seeded. The reference is the plain layer Conv -> Relu; the op is one
 ExPruneSparseConv node (activation relu) with the same weights repacked. Both run in
-one process through exprune_onnx.timing.measure: same session options (onnxruntime's
+one process through exprune_onnx.measure.timing.measure: same session options (onnxruntime's
 default graph optimisations, --threads intra-op threads), alternating runs, medians.
 Each measurement is repeated --repeats times (the whole table again), and the table
 shows the median ratio with its spread (min..max over the repeats).
@@ -128,7 +128,7 @@ def measure_layer(layer, inputs: str, zeros, threads: int = 1, seconds: float = 
                   runs: int | None = None, seed: int = 0, log=None) -> list[dict]:
     """One row per zero fraction: the input's measured zero fraction, both times (median
     over the repeats of each repeat's median) and the ratio op / reference per repeat."""
-    from exprune_onnx.timing import measure, session
+    from exprune_onnx.measure.timing import measure, session
 
     ref, op = models(layer, seed)
     rows = []

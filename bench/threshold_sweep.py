@@ -17,10 +17,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 import exprune_onnx
-from exprune_onnx.check import compare
-from exprune_onnx.data import load_dataset
-from exprune_onnx.modelio import load_model
-from exprune_onnx.report import measured_total
+from exprune_onnx.io.data import load_dataset
+from exprune_onnx.io.modelio import load_model
+from exprune_onnx.measure.compare import compare
+from exprune_onnx.report.tables import measured_total
 
 ROOT = Path(__file__).resolve().parent.parent
 

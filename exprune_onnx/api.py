@@ -9,11 +9,12 @@ import os
 
 import onnx
 
+from .compiler.pipeline import Result
+from .compiler.pipeline import inspect as _inspect
+from .compiler.pipeline import optimize as _optimize
 from .config import Options, parse_k
-from .modelio import load_model
-from .pipeline import Result
-from .pipeline import inspect as _inspect
-from .pipeline import optimize as _optimize
+from .io.modelio import load_model
+from .rules import RULES, RuleSet
 
 
 def _prepare(model, options: Options | None, overrides: dict) -> tuple[onnx.ModelProto, Options]:
@@ -27,18 +28,19 @@ def _prepare(model, options: Options | None, overrides: dict) -> tuple[onnx.Mode
     return model, options
 
 
-def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None,
-                   **overrides) -> Result:
+def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None, *,
+                   rules: RuleSet = RULES, **overrides) -> Result:
     """Compile ``model``; ``Result.model`` is the optimised ModelProto (the input when nothing applied).
 
-    Keyword overrides set fields of :class:`Options`, e.g. ``threshold=float("-inf")``, ``k=16``.
+    Keyword overrides set fields of :class:`Options`, e.g. ``threshold=float("-inf")``, ``k=16``;
+    ``rules`` is the rule set to try (``RULES.with_rule(...)`` adds one, docs/architecture.md).
     """
     model, options = _prepare(model, options, overrides)
-    return _optimize(model, options)
+    return _optimize(model, options, rules)
 
 
-def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None,
-                  **overrides) -> Result:
+def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None, *,
+                  rules: RuleSet = RULES, **overrides) -> Result:
     """What :func:`optimize_model` would rewrite and why it leaves the rest."""
     model, options = _prepare(model, options, overrides)
-    return _inspect(model, options)
+    return _inspect(model, options, rules)

@@ -11,7 +11,6 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from . import report
 from ._version import __version__
 from .config import (
     DEFAULT_CONFIDENCE,
@@ -24,7 +23,8 @@ from .config import (
     parse_k,
 )
 from .errors import ExPruneError, OutputError, error_message
-from .metrics import METRICS
+from .report import tables as report
+from .tuning.metrics import METRICS
 from .workflow import UsageProblem
 
 _EPILOG_OPTIMIZE = """\b
@@ -165,7 +165,7 @@ def _parsed(parse):
 
 def _input_options(fn=None, *, values: bool = True):
     """--input-shape (and --input-value): what random inputs, shape inference and FLOPs use (feeds.py)."""
-    from .feeds import parse_input_shape, parse_input_value
+    from .io.feeds import parse_input_shape, parse_input_value
 
     def add(fn):
         if values:
@@ -264,7 +264,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-    from .modelio import clobbered_input, read_model, save_model
+    from .io.modelio import clobbered_input, read_model, save_model
     from .progress import for_terminal
     from .workflow import Settings, run
 
@@ -293,7 +293,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if report_path is not None:
         _write_json(report_path, {**done.report, "model": str(model), "output": str(output)})
     if plot_path is not None:
-        from .plot import calibration_plot
+        from .report.plot import calibration_plot
 
         calibration_plot(done.calibrated, report.layer_rows(done.result, done.calibrated.counts_holdout or None),
                          plot_path)
@@ -331,17 +331,17 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
-    from .accounting import model_flops
-    from .bigmodel import model_bytes
-    from .check import compare
-    from .data import load_dataset
-    from .feeds import InputSpec, check_batch, with_input_shapes
-    from .measure import flops_saved
-    from .memory import peak_rss_mb
-    from .modelio import load_model
-    from .pipeline import infer_shapes
+    from .compiler.pipeline import infer_shapes
+    from .io.bigmodel import model_bytes
+    from .io.data import load_dataset
+    from .io.feeds import InputSpec, check_batch, with_input_shapes
+    from .io.modelio import load_model
+    from .measure.compare import compare
+    from .measure.counters import flops_saved
+    from .measure.flops import model_flops
+    from .measure.memory import peak_rss_mb
+    from .measure.timing import measure
     from .progress import for_terminal
-    from .timing import measure
 
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
@@ -375,9 +375,9 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @_guarded
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
-    from .feeds import InputSpec, check_spec
-    from .modelio import load_model
-    from .pipeline import inspect as run_inspect
+    from .compiler.pipeline import inspect as run_inspect
+    from .io.feeds import InputSpec, check_spec
+    from .io.modelio import load_model
 
     console = _console()
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
@@ -415,10 +415,10 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
     from rich.table import Table
 
-    from .data import load_dataset, random_dataset
     from .errors import VerificationFailed
-    from .feeds import InputSpec
-    from .modelio import load_model
+    from .io.data import load_dataset, random_dataset
+    from .io.feeds import InputSpec
+    from .io.modelio import load_model
     from .progress import for_terminal
     from .verify import verify as run_verify
 

@@ -106,7 +106,7 @@ class Options:
     alpha: float = DEFAULT_ALPHA
     unit_order: str = "weight"
     argmax_only: tuple[str, ...] = ()  # graph outputs of which only the arg-max matters
-    sparse_input: bool = True  # a MatMul/Gemm after an early-exit layer skips its zero inputs (rules/sparse_input.py)
+    sparse_input: bool = True  # a MatMul/Gemm after an early-exit layer skips its zero inputs (passes/sparse_input.py)
     # Also one after a plain Relu or Clip(0, .) that is not an early-exit layer: exact,
     # but faster only where the zeros are many. "on", "off", or "auto": timed by the
     # latency objective (objective.py), which sets "on" for the consumers it keeps.

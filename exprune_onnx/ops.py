@@ -10,9 +10,9 @@ VERSION = 1
 DENSE_RELU = "ExPruneDenseRelu"
 CONV_RELU = "ExPruneConvRelu"
 ARGMAX_HEAD = "ExPruneArgmaxHead"
-# Not an early-exit op: the layer after one, skipping its zero inputs (rules/sparse_input.py).
+# Not an early-exit op: the layer after one, skipping its zero inputs (passes/sparse_input.py).
 SPARSE_MATMUL = "ExPruneSparseMatMul"
-# Likewise for convolutions: a Conv fed by a ReLU, skipping its zero inputs (rules/sparse_conv.py).
+# Likewise for convolutions: a Conv fed by a ReLU, skipping its zero inputs (passes/sparse_conv.py).
 SPARSE_CONV = "ExPruneSparseConv"
 
 # The early-exit ops: partial product in, pruned output and [pruned, total] stats out.

@@ -58,7 +58,7 @@ def _installed_library() -> str | None:
 def uses_library(model) -> bool:
     """Whether any node of ``model`` (an onnx.ModelProto), in the main graph or in any
     If/Loop/Scan body, is one of the library's ops."""
-    from .modelio import all_nodes
+    from .io.modelio import all_nodes
     from .ops import DOMAIN
 
     return any(node.domain == DOMAIN for node in all_nodes(model.graph))
@@ -82,16 +82,37 @@ def session_options(base=None, *, threads: int | None = None, optimize: bool = T
     return opts
 
 
-def inference_session(model, *, threads: int | None = None, optimize: bool = True):
-    """An ``onnxruntime.InferenceSession`` on CPU with the library registered.
+def inference_session(model, *, threads: int | None = None, optimize: bool = True, library: bool | None = None,
+                      inter_threads: int | None = None, profile: str | None = None):
+    """An ``onnxruntime.InferenceSession`` on CPU: the one place the package opens a session.
 
-    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``.
+    ``model`` is a path, serialized bytes or an ``onnx.ModelProto`` (stamped with an IR
+    version the installed onnxruntime reads, io/modelio.py ``runnable``). ``library``
+    registers the ExPrune library: None registers it when a ModelProto uses it, and always
+    for a path or bytes (they are not parsed here). ``threads``/``inter_threads`` set the
+    intra-/inter-op thread counts, ``optimize=False`` turns graph optimisations off, and
+    ``profile`` turns profiling on, to files starting with it.
     """
     import onnxruntime as ort
 
     if hasattr(model, "SerializeToString"):
-        model = model.SerializeToString()
+        from .io.modelio import runnable
+
+        if library is None:
+            library = uses_library(model)
+        model = runnable(model).SerializeToString()
     elif isinstance(model, Path):
         model = str(model)
-    opts = session_options(threads=threads, optimize=optimize)
+    opts = ort.SessionOptions()
+    if library is not False:
+        session_options(opts)
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    if inter_threads is not None:
+        opts.inter_op_num_threads = inter_threads
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if profile:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

@@ -6,7 +6,7 @@ parses options into :class:`~exprune_onnx.config.Options` (the compiler's) and
 :class:`Settings` (the rest), calls :func:`run`, prints and writes. A new option is
 one field of either dataclass, passed through here.
 
-(``exprune_onnx.optimize_model`` and ``exprune_onnx.pipeline.optimize`` are the
+(``exprune_onnx.optimize_model`` and ``exprune_onnx.compiler.pipeline.optimize`` are the
 compiler alone: one model in, rewritten model out, nothing run.)
 """
 
@@ -21,9 +21,9 @@ from pathlib import Path
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, parse_confidence, parse_k
-from .data import Dataset, load_dataset, random_dataset
 from .errors import ConfigError
-from .feeds import InputSpec, check_batch, check_spec
+from .io.data import Dataset, load_dataset, random_dataset
+from .io.feeds import InputSpec, check_batch, check_spec
 from .progress import quiet
 
 
@@ -82,7 +82,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``log`` is a progress hook
     (progress.py). Nothing is written: save ``result.model`` yourself.
     """
-    from .modelio import load_model
+    from .io.modelio import load_model
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
@@ -129,8 +129,8 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
 
 def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet) -> Optimized:
     """The workflow on a loaded model (module docstring)."""
-    from .check import compare
-    from .pipeline import optimize as compile_model
+    from .compiler.pipeline import optimize as compile_model
+    from .measure.compare import compare
 
     validate(options, settings)
     rule = settings.rule or options.rule
@@ -145,7 +145,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     start = time.perf_counter()
     calibrated = timed = checked = None
     if settings.calibration is not None:
-        from .search import search
+        from .tuning.search import search
 
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         calibrated = search(model, options, data, metric=settings.metric, max_drop=settings.max_drop,
@@ -156,7 +156,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     else:
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
-        from .objective import choose, times_zero_inputs
+        from .tuning.objective import choose, times_zero_inputs
 
         if latency is not None and (result.changed or times_zero_inputs(options)):
             start = time.perf_counter()
@@ -177,14 +177,14 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 
 
 def _rows(result, checked, calibrated) -> list[dict]:
-    from .report import layer_rows
+    from .report.tables import layer_rows
 
     counts = checked.pruned if checked is not None else (calibrated.counts_holdout or None if calibrated else None)
     return layer_rows(result, counts, calibrated.stats if calibrated else None)
 
 
 def _report(result, checked, calibrated, timed, timings) -> dict:
-    from .report import calibration_json, jsonable, latency_json
+    from .report.tables import calibration_json, jsonable, latency_json
 
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
     report.update({

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from exprune_onnx import objective
+from exprune_onnx.tuning import objective
 
 
 @pytest.fixture

@@ -32,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from fuzz_files import base_model, mutate
-from fuzz_ops import RULES, corrupt, op_case
+from fuzz_ops import corrupt, op_case
+
+from exprune_onnx.config import DECISION_RULES
+from exprune_onnx.errors import error_message
 
 NODE = "fuzz_node"
 MAX_REPORTED = 20  # failure messages kept per loop and kind
@@ -60,8 +63,8 @@ def _documented(exc: BaseException) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text.splitlines()[0][:400] if text else type(exc).__name__
+    """The exception's type and message, on one line for the tally."""
+    return f"{type(exc).__name__}: {error_message(exc, 400)}"
 
 
 # ------------------------------------------------------------------ graphs
@@ -109,7 +112,7 @@ def check_graph(seed: int, tally: Tally) -> None:
     common = {"min_units": g.min_units, "include_first_layer": g.include_first_layer,
               "unit_order": str(rng.choice(["weight", "stored"]))}
     settings = [("exact", {"threshold": -math.inf}),
-                ("pruning", {"threshold": float(rng.choice([0.0, -1.0, 0.5])), "rule": str(rng.choice(RULES)),
+                ("pruning", {"threshold": float(rng.choice([0.0, -1.0, 0.5])), "rule": str(rng.choice(DECISION_RULES)),
                              "k": str(rng.choice(["auto", "auto", "0.25", "0.5", "3"])),
                              "emit_stats": bool(rng.random() < 0.5)})]
     for label, options in settings:
@@ -146,7 +149,7 @@ def check_file(seed: int, tally: Tally) -> None:
 
     rng = np.random.default_rng(seed)
     mutated, what = mutate(base_model(rng), rng)
-    args = ["--threshold", str(rng.choice(["-inf", "0", "-2"])), "--rule", str(rng.choice(RULES)),
+    args = ["--threshold", str(rng.choice(["-inf", "0", "-2"])), "--rule", str(rng.choice(DECISION_RULES)),
             "--min-units", str(rng.choice([32, 8]))]
     args += [flag for flag in ("--no-check", "--include-first-layer", "--emit-stats") if rng.random() < 0.5]
     args += ["--objective", "latency" if rng.random() < 0.2 else "flops"]
@@ -188,8 +191,8 @@ def _original_runs(path: Path) -> bool:
     """Whether onnxruntime runs the input model on the inputs the CLI's check used."""
     import onnxruntime as ort
 
-    from exprune_onnx.data import random_dataset
-    from exprune_onnx.modelio import load_model, runtime_ir_version
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.io.modelio import load_model, runtime_ir_version
 
     model = load_model(path)
     model.ir_version = runtime_ir_version(model.ir_version)

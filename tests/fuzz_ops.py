@@ -12,7 +12,7 @@ import math
 import numpy as np
 from helpers import shuffled_units
 
-RULES = ("threshold", "statstest", "certified")
+from exprune_onnx.config import DECISION_RULES
 
 
 def _special(a: np.ndarray, rng, share: float = 0.05) -> None:
@@ -108,7 +108,7 @@ def op_case(seed: int):
     w_tail = np.ascontiguousarray(w[k:].T if kind == "dense" else w[:, k:])
     positive = np.maximum(w_tail, 0).reshape(outs, int(np.prod(w_tail.shape[1:]))).astype(np.float64)
     w_pos_sum, w_pos_norm = positive.sum(1).astype(np.float32), np.sqrt((positive ** 2).sum(1)).astype(np.float32)
-    rule = str(rng.choice(RULES))
+    rule = str(rng.choice(DECISION_RULES))
     attrs = {**attrs, "k": k, "threshold": float(rng.choice([-np.inf, 0.0, -0.5, 0.5, np.inf]))}
     if rng.random() < 0.5:
         attrs["clip_max"] = float(rng.choice([0.0, 0.5, 6.0, np.inf]))

@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import exprune_onnx
-from exprune_onnx import objective
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset, random_dataset
+from exprune_onnx.io.data import Dataset, random_dataset
+from exprune_onnx.tuning import objective
 
 NEG_INF = float("-inf")
 NODE = "exprune_node_under_test"  # the node name single-op models give their op

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.cli import main
-from exprune_onnx.head_stats import HeadStats, head_statistics
+from exprune_onnx.tuning.head_stats import HeadStats, head_statistics
 
 N_IN, HIDDEN, CLASSES = 20, 64, 10
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -303,7 +303,7 @@ def test_calibrated_head_from_the_cli(tmp_path):
 
 def test_language_model_style_head_on_3d_input():
     """[B, T, n] x [n, V] -> ArgMax(axis -1): one decision per position; FLOPs count all T positions."""
-    from exprune_onnx.accounting import dense_flops
+    from exprune_onnx.measure.flops import dense_flops
 
     rng = np.random.default_rng(11)
     n, vocab, steps = 48, 30, 5

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from helpers import calibration_dataset, calibration_mlp
 
-from exprune_onnx.calibrate import LayerStats, collect
 from exprune_onnx.config import Options
-from exprune_onnx.search import search, split_indices
+from exprune_onnx.tuning.calibrate import LayerStats, collect
+from exprune_onnx.tuning.search import search, split_indices
 
 
 def stats_from(est, y):
@@ -85,7 +85,7 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_metrics_net_accuracy_and_lost_answers():
-    from exprune_onnx.metrics import choose, score
+    from exprune_onnx.tuning.metrics import choose, score
 
     labels = np.array([0, 1, 1, 0])
     ref = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)  # right, right, wrong, wrong
@@ -100,7 +100,7 @@ def test_metrics_net_accuracy_and_lost_answers():
 
 def test_metrics_per_position_scores_and_class_indices():
     """A language model's [N, T, C] scores count every position; an arg-max head's index counts as its class."""
-    from exprune_onnx.metrics import choose, score
+    from exprune_onnx.tuning.metrics import choose, score
 
     labels = np.array([[0, 1], [1, 1]])
     ref = np.eye(2, dtype=np.float32)[[[0, 1], [1, 0]]]  # right, right, right, wrong
@@ -116,7 +116,7 @@ def test_metrics_per_position_scores_and_class_indices():
 
 
 def test_step_down_makes_every_tuned_layer_gentler():
-    from exprune_onnx.search import CERTIFIED, LADDER, step_down
+    from exprune_onnx.tuning.search import CERTIFIED, LADDER, step_down
 
     shares = {"a": LADDER[3], "b": LADDER[0], "c": None, "d": CERTIFIED}
     assert step_down(shares) == {"a": LADDER[2], "b": None, "c": None, "d": CERTIFIED}

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 from helpers import calibration_dataset, calibration_mlp, run_plain
 
-from exprune_onnx.certify import ABOVE, ladder, sample_losses
 from exprune_onnx.cli import main
 from exprune_onnx.config import Options
-from exprune_onnx.metrics import predictions
-from exprune_onnx.risk import RiskTest, samples_needed
-from exprune_onnx.search import LADDER, search, split_indices, step_down
+from exprune_onnx.tuning.certify import ABOVE, ladder, sample_losses
+from exprune_onnx.tuning.metrics import predictions
+from exprune_onnx.tuning.risk import RiskTest, samples_needed
+from exprune_onnx.tuning.search import LADDER, search, split_indices, step_down
 
 
 def test_sample_losses_per_metric():

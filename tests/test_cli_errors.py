@@ -22,8 +22,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from exprune_onnx import errors, modelio
+from exprune_onnx import errors
 from exprune_onnx.cli import main
+from exprune_onnx.io import modelio
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "models" / "fashion_cnn.onnx"
@@ -344,12 +345,12 @@ def test_debug_shows_the_traceback(example, tmp_path, monkeypatch):
 
 
 def test_internal_error_is_one_line_and_points_at_debug(example, tmp_path, monkeypatch):
-    import exprune_onnx.pipeline
+    import exprune_onnx.compiler.pipeline
 
     def broken(*args, **kwargs):
         raise RuntimeError("something the compiler did not expect\nsecond line of detail")
 
-    monkeypatch.setattr(exprune_onnx.pipeline, "optimize", broken)
+    monkeypatch.setattr(exprune_onnx.compiler.pipeline, "optimize", broken)
     line = assert_one_line_error(invoke("optimize", example, "-o", tmp_path / "o.onnx"), 1, "internal error",
                                  "RuntimeError", "second line of detail", "--debug")
     assert not line.startswith("error:")

@@ -28,10 +28,10 @@ from helpers import (
 from onnx import helper
 
 from exprune_onnx import ops, optimize_model
-from exprune_onnx.calibrate import LayerStats
 from exprune_onnx.config import Options, load_config
 from exprune_onnx.errors import ConfigError
-from exprune_onnx.search import search
+from exprune_onnx.tuning.calibrate import LayerStats
+from exprune_onnx.tuning.search import search
 
 
 def run(op, arrays, attrs, stats=True):

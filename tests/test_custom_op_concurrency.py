@@ -26,11 +26,11 @@ from onnx import helper
 
 import exprune_onnx
 from exprune_onnx import ops, optimize_model
+from exprune_onnx.config import DECISION_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 4
 ITERATIONS = 15
-RULES = ("threshold", "statstest", "certified")
 
 
 def in_threads(count, work):
@@ -129,7 +129,7 @@ def stats_of(outputs):
 
 
 @pytest.mark.parametrize("intra", [1, 2])
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", DECISION_RULES)
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
 def test_shared_session_matches_sequential_runs(compiled, name, rule, intra):
     sess = exprune_onnx.inference_session(compiled(name, rule), threads=intra)

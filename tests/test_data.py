@@ -5,8 +5,8 @@ import pytest
 from helpers import make_model, vi
 from onnx import helper, numpy_helper
 
-from exprune_onnx.data import load_dataset, random_dataset
 from exprune_onnx.errors import DataError
+from exprune_onnx.io.data import load_dataset, random_dataset
 
 
 @pytest.fixture

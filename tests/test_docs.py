@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,27 @@ def test_readme_is_short_and_indexes_every_doc():
 def test_anchor_spelling():
     page = ROOT / "docs" / "latency.md"
     assert "where-the-time-goes-kernel-microbenchmarks" in anchors(page)
+
+
+def walkthrough_block(name: str) -> str:
+    """The code block under ``<!-- walkthrough: name -->`` in docs/architecture.md."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    found = re.search(rf"<!-- walkthrough: {name} -->\n```python\n(.*?)^```", text, re.M | re.S)
+    assert found, f"docs/architecture.md has no walkthrough block {name!r}"
+    return found.group(1)
+
+
+def test_architecture_walkthrough_rule_and_its_test(monkeypatch):
+    """The example rule of docs/architecture.md, built as the page says, passes the page's own test."""
+    import exprune_onnx.rules
+
+    rule = types.ModuleType("exprune_onnx.rules.max_relu")
+    exec(compile(walkthrough_block("rule"), "docs/architecture.md (rule)", "exec"), rule.__dict__)
+    monkeypatch.setitem(sys.modules, rule.__name__, rule)
+    monkeypatch.setattr(exprune_onnx.rules, "max_relu", rule, raising=False)
+    suite: dict = {}
+    exec(compile(walkthrough_block("test"), "docs/architecture.md (test)", "exec"), suite)
+    tests = [fn for name, fn in suite.items() if name.startswith("test_")]
+    assert len(tests) == 2
+    for test in tests:
+        test()

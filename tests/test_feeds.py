@@ -17,9 +17,9 @@ from helpers import WEIGHT_RNG, conv_hw, init, input_mlp, make_model, run_exprun
 from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
-from exprune_onnx.data import random_dataset
 from exprune_onnx.errors import DataError, error_message
-from exprune_onnx.feeds import InputSpec, parse_input_shape, parse_input_value
+from exprune_onnx.io.data import random_dataset
+from exprune_onnx.io.feeds import InputSpec, parse_input_shape, parse_input_value
 
 
 def audio() -> onnx.ModelProto:
@@ -92,7 +92,7 @@ def test_fixed_batch_pads_the_last_run_and_cuts_it_off(tmp_path):
     runs = list(data.batches(64))
     assert [f["x"].shape[0] for f in runs] == [4, 4]
     np.testing.assert_array_equal(runs[1]["x"][:1], data.inputs["x"][4:5])
-    from exprune_onnx.check import compare
+    from exprune_onnx.measure.compare import compare
 
     checked = compare(model, model, data)
     assert checked.samples == 5 and checked.outputs[0].max_abs == 0.0

@@ -1,4 +1,4 @@
-"""Peak memory of a model, measured in a child process (exprune_onnx/memory.py)."""
+"""Peak memory of a model, measured in a child process (exprune_onnx/measure/memory.py)."""
 
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 from helpers import make_model, vi
 from onnx import helper
 
-from exprune_onnx.memory import peak_rss_mb
+from exprune_onnx.measure.memory import peak_rss_mb
 
 
 def _identity(name: str):

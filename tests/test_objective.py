@@ -1,4 +1,4 @@
-"""The latency objective (exprune_onnx/objective.py): which rewrites it keeps and why.
+"""The latency objective (exprune_onnx/tuning/objective.py): which rewrites it keeps and why.
 
 The decisions are tested with a scripted clock (time_pair replaced), so that they are
 exact; one test times for real and checks only that the decisions follow the numbers.
@@ -16,10 +16,10 @@ from helpers import init, latency_choice, make_model, node_types, three_layer_ml
 from onnx import helper
 
 import exprune_onnx
-from exprune_onnx import objective
 from exprune_onnx.cli import main
 from exprune_onnx.config import Options
-from exprune_onnx.data import Dataset, random_dataset
+from exprune_onnx.io.data import Dataset, random_dataset
+from exprune_onnx.tuning import objective
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 SLICE = MODELS / "fashion_test_slice.npz"
@@ -190,7 +190,7 @@ def test_cli_times_plain_relu_consumers_where_no_layer_is_rewritten(tmp_path, sc
 
 
 def test_search_keeps_the_plain_relu_consumers_the_timing_kept(scripted_clock):
-    from exprune_onnx import search as search_module
+    from exprune_onnx.tuning import search as search_module
 
     model = three_layer_mlp()
     data = random_dataset(model, 64, 0)
@@ -202,7 +202,7 @@ def test_search_keeps_the_plain_relu_consumers_the_timing_kept(scripted_clock):
 
 
 def test_search_writes_the_original_when_nothing_beats_it(scripted_clock):
-    from exprune_onnx import search as search_module
+    from exprune_onnx.tuning import search as search_module
 
     model = three_layer_mlp()
     scripted_clock({"h1": 0.1, "h2": 0.1, "zero:h1": 0.1}, slower_than_original=True)
@@ -347,7 +347,7 @@ def test_a_fixed_batch_model_timed_at_another_batch_says_so(tmp_path):
 def test_calibration_times_after_the_held_out_back_off(monkeypatch, scripted_clock):
     """The latency choice is made on the shares the model ships with, after any back-off,
     and the scores reported are those of the model written."""
-    from exprune_onnx import search as search_module
+    from exprune_onnx.tuning import search as search_module
 
     seen = []
     real = search_module._keep_faster

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 import exprune_onnx
 from exprune_onnx import optimize_model
 from exprune_onnx.cli import main
-from exprune_onnx.modelio import max_runtime_ir_version
+from exprune_onnx.io.modelio import max_runtime_ir_version
 
 
 def invoke(*args):
@@ -513,9 +513,9 @@ def test_check_of_a_model_over_2gb_says_so():
     """The check hands models to onnxruntime as bytes, which protobuf cannot make over
     2 GiB: it must say so and name --no-check, not fail inside protobuf. The weight's
     dims claim 2 GiB; no data is ever allocated."""
-    from exprune_onnx.check import compare
-    from exprune_onnx.data import Dataset
     from exprune_onnx.errors import RuntimeCheckError
+    from exprune_onnx.io.data import Dataset
+    from exprune_onnx.measure.compare import compare
 
     table = TensorProto(name="E", dims=[1 << 23, 64], data_type=TensorProto.FLOAT)
     graph = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["y"])], "big",
@@ -524,9 +524,9 @@ def test_check_of_a_model_over_2gb_says_so():
     data = Dataset({"ids": np.zeros(2, np.int64)}, None, "ids")
     with pytest.raises(RuntimeCheckError, match="over 2 GB.*--no-check"):
         compare(model, model, data)
-    from exprune_onnx import objective
+    from exprune_onnx.compiler.pipeline import Result
     from exprune_onnx.config import Options
-    from exprune_onnx.pipeline import Result
+    from exprune_onnx.tuning import objective
 
     with pytest.raises(RuntimeCheckError, match="over 2 GB.*--objective flops"):
         objective.choose(model, Options(), Result(model), data)
@@ -536,7 +536,7 @@ def test_big_model_path_on_a_small_model(monkeypatch):
     """The over-2-GB handling (shapes on a skeleton, large constants stubbed at export) run
     on a small model by lowering its limits: same rewrite, same outputs, and the
     weights in the written model are the original's."""
-    from exprune_onnx import bigmodel
+    from exprune_onnx.io import bigmodel
 
     model = sweep_model(17)
     plain = optimize_model(model, threshold=NEG_INF)

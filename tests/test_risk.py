@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from exprune_onnx.risk import (
+from exprune_onnx.tuning.risk import (
     RiskTest,
     binom_cdf,
     binomial_p_value,

@@ -9,8 +9,8 @@ import onnx
 from helpers import latency_choice, run_exprune, run_plain, three_layer_mlp
 
 import exprune_onnx
-from exprune_onnx import objective, screen
 from exprune_onnx.config import Options
+from exprune_onnx.tuning import objective, screen
 
 
 def test_a_layer_cut_out_alone_computes_what_it_computes_in_the_model():

@@ -1,4 +1,4 @@
-"""The pass that emits ExPruneSparseConv (exprune_onnx/rules/sparse_conv.py): a Conv reading a
+"""The pass that emits ExPruneSparseConv (exprune_onnx/passes/sparse_conv.py): a Conv reading a
 ReLU's zeros, with the group after it fused. The op itself has its own tests (test_sparse_conv_op)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from onnx import helper, numpy_helper
 import exprune_onnx
 from exprune_onnx import ops
 from exprune_onnx.cli import main
-from exprune_onnx.data import random_dataset
-from exprune_onnx.rules.sparse_conv import repack
+from exprune_onnx.io.data import random_dataset
+from exprune_onnx.passes.sparse_conv import repack
 from exprune_onnx.verify import verify
 
 SPARSE = {"threshold": NEG_INF, "sparse_relu": "on", "min_units": 10**6}  # zero-input skipping alone
@@ -356,8 +356,8 @@ def test_verify_accepts_and_catches_tampering():
 
 def test_flops_count_the_inputs_read():
     """The dense count is the Conv's; the op's stats [non-zero read, total] give the skipped share."""
-    from exprune_onnx.check import compare
-    from exprune_onnx.measure import flops_saved
+    from exprune_onnx.measure.compare import compare
+    from exprune_onnx.measure.counters import flops_saved
 
     rng = np.random.default_rng(9)
     model = relu_conv(rng)
@@ -426,7 +426,7 @@ def test_a_later_run_reads_a_sparse_convs_relu():
 
 def test_screen_pairs_compute_the_same_layer():
     """The objective's layer-alone pair (screen.py): the op and the dense Conv it stands for agree."""
-    from exprune_onnx.screen import alone_pair
+    from exprune_onnx.tuning.screen import alone_pair
 
     rng = np.random.default_rng(13)
     res = exprune_onnx.optimize_model(relu_conv(rng, clip=True, group=2, stride=2), **SPARSE)
@@ -442,7 +442,7 @@ def test_screen_pairs_compute_the_same_layer():
 def test_objective_drops_prune_nothing_layers_untimed(monkeypatch):
     """At -inf the early-exit layers are dropped without a whole-model timing; the sparse
     convs that are not faster alone are never timed in the whole model either."""
-    from exprune_onnx import objective
+    from exprune_onnx.tuning import objective
 
     calls = []
 

@@ -1,5 +1,5 @@
 """ExPruneSparseMatMul (custom_ops/src/sparse_matmul.cc) and the pass that emits it
-(exprune_onnx/rules/sparse_input.py): the layer after an early-exit layer skips its zero inputs."""
+(exprune_onnx/passes/sparse_input.py): the layer after an early-exit layer skips its zero inputs."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import exprune_onnx
 from exprune_onnx import ops
-from exprune_onnx.accounting import model_flops
 from exprune_onnx.cli import main
-from exprune_onnx.data import random_dataset
-from exprune_onnx.pipeline import infer_shapes
+from exprune_onnx.compiler.pipeline import infer_shapes
+from exprune_onnx.io.data import random_dataset
+from exprune_onnx.measure.flops import model_flops
 from exprune_onnx.rules.common import is_nonnegative
 from exprune_onnx.verify import verify
 
@@ -497,8 +497,8 @@ def if_model():
 
 
 def test_consumers_inside_if_branches():
+    from exprune_onnx.measure.timing import session
     from exprune_onnx.runtime import uses_library
-    from exprune_onnx.timing import session
 
     model = if_model()
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")

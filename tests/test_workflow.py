@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from helpers import conv_hw, input_mlp, save_model
 
 import exprune_onnx
-from exprune_onnx import objective, workflow
+from exprune_onnx import workflow
 from exprune_onnx.cli import main
-from exprune_onnx.data import random_dataset
+from exprune_onnx.io.data import random_dataset
 from exprune_onnx.progress import Bar, quiet
+from exprune_onnx.tuning import objective
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 EXAMPLE = MODELS / "fashion_cnn.onnx"

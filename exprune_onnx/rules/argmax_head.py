@@ -24,9 +24,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..graphutil import const_value, describe, is_graph_output
+from ..compiler.graphutil import const_value, describe, is_graph_output
 from . import chain, common
-from .base import Candidate, Context, NoMatch
+from .base import Candidate, Context, NoMatch, Rule
 
 NAME = "argmax_head"
 OP_TYPES = ("Gemm", "MatMul")
@@ -158,3 +158,6 @@ def _weight_and_bias(node: gs.Node, nodes: list[gs.Node], ctx: Context):
             return f"the bias '{tensor.name}' is not a constant per-class vector", None
         bias = bias + factor * np.broadcast_to(value.reshape(-1).astype(np.float64), (classes,))
     return w, bias
+
+
+RULE = Rule(NAME, match, check, rewrite)

@@ -1,6 +1,7 @@
-"""What every rewrite rule returns: a candidate group, or a reason it does not apply.
+"""What a rewrite rule is, and what it returns: a candidate group, or a reason it does not apply.
 
-A rule module provides three functions kept apart:
+A rule is a ``Rule`` object (each rule module defines one, ``RULE``) holding three
+functions kept apart:
 
 * ``match(node, ctx) -> Candidate | NoMatch | None``: reads the graph, never mutates.
   ``None`` means the node is not the rule's concern at all (silently ignored);
@@ -13,6 +14,7 @@ A rule module provides three functions kept apart:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,3 +95,44 @@ class Rewritten:
     rule: str = "threshold"
     z_crit: float = float("-inf")
     thresholds: tuple[float, ...] | None = None  # per output channel, when calibrated so
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rewrite rule: its pattern (``match``), its conditions (``check``) and its rewrite."""
+
+    name: str
+    match: Callable[[gs.Node, Context], Candidate | NoMatch | None]
+    check: Callable[[Candidate, Context], str | None]
+    rewrite: Callable[[Candidate, Context], Rewritten]
+
+
+class RuleSet:
+    """Rules in the order the pipeline tries them on each node: the first that matches owns it."""
+
+    def __init__(self, rules: Iterable[Rule]):
+        self._rules = tuple(rules)
+        names = [r.name for r in self._rules]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"two rules are named {', '.join(repeated)}")
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self._rules]
+
+    def with_rule(self, rule: Rule, *, before: str | None = None) -> RuleSet:
+        """A new set with ``rule`` added last, or just before the rule named ``before``."""
+        rules = list(self._rules)
+        if before is None:
+            return RuleSet([*rules, rule])
+        if before not in self.names:
+            raise ValueError(f"no rule named {before!r} (rules: {', '.join(self.names)})")
+        at = self.names.index(before)
+        return RuleSet([*rules[:at], rule, *rules[at:]])

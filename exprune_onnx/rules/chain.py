@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..graphutil import const_value, describe, is_graph_output, same_shape
+from ..compiler.graphutil import const_value, describe, is_graph_output, same_shape
 from .base import Context
 
 _CHAIN_OPS = {"Add", "Sum", "Mul", "BatchNormalization", "Relu", "Clip"}
@@ -74,17 +74,17 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
         other = nxt.inputs[1] if nxt.inputs[0] is t else nxt.inputs[0]
         value = const_value(other, ctx.opset)
         if nxt.op == "Mul":
-            per_output = None if value is None else _per_output(value, out_channels, channel_axis, rank)
-            if per_output is None:
+            vector = None if value is None else per_output(value, out_channels, channel_axis, rank)
+            if vector is None:
                 return f"{describe(nxt)} is not a multiplication by a per-output constant"
             if residual is not None:
                 return f"{describe(nxt)} scales the residual"
-            scale, bias = scale * per_output, bias * per_output
+            scale, bias = scale * vector, bias * vector
         elif value is not None:
-            per_output = _per_output(value, out_channels, channel_axis, rank)
-            if per_output is None:
+            vector = per_output(value, out_channels, channel_axis, rank)
+            if vector is None:
                 return f"{describe(nxt)} adds a constant of shape {list(value.shape)} that is not a per-output bias"
-            bias = bias + per_output
+            bias = bias + vector
         elif residual is not None:
             return f"{describe(nxt)} is a second non-constant Add before the activation"
         else:
@@ -112,8 +112,9 @@ def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | 
     return chain_users[0]
 
 
-def _per_output(value: np.ndarray, out_channels: int, axis: int, rank: int | None) -> np.ndarray | None:
-    """``value`` as an [O] vector if adding it only shifts each output channel."""
+def per_output(value: np.ndarray, out_channels: int, axis: int, rank: int | None) -> np.ndarray | None:
+    """``value`` as an [O] float64 vector if adding it to a result of rank ``rank`` (None:
+    unknown) with outputs on ``axis`` only shifts each output channel, else None."""
     if value.size == 1:
         if rank is not None and value.ndim > rank:
             return None

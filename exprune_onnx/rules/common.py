@@ -23,8 +23,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
+from ..compiler.graphutil import describe, is_graph_input, unique_name
 from ..config import choose_k
-from ..graphutil import describe, is_graph_input, unique_name
 from .base import Candidate, Context, Rewritten
 
 MIN_OPSET = 9

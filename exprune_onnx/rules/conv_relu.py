@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graphutil import const_value
+from ..compiler.graphutil import const_value
 from . import chain, common
-from .base import Candidate, Context, NoMatch
+from .base import Candidate, Context, NoMatch, Rule
 
 NAME = "conv_relu"
 OP_TYPES = ("Conv",)
@@ -64,3 +64,6 @@ def check(c: Candidate, ctx: Context) -> str | None:
 
 def rewrite(c: Candidate, ctx: Context):
     return common.emit(c, ctx)
+
+
+RULE = Rule(NAME, match, check, rewrite)

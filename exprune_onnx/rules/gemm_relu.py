@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..graphutil import const_value, unique_name
+from ..compiler.graphutil import const_value, unique_name
 from . import chain, common
-from .base import Candidate, Context, NoMatch
+from .base import Candidate, Context, NoMatch, Rule
 
 NAME = "gemm_relu"
 OP_TYPES = ("Gemm",)
@@ -70,3 +70,6 @@ def rewrite(c: Candidate, ctx: Context):
                                        attrs={"perm": [1, 0]}, inputs=[c.x], outputs=[x_t]))
         c.x = x_t
     return common.emit(c, ctx)
+
+
+RULE = Rule(NAME, match, check, rewrite)

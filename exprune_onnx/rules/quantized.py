@@ -11,7 +11,7 @@ with a reason that names the cause rather than "the weight is not a constant".
 from __future__ import annotations
 
 from . import chain, common
-from .base import Context, NoMatch
+from .base import Context, NoMatch, Rule
 
 NAME = "quantized"
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
@@ -51,3 +51,6 @@ def check(c, ctx: Context) -> str | None:  # match only ever returns NoMatch
 
 def rewrite(c, ctx: Context):
     raise AssertionError("quantized layers are never rewritten")
+
+
+RULE = Rule(NAME, match, check, rewrite)

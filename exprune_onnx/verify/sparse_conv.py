@@ -1,4 +1,4 @@
-"""Verification of ExPruneSparseConv nodes (rules/sparse_conv.py), for verify.py.
+"""Verification of ExPruneSparseConv nodes (passes/sparse_conv.py), for verify.py.
 
 Each sparse conv must read exact zeros (a Relu, a Clip, an early-exit op, or a MaxPool of
 one) and write the output of a Conv of the canonical original that reads the same tensor,
@@ -17,13 +17,13 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from . import ops
-from .config import Options
-from .graphutil import all_graphs, const_value, describe
-from .rules import chain
-from .rules.base import Context
-from .rules.sparse_conv import repack
-from .verify_sparse import OPSET, SparseLayer
+from .. import ops
+from ..compiler.graphutil import all_graphs, const_value, describe
+from ..config import Options
+from ..passes.sparse_conv import repack
+from ..rules import chain
+from ..rules.base import Context
+from .sparse_matmul import OPSET, SparseLayer
 
 _ZERO_SOURCES = {"Relu", "Clip"}
 

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import RuntimeCheckError
-from .modelio import runnable
-from .runtime import get_library_path, uses_library
+from ..errors import RuntimeCheckError
+from ..io.modelio import runnable
+from ..runtime import get_library_path, uses_library
 
+# The child opens its session with onnxruntime directly, not runtime.inference_session:
+# importing this package would add its own memory to the high-water mark measured.
 _CHILD = """
 import resource, sys
 import numpy as np, onnxruntime as ort

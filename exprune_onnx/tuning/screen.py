@@ -14,7 +14,7 @@ timings down:
   around it (layout conversions, lost fusions), never a gain. A layer whose output a
   sparse-input consumer reads is not screened: its gain shows in the consumer, which
   the layer alone does not contain;
-* a sparse-input convolution (rules/sparse_conv.py) is first timed alone, on the very
+* a sparse-input convolution (passes/sparse_conv.py) is first timed alone, on the very
   input it reads in the model, against the Conv (+ activation) it replaces
   (``screen_sparse_convs``). One that is not faster alone saves nothing elsewhere, so
   it is dropped without a whole-model timing.
@@ -31,10 +31,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import ops
-from .config import Options
-from .pipeline import Result
-from .rules.sparse_conv import unpack
+from .. import ops
+from ..compiler.pipeline import Result
+from ..config import Options
+from ..passes.sparse_conv import unpack
 
 # Alone, a sparse conv must beat the dense one by this much to be worth a whole-model timing.
 ALONE_MARGIN = 0.0
@@ -130,7 +130,7 @@ def screenable(result: Result) -> list:
 
 def layer_inputs(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:
     """The values of tensors ``names`` when ``model`` runs on each of ``feeds``."""
-    from .timing import session
+    from ..measure.timing import session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

@@ -8,7 +8,7 @@ where ``op(B)`` is ``B^T`` when ``transB = 1`` (transposed once, here, at compil
 ``y`` holds exact zeros for every pruned output and every natural ReLU zero, so a
 consumer that multiplies it by a constant matrix can skip those rows of the matrix
 (docs/custom_ops.md, "ExPruneSparseMatMul"). The result is the consumer's result up to
-float summation order; no FLOPs saving is claimed for it (accounting.py counts it as the
+float summation order; no FLOPs saving is claimed for it (measure/flops.py counts it as the
 MatMul it replaces).
 
 Exporters: PyTorch (nn.Linear after an activation: Gemm with transB = 1 on 2-D inputs,
@@ -51,9 +51,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..graphutil import const_value, describe, is_graph_output, unique_name
-from . import chain, common
-from .base import Context, NoMatch
+from ..compiler.graphutil import const_value, describe, is_graph_output, unique_name
+from ..rules import chain, common
+from ..rules.base import Context, NoMatch
 
 NAME = "sparse_input"
 OP_TYPES = ("MatMul", "Gemm")
@@ -115,12 +115,9 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
         return no("Gemm has transA = 1; the sparse op reads its input as [rows, n]")
     stored = node.inputs[1]
     values = const_value(stored, ctx.opset)
-    if values is None:
-        return no(f"the weight '{stored.name}' is not a constant")
-    if values.dtype != np.float32:
-        return no(f"the weight '{stored.name}' is {values.dtype}, only float32 is read sparsely")
-    if values.ndim != 2:
-        return no(f"the weight '{stored.name}' has shape {list(values.shape)}, not a matrix")
+    why = weight_problem(stored, values, 2, "not a matrix")
+    if why:
+        return no(why)
     trans_b = gemm and bool(node.attrs.get("transB", 0))
     alpha = float(node.attrs.get("alpha", 1.0)) if gemm else 1.0
     w = values.T if trans_b else values
@@ -144,7 +141,7 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     nodes, bias, bias_tensor = [node], None, None
     if gemm:
         if len(node.inputs) > 2 and node.inputs[2].name:
-            bias = _per_output(const_value(node.inputs[2], ctx.opset), m, 2)
+            bias = _bias(const_value(node.inputs[2], ctx.opset), m, 2)
             if bias is None:
                 return no(f"C '{node.inputs[2].name}' is not a constant with one value per output (or one for all)")
             beta = float(node.attrs.get("beta", 1.0))
@@ -210,13 +207,24 @@ def _is_exact(t: gs.Tensor, bias: np.ndarray) -> bool:
     return isinstance(t, gs.Constant) and np.asarray(t.values).dtype == np.float32 and tuple(t.shape) == bias.shape
 
 
-def _per_output(c: np.ndarray | None, m: int, max_rank: int) -> np.ndarray | None:
-    """A bias broadcast over [*, m] that leaves the shape [*, m], as a [m] float32 vector; else None."""
-    if c is None or c.dtype.kind != "f" or c.ndim > max_rank:
+def weight_problem(stored: gs.Tensor, values: np.ndarray | None, ndim: int, wrong_rank: str) -> str | None:
+    """Why the weight ``values`` (stored as ``stored``) cannot be read by a sparse-input op, or None."""
+    if values is None:
+        return f"the weight '{stored.name}' is not a constant"
+    if values.dtype != np.float32:
+        return f"the weight '{stored.name}' is {values.dtype}, only float32 is read sparsely"
+    if values.ndim != ndim:
+        return f"the weight '{stored.name}' has shape {list(values.shape)}, {wrong_rank}"
+    return None
+
+
+def _bias(c: np.ndarray | None, m: int, rank: int) -> np.ndarray | None:
+    """A float bias added to a [*, m] result of rank ``rank`` without changing its shape, as the
+    op's [m] float32 input; else None."""
+    if c is None or c.dtype.kind != "f":
         return None
-    if any(d != 1 for d in c.shape[:-1]) or (c.ndim and c.shape[-1] not in (1, m)):
-        return None
-    return np.broadcast_to(c.reshape(-1).astype(np.float32), (m,)).copy()
+    bias = chain.per_output(c, m, -1, rank)
+    return None if bias is None else bias.astype(np.float32)
 
 
 def _folded_add(mm: gs.Tensor, ctx: Context, m: int, rank: int | None):
@@ -232,7 +240,7 @@ def _folded_add(mm: gs.Tensor, ctx: Context, m: int, rank: int | None):
     c = const_value(other, ctx.opset)
     if c is None or c.dtype != np.float32:
         return None, None
-    bias = _per_output(c, m, rank if rank is not None else 1)
+    bias = _bias(c, m, rank if rank is not None else 1)
     return (add, bias) if bias is not None else (None, None)
 
 

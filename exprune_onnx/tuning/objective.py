@@ -14,11 +14,11 @@ rewritten layer is timed where it lives, in the whole model:
    alone (screen.py), and one not faster alone reverts without a whole-model timing.
 3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
    layers step 2 reverted) is timed the same way reading it sparsely
-   (``ExPruneSparseMatMul``, rules/sparse_input.py), unless ``sparse_relu`` is "off"
+   (``ExPruneSparseMatMul``, passes/sparse_input.py), unless ``sparse_relu`` is "off"
    or ``sparse_input`` is off.
    This one is exact; whether it pays depends on how many zeros the ReLU gives on
    these inputs and on the batch. Convolutions reading a ReLU's zeros
-   (``ExPruneSparseConv``, rules/sparse_conv.py) are among them; each is first timed
+   (``ExPruneSparseConv``, passes/sparse_conv.py) are among them; each is first timed
    alone on its real input, and only one faster alone is timed in the whole model
    (screen.py). Early-exit layers that prune nothing (T = -inf) are dropped untimed.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
@@ -41,14 +41,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .accounting import dense_flops
-from .config import Options
-from .data import Dataset
-from .errors import DataError, RuntimeCheckError, error_message
-from .pipeline import Result, optimize
-from .progress import quiet
+from ..compiler.pipeline import Result, optimize
+from ..config import Options
+from ..errors import DataError, RuntimeCheckError, error_message
+from ..io.data import Dataset
+from ..measure.flops import dense_flops
+from ..measure.timing import session as timing_session
+from ..progress import quiet
 from .screen import ALONE_MARGIN, prunes_nothing, screen_early_exit, screen_sparse_convs
-from .timing import session as timing_session
 
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
@@ -222,7 +222,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
            log=quiet) -> LatencyChoice:
     """Drop the rewrites of ``result`` (compiled from ``original`` with ``options``)
     that do not make the model faster, timing on ``data`` (module docstring)."""
-    from .bigmodel import serializable
+    from ..io.bigmodel import serializable
 
     if not serializable(original):
         raise RuntimeCheckError("the model is over 2 GB, which the latency objective cannot hand to onnxruntime "
@@ -325,7 +325,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
-    if relu_candidates:  # the dropped ones then say why (rules/sparse_input.py)
+    if relu_candidates:  # the dropped ones then say why (passes/sparse_input.py)
         choice.options.sparse_relu, choice.options.sparse_relu_layers = "on", frozenset(relu_kept)
     if choice.reverted_all:
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has

@@ -1,4 +1,4 @@
-"""Verification of ExPruneSparseMatMul nodes (rules/sparse_input.py), for verify.py.
+"""Verification of ExPruneSparseMatMul nodes (passes/sparse_input.py), for verify.py.
 
 Each sparse node must read the output of an ExPruneDenseRelu, a Relu or a Clip (skipping
 exact zeros is exact whatever wrote them; only these are expected) and write the output of a
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from . import ops
-from .graphutil import all_graphs, const_value, describe
+from .. import ops
+from ..compiler.graphutil import all_graphs, const_value, describe
 
 OPSET = 13  # for folding constants: the ops involved mean the same in every opset >= 9
 

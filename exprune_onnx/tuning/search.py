@@ -38,19 +38,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .accounting import decision_flops, dense_flops
+from ..compiler.pipeline import Result, optimize
+from ..config import LayerSetting, Options
+from ..errors import DataError, RuntimeCheckError, error_message
+from ..io.data import Dataset
+from ..measure.compare import run_counting, with_stats
+from ..measure.counters import flops_saved
+from ..measure.flops import decision_flops, dense_flops
+from ..progress import quiet
+from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
-from .check import run_counting, with_stats
-from .config import LayerSetting, Options
-from .data import Dataset
-from .errors import DataError, RuntimeCheckError, error_message
-from .measure import flops_saved
 from .metrics import Score, choose, score
-from .modelio import runnable
 from .objective import times_zero_inputs, with_sparse_choice
-from .pipeline import Result, optimize
-from .progress import quiet
-from .rules.argmax_head import NAME as ARGMAX_HEAD
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
 CHOICES = ("threshold", "statstest", "certified", "auto")
@@ -100,11 +99,11 @@ class Runner:
     """Runs the original once per part and any compiled candidate against it."""
 
     def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int):
-        import onnxruntime as ort
+        from ..runtime import inference_session
 
         self.data, self.indices, self.batch = data, indices, batch
         try:
-            session = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
+            session = inference_session(original, library=False)
         except Exception as exc:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = original.graph.output[0].name
@@ -114,7 +113,7 @@ class Runner:
         self.rows = len(indices)  # samples run, the original's pass included
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
-        from .runtime import inference_session, uses_library
+        from ..runtime import inference_session, uses_library
 
         if not uses_library(compiled):
             return score(metric, self.reference, self.reference, self.labels), 0.0, {}

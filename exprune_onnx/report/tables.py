@@ -10,12 +10,12 @@ import onnx
 from rich.markup import escape
 from rich.table import Table
 
-from . import ops
-from .accounting import dense_flops, exprune_flops
-from .check import CheckResult
-from .measure import flops_saved
-from .modelio import all_nodes
-from .pipeline import Result
+from .. import ops
+from ..compiler.pipeline import Result
+from ..io.modelio import all_nodes
+from ..measure.compare import CheckResult
+from ..measure.counters import flops_saved
+from ..measure.flops import dense_flops, exprune_flops
 
 
 def _mflops(value) -> str:
@@ -204,7 +204,7 @@ def calibration_table(outcome) -> Table:
         t.add_row("testing part (written model)" if cert else "held-out part",
                   _score_text(outcome.holdout, outcome.saved_holdout, n_hold))
     if cert is not None:
-        from .certify import certificate_rows
+        from ..tuning.certify import certificate_rows
 
         for what, value in certificate_rows(cert):
             t.add_row(what, value)
@@ -230,7 +230,7 @@ def _score_text(score, saved: float, samples: int) -> str:
 
 
 def calibration_json(outcome, original_path: str, output_path: str) -> dict:
-    from .certify import certificate_json
+    from ..tuning.certify import certificate_json
 
     rows = layer_rows(outcome.result, outcome.counts_holdout or None, outcome.stats)
     return jsonable({
@@ -334,7 +334,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machi
 
 def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool) -> None:
     """What `optimize` prints: the tables of a workflow.Optimized and its warnings."""
-    from .bigmodel import model_bytes
+    from ..io.bigmodel import model_bytes
 
     result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
     if result.changed:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ModelLoadError, OutputError, error_message
+from ..errors import ModelLoadError, OutputError, error_message
 
 
 def all_nodes(graph: onnx.GraphProto):
@@ -199,8 +199,9 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 @functools.lru_cache(maxsize=1)
 def max_runtime_ir_version() -> int:
     """The newest IR version the installed onnxruntime loads, found by trying."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from ..runtime import inference_session
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
@@ -212,7 +213,7 @@ def max_runtime_ir_version() -> int:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         model.ir_version = version
         try:
-            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            inference_session(model.SerializeToString(), library=False)
             return version
         except Exception:
             continue

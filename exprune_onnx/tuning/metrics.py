@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 METRICS = ("auto", "accuracy", "lost", "agreement", "relerr")
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from . import ops
-from .data import Dataset
-from .errors import RuntimeCheckError, error_message
-from .metrics import is_class_index, is_classifier_output, is_scores, predictions
+from .. import ops
+from ..errors import RuntimeCheckError, error_message
+from ..io.data import Dataset
+from ..tuning.metrics import is_class_index, is_classifier_output, is_scores, predictions
 
 
 @dataclass
@@ -44,7 +44,7 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
     exposed = {o.name for o in out.graph.output}
     mapping = {}
     for node in out.graph.node:
-        # The sparse matmul counts nothing; a sparse conv counts the inputs it read (measure.py).
+        # The sparse matmul counts nothing; a sparse conv counts the inputs it read (measure/counters.py).
         if node.domain != ops.DOMAIN or node.op_type not in (*ops.PRUNE_OPS, ops.SPARSE_CONV):
             continue
         if len(node.output) < 2:
@@ -60,23 +60,20 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
             log=lambda text, done=None, total=None: None) -> CheckResult:
     """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs;
     ``log`` is a progress hook (progress.py)."""
-    import onnxruntime as ort
-
-    from .bigmodel import serializable
-    from .modelio import runnable
-    from .runtime import inference_session
+    from ..io.bigmodel import serializable
+    from ..runtime import inference_session
 
     if not (serializable(original) and serializable(optimized)):
         raise RuntimeCheckError("the model is over 2 GB, which the check cannot hand to onnxruntime from memory "
                                 "yet; --no-check skips the comparison")
     stats_model, stats_names = with_stats(optimized)
     try:
-        ref = ort.InferenceSession(runnable(original).SerializeToString(), providers=["CPUExecutionProvider"])
+        ref = inference_session(original, library=False)
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)}); "
                                 "--no-check skips the comparison") from exc
     try:
-        opt = inference_session(runnable(stats_model), threads=threads)
+        opt = inference_session(stats_model, threads=threads)
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {error_message(exc)}") from exc
     names = [o.name for o in original.graph.output]

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .check import run_counting, with_stats
-from .data import Dataset
-from .errors import DataError
-from .measure import flops_saved
+from ..compiler.pipeline import optimize
+from ..errors import DataError
+from ..io.data import Dataset
+from ..measure.compare import run_counting, with_stats
+from ..measure.counters import flops_saved
 from .metrics import Score, predictions, score
-from .pipeline import optimize
 from .risk import RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
@@ -82,8 +82,8 @@ class Tester:
 
     def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int, metric: str,
                  tolerance: float, progress=None):
-        from .modelio import runnable
-        from .runtime import inference_session
+        from ..io.modelio import runnable
+        from ..runtime import inference_session
 
         self.data, self.indices, self.batch, self.metric, self.tolerance = data, indices, batch, metric, tolerance
         self.output = original.graph.output[0].name
@@ -106,7 +106,7 @@ class Tester:
 
     def losses(self, compiled: onnx.ModelProto, limit: float) -> float | None:
         """The rung's loss total, or None once it exceeds ``limit``."""
-        from .runtime import inference_session
+        from ..runtime import inference_session
 
         model, stats_names = with_stats(compiled)
         session = inference_session(model)

@@ -6,12 +6,12 @@
    (If/Loop/Scan bodies included); nothing is changed;
 4. checking: each candidate is accepted or gets a reason;
 5. rewriting: accepted candidates become partial compute + early-exit op;
-6. sparse inputs (``rules/sparse_input.py``, off with ``Options.sparse_input = False``):
+6. sparse inputs (``passes/sparse_input.py``, off with ``Options.sparse_input = False``):
    a MatMul or Gemm reading an ``ExPruneDenseRelu``'s output, new or already in the
    model, becomes ``ExPruneSparseMatMul``, which skips the zero inputs; so does one
    reading a plain Relu's with ``Options.sparse_relu = "on"``; then a Conv reading the
    zeros of an early-exit op or (``sparse_relu``) of a Relu/Clip, through a MaxPool or
-   not, becomes ``ExPruneSparseConv`` with the group after it fused (``rules/sparse_conv.py``);
+   not, becomes ``ExPruneSparseConv`` with the group after it fused (``passes/sparse_conv.py``);
 7. export: dead nodes removed, topological order, IR version and metadata kept.
 
 When nothing is rewritten the input model is returned as it was, so a second run
@@ -27,17 +27,19 @@ from dataclasses import dataclass, field, replace
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import bigmodel, ops
-from ._version import __version__
-from .accounting import model_flops
+from .. import ops
+from .._version import __version__
+from ..config import SPARSE_RELU, Options, choose_k
+from ..errors import ConfigError
+from ..io import bigmodel
+from ..io.feeds import keep_open_dims, with_input_shapes
+from ..io.modelio import runtime_ir_version
+from ..measure.flops import model_flops
+from ..passes import sparse_conv, sparse_input
+from ..rules import RULES, RuleSet
+from ..rules.base import Candidate, Context, NoMatch, Rewritten
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
-from .config import SPARSE_RELU, Options, choose_k
-from .errors import ConfigError
-from .feeds import keep_open_dims, with_input_shapes
 from .graphutil import all_graphs, model_names
-from .modelio import runtime_ir_version
-from .rules import RULES, sparse_conv, sparse_input
-from .rules.base import Candidate, Context, NoMatch, Rewritten
 
 
 @dataclass
@@ -124,14 +126,14 @@ def _contexts(graph: gs.Graph, options: Options) -> list[Context]:
     ]
 
 
-def find_candidates(graph: gs.Graph, options: Options):
+def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES):
     """Match and check every rule on every node; returns (accepted, rejected). No mutation."""
     accepted: list[tuple[object, Candidate, Context]] = []
     rejected: list[Rejected] = []
     claimed: dict[int, str] = {}
     for ctx in _contexts(graph, options):
         for node in list(ctx.graph.nodes):
-            for rule in RULES:
+            for rule in rules:
                 found = rule.match(node, ctx)
                 if found is None:
                     continue
@@ -143,7 +145,7 @@ def find_candidates(graph: gs.Graph, options: Options):
                 if reason is None and owner is not None:
                     reason = f"shares its activation with layer '{owner}', rewritten already"
                 if reason is not None:
-                    rejected.append(Rejected(found.layer, node.op, rule.NAME, reason))
+                    rejected.append(Rejected(found.layer, node.op, rule.name, reason))
                 else:
                     for n in found.chain:
                         claimed[id(n)] = found.layer
@@ -152,7 +154,7 @@ def find_candidates(graph: gs.Graph, options: Options):
     return accepted, rejected
 
 
-def _analyse(model: onnx.ModelProto, options: Options):
+def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
     if options.sparse_relu not in SPARSE_RELU:
         raise ConfigError(f"sparse_relu must be one of {', '.join(SPARSE_RELU)}, got {options.sparse_relu!r}")
     outputs = {o.name for o in model.graph.output}
@@ -164,7 +166,7 @@ def _analyse(model: onnx.ModelProto, options: Options):
     graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
     folded_c = constants_to_initializers(graph)
     folded_bn = fold_batchnorm(graph)
-    accepted, rejected = find_candidates(graph, options)
+    accepted, rejected = find_candidates(graph, options, rules)
     return graph, accepted, rejected, folded_c, folded_bn
 
 
@@ -181,9 +183,9 @@ def _quiet(fn):
 
 
 @_quiet
-def inspect(model: onnx.ModelProto, options: Options) -> Result:
+def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """What ``optimize`` would do, without doing it."""
-    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options)
+    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
     total, unknown = model_flops(graph)
     rewritten = []
     for _rule, c, _ctx in accepted:
@@ -199,8 +201,9 @@ def inspect(model: onnx.ModelProto, options: Options) -> Result:
 
 
 @_quiet
-def optimize(model: onnx.ModelProto, options: Options) -> Result:
-    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options)
+def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
+    """Rewrite every accepted layer (``rules``, tried in order), then run the sparse-input passes."""
+    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
     total, unknown = model_flops(graph)
     known = {c.layer for _r, c, _x in accepted} | {r.layer for r in rejected}
     unknown_layers = sorted(set(options.layers) - known)

@@ -31,20 +31,9 @@ def session(model: onnx.ModelProto, threads: int, profile: str | None = None):
     """A CPU session for timing: ``threads`` intra-op threads, one inter-op thread, the
     ExPrune library registered when the model uses it, onnxruntime's default graph
     optimisations; profiling to files starting with ``profile`` when given."""
-    import onnxruntime as ort
+    from ..runtime import inference_session
 
-    from .modelio import runnable
-    from .runtime import session_options, uses_library
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if profile:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile
-    if uses_library(model):
-        session_options(opts)
-    return ort.InferenceSession(runnable(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return inference_session(model, threads=threads, inter_threads=1, profile=profile)
 
 
 def _quartiles(samples: list[float]) -> tuple[float, float, float]:

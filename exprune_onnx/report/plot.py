@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ExPruneError, OutputError
+from ..errors import ExPruneError, OutputError
 
 
 def calibration_plot(outcome, counts_rows: list[dict], path: Path) -> None:

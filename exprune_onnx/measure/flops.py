@@ -3,8 +3,9 @@
 Only Conv, Gemm and MatMul are counted (element-wise ops are a rounding error
 next to them), and ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
 replace: the dense count is the model's. The zeros a sparse conv skips are counted as
-skipped only from its own ``stats`` output (measure.py), like an early-exit op's. Counts are per sample: the batch axis is left out, every other
-axis must be known from shape inference or the count is None.
+skipped only from its own ``stats`` output (counters.py), like an early-exit op's.
+Counts are per sample: the batch axis is left out, every other axis must be known from
+shape inference or the count is None.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from . import ops
-from .graphutil import all_graphs
-from .rules.base import Candidate
+from .. import ops
+from ..compiler.graphutil import all_graphs
+from ..rules.base import Candidate
 
 # Threshold rule: one multiply-add and one compare per output element.
 DECISION_FLOPS = 1

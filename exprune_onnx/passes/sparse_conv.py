@@ -16,7 +16,7 @@ the op computes the Conv and its own bias alone and the rest of the graph stays 
 Skipping a zero input drops ``0 * w``, which is exact for finite weights, so the result
 is the Conv's up to float summation order whatever the zero fraction; whether it is
 faster depends on how many zeros there are (docs/sparse_conv.md). So, as for
-MatMul/Gemm (rules/sparse_input.py), a Conv after a plain Relu/Clip, a MaxPool of one, or
+MatMul/Gemm (passes/sparse_input.py), a Conv after a plain Relu/Clip, a MaxPool of one, or
 an ``ExPruneSparseConv`` that ends in a ReLU is rewritten only with ``sparse_relu = "on"``
 (``sparse_relu_layers`` names the ones the latency objective kept); one after an
 early-exit op (``ExPruneConvRelu``, ``ExPruneDenseRelu``) with ``sparse_input`` alone.
@@ -27,7 +27,7 @@ nothing in between after tf2onnx's optimiser; a Conv reading a Transpose is not 
 candidate, as for the early-exit rules), Caffe2 (BatchNorm as Mul + Add, Sum joins).
 Convs inside If/Loop/Scan bodies are matched like the outer graph's (pipeline contexts).
 
-Like rules/sparse_input.py this is a pass after the early-exit rewrites, not one of
+Like passes/sparse_input.py this is a pass after the early-exit rewrites, not one of
 ``rules.RULES``; its output reads as a ReLU's only when it fuses one, and a second run
 finds no Conv left to rewrite.
 """
@@ -41,9 +41,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..graphutil import const_value, unique_name
-from . import chain, common, sparse_input
-from .base import Context, NoMatch
+from ..compiler.graphutil import const_value, unique_name
+from ..rules import chain, common
+from ..rules.base import Context, NoMatch
+from . import sparse_input
 from .sparse_input import SparseRewrite, _private, _zero_floor, match_all
 
 NAME = "sparse_conv"
@@ -116,12 +117,9 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         return no(why)
     stored = node.inputs[1]
     w = const_value(stored, ctx.opset)
-    if w is None:
-        return no(f"the weight '{stored.name}' is not a constant")
-    if w.dtype != np.float32:
-        return no(f"the weight '{stored.name}' is {w.dtype}, only float32 is read sparsely")
-    if w.ndim != 4:
-        return no(f"the weight '{stored.name}' has shape {list(w.shape)}: only 2-D convolutions are read sparsely")
+    why = sparse_input.weight_problem(stored, w, 4, "but only 2-D convolutions are read sparsely")
+    if why:
+        return no(why)
     if not np.isfinite(w).all():
         return no(f"the weight '{stored.name}' holds NaN or Inf: skipping a zero input would drop 0 * Inf = NaN")
     if x.dtype is not None and np.dtype(x.dtype) != np.float32:

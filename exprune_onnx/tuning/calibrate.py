@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from . import ops
-from .config import LayerSetting, Options
-from .data import Dataset
+from .. import ops
+from ..compiler.pipeline import Result, optimize
+from ..config import LayerSetting, Options
+from ..io.data import Dataset
 from .head_stats import HeadStats, float32_floor, head_statistics
-from .pipeline import Result, optimize
 
 # Elements kept per layer: enough to place thresholds at the 1e-5 loss level.
 SAMPLE_PER_LAYER = 400_000
@@ -216,7 +216,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
             batch: int = 64, seed: int = 0, rules: tuple[str, ...] = ("threshold",),
             progress=None) -> tuple[dict[str, dict[str, LayerStats]], Result]:
     """One pass over ``data[indices]``: layer -> rule -> stats, and the exact compiled result."""
-    from .runtime import inference_session
+    from ..runtime import inference_session
 
     result = optimize(model, exact_options(options, "statstest" if "statstest" in rules else "threshold"))
     if not result.changed:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from . import ops
-from .accounting import decision_flops
+from .. import ops
+from .flops import decision_flops
 
 
 def per_element(model: onnx.ModelProto) -> dict[str, tuple[int, float]]:

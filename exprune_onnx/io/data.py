@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import DataError
+from ..errors import DataError
 from .feeds import (
     InputSpec,
     check_spec,

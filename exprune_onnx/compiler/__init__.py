@@ -1,0 +1,1 @@
+"""The compiler proper: canonicalise the graph, match the rules, rewrite (pipeline.py is the order)."""

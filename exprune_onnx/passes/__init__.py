@@ -1,0 +1,1 @@
+"""Passes that run after the early-exit rewrites: layers that read zeros skip them (sparse inputs)."""

@@ -1,0 +1,1 @@
+"""What a run tells its user: the tables, the JSON report and the plot."""

@@ -1,0 +1,95 @@
+"""Checking that an optimised model is what the compiler claims it is.
+
+``verify(original, optimized, data)`` answers four questions, one row each:
+
+1. structure: every ``ai.exprune`` node is a known op of the known version, and each
+   is fed the way ``rules/common.py emit()`` wires it (a Conv/MatMul partial product
+   over a Slice of the very tensor the op reads as ``x``, possibly after a Gather that
+   permutes units, or over a Gather of the op's ``x`` that picks the head units when
+   the op names its tail units in ``tail_units``) in place of a layer that the
+   compiler's own matching finds in the original; everything else in the graph is
+   unchanged;
+2. weights: head, tail and the unit permutation put back together give the original
+   layer's weight after canonicalisation (BatchNorm folding and so on), and the bias
+   is the original's;
+3. exact at -inf: with every op's threshold at ``-inf`` (nothing pruned) the model
+   computes what the original computes, up to float summation order;
+4. agreement: the model as shipped agrees with the original on the data.
+
+An ``ExPruneSparseMatMul`` (the layer after an early-exit op, reading only its non-zero
+inputs) must stand for a MatMul [+ Add] or Gemm of the original and carry its weight and
+bias (``verify/sparse_matmul.py``).
+
+The original is analysed by the compiler itself (canonicalisation and rule matching,
+with options that accept every supported layer), so the verifier and the compiler
+cannot disagree about what a layer's canonical weight is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from .. import ops
+from ..compiler.graphutil import all_graphs
+from ..errors import error_message
+from ..io.data import Dataset
+from ..progress import quiet
+from . import sparse_matmul as verify_sparse
+from .agreement import agreement_row
+from .base import SPARSE_OPS, Layer, Row, summary
+from .exactness import exact_copy, exactness_row
+from .sparse_conv import trace_conv
+from .structure import analyse_original, header_problems, rest_problems, traced
+from .weights import weights_row
+
+
+def verify(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
+           min_agreement: float = 0.99, tolerance: float = 1e-4, input_shapes: dict | None = None,
+           log=quiet) -> list[Row]:
+    """The four rows; verification passes when every row is ok. ``input_shapes`` as the
+    compiler had them (--input-shape); ``log`` is a progress hook (progress.py)."""
+    structure, weights = static_rows(original, optimized, input_shapes)
+    # A fixed batch is honoured by data.batches whatever the size asked for.
+    return [structure, weights, exactness_row(original, optimized, data, tolerance, log=log),
+            agreement_row(original, optimized, data, min_agreement, log=log)]
+
+
+def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
+                input_shapes: dict | None = None) -> tuple[Row, Row]:
+    try:
+        canonical, candidates = analyse_original(original, input_shapes)
+    except Exception as exc:  # noqa: BLE001 - a model the compiler cannot analyse is a failed check
+        reason = f"the compiler cannot analyse the original ({error_message(exc)})"
+        return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
+    graph = gs.import_onnx(optimized)
+    ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
+    layers = [traced(node, candidates) for node in ours if node.op not in SPARSE_OPS]
+    by_name = verify_sparse.tensors_by_name(canonical)
+    sparse = [verify_sparse.trace(node, by_name) if node.op == ops.SPARSE_MATMUL else trace_conv(node, canonical)
+              for node in ours if node.op in SPARSE_OPS]
+    problems = header_problems(original, optimized, layers + sparse)
+    seen: dict[str, Layer] = {}
+    for layer in layers:
+        problems += [f"layer '{layer.name}': {p}" for p in layer.problems]
+        if layer.candidate is not None:
+            other = seen.setdefault(layer.candidate.output.name, layer)
+            if other is not layer:
+                problems.append(f"layer '{layer.name}' is rewritten twice")
+    problems += [f"layer '{s.name}': {p}" for s in sparse for p in s.problems]
+    problems += rest_problems(original, canonical, candidates, graph, layers, sparse)
+    if problems:
+        structure = Row("structure", False, summary(problems))
+    elif not ours:
+        structure = Row("structure", True, "no early-exit ops: the graph is the original's, unchanged")
+    else:
+        counts = Counter(node.op for node in ours)
+        ops_text = ", ".join(f"{c} {op}" for op, c in sorted(counts.items()))
+        structure = Row("structure", True, f"{ops_text}, each replacing a supported layer; the rest of the "
+                                           "graph, its inputs and outputs as in the original")
+    return structure, weights_row(layers, sparse)
+
+
+__all__ = ["Row", "agreement_row", "exact_copy", "exactness_row", "static_rows", "verify"]

@@ -1,0 +1,85 @@
+"""The exactness check: with every threshold at -inf (nothing pruned) the optimised model
+computes what the original computes, up to float summation order."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from .. import ops
+from ..errors import error_message
+from ..io.data import Dataset
+from ..progress import quiet
+from .base import SPARSE_OPS, Row
+
+
+def exact_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose early-exit ops prune nothing: threshold -inf, default rule, no per-output thresholds."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for graph in _proto_graphs(out.graph):
+        for node in graph.node:
+            if node.domain != ops.DOMAIN or node.op_type in SPARSE_OPS:  # they prune nothing
+                continue
+            keep = [a for a in node.attribute if a.name not in ("threshold", "thresholds", "rule", "z_crit")]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+            node.attribute.append(onnx.helper.make_attribute("threshold", -math.inf))
+    return out
+
+
+def _proto_graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _proto_graphs(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from _proto_graphs(g)
+
+
+def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
+                  batch: int = 64, log=quiet) -> Row:
+    from ..measure.compare import run_counting
+    from ..runtime import inference_session
+
+    name = "exact at -inf"
+    try:
+        ref = inference_session(original, optimize=False, library=False)
+    except Exception as exc:  # noqa: BLE001
+        return Row(name, False, f"onnxruntime cannot load the original: {error_message(exc)}")
+    try:
+        opt = inference_session(exact_copy(optimized), optimize=False)
+    except Exception as exc:  # noqa: BLE001
+        return Row(name, False, f"onnxruntime cannot load the optimised model: {error_message(exc)}")
+    names = [o.name for o in original.graph.output]
+    try:
+        want, _ = run_counting(ref, names, {}, data.batches(batch), len(data),
+                               lambda done: log("exactness: the original", done, len(data)))
+        got, _ = run_counting(opt, names, {}, data.batches(batch), len(data),
+                              lambda done: log("exactness: the optimised model", done, len(data)))
+    except Exception as exc:  # noqa: BLE001
+        return Row(name, False, f"onnxruntime failed to run the models: {error_message(exc)}")
+    worst = 0.0
+    for n in names:
+        a, b = want[n], got[n]
+        if a.dtype.kind == "f" and b.dtype.kind in "iu" and b.shape == a.shape[:-1]:
+            a = a.argmax(-1)  # an --argmax-only output: compare the class index
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return Row(name, False, f"output '{n}' is {b.dtype} {list(b.shape)}, "
+                                    f"the original's {a.dtype} {list(a.shape)}")
+        if a.dtype.kind != "f":
+            if not np.array_equal(a, b):
+                return Row(name, False, f"output '{n}' differs from the original's on {np.mean(a != b):.2%} of entries")
+            continue
+        scale = max(float(np.abs(a).max()) if a.size else 0.0, 1e-6)
+        err = float(np.abs(a.astype(np.float64) - b).max()) / scale if a.size else 0.0
+        if not err <= tolerance:
+            return Row(name, False, f"output '{n}' differs from the original's by {err:.2g} of its range "
+                                    f"(tolerance {tolerance:g}) with nothing pruned")
+        worst = max(worst, err)
+    return Row(name, True, f"outputs equal the original's within {tolerance:g} of their range on {len(data)} "
+                           f"samples of '{data.source}' (largest {worst:.1e})")
