@@ -259,13 +259,8 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     if not result.changed and not (try_relu and any(s.after_relu for s in build((), "all").sparse)):
         return choice
     # Size the number of passes on the original once.
-    probe = _session(original, threads)
-    t0 = time.perf_counter()
-    _run(probe, None, feeds[0])
-    _run(probe, None, feeds[0])
-    probe_seconds = (time.perf_counter() - t0) / 2
+    probe_seconds = _seconds_per_run(original, feeds[0], threads)
     passes = passes_for(probe_seconds)
-    del probe
     screened = {}
     to_time = {rw.candidate.layer for rw in order if not prunes_nothing(options, rw.candidate.layer)}
     if 2 * len(to_time) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
@@ -329,6 +324,23 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.options.sparse_relu, choice.options.sparse_relu_layers = "on", frozenset(relu_kept)
     if choice.reverted_all:
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
+    _say_why_dropped(choice, dropped)
+    choice.result = optimize(original, choice.options)
+    choice.seconds = time.perf_counter() - start
+    return choice
+
+
+def _seconds_per_run(model: onnx.ModelProto, feed, threads: int) -> float:
+    """A first estimate of one run's time, to size the number of passes: the mean of two runs."""
+    session = _session(model, threads)
+    t0 = time.perf_counter()
+    _run(session, None, feed)
+    _run(session, None, feed)
+    return (time.perf_counter() - t0) / 2
+
+
+def _say_why_dropped(choice: LatencyChoice, dropped: list[str]) -> None:
+    """Give each early-exit layer the objective reverted its reason, for --explain and the report."""
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
         what = "the layer alone" if t.note else "the model"
@@ -337,6 +349,3 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
                else f"{what} took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")
-    choice.result = optimize(original, choice.options)
-    choice.seconds = time.perf_counter() - start
-    return choice
