@@ -194,7 +194,7 @@ def bench_model(m: BenchModel, quick: bool, log) -> dict:
 
 
 def main() -> None:
-    from .write import machine, out_paths, write_markdown
+    from .write import load_average, machine, out_paths, write_markdown
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,000 test samples and 5 timed runs per case")
@@ -231,6 +231,7 @@ def main() -> None:
         order = [x.name for x in ALL]
         results["models"].sort(key=lambda r: order.index(r["name"]))
         results_path.write_text(json.dumps(results, indent=1))
+    results["machine"]["load_average_end"] = load_average()
     results_path.write_text(json.dumps(results, indent=1))
     write_markdown(results, markdown_path, results_path)
     print(f"wrote {results_path} and {markdown_path}")
