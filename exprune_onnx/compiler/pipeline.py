@@ -2,8 +2,9 @@
 
 1. shape inference (so residual shapes, ranks and FLOPs are known);
 2. canonicalisation: Constant nodes -> initializers, BatchNormalization folded;
-3. matching: every rule in ``rules.RULES`` looks at every node of every graph
-   (If/Loop/Scan bodies included); nothing is changed;
+3. matching: every rule of the rule set (``rules.RULES`` unless another is given) looks at
+   every node of every graph (If/Loop/Scan bodies included), in the set's order; the first
+   rule that answers owns the node; nothing is changed;
 4. checking: each candidate is accepted or gets a reason;
 5. rewriting: accepted candidates become partial compute + early-exit op;
 6. sparse inputs (``passes/sparse_input.py``, off with ``Options.sparse_input = False``):
@@ -36,7 +37,7 @@ from ..io.feeds import keep_open_dims, with_input_shapes
 from ..io.modelio import runtime_ir_version
 from ..measure.flops import model_flops
 from ..passes import sparse_conv, sparse_input
-from ..rules import RULES, RuleSet
+from ..rules import RULES, Rule, RuleSet
 from ..rules.base import Candidate, Context, NoMatch, Rewritten
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
 from .graphutil import all_graphs, model_names
@@ -128,7 +129,7 @@ def _contexts(graph: gs.Graph, options: Options) -> list[Context]:
 
 def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES):
     """Match and check every rule on every node; returns (accepted, rejected). No mutation."""
-    accepted: list[tuple[object, Candidate, Context]] = []
+    accepted: list[tuple[Rule, Candidate, Context]] = []
     rejected: list[Rejected] = []
     claimed: dict[int, str] = {}
     for ctx in _contexts(graph, options):
