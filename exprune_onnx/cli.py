@@ -12,12 +12,11 @@ from rich.console import Console
 from rich.text import Text
 
 from ._version import __version__
+from .cli_options import common_options, input_options
 from .config import (
     DEFAULT_CONFIDENCE,
-    DEFAULT_MIN_UNITS,
     OBJECTIVES,
     SPARSE_RELU,
-    UNIT_ORDERS,
     Options,
     load_config,
     parse_k,
@@ -125,64 +124,6 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, a
     return options
 
 
-def _common(fn):
-    fn = click.option("--include-first-layer", is_flag=True,
-                      help="Also rewrite layers that read a graph input (raw features; off by default).")(fn)
-    fn = click.option("--min-units", type=click.IntRange(min=2), default=DEFAULT_MIN_UNITS, show_default=True,
-                      help="Skip layers with fewer input units (channels or features).")(fn)
-    fn = click.option("--argmax-only", "argmax_only", multiple=True, metavar="OUTPUT",
-                      help="Declare that only the arg-max of graph output OUTPUT (logits or probabilities) "
-                           "matters: its head is rewritten and OUTPUT becomes an int64 class index without "
-                           "the class axis. Repeatable.")(fn)
-    fn = click.option("--unit-order", type=click.Choice(UNIT_ORDERS),
-                      help="Units in the partial sum: the k with the largest weight norms ('weight', the default) "
-                           "or the first k as stored ('stored', the paper's choice).")(fn)
-    fn = click.option("--k", "k", default="auto", show_default=True,
-                      help="Units in the partial product: a count (16), a fraction of n (0.25) or "
-                           "'auto' = min(32, n/4) rounded down to a multiple of 8.")(fn)
-    fn = click.option("--config", type=click.Path(path_type=Path),
-                      help="Per-layer JSON (thresholds, k, skip) keyed by the names `inspect` prints.")(fn)
-    fn = click.option("--threshold", type=float,
-                      help="Prune an output when bias + (n/k) * partial < T. Default 0; -inf prunes nothing.")(fn)
-    return fn
-
-
-def _parsed(parse):
-    """A click callback: each repeated NAME:... value through ``parse`` into one dict."""
-
-    def callback(ctx, param, values):
-        out = {}
-        for text in values:
-            try:
-                name, value = parse(text)
-            except ValueError as exc:
-                raise click.BadParameter(str(exc), ctx, param) from None
-            out[name] = value
-        return out
-
-    return callback
-
-
-def _input_options(fn=None, *, values: bool = True):
-    """--input-shape (and --input-value): what random inputs, shape inference and FLOPs use (feeds.py)."""
-    from .io.feeds import parse_input_shape, parse_input_value
-
-    def add(fn):
-        if values:
-            fn = click.option("--input-value", "input_values", multiple=True, metavar="NAME:VALUE",
-                              callback=_parsed(parse_input_value),
-                              help="Values of random inputs for NAME: a number (e.g. sample_rate:16000) or LOW..HIGH "
-                                   "(e.g. ids:0..999). Needed for integer inputs that are not token ids. "
-                                   "Repeatable.")(fn)
-        return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
-                            callback=_parsed(parse_input_shape),
-                            help="Sizes for NAME's symbolic dims (e.g. x:1,3,224,224; a name keeps a dim open), "
-                                 "for random inputs, shape inference and FLOPs. Given data must agree. "
-                                 "Repeatable.")(fn)
-
-    return add(fn) if fn is not None else add
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="exprune-onnx")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
@@ -199,7 +140,7 @@ def main(debug: bool) -> None:
 @main.command(epilog=_EPILOG_OPTIMIZE)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write (default <model>.exprune.onnx).")
-@_common
+@common_options
 @click.option("--explain", is_flag=True, help="List every layer that was not rewritten, with the reason.")
 @click.option("--emit-stats", is_flag=True,
               help="Expose each early-exit op's [pruned, total] counters as extra graph outputs.")
@@ -257,7 +198,7 @@ def main(debug: bool) -> None:
                    "the model's inputs fix, else 1.")
 @click.option("--latency-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="onnxruntime intra-op threads the latency objective times with.")
-@_input_options
+@input_options
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
@@ -322,7 +263,7 @@ def _write_json(path: Path, payload: dict) -> None:
               help="Intra-op threads of both sessions in the latency runs.")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
-@_input_options
+@input_options
 @_guarded
 def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path, input_shapes, input_values):
     """Compare OPTIMIZED with ORIGINAL: outputs, metric, FLOPs the ops skipped, latency side by side."""
@@ -370,8 +311,8 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 
 @main.command(epilog=_EPILOG_INSPECT)
 @click.argument("model", type=click.Path(path_type=Path))
-@_common
-@_input_options(values=False)
+@common_options
+@input_options(values=False)
 @_guarded
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
@@ -408,7 +349,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
               help="Least top-1 agreement with the original, for classifier outputs.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest output difference at threshold -inf, relative to the output's range.")
-@_input_options
+@input_options
 @_guarded
 def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
            input_values):

@@ -1,0 +1,68 @@
+"""Options that several ``exprune-onnx`` commands share (cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .config import DEFAULT_MIN_UNITS, UNIT_ORDERS
+
+
+def common_options(fn):
+    """The compiler's options that optimize and inspect share."""
+    fn = click.option("--include-first-layer", is_flag=True,
+                      help="Also rewrite layers that read a graph input (raw features; off by default).")(fn)
+    fn = click.option("--min-units", type=click.IntRange(min=2), default=DEFAULT_MIN_UNITS, show_default=True,
+                      help="Skip layers with fewer input units (channels or features).")(fn)
+    fn = click.option("--argmax-only", "argmax_only", multiple=True, metavar="OUTPUT",
+                      help="Declare that only the arg-max of graph output OUTPUT (logits or probabilities) "
+                           "matters: its head is rewritten and OUTPUT becomes an int64 class index without "
+                           "the class axis. Repeatable.")(fn)
+    fn = click.option("--unit-order", type=click.Choice(UNIT_ORDERS),
+                      help="Units in the partial sum: the k with the largest weight norms ('weight', the default) "
+                           "or the first k as stored ('stored', the paper's choice).")(fn)
+    fn = click.option("--k", "k", default="auto", show_default=True,
+                      help="Units in the partial product: a count (16), a fraction of n (0.25) or "
+                           "'auto' = min(32, n/4) rounded down to a multiple of 8.")(fn)
+    fn = click.option("--config", type=click.Path(path_type=Path),
+                      help="Per-layer JSON (thresholds, k, skip) keyed by the names `inspect` prints.")(fn)
+    fn = click.option("--threshold", type=float,
+                      help="Prune an output when bias + (n/k) * partial < T. Default 0; -inf prunes nothing.")(fn)
+    return fn
+
+
+def parsed(parse):
+    """A click callback: each repeated NAME:... value through ``parse`` into one dict."""
+
+    def callback(ctx, param, values):
+        out = {}
+        for text in values:
+            try:
+                name, value = parse(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), ctx, param) from None
+            out[name] = value
+        return out
+
+    return callback
+
+
+def input_options(fn=None, *, values: bool = True):
+    """--input-shape (and --input-value): what random inputs, shape inference and FLOPs use (feeds.py)."""
+    from .io.feeds import parse_input_shape, parse_input_value
+
+    def add(fn):
+        if values:
+            fn = click.option("--input-value", "input_values", multiple=True, metavar="NAME:VALUE",
+                              callback=parsed(parse_input_value),
+                              help="Values of random inputs for NAME: a number (e.g. sample_rate:16000) or LOW..HIGH "
+                                   "(e.g. ids:0..999). Needed for integer inputs that are not token ids. "
+                                   "Repeatable.")(fn)
+        return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
+                            callback=parsed(parse_input_shape),
+                            help="Sizes for NAME's symbolic dims (e.g. x:1,3,224,224; a name keeps a dim open), "
+                                 "for random inputs, shape inference and FLOPs. Given data must agree. "
+                                 "Repeatable.")(fn)
+
+    return add(fn) if fn is not None else add
