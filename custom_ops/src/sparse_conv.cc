@@ -62,7 +62,7 @@ struct Lists {
   int64_t block(int64_t nl, int64_t iy, int64_t g, int64_t k, const Layer& l) const {
     return ((nl * l.h.in + iy) * l.groups + g) * l.chunks + k;
   }
-  int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols; }
+  int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols + sparse_conv::kListSlack; }
   Row row(int64_t b, const Layer& l) const { return Row{entries + b * room(l), start + b * (cols + 1)}; }
 };
 
@@ -72,13 +72,18 @@ struct Lists {
 // to fill. Every value is written to its pixel's next slot, which advances on non-zeros
 // only, so nothing branches on the data; the spare slot after each pixel takes the
 // writes of its trailing zeros. Returns how many were listed.
-int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k,
-                int32_t* next) {
+int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k, int32_t* next,
+                float* scratch) {
   const int64_t b = s.block(nl, iy, g, k, l), in_w = l.w.in, plane = l.h.in * in_w, pad = l.w.pad;
   Entry* e = s.entries + b * s.room(l);
   int32_t* start = s.start + b * (s.cols + 1);
   const int64_t c0 = g * l.cg + k * l.chunk, cn = std::min(l.chunk, l.cg - k * l.chunk);
   const float* src = l.x + ((n * l.channels + c0) * l.h.in + iy) * in_w;
+  if (sparse_conv::Select().list != nullptr) {
+    return sparse_conv::Select().list(sparse_conv::ListIn{src, plane, cn, in_w, pad, s.cols,
+                                                          static_cast<int32_t>(k * l.chunk * l.chan_step),
+                                                          static_cast<int32_t>(l.chan_step), e, start, scratch});
+  }
   std::fill(next, next + in_w, 0);
   for (int64_t c = 0; c < cn; ++c) {
     const float* row = src + c * plane;
@@ -102,23 +107,6 @@ int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t i
     }
   }
   return at - (s.cols + 1);
-}
-
-// dst = act(sum + bias + residual) for the tile's valid positions and channels,
-// written back to NCHW: the tile holds position j's channels contiguously.
-void Finish(const Layer& l, const float* tile, int64_t stride_j, int64_t n, int64_t m0, int lanes, int64_t oy,
-            int64_t ox0, int64_t count) {
-  const int64_t plane = l.h.out * l.w.out;
-  for (int m = 0; m < lanes; ++m) {
-    const int64_t at = (n * l.outs + m0 + m) * plane + oy * l.w.out + ox0;
-    const float b = l.bias != nullptr ? l.bias[m0 + m] : 0.0f;
-    float* y = l.y + at;
-    for (int64_t j = 0; j < count; ++j) {
-      float v = tile[j * stride_j + m] + b;
-      if (l.res != nullptr) v += l.res[at + j];
-      y[j] = l.relu ? Activate(v, l.clip_max) : v;
-    }
-  }
 }
 
 // One task's block of output channels [j0, j0 + lanes) of group g, image n.
@@ -149,6 +137,7 @@ struct Block {
     const bool sweep = l.w.kernel == 3 && l.w.stride == 1 && l.w.dilation == 1;
     const bool full = lanes == per_block || l.blocked;  // a blocked copy is padded with zeros
     const sparse_conv::TileFn fn = sweep ? shape.sweep3[full] : shape.taps[full];
+    const sparse_conv::FinishFn finish = sparse_conv::Select().finish;
     const int64_t tile_floats = shape.t * per_block;
     const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats) * shape.t;  // positions per segment
     alignas(64) float sums[kSegFloats > kMaxFloats ? kSegFloats : kMaxFloats];
@@ -165,10 +154,10 @@ struct Block {
           fn(a);
         }
       }
-      for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
-        Finish(l, sums + (ox0 - seg) / shape.t * tile_floats, per_block, n, g * l.mg + j0, lanes, oy, ox0,
-               std::min<int64_t>(shape.t, l.w.out - ox0));
-      }
+      const int64_t at = (n * l.outs + g * l.mg + j0) * l.h.out * l.w.out + oy * l.w.out + seg;
+      finish(
+          sparse_conv::Out{sums, per_block, seg_end - seg, lanes, l.bias != nullptr ? l.bias + g * l.mg + j0 : nullptr,
+                           l.res != nullptr ? l.res + at : nullptr, l.y + at, l.h.out * l.w.out, l.relu, l.clip_max});
     }
   }
 };
@@ -202,13 +191,17 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   const int64_t list_tasks = std::max<int64_t>(1, std::min({rows * row_work / kListWork, rows, kMaxTasks}));
   std::vector<int64_t> listed(static_cast<size_t>(list_tasks), 0);
   std::vector<int32_t> next(static_cast<size_t>(list_tasks * l.w.in));
+  const int64_t scratch_floats =
+      sparse_conv::kListBlock * CeilDiv(l.chunk, sparse_conv::kListBlock) * sparse_conv::kListBlock;
+  std::vector<float> scratch(
+      static_cast<size_t>(sparse_conv::Select().list != nullptr ? list_tasks * scratch_floats : 0));
   auto list = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
     int64_t sum = 0;
     for (int64_t r = t * rows / list_tasks; r < (t + 1) * rows / list_tasks; ++r) {
       const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups, iy = (r / (l.chunks * l.groups)) % l.h.in;
       const int64_t nl = r / (l.chunks * l.groups * l.h.in);
-      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * l.w.in);
+      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * l.w.in, scratch.data() + t * scratch_floats);
     }
     listed[static_cast<size_t>(task)] = sum;
   };
@@ -362,14 +355,16 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
     const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
     const int64_t cols = std::max(l.w.pad + l.w.in, reach + 1);
     const int64_t per_image =
-        l.h.in * l.groups * l.chunks * ((l.chunk * l.w.in + cols) * int64_t{sizeof(Entry)} + (cols + 1) * 4);
+        l.h.in * l.groups * l.chunks *
+        ((l.chunk * l.w.in + cols + sparse_conv::kListSlack) * int64_t{sizeof(Entry)} + (cols + 1) * 4);
     const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
     thread_local std::unique_ptr<Entry[]> entries;
     thread_local std::unique_ptr<int32_t[]> starts;
     thread_local size_t entries_size = 0, starts_size = 0;
     const Lists lists{
         Scratch(entries, entries_size,
-                static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (l.chunk * l.w.in + cols))),
+                static_cast<size_t>(group * l.h.in * l.groups * l.chunks *
+                                    (l.chunk * l.w.in + cols + sparse_conv::kListSlack))),
         Scratch(starts, starts_size, static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (cols + 1))), cols};
     for (int64_t n0 = 0; n0 < l.batch; n0 += group) {
       nonzero += RunImages(ctx, l, lists, shape, n0, std::min(group, l.batch - n0));
