@@ -53,6 +53,57 @@ def test_many_channels_in_chunks(channels, outs, kernel, size):
                     attrs={"pads": pads, "activation": "relu"}))
 
 
+def _exact_share(rng, shape, nonzero: int) -> np.ndarray:
+    """Normal values with exactly `nonzero` of them non-zero, at random places."""
+    x = np.zeros(int(np.prod(shape)), np.float32)
+    x[rng.permutation(x.size)[:nonzero]] = rng.standard_normal(nonzero).astype(np.float32)
+    return x.reshape(shape)
+
+
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1], "group": 2},
+                                   {"strides": [2, 2]}, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}])
+def test_chunking_either_side_of_the_dense_share(attrs):
+    """200 channels per group: at >= 40% non-zeros (sparse_conv.cc kDenseShare) the op cuts
+    them into small chunks, below it into one; both sides of the boundary, exactly at it
+    (every row of an 8-row input is sampled), strided, dilated and grouped."""
+    rng = np.random.default_rng(len(attrs))
+    group = attrs.get("group", 1)
+    shape = (1, 200 * group, 8, 20)
+    size = int(np.prod(shape))
+    weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    for nonzero in (size * 2 // 5, size * 2 // 5 - 1, size * 3 // 5, size // 10, size):
+        check(_exact_share(rng, shape, nonzero), weight, b, {**attrs, "activation": "relu"})
+
+
+def test_a_batch_of_dense_and_sparse_images():
+    """Each image picks its own chunking: a mixed batch runs in runs of equal choice, and
+    each image's output is summed exactly as when it runs alone."""
+    rng = np.random.default_rng(11)
+    shape = (1, 200, 8, 12)
+    size = int(np.prod(shape))
+    x = np.concatenate([_exact_share(rng, shape, size * k // 10) for k in (6, 1, 1, 6, 9)])
+    weight = (rng.standard_normal((33, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    b = rng.standard_normal(33).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1]}
+    whole = check(x, weight, b, attrs)[0]
+    one = op_model((1, *x.shape[1:]), ops.sparse_conv_weights(weight), b, None, attrs)
+    for n in range(x.shape[0]):
+        assert np.array_equal(whole[n:n + 1], run(one, {"x": x[n:n + 1]})[0])
+
+
+@pytest.mark.parametrize("channels", [1, 15, 16, 17, 33])
+def test_listing_partial_blocks_of_channels_and_pixels(channels):
+    """The AVX-512 listing transposes 16 channels x 16 pixels at a time: channel counts and
+    widths short of, at and past a block, with NaN and Inf in the last partial block."""
+    rng = np.random.default_rng(channels)
+    for width in (1, 15, 16, 17, 31):
+        x, weight, b, attrs = case(rng, channels=channels, outs=19, size=(3, width), zeros=0.5,
+                                   attrs={"pads": [1, 1, 1, 1]})
+        x[0, -1, 1, -1], x[0, -1, 0, 0] = np.nan, np.inf
+        check(x, weight, b, attrs)
+
+
 @pytest.mark.parametrize("outs", [1, 7, 17, 40, 70, 130])
 @pytest.mark.parametrize("width", [1, 5, 13, 29])
 def test_odd_widths_and_channel_counts(outs, width):

@@ -77,7 +77,7 @@ struct ListIn {
   int32_t off0, off_step;  // Entry::w_off of the first channel, and between channels
   Entry* entries;
   int32_t* start;
-  float* scratch;  // kListBlock * (channels rounded up to a multiple of kListBlock) floats
+  float* scratch;  // in_w and channels, each rounded up to a multiple of kListBlock, multiplied
 };
 
 using ListFn = int64_t (*)(const ListIn&);

@@ -47,15 +47,26 @@ namespace exprune {
 namespace sparse_conv {
 namespace {
 
-// kListBlock pixels at a time: their channels transposed into `scratch` (a pixel's
-// channels contiguous), then each pixel's non-zeros compressed in registers and stored
-// as whole vectors, pixel after pixel, so that a store's unused tail is overwritten by
-// the next pixel's entries (or lands in the kListSlack spare room). Nothing branches on
-// the data, and the NCHW input is read a contiguous channel row at a time.
+// The row's channels are first transposed into `scratch` (a pixel's channels
+// contiguous), 16 channels at a time so that only 16 rows of x are streamed at once;
+// then each pixel's non-zeros are compressed in registers and stored as whole vectors,
+// pixel after pixel, so that a store's unused tail is overwritten by the next pixel's
+// entries (or lands in the kListSlack spare room). Nothing branches on the data.
 int64_t List(const ListIn& a) {
   static_assert(kListBlock == Vec::kLanes, "one vector per block of channels");
   const int64_t cpad = (a.channels + 15) / 16 * 16;
   const __m512 zero = _mm512_setzero_ps();
+  for (int64_t cb = 0; cb < cpad; cb += 16) {
+    for (int64_t ix0 = 0; ix0 < a.in_w; ix0 += 16) {
+      const __mmask16 pm = Vec::Mask(static_cast<int>(a.in_w - ix0 < 16 ? a.in_w - ix0 : 16));
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        r[i] = cb + i < a.channels ? _mm512_maskz_loadu_ps(pm, a.src + (cb + i) * a.plane + ix0) : zero;
+      }
+      Vec::Transpose(r);
+      for (int p = 0; p < 16; ++p) _mm512_storeu_ps(a.scratch + (ix0 + p) * cpad + cb, r[p]);
+    }
+  }
   const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(a.off_step));
   // Entry = {value, offset}: interleave the compressed values and offsets.
@@ -63,32 +74,20 @@ int64_t List(const ListIn& a) {
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   int32_t at = 0;
   for (int64_t q = 0; q < a.pad; ++q) a.start[q] = at++;  // padding: no entries, one spare slot
-  for (int64_t ix0 = 0; ix0 < a.in_w; ix0 += 16) {
-    const int np = static_cast<int>(a.in_w - ix0 < 16 ? a.in_w - ix0 : 16);
-    const __mmask16 pm = Vec::Mask(np);
+  for (int64_t ix = 0; ix < a.in_w; ++ix) {
+    a.start[a.pad + ix] = at;
     for (int64_t cb = 0; cb < cpad; cb += 16) {
-      __m512 r[16];
-      for (int i = 0; i < 16; ++i) {
-        r[i] = cb + i < a.channels ? _mm512_maskz_loadu_ps(pm, a.src + (cb + i) * a.plane + ix0) : zero;
-      }
-      Vec::Transpose(r);
-      for (int p = 0; p < np; ++p) _mm512_storeu_ps(a.scratch + p * cpad + cb, r[p]);
+      const __m512 x = _mm512_loadu_ps(a.scratch + ix * cpad + cb);
+      const __mmask16 nz = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);  // NaN is not zero
+      const __m512 v = _mm512_maskz_compress_ps(nz, x);
+      const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(a.off0 + static_cast<int32_t>(cb) * a.off_step), steps);
+      const __m512 o = _mm512_castsi512_ps(_mm512_maskz_compress_epi32(nz, off));
+      float* e = reinterpret_cast<float*>(a.entries + at);
+      _mm512_storeu_ps(e, _mm512_permutex2var_ps(v, lo, o));
+      _mm512_storeu_ps(e + 16, _mm512_permutex2var_ps(v, hi, o));
+      at += __builtin_popcount(nz);
     }
-    for (int p = 0; p < np; ++p) {
-      a.start[a.pad + ix0 + p] = at;
-      for (int64_t cb = 0; cb < cpad; cb += 16) {
-        const __m512 x = _mm512_loadu_ps(a.scratch + p * cpad + cb);
-        const __mmask16 nz = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);  // NaN is not zero
-        const __m512 v = _mm512_maskz_compress_ps(nz, x);
-        const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(a.off0 + static_cast<int32_t>(cb) * a.off_step), steps);
-        const __m512 o = _mm512_castsi512_ps(_mm512_maskz_compress_epi32(nz, off));
-        float* e = reinterpret_cast<float*>(a.entries + at);
-        _mm512_storeu_ps(e, _mm512_permutex2var_ps(v, lo, o));
-        _mm512_storeu_ps(e + 16, _mm512_permutex2var_ps(v, hi, o));
-        at += __builtin_popcount(nz);
-      }
-      ++at;
-    }
+    ++at;
   }
   for (int64_t q = a.pad + a.in_w; q <= a.cols; ++q) a.start[q] = at++;
   return at - (a.cols + 1);
