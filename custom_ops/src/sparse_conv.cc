@@ -27,8 +27,9 @@ constexpr int64_t kMaxTasks = 1024;
 constexpr int64_t kListWork = int64_t{1} << 15;
 constexpr int64_t kMaxIndex = std::numeric_limits<int32_t>::max() / 2;
 constexpr int64_t kMaxFloats = 512;  // the largest tile: nv * lanes * t of every kernel set
-// Partial sums of a row segment kept between chunks of input channels (8 KB).
-constexpr int64_t kSegFloats = 2048;
+// Partial sums of a segment kept between chunks of input channels (16 KB): a 112-wide
+// row of 32 output channels, or several shorter rows.
+constexpr int64_t kSegFloats = 4096;
 // Bytes of one chunk's weights for one block of output channels: a share of a level-2
 // cache, so that they stay there while a segment's tiles read them. (Chunks small
 // enough for level 1 made the per-pixel loops too short: slower on the bench layers.)
@@ -123,49 +124,66 @@ struct Block {
   const Lists& s;
   const sparse_conv::Shape& shape;
   int64_t nl, n, g, j0, per_block;  // per_block: lanes of a full block
-  Row* rows;                        // scratch for chunks * kh rows
+  Row* rows;                        // scratch for kh rows
 
   const float* BlockWeights() const {
     if (l.blocked) return l.wt + (g * CeilDiv(l.mg, per_block) + j0 / per_block) * l.cg * l.chan_step;
     return l.wt + g * l.cg * l.chan_step + j0;
   }
 
-  // Output row oy: its tiles a segment at a time, each segment through every chunk of
+  // Output rows [oy0, oy1) a segment at a time, each segment through every chunk of
   // input channels in turn, so that a chunk's weights are reused from cache by all the
-  // segment's tiles; the segment's partial sums wait in `sums` between chunks.
-  void RunRow(int64_t oy) const {
-    const int64_t kh = l.h.kernel;
-    for (int64_t ky = 0; ky < kh; ++ky) {
-      const int64_t iy = oy * l.h.stride - l.h.pad + ky * l.h.dilation;
-      for (int64_t k = 0; k < l.chunks; ++k) {
-        rows[k * kh + ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
+  // segment's tiles; the segment's partial sums wait in `sums` between chunks. A segment
+  // holds whole rows when they are short (several rows share a chunk's weights: 1-6%
+  // faster on the bench layers, most on the narrow ones), else part of one row.
+  void RunRows(int64_t oy0, int64_t oy1) const {
+    const int64_t tile_floats = shape.t * per_block;
+    const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats);
+    const int64_t row_tiles = CeilDiv(l.w.out, shape.t);
+    if (row_tiles <= seg_tiles) {
+      for (int64_t oy = oy0; oy < oy1; oy += seg_tiles / row_tiles) {
+        RunSegment(oy, std::min(seg_tiles / row_tiles, oy1 - oy), 0, l.w.out);
+      }
+      return;
+    }
+    for (int64_t oy = oy0; oy < oy1; ++oy) {
+      for (int64_t seg = 0; seg < l.w.out; seg += seg_tiles * shape.t) {
+        RunSegment(oy, 1, seg, std::min(l.w.out, seg + seg_tiles * shape.t));
       }
     }
+  }
+
+  // Positions [seg, seg_end) of output rows [oy0, oy0 + count).
+  void RunSegment(int64_t oy0, int64_t count, int64_t seg, int64_t seg_end) const {
+    const int64_t kh = l.h.kernel;
     const int lanes = static_cast<int>(std::min(per_block, l.mg - j0));
     const bool sweep = l.w.kernel == 3 && l.w.stride == 1 && l.w.dilation == 1;
     const bool full = lanes == per_block || l.blocked;  // a blocked copy is padded with zeros
     const sparse_conv::TileFn fn = sweep ? shape.sweep3[full] : shape.taps[full];
-    const sparse_conv::FinishFn finish = sparse_conv::Select().finish;
     const int64_t tile_floats = shape.t * per_block;
-    const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats) * shape.t;  // positions per segment
+    const int64_t row_floats = CeilDiv(seg_end - seg, shape.t) * tile_floats;
     alignas(64) float sums[kSegFloats > kMaxFloats ? kSegFloats : kMaxFloats];
-    sparse_conv::Tile a{nullptr,    kh,           l.w.kernel, BlockWeights(), l.tap, 0,
+    sparse_conv::Tile a{rows,       kh,           l.w.kernel, BlockWeights(), l.tap, 0,
                         l.w.stride, l.w.dilation, lanes,      nullptr,        false};
-    for (int64_t seg = 0; seg < l.w.out; seg += seg_tiles) {
-      const int64_t seg_end = std::min(l.w.out, seg + seg_tiles);
-      for (int64_t k = 0; k < l.chunks; ++k) {
-        a.rows = rows + k * kh;
-        a.accumulate = k > 0;
+    for (int64_t k = 0; k < l.chunks; ++k) {
+      a.accumulate = k > 0;
+      for (int64_t r = 0; r < count; ++r) {
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t iy = (oy0 + r) * l.h.stride - l.h.pad + ky * l.h.dilation;
+          rows[ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
+        }
         for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
           a.col0 = ox0 * l.w.stride;  // padded column = input column + left pad
-          a.out = sums + (ox0 - seg) / shape.t * tile_floats;
+          a.out = sums + r * row_floats + (ox0 - seg) / shape.t * tile_floats;
           fn(a);
         }
       }
-      const int64_t at = (n * l.outs + g * l.mg + j0) * l.h.out * l.w.out + oy * l.w.out + seg;
-      finish(
-          sparse_conv::Out{sums, per_block, seg_end - seg, lanes, l.bias != nullptr ? l.bias + g * l.mg + j0 : nullptr,
-                           l.res != nullptr ? l.res + at : nullptr, l.y + at, l.h.out * l.w.out, l.relu, l.clip_max});
+    }
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t at = (n * l.outs + g * l.mg + j0) * l.h.out * l.w.out + (oy0 + r) * l.w.out + seg;
+      sparse_conv::Select().finish(sparse_conv::Out{
+          sums + r * row_floats, per_block, seg_end - seg, lanes, l.bias != nullptr ? l.bias + g * l.mg + j0 : nullptr,
+          l.res != nullptr ? l.res + at : nullptr, l.y + at, l.h.out * l.w.out, l.relu, l.clip_max});
     }
   }
 };
@@ -248,21 +266,13 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   const int64_t row_macs = l.w.out * lanes_per_block * l.cg * l.h.kernel * l.w.kernel;
   const int64_t want = std::clamp<int64_t>(units * l.h.out * row_macs / kTaskWork, 1, kMaxTasks);
   const int64_t bands = std::clamp<int64_t>(CeilDiv(want, units), 1, l.h.out);
-  std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel * l.chunks));
+  std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel));
   auto compute = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
     const int64_t band = t % bands, unit = t / bands;
     const int64_t blk = unit % blocks, g = (unit / blocks) % l.groups, nl = unit / (blocks * l.groups);
-    Block job{l,
-              s,
-              shape,
-              nl,
-              n0 + nl,
-              g,
-              blk * lanes_per_block,
-              lanes_per_block,
-              row_refs.data() + t * l.h.kernel * l.chunks};
-    for (int64_t oy = band * l.h.out / bands; oy < (band + 1) * l.h.out / bands; ++oy) job.RunRow(oy);
+    Block job{l, s, shape, nl, n0 + nl, g, blk * lanes_per_block, lanes_per_block, row_refs.data() + t * l.h.kernel};
+    job.RunRows(band * l.h.out / bands, (band + 1) * l.h.out / bands);
   };
   ParallelTasks(ctx, static_cast<size_t>(units * bands), compute);
   int64_t total = 0;

@@ -94,7 +94,7 @@ int64_t List(const ListIn& a) {
 }
 
 // 32 zmm registers: 24 accumulators, the broadcast input and weight vectors.
-const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 12>()}, Finish, List};
+const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 14>()}, Finish, List};
 
 }  // namespace
 
