@@ -53,27 +53,53 @@ def test_many_channels_in_chunks(channels, outs, kernel, size):
                     attrs={"pads": pads, "activation": "relu"}))
 
 
-def _exact_share(rng, shape, nonzero: int) -> np.ndarray:
-    """Normal values with exactly `nonzero` of them non-zero, at random places."""
-    x = np.zeros(int(np.prod(shape)), np.float32)
-    x[rng.permutation(x.size)[:nonzero]] = rng.standard_normal(nonzero).astype(np.float32)
+def _exact_share(rng, shape, per_plane: int) -> np.ndarray:
+    """Normal values with exactly `per_plane` non-zeros in each channel plane, at random places."""
+    n, c, h, w = shape
+    x = np.zeros((n * c, h * w), np.float32)
+    for row in x:
+        row[rng.permutation(h * w)[:per_plane]] = rng.standard_normal(per_plane).astype(np.float32)
     return x.reshape(shape)
 
 
 @pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1], "group": 2},
                                    {"strides": [2, 2]}, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}])
 def test_chunking_either_side_of_the_dense_share(attrs):
-    """200 channels per group: at >= 40% non-zeros (sparse_conv.cc kDenseShare) the op cuts
-    them into small chunks, below it into one; both sides of the boundary, exactly at it
-    (every row of an 8-row input is sampled), strided, dilated and grouped."""
+    """200 channels per group: at >= 40% non-zeros (sparse_conv.cc kDenseShare, estimated on
+    every 8th channel) the op cuts them into small chunks, below it into one; both sides of
+    the boundary and exactly at it (64 of each plane's 160), strided, dilated, grouped."""
     rng = np.random.default_rng(len(attrs))
     group = attrs.get("group", 1)
     shape = (1, 200 * group, 8, 20)
-    size = int(np.prod(shape))
     weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
     b = rng.standard_normal(40).astype(np.float32)
-    for nonzero in (size * 2 // 5, size * 2 // 5 - 1, size * 3 // 5, size // 10, size):
-        check(_exact_share(rng, shape, nonzero), weight, b, {**attrs, "activation": "relu"})
+    for per_plane in (64, 63, 96, 16, 160):
+        check(_exact_share(rng, shape, per_plane), weight, b, {**attrs, "activation": "relu"})
+
+
+def test_the_chunking_switches_at_the_dense_share():
+    """The switch itself, seen through the summation order: removing one non-zero from a
+    sampled channel (0) of an input exactly at 40% takes it below the share and changes the
+    rounding of every output; removing one from an unsampled channel (1) changes only the
+    outputs that read it."""
+    rng = np.random.default_rng(12)
+    x = _exact_share(rng, (1, 200, 8, 20), 64)
+    weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1]}
+    model = op_model(x.shape, ops.sparse_conv_weights(weight), None, None, attrs)
+    y = run(model, {"x": x})[0]
+    far = np.ones(y.shape, bool)
+    changed = {}
+    for c in (0, 1):
+        iy, ix = np.argwhere(x[0, c] != 0)[0]
+        z = x.copy()
+        z[0, c, iy, ix] = 0.0
+        far[:, :, max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2] = False
+        changed[c] = z
+    below, same = (run(model, {"x": changed[c]})[0] for c in (0, 1))
+    assert np.array_equal(y[far], same[far])
+    assert not np.array_equal(y[far], below[far])
+    check(changed[0], weight, None, attrs)
 
 
 def test_a_batch_of_dense_and_sparse_images():
@@ -81,8 +107,7 @@ def test_a_batch_of_dense_and_sparse_images():
     each image's output is summed exactly as when it runs alone."""
     rng = np.random.default_rng(11)
     shape = (1, 200, 8, 12)
-    size = int(np.prod(shape))
-    x = np.concatenate([_exact_share(rng, shape, size * k // 10) for k in (6, 1, 1, 6, 9)])
+    x = np.concatenate([_exact_share(rng, shape, 96 * k // 10) for k in (6, 1, 1, 6, 9)])
     weight = (rng.standard_normal((33, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
     b = rng.standard_normal(33).astype(np.float32)
     attrs = {"pads": [1, 1, 1, 1]}
