@@ -10,8 +10,12 @@ installed one is stripped; LIBRARY defaults to the one pip's build left in
 build/*/libexprune_ops.so, which must come from the same build) and prints each
 stage's share of the library's samples:
   tile        the Sweep3 / Taps register tiles (sparse_conv_tile_impl.h);
-  listing     the ParallelTasks lambdas, where ListRow (the non-zero lists) is inlined;
-  write-back  Block::RunRow outside the tiles (Finish: bias, activation, NCHW store).
+  listing     the AVX-512 List (sparse_conv_tile_avx512.cc), or the listing task's
+              lambda where the portable ListRow is inlined;
+  write-back  Finish (bias, residual, activation, transposed NCHW store);
+  loops       the tile tasks outside the tiles (Block::RunRows, RunSegment);
+  set-up      SparseConvKernel::Compute, where RunBatch and the non-zero share
+              sampling are inlined.
 Sampling needs no hardware counters (cpu-clock works in a VM).
 """
 
@@ -25,7 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = (("Sweep3", "tile"), ("Taps<", "tile"), ("ParallelTasks", "listing"), ("RunRow", "write-back"))
+STAGES = (("Sweep3", "tile"), ("Taps<", "tile"), ("::List(", "listing"), ("::Finish(", "write-back"),
+          ("lambda(unsigned long)#1}>", "listing"), ("lambda(unsigned long)#2}>", "loops"), ("RunSegment", "loops"),
+          ("RunRows", "loops"), ("SparseConvKernel::Compute(", "set-up"))
 
 
 def run(c: int, s: int, zeros: float, seconds: float = 6.0) -> None:

@@ -53,6 +53,82 @@ def test_many_channels_in_chunks(channels, outs, kernel, size):
                     attrs={"pads": pads, "activation": "relu"}))
 
 
+def _exact_share(rng, shape, per_plane: int) -> np.ndarray:
+    """Normal values with exactly `per_plane` non-zeros in each channel plane, at random places."""
+    n, c, h, w = shape
+    x = np.zeros((n * c, h * w), np.float32)
+    for row in x:
+        row[rng.permutation(h * w)[:per_plane]] = rng.standard_normal(per_plane).astype(np.float32)
+    return x.reshape(shape)
+
+
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1], "group": 2},
+                                   {"strides": [2, 2]}, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}])
+def test_chunking_either_side_of_the_dense_share(attrs):
+    """200 channels per group: at >= 40% non-zeros (sparse_conv.cc kDenseShare, estimated on
+    every 8th channel) the op cuts them into small chunks, below it into one; both sides of
+    the boundary and exactly at it (64 of each plane's 160), strided, dilated, grouped."""
+    rng = np.random.default_rng(len(attrs))
+    group = attrs.get("group", 1)
+    shape = (1, 200 * group, 8, 20)
+    weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    for per_plane in (64, 63, 96, 16, 160):
+        check(_exact_share(rng, shape, per_plane), weight, b, {**attrs, "activation": "relu"})
+
+
+def test_the_chunking_switches_at_the_dense_share():
+    """The switch itself, seen through the summation order: removing one non-zero from a
+    sampled channel (0) of an input exactly at 40% takes it below the share and changes the
+    rounding of every output; removing one from an unsampled channel (1) changes only the
+    outputs that read it."""
+    rng = np.random.default_rng(12)
+    x = _exact_share(rng, (1, 200, 8, 20), 64)
+    weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1]}
+    model = op_model(x.shape, ops.sparse_conv_weights(weight), None, None, attrs)
+    y = run(model, {"x": x})[0]
+    far = np.ones(y.shape, bool)
+    changed = {}
+    for c in (0, 1):
+        iy, ix = np.argwhere(x[0, c] != 0)[0]
+        z = x.copy()
+        z[0, c, iy, ix] = 0.0
+        far[:, :, max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2] = False
+        changed[c] = z
+    below, same = (run(model, {"x": changed[c]})[0] for c in (0, 1))
+    assert np.array_equal(y[far], same[far])
+    assert not np.array_equal(y[far], below[far])
+    check(changed[0], weight, None, attrs)
+
+
+def test_a_batch_of_dense_and_sparse_images():
+    """Each image picks its own chunking: a mixed batch runs in runs of equal choice, and
+    each image's output is summed exactly as when it runs alone."""
+    rng = np.random.default_rng(11)
+    shape = (1, 200, 8, 12)
+    x = np.concatenate([_exact_share(rng, shape, 96 * k // 10) for k in (6, 1, 1, 6, 9)])
+    weight = (rng.standard_normal((33, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    b = rng.standard_normal(33).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1]}
+    whole = check(x, weight, b, attrs)[0]
+    one = op_model((1, *x.shape[1:]), ops.sparse_conv_weights(weight), b, None, attrs)
+    for n in range(x.shape[0]):
+        assert np.array_equal(whole[n:n + 1], run(one, {"x": x[n:n + 1]})[0])
+
+
+@pytest.mark.parametrize("channels", [1, 15, 16, 17, 33])
+def test_listing_partial_blocks_of_channels_and_pixels(channels):
+    """The AVX-512 listing transposes 16 channels x 16 pixels at a time: channel counts and
+    widths short of, at and past a block, with NaN and Inf in the last partial block."""
+    rng = np.random.default_rng(channels)
+    for width in (1, 15, 16, 17, 31):
+        x, weight, b, attrs = case(rng, channels=channels, outs=19, size=(3, width), zeros=0.5,
+                                   attrs={"pads": [1, 1, 1, 1]})
+        x[0, -1, 1, -1], x[0, -1, 0, 0] = np.nan, np.inf
+        check(x, weight, b, attrs)
+
+
 @pytest.mark.parametrize("outs", [1, 7, 17, 40, 70, 130])
 @pytest.mark.parametrize("width", [1, 5, 13, 29])
 def test_odd_widths_and_channel_counts(outs, width):

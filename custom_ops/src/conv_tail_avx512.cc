@@ -12,6 +12,8 @@
 #endif
 #include <immintrin.h>
 
+#include "transpose_avx512.h"
+
 namespace exprune {
 namespace conv_tail {
 namespace {
@@ -88,31 +90,11 @@ struct Vec {
       for (int i = 0; i < N; ++i) out[i] = lanes[(i & 3) * 4 + (i >> 2) * 2];
     }
   }
-  // dst[j * ds + i] = src[i * ss + j] for a 16 x 16 block (unpack, then 64- and
-  // 128-bit shuffles).
+  // dst[j * ds + i] = src[i * ss + j] for a 16 x 16 block.
   static bool Transpose16(const float* src, int64_t ss, float* dst, int64_t ds) {
-    V r[16], t[16];
+    V r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ss);
-    for (int i = 0; i < 16; i += 2) {
-      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-      r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-      r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-      r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-      r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int h = 0; h < 16; h += 8) {
-      for (int i = 0; i < 4; ++i) {
-        t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-        t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
-      }
-    }
-    for (int i = 0; i < 8; ++i) {
-      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
+    avx512::Transpose16x16(r);
     for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ds, r[i]);
     return true;
   }

@@ -27,14 +27,25 @@ constexpr int64_t kMaxTasks = 1024;
 constexpr int64_t kListWork = int64_t{1} << 15;
 constexpr int64_t kMaxIndex = std::numeric_limits<int32_t>::max() / 2;
 constexpr int64_t kMaxFloats = 512;  // the largest tile: nv * lanes * t of every kernel set
-// Partial sums of a row segment kept between chunks of input channels (8 KB).
-constexpr int64_t kSegFloats = 2048;
+// Partial sums of a segment kept between chunks of input channels (16 KB): a 112-wide
+// row of 32 output channels, or several shorter rows.
+constexpr int64_t kSegFloats = 4096;
 // Bytes of one chunk's weights for one block of output channels: a share of a level-2
 // cache, so that they stay there while a segment's tiles read them. (Chunks small
 // enough for level 1 made the per-pixel loops too short: slower on the bench layers.)
 constexpr int64_t kChunkBytes = int64_t{256} << 10;
 // Fewest channels per chunk: below it the per-pixel loops get too short to pay.
 constexpr int64_t kMinChunk = 64;
+// On dense-ish input (at least kDenseShare of it non-zero) the tiles are limited by
+// fetching weights rather than by the per-pixel loops: chunks of at most
+// kDenseChunkBytes of weights (about 48 channels of an AVX-512 3x3 block) were 10-25%
+// faster on the 128-512 channel bench layers at 30-50% zeros, and slower at 70-90%.
+constexpr double kDenseShare = 0.4;
+constexpr int64_t kDenseChunkBytes = int64_t{56} << 10;
+// The non-zero share is estimated on every kSampleStride-th channel, counted in runs
+// of kSampleRun values (32-bit counts).
+constexpr int64_t kSampleStride = 8;
+constexpr int64_t kSampleRun = int64_t{1} << 20;
 
 // Everything the two passes need about the layer.
 struct Layer {
@@ -62,7 +73,7 @@ struct Lists {
   int64_t block(int64_t nl, int64_t iy, int64_t g, int64_t k, const Layer& l) const {
     return ((nl * l.h.in + iy) * l.groups + g) * l.chunks + k;
   }
-  int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols; }
+  int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols + sparse_conv::kListSlack; }
   Row row(int64_t b, const Layer& l) const { return Row{entries + b * room(l), start + b * (cols + 1)}; }
 };
 
@@ -72,13 +83,18 @@ struct Lists {
 // to fill. Every value is written to its pixel's next slot, which advances on non-zeros
 // only, so nothing branches on the data; the spare slot after each pixel takes the
 // writes of its trailing zeros. Returns how many were listed.
-int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k,
-                int32_t* next) {
+int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k, int32_t* next,
+                float* scratch) {
   const int64_t b = s.block(nl, iy, g, k, l), in_w = l.w.in, plane = l.h.in * in_w, pad = l.w.pad;
   Entry* e = s.entries + b * s.room(l);
   int32_t* start = s.start + b * (s.cols + 1);
   const int64_t c0 = g * l.cg + k * l.chunk, cn = std::min(l.chunk, l.cg - k * l.chunk);
   const float* src = l.x + ((n * l.channels + c0) * l.h.in + iy) * in_w;
+  if (sparse_conv::Select().list != nullptr) {
+    return sparse_conv::Select().list(sparse_conv::ListIn{src, plane, cn, in_w, pad, s.cols,
+                                                          static_cast<int32_t>(k * l.chunk * l.chan_step),
+                                                          static_cast<int32_t>(l.chan_step), e, start, scratch});
+  }
   std::fill(next, next + in_w, 0);
   for (int64_t c = 0; c < cn; ++c) {
     const float* row = src + c * plane;
@@ -104,74 +120,104 @@ int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t i
   return at - (s.cols + 1);
 }
 
-// dst = act(sum + bias + residual) for the tile's valid positions and channels,
-// written back to NCHW: the tile holds position j's channels contiguously.
-void Finish(const Layer& l, const float* tile, int64_t stride_j, int64_t n, int64_t m0, int lanes, int64_t oy,
-            int64_t ox0, int64_t count) {
-  const int64_t plane = l.h.out * l.w.out;
-  for (int m = 0; m < lanes; ++m) {
-    const int64_t at = (n * l.outs + m0 + m) * plane + oy * l.w.out + ox0;
-    const float b = l.bias != nullptr ? l.bias[m0 + m] : 0.0f;
-    float* y = l.y + at;
-    for (int64_t j = 0; j < count; ++j) {
-      float v = tile[j * stride_j + m] + b;
-      if (l.res != nullptr) v += l.res[at + j];
-      y[j] = l.relu ? Activate(v, l.clip_max) : v;
-    }
-  }
-}
-
 // One task's block of output channels [j0, j0 + lanes) of group g, image n.
 struct Block {
   const Layer& l;
   const Lists& s;
   const sparse_conv::Shape& shape;
   int64_t nl, n, g, j0, per_block;  // per_block: lanes of a full block
-  Row* rows;                        // scratch for chunks * kh rows
+  Row* rows;                        // scratch for kh rows
 
   const float* BlockWeights() const {
     if (l.blocked) return l.wt + (g * CeilDiv(l.mg, per_block) + j0 / per_block) * l.cg * l.chan_step;
     return l.wt + g * l.cg * l.chan_step + j0;
   }
 
-  // Output row oy: its tiles a segment at a time, each segment through every chunk of
+  // Output rows [oy0, oy1) a segment at a time, each segment through every chunk of
   // input channels in turn, so that a chunk's weights are reused from cache by all the
-  // segment's tiles; the segment's partial sums wait in `sums` between chunks.
-  void RunRow(int64_t oy) const {
-    const int64_t kh = l.h.kernel;
-    for (int64_t ky = 0; ky < kh; ++ky) {
-      const int64_t iy = oy * l.h.stride - l.h.pad + ky * l.h.dilation;
-      for (int64_t k = 0; k < l.chunks; ++k) {
-        rows[k * kh + ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
+  // segment's tiles; the segment's partial sums wait in `sums` between chunks. A segment
+  // holds whole rows when they are short (several rows share a chunk's weights: 1-6%
+  // faster on the bench layers, most on the narrow ones), else part of one row.
+  void RunRows(int64_t oy0, int64_t oy1) const {
+    const int64_t tile_floats = shape.t * per_block;
+    const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats);
+    const int64_t row_tiles = CeilDiv(l.w.out, shape.t);
+    if (row_tiles <= seg_tiles) {
+      for (int64_t oy = oy0; oy < oy1; oy += seg_tiles / row_tiles) {
+        RunSegment(oy, std::min(seg_tiles / row_tiles, oy1 - oy), 0, l.w.out);
+      }
+      return;
+    }
+    for (int64_t oy = oy0; oy < oy1; ++oy) {
+      for (int64_t seg = 0; seg < l.w.out; seg += seg_tiles * shape.t) {
+        RunSegment(oy, 1, seg, std::min(l.w.out, seg + seg_tiles * shape.t));
       }
     }
+  }
+
+  // Positions [seg, seg_end) of output rows [oy0, oy0 + count).
+  void RunSegment(int64_t oy0, int64_t count, int64_t seg, int64_t seg_end) const {
+    const int64_t kh = l.h.kernel;
     const int lanes = static_cast<int>(std::min(per_block, l.mg - j0));
     const bool sweep = l.w.kernel == 3 && l.w.stride == 1 && l.w.dilation == 1;
     const bool full = lanes == per_block || l.blocked;  // a blocked copy is padded with zeros
     const sparse_conv::TileFn fn = sweep ? shape.sweep3[full] : shape.taps[full];
     const int64_t tile_floats = shape.t * per_block;
-    const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats) * shape.t;  // positions per segment
+    const int64_t row_floats = CeilDiv(seg_end - seg, shape.t) * tile_floats;
     alignas(64) float sums[kSegFloats > kMaxFloats ? kSegFloats : kMaxFloats];
-    sparse_conv::Tile a{nullptr,    kh,           l.w.kernel, BlockWeights(), l.tap, 0,
+    sparse_conv::Tile a{rows,       kh,           l.w.kernel, BlockWeights(), l.tap, 0,
                         l.w.stride, l.w.dilation, lanes,      nullptr,        false};
-    for (int64_t seg = 0; seg < l.w.out; seg += seg_tiles) {
-      const int64_t seg_end = std::min(l.w.out, seg + seg_tiles);
-      for (int64_t k = 0; k < l.chunks; ++k) {
-        a.rows = rows + k * kh;
-        a.accumulate = k > 0;
+    for (int64_t k = 0; k < l.chunks; ++k) {
+      a.accumulate = k > 0;
+      for (int64_t r = 0; r < count; ++r) {
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t iy = (oy0 + r) * l.h.stride - l.h.pad + ky * l.h.dilation;
+          rows[ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
+        }
         for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
           a.col0 = ox0 * l.w.stride;  // padded column = input column + left pad
-          a.out = sums + (ox0 - seg) / shape.t * tile_floats;
+          a.out = sums + r * row_floats + (ox0 - seg) / shape.t * tile_floats;
           fn(a);
         }
       }
-      for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
-        Finish(l, sums + (ox0 - seg) / shape.t * tile_floats, per_block, n, g * l.mg + j0, lanes, oy, ox0,
-               std::min<int64_t>(shape.t, l.w.out - ox0));
-      }
+    }
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t at = (n * l.outs + g * l.mg + j0) * l.h.out * l.w.out + (oy0 + r) * l.w.out + seg;
+      sparse_conv::Select().finish(sparse_conv::Out{
+          sums + r * row_floats, per_block, seg_end - seg, lanes, l.bias != nullptr ? l.bias + g * l.mg + j0 : nullptr,
+          l.res != nullptr ? l.res + at : nullptr, l.y + at, l.h.out * l.w.out, l.relu, l.clip_max});
     }
   }
 };
+
+// The share of non-zero inputs in every kSampleStride-th channel of one image: cheap
+// (whole channel planes are contiguous, so the reads stream) and a function of the
+// image alone, so that an output's summation order does not depend on the rest of the
+// batch. (Every 8th row of every channel cost three times as much: a cache miss a row.)
+double SampleShare(const float* x, int64_t channels, int64_t plane) {
+  int64_t nonzero = 0, seen = 0;
+  for (int64_t c = 0; c < channels; c += kSampleStride) {
+    const float* p = x + c * plane;
+    for (int64_t i0 = 0; i0 < plane; i0 += kSampleRun) {
+      const int64_t n = std::min(kSampleRun, plane - i0);
+      int32_t count = 0;  // 32-bit lanes: vectorised four or more to a vector
+      for (int64_t i = 0; i < n; ++i) count += p[i0 + i] != 0.0f ? 1 : 0;
+      nonzero += count;
+    }
+    seen += plane;
+  }
+  return seen > 0 ? static_cast<double>(nonzero) / static_cast<double>(seen) : 0.0;
+}
+
+// Input channels per chunk, the chunks of a group balanced: large chunks keep the
+// per-pixel loops long on sparse input; small ones keep the weights near on dense input.
+int64_t PickChunk(int64_t cg, int64_t tap_bytes, double share) {
+  int64_t most = std::max(kChunkBytes / tap_bytes, kMinChunk);
+  const int64_t small = std::max<int64_t>(kDenseChunkBytes / tap_bytes, 1);
+  if (share >= kDenseShare && cg >= 2 * small) most = small;
+  const int64_t chunks = CeilDiv(std::max<int64_t>(cg, 1), most);
+  return CeilDiv(std::max<int64_t>(cg, 1), chunks);
+}
 
 // The register-tile shape for this layer: one vector of output channels when it holds
 // a group's outputs, else two (more positions per tile: on the bench layers this beat
@@ -202,13 +248,17 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   const int64_t list_tasks = std::max<int64_t>(1, std::min({rows * row_work / kListWork, rows, kMaxTasks}));
   std::vector<int64_t> listed(static_cast<size_t>(list_tasks), 0);
   std::vector<int32_t> next(static_cast<size_t>(list_tasks * l.w.in));
+  const int64_t scratch_floats = CeilDiv(l.w.in, sparse_conv::kListBlock) * CeilDiv(l.chunk, sparse_conv::kListBlock) *
+                                 sparse_conv::kListBlock * sparse_conv::kListBlock;
+  std::vector<float> scratch(
+      static_cast<size_t>(sparse_conv::Select().list != nullptr ? list_tasks * scratch_floats : 0));
   auto list = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
     int64_t sum = 0;
     for (int64_t r = t * rows / list_tasks; r < (t + 1) * rows / list_tasks; ++r) {
       const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups, iy = (r / (l.chunks * l.groups)) % l.h.in;
       const int64_t nl = r / (l.chunks * l.groups * l.h.in);
-      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * l.w.in);
+      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * l.w.in, scratch.data() + t * scratch_floats);
     }
     listed[static_cast<size_t>(task)] = sum;
   };
@@ -221,26 +271,54 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   const int64_t row_macs = l.w.out * lanes_per_block * l.cg * l.h.kernel * l.w.kernel;
   const int64_t want = std::clamp<int64_t>(units * l.h.out * row_macs / kTaskWork, 1, kMaxTasks);
   const int64_t bands = std::clamp<int64_t>(CeilDiv(want, units), 1, l.h.out);
-  std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel * l.chunks));
+  std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel));
   auto compute = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
     const int64_t band = t % bands, unit = t / bands;
     const int64_t blk = unit % blocks, g = (unit / blocks) % l.groups, nl = unit / (blocks * l.groups);
-    Block job{l,
-              s,
-              shape,
-              nl,
-              n0 + nl,
-              g,
-              blk * lanes_per_block,
-              lanes_per_block,
-              row_refs.data() + t * l.h.kernel * l.chunks};
-    for (int64_t oy = band * l.h.out / bands; oy < (band + 1) * l.h.out / bands; ++oy) job.RunRow(oy);
+    Block job{l, s, shape, nl, n0 + nl, g, blk * lanes_per_block, lanes_per_block, row_refs.data() + t * l.h.kernel};
+    job.RunRows(band * l.h.out / bands, (band + 1) * l.h.out / bands);
   };
   ParallelTasks(ctx, static_cast<size_t>(units * bands), compute);
   int64_t total = 0;
   for (int64_t v : listed) total += v;
   return total;
+}
+
+// Runs every image, in groups whose lists fit kGroupBytes and whose images pick the
+// same chunking. Returns the number of non-zero inputs listed.
+int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const sparse_conv::Shape& shape) {
+  const int64_t tap_bytes = l.h.kernel * l.w.kernel * shape.nv * sparse_conv::Select().lanes * 4;
+  const int64_t image = l.channels * l.h.in * l.w.in;
+  std::vector<int64_t> chunk(static_cast<size_t>(l.batch));
+  for (int64_t n = 0; n < l.batch; ++n) {
+    chunk[n] = PickChunk(l.cg, tap_bytes, SampleShare(l.x + n * image, l.channels, l.h.in * l.w.in));
+  }
+  // Every padded column a tile reads has a count (0 in the padding).
+  const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
+  const int64_t cols = std::max(l.w.pad + l.w.in, reach + 1);
+  // Per image, the entries and starts of the larger of the chunkings picked.
+  int64_t entries_per_image = 0, starts_per_image = 0;
+  for (const int64_t c : chunk) {
+    const int64_t blocks = l.h.in * l.groups * CeilDiv(l.cg, c);
+    entries_per_image = std::max(entries_per_image, blocks * (c * l.w.in + cols + sparse_conv::kListSlack));
+    starts_per_image = std::max(starts_per_image, blocks * (cols + 1));
+  }
+  const int64_t per_image = entries_per_image * int64_t{sizeof(Entry)} + starts_per_image * 4;
+  const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
+  thread_local std::unique_ptr<Entry[]> entries;
+  thread_local std::unique_ptr<int32_t[]> starts;
+  thread_local size_t entries_size = 0, starts_size = 0;
+  const Lists lists{Scratch(entries, entries_size, static_cast<size_t>(group * entries_per_image)),
+                    Scratch(starts, starts_size, static_cast<size_t>(group * starts_per_image)), cols};
+  int64_t nonzero = 0;
+  for (int64_t n0 = 0, count = 1; n0 < l.batch; n0 += count) {
+    l.chunk = chunk[n0];
+    l.chunks = CeilDiv(l.cg, l.chunk);
+    for (count = 1; n0 + count < l.batch && count < group && chunk[n0 + count] == l.chunk;) ++count;
+    nonzero += RunImages(ctx, l, lists, shape, n0, count);
+  }
+  return nonzero;
 }
 
 }  // namespace
@@ -355,25 +433,7 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
     l.wt = l.blocked ? blocked_.data() : w.data;
     l.tap = l.blocked ? int64_t{shape.nv} * sparse_conv::Select().lanes : l.mg;
     l.chan_step = l.h.kernel * l.w.kernel * l.tap;
-    const int64_t tap_bytes = l.h.kernel * l.w.kernel * shape.nv * sparse_conv::Select().lanes * 4;
-    l.chunk = std::min(std::max(kChunkBytes / tap_bytes, kMinChunk), std::max<int64_t>(l.cg, 1));
-    l.chunks = CeilDiv(l.cg, l.chunk);
-    // Every padded column a tile reads has a count (0 in the padding).
-    const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
-    const int64_t cols = std::max(l.w.pad + l.w.in, reach + 1);
-    const int64_t per_image =
-        l.h.in * l.groups * l.chunks * ((l.chunk * l.w.in + cols) * int64_t{sizeof(Entry)} + (cols + 1) * 4);
-    const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
-    thread_local std::unique_ptr<Entry[]> entries;
-    thread_local std::unique_ptr<int32_t[]> starts;
-    thread_local size_t entries_size = 0, starts_size = 0;
-    const Lists lists{
-        Scratch(entries, entries_size,
-                static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (l.chunk * l.w.in + cols))),
-        Scratch(starts, starts_size, static_cast<size_t>(group * l.h.in * l.groups * l.chunks * (cols + 1))), cols};
-    for (int64_t n0 = 0; n0 < l.batch; n0 += group) {
-      nonzero += RunImages(ctx, l, lists, shape, n0, std::min(group, l.batch - n0));
-    }
+    nonzero = RunBatch(ctx, l, shape);
   }
   if (out.stats != nullptr) {
     out.stats[0] = nonzero;

@@ -49,6 +49,41 @@ struct Tile {
 
 using TileFn = void (*)(const Tile&);
 
+// The write-back of a row segment: y[m * plane + j] = act(sums[j * stride + m] + bias[m]
+// + res[m * plane + j]) for positions j < count and channels m < lanes, the sums
+// transposed in registers (the tiles hold a position's channels in a vector; y is NCHW).
+struct Out {
+  const float* sums;
+  int64_t stride;     // floats between positions in sums
+  int64_t count;      // positions
+  int lanes;          // output channels
+  const float* bias;  // at the first channel; null: none
+  const float* res;   // at the first channel and position, laid out as y; null: none
+  float* y;
+  int64_t plane;  // floats between channels of y and res
+  bool relu;
+  float clip_max;
+};
+
+using FinishFn = void (*)(const Out&);
+
+// Lists one input row of `channels` channels as a Row (its entries and cols + 1 column
+// starts), the same lists as sparse_conv.cc's portable ListRow. May write up to
+// kListSlack entries past the last one it lists. Returns the number of non-zeros.
+struct ListIn {
+  const float* src;  // the first channel's row
+  int64_t plane;     // floats between channels in src
+  int64_t channels, in_w, pad, cols;
+  int32_t off0, off_step;  // Entry::w_off of the first channel, and between channels
+  Entry* entries;
+  int32_t* start;
+  float* scratch;  // in_w and channels, each rounded up to a multiple of kListBlock, multiplied
+};
+
+using ListFn = int64_t (*)(const ListIn&);
+constexpr int64_t kListSlack = 32;
+constexpr int64_t kListBlock = 16;
+
 // One register tile: nv vectors of output channels times t positions. [0] handles a
 // block whose last vector is partial (lanes < nv * kLanes), [1] a full block.
 struct Shape {
@@ -61,6 +96,8 @@ struct Kernels {
   const char* name;
   int lanes;        // floats per vector
   Shape shapes[2];  // nv = 1, 2
+  FinishFn finish;
+  ListFn list;  // null: the portable ListRow (sparse_conv.cc)
 };
 
 // The set of conv_tail::Select()'s instruction set.

@@ -22,6 +22,27 @@ struct Vec {
   // maskload reads nothing where the mask is clear.
   static V LoadMasked(const float* p, M m) { return _mm256_maskload_ps(p, m); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  static void StoreMasked(float* p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
+  // max and min return their second operand when either is NaN: v passes through.
+  static V Relu(V v, V clip) { return _mm256_min_ps(clip, _mm256_max_ps(_mm256_setzero_ps(), v)); }
+  static void Transpose(V (&r)[8]) {
+    V t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+      r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+  }
 };
 
 }  // namespace
@@ -35,7 +56,7 @@ namespace sparse_conv {
 namespace {
 
 // 16 ymm registers: 12 accumulators, the broadcast input and a weight vector.
-const Kernels kAvx2 = {"avx2", Vec::kLanes, {MakeShape<1, 12>(), MakeShape<2, 6>()}};
+const Kernels kAvx2 = {"avx2", Vec::kLanes, {MakeShape<1, 12>(), MakeShape<2, 6>()}, Finish, nullptr};
 
 }  // namespace
 

@@ -4,7 +4,15 @@
 
 #if defined(__AVX512F__) && defined(__FMA__)
 
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source,
+// which trips -W(maybe-)uninitialized wherever they are inlined; it is a false alarm.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+
+#include "transpose_avx512.h"
 
 namespace exprune {
 namespace sparse_conv {
@@ -22,6 +30,11 @@ struct Vec {
   // Masked-out lanes are neither read nor able to fault.
   static V LoadMasked(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V Add(V a, V b) { return _mm512_add_ps(a, b); }
+  static void StoreMasked(float* p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  // max and min return their second operand when either is NaN: v passes through.
+  static V Relu(V v, V clip) { return _mm512_min_ps(clip, _mm512_max_ps(_mm512_setzero_ps(), v)); }
+  static void Transpose(V (&r)[16]) { avx512::Transpose16x16(r); }
 };
 
 }  // namespace
@@ -34,8 +47,54 @@ namespace exprune {
 namespace sparse_conv {
 namespace {
 
+// The row's channels are first transposed into `scratch` (a pixel's channels
+// contiguous), 16 channels at a time so that only 16 rows of x are streamed at once;
+// then each pixel's non-zeros are compressed in registers and stored as whole vectors,
+// pixel after pixel, so that a store's unused tail is overwritten by the next pixel's
+// entries (or lands in the kListSlack spare room). Nothing branches on the data.
+int64_t List(const ListIn& a) {
+  static_assert(kListBlock == Vec::kLanes, "one vector per block of channels");
+  const int64_t cpad = (a.channels + 15) / 16 * 16;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t cb = 0; cb < cpad; cb += 16) {
+    for (int64_t ix0 = 0; ix0 < a.in_w; ix0 += 16) {
+      const __mmask16 pm = Vec::Mask(static_cast<int>(a.in_w - ix0 < 16 ? a.in_w - ix0 : 16));
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        r[i] = cb + i < a.channels ? _mm512_maskz_loadu_ps(pm, a.src + (cb + i) * a.plane + ix0) : zero;
+      }
+      Vec::Transpose(r);
+      for (int p = 0; p < 16; ++p) _mm512_storeu_ps(a.scratch + (ix0 + p) * cpad + cb, r[p]);
+    }
+  }
+  const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(a.off_step));
+  // Entry = {value, offset}: interleave the compressed values and offsets.
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  int32_t at = 0;
+  for (int64_t q = 0; q < a.pad; ++q) a.start[q] = at++;  // padding: no entries, one spare slot
+  for (int64_t ix = 0; ix < a.in_w; ++ix) {
+    a.start[a.pad + ix] = at;
+    for (int64_t cb = 0; cb < cpad; cb += 16) {
+      const __m512 x = _mm512_loadu_ps(a.scratch + ix * cpad + cb);
+      const __mmask16 nz = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);  // NaN is not zero
+      const __m512 v = _mm512_maskz_compress_ps(nz, x);
+      const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(a.off0 + static_cast<int32_t>(cb) * a.off_step), steps);
+      const __m512 o = _mm512_castsi512_ps(_mm512_maskz_compress_epi32(nz, off));
+      float* e = reinterpret_cast<float*>(a.entries + at);
+      _mm512_storeu_ps(e, _mm512_permutex2var_ps(v, lo, o));
+      _mm512_storeu_ps(e + 16, _mm512_permutex2var_ps(v, hi, o));
+      at += __builtin_popcount(nz);
+    }
+    ++at;
+  }
+  for (int64_t q = a.pad + a.in_w; q <= a.cols; ++q) a.start[q] = at++;
+  return at - (a.cols + 1);
+}
+
 // 32 zmm registers: 24 accumulators, the broadcast input and weight vectors.
-const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 12>()}};
+const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 14>()}, Finish, List};
 
 }  // namespace
 

@@ -36,6 +36,29 @@ struct Vec {
     for (int i = 0; i < kLanes; ++i) c.f[i] += a.f[i] * b.f[i];
     return c;
   }
+  static V Add(V a, const V& b) {
+    for (int i = 0; i < kLanes; ++i) a.f[i] += b.f[i];
+    return a;
+  }
+  static void StoreMasked(float* p, M n, const V& v) {
+    for (int i = 0; i < n; ++i) p[i] = v.f[i];
+  }
+  static V Relu(V v, const V& clip) {
+    for (int i = 0; i < kLanes; ++i) {
+      v.f[i] = v.f[i] < 0.0f ? 0.0f : v.f[i];
+      v.f[i] = v.f[i] > clip.f[i] ? clip.f[i] : v.f[i];
+    }
+    return v;
+  }
+  static void Transpose(V (&r)[kLanes]) {
+    for (int i = 0; i < kLanes; ++i) {
+      for (int k = i + 1; k < kLanes; ++k) {
+        const float t = r[i].f[k];
+        r[i].f[k] = r[k].f[i];
+        r[k].f[i] = t;
+      }
+    }
+  }
 };
 
 }  // namespace
@@ -48,7 +71,7 @@ namespace exprune {
 namespace sparse_conv {
 namespace {
 
-const Kernels kGeneric = {"generic", Vec::kLanes, {MakeShape<1, 8>(), MakeShape<2, 4>()}};
+const Kernels kGeneric = {"generic", Vec::kLanes, {MakeShape<1, 8>(), MakeShape<2, 4>()}, Finish, nullptr};
 
 }  // namespace
 

@@ -6,7 +6,10 @@
 //   V Zero(); V Set1(float x); V Load(const float* p); void Store(float* p, V v);
 //   M Mask(int n): lanes [0, n) (none for n <= 0, all for n >= kLanes);
 //   V LoadMasked(const float* p, M m): lanes in m from p, the rest 0, nothing else read;
-//   V Fma(V a, V b, V c): a * b + c.
+//   V Fma(V a, V b, V c): a * b + c;  V Add(V a, V b);
+//   void StoreMasked(float* p, M m, V v): lanes in m to p, nothing else written;
+//   V Relu(V v, V clip): per lane v < 0 ? 0 : v, then > clip ? clip : v (NaN stays NaN);
+//   void Transpose(V (&r)[kLanes]): lane i of r[k] becomes lane k of r[i].
 //
 // Everything here has internal linkage and only <cstdint> is used: the files are built
 // with different -m flags, so no inline function may be shared between them (the
@@ -149,6 +152,32 @@ void Taps(const Tile& a) {
     }
   }
   StoreTile<NV, T>(acc, a.out);
+}
+
+// The sums of kLanes positions by kLanes channels are transposed in registers, so that
+// each channel's positions leave in one (masked) store instead of one store apiece.
+void Finish(const Out& o) {
+  using V = typename Vec::V;
+  constexpr int kL = Vec::kLanes;
+  const V zero = Vec::Zero(), clip = Vec::Set1(o.clip_max);
+  for (int64_t p0 = 0; p0 < o.count; p0 += kL) {
+    const int np = static_cast<int>(o.count - p0 < kL ? o.count - p0 : kL);
+    const typename Vec::M pm = Vec::Mask(np);
+    for (int c0 = 0; c0 < o.lanes; c0 += kL) {
+      V r[kL];
+      for (int i = 0; i < kL; ++i) r[i] = i < np ? Vec::Load(o.sums + (p0 + i) * o.stride + c0) : zero;
+      Vec::Transpose(r);
+      const int nc = o.lanes - c0 < kL ? o.lanes - c0 : kL;
+      for (int k = 0; k < nc; ++k) {
+        const int64_t at = (c0 + k) * o.plane + p0;
+        // The scalar order: (sum + bias) + residual, then the activation.
+        V v = Vec::Add(r[k], Vec::Set1(o.bias != nullptr ? o.bias[c0 + k] : 0.0f));
+        if (o.res != nullptr) v = Vec::Add(v, Vec::LoadMasked(o.res + at, pm));
+        if (o.relu) v = Vec::Relu(v, clip);
+        Vec::StoreMasked(o.y + at, pm, v);
+      }
+    }
+  }
 }
 
 template <int NV, int T>
