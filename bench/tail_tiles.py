@@ -1,0 +1,157 @@
+"""How much an early-exit conv tail that keeps weight reuse could skip (issue 16, part 3).
+
+    python -m bench.tail_tiles [--models vgg16_tumor,fashion_vgg] [--samples 55] [--json PATH]
+
+ExPruneSparseConv is fast because it computes a tile of output positions by a block of
+output channels in registers, one weight load serving the whole block. An early-exit
+tail with that shape can skip only tiles whose outputs are *all* predicted zero; a tile
+holding one survivor costs as much as a full one. This script measures, for every
+Conv -> ... -> Relu of a model on its test file (real photos for vgg16_tumor), with a
+perfect predictor (the true ReLU zeros, so an upper bound for any calibrated one):
+
+* ``in nz``: the share of the conv's inputs that are non-zero, the work the lossless
+  sparse conv does (relative to dense);
+* ``out zero``: the share of the ReLU's outputs that are exactly zero;
+* ``skip PxC``: the share of tiles of P consecutive positions of a row by C consecutive
+  output channels that are all zero, for the op's tile (14 x 32), a one-vector tile
+  (14 x 16) and per-position blocks of output channels (1 x 16, 1 x 32);
+* ``bound``: the largest share of the lossless conv's work a tile-skipping tail could
+  save, ``(1 - k/C_in) * skip`` at the op's tile, where k is the compiler's default
+  head ("auto", config.choose_k): the head's k input channels run for every tile.
+
+The model-wide line gives that bound for every tile shape, each layer weighted by its
+dense FLOPs times ``in nz`` (the share of the lossless model's sparse-conv work it holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from exprune_onnx.config import choose_k
+from exprune_onnx.runtime import inference_session
+
+from .lossless import MODELS_BY_NAME
+
+TILES = ((14, 32), (14, 16), (1, 32), (1, 16))
+PASS_THROUGH = {"BatchNormalization", "Add", "Mul"}
+
+
+def conv_groups(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
+    """(Conv, the Relu output it reaches through BN/Add/Mul only) for every such Conv."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    groups = []
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        out = node.output[0]
+        while len(consumers.get(out, [])) == 1 and consumers[out][0].op_type in PASS_THROUGH:
+            out = consumers[out][0].output[0]
+        users = consumers.get(out, [])
+        if len(users) == 1 and users[0].op_type == "Relu":
+            groups.append((node, users[0].output[0]))
+    return groups
+
+
+def run_exposed(model: onnx.ModelProto, names: list[str], feeds: dict) -> dict[str, np.ndarray]:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                              for n in names if n not in have)
+    return dict(zip(names, inference_session(probe, threads=1, optimize=False).run(names, feeds)))
+
+
+def all_zero_share(y: np.ndarray, positions: int, channels: int) -> float:
+    """Share of (positions along a row) x (output channels) tiles of NCHW ``y`` that are all zero."""
+    n, m, h, w = y.shape
+    zero = y == 0
+    pm, pw = -m % channels, -w % positions
+    # Padding counts as zero, so an edge tile is judged on its real outputs only.
+    zero = np.pad(zero, ((0, 0), (0, pm), (0, 0), (0, pw)), constant_values=True)
+    tiles = zero.reshape(n, (m + pm) // channels, channels, h, (w + pw) // positions, positions)
+    return float(tiles.all(axis=(2, 5)).mean())
+
+
+def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape) -> dict:
+    m, c_per_group, kh, kw = weight_shape
+    c_in = x.shape[1]
+    k = choose_k("auto", c_in)
+    row = {
+        "layer": conv.name or conv.output[0],
+        "shape": f"{c_in}->{m} @{y.shape[2]}x{y.shape[3]}",
+        "in_nonzero": float((x != 0).mean()),
+        "out_zero": float((y == 0).mean()),
+        "k": k,
+        "flops": 2.0 * m * c_per_group * kh * kw * y.shape[2] * y.shape[3],
+    }
+    for p, c in TILES:
+        row[f"skip_{p}x{c}"] = all_zero_share(y, p, c)
+        row[f"bound_{p}x{c}"] = (1 - k / c_in) * row[f"skip_{p}x{c}"]
+    row["bound"] = row["bound_14x32"]
+    return row
+
+
+def measure(name: str, samples: int, batch: int) -> dict:
+    bench_model = MODELS_BY_NAME[name]
+    model = onnx.load(bench_model.onnx)
+    data = np.load(bench_model.test)
+    inp = model.graph.input[0].name
+    xs = data[inp if inp in data else "input"][:samples]
+    groups = conv_groups(model)
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    names = [n for conv, relu in groups for n in (conv.input[0], relu)]
+    sums: dict[str, list] = {n: [] for n in names}
+    for start in range(0, len(xs), batch):
+        out = run_exposed(model, names, {inp: xs[start:start + batch]})
+        for n in names:
+            sums[n].append(out[n])
+    rows = []
+    for conv, relu in groups:
+        x = np.concatenate(sums[conv.input[0]])
+        y = np.concatenate(sums[relu])
+        rows.append(layer_row(conv, x, y, weights[conv.input[1]]))
+    work = np.array([r["flops"] * r["in_nonzero"] for r in rows])
+    bounds = {f"{p}x{c}": float((work * np.array([r[f"bound_{p}x{c}"] for r in rows])).sum() / work.sum())
+              for p, c in TILES}
+    return {"model": name, "samples": int(len(xs)), "layers": rows, "model_bound": bounds}
+
+
+def show(result: dict) -> None:
+    heads = ["layer", "shape", "in nz", "out zero"] + [f"skip {p}x{c}" for p, c in TILES] + ["bound"]
+    print(f"\n{result['model']}: {result['samples']} test samples")
+    print("  ".join(f"{h:>12}" for h in heads))
+    for r in result["layers"]:
+        cells = [r["layer"][-12:], r["shape"], f"{r['in_nonzero']:.2f}", f"{r['out_zero']:.2f}"]
+        cells += [f"{r[f'skip_{p}x{c}']:.3f}" for p, c in TILES] + [f"{r['bound']:.3f}"]
+        print("  ".join(f"{c:>12}" for c in cells))
+    shares = ", ".join(f"{share:.1%} at {tile}" for tile, share in result["model_bound"].items())
+    print(f"model: a tile-skipping tail with a perfect predictor saves at most {shares} "
+          "of the lossless sparse-conv work")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="vgg16_tumor,fashion_cnn,fashion_vgg,fashion_resnet")
+    parser.add_argument("--samples", type=int, default=1000, help="test samples per model (at most)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = []
+    for name in args.models.split(","):
+        results.append(measure(name, args.samples, args.batch))
+        show(results[-1])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
