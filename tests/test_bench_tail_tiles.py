@@ -1,0 +1,61 @@
+"""bench/tail_tiles.py: which convs it measures, and its all-zero tile shares."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import init, make_model, vi
+from onnx import helper
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import tail_tiles  # noqa: E402
+
+
+def test_share_counts_only_tiles_with_no_survivor():
+    y = np.zeros((1, 32, 2, 28), np.float32)  # 2 rows x 2 tiles of 14 positions, 1 block of 32
+    y[0, 31, 0, 13] = 1.0  # one survivor in the first tile of row 0
+    y[0, 0, 1, 14] = -0.0  # a negative zero is a zero
+    assert tail_tiles.all_zero_share(y, 14, 32) == pytest.approx(3 / 4)
+    assert tail_tiles.all_zero_share(y, 1, 16) == pytest.approx(1 - 1 / (2 * 2 * 28))
+
+
+def test_an_edge_tile_is_judged_on_its_real_outputs():
+    y = np.ones((1, 20, 1, 15), np.float32)
+    y[0, 16:, 0, 14] = 0.0  # the last column's 4 channels of the second block: a partial tile
+    assert tail_tiles.all_zero_share(y, 14, 16) == pytest.approx(1 / 4)
+
+
+def _chain(after):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])]
+    nodes += after
+    inits = [init("w", rng.normal(size=(3, 3, 3, 3)).astype(np.float32))]
+    inits += [init(n, np.ones(3, np.float32)) for n in ("s", "b", "m", "v")]
+    return make_model(nodes, [vi("x", [1, 3, 6, 6])], [vi(nodes[-1].output[0], None)], inits)
+
+
+def test_conv_groups_follow_batchnorm_and_add_to_the_relu():
+    bn = helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"])
+    add = helper.make_node("Add", ["n", "r"], ["a"])
+    model = _chain([bn, add, helper.make_node("Relu", ["a"], ["y"])])
+    assert [(conv.name, out) for conv, out in tail_tiles.conv_groups(model)] == [("conv", "y")]
+
+
+@pytest.mark.parametrize("after", [
+    [helper.make_node("Sigmoid", ["c"], ["y"])],
+    [helper.make_node("Relu", ["c"], ["y"]), helper.make_node("Identity", ["c"], ["z"])],
+], ids=["no_relu", "conv_output_shared"])
+def test_conv_groups_leave_other_convs_out(after):
+    assert tail_tiles.conv_groups(_chain(after)) == []
+
+
+def test_layer_row_bounds_use_the_default_head():
+    x = np.ones((1, 64, 4, 4), np.float32)
+    y = np.zeros((1, 32, 4, 14), np.float32)
+    row = tail_tiles.layer_row(helper.make_node("Conv", ["x", "w"], ["c"], name="c"), x, y, (32, 64, 3, 3))
+    assert row["k"] == 16 and row["in_nonzero"] == 1.0 and row["out_zero"] == 1.0
+    assert row["skip_14x32"] == 1.0 and row["bound"] == pytest.approx(1 - 16 / 64)
