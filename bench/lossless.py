@@ -161,6 +161,8 @@ def section(r: dict) -> list[str]:
                 "| custom ops kept | compile s | load |", "|---|---|---|---|---|---|---|---|---|"]
         for row in m["rows"]:
             cfg = f"{row['batch']} x {row['threads']}"
+            if len({r.get("commit") for r in m["rows"]}) > 1:
+                cfg += f" ({row['commit']})"
             if "error" in row:
                 out.append(f"| {row['mode']} | {cfg} | failed: {row['error']} | | | | | | |")
                 continue
@@ -179,6 +181,8 @@ def merge(paths: list[Path]) -> None:
     models: dict[str, dict] = {}
     for path in paths:
         for entry in json.loads(path.read_text())["models"]:
+            for row in entry["rows"]:  # rows of several runs: each keeps the commit it ran at
+                row.setdefault("commit", entry["machine"]["commit"])
             have = models.get(entry["name"])
             if have is None:
                 models[entry["name"]] = entry
@@ -187,6 +191,7 @@ def merge(paths: list[Path]) -> None:
             have["rows"] = [r for r in have["rows"]
                             if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
             have["command"] += "` and `" + entry["command"]
+            have["machine"]["commit"] += " and " + entry["machine"]["commit"]
             have["load_before"] = max(have["load_before"], entry["load_before"])
     RESULTS.write_text(json.dumps({"models": list(models.values()), "missing": []}, indent=1, default=float) + "\n")
     from .write import refresh

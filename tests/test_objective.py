@@ -373,3 +373,55 @@ def test_calibration_times_after_the_held_out_back_off(monkeypatch, scripted_clo
     runner = search_module.Runner(model, data, calib_idx, 64)
     score, _, _ = runner.run(out.result.model, out.metric, out.result.dense_flops)
     assert score.optimized == out.calibration.optimized
+
+
+def _zero_input_choice(gains, scripted_clock):
+    calls = scripted_clock(gains)
+    choice = latency_choice(three_layer_mlp(), Options(threshold=0.0, min_units=1000))
+    return calls, choice
+
+
+def _decisions(choice) -> dict:
+    from rich.console import Console
+
+    from exprune_onnx.report.tables import latency_table
+
+    console = Console(width=400, record=True)
+    console.print(latency_table(choice))
+    lines = console.export_text().splitlines()
+    return {t.layer: next(line for line in lines if line.startswith(f"│ {t.layer} ")) for t in choice.layers}
+
+
+def test_small_zero_input_gains_are_kept_together_when_the_group_clears_the_margin(scripted_clock):
+    small = 0.6 * objective.MARGIN
+    calls, choice = _zero_input_choice({"zero:h1": small, "zero:h2": small}, scripted_clock)
+    rows = {t.layer: (t.kept, t.together, t.group) for t in choice.layers}
+    assert rows["h1"] == rows["h2"] == (True, True, ())
+    group = next(t for t in choice.layers if t.group)
+    assert set(group.group) == {"h1", "h2"} and group.kept and group.layer == " + ".join(group.group)
+    assert group.with_ms == pytest.approx(1.0 - 2 * small) and group.without_ms == pytest.approx(1.0)
+    assert len(calls) == 5  # out, h1, h2 one by one; the two together; the result against the original
+    assert node_types(choice.result.model).count("ExPruneSparseMatMul") == 2
+    assert choice.options.sparse_relu_layers == {"h1", "h2"}
+    decisions = _decisions(choice)
+    assert "kept with the group below" in decisions["h1"] and "kept with the group below" in decisions["h2"]
+    onnx.checker.check_model(choice.result.model)
+
+
+def test_small_gains_whose_group_misses_the_margin_are_dropped(scripted_clock):
+    small = 0.3 * objective.MARGIN
+    calls, choice = _zero_input_choice({"zero:h1": small, "zero:h2": small}, scripted_clock)
+    assert len(calls) == 4 and not choice.result.changed  # nothing left to time against the original
+    group = next(t for t in choice.layers if t.group)
+    assert not group.kept and all(not t.kept for t in choice.layers)
+    assert "dropped: too small, alone or together" in _decisions(choice)["h1"]
+
+
+@pytest.mark.parametrize(("gains", "timed"), [
+    ({"zero:h1": 0.6 * objective.MARGIN}, 3),
+    ({"zero:h1": 0.6 * objective.MARGIN, "zero:h2": 2 * objective.MARGIN}, 4),  # h2 kept: the result is timed
+], ids=["one_small_gain", "one_small_beside_a_kept_one"])
+def test_one_small_gain_is_not_timed_again(gains, timed, scripted_clock):
+    calls, choice = _zero_input_choice(gains, scripted_clock)
+    assert len(calls) == timed and not any(t.group or t.together for t in choice.layers)
+    assert choice.kept("h1", objective.ZERO_INPUTS) is False

@@ -267,6 +267,8 @@ def latency_table(choice) -> Table:
         kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
                                         else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
+        if lt.together:  # one of the small gains timed together (the group's own row follows)
+            decision = "kept with the group below" if kept else "dropped: too small, alone or together"
         # A row decided without a whole-model timing shows the layer's own times, or none.
         times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else
                  [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)

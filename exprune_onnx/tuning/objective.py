@@ -21,6 +21,8 @@ rewritten layer is timed where it lives, in the whole model:
    (``ExPruneSparseConv``, passes/sparse_conv.py) are among them; each is first timed
    alone on its real input, and only one faster alone is timed in the whole model
    (screen.py). Early-exit layers that prune nothing (T = -inf) are dropped untimed.
+   The consumers that each made the model faster, but by less than ``MARGIN``, are
+   then timed together, and kept together if the group clears it.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
    kept ReLU consumers) against the original model. If it is not at least ``MARGIN``
    faster, nothing is rewritten at all: the latency objective never returns a slower
@@ -76,6 +78,8 @@ class LayerTiming:
     kept: bool
     kind: str = EARLY_EXIT
     note: str = ""  # decided without a whole-model timing: why (screen.py); the times are then the layer's alone
+    together: bool = False  # decided by a later row that timed it with other small gains
+    group: tuple = ()  # this row timed these layers together (``_small_gains_together``)
 
     @property
     def alone(self) -> bool:
@@ -304,6 +308,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         if kept:
             relu_kept.append(s.layer)
         forget_all_but((dropped, relu_kept))
+    relu_kept += _small_gains_together(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads,
+                                       passes, log)
+    forget_all_but((dropped, relu_kept))
     final = build(dropped, relu_kept)
     if final.changed:
         # Whatever is still rewritten (the kept layers, and any consumer reading their
@@ -328,6 +335,29 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     choice.result = optimize(original, choice.options)
     choice.seconds = time.perf_counter() - start
     return choice
+
+
+def _small_gains_together(choice: LatencyChoice, model_with, kept: list[str], feeds, threads: int, passes: int,
+                          log) -> list[str]:
+    """The zero-input rewrites that each made the model faster, but by less than
+    ``MARGIN``, timed together: several small gains (a deep CNN's convs, each under
+    1% of its time) may clear the margin that noise sets for one. Returns the
+    layers to keep as well (all of them or none); ``model_with(relu)`` builds the model
+    with the ReLU consumers ``relu`` read sparsely."""
+    small = [t for t in choice.layers if t.kind == ZERO_INPUTS and not t.note and not t.kept
+             and t.with_ms < t.without_ms]
+    if len(small) < 2:
+        return []
+    names = [t.layer for t in small]
+    log("timing the small zero-input gains together")
+    with_ms, without_ms = time_pair(model_with(kept + names), model_with(kept), feeds, threads, passes,
+                                    give_up=clearly_slower)
+    together = with_ms <= without_ms * (1.0 - MARGIN)
+    choice.layers.append(LayerTiming(" + ".join(names), with_ms, without_ms, together, ZERO_INPUTS,
+                                     group=tuple(names)))
+    for t in small:
+        t.kept, t.together = together, True
+    return names if together else []
 
 
 def _seconds_per_run(model: onnx.ModelProto, feed, threads: int) -> float:
