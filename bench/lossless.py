@@ -191,7 +191,8 @@ def merge(paths: list[Path]) -> None:
             have["rows"] = [r for r in have["rows"]
                             if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
             have["command"] += "` and `" + entry["command"]
-            have["machine"]["commit"] += " and " + entry["machine"]["commit"]
+            if entry["machine"]["commit"] not in have["machine"]["commit"]:
+                have["machine"]["commit"] += " and " + entry["machine"]["commit"]
             have["load_before"] = max(have["load_before"], entry["load_before"])
     RESULTS.write_text(json.dumps({"models": list(models.values()), "missing": []}, indent=1, default=float) + "\n")
     from .write import refresh
