@@ -83,7 +83,7 @@ def session_options(base=None, *, threads: int | None = None, optimize: bool = T
 
 
 def inference_session(model, *, threads: int | None = None, optimize: bool = True, library: bool | None = None,
-                      inter_threads: int | None = None, profile: str | None = None):
+                      inter_threads: int | None = None, profile: str | None = None, spin: bool = True):
     """An ``onnxruntime.InferenceSession`` on CPU: the one place the package opens a session.
 
     ``model`` is a path, serialized bytes or an ``onnx.ModelProto`` (stamped with an IR
@@ -91,7 +91,8 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
     registers the ExPrune library: None registers it when a ModelProto uses it, and always
     for a path or bytes (they are not parsed here). ``threads``/``inter_threads`` set the
     intra-/inter-op thread counts, ``optimize=False`` turns graph optimisations off, and
-    ``profile`` turns profiling on, to files starting with it.
+    ``profile`` turns profiling on, to files starting with it. ``spin=False`` stops the
+    intra-op threads from spinning while they wait for work (measure/timing.py says why).
     """
     import onnxruntime as ort
 
@@ -110,6 +111,8 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
         opts.intra_op_num_threads = threads
     if inter_threads is not None:
         opts.inter_op_num_threads = inter_threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if profile:

@@ -425,3 +425,15 @@ def test_one_small_gain_is_not_timed_again(gains, timed, scripted_clock):
     calls, choice = _zero_input_choice(gains, scripted_clock)
     assert len(calls) == timed and not any(t.group or t.together for t in choice.layers)
     assert choice.kept("h1", objective.ZERO_INPUTS) is False
+
+
+def test_timing_sessions_do_not_spin_and_deployed_ones_keep_the_default():
+    from exprune_onnx.measure.timing import session
+
+    model = three_layer_mlp()
+    key = "session.intra_op.allow_spinning"
+    timed = session(model, threads=2).get_session_options()
+    assert timed.get_session_config_entry(key) == "0" and timed.intra_op_num_threads == 2
+    plain = exprune_onnx.inference_session(model, threads=2).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.get_session_config_entry(key)  # unset: onnxruntime's default, spinning

@@ -30,10 +30,15 @@ class Latency:
 def session(model: onnx.ModelProto, threads: int, profile: str | None = None):
     """A CPU session for timing: ``threads`` intra-op threads, one inter-op thread, the
     ExPrune library registered when the model uses it, onnxruntime's default graph
-    optimisations; profiling to files starting with ``profile`` when given."""
+    optimisations; profiling to files starting with ``profile`` when given.
+
+    Its intra-op threads do not spin: two sessions are timed in turn in one process, and
+    a session's threads spinning after its run took the cores the other's run needed. A
+    model timed against itself at 2 threads on 2 cores gave ratios of 0.69-1.51 over
+    rounds of 400 runs with spinning, 0.995-1.011 without (fashion_vgg, batch 1)."""
     from ..runtime import inference_session
 
-    return inference_session(model, threads=threads, inter_threads=1, profile=profile)
+    return inference_session(model, threads=threads, inter_threads=1, profile=profile, spin=False)
 
 
 def _quartiles(samples: list[float]) -> tuple[float, float, float]:
