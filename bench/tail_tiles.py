@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from exprune_onnx.config import choose_k
-from exprune_onnx.runtime import inference_session
+from exprune_onnx.tuning.screen import layer_inputs
 
 from .lossless import MODELS_BY_NAME
 
@@ -59,15 +58,6 @@ def conv_groups(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
         if len(users) == 1 and users[0].op_type == "Relu":
             groups.append((node, users[0].output[0]))
     return groups
-
-
-def run_exposed(model: onnx.ModelProto, names: list[str], feeds: dict) -> dict[str, np.ndarray]:
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                              for n in names if n not in have)
-    return dict(zip(names, inference_session(probe, threads=1, optimize=False).run(names, feeds)))
 
 
 def all_zero_share(y: np.ndarray, positions: int, channels: int) -> float:
@@ -108,12 +98,9 @@ def measure(name: str, samples: int, batch: int) -> dict:
     xs = data[inp if inp in data else "input"][:samples]
     groups = conv_groups(model)
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    names = [n for conv, relu in groups for n in (conv.input[0], relu)]
-    sums: dict[str, list] = {n: [] for n in names}
-    for start in range(0, len(xs), batch):
-        out = run_exposed(model, names, {inp: xs[start:start + batch]})
-        for n in names:
-            sums[n].append(out[n])
+    names = list(dict.fromkeys(n for conv, relu in groups for n in (conv.input[0], relu)))
+    outs = layer_inputs(model, names, [{inp: xs[start : start + batch]} for start in range(0, len(xs), batch)])
+    sums = {n: [out[n] for out in outs] for n in names}
     rows = []
     for conv, relu in groups:
         x = np.concatenate(sums[conv.input[0]])
@@ -145,8 +132,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    names = args.models.split(",")
+    for name in names:
+        if name not in MODELS_BY_NAME:
+            parser.error(f"unknown model {name!r}: choose from {', '.join(sorted(MODELS_BY_NAME))}")
+        m = MODELS_BY_NAME[name]
+        if not (m.onnx.is_file() and m.test.is_file()):
+            parser.error(f"{name}: its model or test file is missing; build them with `{m.build}`")
     results = []
-    for name in args.models.split(","):
+    for name in names:
         results.append(measure(name, args.samples, args.batch))
         show(results[-1])
     if args.json:

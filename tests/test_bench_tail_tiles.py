@@ -59,3 +59,25 @@ def test_layer_row_bounds_use_the_default_head():
     row = tail_tiles.layer_row(helper.make_node("Conv", ["x", "w"], ["c"], name="c"), x, y, (32, 64, 3, 3))
     assert row["k"] == 16 and row["in_nonzero"] == 1.0 and row["out_zero"] == 1.0
     assert row["skip_14x32"] == 1.0 and row["bound"] == pytest.approx(1 - 16 / 64)
+
+
+@pytest.mark.parametrize("models", ["nosuch", "fashion_cnn,nosuch"])
+def test_an_unknown_model_is_a_usage_error_before_anything_runs(models, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["tail_tiles", "--models", models])
+    with pytest.raises(SystemExit) as exit_info:
+        tail_tiles.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr()
+    assert "unknown model 'nosuch'" in err.err and "fashion_cnn" in err.err and err.out == ""
+
+
+def test_missing_files_name_the_command_that_builds_them(monkeypatch, capsys, tmp_path):
+    from bench.models import BenchModel
+
+    ghost = BenchModel("ghost", "no files", "-", "python models/build_ghost.py")
+    monkeypatch.setattr(tail_tiles, "MODELS_BY_NAME", {"ghost": ghost})
+    monkeypatch.setattr(BenchModel, "onnx", property(lambda self: tmp_path / "ghost.onnx"))
+    monkeypatch.setattr(sys, "argv", ["tail_tiles", "--models", "ghost"])
+    with pytest.raises(SystemExit) as exit_info:
+        tail_tiles.main()
+    assert exit_info.value.code == 2 and "build them with `python models/build_ghost.py`" in capsys.readouterr().err

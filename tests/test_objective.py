@@ -395,8 +395,9 @@ def _decisions(choice) -> dict:
 def test_small_zero_input_gains_are_kept_together_when_the_group_clears_the_margin(scripted_clock):
     small = 0.6 * objective.MARGIN
     calls, choice = _zero_input_choice({"zero:h1": small, "zero:h2": small}, scripted_clock)
-    rows = {t.layer: (t.kept, t.together, t.group) for t in choice.layers}
-    assert rows["h1"] == rows["h2"] == (True, True, ())
+    rows = {t.layer: (t.kept, t.group) for t in choice.layers}
+    assert rows["h1"] == rows["h2"] == (True, ())
+    assert {t.layer for t in choice.layers if choice.in_group(t)} == {"h1", "h2"}
     group = next(t for t in choice.layers if t.group)
     assert set(group.group) == {"h1", "h2"} and group.kept and group.layer == " + ".join(group.group)
     assert group.with_ms == pytest.approx(1.0 - 2 * small) and group.without_ms == pytest.approx(1.0)
@@ -423,7 +424,7 @@ def test_small_gains_whose_group_misses_the_margin_are_dropped(scripted_clock):
 ], ids=["one_small_gain", "one_small_beside_a_kept_one"])
 def test_one_small_gain_is_not_timed_again(gains, timed, scripted_clock):
     calls, choice = _zero_input_choice(gains, scripted_clock)
-    assert len(calls) == timed and not any(t.group or t.together for t in choice.layers)
+    assert len(calls) == timed and not any(t.group or choice.in_group(t) for t in choice.layers)
     assert choice.kept("h1", objective.ZERO_INPUTS) is False
 
 

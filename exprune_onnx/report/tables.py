@@ -267,7 +267,7 @@ def latency_table(choice) -> Table:
         kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
                                         else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
-        if lt.together:  # one of the small gains timed together (the group's own row follows)
+        if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)
             decision = "kept with the group below" if kept else "dropped: too small, alone or together"
         # A row decided without a whole-model timing shows the layer's own times, or none.
         times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else

@@ -78,7 +78,6 @@ class LayerTiming:
     kept: bool
     kind: str = EARLY_EXIT
     note: str = ""  # decided without a whole-model timing: why (screen.py); the times are then the layer's alone
-    together: bool = False  # decided by a later row that timed it with other small gains
     group: tuple = ()  # this row timed these layers together (``_small_gains_together``)
 
     @property
@@ -109,6 +108,10 @@ class LatencyChoice:
     @property
     def ratio(self) -> float:
         return self.optimized_ms / self.original_ms if self.original_ms > 0 else 1.0
+
+    def in_group(self, timing: LayerTiming) -> bool:
+        """Whether a group row decided ``timing``'s layer (``_small_gains_together``)."""
+        return timing.kind == ZERO_INPUTS and any(timing.layer in t.group for t in self.layers)
 
     def kept(self, layer: str, kind: str = EARLY_EXIT) -> bool | None:
         for t in self.layers:
@@ -356,7 +359,7 @@ def _small_gains_together(choice: LatencyChoice, model_with, kept: list[str], fe
     choice.layers.append(LayerTiming(" + ".join(names), with_ms, without_ms, together, ZERO_INPUTS,
                                      group=tuple(names)))
     for t in small:
-        t.kept, t.together = together, True
+        t.kept = together
     return names if together else []
 
 
