@@ -133,9 +133,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.models.split(",")
+    unknown = [name for name in names if name not in MODELS_BY_NAME]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}: choose from {', '.join(sorted(MODELS_BY_NAME))}")
     for name in names:
-        if name not in MODELS_BY_NAME:
-            parser.error(f"unknown model {name!r}: choose from {', '.join(sorted(MODELS_BY_NAME))}")
         m = MODELS_BY_NAME[name]
         if not (m.onnx.is_file() and m.test.is_file()):
             parser.error(f"{name}: its model or test file is missing; build them with `{m.build}`")
