@@ -129,6 +129,47 @@ def test_listing_partial_blocks_of_channels_and_pixels(channels):
         check(x, weight, b, attrs)
 
 
+def clustered_input(rng, shape, zeros):
+    """Zeros in runs of 4 along each row, as a real ReLU's cluster: most non-zeros have a
+    non-zero right neighbour, so the op pairs columns (sparse_conv.cc kPairShare)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    runs = rng.random((*shape[:3], -(-shape[3] // 4))) < zeros
+    x[np.repeat(runs, 4, axis=3)[..., : shape[3]]] = 0.0
+    return x
+
+
+def isolated_input(rng, shape):
+    """A checkerboard in every channel: no non-zero has a non-zero right neighbour, so no
+    column is paired."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    n, c, h, w = shape
+    parity = (np.arange(h)[:, None] + np.arange(w)[None, :] + np.arange(c)[:, None, None]) % 2
+    x[:, parity == 1] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("pattern", ["clustered", "isolated", "dense"])
+@pytest.mark.parametrize("geometry", ["3x3_pad1", "3x3_valid", "3x3_stride2_asym", "1x1", "5x5_same_lower"])
+def test_paired_and_unpaired_columns(pattern, geometry):
+    """Columns 2p and 2p + 1 list their shared channels first (sparse_conv_tile.h), or
+    nothing is shared: every tile reads either kind of list, at odd and even widths and
+    left pads, with channel chunks and both tile widths of two vectors (12 and 14 on
+    AVX-512: 12, 24 and 36 are covered better by 12, 14, 28 and 56 by 14)."""
+    rng = np.random.default_rng([len(pattern), len(geometry)])
+    params = GEOMETRIES[geometry]
+    for width in (12, 13, 14, 24, 28, 36):
+        channels = 150 if width == 36 else 24
+        x, weight, b, attrs = case(rng, channels=channels, outs=40, size=(5, width), kernel=params.get("kernel", (3, 3)),
+                                   attrs=params.get("attrs"))
+        if pattern == "clustered":
+            x = clustered_input(rng, x.shape, 0.4)
+        elif pattern == "isolated":
+            x = isolated_input(rng, x.shape)
+        else:
+            x = rng.standard_normal(x.shape).astype(np.float32)
+        check(x, weight, b, attrs)
+
+
 @pytest.mark.parametrize("outs", [1, 7, 17, 40, 70, 130])
 @pytest.mark.parametrize("width", [1, 5, 13, 29])
 def test_odd_widths_and_channel_counts(outs, width):

@@ -42,8 +42,15 @@ constexpr int64_t kMinChunk = 64;
 // faster on the 128-512 channel bench layers at 30-50% zeros, and slower at 70-90%.
 constexpr double kDenseShare = 0.4;
 constexpr int64_t kDenseChunkBytes = int64_t{56} << 10;
-// The non-zero share is estimated on every kSampleStride-th channel, counted in runs
-// of kSampleRun values (32-bit counts).
+// Columns are paired in the lists (sparse_conv_tile.h) when at least kPairShare of the
+// sampled non-zero inputs have a non-zero right neighbour. Where fewer do, the extra
+// loop per pair costs more than the shared loads save: 2-5% slower at 75-90% i.i.d.
+// zeros on the bench layers (neighbour share 0.1-0.25), even at 70% (0.3); 5-15% faster
+// at 30-50% i.i.d. zeros, and 5-12% at 70-90% zeros in the photo inputs, whose zeros
+// cluster as a real ReLU's do.
+constexpr double kPairShare = 0.35;
+// The input is sampled on every kSampleStride-th channel, counted in runs of
+// kSampleRun values (32-bit counts).
 constexpr int64_t kSampleStride = 8;
 constexpr int64_t kSampleRun = int64_t{1} << 20;
 
@@ -51,6 +58,7 @@ constexpr int64_t kSampleRun = int64_t{1} << 20;
 struct Layer {
   int64_t batch, channels, groups, cg, mg, outs;  // cg, mg: input and output channels per group
   int64_t chunk, chunks;                          // input channels per list block, blocks per group
+  bool pair;                                      // list channels shared by paired columns first
   Axis h, w;
   const float *x, *wt, *bias, *res;  // bias and res may be null
   // Where block blk of group g finds its weights: w[g*cg + c, ky, kx, j0 + m] at
@@ -65,7 +73,7 @@ struct Layer {
 
 // Where a group of images' non-zero lists live: per (image, input row, group, chunk of
 // channels) a block of entries (room for chunk * in_w + cols) and the starts of its
-// cols + 1 padded columns.
+// cols + 1 padded columns followed by the counts of its cols / 2 + 1 column pairs.
 struct Lists {
   Entry* entries;
   int32_t* start;
@@ -74,47 +82,77 @@ struct Lists {
     return ((nl * l.h.in + iy) * l.groups + g) * l.chunks + k;
   }
   int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols + sparse_conv::kListSlack; }
-  Row row(int64_t b, const Layer& l) const { return Row{entries + b * room(l), start + b * (cols + 1)}; }
+  static int64_t Starts(int64_t cols) { return cols + 1 + cols / 2 + 1; }
+  Entry* entries_of(int64_t b, const Layer& l) const { return entries + b * room(l); }
+  int32_t* starts_of(int64_t b) const { return start + b * Starts(cols); }
+  int32_t* both_of(int64_t b) const { return starts_of(b) + cols + 1; }
+  Row row(int64_t b, const Layer& l) const { return Row{entries_of(b, l), starts_of(b), both_of(b)}; }
 };
 
 // The lists of image n (its slot nl in the group), input row iy, group g, chunk k: each
-// pixel's non-zero channels in channel order. The input is read a channel row at a time
-// (contiguous): once to count each pixel's non-zeros (NaN and Inf are not zero), then
-// to fill. Every value is written to its pixel's next slot, which advances on non-zeros
-// only, so nothing branches on the data; the spare slot after each pixel takes the
-// writes of its trailing zeros. Returns how many were listed.
+// pixel's non-zero channels (NaN and Inf are not zero), first those also non-zero in
+// the paired pixel (sparse_conv_tile.h), then the others, each part in channel order.
+// The input is read a channel row at a time (contiguous): once to count, then to fill.
+// Every value is written to the next slot of its part, which advances on non-zeros
+// only, so nothing branches on the data; zeros go to the second part's next slot, which
+// a later non-zero or the spare slot after each pixel takes. Returns how many were
+// listed. `next` has room for 2 * in_w counters.
 int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k, int32_t* next,
                 float* scratch) {
   const int64_t b = s.block(nl, iy, g, k, l), in_w = l.w.in, plane = l.h.in * in_w, pad = l.w.pad;
-  Entry* e = s.entries + b * s.room(l);
-  int32_t* start = s.start + b * (s.cols + 1);
+  Entry* e = s.entries_of(b, l);
+  int32_t* start = s.starts_of(b);
+  int32_t* both = s.both_of(b);
   const int64_t c0 = g * l.cg + k * l.chunk, cn = std::min(l.chunk, l.cg - k * l.chunk);
   const float* src = l.x + ((n * l.channels + c0) * l.h.in + iy) * in_w;
   if (sparse_conv::Select().list != nullptr) {
-    return sparse_conv::Select().list(sparse_conv::ListIn{src, plane, cn, in_w, pad, s.cols,
-                                                          static_cast<int32_t>(k * l.chunk * l.chan_step),
-                                                          static_cast<int32_t>(l.chan_step), e, start, scratch});
+    return sparse_conv::Select().list(
+        sparse_conv::ListIn{src, plane, cn, in_w, pad, s.cols, static_cast<int32_t>(k * l.chunk * l.chan_step),
+                            static_cast<int32_t>(l.chan_step), l.pair, e, start, both, scratch});
   }
-  std::fill(next, next + in_w, 0);
+  // The input column paired with ix, or -1 when that one is padding or nothing is paired.
+  auto partner = [&](int64_t ix) {
+    const int64_t p = ((ix + pad) ^ 1) - pad;
+    return l.pair && p >= 0 && p < in_w ? p : -1;
+  };
+  int32_t* common = next;        // per pixel: non-zeros shared with its partner, then where the next one goes
+  int32_t* other = next + in_w;  // per pixel: all non-zeros, then where the next unshared one goes
+  std::fill(next, next + 2 * in_w, 0);
   for (int64_t c = 0; c < cn; ++c) {
     const float* row = src + c * plane;
-    for (int64_t ix = 0; ix < in_w; ++ix) next[ix] += row[ix] != 0.0f ? 1 : 0;
+    for (int64_t ix = 0; ix < in_w; ++ix) {
+      const int64_t p = partner(ix);
+      const int32_t nz = row[ix] != 0.0f ? 1 : 0;
+      other[ix] += nz;
+      common[ix] += p >= 0 && nz != 0 && row[p] != 0.0f ? 1 : 0;
+    }
   }
   int32_t at = 0;
-  for (int64_t q = 0; q <= s.cols; ++q) {  // padded columns hold no entries but their spare slot
+  for (int64_t q = 0; q < s.cols; ++q) {  // padded columns hold no entries but their spare slot
     start[q] = at;
     const int64_t ix = q - pad;
-    const int32_t count = ix >= 0 && ix < in_w ? next[ix] : 0;
-    if (ix >= 0 && ix < in_w) next[ix] = at;
-    at += count + 1;
+    const bool inside = ix >= 0 && ix < in_w;
+    if (q % 2 == 0) both[q / 2] = inside ? common[ix] : 0;
+    if (inside) {
+      const int32_t count = other[ix], shared = common[ix];
+      common[ix] = at;
+      other[ix] = at + shared;
+      at += count;
+    }
+    ++at;
   }
+  start[s.cols] = at++;
   for (int64_t c = 0; c < cn; ++c) {
     const int32_t off = static_cast<int32_t>((k * l.chunk + c) * l.chan_step);  // channel within the group
     const float* row = src + c * plane;
     for (int64_t ix = 0; ix < in_w; ++ix) {
+      const int64_t p = partner(ix);
       const float v = row[ix];
-      e[next[ix]] = Entry{v, off};
-      next[ix] += v != 0.0f ? 1 : 0;
+      const int32_t nz = v != 0.0f ? 1 : 0;
+      const int32_t shared = p >= 0 && nz != 0 && row[p] != 0.0f ? 1 : 0;
+      e[shared != 0 ? common[ix] : other[ix]] = Entry{v, off};
+      common[ix] += shared;
+      other[ix] += nz - shared;
     }
   }
   return at - (s.cols + 1);
@@ -172,7 +210,7 @@ struct Block {
       for (int64_t r = 0; r < count; ++r) {
         for (int64_t ky = 0; ky < kh; ++ky) {
           const int64_t iy = (oy0 + r) * l.h.stride - l.h.pad + ky * l.h.dilation;
-          rows[ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
+          rows[ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
         }
         for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
           a.col0 = ox0 * l.w.stride;  // padded column = input column + left pad
@@ -190,23 +228,34 @@ struct Block {
   }
 };
 
-// The share of non-zero inputs in every kSampleStride-th channel of one image: cheap
-// (whole channel planes are contiguous, so the reads stream) and a function of the
-// image alone, so that an output's summation order does not depend on the rest of the
-// batch. (Every 8th row of every channel cost three times as much: a cache miss a row.)
-double SampleShare(const float* x, int64_t channels, int64_t plane) {
-  int64_t nonzero = 0, seen = 0;
+// What the sample of one image found: the share of its inputs that are non-zero, and
+// the share of non-zero inputs whose right neighbour (same channel) is non-zero too.
+struct Sample {
+  double nonzero, neighbour;
+};
+
+// Samples every kSampleStride-th channel of one image: cheap (whole channel planes are
+// contiguous, so the reads stream) and a function of the image alone, so that an
+// output's summation order does not depend on the rest of the batch. (Every 8th row of
+// every channel cost three times as much: a cache miss a row.) A plane's last value
+// counts the next row's first as its neighbour: one pair in a row, noise.
+Sample SampleImage(const float* x, int64_t channels, int64_t plane) {
+  int64_t nonzero = 0, neighbour = 0, seen = 0;
   for (int64_t c = 0; c < channels; c += kSampleStride) {
     const float* p = x + c * plane;
     for (int64_t i0 = 0; i0 < plane; i0 += kSampleRun) {
-      const int64_t n = std::min(kSampleRun, plane - i0);
-      int32_t count = 0;  // 32-bit lanes: vectorised four or more to a vector
+      const int64_t n = std::min(kSampleRun, plane - i0), pairs = std::min(n, plane - 1 - i0);
+      int32_t count = 0, both = 0;  // 32-bit lanes: vectorised four or more to a vector
       for (int64_t i = 0; i < n; ++i) count += p[i0 + i] != 0.0f ? 1 : 0;
+      for (int64_t i = 0; i < pairs; ++i) both += p[i0 + i] != 0.0f && p[i0 + i + 1] != 0.0f ? 1 : 0;
       nonzero += count;
+      neighbour += both;
     }
     seen += plane;
   }
-  return seen > 0 ? static_cast<double>(nonzero) / static_cast<double>(seen) : 0.0;
+  if (nonzero == 0) return Sample{0.0, 0.0};
+  return Sample{static_cast<double>(nonzero) / static_cast<double>(seen),
+                static_cast<double>(neighbour) / static_cast<double>(nonzero)};
 }
 
 // Input channels per chunk, the chunks of a group balanced: large chunks keep the
@@ -221,9 +270,14 @@ int64_t PickChunk(int64_t cg, int64_t tap_bytes, double share) {
 
 // The register-tile shape for this layer: one vector of output channels when it holds
 // a group's outputs, else two (more positions per tile: on the bench layers this beat
-// four vectors of fewer positions, at every zero fraction measured).
-const sparse_conv::Shape& PickShape(const sparse_conv::Kernels& k, int64_t mg) {
-  return k.shapes[mg <= k.lanes ? 0 : 1];
+// four vectors of fewer positions, at every zero fraction measured), of the two tile
+// widths the one that covers an output row in fewer positions (the longer on a tie):
+// the wasted positions of a row's last tile cost loop work (3x3 256 -> 256 @60 ran 6%
+// faster in tiles of 12 than of 14). The weight blocking depends on the vectors only.
+const sparse_conv::Shape& PickShape(const sparse_conv::Kernels& k, int64_t mg, int64_t out_w) {
+  if (mg <= k.lanes) return k.shapes[0];
+  const auto covered = [&](const sparse_conv::Shape& s) { return CeilDiv(out_w, s.t) * s.t; };
+  return covered(k.shapes[2]) < covered(k.shapes[1]) ? k.shapes[2] : k.shapes[1];
 }
 
 // Grow-only, uninitialised storage kept per calling thread across runs, so that the
@@ -247,7 +301,7 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   const int64_t row_work = std::max<int64_t>(l.chunk * l.w.in, 1);
   const int64_t list_tasks = std::max<int64_t>(1, std::min({rows * row_work / kListWork, rows, kMaxTasks}));
   std::vector<int64_t> listed(static_cast<size_t>(list_tasks), 0);
-  std::vector<int32_t> next(static_cast<size_t>(list_tasks * l.w.in));
+  std::vector<int32_t> next(static_cast<size_t>(list_tasks * 2 * l.w.in));
   const int64_t scratch_floats = CeilDiv(l.w.in, sparse_conv::kListBlock) * CeilDiv(l.chunk, sparse_conv::kListBlock) *
                                  sparse_conv::kListBlock * sparse_conv::kListBlock;
   std::vector<float> scratch(
@@ -258,7 +312,7 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
     for (int64_t r = t * rows / list_tasks; r < (t + 1) * rows / list_tasks; ++r) {
       const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups, iy = (r / (l.chunks * l.groups)) % l.h.in;
       const int64_t nl = r / (l.chunks * l.groups * l.h.in);
-      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * l.w.in, scratch.data() + t * scratch_floats);
+      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * 2 * l.w.in, scratch.data() + t * scratch_floats);
     }
     listed[static_cast<size_t>(task)] = sum;
   };
@@ -291,8 +345,11 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const sparse_conv::Shap
   const int64_t tap_bytes = l.h.kernel * l.w.kernel * shape.nv * sparse_conv::Select().lanes * 4;
   const int64_t image = l.channels * l.h.in * l.w.in;
   std::vector<int64_t> chunk(static_cast<size_t>(l.batch));
+  std::vector<char> pair(static_cast<size_t>(l.batch));
   for (int64_t n = 0; n < l.batch; ++n) {
-    chunk[n] = PickChunk(l.cg, tap_bytes, SampleShare(l.x + n * image, l.channels, l.h.in * l.w.in));
+    const Sample sample = SampleImage(l.x + n * image, l.channels, l.h.in * l.w.in);
+    chunk[n] = PickChunk(l.cg, tap_bytes, sample.nonzero);
+    pair[n] = sample.neighbour >= kPairShare;
   }
   // Every padded column a tile reads has a count (0 in the padding).
   const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
@@ -302,7 +359,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const sparse_conv::Shap
   for (const int64_t c : chunk) {
     const int64_t blocks = l.h.in * l.groups * CeilDiv(l.cg, c);
     entries_per_image = std::max(entries_per_image, blocks * (c * l.w.in + cols + sparse_conv::kListSlack));
-    starts_per_image = std::max(starts_per_image, blocks * (cols + 1));
+    starts_per_image = std::max(starts_per_image, blocks * Lists::Starts(cols));
   }
   const int64_t per_image = entries_per_image * int64_t{sizeof(Entry)} + starts_per_image * 4;
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
@@ -314,8 +371,12 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const sparse_conv::Shap
   int64_t nonzero = 0;
   for (int64_t n0 = 0, count = 1; n0 < l.batch; n0 += count) {
     l.chunk = chunk[n0];
+    l.pair = pair[n0] != 0;
     l.chunks = CeilDiv(l.cg, l.chunk);
-    for (count = 1; n0 + count < l.batch && count < group && chunk[n0 + count] == l.chunk;) ++count;
+    for (count = 1;
+         n0 + count < l.batch && count < group && chunk[n0 + count] == l.chunk && (pair[n0 + count] != 0) == l.pair;) {
+      ++count;
+    }
     nonzero += RunImages(ctx, l, lists, shape, n0, count);
   }
   return nonzero;
@@ -356,7 +417,7 @@ void SparseConvKernel::BlockConstantWeights(const OrtKernelInfo* info) noexcept 
       return;
     }
     const int64_t taps = shape[1] * shape[2], mg = shape[3], cg = shape[0] / conv_.group;
-    const sparse_conv::Shape& tile = PickShape(sparse_conv::Select(), mg);
+    const sparse_conv::Shape& tile = PickShape(sparse_conv::Select(), mg, 1);
     const int64_t lanes = int64_t{tile.nv} * sparse_conv::Select().lanes, blocks = CeilDiv(mg, lanes);
     const float* src = w.GetTensorData<float>();
     blocked_.assign(static_cast<size_t>(conv_.group * blocks * cg * taps * lanes), 0.0f);
@@ -428,7 +489,7 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
   l.y = out.y;
   int64_t nonzero = 0;
   if (ElementCount(y_shape) > 0) {
-    const sparse_conv::Shape& shape = PickShape(sparse_conv::Select(), l.mg);
+    const sparse_conv::Shape& shape = PickShape(sparse_conv::Select(), l.mg, l.w.out);
     l.blocked = blocked_from_ != nullptr && blocked_from_ == w.data && blocked_shape_ == w.shape;
     l.wt = l.blocked ? blocked_.data() : w.data;
     l.tap = l.blocked ? int64_t{shape.nv} * sparse_conv::Select().lanes : l.mg;

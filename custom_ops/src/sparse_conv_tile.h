@@ -27,11 +27,16 @@ struct Entry {
 
 // The non-zero inputs of one input row of one group (and chunk of channels): those of
 // padded column q (input column q - left pad) are entries[start[q]] ..
-// entries[start[q + 1] - 2], in channel order (each column is followed by one spare
-// slot). A row in the vertical padding has entries == nullptr.
+// entries[start[q + 1] - 2] (each column is followed by one spare slot). Columns are
+// paired, 2p with 2p + 1: each list starts with the both[p] channels that are non-zero
+// in both columns, in the same order, then holds the rest. A 3x3 tile loads the weights
+// of a channel of the first part once for both inputs: a weight load per multiply-add
+// caps the multiply-adds at about 0.7 per cycle on AVX-512 machines (Zen 4), half a
+// load lets them reach the peak. A row in the vertical padding has entries == nullptr.
 struct Row {
   const Entry* entries;
   const int32_t* start;
+  const int32_t* both;
 };
 
 struct Tile {
@@ -40,7 +45,7 @@ struct Tile {
   const float* w;            // w at the block's first output channel: tap (ky, kx) of entry e is
                              // w + e.w_off + (ky * kw + kx) * tap
   int64_t tap;               // floats per tap: M / group
-  int64_t col0;              // padded column read by output 0 of the tile at kx = 0
+  int64_t col0;              // padded column read by output 0 of the tile at kx = 0 (even for sweep3)
   int64_t stride, dilation;  // along the row
   int lanes;                 // output channels of the block in w (the rest of the vectors are not read)
   float* out;                // out[j * nv * kLanes + m]: the sum of position j, output channel m
@@ -67,16 +72,19 @@ struct Out {
 
 using FinishFn = void (*)(const Out&);
 
-// Lists one input row of `channels` channels as a Row (its entries and cols + 1 column
-// starts), the same lists as sparse_conv.cc's portable ListRow. May write up to
-// kListSlack entries past the last one it lists. Returns the number of non-zeros.
+// Lists one input row of `channels` channels as a Row (its entries, cols + 1 column
+// starts and cols / 2 + 1 pair counts), the same lists as sparse_conv.cc's portable
+// ListRow. May write up to kListSlack entries past the last one it lists. Returns the
+// number of non-zeros.
 struct ListIn {
   const float* src;  // the first channel's row
   int64_t plane;     // floats between channels in src
   int64_t channels, in_w, pad, cols;
   int32_t off0, off_step;  // Entry::w_off of the first channel, and between channels
+  bool pair;               // false: no column is paired (every both[p] is 0)
   Entry* entries;
   int32_t* start;
+  int32_t* both;
   float* scratch;  // in_w and channels, each rounded up to a multiple of kListBlock, multiplied
 };
 
@@ -95,7 +103,7 @@ struct Shape {
 struct Kernels {
   const char* name;
   int lanes;        // floats per vector
-  Shape shapes[2];  // nv = 1, 2
+  Shape shapes[3];  // nv = 1; nv = 2; nv = 2 in fewer positions
   FinishFn finish;
   ListFn list;  // null: the portable ListRow (sparse_conv.cc)
 };

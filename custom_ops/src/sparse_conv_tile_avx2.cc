@@ -26,6 +26,9 @@ struct Vec {
   static void StoreMasked(float* p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
   // max and min return their second operand when either is NaN: v passes through.
   static V Relu(V v, V clip) { return _mm256_min_ps(clip, _mm256_max_ps(_mm256_setzero_ps(), v)); }
+  // Keeps v in a register: GCC otherwise folds a weight shared by two multiply-adds
+  // back into both as memory operands, loading it twice.
+  static void Pin(V& v) { asm("" : "+v"(v)); }
   static void Transpose(V (&r)[8]) {
     V t[8], s[8];
     for (int i = 0; i < 8; i += 2) {
@@ -56,7 +59,8 @@ namespace sparse_conv {
 namespace {
 
 // 16 ymm registers: 12 accumulators, the broadcast input and a weight vector.
-const Kernels kAvx2 = {"avx2", Vec::kLanes, {MakeShape<1, 12>(), MakeShape<2, 6>()}, Finish, nullptr};
+const Kernels kAvx2 = {
+    "avx2", Vec::kLanes, {MakeShape<1, 12>(), MakeShape<2, 6>(), MakeShape<2, 4>()}, Finish, nullptr};
 
 }  // namespace
 

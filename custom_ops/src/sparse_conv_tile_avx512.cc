@@ -12,6 +12,8 @@
 #endif
 #include <immintrin.h>
 
+#include <vector>
+
 #include "transpose_avx512.h"
 
 namespace exprune {
@@ -34,6 +36,9 @@ struct Vec {
   static void StoreMasked(float* p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
   // max and min return their second operand when either is NaN: v passes through.
   static V Relu(V v, V clip) { return _mm512_min_ps(clip, _mm512_max_ps(_mm512_setzero_ps(), v)); }
+  // Keeps v in a register: GCC otherwise folds a weight shared by two multiply-adds
+  // back into both as memory operands, loading it twice.
+  static void Pin(V& v) { asm("" : "+v"(v)); }
   static void Transpose(V (&r)[16]) { avx512::Transpose16x16(r); }
 };
 
@@ -50,12 +55,16 @@ namespace {
 // The row's channels are first transposed into `scratch` (a pixel's channels
 // contiguous), 16 channels at a time so that only 16 rows of x are streamed at once;
 // then each pixel's non-zeros are compressed in registers and stored as whole vectors,
-// pixel after pixel, so that a store's unused tail is overwritten by the next pixel's
-// entries (or lands in the kListSlack spare room). Nothing branches on the data.
+// in two runs (those also non-zero in the paired column, then the rest) and pixel after
+// pixel, so that a store's unused tail is overwritten by the next entries (or lands in
+// the kListSlack spare room). Nothing branches on the data.
 int64_t List(const ListIn& a) {
   static_assert(kListBlock == Vec::kLanes, "one vector per block of channels");
-  const int64_t cpad = (a.channels + 15) / 16 * 16;
+  const int64_t cpad = (a.channels + 15) / 16 * 16, blocks = cpad / 16;
   const __m512 zero = _mm512_setzero_ps();
+  // Per pixel and block of 16 channels, the non-zero channels (NaN is not zero).
+  thread_local std::vector<__mmask16> masks;
+  if (masks.size() < static_cast<size_t>(a.in_w * blocks)) masks.resize(static_cast<size_t>(a.in_w * blocks));
   for (int64_t cb = 0; cb < cpad; cb += 16) {
     for (int64_t ix0 = 0; ix0 < a.in_w; ix0 += 16) {
       const __mmask16 pm = Vec::Mask(static_cast<int>(a.in_w - ix0 < 16 ? a.in_w - ix0 : 16));
@@ -65,6 +74,9 @@ int64_t List(const ListIn& a) {
       }
       Vec::Transpose(r);
       for (int p = 0; p < 16; ++p) _mm512_storeu_ps(a.scratch + (ix0 + p) * cpad + cb, r[p]);
+      for (int p = 0; p < 16 && ix0 + p < a.in_w; ++p) {
+        masks[(ix0 + p) * blocks + cb / 16] = _mm512_cmp_ps_mask(r[p], zero, _CMP_NEQ_UQ);
+      }
     }
   }
   const __m512i steps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -72,29 +84,43 @@ int64_t List(const ListIn& a) {
   // Entry = {value, offset}: interleave the compressed values and offsets.
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  // The non-zero channels of input column ix in block cb (none outside the row).
+  auto nonzero = [&](int64_t ix, int64_t cb) -> __mmask16 {
+    return ix < 0 || ix >= a.in_w ? __mmask16(0) : masks[ix * blocks + cb / 16];
+  };
   int32_t at = 0;
-  for (int64_t q = 0; q < a.pad; ++q) a.start[q] = at++;  // padding: no entries, one spare slot
-  for (int64_t ix = 0; ix < a.in_w; ++ix) {
-    a.start[a.pad + ix] = at;
-    for (int64_t cb = 0; cb < cpad; cb += 16) {
-      const __m512 x = _mm512_loadu_ps(a.scratch + ix * cpad + cb);
-      const __mmask16 nz = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);  // NaN is not zero
-      const __m512 v = _mm512_maskz_compress_ps(nz, x);
-      const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(a.off0 + static_cast<int32_t>(cb) * a.off_step), steps);
-      const __m512 o = _mm512_castsi512_ps(_mm512_maskz_compress_epi32(nz, off));
-      float* e = reinterpret_cast<float*>(a.entries + at);
-      _mm512_storeu_ps(e, _mm512_permutex2var_ps(v, lo, o));
-      _mm512_storeu_ps(e + 16, _mm512_permutex2var_ps(v, hi, o));
-      at += __builtin_popcount(nz);
+  auto store = [&](int64_t ix, int64_t cb, __mmask16 keep) {
+    const __m512 v = _mm512_maskz_compress_ps(keep, _mm512_loadu_ps(a.scratch + ix * cpad + cb));
+    const __m512i off = _mm512_add_epi32(_mm512_set1_epi32(a.off0 + static_cast<int32_t>(cb) * a.off_step), steps);
+    const __m512 o = _mm512_castsi512_ps(_mm512_maskz_compress_epi32(keep, off));
+    float* e = reinterpret_cast<float*>(a.entries + at);
+    _mm512_storeu_ps(e, _mm512_permutex2var_ps(v, lo, o));
+    _mm512_storeu_ps(e + 16, _mm512_permutex2var_ps(v, hi, o));
+    at += __builtin_popcount(keep);
+  };
+  for (int64_t q = 0; q < a.cols; ++q) {
+    a.start[q] = at;
+    const int64_t ix = q - a.pad, partner = a.pair ? (q ^ 1) - a.pad : -1;
+    if (ix >= 0 && ix < a.in_w) {
+      if (partner >= 0 && partner < a.in_w) {
+        for (int64_t cb = 0; cb < cpad; cb += 16) store(ix, cb, nonzero(ix, cb) & nonzero(partner, cb));
+      }
+      if (q % 2 == 0) a.both[q / 2] = at - a.start[q];
+      for (int64_t cb = 0; cb < cpad; cb += 16) {
+        store(ix, cb, static_cast<__mmask16>(nonzero(ix, cb) & ~nonzero(partner, cb)));
+      }
+    } else if (q % 2 == 0) {
+      a.both[q / 2] = 0;
     }
-    ++at;
+    ++at;  // the spare slot
   }
-  for (int64_t q = a.pad + a.in_w; q <= a.cols; ++q) a.start[q] = at++;
+  a.start[a.cols] = at++;
   return at - (a.cols + 1);
 }
 
 // 32 zmm registers: 24 accumulators, the broadcast input and weight vectors.
-const Kernels kAvx512 = {"avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 14>()}, Finish, List};
+const Kernels kAvx512 = {
+    "avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 14>(), MakeShape<2, 12>()}, Finish, List};
 
 }  // namespace
 

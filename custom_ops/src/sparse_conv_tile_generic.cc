@@ -50,6 +50,7 @@ struct Vec {
     }
     return v;
   }
+  static void Pin(V&) {}
   static void Transpose(V (&r)[kLanes]) {
     for (int i = 0; i < kLanes; ++i) {
       for (int k = i + 1; k < kLanes; ++k) {
@@ -71,7 +72,8 @@ namespace exprune {
 namespace sparse_conv {
 namespace {
 
-const Kernels kGeneric = {"generic", Vec::kLanes, {MakeShape<1, 8>(), MakeShape<2, 4>()}, Finish, nullptr};
+const Kernels kGeneric = {
+    "generic", Vec::kLanes, {MakeShape<1, 8>(), MakeShape<2, 4>(), MakeShape<2, 2>()}, Finish, nullptr};
 
 }  // namespace
 

@@ -9,7 +9,8 @@
 //   V Fma(V a, V b, V c): a * b + c;  V Add(V a, V b);
 //   void StoreMasked(float* p, M m, V v): lanes in m to p, nothing else written;
 //   V Relu(V v, V clip): per lane v < 0 ? 0 : v, then > clip ? clip : v (NaN stays NaN);
-//   void Transpose(V (&r)[kLanes]): lane i of r[k] becomes lane k of r[i].
+//   void Transpose(V (&r)[kLanes]): lane i of r[k] becomes lane k of r[i];
+//   void Pin(V& v): v stays in a register (an optimisation barrier, or nothing).
 //
 // Everything here has internal linkage and only <cstdint> is used: the files are built
 // with different -m flags, so no inline function may be shared between them (the
@@ -41,7 +42,6 @@ struct Unroll {
   }
 };
 
-// acc[j][v] += x * w[v * kLanes ...] for the NV vectors of one tap.
 // The lanes of each vector that hold output channels of the block (a partial block
 // may leave whole vectors empty).
 template <int NV>
@@ -52,20 +52,20 @@ struct Masks {
   }
 };
 
-// acc[j][v] += x * w[v * kLanes ...] for the NV vectors of one tap; a partial block
-// (not Full) reads only its own lanes.
+// Vector v of a tap's weights at w; a partial block (not Full) reads only its own lanes.
+template <int NV, bool Full>
+inline __attribute__((always_inline)) typename Vec::V WeightVector(const float* w, int v, const Masks<NV>& m) {
+  if constexpr (Full) return Vec::Load(w + v * Vec::kLanes);
+  return Vec::LoadMasked(w + v * Vec::kLanes, m.m[v]);
+}
+
+// acc[j][v] += x * w[v * kLanes ...] for the NV vectors of one tap.
 template <int NV, bool Full, int T>
 inline __attribute__((always_inline)) void Accumulate(typename Vec::V (&acc)[T][NV], int j, typename Vec::V x,
                                                       const float* w, const Masks<NV>& m) {
   auto one = [&](auto vi) {
     constexpr int v = decltype(vi)::value;
-    typename Vec::V wv;
-    if constexpr (Full) {
-      wv = Vec::Load(w + v * Vec::kLanes);
-    } else {
-      wv = Vec::LoadMasked(w + v * Vec::kLanes, m.m[v]);
-    }
-    acc[j][v] = Vec::Fma(x, wv, acc[j][v]);
+    acc[j][v] = Vec::Fma(x, WeightVector<NV, Full>(w, v, m), acc[j][v]);
   };
   Unroll<0, NV>::Run(one);
 }
@@ -87,10 +87,31 @@ inline __attribute__((always_inline)) void StoreTile(typename Vec::V (&acc)[T][N
   }
 }
 
+// One tap of a channel non-zero in both columns I and I + 1: its NV weight vectors are
+// loaded once and multiplied into output I - KX by x0 and output I + 1 - KX by x1,
+// where those are outputs of the tile.
+template <int NV, bool Full, int T, int I, int KX>
+inline __attribute__((always_inline)) void AccumulatePair(typename Vec::V (&acc)[T][NV], typename Vec::V x0,
+                                                          typename Vec::V x1, const float* w, const Masks<NV>& m) {
+  constexpr int j0 = I - KX, j1 = I + 1 - KX;
+  constexpr bool use0 = j0 >= 0 && j0 < T, use1 = j1 >= 0 && j1 < T;
+  auto one = [&](auto vi) {
+    constexpr int v = decltype(vi)::value;
+    typename Vec::V wv = WeightVector<NV, Full>(w, v, m);
+    if constexpr (use0 && use1) Vec::Pin(wv);
+    if constexpr (use0) acc[j0][v] = Vec::Fma(x0, wv, acc[j0][v]);
+    if constexpr (use1) acc[j1][v] = Vec::Fma(x1, wv, acc[j1][v]);
+  };
+  if constexpr (use0 || use1) Unroll<0, NV>::Run(one);
+}
+
 // kw = 3, stride 1, dilation 1: input column i of the tile's T + 2 feeds outputs i - kx.
+// Columns go in pairs (col0 is even, as the lists pair columns): first the channels
+// non-zero in both, then each column's others.
 template <int NV, int T, bool Full>
 void Sweep3(const Tile& a) {
   using V = typename Vec::V;
+  static_assert(T % 2 == 0, "Sweep3 walks columns in pairs");
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
   const Masks<NV> m(a.lanes);
@@ -101,18 +122,35 @@ void Sweep3(const Tile& a) {
     const float* w1 = w0 + a.tap;
     const float* w2 = w1 + a.tap;
     const int32_t* st = r.start + a.col0;
-    auto column = [&](auto ii) {
+    const int32_t* both = r.both + a.col0 / 2;
+    // The taps of column i's input e alone.
+    auto single = [&](auto ii, const Entry* e) {
       constexpr int i = decltype(ii)::value;
-      const Entry* end = r.entries + (st[i + 1] - 1);
-      for (const Entry* e = r.entries + st[i]; e != end; ++e) {
-        const V x = Vec::Set1(e->v);
-        const int64_t off = e->w_off;
-        if constexpr (i < T) Accumulate<NV, Full, T>(acc, i, x, w0 + off, m);
-        if constexpr (i >= 1 && i - 1 < T) Accumulate<NV, Full, T>(acc, i - 1, x, w1 + off, m);
-        if constexpr (i >= 2) Accumulate<NV, Full, T>(acc, i - 2, x, w2 + off, m);
-      }
+      const V x = Vec::Set1(e->v);
+      const int64_t off = e->w_off;
+      if constexpr (i < T) Accumulate<NV, Full, T>(acc, i, x, w0 + off, m);
+      if constexpr (i >= 1 && i - 1 < T) Accumulate<NV, Full, T>(acc, i - 1, x, w1 + off, m);
+      if constexpr (i >= 2) Accumulate<NV, Full, T>(acc, i - 2, x, w2 + off, m);
     };
-    Unroll<0, T + 2>::Run(column);
+    // Columns i and i + 1 on a channel non-zero in both: each weight loaded once.
+    auto shared = [&](auto ii, const Entry* e0, const Entry* e1) {
+      constexpr int i = decltype(ii)::value;
+      const V x0 = Vec::Set1(e0->v), x1 = Vec::Set1(e1->v);
+      const int64_t off = e0->w_off;
+      AccumulatePair<NV, Full, T, i, 0>(acc, x0, x1, w0 + off, m);
+      AccumulatePair<NV, Full, T, i, 1>(acc, x0, x1, w1 + off, m);
+      AccumulatePair<NV, Full, T, i, 2>(acc, x0, x1, w2 + off, m);
+    };
+    // The shared channels first, then each column's others.
+    auto pair = [&](auto pp) {
+      constexpr int i = 2 * decltype(pp)::value;
+      const Entry* e0 = r.entries + st[i];
+      const Entry* e1 = r.entries + st[i + 1];
+      for (const Entry* const end = e0 + both[i / 2]; e0 != end; ++e0, ++e1) shared(Int<i>{}, e0, e1);
+      for (const Entry* const end = r.entries + (st[i + 1] - 1); e0 != end; ++e0) single(Int<i>{}, e0);
+      for (const Entry* const end = r.entries + (st[i + 2] - 1); e1 != end; ++e1) single(Int<i + 1>{}, e1);
+    };
+    Unroll<0, T / 2 + 1>::Run(pair);
   }
   StoreTile<NV, T>(acc, a.out);
 }
