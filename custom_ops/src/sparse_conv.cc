@@ -247,7 +247,7 @@ Sample SampleImage(const float* x, int64_t channels, int64_t plane) {
       const int64_t n = std::min(kSampleRun, plane - i0), pairs = std::min(n, plane - 1 - i0);
       int32_t count = 0, both = 0;  // 32-bit lanes: vectorised four or more to a vector
       for (int64_t i = 0; i < n; ++i) count += p[i0 + i] != 0.0f ? 1 : 0;
-      for (int64_t i = 0; i < pairs; ++i) both += p[i0 + i] != 0.0f && p[i0 + i + 1] != 0.0f ? 1 : 0;
+      for (int64_t i = 0; i < pairs; ++i) both += (p[i0 + i] != 0.0f) & (p[i0 + i + 1] != 0.0f);
       nonzero += count;
       neighbour += both;
     }

@@ -84,10 +84,8 @@ int64_t List(const ListIn& a) {
   // Entry = {value, offset}: interleave the compressed values and offsets.
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  // The non-zero channels of input column ix in block cb (none outside the row).
-  auto nonzero = [&](int64_t ix, int64_t cb) -> __mmask16 {
-    return ix < 0 || ix >= a.in_w ? __mmask16(0) : masks[ix * blocks + cb / 16];
-  };
+  // The non-zero channels of input column ix (in the row) in block cb.
+  auto nonzero = [&](int64_t ix, int64_t cb) -> __mmask16 { return masks[ix * blocks + cb / 16]; };
   int32_t at = 0;
   auto store = [&](int64_t ix, int64_t cb, __mmask16 keep) {
     const __m512 v = _mm512_maskz_compress_ps(keep, _mm512_loadu_ps(a.scratch + ix * cpad + cb));
@@ -100,17 +98,18 @@ int64_t List(const ListIn& a) {
   };
   for (int64_t q = 0; q < a.cols; ++q) {
     a.start[q] = at;
-    const int64_t ix = q - a.pad, partner = a.pair ? (q ^ 1) - a.pad : -1;
-    if (ix >= 0 && ix < a.in_w) {
-      if (partner >= 0 && partner < a.in_w) {
-        for (int64_t cb = 0; cb < cpad; cb += 16) store(ix, cb, nonzero(ix, cb) & nonzero(partner, cb));
-      }
-      if (q % 2 == 0) a.both[q / 2] = at - a.start[q];
+    const int64_t ix = q - a.pad, partner = (q ^ 1) - a.pad;
+    const bool inside = ix >= 0 && ix < a.in_w, paired = a.pair && partner >= 0 && partner < a.in_w;
+    if (inside && paired) {
+      for (int64_t cb = 0; cb < cpad; cb += 16) store(ix, cb, nonzero(ix, cb) & nonzero(partner, cb));
+    }
+    if (q % 2 == 0) a.both[q / 2] = at - a.start[q];
+    if (inside && paired) {
       for (int64_t cb = 0; cb < cpad; cb += 16) {
         store(ix, cb, static_cast<__mmask16>(nonzero(ix, cb) & ~nonzero(partner, cb)));
       }
-    } else if (q % 2 == 0) {
-      a.both[q / 2] = 0;
+    } else if (inside) {
+      for (int64_t cb = 0; cb < cpad; cb += 16) store(ix, cb, nonzero(ix, cb));
     }
     ++at;  // the spare slot
   }
