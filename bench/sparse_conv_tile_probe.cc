@@ -12,7 +12,8 @@
 // chunk (the op cuts 128+ channels into chunks); the lists and bitmasks are built before
 // timing (their cost is not compared). The weights are 64-byte aligned, as the op's.
 // Variants, each checked against a double-precision reference:
-//   list    the op's Sweep3 (each listed input loads its 3 taps x 2 weight vectors);
+//   list    the op's Sweep3 on unpaired lists (each listed input loads its 3 taps x 2
+//           weight vectors; the op's paired lists are not built here);
 //   pair    the same lists, columns i and i + 3 walked side by side (12 independent
 //           multiply-adds per step instead of 6 that depend on the previous entry's);
 //   switch  weights in registers; per channel a bitmask window of T + 2 columns, each
@@ -67,6 +68,7 @@ struct Problem {
   std::vector<uint64_t> bits;                  // [S][C][5]: non-zero columns of `padded`
   std::vector<Entry> entries;                  // the op's per-column lists, one block per input row
   std::vector<int32_t> start;
+  std::vector<int32_t> both;                   // no column pairs (sparse_conv_tile.h): all 0
   std::vector<double> ref;                     // [S][S][32]
   std::vector<float> out;                      // [S][row_floats]
 };
@@ -115,6 +117,7 @@ void BuildLists(Problem& p) {
   const size_t room = size_t(p.c) * p.s + p.cols;
   p.entries.assign(p.s * room, Entry{0.f, 0});
   p.start.assign(size_t(p.s) * (p.cols + 1), 0);
+  p.both.assign(size_t(p.cols) / 2 + 1, 0);
   for (int iy = 0; iy < p.s; ++iy) {
     Entry* e = p.entries.data() + iy * room;
     int32_t* st = p.start.data() + size_t(iy) * (p.cols + 1);
@@ -260,8 +263,9 @@ void RunLists(Problem& p, Fn fn) {
   for (int oy = 0; oy < p.s; ++oy) {
     for (int ky = 0; ky < 3; ++ky) {
       const int iy = oy - 1 + ky;
-      rows[ky] = iy < 0 || iy >= p.s ? Row{nullptr, nullptr}
-                                     : Row{p.entries.data() + iy * room, p.start.data() + size_t(iy) * (p.cols + 1)};
+      rows[ky] = iy < 0 || iy >= p.s ? Row{nullptr, nullptr, nullptr}
+                                     : Row{p.entries.data() + iy * room, p.start.data() + size_t(iy) * (p.cols + 1),
+                                           p.both.data()};
     }
     for (int ox0 = 0; ox0 < p.s; ox0 += kListT) {
       a.col0 = ox0;

@@ -30,9 +30,9 @@ struct Entry {
 // entries[start[q + 1] - 2] (each column is followed by one spare slot). Columns are
 // paired, 2p with 2p + 1: each list starts with the both[p] channels that are non-zero
 // in both columns, in the same order, then holds the rest. A 3x3 tile loads the weights
-// of a channel of the first part once for both inputs: a weight load per multiply-add
-// caps the multiply-adds at about 0.7 per cycle on AVX-512 machines (Zen 4), half a
-// load lets them reach the peak. A row in the vertical padding has entries == nullptr.
+// of a channel of the first part once for both inputs: with a weight load per
+// multiply-add the loads, not the multiply-adds, set the pace (bench/fma_load_probe.cc).
+// A row in the vertical padding has entries == nullptr.
 struct Row {
   const Entry* entries;
   const int32_t* start;
