@@ -44,9 +44,9 @@ constexpr double kDenseShare = 0.4;
 constexpr int64_t kDenseChunkBytes = int64_t{56} << 10;
 // Columns are paired in the lists (sparse_conv_tile.h) when at least kPairShare of the
 // sampled non-zero inputs have a non-zero right neighbour. Where fewer do, the extra
-// loop per pair costs more than the shared loads save: 2-5% slower at 75-90% i.i.d.
-// zeros on the bench layers (neighbour share 0.1-0.25), even at 70% (0.3); 5-15% faster
-// at 30-50% i.i.d. zeros, and 5-12% at 70-90% zeros in the photo inputs, whose zeros
+// loop per pair costs more than the shared loads save: 1-7% slower at 75-80% i.i.d.
+// zeros on the bench layers (neighbour share 0.2-0.25), even at 70% (0.3); 5-15% faster
+// at 30-50% i.i.d. zeros, and 2-9% at 70-90% zeros in the photo inputs, whose zeros
 // cluster as a real ReLU's do.
 constexpr double kPairShare = 0.35;
 // The input is sampled on every kSampleStride-th channel, counted in runs of
@@ -124,7 +124,7 @@ int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t i
       const int64_t p = partner(ix);
       const int32_t nz = row[ix] != 0.0f ? 1 : 0;
       other[ix] += nz;
-      common[ix] += p >= 0 && nz != 0 && row[p] != 0.0f ? 1 : 0;
+      common[ix] += nz & (p >= 0 ? (row[p] != 0.0f ? 1 : 0) : 0);
     }
   }
   int32_t at = 0;
@@ -149,7 +149,7 @@ int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t i
       const int64_t p = partner(ix);
       const float v = row[ix];
       const int32_t nz = v != 0.0f ? 1 : 0;
-      const int32_t shared = p >= 0 && nz != 0 && row[p] != 0.0f ? 1 : 0;
+      const int32_t shared = nz & (p >= 0 ? (row[p] != 0.0f ? 1 : 0) : 0);
       e[shared != 0 ? common[ix] : other[ix]] = Entry{v, off};
       common[ix] += shared;
       other[ix] += nz - shared;
@@ -237,8 +237,8 @@ struct Sample {
 // Samples every kSampleStride-th channel of one image: cheap (whole channel planes are
 // contiguous, so the reads stream) and a function of the image alone, so that an
 // output's summation order does not depend on the rest of the batch. (Every 8th row of
-// every channel cost three times as much: a cache miss a row.) A plane's last value
-// counts the next row's first as its neighbour: one pair in a row, noise.
+// every channel cost three times as much: a cache miss a row.) A row's last value counts
+// the next row's first as its neighbour: one pair in a row, noise.
 Sample SampleImage(const float* x, int64_t channels, int64_t plane) {
   int64_t nonzero = 0, neighbour = 0, seen = 0;
   for (int64_t c = 0; c < channels; c += kSampleStride) {
