@@ -6,7 +6,8 @@
 For kernel work: build variants of custom_ops/ into separate directories and pass their
 libexprune_ops.so files. Each layer (C x M x S x K, the bench layers of
 bench/sparse_conv_kernels.py) and zero fraction runs the reference and every library in
-one process, in turn, run after run, so that load changes hit all of them; it prints the
+one process, each library right after the reference, run after run, so that load changes
+hit all of them and each starts with the caches the reference left; it prints the
 reference's median time and each library's median ratio op / reference (r0, r1, ...),
 and the largest output difference from the reference relative to its range. One thread,
 batch 1; pin it (taskset -c 0) on a shared machine.
@@ -49,13 +50,17 @@ def compare(libraries, layers, zeros, inputs, seconds: float, log=print) -> None
                 err = max(float(np.abs(s.run(None, feeds)[0] - want).max()) / scale for s in sessions[1:])
                 t0 = time.perf_counter()
                 sessions[0].run(None, feeds)
-                runs = int(min(200, max(5, seconds / (time.perf_counter() - t0) / len(sessions))))
+                runs = int(min(200, max(5, seconds / (time.perf_counter() - t0) / (2 * len(libraries)))))
                 times = [[] for _ in sessions]
                 for _ in range(runs):
-                    for i, s in enumerate(sessions):
-                        t0 = time.perf_counter()
-                        s.run(None, feeds)
-                        times[i].append(time.perf_counter() - t0)
+                    # Every library runs right after the reference, as in bench.kernels and in a
+                    # model, where the layer before has used the caches: a library run after
+                    # another would find the input and its own buffers warmer.
+                    for i in range(1, len(sessions)):
+                        for k in (0, i):
+                            t0 = time.perf_counter()
+                            sessions[k].run(None, feeds)
+                            times[k].append(time.perf_counter() - t0)
                 med = [float(np.median(t)) * 1e3 for t in times]
                 ratios = " ".join(f"r{i}={m / med[0]:.3f}" for i, m in enumerate(med[1:]))
                 log(f"{bench.label(layer)} {kind} zeros {z:.2f}: conv {med[0]:.2f} ms {ratios} max err {err:.1e}")

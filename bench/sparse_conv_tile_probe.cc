@@ -111,7 +111,7 @@ void Reference(Problem& p) {
   }
 }
 
-// The op's layout (sparse_conv.cc ListRow): per padded column its non-zero channels,
+// The op's layout (sparse_conv_run.cc ListRow): per padded column its non-zero channels,
 // then one spare slot.
 void BuildLists(Problem& p) {
   const size_t room = size_t(p.c) * p.s + p.cols;

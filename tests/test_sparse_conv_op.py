@@ -65,7 +65,7 @@ def _exact_share(rng, shape, per_plane: int) -> np.ndarray:
 @pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1], "group": 2},
                                    {"strides": [2, 2]}, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}])
 def test_chunking_either_side_of_the_dense_share(attrs):
-    """200 channels per group: at >= 40% non-zeros (sparse_conv.cc kDenseShare, estimated on
+    """200 channels per group: at >= 40% non-zeros (sparse_conv_run.cc kDenseShare, estimated on
     every 8th channel) the op cuts them into small chunks, below it into one; both sides of
     the boundary and exactly at it (64 of each plane's 160), strided, dilated, grouped."""
     rng = np.random.default_rng(len(attrs))
@@ -131,7 +131,7 @@ def test_listing_partial_blocks_of_channels_and_pixels(channels):
 
 def clustered_input(rng, shape, zeros):
     """Zeros in runs of 4 along each row, as a real ReLU's cluster: most non-zeros have a
-    non-zero right neighbour, so the op pairs columns (sparse_conv.cc kPairShare)."""
+    non-zero right neighbour, so the op pairs columns (sparse_conv_run.cc kPairShare)."""
     x = rng.standard_normal(shape).astype(np.float32)
     runs = rng.random((*shape[:3], -(-shape[3] // 4))) < zeros
     x[np.repeat(runs, 4, axis=3)[..., : shape[3]]] = 0.0

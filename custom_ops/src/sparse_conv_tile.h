@@ -1,4 +1,4 @@
-// The inner loop of ExPruneSparseConv (sparse_conv.cc), built once per instruction
+// The inner loop of ExPruneSparseConv (sparse_conv_run.cc), built once per instruction
 // set and picked when first used, the same set as conv_tail.h picks (AVX-512,
 // AVX2+FMA or portable C++; $EXPRUNE_CONV_KERNELS forces one).
 //
@@ -73,12 +73,15 @@ struct Out {
 using FinishFn = void (*)(const Out&);
 
 // Lists one input row of `channels` channels as a Row (its entries, cols + 1 column
-// starts and cols / 2 + 1 pair counts), the same lists as sparse_conv.cc's portable
+// starts and cols / 2 + 1 pair counts), the same lists as sparse_conv_run.cc's portable
 // ListRow. May write up to kListSlack entries past the last one it lists. Returns the
 // number of non-zeros.
 struct ListIn {
-  const float* src;  // the first channel's row
-  int64_t plane;     // floats between channels in src
+  const float* src;   // the first channel's row
+  const float* next;  // the row listed next at src's place (the next input row), or null:
+                      // prefetched while this one is listed, as 16+ channel planes read a
+                      // row at a time are too many streams for the hardware prefetcher
+  int64_t plane;      // floats between channels in src
   int64_t channels, in_w, pad, cols;
   int32_t off0, off_step;  // Entry::w_off of the first channel, and between channels
   bool pair;               // false: no column is paired (every both[p] is 0)
@@ -105,7 +108,7 @@ struct Kernels {
   int lanes;        // floats per vector
   Shape shapes[3];  // nv = 1; nv = 2; nv = 2 in fewer positions
   FinishFn finish;
-  ListFn list;  // null: the portable ListRow (sparse_conv.cc)
+  ListFn list;  // null: the portable ListRow (sparse_conv_run.cc)
 };
 
 // The set of conv_tail::Select()'s instruction set.

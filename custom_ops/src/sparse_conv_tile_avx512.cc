@@ -72,6 +72,9 @@ int64_t List(const ListIn& a) {
       for (int i = 0; i < 16; ++i) {
         r[i] = cb + i < a.channels ? _mm512_maskz_loadu_ps(pm, a.src + (cb + i) * a.plane + ix0) : zero;
       }
+      for (int i = 0; i < 16 && a.next != nullptr && cb + i < a.channels; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(a.next + (cb + i) * a.plane + ix0), _MM_HINT_T0);
+      }
       Vec::Transpose(r);
       for (int p = 0; p < 16; ++p) _mm512_storeu_ps(a.scratch + (ix0 + p) * cpad + cb, r[p]);
       for (int p = 0; p < 16 && ix0 + p < a.in_w; ++p) {
