@@ -489,8 +489,10 @@ def main(argv=None) -> int:
     console.print(f"{time.perf_counter() - start:.0f} s; load average {load_before[0]:.2f} before, "
                   f"{load_after[0]:.2f} after (on {os.cpu_count()} CPUs)", markup=False)
     if args.json:
+        from .write import commit
+
         meta = {"onnxruntime": ort.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
-                "threads": args.threads, "library": library, "load_average": [load_before[0], load_after[0]]}
+                "commit": commit(), "threads": args.threads, "library": library, "load_average": [load_before[0], load_after[0]]}
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows]}, indent=1))
     return 1 if bad else 0
 

@@ -239,8 +239,10 @@ def main(argv=None) -> int:
         console.print(f"warning: {r['layer']} {r['inputs']} zeros {r['zeros']:.2f}: output differs from Conv by "
                       f"{r['max_error']:.1e} of the range", markup=False)
     if args.json:
+        from .write import commit
+
         meta = {"onnxruntime": ort.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
-                "threads": args.threads, "batch": 1, "repeats": args.repeats,
+                "commit": commit(), "threads": args.threads, "batch": 1, "repeats": args.repeats,
                 "kernels": os.environ.get("EXPRUNE_CONV_KERNELS") or "default (best the CPU runs)",
                 "load_average": [load_before[0], load_after[0]]}
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -19,7 +19,11 @@
 //   switch  weights in registers; per channel a bitmask window of T + 2 columns, each
 //           set bit (tzcnt / blsr) dispatched by a switch to its 1-3 compile-time taps;
 //   dense   weights in registers; a channel's window is skipped when its bitmask is 0,
-//           otherwise all T + 2 columns are multiplied in (zeros included), no branch.
+//           otherwise all T + 2 columns are multiplied in (zeros included), no branch;
+//   scatter weight-stationary: a channel's 9 taps x 2 weight vectors in registers, each
+//           of its non-zero inputs multiplied into the 9 outputs it reaches, whose sums
+//           stay in memory (the whole block's, with a border that takes the taps that
+//           fall outside): a load and a store per multiply-add instead of a weight load.
 // Prints the best of REPEATS times per variant (3 interleaved rounds) and the speedup of
 // each over `list` (> 1: faster than the op's tile).
 #include "sparse_conv_tile_avx512.cc"  // Vec and the op's tiles, exactly as built
@@ -71,6 +75,9 @@ struct Problem {
   std::vector<int32_t> both;                   // no column pairs (sparse_conv_tile.h): all 0
   std::vector<double> ref;                     // [S][S][32]
   std::vector<float> out;                      // [S][row_floats]
+  std::vector<int32_t> cpos, cstart;           // per channel: bordered positions of its non-zeros
+  std::vector<float> cval;
+  std::vector<float, LineAligned<float>> sums;  // (S + 2) x (S + 2) positions x 32 (scatter)
 };
 
 Problem MakeProblem(int c, int s, double zeros, bool periodic) {
@@ -255,6 +262,56 @@ __attribute__((noinline)) void WindowTile(const Problem& p, int oy, int q0, floa
   }
 }
 
+// Per channel, its non-zero inputs: value and position in the bordered (S + 2)^2 grid.
+void BuildChannelLists(Problem& p) {
+  const int w = p.s + 2;
+  p.cstart.assign(size_t(p.c) + 1, 0);
+  for (int c = 0; c < p.c; ++c) {
+    p.cstart[c] = int(p.cpos.size());
+    for (int iy = 0; iy < p.s; ++iy) {
+      for (int ix = 0; ix < p.s; ++ix) {
+        if (X(p, c, iy, ix) == 0.f) continue;
+        p.cpos.push_back((iy + 1) * w + ix + 1);
+        p.cval.push_back(X(p, c, iy, ix));
+      }
+    }
+  }
+  p.cstart[p.c] = int(p.cpos.size());
+  p.sums.assign(size_t(w) * w * kBlock, 0.f);
+}
+
+__attribute__((noinline)) void Scatter(Problem& p) {
+  const int w = p.s + 2;
+  const int64_t row = int64_t(w) * kBlock;
+  float* sums = p.sums.data();
+  std::fill(p.sums.begin(), p.sums.end(), 0.f);
+  for (int c = 0; c < p.c; ++c) {
+    const float* wc = p.w.data() + size_t(c) * 9 * kBlock;
+    V wv[9][2];
+    for (int t = 0; t < 9; ++t) {
+      wv[t][0] = _mm512_load_ps(wc + t * kBlock);
+      wv[t][1] = _mm512_load_ps(wc + t * kBlock + 16);
+    }
+    for (int k = p.cstart[c]; k < p.cstart[c + 1]; ++k) {
+      const V x = _mm512_set1_ps(p.cval[k]);
+      float* at = sums + int64_t(p.cpos[k]) * kBlock;
+      auto tap = [&](auto tt) {  // input (iy, ix) feeds output (iy + 1 - ky, ix + 1 - kx)
+        constexpr int t = decltype(tt)::value, ky = t / 3, kx = t % 3;
+        float* o = at + (1 - ky) * row + (1 - kx) * kBlock;
+        _mm512_store_ps(o, _mm512_fmadd_ps(x, wv[t][0], _mm512_load_ps(o)));
+        _mm512_store_ps(o + 16, _mm512_fmadd_ps(x, wv[t][1], _mm512_load_ps(o + 16)));
+      };
+      exprune::sparse_conv::Unroll<0, 9>::Run(tap);
+    }
+  }
+  for (int oy = 0; oy < p.s; ++oy) {
+    for (int ox = 0; ox < p.s; ++ox) {
+      std::memcpy(p.out.data() + size_t(oy) * p.row_floats + size_t(ox) * kBlock,
+                  sums + (int64_t(oy + 1) * w + ox + 1) * kBlock, kBlock * sizeof(float));
+    }
+  }
+}
+
 template <typename Fn>
 void RunLists(Problem& p, Fn fn) {
   const size_t room = size_t(p.c) * p.s + p.cols;
@@ -327,6 +384,7 @@ int main(int argc, char** argv) {
   Reference(p);
   BuildLists(p);
   BuildBits(p);
+  BuildChannelLists(p);
   Variant variants[] = {
       {"list", [](Problem& q) { RunLists(q, exprune::sparse_conv::Sweep3<2, kListT, true>); }},
       {"pair", [](Problem& q) { RunLists(q, PairTile<kListT>); }},
@@ -334,6 +392,7 @@ int main(int argc, char** argv) {
       {"switch T=8", RunWindows<8, false>},
       {"dense T=12", RunWindows<12, true>},
       {"dense T=8", RunWindows<8, true>},
+      {"scatter", Scatter},
   };
   for (int round = 0; round < 3; ++round) {  // interleaved, so that load changes hit every variant
     for (Variant& v : variants) {

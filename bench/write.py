@@ -31,6 +31,15 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def commit() -> str:
+    """The repository's short commit hash, or "unknown" outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine() -> dict:
     import numpy
     import onnx
@@ -46,14 +55,9 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__,
-            "exprune_onnx": exprune_onnx.__version__, "commit": commit, "library": exprune_onnx.get_library_path(),
+            "exprune_onnx": exprune_onnx.__version__, "commit": commit(), "library": exprune_onnx.get_library_path(),
             "load_average": load_average()}
 
 
