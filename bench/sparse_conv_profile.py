@@ -14,8 +14,7 @@ stage's share of the library's samples:
               lambda where the portable ListRow is inlined;
   write-back  Finish (bias, residual, activation, transposed NCHW store);
   loops       the tile tasks outside the tiles (Block::RunRows, RunSegment);
-  set-up      SparseConvKernel::Compute, where RunBatch and the non-zero share
-              sampling are inlined.
+  set-up      SparseConvKernel::Compute, RunBatch and the non-zero share sampling.
 Sampling needs no hardware counters (cpu-clock works in a VM).
 """
 
@@ -31,7 +30,8 @@ from pathlib import Path
 
 STAGES = (("Sweep3", "tile"), ("Taps<", "tile"), ("::List(", "listing"), ("::Finish(", "write-back"),
           ("lambda(unsigned long)#1}>", "listing"), ("lambda(unsigned long)#2}>", "loops"), ("RunSegment", "loops"),
-          ("RunRows", "loops"), ("SparseConvKernel::Compute(", "set-up"))
+          ("RunRows", "loops"), ("SparseConvKernel::Compute(", "set-up"), ("RunBatch(", "set-up"),
+          ("SampleImage(", "set-up"))
 
 
 def run(c: int, s: int, zeros: float, seconds: float = 6.0) -> None:
