@@ -64,26 +64,34 @@ def _exact_share(rng, shape, per_plane: int) -> np.ndarray:
 
 @pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1], "group": 2},
                                    {"strides": [2, 2]}, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}])
-def test_chunking_either_side_of_the_dense_share(attrs):
-    """200 channels per group: at >= 40% non-zeros (sparse_conv_run.cc kDenseShare, estimated on
-    every 8th channel) the op cuts them into small chunks, below it into one; both sides of
-    the boundary and exactly at it (64 of each plane's 160), strided, dilated, grouped."""
+def test_chunkings_from_dense_to_sparse(attrs):
+    """200 channels per group, cut into chunks by the non-zero share (sparse_conv_run.cc
+    PickChunk, estimated on every 8th channel): from all non-zero (the most chunks) to 10%
+    non-zeros (one), either side of the switch from 2 chunks to 1 (39 and 38 a plane),
+    strided, dilated, grouped."""
     rng = np.random.default_rng(len(attrs))
     group = attrs.get("group", 1)
     shape = (1, 200 * group, 8, 20)
     weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
     b = rng.standard_normal(40).astype(np.float32)
-    for per_plane in (64, 63, 96, 16, 160):
+    for per_plane in (160, 96, 64, 39, 38, 16):
         check(_exact_share(rng, shape, per_plane), weight, b, {**attrs, "activation": "relu"})
 
 
-def test_the_chunking_switches_at_the_dense_share():
-    """The switch itself, seen through the summation order: removing one non-zero from a
-    sampled channel (0) of an input exactly at 40% takes it below the share and changes the
-    rounding of every output; removing one from an unsampled channel (1) changes only the
-    outputs that read it."""
+def test_the_chunking_switches_with_the_sampled_share():
+    """A switch seen through the summation order. 200 channels want 2 chunks up to 133
+    channels a chunk, one from 134 (the nearest whole number of chunks), and a chunk wants
+    32 / share channels: 956 non-zeros of the 4000 sampled (channels 0, 8, .., 192 of 8 x 20)
+    give 133.9 -> 2 chunks, 955 give 134.0 -> 1, under every kernel set (between the fewest
+    and the most channels of each). Removing one non-zero from a sampled channel (0)
+    changes the rounding of every output; removing one from an unsampled channel (1)
+    changes only the outputs that read it."""
     rng = np.random.default_rng(12)
-    x = _exact_share(rng, (1, 200, 8, 20), 64)
+    x = _exact_share(rng, (1, 200, 8, 20), 38)  # 25 x 38 = 950 sampled non-zeros
+    for c in range(8, 56, 8):  # six more, in sampled channels other than 0
+        plane = x[0, c].reshape(-1)
+        plane[np.flatnonzero(plane == 0)[0]] = 1.0
+    assert np.count_nonzero(x[0, ::8]) == 956
     weight = (rng.standard_normal((40, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
     attrs = {"pads": [1, 1, 1, 1]}
     model = op_model(x.shape, ops.sparse_conv_weights(weight), None, None, attrs)

@@ -15,24 +15,31 @@ constexpr int64_t kGroupBytes = int64_t{64} << 20;
 // scheduling it is small next to the arithmetic.
 constexpr int64_t kTaskWork = int64_t{1} << 19;
 constexpr int64_t kMaxTasks = 1024;
+// Compute tasks kept where there is work for them, whatever the thread count (onnxruntime
+// does not tell a kernel its pool's size): enough to share out over a few threads.
+constexpr int64_t kMinTasks = 16;
 // Input elements per task of the pass that lists the non-zero inputs.
 constexpr int64_t kListWork = int64_t{1} << 15;
 constexpr int64_t kMaxFloats = 512;  // the largest tile: nv * lanes * t of every kernel set
-// Partial sums of a segment kept between chunks of input channels (16 KB): a 112-wide
-// row of 32 output channels, or several shorter rows.
-constexpr int64_t kSegFloats = 4096;
-// Bytes of one chunk's weights for one block of output channels: a share of a level-2
-// cache, so that they stay there while a segment's tiles read them. (Chunks small
-// enough for level 1 made the per-pixel loops too short: slower on the bench layers.)
+// Partial sums of a segment kept between chunks of input channels (32 KB): two 112-wide
+// rows of 32 output channels, or more shorter ones. With a task a segment's rows (below),
+// 16 KB was about 0.01 of onnxruntime's time slower on 512 -> 512 @14, within the noise
+// elsewhere.
+constexpr int64_t kSegFloats = 8192;
+// How many input channels a chunk holds trades two costs. Few channels keep its weights
+// near (the tiles wait on fetching them when many inputs are non-zero); many keep the
+// per-pixel loops long (when few are). A chunk takes about kColumnEntries / (non-zero
+// share) channels, so that each column lists about that many inputs per chunk, between
+// kDenseChunkBytes and kChunkBytes of weights (a share of a level-2 cache; chunks small
+// enough for level 1 made the loops too short). Against the two sizes this replaced
+// (56 KB from 40% non-zeros up, else 256 KB), side by side: 512 -> 512 @14 0.53 instead
+// of 0.57 of onnxruntime's time at 70% i.i.d. zeros and 0.69 instead of 0.70 at 50%;
+// 256 @28 and 128 @56 within 0.01 either way.
+constexpr double kColumnEntries = 32.0;
 constexpr int64_t kChunkBytes = int64_t{256} << 10;
-// Fewest channels per chunk: below it the per-pixel loops get too short to pay.
-constexpr int64_t kMinChunk = 64;
-// On dense-ish input (at least kDenseShare of it non-zero) the tiles are limited by
-// fetching weights rather than by the per-pixel loops: chunks of at most
-// kDenseChunkBytes of weights (about 48 channels of an AVX-512 3x3 block) were 10-25%
-// faster on the 128-512 channel bench layers at 30-50% zeros, and slower at 70-90%.
-constexpr double kDenseShare = 0.4;
 constexpr int64_t kDenseChunkBytes = int64_t{56} << 10;
+// Fewest channels per chunk on sparse input, whatever the kernel's size.
+constexpr int64_t kMinChunk = 64;
 // Columns are paired in the lists (sparse_conv_tile.h) when at least kPairShare of the
 // sampled non-zero inputs have a non-zero right neighbour. Where fewer do, the extra
 // loop per pair costs more than the shared loads save: 1-7% slower at 75-80% i.i.d.
@@ -233,13 +240,15 @@ Sample SampleImage(const float* x, int64_t channels, int64_t plane) {
                 static_cast<double>(neighbour) / static_cast<double>(nonzero)};
 }
 
-// Input channels per chunk, the chunks of a group balanced: large chunks keep the
-// per-pixel loops long on sparse input; small ones keep the weights near on dense input.
+// Input channels per chunk (kColumnEntries), the chunks of a group balanced: the nearest
+// whole number of chunks of the size wanted, no chunk over the most. A group of fewer
+// than twice the fewest channels is not cut.
 int64_t PickChunk(int64_t cg, int64_t tap_bytes, double share) {
-  int64_t most = std::max(kChunkBytes / tap_bytes, kMinChunk);
-  const int64_t small = std::max<int64_t>(kDenseChunkBytes / tap_bytes, 1);
-  if (share >= kDenseShare && cg >= 2 * small) most = small;
-  const int64_t chunks = CeilDiv(std::max<int64_t>(cg, 1), most);
+  const int64_t most = std::max(kChunkBytes / tap_bytes, kMinChunk);
+  const int64_t fewest = std::clamp<int64_t>(kDenseChunkBytes / tap_bytes, 1, most);
+  int64_t want = share > 0.0 ? static_cast<int64_t>(std::min(kColumnEntries / share, 1e9)) : most;
+  want = cg < 2 * fewest ? most : std::clamp(want, fewest, most);
+  const int64_t chunks = std::max({CeilDiv(std::max<int64_t>(cg, 1), most), (cg + want / 2) / want, int64_t{1}});
   return CeilDiv(std::max<int64_t>(cg, 1), chunks);
 }
 
@@ -285,7 +294,15 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   const int64_t units = count * l.groups * blocks;
   const int64_t row_macs = l.w.out * lanes_per_block * l.cg * l.h.kernel * l.w.kernel;
   const int64_t want = std::clamp<int64_t>(units * l.h.out * row_macs / kTaskWork, 1, kMaxTasks);
-  const int64_t bands = std::clamp<int64_t>(CeilDiv(want, units), 1, l.h.out);
+  // A task takes at least a segment's rows where that leaves kMinTasks tasks: the
+  // segment's rows then share each chunk's weights from cache (Block::RunRows). Bands of
+  // one row (as the work per task alone picks) read 512 -> 512 @14's 590 KB of weights
+  // per block once a row: 0.01-0.03 of onnxruntime's time slower on it, 0.01 on 256 @28.
+  const int64_t tile_floats = shape.t * lanes_per_block;
+  const int64_t seg_rows = std::max<int64_t>(1, kSegFloats / tile_floats) / CeilDiv(l.w.out, shape.t);
+  const int64_t fewest_bands = std::min(l.h.out, CeilDiv(kMinTasks, units));
+  const int64_t bands = std::clamp<int64_t>(CeilDiv(want, units), 1,
+                                            std::max(fewest_bands, CeilDiv(l.h.out, std::max<int64_t>(seg_rows, 1))));
   std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel));
   auto compute = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
