@@ -129,7 +129,10 @@ def calibrated(original, calib, m: BenchModel, batch: int, threads: int) -> tupl
 
 
 def run_model(m: BenchModel, configs, args) -> dict:
+    from .write import machine
+
     load = os.getloadavg()[0]
+    ran_on = machine()  # the checkout's commit when the rows start, which is the code they run
     original = onnx.load(m.onnx)
     calib = load_dataset(m.calibration, original)
     test = load_dataset(m.test, original)
@@ -153,10 +156,8 @@ def run_model(m: BenchModel, configs, args) -> dict:
                         load=os.getloadavg()[0])
             print(json.dumps({k: v for k, v in info.items() if k != "layers"}), flush=True)
             rows.append(info)
-    from .write import machine
-
     return {"name": m.name, "title": m.title, "build": m.build, "calib_samples": len(calib),
-            "test_samples": len(test), "rows": rows, "machine": machine(), "load_before": load,
+            "test_samples": len(test), "rows": rows, "machine": ran_on, "load_before": load,
             "command": "python -m bench.lossless " + " ".join(sys.argv[1:])}
 
 
