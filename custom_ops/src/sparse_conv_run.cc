@@ -43,7 +43,7 @@ constexpr int64_t kMinChunk = 64;
 // A block's weights over kCachedBlockBytes (512 -> 512 3x3: 590 KB) do not stay in a
 // level-2 cache from one task to the next, and a task's first tiles read them in the
 // scattered order of its lists: each chunk's weights are then prefetched, in order, before
-// its first tiles. Side by side, 0.01-0.03 of onnxruntime's time faster at 50-90% zeros
+// its first tiles. Side by side, 0.005-0.03 of onnxruntime's time faster at 50-90% zeros
 // on 512 @14 and @15, within 0.01 on 512 @30; on 256 @28 (295 KB) it was mixed, within
 // 0.013 either way, so smaller blocks are left to the hardware.
 constexpr int64_t kCachedBlockBytes = int64_t{512} << 10;
