@@ -241,6 +241,8 @@ def main() -> None:
     if args.merge:
         merge(args.merge)
         return
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     configs = [_config(c) for c in args.configs.split(",")]
     result = {"models": [], "missing": []}
     if args.keep and args.results.is_file():

@@ -44,3 +44,12 @@ def test_tiny_rounds_stop_at_the_cap():
 def test_no_minimum_time_gives_exactly_the_rounds_asked_for():
     clock = Clock(0.8)
     assert len(lossless.timed_rounds(clock.round, 5, 0.0, clock=clock)) == 5
+
+
+def test_fewer_than_one_round_is_refused():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "bench.lossless", "--rounds", "0"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--rounds must be at least 1" in done.stderr

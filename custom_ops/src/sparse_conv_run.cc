@@ -38,7 +38,7 @@ constexpr int64_t kSegFloats = 8192;
 constexpr double kColumnEntries = 32.0;
 constexpr int64_t kChunkBytes = int64_t{256} << 10;
 constexpr int64_t kDenseChunkBytes = int64_t{56} << 10;
-// Fewest channels per chunk on sparse input, whatever the kernel's size.
+// The largest chunk holds at least this many channels, whatever the kernel's size.
 constexpr int64_t kMinChunk = 64;
 // A block's weights over kCachedBlockBytes (512 -> 512 3x3: 590 KB) do not stay in a
 // level-2 cache from one task to the next, and a task's first tiles read them in the
@@ -148,6 +148,12 @@ int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t i
   return at - (s.cols + 1);
 }
 
+// Register tiles of partial sums that a segment holds (kSegFloats): several whole output
+// rows when they are short, else part of one row.
+int64_t SegmentTiles(const Shape& shape, int64_t per_block) {
+  return std::max<int64_t>(1, kSegFloats / (shape.t * per_block));
+}
+
 // Prefetches n floats from p, a cache line at a time.
 void Prefetch(const float* p, int64_t n) {
   for (int64_t i = 0; i < n; i += 64 / int64_t{sizeof(float)}) __builtin_prefetch(p + i, 0, 2);
@@ -172,8 +178,7 @@ struct Block {
   // holds whole rows when they are short (several rows share a chunk's weights: 1-6%
   // faster on the bench layers, most on the narrow ones), else part of one row.
   void RunRows(int64_t oy0, int64_t oy1) const {
-    const int64_t tile_floats = shape.t * per_block;
-    const int64_t seg_tiles = std::max<int64_t>(1, kSegFloats / tile_floats);
+    const int64_t seg_tiles = SegmentTiles(shape, per_block);
     const int64_t row_tiles = CeilDiv(l.w.out, shape.t);
     if (row_tiles <= seg_tiles) {
       for (int64_t oy = oy0; oy < oy1; oy += seg_tiles / row_tiles) {
@@ -314,11 +319,10 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
   // segment's rows then share each chunk's weights from cache (Block::RunRows). Bands of
   // one row (as the work per task alone picks) read 512 -> 512 @14's 590 KB of weights
   // per block once a row: 0.01-0.03 of onnxruntime's time slower on it, 0.01 on 256 @28.
-  const int64_t tile_floats = shape.t * lanes_per_block;
-  const int64_t seg_rows = std::max<int64_t>(1, kSegFloats / tile_floats) / CeilDiv(l.w.out, shape.t);
+  const int64_t seg_rows = std::max<int64_t>(1, SegmentTiles(shape, lanes_per_block) / CeilDiv(l.w.out, shape.t));
   const int64_t fewest_bands = std::min(l.h.out, CeilDiv(kMinTasks, units));
-  const int64_t bands = std::clamp<int64_t>(CeilDiv(want, units), 1,
-                                            std::max(fewest_bands, CeilDiv(l.h.out, std::max<int64_t>(seg_rows, 1))));
+  const int64_t bands =
+      std::clamp<int64_t>(CeilDiv(want, units), 1, std::max(fewest_bands, CeilDiv(l.h.out, seg_rows)));
   std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel));
   auto compute = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
