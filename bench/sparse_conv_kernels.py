@@ -214,7 +214,9 @@ def main(argv=None) -> int:
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     load_before = os.getloadavg()
-    console.print(f"onnxruntime {ort.__version__}, {platform.machine()}, {platform.processor() or '?'}, "
+    from .write import commit, cpu_name
+
+    console.print(f"onnxruntime {ort.__version__}, {platform.machine()}, {cpu_name()}, "
                   f"{os.cpu_count()} CPUs, {args.threads} thread(s), batch 1, {args.repeats} repeat(s); "
                   f"load average {load_before[0]:.2f}", markup=False)
     layers, zeros = (QUICK_LAYERS, QUICK_ZEROS) if args.quick else (LAYERS, ZEROS)
@@ -239,9 +241,7 @@ def main(argv=None) -> int:
         console.print(f"warning: {r['layer']} {r['inputs']} zeros {r['zeros']:.2f}: output differs from Conv by "
                       f"{r['max_error']:.1e} of the range", markup=False)
     if args.json:
-        from .write import commit
-
-        meta = {"onnxruntime": ort.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
+        meta = {"onnxruntime": ort.__version__, "machine": platform.machine(), "cpu": cpu_name(), "cpus": os.cpu_count(),
                 "commit": commit(), "threads": args.threads, "batch": 1, "repeats": args.repeats,
                 "kernels": os.environ.get("EXPRUNE_CONV_KERNELS") or "default (best the CPU runs)",
                 "load_average": [load_before[0], load_after[0]]}

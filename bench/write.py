@@ -47,18 +47,22 @@ def machine() -> dict:
 
     import exprune_onnx
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__,
             "exprune_onnx": exprune_onnx.__version__, "commit": commit(), "library": exprune_onnx.get_library_path(),
             "load_average": load_average()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows): kernel ratios
+    move with the microarchitecture, not only with the load."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def load_average() -> list[float] | None:

@@ -114,9 +114,10 @@ def test_sparse_conv_table_quick(tmp_path, capsys):
         assert r["max_error"] < 1e-5 and r["conv_ms"] > 0 and r["op_ms"] > 0
         assert len(r["ratios"]) == 2 and r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
     assert data["meta"]["threads"] == 1 and data["meta"]["batch"] == 1
-    from bench.write import commit
+    from bench.write import commit, cpu_name
 
     assert data["meta"]["commit"] == commit()  # the figures name the code they ran
+    assert data["meta"]["cpu"] == cpu_name() != ""  # and the CPU: ratios move with it
     assert "ratio" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sc.parse_args(["--cases", "sparse_conv", "--inputs", "noise"])
