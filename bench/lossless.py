@@ -183,8 +183,10 @@ def section(r: dict) -> list[str]:
                 "| custom ops kept | compile s | load |", "|---|---|---|---|---|---|---|---|---|"]
         for row in m["rows"]:
             cfg = f"{row['batch']} x {row['threads']}"
-            if len({r.get("commit") for r in m["rows"]}) > 1:
-                cfg += f" ({row['commit']})"
+            # Where a model's rows come from several commits or CPUs, each row names its own.
+            own = [row[key] for key in ("commit", "cpu") if len({r.get(key) for r in m["rows"]}) > 1]
+            if own:
+                cfg += f" ({', '.join(own)})"
             if "error" in row:
                 out.append(f"| {row['mode']} | {cfg} | failed: {row['error']} | | | | | | |")
                 continue
@@ -198,13 +200,15 @@ def section(r: dict) -> list[str]:
     return out
 
 
-def merge(paths: list[Path]) -> None:
-    """Several saved runs as one results file: a model's rows from each run, its commands joined."""
+def merged(runs: list[dict]) -> dict:
+    """Several saved runs as one result: a model's rows from each run (a later run's row
+    replaces an earlier one of the same mode and configuration), its commands joined."""
     models: dict[str, dict] = {}
-    for path in paths:
-        for entry in json.loads(path.read_text())["models"]:
-            for row in entry["rows"]:  # rows of several runs: each keeps the commit it ran at
+    for run in runs:
+        for entry in run["models"]:
+            for row in entry["rows"]:  # rows of several runs: each keeps the commit and CPU it ran on
                 row.setdefault("commit", entry["machine"]["commit"])
+                row.setdefault("cpu", entry["machine"]["cpu"])
             have = models.get(entry["name"])
             if have is None:
                 models[entry["name"]] = entry
@@ -213,10 +217,17 @@ def merge(paths: list[Path]) -> None:
             have["rows"] = [r for r in have["rows"]
                             if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
             have["command"] += "` and `" + entry["command"]
-            if entry["machine"]["commit"] not in have["machine"]["commit"]:
-                have["machine"]["commit"] += " and " + entry["machine"]["commit"]
+            for key in ("commit", "cpu"):
+                if entry["machine"][key] not in have["machine"][key]:
+                    have["machine"][key] += " and " + entry["machine"][key]
             have["load_before"] = max(have["load_before"], entry["load_before"])
-    RESULTS.write_text(json.dumps({"models": list(models.values()), "missing": []}, indent=1, default=float) + "\n")
+    return {"models": list(models.values()), "missing": []}
+
+
+def merge(paths: list[Path]) -> None:
+    """`--merge`: the saved runs at `paths` merged into bench/lossless.json and docs/benchmarks.md."""
+    result = merged([json.loads(path.read_text()) for path in paths])
+    RESULTS.write_text(json.dumps(result, indent=1, default=float) + "\n")
     from .write import refresh
 
     refresh()

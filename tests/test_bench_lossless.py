@@ -53,3 +53,33 @@ def test_fewer_than_one_round_is_refused():
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert "--rounds must be at least 1" in done.stderr
+
+
+def _run(commit, cpu, rows):
+    machine = {"commit": commit, "cpu": cpu, "cores": 2}
+    return {"models": [{"name": "m", "title": "M", "build": "b", "calib_samples": 1, "test_samples": 1,
+                        "machine": machine, "load_before": 1.0, "command": f"run {commit}",
+                        "rows": [dict(r) for r in rows]}]}
+
+
+def _row(mode, batch, ratio):
+    return {"mode": mode, "batch": batch, "threads": 1, "original_ms": 10.0, "ratio": ratio,
+            "ratio_range": [ratio, ratio], "max_abs_diff": 0.0, "top1_agreement": 1.0,
+            "custom_ops": {}, "compile_seconds": 1.0, "load": 1.0}
+
+
+def test_merged_rows_name_the_cpu_they_ran_on_when_the_cpus_differ():
+    old = _run("aaa", "AMD EPYC", [_row("lossless", 1, 0.7), _row("lossless", 8, 0.71)])
+    new = _run("bbb", "Intel Xeon", [_row("lossless", 8, 0.8)])
+    result = lossless.merged([old, new])
+    rows = result["models"][0]["rows"]
+    assert [(r["batch"], r["ratio"], r["cpu"]) for r in rows] == [(1, 0.7, "AMD EPYC"), (8, 0.8, "Intel Xeon")]
+    assert result["models"][0]["machine"]["cpu"] == "AMD EPYC and Intel Xeon"
+    text = "\n".join(lossless.section(result))
+    assert "| lossless | 1 x 1 (aaa, AMD EPYC) |" in text
+    assert "| lossless | 8 x 1 (bbb, Intel Xeon) |" in text
+
+
+def test_merged_rows_of_one_cpu_and_commit_carry_no_label():
+    result = lossless.merged([_run("aaa", "AMD EPYC", [_row("lossless", 1, 0.7)])])
+    assert "| lossless | 1 x 1 |" in "\n".join(lossless.section(result))
