@@ -200,9 +200,14 @@ def section(r: dict) -> list[str]:
     return out
 
 
+def _row_key(row: dict) -> tuple:
+    return row["mode"], row["batch"], row["threads"], row["cpu"]
+
+
 def merged(runs: list[dict]) -> dict:
     """Several saved runs as one result: a model's rows from each run (a later run's row
-    replaces an earlier one of the same mode and configuration), its commands joined."""
+    replaces an earlier one of the same mode and configuration on the same CPU; rows of
+    other CPUs stand beside it), its commands joined."""
     models: dict[str, dict] = {}
     for run in runs:
         for entry in run["models"]:
@@ -213,9 +218,8 @@ def merged(runs: list[dict]) -> dict:
             if have is None:
                 models[entry["name"]] = entry
                 continue
-            keys = {(r["mode"], r["batch"], r["threads"]) for r in entry["rows"]}
-            have["rows"] = [r for r in have["rows"]
-                            if (r["mode"], r["batch"], r["threads"]) not in keys] + entry["rows"]
+            keys = {_row_key(r) for r in entry["rows"]}
+            have["rows"] = [r for r in have["rows"] if _row_key(r) not in keys] + entry["rows"]
             have["command"] += "` and `" + entry["command"]
             for key in ("commit", "cpu"):
                 if entry["machine"][key] not in have["machine"][key]:

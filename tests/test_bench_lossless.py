@@ -68,12 +68,20 @@ def _row(mode, batch, ratio):
             "custom_ops": {}, "compile_seconds": 1.0, "load": 1.0}
 
 
-def test_merged_rows_name_the_cpu_they_ran_on_when_the_cpus_differ():
+def test_a_later_run_replaces_a_row_of_the_same_configuration_on_the_same_cpu():
+    old = _run("aaa", "AMD EPYC", [_row("lossless", 1, 0.7), _row("lossless", 8, 0.71)])
+    new = _run("bbb", "AMD EPYC", [_row("lossless", 8, 0.69)])
+    rows = lossless.merged([old, new])["models"][0]["rows"]
+    assert [(r["batch"], r["ratio"], r["commit"]) for r in rows] == [(1, 0.7, "aaa"), (8, 0.69, "bbb")]
+
+
+def test_rows_of_another_cpu_stand_beside_and_name_their_cpu():
     old = _run("aaa", "AMD EPYC", [_row("lossless", 1, 0.7), _row("lossless", 8, 0.71)])
     new = _run("bbb", "Intel Xeon", [_row("lossless", 8, 0.8)])
     result = lossless.merged([old, new])
     rows = result["models"][0]["rows"]
-    assert [(r["batch"], r["ratio"], r["cpu"]) for r in rows] == [(1, 0.7, "AMD EPYC"), (8, 0.8, "Intel Xeon")]
+    assert [(r["batch"], r["ratio"], r["cpu"]) for r in rows] == [
+        (1, 0.7, "AMD EPYC"), (8, 0.71, "AMD EPYC"), (8, 0.8, "Intel Xeon")]
     assert result["models"][0]["machine"]["cpu"] == "AMD EPYC and Intel Xeon"
     text = "\n".join(lossless.section(result))
     assert "| lossless | 1 x 1 (aaa, AMD EPYC) |" in text
