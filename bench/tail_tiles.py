@@ -21,6 +21,12 @@ perfect predictor (the true ReLU zeros, so an upper bound for any calibrated one
 
 The model-wide line gives that bound for every tile shape, each layer weighted by its
 dense FLOPs times ``in nz`` (the share of the lossless model's sparse-conv work it holds).
+
+It also measures what the lossless conv itself could share (docs/sparse_conv.md, "On a
+second CPU"): a weight vector serves every non-zero input of its channel in a block of
+positions that a tile walks together, so ``loads RxC`` is the number of (channel, block of
+R rows x C columns) with a non-zero input per non-zero input: 1.0 when nothing is shared,
+down to 1 / (R * C). The op's column pairs are 1x2; 2x2 is the next design.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from exprune_onnx.tuning.screen import layer_inputs
 from .lossless import MODELS_BY_NAME
 
 TILES = ((14, 32), (14, 16), (1, 32), (1, 16))
+SHARES = ((1, 2), (2, 2))
 PASS_THROUGH = {"BatchNormalization", "Add", "Mul"}
 
 
@@ -71,6 +78,20 @@ def all_zero_share(y: np.ndarray, positions: int, channels: int) -> float:
     return float(tiles.all(axis=(2, 5)).mean())
 
 
+def weight_loads(x: np.ndarray, rows: int, cols: int) -> float:
+    """Blocks of ``rows`` x ``cols`` positions of one channel of NCHW ``x`` that hold a
+    non-zero, per non-zero: the weight loads per input when one load serves a block."""
+    nz = x != 0
+    total = int(nz.sum())
+    if total == 0:
+        return 0.0
+    n, c, h, w = nz.shape
+    ph, pw = -h % rows, -w % cols
+    nz = np.pad(nz, ((0, 0), (0, 0), (0, ph), (0, pw)))
+    blocks = nz.reshape(n, c, (h + ph) // rows, rows, (w + pw) // cols, cols).any(axis=(3, 5))
+    return float(blocks.sum()) / total
+
+
 def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape) -> dict:
     m, c_per_group, kh, kw = weight_shape
     c_in = x.shape[1]
@@ -87,6 +108,8 @@ def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape) 
         row[f"skip_{p}x{c}"] = all_zero_share(y, p, c)
         row[f"bound_{p}x{c}"] = (1 - k / c_in) * row[f"skip_{p}x{c}"]
     row["bound"] = row["bound_14x32"]
+    for r, c in SHARES:
+        row[f"loads_{r}x{c}"] = weight_loads(x, r, c)
     return row
 
 
@@ -109,20 +132,26 @@ def measure(name: str, samples: int, batch: int) -> dict:
     work = np.array([r["flops"] * r["in_nonzero"] for r in rows])
     bounds = {f"{p}x{c}": float((work * np.array([r[f"bound_{p}x{c}"] for r in rows])).sum() / work.sum())
               for p, c in TILES}
-    return {"model": name, "samples": int(len(xs)), "layers": rows, "model_bound": bounds}
+    loads = {f"{r}x{c}": float((work * np.array([row[f"loads_{r}x{c}"] for row in rows])).sum() / work.sum())
+             for r, c in SHARES}
+    return {"model": name, "samples": int(len(xs)), "layers": rows, "model_bound": bounds, "model_loads": loads}
 
 
 def show(result: dict) -> None:
-    heads = ["layer", "shape", "in nz", "out zero"] + [f"skip {p}x{c}" for p, c in TILES] + ["bound"]
+    heads = (["layer", "shape", "in nz", "out zero"] + [f"skip {p}x{c}" for p, c in TILES] + ["bound"]
+             + [f"loads {r}x{c}" for r, c in SHARES])
     print(f"\n{result['model']}: {result['samples']} test samples")
     print("  ".join(f"{h:>12}" for h in heads))
     for r in result["layers"]:
         cells = [r["layer"][-12:], r["shape"], f"{r['in_nonzero']:.2f}", f"{r['out_zero']:.2f}"]
         cells += [f"{r[f'skip_{p}x{c}']:.3f}" for p, c in TILES] + [f"{r['bound']:.3f}"]
+        cells += [f"{r[f'loads_{a}x{b}']:.2f}" for a, b in SHARES]
         print("  ".join(f"{c:>12}" for c in cells))
     shares = ", ".join(f"{share:.1%} at {tile}" for tile, share in result["model_bound"].items())
     print(f"model: a tile-skipping tail with a perfect predictor saves at most {shares} "
           "of the lossless sparse-conv work")
+    loads = ", ".join(f"{v:.2f} in {block} blocks" for block, v in result["model_loads"].items())
+    print(f"model: weight loads per non-zero input (work-weighted; 1.00 unshared): {loads}")
 
 
 def main() -> None:

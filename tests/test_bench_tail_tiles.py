@@ -23,6 +23,22 @@ def test_share_counts_only_tiles_with_no_survivor():
     assert tail_tiles.all_zero_share(y, 1, 16) == pytest.approx(1 - 1 / (2 * 2 * 28))
 
 
+def test_weight_loads_count_blocks_holding_a_nonzero_per_nonzero():
+    x = np.zeros((1, 2, 2, 4), np.float32)
+    x[0, 0, :, 0:2] = 1.0  # channel 0: one full 2x2 block, 4 non-zeros
+    x[0, 1, 0, 3] = 2.0  # channel 1: one non-zero alone
+    assert tail_tiles.weight_loads(x, 1, 1) == pytest.approx(1.0)
+    assert tail_tiles.weight_loads(x, 1, 2) == pytest.approx((2 + 1) / 5)
+    assert tail_tiles.weight_loads(x, 2, 2) == pytest.approx((1 + 1) / 5)
+
+
+def test_weight_loads_pad_a_partial_block_and_ignore_all_zero_inputs():
+    x = np.zeros((1, 1, 3, 3), np.float32)
+    x[0, 0, 2, 2] = 1.0  # in the padded corner block
+    assert tail_tiles.weight_loads(x, 2, 2) == pytest.approx(1.0)
+    assert tail_tiles.weight_loads(np.zeros((1, 1, 3, 3), np.float32), 2, 2) == 0.0
+
+
 def test_an_edge_tile_is_judged_on_its_real_outputs():
     y = np.ones((1, 20, 1, 15), np.float32)
     y[0, 16:, 0, 14] = 0.0  # the last column's 4 channels of the second block: a partial tile
