@@ -36,24 +36,6 @@ using exprune::sparse_conv::Unroll;
 using V = __m512;
 constexpr int kBlock = 32;
 
-template <typename T>
-struct Al {
-  using value_type = T;
-  Al() = default;
-  template <typename U>
-  Al(const Al<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
-  template <typename U>
-  bool operator==(const Al<U>&) const {
-    return true;
-  }
-  template <typename U>
-  bool operator!=(const Al<U>&) const {
-    return false;
-  }
-};
-
 struct Quad {
   float v[4];
   int32_t off;
@@ -61,8 +43,9 @@ struct Quad {
 };
 
 int C, S, COLS;
-std::vector<float> X;             // [C][S][S]
-std::vector<float, Al<float>> W;  // [C][3][3][32]
+std::vector<float> X;   // [C][S][S]
+std::vector<float> W_;  // [C][3][3][32], 64-byte aligned at W
+float* W = nullptr;
 float x(int c, int iy, int ix) {
   return (iy < 0 || iy >= S || ix < 0 || ix >= S) ? 0.f : X[(size_t(c) * S + iy) * S + ix];
 }
@@ -151,7 +134,7 @@ __attribute__((noinline)) void QuadTile(int oy, int col0, float* out0, float* ou
     for (int j = 0; j < T; ++j) acc[r][j][0] = acc[r][j][1] = _mm512_setzero_ps();
   for (int ky = 0; ky < 3; ++ky) {
     const RowPair& r = rp[oy - 1 + ky + 1];  // rows (oy - 1 + ky, oy + ky)
-    const float* wk = W.data() + ky * 3 * kBlock;
+    const float* wk = W + ky * 3 * kBlock;
     auto pair = [&](auto pp) {
       constexpr int i = 2 * decltype(pp)::value;  // window column of the pair's first
       const int p = (col0 + i) / 2;
@@ -221,7 +204,7 @@ double RunPaired() {
       rows[ky] = iy < 0 || iy >= S ? Row{nullptr, nullptr, nullptr} : Row{pe[iy].data(), ps[iy].data(), pb[iy].data()};
     }
     for (int ox = 0; ox < S; ox += T) {
-      Tile a{rows.data(), 3, 3, W.data(), kBlock, ox, 1, 1, kBlock, outv.data() + (size_t(oy) * (S + 32) + ox) * kBlock,
+      Tile a{rows.data(), 3, 3, W, kBlock, ox, 1, 1, kBlock, outv.data() + (size_t(oy) * (S + 32) + ox) * kBlock,
              false};
       exprune::sparse_conv::Sweep3<2, T, true>(a);
     }
@@ -294,8 +277,10 @@ int main(int argc, char** argv) {
   }
   size_t nz = 0;
   for (float v : X) nz += v != 0.f;
-  W.resize(size_t(C) * 9 * kBlock);
-  for (float& v : W) v = sym(rng);
+  // 64-byte aligned, as the op's blocked weights: a vector load never straddles two lines.
+  W_.assign(size_t(C) * 9 * kBlock + 16, 0.f);
+  W = W_.data() + (16 - reinterpret_cast<uintptr_t>(W_.data()) / sizeof(float) % 16) % 16;
+  for (size_t k = 0; k < size_t(C) * 9 * kBlock; ++k) W[k] = sym(rng);
   BuildPaired();
   BuildQuads();
   size_t quads = 0;
