@@ -1,4 +1,4 @@
-"""bench/lossless.py: how many timing rounds a row gets."""
+"""bench/lossless.py: how many timing rounds a row gets, and how saved runs merge."""
 
 import sys
 from pathlib import Path
