@@ -254,6 +254,9 @@ def main() -> None:
                              "into bench/lossless.json and docs/benchmarks.md")
     args = parser.parse_args()
     if args.merge:
+        missing = [str(path) for path in args.merge if not path.is_file()]
+        if missing:
+            parser.error(f"--merge: no such results file: {', '.join(missing)}")
         merge(args.merge)
         return
     if args.rounds < 1:

@@ -1,7 +1,8 @@
 // Probe for issue 16 (kernel speed on cores with two 512-bit multiply-add units): a 3x3
 // tile over two output rows whose lists share each channel's weights over 2x2 blocks of
 // inputs ("quads"), against the op's Sweep3 (AVX-512, two vectors x 14 positions) on the
-// op's paired lists. Not part of the package build; a standalone single-threaded program:
+// op's paired lists. Not part of the package build; a standalone single-threaded program
+// for AVX-512 machines:
 //
 //   g++ -O3 -march=native -std=c++17 -Icustom_ops/src bench/sparse_conv_quad_probe.cc -o /tmp/quad_probe
 //   /tmp/quad_probe C S ZEROS [iid | blocks DROP B]

@@ -55,6 +55,18 @@ def test_fewer_than_one_round_is_refused():
     assert "--rounds must be at least 1" in done.stderr
 
 
+def test_merging_a_missing_file_is_refused_and_writes_nothing():
+    import subprocess
+
+    before = (ROOT / "bench" / "lossless.json").read_bytes()
+    done = subprocess.run([sys.executable, "-m", "bench.lossless", "--merge", "bench/lossless_runs/no_such_run.json"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "no such results file: bench/lossless_runs/no_such_run.json" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (ROOT / "bench" / "lossless.json").read_bytes() == before
+
+
 def _run(commit, cpu, rows):
     machine = {"commit": commit, "cpu": cpu, "cores": 2}
     return {"models": [{"name": "m", "title": "M", "build": "b", "calib_samples": 1, "test_samples": 1,
