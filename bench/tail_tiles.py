@@ -27,6 +27,13 @@ second CPU"): a weight vector serves every non-zero input of its channel in a bl
 positions that a tile walks together, so ``loads RxC`` is the number of (channel, block of
 R rows x C columns) with a non-zero input per non-zero input: 1.0 when nothing is shared,
 down to 1 / (R * C). The op's column pairs are 1x2; a 2x2 trial is measured there.
+
+``hybrid`` models a 3x3 tile that would pick, per input channel and window of input
+columns one tile reads, the cheaper of two ways: its non-zero inputs through the lists
+(each multiplied into the taps reaching the tile, at ``--list-rate``) or the whole window
+with the channel's weights in registers (every tap of every output, at ``--dense-rate``;
+G multiply-adds/s, the defaults measured on the Xeon of docs/sparse_conv.md). It prints
+the hybrid's modelled tile time over the list tile's alone: a cost model, not a timing.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from exprune_onnx.config import choose_k
 from exprune_onnx.tuning.screen import layer_inputs
@@ -44,6 +52,10 @@ from exprune_onnx.tuning.screen import layer_inputs
 from .lossless import MODELS_BY_NAME
 
 TILES = ((14, 32), (14, 16), (1, 32), (1, 16))
+# The op's AVX-512 two-vector tile: 14 output positions, reading 16 input columns.
+WINDOW = 14
+LIST_RATE = 3.4  # the op's list tile on unpaired lists, weights in level 2 (tile probe)
+DENSE_RATE = 5.4  # onnxruntime's Conv on the bench layers (5.0-5.8)
 SHARES = ((1, 2), (2, 2))
 PASS_THROUGH = {"BatchNormalization", "Add", "Mul"}
 
@@ -92,7 +104,27 @@ def weight_loads(x: np.ndarray, rows: int, cols: int) -> float:
     return float(blocks.sum()) / total
 
 
-def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape) -> dict:
+def window_mix(x: np.ndarray, list_rate: float, dense_rate: float, positions: int = WINDOW) -> float:
+    """Modelled time of the hybrid 3x3 tile (module docstring) over the list tile's, for
+    NCHW ``x`` (stride 1, pad 1): windows of ``positions`` + 2 padded columns, ``positions``
+    apart; 1.0 when ``x`` is all zero."""
+    nz = x != 0
+    w = nz.shape[3]
+    tiles = -(-w // positions)
+    cols = np.zeros(nz.shape[:3] + (tiles * positions + 2,), bool)
+    cols[..., 1 : w + 1] = nz
+    # How many of the tile's outputs each column of a window reaches (taps kx = 0..2).
+    reach = np.array([sum(0 <= i - kx < positions for kx in range(3)) for i in range(positions + 2)], float)
+    list_time = hybrid_time = 0.0
+    for t in range(tiles):
+        window = cols[..., t * positions : t * positions + positions + 2]
+        by_list = (window * reach).sum(axis=-1) / list_rate
+        list_time += float(by_list.sum())
+        hybrid_time += float(np.minimum(by_list, 3 * positions / dense_rate).sum())
+    return hybrid_time / list_time if list_time > 0 else 1.0
+
+
+def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape, rates=(LIST_RATE, DENSE_RATE)) -> dict:
     m, c_per_group, kh, kw = weight_shape
     c_in = x.shape[1]
     k = choose_k("auto", c_in)
@@ -110,10 +142,14 @@ def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape) 
     row["bound"] = row["bound_14x32"]
     for r, c in SHARES:
         row[f"loads_{r}x{c}"] = weight_loads(x, r, c)
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    ones = [list(attrs.get(key, [1, 1])) == [1, 1] for key in ("strides", "dilations")]
+    sweep = (kh, kw) == (3, 3) and all(ones) and attrs.get("group", 1) == 1  # Sweep3's layers
+    row["hybrid"] = window_mix(x, *rates) if sweep else None
     return row
 
 
-def measure(name: str, samples: int, batch: int) -> dict:
+def measure(name: str, samples: int, batch: int, rates=(LIST_RATE, DENSE_RATE)) -> dict:
     bench_model = MODELS_BY_NAME[name]
     model = onnx.load(bench_model.onnx)
     data = np.load(bench_model.test)
@@ -128,30 +164,38 @@ def measure(name: str, samples: int, batch: int) -> dict:
     for conv, relu in groups:
         x = np.concatenate(sums[conv.input[0]])
         y = np.concatenate(sums[relu])
-        rows.append(layer_row(conv, x, y, weights[conv.input[1]]))
+        rows.append(layer_row(conv, x, y, weights[conv.input[1]], rates))
     work = np.array([r["flops"] * r["in_nonzero"] for r in rows])
     bounds = {f"{p}x{c}": float((work * np.array([r[f"bound_{p}x{c}"] for r in rows])).sum() / work.sum())
               for p, c in TILES}
     loads = {f"{r}x{c}": float((work * np.array([row[f"loads_{r}x{c}"] for row in rows])).sum() / work.sum())
              for r, c in SHARES}
-    return {"model": name, "samples": int(len(xs)), "layers": rows, "model_bound": bounds, "model_loads": loads}
+    mixed = [(wk, r["hybrid"]) for wk, r in zip(work, rows) if r["hybrid"] is not None]
+    hybrid = sum(wk * h for wk, h in mixed) / sum(wk for wk, _ in mixed) if mixed else None
+    return {"model": name, "samples": int(len(xs)), "layers": rows, "model_bound": bounds, "model_loads": loads,
+            "model_hybrid": hybrid, "rates": {"list": rates[0], "dense": rates[1]}}
 
 
 def show(result: dict) -> None:
     heads = (["layer", "shape", "in nz", "out zero"] + [f"skip {p}x{c}" for p, c in TILES] + ["bound"]
-             + [f"loads {r}x{c}" for r, c in SHARES])
+             + [f"loads {r}x{c}" for r, c in SHARES] + ["hybrid"])
     print(f"\n{result['model']}: {result['samples']} test samples")
     print("  ".join(f"{h:>12}" for h in heads))
     for r in result["layers"]:
         cells = [r["layer"][-12:], r["shape"], f"{r['in_nonzero']:.2f}", f"{r['out_zero']:.2f}"]
         cells += [f"{r[f'skip_{p}x{c}']:.3f}" for p, c in TILES] + [f"{r['bound']:.3f}"]
         cells += [f"{r[f'loads_{a}x{b}']:.2f}" for a, b in SHARES]
+        cells += ["-" if r["hybrid"] is None else f"{r['hybrid']:.2f}"]
         print("  ".join(f"{c:>12}" for c in cells))
     shares = ", ".join(f"{share:.1%} at {tile}" for tile, share in result["model_bound"].items())
     print(f"model: a tile-skipping tail with a perfect predictor saves at most {shares} "
           "of the lossless sparse-conv work")
     loads = ", ".join(f"{v:.2f} in {block} blocks" for block, v in result["model_loads"].items())
     print(f"model: weight loads per non-zero input (work-weighted; 1.00 unshared): {loads}")
+    if result["model_hybrid"] is not None:
+        rates = result["rates"]
+        print(f"model: hybrid 3x3 tile time over the list tile's (work-weighted, a model at list "
+              f"{rates['list']} and dense {rates['dense']} G multiply-adds/s): {result['model_hybrid']:.2f}")
 
 
 def main() -> None:
@@ -160,7 +204,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="test samples per model (at most)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--list-rate", type=float, default=LIST_RATE, help="G multiply-adds/s (hybrid)")
+    parser.add_argument("--dense-rate", type=float, default=DENSE_RATE, help="G multiply-adds/s (hybrid)")
     args = parser.parse_args()
+    if not (args.list_rate > 0 and args.dense_rate > 0):
+        parser.error("--list-rate and --dense-rate must be positive")
     names = args.models.split(",")
     unknown = [name for name in names if name not in MODELS_BY_NAME]
     if unknown:
@@ -171,7 +219,7 @@ def main() -> None:
             parser.error(f"{name}: its model or test file is missing; build them with `{m.build}`")
     results = []
     for name in names:
-        results.append(measure(name, args.samples, args.batch))
+        results.append(measure(name, args.samples, args.batch, (args.list_rate, args.dense_rate)))
         show(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""bench/tail_tiles.py: which convs it measures, and its all-zero tile shares."""
+"""bench/tail_tiles.py: which convs it measures, its all-zero tile shares, weight loads and hybrid model."""
 
 import sys
 from pathlib import Path
@@ -87,6 +87,15 @@ def test_an_unknown_model_is_a_usage_error_before_anything_runs(models, monkeypa
     assert "unknown model 'nosuch'" in err.err and "fashion_cnn" in err.err and err.out == ""
 
 
+@pytest.mark.parametrize("flag", ["--list-rate", "--dense-rate"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_rate_that_is_not_positive_is_a_usage_error(flag, value, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["tail_tiles", "--models", "fashion_cnn", flag, value])
+    with pytest.raises(SystemExit) as exit_info:
+        tail_tiles.main()
+    assert exit_info.value.code == 2 and "must be positive" in capsys.readouterr().err
+
+
 def test_missing_files_name_the_command_that_builds_them(monkeypatch, capsys, tmp_path):
     from bench.models import BenchModel
 
@@ -97,3 +106,30 @@ def test_missing_files_name_the_command_that_builds_them(monkeypatch, capsys, tm
     with pytest.raises(SystemExit) as exit_info:
         tail_tiles.main()
     assert exit_info.value.code == 2 and "build them with `python models/build_ghost.py`" in capsys.readouterr().err
+
+
+def test_window_mix_takes_the_cheaper_way_per_channel_and_window():
+    x = np.zeros((1, 2, 1, 14), np.float32)  # one window: padded columns 0..15
+    x[0, 0] = 1.0  # channel 0: non-zero in columns 1..14, reaching 2 + 12 * 3 + 2 outputs
+    x[0, 1, 0, 0] = 1.0  # channel 1: one input, reaching 2 outputs
+    # list: 40 and 2 at rate 1; dense: 14 outputs x 3 taps at rate 2 = 21 for either
+    assert tail_tiles.window_mix(x, 1.0, 2.0) == pytest.approx((21 + 2) / (40 + 2))
+    assert tail_tiles.window_mix(x, 1.0, 0.5) == pytest.approx(1.0)  # dense never cheaper
+
+
+def test_window_mix_counts_a_column_in_both_windows_that_read_it():
+    x = np.zeros((1, 1, 1, 15), np.float32)
+    x[0, 0, 0, 14] = 1.0  # padded column 15: the first window's last (1 output), the second's column 1 (2)
+    # dense at rate 42 costs 1 per window: the second window's list (2) loses to it
+    assert tail_tiles.window_mix(x, 1.0, 42.0) == pytest.approx((1 + 1) / (1 + 2))
+    assert tail_tiles.window_mix(np.zeros((1, 1, 2, 5), np.float32), 1.0, 1.0) == 1.0
+
+
+def test_layer_row_models_the_hybrid_for_stride_1_3x3_convs_only():
+    x = np.ones((1, 16, 2, 14), np.float32)  # dense windows: the registers win at the default rates
+    y = np.ones((1, 8, 2, 14), np.float32)
+    plain = helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1, 1, 1])
+    strided = helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2])
+    assert tail_tiles.layer_row(plain, x, y, (8, 16, 3, 3))["hybrid"] < 1.0
+    assert tail_tiles.layer_row(strided, x, y[:, :, :1, :7], (8, 16, 3, 3))["hybrid"] is None
+    assert tail_tiles.layer_row(plain, x, y, (8, 16, 1, 1))["hybrid"] is None
