@@ -21,14 +21,15 @@ def scripted_clock(monkeypatch):
         def cost(model: onnx.ModelProto) -> float:
             # An early-exit layer's gain is keyed by its name; a sparse matmul, named after the
             # layer it replaces, gains only if keyed "zero:<layer>" (one after an early-exit
-            # layer is free).
+            # layer is free); "zero:<a>+<b>" gains only while both read sparsely.
             zero_ops = ("ExPruneSparseMatMul", "ExPruneSparseConv")
             names = {n.name for n in model.graph.node if n.domain and n.op_type not in zero_ops}
             sparse = {n.name for n in model.graph.node if n.op_type in zero_ops}
             if not names and not sparse:
                 return 0.5 if slower_than_original else 1.0
             early = sum(g for layer, g in gains.items() if any(name.startswith(layer + "_") for name in names))
-            zero = sum(g for key, g in gains.items() if key.startswith("zero:") and key[5:] + "_sparse" in sparse)
+            zero = sum(g for key, g in gains.items()
+                       if key.startswith("zero:") and all(name + "_sparse" in sparse for name in key[5:].split("+")))
             return 1.0 - early - zero
 
         def fake(a, b, feeds, threads, passes, **_):

@@ -418,14 +418,40 @@ def test_small_gains_whose_group_misses_the_margin_are_dropped(scripted_clock):
     assert "dropped: too small, alone or together" in _decisions(choice)["h1"]
 
 
-@pytest.mark.parametrize(("gains", "timed"), [
-    ({"zero:h1": 0.6 * objective.MARGIN}, 3),
-    ({"zero:h1": 0.6 * objective.MARGIN, "zero:h2": 2 * objective.MARGIN}, 4),  # h2 kept: the result is timed
-], ids=["one_small_gain", "one_small_beside_a_kept_one"])
-def test_one_small_gain_is_not_timed_again(gains, timed, scripted_clock):
+@pytest.mark.parametrize(("gains", "small", "timed", "again"), [
+    ({"zero:h1": 0.6 * objective.MARGIN}, "h1", 3, False),
+    # h2, timed after h1, is kept: h1 is timed again beside it, then the result
+    ({"zero:h1": 0.6 * objective.MARGIN, "zero:h2": 2 * objective.MARGIN}, "h1", 5, True),
+    # h1, timed before h2, is kept: nothing changed around h2 since its timing
+    ({"zero:h1": 2 * objective.MARGIN, "zero:h2": 0.6 * objective.MARGIN}, "h2", 4, False),
+], ids=["one_small_gain", "small_before_a_kept_one", "small_after_a_kept_one"])
+def test_one_small_gain_is_not_timed_in_a_group(gains, small, timed, again, scripted_clock):
     calls, choice = _zero_input_choice(gains, scripted_clock)
     assert len(calls) == timed and not any(t.group or choice.in_group(t) for t in choice.layers)
-    assert choice.kept("h1", objective.ZERO_INPUTS) is False
+    assert choice.kept(small, objective.ZERO_INPUTS) is False
+    row = next(t for t in choice.layers if t.layer == small)
+    assert row.again is again
+    assert ("timed again after later layers were kept" in _decisions(choice)[small]) is again
+
+
+def test_a_small_gain_timed_again_beside_a_later_kept_layer_can_clear_the_margin(scripted_clock):
+    # h1 alone saves half the margin; once h2 reads sparsely too it saves one margin more
+    # (as a conv between two sparse convs sheds onnxruntime's layout conversions).
+    gains = {"zero:h1": 0.5 * objective.MARGIN, "zero:h2": 2 * objective.MARGIN, "zero:h1+h2": objective.MARGIN}
+    calls, choice = _zero_input_choice(gains, scripted_clock)
+    assert len(calls) == 5  # out, h1, h2 one by one; h1 again; the result against the original
+    row = next(t for t in choice.layers if t.layer == "h1")
+    assert row.kept and row.again and not row.group
+    assert row.with_ms == pytest.approx(1.0 - 3.5 * objective.MARGIN)
+    assert row.without_ms == pytest.approx(1.0 - 2 * objective.MARGIN)
+    assert choice.options.sparse_relu_layers == {"h1", "h2"}
+    assert node_types(choice.result.model).count("ExPruneSparseMatMul") == 2
+    assert "kept, timed again after later layers were kept" in _decisions(choice)["h1"]
+    from exprune_onnx.report.tables import latency_json
+
+    again = {row["layer"]: row["again"] for row in latency_json(choice)["layers"]}
+    assert again["h1"] is True and again["h2"] is False
+    onnx.checker.check_model(choice.result.model)
 
 
 def test_timing_sessions_do_not_spin_and_deployed_ones_keep_the_default():

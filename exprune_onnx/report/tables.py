@@ -267,6 +267,8 @@ def latency_table(choice) -> Table:
         kept = choice.kept(lt.layer, lt.kind)
         decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
                                         else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
+        if lt.again and not choice.in_group(lt):
+            decision += ", timed again after later layers were kept"
         if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)
             decision = "kept with the group below" if kept else "dropped: too small, alone or together"
         # A row decided without a whole-model timing shows the layer's own times, or none.
@@ -294,7 +296,8 @@ def latency_json(choice) -> dict | None:
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note} for lt in choice.layers],
+                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again}
+                   for lt in choice.layers],
     })
 
 
