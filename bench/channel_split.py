@@ -1,0 +1,172 @@
+"""A Conv + Relu split by input channel: onnxruntime's Conv over the densest channels,
+ExPruneSparseConv over the rest (issue 16; a measurement, not a rewrite the compiler makes).
+
+    python -m bench.channel_split [--layers block3_conv1,block4_conv1] [--calib 24] [--test 16]
+                                  [--rounds 5] [--threads 1]
+
+On a core where a listed input costs more than a dense multiply-add (docs/sparse_conv.md,
+"On a second CPU"), the sparse op loses on channels that are mostly non-zero and wins on
+the others; real ReLU maps hold both. For each 3x3 conv of the VGG16 bench model
+(bench/models.py ``vgg16_tumor``; ``--layers`` picks them by a part of their input's
+name) it takes the conv's real inputs on calibration and test crops, ranks the input
+channels by their non-zero share on the calibration crops, and times on the test crops,
+one crop at a time, each standalone model in turn, round after round:
+
+* ``ort``: Conv + Relu in onnxruntime (the reference);
+* ``sparse``: ExPruneSparseConv with the Relu fused, every channel listed;
+* ``split k``: the k densest channels through onnxruntime's Conv (with the bias), its
+  output the residual of an ExPruneSparseConv over the other channels (two Slices
+  first, of the input with its channels in rank order, as a compiler would order them
+  by permuting the producer's output channels).
+
+It prints each model's median time over ``ort``'s, the test crops' non-zero share of the
+k-th densest channel, and checks every output against ``ort``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from exprune_onnx import ops
+
+from .lossless import MODELS_BY_NAME
+from .tail_tiles import conv_groups
+
+MODEL = "vgg16_tumor"
+SHARES = (8, 4, 8 / 3, 2, 8 / 5, 4 / 3)  # split after C / share channels: C/8 .. 3C/4
+
+
+def _conv_attrs(conv: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in conv.attribute if a.name in ("pads", "strides")}
+
+
+def build(weight: np.ndarray, bias: np.ndarray, x_shape, k, attrs: dict) -> onnx.ModelProto:
+    """The standalone model of one form: ``k`` "ort", 0 (the sparse op alone) or the
+    number of leading input channels onnxruntime's Conv takes."""
+    c = x_shape[1]
+    inits = [numpy_helper.from_array(bias.astype(np.float32), "b")]
+    if k == "ort":
+        inits.append(numpy_helper.from_array(weight, "W"))
+        nodes = [helper.make_node("Conv", ["x", "W", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
+    elif k == 0:
+        inits.append(numpy_helper.from_array(ops.sparse_conv_weights(weight), "w"))
+        nodes = [helper.make_node(ops.SPARSE_CONV, ["x", "w", "b"], ["y"], domain=ops.DOMAIN, activation="relu",
+                                  **attrs)]
+    else:
+        for name, value in (("zero", 0), ("k", k), ("c", c), ("axis", 1)):
+            inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
+        inits += [numpy_helper.from_array(np.ascontiguousarray(weight[:, :k]), "Wd"),
+                  numpy_helper.from_array(ops.sparse_conv_weights(weight[:, k:]), "ws")]
+        nodes = [helper.make_node("Slice", ["x", "zero", "k", "axis"], ["xd"]),
+                 helper.make_node("Slice", ["x", "k", "c", "axis"], ["xs"]),
+                 helper.make_node("Conv", ["xd", "Wd", "b"], ["cd"], **attrs),
+                 helper.make_node(ops.SPARSE_CONV, ["xs", "ws", "", "cd"], ["y"], domain=ops.DOMAIN,
+                                  activation="relu", **attrs)]
+    pads, strides = attrs.get("pads", [0, 0, 0, 0]), attrs.get("strides", [1, 1])
+    kh, kw = weight.shape[2:]
+    y_shape = [x_shape[0], weight.shape[0], (x_shape[2] + pads[0] + pads[2] - kh) // strides[0] + 1,
+               (x_shape[3] + pads[1] + pads[3] - kw) // strides[1] + 1]
+    graph = helper.make_graph(nodes, "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
+
+
+def session(model: onnx.ModelProto, threads: int):
+    from exprune_onnx.runtime import inference_session
+
+    return inference_session(model, threads=threads, library=True)
+
+
+def _bias(model: onnx.ModelProto, conv: onnx.NodeProto, inits: dict) -> np.ndarray:
+    """The Conv's bias, or the constant of the Add after it (tf2onnx), or zeros."""
+    if len(conv.input) > 2 and conv.input[2]:
+        return inits[conv.input[2]]
+    for node in model.graph.node:
+        if node.op_type == "Add" and conv.output[0] in node.input:
+            other = next(name for name in node.input if name != conv.output[0])
+            if other in inits:
+                return inits[other].reshape(-1)
+    return np.zeros(inits[conv.input[1]].shape[0], np.float32)
+
+
+def measure_layer(weight, bias, attrs, calib: np.ndarray, test: np.ndarray, rounds: int, threads: int) -> dict:
+    """Median time of every form over ``ort``'s on ``test`` (NCHW crops of the conv's input)."""
+    order = np.argsort(-(calib != 0).mean(axis=(0, 2, 3)), kind="stable")
+    weight, test = np.ascontiguousarray(weight[:, order]), np.ascontiguousarray(test[:, order])
+    c = test.shape[1]
+    forms = ["ort", 0] + [int(round(c / share)) for share in SHARES]
+    sessions = {k: session(build(weight, bias, (1,) + test.shape[1:], k, attrs), threads) for k in forms}
+    times: dict = {k: [] for k in forms}
+    worst = 0.0
+    reference = [sessions["ort"].run(None, {"x": test[i : i + 1]})[0] for i in range(len(test))]
+    for k in forms:
+        for i in range(len(test)):
+            got = sessions[k].run(None, {"x": test[i : i + 1]})[0]
+            worst = max(worst, float(np.abs(got - reference[i]).max() / max(np.abs(reference[i]).max(), 1e-30)))
+    for _ in range(rounds):
+        for k in forms:
+            for i in range(len(test)):
+                t0 = time.perf_counter()
+                sessions[k].run(None, {"x": test[i : i + 1]})
+                times[k].append(time.perf_counter() - t0)
+    base = float(np.median(times["ort"]))
+    share = (test != 0).mean(axis=(0, 2, 3))
+    return {"channels": c, "nonzero": float((test != 0).mean()), "ort_ms": base * 1e3,
+            "ratios": {str(k): float(np.median(times[k]) / base) for k in forms[1:]},
+            "kth_share": {str(k): float(share[k - 1]) for k in forms[2:]}, "max_rel_diff": worst}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", default="", help="parts of the conv inputs' names, comma-separated (all)")
+    parser.add_argument("--calib", type=int, default=24, help="calibration crops that rank the channels")
+    parser.add_argument("--test", type=int, default=16, help="test crops timed")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if min(args.calib, args.test, args.rounds, args.threads) < 1:
+        parser.error("--calib, --test, --rounds and --threads must be at least 1")
+    m = MODELS_BY_NAME[MODEL]
+    if not (m.onnx.is_file() and m.calibration.is_file() and m.test.is_file()):
+        parser.error(f"{MODEL}: its model or data files are missing; build them with `{m.build}`")
+    model = onnx.load(m.onnx)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    convs = [conv for conv, _ in conv_groups(model)
+             if inits.get(conv.input[1]) is not None and inits[conv.input[1]].shape[1] >= 16]
+    wanted = [part for part in args.layers.split(",") if part]
+    missing = [part for part in wanted if not any(part in conv.input[0] for conv in convs)]
+    if missing:
+        parser.error(f"no 3x3 conv of {MODEL} reads an input named like {missing[0]!r}")
+    convs = [conv for conv in convs if not wanted or any(part in conv.input[0] for part in wanted)]
+    from exprune_onnx.tuning.screen import layer_inputs
+
+    inp = model.graph.input[0].name
+
+    def inputs(path, count):
+        data = np.load(path)
+        xs = data[inp if inp in data else "input"][:count]
+        outs = layer_inputs(model, [c.input[0] for c in convs], [{inp: xs[s : s + 4]} for s in range(0, len(xs), 4)])
+        return {c.input[0]: np.concatenate([o[c.input[0]] for o in outs]) for c in convs}
+
+    calib, test = inputs(m.calibration, args.calib), inputs(m.test, args.test)
+    print(f"{MODEL}: {args.calib} calibration and {args.test} test crops, {args.threads} thread(s), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for conv in convs:
+        r = measure_layer(inits[conv.input[1]], _bias(model, conv, inits), _conv_attrs(conv), calib[conv.input[0]],
+                          test[conv.input[0]], args.rounds, args.threads)
+        cells = "  ".join(f"{k}: {v:.2f}" for k, v in r["ratios"].items())
+        print(f"{conv.input[0]}  C={r['channels']}  non-zero {r['nonzero']:.2f}  ort {r['ort_ms']:.2f} ms | "
+              f"over ort, by channels to ort's Conv: {cells} | max rel. diff {r['max_rel_diff']:.1e}")
+        print("    non-zero share of the k-th densest: "
+              + "  ".join(f"{k}: {v:.2f}" for k, v in r["kth_share"].items()))
+
+
+if __name__ == "__main__":
+    main()
