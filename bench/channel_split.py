@@ -3,6 +3,7 @@ ExPruneSparseConv over the rest (issue 16; a measurement, not a rewrite the comp
 
     python -m bench.channel_split [--layers block3_conv1,block4_conv1] [--calib 24] [--test 16]
                                   [--rounds 5] [--threads 1]
+    python -m bench.channel_split --whole RESULTS --layers block3_conv1_1/Relu=160,... [--rounds 3]
 
 On a core where a listed input costs more than a dense multiply-add (docs/sparse_conv.md,
 "On a second CPU"), the sparse op loses on channels that are mostly non-zero and wins on
@@ -21,13 +22,22 @@ one crop at a time, each standalone model in turn, round after round:
 
 It prints each model's median time over ``ort``'s, the test crops' non-zero share of the
 k-th densest channel, and checks every output against ``ort``'s.
+
+``--whole RESULTS`` measures in the whole model instead: the lossless model of a
+bench.lossless results file (its first 1 x 1 lossless row's kept zero-input layers,
+compiled again), against the same model with each conv named in ``--layers`` (``part=k``)
+split at k channels; two Gathers pick the channels, as the producer's channels are not
+permuted here. Both are timed alternately on 8 test crops (the latency objective's
+time_pair), ``--rounds`` rounds, and against the original.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -78,6 +88,51 @@ def build(weight: np.ndarray, bias: np.ndarray, x_shape, k, attrs: dict) -> onnx
                                                    helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
 
 
+def lossless_model(original: onnx.ModelProto, kept) -> onnx.ModelProto:
+    """The lossless compile of ``original`` with exactly the zero-input layers ``kept``:
+    threshold -inf, every early-exit layer left dense (as the latency objective drops
+    them)."""
+    from exprune_onnx.compiler.pipeline import optimize
+    from exprune_onnx.config import Options
+    from exprune_onnx.tuning.objective import skipping
+
+    options = Options(threshold=float("-inf"), sparse_relu="on", sparse_relu_layers=frozenset(kept))
+    early = [rw.candidate.layer for rw in optimize(original, options).rewritten]
+    options = skipping(options, early, early)
+    options.sparse_relu, options.sparse_relu_layers = "on", frozenset(kept)
+    return optimize(original, options).model
+
+
+def split_conv(graph, conv, k: int, density: np.ndarray) -> None:
+    """Rewrites ``conv`` -> Relu of onnx-graphsurgeon ``graph`` in place as onnxruntime's
+    Conv over the ``k`` input channels densest by ``density`` feeding an ExPruneSparseConv
+    over the others (Relu fused), the channels picked by two Gathers."""
+    import onnx_graphsurgeon as gs
+
+    relu = conv.outputs[0].outputs[0]
+    x, weight = conv.inputs[0], conv.inputs[1].values
+    bias = conv.inputs[2].values if len(conv.inputs) > 2 else np.zeros(weight.shape[0], np.float32)
+    order = np.argsort(-density, kind="stable")
+    dense, sparse = np.sort(order[:k]), np.sort(order[k:])
+    attrs = {key: v for key, v in conv.attrs.items() if key in ("pads", "strides", "dilations")}
+    xd, xs, cd = (gs.Variable(f"{x.name}_{tag}", dtype=np.float32) for tag in ("dense", "sparse", "dense_conv"))
+    graph.nodes += [
+        gs.Node("Gather", inputs=[x, gs.Constant(f"{x.name}_dense_idx", dense.astype(np.int64))], outputs=[xd],
+                attrs={"axis": 1}),
+        gs.Node("Gather", inputs=[x, gs.Constant(f"{x.name}_sparse_idx", sparse.astype(np.int64))], outputs=[xs],
+                attrs={"axis": 1}),
+        gs.Node("Conv", inputs=[xd, gs.Constant(f"{x.name}_Wd", np.ascontiguousarray(weight[:, dense])),
+                                gs.Constant(f"{x.name}_b", bias)], outputs=[cd], attrs=attrs),
+        gs.Node(ops.SPARSE_CONV, domain=ops.DOMAIN, outputs=list(relu.outputs), attrs={**attrs, "activation": "relu"},
+                inputs=[xs, gs.Constant(f"{x.name}_ws", ops.sparse_conv_weights(weight[:, sparse])),
+                        gs.Variable.empty(), cd]),
+    ]
+    for node in (conv, relu):
+        node.inputs.clear()
+        node.outputs.clear()
+    graph.cleanup().toposort()
+
+
 def session(model: onnx.ModelProto, threads: int):
     from exprune_onnx.runtime import inference_session
 
@@ -123,9 +178,100 @@ def measure_layer(weight, bias, attrs, calib: np.ndarray, test: np.ndarray, roun
             "kth_share": {str(k): float(share[k - 1]) for k in forms[2:]}, "max_rel_diff": worst}
 
 
+def _crops(path, model: onnx.ModelProto, count: int) -> np.ndarray:
+    data = np.load(path)
+    inp = model.graph.input[0].name
+    return data[inp if inp in data else "input"][:count]
+
+
+def _activations(model: onnx.ModelProto, names: list[str], crops: np.ndarray) -> dict:
+    from exprune_onnx.tuning.screen import layer_inputs
+
+    inp = model.graph.input[0].name
+    outs = layer_inputs(model, names, [{inp: crops[s : s + 4]} for s in range(0, len(crops), 4)])
+    return {name: np.concatenate([o[name] for o in outs]) for name in names}
+
+
+def per_layer(args, parser, m, model: onnx.ModelProto) -> None:
+    """The standalone forms of every chosen conv (module docstring)."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    convs = [conv for conv, _ in conv_groups(model)
+             if inits.get(conv.input[1]) is not None and inits[conv.input[1]].shape[1] >= 16]
+    wanted = [part for part in args.layers.split(",") if part]
+    missing = [part for part in wanted if not any(part in conv.input[0] for conv in convs)]
+    if missing:
+        parser.error(f"no 3x3 conv of {MODEL} reads an input named like {missing[0]!r}")
+    convs = [conv for conv in convs if not wanted or any(part in conv.input[0] for part in wanted)]
+    names = [c.input[0] for c in convs]
+    calib = _activations(model, names, _crops(m.calibration, model, args.calib))
+    test = _activations(model, names, _crops(m.test, model, args.test))
+    print(f"{MODEL}: {args.calib} calibration and {args.test} test crops, {args.threads} thread(s), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for conv in convs:
+        r = measure_layer(inits[conv.input[1]], _bias(model, conv, inits), _conv_attrs(conv), calib[conv.input[0]],
+                          test[conv.input[0]], args.rounds, args.threads)
+        cells = "  ".join(f"{k}: {v:.2f}" for k, v in r["ratios"].items())
+        print(f"{conv.input[0]}  C={r['channels']}  non-zero {r['nonzero']:.2f}  ort {r['ort_ms']:.2f} ms | "
+              f"over ort, by channels to ort's Conv: {cells} | max rel. diff {r['max_rel_diff']:.1e}")
+        print("    non-zero share of the k-th densest: "
+              + "  ".join(f"{k}: {v:.2f}" for k, v in r["kth_share"].items()))
+
+
+def kept_layers(path: Path) -> list[str]:
+    """The zero-input layers kept in the first 1 x 1 lossless row of a bench.lossless results file."""
+    for entry in json.loads(path.read_text())["models"]:
+        for row in entry["rows"]:
+            if (row["mode"], row["batch"], row["threads"]) == ("lossless", 1, 1):
+                return [t["layer"] for t in row["layers"] if t["rewrite"] == "zero inputs" and t["kept"]]
+    raise ValueError("it has no lossless row at batch 1, 1 thread")
+
+
+def whole(args, parser, m, model: onnx.ModelProto) -> None:
+    """The lossless model against the same with the named convs split (module docstring)."""
+    import onnx_graphsurgeon as gs
+
+    from exprune_onnx.tuning.objective import time_pair
+
+    try:
+        kept = kept_layers(args.whole)
+        wanted = {part: int(k) for part, k in (item.split("=") for item in args.layers.split(",") if item)}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"--whole {args.whole} with --layers {args.layers!r}: {exc} (--layers are part=k, k >= 1)")
+    if not wanted or min(wanted.values()) < 1:
+        parser.error("--whole needs --layers part=k,... with k >= 1")
+    base = lossless_model(model, kept)
+    graph = gs.import_onnx(base)
+    convs = {}
+    for part, k in wanted.items():
+        found = [n for n in graph.nodes if n.op == "Conv" and part in n.inputs[0].name
+                 and n.outputs[0].outputs and n.outputs[0].outputs[0].op == "Relu"]
+        if len(found) != 1:
+            parser.error(f"{len(found)} dense Conv -> Relu of the lossless model read an input named like {part!r}")
+        if not 1 <= k < found[0].inputs[1].shape[1]:
+            parser.error(f"{part}={k}: k must leave channels on both sides of the split")
+        convs[found[0].inputs[0].name] = (found[0], k)
+    density = _activations(model, list(convs), _crops(m.calibration, model, args.calib))
+    for name, (conv, k) in convs.items():
+        split_conv(graph, conv, k, (density[name] != 0).mean(axis=(0, 2, 3)))
+    split = gs.export_onnx(graph)
+    inp = model.graph.input[0].name
+    crops = _crops(m.test, model, 8)
+    feeds = [{inp: crops[i : i + 1]} for i in range(len(crops))]
+    print(f"{MODEL}: lossless model of {args.whole} ({len(kept)} zero-input layers), "
+          f"{len(convs)} convs split; load average {os.getloadavg()[0]:.1f}")
+    for r in range(args.rounds):
+        split_ms, base_ms = time_pair(split, base, feeds, args.threads, 5)
+        original_ms, _ = time_pair(model, base, feeds, args.threads, 3)
+        print(f"round {r}: split {split_ms:.2f} ms / lossless {base_ms:.2f} ms = {split_ms / base_ms:.3f}; "
+              f"over the original's {original_ms:.2f} ms: lossless {base_ms / original_ms:.3f}, "
+              f"split {split_ms / original_ms:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", default="", help="parts of the conv inputs' names, comma-separated (all)")
+    parser.add_argument("--layers", default="", help="parts of the conv inputs' names, comma-separated (all); "
+                                                     "with --whole, part=k")
+    parser.add_argument("--whole", type=Path, metavar="RESULTS", help="time in the whole lossless model")
     parser.add_argument("--calib", type=int, default=24, help="calibration crops that rank the channels")
     parser.add_argument("--test", type=int, default=16, help="test crops timed")
     parser.add_argument("--rounds", type=int, default=5)
@@ -137,35 +283,7 @@ def main() -> None:
     if not (m.onnx.is_file() and m.calibration.is_file() and m.test.is_file()):
         parser.error(f"{MODEL}: its model or data files are missing; build them with `{m.build}`")
     model = onnx.load(m.onnx)
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    convs = [conv for conv, _ in conv_groups(model)
-             if inits.get(conv.input[1]) is not None and inits[conv.input[1]].shape[1] >= 16]
-    wanted = [part for part in args.layers.split(",") if part]
-    missing = [part for part in wanted if not any(part in conv.input[0] for conv in convs)]
-    if missing:
-        parser.error(f"no 3x3 conv of {MODEL} reads an input named like {missing[0]!r}")
-    convs = [conv for conv in convs if not wanted or any(part in conv.input[0] for part in wanted)]
-    from exprune_onnx.tuning.screen import layer_inputs
-
-    inp = model.graph.input[0].name
-
-    def inputs(path, count):
-        data = np.load(path)
-        xs = data[inp if inp in data else "input"][:count]
-        outs = layer_inputs(model, [c.input[0] for c in convs], [{inp: xs[s : s + 4]} for s in range(0, len(xs), 4)])
-        return {c.input[0]: np.concatenate([o[c.input[0]] for o in outs]) for c in convs}
-
-    calib, test = inputs(m.calibration, args.calib), inputs(m.test, args.test)
-    print(f"{MODEL}: {args.calib} calibration and {args.test} test crops, {args.threads} thread(s), "
-          f"load average {os.getloadavg()[0]:.1f}")
-    for conv in convs:
-        r = measure_layer(inits[conv.input[1]], _bias(model, conv, inits), _conv_attrs(conv), calib[conv.input[0]],
-                          test[conv.input[0]], args.rounds, args.threads)
-        cells = "  ".join(f"{k}: {v:.2f}" for k, v in r["ratios"].items())
-        print(f"{conv.input[0]}  C={r['channels']}  non-zero {r['nonzero']:.2f}  ort {r['ort_ms']:.2f} ms | "
-              f"over ort, by channels to ort's Conv: {cells} | max rel. diff {r['max_rel_diff']:.1e}")
-        print("    non-zero share of the k-th densest: "
-              + "  ".join(f"{k}: {v:.2f}" for k, v in r["kth_share"].items()))
+    (whole if args.whole else per_layer)(args, parser, m, model)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """bench/channel_split.py: every split form computes the Conv + Relu, channels ranked by
 their calibration density, and its argument checks."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -72,3 +73,64 @@ def test_missing_files_name_the_command_that_builds_them(monkeypatch, capsys, tm
     with pytest.raises(SystemExit) as exc:
         channel_split.main()
     assert exc.value.code == 2 and "build them with `python models/build_ghost.py`" in capsys.readouterr().err
+
+
+def test_split_conv_rewrites_conv_and_relu_into_the_two_parts_with_the_same_outputs():
+    import onnx_graphsurgeon as gs
+    from helpers import init, make_model, node_types, vi
+    from onnx import helper
+
+    from exprune_onnx.runtime import inference_session
+
+    weight, bias, x = _layer(c=16, m=8, s=6)
+    nodes = [helper.make_node("Relu", ["in"], ["r"]),
+             helper.make_node("Conv", ["r", "W", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [vi("in", [1, 16, 6, 6])], [vi("y", [1, 8, 6, 6])], [init("W", weight), init("b", bias)])
+    graph = gs.import_onnx(model)
+    conv = next(n for n in graph.nodes if n.op == "Conv")
+    density = np.linspace(0.0, 1.0, 16)  # channels 10..15 the densest six
+    channel_split.split_conv(graph, conv, 6, density)
+    split = gs.export_onnx(graph)
+    split.opset_import.append(helper.make_opsetid(channel_split.ops.DOMAIN, channel_split.ops.VERSION))
+    onnx.checker.check_model(split)
+    assert node_types(split) == ["Relu", "Gather", "Gather", "Conv", "ExPruneSparseConv"]
+    dense_idx = next(n for n in split.graph.node if n.op_type == "Gather" and "dense_idx" in n.input[1]).input[1]
+    picked = next(t for t in split.graph.initializer if t.name == dense_idx)
+    assert list(onnx.numpy_helper.to_array(picked)) == list(range(10, 16))
+    want, got = inference_session(model, threads=1, optimize=False), inference_session(split, threads=1, optimize=False)
+    for i in range(len(x)):
+        feed = {"in": x[i : i + 1]}
+        np.testing.assert_allclose(got.run(None, feed)[0], want.run(None, feed)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_kept_layers_read_the_lossless_1x1_row(tmp_path):
+    rows = [{"mode": "lossless", "batch": 1, "threads": 2, "layers": [{"layer": "a", "rewrite": "zero inputs",
+                                                                      "kept": True}]},
+            {"mode": "lossless", "batch": 1, "threads": 1, "layers": [
+                {"layer": "b", "rewrite": "zero inputs", "kept": True},
+                {"layer": "c", "rewrite": "zero inputs", "kept": False},
+                {"layer": "d", "rewrite": "early exit", "kept": True}]}]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"models": [{"rows": rows}]}))
+    assert channel_split.kept_layers(path) == ["b"]
+    path.write_text(json.dumps({"models": [{"rows": rows[:1]}]}))
+    with pytest.raises(ValueError, match="no lossless row at batch 1, 1 thread"):
+        channel_split.kept_layers(path)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ("block3_conv1_1/Relu", "--layers are part=k"),
+    ("block3_conv1_1/Relu=x", "--layers are part=k"),
+    ("block3_conv1_1/Relu=0", "k >= 1"),
+])
+def test_whole_rejects_layers_without_a_split_point(layers, message, monkeypatch, capsys, tmp_path):
+    model = channel_split.MODELS_BY_NAME[channel_split.MODEL]
+    if not (model.onnx.is_file() and model.calibration.is_file() and model.test.is_file()):
+        pytest.skip(f"needs the VGG16 bench model and data (`{model.build}`)")
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"models": [{"rows": [{"mode": "lossless", "batch": 1, "threads": 1, "layers": []}]}]}))
+    monkeypatch.setattr(sys, "argv", ["channel_split", "--whole", str(run), "--layers", layers])
+    with pytest.raises(SystemExit) as exc:
+        channel_split.main()
+    assert exc.value.code == 2 and message in capsys.readouterr().err
