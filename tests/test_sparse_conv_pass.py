@@ -413,6 +413,31 @@ def test_shortcut_conv_is_rewritten_alone_beside_an_early_exit_block():
     assert all(r.ok for r in rows), rows
 
 
+def test_a_shortcut_conv_whose_bias_add_feeds_a_taken_join_is_rewritten_alone():
+    """As above with c2 -> Add(bias) before the join: following c2's group reaches the join
+    the early-exit rewrite has emptied (it lingers as a consumer until cleanup), so c2 is
+    rewritten alone and its bias Add stays (found by the graph fuzzer, seed 1005909)."""
+    rng = np.random.default_rng(11)
+    nodes, inits = stem(rng)
+    inits += [init("W1", weight(rng, 8, 8)), init("W2", weight(rng, 8, 8, 1)),
+              init("b2", init_array(rng, (1, 8, 1, 1), 0.5))]
+    nodes += [conv("c1", "r0", "W1", "a1", pads=[1, 1, 1, 1]), conv("c2", "r0", "W2", "a2"),
+              helper.make_node("Add", ["a2", "b2"], ["a2b"], name="bias2"),
+              helper.make_node("Add", ["a1", "a2b"], ["s"], name="join"), helper.make_node("Relu", ["s"], ["y"])]
+    model = build(nodes, inits)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", min_units=4, k=4,
+                                      unit_order="stored")
+    assert [rw.candidate.layer for rw in res.rewritten] == ["c1"]
+    assert [(s.layer, s.op_types) for s in res.sparse] == [("c2", ["Conv"])]
+    assert node_types(res.model) == ["Conv", "Relu", "ExPruneSparseConv", "Slice", "Add", "Conv", "ExPruneConvRelu"]
+    onnx.checker.check_model(res.model)
+    f = feeds(rng)
+    for ref, got in zip(run_plain(model, f), run_exprune(res.model, f)):
+        assert_close(ref, got)
+    rows = verify(model, res.model, random_dataset(model, 4, 0))
+    assert all(r.ok for r in rows), rows
+
+
 def test_a_later_run_reads_a_sparse_convs_relu():
     """A first run keeps only c1 sparse; a second run finds c2 behind c1's fused Relu."""
     rng = np.random.default_rng(12)

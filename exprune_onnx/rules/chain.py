@@ -98,6 +98,12 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
 
 def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | str:
     users = list(t.outputs)
+    # A rewrite empties the nodes it replaces, which stay consumers of their inputs until
+    # cleanup: a group reaching one was taken by that rewrite (as its residual, say).
+    taken = [u for u in users if not u.outputs]
+    if taken:
+        # (An emptied node may have no name or output to describe it by.)
+        return f"'{t.name}' feeds a node ({taken[0].op}) that another rewrite has taken"
     chain_users = [u for u in users if u.op in _CHAIN_OPS and is_default_domain(u)]
     if len(chain_users) != 1:
         if not users:
