@@ -392,44 +392,31 @@ def test_cli_explain_names_the_rewrite(tmp_path):
     assert node_types(onnx.load(out))[-1] == ops.SPARSE_CONV
 
 
-def test_shortcut_conv_is_rewritten_alone_beside_an_early_exit_block():
+@pytest.mark.parametrize("bias_add, types", [
+    (False, ["Conv", "Relu", "Slice", "ExPruneSparseConv", "Conv", "ExPruneConvRelu"]),
+    (True, ["Conv", "Relu", "ExPruneSparseConv", "Slice", "Add", "Conv", "ExPruneConvRelu"]),
+], ids=["direct", "through_a_bias_add"])
+def test_shortcut_conv_is_rewritten_alone_beside_an_early_exit_block(bias_add, types):
     """c1 becomes an early-exit layer that takes the block's Add -> Relu; the shortcut c2 reads
-    the stem's Relu and is rewritten alone, its output the early-exit op's residual."""
-    rng = np.random.default_rng(11)
-    nodes, inits = stem(rng)
-    inits += [init("W1", weight(rng, 8, 8)), init("W2", weight(rng, 8, 8, 1))]
-    nodes += [conv("c1", "r0", "W1", "a1", pads=[1, 1, 1, 1]), conv("c2", "r0", "W2", "a2"),
-              helper.make_node("Add", ["a1", "a2"], ["s"], name="join"), helper.make_node("Relu", ["s"], ["y"])]
-    model = build(nodes, inits)
-    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", min_units=4, k=4,
-                                      unit_order="stored")
-    assert [rw.candidate.layer for rw in res.rewritten] == ["c1"]
-    assert [(s.layer, s.op_types) for s in res.sparse] == [("c2", ["Conv"])]
-    onnx.checker.check_model(res.model)
-    f = feeds(rng)
-    for ref, got in zip(run_plain(model, f), run_exprune(res.model, f)):
-        assert_close(ref, got)
-    rows = verify(model, res.model, random_dataset(model, 4, 0))
-    assert all(r.ok for r in rows), rows
-
-
-def test_a_shortcut_conv_whose_bias_add_feeds_a_taken_join_is_rewritten_alone():
-    """As above with c2 -> Add(bias) before the join: following c2's group reaches the join
-    the early-exit rewrite has emptied (it lingers as a consumer until cleanup), so c2 is
-    rewritten alone and its bias Add stays (found by the graph fuzzer, seed 1005909)."""
+    the stem's Relu and is rewritten alone, its output the early-exit op's residual. With
+    c2 -> Add(bias) before the join, following c2's group reaches the join the early-exit
+    rewrite has emptied (it lingers as a consumer until cleanup): c2 is still rewritten
+    alone and its bias Add stays (the graph fuzzer found a crash there, seed 1005909)."""
     rng = np.random.default_rng(11)
     nodes, inits = stem(rng)
     inits += [init("W1", weight(rng, 8, 8)), init("W2", weight(rng, 8, 8, 1)),
               init("b2", init_array(rng, (1, 8, 1, 1), 0.5))]
-    nodes += [conv("c1", "r0", "W1", "a1", pads=[1, 1, 1, 1]), conv("c2", "r0", "W2", "a2"),
-              helper.make_node("Add", ["a2", "b2"], ["a2b"], name="bias2"),
-              helper.make_node("Add", ["a1", "a2b"], ["s"], name="join"), helper.make_node("Relu", ["s"], ["y"])]
-    model = build(nodes, inits)
+    nodes += [conv("c1", "r0", "W1", "a1", pads=[1, 1, 1, 1]), conv("c2", "r0", "W2", "a2")]
+    if bias_add:
+        nodes.append(helper.make_node("Add", ["a2", "b2"], ["a2b"], name="bias2"))
+    nodes += [helper.make_node("Add", ["a1", "a2b" if bias_add else "a2"], ["s"], name="join"),
+              helper.make_node("Relu", ["s"], ["y"])]
+    model = build(nodes, inits if bias_add else inits[:-1])
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", min_units=4, k=4,
                                       unit_order="stored")
     assert [rw.candidate.layer for rw in res.rewritten] == ["c1"]
     assert [(s.layer, s.op_types) for s in res.sparse] == [("c2", ["Conv"])]
-    assert node_types(res.model) == ["Conv", "Relu", "ExPruneSparseConv", "Slice", "Add", "Conv", "ExPruneConvRelu"]
+    assert node_types(res.model) == types
     onnx.checker.check_model(res.model)
     f = feeds(rng)
     for ref, got in zip(run_plain(model, f), run_exprune(res.model, f)):
