@@ -318,8 +318,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             relu_kept.append(s.layer)
         forget_all_but((dropped, relu_kept))
     relu_kept += _small_gains_again(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads,
-                                    passes, log)
-    forget_all_but((dropped, relu_kept))
+                                    passes, log, forget=lambda relu: forget_all_but((dropped, relu)))
     relu_kept += _small_gains_together(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads,
                                        passes, log)
     forget_all_but((dropped, relu_kept))
@@ -350,11 +349,13 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
 
 
 def _small_gains_again(choice: LatencyChoice, model_with, kept: list[str], feeds, threads: int, passes: int,
-                       log) -> list[str]:
+                       log, forget) -> list[str]:
     """The zero-input rewrites that made the model faster, but by less than ``MARGIN``,
     before a later one was kept, timed again one by one (in their first order) in the
     model as now kept (module docstring, step 3). Updates their rows; returns the layers
-    that cleared the margin this time."""
+    that cleared the margin this time. ``forget(relu)`` drops every compiled model but
+    the one reading ``relu`` sparsely, after each timing (a large model is not held
+    once per retry)."""
     rows = [t for t in choice.layers if t.kind == ZERO_INPUTS and not t.note and not t.group]
     again = [t for i, t in enumerate(rows)
              if not t.kept and t.with_ms < t.without_ms and any(later.kept for later in rows[i + 1:])]
@@ -366,6 +367,7 @@ def _small_gains_again(choice: LatencyChoice, model_with, kept: list[str], feeds
         t.kept, t.again = t.with_ms <= t.without_ms * (1.0 - MARGIN), True
         if t.kept:
             added.append(t.layer)
+        forget(kept + added)
     return added
 
 
