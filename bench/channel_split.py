@@ -46,14 +46,21 @@ from onnx import TensorProto, helper, numpy_helper
 from exprune_onnx import ops
 
 from .lossless import MODELS_BY_NAME
-from .tail_tiles import conv_groups
+from .tail_tiles import conv_attrs, conv_groups
 
 MODEL = "vgg16_tumor"
 SHARES = (8, 4, 8 / 3, 2, 8 / 5, 4 / 3)  # split after C / share channels: C/8 .. 3C/4
+GEOMETRY = ("pads", "strides", "dilations", "auto_pad")  # the Conv attributes every form keeps
 
 
-def _conv_attrs(conv: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in conv.attribute if a.name in ("pads", "strides")}
+def nonzero_share(x: np.ndarray) -> np.ndarray:
+    """Per channel of NCHW ``x``, the share of its values that are non-zero."""
+    return (x != 0).mean(axis=(0, 2, 3))
+
+
+def densest_first(share: np.ndarray) -> np.ndarray:
+    """Channel indices by decreasing ``share`` (ties in channel order)."""
+    return np.argsort(-share, kind="stable")
 
 
 def build(weight: np.ndarray, bias: np.ndarray, x_shape, k, attrs: dict) -> onnx.ModelProto:
@@ -78,12 +85,8 @@ def build(weight: np.ndarray, bias: np.ndarray, x_shape, k, attrs: dict) -> onnx
                  helper.make_node("Conv", ["xd", "Wd", "b"], ["cd"], **attrs),
                  helper.make_node(ops.SPARSE_CONV, ["xs", "ws", "", "cd"], ["y"], domain=ops.DOMAIN,
                                   activation="relu", **attrs)]
-    pads, strides = attrs.get("pads", [0, 0, 0, 0]), attrs.get("strides", [1, 1])
-    kh, kw = weight.shape[2:]
-    y_shape = [x_shape[0], weight.shape[0], (x_shape[2] + pads[0] + pads[2] - kh) // strides[0] + 1,
-               (x_shape[3] + pads[1] + pads[3] - kw) // strides[1] + 1]
     graph = helper.make_graph(nodes, "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * 4)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                    helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
 
@@ -112,9 +115,9 @@ def split_conv(graph, conv, k: int, density: np.ndarray) -> None:
     relu = conv.outputs[0].outputs[0]
     x, weight = conv.inputs[0], conv.inputs[1].values
     bias = conv.inputs[2].values if len(conv.inputs) > 2 else np.zeros(weight.shape[0], np.float32)
-    order = np.argsort(-density, kind="stable")
+    order = densest_first(density)
     dense, sparse = np.sort(order[:k]), np.sort(order[k:])
-    attrs = {key: v for key, v in conv.attrs.items() if key in ("pads", "strides", "dilations")}
+    attrs = {key: v for key, v in conv.attrs.items() if key in GEOMETRY}
     xd, xs, cd = (gs.Variable(f"{x.name}_{tag}", dtype=np.float32) for tag in ("dense", "sparse", "dense_conv"))
     graph.nodes += [
         gs.Node("Gather", inputs=[x, gs.Constant(f"{x.name}_dense_idx", dense.astype(np.int64))], outputs=[xd],
@@ -153,7 +156,7 @@ def _bias(model: onnx.ModelProto, conv: onnx.NodeProto, inits: dict) -> np.ndarr
 
 def measure_layer(weight, bias, attrs, calib: np.ndarray, test: np.ndarray, rounds: int, threads: int) -> dict:
     """Median time of every form over ``ort``'s on ``test`` (NCHW crops of the conv's input)."""
-    order = np.argsort(-(calib != 0).mean(axis=(0, 2, 3)), kind="stable")
+    order = densest_first(nonzero_share(calib))
     weight, test = np.ascontiguousarray(weight[:, order]), np.ascontiguousarray(test[:, order])
     c = test.shape[1]
     forms = ["ort", 0] + [int(round(c / share)) for share in SHARES]
@@ -172,7 +175,7 @@ def measure_layer(weight, bias, attrs, calib: np.ndarray, test: np.ndarray, roun
                 sessions[k].run(None, {"x": test[i : i + 1]})
                 times[k].append(time.perf_counter() - t0)
     base = float(np.median(times["ort"]))
-    share = (test != 0).mean(axis=(0, 2, 3))
+    share = nonzero_share(test)
     return {"channels": c, "nonzero": float((test != 0).mean()), "ort_ms": base * 1e3,
             "ratios": {str(k): float(np.median(times[k]) / base) for k in forms[1:]},
             "kth_share": {str(k): float(share[k - 1]) for k in forms[2:]}, "max_rel_diff": worst}
@@ -208,7 +211,8 @@ def per_layer(args, parser, m, model: onnx.ModelProto) -> None:
     print(f"{MODEL}: {args.calib} calibration and {args.test} test crops, {args.threads} thread(s), "
           f"load average {os.getloadavg()[0]:.1f}")
     for conv in convs:
-        r = measure_layer(inits[conv.input[1]], _bias(model, conv, inits), _conv_attrs(conv), calib[conv.input[0]],
+        attrs = {key: v for key, v in conv_attrs(conv).items() if key in GEOMETRY}
+        r = measure_layer(inits[conv.input[1]], _bias(model, conv, inits), attrs, calib[conv.input[0]],
                           test[conv.input[0]], args.rounds, args.threads)
         cells = "  ".join(f"{k}: {v:.2f}" for k, v in r["ratios"].items())
         print(f"{conv.input[0]}  C={r['channels']}  non-zero {r['nonzero']:.2f}  ort {r['ort_ms']:.2f} ms | "
@@ -252,7 +256,7 @@ def whole(args, parser, m, model: onnx.ModelProto) -> None:
         convs[found[0].inputs[0].name] = (found[0], k)
     density = _activations(model, list(convs), _crops(m.calibration, model, args.calib))
     for name, (conv, k) in convs.items():
-        split_conv(graph, conv, k, (density[name] != 0).mean(axis=(0, 2, 3)))
+        split_conv(graph, conv, k, nonzero_share(density[name]))
     split = gs.export_onnx(graph)
     inp = model.graph.input[0].name
     crops = _crops(m.test, model, 8)

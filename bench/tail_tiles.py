@@ -124,6 +124,11 @@ def window_mix(x: np.ndarray, list_rate: float, dense_rate: float, positions: in
     return hybrid_time / list_time if list_time > 0 else 1.0
 
 
+def conv_attrs(conv: onnx.NodeProto) -> dict:
+    """A Conv node's attributes as Python values."""
+    return {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+
+
 def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape, rates=(LIST_RATE, DENSE_RATE)) -> dict:
     m, c_per_group, kh, kw = weight_shape
     c_in = x.shape[1]
@@ -142,7 +147,7 @@ def layer_row(conv: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape, 
     row["bound"] = row["bound_14x32"]
     for r, c in SHARES:
         row[f"loads_{r}x{c}"] = weight_loads(x, r, c)
-    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    attrs = conv_attrs(conv)
     ones = [list(attrs.get(key, [1, 1])) == [1, 1] for key in ("strides", "dilations")]
     sweep = (kh, kw) == (3, 3) and all(ones) and attrs.get("group", 1) == 1  # Sweep3's layers
     row["hybrid"] = window_mix(x, *rates) if sweep else None

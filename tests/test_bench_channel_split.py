@@ -25,10 +25,12 @@ def _layer(seed=0, c=16, m=8, s=6):
     return weight, bias, x
 
 
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]},
+                                   {"pads": [2, 1, 2, 1], "dilations": [2, 1], "strides": [2, 1]}],
+                         ids=["same", "strided_dilated"])
 @pytest.mark.parametrize("k", ["ort", 0, 4, 8, 12])
-def test_every_form_is_the_conv_and_relu(k):
+def test_every_form_is_the_conv_and_relu(k, attrs):
     weight, bias, x = _layer()
-    attrs = {"pads": [1, 1, 1, 1]}
     model = channel_split.build(weight, bias, (1,) + x.shape[1:], k, attrs)
     onnx.checker.check_model(model)
     reference = channel_split.session(channel_split.build(weight, bias, (1,) + x.shape[1:], "ort", attrs), 1)
