@@ -42,6 +42,7 @@ prunes at its calibrated rate while being timed.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from dataclasses import dataclass, field
 
@@ -55,7 +56,7 @@ from ..io.data import Dataset
 from ..measure.flops import dense_flops
 from ..measure.timing import session as timing_session
 from ..progress import quiet
-from .screen import ALONE_MARGIN, prunes_nothing, screen_early_exit, screen_sparse_convs
+from .screen import ALONE_MARGIN, SparseConsumer, prunes_nothing, screen_early_exit, screen_sparse_convs
 
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
@@ -124,6 +125,24 @@ class LatencyChoice:
             if t.layer == layer and t.kind == kind:
                 return t.kept and not self.reverted_all
         return None
+
+
+@dataclass(frozen=True)
+class Built:
+    """A candidate model and what the objective reads of its compilation. Not the
+    compiler's Result: its graph holds every weight once more, in cycles that only a
+    collection frees (2 GB or more for VGG19, per candidate)."""
+    model: onnx.ModelProto
+    changed: bool
+    sparse: tuple[SparseConsumer, ...]
+
+
+def _compile(original: onnx.ModelProto, options: Options) -> Built:
+    result = optimize(original, options)
+    built = Built(result.model, result.changed, tuple(SparseConsumer.of(s) for s in result.sparse))
+    del result
+    gc.collect()
+    return built
 
 
 def timing_feeds(data: Dataset, batch: int, seed: int = 0,
@@ -247,9 +266,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     try_relu = times_zero_inputs(options)
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
     dropped: list[str] = []
-    compiled: dict[tuple, Result] = {}
+    compiled: dict[tuple, Built] = {}
 
-    def build(names, relu=None) -> Result:
+    def build(names, relu=None) -> Built:
         """The model with ``names`` left dense; ``relu``: the plain-ReLU consumers read
         sparsely (a tuple), or every one that qualifies ("all")."""
         key = (tuple(sorted(names)), relu if relu == "all" else tuple(sorted(relu or ())))
@@ -260,7 +279,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
                 opts.sparse_relu_layers = None if relu == "all" else frozenset(key[1])
             else:
                 opts.sparse_relu = "off"
-            compiled[key] = optimize(original, opts)
+            compiled[key] = _compile(original, opts)
         return compiled[key]
 
     def forget_all_but(*keep) -> None:
@@ -299,7 +318,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         forget_all_but((dropped, ()))
     # The ReLUs of the layers just reverted are plain again: their consumers qualify now.
     relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu] if try_relu else []
-    relu_candidates.sort(key=lambda s: (int(np.prod(s.op_node.inputs[1].shape)), s.layer))
+    relu_candidates.sort(key=lambda s: (s.weight_size, s.layer))
     relu_kept: list[str] = []
     if relu_candidates:
         log("timing the sparse convolutions alone")

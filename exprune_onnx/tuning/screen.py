@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -40,6 +41,23 @@ from ..passes.sparse_conv import unpack
 ALONE_MARGIN = 0.0
 # Timing feeds the layer inputs are captured on: enough for a median of a small model.
 SCREEN_FEEDS = 2
+
+
+@dataclass(frozen=True)
+class SparseConsumer:
+    """What the objective reads of a consumer the compiler made read its input sparsely
+    (passes/sparse_input.py's SparseRewrite), without the compiler's graph around it."""
+    layer: str
+    op: str  # the op it became
+    node: str  # that node's name
+    x: str  # the tensor it reads sparsely
+    weight_size: int
+    after_relu: bool
+
+    @classmethod
+    def of(cls, s) -> SparseConsumer:
+        node = s.op_node
+        return cls(s.layer, node.op, node.name, node.inputs[0].name, int(np.prod(node.inputs[1].shape)), s.after_relu)
 
 
 def prunes_nothing(options: Options, layer: str) -> bool:
@@ -177,20 +195,18 @@ def screen_early_exit(original: onnx.ModelProto, result: Result, feeds: list[dic
     return found
 
 
-def screen_sparse_convs(model: onnx.ModelProto, sparse, feeds: list[dict], threads: int, passes: int, time_pair
-           ) -> dict[str, tuple[float, float]]:
+def screen_sparse_convs(model: onnx.ModelProto, sparse: list[SparseConsumer], feeds: list[dict], threads: int,
+                        passes: int, time_pair) -> dict[str, tuple[float, float]]:
     """Layer -> (ms alone sparse, ms alone dense) for each sparse conv among ``sparse``
     (rewrites of ``model``); ``time_pair`` is objective.time_pair."""
     outer = {n.name for n in model.graph.node}
-    convs = [s for s in sparse if s.op_node.op == ops.SPARSE_CONV and s.op_node.name in outer]
+    convs = [s for s in sparse if s.op == ops.SPARSE_CONV and s.node in outer]
     if not convs:
         return {}
-    names = sorted({s.op_node.inputs[0].name for s in convs})
-    captured = layer_inputs(model, names, feeds[:SCREEN_FEEDS], threads)
+    captured = layer_inputs(model, sorted({s.x for s in convs}), feeds[:SCREEN_FEEDS], threads)
     out = {}
     for s in convs:
-        x = s.op_node.inputs[0].name
-        xs = [{x: values[x]} for values in captured]
-        fast, slow = alone_pair(model, s.op_node.name, list(xs[0][x].shape))
+        xs = [{s.x: values[s.x]} for values in captured]
+        fast, slow = alone_pair(model, s.node, list(xs[0][s.x].shape))
         out[s.layer] = time_pair(fast, slow, xs, threads, passes)
     return out
