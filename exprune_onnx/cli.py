@@ -205,7 +205,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-    from .io.modelio import clobbered_input, read_model, save_model
+    from .io.modelio import read_model, save_model
     from .progress import for_terminal
     from .workflow import Settings, run
 
@@ -224,9 +224,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
                         latency_threads=latency_threads, input_values=input_values)
     options.confidence = confidence
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
-    clobbered = clobbered_input(model, output)
-    if clobbered:
-        raise OutputError(clobbered)
+    _refuse_overwriting([output, report_path, plot_path], [model], (config, check_data, calibration, labels))
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)
@@ -240,6 +238,21 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
                          plot_path)
     report.print_optimized(_console(), done, original, model.name, explain)
     _console().print(f"wrote {output}")
+
+
+def _refuse_overwriting(outputs: list, models: list, others: tuple) -> None:
+    """Stop before any work when an output path (None: not asked for) is an input file or
+    another output's path."""
+    from .io.modelio import clobbered_input, same_file
+
+    outputs = [o for o in outputs if o is not None]
+    for i, out in enumerate(outputs):
+        for model in models:
+            problem = clobbered_input(model, out, others)
+            if problem:
+                raise OutputError(problem)
+        if any(Path(out).resolve() == Path(earlier).resolve() or same_file(earlier, out) for earlier in outputs[:i]):
+            raise OutputError(f"{out}: two outputs were given the same path")
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -284,6 +297,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .measure.timing import measure
     from .progress import for_terminal
 
+    _refuse_overwriting([json_path], [original, optimized], (data_path, labels))
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
     spec = InputSpec(input_shapes, input_values)

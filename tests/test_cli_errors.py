@@ -225,6 +225,53 @@ def test_output_whose_data_file_is_the_inputs_external_data(tmp_path):
     onnx.checker.check_model(onnx.load(a))
 
 
+def test_output_that_is_the_inputs_external_data(tmp_path):
+    """-o names the very file the input keeps its weights in."""
+    a = tmp_path / "a.onnx"
+    onnx.save_model(onnx.load(EXAMPLE), a, save_as_external_data=True, location="a.onnx.data", size_threshold=0)
+    before = _snapshot(tmp_path)
+    assert_one_line_error(invoke("optimize", a, "-o", tmp_path / "a.onnx.data", "--no-check"), 5,
+                          "a.onnx.data", "external data")
+    assert _snapshot(tmp_path) == before
+    onnx.checker.check_model(onnx.load(a))
+
+
+CALIBRATE = ("--calibration", "{data}", "--max-drop", "0.5", "--no-check")
+
+
+@pytest.mark.parametrize(("args", "clobbered"), [
+    (("-o", "{data}", "--check-data", "{data}"), "{data}"),
+    (("-o", "{config}", "--config", "{config}"), "{config}"),
+    (("-o", "{dir}/x.npy", "--check-data", "{dir}"), "{dir}"),
+    (CALIBRATE + ("-o", "{data}"), "{data}"),
+    (CALIBRATE + ("--report", "{model}"), "input model"),
+    (CALIBRATE + ("--report", "{data}"), "{data}"),
+    (CALIBRATE + ("--plot", "{config}", "--config", "{config}"), "{config}"),
+    (CALIBRATE + ("-o", "{tmp}/out.onnx", "--report", "{tmp}/out.onnx"), "same path"),
+    (CALIBRATE + ("--report", "{tmp}/r", "--plot", "{tmp}/r"), "same path"),
+], ids=["output_is_check_data", "output_is_config", "output_is_a_file_of_a_data_dir", "output_is_calibration",
+        "report_is_model", "report_is_calibration", "plot_is_config", "report_is_output", "plot_is_report"])
+def test_an_output_never_overwrites_an_input_or_another_output(args, clobbered, example, good_data, tmp_path):
+    config = tmp_path / "layers.json"
+    config.write_text("{}")
+    npy_dir = tmp_path / "npy"
+    npy_dir.mkdir()
+    np.save(npy_dir / "x.npy", GOOD_INPUT)
+    names = {"model": example, "data": good_data, "config": config, "dir": npy_dir, "tmp": tmp_path}
+    before = _snapshot(tmp_path)
+    r = invoke("optimize", example, *[a.format(**names) for a in args])
+    assert_one_line_error(r, 5, clobbered.format(**names))
+    assert _snapshot(tmp_path) == before
+
+
+def test_evaluate_json_never_overwrites_a_model(example, good_data, tmp_path):
+    before = _snapshot(tmp_path)
+    r = CliRunner().invoke(main, ["evaluate", str(example), str(example), "--data", str(good_data), "--json",
+                                  str(example)])
+    assert_one_line_error(r, 5, "overwrite the input model")
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("kind", ["existing_directory", "parent_is_a_file"])
 def test_output_path_that_cannot_be_a_file(kind, example, tmp_path):
     if kind == "existing_directory":

@@ -160,14 +160,25 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
 
 
-def clobbered_input(model: str | os.PathLike, out: str | os.PathLike) -> str | None:
-    """Why writing ``out`` would overwrite the input model (or its external data), or None."""
+def clobbered_input(model: str | os.PathLike, out: str | os.PathLike, others=()) -> str | None:
+    """Why writing ``out`` would overwrite an input: the model, its external data or one of
+    ``others`` (paths or None; a directory stands for the files in it), or None."""
     if same_file(model, out):
         return f"{out}: the output would overwrite the input model"
+    inputs = external_data_files(model)
+    if any(same_file(f, out) for f in inputs):
+        return f"{out}: the output would overwrite the input model's external data"
     data = Path(out).with_name(Path(out).name + ".data")
-    if data.exists() and any(same_file(f, data) for f in external_data_files(model)):
+    if data.exists() and any(same_file(f, data) for f in inputs):
         return f"{out}: its data file {data.name} would overwrite the input model's external data"
+    for other in others:
+        if other is not None and any(same_file(f, out) for f in _files(Path(other))):
+            return f"{out}: the output would overwrite the input {other}"
     return None
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(path.iterdir()) if path.is_dir() else [path]
 
 
 def external_data_files(path: str | os.PathLike) -> list[Path]:
