@@ -213,25 +213,16 @@ def test_output_that_is_the_input_by_another_name(example, tmp_path):
     assert example.read_bytes() == before
 
 
-def test_output_whose_data_file_is_the_inputs_external_data(tmp_path):
-    """a.onnx keeps its weights in b.onnx.data; writing b.onnx (with external data, as the
-    input has) would replace that file and leave a.onnx pointing at the wrong bytes."""
+# a.onnx keeps its weights in <data>. "data_file_of_output": writing b.onnx with external
+# data (as the input has) would replace b.onnx.data and leave a.onnx pointing at the wrong
+# bytes; "output": -o names the very file.
+@pytest.mark.parametrize(("data", "out"), [("b.onnx.data", "b.onnx"), ("a.onnx.data", "a.onnx.data")],
+                         ids=["data_file_of_output", "output"])
+def test_output_that_would_replace_the_inputs_external_data(data, out, tmp_path):
     a = tmp_path / "a.onnx"
-    onnx.save_model(onnx.load(EXAMPLE), a, save_as_external_data=True, location="b.onnx.data", size_threshold=0)
+    onnx.save_model(onnx.load(EXAMPLE), a, save_as_external_data=True, location=data, size_threshold=0)
     before = _snapshot(tmp_path)
-    assert_one_line_error(invoke("optimize", a, "-o", tmp_path / "b.onnx", "--no-check"), 5,
-                          "b.onnx.data", "external data")
-    assert _snapshot(tmp_path) == before
-    onnx.checker.check_model(onnx.load(a))
-
-
-def test_output_that_is_the_inputs_external_data(tmp_path):
-    """-o names the very file the input keeps its weights in."""
-    a = tmp_path / "a.onnx"
-    onnx.save_model(onnx.load(EXAMPLE), a, save_as_external_data=True, location="a.onnx.data", size_threshold=0)
-    before = _snapshot(tmp_path)
-    assert_one_line_error(invoke("optimize", a, "-o", tmp_path / "a.onnx.data", "--no-check"), 5,
-                          "a.onnx.data", "external data")
+    assert_one_line_error(invoke("optimize", a, "-o", tmp_path / out, "--no-check"), 5, data, "external data")
     assert _snapshot(tmp_path) == before
     onnx.checker.check_model(onnx.load(a))
 
