@@ -241,12 +241,13 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 
 
 def _refuse_overwriting(outputs: list, models: list, others: tuple) -> None:
-    """Stop before any work when an output path (None: not asked for) is an input file or
-    another output's path."""
-    from .io.modelio import clobbered_input, same_file
+    """Stop before any work when an output path (None: not asked for) cannot be written, is
+    an input file or is another output's path."""
+    from .io.modelio import check_writable, clobbered_input, same_file
 
     outputs = [o for o in outputs if o is not None]
     for i, out in enumerate(outputs):
+        check_writable(out)
         for model in models:
             problem = clobbered_input(model, out, others)
             if problem:

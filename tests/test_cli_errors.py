@@ -227,6 +227,22 @@ def test_output_that_would_replace_the_inputs_external_data(data, out, tmp_path)
     onnx.checker.check_model(onnx.load(a))
 
 
+def test_a_model_with_external_data_optimized_again_from_its_directory(tmp_path, monkeypatch):
+    """onnx.save_model refuses a data file name that exists relative to the working
+    directory: the second run here, or an -o of the same name elsewhere, used to fail."""
+    monkeypatch.chdir(tmp_path)
+    onnx.save_model(onnx.load(EXAMPLE), "a.onnx", save_as_external_data=True, location="a.onnx.data")
+    (tmp_path / "out").mkdir()
+    for out in ("a.exprune.onnx", "a.exprune.onnx", "out/a.onnx"):
+        r = invoke("optimize", "a.onnx", "-o", out, "--no-check")
+        assert r.exit_code == 0, r.output
+        data = Path(out + ".data")
+        assert data.is_file() and data.stat().st_mode == Path(out).stat().st_mode  # not onnx's private 0600
+        onnx.checker.check_model(onnx.load(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.exprune.onnx", "a.exprune.onnx.data", "a.onnx",
+                                                          "a.onnx.data", "out"]
+
+
 CALIBRATE = ("--calibration", "{data}", "--max-drop", "0.5", "--no-check")
 
 
@@ -273,6 +289,19 @@ def test_output_path_that_cannot_be_a_file(kind, example, tmp_path):
         out.parent.write_text("a file, not a directory")
     assert_one_line_error(invoke("optimize", example, "-o", out, "--no-check"), 5, words)
     assert not out.is_file()
+
+
+@pytest.mark.parametrize("option", ["-o", "--report", "--plot"])
+@pytest.mark.parametrize("kind", ["missing_directory", "existing_directory"])
+def test_an_output_that_cannot_be_written_stops_before_any_work(option, kind, example, good_data, tmp_path,
+                                                                 monkeypatch):
+    from exprune_onnx import workflow
+
+    monkeypatch.setattr(workflow, "run", lambda *a, **k: pytest.fail("the work started"))
+    out = tmp_path / "nope" / "o.onnx" if kind == "missing_directory" else tmp_path
+    args = ["-o", out] if option == "-o" else [option, out, *CALIBRATE[:4]]
+    args = [str(a).format(data=good_data) for a in args]
+    assert_one_line_error(invoke("optimize", example, *args), 5, str(out))
 
 
 def _unwritable_dir(tmp_path: Path) -> Path:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import onnx
+from onnx.external_data_helper import set_external_data
 
 from ..errors import ModelLoadError, OutputError, error_message
 
@@ -20,6 +22,14 @@ def all_nodes(graph: onnx.GraphProto):
         for attr in node.attribute:
             for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from all_nodes(body)
+
+
+def all_graphs(graph: onnx.GraphProto):
+    """``graph`` and every If/Loop/Scan body inside it."""
+    yield graph
+    for node in all_nodes(graph):
+        for attr in node.attribute:
+            yield from ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
 
 # Protobuf refuses single messages over 2 GiB; stay well clear of the limit.
 _EXTERNAL_DATA_BYTES = 1 << 30
@@ -123,12 +133,9 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
-def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False) -> None:
-    """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
-
-    Weights go to ``<out>.data`` when asked to or when the model is too large for one
-    protobuf message.
-    """
+def check_writable(out: str | os.PathLike) -> None:
+    """Raise OutputError when a file cannot be written at ``out``; checked before any work
+    is done, and again when writing."""
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -138,23 +145,34 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
         raise OutputError(f"{out}: the directory {parent} is not writable")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory")
+
+
+def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False) -> None:
+    """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
+
+    Weights go to ``<out>.data`` when asked to or when the model is too large for one
+    protobuf message; ``model``'s tensors then point at that file instead of holding them.
+    """
+    out = Path(out)
+    check_writable(out)
+    parent = out.parent if str(out.parent) else Path(".")
     external_data = external_data or tensor_bytes(model) > _EXTERNAL_DATA_BYTES
     data_name = out.name + ".data"
     try:
         with tempfile.TemporaryDirectory(dir=parent, prefix=".exprune-") as tmp:
-            tmp_model = Path(tmp) / out.name
+            tmp_model, tmp_data = Path(tmp) / out.name, Path(tmp) / data_name
             if external_data:
-                onnx.save_model(
-                    model,
-                    str(tmp_model),
-                    save_as_external_data=True,
-                    all_tensors_to_one_file=True,
-                    location=data_name,
-                    size_threshold=1024,
-                )
-                os.replace(Path(tmp) / data_name, parent / data_name)
-            else:
-                onnx.save_model(model, str(tmp_model))
+                # Marked here: onnx.save_model(location=...) refuses a location that exists
+                # relative to the working directory (a previous output there), not the model's.
+                for graph in all_graphs(model.graph):
+                    for t in graph.initializer:
+                        if t.HasField("raw_data") and len(t.raw_data) >= 1024:
+                            set_external_data(t, data_name)
+            onnx.save_model(model, str(tmp_model))
+            if tmp_data.exists():
+                # onnx makes the data file private (0600); the model file's mode follows the umask.
+                shutil.copymode(tmp_model, tmp_data)
+                os.replace(tmp_data, parent / data_name)
             os.replace(tmp_model, out)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
