@@ -347,7 +347,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         console.print(report.conv_candidates_table(result))
     if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
-    console.print(f"dense FLOPs: {result.dense_flops / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)")
+    console.print(f"dense FLOPs: {report.dense_flops_text(result)}")
 
 
 

@@ -140,6 +140,17 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
+def dense_flops_text(result: Result) -> str:
+    """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
+    if result.uncounted_nodes and not result.dense_flops:
+        return (f"unknown: the shapes of all {result.uncounted_nodes} Conv/Gemm/MatMul nodes depend on the input's; "
+                "give --input-shape")
+    dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
+    if result.uncounted_nodes:
+        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted (give --input-shape)"
+    return dense
+
+
 def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult | None,
                   sizes: tuple[int, int] | None) -> Table:
     t = Table(title="Summary", title_justify="left", show_header=False)
@@ -151,10 +162,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     ops = sorted(set(before) | set(after))
     changed = [f"{op} {before[op]}->{after[op]}" for op in ops if before[op] != after[op]]
     t.add_row("op counts", ", ".join(changed) or "unchanged")
-    dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
-    if result.uncounted_nodes:
-        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted"
-    t.add_row("dense FLOPs", dense)
+    t.add_row("dense FLOPs", dense_flops_text(result))
     measured = measured_total(result, check.pruned if check else None, (check.rows or check.samples) if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
