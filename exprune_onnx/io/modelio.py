@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from onnx.external_data_helper import set_external_data
+from onnx.external_data_helper import load_external_data_for_model, set_external_data
 
 from ..errors import ModelLoadError, OutputError, error_message
 
@@ -151,7 +151,7 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
 
     Weights go to ``<out>.data`` when asked to or when the model is too large for one
-    protobuf message; ``model``'s tensors then point at that file instead of holding them.
+    protobuf message. ``model`` is left as it was.
     """
     out = Path(out)
     check_writable(out)
@@ -161,14 +161,14 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     try:
         with tempfile.TemporaryDirectory(dir=parent, prefix=".exprune-") as tmp:
             tmp_model, tmp_data = Path(tmp) / out.name, Path(tmp) / data_name
-            if external_data:
-                # Marked here: onnx.save_model(location=...) refuses a location that exists
-                # relative to the working directory (a previous output there), not the model's.
-                for graph in all_graphs(model.graph):
-                    for t in graph.initializer:
-                        if t.HasField("raw_data") and len(t.raw_data) >= 1024:
-                            set_external_data(t, data_name)
+            moved = _mark_external(model, data_name) if external_data else []
             onnx.save_model(model, str(tmp_model))
+            if moved:
+                # onnx.save_model moved their data out of ``model`` (the report still reads it).
+                load_external_data_for_model(model, tmp)
+                for t, had_location in moved:
+                    if not had_location:
+                        t.ClearField("data_location")
             if tmp_data.exists():
                 # onnx makes the data file private (0600); the model file's mode follows the umask.
                 shutil.copymode(tmp_model, tmp_data)
@@ -176,6 +176,20 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
             os.replace(tmp_model, out)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+
+
+def _mark_external(model: onnx.ModelProto, data_name: str) -> list:
+    """Mark ``model``'s large initializers for ``data_name``; returns them, each with whether
+    it had a data location set. Done here, not by onnx.save_model(location=...), which
+    refuses a location that exists relative to the working directory (a previous output
+    there) rather than to the model."""
+    marked = []
+    for graph in all_graphs(model.graph):
+        for t in graph.initializer:
+            if t.HasField("raw_data") and len(t.raw_data) >= 1024 and t.data_location != onnx.TensorProto.EXTERNAL:
+                marked.append((t, t.HasField("data_location")))
+                set_external_data(t, data_name)
+    return marked
 
 
 def clobbered_input(model: str | os.PathLike, out: str | os.PathLike, others=()) -> str | None:
