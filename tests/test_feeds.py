@@ -163,14 +163,14 @@ def test_inspect_counts_flops_with_input_shape(tmp_path):
 def test_inspect_without_input_shape_says_the_flops_are_unknown(tmp_path):
     r = cli("inspect", save_model(conv_hw(), tmp_path))
     assert r.exit_code == 0, r.output
-    assert "dense FLOPs: unknown: the shapes of all 2 Conv/Gemm/MatMul nodes" in r.output
-    assert "give --input-shape" in r.output and "0.00 MFLOPs" not in r.output
+    assert "dense FLOPs: unknown: no shape of the 2 Conv/Gemm/MatMul nodes is known" in r.output
+    assert "--input-shape fixes" in r.output and "0.00 MFLOPs" not in r.output
     from exprune_onnx.compiler.pipeline import Result
     from exprune_onnx.report.tables import dense_flops_text
 
     some = dense_flops_text(Result(conv_hw(), dense_flops=1280, uncounted_nodes=20))
     assert some == ("0.00 MFLOPs per sample (Conv/Gemm/MatMul), 20 node(s) with unknown shapes not counted "
-                    "(give --input-shape)")
+                    "(--input-shape fixes symbolic input dims)")
 
 
 def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):

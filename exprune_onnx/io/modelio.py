@@ -31,6 +31,7 @@ def all_graphs(graph: onnx.GraphProto):
         for attr in node.attribute:
             yield from ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
 
+
 # Protobuf refuses single messages over 2 GiB; stay well clear of the limit.
 _EXTERNAL_DATA_BYTES = 1 << 30
 
@@ -151,7 +152,7 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
 
     Weights go to ``<out>.data`` when asked to or when the model is too large for one
-    protobuf message. ``model`` is left as it was.
+    protobuf message. Once written, ``model`` is as it was.
     """
     out = Path(out)
     check_writable(out)

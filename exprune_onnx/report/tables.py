@@ -142,12 +142,12 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
 
 def dense_flops_text(result: Result) -> str:
     """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
+    hint = "--input-shape fixes symbolic input dims"
     if result.uncounted_nodes and not result.dense_flops:
-        return (f"unknown: the shapes of all {result.uncounted_nodes} Conv/Gemm/MatMul nodes depend on the input's; "
-                "give --input-shape")
+        return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
     dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
     if result.uncounted_nodes:
-        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted (give --input-shape)"
+        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted ({hint})"
     return dense
 
 
