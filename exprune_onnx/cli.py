@@ -165,7 +165,8 @@ def main(debug: bool) -> None:
               help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
-@click.option("--max-drop", type=click.FloatRange(min=0), default=0.001, show_default=True,
+@click.option("--max-drop", type=click.FloatRange(0, 1), callback=lambda _c, _p, v: _a_number(v),
+              default=0.001, show_default=True,
               help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
@@ -238,6 +239,12 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
                          plot_path)
     report.print_optimized(_console(), done, original, model.name, explain)
     _console().print(f"wrote {output}")
+
+
+def _a_number(value: float) -> float:
+    if value != value:  # NaN passes click's range check
+        raise click.BadParameter("nan is not a number")
+    return value
 
 
 def _refuse_overwriting(outputs: list, models: list, others: tuple) -> None:

@@ -115,6 +115,22 @@ def test_cli_end_to_end_with_a_certificate(tiny, tmp_path):
     onnx.checker.check_model(onnx.load(out))
 
 
+def test_cli_certifies_a_model_with_a_fixed_batch(tiny, tmp_path):
+    """torch.onnx.export fixes the batch at 1 by default: the ladder's and the testing
+    part's runs must feed it one sample at a time too."""
+    path, npz = tiny
+    model = onnx.load(path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, path)
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
+                                  "0.05", "--objective", "flops", "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    cert = json.loads(rep.read_text())["certificate"]
+    assert cert["testing_samples"] == 600 and cert["certified_rung"] >= 1
+    assert onnx.load(out).graph.input[0] == model.graph.input[0]
+
+
 def test_cli_says_plainly_when_the_data_is_too_small(tiny, tmp_path):
     path, npz = tiny
     out = tmp_path / "o.onnx"
@@ -136,6 +152,32 @@ def test_bad_confidence_is_a_usage_error(tiny, tmp_path, value):
                                   f"--confidence={value}"])
     assert r.exit_code == 2 and "confidence must be a number in [0, 1)" in r.output
     assert "Traceback" not in r.output and not out.exists() and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "inf"])
+def test_bad_budget_is_a_usage_error(tiny, tmp_path, value):
+    path, npz = tiny
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  f"--max-drop={value}"])
+    assert r.exit_code == 2 and "--max-drop" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    (lambda y: y - 1, "label -1 is not a class"),
+    (lambda y: y + 10, "its classes are 0 to 9"),
+    (lambda y: np.eye(10, dtype=np.int64)[y], "give one class index per prediction"),
+], ids=["negative", "beyond_the_classes", "one_hot"])
+def test_labels_that_name_no_class_are_refused(tiny, tmp_path, labels, message):
+    """Such labels are wrong before and after pruning: no answer could be lost, and the
+    most aggressive rung would be certified."""
+    path, npz = tiny
+    with np.load(npz) as f:
+        x, y = f["x"], f["labels"]
+    np.savez(npz, x=x, labels=labels(y))
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--max-drop", "0.05", "--objective", "flops"])
+    assert r.exit_code == 6 and message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o.onnx").exists()
 
 
 def test_a_zero_budget_cannot_be_certified(tiny, tmp_path):

@@ -89,6 +89,14 @@ def test_unreadable_inputs(tmp_path, model):
         load_dataset(tmp_path / "empty", model)
 
 
+def test_unreadable_labels_in_a_directory(tmp_path, model):
+    for name, value in arrays().items():
+        np.save(tmp_path / f"{name}.npy", value)
+    np.save(tmp_path / "labels.npy", np.array(["a"] * 5, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="labels.npy: not a readable labels file"):
+        load_dataset(tmp_path, model)
+
+
 def test_random_dataset_needs_known_dims():
     m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", "T"])], [vi("y", ["N", "T"])])
     with pytest.raises(DataError, match="unknown dimensions"):

@@ -180,7 +180,7 @@ def _read_dir(path: Path, names: list[str]):
     if not arrays:
         raise DataError(f"{path}: holds no <input name>.npy, input_*.pb or test_data_set_* entries")
     labels_file = path / "labels.npy"
-    return arrays, (np.load(labels_file, allow_pickle=False) if labels_file.exists() else None)
+    return arrays, (_read_labels(labels_file) if labels_file.exists() else None)
 
 
 def _read_pb_sets(dirs: list[Path], names: list[str]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import onnx
 from .. import ops
 from ..errors import RuntimeCheckError, error_message
 from ..io.data import Dataset
-from ..tuning.metrics import is_class_index, is_classifier_output, is_scores, predictions
+from ..tuning.metrics import check_labels, is_class_index, is_classifier_output, is_scores, predictions
 
 
 @dataclass
@@ -92,6 +92,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         a, b = got_ref[n], got_opt[n]
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and is_classifier_output(a):
+            check_labels(labels, a)
             accuracy = (float(np.mean(predictions(a) == labels)), float(np.mean(predictions(b) == labels)))
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
 

@@ -18,6 +18,7 @@ model) a sample's loss is its share of such positions, tested by Hoeffding-Bentk
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -160,7 +161,9 @@ def step_up(shares: dict) -> dict:
 
 
 def subset(data: Dataset, indices: np.ndarray) -> Dataset:
-    return Dataset({k: v[indices] for k, v in data.inputs.items()}, data.labels_of(indices), data.source)
+    """The samples at ``indices``; the scalar inputs and the model's fixed batch come along."""
+    return dataclasses.replace(data, inputs={k: v[indices] for k, v in data.inputs.items()},
+                               labels=data.labels_of(indices))
 
 
 def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: str, max_drop: float,

@@ -53,17 +53,36 @@ def predictions(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(-1)
 
 
+def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
+    """Raise DataError unless ``labels`` hold one class of ``output`` (a classifier's output)
+    for each of its predictions: any other label would count as wrong before and after,
+    so no answer could ever be lost."""
+    want = predictions(output).shape
+    if labels.shape != want:
+        raise DataError(f"the labels have shape {list(labels.shape)}, the model's predictions {list(want)}: give one "
+                        "class index per prediction (for one-hot labels, their arg-max)")
+    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0)):
+        bad = labels.reshape(-1)[0] if labels.dtype.kind not in "iuf" else labels[np.mod(labels, 1) != 0][0]
+        raise DataError(f"the labels must be whole class indices; found {bad.item()!r} ({labels.dtype})")
+    classes = output.shape[-1] if is_scores(output) else None
+    low, high = labels.min(initial=0), labels.max(initial=0)
+    if low < 0 or (classes is not None and high >= classes):
+        raise DataError(f"label {low if low < 0 else high:g} is not a class of the model's output "
+                        f"({'its classes are 0 to ' + str(classes - 1) if classes else 'classes are >= 0'})")
+
+
 def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> str:
     """Resolve ``auto``: accuracy with labels, agreement for classifiers, else relative error."""
     if metric == "auto":
-        if labels is not None and is_classifier_output(first_output):
-            return "accuracy"
-        return "agreement" if is_classifier_output(first_output) else "relerr"
+        classifier = is_classifier_output(first_output)
+        metric = "accuracy" if labels is not None and classifier else "agreement" if classifier else "relerr"
     if metric in ("accuracy", "lost") and labels is None:
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
     if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):
         raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
                         f"the first output has shape {list(first_output.shape)}")
+    if metric in ("accuracy", "lost"):
+        check_labels(labels, first_output)
     return metric
 
 

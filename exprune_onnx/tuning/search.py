@@ -244,6 +244,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     (objective.py, timed on the calibration part) and both parts are scored again."""
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
+    if not 0 <= max_drop <= 1:
+        raise DataError(f"the budget (max_drop) must be in [0, 1] (0.01 = one point), got {max_drop}")
     if base.confidence > 0:
         from .certify import certified_search
 

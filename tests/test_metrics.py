@@ -1,0 +1,37 @@
+"""tuning/metrics.py: which labels the accuracy can be scored with."""
+
+import numpy as np
+import pytest
+
+from exprune_onnx.errors import DataError
+from exprune_onnx.tuning.metrics import check_labels
+
+SCORES = np.zeros((4, 3), np.float32)  # 4 samples, 3 classes
+PER_POSITION = np.zeros((2, 5, 3), np.float32)  # 2 samples, 5 positions, 3 classes
+INDICES = np.array([[7], [0]], np.int64)  # an arg-max head: class indices, no class count
+
+
+@pytest.mark.parametrize(("labels", "output"), [
+    (np.array([0, 2, 1, 0]), SCORES),
+    (np.array([0.0, 2.0, 1.0, 0.0]), SCORES),  # whole numbers stored as floats
+    (np.zeros((2, 5), np.int32), PER_POSITION),
+    (np.array([9, 0]), INDICES),
+])
+def test_labels_that_fit(labels, output):
+    check_labels(labels, output)
+
+
+@pytest.mark.parametrize(("labels", "output", "message"), [
+    (np.eye(3)[[0, 2, 1, 0]], SCORES, "shape [4, 3], the model's predictions [4]"),
+    (np.array([0, 1]), SCORES, "shape [2], the model's predictions [4]"),
+    (np.array([0, 3, 1, 0]), SCORES, "label 3 is not a class of the model's output (its classes are 0 to 2)"),
+    (np.array([0, -1, 1, 0]), SCORES, "label -1 is not a class"),
+    (np.array([-2, 0]), INDICES, "label -2 is not a class of the model's output (classes are >= 0)"),
+    (np.array([0.0, np.nan, 1.0, 0.0]), SCORES, "whole class indices; found nan"),
+    (np.array([0.5, 1.0, 1.0, 0.0]), SCORES, "whole class indices; found 0.5"),
+    (np.array(["cat", "dog", "cat", "dog"]), SCORES, "whole class indices; found 'cat'"),
+])
+def test_labels_that_name_no_class(labels, output, message):
+    with pytest.raises(DataError) as info:
+        check_labels(labels, output)
+    assert message in str(info.value)
