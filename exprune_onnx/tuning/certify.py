@@ -239,7 +239,8 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
                                   f"{cert.samples}, risk <= {100 * cert.bound:.3g}% at confidence {cert.confidence:g} "
                                   f"(budget {pct})"))
     else:
-        rows.append(("certified", "nothing: the original model was written unchanged"))
+        # Exact rewrites (zero inputs skipped) may still be written: they change no output.
+        rows.append(("certified", "no rung: no pruning layer was written"))
     if not cert.enough:
         rows.append(("data", f"too small: certifying {pct} at confidence {cert.confidence:g} needs at least "
                              f"{cert.needed} testing samples with no loss, there are {cert.samples}; give "
