@@ -22,7 +22,7 @@ import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, parse_confidence, parse_k
 from .errors import ConfigError
-from .io.data import Dataset, load_dataset, random_dataset
+from .io.data import Dataset, dataset_of, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec
 from .progress import quiet
 
@@ -36,10 +36,10 @@ class Settings:
     """Everything ``optimize`` does beyond compiling (the compiler's own knobs are Options)."""
 
     check: bool = True
-    check_data: str | Path | Dataset | None = None
+    check_data: str | Path | Dataset | dict | None = None  # dict: arrays keyed by input name (+ 'labels')
     check_samples: int = 32
     seed: int = 0
-    calibration: str | Path | Dataset | None = None
+    calibration: str | Path | Dataset | dict | None = None
     labels: str | Path | None = None
     max_drop: float = 0.001
     metric: str = "auto"
@@ -122,6 +122,9 @@ def validate(options: Options, settings: Settings) -> None:
 def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: int = 32) -> Dataset:
     if isinstance(source, Dataset):
         return source
+    if isinstance(source, dict):  # arrays keyed by input name, and optionally 'labels'
+        arrays = dict(source)
+        return dataset_of(arrays, model, arrays.pop("labels", None), spec, seed)
     if source is None:
         return random_dataset(model, samples, seed, spec)
     return load_dataset(source, model, labels, spec, seed)

@@ -58,6 +58,20 @@ def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
         assert done.checked is not None and done.report["check"]["samples"] == done.checked.samples
 
 
+def test_python_takes_data_as_arrays(tmp_path):
+    """calibration= and check_data= also take arrays keyed by input name (and 'labels'),
+    checked as a file's are: the same model as from the .npz."""
+    with np.load(SLICE) as data:
+        arrays = {"input": data["input"][:160], "labels": data["labels"][:160]}
+    np.savez(tmp_path / "small.npz", **arrays)
+    settings = {"objective": "flops", "max_drop": 0.02, "confidence": 0.0}
+    from_file = exprune_onnx.optimize(EXAMPLE, calibration=tmp_path / "small.npz", **settings)
+    from_arrays = exprune_onnx.optimize(EXAMPLE, calibration=arrays, check_data=arrays, **settings)
+    assert from_arrays.changed and from_arrays.model.SerializeToString() == from_file.model.SerializeToString()
+    with pytest.raises(exprune_onnx.errors.DataError, match="the arrays given: no array for model input 'input'"):
+        exprune_onnx.optimize(EXAMPLE, calibration={"x": arrays["input"]}, **settings)
+
+
 def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
     done = exprune_onnx.optimize(conv_hw(), input_shapes={"x": ("N", 3, 12, 12)}, objective="flops",
                                  threshold=float("-inf"))

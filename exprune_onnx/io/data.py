@@ -30,7 +30,7 @@ from .feeds import (
     resolved_dims,
 )
 
-__all__ = ["Dataset", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset"]
+__all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset"]
 
 
 @dataclass
@@ -94,6 +94,15 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         arrays, found_labels = _read_npz(path)
     if labels is not None:
         found_labels = _read_labels(Path(labels))
+    return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name)
+
+
+def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np.ndarray | None = None,
+               spec: InputSpec | None = None, seed: int = 0, where: str = "the arrays given",
+               source: str = "arrays") -> Dataset:
+    """The samples ``arrays`` (keyed by input name) hold, checked against ``model`` as a
+    file's are; ``where`` names them in errors."""
+    arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in arrays.items()}
     spec = spec or InputSpec()
     check_spec(model, spec)
     missing = {vi.name for vi in model_inputs(model) if vi.name not in arrays and vi.name in spec.values}
@@ -101,13 +110,13 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         samples = next((a.shape[0] for a in arrays.values() if a.ndim), 1)
         batched, scalars = random_arrays(model, samples, seed, spec, only=missing)
         arrays = {**arrays, **batched, **scalars}
-    inputs = fit_to_model(arrays, model, str(path), spec)
+    inputs = fit_to_model(arrays, model, where, spec)
     shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0}
     if not inputs:
-        raise DataError(f"{path}: the model's inputs are all scalars: there is no sample axis to run over")
-    dataset = Dataset(inputs, found_labels, path.name, shared, fixed_batch(model, spec))
+        raise DataError(f"{where}: the model's inputs are all scalars: there is no sample axis to run over")
+    dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, fixed_batch(model, spec))
     if dataset.labels is not None and dataset.labels.shape[:1] != (len(dataset),):
-        raise DataError(f"{path}: {dataset.labels.shape[0] if dataset.labels.ndim else 0} labels "
+        raise DataError(f"{where}: {dataset.labels.shape[0] if dataset.labels.ndim else 0} labels "
                         f"for {len(dataset)} samples")
     return dataset
 
