@@ -135,6 +135,12 @@ def main(debug: bool) -> None:
     5 cannot write output, 6 bad check data, 7 onnxruntime failed on the result,
     8 verification failed.
     """
+    if not debug:
+        import onnxruntime as ort
+
+        # Each onnxruntime failure becomes the command's one error line; its own log would
+        # print it again, coloured, before that.
+        ort.set_default_logger_severity(4)
 
 
 @main.command(epilog=_EPILOG_OPTIMIZE)

@@ -173,6 +173,26 @@ def test_tampering_fails(optimized, tmp_path, change, message):
     assert message in error_text(r)
 
 
+def test_a_model_onnxruntime_cannot_run_gives_one_line_on_stderr(optimized, tmp_path):
+    """onnxruntime logs a failing op itself, straight to the process's stderr (so in a
+    process of its own here): the command's error line must be the only one."""
+    import os
+    import subprocess
+    import sys
+
+    def bump_k(model):
+        attr = next(a for a in _ops(model, "ExPruneConvRelu")[0].attribute if a.name == "k")
+        attr.i += 1
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "exprune_onnx.cli", "verify", str(EXAMPLE),
+                        str(tampered(optimized, tmp_path, bump_k))], capture_output=True, text=True, env=env)
+    assert r.returncode == FAILED, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: verification failed"), r.stderr
+
+
 def test_tampered_weights_also_break_exactness(optimized, tmp_path):
     r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, change_tail))
     assert r.exit_code == FAILED
