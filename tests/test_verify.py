@@ -156,7 +156,7 @@ def test_agreement_below_the_bar_fails(optimized):
 
 
 @pytest.mark.parametrize("change,message", [
-    (change_tail, "the tail weight"),
+    (change_tail, "_w_tail' does not match the original's weight"),  # the tail weight alone
     (change_head, "the head weight"),
     (swap_units, "the unit order of Gather"),
     (change_bias, "the bias"),

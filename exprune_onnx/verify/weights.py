@@ -110,7 +110,8 @@ def _weight_problem(layer: Layer, got: np.ndarray, want: np.ndarray, stored: np.
     if (wrong >= k).any():
         parts.append(f"tail weight '{names['tail']}'")
     unit = int(layer.perm[wrong[0]]) if layer.perm is not None else int(wrong[0])
-    return (f"the {' and '.join(parts)} do not match the original's weight (input unit {unit} first, "
+    verb = "do" if len(parts) > 1 else "does"
+    return (f"the {' and '.join(parts)} {verb} not match the original's weight (input unit {unit} first, "
             f"relative difference {_rel_diff(got, want):.2g})")
 
 
