@@ -114,6 +114,9 @@ def validate(options: Options, settings: Settings) -> None:
         options.confidence = parse_confidence(options.confidence)
     except ConfigError as exc:
         raise UsageProblem(f"--{exc}") from None
+    if settings.calibration is not None and options.confidence > 0 and settings.holdout <= 0:
+        raise UsageProblem("--confidence tests the ladder on a part the search never sees: --holdout must be > 0 "
+                           "(or --confidence 0)")
     if settings.calibration is not None and options.confidence > 0 and settings.max_drop == 0:
         raise UsageProblem("--max-drop 0 cannot be certified from samples: give a budget > 0, or --confidence 0 "
                            "for no loss on the calibration data")
