@@ -22,7 +22,7 @@ import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, parse_confidence, parse_k
 from .errors import ConfigError
-from .io.data import Dataset, dataset_of, load_dataset, random_dataset
+from .io.data import Dataset, dataset_of, load_dataset, random_dataset, read_labels
 from .io.feeds import InputSpec, check_batch, check_spec
 from .progress import quiet
 
@@ -127,7 +127,8 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
         return source
     if isinstance(source, dict):  # arrays keyed by input name, and optionally 'labels'
         arrays = dict(source)
-        return dataset_of(arrays, model, arrays.pop("labels", None), spec, seed)
+        found = arrays.pop("labels", None)
+        return dataset_of(arrays, model, read_labels(Path(labels)) if labels is not None else found, spec, seed)
     if source is None:
         return random_dataset(model, samples, seed, spec)
     return load_dataset(source, model, labels, spec, seed)

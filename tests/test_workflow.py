@@ -68,6 +68,10 @@ def test_python_takes_data_as_arrays(tmp_path):
     from_file = exprune_onnx.optimize(EXAMPLE, calibration=tmp_path / "small.npz", **settings)
     from_arrays = exprune_onnx.optimize(EXAMPLE, calibration=arrays, check_data=arrays, **settings)
     assert from_arrays.changed and from_arrays.model.SerializeToString() == from_file.model.SerializeToString()
+    np.save(tmp_path / "y.npy", arrays["labels"])
+    apart = exprune_onnx.optimize(EXAMPLE, calibration={"input": arrays["input"]}, labels=tmp_path / "y.npy",
+                                  **settings)
+    assert apart.model.SerializeToString() == from_file.model.SerializeToString()
     with pytest.raises(exprune_onnx.errors.DataError, match="the arrays given: no array for model input 'input'"):
         exprune_onnx.optimize(EXAMPLE, calibration={"x": arrays["input"]}, **settings)
 

@@ -30,7 +30,8 @@ from .feeds import (
     resolved_dims,
 )
 
-__all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset"]
+__all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset",
+           "read_labels"]
 
 
 @dataclass
@@ -93,7 +94,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
     else:
         arrays, found_labels = _read_npz(path)
     if labels is not None:
-        found_labels = _read_labels(Path(labels))
+        found_labels = read_labels(Path(labels))
     return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name)
 
 
@@ -160,7 +161,7 @@ def _read_npz(path: Path):
     return arrays, arrays.pop("labels", None)
 
 
-def _read_labels(path: Path) -> np.ndarray:
+def read_labels(path: Path) -> np.ndarray:
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:
@@ -189,7 +190,7 @@ def _read_dir(path: Path, names: list[str]):
     if not arrays:
         raise DataError(f"{path}: holds no <input name>.npy, input_*.pb or test_data_set_* entries")
     labels_file = path / "labels.npy"
-    return arrays, (_read_labels(labels_file) if labels_file.exists() else None)
+    return arrays, (read_labels(labels_file) if labels_file.exists() else None)
 
 
 def _read_pb_sets(dirs: list[Path], names: list[str]) -> dict[str, np.ndarray]:
