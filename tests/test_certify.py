@@ -180,6 +180,19 @@ def test_labels_that_name_no_class_are_refused(tiny, tmp_path, labels, message):
     assert not (tmp_path / "o.onnx").exists()
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "lost"])
+def test_a_metric_that_needs_labels_is_refused_before_any_work(tiny, tmp_path, metric, monkeypatch):
+    from exprune_onnx.tuning import search as search_module
+
+    monkeypatch.setattr(search_module, "gather", lambda *a, **k: pytest.fail("the work started"))
+    path, npz = tiny
+    with np.load(npz) as f:
+        np.savez(npz, x=f["x"])
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--metric", metric, "--objective", "flops"])
+    assert r.exit_code == 6 and f"the {metric} metric needs labels" in r.output
+
+
 def test_a_zero_budget_cannot_be_certified(tiny, tmp_path):
     path, npz = tiny
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),

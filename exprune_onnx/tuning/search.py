@@ -246,6 +246,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     if not 0 <= max_drop <= 1:
         raise DataError(f"the budget (max_drop) must be in [0, 1] (0.01 = one point), got {max_drop}")
+    if metric in ("accuracy", "lost") and data.labels is None:  # known before any work (metrics.choose)
+        raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
     if base.confidence > 0:
         from .certify import certified_search
 
