@@ -126,7 +126,7 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, a
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="exprune-onnx")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors, and onnxruntime's own log.")
 def main(debug: bool) -> None:
     """Make exported ONNX models cheaper per input: ReLU layers finish only the outputs
     that a partial sum predicts will be non-zero.
