@@ -61,9 +61,10 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
     if labels.shape != want:
         raise DataError(f"the labels have shape {list(labels.shape)}, the model's predictions {list(want)}: give one "
                         "class index per prediction (for one-hot labels, their arg-max)")
-    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0)):
-        bad = labels.reshape(-1)[0] if labels.dtype.kind not in "iuf" else labels[np.mod(labels, 1) != 0][0]
-        raise DataError(f"the labels must be whole class indices; found {bad.item()!r} ({labels.dtype})")
+    kind = labels.dtype.kind
+    odd = None if kind in "iu" else np.mod(labels, 1) != 0 if kind == "f" else np.ones(labels.shape, bool)
+    if odd is not None and odd.any():  # NaN is odd too
+        raise DataError(f"the labels must be whole class indices; found {labels[odd][0].item()!r} ({labels.dtype})")
     classes = output.shape[-1] if is_scores(output) else None
     low, high = labels.min(initial=0), labels.max(initial=0)
     if low < 0 or (classes is not None and high >= classes):
