@@ -319,7 +319,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     batch = check_batch(ref, batch, "--batch", spec)
     with for_terminal() as log:
         checked = compare(ref, opt, data, log=log)
-        feeds = next(data.batches(batch))
+        feeds = data.first(batch)
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     dense, _unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(ref, input_shapes))))
     saved = flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
@@ -388,13 +388,18 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     from .io.data import load_dataset, random_dataset
     from .io.feeds import InputSpec
     from .io.modelio import load_model
+    from .ops import DOMAIN
     from .progress import for_terminal
+    from .runtime import uses_library
     from .verify import verify as run_verify
 
     if labels is not None and data_path is None:
         raise click.UsageError("--labels goes with --data")
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
+    if uses_library(ref) and not uses_library(opt):
+        raise click.UsageError(f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first "
+                               "(verify ORIGINAL OPTIMIZED)")
     spec = InputSpec(input_shapes, input_values)
     data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
             else random_dataset(ref, samples, seed, spec))
@@ -413,6 +418,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
         raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
                                  f"{failed[0].check}: {failed[0].detail}")
     console.print(f"verified: all {len(rows)} checks of {optimized} against {original} passed")
+
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,9 @@ def test_npz_with_labels(tmp_path, model):
     assert [c["a"].shape[0] for c in chunks] == [2, 2, 1]
     picked = list(d.batches(2, np.array([4, 0, 2])))
     np.testing.assert_array_equal(np.concatenate([c["b"] for c in picked]), a["b"][[4, 0, 2]])
+    # One feed of exactly the batch asked for: the samples repeat in order past the fifth.
+    np.testing.assert_array_equal(d.first(12)["a"], a["a"][[0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]])
+    assert d.first(3)["b"].shape == (3, 3)
 
 
 def test_npy_directory_is_memory_mapped(tmp_path, model):

@@ -142,6 +142,11 @@ def test_honest_model_verifies(optimized):
     assert "verified: all 4 checks" in r.output
 
 
+def test_swapped_models_are_named(optimized):
+    r = invoke("verify", optimized, EXAMPLE)
+    assert r.exit_code == 2 and "the original goes first" in r.output
+
+
 def test_honest_model_verifies_on_data(optimized):
     r = invoke("verify", EXAMPLE, optimized, "--data", SLICE)
     assert r.exit_code == 0, r.output

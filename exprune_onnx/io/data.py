@@ -49,6 +49,13 @@ class Dataset:
         """The feeds of the samples ``pick`` (a slice or indices), scalar inputs included."""
         return {**{k: np.ascontiguousarray(v[pick]) for k, v in self.inputs.items()}, **self.shared}
 
+    def first(self, size: int) -> dict[str, np.ndarray]:
+        """One feed of exactly ``size`` samples (the fixed batch, if any): the first ones,
+        repeated in order when there are fewer. A latency run at the batch asked for, not
+        at the data's size."""
+        size = self.batch or size
+        return self.take(np.resize(np.arange(len(self)), size))
+
     def batches(self, size: int, indices: np.ndarray | None = None):
         """Feeds of at most ``size`` samples: all in order, or those at ``indices``.
 
