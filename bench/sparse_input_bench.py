@@ -1,10 +1,12 @@
 """Zero-input skipping (ExPruneSparseMatMul) against onnxruntime's MatMul.
 
     python -m bench.sparse_input_bench [--runs 300] [--passes 5] [--threads 1] [--only op|lm] [--library PATH]
+                                       [--shape N,M ...]
 
 1. The op alone: x [B, n] with a share of exact zeros (independent per element) times
    a constant W [n, m], against a MatMul with the same initializer, for
-   (n, m) = (4096, 1024) and (512, 128), 50/80/95% zeros, batch 1 and 8, 1 thread.
+   (n, m) = (4096, 1024) and (512, 128) (or each --shape), 50/80/95% zeros, batch 1
+   and 8, 1 thread.
    Reported: the median onnxruntime kernel time of the node (profiler) and the median
    wall time of a whole session.run, runs of the two models alternating.
 2. The language model's decode step, models/kjv_lm_step.onnx (batch 1, 1 thread,
@@ -100,11 +102,11 @@ def single(op: str, w: np.ndarray) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=imports, ir_version=8)
 
 
-def op_bench(runs: int) -> None:
+def op_bench(runs: int, shapes=SHAPES) -> None:
     print(f"op alone, {THREADS} thread(s): median kernel us (profiler) / median session.run us")
     print(f"{'n x m':>11} {'zeros':>5} {'B':>2} | {'MatMul':>15} | {'sparse':>15} | kernel speed-up")
     rng = np.random.default_rng(0)
-    for n, m in SHAPES:
+    for n, m in shapes:
         w = (rng.standard_normal((n, m)) / np.sqrt(n)).astype(np.float32)
         for zeros in ZEROS:
             for b in BATCHES:
@@ -193,6 +195,14 @@ def lm_bench(passes: int) -> None:
         print(f"  {name:<13} " + "  ".join(f"{t:6.2f}" for t in per_layer) + f"   total {sum(per_layer):6.2f}")
 
 
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not N,M (two whole numbers)") from None
+    return n, m
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="runs per model and case (op alone)")
@@ -200,6 +210,9 @@ def main() -> None:
     parser.add_argument("--library", help="the op library to load (default: $EXPRUNE_ONNX_LIBRARY or installed)")
     parser.add_argument("--only", choices=["op", "lm"], help="run one part")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--shape", action="append", type=_shape, metavar="N,M",
+                        help="x [B, N] times W [N, M] instead of the default shapes (repeatable); 25088,4096 is "
+                             "a VGG's first classifier layer")
     args = parser.parse_args()
     global THREADS
     THREADS = args.threads
@@ -207,7 +220,7 @@ def main() -> None:
         os.environ["EXPRUNE_ONNX_LIBRARY"] = args.library
     print(f"{platform.machine()}, onnxruntime {ort.__version__}")
     if args.only != "lm":
-        op_bench(args.runs)
+        op_bench(args.runs, args.shape or SHAPES)
     if args.only != "op":
         lm_bench(args.passes)
 

@@ -285,10 +285,11 @@ def test_must_not_fire(kwargs, options, reason):
         assert_equivalent(model, res.model, normal_feeds(model), draws=1)
 
 
-def test_transposed_input_is_not_a_consumer():
-    """Gemm(Transpose(y), transA=1) reads y through a Transpose: not the pass's business at all."""
-    res = exprune_onnx.optimize_model(mlp(trans_a=True), threshold=NEG_INF)
-    assert not res.sparse and not res.sparse_rejected
+def test_transposed_input_with_trans_a_is_refused():
+    """Gemm(Transpose(y), transA=1) reads y's zeros through a Transpose, but as columns."""
+    res = exprune_onnx.optimize_model(mlp(trans_a=True), threshold=NEG_INF, sparse_relu="on")
+    assert not res.sparse
+    assert "transA = 1" in {r.layer: r.reason for r in res.sparse_rejected}["fc2"]
 
 
 def test_another_consumer_of_y_does_not_block():
@@ -361,7 +362,7 @@ def test_verify_rejects_a_sparse_op_that_replaces_nothing():
     add = next(n for n in bad.graph.node if n.op_type == "Add")
     add.CopyFrom(helper.make_node(ops.SPARSE_MATMUL, ["m2", "W2"], ["y"], name="bogus", domain=ops.DOMAIN))
     rows = verify(model, bad, random_dataset(model, 4, 0))
-    want = "'m2' comes from MatMul 'fc2', not an ExPruneDenseRelu, Relu or Clip"
+    want = "'m2' comes from MatMul 'fc2', not an early-exit op, Relu or Clip (or a pool or reshape of one)"
     assert not rows[0].ok and want in rows[0].detail, rows[0]
 
 

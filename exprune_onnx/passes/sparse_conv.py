@@ -1,6 +1,6 @@
 """Zero-input skipping for convolutions: a Conv reading a ReLU's zeros visits only the non-zero inputs.
 
-    Relu | Clip(0, .) | early-exit op [-> MaxPool] -> x;
+    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout] -> x;
     Conv(x, W[, b]) [-> Add(bias) | Mul(scale)]* [-> Add(residual)] [-> Add(bias)]* [-> Relu | Clip(0, c)]
       =>  ExPruneSparseConv(x, w, bias[, residual]; activation, clip_max)
 
@@ -44,11 +44,10 @@ from .. import ops
 from ..compiler.graphutil import const_value, unique_name
 from ..rules import chain, common
 from ..rules.base import Context, NoMatch
-from . import sparse_input
-from .sparse_input import SparseRewrite, _private, _zero_floor, match_all
+from . import sparse_input, zeros
+from .sparse_input import EARLY_EXIT, SparseRewrite, _private, _zero_floor, match_all, relu_sparse_conv
 
 NAME = "sparse_conv"
-_EARLY_EXIT = (ops.CONV_RELU, ops.DENSE_RELU)
 _CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group")
 
 
@@ -58,7 +57,7 @@ class ConvConsumer:
 
     layer: str
     conv: gs.Node
-    source: str  # the op type that writes the zeros (through a MaxPool or not)
+    source: str  # the op type that writes the zeros (through a MaxPool or not: passes/zeros.py)
     x: gs.Tensor
     w: np.ndarray  # [M, C/group, KH, KW] float32, scale folded in
     bias: np.ndarray | None  # [M] float32
@@ -71,30 +70,19 @@ class ConvConsumer:
 
 
 def zero_source(x: gs.Tensor, ctx: Context) -> gs.Node | None:
-    """The node whose exact zeros ``x`` carries (through one MaxPool), or None."""
-    producer = x.inputs[0] if x.inputs else None
-    if producer is not None and producer.op == "MaxPool" and chain.is_default_domain(producer):
-        if any(o.outputs for o in producer.outputs[1:]):  # its Indices output is used: not a plain pool
-            return None
-        producer = producer.inputs[0].inputs[0] if producer.inputs[0].inputs else None
+    """The node whose exact zeros ``x`` carries (through a MaxPool or other ops that keep
+    them, passes/zeros.py), or None."""
+    producer = zeros.zero_writer(x)
     if producer is None:
         return None
     if producer.domain == ops.DOMAIN:
-        if producer.op in _EARLY_EXIT:
-            return producer
-        if producer.op == ops.SPARSE_CONV and _attr_str(producer.attrs.get("activation", "none")) == "relu":
-            return producer
-        return None
+        return producer if producer.op in EARLY_EXIT or relu_sparse_conv(producer) else None
     return producer if chain.is_default_domain(producer) and _zero_floor(producer, ctx) else None
-
-
-def _attr_str(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _gate(x: gs.Tensor, source: gs.Node, layer: str, ctx: Context) -> str | None:
     """Why a Conv after this source may not be rewritten under the options, or None."""
-    if source.op in _EARLY_EXIT and source.domain == ops.DOMAIN:
+    if source.op in EARLY_EXIT and source.domain == ops.DOMAIN:
         return None
     return sparse_input.plain_relu_gate(x, source, layer, ctx)
 

@@ -3,6 +3,9 @@
     ExPruneDenseRelu -> y;  MatMul(y, W) [-> Add(b)]          =>  ExPruneSparseMatMul(y, W[, b])
     ExPruneDenseRelu -> y;  Gemm(y, B[, C]; alpha, beta, transB)  =>  ExPruneSparseMatMul(y, alpha * op(B), beta * C)
     Relu | Clip(0, .) -> y; the same, with ``Options.sparse_relu = "on"``
+    ... -> MaxPool -> [AveragePool 1x1] -> Flatten | Reshape | Transpose -> y; the same as for
+        the ReLU or early-exit op above them (passes/zeros.py: a VGG's or AlexNet's first
+        classifier layer, the largest weight of the model, reads its last pool's zeros)
 
 where ``op(B)`` is ``B^T`` when ``transB = 1`` (transposed once, here, at compile time).
 ``y`` holds exact zeros for every pruned output and every natural ReLU zero, so a
@@ -23,9 +26,11 @@ Conditions (a failure is a reason that ``--explain`` lists, for consumers of an
 early-exit op or of a ReLU left in place; any other MatMul or Gemm is not this pass's
 concern):
 
-* the input is the output of an ``ExPruneDenseRelu``, or, with ``sparse_relu="on"``, of a
-  plain ``Relu`` or ``Clip`` with a constant minimum of 0 (``sparse_relu_layers``,
-  when set, names the consumers allowed). Skipping exact zeros is exact whatever made
+* the input is the output of an early-exit op (``ExPruneDenseRelu``, ``ExPruneConvRelu``),
+  or, with ``sparse_relu="on"``, of a plain ``Relu``, a ``Clip`` with a constant minimum
+  of 0 or an ``ExPruneSparseConv`` ending in a ReLU (``sparse_relu_layers``, when set,
+  names the consumers allowed); directly or through ops that keep its zeros
+  (passes/zeros.py). Skipping exact zeros is exact whatever made
   them, but it is faster than onnxruntime's MatMul only where most inputs are zero
   and the batch is small, which an ENP layer's output usually is and a plain ReLU's
   often is not: the latency objective times each such consumer (objective.py);
@@ -54,9 +59,11 @@ from .. import ops
 from ..compiler.graphutil import const_value, describe, is_graph_output, unique_name
 from ..rules import chain, common
 from ..rules.base import Context, NoMatch
+from . import zeros
 
 NAME = "sparse_input"
 OP_TYPES = ("MatMul", "Gemm")
+EARLY_EXIT = (ops.CONV_RELU, ops.DENSE_RELU)  # the early-exit ops, whose zeros are read sparsely untimed
 
 
 @dataclass
@@ -85,7 +92,7 @@ class SparseRewrite:
     @property
     def after_relu(self) -> bool:
         """Whether it reads a plain Relu/Clip's output (or a sparse conv's ReLU) rather than an early-exit op's."""
-        return self.source not in (ops.DENSE_RELU, ops.CONV_RELU)
+        return self.source not in EARLY_EXIT
 
 
 def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
@@ -93,7 +100,7 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     if node.op not in OP_TYPES or not chain.is_default_domain(node) or not node.outputs or len(node.inputs) < 2:
         return None
     x = node.inputs[0]
-    producer = x.inputs[0] if x.inputs else None
+    producer = zeros.zero_writer(x, reshapes=True)
     if producer is None:
         return None
     layer = common.layer_name(node, ctx)
@@ -102,8 +109,12 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
         return NoMatch(NAME, layer, node.op, reason)
 
     if producer.domain == ops.DOMAIN:
-        if producer.op != ops.DENSE_RELU:
+        if producer.op not in EARLY_EXIT and not relu_sparse_conv(producer):
             return None
+        if producer.op == ops.SPARSE_CONV:
+            why = plain_relu_gate(x, producer, layer, ctx)
+            if why:
+                return no(why)
     elif chain.is_default_domain(producer) and _zero_floor(producer, ctx):
         why = plain_relu_gate(x, producer, layer, ctx)
         if why:
@@ -172,6 +183,14 @@ def plain_relu_gate(x: gs.Tensor, producer: gs.Node, layer: str, ctx: Context) -
         return (f"its input '{x.name}' comes from {describe(producer)}; the latency objective found the model "
                 "no faster with it read sparsely")
     return None
+
+
+def relu_sparse_conv(node: gs.Node) -> bool:
+    """Whether ``node`` is an ExPruneSparseConv that ends in a ReLU (its output floors at zero)."""
+    if node.op != ops.SPARSE_CONV or node.domain != ops.DOMAIN:
+        return False
+    act = node.attrs.get("activation", "none")
+    return (act.decode() if isinstance(act, bytes) else str(act)) == "relu"
 
 
 def _zero_floor(node: gs.Node, ctx: Context) -> bool:

@@ -1,8 +1,8 @@
 """Verification of ExPruneSparseConv nodes (passes/sparse_conv.py), for verify.py.
 
 Each sparse conv must read exact zeros (a Relu, a Clip, an early-exit op, or a MaxPool of
-one) and write the output of a Conv of the canonical original that reads the same tensor,
-or the end of the group after that Conv (constant Adds and Muls, one residual Add,
+one or another op that keeps its zeros, passes/zeros.py) and write the output of a Conv
+of the canonical original that reads the same tensor, or the end of the group after that Conv (constant Adds and Muls, one residual Add,
 Relu/Clip(0, c); rules/chain.py). Its weight must be that Conv's weight times the group's
 per-output scale, repacked as ``[C, KH, KW, M/group]``; its bias the group's folded bias;
 its residual the group's; its attributes the Conv's (strides, pads, dilations, auto_pad,
@@ -21,6 +21,7 @@ from .. import ops
 from ..compiler.graphutil import all_graphs, const_value, describe
 from ..config import Options
 from ..passes.sparse_conv import repack
+from ..passes.zeros import zero_writer
 from ..rules import chain
 from ..rules.base import Context
 from .sparse_matmul import OPSET, SparseLayer
@@ -29,9 +30,7 @@ _ZERO_SOURCES = {"Relu", "Clip"}
 
 
 def _reads_zeros(x: gs.Tensor) -> bool:
-    producer = x.inputs[0] if x.inputs else None
-    if producer is not None and producer.op == "MaxPool" and (producer.domain or "") in ("", "ai.onnx"):
-        producer = producer.inputs[0].inputs[0] if producer.inputs[0].inputs else None
+    producer = zero_writer(x)
     if producer is None:
         return False
     if producer.domain == ops.DOMAIN:
@@ -79,7 +78,7 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
         return layer
     x = op.inputs[0]
     if not _reads_zeros(x):
-        bad(f"its input '{x.name}' does not come from a Relu, Clip, early-exit op or a MaxPool of one")
+        bad(f"its input '{x.name}' does not come from a Relu, Clip or early-exit op, or a pool of one")
     found = _conv_reading(canonical, x.name, op.outputs[0].name)
     if found is None or isinstance(found, str):
         bad(found or f"it writes '{op.outputs[0].name}', which the original does not compute with a Conv "

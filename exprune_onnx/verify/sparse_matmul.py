@@ -1,7 +1,8 @@
 """Verification of ExPruneSparseMatMul nodes (passes/sparse_input.py), for verify.py.
 
-Each sparse node must read the output of an ExPruneDenseRelu, a Relu or a Clip (skipping
-exact zeros is exact whatever wrote them; only these are expected) and write the output of a
+Each sparse node must read the output of an early-exit op, a Relu or a Clip, directly or
+through ops that keep its zeros (passes/zeros.py; skipping exact zeros is exact whatever
+wrote them, only these are expected) and write the output of a
 MatMul [+ Add] or Gemm of the canonical original that read that same tensor; its weight
 must be the original's ``W`` (MatMul) or ``alpha * op(B)`` (Gemm, ``B^T`` for
 ``transB = 1``), and its bias the original's folded Add or ``beta * C``.
@@ -17,6 +18,8 @@ import onnx_graphsurgeon as gs
 
 from .. import ops
 from ..compiler.graphutil import all_graphs, const_value, describe
+from ..passes.sparse_input import relu_sparse_conv
+from ..passes.zeros import zero_writer
 
 OPSET = 13  # for folding constants: the ops involved mean the same in every opset >= 9
 
@@ -57,11 +60,13 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
             f"{sorted(op.attrs)}: it takes x, w and an optional bias, gives y and has no attributes")
         return layer
     x = op.inputs[0]
-    producer = x.inputs[0] if x.inputs else None
-    ours = producer is not None and producer.op == ops.DENSE_RELU and producer.domain == ops.DOMAIN
+    producer = zero_writer(x, reshapes=True)
+    ours = producer is not None and producer.domain == ops.DOMAIN and (
+        producer.op in (ops.DENSE_RELU, ops.CONV_RELU) or relu_sparse_conv(producer))
     if not ours and not (_default(producer, "Relu") or _default(producer, "Clip")):
         what = describe(producer) if producer is not None else "no node"
-        bad(f"its input '{x.name}' comes from {what}, not an {ops.DENSE_RELU}, Relu or Clip")
+        bad(f"its input '{x.name}' comes from {what}, not an early-exit op, Relu or Clip (or a pool or reshape "
+            "of one)")
     out = original_tensors.get(op.outputs[0].name)
     last = out.inputs[0] if out is not None and out.inputs else None
     if _default(last, "Add"):

@@ -1,0 +1,55 @@
+"""Which node wrote the exact zeros a tensor carries, looking through the ops that keep them.
+
+Skipping zero inputs is exact whatever wrote them; the zero-input passes only look for
+readers of tensors likely to hold many, and the latency objective decides whether
+skipping them pays. A ReLU's zeros often reach a MatMul or Conv through ops that move
+values without changing them, or keep a zero wherever a whole window is zero:
+
+    Relu -> MaxPool -> AveragePool(1x1) -> Flatten -> Gemm      (PyTorch VGG, AlexNet heads)
+    Relu -> MaxPool -> Transpose -> Reshape -> MatMul           (tf2onnx Keras VGG heads)
+    Relu -> Dropout / Identity -> Conv
+
+A MaxPool of non-negative values is zero exactly where its whole window is; a 1x1
+AveragePool (PyTorch's AdaptiveAvgPool2d when the map already has the size asked for)
+moves values. Ops that combine values (a larger AveragePool, GlobalAveragePool, Concat
+with other tensors, Add) are not looked through.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+# Ops that only rearrange their first input (a Conv needs its [N, C, H, W] layout: only
+# MatMul/Gemm readers look through these).
+RESHAPES = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+_LIMIT = 8  # ops looked through at most: real exports have two to four
+
+
+def _default_domain(node: gs.Node) -> bool:
+    return (node.domain or "") in ("", "ai.onnx")
+
+
+def keeps_zeros(node: gs.Node, reshapes: bool) -> bool:
+    """Whether ``node``'s (first) output is zero wherever the values it is made of from its
+    first input are all zero, and takes no other tensor's values."""
+    if not _default_domain(node) or not node.inputs or not node.inputs[0].name:
+        return False
+    # A MaxPool's Indices or a Dropout's mask, used or not, leaves the first output as it is.
+    if node.op in ("Identity", "Dropout", "MaxPool"):
+        return True
+    if node.op == "AveragePool":
+        return all(int(k) == 1 for k in node.attrs.get("kernel_shape", [0]))
+    return reshapes and node.op in RESHAPES
+
+
+def zero_writer(x: gs.Tensor, reshapes: bool = False) -> gs.Node | None:
+    """The node whose output ``x`` carries unchanged in its zeros, looking up through ops
+    that keep them (``reshapes``: also through Flatten, Reshape, Transpose, Squeeze and
+    Unsqueeze); None for a graph input or a constant."""
+    producer = x.inputs[0] if x.inputs else None
+    for _ in range(_LIMIT):
+        if producer is None or not keeps_zeros(producer, reshapes):
+            return producer
+        src = producer.inputs[0]
+        producer = src.inputs[0] if src.inputs else None
+    return producer

@@ -1,0 +1,156 @@
+"""passes/zeros.py: the zero-input passes find a ReLU's zeros through the ops that keep them.
+
+A VGG's first classifier layer reads its last pool's zeros through Flatten (PyTorch:
+MaxPool -> 1x1 AveragePool -> Flatten -> Gemm; tf2onnx: MaxPool -> Transpose -> Reshape ->
+MatMul). Each case: the exact node list after the rewrite, agreement with onnxruntime at
+optimisations off, the checker, verify, a second run with nothing to do, and the chains
+that must not be looked through."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, vi
+from onnx import helper
+
+import exprune_onnx
+from exprune_onnx import ops
+from exprune_onnx.io.data import random_dataset
+from exprune_onnx.verify import verify
+
+C, HW, M, HIDDEN = 8, 6, 12, 16  # the conv's channels, map size, and the head's widths
+
+
+def _pool(name, src, dst, kernel):
+    return helper.make_node(name, [src], [dst], kernel_shape=[kernel, kernel], strides=[kernel, kernel])
+
+
+# Each chain turns the Relu's [N, C, 6, 6] output "r" into "flat" [N, C * 9].
+CHAINS = {
+    "torch_vgg": lambda: [_pool("MaxPool", "r", "p", 2), _pool("AveragePool", "p", "a", 1),
+                          helper.make_node("Flatten", ["a"], ["flat"], axis=1)],
+    "tf2onnx": lambda: [_pool("MaxPool", "r", "p", 2), helper.make_node("Transpose", ["p"], ["t"], perm=[0, 2, 3, 1]),
+                        helper.make_node("Reshape", ["t", "shape"], ["flat"])],
+    "dropout": lambda: [helper.make_node("Dropout", ["r"], ["d"]), _pool("MaxPool", "d", "p", 2),
+                        helper.make_node("Flatten", ["p"], ["flat"], axis=1)],
+    "pool_indices": lambda: [helper.make_node("MaxPool", ["r"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+                             helper.make_node("Flatten", ["p"], ["flat"], axis=1)],
+    # Not looked through: they mix values.
+    "global_pool": lambda: [helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+                            helper.make_node("Flatten", ["g"], ["flat"], axis=1)],
+    "avg_pool_2x2": lambda: [_pool("AveragePool", "r", "p", 2), helper.make_node("Flatten", ["p"], ["flat"], axis=1)],
+    "shifted": lambda: [_pool("MaxPool", "r", "p", 2), helper.make_node("Add", ["p", "one"], ["s"]),
+                        helper.make_node("Flatten", ["s"], ["flat"], axis=1)],
+}
+LOOKED_THROUGH = ["torch_vgg", "tf2onnx", "dropout", "pool_indices"]
+
+
+def head_model(chain: str, matmul: bool = False, head_relu: bool = True, seed: int = 0) -> onnx.ModelProto:
+    """x -> conv1 -> Relu -> conv2 -> Relu -> r -> <chain> -> flat -> fc1 [-> Relu -> fc2] -> out."""
+    rng = np.random.default_rng(seed)
+    flat_n = C if chain == "global_pool" else C * 9
+    nodes = [helper.make_node("Conv", ["x", "W0", "B0"], ["c0"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "W1", "B1"], ["c1"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r"]), *CHAINS[chain]()]
+    w2 = rng.normal(size=(flat_n, M)).astype(np.float32) / 5
+    if matmul:
+        nodes += [helper.make_node("MatMul", ["flat", "W2"], ["m2"], name="fc1"),
+                  helper.make_node("Add", ["m2", "B2"], ["h"])]
+    else:
+        w2 = np.ascontiguousarray(w2.T)
+        nodes.append(helper.make_node("Gemm", ["flat", "W2", "B2"], ["h"], name="fc1", transB=1))
+    if head_relu:
+        nodes += [helper.make_node("Relu", ["h"], ["hr"]), helper.make_node("Gemm", ["hr", "W3"], ["out"], name="fc2")]
+    else:
+        nodes.append(helper.make_node("Identity", ["h"], ["out"]))
+    inits = [init("W0", rng.normal(size=(C, 3, 3, 3)).astype(np.float32) / 4),
+             init("B0", rng.normal(size=C).astype(np.float32) / 4),
+             init("W1", rng.normal(size=(C, C, 3, 3)).astype(np.float32) / 8),
+             init("B1", rng.normal(size=C).astype(np.float32) / 2 - 0.5), init("W2", w2),
+             init("B2", rng.normal(size=M).astype(np.float32)),
+             init("W3", rng.normal(size=(M, 5)).astype(np.float32)),
+             init("shape", np.array([-1, flat_n], np.int64)), init("one", np.ones(1, np.float32))]
+    outputs = [vi("out", None)] + ([vi("idx", None, onnx.TensorProto.INT64)] if chain == "pool_indices" else [])
+    return make_model(nodes, [vi("x", ["N", 3, HW, HW])], outputs, inits)
+
+
+def feeds(model):
+    return lambda rng: {"x": rng.normal(size=(2, 3, HW, HW)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("chain", LOOKED_THROUGH)
+@pytest.mark.parametrize("matmul", [False, True], ids=["gemm", "matmul"])
+def test_first_classifier_layer_reads_the_pool_sparsely(chain, matmul):
+    model = head_model(chain, matmul)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", min_units=128)
+    by_layer = {s.layer: s for s in res.sparse}
+    assert set(by_layer) == {"conv2", "fc1", "fc2"}
+    # conv2's zeros, read through the chain: a plain ReLU's (timed under the latency objective).
+    assert by_layer["fc1"].after_relu and by_layer["fc1"].op_node.inputs[0].name == "flat"
+    kept = [n.op_type for n in CHAINS[chain]()]
+    assert node_types(res.model) == ["Conv", "Relu", ops.SPARSE_CONV, *kept, ops.SPARSE_MATMUL, "Relu",
+                                     ops.SPARSE_MATMUL]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, feeds(model))
+    rows = verify(model, res.model, random_dataset(model, 4, 0))
+    assert all(r.ok for r in rows), rows
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, sparse_relu="on", min_units=128)
+    assert not again.changed and not again.sparse
+
+
+def test_early_exit_zeros_reach_the_head_without_sparse_relu():
+    """conv2 as an early-exit op: its zeros are read sparsely through the pool untimed, as
+    an ExPruneDenseRelu's are."""
+    model = head_model("torch_vgg", head_relu=False)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=4)
+    assert [rw.candidate.layer for rw in res.rewritten] == ["conv2"]
+    fc1 = next(s for s in res.sparse if s.op_node.inputs[0].name == "flat")
+    assert fc1.source == ops.CONV_RELU and not fc1.after_relu
+    assert_equivalent(model, res.model, feeds(model))
+
+
+@pytest.mark.parametrize("chain", ["global_pool", "avg_pool_2x2", "shifted"])
+def test_chains_that_mix_values_are_not_looked_through(chain):
+    model = head_model(chain)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", min_units=128)
+    assert "fc1" not in {s.layer for s in res.sparse}
+    assert "fc1" not in {r.layer for r in res.sparse_rejected}  # not a reader of zeros at all
+    assert "Gemm" in node_types(res.model)
+    assert_equivalent(model, res.model, feeds(model))
+
+
+def test_plain_relu_zeros_through_the_chain_wait_for_the_objective():
+    """Without --sparse-relu on, fc1 reading a plain ReLU's zeros is named, with the reason."""
+    res = exprune_onnx.optimize_model(head_model("tf2onnx", matmul=True), threshold=0.0, sparse_relu="off",
+                                      min_units=128)
+    reasons = {r.layer: r.reason for r in res.sparse_rejected}
+    assert "was not rewritten into an early-exit op" in reasons["fc1"]
+    assert ops.SPARSE_MATMUL not in node_types(res.model)
+
+
+def conv_after(chain_ops: list[str]) -> onnx.ModelProto:
+    """x -> conv1 -> Relu -> <chain_ops, each keeping the shape> -> conv2 -> out."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["t0"])]
+    for i, op in enumerate(chain_ops):
+        attrs = {"kernel_shape": [1, 1]} if op == "AveragePool" else {"perm": [0, 1, 3, 2]} if op == "Transpose" else {}
+        nodes.append(helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], **attrs))
+    nodes.append(helper.make_node("Conv", [f"t{len(chain_ops)}", "W1"], ["out"], name="conv2", pads=[1, 1, 1, 1]))
+    inits = [init("W0", rng.normal(size=(C, 3, 3, 3)).astype(np.float32)),
+             init("W1", rng.normal(size=(C, C, 3, 3)).astype(np.float32))]
+    return make_model(nodes, [vi("x", ["N", 3, HW, HW])], [vi("out", None)], inits)
+
+
+def test_conv_reads_zeros_through_dropout_and_a_1x1_pool_not_a_transpose():
+    model = conv_after(["Dropout", "AveragePool", "Identity"])
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert node_types(res.model) == ["Conv", "Relu", "Dropout", "AveragePool", "Identity", ops.SPARSE_CONV]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, feeds(model))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    # A Conv's channels are its input's axis 1: a Transpose before it is not looked through.
+    res = exprune_onnx.optimize_model(conv_after(["Transpose"]), threshold=NEG_INF, sparse_relu="on")
+    assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)
