@@ -181,8 +181,12 @@ def load_config(path: str | Path, options: Options) -> Options:
     if not isinstance(data, dict) or not set(data) <= {"default", "layers"}:
         raise ConfigError(f"{p}: expected an object with 'default' and/or 'layers'")
     default = data.get("default", {})
-    if not isinstance(default, dict):
-        raise ConfigError(f"{p}: 'default' must be an object")
+    known = ("threshold", "k", "rule", "alpha", "unit_order")
+    if not isinstance(default, dict) or not set(default) <= set(known):
+        # A misspelt key would otherwise leave the setting at its default without a word.
+        unknown = sorted(set(default) - set(known)) if isinstance(default, dict) else []
+        raise ConfigError(f"{p}: 'default' must be an object with {', '.join(known[:-1])} and/or {known[-1]}"
+                          + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
     if "threshold" in default:
         options.threshold = _threshold(default["threshold"], f"{p}: default")
     if "k" in default:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import run_exprune, run_plain
 
+from exprune_onnx import ops
 from exprune_onnx.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -129,6 +130,9 @@ def test_bad_config_and_options(example, tmp_path):
     cfg.write_text(json.dumps({"layers": {"no/such/layer": {"threshold": 1}}}))
     r = invoke("optimize", example, "--config", cfg)
     assert r.exit_code == 4 and "no/such/layer" in r.output
+    cfg.write_text(json.dumps({"default": {"treshold": "-inf"}}))  # misspelt: not silently threshold 0
+    r = invoke("optimize", example, "--config", cfg)
+    assert r.exit_code == 4 and "unknown: treshold" in r.output
     assert invoke("optimize", example, "--k", "zero").exit_code == 4
     assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
@@ -193,6 +197,22 @@ def test_unknown_ops_are_left_alone(tmp_path):
     assert r.exit_code == 0, r.output
     types = [n.op_type for n in onnx.load(out).graph.node]
     assert types == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu", "Mystery"]
+
+
+def test_optimizing_an_optimized_model_checks_against_it(example, tmp_path, small_set):
+    """The second run's original holds ExPruneSparseConv ops: the check (and a calibration's
+    reference run) must load it with the library."""
+    once, twice = tmp_path / "once.onnx", tmp_path / "twice.onnx"
+    r = invoke("optimize", example, "-o", once, "--threshold=-inf", "--sparse-relu", "on", "--min-units", "1000",
+               "--check-data", small_set)
+    assert r.exit_code == 0, r.output
+    assert ops.SPARSE_CONV in {n.op_type for n in onnx.load(once).graph.node}
+    r = invoke("optimize", once, "-o", twice, "--threshold=-inf", "--check-data", small_set)
+    assert r.exit_code == 0, r.output
+    assert ops.DENSE_RELU in {n.op_type for n in onnx.load(twice).graph.node}
+    assert "top-1 agreement 100.00%" in r.output
+    r = invoke("optimize", once, "-o", twice, "--calibration", small_set, "--max-drop", "0.02", "--confidence", "0")
+    assert r.exit_code == 0, r.output
 
 
 @pytest.fixture

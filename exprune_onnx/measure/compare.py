@@ -68,7 +68,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
                                 "yet; --no-check skips the comparison")
     stats_model, stats_names = with_stats(optimized)
     try:
-        ref = inference_session(original, library=False)
+        ref = inference_session(original)
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)}); "
                                 "--no-check skips the comparison") from exc

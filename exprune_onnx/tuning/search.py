@@ -103,7 +103,7 @@ class Runner:
 
         self.data, self.indices, self.batch = data, indices, batch
         try:
-            session = inference_session(original, library=False)
+            session = inference_session(original)
         except Exception as exc:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = original.graph.output[0].name

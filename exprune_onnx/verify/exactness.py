@@ -48,7 +48,7 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
 
     name = "exact at -inf"
     try:
-        ref = inference_session(original, optimize=False, library=False)
+        ref = inference_session(original, optimize=False)
     except Exception as exc:  # noqa: BLE001
         return Row(name, False, f"onnxruntime cannot load the original: {error_message(exc)}")
     try:
