@@ -584,3 +584,20 @@ def test_layer_reading_a_slice_of_the_graph_input_is_a_first_layer():
     res = optimize_model(model, threshold=NEG_INF)
     assert not res.changed and "graph input" in res.rejected[0].reason
     assert optimize_model(model, threshold=NEG_INF, include_first_layer=True).changed
+
+
+def test_initializers_listed_as_inputs_stay_inputs():
+    """keep_initializers_as_inputs exports (IR >= 4): the written model takes the same inputs,
+    except the weights a rewrite replaced; timing copies drop them (measure/timing.py)."""
+    model = sweep_model(13)
+    model.graph.input.extend(vi(t.name, list(t.dims)) for t in model.graph.initializer)
+    onnx.checker.check_model(model)
+    res = optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert res.changed and res.sparse
+    inits = {t.name for t in res.model.graph.initializer}
+    names = [i.name for i in res.model.graph.input]
+    assert names[0] == "inp" and set(names[1:]) == inits & {t.name for t in model.graph.initializer}
+    # conv and fc1 became early-exit ops on new weights; fc2's sparse op reads G2 and C2 as stored.
+    assert names == ["inp", "G2", "C2"]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, _sweep_feeds)

@@ -247,7 +247,19 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     out.functions.extend(original.functions)
     if out.ir_version < 4:
         _list_initializers_as_inputs(out.graph)
+    else:
+        _keep_listed_initializers(out.graph, original.graph)
     return out
+
+
+def _keep_listed_initializers(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """The original's initializers that it also lists as graph inputs (defaults a caller may
+    override; exporters' keep_initializers_as_inputs) stay listed where they are still
+    initializers: the written model takes the same inputs. A weight a rewrite replaced is
+    gone from both."""
+    kept = {t.name for t in graph.initializer}
+    listed = {i.name for i in graph.input}
+    graph.input.extend(i for i in original.input if i.name in kept and i.name not in listed)
 
 
 def _list_initializers_as_inputs(graph: onnx.GraphProto, body: bool = False) -> None:

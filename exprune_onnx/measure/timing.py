@@ -41,6 +41,23 @@ def session(model: onnx.ModelProto, threads: int, profile: str | None = None):
     return inference_session(model, threads=threads, inter_threads=1, profile=profile, spin=False)
 
 
+def constant_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without the initializers it also lists as graph inputs (IR >= 4: defaults a
+    caller may override, which onnxruntime therefore cannot fold or prepack). Timed so on
+    both sides, a rewrite is credited for itself, not for the weights it turns into
+    constants; the written model keeps its inputs (compiler/pipeline.py).
+    The latency objective times every model so (tuning/objective.py)."""
+    inits = {t.name for t in model.graph.initializer}
+    if model.ir_version < 4 or not any(i.name in inits for i in model.graph.input):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [i for i in out.graph.input if i.name not in inits]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    return out
+
+
 def _quartiles(samples: list[float]) -> tuple[float, float, float]:
     q = np.percentile(np.asarray(samples) * 1e3, [25, 50, 75])
     return float(q[0]), float(q[1]), float(q[2])

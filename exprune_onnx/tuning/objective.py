@@ -54,6 +54,7 @@ from ..config import Options
 from ..errors import DataError, RuntimeCheckError, error_message
 from ..io.data import Dataset
 from ..measure.flops import dense_flops
+from ..measure.timing import constant_weights
 from ..measure.timing import session as timing_session
 from ..progress import quiet
 from .screen import ALONE_MARGIN, SparseConsumer, prunes_nothing, screen_early_exit, screen_sparse_convs
@@ -166,7 +167,7 @@ def timing_feeds(data: Dataset, batch: int, seed: int = 0,
 
 def _session(model: onnx.ModelProto, threads: int):
     try:
-        return timing_session(model, threads)
+        return timing_session(constant_weights(model), threads)
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
 
