@@ -1,10 +1,11 @@
-"""tuning/metrics.py: which labels the accuracy can be scored with."""
+"""tuning/metrics.py: which outputs are class scores, how their answers are compared, and
+which labels the accuracy can be scored with."""
 
 import numpy as np
 import pytest
 
 from exprune_onnx.errors import DataError
-from exprune_onnx.tuning.metrics import check_labels
+from exprune_onnx.tuning.metrics import check_labels, is_scores, top1_agreement
 
 SCORES = np.zeros((4, 3), np.float32)  # 4 samples, 3 classes
 PER_POSITION = np.zeros((2, 5, 3), np.float32)  # 2 samples, 5 positions, 3 classes
@@ -35,3 +36,20 @@ def test_labels_that_name_no_class(labels, output, message):
     with pytest.raises(DataError) as info:
         check_labels(labels, output)
     assert message in str(info.value)
+
+
+def test_scores_have_two_or_three_axes():
+    assert is_scores(SCORES) and is_scores(PER_POSITION)
+    assert not is_scores(np.zeros((2, 3, 4, 4), np.float32))  # an NCHW map: its classes are not the last axis
+    assert not is_scores(np.zeros((4, 1), np.float32)) and not is_scores(INDICES)
+
+
+def test_top1_agreement_counts_a_pick_among_exact_ties_as_agreeing():
+    original = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.5, 0.5, 0.5]], np.float32)
+    # Row 0 ties between classes 0 and 1, row 2 among all three: rounding picks another of them.
+    rounded = original + np.array([[0.0, 1e-7, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1e-7]], np.float32)
+    assert top1_agreement(original, rounded) == 1.0
+    changed = original + np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    assert top1_agreement(original, changed) == pytest.approx(2 / 3)
+    near_tie = np.array([[1.0, 1.0 - 1e-6]], np.float32)  # not a tie: the answer did change
+    assert top1_agreement(near_tie, near_tie[:, ::-1]) == 0.0

@@ -14,7 +14,7 @@ import onnx
 from .. import ops
 from ..errors import RuntimeCheckError, error_message
 from ..io.data import Dataset
-from ..tuning.metrics import check_labels, is_class_index, is_classifier_output, is_scores, predictions
+from ..tuning.metrics import check_labels, is_class_index, is_classifier_output, is_scores, predictions, top1_agreement
 
 
 @dataclass
@@ -129,5 +129,5 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
     max_abs = float(err.max()) if err.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
-    top1 = float(np.mean(a.argmax(-1) == b.argmax(-1))) if is_scores(a) else None
+    top1 = top1_agreement(a, b) if is_scores(a) else None
     return OutputDiff(name, max_abs, max_rel, top1)

@@ -39,8 +39,18 @@ def is_class_index(a: np.ndarray) -> bool:
 
 
 def is_scores(a: np.ndarray) -> bool:
-    """Class scores on the last axis: [N, C], or [N, T, C] for a prediction per position."""
-    return a.ndim >= 2 and a.shape[-1] > 1 and a.dtype.kind == "f"
+    """Class scores on the last axis: [N, C], or [N, T, C] for a prediction per position.
+    Four axes or more are maps (an NCHW segmentation's classes are axis 1): compared by
+    their values only."""
+    return a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f"
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of predictions where scores ``b`` pick a class that ``a`` ranks first.
+    Where ``a``'s top scores tie exactly (a blank input, a dead row), any of them is its
+    prediction: float rounding in ``b`` must not count as a changed answer."""
+    pick = b.argmax(-1)
+    return float(np.mean(np.take_along_axis(a, pick[..., None], -1)[..., 0] == a.max(-1))) if a.size else 1.0
 
 
 def is_classifier_output(a: np.ndarray) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from .. import ops
 from ..errors import error_message
 from ..io.data import Dataset
 from ..progress import quiet
@@ -30,8 +31,11 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         parts.append(text)
     if checked.accuracy is not None:
         parts.append(f"accuracy {checked.accuracy[0]:.2%} -> {checked.accuracy[1]:.2%}")
-    pruned = sum(p for p, _t in checked.pruned.values())
-    total = sum(t for _p, t in checked.pruned.values())
-    if total:
-        parts.append(f"{pruned / total:.1%} of outputs pruned")
+    kinds = {n.name: n.op_type for n in optimized.graph.node}
+    early = [c for node, c in checked.pruned.items() if kinds.get(node) != ops.SPARSE_CONV]
+    read = [c for node, c in checked.pruned.items() if kinds.get(node) == ops.SPARSE_CONV]
+    if sum(t for _p, t in early):
+        parts.append(f"{sum(p for p, _t in early) / sum(t for _p, t in early):.1%} of outputs pruned")
+    if sum(t for _r, t in read):  # a sparse conv counts the inputs it read, not outputs it pruned
+        parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs zero")
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'")
