@@ -84,6 +84,50 @@ def test_plain_command_runs_at_the_batch_the_model_takes(tmp_path, first, object
         assert "check 'y'" in r.output  # the check ran, at the batch the model takes
 
 
+def scaled_mlp(first) -> onnx.ModelProto:
+    """input_mlp's x [first, 32], times a side input scale [32] with no batch axis."""
+    model = input_mlp([first])
+    model.graph.node[0].input[0] = "xs"
+    model.graph.node.insert(0, helper.make_node("Mul", ["x", "scale"], ["xs"]))
+    model.graph.input.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [32]))
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize(("dims", "layout"), [
+    ({"x": [1, 3], "s": [48, 1, 1]}, (1, {"s"})),  # the first input's batch; the scale is fed whole
+    ({"x": ["N", 3], "s": [48, 1, 1]}, (None, {"s"})),
+    ({"x": ["N", 3], "m": [1, 5]}, (1, set())),  # an export that fixed one input's batch at 1
+    ({"x": [4, 3], "m": [4, 5]}, (4, set())),
+    ({"x": ["N", 3], "r": []}, (None, set())),  # a scalar is fed whole, not a batch question
+])
+def test_batch_layout(dims, layout):
+    from exprune_onnx.io.feeds import batch_layout
+
+    model = helper.make_model(helper.make_graph(
+        [], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in dims.items()], []))
+    batch, whole = batch_layout(model)
+    assert (batch, set(whole)) == layout
+
+
+@pytest.mark.parametrize("first", [1, "N"])
+def test_side_input_without_a_batch_axis(tmp_path, first):
+    """A fixed-batch export with a per-feature scale [32] beside x [1, 32]: random inputs,
+    the check, the latency objective and calibration data all feed the scale whole."""
+    path = save_model(scaled_mlp(first), tmp_path)
+    for extra in ([], ["--objective", "flops", "--threshold", "-inf"]):
+        r = cli("optimize", path, "-o", tmp_path / "o.onnx", *extra)
+        assert r.exit_code == 0, r.output
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((70, 32), dtype=np.float32), scale=rng.random(32, dtype=np.float32))
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--calibration", tmp_path / "d.npz", "--metric", "relerr",
+            "--max-drop", "0.05", "--confidence", "0")
+    assert r.exit_code == 0, r.output
+    np.savez(tmp_path / "bad.npz", x=rng.random((70, 32), dtype=np.float32), scale=rng.random((70, 32), np.float32))
+    line = one_line_error(cli("optimize", path, "--check-data", tmp_path / "bad.npz"), 6)
+    assert "'scale' has shape [70, 32]" in line and "give it whole" in line
+
+
 def test_fixed_batch_pads_the_last_run_and_cuts_it_off(tmp_path):
     """5 samples at a fixed batch of 4: two runs, the second padded; outputs are exactly the 5 samples'."""
     model = input_mlp([4])

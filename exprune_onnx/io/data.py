@@ -21,6 +21,7 @@ import onnx
 from ..errors import DataError
 from .feeds import (
     InputSpec,
+    batch_layout,
     check_spec,
     fixed_batch,
     input_dims,
@@ -39,7 +40,7 @@ class Dataset:
     inputs: dict[str, np.ndarray]  # may be memory-mapped; first axis = samples
     labels: np.ndarray | None
     source: str
-    shared: dict[str, np.ndarray] = field(default_factory=dict)  # scalar inputs, fed as they are to every run
+    shared: dict[str, np.ndarray] = field(default_factory=dict)  # inputs without a batch axis, fed whole to every run
     batch: int | None = None  # the model's fixed batch: every run feeds exactly this many samples
 
     def __len__(self) -> int:
@@ -113,16 +114,17 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in arrays.items()}
     spec = spec or InputSpec()
     check_spec(model, spec)
+    batch, whole = batch_layout(model, spec)
     missing = {vi.name for vi in model_inputs(model) if vi.name not in arrays and vi.name in spec.values}
     if missing:
-        samples = next((a.shape[0] for a in arrays.values() if a.ndim), 1)
-        batched, scalars = random_arrays(model, samples, seed, spec, only=missing)
-        arrays = {**arrays, **batched, **scalars}
+        samples = next((a.shape[0] for k, a in arrays.items() if a.ndim and k not in whole), 1)
+        batched, fed_whole = random_arrays(model, samples, seed, spec, only=missing)
+        arrays = {**arrays, **batched, **fed_whole}
     inputs = fit_to_model(arrays, model, where, spec)
-    shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0}
+    shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0 or k in whole}
     if not inputs:
-        raise DataError(f"{where}: the model's inputs are all scalars: there is no sample axis to run over")
-    dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, fixed_batch(model, spec))
+        raise DataError(f"{where}: none of the model's inputs has a batch axis: there is no sample axis to run over")
+    dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, batch)
     if dataset.labels is not None and dataset.labels.shape[:1] != (len(dataset),):
         raise DataError(f"{where}: {dataset.labels.shape[0] if dataset.labels.ndim else 0} labels "
                         f"for {len(dataset)} samples")
@@ -132,6 +134,7 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
 def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str,
                  spec: InputSpec | None = None) -> dict[str, np.ndarray]:
     feeds = {}
+    whole = batch_layout(model, spec)[1]
     for vi in model_inputs(model):
         if vi.name not in arrays:
             raise DataError(f"{where}: no array for model input '{vi.name}' (has: {', '.join(sorted(arrays)) or 'nothing'})")
@@ -140,13 +143,16 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         if want is not None and a.dtype != want:
             raise DataError(f"{where}: input '{vi.name}' is {a.dtype}, the model wants {np.dtype(want)}")
         dims = resolved_dims(vi, spec)
-        if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], a.shape[1:])):
+        first = 0 if vi.name in whole else 1  # an input without a batch axis is given whole
+        if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s
+                                      for d, s in zip(dims[first:], a.shape[first:])):
             wants = "the model wants" if dims == input_dims(vi) else "the model and --input-shape want"
-            raise DataError(f"{where}: input '{vi.name}' has shape {list(a.shape)}, {wants} {dims}")
+            raise DataError(f"{where}: input '{vi.name}' has shape {list(a.shape)}, {wants} {dims}"
+                            + (" (it has no batch axis: give it whole)" if first == 0 else ""))
         if a.dtype.kind == "f" and not _all_finite(a):
             raise DataError(f"{where}: input '{vi.name}' contains NaN or Inf")
         feeds[vi.name] = a
-    counts = {a.shape[0] for a in feeds.values() if a.ndim}
+    counts = {a.shape[0] for k, a in feeds.items() if a.ndim and k not in whole}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{where}: the inputs must share a non-zero first (sample) axis, got {sorted(counts)}")
     return feeds
@@ -221,7 +227,7 @@ def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputS
     other dims must be known or given by ``spec``."""
     spec = spec or InputSpec()
     check_spec(model, spec)
-    batched, scalars = random_arrays(model, samples, seed, spec)
+    batched, whole = random_arrays(model, samples, seed, spec)
     if not batched:
-        raise DataError("the model's inputs are all scalars: there is no sample axis to run over")
-    return Dataset(batched, None, "random", scalars, fixed_batch(model, spec))
+        raise DataError("none of the model's inputs has a batch axis: there is no sample axis to run over")
+    return Dataset(batched, None, "random", whole, fixed_batch(model, spec))

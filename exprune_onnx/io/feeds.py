@@ -2,8 +2,10 @@
 ``--input-value`` and seeded random values for inputs nobody gave data for.
 
 * An input's first axis is its batch axis (the sample axis of every data file) unless
-  the input is a scalar (rank 0: a sample rate, a step count): a scalar is fed as it
-  is to every run.
+  the input is a scalar (rank 0: a sample rate, a step count) or its first dim is a
+  number that is not the batch (``batch_layout``: a per-channel scale [C, 1, 1] beside
+  an image [1, 3, H, W]): those are fed as they are to every run, and a data file
+  holds them whole.
 * A **fixed batch** B (every batched input's first dim is the same number) means every
   run feeds exactly B samples; a symbolic first dim takes any number.
 * ``--input-shape NAME:D1,D2,...`` names numbers for symbolic dims (a dim written as
@@ -117,11 +119,28 @@ def resolved_dims(vi: onnx.ValueInfoProto, spec: InputSpec | None) -> list:
     return [d if isinstance(d, int) and d > 0 or not isinstance(g, int) else g for d, g in zip(dims, given)]
 
 
+def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple[int | None, frozenset[str]]:
+    """The batch every run must have (None: any), and the inputs of rank >= 1 that have no
+    batch axis, fed whole to every run (a per-channel scale [C, 1, 1], a table).
+
+    An input's first axis is its batch axis unless the inputs disagree. Beside a
+    symbolic batch, a first dim fixed at 1 fixes the batch at 1 (an export that fixed one
+    input's batch) and one fixed above 1 is not a batch. When every first dim is a
+    number, the first input's is the batch, and an input with another is fed whole."""
+    firsts = [(vi.name, resolved_dims(vi, spec)[0]) for vi in model_inputs(model) if input_dims(vi)]
+    numbers = [(name, d) for name, d in firsts if isinstance(d, int) and d > 0]
+    if len(numbers) < len(firsts):
+        whole = frozenset(name for name, d in numbers if d != 1)
+        return (1 if len(whole) < len(numbers) else None), whole
+    if not numbers:
+        return None, frozenset()
+    batch = numbers[0][1]
+    return batch, frozenset(name for name, d in numbers if d != batch)
+
+
 def fixed_batch(model: onnx.ModelProto, spec: InputSpec | None = None) -> int | None:
-    """The batch every run must have (the batched inputs' first dim, when it is a number), or None."""
-    firsts = {resolved_dims(vi, spec)[0] for vi in model_inputs(model) if input_dims(vi)}
-    fixed = {d for d in firsts if isinstance(d, int) and d > 0}
-    return fixed.pop() if len(fixed) == 1 else None
+    """The batch every run must have (batch_layout), or None."""
+    return batch_layout(model, spec)[0]
 
 
 def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: InputSpec | None = None) -> int:
@@ -153,11 +172,13 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
 
 def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None,
                   only: set[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Seeded values for the inputs (or those in ``only``): (batched, scalar) arrays,
-    the batched ones with ``samples`` on the first axis."""
+    """Seeded values for the inputs (or those in ``only``): (batched, whole) arrays, the
+    batched ones with ``samples`` on the first axis, the whole ones (scalars, inputs
+    without a batch axis: batch_layout) as the model takes them."""
     spec = spec or InputSpec()
     rng = np.random.default_rng(seed)
-    batched, scalars = {}, {}
+    whole_names = batch_layout(model, spec)[1]
+    batched, whole = {}, {}
     for vi in model_inputs(model):
         if only is not None and vi.name not in only:
             continue
@@ -168,10 +189,11 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
         dtype = input_dtype(vi)
         if dtype is None:
             raise DataError(f"input '{vi.name}' has an element type random inputs cannot fill: give sample data")
-        shape = (samples, *dims[1:]) if dims else ()
+        fed_whole = not dims or vi.name in whole_names
+        shape = tuple(dims) if fed_whole else (samples, *dims[1:])
         values = _random_values(model, vi.name, np.dtype(dtype), shape, rng, spec.values.get(vi.name))
-        (batched if dims else scalars)[vi.name] = values
-    return batched, scalars
+        (whole if fed_whole else batched)[vi.name] = values
+    return batched, whole
 
 
 def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds) -> np.ndarray:
