@@ -140,9 +140,27 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
+def _shape_hint(model: onnx.ModelProto) -> str:
+    """Why shapes may be unknown: symbolic input dims, or ops shape inference cannot see through."""
+    from ..io.feeds import input_dims, model_inputs
+
+    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) for d in input_dims(vi)):
+        return "--input-shape fixes symbolic input dims"
+    foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
+                      if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN)})
+    return f"shape inference does not pass {', '.join(foreign[:3])}" if foreign else "shape inference found none"
+
+
+def runtime_fused(model: onnx.ModelProto) -> list[str]:
+    """onnxruntime's own fused ops in ``model``: it was saved after onnxruntime's graph
+    optimisations (optimized_model_filepath), which leave no Conv -> Relu to match."""
+    return sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph) if n.domain == "com.microsoft.nchwc"
+                   or n.domain == "com.microsoft" and n.op_type in ("FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv")})
+
+
 def dense_flops_text(result: Result) -> str:
     """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
-    hint = "--input-shape fixes symbolic input dims"
+    hint = _shape_hint(result.model)
     if result.uncounted_nodes and not result.dense_flops:
         return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
     dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
@@ -369,6 +387,11 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
             d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
         console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
                       "per-layer thresholds with --config, or --calibration")
+    fused = runtime_fused(original)
+    if fused:
+        console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "
+                      "was saved after onnxruntime's graph optimisations, which hide the layers this compiler "
+                      "rewrites; give it the model as exported")
     if not result.changed:
         console.print("nothing to rewrite: the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
