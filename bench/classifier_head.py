@@ -1,6 +1,6 @@
 """A VGG's classifier reading its last pool's zeros (passes/zeros.py), measured side by side.
 
-    python -m bench.classifier_head [--batch 1] [--threads 1] [--rounds 5]
+    python -m bench.classifier_head [--batch 1] [--threads 1] [--rounds 5] [--write PATH]
 
 The model: models/vgg16_tumor.onnx (a real VGG16 trunk exported by tf2onnx, 240x240 NHWC;
 python models/build_vgg16_tumor.py) with its small head (25088 -> 64 -> 128 -> 256 -> 4)
@@ -19,8 +19,10 @@ options; objective.time_pair), on the photos of models/data/vgg16_tumor_test.npz
 * ``head``: all three classifier layers read their input's zeros;
 * each with the largest output difference against the original.
 
-The share of zeros at the pool's output is printed too. No convolution is rewritten:
-`python -m bench.lossless` measures the whole lossless mode.
+The share of zeros at the pool's output is printed too. No convolution is rewritten
+here. `--write PATH` also saves the grafted model, to run the whole lossless mode on:
+
+    exprune-onnx optimize PATH --threshold=-inf --check-data models/data/vgg16_tumor_calib.npz
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ WIDTHS = (25088, 4096, 4096, 1000)
 LAYERS = ("head/fc1", "head/fc2", "head/fc3")
 
 
-def with_vgg_head(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """``model`` with everything after the flattening replaced by VGG16's classifier shape."""
+def with_vgg_head(model: onnx.ModelProto, seed: int = 0, widths=WIDTHS) -> onnx.ModelProto:
+    """``model`` with everything after the flattening replaced by VGG16's classifier shape
+    (``widths``: the flattened size, then each layer's outputs)."""
     rng = np.random.default_rng(seed)
     graph = model.graph
     keep = []
@@ -66,7 +69,7 @@ def with_vgg_head(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     del graph.initializer[:]
     graph.initializer.extend(kept_inits)
     x = FLAT
-    for i, (n, m) in enumerate(zip(WIDTHS, WIDTHS[1:])):
+    for i, (n, m) in enumerate(zip(widths, widths[1:])):
         name = LAYERS[i]
         w = (rng.standard_normal((n, m)) * np.sqrt(2.0 / n)).astype(np.float32)
         b = (rng.standard_normal(m) * 0.01).astype(np.float32)
@@ -80,7 +83,7 @@ def with_vgg_head(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
         x = f"{name}/out"
     out = graph.output[0]
     graph.node.append(helper.make_node("Softmax", [x], [out.name], axis=-1))
-    out.type.tensor_type.shape.dim[-1].dim_value = WIDTHS[-1]
+    out.type.tensor_type.shape.dim[-1].dim_value = widths[-1]
     del graph.value_info[:]
     onnx.checker.check_model(model)
     return model
@@ -99,10 +102,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of alternating runs per model pair")
+    parser.add_argument("--write", metavar="PATH", help="also save the grafted model there")
     args = parser.parse_args()
     if not MODEL.exists() or not TEST.exists():
         sys.exit("run `python models/build_vgg16_tumor.py` first (it fetches the model and the photos)")
     original = with_vgg_head(onnx.load(str(MODEL)))
+    if args.write:
+        onnx.save(original, args.write)
     test = load_dataset(TEST, original)
     feeds = timing_feeds(test, args.batch)
     print(f"{platform.machine()}, {platform.processor() or '?'}, onnxruntime {ort.__version__}; batch {args.batch}, "
