@@ -11,8 +11,9 @@ MatMul takes, and the zeros the head reads are the real trunk's on the test phot
 The first classifier layer is the largest weight of the model (411 MB), read in full
 for every image by onnxruntime's MatMul at batch 1.
 
-Three models, timed against the original in rounds of alternating runs (same session
-options; objective.time_pair), on the photos of models/data/vgg16_tumor_test.npz:
+Two rewritten models, each timed against the original in rounds of alternating runs
+(same session options; objective.time_pair), on the photos of
+models/data/vgg16_tumor_test.npz:
 
 * ``fc1``: the first classifier layer reads the pool's zeros through the Transpose and
   Reshape (ExPruneSparseMatMul);
@@ -126,7 +127,7 @@ def main() -> None:
         diff = max(float(np.abs(sess.run(None, f)[0] - w).max()) for f, w in zip(feeds, want))
         del sess
         if seconds is None:
-            seconds = time_pair(original, original, feeds[:1], args.threads, 1)[0] / 1e3 / args.batch
+            seconds = time_pair(original, original, feeds[:1], args.threads, 1)[0] / 1e3  # a batch
         ratios = []
         for _ in range(args.rounds):
             with_ms, without_ms = time_pair(res.model, original, feeds, args.threads, passes_for(seconds))

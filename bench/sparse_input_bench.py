@@ -199,7 +199,9 @@ def _shape(text: str) -> tuple[int, int]:
     try:
         n, m = (int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not N,M (two whole numbers)") from None
+        n = m = 0
+    if n < 1 or m < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not N,M (two whole numbers, at least 1)")
     return n, m
 
 

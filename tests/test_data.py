@@ -54,6 +54,25 @@ def test_onnx_test_data_layout(tmp_path, model):
     assert len(load_dataset(flat, model)) == 2
 
 
+def test_onnx_test_data_sets_with_an_input_fed_whole(tmp_path):
+    """x [1, 3] and a scale [3] without a batch axis: the sets' x rows add up, the scale is
+    taken once, and sets that disagree on it are an error."""
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["y"])]
+    model = make_model(nodes, [vi("x", [1, 3]), vi("scale", [3])], [vi("y", [1, 3])])
+    scales = [np.arange(3, dtype=np.float32)] * 2
+    for s, scale in enumerate(scales):
+        folder = tmp_path / f"test_data_set_{s}"
+        folder.mkdir(exist_ok=True)
+        for i, value in enumerate([np.full((1, 3), s, np.float32), scale]):
+            (folder / f"input_{i}.pb").write_bytes(numpy_helper.from_array(value).SerializeToString())
+    d = load_dataset(tmp_path, model)
+    assert len(d) == 2 and d.shared["scale"].shape == (3,)
+    other = numpy_helper.from_array(np.ones(3, np.float32)).SerializeToString()
+    (tmp_path / "test_data_set_1" / "input_1.pb").write_bytes(other)
+    with pytest.raises(DataError, match="'scale' has no batch axis"):
+        load_dataset(tmp_path, model)
+
+
 def test_separate_labels_file(tmp_path, model):
     np.savez(tmp_path / "d.npz", **arrays())
     np.save(tmp_path / "l.npy", np.ones(5, np.int64))

@@ -94,19 +94,22 @@ def scaled_mlp(first) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize(("dims", "layout"), [
-    ({"x": [1, 3], "s": [48, 1, 1]}, (1, {"s"})),  # the first input's batch; the scale is fed whole
-    ({"x": ["N", 3], "s": [48, 1, 1]}, (None, {"s"})),
-    ({"x": ["N", 3], "m": [1, 5]}, (1, set())),  # an export that fixed one input's batch at 1
-    ({"x": [4, 3], "m": [4, 5]}, (4, set())),
-    ({"x": ["N", 3], "r": []}, (None, set())),  # a scalar is fed whole, not a batch question
+@pytest.mark.parametrize(("dims", "shapes", "layout"), [
+    ({"x": [1, 3], "s": [48, 1, 1]}, {}, (1, {"s"})),  # the scale is fed whole
+    ({"s": [3, 1, 1], "x": [1, 3, 8, 8]}, {}, (1, {"s"})),  # listed first: still not the batch (a tie goes to 1)
+    ({"x": [4, 3], "m": [4, 5], "s": [7]}, {}, (4, {"s"})),  # the dim most inputs share
+    ({"x": ["N", 3], "s": [48, 1, 1]}, {}, (None, {"s"})),
+    ({"x": ["N", 3], "m": [1, 5]}, {}, (1, set())),  # an export that fixed one input's batch at 1
+    ({"x": ["N", 3], "r": []}, {}, (None, set())),  # a scalar is fed whole, not a batch question
+    # --input-shape sizes a symbolic batch; it does not make an input lose its batch axis.
+    ({"img": ["N", 3, "H", "W"], "side": ["N"]}, {"img": (4, 3, 8, 8)}, (4, set())),
 ])
-def test_batch_layout(dims, layout):
+def test_batch_layout(dims, shapes, layout):
     from exprune_onnx.io.feeds import batch_layout
 
     model = helper.make_model(helper.make_graph(
         [], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in dims.items()], []))
-    batch, whole = batch_layout(model)
+    batch, whole = batch_layout(model, InputSpec(shapes))
     assert (batch, set(whole)) == layout
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from exprune_onnx.errors import DataError
-from exprune_onnx.tuning.metrics import check_labels, is_scores, top1_agreement
+from exprune_onnx.tuning.certify import sample_losses
+from exprune_onnx.tuning.metrics import check_labels, is_scores, score, top1_agreement
 
 SCORES = np.zeros((4, 3), np.float32)  # 4 samples, 3 classes
 PER_POSITION = np.zeros((2, 5, 3), np.float32)  # 2 samples, 5 positions, 3 classes
@@ -53,3 +54,13 @@ def test_top1_agreement_counts_a_pick_among_exact_ties_as_agreeing():
     assert top1_agreement(original, changed) == pytest.approx(2 / 3)
     near_tie = np.array([[1.0, 1.0 - 1e-6]], np.float32)  # not a tie: the answer did change
     assert top1_agreement(near_tie, near_tie[:, ::-1]) == 0.0
+    nan_row = np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32)  # identical outputs agree, NaN or not
+    assert top1_agreement(nan_row, nan_row.copy()) == 1.0
+
+
+def test_calibration_scores_ties_as_the_check_does():
+    """The agreement metric and the certificate's per-sample loss share the check's rule."""
+    original = np.array([[1.0, 1.0], [0.0, 2.0]], np.float32)
+    rounded = original + np.array([[0.0, 1e-7], [0.0, 0.0]], np.float32)
+    assert score("agreement", original, rounded, None).drop == 0.0
+    assert sample_losses("agreement", original, rounded, None, 0.0).tolist() == [0.0, 0.0]

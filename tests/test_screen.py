@@ -7,6 +7,7 @@ import math
 import numpy as np
 import onnx
 from helpers import latency_choice, run_exprune, run_plain, three_layer_mlp
+from test_zeros import head_model
 
 import exprune_onnx
 from exprune_onnx.config import Options
@@ -61,3 +62,13 @@ def test_a_layer_faster_alone_is_still_timed_in_the_model(monkeypatch, scripted_
     monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)
     choice = latency_choice(three_layer_mlp())
     assert [(t.layer, t.alone, t.kept) for t in choice.layers] == [("h1", False, True), ("h2", False, True)]
+
+
+def test_a_layer_whose_zeros_are_read_through_a_pool_is_not_screened():
+    """conv2's zeros reach fc1 through MaxPool -> AveragePool(1x1) -> Flatten: its gain
+    shows in fc1, which conv2 alone does not contain."""
+    for chain in ("torch_vgg", "tf2onnx"):
+        res = exprune_onnx.optimize_model(head_model(chain, head_relu=False), threshold=-2.0, min_units=4)
+        assert [rw.candidate.layer for rw in res.rewritten] == ["conv2"]
+        assert [s.op_node.inputs[0].name for s in res.sparse] == ["flat"]
+        assert screen.screenable(res) == []

@@ -255,11 +255,17 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
 def _keep_listed_initializers(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
     """The original's initializers that it also lists as graph inputs (defaults a caller may
     override; exporters' keep_initializers_as_inputs) stay listed where they are still
-    initializers: the written model takes the same inputs. A weight a rewrite replaced is
-    gone from both."""
+    initializers: the written model takes the same inputs, in the same order. A weight a
+    rewrite replaced is gone from both."""
     kept = {t.name for t in graph.initializer}
-    listed = {i.name for i in graph.input}
-    graph.input.extend(i for i in original.input if i.name in kept and i.name not in listed)
+    current = {i.name: i for i in graph.input}
+    known = {i.name for i in original.input}
+    # In the original's order: a caller may feed inputs by position.
+    inputs = [current.get(i.name, i) for i in original.input if i.name in current or i.name in kept]
+    inputs += [i for i in graph.input if i.name not in known]
+    copies = [onnx.ValueInfoProto.FromString(i.SerializeToString()) for i in inputs]
+    del graph.input[:]
+    graph.input.extend(copies)
 
 
 def _list_initializers_as_inputs(graph: onnx.GraphProto, body: bool = False) -> None:

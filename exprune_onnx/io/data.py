@@ -98,7 +98,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         raise DataError(f"{path}: no such file or directory")
     names = [vi.name for vi in model_inputs(model)]
     if path.is_dir():
-        arrays, found_labels = _read_dir(path, names)
+        arrays, found_labels = _read_dir(path, names, batch_layout(model, spec)[1])
     else:
         arrays, found_labels = _read_npz(path)
     if labels is not None:
@@ -188,10 +188,10 @@ def read_labels(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable labels file ({exc})") from None
 
 
-def _read_dir(path: Path, names: list[str]):
+def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset()):
     sets = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set_"))
     if sets or any(path.glob("input_*.pb")):
-        return _read_pb_sets(sets or [path], names), None
+        return _read_pb_sets(sets or [path], names, whole), None
     arrays = {}
     for name in names:
         f = path / f"{name}.npy"
@@ -206,7 +206,9 @@ def _read_dir(path: Path, names: list[str]):
     return arrays, (read_labels(labels_file) if labels_file.exists() else None)
 
 
-def _read_pb_sets(dirs: list[Path], names: list[str]) -> dict[str, np.ndarray]:
+def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> dict[str, np.ndarray]:
+    """The sets' inputs, concatenated along the sample axis; an input without one (``whole``)
+    must be the same in every set, and is taken once."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for d in dirs:
         files = sorted(d.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
@@ -219,7 +221,11 @@ def _read_pb_sets(dirs: list[Path], names: list[str]) -> dict[str, np.ndarray]:
                 parts[name].append(onnx.numpy_helper.to_array(tensor))
             except Exception as exc:
                 raise DataError(f"{f}: not a serialized TensorProto ({exc})") from None
-    return {n: np.concatenate(p) if len(p) > 1 else p[0] for n, p in parts.items()}
+    for name in whole:
+        if any(p.shape != parts[name][0].shape or not np.array_equal(p, parts[name][0]) for p in parts[name][1:]):
+            raise DataError(f"{dirs[0].parent}: input '{name}' has no batch axis, so every test_data_set_* must "
+                            "hold the same value, and they differ")
+    return {n: np.concatenate(p) if len(p) > 1 and n not in whole else p[0] for n, p in parts.items()}
 
 
 def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None) -> Dataset:

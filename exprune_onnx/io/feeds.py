@@ -24,6 +24,7 @@ error asks for ``--input-value``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,19 +124,26 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
     """The batch every run must have (None: any), and the inputs of rank >= 1 that have no
     batch axis, fed whole to every run (a per-channel scale [C, 1, 1], a table).
 
-    An input's first axis is its batch axis unless the inputs disagree. Beside a
-    symbolic batch, a first dim fixed at 1 fixes the batch at 1 (an export that fixed one
-    input's batch) and one fixed above 1 is not a batch. When every first dim is a
-    number, the first input's is the batch, and an input with another is fed whole."""
-    firsts = [(vi.name, resolved_dims(vi, spec)[0]) for vi in model_inputs(model) if input_dims(vi)]
-    numbers = [(name, d) for name, d in firsts if isinstance(d, int) and d > 0]
-    if len(numbers) < len(firsts):
-        whole = frozenset(name for name, d in numbers if d != 1)
-        return (1 if len(whole) < len(numbers) else None), whole
-    if not numbers:
-        return None, frozenset()
-    batch = numbers[0][1]
-    return batch, frozenset(name for name, d in numbers if d != batch)
+    An input's first axis is its batch axis unless the inputs disagree, judged on the
+    model's own dims (``--input-shape`` only gives the batch a size). Beside a symbolic
+    batch, a first dim fixed at 1 is a batch of 1 and one fixed above 1 is not a batch.
+    When every first dim is a number, the one most inputs share is the batch (on a tie,
+    1, else the first input's), and an input with another is fed whole."""
+    firsts = [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model)
+              if input_dims(vi)]
+    if any(not _number(d) for _name, d, _given in firsts):
+        whole = frozenset(name for name, d, _given in firsts if _number(d) and d != 1)
+    else:
+        counts = Counter(d for _name, d, _given in firsts)
+        common = [d for d, c in counts.items() if c == max(counts.values(), default=0)]
+        batch = 1 if 1 in common else next((d for _name, d, _given in firsts if d in common), None)
+        whole = frozenset(name for name, d, _given in firsts if d != batch)
+    sizes = {given for name, _d, given in firsts if name not in whole and _number(given)}
+    return (sizes.pop() if len(sizes) == 1 else None), whole
+
+
+def _number(d) -> bool:
+    return isinstance(d, int) and d > 0
 
 
 def fixed_batch(model: onnx.ModelProto, spec: InputSpec | None = None) -> int | None:

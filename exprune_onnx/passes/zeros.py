@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from ..rules import chain
+
 # Ops that only rearrange their first input (a Conv needs its [N, C, H, W] layout: only
 # MatMul/Gemm readers look through these).
 RESHAPES = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
 _LIMIT = 8  # ops looked through at most: real exports have two to four
 
 
-def _default_domain(node: gs.Node) -> bool:
-    return (node.domain or "") in ("", "ai.onnx")
-
-
 def keeps_zeros(node: gs.Node, reshapes: bool) -> bool:
     """Whether ``node``'s (first) output is zero wherever the values it is made of from its
     first input are all zero, and takes no other tensor's values."""
-    if not _default_domain(node) or not node.inputs or not node.inputs[0].name:
+    if not chain.is_default_domain(node) or not node.inputs or not node.inputs[0].name:
         return False
     # A MaxPool's Indices or a Dropout's mask, used or not, leaves the first output as it is.
     if node.op in ("Identity", "Dropout", "MaxPool"):

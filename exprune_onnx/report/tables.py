@@ -154,8 +154,9 @@ def _shape_hint(model: onnx.ModelProto) -> str:
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
     """onnxruntime's own fused ops in ``model``: it was saved after onnxruntime's graph
     optimisations (optimized_model_filepath), which leave no Conv -> Relu to match."""
-    return sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph) if n.domain == "com.microsoft.nchwc"
-                   or n.domain == "com.microsoft" and n.op_type in ("FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv")})
+    fused = ("FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv")
+    return sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
+                   if n.domain == "com.microsoft.nchwc" or n.domain == "com.microsoft" and n.op_type in fused})
 
 
 def dense_flops_text(result: Result) -> str:

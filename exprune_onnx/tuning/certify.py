@@ -30,7 +30,7 @@ from ..errors import DataError
 from ..io.data import Dataset
 from ..measure.compare import run_counting, with_stats
 from ..measure.counters import flops_saved
-from .metrics import Score, predictions, score
+from .metrics import Score, agrees, predictions, score
 from .risk import RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
@@ -67,7 +67,7 @@ def sample_losses(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndar
     if metric in ("accuracy", "lost"):
         loss = (predictions(ref) == labels) & (predictions(got) != labels)
     elif metric == "agreement":
-        loss = predictions(ref) != predictions(got)
+        loss = ~agrees(ref, got)
     else:
         rows = ref.shape[0]
         diff = np.abs(ref.astype(np.float64) - got).reshape(rows, -1).mean(1)

@@ -45,12 +45,21 @@ def is_scores(a: np.ndarray) -> bool:
     return a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f"
 
 
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """The share of predictions where scores ``b`` pick a class that ``a`` ranks first.
-    Where ``a``'s top scores tie exactly (a blank input, a dead row), any of them is its
-    prediction: float rounding in ``b`` must not count as a changed answer."""
-    pick = b.argmax(-1)
-    return float(np.mean(np.take_along_axis(a, pick[..., None], -1)[..., 0] == a.max(-1))) if a.size else 1.0
+def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Per prediction: whether ``got`` answers as ``ref`` does. The same class, or, for
+    scores, a class ``ref`` ranks first too: where its top scores tie exactly (a blank
+    input, a dead row) any of them is its answer, so float rounding in ``got`` is no
+    changed answer."""
+    same = predictions(ref) == predictions(got)
+    if is_scores(ref) and got.shape == ref.shape:
+        pick = got.argmax(-1)[..., None]
+        same |= np.take_along_axis(ref, pick, -1)[..., 0] == ref.max(-1)
+    return same
+
+
+def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    """The share of predictions on which ``got`` agrees with ``ref`` (``agrees``)."""
+    return float(np.mean(agrees(ref, got))) if ref.size else 1.0
 
 
 def is_classifier_output(a: np.ndarray) -> bool:
@@ -105,7 +114,7 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
         drop = before - after if metric == "accuracy" else float(np.mean(right_before & ~right_after))
         return Score(metric, before, after, drop)
     if metric == "agreement":
-        agree = float(np.mean(predictions(ref) == predictions(got)))
+        agree = top1_agreement(ref, got)
         return Score(metric, 1.0, agree, 1.0 - agree)
     scale = float(np.mean(np.abs(ref)))
     err = float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)

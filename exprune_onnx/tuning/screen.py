@@ -36,6 +36,7 @@ from .. import ops
 from ..compiler.pipeline import Result
 from ..config import Options
 from ..passes.sparse_conv import unpack
+from ..passes.zeros import zero_writer
 
 # Alone, a sparse conv must beat the dense one by this much to be worth a whole-model timing.
 ALONE_MARGIN = 0.0
@@ -142,8 +143,12 @@ def subgraph(model: onnx.ModelProto, inputs: list[str], output: str) -> onnx.Mod
 
 def screenable(result: Result) -> list:
     """The rewritten layers of ``result`` that can be judged alone (module docstring)."""
-    sparse_inputs = {s.op_node.inputs[0].name for s in result.sparse if s.op_node.inputs}
-    return [rw for rw in result.rewritten if rw.candidate.output.name not in sparse_inputs]
+    read = set()
+    for s in result.sparse:  # the tensors whose zeros a sparse op reads, through a pool or a Flatten too
+        if s.op_node.inputs:
+            writer = zero_writer(s.op_node.inputs[0], reshapes=True)
+            read |= {s.op_node.inputs[0].name} | ({writer.outputs[0].name} if writer is not None else set())
+    return [rw for rw in result.rewritten if rw.candidate.output.name not in read]
 
 
 def layer_inputs(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:

@@ -2,8 +2,8 @@
 
 Each sparse conv must read exact zeros (a Relu, a Clip, an early-exit op, or a MaxPool of
 one or another op that keeps its zeros, passes/zeros.py) and write the output of a Conv
-of the canonical original that reads the same tensor, or the end of the group after that Conv (constant Adds and Muls, one residual Add,
-Relu/Clip(0, c); rules/chain.py). Its weight must be that Conv's weight times the group's
+of the canonical original that reads the same tensor, or the end of the group after that
+Conv (constant Adds and Muls, one residual Add, Relu/Clip(0, c); rules/chain.py). Its weight must be that Conv's weight times the group's
 per-output scale, repacked as ``[C, KH, KW, M/group]``; its bias the group's folded bias;
 its residual the group's; its attributes the Conv's (strides, pads, dilations, auto_pad,
 group, kernel_shape) and the group's activation and cap. The weights themselves are
@@ -21,6 +21,7 @@ from .. import ops
 from ..compiler.graphutil import all_graphs, const_value, describe
 from ..config import Options
 from ..passes.sparse_conv import repack
+from ..passes.sparse_input import EARLY_EXIT, relu_sparse_conv
 from ..passes.zeros import zero_writer
 from ..rules import chain
 from ..rules.base import Context
@@ -34,7 +35,7 @@ def _reads_zeros(x: gs.Tensor) -> bool:
     if producer is None:
         return False
     if producer.domain == ops.DOMAIN:
-        return producer.op in (ops.CONV_RELU, ops.DENSE_RELU, ops.SPARSE_CONV)
+        return producer.op in EARLY_EXIT or relu_sparse_conv(producer)
     return producer.op in _ZERO_SOURCES
 
 

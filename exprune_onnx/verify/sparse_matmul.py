@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from .. import ops
 from ..compiler.graphutil import all_graphs, const_value, describe
-from ..passes.sparse_input import relu_sparse_conv
+from ..passes.sparse_input import EARLY_EXIT, relu_sparse_conv
 from ..passes.zeros import zero_writer
 
 OPSET = 13  # for folding constants: the ops involved mean the same in every opset >= 9
@@ -62,7 +62,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
     x = op.inputs[0]
     producer = zero_writer(x, reshapes=True)
     ours = producer is not None and producer.domain == ops.DOMAIN and (
-        producer.op in (ops.DENSE_RELU, ops.CONV_RELU) or relu_sparse_conv(producer))
+        producer.op in EARLY_EXIT or relu_sparse_conv(producer))
     if not ours and not (_default(producer, "Relu") or _default(producer, "Clip")):
         what = describe(producer) if producer is not None else "no node"
         bad(f"its input '{x.name}' comes from {what}, not an early-exit op, Relu or Clip (or a pool or reshape "
