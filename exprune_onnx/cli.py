@@ -376,7 +376,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
               help="Least top-1 agreement with the original, for classifier outputs.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
-              help="Largest output difference at threshold -inf, relative to the output's range.")
+              help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
 @input_options
 @_guarded
 def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,

@@ -7,9 +7,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from helpers import calibration_dataset, calibration_mlp, run_plain
+from test_zeros import head_model
 
 from exprune_onnx.cli import main
 from exprune_onnx.config import Options
+from exprune_onnx.io.data import random_dataset
 from exprune_onnx.tuning.certify import ABOVE, ladder, sample_losses
 from exprune_onnx.tuning.metrics import predictions
 from exprune_onnx.tuning.risk import RiskTest, samples_needed
@@ -88,6 +90,23 @@ def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     assert cert.samples == 150 and cert.needed == samples_needed(0.01, 0.9) == 230 and not cert.enough
     assert cert.chosen == -1 and cert.steps == [] and not out.result.changed
     assert all(share is None for share in out.shares.values())
+
+
+def test_zero_input_reads_are_timed_again_on_the_rung_written(scripted_clock):
+    """The search's timing kept conv2's early exit for fc1 reading its zeros through the
+    pool; no rung is certified, so conv2 is dense again and fc1 reads a plain ReLU's zeros:
+    timed again, kept, and the latency table is the written model's."""
+    model = head_model("torch_vgg", head_relu=False)
+    calls = scripted_clock({"conv2": 0.2, "zero:fc1": 0.3})
+    out = search(model, Options(confidence=0.9, min_units=4), random_dataset(model, 40, 0), metric="relerr",
+                 max_drop=0.01, seed=0, latency=(1, 1))
+    assert out.certificate.chosen == -1  # 20 testing samples certify nothing
+    ops_written = {n.op_type for n in out.result.model.graph.node}
+    assert "ExPruneConvRelu" not in ops_written and "ExPruneSparseMatMul" in ops_written
+    rows = {(t.layer, t.kind): t for t in out.latency.layers}
+    assert rows[("fc1", "zero inputs")].kept and ("conv2", "early exit") not in rows
+    assert not out.latency.reverted_all and out.latency.result.model is out.result.model
+    assert calls  # timed, by the scripted clock
 
 
 @pytest.fixture

@@ -331,7 +331,7 @@ def latency_json(choice) -> dict | None:
 def output_text(d) -> str:
     if d.index:
         return f"same value on {100 * d.top1_agreement:.2f}% of samples"
-    text = f"max abs diff {d.max_abs:.3g} (relative to output range {d.max_rel:.3g})"
+    text = f"max abs diff {d.max_abs:.3g} ({d.max_rel:.3g} of the largest |output|)"
     if d.top1_agreement is not None:
         text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"
     return text

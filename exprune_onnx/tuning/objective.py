@@ -252,9 +252,11 @@ def skipping(options: Options, layers, chosen=()) -> Options:
 
 def choose(original: onnx.ModelProto, options: Options, result: Result, data: Dataset, *, batch: int = 1,
            threads: int = 1, indices: np.ndarray | None = None, source: str = "", seed: int = 0,
-           log=quiet) -> LatencyChoice:
+           log=quiet, early_exit: bool = True) -> LatencyChoice:
     """Drop the rewrites of ``result`` (compiled from ``original`` with ``options``)
-    that do not make the model faster, timing on ``data`` (module docstring)."""
+    that do not make the model faster, timing on ``data`` (module docstring).
+    ``early_exit=False`` keeps its early-exit layers as they are (a certified rung) and
+    decides only the zero-input reads, and step 4."""
     from ..io.bigmodel import serializable
 
     if not serializable(original):
@@ -266,6 +268,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
     try_relu = times_zero_inputs(options)
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
+    order = order if early_exit else []
     dropped: list[str] = []
     compiled: dict[tuple, Built] = {}
 

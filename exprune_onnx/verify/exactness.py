@@ -78,8 +78,8 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         scale = max(float(np.abs(a).max()) if a.size else 0.0, 1e-6)
         err = float(np.abs(a.astype(np.float64) - b).max()) / scale if a.size else 0.0
         if not err <= tolerance:
-            return Row(name, False, f"output '{n}' differs from the original's by {err:.2g} of its range "
+            return Row(name, False, f"output '{n}' differs from the original's by {err:.2g} of its largest magnitude "
                                     f"(tolerance {tolerance:g}) with nothing pruned")
         worst = max(worst, err)
-    return Row(name, True, f"outputs equal the original's within {tolerance:g} of their range on {len(data)} "
+    return Row(name, True, f"outputs equal the original's within {tolerance:g} of their largest magnitude on {len(data)} "
                            f"samples of '{data.source}' (largest {worst:.1e})")
