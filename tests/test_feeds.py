@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError, error_message
 from exprune_onnx.io.data import random_dataset
-from exprune_onnx.io.feeds import InputSpec, parse_input_shape, parse_input_value
+from exprune_onnx.io.feeds import InputSpec, batch_layout, parse_input_shape, parse_input_value
 
 
 def audio() -> onnx.ModelProto:
@@ -105,8 +105,6 @@ def scaled_mlp(first) -> onnx.ModelProto:
     ({"img": ["N", 3, "H", "W"], "side": ["N"]}, {"img": (4, 3, 8, 8)}, (4, set())),
 ])
 def test_batch_layout(dims, shapes, layout):
-    from exprune_onnx.io.feeds import batch_layout
-
     model = helper.make_model(helper.make_graph(
         [], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in dims.items()], []))
     batch, whole = batch_layout(model, InputSpec(shapes))
