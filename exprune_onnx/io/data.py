@@ -120,7 +120,7 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
         samples = next((a.shape[0] for k, a in arrays.items() if a.ndim and k not in whole), 1)
         batched, fed_whole = random_arrays(model, samples, seed, spec, only=missing)
         arrays = {**arrays, **batched, **fed_whole}
-    inputs = fit_to_model(arrays, model, where, spec)
+    inputs = fit_to_model(arrays, model, where, spec, whole)
     shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0 or k in whole}
     if not inputs:
         raise DataError(f"{where}: none of the model's inputs has a batch axis: there is no sample axis to run over")
@@ -132,9 +132,10 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
 
 
 def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str,
-                 spec: InputSpec | None = None) -> dict[str, np.ndarray]:
+                 spec: InputSpec | None, whole: frozenset[str]) -> dict[str, np.ndarray]:
+    """``arrays`` checked against the model's inputs; those in ``whole`` (no batch axis,
+    feeds.batch_layout) are given whole, the rest share a sample axis."""
     feeds = {}
-    whole = batch_layout(model, spec)[1]
     for vi in model_inputs(model):
         if vi.name not in arrays:
             raise DataError(f"{where}: no array for model input '{vi.name}' (has: {', '.join(sorted(arrays)) or 'nothing'})")

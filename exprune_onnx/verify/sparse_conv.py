@@ -17,26 +17,13 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .. import ops
 from ..compiler.graphutil import all_graphs, const_value, describe
 from ..config import Options
 from ..passes.sparse_conv import repack
-from ..passes.sparse_input import EARLY_EXIT, relu_sparse_conv
 from ..passes.zeros import zero_writer
 from ..rules import chain
 from ..rules.base import Context
-from .sparse_matmul import OPSET, SparseLayer
-
-_ZERO_SOURCES = {"Relu", "Clip"}
-
-
-def _reads_zeros(x: gs.Tensor) -> bool:
-    producer = zero_writer(x)
-    if producer is None:
-        return False
-    if producer.domain == ops.DOMAIN:
-        return producer.op in EARLY_EXIT or relu_sparse_conv(producer)
-    return producer.op in _ZERO_SOURCES
+from .sparse_matmul import OPSET, SparseLayer, writes_zeros
 
 
 def _group_of(conv: gs.Node, graph: gs.Graph, y_name: str, m: int):
@@ -78,7 +65,7 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
             "bias and residual, and gives y and optional stats")
         return layer
     x = op.inputs[0]
-    if not _reads_zeros(x):
+    if not writes_zeros(zero_writer(x)):
         bad(f"its input '{x.name}' does not come from a Relu, Clip or early-exit op, or a pool of one")
     found = _conv_reading(canonical, x.name, op.outputs[0].name)
     if found is None or isinstance(found, str):

@@ -47,6 +47,14 @@ def tensors_by_name(canonical: gs.Graph) -> dict[str, gs.Tensor]:
     return found
 
 
+def writes_zeros(node: gs.Node | None) -> bool:
+    """Whether ``node`` is one a sparse op may read the zeros of: an early-exit op, a sparse
+    conv ending in a ReLU, a Relu or a Clip (passes/zeros.py finds it through pools)."""
+    if node is not None and node.domain == ops.DOMAIN:
+        return node.op in EARLY_EXIT or relu_sparse_conv(node)
+    return _default(node, "Relu") or _default(node, "Clip")
+
+
 def _default(node: gs.Node | None, op: str) -> bool:
     return node is not None and node.op == op and (node.domain or "") in ("", "ai.onnx")
 
@@ -61,9 +69,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
         return layer
     x = op.inputs[0]
     producer = zero_writer(x, reshapes=True)
-    ours = producer is not None and producer.domain == ops.DOMAIN and (
-        producer.op in EARLY_EXIT or relu_sparse_conv(producer))
-    if not ours and not (_default(producer, "Relu") or _default(producer, "Clip")):
+    if not writes_zeros(producer):
         what = describe(producer) if producer is not None else "no node"
         bad(f"its input '{x.name}' comes from {what}, not an early-exit op, Relu or Clip (or a pool or reshape "
             "of one)")
