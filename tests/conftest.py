@@ -37,6 +37,8 @@ def scripted_clock(monkeypatch):
             return cost(a), cost(b)
 
         monkeypatch.setattr(objective, "time_pair", fake)
+        # The first estimate of the model's time is the script's too (seconds).
+        monkeypatch.setattr(objective, "_seconds_per_run", lambda model, feed, threads: cost(model) / 1e3)
         return calls
 
     return script

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import onnx
+import pytest
 from helpers import latency_choice, run_exprune, run_plain, three_layer_mlp
 from test_zeros import head_model
 
@@ -54,6 +55,23 @@ def test_a_layer_slower_alone_is_dropped_without_timing_the_model(monkeypatch, s
     whole = [c for c in calls if len(c[0].graph.node) > 4]
     assert all(not any(n.name.startswith("h1_") for n in [*c[0].graph.node, *c[1].graph.node] if n.domain)
                for c in whole)  # h1 never appears in a whole-model timing
+    assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
+
+
+def test_a_layer_faster_alone_by_under_the_margin_is_not_timed_in_the_model(monkeypatch, scripted_clock):
+    calls = scripted_clock({"h1": 0.05, "h2": 0.3})
+    monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)
+    # h1 is 5% faster alone, but the first estimate puts the model at 10 ms: 0.05 ms is under 1% of it.
+    monkeypatch.setattr(objective, "_seconds_per_run", lambda model, feed, threads: 0.01)
+    choice = latency_choice(three_layer_mlp())
+    row = next(t for t in choice.layers if t.layer == "h1")
+    assert row.alone and row.small and not row.kept
+    assert row.without_ms - row.with_ms == pytest.approx(0.05)
+    reason = next(r.reason for r in choice.result.rejected if r.layer == "h1")
+    assert reason == "objective latency: saves 0.050 ms alone, under 1% of the model's 10.000 ms"
+    whole = [c for c in calls if len(c[0].graph.node) > 4]
+    assert whole and all(not any(n.name.startswith("h1_") for n in [*c[0].graph.node, *c[1].graph.node] if n.domain)
+                         for c in whole)
     assert [r.candidate.layer for r in choice.result.rewritten] == ["h2"]
 
 

@@ -478,6 +478,49 @@ def test_objective_drops_prune_nothing_layers_untimed(monkeypatch):
     assert calls == [1, 1]  # two layer-alone pairs, no whole model
 
 
+@pytest.mark.parametrize(("gains", "whole", "kept"), [
+    # Both save half the margin alone: neither is timed in the model alone; together they clear it.
+    ({"zero:c1": 0.5, "zero:c2": 0.5}, [("c1", "c2")], {"c1", "c2"}),
+    # Together they do not clear it: nothing is written, so nothing is timed against the original.
+    ({"zero:c1": 0.4, "zero:c2": 0.4}, [("c1", "c2")], set()),
+    # c1 clears it alone and is timed in the model; c2 alone is too small and has no group.
+    ({"zero:c1": 2.0, "zero:c2": 0.5}, [("c1",)], {"c1"}),
+], ids=["small_pair_kept_together", "small_pair_dropped", "one_large_one_small"])
+def test_sparse_convs_too_small_alone_are_timed_only_in_a_group(scripted_clock, gains, whole, kept):
+    """A conv whose gain alone is under the margin of the model's time cannot clear the
+    margin in the model (small_gains.py): it gets no whole-model timing of its own."""
+    from rich.console import Console
+
+    from exprune_onnx.report.tables import latency_table
+    from exprune_onnx.tuning import objective
+
+    calls = scripted_clock({k: g * objective.MARGIN for k, g in gains.items()})
+    model = chain3(np.random.default_rng(14))
+    options = exprune_onnx.Options(threshold=NEG_INF, min_units=8)
+    choice = objective.choose(model, options, exprune_onnx.optimize_model(model, options),
+                              random_dataset(model, 8, 0))
+
+    def sparse_in(m):
+        return tuple(sorted(n.name[:-len("_sparse")] for n in m.graph.node if n.op_type == ops.SPARSE_CONV))
+
+    # Whole-model pairs only (a layer alone is one node): each (with, without) as the convs read sparsely.
+    timed = [(sparse_in(a), sparse_in(b)) for a, b in calls if len(a.graph.node) > 1]
+    assert timed == [(names, ()) for names in whole] + ([((), tuple(sorted(kept)))] if kept else [])
+    assert {t.layer for t in choice.layers if t.kind == objective.ZERO_INPUTS and t.kept and not t.group} == kept
+    assert sparse_in(choice.result.model) == tuple(sorted(kept))
+    small = {t.layer: t for t in choice.layers if t.small}
+    assert {f"zero:{layer}" for layer in small} == {k for k, g in gains.items() if g < 1}
+    console = Console(width=400, record=True)
+    console.print(latency_table(choice))
+    text = console.export_text()
+    if len(small) == 1:  # no group: its row says why it was not timed in the model
+        (row,) = small.values()
+        assert row.note.startswith("saves ") and "under 1% of the model's 1.000 ms" in row.note
+        assert f"dropped: {row.note}" in text
+    else:
+        assert ("kept with the group below" if kept else "dropped: too small, alone or together") in text
+
+
 def test_conv_inside_an_if_branch():
     """The Relu outside, the Conv in a branch: matched like the outer graph's (as every rule is)."""
     rng = np.random.default_rng(15)

@@ -11,7 +11,8 @@ rewritten layer is timed where it lives, in the whole model:
    thread count the user deploys with. The layer stays only if the model with it is
    at least ``MARGIN`` faster; otherwise it reverts to its dense form. When timing
    every layer this way would take over ``SCREEN_ABOVE`` seconds, each is first timed
-   alone (screen.py), and one not faster alone reverts without a whole-model timing.
+   alone (screen.py), and one not faster alone, or saving under ``MARGIN`` of the
+   model's time alone (small_gains.py), reverts without a whole-model timing.
 3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
    layers step 2 reverted) is timed the same way reading it sparsely
    (``ExPruneSparseMatMul``, passes/sparse_input.py), unless ``sparse_relu`` is "off"
@@ -19,15 +20,16 @@ rewritten layer is timed where it lives, in the whole model:
    This one is exact; whether it pays depends on how many zeros the ReLU gives on
    these inputs and on the batch. Convolutions reading a ReLU's zeros
    (``ExPruneSparseConv``, passes/sparse_conv.py) are among them; each is first timed
-   alone on its real input, and only one faster alone is timed in the whole model
-   (screen.py). Early-exit layers that prune nothing (T = -inf) are dropped untimed.
+   alone on its real input, and only one faster alone by at least ``MARGIN`` of the
+   model's time is timed in the whole model on its own (screen.py, small_gains.py).
+   Early-exit layers that prune nothing (T = -inf) are dropped untimed.
    A consumer that made the model faster, but by less than ``MARGIN``, before a later
    one was kept is then timed again, one by one, in the model as now kept: each kept
    rewrite changes its neighbours' cost (onnxruntime converts layouts around an op that
    does not share its blocked one), so a conv between two that now run as
    ``ExPruneSparseConv`` may clear the margin it missed between two dense ones. The
-   consumers still short of it are then timed together, and kept together if the group
-   clears it.
+   consumers still short of it, and those too small alone, are then timed together,
+   and kept together if the group clears it.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
    kept ReLU consumers) against the original model. If it is not at least ``MARGIN``
    faster, nothing is rewritten at all: the latency objective never returns a slower
@@ -58,6 +60,7 @@ from ..measure.timing import constant_weights
 from ..measure.timing import session as timing_session
 from ..progress import quiet
 from .screen import ALONE_MARGIN, SparseConsumer, prunes_nothing, screen_early_exit, screen_sparse_convs
+from .small_gains import model_ms, time_again, time_together, too_small
 
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
@@ -85,8 +88,9 @@ class LayerTiming:
     kept: bool
     kind: str = EARLY_EXIT
     note: str = ""  # decided without a whole-model timing: why (screen.py); the times are then the layer's alone
-    group: tuple = ()  # this row timed these layers together (``_small_gains_together``)
-    again: bool = False  # timed a second time, after later layers were kept (``_small_gains_again``)
+    small: bool = False  # faster alone, by too little to be timed in the model alone (small_gains.py)
+    group: tuple = ()  # this row timed these layers together (``small_gains.time_together``)
+    again: bool = False  # timed a second time, after later layers were kept (``small_gains.time_again``)
 
     @property
     def alone(self) -> bool:
@@ -118,7 +122,7 @@ class LatencyChoice:
         return self.optimized_ms / self.original_ms if self.original_ms > 0 else 1.0
 
     def in_group(self, timing: LayerTiming) -> bool:
-        """Whether a group row decided ``timing``'s layer (``_small_gains_together``)."""
+        """Whether a group row decided ``timing``'s layer (``small_gains.time_together``)."""
         return timing.kind == ZERO_INPUTS and any(timing.layer in t.group for t in self.layers)
 
     def kept(self, layer: str, kind: str = EARLY_EXIT) -> bool | None:
@@ -308,10 +312,14 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             dropped.append(layer)
             continue
         alone = screened.get(layer)
-        if alone is not None and alone[0] > alone[1] * (1.0 - MARGIN):
-            choice.layers.append(LayerTiming(layer, alone[0], alone[1], False, note="not faster alone"))
-            dropped.append(layer)
-            continue
+        if alone is not None:
+            slower = alone[0] > alone[1] * (1.0 - MARGIN)
+            small = too_small(*alone, model_ms(choice, probe_seconds * 1e3))
+            if slower or small:
+                choice.layers.append(LayerTiming(layer, *alone, False, note="not faster alone" if slower else small,
+                                                 small=not slower))
+                dropped.append(layer)
+                continue
         log(f"timing early-exit layers: {layer}", i, len(order))
         with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
                                         give_up=clearly_slower)
@@ -332,6 +340,10 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         if s.layer in alone_convs and sparse_ms > dense_ms * (1.0 - ALONE_MARGIN):
             choice.layers.append(LayerTiming(s.layer, sparse_ms, dense_ms, False, ZERO_INPUTS, "not faster alone"))
             continue
+        small = s.layer in alone_convs and too_small(sparse_ms, dense_ms, model_ms(choice, probe_seconds * 1e3))
+        if small:  # it may still pay in the group (small_gains.py)
+            choice.layers.append(LayerTiming(s.layer, sparse_ms, dense_ms, False, ZERO_INPUTS, small, small=True))
+            continue
         log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
                                         feeds, threads, passes, give_up=clearly_slower)
@@ -340,10 +352,10 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         if kept:
             relu_kept.append(s.layer)
         forget_all_but((dropped, relu_kept))
-    relu_kept += _small_gains_again(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads,
-                                    passes, log, forget=lambda relu: forget_all_but((dropped, relu)))
-    relu_kept += _small_gains_together(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads,
-                                       passes, log)
+    relu_kept += time_again(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads, passes, log,
+                            forget=lambda relu: forget_all_but((dropped, relu)))
+    relu_kept += time_together(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads, passes,
+                               log)
     forget_all_but((dropped, relu_kept))
     final = build(dropped, relu_kept)
     if final.changed:
@@ -371,55 +383,11 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     return choice
 
 
-def _small_gains_again(choice: LatencyChoice, model_with, kept: list[str], feeds, threads: int, passes: int,
-                       log, forget) -> list[str]:
-    """The zero-input rewrites that made the model faster, but by less than ``MARGIN``,
-    before a later one was kept, timed again one by one (in their first order) in the
-    model as now kept (module docstring, step 3). Updates their rows; returns the layers
-    that cleared the margin this time. ``forget(relu)`` drops every compiled model but
-    the one reading ``relu`` sparsely, after each timing (a large model is not held
-    once per retry)."""
-    rows = [t for t in choice.layers if t.kind == ZERO_INPUTS and not t.note and not t.group]
-    again = [t for i, t in enumerate(rows)
-             if not t.kept and t.with_ms < t.without_ms and any(later.kept for later in rows[i + 1:])]
-    added: list[str] = []
-    for i, t in enumerate(again):
-        log(f"timing zero-input skipping again: {t.layer}", i, len(again))
-        t.with_ms, t.without_ms = time_pair(model_with(kept + added + [t.layer]), model_with(kept + added), feeds,
-                                            threads, passes, give_up=clearly_slower)
-        t.kept, t.again = t.with_ms <= t.without_ms * (1.0 - MARGIN), True
-        if t.kept:
-            added.append(t.layer)
-        forget(kept + added)
-    return added
-
-
-def _small_gains_together(choice: LatencyChoice, model_with, kept: list[str], feeds, threads: int, passes: int,
-                          log) -> list[str]:
-    """The zero-input rewrites that each made the model faster, but by less than
-    ``MARGIN``, timed together: several small gains (a deep CNN's convs, each under
-    1% of its time) may clear the margin that noise sets for one. Returns the
-    layers to keep as well (all of them or none); ``model_with(relu)`` builds the model
-    with the ReLU consumers ``relu`` read sparsely."""
-    small = [t for t in choice.layers if t.kind == ZERO_INPUTS and not t.note and not t.kept
-             and t.with_ms < t.without_ms]
-    if len(small) < 2:
-        return []
-    names = [t.layer for t in small]
-    log("timing the small zero-input gains together")
-    with_ms, without_ms = time_pair(model_with(kept + names), model_with(kept), feeds, threads, passes,
-                                    give_up=clearly_slower)
-    together = with_ms <= without_ms * (1.0 - MARGIN)
-    choice.layers.append(LayerTiming(" + ".join(names), with_ms, without_ms, together, ZERO_INPUTS,
-                                     group=tuple(names)))
-    for t in small:
-        t.kept = together
-    return names if together else []
-
-
 def _seconds_per_run(model: onnx.ModelProto, feed, threads: int) -> float:
-    """A first estimate of one run's time, to size the number of passes: the mean of two runs."""
+    """A first estimate of one run's time, to size the number of passes: the mean of two
+    runs after one that allocates and pages in."""
     session = _session(model, threads)
+    _run(session, None, feed)
     t0 = time.perf_counter()
     _run(session, None, feed)
     _run(session, None, feed)
@@ -432,7 +400,7 @@ def _say_why_dropped(choice: LatencyChoice, dropped: list[str]) -> None:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
         what = "the layer alone" if t.note else "the model"
         why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
-               else t.note if t.note and not t.without_ms
+               else t.note if t.note and (t.small or not t.without_ms)
                else f"{what} took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
                                                            skip_reason=f"objective latency: {why}")

@@ -90,7 +90,7 @@ def alone_pair(model: onnx.ModelProto, node_name: str, x_shape) -> tuple[onnx.Mo
     w = numpy_helper.to_array(inits[node.input[1]])
     bias = [inits[node.input[2]]] if len(node.input) > 2 and node.input[2] else []
     x = node.input[0]
-    sparse = helper.make_node(ops.SPARSE_CONV, [x, node.input[1]] + [b.name for b in bias], ["y"],
+    sparse = helper.make_node(ops.SPARSE_CONV, [x, node.input[1]] + [b.name for b in bias], ["y"], name=node.name,
                               domain=ops.DOMAIN, **a)
     conv_attrs = {k: v for k, v in a.items() if k not in ("activation", "clip_max")}
     big = numpy_helper.from_array(unpack(w, int(a.get("group", 1))), "W_dense")
