@@ -321,8 +321,9 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         checked = compare(ref, opt, data, log=log)
         feeds = data.first(batch)
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
-    dense, _unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(ref, input_shapes))))
-    saved = flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
+    dense, unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(ref, data.input_shapes(ref, input_shapes)))))
+    # With some layers' shapes unknown, the ops' savings would be set against a partial count.
+    saved = None if unknown else flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
@@ -331,7 +332,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         _write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,
             "accuracy": checked.accuracy, "outputs": [vars(d) for d in checked.outputs],
-            "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
+            "dense_flops_per_sample": None if unknown else dense, "flops_saved_per_sample": saved,
             "latency": vars(timing) | {"ratio": timing.ratio}, "memory": memory, "machine": platform.machine(),
             "onnxruntime": ort.__version__,
         }))

@@ -47,7 +47,7 @@ class VerificationFailed(ExPruneError):
 
 
 # onnxruntime puts the C++ source line and function signature before its message.
-_ORT_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) (?=[A-Z])")
+_ORT_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ .*?\) (?:const )?(?=[A-Za-z])")
 # Lines that carry no information for the user: stack frames and empty ones.
 _NOISE = re.compile(r"^(?:Stacktrace:|#\d+ |\s*$)")
 _MAX_CHARS = 600

@@ -155,12 +155,16 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         from .tuning.search import search
 
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
+        options.input_shapes = data.input_shapes(model, options.input_shapes)
         calibrated = search(model, options, data, metric=settings.metric, max_drop=settings.max_drop,
                             holdout=settings.holdout, seed=settings.seed, rule=rule,
                             per_output=settings.granularity == "output", latency=latency, log=log)
         result, timed = calibrated.result, calibrated.latency
         timings["calibrate"] = time.perf_counter() - start
     else:
+        if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
+            checks = _dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples)
+            options.input_shapes = checks.input_shapes(model, options.input_shapes)
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs

@@ -24,7 +24,9 @@ from onnx import TensorProto, helper
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.cli import main
+from exprune_onnx.io.data import random_dataset
 from exprune_onnx.tuning.head_stats import HeadStats, head_statistics
+from exprune_onnx.tuning.metrics import top1_agreement
 
 N_IN, HIDDEN, CLASSES = 20, 64, 10
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -319,3 +321,31 @@ def test_language_model_style_head_on_3d_input():
     for seed in range(3):
         x = np.random.default_rng(seed).normal(size=(4, steps, 8)).astype(np.float32)
         np.testing.assert_array_equal(run_exprune(res.model, {"x": x})[0], run_plain(model, {"x": x})[0])
+
+
+def test_argmax_only_on_per_position_logits_is_checked_per_position():
+    """[B, T, V] logits turned into [B, T] indices: the check, evaluate and verify compare
+    one answer per position (they failed on broadcasting [B, T, V] against [B, T])."""
+    from exprune_onnx.measure.compare import compare
+    from exprune_onnx.verify import verify
+
+    rng = np.random.default_rng(12)
+    n, vocab, steps = 48, 30, 5
+    inits = [init("w1", rng.normal(size=(8, n)).astype(np.float32)),
+             init("Wv", (rng.normal(size=(n, vocab)) / 4).astype(np.float32))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("MatMul", ["h", "Wv"], ["z"], name="lm_head")]
+    model = make_model(nodes, [vi("x", ["B", steps, 8])], [vi("z", ["B", steps, vocab])], inits)
+    res = optimize_model(model, threshold=NEG_INF, argmax_only=("z",))
+    assert node_types(res.model)[-1] == "ExPruneArgmaxHead"
+    data = random_dataset(model, 16, 0)
+    checked = compare(model, res.model, data)
+    (diff,) = checked.outputs
+    assert diff.index and diff.top1_agreement == 1.0
+    rows = verify(model, res.model, data)
+    assert all(r.ok for r in rows), rows
+    # A changed answer at one position counts as one of B x T.
+    z = run_plain(model, data.take(slice(0, 2)))[0]
+    got = z.argmax(-1)
+    got[0, 0] = (got[0, 0] + 1) % vocab
+    assert top1_agreement(z, got) == pytest.approx(1 - 1 / (2 * steps))

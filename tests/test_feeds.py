@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError, error_message
-from exprune_onnx.io.data import random_dataset
+from exprune_onnx.io.data import load_dataset, random_dataset
 from exprune_onnx.io.feeds import InputSpec, batch_layout, parse_input_shape, parse_input_value
 
 
@@ -177,7 +177,7 @@ def test_evaluate_and_verify_at_a_fixed_batch(tmp_path):
 def test_symbolic_hw_without_a_shape_names_input_shape(tmp_path):
     path = save_model(conv_hw(), tmp_path)
     line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
-    assert "--input-shape x:1,3,224,224" in line and "'x'" in line
+    assert "--input-shape x:N,3,224,224" in line and "'x'" in line
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -194,6 +194,60 @@ def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):
     x = WEIGHT_RNG.random((2, 3, 9, 7)).astype(np.float32)
     np.testing.assert_allclose(run_exprune(model, {"x": x})[0], run_plain(onnx.load(path), {"x": x})[0],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_data_gives_the_shapes_flops_are_counted_at(tmp_path):
+    """Without --input-shape, the calibration or check data's shapes fix the open dims for
+    FLOPs (the batch stays open); the written model keeps [N, 3, H, W]."""
+    path = save_model(conv_hw(), tmp_path)
+    flops = 2 * 12 * 12 * 9 * (3 * 32 + 32 * 32)  # as test_inspect_counts_flops_with_input_shape, at 12x12
+    x = WEIGHT_RNG.random((16, 3, 12, 12)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    for data in (["--check-data", tmp_path / "d.npz", "--threshold", -1],
+                 ["--calibration", tmp_path / "d.npz", "--confidence", 0, "--max-drop", 0.2]):
+        out = tmp_path / "o.onnx"
+        r = cli("optimize", path, "-o", out, "--objective", "flops", *data)
+        assert r.exit_code == 0, r.output
+        assert f"dense FLOPs      │ {flops / 1e6:.2f} MFLOPs per sample" in r.output
+        assert "% saved, counted by the ops" in r.output or "% of FLOPs saved (measured by the ops)" in r.output
+        written = onnx.load(out)
+        assert written.graph.input[0] == onnx.load(path).graph.input[0]
+        assert not written.graph.value_info  # no shape inferred at 12x12 is left behind
+    r = cli("evaluate", path, out, "--data", tmp_path / "d.npz", "--runs", 2)
+    assert r.exit_code == 0 and f"{flops / 1e6:.2f} MFLOPs dense" in r.output, r.output
+    shapes = load_dataset(tmp_path / "d.npz", onnx.load(path)).input_shapes(onnx.load(path), {})
+    assert shapes == {"x": ("N", 3, 12, 12)}
+
+
+def test_flops_of_a_partly_unknown_model_are_not_set_against_all_savings(tmp_path):
+    """A MatMul after a Reshape to a runtime shape has no known shape: the ops' savings
+    cannot be set against the rest's count (it printed -14 MFLOPs, 5542% saved)."""
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]), helper.make_node("Relu", ["h0"], ["r0"]),
+             helper.make_node("MatMul", ["r0", "w1"], ["h1"], name="h1"), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Reshape", ["r1", "shape"], ["s"]),
+             helper.make_node("MatMul", ["s", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32]),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                       [init("w0", scaled_normal(32, 64)), init("w1", scaled_normal(64, 64)),
+                        init("w2", scaled_normal(64, 64))])
+    path = save_model(model, tmp_path)
+    x = WEIGHT_RNG.standard_normal((32, 32)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, shape=np.array([-1, 64], np.int64))
+    out = tmp_path / "o.onnx"
+    r = cli("optimize", path, "-o", out, "--objective", "flops", "--threshold", "0", "--min-units", 32,
+            "--check-data", tmp_path / "d.npz")
+    assert r.exit_code == 0, r.output
+    assert "node(s) with unknown shapes not counted" in r.output and "measured FLOPs" not in r.output
+    r = cli("evaluate", path, out, "--data", tmp_path / "d.npz", "--runs", 2)
+    assert r.exit_code == 0, r.output
+    assert "FLOPs per sample │ unknown: some Conv/Gemm/MatMul shapes are unknown" in r.output
+
+
+def test_a_batch_fixed_by_input_shape_says_how_to_keep_it_open(tmp_path):
+    path = save_model(conv_hw(), tmp_path)
+    line = one_line_error(cli("optimize", path, "--input-shape", "x:1,3,8,8", "--latency-batch", 4), 6)
+    assert "--input-shape fixes the batch at 1" in line and "--input-shape x:N,...) or use --latency-batch 1" in line
 
 
 def test_inspect_counts_flops_with_input_shape(tmp_path):
@@ -238,7 +292,7 @@ def test_audio_with_a_scalar_sample_rate(tmp_path):
     path = save_model(audio(), tmp_path)
     out = tmp_path / "o.onnx"
     line = one_line_error(cli("optimize", path, "-o", out), 6)
-    assert "--input-shape wave:1,128" in line
+    assert "--input-shape wave:batch,128" in line
     line = one_line_error(cli("optimize", path, "-o", out, "--input-shape", "wave:1,50"), 6)
     assert "--input-value sr:VALUE" in line
     r = cli("optimize", path, "-o", out, "--objective", "flops", "--threshold", "-inf",
@@ -265,6 +319,13 @@ def test_token_ids_get_ids_within_the_embedding(tmp_path):
     assert cli("optimize", path, "-o", tmp_path / "o2.onnx").exit_code == 0  # the plain command
     spec = InputSpec(values={"ids": (5, 5)})
     assert (random_dataset(model, 3, 0, spec).inputs["ids"] == 5).all()
+    # torch's exporter also reads the ids' Shape (the sequence length): still token ids.
+    model.graph.node.append(helper.make_node("Shape", ["ids"], ["ids_shape"]))
+    model.graph.output.append(helper.make_tensor_value_info("ids_shape", TensorProto.INT64, [2]))
+    assert random_dataset(model, 64, 0).inputs["ids"].max() == 99
+    model.graph.node.append(helper.make_node("Cast", ["ids"], ["ids_float"], to=TensorProto.FLOAT))
+    with pytest.raises(DataError, match="--input-value ids:"):  # a Cast reads the values: not only an index
+        random_dataset(model, 2, 0)
 
 
 def test_an_integer_input_of_unknown_meaning_asks_for_input_value():
@@ -304,6 +365,9 @@ def test_multi_line_onnxruntime_errors_keep_their_detail():
     assert long.endswith("the reason") and len(long) < 700
     assert error_message(ValueError("/x/y.cc:12 void f(int) Something failed\n\nStacktrace:\n#0 f")) == \
         "Something failed"
+    # onnxruntime's broadcast failure goes on in lower case after the signature.
+    assert error_message(ValueError("Status Message: /src/ops.h:583 void ns::It::Append(ptrdiff_t, ptrdiff_t) "
+                                    "axis == 1 was false. 20 by 32")) == "Status Message: axis == 1 was false. 20 by 32"
 
 
 def test_a_bool_mask_keeps_everything_and_floats_take_a_range():
@@ -315,3 +379,18 @@ def test_a_bool_mask_keeps_everything_and_floats_take_a_range():
     assert data.inputs["mask"].dtype == np.bool_ and data.inputs["mask"].all()
     assert data.inputs["x"].min() >= 2.0 and data.inputs["x"].max() < 3.0
     assert not random_dataset(model, 3, 0, InputSpec(values={"mask": (0, 0)})).inputs["mask"].any()
+
+
+def test_data_the_original_cannot_run_on_is_a_data_error(tmp_path):
+    """Token ids past the embedding table: onnxruntime fails on the original as well, so
+    it is the data (exit 6), in the check, the latency objective and calibration alike."""
+    path = save_model(token_ids(), tmp_path)
+    ids = np.arange(16 * 8, dtype=np.int64).reshape(8, 16)  # up to 127, the table has 100 rows
+    np.savez(tmp_path / "d.npz", ids=ids)
+    for extra in (["--objective", "flops", "--threshold", "-inf"], ["--threshold", "-inf"],
+                  ["--calibration", tmp_path / "d.npz", "--max-drop", 0.1, "--confidence", 0]):
+        data = [] if "--calibration" in extra else ["--check-data", tmp_path / "d.npz"]
+        line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx", *data, *extra), 6)
+        assert "cannot run the original model" in line and "the data does not fit the model" in line
+        assert "out of data bounds" in line and ".cc:" not in line and ".h:" not in line
+        assert not (tmp_path / "o.onnx").exists()

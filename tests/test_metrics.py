@@ -64,3 +64,13 @@ def test_calibration_scores_ties_as_the_check_does():
     rounded = original + np.array([[0.0, 1e-7], [0.0, 0.0]], np.float32)
     assert score("agreement", original, rounded, None).drop == 0.0
     assert sample_losses("agreement", original, rounded, None, 0.0).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (2, 5, 1)])
+def test_per_position_class_indices_agree_with_their_scores(shape):
+    scores = np.random.default_rng(3).standard_normal((2, 5, 3)).astype(np.float32)
+    index = scores.argmax(-1).reshape(shape)
+    assert top1_agreement(scores, index) == 1.0
+    index[0, 1] = (index[0, 1] + 1) % 3
+    assert top1_agreement(scores, index) == pytest.approx(0.9)
+    check_labels(np.zeros((2, 5), np.int64), index)  # one label per position

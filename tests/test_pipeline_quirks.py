@@ -604,3 +604,24 @@ def test_initializers_listed_as_inputs_stay_inputs():
     assert names == ["G2", "C2", "inp"]
     onnx.checker.check_model(res.model)
     assert_equivalent(model, res.model, _sweep_feeds)
+
+
+def test_output_dims_keep_the_originals_names():
+    """Shape inference names a concatenated dim "past_len + 1"; the written model keeps the
+    original's "total_len" (a KV-cache step graph's logits)."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Concat", ["past", "x"], ["cat"], axis=1),
+             helper.make_node("MatMul", ["cat", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["r2"]),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
+    model = make_model(nodes, [vi("past", [1, "past_len", 32]), vi("x", [1, 1, 32])], [vi("y", [1, "total_len", 10])],
+                       [init(n, rng.standard_normal(s).astype(np.float32))
+                        for n, s in (("w1", (32, 64)), ("w2", (64, 64)), ("w3", (64, 10)))])
+    res = optimize_model(model, threshold=NEG_INF, min_units=32)
+    assert node_types(res.model).count("ExPruneDenseRelu") == 2  # the first reads the Concat, not x
+    assert res.model.graph.output[0] == model.graph.output[0]
+    assert res.model.graph.value_info  # without fixed input dims, the inferred shapes stay
+    onnx.checker.check_model(res.model)
+    feeds = {"past": rng.standard_normal((1, 3, 32)).astype(np.float32),
+             "x": rng.standard_normal((1, 1, 32)).astype(np.float32)}
+    np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-5)

@@ -226,8 +226,7 @@ def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -
     graph.outputs.extend(r.stats for r in rewritten if r.stats is not None)
     graph.cleanup(recurse_subgraphs=True).toposort(recurse_subgraphs=True)
     out = _export(graph, model)
-    if options.input_shapes:
-        keep_open_dims(out, model)
+    keep_open_dims(out, model, fixed=bool(options.input_shapes))
     return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected)
 
 

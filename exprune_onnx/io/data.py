@@ -79,6 +79,21 @@ class Dataset:
         """Rows the ops see when ``samples`` samples are run: a fixed batch pads the last run."""
         return -(-samples // self.batch) * self.batch if self.batch else samples
 
+    def input_shapes(self, model: onnx.ModelProto, given: dict[str, tuple]) -> dict[str, tuple]:
+        """``given`` (--input-shape) and, for each other input whose dims past its batch axis
+        the model leaves open, the dims these samples have there (the batch axis stays
+        open): for shape inference and FLOPs, which are otherwise unknown on a sequence
+        model's [batch, sequence] inputs or an image model's [N, 3, H, W]."""
+        shapes = dict(given)
+        for vi in model_inputs(model):
+            dims, batched = input_dims(vi), vi.name in self.inputs
+            a = self.inputs.get(vi.name, self.shared.get(vi.name))
+            if vi.name in shapes or a is None or a.ndim != len(dims):
+                continue
+            if any(not (isinstance(d, int) and d > 0) for d in dims[1 if batched else 0:]):
+                shapes[vi.name] = ((dims[0] or "N"),) + a.shape[1:] if batched else a.shape
+        return shapes
+
     def labels_of(self, indices: np.ndarray | None = None) -> np.ndarray | None:
         if self.labels is None or indices is None:
             return self.labels

@@ -158,6 +158,10 @@ def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: Inpu
         return fixed or 1
     if fixed is not None and batch != fixed:
         first = next(vi for vi in model_inputs(model) if input_dims(vi))
+        if fixed_batch(model) is None:  # the model's batch is open: --input-shape gave it a number
+            raise DataError(f"{what} {batch} is impossible: --input-shape fixes the batch at {fixed} ('{first.name}' "
+                            f"is {_show(input_dims(first))}); write the batch dim as a name to keep it open "
+                            f"(--input-shape {first.name}:{input_dims(first)[0] or 'N'},...) or use {what} {fixed}")
         raise DataError(f"{what} {batch} is impossible: the model's inputs fix the batch at {fixed} "
                         f"('{first.name}' is {_show(input_dims(first))}); use {what} {fixed} or leave it out")
     return batch
@@ -170,9 +174,10 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
         dims = resolved_dims(vi, spec)
         if all(isinstance(d, int) and d > 0 for d in dims[1:]):
             continue
-        # Placeholders: 1 for the batch, 224 for an image's spatial dims, 128 for the rest.
+        # Placeholders: the batch keeps its name (a number would fix it), 224 for an image's
+        # spatial dims, 128 for the rest.
         fill = 224 if len(dims) == 4 else 128
-        shown = [str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else str(fill))
+        shown = [str(d) if isinstance(d, int) and d > 0 else (str(input_dims(vi)[0] or "N") if i == 0 else str(fill))
                  for i, d in enumerate(dims)]
         parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
     return " ".join(parts)
@@ -230,7 +235,8 @@ def _table_rows(model: onnx.ModelProto, name: str) -> int | None:
     rows = [tables[n.input[0]][next((a.i for a in n.attribute if a.name == "axis"), 0)]
             for n in model.graph.node
             if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == name and n.input[0] in tables]
-    users = [n for n in model.graph.node if name in n.input]
+    # A Shape or Size reads only the dims (torch's exporter takes the sequence length so).
+    users = [n for n in model.graph.node if name in n.input and n.op_type not in ("Shape", "Size")]
     return min(rows) if rows and len(rows) == len(users) else None
 
 
@@ -248,10 +254,12 @@ def with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.
     return out
 
 
-def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
-    """Give ``out`` (compiled with --input-shape) the original's graph-input and output dims
-    back, and drop its intermediate shapes: the written model runs at any size the
-    original ran at, as onnxruntime infers the shapes again."""
+def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool) -> None:
+    """Give ``out`` the original's graph-input and output dims back: shape inference may
+    have put numbers there (``fixed``: compiled with --input-shape or the data's shapes)
+    or renamed a symbolic dim (``-past + past + 1``). When ``fixed``, drop the
+    intermediate shapes too: the written model runs at any size the original ran at, as
+    onnxruntime infers the shapes again."""
     inputs = {vi.name: vi for vi in original.graph.input}
     outputs = {vi.name: vi for vi in original.graph.output}
     for vi in out.graph.input:
@@ -259,12 +267,14 @@ def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
             vi.CopyFrom(inputs[vi.name])
     for vi in out.graph.output:
         was = outputs.get(vi.name)
-        same_rank = was is not None and len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim)
-        if same_rank:
+        if was is None:  # an --emit-stats output
+            continue
+        if len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim):
             vi.type.tensor_type.shape.CopyFrom(was.type.tensor_type.shape)
-        else:  # an --argmax-only output lost its class axis: leave its shape to inference
+        elif fixed:  # an --argmax-only output lost its class axis: leave its shape to inference
             vi.type.tensor_type.ClearField("shape")
-    del out.graph.value_info[:]
+    if fixed:
+        del out.graph.value_info[:]
 
 
 def _show(dims: list) -> str:

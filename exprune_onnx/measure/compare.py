@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from .. import ops
-from ..errors import RuntimeCheckError, error_message
+from ..errors import DataError, RuntimeCheckError, error_message
 from ..io.data import Dataset
 from ..tuning.metrics import check_labels, is_class_index, is_classifier_output, is_scores, predictions, top1_agreement
 
@@ -77,14 +77,18 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {error_message(exc)}") from exc
     names = [o.name for o in original.graph.output]
+    samples = len(data) if indices is None else len(indices)
     try:
-        samples = len(data) if indices is None else len(indices)
         got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
                                   lambda done: log("checking: the original", done, samples))
+    except Exception as exc:
+        raise DataError(f"onnxruntime cannot run the original model on '{data.source}' ({error_message(exc)}): "
+                        "the data does not fit the model") from exc
+    try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
                                        lambda done: log("checking: the optimised model", done, samples))
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime failed to run the models: {error_message(exc)}") from exc
+        raise RuntimeCheckError(f"onnxruntime failed to run the optimised model: {error_message(exc)}") from exc
     labels = data.labels_of(indices)
     diffs = []
     accuracy = None
@@ -120,7 +124,7 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
 
 def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
     if a.dtype.kind == "f" and is_class_index(b) and is_classifier_output(a):
-        a = predictions(a)  # --argmax-only: the scores became the class index
+        a, b = predictions(a), predictions(b)  # --argmax-only: the scores became the class index
     if a.dtype.kind != "f":
         same = float(np.mean(a == b)) if a.size else 1.0
         return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,

@@ -135,8 +135,8 @@ def rejected_table(result: Result) -> Table:
 
 def measured_total(result: Result, counts: dict | None, samples: int) -> float | None:
     """Whole-model FLOPs per sample after pruning, as counted by the ops."""
-    if not counts or not (result.rewritten or result.sparse) or samples <= 0:
-        return None
+    if not counts or not (result.rewritten or result.sparse) or samples <= 0 or result.uncounted_nodes:
+        return None  # a partial dense count cannot take every op's savings
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
@@ -226,10 +226,10 @@ def calibration_table(outcome) -> Table:
     t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
                         f"in {outcome.seconds:.1f} s")
     t.add_row("ladder part (search's choice)" if cert else "calibration part",
-              _score_text(outcome.calibration, outcome.saved_calibration, n_cal))
+              _score_text(outcome.calibration, outcome.saved_calibration, n_cal, outcome.result))
     if outcome.holdout is not None:
         t.add_row("testing part (written model)" if cert else "held-out part",
-                  _score_text(outcome.holdout, outcome.saved_holdout, n_hold))
+                  _score_text(outcome.holdout, outcome.saved_holdout, n_hold, outcome.result))
     if cert is not None:
         from ..tuning.certify import certificate_rows
 
@@ -244,7 +244,7 @@ def calibration_table(outcome) -> Table:
     return t
 
 
-def _score_text(score, saved: float, samples: int) -> str:
+def _score_text(score, saved: float, samples: int, result: Result) -> str:
     if score.metric in ("accuracy", "lost"):
         text = f"accuracy {100 * score.original:.2f}% -> {100 * score.optimized:.2f}%"
         if score.metric == "lost":
@@ -253,6 +253,8 @@ def _score_text(score, saved: float, samples: int) -> str:
         text = f"top-1 agreement {100 * score.optimized:.2f}%"
     else:
         text = f"relative error {score.drop:.3g}"
+    if result.uncounted_nodes:  # the share would be of a partial count
+        return f"{text} on {samples} samples; FLOPs saved unknown ({dense_flops_text(result)})"
     return f"{text}; {100 * saved:.1f}% of FLOPs saved (measured by the ops) on {samples} samples"
 
 
@@ -337,8 +339,10 @@ def output_text(d) -> str:
     return text
 
 
-def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machine: str,
+def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing, machine: str,
                      memory: dict | None = None) -> Table:
+    """``saved`` is None when some Conv/Gemm/MatMul shapes are unknown: the ops' savings
+    cannot be set against a partial dense count."""
     t = Table(title=f"Evaluation on {check.samples} samples of '{check.source}'", title_justify="left",
               show_header=False)
     t.add_column("what")
@@ -348,9 +352,13 @@ def evaluation_table(check: CheckResult, dense: int, saved: float, timing, machi
         t.add_row("accuracy", f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)")
     for d in check.outputs:
         t.add_row(f"output '{d.name}'", output_text(d))
-    share = f" ({100 * saved / dense:.1f}% saved)" if dense else ""
-    t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
-              f"executed{share}, counted by the ops")
+    if saved is None:
+        t.add_row("FLOPs per sample", "unknown: some Conv/Gemm/MatMul shapes are unknown (--input-shape fixes "
+                  "symbolic input dims)")
+    else:
+        share = f" ({100 * saved / dense:.1f}% saved)" if dense else ""
+        t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
+                  f"executed{share}, counted by the ops")
     o, p = timing.original_ms, timing.optimized_ms
     t.add_row("latency", f"original {o[1]:.3f} ms [{o[0]:.3f}-{o[2]:.3f}], optimised {p[1]:.3f} ms "
               f"[{p[0]:.3f}-{p[2]:.3f}]: ratio {timing.ratio:.3f} (median of {timing.runs} alternating runs, "

@@ -21,6 +21,7 @@ import onnx
 from .. import ops
 from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
+from ..errors import DataError, RuntimeCheckError, error_message
 from ..io.data import Dataset
 from .head_stats import HeadStats, float32_floor, head_statistics
 
@@ -212,6 +213,22 @@ def statistics(probe: Probe, outs: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return found
 
 
+def _run(session, names: list[str], feeds: dict, original: onnx.ModelProto, source: str) -> list:
+    """The compiled model's outputs on ``feeds``; when it fails, the original is run on them
+    to tell data that does not fit the model (out-of-range token ids) from a compiler fault."""
+    from ..runtime import inference_session
+
+    try:
+        return session.run(names, feeds)
+    except Exception as exc:
+        try:
+            inference_session(original).run(None, feeds)
+        except Exception as again:
+            raise DataError(f"onnxruntime cannot run the original model on '{source}' ({error_message(again)}): "
+                            "the data does not fit the model") from again
+        raise RuntimeCheckError(f"onnxruntime failed on the compiled model: {error_message(exc)}") from exc
+
+
 def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np.ndarray,
             batch: int = 64, seed: int = 0, rules: tuple[str, ...] = ("threshold",),
             progress=None) -> tuple[dict[str, dict[str, LayerStats]], Result]:
@@ -233,7 +250,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     heads = {node: {"partial": [], "partial_sq": [], "winner": []} for node in probes if probes[node].head}
     seen = 0
     for feeds in data.batches(batch, indices):
-        outs = dict(zip(names, session.run(names, feeds)))
+        outs = dict(zip(names, _run(session, names, feeds, model, data.source)))
         run = next(iter(data.inputs))
         rows = min(feeds[run].shape[0], len(indices) - seen)  # a fixed batch pads the last run: drop the pad
         outs = {k: v[:rows] if v.ndim and v.shape[0] == feeds[run].shape[0] else v for k, v in outs.items()}

@@ -34,8 +34,9 @@ class Score:
 
 
 def is_class_index(a: np.ndarray) -> bool:
-    """An integer class index per sample, [N] or [N, 1] (an arg-max head's output)."""
-    return a.dtype.kind in "iu" and (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
+    """Integer class indices (an arg-max head's output): one per sample, [N] or [N, 1], or
+    one per sample and position, [N, T] or [N, T, 1]."""
+    return a.dtype.kind in "iu" and (a.ndim in (1, 2) or (a.ndim == 3 and a.shape[2] == 1))
 
 
 def is_scores(a: np.ndarray) -> bool:
@@ -50,7 +51,8 @@ def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     scores, a class ``ref`` ranks first too: where its top scores tie exactly (a blank
     input, a dead row) any of them is its answer, so float rounding in ``got`` is no
     changed answer."""
-    same = predictions(ref) == predictions(got)
+    want, answer = predictions(ref), predictions(got)
+    same = want == (answer.reshape(want.shape) if answer.size == want.size else answer)
     if is_scores(ref) and got.shape == ref.shape:
         pick = got.argmax(-1)[..., None]
         same |= np.take_along_axis(ref, pick, -1)[..., 0] == ref.max(-1)
@@ -69,7 +71,9 @@ def is_classifier_output(a: np.ndarray) -> bool:
 def predictions(a: np.ndarray) -> np.ndarray:
     """The predicted class per sample (or per sample and position): the arg-max of
     scores, or the index itself."""
-    return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(-1)
+    if is_class_index(a):  # a kept axis of 1 dropped, as arg-max over scores drops the class axis
+        return (a[..., 0] if a.ndim > 1 and a.shape[-1] == 1 else a).astype(np.int64)
+    return a.argmax(-1)
 
 
 def check_labels(labels: np.ndarray, output: np.ndarray) -> None:

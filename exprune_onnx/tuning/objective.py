@@ -176,14 +176,18 @@ def _session(model: onnx.ModelProto, threads: int):
         raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
 
 
-def _run(sess, names, feeds) -> None:
+def _run(sess, names, feeds, original: bool = False) -> None:
+    """One run; a failure of the ``original`` model is the data's (out-of-range token ids,
+    inputs whose lengths disagree), not the rewrite's."""
     try:
         sess.run(names, feeds)
     except Exception as exc:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); a "
-                                "model with a fixed batch size needs the same --latency-batch, or use "
-                                "--objective flops") from exc
+        if original:
+            raise DataError(f"onnxruntime cannot run the original model on the timing inputs {shapes} "
+                            f"({error_message(exc)}): the data does not fit the model") from exc
+        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); "
+                                "--objective flops keeps the rewrites without timing them") from exc
 
 
 def clearly_slower(with_ms: float, without_ms: float) -> bool:
@@ -384,13 +388,13 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
 
 
 def _seconds_per_run(model: onnx.ModelProto, feed, threads: int) -> float:
-    """A first estimate of one run's time, to size the number of passes: the mean of two
-    runs after one that allocates and pages in."""
+    """A first estimate of the original ``model``'s time per run, to size the number of
+    passes: the mean of two runs after one that allocates and pages in."""
     session = _session(model, threads)
-    _run(session, None, feed)
+    _run(session, None, feed, original=True)
     t0 = time.perf_counter()
-    _run(session, None, feed)
-    _run(session, None, feed)
+    _run(session, None, feed, original=True)
+    _run(session, None, feed, original=True)
     return (time.perf_counter() - t0) / 2
 
 

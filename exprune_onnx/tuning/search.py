@@ -107,8 +107,12 @@ class Runner:
         except Exception as exc:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = original.graph.output[0].name
-        self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
-                                      len(indices))[0][self.output]
+        try:
+            self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
+                                          len(indices))[0][self.output]
+        except Exception as exc:
+            raise DataError(f"onnxruntime cannot run the original model on '{data.source}' "
+                            f"({error_message(exc)}): the data does not fit the model") from exc
         self.labels = data.labels_of(indices)
         self.rows = len(indices)  # samples run, the original's pass included
 
