@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _RUN = """
 import sys
-from exprune_onnx import objective
+from exprune_onnx.tuning import objective
 from exprune_onnx.cli import main
 if sys.argv[1] == "no-screen":
     objective.SCREEN_ABOVE = float("inf")

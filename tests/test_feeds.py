@@ -100,6 +100,7 @@ def scaled_mlp(first) -> onnx.ModelProto:
     ({"x": [4, 3], "m": [4, 5], "s": [7]}, {}, (4, {"s"})),  # the dim most inputs share
     ({"x": ["N", 3], "s": [48, 1, 1]}, {}, (None, {"s"})),
     ({"x": ["N", 3], "m": [1, 5]}, {}, (1, set())),  # an export that fixed one input's batch at 1
+    ({"ids": ["N", "T"], "use_cache_branch": [1]}, {}, (None, {"use_cache_branch"})),  # optimum's merged decoder
     ({"x": ["N", 3], "r": []}, {}, (None, set())),  # a scalar is fed whole, not a batch question
     # --input-shape sizes a symbolic batch; it does not make an input lose its batch axis.
     ({"img": ["N", 3, "H", "W"], "side": ["N"]}, {"img": (4, 3, 8, 8)}, (4, set())),

@@ -126,13 +126,16 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
 
     An input's first axis is its batch axis unless the inputs disagree, judged on the
     model's own dims (``--input-shape`` only gives the batch a size). Beside a symbolic
-    batch, a first dim fixed at 1 is a batch of 1 and one fixed above 1 is not a batch.
+    batch, a first dim fixed at 1 is a batch of 1 (but a [1] is a flag, fed whole) and one
+    fixed above 1 is not a batch.
     When every first dim is a number, the one most inputs share is the batch (on a tie,
     1, else the first input's), and an input with another is fed whole."""
     firsts = [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model)
               if input_dims(vi)]
     if any(not _number(d) for _name, d, _given in firsts):
-        whole = frozenset(name for name, d, _given in firsts if _number(d) and d != 1)
+        # A [1] beside a symbolic batch is a flag (optimum's use_cache_branch), not a batch of 1.
+        flags = {vi.name for vi in model_inputs(model) if input_dims(vi) == [1]}
+        whole = frozenset(name for name, d, _given in firsts if _number(d) and (d != 1 or name in flags))
     else:
         counts = Counter(d for _name, d, _given in firsts)
         common = [d for d, c in counts.items() if c == max(counts.values(), default=0)]
