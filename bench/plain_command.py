@@ -55,6 +55,8 @@ def main() -> None:
     print(out.stdout[-1500:] + out.stderr[-1500:])
     print(f"{args.model}: plain optimize {'without' if args.no_screen else 'with'} screening took {seconds:.1f} s "
           f"(exit {out.returncode}); load after {os.getloadavg()}")
+    if out.returncode:
+        sys.exit(f"the command failed (exit {out.returncode}): the time above is not the command's")
 
 
 if __name__ == "__main__":

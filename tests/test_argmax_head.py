@@ -349,3 +349,23 @@ def test_argmax_only_on_per_position_logits_is_checked_per_position():
     got = z.argmax(-1)
     got[0, 0] = (got[0, 0] + 1) % vocab
     assert top1_agreement(z, got) == pytest.approx(1 - 1 / (2 * steps))
+
+
+def test_a_head_ending_a_branch_suggests_no_argmax_only():
+    """A classifier head whose scores are an If branch's output: --argmax-only cannot name
+    it (it names the model's outputs), so the reason does not suggest it."""
+    rng = np.random.default_rng(13)
+    branches = []
+    for side in ("then", "else"):
+        w = init(f"W_{side}", (rng.normal(size=(CLASSES, HIDDEN)) / 4).astype(np.float32))
+        b = init(f"B_{side}", rng.normal(size=CLASSES).astype(np.float32))
+        head = helper.make_node("Gemm", ["h", w.name, b.name], [f"{side}_z"], name=f"head_{side}", transB=1)
+        branches.append(helper.make_graph([head], side, [], [vi(f"{side}_z", ["N", CLASSES])], [w, b]))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="hidden"), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("If", ["c"], ["z"], name="pick", then_branch=branches[0], else_branch=branches[1])]
+    model = make_model(nodes, [vi("x", ["N", N_IN]), vi("c", [], TensorProto.BOOL)], [vi("z", ["N", CLASSES])],
+                       [init("w1", rng.normal(size=(N_IN, HIDDEN)).astype(np.float32))])
+    res = optimize_model(model, threshold=NEG_INF)
+    reasons = {r.layer: r.reason for r in res.rejected}
+    assert reasons["head_then"] == "its result 'then_z' is an output of the then subgraph"
+    assert not any("--argmax-only" in r for r in reasons.values())

@@ -81,6 +81,8 @@ def _follow(t: gs.Tensor, ctx: Context):
     while True:
         users = list(t.outputs)
         if is_graph_output(t, ctx.graph):
+            if ctx.graph is not ctx.model_graph:  # --argmax-only names the model's outputs, not a branch's
+                return nodes, t, None, f"its result '{t.name}' is an output of the {ctx.graph.name} subgraph"
             if t.name not in ctx.options.argmax_only:
                 return nodes, t, None, (f"its result '{t.name}' is a graph output; if only its arg-max matters, "
                                         f"--argmax-only {t.name} rewrites it as a head")
