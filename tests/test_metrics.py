@@ -74,3 +74,23 @@ def test_per_position_class_indices_agree_with_their_scores(shape):
     index[0, 1] = (index[0, 1] + 1) % 3
     assert top1_agreement(scores, index) == pytest.approx(0.9)
     check_labels(np.zeros((2, 5), np.int64), index)  # one label per position
+
+
+def test_positions_labelled_minus_100_are_left_out():
+    """Hugging Face marks padding and prompt tokens with the ignore index -100: they are
+    no class, and accuracy, losses and the certificate count the labelled positions only."""
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    labels = ref.argmax(-1)
+    labels[0, 2:] = -100  # sample 0 has two labelled positions
+    got = ref.copy()
+    got[0, 0] = -got[0, 0]  # sample 0 loses one of its two
+    check_labels(labels, ref)
+    s = score("accuracy", ref, got, labels)
+    assert s.original == 1.0 and s.optimized == pytest.approx(5 / 6) and s.drop == pytest.approx(1 / 6)
+    assert score("lost", ref, got, labels).drop == pytest.approx(1 / 6)
+    assert sample_losses("lost", ref, got, labels, 0.0).tolist() == [0.5, 0.0]
+    with pytest.raises(DataError, match="every label is -100"):
+        check_labels(np.full((2, 4), -100), ref)
+    with pytest.raises(DataError, match="label -1 is not a class"):
+        check_labels(np.where(labels < 0, -1, labels), ref)  # only -100 means "no label"

@@ -14,7 +14,15 @@ import onnx
 from .. import ops
 from ..errors import DataError, RuntimeCheckError, error_message
 from ..io.data import Dataset
-from ..tuning.metrics import check_labels, is_class_index, is_classifier_output, is_scores, predictions, top1_agreement
+from ..tuning.metrics import (
+    check_labels,
+    is_class_index,
+    is_classifier_output,
+    is_scores,
+    labelled_mean,
+    predictions,
+    top1_agreement,
+)
 
 
 @dataclass
@@ -97,7 +105,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and is_classifier_output(a):
             check_labels(labels, a)
-            accuracy = (float(np.mean(predictions(a) == labels)), float(np.mean(predictions(b) == labels)))
+            accuracy = (labelled_mean(predictions(a) == labels, labels), labelled_mean(predictions(b) == labels, labels))
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
 
 

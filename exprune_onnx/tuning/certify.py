@@ -31,7 +31,7 @@ from ..io.data import Dataset
 from ..measure.compare import run_counting, with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
-from .metrics import Score, agrees, predictions, score
+from .metrics import IGNORE, Score, agrees, predictions, score
 from .risk import RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
@@ -67,6 +67,9 @@ def sample_losses(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndar
     """One loss in [0, 1] per sample (module docstring)."""
     if metric in ("accuracy", "lost"):
         loss = (predictions(ref) == labels) & (predictions(got) != labels)
+        if loss.ndim > 1:  # per sample, over its labelled positions (an unlabelled one is never lost)
+            labelled = (labels != IGNORE).reshape(loss.shape[0], -1).sum(1)
+            return loss.reshape(loss.shape[0], -1).sum(1) / np.maximum(labelled, 1)
     elif metric == "agreement":
         loss = ~agrees(ref, got)
     else:

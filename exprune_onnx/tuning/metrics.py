@@ -4,7 +4,7 @@ Every metric reports a *drop* (>= 0 is worse) that ``--max-drop`` bounds:
 
 * ``accuracy`` (needs labels): top-1 accuracy of the original minus the optimised, the
   paper's measure; for [N, T, C] scores (a language model) the labels are [N, T] and
-  every position counts;
+  every position counts but those labelled -100 (Hugging Face's ignore index);
 * ``lost`` (needs labels): the share of samples the original got right and the
   optimised gets wrong, not offset by samples it newly gets right: an upper bound on
   the accuracy drop, stricter and steadier across data splits;
@@ -23,6 +23,9 @@ import numpy as np
 from ..errors import DataError
 
 METRICS = ("auto", "accuracy", "lost", "agreement", "relerr")
+# Hugging Face's ignore_index: a position that has no label (padding, a prompt token).
+# Accuracy and losses are over the labelled positions only.
+IGNORE = -100
 
 
 @dataclass
@@ -89,10 +92,19 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
     if odd is not None and odd.any():  # NaN is odd too
         raise DataError(f"the labels must be whole class indices; found {labels[odd][0].item()!r} ({labels.dtype})")
     classes = output.shape[-1] if is_scores(output) else None
-    low, high = labels.min(initial=0), labels.max(initial=0)
+    labelled = labels[labels != IGNORE]
+    if labels.size and not labelled.size:
+        raise DataError(f"every label is {IGNORE} (Hugging Face's ignore index): there is nothing to score")
+    low, high = labelled.min(initial=0), labelled.max(initial=0)
     if low < 0 or (classes is not None and high >= classes):
         raise DataError(f"label {low if low < 0 else high:g} is not a class of the model's output "
                         f"({'its classes are 0 to ' + str(classes - 1) if classes else 'classes are >= 0'})")
+
+
+def labelled_mean(hits: np.ndarray, labels: np.ndarray) -> float:
+    """The share of ``hits`` among the labelled predictions (``IGNORE`` left out)."""
+    labelled = labels != IGNORE
+    return float(np.mean(hits[labelled])) if labelled.any() else 0.0
 
 
 def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> str:
@@ -114,8 +126,8 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     if metric in ("accuracy", "lost"):
         right_before = predictions(ref) == labels
         right_after = predictions(got) == labels
-        before, after = float(np.mean(right_before)), float(np.mean(right_after))
-        drop = before - after if metric == "accuracy" else float(np.mean(right_before & ~right_after))
+        before, after = labelled_mean(right_before, labels), labelled_mean(right_after, labels)
+        drop = before - after if metric == "accuracy" else labelled_mean(right_before & ~right_after, labels)
         return Score(metric, before, after, drop)
     if metric == "agreement":
         agree = top1_agreement(ref, got)
