@@ -327,7 +327,8 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
-                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory))
+                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory,
+                                          report.shape_hint(ref) if unknown else ""))
     if json_path is not None:
         _write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,

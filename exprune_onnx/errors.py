@@ -68,3 +68,14 @@ def error_message(exc: BaseException, limit: int | None = _MAX_CHARS) -> str:
     if limit is None or len(joined) <= limit:
         return joined
     return f"{joined[:limit // 2 - 5]} ... {joined[-(limit // 2):]}"
+
+
+def original_failed(source: str, exc: BaseException) -> DataError:
+    """onnxruntime failing on the original model is the inputs' fault, not the rewrite's
+    (token ids past the embedding, inputs whose lengths disagree). ``source`` names the
+    data (Dataset.source; "random" for the seeded inputs we drew)."""
+    if source == "random":
+        return DataError(f"onnxruntime cannot run the original model on seeded random inputs ({error_message(exc)}): "
+                         "give sample data (--check-data), or --input-value for the inputs whose values matter")
+    return DataError(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the data "
+                     "does not fit the model")

@@ -151,6 +151,13 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     calibrated = timed = checked = None
+    checks: list[Dataset] = []  # the check data (or seeded random inputs), loaded once when needed
+
+    def check_data() -> Dataset:
+        if not checks:
+            checks.append(_dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples))
+        return checks[0]
+
     if settings.calibration is not None:
         from .tuning.search import search
 
@@ -163,15 +170,14 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         timings["calibrate"] = time.perf_counter() - start
     else:
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
-            checks = _dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples)
-            options.input_shapes = checks.input_shapes(model, options.input_shapes)
+            options.input_shapes = check_data().input_shapes(model, options.input_shapes)
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs
 
         if latency is not None and (result.changed or times_zero_inputs(options)):
             start = time.perf_counter()
-            inputs = _dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples)
+            inputs = check_data()
             source = (f"'{inputs.source}'" if settings.check_data is not None
                       else "seeded random inputs: prune rates on real data differ, give --check-data")
             timed = choose(model, options, result, inputs, batch=latency[0], threads=latency[1], source=source,
@@ -180,8 +186,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             timings["objective"] = time.perf_counter() - start
     if settings.check and result.changed and (calibrated is None or settings.check_data is not None):
         start = time.perf_counter()
-        data = _dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples)
-        checked = compare(model, result.model, data, log=log)
+        checked = compare(model, result.model, check_data(), log=log)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
@@ -200,7 +205,8 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
     report.update({
         "changed": result.changed,
-        "dense_flops_per_sample": result.dense_flops,
+        "dense_flops_per_sample": result.dense_flops,  # of the nodes whose shapes are known
+        "uncounted_nodes": result.uncounted_nodes,
         "layers": report.get("layers") or _rows(result, checked, None),
         "rejected": [vars(r) for r in result.rejected],
         "latency": latency_json(timed) if timed is not None else None,

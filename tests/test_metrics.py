@@ -73,7 +73,9 @@ def test_per_position_class_indices_agree_with_their_scores(shape):
     assert top1_agreement(scores, index) == 1.0
     index[0, 1] = (index[0, 1] + 1) % 3
     assert top1_agreement(scores, index) == pytest.approx(0.9)
-    check_labels(np.zeros((2, 5), np.int64), index)  # one label per position
+    labels = scores.argmax(-1)
+    assert score("accuracy", scores, index, labels).drop == pytest.approx(0.1)
+    assert sample_losses("lost", scores, index, labels, 0.0).tolist() == [0.2, 0.0]
 
 
 def test_positions_labelled_minus_100_are_left_out():
@@ -94,3 +96,12 @@ def test_positions_labelled_minus_100_are_left_out():
         check_labels(np.full((2, 4), -100), ref)
     with pytest.raises(DataError, match="label -1 is not a class"):
         check_labels(np.where(labels < 0, -1, labels), ref)  # only -100 means "no label"
+
+
+def test_a_one_position_step_s_index_aligns_with_its_scores():
+    """A KV-cache step's logits [B, 1, V] and their --argmax-only index [B, 1]: compared
+    position by position, not broadcast to [B, B]."""
+    scores = np.random.default_rng(5).standard_normal((4, 1, 3)).astype(np.float32)
+    index = scores.argmax(-1)
+    assert top1_agreement(scores, index) == 1.0
+    assert score("accuracy", scores, index, index.copy()).drop == 0.0

@@ -620,6 +620,13 @@ def test_output_dims_keep_the_originals_names():
     res = optimize_model(model, threshold=NEG_INF, min_units=32)
     assert node_types(res.model).count("ExPruneDenseRelu") == 2  # the first reads the Concat, not x
     assert res.model.graph.output[0] == model.graph.output[0]
+    # An output declared without a shape is not given an empty one (which declares a scalar).
+    unshaped = onnx.ModelProto()
+    unshaped.CopyFrom(model)
+    unshaped.graph.output[0].type.tensor_type.ClearField("shape")
+    for shapes in ({}, {"past": (1, 3, 32)}):
+        out = optimize_model(unshaped, threshold=NEG_INF, min_units=32, input_shapes=shapes).model.graph.output[0]
+        assert not out.type.tensor_type.HasField("shape") or len(out.type.tensor_type.shape.dim) == 3
     assert res.model.graph.value_info  # without fixed input dims, the inferred shapes stay
     onnx.checker.check_model(res.model)
     feeds = {"past": rng.standard_normal((1, 3, 32)).astype(np.float32),

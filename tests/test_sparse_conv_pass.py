@@ -552,3 +552,54 @@ def test_inspect_lists_conv_candidates(tmp_path):
     assert "Zero-input candidates" in r.output and "Conv -> Add -> Relu" in r.output
     res = exprune_onnx.inspect_model(nan_weight(np.random.default_rng(17)))
     assert not res.conv_candidates and "NaN" in res.sparse_rejected[0].reason
+
+
+@pytest.mark.parametrize(("in_model", "groups", "kept"), [
+    # c3 (too small alone, untimed) would be slower in the model: it has no group of its own.
+    ({"c1": 0.6, "c2": 0.6, "c3": -0.4}, [("c1", "c2")], {"c1", "c2"}),
+    # c1 alone is timed faster but short: it joins the untimed c3, on top of nothing kept.
+    ({"c1": 0.6, "c2": -2.0, "c3": 0.6}, [("c1", "c3")], {"c1", "c3"}),
+    # Two of each: the untimed pair is timed on top of the first group, and dropped alone.
+    ({"c1": 0.6, "c2": 0.6, "c3": -0.4, "c4": -0.4}, [("c1", "c2"), ("c3", "c4")], {"c1", "c2"}),
+], ids=["timed_pair_kept_untimed_left", "one_timed_joins_the_untimed", "untimed_pair_dropped_on_top"])
+def test_untimed_small_convs_never_sink_a_group_timed_faster(monkeypatch, in_model, groups, kept):
+    """c1, c2 save 2% of the model alone and are timed in it; c3, c4 save 0.5% alone, so
+    they are not (small_gains.py). Gains in the model are in units of the 1% margin."""
+    from exprune_onnx.tuning import objective
+
+    alone = {"c1": 0.02, "c2": 0.02, "c3": 0.005, "c4": 0.005}
+    rng = np.random.default_rng(15)
+    nodes, inits = stem(rng, 16)
+    prev, last = "r0", sorted(in_model)[-1]
+    for c in sorted(in_model):
+        inits.append(init(f"W{c}", weight(rng, 16, 16)))
+        out = "y" if c == last else f"r{c}"
+        nodes += [conv(c, prev, f"W{c}", f"a{c}", pads=[1, 1, 1, 1]), helper.make_node("Relu", [f"a{c}"], [out])]
+        prev = out
+    model = build(nodes, inits)
+
+    def cost(m):
+        sparse = {n.name[:-len("_sparse")] for n in m.graph.node if n.op_type == ops.SPARSE_CONV}
+        return 1.0 - sum(in_model[c] * objective.MARGIN for c in sparse)
+
+    timed = []
+
+    def fake(a, b, feeds, threads, passes, **_):
+        if len(a.graph.node) == 1:  # a conv alone (screen.alone_pair): 0.1 ms dense
+            return 0.1 - alone[a.graph.node[0].name[:-len("_sparse")]], 0.1
+        timed.append((a, b))
+        return cost(a), cost(b)
+
+    monkeypatch.setattr(objective, "time_pair", fake)
+    monkeypatch.setattr(objective, "_seconds_per_run", lambda model, feeds, threads, source: 1e-3)
+    options = exprune_onnx.Options(threshold=NEG_INF, min_units=10**6)
+    choice = objective.choose(model, options, exprune_onnx.optimize_model(model, options), random_dataset(model, 8, 0))
+    assert [t.group for t in choice.layers if t.group] == groups
+    assert {n.name[:-len("_sparse")] for n in choice.result.model.graph.node if n.op_type == ops.SPARSE_CONV} == kept
+    # No conv too small alone is ever the one difference of a whole-model pair.
+    untimed = {c for c, g in alone.items() if c in in_model and g < 0.01}
+
+    def sparse(m):
+        return {n.name[:-len("_sparse")] for n in m.graph.node if n.op_type == ops.SPARSE_CONV}
+
+    assert not any(len(sparse(a) ^ sparse(b)) == 1 and sparse(a) ^ sparse(b) <= untimed for a, b in timed)

@@ -83,9 +83,12 @@ def static_shape(tensor: gs.Tensor) -> tuple | None:
     return None if tensor.shape is None else tuple(tensor.shape)
 
 
-def same_shape(a: gs.Tensor, b: gs.Tensor) -> bool:
-    """True when two tensors provably have the same shape (equal ints or equal symbols)."""
-    sa, sb = static_shape(a), static_shape(b)
+def same_shape(a: gs.Tensor, b: gs.Tensor, proof: dict | None = None) -> bool:
+    """True when two tensors provably have the same shape (equal ints or equal symbols).
+    ``proof`` (tensor -> dims under the model's own input dims) replaces a variable's
+    shape when --input-shape or the data put numbers in: two dims equal at that size
+    prove nothing at the other sizes the written model runs at."""
+    sa, sb = _shape_for_proof(a, proof), _shape_for_proof(b, proof)
     if sa is None or sb is None or len(sa) != len(sb):
         return False
     for da, db in zip(sa, sb):
@@ -94,6 +97,13 @@ def same_shape(a: gs.Tensor, b: gs.Tensor) -> bool:
         if da != db or da == "":
             return False
     return True
+
+
+def _shape_for_proof(t: gs.Tensor, proof: dict | None) -> tuple | None:
+    if proof is None or isinstance(t, gs.Constant):
+        return static_shape(t)
+    dims = proof.get(t.name)
+    return None if dims is None else tuple(dims)
 
 
 def all_graphs(graph: gs.Graph) -> list[gs.Graph]:

@@ -33,7 +33,7 @@ from .._version import __version__
 from ..config import SPARSE_RELU, Options, choose_k
 from ..errors import ConfigError
 from ..io import bigmodel
-from ..io.feeds import keep_open_dims, with_input_shapes
+from ..io.feeds import input_dims, keep_open_dims, with_input_shapes
 from ..io.modelio import runtime_ir_version
 from ..measure.flops import model_flops
 from ..passes import sparse_conv, sparse_input
@@ -117,22 +117,35 @@ def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
 
 
-def _contexts(graph: gs.Graph, options: Options) -> list[Context]:
+def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict | None]:
+    """The graph to match on, with the shapes inference finds at ``shapes`` (--input-shape,
+    the data's), and the proof shapes (rules/base.Context.proof_shapes): the tensors'
+    dims under the model's own input dims, or None when ``shapes`` changes none."""
+    graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
+    if with_input_shapes(model, shapes) is model:
+        return graph, None
+    own = infer_shapes(bigmodel.skeleton(model) or model).graph
+    return graph, {vi.name: input_dims(vi) for vi in [*own.input, *own.value_info, *own.output]
+                   if vi.type.tensor_type.HasField("shape")}
+
+
+def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> list[Context]:
     names = model_names(graph)
     counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
     dups = {name for name, c in counts.items() if c > 1}
     return [
-        Context(graph, g, int(g.opset if g.opset is not None else graph.opset), options, names, dups)
+        Context(graph, g, int(g.opset if g.opset is not None else graph.opset), options, names, dups, proof)
         for g in all_graphs(graph)
     ]
 
 
-def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES):
-    """Match and check every rule on every node; returns (accepted, rejected). No mutation."""
+def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, proof: dict | None = None):
+    """Match and check every rule on every node; returns (accepted, rejected). No mutation.
+    ``proof``: analysis_graph's proof shapes."""
     accepted: list[tuple[Rule, Candidate, Context]] = []
     rejected: list[Rejected] = []
     claimed: dict[int, str] = {}
-    for ctx in _contexts(graph, options):
+    for ctx in _contexts(graph, options, proof):
         for node in list(ctx.graph.nodes):
             for rule in rules:
                 found = rule.match(node, ctx)
@@ -163,12 +176,11 @@ def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
     if missing:
         raise ConfigError(f"--argmax-only names {', '.join(missing)}, which the model does not output "
                           f"(its outputs: {', '.join(sorted(outputs))})")
-    shapes = options.input_shapes
-    graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
+    graph, proof = analysis_graph(model, options.input_shapes)
     folded_c = constants_to_initializers(graph)
     folded_bn = fold_batchnorm(graph)
-    accepted, rejected = find_candidates(graph, options, rules)
-    return graph, accepted, rejected, folded_c, folded_bn
+    accepted, rejected = find_candidates(graph, options, rules, proof)
+    return graph, proof, accepted, rejected, folded_c, folded_bn
 
 
 def _quiet(fn):
@@ -186,7 +198,7 @@ def _quiet(fn):
 @_quiet
 def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """What ``optimize`` would do, without doing it."""
-    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
+    graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
     total, unknown = model_flops(graph)
     rewritten = []
     for _rule, c, _ctx in accepted:
@@ -195,7 +207,8 @@ def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) ->
                                    setting.z_crit, setting.thresholds))
     result = Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
     if options.sparse_input and options.sparse_relu != "off":
-        found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on")), sparse_conv.match)
+        found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on"), proof),
+                                                sparse_conv.match)
         result.conv_candidates = [(c.layer, c.source, [n.op for n in c.nodes]) for c, _ in found]
         result.sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
     return result
@@ -204,7 +217,7 @@ def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) ->
 @_quiet
 def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """Rewrite every accepted layer (``rules``, tried in order), then run the sparse-input passes."""
-    graph, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
+    graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
     total, unknown = model_flops(graph)
     known = {c.layer for _r, c, _x in accepted} | {r.layer for r in rejected}
     unknown_layers = sorted(set(options.layers) - known)
@@ -216,9 +229,9 @@ def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -
     if not accepted and not options.sparse_input:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]
-    sparse, skipped = sparse_input.apply(_contexts(graph, options)) if options.sparse_input else ([], [])
+    sparse, skipped = sparse_input.apply(_contexts(graph, options, proof)) if options.sparse_input else ([], [])
     if options.sparse_input:  # after the MatMuls: they look for the Relu the convs may fuse
-        convs, conv_skipped = sparse_conv.apply(_contexts(graph, options))
+        convs, conv_skipped = sparse_conv.apply(_contexts(graph, options, proof))
         sparse, skipped = sparse + convs, skipped + conv_skipped
     sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
     if not rewritten and not sparse:

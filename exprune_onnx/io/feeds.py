@@ -160,7 +160,8 @@ def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: Inpu
     if batch is None:
         return fixed or 1
     if fixed is not None and batch != fixed:
-        first = next(vi for vi in model_inputs(model) if input_dims(vi))
+        whole = batch_layout(model, spec)[1]
+        first = next(vi for vi in model_inputs(model) if input_dims(vi) and vi.name not in whole)
         if fixed_batch(model) is None:  # the model's batch is open: --input-shape gave it a number
             raise DataError(f"{what} {batch} is impossible: --input-shape fixes the batch at {fixed} ('{first.name}' "
                             f"is {_show(input_dims(first))}); write the batch dim as a name to keep it open "
@@ -180,8 +181,9 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
         # Placeholders: the batch keeps its name (a number would fix it), 224 for an image's
         # spatial dims, 128 for the rest.
         fill = 224 if len(dims) == 4 else 128
-        shown = [str(d) if isinstance(d, int) and d > 0 else (str(input_dims(vi)[0] or "N") if i == 0 else str(fill))
-                 for i, d in enumerate(dims)]
+        batch = str(input_dims(vi)[0] or "")
+        batch = batch if batch.isidentifier() else "N"  # parse_input_shape takes a name, not "2*N"
+        shown = [str(d) if isinstance(d, int) and d > 0 else (batch if i == 0 else str(fill)) for i, d in enumerate(dims)]
         parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
     return " ".join(parts)
 
@@ -272,9 +274,10 @@ def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool)
         was = outputs.get(vi.name)
         if was is None:  # an --emit-stats output
             continue
-        if len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim):
+        declared = was.type.tensor_type.HasField("shape")  # an empty one declares a scalar
+        if declared and len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim):
             vi.type.tensor_type.shape.CopyFrom(was.type.tensor_type.shape)
-        elif fixed:  # an --argmax-only output lost its class axis: leave its shape to inference
+        elif fixed:  # none declared, or an --argmax-only output lost its class axis: leave it to inference
             vi.type.tensor_type.ClearField("shape")
     if fixed:
         del out.graph.value_info[:]

@@ -12,15 +12,14 @@ import numpy as np
 import onnx
 
 from .. import ops
-from ..errors import DataError, RuntimeCheckError, error_message
+from ..errors import RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
 from ..tuning.metrics import (
+    answers,
     check_labels,
-    is_class_index,
     is_classifier_output,
     is_scores,
     labelled_mean,
-    predictions,
     top1_agreement,
 )
 
@@ -90,8 +89,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
                                   lambda done: log("checking: the original", done, samples))
     except Exception as exc:
-        raise DataError(f"onnxruntime cannot run the original model on '{data.source}' ({error_message(exc)}): "
-                        "the data does not fit the model") from exc
+        raise original_failed(data.source, exc) from exc
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
                                        lambda done: log("checking: the optimised model", done, samples))
@@ -105,7 +103,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and is_classifier_output(a):
             check_labels(labels, a)
-            accuracy = (labelled_mean(predictions(a) == labels, labels), labelled_mean(predictions(b) == labels, labels))
+            want, answer = answers(a, b)
+            accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
 
 
@@ -131,8 +130,8 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
 
 
 def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
-    if a.dtype.kind == "f" and is_class_index(b) and is_classifier_output(a):
-        a, b = predictions(a), predictions(b)  # --argmax-only: the scores became the class index
+    if a.dtype.kind == "f" and b.dtype.kind in "iu" and is_scores(a) and b.size * a.shape[-1] == a.size:
+        a, b = answers(a, b)  # --argmax-only: the scores became the class index
     if a.dtype.kind != "f":
         same = float(np.mean(a == b)) if a.size else 1.0
         return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,

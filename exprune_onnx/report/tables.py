@@ -140,11 +140,12 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
-def _shape_hint(model: onnx.ModelProto) -> str:
-    """Why shapes may be unknown: symbolic input dims, or ops shape inference cannot see through."""
+def shape_hint(model: onnx.ModelProto) -> str:
+    """Why shapes may be unknown: symbolic input dims past the batch axis (FLOPs are per
+    sample), or ops shape inference cannot see through."""
     from ..io.feeds import input_dims, model_inputs
 
-    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) for d in input_dims(vi)):
+    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) for d in input_dims(vi)[1:]):
         return "--input-shape fixes symbolic input dims"
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
                       if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN)})
@@ -161,7 +162,7 @@ def runtime_fused(model: onnx.ModelProto) -> list[str]:
 
 def dense_flops_text(result: Result) -> str:
     """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
-    hint = _shape_hint(result.model)
+    hint = shape_hint(result.model)
     if result.uncounted_nodes and not result.dense_flops:
         return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
     dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
@@ -262,6 +263,7 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
     from ..tuning.certify import certificate_json
 
     rows = layer_rows(outcome.result, outcome.counts_holdout or None, outcome.stats)
+    unknown = outcome.result.uncounted_nodes
     return jsonable({
         "model": original_path,
         "output": output_path,
@@ -270,8 +272,10 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "rule": outcome.rule,
         "split": {"calibration": outcome.split[0], "held_out": outcome.split[1]},
         "dense_flops_per_sample": outcome.result.dense_flops,
-        "calibration": vars(outcome.calibration) | {"flops_saved": outcome.saved_calibration},
-        "held_out": None if outcome.holdout is None else vars(outcome.holdout) | {"flops_saved": outcome.saved_holdout},
+        # A share of a partial count is no share (dense_flops_text says what is uncounted).
+        "calibration": vars(outcome.calibration) | {"flops_saved": None if unknown else outcome.saved_calibration},
+        "held_out": None if outcome.holdout is None else
+        vars(outcome.holdout) | {"flops_saved": None if unknown else outcome.saved_holdout},
         "budget_met": outcome.met,
         "held_out_backoffs": outcome.backoffs,
         "seconds": outcome.seconds,
@@ -340,9 +344,9 @@ def output_text(d) -> str:
 
 
 def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing, machine: str,
-                     memory: dict | None = None) -> Table:
-    """``saved`` is None when some Conv/Gemm/MatMul shapes are unknown: the ops' savings
-    cannot be set against a partial dense count."""
+                     memory: dict | None = None, unknown_why: str = "") -> Table:
+    """``saved`` is None when some Conv/Gemm/MatMul shapes are unknown (``unknown_why``,
+    shape_hint): the ops' savings cannot be set against a partial dense count."""
     t = Table(title=f"Evaluation on {check.samples} samples of '{check.source}'", title_justify="left",
               show_header=False)
     t.add_column("what")
@@ -353,8 +357,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     for d in check.outputs:
         t.add_row(f"output '{d.name}'", output_text(d))
     if saved is None:
-        t.add_row("FLOPs per sample", "unknown: some Conv/Gemm/MatMul shapes are unknown (--input-shape fixes "
-                  "symbolic input dims)")
+        t.add_row("FLOPs per sample", f"unknown: some Conv/Gemm/MatMul shapes are unknown ({unknown_why})")
     else:
         share = f" ({100 * saved / dense:.1f}% saved)" if dense else ""
         t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "

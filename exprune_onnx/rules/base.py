@@ -33,6 +33,9 @@ class Context:
     options: Options
     names: set[str]  # every name in the model, for fresh ones
     duplicate_node_names: set[str] = field(default_factory=set)
+    # Tensor -> dims under the model's own input dims, when numbers were given for some
+    # (graphutil.same_shape); None: the graph's shapes are the model's own.
+    proof_shapes: dict | None = None
 
 
 @dataclass

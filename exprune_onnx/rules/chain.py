@@ -89,7 +89,8 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
             return f"{describe(nxt)} is a second non-constant Add before the activation"
         else:
             residual = other
-            if not same_shape(other, nxt.outputs[0]) or not same_shape(t, nxt.outputs[0]):
+            proof = ctx.proof_shapes
+            if not same_shape(other, nxt.outputs[0], proof) or not same_shape(t, nxt.outputs[0], proof):
                 problems.append(
                     f"residual '{other.name}' of {describe(nxt)} does not provably have the output's shape"
                 )

@@ -21,7 +21,7 @@ import onnx
 from .. import ops
 from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
-from ..errors import DataError, RuntimeCheckError, error_message
+from ..errors import RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
 from .head_stats import HeadStats, float32_floor, head_statistics
 
@@ -224,8 +224,7 @@ def _run(session, names: list[str], feeds: dict, original: onnx.ModelProto, sour
         try:
             inference_session(original).run(None, feeds)
         except Exception as again:
-            raise DataError(f"onnxruntime cannot run the original model on '{source}' ({error_message(again)}): "
-                            "the data does not fit the model") from again
+            raise original_failed(source, again) from again
         raise RuntimeCheckError(f"onnxruntime failed on the compiled model: {error_message(exc)}") from exc
 
 

@@ -26,12 +26,12 @@ import numpy as np
 import onnx
 
 from ..compiler.pipeline import optimize
-from ..errors import DataError
+from ..errors import DataError, original_failed
 from ..io.data import Dataset
 from ..measure.compare import run_counting, with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
-from .metrics import IGNORE, Score, agrees, predictions, score
+from .metrics import IGNORE, Score, agrees, answers, predictions, score
 from .risk import RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
@@ -66,7 +66,8 @@ def sample_losses(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndar
                   tolerance: float) -> np.ndarray:
     """One loss in [0, 1] per sample (module docstring)."""
     if metric in ("accuracy", "lost"):
-        loss = (predictions(ref) == labels) & (predictions(got) != labels)
+        want, answer = answers(ref, got)
+        loss = (want == labels) & (answer != labels)
         if loss.ndim > 1:  # per sample, over its labelled positions (an unlabelled one is never lost)
             labelled = (labels != IGNORE).reshape(loss.shape[0], -1).sum(1)
             return loss.reshape(loss.shape[0], -1).sum(1) / np.maximum(labelled, 1)
@@ -95,7 +96,10 @@ class Tester:
         self.progress = progress or (lambda rows: None)
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
-        self.reference = run_counting(session, [self.output], {}, self._batches())[0][self.output]
+        try:
+            self.reference = run_counting(session, [self.output], {}, self._batches())[0][self.output]
+        except Exception as exc:
+            raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
 

@@ -37,9 +37,8 @@ class Score:
 
 
 def is_class_index(a: np.ndarray) -> bool:
-    """Integer class indices (an arg-max head's output): one per sample, [N] or [N, 1], or
-    one per sample and position, [N, T] or [N, T, 1]."""
-    return a.dtype.kind in "iu" and (a.ndim in (1, 2) or (a.ndim == 3 and a.shape[2] == 1))
+    """An integer class index per sample, [N] or [N, 1] (an arg-max head's output)."""
+    return a.dtype.kind in "iu" and (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
 
 
 def is_scores(a: np.ndarray) -> bool:
@@ -54,8 +53,8 @@ def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     scores, a class ``ref`` ranks first too: where its top scores tie exactly (a blank
     input, a dead row) any of them is its answer, so float rounding in ``got`` is no
     changed answer."""
-    want, answer = predictions(ref), predictions(got)
-    same = want == (answer.reshape(want.shape) if answer.size == want.size else answer)
+    want, answer = answers(ref, got)
+    same = want == answer
     if is_scores(ref) and got.shape == ref.shape:
         pick = got.argmax(-1)[..., None]
         same |= np.take_along_axis(ref, pick, -1)[..., 0] == ref.max(-1)
@@ -74,9 +73,17 @@ def is_classifier_output(a: np.ndarray) -> bool:
 def predictions(a: np.ndarray) -> np.ndarray:
     """The predicted class per sample (or per sample and position): the arg-max of
     scores, or the index itself."""
-    if is_class_index(a):  # a kept axis of 1 dropped, as arg-max over scores drops the class axis
-        return (a[..., 0] if a.ndim > 1 and a.shape[-1] == 1 else a).astype(np.int64)
-    return a.argmax(-1)
+    return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(-1)
+
+
+def answers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The predictions of ``ref`` and of ``got`` in the same shape. ``got`` may hold the
+    class indices of ``ref``'s scores (--argmax-only): [B, T] or [B, T, 1] for [B, T, V]
+    scores, [B] or [B, 1] for [B, V]."""
+    want = predictions(ref)
+    if got.dtype.kind in "iu" and ref.dtype.kind == "f" and got.size == want.size:
+        return want, got.reshape(want.shape).astype(np.int64)
+    return want, predictions(got)
 
 
 def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
@@ -124,8 +131,8 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> 
 
 def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> Score:
     if metric in ("accuracy", "lost"):
-        right_before = predictions(ref) == labels
-        right_after = predictions(got) == labels
+        want, answer = answers(ref, got)
+        right_before, right_after = want == labels, answer == labels
         before, after = labelled_mean(right_before, labels), labelled_mean(right_after, labels)
         drop = before - after if metric == "accuracy" else labelled_mean(right_before & ~right_after, labels)
         return Score(metric, before, after, drop)

@@ -53,7 +53,7 @@ import onnx
 
 from ..compiler.pipeline import Result, optimize
 from ..config import Options
-from ..errors import DataError, RuntimeCheckError, error_message
+from ..errors import DataError, RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
 from ..measure.flops import dense_flops
 from ..measure.timing import constant_weights
@@ -176,16 +176,15 @@ def _session(model: onnx.ModelProto, threads: int):
         raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
 
 
-def _run(sess, names, feeds, original: bool = False) -> None:
-    """One run; a failure of the ``original`` model is the data's (out-of-range token ids,
-    inputs whose lengths disagree), not the rewrite's."""
+def _run(sess, names, feeds, source: str | None = None) -> None:
+    """One run. With ``source`` (the data's name) the model is the original, and a failure
+    is the data's (out-of-range token ids, inputs whose lengths disagree), not the rewrite's."""
     try:
         sess.run(names, feeds)
     except Exception as exc:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        if original:
-            raise DataError(f"onnxruntime cannot run the original model on the timing inputs {shapes} "
-                            f"({error_message(exc)}): the data does not fit the model") from exc
+        if source is not None:
+            raise original_failed(source, exc) from exc
         raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); "
                                 "--objective flops keeps the rewrites without timing them") from exc
 
@@ -303,7 +302,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     if not result.changed and not (try_relu and any(s.after_relu for s in build((), "all").sparse)):
         return choice
     # Size the number of passes on the original once.
-    probe_seconds = _seconds_per_run(original, feeds[0], threads)
+    probe_seconds = _seconds_per_run(original, feeds, threads, data.source)
     passes = passes_for(probe_seconds)
     screened = {}
     to_time = {rw.candidate.layer for rw in order if not prunes_nothing(options, rw.candidate.layer)}
@@ -315,15 +314,11 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             choice.layers.append(LayerTiming(layer, 0.0, 0.0, False, note="prunes nothing at threshold -inf"))
             dropped.append(layer)
             continue
-        alone = screened.get(layer)
-        if alone is not None:
-            slower = alone[0] > alone[1] * (1.0 - MARGIN)
-            small = too_small(*alone, model_ms(choice, probe_seconds * 1e3))
-            if slower or small:
-                choice.layers.append(LayerTiming(layer, *alone, False, note="not faster alone" if slower else small,
-                                                 small=not slower))
-                dropped.append(layer)
-                continue
+        row = _alone_row(choice, layer, screened.get(layer), EARLY_EXIT, probe_seconds * 1e3)
+        if row is not None:
+            choice.layers.append(row)
+            dropped.append(layer)
+            continue
         log(f"timing early-exit layers: {layer}", i, len(order))
         with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
                                         give_up=clearly_slower)
@@ -340,13 +335,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         log("timing the sparse convolutions alone")
         alone_convs = screen_sparse_convs(build(dropped, "all").model, relu_candidates, feeds, threads, passes, time_pair)
     for i, s in enumerate(relu_candidates):
-        sparse_ms, dense_ms = alone_convs.get(s.layer, (0.0, 0.0))
-        if s.layer in alone_convs and sparse_ms > dense_ms * (1.0 - ALONE_MARGIN):
-            choice.layers.append(LayerTiming(s.layer, sparse_ms, dense_ms, False, ZERO_INPUTS, "not faster alone"))
-            continue
-        small = s.layer in alone_convs and too_small(sparse_ms, dense_ms, model_ms(choice, probe_seconds * 1e3))
-        if small:  # it may still pay in the group (small_gains.py)
-            choice.layers.append(LayerTiming(s.layer, sparse_ms, dense_ms, False, ZERO_INPUTS, small, small=True))
+        row = _alone_row(choice, s.layer, alone_convs.get(s.layer), ZERO_INPUTS, probe_seconds * 1e3)
+        if row is not None:  # one too small alone may still pay in a group (small_gains.py)
+            choice.layers.append(row)
             continue
         log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
@@ -387,15 +378,33 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     return choice
 
 
-def _seconds_per_run(model: onnx.ModelProto, feed, threads: int) -> float:
-    """A first estimate of the original ``model``'s time per run, to size the number of
-    passes: the mean of two runs after one that allocates and pages in."""
+def _alone_row(choice: LatencyChoice, layer: str, alone: tuple[float, float] | None, kind: str,
+               original_ms: float) -> LayerTiming | None:
+    """The row of a rewrite decided on its time alone (ms rewritten, ms dense), without a
+    whole-model timing of its own: not faster alone, or faster by too little
+    (small_gains.py); None when it is to be timed in the model, or was not timed alone."""
+    if alone is None:
+        return None
+    if alone[0] > alone[1] * (1.0 - (MARGIN if kind == EARLY_EXIT else ALONE_MARGIN)):
+        return LayerTiming(layer, *alone, False, kind, "not faster alone")
+    small = too_small(*alone, model_ms(choice, original_ms))
+    return LayerTiming(layer, *alone, False, kind, small, small=True) if small else None
+
+
+def _seconds_per_run(model: onnx.ModelProto, feeds: list[dict], threads: int, source: str) -> float:
+    """The original ``model``'s time per run, to size the passes and to set the bar for a
+    rewrite too small to time (small_gains.py): the median of at least 3 runs (more, up to
+    0.3 s) after one run on each feed, which allocates, pages in, and finds data the model
+    cannot run on. A mean of two first runs was off by up to 10x on a 0.4 ms model."""
     session = _session(model, threads)
-    _run(session, None, feed, original=True)
-    t0 = time.perf_counter()
-    _run(session, None, feed, original=True)
-    _run(session, None, feed, original=True)
-    return (time.perf_counter() - t0) / 2
+    for feed in feeds:
+        _run(session, None, feed, source)
+    times: list[float] = []
+    while len(times) < 3 or (sum(times) < 0.3 and len(times) < 3 * len(feeds)):
+        t0 = time.perf_counter()
+        _run(session, None, feeds[len(times) % len(feeds)], source)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def _say_why_dropped(choice: LatencyChoice, dropped: list[str]) -> None:

@@ -19,7 +19,9 @@ timings down:
   (``screen_sparse_convs``). One that is not faster alone saves nothing elsewhere, so
   it is dropped without a whole-model timing.
 
-Layers that pass a screen still go on to the whole-model timing, which decides.
+Layers that pass a screen still go on to the whole-model timing, which decides, unless
+their gain alone is under the objective's margin of the model's time (small_gains.py):
+in the model it is at most that.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import onnx
 
 from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
-from ..errors import DataError, RuntimeCheckError, error_message
+from ..errors import DataError, RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
 from ..measure.compare import run_counting, with_stats
 from ..measure.counters import flops_saved
@@ -111,8 +111,7 @@ class Runner:
             self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
                                           len(indices))[0][self.output]
         except Exception as exc:
-            raise DataError(f"onnxruntime cannot run the original model on '{data.source}' "
-                            f"({error_message(exc)}): the data does not fit the model") from exc
+            raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)
         self.rows = len(indices)  # samples run, the original's pass included
 

@@ -17,6 +17,9 @@ never kept alone. Three things still give it a chance:
 
 from __future__ import annotations
 
+# objective.py imports this module; its names (MARGIN, LayerTiming, time_pair) are looked
+# up when called, so that tests that replace objective.time_pair reach these timings too.
+
 
 def too_small(sparse_ms: float, dense_ms: float, model_ms: float) -> str:
     """Why a rewrite that takes ``sparse_ms`` alone against ``dense_ms`` dense needs no
@@ -64,23 +67,37 @@ def time_again(choice, model_with, kept: list[str], feeds, threads: int, passes:
 
 
 def time_together(choice, model_with, kept: list[str], feeds, threads: int, passes: int, log) -> list[str]:
-    """The zero-input rewrites short of ``MARGIN`` (faster in the model by less, or too
-    small alone to be timed there) timed together: several small gains (a deep CNN's
-    convs, each under 1% of its time) may clear the margin that noise sets for one.
-    Returns the layers to keep as well (all of them or none)."""
+    """The zero-input rewrites short of ``MARGIN`` timed in groups: several small gains (a
+    deep CNN's convs, each under 1% of its time) may clear the margin that noise sets for
+    one. First those the model was timed faster with; then, on top of what is kept, those
+    too small alone to be timed in the model (with the first if they were alone), which
+    may be slower in the model and so are not let drag the first group down. Each group
+    is kept whole or not at all; returns the layers kept."""
     from . import objective
 
-    small = [t for t in choice.layers if t.kind == objective.ZERO_INPUTS and not t.kept
-             and (t.small if t.note else t.with_ms < t.without_ms)]
-    if len(small) < 2:
-        return []
-    names = [t.layer for t in small]
+    rows = [t for t in choice.layers if t.kind == objective.ZERO_INPUTS and not t.kept and not t.group]
+    faster = [t for t in rows if not t.note and t.with_ms < t.without_ms]
+    untimed = [t for t in rows if t.small]
+    added: list[str] = []
+    if len(faster) >= 2:
+        added += _group(choice, faster, model_with, kept, feeds, threads, passes, log)
+        faster = []
+    if len(faster + untimed) >= 2:
+        added += _group(choice, faster + untimed, model_with, kept + added, feeds, threads, passes, log)
+    return added
+
+
+def _group(choice, members, model_with, kept: list[str], feeds, threads: int, passes: int, log) -> list[str]:
+    """Time ``members`` together on top of ``kept``; add the group's row; their layers if kept."""
+    from . import objective
+
+    names = [t.layer for t in members]
     log("timing the small zero-input gains together")
     with_ms, without_ms = objective.time_pair(model_with(kept + names), model_with(kept), feeds, threads, passes,
                                               give_up=objective.clearly_slower)
     together = with_ms <= without_ms * (1.0 - objective.MARGIN)
     choice.layers.append(objective.LayerTiming(" + ".join(names), with_ms, without_ms, together,
                                                objective.ZERO_INPUTS, group=tuple(names)))
-    for t in small:
+    for t in members:
         t.kept = together
     return names if together else []

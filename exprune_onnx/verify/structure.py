@@ -15,11 +15,10 @@ import onnx_graphsurgeon as gs
 from .. import ops
 from ..compiler.canonicalize import constants_to_initializers, fold_batchnorm
 from ..compiler.graphutil import all_graphs, const_value, describe
-from ..compiler.pipeline import find_candidates, infer_shapes
+from ..compiler.pipeline import analysis_graph, find_candidates
 from ..config import DECISION_RULES, Options
 from ..errors import error_message
 from ..io.data import model_inputs
-from ..io.feeds import with_input_shapes
 from ..rules.base import Candidate
 from . import sparse_matmul as verify_sparse
 from .base import Layer
@@ -31,7 +30,7 @@ _ARGMAX_HEAD = getattr(ops, "ARGMAX_HEAD", None)  # its output is an int64 class
 
 def analyse_original(original: onnx.ModelProto, input_shapes: dict | None = None):
     """The canonical original graph and its rewritable layers keyed by activation output."""
-    graph = gs.import_onnx(infer_shapes(with_input_shapes(original, input_shapes or {})))
+    graph, proof = analysis_graph(original, input_shapes or {})
     constants_to_initializers(graph)
     fold_batchnorm(graph)
     # Options that accept every layer some command line could have rewritten.
@@ -39,7 +38,7 @@ def analyse_original(original: onnx.ModelProto, input_shapes: dict | None = None
     if hasattr(permissive, "argmax_only"):
         # Any output may have been declared --argmax-only; only layers the ops point at are used.
         permissive.argmax_only = tuple(o.name for o in original.graph.output)
-    accepted, _rejected = find_candidates(graph, permissive)
+    accepted, _rejected = find_candidates(graph, permissive, proof=proof)
     return graph, {c.output.name: (c, ctx) for _rule, c, ctx in accepted}
 
 
