@@ -6,13 +6,14 @@ the pruning it reports is counted by the op itself, not estimated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from .. import ops
-from ..errors import RuntimeCheckError, error_message, original_failed
+from ..errors import DataError, RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
 from ..tuning.metrics import (
     answers,
@@ -31,6 +32,15 @@ class OutputDiff:
     max_rel: float
     top1_agreement: float | None  # for [N, classes] outputs, and class indices
     index: bool = False  # an integer output (class indices): only agreement means something
+    # An output whose first axis is not the batch (NonMaxSuppression's [K, 3]) is compared
+    # run by run: (runs where its shape differs from the original's, runs). The figures
+    # above are then over the runs where it agrees.
+    runs: tuple[int, int] | None = None
+
+
+class PerRun(list):
+    """An output's arrays as each run gave them: its first axis is not the batch (a
+    detection count that changes from input to input), so the runs cannot be joined."""
 
 
 @dataclass
@@ -87,12 +97,14 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     samples = len(data) if indices is None else len(indices)
     try:
         got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
-                                  lambda done: log("checking: the original", done, samples))
+                                  lambda done: log("checking: the original", done, samples), per_run=True,
+                                  key=next(iter(data.inputs)))
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
-                                       lambda done: log("checking: the optimised model", done, samples))
+                                       lambda done: log("checking: the optimised model", done, samples), per_run=True,
+                                       key=next(iter(data.inputs)))
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime failed to run the optimised model: {error_message(exc)}") from exc
     labels = data.labels_of(indices)
@@ -100,6 +112,9 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     accuracy = None
     for n in names:
         a, b = got_ref[n], got_opt[n]
+        if isinstance(a, PerRun) or isinstance(b, PerRun):
+            diffs.append(_diff_runs(n, a, b))
+            continue
         diffs.append(_diff(n, a, b))
         if labels is not None and accuracy is None and is_classifier_output(a):
             check_labels(labels, a)
@@ -109,24 +124,53 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
 
 
 def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,
-                 done=None):
+                 done=None, per_run: bool = False, key: str | None = None):
     """``names`` concatenated over ``batches`` (cut to the first ``samples`` rows: a fixed
     batch pads the last run, data.Dataset.batches), and each early-exit op's summed
-    [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far."""
+    [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far.
+    An output whose first axis is not the batch in every run is a PerRun with
+    ``per_run``, else an error: it has no rows to take per sample. ``key`` names an input
+    with a batch axis (Dataset.inputs), whose rows are the run's (default: the first feed)."""
     rows = 0
     got: dict[str, list] = {n: [] for n in names}
     counts = {node: [0, 0] for node in stats_names}
+    batched = dict.fromkeys(names, True)
     for feeds in batches:
         outs = session.run(names + list(stats_names.values()), feeds)
+        first = feeds[key] if key is not None else next(iter(feeds.values()), None)
+        run_rows = first.shape[0] if first is not None and first.ndim else 0
         for n, o in zip(names, outs):
             got[n].append(o)
+            batched[n] &= bool(o.ndim) and o.shape[0] == run_rows
         for node, s in zip(stats_names, outs[len(names):]):
             counts[node][0] += int(s[0])
             counts[node][1] += int(s[1])
-        rows += next(iter(feeds.values())).shape[0] if feeds else 0
+        rows += run_rows
         if done is not None:
             done(min(rows, samples or rows))
-    return ({n: np.concatenate(v)[:samples] for n, v in got.items()}, {k: tuple(v) for k, v in counts.items()})
+    unbatched = [n for n in names if not batched[n]]
+    if unbatched and not per_run:
+        raise DataError(f"output '{unbatched[0]}' has no batch axis (its first dim is not the number of samples "
+                        "run, e.g. a detection count), so it cannot be scored sample by sample")
+    return ({n: np.concatenate(v)[:samples] if batched[n] else PerRun(v) for n, v in got.items()},
+            {k: tuple(v) for k, v in counts.items()})
+
+
+def _diff_runs(name: str, a: list, b: list) -> OutputDiff:
+    """``a`` and ``b`` compared run by run (PerRun): the figures over the runs whose shapes agree."""
+    if not isinstance(a, PerRun) or not isinstance(b, PerRun):  # batched in one model only: no runs to pair
+        return OutputDiff(name, math.inf, math.inf, None, index=a.dtype.kind != "f", runs=(1, 1))
+    agree = [(x, y) for x, y in zip(a, b) if x.shape == y.shape and x.dtype == y.dtype]
+    runs = (len(a) - len(agree), len(a))
+    if not agree:
+        return OutputDiff(name, math.inf, math.inf, None, index=a[0].dtype.kind != "f", runs=runs)
+    flat_a, flat_b = (np.concatenate([x.reshape(-1) for x in side]) for side in zip(*agree))
+    if flat_a.dtype.kind != "f":
+        same = float(np.mean(flat_a == flat_b)) if flat_a.size else 1.0
+        return OutputDiff(name, float(np.max(np.abs(flat_a.astype(np.float64) - flat_b), initial=0.0)), 0.0, same,
+                          index=True, runs=runs)
+    d = _diff(name, flat_a, flat_b)
+    return OutputDiff(name, d.max_abs, d.max_rel, None, runs=runs)
 
 
 def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:

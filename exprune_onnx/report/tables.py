@@ -223,7 +223,8 @@ def calibration_table(outcome) -> Table:
     t.add_column("value")
     n_cal, n_hold = outcome.split
     cert = getattr(outcome, "certificate", None)
-    t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}, rule {outcome.rule}")
+    scored = f" on output '{escape(outcome.output)}'" if outcome.output else ""
+    t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}{scored}, rule {outcome.rule}")
     t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
                         f"in {outcome.seconds:.1f} s")
     t.add_row("ladder part (search's choice)" if cert else "calibration part",
@@ -268,6 +269,7 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "model": original_path,
         "output": output_path,
         "metric": outcome.metric,
+        "scored_output": outcome.output,
         "max_drop": outcome.max_drop,
         "rule": outcome.rule,
         "split": {"calibration": outcome.split[0], "held_out": outcome.split[1]},
@@ -335,6 +337,14 @@ def latency_json(choice) -> dict | None:
 
 
 def output_text(d) -> str:
+    runs = getattr(d, "runs", None)
+    if runs is not None:  # no batch axis (a detection count): compared run by run
+        head = f"no batch axis, compared per run: another shape on {runs[0]} of {runs[1]} runs"
+        if runs[0] == runs[1]:
+            return head
+        rest = (f"same value on {100 * d.top1_agreement:.2f}% of entries" if d.index
+                else f"max abs diff {d.max_abs:.3g} ({d.max_rel:.3g} of the largest |output|)")
+        return f"{head}; on the others {rest}"
     if d.index:
         return f"same value on {100 * d.top1_agreement:.2f}% of samples"
     text = f"max abs diff {d.max_abs:.3g} ({d.max_rel:.3g} of the largest |output|)"

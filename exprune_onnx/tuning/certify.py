@@ -97,7 +97,10 @@ class Tester:
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
         try:
-            self.reference = run_counting(session, [self.output], {}, self._batches())[0][self.output]
+            self.reference = run_counting(session, [self.output], {}, self._batches(),
+                                          key=next(iter(data.inputs)))[0][self.output]
+        except DataError as exc:  # the output has no batch axis: calibration scores the first output
+            raise DataError(f"calibration scores the model's first output: {exc}") from exc
         except Exception as exc:
             raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)

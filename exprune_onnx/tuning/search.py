@@ -88,6 +88,7 @@ class Outcome:
     planner: Planner | None = None
     passes: float = 0.0  # samples run through a model (original, probe or compiled) / samples given
     certificate: object = None  # certify.Certificate under --confidence
+    output: str = ""  # the output the metric scores: the model's first
 
     def rung_options(self, shares: dict[str, float | str | None]) -> Options:
         """The options of an allocation, with the latency objective's sparse-consumer choice."""
@@ -108,8 +109,10 @@ class Runner:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = original.graph.output[0].name
         try:
-            self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices),
-                                          len(indices))[0][self.output]
+            self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices), len(indices),
+                                          key=next(iter(data.inputs)))[0][self.output]
+        except DataError as exc:  # the output has no batch axis: calibration scores the first output
+            raise DataError(f"calibration scores the model's first output: {exc}") from exc
         except Exception as exc:
             raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)
@@ -345,7 +348,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
-                   backoffs, timed, planner, rows / len(data))
+                   backoffs, timed, planner, rows / len(data), output=original.graph.output[0].name)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,

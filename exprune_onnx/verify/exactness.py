@@ -41,6 +41,17 @@ def _proto_graphs(graph: onnx.GraphProto):
                     yield from _proto_graphs(g)
 
 
+def _joined_runs(a, b) -> tuple[np.ndarray, np.ndarray, str]:
+    """Two PerRun outputs flattened run by run, or why they cannot be: a run whose shape differs."""
+    if not (isinstance(a, list) and isinstance(b, list)):
+        return a, b, "has a batch axis in one model only"
+    differ = sum(x.shape != y.shape for x, y in zip(a, b))
+    if differ:
+        return a, b, f"has another shape than the original's on {differ} of {len(a)} runs"
+    return (np.concatenate([x.reshape(-1) for x in a]) if a else np.zeros(0),
+            np.concatenate([y.reshape(-1) for y in b]) if b else np.zeros(0), "")
+
+
 def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
                   batch: int = 64, log=quiet) -> Row:
     from ..measure.compare import run_counting
@@ -57,15 +68,21 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         return Row(name, False, f"onnxruntime cannot load the optimised model: {error_message(exc)}")
     names = [o.name for o in original.graph.output]
     try:
+        key = next(iter(data.inputs))
         want, _ = run_counting(ref, names, {}, data.batches(batch), len(data),
-                               lambda done: log("exactness: the original", done, len(data)))
+                               lambda done: log("exactness: the original", done, len(data)), per_run=True, key=key)
         got, _ = run_counting(opt, names, {}, data.batches(batch), len(data),
-                              lambda done: log("exactness: the optimised model", done, len(data)))
+                              lambda done: log("exactness: the optimised model", done, len(data)), per_run=True,
+                              key=key)
     except Exception as exc:  # noqa: BLE001
         return Row(name, False, f"onnxruntime failed to run the models: {error_message(exc)}")
     worst = 0.0
     for n in names:
         a, b = want[n], got[n]
+        if isinstance(a, list) or isinstance(b, list):  # no batch axis (PerRun): compared run by run
+            a, b, problem = _joined_runs(a, b)
+            if problem:
+                return Row(name, False, f"output '{n}' {problem}")
         if a.dtype.kind == "f" and b.dtype.kind in "iu" and b.shape == a.shape[:-1]:
             a = a.argmax(-1)  # an --argmax-only output: compare the class index
         if a.shape != b.shape or a.dtype != b.dtype:

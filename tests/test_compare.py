@@ -1,0 +1,58 @@
+"""measure/compare.py: outputs without a batch axis (a detection count that changes from
+input to input) are compared run by run, never cut to the first rows or broadcast."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from helpers import init, make_model, scaled_normal
+from onnx import TensorProto, helper
+
+from exprune_onnx.cli import main
+from exprune_onnx.io.data import dataset_of
+from exprune_onnx.measure.compare import PerRun, compare, run_counting
+from exprune_onnx.runtime import inference_session
+
+
+def detections(first: str = "y") -> onnx.ModelProto:
+    """x [N, 32] -> MatMul -> Relu -> MatMul (rewritable) -> Relu -> y [N, 64], and
+    NonZero(y) -> hits [2, K]: K, like a detection count, changes with the input."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["y"]),
+             helper.make_node("NonZero", ["y"], ["hits"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64]),
+               helper.make_tensor_value_info("hits", TensorProto.INT64, [2, "K"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                      outputs if first == "y" else outputs[::-1],
+                      [init("w1", scaled_normal(32, 64)), init("w2", scaled_normal(64, 64))])
+
+
+def test_an_output_without_a_batch_axis_comes_run_by_run():
+    model = detections()
+    x = np.random.default_rng(0).standard_normal((10, 32)).astype(np.float32)
+    data = dataset_of({"x": x}, model)
+    got, _ = run_counting(inference_session(model), ["y", "hits"], {}, data.batches(4), 10, per_run=True, key="x")
+    assert got["y"].shape == (10, 64)
+    assert isinstance(got["hits"], PerRun) and len(got["hits"]) == 3  # runs of 4, 4 and 2 samples
+    assert [h.shape[1] for h in got["hits"]] == [int((got["y"][i:i + 4] > 0).sum()) for i in (0, 4, 8)]
+    same = compare(model, model, data, batch=4)
+    hits = next(d for d in same.outputs if d.name == "hits")
+    assert hits.runs == (0, 3) and hits.index and hits.top1_agreement == 1.0
+
+
+def test_the_check_compares_detections_per_run_and_calibration_says_it_cannot_score_them(tmp_path):
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(detections(), src)
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).standard_normal((96, 32)).astype(np.float32))
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops", "--threshold", "0",
+                                  "--min-units", "32", "--check-data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0, r.output
+    assert "check 'hits'     │ no batch axis, compared per run: another shape on 2 of 2 runs" in r.output
+    r = CliRunner().invoke(main, ["verify", str(src), str(out), "--data", str(tmp_path / "d.npz"), "--min-agreement", "0"])
+    assert r.exit_code == 0 and "exact at -inf │ pass" in r.output, r.output  # 'hits' compared per run too
+    onnx.save(detections(first="hits"), src)
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--min-units", "32", "--calibration",
+                                  str(tmp_path / "d.npz"), "--max-drop", "0.01", "--confidence", "0"])
+    assert r.exit_code == 6 and "calibration scores the model's first output: output 'hits' has no batch axis" \
+        in r.output, r.output
