@@ -184,7 +184,8 @@ def main(debug: bool) -> None:
               help="With --calibration: the probability, over the draw of the data, that the written model's "
                    "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
                    "0 keeps the point estimate on the calibration data.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the calibration report as JSON.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Write the report as JSON: layers, latency decisions, the check, calibration.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
 @click.option("--rule", type=click.Choice(["threshold", "statstest", "certified", "auto"]), default="threshold",
@@ -218,8 +219,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 
     if calibration is not None and threshold is not None:
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
-    if calibration is None and (report_path is not None or plot_path is not None):
-        raise click.UsageError("--labels, --report and --plot go with --calibration")
+    if calibration is None and plot_path is not None:
+        raise click.UsageError("--plot goes with --calibration")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, unit_order, argmax_only, emit_stats)

@@ -369,3 +369,16 @@ def test_a_head_ending_a_branch_suggests_no_argmax_only():
     reasons = {r.layer: r.reason for r in res.rejected}
     assert reasons["head_then"] == "its result 'then_z' is an output of the then subgraph"
     assert not any("--argmax-only" in r for r in reasons.values())
+
+
+def test_argmax_only_on_an_output_no_head_makes_says_so():
+    """A detection head's scores come from a Concat of Conv outputs: --argmax-only cannot
+    turn them into indices, and the reason says what makes them (it was silent)."""
+    model = head_model(logits_output=True)
+    model.graph.node.append(helper.make_node("Concat", ["z", "z"], ["both"], name="join", axis=1))
+    model.graph.output.append(vi("both", ["N", 2 * CLASSES]))
+    res = optimize_model(model, threshold=NEG_INF, argmax_only=("both",))
+    (row,) = [r for r in res.rejected if r.layer == "both"]
+    assert row.op == "Concat" and "made by Concat 'join', not by a Gemm or MatMul" in row.reason
+    assert res.model.graph.output[1].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert not [r for r in optimize_model(model, threshold=NEG_INF, argmax_only=("z",)).rejected if r.layer == "z"]

@@ -287,3 +287,17 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     assert abs(size[1] - size[0]) < 0.02 * size[0]
     assert all(50 < m < 4096 for m in rss) and "peak memory" in r.output
     assert invoke("evaluate", example, tmp_path / "missing.onnx", "--data", small_set).exit_code == 3
+
+
+def test_a_plain_run_writes_its_report_too(example, tmp_path, small_set):
+    """--report without --calibration: the layers, the check and the rejected layers (it was
+    refused; --plot, which draws the calibration, still needs it)."""
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    r = invoke("optimize", example, "-o", out, "--threshold", "-1", "--objective", "flops", "--check-data", small_set,
+               "--report", rep)
+    assert r.exit_code == 0, r.output
+    report = json.loads(rep.read_text())
+    assert report["changed"] and report["layers"] and report["check"]["samples"] == 160
+    assert report["output"] == str(out) and report["latency"] is None and "calibration" not in report
+    r = invoke("optimize", example, "-o", out, "--plot", tmp_path / "p.png")
+    assert r.exit_code == 2 and "--plot goes with --calibration" in r.output

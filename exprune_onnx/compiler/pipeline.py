@@ -180,7 +180,25 @@ def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
     folded_c = constants_to_initializers(graph)
     folded_bn = fold_batchnorm(graph)
     accepted, rejected = find_candidates(graph, options, rules, proof)
+    rejected += _unmatched_heads(graph, options, accepted, rejected)
     return graph, proof, accepted, rejected, folded_c, folded_bn
+
+
+def _unmatched_heads(graph: gs.Graph, options: Options, accepted, rejected) -> list[Rejected]:
+    """An --argmax-only output that no head rule matched, with why: otherwise it would stay
+    float scores with nothing said (a Conv detection head's [N, anchors, classes])."""
+    headed = {c.output.name for _r, c, _x in accepted}
+    said = " ".join(r.reason for r in rejected)
+    out = []
+    for name in options.argmax_only:
+        if name in headed or f"'{name}'" in said:
+            continue
+        producer = next((t.inputs[0] for t in graph.outputs if t.name == name and t.inputs), None)
+        made_by = f"{producer.op} '{producer.name}'" if producer is not None else "no node"
+        out.append(Rejected(name, producer.op if producer is not None else "-", "argmax_head",
+                            f"--argmax-only names it, but it is made by {made_by}, not by a Gemm or MatMul "
+                            "(+ bias) head: it stays the scores"))
+    return out
 
 
 def _quiet(fn):
