@@ -406,7 +406,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
             console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
                           "or lower --max-drop")
     if checked is not None and outcome is None and any(
-            d.top1_agreement is not None and d.top1_agreement < 0.99 for d in checked.outputs):
+            d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None for d in checked.outputs):
         console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
                       "per-layer thresholds with --config, or --calibration")
     fused = runtime_fused(original)
@@ -415,7 +415,9 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
                       "was saved after onnxruntime's graph optimisations, which hide the layers this compiler "
                       "rewrites; give it the model as exported")
     if not result.changed:
-        console.print("nothing to rewrite: the model was written unchanged"
+        # Candidates the latency objective timed and dropped were not "nothing to rewrite".
+        dropped = timed is not None and any(not t.note or t.small for t in timed.layers)
+        console.print(("no rewrite kept" if dropped else "nothing to rewrite") + ": the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
     elif result.rejected and not explain:
         console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
