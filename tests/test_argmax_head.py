@@ -382,3 +382,6 @@ def test_argmax_only_on_an_output_no_head_makes_says_so():
     assert row.op == "Concat" and "made by Concat 'join', not by a Gemm or MatMul" in row.reason
     assert res.model.graph.output[1].type.tensor_type.elem_type == TensorProto.FLOAT
     assert not [r for r in optimize_model(model, threshold=NEG_INF, argmax_only=("z",)).rejected if r.layer == "z"]
+    # A head the rule matched but refused has the rule's row only (here: too few units).
+    refused = optimize_model(head_model(logits_output=True), threshold=NEG_INF, argmax_only=("z",), min_units=1000)
+    assert [r.layer for r in refused.rejected if r.rule == "argmax_head"] == ["head"]

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.io.data import dataset_of
-from exprune_onnx.measure.compare import PerRun, compare, run_counting
+from exprune_onnx.measure.compare import PerRun, _diff_runs, compare, joined, run_counting
 from exprune_onnx.runtime import inference_session
 
 
@@ -33,9 +33,10 @@ def test_an_output_without_a_batch_axis_comes_run_by_run():
     x = np.random.default_rng(0).standard_normal((10, 32)).astype(np.float32)
     data = dataset_of({"x": x}, model)
     got, _ = run_counting(inference_session(model), ["y", "hits"], {}, data.batches(4), 10, per_run=True, key="x")
-    assert got["y"].shape == (10, 64)
-    assert isinstance(got["hits"], PerRun) and len(got["hits"]) == 3  # runs of 4, 4 and 2 samples
-    assert [h.shape[1] for h in got["hits"]] == [int((got["y"][i:i + 4] > 0).sum()) for i in (0, 4, 8)]
+    assert got["y"].batched and not got["hits"].batched and len(got["hits"]) == 3  # runs of 4, 4 and 2 samples
+    y = joined(got["y"], got["y"], 10)[0]
+    assert y.shape == (10, 64)
+    assert [h.shape[1] for h in got["hits"]] == [int((y[i:i + 4] > 0).sum()) for i in (0, 4, 8)]
     same = compare(model, model, data, batch=4)
     hits = next(d for d in same.outputs if d.name == "hits")
     assert hits.runs == (0, 3) and hits.index and hits.top1_agreement == 1.0
@@ -56,3 +57,18 @@ def test_the_check_compares_detections_per_run_and_calibration_says_it_cannot_sc
                                   str(tmp_path / "d.npz"), "--max-drop", "0.01", "--confidence", "0"])
     assert r.exit_code == 6 and "calibration scores the model's first output: output 'hits' has no batch axis" \
         in r.output, r.output
+
+
+def test_runs_are_paired_when_either_model_lacks_a_batch_axis():
+    """On a fixed batch of 1, an [K, 3] output with K = 1 in every run looks batched; the
+    other model's K varies. Both are compared run by run (it crashed)."""
+    varies = PerRun([np.ones((2, 3), np.int64), np.ones((1, 3), np.int64), np.zeros((1, 3), np.int64)])
+    varies.batched = False
+    ones = PerRun([np.ones((1, 3), np.int64)] * 3)
+    for a, b in ((varies, ones), (ones, varies)):
+        got = joined(a, b, 3)
+        assert isinstance(got[0], PerRun)
+        d = _diff_runs("hits", *got)
+        assert d.runs == (1, 3) and d.index and d.top1_agreement == 0.5  # two runs agree in shape, one in value
+    both = joined(ones, ones, 3)
+    assert both[0].shape == (3, 3)

@@ -632,3 +632,44 @@ def test_output_dims_keep_the_originals_names():
     feeds = {"past": rng.standard_normal((1, 3, 32)).astype(np.float32),
              "x": rng.standard_normal((1, 1, 32)).astype(np.float32)}
     np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_given_shapes_still_prove_a_residual_inside_a_branch():
+    """Proof shapes (pipeline.analysis_graph) come from If bodies too: with --input-shape,
+    a residual block in each branch is rewritten as without it."""
+    rng = np.random.default_rng(6)
+
+    def block(side):
+        p = side[0] + "_"
+        ws = [init(p + w, (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)) for w in ("w1", "w2")]
+        nodes = [helper.make_node("Conv", ["x1", p + "w1"], [p + "c1"], pads=[1, 1, 1, 1], name=p + "conv1"),
+                 helper.make_node("Relu", [p + "c1"], [p + "r1"]),
+                 helper.make_node("Conv", [p + "r1", p + "w2"], [p + "c2"], pads=[1, 1, 1, 1], name=p + "conv2"),
+                 helper.make_node("Add", [p + "c2", "x1"], [p + "s"]), helper.make_node("Relu", [p + "s"], [p + "out"])]
+        return helper.make_graph(nodes, side, [], [vi(p + "out", ["N", 16, 8, 8])], ws)
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["x1"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=block("then"), else_branch=block("else"))]
+    model = make_model(nodes, [vi("x", ["N", 1, 8, 8]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 8, 8])],
+                       [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32))])
+    want = sorted(rw.candidate.layer for rw in optimize_model(model, threshold=NEG_INF, min_units=8).rewritten)
+    assert want == ["e_conv1", "e_conv2", "t_conv1", "t_conv2"]
+    for shapes in ({"x": (4, 1, 8, 8)}, {"x": ("N", 1, 8, 8)}):
+        res = optimize_model(model, threshold=NEG_INF, min_units=8, input_shapes=shapes)
+        assert sorted(rw.candidate.layer for rw in res.rewritten) == want
+
+
+def test_a_sequence_output_keeps_its_type_when_shapes_are_given():
+    """keep_open_dims touches tensor outputs only: clearing a sequence's "shape" turned it
+    into a tensor of type 0, which onnxruntime refuses."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["y"]),
+             helper.make_node("SequenceConstruct", ["y", "y"], ["seq"])]
+    seq = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)
+    model = make_model(nodes, [vi("x", ["N", 64])], [vi("y", ["N", 64]), seq],
+                       [init(n, rng.standard_normal((64, 64)).astype(np.float32)) for n in ("w1", "w2")])
+    res = optimize_model(model, threshold=NEG_INF, min_units=32, input_shapes={"x": (4, 64)})
+    assert res.changed and res.model.graph.output[1] == seq
+    feeds = {"x": rng.standard_normal((2, 64)).astype(np.float32)}
+    np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-4)

@@ -120,13 +120,25 @@ def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
 def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict | None]:
     """The graph to match on, with the shapes inference finds at ``shapes`` (--input-shape,
     the data's), and the proof shapes (rules/base.Context.proof_shapes): the tensors'
-    dims under the model's own input dims, or None when ``shapes`` changes none."""
+    dims under the model's own input dims (If/Loop/Scan bodies too), or None when no
+    shapes are given."""
     graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
-    if with_input_shapes(model, shapes) is model:
+    if not shapes:
         return graph, None
-    own = infer_shapes(bigmodel.skeleton(model) or model).graph
-    return graph, {vi.name: input_dims(vi) for vi in [*own.input, *own.value_info, *own.output]
-                   if vi.type.tensor_type.HasField("shape")}
+    proof = {}
+    for g in _graph_protos(infer_shapes(bigmodel.skeleton(model) or model).graph):
+        proof.update((vi.name, input_dims(vi)) for vi in [*g.input, *g.value_info, *g.output]
+                     if vi.type.tensor_type.HasField("shape"))
+    return graph, proof
+
+
+def _graph_protos(g: onnx.GraphProto):
+    """``g`` and every subgraph in its nodes' attributes."""
+    yield g
+    for node in g.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _graph_protos(sub)
 
 
 def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> list[Context]:
@@ -180,20 +192,24 @@ def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
     folded_c = constants_to_initializers(graph)
     folded_bn = fold_batchnorm(graph)
     accepted, rejected = find_candidates(graph, options, rules, proof)
-    rejected += _unmatched_heads(graph, options, accepted, rejected)
+    rejected += _unmatched_heads(graph, options, accepted)
     return graph, proof, accepted, rejected, folded_c, folded_bn
 
 
-def _unmatched_heads(graph: gs.Graph, options: Options, accepted, rejected) -> list[Rejected]:
-    """An --argmax-only output that no head rule matched, with why: otherwise it would stay
-    float scores with nothing said (a Conv detection head's [N, anchors, classes])."""
+def _unmatched_heads(graph: gs.Graph, options: Options, accepted) -> list[Rejected]:
+    """An --argmax-only output that no Gemm/MatMul head makes, with why: otherwise it would
+    stay float scores with nothing said (a Conv detection head's [N, anchors, classes]).
+    One a head makes but the rule refused has that rule's own row."""
     headed = {c.output.name for _r, c, _x in accepted}
-    said = " ".join(r.reason for r in rejected)
     out = []
     for name in options.argmax_only:
-        if name in headed or f"'{name}'" in said:
-            continue
         producer = next((t.inputs[0] for t in graph.outputs if t.name == name and t.inputs), None)
+        # Back through what the head rule takes after a Gemm/MatMul: a bias, a softmax.
+        head = producer
+        while head is not None and head.op in ("Add", "Softmax", "LogSoftmax") and head.inputs[0].inputs:
+            head = head.inputs[0].inputs[0]
+        if name in headed or (head is not None and head.op in ("Gemm", "MatMul")):
+            continue
         made_by = f"{producer.op} '{producer.name}'" if producer is not None else "no node"
         out.append(Rejected(name, producer.op if producer is not None else "-", "argmax_head",
                             f"--argmax-only names it, but it is made by {made_by}, not by a Gemm or MatMul "

@@ -272,7 +272,7 @@ def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool)
             vi.CopyFrom(inputs[vi.name])
     for vi in out.graph.output:
         was = outputs.get(vi.name)
-        if was is None:  # an --emit-stats output
+        if was is None or not vi.type.HasField("tensor_type"):  # an --emit-stats output; a sequence, a map
             continue
         declared = was.type.tensor_type.HasField("shape")  # an empty one declares a scalar
         if declared and len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim):

@@ -39,8 +39,19 @@ class OutputDiff:
 
 
 class PerRun(list):
-    """An output's arrays as each run gave them: its first axis is not the batch (a
-    detection count that changes from input to input), so the runs cannot be joined."""
+    """An output's arrays as each run gave them (run_counting with ``per_run``), and
+    whether each run's first axis was the batch: when it is not in either model (a
+    detection count that changes from input to input), the runs cannot be joined."""
+
+    batched = True
+
+
+def joined(a: PerRun, b: PerRun, samples: int):
+    """Two models' runs of an output joined into per-sample arrays when both gave it a
+    batch axis in every run; else the runs themselves, to compare run by run."""
+    if a.batched and b.batched:
+        return np.concatenate(a)[:samples], np.concatenate(b)[:samples]
+    return a, b
 
 
 @dataclass
@@ -111,8 +122,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     diffs = []
     accuracy = None
     for n in names:
-        a, b = got_ref[n], got_opt[n]
-        if isinstance(a, PerRun) or isinstance(b, PerRun):
+        a, b = joined(got_ref[n], got_opt[n], samples)
+        if isinstance(a, PerRun):
             diffs.append(_diff_runs(n, a, b))
             continue
         diffs.append(_diff(n, a, b))
@@ -128,8 +139,9 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
     """``names`` concatenated over ``batches`` (cut to the first ``samples`` rows: a fixed
     batch pads the last run, data.Dataset.batches), and each early-exit op's summed
     [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far.
-    An output whose first axis is not the batch in every run is a PerRun with
-    ``per_run``, else an error: it has no rows to take per sample. ``key`` names an input
+    With ``per_run`` every output is a PerRun, to pair with another model's (``joined``);
+    without, an output whose first axis is not the batch in every run is an error: it has
+    no rows to take per sample. ``key`` names an input
     with a batch axis (Dataset.inputs), whose rows are the run's (default: the first feed)."""
     rows = 0
     got: dict[str, list] = {n: [] for n in names}
@@ -152,14 +164,18 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
     if unbatched and not per_run:
         raise DataError(f"output '{unbatched[0]}' has no batch axis (its first dim is not the number of samples "
                         "run, e.g. a detection count), so it cannot be scored sample by sample")
-    return ({n: np.concatenate(v)[:samples] if batched[n] else PerRun(v) for n, v in got.items()},
-            {k: tuple(v) for k, v in counts.items()})
+    outputs = {}
+    for n, v in got.items():
+        if per_run:
+            outputs[n] = PerRun(v)
+            outputs[n].batched = batched[n]
+        else:
+            outputs[n] = np.concatenate(v)[:samples]
+    return outputs, {k: tuple(v) for k, v in counts.items()}
 
 
 def _diff_runs(name: str, a: list, b: list) -> OutputDiff:
     """``a`` and ``b`` compared run by run (PerRun): the figures over the runs whose shapes agree."""
-    if not isinstance(a, PerRun) or not isinstance(b, PerRun):  # batched in one model only: no runs to pair
-        return OutputDiff(name, math.inf, math.inf, None, index=a.dtype.kind != "f", runs=(1, 1))
     agree = [(x, y) for x, y in zip(a, b) if x.shape == y.shape and x.dtype == y.dtype]
     runs = (len(a) - len(agree), len(a))
     if not agree:

@@ -416,7 +416,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
                       "rewrites; give it the model as exported")
     if not result.changed:
         # Candidates the latency objective timed and dropped were not "nothing to rewrite".
-        dropped = timed is not None and any(not t.note or t.small for t in timed.layers)
+        dropped = timed is not None and any(not t.note.startswith("prunes nothing") for t in timed.layers)
         console.print(("no rewrite kept" if dropped else "nothing to rewrite") + ": the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
     elif result.rejected and not explain:

@@ -97,10 +97,11 @@ class Tester:
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
         try:
-            self.reference = run_counting(session, [self.output], {}, self._batches(),
+            self.reference = run_counting(session, [self.output], {}, self._batches(), len(indices),
                                           key=next(iter(data.inputs)))[0][self.output]
         except DataError as exc:  # the output has no batch axis: calibration scores the first output
-            raise DataError(f"calibration scores the model's first output: {exc}") from exc
+            raise DataError(f"calibration scores the model's first output: {exc}; calibrate a copy whose first "
+                            "output is the one to score, or choose a --threshold") from exc
         except Exception as exc:
             raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)
@@ -126,8 +127,9 @@ class Tester:
         got, counts, total, start = [], {node: [0, 0] for node in stats_names}, 0.0, 0
         for feeds in self._batches():
             outs = session.run(names, feeds)
-            rows = outs[0].shape[0]
-            stop = start + rows
+            # A fixed batch pads the last run (Dataset.batches): its pad rows are no samples.
+            stop = min(start + outs[0].shape[0], len(self.reference))
+            outs[0] = outs[0][:stop - start]
             labels = None if self.labels is None else self.labels[start:stop]
             total += float(sample_losses(self.metric, self.reference[start:stop], outs[0], labels,
                                          self.tolerance).sum())

@@ -112,7 +112,8 @@ class Runner:
             self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices), len(indices),
                                           key=next(iter(data.inputs)))[0][self.output]
         except DataError as exc:  # the output has no batch axis: calibration scores the first output
-            raise DataError(f"calibration scores the model's first output: {exc}") from exc
+            raise DataError(f"calibration scores the model's first output: {exc}; calibrate a copy whose first "
+                            "output is the one to score, or choose a --threshold") from exc
         except Exception as exc:
             raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)

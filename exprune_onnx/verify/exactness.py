@@ -43,8 +43,6 @@ def _proto_graphs(graph: onnx.GraphProto):
 
 def _joined_runs(a, b) -> tuple[np.ndarray, np.ndarray, str]:
     """Two PerRun outputs flattened run by run, or why they cannot be: a run whose shape differs."""
-    if not (isinstance(a, list) and isinstance(b, list)):
-        return a, b, "has a batch axis in one model only"
     differ = sum(x.shape != y.shape for x, y in zip(a, b))
     if differ:
         return a, b, f"has another shape than the original's on {differ} of {len(a)} runs"
@@ -54,7 +52,7 @@ def _joined_runs(a, b) -> tuple[np.ndarray, np.ndarray, str]:
 
 def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
                   batch: int = 64, log=quiet) -> Row:
-    from ..measure.compare import run_counting
+    from ..measure.compare import joined, run_counting
     from ..runtime import inference_session
 
     name = "exact at -inf"
@@ -78,8 +76,8 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         return Row(name, False, f"onnxruntime failed to run the models: {error_message(exc)}")
     worst = 0.0
     for n in names:
-        a, b = want[n], got[n]
-        if isinstance(a, list) or isinstance(b, list):  # no batch axis (PerRun): compared run by run
+        a, b = joined(want[n], got[n], len(data))
+        if isinstance(a, list):  # no batch axis (PerRun): compared run by run
             a, b, problem = _joined_runs(a, b)
             if problem:
                 return Row(name, False, f"output '{n}' {problem}")
