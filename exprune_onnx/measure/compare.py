@@ -141,8 +141,8 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
     [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far.
     With ``per_run`` every output is a PerRun, to pair with another model's (``joined``);
     without, an output whose first axis is not the batch in every run is an error: it has
-    no rows to take per sample. ``key`` names an input
-    with a batch axis (Dataset.inputs), whose rows are the run's (default: the first feed)."""
+    no rows to take per sample. ``key`` names an input with a batch axis (Dataset.inputs),
+    whose rows are the run's (default: the first feed)."""
     rows = 0
     got: dict[str, list] = {n: [] for n in names}
     counts = {node: [0, 0] for node in stats_names}

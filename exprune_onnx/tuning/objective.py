@@ -28,8 +28,8 @@ rewritten layer is timed where it lives, in the whole model:
    rewrite changes its neighbours' cost (onnxruntime converts layouts around an op that
    does not share its blocked one), so a conv between two that now run as
    ``ExPruneSparseConv`` may clear the margin it missed between two dense ones. The
-   consumers still short of it, and those too small alone, are then timed together,
-   and kept together if the group clears it.
+   consumers still short of it are then timed together, and those too small alone
+   together on top of what is kept; a group is kept whole if it clears the margin.
 4. Time what is left (kept layers, any consumer now reading their output sparsely,
    kept ReLU consumers) against the original model. If it is not at least ``MARGIN``
    faster, nothing is rewritten at all: the latency objective never returns a slower
