@@ -177,6 +177,9 @@ def main(debug: bool) -> None:
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class unchanged) or relerr (mean relative error).")
+@click.option("--score-output", default="", metavar="OUTPUT",
+              help="With --calibration: the output the metric scores (default: the model's first), e.g. a "
+                   "detector's class scores rather than its boxes.")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Share of the calibration data kept aside to check (with --confidence > 0: to certify) the "
                    "result on.")
@@ -209,7 +212,8 @@ def main(debug: bool) -> None:
 @input_options
 @_guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
-             emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, holdout,
+             emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, score_output,
+             holdout,
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
@@ -221,13 +225,16 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
     if calibration is None and plot_path is not None:
         raise click.UsageError("--plot goes with --calibration")
+    if calibration is None and score_output:
+        raise click.UsageError("--score-output goes with --calibration")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, unit_order, argmax_only, emit_stats)
     options.alpha, options.sparse_input, options.sparse_relu = alpha, sparse_input, sparse_relu
     options.input_shapes = input_shapes
     settings = Settings(check=check, check_data=check_data, check_samples=check_samples, seed=seed,
-                        calibration=calibration, labels=labels, max_drop=max_drop, metric=metric, holdout=holdout,
+                        calibration=calibration, labels=labels, max_drop=max_drop, metric=metric,
+                        score_output=score_output, holdout=holdout,
                         rule=rule, granularity=granularity, objective=objective, latency_batch=latency_batch,
                         latency_threads=latency_threads, input_values=input_values)
     options.confidence = confidence

@@ -43,6 +43,7 @@ class Settings:
     labels: str | Path | None = None
     max_drop: float = 0.001
     metric: str = "auto"
+    score_output: str = ""  # the output the metric scores; "": the model's first
     holdout: float = 0.5
     # threshold, statstest, certified, or auto (per layer, needs calibration); None: Options.rule
     rule: str | None = None
@@ -163,7 +164,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         options.input_shapes = data.input_shapes(model, options.input_shapes)
-        calibrated = search(model, options, data, metric=settings.metric, max_drop=settings.max_drop,
+        calibrated = search(model, options, data, metric=settings.metric, output=settings.score_output,
+                            max_drop=settings.max_drop,
                             holdout=settings.holdout, seed=settings.seed, rule=rule,
                             per_output=settings.granularity == "output", latency=latency, log=log)
         result, timed = calibrated.result, calibrated.latency

@@ -55,8 +55,18 @@ def test_the_check_compares_detections_per_run_and_calibration_says_it_cannot_sc
     onnx.save(detections(first="hits"), src)
     r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--min-units", "32", "--calibration",
                                   str(tmp_path / "d.npz"), "--max-drop", "0.01", "--confidence", "0"])
-    assert r.exit_code == 6 and "calibration scores the model's first output: output 'hits' has no batch axis" \
-        in r.output, r.output
+    assert r.exit_code == 6 and "calibration scores output 'hits': output 'hits' has no batch axis" in r.output, r.output
+    assert "--score-output" in r.output
+    # --score-output names the one to budget on: here the scores, not the detections.
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--min-units", "32", "--calibration",
+                                  str(tmp_path / "d.npz"), "--max-drop", "0.05", "--confidence", "0",
+                                  "--objective", "flops", "--score-output", "y", "--metric", "relerr"])
+    assert r.exit_code == 0 and "relerr drop <= 0.05 on output 'y'" in r.output, r.output
+    for args, code, words in ((["--calibration", str(tmp_path / "d.npz"), "--score-output", "boxes"], 6,
+                               "--score-output names 'boxes', which the model does not output (its outputs: hits, y)"),
+                              (["--score-output", "y"], 2, "--score-output goes with --calibration")):
+        r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), *args])
+        assert r.exit_code == code and words in r.output, r.output
 
 
 def test_runs_are_paired_when_either_model_lacks_a_batch_axis():

@@ -87,12 +87,12 @@ class Tester:
     as soon as its losses pass a limit."""
 
     def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int, metric: str,
-                 tolerance: float, progress=None):
+                 tolerance: float, progress=None, output: str = ""):
         from ..io.modelio import runnable
         from ..runtime import inference_session
 
         self.data, self.indices, self.batch, self.metric, self.tolerance = data, indices, batch, metric, tolerance
-        self.output = original.graph.output[0].name
+        self.output = output or original.graph.output[0].name
         self.progress = progress or (lambda rows: None)
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
@@ -100,8 +100,8 @@ class Tester:
             self.reference = run_counting(session, [self.output], {}, self._batches(), len(indices),
                                           key=next(iter(data.inputs)))[0][self.output]
         except DataError as exc:  # the output has no batch axis: calibration scores the first output
-            raise DataError(f"calibration scores the model's first output: {exc}; calibrate a copy whose first "
-                            "output is the one to score, or choose a --threshold") from exc
+            raise DataError(f"calibration scores output '{self.output}': {exc}; name another with "
+                            "--score-output, or choose a --threshold") from exc
         except Exception as exc:
             raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)
@@ -205,7 +205,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
         log(f"testing rung {len(finals) + 1} of {len(rungs)} on {len(test_idx)} samples the search never saw, "
             f"{passes:.1f} passes over the data")
 
-    tester = Tester(original, data, test_idx, batch, outcome.metric, max_drop, progress)
+    tester = Tester(original, data, test_idx, batch, outcome.metric, max_drop, progress, outcome.output)
     test = RiskTest(len(test_idx), max_drop, confidence, tester.binary())
     cert = Certificate(confidence, max_drop, LOSS_NAMES[outcome.metric],
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",

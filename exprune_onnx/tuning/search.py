@@ -99,7 +99,7 @@ class Outcome:
 class Runner:
     """Runs the original once per part and any compiled candidate against it."""
 
-    def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int):
+    def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int, output: str = ""):
         from ..runtime import inference_session
 
         self.data, self.indices, self.batch = data, indices, batch
@@ -107,13 +107,13 @@ class Runner:
             session = inference_session(original)
         except Exception as exc:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
-        self.output = original.graph.output[0].name
+        self.output = output or original.graph.output[0].name
         try:
             self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices), len(indices),
                                           key=next(iter(data.inputs)))[0][self.output]
         except DataError as exc:  # the output has no batch axis: calibration scores the first output
-            raise DataError(f"calibration scores the model's first output: {exc}; calibrate a copy whose first "
-                            "output is the one to score, or choose a --threshold") from exc
+            raise DataError(f"calibration scores output '{self.output}': {exc}; name another with "
+                            "--score-output, or choose a --threshold") from exc
         except Exception as exc:
             raise original_failed(data.source, exc) from exc
         self.labels = data.labels_of(indices)
@@ -244,11 +244,18 @@ def _tunable(rule: str) -> tuple[str, ...]:
 
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
-           per_output: bool = True, latency: tuple[int, int] | None = None, log=quiet) -> Outcome:
+           per_output: bool = True, latency: tuple[int, int] | None = None, output: str = "",
+           log=quiet) -> Outcome:
     """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
     threads) turns on the latency objective: after the held-out check, rewrites that do
     not make the model faster at that batch size and thread count are dropped
-    (objective.py, timed on the calibration part) and both parts are scored again."""
+    (objective.py, timed on the calibration part) and both parts are scored again.
+    ``output`` names the graph output the metric scores (default: the first)."""
+    names = [o.name for o in original.graph.output]
+    if output and output not in names:
+        raise DataError(f"--score-output names {output!r}, which the model does not output (its outputs: "
+                        f"{', '.join(names)})")
+    output = output or names[0]
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     if not 0 <= max_drop <= 1:
@@ -260,7 +267,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
 
         return certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout, seed=seed,
                                 batch=batch, confidence=base.confidence, log=log, rule=rule, per_output=per_output,
-                                latency=latency)
+                                latency=latency, output=output)
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
     screen_idx = screening(calib_idx, seed)
@@ -268,7 +275,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                                       _tunable(rule) or ("threshold",), log)
     if not stats:
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
-    runner = Runner(original, data, screen_idx, batch)
+    runner = Runner(original, data, screen_idx, batch, output)
     metric = choose(metric, runner.reference, runner.labels)
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
@@ -312,9 +319,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if planner.rules:
         for head in heads:
             best = _ladder(trial, [head], best)
-    hold_runner = Runner(original, data, hold_idx, batch) if len(hold_idx) else None
+    hold_runner = Runner(original, data, hold_idx, batch, output) if len(hold_idx) else None
     # Screened on a subset: the finalist is confirmed on the whole calibration part too.
-    full = runner if len(screen_idx) == len(calib_idx) else Runner(original, data, calib_idx, batch)
+    full = runner if len(screen_idx) == len(calib_idx) else Runner(original, data, calib_idx, batch, output)
     shares, backoffs = best.shares, 0
     while True:
         final_options = planner.options(shares)
@@ -349,7 +356,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
-                   backoffs, timed, planner, rows / len(data), output=original.graph.output[0].name)
+                   backoffs, timed, planner, rows / len(data), output=output)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,
