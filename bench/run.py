@@ -49,7 +49,7 @@ from exprune_onnx.measure.counters import flops_saved
 from exprune_onnx.measure.flops import counted, dense_flops, node_flops
 from exprune_onnx.measure.memory import peak_rss_mb
 from exprune_onnx.measure.timing import measure
-from exprune_onnx.report import tables as report
+from exprune_onnx.report.latency import latency_json
 from exprune_onnx.report.tables import layer_rows
 from exprune_onnx.tuning.objective import EARLY_EXIT, ZERO_INPUTS, choose, passes_for, time_pair, timing_feeds
 from exprune_onnx.tuning.search import search
@@ -153,7 +153,7 @@ def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) 
            "kept_zero_inputs": [t.layer for t in relu if choice.kept(t.layer, ZERO_INPUTS)],
            "zero_input_candidates": len(relu),
            "reverted_all": choice.reverted_all, "timing_seconds": choice.seconds,
-           "layers": report.latency_json(choice)["layers"]}
+           "layers": latency_json(choice)["layers"]}
     if not choice.result.changed:
         # The file written is the original itself: nothing to time or score.
         out.update(unchanged=True, ratio=1.0, test_metric=None, saved=0.0)

@@ -202,7 +202,8 @@ def _rows(result, checked, calibrated) -> list[dict]:
 
 
 def _report(result, checked, calibrated, timed, timings) -> dict:
-    from .report.tables import calibration_json, jsonable, latency_json
+    from .report.latency import latency_json
+    from .report.tables import calibration_json, jsonable
 
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
     report.update({

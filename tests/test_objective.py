@@ -384,7 +384,7 @@ def _zero_input_choice(gains, scripted_clock):
 def _decisions(choice) -> dict:
     from rich.console import Console
 
-    from exprune_onnx.report.tables import latency_table
+    from exprune_onnx.report.latency import latency_table
 
     console = Console(width=400, record=True)
     console.print(latency_table(choice))
@@ -447,7 +447,7 @@ def test_a_small_gain_timed_again_beside_a_later_kept_layer_can_clear_the_margin
     assert choice.options.sparse_relu_layers == {"h1", "h2"}
     assert node_types(choice.result.model).count("ExPruneSparseMatMul") == 2
     assert "kept, timed again after later layers were kept" in _decisions(choice)["h1"]
-    from exprune_onnx.report.tables import latency_json
+    from exprune_onnx.report.latency import latency_json
 
     again = {row["layer"]: row["again"] for row in latency_json(choice)["layers"]}
     assert again["h1"] is True and again["h2"] is False

@@ -491,7 +491,7 @@ def test_sparse_convs_too_small_alone_are_timed_only_in_a_group(scripted_clock, 
     margin in the model (small_gains.py): it gets no whole-model timing of its own."""
     from rich.console import Console
 
-    from exprune_onnx.report.tables import latency_table
+    from exprune_onnx.report.latency import latency_table
     from exprune_onnx.tuning import objective
 
     calls = scripted_clock({k: g * objective.MARGIN for k, g in gains.items()})

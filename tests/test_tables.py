@@ -29,3 +29,30 @@ def test_a_model_saved_by_onnxruntime_is_named_as_such(tmp_path, level, op):
     text = " ".join(r.output.split())
     assert "onnxruntime's own fused ops" in text and op in text and "give it the model as exported" in text
     assert "--input-shape" not in text
+
+
+def test_outputs_compared_by_value_warn_when_they_move_much():
+    """A heatmap or a box regression has no top-1 answer to check: a move of over 5% of its
+    largest |value| is warned of, as top-1 agreement under 99% is."""
+    from exprune_onnx.measure.compare import CheckResult, OutputDiff
+    from exprune_onnx.report.tables import changed_values
+
+    outputs = [OutputDiff("heatmap", 0.9, 0.35, None), OutputDiff("logits", 3.0, 0.19, 0.96),
+               OutputDiff("ids", 1.0, 0.0, 0.9, index=True), OutputDiff("wh", 0.01, 0.04, None),
+               OutputDiff("det", 1.0, 0.5, None, runs=(1, 2))]
+    checked = CheckResult(8, "d.npz", outputs, {}, None)
+    assert [d.name for d in changed_values(checked)] == ["heatmap"]
+
+
+def test_a_map_that_moves_much_is_warned_of(tmp_path):
+    model = conv_hw()
+    del model.graph.node[-2:]  # no pooling: the output is the map [N, 32, H, W]
+    model.graph.output[0].name = "d"
+    model.graph.output[0].type.tensor_type.shape.Clear()
+    path = save_model(model, tmp_path)
+    args = ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--objective", "flops", "--input-shape",
+            "x:N,3,12,12"]
+    r = CliRunner().invoke(main, [*args, "--threshold", "1"])
+    assert r.exit_code == 0 and "warning: output 'd' moved by up to" in r.output, r.output
+    r = CliRunner().invoke(main, [*args, "--threshold", "-inf"])
+    assert r.exit_code == 0 and "moved by up to" not in r.output, r.output

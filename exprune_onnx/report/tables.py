@@ -262,6 +262,7 @@ def _score_text(score, saved: float, samples: int, result: Result) -> str:
 
 def calibration_json(outcome, original_path: str, output_path: str) -> dict:
     from ..tuning.certify import certificate_json
+    from .latency import latency_json
 
     rows = layer_rows(outcome.result, outcome.counts_holdout or None, outcome.stats)
     unknown = outcome.result.uncounted_nodes
@@ -288,51 +289,6 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "trials": [vars(tr) for tr in outcome.trials],
         "objective": "flops" if outcome.latency is None else "latency",
         "latency": latency_json(outcome.latency),
-    })
-
-
-def latency_table(choice) -> Table:
-    """The latency objective's per-layer decisions (objective.py)."""
-    t = Table(title=f"Latency objective: whole model timed with and without each rewrite (batch {choice.batch}, "
-                    f"{choice.threads} thread(s), on {escape(choice.source)})", title_justify="left")
-    for col, just in (("layer", "left"), ("rewrite", "left"), ("with (ms)", "right"), ("without (ms)", "right"),
-                      ("model time saved", "right"), ("decision", "left")):
-        t.add_column(col, justify=just)
-    for lt in choice.layers:
-        kept = choice.kept(lt.layer, lt.kind)
-        decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
-                                        else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
-        if lt.again and not choice.in_group(lt):
-            decision += ", timed again after later layers were kept"
-        if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)
-            decision = "kept with the group below" if kept else "dropped: too small, alone or together"
-        # A row decided without a whole-model timing shows the layer's own times, or none.
-        times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else
-                 [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)
-        t.add_row(escape(lt.layer), lt.kind, *times, decision)
-    if choice.reverted_all:
-        t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
-                     f"{choice.original_ms:.3f} ms")
-    elif not any(lt.kept for lt in choice.layers):
-        t.caption = (f"no rewrite made the model faster: the original is written unchanged ({choice.original_ms:.3f} "
-                     f"ms); timing took {choice.seconds:.1f} s")
-    else:
-        t.caption = (f"original {choice.original_ms:.3f} ms -> optimised {choice.optimized_ms:.3f} ms "
-                     f"(ratio {choice.ratio:.3f}, medians of alternating runs); timing took {choice.seconds:.1f} s")
-    t.caption_justify = "left"
-    return t
-
-
-def latency_json(choice) -> dict | None:
-    if choice is None:
-        return None
-    return jsonable({
-        "batch": choice.batch, "threads": choice.threads, "source": choice.source,
-        "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
-        "reverted_all": choice.reverted_all, "seconds": choice.seconds,
-        "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again}
-                   for lt in choice.layers],
     })
 
 
@@ -385,9 +341,21 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     return t
 
 
+# An output compared by value only (a map, a regression) that moved by more than this share of
+# its largest |value| is worth a warning, as a top-1 agreement under 99% is.
+MOVED = 0.05
+
+
+def changed_values(checked) -> list:
+    """The outputs of ``checked`` compared by value only that moved by over ``MOVED``."""
+    return [d for d in checked.outputs
+            if d.top1_agreement is None and not d.index and d.runs is None and d.max_rel > MOVED]
+
+
 def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool) -> None:
     """What `optimize` prints: the tables of a workflow.Optimized and its warnings."""
     from ..io.bigmodel import model_bytes
+    from .latency import latency_table
 
     result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
     if result.changed:
@@ -409,6 +377,12 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
             d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None for d in checked.outputs):
         console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
                       "per-layer thresholds with --config, or --calibration")
+    moved = changed_values(checked) if checked is not None and outcome is None else []
+    if moved:
+        d = max(moved, key=lambda d: d.max_rel)
+        console.print(f"[yellow]warning:[/] output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its "
+                      "largest |value| (no top-1 answer to check there): use a more negative --threshold, or "
+                      "--calibration with --metric relerr")
     fused = runtime_fused(original)
     if fused:
         console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "

@@ -1,0 +1,53 @@
+"""The latency objective's table and JSON rows (tuning/objective.py)."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from .tables import jsonable
+
+
+def latency_table(choice) -> Table:
+    """The latency objective's per-layer decisions (objective.py)."""
+    t = Table(title=f"Latency objective: whole model timed with and without each rewrite (batch {choice.batch}, "
+                    f"{choice.threads} thread(s), on {escape(choice.source)})", title_justify="left")
+    for col, just in (("layer", "left"), ("rewrite", "left"), ("with (ms)", "right"), ("without (ms)", "right"),
+                      ("model time saved", "right"), ("decision", "left")):
+        t.add_column(col, justify=just)
+    for lt in choice.layers:
+        kept = choice.kept(lt.layer, lt.kind)
+        decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
+                                        else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
+        if lt.again and not choice.in_group(lt):
+            decision += ", timed again after later layers were kept"
+        if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)
+            decision = "kept with the group below" if kept else "dropped: too small, alone or together"
+        # A row decided without a whole-model timing shows the layer's own times, or none.
+        times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else
+                 [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)
+        t.add_row(escape(lt.layer), lt.kind, *times, decision)
+    if choice.reverted_all:
+        t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
+                     f"{choice.original_ms:.3f} ms")
+    elif not any(lt.kept for lt in choice.layers):
+        t.caption = (f"no rewrite made the model faster: the original is written unchanged ({choice.original_ms:.3f} "
+                     f"ms); timing took {choice.seconds:.1f} s")
+    else:
+        t.caption = (f"original {choice.original_ms:.3f} ms -> optimised {choice.optimized_ms:.3f} ms "
+                     f"(ratio {choice.ratio:.3f}, medians of alternating runs); timing took {choice.seconds:.1f} s")
+    t.caption_justify = "left"
+    return t
+
+
+def latency_json(choice) -> dict | None:
+    if choice is None:
+        return None
+    return jsonable({
+        "batch": choice.batch, "threads": choice.threads, "source": choice.source,
+        "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
+        "reverted_all": choice.reverted_all, "seconds": choice.seconds,
+        "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
+                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again}
+                   for lt in choice.layers],
+    })
