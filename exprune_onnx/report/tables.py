@@ -293,7 +293,7 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
 
 
 def output_text(d) -> str:
-    runs = getattr(d, "runs", None)
+    runs = d.runs
     if runs is not None:  # no batch axis (a detection count): compared run by run
         head = f"no batch axis, compared per run: another shape on {runs[0]} of {runs[1]} runs"
         if runs[0] == runs[1]:

@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 
 from ..compiler.pipeline import optimize
-from ..errors import DataError, original_failed
+from ..errors import DataError
 from ..io.data import Dataset
-from ..measure.compare import run_counting, with_stats
+from ..measure.compare import with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
 from .metrics import IGNORE, Score, agrees, answers, predictions, score
@@ -90,20 +90,14 @@ class Tester:
                  tolerance: float, progress=None, output: str = ""):
         from ..io.modelio import runnable
         from ..runtime import inference_session
+        from .search import reference_output
 
         self.data, self.indices, self.batch, self.metric, self.tolerance = data, indices, batch, metric, tolerance
         self.output = output or original.graph.output[0].name
         self.progress = progress or (lambda rows: None)
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
-        try:
-            self.reference = run_counting(session, [self.output], {}, self._batches(), len(indices),
-                                          key=next(iter(data.inputs)))[0][self.output]
-        except DataError as exc:  # the output has no batch axis: calibration scores the first output
-            raise DataError(f"calibration scores output '{self.output}': {exc}; name another with "
-                            "--score-output, or choose a --threshold") from exc
-        except Exception as exc:
-            raise original_failed(data.source, exc) from exc
+        self.reference = reference_output(session, self.output, data, self._batches(), len(indices))
         self.labels = data.labels_of(indices)
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
 

@@ -96,6 +96,18 @@ class Outcome:
         return options if self.latency is None else with_sparse_choice(options, self.latency.options)
 
 
+def reference_output(session, output: str, data: Dataset, batches, samples: int) -> np.ndarray:
+    """The original's ``output`` over ``batches`` (``samples`` rows), the reference a
+    calibration part is scored against; a failure here is the data's or the output's."""
+    try:
+        return run_counting(session, [output], {}, batches, samples, key=next(iter(data.inputs)))[0][output]
+    except DataError as exc:  # the output has no batch axis (run_counting)
+        raise DataError(f"calibration scores output '{output}': {exc}; name another with --score-output, or "
+                        "choose a --threshold") from exc
+    except Exception as exc:
+        raise original_failed(data.source, exc) from exc
+
+
 class Runner:
     """Runs the original once per part and any compiled candidate against it."""
 
@@ -108,14 +120,7 @@ class Runner:
         except Exception as exc:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = output or original.graph.output[0].name
-        try:
-            self.reference = run_counting(session, [self.output], {}, data.batches(batch, indices), len(indices),
-                                          key=next(iter(data.inputs)))[0][self.output]
-        except DataError as exc:  # the output has no batch axis: calibration scores the first output
-            raise DataError(f"calibration scores output '{self.output}': {exc}; name another with "
-                            "--score-output, or choose a --threshold") from exc
-        except Exception as exc:
-            raise original_failed(data.source, exc) from exc
+        self.reference = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
         self.labels = data.labels_of(indices)
         self.rows = len(indices)  # samples run, the original's pass included
 
