@@ -23,6 +23,7 @@ from ..tuning.metrics import (
     labelled_mean,
     top1_agreement,
 )
+from .output_kinds import output_kinds
 
 
 @dataclass
@@ -119,6 +120,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime failed to run the optimised model: {error_message(exc)}") from exc
     labels = data.labels_of(indices)
+    kinds = output_kinds(original)
     diffs = []
     accuracy = None
     for n in names:
@@ -126,8 +128,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         if isinstance(a, PerRun):
             diffs.append(_diff_runs(n, a, b))
             continue
-        diffs.append(_diff(n, a, b))
-        if labels is not None and accuracy is None and is_classifier_output(a):
+        diffs.append(_diff(n, a, b, kinds.get(n)))
+        if labels is not None and accuracy is None and is_classifier_output(a, kinds.get(n)):
             check_labels(labels, a)
             want, answer = answers(a, b)
             accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
@@ -189,7 +191,9 @@ def _diff_runs(name: str, a: list, b: list) -> OutputDiff:
     return OutputDiff(name, d.max_abs, d.max_rel, None, runs=runs)
 
 
-def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
+def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> OutputDiff:
+    """``b`` against ``a``; top-1 agreement where ``a`` holds class scores (``kind``:
+    output_kinds.py)."""
     if a.dtype.kind == "f" and b.dtype.kind in "iu" and is_scores(a) and b.size * a.shape[-1] == a.size:
         a, b = answers(a, b)  # --argmax-only: the scores became the class index
     if a.dtype.kind != "f":
@@ -200,5 +204,5 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray) -> OutputDiff:
     max_abs = float(err.max()) if err.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
-    top1 = top1_agreement(a, b) if is_scores(a) else None
+    top1 = top1_agreement(a, b) if is_scores(a, kind) else None
     return OutputDiff(name, max_abs, max_rel, top1)

@@ -28,6 +28,11 @@ METRICS = ("auto", "accuracy", "lost", "agreement", "relerr")
 IGNORE = -100
 
 
+# Why an output that looks like scores is not (``choose``'s message).
+KIND_TEXT = {"topk": "TopK (sorted values, not class scores)",
+             "other": "no MatMul/Gemm head or Softmax over its last axis (boxes or features, not class scores)"}
+
+
 @dataclass
 class Score:
     metric: str
@@ -41,11 +46,15 @@ def is_class_index(a: np.ndarray) -> bool:
     return a.dtype.kind in "iu" and (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
 
 
-def is_scores(a: np.ndarray) -> bool:
+def is_scores(a: np.ndarray, kind: str | None = None) -> bool:
     """Class scores on the last axis: [N, C], or [N, T, C] for a prediction per position.
     Four axes or more are maps (an NCHW segmentation's classes are axis 1): compared by
-    their values only."""
-    return a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f"
+    their values only. ``kind`` is what made the output (measure/output_kinds.py; None:
+    not known): TopK's sorted values are no scores, and [N, T, C] are only when a
+    MatMul/Gemm head or a Softmax over the last axis made them (not a box regression)."""
+    if not (a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f") or kind == "topk":
+        return False
+    return a.ndim == 2 or kind in (None, "head")
 
 
 def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -66,8 +75,8 @@ def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.mean(agrees(ref, got))) if ref.size else 1.0
 
 
-def is_classifier_output(a: np.ndarray) -> bool:
-    return is_scores(a) or is_class_index(a)
+def is_classifier_output(a: np.ndarray, kind: str | None = None) -> bool:
+    return is_scores(a, kind) or is_class_index(a)
 
 
 def predictions(a: np.ndarray) -> np.ndarray:
@@ -114,16 +123,18 @@ def labelled_mean(hits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(hits[labelled])) if labelled.any() else 0.0
 
 
-def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None) -> str:
-    """Resolve ``auto``: accuracy with labels, agreement for classifiers, else relative error."""
+def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kind: str | None = None) -> str:
+    """Resolve ``auto``: accuracy with labels, agreement for classifiers, else relative
+    error. ``kind`` is what made the output (``is_scores``)."""
+    classifier = is_classifier_output(first_output, kind)
     if metric == "auto":
-        classifier = is_classifier_output(first_output)
         metric = "accuracy" if labels is not None and classifier else "agreement" if classifier else "relerr"
     if metric in ("accuracy", "lost") and labels is None:
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
-    if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):
+    if metric in ("accuracy", "lost", "agreement") and not classifier:
+        made = f", made by {KIND_TEXT[kind]}" if kind in KIND_TEXT and is_scores(first_output) else ""
         raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
-                        f"the first output has shape {list(first_output.shape)}")
+                        f"the scored output has shape {list(first_output.shape)}{made}")
     if metric in ("accuracy", "lost"):
         check_labels(labels, first_output)
     return metric

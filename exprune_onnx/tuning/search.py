@@ -45,6 +45,7 @@ from ..io.data import Dataset
 from ..measure.compare import run_counting, with_stats
 from ..measure.counters import flops_saved
 from ..measure.flops import decision_flops, dense_flops
+from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
@@ -281,7 +282,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if not stats:
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, screen_idx, batch, output)
-    metric = choose(metric, runner.reference, runner.labels)
+    metric = choose(metric, runner.reference, runner.labels, output_kinds(original).get(output))
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []

@@ -1,0 +1,115 @@
+"""measure/output_kinds.py: the graph, not the shape, tells class scores from boxes,
+features and sorted TopK values; only class scores get top-1 agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import init, make_model, scaled_normal
+from onnx import TensorProto, helper
+
+from exprune_onnx.cli import main
+from exprune_onnx.errors import DataError
+from exprune_onnx.io.data import dataset_of
+from exprune_onnx.measure.compare import compare
+from exprune_onnx.measure.output_kinds import output_kinds
+from exprune_onnx.tuning.metrics import choose, is_scores
+
+
+def _out(name: str, dims: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
+def detector() -> onnx.ModelProto:
+    """x [N, A, 16] -> MatMul -> Relu -> MatMul -> Relu (rewritable) -> h; h -> MatMul -> Sigmoid -> boxes
+    [N, A, 4]; h -> MatMul -> + bias -> Softmax -> scores [N, A, 8]; h -> MatMul ->
+    LayerNormalization -> features [N, A, 6]."""
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["q"]), helper.make_node("Relu", ["q"], ["r"]),
+             helper.make_node("MatMul", ["r", "w1"], ["p"], name="p"), helper.make_node("Relu", ["p"], ["h"]),
+             helper.make_node("MatMul", ["h", "wb"], ["b"]), helper.make_node("Sigmoid", ["b"], ["boxes"]),
+             helper.make_node("MatMul", ["h", "ws"], ["s"]), helper.make_node("Add", ["bias", "s"], ["sb"]),
+             helper.make_node("Softmax", ["sb"], ["scores"], axis=-1),
+             helper.make_node("MatMul", ["h", "wf"], ["f"]),
+             helper.make_node("LayerNormalization", ["f", "gamma"], ["features"], axis=-1)]
+    return make_model(nodes, [_out("x", ["N", 5, 16])],
+                      [_out("boxes", ["N", 5, 4]), _out("scores", ["N", 5, 8]), _out("features", ["N", 5, 6])],
+                      [init("w0", scaled_normal(16, 32)), init("w1", scaled_normal(32, 64)), init("wb", scaled_normal(64, 4)),
+                       init("ws", scaled_normal(64, 8)), init("bias", np.zeros(8, np.float32)),
+                       init("wf", scaled_normal(64, 6)), init("gamma", np.ones(6, np.float32))], opset=17)
+
+
+def chain(*ops: str, opset: int = 17, **softmax) -> onnx.ModelProto:
+    """x [N, 12] -> MatMul -> each of ``ops`` in turn (a constant second operand where
+    one is needed) -> y."""
+    nodes, last = [helper.make_node("MatMul", ["x", "w"], ["t0"])], "t0"
+    for i, op in enumerate(ops, 1):
+        extra = {"TopK": ["k"], "Reshape": ["shape"], "Add": ["c"], "Sub": ["c"], "Mul": ["c"]}.get(op, [])
+        attrs = softmax if op in ("Softmax", "LogSoftmax") else {}
+        outputs = [f"t{i}", f"t{i}_index"] if op == "TopK" else [f"t{i}"]
+        nodes.append(helper.make_node(op, [last, *extra], outputs, **attrs))
+        last = f"t{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    return make_model(nodes, [_out("x", ["N", 12])], [_out("y", None)],
+                      [init("w", scaled_normal(12, 6)), init("k", np.array([3], np.int64)),
+                       init("shape", np.array([0, 2, 3], np.int64)), init("c", np.ones(1, np.float32))], opset=opset)
+
+
+@pytest.mark.parametrize(("ops", "opset", "softmax", "kind"), [
+    ((), 17, {}, "head"),
+    (("Add", "Mul", "Reshape"), 17, {}, "head"),  # a bias, a temperature, [N, T, V] from [N * T, V]
+    (("Softmax",), 17, {}, "head"),
+    (("LogSoftmax",), 11, {}, "head"),  # opset 11's default axis 1 is the last of two
+    (("Reshape", "Softmax"), 11, {}, "other"),  # ... but not of three
+    (("Reshape", "Softmax"), 11, {"axis": 2}, "head"),
+    (("Sigmoid",), 17, {}, "other"),
+    (("TopK",), 17, {}, "topk"),
+    (("Sub",), 17, {}, "head"),  # x - c keeps the ranking
+])
+def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, softmax, kind):
+    model = onnx.shape_inference.infer_shapes(chain(*ops, opset=opset, **softmax))
+    assert output_kinds(model) == {"y": kind}
+
+
+def test_a_constant_minus_the_scores_is_no_head_and_an_if_branch_is_followed():
+    model = chain("Sub")
+    sub = next(n for n in model.graph.node if n.op_type == "Sub")
+    sub.input[:] = ["c", sub.input[0]]  # c - x reverses the ranking
+    assert output_kinds(model) == {"y": "other"}
+    then_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["a"])], "then", [], [_out("a", None)])
+    else_graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["b"])], "else", [], [_out("b", None)])
+    branchy = make_model([helper.make_node("If", ["flag"], ["y"], then_branch=then_graph, else_branch=else_graph)],
+                         [_out("x", ["N", 12]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                         [_out("y", None)], [init("w", scaled_normal(12, 6))])
+    assert output_kinds(branchy) == {"y": "head"}  # optimum's merged decoders put the logits in an If
+
+
+def test_only_class_scores_get_top1_agreement_and_the_agreement_metric():
+    model = detector()
+    assert output_kinds(model) == {"boxes": "other", "scores": "head", "features": "other"}
+    x = np.abs(np.random.default_rng(0).standard_normal((24, 5, 16))).astype(np.float32)
+    diffs = {d.name: d for d in compare(model, model, dataset_of({"x": x}, model), batch=8).outputs}
+    assert diffs["scores"].top1_agreement == 1.0
+    assert diffs["boxes"].top1_agreement is None and diffs["features"].top1_agreement is None
+    boxes = np.zeros((4, 5, 4), np.float32)
+    assert is_scores(boxes) and not is_scores(boxes, "other") and is_scores(boxes, "head")
+    assert choose("auto", boxes, None, "other") == "relerr" and choose("auto", boxes, None, "head") == "agreement"
+    topk = np.zeros((4, 3), np.float32)
+    assert is_scores(topk) and not is_scores(topk, "topk") and is_scores(topk, "other")  # [N, C]: a head may hide
+    with pytest.raises(DataError, match=r"made by TopK \(sorted values, not class scores\)"):
+        choose("agreement", topk, None, "topk")
+
+
+def test_calibration_on_a_box_output_budgets_its_relative_error(tmp_path):
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(detector(), src)
+    x = np.abs(np.random.default_rng(1).standard_normal((96, 5, 16))).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    args = ["optimize", str(src), "-o", str(out), "--min-units", "32", "--calibration", str(tmp_path / "d.npz"),
+            "--max-drop", "0.05", "--confidence", "0", "--objective", "flops", "--score-output"]
+    r = CliRunner().invoke(main, [*args, "boxes"])
+    assert r.exit_code == 0, r.output
+    assert "relerr" in r.output and "agreement" not in r.output, r.output
+    r = CliRunner().invoke(main, [*args, "scores"])
+    assert r.exit_code == 0 and "agreement" in r.output, r.output
