@@ -33,3 +33,16 @@ def test_save_model_leaves_the_model_in_memory_as_it_was(external_data, source, 
     for got, want in zip(written.graph.initializer, model.graph.initializer, strict=True):
         assert got.name == want.name
         np.testing.assert_array_equal(numpy_helper.to_array(got), numpy_helper.to_array(want))
+
+
+def test_an_inline_output_removes_the_data_file_of_the_output_it_replaces(tmp_path):
+    model = onnx.load(EXAMPLE)
+    save_model(model, tmp_path / "m.onnx", external_data=True)
+    (tmp_path / "other.onnx.data").write_bytes(b"not ours")
+    save_model(model, tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "other.onnx.data"]
+    assert onnx.load(tmp_path / "m.onnx").graph.initializer == model.graph.initializer
+    # A data file the replaced output did not use is not ours to remove.
+    (tmp_path / "m.onnx.data").write_bytes(b"someone's")
+    save_model(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx.data").read_bytes() == b"someone's"

@@ -159,6 +159,10 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     parent = out.parent if str(out.parent) else Path(".")
     external_data = external_data or tensor_bytes(model) > _EXTERNAL_DATA_BYTES
     data_name = out.name + ".data"
+    # The data file of the output this one replaces: left beside an inline model it would
+    # look like this model's weights.
+    stale = parent / data_name if (parent / data_name).exists() and any(
+        same_file(f, parent / data_name) for f in external_data_files(out)) else None
     try:
         with tempfile.TemporaryDirectory(dir=parent, prefix=".exprune-") as tmp:
             tmp_model, tmp_data = Path(tmp) / out.name, Path(tmp) / data_name
@@ -170,11 +174,14 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
                 for t, had_location in moved:
                     if not had_location:
                         t.ClearField("data_location")
-            if tmp_data.exists():
+            wrote_data = tmp_data.exists()
+            if wrote_data:
                 # onnx makes the data file private (0600); the model file's mode follows the umask.
                 shutil.copymode(tmp_model, tmp_data)
                 os.replace(tmp_data, parent / data_name)
             os.replace(tmp_model, out)
+            if stale is not None and not wrote_data:
+                stale.unlink()
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
 
