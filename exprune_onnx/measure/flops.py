@@ -1,8 +1,10 @@
 """FLOPs, counted the paper's way: one multiply-accumulate is 2 FLOPs.
 
 Only Conv, Gemm and MatMul are counted (element-wise ops are a rounding error
-next to them), and ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
-replace: the dense count is the model's. The zeros a sparse conv skips are counted as
+next to them), ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
+replace, and an early-exit op as the dense product of its tail (its partial product is
+a Conv or MatMul of its own): the dense count of a model this compiler wrote is the
+original's. The zeros a sparse conv skips are counted as
 skipped only from its own ``stats`` output (counters.py), like an early-exit op's.
 Counts are per sample: the batch axis is left out, every other axis must be known from
 shape inference or the count is None.
@@ -67,14 +69,19 @@ def exprune_flops(c: Candidate, k: int, kept_fraction: float, rule: str = "thres
 
 def counted(node: gs.Node) -> bool:
     """Whether ``node`` is a reduction this module counts (see the module docstring)."""
-    if node.op in (ops.SPARSE_MATMUL, ops.SPARSE_CONV):
+    if node.op in (ops.SPARSE_MATMUL, ops.SPARSE_CONV, *ops.PRUNE_OPS):
         return node.domain == ops.DOMAIN
     return node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == ""
 
 
 def node_flops(node: gs.Node) -> int | None:
-    """Dense FLOPs per sample of one Conv/Gemm/MatMul (or ExPruneSparseMatMul) node, None if unknown."""
+    """Dense FLOPs per sample of one node ``counted`` counts, None if unknown."""
     out = node.outputs[0] if node.outputs else None
+    if node.op in ops.PRUNE_OPS:  # partial [N, O, ...] or [*, O]; w_tail [O, tail units, *kernel]
+        out, w = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else None
+        if out.shape is None or w is None or w.shape is None or not _known(w.shape) or not _known(out.shape[1:]):
+            return None
+        return 2 * int(np.prod(w.shape[1:])) * int(np.prod(out.shape[1:]))
     if out is None or out.shape is None:
         return None
     if node.op == "Conv":
