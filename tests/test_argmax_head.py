@@ -351,6 +351,27 @@ def test_argmax_only_on_per_position_logits_is_checked_per_position():
     assert top1_agreement(z, got) == pytest.approx(1 - 1 / (2 * steps))
 
 
+def test_argmax_only_with_shapes_given_declares_the_index_output():
+    """--argmax-only with --input-shape on an IR 6 model (torch's legacy exporter below
+    opset 12): the indices keep the original's leading dims, declared, so the onnx
+    checker accepts the file (it requires a shape on IR 6 outputs)."""
+    rng = np.random.default_rng(14)
+    n, vocab, steps = 48, 30, 5
+    inits = [init("w1", rng.normal(size=(8, n)).astype(np.float32)),
+             init("Wv", (rng.normal(size=(n, vocab)) / 4).astype(np.float32))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("MatMul", ["h", "Wv"], ["z"], name="lm_head")]
+    model = make_model(nodes, [vi("x", ["B", steps, 8])], [vi("z", ["B", steps, vocab])], inits, opset=11,
+                       ir_version=6)
+    res = optimize_model(model, threshold=NEG_INF, argmax_only=("z",), input_shapes={"x": (2, steps, 8)})
+    onnx.checker.check_model(res.model)
+    dims = [d.dim_param or d.dim_value for d in res.model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["B", steps]
+    x = rng.normal(size=(3, steps, 8)).astype(np.float32)  # another batch than the one given
+    got = run_exprune(res.model, {"x": x})[0]
+    np.testing.assert_array_equal(got, run_plain(model, {"x": x})[0].argmax(-1))
+
+
 def test_a_head_ending_a_branch_suggests_no_argmax_only():
     """A classifier head whose scores are an If branch's output: --argmax-only cannot name
     it (it names the model's outputs), so the reason does not suggest it."""

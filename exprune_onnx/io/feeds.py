@@ -275,9 +275,12 @@ def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool)
         if was is None or not vi.type.HasField("tensor_type"):  # an --emit-stats output; a sequence, a map
             continue
         declared = was.type.tensor_type.HasField("shape")  # an empty one declares a scalar
-        if declared and len(was.type.tensor_type.shape.dim) == len(vi.type.tensor_type.shape.dim):
-            vi.type.tensor_type.shape.CopyFrom(was.type.tensor_type.shape)
-        elif fixed:  # none declared, or an --argmax-only output lost its class axis: leave it to inference
+        dims, rank = was.type.tensor_type.shape.dim, len(vi.type.tensor_type.shape.dim)
+        if declared and len(dims) in (rank, rank + 1):  # rank + 1: an --argmax-only output lost its class axis
+            shape = onnx.TensorShapeProto()
+            shape.dim.extend(dims[:rank])
+            vi.type.tensor_type.shape.CopyFrom(shape)
+        elif fixed:  # none declared: leave it to inference
             vi.type.tensor_type.ClearField("shape")
     if fixed:
         del out.graph.value_info[:]
