@@ -586,6 +586,33 @@ def test_layer_reading_a_slice_of_the_graph_input_is_a_first_layer():
     assert optimize_model(model, threshold=NEG_INF, include_first_layer=True).changed
 
 
+@pytest.mark.parametrize("source", ["x", "hidden"])
+def test_a_scan_body_reading_the_graph_input_step_by_step_is_a_first_layer(source):
+    """A Scan hands its body the scanned input one step at a time: a layer there reading
+    the graph input reads raw features (refused, as outside the Scan); reading a hidden
+    ReLU's output it is rewritten."""
+    rng = np.random.default_rng(14)
+    body = helper.make_graph(
+        [helper.make_node("Gemm", ["xs", "w", "b"], ["g"], transB=1, name="step"),
+         helper.make_node("Relu", ["g"], ["ys"]), helper.make_node("Identity", ["s_in"], ["s_out"])], "body",
+        [vi("s_in", [1]), vi("xs", ["N", 40])], [vi("s_out", [1]), vi("ys", ["N", 48])],
+        [init("w", rng.normal(size=(48, 40)).astype(np.float32)), init("b", rng.normal(size=48).astype(np.float32))])
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m"]), helper.make_node("Relu", ["m"], ["h"]),
+             helper.make_node("Scan", ["s0", source if source == "x" else "h"], ["s", "y"], body=body,
+                              num_scan_inputs=1, name="scan")]
+    model = make_model(nodes, [vi("x", [4, "N", 40])], [vi("y", [4, "N", 48]), vi("h", [4, "N", 40])],
+                       [init("s0", np.zeros(1, np.float32)), init("w0", rng.normal(size=(40, 40)).astype(np.float32))])
+    res = optimize_model(model, threshold=NEG_INF)
+    reasons = {r.layer: r.reason for r in res.rejected}
+    if source == "x":
+        assert "graph input" in reasons["step"] and not res.rewritten
+        forced = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+        assert "step" in [r.candidate.layer for r in forced.rewritten]
+    else:
+        assert [r.candidate.layer for r in res.rewritten] == ["step"]
+        assert_equivalent(model, res.model, lambda r: {"x": r.normal(size=(4, 3, 40)).astype(np.float32)})
+
+
 def test_initializers_listed_as_inputs_stay_inputs():
     """keep_initializers_as_inputs exports (IR >= 4): the written model takes the same inputs,
     except the weights a rewrite replaced; timing copies drop them (measure/timing.py)."""

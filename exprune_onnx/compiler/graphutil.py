@@ -72,6 +72,23 @@ def is_graph_input(tensor: gs.Tensor, graph: gs.Graph) -> bool:
     return any(t is tensor for t in graph.inputs)
 
 
+def body_input_source(tensor: gs.Tensor, body: gs.Graph, model_graph: gs.Graph) -> tuple[gs.Tensor, gs.Graph] | None:
+    """The outer tensor a Loop/Scan body's formal input starts as, and the graph holding it:
+    a Scan's states and scanned inputs are its own inputs in order, a Loop's carried
+    values its inputs from the third on (the first two, the trip count and condition,
+    start as no tensor of the outer graph). None for anything else."""
+    index = next((i for i, t in enumerate(body.inputs) if t is tensor), None)
+    for graph in all_graphs(model_graph):
+        for node in graph.nodes:
+            if index is None or not any(v is body for v in node.attrs.values()):
+                continue
+            if node.op not in ("Scan", "Loop") or (node.op == "Loop" and index < 2) or index >= len(node.inputs):
+                return None
+            outer = node.inputs[index]
+            return (outer, graph) if outer.name else None
+    return None
+
+
 def describe(node: gs.Node) -> str:
     return f"{node.op} '{node.name}'" if node.name else f"{node.op} -> '{node.outputs[0].name}'"
 

@@ -23,7 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..compiler.graphutil import describe, is_graph_input, unique_name
+from ..compiler.graphutil import body_input_source, describe, is_graph_input, unique_name
 from ..config import choose_k
 from .base import Candidate, Context, Rewritten
 
@@ -42,10 +42,18 @@ def layer_name(node: gs.Node, ctx: Context) -> str:
 
 
 def reads_raw_input(x: gs.Tensor, ctx: Context) -> bool:
-    t = x
+    """Whether ``x`` is the model's input, through layout ops and into the Loop/Scan
+    bodies it is fed to (a Scan's body reads it one step at a time)."""
+    t, graph = x, ctx.graph
     for _ in range(16):
         if is_graph_input(t, ctx.model_graph):
             return True
+        if graph is not ctx.model_graph and is_graph_input(t, graph):
+            outer = body_input_source(t, graph, ctx.model_graph)
+            if outer is None:
+                return False
+            t, graph = outer
+            continue
         if not t.inputs or t.inputs[0].op not in _LAYOUT_OPS:
             return False
         t = t.inputs[0].inputs[0]
