@@ -33,6 +33,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .. import ops
+from ..compiler.canonicalize import constants_to_initializers
 from ..compiler.graphutil import all_graphs
 from ..errors import error_message
 from ..io.data import Dataset
@@ -65,6 +66,9 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
         reason = f"the compiler cannot analyse the original ({error_message(exc)})"
         return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
     graph = gs.import_onnx(optimized)
+    # As the original was read: an IR 3 model's body weights are Constant nodes (the
+    # compiler writes them back so, pipeline._list_initializers_as_inputs).
+    constants_to_initializers(graph)
     ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
     layers = [traced(node, candidates) for node in ours if node.op not in SPARSE_OPS]
     by_name = verify_sparse.tensors_by_name(canonical)
