@@ -356,6 +356,28 @@ def test_verify_accepts_and_catches_tampering():
         assert failed and any(words in r.detail for r in failed), (tamper, rows)
 
 
+@pytest.mark.parametrize("opset", [9, 10, 11, 13])
+def test_verify_reads_the_original_at_its_own_opset(opset):
+    """Before opset 11 Clip's bounds are attributes, and before 13 Unsqueeze's axes: verify
+    reads the original group (Conv -> BN -> Clip(0, 6)) and a weight Unsqueeze makes at
+    the model's opset, as the compiler does (it read both at 13 and failed them)."""
+    from helpers import conv_model
+
+    act = "clip_attrs" if opset < 11 else "clip_inputs"
+    model = conv_model(act=act, opset=opset, bn=False)  # a BatchNorm folded into W would hide the Unsqueeze
+    if opset < 13:  # the weight as a 2-D matrix unsqueezed, as a 1x1 conv's sometimes is
+        w = next(t for t in model.graph.initializer if t.name == "W")
+        flat = numpy_helper.to_array(w)[:, :, 1, 1].copy()
+        w.CopyFrom(numpy_helper.from_array(flat, "W2d"))
+        model.graph.node.insert(0, helper.make_node("Unsqueeze", ["W2d"], ["W"], axes=[2, 3]))
+        conv_node = next(n for n in model.graph.node if n.op_type == "Conv")
+        conv_node.ClearField("attribute")
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert [s.layer for s in res.sparse] == ["conv"]
+    rows = verify(model, res.model, random_dataset(model, 4, 0))
+    assert all(r.ok for r in rows), rows
+
+
 def test_flops_count_the_inputs_read():
     """The dense count is the Conv's; the op's stats [non-zero read, total] give the skipped share."""
     from exprune_onnx.measure.compare import compare

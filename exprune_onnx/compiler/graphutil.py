@@ -123,6 +123,11 @@ def _shape_for_proof(t: gs.Tensor, proof: dict | None) -> tuple | None:
     return None if dims is None else tuple(dims)
 
 
+def opset_of(graph: gs.Graph, model_graph: gs.Graph) -> int:
+    """The default-domain opset ``graph`` (the model's graph or a body in it) is read at."""
+    return int(graph.opset or model_graph.opset)
+
+
 def all_graphs(graph: gs.Graph) -> list[gs.Graph]:
     """The graph and every If/Loop/Scan body inside it, outermost first."""
     return [graph] + list(graph.subgraphs(recursive=True))

@@ -72,7 +72,8 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
     ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
     layers = [traced(node, candidates) for node in ours if node.op not in SPARSE_OPS]
     by_name = verify_sparse.tensors_by_name(canonical)
-    sparse = [verify_sparse.trace(node, by_name) if node.op == ops.SPARSE_MATMUL else trace_conv(node, canonical)
+    sparse = [verify_sparse.trace(node, by_name, int(canonical.opset)) if node.op == ops.SPARSE_MATMUL
+              else trace_conv(node, canonical)
               for node in ours if node.op in SPARSE_OPS]
     problems = header_problems(original, optimized, layers + sparse)
     seen: dict[str, Layer] = {}

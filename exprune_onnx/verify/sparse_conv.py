@@ -17,20 +17,20 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..compiler.graphutil import all_graphs, const_value, describe
+from ..compiler.graphutil import all_graphs, const_value, describe, opset_of
 from ..config import Options
 from ..passes.sparse_conv import repack
 from ..passes.zeros import zero_writer
 from ..rules import chain
 from ..rules.base import Context
-from .sparse_matmul import OPSET, SparseLayer, writes_zeros
+from .sparse_matmul import SparseLayer, writes_zeros
 
 
-def _group_of(conv: gs.Node, graph: gs.Graph, y_name: str, m: int):
+def _group_of(conv: gs.Node, graph: gs.Graph, y_name: str, m: int, opset: int):
     """The chain after ``conv`` in the canonical original that ends in ``y_name``, or a reason."""
     if conv.outputs[0].name == y_name:
         return None
-    ctx = Context(graph, graph, OPSET, Options(), set())
+    ctx = Context(graph, graph, opset, Options(), set())
     found = chain.follow(conv.outputs[0], ctx, m, 1, 4)
     if isinstance(found, str):
         return f"the original Conv's group cannot be fused ({found})"
@@ -46,10 +46,10 @@ def _conv_reading(canonical: gs.Graph, x_name: str, y_name: str):
         for node in g.nodes:
             if node.op != "Conv" or (node.domain or "") not in ("", "ai.onnx") or node.inputs[0].name != x_name:
                 continue
-            w = const_value(node.inputs[1], OPSET)
+            w = const_value(node.inputs[1], opset_of(g, canonical))
             if w is None or w.ndim != 4:
                 continue
-            group = _group_of(node, g, y_name, int(w.shape[0]))
+            group = _group_of(node, g, y_name, int(w.shape[0]), opset_of(g, canonical))
             if not isinstance(group, str):
                 return node, g, group
             best = best or group
@@ -72,12 +72,13 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
         bad(found or f"it writes '{op.outputs[0].name}', which the original does not compute with a Conv "
                      f"reading '{x.name}'")
         return layer
-    conv, _graph, group = found
+    conv, graph, group = found
+    opset = opset_of(graph, canonical)
     layer.original = [conv] + (group.nodes if group is not None else [])
-    w = const_value(conv.inputs[1], OPSET).astype(np.float64)
+    w = const_value(conv.inputs[1], opset).astype(np.float64)
     bias = None
     if len(conv.inputs) > 2 and conv.inputs[2].name:
-        bias = const_value(conv.inputs[2], OPSET).astype(np.float64).reshape(-1)
+        bias = const_value(conv.inputs[2], opset).astype(np.float64).reshape(-1)
     if group is not None:
         w = w * group.scale.reshape(-1, 1, 1, 1)
         bias = group.bias + group.scale * (bias if bias is not None else 0.0)

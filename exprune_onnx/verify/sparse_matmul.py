@@ -21,8 +21,6 @@ from ..compiler.graphutil import all_graphs, const_value, describe
 from ..passes.sparse_input import EARLY_EXIT, relu_sparse_conv
 from ..passes.zeros import zero_writer
 
-OPSET = 13  # for folding constants: the ops involved mean the same in every opset >= 9
-
 
 @dataclass
 class SparseLayer:
@@ -59,7 +57,7 @@ def _default(node: gs.Node | None, op: str) -> bool:
     return node is not None and node.op == op and (node.domain or "") in ("", "ai.onnx")
 
 
-def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
+def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor], opset: int) -> SparseLayer:
     """The original layer ``op`` stands for, and what its weight and bias must be."""
     layer = SparseLayer(op)
     bad = layer.problems.append
@@ -89,7 +87,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
     reduction = group[0]
     if reduction.inputs[0].name != x.name:
         bad(f"it reads '{x.name}', the original {describe(reduction)} reads '{reduction.inputs[0].name}'")
-    stored = const_value(reduction.inputs[1], OPSET)
+    stored = const_value(reduction.inputs[1], opset)
     if stored is None or stored.ndim != 2:
         bad(f"the original {describe(reduction)} has no constant weight matrix")
         return layer
@@ -101,7 +99,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
         w = stored.T if a.get("transB", 0) else stored
         layer.weight = w.astype(np.float64) * float(a.get("alpha", 1.0))
         if len(reduction.inputs) > 2 and reduction.inputs[2].name:
-            bias = const_value(reduction.inputs[2], OPSET)
+            bias = const_value(reduction.inputs[2], opset)
             bias = None if bias is None else bias.astype(np.float64) * float(a.get("beta", 1.0))
             if bias is None:
                 bad(f"the original {describe(reduction)} has a C that is not constant")
@@ -111,7 +109,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor]) -> SparseLayer:
         if len(group) == 2:
             add = group[1]
             other = add.inputs[1] if add.inputs[0] is reduction.outputs[0] else add.inputs[0]
-            bias = const_value(other, OPSET)
+            bias = const_value(other, opset)
             if bias is None:
                 bad(f"the original {describe(add)} does not add a constant")
                 return layer
