@@ -39,6 +39,7 @@ from ..measure.flops import model_flops
 from ..passes import sparse_conv, sparse_input
 from ..rules import RULES, Rule, RuleSet
 from ..rules.base import Candidate, Context, NoMatch, Rewritten
+from . import functions
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
 from .graphutil import all_graphs, model_names
 
@@ -122,6 +123,7 @@ def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict
     the data's), and the proof shapes (rules/base.Context.proof_shapes): the tensors'
     dims under the model's own input dims (If/Loop/Scan bodies too), or None when no
     shapes are given."""
+    model = functions.inline(model)
     graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
     if not shapes:
         return graph, None
@@ -193,6 +195,7 @@ def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
     folded_bn = fold_batchnorm(graph)
     accepted, rejected = find_candidates(graph, options, rules, proof)
     rejected += _unmatched_heads(graph, options, accepted)
+    rejected += [Rejected(name, "function", "-", reason) for name, reason in functions.plan(model)[1].items()]
     return graph, proof, accepted, rejected, folded_c, folded_bn
 
 
@@ -290,7 +293,7 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     entry = out.metadata_props.add()
     entry.key, entry.value = "exprune_onnx.version", __version__
     del out.functions[:]
-    out.functions.extend(original.functions)
+    out.functions.extend(functions.still_called(out.graph, original.functions))  # the inlined ones are gone
     if out.ir_version < 4:
         _list_initializers_as_inputs(out.graph)
     else:

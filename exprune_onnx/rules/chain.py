@@ -108,7 +108,8 @@ def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | 
     chain_users = [u for u in users if u.op in _CHAIN_OPS and is_default_domain(u)]
     if len(chain_users) != 1:
         if not users:
-            return f"'{t.name}' has no consumer"
+            where = "a graph output" if is_graph_output(t, ctx.graph) else "used by no node"
+            return f"'{t.name}' is {where}, with no ReLU-family activation after it"
         found = ", ".join(sorted({u.op for u in users}))
         return f"'{t.name}' does not feed a ReLU-family activation (consumers: {found})"
     if len(users) > 1:
