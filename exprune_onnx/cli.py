@@ -307,6 +307,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
+    from .compiler import functions
     from .compiler.pipeline import infer_shapes
     from .io.bigmodel import model_bytes
     from .io.data import load_dataset
@@ -329,7 +330,8 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         checked = compare(ref, opt, data, log=log)
         feeds = data.first(batch)
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
-    dense, unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(ref, data.input_shapes(ref, input_shapes)))))
+    flat = functions.inline(ref)  # a layer inside a local function counts too
+    dense, unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(flat, data.input_shapes(ref, input_shapes)))))
     # With some layers' shapes unknown, the ops' savings would be set against a partial count.
     saved = None if unknown else flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),

@@ -97,3 +97,19 @@ def test_nothing_to_rewrite_writes_the_functions_as_they_were():
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=10**6, sparse_input=False)
     assert not res.changed and res.model is model
     assert any(r.layer.startswith("conv") for r in res.rejected)  # the inlined layer has a reason like any other
+
+
+def test_evaluate_counts_the_layers_inside_functions(tmp_path):
+    from click.testing import CliRunner
+
+    from exprune_onnx.cli import main
+
+    model = model_with([conv_relu()], "ConvRelu")
+    res = exprune_onnx.optimize_model(model, **OPTIONS)
+    onnx.save(model, tmp_path / "m.onnx")
+    onnx.save(res.model, tmp_path / "o.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "m.onnx"), str(tmp_path / "o.onnx"), "--data",
+                                  str(tmp_path / "d.npz"), "--runs", "2"])
+    assert r.exit_code == 0, r.output
+    assert f"{res.dense_flops / 1e6:.2f} MFLOPs dense" in r.output
