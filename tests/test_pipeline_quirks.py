@@ -700,3 +700,25 @@ def test_a_sequence_output_keeps_its_type_when_shapes_are_given():
     assert res.changed and res.model.graph.output[1] == seq
     feeds = {"x": rng.standard_normal((2, 64)).astype(np.float32)}
     np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_graph_and_node_notes_survive_the_rewrite():
+    """torch's dynamo exporter keeps its export signature in the graph's metadata and a
+    stack trace in each node's: kept on the graph and on every node left as it was."""
+    rng = np.random.default_rng(15)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="first", doc_string="the first layer"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="act1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="fc"), helper.make_node("Relu", ["h2"], ["y"])]
+    helper.set_metadata_props(nodes[0], {"pkg.torch.onnx.stack_trace": "model.py:12"})
+    model = make_model(nodes, [vi("x", ["N", 32])], [vi("y", ["N", 64])],
+                       [init("w1", rng.standard_normal((32, 64)).astype(np.float32)),
+                        init("w2", rng.standard_normal((64, 64)).astype(np.float32))], opset=18, ir_version=10)
+    helper.set_metadata_props(model.graph, {"pkg.torch.export.ExportedProgram.graph_signature": "sig"})
+    res = optimize_model(model, threshold=NEG_INF, min_units=32)
+    assert [r.candidate.layer for r in res.rewritten] == ["fc"]
+    assert {p.key: p.value for p in res.model.graph.metadata_props} == {
+        "pkg.torch.export.ExportedProgram.graph_signature": "sig"}
+    first = next(n for n in res.model.graph.node if n.name == "first")
+    assert first.doc_string == "the first layer"
+    assert {p.key: p.value for p in first.metadata_props} == {"pkg.torch.onnx.stack_trace": "model.py:12"}
+    onnx.checker.check_model(res.model)

@@ -294,11 +294,30 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     entry.key, entry.value = "exprune_onnx.version", __version__
     del out.functions[:]
     out.functions.extend(functions.still_called(out.graph, original.functions))  # the inlined ones are gone
+    _keep_notes(out.graph, original.graph)
     if out.ir_version < 4:
         _list_initializers_as_inputs(out.graph)
     else:
         _keep_listed_initializers(out.graph, original.graph)
     return out
+
+
+def _keep_notes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """The doc strings and metadata the graphsurgeon round trip drops: the graph's
+    (torch's dynamo exporter keeps its export signature there) and those of every node
+    the rewrite left as it was (same name and op; names shared by two nodes are skipped)."""
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(original.metadata_props)
+    nodes = Counter((n.name, n.op_type) for g in _graph_protos(original) for n in g.node)
+    notes = {(n.name, n.op_type): n for g in _graph_protos(original) for n in g.node
+             if n.name and nodes[(n.name, n.op_type)] == 1 and (n.doc_string or n.metadata_props)}
+    for g in _graph_protos(graph):
+        for node in g.node:
+            was = notes.get((node.name, node.op_type))
+            if was is not None:
+                node.doc_string = was.doc_string
+                del node.metadata_props[:]
+                node.metadata_props.extend(was.metadata_props)
 
 
 def _keep_listed_initializers(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
