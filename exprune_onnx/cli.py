@@ -251,7 +251,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 
         calibration_plot(done.calibrated, report.layer_rows(done.result, done.calibrated.counts_holdout or None),
                          plot_path)
-    report.print_optimized(_console(), done, original, model.name, explain)
+    report.print_optimized(_console(), done, original, model.name, explain, options.argmax_only)
     _console().print(f"wrote {output}")
 
 

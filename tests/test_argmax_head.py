@@ -406,3 +406,16 @@ def test_argmax_only_on_an_output_no_head_makes_says_so():
     # A head the rule matched but refused has the rule's row only (here: too few units).
     refused = optimize_model(head_model(logits_output=True), threshold=NEG_INF, argmax_only=("z",), min_units=1000)
     assert [r.layer for r in refused.rejected if r.rule == "argmax_head"] == ["head"]
+
+
+@pytest.mark.parametrize(("min_units", "warned"), [(10**6, True), (8, False)])
+def test_an_argmax_only_output_left_as_scores_is_warned_of(tmp_path, min_units, warned):
+    """--argmax-only on a head the rule refuses (here: too few units) leaves the scores as
+    they were: said in a warning, not only in --explain."""
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(head_model(tail="softmax", logits_output=True), src)
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--argmax-only", "p", "--objective", "flops",
+                                  "--threshold=-inf", "--min-units", str(min_units)])
+    assert r.exit_code == 0, r.output
+    text = "warning: --argmax-only p: not rewritten as an arg-max head, the output stays the scores"
+    assert (text in " ".join(r.output.split())) == warned, r.output

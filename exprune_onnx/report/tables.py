@@ -352,7 +352,8 @@ def changed_values(checked) -> list:
             if d.top1_agreement is None and not d.index and d.runs is None and d.max_rel > MOVED]
 
 
-def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool) -> None:
+def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool,
+                    argmax_only: tuple = ()) -> None:
     """What `optimize` prints: the tables of a workflow.Optimized and its warnings."""
     from ..io.bigmodel import model_bytes
     from .latency import latency_table
@@ -383,6 +384,11 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
         console.print(f"[yellow]warning:[/] output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its "
                       "largest |value| (no top-1 answer to check there): use a more negative --threshold, or "
                       "--calibration with --metric relerr")
+    still_scores = [o.name for o in done.model.graph.output
+                    if o.name in argmax_only and o.type.tensor_type.elem_type != onnx.TensorProto.INT64]
+    if still_scores:
+        console.print(f"[yellow]warning:[/] --argmax-only {escape(', '.join(still_scores))}: not rewritten as an "
+                      "arg-max head, the output stays the scores (--explain says why)")
     fused = runtime_fused(original)
     if fused:
         console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "
