@@ -42,18 +42,20 @@ def detector() -> onnx.ModelProto:
 
 def chain(*ops: str, opset: int = 17, **softmax) -> onnx.ModelProto:
     """x [N, 12] -> MatMul -> each of ``ops`` in turn (a constant second operand where
-    one is needed) -> y."""
+    one is needed; Slice0 and Slice1 slice [0:1] of axis 0 or 1) -> y."""
     nodes, last = [helper.make_node("MatMul", ["x", "w"], ["t0"])], "t0"
     for i, op in enumerate(ops, 1):
-        extra = {"TopK": ["k"], "Reshape": ["shape"], "Add": ["c"], "Sub": ["c"], "Mul": ["c"]}.get(op, [])
+        extra = {"TopK": ["k"], "Reshape": ["shape"], "Add": ["c"], "Sub": ["c"], "Mul": ["c"],
+                 "Slice0": ["zero", "one", "zero"], "Slice1": ["zero", "one", "one"]}.get(op, [])
         attrs = softmax if op in ("Softmax", "LogSoftmax") else {}
         outputs = [f"t{i}", f"t{i}_index"] if op == "TopK" else [f"t{i}"]
-        nodes.append(helper.make_node(op, [last, *extra], outputs, **attrs))
+        nodes.append(helper.make_node(op.rstrip("01"), [last, *extra], outputs, **attrs))
         last = f"t{i}"
     nodes.append(helper.make_node("Identity", [last], ["y"]))
     return make_model(nodes, [_out("x", ["N", 12])], [_out("y", None)],
                       [init("w", scaled_normal(12, 6)), init("k", np.array([3], np.int64)),
-                       init("shape", np.array([0, 2, 3], np.int64)), init("c", np.ones(1, np.float32))], opset=opset)
+                       init("shape", np.array([0, 2, 3], np.int64)), init("c", np.ones(1, np.float32)),
+                       init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64))], opset=opset)
 
 
 @pytest.mark.parametrize(("ops", "opset", "softmax", "kind"), [
@@ -66,6 +68,8 @@ def chain(*ops: str, opset: int = 17, **softmax) -> onnx.ModelProto:
     (("Sigmoid",), 17, {}, "other"),
     (("TopK",), 17, {}, "topk"),
     (("Sub",), 17, {}, "head"),  # x - c keeps the ranking
+    (("Slice0",), 17, {}, "head"),  # the first row: the classes stay whole
+    (("Slice1",), 17, {}, "other"),  # the first class only
 ])
 def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, softmax, kind):
     model = onnx.shape_inference.infer_shapes(chain(*ops, opset=opset, **softmax))

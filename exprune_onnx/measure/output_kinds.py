@@ -20,6 +20,7 @@ behind ops this does not follow); [N, T, C] outputs need a head
 from __future__ import annotations
 
 import onnx
+import onnx.numpy_helper
 
 from .. import ops
 
@@ -41,7 +42,9 @@ def _opset(model: onnx.ModelProto) -> int:
 
 def _kinds(graph: onnx.GraphProto, opset: int) -> dict[str, str]:
     producer = {name: node for node in graph.node for name in node.output}
-    constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    constants = {t.name: t for t in graph.initializer}
+    constants.update((n.output[0], n.attribute[0].t) for n in graph.node
+                     if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value")
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.output]
              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
     return {o.name: _kind(o.name, producer, constants, ranks, opset) for o in graph.output}
@@ -67,11 +70,24 @@ def _kind(name: str, producer: dict, constants: set, ranks: dict, opset: int) ->
             if len(live) != 1 or (node.op_type in ("Sub", "Div") and live[0] != node.input[0]):
                 return "other"
             name = live[0]
-        elif node.op_type in _PASS:
+        elif node.op_type in _PASS or (node.op_type == "Slice" and _keeps_last_axis(node, constants, ranks)):
             name = node.input[0]
         else:
             return "other"
     return "other"
+
+
+def _keeps_last_axis(node: onnx.NodeProto, constants: dict, ranks: dict) -> bool:
+    """Whether a Slice leaves the last axis whole (logits[:, -1:] keeps the classes)."""
+    if len(node.input) > 3:
+        axes = constants.get(node.input[3])
+        axes = None if axes is None else onnx.numpy_helper.to_array(axes).reshape(-1).tolist()
+    else:
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    rank = ranks.get(node.output[0])
+    if axes is None or rank is None:  # no axes: every axis is sliced
+        return False
+    return all(a != -1 and a != rank - 1 for a in axes)
 
 
 def _on_last_axis(node: onnx.NodeProto, rank: int | None, opset: int) -> bool:
