@@ -419,3 +419,14 @@ def test_an_argmax_only_output_left_as_scores_is_warned_of(tmp_path, min_units, 
     assert r.exit_code == 0, r.output
     text = "warning: --argmax-only p: not rewritten as an arg-max head, the output stays the scores"
     assert (text in " ".join(r.output.split())) == warned, r.output
+
+
+def test_a_softmax_on_axis_1_after_a_gemm_of_unknown_shape_is_on_the_class_axis():
+    """Shape inference stops at an op it does not know (onnxruntime's FusedGemm in a model
+    it optimised), but a Gemm's result is still a matrix: Softmax(axis=1) is on its classes."""
+    model = head_model(tail="softmax")
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.domain = "Unknown", "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    res = optimize_model(model, threshold=NEG_INF, min_units=8)
+    assert "ExPruneArgmaxHead" in node_types(res.model), [r.reason for r in res.rejected]

@@ -78,6 +78,8 @@ def _follow(t: gs.Tensor, ctx: Context):
     """Walk to the arg-max: (nodes, index tensor, keepdims, problem) or None if this is no head."""
     nodes: list[gs.Node] = []
     rank = len(t.shape) if t.shape is not None else None
+    if rank is None and t.inputs and t.inputs[0].op == "Gemm":
+        rank = 2  # a Gemm's result is a matrix even where inference gave no shape
     while True:
         users = list(t.outputs)
         if is_graph_output(t, ctx.graph):
