@@ -113,3 +113,20 @@ def test_evaluate_counts_the_layers_inside_functions(tmp_path):
                                   str(tmp_path / "d.npz"), "--runs", "2"])
     assert r.exit_code == 0, r.output
     assert f"{res.dense_flops / 1e6:.2f} MFLOPs dense" in r.output
+
+
+def test_overloads_are_told_apart():
+    """IR 10 overloads share a name: the one the graph calls is the one looked into,
+    whichever order the model lists them in."""
+    for order in (1, -1):
+        with_layer, plain = conv_relu(), conv_relu()
+        with_layer.overload, plain.overload = "layer", "plain"
+        del plain.node[:2]
+        plain.node[0].input[0] = "x"  # the plain overload only passes x on
+        model = model_with([with_layer, plain][::order], "ConvRelu")
+        model.ir_version = 10
+        next(n for n in model.graph.node if n.op_type == "ConvRelu").overload = "layer"
+        onnx.checker.check_model(model)
+        res = exprune_onnx.optimize_model(model, **OPTIONS)
+        assert "ExPruneConvRelu" in node_types(res.model), order
+        assert_equivalent(model, res.model, feeds)

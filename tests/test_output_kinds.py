@@ -40,69 +40,95 @@ def detector() -> onnx.ModelProto:
                        init("wf", scaled_normal(64, 6)), init("gamma", np.ones(6, np.float32))], opset=17)
 
 
-def chain(*ops: str, opset: int = 17, **softmax) -> onnx.ModelProto:
-    """x [N, 12] -> MatMul -> each of ``ops`` in turn (a constant second operand where
-    one is needed; Slice0 and Slice1 slice [0:1] of axis 0 or 1) -> y."""
+def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
+    """x [N, 12] -> MatMul -> [N, 6] -> each of ``ops`` in turn (a constant second operand
+    where one is needed; Reshape to [N, 1, 6], or [N, 3, 2] with ``split``; Slice0 and
+    Slice1 slice [0:1] of axis 0 or 1) -> y."""
     nodes, last = [helper.make_node("MatMul", ["x", "w"], ["t0"])], "t0"
     for i, op in enumerate(ops, 1):
-        extra = {"TopK": ["k"], "Reshape": ["shape"], "Add": ["c"], "Sub": ["c"], "Mul": ["c"],
+        extra = {"TopK": ["k"], "Reshape": ["split" if options.get("split") else "shape"], "Add": ["c"], "Sub": ["c"],
+                 "Mul": ["c"], "LayerNormalization": ["g"], "MatMul": ["w6"],
                  "Slice0": ["zero", "one", "zero"], "Slice1": ["zero", "one", "one"]}.get(op, [])
-        attrs = softmax if op in ("Softmax", "LogSoftmax") else {}
+        attrs = {k: v for k, v in options.items() if k == "axis"} if op in ("Softmax", "LogSoftmax") else {}
         outputs = [f"t{i}", f"t{i}_index"] if op == "TopK" else [f"t{i}"]
         nodes.append(helper.make_node(op.rstrip("01"), [last, *extra], outputs, **attrs))
         last = f"t{i}"
     nodes.append(helper.make_node("Identity", [last], ["y"]))
     return make_model(nodes, [_out("x", ["N", 12])], [_out("y", None)],
                       [init("w", scaled_normal(12, 6)), init("k", np.array([3], np.int64)),
-                       init("shape", np.array([0, 2, 3], np.int64)), init("c", np.ones(1, np.float32)),
-                       init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64))], opset=opset)
+                       init("shape", np.array([0, 1, 6], np.int64)), init("c", np.ones(1, np.float32)),
+                       init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64)),
+                       init("split", np.array([0, 3, 2], np.int64)), init("g", np.ones(6, np.float32)),
+                       init("w6", scaled_normal(6, 6))], opset=opset)
 
 
-@pytest.mark.parametrize(("ops", "opset", "softmax", "kind"), [
+@pytest.mark.parametrize(("ops", "opset", "options", "kind"), [
     ((), 17, {}, "head"),
-    (("Add", "Mul", "Reshape"), 17, {}, "head"),  # a bias, a temperature, [N, T, V] from [N * T, V]
+    (("Add", "Mul", "Reshape"), 17, {}, "head"),  # a bias, a temperature, [N, 1, V] from [N, V]
     (("Softmax",), 17, {}, "head"),
     (("LogSoftmax",), 11, {}, "head"),  # opset 11's default axis 1 is the last of two
-    (("Reshape", "Softmax"), 11, {}, "other"),  # ... but not of three
+    (("Reshape", "Softmax"), 11, {}, "values"),  # ... but not of three
     (("Reshape", "Softmax"), 11, {"axis": 2}, "head"),
-    (("Sigmoid",), 17, {}, "other"),
+    (("Sigmoid",), 17, {}, "unknown"),  # on [N, C]: a multi-label classifier, read by its shape
+    (("Reshape", "Sigmoid"), 17, {}, "values"),  # on [N, T, C]: DETR's boxes
+    (("Reshape", "LayerNormalization"), 17, {}, "values"),  # an encoder's features
     (("TopK",), 17, {}, "topk"),
-    (("Sub",), 17, {}, "head"),  # x - c keeps the ranking
-    (("Slice0",), 17, {}, "head"),  # the first row: the classes stay whole
-    (("Slice1",), 17, {}, "other"),  # the first class only
+    (("Sub", "Tanh", "Mul"), 17, {}, "head"),  # a bias, then Gemma 2's softcap
+    (("Slice0",), 17, {}, "head"),  # logits[:1]
+    (("Slice1",), 17, {}, "head"),  # logits[:, :1]: still classes, fewer
+    (("Reshape",), 17, {"split": True}, "values"),  # [N, 6] -> [N, 3, 2]: a box head's split
 ])
-def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, softmax, kind):
-    model = onnx.shape_inference.infer_shapes(chain(*ops, opset=opset, **softmax))
-    assert output_kinds(model) == {"y": kind}
+def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, options, kind):
+    assert output_kinds(chain(*ops, opset=opset, **options)) == {"y": kind}
 
 
-def test_a_constant_minus_the_scores_is_no_head_and_an_if_branch_is_followed():
-    model = chain("Sub")
-    sub = next(n for n in model.graph.node if n.op_type == "Sub")
-    sub.input[:] = ["c", sub.input[0]]  # c - x reverses the ranking
-    assert output_kinds(model) == {"y": "other"}
+def test_an_if_branch_and_a_local_function_are_followed():
     then_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["a"])], "then", [], [_out("a", None)])
     else_graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["b"])], "else", [], [_out("b", None)])
     branchy = make_model([helper.make_node("If", ["flag"], ["y"], then_branch=then_graph, else_branch=else_graph)],
                          [_out("x", ["N", 12]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
                          [_out("y", None)], [init("w", scaled_normal(12, 6))])
     assert output_kinds(branchy) == {"y": "head"}  # optimum's merged decoders put the logits in an If
+    norm = helper.make_function("local", "Norm", ["x", "g"], ["y"],
+                                [helper.make_node("LayerNormalization", ["x", "g"], ["y"], axis=-1)],
+                                [helper.make_opsetid("", 17)])
+    model = chain("Reshape")
+    model.graph.node[-1].CopyFrom(helper.make_node("Norm", ["t1", "g"], ["y"], domain="local"))
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    model.functions.append(norm)
+    assert output_kinds(model) == {"y": "values"}  # inlined first, as the compiler does
 
 
 def test_only_class_scores_get_top1_agreement_and_the_agreement_metric():
     model = detector()
-    assert output_kinds(model) == {"boxes": "other", "scores": "head", "features": "other"}
+    assert output_kinds(model) == {"boxes": "values", "scores": "head", "features": "values"}
     x = np.abs(np.random.default_rng(0).standard_normal((24, 5, 16))).astype(np.float32)
     diffs = {d.name: d for d in compare(model, model, dataset_of({"x": x}, model), batch=8).outputs}
     assert diffs["scores"].top1_agreement == 1.0
     assert diffs["boxes"].top1_agreement is None and diffs["features"].top1_agreement is None
     boxes = np.zeros((4, 5, 4), np.float32)
-    assert is_scores(boxes) and not is_scores(boxes, "other") and is_scores(boxes, "head")
-    assert choose("auto", boxes, None, "other") == "relerr" and choose("auto", boxes, None, "head") == "agreement"
+    assert is_scores(boxes) and not is_scores(boxes, "values") and is_scores(boxes, "unknown")
+    assert choose("auto", boxes, None, "values") == "relerr" and choose("auto", boxes, None, "unknown") == "agreement"
+    assert choose("agreement", boxes, None, "values") == "agreement"  # asked for by name: the user knows
     topk = np.zeros((4, 3), np.float32)
-    assert is_scores(topk) and not is_scores(topk, "topk") and is_scores(topk, "other")  # [N, C]: a head may hide
+    assert is_scores(topk) and not is_scores(topk, "topk")
     with pytest.raises(DataError, match=r"made by TopK \(sorted values, not class scores\)"):
         choose("agreement", topk, None, "topk")
+
+
+def test_a_model_this_tool_wrote_has_its_originals_kinds():
+    """Our ops are of another domain: the walk stops at them ("unknown", read by shape),
+    never calls them heads, and a box head's split still shows after them."""
+    import exprune_onnx
+
+    model = detector()
+    res = exprune_onnx.optimize_model(model, threshold=float("-inf"), min_units=32)
+    assert res.rewritten
+    assert output_kinds(res.model) == output_kinds(model)
+    split = chain("Relu", "MatMul", "Reshape", split=True)  # the second MatMul reads a ReLU: sparse
+    rewritten = exprune_onnx.optimize_model(split, threshold=float("-inf"), sparse_relu="on")
+    assert "ExPruneSparseMatMul" in [n.op_type for n in rewritten.model.graph.node]
+    assert output_kinds(split) == output_kinds(rewritten.model) == {"y": "values"}
 
 
 def test_calibration_on_a_box_output_budgets_its_relative_error(tmp_path):

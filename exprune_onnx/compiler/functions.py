@@ -18,12 +18,17 @@ from ..io.bigmodel import serializable
 _REDUCTIONS = {"Conv", "Gemm", "MatMul"}
 
 
-def _called(nodes, functions: dict) -> set[tuple[str, str]]:
+def _key(f) -> tuple[str, str, str]:
+    """A function's identity, or the one a node calls: (domain, name, overload) since IR 10."""
+    return (f.domain, f.name if isinstance(f, onnx.FunctionProto) else f.op_type, f.overload)
+
+
+def _called(nodes, functions: dict) -> set[tuple[str, str, str]]:
     """The local functions ``nodes`` call, their If/Loop/Scan bodies included."""
     out = set()
     for node in nodes:
-        if (node.domain, node.op_type) in functions:
-            out.add((node.domain, node.op_type))
+        if _key(node) in functions:
+            out.add(_key(node))
         for a in node.attribute:
             for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 out |= _called(sub.node, functions)
@@ -41,8 +46,9 @@ def _has_reduction(nodes) -> bool:
 
 
 def plan(model: onnx.ModelProto) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """(the functions to inline, {function: why it is not} for those holding a layer)."""
-    functions = {(f.domain, f.name): f for f in model.functions}
+    """(the functions to inline, as the inliner names them: (domain, name); {function:
+    why it is not} for those holding a layer)."""
+    functions = {_key(f): f for f in model.functions}
     if not functions:
         return [], {}
     calls = {key: _called(f.node, functions) for key, f in functions.items()}
@@ -57,7 +63,8 @@ def plan(model: onnx.ModelProto) -> tuple[list[tuple[str, str]], dict[str, str]]
     if not serializable(model):  # the inliner works on the serialized model
         return [], {key[1]: f"its layers are not rewritten: local function '{key[1]}' is in a model over 2 GB, "
                             "which the inliner cannot read" for key in sorted(holding)}
-    return sorted(holding), {}
+    # The inliner takes (domain, name): every overload of a chosen name is inlined.
+    return sorted({key[:2] for key in holding}), {}
 
 
 def inline(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -68,11 +75,11 @@ def inline(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def still_called(graph: onnx.GraphProto, functions) -> list[onnx.FunctionProto]:
     """The ``functions`` that ``graph`` still calls, directly or through another."""
-    by_key = {(f.domain, f.name): f for f in functions}
+    by_key = {_key(f): f for f in functions}
     wanted, todo = set(), _called(graph.node, by_key)
     while todo:
         key = todo.pop()
         if key not in wanted:
             wanted.add(key)
             todo |= _called(by_key[key].node, by_key)
-    return [f for f in functions if (f.domain, f.name) in wanted]
+    return [f for f in functions if _key(f) in wanted]

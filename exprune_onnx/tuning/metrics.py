@@ -28,11 +28,6 @@ METRICS = ("auto", "accuracy", "lost", "agreement", "relerr")
 IGNORE = -100
 
 
-# Why an output that looks like scores is not (``choose``'s message).
-KIND_TEXT = {"topk": "TopK (sorted values, not class scores)",
-             "other": "no MatMul/Gemm head or Softmax over its last axis (boxes or features, not class scores)"}
-
-
 @dataclass
 class Score:
     metric: str
@@ -49,12 +44,10 @@ def is_class_index(a: np.ndarray) -> bool:
 def is_scores(a: np.ndarray, kind: str | None = None) -> bool:
     """Class scores on the last axis: [N, C], or [N, T, C] for a prediction per position.
     Four axes or more are maps (an NCHW segmentation's classes are axis 1): compared by
-    their values only. ``kind`` is what made the output (measure/output_kinds.py; None:
-    not known): TopK's sorted values are no scores, and [N, T, C] are only when a
-    MatMul/Gemm head or a Softmax over the last axis made them (not a box regression)."""
-    if not (a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f") or kind == "topk":
-        return False
-    return a.ndim == 2 or kind in (None, "head")
+    their values only. ``kind`` is what the graph says made the output
+    (measure/output_kinds.py; None: not asked): TopK's sorted values and ``values``
+    (boxes, features) are no scores whatever their shape."""
+    return a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f" and kind not in ("topk", "values")
 
 
 def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -125,14 +118,17 @@ def labelled_mean(hits: np.ndarray, labels: np.ndarray) -> float:
 
 def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kind: str | None = None) -> str:
     """Resolve ``auto``: accuracy with labels, agreement for classifiers, else relative
-    error. ``kind`` is what made the output (``is_scores``)."""
+    error. ``kind`` is what the graph says made the output (``is_scores``): it decides
+    ``auto``; a metric asked for by name is refused only on TopK's values, where any
+    change keeps the arg-max at 0."""
     classifier = is_classifier_output(first_output, kind)
     if metric == "auto":
         metric = "accuracy" if labels is not None and classifier else "agreement" if classifier else "relerr"
     if metric in ("accuracy", "lost") and labels is None:
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
-    if metric in ("accuracy", "lost", "agreement") and not classifier:
-        made = f", made by {KIND_TEXT[kind]}" if kind in KIND_TEXT and is_scores(first_output) else ""
+    named = "topk" if kind == "topk" else None  # by name, boxes may still be scored as classes
+    if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output, named):
+        made = ", made by TopK (sorted values, not class scores)" if named and is_scores(first_output) else ""
         raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
                         f"the scored output has shape {list(first_output.shape)}{made}")
     if metric in ("accuracy", "lost"):
