@@ -199,6 +199,39 @@ def test_labels_that_name_no_class_are_refused(tiny, tmp_path, labels, message):
     assert not (tmp_path / "o.onnx").exists()
 
 
+@pytest.mark.parametrize("confidence", ["0.9", "0"])
+def test_a_bad_label_in_the_part_the_search_never_sees_is_refused(tiny, tmp_path, confidence):
+    """The search sees one part (the ladder part, or the calibration part); the label of a
+    sample it never runs is checked all the same (it was counted as a wrong answer)."""
+    path, npz = tiny
+    with np.load(npz) as f:
+        x, y = f["x"], f["labels"].copy()
+    _seen, unseen = split_indices(len(y), 0.5, 0)  # the CLI's default --holdout and --seed
+    y[unseen[0]] = 10
+    np.savez(npz, x=x, labels=y)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--max-drop", "0.05", "--objective", "flops", "--confidence", confidence])
+    assert r.exit_code == 6 and "label 10 is not a class" in r.output, r.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_samples_without_any_label_are_left_out_of_the_certificate(tiny, tmp_path):
+    """Hugging Face's -100 on whole samples: they cannot lose a right answer, so they are
+    not counted as loss-free testing samples (which would let a larger drop pass)."""
+    path, npz = tiny
+    with np.load(npz) as f:
+        x, y = f["x"], f["labels"].copy()
+    _ladder, test = split_indices(len(y), 0.5, 0)
+    y[test[::2]] = -100
+    np.savez(npz, x=x, labels=y)
+    report = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--max-drop", "0.05", "--objective", "flops", "--report", str(report)])
+    assert r.exit_code == 0, r.output
+    cert = json.loads(report.read_text())["certificate"]
+    assert cert["testing_samples"] == len(test) - len(test[::2])
+
+
 @pytest.mark.parametrize("metric", ["accuracy", "lost"])
 def test_a_metric_that_needs_labels_is_refused_before_any_work(tiny, tmp_path, metric, monkeypatch):
     from exprune_onnx.tuning import search as search_module

@@ -105,3 +105,13 @@ def test_a_one_position_step_s_index_aligns_with_its_scores():
     index = scores.argmax(-1)
     assert top1_agreement(scores, index) == 1.0
     assert score("accuracy", scores, index, index.copy()).drop == 0.0
+
+
+@pytest.mark.parametrize("metric", ["auto", "relerr", "agreement"])
+def test_integer_outputs_other_than_one_class_per_sample_are_not_scored(metric):
+    """TopK's indices [N, 3] are class numbers: their 'relative error' means nothing."""
+    from exprune_onnx.tuning.metrics import choose
+
+    with pytest.raises(DataError, match="name another output with --score-output"):
+        choose(metric, np.zeros((4, 3), np.int64), None)
+    assert choose("auto", np.zeros((4, 1), np.int64), None) == "agreement"  # an arg-max head's answer

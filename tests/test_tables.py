@@ -56,3 +56,28 @@ def test_a_map_that_moves_much_is_warned_of(tmp_path):
     assert r.exit_code == 0 and "warning: output 'd' moved by up to" in r.output, r.output
     r = CliRunner().invoke(main, [*args, "--threshold", "-inf"])
     assert r.exit_code == 0 and "moved by up to" not in r.output, r.output
+
+
+@pytest.mark.parametrize(("parts", "said"), [
+    (("the whole calibration part",), "over budget on the whole calibration part"),
+    (("the held-out part",), "over budget on the held-out part, which therefore took part in the final choice"),
+])
+def test_a_back_off_names_the_part_that_was_over_budget(parts, said):
+    """With --holdout 0 there is no held-out part to blame: the confirmation on the whole
+    calibration part (screened on a subset) is what can send the choice down a rung."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from exprune_onnx.report.tables import calibration_table
+    from exprune_onnx.tuning.metrics import Score
+
+    outcome = SimpleNamespace(split=(3000, 0), output="y", metric="accuracy", max_drop=0.01, rule="threshold",
+                              trials=[], passes=2.0, seconds=1.0, calibration=Score("accuracy", 0.9, 0.895, 0.005),
+                              saved_calibration=0.1, result=SimpleNamespace(uncounted_nodes=0), holdout=None,
+                              met=True, backoffs=1, backoff_parts=parts)
+    console = Console(width=400, record=True)
+    console.print(calibration_table(outcome))
+    text = console.export_text()
+    assert f"met after backing off 1 rung(s): the first choice was {said}" in text
+    assert ("held-out" in text) == ("the held-out part" in parts)

@@ -240,8 +240,10 @@ def calibration_table(outcome) -> Table:
         return t
     verdict = "met" if outcome.met else "NOT met on the held-out part"
     if outcome.backoffs:
-        verdict += (f" after backing off {outcome.backoffs} rung(s): the first choice was over budget on the "
-                    "held-out part, which therefore took part in the final choice")
+        parts = " and ".join(outcome.backoff_parts) or "a part"
+        verdict += f" after backing off {outcome.backoffs} rung(s): the first choice was over budget on {parts}"
+        if "the held-out part" in outcome.backoff_parts:
+            verdict += ", which therefore took part in the final choice"
     t.add_row("budget", verdict)
     return t
 
@@ -281,6 +283,7 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         vars(outcome.holdout) | {"flops_saved": None if unknown else outcome.saved_holdout},
         "budget_met": outcome.met,
         "held_out_backoffs": outcome.backoffs,
+        "backoff_parts": list(outcome.backoff_parts),
         "seconds": outcome.seconds,
         "passes": outcome.passes,
         "certificate": certificate_json(getattr(outcome, "certificate", None)),

@@ -31,7 +31,7 @@ from ..io.data import Dataset
 from ..measure.compare import with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
-from .metrics import IGNORE, Score, agrees, answers, predictions, score
+from .metrics import IGNORE, Score, agrees, answers, check_labels, predictions, score
 from .risk import RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
@@ -192,6 +192,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome = search(original, plain, subset(data, ladder_idx), metric=metric, max_drop=max_drop, holdout=0.0,
                      seed=seed, batch=batch, log=log, **search_args)
     rungs = ladder(outcome.shares, step_down)
+    test_idx = _labelled(outcome.metric, data, test_idx)
     tester, finals = None, {}  # finals: rung -> (outputs, counters) of the rungs run to the end
 
     def progress(rows):
@@ -200,6 +201,8 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
             f"{passes:.1f} passes over the data")
 
     tester = Tester(original, data, test_idx, batch, outcome.metric, max_drop, progress, outcome.output)
+    if outcome.metric in ("accuracy", "lost"):  # the search checked the ladder part's labels only
+        check_labels(tester.labels, tester.reference)
     test = RiskTest(len(test_idx), max_drop, confidence, tester.binary())
     cert = Certificate(confidence, max_drop, LOSS_NAMES[outcome.metric],
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
@@ -234,6 +237,19 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome.passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data)
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _labelled(metric: str, data: Dataset, indices: np.ndarray) -> np.ndarray:
+    """The testing samples that can lose a right answer: a sample whose labels are all
+    -100 has none, and counted as loss-free it would thin out the losses the bound is on."""
+    if metric not in ("accuracy", "lost") or data.labels is None:
+        return indices
+    labels = data.labels_of(indices)
+    kept = indices[(labels != IGNORE).reshape(len(indices), -1).any(1)]
+    if not len(kept):
+        raise DataError(f"every label of the {len(indices)} testing samples is {IGNORE} (no label): there is "
+                        "nothing to certify the budget on")
+    return kept
 
 
 def _retime(original, outcome, shares: dict, data: Dataset, indices: np.ndarray, latency: tuple[int, int],

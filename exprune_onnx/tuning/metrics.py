@@ -92,7 +92,7 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
     """Raise DataError unless ``labels`` hold one class of ``output`` (a classifier's output)
     for each of its predictions: any other label would count as wrong before and after,
     so no answer could ever be lost."""
-    want = predictions(output).shape
+    want = (output.size,) if is_class_index(output) else output.shape[:-1]  # predictions(output).shape, uncomputed
     if labels.shape != want:
         raise DataError(f"the labels have shape {list(labels.shape)}, the model's predictions {list(want)}: give one "
                         "class index per prediction (for one-hot labels, their arg-max)")
@@ -121,6 +121,10 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kin
     error. ``kind`` is what the graph says made the output (``is_scores``): it decides
     ``auto``; a metric asked for by name is refused only on TopK's values, where any
     change keeps the arg-max at 0."""
+    if first_output.dtype.kind in "iub" and not is_class_index(first_output):
+        raise DataError(f"the scored output holds {first_output.dtype} values of shape {list(first_output.shape)} "
+                        "(indices or flags, not scores, nor one class per sample), which no metric reads: name "
+                        "another output with --score-output")
     classifier = is_classifier_output(first_output, kind)
     if metric == "auto":
         metric = "accuracy" if labels is not None and classifier else "agreement" if classifier else "relerr"

@@ -84,12 +84,13 @@ class Outcome:
     met: bool
     seconds: float
     trials: list[Trial] = field(default_factory=list)
-    backoffs: int = 0  # rungs stepped down after the held-out check
+    backoffs: int = 0  # rungs stepped down after the final checks
     latency: object = None  # objective.LatencyChoice under the latency objective
     planner: Planner | None = None
     passes: float = 0.0  # samples run through a model (original, probe or compiled) / samples given
     certificate: object = None  # certify.Certificate under --confidence
     output: str = ""  # the output the metric scores: the model's first
+    backoff_parts: tuple[str, ...] = ()  # the parts the first choice was over budget on
 
     def rung_options(self, shares: dict[str, float | str | None]) -> Options:
         """The options of an allocation, with the latency objective's sparse-consumer choice."""
@@ -282,7 +283,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if not stats:
         raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, screen_idx, batch, output)
-    metric = choose(metric, runner.reference, runner.labels, output_kinds(original).get(output))
+    # Labels are checked for the whole data, not only the screened part the runner holds.
+    every = np.broadcast_to(runner.reference[:1], (len(data), *runner.reference.shape[1:]))
+    metric = choose(metric, every, data.labels, output_kinds(original).get(output))
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
@@ -328,7 +331,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     hold_runner = Runner(original, data, hold_idx, batch, output) if len(hold_idx) else None
     # Screened on a subset: the finalist is confirmed on the whole calibration part too.
     full = runner if len(screen_idx) == len(calib_idx) else Runner(original, data, calib_idx, batch, output)
-    shares, backoffs = best.shares, 0
+    shares, backoffs, parts = best.shares, 0, ()
     while True:
         final_options = planner.options(shares)
         result = optimize(original, final_options)
@@ -342,6 +345,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         within = calib_score.drop <= max_drop + 1e-9 and (hold_score is None or hold_score.drop <= max_drop + 1e-9)
         if within or all(not isinstance(v, float) for v in shares.values()):
             break
+        if not backoffs:
+            parts = tuple(name for name, sc in (("the whole calibration part", calib_score), ("the held-out part", hold_score))
+                          if sc is not None and sc.drop > max_drop + 1e-9)
         shares, backoffs = step_down(shares), backoffs + 1
     timed = None
     if latency is not None and (result.changed or times_zero_inputs(final_options)):
@@ -362,7 +368,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
-                   backoffs, timed, planner, rows / len(data), output=output)
+                   backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,
