@@ -40,7 +40,7 @@ import onnx
 
 from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
-from ..errors import DataError, RuntimeCheckError, error_message, original_failed
+from ..errors import ConfigError, DataError, RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
 from ..measure.compare import run_counting, with_stats
 from ..measure.counters import flops_saved
@@ -260,7 +260,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     ``output`` names the graph output the metric scores (default: the first)."""
     names = [o.name for o in original.graph.output]
     if output and output not in names:
-        raise DataError(f"--score-output names {output!r}, which the model does not output (its outputs: "
+        raise ConfigError(f"--score-output names {output!r}, which the model does not output (its outputs: "
                         f"{', '.join(names)})")
     output = output or names[0]
     if rule not in CHOICES:
