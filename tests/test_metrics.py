@@ -108,10 +108,12 @@ def test_a_one_position_step_s_index_aligns_with_its_scores():
 
 
 @pytest.mark.parametrize("metric", ["auto", "relerr", "agreement"])
-def test_integer_outputs_other_than_one_class_per_sample_are_not_scored(metric):
-    """TopK's indices [N, 3] are class numbers: their 'relative error' means nothing."""
+def test_topk_outputs_are_not_scored(metric):
+    """TopK's sorted values keep their arg-max at 0, its indices [N, 3] are class numbers:
+    no metric reads either. Other integer outputs are read as before."""
     from exprune_onnx.tuning.metrics import choose
 
-    with pytest.raises(DataError, match="name another output with --score-output"):
-        choose(metric, np.zeros((4, 3), np.int64), None)
-    assert choose("auto", np.zeros((4, 1), np.int64), None) == "agreement"  # an arg-max head's answer
+    with pytest.raises(DataError, match="made by TopK .* name another output with --score-output"):
+        choose(metric, np.zeros((4, 3), np.int64), None, "topk")
+    assert choose("auto", np.zeros((4, 1), np.int64), None, "topk") == "agreement"  # TopK(k=1): the answer
+    assert choose("auto", np.zeros((4, 3), np.int64), None) == "relerr"

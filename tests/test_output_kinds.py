@@ -41,9 +41,9 @@ def detector() -> onnx.ModelProto:
 
 
 def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
-    """x [N, 12] -> MatMul -> [N, 6] -> each of ``ops`` in turn (a constant second operand
-    where one is needed; Reshape to [N, 1, 6], or [N, 3, 2] with ``split``; Slice0 and
-    Slice1 slice [0:1] of axis 0 or 1) -> y."""
+    """x [N, 12] -> MatMul -> [N, 8] -> each of ``ops`` in turn (a constant second operand
+    where one is needed; Reshape to [N, 1, 8], or [N, 2, 4] boxes with ``split``; Slice0
+    and Slice1 slice [0:1] of axis 0 or 1) -> y."""
     nodes, last = [helper.make_node("MatMul", ["x", "w"], ["t0"])], "t0"
     for i, op in enumerate(ops, 1):
         extra = {"TopK": ["k"], "Reshape": ["split" if options.get("split") else "shape"], "Add": ["c"], "Sub": ["c"],
@@ -55,11 +55,11 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
         last = f"t{i}"
     nodes.append(helper.make_node("Identity", [last], ["y"]))
     return make_model(nodes, [_out("x", ["N", 12])], [_out("y", None)],
-                      [init("w", scaled_normal(12, 6)), init("k", np.array([3], np.int64)),
-                       init("shape", np.array([0, 1, 6], np.int64)), init("c", np.ones(1, np.float32)),
+                      [init("w", scaled_normal(12, 8)), init("k", np.array([3], np.int64)),
+                       init("shape", np.array([0, 1, 8], np.int64)), init("c", np.ones(1, np.float32)),
                        init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64)),
-                       init("split", np.array([0, 3, 2], np.int64)), init("g", np.ones(6, np.float32)),
-                       init("w6", scaled_normal(6, 6))], opset=opset)
+                       init("split", np.array([0, 2, 4], np.int64)), init("g", np.ones(8, np.float32)),
+                       init("w6", scaled_normal(8, 8))], opset=opset)
 
 
 @pytest.mark.parametrize(("ops", "opset", "options", "kind"), [
@@ -67,7 +67,7 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
     (("Add", "Mul", "Reshape"), 17, {}, "head"),  # a bias, a temperature, [N, 1, V] from [N, V]
     (("Softmax",), 17, {}, "head"),
     (("LogSoftmax",), 11, {}, "head"),  # opset 11's default axis 1 is the last of two
-    (("Reshape", "Softmax"), 11, {}, "values"),  # ... but not of three
+    (("Reshape", "Softmax"), 11, {}, "head"),  # a Softmax ends the walk, on any axis
     (("Reshape", "Softmax"), 11, {"axis": 2}, "head"),
     (("Sigmoid",), 17, {}, "unknown"),  # on [N, C]: a multi-label classifier, read by its shape
     (("Reshape", "Sigmoid"), 17, {}, "values"),  # on [N, T, C]: DETR's boxes
@@ -76,7 +76,7 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
     (("Sub", "Tanh", "Mul"), 17, {}, "head"),  # a bias, then Gemma 2's softcap
     (("Slice0",), 17, {}, "head"),  # logits[:1]
     (("Slice1",), 17, {}, "head"),  # logits[:, :1]: still classes, fewer
-    (("Reshape",), 17, {"split": True}, "values"),  # [N, 6] -> [N, 3, 2]: a box head's split
+    (("Reshape",), 17, {"split": True}, "values"),  # [N, 8] -> [N, 2, 4]: a box head's split
 ])
 def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, options, kind):
     assert output_kinds(chain(*ops, opset=opset, **options)) == {"y": kind}
@@ -99,6 +99,59 @@ def test_an_if_branch_and_a_local_function_are_followed():
     assert output_kinds(model) == {"y": "values"}  # inlined first, as the compiler does
 
 
+def test_written_out_normalisations_and_concatenated_boxes_are_values():
+    w = init("w", scaled_normal(16, 8))
+    eps, two = init("eps", np.full(1, 1e-5, np.float32)), init("two", np.full(1, 2.0, np.float32))
+    # LayerNorm as torch writes it below opset 17: (x - mean) / sqrt(var + eps)
+    layer_norm = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                  helper.make_node("ReduceMean", ["h"], ["mu"], axes=[-1]), helper.make_node("Sub", ["h", "mu"], ["d"]),
+                  helper.make_node("Pow", ["d", "two"], ["sq"]), helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+                  helper.make_node("Add", ["var", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["sd"]),
+                  helper.make_node("Div", ["d", "sd"], ["y"])]
+    model = make_model(layer_norm, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])], [w, eps, two], opset=13)
+    assert output_kinds(model) == {"y": "values"}
+    # RMSNorm: x * (1 / sqrt(mean(x^2) + eps))
+    rms = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "h"], ["sq"]),
+           helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1]), helper.make_node("Add", ["ms", "eps"], ["me"]),
+           helper.make_node("Sqrt", ["me"], ["r"]), helper.make_node("Reciprocal", ["r"], ["inv"]),
+           helper.make_node("Mul", ["h", "inv"], ["y"])]
+    model = make_model(rms, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])], [w, eps], opset=13)
+    assert output_kinds(model) == {"y": "values"}
+    # SSD: two feature maps' box regressions, each [N, A_i * 4] -> [N, A_i, 4], concatenated on the anchors
+    shape = init("shape", np.array([0, -1, 4], np.int64))
+    ssd = [helper.make_node("Flatten", ["x"], ["f"]),
+           helper.make_node("MatMul", ["f", "wa"], ["a"]), helper.make_node("Reshape", ["a", "shape"], ["ra"]),
+           helper.make_node("MatMul", ["f", "wb"], ["b"]), helper.make_node("Reshape", ["b", "shape"], ["rb"]),
+           helper.make_node("Concat", ["ra", "rb"], ["y"], axis=1)]
+    model = make_model(ssd, [_out("x", ["N", 5, 16])], [_out("y", ["N", 6, 4])],
+                       [shape, init("wa", scaled_normal(80, 8)), init("wb", scaled_normal(80, 16))])
+    assert output_kinds(model) == {"y": "values"}
+    ssd[-1] = helper.make_node("Concat", ["ra", "rb"], ["y"], axis=-1)  # on the last axis: no longer boxes
+    model = make_model(ssd, [_out("x", ["N", 5, 16])], [_out("y", None)],
+                       [init("shape", np.array([0, 2, 4], np.int64)), init("wa", scaled_normal(80, 8)),
+                        init("wb", scaled_normal(80, 8))])
+    assert output_kinds(model) == {"y": "unknown"}
+
+
+def test_classifiers_the_evidence_rules_must_not_catch():
+    # A licence-plate reader: [N, 5 * 36] -> [N, 5, 36], one character per position
+    reader = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["z"]),
+              helper.make_node("Reshape", ["z", "shape"], ["y"])]
+    model = make_model(reader, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 36])],
+                       [init("w", scaled_normal(80, 180)), init("shape", np.array([0, 5, 36], np.int64))])
+    assert output_kinds(model) == {"y": "head"}
+    # CTC: log-probabilities over the classes of axis 1, then [N, C, T] -> [N, T, C]
+    ctc = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+           helper.make_node("Conv", ["xt", "w"], ["c"]), helper.make_node("LogSoftmax", ["c"], ["p"], axis=1),
+           helper.make_node("Transpose", ["p"], ["y"], perm=[0, 2, 1])]
+    model = make_model(ctc, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 12])],
+                       [init("w", scaled_normal(12, 16, 1))])
+    assert output_kinds(model) == {"y": "head"}
+    # Labels say classes: a box-like [N, T, 4] with labels is scored on them
+    boxes = np.zeros((4, 5, 4), np.float32)
+    assert choose("auto", boxes, np.zeros((4, 5), np.int64), "values") == "accuracy"
+
+
 def test_only_class_scores_get_top1_agreement_and_the_agreement_metric():
     model = detector()
     assert output_kinds(model) == {"boxes": "values", "scores": "head", "features": "values"}
@@ -112,7 +165,7 @@ def test_only_class_scores_get_top1_agreement_and_the_agreement_metric():
     assert choose("agreement", boxes, None, "values") == "agreement"  # asked for by name: the user knows
     topk = np.zeros((4, 3), np.float32)
     assert is_scores(topk) and not is_scores(topk, "topk")
-    with pytest.raises(DataError, match=r"made by TopK \(sorted values, not class scores\)"):
+    with pytest.raises(DataError, match=r"made by TopK \(sorted values or their indices\)"):
         choose("agreement", topk, None, "topk")
 
 

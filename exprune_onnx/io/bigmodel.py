@@ -55,9 +55,10 @@ def _stub(name: str, dims, data_type: int) -> onnx.TensorProto:
     return onnx.TensorProto(name=name, dims=list(dims), data_type=data_type)
 
 
-def skeleton(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """``model`` with its large initializers as dims-only stubs, or None when it is not big."""
-    if not _is_big(model):
+def skeleton(model: onnx.ModelProto, always: bool = False) -> onnx.ModelProto | None:
+    """``model`` with its large initializers as dims-only stubs, or None when it is not big
+    (unless ``always``: a light copy for shape inference alone)."""
+    if not always and not _is_big(model):
         return None
     out = onnx.ModelProto(ir_version=model.ir_version)
     out.opset_import.extend(model.opset_import)

@@ -4,114 +4,152 @@ An array's shape alone cannot tell class scores from other values: a detector's 
 regression [N, anchors, 4] or an encoder's hidden states [N, T, 768] look like the
 per-position logits of a language model [N, T, V], and a sorted TopK [N, k] like a
 classifier's [N, C] (its arg-max is always 0, so top-1 agreement would be 100% whatever
-changed). Top-1 agreement means something only for scores, so ``output_kinds`` walks back
-from each output to the op that decides what its last axis holds:
+changed). ``output_kinds`` walks back from each output, through ops that keep what the
+last axis means (casts, reshapes, transposes, slices, gathers, a constant bias or scale,
+a softcap's Tanh, a mask's Where), to an op that tells:
 
-* ``head``: a MatMul/Gemm/Einsum/Conv, or a Softmax/LogSoftmax over the last axis;
-* ``topk``: TopK's values;
-* ``values``: a LayerNorm (features), a Sigmoid on three axes or more (DETR's boxes), a
-  Softmax over another axis, a Reshape that splits the last axis (a box head's
-  [R, 20] -> [R, 5, 4]);
-* ``unknown``: anything else (a Concat, a residual Add, a graph input, an op of another
-  domain).
+* ``topk``: TopK's values or indices;
+* ``values``: a normalisation (LayerNorm, RMSNorm, or one written out as a division by a
+  square root: features), a Sigmoid on three axes or more (DETR's boxes), a Reshape that
+  splits the last axis into fours (a box head's [R, 20] -> [R, 5, 4]), a Concat of such
+  (SSD's boxes over its feature maps);
+* ``head``: a MatMul/Gemm/Einsum/Conv or a Softmax, where the walk stops;
+* ``unknown``: anything else.
 
-The walk passes ops that keep what the last axis means: casts, reshapes that keep it,
-transposes, slices, gathers, a constant bias or scale, a softcap's Tanh, a mask's Where.
-Only ``topk`` and ``values`` overrule the shape (metrics.is_scores): a model the graph
-says nothing clear about is read as before, by its shape.
+Only ``topk`` and ``values`` overrule the shape (metrics.is_scores), and only evidence
+that no classifier shows makes ``values``: a model the graph says nothing clear about is
+read by its shape, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import onnx
 import onnx.inliner
 
-_HEADS = {"MatMul", "Gemm", "Einsum", "Conv"}
-_SOFTMAX = {"Softmax", "LogSoftmax"}
-_FEATURES = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "RMSNormalization"}
+_STOP = {"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose", "Softmax", "LogSoftmax"}
+_NORMS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+          "SkipSimplifiedLayerNormalization", "RMSNormalization"}
 # One data input, in position 0, whose last axis the output keeps.
 _PASS = {"Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten", "Dropout", "Slice", "Gather", "GatherND",
          "GatherElements", "Transpose", "Tanh", "Neg", "Clip", "Reshape"}
 _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temperature
+BOX = 4  # coordinates per box: a last axis split into fours holds boxes
 
 
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
     """Each graph output's kind: ``head``, ``topk``, ``values`` or ``unknown``."""
-    from ..compiler.pipeline import infer_shapes
     from ..io.bigmodel import serializable, skeleton
 
-    # Every function inlined, not only those the compiler inlines: the op deciding may be in any.
-    try:
+    try:  # every function inlined: the op that tells may be in any
         flat = onnx.inliner.inline_local_functions(model) if model.functions and serializable(model) else model
     except Exception:  # noqa: BLE001 - the kinds only refine what the shapes say
         flat = model
-    shaped = infer_shapes(skeleton(flat) or flat)
-    return _kinds(shaped.graph, _opset(model), {})
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    light = skeleton(flat, always=True)  # ranks and small constants are all the walk needs
+    given = list(light.graph.value_info)
+    del light.graph.value_info[:]  # inferred afresh: a graph editor may have left stale entries
+    with contextlib.suppress(Exception):  # without shapes fewer ops tell, none tells wrongly
+        light = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    known = {v.name for v in [*light.graph.value_info, *light.graph.output]}
+    # Past an op inference does not know (ours), the model's own entries are all there is.
+    light.graph.value_info.extend(v for v in given if v.name not in known)
+    return _Walk(light.graph).kinds()
 
 
 def _dims(v: onnx.ValueInfoProto) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
 
 
-def _kinds(graph: onnx.GraphProto, opset: int, outer: dict) -> dict[str, str]:
-    producer = {name: node for node in graph.node for name in node.output}
-    constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    shapes = dict(outer)
-    shapes.update((v.name, _dims(v)) for v in [*graph.input, *graph.value_info, *graph.output]
-                  if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"))
-    return {o.name: _kind(o.name, producer, constants, shapes, opset) for o in graph.output}
+class _Walk:
+    """The walk over one graph (an If branch gets its own, with the outer shapes)."""
 
+    def __init__(self, graph: onnx.GraphProto, outer_shapes: dict | None = None):
+        self.graph = graph
+        self.producer = {name: node for node in graph.node for name in node.output}
+        self.constants = {t.name for t in graph.initializer} | {
+            n.output[0] for n in graph.node if n.op_type == "Constant"}
+        self.shapes = dict(outer_shapes or {})
+        self.shapes.update((v.name, _dims(v)) for v in [*graph.input, *graph.value_info, *graph.output]
+                           if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"))
+        self.steps = 0
 
-def _kind(name: str, producer: dict, constants: set, shapes: dict, opset: int) -> str:
-    for _ in range(64):  # a bounded walk: a malformed graph may loop
-        node = producer.get(name)
-        if node is None or node.domain not in ("", "ai.onnx") and node.op_type not in _FEATURES:
-            return "unknown"
-        decided = _decides(node, name, shapes, opset)
-        if decided is not None:
-            return decided
-        if node.op_type == "If":
-            branch = next(a.g for a in node.attribute if a.name == "then_branch")
-            return _kinds(branch, opset, shapes).get(branch.output[list(node.output).index(name)].name, "unknown")
-        if node.op_type in _SCALE:
-            live = [i for i in node.input if i not in constants]
-            if len(live) != 1:
+    def kinds(self) -> dict[str, str]:
+        return {o.name: self.kind(o.name) for o in self.graph.output}
+
+    def kind(self, name: str) -> str:
+        while self.steps < 256:  # bounded: a malformed graph may loop, a Concat may fan out
+            self.steps += 1
+            node = self.producer.get(name)
+            if node is None:
                 return "unknown"
-            name = live[0]
-        elif node.op_type == "Where" and len(node.input) == 3:  # a mask: where(cond, x, -inf)
-            name = node.input[1] if node.input[2] in constants else node.input[2]
-        elif node.op_type in _PASS and node.input:
-            name = node.input[0]
-        else:
+            told = self._tells(node, name)
+            if told is not None:
+                return told
+            name = self._through(node, name)
+            if name is None:
+                return "unknown"
+        return "unknown"
+
+    def _tells(self, node: onnx.NodeProto, name: str) -> str | None:
+        op = node.op_type
+        if op in _NORMS:  # onnxruntime's fused ones are in its own domain
+            return "values"
+        if node.domain not in ("", "ai.onnx"):
+            return "unknown"  # our own ops among them: never taken for a head
+        if (op == "Div" and len(node.input) > 1 and self._is_root(node.input[1])) or (
+                op == "Mul" and any(self._is_inverse_root(i) for i in node.input)):
+            return "values"  # a normalisation written out: x / sqrt(var + eps), x * rsqrt(.)
+        if op in _STOP:
+            return "head"
+        if op == "TopK":
+            return "topk"
+        if op == "Sigmoid" and len(self.shapes.get(name, ())) >= 3:
+            return "values"
+        if op == "Reshape" and self._splits_into_boxes(node.input[0], name):
+            return "values"
+        if op == "Concat":
+            return self._concat(node, name)
+        if op == "If":
+            branch = next((a.g for a in node.attribute if a.name == "then_branch"), None)
+            if branch is None:
+                return "unknown"
+            return _Walk(branch, self.shapes).kind(branch.output[list(node.output).index(name)].name)
+        return None
+
+    def _through(self, node: onnx.NodeProto, name: str) -> str | None:
+        """The input of ``node`` whose last axis ``name`` keeps, or None."""
+        if node.op_type in _SCALE:
+            live = [i for i in node.input if i not in self.constants]
+            return live[0] if len(live) == 1 else None
+        if node.op_type == "Where" and len(node.input) == 3:  # a mask: where(cond, x, -inf)
+            return node.input[1] if node.input[2] in self.constants else node.input[2]
+        if node.op_type in _PASS and node.input:
+            return node.input[0]
+        return None
+
+    def _is_root(self, name: str) -> bool:
+        node = self.producer.get(name)
+        return node is not None and node.op_type == "Sqrt"
+
+    def _is_inverse_root(self, name: str) -> bool:
+        """1 / sqrt(.): Reciprocal(Sqrt) or Div(constant, Sqrt) (an RMSNorm's rsqrt)."""
+        node = self.producer.get(name)
+        if node is None:
+            return False
+        if node.op_type == "Reciprocal":
+            return self._is_root(node.input[0])
+        return node.op_type == "Div" and node.input[0] in self.constants and self._is_root(node.input[1])
+
+    def _splits_into_boxes(self, before: str, after: str) -> bool:
+        a, b = self.shapes.get(before), self.shapes.get(after)
+        return bool(a and b and a[-1] and b[-1] == BOX and a[-1] > BOX and a[-1] % BOX == 0)
+
+    def _concat(self, node: onnx.NodeProto, name: str) -> str:
+        """A Concat along another axis than the last: what all its inputs are, if they agree."""
+        rank = len(self.shapes[name]) if name in self.shapes else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        if rank is None or axis is None or axis in (-1, rank - 1):
             return "unknown"
-    return "unknown"
-
-
-def _decides(node: onnx.NodeProto, name: str, shapes: dict, opset: int) -> str | None:
-    """The kind ``node`` (making ``name``) decides, or None to walk on."""
-    op, rank = node.op_type, len(shapes.get(name, [])) if name in shapes else None
-    if op in _HEADS:
-        return "head"
-    if op == "TopK":
-        return "topk" if name == node.output[0] else "unknown"
-    if op in _FEATURES:
-        return "values"
-    if op == "Sigmoid" and rank is not None and rank >= 3:
-        return "values"
-    if op in _SOFTMAX:
-        return "head" if _on_last_axis(node, rank, opset) else "values"
-    if op in ("Reshape", "Flatten"):
-        before, after = shapes.get(node.input[0]), shapes.get(name)
-        if before and after and before[-1] and after[-1] and after[-1] < before[-1]:
-            return "values"  # the last axis is split: its entries are no longer classes
-    return None
-
-
-def _on_last_axis(node: onnx.NodeProto, rank: int | None, opset: int) -> bool:
-    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
-    # Before opset 13 Softmax flattens from ``axis`` on, so only the last axis is one axis.
-    return axis == -1 or (rank is not None and axis == rank - 1)
+        kinds = {self.kind(i) for i in node.input if i}
+        return kinds.pop() if len(kinds) == 1 else "unknown"

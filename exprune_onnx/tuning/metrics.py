@@ -119,22 +119,20 @@ def labelled_mean(hits: np.ndarray, labels: np.ndarray) -> float:
 def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kind: str | None = None) -> str:
     """Resolve ``auto``: accuracy with labels, agreement for classifiers, else relative
     error. ``kind`` is what the graph says made the output (``is_scores``): it decides
-    ``auto``; a metric asked for by name is refused only on TopK's values, where any
-    change keeps the arg-max at 0."""
-    if first_output.dtype.kind in "iub" and not is_class_index(first_output):
-        raise DataError(f"the scored output holds {first_output.dtype} values of shape {list(first_output.shape)} "
-                        "(indices or flags, not scores, nor one class per sample), which no metric reads: name "
-                        "another output with --score-output")
-    classifier = is_classifier_output(first_output, kind)
+    ``auto`` without labels; TopK's outputs are refused (its sorted values keep their
+    arg-max at 0 whatever changes), a metric asked for by name is taken as asked."""
+    if kind == "topk" and not is_class_index(first_output):
+        raise DataError(f"the scored output of shape {list(first_output.shape)} is made by TopK (sorted values or "
+                        "their indices), which no metric reads: name another output with --score-output")
+    # Labels say the output holds classes, whatever the graph seemed to show.
+    classifier = is_classifier_output(first_output, kind if labels is None or kind == "topk" else None)
     if metric == "auto":
         metric = "accuracy" if labels is not None and classifier else "agreement" if classifier else "relerr"
     if metric in ("accuracy", "lost") and labels is None:
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
-    named = "topk" if kind == "topk" else None  # by name, boxes may still be scored as classes
-    if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output, named):
-        made = ", made by TopK (sorted values, not class scores)" if named and is_scores(first_output) else ""
+    if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):  # by name: as asked
         raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
-                        f"the scored output has shape {list(first_output.shape)}{made}")
+                        f"the scored output has shape {list(first_output.shape)}")
     if metric in ("accuracy", "lost"):
         check_labels(labels, first_output)
     return metric
