@@ -316,3 +316,78 @@ def test_verify_reads_an_ir3_models_branch_weights_as_the_compiler_wrote_them(tm
     onnx.save(res.model, tmp_path / "o.onnx")
     r = invoke("verify", str(tmp_path / "m.onnx"), str(tmp_path / "o.onnx"))
     assert r.exit_code != 0 and "weights" in r.output and "FAIL" in r.output, r.output
+
+
+def constant_weight_mlp() -> onnx.ModelProto:
+    """x -> MatMul -> Relu -> MatMul -> Relu -> MatMul -> y, each weight a Constant node
+    (TorchScript exports, Paddle2ONNX)."""
+    rng = np.random.default_rng(4)
+    nodes, last = [], "x"
+    for i, (n, m) in enumerate(((16, 48), (48, 48), (48, 10))):
+        w = numpy_helper.from_array((rng.standard_normal((n, m)) / np.sqrt(n)).astype(np.float32), f"w{i}")
+        nodes += [helper.make_node("Constant", [], [f"w{i}"], value=w),
+                  helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"], name=f"fc{i}")]
+        last = f"m{i}"
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", 16])],
+                              [helper.make_tensor_value_info("y", 1, ["N", 10])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_model_with_constant_nodes_written_unchanged_verifies(tmp_path):
+    """verify reads Constant nodes as weights on both sides, also when nothing changed."""
+    original = constant_weight_mlp()
+    res = exprune_onnx.optimize_model(original, threshold=float("-inf"), min_units=10**6, sparse_input=False)
+    assert not res.changed
+    onnx.save(original, tmp_path / "m.onnx")
+    r = invoke("verify", tmp_path / "m.onnx", tmp_path / "m.onnx")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_model_this_compiler_wrote_verifies_as_an_original(tmp_path):
+    """Given its own output again: unchanged, or with more rewritten (the first run's ops
+    are the original's nodes; the version key is not written twice)."""
+    original = constant_weight_mlp()
+    first = exprune_onnx.optimize_model(original, threshold=float("-inf"), min_units=8)
+    again = exprune_onnx.optimize_model(first.model, threshold=float("-inf"), min_units=8)
+    more = exprune_onnx.optimize_model(first.model, threshold=float("-inf"), min_units=8, include_first_layer=True)
+    assert first.rewritten and not again.changed and more.rewritten
+    onnx.checker.check_model(more.model)
+    assert [p.key for p in more.model.metadata_props].count("exprune_onnx.version") == 1
+    onnx.save(first.model, tmp_path / "o.onnx")
+    for name, model in (("oo.onnx", again.model), ("more.onnx", more.model)):
+        onnx.save(model, tmp_path / name)
+        r = invoke("verify", tmp_path / "o.onnx", tmp_path / name)
+        assert r.exit_code == 0, (name, r.output)
+
+
+def test_a_branch_output_pointed_elsewhere_fails_the_structure(tmp_path):
+    """An If's else branch made to output another tensor: random inputs may never take
+    that branch, so the structure check must see it."""
+    original = ir3_branch_model()
+    original.ir_version = 8
+    res = exprune_onnx.optimize_model(original, threshold=float("-inf"))
+    onnx.save(original, tmp_path / "m.onnx")
+    branch = next(n for n in res.model.graph.node if n.op_type == "If").attribute[1].g
+    partial = next(n.output[0] for n in branch.node if n.op_type in ("MatMul", "Gemm"))
+    branch.output[0].name = partial
+    onnx.save(res.model, tmp_path / "o.onnx")
+    r = invoke("verify", tmp_path / "m.onnx", tmp_path / "o.onnx")
+    assert r.exit_code == FAILED and "If -> 'hb' differs from the original's node" in error_text(r), r.output
+
+
+def test_a_changed_partial_product_of_squares_fails(tmp_path):
+    """statstest's second partial product must have the head's geometry: here dilated,
+    with pads that keep its shape, so that it runs and prunes other outputs."""
+    model = exprune_onnx.optimize_model(EXAMPLE, threshold=THRESHOLD, rule="statstest", alpha=0.001).model
+    square = next(n for n in model.graph.node if n.op_type == "Conv" and "sq" in n.name)
+    kept = [a for a in square.attribute if a.name not in ("dilations", "pads")]
+    del square.attribute[:]
+    square.attribute.extend([*kept, helper.make_attribute("dilations", [2, 2]),
+                             helper.make_attribute("pads", [2, 2, 2, 2])])
+    onnx.save(model, tmp_path / "o.onnx")
+    r = invoke("verify", EXAMPLE, tmp_path / "o.onnx", "--min-agreement", "0")
+    assert r.exit_code == FAILED and "(the partial product of squares) has attributes" in error_text(r), r.output

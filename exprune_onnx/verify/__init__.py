@@ -37,6 +37,7 @@ from ..compiler.canonicalize import constants_to_initializers
 from ..compiler.graphutil import all_graphs
 from ..errors import error_message
 from ..io.data import Dataset
+from ..io.modelio import all_nodes
 from ..progress import quiet
 from . import sparse_matmul as verify_sparse
 from .agreement import agreement_row
@@ -69,7 +70,11 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
     # As the original was read: an IR 3 model's body weights are Constant nodes (the
     # compiler writes them back so, pipeline._list_initializers_as_inputs).
     constants_to_initializers(graph)
-    ours = [node for g in all_graphs(graph) for node in g.nodes if node.domain == ops.DOMAIN]
+    # Ops the original holds already (a model this compiler wrote, given again) are the
+    # original's nodes, compared as the rest is.
+    prior = {(n.name, n.op_type) for n in all_nodes(original.graph) if n.domain == ops.DOMAIN}
+    ours = [node for g in all_graphs(graph) for node in g.nodes
+            if node.domain == ops.DOMAIN and (node.name, node.op) not in prior]
     layers = [traced(node, candidates) for node in ours if node.op not in SPARSE_OPS]
     by_name = verify_sparse.tensors_by_name(canonical)
     sparse = [verify_sparse.trace(node, by_name, int(canonical.opset)) if node.op == ops.SPARSE_MATMUL

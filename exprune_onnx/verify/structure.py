@@ -261,10 +261,18 @@ def _check_rule(op: gs.Node, layer: Layer, head_in: gs.Tensor, bad) -> None:
                 or not _is(square, "Mul") or any(i is not head_in for i in square.inputs)):
             bad("rule statstest without a partial product of squares of the same head (input 5)")
             return
+        main = _producer(op.inputs[0])
+        if main is not None and _geometry(product) != _geometry(main):
+            bad(f"{describe(product)} (the partial product of squares) has attributes {_geometry(product)}, "
+                f"the head's {describe(main)} {_geometry(main)}")
         layer.nodes += [product, square]
         layer.w_head_sq = product.inputs[1]
     elif rule == "certified" and (len(op.inputs) < 8 or not all(isinstance(t, gs.Constant) for t in op.inputs[6:8])):
         bad("rule certified without constant w_pos_sum and w_pos_norm (inputs 6 and 7)")
+
+
+def _geometry(node: gs.Node) -> tuple:
+    return tuple(sorted((k, _value_key(v)) for k, v in node.attrs.items()))
 
 
 def header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, layers: list[Layer]) -> list[str]:
@@ -296,6 +304,7 @@ def header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, layer
     if layers and got.get(ops.DOMAIN) != ops.VERSION:
         problems.append(f"the model imports {ops.DOMAIN} version {got.get(ops.DOMAIN)}, not {ops.VERSION}")
     got.pop(ops.DOMAIN, None)
+    want.pop(ops.DOMAIN, None)  # an original this compiler wrote
     if got != want:
         problems.append(f"opset imports {got} differ from the original's {want}")
     return problems
@@ -307,8 +316,10 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
     in_groups = {id(n) for layer in layers for n in layer.nodes} | {id(s.op) for s in sparse}
     rest = [n for g in all_graphs(graph) for n in g.nodes if id(n) not in in_groups]
     if not layers and not sparse:
-        # The compiler returns an untouched model when it rewrites nothing.
+        # The compiler returns an untouched model when it rewrites nothing; read as the
+        # optimised one is (verify.static_rows).
         reference = gs.import_onnx(original)
+        constants_to_initializers(reference)
     else:
         reference = canonical
         for layer in layers:
@@ -359,7 +370,8 @@ def _tensor_key(t: gs.Tensor):
 
 def _value_key(v):
     if isinstance(v, gs.Graph):
-        return "graph"  # bodies are compared node by node
+        # Bodies are compared node by node; here, what goes in and what comes out of each.
+        return ("graph", tuple(t.name for t in v.inputs), tuple(t.name for t in v.outputs))
     if isinstance(v, gs.Constant):
         v = np.asarray(v.values)
     if isinstance(v, np.ndarray):
