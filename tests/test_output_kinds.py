@@ -17,6 +17,8 @@ from exprune_onnx.measure.compare import compare
 from exprune_onnx.measure.output_kinds import output_kinds
 from exprune_onnx.tuning.metrics import choose, is_scores
 
+SCORES = ("head", "unknown")  # the kinds read as class scores by their shape
+
 
 def _out(name: str, dims: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
@@ -76,7 +78,7 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
     (("Sub", "Tanh", "Mul"), 17, {}, "head"),  # a bias, then Gemma 2's softcap
     (("Slice0",), 17, {}, "head"),  # logits[:1]
     (("Slice1",), 17, {}, "head"),  # logits[:, :1]: still classes, fewer
-    (("Reshape",), 17, {"split": True}, "values"),  # [N, 8] -> [N, 2, 4]: a box head's split
+    (("Reshape",), 17, {"split": True}, "head"),  # [N, 8] -> [N, 2, 4]: boxes, or a 4-class tagger
 ])
 def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, options, kind):
     assert output_kinds(chain(*ops, opset=opset, **options)) == {"y": kind}
@@ -110,13 +112,14 @@ def test_written_out_normalisations_and_concatenated_boxes_are_values():
                   helper.make_node("Div", ["d", "sd"], ["y"])]
     model = make_model(layer_norm, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])], [w, eps, two], opset=13)
     assert output_kinds(model) == {"y": "values"}
-    # RMSNorm: x * (1 / sqrt(mean(x^2) + eps))
+    # An RMSNorm written out, x * (1 / sqrt(mean(x^2) + eps)), looks like a cosine classifier's
+    # z / sqrt(sum(z^2)): read by its shape
     rms = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "h"], ["sq"]),
            helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1]), helper.make_node("Add", ["ms", "eps"], ["me"]),
            helper.make_node("Sqrt", ["me"], ["r"]), helper.make_node("Reciprocal", ["r"], ["inv"]),
            helper.make_node("Mul", ["h", "inv"], ["y"])]
     model = make_model(rms, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])], [w, eps], opset=13)
-    assert output_kinds(model) == {"y": "values"}
+    assert output_kinds(model)["y"] in SCORES
     # SSD: two feature maps' box regressions, each [N, A_i * 4] -> [N, A_i, 4], concatenated on the anchors
     shape = init("shape", np.array([0, -1, 4], np.int64))
     ssd = [helper.make_node("Flatten", ["x"], ["f"]),
@@ -147,6 +150,20 @@ def test_classifiers_the_evidence_rules_must_not_catch():
     model = make_model(ctc, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 12])],
                        [init("w", scaled_normal(12, 16, 1))])
     assert output_kinds(model) == {"y": "head"}
+    # A temperature: logits / sqrt(T)
+    temperature = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["z"]),
+                   helper.make_node("Sqrt", ["t"], ["root"]), helper.make_node("Div", ["z", "root"], ["y"])]
+    model = make_model(temperature, [_out("x", ["N", 5, 16])], [_out("y", ["N", 10])],
+                       [init("w", scaled_normal(80, 10)), init("t", np.full(1, 2.0, np.float32))])
+    assert output_kinds(model)["y"] in SCORES
+    # Concats nested deeper than the walk follows (an unrolled decoder): unknown, no recursion error
+    nodes, last = [helper.make_node("Flatten", ["x"], ["h0"])], "h0"
+    for i in range(400):
+        nodes.append(helper.make_node("Concat", [last, "x80"], [f"h{i + 1}"], axis=0))
+        last = f"h{i + 1}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    model = make_model(nodes, [_out("x", [1, 5, 16]), _out("x80", [1, 80])], [_out("y", [401, 80])], [])
+    assert output_kinds(model) == {"y": "unknown"}
     # Labels say classes: a box-like [N, T, 4] with labels is scored on them
     boxes = np.zeros((4, 5, 4), np.float32)
     assert choose("auto", boxes, np.zeros((4, 5), np.int64), "values") == "accuracy"
@@ -159,6 +176,10 @@ def test_only_class_scores_get_top1_agreement_and_the_agreement_metric():
     diffs = {d.name: d for d in compare(model, model, dataset_of({"x": x}, model), batch=8).outputs}
     assert diffs["scores"].top1_agreement == 1.0
     assert diffs["boxes"].top1_agreement is None and diffs["features"].top1_agreement is None
+    # Labels say the first output shaped as classes holds classes: scored on them
+    labels = np.random.default_rng(1).integers(0, 4, (24, 5))
+    checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
+    assert checked.accuracy is not None and checked.outputs[0].top1_agreement == 1.0
     boxes = np.zeros((4, 5, 4), np.float32)
     assert is_scores(boxes) and not is_scores(boxes, "values") and is_scores(boxes, "unknown")
     assert choose("auto", boxes, None, "values") == "relerr" and choose("auto", boxes, None, "unknown") == "agreement"
@@ -179,6 +200,8 @@ def test_a_model_this_tool_wrote_has_its_originals_kinds():
     assert res.rewritten
     assert output_kinds(res.model) == output_kinds(model)
     split = chain("Relu", "MatMul", "Reshape", split=True)  # the second MatMul reads a ReLU: sparse
+    identity = next(n for n in split.graph.node if n.op_type == "Identity")
+    identity.CopyFrom(helper.make_node("Concat", [identity.input[0]] * 2, ["y"], axis=1))  # two maps' boxes
     rewritten = exprune_onnx.optimize_model(split, threshold=float("-inf"), sparse_relu="on")
     assert "ExPruneSparseMatMul" in [n.op_type for n in rewritten.model.graph.node]
     assert output_kinds(split) == output_kinds(rewritten.model) == {"y": "values"}

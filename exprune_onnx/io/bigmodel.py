@@ -55,11 +55,13 @@ def _stub(name: str, dims, data_type: int) -> onnx.TensorProto:
     return onnx.TensorProto(name=name, dims=list(dims), data_type=data_type)
 
 
-def skeleton(model: onnx.ModelProto, always: bool = False) -> onnx.ModelProto | None:
-    """``model`` with its large initializers as dims-only stubs, or None when it is not big
-    (unless ``always``: a light copy for shape inference alone)."""
-    if not always and not _is_big(model):
+def skeleton(model: onnx.ModelProto, stub_from: int | None = None) -> onnx.ModelProto | None:
+    """``model`` with its large initializers as dims-only stubs, or None when it is not big.
+    With ``stub_from`` (bytes), always a copy, with every initializer of that size or
+    more a stub: a light copy for shape inference alone."""
+    if stub_from is None and not _is_big(model):
         return None
+    limit = LARGE_TENSOR_BYTES if stub_from is None else stub_from
     out = onnx.ModelProto(ir_version=model.ir_version)
     out.opset_import.extend(model.opset_import)
     out.functions.extend(model.functions)
@@ -68,7 +70,7 @@ def skeleton(model: onnx.ModelProto, always: bool = False) -> onnx.ModelProto | 
     for field in ("node", "input", "output", "value_info", "sparse_initializer"):
         getattr(g, field).extend(getattr(src, field))
     for t in src.initializer:
-        g.initializer.append(_stub(t.name, t.dims, t.data_type) if tensor_nbytes(t) >= LARGE_TENSOR_BYTES else t)
+        g.initializer.append(_stub(t.name, t.dims, t.data_type) if tensor_nbytes(t) >= limit else t)
     return out
 
 

@@ -128,8 +128,10 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         if isinstance(a, PerRun):
             diffs.append(_diff_runs(n, a, b))
             continue
-        diffs.append(_diff(n, a, b, kinds.get(n)))
-        if labels is not None and accuracy is None and is_classifier_output(a, kinds.get(n)):
+        # Labels mean classes: the first output shaped as classes is scored on them, whatever the graph shows.
+        kind = None if labels is not None and accuracy is None and is_classifier_output(a) else kinds.get(n)
+        diffs.append(_diff(n, a, b, kind))
+        if labels is not None and accuracy is None and is_classifier_output(a, kind):
             check_labels(labels, a)
             want, answer = answers(a, b)
             accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))

@@ -9,10 +9,10 @@ last axis means (casts, reshapes, transposes, slices, gathers, a constant bias o
 a softcap's Tanh, a mask's Where), to an op that tells:
 
 * ``topk``: TopK's values or indices;
-* ``values``: a normalisation (LayerNorm, RMSNorm, or one written out as a division by a
-  square root: features), a Sigmoid on three axes or more (DETR's boxes), a Reshape that
-  splits the last axis into fours (a box head's [R, 20] -> [R, 5, 4]), a Concat of such
-  (SSD's boxes over its feature maps);
+* ``values``: a normalisation (LayerNorm or RMSNorm ops, or a LayerNorm written out as
+  (x - mean) / sqrt(var + eps): features), a Sigmoid on three axes or more (DETR's
+  boxes), a Concat over feature maps of Reshapes that split the last axis into fours
+  (SSD's boxes; one such Reshape alone may be a 4-class tagger's);
 * ``head``: a MatMul/Gemm/Einsum/Conv or a Softmax, where the walk stops;
 * ``unknown``: anything else.
 
@@ -35,7 +35,9 @@ _NORMS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormal
 _PASS = {"Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten", "Dropout", "Slice", "Gather", "GatherND",
          "GatherElements", "Transpose", "Tanh", "Neg", "Clip", "Reshape"}
 _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temperature
-BOX = 4  # coordinates per box: a last axis split into fours holds boxes
+BOX = 4  # coordinates per box
+SMALL = 4096  # bytes: initializers this size or more are weights, not shapes or axes
+DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 
 
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
@@ -46,7 +48,7 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
         flat = onnx.inliner.inline_local_functions(model) if model.functions and serializable(model) else model
     except Exception:  # noqa: BLE001 - the kinds only refine what the shapes say
         flat = model
-    light = skeleton(flat, always=True)  # ranks and small constants are all the walk needs
+    light = skeleton(flat, stub_from=SMALL)  # ranks and small constants (shapes, axes) are all the walk needs
     given = list(light.graph.value_info)
     del light.graph.value_info[:]  # inferred afresh: a graph editor may have left stale entries
     with contextlib.suppress(Exception):  # without shapes fewer ops tell, none tells wrongly
@@ -77,13 +79,15 @@ class _Walk:
     def kinds(self) -> dict[str, str]:
         return {o.name: self.kind(o.name) for o in self.graph.output}
 
-    def kind(self, name: str) -> str:
+    def kind(self, name: str, depth: int = 0) -> str:
+        """The kind of ``name``; ``depth``: the Concats it is an input of (there, a Reshape
+        into fours is a feature map's boxes: alone it may be a 4-class tagger)."""
         while self.steps < 256:  # bounded: a malformed graph may loop, a Concat may fan out
             self.steps += 1
             node = self.producer.get(name)
             if node is None:
                 return "unknown"
-            told = self._tells(node, name)
+            told = self._tells(node, name, depth)
             if told is not None:
                 return told
             name = self._through(node, name)
@@ -91,25 +95,24 @@ class _Walk:
                 return "unknown"
         return "unknown"
 
-    def _tells(self, node: onnx.NodeProto, name: str) -> str | None:
+    def _tells(self, node: onnx.NodeProto, name: str, depth: int) -> str | None:
         op = node.op_type
         if op in _NORMS:  # onnxruntime's fused ones are in its own domain
             return "values"
         if node.domain not in ("", "ai.onnx"):
             return "unknown"  # our own ops among them: never taken for a head
-        if (op == "Div" and len(node.input) > 1 and self._is_root(node.input[1])) or (
-                op == "Mul" and any(self._is_inverse_root(i) for i in node.input)):
-            return "values"  # a normalisation written out: x / sqrt(var + eps), x * rsqrt(.)
+        if op == "Div" and len(node.input) > 1 and self._centred(node.input[0]) and self._is_root(node.input[1]):
+            return "values"  # a LayerNorm written out: (x - mean(x)) / sqrt(var + eps)
         if op in _STOP:
             return "head"
         if op == "TopK":
             return "topk"
         if op == "Sigmoid" and len(self.shapes.get(name, ())) >= 3:
             return "values"
-        if op == "Reshape" and self._splits_into_boxes(node.input[0], name):
+        if depth and op == "Reshape" and self._splits_into_boxes(node.input[0], name):
             return "values"
         if op == "Concat":
-            return self._concat(node, name)
+            return self._concat(node, name, depth)
         if op == "If":
             branch = next((a.g for a in node.attribute if a.name == "then_branch"), None)
             if branch is None:
@@ -132,24 +135,24 @@ class _Walk:
         node = self.producer.get(name)
         return node is not None and node.op_type == "Sqrt"
 
-    def _is_inverse_root(self, name: str) -> bool:
-        """1 / sqrt(.): Reciprocal(Sqrt) or Div(constant, Sqrt) (an RMSNorm's rsqrt)."""
+    def _centred(self, name: str) -> bool:
+        """x - ReduceMean(x): a cosine or temperature-scaled classifier divides its
+        logits by a root too, but never centres them first."""
         node = self.producer.get(name)
-        if node is None:
+        if node is None or node.op_type != "Sub" or len(node.input) != 2:
             return False
-        if node.op_type == "Reciprocal":
-            return self._is_root(node.input[0])
-        return node.op_type == "Div" and node.input[0] in self.constants and self._is_root(node.input[1])
+        mean = self.producer.get(node.input[1])
+        return mean is not None and mean.op_type == "ReduceMean" and mean.input[:1] == node.input[:1]
 
     def _splits_into_boxes(self, before: str, after: str) -> bool:
         a, b = self.shapes.get(before), self.shapes.get(after)
         return bool(a and b and a[-1] and b[-1] == BOX and a[-1] > BOX and a[-1] % BOX == 0)
 
-    def _concat(self, node: onnx.NodeProto, name: str) -> str:
+    def _concat(self, node: onnx.NodeProto, name: str, depth: int) -> str:
         """A Concat along another axis than the last: what all its inputs are, if they agree."""
         rank = len(self.shapes[name]) if name in self.shapes else None
         axis = next((a.i for a in node.attribute if a.name == "axis"), None)
-        if rank is None or axis is None or axis in (-1, rank - 1):
+        if rank is None or axis is None or axis in (-1, rank - 1) or depth >= DEPTH:
             return "unknown"
-        kinds = {self.kind(i) for i in node.input if i}
+        kinds = {self.kind(i, depth + 1) for i in node.input if i}
         return kinds.pop() if len(kinds) == 1 else "unknown"
