@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
-from helpers import init, make_model, scaled_normal
+from helpers import init, make_model, run_plain, scaled_normal
 from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
@@ -82,3 +83,27 @@ def test_runs_are_paired_when_either_model_lacks_a_batch_axis():
         assert d.runs == (1, 3) and d.index and d.top1_agreement == 0.5  # two runs agree in shape, one in value
     both = joined(ones, ones, 3)
     assert both[0].shape == (3, 3)
+
+
+@pytest.mark.parametrize("first", ["TopK", "LayerNormalization"])
+def test_labels_go_to_the_output_the_graph_reads_as_classes(first):
+    """An output listed before the logits, TopK's sorted values or LayerNorm'd features,
+    shaped [N, C] too: the labels score the logits, not it."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["logits"], name="head")]
+    if first == "TopK":
+        nodes.append(helper.make_node("TopK", ["logits", "k"], ["lead", "lead_index"]))
+    else:
+        nodes.append(helper.make_node("LayerNormalization", ["r1", "gamma"], ["lead"], axis=-1))
+    outputs = [helper.make_tensor_value_info("lead", TensorProto.FLOAT, None),
+               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])], outputs,
+                       [init("w1", scaled_normal(32, 64)), init("w2", scaled_normal(64, 10)),
+                        init("k", np.array([5], np.int64)), init("gamma", np.ones(64, np.float32))])
+    x = rng.standard_normal((40, 32)).astype(np.float32)
+    answers_now = run_plain(model, {"x": x})[1].argmax(1)
+    checked = compare(model, model, dataset_of({"x": x}, model, answers_now), batch=8)
+    assert checked.accuracy == (1.0, 1.0)
+    lead, logits = checked.outputs
+    assert lead.top1_agreement is None and logits.top1_agreement == 1.0

@@ -121,21 +121,30 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         raise RuntimeCheckError(f"onnxruntime failed to run the optimised model: {error_message(exc)}") from exc
     labels = data.labels_of(indices)
     kinds = output_kinds(original)
+    pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
+    target = _labelled_output(pairs, kinds) if labels is not None else None
+    if target is not None:
+        kinds[target] = None  # labels mean classes, whatever the graph seemed to show
     diffs = []
     accuracy = None
-    for n in names:
-        a, b = joined(got_ref[n], got_opt[n], samples)
+    for n, (a, b) in pairs.items():
         if isinstance(a, PerRun):
             diffs.append(_diff_runs(n, a, b))
             continue
-        # Labels mean classes: the first output shaped as classes is scored on them, whatever the graph shows.
-        kind = None if labels is not None and accuracy is None and is_classifier_output(a) else kinds.get(n)
-        diffs.append(_diff(n, a, b, kind))
-        if labels is not None and accuracy is None and is_classifier_output(a, kind):
+        diffs.append(_diff(n, a, b, kinds.get(n)))
+        if n == target:
             check_labels(labels, a)
             want, answer = answers(a, b)
             accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
+
+
+def _labelled_output(pairs: dict, kinds: dict) -> str | None:
+    """The output labels are for: the first the graph reads as classes, else the first
+    shaped as classes that is not TopK's (the labels then overrule the graph)."""
+    shaped = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun) and is_classifier_output(a)]
+    return next((n for n in shaped if is_classifier_output(pairs[n][0], kinds.get(n))),
+                next((n for n in shaped if kinds.get(n) != "topk"), None))
 
 
 def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,
