@@ -112,13 +112,25 @@ def test_written_out_normalisations_and_concatenated_boxes_are_values():
                   helper.make_node("Div", ["d", "sd"], ["y"])]
     model = make_model(layer_norm, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])], [w, eps, two], opset=13)
     assert output_kinds(model) == {"y": "values"}
-    # An RMSNorm written out, x * (1 / sqrt(mean(x^2) + eps)), looks like a cosine classifier's
-    # z / sqrt(sum(z^2)): read by its shape
+    # An RMSNorm written out: x * (1 / sqrt(mean(x^2) + eps))
     rms = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "h"], ["sq"]),
            helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1]), helper.make_node("Add", ["ms", "eps"], ["me"]),
            helper.make_node("Sqrt", ["me"], ["r"]), helper.make_node("Reciprocal", ["r"], ["inv"]),
            helper.make_node("Mul", ["h", "inv"], ["y"])]
     model = make_model(rms, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])], [w, eps], opset=13)
+    assert output_kinds(model) == {"y": "values"}
+    # An embedding: x / max(||x||, eps), as F.normalize exports it
+    l2 = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("ReduceL2", ["h"], ["n"], axes=[-1]),
+          helper.make_node("Clip", ["n", "eps"], ["nc"]), helper.make_node("Expand", ["nc", "shape"], ["ne"]),
+          helper.make_node("Div", ["h", "ne"], ["y"])]
+    model = make_model(l2, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])],
+                       [w, eps, init("shape", np.array([1, 5, 8], np.int64))], opset=13)
+    assert output_kinds(model) == {"y": "values"}
+    # A softmax written out divides by a sum, with no root: class scores
+    soft = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Exp", ["h"], ["e"]),
+            helper.make_node("ReduceSum", ["e", "axis"], ["s"]), helper.make_node("Div", ["e", "s"], ["y"])]
+    model = make_model(soft, [_out("x", ["N", 5, 16])], [_out("y", ["N", 5, 8])],
+                       [w, init("axis", np.array([-1], np.int64))], opset=13)
     assert output_kinds(model)["y"] in SCORES
     # SSD: two feature maps' box regressions, each [N, A_i * 4] -> [N, A_i, 4], concatenated on the anchors
     shape = init("shape", np.array([0, -1, 4], np.int64))
@@ -176,9 +188,15 @@ def test_only_class_scores_get_top1_agreement_and_the_agreement_metric():
     diffs = {d.name: d for d in compare(model, model, dataset_of({"x": x}, model), batch=8).outputs}
     assert diffs["scores"].top1_agreement == 1.0
     assert diffs["boxes"].top1_agreement is None and diffs["features"].top1_agreement is None
-    # Labels say the first output shaped as classes holds classes: scored on them
-    labels = np.random.default_rng(1).integers(0, 4, (24, 5))
+    # Labels go to the first output the graph reads as classes (the scores, not the boxes before them)
+    labels = np.random.default_rng(1).integers(0, 8, (24, 5))
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
+    assert checked.accuracy is not None and [d.top1_agreement for d in checked.outputs] == [None, 1.0, None]
+    # With no such output, labels make the first shaped as classes one
+    boxes_only = onnx.ModelProto()
+    boxes_only.CopyFrom(model)
+    del boxes_only.graph.output[1:]
+    checked = compare(boxes_only, boxes_only, dataset_of({"x": x}, boxes_only, labels % 4), batch=8)
     assert checked.accuracy is not None and checked.outputs[0].top1_agreement == 1.0
     boxes = np.zeros((4, 5, 4), np.float32)
     assert is_scores(boxes) and not is_scores(boxes, "values") and is_scores(boxes, "unknown")

@@ -9,10 +9,11 @@ last axis means (casts, reshapes, transposes, slices, gathers, a constant bias o
 a softcap's Tanh, a mask's Where), to an op that tells:
 
 * ``topk``: TopK's values or indices;
-* ``values``: a normalisation (LayerNorm or RMSNorm ops, or a LayerNorm written out as
-  (x - mean) / sqrt(var + eps): features), a Sigmoid on three axes or more (DETR's
-  boxes), a Concat over feature maps of Reshapes that split the last axis into fours
-  (SSD's boxes; one such Reshape alone may be a 4-class tagger's);
+* ``values``: a normalisation (LayerNorm or RMSNorm ops, or a division by the root of a
+  reduction of the same tensor: a LayerNorm, an RMSNorm or an embedding's L2 norm
+  written out), a Sigmoid on three axes or more (DETR's boxes), a Concat over feature
+  maps of Reshapes to fours (SSD's boxes; one such Reshape alone may be a 4-class
+  tagger's);
 * ``head``: a MatMul/Gemm/Einsum/Conv or a Softmax, where the walk stops;
 * ``unknown``: anything else.
 
@@ -38,6 +39,7 @@ _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temp
 BOX = 4  # coordinates per box
 SMALL = 4096  # bytes: initializers this size or more are weights, not shapes or axes
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
+ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
 
 
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
@@ -101,15 +103,15 @@ class _Walk:
             return "values"
         if node.domain not in ("", "ai.onnx"):
             return "unknown"  # our own ops among them: never taken for a head
-        if op == "Div" and len(node.input) > 1 and self._centred(node.input[0]) and self._is_root(node.input[1]):
-            return "values"  # a LayerNorm written out: (x - mean(x)) / sqrt(var + eps)
+        if op in ("Div", "Mul") and self._normalises(node):
+            return "values"  # a norm written out: LayerNorm, RMSNorm, an embedding's L2
         if op in _STOP:
             return "head"
         if op == "TopK":
             return "topk"
         if op == "Sigmoid" and len(self.shapes.get(name, ())) >= 3:
             return "values"
-        if depth and op == "Reshape" and self._splits_into_boxes(node.input[0], name):
+        if depth and op == "Reshape" and self._into_boxes(node.input[0], name):
             return "values"
         if op == "Concat":
             return self._concat(node, name, depth)
@@ -131,22 +133,39 @@ class _Walk:
             return node.input[0]
         return None
 
-    def _is_root(self, name: str) -> bool:
-        node = self.producer.get(name)
-        return node is not None and node.op_type == "Sqrt"
+    def _normalises(self, node: onnx.NodeProto) -> bool:
+        """x / r or x * (1 / r) where r is a root of a reduction of x: (x - mean) / sqrt(var
+        + eps), x * rsqrt(mean(x^2) + eps), x / max(||x||, eps). A written-out softmax
+        divides by a sum without a root; a temperature's root reduces nothing."""
+        pairs = [(node.input[0], node.input[1])] if node.op_type == "Div" else \
+            [(node.input[0], node.input[1]), (node.input[1], node.input[0])]
+        for x, r in pairs if len(node.input) == 2 else []:
+            above = self._above(r, ROOT_STEPS)
+            if not any(n.op_type in ("Sqrt", "ReduceL2") for n in above):
+                continue
+            if any(n.op_type.startswith("Reduce") and x in self._tensors_above(n.input[0], ROOT_STEPS)
+                   for n in above):
+                return True
+        return False
 
-    def _centred(self, name: str) -> bool:
-        """x - ReduceMean(x): a cosine or temperature-scaled classifier divides its
-        logits by a root too, but never centres them first."""
-        node = self.producer.get(name)
-        if node is None or node.op_type != "Sub" or len(node.input) != 2:
-            return False
-        mean = self.producer.get(node.input[1])
-        return mean is not None and mean.op_type == "ReduceMean" and mean.input[:1] == node.input[:1]
+    def _above(self, name: str, steps: int) -> list[onnx.NodeProto]:
+        """The nodes ``name`` is computed by, up to ``steps`` producers back."""
+        out, todo = [], [name]
+        for _ in range(steps):
+            nodes = [self.producer[t] for t in todo if t in self.producer]
+            out += nodes
+            todo = [i for n in nodes for i in n.input if i and i not in self.constants]
+        return out
 
-    def _splits_into_boxes(self, before: str, after: str) -> bool:
+    def _tensors_above(self, name: str, steps: int) -> set[str]:
+        return {name} | {i for n in self._above(name, steps) for i in n.input}
+
+    def _into_boxes(self, before: str, after: str) -> bool:
+        """A Reshape to [.., 4] from a feature map's [.., A * 4] or [.., A, 4] (torchvision)."""
         a, b = self.shapes.get(before), self.shapes.get(after)
-        return bool(a and b and a[-1] and b[-1] == BOX and a[-1] > BOX and a[-1] % BOX == 0)
+        if not (a and b and a[-1] and b[-1] == BOX and a[-1] % BOX == 0):
+            return False
+        return a[-1] > BOX or len(a) > len(b)  # anchors on the last axis, or their own axis merged away
 
     def _concat(self, node: onnx.NodeProto, name: str, depth: int) -> str:
         """A Concat along another axis than the last: what all its inputs are, if they agree."""
