@@ -75,9 +75,32 @@ def test_a_back_off_names_the_part_that_was_over_budget(parts, said):
     outcome = SimpleNamespace(split=(3000, 0), output="y", metric="accuracy", max_drop=0.01, rule="threshold",
                               trials=[], passes=2.0, seconds=1.0, calibration=Score("accuracy", 0.9, 0.895, 0.005),
                               saved_calibration=0.1, result=SimpleNamespace(uncounted_nodes=0), holdout=None,
-                              met=True, backoffs=1, backoff_parts=parts)
+                              met=True, backoffs=1, backoff_parts=parts, labelled=False)
     console = Console(width=400, record=True)
     console.print(calibration_table(outcome))
     text = console.export_text()
     assert f"met after backing off 1 rung(s): the first choice was {said}" in text
     assert ("held-out" in text) == ("the held-out part" in parts)
+
+
+def test_labels_no_output_can_take_are_said_to_be_unused(tmp_path):
+    """A segmentation map [N, C, H, W] with [N, H, W] labels: no output is read as class
+    scores, so the labels score nothing; the check and calibration say so."""
+    import numpy as np
+    import onnx
+
+    model = conv_hw()
+    del model.graph.node[-2:]  # no pool: the map itself is the output
+    model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("d", onnx.TensorProto.FLOAT, ["N", 32, "H", "W"]))
+    path = save_model(model, tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
+             labels=rng.integers(0, 32, (40, 8, 8)))
+    common = ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--objective", "flops", "--min-units", "8"]
+    r = CliRunner().invoke(main, [*common, "--threshold", "0", "--check-data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0, r.output
+    assert "not measured: no output is class scores the labels could name" in " ".join(r.output.split())
+    r = CliRunner().invoke(main, [*common, "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05",
+                                  "--confidence", "0"])
+    assert r.exit_code == 0, r.output
+    assert "not used: the relerr metric scores this output" in " ".join(r.output.split())

@@ -64,6 +64,7 @@ class CheckResult:
     pruned: dict[str, tuple[int, int]] = field(default_factory=dict)
     accuracy: tuple[float, float] | None = None  # (original, optimised) when labels are given
     rows: int = 0  # rows the ops counted: samples plus the pad of a fixed batch's last run (data.py)
+    labelled: bool = False  # labels were given (accuracy is None when no output could take them)
 
 
 def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
@@ -136,7 +137,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
             check_labels(labels, a)
             want, answer = answers(a, b)
             accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
-    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples))
+    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None)
 
 
 def _labelled_output(pairs: dict, kinds: dict) -> str | None:

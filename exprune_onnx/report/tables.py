@@ -193,10 +193,20 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     if check is not None:
         for d in check.outputs:
             t.add_row(f"check '{d.name}'", output_text(d))
-        if check.accuracy is not None:
-            a, b = check.accuracy
-            t.add_row("accuracy", f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)")
+        if accuracy_text(check):
+            t.add_row("accuracy", accuracy_text(check))
     return t
+
+
+def accuracy_text(check) -> str | None:
+    """The accuracy row of a check: the change, or why labels given were not used."""
+    if check.accuracy is not None:
+        a, b = check.accuracy
+        return f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)"
+    if check.labelled:
+        return ("not measured: no output is class scores the labels could name ([N, C] or [N, T, C], or a class "
+                "index); the labels were not used")
+    return None
 
 
 def _finite(value):
@@ -225,6 +235,9 @@ def calibration_table(outcome) -> Table:
     cert = getattr(outcome, "certificate", None)
     scored = f" on output '{escape(outcome.output)}'" if outcome.output else ""
     t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}{scored}, rule {outcome.rule}")
+    if outcome.labelled and outcome.metric not in ("accuracy", "lost"):
+        t.add_row("labels", f"not used: the {outcome.metric} metric scores this output, which is not class scores "
+                            "the labels could name")
     t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
                         f"in {outcome.seconds:.1f} s")
     t.add_row("ladder part (search's choice)" if cert else "calibration part",
@@ -320,9 +333,8 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
               show_header=False)
     t.add_column("what")
     t.add_column("value")
-    if check.accuracy is not None:
-        a, b = check.accuracy
-        t.add_row("accuracy", f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)")
+    if accuracy_text(check):
+        t.add_row("accuracy", accuracy_text(check))
     for d in check.outputs:
         t.add_row(f"output '{d.name}'", output_text(d))
     if saved is None:

@@ -91,6 +91,7 @@ class Outcome:
     certificate: object = None  # certify.Certificate under --confidence
     output: str = ""  # the output the metric scores: the model's first
     backoff_parts: tuple[str, ...] = ()  # the parts the first choice was over budget on
+    labelled: bool = False  # labels were given (unused unless the metric is accuracy or lost)
 
     def rung_options(self, shares: dict[str, float | str | None]) -> Options:
         """The options of an allocation, with the latency objective's sparse-consumer choice."""
@@ -368,7 +369,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     return Outcome(metric, max_drop, rule, final_options, result, stats, shares, calib_score, hold_score,
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
-                   backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts)
+                   backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts,
+                   labelled=data.labels is not None)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,
