@@ -107,3 +107,18 @@ def test_labels_go_to_the_output_the_graph_reads_as_classes(first):
     assert checked.accuracy == (1.0, 1.0)
     lead, logits = checked.outputs
     assert lead.top1_agreement is None and logits.top1_agreement == 1.0
+
+
+def test_an_output_with_its_batch_on_axis_1_is_named_so():
+    """PyTorch's CTC layout [T, N, C]: calibration cannot score it sample by sample, and
+    says where the batch is rather than that there is none."""
+    from exprune_onnx.errors import DataError
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["z"]), helper.make_node("Transpose", ["z"], ["y"], perm=[1, 0, 2])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 7, 16])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, "N", 10])],
+                       [init("w1", scaled_normal(16, 32)), init("w2", scaled_normal(32, 10))])
+    data = dataset_of({"x": np.random.default_rng(0).standard_normal((10, 7, 16)).astype(np.float32)}, model)
+    with pytest.raises(DataError, match="has its batch on axis 1, not the first"):
+        run_counting(inference_session(model), ["y"], {}, data.batches(4), 10, key="x")

@@ -157,7 +157,7 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
     without, an output whose first axis is not the batch in every run is an error: it has
     no rows to take per sample. ``key`` names an input with a batch axis (Dataset.inputs),
     whose rows are the run's (default: the first feed)."""
-    rows = 0
+    rows, run_rows_seen = 0, []
     got: dict[str, list] = {n: [] for n in names}
     counts = {node: [0, 0] for node in stats_names}
     batched = dict.fromkeys(names, True)
@@ -172,10 +172,16 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
             counts[node][0] += int(s[0])
             counts[node][1] += int(s[1])
         rows += run_rows
+        run_rows_seen.append(run_rows)
         if done is not None:
             done(min(rows, samples or rows))
     unbatched = [n for n in names if not batched[n]]
     if unbatched and not per_run:
+        axis = _batch_elsewhere(got[unbatched[0]], run_rows_seen)
+        if axis is not None:  # PyTorch's CTC layout [T, N, C]
+            raise DataError(f"output '{unbatched[0]}' has its batch on axis {axis}, not the first: calibration scores "
+                            "sample by sample along the first axis (export it batch first, or score another output "
+                            "with --score-output)")
         raise DataError(f"output '{unbatched[0]}' has no batch axis (its first dim is not the number of samples "
                         "run, e.g. a detection count), so it cannot be scored sample by sample")
     outputs = {}
@@ -186,6 +192,17 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
         else:
             outputs[n] = np.concatenate(v)[:samples]
     return outputs, {k: tuple(v) for k, v in counts.items()}
+
+
+def _batch_elsewhere(runs: list, rows: list[int]) -> int | None:
+    """The one axis after the first that holds each run's samples, in every run of more
+    than one sample (an axis of 1 would match any), or None."""
+    axes = None
+    for o, n in zip(runs, rows):
+        if n > 1:
+            here = {i for i in range(1, o.ndim) if o.shape[i] == n}
+            axes = here if axes is None else axes & here
+    return next(iter(axes)) if axes is not None and len(axes) == 1 else None
 
 
 def _diff_runs(name: str, a: list, b: list) -> OutputDiff:
