@@ -236,8 +236,8 @@ def calibration_table(outcome) -> Table:
     scored = f" on output '{escape(outcome.output)}'" if outcome.output else ""
     t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}{scored}, rule {outcome.rule}")
     if outcome.labelled and outcome.metric not in ("accuracy", "lost"):
-        t.add_row("labels", f"not used: the {outcome.metric} metric scores this output, which is not class scores "
-                            "the labels could name")
+        t.add_row("labels", "not used by the agreement metric (asked for)" if outcome.metric == "agreement" else
+                  "not used: the relerr metric scores this output, which is not class scores the labels could name")
     t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
                         f"in {outcome.seconds:.1f} s")
     t.add_row("ladder part (search's choice)" if cert else "calibration part",
