@@ -323,19 +323,27 @@ def test_language_model_style_head_on_3d_input():
         np.testing.assert_array_equal(run_exprune(res.model, {"x": x})[0], run_plain(model, {"x": x})[0])
 
 
+LM_STEPS, LM_VOCAB = 5, 30
+
+
+def per_position_logits(rng, opset: int = 17, ir_version: int = 8) -> onnx.ModelProto:
+    """x [B, 5, 8] -> MatMul -> Relu -> MatMul (lm_head, n = 48) -> z [B, 5, 30] logits."""
+    inits = [init("w1", rng.normal(size=(8, 48)).astype(np.float32)),
+             init("Wv", (rng.normal(size=(48, LM_VOCAB)) / 4).astype(np.float32))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("MatMul", ["h", "Wv"], ["z"], name="lm_head")]
+    return make_model(nodes, [vi("x", ["B", LM_STEPS, 8])], [vi("z", ["B", LM_STEPS, LM_VOCAB])], inits,
+                      opset=opset, ir_version=ir_version)
+
+
 def test_argmax_only_on_per_position_logits_is_checked_per_position():
     """[B, T, V] logits turned into [B, T] indices: the check, evaluate and verify compare
     one answer per position (they failed on broadcasting [B, T, V] against [B, T])."""
     from exprune_onnx.measure.compare import compare
     from exprune_onnx.verify import verify
 
-    rng = np.random.default_rng(12)
-    n, vocab, steps = 48, 30, 5
-    inits = [init("w1", rng.normal(size=(8, n)).astype(np.float32)),
-             init("Wv", (rng.normal(size=(n, vocab)) / 4).astype(np.float32))]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
-             helper.make_node("MatMul", ["h", "Wv"], ["z"], name="lm_head")]
-    model = make_model(nodes, [vi("x", ["B", steps, 8])], [vi("z", ["B", steps, vocab])], inits)
+    model = per_position_logits(np.random.default_rng(12))
+    steps, vocab = LM_STEPS, LM_VOCAB
     res = optimize_model(model, threshold=NEG_INF, argmax_only=("z",))
     assert node_types(res.model)[-1] == "ExPruneArgmaxHead"
     data = random_dataset(model, 16, 0)
@@ -356,13 +364,8 @@ def test_argmax_only_with_shapes_given_declares_the_index_output():
     opset 12): the indices keep the original's leading dims, declared, so the onnx
     checker accepts the file (it requires a shape on IR 6 outputs)."""
     rng = np.random.default_rng(14)
-    n, vocab, steps = 48, 30, 5
-    inits = [init("w1", rng.normal(size=(8, n)).astype(np.float32)),
-             init("Wv", (rng.normal(size=(n, vocab)) / 4).astype(np.float32))]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
-             helper.make_node("MatMul", ["h", "Wv"], ["z"], name="lm_head")]
-    model = make_model(nodes, [vi("x", ["B", steps, 8])], [vi("z", ["B", steps, vocab])], inits, opset=11,
-                       ir_version=6)
+    model = per_position_logits(rng, opset=11, ir_version=6)
+    steps = LM_STEPS
     res = optimize_model(model, threshold=NEG_INF, argmax_only=("z",), input_shapes={"x": (2, steps, 8)})
     onnx.checker.check_model(res.model)
     dims = [d.dim_param or d.dim_value for d in res.model.graph.output[0].type.tensor_type.shape.dim]

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graphutil import all_graphs, const_value, is_graph_output, model_names, unique_name
+from .graphutil import all_graphs, const_value, is_graph_output, model_names, opset_of, unique_name
 
 
 def dense_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -52,7 +52,7 @@ def constants_to_initializers(graph: gs.Graph) -> int:
             out = node.outputs[0]
             if is_graph_output(out, g) or not isinstance(out, gs.Variable):
                 continue
-            value = const_value(out, int(g.opset or graph.opset))
+            value = const_value(out, opset_of(g, graph))
             if value is None:
                 continue
             node.outputs.clear()
@@ -67,7 +67,7 @@ def fold_batchnorm(graph: gs.Graph) -> int:
     names = model_names(graph)
     count = 0
     for g in all_graphs(graph):
-        opset = int(g.opset or graph.opset)
+        opset = opset_of(g, graph)
         for bn in [n for n in g.nodes if n.op == "BatchNormalization"]:
             if _fold_one(g, bn, opset, names):
                 count += 1

@@ -23,26 +23,23 @@ def _key(f) -> tuple[str, str, str]:
     return (f.domain, f.name if isinstance(f, onnx.FunctionProto) else f.op_type, f.overload)
 
 
-def _called(nodes, functions: dict) -> set[tuple[str, str, str]]:
-    """The local functions ``nodes`` call, their If/Loop/Scan bodies included."""
-    out = set()
+def _with_bodies(nodes):
+    """``nodes`` and the nodes of their If/Loop/Scan bodies (a function's body is a node
+    list, not a graph: io/modelio.all_nodes takes a graph)."""
     for node in nodes:
-        if _key(node) in functions:
-            out.add(_key(node))
+        yield node
         for a in node.attribute:
             for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                out |= _called(sub.node, functions)
-    return out
+                yield from _with_bodies(sub.node)
+
+
+def _called(nodes, functions: dict) -> set[tuple[str, str, str]]:
+    """The local functions ``nodes`` call, their If/Loop/Scan bodies included."""
+    return {_key(n) for n in _with_bodies(nodes) if _key(n) in functions}
 
 
 def _has_reduction(nodes) -> bool:
-    for node in nodes:
-        if node.domain in ("", "ai.onnx") and node.op_type in _REDUCTIONS:
-            return True
-        if any(_has_reduction(sub.node) for a in node.attribute
-               for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs)):
-            return True
-    return False
+    return any(n.domain in ("", "ai.onnx") and n.op_type in _REDUCTIONS for n in _with_bodies(nodes))
 
 
 def plan(model: onnx.ModelProto) -> tuple[list[tuple[str, str]], dict[str, str]]:

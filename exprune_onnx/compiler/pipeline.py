@@ -34,14 +34,15 @@ from ..config import SPARSE_RELU, Options, choose_k
 from ..errors import ConfigError
 from ..io import bigmodel
 from ..io.feeds import input_dims, keep_open_dims, with_input_shapes
-from ..io.modelio import runtime_ir_version
+from ..io.modelio import all_graphs as graph_protos
+from ..io.modelio import all_nodes, runtime_ir_version
 from ..measure.flops import model_flops
 from ..passes import sparse_conv, sparse_input
 from ..rules import RULES, Rule, RuleSet
 from ..rules.base import Candidate, Context, NoMatch, Rewritten
 from . import functions
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
-from .graphutil import all_graphs, model_names
+from .graphutil import all_graphs, model_names, opset_of
 
 
 @dataclass
@@ -128,19 +129,10 @@ def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict
     if not shapes:
         return graph, None
     proof = {}
-    for g in _graph_protos(infer_shapes(bigmodel.skeleton(model) or model).graph):
+    for g in graph_protos(infer_shapes(bigmodel.skeleton(model) or model).graph):
         proof.update((vi.name, input_dims(vi)) for vi in [*g.input, *g.value_info, *g.output]
                      if vi.type.tensor_type.HasField("shape"))
     return graph, proof
-
-
-def _graph_protos(g: onnx.GraphProto):
-    """``g`` and every subgraph in its nodes' attributes."""
-    yield g
-    for node in g.node:
-        for a in node.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _graph_protos(sub)
 
 
 def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> list[Context]:
@@ -148,7 +140,7 @@ def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> l
     counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
     dups = {name for name, c in counts.items() if c > 1}
     return [
-        Context(graph, g, int(g.opset if g.opset is not None else graph.opset), options, names, dups, proof)
+        Context(graph, g, opset_of(g, graph), options, names, dups, proof)
         for g in all_graphs(graph)
     ]
 
@@ -309,16 +301,15 @@ def _keep_notes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
     the rewrite left as it was (same name and op; names shared by two nodes are skipped)."""
     del graph.metadata_props[:]
     graph.metadata_props.extend(original.metadata_props)
-    nodes = Counter((n.name, n.op_type) for g in _graph_protos(original) for n in g.node)
-    notes = {(n.name, n.op_type): n for g in _graph_protos(original) for n in g.node
+    nodes = Counter((n.name, n.op_type) for n in all_nodes(original))
+    notes = {(n.name, n.op_type): n for n in all_nodes(original)
              if n.name and nodes[(n.name, n.op_type)] == 1 and (n.doc_string or n.metadata_props)}
-    for g in _graph_protos(graph):
-        for node in g.node:
-            was = notes.get((node.name, node.op_type))
-            if was is not None:
-                node.doc_string = was.doc_string
-                del node.metadata_props[:]
-                node.metadata_props.extend(was.metadata_props)
+    for node in all_nodes(graph):
+        was = notes.get((node.name, node.op_type))
+        if was is not None:
+            node.doc_string = was.doc_string
+            del node.metadata_props[:]
+            node.metadata_props.extend(was.metadata_props)
 
 
 def _keep_listed_initializers(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
