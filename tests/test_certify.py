@@ -83,6 +83,32 @@ def test_certified_search_certifies_on_data_it_never_searched():
     assert again.shares == out.shares and again.certificate.losses == cert.losses
 
 
+def test_a_segmentation_map_is_certified_on_each_sample_s_share_of_pixels_lost():
+    """[N, H, W] labels for an [N, C, H, W] map: accuracy per pixel, each testing sample's
+    loss its share of labelled pixels lost, so Hoeffding-Bentkus, not the binomial."""
+    from helpers import conv_hw, init, scaled_normal
+
+    from exprune_onnx.io.data import dataset_of
+
+    model = conv_hw()  # its pool and flatten give way to a 1x1 conv: a map of 6 classes
+    del model.graph.node[-2:]
+    model.graph.node.append(onnx.helper.make_node("Conv", ["d", "head"], ["seg"]))
+    model.graph.initializer.append(init("head", scaled_normal(6, 32, 1, 1)))
+    model.graph.input[0].CopyFrom(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8]))
+    model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("seg", onnx.TensorProto.FLOAT, ["N", 6, 8, 8]))
+    x = np.random.default_rng(5).standard_normal((600, 3, 8, 8)).astype(np.float32)
+    labels = run_plain(model, {"x": x})[0].argmax(1)
+    out = search(model, Options(confidence=0.9, min_units=8), dataset_of({"x": x}, model, labels), max_drop=0.1,
+                 seed=0)
+    cert = out.certificate
+    assert out.metric == "accuracy" and cert.test == "Hoeffding-Bentkus" and cert.chosen >= 0
+    _ladder, test = split_indices(600, 0.5, 0)
+    ref = run_plain(model, {"x": x[test]})[0].argmax(1)
+    got = run_plain_or_exprune(out.result.model, {"x": x[test]}).argmax(1)
+    lost = ((ref == labels[test]) & (got != labels[test])).reshape(len(test), -1).mean(1)
+    assert cert.losses == pytest.approx(lost.sum()) and cert.losses > 0
+
+
 def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     model = calibration_mlp()
     out = search(model, Options(confidence=0.9), calibration_dataset(model, count=300), max_drop=0.01, seed=0)

@@ -122,3 +122,23 @@ def test_an_output_with_its_batch_on_axis_1_is_named_so():
     data = dataset_of({"x": np.random.default_rng(0).standard_normal((10, 7, 16)).astype(np.float32)}, model)
     with pytest.raises(DataError, match="has its batch on axis 1, not the first"):
         run_counting(inference_session(model), ["y"], {}, data.batches(4), 10, key="x")
+
+
+def test_segmentation_labels_score_the_map_per_position():
+    """[N, H, W] labels with a map [N, C, H, W] and a pooled [N, C] output: the labels
+    name the map's classes on axis 1, and accuracy and top-1 agreement are per position
+    (-100 left out)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["map"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["map"], ["g"]), helper.make_node("Flatten", ["g"], ["pooled"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                       [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["N", 5]),
+                        helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", 5, 6, 6])],
+                       [init("w", scaled_normal(5, 3, 3, 3))])
+    x = np.random.default_rng(4).standard_normal((12, 3, 6, 6)).astype(np.float32)
+    labels = run_plain(model, {"x": x})[1].argmax(1)
+    labels[:, :3] = (labels[:, :3] + 1) % 5  # half the positions wrong
+    labels[:, 3, :3] = -100  # a quarter of the right ones unlabelled
+    checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=4)
+    assert checked.accuracy == (pytest.approx(15 / 33), pytest.approx(15 / 33))  # 18 right, 3 of them unlabelled
+    pooled, seg = checked.outputs
+    assert pooled.top1_agreement == 1.0 and seg.top1_agreement == 1.0

@@ -6,7 +6,15 @@ import pytest
 
 from exprune_onnx.errors import DataError
 from exprune_onnx.tuning.certify import sample_losses
-from exprune_onnx.tuning.metrics import check_labels, is_scores, score, top1_agreement
+from exprune_onnx.tuning.metrics import (
+    check_labels,
+    is_scores,
+    labels_per_position,
+    map_class_axis,
+    per_position,
+    score,
+    top1_agreement,
+)
 
 SCORES = np.zeros((4, 3), np.float32)  # 4 samples, 3 classes
 PER_POSITION = np.zeros((2, 5, 3), np.float32)  # 2 samples, 5 positions, 3 classes
@@ -28,6 +36,7 @@ def test_labels_that_fit(labels, output):
     (np.array([0, 1]), SCORES, "shape [2], the model's predictions [4]"),
     (np.array([0, 3, 1, 0]), SCORES, "label 3 is not a class of the model's output (its classes are 0 to 2)"),
     (np.array([0, -1, 1, 0]), SCORES, "label -1 is not a class"),
+    (np.full((2, 5), 255), PER_POSITION, "2; mark a position with no label -100"),  # VOC's ignore label
     (np.array([-2, 0]), INDICES, "label -2 is not a class of the model's output (classes are >= 0)"),
     (np.array([0.0, np.nan, 1.0, 0.0]), SCORES, "whole class indices; found nan"),
     (np.array([0.5, 1.0, 1.0, 0.0]), SCORES, "whole class indices; found 0.5"),
@@ -117,3 +126,29 @@ def test_topk_outputs_are_not_scored(metric):
         choose(metric, np.zeros((4, 3), np.int64), None, "topk")
     assert choose("auto", np.zeros((4, 1), np.int64), None, "topk") == "agreement"  # TopK(k=1): the answer
     assert choose("auto", np.zeros((4, 3), np.int64), None) == "relerr"
+
+
+@pytest.mark.parametrize(("shape", "labels", "axis"), [
+    ((2, 4, 6, 6), (2, 6, 6), 1),  # a segmentation map, NCHW
+    ((2, 6, 6, 4), (2, 6, 6), -1),  # the same, NHWC
+    ((2, 6, 6, 6), (2, 6, 6), -1),  # both readings fit: classes last
+    ((2, 4, 9), (2, 9), 1),  # a Conv1d tagger [N, C, L]
+    ((2, 9, 4), (2, 9), None),  # [N, T, C]: scores as they are
+    ((2, 4, 6, 6), (2,), None),  # one label per sample fits no map
+    ((2, 1, 6, 6), (2, 6, 6), None),  # one channel is no choice of class
+])
+def test_labels_locate_a_map_s_classes(shape, labels, axis):
+    assert map_class_axis(np.zeros(shape, np.float32), np.zeros(labels, np.int64)) == axis
+    assert map_class_axis(np.zeros(shape, np.float32), None) is None
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_a_map_is_read_position_by_position_with_its_labels(axis):
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((2, 4, 3, 5) if axis == 1 else (2, 3, 5, 4)).astype(np.float32)
+    labels = scores.argmax(axis)
+    flat = per_position(scores, axis)
+    assert flat.shape == (2, 15, 4) and per_position(scores, None) is scores
+    assert np.array_equal(flat.argmax(-1), labels_per_position(labels, axis))
+    pixel = scores[1, :, 1, 2] if axis == 1 else scores[1, 1, 2, :]
+    assert np.array_equal(flat[1, 7], pixel)  # position (1, 2) of sample 1

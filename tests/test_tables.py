@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
@@ -83,20 +85,26 @@ def test_a_back_off_names_the_part_that_was_over_budget(parts, said):
     assert ("held-out" in text) == ("the held-out part" in parts)
 
 
-def test_labels_no_output_can_take_are_said_to_be_unused(tmp_path):
-    """A segmentation map [N, C, H, W] with [N, H, W] labels: no output is read as class
-    scores, so the labels score nothing; the check and calibration say so."""
+def _map_model(tmp_path, labels_shape):
+    """conv_hw without its pool (the output is the map d [N, 32, H, W]), saved with 40
+    samples and random labels of ``labels_shape``; the CLI arguments of a run on it."""
     import numpy as np
     import onnx
 
     model = conv_hw()
-    del model.graph.node[-2:]  # no pool: the map itself is the output
+    del model.graph.node[-2:]
     model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("d", onnx.TensorProto.FLOAT, ["N", 32, "H", "W"]))
     path = save_model(model, tmp_path)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
-             labels=rng.integers(0, 32, (40, 8, 8)))
-    common = ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--objective", "flops", "--min-units", "8"]
+             labels=rng.integers(0, 32, labels_shape))
+    return ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--objective", "flops", "--min-units", "8"]
+
+
+def test_labels_no_output_can_take_are_said_to_be_unused(tmp_path):
+    """Labels of one class per sample for a map [N, C, H, W]: no output is class scores
+    they fit, so they score nothing; the check and calibration say so."""
+    common = _map_model(tmp_path, (40,))
     r = CliRunner().invoke(main, [*common, "--threshold", "0", "--check-data", str(tmp_path / "d.npz")])
     assert r.exit_code == 0, r.output
     assert "not measured: no output is class scores the labels could name" in " ".join(r.output.split())
@@ -104,3 +112,20 @@ def test_labels_no_output_can_take_are_said_to_be_unused(tmp_path):
                                   "--confidence", "0"])
     assert r.exit_code == 0, r.output
     assert "not used: the relerr metric scores this output" in " ".join(r.output.split())
+
+
+def test_segmentation_labels_score_the_map_per_position(tmp_path):
+    """[N, H, W] labels for a map [N, C, H, W] put its classes on axis 1 (a segmentation
+    map): the check reports top-1 agreement and accuracy per position, and calibration
+    budgets accuracy."""
+    common = _map_model(tmp_path, (40, 8, 8))
+    r = CliRunner().invoke(main, [*common, "--threshold", "0", "--check-data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "top-1 agreement" in text and "not measured" not in text
+    assert re.search(r"accuracy │ \d+\.\d+% -> \d+\.\d+%", text), text
+    r = CliRunner().invoke(main, [*common, "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05",
+                                  "--confidence", "0"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "accuracy" in text and "not used" not in text and "relerr" not in text

@@ -21,6 +21,10 @@ from ..tuning.metrics import (
     is_classifier_output,
     is_scores,
     labelled_mean,
+    labels_per_position,
+    map_class_axis,
+    per_position,
+    prediction_shape,
     top1_agreement,
 )
 from .output_kinds import output_kinds
@@ -123,9 +127,12 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     labels = data.labels_of(indices)
     kinds = output_kinds(original)
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
-    target = _labelled_output(pairs, kinds) if labels is not None else None
+    target = _labelled_output(pairs, kinds, labels) if labels is not None else None
     if target is not None:
         kinds[target] = None  # labels mean classes, whatever the graph seemed to show
+        axis = map_class_axis(pairs[target][0], labels)  # a segmentation map's classes
+        pairs[target] = tuple(per_position(x, axis) for x in pairs[target])
+        labels = labels_per_position(labels, axis)
     diffs = []
     accuracy = None
     for n, (a, b) in pairs.items():
@@ -140,10 +147,15 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None)
 
 
-def _labelled_output(pairs: dict, kinds: dict) -> str | None:
+def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None:
     """The output labels are for: the first the graph reads as classes, else the first
-    shaped as classes that is not TopK's (the labels then overrule the graph)."""
-    shaped = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun) and is_classifier_output(a)]
+    shaped as classes that is not TopK's (the labels then overrule the graph), else the
+    first map whose classes the labels' shape locates (metrics.map_class_axis)."""
+    batched = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun)]
+    shaped = [n for n in batched if is_classifier_output(pairs[n][0])]
+    maps = [n for n in batched if map_class_axis(pairs[n][0], labels) is not None]
+    if maps and not any(prediction_shape(pairs[n][0]) == labels.shape for n in shaped):
+        return maps[0]
     return next((n for n in shaped if is_classifier_output(pairs[n][0], kinds.get(n))),
                 next((n for n in shaped if kinds.get(n) != "topk"), None))
 

@@ -31,7 +31,18 @@ from ..io.data import Dataset
 from ..measure.compare import with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
-from .metrics import IGNORE, Score, agrees, answers, check_labels, predictions, score
+from .metrics import (
+    IGNORE,
+    Score,
+    agrees,
+    answers,
+    check_labels,
+    labels_per_position,
+    map_class_axis,
+    per_position,
+    predictions,
+    score,
+)
 from .risk import RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
@@ -97,8 +108,10 @@ class Tester:
         self.progress = progress or (lambda rows: None)
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
-        self.reference = reference_output(session, self.output, data, self._batches(), len(indices))
-        self.labels = data.labels_of(indices)
+        reference = reference_output(session, self.output, data, self._batches(), len(indices))
+        self.axis = map_class_axis(reference, data.labels)  # a segmentation map's classes
+        self.reference = per_position(reference, self.axis)
+        self.labels = labels_per_position(data.labels_of(indices), self.axis)
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
 
     def _batches(self):
@@ -123,7 +136,7 @@ class Tester:
             outs = session.run(names, feeds)
             # A fixed batch pads the last run (Dataset.batches): its pad rows are no samples.
             stop = min(start + outs[0].shape[0], len(self.reference))
-            outs[0] = outs[0][:stop - start]
+            outs[0] = per_position(outs[0][:stop - start], self.axis)
             labels = None if self.labels is None else self.labels[start:stop]
             total += float(sample_losses(self.metric, self.reference[start:stop], outs[0], labels,
                                          self.tolerance).sum())

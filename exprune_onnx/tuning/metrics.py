@@ -4,7 +4,8 @@ Every metric reports a *drop* (>= 0 is worse) that ``--max-drop`` bounds:
 
 * ``accuracy`` (needs labels): top-1 accuracy of the original minus the optimised, the
   paper's measure; for [N, T, C] scores (a language model) the labels are [N, T] and
-  every position counts but those labelled -100 (Hugging Face's ignore index);
+  every position counts but those labelled -100 (Hugging Face's ignore index); for
+  [N, C, H, W] scores (a segmentation map) the labels are [N, H, W] (``map_class_axis``);
 * ``lost`` (needs labels): the share of samples the original got right and the
   optimised gets wrong, not offset by samples it newly gets right: an upper bound on
   the accuracy drop, stricter and steadier across data splits;
@@ -50,6 +51,35 @@ def is_scores(a: np.ndarray, kind: str | None = None) -> bool:
     return a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f" and kind not in ("topk", "values")
 
 
+def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
+    """The axis of a map's classes, as ``labels`` of one class per position say: 1 for
+    [N, C, H, W] with [N, H, W] labels (a segmentation map) or [N, C, L] with [N, L] (a
+    Conv1d tagger); -1 for [N, H, W, C] with [N, H, W] (TensorFlow's layout). Only labels
+    tell such scores from a feature map. None for anything else, [N, T, C] included (read
+    as scores without help); where both readings fit, classes last."""
+    if labels is None or a.dtype.kind != "f" or a.ndim < 3:
+        return None
+    if a.ndim >= 4 and labels.shape[1:] == a.shape[1:-1] and a.shape[-1] > 1:
+        return -1
+    if labels.shape[1:] == a.shape[2:] and labels.shape[1:] != a.shape[1:-1] and a.shape[1] > 1:
+        return 1
+    return None
+
+
+def per_position(scores: np.ndarray, axis: int | None) -> np.ndarray:
+    """A map with its classes on ``axis`` (``map_class_axis``) as [N, positions, C], the
+    layout every metric here reads; with ``axis`` None, ``scores`` as they are."""
+    if axis is None:
+        return scores
+    classes = scores.shape[axis]
+    return np.moveaxis(scores, axis, -1).reshape(scores.shape[0], -1, classes)
+
+
+def labels_per_position(labels: np.ndarray | None, axis: int | None) -> np.ndarray | None:
+    """The labels of a map (``axis`` not None) as [N, positions], to go with ``per_position``."""
+    return labels.reshape(labels.shape[0], -1) if axis is not None and labels is not None else labels
+
+
 def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """Per prediction: whether ``got`` answers as ``ref`` does. The same class, or, for
     scores, a class ``ref`` ranks first too: where its top scores tie exactly (a blank
@@ -88,11 +118,16 @@ def answers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return want, predictions(got)
 
 
+def prediction_shape(output: np.ndarray) -> tuple:
+    """``predictions(output).shape``, without computing them."""
+    return (output.size,) if is_class_index(output) else output.shape[:-1]
+
+
 def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
     """Raise DataError unless ``labels`` hold one class of ``output`` (a classifier's output)
     for each of its predictions: any other label would count as wrong before and after,
     so no answer could ever be lost."""
-    want = (output.size,) if is_class_index(output) else output.shape[:-1]  # predictions(output).shape, uncomputed
+    want = prediction_shape(output)
     if labels.shape != want:
         raise DataError(f"the labels have shape {list(labels.shape)}, the model's predictions {list(want)}: give one "
                         "class index per prediction (for one-hot labels, their arg-max)")
@@ -106,8 +141,10 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
         raise DataError(f"every label is {IGNORE} (Hugging Face's ignore index): there is nothing to score")
     low, high = labelled.min(initial=0), labelled.max(initial=0)
     if low < 0 or (classes is not None and high >= classes):
+        unlabelled = f"; mark a position with no label {IGNORE}" if labels.ndim > 1 else ""
         raise DataError(f"label {low if low < 0 else high:g} is not a class of the model's output "
-                        f"({'its classes are 0 to ' + str(classes - 1) if classes else 'classes are >= 0'})")
+                        f"({'its classes are 0 to ' + str(classes - 1) if classes else 'classes are >= 0'}"
+                        f"{unlabelled})")
 
 
 def labelled_mean(hits: np.ndarray, labels: np.ndarray) -> float:
