@@ -109,6 +109,25 @@ def test_a_segmentation_map_is_certified_on_each_sample_s_share_of_pixels_lost()
     assert cert.losses == pytest.approx(lost.sum()) and cert.losses > 0
 
 
+def test_a_sequence_first_output_is_certified_sample_by_sample():
+    """PyTorch's [T, N, C]: the testing part's runs have their batch moved first as the
+    reference's, so each sample's loss is its share of frames whose top-1 changed."""
+    from test_compare import _sequence_first
+
+    from exprune_onnx.io.data import dataset_of
+
+    model = _sequence_first()
+    x = np.random.default_rng(6).standard_normal((800, 7, 16)).astype(np.float32)
+    out = search(model, Options(confidence=0.9, min_units=8, include_first_layer=True), dataset_of({"x": x}, model),
+                 max_drop=0.1, seed=0)
+    cert = out.certificate
+    assert out.metric == "agreement" and cert.test == "Hoeffding-Bentkus" and cert.chosen >= 0
+    _ladder, test = split_indices(800, 0.5, 0)
+    ref = run_plain(model, {"x": x[test]})[0].argmax(-1)
+    got = run_plain_or_exprune(out.result.model, {"x": x[test]}).argmax(-1)
+    assert cert.losses == pytest.approx((ref != got).mean(0).sum()) and cert.losses > 0  # frames first: axis 0
+
+
 def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     model = calibration_mlp()
     out = search(model, Options(confidence=0.9), calibration_dataset(model, count=300), max_drop=0.01, seed=0)

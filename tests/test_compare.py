@@ -109,19 +109,41 @@ def test_labels_go_to_the_output_the_graph_reads_as_classes(first):
     assert lead.top1_agreement is None and logits.top1_agreement == 1.0
 
 
-def test_an_output_with_its_batch_on_axis_1_is_named_so():
-    """PyTorch's CTC layout [T, N, C]: calibration cannot score it sample by sample, and
-    says where the batch is rather than that there is none."""
-    from exprune_onnx.errors import DataError
-
+def _sequence_first(frames=7):
+    """x [N, T, 16] -> MatMul -> Relu -> MatMul -> Transpose: y [T, N, 10], PyTorch's CTC layout."""
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
              helper.make_node("MatMul", ["r1", "w2"], ["z"]), helper.make_node("Transpose", ["z"], ["y"], perm=[1, 0, 2])]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 7, 16])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, "N", 10])],
-                       [init("w1", scaled_normal(16, 32)), init("w2", scaled_normal(32, 10))])
-    data = dataset_of({"x": np.random.default_rng(0).standard_normal((10, 7, 16)).astype(np.float32)}, model)
-    with pytest.raises(DataError, match="has its batch on axis 1, not the first"):
-        run_counting(inference_session(model), ["y"], {}, data.batches(4), 10, key="x")
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", frames, 16])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [frames, "N", 10])],
+                      [init("w1", scaled_normal(16, 32)), init("w2", scaled_normal(32, 10))])
+
+
+def test_an_output_with_its_batch_on_axis_1_is_read_batch_first():
+    """PyTorch's sequence-first [T, N, C]: each run's batch axis is moved first, so the
+    samples' rows can be scored (and the check compares positions, with top-1 agreement)."""
+    model = _sequence_first()
+    x = np.random.default_rng(0).standard_normal((10, 7, 16)).astype(np.float32)
+    data = dataset_of({"x": x}, model)
+    moved = {}
+    got, _ = run_counting(inference_session(model), ["y"], {}, data.batches(4), 10, key="x", moved=moved)
+    assert moved == {"y": 1}
+    np.testing.assert_array_equal(got["y"], run_plain(model, {"x": x})[0].transpose(1, 0, 2))
+    checked = compare(model, model, data, batch=4)
+    assert checked.outputs[0].runs is None and checked.outputs[0].top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_a_fixed_size_that_equals_the_batch_is_no_batch_axis(fixed):
+    """[K, 3] rows (NonMaxSuppression's) at batch 3: axis 1 matches every run's samples,
+    but the model fixes it at 3, so it stays run by run; declared symbolic, it would move."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+             helper.make_node("Slice", ["t", "zero", "k"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["K", 3 if fixed else "N"])],
+                       [init("zero", np.array([0], np.int64)), init("k", np.array([4], np.int64))])
+    data = dataset_of({"x": np.ones((9, 5), np.float32)}, model)
+    got, _ = run_counting(inference_session(model), ["y"], {}, data.batches(3), 9, per_run=True, key="x")
+    assert got["y"].batched is not fixed
 
 
 def test_segmentation_labels_score_the_map_per_position():

@@ -161,14 +161,16 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None
 
 
 def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,
-                 done=None, per_run: bool = False, key: str | None = None):
+                 done=None, per_run: bool = False, key: str | None = None, moved: dict | None = None):
     """``names`` concatenated over ``batches`` (cut to the first ``samples`` rows: a fixed
     batch pads the last run, data.Dataset.batches), and each early-exit op's summed
     [pruned, total]. ``done(rows)`` is called after each batch with the rows run so far.
-    With ``per_run`` every output is a PerRun, to pair with another model's (``joined``);
-    without, an output whose first axis is not the batch in every run is an error: it has
-    no rows to take per sample. ``key`` names an input with a batch axis (Dataset.inputs),
-    whose rows are the run's (default: the first feed)."""
+    An output with its batch on another axis (PyTorch's sequence-first [T, N, C]) has it
+    moved first (``batch_axis``; ``moved`` gets name -> that axis). With ``per_run`` every
+    output is a PerRun, to pair with another model's (``joined``); without, an output
+    with no batch axis is an error: it has no rows to take per sample. ``key`` names an
+    input with a batch axis (Dataset.inputs), whose rows are the run's (default: the first
+    feed)."""
     rows, run_rows_seen = 0, []
     got: dict[str, list] = {n: [] for n in names}
     counts = {node: [0, 0] for node in stats_names}
@@ -187,14 +189,16 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
         run_rows_seen.append(run_rows)
         if done is not None:
             done(min(rows, samples or rows))
+    declared = {o.name: o.shape for o in session.get_outputs()}
+    for n in [n for n in names if not batched[n]]:
+        axis = batch_axis(got[n], run_rows_seen, declared.get(n))
+        if axis is not None:
+            got[n], batched[n] = [np.moveaxis(o, axis, 0) for o in got[n]], True
+            if moved is not None:
+                moved[n] = axis
     unbatched = [n for n in names if not batched[n]]
     if unbatched and not per_run:
-        axis = _batch_elsewhere(got[unbatched[0]], run_rows_seen)
-        if axis is not None:  # PyTorch's CTC layout [T, N, C]
-            raise DataError(f"output '{unbatched[0]}' has its batch on axis {axis}, not the first: calibration scores "
-                            "sample by sample along the first axis (export it batch first, or score another output "
-                            "with --score-output)")
-        raise DataError(f"output '{unbatched[0]}' has no batch axis (its first dim is not the number of samples "
+        raise DataError(f"output '{unbatched[0]}' has no batch axis (no dim is the number of samples run in every "
                         "run, e.g. a detection count), so it cannot be scored sample by sample")
     outputs = {}
     for n, v in got.items():
@@ -206,15 +210,22 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
     return outputs, {k: tuple(v) for k, v in counts.items()}
 
 
-def _batch_elsewhere(runs: list, rows: list[int]) -> int | None:
+def batch_axis(runs: list, rows: list[int], declared: list | None = None) -> int | None:
     """The one axis after the first that holds each run's samples, in every run of more
-    than one sample (an axis of 1 would match any), or None."""
+    than one sample (an axis of 1 would match any), where the model declares no fixed size
+    (NonMaxSuppression's [K, 3] at batch 3 is no batch), and the runs then join; or None."""
     axes = None
     for o, n in zip(runs, rows):
         if n > 1:
             here = {i for i in range(1, o.ndim) if o.shape[i] == n}
             axes = here if axes is None else axes & here
-    return next(iter(axes)) if axes is not None and len(axes) == 1 else None
+    if axes is None or len(axes) != 1:
+        return None
+    axis = next(iter(axes))
+    if declared is not None and len(declared) > axis and isinstance(declared[axis], int):
+        return None
+    rest = {o.shape[:axis] + o.shape[axis + 1:] for o in runs if o.ndim > axis}
+    return axis if len(rest) == 1 and all(o.ndim > axis for o in runs) else None
 
 
 def _diff_runs(name: str, a: list, b: list) -> OutputDiff:

@@ -108,7 +108,7 @@ class Tester:
         self.progress = progress or (lambda rows: None)
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
-        reference = reference_output(session, self.output, data, self._batches(), len(indices))
+        reference, self.batch_axis = reference_output(session, self.output, data, self._batches(), len(indices))
         self.axis = map_class_axis(reference, data.labels)  # a segmentation map's classes
         self.reference = per_position(reference, self.axis)
         self.labels = labels_per_position(data.labels_of(indices), self.axis)
@@ -134,6 +134,7 @@ class Tester:
         got, counts, total, start = [], {node: [0, 0] for node in stats_names}, 0.0, 0
         for feeds in self._batches():
             outs = session.run(names, feeds)
+            outs[0] = np.moveaxis(outs[0], self.batch_axis, 0)  # as the reference's (search.reference_output)
             # A fixed batch pads the last run (Dataset.batches): its pad rows are no samples.
             stop = min(start + outs[0].shape[0], len(self.reference))
             outs[0] = per_position(outs[0][:stop - start], self.axis)

@@ -99,11 +99,15 @@ class Outcome:
         return options if self.latency is None else with_sparse_choice(options, self.latency.options)
 
 
-def reference_output(session, output: str, data: Dataset, batches, samples: int) -> np.ndarray:
+def reference_output(session, output: str, data: Dataset, batches, samples: int) -> tuple[np.ndarray, int]:
     """The original's ``output`` over ``batches`` (``samples`` rows), the reference a
-    calibration part is scored against; a failure here is the data's or the output's."""
+    calibration part is scored against, and the axis its batch was on (0, or 1 for
+    PyTorch's sequence-first [T, N, C]: moved first); a failure here is the data's or
+    the output's."""
+    moved: dict[str, int] = {}
     try:
-        return run_counting(session, [output], {}, batches, samples, key=next(iter(data.inputs)))[0][output]
+        got = run_counting(session, [output], {}, batches, samples, key=next(iter(data.inputs)), moved=moved)
+        return got[0][output], moved.get(output, 0)
     except DataError as exc:  # the output has no batch axis (run_counting)
         raise DataError(f"calibration scores output '{output}': {exc}; name another with --score-output, or "
                         "choose a --threshold") from exc
@@ -123,7 +127,8 @@ class Runner:
         except Exception as exc:
             raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
         self.output = output or original.graph.output[0].name
-        reference = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
+        # run_counting moves a sequence-first batch axis in every run of a candidate too.
+        reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
         self.axis = map_class_axis(reference, data.labels)  # a segmentation map's classes
         self.reference = per_position(reference, self.axis)
         self.labels = labels_per_position(data.labels_of(indices), self.axis)
