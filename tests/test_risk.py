@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from exprune_onnx.tuning.risk import (
+    Abandoned,
     RiskTest,
     binom_cdf,
     binomial_p_value,
@@ -107,9 +108,14 @@ def test_walk_stops_at_the_first_failure_and_never_looks_further():
     assert steps[2].p_value > 0.1 >= steps[1].p_value
 
 
-def test_walk_with_abandoned_rung_and_with_too_few_samples():
-    last, steps = fixed_sequence(3, lambda i, limit: None if i == 1 else 0, RiskTest(1000, 0.01, 0.9))
+@pytest.mark.parametrize("binary", [True, False])
+def test_walk_with_abandoned_rung_and_with_too_few_samples(binary):
+    test = RiskTest(1000, 0.01, 0.9, binary)
+    over = test.limit() + (1 if binary else 0.25)  # the running total when the rung was abandoned
+    last, steps = fixed_sequence(3, lambda i, limit: Abandoned(over) if i == 1 else 0, test)
     assert last == 0 and steps[1].losses is None and not steps[1].passed
+    # Its p-value is a lower bound, at the total counted so far: over 1 - confidence, a failure.
+    assert steps[1].p_value == test.p_value(over) > 0.1
     asked = []
     last, steps = fixed_sequence(3, lambda i, limit: asked.append(i) or 0, RiskTest(100, 0.01, 0.9))
     assert last == -1 and steps == [] and asked == []  # 100 samples cannot certify 1%: no pass spent

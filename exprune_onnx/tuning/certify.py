@@ -43,7 +43,7 @@ from .metrics import (
     predictions,
     score,
 )
-from .risk import RiskTest, Step, fixed_sequence, samples_needed
+from .risk import Abandoned, RiskTest, Step, fixed_sequence, samples_needed
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
 # that fails on the testing part ends the walk after a partial pass at most.
@@ -124,8 +124,8 @@ class Tester:
     def binary(self) -> bool:
         return predictions(self.reference).ndim == 1 if self.metric != "relerr" else True
 
-    def losses(self, compiled: onnx.ModelProto, limit: float) -> float | None:
-        """The rung's loss total, or None once it exceeds ``limit``."""
+    def losses(self, compiled: onnx.ModelProto, limit: float) -> float | Abandoned:
+        """The rung's loss total, or Abandoned once it exceeds ``limit``."""
         from ..runtime import inference_session
 
         model, stats_names = with_stats(compiled)
@@ -147,7 +147,7 @@ class Tester:
                 counts[node][1] += int(s[1])
             start = stop
             if total > limit + 1e-9:
-                return None
+                return Abandoned(total)
         self.last = (np.concatenate(got), {k: tuple(v) for k, v in counts.items()})
         return total
 
@@ -225,7 +225,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     def rung_losses(i, limit):
         compiled = optimize(original, outcome.rung_options(rungs[i])).model
         found = tester.losses(compiled, limit)
-        if found is not None:
+        if not isinstance(found, Abandoned):
             finals[i] = tester.last
         return found
 

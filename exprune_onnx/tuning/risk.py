@@ -171,16 +171,22 @@ class RiskTest:
 class Step:
     """One candidate's test: its loss total (None: abandoned once over the limit)."""
     losses: float | None
-    p_value: float  # a lower bound on it when abandoned
+    p_value: float  # when abandoned, a lower bound on it (at the total so far), over 1 - confidence
     passed: bool
 
 
-def fixed_sequence(count: int, losses_of: Callable[[int, float], float | None],
+@dataclass(frozen=True)
+class Abandoned:
+    """A candidate's losses, counted until their running total passed the limit."""
+    so_far: float  # the total then: the whole is at least this
+
+
+def fixed_sequence(count: int, losses_of: Callable[[int, float], float | Abandoned],
                    test: RiskTest) -> tuple[int, list[Step]]:
     """Walk candidates 0..count-1 (conservative first) while each passes ``test``.
 
     ``losses_of(i, limit)`` returns candidate i's loss total on the testing samples, or
-    None once it knows the total exceeds ``limit`` (the candidate fails anyway).
+    Abandoned once its running total exceeds ``limit`` (the candidate fails anyway).
     Returns the index of the last candidate that passed (-1: none) and the steps taken.
     """
     limit = test.limit()
@@ -190,8 +196,8 @@ def fixed_sequence(count: int, losses_of: Callable[[int, float], float | None],
         if limit < 0:
             break  # not even zero losses would pass: do not spend a pass
         found = losses_of(i, limit)
-        if found is None:
-            steps.append(Step(None, test.p_value(math.floor(limit) + 1 if test.binary else limit), False))
+        if isinstance(found, Abandoned):  # the p-value only grows with the losses not counted
+            steps.append(Step(None, test.p_value(found.so_far), False))
             break
         passed = found <= limit + 1e-9 and test.passes(found)
         steps.append(Step(found, test.p_value(found), passed))
