@@ -164,3 +164,21 @@ def test_segmentation_labels_score_the_map_per_position():
     assert checked.accuracy == (pytest.approx(15 / 33), pytest.approx(15 / 33))  # 18 right, 3 of them unlabelled
     pooled, seg = checked.outputs
     assert pooled.top1_agreement == 1.0 and seg.top1_agreement == 1.0
+
+
+def test_multi_hot_labels_score_every_class_as_a_yes_or_no():
+    """A Sigmoid per class with multi-hot labels: accuracy is the share of right yes/no
+    answers (a yes above 0.5), not the arg-max's."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Sigmoid", ["z"], ["p"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                       [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 5])],
+                       [init("w", scaled_normal(8, 5))])
+    x = np.random.default_rng(7).standard_normal((20, 8)).astype(np.float32)
+    labels = (run_plain(model, {"x": x})[0] > 0.5).astype(np.int64)
+    labels[:5, 0] = 1 - labels[:5, 0]  # 5 of 100 answers wrong
+    labels[5:8, 1] = -100  # 3 right ones unlabelled
+    labels[0, :] = [1, 1, 0, 0, 0] if labels[0, 0] == 1 else [0, 1, 1, 0, 0]  # multi-hot somewhere
+    want = run_plain(model, {"x": x})[0] > 0.5
+    right = (want == labels)[labels != -100].mean()
+    checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
+    assert checked.accuracy == (pytest.approx(right), pytest.approx(right)) and right < 1

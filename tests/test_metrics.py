@@ -9,9 +9,6 @@ from exprune_onnx.tuning.certify import sample_losses
 from exprune_onnx.tuning.metrics import (
     check_labels,
     is_scores,
-    labels_per_position,
-    map_class_axis,
-    per_position,
     score,
     top1_agreement,
 )
@@ -126,29 +123,3 @@ def test_topk_outputs_are_not_scored(metric):
         choose(metric, np.zeros((4, 3), np.int64), None, "topk")
     assert choose("auto", np.zeros((4, 1), np.int64), None, "topk") == "agreement"  # TopK(k=1): the answer
     assert choose("auto", np.zeros((4, 3), np.int64), None) == "relerr"
-
-
-@pytest.mark.parametrize(("shape", "labels", "axis"), [
-    ((2, 4, 6, 6), (2, 6, 6), 1),  # a segmentation map, NCHW
-    ((2, 6, 6, 4), (2, 6, 6), -1),  # the same, NHWC
-    ((2, 6, 6, 6), (2, 6, 6), -1),  # both readings fit: classes last
-    ((2, 4, 9), (2, 9), 1),  # a Conv1d tagger [N, C, L]
-    ((2, 9, 4), (2, 9), None),  # [N, T, C]: scores as they are
-    ((2, 4, 6, 6), (2,), None),  # one label per sample fits no map
-    ((2, 1, 6, 6), (2, 6, 6), None),  # one channel is no choice of class
-])
-def test_labels_locate_a_map_s_classes(shape, labels, axis):
-    assert map_class_axis(np.zeros(shape, np.float32), np.zeros(labels, np.int64)) == axis
-    assert map_class_axis(np.zeros(shape, np.float32), None) is None
-
-
-@pytest.mark.parametrize("axis", [1, -1])
-def test_a_map_is_read_position_by_position_with_its_labels(axis):
-    rng = np.random.default_rng(0)
-    scores = rng.standard_normal((2, 4, 3, 5) if axis == 1 else (2, 3, 5, 4)).astype(np.float32)
-    labels = scores.argmax(axis)
-    flat = per_position(scores, axis)
-    assert flat.shape == (2, 15, 4) and per_position(scores, None) is scores
-    assert np.array_equal(flat.argmax(-1), labels_per_position(labels, axis))
-    pixel = scores[1, :, 1, 2] if axis == 1 else scores[1, 1, 2, :]
-    assert np.array_equal(flat[1, 7], pixel)  # position (1, 2) of sample 1

@@ -15,15 +15,13 @@ import onnx
 from .. import ops
 from ..errors import DataError, RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
+from ..tuning.label_layout import layout_of
 from ..tuning.metrics import (
     answers,
     check_labels,
     is_classifier_output,
     is_scores,
     labelled_mean,
-    labels_per_position,
-    map_class_axis,
-    per_position,
     prediction_shape,
     top1_agreement,
 )
@@ -130,9 +128,9 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     target = _labelled_output(pairs, kinds, labels) if labels is not None else None
     if target is not None:
         kinds[target] = None  # labels mean classes, whatever the graph seemed to show
-        axis = map_class_axis(pairs[target][0], labels)  # a segmentation map's classes
-        pairs[target] = tuple(per_position(x, axis) for x in pairs[target])
-        labels = labels_per_position(labels, axis)
+        layout = layout_of(pairs[target][0], labels)  # a segmentation map's, multi-hot labels
+        pairs[target] = tuple(layout.scores(x) for x in pairs[target])
+        labels = layout.labels(labels)
     diffs = []
     accuracy = None
     for n, (a, b) in pairs.items():
@@ -150,10 +148,10 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
 def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None:
     """The output labels are for: the first the graph reads as classes, else the first
     shaped as classes that is not TopK's (the labels then overrule the graph), else the
-    first map whose classes the labels' shape locates (metrics.map_class_axis)."""
+    first output the labels' shape fits otherwise (a map's, multi-hot: label_layout.py)."""
     batched = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun)]
     shaped = [n for n in batched if is_classifier_output(pairs[n][0])]
-    maps = [n for n in batched if map_class_axis(pairs[n][0], labels) is not None]
+    maps = [n for n in batched if not layout_of(pairs[n][0], labels).plain]
     if maps and not any(prediction_shape(pairs[n][0]) == labels.shape for n in shaped):
         return maps[0]
     return next((n for n in shaped if is_classifier_output(pairs[n][0], kinds.get(n))),

@@ -31,15 +31,13 @@ from ..io.data import Dataset
 from ..measure.compare import with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
+from .label_layout import layout_of
 from .metrics import (
     IGNORE,
     Score,
     agrees,
     answers,
     check_labels,
-    labels_per_position,
-    map_class_axis,
-    per_position,
     predictions,
     score,
 )
@@ -109,9 +107,9 @@ class Tester:
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
         reference, self.batch_axis = reference_output(session, self.output, data, self._batches(), len(indices))
-        self.axis = map_class_axis(reference, data.labels)  # a segmentation map's classes
-        self.reference = per_position(reference, self.axis)
-        self.labels = labels_per_position(data.labels_of(indices), self.axis)
+        self.layout = layout_of(reference, data.labels)  # a segmentation map's, multi-hot labels
+        self.reference = self.layout.scores(reference)
+        self.labels = self.layout.labels(data.labels_of(indices))
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
 
     def _batches(self):
@@ -137,7 +135,7 @@ class Tester:
             outs[0] = np.moveaxis(outs[0], self.batch_axis, 0)  # as the reference's (search.reference_output)
             # A fixed batch pads the last run (Dataset.batches): its pad rows are no samples.
             stop = min(start + outs[0].shape[0], len(self.reference))
-            outs[0] = per_position(outs[0][:stop - start], self.axis)
+            outs[0] = self.layout.scores(outs[0][:stop - start])
             labels = None if self.labels is None else self.labels[start:stop]
             total += float(sample_losses(self.metric, self.reference[start:stop], outs[0], labels,
                                          self.tolerance).sum())

@@ -4,8 +4,9 @@ Every metric reports a *drop* (>= 0 is worse) that ``--max-drop`` bounds:
 
 * ``accuracy`` (needs labels): top-1 accuracy of the original minus the optimised, the
   paper's measure; for [N, T, C] scores (a language model) the labels are [N, T] and
-  every position counts but those labelled -100 (Hugging Face's ignore index); for
-  [N, C, H, W] scores (a segmentation map) the labels are [N, H, W] (``map_class_axis``);
+  every position counts but those labelled -100 (Hugging Face's ignore index); a
+  segmentation map's [N, H, W] labels and multi-hot labels are read into that form
+  (label_layout.py);
 * ``lost`` (needs labels): the share of samples the original got right and the
   optimised gets wrong, not offset by samples it newly gets right: an upper bound on
   the accuracy drop, stricter and steadier across data splits;
@@ -49,35 +50,6 @@ def is_scores(a: np.ndarray, kind: str | None = None) -> bool:
     (measure/output_kinds.py; None: not asked): TopK's sorted values and ``values``
     (boxes, features) are no scores whatever their shape."""
     return a.ndim in (2, 3) and a.shape[-1] > 1 and a.dtype.kind == "f" and kind not in ("topk", "values")
-
-
-def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
-    """The axis of a map's classes, as ``labels`` of one class per position say: 1 for
-    [N, C, H, W] with [N, H, W] labels (a segmentation map) or [N, C, L] with [N, L] (a
-    Conv1d tagger); -1 for [N, H, W, C] with [N, H, W] (TensorFlow's layout). Only labels
-    tell such scores from a feature map. None for anything else, [N, T, C] included (read
-    as scores without help); where both readings fit, classes last."""
-    if labels is None or a.dtype.kind != "f" or a.ndim < 3:
-        return None
-    if a.ndim >= 4 and labels.shape[1:] == a.shape[1:-1] and a.shape[-1] > 1:
-        return -1
-    if labels.shape[1:] == a.shape[2:] and labels.shape[1:] != a.shape[1:-1] and a.shape[1] > 1:
-        return 1
-    return None
-
-
-def per_position(scores: np.ndarray, axis: int | None) -> np.ndarray:
-    """A map with its classes on ``axis`` (``map_class_axis``) as [N, positions, C], the
-    layout every metric here reads; with ``axis`` None, ``scores`` as they are."""
-    if axis is None:
-        return scores
-    classes = scores.shape[axis]
-    return np.moveaxis(scores, axis, -1).reshape(scores.shape[0], -1, classes)
-
-
-def labels_per_position(labels: np.ndarray | None, axis: int | None) -> np.ndarray | None:
-    """The labels of a map (``axis`` not None) as [N, positions], to go with ``per_position``."""
-    return labels.reshape(labels.shape[0], -1) if axis is not None and labels is not None else labels
 
 
 def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:

@@ -49,7 +49,8 @@ from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
-from .metrics import Score, choose, labels_per_position, map_class_axis, per_position, score
+from .label_layout import layout_of
+from .metrics import Score, choose, score
 from .objective import times_zero_inputs, with_sparse_choice
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
@@ -129,9 +130,9 @@ class Runner:
         self.output = output or original.graph.output[0].name
         # run_counting moves a sequence-first batch axis in every run of a candidate too.
         reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
-        self.axis = map_class_axis(reference, data.labels)  # a segmentation map's classes
-        self.reference = per_position(reference, self.axis)
-        self.labels = labels_per_position(data.labels_of(indices), self.axis)
+        self.layout = layout_of(reference, data.labels)  # a segmentation map's, multi-hot labels
+        self.reference = self.layout.scores(reference)
+        self.labels = self.layout.labels(data.labels_of(indices))
         self.rows = len(indices)  # samples run, the original's pass included
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
@@ -145,7 +146,7 @@ class Runner:
         self.rows += len(self.indices)
         rows = self.data.rows_run(len(self.indices))  # the ops also count a fixed batch's pad rows
         saved = flops_saved(compiled, counts) / rows / dense if dense else 0.0
-        return score(metric, self.reference, per_position(got[self.output], self.axis), self.labels), saved, counts
+        return score(metric, self.reference, self.layout.scores(got[self.output]), self.labels), saved, counts
 
 
 class Planner:
@@ -293,7 +294,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     runner = Runner(original, data, screen_idx, batch, output)
     # Labels are checked for the whole data, not only the screened part the runner holds.
     every = np.broadcast_to(runner.reference[:1], (len(data), *runner.reference.shape[1:]))
-    metric = choose(metric, every, labels_per_position(data.labels, runner.axis), output_kinds(original).get(output))
+    metric = choose(metric, every, runner.layout.labels(data.labels), output_kinds(original).get(output))
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []

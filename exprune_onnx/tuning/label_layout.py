@@ -1,0 +1,87 @@
+"""How labels that are not one class index per sample line up with an output's scores.
+
+metrics.py reads [N, C] scores with [N] labels and [N, T, C] with [N, T]. Two more
+shapes of labels are common, and only the labels tell them apart from values:
+
+* one class per position of a map: [N, H, W] labels for [N, C, H, W] scores (a
+  segmentation map; [N, L] for a Conv1d tagger's [N, C, L]) or for TensorFlow's
+  [N, H, W, C]. The map is read as [N, positions, C].
+* multi-hot labels, [N, C] of 0 and 1 for [N, C] scores (a multi-label classifier,
+  trained with a sigmoid per class): every class is a yes or a no, read as a position
+  with two classes, yes when the score is over the threshold (0.5 for an output the data
+  keeps in [0, 1], probabilities; else 0, logits). Accuracy is then the share of right
+  yes/no answers, and a sample's loss its share of those lost. One-hot labels (a single 1
+  per sample) are not multi-hot: they are refused with the advice to take their arg-max.
+
+Either way the labels become [N, positions] and every metric, the -100 ignore label and
+the certificate's per-sample shares work as for a language model's positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import IGNORE
+
+
+def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
+    """The axis of a map's classes, as ``labels`` of one class per position say: 1 for
+    [N, C, H, W] with [N, H, W] labels or [N, C, L] with [N, L]; -1 for [N, H, W, C] with
+    [N, H, W]. None for anything else, [N, T, C] included (read as scores without help);
+    where both readings fit, classes last."""
+    if labels is None or a.dtype.kind != "f" or a.ndim < 3:
+        return None
+    if a.ndim >= 4 and labels.shape[1:] == a.shape[1:-1] and a.shape[-1] > 1:
+        return -1
+    if labels.shape[1:] == a.shape[2:] and labels.shape[1:] != a.shape[1:-1] and a.shape[1] > 1:
+        return 1
+    return None
+
+
+def is_multi_hot(a: np.ndarray, labels: np.ndarray | None) -> bool:
+    """Whether ``labels`` give each of ``a``'s [N, C] classes a 0 or 1 (-100: no label),
+    more than one class per sample somewhere; a single 1 everywhere is one-hot."""
+    if labels is None or a.dtype.kind != "f" or a.ndim != 2 or labels.shape[1:] != a.shape[1:]:
+        return False
+    if labels.dtype.kind not in "iuf" or not np.isin(labels, (0, 1, IGNORE)).all():
+        return False
+    return bool(((labels == 1).sum(1) != 1).any())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an output's predictions line up with its labels (``layout_of``): a map's
+    classes on ``axis``, or multi-hot labels, each class a yes above ``threshold``.
+    Neither: the output and labels as they are."""
+    axis: int | None = None
+    threshold: float | None = None
+
+    @property
+    def plain(self) -> bool:
+        return self.axis is None and self.threshold is None
+
+    def scores(self, a: np.ndarray) -> np.ndarray:
+        """``a`` as [N, positions, classes]: a map's classes last, or each class as
+        (no, yes) scores whose arg-max is its answer."""
+        if self.threshold is not None:
+            return np.stack([self.threshold - a, a - self.threshold], -1)
+        if self.axis is not None:
+            return np.moveaxis(a, self.axis, -1).reshape(a.shape[0], -1, a.shape[self.axis])
+        return a
+
+    def labels(self, labels: np.ndarray | None) -> np.ndarray | None:
+        """``labels`` as [N, positions], to go with ``scores``."""
+        return labels if self.plain or labels is None else labels.reshape(labels.shape[0], -1)
+
+
+def layout_of(a: np.ndarray, labels: np.ndarray | None) -> Layout:
+    """The layout ``labels`` give the original's output ``a`` (module docstring)."""
+    axis = map_class_axis(a, labels)
+    if axis is not None:
+        return Layout(axis=axis)
+    if is_multi_hot(a, labels):
+        probabilities = a.size and a.min() >= 0 and a.max() <= 1
+        return Layout(threshold=0.5 if probabilities else 0.0)
+    return Layout()

@@ -1,0 +1,64 @@
+"""tuning/label_layout.py: labels that locate a map's classes, and multi-hot labels."""
+
+import numpy as np
+import pytest
+
+from exprune_onnx.tuning.label_layout import Layout, is_multi_hot, layout_of, map_class_axis
+from exprune_onnx.tuning.metrics import check_labels, score
+
+
+@pytest.mark.parametrize(("shape", "labels", "axis"), [
+    ((2, 4, 6, 6), (2, 6, 6), 1),  # a segmentation map, NCHW
+    ((2, 6, 6, 4), (2, 6, 6), -1),  # the same, NHWC
+    ((2, 6, 6, 6), (2, 6, 6), -1),  # both readings fit: classes last
+    ((2, 4, 9), (2, 9), 1),  # a Conv1d tagger [N, C, L]
+    ((2, 9, 4), (2, 9), None),  # [N, T, C]: scores as they are
+    ((2, 4, 6, 6), (2,), None),  # one label per sample fits no map
+    ((2, 1, 6, 6), (2, 6, 6), None),  # one channel is no choice of class
+])
+def test_labels_locate_a_map_s_classes(shape, labels, axis):
+    assert map_class_axis(np.zeros(shape, np.float32), np.zeros(labels, np.int64)) == axis
+    assert map_class_axis(np.zeros(shape, np.float32), None) is None
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_a_map_is_read_position_by_position_with_its_labels(axis):
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((2, 4, 3, 5) if axis == 1 else (2, 3, 5, 4)).astype(np.float32)
+    labels = scores.argmax(axis)
+    layout = layout_of(scores, labels)
+    flat = layout.scores(scores)
+    assert layout == Layout(axis=axis) and flat.shape == (2, 15, 4)
+    assert np.array_equal(flat.argmax(-1), layout.labels(labels))
+    pixel = scores[1, :, 1, 2] if axis == 1 else scores[1, 1, 2, :]
+    assert np.array_equal(flat[1, 7], pixel)  # position (1, 2) of sample 1
+
+
+@pytest.mark.parametrize(("labels", "multi"), [
+    ([[1, 0, 1], [0, 0, 0]], True),
+    ([[1.0, 0.0, 1.0], [0.0, 1.0, -100.0]], True),  # floats, and a class with no label
+    ([[1, 0, 0], [0, 0, 1]], False),  # one-hot: refused with the arg-max advice
+    ([[2, 0, 1], [0, 0, 0]], False),  # not 0/1: refused as class indices are
+    ([[1, 0], [0, 1]], False),  # another shape
+])
+def test_multi_hot_labels(labels, multi):
+    assert is_multi_hot(np.zeros((2, 3), np.float32), np.array(labels)) is multi
+
+
+@pytest.mark.parametrize(("scores", "threshold"), [
+    ([[0.9, 0.2, 0.6], [0.1, 0.4, 0.7]], 0.5),  # probabilities (a Sigmoid in the graph)
+    ([[2.0, -1.0, 0.3], [-3.0, -0.2, 1.5]], 0.0),  # logits
+])
+def test_multi_hot_labels_score_each_class_as_a_yes_or_no(scores, threshold):
+    ref = np.array(scores, np.float32)
+    labels = np.array([[1, 0, 0], [0, 0, 1]])
+    labels[0, 1] = 1  # two classes for sample 0: multi-hot
+    layout = layout_of(ref, labels)
+    assert layout == Layout(threshold=threshold)
+    flat_ref, flat_labels = layout.scores(ref), layout.labels(labels)
+    assert flat_ref.shape == (2, 3, 2) and np.array_equal(flat_ref.argmax(-1), ref > threshold)
+    check_labels(flat_labels, flat_ref)
+    got = ref.copy()
+    got[1, 2] = threshold - 1  # sample 1's right yes turns no
+    s = score("accuracy", flat_ref, layout.scores(got), flat_labels)
+    assert (s.original, s.optimized) == (pytest.approx(4 / 6), pytest.approx(3 / 6))
