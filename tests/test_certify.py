@@ -128,6 +128,21 @@ def test_a_sequence_first_output_is_certified_sample_by_sample():
     assert cert.losses == pytest.approx((ref != got).mean(0).sum()) and cert.losses > 0  # frames first: axis 0
 
 
+def test_a_binary_classifier_s_one_score_is_certified_on_its_yes_or_no():
+    """One logit a sample and 0/1 labels: accuracy of the yes/no answers (yes above 0),
+    one answer a sample, so the exact binomial."""
+    from exprune_onnx.io.data import dataset_of
+
+    model = calibration_mlp(classes=1)
+    x = calibration_dataset(model, count=1200, labels=False).inputs["x"]
+    labels = (run_plain(model, {"x": x})[0][:, 0] > 0).astype(np.int64)
+    labels[::10] = 1 - labels[::10]
+    out = search(model, Options(confidence=0.9), dataset_of({"x": x}, model, labels), max_drop=0.05, seed=0)
+    cert = out.certificate
+    assert out.metric == "accuracy" and cert.test.startswith("exact binomial") and cert.chosen >= 0
+    assert out.holdout.original == pytest.approx(0.9, abs=0.03)
+
+
 def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     model = calibration_mlp()
     out = search(model, Options(confidence=0.9), calibration_dataset(model, count=300), max_drop=0.01, seed=0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from exprune_onnx.tuning.label_layout import Layout, is_multi_hot, layout_of, map_class_axis
+from exprune_onnx.tuning.label_layout import Layout, is_yes_no, layout_of, map_class_axis
 from exprune_onnx.tuning.metrics import check_labels, score
 
 
@@ -34,15 +34,34 @@ def test_a_map_is_read_position_by_position_with_its_labels(axis):
     assert np.array_equal(flat[1, 7], pixel)  # position (1, 2) of sample 1
 
 
-@pytest.mark.parametrize(("labels", "multi"), [
-    ([[1, 0, 1], [0, 0, 0]], True),
-    ([[1.0, 0.0, 1.0], [0.0, 1.0, -100.0]], True),  # floats, and a class with no label
-    ([[1, 0, 0], [0, 0, 1]], False),  # one-hot: refused with the arg-max advice
-    ([[2, 0, 1], [0, 0, 0]], False),  # not 0/1: refused as class indices are
-    ([[1, 0], [0, 1]], False),  # another shape
+@pytest.mark.parametrize(("shape", "labels", "yes_no"), [
+    ((2, 3), [[1, 0, 1], [0, 0, 0]], True),  # multi-hot
+    ((2, 3), [[1.0, 0.0, 1.0], [0.0, 1.0, -100.0]], True),  # floats, and a class with no label
+    ((2, 3), [[1, 0, 0], [0, 0, 1]], False),  # one-hot: refused with the arg-max advice
+    ((2, 3), [[2, 0, 1], [0, 0, 0]], False),  # not 0/1: refused as class indices are
+    ((2, 3), [[1, 0], [0, 1]], False),  # another shape
+    ((2, 3), [1, 0], False),  # class indices of [N, C] scores: read as they are
+    ((2, 1), [1, 0], True),  # a binary classifier's one score
+    ((2, 1), [[1], [1]], True),
+    ((2,), [0, 1], True),
+    ((2, 1), [2, 0], False),
+    ((2, 1), [[1, 0], [0, 1]], False),
 ])
-def test_multi_hot_labels(labels, multi):
-    assert is_multi_hot(np.zeros((2, 3), np.float32), np.array(labels)) is multi
+def test_yes_no_labels(shape, labels, yes_no):
+    assert is_yes_no(np.zeros(shape, np.float32), np.array(labels)) is yes_no
+
+
+@pytest.mark.parametrize("shape", [(4, 1), (4,)])
+def test_a_binary_classifier_s_one_score_is_one_yes_or_no_a_sample(shape):
+    """One answer a sample: [N, 2] scores and [N] labels, so the certificate's losses are
+    0 or 1 and the exact binomial applies."""
+    ref = np.array([0.3, -1.2, 2.0, 0.1], np.float32).reshape(shape)
+    labels = np.array([1, 0, 1, 1])
+    layout = layout_of(ref, labels)
+    assert layout == Layout(threshold=0.0)  # logits: not all in [0, 1]
+    flat, flat_labels = layout.scores(ref), layout.labels(labels)
+    assert flat.shape == (4, 2) and flat_labels.shape == (4,)
+    assert np.array_equal(flat.argmax(-1), [1, 0, 1, 1])
 
 
 @pytest.mark.parametrize(("scores", "threshold"), [

@@ -6,15 +6,17 @@ shapes of labels are common, and only the labels tell them apart from values:
 * one class per position of a map: [N, H, W] labels for [N, C, H, W] scores (a
   segmentation map; [N, L] for a Conv1d tagger's [N, C, L]) or for TensorFlow's
   [N, H, W, C]. The map is read as [N, positions, C].
-* multi-hot labels, [N, C] of 0 and 1 for [N, C] scores (a multi-label classifier,
-  trained with a sigmoid per class): every class is a yes or a no, read as a position
-  with two classes, yes when the score is over the threshold (0.5 for an output the data
-  keeps in [0, 1], probabilities; else 0, logits). Accuracy is then the share of right
-  yes/no answers, and a sample's loss its share of those lost. One-hot labels (a single 1
-  per sample) are not multi-hot: they are refused with the advice to take their arg-max.
+* yes/no labels: 0 and 1 for a binary classifier's one score per sample ([N] or
+  [N, 1]), or multi-hot labels [N, C] for a multi-label classifier's [N, C] scores (a
+  sigmoid per class). Each score is a yes or a no, read as two classes, yes when the
+  score is over the threshold (0.5 for an output the data keeps in [0, 1],
+  probabilities; else 0, logits). Accuracy is then the share of right answers, and a
+  multi-label sample's loss its share of those lost. One-hot labels (a single 1 per
+  sample) are not multi-hot: they are refused with the advice to take their arg-max.
 
-Either way the labels become [N, positions] and every metric, the -100 ignore label and
-the certificate's per-sample shares work as for a language model's positions.
+Either way the labels become [N, positions] ([N] for one answer a sample) and every
+metric, the -100 ignore label and the certificate's per-sample shares work as for a
+language model's positions.
 """
 
 from __future__ import annotations
@@ -40,14 +42,21 @@ def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
     return None
 
 
-def is_multi_hot(a: np.ndarray, labels: np.ndarray | None) -> bool:
-    """Whether ``labels`` give each of ``a``'s [N, C] classes a 0 or 1 (-100: no label),
-    more than one class per sample somewhere; a single 1 everywhere is one-hot."""
-    if labels is None or a.dtype.kind != "f" or a.ndim != 2 or labels.shape[1:] != a.shape[1:]:
+def is_yes_no(a: np.ndarray, labels: np.ndarray | None) -> bool:
+    """Whether ``labels`` give each of ``a``'s scores a 0 or 1 (-100: no label): one score
+    per sample ([N] or [N, 1], a binary classifier's) with [N] or [N, 1] labels, or
+    multi-hot labels [N, C] for [N, C] scores, more than one class per sample somewhere
+    (a single 1 everywhere is one-hot, for an arg-max)."""
+    if labels is None or a.dtype.kind != "f" or labels.dtype.kind not in "iuf":
         return False
-    if labels.dtype.kind not in "iuf" or not np.isin(labels, (0, 1, IGNORE)).all():
+    one_score = a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)
+    if one_score:
+        fits = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
+    else:
+        fits = a.ndim == 2 and labels.shape[1:] == a.shape[1:]
+    if not fits or not np.isin(labels, (0, 1, IGNORE)).all():
         return False
-    return bool(((labels == 1).sum(1) != 1).any())
+    return one_score or bool(((labels == 1).sum(1) != 1).any())
 
 
 @dataclass(frozen=True)
@@ -66,14 +75,18 @@ class Layout:
         """``a`` as [N, positions, classes]: a map's classes last, or each class as
         (no, yes) scores whose arg-max is its answer."""
         if self.threshold is not None:
-            return np.stack([self.threshold - a, a - self.threshold], -1)
+            yes_no = np.stack([self.threshold - a, a - self.threshold], -1).reshape(a.shape[0], -1, 2)
+            return yes_no[:, 0] if yes_no.shape[1] == 1 else yes_no  # one answer a sample: [N, 2]
         if self.axis is not None:
             return np.moveaxis(a, self.axis, -1).reshape(a.shape[0], -1, a.shape[self.axis])
         return a
 
     def labels(self, labels: np.ndarray | None) -> np.ndarray | None:
-        """``labels`` as [N, positions], to go with ``scores``."""
-        return labels if self.plain or labels is None else labels.reshape(labels.shape[0], -1)
+        """``labels`` as [N, positions] ([N] for one yes/no a sample), to go with ``scores``."""
+        if self.plain or labels is None:
+            return labels
+        flat = labels.reshape(labels.shape[0], -1)
+        return flat[:, 0] if self.threshold is not None and flat.shape[1] == 1 else flat
 
 
 def layout_of(a: np.ndarray, labels: np.ndarray | None) -> Layout:
@@ -81,7 +94,7 @@ def layout_of(a: np.ndarray, labels: np.ndarray | None) -> Layout:
     axis = map_class_axis(a, labels)
     if axis is not None:
         return Layout(axis=axis)
-    if is_multi_hot(a, labels):
+    if is_yes_no(a, labels):
         probabilities = a.size and a.min() >= 0 and a.max() <= 1
         return Layout(threshold=0.5 if probabilities else 0.0)
     return Layout()
