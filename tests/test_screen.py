@@ -90,3 +90,38 @@ def test_a_layer_whose_zeros_are_read_through_a_pool_is_not_screened():
         assert [rw.candidate.layer for rw in res.rewritten] == ["conv2"]
         assert [s.op_node.inputs[0].name for s in res.sparse] == ["flat"]
         assert screen.screenable(res) == []
+
+
+def _early_exit_nodes(model):
+    return {n.name.split("_")[0] for n in model.graph.node if n.domain and not n.op_type.startswith("ExPruneSparse")}
+
+
+@pytest.mark.parametrize(("gain", "together"), [(-0.3, True), (0.3, False)])
+def test_early_exit_layers_clearly_slower_together_are_dropped_untimed_one_by_one(monkeypatch, scripted_clock,
+                                                                                   gain, together):
+    """Screened, h1 is slower alone and h2 faster; h3 (its output read sparsely: not
+    screenable) and h2 are left for whole-model timings, and are first timed together.
+    25% slower together: both dropped with that pair's times, none timed on its own (h2,
+    which would have paid alone, with them: the price of the shortcut); faster: timed one
+    by one as before."""
+    calls = scripted_clock({"h1": -0.2, "h2": 0.05, "h3": gain})
+    monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)
+    monkeypatch.setattr(screen, "GROUP_FIRST", 2)
+    choice = latency_choice(three_layer_mlp((64, 96, 128, 160, 192)), Options(threshold=-2.0, sparse_relu="off"))
+    rows = {t.layer: t for t in choice.layers}
+    assert rows["h1"].alone and "not faster alone" in rows["h1"].note
+    group_pairs = [c for c in calls if _early_exit_nodes(c[0]) >= {"h2", "h3"}
+                   and not _early_exit_nodes(c[1]) & {"h2", "h3"}]
+    assert len(group_pairs) == 1
+    one_by_one = [c for c in calls if len(_early_exit_nodes(c[0]) ^ _early_exit_nodes(c[1])) == 1
+                  and len(c[0].graph.node) > 4]
+    if together:
+        assert not one_by_one
+        for layer in ("h2", "h3"):
+            assert not rows[layer].kept and "with all 2 early-exit layers" in rows[layer].note
+            reason = next(r.reason for r in choice.result.rejected if r.layer == layer)
+            assert "so none was timed on its own" in reason
+        assert choice.result.rewritten == []
+    else:
+        assert {next(iter(_early_exit_nodes(a) ^ _early_exit_nodes(b))) for a, b in one_by_one} == {"h2", "h3"}
+        assert rows["h2"].kept and rows["h3"].kept and not rows["h2"].note

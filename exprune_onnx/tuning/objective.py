@@ -12,7 +12,9 @@ rewritten layer is timed where it lives, in the whole model:
    at least ``MARGIN`` faster; otherwise it reverts to its dense form. When timing
    every layer this way would take over ``SCREEN_ABOVE`` seconds, each is first timed
    alone (screen.py), and one not faster alone, or saving under ``MARGIN`` of the
-   model's time alone (small_gains.py), reverts without a whole-model timing.
+   model's time alone (small_gains.py), reverts without a whole-model timing; the
+   rest, if several, are first timed together, and all revert if that is clearly
+   slower (screen.slower_together).
 3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
    layers step 2 reverted) is timed the same way reading it sparsely
    (``ExPruneSparseMatMul``, passes/sparse_input.py), unless ``sparse_relu`` is "off"
@@ -59,7 +61,14 @@ from ..measure.flops import dense_flops
 from ..measure.timing import constant_weights
 from ..measure.timing import session as timing_session
 from ..progress import quiet
-from .screen import ALONE_MARGIN, SparseConsumer, prunes_nothing, screen_early_exit, screen_sparse_convs
+from .screen import (
+    ALONE_MARGIN,
+    SparseConsumer,
+    prunes_nothing,
+    screen_early_exit,
+    screen_sparse_convs,
+    slower_together,
+)
 from .small_gains import model_ms, time_again, time_together, too_small
 
 # A layer must make the whole model this much faster to stay: below it, the
@@ -306,12 +315,18 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     passes = passes_for(probe_seconds)
     screened = {}
     to_time = {rw.candidate.layer for rw in order if not prunes_nothing(options, rw.candidate.layer)}
+    together = ""
     if 2 * len(to_time) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
         screened = screen_early_exit(original, result, feeds, threads, log, to_time)
+        group = [rw.candidate.layer for rw in order if rw.candidate.layer in to_time and _alone_row(
+            choice, rw.candidate.layer, screened.get(rw.candidate.layer), EARLY_EXIT, probe_seconds * 1e3) is None]
+        together = slower_together(group, [rw.candidate.layer for rw in order if rw.candidate.layer not in group],
+                                   build, feeds, threads, passes, time_pair, clearly_slower, log)
     for i, rw in enumerate(order):
         layer = rw.candidate.layer
-        if layer not in to_time:
-            choice.layers.append(LayerTiming(layer, 0.0, 0.0, False, note="prunes nothing at threshold -inf"))
+        if layer not in to_time or (together and layer in group):
+            note = together if layer in to_time else "prunes nothing at threshold -inf"
+            choice.layers.append(LayerTiming(layer, 0.0, 0.0, False, note=note))
             dropped.append(layer)
             continue
         row = _alone_row(choice, layer, screened.get(layer), EARLY_EXIT, probe_seconds * 1e3)

@@ -14,6 +14,14 @@ timings down:
   around it (layout conversions, lost fusions), never a gain. A layer whose output a
   sparse-input consumer reads is not screened: its gain shows in the consumer, which
   the layer alone does not contain;
+* the early-exit layers still to be timed in the model one by one, when there are
+  ``GROUP_FIRST`` or more of them after that screen, are first timed together
+  (``slower_together``): the model with all of them against the model with none. If it
+  is clearly slower (objective.clearly_slower: over 5%), all are dropped with that
+  timing. A layer that would pay alone could be among them, its gain hidden by the
+  others' costs; but on the light-zoo DenseNet-121 the 58 layers timed one by one were
+  each slower or within noise, at ten minutes of the command's eleven (see
+  docs/latency.md);
 * a sparse-input convolution (passes/sparse_conv.py) is first timed alone, on the very
   input it reads in the model, against the Conv (+ activation) it replaces
   (``screen_sparse_convs``). One that is not faster alone saves nothing elsewhere, so
@@ -44,6 +52,8 @@ from ..passes.zeros import zero_writer
 ALONE_MARGIN = 0.0
 # Timing feeds the layer inputs are captured on: enough for a median of a small model.
 SCREEN_FEEDS = 2
+# This many early-exit layers left for whole-model timings, or more, are first timed together.
+GROUP_FIRST = 4
 
 
 @dataclass(frozen=True)
@@ -217,3 +227,20 @@ def screen_sparse_convs(model: onnx.ModelProto, sparse: list[SparseConsumer], fe
         fast, slow = alone_pair(model, s.node, list(xs[0][s.x].shape))
         out[s.layer] = time_pair(fast, slow, xs, threads, passes)
     return out
+
+
+def slower_together(group: list[str], others: list[str], build, feeds: list[dict], threads: int, passes: int,
+                    time_pair, give_up, log) -> str:
+    """Why every early-exit layer of ``group`` is dropped untimed one by one: the model
+    with all of them rewritten, ``others`` dense, was ``give_up`` slower than with none
+    (module docstring); "" when the group is too small to try, or was not that slow.
+    ``build(dense)`` compiles the model with the layers ``dense`` left dense."""
+    if len(group) < GROUP_FIRST:
+        return ""
+    log("timing the early-exit layers together")
+    with_ms, without_ms = time_pair(build(others).model, build(others + group).model, feeds, threads, passes,
+                                    give_up=give_up)
+    if not give_up(with_ms, without_ms):
+        return ""
+    return (f"the model took {with_ms:.3f} ms with all {len(group)} early-exit layers left after the screen "
+            f"rewritten and {without_ms:.3f} ms with none, so none was timed on its own")
