@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .config import (
     load_config,
     parse_k,
 )
-from .errors import ExPruneError, OutputError, error_message
+from .errors import ExPruneError, error_message
 from .report import tables as report
 from .tuning.metrics import METRICS
 from .workflow import UsageProblem
@@ -62,10 +63,22 @@ Examples:
 """
 
 
+def _pipe_closed() -> None:
+    """The reader stopped reading (`| head`): end as a tool that SIGPIPE stopped, with no
+    second error when the interpreter flushes stdout on the way out."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich's own exits 1, our "internal error"
+        _pipe_closed()
+
+
 def _console(stderr: bool = False) -> Console:
     # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+    return _Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
 def _fail(console: Console, exc: BaseException, debug: bool) -> None:
@@ -80,6 +93,8 @@ def _fail(console: Console, exc: BaseException, debug: bool) -> None:
     if isinstance(exc, KeyboardInterrupt):
         console.print(Text.assemble(("interrupted", "bold red"), ": stopped by Ctrl-C; no file is left half-written"))
         sys.exit(130)
+    if isinstance(exc, BrokenPipeError):
+        _pipe_closed()
     console.print(Text.assemble(("internal error:", "bold red"),
                                 f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
                   highlight=False, soft_wrap=True)
@@ -95,7 +110,9 @@ def _guarded(fn):
         debug = ctx.find_root().params.get("debug", False)
         err = _console(stderr=True)
         try:
-            return fn(*args, **kwargs)
+            done = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not in click's own handler (exit 1)
+            return done
         except click.ClickException:
             raise
         except UsageProblem as exc:
@@ -218,7 +235,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .io.modelio import read_model, save_model
+    from .io.outputs import discard, json_text, move_into_place, refuse_overwriting, stage
     from .progress import for_terminal
+    from .report.plot import calibration_plot
+    from .report.plot import plot_path as plot_path_of
     from .workflow import Settings, run
 
     if calibration is not None and threshold is not None:
@@ -239,18 +259,23 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
                         latency_threads=latency_threads, input_values=input_values)
     options.confidence = confidence
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
-    _refuse_overwriting([output, report_path, plot_path], [model], (config, check_data, calibration, labels))
+    plot_path = plot_path if plot_path is None else plot_path_of(plot_path)
+    refuse_overwriting([output, report_path, plot_path], [model], (config, check_data, calibration, labels))
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)
-    save_model(done.model, output, external_data=external)
-    if report_path is not None:
-        _write_json(report_path, {**done.report, "model": str(model), "output": str(output)})
-    if plot_path is not None:
-        from .report.plot import calibration_plot
-
-        calibration_plot(done.calibrated, report.layer_rows(done.result, done.calibrated.counts_holdout or None),
-                         plot_path)
+    staged = []  # the report and the plot are written beside their paths first: all or nothing
+    try:
+        if report_path is not None:
+            payload = {**done.report, "model": str(model), "output": str(output)}
+            staged.append(stage(report_path, lambda tmp: tmp.write_text(json_text(payload))))
+        if plot_path is not None:
+            rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
+            staged.append(stage(plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp)))
+        save_model(done.model, output, external_data=external)
+        move_into_place(staged)
+    finally:
+        discard(staged)
     report.print_optimized(_console(), done, original, model.name, explain, options.argmax_only)
     _console().print(f"wrote {output}")
 
@@ -259,31 +284,6 @@ def _a_number(value: float) -> float:
     if value != value:  # NaN passes click's range check
         raise click.BadParameter("nan is not a number")
     return value
-
-
-def _refuse_overwriting(outputs: list, models: list, others: tuple) -> None:
-    """Stop before any work when an output path (None: not asked for) cannot be written, is
-    an input file or is another output's path."""
-    from .io.modelio import check_writable, clobbered_input, same_file
-
-    outputs = [o for o in outputs if o is not None]
-    for i, out in enumerate(outputs):
-        check_writable(out)
-        for model in models:
-            problem = clobbered_input(model, out, others)
-            if problem:
-                raise OutputError(problem)
-        if any(Path(out).resolve() == Path(earlier).resolve() or same_file(earlier, out) for earlier in outputs[:i]):
-            raise OutputError(f"{out}: two outputs were given the same path")
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    import json
-
-    try:
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
 
 
 @main.command(epilog=_EPILOG_EVALUATE)
@@ -313,6 +313,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .io.data import load_dataset
     from .io.feeds import InputSpec, check_batch, with_input_shapes
     from .io.modelio import load_model
+    from .io.outputs import refuse_overwriting, write_json
     from .measure.compare import compare
     from .measure.counters import flops_saved
     from .measure.flops import model_flops
@@ -320,7 +321,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .measure.timing import measure
     from .progress import for_terminal
 
-    _refuse_overwriting([json_path], [original, optimized], (data_path, labels))
+    refuse_overwriting([json_path], [original, optimized], (data_path, labels))
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
     spec = InputSpec(input_shapes, input_values)
@@ -340,7 +341,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
                                           f"{platform.machine()}, onnxruntime {ort.__version__}", memory,
                                           report.shape_hint(ref) if unknown else ""))
     if json_path is not None:
-        _write_json(json_path, report.jsonable({
+        write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,
             "accuracy": checked.accuracy, "outputs": [vars(d) for d in checked.outputs],
             "dense_flops_per_sample": None if unknown else dense, "flops_saved_per_sample": saved,

@@ -253,18 +253,35 @@ CALIBRATE = ("--calibration", "{data}", "--max-drop", "0.5", "--no-check")
     (CALIBRATE + ("-o", "{data}"), "{data}"),
     (CALIBRATE + ("--report", "{model}"), "input model"),
     (CALIBRATE + ("--report", "{data}"), "{data}"),
-    (CALIBRATE + ("--plot", "{config}", "--config", "{config}"), "{config}"),
+    (CALIBRATE + ("--plot", "{svg_config}", "--config", "{svg_config}"), "{svg_config}"),
     (CALIBRATE + ("-o", "{tmp}/out.onnx", "--report", "{tmp}/out.onnx"), "same path"),
-    (CALIBRATE + ("--report", "{tmp}/r", "--plot", "{tmp}/r"), "same path"),
+    (CALIBRATE + ("--report", "{tmp}/r.png", "--plot", "{tmp}/r"), "same path"),  # matplotlib adds .png
+    (CALIBRATE + ("-o", "{tmp}/a.png", "--plot", "{tmp}/a"), "same path"),
+    (CALIBRATE + ("-o", "{tmp}/out.onnx", "--report", "{tmp}/out.onnx.data"), "weights may be written there"),
+    (("-o", "{tmp}/e.onnx", "--check-data", "{sidecar}"), "data file e.onnx.data would overwrite the input"),
+    (("-o", "{tmp}/e.onnx", "--config", "{sidecar_config}"), "data file e.onnx.data would overwrite the input"),
 ], ids=["output_is_check_data", "output_is_config", "output_is_a_file_of_a_data_dir", "output_is_calibration",
-        "report_is_model", "report_is_calibration", "plot_is_config", "report_is_output", "plot_is_report"])
+        "report_is_model", "report_is_calibration", "plot_is_config", "report_is_output", "plot_is_report",
+        "plot_without_suffix_is_output", "report_is_output_weights", "output_weights_are_check_data",
+        "output_weights_are_config"])
 def test_an_output_never_overwrites_an_input_or_another_output(args, clobbered, example, good_data, tmp_path):
     config = tmp_path / "layers.json"
     config.write_text("{}")
+    sidecar = tmp_path / "e.onnx.data"  # what -o e.onnx writes its weights to, when they go beside it
+    sidecar_config = tmp_path / "c" / "e.onnx.data"
+    if "{sidecar_config}" in args:
+        sidecar_config.parent.mkdir()
+        sidecar_config.write_text("{}")
+        args = tuple(a.replace("{tmp}/e.onnx", "{tmp}/c/e.onnx") for a in args)
+    elif "{sidecar}" in args:
+        shutil.copyfile(good_data, sidecar)
     npy_dir = tmp_path / "npy"
     npy_dir.mkdir()
     np.save(npy_dir / "x.npy", GOOD_INPUT)
-    names = {"model": example, "data": good_data, "config": config, "dir": npy_dir, "tmp": tmp_path}
+    svg_config = tmp_path / "layers.svg"  # a name --plot may draw to
+    svg_config.write_text("{}")
+    names = {"model": example, "data": good_data, "config": config, "dir": npy_dir, "tmp": tmp_path,
+             "sidecar": sidecar, "sidecar_config": sidecar_config, "svg_config": svg_config}
     before = _snapshot(tmp_path)
     r = invoke("optimize", example, *[a.format(**names) for a in args])
     assert_one_line_error(r, 5, clobbered.format(**names))
@@ -298,7 +315,8 @@ def test_an_output_that_cannot_be_written_stops_before_any_work(option, kind, ex
     from exprune_onnx import workflow
 
     monkeypatch.setattr(workflow, "run", lambda *a, **k: pytest.fail("the work started"))
-    out = tmp_path / "nope" / "o.onnx" if kind == "missing_directory" else tmp_path
+    out = tmp_path / "nope" / ("o.png" if option == "--plot" else "o.onnx") if kind == "missing_directory" \
+        else tmp_path
     args = ["-o", out] if option == "-o" else [option, out, *CALIBRATE[:4]]
     args = [str(a).format(data=good_data) for a in args]
     assert_one_line_error(invoke("optimize", example, *args), 5, str(out))

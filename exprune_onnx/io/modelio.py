@@ -146,6 +146,8 @@ def check_writable(out: str | os.PathLike) -> None:
         raise OutputError(f"{out}: the directory {parent} is not writable")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory")
+    if out.exists() and not out.is_file():  # a rename would replace the node itself (/dev/null as root)
+        raise OutputError(f"{out}: is not a regular file (a device, a pipe or a socket); give a file path")
 
 
 def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False) -> None:
@@ -214,6 +216,8 @@ def clobbered_input(model: str | os.PathLike, out: str | os.PathLike, others=())
     for other in others:
         if other is not None and any(same_file(f, out) for f in _files(Path(other))):
             return f"{out}: the output would overwrite the input {other}"
+        if other is not None and data.exists() and any(same_file(f, data) for f in _files(Path(other))):
+            return f"{out}: its data file {data.name} would overwrite the input {other}"
     return None
 
 

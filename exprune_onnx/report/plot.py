@@ -7,10 +7,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ExPruneError, OutputError
+from ..errors import ExPruneError
+
+FORMATS = (".png", ".pdf", ".svg")
+
+
+def plot_path(path: Path) -> Path:
+    """The file ``--plot`` writes: ``path``, with ``.png`` added when it has no suffix (as
+    matplotlib would add it, past the checks that no input is overwritten)."""
+    from ..workflow import UsageProblem
+
+    if path.is_dir():
+        return path  # refused as a directory (io/modelio.check_writable)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    if path.suffix.lower() not in FORMATS:
+        raise UsageProblem(f"--plot {path}: {path.suffix} is not a format it draws ({', '.join(FORMATS)})")
+    return path
 
 
 def calibration_plot(outcome, counts_rows: list[dict], path: Path) -> None:
+    """Draw to ``path``; an OSError is the caller's to report (io/outputs.stage)."""
     try:
         import matplotlib
 
@@ -43,7 +60,5 @@ def calibration_plot(outcome, counts_rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write the plot ({exc.strerror or exc})") from exc
     finally:
         plt.close(fig)

@@ -1,0 +1,83 @@
+"""Where the command writes: refused before any work when a path would overwrite an
+input or another output, and written all or nothing (a model, its report, its plot)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import OutputError
+from .modelio import check_writable, clobbered_input, same_file
+
+
+def refuse_overwriting(outputs: list, models: list, others: tuple) -> None:
+    """Stop before any work when an output path (None: not asked for) cannot be written, is
+    an input file or is another output's path; the first output is a model, whose weights
+    may go beside it (``<output>.data``)."""
+    outputs = [o for o in outputs if o is not None]
+    for i, out in enumerate(outputs):
+        check_writable(out)
+        for model in models:
+            problem = clobbered_input(model, out, others)
+            if problem:
+                raise OutputError(problem)
+        if any(Path(out).resolve() == Path(earlier).resolve() or same_file(earlier, out) for earlier in outputs[:i]):
+            raise OutputError(f"{out}: two outputs were given the same path")
+        sidecar = Path(outputs[0]).with_name(Path(outputs[0]).name + ".data")  # the model's weights, if external
+        if i and (Path(out).resolve() == sidecar.resolve() or same_file(sidecar, out)):
+            raise OutputError(f"{out}: the output model's weights may be written there ({sidecar.name})")
+
+
+def json_text(payload: dict) -> str:
+    import json
+
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    try:
+        path.write_text(json_text(payload))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
+
+
+def stage(path: Path, write) -> tuple[Path, Path]:
+    """``write(tmp)`` into a hidden file beside ``path``, for ``move_into_place`` once
+    everything else is written: a failure on the way leaves no output behind."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, name = tempfile.mkstemp(dir=parent, prefix=".exprune-", suffix=path.suffix)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's file is private; the user's umask decides
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, path
+
+
+def move_into_place(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each staged file (``stage``) over its path, then forget it."""
+    while staged:
+        tmp, path = staged.pop(0)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def discard(staged: list[tuple[Path, Path]]) -> None:
+    """Remove staged files that were never moved into place (a later step failed)."""
+    for tmp, _path in staged:
+        tmp.unlink(missing_ok=True)

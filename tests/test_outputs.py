@@ -1,0 +1,103 @@
+"""io/outputs.py and the output checks of io/modelio.py: nothing the command writes
+replaces a device or an input, and a failure on the way leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from exprune_onnx.cli import main
+from exprune_onnx.io import outputs
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
+
+
+@pytest.fixture
+def example(tmp_path):
+    path = tmp_path / "m.onnx"
+    shutil.copyfile(EXAMPLE, path)
+    return path
+
+
+def _calibrate(tmp_path) -> list[str]:
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, input=rng.random((64, 1, 28, 28), dtype=np.float32), labels=rng.integers(0, 10, 64))
+    return ["--calibration", str(data), "--max-drop", "0.5", "--confidence", "0", "--objective", "flops"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_an_output_that_is_a_pipe_or_device_is_refused_and_left_alone(example, tmp_path):
+    """A rename over it would replace the node itself: as root, `-o /dev/null` deleted /dev/null."""
+    fifo = tmp_path / "out.onnx"
+    os.mkfifo(fifo)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(fifo), "--no-check", "--objective", "flops"])
+    assert r.exit_code == 5 and "is not a regular file" in r.stderr, r.output
+    assert fifo.is_fifo()
+
+
+def test_a_report_that_cannot_be_written_leaves_no_model_behind(example, tmp_path, monkeypatch):
+    """The report and the plot are staged beside their paths before the model is saved."""
+    out = tmp_path / "o.onnx"
+
+    def refuse(path, write):
+        raise outputs.OutputError(f"{path}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(outputs, "stage", refuse)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(out), "--no-check", "--objective", "flops",
+                                  "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 5 and "No space left" in r.stderr, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_model_that_cannot_be_saved_leaves_no_report_behind(example, tmp_path, monkeypatch):
+    from exprune_onnx.io import modelio
+
+    def fail(model, out, **kw):
+        raise modelio.OutputError(f"{out}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(modelio, "save_model", fail)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), *_calibrate(tmp_path),
+                                  "--report", str(tmp_path / "r.json"), "--plot", str(tmp_path / "p")])
+    assert r.exit_code == 5, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "m.onnx"]
+
+
+def test_a_plot_without_a_suffix_is_written_as_png(example, tmp_path):
+    pytest.importorskip("matplotlib")
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), *_calibrate(tmp_path),
+                                  "--plot", str(tmp_path / "p"), "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exprune-")]
+    assert oct((tmp_path / "r.json").stat().st_mode & 0o777) == oct((tmp_path / "o.onnx").stat().st_mode & 0o777)
+
+
+def test_a_plot_format_it_cannot_draw_is_refused_before_any_work(example, tmp_path, monkeypatch):
+    from exprune_onnx import workflow
+
+    monkeypatch.setattr(workflow, "run", lambda *a, **k: pytest.fail("the work started"))
+    r = CliRunner().invoke(main, ["optimize", str(example), *_calibrate(tmp_path), "--plot", str(tmp_path / "p.xyz")])
+    assert r.exit_code == 2 and ".xyz is not a format it draws" in r.output
+
+
+def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would():
+    """`inspect | head -n1`: 141, not our "internal error" 1 (rich's own handling). The
+    reader is gone before the first write, so that no output fits in the pipe first."""
+    import subprocess
+    import sys
+
+    code = "import sys; from exprune_onnx.cli import main; sys.argv[0] = 'exprune-onnx'; main()"
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, "inspect", str(EXAMPLE)], stdout=write,
+                              stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and b"Traceback" not in proc.stderr, proc.stderr
