@@ -38,7 +38,9 @@ def parse_k(text: str | int | float | None) -> str | int | float:
     """``auto``, an absolute count (``16``) or a fraction of n (``0.25``)."""
     if text is None or text == "auto":
         return "auto"
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):  # JSON's true would read as 1
+        raise ConfigError(f"k must be 'auto', a count or a fraction in (0, 1), got {text!r}")
+    if isinstance(text, (int, float)):
         value = text
     else:
         try:
@@ -169,6 +171,19 @@ def _threshold(value, where: str) -> float:
     return float(value)
 
 
+def _k(value, where: str):
+    try:
+        return parse_k(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _flag(value, where: str) -> bool:
+    if not isinstance(value, bool):  # "false" is a true string
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
 def load_config(path: str | Path, options: Options) -> Options:
     """Read a per-layer JSON config into ``options`` (layer names checked later)."""
     p = Path(path)
@@ -178,6 +193,8 @@ def load_config(path: str | Path, options: Options) -> Options:
         raise ConfigError(f"{p}: no such config file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{p}: not a readable JSON config ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not a config: nested too deeply to read") from None
     if not isinstance(data, dict) or not set(data) <= {"default", "layers"}:
         raise ConfigError(f"{p}: expected an object with 'default' and/or 'layers'")
     default = data.get("default", {})
@@ -190,7 +207,7 @@ def load_config(path: str | Path, options: Options) -> Options:
     if "threshold" in default:
         options.threshold = _threshold(default["threshold"], f"{p}: default")
     if "k" in default:
-        options.k = parse_k(default["k"])
+        options.k = _k(default["k"], f"{p}: default")
     if "rule" in default:
         options.rule = parse_rule(default["rule"], f"{p}: default")
     if "alpha" in default:
@@ -211,8 +228,8 @@ def load_config(path: str | Path, options: Options) -> Options:
             thresholds = tuple(_threshold(t, where) for t in thresholds)
         options.layers[name] = LayerSetting(
             threshold=_threshold(entry.get("threshold", options.threshold), where),
-            k=parse_k(entry.get("k", options.k)),
-            skip=bool(entry.get("skip", False)),
+            k=_k(entry.get("k", options.k), where),
+            skip=_flag(entry.get("skip", False), f"{where}: skip"),
             rule=parse_rule(entry.get("rule", options.rule), where),
             z_crit=z_crit(parse_alpha(entry.get("alpha", options.alpha), where)),
             thresholds=thresholds,

@@ -138,6 +138,22 @@ def test_bad_config_and_options(example, tmp_path):
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
 
 
+@pytest.mark.parametrize(("config", "words"), [
+    ({"default": {"k": [1]}}, "default: k must be 'auto'"),
+    ({"default": {"k": True}}, "got True"),  # JSON's true is no count of 1
+    ({"layers": {"/conv2/conv/Conv": {"k": {}}}}, "layer '/conv2/conv/Conv': k must be"),
+    ({"layers": {"/conv2/conv/Conv": {"skip": "false"}}}, "skip must be true or false, got 'false'"),
+    ({"layers": {"no/such/layer": {"threshold": 1}}}, "no/such/layer"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+], ids=["k_list", "k_true", "k_object", "skip_string", "unknown_layer", "deep"])
+@pytest.mark.parametrize("command", ["optimize", "inspect"])
+def test_config_values_of_the_wrong_type_are_a_bad_config(example, tmp_path, config, words, command):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(config if isinstance(config, str) else json.dumps(config))
+    r = invoke(command, example, "--config", cfg)
+    assert r.exit_code == 4 and words in " ".join(r.output.split()), r.output
+
+
 def test_bad_check_data(example, tmp_path):
     bad = tmp_path / "d.npz"
     np.savez(bad, wrong_name=np.zeros((2, 1, 28, 28), np.float32))

@@ -162,11 +162,16 @@ def test_per_output_thresholds_from_config_reach_the_op(tmp_path):
 
 
 def test_per_output_threshold_count_must_match(tmp_path):
+    """The user's own numbers, so a bad config (exit 4), not a layer quietly left alone."""
+    from exprune_onnx.compiler.pipeline import inspect
+    from exprune_onnx.errors import ConfigError
+
     model = conv_model()
     (tmp_path / "c.json").write_text(json.dumps({"layers": {"conv": {"thresholds": [0.0, 1.0]}}}))
-    res = optimize_model(model, **vars(load_config(tmp_path / "c.json", Options())))
-    assert not res.changed
-    assert "2 thresholds for 24 output channels" in res.rejected[0].reason
+    options = load_config(tmp_path / "c.json", Options())
+    for run in (optimize_model, lambda m, **kw: inspect(m, Options(**kw))):
+        with pytest.raises(ConfigError, match="layer 'conv': the config gives 2 thresholds for its 24 output"):
+            run(model, **vars(options))
 
 
 @pytest.mark.parametrize("entry,words", [

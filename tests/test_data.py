@@ -54,6 +54,24 @@ def test_onnx_test_data_layout(tmp_path, model):
     assert len(load_dataset(flat, model)) == 2
 
 
+def test_onnx_test_data_that_cannot_be_lined_up_is_bad_data(tmp_path, model):
+    """A .pb not named by its input's place, and sets whose samples differ in shape."""
+    folder = tmp_path / "test_data_set_0"
+    folder.mkdir()
+    for i, value in enumerate(arrays(2).values()):
+        (folder / f"input_{'a' if i else 0}.pb").write_bytes(numpy_helper.from_array(value).SerializeToString())
+    with pytest.raises(DataError, match="input_a.pb is not named input_<number>.pb"):
+        load_dataset(tmp_path, model)
+    (folder / "input_a.pb").rename(folder / "input_1.pb")
+    other = tmp_path / "test_data_set_1"
+    other.mkdir()
+    for i, value in enumerate(arrays(2).values()):
+        value = np.concatenate([value, value], axis=-1) if i == 0 else value
+        (other / f"input_{i}.pb").write_bytes(numpy_helper.from_array(value).SerializeToString())
+    with pytest.raises(DataError, match="other shapes past the sample axis in different test_data_set_"):
+        load_dataset(tmp_path, model)
+
+
 def test_onnx_test_data_sets_with_an_input_fed_whole(tmp_path):
     """x [1, 3] and a scale [3] without a batch axis: the sets' x rows add up, the scale is
     taken once, and sets that disagree on it are an error."""

@@ -13,7 +13,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from helpers import WEIGHT_RNG, conv_hw, init, input_mlp, make_model, run_exprune, run_plain, save_model, scaled_normal
+from helpers import (
+    WEIGHT_RNG,
+    conv_hw,
+    init,
+    input_mlp,
+    make_model,
+    run_exprune,
+    run_plain,
+    save_model,
+    scaled_normal,
+    vi,
+)
 from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
@@ -422,3 +433,13 @@ def test_data_the_original_cannot_run_on_is_a_data_error(tmp_path):
         assert "cannot run the original model" in line and "the data does not fit the model" in line
         assert "out of data bounds" in line and ".cc:" not in line and ".h:" not in line
         assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize(("value", "words"), [("n:1.5", "1.5..1.5 holds no int64 value"),
+                                              ("n:0.2..0.8", "0.2..0.8 holds no int64"),
+                                              ("n:1e30", "1e+30..1e+30 holds no int64")])
+def test_an_integer_input_s_value_must_hold_an_integer(tmp_path, value, words):
+    nodes = [helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "f"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 3]), vi("n", [1], TensorProto.INT64)], [vi("y", ["N", 3])])
+    line = one_line_error(cli("optimize", save_model(model, tmp_path), "--input-value", value), 6)
+    assert words in line

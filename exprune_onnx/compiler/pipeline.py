@@ -188,6 +188,13 @@ def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
     accepted, rejected = find_candidates(graph, options, rules, proof)
     rejected += _unmatched_heads(graph, options, accepted)
     rejected += [Rejected(name, "function", "-", reason) for name, reason in functions.plan(model)[1].items()]
+    known = {c.layer for _r, c, _x in accepted} | {r.layer for r in rejected}
+    unknown_layers = sorted(set(options.layers) - known)
+    if unknown_layers:  # for inspect too: a misspelt name would otherwise say nothing
+        raise ConfigError(
+            f"the config names layers the model does not have: {', '.join(unknown_layers)} "
+            "(`exprune-onnx inspect` lists the names)"
+        )
     return graph, proof, accepted, rejected, folded_c, folded_bn
 
 
@@ -248,13 +255,6 @@ def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -
     """Rewrite every accepted layer (``rules``, tried in order), then run the sparse-input passes."""
     graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
     total, unknown = model_flops(graph)
-    known = {c.layer for _r, c, _x in accepted} | {r.layer for r in rejected}
-    unknown_layers = sorted(set(options.layers) - known)
-    if unknown_layers:
-        raise ConfigError(
-            f"the config names layers the model does not have: {', '.join(unknown_layers)} "
-            "(`exprune-onnx inspect` lists the names)"
-        )
     if not accepted and not options.sparse_input:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]

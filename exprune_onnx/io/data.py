@@ -227,7 +227,11 @@ def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> 
     must be the same in every set, and is taken once."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for d in dirs:
-        files = sorted(d.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+        files = list(d.glob("input_*.pb"))
+        odd = [f.name for f in files if not f.stem.split("_", 1)[1].isdigit()]
+        if odd:
+            raise DataError(f"{d}: {odd[0]} is not named input_<number>.pb, which gives its input's place")
+        files.sort(key=lambda p: int(p.stem.split("_", 1)[1]))
         if len(files) != len(names):
             raise DataError(f"{d}: {len(files)} input_*.pb files for a model with {len(names)} inputs")
         for name, f in zip(names, files):
@@ -241,6 +245,11 @@ def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> 
         if any(p.shape != parts[name][0].shape or not np.array_equal(p, parts[name][0]) for p in parts[name][1:]):
             raise DataError(f"{dirs[0].parent}: input '{name}' has no batch axis, so every test_data_set_* must "
                             "hold the same value, and they differ")
+    for name, p in parts.items():
+        if name not in whole and len({a.shape[1:] for a in p}) > 1:
+            shapes = ", ".join(f"{d.name}: {list(a.shape)}" for d, a in zip(dirs, p))
+            raise DataError(f"{dirs[0].parent}: input '{name}' has other shapes past the sample axis in different "
+                            f"test_data_set_* ({shapes}); they are joined into one batch, so give them one shape")
     return {n: np.concatenate(p) if len(p) > 1 and n not in whole else p[0] for n, p in parts.items()}
 
 

@@ -100,6 +100,12 @@ def check_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
         if name not in inputs:
             raise DataError(f"--input-shape/--input-value name '{name}', which is not a model input "
                             f"(its inputs: {', '.join(inputs) or 'none'})")
+    for name, (low, high) in spec.values.items():
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[name].type.tensor_type.elem_type)
+        if dtype.kind in "iu" and (np.ceil(low) > np.floor(high) or low < np.iinfo(dtype).min
+                                   or high > np.iinfo(dtype).max):
+            raise DataError(f"--input-value {name}: the input is {dtype}, and {low:g}..{high:g} holds no {dtype} "
+                            f"value (whole numbers from {np.iinfo(dtype).min} to {np.iinfo(dtype).max})")
     for name, dims in spec.shapes.items():
         model_dims = input_dims(inputs[name])
         if len(dims) != len(model_dims):

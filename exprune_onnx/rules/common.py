@@ -25,6 +25,7 @@ import onnx_graphsurgeon as gs
 from .. import ops
 from ..compiler.graphutil import body_input_source, describe, is_graph_input, unique_name
 from ..config import choose_k
+from ..errors import ConfigError
 from .base import Candidate, Context, Rewritten
 
 MIN_OPSET = 9
@@ -89,7 +90,9 @@ def check(c: Candidate, ctx: Context) -> str | None:
     if not 1 <= k < c.n:
         return f"k = {k} is not between 1 and n - 1 = {c.n - 1}"
     if setting.thresholds is not None and len(setting.thresholds) != c.outputs:
-        return f"the config gives {len(setting.thresholds)} thresholds for {c.outputs} output channels"
+        # The user's own numbers, not a model the rule does not fit: stop, as for a bad value.
+        raise ConfigError(f"layer {c.layer!r}: the config gives {len(setting.thresholds)} thresholds for its "
+                          f"{c.outputs} output channels")
     if setting.rule == "certified" and not is_nonnegative(c.x):
         return f"the certified rule needs a non-negative input, and '{c.x.name}' is not known to be one"
     if setting.rule == "certified" and np.isnan(c.weight).any():
