@@ -75,5 +75,9 @@ def certified_section(results: dict) -> list[str]:
         bound = "original written" if cert["certified_rung"] is None else pct(cert["certified_bound"])
         out.append(f"| {m['name']} | {100 * b['budget']:g} pt | {pct(certified)} | {pct(uncertified)} | {paper} "
                    f"| {-100 * c['test_drop'] + 0.0:+.2f} | {cert['testing_samples']} ({cert['samples_needed']}{enough}) "
-                   f"| {cert['observed_losses']:.4g} | {bound} |")
+                   f"| {_losses(cert['observed_losses'])} | {bound} |")
     return out
+
+
+def _losses(value) -> str:
+    return "-" if value is None else f"{value:.4g}"  # None: no rung certified, the original written

@@ -195,8 +195,8 @@ def main(debug: bool) -> None:
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class unchanged) or relerr (mean relative error).")
 @click.option("--score-output", default="", metavar="OUTPUT",
-              help="With --calibration: the output the metric scores (default: the model's first), e.g. a "
-                   "detector's class scores rather than its boxes.")
+              help="With --calibration: the output the metric scores (default: the first the labels fit, "
+                   "else the model's first), e.g. a detector's class scores rather than its boxes.")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Share of the calibration data kept aside to check (with --confidence > 0: to certify) the "
                    "result on.")

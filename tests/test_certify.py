@@ -214,12 +214,14 @@ def test_cli_says_plainly_when_the_data_is_too_small(tiny, tmp_path):
     path, npz = tiny
     out = tmp_path / "o.onnx"
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
-                                  "0.001", "--objective", "flops"])
+                                  "0.001", "--objective", "flops", "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "too small" in text and "needs at least 2302 testing samples" in text and "give 4604 or more" in text
     assert "no rung: no pruning layer was written" in text
     assert onnx.load(out).graph == onnx.load(path).graph
+    cert = json.loads((tmp_path / "r.json").read_text())["certificate"]
+    assert cert["certified_rung"] is None and cert["certified_bound"] is None and cert["observed_losses"] is None
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "1", "nan"])
@@ -319,3 +321,35 @@ def test_confidence_needs_a_testing_part(tiny, tmp_path):
                                   "--holdout", "0", "--objective", "flops"])
     assert r.exit_code == 2 and "--holdout must be > 0" in r.output
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_calibration_scores_the_output_the_labels_fit():
+    from test_compare import _two_heads
+
+    from exprune_onnx.io.data import dataset_of
+
+    model = _two_heads()
+    x = np.random.default_rng(9).standard_normal((200, 6, 16)).astype(np.float32)
+    labels = run_plain(model, {"x": x})[1].argmax(1)
+    options = Options(confidence=0.0, min_units=8, include_first_layer=True)
+    out = search(model, options, dataset_of({"x": x}, model, labels), max_drop=0.05)
+    assert out.output == "sequence" and out.metric == "accuracy"
+
+
+def test_a_decode_step_s_one_position_is_certified_with_the_exact_binomial():
+    """Logits [N, 1, V] with labels [N, 1]: one prediction a sample, so each loss is 0 or 1."""
+    from helpers import init, make_model, scaled_normal
+    from onnx import TensorProto, helper
+
+    from exprune_onnx.io.data import dataset_of
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["logits"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 16])],
+                       [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, 10])],
+                       [init("w1", scaled_normal(16, 64)), init("w2", scaled_normal(64, 10))])
+    x = np.random.default_rng(10).standard_normal((600, 1, 16)).astype(np.float32)
+    labels = run_plain(model, {"x": x})[0].argmax(-1)
+    options = Options(confidence=0.9, min_units=8, include_first_layer=True)
+    out = search(model, options, dataset_of({"x": x}, model, labels), max_drop=0.05, seed=0)
+    assert out.certificate.test.startswith("exact binomial")

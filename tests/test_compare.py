@@ -182,3 +182,35 @@ def test_multi_hot_labels_score_every_class_as_a_yes_or_no():
     right = (want == labels)[labels != -100].mean()
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
     assert checked.accuracy == (pytest.approx(right), pytest.approx(right)) and right < 1
+
+
+def _two_heads():
+    """x [N, T, 16] -> token logits [N, T, 9] (first) and, pooled, sequence logits [N, 3]."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "wt"], ["tokens"]),
+             helper.make_node("ReduceMean", ["r"], ["pooled"], axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "ws"], ["sequence"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+                      [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", 6, 9]),
+                       helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", 3])],
+                      [init("w1", scaled_normal(16, 32)), init("wt", scaled_normal(32, 9)),
+                       init("ws", scaled_normal(32, 3))], opset=17)
+
+
+def test_labels_go_to_the_output_they_fit():
+    """One label a sample for a model whose first output has a prediction per token: they
+    are the sequence head's, not an error about the token head's shape; calibration scores
+    that output when no --score-output names one."""
+    from exprune_onnx.measure.compare import output_for_labels
+
+    model = _two_heads()
+    x = np.random.default_rng(8).standard_normal((24, 6, 16)).astype(np.float32)
+    labels = run_plain(model, {"x": x})[1].argmax(1)
+    labels[:6] = (labels[:6] + 1) % 3
+    data = dataset_of({"x": x}, model, labels)
+    checked = compare(model, model, data, batch=8)
+    assert checked.accuracy == (pytest.approx(0.75), pytest.approx(0.75))
+    assert output_for_labels(model, data) == "sequence"
+    per_token = dataset_of({"x": x}, model, run_plain(model, {"x": x})[0].argmax(-1))
+    assert output_for_labels(model, per_token) == "tokens"
+    assert compare(model, model, per_token, batch=8).accuracy == (1.0, 1.0)

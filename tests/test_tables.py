@@ -129,3 +129,11 @@ def test_segmentation_labels_score_the_map_per_position(tmp_path):
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "accuracy" in text and "not used" not in text and "relerr" not in text
+
+
+def test_an_index_output_is_compared_per_prediction():
+    """An [N, T] arg-max has a prediction per position: its agreement is not per sample."""
+    from exprune_onnx.measure.compare import OutputDiff
+    from exprune_onnx.report.tables import output_text
+
+    assert output_text(OutputDiff("ids", 1.0, 0.0, 0.9917, index=True)) == "same value on 99.17% of predictions"

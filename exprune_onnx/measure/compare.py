@@ -146,16 +146,41 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
 
 
 def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None:
-    """The output labels are for: the first the graph reads as classes, else the first
-    shaped as classes that is not TopK's (the labels then overrule the graph), else the
-    first output the labels' shape fits otherwise (a map's, multi-hot: label_layout.py)."""
+    """The output labels are for. Of the outputs they fit (a label per prediction, or a
+    layout label_layout.py reads) and not TopK's: the first the graph reads as classes,
+    else the first. When they fit none: the first output read as classes (check_labels
+    then says why they do not fit it)."""
     batched = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun)]
+
+    def fits(n: str) -> bool:
+        a = pairs[n][0]
+        return (is_classifier_output(a) and prediction_shape(a) == labels.shape) or not layout_of(a, labels).plain
+
+    def read_as_classes(n: str) -> bool:
+        return is_classifier_output(pairs[n][0], kinds.get(n))
+
+    fitting = [n for n in batched if kinds.get(n) != "topk" and fits(n)]
+    if fitting:
+        return next((n for n in fitting if read_as_classes(n)), fitting[0])
     shaped = [n for n in batched if is_classifier_output(pairs[n][0])]
-    maps = [n for n in batched if not layout_of(pairs[n][0], labels).plain]
-    if maps and not any(prediction_shape(pairs[n][0]) == labels.shape for n in shaped):
-        return maps[0]
-    return next((n for n in shaped if is_classifier_output(pairs[n][0], kinds.get(n))),
-                next((n for n in shaped if kinds.get(n) != "topk"), None))
+    return next((n for n in shaped if read_as_classes(n)), next((n for n in shaped if kinds.get(n) != "topk"), None))
+
+
+def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> str | None:
+    """The output ``data``'s labels are for (``_labelled_output``), read off one run of
+    the first samples: calibration scores it when no --score-output names one."""
+    from ..runtime import inference_session
+
+    rows = data.batch or min(batch, len(data))
+    feeds = next(iter(data.batches(rows, np.arange(min(rows, len(data))))))
+    names = [o.name for o in model.graph.output]
+    try:
+        outs = inference_session(model).run(names, feeds)
+    except Exception as exc:
+        raise original_failed(data.source, exc) from exc
+    labels = data.labels[:min(rows, len(data))]
+    pairs = {n: (o, o) for n, o in zip(names, outs) if o.ndim and o.shape[0] == len(labels)}
+    return _labelled_output(pairs, output_kinds(model), labels)
 
 
 def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,

@@ -317,8 +317,8 @@ def output_text(d) -> str:
         rest = (f"same value on {100 * d.top1_agreement:.2f}% of entries" if d.index
                 else f"max abs diff {d.max_abs:.3g} ({d.max_rel:.3g} of the largest |output|)")
         return f"{head}; on the others {rest}"
-    if d.index:
-        return f"same value on {100 * d.top1_agreement:.2f}% of samples"
+    if d.index:  # an [N, T] arg-max has one per position, not per sample
+        return f"same value on {100 * d.top1_agreement:.2f}% of predictions"
     text = f"max abs diff {d.max_abs:.3g} ({d.max_rel:.3g} of the largest |output|)"
     if d.top1_agreement is not None:
         text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"

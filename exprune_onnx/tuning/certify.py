@@ -120,7 +120,11 @@ class Tester:
             self.progress(rows)
 
     def binary(self) -> bool:
-        return predictions(self.reference).ndim == 1 if self.metric != "relerr" else True
+        """Whether each testing sample's loss is 0 or 1: one prediction a sample ([N], or a
+        decode step's [N, 1]), or relerr's pass/fail."""
+        if self.metric == "relerr":
+            return True
+        return predictions(self.reference).reshape(len(self.reference), -1).shape[1] == 1
 
     def losses(self, compiled: onnx.ModelProto, limit: float) -> float | Abandoned:
         """The rung's loss total, or Abandoned once it exceeds ``limit``."""
@@ -317,5 +321,7 @@ def certificate_json(cert: Certificate | None) -> dict | None:
     return {"confidence": cert.confidence, "budget": cert.budget, "loss": cert.loss, "test": cert.test,
             "testing_samples": cert.samples, "samples_needed": cert.needed, "enough_samples": cert.enough,
             "rungs": cert.rungs, "certified_rung": None if cert.chosen < 0 else cert.chosen + 1,
-            "observed_losses": cert.losses, "certified_bound": cert.bound,
+            # No rung certified: the original is written, and there is no bound to state.
+            "observed_losses": cert.losses if cert.chosen >= 0 else None,
+            "certified_bound": cert.bound if cert.chosen >= 0 else None,
             "steps": [{"losses": s.losses, "p_value": s.p_value, "passed": s.passed} for s in cert.steps]}

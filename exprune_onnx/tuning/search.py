@@ -42,7 +42,7 @@ from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
 from ..errors import ConfigError, DataError, RuntimeCheckError, error_message, original_failed
 from ..io.data import Dataset
-from ..measure.compare import run_counting, with_stats
+from ..measure.compare import output_for_labels, run_counting, with_stats
 from ..measure.counters import flops_saved
 from ..measure.flops import decision_flops, dense_flops
 from ..measure.output_kinds import output_kinds
@@ -271,6 +271,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if output and output not in names:
         raise ConfigError(f"--score-output names {output!r}, which the model does not output (its outputs: "
                         f"{', '.join(names)})")
+    if not output and data.labels is not None and len(names) > 1:
+        output = output_for_labels(original, data)  # a BERT's [N] labels are for its [N, C] head, not [N, T, C]
     output = output or names[0]
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
