@@ -154,3 +154,43 @@ def test_conv_reads_zeros_through_dropout_and_a_1x1_pool_not_a_transpose():
     # A Conv's channels are its input's axis 1: a Transpose before it is not looked through.
     res = exprune_onnx.optimize_model(conv_after(["Transpose"]), threshold=NEG_INF, sparse_relu="on")
     assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)
+
+
+def _padded_conv(mid: str) -> onnx.ModelProto:
+    """x -> conv1 -> Relu -> <a Pad or a Resize> -> conv2 -> out."""
+    rng = np.random.default_rng(4)
+    extra = [init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), init("one", np.array(1.0, np.float32)),
+             init("zero", np.array(0.0, np.float32)), init("scales", np.array([1, 1, 2, 2], np.float32))]
+    node = {"pad_reflect": helper.make_node("Pad", ["t0", "pads"], ["t1"], mode="reflect"),
+            "pad_edge": helper.make_node("Pad", ["t0", "pads"], ["t1"], mode="edge"),
+            "pad_zeros": helper.make_node("Pad", ["t0", "pads"], ["t1"]),
+            "pad_zero_value": helper.make_node("Pad", ["t0", "pads", "zero"], ["t1"]),
+            "pad_ones": helper.make_node("Pad", ["t0", "pads", "one"], ["t1"]),
+            "resize_nearest": helper.make_node("Resize", ["t0", "", "scales"], ["t1"], mode="nearest"),
+            "resize_linear": helper.make_node("Resize", ["t0", "", "scales"], ["t1"], mode="linear")}[mid]
+    nodes = [helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["t0"]), node,
+             helper.make_node("Conv", ["t1", "W1"], ["out"], name="conv2")]
+    inits = [init("W0", rng.normal(size=(C, 3, 3, 3)).astype(np.float32)),
+             init("W1", rng.normal(size=(C, C, 3, 3)).astype(np.float32)), *extra]
+    return make_model(nodes, [vi("x", ["N", 3, HW, HW])], [vi("out", None)], inits)
+
+
+@pytest.mark.parametrize("mid", ["pad_reflect", "pad_edge", "pad_zeros", "pad_zero_value", "resize_nearest"])
+def test_conv_reads_zeros_through_a_copying_pad_or_a_nearest_resize(mid):
+    """torch's padding_mode reflect/replicate, F.pad, and a UNet's nearest upsampling copy
+    the ReLU's values (or add zeros): the conv after them reads the zeros sparsely."""
+    model = _padded_conv(mid)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert node_types(res.model) == ["Conv", "Relu", "Resize" if mid.startswith("resize") else "Pad", ops.SPARSE_CONV]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, feeds(model))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, sparse_relu="on")
+    assert node_types(again.model) == node_types(res.model)
+
+
+@pytest.mark.parametrize("mid", ["pad_ones", "resize_linear"])
+def test_a_pad_of_another_value_or_a_linear_resize_is_not_looked_through(mid):
+    res = exprune_onnx.optimize_model(_padded_conv(mid), threshold=NEG_INF, sparse_relu="on")
+    assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)

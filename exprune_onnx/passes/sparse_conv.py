@@ -1,6 +1,6 @@
 """Zero-input skipping for convolutions: a Conv reading a ReLU's zeros visits only the non-zero inputs.
 
-    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout] -> x;
+    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout, Pad, nearest Resize] -> x;
     Conv(x, W[, b]) [-> Add(bias) | Mul(scale)]* [-> Add(residual)] [-> Add(bias)]* [-> Relu | Clip(0, c)]
       =>  ExPruneSparseConv(x, w, bias[, residual]; activation, clip_max)
 

@@ -8,11 +8,13 @@ values without changing them, or keep a zero wherever a whole window is zero:
     Relu -> MaxPool -> AveragePool(1x1) -> Flatten -> Gemm      (PyTorch VGG, AlexNet heads)
     Relu -> MaxPool -> Transpose -> Reshape -> MatMul           (tf2onnx Keras VGG heads)
     Relu -> Dropout / Identity -> Conv
+    Relu -> Pad (zeros, reflect, edge) / Resize (nearest) -> Conv   (padding_mode, UNet up-paths)
 
 A MaxPool of non-negative values is zero exactly where its whole window is; a 1x1
 AveragePool (PyTorch's AdaptiveAvgPool2d when the map already has the size asked for)
-moves values. Ops that combine values (a larger AveragePool, GlobalAveragePool, Concat
-with other tensors, Add) are not looked through.
+moves values, as do a Pad that copies the border or fills it with zeros and a nearest
+Resize. Ops that combine values (a larger AveragePool, GlobalAveragePool, a linear
+Resize, Concat with other tensors, Add) are not looked through.
 """
 
 from __future__ import annotations
@@ -37,7 +39,19 @@ def keeps_zeros(node: gs.Node, reshapes: bool) -> bool:
         return True
     if node.op == "AveragePool":
         return all(int(k) == 1 for k in node.attrs.get("kernel_shape", [0]))
+    if node.op == "Pad":  # copies (reflect, edge, wrap) or a border of zeros
+        return node.attrs.get("mode", "constant") != "constant" or _zero_fill(node)
+    if node.op in ("Resize", "Upsample"):  # nearest copies values; linear or cubic mixes them
+        return node.attrs.get("mode", "nearest") == "nearest"
     return reshapes and node.op in RESHAPES
+
+
+def _zero_fill(pad: gs.Node) -> bool:
+    """Whether a constant Pad fills with 0: no value given (the default), or a 0."""
+    value = pad.inputs[2] if len(pad.inputs) > 2 and pad.inputs[2].name else None  # opset 11 on
+    if value is None:
+        return float(pad.attrs.get("value", 0.0)) == 0.0
+    return isinstance(value, gs.Constant) and value.values.size == 1 and float(value.values.reshape(-1)[0]) == 0.0
 
 
 def zero_writer(x: gs.Tensor, reshapes: bool = False) -> gs.Node | None:
