@@ -29,3 +29,45 @@ def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
                         init("w1", rng.standard_normal((16, 16, 1, 1)).astype(np.float32))])
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=8)
     assert {r.layer: r.reason for r in res.rejected}["fc"] == reason
+
+
+def _conv_then(op: str, swap: bool = False, dense: bool = False):
+    """x -> Conv -> Relu -> <conv2 or MatMul fc> -> op(constant) -> Relu -> y."""
+    rng = np.random.default_rng(1)
+    value = (rng.random((1, 16, 1, 1) if not dense else (16,)) + 0.5).astype(np.float32)
+    second = (helper.make_node("MatMul", ["h", "w1"], ["m"], name="fc") if dense
+              else helper.make_node("Conv", ["h", "w1"], ["m"], name="fc"))
+    nodes = [helper.make_node("Conv" if not dense else "MatMul", ["x", "w0"], ["a"]),
+             helper.make_node("Relu", ["a"], ["h"]), second,
+             helper.make_node(op, ["c", "m"] if swap else ["m", "c"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    w0 = rng.standard_normal((16, 4, 1, 1) if not dense else (4, 16)).astype(np.float32)
+    w1 = rng.standard_normal((16, 16, 1, 1) if not dense else (16, 16)).astype(np.float32)
+    return make_model(nodes, [vi("x", ["N", 4, 6, 6] if not dense else ["N", 4])], [vi("y", None)],
+                      [init("w0", w0), init("w1", w1), init("c", value)])
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["conv", "matmul"])
+@pytest.mark.parametrize("op", ["Sub", "Div"])
+def test_a_constant_subtracted_or_divided_by_folds_into_the_group(op, dense):
+    """torch's relu(conv(x) - c) and relu(conv(x) / t): a bias and a scale like Add and Mul."""
+    from helpers import assert_equivalent, node_types, normal_feeds
+
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify import verify
+
+    model = _conv_then(op, dense=dense)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=8)
+    reduction, tail = ("MatMul", "ExPruneDenseRelu") if dense else ("Conv", "ExPruneConvRelu")
+    # The partial product picks its k inputs with a Gather (a conv: and a Slice of the weights).
+    assert node_types(res.model) == [reduction, "Relu", "Gather", *([] if dense else ["Slice"]), reduction, tail]
+    assert_equivalent(model, res.model, normal_feeds(model))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, min_units=8)
+    assert node_types(again.model) == node_types(res.model)
+
+
+@pytest.mark.parametrize("op", ["Sub", "Div"])
+def test_the_intermediate_as_a_second_operand_does_not_fold(op):
+    res = exprune_onnx.optimize_model(_conv_then(op, swap=True), threshold=NEG_INF, min_units=8)
+    assert {r.layer: r.reason for r in res.rejected}["fc"] == f"{op} -> 's' takes the intermediate as its second operand"
+    assert not res.changed

@@ -1,9 +1,10 @@
 """The part every ReLU rule shares: what may stand between the reduction and the activation.
 
-    reduction -> [Add(constant) | Mul(constant)]* -> [Add(residual)] -> [Add(constant)]* -> Relu | Clip(min = 0)
+    reduction -> [Add | Sub | Mul | Div (constant)]* -> [Add(residual)] -> [Add | Sub (constant)]* -> Relu | Clip(min = 0)
 
-Constant Adds fold into the per-output bias and constant Muls into a per-output scale
-of the weights (Caffe2 exports BatchNorm's affine part as Mul then Add); one Add of a
+Constant Adds and Subs fold into the per-output bias and constant Muls and Divs into a
+per-output scale of the weights (Caffe2 exports BatchNorm's affine part as Mul then Add;
+torch's ``relu(conv(x) - c)`` and ``conv(x) / t`` export as Sub and Div); one Add of a
 non-constant tensor is the residual (ResNet's skip connection; Caffe2 writes it as a
 two-input Sum), which the early-exit op treats as a known per-element offset.
 BatchNormalization is folded earlier by canonicalisation; one still here could not be.
@@ -20,7 +21,7 @@ import onnx_graphsurgeon as gs
 from ..compiler.graphutil import const_value, describe, is_graph_output, same_shape
 from .base import Context
 
-_CHAIN_OPS = {"Add", "Sum", "Mul", "BatchNormalization", "Relu", "Clip"}
+_CHAIN_OPS = {"Add", "Sum", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip"}
 
 
 @dataclass
@@ -73,18 +74,24 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
             return f"{describe(nxt)} combines the intermediate with itself"
         other = nxt.inputs[1] if nxt.inputs[0] is t else nxt.inputs[0]
         value = const_value(other, ctx.opset)
-        if nxt.op == "Mul":
+        if nxt.op in ("Sub", "Div") and nxt.inputs[0] is not t:
+            return f"{describe(nxt)} takes the intermediate as its second operand"
+        if nxt.op in ("Mul", "Div"):
             vector = None if value is None else per_output(value, out_channels, channel_axis, rank)
-            if vector is None:
-                return f"{describe(nxt)} is not a multiplication by a per-output constant"
+            if vector is None or (nxt.op == "Div" and not np.all(vector != 0)):
+                return f"{describe(nxt)} is not a {'multiplication' if nxt.op == 'Mul' else 'division'} by a " \
+                       "per-output constant" + (" other than 0" if nxt.op == "Div" else "")
             if residual is not None:
                 return f"{describe(nxt)} scales the residual"
+            vector = 1.0 / vector if nxt.op == "Div" else vector
             scale, bias = scale * vector, bias * vector
         elif value is not None:
             vector = per_output(value, out_channels, channel_axis, rank)
             if vector is None:
                 return f"{describe(nxt)} adds a constant of shape {list(value.shape)} that is not a per-output bias"
-            bias = bias + vector
+            bias = bias - vector if nxt.op == "Sub" else bias + vector
+        elif nxt.op == "Sub":
+            return f"{describe(nxt)} subtracts a non-constant tensor"
         elif residual is not None:
             return f"{describe(nxt)} is a second non-constant Add before the activation"
         else:
