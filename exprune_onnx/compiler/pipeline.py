@@ -40,7 +40,7 @@ from ..measure.flops import model_flops
 from ..passes import sparse_conv, sparse_input
 from ..rules import RULES, Rule, RuleSet
 from ..rules.base import Candidate, Context, NoMatch, Rewritten
-from . import functions
+from . import functions, op_shapes
 from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
 from .graphutil import all_graphs, model_names, opset_of
 
@@ -84,6 +84,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:
         # Shapes only refine the checks; without them fewer groups qualify.
         return model
+    inferred = op_shapes.through_our_ops(inferred)  # a model this compiler wrote, given again
     g = inferred.graph
     known = {v.name for v in list(g.value_info) + list(g.input) + list(g.output)}
     inferred.graph.value_info.extend(v for v in model.graph.value_info if v.name not in known)

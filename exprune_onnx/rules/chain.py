@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .. import ops
 from ..compiler.graphutil import const_value, describe, is_graph_output, same_shape
 from .base import Context
 
@@ -118,6 +119,9 @@ def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | 
             where = "a graph output" if is_graph_output(t, ctx.graph) else "used by no node"
             return f"'{t.name}' is {where}, with no ReLU-family activation after it"
         found = ", ".join(sorted({u.op for u in users}))
+        ours = next((u.op for u in users if u.domain == ops.DOMAIN), None)
+        if ours is not None:  # a model this compiler wrote, given again
+            return f"already rewritten: '{t.name}' is the partial product an {ours} op finishes"
         return f"'{t.name}' does not feed a ReLU-family activation (consumers: {found})"
     if len(users) > 1:
         others = [describe(u) for u in users if u is not chain_users[0]]

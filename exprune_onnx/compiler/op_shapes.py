@@ -1,0 +1,100 @@
+"""The output shapes of this compiler's own ops, which onnx's shape inference cannot see.
+
+An optimised model given again (to `inspect`, `optimize`, `evaluate`) had its shapes
+stop at the first ai.exprune op: every Conv/Gemm/MatMul after it went uncounted in the
+FLOPs, with advice (--input-shape) that could not help. Each op's output shape follows
+from its inputs' (docs/custom_ops.md), so ``through_our_ops`` gives them and infers again.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from .. import ops
+
+
+def _known(graph: onnx.GraphProto) -> dict[str, list]:
+    """Tensor name -> dims (ints, or names for symbolic ones) where the rank is known."""
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.type.tensor_type.HasField("shape"):
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                             for d in vi.type.tensor_type.shape.dim]
+    return dims
+
+
+def _conv_size(size, kernel: int, stride: int, dilation: int, begin: int, end: int, auto_pad: str):
+    if not isinstance(size, int) or not size:
+        return None
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return -(-size // stride)
+    if auto_pad == "VALID":
+        begin = end = 0
+    return (size + begin + end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _sparse_conv_shape(node: onnx.NodeProto, x: list, w: list) -> list | None:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    spatial = len(x) - 2
+    if spatial < 1 or len(w) != 2 + spatial:
+        return None
+    kernel, group = w[1:1 + spatial], int(attrs.get("group", 1))
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    pads = list(attrs.get("pads", [0] * 2 * spatial))
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    sizes = [_conv_size(x[2 + i], kernel[i], strides[i], dilations[i], pads[i], pads[spatial + i], auto_pad)
+             for i in range(spatial)]
+    return [x[0], w[-1] * group if isinstance(w[-1], int) else None, *sizes]
+
+
+def _output_shape(node: onnx.NodeProto, dims: dict) -> tuple[int, list] | None:
+    """(element type, dims) of ``node``'s first output, or None when its inputs' are unknown."""
+    first = dims.get(node.input[0]) if node.input else None
+    if first is None:
+        return None
+    if node.op_type in (ops.DENSE_RELU, ops.CONV_RELU):
+        return TensorProto.FLOAT, first  # the partial product has every output already
+    if node.op_type == ops.ARGMAX_HEAD:
+        keep = next((a.i for a in node.attribute if a.name == "keepdims"), 0)
+        return TensorProto.INT64, first[:-1] + ([1] if keep else [])
+    weight = dims.get(node.input[1]) if len(node.input) > 1 else None
+    if weight is None:
+        return None
+    if node.op_type == ops.SPARSE_MATMUL:
+        return TensorProto.FLOAT, first[:-1] + weight[-1:]
+    if node.op_type == ops.SPARSE_CONV:
+        residual = dims.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        shape = residual or _sparse_conv_shape(node, first, weight)
+        return None if shape is None else (TensorProto.FLOAT, shape)
+    return None
+
+
+def missing(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Shapes for the first outputs of our ops that have none yet and whose inputs have."""
+    dims = _known(graph)
+    found = []
+    for node in graph.node:
+        if node.domain != ops.DOMAIN or not node.output or node.output[0] in dims:
+            continue
+        shape = _output_shape(node, dims)
+        if shape is not None:
+            found.append(helper.make_tensor_value_info(node.output[0], *shape))
+    return found
+
+
+def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (shapes inferred) with its ai.exprune ops' output shapes added and the
+    shapes after them inferred, op after op (each pass reaches the next of our ops)."""
+    for _ in range(sum(n.domain == ops.DOMAIN for n in model.graph.node)):
+        shapes = missing(model.graph)
+        if not shapes:
+            break
+        model.graph.value_info.extend(shapes)
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:  # shapes only refine what is counted and checked
+            break
+    return model

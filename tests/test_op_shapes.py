@@ -1,0 +1,62 @@
+"""compiler/op_shapes.py: shapes through this compiler's own ops, for a model it wrote given again."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import expose, init, make_model, node_types, run_exprune, scaled_normal
+from onnx import TensorProto, helper
+
+import exprune_onnx
+from exprune_onnx.compiler import op_shapes
+from exprune_onnx.compiler.pipeline import infer_shapes
+from exprune_onnx.config import Options
+
+
+def _cnn(stride: int, auto_pad: str | None) -> onnx.ModelProto:
+    """x [N, 3, H, W] -> conv1 -> Relu -> conv2 -> Relu -> conv3 (strided, no activation: a
+    sparse-input conv) -> pool -> fc1 -> Relu -> fc2 (reads fc1's zeros)."""
+    pad = {"auto_pad": auto_pad} if auto_pad else {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["c"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c"], ["d"]),
+             helper.make_node("Conv", ["d", "w3"], ["e"], strides=[stride, stride], name="conv3", **pad),
+             helper.make_node("GlobalAveragePool", ["e"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "wf"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Gemm", ["r", "wo"], ["y"], name="fc2")]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                      [init("w1", scaled_normal(32, 3, 3, 3)), init("w2", scaled_normal(32, 32, 3, 3)),
+                       init("w3", scaled_normal(32, 32, 3, 3)), init("wf", scaled_normal(32, 64)),
+                       init("wo", scaled_normal(64, 10))])
+
+
+@pytest.mark.parametrize(("stride", "auto_pad"), [(1, None), (2, None), (2, "SAME_UPPER"), (2, "VALID")])
+def test_a_model_optimised_again_counts_every_layer_after_our_ops(stride, auto_pad):
+    model = _cnn(stride, auto_pad)
+    options = Options(threshold=-2.0, min_units=8, input_shapes={"x": (1, 3, 15, 15)}, sparse_relu="on")
+    first = exprune_onnx.optimize_model(model, options)
+    assert {"ExPruneConvRelu", "ExPruneSparseConv", "ExPruneDenseRelu", "ExPruneSparseMatMul"} <= set(
+        node_types(first.model))
+    again = exprune_onnx.optimize_model(first.model, options)
+    assert again.uncounted_nodes == 0 and again.dense_flops == first.dense_flops > 0
+    assert node_types(again.model) == node_types(first.model)
+    assert all(r.reason.startswith("already rewritten") for r in again.rejected if r.layer.endswith("_partial_conv"))
+
+
+@pytest.mark.parametrize(("stride", "auto_pad"), [(1, None), (2, None), (2, "SAME_UPPER"), (2, "VALID")])
+def test_our_ops_output_shapes_are_the_ones_onnxruntime_gives(stride, auto_pad):
+    model = _cnn(stride, auto_pad)
+    first = exprune_onnx.optimize_model(model, Options(threshold=-2.0, min_units=8, sparse_relu="on"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 15, 15)).astype(np.float32)
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(first.model)
+    fixed.graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 15, 15]))
+    inferred = infer_shapes(fixed)
+    outputs = {o.name for o in inferred.graph.output}  # declared: [N, 10] whatever the batch
+    ours = [n for n in inferred.graph.node if n.domain and n.output[0] not in outputs]
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
+    got = run_exprune(expose(first.model, [n.output[0] for n in ours]), {"x": x})[1:]
+    assert [shapes[n.output[0]] for n in ours] == [list(g.shape) for g in got]
+    assert not op_shapes.missing(inferred.graph)
