@@ -79,3 +79,10 @@ def original_failed(source: str, exc: BaseException) -> DataError:
                          "give sample data (--check-data), or --input-value for the inputs whose values matter")
     return DataError(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the data "
                      "does not fit the model")
+
+
+def original_unloadable(exc: BaseException) -> ModelLoadError:
+    """onnxruntime refusing to load the original model (an op of a domain it has no kernel
+    for, an opset it does not know): the model's problem, found before any rewrite."""
+    return ModelLoadError(f"onnxruntime cannot load the original model ({error_message(exc)}); the compiler "
+                          "needs to run it: --no-check and --objective flops compile without running it")

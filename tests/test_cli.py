@@ -208,7 +208,7 @@ def test_unknown_ops_are_left_alone(tmp_path):
     path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(model, path)
     r = invoke("optimize", path, "-o", out)
-    assert r.exit_code == 7 and "--no-check" in r.output and not out.exists()
+    assert r.exit_code == 3 and "--no-check" in r.output and not out.exists()  # onnxruntime cannot load it
     r = invoke("optimize", path, "-o", out, "--no-check")
     assert r.exit_code == 0, r.output
     types = [n.op_type for n in onnx.load(out).graph.node]

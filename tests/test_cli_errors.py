@@ -86,6 +86,12 @@ def _unknown_default_op(p: Path) -> None:
     onnx.save(model, p)
 
 
+def _no_outputs(p: Path) -> None:
+    model = onnx.load(p)
+    del model.graph.output[:]
+    onnx.save(model, p)
+
+
 def _directory(p: Path) -> None:
     p.unlink()
     p.mkdir()
@@ -101,6 +107,7 @@ BAD_MODELS = {
     "checker": (_dangling_input, "fails the ONNX checker"),
     "ir_99": (_ir_from_the_future, "ir_version 99"),
     "unknown_default_op": (_unknown_default_op, "NoSuchOp"),
+    "no_outputs": (_no_outputs, "the graph has no outputs"),
 }
 # test_cli.py covers these four for `optimize`.
 COVERED = {("optimize", k) for k in ("missing", "empty", "truncated", "garbage")}
@@ -455,3 +462,21 @@ def test_exit_codes_are_distinct_and_documented():
     help_text = " ".join(invoke("--help").output.split())
     help_codes = help_text[help_text.index("Exit codes:"):]
     assert all(re.search(rf"\b{c} [a-z]", help_codes) for c in specific), help_codes
+
+
+@pytest.mark.parametrize("command", ["optimize", "optimize-latency", "verify"])
+def test_an_original_onnxruntime_cannot_load_is_a_model_problem(command, tmp_path):
+    """An op of a domain onnxruntime has no kernel for: exit 3 naming the original, not 7
+    ("failed on the optimised model") or 8 ("verification failed")."""
+    model = onnx.load(EXAMPLE)
+    model.graph.node[-1].op_type, model.graph.node[-1].domain = "Mystery", "com.example"
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    if command == "verify":
+        r = CliRunner().invoke(main, ["verify", str(path), str(path)])
+    else:
+        objective = ["--objective", "flops"] if command == "optimize" else []
+        r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), *objective])
+    assert_one_line_error(r, 3, "onnxruntime cannot load the original model", "Mystery")
+    assert not (tmp_path / "o.onnx").exists()

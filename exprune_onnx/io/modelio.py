@@ -59,6 +59,8 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: not an ONNX model (no graph or no opset import)")
+    if not model.graph.output:  # the checker lets it pass; onnxruntime cannot load it, and nothing is computed
+        raise ModelLoadError(f"{p}: the graph has no outputs")
     problem = _short_tensor(model.graph) or _malformed(model)
     if problem:
         raise ModelLoadError(f"{p}: {problem}")

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from .. import ops
-from ..errors import DataError, RuntimeCheckError, error_message, original_failed
+from ..errors import DataError, RuntimeCheckError, error_message, original_failed, original_unloadable
 from ..io.data import Dataset
 from ..tuning.label_layout import layout_of
 from ..tuning.metrics import (
@@ -102,8 +102,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     try:
         ref = inference_session(original)
     except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)}); "
-                                "--no-check skips the comparison") from exc
+        raise original_unloadable(exc) from exc
     try:
         opt = inference_session(stats_model, threads=threads)
     except Exception as exc:

@@ -55,7 +55,7 @@ import onnx
 
 from ..compiler.pipeline import Result, optimize
 from ..config import Options
-from ..errors import DataError, RuntimeCheckError, error_message, original_failed
+from ..errors import DataError, RuntimeCheckError, error_message, original_failed, original_unloadable
 from ..io.data import Dataset
 from ..measure.flops import dense_flops
 from ..measure.timing import constant_weights
@@ -411,7 +411,10 @@ def _seconds_per_run(model: onnx.ModelProto, feeds: list[dict], threads: int, so
     rewrite too small to time (small_gains.py): the median of at least 3 runs (more, up to
     0.3 s) after one run on each feed, which allocates, pages in, and finds data the model
     cannot run on. A mean of two first runs was off by up to 10x on a 0.4 ms model."""
-    session = _session(model, threads)
+    try:
+        session = timing_session(constant_weights(model), threads)
+    except Exception as exc:
+        raise original_unloadable(exc) from exc
     for feed in feeds:
         _run(session, None, feed, source)
     times: list[float] = []

@@ -40,7 +40,7 @@ import onnx
 
 from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
-from ..errors import ConfigError, DataError, RuntimeCheckError, error_message, original_failed
+from ..errors import ConfigError, DataError, original_failed, original_unloadable
 from ..io.data import Dataset
 from ..measure.compare import output_for_labels, run_counting, with_stats
 from ..measure.counters import flops_saved
@@ -126,7 +126,7 @@ class Runner:
         try:
             session = inference_session(original)
         except Exception as exc:
-            raise RuntimeCheckError(f"onnxruntime cannot run the original model ({error_message(exc)})") from exc
+            raise original_unloadable(exc) from exc
         self.output = output or original.graph.output[0].name
         # run_counting moves a sequence-first batch axis in every run of a candidate too.
         reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
