@@ -13,13 +13,15 @@ from .compiler.pipeline import Result
 from .compiler.pipeline import inspect as _inspect
 from .compiler.pipeline import optimize as _optimize
 from .config import Options, parse_k
-from .io.modelio import load_model
+from .io.modelio import check_model, load_model
 from .rules import RULES, RuleSet
 
 
 def _prepare(model, options: Options | None, overrides: dict) -> tuple[onnx.ModelProto, Options]:
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    else:
+        check_model(model)  # what load_model checks of a file
     options = options or Options()
     for key, value in overrides.items():
         if not hasattr(options, key):

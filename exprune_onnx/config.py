@@ -131,6 +131,20 @@ class Options:
         return self.layers.get(layer, default)
 
 
+def check_options(options: Options) -> None:
+    """Raise ConfigError for a top-level option of the wrong type or out of range: the
+    Python API takes them as given, where the command line's types check them first."""
+    _threshold(options.threshold, "the options")
+    _k(options.k, "the options")
+    if isinstance(options.min_units, bool) or not isinstance(options.min_units, int) or options.min_units < 1:
+        raise ConfigError(f"min_units must be a whole number >= 1, got {options.min_units!r}")
+    parse_rule(options.rule, "the options")
+    parse_alpha(options.alpha, "the options")
+    parse_unit_order(options.unit_order, "the options")
+    if isinstance(options.argmax_only, str) or not all(isinstance(n, str) for n in options.argmax_only):
+        raise ConfigError(f"argmax_only must be a list of output names, got {options.argmax_only!r}")
+
+
 # --confidence's default: the budget holds with probability 0.9 over the draw of the data.
 DEFAULT_CONFIDENCE = 0.9
 

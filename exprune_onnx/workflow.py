@@ -83,10 +83,12 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``log`` is a progress hook
     (progress.py). Nothing is written: save ``result.model`` yourself.
     """
-    from .io.modelio import load_model
+    from .io.modelio import check_model, load_model
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    else:
+        check_model(model)  # what load_model checks of a file
     # The command line's default confidence, unless the caller's options say otherwise.
     options = dataclasses.replace(options) if options else Options(confidence=DEFAULT_CONFIDENCE)
     settings = dataclasses.replace(settings) if settings else Settings()
@@ -111,6 +113,7 @@ def validate(options: Options, settings: Settings) -> None:
         raise UsageProblem("--sparse-relu on reads plain ReLUs sparsely, which --no-sparse-input turns off")
     if settings.objective not in ("latency", "flops"):
         raise UsageProblem(f"objective must be latency or flops, got {settings.objective!r}")
+    _check_settings(settings)
     try:
         options.confidence = parse_confidence(options.confidence)
     except ConfigError as exc:
@@ -121,6 +124,28 @@ def validate(options: Options, settings: Settings) -> None:
     if settings.calibration is not None and options.confidence > 0 and settings.max_drop == 0:
         raise UsageProblem("--max-drop 0 cannot be certified from samples: give a budget > 0, or --confidence 0 "
                            "for no loss on the calibration data")
+
+
+def _check_settings(settings: Settings) -> None:
+    """Values the command line's types check, checked here for the Python API."""
+    from .tuning.metrics import METRICS
+
+    choices = {"metric": METRICS, "granularity": ("output", "layer"),
+               "rule": ("threshold", "statstest", "certified", "auto", None)}
+    for name, allowed in choices.items():
+        if getattr(settings, name) not in allowed:
+            shown = ", ".join(str(a) for a in allowed if a is not None)
+            raise ConfigError(f"{name} must be one of {shown}, got {getattr(settings, name)!r}")
+    for name, low, high in (("max_drop", 0.0, 1.0), ("holdout", 0.0, 1.0)):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    if settings.holdout == 1:
+        raise ConfigError("holdout must be under 1: the search needs a calibration part")
+    for name in ("check_samples", "latency_threads"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: int = 32) -> Dataset:

@@ -30,7 +30,7 @@ import onnx_graphsurgeon as gs
 
 from .. import ops
 from .._version import __version__
-from ..config import SPARSE_RELU, Options, choose_k
+from ..config import SPARSE_RELU, Options, check_options, choose_k
 from ..errors import ConfigError
 from ..io import bigmodel
 from ..io.feeds import input_dims, keep_open_dims, with_input_shapes
@@ -176,6 +176,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
 
 
 def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
+    check_options(options)
     if options.sparse_relu not in SPARSE_RELU:
         raise ConfigError(f"sparse_relu must be one of {', '.join(SPARSE_RELU)}, got {options.sparse_relu!r}")
     outputs = {o.name for o in model.graph.output}

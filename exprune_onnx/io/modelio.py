@@ -57,19 +57,29 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
     except Exception as exc:  # protobuf and IO errors come in many types
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
+    check_model(model, str(p), checked=str(p))  # the path form of the checker copes with models over 2 GiB
+    return model, external
+
+
+def check_model(model: onnx.ModelProto, where: str = "the model", checked: str | None = None) -> None:
+    """Raise ModelLoadError unless ``model`` is a model the compiler can read: a graph, an
+    opset, outputs, well-formed tensors and text, and the ONNX checker's consent (run on
+    the file ``checked`` when given, else on the model in memory, when under 2 GiB)."""
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelLoadError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
     if not model.HasField("graph") or not model.opset_import:
-        raise ModelLoadError(f"{p}: not an ONNX model (no graph or no opset import)")
+        raise ModelLoadError(f"{where}: not an ONNX model (no graph or no opset import)")
     if not model.graph.output:  # the checker lets it pass; onnxruntime cannot load it, and nothing is computed
-        raise ModelLoadError(f"{p}: the graph has no outputs")
+        raise ModelLoadError(f"{where}: the graph has no outputs")
     problem = _short_tensor(model.graph) or _malformed(model)
     if problem:
-        raise ModelLoadError(f"{p}: {problem}")
+        raise ModelLoadError(f"{where}: {problem}")
+    if checked is None and model.ByteSize() >= _EXTERNAL_DATA_BYTES:
+        return  # the in-memory checker cannot take it; the compiler's own reading still does
     try:
-        # The path form also copes with models over 2 GiB.
-        onnx.checker.check_model(str(p))
+        onnx.checker.check_model(checked if checked is not None else model)
     except Exception as exc:
-        raise ModelLoadError(f"{p}: fails the ONNX checker: {error_message(exc)}") from exc
-    return model, external
+        raise ModelLoadError(f"{where}: fails the ONNX checker: {error_message(exc)}") from exc
 
 
 def _short_tensor(graph: onnx.GraphProto) -> str | None:

@@ -1,0 +1,64 @@
+"""api.py and workflow.optimize: the Python entry points check what the command line's
+types check, and raise the library's own errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import onnx
+import pytest
+
+import exprune_onnx
+from exprune_onnx.errors import ConfigError, ModelLoadError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return onnx.load(EXAMPLE)
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    ({"threshold": float("nan")}, "threshold must be a number"),  # onnxruntime refused the written op
+    ({"threshold": "abc"}, "threshold must be a number"),
+    ({"threshold": None}, "threshold must be a number"),
+    ({"k": [3]}, "k must be 'auto'"),
+    ({"min_units": "x"}, "min_units must be a whole number"),
+    ({"alpha": 3}, "alpha must be a number in [0, 0.5)"),
+    ({"rule": "magic"}, "rule must be one of"),
+    ({"unit_order": "random"}, "unit_order must be one of"),
+    ({"argmax_only": "logits"}, "argmax_only must be a list"),
+])
+@pytest.mark.parametrize("entry", ["optimize_model", "inspect_model", "optimize"])
+def test_bad_options_are_a_config_error(model, option, words, entry):
+    run = getattr(exprune_onnx, entry)
+    extra = {"check": False, "objective": "flops"} if entry == "optimize" else {}
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        run(model, **option, **extra)
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ({"metric": "acc"}, "metric must be one of"),  # scored 0.0 and returned the original
+    ({"granularity": "x"}, "granularity must be one of"),
+    ({"max_drop": 2.0}, "max_drop must be a number in [0, 1]"),
+    ({"holdout": 1.0}, "holdout must be under 1"),
+    ({"check_samples": 0}, "check_samples must be a whole number"),
+])
+def test_bad_settings_are_a_config_error(model, setting, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        exprune_onnx.optimize(model, objective="flops", **setting)
+
+
+@pytest.mark.parametrize("entry", ["optimize_model", "optimize"])
+def test_a_model_given_in_memory_is_checked_as_a_file_is(entry):
+    run = getattr(exprune_onnx, entry)
+    with pytest.raises(ModelLoadError, match="no graph or no opset import"):
+        run(onnx.ModelProto())
+    broken = onnx.load(EXAMPLE)
+    broken.graph.node[3].input[0] = "nowhere"
+    with pytest.raises(ModelLoadError, match="fails the ONNX checker"):
+        run(broken)
+    with pytest.raises(ModelLoadError, match="expected an onnx.ModelProto or a path, got int"):
+        run(5)
