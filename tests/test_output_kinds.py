@@ -76,6 +76,9 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
     (("Reshape", "LayerNormalization"), 17, {}, "values"),  # an encoder's features
     (("TopK",), 17, {}, "topk"),
     (("Sub", "Tanh", "Mul"), 17, {}, "head"),  # a bias, then Gemma 2's softcap
+    (("Mul", "Tanh", "Mul"), 17, {}, "head"),  # the softcap as cap * tanh(x * (1 / cap))
+    (("Tanh",), 17, {}, "values"),  # a pooler: tanh(dense(h[:, 0])), BERT's pooler_output
+    (("Add", "Tanh"), 17, {}, "values"),  # the same with its bias
     (("Slice0",), 17, {}, "head"),  # logits[:1]
     (("Slice1",), 17, {}, "head"),  # logits[:, :1]: still classes, fewer
     (("Reshape",), 17, {"split": True}, "head"),  # [N, 8] -> [N, 2, 4]: boxes, or a 4-class tagger

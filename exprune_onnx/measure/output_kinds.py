@@ -11,7 +11,8 @@ a softcap's Tanh, a mask's Where), to an op that tells:
 * ``topk``: TopK's values or indices;
 * ``values``: a normalisation (LayerNorm or RMSNorm ops, or a division by the root of a
   reduction of the same tensor: a LayerNorm, an RMSNorm or an embedding's L2 norm
-  written out), a Sigmoid on three axes or more (DETR's boxes), a Concat over feature
+  written out), a Sigmoid on three axes or more (DETR's boxes), a Tanh straight on a
+  Gemm/MatMul (+ bias: BERT's pooler; a softcap divides first), a Concat over feature
   maps of Reshapes to fours (SSD's boxes; one such Reshape alone may be a 4-class
   tagger's);
 * ``head``: a MatMul/Gemm/Einsum/Conv or a Softmax, where the walk stops;
@@ -111,6 +112,8 @@ class _Walk:
             return "topk"
         if op == "Sigmoid" and len(self.shapes.get(name, ())) >= 3:
             return "values"
+        if op == "Tanh" and self._straight_from_a_layer(node.input[0]):
+            return "values"  # a pooler (BERT's pooler_output); a softcap divides first
         if depth and op == "Reshape" and self._into_boxes(node.input[0], name):
             return "values"
         if op == "Concat":
@@ -132,6 +135,14 @@ class _Walk:
         if node.op_type in _PASS and node.input:
             return node.input[0]
         return None
+
+    def _straight_from_a_layer(self, name: str) -> bool:
+        """Whether ``name`` is a Gemm/MatMul's output, or that plus a constant bias."""
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Add" and len(node.input) == 2:
+            live = [i for i in node.input if i not in self.constants]
+            node = self.producer.get(live[0]) if len(live) == 1 else None
+        return node is not None and node.op_type in ("Gemm", "MatMul")
 
     def _normalises(self, node: onnx.NodeProto) -> bool:
         """x / r or x * (1 / r) where r is a root of a reduction of x: (x - mean) / sqrt(var
