@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ._version import __version__
-from .cli_options import common_options, input_options
+from .cli_options import a_number, calibration_only, common_options, input_options
 from .config import (
     DEFAULT_CONFIDENCE,
     OBJECTIVES,
@@ -188,7 +188,7 @@ def main(debug: bool) -> None:
               help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
-@click.option("--max-drop", type=click.FloatRange(0, 1), callback=lambda _c, _p, v: _a_number(v),
+@click.option("--max-drop", type=click.FloatRange(0, 1), callback=lambda _c, _p, v: a_number(v),
               default=0.001, show_default=True,
               help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
@@ -247,6 +247,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--plot goes with --calibration")
     if calibration is None and score_output:
         raise click.UsageError("--score-output goes with --calibration")
+    calibration_only(calibration, ("max_drop", "metric", "holdout", "confidence", "granularity"))
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, unit_order, argmax_only, emit_stats)
@@ -278,12 +279,6 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         discard(staged)
     report.print_optimized(_console(), done, original, model.name, explain, options.argmax_only)
     _console().print(f"wrote {output}")
-
-
-def _a_number(value: float) -> float:
-    if value != value:  # NaN passes click's range check
-        raise click.BadParameter("nan is not a number")
-    return value
 
 
 @main.command(epilog=_EPILOG_EVALUATE)

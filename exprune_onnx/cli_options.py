@@ -1,4 +1,4 @@
-"""Options that several ``exprune-onnx`` commands share (cli.py)."""
+"""Options that several ``exprune-onnx`` commands share, and checks of options (cli.py)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,17 @@ def input_options(fn=None, *, values: bool = True):
                                  "Repeatable.")(fn)
 
     return add(fn) if fn is not None else add
+
+
+def calibration_only(calibration, names: tuple[str, ...]) -> None:
+    """Refuse a calibration option typed without --calibration: it would do nothing."""
+    ctx = click.get_current_context()
+    typed = [n for n in names if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    if calibration is None and typed:
+        raise click.UsageError(f"--{typed[0].replace('_', '-')} goes with --calibration")
+
+
+def a_number(value: float) -> float:
+    if value != value:  # NaN passes click's range check
+        raise click.BadParameter("nan is not a number")
+    return value

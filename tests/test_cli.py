@@ -317,3 +317,18 @@ def test_a_plain_run_writes_its_report_too(example, tmp_path, small_set):
     assert report["output"] == str(out) and report["latency"] is None and "calibration" not in report
     r = invoke("optimize", example, "-o", out, "--plot", tmp_path / "p.png")
     assert r.exit_code == 2 and "--plot goes with --calibration" in r.output
+
+
+@pytest.mark.parametrize("option", [("--max-drop", "0.01"), ("--metric", "agreement"), ("--holdout", "0.3"),
+                                    ("--confidence", "0"), ("--granularity", "layer")])
+def test_a_calibration_option_without_calibration_is_a_usage_error(example, option):
+    """It would do nothing: said, not silently ignored (--labels and --plot already were)."""
+    r = invoke("optimize", example, *option)
+    assert r.exit_code == 2 and f"{option[0]} goes with --calibration" in r.output
+    assert not example.with_name("fashion_cnn.exprune.onnx").exists()
+
+
+def test_check_data_in_one_npy_file_says_what_to_give(example, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
+    r = invoke("optimize", example, "--check-data", tmp_path / "x.npy")
+    assert r.exit_code == 6 and "a .npy file holds one array with no input name" in r.output

@@ -183,8 +183,14 @@ def _all_finite(a: np.ndarray, chunk: int = 1024) -> bool:
 
 def _read_npz(path: Path):
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a .npy: one array, with no input name to go by
+            raise DataError(f"{path}: a .npy file holds one array with no input name; give an .npz keyed by "
+                            "input name, or a directory of <input name>.npy files")
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     return arrays, arrays.pop("labels", None)
@@ -201,7 +207,7 @@ def read_labels(path: Path) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{path}: not a readable labels file ({exc})") from None
+        raise DataError(f"{path}: not a readable labels file, a .npy or an .npz of one array ({exc})") from None
 
 
 def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset()):
