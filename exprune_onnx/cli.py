@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ._version import __version__
-from .cli_options import a_number, calibration_only, common_options, input_options
+from .cli_options import a_number, calibration_only, common_options, file_path, input_options
 from .config import (
     DEFAULT_CONFIDENCE,
     OBJECTIVES,
@@ -162,7 +162,8 @@ def main(debug: bool) -> None:
 
 @main.command(epilog=_EPILOG_OPTIMIZE)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write (default <model>.exprune.onnx).")
+@click.option("-o", "--output", type=click.Path(), callback=lambda _c, _p, v: file_path(v),
+              help="Where to write (default <model>.exprune.onnx).")
 @common_options
 @click.option("--explain", is_flag=True, help="List every layer that was not rewritten, with the reason.")
 @click.option("--emit-stats", is_flag=True,

@@ -80,3 +80,13 @@ def a_number(value: float) -> float:
     if value != value:  # NaN passes click's range check
         raise click.BadParameter("nan is not a number")
     return value
+
+
+def file_path(value: str | None) -> Path | None:
+    """An output file's path; one ending in a separator names a directory (pathlib drops
+    the separator, and a file named after the directory would be written)."""
+    if value is None:
+        return None
+    if value.endswith(("/", "\\")):
+        raise click.BadParameter(f"{value} names a directory: give the file's path in it")
+    return Path(value)

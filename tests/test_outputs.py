@@ -101,3 +101,10 @@ def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would():
     finally:
         os.close(write)
     assert proc.returncode == 141 and b"Traceback" not in proc.stderr, proc.stderr
+
+
+def test_an_output_path_ending_in_a_separator_names_a_directory(example, tmp_path):
+    """pathlib drops the trailing separator: `-o out/new/` wrote a file named `new`."""
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", f"{tmp_path}/new/", "--no-check"])
+    assert r.exit_code == 2 and "names a directory" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
