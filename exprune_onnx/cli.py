@@ -317,7 +317,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .measure.timing import measure
     from .progress import for_terminal
 
-    refuse_overwriting([json_path], [original, optimized], (data_path, labels))
+    refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
     console = _console()
     ref, opt = load_model(original), load_model(optimized)
     spec = InputSpec(input_shapes, input_values)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers  # numpy's scalars are numbers.Real / Integral, not float / int
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -38,9 +39,9 @@ def parse_k(text: str | int | float | None) -> str | int | float:
     """``auto``, an absolute count (``16``) or a fraction of n (``0.25``)."""
     if text is None or text == "auto":
         return "auto"
-    if isinstance(text, bool) or not isinstance(text, (str, int, float)):  # JSON's true would read as 1
+    if isinstance(text, bool) or not isinstance(text, (str, numbers.Real)):  # JSON's true would read as 1
         raise ConfigError(f"k must be 'auto', a count or a fraction in (0, 1), got {text!r}")
-    if isinstance(text, (int, float)):
+    if isinstance(text, numbers.Real):
         value = text
     else:
         try:
@@ -136,7 +137,7 @@ def check_options(options: Options) -> None:
     Python API takes them as given, where the command line's types check them first."""
     _threshold(options.threshold, "the options")
     _k(options.k, "the options")
-    if isinstance(options.min_units, bool) or not isinstance(options.min_units, int) or options.min_units < 1:
+    if isinstance(options.min_units, bool) or not isinstance(options.min_units, numbers.Integral) or options.min_units < 1:
         raise ConfigError(f"min_units must be a whole number >= 1, got {options.min_units!r}")
     parse_rule(options.rule, "the options")
     parse_alpha(options.alpha, "the options")
@@ -151,7 +152,7 @@ DEFAULT_CONFIDENCE = 0.9
 
 def parse_confidence(value) -> float:
     """``--confidence``: a probability in [0, 1); 1 would need infinitely many samples."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise ConfigError(f"confidence must be a number in [0, 1), got {value!r}")
     return float(value)
 
@@ -169,7 +170,7 @@ def parse_unit_order(value, where: str = "unit_order") -> str:
 
 
 def parse_alpha(value, where: str = "alpha") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 0.5:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 0.5:
         raise ConfigError(f"{where}: alpha must be a number in [0, 0.5), got {value!r}")
     return float(value)
 
@@ -180,7 +181,7 @@ def _threshold(value, where: str) -> float:
             value = float(value)
         except ValueError:
             raise ConfigError(f"{where}: threshold must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ConfigError(f"{where}: threshold must be a number, got {value!r}")
     return float(value)
 

@@ -84,5 +84,6 @@ def original_failed(source: str, exc: BaseException) -> DataError:
 def original_unloadable(exc: BaseException) -> ModelLoadError:
     """onnxruntime refusing to load the original model (an op of a domain it has no kernel
     for, an opset it does not know): the model's problem, found before any rewrite."""
-    return ModelLoadError(f"onnxruntime cannot load the original model ({error_message(exc)}); the compiler "
-                          "needs to run it: --no-check and --objective flops compile without running it")
+    return ModelLoadError(f"onnxruntime cannot load the original model ({error_message(exc)}): the check, "
+                          "calibration, timing, evaluate and verify run it (`optimize --no-check --objective flops` "
+                          "compiles without running it)")

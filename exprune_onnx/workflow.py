@@ -13,6 +13,7 @@ compiler alone: one model in, rewritten model out, nothing run.)
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -138,13 +139,13 @@ def _check_settings(settings: Settings) -> None:
             raise ConfigError(f"{name} must be one of {shown}, got {getattr(settings, name)!r}")
     for name, low, high in (("max_drop", 0.0, 1.0), ("holdout", 0.0, 1.0)):
         value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
             raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
     if settings.holdout == 1:
         raise ConfigError("holdout must be under 1: the search needs a calibration part")
     for name in ("check_samples", "latency_threads"):
         value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
 
 

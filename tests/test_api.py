@@ -62,3 +62,23 @@ def test_a_model_given_in_memory_is_checked_as_a_file_is(entry):
         run(broken)
     with pytest.raises(ModelLoadError, match="expected an onnx.ModelProto or a path, got int"):
         run(5)
+
+
+def test_numpy_scalars_are_numbers(model):
+    import numpy as np
+
+    res = exprune_onnx.optimize_model(model, threshold=np.float32(-1.0), min_units=np.int64(8), k=np.int64(4),
+                                      alpha=np.float32(0.01))
+    assert res.changed and all(r.k == 4 for r in res.rewritten)
+
+
+def test_an_output_declared_without_a_shape_is_read_and_left_so(tmp_path):
+    """Graph editors write them and onnxruntime runs them; the checker wants a shape, which
+    stands in only while it looks (in memory and from a file)."""
+    model = onnx.load(EXAMPLE)
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    before = model.SerializeToString()
+    assert exprune_onnx.optimize_model(model, threshold=-2.0).changed
+    assert model.SerializeToString() == before
+    onnx.save(model, tmp_path / "m.onnx")
+    assert exprune_onnx.optimize_model(tmp_path / "m.onnx", threshold=-2.0).changed

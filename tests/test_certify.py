@@ -353,3 +353,26 @@ def test_a_decode_step_s_one_position_is_certified_with_the_exact_binomial():
     options = Options(confidence=0.9, min_units=8, include_first_layer=True)
     out = search(model, options, dataset_of({"x": x}, model, labels), max_drop=0.05, seed=0)
     assert out.certificate.test.startswith("exact binomial")
+
+
+def test_relerr_of_a_yes_no_output_is_the_same_with_labels():
+    """0/1 labels read a one-score output as yes/no; relerr still reads its values."""
+    from exprune_onnx.io.data import dataset_of
+    from exprune_onnx.tuning.search import Runner
+
+    model = calibration_mlp(classes=1)  # its logit through a Sigmoid: a probability, yes above 0.5
+    model.graph.node[-1].output[0] = "z"
+    model.graph.node.append(onnx.helper.make_node("Sigmoid", ["z"], ["logits"]))
+    x = calibration_dataset(model, count=64, labels=False).inputs["x"]
+    labels = (run_plain(model, {"x": x})[0][:, 0] > 0.5).astype(np.int64)
+    compiled = exprune_onnx_optimize(model)
+    idx = np.arange(64)
+    drops = [Runner(model, dataset_of({"x": x}, model, lab), idx, 16).run(compiled, "relerr", 1)[0].drop
+             for lab in (None, labels)]
+    assert drops[0] == pytest.approx(drops[1], rel=1e-6) and drops[0] > 0
+
+
+def exprune_onnx_optimize(model):
+    import exprune_onnx
+
+    return exprune_onnx.optimize_model(model, threshold=-1.0, min_units=8).model

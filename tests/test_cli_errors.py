@@ -464,8 +464,8 @@ def test_exit_codes_are_distinct_and_documented():
     assert all(re.search(rf"\b{c} [a-z]", help_codes) for c in specific), help_codes
 
 
-@pytest.mark.parametrize("command", ["optimize", "optimize-latency", "verify"])
-def test_an_original_onnxruntime_cannot_load_is_a_model_problem(command, tmp_path):
+@pytest.mark.parametrize("command", ["optimize", "optimize-latency", "calibrate", "verify"])
+def test_an_original_onnxruntime_cannot_load_is_a_model_problem(command, tmp_path, good_data):
     """An op of a domain onnxruntime has no kernel for: exit 3 naming the original, not 7
     ("failed on the optimised model") or 8 ("verification failed")."""
     model = onnx.load(EXAMPLE)
@@ -475,6 +475,9 @@ def test_an_original_onnxruntime_cannot_load_is_a_model_problem(command, tmp_pat
     onnx.save(model, path)
     if command == "verify":
         r = CliRunner().invoke(main, ["verify", str(path), str(path)])
+    elif command == "calibrate":
+        r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration",
+                                      str(good_data), "--objective", "flops", "--no-check"])
     else:
         objective = ["--objective", "flops"] if command == "optimize" else []
         r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), *objective])

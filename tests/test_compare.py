@@ -182,6 +182,13 @@ def test_multi_hot_labels_score_every_class_as_a_yes_or_no():
     right = (want == labels)[labels != -100].mean()
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
     assert checked.accuracy == (pytest.approx(right), pytest.approx(right)) and right < 1
+    # The differences are the output's own, as without labels (not measured from 0.5).
+    half = onnx.ModelProto()
+    half.CopyFrom(model)
+    half.graph.initializer[0].CopyFrom(init("w", onnx.numpy_helper.to_array(model.graph.initializer[0]) * 0.9))
+    with_labels = compare(model, half, dataset_of({"x": x}, model, labels), batch=8).outputs[0]
+    without = compare(model, half, dataset_of({"x": x}, model), batch=8).outputs[0]
+    assert with_labels.max_rel == without.max_rel and with_labels.max_abs == without.max_abs
 
 
 def _two_heads():
@@ -214,3 +221,16 @@ def test_labels_go_to_the_output_they_fit():
     per_token = dataset_of({"x": x}, model, run_plain(model, {"x": x})[0].argmax(-1))
     assert output_for_labels(model, per_token) == "tokens"
     assert compare(model, model, per_token, batch=8).accuracy == (1.0, 1.0)
+
+
+def test_a_pooled_conv_classifier_s_n_c_1_1_output_takes_one_label_a_sample():
+    """SqueezeNet ends in a conv and a global pool: [N, C, 1, 1] scores, [N] labels."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 5])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7, 1, 1])],
+                       [init("w", scaled_normal(7, 3, 3, 3))])
+    x = np.random.default_rng(11).standard_normal((16, 3, 5, 5)).astype(np.float32)
+    labels = run_plain(model, {"x": x})[0][:, :, 0, 0].argmax(1)
+    labels[:4] = (labels[:4] + 1) % 7
+    checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
+    assert checked.accuracy == (0.75, 0.75) and checked.outputs[0].top1_agreement == 1.0

@@ -15,6 +15,8 @@ from exprune_onnx.tuning.metrics import check_labels, score
     ((2, 9, 4), (2, 9), None),  # [N, T, C]: scores as they are
     ((2, 4, 6, 6), (2,), None),  # one label per sample fits no map
     ((2, 1, 6, 6), (2, 6, 6), None),  # one channel is no choice of class
+    ((2, 4, 1, 1), (2,), 1),  # SqueezeNet's [N, C, 1, 1] with one label a sample
+    ((2, 4, 1, 1), (2, 1, 1), 1),
 ])
 def test_labels_locate_a_map_s_classes(shape, labels, axis):
     assert map_class_axis(np.zeros(shape, np.float32), np.zeros(labels, np.int64)) == axis
@@ -81,3 +83,16 @@ def test_multi_hot_labels_score_each_class_as_a_yes_or_no(scores, threshold):
     got[1, 2] = threshold - 1  # sample 1's right yes turns no
     s = score("accuracy", flat_ref, layout.scores(got), flat_labels)
     assert (s.original, s.optimized) == (pytest.approx(4 / 6), pytest.approx(3 / 6))
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (5, 1), (5,)])
+def test_yes_no_scores_keep_the_output_s_relative_error(shape):
+    """Scores measured from the threshold would change relerr's scale: it reads the values."""
+    rng = np.random.default_rng(2)
+    ref = rng.random(shape).astype(np.float32)
+    got = ref + rng.normal(0, 0.05, shape).astype(np.float32)
+    layout = Layout(threshold=0.5)
+    plain = score("relerr", ref, got, None).drop
+    assert score("relerr", *(layout.values(layout.scores(x), "relerr") for x in (ref, got)), None).drop == \
+        pytest.approx(plain, rel=1e-6)
+    assert layout.values(layout.scores(ref), "accuracy").shape[-1] == 2

@@ -108,3 +108,14 @@ def test_an_output_path_ending_in_a_separator_names_a_directory(example, tmp_pat
     r = CliRunner().invoke(main, ["optimize", str(example), "-o", f"{tmp_path}/new/", "--no-check"])
     assert r.exit_code == 2 and "names a directory" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_plain_write_may_go_to_a_pipe(example, tmp_path):
+    """evaluate --json writes its file directly, so `--json /dev/stdout` or a pipe is fine;
+    only what is renamed into place must not land on one."""
+    fifo = tmp_path / "j"
+    os.mkfifo(fifo)
+    outputs.refuse_overwriting([fifo], [example], (), replaced=False)
+    with pytest.raises(outputs.OutputError, match="is not a regular file"):
+        outputs.refuse_overwriting([fifo], [example], ())

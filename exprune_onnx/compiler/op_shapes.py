@@ -13,6 +13,8 @@ from onnx import TensorProto, helper
 
 from .. import ops
 
+SMALL = 4096  # bytes: initializers this size or more are weights, kept as dims for inference
+
 
 def _known(graph: onnx.GraphProto) -> dict[str, list]:
     """Tensor name -> dims (ints, or names for symbolic ones) where the rank is known."""
@@ -87,14 +89,24 @@ def missing(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 
 def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (shapes inferred) with its ai.exprune ops' output shapes added and the
-    shapes after them inferred, op after op (each pass reaches the next of our ops)."""
-    for _ in range(sum(n.domain == ops.DOMAIN for n in model.graph.node)):
-        shapes = missing(model.graph)
+    shapes after them inferred, op after op (each pass reaches the next of our ops), on a
+    copy whose weights are dims only: one inference per op over a model's weights took
+    seconds."""
+    from ..io.bigmodel import skeleton
+
+    passes = sum(n.domain == ops.DOMAIN for n in model.graph.node)
+    if not passes or not missing(model.graph):
+        return model
+    light = skeleton(model, stub_from=SMALL)
+    for _ in range(passes):
+        shapes = missing(light.graph)
         if not shapes:
             break
-        model.graph.value_info.extend(shapes)
+        light.graph.value_info.extend(shapes)
         try:
-            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+            light = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
         except Exception:  # shapes only refine what is counted and checked
             break
+    known = {v.name for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    model.graph.value_info.extend(v for v in light.graph.value_info if v.name not in known)
     return model

@@ -74,12 +74,22 @@ def check_model(model: onnx.ModelProto, where: str = "the model", checked: str |
     problem = _short_tensor(model.graph) or _malformed(model)
     if problem:
         raise ModelLoadError(f"{where}: {problem}")
+    # onnxruntime runs a graph input or output declared without a shape (graph editors write
+    # them); the checker wants one. An empty shape stands in while it looks.
+    unshaped = [v for v in [*model.graph.input, *model.graph.output]
+                if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+    checked = None if unshaped else checked
     if checked is None and model.ByteSize() >= _EXTERNAL_DATA_BYTES:
         return  # the in-memory checker cannot take it; the compiler's own reading still does
+    for v in unshaped:
+        v.type.tensor_type.shape.SetInParent()
     try:
         onnx.checker.check_model(checked if checked is not None else model)
     except Exception as exc:
         raise ModelLoadError(f"{where}: fails the ONNX checker: {error_message(exc)}") from exc
+    finally:
+        for v in unshaped:
+            v.type.tensor_type.ClearField("shape")
 
 
 def _short_tensor(graph: onnx.GraphProto) -> str | None:
@@ -146,9 +156,11 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
-def check_writable(out: str | os.PathLike) -> None:
+def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
     """Raise OutputError when a file cannot be written at ``out``; checked before any work
-    is done, and again when writing."""
+    is done, and again when writing. ``replaced``: the file is written beside ``out`` and
+    renamed over it, which a device or a pipe there must not see (a plain write to
+    /dev/stdout is fine)."""
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -158,7 +170,7 @@ def check_writable(out: str | os.PathLike) -> None:
         raise OutputError(f"{out}: the directory {parent} is not writable")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory")
-    if out.exists() and not out.is_file():  # a rename would replace the node itself (/dev/null as root)
+    if replaced and out.exists() and not out.is_file():  # a rename would replace the node (/dev/null as root)
         raise OutputError(f"{out}: is not a regular file (a device, a pipe or a socket); give a file path")
 
 

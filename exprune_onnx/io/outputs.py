@@ -11,13 +11,14 @@ from ..errors import OutputError
 from .modelio import check_writable, clobbered_input, same_file
 
 
-def refuse_overwriting(outputs: list, models: list, others: tuple) -> None:
+def refuse_overwriting(outputs: list, models: list, others: tuple, replaced: bool = True) -> None:
     """Stop before any work when an output path (None: not asked for) cannot be written, is
     an input file or is another output's path; the first output is a model, whose weights
-    may go beside it (``<output>.data``)."""
+    may go beside it (``<output>.data``). ``replaced``: the outputs are renamed into place
+    (modelio.check_writable)."""
     outputs = [o for o in outputs if o is not None]
     for i, out in enumerate(outputs):
-        check_writable(out)
+        check_writable(out, replaced)
         for model in models:
             problem = clobbered_input(model, out, others)
             if problem:

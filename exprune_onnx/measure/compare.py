@@ -125,22 +125,27 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     kinds = output_kinds(original)
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
     target = _labelled_output(pairs, kinds, labels) if labels is not None else None
-    if target is not None:
-        kinds[target] = None  # labels mean classes, whatever the graph seemed to show
-        layout = layout_of(pairs[target][0], labels)  # a segmentation map's, multi-hot labels
-        pairs[target] = tuple(layout.scores(x) for x in pairs[target])
-        labels = layout.labels(labels)
     diffs = []
     accuracy = None
     for n, (a, b) in pairs.items():
         if isinstance(a, PerRun):
             diffs.append(_diff_runs(n, a, b))
             continue
-        diffs.append(_diff(n, a, b, kinds.get(n)))
-        if n == target:
-            check_labels(labels, a)
-            want, answer = answers(a, b)
-            accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
+        if n != target:
+            diffs.append(_diff(n, a, b, kinds.get(n)))
+            continue
+        # Labels mean classes, whatever the graph seemed to show; read as a segmentation map's
+        # or yes/no answers, the scores give the answers, the values the differences.
+        layout = layout_of(a, labels)
+        a_scored, b_scored = (layout.scores(a), layout.scores(b)) if not layout.plain else (a, b)
+        labels = layout.labels(labels)
+        d = _diff(n, a, b, None)
+        if not layout.plain:
+            d.top1_agreement = top1_agreement(a_scored, b_scored)
+        diffs.append(d)
+        check_labels(labels, a_scored)
+        want, answer = answers(a_scored, b_scored)
+        accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None)
 
 

@@ -21,7 +21,7 @@ import onnx
 from .. import ops
 from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
-from ..errors import RuntimeCheckError, error_message, original_failed
+from ..errors import RuntimeCheckError, error_message, original_failed, original_unloadable
 from ..io.data import Dataset
 from .head_stats import HeadStats, float32_floor, head_statistics
 
@@ -239,7 +239,14 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
         return {}, result
     probing, probes = probe_model(result.model)
     layer_of = {r.op_node.name: r.candidate.layer for r in result.rewritten}
-    session = inference_session(probing)
+    try:
+        session = inference_session(probing)
+    except Exception as exc:
+        try:  # the original's own ops (an unknown domain), or the rewrite's
+            inference_session(model)
+        except Exception as again:
+            raise original_unloadable(again) from again
+        raise RuntimeCheckError(f"onnxruntime cannot load the compiled model: {error_message(exc)}") from exc
     names = [o.name for o in probing.graph.output]
     rng = np.random.default_rng(seed)
     parts = {node: {"y": [], "channel": []} for node in probes}

@@ -141,8 +141,8 @@ class Tester:
             stop = min(start + outs[0].shape[0], len(self.reference))
             outs[0] = self.layout.scores(outs[0][:stop - start])
             labels = None if self.labels is None else self.labels[start:stop]
-            total += float(sample_losses(self.metric, self.reference[start:stop], outs[0], labels,
-                                         self.tolerance).sum())
+            ref, got_now = (self.layout.values(x, self.metric) for x in (self.reference[start:stop], outs[0]))
+            total += float(sample_losses(self.metric, ref, got_now, labels, self.tolerance).sum())
             got.append(outs[0])
             for node, s in zip(stats_names, outs[1:]):
                 counts[node][0] += int(s[0])
@@ -154,7 +154,8 @@ class Tester:
         return total
 
     def score(self) -> Score:
-        return score(self.metric, self.reference, self.last[0], self.labels)
+        ref, got = (self.layout.values(x, self.metric) for x in (self.reference, self.last[0]))
+        return score(self.metric, ref, got, self.labels)
 
 
 def ladder(shares: dict, step_down, above: int = ABOVE) -> list[dict]:

@@ -30,11 +30,13 @@ from .metrics import IGNORE
 
 def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
     """The axis of a map's classes, as ``labels`` of one class per position say: 1 for
-    [N, C, H, W] with [N, H, W] labels or [N, C, L] with [N, L]; -1 for [N, H, W, C] with
-    [N, H, W]. None for anything else, [N, T, C] included (read as scores without help);
+    [N, C, H, W] with [N, H, W] labels or [N, C, L] with [N, L], and for [N, C, 1, 1] with
+    [N]; -1 for [N, H, W, C] with [N, H, W]. None for anything else, [N, T, C] included (read as scores without help);
     where both readings fit, classes last."""
     if labels is None or a.dtype.kind != "f" or a.ndim < 3:
         return None
+    if labels.ndim == 1 and a.shape[1] > 1 and all(d == 1 for d in a.shape[2:]):
+        return 1  # [N, C, 1, 1]: a classifier that ends in a conv and a global pool (SqueezeNet)
     if a.ndim >= 4 and labels.shape[1:] == a.shape[1:-1] and a.shape[-1] > 1:
         return -1
     if labels.shape[1:] == a.shape[2:] and labels.shape[1:] != a.shape[1:-1] and a.shape[1] > 1:
@@ -80,6 +82,14 @@ class Layout:
         if self.axis is not None:
             return np.moveaxis(a, self.axis, -1).reshape(a.shape[0], -1, a.shape[self.axis])
         return a
+
+    def values(self, scored: np.ndarray, metric: str) -> np.ndarray:
+        """What ``metric`` reads of ``scored`` (``scores``' output): the answers' scores, or
+        for relerr the output's own values, so that yes/no scores, measured from the
+        threshold, do not change the relative error (a map's order does not)."""
+        if metric != "relerr" or self.threshold is None:
+            return scored
+        return scored[..., 1] + np.float32(self.threshold)
 
     def labels(self, labels: np.ndarray | None) -> np.ndarray | None:
         """``labels`` as [N, positions] ([N] for one yes/no a sample), to go with ``scores``."""

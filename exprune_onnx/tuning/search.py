@@ -138,15 +138,17 @@ class Runner:
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
         from ..runtime import inference_session, uses_library
 
+        ref = self.layout.values(self.reference, metric)
         if not uses_library(compiled):
-            return score(metric, self.reference, self.reference, self.labels), 0.0, {}
+            return score(metric, ref, ref, self.labels), 0.0, {}
         model, stats_names = with_stats(compiled)
         got, counts = run_counting(inference_session(model), [self.output], stats_names,
                                    self.data.batches(self.batch, self.indices), len(self.indices))
         self.rows += len(self.indices)
         rows = self.data.rows_run(len(self.indices))  # the ops also count a fixed batch's pad rows
         saved = flops_saved(compiled, counts) / rows / dense if dense else 0.0
-        return score(metric, self.reference, self.layout.scores(got[self.output]), self.labels), saved, counts
+        got = self.layout.values(self.layout.scores(got[self.output]), metric)
+        return score(metric, ref, got, self.labels), saved, counts
 
 
 class Planner:
