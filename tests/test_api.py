@@ -72,13 +72,14 @@ def test_numpy_scalars_are_numbers(model):
     assert res.changed and all(r.k == 4 for r in res.rewritten)
 
 
-def test_an_output_declared_without_a_shape_is_read_and_left_so(tmp_path):
-    """Graph editors write them and onnxruntime runs them; the checker wants a shape, which
-    stands in only while it looks (in memory and from a file)."""
+def test_an_output_declared_without_a_shape_is_refused_with_what_to_do(tmp_path):
+    """onnxruntime runs it, but the checker refuses it, and would refuse what we write."""
     model = onnx.load(EXAMPLE)
     model.graph.output[0].type.tensor_type.ClearField("shape")
     before = model.SerializeToString()
-    assert exprune_onnx.optimize_model(model, threshold=-2.0).changed
+    with pytest.raises(ModelLoadError, match="declared without a shape, which the ONNX checker refuses: declare"):
+        exprune_onnx.optimize_model(model, threshold=-2.0)
     assert model.SerializeToString() == before
     onnx.save(model, tmp_path / "m.onnx")
-    assert exprune_onnx.optimize_model(tmp_path / "m.onnx", threshold=-2.0).changed
+    with pytest.raises(ModelLoadError, match="declared without a shape"):
+        exprune_onnx.optimize_model(tmp_path / "m.onnx", threshold=-2.0)

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 import exprune_onnx
 from exprune_onnx import optimize_model
 from exprune_onnx.cli import main
+from exprune_onnx.errors import ModelLoadError
 from exprune_onnx.io.modelio import max_runtime_ir_version
 
 
@@ -648,11 +649,18 @@ def test_output_dims_keep_the_originals_names():
     assert node_types(res.model).count("ExPruneDenseRelu") == 2  # the first reads the Concat, not x
     assert res.model.graph.output[0] == model.graph.output[0]
     # An output declared without a shape is not given an empty one (which declares a scalar).
+    # The checker refuses such a model at the door (API and CLI): the compiler is asked directly.
+    from exprune_onnx.compiler.pipeline import optimize as compile_model
+    from exprune_onnx.config import Options
+
     unshaped = onnx.ModelProto()
     unshaped.CopyFrom(model)
     unshaped.graph.output[0].type.tensor_type.ClearField("shape")
+    with pytest.raises(ModelLoadError, match="'y' is declared without a shape"):
+        optimize_model(unshaped, threshold=NEG_INF)
     for shapes in ({}, {"past": (1, 3, 32)}):
-        out = optimize_model(unshaped, threshold=NEG_INF, min_units=32, input_shapes=shapes).model.graph.output[0]
+        options = Options(threshold=NEG_INF, min_units=32, input_shapes=shapes)
+        out = compile_model(unshaped, options).model.graph.output[0]
         assert not out.type.tensor_type.HasField("shape") or len(out.type.tensor_type.shape.dim) == 3
     assert res.model.graph.value_info  # without fixed input dims, the inferred shapes stay
     onnx.checker.check_model(res.model)

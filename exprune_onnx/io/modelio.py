@@ -75,21 +75,18 @@ def check_model(model: onnx.ModelProto, where: str = "the model", checked: str |
     if problem:
         raise ModelLoadError(f"{where}: {problem}")
     # onnxruntime runs a graph input or output declared without a shape (graph editors write
-    # them); the checker wants one. An empty shape stands in while it looks.
-    unshaped = [v for v in [*model.graph.input, *model.graph.output]
-                if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
-    checked = None if unshaped else checked
+    # them), but the checker refuses it, and so would refuse the model written from it.
+    unshaped = next((v.name for v in [*model.graph.input, *model.graph.output]
+                     if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")), None)
+    if unshaped is not None:
+        raise ModelLoadError(f"{where}: '{unshaped}' is declared without a shape, which the ONNX checker refuses: "
+                             "declare one (its dims may be names, e.g. ['N', 1000])")
     if checked is None and model.ByteSize() >= _EXTERNAL_DATA_BYTES:
         return  # the in-memory checker cannot take it; the compiler's own reading still does
-    for v in unshaped:
-        v.type.tensor_type.shape.SetInParent()
     try:
         onnx.checker.check_model(checked if checked is not None else model)
     except Exception as exc:
         raise ModelLoadError(f"{where}: fails the ONNX checker: {error_message(exc)}") from exc
-    finally:
-        for v in unshaped:
-            v.type.tensor_type.ClearField("shape")
 
 
 def _short_tensor(graph: onnx.GraphProto) -> str | None:
