@@ -64,7 +64,7 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
 def check_model(model: onnx.ModelProto, where: str = "the model", checked: str | None = None) -> None:
     """Raise ModelLoadError unless ``model`` is a model the compiler can read: a graph, an
     opset, outputs, well-formed tensors and text, and the ONNX checker's consent (run on
-    the file ``checked`` when given, else on the model in memory, when under 2 GiB)."""
+    the file ``checked`` when given, else on the model in memory, when under 1 GiB)."""
     if not isinstance(model, onnx.ModelProto):
         raise ModelLoadError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
     if not model.HasField("graph") or not model.opset_import:

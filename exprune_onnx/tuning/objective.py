@@ -315,7 +315,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     passes = passes_for(probe_seconds)
     screened = {}
     to_time = {rw.candidate.layer for rw in order if not prunes_nothing(options, rw.candidate.layer)}
-    together = ""
+    together, group = "", []
     if 2 * len(to_time) * passes * FEEDS * probe_seconds > SCREEN_ABOVE:
         screened = screen_early_exit(original, result, feeds, threads, log, to_time)
         group = [rw.candidate.layer for rw in order if rw.candidate.layer in to_time and _alone_row(
