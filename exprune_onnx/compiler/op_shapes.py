@@ -13,8 +13,6 @@ from onnx import TensorProto, helper
 
 from .. import ops
 
-SMALL = 4096  # bytes: initializers this size or more are weights, kept as dims for inference
-
 
 def _known(graph: onnx.GraphProto) -> dict[str, list]:
     """Tensor name -> dims (ints, or names for symbolic ones) where the rank is known."""
@@ -92,12 +90,12 @@ def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
     shapes after them inferred, op after op (each pass reaches the next of our ops), on a
     copy whose weights are dims only: one inference per op over a model's weights took
     seconds."""
-    from ..io.bigmodel import skeleton
+    from ..io.bigmodel import SHAPES_STUB_BYTES, skeleton
 
     passes = sum(n.domain == ops.DOMAIN for n in model.graph.node)
     if not passes or not missing(model.graph):
         return model
-    light = skeleton(model, stub_from=SMALL)
+    light = skeleton(model, stub_from=SHAPES_STUB_BYTES)
     for _ in range(passes):
         shapes = missing(light.graph)
         if not shapes:

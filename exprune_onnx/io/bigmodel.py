@@ -21,6 +21,9 @@ from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 # A tensor this large is handled apart; a model with this much in them is "big".
 LARGE_TENSOR_BYTES = 1 << 26
 BIG_MODEL_BYTES = 1 << 30
+# For shape inference alone (skeleton's stub_from): initializers this size or more are
+# weights, kept as dims; smaller ones may be shapes or axes, which inference reads.
+SHAPES_STUB_BYTES = 4096
 
 
 def tensor_nbytes(t: onnx.TensorProto) -> int:

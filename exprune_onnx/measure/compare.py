@@ -137,7 +137,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         # Labels mean classes, whatever the graph seemed to show; read as a segmentation map's
         # or yes/no answers, the scores give the answers, the values the differences.
         layout = layout_of(a, labels)
-        a_scored, b_scored = (layout.scores(a), layout.scores(b)) if not layout.plain else (a, b)
+        a_scored, b_scored = layout.scores(a), layout.scores(b)
         labels = layout.labels(labels)
         d = _diff(n, a, b, None)
         if not layout.plain:

@@ -38,20 +38,19 @@ _PASS = {"Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten", "Dropout", "Slic
          "GatherElements", "Transpose", "Tanh", "Neg", "Clip", "Reshape"}
 _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temperature
 BOX = 4  # coordinates per box
-SMALL = 4096  # bytes: initializers this size or more are weights, not shapes or axes
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
 
 
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
     """Each graph output's kind: ``head``, ``topk``, ``values`` or ``unknown``."""
-    from ..io.bigmodel import serializable, skeleton
+    from ..io.bigmodel import SHAPES_STUB_BYTES, serializable, skeleton
 
     try:  # every function inlined: the op that tells may be in any
         flat = onnx.inliner.inline_local_functions(model) if model.functions and serializable(model) else model
     except Exception:  # noqa: BLE001 - the kinds only refine what the shapes say
         flat = model
-    light = skeleton(flat, stub_from=SMALL)  # ranks and small constants (shapes, axes) are all the walk needs
+    light = skeleton(flat, stub_from=SHAPES_STUB_BYTES)  # ranks and small constants (shapes, axes) are all the walk needs
     given = list(light.graph.value_info)
     del light.graph.value_info[:]  # inferred afresh: a graph editor may have left stale entries
     with contextlib.suppress(Exception):  # without shapes fewer ops tell, none tells wrongly
@@ -128,8 +127,7 @@ class _Walk:
     def _through(self, node: onnx.NodeProto, name: str) -> str | None:
         """The input of ``node`` whose last axis ``name`` keeps, or None."""
         if node.op_type in _SCALE:
-            live = [i for i in node.input if i not in self.constants]
-            return live[0] if len(live) == 1 else None
+            return self._one_live_input(node)
         if node.op_type == "Where" and len(node.input) == 3:  # a mask: where(cond, x, -inf)
             return node.input[1] if node.input[2] in self.constants else node.input[2]
         if node.op_type in _PASS and node.input:
@@ -140,9 +138,13 @@ class _Walk:
         """Whether ``name`` is a Gemm/MatMul's output, or that plus a constant bias."""
         node = self.producer.get(name)
         if node is not None and node.op_type == "Add" and len(node.input) == 2:
-            live = [i for i in node.input if i not in self.constants]
-            node = self.producer.get(live[0]) if len(live) == 1 else None
+            node = self.producer.get(self._one_live_input(node))
         return node is not None and node.op_type in ("Gemm", "MatMul")
+
+    def _one_live_input(self, node: onnx.NodeProto) -> str | None:
+        """``node``'s one input that is not a constant (a bias's, a scale's), or None."""
+        live = [i for i in node.input if i not in self.constants]
+        return live[0] if len(live) == 1 else None
 
     def _normalises(self, node: onnx.NodeProto) -> bool:
         """x / r or x * (1 / r) where r is a root of a reduction of x: (x - mean) / sqrt(var

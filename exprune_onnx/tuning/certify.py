@@ -31,7 +31,7 @@ from ..io.data import Dataset
 from ..measure.compare import with_stats
 from ..measure.counters import flops_saved
 from ..progress import quiet
-from .label_layout import layout_of
+from .label_layout import laid_out
 from .metrics import (
     IGNORE,
     Score,
@@ -107,9 +107,8 @@ class Tester:
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
         reference, self.batch_axis = reference_output(session, self.output, data, self._batches(), len(indices))
-        self.layout = layout_of(reference, data.labels)  # a segmentation map's, multi-hot labels
-        self.reference = self.layout.scores(reference)
-        self.labels = self.layout.labels(data.labels_of(indices))
+        # A segmentation map's or yes/no labels (label_layout.py).
+        self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices))
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
 
     def _batches(self):

@@ -31,8 +31,8 @@ from .metrics import IGNORE
 def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
     """The axis of a map's classes, as ``labels`` of one class per position say: 1 for
     [N, C, H, W] with [N, H, W] labels or [N, C, L] with [N, L], and for [N, C, 1, 1] with
-    [N]; -1 for [N, H, W, C] with [N, H, W]. None for anything else, [N, T, C] included (read as scores without help);
-    where both readings fit, classes last."""
+    [N]; -1 for [N, H, W, C] with [N, H, W]. None for anything else, [N, T, C] included
+    (read as scores without help); where both readings fit, classes last."""
     if labels is None or a.dtype.kind != "f" or a.ndim < 3:
         return None
     if labels.ndim == 1 and a.shape[1] > 1 and all(d == 1 for d in a.shape[2:]):
@@ -64,7 +64,7 @@ def is_yes_no(a: np.ndarray, labels: np.ndarray | None) -> bool:
 @dataclass(frozen=True)
 class Layout:
     """How an output's predictions line up with its labels (``layout_of``): a map's
-    classes on ``axis``, or multi-hot labels, each class a yes above ``threshold``.
+    classes on ``axis``, or yes/no labels, each score a yes above ``threshold``.
     Neither: the output and labels as they are."""
     axis: int | None = None
     threshold: float | None = None
@@ -108,3 +108,11 @@ def layout_of(a: np.ndarray, labels: np.ndarray | None) -> Layout:
         probabilities = a.size and a.min() >= 0 and a.max() <= 1
         return Layout(threshold=0.5 if probabilities else 0.0)
     return Layout()
+
+
+def laid_out(reference: np.ndarray, all_labels: np.ndarray | None, labels: np.ndarray | None):
+    """The layout ``all_labels`` (the whole data's) give the original's ``reference``
+    output, and ``reference`` and ``labels`` (its part's) in it: what a calibration part
+    is scored with."""
+    layout = layout_of(reference, all_labels)
+    return layout, layout.scores(reference), layout.labels(labels)

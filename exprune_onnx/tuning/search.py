@@ -49,7 +49,7 @@ from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
-from .label_layout import layout_of
+from .label_layout import laid_out
 from .metrics import Score, choose, score
 from .objective import times_zero_inputs, with_sparse_choice
 
@@ -130,9 +130,8 @@ class Runner:
         self.output = output or original.graph.output[0].name
         # run_counting moves a sequence-first batch axis in every run of a candidate too.
         reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
-        self.layout = layout_of(reference, data.labels)  # a segmentation map's, multi-hot labels
-        self.reference = self.layout.scores(reference)
-        self.labels = self.layout.labels(data.labels_of(indices))
+        # A segmentation map's or yes/no labels (label_layout.py).
+        self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices))
         self.rows = len(indices)  # samples run, the original's pass included
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
