@@ -194,7 +194,7 @@ def main(debug: bool) -> None:
               help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
-                   "(top-1 class unchanged) or relerr (mean relative error).")
+                   "(top-1 class, or a Sigmoid's yes/no answers, unchanged) or relerr (mean relative error).")
 @click.option("--score-output", default="", metavar="OUTPUT",
               help="With --calibration: the output the metric scores (default: the first the labels fit, "
                    "else the model's first), e.g. a detector's class scores rather than its boxes.")

@@ -143,6 +143,26 @@ def test_a_binary_classifier_s_one_score_is_certified_on_its_yes_or_no():
     assert out.holdout.original == pytest.approx(0.9, abs=0.03)
 
 
+def test_a_multi_label_sigmoid_without_labels_is_certified_on_its_yes_or_no_answers():
+    """A Sigmoid per class and no labels: agreement counts the yes/no answers kept (not
+    the arg-max's), each sample's loss its share of answers changed, so Hoeffding-Bentkus."""
+    from exprune_onnx.io.data import dataset_of
+
+    model = calibration_mlp(classes=6)
+    model.graph.node.append(onnx.helper.make_node("Sigmoid", ["logits"], ["p"]))
+    model.graph.output[0].name = "p"
+    x = calibration_dataset(model, count=1200, labels=False).inputs["x"]
+    out = search(model, Options(confidence=0.9), dataset_of({"x": x}, model), max_drop=0.05, seed=0)
+    cert = out.certificate
+    assert out.metric == "agreement" and cert.loss == "yes/no answers changed"
+    assert cert.test == "Hoeffding-Bentkus" and cert.chosen >= 0
+    _ladder, test = split_indices(1200, 0.5, 0)
+    ref = run_plain(model, {"x": x[test]})[0] > 0.5
+    got = run_plain_or_exprune(out.result.model, {"x": x[test]}) > 0.5
+    assert cert.losses == pytest.approx((ref != got).mean(1).sum()) and cert.losses > 0
+    assert out.holdout.answer_kind == "yes/no"
+
+
 def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     model = calibration_mlp()
     out = search(model, Options(confidence=0.9), calibration_dataset(model, count=300), max_drop=0.01, seed=0)

@@ -191,6 +191,28 @@ def test_multi_hot_labels_score_every_class_as_a_yes_or_no():
     assert with_labels.max_rel == without.max_rel and with_labels.max_abs == without.max_abs
 
 
+def test_a_sigmoid_per_class_without_labels_agrees_on_its_yes_or_no_answers():
+    """Without labels too, a multi-label Sigmoid's agreement is the share of yes/no answers
+    kept: a class flipped below the top one counts, which the arg-max would not see."""
+    from exprune_onnx.report.tables import output_text
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Sigmoid", ["z"], ["p"])]
+    w = scaled_normal(8, 5)
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                       [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 5])], [init("w", w)])
+    shifted = onnx.ModelProto()
+    shifted.CopyFrom(model)
+    w2 = w.copy()
+    w2[:, 4] = -w2[:, 4]  # class 4's answers flip
+    shifted.graph.initializer[0].CopyFrom(init("w", w2))
+    x = np.random.default_rng(8).standard_normal((40, 8)).astype(np.float32)
+    a, b = run_plain(model, {"x": x})[0], run_plain(shifted, {"x": x})[0]
+    assert (a.argmax(1) == b.argmax(1)).mean() != ((a > 0.5) == (b > 0.5)).mean()  # the arg-max tells another story
+    d = compare(model, shifted, dataset_of({"x": x}, model), batch=8).outputs[0]
+    assert d.answer_kind == "yes/no" and d.top1_agreement == pytest.approx(((a > 0.5) == (b > 0.5)).mean())
+    assert "yes/no agreement" in output_text(d)
+
+
 def _two_heads():
     """x [N, T, 16] -> token logits [N, T, 9] (first) and, pooled, sequence logits [N, 3]."""
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),

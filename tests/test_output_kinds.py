@@ -71,7 +71,7 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
     (("LogSoftmax",), 11, {}, "head"),  # opset 11's default axis 1 is the last of two
     (("Reshape", "Softmax"), 11, {}, "head"),  # a Softmax ends the walk, on any axis
     (("Reshape", "Softmax"), 11, {"axis": 2}, "head"),
-    (("Sigmoid",), 17, {}, "unknown"),  # on [N, C]: a multi-label classifier, read by its shape
+    (("Sigmoid",), 17, {}, "yesno"),  # on [N, C]: a multi-label classifier, a yes or no per class
     (("Reshape", "Sigmoid"), 17, {}, "values"),  # on [N, T, C]: DETR's boxes
     (("Reshape", "LayerNormalization"), 17, {}, "values"),  # an encoder's features
     (("TopK",), 17, {}, "topk"),

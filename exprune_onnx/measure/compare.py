@@ -39,6 +39,7 @@ class OutputDiff:
     # run by run: (runs where its shape differs from the original's, runs). The figures
     # above are then over the runs where it agrees.
     runs: tuple[int, int] | None = None
+    answer_kind: str = "top-1"  # what top1_agreement counts: the top-1 class, or a Sigmoid's yes/no answers
 
 
 class PerRun(list):
@@ -141,7 +142,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         labels = layout.labels(labels)
         d = _diff(n, a, b, None)
         if not layout.plain:
-            d.top1_agreement = top1_agreement(a_scored, b_scored)
+            d.top1_agreement, d.answer_kind = top1_agreement(a_scored, b_scored), layout.answer_kind
         diffs.append(d)
         check_labels(labels, a_scored)
         want, answer = answers(a_scored, b_scored)
@@ -275,6 +276,11 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
     output_kinds.py)."""
     if a.dtype.kind == "f" and b.dtype.kind in "iu" and is_scores(a) and b.size * a.shape[-1] == a.size:
         a, b = answers(a, b)  # --argmax-only: the scores became the class index
+    yes_no = layout_of(a, None, kind)
+    if not yes_no.plain and a.shape == b.shape:  # a Sigmoid's: the same yes/no answers
+        d = _diff(name, a, b)
+        d.top1_agreement, d.answer_kind = top1_agreement(yes_no.scores(a), yes_no.scores(b)), yes_no.answer_kind
+        return d
     if a.dtype.kind != "f":
         same = float(np.mean(a == b)) if a.size else 1.0
         return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,

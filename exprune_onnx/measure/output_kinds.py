@@ -9,6 +9,8 @@ last axis means (casts, reshapes, transposes, slices, gathers, a constant bias o
 a softcap's Tanh, a mask's Where), to an op that tells:
 
 * ``topk``: TopK's values or indices;
+* ``yesno``: a Sigmoid on one or two axes ([N], [N, 1], [N, C]): a binary or multi-label
+  classifier, each score a yes or a no (label_layout.py reads it so without labels too);
 * ``values``: a normalisation (LayerNorm or RMSNorm ops, or a division by the root of a
   reduction of the same tensor: a LayerNorm, an RMSNorm or an embedding's L2 norm
   written out), a Sigmoid on three axes or more (DETR's boxes), a Tanh straight on a
@@ -18,7 +20,7 @@ a softcap's Tanh, a mask's Where), to an op that tells:
 * ``head``: a MatMul/Gemm/Einsum/Conv or a Softmax, where the walk stops;
 * ``unknown``: anything else.
 
-Only ``topk`` and ``values`` overrule the shape (metrics.is_scores), and only evidence
+Only ``topk``, ``values`` and ``yesno`` overrule the shape (metrics.is_scores), and only evidence
 that no classifier shows makes ``values``: a model the graph says nothing clear about is
 read by its shape, as before.
 """
@@ -43,7 +45,7 @@ ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
 
 
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
-    """Each graph output's kind: ``head``, ``topk``, ``values`` or ``unknown``."""
+    """Each graph output's kind: ``head``, ``topk``, ``values``, ``yesno`` or ``unknown``."""
     from ..io.bigmodel import SHAPES_STUB_BYTES, serializable, skeleton
 
     try:  # every function inlined: the op that tells may be in any
@@ -109,8 +111,8 @@ class _Walk:
             return "head"
         if op == "TopK":
             return "topk"
-        if op == "Sigmoid" and len(self.shapes.get(name, ())) >= 3:
-            return "values"
+        if op == "Sigmoid" and name in self.shapes:
+            return "values" if len(self.shapes[name]) >= 3 else "yesno"
         if op == "Tanh" and self._straight_from_a_layer(node.input[0]):
             return "values"  # a pooler (BERT's pooler_output); a softcap divides first
         if depth and op == "Reshape" and self._into_boxes(node.input[0], name):

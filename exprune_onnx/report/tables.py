@@ -267,7 +267,7 @@ def _score_text(score, saved: float, samples: int, result: Result) -> str:
         if score.metric == "lost":
             text += f", right answers lost {100 * score.drop:.2f}%"
     elif score.metric == "agreement":
-        text = f"top-1 agreement {100 * score.optimized:.2f}%"
+        text = f"{score.answer_kind} agreement {100 * score.optimized:.2f}%"
     else:
         text = f"relative error {score.drop:.3g}"
     if result.uncounted_nodes:  # the share would be of a partial count
@@ -321,7 +321,7 @@ def output_text(d) -> str:
         return f"same value on {100 * d.top1_agreement:.2f}% of predictions"
     text = f"max abs diff {d.max_abs:.3g} ({d.max_rel:.3g} of the largest |output|)"
     if d.top1_agreement is not None:
-        text += f", top-1 agreement {100 * d.top1_agreement:.2f}%"
+        text += f", {d.answer_kind} agreement {100 * d.top1_agreement:.2f}%"
     return text
 
 

@@ -30,6 +30,7 @@ from ..errors import DataError
 from ..io.data import Dataset
 from ..measure.compare import with_stats
 from ..measure.counters import flops_saved
+from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from .label_layout import laid_out
 from .metrics import (
@@ -107,8 +108,9 @@ class Tester:
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
         reference, self.batch_axis = reference_output(session, self.output, data, self._batches(), len(indices))
-        # A segmentation map's or yes/no labels (label_layout.py).
-        self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices))
+        # A segmentation map's or yes/no labels, or a Sigmoid's yes/no answers (label_layout.py).
+        kind = output_kinds(original).get(self.output)
+        self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices), kind)
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
 
     def _batches(self):
@@ -154,7 +156,7 @@ class Tester:
 
     def score(self) -> Score:
         ref, got = (self.layout.values(x, self.metric) for x in (self.reference, self.last[0]))
-        return score(self.metric, ref, got, self.labels)
+        return score(self.metric, ref, got, self.labels, self.layout.answer_kind)
 
 
 def ladder(shares: dict, step_down, above: int = ABOVE) -> list[dict]:
@@ -220,7 +222,10 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     if outcome.metric in ("accuracy", "lost"):  # the search checked the ladder part's labels only
         check_labels(tester.labels, tester.reference)
     test = RiskTest(len(test_idx), max_drop, confidence, tester.binary())
-    cert = Certificate(confidence, max_drop, LOSS_NAMES[outcome.metric],
+    loss = LOSS_NAMES[outcome.metric]
+    if outcome.metric == "agreement" and tester.layout.answer_kind == "yes/no":
+        loss = "yes/no answers changed"  # a sample's loss: its share of them
+    cert = Certificate(confidence, max_drop, loss,
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
                        len(test_idx), samples_needed(max_drop, confidence), len(rungs), share=holdout)
 

@@ -14,6 +14,9 @@ shapes of labels are common, and only the labels tell them apart from values:
   multi-label sample's loss its share of those lost. One-hot labels (a single 1 per
   sample) are not multi-hot: they are refused with the advice to take their arg-max.
 
+A Sigmoid's scores on one or two axes (output_kinds.py's ``yesno``) are read as yes/no
+answers without labels too: agreement is then the share of answers kept.
+
 Either way the labels become [N, positions] ([N] for one answer a sample) and every
 metric, the -100 ignore label and the certificate's per-sample shares work as for a
 language model's positions.
@@ -73,6 +76,11 @@ class Layout:
     def plain(self) -> bool:
         return self.axis is None and self.threshold is None
 
+    @property
+    def answer_kind(self) -> str:
+        """What agreement counts: the same top-1 class, or the same yes/no answers."""
+        return "top-1" if self.threshold is None else "yes/no"
+
     def scores(self, a: np.ndarray) -> np.ndarray:
         """``a`` as [N, positions, classes]: a map's classes last, or each class as
         (no, yes) scores whose arg-max is its answer."""
@@ -99,20 +107,23 @@ class Layout:
         return flat[:, 0] if self.threshold is not None and flat.shape[1] == 1 else flat
 
 
-def layout_of(a: np.ndarray, labels: np.ndarray | None) -> Layout:
-    """The layout ``labels`` give the original's output ``a`` (module docstring)."""
+def layout_of(a: np.ndarray, labels: np.ndarray | None, kind: str | None = None) -> Layout:
+    """The layout ``labels`` give the original's output ``a`` (module docstring); without
+    labels, ``kind`` (output_kinds.py) may make it yes/no."""
     axis = map_class_axis(a, labels)
     if axis is not None:
         return Layout(axis=axis)
-    if is_yes_no(a, labels):
+    sigmoid = labels is None and kind == "yesno" and a.dtype.kind == "f" and a.ndim in (1, 2)
+    if sigmoid or is_yes_no(a, labels):
         probabilities = a.size and a.min() >= 0 and a.max() <= 1
         return Layout(threshold=0.5 if probabilities else 0.0)
     return Layout()
 
 
-def laid_out(reference: np.ndarray, all_labels: np.ndarray | None, labels: np.ndarray | None):
-    """The layout ``all_labels`` (the whole data's) give the original's ``reference``
-    output, and ``reference`` and ``labels`` (its part's) in it: what a calibration part
-    is scored with."""
-    layout = layout_of(reference, all_labels)
+def laid_out(reference: np.ndarray, all_labels: np.ndarray | None, labels: np.ndarray | None,
+             kind: str | None = None):
+    """The layout ``all_labels`` (the whole data's; ``kind``: output_kinds.py's) give the
+    original's ``reference`` output, and ``reference`` and ``labels`` (its part's) in it:
+    what a calibration part is scored with."""
+    layout = layout_of(reference, all_labels, kind)
     return layout, layout.scores(reference), layout.labels(labels)

@@ -11,7 +11,7 @@ Every metric reports a *drop* (>= 0 is worse) that ``--max-drop`` bounds:
   optimised gets wrong, not offset by samples it newly gets right: an upper bound on
   the accuracy drop, stricter and steadier across data splits;
 * ``agreement`` (classifiers without labels): the share of samples whose top-1 class
-  changed;
+  changed (of yes/no answers changed, for a Sigmoid's: label_layout.py);
 * ``relerr`` (any output): mean |optimised - original| / mean |original| over the
   first output.
 """
@@ -36,6 +36,7 @@ class Score:
     original: float  # the metric's own value for the original (1.0 for agreement, 0.0 for relerr)
     optimized: float
     drop: float
+    answer_kind: str = "top-1"  # what agreement counts (label_layout.Layout.answer_kind)
 
 
 def is_class_index(a: np.ndarray) -> bool:
@@ -147,7 +148,8 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kin
     return metric
 
 
-def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> Score:
+def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
+          answer_kind: str = "top-1") -> Score:
     if metric in ("accuracy", "lost"):
         want, answer = answers(ref, got)
         right_before, right_after = want == labels, answer == labels
@@ -156,7 +158,7 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
         return Score(metric, before, after, drop)
     if metric == "agreement":
         agree = top1_agreement(ref, got)
-        return Score(metric, 1.0, agree, 1.0 - agree)
+        return Score(metric, 1.0, agree, 1.0 - agree, answer_kind)
     scale = float(np.mean(np.abs(ref)))
     err = float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)
     return Score(metric, 0.0, err, err)

@@ -130,8 +130,9 @@ class Runner:
         self.output = output or original.graph.output[0].name
         # run_counting moves a sequence-first batch axis in every run of a candidate too.
         reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
-        # A segmentation map's or yes/no labels (label_layout.py).
-        self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices))
+        # A segmentation map's or yes/no labels, or a Sigmoid's yes/no answers (label_layout.py).
+        self.kind = output_kinds(original).get(self.output)
+        self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices), self.kind)
         self.rows = len(indices)  # samples run, the original's pass included
 
     def run(self, compiled: onnx.ModelProto, metric: str, dense: int):
@@ -139,7 +140,7 @@ class Runner:
 
         ref = self.layout.values(self.reference, metric)
         if not uses_library(compiled):
-            return score(metric, ref, ref, self.labels), 0.0, {}
+            return score(metric, ref, ref, self.labels, self.layout.answer_kind), 0.0, {}
         model, stats_names = with_stats(compiled)
         got, counts = run_counting(inference_session(model), [self.output], stats_names,
                                    self.data.batches(self.batch, self.indices), len(self.indices))
@@ -147,7 +148,7 @@ class Runner:
         rows = self.data.rows_run(len(self.indices))  # the ops also count a fixed batch's pad rows
         saved = flops_saved(compiled, counts) / rows / dense if dense else 0.0
         got = self.layout.values(self.layout.scores(got[self.output]), metric)
-        return score(metric, ref, got, self.labels), saved, counts
+        return score(metric, ref, got, self.labels, self.layout.answer_kind), saved, counts
 
 
 class Planner:
@@ -297,7 +298,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     runner = Runner(original, data, screen_idx, batch, output)
     # Labels are checked for the whole data, not only the screened part the runner holds.
     every = np.broadcast_to(runner.reference[:1], (len(data), *runner.reference.shape[1:]))
-    metric = choose(metric, every, runner.layout.labels(data.labels), output_kinds(original).get(output))
+    metric = choose(metric, every, runner.layout.labels(data.labels), runner.kind)
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []

@@ -26,7 +26,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         if d.runs is not None:  # no batch axis: a changed detection count is a change, not a mismatch
             text = f"'{d.name}' another shape on {d.runs[0]} of {d.runs[1]} runs"
         elif d.top1_agreement is not None:
-            text += f", top-1 agreement {d.top1_agreement:.2%}"
+            text += f", {d.answer_kind} agreement {d.top1_agreement:.2%}"
             if d.top1_agreement < min_agreement:
                 ok = False
                 text += f" < {min_agreement:.2%}"
