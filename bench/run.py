@@ -148,7 +148,7 @@ def latency_objective(model, outcome, calib: Dataset, test: Dataset, runs: int) 
     choice = choose(model, outcome.options, outcome.result, calib, batch=1, threads=1,
                     source=f"{len(calib)} calibration samples")
     early = [t for t in choice.layers if t.kind == EARLY_EXIT]
-    relu = [t for t in choice.layers if t.kind == ZERO_INPUTS]
+    relu = [t for t in choice.layers if t.kind == ZERO_INPUTS and not t.group]  # a group's row is no layer
     out = {"kept": [t.layer for t in early if choice.kept(t.layer)], "candidates": len(early),
            "kept_zero_inputs": [t.layer for t in relu if choice.kept(t.layer, ZERO_INPUTS)],
            "zero_input_candidates": len(relu),

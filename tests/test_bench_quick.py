@@ -73,12 +73,18 @@ def check_model(m: dict, quick_test_samples: int = 1000) -> None:
         assert row["size_bytes"]["original"] > 0 and row["size_bytes"]["optimized"] > 0
         lo = row["latency_objective"]
         early = [t for t in lo["layers"] if t["rewrite"] == "early exit"]
-        zero = [t for t in lo["layers"] if t["rewrite"] == "zero inputs"]
+        groups = [t for t in lo["layers"] if t["group"]]  # small gains timed together (small_gains.py)
+        zero = [t for t in lo["layers"] if t["rewrite"] == "zero inputs" and not t["group"]]
         assert lo["candidates"] == row["rewritten"] == len(early)
-        assert len(zero) == lo["zero_input_candidates"] and len(early) + len(zero) == len(lo["layers"])
+        assert len(zero) == lo["zero_input_candidates"]
+        assert len(early) + len(zero) + len(groups) == len(lo["layers"])
         assert lo["kept"] == [t["layer"] for t in early if t["kept"]]
         assert lo["kept_zero_inputs"] == [t["layer"] for t in zero if t["kept"]]
+        decided_by = {name: g for g in groups for name in g["group"]}
         for t in lo["layers"]:  # kept exactly when the model was at least 1% faster with it
+            if t["in_group"]:  # a group row decided it: kept with its group, whatever its own times
+                assert t["kept"] == decided_by[t["layer"]]["kept"]
+                continue
             if t["note"]:  # decided without a whole-model pair of its own (screen.py, small_gains.py):
                 assert not t["kept"]  # never kept so; its times are the layer's alone, or none
                 continue

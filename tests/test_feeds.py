@@ -193,6 +193,19 @@ def test_symbolic_hw_without_a_shape_names_input_shape(tmp_path):
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_the_input_shape_example_fills_images_not_a_kv_cache_with_224():
+    from exprune_onnx.io.feeds import shape_example
+
+    def one(name, dims):
+        return make_model([helper.make_node("Identity", [name], ["y"])],
+                          [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+
+    assert shape_example(one("x", ["N", 3, "H", "W"])) == "--input-shape x:N,3,224,224"
+    assert shape_example(one("x", ["N", "H", "W", 3])) == "--input-shape x:N,224,224,3"
+    assert shape_example(one("past", ["N", 12, "P", 64])) == "--input-shape past:N,12,128,64"
+
+
 def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):
     path = save_model(conv_hw(), tmp_path)
     out = tmp_path / "o.onnx"

@@ -416,6 +416,11 @@ def test_small_gains_whose_group_misses_the_margin_are_dropped(scripted_clock):
     group = next(t for t in choice.layers if t.group)
     assert not group.kept and all(not t.kept for t in choice.layers)
     assert "dropped: too small, alone or together" in _decisions(choice)["h1"]
+    from exprune_onnx.report.latency import latency_json
+
+    rows = {row["layer"]: row for row in latency_json(choice)["layers"]}
+    assert rows[group.layer]["group"] == list(group.group) and not rows[group.layer]["in_group"]
+    assert rows["h1"]["in_group"] and rows["h2"]["in_group"] and rows["h1"]["group"] == []
 
 
 @pytest.mark.parametrize(("gains", "small", "timed", "again"), [

@@ -185,8 +185,9 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
         if all(isinstance(d, int) and d > 0 for d in dims[1:]):
             continue
         # Placeholders: the batch keeps its name (a number would fix it), 224 for an image's
-        # spatial dims, 128 for the rest.
-        fill = 224 if len(dims) == 4 else 128
+        # spatial dims (NCHW or NHWC: few channels), 128 for the rest (a KV cache's
+        # [N, heads, past, head_dim] is 4-D too).
+        fill = 224 if len(dims) == 4 and any(isinstance(d, int) and 0 < d <= 4 for d in (dims[1], dims[3])) else 128
         batch = str(input_dims(vi)[0] or "")
         batch = batch if batch.isidentifier() else "N"  # parse_input_shape takes a name, not "2*N"
         shown = [str(d) if isinstance(d, int) and d > 0 else (batch if i == 0 else str(fill)) for i, d in enumerate(dims)]

@@ -48,6 +48,7 @@ def latency_json(choice) -> dict | None:
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
-                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again}
+                    "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again,
+                    "group": list(lt.group), "in_group": choice.in_group(lt)}
                    for lt in choice.layers],
     })
