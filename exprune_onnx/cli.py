@@ -183,7 +183,7 @@ def main(debug: bool) -> None:
               help="Inputs (.npz keyed by input name with optional 'labels', a directory of .npy, or "
                    "ONNX test-data .pb files); default: seeded random inputs.")
 @click.option("--check-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Random inputs to check on.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random check inputs and of the calibration split.")
 @click.option("--calibration", type=click.Path(path_type=Path),
               help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
@@ -381,7 +381,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels') for accuracy.")
 @click.option("--samples", type=click.IntRange(min=1), default=32, show_default=True,
               help="Random inputs to run on when no --data is given.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
               help="Least top-1 agreement with the original, for classifier outputs.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,

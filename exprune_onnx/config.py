@@ -144,6 +144,13 @@ def check_options(options: Options) -> None:
     parse_unit_order(options.unit_order, "the options")
     if isinstance(options.argmax_only, str) or not all(isinstance(n, str) for n in options.argmax_only):
         raise ConfigError(f"argmax_only must be a list of output names, got {options.argmax_only!r}")
+    for name in ("include_first_layer", "emit_stats", "sparse_input"):
+        if not isinstance(getattr(options, name), bool):
+            raise ConfigError(f"{name} must be True or False, got {getattr(options, name)!r}")
+    for name, dims in options.input_shapes.items():
+        if not all(isinstance(d, str) or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
+                   for d in dims):
+            raise ConfigError(f"input_shapes[{name!r}]: each dim must be a size >= 1 or a name, got {dims!r}")
 
 
 # --confidence's default: the budget holds with probability 0.9 over the draw of the data.

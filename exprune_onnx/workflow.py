@@ -13,6 +13,7 @@ compiler alone: one model in, rewritten model out, nothing run.)
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import onnx
 
-from .config import DEFAULT_CONFIDENCE, Options, parse_confidence, parse_k
+from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k
 from .errors import ConfigError
 from .io.data import Dataset, dataset_of, load_dataset, random_dataset, read_labels
 from .io.feeds import InputSpec, check_batch, check_spec
@@ -106,6 +107,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
 
 def validate(options: Options, settings: Settings) -> None:
     """Combinations the workflow refuses (the command line shows them as usage errors)."""
+    check_options(options)  # before the inputs' spec is built from them
     if settings.calibration is None and settings.labels is not None:
         raise UsageProblem("labels go with calibration data (--calibration)")
     if settings.calibration is None and settings.rule == "auto":
@@ -143,10 +145,32 @@ def _check_settings(settings: Settings) -> None:
             raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
     if settings.holdout == 1:
         raise ConfigError("holdout must be under 1: the search needs a calibration part")
-    for name in ("check_samples", "latency_threads"):
+    for name, low in (("check_samples", 1), ("latency_threads", 1), ("latency_batch", 1), ("seed", 0)):
         value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if name == "latency_batch" and value is None:  # the model's fixed batch, else 1
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+    if not isinstance(settings.check, bool):
+        raise ConfigError(f"check must be True or False, got {settings.check!r}")
+    value_bounds(settings.input_values)
+
+
+def value_bounds(values) -> dict[str, tuple[float, float]]:
+    """``input_values`` as name -> (low, high): the API also takes a number for a constant."""
+    def number(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"input_values must be a dict of input name -> value or (low, high), got {values!r}")
+    bounds = {}
+    for name, v in values.items():
+        pair = (v, v) if number(v) else tuple(v) if isinstance(v, (tuple, list)) else None
+        if not isinstance(name, str) or pair is None or len(pair) != 2 or not all(map(number, pair)) \
+                or pair[0] > pair[1]:
+            raise ConfigError(f"input_values[{name!r}] must be a number or (low, high) with low <= high, got {v!r}")
+        bounds[name] = (float(pair[0]), float(pair[1]))
+    return bounds
 
 
 def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: int = 32) -> Dataset:
@@ -170,7 +194,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     rule = settings.rule or options.rule
     if rule != "auto":
         options.rule = rule
-    spec = InputSpec(dict(options.input_shapes), dict(settings.input_values))
+    spec = InputSpec(dict(options.input_shapes), value_bounds(settings.input_values))
     check_spec(model, spec)
     latency = None
     if settings.objective == "latency":

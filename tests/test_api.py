@@ -30,6 +30,7 @@ def model():
     ({"rule": "magic"}, "rule must be one of"),
     ({"unit_order": "random"}, "unit_order must be one of"),
     ({"argmax_only": "logits"}, "argmax_only must be a list"),
+    ({"include_first_layer": "yes"}, "include_first_layer must be True or False"),
 ])
 @pytest.mark.parametrize("entry", ["optimize_model", "inspect_model", "optimize"])
 def test_bad_options_are_a_config_error(model, option, words, entry):
@@ -45,10 +46,24 @@ def test_bad_options_are_a_config_error(model, option, words, entry):
     ({"max_drop": 2.0}, "max_drop must be a number in [0, 1]"),
     ({"holdout": 1.0}, "holdout must be under 1"),
     ({"check_samples": 0}, "check_samples must be a whole number"),
+    ({"latency_batch": 0}, "latency_batch must be a whole number >= 1"),  # timed empty batches
+    ({"latency_batch": -3}, "latency_batch must be a whole number >= 1"),  # numpy's negative dimensions
+    ({"seed": "abc"}, "seed must be a whole number >= 0"),
+    ({"check": "no"}, "check must be True or False"),
+    ({"input_values": {"x": "a"}}, "input_values['x'] must be a number or (low, high)"),
+    ({"input_values": {"x": (2, 1)}}, "input_values['x'] must be a number or (low, high)"),
+    ({"input_shapes": {"x": (1, 0)}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),
 ])
 def test_bad_settings_are_a_config_error(model, setting, words):
     with pytest.raises(ConfigError, match=re.escape(words)):
         exprune_onnx.optimize(model, objective="flops", **setting)
+
+
+def test_an_input_value_may_be_one_number(model):
+    """As --input-value NAME:VALUE: a number is a constant (it raised a bare TypeError)."""
+    done = exprune_onnx.optimize(model, objective="flops", input_values={model.graph.input[0].name: 0.5},
+                                 check_samples=4)
+    assert done.checked is not None and done.checked.samples == 4
 
 
 @pytest.mark.parametrize("entry", ["optimize_model", "optimize"])

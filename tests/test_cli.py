@@ -135,6 +135,7 @@ def test_bad_config_and_options(example, tmp_path):
     assert r.exit_code == 4 and "unknown: treshold" in r.output
     assert invoke("optimize", example, "--k", "zero").exit_code == 4
     assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
+    assert invoke("optimize", example, "--seed", "-1").exit_code == 2  # numpy's seeds are >= 0
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
 
 
