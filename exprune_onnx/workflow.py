@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k
@@ -31,6 +32,11 @@ from .progress import quiet
 
 class UsageProblem(ConfigError):
     """Options that do not go together; the command line reports it as a usage error."""
+
+
+# With calibration and no check data, the check runs on this many samples of the data's
+# held-out part at most: the calibration table has already scored all of it.
+CHECK_HELD_OUT = 512
 
 
 @dataclass
@@ -236,12 +242,26 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
                            seed=settings.seed, log=log)
             result = timed.result
             timings["objective"] = time.perf_counter() - start
-    if settings.check and result.changed and (calibrated is None or settings.check_data is not None):
+    if settings.check and result.changed:
         start = time.perf_counter()
-        checked = compare(model, result.model, check_data(), log=log)
+        on = check_data() if calibrated is None or settings.check_data is not None else _held_out(data, settings)
+        checked = compare(model, result.model, on, log=log)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
+
+
+def _held_out(data: Dataset, settings: Settings) -> Dataset:
+    """What the check runs on with calibration and no check data: the calibration data's
+    held-out part (the certificate's testing part), else all of it, at most
+    ``CHECK_HELD_OUT`` samples of it, a seeded draw."""
+    from .tuning.certify import subset
+    from .tuning.search import split_indices
+
+    calib, held = split_indices(len(data), settings.holdout, settings.seed)
+    part, name = (held, "held out") if len(held) else (calib, "calibrated on")
+    drawn = np.sort(np.random.default_rng(settings.seed).permutation(part)[:CHECK_HELD_OUT])
+    return dataclasses.replace(subset(data, drawn), source=f"{data.source}, {name}")
 
 
 def _rows(result, checked, calibrated) -> list[dict]:

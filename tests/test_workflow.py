@@ -76,6 +76,26 @@ def test_python_takes_data_as_arrays(tmp_path):
         exprune_onnx.optimize(EXAMPLE, calibration={"x": arrays["input"]}, **settings)
 
 
+def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part(monkeypatch):
+    """--check is on by default: with calibration only, it compares the two models on the
+    calibration data's held-out part (it was skipped), or all of it with --holdout 0,
+    a seeded draw of at most CHECK_HELD_OUT samples."""
+    from exprune_onnx.tuning.search import split_indices
+
+    with np.load(SLICE) as data:
+        arrays = {"input": data["input"][:160], "labels": data["labels"][:160]}
+    settings = {"objective": "flops", "max_drop": 0.02, "confidence": 0.0}
+    done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, **settings)
+    assert done.changed and done.checked.source == "arrays, held out" and done.checked.samples == 80
+    assert done.report["check"]["samples"] == 80 and done.checked.accuracy is not None
+    monkeypatch.setattr(workflow, "CHECK_HELD_OUT", 30)
+    done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, holdout=0.0, **settings)
+    assert done.checked.source == "arrays, calibrated on" and done.checked.samples == 30
+    off = exprune_onnx.optimize(EXAMPLE, calibration=arrays, check=False, **settings)
+    assert off.checked is None and off.report["check"] is None
+    assert len(split_indices(160, 0.5, 0)[1]) == 80
+
+
 def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
     done = exprune_onnx.optimize(conv_hw(), input_shapes={"x": ("N", 3, 12, 12)}, objective="flops",
                                  threshold=float("-inf"))
