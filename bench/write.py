@@ -115,8 +115,16 @@ def latency_text(row: dict) -> str:
 def kept_text(lo: dict, sep: str) -> str:
     """Early-exit layers kept of those timed, plus any plain-ReLU consumer read sparsely."""
     text = f"{len(lo['kept'])}{sep}{lo['candidates']}"
-    relu = len(lo.get("kept_zero_inputs", []))
+    relu = len([x for x in lo.get("kept_zero_inputs", []) if not group_row(x, lo)])
     return text + (f" + {relu} zero-input" if relu else "")
+
+
+def group_row(layer: str, lo: dict) -> bool:
+    """Whether ``layer`` names a row of small gains timed together, no layer of its own:
+    marked so since the rows carry ``group``, named "a + b" of kept layers before."""
+    kept = set(lo.get("kept_zero_inputs", []))
+    marked = any(t["layer"] == layer and t.get("group") for t in lo["layers"])
+    return marked or (" + " in layer and all(part in kept for part in layer.split(" + ")))
 
 
 def headline(results: dict) -> list[str]:
@@ -308,7 +316,8 @@ def write_markdown(results: dict, out: Path, source: Path | None = None) -> None
              f"{mc['onnxruntime']}, onnx {mc['onnx']}, numpy {mc['numpy']}; exprune-onnx {mc['exprune_onnx']} at "
              f"commit {mc['commit']}." + load_text(mc) + (" **Quick run** (1,000 test samples, 5 timed runs)." if results["quick"]
                                          else ""), "",
-             "The paper's figures (method.md section 4) are ranges over its CNN, GCN and OPT models; it does not "
+             "The paper's figures (its section 4, as summarised in the project brief's method notes) are ranges "
+             "over its CNN, GCN and OPT models; it does not "
              "give one figure per model, so each row shows the range. Its models are much larger than ours "
              "(ResNet18 at 1.1 GFLOPs, OPT at 1.3 B parameters): read the comparison as a sanity check, not a "
              "match.", "", "## Headline", ""]

@@ -141,7 +141,19 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, a
     return options
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exc:
+            # click ends a closed pipe in its own output (--help, --version) with 1, after
+            # wrapping stdout so that the exit's flush stays quiet.
+            if exc.code == 1 and isinstance(sys.stdout, click.utils.PacifyFlushWrapper):
+                _pipe_closed()
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="exprune-onnx")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors, and onnxruntime's own log.")
 def main(debug: bool) -> None:

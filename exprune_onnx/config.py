@@ -137,8 +137,9 @@ def check_options(options: Options) -> None:
     Python API takes them as given, where the command line's types check them first."""
     _threshold(options.threshold, "the options")
     _k(options.k, "the options")
-    if isinstance(options.min_units, bool) or not isinstance(options.min_units, numbers.Integral) or options.min_units < 1:
-        raise ConfigError(f"min_units must be a whole number >= 1, got {options.min_units!r}")
+    if isinstance(options.min_units, bool) or not isinstance(options.min_units, numbers.Integral) or options.min_units < 2:
+        # as --min-units: a layer of one unit has no partial sum short of the whole
+        raise ConfigError(f"min_units must be a whole number >= 2, got {options.min_units!r}")
     parse_rule(options.rule, "the options")
     parse_alpha(options.alpha, "the options")
     parse_unit_order(options.unit_order, "the options")

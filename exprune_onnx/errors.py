@@ -1,6 +1,8 @@
 """Errors the CLI turns into one-line messages and distinct exit codes, and the one formatter
 of other libraries' exceptions (:func:`error_message`) that every message quoting one uses."""
 
+from __future__ import annotations
+
 import re
 
 

@@ -26,6 +26,7 @@ def model():
     ({"threshold": None}, "threshold must be a number"),
     ({"k": [3]}, "k must be 'auto'"),
     ({"min_units": "x"}, "min_units must be a whole number"),
+    ({"min_units": 1}, "min_units must be a whole number >= 2"),  # as --min-units
     ({"alpha": 3}, "alpha must be a number in [0, 0.5)"),
     ({"rule": "magic"}, "rule must be one of"),
     ({"unit_order": "random"}, "unit_order must be one of"),

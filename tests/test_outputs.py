@@ -86,9 +86,11 @@ def test_a_plot_format_it_cannot_draw_is_refused_before_any_work(example, tmp_pa
     assert r.exit_code == 2 and ".xyz is not a format it draws" in r.output
 
 
-def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would():
-    """`inspect | head -n1`: 141, not our "internal error" 1 (rich's own handling). The
-    reader is gone before the first write, so that no output fits in the pipe first."""
+@pytest.mark.parametrize("args", [["inspect", str(EXAMPLE)], ["--help"], ["--version"], ["optimize", "--help"]])
+def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would(args):
+    """`inspect | head -n1`: 141, not our "internal error" 1 (rich's own handling, and
+    click's for --help and --version). The reader is gone before the first write, so
+    that no output fits in the pipe first."""
     import subprocess
     import sys
 
@@ -96,8 +98,7 @@ def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would():
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = subprocess.run([sys.executable, "-c", code, "inspect", str(EXAMPLE)], stdout=write,
-                              stderr=subprocess.PIPE, timeout=120)
+        proc = subprocess.run([sys.executable, "-c", code, *args], stdout=write, stderr=subprocess.PIPE, timeout=120)
     finally:
         os.close(write)
     assert proc.returncode == 141 and b"Traceback" not in proc.stderr, proc.stderr
