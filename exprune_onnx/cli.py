@@ -382,7 +382,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
     console.print(f"dense FLOPs: {report.dense_flops_text(result)}")
-
+    report.print_fused_warning(console, original)
 
 
 @main.command(epilog=_EPILOG_VERIFY)

@@ -46,3 +46,55 @@ def test_an_inline_output_removes_the_data_file_of_the_output_it_replaces(tmp_pa
     (tmp_path / "m.onnx.data").write_bytes(b"someone's")
     save_model(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx.data").read_bytes() == b"someone's"
+
+
+def _external_in_a_branch(folder: Path) -> Path:
+    """x -> Conv -> Relu -> If(cond: Conv -> Relu in each branch); only the branches'
+    weights are large enough to go to sub.data."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+
+    def branch(p):
+        w = numpy_helper.from_array((rng.standard_normal((32, 32, 3, 3)) * 0.1).astype(np.float32), p + "w")
+        nodes = [helper.make_node("Conv", ["r1", p + "w"], [p + "c"], pads=[1] * 4),
+                 helper.make_node("Relu", [p + "c"], [p + "y"])]
+        return helper.make_graph(nodes, p, [], [helper.make_tensor_value_info(p + "y", TensorProto.FLOAT, ["N", 32, 8, 8])],
+                                 [w])
+
+    w1 = numpy_helper.from_array((rng.standard_normal((32, 3, 3, 3)) * 0.1).astype(np.float32), "w1")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4), helper.make_node("Relu", ["c1"], ["r1"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=branch("t"), else_branch=branch("e"))], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32, 8, 8])], [w1])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "m.onnx", save_as_external_data=True, location="sub.data", size_threshold=5000)
+    return folder / "m.onnx"
+
+
+def test_external_data_only_inside_a_branch_is_read_and_its_file_protected(tmp_path, monkeypatch):
+    """The branches' weights were not loaded (read later from the working directory: an
+    internal error elsewhere), and `-o sub.data` from the model's folder overwrote them."""
+    from click.testing import CliRunner
+
+    from exprune_onnx.cli import main
+    from exprune_onnx.io.modelio import external_data_files, read_model
+
+    path = _external_in_a_branch(tmp_path)
+    before = (tmp_path / "sub.data").read_bytes()
+    monkeypatch.chdir(tmp_path.parent)
+    model, external = read_model(path)
+    assert external and external_data_files(path) == [tmp_path / "sub.data"]
+    branch = next(a.g for a in model.graph.node[2].attribute if a.name == "then_branch")
+    assert numpy_helper.to_array(branch.initializer[0]).shape == (32, 32, 3, 3)
+    r = CliRunner().invoke(main, ["inspect", str(path)])
+    assert r.exit_code == 0, r.output
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["optimize", "m.onnx", "-o", "sub.data", "--objective", "flops", "--no-check"])
+    assert r.exit_code == 5 and "would overwrite the input model's external data" in r.output, r.output
+    assert (tmp_path / "sub.data").read_bytes() == before
+    r = CliRunner().invoke(main, ["optimize", "m.onnx", "-o", "out.onnx", "--objective", "flops", "--no-check"])
+    assert r.exit_code == 0 and (tmp_path / "out.onnx.data").exists(), r.output  # external in, external out

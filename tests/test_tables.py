@@ -25,12 +25,13 @@ def test_a_model_saved_by_onnxruntime_is_named_as_such(tmp_path, level, op):
     opts.graph_optimization_level = level
     opts.optimized_model_filepath = str(tmp_path / "saved.onnx")
     ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
-    r = CliRunner().invoke(main, ["optimize", str(tmp_path / "saved.onnx"), "-o", str(tmp_path / "o.onnx"),
-                                  "--objective", "flops"])
-    assert r.exit_code == 0, r.output
-    text = " ".join(r.output.split())
-    assert "onnxruntime's own fused ops" in text and op in text and "give it the model as exported" in text
-    assert "--input-shape" not in text
+    for command in (["optimize", str(tmp_path / "saved.onnx"), "-o", str(tmp_path / "o.onnx"), "--objective", "flops"],
+                    ["inspect", str(tmp_path / "saved.onnx")]):  # inspect said nothing
+        r = CliRunner().invoke(main, command)
+        assert r.exit_code == 0, r.output
+        text = " ".join(r.output.split())
+        assert "onnxruntime's own fused ops" in text and op in text and "give it the model as exported" in text
+        assert "--input-shape" not in text
 
 
 def test_outputs_compared_by_value_warn_when_they_move_much():

@@ -32,6 +32,18 @@ def all_graphs(graph: onnx.GraphProto):
             yield from ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
 
 
+def all_tensors(model: onnx.ModelProto):
+    """Every tensor that may keep its data in a file: the initializers of every graph (If,
+    Loop and Scan bodies too) and the tensors of node attributes (a Constant's value)."""
+    for graph in all_graphs(model.graph):
+        yield from graph.initializer
+    for node in [*all_nodes(model.graph), *(n for f in model.functions for n in f.node)]:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+
+
 # Protobuf refuses single messages over 2 GiB; stay well clear of the limit.
 _EXTERNAL_DATA_BYTES = 1 << 30
 
@@ -143,14 +155,12 @@ def _malformed(message) -> str | None:
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
-    )
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in all_tensors(model))
 
 
 def tensor_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of weights held in initializers (ours are always loaded, not external)."""
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+    """Bytes of weights held in the initializers of every graph (ours are always loaded, not external)."""
+    return sum(len(t.raw_data) for graph in all_graphs(model.graph) for t in graph.initializer)
 
 
 def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
@@ -247,17 +257,17 @@ def _files(path: Path) -> list[Path]:
 
 
 def external_data_files(path: str | os.PathLike) -> list[Path]:
-    """The files a model's initializers keep their data in (none when it is unreadable)."""
+    """The files a model's tensors keep their data in, each once (none when it is unreadable)."""
     p = Path(path)
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception:
         return []
     files = []
-    for t in model.graph.initializer:
+    for t in all_tensors(model):
         if t.data_location == onnx.TensorProto.EXTERNAL:
             location = next((e.value for e in t.external_data if e.key == "location"), None)
-            if location:
+            if location and p.parent / location not in files:
                 files.append(p.parent / location)
     return files
 

@@ -160,6 +160,15 @@ def runtime_fused(model: onnx.ModelProto) -> list[str]:
                    if n.domain == "com.microsoft.nchwc" or n.domain == "com.microsoft" and n.op_type in fused})
 
 
+def print_fused_warning(console, model: onnx.ModelProto) -> None:
+    """Warn of onnxruntime's fused ops (``runtime_fused``): `optimize` and `inspect` alike."""
+    fused = runtime_fused(model)
+    if fused:
+        console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "
+                      "was saved after onnxruntime's graph optimisations, which hide the layers this compiler "
+                      "rewrites; give it the model as exported")
+
+
 def dense_flops_text(result: Result) -> str:
     """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
     hint = shape_hint(result.model)
@@ -404,11 +413,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
     if still_scores:
         console.print(f"[yellow]warning:[/] --argmax-only {escape(', '.join(still_scores))}: not rewritten as an "
                       "arg-max head, the output stays the scores (--explain says why)")
-    fused = runtime_fused(original)
-    if fused:
-        console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "
-                      "was saved after onnxruntime's graph optimisations, which hide the layers this compiler "
-                      "rewrites; give it the model as exported")
+    print_fused_warning(console, original)
     if not result.changed:
         # Candidates the latency objective timed and dropped were not "nothing to rewrite".
         dropped = timed is not None and any(not t.note.startswith("prunes nothing") for t in timed.layers)

@@ -122,6 +122,9 @@ def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | 
         ours = next((u.op for u in users if u.domain == ops.DOMAIN), None)
         if ours is not None:  # a model this compiler wrote, given again
             return f"already rewritten: '{t.name}' is the partial product an {ours} op finishes"
+        if chain_users:  # one partial sum cannot end two chains
+            return f"'{t.name}' feeds {len(chain_users)} nodes ({', '.join(describe(u) for u in chain_users)}): " \
+                   "each would need the whole result"
         return f"'{t.name}' does not feed a ReLU-family activation (consumers: {found})"
     if len(users) > 1:
         others = [describe(u) for u in users if u is not chain_users[0]]

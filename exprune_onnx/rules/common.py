@@ -71,7 +71,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
     if c.weight is None:
         return f"the weight of {describe(c.reduction)} is not a constant"
     if c.weight.dtype != np.float32:
-        return f"the weight is {c.weight.dtype}, only float32 layers are rewritten (fp16 may come later)"
+        return f"the weight is {c.weight.dtype}, only float32 layers are rewritten"
     if c.x.dtype is not None and np.dtype(c.x.dtype) != np.float32:
         return f"the input '{c.x.name}' is {np.dtype(c.x.dtype)}, only float32 layers are rewritten"
     if c.bias is None:
