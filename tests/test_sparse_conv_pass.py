@@ -296,6 +296,16 @@ def test_switches(options, reason):
         assert reason in {r.layer: r.reason for r in res.sparse_rejected}["c1"]
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_a_conv_of_another_float_type_says_so_before_the_switch(dtype):
+    """Not "only with --sparse-relu on": no switch would read a float16 input sparsely."""
+    from helpers import conv_model
+
+    res = exprune_onnx.optimize_model(conv_model(dtype=dtype, bn=False), threshold=NEG_INF)
+    reasons = [r.reason for r in res.sparse_rejected]
+    assert len(reasons) == 1 and f"is {np.dtype(dtype)}, only float32 is read sparsely" in reasons[0], reasons
+
+
 def test_shared_weight_is_not_copied():
     rng = np.random.default_rng(6)
     nodes, inits = stem(rng)

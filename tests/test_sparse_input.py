@@ -285,6 +285,20 @@ def test_must_not_fire(kwargs, options, reason):
         assert_equivalent(model, res.model, normal_feeds(model), draws=1)
 
 
+def test_a_float16_layer_says_so_before_the_plain_relu_s_switch():
+    """Not "was not rewritten into an early-exit op": no switch would read it sparsely."""
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("MatMul", ["inp", "W1"], ["g1"], name="fc1"), helper.make_node("Relu", ["g1"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "W2"], ["out"], name="fc2")]
+    model = make_model(nodes, [vi("inp", ["N", N_IN], TensorProto.FLOAT16)], [vi("out", None, TensorProto.FLOAT16)],
+                       [init("W1", rng.normal(size=(N_IN, HIDDEN)).astype(np.float16)),
+                        init("W2", rng.normal(size=(HIDDEN, N_OUT)).astype(np.float16))])
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF)
+    assert {r.layer: r.reason for r in res.sparse_rejected}["fc2"] == "the weight 'W2' is float16, only float32 is read sparsely"
+
+
 def test_transposed_input_with_trans_a_is_refused():
     """Gemm(Transpose(y), transA=1) reads y's zeros through a Transpose, but as columns."""
     res = exprune_onnx.optimize_model(mlp(trans_a=True), threshold=NEG_INF, sparse_relu="on")

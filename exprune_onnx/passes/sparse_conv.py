@@ -100,6 +100,8 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     def no(reason: str) -> NoMatch:
         return NoMatch(NAME, layer, node.op, reason)
 
+    if x.dtype is not None and np.dtype(x.dtype) != np.float32:  # before the gate: no switch would change it
+        return no(f"the input '{x.name}' is {np.dtype(x.dtype)}, only float32 is read sparsely")
     why = _gate(x, source, layer, ctx)
     if why:
         return no(why)
@@ -110,8 +112,6 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         return no(why)
     if not np.isfinite(w).all():
         return no(f"the weight '{stored.name}' holds NaN or Inf: skipping a zero input would drop 0 * Inf = NaN")
-    if x.dtype is not None and np.dtype(x.dtype) != np.float32:
-        return no(f"the input '{x.name}' is {np.dtype(x.dtype)}, only float32 is read sparsely")
     m, cg = int(w.shape[0]), int(w.shape[1])
     group = int(node.attrs.get("group", 1))
     if group < 1 or m % group:

@@ -111,14 +111,9 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     if producer.domain == ops.DOMAIN:
         if producer.op not in EARLY_EXIT and not relu_sparse_conv(producer):
             return None
-        if producer.op == ops.SPARSE_CONV:
-            why = plain_relu_gate(x, producer, layer, ctx)
-            if why:
-                return no(why)
+        gated = producer.op == ops.SPARSE_CONV
     elif chain.is_default_domain(producer) and _zero_floor(producer, ctx):
-        why = plain_relu_gate(x, producer, layer, ctx)
-        if why:
-            return no(why)
+        gated = True
     else:
         return None
     gemm = node.op == "Gemm"
@@ -127,6 +122,9 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     stored = node.inputs[1]
     values = const_value(stored, ctx.opset)
     why = weight_problem(stored, values, 2, "not a matrix")
+    if why:  # before the plain ReLU's gate: no switch would change it
+        return no(why)
+    why = plain_relu_gate(x, producer, layer, ctx) if gated else None
     if why:
         return no(why)
     trans_b = gemm and bool(node.attrs.get("transB", 0))
