@@ -64,6 +64,18 @@ def _evaluate(node: gs.Node, values: list, opset: int) -> list[np.ndarray]:
     return ReferenceEvaluator(model).run(None, feeds)
 
 
+def other_than_float32(tensor: gs.Tensor) -> str | None:
+    """The name of ``tensor``'s element type unless it is float32 or unknown; gs gives
+    types numpy lacks (bfloat16) as ONNX's enum."""
+    if tensor.dtype is None:
+        return None
+    try:
+        dtype = np.dtype(tensor.dtype)
+    except TypeError:
+        return onnx.helper.tensor_dtype_to_string(int(tensor.dtype)).removeprefix("TensorProto.").lower()
+    return None if dtype == np.float32 else str(dtype)
+
+
 def is_graph_output(tensor: gs.Tensor, graph: gs.Graph) -> bool:
     return any(t is tensor for t in graph.outputs)
 

@@ -41,7 +41,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..compiler.graphutil import const_value, unique_name
+from ..compiler.graphutil import const_value, other_than_float32, unique_name
 from ..rules import chain, common
 from ..rules.base import Context, NoMatch
 from . import sparse_input, zeros
@@ -100,8 +100,9 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     def no(reason: str) -> NoMatch:
         return NoMatch(NAME, layer, node.op, reason)
 
-    if x.dtype is not None and np.dtype(x.dtype) != np.float32:  # before the gate: no switch would change it
-        return no(f"the input '{x.name}' is {np.dtype(x.dtype)}, only float32 is read sparsely")
+    other = other_than_float32(x)
+    if other:  # before the gate: no switch would change it
+        return no(f"the input '{x.name}' is {other}, only float32 is read sparsely")
     why = _gate(x, source, layer, ctx)
     if why:
         return no(why)

@@ -23,7 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..compiler.graphutil import body_input_source, describe, is_graph_input, unique_name
+from ..compiler.graphutil import body_input_source, describe, is_graph_input, other_than_float32, unique_name
 from ..config import choose_k
 from ..errors import ConfigError
 from .base import Candidate, Context, Rewritten
@@ -72,8 +72,8 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return f"the weight of {describe(c.reduction)} is not a constant"
     if c.weight.dtype != np.float32:
         return f"the weight is {c.weight.dtype}, only float32 layers are rewritten"
-    if c.x.dtype is not None and np.dtype(c.x.dtype) != np.float32:
-        return f"the input '{c.x.name}' is {np.dtype(c.x.dtype)}, only float32 layers are rewritten"
+    if other_than_float32(c.x):
+        return f"the input '{c.x.name}' is {other_than_float32(c.x)}, only float32 layers are rewritten"
     if c.bias is None:
         return f"the bias of {describe(c.reduction)} is not a constant"
     conflict = _shape_conflict(c)
