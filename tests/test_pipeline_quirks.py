@@ -353,6 +353,31 @@ def test_dynamic_batch_and_spatial_dims(residual):
     assert dims == ["N", 3, "H", "W"]
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_a_linear_after_a_reshape_to_a_computed_shape_is_a_candidate(opset):
+    """torch's conv(x).flatten(2).transpose(1, 2) -> nn.Linear at opsets 11-13: the Reshape's
+    shape is Shape -> Slice -> Concat, whose result onnx gives no rank; onnxruntime's
+    symbolic inference does (the MatMul read "the rank of the input is unknown")."""
+    pytest.importorskip("sympy", reason="onnxruntime's symbolic shape inference needs sympy")
+    rng = np.random.default_rng(3)
+    const = {"start": [0], "end": [2], "rest": [-1]}
+    nodes = [helper.make_node("Relu", ["inp"], ["r"]), helper.make_node("Shape", ["r"], ["s"]),
+             *[helper.make_node("Constant", [], [k], value=numpy_helper.from_array(np.array(v, np.int64)))
+               for k, v in const.items()],
+             helper.make_node("Slice", ["s", "start", "end"], ["head"]),
+             helper.make_node("Concat", ["head", "rest"], ["to"], axis=0),
+             helper.make_node("Reshape", ["r", "to"], ["flat"]),
+             helper.make_node("Transpose", ["flat"], ["tokens"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["tokens", "w"], ["m"], name="fc"), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["out"])]
+    model = make_model(nodes, [vi("inp", ["N", 64, 6, 6])], [vi("out", ["N", 36, 48])],
+                       [init("w", (rng.normal(size=(64, 48)) / 8).astype(np.float32)),
+                        init("b", rng.normal(size=48).astype(np.float32))], opset=opset)
+    res = optimize_model(model, threshold=NEG_INF, min_units=32)
+    assert rewritten(res) == ["fc"], reasons(res)
+    assert_equivalent(model, res.model, lambda g: {"inp": g.normal(size=(2, 64, 6, 6)).astype(np.float32)}, draws=1)
+
+
 def test_dynamic_dims_through_the_cli(tmp_path):
     path, out, data = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "d.npz"
     onnx.save(_dynamic_model(False), path)

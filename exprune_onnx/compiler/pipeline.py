@@ -88,7 +88,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     g = inferred.graph
     known = {v.name for v in list(g.value_info) + list(g.input) + list(g.output)}
     inferred.graph.value_info.extend(v for v in model.graph.value_info if v.name not in known)
-    if _has_anonymous_dims(inferred.graph):
+    if _has_anonymous_dims(inferred.graph) or _has_rankless_outputs(inferred.graph):
         return _symbolic_shapes(inferred) or inferred
     return inferred
 
@@ -96,6 +96,14 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 def _has_anonymous_dims(graph: onnx.GraphProto) -> bool:
     """onnx names a dim it cannot compute 'unk__N' (a Conv's output over a symbolic H, say)."""
     return any(d.dim_param.startswith("unk__") for v in graph.value_info for d in v.type.tensor_type.shape.dim)
+
+
+def _has_rankless_outputs(graph: onnx.GraphProto) -> bool:
+    """A standard op's output onnx gave no rank: a Reshape to a shape computed from
+    Shape -> Slice -> Concat (torch's flatten(2) at opsets 11-13), which onnx does not
+    follow and onnxruntime's inference does."""
+    shaped = {v.name for v in [*graph.value_info, *graph.output] if v.type.tensor_type.HasField("shape")}
+    return any(o and o not in shaped for n in graph.node if n.domain in ("", "ai.onnx") for o in n.output)
 
 
 def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
