@@ -54,7 +54,8 @@ Checks, one row each (exit code 8 when any fails):
                  in place of a supported layer; the rest of the graph is unchanged
   weights        head + tail + unit order give the original's (BatchNorm-folded) weights
   exact at -inf  with nothing pruned, outputs equal the original's (within --tolerance)
-  agreement      as shipped, top-1 agreement >= --min-agreement on classifier outputs
+  agreement      as shipped, top-1 (a Sigmoid's: yes/no) agreement >= --min-agreement
+                 on classifier outputs
 
 \b
 Examples:
@@ -395,7 +396,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
               help="Random inputs to run on when no --data is given.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
-              help="Least top-1 agreement with the original, for classifier outputs.")
+              help="Least top-1 (a Sigmoid's: yes/no) agreement with the original, for classifier outputs.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
 @input_options

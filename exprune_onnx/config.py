@@ -149,8 +149,9 @@ def check_options(options: Options) -> None:
         if not isinstance(getattr(options, name), bool):
             raise ConfigError(f"{name} must be True or False, got {getattr(options, name)!r}")
     for name, dims in options.input_shapes.items():
-        if not all(isinstance(d, str) or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
-                   for d in dims):
+        if isinstance(dims, str) or not all(
+                isinstance(d, str) or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
+                for d in dims):
             raise ConfigError(f"input_shapes[{name!r}]: each dim must be a size >= 1 or a name, got {dims!r}")
 
 

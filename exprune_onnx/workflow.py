@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k
@@ -32,11 +31,6 @@ from .progress import quiet
 
 class UsageProblem(ConfigError):
     """Options that do not go together; the command line reports it as a usage error."""
-
-
-# With calibration and no check data, the check runs on this many samples of the data's
-# held-out part at most: the calibration table has already scored all of it.
-CHECK_HELD_OUT = 512
 
 
 @dataclass
@@ -107,7 +101,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
             raise TypeError(f"optimize() got an unknown option {key!r}")
         setattr(target, key, parse_k(value) if key == "k" else value)
     if input_shapes is not None:
-        options.input_shapes = {name: tuple(dims) for name, dims in input_shapes.items()}
+        options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     return run(model, options, settings, log)
 
 
@@ -244,24 +238,27 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             timings["objective"] = time.perf_counter() - start
     if settings.check and result.changed:
         start = time.perf_counter()
-        on = check_data() if calibrated is None or settings.check_data is not None else _held_out(data, settings)
+        on = check_data() if calibrated is None or settings.check_data is not None else \
+            _held_out(data, settings, calibrated.metric)
         checked = compare(model, result.model, on, log=log)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
 
 
-def _held_out(data: Dataset, settings: Settings) -> Dataset:
+def _held_out(data: Dataset, settings: Settings, metric: str) -> Dataset:
     """What the check runs on with calibration and no check data: the calibration data's
-    held-out part (the certificate's testing part), else all of it, at most
-    ``CHECK_HELD_OUT`` samples of it, a seeded draw."""
+    held-out part (the certificate's testing part, whose figures the calibration table
+    gives for the same samples), else all of it; with its labels only if ``metric`` read
+    them (soft labels beside --metric agreement fit no output)."""
     from .tuning.certify import subset
     from .tuning.search import split_indices
 
     calib, held = split_indices(len(data), settings.holdout, settings.seed)
     part, name = (held, "held out") if len(held) else (calib, "calibrated on")
-    drawn = np.sort(np.random.default_rng(settings.seed).permutation(part)[:CHECK_HELD_OUT])
-    return dataclasses.replace(subset(data, drawn), source=f"{data.source}, {name}")
+    checked = subset(data, part)
+    labels = checked.labels if metric in ("accuracy", "lost") else None
+    return dataclasses.replace(checked, labels=labels, source=f"{data.source}, {name}")
 
 
 def _rows(result, checked, calibrated) -> list[dict]:

@@ -54,6 +54,7 @@ def test_bad_options_are_a_config_error(model, option, words, entry):
     ({"input_values": {"x": "a"}}, "input_values['x'] must be a number or (low, high)"),
     ({"input_values": {"x": (2, 1)}}, "input_values['x'] must be a number or (low, high)"),
     ({"input_shapes": {"x": (1, 0)}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),
+    ({"input_shapes": {"x": "N,32"}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),  # not a string
 ])
 def test_bad_settings_are_a_config_error(model, setting, words):
     with pytest.raises(ConfigError, match=re.escape(words)):

@@ -14,7 +14,7 @@ import exprune_onnx
     ("output", "'m' is a graph output, with no ReLU-family activation after it"),
     ("unused", "'m' is used by no node, with no ReLU-family activation after it"),
     ("sigmoid", "'m' does not feed a ReLU-family activation (consumers: Sigmoid)"),
-    ("two_relus", "'m' feeds 2 nodes (Relu 'r1', Relu 'r2'): each would need the whole result"),
+    ("two_relus", "'m' feeds 3 nodes (Relu 'r1', Relu 'r2', Sigmoid 's'): each would need the whole result"),
 ])
 def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
     rng = np.random.default_rng(0)
@@ -26,8 +26,9 @@ def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
         nodes.append(helper.make_node("Sigmoid", ["m"], ["y"]))
         outputs = [vi("y", None)]
     if tail == "two_relus":  # it said "does not feed a ReLU-family activation (consumers: Relu)"
-        nodes += [helper.make_node("Relu", ["m"], ["y"], name="r1"), helper.make_node("Relu", ["m"], ["y2"], name="r2")]
-        outputs = [vi("y", None), vi("y2", None)]
+        nodes += [helper.make_node("Relu", ["m"], ["y"], name="r1"), helper.make_node("Relu", ["m"], ["y2"], name="r2"),
+                  helper.make_node("Sigmoid", ["m"], ["y3"], name="s")]  # every consumer is counted
+        outputs = [vi("y", None), vi("y2", None), vi("y3", None)]
     model = make_model(nodes, [vi("x", ["N", 4, 6, 6])], outputs,
                        [init("w0", rng.standard_normal((16, 4, 1, 1)).astype(np.float32)),
                         init("w1", rng.standard_normal((16, 16, 1, 1)).astype(np.float32))])

@@ -204,6 +204,7 @@ def test_the_input_shape_example_fills_images_not_a_kv_cache_with_224():
     assert shape_example(one("x", ["N", 3, "H", "W"])) == "--input-shape x:N,3,224,224"
     assert shape_example(one("x", ["N", "H", "W", 3])) == "--input-shape x:N,224,224,3"
     assert shape_example(one("past", ["N", 12, "P", 64])) == "--input-shape past:N,12,128,64"
+    assert shape_example(one("past", ["N", 4, "P", 64])) == "--input-shape past:N,4,128,64"  # 4 KV heads (TinyLlama)
 
 
 def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):

@@ -96,3 +96,12 @@ def test_yes_no_scores_keep_the_output_s_relative_error(shape):
     assert score("relerr", *(layout.values(layout.scores(x), "relerr") for x in (ref, got)), None).drop == \
         pytest.approx(plain, rel=1e-6)
     assert layout.values(layout.scores(ref), "accuracy").shape[-1] == 2
+
+
+def test_a_sigmoid_kind_is_read_as_yes_or_no_only_on_probabilities():
+    """Without labels, output_kinds' "yesno" gives the 0.5 threshold; values outside [0, 1]
+    (a Sigmoid scaled after the walk) stay as they are, never all "yes" from 0."""
+    probs = np.array([[0.2, 0.9], [0.6, 0.1]], np.float32)
+    assert layout_of(probs, None, "yesno") == Layout(threshold=0.5)
+    assert layout_of(probs * 100, None, "yesno").plain
+    assert layout_of(probs, None, None).plain and layout_of(probs[:, :, None], None, "yesno").plain

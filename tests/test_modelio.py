@@ -98,3 +98,34 @@ def test_external_data_only_inside_a_branch_is_read_and_its_file_protected(tmp_p
     assert (tmp_path / "sub.data").read_bytes() == before
     r = CliRunner().invoke(main, ["optimize", "m.onnx", "-o", "out.onnx", "--objective", "flops", "--no-check"])
     assert r.exit_code == 0 and (tmp_path / "out.onnx.data").exists(), r.output  # external in, external out
+
+
+def test_external_data_in_a_branch_inside_a_local_function_is_found(tmp_path, monkeypatch):
+    """onnx's loader walks a function's If branches too; so must the reading and the check
+    of what -o may overwrite (a Constant there kept its data in w.data unseen)."""
+    from onnx import TensorProto, helper
+
+    from exprune_onnx.io.modelio import all_tensors, external_data_files, read_model
+
+    weight = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "wc")
+    branch = helper.make_graph([helper.make_node("Constant", [], ["c"], value=weight),
+                                helper.make_node("Identity", ["c"], ["bo"])], "b", [],
+                               [helper.make_tensor_value_info("bo", TensorProto.FLOAT, [64, 64])])
+    body = [helper.make_node("If", ["cond"], ["c2"], then_branch=branch, else_branch=branch),
+            helper.make_node("MatMul", ["x", "c2"], ["y"])]
+    fn = helper.make_function("local", "F", ["x", "cond"], ["y"], body, [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("F", ["x", "cond"], ["out"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64]),
+                               helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                              functions=[fn])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.data", size_threshold=1024,
+              convert_attribute=True)
+    stored = onnx.load(tmp_path / "m.onnx", load_external_data=False)
+    assert sum(t.data_location == TensorProto.EXTERNAL for t in all_tensors(stored)) == 2  # both branches
+    monkeypatch.chdir(tmp_path.parent)
+    loaded, external = read_model(tmp_path / "m.onnx")
+    assert external and external_data_files(tmp_path / "m.onnx") == [tmp_path / "w.data"]
+    assert not any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(loaded))

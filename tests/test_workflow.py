@@ -76,10 +76,10 @@ def test_python_takes_data_as_arrays(tmp_path):
         exprune_onnx.optimize(EXAMPLE, calibration={"x": arrays["input"]}, **settings)
 
 
-def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part(monkeypatch):
+def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part():
     """--check is on by default: with calibration only, it compares the two models on the
-    calibration data's held-out part (it was skipped), or all of it with --holdout 0,
-    a seeded draw of at most CHECK_HELD_OUT samples."""
+    calibration data's held-out part (it was skipped), or all of it with --holdout 0;
+    with labels only when the metric reads them."""
     from exprune_onnx.tuning.search import split_indices
 
     with np.load(SLICE) as data:
@@ -88,9 +88,13 @@ def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part(
     done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, **settings)
     assert done.changed and done.checked.source == "arrays, held out" and done.checked.samples == 80
     assert done.report["check"]["samples"] == 80 and done.checked.accuracy is not None
-    monkeypatch.setattr(workflow, "CHECK_HELD_OUT", 30)
     done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, holdout=0.0, **settings)
-    assert done.checked.source == "arrays, calibrated on" and done.checked.samples == 30
+    assert done.checked.source == "arrays, calibrated on" and done.checked.samples == 160
+    # Soft labels the agreement metric never reads fit no output: the check leaves them (it
+    # refused them after the whole calibration, exit 6).
+    soft = {"input": arrays["input"], "labels": np.eye(10, dtype=np.float32)[arrays["labels"]] * 0.9}
+    done = exprune_onnx.optimize(EXAMPLE, calibration=soft, metric="agreement", **settings)
+    assert done.checked.samples == 80 and done.checked.accuracy is None
     off = exprune_onnx.optimize(EXAMPLE, calibration=arrays, check=False, **settings)
     assert off.checked is None and off.report["check"] is None
     assert len(split_indices(160, 0.5, 0)[1]) == 80

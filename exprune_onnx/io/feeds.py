@@ -185,14 +185,26 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
         if all(isinstance(d, int) and d > 0 for d in dims[1:]):
             continue
         # Placeholders: the batch keeps its name (a number would fix it), 224 for an image's
-        # spatial dims (NCHW or NHWC: few channels), 128 for the rest (a KV cache's
-        # [N, heads, past, head_dim] is 4-D too).
-        fill = 224 if len(dims) == 4 and any(isinstance(d, int) and 0 < d <= 4 for d in (dims[1], dims[3])) else 128
+        # spatial dims, 128 for the rest (a KV cache's [N, heads, past, head_dim] is 4-D too).
+        fill = 224 if _image_like(dims) else 128
         batch = str(input_dims(vi)[0] or "")
         batch = batch if batch.isidentifier() else "N"  # parse_input_shape takes a name, not "2*N"
         shown = [str(d) if isinstance(d, int) and d > 0 else (batch if i == 0 else str(fill)) for i, d in enumerate(dims)]
         parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
     return " ".join(parts)
+
+
+def _image_like(dims: list) -> bool:
+    """NCHW or NHWC with a few channels and both spatial dims open; a KV cache fixes its
+    head size (and may have as few heads as an image has channels)."""
+    def fixed(d) -> bool:
+        return isinstance(d, int) and d > 0
+
+    if len(dims) != 4:
+        return False
+    nchw = fixed(dims[1]) and dims[1] <= 4 and not fixed(dims[2]) and not fixed(dims[3])
+    nhwc = fixed(dims[3]) and dims[3] <= 4 and not fixed(dims[1]) and not fixed(dims[2])
+    return nchw or nhwc
 
 
 def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None,

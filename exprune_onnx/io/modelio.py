@@ -33,15 +33,24 @@ def all_graphs(graph: onnx.GraphProto):
 
 
 def all_tensors(model: onnx.ModelProto):
-    """Every tensor that may keep its data in a file: the initializers of every graph (If,
-    Loop and Scan bodies too) and the tensors of node attributes (a Constant's value)."""
-    for graph in all_graphs(model.graph):
-        yield from graph.initializer
-    for node in [*all_nodes(model.graph), *(n for f in model.functions for n in f.node)]:
+    """Every tensor that may keep its data in a file, as onnx's loader finds them: the
+    initializers of every graph (If, Loop and Scan bodies too) and the tensors of node
+    attributes (a Constant's value), in the main graph and in local functions."""
+    yield from model.graph.initializer
+    yield from _node_tensors(model.graph.node)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from body.initializer
+                yield from _node_tensors(body.node)
 
 
 # Protobuf refuses single messages over 2 GiB; stay well clear of the limit.

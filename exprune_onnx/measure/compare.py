@@ -272,8 +272,8 @@ def _diff_runs(name: str, a: list, b: list) -> OutputDiff:
 
 
 def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> OutputDiff:
-    """``b`` against ``a``; top-1 agreement where ``a`` holds class scores (``kind``:
-    output_kinds.py)."""
+    """``b`` against ``a``; top-1 agreement where ``a`` holds class scores, yes/no agreement
+    where it holds a Sigmoid's (``kind``: output_kinds.py)."""
     if a.dtype.kind == "f" and b.dtype.kind in "iu" and is_scores(a) and b.size * a.shape[-1] == a.size:
         a, b = answers(a, b)  # --argmax-only: the scores became the class index
     yes_no = layout_of(a, None, kind)

@@ -9,8 +9,10 @@ last axis means (casts, reshapes, transposes, slices, gathers, a constant bias o
 a softcap's Tanh, a mask's Where), to an op that tells:
 
 * ``topk``: TopK's values or indices;
-* ``yesno``: a Sigmoid on one or two axes ([N], [N, 1], [N, C]): a binary or multi-label
-  classifier, each score a yes or a no (label_layout.py reads it so without labels too);
+* ``yesno``: a Sigmoid on one or two axes ([N], [N, 1], [N, C]) reached through ops that
+  keep its values (not a scale or shift: sigmoid * 100 is a bounded regression): a binary
+  or multi-label classifier, each score a yes or a no (label_layout.py reads it so
+  without labels too);
 * ``values``: a normalisation (LayerNorm or RMSNorm ops, or a division by the root of a
   reduction of the same tensor: a LayerNorm, an RMSNorm or an embedding's L2 norm
   written out), a Sigmoid on three axes or more (DETR's boxes), a Tanh straight on a
@@ -39,6 +41,9 @@ _NORMS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormal
 _PASS = {"Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten", "Dropout", "Slice", "Gather", "GatherND",
          "GatherElements", "Transpose", "Tanh", "Neg", "Clip", "Reshape"}
 _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temperature
+# Ops the walk passes that change values, not only their layout: past one, a Sigmoid's
+# output is no probability any more.
+_RESCALE = _SCALE | {"Neg", "Clip", "Tanh"}
 BOX = 4  # coordinates per box
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
@@ -86,14 +91,21 @@ class _Walk:
     def kind(self, name: str, depth: int = 0) -> str:
         """The kind of ``name``; ``depth``: the Concats it is an input of (there, a Reshape
         into fours is a feature map's boxes: alone it may be a 4-class tagger)."""
+        rescaled, ranks = False, [len(self.shapes[name])] if name in self.shapes else []
         while self.steps < 256:  # bounded: a malformed graph may loop, a Concat may fan out
             self.steps += 1
             node = self.producer.get(name)
             if node is None:
                 return "unknown"
+            if node.op_type == "Sigmoid" and node.domain in ("", "ai.onnx") and name in self.shapes:
+                # On three axes or more, here or in the output (DETR's boxes): values. On
+                # fewer, read as is: a yes or no per class; scaled or shifted: unknown.
+                ranks.append(len(self.shapes[name]))
+                return "values" if max(ranks) >= 3 else "unknown" if rescaled else "yesno"
             told = self._tells(node, name, depth)
             if told is not None:
                 return told
+            rescaled |= node.op_type in _RESCALE
             name = self._through(node, name)
             if name is None:
                 return "unknown"
@@ -111,8 +123,6 @@ class _Walk:
             return "head"
         if op == "TopK":
             return "topk"
-        if op == "Sigmoid" and name in self.shapes:
-            return "values" if len(self.shapes[name]) >= 3 else "yesno"
         if op == "Tanh" and self._straight_from_a_layer(node.input[0]):
             return "values"  # a pooler (BERT's pooler_output); a softcap divides first
         if depth and op == "Reshape" and self._into_boxes(node.input[0], name):

@@ -398,10 +398,11 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
         if not outcome.met:
             console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
                           "or lower --max-drop")
-    if checked is not None and outcome is None and any(
-            d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None for d in checked.outputs):
-        console.print("[yellow]warning:[/] top-1 agreement is below 99%: use a more negative --threshold, "
-                      "per-layer thresholds with --config, or --calibration")
+    low = [d for d in (checked.outputs if checked is not None and outcome is None else [])
+           if d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None]
+    if low:
+        console.print(f"[yellow]warning:[/] {low[0].answer_kind} agreement is below 99%: use a more negative "
+                      "--threshold, per-layer thresholds with --config, or --calibration")
     moved = changed_values(checked) if checked is not None and outcome is None else []
     if moved:
         d = max(moved, key=lambda d: d.max_rel)

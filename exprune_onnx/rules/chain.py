@@ -123,7 +123,7 @@ def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | 
         if ours is not None:  # a model this compiler wrote, given again
             return f"already rewritten: '{t.name}' is the partial product an {ours} op finishes"
         if chain_users:  # one partial sum cannot end two chains
-            return f"'{t.name}' feeds {len(chain_users)} nodes ({', '.join(describe(u) for u in chain_users)}): " \
+            return f"'{t.name}' feeds {len(users)} nodes ({', '.join(describe(u) for u in users)}): " \
                    "each would need the whole result"
         return f"'{t.name}' does not feed a ReLU-family activation (consumers: {found})"
     if len(users) > 1:

@@ -113,9 +113,9 @@ def layout_of(a: np.ndarray, labels: np.ndarray | None, kind: str | None = None)
     axis = map_class_axis(a, labels)
     if axis is not None:
         return Layout(axis=axis)
-    sigmoid = labels is None and kind == "yesno" and a.dtype.kind == "f" and a.ndim in (1, 2)
+    probabilities = a.dtype.kind == "f" and a.size and a.min() >= 0 and a.max() <= 1
+    sigmoid = labels is None and kind == "yesno" and probabilities and a.ndim in (1, 2)
     if sigmoid or is_yes_no(a, labels):
-        probabilities = a.size and a.min() >= 0 and a.max() <= 1
         return Layout(threshold=0.5 if probabilities else 0.0)
     return Layout()
 
