@@ -209,11 +209,13 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             checks.append(_dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples))
         return checks[0]
 
+    data = None
     if settings.calibration is not None:
-        from .tuning.search import search
-
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         options.input_shapes = data.input_shapes(model, options.input_shapes)
+    if data is not None and _calibrates(model, options, log):
+        from .tuning.search import search
+
         calibrated = search(model, options, data, metric=settings.metric, output=settings.score_output,
                             max_drop=settings.max_drop,
                             holdout=settings.holdout, seed=settings.seed, rule=rule,
@@ -229,8 +231,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 
         if latency is not None and (result.changed or times_zero_inputs(options)):
             start = time.perf_counter()
-            inputs = check_data()
-            source = (f"'{inputs.source}'" if settings.check_data is not None
+            inputs = check_data() if settings.check_data is not None or data is None else data
+            source = (f"'{inputs.source}'" if inputs is data or settings.check_data is not None
                       else "seeded random inputs: prune rates on real data differ, give --check-data")
             timed = choose(model, options, result, inputs, batch=latency[0], threads=latency[1], source=source,
                            seed=settings.seed, log=log)
@@ -238,12 +240,24 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             timings["objective"] = time.perf_counter() - start
     if settings.check and result.changed:
         start = time.perf_counter()
-        on = check_data() if calibrated is None or settings.check_data is not None else \
-            _held_out(data, settings, calibrated.metric)
+        on = check_data() if settings.check_data is not None or data is None else \
+            _held_out(data, settings, calibrated.metric if calibrated else "")
         checked = compare(model, result.model, on, log=log)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
+
+
+def _calibrates(model: onnx.ModelProto, options: Options, log) -> bool:
+    """Whether ``model`` has a layer to calibrate; else the workflow goes on as without
+    calibration data (the zero-input rewrites are exact), which it then times on."""
+    from .compiler.pipeline import inspect
+
+    if inspect(model, options).rewritten:
+        return True
+    log("no layer has an early exit to calibrate (`exprune-onnx inspect` says why): the calibration data is "
+        "used for timing and the check only")
+    return False
 
 
 def _held_out(data: Dataset, settings: Settings, metric: str) -> Dataset:

@@ -170,3 +170,55 @@ def test_early_exit_outputs_carry_shapes():
         shape = infos[name].type.tensor_type.shape
         assert infos[name].type.tensor_type.elem_type == TensorProto.FLOAT
         assert [d.dim_param or d.dim_value for d in shape.dim] == ["N", 48, 3, 3]
+
+
+def _max_model(zero, dtype=np.float32):
+    """inp -> Relu -> Conv -> Max(., zero) -> y: torch.clamp(min=0) as the dynamo exporter writes it."""
+    w2 = (rng.normal(size=(32, 48, 1, 1)) * 0.2).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]), helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Max", ["c", "zero"], ["y"], name="clamp")]
+    return make_model(nodes, [vi("inp", ["N", 48, 6, 6])], [vi("y", None)],
+                      [init("w", w2), init("zero", np.asarray(zero, dtype))])
+
+
+def test_max_with_a_constant_zero_is_a_relu():
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify import verify
+
+    model = _max_model(0.0)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert node_types(res.model) == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu"]
+    assert_equivalent(model, res.model, _feeds)
+    onnx.checker.check_model(res.model)
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    assert not optimize_model(res.model, threshold=NEG_INF).rewritten  # nothing more to do
+
+
+def test_max_with_anything_but_a_float_zero_that_keeps_the_shape_is_left_alone():
+    for zero in (0.5, [[[[0.0]]], [[[0.0]]]], np.zeros((1, 1, 1, 1, 1))):  # not zero; two values; a rank up
+        res = optimize_model(_max_model(zero), threshold=NEG_INF)
+        assert not res.rewritten and "Max" in node_types(res.model), zero
+    res = optimize_model(_max_model(np.zeros((1, 1, 1, 1))), threshold=NEG_INF)  # [1, 1, 1, 1] beside rank 4
+    assert res.rewritten
+
+
+def test_a_zero_bias_computed_from_the_weight_s_shape_folds_with_batchnorm():
+    """The dynamo exporter with optimize=False: a bias-free conv gets
+    Expand(CastLike(0, x), Expand(Shape(w)[0:1], [1])); its BatchNorm was "not folded"."""
+    w2 = (rng.normal(size=(32, 48, 3, 3)) * 0.1).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("Shape", ["w"], ["s"], start=0, end=1),
+             helper.make_node("Expand", ["s", "one"], ["s1"]),
+             helper.make_node("CastLike", ["zero", "x"], ["z"]),
+             helper.make_node("Expand", ["z", "s1"], ["b"]),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    stats = [init(name, (rng.random(32) + 0.5).astype(np.float32)) for name in ("g", "beta", "mean", "var")]
+    model = make_model(nodes, [vi("inp", ["N", 48, 6, 6])], [vi("y", None)],
+                       [init("w", w2), init("one", np.array([1], np.int64)), init("zero", np.array(0.0, np.float64)),
+                        *stats], opset=18)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert node_types(res.model) == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu"], res.rejected
+    assert_equivalent(model, res.model, _feeds)
+    onnx.checker.check_model(res.model)

@@ -113,6 +113,10 @@ def scaled_mlp(first) -> onnx.ModelProto:
     ({"x": ["N", 3], "m": [1, 5]}, {}, (1, set())),  # an export that fixed one input's batch at 1
     ({"ids": ["N", "T"], "use_cache_branch": [1]}, {}, (None, {"use_cache_branch"})),  # optimum's merged decoder
     ({"x": ["N", 3], "r": []}, {}, (None, set())),  # a scalar is fed whole, not a batch question
+    # dynamo's export fixes the example's batch; a [1] temperature beside it is a flag, no vote
+    ({"x": [2, 3, 8, 8], "temp": [1]}, {}, (2, {"temp"})),
+    ({"x": [1, 3, 8, 8], "temp": [1]}, {}, (1, set())),  # batch 1: a [1] is fed as is either way
+    ({"a": [1], "b": [1]}, {}, (1, set())),  # nothing but flags: they are the batch
     # --input-shape sizes a symbolic batch; it does not make an input lose its batch axis.
     ({"img": ["N", 3, "H", "W"], "side": ["N"]}, {"img": (4, 3, 8, 8)}, (4, set())),
 ])

@@ -93,6 +93,16 @@ def test_limit_is_the_last_total_that_passes(n, alpha, binary):
     assert RiskTest(10, 0.01, 0.9, binary).limit() == -1  # 10 samples cannot certify 1%
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_budget_of_one_holds_whatever_is_lost(binary):
+    """No risk exceeds 1: every total passes (Hoeffding-Bentkus gave p = 1, so --max-drop 1
+    certified nothing on per-position losses while 0.99 certified every rung)."""
+    test = RiskTest(50, 1.0, 0.9, binary)
+    assert test.limit() == 50 and test.passes(50) and test.passes(0)
+    assert hoeffding_bentkus_p_value(0.7, 50, 1.0) == 0.0 and samples_needed(1.0, 0.9) == 0
+    assert RiskTest(50, 0.99, 0.9, binary).limit() < 50  # just under 1 is still a test
+
+
 def test_walk_stops_at_the_first_failure_and_never_looks_further():
     asked = []
 

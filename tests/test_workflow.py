@@ -100,6 +100,23 @@ def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part(
     assert len(split_indices(160, 0.5, 0)[1]) == 80
 
 
+def test_calibration_of_a_model_with_nothing_to_calibrate_writes_it_unchanged():
+    """No early-exit layer (a Sigmoid MLP): as without calibration, the original comes back
+    (it was exit 6, "no layer of this model can be rewritten", blaming the data)."""
+    from helpers import init, make_model, vi
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Sigmoid", ["h"], ["s"]),
+             helper.make_node("MatMul", ["s", "w2"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 48])], [vi("y", ["N", 10])],
+                       [init("w1", rng.normal(size=(48, 64)).astype(np.float32)),
+                        init("w2", rng.normal(size=(64, 10)).astype(np.float32))])
+    arrays = {"x": rng.normal(size=(200, 48)).astype(np.float32), "labels": rng.integers(0, 10, 200)}
+    done = exprune_onnx.optimize(model, calibration=arrays, max_drop=0.05)
+    assert not done.changed and done.calibrated is None and done.model is model
+
+
 def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
     done = exprune_onnx.optimize(conv_hw(), input_shapes={"x": ("N", 3, 12, 12)}, objective="flops",
                                  threshold=float("-inf"))

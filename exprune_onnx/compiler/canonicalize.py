@@ -5,6 +5,8 @@
 * ``Conv | Gemm | MatMul [-> Add(bias)] -> BatchNormalization`` with constant
   parameters is folded into the weights and bias (PyTorch exports BatchNorm in eval
   mode as its own node; ResNet-style blocks always have it).
+* ``Max(x, 0)`` with a constant float zero is a ``Relu`` (the dynamo exporter writes
+  ``torch.clamp(x, min=0)`` so).
 
 Both walk every If/Loop/Scan body too. New tensors get new names: a weight shared
 with another node is never changed in place. Sparse initializers become dense ones
@@ -57,6 +59,36 @@ def constants_to_initializers(graph: gs.Graph) -> int:
                 continue
             node.outputs.clear()
             out.to_constant(np.asarray(value))
+            count += 1
+    if count:
+        graph.cleanup(recurse_subgraphs=True)
+    return count
+
+
+def canonicalize(graph: gs.Graph) -> tuple[int, int]:
+    """Every clean-up above, in place, as the compiler and verify both see the original;
+    returns the Constants made initializers and the BatchNorms folded."""
+    folded_c = constants_to_initializers(graph)
+    max_zero_to_relu(graph)
+    return folded_c, fold_batchnorm(graph)
+
+
+def max_zero_to_relu(graph: gs.Graph) -> int:
+    count = 0
+    for g in all_graphs(graph):
+        for node in g.nodes:
+            if node.op != "Max" or (node.domain or "") not in ("", "ai.onnx") or len(node.inputs) != 2:
+                continue
+            zero = [t for t in node.inputs if isinstance(t, gs.Constant)]
+            live = [t for t in node.inputs if not isinstance(t, gs.Constant)]
+            if len(zero) != 1 or len(live) != 1:
+                continue
+            value = zero[0].values
+            # A zero of more axes than x would broadcast x up to them: not the same shape.
+            rank = len(live[0].shape) if live[0].shape is not None else 1
+            if value.size != 1 or value.dtype.kind != "f" or value.reshape(-1)[0] != 0 or value.ndim > rank:
+                continue
+            node.op, node.inputs, node.attrs = "Relu", [live[0]], {}
             count += 1
     if count:
         graph.cleanup(recurse_subgraphs=True)

@@ -8,11 +8,12 @@ import onnx_graphsurgeon as gs
 
 # Producers we evaluate at compile time when all their inputs are constant, so a
 # weight computed from constants (Paddle's Constant nodes, Caffe2's
-# ConstantOfShape, a Transpose of an initializer) counts as a constant weight.
+# ConstantOfShape, a Transpose of an initializer; the dynamo exporter's zero bias,
+# Expand(CastLike(0, w), Shape(w)[:1]), with optimize=False) counts as a constant weight.
 _FOLDABLE = {
-    "Constant", "ConstantOfShape", "Identity", "Cast", "Transpose", "Reshape",
+    "Constant", "ConstantOfShape", "Identity", "Cast", "CastLike", "Transpose", "Reshape",
     "Squeeze", "Unsqueeze", "Flatten", "Mul", "Add", "Sub", "Div", "Neg",
-    "Concat", "Expand", "Sqrt", "Reciprocal",
+    "Concat", "Expand", "Sqrt", "Reciprocal", "Shape", "Slice", "Gather",
 }
 _MAX_FOLD_DEPTH = 8
 
@@ -26,6 +27,12 @@ def const_value(tensor: gs.Tensor, opset: int, _depth: int = 0) -> np.ndarray | 
     node = tensor.inputs[0]
     if node.op not in _FOLDABLE or (node.domain or "") not in ("", "ai.onnx"):
         return None
+    if node.op == "CastLike" and len(node.inputs) == 2:  # its second input lends only its type
+        value, like = const_value(node.inputs[0], opset, _depth + 1), node.inputs[1].dtype
+        try:
+            return None if value is None or like is None else np.asarray(value).astype(np.dtype(like))
+        except TypeError:  # a type numpy lacks (bfloat16)
+            return None
     values = []
     for inp in node.inputs:
         if inp.name == "":

@@ -41,7 +41,7 @@ from ..passes import sparse_conv, sparse_input
 from ..rules import RULES, Rule, RuleSet
 from ..rules.base import Candidate, Context, NoMatch, Rewritten
 from . import functions, op_shapes
-from .canonicalize import constants_to_initializers, dense_initializers, fold_batchnorm
+from .canonicalize import canonicalize, dense_initializers
 from .graphutil import all_graphs, model_names, opset_of
 
 
@@ -193,8 +193,7 @@ def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
         raise ConfigError(f"--argmax-only names {', '.join(missing)}, which the model does not output "
                           f"(its outputs: {', '.join(sorted(outputs))})")
     graph, proof = analysis_graph(model, options.input_shapes)
-    folded_c = constants_to_initializers(graph)
-    folded_bn = fold_batchnorm(graph)
+    folded_c, folded_bn = canonicalize(graph)
     accepted, rejected = find_candidates(graph, options, rules, proof)
     rejected += _unmatched_heads(graph, options, accepted)
     rejected += [Rejected(name, "function", "-", reason) for name, reason in functions.plan(model)[1].items()]

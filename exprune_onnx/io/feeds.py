@@ -135,17 +135,20 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
     batch, a first dim fixed at 1 is a batch of 1 (but a [1] is a flag, fed whole) and one
     fixed above 1 is not a batch.
     When every first dim is a number, the one most inputs share is the batch (on a tie,
-    1, else the first input's), and an input with another is fed whole."""
+    1, else the first input's; a [1] votes only when all inputs are flags: dynamo fixes
+    the example's batch of 2 beside a [1] temperature), and an input with another is fed
+    whole."""
     firsts = [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model)
               if input_dims(vi)]
+    # A [1] is a flag (optimum's use_cache_branch, a temperature), not a batch of 1.
+    flags = {vi.name for vi in model_inputs(model) if input_dims(vi) == [1]}
     if any(not _number(d) for _name, d, _given in firsts):
-        # A [1] beside a symbolic batch is a flag (optimum's use_cache_branch), not a batch of 1.
-        flags = {vi.name for vi in model_inputs(model) if input_dims(vi) == [1]}
         whole = frozenset(name for name, d, _given in firsts if _number(d) and (d != 1 or name in flags))
     else:
-        counts = Counter(d for _name, d, _given in firsts)
+        voters = [f for f in firsts if f[0] not in flags] or firsts
+        counts = Counter(d for _name, d, _given in voters)
         common = [d for d, c in counts.items() if c == max(counts.values(), default=0)]
-        batch = 1 if 1 in common else next((d for _name, d, _given in firsts if d in common), None)
+        batch = 1 if 1 in common else next((d for _name, d, _given in voters if d in common), None)
         whole = frozenset(name for name, d, _given in firsts if d != batch)
     sizes = {given for name, _d, given in firsts if name not in whole and _number(given)}
     return (sizes.pop() if len(sizes) == 1 else None), whole

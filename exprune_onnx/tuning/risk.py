@@ -44,6 +44,8 @@ def binom_cdf(k: int, n: int, p: float) -> float:
 
 def binomial_p_value(losses: int, n: int, alpha: float) -> float:
     """Exact p-value of H0 "risk > alpha" after ``losses`` losses in ``n`` samples."""
+    if alpha >= 1:
+        return 0.0  # no risk exceeds 1: a budget of 100% holds whatever was lost
     return binom_cdf(losses, n, alpha)
 
 
@@ -72,7 +74,9 @@ def hoeffding_bentkus_p_value(mean_loss: float, n: int, alpha: float) -> float:
     """Hoeffding-Bentkus p-value of H0 "risk > alpha" for a loss bounded in [0, 1] with
     sample mean ``mean_loss`` (Learn then Test, Proposition 3; Bates et al. 2021)."""
     _check(n, alpha)
-    if n == 0 or alpha >= 1:
+    if alpha >= 1:
+        return 0.0  # no risk exceeds 1 (it said 1.0, and --max-drop 1 certified nothing)
+    if n == 0:
         return 1.0
     if alpha <= 0:
         return 0.0 if mean_loss < 0 else 1.0

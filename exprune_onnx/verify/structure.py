@@ -13,7 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .. import ops
-from ..compiler.canonicalize import constants_to_initializers, fold_batchnorm
+from ..compiler.canonicalize import canonicalize, constants_to_initializers
 from ..compiler.graphutil import all_graphs, const_value, describe
 from ..compiler.pipeline import analysis_graph, find_candidates
 from ..config import DECISION_RULES, Options
@@ -31,8 +31,7 @@ _ARGMAX_HEAD = getattr(ops, "ARGMAX_HEAD", None)  # its output is an int64 class
 def analyse_original(original: onnx.ModelProto, input_shapes: dict | None = None):
     """The canonical original graph and its rewritable layers keyed by activation output."""
     graph, proof = analysis_graph(original, input_shapes or {})
-    constants_to_initializers(graph)
-    fold_batchnorm(graph)
+    canonicalize(graph)
     # Options that accept every layer some command line could have rewritten.
     permissive = Options(k=1, min_units=2, include_first_layer=True)
     if hasattr(permissive, "argmax_only"):
