@@ -241,7 +241,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     if settings.check and result.changed:
         start = time.perf_counter()
         on = check_data() if settings.check_data is not None or data is None else \
-            _held_out(data, settings, calibrated.metric if calibrated else "")
+            _checked_part(data, settings, calibrated)
         checked = compare(model, result.model, on, log=log)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
@@ -260,19 +260,23 @@ def _calibrates(model: onnx.ModelProto, options: Options, log) -> bool:
     return False
 
 
-def _held_out(data: Dataset, settings: Settings, metric: str) -> Dataset:
-    """What the check runs on with calibration and no check data: the calibration data's
-    held-out part (the certificate's testing part, whose figures the calibration table
-    gives for the same samples), else all of it; with its labels only if ``metric`` read
-    them (soft labels beside --metric agreement fit no output)."""
+def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:
+    """What the check runs on with calibration data and no check data: the held-out part
+    (the certificate's testing part, whose figures the calibration table gives for the
+    same samples), or all of the data with --holdout 0 or when nothing was calibrated;
+    with the labels only if the metric reads them (soft labels beside --metric agreement
+    fit no output)."""
     from .tuning.certify import subset
     from .tuning.search import split_indices
 
+    metric = calibrated.metric if calibrated is not None else settings.metric
+    labels = data.labels if metric in ("accuracy", "lost", "auto") else None
+    if calibrated is None:
+        return dataclasses.replace(data, labels=labels)
     calib, held = split_indices(len(data), settings.holdout, settings.seed)
     part, name = (held, "held out") if len(held) else (calib, "calibrated on")
-    checked = subset(data, part)
-    labels = checked.labels if metric in ("accuracy", "lost") else None
-    return dataclasses.replace(checked, labels=labels, source=f"{data.source}, {name}")
+    checked = subset(dataclasses.replace(data, labels=labels), part)
+    return dataclasses.replace(checked, source=f"{data.source}, {name}")
 
 
 def _rows(result, checked, calibrated) -> list[dict]:

@@ -66,10 +66,10 @@ def test_architecture_walkthrough_rule_and_its_test(monkeypatch):
     """The example rule of docs/architecture.md, built as the page says, passes the page's own test."""
     import exprune_onnx.rules
 
-    rule = types.ModuleType("exprune_onnx.rules.max_relu")
+    rule = types.ModuleType("exprune_onnx.rules.flat_leaky_relu")
     exec(compile(walkthrough_block("rule"), "docs/architecture.md (rule)", "exec"), rule.__dict__)
     monkeypatch.setitem(sys.modules, rule.__name__, rule)
-    monkeypatch.setattr(exprune_onnx.rules, "max_relu", rule, raising=False)
+    monkeypatch.setattr(exprune_onnx.rules, "flat_leaky_relu", rule, raising=False)
     suite: dict = {}
     exec(compile(walkthrough_block("test"), "docs/architecture.md (test)", "exec"), suite)
     tests = [fn for name, fn in suite.items() if name.startswith("test_")]

@@ -211,6 +211,14 @@ def test_the_input_shape_example_fills_images_not_a_kv_cache_with_224():
     assert shape_example(one("past", ["N", 4, "P", 64])) == "--input-shape past:N,4,128,64"  # 4 KV heads (TinyLlama)
 
 
+def test_a_dim_fixed_at_zero_is_not_called_unknown():
+    from exprune_onnx.io.feeds import random_arrays
+
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", ["N", 3, 0, 8])], [vi("y", None)])
+    with pytest.raises(DataError, match=r"has a dimension fixed at 0 \[N, 3, 0, 8\]: it holds no values"):
+        random_arrays(model, 2, 0)
+
+
 def test_symbolic_hw_with_input_shape_works_and_keeps_the_open_dims(tmp_path):
     path = save_model(conv_hw(), tmp_path)
     out = tmp_path / "o.onnx"

@@ -74,6 +74,7 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
     (("Sigmoid",), 17, {}, "yesno"),  # on [N, C]: a multi-label classifier, a yes or no per class
     (("Sigmoid", "Reshape"), 17, {}, "values"),  # the same made [N, 1, 8]: DETR-like
     (("Sigmoid", "Mul"), 17, {}, "unknown"),  # sigmoid * c: a bounded regression, no probability
+    (("Sigmoid", "Clip"), 17, {}, "yesno"),  # clamp(eps, 1 - eps) keeps a probability
     (("Reshape", "Sigmoid"), 17, {}, "values"),  # on [N, T, C]: DETR's boxes
     (("Reshape", "LayerNormalization"), 17, {}, "values"),  # an encoder's features
     (("TopK",), 17, {}, "topk"),
@@ -87,6 +88,16 @@ def chain(*ops: str, opset: int = 17, **options) -> onnx.ModelProto:
 ])
 def test_the_kind_of_an_output_comes_from_what_made_it(ops, opset, options, kind):
     assert output_kinds(chain(*ops, opset=opset, **options)) == {"y": kind}
+
+
+def test_a_scale_after_a_concat_of_sigmoids_is_seen():
+    """0.5 * concat(sigmoid, sigmoid): every value under 0.5, so every answer a "no" in both
+    models, and yes/no agreement would be 100% whatever changed."""
+    model = chain("Sigmoid")
+    identity = model.graph.node[-1]
+    identity.CopyFrom(helper.make_node("Concat", [identity.input[0]] * 2, ["both"], axis=0))
+    model.graph.node.append(helper.make_node("Mul", ["both", "c"], ["y"]))
+    assert output_kinds(model) == {"y": "unknown"}
 
 
 def test_an_if_branch_and_a_local_function_are_followed():

@@ -378,6 +378,22 @@ def test_a_linear_after_a_reshape_to_a_computed_shape_is_a_candidate(opset):
     assert_equivalent(model, res.model, lambda g: {"inp": g.normal(size=(2, 64, 6, 6)).astype(np.float32)}, draws=1)
 
 
+def test_symbolic_inference_is_not_called_in_for_outputs_it_cannot_help():
+    """A sequence output has no tensor shape, and onnxruntime's inference knows no other
+    domain: neither is a Reshape it could give a rank (importing it costs seconds)."""
+    from exprune_onnx.compiler.pipeline import _has_rankless_outputs
+
+    seq = helper.make_graph([helper.make_node("SequenceConstruct", ["a"], ["s"])], "g", [vi("a", [2])],
+                            [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)])
+    assert not _has_rankless_outputs(seq)
+    foreign = helper.make_graph([helper.make_node("Custom", ["a"], ["b"], domain="other"),
+                                 helper.make_node("Reshape", ["b", "to"], ["c"])], "g", [vi("a", [2]), vi("to", [1])],
+                                [vi("c", None)])
+    assert not _has_rankless_outputs(foreign)
+    foreign.node[0].domain = ""
+    assert _has_rankless_outputs(foreign)  # the Reshape's rank is what it could give
+
+
 def test_dynamic_dims_through_the_cli(tmp_path):
     path, out, data = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "d.npz"
     onnx.save(_dynamic_model(False), path)

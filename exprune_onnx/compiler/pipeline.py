@@ -98,12 +98,19 @@ def _has_anonymous_dims(graph: onnx.GraphProto) -> bool:
     return any(d.dim_param.startswith("unk__") for v in graph.value_info for d in v.type.tensor_type.shape.dim)
 
 
+# Ops whose output rank comes from a computed shape, which onnx does not follow through
+# Shape -> Slice -> Concat and onnxruntime's symbolic inference does.
+_SHAPED_BY_A_TENSOR = {"Reshape", "Expand", "ConstantOfShape", "Tile", "Range"}
+
+
 def _has_rankless_outputs(graph: onnx.GraphProto) -> bool:
-    """A standard op's output onnx gave no rank: a Reshape to a shape computed from
-    Shape -> Slice -> Concat (torch's flatten(2) at opsets 11-13), which onnx does not
-    follow and onnxruntime's inference does."""
+    """An op of ``_SHAPED_BY_A_TENSOR`` whose output onnx gave no rank (a Reshape after
+    torch's flatten(2) at opsets 11-13), in a graph of standard ops only (onnxruntime's
+    inference knows no other domain: it would give up, after importing its tools)."""
+    if any(n.domain not in ("", "ai.onnx") for n in graph.node):
+        return False
     shaped = {v.name for v in [*graph.value_info, *graph.output] if v.type.tensor_type.HasField("shape")}
-    return any(o and o not in shaped for n in graph.node if n.domain in ("", "ai.onnx") for o in n.output)
+    return any(n.op_type in _SHAPED_BY_A_TENSOR and n.output and n.output[0] not in shaped for n in graph.node)
 
 
 def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:

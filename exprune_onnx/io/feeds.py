@@ -223,6 +223,9 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
         if only is not None and vi.name not in only:
             continue
         dims = resolved_dims(vi, spec)
+        if 0 in dims[1:]:  # not unknown: no --input-shape may change a fixed dim
+            raise DataError(f"input '{vi.name}' has a dimension fixed at 0 {_show(input_dims(vi))}: it holds no values, "
+                            "so no random sample can be drawn: give sample data")
         if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
             raise DataError(f"input '{vi.name}' has unknown dimensions {_show(input_dims(vi))}: give sample data "
                             f"or fix them, e.g. {shape_example(model, spec)}")

@@ -42,8 +42,9 @@ _PASS = {"Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten", "Dropout", "Slic
          "GatherElements", "Transpose", "Tanh", "Neg", "Clip", "Reshape"}
 _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temperature
 # Ops the walk passes that change values, not only their layout: past one, a Sigmoid's
-# output is no probability any more.
-_RESCALE = _SCALE | {"Neg", "Clip", "Tanh"}
+# output is no probability any more. (A Clip keeps it one, as clamp(eps, 1 - eps) does;
+# one to other bounds leaves values layout_of does not read as probabilities.)
+_RESCALE = _SCALE | {"Neg", "Tanh"}
 BOX = 4  # coordinates per box
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
@@ -88,10 +89,11 @@ class _Walk:
     def kinds(self) -> dict[str, str]:
         return {o.name: self.kind(o.name) for o in self.graph.output}
 
-    def kind(self, name: str, depth: int = 0) -> str:
+    def kind(self, name: str, depth: int = 0, rescaled: bool = False) -> str:
         """The kind of ``name``; ``depth``: the Concats it is an input of (there, a Reshape
-        into fours is a feature map's boxes: alone it may be a 4-class tagger)."""
-        rescaled, ranks = False, [len(self.shapes[name])] if name in self.shapes else []
+        into fours is a feature map's boxes: alone it may be a 4-class tagger);
+        ``rescaled``: a scale or shift after it (through a Concat or an If)."""
+        ranks = [len(self.shapes[name])] if name in self.shapes else []
         while self.steps < 256:  # bounded: a malformed graph may loop, a Concat may fan out
             self.steps += 1
             node = self.producer.get(name)
@@ -102,7 +104,7 @@ class _Walk:
                 # fewer, read as is: a yes or no per class; scaled or shifted: unknown.
                 ranks.append(len(self.shapes[name]))
                 return "values" if max(ranks) >= 3 else "unknown" if rescaled else "yesno"
-            told = self._tells(node, name, depth)
+            told = self._tells(node, name, depth, rescaled)
             if told is not None:
                 return told
             rescaled |= node.op_type in _RESCALE
@@ -111,7 +113,7 @@ class _Walk:
                 return "unknown"
         return "unknown"
 
-    def _tells(self, node: onnx.NodeProto, name: str, depth: int) -> str | None:
+    def _tells(self, node: onnx.NodeProto, name: str, depth: int, rescaled: bool) -> str | None:
         op = node.op_type
         if op in _NORMS:  # onnxruntime's fused ones are in its own domain
             return "values"
@@ -128,12 +130,12 @@ class _Walk:
         if depth and op == "Reshape" and self._into_boxes(node.input[0], name):
             return "values"
         if op == "Concat":
-            return self._concat(node, name, depth)
+            return self._concat(node, name, depth, rescaled)
         if op == "If":
             branch = next((a.g for a in node.attribute if a.name == "then_branch"), None)
             if branch is None:
                 return "unknown"
-            return _Walk(branch, self.shapes).kind(branch.output[list(node.output).index(name)].name)
+            return _Walk(branch, self.shapes).kind(branch.output[list(node.output).index(name)].name, 0, rescaled)
         return None
 
     def _through(self, node: onnx.NodeProto, name: str) -> str | None:
@@ -192,11 +194,11 @@ class _Walk:
             return False
         return a[-1] > BOX or len(a) > len(b)  # anchors on the last axis, or their own axis merged away
 
-    def _concat(self, node: onnx.NodeProto, name: str, depth: int) -> str:
+    def _concat(self, node: onnx.NodeProto, name: str, depth: int, rescaled: bool) -> str:
         """A Concat along another axis than the last: what all its inputs are, if they agree."""
         rank = len(self.shapes[name]) if name in self.shapes else None
         axis = next((a.i for a in node.attribute if a.name == "axis"), None)
         if rank is None or axis is None or axis in (-1, rank - 1) or depth >= DEPTH:
             return "unknown"
-        kinds = {self.kind(i, depth + 1) for i in node.input if i}
+        kinds = {self.kind(i, depth + 1, rescaled) for i in node.input if i}
         return kinds.pop() if len(kinds) == 1 else "unknown"
