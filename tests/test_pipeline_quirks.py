@@ -628,6 +628,69 @@ def test_layer_reading_a_slice_of_the_graph_input_is_a_first_layer():
     assert optimize_model(model, threshold=NEG_INF, include_first_layer=True).changed
 
 
+@pytest.mark.parametrize("before", ["scaler", "normalise"])
+def test_a_layer_reading_scaled_raw_features_is_a_first_layer(before):
+    """sklearn's StandardScaler (an ai.onnx.ml Scaler, which onnx's inference gives no
+    shape) or (x - mean) / std before the first MatMul: still raw features. The shape is
+    carried through the Scaler, so the next layer is a candidate (every MatMul read 'the
+    rank of the input is unknown')."""
+    rng = np.random.default_rng(14)
+    if before == "scaler":
+        pre = [helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.5] * 40, scale=[2.0] * 40)]
+    else:
+        pre = [helper.make_node("Sub", ["x", "mean"], ["xc"]), helper.make_node("Div", ["xc", "std"], ["xs"])]
+    nodes = [*pre, helper.make_node("Cast", ["xs"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["xf", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["h"]),
+             helper.make_node("MatMul", ["h", "w1"], ["m1"], name="second"), helper.make_node("Relu", ["m1"], ["y"])]
+    inits = [init("w0", rng.normal(size=(40, 48)).astype(np.float32)),
+             init("w1", rng.normal(size=(48, 32)).astype(np.float32)),
+             init("mean", np.full(40, 0.5, np.float32)), init("std", np.full(40, 2.0, np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 40])], [vi("y", ["N", 32])], inits,
+                       domains=["ai.onnx.ml"] if before == "scaler" else ())
+    res = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(res) == ["second"], reasons(res)
+    assert "graph input" in reasons(res)["first"]
+    assert_equivalent(model, res.model, lambda g: {"x": g.normal(size=(3, 40)).astype(np.float32)}, draws=1)
+
+
+def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_path):
+    """skl2onnx's default classifier: the labels, and a ZipMap's sequence of maps of the
+    probabilities. graphsurgeon wrote the latter back untyped (onnxruntime refused the
+    model: exit 7, or written with --no-check), and every comparison read its Python
+    lists as arrays (calibration, evaluate and verify failed)."""
+    rng = np.random.default_rng(15)
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m0"]), helper.make_node("Relu", ["m0"], ["h0"]),
+             helper.make_node("MatMul", ["h0", "w1"], ["m1"], name="hidden"), helper.make_node("Relu", ["m1"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "w2"], ["logits"]), helper.make_node("Softmax", ["logits"], ["p"]),
+             helper.make_node("ArgMax", ["p"], ["label"], axis=1, keepdims=0),
+             helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.INT64,
+                                                                      helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+               helper.make_value_info("probabilities", maps)]
+    inits = [init("w0", rng.normal(size=(16, 48)).astype(np.float32)),
+             init("w1", rng.normal(size=(48, 48)).astype(np.float32) / 7),
+             init("w2", rng.normal(size=(48, 3)).astype(np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 16])], outputs, inits, domains=["ai.onnx.ml"])
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, path)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(300, 16)).astype(np.float32), labels=rng.integers(0, 3, 300))
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--threshold=-inf", "--objective", "flops",
+                                  "--check-data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0 and "check 'label'" in r.output, r.output
+    written = onnx.load(out)
+    assert written.graph.output[1].type == model.graph.output[1].type
+    onnx.checker.check_model(written)
+    r = CliRunner().invoke(main, ["verify", str(path), str(out), "--data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--objective", "flops",
+                                  "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05", "--confidence", "0"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
+                                  str(tmp_path / "d.npz"), "--score-output", "probabilities", "--confidence", "0"])
+    assert r.exit_code == 4 and "which is no tensor" in " ".join(r.output.split()), r.output
+
+
 @pytest.mark.parametrize("source", ["x", "hidden"])
 def test_a_scan_body_reading_the_graph_input_step_by_step_is_a_first_layer(source):
     """A Scan hands its body the scanned input one step at a time: a layer there reading

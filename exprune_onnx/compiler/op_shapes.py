@@ -4,6 +4,8 @@ An optimised model given again (to `inspect`, `optimize`, `evaluate`) had its sh
 stop at the first ai.exprune op: every Conv/Gemm/MatMul after it went uncounted in the
 FLOPs, with advice (--input-shape) that could not help. Each op's output shape follows
 from its inputs' (docs/custom_ops.md), so ``through_our_ops`` gives them and infers again.
+The same goes for the ai.onnx.ml ops that keep their input's shape (an sklearn Pipeline's
+StandardScaler is a Scaler before its MLP), which onnx's inference leaves without one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from .. import ops
+
+# ai.onnx.ml ops whose output has their input's shape (onnx gives them none).
+_ML_SAME_SHAPE = {"Scaler": TensorProto.FLOAT, "Normalizer": TensorProto.FLOAT, "Binarizer": None, "Imputer": None}
 
 
 def _known(graph: onnx.GraphProto) -> dict[str, list]:
@@ -55,6 +60,8 @@ def _output_shape(node: onnx.NodeProto, dims: dict) -> tuple[int, list] | None:
     first = dims.get(node.input[0]) if node.input else None
     if first is None:
         return None
+    if node.domain == "ai.onnx.ml":
+        return _ML_SAME_SHAPE[node.op_type] or TensorProto.FLOAT, first
     if node.op_type in (ops.DENSE_RELU, ops.CONV_RELU):
         return TensorProto.FLOAT, first  # the partial product has every output already
     if node.op_type == ops.ARGMAX_HEAD:
@@ -73,16 +80,21 @@ def _output_shape(node: onnx.NodeProto, dims: dict) -> tuple[int, list] | None:
 
 
 def missing(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    """Shapes for the first outputs of our ops that have none yet and whose inputs have."""
+    """Shapes for the first outputs of our ops (and ``_ML_SAME_SHAPE``'s) that have none
+    yet and whose inputs have."""
     dims = _known(graph)
     found = []
     for node in graph.node:
-        if node.domain != ops.DOMAIN or not node.output or node.output[0] in dims:
+        if not _shaped_here(node) or not node.output or node.output[0] in dims:
             continue
         shape = _output_shape(node, dims)
         if shape is not None:
             found.append(helper.make_tensor_value_info(node.output[0], *shape))
     return found
+
+
+def _shaped_here(node: onnx.NodeProto) -> bool:
+    return node.domain == ops.DOMAIN or (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE)
 
 
 def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -92,7 +104,7 @@ def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
     seconds."""
     from ..io.bigmodel import SHAPES_STUB_BYTES, skeleton
 
-    passes = sum(n.domain == ops.DOMAIN for n in model.graph.node)
+    passes = sum(_shaped_here(n) for n in model.graph.node)
     if not passes or not missing(model.graph):
         return model
     light = skeleton(model, stub_from=SHAPES_STUB_BYTES)
@@ -105,6 +117,11 @@ def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
             light = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
         except Exception:  # shapes only refine what is counted and checked
             break
+    found = {v.name: v for v in light.graph.value_info if v.type.tensor_type.HasField("shape")}
+    # An entry onnx gave a type but no shape (after an op it cannot see) gives way.
+    shapeless = [v for v in model.graph.value_info if v.name in found and not v.type.tensor_type.HasField("shape")]
+    for v in shapeless:
+        model.graph.value_info.remove(v)
     known = {v.name for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
-    model.graph.value_info.extend(v for v in light.graph.value_info if v.name not in known)
+    model.graph.value_info.extend(v for v in found.values() if v.name not in known)
     return model

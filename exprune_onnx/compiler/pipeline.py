@@ -290,6 +290,12 @@ def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -
 
 def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     out = bigmodel.export(graph, do_type_check=False)
+    # graphsurgeon keeps tensor types only: a sequence of maps (skl2onnx's ZipMap) came back
+    # a sequence of no element type, which onnxruntime refuses to load.
+    kinds = {o.name: o.type for o in original.graph.output if not o.type.HasField("tensor_type")}
+    for o in out.graph.output:
+        if o.name in kinds and _untyped(o.type):
+            o.type.CopyFrom(kinds[o.name])
     out.ir_version = runtime_ir_version(original.ir_version)
     for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(out, key, getattr(original, key))
@@ -309,6 +315,14 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     else:
         _keep_listed_initializers(out.graph, original.graph)
     return out
+
+
+def _untyped(t: onnx.TypeProto) -> bool:
+    """Whether ``t`` lacks its element type (a tensor's, or a sequence's elements')."""
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return t.tensor_type.elem_type == onnx.TensorProto.UNDEFINED
+    return kind is None or (kind == "sequence_type" and _untyped(t.sequence_type.elem_type))
 
 
 def _keep_notes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:

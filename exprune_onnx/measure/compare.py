@@ -108,7 +108,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         opt = inference_session(stats_model, threads=threads)
     except Exception as exc:
         raise RuntimeCheckError(f"onnxruntime could not load the optimised model: {error_message(exc)}") from exc
-    names = [o.name for o in original.graph.output]
+    names = tensor_outputs(original)
     samples = len(data) if indices is None else len(indices)
     try:
         got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
@@ -171,6 +171,12 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None
     return next((n for n in shaped if read_as_classes(n)), next((n for n in shaped if kinds.get(n) != "topk"), None))
 
 
+def tensor_outputs(model: onnx.ModelProto) -> list[str]:
+    """The graph outputs that are tensors, which the comparisons read: onnxruntime returns
+    a sequence of maps (skl2onnx's ZipMap of class probabilities) as Python lists."""
+    return [o.name for o in model.graph.output if o.type.HasField("tensor_type")]
+
+
 def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> str | None:
     """The output ``data``'s labels are for (``_labelled_output``), read off one run of
     the first samples: calibration scores it when no --score-output names one."""
@@ -178,7 +184,7 @@ def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> 
 
     rows = data.batch or min(batch, len(data))
     feeds = next(iter(data.batches(rows, np.arange(min(rows, len(data))))))
-    names = [o.name for o in model.graph.output]
+    names = tensor_outputs(model)
     try:
         outs = inference_session(model).run(names, feeds)
     except Exception as exc:

@@ -33,6 +33,10 @@ MIN_OPSET = 9
 # Ops that only move raw features around; a layer reading the graph input through
 # them still sees raw, non-exchangeable features.
 _LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Cast", "Squeeze", "Unsqueeze", "Slice", "Split"}
+# So do a normalisation by constants ((x - mean) / std) and sklearn's preprocessing
+# (a Pipeline's StandardScaler is an ai.onnx.ml Scaler).
+_AFFINE_OPS = {"Add", "Sub", "Mul", "Div"}
+_ML_FEATURE_OPS = {"Scaler", "Normalizer", "Imputer", "Binarizer"}
 
 
 def layer_name(node: gs.Node, ctx: Context) -> str:
@@ -55,10 +59,18 @@ def reads_raw_input(x: gs.Tensor, ctx: Context) -> bool:
                 return False
             t, graph = outer
             continue
-        if not t.inputs or t.inputs[0].op not in _LAYOUT_OPS:
+        t = _raw_source(t.inputs[0]) if t.inputs else None
+        if t is None:
             return False
-        t = t.inputs[0].inputs[0]
     return False
+
+
+def _raw_source(node: gs.Node) -> gs.Tensor | None:
+    """The input ``node`` passes raw features on from, or None when it computes new ones."""
+    if node.op in _LAYOUT_OPS or (node.domain == "ai.onnx.ml" and node.op in _ML_FEATURE_OPS):
+        return node.inputs[0] if node.inputs else None
+    live = [i for i in node.inputs if not isinstance(i, gs.Constant)]
+    return live[0] if node.op in _AFFINE_OPS and len(node.inputs) == 2 and len(live) == 1 else None
 
 
 def check(c: Candidate, ctx: Context) -> str | None:

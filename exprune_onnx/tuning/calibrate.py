@@ -232,6 +232,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
             batch: int = 64, seed: int = 0, rules: tuple[str, ...] = ("threshold",),
             progress=None) -> tuple[dict[str, dict[str, LayerStats]], Result]:
     """One pass over ``data[indices]``: layer -> rule -> stats, and the exact compiled result."""
+    from ..measure.compare import tensor_outputs
     from ..runtime import inference_session
 
     result = optimize(model, exact_options(options, "statstest" if "statstest" in rules else "threshold"))
@@ -247,7 +248,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
         except Exception as again:
             raise original_unloadable(again) from again
         raise RuntimeCheckError(f"onnxruntime cannot load the compiled model: {error_message(exc)}") from exc
-    names = [o.name for o in probing.graph.output]
+    names = tensor_outputs(probing)
     rng = np.random.default_rng(seed)
     parts = {node: {"y": [], "channel": []} for node in probes}
     outputs = {}

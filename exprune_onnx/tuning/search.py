@@ -42,7 +42,7 @@ from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
 from ..errors import ConfigError, DataError, original_failed, original_unloadable
 from ..io.data import Dataset
-from ..measure.compare import output_for_labels, run_counting, with_stats
+from ..measure.compare import output_for_labels, run_counting, tensor_outputs, with_stats
 from ..measure.counters import flops_saved
 from ..measure.flops import decision_flops, dense_flops
 from ..measure.output_kinds import output_kinds
@@ -269,10 +269,14 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     not make the model faster at that batch size and thread count are dropped
     (objective.py, timed on the calibration part) and both parts are scored again.
     ``output`` names the graph output the metric scores (default: the first)."""
-    names = [o.name for o in original.graph.output]
-    if output and output not in names:
+    names = tensor_outputs(original)  # a ZipMap's sequence of maps is scored by no metric
+    every = [o.name for o in original.graph.output]
+    if output and output not in every:
         raise ConfigError(f"--score-output names {output!r}, which the model does not output (its outputs: "
-                        f"{', '.join(names)})")
+                          f"{', '.join(every)})")
+    if output and output not in names:
+        raise ConfigError(f"--score-output names {output!r}, which is no tensor (a sequence or a map: no metric "
+                          f"reads it); the tensor outputs: {', '.join(names)}")
     if not output and data.labels is not None and len(names) > 1:
         output = output_for_labels(original, data)  # a BERT's [N] labels are for its [N, C] head, not [N, T, C]
     output = output or names[0]

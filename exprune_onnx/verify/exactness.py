@@ -52,7 +52,7 @@ def _joined_runs(a, b) -> tuple[np.ndarray, np.ndarray, str]:
 
 def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
                   batch: int = 64, log=quiet) -> Row:
-    from ..measure.compare import joined, run_counting
+    from ..measure.compare import joined, run_counting, tensor_outputs
     from ..runtime import inference_session
 
     name = "exact at -inf"
@@ -65,7 +65,7 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         opt = inference_session(exact_copy(optimized), optimize=False)
     except Exception as exc:  # noqa: BLE001
         return Row(name, False, f"onnxruntime cannot load the optimised model: {error_message(exc)}")
-    names = [o.name for o in original.graph.output]
+    names = tensor_outputs(original)
     try:
         key = next(iter(data.inputs))
         want, _ = run_counting(ref, names, {}, data.batches(batch), len(data),

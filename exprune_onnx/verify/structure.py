@@ -283,6 +283,9 @@ def header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, layer
     def typed(values, index_ok=False):
         out = []
         for v in values:
+            if not v.type.HasField("tensor_type"):  # a sequence of maps (skl2onnx's ZipMap): the whole type
+                out.append((v.name, onnx.helper.printable_type(v.type)))
+                continue
             elem = v.type.tensor_type.elem_type
             if index_ok and v.name in heads and elem == onnx.TensorProto.INT64:
                 elem = onnx.TensorProto.FLOAT  # the index stands for the scores
