@@ -129,3 +129,27 @@ def test_external_data_in_a_branch_inside_a_local_function_is_found(tmp_path, mo
     loaded, external = read_model(tmp_path / "m.onnx")
     assert external and external_data_files(tmp_path / "m.onnx") == [tmp_path / "w.data"]
     assert not any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(loaded))
+
+
+@pytest.mark.parametrize("kind", ["map", "optional"])
+def test_a_map_input_or_an_optional_output_is_refused_with_a_reason(kind):
+    """The graph library cannot carry them through: an internal error (UnboundLocalError)."""
+    from onnx import TensorProto, helper
+
+    from exprune_onnx.errors import ModelLoadError
+    from exprune_onnx.io.modelio import check_model
+
+    if kind == "map":
+        value = helper.make_value_info("d", helper.make_map_type_proto(TensorProto.STRING,
+                                                                        helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+        graph = helper.make_graph([helper.make_node("DictVectorizer", ["d"], ["y"], domain="ai.onnx.ml",
+                                                    string_vocabulary=["a", "b"])], "g", [value],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
+    else:
+        value = helper.make_value_info("o", helper.make_optional_type_proto(
+            helper.make_tensor_type_proto(TensorProto.FLOAT, ["N", 2])))
+        graph = helper.make_graph([helper.make_node("Optional", ["x"], ["o"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])], [value])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    with pytest.raises(ModelLoadError, match=f"is an? {kind}, which this compiler cannot carry through"):
+        check_model(model)

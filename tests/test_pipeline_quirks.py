@@ -653,6 +653,22 @@ def test_a_layer_reading_scaled_raw_features_is_a_first_layer(before):
     assert_equivalent(model, res.model, lambda g: {"x": g.normal(size=(3, 40)).astype(np.float32)}, draws=1)
 
 
+@pytest.mark.parametrize("op", ["reciprocal", "table"])
+def test_new_features_from_the_input_make_no_first_layer(op):
+    """1 / x, or a [N, 1] input times a [1, 48] table, computes features: the layer reading
+    them is a candidate (only x + c, x - c, x * c, x / c that keep x's entries are raw)."""
+    rng = np.random.default_rng(16)
+    if op == "reciprocal":
+        pre, width = [helper.make_node("Div", ["one", "x"], ["xs"])], 48
+    else:
+        pre, width = [helper.make_node("Mul", ["x", "table"], ["xs"])], 1
+    nodes = [*pre, helper.make_node("MatMul", ["xs", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
+    inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)), init("one", np.ones(1, np.float32)),
+             init("table", rng.normal(size=(1, 48)).astype(np.float32))]
+    model = make_model(nodes, [vi("x", ["N", width])], [vi("y", ["N", 40])], inits)
+    assert rewritten(optimize_model(model, threshold=NEG_INF)) == ["first"]
+
+
 def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_path):
     """skl2onnx's default classifier: the labels, and a ZipMap's sequence of maps of the
     probabilities. graphsurgeon wrote the latter back untyped (onnxruntime refused the
@@ -682,13 +698,23 @@ def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_p
     assert written.graph.output[1].type == model.graph.output[1].type
     onnx.checker.check_model(written)
     r = CliRunner().invoke(main, ["verify", str(path), str(out), "--data", str(tmp_path / "d.npz")])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and "not compared: probabilities" in " ".join(r.output.split()), r.output
+    del written.graph.output[1].type.sequence_type.elem_type.map_type.value_type.tensor_type.shape.dim[:]
+    written.graph.output[1].type.sequence_type.elem_type.Clear()  # the type graphsurgeon wrote back
+    onnx.save(written, tmp_path / "untyped.onnx")
+    r = CliRunner().invoke(main, ["verify", str(path), str(tmp_path / "untyped.onnx"), "--data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 8 and "graph outputs" in " ".join(r.output.split()), r.output
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--objective", "flops",
                                   "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05", "--confidence", "0"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
                                   str(tmp_path / "d.npz"), "--score-output", "probabilities", "--confidence", "0"])
     assert r.exit_code == 4 and "which is no tensor" in " ".join(r.output.split()), r.output
+    del model.graph.output[0]  # the probabilities alone: nothing a metric reads (an IndexError)
+    onnx.save(model, path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
+                                  str(tmp_path / "d.npz"), "--confidence", "0"])
+    assert r.exit_code == 4 and "no tensor output for a metric" in " ".join(r.output.split()), r.output
 
 
 @pytest.mark.parametrize("source", ["x", "hidden"])

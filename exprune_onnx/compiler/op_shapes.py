@@ -4,8 +4,9 @@ An optimised model given again (to `inspect`, `optimize`, `evaluate`) had its sh
 stop at the first ai.exprune op: every Conv/Gemm/MatMul after it went uncounted in the
 FLOPs, with advice (--input-shape) that could not help. Each op's output shape follows
 from its inputs' (docs/custom_ops.md), so ``through_our_ops`` gives them and infers again.
-The same goes for the ai.onnx.ml ops that keep their input's shape (an sklearn Pipeline's
-StandardScaler is a Scaler before its MLP), which onnx's inference leaves without one.
+The same goes for the ai.onnx.ml Scaler and Normalizer, float outputs of their input's
+shape (an sklearn Pipeline's StandardScaler is a Scaler before its MLP), which onnx's
+inference leaves without one.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from onnx import TensorProto, helper
 
 from .. import ops
 
-# ai.onnx.ml ops whose output has their input's shape (onnx gives them none).
-_ML_SAME_SHAPE = {"Scaler": TensorProto.FLOAT, "Normalizer": TensorProto.FLOAT, "Binarizer": None, "Imputer": None}
+# ai.onnx.ml ops whose output is float and has their input's shape (onnx gives them none).
+_ML_SAME_SHAPE = {"Scaler", "Normalizer"}
 
 
 def _known(graph: onnx.GraphProto) -> dict[str, list]:
@@ -61,7 +62,7 @@ def _output_shape(node: onnx.NodeProto, dims: dict) -> tuple[int, list] | None:
     if first is None:
         return None
     if node.domain == "ai.onnx.ml":
-        return _ML_SAME_SHAPE[node.op_type] or TensorProto.FLOAT, first
+        return TensorProto.FLOAT, first
     if node.op_type in (ops.DENSE_RELU, ops.CONV_RELU):
         return TensorProto.FLOAT, first  # the partial product has every output already
     if node.op_type == ops.ARGMAX_HEAD:

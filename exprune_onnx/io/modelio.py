@@ -102,6 +102,12 @@ def check_model(model: onnx.ModelProto, where: str = "the model", checked: str |
     if unshaped is not None:
         raise ModelLoadError(f"{where}: '{unshaped}' is declared without a shape, which the ONNX checker refuses: "
                              "declare one (its dims may be names, e.g. ['N', 1000])")
+    # The graph library the compiler rewrites with cannot carry these through (it failed inside).
+    odd = next(((v.name, kind) for v in [*model.graph.input, *model.graph.output]
+                for kind in [v.type.WhichOneof("value")] if kind in ("map_type", "optional_type")), None)
+    if odd is not None:
+        raise ModelLoadError(f"{where}: '{odd[0]}' is {'a map' if odd[1] == 'map_type' else 'an optional'}, "
+                             "which this compiler cannot carry through (tensors and sequences it can)")
     if checked is None and model.ByteSize() >= _EXTERNAL_DATA_BYTES:
         return  # the in-memory checker cannot take it; the compiler's own reading still does
     try:

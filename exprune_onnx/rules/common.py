@@ -66,11 +66,21 @@ def reads_raw_input(x: gs.Tensor, ctx: Context) -> bool:
 
 
 def _raw_source(node: gs.Node) -> gs.Tensor | None:
-    """The input ``node`` passes raw features on from, or None when it computes new ones."""
+    """The input ``node`` passes raw features on from, or None when it computes new ones:
+    x + c, x - c, x * c, x / c keep them, where c makes no new axis or entries of x (not
+    1 / x, nor a [N, 1] input times a [1, 64] table)."""
     if node.op in _LAYOUT_OPS or (node.domain == "ai.onnx.ml" and node.op in _ML_FEATURE_OPS):
         return node.inputs[0] if node.inputs else None
-    live = [i for i in node.inputs if not isinstance(i, gs.Constant)]
-    return live[0] if node.op in _AFFINE_OPS and len(node.inputs) == 2 and len(live) == 1 else None
+    if node.op not in _AFFINE_OPS or len(node.inputs) != 2:
+        return None
+    x, c = node.inputs
+    if isinstance(x, gs.Constant) and node.op in ("Add", "Mul"):
+        x, c = c, x
+    if isinstance(x, gs.Constant) or not isinstance(c, gs.Constant) or x.shape is None:
+        return None
+    shape, dims = list(x.shape), list(np.shape(c.values))
+    fits = len(dims) <= len(shape) and all(d == 1 or d == s for d, s in zip(reversed(dims), reversed(shape)))
+    return x if fits else None
 
 
 def check(c: Candidate, ctx: Context) -> str | None:

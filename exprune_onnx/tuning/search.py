@@ -271,6 +271,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     ``output`` names the graph output the metric scores (default: the first)."""
     names = tensor_outputs(original)  # a ZipMap's sequence of maps is scored by no metric
     every = [o.name for o in original.graph.output]
+    if not names:
+        raise ConfigError(f"the model has no tensor output for a metric to score (its outputs: {', '.join(every)} "
+                          "are sequences or maps)")
     if output and output not in every:
         raise ConfigError(f"--score-output names {output!r}, which the model does not output (its outputs: "
                           f"{', '.join(every)})")

@@ -274,6 +274,23 @@ def _geometry(node: gs.Node) -> tuple:
     return tuple(sorted((k, _value_key(v)) for k, v in node.attrs.items()))
 
 
+def _type_key(t: onnx.TypeProto) -> str:
+    """``t`` without its shapes (a sequence's element shape may be inferred or not), as text."""
+    bare = onnx.TypeProto()
+    bare.CopyFrom(t)
+    stack = [bare]
+    while stack:
+        cur = stack.pop()
+        kind = cur.WhichOneof("value")
+        if kind == "tensor_type":
+            cur.tensor_type.ClearField("shape")
+        elif kind in ("sequence_type", "optional_type"):
+            stack.append(getattr(cur, kind).elem_type)
+        elif kind == "map_type":
+            stack.append(cur.map_type.value_type)
+    return str(bare).replace("\n", " ")
+
+
 def header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, layers: list[Layer]) -> list[str]:
     problems = []
     stats = {o.name for layer in layers for o in layer.op.outputs[1:]}
@@ -284,7 +301,7 @@ def header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, layer
         out = []
         for v in values:
             if not v.type.HasField("tensor_type"):  # a sequence of maps (skl2onnx's ZipMap): the whole type
-                out.append((v.name, onnx.helper.printable_type(v.type)))
+                out.append((v.name, _type_key(v.type)))
                 continue
             elem = v.type.tensor_type.elem_type
             if index_ok and v.name in heads and elem == onnx.TensorProto.INT64:
