@@ -672,8 +672,9 @@ def test_new_features_from_the_input_make_no_first_layer(op):
 def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_path):
     """skl2onnx's default classifier: the labels, and a ZipMap's sequence of maps of the
     probabilities. graphsurgeon wrote the latter back untyped (onnxruntime refused the
-    model: exit 7, or written with --no-check), and every comparison read its Python
-    lists as arrays (calibration, evaluate and verify failed)."""
+    model: exit 7, or written with --no-check), and every comparison took its Python
+    lists for arrays (calibration, evaluate and verify failed): they are read as
+    [N, classes] now."""
     rng = np.random.default_rng(15)
     nodes = [helper.make_node("MatMul", ["x", "w0"], ["m0"]), helper.make_node("Relu", ["m0"], ["h0"]),
              helper.make_node("MatMul", ["h0", "w1"], ["m1"], name="hidden"), helper.make_node("Relu", ["m1"], ["h1"]),
@@ -693,12 +694,12 @@ def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_p
     np.savez(tmp_path / "d.npz", x=rng.normal(size=(300, 16)).astype(np.float32), labels=rng.integers(0, 3, 300))
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--threshold=-inf", "--objective", "flops",
                                   "--check-data", str(tmp_path / "d.npz")])
-    assert r.exit_code == 0 and "check 'label'" in r.output, r.output
+    assert r.exit_code == 0 and "check 'label'" in r.output and "check 'probabilities'" in r.output, r.output
     written = onnx.load(out)
     assert written.graph.output[1].type == model.graph.output[1].type
     onnx.checker.check_model(written)
     r = CliRunner().invoke(main, ["verify", str(path), str(out), "--data", str(tmp_path / "d.npz")])
-    assert r.exit_code == 0 and "not compared: probabilities" in " ".join(r.output.split()), r.output
+    assert r.exit_code == 0 and "not compared" not in r.output, r.output
     del written.graph.output[1].type.sequence_type.elem_type.map_type.value_type.tensor_type.shape.dim[:]
     written.graph.output[1].type.sequence_type.elem_type.Clear()  # the type graphsurgeon wrote back
     onnx.save(written, tmp_path / "untyped.onnx")
@@ -708,9 +709,13 @@ def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_p
                                   "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05", "--confidence", "0"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
-                                  str(tmp_path / "d.npz"), "--score-output", "probabilities", "--confidence", "0"])
-    assert r.exit_code == 4 and "which is no tensor" in " ".join(r.output.split()), r.output
-    del model.graph.output[0]  # the probabilities alone: nothing a metric reads (an IndexError)
+                                  str(tmp_path / "d.npz"), "--score-output", "probabilities", "--confidence", "0",
+                                  "--objective", "flops", "--max-drop", "0.05"])
+    assert r.exit_code == 0 and "drop <= 0.05 on output 'probabilities'" in " ".join(r.output.split()), r.output
+    # A sequence of tensors alone: nothing a metric reads (it was an IndexError).
+    model.graph.node[-1].CopyFrom(helper.make_node("SequenceConstruct", ["p", "p"], ["probabilities"]))
+    del model.graph.output[0]
+    model.graph.output[0].CopyFrom(helper.make_tensor_sequence_value_info("probabilities", TensorProto.FLOAT, None))
     onnx.save(model, path)
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
                                   str(tmp_path / "d.npz"), "--confidence", "0"])

@@ -172,9 +172,28 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None
 
 
 def tensor_outputs(model: onnx.ModelProto) -> list[str]:
-    """The graph outputs that are tensors, which the comparisons read: onnxruntime returns
-    a sequence of maps (skl2onnx's ZipMap of class probabilities) as Python lists."""
-    return [o.name for o in model.graph.output if o.type.HasField("tensor_type")]
+    """The graph outputs the comparisons read: tensors, and a sequence of maps to floats
+    (skl2onnx's ZipMap of class probabilities), read as [N, classes] in the keys' order
+    (``as_array``). Other sequences and maps are left out."""
+    def readable(t: onnx.TypeProto) -> bool:
+        if t.HasField("tensor_type"):
+            return True
+        elem = t.sequence_type.elem_type if t.HasField("sequence_type") else None
+        return elem is not None and elem.HasField("map_type") and \
+            elem.map_type.value_type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+
+    return [o.name for o in model.graph.output if readable(o.type)]
+
+
+def as_array(value):
+    """onnxruntime's list of {class: probability} dicts (a ZipMap) as [N, classes], the
+    classes in sorted order; anything else as it is."""
+    if isinstance(value, list) and value and all(isinstance(d, dict) for d in value):
+        keys = sorted(value[0])
+        return np.array([[d[k] for k in keys] for d in value], np.float32)
+    if isinstance(value, list) and not value:
+        return np.zeros((0, 0), np.float32)
+    return value
 
 
 def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> str | None:
@@ -186,7 +205,7 @@ def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> 
     feeds = next(iter(data.batches(rows, np.arange(min(rows, len(data))))))
     names = tensor_outputs(model)
     try:
-        outs = inference_session(model).run(names, feeds)
+        outs = [as_array(o) for o in inference_session(model).run(names, feeds)]
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
     labels = data.labels[:min(rows, len(data))]
@@ -213,7 +232,7 @@ def run_counting(session, names: list[str], stats_names: dict[str, str], batches
         outs = session.run(names + list(stats_names.values()), feeds)
         first = feeds[key] if key is not None else next(iter(feeds.values()), None)
         run_rows = first.shape[0] if first is not None and first.ndim else 0
-        for n, o in zip(names, outs):
+        for n, o in zip(names, map(as_array, outs)):
             got[n].append(o)
             batched[n] &= bool(o.ndim) and o.shape[0] == run_rows
         for node, s in zip(stats_names, outs[len(names):]):

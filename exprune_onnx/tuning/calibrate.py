@@ -232,7 +232,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
             batch: int = 64, seed: int = 0, rules: tuple[str, ...] = ("threshold",),
             progress=None) -> tuple[dict[str, dict[str, LayerStats]], Result]:
     """One pass over ``data[indices]``: layer -> rule -> stats, and the exact compiled result."""
-    from ..measure.compare import tensor_outputs
+    from ..measure.compare import as_array, tensor_outputs
     from ..runtime import inference_session
 
     result = optimize(model, exact_options(options, "statstest" if "statstest" in rules else "threshold"))
@@ -257,7 +257,7 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     heads = {node: {"partial": [], "partial_sq": [], "winner": []} for node in probes if probes[node].head}
     seen = 0
     for feeds in data.batches(batch, indices):
-        outs = dict(zip(names, _run(session, names, feeds, model, data.source)))
+        outs = dict(zip(names, map(as_array, _run(session, names, feeds, model, data.source))))
         run = next(iter(data.inputs))
         rows = min(feeds[run].shape[0], len(indices) - seen)  # a fixed batch pads the last run: drop the pad
         outs = {k: v[:rows] if v.ndim and v.shape[0] == feeds[run].shape[0] else v for k, v in outs.items()}

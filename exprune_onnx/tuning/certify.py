@@ -28,7 +28,7 @@ import onnx
 from ..compiler.pipeline import optimize
 from ..errors import DataError
 from ..io.data import Dataset
-from ..measure.compare import with_stats
+from ..measure.compare import as_array, with_stats
 from ..measure.counters import flops_saved
 from ..measure.output_kinds import output_kinds
 from ..progress import quiet
@@ -137,7 +137,7 @@ class Tester:
         got, counts, total, start = [], {node: [0, 0] for node in stats_names}, 0.0, 0
         for feeds in self._batches():
             outs = session.run(names, feeds)
-            outs[0] = np.moveaxis(outs[0], self.batch_axis, 0)  # as the reference's (search.reference_output)
+            outs[0] = np.moveaxis(as_array(outs[0]), self.batch_axis, 0)  # as the reference's (search.reference_output)
             # A fixed batch pads the last run (Dataset.batches): its pad rows are no samples.
             stop = min(start + outs[0].shape[0], len(self.reference))
             outs[0] = self.layout.scores(outs[0][:stop - start])
