@@ -117,9 +117,8 @@ def test_calibration_of_a_model_with_nothing_to_calibrate_writes_it_unchanged():
     assert not done.changed and done.calibrated is None and done.model is model
     # With an exact zero-input rewrite of a plain ReLU's reader, the check runs on all of the
     # data (nothing was calibrated on it) and keeps the labels.
-    relu_first = make_model([helper.make_node("Relu", ["x"], ["r"]), *nodes[:1]] + nodes[1:],
-                            [vi("x", ["N", 48])], [vi("y", ["N", 10])], model.graph.initializer)
-    relu_first.graph.node[1].input[0] = "r"
+    relu_first = make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "w1"], ["h"]),
+                             *nodes[1:]], [vi("x", ["N", 48])], [vi("y", ["N", 10])], model.graph.initializer)
     done = exprune_onnx.optimize(relu_first, calibration=arrays, max_drop=0.05, sparse_relu="on", objective="flops")
     assert done.changed and done.calibrated is None
     assert done.checked.samples == 200 and done.checked.accuracy is not None
