@@ -153,7 +153,6 @@ def _check_settings(settings: Settings) -> None:
             raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not isinstance(settings.check, bool):
         raise ConfigError(f"check must be True or False, got {settings.check!r}")
-    value_bounds(settings.input_values)
 
 
 def value_bounds(values) -> dict[str, tuple[float, float]]:
@@ -213,13 +212,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     if settings.calibration is not None:
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         options.input_shapes = data.input_shapes(model, options.input_shapes)
-    if data is not None and _calibrates(model, options, log):
-        from .tuning.search import search
-
-        calibrated = search(model, options, data, metric=settings.metric, output=settings.score_output,
-                            max_drop=settings.max_drop,
-                            holdout=settings.holdout, seed=settings.seed, rule=rule,
-                            per_output=settings.granularity == "output", latency=latency, log=log)
+        calibrated = _calibrated(model, options, data, settings, rule, latency, log)
+    if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency
         timings["calibrate"] = time.perf_counter() - start
     else:
@@ -248,16 +242,21 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
 
 
-def _calibrates(model: onnx.ModelProto, options: Options, log) -> bool:
-    """Whether ``model`` has a layer to calibrate; else the workflow goes on as without
-    calibration data (the zero-input rewrites are exact), which it then times on."""
-    from .compiler.pipeline import inspect
+def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,
+                log):
+    """The search's outcome, or None when the model has no layer to calibrate: the workflow
+    then goes on as without calibration data (the zero-input rewrites are exact), timing
+    and checking on it."""
+    from .tuning.search import NothingToCalibrate, search
 
-    if inspect(model, options).rewritten:
-        return True
-    log("no layer has an early exit to calibrate (`exprune-onnx inspect` says why): the calibration data is "
-        "used for timing and the check only")
-    return False
+    try:
+        return search(model, options, data, metric=settings.metric, output=settings.score_output,
+                      max_drop=settings.max_drop, holdout=settings.holdout, seed=settings.seed, rule=rule,
+                      per_output=settings.granularity == "output", latency=latency, log=log)
+    except NothingToCalibrate:
+        log("no layer has an early exit to calibrate (`exprune-onnx inspect` says why): the calibration data is "
+            "used for timing and the check only")
+        return None
 
 
 def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:

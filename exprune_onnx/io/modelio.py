@@ -17,19 +17,25 @@ from ..errors import ModelLoadError, OutputError, error_message
 
 def all_nodes(graph: onnx.GraphProto):
     """Every node of ``graph`` and of the If/Loop/Scan bodies inside it, outermost first."""
-    for node in graph.node:
+    yield from _nodes_within(graph.node)
+
+
+def _nodes_within(nodes):
+    for node in nodes:
         yield node
-        for attr in node.attribute:
-            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from all_nodes(body)
+        for body in _bodies(node):
+            yield from _nodes_within(body.node)
+
+
+def _bodies(node: onnx.NodeProto) -> list:
+    return [g for attr in node.attribute for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)]
 
 
 def all_graphs(graph: onnx.GraphProto):
     """``graph`` and every If/Loop/Scan body inside it."""
     yield graph
     for node in all_nodes(graph):
-        for attr in node.attribute:
-            yield from ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        yield from _bodies(node)
 
 
 def all_tensors(model: onnx.ModelProto):
@@ -37,20 +43,13 @@ def all_tensors(model: onnx.ModelProto):
     initializers of every graph (If, Loop and Scan bodies too) and the tensors of node
     attributes (a Constant's value), in the main graph and in local functions."""
     yield from model.graph.initializer
-    yield from _node_tensors(model.graph.node)
-    for function in model.functions:
-        yield from _node_tensors(function.node)
-
-
-def _node_tensors(nodes):
-    for node in nodes:
+    for node in [*_nodes_within(model.graph.node), *(n for f in model.functions for n in _nodes_within(f.node))]:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
-            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from body.initializer
-                yield from _node_tensors(body.node)
+        for body in _bodies(node):
+            yield from body.initializer
 
 
 # Protobuf refuses single messages over 2 GiB; stay well clear of the limit.

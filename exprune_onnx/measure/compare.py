@@ -141,9 +141,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         a_scored, b_scored = layout.scores(a), layout.scores(b)
         labels = layout.labels(labels)
         d = _diff(n, a, b, None)
-        if not layout.plain:
-            d.top1_agreement, d.answer_kind = top1_agreement(a_scored, b_scored), layout.answer_kind
-        diffs.append(d)
+        diffs.append(d if layout.plain else _answered(d, layout, a_scored, b_scored))
         check_labels(labels, a_scored)
         want, answer = answers(a_scored, b_scored)
         accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
@@ -296,6 +294,13 @@ def _diff_runs(name: str, a: list, b: list) -> OutputDiff:
     return OutputDiff(name, d.max_abs, d.max_rel, None, runs=runs)
 
 
+def _answered(d: OutputDiff, layout, a_scored: np.ndarray, b_scored: np.ndarray) -> OutputDiff:
+    """``d`` with its agreement counted on the answers ``layout`` reads (a map's positions,
+    yes/no), not on the raw values' arg-max."""
+    d.top1_agreement, d.answer_kind = top1_agreement(a_scored, b_scored), layout.answer_kind
+    return d
+
+
 def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> OutputDiff:
     """``b`` against ``a``; top-1 agreement where ``a`` holds class scores, yes/no agreement
     where it holds a Sigmoid's (``kind``: output_kinds.py)."""
@@ -303,9 +308,7 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
         a, b = answers(a, b)  # --argmax-only: the scores became the class index
     yes_no = layout_of(a, None, kind)
     if not yes_no.plain and a.shape == b.shape:  # a Sigmoid's: the same yes/no answers
-        d = _diff(name, a, b)
-        d.top1_agreement, d.answer_kind = top1_agreement(yes_no.scores(a), yes_no.scores(b)), yes_no.answer_kind
-        return d
+        return _answered(_diff(name, a, b), yes_no, yes_no.scores(a), yes_no.scores(b))
     if a.dtype.kind != "f":
         same = float(np.mean(a == b)) if a.size else 1.0
         return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,

@@ -94,8 +94,9 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return f"the weight of {describe(c.reduction)} is not a constant"
     if c.weight.dtype != np.float32:
         return f"the weight is {c.weight.dtype}, only float32 layers are rewritten"
-    if other_than_float32(c.x):
-        return f"the input '{c.x.name}' is {other_than_float32(c.x)}, only float32 layers are rewritten"
+    other = other_than_float32(c.x)
+    if other:
+        return f"the input '{c.x.name}' is {other}, only float32 layers are rewritten"
     if c.bias is None:
         return f"the bias of {describe(c.reduction)} is not a constant"
     conflict = _shape_conflict(c)

@@ -59,6 +59,10 @@ CERTIFIED = "certified"  # a layer's share when it uses the lossless rule
 SCREEN = 2000  # calibration samples the statistics and trials run on; the finalist is confirmed on all
 
 
+class NothingToCalibrate(DataError):
+    """The model has no early-exit layer: the data fits, there is just nothing to tune."""
+
+
 @dataclass
 class Trial:
     shares: dict[str, float | str | None]  # a loss share, CERTIFIED, or None (left alone)
@@ -301,7 +305,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     stats, candidates, dense = gather(original, base, data, screen_idx, batch, seed,
                                       _tunable(rule) or ("threshold",), log)
     if not stats:
-        raise DataError("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
+        raise NothingToCalibrate("no layer of this model can be rewritten (`exprune-onnx inspect` says why)")
     runner = Runner(original, data, screen_idx, batch, output)
     # Labels are checked for the whole data, not only the screened part the runner holds.
     every = np.broadcast_to(runner.reference[:1], (len(data), *runner.reference.shape[1:]))
