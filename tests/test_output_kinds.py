@@ -164,6 +164,39 @@ def test_written_out_normalisations_and_concatenated_boxes_are_values():
     assert output_kinds(model) == {"y": "unknown"}
 
 
+def masked_mean(last: str, opset: int = 17) -> onnx.ModelProto:
+    """Token features x [N, T, 16] -> MatMul -> ``last`` (LayerNormalization, or Identity:
+    per-token logits) -> a sentence-transformers mean over the tokens the int64 mask keeps:
+    sum(h * m, 1) / clamp(sum(m, 1), 1e-9). Below opset 13 the axes are attributes."""
+    if opset < 13:
+        unsqueeze = helper.make_node("Unsqueeze", ["mask"], ["mu"], axes=[-1])
+        sums = [helper.make_node("ReduceSum", [x], [y], keepdims=0, axes=[1]) for x, y in (("hm", "s"), ("m", "c"))]
+    else:
+        unsqueeze = helper.make_node("Unsqueeze", ["mask", "minus1"], ["mu"])
+        sums = [helper.make_node("ReduceSum", [x, "axis"], [y], keepdims=0) for x, y in (("hm", "s"), ("m", "c"))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]),
+             helper.make_node(last, ["p", "g"] if last == "LayerNormalization" else ["p"], ["h"]),
+             unsqueeze, helper.make_node("Shape", ["h"], ["hs"]), helper.make_node("Expand", ["mu", "hs"], ["me"]),
+             helper.make_node("Cast", ["me"], ["m"], to=TensorProto.FLOAT), helper.make_node("Mul", ["h", "m"], ["hm"]),
+             *sums, helper.make_node("Clip", ["c", "eps"], ["cc"]), helper.make_node("Div", ["s", "cc"], ["y"])]
+    return make_model(nodes, [_out("x", ["N", "T", 16]), helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", "T"])],
+                      [_out("y", ["N", 8])],
+                      [init("w", scaled_normal(16, 8)), init("g", np.ones(8, np.float32)),
+                       init("minus1", np.array([-1], np.int64)), init("axis", np.array([1], np.int64)),
+                       init("eps", np.array(1e-9, np.float32))], opset=opset)
+
+
+def test_a_masked_mean_keeps_what_its_features_are():
+    """A sentence embedding (LayerNorm'd token features, mean-pooled under the attention
+    mask) is values; the same mean over per-token logits is still a head's scores."""
+    assert output_kinds(masked_mean("LayerNormalization")) == {"y": "values"}
+    assert output_kinds(masked_mean("Identity")) == {"y": "head"}
+    assert output_kinds(masked_mean("Identity", opset=11)) == {"y": "head"}
+    over_features = masked_mean("LayerNormalization")  # a sum over the last axis makes something else
+    over_features.graph.initializer[3].CopyFrom(init("axis", np.array([-1], np.int64)))
+    assert output_kinds(over_features) == {"y": "unknown"}
+
+
 def test_classifiers_the_evidence_rules_must_not_catch():
     # A licence-plate reader: [N, 5 * 36] -> [N, 5, 36], one character per position
     reader = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["z"]),

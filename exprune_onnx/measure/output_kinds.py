@@ -6,7 +6,8 @@ per-position logits of a language model [N, T, V], and a sorted TopK [N, k] like
 classifier's [N, C] (its arg-max is always 0, so top-1 agreement would be 100% whatever
 changed). ``output_kinds`` walks back from each output, through ops that keep what the
 last axis means (casts, reshapes, transposes, slices, gathers, a constant bias or scale,
-a softcap's Tanh, a mask's Where), to an op that tells:
+a softcap's Tanh, a mask's Where, a sum, mean or max over other axes, a product with or
+quotient by an attention mask's values: a masked mean over tokens), to an op that tells:
 
 * ``topk``: TopK's values or indices;
 * ``yesno``: a Sigmoid on one or two axes ([N], [N, 1], [N, C]) reached through ops that
@@ -33,6 +34,7 @@ import contextlib
 
 import onnx
 import onnx.inliner
+from onnx import TensorProto, numpy_helper
 
 _STOP = {"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose", "Softmax", "LogSoftmax"}
 _NORMS = {"LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
@@ -46,6 +48,15 @@ _SCALE = {"Add", "Sub", "Mul", "Div"}  # with a constant operand: a bias, a temp
 # one to other bounds leaves values layout_of does not read as probabilities.)
 _RESCALE = _SCALE | {"Neg", "Tanh"}
 BOX = 4  # coordinates per box
+# What a masked mean multiplies by and divides by: an integer or boolean input (an attention
+# mask) or a comparison's result, made float, repeated and summed by these.
+_MASK_PATH = {"Cast", "CastLike", "Unsqueeze", "Expand", "Reshape", "Squeeze", "Identity", "ReduceSum", "Clip",
+              "Max", "Transpose"}
+_COMPARISONS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or"}
+_NOT_FLOAT = {TensorProto.BOOL, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
+              TensorProto.INT32, TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64}
+# Reductions that keep the last axis when they reduce others: pooling over tokens or positions.
+_POOLS = {"ReduceSum", "ReduceMean", "ReduceMax"}
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
 
@@ -81,6 +92,10 @@ class _Walk:
         self.producer = {name: node for node in graph.node for name in node.output}
         self.constants = {t.name for t in graph.initializer} | {
             n.output[0] for n in graph.node if n.op_type == "Constant"}
+        self.masks = {v.name for v in graph.input if v.type.tensor_type.elem_type in _NOT_FLOAT}
+        self.values = {t.name: t for t in graph.initializer if len(t.dims) <= 1}
+        self.values.update((n.output[0], a.t) for n in graph.node if n.op_type == "Constant"
+                           for a in n.attribute if a.name == "value")
         self.shapes = dict(outer_shapes or {})
         self.shapes.update((v.name, _dims(v)) for v in [*graph.input, *graph.value_info, *graph.output]
                            if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"))
@@ -146,7 +161,31 @@ class _Walk:
             return node.input[1] if node.input[2] in self.constants else node.input[2]
         if node.op_type in _PASS and node.input:
             return node.input[0]
+        if node.op_type in _POOLS and self._keeps_last_axis(node):
+            return node.input[0]  # a mean over tokens: each feature is what it was
         return None
+
+    def _keeps_last_axis(self, node: onnx.NodeProto) -> bool:
+        """Whether a reduction reduces axes other than the last only (none given: all)."""
+        rank = len(self.shapes.get(node.input[0]) or [])
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if axes is None and len(node.input) > 1 and node.input[1] in self.values:
+            axes = numpy_helper.to_array(self.values[node.input[1]]).reshape(-1).tolist()
+        return bool(rank and axes) and all(int(a) % rank != rank - 1 for a in axes)
+
+    def _from_a_mask(self, name: str) -> bool:
+        """Whether ``name`` is a mask (an integer or boolean input, or a comparison) made
+        float, repeated or summed: what a masked mean multiplies and divides by."""
+        for _ in range(2 * ROOT_STEPS):
+            if name in self.masks:
+                return True
+            node = self.producer.get(name)
+            if node is not None and node.op_type in _COMPARISONS:
+                return True
+            if node is None or node.op_type not in _MASK_PATH or not node.input:
+                return False
+            name = node.input[0]
+        return False
 
     def _straight_from_a_layer(self, name: str) -> bool:
         """Whether ``name`` is a Gemm/MatMul's output, or that plus a constant bias."""
@@ -156,8 +195,9 @@ class _Walk:
         return node is not None and node.op_type in ("Gemm", "MatMul")
 
     def _one_live_input(self, node: onnx.NodeProto) -> str | None:
-        """``node``'s one input that is not a constant (a bias's, a scale's), or None."""
-        live = [i for i in node.input if i not in self.constants]
+        """``node``'s one input that is not a constant (a bias's, a scale's) nor a mask's
+        (a masked mean's weights and count), or None."""
+        live = [i for i in node.input if i not in self.constants and not self._from_a_mask(i)]
         return live[0] if len(live) == 1 else None
 
     def _normalises(self, node: onnx.NodeProto) -> bool:
