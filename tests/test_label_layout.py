@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from exprune_onnx.tuning.label_layout import Layout, is_yes_no, layout_of, map_class_axis
-from exprune_onnx.tuning.metrics import check_labels, score
+from exprune_onnx.tuning.metrics import IGNORE, check_labels, score
 
 
 @pytest.mark.parametrize(("shape", "labels", "axis"), [
@@ -64,6 +64,20 @@ def test_a_binary_classifier_s_one_score_is_one_yes_or_no_a_sample(shape):
     flat, flat_labels = layout.scores(ref), layout.labels(labels)
     assert flat.shape == (4, 2) and flat_labels.shape == (4,)
     assert np.array_equal(flat.argmax(-1), [1, 0, 1, 1])
+
+
+def test_a_regression_onto_yes_and_no_is_cut_where_it_answers_its_labels():
+    """A regressor trained on 0/1 targets strays outside [0, 1]: cut at 0 it would say yes
+    to nearly everything; at 0.5 it answers its labels. Logits keep 0, and so does a tie."""
+    regressed = np.array([-0.08, 0.12, 0.31, 0.93, 1.07, 0.71, 0.05, 0.44], np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, IGNORE])
+    assert layout_of(regressed, labels) == Layout(threshold=0.5)
+    assert layout_of(regressed[:, None], labels[:, None]) == Layout(threshold=0.5)
+    logits = np.array([-2.1, -0.3, 0.2, 3.0, 0.4, -1.5], np.float32)
+    assert layout_of(logits, np.array([0, 0, 1, 1, 1, 0])) == Layout(threshold=0.0)
+    # Logits spread past [-0.5, 1.5]: 0 stays, though 0.5 answers these labels better
+    assert layout_of(logits, np.array([0, 0, 0, 1, 0, 0])) == Layout(threshold=0.0)
+    assert layout_of(np.array([-1.0, 2.0], np.float32), np.array([0, 1])) == Layout(threshold=0.0)
 
 
 @pytest.mark.parametrize(("scores", "threshold"), [

@@ -10,7 +10,8 @@ shapes of labels are common, and only the labels tell them apart from values:
   [N, 1]), or multi-hot labels [N, C] for a multi-label classifier's [N, C] scores (a
   sigmoid per class). Each score is a yes or a no, read as two classes, yes when the
   score is over the threshold (0.5 for an output the data keeps in [0, 1],
-  probabilities; else 0, logits). Accuracy is then the share of right answers, and a
+  probabilities, or for one that answers its labels better so, a regression onto 0 and
+  1; else 0, logits). Accuracy is then the share of right answers, and a
   multi-label sample's loss its share of those lost. One-hot labels (a single 1 per
   sample) are not multi-hot: they are refused with the advice to take their arg-max.
 
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .metrics import IGNORE
+
+NEAR_SHARE = 0.9  # of a regression's values onto 0 and 1 that lie within [-0.5, 1.5]
 
 
 def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
@@ -116,8 +119,22 @@ def layout_of(a: np.ndarray, labels: np.ndarray | None, kind: str | None = None)
     probabilities = a.dtype.kind == "f" and a.size and a.min() >= 0 and a.max() <= 1
     sigmoid = labels is None and kind == "yesno" and probabilities and a.ndim in (1, 2)
     if sigmoid or is_yes_no(a, labels):
-        return Layout(threshold=0.5 if probabilities else 0.0)
+        return Layout(threshold=0.5 if probabilities else _cut(a, labels))
     return Layout()
+
+
+def _cut(a: np.ndarray, labels: np.ndarray | None) -> float:
+    """0 (logits) unless the labels say 0.5: a regression onto 0 and 1 (a regressor trained
+    on yes/no targets strays a little outside [0, 1]) answers its labels better cut at the
+    middle of the two than at 0, where a classifier's logits answer best. Only values that
+    stay near [0, 1] are taken for such a regression: logits spread far past it."""
+    scores = a.reshape(len(a), -1)
+    truth = None if labels is None else labels.reshape(len(labels), -1)
+    if truth is None or truth.shape != scores.shape or np.mean(np.abs(scores - 0.5) <= 1) < NEAR_SHARE:
+        return 0.0
+    known = truth != IGNORE
+    right = {cut: ((scores > cut) == (truth == 1))[known].sum() for cut in (0.0, 0.5)}
+    return 0.5 if right[0.5] > right[0.0] else 0.0
 
 
 def laid_out(reference: np.ndarray, all_labels: np.ndarray | None, labels: np.ndarray | None,
