@@ -8,6 +8,7 @@ Bernoulli KL divergence; the sample counts by a loop over n of ``binom.cdf(0, n,
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -73,6 +74,18 @@ def test_upper_bound_edges():
 @pytest.mark.parametrize("mean, n, alpha, ref", HOEFFDING_BENTKUS)
 def test_hoeffding_bentkus_matches_reference(mean, n, alpha, ref):
     assert hoeffding_bentkus_p_value(mean, n, alpha) == pytest.approx(ref, rel=1e-9)
+
+
+def test_a_tiny_budget_needs_a_count_past_float_not_an_overflow():
+    """(1 - a)^n <= delta for n = -ln(delta) / a once a is below float's resolution of 1 - a
+    (a subnormal budget would overflow the float ratio); the message shortens the count."""
+    from exprune_onnx.tuning.certify import _count
+
+    for alpha in (1e-17, 1e-200, 1e-322):
+        n = samples_needed(alpha, 0.9)
+        assert isinstance(n, int) and abs(n * Fraction(alpha) / Fraction(math.log(10)) - 1) < 1e-9
+    assert _count(samples_needed(1e-322, 0.9)) == "about 2.33e322"  # 1e-322 is stored as 9.88e-323
+    assert _count(2302) == "2302"
 
 
 @pytest.mark.parametrize("alpha, confidence, n", NEEDED)

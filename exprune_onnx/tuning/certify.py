@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import onnx
@@ -307,17 +309,23 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
         rows.append(("certified", "no rung: no pruning layer was written"))
     if not cert.enough:
         rows.append(("data", f"too small: certifying {pct} at confidence {cert.confidence:g} needs at least "
-                             f"{cert.needed} testing samples with no loss, there are {cert.samples}; give "
-                             f"{_total_needed(cert)} or more calibration samples, a larger --max-drop or a lower "
+                             f"{_count(cert.needed)} testing samples with no loss, there are {cert.samples}; give "
+                             f"{_count(_total_needed(cert))} or more calibration samples, a larger --max-drop or a lower "
                              f"--confidence"))
     else:
         rows.append(("data", f"enough: {cert.needed} testing samples with no loss would certify {pct}"))
     return rows
 
 
+def _count(n: int) -> str:
+    """A sample count as a person reads it: a tiny budget's may have hundreds of digits."""
+    digits = str(n)
+    return digits if len(digits) <= 15 else f"about {digits[0]}.{digits[1:3]}e{len(digits) - 1}"
+
+
 def _total_needed(cert: Certificate) -> int:
     # The testing part is the --holdout share of the data: scale the need up by it.
-    return cert.needed if cert.share <= 0 else int(np.ceil(cert.needed / cert.share))
+    return cert.needed if cert.share <= 0 else math.ceil(cert.needed / Fraction(cert.share))  # needed may pass floats
 
 
 def certificate_json(cert: Certificate | None) -> dict | None:

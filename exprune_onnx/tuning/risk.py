@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 
@@ -106,7 +107,10 @@ def samples_needed(alpha: float, confidence: float) -> int:
     if alpha >= 1:
         return 0
     delta = 1.0 - confidence
-    n = max(0, math.ceil(math.log(delta) / math.log1p(-alpha)) - 1)
+    ratio = math.log(delta) / math.log1p(-alpha)
+    if not ratio < 2.0**53:  # past float's integers (a budget like 1e-300 points): ln(1 - a) = -a there
+        return math.ceil(Fraction(-math.log(delta)) / Fraction(alpha))
+    n = max(0, math.ceil(ratio) - 1)
     while binom_cdf(0, n, alpha) > delta:  # the ratio above rounds: settle it exactly
         n += 1
     return n
