@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.text import Text
 
 from ._version import __version__
+from .cli_boundary import guarded, make_console, pipe_closed
 from .cli_options import a_number, calibration_only, common_options, file_path, input_options
 from .config import (
     DEFAULT_CONFIDENCE,
@@ -22,10 +20,8 @@ from .config import (
     load_config,
     parse_k,
 )
-from .errors import ExPruneError, error_message
 from .report import tables as report
 from .tuning.metrics import METRICS
-from .workflow import UsageProblem
 
 _EPILOG_OPTIMIZE = """\b
 Examples:
@@ -64,66 +60,6 @@ Examples:
 """
 
 
-def _pipe_closed() -> None:
-    """The reader stopped reading (`| head`): end as a tool that SIGPIPE stopped, with no
-    second error when the interpreter flushes stdout on the way out."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(141)
-
-
-class _Console(Console):
-    def on_broken_pipe(self) -> None:  # rich's own exits 1, our "internal error"
-        _pipe_closed()
-
-
-def _console(stderr: bool = False) -> Console:
-    # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
-    stream = sys.stderr if stderr else sys.stdout
-    return _Console(stderr=stderr, width=None if stream.isatty() else 200)
-
-
-def _fail(console: Console, exc: BaseException, debug: bool) -> None:
-    if debug:
-        console.print_exception()
-    # Messages quote shapes and names: print them as plain text, never as rich markup, and
-    # on one line: soft_wrap stops rich from breaking long paths at the console width.
-    if isinstance(exc, ExPruneError):
-        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False,
-                      soft_wrap=True)
-        sys.exit(exc.exit_code)
-    if isinstance(exc, KeyboardInterrupt):
-        console.print(Text.assemble(("interrupted", "bold red"), ": stopped by Ctrl-C; no file is left half-written"))
-        sys.exit(130)
-    if isinstance(exc, BrokenPipeError):
-        _pipe_closed()
-    console.print(Text.assemble(("internal error:", "bold red"),
-                                f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
-                  highlight=False, soft_wrap=True)
-    sys.exit(1)
-
-
-def _guarded(fn):
-    """Turn every failure into a one-line message and an exit code; --debug shows the traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        ctx = click.get_current_context()
-        debug = ctx.find_root().params.get("debug", False)
-        err = _console(stderr=True)
-        try:
-            done = fn(*args, **kwargs)
-            sys.stdout.flush()  # a closed pipe shows here, not in click's own handler (exit 1)
-            return done
-        except click.ClickException:
-            raise
-        except UsageProblem as exc:
-            raise click.UsageError(str(exc)) from None
-        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
-            _fail(err, exc, debug)
-
-    return wrapper
-
-
 def _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only=(),
              emit_stats=False) -> Options:
     if threshold is not None and config is not None:
@@ -150,7 +86,7 @@ class _Group(click.Group):
             # click ends a closed pipe in its own output (--help, --version) with 1, after
             # wrapping stdout so that the exit's flush stays quiet.
             if exc.code == 1 and isinstance(sys.stdout, click.utils.PacifyFlushWrapper):
-                _pipe_closed()
+                pipe_closed()
             raise
 
 
@@ -241,7 +177,7 @@ def main(debug: bool) -> None:
 @click.option("--latency-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="onnxruntime intra-op threads the latency objective times with.")
 @input_options
-@_guarded
+@guarded
 def optimize(model, output, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, explain,
              emit_stats, check, check_data, check_samples, seed, calibration, labels, max_drop, metric, score_output,
              holdout,
@@ -291,8 +227,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         move_into_place(staged)
     finally:
         discard(staged)
-    report.print_optimized(_console(), done, original, model.name, explain, options.argmax_only)
-    _console().print(f"wrote {output}")
+    report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
+    make_console().print(f"wrote {output}")
 
 
 @main.command(epilog=_EPILOG_EVALUATE)
@@ -308,7 +244,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
 @input_options
-@_guarded
+@guarded
 def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path, input_shapes, input_values):
     """Compare OPTIMIZED with ORIGINAL: outputs, metric, FLOPs the ops skipped, latency side by side."""
     import platform
@@ -331,7 +267,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .progress import for_terminal
 
     refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
-    console = _console()
+    console = make_console()
     ref, opt = load_model(original), load_model(optimized)
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
@@ -363,14 +299,14 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @click.argument("model", type=click.Path(path_type=Path))
 @common_options
 @input_options(values=False)
-@_guarded
+@guarded
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .compiler.pipeline import inspect as run_inspect
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
 
-    console = _console()
+    console = make_console()
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
                        include_first_layer, unit_order, argmax_only)
     original = load_model(model)
@@ -400,7 +336,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
 @input_options
-@_guarded
+@guarded
 def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
            input_values):
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
@@ -417,7 +353,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
 
     if labels is not None and data_path is None:
         raise click.UsageError("--labels goes with --data")
-    console = _console()
+    console = make_console()
     ref, opt = load_model(original), load_model(optimized)
     if uses_library(ref) and not uses_library(opt):
         raise click.UsageError(f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first "

@@ -104,6 +104,25 @@ def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would(args):
     assert proc.returncode == 141 and b"Traceback" not in proc.stderr, proc.stderr
 
 
+def test_a_sigterm_while_the_outputs_are_staged_leaves_none_of_them(example, tmp_path):
+    """A scheduler's stop or `timeout` sends SIGTERM: the command cleans up as on Ctrl-C
+    (143, one line, no staged .exprune-* file left). The process sends it to itself while
+    its report is being staged, so the signal lands there every time."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys; from exprune_onnx.io import outputs; from exprune_onnx.cli import main\n"
+            "def text(payload):\n    os.kill(os.getpid(), signal.SIGTERM)\n    return '{}'\n"
+            "outputs.json_text = text; sys.argv[0] = 'exprune-onnx'; main()")
+    args = ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check", "--objective", "flops",
+            "--threshold", "-1", "--report", str(tmp_path / "r.json")]
+    before = example.read_bytes()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, timeout=300)
+    assert proc.returncode == 143 and b"terminated: stopped by SIGTERM" in proc.stderr, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"] and example.read_bytes() == before
+
+
 def test_an_output_path_ending_in_a_separator_names_a_directory(example, tmp_path):
     """pathlib drops the trailing separator: `-o out/new/` wrote a file named `new`."""
     r = CliRunner().invoke(main, ["optimize", str(example), "-o", f"{tmp_path}/new/", "--no-check"])

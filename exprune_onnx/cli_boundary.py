@@ -1,0 +1,94 @@
+"""The command line's boundary: every failure becomes one line and an exit code, and a
+SIGTERM (a scheduler's stop, `timeout`) cleans up as Ctrl-C does, leaving no staged file."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from .errors import ExPruneError, error_message
+from .workflow import UsageProblem
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that staged outputs are removed on the way out
+    (a BaseException, as KeyboardInterrupt is: no ``except Exception`` swallows it)."""
+
+
+def _on_sigterm(_signum, _frame) -> None:
+    raise Terminated
+
+
+def pipe_closed() -> None:
+    """The reader stopped reading (`| head`): end as a tool that SIGPIPE stopped, with no
+    second error when the interpreter flushes stdout on the way out."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich's own exits 1, our "internal error"
+        pipe_closed()
+
+
+def make_console(stderr: bool = False) -> Console:
+    # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
+    stream = sys.stderr if stderr else sys.stdout
+    return _Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
+def fail(console: Console, exc: BaseException, debug: bool) -> None:
+    if debug:
+        console.print_exception()
+    # Messages quote shapes and names: print them as plain text, never as rich markup, and
+    # on one line: soft_wrap stops rich from breaking long paths at the console width.
+    if isinstance(exc, ExPruneError):
+        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False,
+                      soft_wrap=True)
+        sys.exit(exc.exit_code)
+    if isinstance(exc, Terminated):
+        console.print(Text.assemble(("terminated", "bold red"), ": stopped by SIGTERM; no file is left half-written"))
+        sys.exit(143)
+    if isinstance(exc, KeyboardInterrupt):
+        console.print(Text.assemble(("interrupted", "bold red"), ": stopped by Ctrl-C; no file is left half-written"))
+        sys.exit(130)
+    if isinstance(exc, BrokenPipeError):
+        pipe_closed()
+    console.print(Text.assemble(("internal error:", "bold red"),
+                                f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
+                  highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+def guarded(fn):
+    """Turn every failure into a one-line message and an exit code; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        err = make_console(stderr=True)
+        main_thread = threading.current_thread() is threading.main_thread()  # handlers are set there only
+        before = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        try:
+            done = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not in click's own handler (exit 1)
+            return done
+        except click.ClickException:
+            raise
+        except UsageProblem as exc:
+            raise click.UsageError(str(exc)) from None
+        except (Exception, KeyboardInterrupt, Terminated) as exc:  # noqa: BLE001 - the CLI boundary
+            fail(err, exc, debug)
+        finally:
+            if main_thread:  # a caller in the same process (tests, a notebook) gets its own back
+                signal.signal(signal.SIGTERM, before)
+
+    return wrapper
