@@ -60,6 +60,10 @@ Examples:
 """
 
 
+def _no_nan(_ctx, _param, value):
+    return a_number(value)  # click's FloatRange lets nan through: every comparison with it is false
+
+
 def _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only=(),
              emit_stats=False) -> Options:
     if threshold is not None and config is not None:
@@ -138,7 +142,7 @@ def main(debug: bool) -> None:
               help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
-@click.option("--max-drop", type=click.FloatRange(0, 1), callback=lambda _c, _p, v: a_number(v),
+@click.option("--max-drop", type=click.FloatRange(0, 1), callback=_no_nan,
               default=0.001, show_default=True,
               help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
@@ -331,9 +335,9 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
 @click.option("--samples", type=click.IntRange(min=1), default=32, show_default=True,
               help="Random inputs to run on when no --data is given.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True, callback=_no_nan,
               help="Least top-1 (a Sigmoid's: yes/no) agreement with the original, for classifier outputs.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, callback=_no_nan,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
 @input_options
 @guarded

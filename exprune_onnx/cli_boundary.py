@@ -61,6 +61,11 @@ def fail(console: Console, exc: BaseException, debug: bool) -> None:
         sys.exit(130)
     if isinstance(exc, BrokenPipeError):
         pipe_closed()
+    if isinstance(exc, MemoryError):  # numpy's says how many bytes it wanted, nothing of what to do
+        console.print(Text.assemble(("error:", "bold red"), f" out of memory ({error_message(exc) or 'MemoryError'}): "
+                                    "use fewer samples (--samples, --check-samples, smaller data files) or a "
+                                    "smaller batch"), highlight=False, soft_wrap=True)
+        sys.exit(1)
     console.print(Text.assemble(("internal error:", "bold red"),
                                 f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
                   highlight=False, soft_wrap=True)

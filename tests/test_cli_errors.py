@@ -483,3 +483,17 @@ def test_an_original_onnxruntime_cannot_load_is_a_model_problem(command, tmp_pat
         r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), *objective])
     assert_one_line_error(r, 3, "onnxruntime cannot load the original model", "Mystery")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_running_out_of_memory_says_what_to_do(monkeypatch):
+    """`verify --samples 100000000` asked numpy for 584 GiB: one line that names the options
+    that shrink the run, not "internal error: MemoryError"."""
+    from exprune_onnx.io import data
+
+    def too_big(*_args, **_kwargs):
+        raise MemoryError("Unable to allocate 584. GiB for an array with shape (100000000, 1, 28, 28)")
+
+    monkeypatch.setattr(data, "random_arrays", too_big)
+    r = invoke("verify", str(EXAMPLE), str(EXAMPLE), "--samples", "100000000")
+    assert r.exit_code == 1 and "out of memory (Unable to allocate 584. GiB" in r.output and "--samples" in r.output
+    assert "internal error" not in r.output

@@ -257,6 +257,14 @@ def test_bad_input_is_one_line(optimized, tmp_path):
     r = invoke("verify", EXAMPLE, optimized, "--data", bad)
     assert r.exit_code == 6 and "no array for model input 'input'" in error_text(r)
     assert invoke("verify", EXAMPLE, optimized, "--labels", bad).exit_code == 2
+    words = tmp_path / "words.npy"  # labels that are no class indices: the data's fault, as evaluate says
+    np.save(words, np.array(["9", "2"]))
+    np.savez(bad, input=np.zeros((2, 1, 28, 28), np.float32))
+    r = invoke("verify", EXAMPLE, optimized, "--data", bad, "--labels", words)
+    assert r.exit_code == 6 and "whole class indices" in error_text(r)
+    for option in ("--min-agreement", "--tolerance"):  # click's ranges let nan through
+        r = invoke("verify", EXAMPLE, optimized, option, "nan")
+        assert r.exit_code == 2 and "nan is not a number" in r.output
 
 
 def test_exact_copy_prunes_nothing(tmp_path):

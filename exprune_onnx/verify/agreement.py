@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from .. import ops
-from ..errors import error_message
+from ..errors import DataError, error_message
 from ..io.data import Dataset
 from ..progress import quiet
 from .base import Row
@@ -18,6 +18,8 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     name = "agreement"
     try:
         checked = compare(original, optimized, data, batch=batch, log=log)
+    except DataError:
+        raise  # the data's fault (labels that are no class indices): exit 6, as evaluate says
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
         return Row(name, False, error_message(exc))
     parts, ok = [], True
