@@ -197,6 +197,23 @@ def test_a_masked_mean_keeps_what_its_features_are():
     assert output_kinds(over_features) == {"y": "unknown"}
 
 
+def two_heads(second: str) -> onnx.ModelProto:
+    """x [N, 16] -> MatMul -> Relu -> h; h -> MatMul -> logits [N, 5]; h -> MatMul -> ``second`` [N, 4]."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Relu", ["p"], ["h"]),
+             helper.make_node("MatMul", ["h", "wc"], ["logits"]), helper.make_node("MatMul", ["h", "wb"], [second])]
+    return make_model(nodes, [_out("x", ["N", 16])], [_out("logits", ["N", 5]), _out(second, ["N", 4])],
+                      [init("w", scaled_normal(16, 32)), init("wc", scaled_normal(32, 5)), init("wb", scaled_normal(32, 4))])
+
+
+@pytest.mark.parametrize(("second", "kind"), [
+    ("boxes", "values"), ("bbox_regression", "values"), ("predBoxes", "values"), ("embeddings", "values"),
+    ("output2", "head"), ("class_scores", "head"), ("boxing_logits", "head"),  # whole words only
+])
+def test_an_output_s_name_tells_where_the_graph_does_not(second, kind):
+    """A Linear box regression beside the logits is a head to the graph; its name says values."""
+    assert output_kinds(two_heads(second)) == {"logits": "head", second: kind}
+
+
 def test_classifiers_the_evidence_rules_must_not_catch():
     # A licence-plate reader: [N, 5 * 36] -> [N, 5, 36], one character per position
     reader = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["z"]),

@@ -24,13 +24,15 @@ quotient by an attention mask's values: a masked mean over tokens), to an op tha
 * ``unknown``: anything else.
 
 Only ``topk``, ``values`` and ``yesno`` overrule the shape (metrics.is_scores), and only evidence
-that no classifier shows makes ``values``: a model the graph says nothing clear about is
-read by its shape, as before.
+that no classifier shows makes ``values``. Where the graph says nothing clear (a head or
+an unknown op), the output's name may: ``boxes``, ``bbox_regression``, ``embeddings``,
+``features`` (a word of VALUE_WORDS) are values; the rest is read by its shape.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 
 import onnx
 import onnx.inliner
@@ -57,6 +59,12 @@ _NOT_FLOAT = {TensorProto.BOOL, TensorProto.INT8, TensorProto.UINT8, TensorProto
               TensorProto.INT32, TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64}
 # Reductions that keep the last axis when they reduce others: pooling over tokens or positions.
 _POOLS = {"ReduceSum", "ReduceMean", "ReduceMax"}
+# Words in an output's name that say values, not class scores (each a whole word of it:
+# pred_boxes, bboxRegression, last_hidden_state, sentence_embedding).
+VALUE_WORDS = {"box", "boxes", "bbox", "bboxes", "coord", "coords", "coordinates", "landmark", "landmarks", "keypoint",
+               "keypoints", "kpts", "embedding", "embeddings", "emb", "embed", "feature", "features", "feat", "feats",
+               "hidden", "regression", "reg", "depth", "disparity", "offset", "offsets", "delta", "deltas", "loc",
+               "pose", "flow", "latent", "recon", "reconstruction"}
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
 
@@ -77,7 +85,16 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
     known = {v.name for v in [*light.graph.value_info, *light.graph.output]}
     # Past an op inference does not know (ours), the model's own entries are all there is.
     light.graph.value_info.extend(v for v in given if v.name not in known)
-    return _Walk(light.graph).kinds()
+    return {name: _named(name, kind) for name, kind in _Walk(light.graph).kinds().items()}
+
+
+def _named(name: str, kind: str) -> str:
+    """``kind``, or ``values`` where the graph tells nothing and the output's name does: a
+    Linear box regression beside a classifier's logits looks like a second classifier."""
+    if kind not in ("head", "unknown"):
+        return kind
+    words = set(re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower()))
+    return "values" if words & VALUE_WORDS else kind
 
 
 def _dims(v: onnx.ValueInfoProto) -> list:
