@@ -29,7 +29,7 @@ from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError, error_message
-from exprune_onnx.io.data import load_dataset, random_dataset
+from exprune_onnx.io.data import dataset_of, load_dataset, random_dataset
 from exprune_onnx.io.feeds import InputSpec, batch_layout, parse_input_shape, parse_input_value
 
 
@@ -125,6 +125,29 @@ def test_batch_layout(dims, shapes, layout):
         [], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in dims.items()], []))
     batch, whole = batch_layout(model, InputSpec(shapes))
     assert (batch, set(whole)) == layout
+
+
+@pytest.mark.parametrize(("dims", "refused"), [
+    ([30, "N", 12], True),  # sequence-first (PyTorch's GRU/LSTM/Transformer default): T fixed, batch second
+    ([30, "batch_size", 12], True),
+    ([2, "T", 12], False),  # dynamo fixed the example's batch of 2, the sequence stays open
+    ([1, "N", 12], False),  # a first dim of 1 is a batch of 1 whatever follows
+    (["N", 30, 12], False),
+])
+def test_a_batch_axis_that_is_not_the_first_is_refused(dims, refused):
+    """Samples run along the first axis: with a fixed T first, samples would be fed along
+    the time axis and every check scored on scrambled inputs."""
+    model = helper.make_model(helper.make_graph(
+        [], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], []))
+    x = np.zeros((4, *[d if isinstance(d, int) else 1 for d in dims[1:]]), np.float32)
+    for make in (lambda: random_dataset(model, 4, 0, InputSpec({"x": tuple(d if isinstance(d, int) else 1
+                                                                           for d in dims)})),
+                 lambda: dataset_of({"x": x}, model)):
+        if refused:
+            with pytest.raises(DataError, match=r"is \[30, \w+, 12\]: its batch axis '\w+' is not the first"):
+                make()
+        else:
+            make()
 
 
 @pytest.mark.parametrize("first", [1, "N"])

@@ -22,6 +22,7 @@ from ..errors import DataError
 from .feeds import (
     InputSpec,
     batch_layout,
+    check_batch_first,
     check_spec,
     fixed_batch,
     input_dims,
@@ -129,6 +130,7 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in arrays.items()}
     spec = spec or InputSpec()
     check_spec(model, spec)
+    check_batch_first(model)
     batch, whole = batch_layout(model, spec)
     missing = {vi.name for vi in model_inputs(model) if vi.name not in arrays and vi.name in spec.values}
     if missing:
@@ -264,6 +266,7 @@ def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputS
     other dims must be known or given by ``spec``."""
     spec = spec or InputSpec()
     check_spec(model, spec)
+    check_batch_first(model)
     batched, whole = random_arrays(model, samples, seed, spec)
     if not batched:
         raise DataError("none of the model's inputs has a batch axis: there is no sample axis to run over")

@@ -154,6 +154,24 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
     return (sizes.pop() if len(sizes) == 1 else None), whole
 
 
+def check_batch_first(model: onnx.ModelProto) -> None:
+    """Refuse an input whose batch axis is not its first: a first dim fixed above 1 before
+    a dim named as a batch ([30, N, 12], a sequence-first RNN or nn.Transformer). Samples
+    run along the first axis, so the fixed 30 would be taken for the batch and samples fed
+    along the time axis: every check and score on scrambled inputs."""
+    for vi in model_inputs(model):
+        dims = input_dims(vi)
+        named = [d for d in dims[1:] if isinstance(d, str) and _batch_name(d)]
+        if dims and _number(dims[0]) and dims[0] > 1 and named:
+            raise DataError(f"input '{vi.name}' is {_show(dims)}: its batch axis '{named[0]}' is not the first (a "
+                            f"sequence-first model); exprune-onnx runs samples along the first axis: export it "
+                            f"batch-first (batch_first=True, or a Transpose at the inputs and outputs)")
+
+
+def _batch_name(dim: str) -> bool:
+    return dim.lower() in ("n", "b", "bs") or "batch" in dim.lower()
+
+
 def _number(d) -> bool:
     return isinstance(d, int) and d > 0
 
