@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from exprune_onnx.tuning.label_layout import Layout, is_yes_no, layout_of, map_class_axis
+from exprune_onnx.tuning.label_layout import Layout, is_yes_no, laid_out, layout_of, map_class_axis
 from exprune_onnx.tuning.metrics import IGNORE, check_labels, score
 
 
@@ -73,6 +73,10 @@ def test_a_regression_onto_yes_and_no_is_cut_where_it_answers_its_labels():
     labels = np.array([0, 0, 0, 1, 1, 1, 0, IGNORE])
     assert layout_of(regressed, labels) == Layout(threshold=0.5)
     assert layout_of(regressed[:, None], labels[:, None]) == Layout(threshold=0.5)
+    # A calibration part: its outputs with its own labels, the layout from the whole data's
+    part = np.array([0, 3, 4, 6])
+    layout, _scores, part_labels = laid_out(regressed[part], labels, labels[part])
+    assert layout == Layout(threshold=0.5) and np.array_equal(part_labels, labels[part])
     logits = np.array([-2.1, -0.3, 0.2, 3.0, 0.4, -1.5], np.float32)
     assert layout_of(logits, np.array([0, 0, 1, 1, 1, 0])) == Layout(threshold=0.0)
     # Logits spread past [-0.5, 1.5]: 0 stays, though 0.5 answers these labels better

@@ -110,16 +110,18 @@ class Layout:
         return flat[:, 0] if self.threshold is not None and flat.shape[1] == 1 else flat
 
 
-def layout_of(a: np.ndarray, labels: np.ndarray | None, kind: str | None = None) -> Layout:
+def layout_of(a: np.ndarray, labels: np.ndarray | None, kind: str | None = None,
+              answers: np.ndarray | None = None) -> Layout:
     """The layout ``labels`` give the original's output ``a`` (module docstring); without
-    labels, ``kind`` (output_kinds.py) may make it yes/no."""
+    labels, ``kind`` (output_kinds.py) may make it yes/no. ``answers``: ``a``'s own labels,
+    row for row, where ``labels`` are a whole data set's and ``a`` one part's outputs."""
     axis = map_class_axis(a, labels)
     if axis is not None:
         return Layout(axis=axis)
     probabilities = a.dtype.kind == "f" and a.size and a.min() >= 0 and a.max() <= 1
     sigmoid = labels is None and kind == "yesno" and probabilities and a.ndim in (1, 2)
     if sigmoid or is_yes_no(a, labels):
-        return Layout(threshold=0.5 if probabilities else _cut(a, labels))
+        return Layout(threshold=0.5 if probabilities else _cut(a, labels if answers is None else answers))
     return Layout()
 
 
@@ -142,5 +144,5 @@ def laid_out(reference: np.ndarray, all_labels: np.ndarray | None, labels: np.nd
     """The layout ``all_labels`` (the whole data's; ``kind``: output_kinds.py's) give the
     original's ``reference`` output, and ``reference`` and ``labels`` (its part's) in it:
     what a calibration part is scored with."""
-    layout = layout_of(reference, all_labels, kind)
+    layout = layout_of(reference, all_labels, kind, answers=labels)
     return layout, layout.scores(reference), layout.labels(labels)
