@@ -197,6 +197,17 @@ def test_a_masked_mean_keeps_what_its_features_are():
     assert output_kinds(over_features) == {"y": "unknown"}
 
 
+@pytest.mark.parametrize("pool", ["ReduceMax", "ReduceMean"])
+def test_a_taggers_frames_pooled_over_time_stay_yes_or_no(pool):
+    """A sound-event tagger (PANNs): a Sigmoid per frame [N, T, C], then the max or mean
+    over T, [N, C]: clip-level yes/no answers, not values because the Sigmoid had 3 axes."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Sigmoid", ["z"], ["frames"]),
+             helper.make_node(pool, ["frames"], ["y"], axes=[1], keepdims=0)]
+    model = make_model(nodes, [_out("x", ["N", 50, 16])], [_out("y", ["N", 10])], [init("w", scaled_normal(16, 10))],
+                       opset=13)
+    assert output_kinds(model) == {"y": "yesno"}
+
+
 def two_heads(second: str) -> onnx.ModelProto:
     """x [N, 16] -> MatMul -> Relu -> h; h -> MatMul -> logits [N, 5]; h -> MatMul -> ``second`` [N, 4]."""
     nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Relu", ["p"], ["h"]),
@@ -208,10 +219,19 @@ def two_heads(second: str) -> onnx.ModelProto:
 @pytest.mark.parametrize(("second", "kind"), [
     ("boxes", "values"), ("bbox_regression", "values"), ("predBoxes", "values"), ("embeddings", "values"),
     ("output2", "head"), ("class_scores", "head"), ("boxing_logits", "head"),  # whole words only
+    ("box_scores", "head"), ("pose_logits", "head"),  # a word of classes too: classes
 ])
 def test_an_output_s_name_tells_where_the_graph_does_not(second, kind):
     """A Linear box regression beside the logits is a head to the graph; its name says values."""
     assert output_kinds(two_heads(second)) == {"logits": "head", second: kind}
+
+
+def test_a_softmax_says_classes_whatever_the_name():
+    """A depth-bin softmax (BEVDepth, LSS) is named depth: it is still class scores."""
+    model = two_heads("z")
+    model.graph.node.append(helper.make_node("Softmax", ["z"], ["depth"], axis=-1))
+    model.graph.output[1].name = "depth"
+    assert output_kinds(model) == {"logits": "head", "depth": "head"}
 
 
 def test_classifiers_the_evidence_rules_must_not_catch():

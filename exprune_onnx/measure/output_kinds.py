@@ -65,6 +65,8 @@ VALUE_WORDS = {"box", "boxes", "bbox", "bboxes", "coord", "coords", "coordinates
                "keypoints", "kpts", "embedding", "embeddings", "emb", "embed", "feature", "features", "feat", "feats",
                "hidden", "regression", "reg", "depth", "disparity", "offset", "offsets", "delta", "deltas", "loc",
                "pose", "flow", "latent", "recon", "reconstruction"}
+CLASS_WORDS = {"logit", "logits", "score", "scores", "prob", "probs", "probability", "probabilities", "cls", "class",
+               "classes", "conf", "confidence", "label", "labels"}
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
 
@@ -85,16 +87,19 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
     known = {v.name for v in [*light.graph.value_info, *light.graph.output]}
     # Past an op inference does not know (ours), the model's own entries are all there is.
     light.graph.value_info.extend(v for v in given if v.name not in known)
-    return {name: _named(name, kind) for name, kind in _Walk(light.graph).kinds().items()}
+    walk = _Walk(light.graph)
+    return {name: _named(name, kind, walk.stops.get(name)) for name, kind in walk.kinds().items()}
 
 
-def _named(name: str, kind: str) -> str:
+def _named(name: str, kind: str, stop: str | None) -> str:
     """``kind``, or ``values`` where the graph tells nothing and the output's name does: a
-    Linear box regression beside a classifier's logits looks like a second classifier."""
-    if kind not in ("head", "unknown"):
+    Linear box regression beside a classifier's logits looks like a second classifier.
+    A Softmax says classes whatever the name (a depth-bin softmax), as do names that say
+    so too (box_scores, pose_logits)."""
+    if kind not in ("head", "unknown") or stop in ("Softmax", "LogSoftmax"):
         return kind
     words = set(re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower()))
-    return "values" if words & VALUE_WORDS else kind
+    return "values" if words & VALUE_WORDS and not words & CLASS_WORDS else kind
 
 
 def _dims(v: onnx.ValueInfoProto) -> list:
@@ -117,15 +122,24 @@ class _Walk:
         self.shapes.update((v.name, _dims(v)) for v in [*graph.input, *graph.value_info, *graph.output]
                            if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"))
         self.steps = 0
+        self.stop: str | None = None  # the op the current walk stopped at (_STOP)
+        self.stops: dict[str, str | None] = {}
 
     def kinds(self) -> dict[str, str]:
-        return {o.name: self.kind(o.name) for o in self.graph.output}
+        """Each output's kind; ``stops`` then holds the op each walk stopped at, if any."""
+        out = {}
+        for o in self.graph.output:
+            self.stop = None
+            out[o.name] = self.kind(o.name)
+            self.stops[o.name] = self.stop
+        return out
 
     def kind(self, name: str, depth: int = 0, rescaled: bool = False) -> str:
         """The kind of ``name``; ``depth``: the Concats it is an input of (there, a Reshape
         into fours is a feature map's boxes: alone it may be a 4-class tagger);
         ``rescaled``: a scale or shift after it (through a Concat or an If)."""
         ranks = [len(self.shapes[name])] if name in self.shapes else []
+        pooled = False  # past a pool, the Sigmoid's own axes are not the output's
         while self.steps < 256:  # bounded: a malformed graph may loop, a Concat may fan out
             self.steps += 1
             node = self.producer.get(name)
@@ -133,13 +147,15 @@ class _Walk:
                 return "unknown"
             if node.op_type == "Sigmoid" and node.domain in ("", "ai.onnx") and name in self.shapes:
                 # On three axes or more, here or in the output (DETR's boxes): values. On
-                # fewer, read as is: a yes or no per class; scaled or shifted: unknown.
-                ranks.append(len(self.shapes[name]))
+                # fewer, read as is: a yes or no per class; scaled or shifted: unknown. A
+                # tagger's frames [N, T, C] pooled to [N, C] (max or mean) are yes/no too.
+                ranks += [] if pooled else [len(self.shapes[name])]
                 return "values" if max(ranks) >= 3 else "unknown" if rescaled else "yesno"
             told = self._tells(node, name, depth, rescaled)
             if told is not None:
                 return told
             rescaled |= node.op_type in _RESCALE
+            pooled |= node.op_type in _POOLS
             name = self._through(node, name)
             if name is None:
                 return "unknown"
@@ -154,6 +170,7 @@ class _Walk:
         if op in ("Div", "Mul") and self._normalises(node):
             return "values"  # a norm written out: LayerNorm, RMSNorm, an embedding's L2
         if op in _STOP:
+            self.stop = op
             return "head"
         if op == "TopK":
             return "topk"
