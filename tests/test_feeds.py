@@ -30,7 +30,7 @@ from onnx import TensorProto, helper
 from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError, error_message
 from exprune_onnx.io.data import dataset_of, load_dataset, random_dataset
-from exprune_onnx.io.feeds import InputSpec, batch_layout, parse_input_shape, parse_input_value
+from exprune_onnx.io.feeds import InputSpec, batch_layout, check_batch_first, parse_input_shape, parse_input_value
 
 
 def audio() -> onnx.ModelProto:
@@ -127,27 +127,34 @@ def test_batch_layout(dims, shapes, layout):
     assert (batch, set(whole)) == layout
 
 
-@pytest.mark.parametrize(("dims", "refused"), [
-    ([30, "N", 12], True),  # sequence-first (PyTorch's GRU/LSTM/Transformer default): T fixed, batch second
-    ([30, "batch_size", 12], True),
-    ([2, "T", 12], False),  # dynamo fixed the example's batch of 2, the sequence stays open
-    ([1, "N", 12], False),  # a first dim of 1 is a batch of 1 whatever follows
-    (["N", 30, 12], False),
+@pytest.mark.parametrize(("inputs", "refused"), [
+    ({"x": [30, "N", 12]}, "x"),  # sequence-first (PyTorch's GRU/LSTM/Transformer default): T fixed, batch second
+    ({"x": [30, "batch_size", 12]}, "x"),
+    ({"x": ["seq", "batch", 12]}, "x"),  # both open, the sequence first
+    ({"x": [30, "N", 12], "h0": [2, "N", 16]}, "x"),
+    ({"x": [2, "T", 12]}, None),  # dynamo fixed the example's batch of 2, the sequence stays open
+    ({"x": [1, "N", 12]}, None),  # a first dim of 1 is a batch of 1 whatever follows
+    ({"x": ["N", 30, 12]}, None),
+    ({"x": ["N", 30, 12], "h0": [2, "N", 16]}, None),  # a batch-first LSTM's states [layers, N, H]: fed whole
+    ({"ids": ["batch", "seq"], "past_0": [2, "batch", 4, "past", 8]}, None),  # GPT-2's stacked past
 ])
-def test_a_batch_axis_that_is_not_the_first_is_refused(dims, refused):
+def test_a_batch_axis_that_is_not_the_first_is_refused(inputs, refused):
     """Samples run along the first axis: with a fixed T first, samples would be fed along
-    the time axis and every check scored on scrambled inputs."""
+    the time axis and every check scored on scrambled inputs. Inputs fed whole keep theirs."""
     model = helper.make_model(helper.make_graph(
-        [], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], []))
-    x = np.zeros((4, *[d if isinstance(d, int) else 1 for d in dims[1:]]), np.float32)
-    for make in (lambda: random_dataset(model, 4, 0, InputSpec({"x": tuple(d if isinstance(d, int) else 1
-                                                                           for d in dims)})),
-                 lambda: dataset_of({"x": x}, model)):
-        if refused:
-            with pytest.raises(DataError, match=r"is \[30, \w+, 12\]: its batch axis '\w+' is not the first"):
-                make()
-        else:
-            make()
+        [], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in inputs.items()], []))
+    if refused:
+        with pytest.raises(DataError, match=rf"input '{refused}' is \[\w+, \w+, 12\]: its batch axis '\w+' is not"):
+            check_batch_first(model)
+    else:
+        check_batch_first(model)
+    sizes = {n: tuple(d if isinstance(d, int) else 1 for d in dims) for n, dims in inputs.items()}
+    x = np.zeros((4, *sizes["x"][1:]), np.float32) if "x" in inputs else None
+    if refused:  # both ways in: data files and random inputs
+        with pytest.raises(DataError, match="is not the first"):
+            random_dataset(model, 4, 0, InputSpec(sizes))
+        with pytest.raises(DataError, match="is not the first"):
+            dataset_of({"x": x}, model)
 
 
 @pytest.mark.parametrize("first", [1, "N"])

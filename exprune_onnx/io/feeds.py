@@ -155,14 +155,18 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
 
 
 def check_batch_first(model: onnx.ModelProto) -> None:
-    """Refuse an input whose batch axis is not its first: a first dim fixed above 1 before
-    a dim named as a batch ([30, N, 12], a sequence-first RNN or nn.Transformer). Samples
-    run along the first axis, so the fixed 30 would be taken for the batch and samples fed
-    along the time axis: every check and score on scrambled inputs."""
+    """Refuse an input whose batch axis is not its first: a first dim fixed above 1 or named
+    otherwise before a dim named as a batch ([30, N, 12] or [seq, batch, 12], a
+    sequence-first RNN or nn.Transformer). Samples run along the first axis, so samples
+    would be fed along the time axis: every check and score on scrambled inputs. Inputs
+    fed whole (batch_layout) keep their layout."""
+    whole = batch_layout(model)[1]  # an LSTM's h0 [layers, N, H], GPT-2's past [2, N, ...]: fed whole
     for vi in model_inputs(model):
         dims = input_dims(vi)
         named = [d for d in dims[1:] if isinstance(d, str) and _batch_name(d)]
-        if dims and _number(dims[0]) and dims[0] > 1 and named:
+        first = dims[0] if dims else None
+        if named and vi.name not in whole and ((_number(first) and first > 1) or
+                                              (isinstance(first, str) and not _batch_name(first))):
             raise DataError(f"input '{vi.name}' is {_show(dims)}: its batch axis '{named[0]}' is not the first (a "
                             f"sequence-first model); exprune-onnx runs samples along the first axis: export it "
                             f"batch-first (batch_first=True, or a Transpose at the inputs and outputs)")
