@@ -23,6 +23,7 @@ class Terminated(BaseException):
 
 
 def _on_sigterm(_signum, _frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
     raise Terminated
 
 
@@ -63,8 +64,8 @@ def fail(console: Console, exc: BaseException, debug: bool) -> None:
         pipe_closed()
     if isinstance(exc, MemoryError):  # numpy's says how many bytes it wanted, nothing of what to do
         console.print(Text.assemble(("error:", "bold red"), f" out of memory ({error_message(exc) or 'MemoryError'}): "
-                                    "use fewer samples (--samples, --check-samples, smaller data files) or a "
-                                    "smaller batch"), highlight=False, soft_wrap=True)
+                                    "give the command fewer samples at once (a smaller data file, fewer random "
+                                    "samples, a smaller batch)"), highlight=False, soft_wrap=True)
         sys.exit(1)
     console.print(Text.assemble(("internal error:", "bold red"),
                                 f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
@@ -80,8 +81,12 @@ def guarded(fn):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
         err = make_console(stderr=True)
-        main_thread = threading.current_thread() is threading.main_thread()  # handlers are set there only
-        before = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        # Only where SIGTERM would kill at once: not in a thread (handlers are set in the main
+        # one only), not where it is ignored or a program embedding us handles it itself.
+        ours = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        if ours:
+            signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             done = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not in click's own handler (exit 1)
@@ -93,7 +98,7 @@ def guarded(fn):
         except (Exception, KeyboardInterrupt, Terminated) as exc:  # noqa: BLE001 - the CLI boundary
             fail(err, exc, debug)
         finally:
-            if main_thread:  # a caller in the same process (tests, a notebook) gets its own back
-                signal.signal(signal.SIGTERM, before)
+            if ours:  # a caller in the same process (tests, a notebook) gets the default back
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     return wrapper

@@ -121,6 +121,10 @@ def test_a_sigterm_while_the_outputs_are_staged_leaves_none_of_them(example, tmp
     assert proc.returncode == 143 and b"terminated: stopped by SIGTERM" in proc.stderr, proc.stderr
     assert b"Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"] and example.read_bytes() == before
+    # Started with SIGTERM ignored (as a parent may hand it down), it stays ignored
+    ignored = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + code
+    proc = subprocess.run([sys.executable, "-c", ignored, *args], capture_output=True, timeout=300)
+    assert proc.returncode == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx", "r.json"]
 
 
 def test_an_output_path_ending_in_a_separator_names_a_directory(example, tmp_path):
