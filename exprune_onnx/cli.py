@@ -21,6 +21,7 @@ from .config import (
     parse_k,
 )
 from .report import tables as report
+from .runtime import MAX_THREADS
 from .tuning.metrics import METRICS
 
 _EPILOG_OPTIMIZE = """\b
@@ -178,7 +179,7 @@ def main(debug: bool) -> None:
 @click.option("--latency-batch", type=click.IntRange(min=1),
               help="Batch size the latency objective times at: the one you deploy with. Default: the batch "
                    "the model's inputs fix, else 1.")
-@click.option("--latency-threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--latency-threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
               help="onnxruntime intra-op threads the latency objective times with.")
 @input_options
 @guarded
@@ -243,7 +244,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels').")
 @click.option("--batch", type=click.IntRange(min=1),
               help="Batch size of the latency runs. Default: the batch the model's inputs fix, else 1.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
               help="Intra-op threads of both sessions in the latency runs.")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")

@@ -64,6 +64,11 @@ def uses_library(model) -> bool:
     return any(node.domain == DOMAIN for node in all_nodes(model.graph))
 
 
+# More intra-op threads than this only slow onnxruntime down, and each is a real thread:
+# `--threads 100000` made 32,000 of them before the system refused more.
+MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
+
+
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):
     """``onnxruntime.SessionOptions`` with the ExPrune library registered.
 

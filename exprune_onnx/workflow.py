@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .io.data import Dataset, dataset_of, load_dataset, random_dataset, read_labels
 from .io.feeds import InputSpec, check_batch, check_spec
 from .progress import quiet
+from .runtime import MAX_THREADS
 
 
 class UsageProblem(ConfigError):
@@ -151,6 +152,8 @@ def _check_settings(settings: Settings) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+    if settings.latency_threads > MAX_THREADS:
+        raise ConfigError(f"latency_threads must be at most {MAX_THREADS}, got {settings.latency_threads!r}")
     if not isinstance(settings.check, bool):
         raise ConfigError(f"check must be True or False, got {settings.check!r}")
 

@@ -50,6 +50,7 @@ def test_bad_options_are_a_config_error(model, option, words, entry):
     ({"latency_batch": 0}, "latency_batch must be a whole number >= 1"),  # timed empty batches
     ({"latency_batch": -3}, "latency_batch must be a whole number >= 1"),  # numpy's negative dimensions
     ({"seed": "abc"}, "seed must be a whole number >= 0"),
+    ({"latency_threads": 100000}, "latency_threads must be at most"),  # each a real thread: 32,000 exhausted the system
     ({"check": "no"}, "check must be True or False"),
     ({"input_values": {"x": "a"}}, "input_values['x'] must be a number or (low, high)"),
     ({"input_values": {"x": (2, 1)}}, "input_values['x'] must be a number or (low, high)"),

@@ -497,3 +497,12 @@ def test_running_out_of_memory_says_what_to_do(monkeypatch):
     r = invoke("verify", str(EXAMPLE), str(EXAMPLE), "--samples", "100000000")
     assert r.exit_code == 1 and "out of memory (Unable to allocate 584. GiB" in r.output and "fewer samples" in r.output
     assert "internal error" not in r.output
+
+
+@pytest.mark.parametrize("args", [["evaluate", EXAMPLE, EXAMPLE, "--data", "d.npz", "--threads", "100000"],
+                                  ["optimize", EXAMPLE, "--latency-threads", "100000"]])
+def test_more_threads_than_help_are_a_usage_error(args):
+    """`evaluate --threads 100000` started 32,000 onnxruntime threads before the system
+    refused more, and every other command on the machine with it."""
+    r = invoke(*args)
+    assert r.exit_code == 2 and "threads" in r.output and "is not in the range" in r.output, r.output

@@ -22,6 +22,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -319,8 +320,7 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
 
 def _count(n: int) -> str:
     """A sample count as a person reads it: a tiny budget's may have hundreds of digits."""
-    digits = str(n)
-    return digits if len(digits) <= 15 else f"about {digits[0]}.{digits[1:3]}e{len(digits) - 1}"
+    return str(n) if n < 10**15 else "about " + f"{Decimal(n):.2e}".replace("e+", "e")
 
 
 def _total_needed(cert: Certificate) -> int:
