@@ -239,7 +239,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         start = time.perf_counter()
         on = check_data() if settings.check_data is not None or data is None else \
             _checked_part(data, settings, calibrated)
-        checked = compare(model, result.model, on, log=log)
+        checked = compare(model, result.model, on, labelled=settings.score_output, log=log)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)

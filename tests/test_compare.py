@@ -109,6 +109,35 @@ def test_labels_go_to_the_output_the_graph_reads_as_classes(first):
     assert lead.top1_agreement is None and logits.top1_agreement == 1.0
 
 
+def two_linear_heads(first: int, second: int) -> onnx.ModelProto:
+    """x [N, 32] -> MatMul -> Relu -> out0 [N, first] and out1 [N, second], both Linear
+    heads with names that say nothing."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "wa"], ["out0"]), helper.make_node("MatMul", ["r1", "wb"], ["out1"])]
+    outputs = [helper.make_tensor_value_info("out0", TensorProto.FLOAT, ["N", first]),
+               helper.make_tensor_value_info("out1", TensorProto.FLOAT, ["N", second])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])], outputs,
+                      [init("w1", scaled_normal(32, 64)), init("wa", scaled_normal(64, first)),
+                       init("wb", scaled_normal(64, second))])
+
+
+def test_labels_go_to_the_output_whose_classes_they_name_or_to_the_score_output():
+    """Box regression [N, 4] listed before logits [N, 5], generic names: labels of 5 classes
+    fit only the logits (they were refused: "label 4 is not a class"). Where they fit both,
+    --score-output names the one they score."""
+    x = np.random.default_rng(4).standard_normal((40, 32)).astype(np.float32)
+    model = two_linear_heads(4, 5)
+    labels = run_plain(model, {"x": x})[1].argmax(1)
+    labels[:2] = 4  # at least one label only the second output has
+    checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
+    assert checked.accuracy is not None and checked.accuracy[0] == np.mean(labels == run_plain(model, {"x": x})[1].argmax(1))
+    model = two_linear_heads(6, 5)
+    second = run_plain(model, {"x": x})[1].argmax(1)
+    data = dataset_of({"x": x}, model, second)
+    assert compare(model, model, data, batch=8, labelled="out1").accuracy == (1.0, 1.0)
+    assert compare(model, model, data, batch=8).accuracy[0] < 1.0  # the first output, by default
+
+
 def _sequence_first(frames=7):
     """x [N, T, 16] -> MatMul -> Relu -> MatMul -> Transpose: y [T, N, 10], PyTorch's CTC layout."""
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),

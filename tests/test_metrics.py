@@ -123,3 +123,20 @@ def test_topk_outputs_are_not_scored(metric):
         choose(metric, np.zeros((4, 3), np.int64), None, "topk")
     assert choose("auto", np.zeros((4, 1), np.int64), None, "topk") == "agreement"  # TopK(k=1): the answer
     assert choose("auto", np.zeros((4, 3), np.int64), None) == "relerr"
+
+
+def test_an_arg_max_mask_is_class_indices_per_pixel():
+    """A segmentation exported with its arg-max, [N, H, W] int64: its labels [N, H, W] are
+    scored pixel by pixel (accuracy), and without labels its pixels' agreement counts,
+    not the relative error of class numbers."""
+    from exprune_onnx.tuning.metrics import check_labels, choose, prediction_shape
+
+    ref = np.random.default_rng(0).integers(0, 4, (3, 5, 6))
+    got = ref.copy()
+    got[0, 0, :3] = (got[0, 0, :3] + 1) % 4  # 3 of 90 pixels change class
+    assert prediction_shape(ref) == (3, 5, 6)
+    check_labels(ref, ref)
+    assert choose("auto", ref, ref) == "accuracy" and choose("auto", ref, None) == "agreement"
+    s = score("accuracy", ref, got, ref)
+    assert (s.original, s.optimized) == (1.0, pytest.approx(87 / 90))
+    assert score("agreement", ref, got, None).optimized == pytest.approx(87 / 90)

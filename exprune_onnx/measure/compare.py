@@ -89,9 +89,10 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
 
 
 def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
-            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None,
+            indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None, labelled: str = "",
             log=lambda text, done=None, total=None: None) -> CheckResult:
     """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs;
+    the labels score ``labelled`` (--score-output) if named, else the output they fit;
     ``log`` is a progress hook (progress.py)."""
     from ..io.bigmodel import serializable
     from ..runtime import inference_session
@@ -125,7 +126,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     labels = data.labels_of(indices)
     kinds = output_kinds(original)
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
-    target = _labelled_output(pairs, kinds, labels) if labels is not None else None
+    target = None if labels is None else labelled if labelled in pairs and not isinstance(pairs[labelled][0], PerRun) \
+        else _labelled_output(pairs, kinds, labels)
     diffs = []
     accuracy = None
     for n, (a, b) in pairs.items():
@@ -155,9 +157,15 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None
     then says why they do not fit it)."""
     batched = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun)]
 
-    def fits(n: str) -> bool:
+    def fits(n: str) -> bool:  # in shape and in classes: [N] labels of 5 classes do not fit a [N, 4]
         a = pairs[n][0]
-        return (is_classifier_output(a) and prediction_shape(a) == labels.shape) or not layout_of(a, labels).plain
+        if is_classifier_output(a) and prediction_shape(a) == labels.shape:
+            try:
+                check_labels(labels, a)
+            except DataError:
+                return False
+            return True
+        return not layout_of(a, labels).plain
 
     def read_as_classes(n: str) -> bool:
         return is_classifier_output(pairs[n][0], kinds.get(n))

@@ -40,8 +40,15 @@ class Score:
 
 
 def is_class_index(a: np.ndarray) -> bool:
-    """An integer class index per sample, [N] or [N, 1] (an arg-max head's output)."""
-    return a.dtype.kind in "iu" and (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
+    """Integer class indices: one per sample, [N] or [N, 1] (an arg-max head's output), or
+    one per pixel of a map, [N, H, W] and up (a segmentation's arg-max mask). An [N, k]
+    is left to be values: k ids (TopK's) or integer coordinates as much as classes."""
+    return a.dtype.kind in "iu" and (a.ndim in (1, 3, 4, 5) or (a.ndim == 2 and a.shape[1] == 1))
+
+
+def _index_shape(a: np.ndarray) -> tuple:
+    """The shape of class indices ``a`` as predictions: [N, 1] is one per sample."""
+    return a.shape[:1] if a.ndim == 2 and a.shape[1] == 1 else a.shape
 
 
 def is_scores(a: np.ndarray, kind: str | None = None) -> bool:
@@ -78,7 +85,7 @@ def is_classifier_output(a: np.ndarray, kind: str | None = None) -> bool:
 def predictions(a: np.ndarray) -> np.ndarray:
     """The predicted class per sample (or per sample and position): the arg-max of
     scores, or the index itself."""
-    return a.reshape(-1).astype(np.int64) if is_class_index(a) else a.argmax(-1)
+    return a.reshape(_index_shape(a)).astype(np.int64) if is_class_index(a) else a.argmax(-1)
 
 
 def answers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +100,7 @@ def answers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def prediction_shape(output: np.ndarray) -> tuple:
     """``predictions(output).shape``, without computing them."""
-    return (output.size,) if is_class_index(output) else output.shape[:-1]
+    return _index_shape(output) if is_class_index(output) else output.shape[:-1]
 
 
 def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
