@@ -48,6 +48,11 @@ from . import sparse_input, zeros
 from .sparse_input import EARLY_EXIT, SparseRewrite, _private, _zero_floor, match_all, relu_sparse_conv
 
 NAME = "sparse_conv"
+# Fewer output channels per group fill under half of an AVX-512 vector per listed input:
+# `python -m bench.sparse_conv_groups` (docs/sparse_conv.md has its table) puts the op at
+# 19-25x onnxruntime's time for depthwise, 1.6-4.4x for 2 and 4 outputs a group, at 50-90%
+# zeros; 0.7-1.2x for 8 and 16.
+MIN_GROUP_OUTPUTS = 8
 _CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group")
 
 
@@ -117,6 +122,9 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     group = int(node.attrs.get("group", 1))
     if group < 1 or m % group:
         return no(f"group = {group} does not divide the {m} output channels")
+    if group > 1 and m // group < MIN_GROUP_OUTPUTS:
+        return no(f"{m // group} output channel(s) per group ({'depthwise' if cg == 1 else f'group = {group}'}): "
+                  f"the op's vectors of outputs run nearly empty, and onnxruntime's grouped Conv is faster")
     shape = x.shape
     if shape is not None and (len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != cg * group)):
         return no(f"the input '{x.name}' has shape {list(shape)}, not [N, {cg * group}, H, W]")
