@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.sparse_conv_kernels import as_models
+
 ZEROS = (0.5, 0.9)
 
 
@@ -38,12 +40,7 @@ def models(c: int, size: int, group: int, seed: int = 0) -> tuple[onnx.ModelProt
     node = helper.make_node(ops.SPARSE_CONV, ["x", "w", "B"], ["y"], domain=ops.DOMAIN, activation="relu", **attrs)
     op = helper.make_graph([node], "sparse_conv", [x], [y],
                            [numpy_helper.from_array(ops.sparse_conv_weights(weight, group), "w"), bias])
-    out = []
-    for graph, domains in ((ref, []), (op, [helper.make_opsetid(ops.DOMAIN, ops.VERSION)])):
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *domains], ir_version=8)
-        onnx.checker.check_model(model)
-        out.append(model)
-    return out[0], out[1]
+    return as_models(ref, op)
 
 
 def sparse_input(c: int, size: int, zeros: float, seed: int = 1) -> np.ndarray:

@@ -75,6 +75,13 @@ def models(layer, seed: int = 0) -> tuple[onnx.ModelProto, onnx.ModelProto]:
                             pads=pads, activation="relu")
     op = helper.make_graph([node], "sparse_conv", [x], [y],
                            [numpy_helper.from_array(ops.sparse_conv_weights(weight), "w"), b])
+    return as_models(ref, op)
+
+
+def as_models(ref: onnx.GraphProto, op: onnx.GraphProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The reference graph and the op's as checked models (the op's with our domain)."""
+    from exprune_onnx import ops
+
     out = []
     for graph, domains in ((ref, []), (op, [helper.make_opsetid(ops.DOMAIN, ops.VERSION)])):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *domains], ir_version=8)
