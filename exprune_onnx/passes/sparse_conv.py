@@ -50,7 +50,7 @@ from .sparse_input import EARLY_EXIT, SparseRewrite, _private, _zero_floor, matc
 NAME = "sparse_conv"
 # Fewer output channels per group fill under half of an AVX-512 vector per listed input:
 # `python -m bench.sparse_conv_groups` (docs/sparse_conv.md has its table) puts the op at
-# 19-25x onnxruntime's time for depthwise, 1.6-4.4x for 2 and 4 outputs a group, at 50-90%
+# 19-51x onnxruntime's time for depthwise, 1.6-4.4x for 2 and 4 outputs a group, at 50-90%
 # zeros; 0.7-1.2x for 8 and 16.
 MIN_GROUP_OUTPUTS = 8
 _CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group")
