@@ -224,10 +224,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     try:
         if report_path is not None:
             payload = {**done.report, "model": str(model), "output": str(output)}
-            staged.append(stage(report_path, lambda tmp: tmp.write_text(json_text(payload))))
+            stage(staged, report_path, lambda tmp: tmp.write_text(json_text(payload)))
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
-            staged.append(stage(plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp)))
+            stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
         save_model(done.model, output, external_data=external)
         move_into_place(staged)
     finally:

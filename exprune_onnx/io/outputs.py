@@ -3,7 +3,9 @@ input or another output, and written all or nothing (a model, its report, its pl
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -43,12 +45,15 @@ def write_json(path: Path, payload: dict) -> None:
         raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
 
 
-def stage(path: Path, write) -> tuple[Path, Path]:
-    """``write(tmp)`` into a hidden file beside ``path``, for ``move_into_place`` once
-    everything else is written: a failure on the way leaves no output behind."""
+def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:
+    """``write(tmp)`` into a hidden file beside ``path``, listed in ``staged`` from the
+    moment it exists, for ``move_into_place`` once everything else is written, or
+    ``discard``: a failure or a signal on the way leaves no file behind."""
     parent = path.parent if str(path.parent) else Path(".")
     try:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=".exprune-", suffix=path.suffix)
+        with _signals_held():  # Ctrl-C or SIGTERM between creating the file and listing it would lose it
+            fd, name = tempfile.mkstemp(dir=parent, prefix=".exprune-", suffix=path.suffix)
+            staged.append((Path(name), path))
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     os.close(fd)
@@ -59,26 +64,35 @@ def stage(path: Path, write) -> tuple[Path, Path]:
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp's file is private; the user's umask decides
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, path
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait (blocked by the OS, then handled) until the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def move_into_place(staged: list[tuple[Path, Path]]) -> None:
-    """Rename each staged file (``stage``) over its path, then forget it."""
+    """Rename each staged file (``stage``) over its path, then forget it (a file renamed
+    but not yet forgotten is gone from its hidden name: ``discard`` finds nothing)."""
     while staged:
-        tmp, path = staged.pop(0)
+        tmp, path = staged[0]
         try:
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        staged.pop(0)
 
 
 def discard(staged: list[tuple[Path, Path]]) -> None:
     """Remove staged files that were never moved into place (a later step failed)."""
     for tmp, _path in staged:
         tmp.unlink(missing_ok=True)
+    staged.clear()
