@@ -285,3 +285,24 @@ def test_a_pooled_conv_classifier_s_n_c_1_1_output_takes_one_label_a_sample():
     labels[:4] = (labels[:4] + 1) % 7
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
     assert checked.accuracy == (0.75, 0.75) and checked.outputs[0].top1_agreement == 1.0
+
+
+def test_data_on_which_the_original_answers_nan_is_refused():
+    """Inputs that overflow the model (inf - inf): NaN equals nothing and has no arg-max, so
+    the check printed "top-1 agreement 100.00%", and calibration wrote NaN thresholds that
+    onnxruntime refused ("internal error"). Both now say what the data does."""
+    from exprune_onnx.errors import DataError
+    from exprune_onnx.tuning.search import Runner
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "h"], ["b"]),
+             helper.make_node("Sub", ["b", "b"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [init("w", scaled_normal(4, 3))])
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    data = dataset_of({"x": x * 1e30}, model)  # finite, but its square is not
+    with pytest.raises(DataError, match=r"output 'y' is NaN on 100.0% of its values on arrays: the inputs overflow"):
+        compare(model, model, data, batch=4)
+    with pytest.raises(DataError, match="the inputs overflow it"):
+        Runner(model, data, np.arange(6), 4)
+    data = dataset_of({"x": x}, model)  # scaled as in training: compared as usual
+    assert compare(model, model, data, batch=4).outputs[0].max_abs == 0.0

@@ -493,8 +493,10 @@ def test_data_the_original_cannot_run_on_is_a_data_error(tmp_path):
 
 @pytest.mark.parametrize(("value", "words"), [("n:1.5", "1.5..1.5 holds no int64 value"),
                                               ("n:0.2..0.8", "0.2..0.8 holds no int64"),
-                                              ("n:1e30", "1e+30..1e+30 holds no int64")])
+                                              ("n:1e30", "1e+30..1e+30 holds no int64"),
+                                              ("x:-1e300..1", "float32, whose largest value is 3.40282e+38")])
 def test_an_integer_input_s_value_must_hold_an_integer(tmp_path, value, words):
+    """... and a float input's must fit its type: 1e300 made every random input inf."""
     nodes = [helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "f"], ["y"])]
     model = make_model(nodes, [vi("x", ["N", 3]), vi("n", [1], TensorProto.INT64)], [vi("y", ["N", 3])])
     line = one_line_error(cli("optimize", save_model(model, tmp_path), "--input-value", value), 6)

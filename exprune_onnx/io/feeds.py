@@ -106,6 +106,9 @@ def check_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
                                    or high > np.iinfo(dtype).max):
             raise DataError(f"--input-value {name}: the input is {dtype}, and {low:g}..{high:g} holds no {dtype} "
                             f"value (whole numbers from {np.iinfo(dtype).min} to {np.iinfo(dtype).max})")
+        if dtype.kind == "f" and max(abs(low), abs(high)) > float(np.finfo(dtype).max):  # it would become inf
+            raise DataError(f"--input-value {name}: the input is {dtype}, whose largest value is "
+                            f"{float(np.finfo(dtype).max):g}; {low:g}..{high:g} goes past it")
     for name, dims in spec.shapes.items():
         model_dims = input_dims(inputs[name])
         if len(dims) != len(model_dims):

@@ -117,6 +117,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
                                   key=next(iter(data.inputs)))
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
+    for n in names:
+        refuse_nan(n, got_ref[n], data.source)
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
                                        lambda done: log("checking: the optimised model", done, samples), per_run=True,
@@ -175,6 +177,22 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None
         return next((n for n in fitting if read_as_classes(n)), fitting[0])
     shaped = [n for n in batched if is_classifier_output(pairs[n][0])]
     return next((n for n in shaped if read_as_classes(n)), next((n for n in shaped if kinds.get(n) != "topk"), None))
+
+
+class NaNOutput(DataError):
+    """The original itself answers NaN on the data."""
+
+
+def refuse_nan(name: str, values, source: str) -> None:
+    """Refuse data on which the original's output ``name`` holds NaN (inputs that overflow
+    it, often data not scaled as in training): NaN equals nothing and has no arg-max, so
+    every comparison against it would pass or mean nothing. (-inf is a masked logit.)"""
+    runs = values if isinstance(values, PerRun) else [values]
+    for a in runs:
+        a = as_array(a)
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f" and np.isnan(a).any():
+            raise NaNOutput(f"the original model's output '{name}' is NaN on {np.isnan(a).mean():.1%} of its values "
+                            f"on {source}: the inputs overflow it (give data scaled as in training)")
 
 
 def tensor_outputs(model: onnx.ModelProto) -> list[str]:

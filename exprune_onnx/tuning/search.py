@@ -42,7 +42,7 @@ from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
 from ..errors import ConfigError, DataError, original_failed, original_unloadable
 from ..io.data import Dataset
-from ..measure.compare import output_for_labels, run_counting, tensor_outputs, with_stats
+from ..measure.compare import NaNOutput, output_for_labels, refuse_nan, run_counting, tensor_outputs, with_stats
 from ..measure.counters import flops_saved
 from ..measure.flops import decision_flops, dense_flops
 from ..measure.output_kinds import output_kinds
@@ -112,7 +112,10 @@ def reference_output(session, output: str, data: Dataset, batches, samples: int)
     moved: dict[str, int] = {}
     try:
         got = run_counting(session, [output], {}, batches, samples, key=next(iter(data.inputs)), moved=moved)
+        refuse_nan(output, got[0][output], data.source)
         return got[0][output], moved.get(output, 0)
+    except NaNOutput:
+        raise
     except DataError as exc:  # the output has no batch axis (run_counting)
         raise DataError(f"calibration scores output '{output}': {exc}; name another with --score-output, or "
                         "choose a --threshold") from exc
