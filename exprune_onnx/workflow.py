@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k
 from .errors import ConfigError
-from .io.data import Dataset, dataset_of, load_dataset, random_dataset, read_labels
+from .io.data import Dataset, dataset_of, label_array, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec
 from .progress import quiet
 from .runtime import MAX_THREADS
@@ -43,7 +44,7 @@ class Settings:
     check_samples: int = 32
     seed: int = 0
     calibration: str | Path | Dataset | dict | None = None
-    labels: str | Path | None = None
+    labels: str | Path | np.ndarray | None = None  # an array: one label per sample
     max_drop: float = 0.001
     metric: str = "auto"
     score_output: str = ""  # the output the metric scores; "": the model's first
@@ -88,6 +89,12 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     """
     from .io.modelio import check_model, load_model
 
+    for name, value, kind in (("options", options, Options), ("settings", settings, Settings),
+                              ("input_shapes", input_shapes, dict)):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{name} must be of type {kind.__name__}, got {type(value).__name__}")
+    if not callable(log):
+        raise ConfigError(f"log must be a progress hook (a function), got {type(log).__name__}")
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     else:
@@ -133,6 +140,12 @@ def validate(options: Options, settings: Settings) -> None:
 def _check_settings(settings: Settings) -> None:
     """Values the command line's types check, checked here for the Python API."""
     from .tuning.metrics import METRICS
+
+    for name in ("calibration", "check_data", "labels"):
+        value, arrays = getattr(settings, name), (np.ndarray, list) if name == "labels" else (Dataset, dict)
+        if value is not None and not isinstance(value, (str, os.PathLike, *arrays)):
+            raise ConfigError(f"{name} must be a path or {'an array of labels' if name == 'labels' else 'a dict of arrays'}"
+                              f", got {type(value).__name__}")
 
     choices = {"metric": METRICS, "granularity": ("output", "layer"),
                "rule": ("threshold", "statstest", "certified", "auto", None)}
@@ -181,7 +194,7 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
     if isinstance(source, dict):  # arrays keyed by input name, and optionally 'labels'
         arrays = dict(source)
         found = arrays.pop("labels", None)
-        return dataset_of(arrays, model, read_labels(Path(labels)) if labels is not None else found, spec, seed)
+        return dataset_of(arrays, model, found if labels is None else label_array(labels), spec, seed)
     if source is None:
         return random_dataset(model, samples, seed, spec)
     return load_dataset(source, model, labels, spec, seed)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
 import exprune_onnx
-from exprune_onnx.errors import ConfigError, ModelLoadError
+from exprune_onnx.errors import ConfigError, DataError, ModelLoadError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
 
@@ -56,10 +57,28 @@ def test_bad_options_are_a_config_error(model, option, words, entry):
     ({"input_values": {"x": (2, 1)}}, "input_values['x'] must be a number or (low, high)"),
     ({"input_shapes": {"x": (1, 0)}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),
     ({"input_shapes": {"x": "N,32"}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),  # not a string
+    # Wrong types escaped from pathlib, dataclasses and numpy as TypeError or AttributeError
+    ({"check_data": 5}, "check_data must be a path or a dict of arrays, got int"),
+    ({"calibration": np.zeros((2, 1, 28, 28), np.float32)}, "calibration must be a path or a dict of arrays"),
+    ({"labels": 3, "calibration": "d.npz"}, "labels must be a path or an array of labels, got int"),
+    ({"input_shapes": [1, 28]}, "input_shapes must be of type dict, got list"),
+    ({"options": {"threshold": 1}}, "options must be of type Options, got dict"),
+    ({"settings": {"check": False}}, "settings must be of type Settings, got dict"),
+    ({"log": 5}, "log must be a progress hook (a function), got int"),
 ])
 def test_bad_settings_are_a_config_error(model, setting, words):
     with pytest.raises(ConfigError, match=re.escape(words)):
         exprune_onnx.optimize(model, objective="flops", **setting)
+
+
+def test_labels_may_be_an_array_and_ragged_data_is_bad_data(model):
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 28, 28), dtype=np.float32)
+    done = exprune_onnx.optimize(model, objective="flops", calibration={"input": x}, labels=rng.integers(0, 10, 64),
+                                 max_drop=0.5, confidence=0)
+    assert done.calibrated is not None and done.checked.accuracy is not None
+    with pytest.raises(DataError, match="every input must be one rectangular array"):
+        exprune_onnx.optimize(model, objective="flops", check_data={"input": [[1.0], [1.0, 2.0]]})
 
 
 def test_an_input_value_may_be_one_number(model):

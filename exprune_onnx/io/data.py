@@ -12,6 +12,7 @@ Accepted layouts (first axis = samples everywhere):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
     else:
         arrays, found_labels = _read_npz(path)
     if labels is not None:
-        found_labels = read_labels(Path(labels))
+        found_labels = label_array(labels)
     return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name)
 
 
@@ -127,7 +128,10 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
                source: str = "arrays") -> Dataset:
     """The samples ``arrays`` (keyed by input name) hold, checked against ``model`` as a
     file's are; ``where`` names them in errors."""
-    arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in arrays.items()}
+    try:
+        arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in arrays.items()}
+    except ValueError as exc:  # a ragged list
+        raise DataError(f"{where}: every input must be one rectangular array: {exc}") from exc
     spec = spec or InputSpec()
     check_spec(model, spec)
     check_batch_first(model)
@@ -196,6 +200,11 @@ def _read_npz(path: Path):
     except Exception as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     return arrays, arrays.pop("labels", None)
+
+
+def label_array(labels) -> np.ndarray:
+    """Labels given as a file's path (read_labels) or as an array (the Python API)."""
+    return read_labels(Path(labels)) if isinstance(labels, (str, os.PathLike)) else np.asarray(labels)
 
 
 def read_labels(path: Path) -> np.ndarray:
