@@ -35,6 +35,17 @@ def test_npz_with_labels(tmp_path, model):
     assert d.first(3)["b"].shape == (3, 3)
 
 
+@pytest.mark.parametrize("key", ["label", "y", "Targets"])
+def test_labels_under_another_key_are_refused_not_ignored(tmp_path, model, key):
+    """Labels saved as 'label' or 'y' were left unread: no accuracy, and no word why. Other
+    extra arrays (file names, metadata) are still ignored."""
+    np.savez(tmp_path / "d.npz", **arrays(), **{key: np.arange(5)})
+    with pytest.raises(DataError, match=f"'{key}' is no model input; labels go under the key 'labels'"):
+        load_dataset(tmp_path / "d.npz", model)
+    np.savez(tmp_path / "e.npz", **arrays(), names=np.arange(5))
+    assert load_dataset(tmp_path / "e.npz", model).labels is None
+
+
 def test_npy_directory_is_memory_mapped(tmp_path, model):
     for name, value in arrays().items():
         np.save(tmp_path / f"{name}.npy", value)

@@ -152,6 +152,10 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     return dataset
 
 
+# Keys that mean labels in the user's eyes, read as such only under 'labels'.
+LABEL_LIKE = {"label", "y", "target", "targets", "class", "classes", "gt", "ground_truth", "truth"}
+
+
 def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str,
                  spec: InputSpec | None, whole: frozenset[str]) -> dict[str, np.ndarray]:
     """``arrays`` checked against the model's inputs; those in ``whole`` (no batch axis,
@@ -174,6 +178,9 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         if a.dtype.kind == "f" and not _all_finite(a):
             raise DataError(f"{where}: input '{vi.name}' contains NaN or Inf")
         feeds[vi.name] = a
+    misnamed = sorted(k for k in arrays if k not in feeds and k.lower() in LABEL_LIKE)
+    if misnamed:  # else left unread, and no accuracy with no word why
+        raise DataError(f"{where}: '{misnamed[0]}' is no model input; labels go under the key 'labels' (or --labels)")
     counts = {a.shape[0] for k, a in feeds.items() if a.ndim and k not in whole}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{where}: the inputs must share a non-zero first (sample) axis, got {sorted(counts)}")
