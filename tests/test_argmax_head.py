@@ -112,6 +112,12 @@ def test_argmax_only_turns_the_logits_into_the_index():
     model = head_model(logits_output=True)
     left = optimize_model(model, threshold=NEG_INF)
     assert not left.changed and "--argmax-only z" in left.rejected[-1].reason
+    renamed = head_model(logits_output=True)  # a reconstruction or boxes: no arg-max to suggest
+    for node in renamed.graph.node:
+        node.output[:] = ["recon" if o == "z" else o for o in node.output]
+    renamed.graph.output[0].name = "recon"
+    assert optimize_model(renamed, threshold=NEG_INF).rejected[-1].reason == \
+        "its result 'recon' is a graph output, of values by its name"
     res = optimize_model(model, threshold=NEG_INF, argmax_only=("z",))
     out = res.model.graph.output[0]
     assert out.name == "z" and out.type.tensor_type.elem_type == TensorProto.INT64

@@ -98,8 +98,13 @@ def _named(name: str, kind: str, stop: str | None) -> str:
     so too (box_scores, pose_logits)."""
     if kind not in ("head", "unknown") or stop in ("Softmax", "LogSoftmax"):
         return kind
+    return "values" if named_as_values(name) else kind
+
+
+def named_as_values(name: str) -> bool:
+    """Whether a whole word of ``name`` says values (VALUE_WORDS) and none says classes."""
     words = set(re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower()))
-    return "values" if words & VALUE_WORDS and not words & CLASS_WORDS else kind
+    return bool(words & VALUE_WORDS) and not words & CLASS_WORDS
 
 
 def _dims(v: onnx.ValueInfoProto) -> list:
