@@ -289,6 +289,8 @@ def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:
     if calibrated is None:
         return dataclasses.replace(data, labels=labels)
     calib, held = split_indices(len(data), settings.holdout, settings.seed)
+    if calibrated.tested is not None:  # the certificate's: repeats of other samples left out
+        held = calibrated.tested
     part, name = (held, "held out") if len(held) else (calib, "calibrated on")
     checked = subset(dataclasses.replace(data, labels=labels), part)
     return dataclasses.replace(checked, source=f"{data.source}, {name}")

@@ -17,6 +17,7 @@ from exprune_onnx.tuning.certify import ABOVE, certificate_rows, distinct, ladde
 from exprune_onnx.tuning.metrics import predictions
 from exprune_onnx.tuning.risk import RiskTest, samples_needed
 from exprune_onnx.tuning.search import LADDER, search, split_indices, step_down
+from exprune_onnx.workflow import Settings, _checked_part
 
 
 def test_sample_losses_per_metric():
@@ -181,9 +182,14 @@ def test_repeated_samples_count_once():
     copies = np.tile(np.arange(300), 4)  # each sample four times, in four blocks
     repeated = dataclasses.replace(data, inputs={"x": data.inputs["x"][copies]}, labels=data.labels[copies])
     assert np.array_equal(distinct(repeated), np.arange(300))
-    cert = search(model, Options(confidence=0.9), repeated, max_drop=0.01, seed=0).certificate
+    out = search(model, Options(confidence=0.9), repeated, max_drop=0.01, seed=0)
+    cert = out.certificate
     assert cert.repeats == 900 and cert.samples == 150 and not cert.enough
     assert "900 sample(s) repeat earlier ones and count once" in dict(certificate_rows(cert))["repeats"]
+    # The check runs on the same testing part, as rows of the data given (first copies)
+    assert len(out.tested) == 150 and out.tested.max() < 300
+    checked = _checked_part(repeated, Settings(holdout=0.5), out)
+    assert len(checked) == 150 and np.array_equal(checked.inputs["x"], repeated.inputs["x"][out.tested])
 
 
 def test_zero_input_reads_are_timed_again_on_the_rung_written(scripted_clock):

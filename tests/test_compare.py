@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.io.data import dataset_of
-from exprune_onnx.measure.compare import PerRun, _diff_runs, compare, joined, run_counting
+from exprune_onnx.measure.compare import PerRun, _diff_runs, compare, joined, output_for_labels, run_counting
 from exprune_onnx.runtime import inference_session
 
 
@@ -131,6 +131,13 @@ def test_labels_go_to_the_output_whose_classes_they_name_or_to_the_score_output(
     labels[:2] = 4  # at least one label only the second output has
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
     assert checked.accuracy is not None and checked.accuracy[0] == np.mean(labels == run_plain(model, {"x": x})[1].argmax(1))
+    # --score-output naming the boxes (a relerr budget) does not drag labels they do not fit
+    assert compare(model, model, dataset_of({"x": x}, model, labels), batch=8, labelled="out0").accuracy is not None
+    # Calibration reads the output off the first rows: the class range comes from all labels
+    late = labels.copy()
+    late[:] = np.minimum(late, 3)
+    late[-1] = 4  # only the last row names class 4
+    assert output_for_labels(model, dataset_of({"x": x}, model, late)) == "out1"
     model = two_linear_heads(6, 5)
     second = run_plain(model, {"x": x})[1].argmax(1)
     data = dataset_of({"x": x}, model, second)
@@ -300,9 +307,18 @@ def test_data_on_which_the_original_answers_nan_is_refused():
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [init("w", scaled_normal(4, 3))])
     x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     data = dataset_of({"x": x * 1e30}, model)  # finite, but its square is not
-    with pytest.raises(DataError, match=r"output 'y' is NaN on 100.0% of its values on arrays: the inputs overflow"):
+    with pytest.raises(DataError, match=r"output 'y' is NaN on 100.0% of its values on arrays: inputs that overflow"):
         compare(model, model, data, batch=4)
-    with pytest.raises(DataError, match="the inputs overflow it"):
+    with pytest.raises(DataError, match="inputs that overflow it"):
         Runner(model, data, np.arange(6), 4)
     data = dataset_of({"x": x}, model)  # scaled as in training: compared as usual
     assert compare(model, model, data, batch=4).outputs[0].max_abs == 0.0
+    # NaN in a side output only (a Sqrt of a pre-activation): the rest is checked, that one
+    # gets no top-1 agreement (NaN has no arg-max); labels on it are refused
+    model.graph.node.append(helper.make_node("Sqrt", ["h"], ["aux"]))
+    model.graph.output.append(helper.make_tensor_value_info("aux", TensorProto.FLOAT, ["N", 3]))
+    y, aux = compare(model, model, data, batch=4).outputs
+    assert y.top1_agreement == 1.0 and aux.top1_agreement is None
+    labelled = dataset_of({"x": x}, model, np.zeros(6, np.int64))
+    with pytest.raises(DataError, match="output 'aux' is NaN"):
+        compare(model, model, labelled, batch=4, labelled="aux")

@@ -44,6 +44,8 @@ def test_labels_under_another_key_are_refused_not_ignored(tmp_path, model, key):
         load_dataset(tmp_path / "d.npz", model)
     np.savez(tmp_path / "e.npz", **arrays(), names=np.arange(5))
     assert load_dataset(tmp_path / "e.npz", model).labels is None
+    np.save(tmp_path / "l.npy", np.arange(5))  # labels given besides: the array is the user's business
+    assert list(load_dataset(tmp_path / "d.npz", model, tmp_path / "l.npy").labels) == [0, 1, 2, 3, 4]
 
 
 def test_npy_directory_is_memory_mapped(tmp_path, model):

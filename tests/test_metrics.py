@@ -140,3 +140,17 @@ def test_an_arg_max_mask_is_class_indices_per_pixel():
     s = score("accuracy", ref, got, ref)
     assert (s.original, s.optimized) == (1.0, pytest.approx(87 / 90))
     assert score("agreement", ref, got, None).optimized == pytest.approx(87 / 90)
+
+
+def test_an_arg_max_mask_with_its_class_axis_kept_is_read_as_one():
+    """argmax(1, keepdim=True) gives [N, 1, H, W], argmax(-1, keepdim=True) [N, T, 1]: the
+    same predictions as without the axis. An 8-bit image [N, 3, H, W] stays values."""
+    from exprune_onnx.tuning.metrics import check_labels, is_class_index, prediction_shape
+
+    mask = np.random.default_rng(1).integers(0, 4, (3, 1, 5, 6))
+    assert is_class_index(mask) and prediction_shape(mask) == (3, 5, 6)
+    check_labels(mask[:, 0], mask)
+    assert score("accuracy", mask, mask, mask[:, 0]).original == 1.0
+    tokens = mask[:, 0, 0, :, None]  # [3, 6, 1]
+    assert prediction_shape(tokens) == (3, 6)
+    assert not is_class_index(np.zeros((3, 3, 5, 6), np.uint8))

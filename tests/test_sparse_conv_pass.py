@@ -269,7 +269,7 @@ def conv1d(rng):
     (weight_input, "is not a constant"),
     (nan_weight, "NaN or Inf"),
     (conv1d, "only 2-D convolutions"),
-    # Under 8 outputs a group the op lost to onnxruntime 1.9-32x: depthwise and thin groups
+    # Under 8 outputs a group the op lost to onnxruntime 1.6-51x (bench.sparse_conv_groups)
     (lambda rng: relu_conv(rng, group=8, m=8), "1 output channel(s) per group (depthwise)"),
     (lambda rng: relu_conv(rng, group=2, m=8), "4 output channel(s) per group (group = 2)"),
 ])

@@ -141,7 +141,7 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
         samples = next((a.shape[0] for k, a in arrays.items() if a.ndim and k not in whole), 1)
         batched, fed_whole = random_arrays(model, samples, seed, spec, only=missing)
         arrays = {**arrays, **batched, **fed_whole}
-    inputs = fit_to_model(arrays, model, where, spec, whole)
+    inputs = fit_to_model(arrays, model, where, spec, whole, labelled=labels is not None)
     shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0 or k in whole}
     if not inputs:
         raise DataError(f"{where}: none of the model's inputs has a batch axis: there is no sample axis to run over")
@@ -157,9 +157,10 @@ LABEL_LIKE = {"label", "y", "target", "targets", "class", "classes", "gt", "grou
 
 
 def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str,
-                 spec: InputSpec | None, whole: frozenset[str]) -> dict[str, np.ndarray]:
+                 spec: InputSpec | None, whole: frozenset[str], labelled: bool = False) -> dict[str, np.ndarray]:
     """``arrays`` checked against the model's inputs; those in ``whole`` (no batch axis,
-    feeds.batch_layout) are given whole, the rest share a sample axis."""
+    feeds.batch_layout) are given whole, the rest share a sample axis. ``labelled``: labels
+    were found or given, so an array named like them is the user's own business."""
     feeds = {}
     for vi in model_inputs(model):
         if vi.name not in arrays:
@@ -178,7 +179,7 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         if a.dtype.kind == "f" and not _all_finite(a):
             raise DataError(f"{where}: input '{vi.name}' contains NaN or Inf")
         feeds[vi.name] = a
-    misnamed = sorted(k for k in arrays if k not in feeds and k.lower() in LABEL_LIKE)
+    misnamed = [] if labelled else sorted(k for k in arrays if k not in feeds and k.lower() in LABEL_LIKE)
     if misnamed:  # else left unread, and no accuracy with no word why
         raise DataError(f"{where}: '{misnamed[0]}' is no model input; labels go under the key 'labels' (or --labels)")
     counts = {a.shape[0] for k, a in feeds.items() if a.ndim and k not in whole}

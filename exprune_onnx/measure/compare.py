@@ -17,6 +17,7 @@ from ..errors import DataError, RuntimeCheckError, error_message, original_faile
 from ..io.data import Dataset
 from ..tuning.label_layout import layout_of
 from ..tuning.metrics import (
+    IGNORE,
     answers,
     check_labels,
     is_classifier_output,
@@ -117,8 +118,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
                                   key=next(iter(data.inputs)))
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
-    for n in names:
-        refuse_nan(n, got_ref[n], data.source)
+    if names and all(_has_nan(got_ref[n]) for n in names):
+        refuse_nan(names[0], got_ref[names[0]], data.source)  # nothing the check could compare
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
                                        lambda done: log("checking: the optimised model", done, samples), per_run=True,
@@ -128,8 +129,9 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     labels = data.labels_of(indices)
     kinds = output_kinds(original)
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
-    target = None if labels is None else labelled if labelled in pairs and not isinstance(pairs[labelled][0], PerRun) \
-        else _labelled_output(pairs, kinds, labels)
+    target = None if labels is None else _labelled_output(pairs, kinds, labels, prefer=labelled)
+    if target is not None:
+        refuse_nan(target, got_ref[target], data.source)  # the accuracy would count NaN rows as answers
     diffs = []
     accuracy = None
     for n, (a, b) in pairs.items():
@@ -152,12 +154,18 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None)
 
 
-def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None:
-    """The output labels are for. Of the outputs they fit (a label per prediction, or a
-    layout label_layout.py reads) and not TopK's: the first the graph reads as classes,
-    else the first. When they fit none: the first output read as classes (check_labels
-    then says why they do not fit it)."""
+def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray, prefer: str = "",
+                     every: np.ndarray | None = None) -> str | None:
+    """The output labels are for: ``prefer`` (--score-output) if they fit it; else of the
+    outputs they fit (a label per prediction within its classes, or a layout
+    label_layout.py reads) and not TopK's, the first the graph reads as classes, else the
+    first. When they fit none: the first output read as classes (check_labels then says
+    why they do not fit it). ``every``: all the labels, when ``labels`` are the first
+    rows' (their classes must fit too)."""
     batched = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun)]
+    known = (labels if every is None else every)
+    known = known[known != IGNORE] if known.dtype.kind in "iuf" else known
+    top = known.max(initial=0) if known.dtype.kind in "iuf" else None
 
     def fits(n: str) -> bool:  # in shape and in classes: [N] labels of 5 classes do not fit a [N, 4]
         a = pairs[n][0]
@@ -166,12 +174,14 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray) -> str | None
                 check_labels(labels, a)
             except DataError:
                 return False
-            return True
+            return not is_scores(a) or top is None or top < a.shape[-1]
         return not layout_of(a, labels).plain
 
     def read_as_classes(n: str) -> bool:
         return is_classifier_output(pairs[n][0], kinds.get(n))
 
+    if prefer in batched and fits(prefer):
+        return prefer
     fitting = [n for n in batched if kinds.get(n) != "topk" and fits(n)]
     if fitting:
         return next((n for n in fitting if read_as_classes(n)), fitting[0])
@@ -187,12 +197,20 @@ def refuse_nan(name: str, values, source: str) -> None:
     """Refuse data on which the original's output ``name`` holds NaN (inputs that overflow
     it, often data not scaled as in training): NaN equals nothing and has no arg-max, so
     every comparison against it would pass or mean nothing. (-inf is a masked logit.)"""
+    if _has_nan(values):
+        runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values])]
+        share = sum(int(np.isnan(a).sum()) for a in runs if _floats(a)) / max(sum(a.size for a in runs if _floats(a)), 1)
+        raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on {source}: "
+                        "inputs that overflow it, or not scaled as in training?")
+
+
+def _floats(a) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype.kind == "f"
+
+
+def _has_nan(values) -> bool:
     runs = values if isinstance(values, PerRun) else [values]
-    for a in runs:
-        a = as_array(a)
-        if isinstance(a, np.ndarray) and a.dtype.kind == "f" and np.isnan(a).any():
-            raise NaNOutput(f"the original model's output '{name}' is NaN on {np.isnan(a).mean():.1%} of its values "
-                            f"on {source}: the inputs overflow it (give data scaled as in training)")
+    return any(_floats(a) and np.isnan(a).any() for a in map(as_array, runs))
 
 
 def tensor_outputs(model: onnx.ModelProto) -> list[str]:
@@ -234,7 +252,7 @@ def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> 
         raise original_failed(data.source, exc) from exc
     labels = data.labels[:min(rows, len(data))]
     pairs = {n: (o, o) for n, o in zip(names, outs) if o.ndim and o.shape[0] == len(labels)}
-    return _labelled_output(pairs, output_kinds(model), labels)
+    return _labelled_output(pairs, output_kinds(model), labels, every=data.labels)
 
 
 def run_counting(session, names: list[str], stats_names: dict[str, str], batches, samples: int | None = None,
@@ -343,5 +361,5 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
     max_abs = float(err.max()) if err.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
-    top1 = top1_agreement(a, b) if is_scores(a, kind) else None
+    top1 = top1_agreement(a, b) if is_scores(a, kind) and not np.isnan(a).any() else None  # NaN has no arg-max
     return OutputDiff(name, max_abs, max_rel, top1)

@@ -225,8 +225,9 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     if max_drop <= 0:
         raise DataError("a budget of 0 cannot be certified from samples: give a budget > 0 or confidence 0")
     start = time.perf_counter()
-    given = len(data)
-    data = subset(data, distinct(data))
+    given, kept = len(data), distinct(data)
+    if len(kept) < given:  # else no copy: a memory-mapped set stays mapped
+        data = subset(data, kept)
     ladder_idx, test_idx = split_indices(len(data), holdout, seed)
     if len(test_idx) == 0:
         raise DataError(f"{len(data)} samples leave none to test on at --holdout {holdout:g}")
@@ -281,6 +282,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome.options, outcome.result, outcome.shares = options, result, shares
     outcome.holdout, outcome.saved_holdout, outcome.counts_holdout = tester.score(), saved, counts
     outcome.split, outcome.met = (len(ladder_idx), len(test_idx)), True  # the original is always within budget
+    outcome.tested = kept[test_idx]
     outcome.passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data)
     outcome.seconds = time.perf_counter() - start
     return outcome

@@ -41,14 +41,20 @@ class Score:
 
 def is_class_index(a: np.ndarray) -> bool:
     """Integer class indices: one per sample, [N] or [N, 1] (an arg-max head's output), or
-    one per pixel of a map, [N, H, W] and up (a segmentation's arg-max mask). An [N, k]
-    is left to be values: k ids (TopK's) or integer coordinates as much as classes."""
-    return a.dtype.kind in "iu" and (a.ndim in (1, 3, 4, 5) or (a.ndim == 2 and a.shape[1] == 1))
+    one per position of a map, [N, H, W] or with the kept class axis [N, 1, H, W] (a
+    segmentation's arg-max mask, keepdim or not); [N, T, 1] is one per position too. An
+    [N, k] and integer maps of more channels are left to be values: k ids (TopK's),
+    integer coordinates, an 8-bit image."""
+    if a.dtype.kind not in "iu":
+        return False
+    return a.ndim in (1, 3) or (a.ndim == 2 and a.shape[1] == 1) or (a.ndim in (4, 5) and a.shape[1] == 1)
 
 
 def _index_shape(a: np.ndarray) -> tuple:
-    """The shape of class indices ``a`` as predictions: [N, 1] is one per sample."""
-    return a.shape[:1] if a.ndim == 2 and a.shape[1] == 1 else a.shape
+    """The shape of class indices ``a`` as predictions, the kept size-1 class axis dropped."""
+    if a.ndim in (2, 3) and a.shape[-1] == 1:
+        return a.shape[:-1]
+    return a.shape[:1] + a.shape[2:] if a.ndim in (4, 5) else a.shape
 
 
 def is_scores(a: np.ndarray, kind: str | None = None) -> bool:
@@ -138,7 +144,7 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kin
     error. ``kind`` is what the graph says made the output (``is_scores``): it decides
     ``auto`` without labels; TopK's outputs are refused (its sorted values keep their
     arg-max at 0 whatever changes), a metric asked for by name is taken as asked."""
-    if kind == "topk" and not is_class_index(first_output):
+    if kind == "topk" and not (first_output.ndim == 1 or first_output.shape[-1] == 1):  # k = 1: the answer
         raise DataError(f"the scored output of shape {list(first_output.shape)} is made by TopK (sorted values or "
                         "their indices), which no metric reads: name another output with --score-output")
     # Labels say the output holds classes, whatever the graph seemed to show.

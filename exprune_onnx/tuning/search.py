@@ -94,6 +94,7 @@ class Outcome:
     planner: Planner | None = None
     passes: float = 0.0  # samples run through a model (original, probe or compiled) / samples given
     certificate: object = None  # certify.Certificate under --confidence
+    tested: np.ndarray | None = None  # the certificate's testing part, as rows of the data given
     output: str = ""  # the output the metric scores: the model's first
     backoff_parts: tuple[str, ...] = ()  # the parts the first choice was over budget on
     labelled: bool = False  # labels were given (unused unless the metric is accuracy or lost)
