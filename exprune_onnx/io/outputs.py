@@ -3,10 +3,8 @@ input or another output, and written all or nothing (a model, its report, its pl
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import tempfile
+import secrets
 from pathlib import Path
 
 from ..errors import OutputError
@@ -50,33 +48,26 @@ def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:
     moment it exists, for ``move_into_place`` once everything else is written, or
     ``discard``: a failure or a signal on the way leaves no file behind."""
     parent = path.parent if str(path.parent) else Path(".")
-    try:
-        with _signals_held():  # Ctrl-C or SIGTERM between creating the file and listing it would lose it
-            fd, name = tempfile.mkstemp(dir=parent, prefix=".exprune-", suffix=path.suffix)
-            staged.append((Path(name), path))
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    os.close(fd)
-    tmp = Path(name)
+    # Listed before it exists, so that an interrupt at any instant leaves nothing behind
+    # (blocking signals around mkstemp does not do it: another thread, onnxruntime's, takes
+    # the signal and Python still interrupts the main one).
+    while True:
+        tmp = parent / f".exprune-{secrets.token_hex(6)}{path.suffix}"
+        staged.append((tmp, path))
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            break
+        except FileExistsError:
+            staged.pop()  # another's: try another name
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:
         write(tmp)
         mask = os.umask(0)
         os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's file is private; the user's umask decides
+        os.chmod(tmp, 0o666 & ~mask)  # made private above; the user's umask decides
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT and SIGTERM wait (blocked by the OS, then handled) until the block ends."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
-    try:
-        yield
-    finally:
-        if before is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def move_into_place(staged: list[tuple[Path, Path]]) -> None:
