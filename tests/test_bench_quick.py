@@ -95,7 +95,9 @@ def check_model(m: dict, quick_test_samples: int = 1000) -> None:
             assert lo["reverted_all"] or not (lo["kept"] or lo["kept_zero_inputs"])
         else:
             assert lo["kept"] or lo["kept_zero_inputs"]
-            assert lo["ratio"] > 0 and 0.0 <= lo["saved"] <= row["saved"] + 0.05
+            assert lo["ratio"] > 0 and 0.0 <= lo["saved"] <= 1.0
+            if not lo["kept_zero_inputs"]:  # convs reading a plain ReLU's zeros: the flops row has none of them
+                assert lo["saved"] <= row["saved"] + 0.05
 
 
 def check_outputs(out: Path, names: list[str]) -> dict:
