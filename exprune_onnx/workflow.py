@@ -141,11 +141,12 @@ def _check_settings(settings: Settings) -> None:
     """Values the command line's types check, checked here for the Python API."""
     from .tuning.metrics import METRICS
 
-    for name in ("calibration", "check_data", "labels"):
-        value, arrays = getattr(settings, name), (np.ndarray, list) if name == "labels" else (Dataset, dict)
-        if value is not None and not isinstance(value, (str, os.PathLike, *arrays)):
-            raise ConfigError(f"{name} must be a path or {'an array of labels' if name == 'labels' else 'a dict of arrays'}"
-                              f", got {type(value).__name__}")
+    sources = {"calibration": ((Dataset, dict), "a dict of arrays"), "check_data": ((Dataset, dict), "a dict of arrays"),
+               "labels": ((np.ndarray, list), "an array of labels")}
+    for name, (kinds, what) in sources.items():
+        value = getattr(settings, name)
+        if value is not None and not isinstance(value, (str, os.PathLike, *kinds)):
+            raise ConfigError(f"{name} must be a path or {what}, got {type(value).__name__}")
 
     choices = {"metric": METRICS, "granularity": ("output", "layer"),
                "rule": ("threshold", "statstest", "certified", "auto", None)}
