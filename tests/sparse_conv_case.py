@@ -3,6 +3,9 @@ the op tests, the fuzzer and the sanitizer harness."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
@@ -11,6 +14,31 @@ from exprune_onnx import ops
 
 NODE = "sparse_conv_under_test"
 CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group", "kernel_shape")
+
+
+def cpu_has_tiles() -> bool:
+    """Whether this CPU has the AMX-BF16 tiles (and the AVX-512 set) of the op's tile path."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"amx_tile", "amx_bf16", "avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags)
+
+
+def inputs_read(x: np.ndarray, group: int = 1) -> int:
+    """The op's stats[0] for x: each image's non-zero inputs when listed, all of them when
+    it runs on the tiles (one group, no Inf or NaN, and the tiles forced or at least 35%
+    non-zeros in the channels the op samples, every 8th)."""
+    forced = os.environ.get("EXPRUNE_CONV_KERNELS")
+    tiles = group == 1 and cpu_has_tiles() and forced in (None, "", "amx")
+    total = 0
+    for image in x:
+        sampled = image[::8]
+        share = np.count_nonzero(sampled) / max(sampled.size, 1)
+        tiled = tiles and np.isfinite(image).all() and (forced == "amx" or share >= 0.35)
+        total += image.size if tiled else int(np.count_nonzero(image))
+    return total
 
 
 def sparse_input(rng, shape, zeros: float) -> np.ndarray:

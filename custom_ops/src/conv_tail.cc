@@ -30,6 +30,8 @@ bool CpuHas(const char* isa) {
 
 const Kernels& Choose() {
   const char* forced = std::getenv("EXPRUNE_CONV_KERNELS");
+  // amx (sparse_conv_amx.h) forces the tile path, beside the AVX-512 set it needs.
+  if (forced != nullptr && std::strcmp(forced, "amx") == 0) forced = "avx512";
   const bool any = forced == nullptr || *forced == '\0';
   auto wanted = [&](const char* name) { return any || std::strcmp(forced, name) == 0; };
   if (wanted("avx512")) {

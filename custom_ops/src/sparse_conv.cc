@@ -63,11 +63,13 @@ void SparseConvKernel::BlockConstantWeights(const OrtKernelInfo* info) noexcept 
         }
       }
     }
+    if (conv_.group == 1) sparse_conv_amx::PackWeights(src, shape[0], shape[1], shape[2], shape[3], &amx_);
     blocked_from_ = src;
     blocked_shape_ = std::move(shape);
   } catch (...) {
     blocked_.clear();
     blocked_from_ = nullptr;
+    amx_.data.clear();
   }
 }
 
@@ -117,17 +119,18 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
   }
   const Outputs out = GetOutputs(ctx, y_shape);
   l.y = out.y;
-  int64_t nonzero = 0;
+  int64_t read = 0;
   if (ElementCount(y_shape) > 0) {
     const sparse_conv::Shape& shape = sparse_conv::PickShape(sparse_conv::Select(), l.mg, l.w.out);
     l.blocked = blocked_from_ != nullptr && blocked_from_ == w.data && blocked_shape_ == w.shape;
     l.wt = l.blocked ? blocked_.data() : w.data;
     l.tap = l.blocked ? int64_t{shape.nv} * sparse_conv::Select().lanes : l.mg;
     l.chan_step = l.h.kernel * l.w.kernel * l.tap;
-    nonzero = sparse_conv::RunBatch(ctx, l, shape);
+    l.amx = l.blocked && amx_.ready() ? &amx_ : nullptr;
+    read = sparse_conv::RunBatch(ctx, l, shape);
   }
   if (out.stats != nullptr) {
-    out.stats[0] = nonzero;
+    out.stats[0] = read;
     out.stats[1] = x.size;
   }
 }

@@ -11,6 +11,7 @@
 #include "conv_attrs.h"
 #include "domain.h"
 #include "kernel_util.h"
+#include "sparse_conv_amx.h"
 
 namespace exprune {
 
@@ -34,6 +35,8 @@ class SparseConvKernel {
   AlignedFloats blocked_;
   const float* blocked_from_ = nullptr;
   std::vector<int64_t> blocked_shape_;
+  // The same weights for the tile path, when it runs here and there is one group.
+  sparse_conv_amx::Weights amx_;
 };
 
 // x, w, then the optional bias and residual in; y and the optional int64 stats out.

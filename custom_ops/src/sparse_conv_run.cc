@@ -4,6 +4,8 @@
 #include <memory>
 #include <vector>
 
+#include "sparse_conv_amx.h"
+
 namespace exprune {
 namespace sparse_conv {
 namespace {
@@ -351,11 +353,16 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   const int64_t tap_bytes = l.h.kernel * l.w.kernel * shape.nv * Select().lanes * 4;
   const int64_t image = l.channels * l.h.in * l.w.in;
   std::vector<int64_t> chunk(static_cast<size_t>(l.batch));
-  std::vector<char> pair(static_cast<size_t>(l.batch));
+  std::vector<char> pair(static_cast<size_t>(l.batch)), tiled(static_cast<size_t>(l.batch), 0);
+  int64_t read = 0;
   for (int64_t n = 0; n < l.batch; ++n) {
     const Sample sample = SampleImage(l.x + n * image, l.channels, l.h.in * l.w.in);
     chunk[n] = PickChunk(l.cg, tap_bytes, sample.nonzero);
     pair[n] = sample.neighbour >= kPairShare;
+    if (l.amx != nullptr && sparse_conv_amx::Wanted(sample.nonzero)) {
+      tiled[n] = sparse_conv_amx::RunImage(ctx, l, *l.amx, n);
+      read += tiled[n] ? image : 0;
+    }
   }
   // Every padded column a tile reads has a count (0 in the padding).
   const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
@@ -374,18 +381,19 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   thread_local size_t entries_size = 0, starts_size = 0;
   const Lists lists{Scratch(entries, entries_size, static_cast<size_t>(group * entries_per_image)),
                     Scratch(starts, starts_size, static_cast<size_t>(group * starts_per_image)), cols};
-  int64_t nonzero = 0;
   for (int64_t n0 = 0, count = 1; n0 < l.batch; n0 += count) {
+    count = 1;
+    if (tiled[n0] != 0) continue;
     l.chunk = chunk[n0];
     l.pair = pair[n0] != 0;
     l.chunks = CeilDiv(l.cg, l.chunk);
-    for (count = 1;
-         n0 + count < l.batch && count < group && chunk[n0 + count] == l.chunk && (pair[n0 + count] != 0) == l.pair;) {
+    while (n0 + count < l.batch && count < group && tiled[n0 + count] == 0 && chunk[n0 + count] == l.chunk &&
+           (pair[n0 + count] != 0) == l.pair) {
       ++count;
     }
-    nonzero += RunImages(ctx, l, lists, shape, n0, count);
+    read += RunImages(ctx, l, lists, shape, n0, count);
   }
-  return nonzero;
+  return read;
 }
 
 }  // namespace sparse_conv

@@ -12,6 +12,9 @@
 #include "sparse_conv_tile.h"
 
 namespace exprune {
+namespace sparse_conv_amx {
+struct Weights;
+}  // namespace sparse_conv_amx
 namespace sparse_conv {
 
 // Everything the two passes need about the layer.
@@ -31,6 +34,8 @@ struct Layer {
   float* y;
   bool relu;
   float clip_max;
+  // The tile path's weights (sparse_conv_amx.h), or null where it does not run.
+  const sparse_conv_amx::Weights* amx;
 };
 
 // The register-tile shape for this layer: one vector of output channels when it holds
@@ -41,7 +46,8 @@ struct Layer {
 // faster in tiles of 12 than of 14). The weight blocking depends on the vectors only.
 const Shape& PickShape(const Kernels& k, int64_t mg, int64_t out_w);
 
-// Runs every image of the layer into l.y. Returns the number of non-zero inputs listed.
+// Runs every image of the layer into l.y. Returns the number of inputs read: the non-zero
+// ones listed, and every input of an image the tile path ran.
 int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape);
 
 }  // namespace sparse_conv
