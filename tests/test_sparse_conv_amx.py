@@ -1,6 +1,6 @@
 """ExPruneSparseConv's tile path (custom_ops/src/sparse_conv_amx.cc): on a CPU with
-AMX-BF16 tiles, an image with at least 35% non-zero inputs runs as a dense convolution of
-three-way bfloat16 splits. These tests run where the CPU has the tiles and skip elsewhere;
+AMX-BF16 tiles, an image whose non-zero share is at least 0.25 (more past 128 channels)
+runs as a dense convolution of three-way bfloat16 splits. These tests run where the CPU has the tiles and skip elsewhere;
 test_sparse_conv_op.py reruns all its cases with the path forced ($EXPRUNE_CONV_KERNELS=amx)."""
 
 from __future__ import annotations
@@ -39,6 +39,22 @@ def test_a_dense_image_runs_on_the_tiles_and_a_sparse_one_is_listed():
     tiled = x[0].size + x[2].size if FORCED != "amx" else x.size
     listed = 0 if FORCED == "amx" else np.count_nonzero(x[1])
     assert stats.tolist() == [tiled + listed, x.size]
+
+
+@pytest.mark.skipif(FORCED == "amx", reason="the tiles are forced")
+@pytest.mark.parametrize("channels,least", [(64, 25), (256, 30), (512, 35)])
+def test_the_share_that_goes_to_the_tiles_rises_with_the_channels(channels, least):
+    """Every plane 10 x 10 with exactly k non-zeros: k = least + 1 runs on the tiles, least - 1
+    is listed (0.25 of the inputs up to 128 channels, 0.05 more per doubling)."""
+    rng = np.random.default_rng(channels)
+    weight = (rng.standard_normal((16, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
+    for k, tiled in ((least + 1, True), (least - 1, False)):
+        x = np.zeros((1, channels, 100), np.float32)
+        for plane in x[0]:
+            plane[rng.permutation(100)[:k]] = rng.standard_normal(k)
+        x = x.reshape(1, channels, 10, 10)
+        stats = check(x, weight, None, {"pads": [1, 1, 1, 1]}, stats=True)[1]
+        assert stats[0] == (x.size if tiled else np.count_nonzero(x)), (k, stats)
 
 
 def test_an_image_holding_inf_or_nan_is_listed():

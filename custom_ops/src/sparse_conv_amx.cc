@@ -17,9 +17,15 @@ namespace exprune {
 namespace sparse_conv_amx {
 namespace {
 
-// The tile path runs an image whose sampled non-zero share is at least this; sparser
-// ones are listed. (Measured: docs/sparse_conv.md, "The tile path".)
-constexpr double kMinShare = 0.35;
+// The tile path runs an image whose sampled non-zero share is at least kMinShare with
+// up to kFewChannels input channels, kShareStep more per doubling past that; sparser
+// ones are listed. The tiles' time hardly depends on the zeros; the lists' grows with the
+// channels, whose weights a chunk holds. Side by side on the bench layers (this Xeon,
+// docs/sparse_conv.md "The tile path"), the two broke even at about 78% zeros with 64
+// channels, 72-76% with 128, 70-74% with 256 and 65-70% with 512.
+constexpr double kMinShare = 0.25;
+constexpr double kShareStep = 0.05;
+constexpr int64_t kFewChannels = 128;
 // Compute tasks: a block of outputs over a band of positions, as few bands as leave
 // kMinTasks tasks (enough to share out over a few threads), so that a block's weights
 // are read once per band. (Against bands of one pair of position tiles, as many tasks as
@@ -95,7 +101,10 @@ bool Forced() {
   return forced != nullptr && std::strcmp(forced, "amx") == 0;
 }
 
-bool Wanted(double share) { return Forced() || share >= kMinShare; }
+bool Wanted(double share, int64_t channels) {
+  const double doublings = std::log2(static_cast<double>(std::max(channels, kFewChannels)) / kFewChannels);
+  return Forced() || share >= kMinShare + kShareStep * doublings;
+}
 
 void PackWeights(const float* w, int64_t channels, int64_t kh, int64_t kw, int64_t outputs, Weights* out) {
   out->data.clear();

@@ -33,8 +33,9 @@ struct Weights {
 const Kernels* Usable();
 // Whether the tiles are forced for every image ($EXPRUNE_CONV_KERNELS=amx).
 bool Forced();
-// Whether an image whose sampled non-zero share is `share` runs on the tiles.
-bool Wanted(double share);
+// Whether an image of `channels` input channels whose sampled non-zero share is `share`
+// runs on the tiles.
+bool Wanted(double share, int64_t channels);
 
 // Packs w[C, KH, KW, M] (the op's layout, one group). Leaves `out` empty when w holds
 // Inf or NaN or the CPU has no tiles.

@@ -359,7 +359,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
     const Sample sample = SampleImage(l.x + n * image, l.channels, l.h.in * l.w.in);
     chunk[n] = PickChunk(l.cg, tap_bytes, sample.nonzero);
     pair[n] = sample.neighbour >= kPairShare;
-    if (l.amx != nullptr && sparse_conv_amx::Wanted(sample.nonzero)) {
+    if (l.amx != nullptr && sparse_conv_amx::Wanted(sample.nonzero, l.channels)) {
       tiled[n] = sparse_conv_amx::RunImage(ctx, l, *l.amx, n);
       read += tiled[n] ? image : 0;
     }
