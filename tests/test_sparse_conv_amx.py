@@ -78,6 +78,10 @@ GEOMETRIES = {
     "5x5_same_upper": dict(channels=3, outs=7, size=(16, 16), kernel=(5, 5), attrs={"auto_pad": "SAME_UPPER"}),
     "one_column": dict(channels=36, outs=36, size=(9, 1), kernel=(3, 1), attrs={"pads": [1, 0, 1, 0]}),
     "stride_2x1": dict(channels=40, outs=33, size=(8, 17), attrs={"strides": [2, 1], "pads": [0, 1, 1, 0]}),
+    # 16 outputs a row read no column past 32: the packed rows end before the input's do
+    "stride2_last_column_unread": dict(channels=40, outs=20, size=(6, 34), attrs={"strides": [2, 2]}),
+    "1x1_stride3_last_columns_unread": dict(channels=32, outs=32, size=(3, 50), kernel=(1, 1),
+                                            attrs={"strides": [1, 3]}),
 }
 
 

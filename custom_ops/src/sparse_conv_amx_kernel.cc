@@ -64,17 +64,20 @@ bool PackRow(const PackIn& a) {
     for (uint16_t* d : dst) std::memset(d, 0, static_cast<size_t>(row_elems) * 2);
     return true;
   }
-  const int64_t left = a.pad_l * kChannels, right = (a.pad_l + a.w) * kChannels;
+  // The columns the tiles read: a stride can leave the input's last ones unread, and the
+  // packed row ends before them.
+  const int64_t left = a.pad_l < p.wp ? a.pad_l : p.wp;
+  const int64_t used = p.wp - left < a.w ? p.wp - left : a.w;
   for (uint16_t* d : dst) {
-    std::memset(d, 0, static_cast<size_t>(left) * 2);
-    std::memset(d + right, 0, static_cast<size_t>(row_elems - right) * 2);
+    std::memset(d, 0, static_cast<size_t>(left * kChannels) * 2);
+    std::memset(d + (left + used) * kChannels, 0, static_cast<size_t>((p.wp - left - used) * kChannels) * 2);
   }
   __mmask16 bad = 0;
   const int64_t plane = a.h * a.w;
   for (int64_t half = 0; half < 2; ++half) {
     const int64_t c0 = a.kc * kChannels + half * 16;
-    for (int64_t ix0 = 0; ix0 < a.w; ix0 += 16) {
-      const int64_t count = a.w - ix0 < 16 ? a.w - ix0 : 16;
+    for (int64_t ix0 = 0; ix0 < used; ix0 += 16) {
+      const int64_t count = used - ix0 < 16 ? used - ix0 : 16;
       const __mmask16 cols = static_cast<__mmask16>((1u << count) - 1u);
       __m512 r[16];
       for (int64_t c = 0; c < 16; ++c) {
@@ -86,7 +89,7 @@ bool PackRow(const PackIn& a) {
       for (int64_t j = 0; j < count; ++j) {
         __m256i parts[3];
         Split(r[j], &parts[0], &parts[1], &parts[2]);
-        const int64_t at = (a.pad_l + ix0 + j) * kChannels + half * 16;
+        const int64_t at = (left + ix0 + j) * kChannels + half * 16;
         for (int k = 0; k < 3; ++k) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst[k] + at), parts[k]);
       }
     }
