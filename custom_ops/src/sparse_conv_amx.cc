@@ -24,7 +24,7 @@ namespace {
 // docs/sparse_conv.md "The tile path"), the two broke even at about 78% zeros with 64
 // channels, 72-76% with 128, 70-74% with 256 and 65-70% with 512.
 constexpr double kMinShare = 0.25;
-constexpr double kShareStep = 0.05;
+constexpr double kShareStep = 0.04;
 constexpr int64_t kFewChannels = 128;
 // Compute tasks: a block of outputs over a band of positions, as few bands as leave
 // kMinTasks tasks (enough to share out over a few threads), so that a block's weights
