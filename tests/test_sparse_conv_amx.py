@@ -67,6 +67,12 @@ def test_an_image_holding_inf_or_nan_is_listed():
     y, stats = check(x, weight, b, attrs, stats=True)
     assert np.isnan(y[0]).any() and np.isinf(y[0]).any() and np.isfinite(y[1]).all()
     assert stats.tolist() == [np.count_nonzero(x[0]) + x[1].size, x.size]
+    # Also where the conv never reads it: the last row and column at stride 2.
+    for where in ((0, 5, 9, 3), (0, 7, 2, 33)):  # 4 x 16 outputs read rows 0-8, columns 0-32
+        x = sparse_input(rng, (1, 40, 10, 34), 0.3)
+        x[where] = np.inf
+        stats = check(x, weight, b, {"strides": [2, 2]}, stats=True)[1]
+        assert stats.tolist() == [np.count_nonzero(x), x.size]
 
 
 GEOMETRIES = {

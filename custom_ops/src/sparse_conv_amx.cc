@@ -89,6 +89,22 @@ uint16_t* PlanesScratch(size_t n) {
   return buf.data();
 }
 
+// Whether the input rows and columns past the packed planes (a stride can leave the
+// last ones unread) hold no Inf or NaN: an image that holds one is listed, whether the
+// convolution reads it or not, as docs/custom_ops.md says.
+bool UnreadFinite(const float* x, int64_t channels, int64_t h, int64_t w, int64_t rows, int64_t cols) {
+  if (rows >= h && cols >= w) return true;
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t iy = 0; iy < h; ++iy) {
+      const float* row = x + (c * h + iy) * w;
+      for (int64_t ix = iy < rows ? std::max<int64_t>(cols, 0) : 0; ix < w; ++ix) {
+        if (!std::isfinite(row[ix])) return false;
+      }
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 const Kernels* Usable() {
@@ -159,7 +175,10 @@ bool RunImage(const Ort::KernelContext& ctx, const sparse_conv::Layer& l, const 
     }
   };
   ParallelTasks(ctx, static_cast<size_t>(pack_tasks), pack);
-  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) return false;
+  if (std::find(finite.begin(), finite.end(), 0) != finite.end() ||
+      !UnreadFinite(x, l.channels, l.h.in, l.w.in, p.hp - l.h.pad, p.wp - l.w.pad)) {
+    return false;
+  }
 
   // ---- the tiles: tasks of (block of kOutputs outputs, band of position-tile pairs)
   const int64_t blocks = CeilDiv(l.mg, kOutputs), pairs = CeilDiv(l.h.out * tiles_x, 2);
