@@ -103,3 +103,12 @@ def test_rows_of_another_cpu_stand_beside_and_name_their_cpu():
 def test_merged_rows_of_one_cpu_and_commit_carry_no_label():
     result = lossless.merged([_run("aaa", "AMD EPYC", [_row("lossless", 1, 0.7)])])
     assert "| lossless | 1 x 1 |" in "\n".join(lossless.section(result))
+
+
+def test_the_calibrated_rows_options_pass_the_api_checks():
+    """The search refuses options of the wrong type: the calibrated rows' must pass (a
+    threshold of None did not, and every calibrated row failed)."""
+    from exprune_onnx.config import check_options
+
+    check_options(lossless.CALIBRATED)
+    assert lossless.CALIBRATED.confidence == 0.0
