@@ -364,6 +364,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
       read += tiled[n] ? image : 0;
     }
   }
+  if (std::all_of(tiled.begin(), tiled.end(), [](char t) { return t != 0; })) return read;  // no lists to hold
   // Every padded column a tile reads has a count (0 in the padding).
   const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
   const int64_t cols = std::max(l.w.pad + l.w.in, reach + 1);
