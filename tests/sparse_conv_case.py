@@ -28,9 +28,9 @@ def cpu_has_tiles() -> bool:
 
 def inputs_read(x: np.ndarray, group: int = 1) -> int:
     """The op's stats[0] for x: each image's non-zero inputs when listed, all of them when
-    it runs on the tiles (one group, no Inf or NaN, and the tiles forced or, in the channels
-    the op samples (every 8th), a non-zero share of at least 0.25 up to 128 channels, 0.04
-    more per doubling past that)."""
+    it runs on the tiles (one group; no Inf, NaN or non-zero under 2^-40; and the tiles
+    forced or, in the channels the op samples (every 8th), a non-zero share of at least 0.25
+    up to 128 channels, 0.04 more per doubling past that)."""
     forced = os.environ.get("EXPRUNE_CONV_KERNELS")
     tiles = group == 1 and cpu_has_tiles() and forced in (None, "", "amx")
     total = 0
@@ -38,7 +38,8 @@ def inputs_read(x: np.ndarray, group: int = 1) -> int:
     for image in x:
         sampled = image[::8]
         share = np.count_nonzero(sampled) / max(sampled.size, 1)
-        tiled = tiles and np.isfinite(image).all() and (forced == "amx" or share >= least)
+        splittable = np.isfinite(image).all() and np.all((image == 0) | (np.abs(image) >= 2.0**-40))
+        tiled = tiles and splittable and (forced == "amx" or share >= least)
         total += image.size if tiled else int(np.count_nonzero(image))
     return total
 

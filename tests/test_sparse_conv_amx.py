@@ -75,6 +75,23 @@ def test_an_image_holding_inf_or_nan_is_listed():
         assert stats.tolist() == [np.count_nonzero(x), x.size]
 
 
+def test_values_the_tile_unit_would_flush_go_to_the_lists():
+    """The tile unit reads subnormal bfloat16 as 0 and flushes subnormal products: an image
+    with a non-zero under 2^-40 is listed, and weights with one never run on the tiles."""
+    rng = np.random.default_rng(5)
+    x, weight, b, attrs = case(rng, batch=2, channels=32, outs=32, size=(8, 16), zeros=0.3, bias=False,
+                               attrs={"pads": [1, 1, 1, 1]})
+    x[0] *= np.float32(1e-38)  # every product under 2^-110
+    y, stats = check(x, weight, None, attrs, stats=True)
+    assert stats.tolist() == [np.count_nonzero(x[0]) + x[1].size, x.size]
+    want = run_plain(reference_model(x.shape, weight, None, None, attrs), {"x": x})[0]
+    assert np.abs(y[0] - want[0]).max() <= 1e-5 * np.abs(want[0]).max()
+    tiny = weight.copy()
+    tiny[3, 4, 1, 1] = np.float32(1e-13)
+    stats = check(x, tiny, None, attrs, stats=True)[1]
+    assert stats.tolist() == [np.count_nonzero(x), x.size]
+
+
 GEOMETRIES = {
     "3x3_pad1_wide": dict(channels=70, outs=50, size=(5, 37), attrs={"pads": [1, 1, 1, 1]}),
     "3x3_stride2_asym": dict(channels=33, outs=17, size=(11, 19), attrs={"strides": [2, 2], "pads": [1, 2, 0, 1]}),

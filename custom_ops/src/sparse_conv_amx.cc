@@ -126,7 +126,8 @@ void PackWeights(const float* w, int64_t channels, int64_t kh, int64_t kw, int64
   out->data.clear();
   if (Usable() == nullptr) return;
   const int64_t count = channels * kh * kw * outputs;
-  if (!std::all_of(w, w + count, [](float v) { return std::isfinite(v); })) return;
+  const auto splittable = [](float v) { return std::isfinite(v) && (v == 0.0f || std::fabs(v) >= kSmallest); };
+  if (!std::all_of(w, w + count, splittable)) return;
   const int64_t nkc = CeilDiv(channels, kChannels), blocks = CeilDiv(outputs, kOutputs);
   out->data.assign(static_cast<size_t>(blocks * kh * kw * nkc * 6 * kTileElems), 0);
   for (int64_t b = 0; b < blocks; ++b) {

@@ -4,8 +4,9 @@
 // float is split exactly into three bfloat16 parts (hi + mid + lo, each the top 16 bits
 // of what the earlier parts leave), and the six part products down to 2^-16 of the
 // product are summed in float32: the parts left out are at most 2^-23 of each product,
-// less than float32's own rounding of the sum. Inf and NaN have no such split: an image
-// holding one runs the list path.
+// about float32's own rounding of the sum. Inf and NaN have no such split, and the tile
+// unit flushes subnormal values to 0: an image holding Inf, NaN or a non-zero under
+// kSmallest (2^-40) runs the list path, and weights holding one never run on the tiles.
 //
 // sparse_conv_amx.cc (plain flags) holds the set-up, the weights and the tasks; the
 // stages they run are in sparse_conv_amx_kernel.h.
@@ -38,11 +39,11 @@ bool Forced();
 bool Wanted(double share, int64_t channels);
 
 // Packs w[C, KH, KW, M] (the op's layout, one group). Leaves `out` empty when w holds
-// Inf or NaN or the CPU has no tiles.
+// Inf, NaN or a non-zero under kSmallest, or the CPU has no tiles.
 void PackWeights(const float* w, int64_t channels, int64_t kh, int64_t kw, int64_t outputs, Weights* out);
 
 // Runs image n of the layer on the tiles into l.y. Returns false, with y untouched, when
-// the image holds Inf or NaN.
+// the image holds Inf, NaN or, where the tiles read, a non-zero under kSmallest.
 bool RunImage(const Ort::KernelContext& ctx, const sparse_conv::Layer& l, const Weights& w, int64_t n);
 
 }  // namespace sparse_conv_amx

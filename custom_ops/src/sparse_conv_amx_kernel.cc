@@ -48,10 +48,14 @@ inline void Split(__m512 v, __m256i* hi, __m256i* mid, __m256i* lo) {
   *lo = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(r2), 16));
 }
 
-// Lanes whose exponent is all ones (Inf, NaN).
-inline __mmask16 NotFinite(__m512 v) {
+// Lanes the split cannot carry: Inf, NaN (exponent all ones) and non-zeros under
+// kSmallest. (NaN compares false with everything, so the second test leaves it to the first.)
+inline __mmask16 Unsplittable(__m512 v) {
   const __m512i exp = _mm512_set1_epi32(0x7F800000);
-  return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exp), exp);
+  const __m512 magnitude = _mm512_abs_ps(v);
+  const __mmask16 tiny = _mm512_cmp_ps_mask(magnitude, _mm512_set1_ps(kSmallest), _CMP_LT_OQ) &
+                         _mm512_cmp_ps_mask(magnitude, _mm512_setzero_ps(), _CMP_GT_OQ);
+  return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exp), exp) | tiny;
 }
 
 bool PackRow(const PackIn& a) {
@@ -83,7 +87,7 @@ bool PackRow(const PackIn& a) {
       for (int64_t c = 0; c < 16; ++c) {
         const bool inside = c0 + c < a.channels;
         r[c] = inside ? _mm512_maskz_loadu_ps(cols, a.x + (c0 + c) * plane + iy * a.w + ix0) : _mm512_setzero_ps();
-        bad |= NotFinite(r[c]);
+        bad |= Unsplittable(r[c]);
       }
       avx512::Transpose16x16(r);
       for (int64_t j = 0; j < count; ++j) {

@@ -13,6 +13,10 @@ constexpr int64_t kChannels = 32;    // input channels in a tile row (16 bfloat1
 constexpr int64_t kOutputs = 32;     // output channels of a block: two tiles of 16
 constexpr int64_t kPositions = 16;   // output positions in a tile (its rows)
 constexpr int64_t kTileElems = 512;  // bfloat16 values in one 1 KB tile
+// The tile unit reads subnormal bfloat16 as 0 and flushes subnormal products to 0. With
+// every non-zero input and weight at least 2^-40 in magnitude, every part product kept
+// is above 2^-110, far from that.
+constexpr float kSmallest = 0x1p-40f;
 
 // One image's input as three planes of bfloat16 parts, each [nkc][hp][wp][kChannels]:
 // channel block, padded row, padded column, channel. Padding and the channels past C
@@ -42,7 +46,7 @@ struct BlockIn {
 };
 
 struct Kernels {
-  bool (*pack_row)(const PackIn&);  // false: the row holds Inf or NaN
+  bool (*pack_row)(const PackIn&);  // false: the row holds Inf, NaN or a non-zero under kSmallest
   void (*begin)();                  // loads the tile configuration on this thread
   void (*end)();                    // releases the tiles
   void (*block)(const BlockIn&);
