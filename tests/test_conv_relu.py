@@ -93,6 +93,8 @@ def test_finite_threshold_prunes_exactly(case):
         ({"channels": 16, "bn": False}, "fewer than --min-units"),
         ({"act": "clip_neg"}, "min -1"),
         ({"dtype": np.float16, "bn": False}, "float32"),
+        # a 3x3 kernel at stride 5: SAME's padding can be negative, as onnxruntime applies it
+        ({"auto_pad": "SAME_UPPER", "strides": [5, 5]}, "onnxruntime's Conv pads negatively"),
     ],
 )
 def test_must_not_fire(kwargs, reason):

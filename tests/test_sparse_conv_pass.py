@@ -258,6 +258,26 @@ def nan_weight(rng):
     return model
 
 
+def same_pad_conv(rng, stride):
+    """r0 [N, 8, 10, 10] -> 1x1 Conv, auto_pad SAME_UPPER: at stride 3, 12 columns would want
+    a padding of -2, which onnxruntime applies (skipping the first column) and ONNX's
+    definition clamps to 0."""
+    nodes, inits = stem(rng)
+    inits.append(init("W1", weight(rng, 4, 8, 1)))
+    nodes.append(conv("c1", "r0", "W1", "y", auto_pad="SAME_UPPER", strides=[stride, stride]))
+    return build(nodes, inits)
+
+
+def test_same_padding_fires_where_onnxruntime_pads_as_onnx_does():
+    """Stride 2 on a 1x1 kernel wants a padding of at most -1, which onnxruntime leaves at
+    the end: the op reads the same inputs, and agrees with the original."""
+    model = same_pad_conv(np.random.default_rng(7), 2)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert [n.op_type for n in res.model.graph.node] == ["Conv", "Relu", ops.SPARSE_CONV]
+    x = np.random.default_rng(8).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    assert_close(run_plain(model, {"x": x})[0], run_exprune(res.model, {"x": x})[0])
+
+
 def conv1d(rng):
     inits = [init("W1", init_array(rng, (4, 3, 3), 0.3))]
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="act0"), conv("c1", "r", "W1", "y", pads=[1, 1])]
@@ -273,6 +293,7 @@ def conv1d(rng):
     # Under 8 outputs a group the op lost to onnxruntime 1.6-51x (bench.sparse_conv_groups)
     (lambda rng: relu_conv(rng, group=8, m=8), "1 output channel(s) per group (depthwise)"),
     (lambda rng: relu_conv(rng, group=2, m=8), "4 output channel(s) per group (group = 2)"),
+    (lambda rng: same_pad_conv(rng, 3), "onnxruntime's Conv pads negatively"),
 ])
 def test_must_not_fire(make, reason):
     model = make(np.random.default_rng(4))

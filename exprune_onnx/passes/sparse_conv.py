@@ -118,6 +118,9 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         return no(why)
     if not np.isfinite(w).all():
         return no(f"the weight '{stored.name}' holds NaN or Inf: skipping a zero input would drop 0 * Inf = NaN")
+    why = common.same_pad_problem(node.attrs, w.shape[2:])
+    if why:
+        return no(why)
     m, cg = int(w.shape[0]), int(w.shape[1])
     group = int(node.attrs.get("group", 1))
     if group < 1 or m % group:

@@ -46,6 +46,25 @@ def layer_name(node: gs.Node, ctx: Context) -> str:
     return f"{node.op}:{node.outputs[0].name}"
 
 
+def same_pad_problem(attrs: dict, kernel) -> str | None:
+    """Why a Conv with auto_pad SAME cannot become one of our ops, or None. Where a stride
+    passes the dilated kernel by 2 or more, the padding SAME asks for can come out
+    negative: onnxruntime's Conv then skips leading inputs, while ONNX's definition, which
+    our ops follow, pads 0, and the two read different inputs."""
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return None
+    strides = attrs.get("strides", [1] * len(kernel))
+    dilations = attrs.get("dilations", [1] * len(kernel))
+    for axis, (k, stride, dilation) in enumerate(zip(kernel, strides, dilations)):
+        extent = (int(k) - 1) * int(dilation) + 1
+        if int(stride) >= extent + 2:
+            return (f"auto_pad = {auto_pad} with stride {stride} past the kernel's extent {extent} "
+                    f"(spatial axis {axis}): onnxruntime's Conv pads negatively there, ONNX's definition does not")
+    return None
+
+
 def reads_raw_input(x: gs.Tensor, ctx: Context) -> bool:
     """Whether ``x`` is the model's input, through layout ops and into the Loop/Scan
     bodies it is fed to (a Scan's body reads it one step at a time)."""

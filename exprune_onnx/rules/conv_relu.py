@@ -59,7 +59,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return f"grouped convolution (group = {group}): units are exchangeable only within a group"
     if c.weight.ndim not in (3, 4):
         return f"{c.weight.ndim - 2}-D convolution: only 1-D and 2-D are supported"
-    return common.check(c, ctx)
+    return common.same_pad_problem(c.conv_attrs, c.weight.shape[2:]) or common.check(c, ctx)
 
 
 def rewrite(c: Candidate, ctx: Context):
