@@ -8,7 +8,8 @@ relative to the dense layer the op saves
 
 where ``tail_units * taps`` is the size of one output's tail weights (``w_tail`` row).
 
-An ExPruneSparseConv counts [non-zero inputs read, inputs] instead; each input it skips
+An ExPruneSparseConv counts [inputs read, inputs] instead (the non-zero ones where it lists
+them, all of an image its tile path ran: docs/custom_ops.md); each input it skips
 saves the multiply-adds it would feed, ``2 * (M / group) * KH * KW / (stride_h * stride_w)``
 FLOPs. That is exact for an interior input of a convolution whose output covers its
 input (stride 1, "same" padding) and approximate elsewhere: an input on the border feeds
@@ -59,7 +60,7 @@ def per_input(model: onnx.ModelProto) -> dict[str, float]:
 
 def flops_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> float:
     """Total FLOPs saved over a run, given node -> (pruned, total) counters of early-exit
-    ops and (non-zero inputs read, inputs) of sparse convs."""
+    ops and (inputs read, inputs) of sparse convs."""
     costs = per_element(model)
     inputs = per_input(model)
     saved = 0.0
