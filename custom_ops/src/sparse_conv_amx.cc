@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "sparse_conv_tile.h"
 
@@ -113,8 +112,11 @@ const Kernels* Usable() {
 }
 
 bool Forced() {
-  const char* forced = std::getenv("EXPRUNE_CONV_KERNELS");
-  return forced != nullptr && std::strcmp(forced, "amx") == 0;
+  static const bool forced = [] {
+    const char* name = std::getenv("EXPRUNE_CONV_KERNELS");
+    return name != nullptr && std::strcmp(name, "amx") == 0;
+  }();
+  return forced;
 }
 
 bool Wanted(double share, int64_t channels) {
