@@ -162,3 +162,46 @@ def test_a_plain_write_may_go_to_a_pipe(example, tmp_path):
     outputs.refuse_overwriting([fifo], [example], (), replaced=False)
     with pytest.raises(outputs.OutputError, match="is not a regular file"):
         outputs.refuse_overwriting([fifo], [example], ())
+
+
+def test_a_report_that_fails_half_written_leaves_the_old_one(tmp_path, monkeypatch):
+    """evaluate --json on a full disk: the old report stays whole, and nothing is left beside it."""
+    import errno
+
+    report = tmp_path / "r.json"
+    report.write_text('{"old": true}\n')
+    real = Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    with pytest.raises(outputs.OutputError, match="No space left"):
+        outputs.write_json(report, {"new": list(range(100))})
+    monkeypatch.undo()
+    assert report.read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_report_through_a_link_replaces_the_file_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("{}\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    outputs.write_json(link, {"a": 1})
+    assert link.is_symlink() and '"a": 1' in target.read_text()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_report_to_a_pipe_is_written_into_it(tmp_path):
+    import threading
+
+    fifo = tmp_path / "j"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    outputs.write_json(fifo, {"a": 1})
+    reader.join(10)
+    assert got and '"a": 1' in got[0] and fifo.exists() and not fifo.is_file()

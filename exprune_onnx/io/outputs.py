@@ -37,8 +37,22 @@ def json_text(payload: dict) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
+    """A file is written beside its path (through a link, beside the file it names) and
+    renamed over it, so that a full disk or an interrupt leaves the old report or none; a
+    pipe or /dev/stdout, or a file in a folder we may not create files in, is written in
+    place."""
+    text = json_text(payload)
+    target = Path(os.path.realpath(path))
     try:
-        path.write_text(json_text(payload))
+        if (target.exists() and not target.is_file()) or not os.access(target.parent, os.W_OK):
+            target.write_text(text)
+            return
+        staged: list[tuple[Path, Path]] = []
+        try:
+            stage(staged, target, lambda tmp: tmp.write_text(text))
+            move_into_place(staged)
+        finally:
+            discard(staged)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
 
