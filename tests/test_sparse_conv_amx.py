@@ -1,7 +1,8 @@
 """ExPruneSparseConv's tile path (custom_ops/src/sparse_conv_amx.cc): on a CPU with
 AMX-BF16 tiles, an image whose non-zero share is at least 0.25 (more past 128 channels)
-runs as a dense convolution of three-way bfloat16 splits. These tests run where the CPU has the tiles and skip elsewhere;
-test_sparse_conv_op.py reruns all its cases with the path forced ($EXPRUNE_CONV_KERNELS=amx)."""
+runs as a dense convolution of three-way bfloat16 splits. These tests run where the CPU
+has the tiles and skip elsewhere; test_sparse_conv_op.py reruns all its cases with the
+path forced ($EXPRUNE_CONV_KERNELS=amx)."""
 
 from __future__ import annotations
 
