@@ -205,3 +205,25 @@ def test_a_report_to_a_pipe_is_written_into_it(tmp_path):
     outputs.write_json(fifo, {"a": 1})
     reader.join(10)
     assert got and '"a": 1' in got[0] and fifo.exists() and not fifo.is_file()
+
+
+def test_a_model_written_through_a_link_replaces_the_file_and_keeps_the_link(example, tmp_path):
+    target = tmp_path / "real.onnx"
+    target.write_bytes(b"old")
+    link = tmp_path / "out.onnx"
+    link.symlink_to(target)
+    result = CliRunner().invoke(main, ["optimize", str(example), "-o", str(link), "--threshold", "-2", "--no-check"])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.read_bytes() != b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx", "real.onnx"]
+
+
+def test_a_staged_report_through_a_link_replaces_the_file_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "report.json"
+    link.symlink_to(target)
+    staged = []
+    outputs.stage(staged, link, lambda tmp: tmp.write_text("new"))
+    outputs.move_into_place(staged)
+    assert link.is_symlink() and target.read_text() == "new"

@@ -199,9 +199,10 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
 
     Weights go to ``<out>.data`` when asked to or when the model is too large for one
-    protobuf message. Once written, ``model`` is as it was.
+    protobuf message. Once written, ``model`` is as it was. Through a link, the file it
+    names is replaced (its weights beside it) and the link stays.
     """
-    out = Path(out)
+    out = Path(os.path.realpath(out)) if os.path.islink(out) else Path(out)
     check_writable(out)
     parent = out.parent if str(out.parent) else Path(".")
     external_data = external_data or tensor_bytes(model) > _EXTERNAL_DATA_BYTES

@@ -37,10 +37,9 @@ def json_text(payload: dict) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """A file is written beside its path (through a link, beside the file it names) and
-    renamed over it, so that a full disk or an interrupt leaves the old report or none; a
-    pipe or /dev/stdout, or a file in a folder we may not create files in, is written in
-    place."""
+    """A file is written beside its path and renamed over it (``stage``), so that a full
+    disk or an interrupt leaves the old report or none; a pipe or /dev/stdout, or a file in
+    a folder we may not create files in, is written in place."""
     text = json_text(payload)
     target = Path(os.path.realpath(path))
     try:
@@ -58,16 +57,18 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:
-    """``write(tmp)`` into a hidden file beside ``path``, listed in ``staged`` from the
-    moment it exists, for ``move_into_place`` once everything else is written, or
-    ``discard``: a failure or a signal on the way leaves no file behind."""
-    parent = path.parent if str(path.parent) else Path(".")
+    """``write(tmp)`` into a hidden file beside ``path`` (beside the file a link names),
+    listed in ``staged`` from the moment it exists, for ``move_into_place`` once everything
+    else is written, or ``discard``: a failure or a signal on the way leaves no file behind."""
+    # Through a link, the file it names is replaced and the link stays.
+    dest = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    parent = dest.parent if str(dest.parent) else Path(".")
     # Listed before it exists, so that an interrupt at any instant leaves nothing behind
     # (blocking signals around mkstemp does not do it: another thread, onnxruntime's, takes
     # the signal and Python still interrupts the main one).
     while True:
         tmp = parent / f".exprune-{secrets.token_hex(6)}{path.suffix}"
-        staged.append((tmp, path))
+        staged.append((tmp, dest))
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             break
