@@ -4,7 +4,7 @@
 // 1 KB per 24 products) from level 1, and with those loads 16 bytes off a cache line, as
 // the first version's planes were (each 64-byte tile row then straddles two lines).
 //
-//   g++ -O2 -mamx-tile -mamx-bf16 bench/amx_tile_probe.cc -o /tmp/amx_tile_probe
+//   g++ -O2 -mamx-tile -mamx-bf16 -I custom_ops/src bench/amx_tile_probe.cc -o /tmp/amx_tile_probe
 //   taskset -c 1 /tmp/amx_tile_probe
 //
 // Linux only (the tile state is asked for with arch_prctl). Not part of the library.
@@ -17,14 +17,9 @@
 #include <cstdio>
 #include <cstring>
 
-namespace {
+#include "sparse_conv_amx_kernel.h"  // TileConfig, as the op loads it
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
-};
+namespace {
 
 alignas(64) uint16_t buffer[8 * 512 + 64];
 
@@ -71,7 +66,7 @@ int main() {
     std::puts("the OS gives this process no tile state");
     return 1;
   }
-  static const TileConfig config;
+  static const exprune::sparse_conv_amx::TileConfig config;
   _tile_loadconfig(&config);
   for (uint16_t& v : buffer) v = 0x3f80;  // 1.0
   _tile_zero(0);

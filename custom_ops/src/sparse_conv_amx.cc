@@ -152,10 +152,6 @@ void PackWeights(const float* w, int64_t channels, int64_t kh, int64_t kw, int64
       }
     }
   }
-  out->channels = channels;
-  out->outputs = outputs;
-  out->kh = kh;
-  out->kw = kw;
 }
 
 bool RunImage(const Ort::KernelContext& ctx, const sparse_conv::Layer& l, const Weights& w, int64_t n) {
@@ -186,7 +182,7 @@ bool RunImage(const Ort::KernelContext& ctx, const sparse_conv::Layer& l, const 
   // ---- the tiles: tasks of (block of kOutputs outputs, band of position-tile pairs)
   const int64_t blocks = CeilDiv(l.mg, kOutputs), pairs = CeilDiv(l.h.out * tiles_x, 2);
   const int64_t bands = std::clamp<int64_t>(CeilDiv(kMinTasks, blocks), 1, pairs);
-  const int64_t block_elems = w.kh * w.kw * p.nkc * 6 * kTileElems, plane = l.h.out * l.w.out;
+  const int64_t block_elems = l.h.kernel * l.w.kernel * p.nkc * 6 * kTileElems, plane = l.h.out * l.w.out;
   auto compute = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task), b = t / bands, band = t % bands;
     const int64_t m0 = b * kOutputs, lanes = std::min(kOutputs, l.mg - m0);

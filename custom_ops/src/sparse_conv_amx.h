@@ -26,7 +26,6 @@ namespace sparse_conv_amx {
 // [M / kOutputs blocks][ky][kx][kc][half][part][16 channel pairs][16 outputs][2].
 struct Weights {
   std::vector<uint16_t, LineAligned<uint16_t>> data;
-  int64_t channels = 0, outputs = 0, kh = 0, kw = 0;
   bool ready() const { return !data.empty(); }
 };
 

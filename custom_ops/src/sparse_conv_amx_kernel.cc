@@ -20,14 +20,6 @@ namespace exprune {
 namespace sparse_conv_amx {
 namespace {
 
-// Palette 1, all eight tiles 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
-};
-
 void Begin() {
   static const TileConfig config;
   _tile_loadconfig(&config);

@@ -18,6 +18,14 @@ constexpr int64_t kTileElems = 512;  // bfloat16 values in one 1 KB tile
 // is above 2^-110, far from that.
 constexpr float kSmallest = 0x1p-40f;
 
+// Palette 1, all eight tiles 16 rows of 64 bytes (also bench/amx_tile_probe.cc's).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
 // One image's input as three planes of bfloat16 parts, each [nkc][hp][wp][kChannels]:
 // channel block, padded row, padded column, channel. Padding and the channels past C
 // hold zeros.

@@ -195,6 +195,12 @@ def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
         raise OutputError(f"{out}: is not a regular file (a device, a pipe or a socket); give a file path")
 
 
+def written_path(out: str | os.PathLike) -> Path:
+    """Where a file given as ``out`` is written: through a symbolic link, the file it names,
+    so that the link stays a link."""
+    return Path(os.path.realpath(out)) if os.path.islink(out) else Path(out)
+
+
 def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False) -> None:
     """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
 
@@ -202,7 +208,7 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     protobuf message. Once written, ``model`` is as it was. Through a link, the file it
     names is replaced (its weights beside it) and the link stays.
     """
-    out = Path(os.path.realpath(out)) if os.path.islink(out) else Path(out)
+    out = written_path(out)
     check_writable(out)
     parent = out.parent if str(out.parent) else Path(".")
     external_data = external_data or tensor_bytes(model) > _EXTERNAL_DATA_BYTES

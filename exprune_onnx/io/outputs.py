@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import OutputError
-from .modelio import check_writable, clobbered_input, same_file
+from .modelio import check_writable, clobbered_input, same_file, written_path
 
 
 def refuse_overwriting(outputs: list, models: list, others: tuple, replaced: bool = True) -> None:
@@ -38,17 +38,19 @@ def json_text(payload: dict) -> str:
 
 def write_json(path: Path, payload: dict) -> None:
     """A file is written beside its path and renamed over it (``stage``), so that a full
-    disk or an interrupt leaves the old report or none; a pipe or /dev/stdout, or a file in
-    a folder we may not create files in, is written in place."""
+    disk or an interrupt leaves the old report or none. A stream (a pipe, a device, or a
+    name under /dev or /proc such as /dev/stdout, whatever it stands for now) or a file in a
+    folder we may not create files in is written in place."""
     text = json_text(payload)
-    target = Path(os.path.realpath(path))
+    path = Path(path)
+    stream = (path.exists() and not path.is_file()) or str(path.absolute()).startswith(("/dev/", "/proc/"))
     try:
-        if (target.exists() and not target.is_file()) or not os.access(target.parent, os.W_OK):
-            target.write_text(text)
+        if stream or not os.access(written_path(path).parent, os.W_OK):
+            path.write_text(text)
             return
         staged: list[tuple[Path, Path]] = []
         try:
-            stage(staged, target, lambda tmp: tmp.write_text(text))
+            stage(staged, path, lambda tmp: tmp.write_text(text))
             move_into_place(staged)
         finally:
             discard(staged)
@@ -60,8 +62,7 @@ def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:
     """``write(tmp)`` into a hidden file beside ``path`` (beside the file a link names),
     listed in ``staged`` from the moment it exists, for ``move_into_place`` once everything
     else is written, or ``discard``: a failure or a signal on the way leaves no file behind."""
-    # Through a link, the file it names is replaced and the link stays.
-    dest = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    dest = written_path(path)
     parent = dest.parent if str(dest.parent) else Path(".")
     # Listed before it exists, so that an interrupt at any instant leaves nothing behind
     # (blocking signals around mkstemp does not do it: another thread, onnxruntime's, takes
