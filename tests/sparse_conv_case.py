@@ -29,12 +29,12 @@ def cpu_has_tiles() -> bool:
 def inputs_read(x: np.ndarray, group: int = 1) -> int:
     """The op's stats[0] for x: each image's non-zero inputs when listed, all of them when
     it runs on the tiles (one group; no Inf, NaN or non-zero under 2^-40; and the tiles
-    forced or, in the channels the op samples (every 8th), a non-zero share of at least 0.25
-    up to 128 channels, 0.04 more per doubling past that)."""
+    forced or, in the channels the op samples (every 8th), a non-zero share of at least 0.21
+    up to 64 channels, 0.04 more per doubling past that)."""
     forced = os.environ.get("EXPRUNE_CONV_KERNELS")
     tiles = group == 1 and cpu_has_tiles() and forced in (None, "", "amx")
     total = 0
-    least = 0.25 + 0.04 * np.log2(max(x.shape[1], 128) / 128)
+    least = 0.21 + 0.04 * np.log2(max(x.shape[1], 64) / 64)
     for image in x:
         sampled = image[::8]
         share = np.count_nonzero(sampled) / max(sampled.size, 1)

@@ -180,6 +180,29 @@ def test_paired_and_unpaired_columns(pattern, geometry):
         check(x, weight, b, attrs)
 
 
+@pytest.mark.parametrize("pattern", ["clustered", "isolated", "iid"])
+@pytest.mark.parametrize("geometry", ["3x3_pad1", "3x3_valid", "3x3_stride2_asym", "1x1"])
+def test_sparse_rows_listed_by_their_bits(pattern, geometry):
+    """Under a 0.2 non-zero share, rows of 32 columns and more are listed from bit masks of
+    each channel's row, 64 columns to a word (sparse_conv_tile_avx512.cc ListFew): rows of
+    one word, of several and past a whole one, even and odd left pads, paired and unpaired
+    columns, NaN and Inf; narrower rows as at any share."""
+    rng = np.random.default_rng([len(pattern), len(geometry), 9])
+    params = GEOMETRIES[geometry]
+    for width in (12, 32, 63, 64, 65, 130):
+        x, weight, b, attrs = case(rng, channels=40, outs=36, size=(4, width), kernel=params.get("kernel", (3, 3)),
+                                   attrs=params.get("attrs"))
+        if pattern == "clustered":
+            x = clustered_input(rng, x.shape, 0.9)
+        elif pattern == "isolated":
+            x = isolated_input(rng, x.shape) * (rng.random(x.shape) < 0.2)
+        else:
+            x = sparse_input(rng, x.shape, 0.9)
+        x[0, 3, 1, width - 1], x[0, 38, 2, 0] = np.nan, -np.inf
+        assert np.count_nonzero(x[:, ::8]) < 0.2 * x[:, ::8].size
+        check(x, weight, b, attrs)
+
+
 @pytest.mark.parametrize("outs", [1, 7, 17, 40, 70, 130])
 @pytest.mark.parametrize("width", [1, 5, 13, 29])
 def test_odd_widths_and_channel_counts(outs, width):

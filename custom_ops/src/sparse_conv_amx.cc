@@ -20,11 +20,11 @@ namespace {
 // up to kFewChannels input channels, kShareStep more per doubling past that; sparser
 // ones are listed. The tiles' time hardly depends on the zeros; the lists' grows with the
 // channels, whose weights a chunk holds. Side by side on the bench layers (this Xeon,
-// docs/sparse_conv.md "The tile path"), the two broke even at about 78% zeros with 64
-// channels, 72-76% with 128, 70-74% with 256 and 65-70% with 512.
-constexpr double kMinShare = 0.25;
+// docs/sparse_conv.md "The tile path"), the two broke even at about 80% zeros with 64
+// channels, 75-78% with 128, 70-72% with 256 and 65-68% with 512.
+constexpr double kMinShare = 0.21;
 constexpr double kShareStep = 0.04;
-constexpr int64_t kFewChannels = 128;
+constexpr int64_t kFewChannels = 64;
 // Compute tasks: a block of outputs over a band of positions, as few bands as leave
 // kMinTasks tasks (enough to share out over a few threads), so that a block's weights
 // are read once per band. (Against bands of one pair of position tiles, as many tasks as

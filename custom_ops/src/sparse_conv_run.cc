@@ -51,11 +51,22 @@ constexpr int64_t kMinChunk = 64;
 constexpr int64_t kCachedBlockBytes = int64_t{512} << 10;
 // Columns are paired in the lists (sparse_conv_tile.h) when at least kPairShare of the
 // sampled non-zero inputs have a non-zero right neighbour. Where fewer do, the extra
-// loop per pair costs more than the shared loads save: 1-7% slower at 75-80% i.i.d.
-// zeros on the bench layers (neighbour share 0.2-0.25), even at 70% (0.3); 5-15% faster
-// at 30-50% i.i.d. zeros, and 2-9% at 70-90% zeros in the photo inputs, whose zeros
-// cluster as a real ReLU's do.
+// loop per pair costs more than the shared loads save: on the AMD EPYC of
+// docs/sparse_conv.md, 1-7% slower at 75-80% i.i.d. zeros on the bench layers (neighbour
+// share 0.2-0.25), even at 70% (0.3); 5-15% faster at 30-50% i.i.d. zeros, and 2-9% at
+// 70-90% zeros in the photo inputs, whose zeros cluster as a real ReLU's do. Where the
+// lists are paced by their weight loads (the Xeons with two 512-bit multiply-add units,
+// which the tile unit marks) each shared load counts more: there kLoadBoundPairShare,
+// 0.01-0.03 of onnxruntime's time faster on 256 @28 and 512 @14 at 67-75% i.i.d. zeros.
 constexpr double kPairShare = 0.35;
+constexpr double kLoadBoundPairShare = 0.25;
+// Rows at least kFewWidth wide whose image's sampled non-zero share is under kFewShare are
+// listed from bit masks (ListIn::few). Each channel's row then costs a loop whose exit is
+// a mispredicted branch, so narrow rows gain nothing: side by side at 82-95% zeros,
+// 0.01-0.05 of onnxruntime's time faster on 64 @112 and 128 @56, 0.01-0.02 slower on
+// 256 @28, within 0.01 on 512 @14.
+constexpr double kFewShare = 0.2;
+constexpr int64_t kFewWidth = 32;
 // The input is sampled on every kSampleStride-th channel, counted in runs of
 // kSampleRun values (32-bit counts).
 constexpr int64_t kSampleStride = 8;
@@ -99,7 +110,7 @@ int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t i
   if (Select().list != nullptr) {
     return Select().list(ListIn{src, next_row, plane, cn, in_w, pad, s.cols,
                                 static_cast<int32_t>(k * l.chunk * l.chan_step), static_cast<int32_t>(l.chan_step),
-                                l.pair, e, start, both, scratch});
+                                l.pair, l.few, e, start, both, scratch});
   }
   // The input column paired with ix, or -1 when that one is padding or nothing is paired.
   auto partner = [&](int64_t ix) {
@@ -174,6 +185,13 @@ struct Block {
     return l.wt + g * l.cg * l.chan_step + j0;
   }
 
+  // The blocked weights of the group's next block, or null after its last.
+  const float* NextBlockWeights() const {
+    return j0 + per_block < l.mg ? BlockWeights() + l.cg * l.chan_step : nullptr;
+  }
+
+  int64_t ChunkFloats(int64_t k) const { return std::min(l.chunk, l.cg - k * l.chunk) * l.chan_step; }
+
   // Output rows [oy0, oy1) a segment at a time, each segment through every chunk of
   // input channels in turn, so that a chunk's weights are reused from cache by all the
   // segment's tiles; the segment's partial sums wait in `sums` between chunks. A segment
@@ -209,15 +227,28 @@ struct Block {
     Tile a{rows, kh, l.w.kernel, BlockWeights(), l.tap, 0, l.w.stride, l.w.dilation, lanes, nullptr, false};
     // (Only the blocked copy holds a block's weights apart from the other blocks'.)
     const bool fetch = first && l.blocked && l.cg * l.chan_step * int64_t{sizeof(float)} > kCachedBlockBytes;
+    if (fetch) Prefetch(a.w, ChunkFloats(0));
+    const int64_t calls = count * CeilDiv(seg_end - seg, shape.t);
     for (int64_t k = 0; k < l.chunks; ++k) {
       a.accumulate = k > 0;
-      if (fetch) Prefetch(a.w + k * l.chunk * l.chan_step, std::min(l.chunk, l.cg - k * l.chunk) * l.chan_step);
+      // The next chunk's weights (after the last, the next block's first chunk) are
+      // fetched a slice before each tile, so that the fetch overlaps the arithmetic.
+      const float* ahead = k + 1 < l.chunks ? a.w + (k + 1) * l.chunk * l.chan_step : NextBlockWeights();
+      const int64_t ahead_floats = ahead == nullptr ? 0 : ChunkFloats(k + 1 < l.chunks ? k + 1 : 0);
+      const int64_t slice = fetch ? CeilDiv(ahead_floats, calls * 16) * 16 : 0;
+      // Each tile spreads its slice over its kh rows of column steps.
+      a.fetch_step = CeilDiv(slice * 4, kh * (shape.t / 2 + 1) * 64) * 64;
+      int64_t fetched = 0;
       for (int64_t r = 0; r < count; ++r) {
         for (int64_t ky = 0; ky < kh; ++ky) {
           const int64_t iy = (oy0 + r) * l.h.stride - l.h.pad + ky * l.h.dilation;
           rows[ky] = iy < 0 || iy >= l.h.in ? Row{nullptr, nullptr, nullptr} : s.row(s.block(nl, iy, g, k, l), l);
         }
         for (int64_t ox0 = seg; ox0 < seg_end; ox0 += shape.t) {
+          const int64_t now = slice > 0 ? std::clamp<int64_t>(ahead_floats - fetched, 0, slice) : 0;
+          a.fetch = reinterpret_cast<const char*>(ahead + fetched);
+          a.fetch_end = a.fetch + now * int64_t{sizeof(float)};
+          fetched += now;
           a.col0 = ox0 * l.w.stride;  // padded column = input column + left pad
           a.out = sums + r * row_floats + (ox0 - seg) / shape.t * tile_floats;
           fn(a);
@@ -353,12 +384,14 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   const int64_t tap_bytes = l.h.kernel * l.w.kernel * shape.nv * Select().lanes * 4;
   const int64_t image = l.channels * l.h.in * l.w.in;
   std::vector<int64_t> chunk(static_cast<size_t>(l.batch));
-  std::vector<char> pair(static_cast<size_t>(l.batch)), tiled(static_cast<size_t>(l.batch), 0);
+  std::vector<char> pair(static_cast<size_t>(l.batch)), few(static_cast<size_t>(l.batch));
+  std::vector<char> tiled(static_cast<size_t>(l.batch), 0);
   int64_t read = 0;
   for (int64_t n = 0; n < l.batch; ++n) {
     const Sample sample = SampleImage(l.x + n * image, l.channels, l.h.in * l.w.in);
     chunk[n] = PickChunk(l.cg, tap_bytes, sample.nonzero);
-    pair[n] = sample.neighbour >= kPairShare;
+    pair[n] = sample.neighbour >= (sparse_conv_amx::Usable() != nullptr ? kLoadBoundPairShare : kPairShare);
+    few[n] = sample.nonzero < kFewShare && l.w.in >= kFewWidth;
     if (l.amx != nullptr && sparse_conv_amx::Wanted(sample.nonzero, l.channels)) {
       tiled[n] = sparse_conv_amx::RunImage(ctx, l, *l.amx, n);
       read += tiled[n] ? image : 0;
@@ -387,9 +420,10 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
     if (tiled[n0] != 0) continue;
     l.chunk = chunk[n0];
     l.pair = pair[n0] != 0;
+    l.few = few[n0] != 0;
     l.chunks = CeilDiv(l.cg, l.chunk);
     while (n0 + count < l.batch && count < group && tiled[n0 + count] == 0 && chunk[n0 + count] == l.chunk &&
-           (pair[n0 + count] != 0) == l.pair) {
+           (pair[n0 + count] != 0) == l.pair && (few[n0 + count] != 0) == l.few) {
       ++count;
     }
     read += RunImages(ctx, l, lists, shape, n0, count);

@@ -22,6 +22,7 @@ struct Layer {
   int64_t batch, channels, groups, cg, mg, outs;  // cg, mg: input and output channels per group
   int64_t chunk, chunks;                          // input channels per list block, blocks per group
   bool pair;                                      // list channels shared by paired columns first
+  bool few;                                       // few inputs are non-zero: list them by bits
   Axis h, w;
   const float *x, *wt, *bias, *res;  // bias and res may be null
   // Where the block of output channels [j0, j0 + lanes) of group g finds its weights:

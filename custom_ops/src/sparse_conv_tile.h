@@ -50,6 +50,11 @@ struct Tile {
   int lanes;                 // output channels of the block in w (the rest of the vectors are not read)
   float* out;                // out[j * nv * kLanes + m]: the sum of position j, output channel m
   bool accumulate;           // add to the sums in out (those of other input channels), or start at 0
+  // Weights needed later, fetched towards level 2 while the tile runs, `fetch_step` bytes
+  // (whole lines) at each step of its column loop, until `fetch_end`; none when equal.
+  const char* fetch = nullptr;
+  const char* fetch_end = nullptr;
+  int64_t fetch_step = 0;
 };
 
 using TileFn = void (*)(const Tile&);
@@ -85,6 +90,7 @@ struct ListIn {
   int64_t channels, in_w, pad, cols;
   int32_t off0, off_step;  // Entry::w_off of the first channel, and between channels
   bool pair;               // false: no column is paired (every both[p] is 0)
+  bool few;                // few of the inputs are non-zero (a hint: the lists are the same)
   Entry* entries;
   int32_t* start;
   int32_t* both;

@@ -120,9 +120,90 @@ int64_t List(const ListIn& a) {
   return at - (a.cols + 1);
 }
 
+// For rows with few non-zeros, as List's compress-and-store costs a vector per pixel and
+// block of 16 channels whatever it keeps: each channel's row is compared a vector at a
+// time into bit masks over its columns (non-zero, and non-zero in the paired column too)
+// and per-column counts, then the set bits are visited, a channel at a time, and each
+// stored in its column's next slot. The same lists as List's.
+int64_t ListFew(const ListIn& a) {
+  const int64_t words = (a.in_w + 63) / 64;
+  thread_local std::vector<uint64_t> bits;   // per channel: non-zero words, then shared words
+  thread_local std::vector<int32_t> counts;  // per column: non-zeros, then shared ones
+  bits.assign(static_cast<size_t>(a.channels * 2 * words), 0);
+  counts.assign(static_cast<size_t>(2 * a.in_w + 32), 0);
+  int32_t* total = counts.data();
+  int32_t* shared = total + a.in_w + 16;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i one = _mm512_set1_epi32(1);
+  // Lanes whose padded column is even, so that their partner is the next column.
+  const __mmask16 even = (a.pad % 2 == 0) ? 0x5555 : 0xAAAA;
+  for (int64_t c = 0; c < a.channels; ++c) {
+    const float* row = a.src + c * a.plane;
+    uint64_t* nz_bits = bits.data() + c * 2 * words;
+    for (int64_t ix0 = 0; ix0 < a.in_w; ix0 += 16) {
+      const int64_t left = a.in_w - ix0;
+      const __mmask16 pm = Vec::Mask(static_cast<int>(left < 16 ? left : 16));
+      const __m512 v = _mm512_maskz_loadu_ps(pm, row + ix0);
+      const __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+      __mmask16 both = 0;
+      if (a.pair) {  // the partner's value: masked-out lanes (outside the row) read as 0
+        const __mmask16 right = Vec::Mask(static_cast<int>(left - 1 < 16 ? left - 1 : 16));
+        const __mmask16 leftm = ix0 == 0 ? static_cast<__mmask16>(pm & 0xFFFE) : pm;
+        const __m512 vr = _mm512_maskz_loadu_ps(right, row + ix0 + 1);
+        const __m512 vl = _mm512_maskz_loadu_ps(leftm, row + ix0 - 1);
+        both = nz & _mm512_cmp_ps_mask(_mm512_mask_blend_ps(even, vl, vr), zero, _CMP_NEQ_UQ);
+      }
+      __m512i t = _mm512_loadu_si512(total + ix0), sh = _mm512_loadu_si512(shared + ix0);
+      _mm512_storeu_si512(total + ix0, _mm512_mask_add_epi32(t, nz, t, one));
+      _mm512_storeu_si512(shared + ix0, _mm512_mask_add_epi32(sh, both, sh, one));
+      nz_bits[ix0 / 64] |= uint64_t{nz} << (ix0 % 64);
+      nz_bits[words + ix0 / 64] |= uint64_t{both} << (ix0 % 64);
+    }
+    if (a.next != nullptr) {
+      for (int64_t ix = 0; ix < a.in_w; ix += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(a.next + c * a.plane + ix), _MM_HINT_T0);
+    }
+  }
+  // Column starts as List's; total and shared become the next slots of the two parts.
+  int32_t at = 0;
+  for (int64_t q = 0; q < a.cols; ++q) {
+    a.start[q] = at;
+    const int64_t ix = q - a.pad;
+    const bool inside = ix >= 0 && ix < a.in_w;
+    if (q % 2 == 0) a.both[q / 2] = inside ? shared[ix] : 0;
+    if (inside) {
+      const int32_t count = total[ix], common = shared[ix];
+      shared[ix] = at;
+      total[ix] = at + common;
+      at += count;
+    }
+    ++at;  // the spare slot
+  }
+  a.start[a.cols] = at++;
+  for (int64_t c = 0; c < a.channels; ++c) {
+    const float* row = a.src + c * a.plane;
+    const int32_t off = a.off0 + static_cast<int32_t>(c) * a.off_step;
+    const uint64_t* nz_bits = bits.data() + c * 2 * words;
+    for (int64_t wi = 0; wi < words; ++wi) {
+      uint64_t both = nz_bits[words + wi], single = nz_bits[wi] & ~both;
+      for (; both != 0; both &= both - 1) {
+        const int64_t ix = wi * 64 + __builtin_ctzll(both);
+        a.entries[shared[ix]++] = Entry{row[ix], off};
+      }
+      for (; single != 0; single &= single - 1) {
+        const int64_t ix = wi * 64 + __builtin_ctzll(single);
+        a.entries[total[ix]++] = Entry{row[ix], off};
+      }
+    }
+  }
+  return at - (a.cols + 1);
+}
+
+int64_t ListAny(const ListIn& a) { return a.few ? ListFew(a) : List(a); }
+
 // 32 zmm registers: 24 accumulators, the broadcast input and weight vectors.
 const Kernels kAvx512 = {
-    "avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 14>(), MakeShape<2, 12>()}, Finish, List};
+    "avx512", Vec::kLanes, {MakeShape<1, 24>(), MakeShape<2, 14>(), MakeShape<2, 12>()}, Finish, ListAny};
 
 }  // namespace
 

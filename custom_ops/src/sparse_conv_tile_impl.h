@@ -105,6 +105,12 @@ inline __attribute__((always_inline)) void AccumulatePair(typename Vec::V (&acc)
   if constexpr (use0 || use1) Unroll<0, NV>::Run(one);
 }
 
+// One step's share of the tile's fetch (Tile::fetch): spread over the column loop, the
+// fetches overlap the arithmetic, where a burst of them would stall it.
+inline __attribute__((always_inline)) void FetchAhead(const char*& at, const Tile& a) {
+  for (const char* const end = at + a.fetch_step; at < end && at < a.fetch_end; at += 64) __builtin_prefetch(at, 0, 2);
+}
+
 // kw = 3, stride 1, dilation 1: input column i of the tile's T + 2 feeds outputs i - kx.
 // Columns go in pairs (col0 is even, as the lists pair columns): first the channels
 // non-zero in both, then each column's others.
@@ -115,6 +121,7 @@ void Sweep3(const Tile& a) {
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
   const Masks<NV> m(a.lanes);
+  const char* fetch = a.fetch;
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
@@ -144,6 +151,7 @@ void Sweep3(const Tile& a) {
     // The shared channels first, then each column's others.
     auto pair = [&](auto pp) {
       constexpr int i = 2 * decltype(pp)::value;
+      FetchAhead(fetch, a);
       const Entry* e0 = r.entries + st[i];
       const Entry* e1 = r.entries + st[i + 1];
       for (const Entry* const end = e0 + both[i / 2]; e0 != end; ++e0, ++e1) shared(Int<i>{}, e0, e1);
@@ -163,6 +171,7 @@ void Taps(const Tile& a) {
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
   const Masks<NV> m(a.lanes);
+  const char* fetch = a.fetch;
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
@@ -173,6 +182,7 @@ void Taps(const Tile& a) {
       // alone updates only NV accumulators, too few to hide the multiply-add latency.
       auto pair = [&](auto jj) {
         constexpr int j = 2 * decltype(jj)::value;
+        FetchAhead(fetch, a);
         const int64_t q = q0 + j * stride, q1 = q + stride;
         const Entry* e0 = r.entries + r.start[q];
         const Entry* e1 = r.entries + r.start[q1];
