@@ -1,0 +1,60 @@
+"""The command's entry point (exprune_onnx/launch.py) and the package's lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+
+
+def test_the_command_is_the_launcher():
+    text = (ROOT / "pyproject.toml").read_text()  # (tomllib is 3.11's; the project runs on 3.10)
+    scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    assert [line for line in scripts.splitlines() if line.strip()] == ['exprune-onnx = "exprune_onnx.launch:main"']
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_130():
+    """The import of the CLI (about a second of onnx, onnxruntime and numpy) stopped by
+    Ctrl-C, here raised by an import hook."""
+    done = _python(
+        "import sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'exprune_onnx.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from exprune_onnx.launch import main\n"
+        "sys.argv = ['exprune-onnx', '--version']\n"
+        "main()\n")
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "interrupted: stopped by Ctrl-C; no file is left half-written\n"
+
+
+def test_the_launcher_runs_the_cli():
+    done = _python("import sys\nfrom exprune_onnx.launch import main\nsys.argv = ['exprune-onnx', '--version']\nmain()\n")
+    assert done.returncode == 0 and "exprune-onnx" in done.stdout, done.stderr
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    done = _python("import sys, exprune_onnx\nprint(sorted({'onnx', 'onnxruntime', 'numpy'} & set(sys.modules)))")
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_public_names_and_submodules_load_on_first_use():
+    import exprune_onnx
+
+    assert exprune_onnx.DOMAIN == exprune_onnx.ops.DOMAIN == "ai.exprune"
+    assert callable(exprune_onnx.optimize_model) and "optimize_model" in dir(exprune_onnx)
+    assert set(exprune_onnx.__all__) >= {"optimize", "Options", "get_library_path"}
+    try:
+        exprune_onnx.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
