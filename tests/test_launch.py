@@ -36,6 +36,40 @@ def test_ctrl_c_while_the_cli_loads_is_one_line_and_130():
     assert done.stderr == "interrupted: stopped by Ctrl-C; no file is left half-written\n"
 
 
+def test_ctrl_c_that_a_library_turned_into_an_import_error_is_still_one():
+    """onnxruntime's import catches everything numpy's raises, a KeyboardInterrupt too, and
+    raises ImportError('import numpy failed') from it."""
+    done = _python(
+        "import sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'exprune_onnx.cli':\n"
+        "            try:\n"
+        "                raise KeyboardInterrupt\n"
+        "            except KeyboardInterrupt:\n"
+        "                raise ImportError('import numpy failed')\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from exprune_onnx.launch import main\n"
+        "main()\n")
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_other_import_failures_are_not_taken_for_ctrl_c():
+    from exprune_onnx.launch import _interrupted
+
+    try:
+        raise ImportError("no module named onnxruntime")
+    except ImportError as exc:
+        assert not _interrupted(exc)
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise ImportError("import numpy failed") from inner
+    except ImportError as exc:
+        assert _interrupted(exc)
+
+
 def test_the_launcher_runs_the_cli():
     done = _python("import sys\nfrom exprune_onnx.launch import main\nsys.argv = ['exprune-onnx', '--version']\nmain()\n")
     assert done.returncode == 0 and "exprune-onnx" in done.stdout, done.stderr
