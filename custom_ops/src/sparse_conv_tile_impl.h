@@ -107,8 +107,9 @@ inline __attribute__((always_inline)) void AccumulatePair(typename Vec::V (&acc)
 
 // One step's share of the tile's fetch (Tile::fetch): spread over the column loop, the
 // fetches overlap the arithmetic, where a burst of them would stall it.
-inline __attribute__((always_inline)) void FetchAhead(const char*& at, const Tile& a) {
-  for (const char* const end = at + a.fetch_step; at < end && at < a.fetch_end; at += 64) __builtin_prefetch(at, 0, 2);
+inline __attribute__((always_inline)) void FetchAhead(int64_t& at, const Tile& a) {
+  const int64_t size = a.fetch_end - a.fetch, end = at + a.fetch_step < size ? at + a.fetch_step : size;
+  for (; at < end; at += 64) __builtin_prefetch(a.fetch + at, 0, 2);
 }
 
 // kw = 3, stride 1, dilation 1: input column i of the tile's T + 2 feeds outputs i - kx.
@@ -121,7 +122,7 @@ void Sweep3(const Tile& a) {
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
   const Masks<NV> m(a.lanes);
-  const char* fetch = a.fetch;
+  int64_t fetch = 0;  // bytes of Tile::fetch fetched
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
@@ -171,7 +172,7 @@ void Taps(const Tile& a) {
   V acc[T][NV];
   StartTile<NV, T>(acc, a);
   const Masks<NV> m(a.lanes);
-  const char* fetch = a.fetch;
+  int64_t fetch = 0;  // bytes of Tile::fetch fetched
   for (int64_t ky = 0; ky < a.kh; ++ky) {
     const Row r = a.rows[ky];
     if (r.entries == nullptr) continue;
