@@ -185,9 +185,10 @@ struct Block {
     return l.wt + g * l.cg * l.chan_step + j0;
   }
 
-  // The blocked weights of the group's next block, or null after its last.
+  // The blocked weights of the group's next block, or null after its last (or when w is
+  // not blocked).
   const float* NextBlockWeights() const {
-    return j0 + per_block < l.mg ? BlockWeights() + l.cg * l.chan_step : nullptr;
+    return l.blocked && j0 + per_block < l.mg ? BlockWeights() + l.cg * l.chan_step : nullptr;
   }
 
   int64_t ChunkFloats(int64_t k) const { return std::min(l.chunk, l.cg - k * l.chunk) * l.chan_step; }
@@ -233,7 +234,8 @@ struct Block {
       a.accumulate = k > 0;
       // The next chunk's weights (after the last, the next block's first chunk) are
       // fetched a slice before each tile, so that the fetch overlaps the arithmetic.
-      const float* ahead = k + 1 < l.chunks ? a.w + (k + 1) * l.chunk * l.chan_step : NextBlockWeights();
+      const float* ahead = nullptr;
+      if (fetch) ahead = k + 1 < l.chunks ? a.w + (k + 1) * l.chunk * l.chan_step : NextBlockWeights();
       const int64_t ahead_floats = ahead == nullptr ? 0 : ChunkFloats(k + 1 < l.chunks ? k + 1 : 0);
       const int64_t slice = fetch ? CeilDiv(ahead_floats, calls * 16) * 16 : 0;
       // Each tile spreads its slice over its kh rows of column steps.

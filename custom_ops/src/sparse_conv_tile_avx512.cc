@@ -140,18 +140,20 @@ int64_t ListFew(const ListIn& a) {
   for (int64_t c = 0; c < a.channels; ++c) {
     const float* row = a.src + c * a.plane;
     uint64_t* nz_bits = bits.data() + c * 2 * words;
+    __m512 before = zero;  // the row's previous 16 values
     for (int64_t ix0 = 0; ix0 < a.in_w; ix0 += 16) {
       const int64_t left = a.in_w - ix0;
       const __mmask16 pm = Vec::Mask(static_cast<int>(left < 16 ? left : 16));
       const __m512 v = _mm512_maskz_loadu_ps(pm, row + ix0);
       const __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
       __mmask16 both = 0;
-      if (a.pair) {  // the partner's value: masked-out lanes (outside the row) read as 0
+      if (a.pair) {  // the partner's value; outside the row, 0
         const __mmask16 right = Vec::Mask(static_cast<int>(left - 1 < 16 ? left - 1 : 16));
-        const __mmask16 leftm = ix0 == 0 ? static_cast<__mmask16>(pm & 0xFFFE) : pm;
         const __m512 vr = _mm512_maskz_loadu_ps(right, row + ix0 + 1);
-        const __m512 vl = _mm512_maskz_loadu_ps(leftm, row + ix0 - 1);
+        const __m512 vl = _mm512_castsi512_ps(
+            _mm512_alignr_epi32(_mm512_castps_si512(v), _mm512_castps_si512(before), 15));  // lane i: x[ix0 + i - 1]
         both = nz & _mm512_cmp_ps_mask(_mm512_mask_blend_ps(even, vl, vr), zero, _CMP_NEQ_UQ);
+        before = v;
       }
       __m512i t = _mm512_loadu_si512(total + ix0), sh = _mm512_loadu_si512(shared + ix0);
       _mm512_storeu_si512(total + ix0, _mm512_mask_add_epi32(t, nz, t, one));
