@@ -14,14 +14,14 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_command_is_the_launcher():
-    text = (ROOT / "pyproject.toml").read_text()  # (tomllib is 3.11's; the project runs on 3.10)
+    text = (ROOT / "pyproject.toml").read_text()  # (tomllib is new in 3.11; the project supports 3.10)
     scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
     assert [line for line in scripts.splitlines() if line.strip()] == ['exprune-onnx = "exprune_onnx.launch:main"']
 
 
 def test_ctrl_c_while_the_cli_loads_is_one_line_and_130():
-    """The import of the CLI (about a second of onnx, onnxruntime and numpy) stopped by
-    Ctrl-C, here raised by an import hook."""
+    """The import of the CLI (about half a second of numpy, onnx and onnxruntime) stopped
+    by Ctrl-C, here raised by an import hook."""
     done = _python(
         "import sys\n"
         "class Stop:\n"
