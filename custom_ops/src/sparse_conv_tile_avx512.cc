@@ -154,12 +154,13 @@ int64_t ListFew(const ListIn& a) {
             _mm512_alignr_epi32(_mm512_castps_si512(v), _mm512_castps_si512(before), 15));  // lane i: x[ix0 + i - 1]
         both = nz & _mm512_cmp_ps_mask(_mm512_mask_blend_ps(even, vl, vr), zero, _CMP_NEQ_UQ);
         before = v;
+        const __m512i sh = _mm512_loadu_si512(shared + ix0);
+        _mm512_storeu_si512(shared + ix0, _mm512_mask_add_epi32(sh, both, sh, one));
+        nz_bits[words + ix0 / 64] |= uint64_t{both} << (ix0 % 64);
       }
-      __m512i t = _mm512_loadu_si512(total + ix0), sh = _mm512_loadu_si512(shared + ix0);
+      const __m512i t = _mm512_loadu_si512(total + ix0);
       _mm512_storeu_si512(total + ix0, _mm512_mask_add_epi32(t, nz, t, one));
-      _mm512_storeu_si512(shared + ix0, _mm512_mask_add_epi32(sh, both, sh, one));
       nz_bits[ix0 / 64] |= uint64_t{nz} << (ix0 % 64);
-      nz_bits[words + ix0 / 64] |= uint64_t{both} << (ix0 % 64);
     }
     if (a.next != nullptr) {
       for (int64_t ix = 0; ix < a.in_w; ix += 16)

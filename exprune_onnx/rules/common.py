@@ -51,8 +51,7 @@ def same_pad_problem(attrs: dict, kernel) -> str | None:
     passes the dilated kernel by 2 or more, the padding SAME asks for can come out
     negative: onnxruntime's Conv then skips leading inputs, while ONNX's definition, which
     our ops follow, pads 0, and the two read different inputs."""
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = attrs.get("auto_pad", "NOTSET")  # a graphsurgeon node's: already str
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         return None
     strides = attrs.get("strides", [1] * len(kernel))
