@@ -259,6 +259,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 
     from .compiler import functions
     from .compiler.pipeline import infer_shapes
+    from .io.batch_memory import check_batch_memory
     from .io.bigmodel import model_bytes
     from .io.data import load_dataset
     from .io.feeds import InputSpec, check_batch, with_input_shapes
@@ -277,6 +278,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
     batch = check_batch(ref, batch, "--batch", spec)
+    check_batch_memory([ref, opt], data, batch, "--batch")
     with for_terminal() as log:
         checked = compare(ref, opt, data, log=log)
         feeds = data.first(batch)

@@ -273,12 +273,14 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     that do not make the model faster, timing on ``data`` (module docstring).
     ``early_exit=False`` keeps its early-exit layers as they are (a certified rung) and
     decides only the zero-input reads, and step 4."""
+    from ..io.batch_memory import check_batch_memory
     from ..io.bigmodel import serializable
 
     if not serializable(original):
         raise RuntimeCheckError("the model is over 2 GB, which the latency objective cannot hand to onnxruntime "
                                 "from memory yet; --objective flops keeps the rewrites without timing them")
     start = time.perf_counter()
+    check_batch_memory([original, original], data, batch, "--latency-batch", feeds=FEEDS)  # two sessions at a time
     feeds = timing_feeds(data, batch, seed, indices)
     layers = [rw.candidate.layer for rw in result.rewritten]
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
