@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from helpers import init, make_model, vi
 from onnx import helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError
 from exprune_onnx.io.batch_memory import available_bytes, check_batch_memory, largest_step
 from exprune_onnx.io.data import dataset_of
-from tests.helpers import init, make_model, vi
 
 
 def _cnn(batch="N") -> onnx.ModelProto:

@@ -501,3 +501,43 @@ def test_an_integer_input_s_value_must_hold_an_integer(tmp_path, value, words):
     model = make_model(nodes, [vi("x", ["N", 3]), vi("n", [1], TensorProto.INT64)], [vi("y", ["N", 3])])
     line = one_line_error(cli("optimize", save_model(model, tmp_path), "--input-value", value), 6)
     assert words in line
+
+
+# ------------------------------------------------------------------ random samples: size and values
+
+
+def _wide_input_model(width: int) -> onnx.ModelProto:
+    return make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", width])], [vi("y", ["N", width])])
+
+
+@pytest.mark.parametrize("bounds", [None, (-2.0, 3.0)])
+def test_random_floats_drawn_in_chunks_are_one_draws_values(bounds):
+    from exprune_onnx.io.feeds import random_arrays
+
+    model = _wide_input_model(700_001)  # two samples: more than one chunk of draws, not a multiple of it
+    spec = InputSpec({}, {} if bounds is None else {"x": bounds})
+    got = random_arrays(model, 2, 7, spec)[0]["x"]
+    rng = np.random.default_rng(7)
+    want = rng.random((2, 700_001)) if bounds is None else rng.uniform(*bounds, (2, 700_001))
+    assert got.dtype == np.float32 and np.array_equal(got, want.astype(np.float32))
+
+
+def test_random_samples_that_cannot_fit_are_refused_before_drawing(monkeypatch):
+    import exprune_onnx.io.batch_memory as batch_memory
+
+    monkeypatch.setattr(batch_memory, "available_bytes", lambda: 64 << 20)
+    model = _wide_input_model(1000)
+    random_dataset(model, 10_000, 0)  # 38 MiB
+    with pytest.raises(DataError, match="100000 random samples of the model's inputs take 381 MiB of memory, and "
+                                        "64 MiB is available"):
+        random_dataset(model, 100_000, 0)
+
+
+def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_wide_input_model(1000), path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--check-samples",
+                                  str(10**12)])
+    assert r.exit_code == 6 and "Traceback" not in r.output, r.output
+    assert f"{10**12} random samples of the model's inputs take" in r.stderr
+    assert not (tmp_path / "o.onnx").exists()

@@ -46,13 +46,13 @@ def check_batch_memory(models: Sequence[onnx.ModelProto], data: Dataset, batch: 
     per_sample = feeds * per_input + sum(size for size, _ in steps)
     if batch * per_sample <= available:
         return
-    held = f"{_gib(batch * feeds * per_input)} for {feeds} batch{'es' if feeds > 1 else ''} of inputs"
+    held = f"{size_text(batch * feeds * per_input)} for {feeds} batch{'es' if feeds > 1 else ''} of inputs"
     size, where = max(steps, default=(0, ""))
     if size:
-        held += f", {_gib(batch * (per_sample - feeds * per_input))} for {len(models)} session" \
-                f"{'s' if len(models) > 1 else ''} (the largest step: {where}, {_gib(batch * size)})"
-    raise DataError(f"{what} {batch} needs at least {_gib(batch * per_sample)} of memory ({held}), and "
-                    f"{_gib(available)} is available: use a smaller {what} (more than {available // per_sample} "
+        held += f", {size_text(batch * (per_sample - feeds * per_input))} for {len(models)} session" \
+                f"{'s' if len(models) > 1 else ''} (the largest step: {where}, {size_text(batch * size)})"
+    raise DataError(f"{what} {batch} needs at least {size_text(batch * per_sample)} of memory ({held}), and "
+                    f"{size_text(available)} is available: use a smaller {what} (more than {available // per_sample} "
                     "cannot fit)")
 
 
@@ -154,7 +154,8 @@ def _cgroup_room(proc_cgroup: str, cgroup_root: str) -> int | None:
     return min(rooms) if rooms else None
 
 
-def _gib(n: float) -> str:
+def size_text(n: float) -> str:
+    """Bytes for a message: GiB to one decimal, else whole MiB, else whole KiB."""
     for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
         if n >= size:
             return f"{n / size:.1f} {unit}" if unit == "GiB" else f"{n / size:.0f} {unit}"

@@ -24,6 +24,7 @@ error asks for ``--input-value``.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,6 +33,8 @@ import onnx
 
 from ..errors import DataError
 
+# Random floats are drawn in float64 this many at a time, then stored in the input's type.
+_RANDOM_CHUNK = 1 << 20
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
     onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
@@ -244,9 +247,9 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
     rng = np.random.default_rng(seed)
     whole_names = batch_layout(model, spec)[1]
     batched, whole = {}, {}
-    for vi in model_inputs(model):
-        if only is not None and vi.name not in only:
-            continue
+    wanted = [vi for vi in model_inputs(model) if only is None or vi.name in only]
+    _check_random_size(wanted, samples, spec, whole_names)
+    for vi in wanted:
         dims = resolved_dims(vi, spec)
         if 0 in dims[1:]:  # not unknown: no --input-shape may change a fixed dim
             raise DataError(f"input '{vi.name}' has a dimension fixed at 0 {_show(input_dims(vi))}: it holds no values, "
@@ -264,10 +267,29 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
     return batched, whole
 
 
+def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: InputSpec, whole: frozenset) -> None:
+    """Refuse random samples that would not fit in memory: drawing them touches every page,
+    so on Linux an oversized draw ends in the OOM killer, not in a MemoryError."""
+    from .batch_memory import available_bytes, size_text
+
+    total = 0
+    for vi in inputs:
+        dims, dtype = resolved_dims(vi, spec), input_dtype(vi)
+        if dtype is None or not all(isinstance(d, int) and d >= 0 for d in dims[1:]):
+            continue  # refused below, with its own message
+        fed_whole = not dims or vi.name in whole
+        count = math.prod(d if isinstance(d, int) else 1 for d in dims) if fed_whole else samples * math.prod(dims[1:])
+        total += count * np.dtype(dtype).itemsize
+    available = available_bytes() if total > _RANDOM_CHUNK else None
+    if available is not None and total + 8 * _RANDOM_CHUNK > available:
+        raise DataError(f"{samples} random samples of the model's inputs take {size_text(total)} of memory, and "
+                        f"{size_text(available)} is available: ask for fewer samples, or give sample data")
+
+
 def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds) -> np.ndarray:
     if bounds is None:
         if dtype.kind == "f":
-            return rng.random(shape).astype(dtype)
+            return _floats_in_chunks(lambda n: rng.random(n), dtype, shape)
         if dtype.kind == "b":
             return np.ones(shape, dtype)
         rows = _table_rows(model, name)
@@ -277,8 +299,20 @@ def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds)
         bounds = (0, rows - 1)
     low, high = bounds
     if dtype.kind == "f":
-        return rng.uniform(low, high, shape).astype(dtype) if high > low else np.full(shape, low, dtype)
+        return _floats_in_chunks(lambda n: rng.uniform(low, high, n), dtype, shape) if high > low \
+            else np.full(shape, low, dtype)
     return rng.integers(int(np.ceil(low)), int(np.floor(high)) + 1, shape).astype(dtype)
+
+
+def _floats_in_chunks(draw, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """``draw(n)``'s float64 values in ``dtype``, drawn a chunk at a time so that the float64
+    copy never holds more than a chunk: the same values as one draw of the whole shape (the
+    generator fills in order)."""
+    out = np.empty(shape, dtype)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _RANDOM_CHUNK):
+        flat[start:start + _RANDOM_CHUNK] = draw(min(_RANDOM_CHUNK, flat.size - start))
+    return out
 
 
 def _table_rows(model: onnx.ModelProto, name: str) -> int | None:
