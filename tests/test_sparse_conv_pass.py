@@ -363,7 +363,7 @@ def test_verify_accepts_and_catches_tampering():
     rows = verify(model, res.model, data)
     assert all(r.ok for r in rows), rows
     # It skips inputs, it prunes no output.
-    assert "of sparse conv inputs zero" in rows[3].detail and "outputs pruned" not in rows[3].detail
+    assert "of sparse conv inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
     for tamper, words in (("weight", "weight"), ("bias", "bias"), ("stride", "attribute"),
                           ("activation", "activation"), ("residual", "residual")):
         bad = onnx.ModelProto()
@@ -659,3 +659,16 @@ def test_untimed_small_convs_never_sink_a_group_timed_faster(monkeypatch, in_mod
         return {n.name[:-len("_sparse")] for n in m.graph.node if n.op_type == ops.SPARSE_CONV}
 
     assert not any(len(sparse(a) ^ sparse(b)) == 1 and sparse(a) ^ sparse(b) <= untimed for a, b in timed)
+
+
+def test_cli_report_of_zero_input_rewrites_alone(tmp_path):
+    """Lossless mode: no early-exit layer, so no table of them (it would be empty); the zero-input
+    table counts the inputs the op skipped, which on a CPU with AMX tiles may be none."""
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(relu_conv(np.random.default_rng(10)), src)
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops",
+                                  "--sparse-relu", "on", "--threshold", "-inf"])
+    assert r.exit_code == 0, r.output
+    assert [t for t in node_types(onnx.load(out)) if t.startswith("ExPrune")] == [ops.SPARSE_CONV]
+    assert "Rewritten layers" not in r.output
+    assert "Zero inputs skipped" in r.output and "inputs skipped (measured)" in r.output

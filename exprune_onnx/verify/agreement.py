@@ -41,5 +41,5 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     if sum(t for _p, t in early):
         parts.append(f"{sum(p for p, _t in early) / sum(t for _p, t in early):.1%} of outputs pruned")
     if sum(t for _r, t in read):  # a sparse conv counts the inputs it read, not outputs it pruned
-        parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs zero")
+        parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs skipped")
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'")
