@@ -278,7 +278,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
     batch = check_batch(ref, batch, "--batch", spec)
-    check_batch_memory([ref, opt], data, batch, "--batch")
+    check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch")
     with for_terminal() as log:
         checked = compare(ref, opt, data, log=log)
         feeds = data.first(batch)

@@ -1,7 +1,8 @@
-"""Finding the custom-op library and registering it with onnxruntime."""
+"""Finding the custom-op library and registering it with onnxruntime, and what the CPU offers its kernels."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -124,3 +125,14 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
         opts.enable_profiling = True
         opts.profile_file_prefix = profile
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def cpu_has_tiles() -> bool:
+    """Whether the CPU lists AMX tiles with bfloat16 (Linux; False where it cannot tell)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_tile" in flags and "amx_bf16" in flags

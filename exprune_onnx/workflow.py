@@ -229,11 +229,6 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     if settings.calibration is not None:
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         options.input_shapes = data.input_shapes(model, options.input_shapes)
-        if latency is not None:  # before the search, which times on these samples at the end
-            from .io.batch_memory import check_batch_memory
-            from .tuning.objective import FEEDS
-
-            check_batch_memory([model, model], data, latency[0], "--latency-batch", feeds=FEEDS)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
     if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency

@@ -18,6 +18,7 @@ from exprune_onnx import ops
 from exprune_onnx.cli import main
 from exprune_onnx.io.data import random_dataset
 from exprune_onnx.passes.sparse_conv import repack
+from exprune_onnx.runtime import cpu_has_tiles
 from exprune_onnx.verify import verify
 
 SPARSE = {"threshold": NEG_INF, "sparse_relu": "on", "min_units": 10**6}  # zero-input skipping alone
@@ -672,3 +673,4 @@ def test_cli_report_of_zero_input_rewrites_alone(tmp_path):
     assert [t for t in node_types(onnx.load(out)) if t.startswith("ExPrune")] == [ops.SPARSE_CONV]
     assert "Rewritten layers" not in r.output
     assert "Zero inputs skipped" in r.output and "inputs skipped (measured)" in r.output
+    assert ("AMX tiles skips none" in r.output) == cpu_has_tiles()

@@ -32,8 +32,9 @@ import numpy as np
 import onnx
 
 from ..errors import DataError
+from .memory_room import available_bytes, size_text
 
-# Random floats are drawn in float64 this many at a time, then stored in the input's type.
+# Random values are drawn in 64 bits this many at a time, then stored in the input's type.
 _RANDOM_CHUNK = 1 << 20
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
@@ -270,8 +271,6 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
 def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: InputSpec, whole: frozenset) -> None:
     """Refuse random samples that would not fit in memory: drawing them touches every page,
     so on Linux an oversized draw ends in the OOM killer, not in a MemoryError."""
-    from .batch_memory import available_bytes, size_text
-
     total = 0
     for vi in inputs:
         dims, dtype = resolved_dims(vi, spec), input_dtype(vi)
@@ -280,16 +279,21 @@ def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: In
         fed_whole = not dims or vi.name in whole
         count = math.prod(d if isinstance(d, int) else 1 for d in dims) if fed_whole else samples * math.prod(dims[1:])
         total += count * np.dtype(dtype).itemsize
-    available = available_bytes() if total > _RANDOM_CHUNK else None
-    if available is not None and total + 8 * _RANDOM_CHUNK > available:
-        raise DataError(f"{samples} random samples of the model's inputs take {size_text(total)} of memory, and "
-                        f"{size_text(available)} is available: ask for fewer samples, or give sample data")
+    if total <= _RANDOM_CHUNK:
+        return
+    need = total + 8 * _RANDOM_CHUNK  # and one chunk of the draw, in 64-bit values
+    available = available_bytes()
+    if available is not None and need > available:
+        names = ", ".join(f"'{vi.name}'" for vi in inputs)
+        raise DataError(f"{samples} random samples of input(s) {names} need {size_text(need)} of memory and "
+                        f"{size_text(available)} is available: ask for fewer (optimize --check-samples, verify "
+                        "--samples), or give sample data")
 
 
 def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds) -> np.ndarray:
     if bounds is None:
         if dtype.kind == "f":
-            return _floats_in_chunks(lambda n: rng.random(n), dtype, shape)
+            return _in_chunks(rng.random, dtype, shape)
         if dtype.kind == "b":
             return np.ones(shape, dtype)
         rows = _table_rows(model, name)
@@ -299,15 +303,15 @@ def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds)
         bounds = (0, rows - 1)
     low, high = bounds
     if dtype.kind == "f":
-        return _floats_in_chunks(lambda n: rng.uniform(low, high, n), dtype, shape) if high > low \
+        return _in_chunks(lambda n: rng.uniform(low, high, n), dtype, shape) if high > low \
             else np.full(shape, low, dtype)
-    return rng.integers(int(np.ceil(low)), int(np.floor(high)) + 1, shape).astype(dtype)
+    return _in_chunks(lambda n: rng.integers(int(np.ceil(low)), int(np.floor(high)) + 1, n), dtype, shape)
 
 
-def _floats_in_chunks(draw, dtype: np.dtype, shape: tuple) -> np.ndarray:
-    """``draw(n)``'s float64 values in ``dtype``, drawn a chunk at a time so that the float64
-    copy never holds more than a chunk: the same values as one draw of the whole shape (the
-    generator fills in order)."""
+def _in_chunks(draw, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """``draw(n)``'s values (float64 or int64) in ``dtype``, drawn a chunk at a time so that
+    the 64-bit copy never holds more than a chunk: the same values as one draw of the whole
+    shape, since the generator fills in order."""
     out = np.empty(shape, dtype)
     flat = out.reshape(-1)
     for start in range(0, flat.size, _RANDOM_CHUNK):

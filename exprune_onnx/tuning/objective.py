@@ -280,8 +280,6 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         raise RuntimeCheckError("the model is over 2 GB, which the latency objective cannot hand to onnxruntime "
                                 "from memory yet; --objective flops keeps the rewrites without timing them")
     start = time.perf_counter()
-    check_batch_memory([original, original], data, batch, "--latency-batch", feeds=FEEDS)  # two sessions at a time
-    feeds = timing_feeds(data, batch, seed, indices)
     layers = [rw.candidate.layer for rw in result.rewritten]
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
     try_relu = times_zero_inputs(options)
@@ -312,6 +310,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
 
     if not result.changed and not (try_relu and any(s.after_relu for s in build((), "all").sparse)):
         return choice
+    # Two sessions are timed at a time, each a rewrite of the original.
+    check_batch_memory([("original", original)] * 2, data, batch, "--latency-batch", feeds=FEEDS)
+    feeds = timing_feeds(data, batch, seed, indices)
     # Size the number of passes on the original once.
     probe_seconds = _seconds_per_run(original, feeds, threads, data.source)
     passes = passes_for(probe_seconds)
