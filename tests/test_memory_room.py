@@ -36,8 +36,9 @@ def test_the_tightest_v2_limit_from_the_cgroup_up_counts(tmp_path):
 
 
 def test_v2_swap_counts_up_to_the_systems_free_swap(tmp_path):
-    tree = {"memory.max": "500000\n", "memory.current": "100000\n", "memory.swap.max": "max\n",
-            "memory.swap.current": "0\n"}
+    tree = {"memory.max": "500000\n", "memory.current": "100000\n"}  # swap not accounted: all of it
+    assert _room(tmp_path, "0::/\n", tree, available_kb=10**6, swap_kb=100) == 400000 + 100 * KIB
+    tree.update({"memory.swap.max": "max\n", "memory.swap.current": "0\n"})
     assert _room(tmp_path, "0::/\n", tree, available_kb=10**6, swap_kb=100) == 400000 + 100 * KIB
     tree.update({"memory.swap.max": "30000\n", "memory.swap.current": "10000\n"})
     assert _room(tmp_path, "0::/\n", tree, available_kb=10**6, swap_kb=100) == 400000 + 20000

@@ -56,8 +56,11 @@ def _cgroup_room(proc_cgroup: str, cgroup_root: str, swap: int) -> int | None:
     except OSError:
         return None
     rooms = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "-", "")
+    for line in lines:  # "hierarchy-id:controllers:path"
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":  # v2's unified hierarchy
             rooms += _rooms(Path(cgroup_root), path, ("memory.max", "memory.current", "inactive_file"), swap, True)
         elif "memory" in controllers.split(","):
@@ -98,10 +101,11 @@ def _stat(path: Path, key: str) -> int:
 
 
 def _swap_room(folder: Path, swap: int) -> int:
-    """Swap the cgroup may still use (v2), at most the system's free swap."""
+    """Swap the cgroup may still use (v2), at most the system's free swap (all of it where
+    the cgroup does not account swap)."""
     try:
         limit = (folder / "memory.swap.max").read_text().strip()
         used = int((folder / "memory.swap.current").read_text().strip())
     except (OSError, ValueError):
-        return 0
+        return swap
     return swap if limit == "max" else min(max(int(limit) - used, 0), swap)

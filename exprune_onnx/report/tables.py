@@ -99,7 +99,7 @@ def sparse_rows(result: Result, counts: dict | None) -> list[dict]:
     for s in result.sparse:
         c = (counts or {}).get(s.op_node.name)
         rows.append({"layer": s.layer, "op": s.op_node.op, "pattern": s.op_types, "reads": s.source,
-                     "zero_inputs": None if not c or not c[1] else 1.0 - c[0] / c[1]})
+                     "skipped_inputs": None if not c or not c[1] else 1.0 - c[0] / c[1]})
     return rows
 
 
@@ -112,9 +112,9 @@ def sparse_table(result: Result, counts: dict | None) -> Table:
     for col in ("layer", "op", "pattern", "reads zeros of", "inputs skipped (measured)"):
         t.add_column(col, justify="right" if col.startswith("inputs") else "left")
     for row in sparse_rows(result, counts):
-        zero = row["zero_inputs"]
+        skipped = row["skipped_inputs"]
         t.add_row(escape(row["layer"]), row["op"], " -> ".join(row["pattern"]), row["reads"],
-                  "-" if zero is None else f"{100 * zero:.1f}%")
+                  "-" if skipped is None else f"{100 * skipped:.1f}%")
     return t
 
 
