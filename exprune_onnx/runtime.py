@@ -129,10 +129,11 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
 
 @functools.cache
 def cpu_has_tiles() -> bool:
-    """Whether the CPU lists AMX tiles with bfloat16 (Linux; False where it cannot tell)."""
+    """Whether this CPU has what the sparse conv's tile path runs on: AMX-BF16 tiles and the
+    AVX-512 set (Linux; False where it cannot tell)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         return False
-    return "amx_tile" in flags and "amx_bf16" in flags
+    return {"amx_tile", "amx_bf16", "avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags)

@@ -4,26 +4,16 @@ the op tests, the fuzzer and the sanitizer harness."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 import exprune_onnx
 from exprune_onnx import ops
+from exprune_onnx.runtime import cpu_has_tiles
 
 NODE = "sparse_conv_under_test"
 CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group", "kernel_shape")
-
-
-def cpu_has_tiles() -> bool:
-    """Whether this CPU has the AMX-BF16 tiles (and the AVX-512 set) of the op's tile path."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return {"amx_tile", "amx_bf16", "avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags)
 
 
 def inputs_read(x: np.ndarray, group: int = 1) -> int:

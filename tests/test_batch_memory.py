@@ -178,3 +178,10 @@ def test_nothing_timed_nothing_refused(tmp_path):
     r = CliRunner().invoke(main, ["optimize", str(model), "-o", str(tmp_path / "o.onnx"), "--calibration",
                                   str(data), "--latency-batch", str(10**12)])
     assert r.exit_code == 0, r.output
+
+
+def test_four_bit_elements_count_half_a_byte():
+    model = make_model([helper.make_node("Cast", ["x"], ["y"], name="c", to=onnx.TensorProto.INT4)],
+                       [vi("x", ["N", 64])], [vi("y", ["N", 64], onnx.TensorProto.INT4)], opset=21, ir_version=10)
+    data = dataset_of({"x": np.ones((2, 64), np.float32)}, model)
+    assert largest_step(model, data) == (32, "Cast 'c'")

@@ -22,6 +22,7 @@ import onnx
 
 from ..errors import DataError
 from ..ops import DOMAIN
+from .bigmodel import SHAPES_STUB_BYTES, elements_nbytes, skeleton
 from .feeds import fixed_batch, model_inputs
 from .memory_room import available_bytes, size_text
 
@@ -34,9 +35,6 @@ _BATCH = "exprune_batch"  # the symbolic batch that shape inference carries thro
 # like may write over their input).
 _NEW_OUTPUT = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MatMul", "MatMulInteger", "Gemm",
                          "MaxPool", "AveragePool", "LpPool", "Concat", "Resize"})
-_SMALL = 4096  # initializer elements kept for shape inference (Reshape's shapes); larger ones lose their data
-_HALF_BYTE = frozenset(getattr(onnx.TensorProto, t) for t in ("INT4", "UINT4", "FLOAT4E2M1")
-                       if hasattr(onnx.TensorProto, t))
 
 
 def check_batch_memory(sessions: Sequence[tuple[str, onnx.ModelProto]], data: Dataset, batch: int, what: str,
@@ -113,27 +111,17 @@ def _sample_bytes(model: onnx.ModelProto) -> dict[str, int]:
         dims = list(t.shape.dim)
         known = all(d.dim_param == _BATCH or (d.HasField("dim_value") and d.dim_value >= 0) for d in dims)
         if known and sum(d.dim_param == _BATCH for d in dims) == 1:
-            count = math.prod(d.dim_value for d in dims if d.dim_param != _BATCH)
-            if t.elem_type in _HALF_BYTE:
-                sizes[vi.name] = (count + 1) // 2
-            else:
-                sizes[vi.name] = count * onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+            sizes[vi.name] = elements_nbytes(math.prod(d.dim_value for d in dims if d.dim_param != _BATCH),
+                                             t.elem_type)
     return sizes
 
 
 def _symbolic_batch(model: onnx.ModelProto, data: Dataset) -> onnx.ModelProto:
-    """A light copy of the model, whose large initializers keep their shapes but not their
-    values (shape inference reads only small ones, such as Reshape's shapes), with its
-    batched inputs [_BATCH, the data's sample shape], its other inputs at the data's shape,
-    and the batch's own name in its declared outputs replaced by _BATCH too."""
-    light = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import, functions=model.functions)
+    """A light copy of the model (bigmodel.skeleton) with its batched inputs [_BATCH, the
+    data's sample shape], its other inputs at the data's shape, and the batch's own name in
+    its declared outputs replaced by _BATCH too."""
+    light = skeleton(model, stub_from=SHAPES_STUB_BYTES)
     g = light.graph
-    for name in ("node", "input", "output", "sparse_initializer"):
-        getattr(g, name).extend(getattr(model.graph, name))
-    for init in model.graph.initializer:
-        small = math.prod(init.dims) <= _SMALL and init.data_location != onnx.TensorProto.EXTERNAL
-        g.initializer.append(init if small else onnx.TensorProto(name=init.name, dims=init.dims,
-                                                                 data_type=init.data_type))
     arrays = {**data.inputs, **data.shared}
     names = set()  # the batch's own names (dim_param) in the model
     for vi in model_inputs(light):

@@ -24,17 +24,27 @@ BIG_MODEL_BYTES = 1 << 30
 # For shape inference alone (skeleton's stub_from): initializers this size or more are
 # weights, kept as dims; smaller ones may be shapes or axes, which inference reads.
 SHAPES_STUB_BYTES = 4096
+_HALF_BYTE = frozenset(getattr(onnx.TensorProto, t) for t in ("INT4", "UINT4", "FLOAT4E2M1")
+                       if hasattr(onnx.TensorProto, t))
 
 
 def tensor_nbytes(t: onnx.TensorProto) -> int:
     """The tensor's size from its dims and type, without touching (copying) its data."""
-    if t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+    return elements_nbytes(math.prod(t.dims), t.data_type)
+
+
+def elements_nbytes(count: int, data_type: int) -> int:
+    """Bytes of ``count`` elements of an ONNX element type (4-bit types two to a byte);
+    0 for strings, whose size the type does not give."""
+    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return 0
+    if data_type in _HALF_BYTE:
+        return (count + 1) // 2
     try:
-        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize
     except Exception:  # a type numpy has no name for: assume the widest
         itemsize = 8
-    return math.prod(t.dims) * itemsize
+    return count * itemsize
 
 
 def model_bytes(model: onnx.ModelProto) -> int:
