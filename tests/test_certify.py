@@ -13,7 +13,7 @@ from test_zeros import head_model
 from exprune_onnx.cli import main
 from exprune_onnx.config import Options
 from exprune_onnx.io.data import random_dataset
-from exprune_onnx.tuning.certify import ABOVE, certificate_rows, distinct, ladder, sample_losses
+from exprune_onnx.tuning.certify import ABOVE, certificate_json, certificate_rows, distinct, ladder, sample_losses
 from exprune_onnx.tuning.metrics import predictions
 from exprune_onnx.tuning.risk import RiskTest, samples_needed
 from exprune_onnx.tuning.search import LADDER, search, split_indices, step_down
@@ -85,21 +85,26 @@ def test_certified_search_certifies_on_data_it_never_searched():
     assert again.shares == out.shares and again.certificate.losses == cert.losses
 
 
-def test_a_segmentation_map_is_certified_on_each_sample_s_share_of_pixels_lost():
-    """[N, H, W] labels for an [N, C, H, W] map: accuracy per pixel, each testing sample's
-    loss its share of labelled pixels lost, so Hoeffding-Bentkus, not the binomial."""
+def _segmentation():
+    """A map of 6 classes per pixel ([N, 6, 8, 8]) and 600 inputs labelled with its own answers."""
     from helpers import conv_hw, init, scaled_normal
 
-    from exprune_onnx.io.data import dataset_of
-
-    model = conv_hw()  # its pool and flatten give way to a 1x1 conv: a map of 6 classes
+    model = conv_hw()  # its pool and flatten give way to a 1x1 conv
     del model.graph.node[-2:]
     model.graph.node.append(onnx.helper.make_node("Conv", ["d", "head"], ["seg"]))
     model.graph.initializer.append(init("head", scaled_normal(6, 32, 1, 1)))
     model.graph.input[0].CopyFrom(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8]))
     model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("seg", onnx.TensorProto.FLOAT, ["N", 6, 8, 8]))
     x = np.random.default_rng(5).standard_normal((600, 3, 8, 8)).astype(np.float32)
-    labels = run_plain(model, {"x": x})[0].argmax(1)
+    return model, x, run_plain(model, {"x": x})[0].argmax(1)
+
+
+def test_a_segmentation_map_is_certified_on_each_sample_s_share_of_pixels_lost():
+    """[N, H, W] labels for an [N, C, H, W] map: accuracy per pixel, each testing sample's
+    loss its share of labelled pixels lost, so Hoeffding-Bentkus, not the binomial."""
+    from exprune_onnx.io.data import dataset_of
+
+    model, x, labels = _segmentation()
     out = search(model, Options(confidence=0.9, min_units=8), dataset_of({"x": x}, model, labels), max_drop=0.1,
                  seed=0)
     cert = out.certificate
@@ -109,6 +114,31 @@ def test_a_segmentation_map_is_certified_on_each_sample_s_share_of_pixels_lost()
     got = run_plain_or_exprune(out.result.model, {"x": x[test]}).argmax(1)
     lost = ((ref == labels[test]) & (got != labels[test])).reshape(len(test), -1).mean(1)
     assert cert.losses == pytest.approx(lost.sum()) and cert.losses > 0
+
+
+def test_unlabelled_pixels_pool_the_certificate_over_labelled_ones():
+    """Samples with different numbers of labelled pixels (-100 elsewhere): the risk
+    certified is the pixels lost over the pixels labelled, pooled over the testing part
+    as accuracy pools them, not the mean of each sample's share."""
+    from exprune_onnx.io.data import dataset_of
+
+    model, x, labels = _segmentation()
+    rows = np.arange(8)[None, :, None]
+    labels = np.where(rows < (np.arange(600) % 8 + 1)[:, None, None], labels, -100)  # 1 to 8 rows labelled
+    out = search(model, Options(confidence=0.9, min_units=8), dataset_of({"x": x}, model, labels), max_drop=0.1,
+                 seed=0)
+    cert = out.certificate
+    assert cert.chosen >= 0 and "pooled over labelled positions" in cert.loss
+    _ladder, test = split_indices(600, 0.5, 0)
+    ref = run_plain(model, {"x": x[test]})[0].argmax(1)
+    got = run_plain_or_exprune(out.result.model, {"x": x[test]}).argmax(1)
+    lost = (ref == labels[test]) & (got != labels[test])
+    assert cert.positions == (int(lost.sum()), int((labels[test] != -100).sum())) and cert.positions[0] > 0
+    assert cert.bound >= cert.positions[0] / cert.positions[1]
+    row = dict(certificate_rows(cert))["certified"]
+    assert f"{cert.positions[0]} of {cert.positions[1]} labelled positions lost" in row
+    written = certificate_json(cert)
+    assert (written["positions_lost"], written["positions_labelled"]) == cert.positions
 
 
 def test_a_sequence_first_output_is_certified_sample_by_sample():

@@ -20,6 +20,9 @@ from exprune_onnx.tuning.risk import (
     binomial_p_value,
     fixed_sequence,
     hoeffding_bentkus_p_value,
+    pooled_bound,
+    pooled_loss,
+    pooled_samples_needed,
     samples_needed,
     upper_bound,
 )
@@ -169,3 +172,44 @@ def test_simulated_coverage_on_a_ladder_with_known_risks():
     # And the walk is not vacuous: it certifies the rung at a fifth of the budget almost
     # always (P(Binomial(1000, 0.002) <= 5) = 0.98).
     assert np.mean(_simulated_walks(risks, 1000, alpha, 0.9, reps, seed=1) > 0) > 0.95
+
+
+def test_pooled_loss_lies_in_0_1_and_is_the_share_when_every_position_is_labelled():
+    lost, labelled = np.array([0, 3, 10, 0, 2]), np.array([10, 10, 10, 1, 4])
+    z = pooled_loss(lost, labelled, 0.05, 10)
+    assert (z >= 0).all() and (z <= 1).all()
+    np.testing.assert_allclose(z[:3], lost[:3] / 10)
+
+
+def test_pooled_bound_is_the_smallest_budget_whose_pooled_test_passes():
+    lost, labelled, n, scale = 37, 9000, 400, 40
+
+    def passes(alpha):
+        mean = pooled_loss(lost, labelled, alpha, scale * n)
+        return RiskTest(n, alpha, 0.9, binary=False).passes(mean * n)
+
+    bound = pooled_bound(lost, labelled, n, scale, 0.9)
+    assert lost / labelled < bound < 1 and passes(bound) and not passes(bound * 0.999)
+    assert pooled_bound(lost, labelled, n, scale, 0.0) == lost / labelled
+    assert pooled_bound(0, 0, n, scale, 0.9) == 1.0
+
+
+def test_pooling_refuses_what_the_mean_of_shares_would_pass():
+    """Short samples that lose nothing and long ones that lose 5%: the mean share is
+    2.5%, but 4.9% of all labelled positions are lost, over a 4% budget."""
+    n, scale, budget = 2000, 100, 0.04
+    labelled = np.where(np.arange(n) % 2 == 0, 2, 100)
+    lost = np.where(labelled == 100, 5, 0)
+    test = RiskTest(n, budget, 0.9, binary=False)
+    assert test.passes(float((lost / labelled).sum()))
+    assert not test.passes(float(pooled_loss(lost, labelled, budget, scale).sum()))
+    assert pooled_bound(lost.sum(), labelled.sum(), n, scale, 0.9) > budget
+
+
+def test_pooled_samples_needed_with_part_of_the_positions_labelled():
+    """No loss in n samples, half the positions labelled: the statistic's mean is half the
+    budget, so certifying 1 point at 0.9 takes 1,369 samples, not 230 (a scan over n)."""
+    assert pooled_samples_needed(0.01, 0.9, 1.0) == samples_needed(0.01, 0.9) == 230
+    first = next(n for n in range(1, 5000) if hoeffding_bentkus_p_value(0.005, n, 0.01) <= 0.1)
+    assert pooled_samples_needed(0.01, 0.9, 0.5) == first == 1369
+    assert pooled_samples_needed(0.01, 0.0, 0.5) == 1 and pooled_samples_needed(1.0, 0.9, 0.5) == 0

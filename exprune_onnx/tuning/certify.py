@@ -12,7 +12,8 @@
 Losses per sample: with labels, 1[original right and optimised wrong] (its mean bounds the
 accuracy drop from above); without, 1[top-1 changed]; for ``relerr``, 1[the sample's
 relative error > the budget]. For outputs with several positions per sample (a language
-model) a sample's loss is its share of such positions, tested by Hoeffding-Bentkus.
+model) a sample's loss is its share of such positions, tested by Hoeffding-Bentkus; with
+labels, the positions are pooled over samples as accuracy pools them (risk.pooled_loss).
 """
 
 from __future__ import annotations
@@ -46,7 +47,16 @@ from .metrics import (
     predictions,
     score,
 )
-from .risk import Abandoned, RiskTest, Step, fixed_sequence, samples_needed
+from .risk import (
+    Abandoned,
+    RiskTest,
+    Step,
+    fixed_sequence,
+    pooled_bound,
+    pooled_loss,
+    pooled_samples_needed,
+    samples_needed,
+)
 
 # Rungs above the search's choice: the ladder part's point estimate is noisy, and a rung
 # that fails on the testing part ends the walk after a partial pass at most.
@@ -71,22 +81,31 @@ class Certificate:
     bound: float = 0.0  # upper bound on its risk at this confidence
     share: float = 0.5  # the testing part's share of the data (--holdout)
     repeats: int = 0  # samples left out as repeats of earlier ones (distinct)
+    # Labelled positions pooled (several a sample): (lost, labelled) of the written model
+    # on the testing part, and then `losses` is the total of the pooled test's statistic.
+    positions: tuple[int, int] | None = None
 
     @property
     def enough(self) -> bool:
         return self.samples >= self.needed
 
 
+def lost_positions(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, its right answers lost and its labelled positions (an unlabelled
+    position is never lost); one position a sample where the labels are one a sample."""
+    want, answer = answers(ref, got)
+    loss = (want == labels) & (answer != labels)
+    rows = loss.shape[0]
+    return loss.reshape(rows, -1).sum(1), (labels != IGNORE).reshape(rows, -1).sum(1)
+
+
 def sample_losses(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
                   tolerance: float) -> np.ndarray:
-    """One loss in [0, 1] per sample (module docstring)."""
+    """One loss in [0, 1] per sample (module docstring), positions not pooled."""
     if metric in ("accuracy", "lost"):
-        want, answer = answers(ref, got)
-        loss = (want == labels) & (answer != labels)
-        if loss.ndim > 1:  # per sample, over its labelled positions (an unlabelled one is never lost)
-            labelled = (labels != IGNORE).reshape(loss.shape[0], -1).sum(1)
-            return loss.reshape(loss.shape[0], -1).sum(1) / np.maximum(labelled, 1)
-    elif metric == "agreement":
+        lost, labelled = lost_positions(ref, got, labels)
+        return lost / np.maximum(labelled, 1)
+    if metric == "agreement":
         loss = ~agrees(ref, got)
     else:
         rows = ref.shape[0]
@@ -117,6 +136,14 @@ class Tester:
         kind = output_kinds(original).get(self.output)
         self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices), kind)
         self.last: tuple | None = None  # (got, counts) of the last rung run to the end
+        # Labelled positions a sample can hold, where several are pooled (else 0), and the
+        # last full rung's (lost, labelled) positions.
+        self.scale = 0
+        if metric in ("accuracy", "lost") and self.labels is not None and self.labels.ndim > 1:
+            self.scale = int(np.prod(self.labels.shape[1:]))
+        if self.scale == 1:  # a decode step's [N, 1]: one answer a sample, the binomial's
+            self.scale = 0
+        self.positions = (0, 0)
 
     def _batches(self):
         for feeds in self.data.batches(self.batch, self.indices):
@@ -140,6 +167,7 @@ class Tester:
         session = inference_session(model)
         names = [self.output] + list(stats_names.values())
         got, counts, total, start = [], {node: [0, 0] for node in stats_names}, 0.0, 0
+        lost_all = labelled_all = 0
         for feeds in self._batches():
             outs = session.run(names, feeds)
             outs[0] = np.moveaxis(as_array(outs[0]), self.batch_axis, 0)  # as the reference's (search.reference_output)
@@ -148,7 +176,12 @@ class Tester:
             outs[0] = self.layout.scores(outs[0][:stop - start])
             labels = None if self.labels is None else self.labels[start:stop]
             ref, got_now = (self.layout.values(x, self.metric) for x in (self.reference[start:stop], outs[0]))
-            total += float(sample_losses(self.metric, ref, got_now, labels, self.tolerance).sum())
+            if self.scale:
+                lost, labelled = lost_positions(ref, got_now, labels)
+                total += float(pooled_loss(lost, labelled, self.tolerance, self.scale).sum())
+                lost_all, labelled_all = lost_all + int(lost.sum()), labelled_all + int(labelled.sum())
+            else:
+                total += float(sample_losses(self.metric, ref, got_now, labels, self.tolerance).sum())
             got.append(outs[0])
             for node, s in zip(stats_names, outs[1:]):
                 counts[node][0] += int(s[0])
@@ -157,6 +190,7 @@ class Tester:
             if total > limit + 1e-9:
                 return Abandoned(total)
         self.last = (np.concatenate(got), {k: tuple(v) for k, v in counts.items()})
+        self.positions = (lost_all, labelled_all)
         return total
 
     def score(self) -> Score:
@@ -251,16 +285,20 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     loss = LOSS_NAMES[outcome.metric]
     if outcome.metric == "agreement" and tester.layout.answer_kind == "yes/no":
         loss = "yes/no answers changed"  # a sample's loss: its share of them
+    needed = samples_needed(max_drop, confidence)
+    if tester.scale:
+        loss += ", pooled over labelled positions"
+        fill = float((tester.labels != IGNORE).sum()) / (len(test_idx) * tester.scale)
+        needed = pooled_samples_needed(max_drop, confidence, fill)
     cert = Certificate(confidence, max_drop, loss,
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
-                       len(test_idx), samples_needed(max_drop, confidence), len(rungs), share=holdout,
-                       repeats=given - len(data))
+                       len(test_idx), needed, len(rungs), share=holdout, repeats=given - len(data))
 
     def rung_losses(i, limit):
         compiled = optimize(original, outcome.rung_options(rungs[i])).model
         found = tester.losses(compiled, limit)
         if not isinstance(found, Abandoned):
-            finals[i] = tester.last
+            finals[i] = tester.last, tester.positions
         return found
 
     cert.chosen, cert.steps = fixed_sequence(len(rungs), rung_losses, test)
@@ -271,13 +309,16 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     if latency is not None and shares != outcome.shares:
         options, result = _retime(original, outcome, shares, data, ladder_idx, latency, seed, log)
     if cert.chosen >= 0:
-        got, counts = finals[cert.chosen]
+        (got, counts), positions = finals[cert.chosen]
         tester.last = (got, counts)
         cert.losses = float(cert.steps[cert.chosen].losses)
+        cert.positions = positions if tester.scale else None
         saved = flops_saved(result.model, counts) / len(test_idx) / result.dense_flops if counts else 0.0
     if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:  # the original is written
         tester.last, counts, saved = (tester.reference, {}), {}, 0.0
     cert.bound = test.bound(cert.losses)
+    if cert.positions is not None:
+        cert.bound = pooled_bound(*cert.positions, len(test_idx), tester.scale, confidence)
     outcome.certificate = cert
     outcome.options, outcome.result, outcome.shares = options, result, shares
     outcome.holdout, outcome.saved_holdout, outcome.counts_holdout = tester.score(), saved, counts
@@ -330,9 +371,11 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
         rows.insert(1, ("repeats", f"{cert.repeats} sample(s) repeat earlier ones and count once: a repeat is no "
                                    "new draw, and could be on both sides of the split"))
     if cert.chosen >= 0:
-        rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {cert.losses:g} loss(es) in "
-                                  f"{cert.samples}, risk <= {100 * cert.bound:.3g}% at confidence {cert.confidence:g} "
-                                  f"(budget {pct})"))
+        seen = f"{cert.losses:g} loss(es) in {cert.samples}"
+        if cert.positions is not None:
+            seen = f"{cert.positions[0]} of {cert.positions[1]} labelled positions lost"
+        rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {seen}, risk <= {100 * cert.bound:.3g}% "
+                                  f"at confidence {cert.confidence:g} (budget {pct})"))
     else:
         # Exact rewrites (zero inputs skipped) may still be written: they change no output.
         rows.append(("certified", "no rung: no pruning layer was written"))
@@ -364,5 +407,8 @@ def certificate_json(cert: Certificate | None) -> dict | None:
             "repeated_samples": cert.repeats, "rungs": cert.rungs, "certified_rung": None if cert.chosen < 0 else cert.chosen + 1,
             # No rung certified: the original is written, and there is no bound to state.
             "observed_losses": cert.losses if cert.chosen >= 0 else None,
+            # Pooled positions: observed_losses is then the total of the test's statistic.
+            "positions_lost": None if cert.positions is None else cert.positions[0],
+            "positions_labelled": None if cert.positions is None else cert.positions[1],
             "certified_bound": cert.bound if cert.chosen >= 0 else None,
             "steps": [{"losses": s.losses, "p_value": s.p_value, "passed": s.passed} for s in cert.steps]}

@@ -87,6 +87,56 @@ def hoeffding_bentkus_p_value(mean_loss: float, n: int, alpha: float) -> float:
     return min(1.0, hoeffding, bentkus)
 
 
+def pooled_loss(lost, labelled, alpha: float, scale: int):
+    """Each sample's loss for H0 "pooled risk > alpha", where the pooled risk is
+    E[lost] / E[labelled] (positions lost over labelled positions, as accuracy over all
+    positions counts them) and no sample has more than ``scale`` labelled positions.
+
+    ``alpha + (lost - alpha * labelled) / scale`` lies in [0, 1], and its mean exceeds
+    alpha exactly when E[lost] > alpha * E[labelled]: Hoeffding-Bentkus on it tests the
+    pooled risk. With every position labelled it is each sample's share lost."""
+    return alpha + (lost - alpha * labelled) / scale
+
+
+def pooled_bound(lost: float, labelled: float, n: int, scale: int, confidence: float) -> float:
+    """An upper bound on the pooled risk at ``confidence`` from totals over ``n`` samples:
+    the smallest alpha whose test on pooled_loss passes (at confidence 0, lost / labelled).
+    The gap between alpha and the statistic's mean grows with alpha, so bisection finds it."""
+    if n == 0 or labelled <= 0:
+        return 1.0
+    if confidence == 0:
+        return lost / labelled
+
+    def passes(alpha: float) -> bool:
+        mean = pooled_loss(lost, labelled, alpha, scale * n)
+        return hoeffding_bentkus_p_value(min(max(mean, 0.0), 1.0), n, alpha) <= 1.0 - confidence
+
+    lo, hi = lost / labelled, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    return hi
+
+
+def pooled_samples_needed(alpha: float, confidence: float, fill: float) -> int:
+    """About the fewest testing samples at which pooled_loss can certify ``alpha`` with no
+    loss at all, when a ``fill`` share of the positions is labelled: the statistic's mean
+    is then alpha * (1 - fill), not 0. Up to about (1 / fill)^2 times samples_needed."""
+    if confidence == 0 or fill >= 1:
+        return samples_needed(alpha, confidence)
+    if alpha >= 1:
+        return 0
+    mean, delta = alpha * (1.0 - max(fill, 1e-9)), 1.0 - confidence
+    hi = max(1, math.ceil(math.log(1.0 / delta) / _kl(mean, alpha)))  # Hoeffding's term alone passes here
+    if hi * alpha > 1e6:  # the Bentkus term's sum would be long; it gains little that far out
+        return hi
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if hoeffding_bentkus_p_value(mean, mid, alpha) <= delta else (mid + 1, hi)
+    return lo
+
+
 def _kl(a: float, b: float) -> float:
     """Bernoulli Kullback-Leibler divergence kl(a || b), with 0 log 0 = 0."""
     out = 0.0
