@@ -213,3 +213,19 @@ def test_pooled_samples_needed_with_part_of_the_positions_labelled():
     first = next(n for n in range(1, 5000) if hoeffding_bentkus_p_value(0.005, n, 0.01) <= 0.1)
     assert pooled_samples_needed(0.01, 0.9, 0.5) == first == 1369
     assert pooled_samples_needed(0.01, 0.0, 0.5) == 1 and pooled_samples_needed(1.0, 0.9, 0.5) == 0
+
+
+def test_pooled_test_holds_its_confidence_where_long_samples_lose_more():
+    """H0 true at the boundary: short samples (5 labelled positions) lose nothing, long
+    ones (50) lose 5.5%, so 5% of all labelled positions are lost, the budget. The pooled
+    test certifies in at most 1 - C of the draws; the mean of shares (2.75%) nearly always."""
+    rng = np.random.default_rng(0)
+    n, scale, budget, confidence = 400, 50, 0.05, 0.9
+    labelled = np.where(np.arange(n) % 2 == 0, 5, 50)
+    test = RiskTest(n, budget, confidence, binary=False)
+    pooled = shares = 0
+    for _ in range(300):
+        lost = rng.binomial(labelled, np.where(labelled == 50, 0.055, 0.0))
+        pooled += test.passes(float(pooled_loss(lost, labelled, budget, scale).sum()))
+        shares += test.passes(float((lost / labelled).sum()))
+    assert pooled / 300 <= 1 - confidence and shares / 300 > 0.9
