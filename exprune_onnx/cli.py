@@ -174,8 +174,8 @@ def main(debug: bool) -> None:
                    "(the paper's choice).")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="latency", show_default=True,
               help="latency: keep a rewrite only if the whole model runs faster with it in onnxruntime, timed "
-                   "on the calibration (or --check-data) inputs; flops: keep every rewrite that saves FLOPs "
-                   "(the paper's objective).")
+                   "on the calibration (or --check-data) inputs; flops: keep every rewrite the rule chose, "
+                   "counting FLOPs (the paper's objective).")
 @click.option("--latency-batch", type=click.IntRange(min=1),
               help="Batch size the latency objective times at: the one you deploy with. Default: the batch "
                    "the model's inputs fix, else 1.")
@@ -190,7 +190,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .io.modelio import read_model, save_model
-    from .io.outputs import discard, json_text, move_into_place, refuse_overwriting, stage
+    from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
@@ -216,14 +216,16 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     options.confidence = confidence
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
     plot_path = plot_path if plot_path is None else plot_path_of(plot_path)
-    refuse_overwriting([output, report_path, plot_path], [model], (config, check_data, calibration, labels))
+    streamed = report_path is not None and is_stream(report_path)  # /dev/stdout: written after the model
+    refuse_overwriting([output, None if streamed else report_path, plot_path], [model],
+                       (config, check_data, calibration, labels))
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)
+    payload = {**done.report, "model": str(model), "output": str(output)}
     staged = []  # the report and the plot are written beside their paths first: all or nothing
     try:
-        if report_path is not None:
-            payload = {**done.report, "model": str(model), "output": str(output)}
+        if report_path is not None and not streamed:
             stage(staged, report_path, lambda tmp: tmp.write_text(json_text(payload)))
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
@@ -232,6 +234,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         move_into_place(staged)
     finally:
         discard(staged)
+    if streamed:
+        write_json(report_path, payload)
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     make_console().print(f"wrote {output}")
 
@@ -284,14 +288,15 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         feeds = data.first(batch)
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     flat = functions.inline(ref)  # a layer inside a local function counts too
-    dense, unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(flat, data.input_shapes(ref, input_shapes)))))
+    known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
+    dense, unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(flat, known))))
     # With some layers' shapes unknown, the ops' savings would be set against a partial count.
     saved = None if unknown else flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
                                           f"{platform.machine()}, onnxruntime {ort.__version__}", memory,
-                                          report.shape_hint(ref) if unknown else ""))
+                                          report.shape_hint(ref, known) if unknown else ""))
     if json_path is not None:
         write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,

@@ -62,8 +62,8 @@ def choose_k(spec: str | int | float, n: int) -> int:
         if k >= SIMD_WIDTH:
             k -= k % SIMD_WIDTH
         return max(k, 1)
-    if isinstance(spec, float):
-        return max(1, int(round(spec * n)))
+    if isinstance(spec, float):  # a part of n: never all of it
+        return max(1, min(n - 1, int(round(spec * n))))
     return int(spec)
 
 

@@ -25,8 +25,8 @@ import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k
 from .errors import ConfigError
-from .io.data import Dataset, dataset_of, label_array, load_dataset, random_dataset
-from .io.feeds import InputSpec, check_batch, check_spec
+from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
+from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .progress import quiet
 from .runtime import MAX_THREADS
 
@@ -194,7 +194,7 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
         return source
     if isinstance(source, dict):  # arrays keyed by input name, and optionally 'labels'
         arrays = dict(source)
-        found = arrays.pop("labels", None)
+        found = labels_apart(arrays, [vi.name for vi in model_inputs(model)])
         return dataset_of(arrays, model, found if labels is None else label_array(labels), spec, seed)
     if source is None:
         return random_dataset(model, samples, seed, spec)
@@ -309,6 +309,7 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
     from .report.tables import calibration_json, jsonable
 
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
+    sparse = {s.op_node.name for s in result.sparse}
     report.update({
         "changed": result.changed,
         "dense_flops_per_sample": result.dense_flops,  # of the nodes whose shapes are known
@@ -318,7 +319,9 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
         "latency": latency_json(timed) if timed is not None else None,
         "check": None if checked is None else {
             "samples": checked.samples, "source": checked.source, "outputs": [vars(d) for d in checked.outputs],
-            "pruned": {node: list(c) for node, c in checked.pruned.items()}},
+            # [pruned, total] outputs of each early-exit op; [read, total] inputs of each sparse conv.
+            "pruned": {node: list(c) for node, c in checked.pruned.items() if node not in sparse},
+            "inputs_read": {node: list(c) for node, c in checked.pruned.items() if node in sparse}},
         "seconds": dict(timings),
     })
     return jsonable(report)

@@ -41,7 +41,9 @@ def test_optimize_example_at_minus_inf_is_exact(example):
     assert r.exit_code == 0, r.output
     out = example.with_name("fashion_cnn.exprune.onnx")
     assert out.exists() and example.read_bytes() == before
-    assert "top-1 agreement 100.00%" in r.output and "warning" not in r.output
+    assert "top-1 agreement 100.00%" in r.output and "agreement is below" not in r.output
+    # Pruning nothing, each layer pays its decision on top of the dense product: said.
+    assert "warning: 5 rewritten layer(s) cost as many FLOPs as dense or more" in " ".join(r.output.split())
     model = onnx.load(out)
     onnx.checker.check_model(model)
     types = [n.op_type for n in model.graph.node]
@@ -137,6 +139,19 @@ def test_bad_config_and_options(example, tmp_path):
     assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
     assert invoke("optimize", example, "--seed", "-1").exit_code == 2  # numpy's seeds are >= 0
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
+
+
+def test_k_as_a_fraction_is_a_part_of_n_and_a_count_past_every_n_is_warned_of(example, tmp_path):
+    """--k 0.999 rounds to n - 1, never n (a fraction is a part of n); a count that leaves
+    no layer a tail rewrites nothing, and says so."""
+    from exprune_onnx.config import choose_k
+
+    assert [choose_k(0.999, 32), choose_k(0.01, 32), choose_k(0.5, 1)] == [31, 1, 1]
+    r = invoke("optimize", example, "--k", "0.999", "--no-check", "-o", tmp_path / "f.onnx")
+    assert r.exit_code == 0 and "layers rewritten │ 5 of 7" in r.output, r.output
+    r = invoke("optimize", example, "--k", "1000", "--no-check", "-o", tmp_path / "c.onnx")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "warning: k is n or more in 5 layer(s), and none was rewritten" in text, r.output
 
 
 @pytest.mark.parametrize(("config", "words"), [

@@ -133,8 +133,14 @@ def test_mismatches_are_named(tmp_path, model, change, message):
 
 def test_unreadable_inputs(tmp_path, model):
     (tmp_path / "bad.npz").write_bytes(b"nope")
-    with pytest.raises(DataError, match="not a readable"):
-        load_dataset(tmp_path / "bad.npz", model)
+    with pytest.raises(DataError, match=r"bad.npz: not an .npz file \(a zip of .npy arrays keyed by input name\)$"):
+        load_dataset(tmp_path / "bad.npz", model)  # not numpy's word about pickles
+    (tmp_path / "input_0.pb").write_bytes(b"\x08\x01")
+    with pytest.raises(DataError, match="an input_<i>.pb goes in a directory, given as the data"):
+        load_dataset(tmp_path / "input_0.pb", model)
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(DataError, match="cut.npz: not a readable .npz file"):
+        load_dataset(tmp_path / "cut.npz", model)
     with pytest.raises(DataError, match="no such file"):
         load_dataset(tmp_path / "missing.npz", model)
     (tmp_path / "empty").mkdir()
@@ -157,3 +163,23 @@ def test_random_dataset_needs_known_dims():
     m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 4])], [vi("y", ["N", 4])])
     d = random_dataset(m, 3, 0)
     assert d.inputs["x"].shape == (3, 4) and d.inputs["x"].dtype == np.float32
+
+
+def test_a_model_input_named_labels_takes_the_key_and_the_labels_come_from_their_own_file(tmp_path):
+    """A model whose input is called 'labels': the array under that key (or labels.npy in a
+    directory) is the input, not the labels, which --labels gives."""
+    model = make_model([helper.make_node("Add", ["labels", "b"], ["y"])], [vi("labels", ["N", 3]), vi("b", ["N", 3])],
+                       [vi("y", ["N", 3])])
+    a = arrays()
+    np.savez(tmp_path / "d.npz", labels=a["a"], b=a["b"])
+    d = load_dataset(tmp_path / "d.npz", model)
+    assert d.labels is None
+    np.testing.assert_array_equal(d.inputs["labels"], a["a"])
+    np.save(tmp_path / "y.npy", np.arange(5))
+    assert list(load_dataset(tmp_path / "d.npz", model, labels=tmp_path / "y.npy").labels) == [0, 1, 2, 3, 4]
+    (tmp_path / "dir").mkdir()
+    np.save(tmp_path / "dir" / "labels.npy", a["a"])
+    np.save(tmp_path / "dir" / "b.npy", a["b"])
+    d = load_dataset(tmp_path / "dir", model)
+    assert d.labels is None
+    np.testing.assert_array_equal(d.inputs["labels"], a["a"])

@@ -19,6 +19,13 @@ def test_the_command_is_the_launcher():
     assert [line for line in scripts.splitlines() if line.strip()] == ['exprune-onnx = "exprune_onnx.launch:main"']
 
 
+def test_python_dash_m_is_the_same_launcher():
+    done = subprocess.run([sys.executable, "-m", "exprune_onnx", "--version"], capture_output=True, text=True,
+                          cwd=str(ROOT), timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("exprune-onnx, version "), done.stderr
+    assert (ROOT / "exprune_onnx" / "__main__.py").read_text().count("from .launch import main") == 1
+
+
 def test_ctrl_c_while_the_cli_loads_is_one_line_and_130():
     """The import of the CLI (about half a second of numpy, onnx and onnxruntime) stopped
     by Ctrl-C, here raised by an import hook."""

@@ -41,6 +41,26 @@ def test_an_output_that_is_a_pipe_or_device_is_refused_and_left_alone(example, t
     assert fifo.is_fifo()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_the_report_goes_to_a_pipe_as_evaluate_s_json_does(example, tmp_path):
+    """A pipe (as /dev/stdout in a shell pipeline) cannot be renamed over: the report is
+    written into it once the model is written, and nothing is left beside it."""
+    import json
+    import threading
+
+    fifo, out = tmp_path / "report.pipe", tmp_path / "o.onnx"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(out), "--threshold", "-1", "--no-check",
+                                  "--objective", "flops", "--report", str(fifo)])
+    reader.join(timeout=60)
+    assert r.exit_code == 0, r.output
+    assert json.loads(got[0])["output"] == str(out) and out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx", "report.pipe"]
+
+
 def test_a_report_that_cannot_be_written_leaves_no_model_behind(example, tmp_path, monkeypatch):
     """The report and the plot are staged beside their paths before the model is saved."""
     out = tmp_path / "o.onnx"

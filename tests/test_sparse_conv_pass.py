@@ -3,6 +3,7 @@ ReLU's zeros, with the group after it fused. The op itself has its own tests (te
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -533,6 +534,12 @@ def test_objective_drops_prune_nothing_layers_untimed(monkeypatch):
                      ("c1", objective.ZERO_INPUTS): "not faster alone",
                      ("c2", objective.ZERO_INPUTS): "not faster alone"}
     assert calls == [1, 1]  # two layer-alone pairs, no whole model
+    from exprune_onnx.report.latency import latency_json
+
+    rows = {(r["layer"], r["rewrite"]): r for r in latency_json(choice)["layers"]}
+    untimed = rows[("c1", objective.EARLY_EXIT)]
+    assert untimed["with_ms"] is None and untimed["without_ms"] is None  # the table's "-", not 0 ms
+    assert rows[("c1", objective.ZERO_INPUTS)]["with_ms"] == 2.0  # its times alone
 
 
 @pytest.mark.parametrize(("gains", "whole", "kept"), [
@@ -668,9 +675,12 @@ def test_cli_report_of_zero_input_rewrites_alone(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(relu_conv(np.random.default_rng(10)), src)
     r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops",
-                                  "--sparse-relu", "on", "--threshold", "-inf"])
+                                  "--sparse-relu", "on", "--threshold", "-inf", "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     assert [t for t in node_types(onnx.load(out)) if t.startswith("ExPrune")] == [ops.SPARSE_CONV]
+    check = json.loads((tmp_path / "r.json").read_text())["check"]
+    (node, (read, total)), = check["inputs_read"].items()  # the inputs it read, apart from any pruned outputs
+    assert check["pruned"] == {} and node.endswith("_sparse") and 0 < read <= total
     assert "Rewritten layers" not in r.output
     assert "Zero inputs skipped" in r.output and "inputs skipped (measured)" in r.output
     assert ("AMX tiles skips none" in r.output) == cpu_has_tiles()

@@ -34,19 +34,6 @@ def test_a_model_saved_by_onnxruntime_is_named_as_such(tmp_path, level, op):
         assert "--input-shape" not in text
 
 
-def test_outputs_compared_by_value_warn_when_they_move_much():
-    """A heatmap or a box regression has no top-1 answer to check: a move of over 5% of its
-    largest |value| is warned of, as top-1 agreement under 99% is."""
-    from exprune_onnx.measure.compare import CheckResult, OutputDiff
-    from exprune_onnx.report.tables import changed_values
-
-    outputs = [OutputDiff("heatmap", 0.9, 0.35, None), OutputDiff("logits", 3.0, 0.19, 0.96),
-               OutputDiff("ids", 1.0, 0.0, 0.9, index=True), OutputDiff("wh", 0.01, 0.04, None),
-               OutputDiff("det", 1.0, 0.5, None, runs=(1, 2))]
-    checked = CheckResult(8, "d.npz", outputs, {}, None)
-    assert [d.name for d in changed_values(checked)] == ["heatmap"]
-
-
 def test_a_map_that_moves_much_is_warned_of(tmp_path):
     model = conv_hw()
     del model.graph.node[-2:]  # no pooling: the output is the map [N, 32, H, W]
@@ -138,3 +125,10 @@ def test_an_index_output_is_compared_per_prediction():
     from exprune_onnx.report.tables import output_text
 
     assert output_text(OutputDiff("ids", 1.0, 0.0, 0.9917, index=True)) == "same value on 99.17% of predictions"
+
+
+def test_shares_and_counts_read_as_a_person_writes_them():
+    from exprune_onnx.report.tables import percent, samples_text
+
+    assert [percent(-0.0001), percent(0.0), percent(0.133), percent(-0.218)] == ["0.0%", "0.0%", "13.3%", "-21.8%"]
+    assert [samples_text(1), samples_text(0), samples_text(512)] == ["1 sample", "0 samples", "512 samples"]

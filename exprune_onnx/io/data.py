@@ -117,7 +117,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
     if path.is_dir():
         arrays, found_labels = _read_dir(path, names, batch_layout(model, spec)[1])
     else:
-        arrays, found_labels = _read_npz(path)
+        arrays, found_labels = _read_npz(path, names)
     if labels is not None:
         found_labels = label_array(labels)
     return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name)
@@ -152,6 +152,8 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     return dataset
 
 
+# The key (and .npy file name) of the labels beside the inputs.
+LABELS = "labels"
 # Keys that mean labels in the user's eyes, read as such only under 'labels'.
 LABEL_LIKE = {"label", "y", "target", "targets", "class", "classes", "gt", "ground_truth", "truth"}
 
@@ -195,7 +197,16 @@ def _all_finite(a: np.ndarray, chunk: int = 1024) -> bool:
     return all(np.isfinite(a[i:i + chunk]).all() for i in range(0, a.shape[0], chunk))
 
 
-def _read_npz(path: Path):
+def _read_npz(path: Path, names: list[str]):
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not magic.startswith((b"PK", b"\x93NUMPY")):  # else numpy reads it as a pickle, and says so
+        hint = (": an input_<i>.pb goes in a directory, given as the data, with one file per input (or "
+                "test_data_set_*/ directories of them)" if path.suffix == ".pb" else "")
+        raise DataError(f"{path}: not an .npz file (a zip of .npy arrays keyed by input name){hint}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):  # a .npy: one array, with no input name to go by
@@ -207,7 +218,13 @@ def _read_npz(path: Path):
         raise
     except Exception as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    return arrays, arrays.pop("labels", None)
+    return arrays, labels_apart(arrays, names)
+
+
+def labels_apart(arrays: dict, names: list[str]):
+    """Takes the labels out of ``arrays`` (key 'labels'), unless a model input has that
+    name: the array is then the input's, and labels come from --labels only."""
+    return None if LABELS in names else arrays.pop(LABELS, None)
 
 
 def label_array(labels) -> np.ndarray:
@@ -243,8 +260,8 @@ def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset())
                 raise DataError(f"{f}: not a readable .npy file ({exc})") from None
     if not arrays:
         raise DataError(f"{path}: holds no <input name>.npy, input_*.pb or test_data_set_* entries")
-    labels_file = path / "labels.npy"
-    return arrays, (read_labels(labels_file) if labels_file.exists() else None)
+    labels_file = path / f"{LABELS}.npy"
+    return arrays, (read_labels(labels_file) if labels_file.exists() and LABELS not in names else None)
 
 
 def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> dict[str, np.ndarray]:

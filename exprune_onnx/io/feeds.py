@@ -102,7 +102,7 @@ def check_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
     inputs = {vi.name: vi for vi in model_inputs(model)}
     for name in [*spec.shapes, *spec.values]:
         if name not in inputs:
-            raise DataError(f"--input-shape/--input-value name '{name}', which is not a model input "
+            raise DataError(f"--input-shape/--input-value names '{name}', which is not a model input "
                             f"(its inputs: {', '.join(inputs) or 'none'})")
     for name, (low, high) in spec.values.items():
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[name].type.tensor_type.elem_type)

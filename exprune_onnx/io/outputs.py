@@ -36,6 +36,15 @@ def json_text(payload: dict) -> str:
     return json.dumps(payload, indent=2) + "\n"
 
 
+def is_stream(path: Path) -> bool:
+    """A pipe, a device, or a name under /dev or /proc such as /dev/stdout (whatever it stands
+    for now): written in place, never renamed over."""
+    path = Path(path)
+    if path.is_dir():
+        return False  # refused as an output, as any directory is
+    return (path.exists() and not path.is_file()) or str(path.absolute()).startswith(("/dev/", "/proc/"))
+
+
 def write_json(path: Path, payload: dict) -> None:
     """A file is written beside its path and renamed over it (``stage``), so that a full
     disk or an interrupt leaves the old report or none. A stream (a pipe, a device, or a
@@ -43,9 +52,8 @@ def write_json(path: Path, payload: dict) -> None:
     folder we may not create files in is written in place."""
     text = json_text(payload)
     path = Path(path)
-    stream = (path.exists() and not path.is_file()) or str(path.absolute()).startswith(("/dev/", "/proc/"))
     try:
-        if stream or not os.access(written_path(path).parent, os.W_OK):
+        if is_stream(path) or not os.access(written_path(path).parent, os.W_OK):
             path.write_text(text)
             return
         staged: list[tuple[Path, Path]] = []

@@ -40,6 +40,11 @@ def latency_table(choice) -> Table:
     return t
 
 
+def _times(lt) -> dict:
+    timed = bool(lt.without_ms) or not lt.note
+    return {"with_ms": lt.with_ms if timed else None, "without_ms": lt.without_ms if timed else None}
+
+
 def latency_json(choice) -> dict | None:
     if choice is None:
         return None
@@ -47,7 +52,8 @@ def latency_json(choice) -> dict | None:
         "batch": choice.batch, "threads": choice.threads, "source": choice.source,
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
-        "layers": [{"layer": lt.layer, "rewrite": lt.kind, "with_ms": lt.with_ms, "without_ms": lt.without_ms,
+        # A layer dropped untimed (it prunes nothing) has no times: null, as the table's "-".
+        "layers": [{"layer": lt.layer, "rewrite": lt.kind, **_times(lt),
                     "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again,
                     "group": list(lt.group), "in_group": choice.in_group(lt)}
                    for lt in choice.layers],

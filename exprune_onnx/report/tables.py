@@ -27,6 +27,16 @@ def op_counts(model: onnx.ModelProto) -> Counter:
     return Counter(node.op_type for node in all_nodes(model.graph))
 
 
+def percent(share: float) -> str:
+    """A share as a percentage to one decimal, never "-0.0%"."""
+    value = 100 * share
+    return f"{0.0 if abs(value) < 0.05 else value:.1f}%"
+
+
+def samples_text(count: int) -> str:
+    return f"{count} sample" + ("" if count == 1 else "s")
+
+
 def kept_fraction(rewritten, counts: dict | None) -> float | None:
     if counts is None or rewritten.op_node is None:
         return None
@@ -145,16 +155,21 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
-def shape_hint(model: onnx.ModelProto) -> str:
+def shape_hint(model: onnx.ModelProto, given: dict | None = None) -> str:
     """Why shapes may be unknown: symbolic input dims past the batch axis (FLOPs are per
-    sample), or ops shape inference cannot see through."""
+    sample) that ``given`` (--input-shape) does not fix, or ops shape inference cannot see
+    through, or shapes computed at run time (a Reshape to a shape taken from a tensor)."""
     from ..io.feeds import input_dims, model_inputs
 
-    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) for d in input_dims(vi)[1:]):
+    given = given or {}
+    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) if vi.name not in given
+           for d in input_dims(vi)[1:]):
         return "--input-shape fixes symbolic input dims"
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
                       if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN)})
-    return f"shape inference does not pass {', '.join(foreign[:3])}" if foreign else "shape inference found none"
+    if foreign:
+        return f"shape inference does not pass {', '.join(foreign[:3])}"
+    return "shape inference cannot size them, e.g. after a Reshape to a shape computed at run time"
 
 
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
@@ -176,7 +191,7 @@ def print_fused_warning(console, model: onnx.ModelProto) -> None:
 
 def dense_flops_text(result: Result) -> str:
     """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
-    hint = shape_hint(result.model)
+    hint = shape_hint(result.model, result.input_shapes)
     if result.uncounted_nodes and not result.dense_flops:
         return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
     dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
@@ -200,8 +215,8 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     measured = measured_total(result, check.pruned if check else None, (check.rows or check.samples) if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
-        t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({100 * saved:.1f}% saved, "
-                  f"counted by the ops on {check.samples} samples of '{check.source}')")
+        t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({percent(saved)} saved, "
+                  f"counted by the ops on {samples_text(check.samples)} of '{check.source}')")
     if sizes is not None:
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:
@@ -285,8 +300,8 @@ def _score_text(score, saved: float, samples: int, result: Result) -> str:
     else:
         text = f"relative error {score.drop:.3g}"
     if result.uncounted_nodes:  # the share would be of a partial count
-        return f"{text} on {samples} samples; FLOPs saved unknown ({dense_flops_text(result)})"
-    return f"{text}; {100 * saved:.1f}% of FLOPs saved (measured by the ops) on {samples} samples"
+        return f"{text} on {samples_text(samples)}; FLOPs saved unknown ({dense_flops_text(result)})"
+    return f"{text}; {percent(saved)} of FLOPs saved (measured by the ops) on {samples_text(samples)}"
 
 
 def calibration_json(outcome, original_path: str, output_path: str) -> dict:
@@ -343,7 +358,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
                      memory: dict | None = None, unknown_why: str = "") -> Table:
     """``saved`` is None when some Conv/Gemm/MatMul shapes are unknown (``unknown_why``,
     shape_hint): the ops' savings cannot be set against a partial dense count."""
-    t = Table(title=f"Evaluation on {check.samples} samples of '{check.source}'", title_justify="left",
+    t = Table(title=f"Evaluation on {samples_text(check.samples)} of '{check.source}'", title_justify="left",
               show_header=False)
     t.add_column("what")
     t.add_column("value")
@@ -354,7 +369,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     if saved is None:
         t.add_row("FLOPs per sample", f"unknown: some Conv/Gemm/MatMul shapes are unknown ({unknown_why})")
     else:
-        share = f" ({100 * saved / dense:.1f}% saved)" if dense else ""
+        share = f" ({percent(saved / dense)} saved)" if dense else ""
         t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
                   f"executed{share}, counted by the ops")
     o, p = timing.original_ms, timing.optimized_ms
@@ -370,21 +385,11 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     return t
 
 
-# An output compared by value only (a map, a regression) that moved by more than this share of
-# its largest |value| is worth a warning, as a top-1 agreement under 99% is.
-MOVED = 0.05
-
-
-def changed_values(checked) -> list:
-    """The outputs of ``checked`` compared by value only that moved by over ``MOVED``."""
-    return [d for d in checked.outputs
-            if d.top1_agreement is None and not d.index and d.runs is None and d.max_rel > MOVED]
-
-
 def print_optimized(console, done, original: onnx.ModelProto, name: str, explain: bool,
                     argmax_only: tuple = ()) -> None:
     """What `optimize` prints: the tables of a workflow.Optimized and its warnings."""
     from ..io.bigmodel import model_bytes
+    from .advice import warnings
     from .latency import latency_table
 
     result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
@@ -400,25 +405,8 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
     console.print(summary_table(result, original, checked, (model_bytes(original), model_bytes(done.model))))
     if outcome is not None:
         console.print(calibration_table(outcome))
-        if not outcome.met:
-            console.print("[yellow]warning:[/] the held-out part exceeds the budget: calibrate on more data "
-                          "or lower --max-drop")
-    low = [d for d in (checked.outputs if checked is not None and outcome is None else [])
-           if d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None]
-    if low:
-        console.print(f"[yellow]warning:[/] {low[0].answer_kind} agreement is below 99%: use a more negative "
-                      "--threshold, per-layer thresholds with --config, or --calibration")
-    moved = changed_values(checked) if checked is not None and outcome is None else []
-    if moved:
-        d = max(moved, key=lambda d: d.max_rel)
-        console.print(f"[yellow]warning:[/] output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its "
-                      "largest |value| (no top-1 answer to check there): use a more negative --threshold, or "
-                      "--calibration with --metric relerr")
-    still_scores = [o.name for o in done.model.graph.output
-                    if o.name in argmax_only and o.type.tensor_type.elem_type != onnx.TensorProto.INT64]
-    if still_scores:
-        console.print(f"[yellow]warning:[/] --argmax-only {escape(', '.join(still_scores))}: not rewritten as an "
-                      "arg-max head, the output stays the scores (--explain says why)")
+    for line in warnings(done, argmax_only):
+        console.print(f"[yellow]warning:[/] {line}")
     print_fused_warning(console, original)
     if not result.changed:
         # Candidates the latency objective timed and dropped were not "nothing to rewrite".

@@ -38,6 +38,9 @@ _LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Cast", "Squeeze",
 _AFFINE_OPS = {"Add", "Sub", "Mul", "Div"}
 _ML_FEATURE_OPS = {"Scaler", "Normalizer", "Imputer", "Binarizer"}
 
+# Why a layer whose k leaves no tail is refused (the report warns when nothing else was rewritten).
+K_OUTSIDE = "is not between 1 and n - 1"
+
 
 def layer_name(node: gs.Node, ctx: Context) -> str:
     """A name stable across runs: the node's own, or op and output when that is ambiguous."""
@@ -129,7 +132,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return f"n = {c.n} input units, fewer than --min-units {opts.min_units}: a partial sum says too little"
     k = choose_k(setting.k, c.n)
     if not 1 <= k < c.n:
-        return f"k = {k} is not between 1 and n - 1 = {c.n - 1}"
+        return f"k = {k} {K_OUTSIDE} = {c.n - 1}"
     if setting.thresholds is not None and len(setting.thresholds) != c.outputs:
         # The user's own numbers, not a model the rule does not fit: stop, as for a bad value.
         raise ConfigError(f"layer {c.layer!r}: the config gives {len(setting.thresholds)} thresholds for its "

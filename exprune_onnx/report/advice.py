@@ -1,0 +1,66 @@
+"""The warnings `optimize` prints under its tables: what the run's figures say to change."""
+
+from __future__ import annotations
+
+import onnx
+from rich.markup import escape
+
+from ..rules.common import K_OUTSIDE
+
+# An output compared by value only (a map, a regression) that moved by more than this share of
+# its largest |value| is worth a warning, as a top-1 agreement under 99% is.
+MOVED = 0.05
+
+
+def changed_values(checked) -> list:
+    """The outputs of ``checked`` compared by value only that moved by over ``MOVED``."""
+    return [d for d in checked.outputs
+            if d.top1_agreement is None and not d.index and d.runs is None and d.max_rel > MOVED]
+
+
+def costlier_layers(result, counts: dict | None) -> list[str]:
+    """Rewritten layers whose FLOPs counted on the data are not below their dense FLOPs: the
+    rule pruned too little to pay for its partial product's decision (StatsTest's second
+    partial product, or any rule at T = -inf)."""
+    from .tables import layer_rows
+
+    return [row["layer"] for row in layer_rows(result, counts)
+            if row["measured_flops"] is not None and row["dense_flops"]
+            and row["measured_flops"] >= row["dense_flops"]]
+
+
+def warnings(done, argmax_only: tuple = ()) -> list[str]:
+    """The warnings for a workflow.Optimized, in rich markup, without their prefix."""
+    result, checked, outcome = done.result, done.checked, done.calibrated
+    out = []
+    if outcome is not None and not outcome.met:
+        out.append("the held-out part exceeds the budget: calibrate on more data or lower --max-drop")
+    counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
+    costlier = costlier_layers(result, counts) if counts else []
+    if costlier:
+        out.append(f"{len(costlier)} rewritten layer(s) cost as many FLOPs as dense or more on the data, as their "
+                   f"rule pruned too little ({escape(', '.join(costlier[:3]))}{', ...' if len(costlier) > 3 else ''}):"
+                   " raise --threshold or --alpha, leave them out with --config, or keep the default latency "
+                   "objective, which keeps only what runs faster")
+    plain = checked is not None and outcome is None
+    low = [d for d in (checked.outputs if plain else [])
+           if d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None]
+    if low:
+        out.append(f"{low[0].answer_kind} agreement is below 99%: use a more negative --threshold, per-layer "
+                   "thresholds with --config, or --calibration")
+    moved = changed_values(checked) if plain else []
+    if moved:
+        d = max(moved, key=lambda d: d.max_rel)
+        out.append(f"output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its largest |value| (no "
+                   "top-1 answer to check there): use a more negative --threshold, or --calibration with --metric "
+                   "relerr")
+    still_scores = [o.name for o in done.model.graph.output
+                    if o.name in argmax_only and o.type.tensor_type.elem_type != onnx.TensorProto.INT64]
+    if still_scores:
+        out.append(f"--argmax-only {escape(', '.join(still_scores))}: not rewritten as an arg-max head, the output "
+                   "stays the scores (--explain says why)")
+    k_outside = sum(K_OUTSIDE in r.reason for r in result.rejected)
+    if k_outside and not result.rewritten:
+        out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
+                   "lists each layer's n)")
+    return out

@@ -1,0 +1,45 @@
+"""report/advice.py: the warnings under optimize's tables, each with what to change."""
+
+from click.testing import CliRunner
+from helpers import save_model, three_layer_mlp
+
+import exprune_onnx
+from exprune_onnx.cli import main
+from exprune_onnx.config import Options
+from exprune_onnx.report.advice import costlier_layers
+
+
+def test_outputs_compared_by_value_warn_when_they_move_much():
+    """A heatmap or a box regression has no top-1 answer to check: a move of over 5% of its
+    largest |value| is warned of, as top-1 agreement under 99% is."""
+    from exprune_onnx.measure.compare import CheckResult, OutputDiff
+    from exprune_onnx.report.advice import changed_values
+
+    outputs = [OutputDiff("heatmap", 0.9, 0.35, None), OutputDiff("logits", 3.0, 0.19, 0.96),
+               OutputDiff("ids", 1.0, 0.0, 0.9, index=True), OutputDiff("wh", 0.01, 0.04, None),
+               OutputDiff("det", 1.0, 0.5, None, runs=(1, 2))]
+    checked = CheckResult(8, "d.npz", outputs, {}, None)
+    assert [d.name for d in changed_values(checked)] == ["heatmap"]
+
+
+def test_a_layer_that_prunes_too_little_to_pay_for_its_decision_is_named():
+    result = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
+    names = {rw.candidate.layer: rw.op_node.name for rw in result.rewritten}
+    assert set(names) == {"h1", "h2"}
+    # h1 pruned nothing (its decision on top of the dense product), h2 half its outputs.
+    counts = {names["h1"]: (0, 100), names["h2"]: (50, 100)}
+    assert costlier_layers(result, counts) == ["h1"]
+    assert costlier_layers(result, {}) == []
+
+
+def test_the_warning_names_the_costlier_layers_and_not_the_saving_ones(tmp_path):
+    path = save_model(three_layer_mlp(), tmp_path)
+    text = {}
+    for case, args in {"costly": ["--rule", "statstest", "--alpha", "1e-12"], "saving": ["--threshold", "0"]}.items():
+        r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / f"{case}.onnx"), "--objective",
+                                      "flops", "--sparse-relu", "off", *args])
+        assert r.exit_code == 0, r.output
+        text[case] = " ".join(r.output.split())
+    assert "warning: 2 rewritten layer(s) cost as many FLOPs as dense or more on the data" in text["costly"]
+    assert "(h1, h2)" in text["costly"]
+    assert "cost as many FLOPs as dense" not in text["saving"]
