@@ -161,8 +161,13 @@ def latency_objective_section(m: dict) -> list[str]:
     for row, lo in rows:
         for t in lo["layers"]:
             out.append(f"| {100 * row['budget']:g} pt | {t['layer']} | {t.get('rewrite', 'early exit')} "
-                       f"| {t['with_ms']:.3f} | {t['without_ms']:.3f} | {'yes' if t['kept'] else 'no'} |")
+                       f"| {ms(t['with_ms'])} | {ms(t['without_ms'])} | {'yes' if t['kept'] else 'no'} |")
     return out
+
+
+def ms(value: float | None) -> str:
+    """A latency row's time; none for a rewrite dropped untimed (it prunes nothing)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def rounds(t: dict) -> str:

@@ -146,3 +146,17 @@ def test_quick_bench_on_every_model(tmp_path):
     assert sorted(x["name"] for x in results["missing"]) == sorted(m.name for m in ALL if not have_files(m))
     for m in results["models"]:
         check_model(m)
+
+
+def test_a_latency_row_dropped_untimed_is_written_as_a_dash():
+    """The report's untimed rows carry null times (report/latency.py): the bench's table
+    shows them as '-', not a crash on None."""
+    from bench.write import latency_objective_section
+
+    layers = [{"layer": "h1", "rewrite": "early exit", "with_ms": None, "without_ms": None, "kept": False},
+              {"layer": "h2", "rewrite": "early exit", "with_ms": 0.9, "without_ms": 1.0, "kept": True}]
+    lo = {"kept": ["h2"], "candidates": 2, "reverted_all": False, "unchanged": False, "ratio": 0.9,
+          "test_metric": 0.9, "saved": 0.1, "timing_seconds": 3.0, "layers": layers}
+    text = "\n".join(latency_objective_section({"budgets": [{"budget": 0.01, "latency_objective": lo}],
+                                                "baseline_metric": 0.9, "metric": "accuracy"}))
+    assert "| 1 pt | h1 | early exit | - | - | no |" in text and "| 1 pt | h2 | early exit | 0.900 | 1.000 | yes |" in text

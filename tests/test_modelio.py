@@ -48,6 +48,19 @@ def test_an_inline_output_removes_the_data_file_of_the_output_it_replaces(tmp_pa
     assert (tmp_path / "m.onnx.data").read_bytes() == b"someone's"
 
 
+def test_a_model_whose_weights_file_is_missing_or_short_says_so(tmp_path):
+    from exprune_onnx.errors import ModelLoadError
+    from exprune_onnx.io.modelio import read_model
+
+    save_model(onnx.load(EXAMPLE), tmp_path / "m.onnx", external_data=True)
+    (tmp_path / "m.onnx.data").rename(tmp_path / "elsewhere.data")
+    with pytest.raises(ModelLoadError, match=r"its weights are stored apart, in 'm.onnx.data', which is not beside it"):
+        read_model(tmp_path / "m.onnx")
+    (tmp_path / "m.onnx.data").write_bytes(b"short")
+    with pytest.raises(ModelLoadError, match="m.onnx: not a readable ONNX model"):
+        read_model(tmp_path / "m.onnx")
+
+
 def _external_in_a_branch(folder: Path) -> Path:
     """x -> Conv -> Relu -> If(cond: Conv -> Relu in each branch); only the branches'
     weights are large enough to go to sub.data."""

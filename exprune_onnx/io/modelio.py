@@ -74,11 +74,26 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         model = onnx.load(str(p), load_external_data=False)
         external = uses_external_data(model)
         if external:
+            _check_data_files(model, p)
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
+    except ModelLoadError:
+        raise
     except Exception as exc:  # protobuf and IO errors come in many types
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
     check_model(model, str(p), checked=str(p))  # the path form of the checker copes with models over 2 GiB
     return model, external
+
+
+def _check_data_files(model: onnx.ModelProto, path: Path) -> None:
+    """Every external-data file the model names exists beside it (onnx's own message for a
+    missing one names a tensor and says 'not regular file')."""
+    for tensor in all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if location and not (path.parent / location).is_file():
+            raise ModelLoadError(f"{path}: its weights are stored apart, in '{location}', which is not beside it "
+                                 f"({path.parent / location} is missing): keep the two files together")
 
 
 def check_model(model: onnx.ModelProto, where: str = "the model", checked: str | None = None) -> None:
