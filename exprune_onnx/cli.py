@@ -258,20 +258,16 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     """Compare OPTIMIZED with ORIGINAL: outputs, metric, FLOPs the ops skipped, latency side by side."""
     import platform
 
-    import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
-    from .compiler import functions
-    from .compiler.pipeline import infer_shapes
     from .io.batch_memory import check_batch_memory
     from .io.bigmodel import model_bytes
     from .io.data import load_dataset
-    from .io.feeds import InputSpec, check_batch, with_input_shapes
+    from .io.feeds import InputSpec, check_batch
     from .io.modelio import load_model
     from .io.outputs import refuse_overwriting, write_json
     from .measure.compare import compare
-    from .measure.counters import flops_saved
-    from .measure.flops import model_flops
+    from .measure.counters import executed_flops
     from .measure.memory import peak_rss_mb
     from .measure.timing import measure
     from .progress import for_terminal
@@ -287,21 +283,19 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         checked = compare(ref, opt, data, log=log)
         feeds = data.first(batch)
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
-    flat = functions.inline(ref)  # a layer inside a local function counts too
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
-    dense, unknown = model_flops(gs.import_onnx(infer_shapes(with_input_shapes(flat, known))))
-    # With some layers' shapes unknown, the ops' savings would be set against a partial count.
-    saved = None if unknown else flops_saved(opt, checked.pruned) / checked.rows if checked.pruned else 0.0
+    dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows)
+    if dense is None:  # the ops' savings would be set against a partial count
+        why += f" ({report.shape_hint(ref, known)})"
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
-                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory,
-                                          report.shape_hint(ref, known) if unknown else ""))
+                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why))
     if json_path is not None:
         write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,
             "accuracy": checked.accuracy, "outputs": [vars(d) for d in checked.outputs],
-            "dense_flops_per_sample": None if unknown else dense, "flops_saved_per_sample": saved,
+            "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
             "latency": vars(timing) | {"ratio": timing.ratio}, "memory": memory, "machine": platform.machine(),
             "onnxruntime": ort.__version__,
         }))

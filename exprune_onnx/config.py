@@ -124,8 +124,10 @@ class Options:
     # shape inference and FLOPs only; the written model keeps its open dims.
     input_shapes: dict[str, tuple] = field(default_factory=dict)
     # Calibration only: the probability, over the draw of the data, that the budget holds on
-    # the data distribution (certify.py); 0 keeps the point estimate on the data given.
-    confidence: float = 0.0
+    # the data distribution (certify.py); 0 keeps the point estimate on the data given. None:
+    # the workflow's default (DEFAULT_CONFIDENCE, as on the command line); the search alone
+    # reads it as 0.
+    confidence: float | None = None
 
     def setting(self, layer: str) -> LayerSetting:
         default = LayerSetting(self.threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))

@@ -99,8 +99,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         model = load_model(model)
     else:
         check_model(model)  # what load_model checks of a file
-    # The command line's default confidence, unless the caller's options say otherwise.
-    options = dataclasses.replace(options) if options else Options(confidence=DEFAULT_CONFIDENCE)
+    options = dataclasses.replace(options) if options else Options()
     settings = dataclasses.replace(settings) if settings else Settings()
     for key, value in overrides.items():
         # rule is the workflow's (auto needs calibration); run() hands it to the compiler.
@@ -125,6 +124,8 @@ def validate(options: Options, settings: Settings) -> None:
     if settings.objective not in ("latency", "flops"):
         raise UsageProblem(f"objective must be latency or flops, got {settings.objective!r}")
     _check_settings(settings)
+    if options.confidence is None:  # the command line's default, whether options were given or not
+        options.confidence = DEFAULT_CONFIDENCE
     try:
         options.confidence = parse_confidence(options.confidence)
     except ConfigError as exc:

@@ -43,3 +43,17 @@ def test_the_warning_names_the_costlier_layers_and_not_the_saving_ones(tmp_path)
     assert "warning: 2 rewritten layer(s) cost as many FLOPs as dense or more on the data" in text["costly"]
     assert "(h1, h2)" in text["costly"]
     assert "cost as many FLOPs as dense" not in text["saving"]
+
+
+def test_under_calibration_the_advice_is_a_rule_not_a_threshold_to_raise():
+    from types import SimpleNamespace
+
+    from exprune_onnx.report.advice import warnings
+
+    result = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
+    counts = {rw.op_node.name: (0, 100) for rw in result.rewritten}
+    calibrated = SimpleNamespace(met=True, counts_holdout=counts)
+    done = SimpleNamespace(result=result, checked=None, calibrated=calibrated, model=result.model)
+    (line,) = warnings(done)
+    assert line.startswith("2 rewritten layer(s) cost as many FLOPs as dense") and "use --rule threshold" in line
+    assert "raise --threshold" not in line

@@ -202,6 +202,22 @@ def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     assert cert.samples == 150 and cert.needed == samples_needed(0.01, 0.9) == 230 and not cert.enough
     assert cert.chosen == -1 and cert.steps == [] and not out.result.changed
     assert all(share is None for share in out.shares.values())
+    # Not "no setting fits the budget": the search's did; the testing part was too small.
+    reason = next(r.reason for r in out.result.rejected if r.layer == "fc2")
+    assert reason == "calibration: too few testing samples to certify the budget (the calibration table says more)"
+
+
+def test_the_data_asked_for_counts_the_samples_with_no_label_left_out():
+    """A third of the testing part all -100: certifying needs more data by that share too."""
+    model = calibration_mlp()
+    data = calibration_dataset(model, count=300)
+    _ladder, test = split_indices(300, 0.5, 0)
+    data.labels[test[::3]] = -100
+    cert = search(model, Options(confidence=0.9), data, max_drop=0.01, seed=0).certificate
+    assert cert.samples == 100 and not cert.enough
+    # 230 labelled testing samples: at 100 of every 300 samples given, 690.
+    data_row = dict(certificate_rows(cert))["data"]
+    assert "give 690 or more calibration samples" in data_row, data_row
 
 
 def test_repeated_samples_count_once():

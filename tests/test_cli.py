@@ -321,6 +321,20 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     assert invoke("evaluate", example, tmp_path / "missing.onnx", "--data", small_set).exit_code == 3
 
 
+def test_evaluate_sets_no_savings_against_a_model_the_other_was_not_compiled_from(example, tmp_path, small_set):
+    """Two models with the same inputs, the second compiled from another: their ops' savings
+    are no share of the first's FLOPs (it printed -5.94 MFLOPs executed, 1089.8% saved)."""
+    other = tmp_path / "other.onnx"
+    vgg = MODELS / "fashion_vgg.onnx"
+    assert invoke("optimize", vgg, "-o", other, "--threshold", "-1", "--no-check").exit_code == 0
+    rep = tmp_path / "e.json"
+    r = invoke("evaluate", example, other, "--data", small_set, "--runs", "2", "--json", rep)
+    assert r.exit_code == 0, r.output
+    assert "so it was not compiled from it" in " ".join(r.output.split()) and "% saved" not in r.output
+    result = json.loads(rep.read_text())
+    assert result["flops_saved_per_sample"] is None and result["dense_flops_per_sample"] > 0
+
+
 def test_a_plain_run_writes_its_report_too(example, tmp_path, small_set):
     """--report without --calibration: the layers, the check and the rejected layers (it was
     refused; --plot, which draws the calibration, still needs it)."""

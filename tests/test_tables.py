@@ -100,6 +100,9 @@ def test_labels_no_output_can_take_are_said_to_be_unused(tmp_path):
                                   "--confidence", "0"])
     assert r.exit_code == 0, r.output
     assert "not used: the relerr metric scores this output" in " ".join(r.output.split())
+    r = CliRunner().invoke(main, [*common, "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05",
+                                  "--confidence", "0", "--metric", "relerr"])
+    assert r.exit_code == 0 and "not used by the relerr metric (asked for)" in " ".join(r.output.split()), r.output
 
 
 def test_segmentation_labels_score_the_map_per_position(tmp_path):
@@ -132,3 +135,22 @@ def test_shares_and_counts_read_as_a_person_writes_them():
 
     assert [percent(-0.0001), percent(0.0), percent(0.133), percent(-0.218)] == ["0.0%", "0.0%", "13.3%", "-21.8%"]
     assert [samples_text(1), samples_text(0), samples_text(512)] == ["1 sample", "0 samples", "512 samples"]
+
+
+def test_per_output_thresholds_show_the_median_of_them_all_and_how_many_never_prune():
+    """Outputs left at -inf (never pruned) count in the median, and are counted."""
+    import math
+
+    from helpers import three_layer_mlp
+    from rich.console import Console
+
+    import exprune_onnx
+    from exprune_onnx.config import LayerSetting, Options
+    from exprune_onnx.report.tables import layers_table
+
+    ths = (-math.inf,) * 100 + (0.5,) * 60  # h2 has 160 outputs
+    options = Options(threshold=0.0, sparse_relu="off", layers={"h2": LayerSetting(0.0, thresholds=ths)})
+    result = exprune_onnx.optimize_model(three_layer_mlp(), options)
+    console = Console(record=True, width=300)
+    console.print(layers_table(result, None, "t"))
+    assert "per output, median -inf, 100 at -inf" in console.export_text()

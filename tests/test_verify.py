@@ -125,6 +125,11 @@ def insert_foreign_node(model):
                             helper.make_node("Identity", [out + "_before"], [out]))
 
 
+def drop_residual(model):
+    op = next(o for o in _ops(model, "ExPruneConvRelu") if len(o.input) > 4 and o.input[4])
+    del op.input[4:]
+
+
 def unknown_op(model):
     _ops(model, "ExPruneConvRelu")[0].op_type = "ExPruneFooRelu"
 
@@ -170,8 +175,9 @@ def test_agreement_below_the_bar_fails(optimized):
     (drop_tail_units, "the partial product reads Gather 'fc1/Gemm_reorder', not a Slice of the op's input x"),
     (insert_foreign_node, "outside the rewritten layers the graph differs from the original: extra Identity x1"),
     (unknown_op, "unknown op ExPruneFooRelu in domain ai.exprune"),
+    (drop_residual, "the op adds no residual, the original layer adds '"),
 ], ids=["tail", "head", "permutation", "bias", "tail-units-swapped", "tail-units-short", "tail-units-dropped",
-        "foreign-node", "unknown-op"])
+        "foreign-node", "unknown-op", "residual-dropped"])
 def test_tampering_fails(optimized, tmp_path, change, message):
     r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, change))
     assert r.exit_code == FAILED, r.output

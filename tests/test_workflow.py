@@ -58,6 +58,19 @@ def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
         assert done.checked is not None and done.report["check"]["samples"] == done.checked.samples
 
 
+def test_options_given_keep_the_command_line_s_default_confidence():
+    """Options(...) without a confidence is the command line's 0.9, as with no options at all:
+    giving one compiler knob must not turn the guarantee off."""
+    with np.load(SLICE) as data:
+        arrays = {"input": data["input"][:160], "labels": data["labels"][:160]}
+    given = exprune_onnx.optimize(EXAMPLE, options=exprune_onnx.Options(k="auto"), calibration=arrays,
+                                  objective="flops", max_drop=0.02, check=False)
+    assert given.calibrated.certificate is not None and given.calibrated.certificate.confidence == 0.9
+    plain = exprune_onnx.optimize(EXAMPLE, options=exprune_onnx.Options(confidence=0.0), calibration=arrays,
+                                  objective="flops", max_drop=0.02, check=False)
+    assert plain.calibrated.certificate is None
+
+
 def test_python_takes_data_as_arrays(tmp_path):
     """calibration= and check_data= also take arrays keyed by input name (and 'labels'),
     checked as a file's are: the same model as from the .npz."""

@@ -71,3 +71,30 @@ def flops_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> f
         tail, decision = costs[name]
         saved += first * 2 * tail - total * decision
     return saved
+
+
+def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes: dict, counts: dict,
+                   rows: int) -> tuple[int | None, float | None, str]:
+    """``evaluate``'s FLOPs: the original's dense count per sample (None when unknown), the
+    FLOPs the optimised model's ops saved per sample on ``rows`` samples by ``counts`` (None
+    when they cannot be set against it), and why not. A model this compiler wrote counts the
+    same dense FLOPs as its original (flops.py); a pair that does not is no such pair, and
+    its ops' savings would be set against another model's count."""
+    import onnx_graphsurgeon as gs
+
+    from ..compiler import functions
+    from ..compiler.pipeline import infer_shapes
+    from ..io.feeds import with_input_shapes
+    from .flops import model_flops
+
+    def dense(model):  # a layer inside a local function counts too
+        return model_flops(gs.import_onnx(infer_shapes(with_input_shapes(functions.inline(model), shapes))))
+
+    total, unknown = dense(original)
+    if unknown:
+        return None, None, "some Conv/Gemm/MatMul shapes are unknown"
+    other, other_unknown = dense(optimized)
+    if not other_unknown and abs(other - total) > 1e-6 * max(total, 1):
+        return total, None, (f"the optimised model counts {other / 1e6:.2f} dense MFLOPs against the original's "
+                             f"{total / 1e6:.2f}, so it was not compiled from it (`exprune-onnx verify` checks a pair)")
+    return total, flops_saved(optimized, counts) / rows if counts else 0.0, ""

@@ -38,10 +38,12 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
     costlier = costlier_layers(result, counts) if counts else []
     if costlier:
+        # Under calibration the thresholds are the search's, not the user's to raise.
+        knob = "use --rule threshold" if outcome is not None else "raise --threshold or --alpha"
         out.append(f"{len(costlier)} rewritten layer(s) cost as many FLOPs as dense or more on the data, as their "
                    f"rule pruned too little ({escape(', '.join(costlier[:3]))}{', ...' if len(costlier) > 3 else ''}):"
-                   " raise --threshold or --alpha, leave them out with --config, or keep the default latency "
-                   "objective, which keeps only what runs faster")
+                   f" {knob}, leave them out with --config, or keep the default latency objective, which keeps only "
+                   "what runs faster")
     plain = checked is not None and outcome is None
     low = [d for d in (checked.outputs if plain else [])
            if d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None]

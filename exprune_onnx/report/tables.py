@@ -88,8 +88,10 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
         t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
     for row in layer_rows(result, counts, stats):
         param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
-        if "thresholds" in row:
-            param = f"per output, median {param}"
+        if "thresholds" in row:  # the median of them all: an output never pruned is at -inf
+            ths = np.asarray(row["thresholds"], dtype=np.float64)
+            never = int(np.isneginf(ths).sum())
+            param = f"per output, median {float(np.median(ths)):.4g}" + (f", {never} at -inf" if never else "")
         cells = [escape(row["layer"]), " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
                  row["rule"], param, _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
         if counts is not None:
@@ -263,10 +265,13 @@ def calibration_table(outcome) -> Table:
     n_cal, n_hold = outcome.split
     cert = getattr(outcome, "certificate", None)
     scored = f" on output '{escape(outcome.output)}'" if outcome.output else ""
-    t.add_row("budget", f"{outcome.metric} drop <= {outcome.max_drop:g}{scored}, rule {outcome.rule}")
+    what = "right answers lost" if outcome.metric == "lost" else f"{outcome.metric} drop"
+    t.add_row("budget", f"{what} <= {outcome.max_drop:g}{scored}, rule {outcome.rule}")
     if outcome.labelled and outcome.metric not in ("accuracy", "lost"):
-        t.add_row("labels", "not used by the agreement metric (asked for)" if outcome.metric == "agreement" else
-                  "not used: the relerr metric scores this output, which is not class scores the labels could name")
+        asked = outcome.asked or outcome.metric == "agreement"  # (chosen alone, it never takes labels)
+        t.add_row("labels", f"not used by the {outcome.metric} metric (asked for)" if asked else
+                  f"not used: the {outcome.metric} metric scores this output, which is not class scores the labels "
+                  "could name")
     t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
                         f"in {outcome.seconds:.1f} s")
     t.add_row("ladder part (search's choice)" if cert else "calibration part",
@@ -356,8 +361,8 @@ def output_text(d) -> str:
 
 def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing, machine: str,
                      memory: dict | None = None, unknown_why: str = "") -> Table:
-    """``saved`` is None when some Conv/Gemm/MatMul shapes are unknown (``unknown_why``,
-    shape_hint): the ops' savings cannot be set against a partial dense count."""
+    """``saved`` is None when the ops' savings cannot be set against the dense count
+    (``unknown_why``: shapes unknown, or a pair not compiled one from the other)."""
     t = Table(title=f"Evaluation on {samples_text(check.samples)} of '{check.source}'", title_justify="left",
               show_header=False)
     t.add_column("what")
@@ -367,7 +372,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     for d in check.outputs:
         t.add_row(f"output '{d.name}'", output_text(d))
     if saved is None:
-        t.add_row("FLOPs per sample", f"unknown: some Conv/Gemm/MatMul shapes are unknown ({unknown_why})")
+        t.add_row("FLOPs per sample", f"unknown: {unknown_why}")
     else:
         share = f" ({percent(saved / dense)} saved)" if dense else ""
         t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
@@ -409,8 +414,11 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
         console.print(f"[yellow]warning:[/] {line}")
     print_fused_warning(console, original)
     if not result.changed:
-        # Candidates the latency objective timed and dropped were not "nothing to rewrite".
-        dropped = timed is not None and any(not t.note.startswith("prunes nothing") for t in timed.layers)
+        # Candidates the latency objective timed and dropped, or that no certificate let through,
+        # were not "nothing to rewrite".
+        cert = getattr(outcome, "certificate", None)
+        dropped = timed is not None and any(not t.note.startswith("prunes nothing") for t in timed.layers) \
+            or cert is not None and cert.chosen < 0
         console.print(("no rewrite kept" if dropped else "nothing to rewrite") + ": the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
     elif result.rejected and not explain:

@@ -79,7 +79,7 @@ class Certificate:
     chosen: int = -1  # index of the rung written (-1: the original)
     losses: float = 0.0  # of the written model on the testing part
     bound: float = 0.0  # upper bound on its risk at this confidence
-    share: float = 0.5  # the testing part's share of the data (--holdout)
+    share: float = 0.5  # the testing samples' share of the data (--holdout, less those with no label)
     repeats: int = 0  # samples left out as repeats of earlier ones (distinct)
     # Labelled positions pooled (several a sample): (lost, labelled) of the written model
     # on the testing part, and then `losses` is the total of the pooled test's statistic.
@@ -270,6 +270,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome = search(original, plain, subset(data, ladder_idx), metric=metric, max_drop=max_drop, holdout=0.0,
                      seed=seed, batch=batch, log=log, **search_args)
     rungs = ladder(outcome.shares, step_down)
+    testing = len(test_idx)
     test_idx = _labelled(outcome.metric, data, test_idx)
     tester, finals = None, {}  # finals: rung -> (outputs, counters) of the rungs run to the end
 
@@ -292,7 +293,8 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
         needed = pooled_samples_needed(max_drop, confidence, fill)
     cert = Certificate(confidence, max_drop, loss,
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
-                       len(test_idx), needed, len(rungs), share=holdout, repeats=given - len(data))
+                       len(test_idx), needed, len(rungs), share=holdout * len(test_idx) / testing,
+                       repeats=given - len(data))
 
     def rung_losses(i, limit):
         compiled = optimize(original, outcome.rung_options(rungs[i])).model
@@ -303,6 +305,11 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
 
     cert.chosen, cert.steps = fixed_sequence(len(rungs), rung_losses, test)
     shares = rungs[cert.chosen] if cert.chosen >= 0 else dict.fromkeys(outcome.shares)
+    if cert.chosen < 0:  # not the budget's doing: the testing part certified no rung
+        why = ("too few testing samples to certify the budget" if not cert.enough
+               else "no rung passed the test on the testing part")
+        for layer in outcome.shares:
+            outcome.planner.skip_reasons.setdefault(layer, f"calibration: {why} (the calibration table says more)")
     options = outcome.rung_options(shares)
     result = optimize(original, options)
     latency = search_args.get("latency")
@@ -395,8 +402,10 @@ def _count(n: int) -> str:
 
 
 def _total_needed(cert: Certificate) -> int:
-    # The testing part is the --holdout share of the data: scale the need up by it.
-    return cert.needed if cert.share <= 0 else math.ceil(cert.needed / Fraction(cert.share))  # needed may pass floats
+    # The testing samples are the --holdout share of the data, less those with no label (a
+    # like share of any more data given): scale the need up by it.
+    # (needed may pass floats' integers; the share is a ratio of counts, so no 1/3 is read as 0.333...)
+    return cert.needed if cert.share <= 0 else math.ceil(cert.needed / Fraction(cert.share).limit_denominator(10**9))
 
 
 def certificate_json(cert: Certificate | None) -> dict | None:

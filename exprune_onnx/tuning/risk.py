@@ -99,9 +99,10 @@ def pooled_loss(lost, labelled, alpha: float, scale: int):
 
 
 def pooled_bound(lost: float, labelled: float, n: int, scale: int, confidence: float) -> float:
-    """An upper bound on the pooled risk at ``confidence`` from totals over ``n`` samples:
-    the smallest alpha whose test on pooled_loss passes (at confidence 0, lost / labelled).
-    The gap between alpha and the statistic's mean grows with alpha, so bisection finds it."""
+    """An upper bound on the pooled risk at ``confidence`` from totals over ``n`` samples: an
+    alpha whose test on pooled_loss passes, found by bisection (at confidence 0, lost /
+    labelled). The gap between alpha and the statistic's mean grows with alpha, but the
+    Bentkus term moves in steps, so a slightly smaller alpha may pass too: a safe bound."""
     if n == 0 or labelled <= 0:
         return 1.0
     if confidence == 0:
@@ -212,7 +213,8 @@ class RiskTest:
 
     def bound(self, total: float) -> float:
         """An upper bound on the risk at this confidence: Clopper-Pearson for binary losses,
-        else the smallest alpha whose Hoeffding-Bentkus test still passes."""
+        else an alpha whose Hoeffding-Bentkus test passes, by bisection (the smallest but for
+        the steps of the Bentkus term, so on the safe side)."""
         if self.n == 0:
             return 1.0
         if self.binary or self.confidence == 0:

@@ -98,6 +98,7 @@ class Outcome:
     output: str = ""  # the output the metric scores: the model's first
     backoff_parts: tuple[str, ...] = ()  # the parts the first choice was over budget on
     labelled: bool = False  # labels were given (unused unless the metric is accuracy or lost)
+    asked: bool = False  # the metric was named (--metric), not chosen from the output and labels
 
     def rung_options(self, shares: dict[str, float | str | None]) -> Options:
         """The options of an allocation, with the latency objective's sparse-consumer choice."""
@@ -297,7 +298,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         raise DataError(f"the budget (max_drop) must be in [0, 1] (0.01 = one point), got {max_drop}")
     if metric in ("accuracy", "lost") and data.labels is None:  # known before any work (metrics.choose)
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
-    if base.confidence > 0:
+    if (base.confidence or 0.0) > 0:
         from .certify import certified_search
 
         return certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout, seed=seed,
@@ -313,6 +314,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     runner = Runner(original, data, screen_idx, batch, output)
     # Labels are checked for the whole data, not only the screened part the runner holds.
     every = np.broadcast_to(runner.reference[:1], (len(data), *runner.reference.shape[1:]))
+    asked = metric != "auto"
     metric = choose(metric, every, runner.layout.labels(data.labels), runner.kind)
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
@@ -397,7 +399,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
                    backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts,
-                   labelled=data.labels is not None)
+                   labelled=data.labels is not None, asked=asked)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,

@@ -135,7 +135,8 @@ def _trace(op: gs.Node, candidates: dict) -> Layer:
         want = c.residual.name if c.residual is not None else None
         got = residual.name if residual is not None else None
         if want != got:
-            bad(f"the residual input is {got!r}, the original layer adds {want!r}")
+            has = f"adds '{got}'" if got else "adds no residual"
+            bad(f"the op {has}, the original layer " + (f"adds '{want}'" if want else "adds none"))
         if is_head and int(op.attrs.get("keepdims", 0)) != int(bool(getattr(c, "head_keepdims", False))):
             bad(f"keepdims is {op.attrs.get('keepdims', 0)}, the original arg-max's is {int(bool(c.head_keepdims))}")
         if not is_head and not _same_float(op.attrs.get("clip_max", math.inf), c.clip_max):
