@@ -181,7 +181,7 @@ def test_pooled_loss_lies_in_0_1_and_is_the_share_when_every_position_is_labelle
     np.testing.assert_allclose(z[:3], lost[:3] / 10)
 
 
-def test_pooled_bound_is_the_smallest_budget_whose_pooled_test_passes():
+def test_pooled_bound_is_a_budget_the_pooled_test_passes_just_above_one_it_fails():
     lost, labelled, n, scale = 37, 9000, 400, 40
 
     def passes(alpha):
