@@ -183,3 +183,9 @@ def test_a_model_input_named_labels_takes_the_key_and_the_labels_come_from_their
     d = load_dataset(tmp_path / "dir", model)
     assert d.labels is None
     np.testing.assert_array_equal(d.inputs["labels"], a["a"])
+    from exprune_onnx.io.feeds import InputSpec
+    from exprune_onnx.workflow import _dataset
+
+    d = _dataset({"labels": a["a"], "b": a["b"]}, model, InputSpec(), 0)  # the Python API's arrays
+    assert d.labels is None
+    np.testing.assert_array_equal(d.inputs["labels"], a["a"])

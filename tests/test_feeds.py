@@ -554,8 +554,14 @@ def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
 
 
 def test_the_shape_hint_does_not_ask_for_input_shape_once_it_is_given():
+    import exprune_onnx
+    from exprune_onnx.compiler import pipeline
     from exprune_onnx.report.tables import shape_hint
 
     model = conv_hw()  # x [N, 3, H, W]
     assert shape_hint(model) == "--input-shape fixes symbolic input dims"
     assert shape_hint(model, {"x": [1, 3, 8, 8]}).startswith("shape inference cannot size them")
+    # The dims given reach the report through the compiler's result, rewritten or not.
+    options = exprune_onnx.Options(input_shapes={"x": (1, 3, 8, 8)})
+    for run in (exprune_onnx.optimize_model, pipeline.inspect):
+        assert run(model, options).input_shapes == {"x": (1, 3, 8, 8)}

@@ -258,7 +258,8 @@ def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) ->
         setting = options.setting(c.layer)
         rewritten.append(Rewritten(c, choose_k(setting.k, c.n), setting.threshold, None, None, setting.rule,
                                    setting.z_crit, setting.thresholds))
-    result = Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn, input_shapes=dict(options.input_shapes))
+    result = Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
+    result.input_shapes = dict(options.input_shapes)
     if options.sparse_input and options.sparse_relu != "off":
         found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on"), proof),
                                                 sparse_conv.match)
@@ -270,10 +271,16 @@ def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) ->
 @_quiet
 def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """Rewrite every accepted layer (``rules``, tried in order), then run the sparse-input passes."""
+    result = _rewrite(model, options, rules)
+    result.input_shapes = dict(options.input_shapes)
+    return result
+
+
+def _rewrite(model: onnx.ModelProto, options: Options, rules: RuleSet) -> Result:
     graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
     total, unknown = model_flops(graph)
     if not accepted and not options.sparse_input:
-        return Result(model, [], rejected, total, unknown, folded_c, folded_bn, input_shapes=dict(options.input_shapes))
+        return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]
     sparse, skipped = sparse_input.apply(_contexts(graph, options, proof)) if options.sparse_input else ([], [])
     if options.sparse_input:  # after the MatMuls: they look for the Relu the convs may fuse
@@ -281,13 +288,12 @@ def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -
         sparse, skipped = sparse + convs, skipped + conv_skipped
     sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
     if not rewritten and not sparse:
-        return Result(model, [], rejected, total, unknown, folded_c, folded_bn, [], sparse_rejected, input_shapes=dict(options.input_shapes))
+        return Result(model, [], rejected, total, unknown, folded_c, folded_bn, [], sparse_rejected)
     graph.outputs.extend(r.stats for r in rewritten if r.stats is not None)
     graph.cleanup(recurse_subgraphs=True).toposort(recurse_subgraphs=True)
     out = _export(graph, model)
     keep_open_dims(out, model, fixed=bool(options.input_shapes))
-    return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected,
-                  input_shapes=dict(options.input_shapes))
+    return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected)
 
 
 def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
