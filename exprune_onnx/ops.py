@@ -19,6 +19,19 @@ SPARSE_CONV = "ExPruneSparseConv"
 PRUNE_OPS = (DENSE_RELU, CONV_RELU, ARGMAX_HEAD)
 ALL_OPS = (*PRUNE_OPS, SPARSE_MATMUL, SPARSE_CONV)
 
+# The attributes each op reads (custom_ops/src: ReadPruneAttrs, ReadConvAttrs and the ops'
+# own). onnxruntime passes a custom op any attribute without complaint, so `verify` refuses
+# the others: an attribute the op never reads is not something this compiler wrote.
+_PRUNE_ATTRS = frozenset({"k", "threshold", "thresholds", "rule", "z_crit"})
+_CONV_ATTRS = frozenset({"auto_pad", "group", "kernel_shape", "strides", "dilations", "pads"})
+ATTRIBUTES = {
+    DENSE_RELU: _PRUNE_ATTRS | {"clip_max", "tail_units"},
+    CONV_RELU: _PRUNE_ATTRS | _CONV_ATTRS | {"clip_max"},
+    ARGMAX_HEAD: _PRUNE_ATTRS | {"keepdims"},
+    SPARSE_MATMUL: frozenset(),
+    SPARSE_CONV: _CONV_ATTRS | {"activation", "clip_max"},
+}
+
 
 def sparse_conv_weights(weight, group: int = 1):
     """A Conv weight W[M, C/group, KH, KW] in ExPruneSparseConv's layout w[C, KH, KW, M/group]:

@@ -458,6 +458,27 @@ def test_domain_header_matches_python():
     assert set(ops.ALL_OPS) == {ops.DENSE_RELU, ops.CONV_RELU, ops.ARGMAX_HEAD, ops.SPARSE_MATMUL, ops.SPARSE_CONV}
 
 
+def test_attribute_lists_match_what_the_ops_read():
+    """ops.ATTRIBUTES (what `verify` lets through) against the ReadAttr calls of each op's source."""
+    src = ROOT / "custom_ops" / "src"
+
+    def read(*files):
+        return {m for f in files for m in re.findall(r'ReadAttr\(info, "(\w+)"', (src / f).read_text())}
+
+    prune, conv = read("kernel_util.cc"), read("conv_attrs.cc")
+    want = {
+        ops.DENSE_RELU: prune | read("dense_relu.cc"),
+        ops.CONV_RELU: prune | conv | read("conv_relu.cc"),
+        # The head reads clip_max with the other common attributes but has no activation to cap.
+        ops.ARGMAX_HEAD: (prune - {"clip_max"}) | read("argmax_head.cc"),
+        ops.SPARSE_MATMUL: read("sparse_matmul.cc"),
+        ops.SPARSE_CONV: conv | read("sparse_conv.cc"),
+    }
+    assert want == ops.ATTRIBUTES
+    every = read(*(f.name for f in src.iterdir() if f.suffix in (".cc", ".h")))
+    assert every == set().union(*ops.ATTRIBUTES.values()), "an attribute read in a file this test does not map"
+
+
 def test_model_checks_as_onnx():
     """The test models are themselves valid ONNX (custom domain aside)."""
     rng = np.random.default_rng(20)

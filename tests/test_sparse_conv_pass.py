@@ -367,7 +367,8 @@ def test_verify_accepts_and_catches_tampering():
     # It skips inputs, it prunes no output.
     assert "of sparse conv inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
     for tamper, words in (("weight", "weight"), ("bias", "bias"), ("stride", "attribute"),
-                          ("activation", "activation"), ("residual", "residual")):
+                          ("activation", "activation"), ("residual", "residual"),
+                          ("unread", "attribute(s) alpha, which ExPruneSparseConv does not take")):
         bad = onnx.ModelProto()
         bad.CopyFrom(res.model)
         node = sparse_node(bad)
@@ -381,6 +382,8 @@ def test_verify_accepts_and_catches_tampering():
             b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b) + 1, b.name))
         elif tamper == "stride":
             node.attribute.append(helper.make_attribute("strides", [2, 2]))
+        elif tamper == "unread":
+            node.attribute.append(helper.make_attribute("alpha", 0.5))
         elif tamper == "activation":
             keep = [a for a in node.attribute if a.name != "activation"]
             del node.attribute[:]

@@ -134,6 +134,12 @@ def unknown_op(model):
     _ops(model, "ExPruneConvRelu")[0].op_type = "ExPruneFooRelu"
 
 
+def unread_attribute(op_type, name, value):
+    def change(model):
+        _ops(model, op_type)[0].attribute.append(helper.make_attribute(name, value))
+    return change
+
+
 def other_conv_weights(model):
     # The same network with one rewritten layer retrained: the optimised model is not of it.
     _edit(model, "conv2.conv.weight", lambda a: a * np.float32(1.1))
@@ -176,8 +182,13 @@ def test_agreement_below_the_bar_fails(optimized):
     (insert_foreign_node, "outside the rewritten layers the graph differs from the original: extra Identity x1"),
     (unknown_op, "unknown op ExPruneFooRelu in domain ai.exprune"),
     (drop_residual, "the op adds no residual, the original layer adds '"),
+    # onnxruntime hands a custom op attributes it never reads without a word.
+    (unread_attribute("ExPruneConvRelu", "alpha", 0.5), "has attribute(s) alpha, which ExPruneConvRelu does not take"),
+    (unread_attribute("ExPruneDenseRelu", "keepdims", 1), "has attribute(s) keepdims, which ExPruneDenseRelu does not"),
+    (unread_attribute("ExPruneSparseMatMul", "transB", 1), "(it reads none)"),
 ], ids=["tail", "head", "permutation", "bias", "tail-units-swapped", "tail-units-short", "tail-units-dropped",
-        "foreign-node", "unknown-op", "residual-dropped"])
+        "foreign-node", "unknown-op", "residual-dropped", "unread-attr-conv", "unread-attr-dense",
+        "unread-attr-sparse-matmul"])
 def test_tampering_fails(optimized, tmp_path, change, message):
     r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, change))
     assert r.exit_code == FAILED, r.output

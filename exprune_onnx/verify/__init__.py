@@ -2,7 +2,8 @@
 
 ``verify(original, optimized, data)`` answers four questions, one row each:
 
-1. structure: every ``ai.exprune`` node is a known op of the known version, and each
+1. structure: every ``ai.exprune`` node is a known op of the known version with only the
+   attributes it reads (``ops.ATTRIBUTES``), and each
    is fed the way ``rules/common.py emit()`` wires it (a Conv/MatMul partial product
    over a Slice of the very tensor the op reads as ``x``, possibly after a Gather that
    permutes units, or over a Gather of the op's ``x`` that picks the head units when
@@ -44,7 +45,7 @@ from .agreement import agreement_row
 from .base import SPARSE_OPS, Layer, Row, summary
 from .exactness import exact_copy, exactness_row
 from .sparse_conv import trace_conv
-from .structure import analyse_original, header_problems, rest_problems, traced
+from .structure import analyse_original, attribute_problems, header_problems, rest_problems, traced
 from .weights import weights_row
 
 
@@ -80,7 +81,7 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
     sparse = [verify_sparse.trace(node, by_name, int(canonical.opset)) if node.op == ops.SPARSE_MATMUL
               else trace_conv(node, canonical)
               for node in ours if node.op in SPARSE_OPS]
-    problems = header_problems(original, optimized, layers + sparse)
+    problems = header_problems(original, optimized, layers + sparse) + attribute_problems(ours)
     seen: dict[str, Layer] = {}
     for layer in layers:
         problems += [f"layer '{layer.name}': {p}" for p in layer.problems]

@@ -61,9 +61,9 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor], opset: int) -> Sp
     """The original layer ``op`` stands for, and what its weight and bias must be."""
     layer = SparseLayer(op)
     bad = layer.problems.append
-    if len(op.inputs) not in (2, 3) or len(op.outputs) != 1 or op.attrs:
-        bad(f"{describe(op)} has {len(op.inputs)} inputs, {len(op.outputs)} outputs and attributes "
-            f"{sorted(op.attrs)}: it takes x, w and an optional bias, gives y and has no attributes")
+    if len(op.inputs) not in (2, 3) or len(op.outputs) != 1:
+        bad(f"{describe(op)} has {len(op.inputs)} inputs and {len(op.outputs)} outputs: it takes x, w and an "
+            "optional bias and gives y")
         return layer
     x = op.inputs[0]
     producer = zero_writer(x, reshapes=True)

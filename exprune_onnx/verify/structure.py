@@ -330,6 +330,17 @@ def header_problems(original: onnx.ModelProto, optimized: onnx.ModelProto, layer
     return problems
 
 
+def attribute_problems(ops_found: list[gs.Node]) -> list[str]:
+    """Attributes that no op of ours reads (onnxruntime would pass them over in silence)."""
+    problems = []
+    for op in ops_found:
+        unknown = sorted(set(op.attrs) - ops.ATTRIBUTES.get(op.op, set(op.attrs)))
+        if unknown:
+            problems.append(f"{describe(op)} has attribute(s) {', '.join(unknown)}, which {op.op} does not "
+                            f"take (it reads {', '.join(sorted(ops.ATTRIBUTES[op.op])) or 'none'})")
+    return problems
+
+
 def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Graph, layers: list[Layer],
                    sparse: list = ()) -> list[str]:
     """Compare every node outside the rewritten groups with the original's."""
