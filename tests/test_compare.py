@@ -202,6 +202,29 @@ def test_segmentation_labels_score_the_map_per_position():
     assert pooled.top1_agreement == 1.0 and seg.top1_agreement == 1.0
 
 
+def test_agreement_per_position_leaves_out_unlabelled_positions():
+    """Scores [N, T, V] with labels [N, T]: a position labelled -100 (padding, a prompt)
+    counts in neither accuracy nor top-1 agreement."""
+    def scorer(w):
+        return make_model([helper.make_node("MatMul", ["x", "w"], ["z"])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 8])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 6, 5])], [init("w", w)])
+
+    rng = np.random.default_rng(11)
+    w = scaled_normal(8, 5)
+    original, other = scorer(w), scorer(w + np.float32(0.3) * scaled_normal(8, 5))
+    x = rng.standard_normal((16, 6, 8)).astype(np.float32)
+    want, got = run_plain(original, {"x": x})[0].argmax(-1), run_plain(other, {"x": x})[0].argmax(-1)
+    differ = want != got
+    assert 0 < differ.sum() < differ.size
+    labels = want.copy()
+    labels[differ] = -100  # every answer that changed sits on an unlabelled position
+    checked = compare(original, other, dataset_of({"x": x}, original, labels), batch=4)
+    assert checked.outputs[0].top1_agreement == 1.0 and checked.accuracy == (1.0, 1.0)
+    plain = compare(original, other, dataset_of({"x": x}, original, want), batch=4)
+    assert plain.outputs[0].top1_agreement == pytest.approx(1 - differ.mean())
+
+
 def test_multi_hot_labels_score_every_class_as_a_yes_or_no():
     """A Sigmoid per class with multi-hot labels: accuracy is the share of right yes/no
     answers (a yes above 0.5), not the arg-max's."""

@@ -18,6 +18,7 @@ from ..io.data import Dataset
 from ..tuning.label_layout import layout_of
 from ..tuning.metrics import (
     IGNORE,
+    agrees,
     answers,
     check_labels,
     is_classifier_output,
@@ -147,11 +148,20 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         a_scored, b_scored = layout.scores(a), layout.scores(b)
         labels = layout.labels(labels)
         d = _diff(n, a, b, None)
-        diffs.append(d if layout.plain else _answered(d, layout, a_scored, b_scored))
+        d = d if layout.plain else _answered(d, layout, a_scored, b_scored)
         check_labels(labels, a_scored)
+        if d.top1_agreement is not None and _unlabelled_positions(labels, a_scored):
+            # A padding or prompt position is no answer of the model's: agreement counts as accuracy does.
+            d.top1_agreement = labelled_mean(agrees(a_scored, b_scored), labels)
+        diffs.append(d)
         want, answer = answers(a_scored, b_scored)
         accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
     return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None)
+
+
+def _unlabelled_positions(labels: np.ndarray, scored: np.ndarray) -> bool:
+    return (labels.dtype.kind in "iu" and labels.shape == prediction_shape(scored) and labels.ndim > 1
+            and bool((labels == IGNORE).any()))
 
 
 def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray, prefer: str = "",
