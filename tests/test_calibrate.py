@@ -116,7 +116,7 @@ def test_metrics_per_position_scores_and_class_indices():
 
 
 def test_step_down_makes_every_tuned_layer_gentler():
-    from exprune_onnx.tuning.search import CERTIFIED, LADDER, step_down
+    from exprune_onnx.tuning.ladder import CERTIFIED, LADDER, step_down
 
     shares = {"a": LADDER[3], "b": LADDER[0], "c": None, "d": CERTIFIED}
     assert step_down(shares) == {"a": LADDER[2], "b": None, "c": None, "d": CERTIFIED}

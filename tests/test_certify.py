@@ -14,9 +14,10 @@ from exprune_onnx.cli import main
 from exprune_onnx.config import Options
 from exprune_onnx.io.data import random_dataset
 from exprune_onnx.tuning.certify import ABOVE, certificate_json, certificate_rows, distinct, ladder, sample_losses
+from exprune_onnx.tuning.ladder import LADDER, step_down
 from exprune_onnx.tuning.metrics import predictions
 from exprune_onnx.tuning.risk import RiskTest, samples_needed
-from exprune_onnx.tuning.search import LADDER, search, split_indices, step_down
+from exprune_onnx.tuning.search import search, split_indices
 from exprune_onnx.workflow import Settings, _checked_part
 
 

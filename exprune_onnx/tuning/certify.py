@@ -218,7 +218,7 @@ def ladder(shares: dict, step_down, above: int = ABOVE) -> list[dict]:
 
 def step_up(shares: dict) -> dict:
     """Every tuned layer one rung more aggressive (the top rung stays); others as they are."""
-    from .search import LADDER
+    from .ladder import LADDER
 
     return {layer: LADDER[min(LADDER.index(v) + 1, len(LADDER) - 1)] if isinstance(v, float) else v
             for layer, v in shares.items()}
@@ -252,7 +252,8 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
                      holdout: float, seed: int, batch: int, confidence: float, log=quiet, **search_args):
     """search.search with ``confidence`` > 0 (module docstring); returns its Outcome with
     ``certificate`` set."""
-    from .search import search, split_indices, step_down
+    from .ladder import step_down
+    from .search import search, split_indices
 
     if holdout <= 0:
         raise DataError("--confidence tests the ladder on a part the search never sees: --holdout must be > 0")

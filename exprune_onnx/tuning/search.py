@@ -50,12 +50,11 @@ from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
 from .label_layout import laid_out
+from .ladder import CERTIFIED, explore, step_down
 from .metrics import Score, choose, score
 from .objective import times_zero_inputs, with_sparse_choice
 
-LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
 CHOICES = ("threshold", "statstest", "certified", "auto")
-CERTIFIED = "certified"  # a layer's share when it uses the lossless rule
 SCREEN = 2000  # calibration samples the statistics and trials run on; the finalist is confirmed on all
 
 
@@ -269,15 +268,9 @@ def _tunable(rule: str) -> tuple[str, ...]:
             "auto": ("threshold", "statstest")}[rule]
 
 
-def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
-           max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
-           per_output: bool = True, latency: tuple[int, int] | None = None, output: str = "",
-           log=quiet) -> Outcome:
-    """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
-    threads) turns on the latency objective: after the held-out check, rewrites that do
-    not make the model faster at that batch size and thread count are dropped
-    (objective.py, timed on the calibration part) and both parts are scored again.
-    ``output`` names the graph output the metric scores (default: the first)."""
+def _scored_output(original: onnx.ModelProto, data: Dataset, output: str) -> str:
+    """The graph output the metric scores: ``output`` (--score-output) if it is a tensor
+    output, else the one the labels are for, else the first."""
     names = tensor_outputs(original)  # a ZipMap's sequence of maps is scored by no metric
     every = [o.name for o in original.graph.output]
     if not names:
@@ -291,7 +284,19 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                           f"reads it); the tensor outputs: {', '.join(names)}")
     if not output and data.labels is not None and len(names) > 1:
         output = output_for_labels(original, data)  # a BERT's [N] labels are for its [N, C] head, not [N, T, C]
-    output = output or names[0]
+    return output or names[0]
+
+
+def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
+           max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
+           per_output: bool = True, latency: tuple[int, int] | None = None, output: str = "",
+           log=quiet) -> Outcome:
+    """Calibrate ``original`` on ``data`` (module docstring). ``latency`` = (batch,
+    threads) turns on the latency objective: after the held-out check, rewrites that do
+    not make the model faster at that batch size and thread count are dropped
+    (objective.py, timed on the calibration part) and both parts are scored again.
+    ``output`` names the graph output the metric scores (default: the first)."""
+    output = _scored_output(original, data, output)
     if rule not in CHOICES:
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     if not 0 <= max_drop <= 1:
@@ -331,33 +336,9 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             f"{100 * saved:.1f}%{'' if t.feasible else ' (over budget)'}")
         return t
 
-    # Heads (arg-max) measure their share in answers changed, not in output mass, so
-    # they are left out of the common ladder and get what the budget leaves at the end.
     heads = [name for name in stats if candidates[name].rule == ARGMAX_HEAD]
-    layers = [name for name in stats if name not in heads]
-    order = sorted(layers, key=lambda name: -layer_flops.get(name, 0))
-    best = Trial(dict.fromkeys(stats), 0.0, 0.0, True)
-    if planner.rules:
-        best = _ladder(trial, layers, best)
-        if all(share is None for share in best.shares.values()):
-            # Not even the gentlest common share fits: admit layers one at a time.
-            for layer in order:
-                t = trial({**best.shares, layer: LADDER[0]})
-                if t.feasible and t.saved > best.saved:
-                    best = t
-        for layer in order:
-            current = best.shares[layer]
-            rung = -1 if current is None else LADDER.index(current)
-            for nxt in LADDER[rung + 1:rung + 3]:
-                t = trial({**best.shares, layer: nxt})
-                if not (t.feasible and t.saved > best.saved):
-                    break
-                best = t
-    if rule in ("certified", "auto"):
-        best = _try_certified(trial, order, best)
-    if planner.rules:
-        for head in heads:
-            best = _ladder(trial, [head], best)
+    best = explore(trial, Trial(dict.fromkeys(stats), 0.0, 0.0, True), heads, layer_flops, bool(planner.rules),
+                   rule in ("certified", "auto"))
     hold_runner = Runner(original, data, hold_idx, batch, output) if len(hold_idx) else None
     # Screened on a subset: the finalist is confirmed on the whole calibration part too.
     full = runner if len(screen_idx) == len(calib_idx) else Runner(original, data, calib_idx, batch, output)
@@ -417,40 +398,3 @@ def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indice
         if timed.kept(layer) is False:
             planner.skip_reasons[layer] = setting.skip_reason
     return timed
-
-
-def step_down(shares: dict[str, float | str | None]) -> dict[str, float | str | None]:
-    """Every tuned layer one rung gentler; a layer on the gentlest rung is left alone.
-
-    Certified layers lose nothing and stay as they are.
-    """
-    out = {}
-    for layer, share in shares.items():
-        if isinstance(share, float):
-            rung = LADDER.index(share)
-            share = LADDER[rung - 1] if rung > 0 else None
-        out[layer] = share
-    return out
-
-
-def _ladder(trial, layers: list[str], best: Trial) -> Trial:
-    """The highest common share of ``layers`` that saves the most within budget, others as in ``best``."""
-    misses = 0
-    for share in LADDER:
-        t = trial({**best.shares, **dict.fromkeys(layers, share)})
-        if t.feasible and t.saved > best.saved:
-            best, misses = t, 0
-        elif not t.feasible:
-            misses += 1
-            if misses == 2:
-                break
-    return best
-
-
-def _try_certified(trial, order: list[str], best: Trial) -> Trial:
-    # A layer whose input is not provably >= 0 is rejected by the compiler and saves nothing.
-    for layer in order:
-        t = trial({**best.shares, layer: CERTIFIED})
-        if t.feasible and t.saved > best.saved:
-            best = t
-    return best
