@@ -3,6 +3,8 @@ came from, early-exit tails, sparse ops and arg-max heads included."""
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from helpers import calibration_mlp, conv_model, node_types
@@ -10,7 +12,7 @@ from helpers import calibration_mlp, conv_model, node_types
 import exprune_onnx
 from exprune_onnx import ops
 from exprune_onnx.compiler.pipeline import infer_shapes
-from exprune_onnx.measure.flops import model_flops
+from exprune_onnx.measure.flops import batch_of, dense_flops, model_flops
 
 NEG_INF = float("-inf")
 
@@ -33,3 +35,49 @@ def test_an_optimised_model_counts_the_dense_flops_of_its_original(build, option
     assert flops(first.model) == (total, 0)
     # A second run on the written model reports the same dense count (it was the partial products' alone).
     assert exprune_onnx.optimize_model(first.model, threshold=NEG_INF, **options).dense_flops == total
+
+
+def folded(batch, seq_first: bool = False):
+    """x [batch, 6, 8] -> Reshape [-1, 8] (the batch folded into the rows, as before a 2-D
+    Linear) -> Gemm -> Relu (rewritable, n = 8) -> Gemm -> y [batch * 6, 4]; with
+    ``seq_first``, a Transpose to [6, batch, 8] and MatMuls on it instead."""
+    from helpers import init, make_model, scaled_normal
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6, 8])
+    inits = [init("w1", scaled_normal(8, 16)), init("w2", scaled_normal(16, 4))]
+    if seq_first:
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+                 helper.make_node("MatMul", ["t", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                 helper.make_node("MatMul", ["r", "w2"], ["y"])]
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, batch, 4])
+    else:
+        inits.append(init("shape", np.array([-1, 8], np.int64)))
+        nodes = [helper.make_node("Reshape", ["x", "shape"], ["rows"]),
+                 helper.make_node("Gemm", ["rows", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                 helper.make_node("Gemm", ["r", "w2"], ["y"])]
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    return make_model(nodes, [x], [y], inits)
+
+
+# Per sample: 6 rows through an 8 -> 16 and a 16 -> 4 product.
+PER_SAMPLE = 2 * 6 * (8 * 16 + 16 * 4)
+
+
+@pytest.mark.parametrize(("batch", "seq_first"), [(1, False), (3, False), (1, True), (3, True), ("N", True)])
+def test_a_batch_folded_into_another_axis_counts_in_full(batch, seq_first):
+    model = folded(batch, seq_first)
+    assert flops(model) == (PER_SAMPLE, 0)
+    # The layer table's count agrees with the summary's.
+    result = exprune_onnx.inspect_model(model, min_units=8, include_first_layer=True)
+    assert [dense_flops(rw.candidate) for rw in result.rewritten] == [2 * 6 * 8 * 16]
+
+
+def test_without_a_known_batch_the_first_axis_is_taken_for_it():
+    # A symbolic batch that the Reshape hides ([unk, 8]): the rows are counted as samples.
+    assert flops(folded("N")) == (2 * (8 * 16 + 16 * 4), 0)
+    assert batch_of(gs.import_onnx(folded("N"))) == "N"
+    # Inputs that disagree on their first axis name no batch.
+    two = folded(1)
+    two.graph.input.append(onnx.helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [2, 6]))
+    assert batch_of(gs.import_onnx(two)) is None

@@ -36,7 +36,7 @@ from ..io import bigmodel
 from ..io.feeds import input_dims, keep_open_dims, with_input_shapes
 from ..io.modelio import all_graphs as graph_protos
 from ..io.modelio import all_nodes, runtime_ir_version
-from ..measure.flops import model_flops
+from ..measure.flops import batch_of, model_flops
 from ..passes import sparse_conv, sparse_input
 from ..rules import RULES, Rule, RuleSet
 from ..rules.base import Candidate, Context, NoMatch, Rewritten
@@ -168,6 +168,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
     accepted: list[tuple[Rule, Candidate, Context]] = []
     rejected: list[Rejected] = []
     claimed: dict[int, str] = {}
+    batches: dict[int, int | str | None] = {}
     for ctx in _contexts(graph, options, proof):
         for node in list(ctx.graph.nodes):
             for rule in rules:
@@ -186,6 +187,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                 else:
                     for n in found.chain:
                         claimed[id(n)] = found.layer
+                    found.batch = batches.setdefault(id(ctx.model_graph), batch_of(ctx.model_graph))
                     accepted.append((rule, found, ctx))
                 break
     return accepted, rejected

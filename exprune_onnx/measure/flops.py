@@ -6,8 +6,11 @@ replace, and an early-exit op as the dense product of its tail (its partial prod
 a Conv or MatMul of its own): the dense count of a model this compiler wrote is the
 original's. The zeros a sparse conv skips are counted as
 skipped only from its own ``stats`` output (counters.py), like an early-exit op's.
-Counts are per sample: the batch axis is left out, every other axis must be known from
-shape inference or the count is None.
+Counts are per sample: a tensor's elements over the batch size the graph's shapes stand
+for (``batch_of``), so that a batch folded into another axis ([N*T, C] before a Linear,
+[N*heads, T, T] in attention) counts in full; where that size is not known, every axis
+past the first. Every axis counted must be known from shape inference or the count is
+None.
 """
 
 from __future__ import annotations
@@ -42,13 +45,42 @@ def _known(dims) -> bool:
     return all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims)
 
 
+def batch_of(graph: gs.Graph) -> int | str | None:
+    """The batch the graph's shapes stand for: the first dim every graph input of rank >= 1
+    shares, a number (a fixed batch, often 1) or a symbol ('N'); None when they differ or
+    one is unknown."""
+    firsts = {t.shape[0] if t.shape else None for t in graph.inputs
+              if isinstance(t, gs.Variable) and (t.shape is None or len(t.shape) > 0)}
+    if len(firsts) != 1:
+        return None
+    first = next(iter(firsts))
+    if isinstance(first, (int, np.integer)) and first > 0:
+        return int(first)
+    return first if isinstance(first, str) and first and not first.startswith("unk__") else None
+
+
+def per_sample(shape, batch: int | str | None) -> int | None:
+    """Elements per sample of a tensor of ``shape``: all of them over ``batch`` (batch_of)
+    when it is a number, or a symbol found on exactly one axis; else every axis past the
+    first, taken to be the batch's. None when an axis counted is unknown."""
+    if isinstance(batch, int) and _known(shape):
+        total = int(np.prod(shape))
+        if total % batch == 0:
+            return total // batch
+    elif isinstance(batch, str) and sum(d == batch for d in shape) == 1:
+        rest = [d for d in shape if d != batch]
+        if _known(rest):
+            return int(np.prod(rest))
+    return int(np.prod(shape[1:])) if _known(shape[1:]) else None
+
+
 def positions(c: Candidate) -> int | None:
     """Output elements per sample and output channel."""
     shape = c.output.shape if c.head_logits_shape is None else c.head_logits_shape
-    if shape is None:
+    if shape is None or len(shape) < (3 if c.kind == "conv" else 1):
         return None
-    dims = shape[2:] if c.kind == "conv" else shape[1:-1]
-    return int(np.prod(dims)) if _known(dims) else None
+    elements = per_sample(shape, c.batch)
+    return None if elements is None or elements % c.outputs else elements // c.outputs
 
 
 def dense_flops(c: Candidate) -> int | None:
@@ -74,51 +106,52 @@ def counted(node: gs.Node) -> bool:
     return node.op in ("Conv", "Gemm", "MatMul") and (node.domain or "") == ""
 
 
-def node_flops(node: gs.Node) -> int | None:
-    """Dense FLOPs per sample of one node ``counted`` counts, None if unknown."""
+def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
+    """Dense FLOPs per sample of one node ``counted`` counts, None if unknown; ``batch``
+    as ``batch_of`` gives it for the node's graph."""
     out = node.outputs[0] if node.outputs else None
     if node.op in ops.PRUNE_OPS:  # partial [N, O, ...] or [*, O]; w_tail [O, tail units, *kernel]
         out, w = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else None
-        if out.shape is None or w is None or w.shape is None or not _known(w.shape) or not _known(out.shape[1:]):
+        if w is None or w.shape is None or not _known(w.shape):
             return None
-        return 2 * int(np.prod(w.shape[1:])) * int(np.prod(out.shape[1:]))
-    if out is None or out.shape is None:
+        per_output = int(np.prod(w.shape[1:]))
+    elif out is None:
         return None
-    if node.op == "Conv":
-        w = node.inputs[1]
-        wshape = w.shape
-        if wshape is None or not _known(wshape) or not _known(out.shape[1:]):
-            return None
-        return 2 * int(np.prod(wshape[1:])) * int(np.prod(out.shape[1:]))
-    if node.op == ops.SPARSE_CONV:  # w is [C, KH, KW, M/group]: C/group * KH * KW MACs per output
+    elif node.op == "Conv":
         wshape = node.inputs[1].shape
-        if wshape is None or not _known(wshape) or not _known(out.shape[1:]):
+        if wshape is None or not _known(wshape):
+            return None
+        per_output = int(np.prod(wshape[1:]))
+    elif node.op == ops.SPARSE_CONV:  # w is [C, KH, KW, M/group]: C/group * KH * KW MACs per output
+        wshape = node.inputs[1].shape
+        if wshape is None or not _known(wshape):
             return None
         per_output = int(np.prod(wshape[:3])) // int(node.attrs.get("group", 1))
-        return 2 * per_output * int(np.prod(out.shape[1:]))
-    if node.op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
+    elif node.op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
         a = node.inputs[0]
-        if not a.shape or not _known(out.shape[1:]):  # unknown, or a scalar where a matrix belongs
+        if not a.shape:  # unknown, or a scalar where a matrix belongs
             return None
-        if node.op == "Gemm":
-            inner = a.shape[0] if node.attrs.get("transA", 0) else a.shape[-1]
-        else:
-            inner = a.shape[-1]
+        inner = a.shape[0] if node.op == "Gemm" and node.attrs.get("transA", 0) else a.shape[-1]
         if not isinstance(inner, (int, np.integer)):
             return None
-        # For a vector right operand MatMul drops the last axis; out[1:] is still per sample.
-        per_sample = int(np.prod(out.shape[1:])) if len(out.shape) > 1 else 1
-        return 2 * int(inner) * per_sample
-    return None
+        per_output = int(inner)
+    else:
+        return None
+    if out.shape is None:
+        return None
+    # For a vector right operand MatMul drops the last axis; a rank-1 result is one per sample.
+    elements = per_sample(out.shape, batch) if len(out.shape) > 1 else 1
+    return None if elements is None else 2 * per_output * elements
 
 
 def model_flops(graph: gs.Graph) -> tuple[int, int]:
     """(FLOPs per sample of the countable reductions, number left uncounted)."""
     total, unknown = 0, 0
+    batch = batch_of(graph)
     for g in all_graphs(graph):
         for node in g.nodes:
             if counted(node):
-                f = node_flops(node)
+                f = node_flops(node, batch)
                 if f is None:
                     unknown += 1
                 else:

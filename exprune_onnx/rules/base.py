@@ -69,6 +69,7 @@ class Candidate:
     problems: list[str] = field(default_factory=list)  # found while matching
     head_keepdims: bool | None = None  # arg-max heads: whether the index keeps the class axis
     head_logits_shape: list | None = None  # arg-max heads: the logits' shape ([*, classes])
+    batch: int | str | None = None  # the graph's batch size or symbol (measure/flops.batch_of), set on acceptance
 
     @property
     def n(self) -> int:
