@@ -252,11 +252,13 @@ def test_a_staged_report_through_a_link_replaces_the_file_and_keeps_the_link(tmp
 @pytest.mark.parametrize("redirect", ["pipe", "file"])
 def test_a_report_to_dev_stdout_goes_to_whatever_stdout_is(tmp_path, redirect):
     """`evaluate --json /dev/stdout | jq`: /dev/stdout names a pipe (or the file the shell
-    opened), written in place, not a path beside which to stage a file."""
+    opened), written in place, not a path beside which to stage a file; what the command
+    printed before it stays (opened anew, a redirected file would be truncated)."""
     import subprocess
     import sys
 
-    script = "from pathlib import Path; from exprune_onnx.io.outputs import write_json; write_json(Path('/dev/stdout'), {'a': 1})"
+    script = ("from pathlib import Path; from exprune_onnx.io.outputs import write_json; print('the tables'); "
+              "write_json(Path('/dev/stdout'), {'a': 1}); print('after')")
     root = str(Path(__file__).resolve().parent.parent)
     if redirect == "pipe":
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root)
@@ -267,4 +269,4 @@ def test_a_report_to_dev_stdout_goes_to_whatever_stdout_is(tmp_path, redirect):
             done = subprocess.run([sys.executable, "-c", script], stdout=f, stderr=subprocess.PIPE, text=True, cwd=root)
         got = out.read_text()
     assert done.returncode == 0, done.stderr[-2000:]
-    assert '"a": 1' in got
+    assert got.startswith("the tables\n{") and '"a": 1' in got and got.endswith("}\nafter\n"), got

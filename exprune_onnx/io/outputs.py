@@ -45,6 +45,26 @@ def is_stream(path: Path) -> bool:
     return (path.exists() and not path.is_file()) or str(path.absolute()).startswith(("/dev/", "/proc/"))
 
 
+def write_stream(path: Path, text: str) -> None:
+    """Append ``text`` to a stream. /dev/stdout (or stderr) is written through Python's own
+    stream when it is that stream: opened anew it would truncate a file that stdout is
+    redirected to, and with it the tables printed there."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            same = os.path.samestat(os.stat(path), os.fstat(stream.fileno()))
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's captured stream)
+            same = False
+        if same:
+            stream.flush()
+            stream.write(text)
+            stream.flush()
+            return
+    with open(path, "a") as f:
+        f.write(text)
+
+
 def write_json(path: Path, payload: dict) -> None:
     """A file is written beside its path and renamed over it (``stage``), so that a full
     disk or an interrupt leaves the old report or none. A stream (a pipe, a device, or a
@@ -53,7 +73,10 @@ def write_json(path: Path, payload: dict) -> None:
     text = json_text(payload)
     path = Path(path)
     try:
-        if is_stream(path) or not os.access(written_path(path).parent, os.W_OK):
+        if is_stream(path):
+            write_stream(path, text)
+            return
+        if not os.access(written_path(path).parent, os.W_OK):
             path.write_text(text)
             return
         staged: list[tuple[Path, Path]] = []
