@@ -320,6 +320,7 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
         "latency": latency_json(timed) if timed is not None else None,
         "check": None if checked is None else {
             "samples": checked.samples, "source": checked.source, "outputs": [vars(d) for d in checked.outputs],
+            "accuracy": checked.accuracy,  # [original, optimised] with labels, as evaluate --json has it
             # [pruned, total] outputs of each early-exit op; [read, total] inputs of each sparse conv.
             "pruned": {node: list(c) for node, c in checked.pruned.items() if node not in sparse},
             "inputs_read": {node: list(c) for node, c in checked.pruned.items() if node in sparse}},

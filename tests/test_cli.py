@@ -344,6 +344,8 @@ def test_a_plain_run_writes_its_report_too(example, tmp_path, small_set):
     assert r.exit_code == 0, r.output
     report = json.loads(rep.read_text())
     assert report["changed"] and report["layers"] and report["check"]["samples"] == 160
+    original, optimized = report["check"]["accuracy"]  # the labels in the .npz: as printed
+    assert f"{100 * original:.2f}% -> {100 * optimized:.2f}%" in r.output
     assert report["output"] == str(out) and report["latency"] is None and "calibration" not in report
     r = invoke("optimize", example, "-o", out, "--plot", tmp_path / "p.png")
     assert r.exit_code == 2 and "--plot goes with --calibration" in r.output

@@ -101,6 +101,7 @@ def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part(
     done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, **settings)
     assert done.changed and done.checked.source == "arrays, held out" and done.checked.samples == 80
     assert done.report["check"]["samples"] == 80 and done.checked.accuracy is not None
+    assert done.report["check"]["accuracy"] == list(done.checked.accuracy)  # what the check printed
     done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, holdout=0.0, **settings)
     assert done.checked.source == "arrays, calibrated on" and done.checked.samples == 160
     # Soft labels the agreement metric never reads fit no output: the check leaves them (it
