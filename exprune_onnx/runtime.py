@@ -70,17 +70,26 @@ def uses_library(model) -> bool:
 MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
 
 
+# Marks options the library is registered on: onnxruntime accepts a second registration,
+# then fails to create the session ("Domain already set in registry").
+_REGISTERED = "exprune.library"
+
+
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):
     """``onnxruntime.SessionOptions`` with the ExPrune library registered.
 
-    ``base`` is updated in place when given. ``threads`` sets the intra-op thread
+    ``base`` is updated in place when given (registering again does nothing). ``threads`` sets the intra-op thread
     count (the pool the custom op runs on); ``optimize=False`` turns graph
     optimisations off, as the exactness tests do.
     """
     import onnxruntime as ort
 
     opts = base if base is not None else ort.SessionOptions()
-    opts.register_custom_ops_library(get_library_path())
+    try:
+        opts.get_session_config_entry(_REGISTERED)
+    except RuntimeError:  # not registered on these options yet
+        opts.register_custom_ops_library(get_library_path())
+        opts.add_session_config_entry(_REGISTERED, get_library_path())
     if threads is not None:
         opts.intra_op_num_threads = threads
     if not optimize:

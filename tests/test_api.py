@@ -120,3 +120,16 @@ def test_an_output_declared_without_a_shape_is_refused_with_what_to_do(tmp_path)
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="declared without a shape"):
         exprune_onnx.optimize_model(tmp_path / "m.onnx", threshold=-2.0)
+
+
+def test_session_options_register_the_library_once(model):
+    """Given options it registered already, session_options leaves them be: onnxruntime
+    takes a second registration and then refuses to create the session."""
+    import onnxruntime as ort
+
+    written = exprune_onnx.optimize_model(model, threshold=-1.0).model
+    opts = exprune_onnx.session_options()
+    assert exprune_onnx.session_options(opts) is opts
+    session = ort.InferenceSession(written.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    assert session.run(None, {"input": x})[0].shape == (1, 10)
