@@ -104,7 +104,7 @@ def main(debug: bool) -> None:
 
     Exit codes: 0 ok, 1 internal error, 2 usage, 3 unreadable model, 4 bad config,
     5 cannot write output, 6 bad check data, 7 onnxruntime failed on the result,
-    8 verification failed.
+    8 verification failed; 130 interrupted, 143 terminated, 141 output pipe closed.
     """
     if not debug:
         import onnxruntime as ort

@@ -22,7 +22,7 @@ def common_options(fn):
     fn = click.option("--unit-order", type=click.Choice(UNIT_ORDERS),
                       help="Units in the partial sum: the k with the largest weight norms ('weight', the default) "
                            "or the first k as stored ('stored', the paper's choice).")(fn)
-    fn = click.option("--k", "k", default="auto", show_default=True,
+    fn = click.option("--k", "k", default="auto", show_default=True, callback=_k_value,
                       help="Units in the partial product: a count (16), a fraction of n (0.25) or "
                            "'auto' = min(32, n/4) rounded down to a multiple of 8.")(fn)
     fn = click.option("--config", type=click.Path(path_type=Path),
@@ -31,6 +31,18 @@ def common_options(fn):
                       help="Prune an output when bias + residual + (n/k) * partial < T. Default 0; -inf prunes "
                            "nothing.")(fn)
     return fn
+
+
+def _k_value(ctx, param, value):
+    """--k as given, once it reads as one (a usage error otherwise, as any malformed value)."""
+    from .config import parse_k
+    from .errors import ConfigError
+
+    try:
+        parse_k(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
 
 
 def parsed(parse):

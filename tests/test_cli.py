@@ -135,7 +135,9 @@ def test_bad_config_and_options(example, tmp_path):
     cfg.write_text(json.dumps({"default": {"treshold": "-inf"}}))  # misspelt: not silently threshold 0
     r = invoke("optimize", example, "--config", cfg)
     assert r.exit_code == 4 and "unknown: treshold" in r.output
-    assert invoke("optimize", example, "--k", "zero").exit_code == 4
+    for k in ("zero", "0", "1.5"):  # malformed in itself: a usage error, as --threshold nan is
+        r = invoke("optimize", example, "--k", k)
+        assert r.exit_code == 2 and "k must be 'auto', a count" in r.output, r.output
     assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
     assert invoke("optimize", example, "--seed", "-1").exit_code == 2  # numpy's seeds are >= 0
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()

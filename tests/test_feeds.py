@@ -436,7 +436,7 @@ def test_option_parsers():
     assert parse_input_shape("a:b:N,16") == ("a:b", ("N", 16))
     assert parse_input_value("ids:0..999") == ("ids", (0.0, 999.0))
     assert parse_input_value("sr:16000") == ("sr", (16000.0, 16000.0))
-    for bad in ("x", "x:1,-3", "x:1,,3"):
+    for bad in ("x", "x:1,-3", "x:1,,3", "x:", "x: "):
         with pytest.raises(ValueError):
             parse_input_shape(bad)
     for bad in ("sr", "sr:abc", "ids:9..1", "x:nan"):

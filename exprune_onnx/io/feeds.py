@@ -72,7 +72,9 @@ def parse_input_shape(text: str) -> tuple[str, tuple]:
     name, sep, dims = text.rpartition(":")
     if not sep or not name:
         raise ValueError(f"expected NAME:D1,D2,... (e.g. x:1,3,224,224), got {text!r}")
-    parts = [d.strip() for d in dims.split(",")] if dims.strip() else []
+    if not dims.strip():
+        raise ValueError(f"expected NAME:D1,D2,... (e.g. x:1,3,224,224), got {text!r}: no dims")
+    parts = [d.strip() for d in dims.split(",")]
     out = []
     for d in parts:
         if d.isdigit() and int(d) > 0:
