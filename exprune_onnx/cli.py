@@ -240,6 +240,23 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     make_console().print(f"wrote {output}")
 
 
+def _refuse_unpaired(ref, opt) -> None:
+    """Two models that take different inputs are no original and its rewrite (which keeps
+    the original's inputs): the same data cannot feed both."""
+    from .io.data import model_inputs
+
+    def inputs(model):
+        return {v.name: v.type.tensor_type.elem_type for v in model_inputs(model)}
+
+    def names(model):
+        return ", ".join(f"'{name}'" for name in inputs(model)) or "none"
+
+    if inputs(ref) != inputs(opt):
+        raise click.UsageError(f"the two models take different inputs: ORIGINAL {names(ref)}, OPTIMIZED {names(opt)} "
+                               "(or of other types); evaluate compares a model with its optimised version, which "
+                               "keeps the original's inputs")
+
+
 @main.command(epilog=_EPILOG_EVALUATE)
 @click.argument("original", type=click.Path(path_type=Path))
 @click.argument("optimized", type=click.Path(path_type=Path))
@@ -275,6 +292,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
     console = make_console()
     ref, opt = load_model(original), load_model(optimized)
+    _refuse_unpaired(ref, opt)
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
     batch = check_batch(ref, batch, "--batch", spec)

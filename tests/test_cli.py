@@ -337,6 +337,13 @@ def test_evaluate_sets_no_savings_against_a_model_the_other_was_not_compiled_fro
     assert result["flops_saved_per_sample"] is None and result["dense_flops_per_sample"] > 0
 
 
+def test_evaluate_refuses_two_models_with_different_inputs(example, small_set):
+    """Not onnxruntime failing on the 'optimised' model: the pair takes different inputs."""
+    r = invoke("evaluate", example, MODELS / "digits_mlp.onnx", "--data", small_set)
+    assert r.exit_code == 2, r.output
+    assert "the two models take different inputs: ORIGINAL 'input', OPTIMIZED 'X'" in " ".join(r.output.split())
+
+
 def test_a_plain_run_writes_its_report_too(example, tmp_path, small_set):
     """--report without --calibration: the layers, the check and the rejected layers (it was
     refused; --plot, which draws the calibration, still needs it)."""
