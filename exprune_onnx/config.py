@@ -210,6 +210,15 @@ def _flag(value, where: str) -> bool:
     return value
 
 
+def _check_keys(obj, known: tuple[str, ...], what: str) -> None:
+    """Refuse anything but an object whose keys are all ``known``, naming the others: a
+    misspelt key would otherwise leave its setting at the default without a word."""
+    unknown = sorted(set(obj) - set(known)) if isinstance(obj, dict) else []
+    if not isinstance(obj, dict) or unknown:
+        raise ConfigError(f"{what} {', '.join(known[:-1])} and/or {known[-1]}"
+                          + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else ""))
+
+
 def load_config(path: str | Path, options: Options) -> Options:
     """Read a per-layer JSON config into ``options`` (layer names checked later)."""
     p = Path(path)
@@ -221,15 +230,9 @@ def load_config(path: str | Path, options: Options) -> Options:
         raise ConfigError(f"{p}: not a readable JSON config ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{p}: not a config: nested too deeply to read") from None
-    if not isinstance(data, dict) or not set(data) <= {"default", "layers"}:
-        raise ConfigError(f"{p}: expected an object with 'default' and/or 'layers'")
+    _check_keys(data, ("default", "layers"), f"{p}: expected an object with")
     default = data.get("default", {})
-    known = ("threshold", "k", "rule", "alpha", "unit_order")
-    if not isinstance(default, dict) or not set(default) <= set(known):
-        # A misspelt key would otherwise leave the setting at its default without a word.
-        unknown = sorted(set(default) - set(known)) if isinstance(default, dict) else []
-        raise ConfigError(f"{p}: 'default' must be an object with {', '.join(known[:-1])} and/or {known[-1]}"
-                          + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    _check_keys(default, ("threshold", "k", "rule", "alpha", "unit_order"), f"{p}: 'default' must be an object with")
     if "threshold" in default:
         options.threshold = _threshold(default["threshold"], f"{p}: default")
     if "k" in default:
@@ -245,8 +248,7 @@ def load_config(path: str | Path, options: Options) -> Options:
         raise ConfigError(f"{p}: 'layers' must be an object keyed by layer name")
     for name, entry in layers.items():
         where = f"{p}: layer {name!r}"
-        if not isinstance(entry, dict) or not set(entry) <= {"threshold", "thresholds", "k", "skip", "rule", "alpha"}:
-            raise ConfigError(f"{where}: expected an object with threshold, thresholds, k, skip, rule and/or alpha")
+        _check_keys(entry, ("threshold", "thresholds", "k", "skip", "rule", "alpha"), f"{where}: expected an object with")
         thresholds = entry.get("thresholds")
         if thresholds is not None:
             if not isinstance(thresholds, list) or not thresholds:

@@ -134,7 +134,7 @@ def test_bad_config_and_options(example, tmp_path):
     assert r.exit_code == 4 and "no/such/layer" in r.output
     cfg.write_text(json.dumps({"default": {"treshold": "-inf"}}))  # misspelt: not silently threshold 0
     r = invoke("optimize", example, "--config", cfg)
-    assert r.exit_code == 4 and "unknown: treshold" in r.output
+    assert r.exit_code == 4 and "unknown: 'treshold'" in r.output
     for k in ("zero", "0", "1.5"):  # malformed in itself: a usage error, as --threshold nan is
         r = invoke("optimize", example, "--k", k)
         assert r.exit_code == 2 and "k must be 'auto', a count" in r.output, r.output
@@ -163,7 +163,10 @@ def test_k_as_a_fraction_is_a_part_of_n_and_a_count_past_every_n_is_warned_of(ex
     ({"layers": {"/conv2/conv/Conv": {"skip": "false"}}}, "skip must be true or false, got 'false'"),
     ({"layers": {"no/such/layer": {"threshold": 1}}}, "no/such/layer"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
-], ids=["k_list", "k_true", "k_object", "skip_string", "unknown_layer", "deep"])
+    # A misspelt key is named wherever it is: it would leave its setting at the default.
+    ({"layers": {"/conv2/conv/Conv": {"threshhold": -1}}}, "unknown: 'threshhold'"),
+    ({"defualt": {"threshold": -1}}, "unknown: 'defualt'"),
+], ids=["k_list", "k_true", "k_object", "skip_string", "unknown_layer", "deep", "layer_key_typo", "top_key_typo"])
 @pytest.mark.parametrize("command", ["optimize", "inspect"])
 def test_config_values_of_the_wrong_type_are_a_bad_config(example, tmp_path, config, words, command):
     cfg = tmp_path / "c.json"
