@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ._version import __version__
 from .cli_boundary import guarded, make_console, pipe_closed
-from .cli_options import a_number, calibration_only, common_options, file_path, input_options
+from .cli_options import a_number, calibration_only, common_options, file_path, input_options, typed_with
 from .config import (
     DEFAULT_CONFIDENCE,
     OBJECTIVES,
@@ -203,6 +203,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if calibration is None and score_output:
         raise click.UsageError("--score-output goes with --calibration")
     calibration_only(calibration, ("max_drop", "metric", "holdout", "confidence", "granularity"))
+    if objective == "flops":
+        typed_with("--objective flops", ("latency_batch", "latency_threads"), "it times nothing (they set how the "
+                   "latency objective times)")
     default = None if calibration is not None or config is not None else 0.0
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, unit_order, argmax_only, emit_stats)

@@ -81,12 +81,23 @@ def input_options(fn=None, *, values: bool = True):
     return add(fn) if fn is not None else add
 
 
+def _typed(names: tuple[str, ...]) -> list[str]:
+    ctx = click.get_current_context()
+    return [n for n in names if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+
+
 def calibration_only(calibration, names: tuple[str, ...]) -> None:
     """Refuse a calibration option typed without --calibration: it would do nothing."""
-    ctx = click.get_current_context()
-    typed = [n for n in names if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    typed = _typed(names)
     if calibration is None and typed:
         raise click.UsageError(f"--{typed[0].replace('_', '-')} goes with --calibration")
+
+
+def typed_with(given: str, names: tuple[str, ...], why: str) -> None:
+    """Refuse options typed beside ``given``, which leaves them nothing to do."""
+    typed = _typed(names)
+    if typed:
+        raise click.UsageError(f"--{typed[0].replace('_', '-')} does nothing with {given}: {why}")
 
 
 def a_number(value: float) -> float:

@@ -222,13 +222,16 @@ def test_sparse_relu_on_needs_sparse_input(tmp_path):
         exprune_onnx.optimize_model(three_layer_mlp(), Options(sparse_relu="maybe"))
 
 
-@pytest.mark.parametrize("args", [("--objective", "speed"), ("--latency-batch", "0"), ("--latency-threads", "0")])
+@pytest.mark.parametrize("args", [("--objective", "speed"), ("--latency-batch", "0"), ("--latency-threads", "0"),
+                                  ("--objective", "flops", "--latency-threads", "2")])
 def test_cli_bad_objective_options_are_usage_errors(tmp_path, args):
     src = tmp_path / "mlp.onnx"
     onnx.save(three_layer_mlp(), src)
     r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", *args)
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert not (tmp_path / "o.onnx").exists()
+    if "flops" in args:  # a timing option with nothing to time would be ignored
+        assert "--latency-threads does nothing with --objective flops" in r.output
 
 
 def test_calibration_under_the_latency_objective(tmp_path, scripted_clock):
