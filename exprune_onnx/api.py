@@ -12,7 +12,7 @@ import onnx
 from .compiler.pipeline import Result
 from .compiler.pipeline import inspect as _inspect
 from .compiler.pipeline import optimize as _optimize
-from .config import Options, parse_k
+from .config import Options, parse_k, unknown_option
 from .io.modelio import check_model, load_model
 from .rules import RULES, RuleSet
 
@@ -25,7 +25,7 @@ def _prepare(model, options: Options | None, overrides: dict) -> tuple[onnx.Mode
     options = options or Options()
     for key, value in overrides.items():
         if not hasattr(options, key):
-            raise TypeError(f"unknown option {key!r}")
+            raise unknown_option(key, options)
         setattr(options, key, parse_k(value) if key == "k" else value)
     return model, options
 

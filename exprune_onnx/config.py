@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import numbers  # numpy's scalars are numbers.Real / Integral, not float / int
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import NormalDist
 
@@ -208,6 +208,16 @@ def _flag(value, where: str) -> bool:
     if not isinstance(value, bool):  # "false" is a true string
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     return value
+
+
+def unknown_option(key: str, *holders) -> TypeError:
+    """A keyword that no field of ``holders`` (dataclass instances) has, with the closest
+    field's name when one is close: a Python call's error, as for any unknown keyword."""
+    import difflib
+
+    names = [f.name for h in holders for f in fields(h)]
+    close = difflib.get_close_matches(key, names, n=1)
+    return TypeError(f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def _check_keys(obj, known: tuple[str, ...], what: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k
+from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
 from .errors import ConfigError
 from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
@@ -105,7 +105,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         # rule is the workflow's (auto needs calibration); run() hands it to the compiler.
         target = settings if hasattr(settings, key) else options if hasattr(options, key) else None
         if target is None:
-            raise TypeError(f"optimize() got an unknown option {key!r}")
+            raise unknown_option(key, settings, options)
         setattr(target, key, parse_k(value) if key == "k" else value)
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}

@@ -143,8 +143,12 @@ def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
                                  threshold=float("-inf"))
     assert done.changed and done.checked is not None
     assert done.model.graph.input[0] == conv_hw().graph.input[0]
-    with pytest.raises(TypeError, match="unknown option 'thresold'"):
+    with pytest.raises(TypeError, match=r"unknown option 'thresold' \(did you mean 'threshold'\?\)"):
         exprune_onnx.optimize(conv_hw(), thresold=0)
+    with pytest.raises(TypeError, match=r"unknown option 'min_unit' \(did you mean 'min_units'\?\)"):
+        exprune_onnx.optimize_model(conv_hw(), min_unit=3)
+    with pytest.raises(TypeError, match=r"unknown option 'zzz'$"):
+        exprune_onnx.optimize(conv_hw(), zzz=0)
     with pytest.raises(workflow.UsageProblem, match="--calibration"):
         exprune_onnx.optimize(input_mlp(["N"]), rule="auto")
 
