@@ -865,3 +865,51 @@ def test_graph_and_node_notes_survive_the_rewrite():
     assert first.doc_string == "the first layer"
     assert {p.key: p.value for p in first.metadata_props} == {"pkg.torch.onnx.stack_trace": "model.py:12"}
     onnx.checker.check_model(res.model)
+
+
+def shared_branches(rng):
+    """x -> If(cond): both branches run the same two-conv block on the main graph's weights
+    (as a merged decoder's cache and no-cache branches share theirs), scaled differently."""
+    weights = [init(w, (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)) for w in ("w1", "w2")]
+
+    def block(side, scale):
+        p = side[0] + "_"
+        nodes = [helper.make_node("Conv", ["x1", "w1"], [p + "c1"], pads=[1, 1, 1, 1], name=p + "conv1"),
+                 helper.make_node("Relu", [p + "c1"], [p + "r1"]),
+                 helper.make_node("Conv", [p + "r1", "w2"], [p + "c2"], pads=[1, 1, 1, 1], name=p + "conv2"),
+                 helper.make_node("Relu", [p + "c2"], [p + "r2"]),
+                 helper.make_node("Mul", [p + "r2", p + "scale"], [p + "out"])]
+        return helper.make_graph(nodes, side, [], [vi(p + "out", ["N", 16, 8, 8])],
+                                 [init(p + "scale", np.float32(scale))])
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["x1"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=block("then", 1.0), else_branch=block("else", 2.0))]
+    return make_model(nodes, [vi("x", ["N", 1, 8, 8]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 8, 8])],
+                      [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32)), *weights])
+
+
+@pytest.mark.parametrize("threshold", [NEG_INF, -1.0])
+def test_weights_both_branches_share_are_written_once(threshold):
+    """graphsurgeon writes an outer weight into each body that reads it, and each branch's
+    rewrite of a shared layer makes its own copy of the new weights: the model came out
+    twice its size. One copy of each, in the main graph, serves both."""
+    rng = np.random.default_rng(9)
+    model = shared_branches(rng)
+    res = optimize_model(model, threshold=threshold, min_units=8, sparse_input=False)
+    assert sorted(rw.candidate.layer for rw in res.rewritten) == ["e_conv1", "e_conv2", "t_conv1", "t_conv2"]
+    onnx.checker.check_model(res.model, full_check=True)
+    branches = [a.g for a in next(n for n in res.model.graph.node if n.op_type == "If").attribute]
+    assert all(len(t.raw_data) < 1024 for b in branches for t in b.initializer)
+
+    def weight_bytes(m):
+        return sum(len(t.raw_data) for g in [m.graph, *(a.g for n in m.graph.node for a in n.attribute if a.g.name)]
+                   for t in g.initializer)
+
+    assert weight_bytes(res.model) < 1.1 * weight_bytes(model)  # twice the weights before
+    feeds = {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    for cond in (True, False):
+        feeds["cond"] = np.array(cond)
+        got, want = run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0]
+        if threshold == NEG_INF:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert got.shape == want.shape

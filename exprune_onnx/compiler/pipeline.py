@@ -22,6 +22,7 @@ over an optimised model changes nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -320,11 +321,58 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     del out.functions[:]
     out.functions.extend(functions.still_called(out.graph, original.functions))  # the inlined ones are gone
     _keep_notes(out.graph, original.graph)
+    _share_body_weights(out.graph)
     if out.ir_version < 4:
         _list_initializers_as_inputs(out.graph)
     else:
         _keep_listed_initializers(out.graph, original.graph)
     return out
+
+
+def _share_body_weights(graph: onnx.GraphProto) -> None:
+    """One copy, in the main graph, of a weight that several If/Loop/Scan bodies hold the
+    same: graphsurgeon writes an outer weight into every body that reads it, and each
+    body's rewrite of a shared layer makes its own copies of the new weights, so a merged
+    decoder whose two branches share their weights came out twice its size. A copy is
+    renamed only where its name is defined once in the whole model and is no body output."""
+    bodies = list(graph_protos(graph))[1:]
+    defined = Counter(name for g in graph_protos(graph) for name in _defined(g))
+    groups: dict[tuple, list] = {}
+    for body in bodies:
+        outputs = {o.name for o in body.output}
+        for t in body.initializer:
+            content = t.raw_data or t.SerializeToString()
+            if len(content) >= _SHARED_MIN_BYTES and t.name not in outputs:
+                groups.setdefault((t.data_type, tuple(t.dims), hashlib.sha256(content).digest()), []).append((body, t))
+    for found in groups.values():
+        if len({id(body) for body, _ in found}) < 2:
+            continue
+        first = found[0][1]
+        names = {t.name for _, t in found}
+        if any(defined[n] != sum(t.name == n for _, t in found) for n in names):
+            continue  # a name defined elsewhere too: renaming or hoisting could change what it means
+        kept = onnx.TensorProto()
+        kept.CopyFrom(first)
+        for body, t in found:
+            body.initializer.remove(t)
+            if t.name != first.name:
+                _rename_uses(body, t.name, first.name)
+        graph.initializer.append(kept)
+
+
+_SHARED_MIN_BYTES = 1024  # smaller constants (a Slice's bounds) are not worth the renaming
+
+
+def _defined(g: onnx.GraphProto):
+    yield from (t.name for t in g.initializer)
+    yield from (v.name for v in g.input)
+    yield from (o for n in g.node for o in n.output if o)
+
+
+def _rename_uses(body: onnx.GraphProto, old: str, new: str) -> None:
+    for g in graph_protos(body):
+        for node in g.node:
+            node.input[:] = [new if name == old else name for name in node.input]
 
 
 def _untyped(t: onnx.TypeProto) -> bool:
