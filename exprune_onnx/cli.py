@@ -377,6 +377,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     from .progress import for_terminal
     from .runtime import uses_library
     from .verify import verify as run_verify
+    from .verify.agreement import read_budget
 
     if labels is not None and data_path is None:
         raise click.UsageError("--labels goes with --data")
@@ -388,9 +389,11 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     spec = InputSpec(input_shapes, input_values)
     data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
             else random_dataset(ref, samples, seed, spec))
+    # A calibrated model's budget stands in for the agreement bar unless one is asked for.
+    typed = click.get_current_context().get_parameter_source("min_agreement") == click.core.ParameterSource.COMMANDLINE
     with for_terminal() as log:
         rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance, input_shapes=input_shapes,
-                          log=log)
+                          log=log, budget=None if typed else read_budget(opt))
     table = Table(title=f"Verification of {optimized.name} against {original.name}")
     table.add_column("check")
     table.add_column("result")

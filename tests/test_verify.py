@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 import exprune_onnx
 from exprune_onnx.cli import main
 from exprune_onnx.verify import exact_copy
+from exprune_onnx.verify.agreement import read_budget
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 EXAMPLE = MODELS / "fashion_cnn.onnx"
@@ -417,3 +418,55 @@ def test_a_changed_partial_product_of_squares_fails(tmp_path):
     onnx.save(model, tmp_path / "o.onnx")
     r = invoke("verify", EXAMPLE, tmp_path / "o.onnx", "--min-agreement", "0")
     assert r.exit_code == FAILED and "(the partial product of squares) has attributes" in error_text(r), r.output
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> Path:
+    """Calibrated to an accuracy drop of 2 points: its answers change both ways."""
+    path = tmp_path_factory.mktemp("budget") / "calibrated.onnx"
+    with np.load(SLICE) as data:
+        arrays = {"input": data["input"][:256], "labels": data["labels"][:256]}
+    done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, max_drop=0.02, objective="flops", confidence=0.0)
+    assert done.changed
+    onnx.save(done.model, path)
+    return path
+
+
+def test_a_calibrated_model_is_verified_against_its_budget(calibrated, tmp_path):
+    budget = read_budget(onnx.load(calibrated))
+    assert budget == {"metric": "accuracy", "max_drop": 0.02, "output": "logits", "confidence": 0.0}
+    r = invoke("verify", EXAMPLE, calibrated, "--data", SLICE)
+    assert r.exit_code == 0, r.output
+    assert "<= the budget it was calibrated to (accuracy drop <= 0.02" in " ".join(r.output.split())
+    # A bar asked for is the bar: agreement, as for any model.
+    r = invoke("verify", EXAMPLE, calibrated, "--data", SLICE, "--min-agreement", "1")
+    assert r.exit_code == FAILED and "< 100.00%" in error_text(r)
+    # Without labels the data cannot judge an accuracy budget: the agreement bar, and why it may fail.
+    no_labels = tmp_path / "inputs.npz"
+    with np.load(SLICE) as data:
+        np.savez(no_labels, input=data["input"])
+    r = invoke("verify", EXAMPLE, calibrated, "--data", no_labels, "--min-agreement", "0.999")
+    assert "budget" not in r.output
+    r = invoke("verify", EXAMPLE, calibrated, "--data", no_labels)
+    assert r.exit_code == FAILED and "< 99.00% (the model was calibrated to a budget on accuracy" in error_text(r)
+
+
+def test_a_budget_the_data_contradicts_fails(calibrated, tmp_path):
+    """The same model stamped with a budget of no lost answer at all."""
+    def strict(model):
+        entry = next(p for p in model.metadata_props if p.key == "exprune_onnx.budget")
+        entry.value = '{"metric": "lost", "max_drop": 0.0, "output": "logits", "confidence": 0.9}'
+
+    r = invoke("verify", EXAMPLE, tampered(calibrated, tmp_path, strict), "--data", SLICE)
+    assert r.exit_code == FAILED
+    assert "> the budget it was calibrated to (right answers lost <= 0" in error_text(r)
+
+
+def test_a_budget_is_not_carried_into_a_model_compiled_again(calibrated):
+    """A model the compiler rewrites anew keeps none of its original's budget (an
+    unchanged one is the same model, and keeps it)."""
+    original = onnx.load(EXAMPLE)
+    original.metadata_props.extend(p for p in onnx.load(calibrated).metadata_props if p.key == "exprune_onnx.budget")
+    assert read_budget(original) is not None
+    again = exprune_onnx.optimize_model(original, threshold=-1.0)
+    assert again.changed and read_budget(again.model) is None

@@ -314,8 +314,9 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     out.opset_import.extend(o for o in original.opset_import if o.domain != ops.DOMAIN)
     out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.VERSION))
     del out.metadata_props[:]
-    # An original this compiler wrote has the key already: the checker refuses it twice.
-    out.metadata_props.extend(p for p in original.metadata_props if p.key != "exprune_onnx.version")
+    # An original this compiler wrote has our keys already: the checker refuses a key twice,
+    # and a budget it was calibrated to is no promise of this model's.
+    out.metadata_props.extend(p for p in original.metadata_props if not p.key.startswith("exprune_onnx."))
     entry = out.metadata_props.add()
     entry.key, entry.value = "exprune_onnx.version", __version__
     del out.functions[:]

@@ -70,6 +70,7 @@ class CheckResult:
     accuracy: tuple[float, float] | None = None  # (original, optimised) when labels are given
     rows: int = 0  # rows the ops counted: samples plus the pad of a fixed batch's last run (data.py)
     labelled: bool = False  # labels were given (accuracy is None when no output could take them)
+    lost: float | None = None  # with accuracy: the share of labelled answers right before and wrong after
 
 
 def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
@@ -134,7 +135,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     if target is not None:
         refuse_nan(target, got_ref[target], data.source)  # the accuracy would count NaN rows as answers
     diffs = []
-    accuracy = None
+    accuracy = lost = None
     for n, (a, b) in pairs.items():
         if isinstance(a, PerRun):
             diffs.append(_diff_runs(n, a, b))
@@ -156,7 +157,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         diffs.append(d)
         want, answer = answers(a_scored, b_scored)
         accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
-    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None)
+        lost = labelled_mean((want == labels) & (answer != labels), labels)
+    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None, lost)
 
 
 def _unlabelled_positions(labels: np.ndarray, scored: np.ndarray) -> bool:

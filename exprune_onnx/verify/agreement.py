@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import onnx
 
 from .. import ops
@@ -10,9 +12,34 @@ from ..io.data import Dataset
 from ..progress import quiet
 from .base import Row
 
+# The budget a calibrated model was written for (workflow.run), which verify then checks
+# in place of the agreement bar: an accuracy budget allows changed answers that cancel.
+BUDGET_KEY = "exprune_onnx.budget"
+LABELLED = ("accuracy", "lost")  # budget metrics that need labels
+
+
+def stamp_budget(model: onnx.ModelProto, metric: str, max_drop: float, output: str, confidence: float) -> None:
+    entry = model.metadata_props.add()
+    entry.key = BUDGET_KEY
+    entry.value = json.dumps({"metric": metric, "max_drop": max_drop, "output": output, "confidence": confidence})
+
+
+def read_budget(model: onnx.ModelProto) -> dict | None:
+    """The budget stamped on ``model``, or None (none, or not one this version reads)."""
+    for p in model.metadata_props:
+        if p.key == BUDGET_KEY:
+            try:
+                budget = json.loads(p.value)
+                return budget if isinstance(budget.get("max_drop"), (int, float)) and budget.get("metric") else None
+            except (ValueError, AttributeError):
+                return None
+    return None
+
 
 def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, min_agreement: float,
-                  batch: int = 64, log=quiet) -> Row:
+                  batch: int = 64, log=quiet, budget: dict | None = None) -> Row:
+    """``budget`` (read_budget): judge the budget's metric on the data instead of top-1
+    agreement, where the data allows (labels for accuracy or lost)."""
     from ..measure.compare import compare
 
     name = "agreement"
@@ -22,16 +49,20 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         raise  # the data's fault (labels that are no class indices): exit 6, as evaluate says
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
         return Row(name, False, error_message(exc))
-    parts, ok = [], True
+    judged = _budget_verdict(budget, checked)
+    parts, ok = ([judged[1]], judged[0]) if judged is not None else ([], True)
     for d in checked.outputs:
         text = f"'{d.name}' max abs diff {d.max_abs:.3g}"
         if d.runs is not None:  # no batch axis: a changed detection count is a change, not a mismatch
             text = f"'{d.name}' another shape on {d.runs[0]} of {d.runs[1]} runs"
         elif d.top1_agreement is not None:
             text += f", {d.answer_kind} agreement {d.top1_agreement:.2%}"
-            if d.top1_agreement < min_agreement:
+            if judged is None and d.top1_agreement < min_agreement:
                 ok = False
                 text += f" < {min_agreement:.2%}"
+                if budget is not None and budget["metric"] in LABELLED:
+                    text += (f" (the model was calibrated to a budget on {budget['metric']}, which allows answers "
+                             "that change both ways: labels in the data check that instead)")
         parts.append(text)
     if checked.accuracy is not None:
         parts.append(f"accuracy {checked.accuracy[0]:.2%} -> {checked.accuracy[1]:.2%}")
@@ -43,3 +74,31 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     if sum(t for _r, t in read):  # a sparse conv counts the inputs it read, not outputs it pruned
         parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs skipped")
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'")
+
+
+def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
+    """(within the budget, what was measured), or None when the data cannot tell: no
+    budget, labels missing for a labelled metric, or a metric the check does not measure."""
+    if budget is None:
+        return None
+    metric, max_drop = budget["metric"], float(budget["max_drop"])
+    if metric in LABELLED and checked.accuracy is None:
+        return None
+    if metric == "accuracy":
+        drop = checked.accuracy[0] - checked.accuracy[1]
+        what = f"accuracy drop {100 * drop:.2f} points"
+    elif metric == "lost":
+        drop, what = checked.lost, f"right answers lost {checked.lost:.2%}"
+    elif metric == "agreement":
+        scored = [d.top1_agreement for d in checked.outputs if d.top1_agreement is not None and d.runs is None]
+        if not scored:
+            return None
+        drop = 1 - min(scored)
+        what = f"agreement {min(scored):.2%}"
+    else:
+        return None
+    # Differences of accuracies carry float noise far below one sample.
+    ok = drop <= max_drop + 1e-9
+    bound = {"lost": "right answers lost"}.get(metric, f"{metric} drop")
+    return ok, (f"{what} {'<=' if ok else '>'} the budget it was calibrated to ({bound} <= {max_drop:g}, "
+                f"confidence {budget.get('confidence', 0):g}; measured on these data, a point estimate)")
