@@ -253,6 +253,12 @@ def test_calibration_under_the_latency_objective(tmp_path, scripted_clock):
     assert kept == [layer for layer, k in decisions.items() if k]
     assert set(kept) <= {"/conv2/conv/Conv"}
     assert report["held_out"]["drop"] <= 0.02 + 1e-9 or not report["budget_met"]
+    # The search's own choice saved more than the layers the objective kept: the table says both.
+    before = report["before_latency"]
+    assert before["flops_saved"] > report["calibration"]["flops_saved"]
+    text = " ".join(r.output.split())
+    assert "search's choice │" in text and "the latency objective then dropped the rewrites" in text
+    assert "calibration part (after the latency objective)" in text
     types = node_types(onnx.load(tmp_path / "o.onnx"))
     assert types.count("ExPruneConvRelu") == len(kept)
 

@@ -274,7 +274,13 @@ def calibration_table(outcome) -> Table:
                   "could name")
     t.add_row("search", f"{len(outcome.trials)} compiled trials, {outcome.passes:.1f} passes over the data, "
                         f"in {outcome.seconds:.1f} s")
-    t.add_row("ladder part (search's choice)" if cert else "calibration part",
+    before = getattr(outcome, "before_latency", None)
+    if before is not None:
+        t.add_row("search's choice", _score_text(*before, n_cal, outcome.result)
+                  + "; the latency objective then dropped the rewrites that were not faster (its table)")
+    part = "ladder part" if cert else "calibration part"
+    t.add_row(f"{part} (after the latency objective)" if before is not None
+              else "ladder part (search's choice)" if cert else part,
               _score_text(outcome.calibration, outcome.saved_calibration, n_cal, outcome.result))
     if outcome.holdout is not None:
         t.add_row("testing part (written model)" if cert else "held-out part",
@@ -328,6 +334,9 @@ def calibration_json(outcome, original_path: str, output_path: str) -> dict:
         "calibration": vars(outcome.calibration) | {"flops_saved": None if unknown else outcome.saved_calibration},
         "held_out": None if outcome.holdout is None else
         vars(outcome.holdout) | {"flops_saved": None if unknown else outcome.saved_holdout},
+        # The search's own choice, when the latency objective then dropped some of its rewrites.
+        "before_latency": None if getattr(outcome, "before_latency", None) is None else
+        vars(outcome.before_latency[0]) | {"flops_saved": None if unknown else outcome.before_latency[1]},
         "budget_met": outcome.met,
         "held_out_backoffs": outcome.backoffs,
         "backoff_parts": list(outcome.backoff_parts),

@@ -98,6 +98,9 @@ class Outcome:
     backoff_parts: tuple[str, ...] = ()  # the parts the first choice was over budget on
     labelled: bool = False  # labels were given (unused unless the metric is accuracy or lost)
     asked: bool = False  # the metric was named (--metric), not chosen from the output and labels
+    # (score, FLOPs saved) of the search's choice on the calibration part, when the latency
+    # objective then dropped some of its rewrites (the calibration figures are then the rest's)
+    before_latency: tuple | None = None
 
     def rung_options(self, shares: dict[str, float | str | None]) -> Options:
         """The options of an allocation, with the latency objective's sparse-consumer choice."""
@@ -360,13 +363,15 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             parts = tuple(name for name, sc in (("the whole calibration part", calib_score), ("the held-out part", hold_score))
                           if sc is not None and sc.drop > max_drop + 1e-9)
         shares, backoffs = step_down(shares), backoffs + 1
-    timed = None
+    timed = before = None
     if latency is not None and (result.changed or times_zero_inputs(final_options)):
         # Timed at the prune rates the model ships with, after any back-off; dropping a
         # layer only makes it exact again, and both parts are scored once more.
         timed = _keep_faster(original, planner, shares, data, calib_idx, latency, seed, log)
         relu_changed = with_sparse_choice(final_options, timed.options) != final_options
         if any(timed.kept(name) is False for name in shares) or relu_changed:
+            if any(timed.kept(name) is False and s is not None for name, s in shares.items()):
+                before = (calib_score, calib_saved)
             shares = {name: None if timed.kept(name) is False else s for name, s in shares.items()}
             # The plain-ReLU consumers it kept, or none where it kept the original.
             final_options = with_sparse_choice(planner.options(shares), timed.options)
@@ -380,7 +385,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
                    backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts,
-                   labelled=data.labels is not None, asked=asked)
+                   labelled=data.labels is not None, asked=asked, before_latency=before)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,
