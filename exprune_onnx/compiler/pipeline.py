@@ -52,6 +52,7 @@ class Rejected:
     op: str
     rule: str
     reason: str
+    skipped: bool = False  # rewritable, but its setting skips it (the config, calibration, the latency objective)
 
 
 @dataclass
@@ -184,7 +185,8 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                 if reason is None and owner is not None:
                     reason = f"shares its activation with layer '{owner}', rewritten already"
                 if reason is not None:
-                    rejected.append(Rejected(found.layer, node.op, rule.name, reason))
+                    skipped = ctx.options.setting(found.layer).skip and rule.check(found, _unskipped(ctx)) is None
+                    rejected.append(Rejected(found.layer, node.op, rule.name, reason, skipped))
                 else:
                     for n in found.chain:
                         claimed[id(n)] = found.layer
@@ -192,6 +194,12 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                     accepted.append((rule, found, ctx))
                 break
     return accepted, rejected
+
+
+def _unskipped(ctx: Context) -> Context:
+    """``ctx`` with no layer skipped: whether a skipped layer could be rewritten at all."""
+    options = replace(ctx.options, layers={name: replace(s, skip=False) for name, s in ctx.options.layers.items()})
+    return replace(ctx, options=options)
 
 
 def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):

@@ -207,8 +207,11 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     t = Table(title="Summary", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value")
-    considered = len(result.rewritten) + len(result.rejected)
-    t.add_row("layers rewritten", f"{len(result.rewritten)} of {considered} candidates")
+    # Candidates as inspect lists them: the layers the rules could rewrite, skipped ones too.
+    candidates = len(result.rewritten) + sum(r.skipped for r in result.rejected)
+    others = len(result.rejected) - (candidates - len(result.rewritten))
+    t.add_row("layers rewritten", f"{len(result.rewritten)} of {candidates} candidates"
+              + (f" ({others} more layer(s) match a pattern but cannot be rewritten)" if others else ""))
     before, after = op_counts(original), op_counts(result.model)
     ops = sorted(set(before) | set(after))
     changed = [f"{op} {before[op]}->{after[op]}" for op in ops if before[op] != after[op]]
@@ -431,4 +434,4 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
         console.print(("no rewrite kept" if dropped else "nothing to rewrite") + ": the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
     elif result.rejected and not explain:
-        console.print(f"{len(result.rejected)} candidate(s) not rewritten: --explain lists why")
+        console.print(f"{len(result.rejected)} layer(s) not rewritten: --explain lists why")
