@@ -78,9 +78,13 @@ def original_failed(source: str, exc: BaseException) -> DataError:
     data (Dataset.source; "random" for the seeded inputs we drew)."""
     if source == "random":
         return DataError(f"onnxruntime cannot run the original model on seeded random inputs ({error_message(exc)}): "
-                         "give sample data (--check-data), or --input-value for the inputs whose values matter")
+                         "give sample data (--check-data), or --input-value for the inputs whose values matter; "
+                         "if it fails on real data too, onnxruntime cannot run this model")
+    # onnxruntime says INVALID_ARGUMENT alike for ids past a table and for a kernel it lacks
+    # (a dilated Conv with auto_pad SAME), so both causes are named.
     return DataError(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the data "
-                     "does not fit the model")
+                     "does not fit the model, or onnxruntime cannot run this model on any input (does it run in "
+                     "plain onnxruntime?)")
 
 
 def original_unloadable(exc: BaseException) -> ModelLoadError:
