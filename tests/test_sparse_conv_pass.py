@@ -306,6 +306,9 @@ def test_must_not_fire(make, reason):
         assert not reasons
     else:
         assert len(reasons) == 1 and reason in reasons[0], reasons
+        # The layer's own problem is the reason whatever the switch says: no switch changes it.
+        auto = exprune_onnx.optimize_model(model, **(SPARSE | {"sparse_relu": "auto"}))
+        assert [r.reason for r in auto.sparse_rejected] == reasons
 
 
 @pytest.mark.parametrize("options,reason", [

@@ -108,9 +108,6 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     other = other_than_float32(x)
     if other:  # before the gate: no switch would change it
         return no(f"the input '{x.name}' is {other}, only float32 is read sparsely")
-    why = _gate(x, source, layer, ctx)
-    if why:
-        return no(why)
     stored = node.inputs[1]
     w = const_value(stored, ctx.opset)
     why = sparse_input.weight_problem(stored, w, 4, "but only 2-D convolutions are read sparsely")
@@ -137,6 +134,10 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         b = const_value(node.inputs[2], ctx.opset)
         if b is None or b.size != m or b.dtype.kind != "f":
             return no(f"the bias '{node.inputs[2].name}' is not a constant with one value per output channel")
+    # After the layer's own problems, which no switch would change (they are the reason to give).
+    why = _gate(x, source, layer, ctx)
+    if why:
+        return no(why)
     w, bias = _conv_alone(node, ctx)
     fused = _fusable(node, ctx, m)
     if fused is not None:
