@@ -57,3 +57,36 @@ def test_under_calibration_the_advice_is_a_rule_not_a_threshold_to_raise():
     (line,) = warnings(done)
     assert line.startswith("2 rewritten layer(s) cost as many FLOPs as dense") and "use --rule threshold" in line
     assert "raise --threshold" not in line
+
+
+def test_layers_inside_a_branch_are_said_to_have_no_counters(tmp_path):
+    """A body cannot hand its ops' counters out: the table's '?' and the missing measured
+    FLOPs are explained, and a main-graph rewrite alone is not warned of."""
+    import numpy as np
+    import onnx
+    from helpers import init, make_model, vi
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+
+    def branch(side):
+        w = init(side + "_w", (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32))
+        nodes = [helper.make_node("Conv", ["r0", side + "_w"], [side + "_c"], pads=[1, 1, 1, 1], name=side + "_conv"),
+                 helper.make_node("Relu", [side + "_c"], [side + "_y"])]
+        return helper.make_graph(nodes, side, [], [vi(side + "_y", ["N", 16, 6, 6])], [w])
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("t"), else_branch=branch("e"))]
+    model = make_model(nodes, [vi("x", ["N", 1, 6, 6]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 6, 6])],
+                       [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32))])
+    path = tmp_path / "if.onnx"
+    onnx.save(model, path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--objective", "flops",
+                                  "--threshold", "-1", "--min-units", "8", "--sparse-relu", "off"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "warning: 2 rewritten layer(s) inside If/Loop/Scan bodies have no counters" in text
+    assert "measured FLOPs" not in text
+    path = save_model(three_layer_mlp(), tmp_path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "mlp.exprune.onnx"), "--objective", "flops",
+                                  "--threshold", "0", "--sparse-relu", "off"])
+    assert r.exit_code == 0 and "have no counters" not in r.output

@@ -29,6 +29,14 @@ def costlier_layers(result, counts: dict | None) -> list[str]:
             and row["measured_flops"] >= row["dense_flops"]]
 
 
+def body_ops(model: onnx.ModelProto) -> int:
+    """Our ops inside If/Loop/Scan bodies: a body cannot hand their counters out."""
+    from ..io.modelio import all_graphs
+    from ..ops import DOMAIN
+
+    return sum(node.domain == DOMAIN for g in list(all_graphs(model.graph))[1:] for node in g.node)
+
+
 def warnings(done, argmax_only: tuple = ()) -> list[str]:
     """The warnings for a workflow.Optimized, in rich markup, without their prefix."""
     result, checked, outcome = done.result, done.checked, done.calibrated
@@ -61,6 +69,11 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     if still_scores:
         out.append(f"--argmax-only {escape(', '.join(still_scores))}: not rewritten as an arg-max head, the output "
                    "stays the scores (--explain says why)")
+    uncounted = body_ops(done.model)
+    if uncounted and (checked is not None or outcome is not None):
+        out.append(f"{uncounted} rewritten layer(s) inside If/Loop/Scan bodies have no counters (only the main "
+                   "graph's ops can output theirs), so their prune rates show '?' and the FLOPs measured on the "
+                   "data are not given")
     k_outside = sum(K_OUTSIDE in r.reason for r in result.rejected)
     if k_outside and not result.rewritten:
         out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
