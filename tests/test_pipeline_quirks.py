@@ -913,3 +913,29 @@ def test_weights_both_branches_share_are_written_once(threshold):
         if threshold == NEG_INF:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         assert got.shape == want.shape
+
+
+def test_branches_that_reuse_their_names_get_layer_names_of_their_own():
+    """Sibling bodies may reuse node and tensor names (each is its own scope): their layers
+    are told apart by the body's path, so a config entry or a latency decision is one's."""
+    rng = np.random.default_rng(10)
+
+    def branch(side):
+        w = init("w", (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32))
+        nodes = [helper.make_node("Conv", ["x1", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                 helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Identity", ["r"], [side + "_out"])]
+        return helper.make_graph(nodes, side, [], [vi(side + "_out", ["N", 16, 8, 8])], [w])
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["x1"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else"),
+                              name="if0")]
+    model = make_model(nodes, [vi("x", ["N", 1, 8, 8]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 8, 8])],
+                       [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32))])
+    shown = exprune_onnx.inspect_model(model, min_units=8)
+    names = sorted(rw.candidate.layer for rw in shown.rewritten)
+    assert names == ["if0.else_branch/Conv:c", "if0.then_branch/Conv:c"]
+    res = optimize_model(model, threshold=NEG_INF, min_units=8, sparse_input=False,
+                         layers={"if0.then_branch/Conv:c": exprune_onnx.config.LayerSetting(NEG_INF, skip=True)})
+    assert [rw.candidate.layer for rw in res.rewritten] == ["if0.else_branch/Conv:c"]
+    feeds = {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32), "cond": np.array(False)}
+    np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-5)

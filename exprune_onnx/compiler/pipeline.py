@@ -158,10 +158,28 @@ def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> l
     names = model_names(graph)
     counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
     dups = {name for name, c in counts.items() if c > 1}
+    outputs = Counter(f"{n.op}:{n.outputs[0].name}" for g in all_graphs(graph) for n in g.nodes if n.outputs)
+    dup_outputs = {name for name, c in outputs.items() if c > 1}
+    scopes = _scopes(graph)
     return [
-        Context(graph, g, opset_of(g, graph), options, names, dups, proof)
+        Context(graph, g, opset_of(g, graph), options, names, dups, proof, dup_outputs, scopes.get(id(g), ""))
         for g in all_graphs(graph)
     ]
+
+
+def _scopes(graph: gs.Graph, prefix: str = "") -> dict[int, str]:
+    """Each body's path from the main graph: the owning node's name (or op and output) and
+    attribute, per level ("If_0.then_branch/")."""
+    out: dict[int, str] = {}
+    for node in graph.nodes:
+        owner = node.name or f"{node.op}:{node.outputs[0].name if node.outputs else ''}"
+        for attr, value in node.attrs.items():
+            for body in value if isinstance(value, list) else [value]:
+                if isinstance(body, gs.Graph):
+                    path = f"{prefix}{owner}.{attr}/"
+                    out[id(body)] = path
+                    out.update(_scopes(body, path))
+    return out
 
 
 def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, proof: dict | None = None):

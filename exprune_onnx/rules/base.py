@@ -36,6 +36,11 @@ class Context:
     # Tensor -> dims under the model's own input dims, when numbers were given for some
     # (graphutil.same_shape); None: the graph's shapes are the model's own.
     proof_shapes: dict | None = None
+    # "op:output" names that more than one graph of the model holds (sibling branches may
+    # reuse their names), and the path of this graph's body ("If_0.then_branch/") that
+    # tells those apart.
+    duplicate_outputs: set[str] = field(default_factory=set)
+    scope: str = ""
 
 
 @dataclass

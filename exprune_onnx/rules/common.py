@@ -43,10 +43,12 @@ K_OUTSIDE = "is not between 1 and n - 1"
 
 
 def layer_name(node: gs.Node, ctx: Context) -> str:
-    """A name stable across runs: the node's own, or op and output when that is ambiguous."""
+    """A name stable across runs: the node's own, or op and output when that is ambiguous,
+    after the body's path when that is ambiguous too (branches that reuse their names)."""
     if node.name and node.name not in ctx.duplicate_node_names:
         return node.name
-    return f"{node.op}:{node.outputs[0].name}"
+    name = f"{node.op}:{node.outputs[0].name}"
+    return ctx.scope + name if name in ctx.duplicate_outputs else name
 
 
 def same_pad_problem(attrs: dict, kernel) -> str | None:
