@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import conv_hw, save_model
 
+import exprune_onnx
 from exprune_onnx.cli import main
 
 
@@ -154,3 +155,18 @@ def test_per_output_thresholds_show_the_median_of_them_all_and_how_many_never_pr
     console = Console(record=True, width=300)
     console.print(layers_table(result, None, "t"))
     assert "per output, median -inf, 100 at -inf" in console.export_text()
+
+
+def test_a_model_with_nothing_to_count_says_so():
+    """Not '0.00 MFLOPs per sample': a quantized model's QLinearConv is no float product."""
+    from helpers import make_model
+    from onnx import TensorProto, helper
+
+    from exprune_onnx.report.tables import dense_flops_text
+
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    result = exprune_onnx.inspect_model(model)
+    assert result.dense_flops == 0 and not result.uncounted_nodes
+    assert dense_flops_text(result) == "none counted: the model has no float Conv, Gemm or MatMul"

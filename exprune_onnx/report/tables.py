@@ -196,6 +196,8 @@ def dense_flops_text(result: Result) -> str:
     hint = shape_hint(result.model, result.input_shapes)
     if result.uncounted_nodes and not result.dense_flops:
         return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
+    if not result.dense_flops:  # a quantized model's QLinearConv, say: nothing this count covers
+        return "none counted: the model has no float Conv, Gemm or MatMul"
     dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
     if result.uncounted_nodes:
         dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted ({hint})"
