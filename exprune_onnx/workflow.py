@@ -237,8 +237,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         if result.changed:  # verify then checks this budget, not its agreement bar
             from .verify.agreement import stamp_budget
 
-            stamp_budget(result.model, calibrated.metric, calibrated.max_drop, calibrated.output,
-                         float(options.confidence or 0.0))
+            stamp_budget(result.model, calibrated)
     else:
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)

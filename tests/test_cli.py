@@ -390,3 +390,7 @@ def test_candidates_are_counted_as_inspect_lists_them(example, tmp_path):
     assert "3 layer(s) not rewritten: --explain lists why" in text
     shown = exprune_onnx.inspect_model(example)
     assert len(shown.rewritten) == 5 and len(shown.rejected) == 2
+    # Counting a skipped layer never reads the rest of its entry (thresholds of another count).
+    cfg.write_text(json.dumps({"layers": {"/fc1/Gemm": {"skip": True, "thresholds": [0.0]}}}))
+    r = invoke("inspect", example, "--config", cfg)
+    assert r.exit_code == 0 and "skipped by the config file" in r.output, r.output

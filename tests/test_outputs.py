@@ -270,3 +270,17 @@ def test_a_report_to_dev_stdout_goes_to_whatever_stdout_is(tmp_path, redirect):
         got = out.read_text()
     assert done.returncode == 0, done.stderr[-2000:]
     assert got.startswith("the tables\n{") and '"a": 1' in got and got.endswith("}\nafter\n"), got
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK), reason="no /dev/shm here")
+def test_a_regular_file_under_dev_is_replaced_not_appended_to():
+    """/dev/shm holds ordinary files: a report written there twice is the last one."""
+    import json
+
+    path = Path("/dev/shm") / f"exprune_test_{os.getpid()}.json"
+    try:
+        outputs.write_json(path, {"run": 1})
+        outputs.write_json(path, {"run": 2})
+        assert json.loads(path.read_text()) == {"run": 2}
+    finally:
+        path.unlink(missing_ok=True)

@@ -906,6 +906,17 @@ def test_weights_both_branches_share_are_written_once(threshold):
                    for t in g.initializer)
 
     assert weight_bytes(res.model) < 1.1 * weight_bytes(model)  # twice the weights before
+    # IR 3 lists every main-graph weight as a graph input too: no new weight is moved there.
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    old.ir_version = 3
+    for t in old.graph.initializer:
+        old.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for body in (a.g for a in old.graph.node[2].attribute):  # an IR 3 body holds Constant nodes
+        body.node.insert(0, helper.make_node("Constant", [], [body.initializer[0].name], value=body.initializer[0]))
+        del body.initializer[:]
+    written = optimize_model(old, threshold=threshold, min_units=8, sparse_input=False).model
+    assert {i.name for i in written.graph.input} <= {i.name for i in old.graph.input}
     feeds = {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)}
     for cond in (True, False):
         feeds["cond"] = np.array(cond)
@@ -934,6 +945,16 @@ def test_branches_that_reuse_their_names_get_layer_names_of_their_own():
     shown = exprune_onnx.inspect_model(model, min_units=8)
     names = sorted(rw.candidate.layer for rw in shown.rewritten)
     assert names == ["if0.else_branch/Conv:c", "if0.then_branch/Conv:c"]
+    # Two If nodes of one name: each body's path goes by op and output, as a layer's would.
+    twice = onnx.ModelProto()
+    twice.CopyFrom(model)
+    second = twice.graph.node.add()
+    second.CopyFrom(twice.graph.node[2])
+    second.output[0] = "y2"
+    twice.graph.output.add().CopyFrom(vi("y2", ["N", 16, 8, 8]))
+    names = sorted(rw.candidate.layer for rw in exprune_onnx.inspect_model(twice, min_units=8).rewritten)
+    assert names == ["If:y.else_branch/Conv:c", "If:y.then_branch/Conv:c", "If:y2.else_branch/Conv:c",
+                     "If:y2.then_branch/Conv:c"]
     res = optimize_model(model, threshold=NEG_INF, min_units=8, sparse_input=False,
                          layers={"if0.then_branch/Conv:c": exprune_onnx.config.LayerSetting(NEG_INF, skip=True)})
     assert [rw.candidate.layer for rw in res.rewritten] == ["if0.else_branch/Conv:c"]

@@ -1,6 +1,7 @@
 """`exprune-onnx verify`: honest models pass, each kind of tampering fails with exit 8 and says what."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -437,7 +438,9 @@ def test_a_calibrated_model_is_verified_against_its_budget(calibrated, tmp_path)
     assert budget == {"metric": "accuracy", "max_drop": 0.02, "output": "logits", "confidence": 0.0}
     r = invoke("verify", EXAMPLE, calibrated, "--data", SLICE)
     assert r.exit_code == 0, r.output
-    assert "<= the budget it was calibrated to (accuracy drop <= 0.02" in " ".join(r.output.split())
+    text = " ".join(r.output.split())
+    assert re.search(r"accuracy drop -?\d+\.\d\d% <= 2%, the budget it was calibrated to \(an estimate on its "
+                     r"held-out part; measured on these data", text), text
     # A bar asked for is the bar: agreement, as for any model.
     r = invoke("verify", EXAMPLE, calibrated, "--data", SLICE, "--min-agreement", "1")
     assert r.exit_code == FAILED and "< 100.00%" in error_text(r)
@@ -459,7 +462,8 @@ def test_a_budget_the_data_contradicts_fails(calibrated, tmp_path):
 
     r = invoke("verify", EXAMPLE, tampered(calibrated, tmp_path, strict), "--data", SLICE)
     assert r.exit_code == FAILED
-    assert "> the budget it was calibrated to (right answers lost <= 0" in error_text(r)
+    assert re.search(r"right answers lost \d+\.\d\d% > 0%, the budget it was calibrated to \(at confidence 0.9;",
+                     error_text(r)), error_text(r)
 
 
 def test_a_budget_is_not_carried_into_a_model_compiled_again(calibrated):
@@ -470,3 +474,17 @@ def test_a_budget_is_not_carried_into_a_model_compiled_again(calibrated):
     assert read_budget(original) is not None
     again = exprune_onnx.optimize_model(original, threshold=-1.0)
     assert again.changed and read_budget(again.model) is None
+
+
+def test_a_certified_accuracy_budget_is_stamped_as_the_right_answers_it_bounds():
+    """The certificate bounds right answers lost (an accuracy drop is at most that), at its
+    confidence; a budget without a certificate is the held-out part's estimate."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.verify.agreement import stamp_budget
+
+    for cert, want in ((SimpleNamespace(confidence=0.9), ("lost", 0.9)), (None, ("accuracy", 0.0))):
+        model = onnx.load(EXAMPLE)
+        stamp_budget(model, SimpleNamespace(metric="accuracy", max_drop=0.01, output="logits", certificate=cert))
+        budget = read_budget(model)
+        assert (budget["metric"], budget["confidence"]) == want and budget["max_drop"] == 0.01

@@ -32,7 +32,7 @@ import onnx_graphsurgeon as gs
 from .. import ops
 from .._version import __version__
 from ..config import SPARSE_RELU, Options, check_options, choose_k
-from ..errors import ConfigError
+from ..errors import ConfigError, ExPruneError
 from ..io import bigmodel
 from ..io.feeds import input_dims, keep_open_dims, with_input_shapes
 from ..io.modelio import all_graphs as graph_protos
@@ -160,25 +160,27 @@ def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> l
     dups = {name for name, c in counts.items() if c > 1}
     outputs = Counter(f"{n.op}:{n.outputs[0].name}" for g in all_graphs(graph) for n in g.nodes if n.outputs)
     dup_outputs = {name for name, c in outputs.items() if c > 1}
-    scopes = _scopes(graph)
+    scopes = _scopes(graph, dups)
     return [
         Context(graph, g, opset_of(g, graph), options, names, dups, proof, dup_outputs, scopes.get(id(g), ""))
         for g in all_graphs(graph)
     ]
 
 
-def _scopes(graph: gs.Graph, prefix: str = "") -> dict[int, str]:
-    """Each body's path from the main graph: the owning node's name (or op and output) and
-    attribute, per level ("If_0.then_branch/")."""
+def _scopes(graph: gs.Graph, duplicate_names: set[str], prefix: str = "") -> dict[int, str]:
+    """Each body's path from the main graph: the owning node's name (its op and output when
+    the name is empty or not unique, as layer names go) and attribute, per level
+    ("If_0.then_branch/")."""
     out: dict[int, str] = {}
     for node in graph.nodes:
-        owner = node.name or f"{node.op}:{node.outputs[0].name if node.outputs else ''}"
+        owner = node.name if node.name and node.name not in duplicate_names else \
+            f"{node.op}:{node.outputs[0].name if node.outputs else ''}"
         for attr, value in node.attrs.items():
             for body in value if isinstance(value, list) else [value]:
                 if isinstance(body, gs.Graph):
                     path = f"{prefix}{owner}.{attr}/"
                     out[id(body)] = path
-                    out.update(_scopes(body, path))
+                    out.update(_scopes(body, duplicate_names, path))
     return out
 
 
@@ -203,7 +205,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                 if reason is None and owner is not None:
                     reason = f"shares its activation with layer '{owner}', rewritten already"
                 if reason is not None:
-                    skipped = ctx.options.setting(found.layer).skip and rule.check(found, _unskipped(ctx)) is None
+                    skipped = ctx.options.setting(found.layer).skip and _rewritable(rule, found, ctx)
                     rejected.append(Rejected(found.layer, node.op, rule.name, reason, skipped))
                 else:
                     for n in found.chain:
@@ -214,10 +216,15 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
     return accepted, rejected
 
 
-def _unskipped(ctx: Context) -> Context:
-    """``ctx`` with no layer skipped: whether a skipped layer could be rewritten at all."""
-    options = replace(ctx.options, layers={name: replace(s, skip=False) for name, s in ctx.options.layers.items()})
-    return replace(ctx, options=options)
+def _rewritable(rule: Rule, found: Candidate, ctx: Context) -> bool:
+    """Whether a layer its setting skips could be rewritten at all (a candidate, as inspect
+    counts them): the rule's check under the same options with no layer skipped, and no
+    per-output thresholds of a skipped entry, which nothing reads."""
+    layers = {name: replace(s, skip=False, thresholds=None) for name, s in ctx.options.layers.items()}
+    try:
+        return rule.check(found, replace(ctx, options=replace(ctx.options, layers=layers))) is None
+    except ExPruneError:
+        return False
 
 
 def _analyse(model: onnx.ModelProto, options: Options, rules: RuleSet):
@@ -348,7 +355,8 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     del out.functions[:]
     out.functions.extend(functions.still_called(out.graph, original.functions))  # the inlined ones are gone
     _keep_notes(out.graph, original.graph)
-    _share_body_weights(out.graph)
+    if out.ir_version >= 4:  # before, every main-graph initializer is also a graph input: none is added
+        _share_body_weights(out.graph)
     if out.ir_version < 4:
         _list_initializers_as_inputs(out.graph)
     else:

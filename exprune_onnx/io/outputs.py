@@ -61,6 +61,9 @@ def write_stream(path: Path, text: str) -> None:
             stream.write(text)
             stream.flush()
             return
+    if Path(path).is_file():  # a regular file under /dev or /proc (/dev/shm): replaced, as any report file is
+        Path(path).write_text(text)
+        return
     with open(path, "a") as f:
         f.write(text)
 

@@ -18,10 +18,18 @@ BUDGET_KEY = "exprune_onnx.budget"
 LABELLED = ("accuracy", "lost")  # budget metrics that need labels
 
 
-def stamp_budget(model: onnx.ModelProto, metric: str, max_drop: float, output: str, confidence: float) -> None:
+def stamp_budget(model: onnx.ModelProto, outcome) -> None:
+    """The budget of a calibration ``outcome`` (tuning/search.Outcome), as it was promised: a
+    certificate bounds right answers lost where the metric is accuracy (an accuracy drop
+    is at most that), at its confidence; without one the held-out figure is an estimate
+    (confidence 0)."""
+    cert = getattr(outcome, "certificate", None)
+    metric = "lost" if cert is not None and outcome.metric == "accuracy" else outcome.metric
+    budget = {"metric": metric, "max_drop": outcome.max_drop, "output": outcome.output,
+              "confidence": cert.confidence if cert is not None else 0.0}
     entry = model.metadata_props.add()
     entry.key = BUDGET_KEY
-    entry.value = json.dumps({"metric": metric, "max_drop": max_drop, "output": output, "confidence": confidence})
+    entry.value = json.dumps(budget)
 
 
 def read_budget(model: onnx.ModelProto) -> dict | None:
@@ -77,28 +85,27 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
 
 
 def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
-    """(within the budget, what was measured), or None when the data cannot tell: no
-    budget, labels missing for a labelled metric, or a metric the check does not measure."""
+    """(within the budget, what was measured against it), or None when the data cannot tell:
+    no budget, labels missing for a labelled metric, or a metric the check does not measure."""
     if budget is None:
         return None
     metric, max_drop = budget["metric"], float(budget["max_drop"])
     if metric in LABELLED and checked.accuracy is None:
         return None
     if metric == "accuracy":
-        drop = checked.accuracy[0] - checked.accuracy[1]
-        what = f"accuracy drop {100 * drop:.2f} points"
+        drop, what = checked.accuracy[0] - checked.accuracy[1], "accuracy drop"
     elif metric == "lost":
-        drop, what = checked.lost, f"right answers lost {checked.lost:.2%}"
+        drop, what = checked.lost, "right answers lost"
     elif metric == "agreement":
-        scored = [d.top1_agreement for d in checked.outputs if d.top1_agreement is not None and d.runs is None]
+        scored = {d.name: d.top1_agreement for d in checked.outputs if d.top1_agreement is not None and d.runs is None}
         if not scored:
             return None
-        drop = 1 - min(scored)
-        what = f"agreement {min(scored):.2%}"
+        drop, what = 1 - scored.get(budget.get("output"), min(scored.values())), "answers changed"
     else:
         return None
     # Differences of accuracies carry float noise far below one sample.
     ok = drop <= max_drop + 1e-9
-    bound = {"lost": "right answers lost"}.get(metric, f"{metric} drop")
-    return ok, (f"{what} {'<=' if ok else '>'} the budget it was calibrated to ({bound} <= {max_drop:g}, "
-                f"confidence {budget.get('confidence', 0):g}; measured on these data, a point estimate)")
+    confidence = float(budget.get("confidence") or 0)
+    promise = f"at confidence {confidence:g}" if confidence else "an estimate on its held-out part"
+    return ok, (f"{what} {100 * drop:.2f}% {'<=' if ok else '>'} {100 * max_drop:g}%, the budget it was calibrated "
+                f"to ({promise}; measured on these data, a point estimate)")
