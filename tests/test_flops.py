@@ -81,3 +81,18 @@ def test_without_a_known_batch_the_first_axis_is_taken_for_it():
     two = folded(1)
     two.graph.input.append(onnx.helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [2, 6]))
     assert batch_of(gs.import_onnx(two)) is None
+
+
+def test_rows_that_are_no_multiple_of_the_batch_count_as_one_sample_s():
+    """A [1, 64] layer (a Loop body's, say) in a graph of batch 8: not 64 / 8 elements a sample."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.measure.flops import positions
+
+    def layer(shape, batch):
+        return SimpleNamespace(output=SimpleNamespace(shape=shape), head_logits_shape=None, kind="dense",
+                               batch=batch, outputs=64)
+
+    assert positions(layer([1, 64], 8)) == 1
+    assert positions(layer([16, 64], 8)) == 2  # the batch folded with two rows a sample
+    assert positions(layer(["N", 64], "N")) == 1

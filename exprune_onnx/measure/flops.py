@@ -80,6 +80,8 @@ def positions(c: Candidate) -> int | None:
     if shape is None or len(shape) < (3 if c.kind == "conv" else 1):
         return None
     elements = per_sample(shape, c.batch)
+    if elements is not None and elements % c.outputs:  # rows that are no multiple of the batch: one sample's
+        elements = per_sample(shape, None)
     return None if elements is None or elements % c.outputs else elements // c.outputs
 
 

@@ -72,8 +72,8 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     uncounted = body_ops(done.model)
     if uncounted and (checked is not None or outcome is not None):
         out.append(f"{uncounted} rewritten layer(s) inside If/Loop/Scan bodies have no counters (only the main "
-                   "graph's ops can output theirs), so their prune rates show '?' and the FLOPs measured on the "
-                   "data are not given")
+                   "graph's ops can output theirs), so their prune rates or inputs skipped show '?' and the FLOPs "
+                   "measured on the data are not given")
     k_outside = sum(K_OUTSIDE in r.reason for r in result.rejected)
     if k_outside and not result.rewritten:
         out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
