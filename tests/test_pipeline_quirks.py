@@ -960,3 +960,11 @@ def test_branches_that_reuse_their_names_get_layer_names_of_their_own():
     assert [rw.candidate.layer for rw in res.rewritten] == ["if0.else_branch/Conv:c"]
     feeds = {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32), "cond": np.array(False)}
     np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    # verify traces each op to its own branch's layer (both write 'c').
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify import verify
+
+    both = optimize_model(model, threshold=-1.0, min_units=8, sparse_input=False).model
+    rows = verify(model, both, random_dataset(model, 4, 0), min_agreement=0.0)
+    assert all(r.ok for r in rows), rows
+    assert "2 ExPruneConvRelu" in rows[0].detail

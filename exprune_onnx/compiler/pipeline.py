@@ -167,6 +167,12 @@ def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> l
     ]
 
 
+def body_scopes(graph: gs.Graph) -> dict[int, str]:
+    """id(body) -> its path from ``graph`` ("If_0.then_branch/"), as layer names carry it."""
+    counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
+    return _scopes(graph, {name for name, c in counts.items() if c > 1})
+
+
 def _scopes(graph: gs.Graph, duplicate_names: set[str], prefix: str = "") -> dict[int, str]:
     """Each body's path from the main graph: the owning node's name (its op and output when
     the name is empty or not unique, as layer names go) and attribute, per level

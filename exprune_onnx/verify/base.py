@@ -35,6 +35,7 @@ class Layer:
     w_tail: gs.Tensor | None = None
     bias: gs.Tensor | None = None
     w_head_sq: gs.Tensor | None = None
+    key: str = ""  # its body's path and its output's name: the original layer's key (structure.analyse_original)
 
     @property
     def name(self) -> str:

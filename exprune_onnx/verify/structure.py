@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from .. import ops
 from ..compiler.canonicalize import canonicalize, constants_to_initializers
 from ..compiler.graphutil import all_graphs, const_value, describe
-from ..compiler.pipeline import analysis_graph, find_candidates
+from ..compiler.pipeline import analysis_graph, body_scopes, find_candidates
 from ..config import DECISION_RULES, Options
 from ..errors import error_message
 from ..io.data import model_inputs
@@ -38,7 +38,8 @@ def analyse_original(original: onnx.ModelProto, input_shapes: dict | None = None
         # Any output may have been declared --argmax-only; only layers the ops point at are used.
         permissive.argmax_only = tuple(o.name for o in original.graph.output)
     accepted, _rejected = find_candidates(graph, permissive, proof=proof)
-    return graph, {c.output.name: (c, ctx) for _rule, c, ctx in accepted}
+    # Keyed by body path and output: sibling bodies may reuse their tensor names.
+    return graph, {ctx.scope + c.output.name: (c, ctx) for _rule, c, ctx in accepted}
 
 
 def _producer(t: gs.Tensor | None) -> gs.Node | None:
@@ -55,14 +56,15 @@ def _what(node: gs.Node | None, t: gs.Tensor) -> str:
     return describe(node)
 
 
-def traced(op: gs.Node, candidates: dict) -> Layer:
+def traced(op: gs.Node, candidates: dict, scope: str = "") -> Layer:
+    """``op`` (in the body at path ``scope``) traced back to its group and original layer."""
     try:
-        return _trace(op, candidates)
+        return _trace(op, candidates, scope)
     except Exception as exc:  # noqa: BLE001 - a graph too odd to follow is a failed check, not a crash
         return Layer(op, nodes=[op], problems=[f"{describe(op)} cannot be traced ({error_message(exc)})"])
 
 
-def _trace(op: gs.Node, candidates: dict) -> Layer:
+def _trace(op: gs.Node, candidates: dict, scope: str) -> Layer:
     layer = Layer(op, nodes=[op])
     bad = layer.problems.append
     if op.op not in ops.ALL_OPS:
@@ -71,7 +73,8 @@ def _trace(op: gs.Node, candidates: dict) -> Layer:
     kind = "conv" if op.op == ops.CONV_RELU else "dense"
     is_head = op.op == _ARGMAX_HEAD
     out = op.outputs[0].name if op.outputs else ""
-    found = candidates.get(out)
+    layer.key = scope + out
+    found = candidates.get(layer.key)
     if found is None:
         bad(f"{op.op} '{op.name}' writes '{out}', which is not the result of a layer "
             "the compiler rewrites in the original")
@@ -345,7 +348,8 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
                    sparse: list = ()) -> list[str]:
     """Compare every node outside the rewritten groups with the original's."""
     in_groups = {id(n) for layer in layers for n in layer.nodes} | {id(s.op) for s in sparse}
-    rest = [n for g in all_graphs(graph) for n in g.nodes if id(n) not in in_groups]
+    scopes = body_scopes(graph)
+    rest = [(scopes.get(id(g), ""), n) for g in all_graphs(graph) for n in g.nodes if id(n) not in in_groups]
     if not layers and not sparse:
         # The compiler returns an untouched model when it rewrites nothing; read as the
         # optimised one is (verify.static_rows).
@@ -355,9 +359,9 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
         reference = canonical
         for layer in layers:
             c = layer.candidate
-            if c is None or c.output.name not in candidates:
+            if c is None or layer.key not in candidates:
                 continue
-            ctx = candidates[c.output.name][1]
+            ctx = candidates[layer.key][1]
             for node in [c.reduction, *c.chain]:
                 node.outputs.clear()
             inputs = [c.x] + ([c.residual] if c.residual is not None else [])
@@ -367,18 +371,19 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
                 verify_sparse.replace_in_reference(s, reference, _GROUP)
         # Weights only the rewritten layers used (a Transpose of an initializer, say) go too.
         reference.cleanup(recurse_subgraphs=True)
-    ref = [n for g in all_graphs(reference) for n in g.nodes if n.op != _GROUP]
-    got_types = Counter(_op_key(n) for n in rest)
-    want_types = Counter(_op_key(n) for n in ref)
+    ref_scopes = body_scopes(reference)
+    ref = [(ref_scopes.get(id(g), ""), n) for g in all_graphs(reference) for n in g.nodes if n.op != _GROUP]
+    got_types = Counter(_op_key(n) for _, n in rest)
+    want_types = Counter(_op_key(n) for _, n in ref)
     if got_types != want_types:
         extra = ", ".join(f"{k} x{v}" for k, v in sorted((got_types - want_types).items()))
         missing = ", ".join(f"{k} x{v}" for k, v in sorted((want_types - got_types).items()))
         text = "outside the rewritten layers the graph differs from the original:"
         return [text + (f" extra {extra}" if extra else "") + (";" if extra and missing else "")
                 + (f" missing {missing}" if missing else "")]
-    by_outputs = {tuple(o.name for o in n.outputs): n for n in ref}
-    for node in rest:
-        twin = by_outputs.get(tuple(o.name for o in node.outputs))
+    by_outputs = {(scope, *(o.name for o in n.outputs)): n for scope, n in ref}
+    for scope, node in rest:
+        twin = by_outputs.get((scope, *(o.name for o in node.outputs)))
         if twin is None or _signature(twin) != _signature(node):
             return [f"{describe(node)} differs from the original's node (inputs, attributes or constants)"]
     return []
