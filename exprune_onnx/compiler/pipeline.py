@@ -361,11 +361,10 @@ def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     del out.functions[:]
     out.functions.extend(functions.still_called(out.graph, original.functions))  # the inlined ones are gone
     _keep_notes(out.graph, original.graph)
-    if out.ir_version >= 4:  # before, every main-graph initializer is also a graph input: none is added
-        _share_body_weights(out.graph)
-    if out.ir_version < 4:
+    if out.ir_version < 4:  # every main-graph initializer is a graph input too: no body weight is moved there
         _list_initializers_as_inputs(out.graph)
     else:
+        _share_body_weights(out.graph)
         _keep_listed_initializers(out.graph, original.graph)
     return out
 
