@@ -15,6 +15,10 @@ import exprune_onnx
     ("unused", "'m' is used by no node, with no ReLU-family activation after it"),
     ("sigmoid", "'m' does not feed a ReLU-family activation (consumers: Sigmoid)"),
     ("two_relus", "'m' feeds 3 nodes (Relu 'r1', Relu 'r2', Sigmoid 's'): each would need the whole result"),
+    # A residual stream (a transformer's FFN output): two non-constant Adds and no activation.
+    ("stream", "'m' does not feed a ReLU-family activation: after its residual Add, Add 'add2' adds another "
+               "tensor and no Relu or Clip follows"),
+    ("two_adds", "Add 'add2' is a second non-constant Add before the activation"),
 ])
 def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
     rng = np.random.default_rng(0)
@@ -29,6 +33,14 @@ def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
         nodes += [helper.make_node("Relu", ["m"], ["y"], name="r1"), helper.make_node("Relu", ["m"], ["y2"], name="r2"),
                   helper.make_node("Sigmoid", ["m"], ["y3"], name="s")]  # every consumer is counted
         outputs = [vi("y", None), vi("y2", None), vi("y3", None)]
+    if tail in ("stream", "two_adds"):
+        nodes += [helper.make_node("Add", ["m", "h"], ["s1"], name="add1"),
+                  helper.make_node("Add", ["s1", "h"], ["s2"], name="add2")]
+        end = "s2"
+        if tail == "two_adds":
+            nodes.append(helper.make_node("Relu", ["s2"], ["y"]))
+            end = "y"
+        outputs = [vi(end, None)]
     model = make_model(nodes, [vi("x", ["N", 4, 6, 6])], outputs,
                        [init("w0", rng.standard_normal((16, 4, 1, 1)).astype(np.float32)),
                         init("w1", rng.standard_normal((16, 16, 1, 1)).astype(np.float32))])

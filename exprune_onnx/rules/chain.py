@@ -94,6 +94,9 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
         elif nxt.op == "Sub":
             return f"{describe(nxt)} subtracts a non-constant tensor"
         elif residual is not None:
+            if not _reaches_activation(nxt.outputs[0]):  # a transformer's residual stream, say
+                return (f"'{start.name}' does not feed a ReLU-family activation: after its residual Add, "
+                        f"{describe(nxt)} adds another tensor and no Relu or Clip follows")
             return f"{describe(nxt)} is a second non-constant Add before the activation"
         else:
             residual = other
@@ -103,6 +106,18 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
                     f"residual '{other.name}' of {describe(nxt)} does not provably have the output's shape"
                 )
         t = nxt.outputs[0]
+
+
+def _reaches_activation(t: gs.Tensor, limit: int = 16) -> bool:
+    """Whether a Relu or Clip follows ``t`` through chain ops, each the one chain consumer."""
+    for _ in range(limit):
+        users = [u for u in t.outputs if u.op in _CHAIN_OPS and is_default_domain(u)]
+        if len(users) != 1 or not users[0].outputs:
+            return False
+        if users[0].op in ("Relu", "Clip"):
+            return True
+        t = users[0].outputs[0]
+    return False
 
 
 def _continuation(t: gs.Tensor, ctx: Context, problems: list[str]) -> gs.Node | str:
