@@ -14,6 +14,7 @@ from .cli_boundary import guarded, make_console, pipe_closed
 from .cli_options import a_number, calibration_only, common_options, file_path, input_options, typed_with
 from .config import (
     DEFAULT_CONFIDENCE,
+    LOSSLESS,
     OBJECTIVES,
     SPARSE_RELU,
     Options,
@@ -26,9 +27,10 @@ from .tuning.metrics import METRICS
 
 _EPILOG_OPTIMIZE = """\b
 Examples:
-  exprune-onnx optimize model.onnx                      # threshold 0, writes model.exprune.onnx
-  exprune-onnx optimize model.onnx --threshold=-inf --check-data photos.npz
+  exprune-onnx optimize model.onnx                      # lossless, writes model.exprune.onnx
+  exprune-onnx optimize model.onnx --check-data photos.npz
                                    # lossless: only the zero-input skipping that is faster stays
+  exprune-onnx optimize model.onnx --calibration calib.npz --max-drop 0.01   # prune within 1 point
   exprune-onnx optimize model.onnx --config layers.json -o fast.onnx
   exprune-onnx optimize model.onnx --check-data inputs.npz --explain
 """
@@ -206,7 +208,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if objective == "flops":
         typed_with("--objective flops", ("latency_batch", "latency_threads"), "it times nothing (they set how the "
                    "latency objective times)")
-    default = None if calibration is not None or config is not None else 0.0
+    # Nothing asked to prune: the lossless mode (exact rewrites only). Threshold 0, the paper's,
+    # took the bundled CNN from 91.8% to 51.8% where the objective kept its rewrites.
+    default = None if calibration is not None or config is not None else LOSSLESS
     options = _options(threshold if threshold is not None else default, config, k, min_units,
                        include_first_layer, unit_order, argmax_only, emit_stats)
     options.alpha, options.sparse_input, options.sparse_relu = alpha, sparse_input, sparse_relu
@@ -240,6 +244,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if streamed:
         write_json(report_path, payload)
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
+    if default == LOSSLESS and threshold is None and rule in (None, "threshold"):
+        make_console().print("lossless: nothing asked to prune, so no output is pruned (exact rewrites only); "
+                             "--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it")
     make_console().print(f"wrote {output}")
 
 

@@ -28,8 +28,8 @@ def common_options(fn):
     fn = click.option("--config", type=click.Path(path_type=Path),
                       help="Per-layer JSON (thresholds, k, skip) keyed by the names `inspect` prints.")(fn)
     fn = click.option("--threshold", type=float,
-                      help="Prune an output when bias + residual + (n/k) * partial < T. Default 0; -inf prunes "
-                           "nothing.")(fn)
+                      help="Prune an output when bias + residual + (n/k) * partial < T; -inf prunes nothing. "
+                           "Without it (or --config, --calibration) nothing is pruned: the lossless mode.")(fn)
     return fn
 
 

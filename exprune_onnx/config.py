@@ -33,6 +33,9 @@ from .errors import ConfigError
 PAPER_K = 32
 SIMD_WIDTH = 8
 DEFAULT_MIN_UNITS = 32
+# The command's threshold when nothing asks to prune (no --threshold, --config or
+# --calibration): no output is pruned, and only exact rewrites remain.
+LOSSLESS = -math.inf
 
 
 def parse_k(text: str | int | float | None) -> str | int | float:
