@@ -488,3 +488,12 @@ def test_a_certified_accuracy_budget_is_stamped_as_the_right_answers_it_bounds()
         stamp_budget(model, SimpleNamespace(metric="accuracy", max_drop=0.01, output="logits", certificate=cert))
         budget = read_budget(model)
         assert (budget["metric"], budget["confidence"]) == want and budget["max_drop"] == 0.01
+
+
+def test_a_budget_entry_this_version_cannot_read_is_no_budget():
+    """A hand-edited or foreign entry: verify keeps its agreement bar rather than failing on it."""
+    for value in ("not json", '{"metric": "accuracy"}', '{"max_drop": 0.01}', "[1, 2]"):
+        model = onnx.load(EXAMPLE)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "exprune_onnx.budget", value
+        assert read_budget(model) is None, value

@@ -156,8 +156,7 @@ def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict
 
 def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> list[Context]:
     names = model_names(graph)
-    counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
-    dups = {name for name, c in counts.items() if c > 1}
+    dups = _duplicate_names(graph)
     outputs = Counter(f"{n.op}:{n.outputs[0].name}" for g in all_graphs(graph) for n in g.nodes if n.outputs)
     dup_outputs = {name for name, c in outputs.items() if c > 1}
     scopes = _scopes(graph, dups)
@@ -167,10 +166,16 @@ def _contexts(graph: gs.Graph, options: Options, proof: dict | None = None) -> l
     ]
 
 
-def body_scopes(graph: gs.Graph) -> dict[int, str]:
-    """id(body) -> its path from ``graph`` ("If_0.then_branch/"), as layer names carry it."""
+def _duplicate_names(graph: gs.Graph) -> set[str]:
     counts = Counter(n.name for g in all_graphs(graph) for n in g.nodes if n.name)
-    return _scopes(graph, {name for name, c in counts.items() if c > 1})
+    return {name for name, c in counts.items() if c > 1}
+
+
+def scoped_nodes(graph: gs.Graph) -> list[tuple[str, gs.Node]]:
+    """Every node of ``graph`` and of its bodies, after its body's path ("If_0.then_branch/"),
+    as layer names carry it."""
+    scopes = _scopes(graph, _duplicate_names(graph))
+    return [(scopes.get(id(g), ""), node) for g in all_graphs(graph) for node in g.nodes]
 
 
 def _scopes(graph: gs.Graph, duplicate_names: set[str], prefix: str = "") -> dict[int, str]:
@@ -196,7 +201,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
     accepted: list[tuple[Rule, Candidate, Context]] = []
     rejected: list[Rejected] = []
     claimed: dict[int, str] = {}
-    batches: dict[int, int | str | None] = {}
+    batch = batch_of(graph)  # for the candidates' FLOPs per sample (measure/flops.py)
     for ctx in _contexts(graph, options, proof):
         for node in list(ctx.graph.nodes):
             for rule in rules:
@@ -216,7 +221,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                 else:
                     for n in found.chain:
                         claimed[id(n)] = found.layer
-                    found.batch = batches.setdefault(id(ctx.model_graph), batch_of(ctx.model_graph))
+                    found.batch = batch
                     accepted.append((rule, found, ctx))
                 break
     return accepted, rejected

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError
 
 METRICS = ("auto", "accuracy", "lost", "agreement", "relerr")
+LABELLED = ("accuracy", "lost")  # the metrics that need labels
 # Hugging Face's ignore_index: a position that has no label (padding, a prompt token).
 # Accuracy and losses are over the labelled positions only.
 IGNORE = -100

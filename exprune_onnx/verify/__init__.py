@@ -35,8 +35,7 @@ import onnx_graphsurgeon as gs
 
 from .. import ops
 from ..compiler.canonicalize import constants_to_initializers
-from ..compiler.graphutil import all_graphs
-from ..compiler.pipeline import body_scopes
+from ..compiler.pipeline import scoped_nodes
 from ..errors import error_message
 from ..io.data import Dataset
 from ..io.modelio import all_nodes
@@ -76,11 +75,10 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
     # Ops the original holds already (a model this compiler wrote, given again) are the
     # original's nodes, compared as the rest is.
     prior = {(n.name, n.op_type) for n in all_nodes(original.graph) if n.domain == ops.DOMAIN}
-    scopes = body_scopes(graph)
-    found = [(node, scopes.get(id(g), "")) for g in all_graphs(graph) for node in g.nodes
+    found = [(scope, node) for scope, node in scoped_nodes(graph)
              if node.domain == ops.DOMAIN and (node.name, node.op) not in prior]
-    ours = [node for node, _ in found]
-    layers = [traced(node, candidates, scope) for node, scope in found if node.op not in SPARSE_OPS]
+    ours = [node for _, node in found]
+    layers = [traced(node, candidates, scope) for scope, node in found if node.op not in SPARSE_OPS]
     by_name = verify_sparse.tensors_by_name(canonical)
     sparse = [verify_sparse.trace(node, by_name, int(canonical.opset)) if node.op == ops.SPARSE_MATMUL
               else trace_conv(node, canonical)

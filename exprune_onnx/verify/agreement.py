@@ -10,12 +10,12 @@ from .. import ops
 from ..errors import DataError, error_message
 from ..io.data import Dataset
 from ..progress import quiet
+from ..tuning.metrics import LABELLED
 from .base import Row
 
 # The budget a calibrated model was written for (workflow.run), which verify then checks
 # in place of the agreement bar: an accuracy budget allows changed answers that cancel.
 BUDGET_KEY = "exprune_onnx.budget"
-LABELLED = ("accuracy", "lost")  # budget metrics that need labels
 
 
 def stamp_budget(model: onnx.ModelProto, outcome) -> None:

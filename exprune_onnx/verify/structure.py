@@ -14,8 +14,8 @@ import onnx_graphsurgeon as gs
 
 from .. import ops
 from ..compiler.canonicalize import canonicalize, constants_to_initializers
-from ..compiler.graphutil import all_graphs, const_value, describe
-from ..compiler.pipeline import analysis_graph, body_scopes, find_candidates
+from ..compiler.graphutil import const_value, describe
+from ..compiler.pipeline import analysis_graph, find_candidates, scoped_nodes
 from ..config import DECISION_RULES, Options
 from ..errors import error_message
 from ..io.data import model_inputs
@@ -348,8 +348,7 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
                    sparse: list = ()) -> list[str]:
     """Compare every node outside the rewritten groups with the original's."""
     in_groups = {id(n) for layer in layers for n in layer.nodes} | {id(s.op) for s in sparse}
-    scopes = body_scopes(graph)
-    rest = [(scopes.get(id(g), ""), n) for g in all_graphs(graph) for n in g.nodes if id(n) not in in_groups]
+    rest = [(scope, n) for scope, n in scoped_nodes(graph) if id(n) not in in_groups]
     if not layers and not sparse:
         # The compiler returns an untouched model when it rewrites nothing; read as the
         # optimised one is (verify.static_rows).
@@ -371,8 +370,7 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
                 verify_sparse.replace_in_reference(s, reference, _GROUP)
         # Weights only the rewritten layers used (a Transpose of an initializer, say) go too.
         reference.cleanup(recurse_subgraphs=True)
-    ref_scopes = body_scopes(reference)
-    ref = [(ref_scopes.get(id(g), ""), n) for g in all_graphs(reference) for n in g.nodes if n.op != _GROUP]
+    ref = [(scope, n) for scope, n in scoped_nodes(reference) if n.op != _GROUP]
     got_types = Counter(_op_key(n) for _, n in rest)
     want_types = Counter(_op_key(n) for _, n in ref)
     if got_types != want_types:
