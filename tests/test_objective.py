@@ -109,22 +109,6 @@ def test_sparse_relu_off_times_no_plain_consumer(scripted_clock):
     assert len(calls) == 2 and not choice.result.changed
 
 
-def test_small_models_get_more_passes_within_the_budget():
-    """About 0.4 s per model: hundreds of passes at 50 us a batch, at least 5 for a slow one."""
-    assert objective.passes_for(50e-6) == 1000 and objective.passes_for(0.5e-3) == 100
-    assert objective.passes_for(1.0) == 5
-
-
-def test_timing_feeds_have_the_asked_batch_and_come_from_the_indices():
-    data = Dataset({"x": np.arange(10, dtype=np.float32).reshape(5, 2)}, None, "t")
-    feeds = objective.timing_feeds(data, 3, seed=1, indices=np.array([1, 3]))
-    assert len(feeds) == objective.FEEDS
-    for f in feeds:
-        assert f["x"].shape == (3, 2) and set(f["x"][:, 0]) <= {2.0, 6.0}
-    with pytest.raises(exprune_onnx.errors.RuntimeCheckError):
-        objective.timing_feeds(data, 1, indices=np.array([], np.int64))
-
-
 def test_real_timing_decisions_follow_the_measured_numbers():
     model = three_layer_mlp((64, 256, 512, 64))
     choice = latency_choice(model, batch=4, threads=1)

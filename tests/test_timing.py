@@ -31,12 +31,3 @@ def test_ir3_initializers_are_constants_already():
     plain = weight_model(8)
     del plain.graph.input[1:]
     assert constant_weights(plain) is plain
-
-
-def test_the_objective_times_listed_weights_as_constants(monkeypatch):
-    from exprune_onnx.tuning import objective
-
-    seen = []
-    monkeypatch.setattr(objective, "timing_session", lambda model, threads: seen.append(model))
-    objective._session(weight_model(8), 1)
-    assert [i.name for i in seen[0].graph.input] == ["x"]

@@ -55,12 +55,13 @@ import onnx
 
 from ..compiler.pipeline import Result, optimize
 from ..config import Options
-from ..errors import DataError, RuntimeCheckError, error_message, original_failed, original_unloadable
+from ..errors import RuntimeCheckError, original_unloadable
 from ..io.data import Dataset
 from ..measure.flops import dense_flops
 from ..measure.timing import constant_weights
 from ..measure.timing import session as timing_session
 from ..progress import quiet
+from .pairs import FEEDS, clearly_slower, passes_for, run, time_pair, timing_feeds
 from .screen import (
     ALONE_MARGIN,
     SparseConsumer,
@@ -74,12 +75,6 @@ from .small_gains import model_ms, time_again, time_together, too_small
 # A layer must make the whole model this much faster to stay: below it, the
 # difference is within what a shared machine's noise can fake.
 MARGIN = 0.01
-FEEDS = 8  # distinct input batches cycled through in every timed pass
-# A rewrite this much slower than without it after MIN_PASSES passes is not timed to the
-# end: the medians of 2 x FEEDS runs each do not move 5% back (tests/test_objective.py
-# keeps the decisions; bench/ would say if they did).
-GIVE_UP = 0.05
-MIN_PASSES = 2
 # Screen every layer alone first (screen.py) when timing each in the whole model would
 # take longer than this many seconds; below, whole-model timing is cheap and exact.
 SCREEN_ABOVE = 20.0
@@ -159,84 +154,6 @@ def _compile(original: onnx.ModelProto, options: Options) -> Built:
     return built
 
 
-def timing_feeds(data: Dataset, batch: int, seed: int = 0,
-                 indices: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
-    """FEEDS batches of ``batch`` samples drawn (seeded) from ``data`` (or from its
-    samples at ``indices``); fewer samples than a batch are repeated, so the batch size
-    is the one asked for."""
-    rng = np.random.default_rng(seed)
-    pool = np.arange(len(data)) if indices is None else np.asarray(indices)
-    if len(pool) == 0:
-        raise RuntimeCheckError("the latency objective needs at least one input sample to time on")
-    if data.batch is not None and batch != data.batch:
-        raise DataError(f"--latency-batch {batch} is impossible: the model's inputs fix the batch at {data.batch}; "
-                        f"use --latency-batch {data.batch} or leave it out")
-    feeds = []
-    for _ in range(FEEDS):
-        pick = np.sort(rng.choice(pool, size=batch, replace=len(pool) < batch))
-        feeds.append(data.take(pick))
-    return feeds
-
-
-def _session(model: onnx.ModelProto, threads: int):
-    try:
-        return timing_session(constant_weights(model), threads)
-    except Exception as exc:
-        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
-
-
-def _run(sess, names, feeds, source: str | None = None) -> None:
-    """One run. With ``source`` (the data's name) the model is the original, and a failure
-    is the data's (out-of-range token ids, inputs whose lengths disagree), not the rewrite's."""
-    try:
-        sess.run(names, feeds)
-    except Exception as exc:
-        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-        if source is not None:
-            raise original_failed(source, exc) from exc
-        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); "
-                                "--objective flops keeps the rewrites without timing them") from exc
-
-
-def clearly_slower(with_ms: float, without_ms: float) -> bool:
-    """Whether a rewrite timed at ``with_ms`` against ``without_ms`` after a few passes is
-    so much slower that more passes cannot make it MARGIN faster: stop timing it."""
-    return with_ms > without_ms * (1.0 + GIVE_UP)
-
-
-def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
-              passes: int, block: int = 1, give_up=None) -> tuple[float, float]:
-    """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
-    every ``block`` runs. 1 alternates every run; a larger block gives each model that
-    many consecutive runs, as a loop that calls one model (a decoder) would, so that
-    weights which fit in the cache stay there, where alternating every run makes two
-    large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
-    from the ``MIN_PASSES``-th on, ends the timing early when it says so."""
-    sa, sb = _session(a, threads), _session(b, threads)
-    outs_a = [o.name for o in a.graph.output]
-    outs_b = [o.name for o in b.graph.output]
-    for f in feeds:  # warm up: first runs allocate and page in
-        _run(sa, outs_a, f)
-        _run(sb, outs_b, f)
-    ta, tb = [], []
-    runs = passes * len(feeds)
-    for turn, start in enumerate(range(0, runs, block)):
-        # Alternate who goes first so that cache and frequency effects hit both.
-        first, second = ((sa, outs_a, ta), (sb, outs_b, tb)) if turn % 2 == 0 else \
-            ((sb, outs_b, tb), (sa, outs_a, ta))
-        for sess, names, sink in (first, second):
-            for r in range(start, min(runs, start + block)):
-                f = feeds[r % len(feeds)]
-                t0 = time.perf_counter()
-                sess.run(names, f)
-                sink.append(time.perf_counter() - t0)
-        timed = min(len(ta), len(tb))
-        if (give_up is not None and timed >= MIN_PASSES * len(feeds) and timed % len(feeds) == 0
-                and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3))):
-            break
-    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
-
-
 def times_zero_inputs(options: Options) -> bool:
     """Whether step 3 may find plain-ReLU consumers to time, so that ``choose`` has work
     even where no early-exit layer was rewritten."""
@@ -247,13 +164,6 @@ def with_sparse_choice(options: Options, chosen: Options) -> Options:
     """``options`` with the sparse-consumer settings of the latency choice ``chosen``."""
     return dataclasses.replace(options, sparse_input=chosen.sparse_input, sparse_relu=chosen.sparse_relu,
                                sparse_relu_layers=chosen.sparse_relu_layers)
-
-
-def passes_for(seconds_per_batch: float, budget: float = 0.4) -> int:
-    """Enough passes through the feeds for a steady median, within about ``budget``
-    seconds per model. A model of a few dozen microseconds gets hundreds: at that size
-    a timer tick or a frequency step moves a short median by several percent."""
-    return int(np.clip(budget / max(seconds_per_batch * FEEDS, 1e-6), 5, 1000))
 
 
 def skipping(options: Options, layers, chosen=()) -> Options:
@@ -370,20 +280,8 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     relu_kept += time_together(choice, lambda relu: build(dropped, relu).model, relu_kept, feeds, threads, passes,
                                log)
     forget_all_but((dropped, relu_kept))
-    final = build(dropped, relu_kept)
-    if final.changed:
-        # Whatever is still rewritten (the kept layers, and any consumer reading their
-        # output sparsely) must beat the original, or nothing is written.
-        log("timing the result against the original")
-        choice.original_ms, choice.optimized_ms = time_pair(original, final.model, feeds, threads, passes)
-        if choice.optimized_ms > choice.original_ms * (1.0 - MARGIN):
-            choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms
-            choice.optimized_ms = choice.original_ms
-            dropped, relu_kept = list(layers), []
-    else:
-        # The last whole-model comparison's dense side was the original model.
-        whole = [t for t in choice.layers if not t.note]
-        choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
+    if _against_original(choice, original, build(dropped, relu_kept), feeds, threads, passes, probe_seconds, log):
+        dropped, relu_kept = list(layers), []
     choice.options = skipping(options, dropped, layers)
     choice.options.emit_stats = options.emit_stats
     if relu_candidates:  # the dropped ones then say why (passes/sparse_input.py)
@@ -394,6 +292,25 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     choice.result = optimize(original, choice.options)
     choice.seconds = time.perf_counter() - start
     return choice
+
+
+def _against_original(choice: LatencyChoice, original: onnx.ModelProto, final: Built, feeds: list[dict],
+                      threads: int, passes: int, probe_seconds: float, log) -> bool:
+    """Step 4: whatever is still rewritten (the kept layers, and any consumer reading
+    their output sparsely) must beat the original; True when it did not, and nothing is
+    to be written. Sets the choice's two times either way."""
+    if not final.changed:
+        # The last whole-model comparison's dense side was the original model.
+        whole = [t for t in choice.layers if not t.note]
+        choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
+        return False
+    log("timing the result against the original")
+    choice.original_ms, choice.optimized_ms = time_pair(original, final.model, feeds, threads, passes)
+    if choice.optimized_ms <= choice.original_ms * (1.0 - MARGIN):
+        return False
+    choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms
+    choice.optimized_ms = choice.original_ms
+    return True
 
 
 def _alone_row(choice: LatencyChoice, layer: str, alone: tuple[float, float] | None, kind: str,
@@ -419,11 +336,11 @@ def _seconds_per_run(model: onnx.ModelProto, feeds: list[dict], threads: int, so
     except Exception as exc:
         raise original_unloadable(exc) from exc
     for feed in feeds:
-        _run(session, None, feed, source)
+        run(session, None, feed, source)
     times: list[float] = []
     while len(times) < 3 or (sum(times) < 0.3 and len(times) < 3 * len(feeds)):
         t0 = time.perf_counter()
-        _run(session, None, feeds[len(times) % len(feeds)], source)
+        run(session, None, feeds[len(times) % len(feeds)], source)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 

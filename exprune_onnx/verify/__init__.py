@@ -70,7 +70,7 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
         return Row("structure", False, reason), Row("weights", False, "not checked: " + reason)
     graph = gs.import_onnx(optimized)
     # As the original was read: an IR 3 model's body weights are Constant nodes (the
-    # compiler writes them back so, pipeline._list_initializers_as_inputs).
+    # compiler writes them back so, export._list_initializers_as_inputs).
     constants_to_initializers(graph)
     # Ops the original holds already (a model this compiler wrote, given again) are the
     # original's nodes, compared as the rest is.

@@ -1,0 +1,156 @@
+"""The pipeline's last step: the rewritten graph back to a model that loads where the
+original did (its IR version, opsets, metadata, notes and listed initializers kept)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from .. import ops
+from .._version import __version__
+from ..io import bigmodel
+from ..io.modelio import all_graphs as graph_protos
+from ..io.modelio import all_nodes, runtime_ir_version
+from . import functions
+
+
+def export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
+    out = bigmodel.export(graph, do_type_check=False)
+    # graphsurgeon keeps tensor types only: a sequence of maps (skl2onnx's ZipMap) came back
+    # a sequence of no element type, which onnxruntime refuses to load.
+    kinds = {o.name: o.type for o in original.graph.output if not o.type.HasField("tensor_type")}
+    for o in out.graph.output:
+        if o.name in kinds and _untyped(o.type):
+            o.type.CopyFrom(kinds[o.name])
+    out.ir_version = runtime_ir_version(original.ir_version)
+    for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(out, key, getattr(original, key))
+    del out.opset_import[:]
+    out.opset_import.extend(o for o in original.opset_import if o.domain != ops.DOMAIN)
+    out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.VERSION))
+    del out.metadata_props[:]
+    # An original this compiler wrote has our keys already: the checker refuses a key twice,
+    # and a budget it was calibrated to is no promise of this model's.
+    out.metadata_props.extend(p for p in original.metadata_props if not p.key.startswith("exprune_onnx."))
+    entry = out.metadata_props.add()
+    entry.key, entry.value = "exprune_onnx.version", __version__
+    del out.functions[:]
+    out.functions.extend(functions.still_called(out.graph, original.functions))  # the inlined ones are gone
+    _keep_notes(out.graph, original.graph)
+    if out.ir_version < 4:  # every main-graph initializer is a graph input too: no body weight is moved there
+        _list_initializers_as_inputs(out.graph)
+    else:
+        _share_body_weights(out.graph)
+        _keep_listed_initializers(out.graph, original.graph)
+    return out
+
+
+def _share_body_weights(graph: onnx.GraphProto) -> None:
+    """One copy, in the main graph, of a weight that several If/Loop/Scan bodies hold the
+    same: graphsurgeon writes an outer weight into every body that reads it, and each
+    body's rewrite of a shared layer makes its own copies of the new weights, so a merged
+    decoder whose two branches share their weights came out twice its size. A copy is
+    renamed only where its name is defined once in the whole model and is no body output."""
+    bodies = list(graph_protos(graph))[1:]
+    defined = Counter(name for g in graph_protos(graph) for name in _defined(g))
+    groups: dict[tuple, list] = {}
+    for body in bodies:
+        outputs = {o.name for o in body.output}
+        for t in body.initializer:
+            content = t.raw_data or t.SerializeToString()
+            if len(content) >= _SHARED_MIN_BYTES and t.name not in outputs:
+                groups.setdefault((t.data_type, tuple(t.dims), hashlib.sha256(content).digest()), []).append((body, t))
+    for found in groups.values():
+        if len({id(body) for body, _ in found}) < 2:
+            continue
+        first = found[0][1]
+        names = {t.name for _, t in found}
+        if any(defined[n] != sum(t.name == n for _, t in found) for n in names):
+            continue  # a name defined elsewhere too: renaming or hoisting could change what it means
+        kept = onnx.TensorProto()
+        kept.CopyFrom(first)
+        for body, t in found:
+            body.initializer.remove(t)
+            if t.name != first.name:
+                _rename_uses(body, t.name, first.name)
+        graph.initializer.append(kept)
+
+
+_SHARED_MIN_BYTES = 1024  # smaller constants (a Slice's bounds) are not worth the renaming
+
+
+def _defined(g: onnx.GraphProto):
+    yield from (t.name for t in g.initializer)
+    yield from (v.name for v in g.input)
+    yield from (o for n in g.node for o in n.output if o)
+
+
+def _rename_uses(body: onnx.GraphProto, old: str, new: str) -> None:
+    for g in graph_protos(body):
+        for node in g.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+
+
+def _untyped(t: onnx.TypeProto) -> bool:
+    """Whether ``t`` lacks its element type (a tensor's, or a sequence's elements')."""
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return t.tensor_type.elem_type == onnx.TensorProto.UNDEFINED
+    return kind is None or (kind == "sequence_type" and _untyped(t.sequence_type.elem_type))
+
+
+def _keep_notes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """The doc strings and metadata the graphsurgeon round trip drops: the graph's
+    (torch's dynamo exporter keeps its export signature there) and those of every node
+    the rewrite left as it was (same name and op; names shared by two nodes are skipped)."""
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(original.metadata_props)
+    nodes = Counter((n.name, n.op_type) for n in all_nodes(original))
+    notes = {(n.name, n.op_type): n for n in all_nodes(original)
+             if n.name and nodes[(n.name, n.op_type)] == 1 and (n.doc_string or n.metadata_props)}
+    for node in all_nodes(graph):
+        was = notes.get((node.name, node.op_type))
+        if was is not None:
+            node.doc_string = was.doc_string
+            del node.metadata_props[:]
+            node.metadata_props.extend(was.metadata_props)
+
+
+def _keep_listed_initializers(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """The original's initializers that it also lists as graph inputs (defaults a caller may
+    override; exporters' keep_initializers_as_inputs) stay listed where they are still
+    initializers: the written model takes the same inputs, in the same order. A weight a
+    rewrite replaced is gone from both."""
+    kept = {t.name for t in graph.initializer}
+    current = {i.name: i for i in graph.input}
+    known = {i.name for i in original.input}
+    # In the original's order: a caller may feed inputs by position.
+    inputs = [current.get(i.name, i) for i in original.input if i.name in current or i.name in kept]
+    inputs += [i for i in graph.input if i.name not in known]
+    copies = [onnx.ValueInfoProto.FromString(i.SerializeToString()) for i in inputs]
+    del graph.input[:]
+    graph.input.extend(copies)
+
+
+def _list_initializers_as_inputs(graph: onnx.GraphProto, body: bool = False) -> None:
+    """IR 3 requires every initializer to be a graph input too (Caffe2-era models). An
+    If/Loop/Scan body cannot take extra inputs: its initializers become Constant nodes."""
+    if body:
+        nodes = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in graph.initializer]
+        nodes += list(graph.node)
+        del graph.initializer[:]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    else:
+        listed = {i.name for i in graph.input}
+        for t in graph.initializer:
+            if t.name not in listed:
+                graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _list_initializers_as_inputs(sub, body=True)
+

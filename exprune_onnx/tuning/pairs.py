@@ -1,0 +1,106 @@
+"""Two models timed side by side in onnxruntime, the latency objective's measuring
+instrument: the same feeds, the same session options, turns taken run by run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+
+from ..errors import DataError, RuntimeCheckError, error_message, original_failed
+from ..io.data import Dataset
+from ..measure.timing import constant_weights
+from ..measure.timing import session as timing_session
+
+FEEDS = 8  # distinct input batches cycled through in every timed pass
+# A rewrite this much slower than without it after MIN_PASSES passes is not timed to the
+# end: the medians of 2 x FEEDS runs each do not move 5% back (tests/test_objective.py
+# keeps the decisions; bench/ would say if they did).
+GIVE_UP = 0.05
+MIN_PASSES = 2
+
+
+def timing_feeds(data: Dataset, batch: int, seed: int = 0,
+                 indices: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+    """FEEDS batches of ``batch`` samples drawn (seeded) from ``data`` (or from its
+    samples at ``indices``); fewer samples than a batch are repeated, so the batch size
+    is the one asked for."""
+    rng = np.random.default_rng(seed)
+    pool = np.arange(len(data)) if indices is None else np.asarray(indices)
+    if len(pool) == 0:
+        raise RuntimeCheckError("the latency objective needs at least one input sample to time on")
+    if data.batch is not None and batch != data.batch:
+        raise DataError(f"--latency-batch {batch} is impossible: the model's inputs fix the batch at {data.batch}; "
+                        f"use --latency-batch {data.batch} or leave it out")
+    feeds = []
+    for _ in range(FEEDS):
+        pick = np.sort(rng.choice(pool, size=batch, replace=len(pool) < batch))
+        feeds.append(data.take(pick))
+    return feeds
+
+
+def session(model: onnx.ModelProto, threads: int):
+    try:
+        return timing_session(constant_weights(model), threads)
+    except Exception as exc:
+        raise RuntimeCheckError(f"onnxruntime cannot load a model to time ({error_message(exc)})") from exc
+
+
+def run(sess, names, feeds, source: str | None = None) -> None:
+    """One run. With ``source`` (the data's name) the model is the original, and a failure
+    is the data's (out-of-range token ids, inputs whose lengths disagree), not the rewrite's."""
+    try:
+        sess.run(names, feeds)
+    except Exception as exc:
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+        if source is not None:
+            raise original_failed(source, exc) from exc
+        raise RuntimeCheckError(f"onnxruntime failed while timing on inputs {shapes} ({error_message(exc)}); "
+                                "--objective flops keeps the rewrites without timing them") from exc
+
+
+def clearly_slower(with_ms: float, without_ms: float) -> bool:
+    """Whether a rewrite timed at ``with_ms`` against ``without_ms`` after a few passes is
+    so much slower that more passes cannot make it MARGIN faster: stop timing it."""
+    return with_ms > without_ms * (1.0 + GIVE_UP)
+
+
+def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
+              passes: int, block: int = 1, give_up=None) -> tuple[float, float]:
+    """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
+    every ``block`` runs. 1 alternates every run; a larger block gives each model that
+    many consecutive runs, as a loop that calls one model (a decoder) would, so that
+    weights which fit in the cache stay there, where alternating every run makes two
+    large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
+    from the ``MIN_PASSES``-th on, ends the timing early when it says so."""
+    sa, sb = session(a, threads), session(b, threads)
+    outs_a = [o.name for o in a.graph.output]
+    outs_b = [o.name for o in b.graph.output]
+    for f in feeds:  # warm up: first runs allocate and page in
+        run(sa, outs_a, f)
+        run(sb, outs_b, f)
+    ta, tb = [], []
+    runs = passes * len(feeds)
+    for turn, start in enumerate(range(0, runs, block)):
+        # Alternate who goes first so that cache and frequency effects hit both.
+        first, second = ((sa, outs_a, ta), (sb, outs_b, tb)) if turn % 2 == 0 else \
+            ((sb, outs_b, tb), (sa, outs_a, ta))
+        for sess, names, sink in (first, second):
+            for r in range(start, min(runs, start + block)):
+                f = feeds[r % len(feeds)]
+                t0 = time.perf_counter()
+                sess.run(names, f)
+                sink.append(time.perf_counter() - t0)
+        timed = min(len(ta), len(tb))
+        if (give_up is not None and timed >= MIN_PASSES * len(feeds) and timed % len(feeds) == 0
+                and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3))):
+            break
+    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
+
+
+def passes_for(seconds_per_batch: float, budget: float = 0.4) -> int:
+    """Enough passes through the feeds for a steady median, within about ``budget``
+    seconds per model. A model of a few dozen microseconds gets hundreds: at that size
+    a timer tick or a frequency step moves a short median by several percent."""
+    return int(np.clip(budget / max(seconds_per_batch * FEEDS, 1e-6), 5, 1000))
