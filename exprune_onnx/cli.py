@@ -312,7 +312,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         feeds = data.first(batch)
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
-    dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows)
+    dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
     if dense is None:  # the ops' savings would be set against a partial count
         why += f" ({report.shape_hint(ref, known)})"
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),

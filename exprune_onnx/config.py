@@ -126,6 +126,9 @@ class Options:
     # Numbers for symbolic input dims (--input-shape, feeds.py): input -> dims, used for
     # shape inference and FLOPs only; the written model keeps its open dims.
     input_shapes: dict[str, tuple] = field(default_factory=dict)
+    # FLOPs per sample of the nodes shape inference cannot size, by first output, taken
+    # from one run on the data (measure/shape_probe.py); for the count only.
+    runtime_flops: dict[str, int] | None = None
     # Calibration only: the probability, over the draw of the data, that the budget holds on
     # the data distribution (certify.py); 0 keeps the point estimate on the data given. None:
     # the workflow's default (DEFAULT_CONFIDENCE, as on the command line); the search alone

@@ -233,6 +233,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     if settings.calibration is not None:
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         options.input_shapes = data.input_shapes(model, options.input_shapes)
+        _count_at_run_time(model, options, data)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
     if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency
@@ -244,6 +245,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     else:
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)
+        if settings.check_data is not None or settings.check:
+            _count_at_run_time(model, options, check_data())
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs
@@ -265,6 +268,14 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         timings["check"] = time.perf_counter() - start
     return Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
+
+
+def _count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
+    """The FLOPs of the nodes shape inference cannot size, from one run of the original
+    on the data's first samples (measure/shape_probe.py): shapes, not values, matter."""
+    from .measure.shape_probe import runtime_flops
+
+    options.runtime_flops = runtime_flops(model, data.first(1)) or None
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

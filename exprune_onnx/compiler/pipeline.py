@@ -296,7 +296,7 @@ def _quiet(fn):
 def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """What ``optimize`` would do, without doing it."""
     graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
-    total, unknown = model_flops(graph)
+    total, unknown = model_flops(graph, options.runtime_flops)
     rewritten = []
     for _rule, c, _ctx in accepted:
         setting = options.setting(c.layer)
@@ -322,7 +322,7 @@ def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -
 
 def _rewrite(model: onnx.ModelProto, options: Options, rules: RuleSet) -> Result:
     graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
-    total, unknown = model_flops(graph)
+    total, unknown = model_flops(graph, options.runtime_flops)
     if not accepted and not options.sparse_input:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn)
     rewritten = [rule.rewrite(c, ctx) for rule, c, ctx in accepted]

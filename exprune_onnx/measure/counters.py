@@ -74,10 +74,11 @@ def flops_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> f
 
 
 def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes: dict, counts: dict,
-                   rows: int) -> tuple[int | None, float | None, str]:
+                   rows: int, feed: dict | None = None) -> tuple[int | None, float | None, str]:
     """``evaluate``'s FLOPs: the original's dense count per sample (None when unknown), the
     FLOPs the optimised model's ops saved per sample on ``rows`` samples by ``counts`` (None
-    when they cannot be set against it), and why not. A model this compiler wrote counts the
+    when they cannot be set against it), and why not; ``feed``, one batch of the data, sizes
+    what shape inference cannot (shape_probe.py). A model this compiler wrote counts the
     same dense FLOPs as its original (flops.py); a pair that does not is no such pair, and
     its ops' savings would be set against another model's count."""
     import onnx_graphsurgeon as gs
@@ -86,9 +87,11 @@ def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes
     from ..compiler.pipeline import infer_shapes
     from ..io.feeds import with_input_shapes
     from .flops import model_flops
+    from .shape_probe import runtime_flops
 
     def dense(model):  # a layer inside a local function counts too
-        return model_flops(gs.import_onnx(infer_shapes(with_input_shapes(functions.inline(model), shapes))))
+        seen = runtime_flops(model, feed) if feed else None
+        return model_flops(gs.import_onnx(infer_shapes(with_input_shapes(functions.inline(model), shapes))), seen)
 
     total, unknown = dense(original)
     if unknown:

@@ -146,14 +146,18 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
     return None if elements is None else 2 * per_output * elements
 
 
-def model_flops(graph: gs.Graph) -> tuple[int, int]:
-    """(FLOPs per sample of the countable reductions, number left uncounted)."""
+def model_flops(graph: gs.Graph, seen: dict[str, int] | None = None) -> tuple[int, int]:
+    """(FLOPs per sample of the countable reductions, number left uncounted). ``seen``:
+    counts of main-graph nodes by first output, at the shapes of real inputs
+    (shape_probe.py), taken before the graph's own."""
     total, unknown = 0, 0
     batch = batch_of(graph)
+    seen = seen or {}
     for g in all_graphs(graph):
         for node in g.nodes:
             if counted(node):
-                f = node_flops(node, batch)
+                f = seen.get(node.outputs[0].name) if g is graph and node.outputs else None
+                f = node_flops(node, batch) if f is None else f
                 if f is None:
                     unknown += 1
                 else:

@@ -1,0 +1,58 @@
+"""FLOPs of the nodes shape inference cannot size, read from one onnxruntime run.
+
+A transformer exported from PyTorch splits its heads with a Reshape to a shape built
+from Shape/Gather/Concat at run time: ONNX shape inference (and onnxruntime's symbolic
+one) leaves every tensor after it unsized, so its attention MatMuls went uncounted and
+no share of FLOPs saved could be given. Running the model once on real inputs, with
+those nodes' tensors made graph outputs, sizes them. Only the main graph is probed: a
+tensor inside an If/Loop/Scan body cannot be a graph output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..compiler import functions
+from ..io.feeds import with_input_shapes
+from .flops import batch_of, counted, node_flops
+
+
+def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, int]:
+    """FLOPs per sample of each counted main-graph node, keyed by its first output
+    (``flops.model_flops`` takes them as ``seen``), at the shapes of ``feed`` (one
+    batch): from shape inference with every input dim fixed, and for what that leaves
+    unsized, from one onnxruntime run of ``model`` on ``feed``. Fixed dims also size a
+    batch folded into another axis that inference lost the symbol of ([N*T, C] after a
+    Reshape to -1), which with the batch open counted as one row. Empty when the model is
+    too large to hand to onnxruntime from memory; a failed run leaves its nodes out."""
+    from ..compiler.pipeline import infer_shapes
+    from ..io.bigmodel import serializable
+    from ..runtime import inference_session
+
+    flat = functions.inline(model)
+    if not serializable(flat):
+        return {}
+    names = {i.name for i in model.graph.input}
+    feed = {k: v for k, v in feed.items() if k in names}
+    graph = gs.import_onnx(infer_shapes(with_input_shapes(flat, {k: tuple(v.shape) for k, v in feed.items()})))
+    batch = batch_of(graph)
+    nodes = [n for n in graph.nodes if counted(n) and n.outputs]
+    missing = [n for n in nodes if node_flops(n, batch) is None]
+    wanted = sorted({t.name for n in missing for t in [*n.inputs, n.outputs[0]]
+                     if isinstance(t, gs.Variable) and t.name and t.name not in names})
+    if wanted:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(flat)
+        present = {o.name for o in probe.graph.output}
+        probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name not in present)
+        try:
+            values = inference_session(probe, optimize=False).run(wanted, feed)
+        except Exception:  # noqa: BLE001 - any failure leaves these nodes as shape inference left them
+            values = []
+        tensors = graph.tensors()
+        for name, value in zip(wanted, values):
+            tensors[name].shape = list(np.shape(value))
+    counts = {n.outputs[0].name: node_flops(n, batch) for n in nodes}
+    return {name: flops for name, flops in counts.items() if flops is not None}

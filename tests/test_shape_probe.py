@@ -1,0 +1,123 @@
+"""measure/shape_probe.py: FLOPs of the nodes shape inference cannot size, from one run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+from click.testing import CliRunner
+from helpers import init, make_model, save_model, scaled_normal, vi
+from onnx import helper
+from test_flops import PER_SAMPLE, folded
+
+from exprune_onnx.cli import main
+from exprune_onnx.compiler.pipeline import infer_shapes
+from exprune_onnx.io.feeds import with_input_shapes
+from exprune_onnx.measure.flops import model_flops
+from exprune_onnx.measure.shape_probe import runtime_flops
+
+T, C, HEADS = 5, 8, 2
+
+
+def heads_model():
+    """x [N, T, 8] -> MatMul -> Reshape to [N, T, 2, 4] by a shape computed at run time
+    (a Range over the input's own dims, which shape inference cannot follow) -> two heads'
+    scores and context (MatMuls) -> Reshape back -> MatMul -> Relu -> MatMul."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Slice", ["xs", "zero", "two"], ["nt"]),
+        helper.make_node("ReduceMax", ["nt"], ["big"], keepdims=1),
+        helper.make_node("Squeeze", ["big"], ["big_s"]),
+        helper.make_node("Range", ["zero_s", "big_s", "big_s"], ["one"]),  # [0]: known only when run
+        helper.make_node("Add", ["one", "heads"], ["h"]),
+        helper.make_node("Concat", ["nt", "h", "hd"], ["split"], axis=0),
+        helper.make_node("Reshape", ["q", "split"], ["q4"]),
+        helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["q4"], ["kh"], perm=[0, 2, 3, 1]),
+        helper.make_node("MatMul", ["qh", "kh"], ["scores"]),
+        helper.make_node("MatMul", ["scores", "qh"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ct"], perm=[0, 2, 1, 3]),
+        helper.make_node("Concat", ["nt", "width"], ["merged"], axis=0),
+        helper.make_node("Reshape", ["ct", "merged"], ["m"]),
+        helper.make_node("MatMul", ["m", "w1"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    inits = [init("wq", scaled_normal(C, C)), init("w1", scaled_normal(C, 16)), init("w2", scaled_normal(16, 4)),
+             init("zero", np.array([0], np.int64)), init("two", np.array([2], np.int64)),
+             init("zero_s", np.array(0, np.int64)), init("heads", np.array([HEADS], np.int64)),
+             init("hd", np.array([C // HEADS], np.int64)), init("width", np.array([C], np.int64))]
+    return make_model(nodes, [vi("x", ["N", "T", C])], [vi("y", ["N", "T", 4])], inits)
+
+
+# Per sample: the three projections, and per head T x T scores and T x 4 context.
+HEADS_PER_SAMPLE = 2 * T * (C * C + C * 16 + 16 * 4) + 2 * 2 * HEADS * T * T * (C // HEADS)
+
+
+def static_flops(model, shapes):
+    return model_flops(gs.import_onnx(infer_shapes(with_input_shapes(model, shapes))))
+
+
+def feed(batch=1):
+    return {"x": np.random.default_rng(0).standard_normal((batch, T, C)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_run_sizes_the_heads_that_shape_inference_cannot(batch):
+    model = heads_model()
+    total, unknown = static_flops(model, {"x": ("N", T, C)})
+    assert unknown == 2 and total == 2 * T * (C * C + C * 16 + 16 * 4)  # the two head MatMuls
+    seen = runtime_flops(model, feed(batch))
+    assert seen["scores"] == seen["ctx"] == 2 * HEADS * T * T * (C // HEADS)
+    graph = gs.import_onnx(infer_shapes(with_input_shapes(model, {"x": ("N", T, C)})))
+    assert model_flops(graph, seen) == (HEADS_PER_SAMPLE, 0)
+
+
+def test_fixed_dims_size_a_batch_whose_symbol_inference_lost():
+    model = folded("N")  # [N, 6, 8] -> Reshape [-1, 8]: with the batch open, the rows counted as samples
+    assert static_flops(model, {}) == (2 * (8 * 16 + 16 * 4), 0)
+    seen = runtime_flops(model, {"x": np.ones((2, 6, 8), np.float32)})
+    assert model_flops(gs.import_onnx(infer_shapes(model)), seen) == (PER_SAMPLE, 0)
+
+
+def test_nothing_unsized_needs_no_run(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no session was needed")
+
+    monkeypatch.setattr("exprune_onnx.runtime.inference_session", refuse)
+    assert sum(runtime_flops(folded(1), {"x": np.ones((1, 6, 8), np.float32)}).values()) == PER_SAMPLE
+
+
+def test_a_failed_run_leaves_the_unsized_nodes_uncounted(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no session")
+
+    monkeypatch.setattr("exprune_onnx.runtime.inference_session", broken)
+    seen = runtime_flops(heads_model(), feed())
+    assert "scores" not in seen and "ctx" not in seen and seen["y"] == 2 * T * 16 * 4
+
+
+def test_a_model_too_large_to_run_from_memory_is_not_probed(monkeypatch):
+    monkeypatch.setattr("exprune_onnx.io.bigmodel.serializable", lambda model: False)
+    assert runtime_flops(heads_model(), feed()) == {}
+
+
+def test_optimize_and_evaluate_count_the_heads(tmp_path):
+    path = save_model(heads_model(), tmp_path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((16, T, C)).astype(np.float32))
+    out, report, evaluated = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "e.json"
+    run = CliRunner().invoke(main, ["optimize", str(path), "--check-data", str(data), "-o", str(out), "--threshold",
+                                    "-2", "--objective", "flops", "--min-units", "4", "--include-first-layer",
+                                    "--report", str(report)])
+    assert run.exit_code == 0, run.output
+    written = json.loads(report.read_text())
+    assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_PER_SAMPLE, 0)
+    assert "not counted" not in run.output and "measured FLOPs" in run.output
+    run = CliRunner().invoke(main, ["evaluate", str(path), str(out), "--data", str(data), "--runs", "2",
+                                    "--json", str(evaluated)])
+    assert run.exit_code == 0, run.output
+    assert json.loads(evaluated.read_text())["dense_flops_per_sample"] == HEADS_PER_SAMPLE
