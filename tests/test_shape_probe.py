@@ -121,3 +121,15 @@ def test_optimize_and_evaluate_count_the_heads(tmp_path):
                                     "--json", str(evaluated)])
     assert run.exit_code == 0, run.output
     assert json.loads(evaluated.read_text())["dense_flops_per_sample"] == HEADS_PER_SAMPLE
+
+
+def test_no_data_and_open_dims_leave_an_unchanged_model_as_before(tmp_path):
+    """Random inputs cannot be made for [N, 3, H, W] without data: the count then stays
+    static, and a model with nothing to rewrite is still written, as it was before."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 3, "H", "W"])], [vi("y", ["N", 4, "h", "w"])],
+                       [init("w", scaled_normal(4, 3, 3, 3))])
+    path, out = save_model(model, tmp_path), tmp_path / "o.onnx"
+    run = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--objective", "flops"])
+    assert run.exit_code == 0, run.output
+    assert "nothing to rewrite" in run.output and out.exists()
