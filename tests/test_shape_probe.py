@@ -133,3 +133,16 @@ def test_no_data_and_open_dims_leave_an_unchanged_model_as_before(tmp_path):
     run = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--objective", "flops"])
     assert run.exit_code == 0, run.output
     assert "nothing to rewrite" in run.output and out.exists()
+
+
+def test_the_layer_table_counts_a_folded_batch_as_the_summary_does(tmp_path):
+    path, data = save_model(folded("N"), tmp_path), tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((8, 6, 8)).astype(np.float32))
+    report = tmp_path / "r.json"
+    run = CliRunner().invoke(main, ["optimize", str(path), "--check-data", str(data), "-o", str(tmp_path / "o.onnx"),
+                                    "--threshold", "-2", "--objective", "flops", "--min-units", "8",
+                                    "--include-first-layer", "--report", str(report)])
+    assert run.exit_code == 0, run.output
+    written = json.loads(report.read_text())
+    assert written["dense_flops_per_sample"] == PER_SAMPLE
+    assert [row["dense_flops"] for row in written["layers"]] == [2 * 6 * 8 * 16]

@@ -219,6 +219,8 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                     for n in found.chain:
                         claimed[id(n)] = found.layer
                     found.batch = batch
+                    if ctx.graph is graph and found.reduction.outputs:  # probed in the main graph only
+                        found.seen_flops = (options.runtime_flops or {}).get(found.reduction.outputs[0].name)
                     accepted.append((rule, found, ctx))
                 break
     return accepted, rejected

@@ -75,6 +75,7 @@ class Candidate:
     head_keepdims: bool | None = None  # arg-max heads: whether the index keeps the class axis
     head_logits_shape: list | None = None  # arg-max heads: the logits' shape ([*, classes])
     batch: int | str | None = None  # the graph's batch size or symbol (measure/flops.batch_of), set on acceptance
+    seen_flops: int | None = None  # the reduction's FLOPs per sample at the data's shapes (measure/shape_probe.py)
 
     @property
     def n(self) -> int:
