@@ -91,7 +91,7 @@ def test_rows_that_are_no_multiple_of_the_batch_count_as_one_sample_s():
 
     def layer(shape, batch):
         return SimpleNamespace(output=SimpleNamespace(shape=shape), head_logits_shape=None, kind="dense",
-                               batch=batch, outputs=64)
+                               batch=batch, outputs=64, seen_flops=None)
 
     assert positions(layer([1, 64], 8)) == 1
     assert positions(layer([16, 64], 8)) == 2  # the batch folded with two rows a sample

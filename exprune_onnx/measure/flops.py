@@ -77,9 +77,8 @@ def per_sample(shape, batch: int | str | None) -> int | None:
 def positions(c: Candidate) -> int | None:
     """Output elements per sample and output channel: from the count at the data's shapes
     where there is one (it sizes a folded batch whose symbol inference lost)."""
-    per_position = 2 * c.n * c.taps * c.outputs
-    if c.seen_flops and c.seen_flops % per_position == 0:
-        return c.seen_flops // per_position
+    if c.seen_flops and c.seen_flops % (2 * c.n * c.taps * c.outputs) == 0:
+        return c.seen_flops // (2 * c.n * c.taps * c.outputs)
     shape = c.output.shape if c.head_logits_shape is None else c.head_logits_shape
     if shape is None or len(shape) < (3 if c.kind == "conv" else 1):
         return None
