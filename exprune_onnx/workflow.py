@@ -246,7 +246,6 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     else:
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)
-        if settings.check_data is not None:
             _count_at_run_time(model, options, check_data())
         elif settings.check:
             # Seeded random inputs where the model's dims allow them without data; where
@@ -277,8 +276,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 
 
 def _count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
-    """The FLOPs of the nodes shape inference cannot size, from one run of the original
-    on the data's first samples (measure/shape_probe.py): shapes, not values, matter."""
+    """FLOPs counted at the shapes of the data's first samples, those shape inference
+    cannot size from one run of the original on them (measure/shape_probe.py)."""
     from .measure.shape_probe import runtime_flops
 
     options.runtime_flops = runtime_flops(model, data.first(1)) or None

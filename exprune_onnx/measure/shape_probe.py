@@ -1,4 +1,5 @@
-"""FLOPs of the nodes shape inference cannot size, read from one onnxruntime run.
+"""FLOPs counted at the shapes of real inputs, with one onnxruntime run for what shape
+inference cannot size.
 
 A transformer exported from PyTorch splits its heads with a Reshape to a shape built
 from Shape/Gather/Concat at run time: ONNX shape inference (and onnxruntime's symbolic
