@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -337,8 +338,11 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .compiler.pipeline import inspect as run_inspect
+    from .errors import DataError
+    from .io.data import random_dataset
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
+    from .workflow import count_at_run_time
 
     console = make_console()
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
@@ -346,6 +350,8 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     original = load_model(model)
     check_spec(original, InputSpec(input_shapes))
     options.input_shapes = input_shapes
+    with contextlib.suppress(DataError):  # dims left open: shape inference's count alone
+        count_at_run_time(original, options, random_dataset(original, 1, 0, InputSpec(input_shapes)))
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
     if result.conv_candidates:

@@ -234,7 +234,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     if settings.calibration is not None:
         data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
         options.input_shapes = data.input_shapes(model, options.input_shapes)
-        _count_at_run_time(model, options, data)
+        count_at_run_time(model, options, data)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
     if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency
@@ -246,12 +246,12 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     else:
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)
-            _count_at_run_time(model, options, check_data())
+            count_at_run_time(model, options, check_data())
         elif settings.check:
             # Seeded random inputs where the model's dims allow them without data; where
             # not, the check says so if it runs (an unchanged model needs none).
             with contextlib.suppress(DataError):
-                _count_at_run_time(model, options, check_data())
+                count_at_run_time(model, options, check_data())
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs
@@ -275,7 +275,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
 
 
-def _count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
+def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
     """FLOPs counted at the shapes of the data's first samples, those shape inference
     cannot size from one run of the original on them (measure/shape_probe.py)."""
     from .measure.shape_probe import runtime_flops

@@ -146,3 +146,14 @@ def test_the_layer_table_counts_a_folded_batch_as_the_summary_does(tmp_path):
     written = json.loads(report.read_text())
     assert written["dense_flops_per_sample"] == PER_SAMPLE
     assert [row["dense_flops"] for row in written["layers"]] == [2 * 6 * 8 * 16]
+
+
+def test_inspect_counts_the_heads_once_every_dim_is_known(tmp_path):
+    path = save_model(heads_model(), tmp_path)
+    fixed = CliRunner().invoke(main, ["inspect", str(path), "--input-shape", f"x:1,{T},{C}", "--min-units", "4"])
+    assert fixed.exit_code == 0, fixed.output
+    assert f"dense FLOPs: {HEADS_PER_SAMPLE / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)\n" in fixed.output
+    # With T open no input can be made: inference's count, which knows no shape here.
+    open_dims = CliRunner().invoke(main, ["inspect", str(path), "--min-units", "4"])
+    assert open_dims.exit_code == 0, open_dims.output
+    assert "dense FLOPs: unknown: no shape of the 5 Conv/Gemm/MatMul nodes is known" in open_dims.output
