@@ -154,3 +154,37 @@ def test_an_arg_max_mask_with_its_class_axis_kept_is_read_as_one():
     tokens = mask[:, 0, 0, :, None]  # [3, 6, 1]
     assert prediction_shape(tokens) == (3, 6)
     assert not is_class_index(np.zeros((3, 3, 5, 6), np.uint8))
+
+
+def test_labels_the_original_does_no_better_on_than_chance_are_warned_of():
+    from exprune_onnx.tuning.metrics import label_warnings
+
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((400, 10)).astype(np.float32)
+    right = scores.argmax(1)
+    assert label_warnings(scores, right) == []
+    shuffled = rng.permutation(right)
+    (warning,) = label_warnings(scores, shuffled)
+    assert "no better than always answering their commonest class" in warning
+    # A weak but real model (60% right) is not warned of, nor are unlabelled positions counted.
+    weak = np.where(rng.random(400) < 0.6, right, shuffled)
+    assert label_warnings(scores, weak) == []
+    assert label_warnings(scores, np.where(np.arange(400) < 200, right, -100)) == []
+    # One class for all and every answer right, or labels of positions (a map): no sign.
+    assert label_warnings(np.tile(np.eye(10, dtype=np.float32)[3], (50, 1)), np.full(50, 3)) == []
+    assert label_warnings(rng.standard_normal((4, 5, 10)), rng.integers(0, 10, (4, 5))) == []
+
+
+def test_a_calibration_on_shuffled_labels_says_so(tmp_path):
+    from click.testing import CliRunner
+    from helpers import calibration_dataset, calibration_mlp, save_model
+
+    from exprune_onnx.cli import main
+
+    model = calibration_mlp()
+    data = calibration_dataset(model, 600)
+    np.savez(tmp_path / "d.npz", x=data.inputs["x"], labels=np.random.default_rng(2).permutation(data.labels))
+    r = CliRunner().invoke(main, ["optimize", str(save_model(model, tmp_path)), "--calibration", str(tmp_path / "d.npz"),
+                                  "--max-drop", "0.05", "--objective", "flops", "-o", str(tmp_path / "o.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "no better than always answering their commonest class" in " ".join(r.output.split())

@@ -43,6 +43,7 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     out = []
     if outcome is not None and not outcome.met:
         out.append("the held-out part exceeds the budget: calibrate on more data or lower --max-drop")
+    out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
     counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
     costlier = costlier_layers(result, counts) if counts else []
     if costlier:

@@ -176,3 +176,24 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     scale = float(np.mean(np.abs(ref)))
     err = float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)
     return Score(metric, 0.0, err, err)
+
+
+def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Signs that the labels do not measure what the calibration promises: the original's
+    accuracy on them no better than always answering their commonest class (labels out of
+    order with the samples, or meant for another output), by three standard errors. For
+    one class label a sample only: a map's or a multi-hot set's positions are mostly of
+    one class, which a sound model may beat by little. (Every answer right is no such
+    sign either: an easy task's held-out data gives that too.)"""
+    want, _ = answers(ref, ref)
+    labelled = labels != IGNORE
+    if labels.ndim != 1 or want.shape != labels.shape or not labelled.any():
+        return []
+    accuracy = float(np.mean(want[labelled] == labels[labelled]))
+    count = int(labelled.sum())
+    commonest = float(np.unique(labels[labelled], return_counts=True)[1].max()) / count
+    if accuracy == 1.0 or accuracy > commonest + 3 * np.sqrt(commonest * (1 - commonest) / count):
+        return []
+    return [f"the original is right on {100 * accuracy:.1f}% of the labelled calibration samples, no better than "
+            f"always answering their commonest class ({100 * commonest:.1f}%): are the labels in the samples' "
+            "order, and for the scored output? A budget measured against them promises nothing"]

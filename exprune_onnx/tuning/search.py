@@ -51,7 +51,7 @@ from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
 from .label_layout import laid_out
 from .ladder import CERTIFIED, explore, step_down
-from .metrics import Score, choose, score
+from .metrics import LABELLED, Score, choose, label_warnings, score
 from .objective import times_zero_inputs, with_sparse_choice
 
 CHOICES = ("threshold", "statstest", "certified", "auto")
@@ -96,6 +96,7 @@ class Outcome:
     tested: np.ndarray | None = None  # the certificate's testing part, as rows of the data given
     output: str = ""  # the output the metric scores: the model's first
     backoff_parts: tuple[str, ...] = ()  # the parts the first choice was over budget on
+    notes: list[str] = field(default_factory=list)  # warnings about the labels (metrics.label_warnings)
     labelled: bool = False  # labels were given (unused unless the metric is accuracy or lost)
     asked: bool = False  # the metric was named (--metric), not chosen from the output and labels
     # (score, FLOPs saved) of the search's choice on the calibration part, when the latency
@@ -324,6 +325,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     every = np.broadcast_to(runner.reference[:1], (len(data), *runner.reference.shape[1:]))
     asked = metric != "auto"
     metric = choose(metric, every, runner.layout.labels(data.labels), runner.kind)
+    notes = label_warnings(runner.layout.values(runner.reference, metric), runner.labels) if metric in LABELLED else []
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
@@ -385,7 +387,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
                    backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts,
-                   labelled=data.labels is not None, asked=asked, before_latency=before)
+                   labelled=data.labels is not None, asked=asked, before_latency=before, notes=notes)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,
