@@ -195,6 +195,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     from .io.modelio import read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal
+    from .report.advice import lossless_note
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
     from .workflow import Settings, run
@@ -227,6 +228,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     streamed = report_path is not None and is_stream(report_path)  # /dev/stdout: written after the model
     refuse_overwriting([output, None if streamed else report_path, plot_path], [model],
                        (config, check_data, calibration, labels))
+    if calibration is not None and max_drop >= 0.2:  # 1 meant as one point is a budget of 100
+        make_console().print(f"[yellow]warning:[/] --max-drop {max_drop:g} allows {100 * max_drop:g} points "
+                             "(0.01 is one point)")
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)
@@ -246,8 +250,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         write_json(report_path, payload)
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     if default == LOSSLESS and threshold is None and rule in (None, "threshold"):
-        make_console().print("lossless: nothing asked to prune, so no output is pruned (exact rewrites only); "
-                             "--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it")
+        make_console().print(lossless_note(original))
     make_console().print(f"wrote {output}")
 
 

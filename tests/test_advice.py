@@ -52,7 +52,7 @@ def test_under_calibration_the_advice_is_a_rule_not_a_threshold_to_raise():
 
     result = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
     counts = {rw.op_node.name: (0, 100) for rw in result.rewritten}
-    calibrated = SimpleNamespace(met=True, counts_holdout=counts)
+    calibrated = SimpleNamespace(met=True, counts_holdout=counts, notes=[])
     done = SimpleNamespace(result=result, checked=None, calibrated=calibrated, model=result.model)
     (line,) = warnings(done)
     assert line.startswith("2 rewritten layer(s) cost as many FLOPs as dense") and "use --rule threshold" in line
@@ -90,3 +90,29 @@ def test_layers_inside_a_branch_are_said_to_have_no_counters(tmp_path):
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "mlp.exprune.onnx"), "--objective", "flops",
                                   "--threshold", "0", "--sparse-relu", "off"])
     assert r.exit_code == 0 and "have no counters" not in r.output
+
+
+def test_the_lossless_note_says_when_the_model_given_prunes_already():
+    from exprune_onnx.report.advice import lossless_note
+
+    model = three_layer_mlp()
+    assert lossless_note(model).startswith("lossless: nothing asked to prune")
+    pruning = exprune_onnx.optimize_model(model, Options(threshold=0.0, sparse_relu="off")).model
+    assert lossless_note(pruning).startswith("nothing more is pruned (exact rewrites only), but the model given has "
+                                             "2 early-exit layer(s) of its own")
+
+
+def test_a_budget_given_as_a_percentage_is_warned_of_before_any_work(tmp_path):
+    import numpy as np
+    from helpers import calibration_dataset, calibration_mlp
+
+    model = calibration_mlp()
+    data = calibration_dataset(model, 200)
+    np.savez(tmp_path / "d.npz", x=data.inputs["x"], labels=data.labels)
+    args = ["optimize", str(save_model(model, tmp_path)), "--calibration", str(tmp_path / "d.npz"), "--objective",
+            "flops", "-o", str(tmp_path / "o.onnx"), "--max-drop"]
+    r = CliRunner().invoke(main, [*args, "1"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("warning: --max-drop 1 allows 100 points (0.01 is one point)")
+    r = CliRunner().invoke(main, [*args, "0.01"])
+    assert r.exit_code == 0 and "allows" not in r.output

@@ -80,3 +80,18 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
                    "lists each layer's n)")
     return out
+
+
+def lossless_note(original: onnx.ModelProto) -> str:
+    """What the command did when nothing asked it to prune: exact rewrites only, unless the
+    model given prunes already (an optimised model given again), whose early-exit layers
+    go on pruning as they were set."""
+    from ..io.modelio import all_nodes
+    from ..ops import DOMAIN, PRUNE_OPS
+
+    pruning = sum(n.domain == DOMAIN and n.op_type in PRUNE_OPS for n in all_nodes(original.graph))
+    how = ("--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it")
+    if pruning:
+        return (f"nothing more is pruned (exact rewrites only), but the model given has {pruning} early-exit "
+                f"layer(s) of its own, which prune as they were set; {how}")
+    return f"lossless: nothing asked to prune, so no output is pruned (exact rewrites only); {how}"
