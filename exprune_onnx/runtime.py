@@ -78,7 +78,10 @@ _REGISTERED = "exprune.library"
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):
     """``onnxruntime.SessionOptions`` with the ExPrune library registered.
 
-    ``base`` is updated in place when given (registering again does nothing). ``threads`` sets the intra-op thread
+    ``base`` is updated in place when given; passing it again registers nothing more, but
+    options on which the library was registered directly (register_custom_ops_library)
+    must not be passed: onnxruntime cannot tell, and two registrations fail when the
+    session is created ("Domain already set in registry"). ``threads`` sets the intra-op thread
     count (the pool the custom op runs on); ``optimize=False`` turns graph
     optimisations off, as the exactness tests do.
     """
