@@ -232,7 +232,9 @@ def test_repeated_samples_count_once():
     out = search(model, Options(confidence=0.9), repeated, max_drop=0.01, seed=0)
     cert = out.certificate
     assert cert.repeats == 900 and cert.samples == 150 and not cert.enough
-    assert "900 sample(s) repeat earlier ones and count once" in dict(certificate_rows(cert))["repeats"]
+    rows = dict(certificate_rows(cert))
+    assert "900 sample(s) repeat earlier ones and count once" in rows["repeats"]
+    assert "or more distinct calibration samples" in rows["data"]  # 1,200 were given
     # The check runs on the same testing part, as rows of the data given (first copies)
     assert len(out.tested) == 150 and out.tested.max() < 300
     checked = _checked_part(repeated, Settings(holdout=0.5), out)
@@ -333,7 +335,8 @@ def test_bad_budget_is_a_usage_error(tiny, tmp_path, value):
 @pytest.mark.parametrize(("labels", "message"), [
     (lambda y: y - 1, "label -1 is not a class"),
     (lambda y: y + 10, "its classes are 0 to 9"),
-    (lambda y: np.eye(10, dtype=np.int64)[y], "give one class index per prediction"),
+    (lambda y: np.eye(10, dtype=np.int64)[y],
+     "labels have shape ['N', 10], the model's predictions ['N'] (N samples): give one class index per prediction"),
 ], ids=["negative", "beyond_the_classes", "one_hot"])
 def test_labels_that_name_no_class_are_refused(tiny, tmp_path, labels, message):
     """Such labels are wrong before and after pruning: no answer could be lost, and the

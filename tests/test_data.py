@@ -189,3 +189,10 @@ def test_a_model_input_named_labels_takes_the_key_and_the_labels_come_from_their
     d = _dataset({"labels": a["a"], "b": a["b"]}, model, InputSpec(), 0)  # the Python API's arrays
     assert d.labels is None
     np.testing.assert_array_equal(d.inputs["labels"], a["a"])
+
+
+def test_labels_in_a_text_file_are_named_as_such(tmp_path, model):
+    np.savez(tmp_path / "d.npz", **arrays())
+    (tmp_path / "labels.txt").write_text("1\n0\n2\n1\n0\n")
+    with pytest.raises(DataError, match=r"labels.txt: not a .npy or .npz file; save the labels with numpy.save"):
+        load_dataset(tmp_path / "d.npz", model, tmp_path / "labels.txt")

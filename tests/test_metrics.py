@@ -29,7 +29,7 @@ def test_labels_that_fit(labels, output):
 
 
 @pytest.mark.parametrize(("labels", "output", "message"), [
-    (np.eye(3)[[0, 2, 1, 0]], SCORES, "shape [4, 3], the model's predictions [4]"),
+    (np.eye(3)[[0, 2, 1, 0]], SCORES, "shape ['N', 3], the model's predictions ['N'] (N samples)"),
     (np.array([0, 1]), SCORES, "shape [2], the model's predictions [4]"),
     (np.array([0, 3, 1, 0]), SCORES, "label 3 is not a class of the model's output (its classes are 0 to 2)"),
     (np.array([0, -1, 1, 0]), SCORES, "label -1 is not a class"),

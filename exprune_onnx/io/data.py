@@ -233,6 +233,12 @@ def label_array(labels) -> np.ndarray:
 
 
 def read_labels(path: Path) -> np.ndarray:
+    if path.is_file():
+        with open(path, "rb") as f:
+            start = f.read(6)
+        if start and not start.startswith((b"\x93NUMPY", b"PK")):  # numpy.save's, or a zip (npz)
+            raise DataError(f"{path}: not a .npy or .npz file; save the labels with numpy.save (a text file's, "
+                            "read with numpy.loadtxt first)")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:

@@ -390,8 +390,8 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     if not cert.enough:
         rows.append(("data", f"too small: certifying {pct} at confidence {cert.confidence:g} needs at least "
                              f"{_count(cert.needed)} testing samples with no loss, there are {cert.samples}; give "
-                             f"{_count(_total_needed(cert))} or more calibration samples, a larger --max-drop or a lower "
-                             f"--confidence"))
+                             f"{_count(_total_needed(cert))} or more {'distinct ' if cert.repeats else ''}calibration "
+                             "samples, a larger --max-drop or a lower --confidence"))
     else:
         rows.append(("data", f"enough: {cert.needed} testing samples with no loss would certify {pct}"))
     return rows

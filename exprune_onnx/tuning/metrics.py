@@ -116,8 +116,12 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
     so no answer could ever be lost."""
     want = prediction_shape(output)
     if labels.shape != want:
-        raise DataError(f"the labels have shape {list(labels.shape)}, the model's predictions {list(want)}: give one "
-                        "class index per prediction (for one-hot labels, their arg-max)")
+        # N for a sample count that agrees: the labels checked may be one part of those given (the search's).
+        n = "N" if labels.shape[:1] == want[:1] and labels.ndim and len(want) else None
+        shapes = [list(labels.shape), list(want)] if n is None else [[n, *labels.shape[1:]], [n, *want[1:]]]
+        raise DataError(f"the labels have shape {shapes[0]}, the model's predictions {shapes[1]}"
+                        f"{' (N samples)' if n else ''}: give one class index per prediction (for one-hot labels, "
+                        "their arg-max)")
     kind = labels.dtype.kind
     odd = None if kind in "iu" else np.mod(labels, 1) != 0 if kind == "f" else np.ones(labels.shape, bool)
     if odd is not None and odd.any():  # NaN is odd too
