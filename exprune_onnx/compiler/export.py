@@ -44,8 +44,40 @@ def export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
         _list_initializers_as_inputs(out.graph)
     else:
         _share_body_weights(out.graph)
+        _merge_new_copies(out.graph, original.graph)
         _keep_listed_initializers(out.graph, original.graph)
     return out
+
+
+def _merge_new_copies(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """One copy of the weights the rewrites made the same: a Siamese model's two towers
+    share their convs' weights, but after BatchNorm folding each tower's rewrite repacks
+    its own copy (a dynamo export came out 1.6 times its size). Only new weights are
+    renamed: the original's names stay as the original had them, for verify and for
+    whoever reads the model; a new copy of an original weight is merged into it."""
+    known = {name for g in graph_protos(original) for name in _defined(g)}
+    defined = Counter(name for g in graph_protos(graph) for name in _defined(g))
+    outputs = {o.name for o in graph.output}
+    groups: dict[tuple, list] = {}
+    for t in graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL or t.name in outputs or defined[t.name] != 1:
+            continue
+        content = t.raw_data or _unnamed(t).SerializeToString()
+        if len(content) >= _SHARED_MIN_BYTES:
+            groups.setdefault((t.data_type, tuple(t.dims), hashlib.sha256(content).digest()), []).append(t)
+    for found in groups.values():
+        kept = next((t for t in found if t.name in known), found[0])
+        for t in found:
+            if t is not kept and t.name not in known:
+                graph.initializer.remove(t)
+                _rename_uses(graph, t.name, kept.name)
+
+
+def _unnamed(t: onnx.TensorProto) -> onnx.TensorProto:
+    copy = onnx.TensorProto()
+    copy.CopyFrom(t)
+    copy.name = ""
+    return copy
 
 
 def _share_body_weights(graph: onnx.GraphProto) -> None:

@@ -1,0 +1,69 @@
+"""compiler/export.py: the rewritten graph written back as a model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import init, make_model, node_types, run_exprune, run_plain, scaled_normal, vi
+from onnx import helper
+
+import exprune_onnx
+from exprune_onnx.config import Options
+
+C, M = 16, 24
+
+
+def siamese() -> onnx.ModelProto:
+    """Two inputs through one tower (as a dynamo export writes a module called twice):
+    Relu -> Conv(W, shared) -> BatchNormalization(shared) -> Relu in each, then a Sub."""
+    nodes = []
+    for side in ("a", "b"):
+        nodes += [helper.make_node("Relu", [side], [f"{side}0"]),
+                  helper.make_node("Conv", [f"{side}0", "W"], [f"{side}c"], pads=[1, 1, 1, 1], name=f"conv_{side}"),
+                  helper.make_node("BatchNormalization", [f"{side}c", "s", "bb", "m", "v"], [f"{side}n"]),
+                  helper.make_node("Relu", [f"{side}n"], [f"{side}y"])]
+    nodes.append(helper.make_node("Sub", ["ay", "by"], ["d"]))
+    rng = np.random.default_rng(0)
+    inits = [init("W", scaled_normal(M, C, 3, 3)), init("s", rng.uniform(0.5, 1.5, M).astype(np.float32)),
+             init("bb", rng.normal(size=M).astype(np.float32)), init("m", rng.normal(size=M).astype(np.float32)),
+             init("v", rng.uniform(0.5, 1.5, M).astype(np.float32))]
+    inputs = [vi("a", ["N", C, 8, 8]), vi("b", ["N", C, 8, 8])]
+    return make_model(nodes, inputs, [vi("d", ["N", M, 8, 8])], inits)
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+
+
+@pytest.mark.parametrize(("options", "op"), [
+    (Options(threshold=float("-inf"), sparse_relu="on", min_units=10**6), exprune_onnx.ops.SPARSE_CONV),
+    (Options(threshold=0.0, sparse_relu="off", min_units=4), exprune_onnx.ops.CONV_RELU),
+])
+def test_copies_the_two_towers_rewrite_alike_are_written_once(options, op):
+    model = siamese()
+    out = exprune_onnx.optimize_model(model, options).model
+    onnx.checker.check_model(out)
+    ours = [n for n in out.graph.node if n.op_type == op]
+    assert len(ours) == 2
+    sizes = {t.name: onnx.numpy_helper.to_array(t).nbytes for t in out.graph.initializer}
+    large = [{name for name in n.input if sizes.get(name, 0) >= 1024} for n in ours]
+    assert large[0] and large[0] == large[1]  # the same weights, by name (small biases may be copies)
+    # One tower's weights, about as many bytes as the original's (two towers' would be twice).
+    assert weight_bytes(out) < 1.1 * weight_bytes(model)
+    feeds = {k: np.random.default_rng(1).standard_normal((2, C, 8, 8)).astype(np.float32) for k in "ab"}
+    if options.threshold == float("-inf"):
+        np.testing.assert_allclose(run_exprune(out, feeds)[0], run_plain(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_the_original_s_own_names_are_kept():
+    """Two original weights with equal values stay two: only new copies are merged."""
+    w = scaled_normal(M, C, 3, 3)
+    nodes = [helper.make_node("Conv", ["a", "W1"], ["c1"]), helper.make_node("Conv", ["a", "W2"], ["c2"]),
+             helper.make_node("Add", ["c1", "c2"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["r", "W3"], ["y"])]
+    model = make_model(nodes, [vi("a", ["N", C, 8, 8])], [vi("y", ["N", M, 4, 4])],
+                       [init("W1", w), init("W2", w), init("W3", scaled_normal(M, M, 3, 3))])
+    out = exprune_onnx.optimize_model(model, Options(threshold=float("-inf"), sparse_relu="on")).model
+    assert node_types(out) == ["Conv", "Conv", "Add", "Relu", exprune_onnx.ops.SPARSE_CONV]
+    assert {"W1", "W2"} <= {t.name for t in out.graph.initializer}
