@@ -326,7 +326,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     if json_path is not None:
         write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,
-            "accuracy": checked.accuracy, "outputs": [vars(d) for d in checked.outputs],
+            "accuracy": checked.accuracy, "outputs": [d.as_json() for d in checked.outputs],
             "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
             "latency": vars(timing) | {"ratio": timing.ratio}, "memory": memory, "machine": platform.machine(),
             "onnxruntime": ort.__version__,
@@ -421,7 +421,10 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     if failed:
         raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
                                  f"{failed[0].check}: {failed[0].detail}")
-    console.print(f"verified: all {len(rows)} checks of {optimized} against {original} passed")
+    unjudged = [name for row in rows for name in row.unjudged]
+    console.print(f"verified: all {len(rows)} checks of {optimized} against {original} passed" + (
+        f"; not judged: output(s) {', '.join(repr(n) for n in unjudged)}, values that have no bar without a relerr "
+        "budget (calibrate with --metric relerr): their change is in the agreement row" if unjudged else ""))
 
 
 if __name__ == "__main__":

@@ -342,7 +342,7 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
         "rejected": [vars(r) for r in result.rejected],
         "latency": latency_json(timed) if timed is not None else None,
         "check": None if checked is None else {
-            "samples": checked.samples, "source": checked.source, "outputs": [vars(d) for d in checked.outputs],
+            "samples": checked.samples, "source": checked.source, "outputs": [d.as_json() for d in checked.outputs],
             "accuracy": checked.accuracy,  # [original, optimised] with labels, as evaluate --json has it
             # [pruned, total] outputs of each early-exit op; [read, total] inputs of each sparse conv.
             "pruned": {node: list(c) for node, c in checked.pruned.items() if node not in sparse},

@@ -497,3 +497,45 @@ def test_a_budget_entry_this_version_cannot_read_is_no_budget():
         entry = model.metadata_props.add()
         entry.key, entry.value = "exprune_onnx.budget", value
         assert read_budget(model) is None, value
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory) -> tuple[Path, Path]:
+    """An MLP whose output holds values (an embedding), pruned at threshold 0."""
+    from helpers import calibration_mlp
+
+    model = calibration_mlp()
+    model.graph.output[0].name = model.graph.node[-1].output[0] = "embedding"
+    folder = tmp_path_factory.mktemp("values")
+    onnx.save(model, folder / "m.onnx")
+    onnx.save(exprune_onnx.optimize_model(model, threshold=0.0, min_units=8).model, folder / "o.onnx")
+    return folder / "m.onnx", folder / "o.onnx"
+
+
+def test_values_with_no_bar_are_said_to_be_unjudged(embedding):
+    r = invoke("verify", *embedding)
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "'embedding' max abs diff" in text and "of its largest |value|, mean relative error" in text
+    assert "passed; not judged: output(s) 'embedding', values that have no bar without a relerr budget" in text
+
+
+@pytest.mark.parametrize(("confidence", "max_drop", "what"), [
+    (0.0, 1e-6, "'embedding': mean relative error"),
+    (0.9, 1e-6, "'embedding': samples whose relative error is over 1e-06"),
+    (0.0, 1.0, None),
+])
+def test_a_relerr_budget_is_measured_on_the_data(embedding, tmp_path, confidence, max_drop, what):
+    original, optimized = embedding
+
+    def stamp(model):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "exprune_onnx.budget", (f'{{"metric": "relerr", "max_drop": {max_drop}, '
+                                                          f'"output": "embedding", "confidence": {confidence}}}')
+
+    r = invoke("verify", original, tampered(optimized, tmp_path, stamp))
+    if what is None:
+        assert r.exit_code == 0 and "not judged" not in r.output, r.output
+        assert "mean relative error" in " ".join(r.output.split())
+    else:
+        assert r.exit_code == FAILED and what in error_text(r), r.output

@@ -42,6 +42,13 @@ class OutputDiff:
     # above are then over the runs where it agrees.
     runs: tuple[int, int] | None = None
     answer_kind: str = "top-1"  # what top1_agreement counts: the top-1 class, or a Sigmoid's yes/no answers
+    # Float values: mean |difference| over mean |original| (calibration's relerr), and each
+    # sample's (first axis), which verify holds a certified relerr budget to; not in reports.
+    mean_rel: float | None = None
+    sample_rel: np.ndarray | None = field(default=None, repr=False)
+
+    def as_json(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "sample_rel"}
 
 
 class PerRun(list):
@@ -374,4 +381,14 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
     top1 = top1_agreement(a, b) if is_scores(a, kind) and not np.isnan(a).any() else None  # NaN has no arg-max
-    return OutputDiff(name, max_abs, max_rel, top1)
+    return OutputDiff(name, max_abs, max_rel, top1, mean_rel=_ratio(err.mean(), np.abs(a).mean()) if a.size else None,
+                      sample_rel=_per_sample(err, a) if a.ndim and a.size else None)
+
+
+def _ratio(err: float, scale: float) -> float:
+    return float(err / scale) if scale > 0 else float(err)
+
+
+def _per_sample(err: np.ndarray, a: np.ndarray) -> np.ndarray:
+    rows = len(a)
+    return np.array([_ratio(e, s) for e, s in zip(err.reshape(rows, -1).mean(1), np.abs(a).reshape(rows, -1).mean(1))])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 
 from .. import ops
@@ -59,10 +60,15 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         return Row(name, False, error_message(exc))
     judged = _budget_verdict(budget, checked)
     parts, ok = ([judged[1]], judged[0]) if judged is not None else ([], True)
+    unjudged = []
     for d in checked.outputs:
         text = f"'{d.name}' max abs diff {d.max_abs:.3g}"
         if d.runs is not None:  # no batch axis: a changed detection count is a change, not a mismatch
             text = f"'{d.name}' another shape on {d.runs[0]} of {d.runs[1]} runs"
+        elif d.top1_agreement is None and not d.index:
+            text += f" ({d.max_rel:.3g} of its largest |value|, mean relative error {d.mean_rel or 0:.3g})"
+            if judged is None and d.max_abs > 0:
+                unjudged.append(d.name)
         elif d.top1_agreement is not None:
             text += f", {d.answer_kind} agreement {d.top1_agreement:.2%}"
             if judged is None and d.top1_agreement < min_agreement:
@@ -81,7 +87,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         parts.append(f"{sum(p for p, _t in early) / sum(t for _p, t in early):.1%} of outputs pruned")
     if sum(t for _r, t in read):  # a sparse conv counts the inputs it read, not outputs it pruned
         parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs skipped")
-    return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'")
+    return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'", tuple(unjudged))
 
 
 def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
@@ -101,6 +107,16 @@ def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
         if not scored:
             return None
         drop, what = 1 - scored.get(budget.get("output"), min(scored.values())), "answers changed"
+    elif metric == "relerr":
+        values = {d.name: d for d in checked.outputs if d.mean_rel is not None and d.runs is None}
+        d = values.get(budget.get("output")) or next(iter(values.values()), None)
+        if d is None:
+            return None
+        if float(budget.get("confidence") or 0) > 0:  # certified: the share of samples over the budget (certify.py)
+            drop = float(np.mean(d.sample_rel > max_drop)) if d.sample_rel is not None and d.sample_rel.size else 0.0
+            what = f"'{d.name}': samples whose relative error is over {max_drop:g}"
+        else:
+            drop, what = d.mean_rel, f"'{d.name}': mean relative error"
     else:
         return None
     # Differences of accuracies carry float noise far below one sample.

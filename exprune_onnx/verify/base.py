@@ -18,6 +18,7 @@ class Row:
     check: str
     ok: bool
     detail: str
+    unjudged: tuple[str, ...] = ()  # outputs the check measured but had no bar for (values, without a budget)
 
 
 @dataclass
