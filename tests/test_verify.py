@@ -539,3 +539,16 @@ def test_a_relerr_budget_is_measured_on_the_data(embedding, tmp_path, confidence
         assert "mean relative error" in " ".join(r.output.split())
     else:
         assert r.exit_code == FAILED and what in error_text(r), r.output
+
+
+def test_a_report_names_no_answer_kind_for_values(embedding, tmp_path):
+    import json
+
+    original, _ = embedding
+    report = tmp_path / "r.json"
+    r = invoke("optimize", original, "-o", tmp_path / "o.onnx", "--threshold", "0", "--min-units", "8",
+               "--report", report)
+    assert r.exit_code == 0, r.output
+    (output,) = json.loads(report.read_text())["check"]["outputs"]
+    assert output["name"] == "embedding" and output["answer_kind"] is None and output["top1_agreement"] is None
+    assert output["mean_rel"] > 0 and "sample_rel" not in output

@@ -48,7 +48,9 @@ class OutputDiff:
     sample_rel: np.ndarray | None = field(default=None, repr=False)
 
     def as_json(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k != "sample_rel"}
+        """For reports: no per-sample array, and no answer kind where no answers were counted."""
+        out = {k: v for k, v in vars(self).items() if k != "sample_rel"}
+        return out | ({"answer_kind": None} if self.top1_agreement is None else {})
 
 
 class PerRun(list):
