@@ -70,29 +70,31 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
                 f"{describe(nxt)} could not be folded (non-constant parameters or training mode)")
         # An Add, a two-input Sum or a Mul.
         if len(nxt.inputs) != 2:
-            return f"{describe(nxt)} has {len(nxt.inputs)} inputs"
+            return _stop(start, t, nxt, f"{describe(nxt)} has {len(nxt.inputs)} inputs")
         if nxt.inputs[0] is nxt.inputs[1]:
-            return f"{describe(nxt)} combines the intermediate with itself"
+            return _stop(start, t, nxt, f"{describe(nxt)} combines the intermediate with itself")
         other = nxt.inputs[1] if nxt.inputs[0] is t else nxt.inputs[0]
         value = const_value(other, ctx.opset)
         if nxt.op in ("Sub", "Div") and nxt.inputs[0] is not t:
-            return f"{describe(nxt)} takes the intermediate as its second operand"
+            return _stop(start, t, nxt, f"{describe(nxt)} takes the intermediate as its second operand")
         if nxt.op in ("Mul", "Div"):
             vector = None if value is None else per_output(value, out_channels, channel_axis, rank)
             if vector is None or (nxt.op == "Div" and not np.all(vector != 0)):
-                return f"{describe(nxt)} is not a {'multiplication' if nxt.op == 'Mul' else 'division'} by a " \
-                       "per-output constant" + (" other than 0" if nxt.op == "Div" else "")
+                what = "multiplication" if nxt.op == "Mul" else "division"
+                return _stop(start, t, nxt, f"{describe(nxt)} is not a {what} by a per-output constant"
+                             + (" other than 0" if nxt.op == "Div" else ""))
             if residual is not None:
-                return f"{describe(nxt)} scales the residual"
+                return _stop(start, t, nxt, f"{describe(nxt)} scales the residual")
             vector = 1.0 / vector if nxt.op == "Div" else vector
             scale, bias = scale * vector, bias * vector
         elif value is not None:
             vector = per_output(value, out_channels, channel_axis, rank)
             if vector is None:
-                return f"{describe(nxt)} adds a constant of shape {list(value.shape)} that is not a per-output bias"
+                return _stop(start, t, nxt, f"{describe(nxt)} adds a constant of shape {list(value.shape)} that is "
+                             "not a per-output bias")
             bias = bias - vector if nxt.op == "Sub" else bias + vector
         elif nxt.op == "Sub":
-            return f"{describe(nxt)} subtracts a non-constant tensor"
+            return _stop(start, t, nxt, f"{describe(nxt)} subtracts a non-constant tensor")
         elif residual is not None:
             if not _reaches_activation(nxt.outputs[0]):  # a transformer's residual stream, say
                 return (f"'{start.name}' does not feed a ReLU-family activation: after its residual Add, "
@@ -106,6 +108,14 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
                     f"residual '{other.name}' of {describe(nxt)} does not provably have the output's shape"
                 )
         t = nxt.outputs[0]
+
+
+def _stop(start: gs.Tensor, t: gs.Tensor, nxt: gs.Node, reason: str) -> str:
+    """``reason`` for a chain op that cannot be folded, unless no activation follows it at all:
+    that is then the reason (a Siamese head's Gemm -> Sub(a, b) -> Abs has nothing to rewrite)."""
+    if _reaches_activation(t):
+        return reason
+    return f"'{start.name}' does not feed a ReLU-family activation: no Relu or Clip follows {describe(nxt)}"
 
 
 def _reaches_activation(t: gs.Tensor, limit: int = 16) -> bool:
