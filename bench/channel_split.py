@@ -188,10 +188,10 @@ def _crops(path, model: onnx.ModelProto, count: int) -> np.ndarray:
 
 
 def _activations(model: onnx.ModelProto, names: list[str], crops: np.ndarray) -> dict:
-    from exprune_onnx.tuning.screen import layer_inputs
+    from exprune_onnx.measure.shape_probe import tensor_values
 
     inp = model.graph.input[0].name
-    outs = layer_inputs(model, names, [{inp: crops[s : s + 4]} for s in range(0, len(crops), 4)])
+    outs = tensor_values(model, names, [{inp: crops[s : s + 4]} for s in range(0, len(crops), 4)])
     return {name: np.concatenate([o[name] for o in outs]) for name in names}
 
 

@@ -47,7 +47,7 @@ import onnx
 from onnx import helper
 
 from exprune_onnx.config import choose_k
-from exprune_onnx.tuning.screen import layer_inputs
+from exprune_onnx.measure.shape_probe import tensor_values
 
 from .lossless import MODELS_BY_NAME
 
@@ -163,7 +163,7 @@ def measure(name: str, samples: int, batch: int, rates=(LIST_RATE, DENSE_RATE)) 
     groups = conv_groups(model)
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
     names = list(dict.fromkeys(n for conv, relu in groups for n in (conv.input[0], relu)))
-    outs = layer_inputs(model, names, [{inp: xs[start : start + batch]} for start in range(0, len(xs), batch)])
+    outs = tensor_values(model, names, [{inp: xs[start : start + batch]} for start in range(0, len(xs), batch)])
     sums = {n: [out[n] for out in outs] for n in names}
     rows = []
     for conv, relu in groups:

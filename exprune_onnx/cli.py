@@ -229,8 +229,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     refuse_overwriting([output, None if streamed else report_path, plot_path], [model],
                        (config, check_data, calibration, labels))
     if calibration is not None and max_drop >= 0.2:  # 1 meant as one point is a budget of 100
-        make_console().print(f"[yellow]warning:[/] --max-drop {max_drop:g} allows {100 * max_drop:g} points "
-                             "(0.01 is one point)")
+        make_console().print(f"[yellow]warning:[/] --max-drop {max_drop:g} is a fraction: it allows a drop of "
+                             f"{100 * max_drop:g} points (0.01 is one point), or a relative error of {max_drop:g}")
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)

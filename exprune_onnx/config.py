@@ -126,8 +126,9 @@ class Options:
     # Numbers for symbolic input dims (--input-shape, feeds.py): input -> dims, used for
     # shape inference and FLOPs only; the written model keeps its open dims.
     input_shapes: dict[str, tuple] = field(default_factory=dict)
-    # FLOPs per sample of the nodes shape inference cannot size, by first output, taken
-    # from one run on the data (measure/shape_probe.py); for the count only.
+    # FLOPs per sample of every counted main-graph node, by first output, at the shapes of
+    # one batch of the data, run where shape inference cannot size a node
+    # (measure/shape_probe.py); taken before the graph's own count. Set by the workflow.
     runtime_flops: dict[str, int] | None = None
     # Calibration only: the probability, over the draw of the data, that the budget holds on
     # the data distribution (certify.py); 0 keeps the point estimate on the data given. None:

@@ -113,6 +113,7 @@ def test_a_budget_given_as_a_percentage_is_warned_of_before_any_work(tmp_path):
             "flops", "-o", str(tmp_path / "o.onnx"), "--max-drop"]
     r = CliRunner().invoke(main, [*args, "1"])
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("warning: --max-drop 1 allows 100 points (0.01 is one point)")
+    assert r.output.startswith("warning: --max-drop 1 is a fraction: it allows a drop of 100 points (0.01 is one "
+                               "point)")
     r = CliRunner().invoke(main, [*args, "0.01"])
     assert r.exit_code == 0 and "allows" not in r.output

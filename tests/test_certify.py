@@ -336,7 +336,7 @@ def test_bad_budget_is_a_usage_error(tiny, tmp_path, value):
     (lambda y: y - 1, "label -1 is not a class"),
     (lambda y: y + 10, "its classes are 0 to 9"),
     (lambda y: np.eye(10, dtype=np.int64)[y],
-     "labels have shape ['N', 10], the model's predictions ['N'] (N samples): give one class index per prediction"),
+     "labels have shape [N, 10], the model's predictions [N] (N samples): give one class index per prediction"),
 ], ids=["negative", "beyond_the_classes", "one_hot"])
 def test_labels_that_name_no_class_are_refused(tiny, tmp_path, labels, message):
     """Such labels are wrong before and after pruning: no answer could be lost, and the

@@ -196,3 +196,17 @@ def test_labels_in_a_text_file_are_named_as_such(tmp_path, model):
     (tmp_path / "labels.txt").write_text("1\n0\n2\n1\n0\n")
     with pytest.raises(DataError, match=r"labels.txt: not a .npy or .npz file; save the labels with numpy.save"):
         load_dataset(tmp_path / "d.npz", model, tmp_path / "labels.txt")
+
+
+def test_a_labels_file_that_cannot_be_opened_is_bad_data(tmp_path, model, monkeypatch):
+    import exprune_onnx.io.data as data_module
+
+    np.savez(tmp_path / "d.npz", **arrays())
+    np.save(tmp_path / "labels.npy", np.arange(5))
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data_module, "open", refuse, raising=False)
+    with pytest.raises(DataError, match="labels.npy: cannot be read"):
+        data_module.read_labels(tmp_path / "labels.npy")

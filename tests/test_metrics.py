@@ -29,7 +29,7 @@ def test_labels_that_fit(labels, output):
 
 
 @pytest.mark.parametrize(("labels", "output", "message"), [
-    (np.eye(3)[[0, 2, 1, 0]], SCORES, "shape ['N', 3], the model's predictions ['N'] (N samples)"),
+    (np.eye(3)[[0, 2, 1, 0]], SCORES, "shape [N, 3], the model's predictions [N] (N samples)"),
     (np.array([0, 1]), SCORES, "shape [2], the model's predictions [4]"),
     (np.array([0, 3, 1, 0]), SCORES, "label 3 is not a class of the model's output (its classes are 0 to 2)"),
     (np.array([0, -1, 1, 0]), SCORES, "label -1 is not a class"),
@@ -165,13 +165,19 @@ def test_labels_the_original_does_no_better_on_than_chance_are_warned_of():
     assert label_warnings(scores, right) == []
     shuffled = rng.permutation(right)
     (warning,) = label_warnings(scores, shuffled)
-    assert "no better than always answering their commonest class" in warning
+    assert "no better than its answers would score on labels unrelated to the samples" in warning
     # A weak but real model (60% right) is not warned of, nor are unlabelled positions counted.
     weak = np.where(rng.random(400) < 0.6, right, shuffled)
     assert label_warnings(scores, weak) == []
     assert label_warnings(scores, np.where(np.arange(400) < 200, right, -100)) == []
-    # One class for all and every answer right, or labels of positions (a map): no sign.
-    assert label_warnings(np.tile(np.eye(10, dtype=np.float32)[3], (50, 1)), np.full(50, 3)) == []
+    # One class for all (even with some answers wrong), or labels of positions (a map): no sign.
+    answers = np.where(np.arange(300) < 297, 3, 1)
+    assert label_warnings(np.eye(10, dtype=np.float32)[answers], np.full(300, 3)) == []
+    # Imbalanced yes/no labels (91% one class) and a sound model right on 93%: no sign; shuffled: a sign.
+    truth = (rng.random(2000) < 0.09).astype(np.int64)
+    sound = np.where(rng.random(2000) < 0.93, truth, 1 - truth)
+    two = np.eye(2, dtype=np.float32)[sound]
+    assert label_warnings(two, truth) == [] and len(label_warnings(two, rng.permutation(truth))) == 1
     assert label_warnings(rng.standard_normal((4, 5, 10)), rng.integers(0, 10, (4, 5))) == []
 
 
@@ -187,4 +193,4 @@ def test_a_calibration_on_shuffled_labels_says_so(tmp_path):
     r = CliRunner().invoke(main, ["optimize", str(save_model(model, tmp_path)), "--calibration", str(tmp_path / "d.npz"),
                                   "--max-drop", "0.05", "--objective", "flops", "-o", str(tmp_path / "o.onnx")])
     assert r.exit_code == 0, r.output
-    assert "no better than always answering their commonest class" in " ".join(r.output.split())
+    assert "no better than its answers would score on labels unrelated" in " ".join(r.output.split())

@@ -100,9 +100,10 @@ def test_a_failed_run_leaves_the_unsized_nodes_uncounted(monkeypatch):
     assert "scores" not in seen and "ctx" not in seen and seen["y"] == 2 * T * 16 * 4
 
 
-def test_a_model_too_large_to_run_from_memory_is_not_probed(monkeypatch):
-    monkeypatch.setattr("exprune_onnx.io.bigmodel.serializable", lambda model: False)
-    assert runtime_flops(heads_model(), feed()) == {}
+def test_a_model_of_a_gib_or_more_is_counted_on_its_skeleton_and_not_run(monkeypatch):
+    monkeypatch.setattr("exprune_onnx.io.bigmodel.BIG_MODEL_BYTES", 0)
+    seen = runtime_flops(heads_model(), feed())
+    assert "scores" not in seen and "ctx" not in seen and seen["y"] == 2 * T * 16 * 4
 
 
 def test_optimize_and_evaluate_count_the_heads(tmp_path):
@@ -157,3 +158,17 @@ def test_inspect_counts_the_heads_once_every_dim_is_known(tmp_path):
     open_dims = CliRunner().invoke(main, ["inspect", str(path), "--min-units", "4"])
     assert open_dims.exit_code == 0, open_dims.output
     assert "dense FLOPs: unknown: no shape of the 5 Conv/Gemm/MatMul nodes is known" in open_dims.output
+
+
+def test_calibration_counts_the_heads_too(tmp_path):
+    """Calibration weighs FLOPs saved: its count is the full one as well."""
+    path, data = save_model(heads_model(), tmp_path), tmp_path / "d.npz"
+    rng = np.random.default_rng(3)
+    np.savez(data, x=rng.standard_normal((64, T, C)).astype(np.float32), labels=rng.integers(0, 4, (64, T)))
+    report = tmp_path / "r.json"
+    run = CliRunner().invoke(main, ["optimize", str(path), "--calibration", str(data), "-o", str(tmp_path / "o.onnx"),
+                                    "--objective", "flops", "--min-units", "4", "--include-first-layer",
+                                    "--max-drop", "0.1", "--confidence", "0", "--report", str(report)])
+    assert run.exit_code == 0, run.output
+    written = json.loads(report.read_text())
+    assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_PER_SAMPLE, 0)

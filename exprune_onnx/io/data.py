@@ -197,13 +197,18 @@ def _all_finite(a: np.ndarray, chunk: int = 1024) -> bool:
     return all(np.isfinite(a[i:i + chunk]).all() for i in range(0, a.shape[0], chunk))
 
 
-def _read_npz(path: Path, names: list[str]):
+def _numpy_file(path: Path) -> bool:
+    """Whether ``path`` starts as numpy.save's .npy or a zip (.npz) does: numpy reads any
+    other file as a pickle, and says so, which names no cause a user would see."""
     try:
         with open(path, "rb") as f:
-            magic = f.read(6)
+            return f.read(6).startswith((b"PK", b"\x93NUMPY"))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if not magic.startswith((b"PK", b"\x93NUMPY")):  # else numpy reads it as a pickle, and says so
+
+
+def _read_npz(path: Path, names: list[str]):
+    if not _numpy_file(path):
         hint = (": an input_<i>.pb goes in a directory, given as the data, with one file per input (or "
                 "test_data_set_*/ directories of them)" if path.suffix == ".pb" else "")
         raise DataError(f"{path}: not an .npz file (a zip of .npy arrays keyed by input name){hint}")
@@ -233,12 +238,9 @@ def label_array(labels) -> np.ndarray:
 
 
 def read_labels(path: Path) -> np.ndarray:
-    if path.is_file():
-        with open(path, "rb") as f:
-            start = f.read(6)
-        if start and not start.startswith((b"\x93NUMPY", b"PK")):  # numpy.save's, or a zip (npz)
-            raise DataError(f"{path}: not a .npy or .npz file; save the labels with numpy.save (a text file's, "
-                            "read with numpy.loadtxt first)")
+    if path.is_file() and path.stat().st_size and not _numpy_file(path):
+        raise DataError(f"{path}: not a .npy or .npz file; save the labels with numpy.save (a text file's, "
+                        "read with numpy.loadtxt first)")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:

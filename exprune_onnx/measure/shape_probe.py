@@ -26,34 +26,41 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
     batch): from shape inference with every input dim fixed, and for what that leaves
     unsized, from one onnxruntime run of ``model`` on ``feed``. Fixed dims also size a
     batch folded into another axis that inference lost the symbol of ([N*T, C] after a
-    Reshape to -1), which with the batch open counted as one row. Empty when the model is
-    too large to hand to onnxruntime from memory; a failed run leaves its nodes out."""
+    Reshape to -1), which with the batch open counted as one row. A model of 1 GiB of
+    weights or more is not run (a session would hold them all once more: the pipeline
+    infers such a model's shapes on its skeleton too); a failed run leaves its nodes out."""
     from ..compiler.pipeline import infer_shapes
-    from ..io.bigmodel import serializable
-    from ..runtime import inference_session
+    from ..io.bigmodel import BIG_MODEL_BYTES, import_graph, tensor_nbytes
 
     flat = functions.inline(model)
-    if not serializable(flat):
-        return {}
     names = {i.name for i in model.graph.input}
     feed = {k: v for k, v in feed.items() if k in names}
-    graph = gs.import_onnx(infer_shapes(with_input_shapes(flat, {k: tuple(v.shape) for k, v in feed.items()})))
+    shapes = {k: tuple(v.shape) for k, v in feed.items()}
+    graph = import_graph(flat, lambda m: infer_shapes(with_input_shapes(m, shapes)))
     batch = batch_of(graph)
     nodes = [n for n in graph.nodes if counted(n) and n.outputs]
     missing = [n for n in nodes if node_flops(n, batch) is None]
     wanted = sorted({t.name for n in missing for t in [*n.inputs, n.outputs[0]]
                      if isinstance(t, gs.Variable) and t.name and t.name not in names})
-    if wanted:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(flat)
-        present = {o.name for o in probe.graph.output}
-        probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name not in present)
+    if wanted and sum(tensor_nbytes(t) for t in flat.graph.initializer) < BIG_MODEL_BYTES:
         try:
-            values = inference_session(probe, optimize=False).run(wanted, feed)
+            (values,) = tensor_values(flat, wanted, [feed])
         except Exception:  # noqa: BLE001 - any failure leaves these nodes as shape inference left them
-            values = []
+            values = {}
         tensors = graph.tensors()
-        for name, value in zip(wanted, values):
+        for name, value in values.items():
             tensors[name].shape = list(np.shape(value))
     counts = {n.outputs[0].name: node_flops(n, batch) for n in nodes}
     return {name: flops for name, flops in counts.items() if flops is not None}
+
+
+def tensor_values(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:
+    """The values of tensors ``names`` (of any type) when ``model`` runs on each of ``feeds``."""
+    from .timing import session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    exposed = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in exposed)
+    sess = session(probe, threads)
+    return [dict(zip(names, sess.run(names, f))) for f in feeds]

@@ -119,6 +119,7 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
         # N for a sample count that agrees: the labels checked may be one part of those given (the search's).
         n = "N" if labels.shape[:1] == want[:1] and labels.ndim and len(want) else None
         shapes = [list(labels.shape), list(want)] if n is None else [[n, *labels.shape[1:]], [n, *want[1:]]]
+        shapes = [f"[{', '.join(str(d) for d in shape)}]" for shape in shapes]
         raise DataError(f"the labels have shape {shapes[0]}, the model's predictions {shapes[1]}"
                         f"{' (N samples)' if n else ''}: give one class index per prediction (for one-hot labels, "
                         "their arg-max)")
@@ -184,20 +185,24 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
 
 def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
     """Signs that the labels do not measure what the calibration promises: the original's
-    accuracy on them no better than always answering their commonest class (labels out of
-    order with the samples, or meant for another output), by three standard errors. For
-    one class label a sample only: a map's or a multi-hot set's positions are mostly of
-    one class, which a sound model may beat by little. (Every answer right is no such
-    sign either: an easy task's held-out data gives that too.)"""
+    accuracy on them no better than its answers would score on labels in no relation to
+    the samples (sum over classes of its answer share times the label share: the
+    accuracy shuffled labels give), by three standard errors. Labels out of order with
+    the samples, or meant for another output, look like that. For one class label a
+    sample only (a map's positions are not independent draws), and with two classes or
+    more among the labels (with one, shuffling changes nothing)."""
     want, _ = answers(ref, ref)
     labelled = labels != IGNORE
     if labels.ndim != 1 or want.shape != labels.shape or not labelled.any():
         return []
-    accuracy = float(np.mean(want[labelled] == labels[labelled]))
-    count = int(labelled.sum())
-    commonest = float(np.unique(labels[labelled], return_counts=True)[1].max()) / count
-    if accuracy == 1.0 or accuracy > commonest + 3 * np.sqrt(commonest * (1 - commonest) / count):
+    want, labels = want[labelled], labels[labelled]
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
         return []
-    return [f"the original is right on {100 * accuracy:.1f}% of the labelled calibration samples, no better than "
-            f"always answering their commonest class ({100 * commonest:.1f}%): are the labels in the samples' "
-            "order, and for the scored output? A budget measured against them promises nothing"]
+    accuracy = float(np.mean(want == labels))
+    chance = float(sum(np.mean(want == c) * n / len(labels) for c, n in zip(classes, counts)))
+    if accuracy > chance + 3 * np.sqrt(chance * (1 - chance) / len(labels)):
+        return []
+    return [f"the original is right on {100 * accuracy:.1f}% of {len(labels)} labelled calibration samples, no "
+            f"better than its answers would score on labels unrelated to the samples ({100 * chance:.1f}%): are the "
+            "labels in the samples' order, and for the scored output? A budget measured against them says little"]

@@ -45,6 +45,7 @@ from onnx import helper, numpy_helper
 from .. import ops
 from ..compiler.pipeline import Result
 from ..config import Options
+from ..measure.shape_probe import tensor_values
 from ..passes.sparse_conv import unpack
 from ..passes.zeros import zero_writer
 
@@ -163,19 +164,6 @@ def screenable(result: Result) -> list:
     return [rw for rw in result.rewritten if rw.candidate.output.name not in read]
 
 
-def layer_inputs(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:
-    """The values of tensors ``names`` when ``model`` runs on each of ``feeds``."""
-    from ..measure.timing import session
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    exposed = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                              for n in names if n not in exposed)
-    sess = session(probe, threads)
-    return [dict(zip(names, sess.run(names, f))) for f in feeds]
-
-
 def screen_early_exit(original: onnx.ModelProto, result: Result, feeds: list[dict], threads: int,
                       log, layers: set[str] | None = None) -> dict[str, tuple[float, float]]:
     """Layer -> (ms rewritten, ms dense), each layer timed alone; layers that cannot be
@@ -194,7 +182,7 @@ def screen_early_exit(original: onnx.ModelProto, result: Result, feeds: list[dic
     if not pairs:
         return {}
     names = sorted({n for _l, ins, _f, _d in pairs for n in ins})
-    captured = layer_inputs(original, names, feeds[:SCREEN_FEEDS])
+    captured = tensor_values(original, names, feeds[:SCREEN_FEEDS])
     found = {}
     for i, (layer, ins, fast, dense) in enumerate(pairs):
         log(f"screening layers alone: {layer}", i, len(pairs))
@@ -220,7 +208,7 @@ def screen_sparse_convs(model: onnx.ModelProto, sparse: list[SparseConsumer], fe
     convs = [s for s in sparse if s.op == ops.SPARSE_CONV and s.node in outer]
     if not convs:
         return {}
-    captured = layer_inputs(model, sorted({s.x for s in convs}), feeds[:SCREEN_FEEDS], threads)
+    captured = tensor_values(model, sorted({s.x for s in convs}), feeds[:SCREEN_FEEDS], threads)
     out = {}
     for s in convs:
         xs = [{s.x: values[s.x]} for values in captured]
