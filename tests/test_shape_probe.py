@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from click.testing import CliRunner
@@ -172,3 +173,24 @@ def test_calibration_counts_the_heads_too(tmp_path):
     assert run.exit_code == 0, run.output
     written = json.loads(report.read_text())
     assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_PER_SAMPLE, 0)
+
+
+def branches():
+    """x [N, 8] and a flag: If(flag) then x @ W1 @ W2 (8 -> 64 -> 4) else x @ W3 (8 -> 4)."""
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["h"]),
+                                helper.make_node("MatMul", ["h", "w2"], ["t"])], "then", [], [vi("t", ["N", 4])])
+    else_g = helper.make_graph([helper.make_node("MatMul", ["x", "w3"], ["e"])], "else", [], [vi("e", ["N", 4])])
+    nodes = [helper.make_node("If", ["flag"], ["y"], then_branch=then_g, else_branch=else_g)]
+    inits = [init("w1", scaled_normal(8, 64)), init("w2", scaled_normal(64, 4)), init("w3", scaled_normal(8, 4))]
+    inputs = [vi("x", ["N", 8]), vi("flag", [], onnx.TensorProto.BOOL)]
+    return make_model(nodes, inputs, [vi("y", ["N", 4])], inits)
+
+
+@pytest.mark.parametrize(("flag", "taken"), [(True, 2 * (8 * 64 + 64 * 4)), (False, 2 * 8 * 4)])
+def test_an_if_counts_the_branch_the_data_takes(flag, taken):
+    model = branches()
+    graph = gs.import_onnx(infer_shapes(model))
+    assert model_flops(graph) == (2 * (8 * 64 + 64 * 4) + 2 * 8 * 4, 0)  # both, without data
+    seen = runtime_flops(model, {"x": np.ones((2, 8), np.float32), "flag": np.array(flag)})
+    assert seen == {"y": taken}
+    assert model_flops(graph, seen) == (taken, 0)

@@ -152,11 +152,18 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
 def model_flops(graph: gs.Graph, seen: dict[str, int] | None = None) -> tuple[int, int]:
     """(FLOPs per sample of the countable reductions, number left uncounted). ``seen``:
     counts of main-graph nodes by first output, at the shapes of real inputs
-    (shape_probe.py), taken before the graph's own."""
+    (shape_probe.py), taken before the graph's own; for an If, its taken branch's."""
     total, unknown = 0, 0
     batch = batch_of(graph)
     seen = seen or {}
+    untaken = set()  # the bodies of an If whose taken branch ``seen`` counts
+    for node in graph.nodes:
+        if node.op == "If" and node.outputs and node.outputs[0].name in seen:
+            total += seen[node.outputs[0].name]
+            untaken |= {id(g) for key in ("then_branch", "else_branch") for g in all_graphs(node.attrs[key])}
     for g in all_graphs(graph):
+        if id(g) in untaken:
+            continue
         for node in g.nodes:
             if counted(node):
                 f = seen.get(node.outputs[0].name) if g is graph and node.outputs else None

@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..compiler import functions
+from ..compiler.graphutil import all_graphs
 from ..io.feeds import with_input_shapes
 from .flops import batch_of, counted, node_flops
 
@@ -28,7 +29,9 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
     batch folded into another axis that inference lost the symbol of ([N*T, C] after a
     Reshape to -1), which with the batch open counted as one row. A model of 1 GiB of
     weights or more is not run (a session would hold them all once more: the pipeline
-    infers such a model's shapes on its skeleton too); a failed run leaves its nodes out."""
+    infers such a model's shapes on its skeleton too); a failed run leaves its nodes out.
+    A main-graph If is keyed by its first output too: the FLOPs of the branch this batch
+    takes (a merged decoder's two branches are never both run)."""
     from ..compiler.pipeline import infer_shapes
     from ..io.bigmodel import BIG_MODEL_BYTES, import_graph, tensor_nbytes
 
@@ -40,8 +43,11 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
     batch = batch_of(graph)
     nodes = [n for n in graph.nodes if counted(n) and n.outputs]
     missing = [n for n in nodes if node_flops(n, batch) is None]
+    branches = [n for n in graph.nodes if n.op == "If" and n.inputs and n.outputs]
     wanted = sorted({t.name for n in missing for t in [*n.inputs, n.outputs[0]]
-                     if isinstance(t, gs.Variable) and t.name and t.name not in names})
+                     if isinstance(t, gs.Variable) and t.name and t.name not in names}
+                    | {n.inputs[0].name for n in branches if isinstance(n.inputs[0], gs.Variable)} - names)
+    values = {}
     if wanted and sum(tensor_nbytes(t) for t in flat.graph.initializer) < BIG_MODEL_BYTES:
         try:
             (values,) = tensor_values(flat, wanted, [feed])
@@ -51,6 +57,13 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
         for name, value in values.items():
             tensors[name].shape = list(np.shape(value))
     counts = {n.outputs[0].name: node_flops(n, batch) for n in nodes}
+    for n in branches:  # only the branch the data takes: both are not run
+        cond = n.inputs[0].values if isinstance(n.inputs[0], gs.Constant) else values.get(n.inputs[0].name,
+                                                                                         feed.get(n.inputs[0].name))
+        if cond is not None and np.size(cond) == 1:
+            body = n.attrs["then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"]
+            inside = [node_flops(m, batch) for g in all_graphs(body) for m in g.nodes if counted(m)]
+            counts[n.outputs[0].name] = None if None in inside else sum(inside)
     return {name: flops for name, flops in counts.items() if flops is not None}
 
 
