@@ -67,3 +67,21 @@ def test_the_original_s_own_names_are_kept():
     out = exprune_onnx.optimize_model(model, Options(threshold=float("-inf"), sparse_relu="on")).model
     assert node_types(out) == ["Conv", "Conv", "Add", "Relu", exprune_onnx.ops.SPARSE_CONV]
     assert {"W1", "W2"} <= {t.name for t in out.graph.initializer}
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_a_new_copy_of_an_original_weight_is_merged_unless_that_weight_is_an_input(listed):
+    """An original weight listed as a graph input may be fed another value at run time:
+    a copy the rewrite made of it must keep its own values."""
+    from exprune_onnx.compiler.export import _merge_new_copies
+
+    w = scaled_normal(M, C)
+    inputs = [vi("x", ["N", M])] + ([vi("W", [M, C])] if listed else [])
+    original = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g", inputs, [vi("y", ["N", C])],
+                                 [init("W", w)])
+    written = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"]),
+                                 helper.make_node("MatMul", ["x", "W_copy"], ["z"])], "g", inputs,
+                                [vi("y", ["N", C]), vi("z", ["N", C])], [init("W", w), init("W_copy", w)])
+    _merge_new_copies(written, original)
+    assert [t.name for t in written.initializer] == (["W", "W_copy"] if listed else ["W"])
+    assert list(written.node[1].input) == ["x", "W_copy" if listed else "W"]

@@ -60,6 +60,7 @@ def _merge_new_copies(graph: onnx.GraphProto, original: onnx.GraphProto) -> None
     outputs = {o.name for o in graph.output}
     groups: dict[tuple, list] = {}
     for t in graph.initializer:
+        # Defined once: a weight also listed as an input (which may be fed another value) is not.
         if t.data_location == onnx.TensorProto.EXTERNAL or t.name in outputs or defined[t.name] != 1:
             continue
         content = t.raw_data or _unnamed(t).SerializeToString()
