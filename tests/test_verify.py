@@ -517,7 +517,7 @@ def test_values_with_no_bar_are_said_to_be_unjudged(embedding):
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "'embedding' max abs diff" in text and "of its largest |value|, mean relative error" in text
-    assert "passed; not judged: output(s) 'embedding', values that have no bar without a relerr budget" in text
+    assert "passed; not judged: output(s) 'embedding', values that have no bar but a relerr budget on them" in text
 
 
 @pytest.mark.parametrize(("confidence", "max_drop", "what"), [

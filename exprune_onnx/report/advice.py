@@ -90,7 +90,7 @@ def lossless_note(original: onnx.ModelProto) -> str:
     from ..ops import DOMAIN, PRUNE_OPS
 
     pruning = sum(n.domain == DOMAIN and n.op_type in PRUNE_OPS for n in all_nodes(original.graph))
-    how = ("--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it")
+    how = "--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it"
     if pruning:
         return (f"nothing more is pruned (exact rewrites only), but the model given has {pruning} early-exit "
                 f"layer(s) of its own, which prune as they were set; {how}")

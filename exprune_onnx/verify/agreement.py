@@ -60,6 +60,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         return Row(name, False, error_message(exc))
     judged = _budget_verdict(budget, checked)
     parts, ok = ([judged[1]], judged[0]) if judged is not None else ([], True)
+    measured = judged[2] if judged is not None else None  # the value output a relerr budget judged
     unjudged = []
     for d in checked.outputs:
         text = f"'{d.name}' max abs diff {d.max_abs:.3g}"
@@ -67,7 +68,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
             text = f"'{d.name}' another shape on {d.runs[0]} of {d.runs[1]} runs"
         elif d.top1_agreement is None and not d.index:
             text += f" ({d.max_rel:.3g} of its largest |value|, mean relative error {d.mean_rel or 0:.3g})"
-            if judged is None and d.max_abs > 0:
+            if d.name != measured and d.max_abs > 0:
                 unjudged.append(d.name)
         elif d.top1_agreement is not None:
             text += f", {d.answer_kind} agreement {d.top1_agreement:.2%}"
@@ -90,12 +91,13 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'", tuple(unjudged))
 
 
-def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
-    """(within the budget, what was measured against it), or None when the data cannot tell:
-    no budget, labels missing for a labelled metric, or a metric the check does not measure."""
+def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str, str | None] | None:
+    """(within the budget, what was measured against it, the value output a relerr budget
+    measured), or None when the data cannot tell: no budget, labels missing for a labelled
+    metric, or a metric the check does not measure."""
     if budget is None:
         return None
-    metric, max_drop = budget["metric"], float(budget["max_drop"])
+    metric, max_drop, measured = budget["metric"], float(budget["max_drop"]), None
     if metric in LABELLED and checked.accuracy is None:
         return None
     if metric == "accuracy":
@@ -112,6 +114,7 @@ def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
         d = values.get(budget.get("output")) or next(iter(values.values()), None)
         if d is None:
             return None
+        measured = d.name
         if float(budget.get("confidence") or 0) > 0:  # certified: the share of samples over the budget (certify.py)
             drop = float(np.mean(d.sample_rel > max_drop)) if d.sample_rel is not None and d.sample_rel.size else 0.0
             what = f"'{d.name}': samples whose relative error is over {max_drop:g}"
@@ -124,4 +127,4 @@ def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str] | None:
     confidence = float(budget.get("confidence") or 0)
     promise = f"at confidence {confidence:g}" if confidence else "an estimate on its held-out part"
     return ok, (f"{what} {100 * drop:.2f}% {'<=' if ok else '>'} {100 * max_drop:g}%, the budget it was calibrated "
-                f"to ({promise}; measured on these data, a point estimate)")
+                f"to ({promise}; measured on these data, a point estimate)"), measured
