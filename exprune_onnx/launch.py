@@ -1,9 +1,11 @@
 """The `exprune-onnx` command's entry point. Importing the CLI loads numpy, onnx and
-onnxruntime, which takes about half a second: a Ctrl-C in that time would otherwise end in
-Python's traceback instead of the CLI's one line and exit code 130."""
+onnxruntime, which takes half a second to a few: a Ctrl-C in that time would otherwise end
+in Python's traceback instead of the CLI's one line and exit code 130, and a SIGTERM in
+silence."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -19,7 +21,17 @@ def _interrupted(exc: BaseException | None) -> bool:
     return False
 
 
+def _terminated(_signum, _frame) -> None:
+    sys.stderr.write("terminated: stopped by SIGTERM; no file is left half-written\n")
+    sys.exit(143)
+
+
 def main() -> None:
+    # SIGTERM too (a scheduler's stop, `timeout`), where nothing else handles it; the CLI's
+    # own handler (cli_boundary.py) takes over once the libraries are loaded.
+    ours = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         # numpy and onnxruntime too: the group's callback imports onnxruntime.
         import numpy  # noqa: F401
@@ -31,4 +43,7 @@ def main() -> None:
             raise
         sys.stderr.write("interrupted: stopped by Ctrl-C; no file is left half-written\n")
         sys.exit(130)
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     cli()

@@ -61,6 +61,31 @@ def test_ctrl_c_that_a_library_turned_into_an_import_error_is_still_one():
     assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
 
 
+def test_sigterm_while_the_cli_loads_is_one_line_and_143():
+    """A SIGTERM sent before the CLI's own handler is in place (here, from an import hook
+    while the CLI loads), then the default back for the CLI to take over."""
+    done = _python(
+        "import os, signal, sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'exprune_onnx.cli':\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from exprune_onnx.launch import main\n"
+        "main()\n")
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == "terminated: stopped by SIGTERM; no file is left half-written\n"
+    done = _python("import signal, sys\n"
+                   "from exprune_onnx import launch\n"
+                   "sys.argv = ['exprune-onnx', '--version']\n"
+                   "try:\n"
+                   "    launch.main()\n"
+                   "except SystemExit:\n"
+                   "    pass\n"
+                   "print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)\n")
+    assert done.returncode == 0 and done.stdout.endswith("True\n"), done.stderr
+
+
 def test_other_import_failures_are_not_taken_for_ctrl_c():
     from exprune_onnx.launch import _interrupted
 
