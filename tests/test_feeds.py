@@ -137,6 +137,9 @@ def test_batch_layout(dims, shapes, layout):
     ({"x": ["N", 30, 12]}, None),
     ({"x": ["N", 30, 12], "h0": [2, "N", 16]}, None),  # a batch-first LSTM's states [layers, N, H]: fed whole
     ({"ids": ["batch", "seq"], "past_0": [2, "batch", 4, "past", 8]}, None),  # GPT-2's stacked past
+    ({"x": ["T", "B", 12]}, "x"),  # a sequence's name, then a batch's letter
+    ({"x": ["a", "b", 12]}, None),  # a batch-first export's own letters: "b" is no batch after "a"
+    ({"x": ["d0", "n", 12]}, None),
 ])
 def test_a_batch_axis_that_is_not_the_first_is_refused(inputs, refused):
     """Samples run along the first axis: with a fixed T first, samples would be fed along

@@ -172,8 +172,12 @@ def check_batch_first(model: onnx.ModelProto) -> None:
     whole = batch_layout(model)[1]  # an LSTM's h0 [layers, N, H], GPT-2's past [2, N, ...]: fed whole
     for vi in model_inputs(model):
         dims = input_dims(vi)
-        named = [d for d in dims[1:] if isinstance(d, str) and _batch_name(d)]
         first = dims[0] if dims else None
+        # A later dim named as a batch, after a fixed first one or a named one that is no batch.
+        # "N" or "b" alone says batch only after a sequence's name ([T, N, C]): a batch-first
+        # export may name its dims [a, b] too.
+        named = [d for d in dims[1:] if isinstance(d, str) and _batch_name(d)
+                 and ("batch" in d.lower() or _number(first) or isinstance(first, str) and _sequence_name(first))]
         if named and vi.name not in whole and ((_number(first) and first > 1) or
                                               (isinstance(first, str) and not _batch_name(first))):
             raise DataError(f"input '{vi.name}' is {_show(dims)}: its batch axis '{named[0]}' is not the first (a "
@@ -183,6 +187,11 @@ def check_batch_first(model: onnx.ModelProto) -> None:
 
 def _batch_name(dim: str) -> bool:
     return dim.lower() in ("n", "b", "bs") or "batch" in dim.lower()
+
+
+def _sequence_name(dim: str) -> bool:
+    d = dim.lower()
+    return d in ("t", "s", "l") or d.startswith(("seq", "len", "time", "step", "src", "tgt", "token"))
 
 
 def _number(d) -> bool:
