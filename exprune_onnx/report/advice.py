@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 from rich.markup import escape
 
+from ..measure.counters import body_ops
 from ..rules.common import K_OUTSIDE
 
 # An output compared by value only (a map, a regression) that moved by more than this share of
@@ -27,14 +28,6 @@ def costlier_layers(result, counts: dict | None) -> list[str]:
     return [row["layer"] for row in layer_rows(result, counts)
             if row["measured_flops"] is not None and row["dense_flops"]
             and row["measured_flops"] >= row["dense_flops"]]
-
-
-def body_ops(model: onnx.ModelProto) -> int:
-    """Our ops inside If/Loop/Scan bodies: a body cannot hand their counters out."""
-    from ..io.modelio import all_graphs
-    from ..ops import DOMAIN
-
-    return sum(node.domain == DOMAIN for g in list(all_graphs(model.graph))[1:] for node in g.node)
 
 
 def warnings(done, argmax_only: tuple = ()) -> list[str]:
@@ -72,7 +65,7 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
                    "stays the scores (--explain says why)")
     uncounted = body_ops(done.model)
     if uncounted and (checked is not None or outcome is not None):
-        out.append(f"{uncounted} rewritten layer(s) inside If/Loop/Scan bodies have no counters (only the main "
+        out.append(f"{uncounted} ExPrune op(s) inside If/Loop/Scan bodies have no counters (only the main "
                    "graph's ops can output theirs), so their prune rates or inputs skipped show '?' and the FLOPs "
                    "measured on the data are not given")
     k_outside = sum(K_OUTSIDE in r.reason for r in result.rejected)

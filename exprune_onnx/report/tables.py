@@ -386,7 +386,8 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     for d in check.outputs:
         t.add_row(f"output '{d.name}'", output_text(d))
     if saved is None:
-        t.add_row("FLOPs per sample", f"unknown: {unknown_why}")
+        known = f"{_mflops(dense)} MFLOPs dense; executed " if dense else ""
+        t.add_row("FLOPs per sample", f"{known}unknown: {unknown_why}")
     else:
         share = f" ({percent(saved / dense)} saved)" if dense else ""
         t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
