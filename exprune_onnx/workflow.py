@@ -330,7 +330,7 @@ def _rows(result, checked, calibrated) -> list[dict]:
 
 def _report(result, checked, calibrated, timed, timings) -> dict:
     from .report.latency import latency_json
-    from .report.tables import calibration_json, jsonable
+    from .report.tables import calibration_json, jsonable, measured_total
 
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
     sparse = {s.op_node.name for s in result.sparse}
@@ -338,6 +338,9 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
         "changed": result.changed,
         "dense_flops_per_sample": result.dense_flops,  # of the nodes whose shapes are known
         "uncounted_nodes": result.uncounted_nodes,
+        # As the summary's "measured FLOPs": by the ops' counters on the check, null where unknown.
+        "measured_flops_per_sample": measured_total(result, checked.pruned, checked.rows or checked.samples)
+        if checked is not None else None,
         "layers": report.get("layers") or _rows(result, checked, None),
         "rejected": [vars(r) for r in result.rejected],
         "latency": latency_json(timed) if timed is not None else None,

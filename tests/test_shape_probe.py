@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -119,6 +120,11 @@ def test_optimize_and_evaluate_count_the_heads(tmp_path):
     written = json.loads(report.read_text())
     assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_PER_SAMPLE, 0)
     assert "not counted" not in run.output and "measured FLOPs" in run.output
+    # The report's measured count is the summary's, and no more than the dense one.
+    measured = written["measured_flops_per_sample"]
+    shown = re.search(r"measured FLOPs\s+│\s+([\d.]+) MFLOPs per sample \(([-\d.]+)% saved", run.output)
+    assert 0 < measured <= HEADS_PER_SAMPLE and shown.group(1) == f"{measured / 1e6:.2f}"
+    assert shown.group(2) == f"{100 * (1 - measured / HEADS_PER_SAMPLE):.1f}"
     run = CliRunner().invoke(main, ["evaluate", str(path), str(out), "--data", str(data), "--runs", "2",
                                     "--json", str(evaluated)])
     assert run.exit_code == 0, run.output
