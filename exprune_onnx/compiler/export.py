@@ -63,9 +63,9 @@ def _merge_new_copies(graph: onnx.GraphProto, original: onnx.GraphProto) -> None
         # Defined once: a weight also listed as an input (which may be fed another value) is not.
         if t.data_location == onnx.TensorProto.EXTERNAL or t.name in outputs or defined[t.name] != 1:
             continue
-        content = t.raw_data or _unnamed(t).SerializeToString()
-        if len(content) >= _SHARED_MIN_BYTES:
-            groups.setdefault((t.data_type, tuple(t.dims), hashlib.sha256(content).digest()), []).append(t)
+        key = _content_key(t)
+        if key is not None:
+            groups.setdefault(key, []).append(t)
     for found in groups.values():
         kept = next((t for t in found if t.name in known), found[0])
         for t in found:
@@ -74,11 +74,18 @@ def _merge_new_copies(graph: onnx.GraphProto, original: onnx.GraphProto) -> None
                 _rename_uses(graph, t.name, kept.name)
 
 
-def _unnamed(t: onnx.TensorProto) -> onnx.TensorProto:
-    copy = onnx.TensorProto()
-    copy.CopyFrom(t)
-    copy.name = ""
-    return copy
+def _content_key(t: onnx.TensorProto) -> tuple | None:
+    """What two equal weights share whatever their names, or None for one too small to share."""
+    if t.raw_data:
+        content = t.raw_data
+    else:  # values in typed fields: the tensor less its name
+        unnamed = onnx.TensorProto()
+        unnamed.CopyFrom(t)
+        unnamed.name = ""
+        content = unnamed.SerializeToString()
+    if len(content) < _SHARED_MIN_BYTES:
+        return None
+    return t.data_type, tuple(t.dims), hashlib.sha256(content).digest()
 
 
 def _share_body_weights(graph: onnx.GraphProto) -> None:
@@ -93,9 +100,9 @@ def _share_body_weights(graph: onnx.GraphProto) -> None:
     for body in bodies:
         outputs = {o.name for o in body.output}
         for t in body.initializer:
-            content = t.raw_data or t.SerializeToString()
-            if len(content) >= _SHARED_MIN_BYTES and t.name not in outputs:
-                groups.setdefault((t.data_type, tuple(t.dims), hashlib.sha256(content).digest()), []).append((body, t))
+            key = _content_key(t)
+            if key is not None and t.name not in outputs:
+                groups.setdefault(key, []).append((body, t))
     for found in groups.values():
         if len({id(body) for body, _ in found}) < 2:
             continue

@@ -25,6 +25,8 @@ from ..tuning.metrics import (
     is_scores,
     labelled_mean,
     prediction_shape,
+    relative_error,
+    sample_relative_errors,
     top1_agreement,
 )
 from .output_kinds import output_kinds
@@ -383,14 +385,5 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
     top1 = top1_agreement(a, b) if is_scores(a, kind) and not np.isnan(a).any() else None  # NaN has no arg-max
-    return OutputDiff(name, max_abs, max_rel, top1, mean_rel=_ratio(err.mean(), np.abs(a).mean()) if a.size else None,
-                      sample_rel=_per_sample(err, a) if a.ndim and a.size else None)
-
-
-def _ratio(err: float, scale: float) -> float:
-    return float(err / scale) if scale > 0 else float(err)
-
-
-def _per_sample(err: np.ndarray, a: np.ndarray) -> np.ndarray:
-    rows = len(a)
-    return np.array([_ratio(e, s) for e, s in zip(err.reshape(rows, -1).mean(1), np.abs(a).reshape(rows, -1).mean(1))])
+    return OutputDiff(name, max_abs, max_rel, top1, mean_rel=relative_error(a, b) if a.size else None,
+                      sample_rel=sample_relative_errors(a, b) if a.ndim and a.size else None)

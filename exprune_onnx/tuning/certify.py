@@ -45,6 +45,7 @@ from .metrics import (
     answers,
     check_labels,
     predictions,
+    sample_relative_errors,
     score,
 )
 from .risk import (
@@ -108,10 +109,7 @@ def sample_losses(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndar
     if metric == "agreement":
         loss = ~agrees(ref, got)
     else:
-        rows = ref.shape[0]
-        diff = np.abs(ref.astype(np.float64) - got).reshape(rows, -1).mean(1)
-        scale = np.abs(ref.astype(np.float64)).reshape(rows, -1).mean(1)
-        loss = diff / np.where(scale > 0, scale, 1.0) > tolerance
+        loss = sample_relative_errors(ref, got) > tolerance
     loss = loss.astype(np.float64)
     return loss.reshape(loss.shape[0], -1).mean(1) if loss.ndim > 1 else loss
 

@@ -178,9 +178,23 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     if metric == "agreement":
         agree = top1_agreement(ref, got)
         return Score(metric, 1.0, agree, 1.0 - agree, answer_kind)
-    scale = float(np.mean(np.abs(ref)))
-    err = float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)
+    err = relative_error(ref, got)
     return Score(metric, 0.0, err, err)
+
+
+def relative_error(ref: np.ndarray, got: np.ndarray) -> float:
+    """relerr's measure: mean |difference| over mean |original| (the difference alone where
+    the original is all zeros)."""
+    scale = float(np.mean(np.abs(ref)))
+    return float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)
+
+
+def sample_relative_errors(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """``relative_error`` of each sample (first axis)."""
+    rows = ref.shape[0]
+    diff = np.abs(ref.astype(np.float64) - got).reshape(rows, -1).mean(1)
+    scale = np.abs(ref.astype(np.float64)).reshape(rows, -1).mean(1)
+    return diff / np.where(scale > 0, scale, 1.0)
 
 
 def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
