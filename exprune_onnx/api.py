@@ -1,10 +1,12 @@
-"""The compiler's Python entry points (the compiler alone: nothing is run or timed).
+"""The compiler's Python entry points: the compiler alone, nothing timed, and nothing run
+but the one random input ``inspect_model`` counts FLOPs on, as the ``inspect`` command does.
 
 The whole ``exprune-onnx optimize`` workflow is ``exprune_onnx.optimize`` (workflow.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import onnx
@@ -22,7 +24,7 @@ def _prepare(model, options: Options | None, overrides: dict) -> tuple[onnx.Mode
         model = load_model(model)
     else:
         check_model(model)  # what load_model checks of a file
-    options = options or Options()
+    options = dataclasses.replace(options) if options else Options()  # the caller's stays as given
     for key, value in overrides.items():
         if not hasattr(options, key):
             raise unknown_option(key, options)
@@ -43,6 +45,11 @@ def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options 
 
 def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None, *,
                   rules: RuleSet = RULES, **overrides) -> Result:
-    """What :func:`optimize_model` would rewrite and why it leaves the rest."""
+    """What :func:`optimize_model` would rewrite and why it leaves the rest; FLOPs counted
+    as the ``inspect`` command counts them (on one random input, once every input dim is known)."""
+    from .workflow import count_on_random_input
+
     model, options = _prepare(model, options, overrides)
+    if options.runtime_flops is None:
+        count_on_random_input(model, options)
     return _inspect(model, options, rules)

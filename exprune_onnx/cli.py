@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from pathlib import Path
@@ -192,10 +191,12 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
+    from rich.markup import escape
+
     from .io.modelio import read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal
-    from .report.advice import lossless_note
+    from .report.advice import budget_warning, lossless_note
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
     from .workflow import Settings, run
@@ -228,9 +229,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     streamed = report_path is not None and is_stream(report_path)  # /dev/stdout: written after the model
     refuse_overwriting([output, None if streamed else report_path, plot_path], [model],
                        (config, check_data, calibration, labels))
-    if calibration is not None and max_drop >= 0.2:  # 1 meant as one point is a budget of 100
-        make_console().print(f"[yellow]warning:[/] --max-drop {max_drop:g} is a fraction: it allows a drop of "
-                             f"{100 * max_drop:g} points (0.01 is one point), or a relative error of {max_drop:g}")
+    if calibration is not None and budget_warning(max_drop):  # before the work it would waste
+        make_console().print(f"[yellow]warning:[/] {escape(budget_warning(max_drop))}")
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)
@@ -341,11 +341,9 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .compiler.pipeline import inspect as run_inspect
-    from .errors import DataError
-    from .io.data import random_dataset
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
-    from .workflow import count_at_run_time
+    from .workflow import count_on_random_input
 
     console = make_console()
     options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
@@ -353,8 +351,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     original = load_model(model)
     check_spec(original, InputSpec(input_shapes))
     options.input_shapes = input_shapes
-    with contextlib.suppress(DataError):  # dims left open: shape inference's count alone
-        count_at_run_time(original, options, random_dataset(original, 1, 0, InputSpec(input_shapes)))
+    count_on_random_input(original, options)
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
     if result.conv_candidates:

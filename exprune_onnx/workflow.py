@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class Optimized:
     checked: object = None  # check.CheckResult, when the check ran
     calibrated: object = None  # search.Outcome, with calibration
     timed: object = None  # objective.LatencyChoice, under the latency objective
+    warnings: list[str] = field(default_factory=list)  # what `optimize` prints under its tables, as plain text
 
     @property
     def changed(self) -> bool:
@@ -113,7 +115,19 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         options.threshold = LOSSLESS  # as the command line: prune only when asked (a threshold or calibration)
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
+    validate(options, settings)  # a budget out of range is an error before it is a warning
+    _warn_budget(settings)
     return run(model, options, settings, log)
+
+
+def _warn_budget(settings: Settings) -> None:
+    """The command line's warning for a budget that reads as points, before any work (the
+    result's ``warnings`` repeat it)."""
+    from .report.advice import budget_warning
+
+    text = budget_warning(settings.max_drop) if settings.calibration is not None else None
+    if text:
+        warnings.warn(text, UserWarning, stacklevel=3)
 
 
 def validate(options: Options, settings: Settings) -> None:
@@ -271,8 +285,13 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             _checked_part(data, settings, calibrated)
         checked = compare(model, result.model, on, labelled=settings.score_output, log=log)
         timings["check"] = time.perf_counter() - start
-    return Optimized(result.model, _rows(result, checked, calibrated),
+    from .report.advice import plain_warnings
+
+    done = Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
+    done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
+    done.report["warnings"] = list(done.warnings)
+    return done
 
 
 def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
@@ -281,6 +300,14 @@ def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -
     from .measure.shape_probe import runtime_flops
 
     options.runtime_flops = runtime_flops(model, data.first(1)) or None
+
+
+def count_on_random_input(model: onnx.ModelProto, options: Options) -> None:
+    """count_at_run_time on one seeded random input where the model's dims (with
+    ``options.input_shapes``) allow one without data; else shape inference's count stands.
+    What `inspect` does, from the command line and from Python."""
+    with contextlib.suppress(DataError):
+        count_at_run_time(model, options, random_dataset(model, 1, 0, InputSpec(dict(options.input_shapes))))
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

@@ -91,7 +91,7 @@ def test_layers_inside_a_branch_are_said_to_have_no_counters(tmp_path):
     np.savez(data, x=rng.standard_normal((8, 1, 6, 6)).astype(np.float32), cond=np.array(True))
     r = CliRunner().invoke(main, ["evaluate", str(path), str(tmp_path / "o.onnx"), "--data", str(data), "--runs", "2"])
     text = " ".join(r.output.split())
-    assert r.exit_code == 0 and "MFLOPs dense; executed unknown: 2 ExPrune op(s) inside If/Loop/Scan bodies" in text
+    assert r.exit_code == 0 and "FLOPs dense; executed unknown: 2 ExPrune op(s) inside If/Loop/Scan bodies" in text
     path = save_model(three_layer_mlp(), tmp_path)
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "mlp.exprune.onnx"), "--objective", "flops",
                                   "--threshold", "0", "--sparse-relu", "off"])

@@ -31,6 +31,7 @@ from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError, error_message
 from exprune_onnx.io.data import dataset_of, load_dataset, random_dataset
 from exprune_onnx.io.feeds import InputSpec, batch_layout, check_batch_first, parse_input_shape, parse_input_value
+from exprune_onnx.report.units import flops_text
 
 
 def audio() -> onnx.ModelProto:
@@ -279,13 +280,13 @@ def test_data_gives_the_shapes_flops_are_counted_at(tmp_path):
         out = tmp_path / "o.onnx"
         r = cli("optimize", path, "-o", out, "--objective", "flops", *data)
         assert r.exit_code == 0, r.output
-        assert f"dense FLOPs      │ {flops / 1e6:.2f} MFLOPs per sample" in r.output
+        assert f"dense FLOPs      │ {flops_text(flops)} per sample" in r.output
         assert "% saved, counted by the ops" in r.output or "% of FLOPs saved (measured by the ops)" in r.output
         written = onnx.load(out)
         assert written.graph.input[0] == onnx.load(path).graph.input[0]
         assert not written.graph.value_info  # no shape inferred at 12x12 is left behind
     r = cli("evaluate", path, out, "--data", tmp_path / "d.npz", "--runs", 2)
-    assert r.exit_code == 0 and f"{flops / 1e6:.2f} MFLOPs dense" in r.output, r.output
+    assert r.exit_code == 0 and f"{flops_text(flops)} dense" in r.output, r.output
     shapes = load_dataset(tmp_path / "d.npz", onnx.load(path)).input_shapes(onnx.load(path), {})
     assert shapes == {"x": ("N", 3, 12, 12)}
 
@@ -341,7 +342,7 @@ def test_flops_of_a_partly_unknown_model_are_not_set_against_all_savings(tmp_pat
     assert r.exit_code == 0, r.output
     if probed:
         dense = 2 * (32 * 64 + 64 * 64 + 64 * 64)
-        assert f"{dense / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul) │" in " ".join(r.output.split())
+        assert f"{dense / 1e3:.2f} kFLOPs per sample (Conv/Gemm/MatMul) │" in " ".join(r.output.split())
         assert "not counted" not in r.output and "measured FLOPs" in r.output
     else:
         assert "node(s) with unknown shapes not counted" in r.output and "measured FLOPs" not in r.output
@@ -364,7 +365,7 @@ def test_inspect_counts_flops_with_input_shape(tmp_path):
     assert r.exit_code == 0, r.output
     # conv1 3->32 and conv2 32->32, 3x3 taps, 16x16 outputs, 2 FLOPs per MAC.
     flops = 2 * 16 * 16 * 9 * (3 * 32 + 32 * 32)
-    assert f"dense FLOPs: {flops / 1e6:.2f} MFLOPs" in r.output
+    assert f"dense FLOPs: {flops / 1e6:.2f} MFLOPs per sample" in r.output
 
 
 def test_inspect_without_input_shape_says_the_flops_are_unknown(tmp_path):
@@ -376,7 +377,7 @@ def test_inspect_without_input_shape_says_the_flops_are_unknown(tmp_path):
     from exprune_onnx.report.tables import dense_flops_text
 
     some = dense_flops_text(Result(conv_hw(), dense_flops=1280, uncounted_nodes=20))
-    assert some == ("0.00 MFLOPs per sample (Conv/Gemm/MatMul), 20 node(s) with unknown shapes not counted "
+    assert some == ("1.28 kFLOPs per sample (Conv/Gemm/MatMul), 20 node(s) with unknown shapes not counted "
                     "(--input-shape fixes symbolic input dims)")
 
 

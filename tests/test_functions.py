@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 import exprune_onnx
 from exprune_onnx.io.data import random_dataset
+from exprune_onnx.report.units import flops_text
 from exprune_onnx.verify import verify
 
 OPTIONS = {"threshold": NEG_INF, "min_units": 8}
@@ -112,7 +113,7 @@ def test_evaluate_counts_the_layers_inside_functions(tmp_path):
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "m.onnx"), str(tmp_path / "o.onnx"), "--data",
                                   str(tmp_path / "d.npz"), "--runs", "2"])
     assert r.exit_code == 0, r.output
-    assert f"{res.dense_flops / 1e6:.2f} MFLOPs dense" in r.output
+    assert f"{flops_text(res.dense_flops)} dense" in r.output
 
 
 def test_overloads_are_told_apart():

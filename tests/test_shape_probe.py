@@ -14,6 +14,7 @@ from helpers import init, make_model, save_model, scaled_normal, vi
 from onnx import helper
 from test_flops import PER_SAMPLE, folded
 
+import exprune_onnx
 from exprune_onnx.cli import main
 from exprune_onnx.compiler.pipeline import infer_shapes
 from exprune_onnx.io.feeds import with_input_shapes
@@ -122,8 +123,8 @@ def test_optimize_and_evaluate_count_the_heads(tmp_path):
     assert "not counted" not in run.output and "measured FLOPs" in run.output
     # The report's measured count is the summary's, and no more than the dense one.
     measured = written["measured_flops_per_sample"]
-    shown = re.search(r"measured FLOPs\s+│\s+([\d.]+) MFLOPs per sample \(([-\d.]+)% saved", run.output)
-    assert 0 < measured <= HEADS_PER_SAMPLE and shown.group(1) == f"{measured / 1e6:.2f}"
+    shown = re.search(r"measured FLOPs\s+│\s+([\d.]+) kFLOPs per sample \(([-\d.]+)% saved", run.output)
+    assert 0 < measured <= HEADS_PER_SAMPLE and shown.group(1) == f"{measured / 1e3:.2f}"
     assert shown.group(2) == f"{100 * (1 - measured / HEADS_PER_SAMPLE):.1f}"
     run = CliRunner().invoke(main, ["evaluate", str(path), str(out), "--data", str(data), "--runs", "2",
                                     "--json", str(evaluated)])
@@ -160,11 +161,20 @@ def test_inspect_counts_the_heads_once_every_dim_is_known(tmp_path):
     path = save_model(heads_model(), tmp_path)
     fixed = CliRunner().invoke(main, ["inspect", str(path), "--input-shape", f"x:1,{T},{C}", "--min-units", "4"])
     assert fixed.exit_code == 0, fixed.output
-    assert f"dense FLOPs: {HEADS_PER_SAMPLE / 1e6:.2f} MFLOPs per sample (Conv/Gemm/MatMul)\n" in fixed.output
+    assert f"dense FLOPs: {HEADS_PER_SAMPLE / 1e3:.2f} kFLOPs per sample (Conv/Gemm/MatMul)\n" in fixed.output
     # With T open no input can be made: inference's count, which knows no shape here.
     open_dims = CliRunner().invoke(main, ["inspect", str(path), "--min-units", "4"])
     assert open_dims.exit_code == 0, open_dims.output
     assert "dense FLOPs: unknown: no shape of the 5 Conv/Gemm/MatMul nodes is known" in open_dims.output
+
+
+def test_inspect_model_counts_as_the_inspect_command_does():
+    options = exprune_onnx.Options(min_units=4, input_shapes={"x": (1, T, C)})
+    shown = exprune_onnx.inspect_model(heads_model(), options)
+    assert shown.dense_flops == HEADS_PER_SAMPLE
+    assert options.runtime_flops is None  # the caller's options are left as given
+    assert exprune_onnx.inspect_model(heads_model(), min_units=4).dense_flops == 0  # T open: no input to make
+    assert exprune_onnx.optimize_model(heads_model(), options).dense_flops < HEADS_PER_SAMPLE  # the compiler alone
 
 
 def test_calibration_counts_the_heads_too(tmp_path):

@@ -8,6 +8,9 @@ from rich.markup import escape
 from ..measure.counters import body_ops
 from ..rules.common import K_OUTSIDE
 
+# A budget this large is most likely one point written as 1 (a budget of 100 points).
+LARGE_BUDGET = 0.2
+
 # An output compared by value only (a map, a regression) that moved by more than this share of
 # its largest |value| is worth a warning, as a top-1 agreement under 99% is.
 MOVED = 0.05
@@ -73,6 +76,23 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
                    "lists each layer's n)")
     return out
+
+
+def budget_warning(max_drop: float) -> str | None:
+    """The warning for a --max-drop that reads as points rather than a fraction, or None."""
+    if max_drop < LARGE_BUDGET:
+        return None
+    return (f"--max-drop {max_drop:g} is a fraction: it allows a drop of {100 * max_drop:g} points (0.01 is one "
+            f"point), or a relative error of {max_drop:g}")
+
+
+def plain_warnings(done, argmax_only: tuple = (), max_drop: float | None = None) -> list[str]:
+    """The warnings of a workflow.Optimized as plain text, the budget's first: what the
+    Python API and --report give, where the command line prints them."""
+    from rich.text import Text
+
+    first = budget_warning(max_drop) if max_drop is not None and done.calibrated is not None else None
+    return ([first] if first else []) + [Text.from_markup(line).plain for line in warnings(done, argmax_only)]
 
 
 def lossless_note(original: onnx.ModelProto) -> str:

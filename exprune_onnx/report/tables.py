@@ -17,10 +17,7 @@ from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import cpu_has_tiles
-
-
-def _mflops(value) -> str:
-    return "?" if value is None else f"{value / 1e6:.2f}"
+from .units import flops_text, flops_unit, scaled
 
 
 def op_counts(model: onnx.ModelProto) -> Counter:
@@ -79,23 +76,27 @@ def _parameter(rw) -> float | None:
 
 def layers_table(result: Result, counts: dict | None, title: str, stats: dict | None = None) -> Table:
     t = Table(title=title, title_justify="left")
-    cols = ["layer", "pattern", "n", "k", "outputs", "rule", "parameter", "dense MFLOPs", "floor MFLOPs"]
+    rows = layer_rows(result, counts, stats)
+    # One unit for the column, MFLOPs from a layer of 1 MFLOP up (a tiny model's in kFLOPs).
+    scale, unit = flops_unit(max([r["dense_flops"] or 0 for r in rows], default=0), largest=1e6)
+    cols = ["layer", "pattern", "n", "k", "outputs", "rule", "parameter", f"dense {unit}", f"floor {unit}"]
     if counts is not None:
-        cols += ["pruned", "measured MFLOPs"]
+        cols += ["pruned", f"measured {unit}"]
     if stats is not None:
         cols += ["lost mass (calib.)"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
-    for row in layer_rows(result, counts, stats):
+    for row in rows:
         param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
         if "thresholds" in row:  # the median of them all: an output never pruned is at -inf
             ths = np.asarray(row["thresholds"], dtype=np.float64)
             never = int(np.isneginf(ths).sum())
             param = f"per output, median {float(np.median(ths)):.4g}" + (f", {never} at -inf" if never else "")
         cells = [escape(row["layer"]), " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
-                 row["rule"], param, _mflops(row["dense_flops"]), _mflops(row["floor_flops"])]
+                 row["rule"], param, scaled(row["dense_flops"], scale), scaled(row["floor_flops"], scale)]
         if counts is not None:
-            cells += ["?" if row["pruned"] is None else f"{100 * row['pruned']:.1f}%", _mflops(row["measured_flops"])]
+            cells += ["?" if row["pruned"] is None else f"{100 * row['pruned']:.1f}%",
+                      scaled(row["measured_flops"], scale)]
         if stats is not None:
             lost = row.get("calibration_lost_mass")
             changed = row.get("calibration_changed_answers")
@@ -198,7 +199,7 @@ def dense_flops_text(result: Result) -> str:
         return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
     if not result.dense_flops:  # a quantized model's QLinearConv, say: nothing this count covers
         return "none counted: the model has no float Conv, Gemm or MatMul"
-    dense = f"{_mflops(result.dense_flops)} MFLOPs per sample (Conv/Gemm/MatMul)"
+    dense = f"{flops_text(result.dense_flops)} per sample (Conv/Gemm/MatMul)"
     if result.uncounted_nodes:
         dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted ({hint})"
     return dense
@@ -222,7 +223,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     measured = measured_total(result, check.pruned if check else None, (check.rows or check.samples) if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
-        t.add_row("measured FLOPs", f"{_mflops(measured)} MFLOPs per sample ({percent(saved)} saved, "
+        t.add_row("measured FLOPs", f"{flops_text(measured, result.dense_flops)} per sample ({percent(saved)} saved, "
                   f"counted by the ops on {samples_text(check.samples)} of '{check.source}')")
     if sizes is not None:
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
@@ -386,11 +387,11 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     for d in check.outputs:
         t.add_row(f"output '{d.name}'", output_text(d))
     if saved is None:
-        known = f"{_mflops(dense)} MFLOPs dense; executed " if dense else ""
+        known = f"{flops_text(dense)} dense; executed " if dense else ""
         t.add_row("FLOPs per sample", f"{known}unknown: {unknown_why}")
     else:
         share = f" ({percent(saved / dense)} saved)" if dense else ""
-        t.add_row("FLOPs per sample", f"{_mflops(dense)} MFLOPs dense -> {_mflops(dense - saved)} MFLOPs "
+        t.add_row("FLOPs per sample", f"{flops_text(dense)} dense -> {flops_text(dense - saved, dense)} "
                   f"executed{share}, counted by the ops")
     o, p = timing.original_ms, timing.optimized_ms
     t.add_row("latency", f"original {o[1]:.3f} ms [{o[0]:.3f}-{o[2]:.3f}], optimised {p[1]:.3f} ms "
