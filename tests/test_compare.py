@@ -3,6 +3,8 @@ input to input) are compared run by run, never cut to the first rows or broadcas
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -334,6 +336,9 @@ def test_data_on_which_the_original_answers_nan_is_refused():
         compare(model, model, data, batch=4)
     with pytest.raises(DataError, match="inputs that overflow it"):
         Runner(model, data, np.arange(6), 4)
+    random = dataclasses.replace(dataset_of({"x": x * 1e30}, model), source="random")  # not the user's to rescale
+    with pytest.raises(DataError, match=r"on seeded random inputs: give real inputs \(--check-data; verify and "):
+        compare(model, model, random, batch=4)
     data = dataset_of({"x": x}, model)  # scaled as in training: compared as usual
     assert compare(model, model, data, batch=4).outputs[0].max_abs == 0.0
     # NaN in a side output only (a Sqrt of a pre-activation): the rest is checked, that one

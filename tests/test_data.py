@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 from helpers import make_model, vi
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from exprune_onnx.errors import DataError
 from exprune_onnx.io.data import load_dataset, random_dataset
+from exprune_onnx.io.feeds import InputSpec
 
 
 @pytest.fixture
@@ -163,6 +164,33 @@ def test_random_dataset_needs_known_dims():
     m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 4])], [vi("y", ["N", 4])])
     d = random_dataset(m, 3, 0)
     assert d.inputs["x"].shape == (3, 4) and d.inputs["x"].dtype == np.float32
+
+
+def masked_softmax(mask_marks: str):
+    """x [N, 4] softmaxed over the positions a bool mask [N, 4] keeps: True marks the ones to
+    keep, or (as PyTorch's key_padding_mask) the padding to drop."""
+    keep, drop = ("x", "minus_inf") if mask_marks == "keep" else ("minus_inf", "x")
+    nodes = [helper.make_node("Where", ["mask", keep, drop], ["s"]), helper.make_node("Softmax", ["s"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(-np.inf, np.float32), "minus_inf")]
+    return make_model(nodes, [vi("x", ["N", 4]), vi("mask", ["N", 4], TensorProto.BOOL)], [vi("y", ["N", 4])], inits)
+
+
+@pytest.mark.parametrize("marks, kept", [("keep", True), ("padding", False)])
+def test_a_random_mask_keeps_what_the_model_can_answer_on(marks, kept):
+    """All True, unless the original answers NaN on that and not on all False (a padding mask)."""
+    d = random_dataset(masked_softmax(marks), 3, 0)
+    assert d.inputs["mask"].dtype == np.bool_ and (d.inputs["mask"] == kept).all()
+    assert np.array_equal(d.inputs["x"], random_dataset(masked_softmax("keep"), 3, 0).inputs["x"])
+
+
+def test_a_mask_given_a_value_or_nan_either_way_stays_as_it_was():
+    given = random_dataset(masked_softmax("padding"), 3, 0, InputSpec(values={"mask": (1.0, 1.0)}))
+    assert given.inputs["mask"].all()
+    nodes = [helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT), helper.make_node("Sub", ["x", "x"], ["z"]),
+             helper.make_node("Div", ["z", "zero"], ["q"]), helper.make_node("Mul", ["q", "m"], ["y"])]  # 0/0 always
+    inits = [numpy_helper.from_array(np.zeros(4, np.float32), "zero")]
+    always = make_model(nodes, [vi("x", ["N", 4]), vi("mask", ["N", 4], TensorProto.BOOL)], [vi("y", ["N", 4])], inits)
+    assert random_dataset(always, 2, 0).inputs["mask"].all()
 
 
 def test_a_model_input_named_labels_takes_the_key_and_the_labels_come_from_their_own_file(tmp_path):

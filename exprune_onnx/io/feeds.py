@@ -17,7 +17,8 @@
 
 Without ``--input-value``: floats are uniform in [0, 1); integers that are the
 indices of a Gather on a constant table (token ids into an embedding) are uniform
-over the table's rows; booleans are all True (a mask that keeps everything); any
+over the table's rows; booleans are all True (a mask that keeps everything; io/data.py
+flips them where that makes the model answer NaN: a padding mask); any
 other integer input (a sample rate, a length) has no sensible random value, so the
 error asks for ``--input-value``.
 """

@@ -223,6 +223,10 @@ def refuse_nan(name: str, values, source: str) -> None:
     if _has_nan(values):
         runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values])]
         share = sum(int(np.isnan(a).sum()) for a in runs if _floats(a)) / max(sum(a.size for a in runs if _floats(a)), 1)
+        if source == "random":  # no data of the user's: what the random values could not stand for
+            raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on seeded "
+                            "random inputs: give real inputs (--check-data; verify and evaluate: --data), or "
+                            "--input-value NAME:VALUE for an input that takes particular values")
         raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on {source}: "
                         "inputs that overflow it, or not scaled as in training?")
 
