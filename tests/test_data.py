@@ -166,21 +166,35 @@ def test_random_dataset_needs_known_dims():
     assert d.inputs["x"].shape == (3, 4) and d.inputs["x"].dtype == np.float32
 
 
-def masked_softmax(mask_marks: str):
-    """x [N, 4] softmaxed over the positions a bool mask [N, 4] keeps: True marks the ones to
-    keep, or (as PyTorch's key_padding_mask) the padding to drop."""
+def masked_softmax(mask_marks: str, dtype=TensorProto.BOOL, name: str = "mask"):
+    """x [N, 4] softmaxed over the positions a mask [N, 4] keeps: True (or 1) marks the ones
+    to keep, or (as PyTorch's key_padding_mask) the padding to drop."""
     keep, drop = ("x", "minus_inf") if mask_marks == "keep" else ("minus_inf", "x")
-    nodes = [helper.make_node("Where", ["mask", keep, drop], ["s"]), helper.make_node("Softmax", ["s"], ["y"])]
+    nodes = [helper.make_node("Cast", [name], ["b"], to=TensorProto.BOOL),
+             helper.make_node("Where", ["b", keep, drop], ["s"]), helper.make_node("Softmax", ["s"], ["y"])]
     inits = [numpy_helper.from_array(np.array(-np.inf, np.float32), "minus_inf")]
-    return make_model(nodes, [vi("x", ["N", 4]), vi("mask", ["N", 4], TensorProto.BOOL)], [vi("y", ["N", 4])], inits)
+    return make_model(nodes, [vi("x", ["N", 4]), vi(name, ["N", 4], dtype)], [vi("y", ["N", 4])], inits)
 
 
-@pytest.mark.parametrize("marks, kept", [("keep", True), ("padding", False)])
-def test_a_random_mask_keeps_what_the_model_can_answer_on(marks, kept):
-    """All True, unless the original answers NaN on that and not on all False (a padding mask)."""
-    d = random_dataset(masked_softmax(marks), 3, 0)
-    assert d.inputs["mask"].dtype == np.bool_ and (d.inputs["mask"] == kept).all()
+@pytest.mark.parametrize("dtype", [TensorProto.BOOL, TensorProto.INT64])
+@pytest.mark.parametrize("marks, kept", [("keep", 1), ("padding", 0)])
+def test_a_random_mask_keeps_what_the_model_can_answer_on(marks, kept, dtype):
+    """All True (an integer named as a mask: 1), unless the original answers NaN on that and
+    not on all False (a padding mask)."""
+    name = "mask" if dtype == TensorProto.BOOL else "attention_mask"
+    d = random_dataset(masked_softmax(marks, dtype, name), 3, 0)
+    assert d.inputs[name].dtype == helper.tensor_dtype_to_np_dtype(dtype) and (d.inputs[name] == kept).all()
     assert np.array_equal(d.inputs["x"], random_dataset(masked_softmax("keep"), 3, 0).inputs["x"])
+
+
+def test_an_integer_is_a_mask_by_its_name_unless_it_indexes_a_table():
+    ids = make_model([helper.make_node("Gather", ["table", "mask_ids"], ["y"])], [vi("mask_ids", ["N", 3],
+                     TensorProto.INT64)], [vi("y", ["N", 3, 2])], [numpy_helper.from_array(np.ones((7, 2), np.float32),
+                     "table")])
+    drawn = random_dataset(ids, 50, 0).inputs["mask_ids"]
+    assert drawn.min() >= 0 and drawn.max() == 6  # token ids over the table's rows
+    with pytest.raises(DataError, match="input 'length' is int64 and nothing says which values it takes"):
+        random_dataset(masked_softmax("keep", TensorProto.INT64, "length"), 3, 0)
 
 
 def test_a_mask_given_a_value_or_nan_either_way_stays_as_it_was():

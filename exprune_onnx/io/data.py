@@ -28,6 +28,7 @@ from .feeds import (
     fixed_batch,
     input_dims,
     input_dtype,
+    is_mask,
     model_inputs,
     random_arrays,
     resolved_dims,
@@ -314,23 +315,25 @@ def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputS
         raise DataError("none of the model's inputs has a batch axis: there is no sample axis to run over")
     data = Dataset(batched, None, "random", whole, fixed_batch(model, spec))
     masks = [vi.name for vi in model_inputs(model)
-             if np.dtype(input_dtype(vi) or np.float32).kind == "b" and vi.name not in spec.values]
+             if is_mask(model, vi.name, np.dtype(input_dtype(vi) or np.float32)) and vi.name not in spec.values]
     return _masks_unflipped_or_flipped(model, data, masks) if masks else data
 
 
 def _masks_unflipped_or_flipped(model: onnx.ModelProto, data: Dataset, masks: list[str]) -> Dataset:
-    """``data`` with its all-True boolean inputs all False instead, where True makes the
-    original answer NaN and False does not: True keeps everything in a mask that marks what
-    to keep, and masks everything out in one that marks padding (PyTorch's
-    ``key_padding_mask``, whose every row then softmaxes over -inf alone)."""
+    """``data`` with its mask inputs (all True, or all 1) all False or 0 instead, where the
+    first makes the original answer NaN and the second does not: True keeps everything in a
+    mask that marks what to keep, and masks everything out in one that marks padding
+    (PyTorch's ``key_padding_mask``, whose every row then softmaxes over -inf alone)."""
     from ..runtime import inference_session
 
     def nan_on(feeds: dict) -> bool:
         outs = sess.run(None, feeds)
         return any(isinstance(o, np.ndarray) and o.dtype.kind == "f" and np.isnan(o).any() for o in outs)
 
-    flipped = Dataset({k: (~v if k in masks else v) for k, v in data.inputs.items()}, None, data.source,
-                      {k: (~v if k in masks else v) for k, v in data.shared.items()}, data.batch)
+    def flip(arrays: dict) -> dict:
+        return {k: (np.zeros_like(v) if k in masks else v) for k, v in arrays.items()}
+
+    flipped = Dataset(flip(data.inputs), None, data.source, flip(data.shared), data.batch)
     try:  # a refinement only: a model onnxruntime cannot run fails where it is run for real
         sess = inference_session(model, threads=1)
         return flipped if nan_on(data.first(1)) and not nan_on(flipped.first(1)) else data

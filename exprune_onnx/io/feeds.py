@@ -17,10 +17,10 @@
 
 Without ``--input-value``: floats are uniform in [0, 1); integers that are the
 indices of a Gather on a constant table (token ids into an embedding) are uniform
-over the table's rows; booleans are all True (a mask that keeps everything; io/data.py
-flips them where that makes the model answer NaN: a padding mask); any
-other integer input (a sample rate, a length) has no sensible random value, so the
-error asks for ``--input-value``.
+over the table's rows; booleans, and integers named as a mask (``attention_mask``), are
+all True or 1 (a mask that keeps everything; io/data.py flips them where that makes the
+model answer NaN: a padding mask); any other integer input (a sample rate, a length) has
+no sensible random value, so the error asks for ``--input-value``.
 """
 
 from __future__ import annotations
@@ -302,11 +302,18 @@ def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: In
                         "--samples), or give sample data")
 
 
+def is_mask(model: onnx.ModelProto, name: str, dtype: np.dtype) -> bool:
+    """Whether random values of input ``name`` are a mask that keeps everything (all True
+    or all 1): a boolean, or an integer named as a mask (Hugging Face's ``attention_mask``)
+    that indexes no table."""
+    return dtype.kind == "b" or dtype.kind in "iu" and "mask" in name.lower() and _table_rows(model, name) is None
+
+
 def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds) -> np.ndarray:
     if bounds is None:
         if dtype.kind == "f":
             return _in_chunks(rng.random, dtype, shape)
-        if dtype.kind == "b":
+        if is_mask(model, name, dtype):
             return np.ones(shape, dtype)
         rows = _table_rows(model, name)
         if rows is None:
