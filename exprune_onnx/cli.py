@@ -14,7 +14,6 @@ from .cli_boundary import guarded, make_console, pipe_closed
 from .cli_options import a_number, calibration_only, common_options, file_path, input_options, typed_with
 from .config import (
     DEFAULT_CONFIDENCE,
-    LOSSLESS,
     OBJECTIVES,
     SPARSE_RELU,
     Options,
@@ -211,11 +210,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if objective == "flops":
         typed_with("--objective flops", ("latency_batch", "latency_threads"), "it times nothing (they set how the "
                    "latency objective times)")
-    # Nothing asked to prune: the lossless mode (exact rewrites only). Threshold 0, the paper's,
-    # took the bundled CNN from 91.8% to 51.8% where the objective kept its rewrites.
-    default = None if calibration is not None or config is not None else LOSSLESS
-    options = _options(threshold if threshold is not None else default, config, k, min_units,
-                       include_first_layer, unit_order, argmax_only, emit_stats)
+    # With no --threshold, --config or --calibration the threshold stays unset: the lossless
+    # mode (exact rewrites only). Threshold 0, the paper's, took the bundled CNN from 91.8% to
+    # 51.8% where the objective kept its rewrites.
+    options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, emit_stats)
     options.alpha, options.sparse_input, options.sparse_relu = alpha, sparse_input, sparse_relu
     options.input_shapes = input_shapes
     settings = Settings(check=check, check_data=check_data, check_samples=check_samples, seed=seed,
@@ -249,7 +247,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if streamed:
         write_json(report_path, payload)
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
-    if default == LOSSLESS and threshold is None and rule in (None, "threshold"):
+    if options.threshold is None and calibration is None and rule in (None, "threshold"):
         make_console().print(lossless_note(original))
     make_console().print(f"wrote {output}")
 
@@ -346,8 +344,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     from .workflow import count_on_random_input
 
     console = make_console()
-    options = _options(threshold if threshold is not None or config else 0.0, config, k, min_units,
-                       include_first_layer, unit_order, argmax_only)
+    options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only)
     original = load_model(model)
     check_spec(original, InputSpec(input_shapes))
     options.input_shapes = input_shapes

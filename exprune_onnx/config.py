@@ -103,7 +103,9 @@ class LayerSetting:
 
 @dataclass
 class Options:
-    threshold: float = 0.0
+    # None: not asked, so no output is pruned (LOSSLESS), in the compiler as on the command
+    # line; a config file's layers default to the paper's 0.0 (load_config).
+    threshold: float | None = None
     k: str | int | float = "auto"
     min_units: int = DEFAULT_MIN_UNITS
     include_first_layer: bool = False
@@ -137,14 +139,16 @@ class Options:
     confidence: float | None = None
 
     def setting(self, layer: str) -> LayerSetting:
-        default = LayerSetting(self.threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))
+        threshold = LOSSLESS if self.threshold is None else self.threshold
+        default = LayerSetting(threshold, self.k, rule=self.rule, z_crit=z_crit(self.alpha))
         return self.layers.get(layer, default)
 
 
 def check_options(options: Options) -> None:
     """Raise ConfigError for a top-level option of the wrong type or out of range: the
     Python API takes them as given, where the command line's types check them first."""
-    _threshold(options.threshold, "the options")
+    if options.threshold is not None:
+        _threshold(options.threshold, "the options")
     _k(options.k, "the options")
     if isinstance(options.min_units, bool) or not isinstance(options.min_units, numbers.Integral) or options.min_units < 2:
         # as --min-units: a layer of one unit has no partial sum short of the whole
@@ -248,6 +252,8 @@ def load_config(path: str | Path, options: Options) -> Options:
     except RecursionError:
         raise ConfigError(f"{p}: not a config: nested too deeply to read") from None
     _check_keys(data, ("default", "layers"), f"{p}: expected an object with")
+    if options.threshold is None:  # a config asks to prune: at the paper's threshold unless it says
+        options.threshold = 0.0
     default = data.get("default", {})
     _check_keys(default, ("threshold", "k", "rule", "alpha", "unit_order"), f"{p}: 'default' must be an object with")
     if "threshold" in default:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .config import DEFAULT_CONFIDENCE, LOSSLESS, Options, check_options, parse_confidence, parse_k, unknown_option
+from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
 from .errors import ConfigError, DataError
 from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
@@ -102,7 +102,6 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         model = load_model(model)
     else:
         check_model(model)  # what load_model checks of a file
-    given = options is not None
     options = dataclasses.replace(options) if options else Options()
     settings = dataclasses.replace(settings) if settings else Settings()
     for key, value in overrides.items():
@@ -111,8 +110,6 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         if target is None:
             raise unknown_option(key, settings, options)
         setattr(target, key, parse_k(value) if key == "k" else value)
-    if not given and "threshold" not in overrides and settings.calibration is None:
-        options.threshold = LOSSLESS  # as the command line: prune only when asked (a threshold or calibration)
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     validate(options, settings)  # a budget out of range is an error before it is a warning
