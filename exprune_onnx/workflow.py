@@ -127,11 +127,13 @@ def _warn_budget(settings: Settings) -> None:
         warnings.warn(text, UserWarning, stacklevel=3)
 
 
+# Settings only calibration reads: set without calibration data, they would be ignored.
+CALIBRATION_ONLY = ("labels", "max_drop", "metric", "holdout", "granularity")
+
+
 def validate(options: Options, settings: Settings) -> None:
     """Combinations the workflow refuses (the command line shows them as usage errors)."""
     check_options(options)  # before the inputs' spec is built from them
-    if settings.calibration is None and settings.labels is not None:
-        raise UsageProblem("labels go with calibration data (--calibration)")
     if settings.calibration is None and settings.rule == "auto":
         raise UsageProblem("--rule auto chooses per layer on data: give --calibration")
     if options.sparse_relu == "on" and not options.sparse_input:
@@ -151,6 +153,14 @@ def validate(options: Options, settings: Settings) -> None:
     if settings.calibration is not None and options.confidence > 0 and settings.max_drop == 0:
         raise UsageProblem("--max-drop 0 cannot be certified from samples: give a budget > 0, or --confidence 0 "
                            "for no loss on the calibration data")
+    if settings.calibration is None:
+        default = Settings()
+        given = [name for name in CALIBRATION_ONLY if (settings.labels is not None if name == "labels"
+                                                      else getattr(settings, name) != getattr(default, name))]
+        given += ["confidence"] if options.confidence not in (None, DEFAULT_CONFIDENCE) else []
+        if given:
+            raise UsageProblem(f"no calibration data is given (calibration=, --calibration), and only calibration "
+                               f"reads {', '.join(given)}")
 
 
 def _check_settings(settings: Settings) -> None:

@@ -71,6 +71,14 @@ def test_bad_settings_are_a_config_error(model, setting, words):
         exprune_onnx.optimize(model, objective="flops", **setting)
 
 
+@pytest.mark.parametrize("setting", [{"max_drop": 0.01}, {"labels": np.zeros(4, np.int64)}, {"metric": "relerr"},
+                                     {"holdout": 0.2}, {"granularity": "layer"}, {"confidence": 0.5}])
+def test_calibration_s_settings_without_calibration_data_are_refused(model, setting):
+    """As the command line refuses --max-drop without --calibration: the budget was ignored."""
+    with pytest.raises(ConfigError, match=f"no calibration data is given .*, and only calibration reads {next(iter(setting))}"):
+        exprune_onnx.optimize(model, objective="flops", check=False, **setting)
+
+
 def test_an_unset_threshold_prunes_nothing_from_every_entry(model, tmp_path):
     """As on the command line, where no --threshold, --config or --calibration is the lossless
     mode: Options(k=16) given whole pruned at the paper's 0, 97.7% -> 74.6% on a digits MLP."""
