@@ -21,7 +21,6 @@ over an optimised model changes nothing.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -282,19 +281,6 @@ def _unmatched_heads(graph: gs.Graph, options: Options, accepted) -> list[Reject
     return out
 
 
-def _quiet(fn):
-    """Keep onnx-graphsurgeon's warnings (e.g. on bfloat16 weights, which are left alone
-    anyway) off the user's stdout; its errors still show."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with gs.logger.G_LOGGER.suppress(gs.logger.G_LOGGER.ERROR):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_quiet
 def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """What ``optimize`` would do, without doing it."""
     graph, proof, accepted, rejected, folded_c, folded_bn = _analyse(model, options, rules)
@@ -314,7 +300,6 @@ def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) ->
     return result
 
 
-@_quiet
 def optimize(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) -> Result:
     """Rewrite every accepted layer (``rules``, tried in order), then run the sparse-input passes."""
     result = _rewrite(model, options, rules)
