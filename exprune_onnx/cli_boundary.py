@@ -3,6 +3,7 @@ SIGTERM (a scheduler's stop, `timeout`) cleans up as Ctrl-C does, leaving no sta
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -46,31 +47,35 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def fail(console: Console, exc: BaseException, debug: bool) -> None:
-    if debug:
-        console.print_exception()
-    # Messages quote shapes and names: print them as plain text, never as rich markup, and
-    # on one line: soft_wrap stops rich from breaking long paths at the console width.
-    if isinstance(exc, ExPruneError):
-        console.print(Text.assemble(("error:", "bold red"), f" {error_message(exc, limit=None)}"), highlight=False,
-                      soft_wrap=True)
-        sys.exit(exc.exit_code)
-    if isinstance(exc, Terminated):
-        console.print(Text.assemble(("terminated", "bold red"), ": stopped by SIGTERM; no file is left half-written"))
-        sys.exit(143)
-    if isinstance(exc, KeyboardInterrupt):
-        console.print(Text.assemble(("interrupted", "bold red"), ": stopped by Ctrl-C; no file is left half-written"))
-        sys.exit(130)
     if isinstance(exc, BrokenPipeError):
         pipe_closed()
+    head, text, code = failure(exc)
+    try:
+        if debug:
+            console.print_exception()
+        # Messages quote shapes and names: print them as plain text, never as rich markup, and
+        # on one line: soft_wrap stops rich from breaking long paths at the console width.
+        console.print(Text.assemble((head, "bold red"), text), highlight=False, soft_wrap=True)
+    except OSError:  # stderr closed or full: the exit code still says what happened
+        pass
+    sys.exit(code)
+
+
+def failure(exc: BaseException) -> tuple[str, str, int]:
+    """What the command says of a failure, and its exit code."""
+    if isinstance(exc, ExPruneError):
+        return "error:", f" {error_message(exc, limit=None)}", exc.exit_code
+    if isinstance(exc, Terminated):
+        return "terminated", ": stopped by SIGTERM; no file is left half-written", 143
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", ": stopped by Ctrl-C; no file is left half-written", 130
     if isinstance(exc, MemoryError):  # numpy's says how many bytes it wanted, nothing of what to do
-        console.print(Text.assemble(("error:", "bold red"), f" out of memory ({error_message(exc) or 'MemoryError'}): "
-                                    "give the command fewer samples at once (a smaller data file, fewer random "
-                                    "samples, a smaller batch)"), highlight=False, soft_wrap=True)
-        sys.exit(1)
-    console.print(Text.assemble(("internal error:", "bold red"),
-                                f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)"),
-                  highlight=False, soft_wrap=True)
-    sys.exit(1)
+        return "error:", (f" out of memory ({error_message(exc) or 'MemoryError'}): give the command fewer samples "
+                          "at once (a smaller data file, fewer random samples, a smaller batch)"), 1
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF):
+        # Every file the command writes says so itself (exit 5): what is left is its stdout.
+        return "error:", f" cannot write to standard output ({exc.strerror})", 5
+    return "internal error:", f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)", 1
 
 
 def guarded(fn):
@@ -80,6 +85,9 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
+        for name in ("stdout", "stderr"):
+            if getattr(sys, name) is None:  # closed when we started (`>&-`): written to nowhere
+                setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the rest of the process
         err = make_console(stderr=True)
         # Only where SIGTERM would kill at once: not in a thread (handlers are set in the main
         # one only), not where it is ignored or a program embedding us handles it itself.

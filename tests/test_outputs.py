@@ -143,6 +143,31 @@ def test_a_reader_that_stops_reading_ends_the_command_as_sigpipe_would(args):
     assert proc.returncode == 141 and b"Traceback" not in proc.stderr, proc.stderr
 
 
+CLI = "import sys; from exprune_onnx.cli import main; sys.argv[0] = 'exprune-onnx'; main()"
+
+
+def test_a_closed_or_full_stdout_or_stderr_is_no_internal_error(tmp_path):
+    """`>&-` (Python then has no sys.stdout), `> /dev/full` and `2> /dev/full`: they gave
+    "internal error" and exit 1, with the model written."""
+    import subprocess
+    import sys
+
+    def run(*args, **streams):
+        return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], timeout=300, **streams)
+
+    out = tmp_path / "o.onnx"
+    closed = run("optimize", EXAMPLE, "-o", out, "--threshold", "-2", "--objective", "flops", "--no-check",
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
+                 preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 0 and closed.stderr == b"" and out.exists()
+    with open("/dev/full", "wb") as full:
+        proc = run("inspect", EXAMPLE, stdout=full, stderr=subprocess.PIPE)
+        assert proc.returncode == 5 and proc.stderr.decode().startswith(
+            "error: cannot write to standard output (No space left on device)"), proc.stderr
+        proc = run("inspect", tmp_path / "missing.onnx", stdout=subprocess.PIPE, stderr=full)
+        assert proc.returncode == 3  # the message is lost, not the exit code
+
+
 def test_a_sigterm_while_the_outputs_are_staged_leaves_none_of_them(example, tmp_path):
     """A scheduler's stop or `timeout` sends SIGTERM: the command cleans up as on Ctrl-C
     (143, one line, no staged .exprune-* file left). The process sends it to itself while

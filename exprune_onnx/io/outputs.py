@@ -88,6 +88,8 @@ def write_json(path: Path, payload: dict) -> None:
             move_into_place(staged)
         finally:
             discard(staged)
+    except BrokenPipeError:
+        raise  # the reader stopped reading (`| head`): the command's exit 141, as for its stdout
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
 
