@@ -335,8 +335,11 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @click.argument("model", type=click.Path(path_type=Path))
 @common_options
 @input_options(values=False)
+@click.option("--explain", is_flag=True, help="Taken as optimize takes it: inspect always lists why the layers it "
+                                              "leaves alone are left.")
 @guarded
-def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes):
+def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes,
+            explain):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .compiler.pipeline import inspect as run_inspect
     from .io.feeds import InputSpec, check_spec

@@ -240,14 +240,31 @@ def _check_keys(obj, known: tuple[str, ...], what: str) -> None:
                           + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else ""))
 
 
+# Thresholds for every output channel of a large model fill a few MB of JSON.
+_MAX_CONFIG_BYTES = 256 << 20
+
+
+def _no_repeats(pairs: list) -> dict:
+    """A JSON object whose keys are all different (json keeps the last of a repeated key)."""
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"key {repeated[0]!r} is given twice")
+    return dict(pairs)
+
+
 def load_config(path: str | Path, options: Options) -> Options:
     """Read a per-layer JSON config into ``options`` (layer names checked later)."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # /dev/zero or a FIFO would be read until memory runs out
+        raise ConfigError(f"{p}: not a config file (a directory, device or pipe)")
+    if p.is_file() and p.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size / 2**20:.0f} MiB is too large for a config file")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(), object_pairs_hook=_no_repeats)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # (json.JSONDecodeError is a ValueError)
         raise ConfigError(f"{p}: not a readable JSON config ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{p}: not a config: nested too deeply to read") from None

@@ -141,6 +141,12 @@ def test_bad_config_and_options(example, tmp_path):
         assert r.exit_code == 2 and "k must be 'auto', a count" in r.output, r.output
     assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
     assert invoke("optimize", example, "--seed", "-1").exit_code == 2  # numpy's seeds are >= 0
+    cfg.write_text('{"layers": {"/fc1/Gemm": {"k": 16}, "/fc1/Gemm": {"skip": true}}}')  # json kept the last
+    r = invoke("inspect", example, "--config", cfg)
+    assert r.exit_code == 4 and "(key '/fc1/Gemm' is given twice)" in r.output, r.output
+    r = invoke("inspect", example, "--config", "/dev/zero")  # read until the kernel killed it
+    assert r.exit_code == 4 and "/dev/zero: not a config file" in r.output, r.output
+    assert invoke("inspect", example, "--explain").exit_code == 0  # as optimize takes it
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
 
 
