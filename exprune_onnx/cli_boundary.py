@@ -73,8 +73,9 @@ def failure(exc: BaseException) -> tuple[str, str, int]:
         return "error:", (f" out of memory ({error_message(exc) or 'MemoryError'}): give the command fewer samples "
                           "at once (a smaller data file, fewer random samples, a smaller batch)"), 1
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EBADF):
-        # Every file the command writes says so itself (exit 5): what is left is its stdout.
-        return "error:", f" cannot write to standard output ({exc.strerror})", 5
+        # A file names itself; a write with no file name was to the command's stdout.
+        where = f"'{exc.filename}'" if exc.filename else "to standard output"
+        return "error:", f" cannot write {where} ({exc.strerror})", 5
     return "internal error:", f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)", 1
 
 
