@@ -189,6 +189,40 @@ def test_conv_after_zeros_is_rewritten(name):
     assert not again.changed and again.model.SerializeToString() == res.model.SerializeToString()
 
 
+def concat_of_relus(rng, *, pool=False, sigmoid=False):
+    """SqueezeNet's fire module: r0 -> 1x1 conv 'ca' -> Relu and 3x3 conv 'cb' -> Relu (or a
+    Sigmoid, which writes no zeros) -> Concat [-> MaxPool] -> conv 'c2' -> Relu."""
+    nodes, inits = stem(rng)
+    inits += [init("Wa", weight(rng, 4, 8, 1)), init("Wb", weight(rng, 4, 8)), init("W2", weight(rng, 6, 8))]
+    nodes += [conv("ca", "r0", "Wa", "aa"), helper.make_node("Relu", ["aa"], ["ra"]),
+              conv("cb", "r0", "Wb", "ab", pads=[1] * 4),
+              helper.make_node("Sigmoid" if sigmoid else "Relu", ["ab"], ["rb"]),
+              helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1)]
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["cat"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    nodes += [conv("c2", "p" if pool else "cat", "W2", "a2", pads=[1] * 4), helper.make_node("Relu", ["a2"], ["y"])]
+    return build(nodes, inits)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_conv_reading_a_concat_of_relus_reads_it_sparsely(pool):
+    """Each part of the Concat carries a ReLU's zeros: SqueezeNet's and Inception's convs
+    read their modules so (5 of a SqueezeNet's 15 were no candidates, with no reason)."""
+    rng = np.random.default_rng(31)
+    model = concat_of_relus(rng, pool=pool)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert node_types(res.model) == ["Conv", "Relu", ops.SPARSE_CONV, ops.SPARSE_CONV, "Concat"] + \
+        (["MaxPool"] if pool else []) + [ops.SPARSE_CONV]
+    assert [(s.layer, s.source) for s in res.sparse] == [("c2", "Relu"), ("cb", "Relu"), ("ca", "Relu")]
+    onnx.checker.check_model(res.model)
+    assert_same_outputs(model, res.model, rng)
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    assert not exprune_onnx.optimize_model(res.model, **SPARSE).changed
+    # A part with no zeros of its own (a Sigmoid's) makes the Concat no ReLU's output.
+    res = exprune_onnx.optimize_model(concat_of_relus(rng, pool=pool, sigmoid=True), **SPARSE)
+    assert sorted(s.layer for s in res.sparse) == ["ca", "cb"]
+
+
 def test_repacked_weight_layout():
     """w[c, ky, kx, j] = W[(c // Cg) * Mg + j, c % Cg, ky, kx], as the op's interface states."""
     rng = np.random.default_rng(0)

@@ -194,3 +194,24 @@ def test_conv_reads_zeros_through_a_copying_pad_or_a_nearest_resize(mid):
 def test_a_pad_of_another_value_or_a_linear_resize_is_not_looked_through(mid):
     res = exprune_onnx.optimize_model(_padded_conv(mid), threshold=NEG_INF, sparse_relu="on")
     assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)
+
+
+def test_a_concat_is_followed_into_each_part_for_a_conv_as_deep_as_the_limit():
+    """zero_writers: the writers of each part of a Concat (through nested ones, as DenseNet
+    nests them); past the limit the Concat itself, which is no ReLU."""
+    import onnx_graphsurgeon as gs
+
+    from exprune_onnx.passes.zeros import _LIMIT, zero_writers
+
+    def nested(depth):
+        nodes = [helper.make_node("Relu", ["x"], ["r0"], name="relu0")]
+        for i in range(1, depth + 1):
+            nodes += [helper.make_node("Relu", ["x"], [f"r{i}"], name=f"relu{i}"),
+                      helper.make_node("Concat", [f"r{i - 1}" if i == 1 else f"c{i - 1}", f"r{i}"], [f"c{i}"],
+                                       axis=1)]
+        nodes.append(helper.make_node("MaxPool", [f"c{depth}"], ["y"], kernel_shape=[1, 1]))
+        graph = gs.import_onnx(make_model(nodes, [vi("x", ["N", 2, 4, 4])], [vi("y", None)], []))
+        return zero_writers(graph.outputs[0])
+
+    assert [w.name for w in nested(3)] == ["relu0", "relu1", "relu2", "relu3"]
+    assert [w.op for w in nested(_LIMIT + 1)][:1] == ["Concat"]  # a part past the limit: no ReLU found

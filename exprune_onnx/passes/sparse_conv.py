@@ -1,6 +1,7 @@
 """Zero-input skipping for convolutions: a Conv reading a ReLU's zeros visits only the non-zero inputs.
 
-    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout, Pad, nearest Resize] -> x;
+    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout, Pad, nearest Resize] -> x
+      (or a Concat of such, each part from one of them);
     Conv(x, W[, b]) [-> Add(bias) | Mul(scale)]* [-> Add(residual)] [-> Add(bias)]* [-> Relu | Clip(0, c)]
       =>  ExPruneSparseConv(x, w, bias[, residual]; activation, clip_max)
 
@@ -76,8 +77,17 @@ class ConvConsumer:
 
 def zero_source(x: gs.Tensor, ctx: Context) -> gs.Node | None:
     """The node whose exact zeros ``x`` carries (through a MaxPool or other ops that keep
-    them, passes/zeros.py), or None."""
-    producer = zeros.zero_writer(x)
+    them, passes/zeros.py), or None. Through a Concat every input must carry some: the
+    source named is then a plain ReLU if any is (it sets the --sparse-relu gate), else the
+    first early-exit op."""
+    sources = [_source(w, ctx) for w in zeros.zero_writers(x)]
+    if not sources or any(s is None for s in sources):
+        return None
+    return next((s for s in sources if s.domain != ops.DOMAIN), sources[0])
+
+
+def _source(producer: gs.Node | None, ctx: Context) -> gs.Node | None:
+    """``producer`` if its outputs floor at exact zeros, else None."""
     if producer is None:
         return None
     if producer.domain == ops.DOMAIN:

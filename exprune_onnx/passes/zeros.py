@@ -14,7 +14,9 @@ A MaxPool of non-negative values is zero exactly where its whole window is; a 1x
 AveragePool (PyTorch's AdaptiveAvgPool2d when the map already has the size asked for)
 moves values, as do a Pad that copies the border or fills it with zeros and a nearest
 Resize. Ops that combine values (a larger AveragePool, GlobalAveragePool, a linear
-Resize, Concat with other tensors, Add) are not looked through.
+Resize, Add) are not looked through. A Concat keeps each input's zeros in its own part:
+``zero_writers`` follows each of its inputs for a Conv (SqueezeNet's fire modules,
+Inception's branches and DenseNet's blocks feed their convs so).
 """
 
 from __future__ import annotations
@@ -65,3 +67,13 @@ def zero_writer(x: gs.Tensor, reshapes: bool = False) -> gs.Node | None:
         src = producer.inputs[0]
         producer = src.inputs[0] if src.inputs else None
     return producer
+
+
+def zero_writers(x: gs.Tensor, reshapes: bool = False, _depth: int = 0) -> list[gs.Node | None]:
+    """``zero_writer``'s node, or where that is a Concat, the writers of each of its inputs
+    in turn (the Concat itself past ``_LIMIT`` levels of them: DenseNet nests one a layer)."""
+    writer = zero_writer(x, reshapes)
+    if writer is None or writer.op != "Concat" or not chain.is_default_domain(writer) or _depth >= _LIMIT \
+            or not writer.inputs:
+        return [writer]
+    return [w for t in writer.inputs for w in zero_writers(t, reshapes, _depth + 1)]

@@ -47,7 +47,7 @@ from ..compiler.pipeline import Result
 from ..config import Options
 from ..measure.shape_probe import tensor_values
 from ..passes.sparse_conv import unpack
-from ..passes.zeros import zero_writer
+from ..passes.zeros import zero_writers
 
 # Alone, a sparse conv must beat the dense one by this much to be worth a whole-model timing.
 ALONE_MARGIN = 0.0
@@ -159,8 +159,8 @@ def screenable(result: Result) -> list:
     read = set()
     for s in result.sparse:  # the tensors whose zeros a sparse op reads, through a pool or a Flatten too
         if s.op_node.inputs:
-            writer = zero_writer(s.op_node.inputs[0], reshapes=True)
-            read |= {s.op_node.inputs[0].name} | ({writer.outputs[0].name} if writer is not None else set())
+            writers = zero_writers(s.op_node.inputs[0], reshapes=True)
+            read |= {s.op_node.inputs[0].name} | {w.outputs[0].name for w in writers if w is not None}
     return [rw for rw in result.rewritten if rw.candidate.output.name not in read]
 
 

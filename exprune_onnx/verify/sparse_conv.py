@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from ..compiler.graphutil import all_graphs, const_value, describe, opset_of
 from ..config import Options
 from ..passes.sparse_conv import repack
-from ..passes.zeros import zero_writer
+from ..passes.zeros import zero_writers
 from ..rules import chain
 from ..rules.base import Context
 from .sparse_matmul import SparseLayer, writes_zeros
@@ -65,8 +65,8 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
             "bias and residual, and gives y and optional stats")
         return layer
     x = op.inputs[0]
-    if not writes_zeros(zero_writer(x)):
-        bad(f"its input '{x.name}' does not come from a Relu, Clip or early-exit op, or a pool of one")
+    if not all(writes_zeros(w) for w in zero_writers(x)):
+        bad(f"its input '{x.name}' does not come from a Relu, Clip or early-exit op, or a pool or Concat of them")
     found = _conv_reading(canonical, x.name, op.outputs[0].name)
     if found is None or isinstance(found, str):
         bad(found or f"it writes '{op.outputs[0].name}', which the original does not compute with a Conv "
