@@ -21,6 +21,7 @@ from .config import (
     parse_k,
 )
 from .report import tables as report
+from .report.units import dense_flops_text, shape_hint
 from .runtime import MAX_THREADS
 from .tuning.metrics import METRICS
 
@@ -316,7 +317,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
     dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
     if dense is None:  # the ops' savings would be set against a partial count
-        why += f" ({report.shape_hint(ref, known)})"
+        why += f" ({shape_hint(ref, known)})"
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
     console.print(report.evaluation_table(checked, dense, saved, timing,
@@ -358,7 +359,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         console.print(report.conv_candidates_table(result))
     if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
-    console.print(f"dense FLOPs: {report.dense_flops_text(result)}")
+    console.print(f"dense FLOPs: {dense_flops_text(result)}")
     report.print_fused_warning(console, original)
 
 

@@ -374,7 +374,7 @@ def test_inspect_without_input_shape_says_the_flops_are_unknown(tmp_path):
     assert "dense FLOPs: unknown: no shape of the 2 Conv/Gemm/MatMul nodes is known" in r.output
     assert "--input-shape fixes" in r.output and "0.00 MFLOPs" not in r.output
     from exprune_onnx.compiler.pipeline import Result
-    from exprune_onnx.report.tables import dense_flops_text
+    from exprune_onnx.report.units import dense_flops_text
 
     some = dense_flops_text(Result(conv_hw(), dense_flops=1280, uncounted_nodes=20))
     assert some == ("1.28 kFLOPs per sample (Conv/Gemm/MatMul), 20 node(s) with unknown shapes not counted "
@@ -571,7 +571,7 @@ def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
 def test_the_shape_hint_does_not_ask_for_input_shape_once_it_is_given():
     import exprune_onnx
     from exprune_onnx.compiler import pipeline
-    from exprune_onnx.report.tables import shape_hint
+    from exprune_onnx.report.units import shape_hint
 
     model = conv_hw()  # x [N, 3, H, W]
     assert shape_hint(model) == "--input-shape fixes symbolic input dims"

@@ -162,7 +162,7 @@ def test_a_model_with_nothing_to_count_says_so():
     from helpers import make_model
     from onnx import TensorProto, helper
 
-    from exprune_onnx.report.tables import dense_flops_text
+    from exprune_onnx.report.units import dense_flops_text
 
     model = make_model([helper.make_node("Identity", ["x"], ["y"])],
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],

@@ -64,7 +64,7 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
             body = n.attrs["then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"]
             inside = [node_flops(m, batch) for g in all_graphs(body) for m in g.nodes if counted(m)]
             counts[n.outputs[0].name] = None if None in inside else sum(inside)
-    return {name: flops for name, flops in counts.items() if flops is not None}
+    return {name: flops for name, flops in counts.items() if flops is not None and name}
 
 
 def tensor_values(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:

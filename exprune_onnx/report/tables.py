@@ -17,7 +17,7 @@ from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import cpu_has_tiles
-from .units import flops_text, flops_unit, scaled
+from .units import dense_flops_text, flops_text, flops_unit, scaled
 
 
 def op_counts(model: onnx.ModelProto) -> Counter:
@@ -158,23 +158,6 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
-def shape_hint(model: onnx.ModelProto, given: dict | None = None) -> str:
-    """Why shapes may be unknown: symbolic input dims past the batch axis (FLOPs are per
-    sample) that ``given`` (--input-shape) does not fix, or ops shape inference cannot see
-    through, or shapes computed at run time (a Reshape to a shape taken from a tensor)."""
-    from ..io.feeds import input_dims, model_inputs
-
-    given = given or {}
-    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) if vi.name not in given
-           for d in input_dims(vi)[1:]):
-        return "--input-shape fixes symbolic input dims"
-    foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
-                      if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN)})
-    if foreign:
-        return f"shape inference does not pass {', '.join(foreign[:3])}"
-    return "shape inference cannot size them, e.g. after a Reshape to a shape computed at run time"
-
-
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
     """onnxruntime's own fused ops in ``model``: it was saved after onnxruntime's graph
     optimisations (optimized_model_filepath), which leave no Conv -> Relu to match."""
@@ -190,19 +173,6 @@ def print_fused_warning(console, model: onnx.ModelProto) -> None:
         console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "
                       "was saved after onnxruntime's graph optimisations, which hide the layers this compiler "
                       "rewrites; give it the model as exported")
-
-
-def dense_flops_text(result: Result) -> str:
-    """The model's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
-    hint = shape_hint(result.model, result.input_shapes)
-    if result.uncounted_nodes and not result.dense_flops:
-        return f"unknown: no shape of the {result.uncounted_nodes} Conv/Gemm/MatMul nodes is known ({hint})"
-    if not result.dense_flops:  # a quantized model's QLinearConv, say: nothing this count covers
-        return "none counted: the model has no float Conv, Gemm or MatMul"
-    dense = f"{flops_text(result.dense_flops)} per sample (Conv/Gemm/MatMul)"
-    if result.uncounted_nodes:
-        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted ({hint})"
-    return dense
 
 
 def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult | None,

@@ -1,6 +1,13 @@
-"""How FLOPs figures are shown: in the largest unit that leaves them at least 1."""
+"""How FLOPs figures are shown: in the largest unit that leaves them at least 1, and
+what the dense count covers."""
 
 from __future__ import annotations
+
+import onnx
+
+from .. import ops
+from ..io.modelio import all_nodes
+from ..measure.flops import RECURRENT_GATES
 
 # FLOPs are shown in the largest of these units that leaves the figure at least 1: a small
 # model's were "0.00 MFLOPs".
@@ -25,3 +32,39 @@ def flops_text(value, like=None) -> str:
     so that figures set side by side share one."""
     scale, name = flops_unit(value if like is None else like)
     return f"{scaled(value, scale)} {name}"
+
+
+def shape_hint(model: onnx.ModelProto, given: dict | None = None) -> str:
+    """Why shapes may be unknown: symbolic input dims past the batch axis (FLOPs are per
+    sample) that ``given`` (--input-shape) does not fix, or ops shape inference cannot see
+    through, or shapes computed at run time (a Reshape to a shape taken from a tensor)."""
+    from ..io.feeds import input_dims, model_inputs
+
+    given = given or {}
+    if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) if vi.name not in given
+           for d in input_dims(vi)[1:]):
+        return "--input-shape fixes symbolic input dims"
+    foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
+                      if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN)})
+    if foreign:
+        return f"shape inference does not pass {', '.join(foreign[:3])}"
+    return "shape inference cannot size them, e.g. after a Reshape to a shape computed at run time"
+
+
+def counted_ops(model: onnx.ModelProto) -> str:
+    """The op types the dense FLOPs count, the recurrent ones only where the model has them."""
+    recurrent = sorted({n.op_type for n in all_nodes(model.graph) if n.op_type in RECURRENT_GATES})
+    return "/".join(["Conv", "Gemm", "MatMul", *recurrent])
+
+
+def dense_flops_text(result) -> str:
+    """A compiler Result's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
+    hint = shape_hint(result.model, result.input_shapes)
+    if result.uncounted_nodes and not result.dense_flops:
+        return f"unknown: no shape of the {result.uncounted_nodes} {counted_ops(result.model)} nodes is known ({hint})"
+    if not result.dense_flops:  # a quantized model's QLinearConv, say: nothing this count covers
+        return "none counted: the model has no float Conv, Gemm or MatMul"
+    dense = f"{flops_text(result.dense_flops)} per sample ({counted_ops(result.model)})"
+    if result.uncounted_nodes:
+        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted ({hint})"
+    return dense
