@@ -22,6 +22,30 @@ def test_outputs_compared_by_value_warn_when_they_move_much():
     assert [d.name for d in changed_values(checked)] == ["heatmap"]
 
 
+def test_under_calibration_a_value_output_the_budget_does_not_bound_is_warned_of():
+    """A classifier with a regression head, calibrated on its scores: the head moved by 32%
+    of its range, with no warning (and verify calls it 'not judged')."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.measure.compare import CheckResult, OutputDiff
+    from exprune_onnx.report.advice import unbounded_outputs
+
+    outputs = [OutputDiff("logits", 3.0, 0.19, 0.995), OutputDiff("value", 0.3, 0.32, None),
+               OutputDiff("aux", 0.3, 0.01, None)]
+    checked = CheckResult(8, "d.npz", outputs, {}, None)
+    (line,) = unbounded_outputs(checked, SimpleNamespace(output="logits"))
+    assert line == ("output 'value' moved by up to 32% of its largest |value|, and the budget bounds only 'logits': "
+                    "calibrate on it too (--score-output value --metric relerr), or check it with your own measure")
+    assert unbounded_outputs(checked, SimpleNamespace(output="value")) == []  # the one it bounds
+    assert unbounded_outputs(checked, None) == []  # without calibration the plain warning says it
+    from exprune_onnx.report.advice import warnings
+
+    result = exprune_onnx.optimize_model(three_layer_mlp(), Options(sparse_relu="off"))
+    calibrated = SimpleNamespace(met=True, counts_holdout={}, notes=[], output="logits")
+    done = SimpleNamespace(result=result, checked=checked, calibrated=calibrated, model=result.model)
+    assert warnings(done) == [line]  # under optimize's tables
+
+
 def test_a_layer_that_prunes_too_little_to_pay_for_its_decision_is_named():
     result = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
     names = {rw.candidate.layer: rw.op_node.name for rw in result.rewritten}

@@ -61,6 +61,7 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its largest |value| (no "
                    "top-1 answer to check there): use a more negative --threshold, or --calibration with --metric "
                    "relerr")
+    out += unbounded_outputs(checked, outcome)
     still_scores = [o.name for o in done.model.graph.output
                     if o.name in argmax_only and o.type.tensor_type.elem_type != onnx.TensorProto.INT64]
     if still_scores:
@@ -76,6 +77,18 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
                    "lists each layer's n)")
     return out
+
+
+def unbounded_outputs(checked, outcome) -> list[str]:
+    """Warnings for the value outputs (no top-1 answer) a calibration's budget does not bound,
+    as it scores one output, that the check saw move: a two-output model's regression head
+    moved by 32% of its range while the budget held on its class scores."""
+    if checked is None or outcome is None:
+        return []
+    return [f"output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its largest |value|, and the "
+            f"budget bounds only '{escape(outcome.output)}': calibrate on it too (--score-output "
+            f"{escape(d.name)} --metric relerr), or check it with your own measure"
+            for d in changed_values(checked) if d.name != outcome.output]
 
 
 def budget_warning(max_drop: float) -> str | None:
