@@ -312,8 +312,9 @@ def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -
 def count_on_random_input(model: onnx.ModelProto, options: Options) -> None:
     """count_at_run_time on one seeded random input where the model's dims (with
     ``options.input_shapes``) allow one without data; else shape inference's count stands.
-    What `inspect` does, from the command line and from Python."""
-    with contextlib.suppress(DataError):
+    What `inspect` does, from the command line and from Python. (A batch too large to feed,
+    as --input-shape may fix one, leaves the count to shape inference too.)"""
+    with contextlib.suppress(DataError, MemoryError):
         count_at_run_time(model, options, random_dataset(model, 1, 0, InputSpec(dict(options.input_shapes))))
 
 

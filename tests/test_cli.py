@@ -307,7 +307,8 @@ def test_calibration_errors(example, tmp_path, small_set):
     assert r.exit_code == 6 and "has shape [4, 1, 27, 28]" in r.output
     np.save(tmp_path / "l.npy", np.zeros(3, np.int64))
     r = invoke("optimize", example, "--calibration", small_set, "--labels", tmp_path / "l.npy")
-    assert r.exit_code == 6 and "3 labels for 160 samples" in r.output
+    # The labels file is the one named (it was the data's).
+    assert r.exit_code == 6 and "l.npy: 3 labels for the 160 samples of" in " ".join(r.output.split()), r.output
     assert invoke("optimize", example, "--calibration", small_set, "--threshold", "0").exit_code == 2
     assert invoke("optimize", example, "--labels", tmp_path / "l.npy").exit_code == 2
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()

@@ -168,6 +168,13 @@ def test_inspect_counts_the_heads_once_every_dim_is_known(tmp_path):
     assert "dense FLOPs: unknown: no shape of the 5 Conv/Gemm/MatMul nodes is known" in open_dims.output
 
 
+def test_a_batch_too_large_to_feed_leaves_inspect_to_shape_inference(tmp_path):
+    """--input-shape may fix a batch no random input fits (it was 'out of memory', exit 1)."""
+    path = save_model(heads_model(), tmp_path)
+    r = CliRunner().invoke(main, ["inspect", str(path), "--input-shape", f"x:99999999999,{T},{C}", "--min-units", "4"])
+    assert r.exit_code == 0 and "dense FLOPs:" in r.output, r.output
+
+
 def test_inspect_model_counts_as_the_inspect_command_does():
     options = exprune_onnx.Options(min_units=4, input_shapes={"x": (1, T, C)})
     shown = exprune_onnx.inspect_model(heads_model(), options)

@@ -121,14 +121,15 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         arrays, found_labels = _read_npz(path, names)
     if labels is not None:
         found_labels = label_array(labels)
-    return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name)
+    return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name,
+                      labels_where=None if labels is None else str(labels))
 
 
 def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np.ndarray | None = None,
                spec: InputSpec | None = None, seed: int = 0, where: str = "the arrays given",
-               source: str = "arrays") -> Dataset:
+               source: str = "arrays", labels_where: str | None = None) -> Dataset:
     """The samples ``arrays`` (keyed by input name) hold, checked against ``model`` as a
-    file's are; ``where`` names them in errors."""
+    file's are; ``where`` names them in errors, ``labels_where`` labels read apart (--labels)."""
     try:
         arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in arrays.items()}
     except ValueError as exc:  # a ragged list
@@ -148,8 +149,9 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
         raise DataError(f"{where}: none of the model's inputs has a batch axis: there is no sample axis to run over")
     dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, batch)
     if dataset.labels is not None and dataset.labels.shape[:1] != (len(dataset),):
-        raise DataError(f"{where}: {dataset.labels.shape[0] if dataset.labels.ndim else 0} labels "
-                        f"for {len(dataset)} samples")
+        count = dataset.labels.shape[0] if dataset.labels.ndim else 0
+        raise DataError(f"{labels_where}: {count} labels for the {len(dataset)} samples of {where}" if labels_where
+                        else f"{where}: {count} labels for {len(dataset)} samples")
     return dataset
 
 
