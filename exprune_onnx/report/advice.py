@@ -33,6 +33,13 @@ def costlier_layers(result, counts: dict | None) -> list[str]:
             and row["measured_flops"] >= row["dense_flops"]]
 
 
+def _pruning_nothing(result) -> set[str]:
+    """The rewritten layers whose rule can prune nothing: the threshold rule at -inf."""
+    return {rw.candidate.layer for rw in result.rewritten
+            if rw.rule == "threshold" and rw.threshold == float("-inf")
+            and all(t == float("-inf") for t in rw.thresholds or ())}
+
+
 def warnings(done, argmax_only: tuple = ()) -> list[str]:
     """The warnings for a workflow.Optimized, in rich markup, without their prefix."""
     result, checked, outcome = done.result, done.checked, done.calibrated
@@ -42,7 +49,12 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
     counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
     costlier = costlier_layers(result, counts) if counts else []
-    if costlier:
+    idle = _pruning_nothing(result)
+    if costlier and set(costlier) <= idle:  # the lossless mode under --objective flops: no knob to raise
+        out.append(f"{len(costlier)} early-exit layer(s) at threshold -inf prune nothing and cost their partial "
+                   "products: the default latency objective drops them (and keeps only exact rewrites that pay); "
+                   "--threshold or --calibration makes them prune")
+    elif costlier:
         # Under calibration the thresholds are the search's, not the user's to raise.
         knob = "use --rule threshold" if outcome is not None else "raise --threshold or --alpha"
         out.append(f"{len(costlier)} rewritten layer(s) cost as many FLOPs as dense or more on the data, as their "
