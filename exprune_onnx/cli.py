@@ -421,8 +421,9 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
                                  f"{failed[0].check}: {failed[0].detail}")
     unjudged = [name for row in rows for name in row.unjudged]
     console.print(f"verified: all {len(rows)} checks of {optimized} against {original} passed" + (
-        f"; not judged: output(s) {', '.join(repr(n) for n in unjudged)}, values that have no bar but a relerr "
-        "budget on them (--metric relerr): their change is in the agreement row" if unjudged else ""))
+        f"; not judged: output(s) {', '.join(repr(n) for n in unjudged)}, values no check has a bar for (only a "
+        "budget calibrated on them with --metric relerr gives one): the agreement row shows how much they moved"
+        if unjudged else ""))
 
 
 if __name__ == "__main__":

@@ -256,6 +256,10 @@ def test_other_compiler_settings_verify(tmp_path, options):
     onnx.save(exprune_onnx.optimize_model(EXAMPLE, threshold=THRESHOLD, **options).model, path)
     r = invoke("verify", EXAMPLE, path, "--min-agreement", "0.9")
     assert r.exit_code == 0, r.output
+    stats = len(onnx.load(path).graph.output) - len(onnx.load(EXAMPLE).graph.output)
+    assert (stats > 0) == bool(options.get("emit_stats"))
+    counters = f", plus {stats} counter output(s)" if stats else ""  # (it said the outputs were the original's)
+    assert f"its inputs and outputs as in the original{counters} " in re.sub(r"[│\s]+", " ", r.output), r.output
 
 
 def test_unchanged_model_verifies():
@@ -517,7 +521,8 @@ def test_values_with_no_bar_are_said_to_be_unjudged(embedding):
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "'embedding' max abs diff" in text and "of its largest |value|, mean relative error" in text
-    assert "passed; not judged: output(s) 'embedding', values that have no bar but a relerr budget on them" in text
+    assert "passed; not judged: output(s) 'embedding', values no check has a bar for (only a budget calibrated on " \
+        "them with --metric relerr gives one)" in text
 
 
 @pytest.mark.parametrize(("confidence", "max_drop", "what"), [

@@ -100,8 +100,11 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
     else:
         counts = Counter(node.op for node in ours)
         ops_text = ", ".join(f"{c} {op}" for op, c in sorted(counts.items()))
+        extra = len(optimized.graph.output) - len(original.graph.output)  # the ops' counters (--emit-stats)
+        outputs = f"outputs as in the original, plus {extra} counter output(s)" if extra > 0 else \
+            "outputs as in the original"
         structure = Row("structure", True, f"{ops_text}, each replacing a supported layer; the rest of the "
-                                           "graph, its inputs and outputs as in the original")
+                                           f"graph, its inputs and {outputs}")
     return structure, weights_row(layers, sparse)
 
 

@@ -63,7 +63,8 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     measured = judged[2] if judged is not None else None  # the value output a relerr budget judged
     unjudged = []
     for d in checked.outputs:
-        text = f"'{d.name}' max abs diff {d.max_abs:.3g}"
+        # (A difference of class indices means nothing: only their agreement is given.)
+        text = f"'{d.name}'" if d.index else f"'{d.name}' max abs diff {d.max_abs:.3g}"
         if d.runs is not None:  # no batch axis: a changed detection count is a change, not a mismatch
             text = f"'{d.name}' another shape on {d.runs[0]} of {d.runs[1]} runs"
         elif d.top1_agreement is None and not d.index:
@@ -71,7 +72,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
             if d.name != measured and d.max_abs > 0:
                 unjudged.append(d.name)
         elif d.top1_agreement is not None:
-            text += f", {d.answer_kind} agreement {d.top1_agreement:.2%}"
+            text += f"{' ' if d.index else ', '}{d.answer_kind} agreement {d.top1_agreement:.2%}"
             if judged is None and d.top1_agreement < min_agreement:
                 ok = False
                 text += f" < {min_agreement:.2%}"
