@@ -211,6 +211,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if objective == "flops":
         typed_with("--objective flops", ("latency_batch", "latency_threads"), "it times nothing (they set how the "
                    "latency objective times)")
+    if calibration is not None:
+        typed_with("--calibration", ("alpha",), "calibration chooses each layer's level")
+    elif rule != "statstest" and config is None:  # (a config may name statstest for its layers)
+        typed_with(f"--rule {rule}", ("alpha",), "it is the StatsTest rule's level (--rule statstest)")
     # With no --threshold, --config or --calibration the threshold stays unset: the lossless
     # mode (exact rewrites only). Threshold 0, the paper's, took the bundled CNN from 91.8% to
     # 51.8% where the objective kept its rewrites.

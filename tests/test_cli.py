@@ -43,8 +43,9 @@ def test_optimize_example_at_minus_inf_is_exact(example):
     out = example.with_name("fashion_cnn.exprune.onnx")
     assert out.exists() and example.read_bytes() == before
     assert "top-1 agreement 100.00%" in r.output and "agreement is below" not in r.output
-    # Pruning nothing, each layer pays its decision on top of the dense product: said.
-    assert "warning: 5 rewritten layer(s) cost as many FLOPs as dense or more" in " ".join(r.output.split())
+    # Pruning nothing, each layer pays its decision on top of the dense product: said, with
+    # no threshold to raise (that would leave the exact model asked for).
+    assert "warning: 5 early-exit layer(s) at threshold -inf prune nothing" in " ".join(r.output.split())
     model = onnx.load(out)
     onnx.checker.check_model(model)
     types = [n.op_type for n in model.graph.node]
@@ -141,6 +142,8 @@ def test_bad_config_and_options(example, tmp_path):
         assert r.exit_code == 2 and "k must be 'auto', a count" in r.output, r.output
     assert invoke("optimize", example, "--threshold", "1", "--config", cfg).exit_code == 2
     assert invoke("optimize", example, "--seed", "-1").exit_code == 2  # numpy's seeds are >= 0
+    r = invoke("optimize", example, "--alpha", "0.2")  # the threshold rule's: it was taken and unused
+    assert r.exit_code == 2 and "--alpha does nothing with --rule threshold" in r.output, r.output
     cfg.write_text('{"layers": {"/fc1/Gemm": {"k": 16}, "/fc1/Gemm": {"skip": true}}}')  # json kept the last
     r = invoke("inspect", example, "--config", cfg)
     assert r.exit_code == 4 and "(key '/fc1/Gemm' is given twice)" in r.output, r.output
