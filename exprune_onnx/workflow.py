@@ -98,8 +98,9 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
             raise ConfigError(f"{name} must be of type {kind.__name__}, got {type(value).__name__}")
     if not callable(log):
         raise ConfigError(f"log must be a progress hook (a function), got {type(log).__name__}")
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model)
+    path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    if path is not None:
+        model = load_model(path)
     else:
         check_model(model)  # what load_model checks of a file
     options = dataclasses.replace(options) if options else Options()
@@ -114,7 +115,9 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     validate(options, settings)  # a budget out of range is an error before it is a warning
     _warn_budget(settings)
-    return run(model, options, settings, log)
+    done = run(model, options, settings, log)
+    done.report.update(model=path, output=None)  # as --report names them; nothing is written here
+    return done
 
 
 def _warn_budget(settings: Settings) -> None:

@@ -169,6 +169,17 @@ def test_warnings_come_back_as_plain_text_and_in_the_report():
     assert low.report["warnings"] == low.warnings
 
 
+def test_the_report_names_the_model_as_the_command_s_does():
+    """The command's --report names the model and the file written; from Python, the path
+    given (it was '' under calibration, absent otherwise) and no file."""
+    import onnx
+
+    by_path = exprune_onnx.optimize(EXAMPLE, objective="flops", check=False)
+    assert (by_path.report["model"], by_path.report["output"]) == (str(EXAMPLE), None)
+    given = exprune_onnx.optimize(onnx.load(EXAMPLE), objective="flops", check=False)
+    assert (given.report["model"], given.report["output"]) == (None, None)
+
+
 def test_compiler_options_given_whole_are_kept():
     options = exprune_onnx.Options(rule="statstest", threshold=float("-inf"))
     done = exprune_onnx.optimize(input_mlp(["N"]), options=options, objective="flops", check=False)
