@@ -10,7 +10,7 @@ import click
 from rich.text import Text
 
 from ._version import __version__
-from .cli_boundary import guarded, make_console, pipe_closed
+from .cli_boundary import guarded, make_console, pipe_closed, written
 from .cli_options import a_number, calibration_only, common_options, file_path, input_options, typed_with
 from .config import (
     DEFAULT_CONFIDENCE,
@@ -247,10 +247,13 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
         save_model(done.model, output, external_data=external)
         move_into_place(staged)
+        if not streamed:
+            written()
     finally:
         discard(staged)
     if streamed:
         write_json(report_path, payload)
+        written()
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     if options.threshold is None and calibration is None and rule in (None, "threshold"):
         make_console().print(lossless_note(original))

@@ -35,6 +35,14 @@ def pipe_closed() -> None:
     sys.exit(141)
 
 
+def written() -> None:
+    """Every output is in place: from here a Ctrl-C or SIGTERM would end in 130 or 143 with
+    the files written, which those codes say are not, so the rest (printing) runs to the end."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:  # rich's own exits 1, our "internal error"
         pipe_closed()
@@ -92,8 +100,11 @@ def guarded(fn):
         err = make_console(stderr=True)
         # Only where SIGTERM would kill at once: not in a thread (handlers are set in the main
         # one only), not where it is ignored or a program embedding us handles it itself.
-        ours = threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        main = threading.current_thread() is threading.main_thread()
+        ours = main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        # What a caller in the same process (tests, a notebook) gets back: ours and written()'s
+        # handlers are the command's alone. (None: a handler not set from Python.)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         if ours:
             signal.signal(signal.SIGTERM, _on_sigterm)
         try:
@@ -107,7 +118,8 @@ def guarded(fn):
         except (Exception, KeyboardInterrupt, Terminated) as exc:  # noqa: BLE001 - the CLI boundary
             fail(err, exc, debug)
         finally:
-            if ours:  # a caller in the same process (tests, a notebook) gets the default back
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
 
     return wrapper

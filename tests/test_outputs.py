@@ -191,6 +191,28 @@ def test_a_sigterm_while_the_outputs_are_staged_leaves_none_of_them(example, tmp
     assert proc.returncode == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx", "r.json"]
 
 
+def test_a_ctrl_c_once_everything_is_written_lets_the_command_finish(example, tmp_path, monkeypatch):
+    """130 says nothing was written: a Ctrl-C while the tables print, after the model and the
+    report are in place, ended in 130 with both there. Handlers are the caller's again after."""
+    import signal
+
+    from exprune_onnx.report import tables
+
+    printed = tables.print_optimized
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # lands at once: the interpreter checks between steps
+        printed(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "print_optimized", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check",
+                                  "--objective", "flops", "--threshold", "-1", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    assert (tmp_path / "o.onnx").exists() and (tmp_path / "r.json").exists()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_an_output_path_ending_in_a_separator_names_a_directory(example, tmp_path):
     """pathlib drops the trailing separator: `-o out/new/` wrote a file named `new`."""
     r = CliRunner().invoke(main, ["optimize", str(example), "-o", f"{tmp_path}/new/", "--no-check"])
