@@ -252,7 +252,12 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     finally:
         discard(staged)
     if streamed:
-        write_json(report_path, payload)
+        from .errors import OutputError, error_message
+
+        try:
+            write_json(report_path, payload)
+        except OutputError as exc:  # a stream takes the report after the model: say the model is there
+            raise OutputError(f"{error_message(exc)}; the model was written: {output}") from exc
         written()
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     if options.threshold is None and calibration is None and rule in (None, "threshold"):
