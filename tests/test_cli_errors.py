@@ -97,6 +97,11 @@ def _directory(p: Path) -> None:
     p.mkdir()
 
 
+def _fifo(p: Path) -> None:
+    p.unlink()
+    os.mkfifo(p)  # read as "empty"; as data, it would block until a writer came
+
+
 # kind -> (how to spoil the file, words the message must hold)
 BAD_MODELS = {
     "missing": (lambda p: p.unlink(), "no such file"),
@@ -104,6 +109,7 @@ BAD_MODELS = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:1000]), "not a readable ONNX model"),
     "garbage": (lambda p: p.write_bytes(b"\x08\x07not protobuf at all" * 10), "not"),
     "directory": (_directory, "is a directory"),
+    "fifo": (_fifo, "not an ONNX file (a device or pipe)"),
     "checker": (_dangling_input, "fails the ONNX checker"),
     "ir_99": (_ir_from_the_future, "ir_version 99"),
     "unknown_default_op": (_unknown_default_op, "NoSuchOp"),
@@ -169,6 +175,8 @@ def _write_data(kind: str, path: Path) -> Path:
     elif kind == "empty_dir":
         path = path.with_suffix("")
         path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
     return path
 
 
@@ -181,6 +189,7 @@ DATA = {
     "missing": "no such file",
     "not_npz": "not a readable .npz",
     "empty_dir": "holds no",
+    "fifo": "not a data file or directory (a device or pipe)",
 }
 DATA_COVERED = {("--check-data", k) for k in ("name", "shape", "dtype")} | {("--calibration", "shape")}
 

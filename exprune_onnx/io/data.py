@@ -117,6 +117,8 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
     names = [vi.name for vi in model_inputs(model)]
     if path.is_dir():
         arrays, found_labels = _read_dir(path, names, batch_layout(model, spec)[1])
+    elif not path.is_file():  # a pipe would block until a writer came, a device never end
+        raise DataError(f"{path}: not a data file or directory (a device or pipe)")
     else:
         arrays, found_labels = _read_npz(path, names)
     if labels is not None:
@@ -241,6 +243,8 @@ def label_array(labels) -> np.ndarray:
 
 
 def read_labels(path: Path) -> np.ndarray:
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path}: not a labels file (a directory, device or pipe)")
     if path.is_file() and path.stat().st_size and not _numpy_file(path):
         raise DataError(f"{path}: not a .npy or .npz file; save the labels with numpy.save (a text file's, "
                         "read with numpy.loadtxt first)")

@@ -68,6 +68,8 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: no such file")
     if p.is_dir():
         raise ModelLoadError(f"{p}: is a directory, not an ONNX file")
+    if not p.is_file():  # a pipe or device: it read as "empty"
+        raise ModelLoadError(f"{p}: not an ONNX file (a device or pipe)")
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: the file is empty")
     try:
@@ -293,8 +295,11 @@ def _files(path: Path) -> list[Path]:
 
 
 def external_data_files(path: str | os.PathLike) -> list[Path]:
-    """The files a model's tensors keep their data in, each once (none when it is unreadable)."""
+    """The files a model's tensors keep their data in, each once (none when it is unreadable,
+    or no regular file: a pipe would block this read before the model's own refused it)."""
     p = Path(path)
+    if not p.is_file():
+        return []
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception:
