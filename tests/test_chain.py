@@ -19,6 +19,9 @@ import exprune_onnx
     ("stream", "'m' does not feed a ReLU-family activation: after its residual Add, Add 'add2' adds another "
                "tensor and no Relu or Clip follows"),
     ("two_adds", "Add 'add2' is a second non-constant Add before the activation"),
+    # MobileNetV2's linear bottleneck: said of the layer's output, not of the next block's sum.
+    ("linear", "'m' does not feed a ReLU-family activation (a linear layer): Add 'add1' after it ends the chain "
+               "('s1' does not feed a ReLU-family activation (consumers: Conv))"),
 ])
 def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
     rng = np.random.default_rng(0)
@@ -33,6 +36,10 @@ def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
         nodes += [helper.make_node("Relu", ["m"], ["y"], name="r1"), helper.make_node("Relu", ["m"], ["y2"], name="r2"),
                   helper.make_node("Sigmoid", ["m"], ["y3"], name="s")]  # every consumer is counted
         outputs = [vi("y", None), vi("y2", None), vi("y3", None)]
+    if tail == "linear":
+        nodes += [helper.make_node("Add", ["m", "h"], ["s1"], name="add1"),
+                  helper.make_node("Conv", ["s1", "w1"], ["y"], name="next")]
+        outputs = [vi("y", None)]
     if tail in ("stream", "two_adds"):
         nodes += [helper.make_node("Add", ["m", "h"], ["s1"], name="add1"),
                   helper.make_node("Add", ["s1", "h"], ["s2"], name="add2")]

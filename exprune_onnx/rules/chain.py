@@ -57,6 +57,9 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
     while True:
         nxt = _continuation(t, ctx, problems)
         if isinstance(nxt, str):
+            if t is not start and not _reaches_activation(start):  # say it of the layer, not of a later tensor
+                return (f"'{start.name}' does not feed a ReLU-family activation (a linear layer): "
+                        f"{describe(nodes[-1])} after it ends the chain ({nxt})")
             return nxt
         nodes.append(nxt)
         if nxt.op in ("Relu", "Clip"):
