@@ -222,3 +222,24 @@ def test_a_zero_bias_computed_from_the_weight_s_shape_folds_with_batchnorm():
     assert node_types(res.model) == ["Relu", "Gather", "Slice", "Conv", "ExPruneConvRelu"], res.rejected
     assert_equivalent(model, res.model, _feeds)
     onnx.checker.check_model(res.model)
+
+
+def test_a_batchnorm_whose_variance_gives_no_real_scale_is_left_unfolded():
+    """Garbage weights (a variance below -epsilon): numpy's 'invalid value encountered in
+    sqrt' reached the user's screen and the folded weights were NaN."""
+    import warnings
+
+    w2 = (rng.normal(size=(32, 48, 3, 3)) * 0.1).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    var = (rng.random(32) + 0.5).astype(np.float32)
+    var[3] = -1.0
+    stats = [init(name, (rng.random(32) + 0.5).astype(np.float32)) for name in ("g", "beta", "mean")]
+    model = make_model(nodes, [vi("inp", ["N", 48, 6, 6])], [vi("y", None)], [init("w", w2), *stats, init("var", var)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = optimize_model(model, threshold=NEG_INF)
+    assert "BatchNormalization" in node_types(res.model)
+    assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in res.model.graph.initializer)

@@ -120,8 +120,12 @@ def _bn_scale_shift(bn: gs.Node, opset: int):
     if not scale.size == beta.size == mean.size == var.size:
         return None  # not per-channel parameters: onnxruntime will refuse the model
     eps = float(bn.attrs.get("epsilon", 1e-5))
-    s = scale / np.sqrt(var + eps)
-    return s, beta - mean * s
+    with np.errstate(all="ignore"):  # (numpy's warnings went to the user's screen)
+        s = scale / np.sqrt(var + eps)
+        shift = beta - mean * s
+    if not (np.isfinite(s).all() and np.isfinite(shift).all()):
+        return None  # a variance below -eps, or overflow: left as the model has it, NaN and all
+    return s, shift
 
 
 def _sole_use(t: gs.Tensor, g: gs.Graph) -> bool:
