@@ -117,7 +117,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
     names = [vi.name for vi in model_inputs(model)]
     if path.is_dir():
         arrays, found_labels = _read_dir(path, names, batch_layout(model, spec)[1])
-    elif not path.is_file():  # a pipe would block until a writer came, a device never end
+    elif not path.is_file():  # a pipe would block until a writer came, and a device may never end
         raise DataError(f"{path}: not a data file or directory (a device or pipe)")
     else:
         arrays, found_labels = _read_npz(path, names)
