@@ -306,13 +306,15 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .io.bigmodel import model_bytes
     from .io.data import load_dataset
     from .io.feeds import InputSpec, check_batch
-    from .io.modelio import load_model
+    from .io.modelio import all_nodes, load_model
     from .io.outputs import refuse_overwriting, write_json
     from .measure.compare import compare
     from .measure.counters import executed_flops
     from .measure.memory import peak_rss_mb
     from .measure.timing import measure
+    from .ops import SPARSE_CONV
     from .progress import for_terminal
+    from .runtime import cpu_has_tiles
 
     refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
     console = make_console()
@@ -332,8 +334,9 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         why += f" ({shape_hint(ref, known)})"
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
+    tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
     console.print(report.evaluation_table(checked, dense, saved, timing,
-                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why))
+                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why, tiles))
     if json_path is not None:
         write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,

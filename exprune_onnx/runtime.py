@@ -139,6 +139,10 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+# What a sparse conv's counters mean where cpu_has_tiles(): said beside every count of them.
+TILES_NOTE = "an image the op ran densely on this CPU's AMX tiles skips none of its inputs"
+
+
 @functools.cache
 def cpu_has_tiles() -> bool:
     """Whether this CPU has what the sparse conv's tile path runs on: AMX-BF16 tiles and the

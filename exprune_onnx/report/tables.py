@@ -16,7 +16,7 @@ from ..io.modelio import all_nodes
 from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved
 from ..measure.flops import dense_flops, exprune_flops
-from ..runtime import cpu_has_tiles
+from ..runtime import TILES_NOTE, cpu_has_tiles
 from .units import dense_flops_text, flops_text, flops_unit, scaled
 
 
@@ -119,8 +119,7 @@ def sparse_rows(result: Result, counts: dict | None) -> list[dict]:
 def sparse_table(result: Result, counts: dict | None) -> Table:
     # The ops count the inputs they multiply: on a CPU with AMX tiles an image that is
     # mostly non-zero runs densely on them and skips none, whatever its zeros.
-    caption = "an image the op ran densely on this CPU's AMX tiles skips none of its inputs" \
-        if cpu_has_tiles() else None
+    caption = TILES_NOTE if cpu_has_tiles() else None
     t = Table(title="Zero inputs skipped (exact)", title_justify="left", caption_justify="left", caption=caption)
     for col in ("layer", "op", "pattern", "reads zeros of", "inputs skipped (measured)"):
         t.add_column(col, justify="right" if col.startswith("inputs") else "left")
@@ -345,11 +344,12 @@ def output_text(d) -> str:
 
 
 def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing, machine: str,
-                     memory: dict | None = None, unknown_why: str = "") -> Table:
+                     memory: dict | None = None, unknown_why: str = "", tiles: bool = False) -> Table:
     """``saved`` is None when the ops' savings cannot be set against the dense count
-    (``unknown_why``: shapes unknown, or a pair not compiled one from the other)."""
+    (``unknown_why``: shapes unknown, or a pair not compiled one from the other); ``tiles``:
+    sparse convs on a CPU with AMX tiles, whose dense images save no FLOPs."""
     t = Table(title=f"Evaluation on {samples_text(check.samples)} of '{check.source}'", title_justify="left",
-              show_header=False)
+              show_header=False, caption=TILES_NOTE if tiles else None, caption_justify="left")
     t.add_column("what")
     t.add_column("value")
     if accuracy_text(check):

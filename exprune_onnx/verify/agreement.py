@@ -11,7 +11,7 @@ from .. import ops
 from ..errors import DataError, error_message
 from ..io.data import Dataset
 from ..progress import quiet
-from ..runtime import cpu_has_tiles
+from ..runtime import TILES_NOTE, cpu_has_tiles
 from ..tuning.metrics import LABELLED
 from .base import Row
 
@@ -90,7 +90,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         parts.append(f"{sum(p for p, _t in early) / sum(t for _p, t in early):.1%} of outputs pruned")
     if sum(t for _r, t in read):  # a sparse conv counts the inputs it read, not outputs it pruned
         parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs skipped"
-                     + (" (an image run densely on this CPU's AMX tiles skips none)" if cpu_has_tiles() else ""))
+                     + (f" ({TILES_NOTE})" if cpu_has_tiles() else ""))
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'", tuple(unjudged))
 
 
