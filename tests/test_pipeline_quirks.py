@@ -653,6 +653,25 @@ def test_a_layer_reading_scaled_raw_features_is_a_first_layer(before):
     assert_equivalent(model, res.model, lambda g: {"x": g.normal(size=(3, 40)).astype(np.float32)}, draws=1)
 
 
+@pytest.mark.parametrize("beside", ["embedding", "relu"])
+def test_a_concat_holding_raw_features_is_a_first_layer(beside):
+    """A tabular model's numbers concatenated with an embedding of its ids: the layer reads
+    raw features (it was rewritten); a Concat of computed features alone is no first layer."""
+    rng = np.random.default_rng(17)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("Relu", ["x"], ["xr"]),
+             helper.make_node("Concat", ["x" if beside == "embedding" else "xr", "emb"], ["cat"], axis=1),
+             helper.make_node("MatMul", ["cat", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
+    inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)),
+             init("table", rng.normal(size=(10, 8)).astype(np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 40]), vi("ids", ["N"], TensorProto.INT64)], [vi("y", ["N", 40])], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    if beside == "embedding":
+        assert rewritten(res) == [] and "(or holds) a graph input" in reasons(res)["first"]
+        assert rewritten(optimize_model(model, threshold=NEG_INF, include_first_layer=True)) == ["first"]
+    else:
+        assert rewritten(res) == ["first"], reasons(res)
+
+
 @pytest.mark.parametrize("op", ["reciprocal", "table"])
 def test_new_features_from_the_input_make_no_first_layer(op):
     """1 / x, or a [N, 1] input times a [1, 48] table, computes features: the layer reading

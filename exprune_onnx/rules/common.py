@@ -71,9 +71,14 @@ def same_pad_problem(attrs: dict, kernel) -> str | None:
 
 def reads_raw_input(x: gs.Tensor, ctx: Context) -> bool:
     """Whether ``x`` is the model's input, through layout ops and into the Loop/Scan
-    bodies it is fed to (a Scan's body reads it one step at a time)."""
-    t, graph = x, ctx.graph
-    for _ in range(16):
+    bodies it is fed to (a Scan's body reads it one step at a time), or a Concat that holds
+    it beside computed features (a tabular model's numbers beside an embedding)."""
+    return _reads_raw(x, ctx.graph, ctx, 16)
+
+
+def _reads_raw(t: gs.Tensor, graph: gs.Graph, ctx: Context, steps: int) -> bool:
+    while steps > 0:
+        steps -= 1  # (what is left is handed on to a Concat's inputs)
         if is_graph_input(t, ctx.model_graph):
             return True
         if graph is not ctx.model_graph and is_graph_input(t, graph):
@@ -82,7 +87,10 @@ def reads_raw_input(x: gs.Tensor, ctx: Context) -> bool:
                 return False
             t, graph = outer
             continue
-        t = _raw_source(t.inputs[0]) if t.inputs else None
+        node = t.inputs[0] if t.inputs else None
+        if node is not None and node.op == "Concat" and (node.domain or "") in ("", "ai.onnx"):
+            return any(_reads_raw(i, graph, ctx, steps) for i in node.inputs if not isinstance(i, gs.Constant))
+        t = _raw_source(node) if node is not None else None
         if t is None:
             return False
     return False
@@ -129,7 +137,8 @@ def check(c: Candidate, ctx: Context) -> str | None:
     if setting.skip:
         return setting.skip_reason or "skipped by the config file"
     if not opts.include_first_layer and reads_raw_input(c.x, ctx):
-        return "its input is a graph input (raw features are not exchangeable; --include-first-layer overrides)"
+        return ("its input is (or holds) a graph input (raw features are not exchangeable; --include-first-layer "
+                "overrides)")
     if c.n < opts.min_units:
         return f"n = {c.n} input units, fewer than --min-units {opts.min_units}: a partial sum says too little"
     k = choose_k(setting.k, c.n)
