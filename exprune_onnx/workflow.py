@@ -251,12 +251,13 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 
     def check_data() -> Dataset:
         if not checks:
-            checks.append(_dataset(settings.check_data, model, spec, settings.seed, samples=settings.check_samples))
+            checks.append(_fits(model, _dataset(settings.check_data, model, spec, settings.seed,
+                                                samples=settings.check_samples)))
         return checks[0]
 
     data = None
     if settings.calibration is not None:
-        data = _dataset(settings.calibration, model, spec, settings.seed, settings.labels)
+        data = _fits(model, _dataset(settings.calibration, model, spec, settings.seed, settings.labels))
         options.input_shapes = data.input_shapes(model, options.input_shapes)
         count_at_run_time(model, options, data)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
@@ -275,7 +276,7 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             # One seeded random input where the model's dims allow it without data; where
             # not, the check says so if it runs (an unchanged model needs none).
             with contextlib.suppress(DataError):
-                count_at_run_time(model, options, _dataset(None, model, spec, settings.seed, samples=1))
+                count_at_run_time(model, options, _fits(model, _dataset(None, model, spec, settings.seed, samples=1)))
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs
@@ -302,6 +303,17 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
     return done
+
+
+def _fits(model: onnx.ModelProto, data: Dataset) -> Dataset:
+    """``data``, unless the batch its runs must have (--input-shape fixing the batch dim)
+    cannot be fed in memory: refused before any run tries (it ran out of memory 30 s into
+    allocating 292 GiB)."""
+    from .io.batch_memory import check_batch_memory
+
+    if data.batch is not None and data.batch > 1:
+        check_batch_memory([("original", model)], data, data.batch, "--input-shape batch")
+    return data
 
 
 def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
