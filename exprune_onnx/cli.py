@@ -199,7 +199,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     from .report.advice import budget_warning, lossless_note
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
-    from .workflow import Settings, run
+    from .workflow import CALIBRATION_ONLY, Settings, run
 
     if calibration is not None and threshold is not None:
         raise click.UsageError("--calibration chooses the thresholds: drop --threshold")
@@ -207,7 +207,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--plot goes with --calibration")
     if calibration is None and score_output:
         raise click.UsageError("--score-output goes with --calibration")
-    calibration_only(calibration, ("max_drop", "metric", "holdout", "confidence", "granularity"))
+    calibration_only(calibration, (*CALIBRATION_ONLY, "confidence"))
     if objective == "flops":
         typed_with("--objective flops", ("latency_batch", "latency_threads"), "it times nothing (they set how the "
                    "latency objective times)")
@@ -232,8 +232,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     streamed = report_path is not None and is_stream(report_path)  # /dev/stdout: written after the model
     refuse_overwriting([output, None if streamed else report_path, plot_path], [model],
                        (config, check_data, calibration, labels))
-    if calibration is not None and budget_warning(max_drop):  # before the work it would waste
-        make_console().print(f"[yellow]warning:[/] {escape(budget_warning(max_drop))}")
+    warning = budget_warning(max_drop) if calibration is not None else None
+    if warning:  # before the work it would waste
+        make_console().print(f"[yellow]warning:[/] {escape(warning)}")
     original, external = read_model(model)
     with for_terminal() as log:
         done = run(original, options, settings, log)

@@ -130,7 +130,8 @@ def _warn_budget(settings: Settings) -> None:
         warnings.warn(text, UserWarning, stacklevel=3)
 
 
-# Settings only calibration reads: set without calibration data, they would be ignored.
+# Settings only calibration reads: set without calibration data, they would be ignored (the
+# command line's options of the same names too, with confidence, an Options field).
 CALIBRATION_ONLY = ("labels", "max_drop", "metric", "holdout", "granularity")
 
 
@@ -329,8 +330,9 @@ def count_on_random_input(model: onnx.ModelProto, options: Options) -> None:
     ``options.input_shapes``) allow one without data; else shape inference's count stands.
     What `inspect` does, from the command line and from Python. (A batch too large to feed,
     as --input-shape may fix one, leaves the count to shape inference too.)"""
-    with contextlib.suppress(DataError, MemoryError):
-        count_at_run_time(model, options, random_dataset(model, 1, 0, InputSpec(dict(options.input_shapes))))
+    with contextlib.suppress(DataError):
+        one = random_dataset(model, 1, 0, InputSpec(dict(options.input_shapes)))
+        count_at_run_time(model, options, _fits(model, one))
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,
