@@ -184,9 +184,11 @@ def test_paired_and_unpaired_columns(pattern, geometry):
 @pytest.mark.parametrize("geometry", ["3x3_pad1", "3x3_valid", "3x3_stride2_asym", "1x1"])
 def test_sparse_rows_listed_by_their_bits(pattern, geometry):
     """Under a 0.2 non-zero share, rows of 32 columns and more are listed from bit masks of
-    each channel's row, 64 columns to a word (sparse_conv_tile_avx512.cc ListFew): rows of
-    one word, of several and past a whole one, even and odd left pads, paired and unpaired
-    columns, NaN and Inf; narrower rows as at any share."""
+    each channel's row, 64 columns to a word (sparse_conv_tile_avx512.cc ListFew), on CPUs
+    with the tile unit and, on any CPU with AVX-512, when this file runs with the tiles
+    forced (test_every_kernel_set_passes_these_tests): rows of one word, of several and
+    past a whole one, even and odd left pads, paired and unpaired columns, NaN and Inf;
+    narrower rows as at any share."""
     rng = np.random.default_rng([len(pattern), len(geometry), 9])
     params = GEOMETRIES[geometry]
     for width in (12, 32, 63, 64, 65, 130):

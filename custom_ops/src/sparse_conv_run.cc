@@ -60,11 +60,12 @@ constexpr int64_t kCachedBlockBytes = int64_t{512} << 10;
 // 0.01-0.03 of onnxruntime's time faster on 256 @28 and 512 @14 at 67-75% i.i.d. zeros.
 constexpr double kPairShare = 0.35;
 constexpr double kLoadBoundPairShare = 0.25;
-// Rows at least kFewWidth wide whose image's sampled non-zero share is under kFewShare are
-// listed from bit masks (ListIn::few). Each channel's row then costs a loop whose exit is
-// a mispredicted branch, so narrow rows gain nothing: side by side at 82-95% zeros,
-// 0.01-0.05 of onnxruntime's time faster on 64 @112 and 128 @56, 0.01-0.02 slower on
-// 256 @28, within 0.01 on 512 @14.
+// On load-bound CPUs, rows at least kFewWidth wide whose image's sampled non-zero share is
+// under kFewShare are listed from bit masks (ListIn::few). Each channel's row then costs a
+// loop whose exit is a mispredicted branch, so narrow rows gain nothing: on the Xeon, side
+// by side at 82-95% zeros, 0.01-0.05 of onnxruntime's time faster on 64 @112 and 128 @56,
+// 0.01-0.02 slower on 256 @28, within 0.01 on 512 @14. On the AMD EPYC (Zen 4) it was
+// 0.005-0.025 slower on 64 @112 and 128 @56 at 80-95% zeros but for photo 95%.
 constexpr double kFewShare = 0.2;
 constexpr int64_t kFewWidth = 32;
 // The input is sampled on every kSampleStride-th channel, counted in runs of
@@ -389,11 +390,14 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   std::vector<char> pair(static_cast<size_t>(l.batch)), few(static_cast<size_t>(l.batch));
   std::vector<char> tiled(static_cast<size_t>(l.batch), 0);
   int64_t read = 0;
+  // Forcing the tiles also forces their CPUs' list choices, so that a test run with them
+  // forced covers both listers on any CPU with AVX-512.
+  const bool load_bound = sparse_conv_amx::Usable() != nullptr || sparse_conv_amx::Forced();
   for (int64_t n = 0; n < l.batch; ++n) {
     const Sample sample = SampleImage(l.x + n * image, l.channels, l.h.in * l.w.in);
     chunk[n] = PickChunk(l.cg, tap_bytes, sample.nonzero);
-    pair[n] = sample.neighbour >= (sparse_conv_amx::Usable() != nullptr ? kLoadBoundPairShare : kPairShare);
-    few[n] = sample.nonzero < kFewShare && l.w.in >= kFewWidth;
+    pair[n] = sample.neighbour >= (load_bound ? kLoadBoundPairShare : kPairShare);
+    few[n] = load_bound && sample.nonzero < kFewShare && l.w.in >= kFewWidth;
     if (l.amx != nullptr && sparse_conv_amx::Wanted(sample.nonzero, l.channels)) {
       tiled[n] = sparse_conv_amx::RunImage(ctx, l, *l.amx, n);
       read += tiled[n] ? image : 0;
