@@ -162,14 +162,19 @@ def test_labels_the_original_does_no_better_on_than_chance_are_warned_of():
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((400, 10)).astype(np.float32)
     right = scores.argmax(1)
-    assert label_warnings(scores, right) == []
+    (fitted,) = label_warnings(scores, right)  # right on all 400: data it was trained on?
+    assert "right on all 400 labelled calibration samples" in fitted and "held-out" in fitted
+    assert label_warnings(scores[:99], right[:99]) == []  # too few to tell
+    one_wrong = right.copy()
+    one_wrong[7] = (one_wrong[7] + 1) % 10
+    assert label_warnings(scores, one_wrong) == []
     shuffled = rng.permutation(right)
     (warning,) = label_warnings(scores, shuffled)
     assert "no better than its answers would score on labels unrelated to the samples" in warning
     # A weak but real model (60% right) is not warned of, nor are unlabelled positions counted.
     weak = np.where(rng.random(400) < 0.6, right, shuffled)
     assert label_warnings(scores, weak) == []
-    assert label_warnings(scores, np.where(np.arange(400) < 200, right, -100)) == []
+    assert label_warnings(scores, np.where(np.arange(400) < 200, one_wrong, -100)) == []
     # One class for all (even with some answers wrong), or labels of positions (a map): no sign.
     answers = np.where(np.arange(300) < 297, 3, 1)
     assert label_warnings(np.eye(10, dtype=np.float32)[answers], np.full(300, 3)) == []

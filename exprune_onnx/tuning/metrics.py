@@ -197,6 +197,11 @@ def sample_relative_errors(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return diff / np.where(scale > 0, scale, 1.0)
 
 
+# Labelled samples an original must get all right to look fitted to them: a model right on
+# 99.5% of new inputs gets 100 in a row right about 61% of the time, 500 about 8%.
+PERFECT_FIT_SAMPLES = 100
+
+
 def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
     """Signs that the labels do not measure what the calibration promises: the original's
     accuracy on them no better than its answers would score on labels in no relation to
@@ -204,7 +209,11 @@ def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
     accuracy shuffled labels give), by three standard errors. Labels out of order with
     the samples, or meant for another output, look like that. For one class label a
     sample only (a map's positions are not independent draws), and with two classes or
-    more among the labels (with one, shuffling changes nothing)."""
+    more among the labels (with one, shuffling changes nothing).
+
+    And the opposite sign: the original right on every one of many labelled samples, as a
+    model is on data it was trained on, where the promise then holds and on new inputs
+    may not (docs/calibration.md, "What the promise needs")."""
     want, _ = answers(ref, ref)
     labelled = labels != IGNORE
     if labels.ndim != 1 or want.shape != labels.shape or not labelled.any():
@@ -214,6 +223,10 @@ def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
     if len(classes) < 2:
         return []
     accuracy = float(np.mean(want == labels))
+    if accuracy == 1.0 and len(labels) >= PERFECT_FIT_SAMPLES:
+        return [f"the original is right on all {len(labels)} labelled calibration samples, as a model is on data "
+                "it was trained on: if these are its training data, the budget holds for them and may not for new "
+                "inputs; calibrate on held-out samples"]
     chance = float(sum(np.mean(want == c) * n / len(labels) for c, n in zip(classes, counts)))
     if accuracy > chance + 3 * np.sqrt(chance * (1 - chance) / len(labels)):
         return []
