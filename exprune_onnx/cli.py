@@ -429,17 +429,30 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     table.add_column("result")
     table.add_column("detail")
     for row in rows:
-        table.add_row(row.check, Text("pass", "green") if row.ok else Text("FAIL", "bold red"), Text(row.detail))
+        result = Text("FAIL", "bold red") if not row.ok else \
+            Text("not judged", "yellow") if row.not_judged else Text("pass", "green")
+        table.add_row(row.check, result, Text(row.detail))
     console.print(table)
     failed = [row for row in rows if not row.ok]
     if failed:
         raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
                                  f"{failed[0].check}: {failed[0].detail}")
+    console.print(_verified_text(rows, original, optimized))
+
+
+def _verified_text(rows, original: Path, optimized: Path) -> str:
+    """The verdict of a verification that failed no check."""
+    open_rows = [row for row in rows if row.not_judged]
+    passed = len(rows) - len(open_rows)
+    text = (f"verified: all {len(rows)} checks" if not open_rows else f"verified: {passed} of {len(rows)} checks") + \
+        f" of {optimized} against {original} passed"
+    text += "".join(f"; {row.check} not judged: {row.not_judged}" for row in open_rows)
     unjudged = [name for row in rows for name in row.unjudged]
-    console.print(f"verified: all {len(rows)} checks of {optimized} against {original} passed" + (
-        f"; not judged: output(s) {', '.join(repr(n) for n in unjudged)}, values no check has a bar for (only a "
-        "budget calibrated on them with --metric relerr gives one): the agreement row shows how much they moved"
-        if unjudged else ""))
+    if unjudged:
+        text += (f"; not judged: output(s) {', '.join(repr(n) for n in unjudged)}, values no check has a bar for "
+                 "(only a budget calibrated on them with --metric relerr gives one): the agreement row shows how "
+                 "much they moved")
+    return text
 
 
 if __name__ == "__main__":

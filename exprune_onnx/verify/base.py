@@ -19,6 +19,7 @@ class Row:
     ok: bool
     detail: str
     unjudged: tuple[str, ...] = ()  # outputs the check measured but had no bar for (values, without a budget)
+    not_judged: str = ""  # why the check gave no verdict, and what would give one (it then passes)
 
 
 @dataclass
