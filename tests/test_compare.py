@@ -350,3 +350,25 @@ def test_data_on_which_the_original_answers_nan_is_refused():
     labelled = dataset_of({"x": x}, model, np.zeros(6, np.int64))
     with pytest.raises(DataError, match="output 'aux' is NaN"):
         compare(model, model, labelled, batch=4, labelled="aux")
+
+
+def test_nan_from_the_model_s_own_weights_is_blamed_on_them():
+    """A weight holding NaN (a broken export or checkpoint) made the check ask for real inputs
+    or better-scaled data, which cannot help: the message now names the tensor, and the
+    command still exits as for data it cannot check (6)."""
+    from exprune_onnx.errors import DataError
+    from exprune_onnx.tuning.search import Runner
+
+    w = scaled_normal(4, 3)
+    w[1, 2] = np.nan
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [init("w", w)])
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    for source in ("arrays", "random"):
+        data = dataclasses.replace(dataset_of({"x": x}, model), source=source)
+        with pytest.raises(DataError, match=r"and its own weights hold NaN or Inf \('w': 1 of 12 values\): the model "
+                                            r"is broken whatever its inputs"):
+            compare(model, model, data, batch=4)
+    with pytest.raises(DataError, match=r"its own weights hold NaN or Inf \('w': 1 of 12 values\)"):
+        Runner(model, dataset_of({"x": x}, model), np.arange(6), 4)

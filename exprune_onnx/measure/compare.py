@@ -132,7 +132,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
     if names and all(_has_nan(got_ref[n]) for n in names):
-        refuse_nan(names[0], got_ref[names[0]], data.source)  # nothing the check could compare
+        refuse_nan(names[0], got_ref[names[0]], data.source, original)  # nothing the check could compare
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
                                        lambda done: log("checking: the optimised model", done, samples), per_run=True,
@@ -144,7 +144,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
     target = None if labels is None else _labelled_output(pairs, kinds, labels, prefer=labelled)
     if target is not None:
-        refuse_nan(target, got_ref[target], data.source)  # the accuracy would count NaN rows as answers
+        refuse_nan(target, got_ref[target], data.source, original)  # the accuracy would count NaN rows as answers
     diffs = []
     accuracy = lost = None
     for n, (a, b) in pairs.items():
@@ -216,19 +216,45 @@ class NaNOutput(DataError):
     """The original itself answers NaN on the data."""
 
 
-def refuse_nan(name: str, values, source: str) -> None:
+def refuse_nan(name: str, values, source: str, model: onnx.ModelProto | None = None) -> None:
     """Refuse data on which the original's output ``name`` holds NaN (inputs that overflow
     it, often data not scaled as in training): NaN equals nothing and has no arg-max, so
-    every comparison against it would pass or mean nothing. (-inf is a masked logit.)"""
+    every comparison against it would pass or mean nothing. (-inf is a masked logit.)
+    Where ``model``'s own weights hold NaN or Inf, the message blames them, not the data."""
     if _has_nan(values):
         runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values])]
         share = sum(int(np.isnan(a).sum()) for a in runs if _floats(a)) / max(sum(a.size for a in runs if _floats(a)), 1)
+        broken = nonfinite_weights(model) if model is not None else ""
+        if broken:
+            raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on "
+                            f"{'seeded random inputs' if source == 'random' else source}, and its own weights hold "
+                            f"NaN or Inf ({broken}): the model is broken whatever its inputs; export it again")
         if source == "random":  # no data of the user's: what the random values could not stand for
             raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on seeded "
                             "random inputs: give real inputs (--check-data; verify and evaluate: --data), or "
                             "--input-value NAME:VALUE for an input that takes particular values")
         raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on {source}: "
                         "inputs that overflow it, or not scaled as in training?")
+
+
+def nonfinite_weights(model: onnx.ModelProto) -> str:
+    """The float weights of ``model`` (initializers and Constant values, in bodies and
+    functions too) that hold NaN or Inf, said in a few words, or ""."""
+    from onnx import numpy_helper
+
+    from ..io.modelio import all_tensors
+
+    found = []
+    for tensor in all_tensors(model):
+        try:
+            values = numpy_helper.to_array(tensor)
+        except Exception:  # noqa: BLE001 - data this check cannot read is not what it looks for
+            continue
+        if values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            found.append(f"'{tensor.name or '(a Constant)'}': {bad} of {values.size} values")
+    more = f", and {len(found) - 2} more tensor(s)" if len(found) > 2 else ""
+    return "; ".join(found[:2]) + more
 
 
 def _floats(a) -> bool:

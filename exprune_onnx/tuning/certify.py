@@ -129,7 +129,8 @@ class Tester:
         self.progress = progress or (lambda rows: None)
         self.rows = 0  # samples run, the original's pass and abandoned rungs included
         session = inference_session(runnable(original))
-        reference, self.batch_axis = reference_output(session, self.output, data, self._batches(), len(indices))
+        reference, self.batch_axis = reference_output(session, self.output, data, self._batches(), len(indices),
+                                                      original)
         # A segmentation map's or yes/no labels, or a Sigmoid's yes/no answers (label_layout.py).
         kind = output_kinds(original).get(self.output)
         self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices), kind)

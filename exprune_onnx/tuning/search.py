@@ -109,15 +109,16 @@ class Outcome:
         return options if self.latency is None else with_sparse_choice(options, self.latency.options)
 
 
-def reference_output(session, output: str, data: Dataset, batches, samples: int) -> tuple[np.ndarray, int]:
+def reference_output(session, output: str, data: Dataset, batches, samples: int,
+                     original: onnx.ModelProto | None = None) -> tuple[np.ndarray, int]:
     """The original's ``output`` over ``batches`` (``samples`` rows), the reference a
     calibration part is scored against, and the axis its batch was on (0, or 1 for
     PyTorch's sequence-first [T, N, C]: moved first); a failure here is the data's or
-    the output's."""
+    the output's (or the ``original``'s own weights', where they hold NaN)."""
     moved: dict[str, int] = {}
     try:
         got = run_counting(session, [output], {}, batches, samples, key=next(iter(data.inputs)), moved=moved)
-        refuse_nan(output, got[0][output], data.source)
+        refuse_nan(output, got[0][output], data.source, original)
         return got[0][output], moved.get(output, 0)
     except NaNOutput:
         raise
@@ -141,7 +142,8 @@ class Runner:
             raise original_unloadable(exc) from exc
         self.output = output or original.graph.output[0].name
         # run_counting moves a sequence-first batch axis in every run of a candidate too.
-        reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices))
+        reference, _ = reference_output(session, self.output, data, data.batches(batch, indices), len(indices),
+                                        original)
         # A segmentation map's or yes/no labels, or a Sigmoid's yes/no answers (label_layout.py).
         self.kind = output_kinds(original).get(self.output)
         self.layout, self.reference, self.labels = laid_out(reference, data.labels, data.labels_of(indices), self.kind)
