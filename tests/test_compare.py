@@ -64,7 +64,7 @@ def test_the_check_compares_detections_per_run_and_calibration_says_it_cannot_sc
     r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--min-units", "32", "--calibration",
                                   str(tmp_path / "d.npz"), "--max-drop", "0.05", "--confidence", "0",
                                   "--objective", "flops", "--score-output", "y", "--metric", "relerr"])
-    assert r.exit_code == 0 and "relerr drop <= 0.05 on output 'y'" in r.output, r.output
+    assert r.exit_code == 0 and "mean relative error <= 0.05 on output 'y'" in r.output, r.output
     for args, code, words in ((["--calibration", str(tmp_path / "d.npz"), "--score-output", "boxes"], 4,
                                "--score-output names 'boxes', which the model does not output (its outputs: hits, y)"),
                               (["--score-output", "y"], 2, "--score-output goes with --calibration")):

@@ -320,8 +320,8 @@ def test_calibration_on_a_box_output_budgets_its_relative_error(tmp_path):
             "--max-drop", "0.05", "--confidence", "0", "--objective", "flops", "--score-output"]
     r = CliRunner().invoke(main, [*args, "boxes"])
     text = " ".join(r.output.split())  # the check's rows name every output's agreement, if any
-    assert r.exit_code == 0 and "relerr drop <= 0.05 on output 'boxes'" in text, r.output
+    assert r.exit_code == 0 and "mean relative error <= 0.05 on output 'boxes'" in text, r.output
     assert "relative error" in text.split("Calibration", 1)[1], r.output
     r = CliRunner().invoke(main, [*args, "scores"])
     text = " ".join(r.output.split())
-    assert r.exit_code == 0 and "agreement drop <= 0.05 on output 'scores'" in text, r.output
+    assert r.exit_code == 0 and "answers changed <= 0.05 on output 'scores'" in text, r.output

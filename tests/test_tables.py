@@ -170,3 +170,22 @@ def test_a_model_with_nothing_to_count_says_so():
     result = exprune_onnx.inspect_model(model)
     assert result.dense_flops == 0 and not result.uncounted_nodes
     assert dense_flops_text(result) == "none counted: the model has no float Conv, Gemm or MatMul"
+
+
+@pytest.mark.parametrize(("confidence", "said"), [
+    ("0.9", "relative error over 0.05 on at most 5% of samples on output 'probabilities'"),
+    ("0", "mean relative error <= 0.05 on output 'probabilities'"),
+])
+def test_a_relative_error_budget_says_what_it_bounds(confidence, said):
+    """Certified, --max-drop bounds both a sample's relative error and the share of samples
+    over it (docs/calibration.md); the budget row said "relerr drop <= 0.05" either way."""
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    with CliRunner().isolated_filesystem():
+        r = CliRunner().invoke(main, ["optimize", str(models / "digits_mlp.onnx"), "-o", "o.onnx", "--calibration",
+                                      str(models / "data" / "digits_mlp_calib.npz"), "--max-drop", "0.05", "--metric",
+                                      "relerr", "--score-output", "probabilities", "--objective", "flops",
+                                      "--confidence", confidence])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and f"budget │ {said}, rule threshold" in text, r.output

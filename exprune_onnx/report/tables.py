@@ -232,6 +232,16 @@ def jsonable(value):
     return _finite(value)
 
 
+def _budget_words(metric: str, max_drop: float, certified: bool) -> str:
+    """The budget as the calibration holds it: a certified relative error bounds the share of
+    samples over it, by the same number (docs/calibration.md, the loss of each metric)."""
+    if metric == "relerr":
+        return (f"relative error over {max_drop:g} on at most {100 * max_drop:g}% of samples" if certified
+                else f"mean relative error <= {max_drop:g}")
+    what = {"lost": "right answers lost", "agreement": "answers changed"}.get(metric, f"{metric} drop")
+    return f"{what} <= {max_drop:g}"
+
+
 def calibration_table(outcome) -> Table:
     """What the budget search achieved, on the calibration and the held-out part."""
     t = Table(title="Calibration", title_justify="left", show_header=False)
@@ -240,8 +250,8 @@ def calibration_table(outcome) -> Table:
     n_cal, n_hold = outcome.split
     cert = getattr(outcome, "certificate", None)
     scored = f" on output '{escape(outcome.output)}'" if outcome.output else ""
-    what = "right answers lost" if outcome.metric == "lost" else f"{outcome.metric} drop"
-    t.add_row("budget", f"{what} <= {outcome.max_drop:g}{scored}, rule {outcome.rule}")
+    t.add_row("budget", f"{_budget_words(outcome.metric, outcome.max_drop, cert is not None)}{scored}, "
+                        f"rule {outcome.rule}")
     if outcome.labelled and outcome.metric not in ("accuracy", "lost"):
         asked = outcome.asked or outcome.metric == "agreement"  # (chosen alone, it never takes labels)
         t.add_row("labels", f"not used by the {outcome.metric} metric (asked for)" if asked else

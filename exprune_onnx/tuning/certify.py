@@ -64,7 +64,7 @@ from .risk import (
 ABOVE = 2
 # Which loss each metric is certified with.
 LOSS_NAMES = {"accuracy": "right answers lost", "lost": "right answers lost", "agreement": "top-1 changed",
-              "relerr": "relative error over the budget"}
+              "relerr": "a sample's relative error over the budget"}
 
 
 @dataclass
