@@ -17,6 +17,7 @@ from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import TILES_NOTE, cpu_has_tiles
+from ..tuning.metrics import budget_words
 from .units import dense_flops_text, flops_text, flops_unit, scaled
 
 
@@ -232,16 +233,6 @@ def jsonable(value):
     return _finite(value)
 
 
-def _budget_words(metric: str, max_drop: float, certified: bool) -> str:
-    """The budget as the calibration holds it: a certified relative error bounds the share of
-    samples over it, by the same number (docs/calibration.md, the loss of each metric)."""
-    if metric == "relerr":
-        return (f"relative error over {max_drop:g} on at most {100 * max_drop:g}% of samples" if certified
-                else f"mean relative error <= {max_drop:g}")
-    what = {"lost": "right answers lost", "agreement": "answers changed"}.get(metric, f"{metric} drop")
-    return f"{what} <= {max_drop:g}"
-
-
 def calibration_table(outcome) -> Table:
     """What the budget search achieved, on the calibration and the held-out part."""
     t = Table(title="Calibration", title_justify="left", show_header=False)
@@ -250,7 +241,7 @@ def calibration_table(outcome) -> Table:
     n_cal, n_hold = outcome.split
     cert = getattr(outcome, "certificate", None)
     scored = f" on output '{escape(outcome.output)}'" if outcome.output else ""
-    t.add_row("budget", f"{_budget_words(outcome.metric, outcome.max_drop, cert is not None)}{scored}, "
+    t.add_row("budget", f"{budget_words(outcome.metric, outcome.max_drop, cert is not None)}{scored}, "
                         f"rule {outcome.rule}")
     if outcome.labelled and outcome.metric not in ("accuracy", "lost"):
         asked = outcome.asked or outcome.metric == "agreement"  # (chosen alone, it never takes labels)

@@ -197,6 +197,16 @@ def sample_relative_errors(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return diff / np.where(scale > 0, scale, 1.0)
 
 
+def budget_words(metric: str, max_drop: float, certified: bool) -> str:
+    """A budget as the calibration holds it: a certified relative error bounds the share of
+    samples over it, by the same number (docs/calibration.md, the loss of each metric)."""
+    if metric == "relerr":
+        return (f"relative error over {max_drop:g} on at most {100 * max_drop:g}% of samples" if certified
+                else f"mean relative error <= {max_drop:g}")
+    what = {"lost": "right answers lost", "agreement": "answers changed"}.get(metric, f"{metric} drop")
+    return f"{what} <= {max_drop:g}"
+
+
 # Labelled samples an original must get all right to look fitted to them: a model right on
 # 99.5% of new inputs gets 100 in a row right about 61% of the time, 500 about 8%.
 PERFECT_FIT_SAMPLES = 100

@@ -12,7 +12,7 @@ from ..errors import DataError, error_message
 from ..io.data import Dataset
 from ..progress import quiet
 from ..runtime import TILES_NOTE, cpu_has_tiles
-from ..tuning.metrics import LABELLED
+from ..tuning.metrics import LABELLED, budget_words
 from .base import Row
 
 # The budget a calibrated model was written for (workflow.run), which verify then checks
@@ -95,16 +95,12 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
                unmeasured)
 
 
-_BUDGET_WORDS = {"lost": "right answers lost", "accuracy": "accuracy drop", "agreement": "answers changed",
-                 "relerr": "relative error"}
-
-
 def _unmeasured(budget: dict) -> str:
     """Why the data cannot judge ``budget`` (read_budget), and what would."""
     metric, confidence = budget["metric"], float(budget.get("confidence") or 0)
     promise = f"at confidence {confidence:g}" if confidence else "an estimate"
-    what = (f"the model was calibrated to a budget of {float(budget['max_drop']):g} on "
-            f"{_BUDGET_WORDS.get(metric, metric)} ({promise})")
+    what = (f"the model was calibrated to a budget, "
+            f"{budget_words(metric, float(budget['max_drop']), confidence > 0)} ({promise})")
     if metric in LABELLED:
         return (f"{what}, which needs labels: give --data with labels, of the kind the model was calibrated on, "
                 "or --min-agreement for a bar of your own")
