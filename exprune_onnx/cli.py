@@ -397,12 +397,14 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
 def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
            input_values):
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .errors import VerificationFailed
     from .io.data import load_dataset, random_dataset
     from .io.feeds import InputSpec
     from .io.modelio import load_model
+    from .io.open_dims import assumed_shapes, assumed_text
     from .ops import DOMAIN
     from .progress import for_terminal
     from .runtime import uses_library
@@ -417,6 +419,14 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
         raise click.UsageError(f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first "
                                "(verify ORIGINAL OPTIMIZED)")
     spec = InputSpec(input_shapes, input_values)
+    if data_path is None:  # sizes for open dims, as optimize took them without data
+        assumed = assumed_shapes(ref, spec)
+        spec.shapes.update(assumed)
+        input_shapes = {**(input_shapes or {}), **assumed}
+        if assumed:
+            console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: checked "
+                          f"{escape(assumed_text(ref, assumed))} (a size most such models take): --input-shape or "
+                          "--data checks at the size you run at")
     data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
             else random_dataset(ref, samples, seed, spec))
     # A calibrated model's budget stands in for the agreement bar unless one is asked for.

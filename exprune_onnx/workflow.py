@@ -29,6 +29,7 @@ from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
 from .errors import ConfigError, DataError
 from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
+from .io.open_dims import assumed_shapes
 from .progress import quiet
 from .runtime import MAX_THREADS
 
@@ -73,6 +74,7 @@ class Optimized:
     calibrated: object = None  # search.Outcome, with calibration
     timed: object = None  # objective.LatencyChoice, under the latency objective
     warnings: list[str] = field(default_factory=list)  # what `optimize` prints under its tables, as plain text
+    assumed: dict = field(default_factory=dict)  # sizes taken for open input dims, with no data (io/open_dims.py)
 
     @property
     def changed(self) -> bool:
@@ -242,6 +244,11 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         options.rule = rule
     spec = InputSpec(dict(options.input_shapes), value_bounds(settings.input_values))
     check_spec(model, spec)
+    assumed = {}
+    if settings.calibration is None and settings.check_data is None:  # no data to take sizes from
+        assumed = assumed_shapes(model, spec)
+        spec.shapes.update(assumed)
+        options.input_shapes = {**options.input_shapes, **assumed}
     latency = None
     if settings.objective == "latency":
         latency = (check_batch(model, settings.latency_batch, "--latency-batch", spec), settings.latency_threads)
@@ -300,7 +307,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     from .report.advice import plain_warnings
 
     done = Optimized(result.model, _rows(result, checked, calibrated),
-                     _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed)
+                     _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
+                     assumed=assumed)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
     return done

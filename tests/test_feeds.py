@@ -224,15 +224,45 @@ def test_evaluate_and_verify_at_a_fixed_batch(tmp_path):
 # ------------------------------------------------------------------ symbolic H/W
 
 
-def test_symbolic_hw_without_a_shape_names_input_shape(tmp_path):
+def test_symbolic_hw_without_a_shape_runs_at_224_and_says_so(tmp_path):
+    """The export most tools write ([N, 3, H, W]) and the plain command: it refused (exit 6)
+    and asked for --input-shape; it now runs at 224 x 224, says so, and the written model
+    keeps its open dims. verify without --data does the same."""
     path = save_model(conv_hw(), tmp_path)
-    line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
-    assert "--input-shape x:N,3,224,224" in line and "'x'" in line
-    assert not (tmp_path / "o.onnx").exists()
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "0", "--objective", "flops")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "no data and no --input-shape for open dims: ran 'x' [N, 3, H, W] at [N, 3, 224, 224] (a size most " \
+        "such models take)" in text and "--input-shape or --check-data sets the size you run at" in text, text
+    assert "top-1 agreement" in text  # the check ran
+    written = onnx.load(tmp_path / "o.onnx")
+    assert [d.dim_param or d.dim_value for d in written.graph.input[0].type.tensor_type.shape.dim] == ["N", 3, "H", "W"]
+    r = cli("verify", path, tmp_path / "o.onnx", "--min-agreement", "0")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "note: no --data and no --input-shape for open dims: checked 'x' [N, 3, H, W] at " \
+        "[N, 3, 224, 224]" in text, r.output
+    # Given a size, or data, nothing is assumed.
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--input-shape", "x:N,3,16,16")
+    assert r.exit_code == 0 and "open dims" not in r.output, r.output
+
+
+def test_assumed_sizes_share_a_dim_name_and_keep_the_batch():
+    from exprune_onnx.io.open_dims import assumed_shapes
+
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", "T"])
+    mask = helper.make_tensor_value_info("mask", TensorProto.INT64, ["B", "T"])
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, "T", "W"])  # an image sharing 'T'
+    fixed = helper.make_tensor_value_info("f", TensorProto.FLOAT, ["B", 8])
+    graph = helper.make_graph([], "g", [ids, mask, img, fixed], [])
+    model = helper.make_model(graph)
+    assert assumed_shapes(model) == {"ids": ("B", 224), "mask": ("B", 224), "img": (1, 3, 224, 224)}
+    del model.graph.input[2]  # the image
+    assert assumed_shapes(model) == {"ids": ("B", 128), "mask": ("B", 128)}
+    assert assumed_shapes(model, InputSpec({"ids": ("B", 32), "mask": ("B", 32)})) == {}
 
 
 def test_the_input_shape_example_fills_images_not_a_kv_cache_with_224():
-    from exprune_onnx.io.feeds import shape_example
+    from exprune_onnx.io.open_dims import shape_example
 
     def one(name, dims):
         return make_model([helper.make_node("Identity", [name], ["y"])],
@@ -400,10 +430,10 @@ def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):
 def test_audio_with_a_scalar_sample_rate(tmp_path):
     path = save_model(audio(), tmp_path)
     out = tmp_path / "o.onnx"
-    line = one_line_error(cli("optimize", path, "-o", out), 6)
-    assert "--input-shape wave:batch,128" in line
-    line = one_line_error(cli("optimize", path, "-o", out, "--input-shape", "wave:1,50"), 6)
-    assert "--input-value sr:VALUE" in line
+    # (The waveform's open length is run at 128 samples; the sample rate has no such default.)
+    for shape in ([], ["--input-shape", "wave:1,50"]):
+        line = one_line_error(cli("optimize", path, "-o", out, *shape), 6)
+        assert "--input-value sr:VALUE" in line
     r = cli("optimize", path, "-o", out, "--objective", "flops", "--threshold", "-inf",
             "--input-shape", "wave:batch,50", "--input-value", "sr:16000")
     assert r.exit_code == 0, r.output

@@ -221,36 +221,6 @@ def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: Inpu
     return batch
 
 
-def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
-    """``--input-shape`` options for every input with an open dim, built from its known dims."""
-    parts = []
-    for vi in model_inputs(model):
-        dims = resolved_dims(vi, spec)
-        if all(isinstance(d, int) and d > 0 for d in dims[1:]):
-            continue
-        # Placeholders: the batch keeps its name (a number would fix it), 224 for an image's
-        # spatial dims, 128 for the rest (a KV cache's [N, heads, past, head_dim] is 4-D too).
-        fill = 224 if _image_like(dims) else 128
-        batch = str(input_dims(vi)[0] or "")
-        batch = batch if batch.isidentifier() else "N"  # parse_input_shape takes a name, not "2*N"
-        shown = [str(d) if isinstance(d, int) and d > 0 else (batch if i == 0 else str(fill)) for i, d in enumerate(dims)]
-        parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
-    return " ".join(parts)
-
-
-def _image_like(dims: list) -> bool:
-    """NCHW or NHWC with a few channels and both spatial dims open; a KV cache fixes its
-    head size (and may have as few heads as an image has channels)."""
-    def fixed(d) -> bool:
-        return isinstance(d, int) and d > 0
-
-    if len(dims) != 4:
-        return False
-    nchw = fixed(dims[1]) and dims[1] <= 4 and not fixed(dims[2]) and not fixed(dims[3])
-    nhwc = fixed(dims[3]) and dims[3] <= 4 and not fixed(dims[1]) and not fixed(dims[2])
-    return nchw or nhwc
-
-
 def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None,
                   only: set[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Seeded values for the inputs (or those in ``only``): (batched, whole) arrays, the
@@ -269,7 +239,7 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
                             "so no random sample can be drawn: give sample data")
         if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
             raise DataError(f"input '{vi.name}' has unknown dimensions {_show(input_dims(vi))}: give sample data "
-                            f"or fix them, e.g. {shape_example(model, spec)}")
+                            f"or fix them, e.g. {_shape_example(model, spec)}")
         dtype = input_dtype(vi)
         if dtype is None:
             raise DataError(f"input '{vi.name}' has an element type random inputs cannot fill: give sample data")
@@ -391,6 +361,12 @@ def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool)
             vi.type.tensor_type.ClearField("shape")
     if fixed:
         del out.graph.value_info[:]
+
+
+def _shape_example(model: onnx.ModelProto, spec: InputSpec) -> str:
+    from .open_dims import shape_example  # (it reads this module's dims)
+
+    return shape_example(model, spec)
 
 
 def _show(dims: list) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 from rich.markup import escape
 
+from ..io.open_dims import assumed_text
 from ..measure.counters import body_ops
 from ..rules.common import K_OUTSIDE
 
@@ -44,6 +45,11 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     """The warnings for a workflow.Optimized, in rich markup, without their prefix."""
     result, checked, outcome = done.result, done.checked, done.calibrated
     out = []
+    if getattr(done, "assumed", None):
+        out.append(f"no data and no --input-shape for open dims: ran {escape(assumed_text(done.model, done.assumed))} "
+                   "(a size most such models take); the FLOPs and the latency objective's choices are for that "
+                   "size, and the written model keeps its open dims: --input-shape or --check-data sets the size you "
+                   "run at")
     if outcome is not None and not outcome.met:
         out.append("the held-out part exceeds the budget: calibrate on more data or lower --max-drop")
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]

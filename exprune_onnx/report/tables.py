@@ -183,8 +183,11 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     # Candidates as inspect lists them: the layers the rules could rewrite, skipped ones too.
     candidates = len(result.rewritten) + sum(r.skipped for r in result.rejected)
     others = len(result.rejected) - (candidates - len(result.rewritten))
+    # (the exact zero-input reads are no early-exit layers, but are rewrites all the same)
+    reads = len(result.sparse)
     t.add_row("layers rewritten", f"{len(result.rewritten)} of {candidates} candidates"
-              + (f" ({others} more layer(s) match a pattern but cannot be rewritten)" if others else ""))
+              + (f" ({others} more layer(s) match a pattern but cannot be rewritten)" if others else "")
+              + (f"; {reads} layer(s) read their inputs' zeros (exact)" if reads else ""))
     before, after = op_counts(original), op_counts(result.model)
     ops = sorted(set(before) | set(after))
     changed = [f"{op} {before[op]}->{after[op]}" for op in ops if before[op] != after[op]]

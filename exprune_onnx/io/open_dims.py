@@ -1,0 +1,81 @@
+"""Sizes for an input's open dims past its batch axis when no data and no ``--input-shape``
+gives them: the example the error shows, and the sizes ``optimize`` and ``verify`` assume
+(224 for an image's spatial dims, 128 for any other; the batch keeps its name or number).
+
+A model exported to take any image size ([1, 3, H, W]) or any sequence length
+([N, T, C]) is what most exporters write; with nothing to run it on, it is run at a size
+most such models take, and the command says so: the latency objective's choices and the
+FLOPs are those of that size, and the written model keeps its open dims.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from .feeds import InputSpec, _show, input_dims, model_inputs, resolved_dims
+
+IMAGE_SIDE = 224  # ImageNet's crop, which most exported CNNs were trained at
+OTHER_SIZE = 128
+
+
+def _fixed(d) -> bool:
+    return isinstance(d, int) and d > 0
+
+
+def _image_like(dims: list) -> bool:
+    """NCHW or NHWC with a few channels and both spatial dims open; a KV cache fixes its
+    head size (and may have as few heads as an image has channels)."""
+    if len(dims) != 4:
+        return False
+    nchw = _fixed(dims[1]) and dims[1] <= 4 and not _fixed(dims[2]) and not _fixed(dims[3])
+    nhwc = _fixed(dims[3]) and dims[3] <= 4 and not _fixed(dims[1]) and not _fixed(dims[2])
+    return nchw or nhwc
+
+
+def _open(model: onnx.ModelProto, spec: InputSpec | None):
+    """(input, its dims with ``spec``'s numbers) for the inputs with an open dim past the first."""
+    for vi in model_inputs(model):
+        dims = resolved_dims(vi, spec)
+        if not all(_fixed(d) for d in dims[1:]):
+            yield vi, dims
+
+
+def _batch_name(vi: onnx.ValueInfoProto) -> str:
+    batch = str(input_dims(vi)[0] or "")
+    return batch if batch.isidentifier() else "N"  # parse_input_shape takes a name, not "2*N"
+
+
+def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
+    """``--input-shape`` options for every input with an open dim, built from its known dims
+    (the batch keeps its name: a number would fix it)."""
+    parts = []
+    for vi, dims in _open(model, spec):
+        fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
+        shown = [str(d) if _fixed(d) else (_batch_name(vi) if i == 0 else str(fill)) for i, d in enumerate(dims)]
+        parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
+    return " ".join(parts)
+
+
+def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dict[str, tuple]:
+    """``--input-shape`` entries (name -> dims) for the inputs whose open dims past the first
+    ``spec`` leaves open; a dim name two inputs share (a sequence length) gets one size, an
+    image's if either input is one."""
+    found = list(_open(model, spec))
+    sizes: dict[str, int] = {}
+    for _vi, dims in sorted(found, key=lambda item: not _image_like(item[1])):  # images first
+        fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
+        for d in dims[1:]:
+            if isinstance(d, str):
+                sizes.setdefault(d, fill)
+    out = {}
+    for vi, dims in found:
+        fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
+        rest = tuple(d if _fixed(d) else sizes.get(d, fill) if isinstance(d, str) else fill for d in dims[1:])
+        out[vi.name] = ((dims[0] if _fixed(dims[0]) else _batch_name(vi)), *rest) if dims else ()
+    return out
+
+
+def assumed_text(model: onnx.ModelProto, assumed: dict[str, tuple]) -> str:
+    """Which inputs were run at which assumed size, e.g. "'x' [1, 3, H, W] at [1, 3, 224, 224]"."""
+    dims = {vi.name: input_dims(vi) for vi in model_inputs(model)}
+    return ", ".join(f"'{name}' {_show(dims.get(name, []))} at {_show(list(shape))}" for name, shape in assumed.items())
