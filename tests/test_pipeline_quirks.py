@@ -991,3 +991,30 @@ def test_branches_that_reuse_their_names_get_layer_names_of_their_own():
     rows = verify(model, both, random_dataset(model, 4, 0), min_agreement=0.0)
     assert all(r.ok for r in rows), rows
     assert "2 ExPruneConvRelu" in rows[0].detail
+
+
+def test_unnamed_twins_in_the_main_graph_and_a_body_are_both_rewritten():
+    """An unnamed Conv -> Relu in an If branch reads the same outer input and weight as one
+    in the main graph: the graph surgeon's clean-up told the two old Convs apart by
+    equality (same name '', op, attributes and inputs) and stopped with "list.remove(x): x
+    not in list" (exit 1). Both are rewritten now, exact at -inf on either branch."""
+    w = (np.random.default_rng(3).standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)
+    body = helper.make_graph([helper.make_node("Conv", ["r", "w"], ["bc"], pads=[1, 1, 1, 1]),
+                              helper.make_node("Relu", ["bc"], ["br"]), helper.make_node("ReduceMax", ["br"], ["b"])],
+                             "else", [], [vi("b", None)])
+    then = helper.make_graph([helper.make_node("ReduceMin", ["r"], ["t"])], "then", [], [vi("t", None)])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"]),
+             helper.make_node("If", ["cond"], ["z"], then_branch=then, else_branch=body)]
+    model = make_model(nodes, [vi("x", [1, 16, 6, 6]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                       [vi("y", [1, 16, 6, 6]), vi("z", None)], [init("w", w)])
+    res = optimize_model(model, threshold=NEG_INF, min_units=8, include_first_layer=True, sparse_input=False)
+    onnx.checker.check_model(res.model, full_check=True)
+    assert node_types(res.model) == ["Relu", "If", "Gather", "Slice", "Conv", "ExPruneConvRelu"]
+    branch = next(a.g for a in res.model.graph.node[1].attribute if a.name == "else_branch")
+    assert [n.op_type for n in branch.node] == ["Gather", "Slice", "Conv", "ExPruneConvRelu", "ReduceMax"]
+    for cond in (False, True):
+        assert_equivalent(model, res.model, lambda rng, c=cond: {
+            "x": rng.standard_normal((1, 16, 6, 6)).astype(np.float32), "cond": np.array(c)})
+    assert not optimize_model(res.model, threshold=NEG_INF, min_units=8, include_first_layer=True,
+                              sparse_input=False).changed

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graphutil import all_graphs, const_value, is_graph_output, model_names, opset_of, unique_name
+from .graphutil import all_graphs, cleanup, const_value, is_graph_output, model_names, opset_of, unique_name
 
 
 def dense_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -61,7 +61,7 @@ def constants_to_initializers(graph: gs.Graph) -> int:
             out.to_constant(np.asarray(value))
             count += 1
     if count:
-        graph.cleanup(recurse_subgraphs=True)
+        cleanup(graph)
     return count
 
 
@@ -91,7 +91,7 @@ def max_zero_to_relu(graph: gs.Graph) -> int:
             node.op, node.inputs, node.attrs = "Relu", [live[0]], {}
             count += 1
     if count:
-        graph.cleanup(recurse_subgraphs=True)
+        cleanup(graph)
     return count
 
 
@@ -104,7 +104,7 @@ def fold_batchnorm(graph: gs.Graph) -> int:
             if _fold_one(g, bn, opset, names):
                 count += 1
     if count:
-        graph.cleanup(recurse_subgraphs=True)
+        cleanup(graph)
     return count
 
 

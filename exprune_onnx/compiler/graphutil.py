@@ -152,6 +152,23 @@ def all_graphs(graph: gs.Graph) -> list[gs.Graph]:
     return [graph] + list(graph.subgraphs(recursive=True))
 
 
+def cleanup(graph: gs.Graph) -> gs.Graph:
+    """``graph.cleanup`` over its bodies too, with every node told apart by name meanwhile.
+    The graph surgeon takes a dead node off its inputs' consumer lists by equality, and two
+    nodes of one name, op, attributes and inputs are equal: an unnamed Conv in an If body
+    beside one in the main graph on the same input and weight took the other off the list,
+    and the second removal failed ("list.remove(x): x not in list")."""
+    names = [(node, node.name) for g in all_graphs(graph) for node in g.nodes]
+    for i, (node, _) in enumerate(names):
+        node.name = f"{i}"
+    try:
+        graph.cleanup(recurse_subgraphs=True)
+    finally:
+        for node, name in names:
+            node.name = name
+    return graph
+
+
 def unique_name(base: str, taken: set[str]) -> str:
     """A tensor/node name not used anywhere in the model."""
     name, i = base, 1

@@ -39,7 +39,7 @@ from ..rules.base import Candidate, Context, NoMatch, Rewritten
 from . import functions, op_shapes
 from .canonicalize import canonicalize, dense_initializers
 from .export import export
-from .graphutil import all_graphs, model_names, opset_of
+from .graphutil import all_graphs, cleanup, model_names, opset_of
 
 
 @dataclass
@@ -321,7 +321,7 @@ def _rewrite(model: onnx.ModelProto, options: Options, rules: RuleSet) -> Result
     if not rewritten and not sparse:
         return Result(model, [], rejected, total, unknown, folded_c, folded_bn, [], sparse_rejected)
     graph.outputs.extend(r.stats for r in rewritten if r.stats is not None)
-    graph.cleanup(recurse_subgraphs=True).toposort(recurse_subgraphs=True)
+    cleanup(graph).toposort(recurse_subgraphs=True)
     out = export(graph, model)
     keep_open_dims(out, model, fixed=bool(options.input_shapes))
     return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected)

@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from .. import ops
 from ..compiler.canonicalize import canonicalize, constants_to_initializers
-from ..compiler.graphutil import const_value, describe
+from ..compiler.graphutil import cleanup, const_value, describe
 from ..compiler.pipeline import analysis_graph, find_candidates, scoped_nodes
 from ..config import DECISION_RULES, Options
 from ..errors import error_message
@@ -369,7 +369,7 @@ def rest_problems(original, canonical: gs.Graph, candidates: dict, graph: gs.Gra
             if s.original:
                 verify_sparse.replace_in_reference(s, reference, _GROUP)
         # Weights only the rewritten layers used (a Transpose of an initializer, say) go too.
-        reference.cleanup(recurse_subgraphs=True)
+        cleanup(reference)
     ref = [(scope, n) for scope, n in scoped_nodes(reference) if n.op != _GROUP]
     got_types = Counter(_op_key(n) for _, n in rest)
     want_types = Counter(_op_key(n) for _, n in ref)
