@@ -31,7 +31,7 @@ from .io.data import Dataset, dataset_of, label_array, labels_apart, load_datase
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes
 from .progress import quiet
-from .runtime import MAX_THREADS
+from .runtime import MAX_THREADS, uses_library
 
 
 class UsageProblem(ConfigError):
@@ -276,6 +276,10 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             from .verify.agreement import stamp_budget
 
             stamp_budget(result.model, calibrated)
+        if uses_library(model):  # the budgets of two runs add up
+            calibrated.notes.append("the input holds ExPrune ops (it was optimised before): the budget is measured "
+                                    "against it, not against the model it was made from; calibrate that model to "
+                                    "bound the whole change")
     else:
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)

@@ -123,3 +123,23 @@ def test_step_down_makes_every_tuned_layer_gentler():
     for _ in range(4):  # rung 3 -> 2 -> 1 -> 0 -> left alone
         shares = step_down(shares)
     assert shares == {"a": None, "b": None, "c": None, "d": CERTIFIED}
+
+
+def test_a_model_optimised_before_is_calibrated_on_its_new_layers_only():
+    """Calibrating an optimised model again (now with its first layer) stopped with
+    KeyError: the statistics pass probed the ops of the first run too. Only the new layer is
+    calibrated, and the result says whose budget it is."""
+    import exprune_onnx
+
+    model = calibration_mlp()
+    data = calibration_dataset(model)
+    arrays = {**data.inputs, "labels": data.labels}
+    once = exprune_onnx.optimize(model, calibration=arrays, max_drop=0.02, objective="flops", confidence=0.0)
+    assert [r.candidate.layer for r in once.result.rewritten] == ["fc2"]
+    twice = exprune_onnx.optimize(once.model, calibration=arrays, max_drop=0.02, objective="flops", confidence=0.0,
+                                  include_first_layer=True)
+    assert [r.candidate.layer for r in twice.result.rewritten] == ["MatMul:h1"]  # the unnamed first layer
+    assert [n.op_type for n in twice.model.graph.node].count("ExPruneDenseRelu") == 2
+    assert any("the input holds ExPrune ops (it was optimised before): the budget is measured against it" in w
+               for w in twice.warnings), twice.warnings
+    assert not any("optimised before" in w for w in once.warnings)

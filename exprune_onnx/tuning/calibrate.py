@@ -166,15 +166,16 @@ class Probe:
     head: bool = False  # an arg-max head: y is the class index
 
 
-def probe_model(compiled: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Probe]]:
-    """Expose the partial sums, residual and output of every outer-graph early-exit op."""
+def probe_model(compiled: onnx.ModelProto, only: set[str] | None = None) -> tuple[onnx.ModelProto, dict[str, Probe]]:
+    """Expose the partial sums, residual and output of every outer-graph early-exit op (or of
+    those named in ``only``: a model optimised before holds ops of its own, calibrated then)."""
     model = onnx.ModelProto()
     model.CopyFrom(compiled)
     inits = {t.name: t for t in model.graph.initializer}
     exposed = {o.name for o in model.graph.output}
     probes = {}
     for node in model.graph.node:
-        if node.domain != ops.DOMAIN or node.op_type not in ops.PRUNE_OPS:
+        if node.domain != ops.DOMAIN or node.op_type not in ops.PRUNE_OPS or only is not None and node.name not in only:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         w_tail = list(inits[node.input[2]].dims)
@@ -238,8 +239,8 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
     result = optimize(model, exact_options(options, "statstest" if "statstest" in rules else "threshold"))
     if not result.changed:
         return {}, result
-    probing, probes = probe_model(result.model)
     layer_of = {r.op_node.name: r.candidate.layer for r in result.rewritten}
+    probing, probes = probe_model(result.model, set(layer_of))
     try:
         session = inference_session(probing)
     except Exception as exc:
