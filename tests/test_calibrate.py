@@ -143,3 +143,28 @@ def test_a_model_optimised_before_is_calibrated_on_its_new_layers_only():
     assert any("the input holds ExPrune ops (it was optimised before): the budget is measured against it" in w
                for w in twice.warnings), twice.warnings
     assert not any("optimised before" in w for w in once.warnings)
+
+
+def test_the_part_is_scored_whole_again_after_the_latency_objective(monkeypatch):
+    """Screened on a subset, the finalist is confirmed on the whole calibration part; after
+    the latency objective dropped layers the part was scored again on the subset alone, so
+    its row (labelled with the whole part's size) disagreed with the row above it."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.tuning import search as search_module
+
+    model = calibration_mlp()
+    data = calibration_dataset(model)
+    wrong = np.random.default_rng(5).random(len(data)) < 0.3  # so that the subset's accuracy is not the part's
+    data.labels = np.where(wrong, (data.labels + 1) % 10, data.labels)
+    monkeypatch.setattr(search_module, "SCREEN", 50)
+
+    def none_faster(original, planner, shares, data, indices, latency, seed, log):
+        return SimpleNamespace(kept=lambda name, kind=None: False, options=planner.options(shares))
+
+    monkeypatch.setattr(search_module, "_keep_faster", none_faster)
+    out = search(model, Options(), data, max_drop=0.05, seed=3, latency=(1, 1))
+    assert out.before_latency is not None and not out.result.changed
+    # Nothing rewritten: the part's score is the original's on the whole part, both ways.
+    assert out.calibration.original == out.before_latency[0].original == out.calibration.optimized
+    assert out.split[0] > 50

@@ -380,7 +380,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
             # The plain-ReLU consumers it kept, or none where it kept the original.
             final_options = with_sparse_choice(planner.options(shares), timed.options)
             result = optimize(original, final_options)
-            calib_score, calib_saved, _ = runner.run(result.model, metric, dense)
+            # The whole part, as the rows before it were scored (the screen is a subset).
+            calib_score, calib_saved, _ = full.run(result.model, metric, dense)
             if hold_runner is not None:
                 hold_score, hold_saved, hold_counts = hold_runner.run(result.model, metric, dense)
     rows = (len(screen_idx) * len(k_choices(base)) + runner.rows + (full.rows if full is not runner else 0)
