@@ -32,6 +32,7 @@ from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes
 from .progress import quiet
 from .runtime import MAX_THREADS, uses_library
+from .tuning.metrics import thin_holdout
 
 
 class UsageProblem(ConfigError):
@@ -276,6 +277,9 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
             from .verify.agreement import stamp_budget
 
             stamp_budget(result.model, calibrated)
+        thin = "" if getattr(calibrated, "certificate", None) else \
+            thin_holdout(calibrated.metric, settings.max_drop, calibrated.split[1])
+        calibrated.notes += [thin] if thin else []
         if uses_library(model):  # the budgets of two runs add up
             calibrated.notes.append("the input holds ExPrune ops (it was optimised before): the budget is measured "
                                     "against it, not against the model it was made from; calibrate that model to "

@@ -199,3 +199,13 @@ def test_a_calibration_on_shuffled_labels_says_so(tmp_path):
                                   "--max-drop", "0.05", "--objective", "flops", "-o", str(tmp_path / "o.onnx")])
     assert r.exit_code == 0, r.output
     assert "no better than its answers would score on labels unrelated" in " ".join(r.output.split())
+
+
+def test_a_held_out_part_too_small_for_its_budget_is_said_to_say_little():
+    from exprune_onnx.tuning.metrics import thin_holdout
+
+    assert "has 5 sample(s), so one answer is 20 points against a budget of 1" in thin_holdout("accuracy", 0.01, 5)
+    assert "no held-out part (--holdout 0)" in thin_holdout("lost", 0.01, 0)
+    assert thin_holdout("accuracy", 0.01, 100) == "" and thin_holdout("agreement", 0.05, 20) == ""
+    assert thin_holdout("agreement", 0.05, 19) != ""
+    assert thin_holdout("relerr", 0.01, 5) == ""  # a mean of errors, not a count of answers
