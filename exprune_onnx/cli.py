@@ -389,7 +389,8 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
               help="Random inputs to run on when no --data is given.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True, callback=_no_nan,
-              help="Least top-1 (a Sigmoid's: yes/no) agreement with the original, for classifier outputs.")
+              help="Least top-1 (a Sigmoid's: yes/no) agreement with the original, for classifier outputs; a "
+                   "calibrated model is held to its budget instead unless this is given.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, callback=_no_nan,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
 @input_options

@@ -209,3 +209,13 @@ def test_a_held_out_part_too_small_for_its_budget_is_said_to_say_little():
     assert thin_holdout("accuracy", 0.01, 100) == "" and thin_holdout("agreement", 0.05, 20) == ""
     assert thin_holdout("agreement", 0.05, 19) != ""
     assert thin_holdout("relerr", 0.01, 5) == ""  # a mean of errors, not a count of answers
+
+
+def test_relerr_on_class_indices_is_refused():
+    """--metric relerr --score-output label measured the 'relative error' of int64 class ids."""
+    from exprune_onnx.errors import DataError
+    from exprune_onnx.tuning.metrics import choose
+
+    with pytest.raises(DataError, match="relerr metric measures values, and the scored output holds class indices"):
+        choose("relerr", np.arange(30, dtype=np.int64) % 10, None)
+    assert choose("relerr", np.random.default_rng(0).standard_normal((30, 10)).astype(np.float32), None) == "relerr"

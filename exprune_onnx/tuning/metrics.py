@@ -162,6 +162,10 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kin
     if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):  # by name: as asked
         raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
                         f"the scored output has shape {list(first_output.shape)}")
+    if metric == "relerr" and is_class_index(first_output):  # an index off by one is no small error
+        raise DataError(f"the relerr metric measures values, and the scored output holds class indices (shape "
+                        f"{list(first_output.shape)}, {first_output.dtype}): use agreement or accuracy, or name the "
+                        "scores with --score-output")
     if metric in ("accuracy", "lost"):
         check_labels(labels, first_output)
     return metric
