@@ -26,10 +26,10 @@ import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, error_message
 from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
-from .io.open_dims import assumed_shapes
+from .io.open_dims import assumed_shapes, assumed_text
 from .progress import quiet
 from .runtime import MAX_THREADS, uses_library
 from .tuning.metrics import thin_holdout
@@ -236,6 +236,20 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
 
 def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet) -> Optimized:
     """The workflow on a loaded model (module docstring)."""
+    assumed: dict = {}
+    try:
+        return _run(model, options, settings, log, assumed)
+    except DataError as exc:
+        if not assumed:
+            raise
+        # A model may not run at the sizes taken for it (a mask one longer than the sequence).
+        raise DataError(f"{error_message(exc)} (with no data, open dims were run at "
+                        f"{assumed_text(model, assumed)}: --input-shape or --check-data gives the sizes it takes)"
+                        ) from exc
+
+
+def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assumed: dict) -> Optimized:
+    """run(), filling ``assumed`` with the sizes it takes for open input dims."""
     from .compiler.pipeline import optimize as compile_model
     from .measure.compare import compare
 
@@ -245,9 +259,8 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
         options.rule = rule
     spec = InputSpec(dict(options.input_shapes), value_bounds(settings.input_values))
     check_spec(model, spec)
-    assumed = {}
     if settings.calibration is None and settings.check_data is None:  # no data to take sizes from
-        assumed = assumed_shapes(model, spec)
+        assumed.update(assumed_shapes(model, spec))
         spec.shapes.update(assumed)
         options.input_shapes = {**options.input_shapes, **assumed}
     latency = None

@@ -610,3 +610,27 @@ def test_the_shape_hint_does_not_ask_for_input_shape_once_it_is_given():
     options = exprune_onnx.Options(input_shapes={"x": (1, 3, 8, 8)})
     for run in (exprune_onnx.optimize_model, pipeline.inspect):
         assert run(model, options).input_shapes == {"x": (1, 3, 8, 8)}
+
+
+def test_a_model_that_cannot_run_at_the_assumed_sizes_says_what_was_assumed(tmp_path):
+    """A mask one longer than the sequence ([N, T + 1] beside [N, T, C]): 128 for both does
+    not run, and the error names the sizes taken and what sets them."""
+    nodes = [helper.make_node("Relu", ["x"], ["r0"]), helper.make_node("MatMul", ["r0", "w"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
+             helper.make_node("ReduceMean", ["o"], ["s"], keepdims=0, axes=[2]),
+             helper.make_node("Slice", ["m", "one", "end", "one"], ["ms"]), helper.make_node("Mul", ["s", "ms"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 16]),
+                                           helper.make_tensor_value_info("m", TensorProto.FLOAT, ["N", "T + 1"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T"])],
+                              [onnx.numpy_helper.from_array(WEIGHT_RNG.standard_normal((16, 64)).astype(np.float32), "w"),
+                               onnx.numpy_helper.from_array(WEIGHT_RNG.standard_normal((64, 16)).astype(np.float32), "w2"),
+                               onnx.numpy_helper.from_array(np.array([1], np.int64), "one"),
+                               onnx.numpy_helper.from_array(np.array([1 << 40], np.int64), "end")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
+    assert "onnxruntime cannot run the original model on seeded random inputs" in line
+    assert "(with no data, open dims were run at 'x' [N, T, 16] at [N, 128, 16], 'm' [N, T + 1] at [N, 128]: " \
+        "--input-shape or --check-data gives the sizes it takes)" in line
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--input-shape", "x:N,8,16", "--input-shape", "m:N,9")
+    assert r.exit_code == 0, r.output
