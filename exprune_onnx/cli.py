@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.text import Text
 
 from ._version import __version__
@@ -191,7 +192,6 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-    from rich.markup import escape
 
     from .io.modelio import read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
@@ -361,13 +361,15 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     from .compiler.pipeline import inspect as run_inspect
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
+    from .io.open_dims import assumed_shapes, assumed_text
     from .workflow import count_on_random_input
 
     console = make_console()
     options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only)
     original = load_model(model)
     check_spec(original, InputSpec(input_shapes))
-    options.input_shapes = input_shapes
+    assumed = assumed_shapes(original, InputSpec(input_shapes))  # FLOPs at the sizes optimize would take
+    options.input_shapes = {**input_shapes, **assumed}
     count_on_random_input(original, options)
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
@@ -375,7 +377,9 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         console.print(report.conv_candidates_table(result))
     if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
-    console.print(f"dense FLOPs: {dense_flops_text(result)}")
+    console.print(f"dense FLOPs: {dense_flops_text(result)}" + (
+        f" at {escape(assumed_text(original, assumed))}, sizes taken for open dims as optimize takes them without "
+        "data (--input-shape sets them)" if assumed else ""))
     report.print_fused_warning(console, original)
 
 
@@ -398,7 +402,6 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
 def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
            input_values):
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
-    from rich.markup import escape
     from rich.table import Table
 
     from .errors import VerificationFailed

@@ -8,6 +8,8 @@ unknowable, or fails with exit 6 and a message naming the option to give.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -398,14 +400,21 @@ def test_inspect_counts_flops_with_input_shape(tmp_path):
     assert f"dense FLOPs: {flops / 1e6:.2f} MFLOPs per sample" in r.output
 
 
-def test_inspect_without_input_shape_says_the_flops_are_unknown(tmp_path):
+def test_inspect_without_input_shape_counts_at_the_sizes_optimize_takes(tmp_path):
+    """It said the FLOPs were unknown; it now counts them at the sizes optimize would take
+    without data, and says so. Where some shapes stay unknown the text says that instead."""
     r = cli("inspect", save_model(conv_hw(), tmp_path))
+    text = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
-    assert "dense FLOPs: unknown: no shape of the 2 Conv/Gemm/MatMul nodes is known" in r.output
-    assert "--input-shape fixes" in r.output and "0.00 MFLOPs" not in r.output
+    assert re.search(r"dense FLOPs: [\d.]+ [kMG]FLOPs per sample \(Conv/Gemm/MatMul\) at 'x' \[N, 3, H, W\] at "
+                     r"\[N, 3, 224, 224\], sizes taken for open dims as optimize takes them without data", text), text
+    r = cli("inspect", save_model(conv_hw(), tmp_path), "--input-shape", "x:N,3,8,8")
+    assert r.exit_code == 0 and "sizes taken" not in r.output, r.output
     from exprune_onnx.compiler.pipeline import Result
     from exprune_onnx.report.units import dense_flops_text
 
+    assert dense_flops_text(Result(conv_hw(), dense_flops=0, uncounted_nodes=2)).startswith(
+        "unknown: no shape of the 2 Conv/Gemm/MatMul nodes is known")
     some = dense_flops_text(Result(conv_hw(), dense_flops=1280, uncounted_nodes=20))
     assert some == ("1.28 kFLOPs per sample (Conv/Gemm/MatMul), 20 node(s) with unknown shapes not counted "
                     "(--input-shape fixes symbolic input dims)")
