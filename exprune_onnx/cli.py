@@ -362,13 +362,15 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
     from .io.open_dims import assumed_shapes, assumed_text
-    from .workflow import count_on_random_input
+    from .workflow import count_on_random_input, runs_on_random_input
 
     console = make_console()
     options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only)
     original = load_model(model)
     check_spec(original, InputSpec(input_shapes))
     assumed = assumed_shapes(original, InputSpec(input_shapes))  # FLOPs at the sizes optimize would take
+    if assumed and not runs_on_random_input(original, {**input_shapes, **assumed}):
+        assumed = {}  # no count at sizes the model cannot take: shape inference's, and the hint, stand
     options.input_shapes = {**input_shapes, **assumed}
     count_on_random_input(original, options)
     result = run_inspect(original, options)
@@ -378,8 +380,8 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
     console.print(f"dense FLOPs: {dense_flops_text(result)}" + (
-        f" at {escape(assumed_text(original, assumed))}, sizes taken for open dims as optimize takes them without "
-        "data (--input-shape sets them)" if assumed else ""))
+        f", with {escape(assumed_text(original, assumed))}: sizes taken for open dims as optimize takes them "
+        "without data (--input-shape sets them)" if assumed else ""))
     report.print_fused_warning(console, original)
 
 
@@ -404,7 +406,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
     from rich.table import Table
 
-    from .errors import VerificationFailed
+    from .errors import OriginalRunFailed, VerificationFailed, error_message
     from .io.data import load_dataset, random_dataset
     from .io.feeds import InputSpec
     from .io.modelio import load_model
@@ -423,21 +425,26 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
         raise click.UsageError(f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first "
                                "(verify ORIGINAL OPTIMIZED)")
     spec = InputSpec(input_shapes, input_values)
-    if data_path is None:  # sizes for open dims, as optimize took them without data
-        assumed = assumed_shapes(ref, spec)
-        spec.shapes.update(assumed)
-        input_shapes = {**(input_shapes or {}), **assumed}
-        if assumed:
-            console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: checked "
-                          f"{escape(assumed_text(ref, assumed))} (a size most such models take): --input-shape or "
-                          "--data checks at the size you run at")
-    data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
-            else random_dataset(ref, samples, seed, spec))
+    assumed = assumed_shapes(ref, spec) if data_path is None else {}  # as optimize takes them without data
+    spec.shapes.update(assumed)
+    input_shapes = {**(input_shapes or {}), **assumed}
+    taken = escape(assumed_text(ref, assumed))
+    if assumed:
+        console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: took {taken} (a size most "
+                      "such models take): --input-shape or --data checks at the size you run at")
     # A calibrated model's budget stands in for the agreement bar unless one is asked for.
     typed = click.get_current_context().get_parameter_source("min_agreement") == click.core.ParameterSource.COMMANDLINE
-    with for_terminal() as log:
-        rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance, input_shapes=input_shapes,
-                          log=log, budget=None if typed else read_budget(opt))
+    try:
+        data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
+                else random_dataset(ref, samples, seed, spec))
+        with for_terminal() as log:
+            rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance,
+                              input_shapes=input_shapes, log=log, budget=None if typed else read_budget(opt))
+    except OriginalRunFailed as exc:
+        if not assumed:
+            raise
+        raise OriginalRunFailed(f"{error_message(exc)} (open dims were taken as {assumed_text(ref, assumed)}: "
+                                "--input-shape or --data gives the sizes it takes)") from exc
     table = Table(title=f"Verification of {optimized.name} against {original.name}")
     table.add_column("check")
     table.add_column("result")

@@ -72,17 +72,22 @@ def error_message(exc: BaseException, limit: int | None = _MAX_CHARS) -> str:
     return f"{joined[:limit // 2 - 5]} ... {joined[-(limit // 2):]}"
 
 
+class OriginalRunFailed(DataError):
+    """onnxruntime failed to run the original model on the inputs (original_failed)."""
+
+
 def original_failed(source: str, exc: BaseException) -> DataError:
     """onnxruntime failing on the original model is the inputs' fault, not the rewrite's
     (token ids past the embedding, inputs whose lengths disagree). ``source`` names the
     data (Dataset.source; "random" for the seeded inputs we drew)."""
     if source == "random":
-        return DataError(f"onnxruntime cannot run the original model on seeded random inputs ({error_message(exc)}): "
-                         "give sample data (--check-data), or --input-value for the inputs whose values matter; "
-                         "if it fails on real data too, onnxruntime cannot run this model")
+        return OriginalRunFailed(f"onnxruntime cannot run the original model on seeded random inputs "
+                                 f"({error_message(exc)}): give sample data (--check-data; verify: --data), or "
+                                 "--input-value for the inputs whose values matter; if it fails on real data too, "
+                                 "onnxruntime cannot run this model")
     # onnxruntime says INVALID_ARGUMENT alike for ids past a table and for a kernel it lacks
     # (a dilated Conv with auto_pad SAME), so both causes are named.
-    return DataError(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the data "
+    return OriginalRunFailed(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the data "
                      "does not fit the model, or onnxruntime cannot run this model on any input (does it run in "
                      "plain onnxruntime?)")
 

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
-from .errors import ConfigError, DataError, error_message
+from .errors import ConfigError, DataError, OriginalRunFailed, error_message
 from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
@@ -239,13 +239,13 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
     assumed: dict = {}
     try:
         return _run(model, options, settings, log, assumed)
-    except DataError as exc:
+    except OriginalRunFailed as exc:
         if not assumed:
             raise
         # A model may not run at the sizes taken for it (a mask one longer than the sequence).
-        raise DataError(f"{error_message(exc)} (with no data, open dims were run at "
-                        f"{assumed_text(model, assumed)}: --input-shape or --check-data gives the sizes it takes)"
-                        ) from exc
+        raise OriginalRunFailed(f"{error_message(exc)} (with no data, open dims were taken as "
+                                f"{assumed_text(model, assumed)}: --input-shape or --check-data gives the sizes it "
+                                "takes)") from exc
 
 
 def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assumed: dict) -> Optimized:
@@ -352,6 +352,19 @@ def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -
     from .measure.shape_probe import runtime_flops
 
     options.runtime_flops = runtime_flops(model, data.first(1)) or None
+
+
+def runs_on_random_input(model: onnx.ModelProto, shapes: dict) -> bool:
+    """Whether onnxruntime runs ``model`` on one seeded random input at ``shapes``: sizes
+    taken for open dims may be ones it cannot take (a head sized for 32 x 32 images)."""
+    from .runtime import inference_session
+
+    try:
+        one = random_dataset(model, 1, 0, InputSpec(dict(shapes)))
+        inference_session(model).run(None, one.first(1))
+    except Exception:  # noqa: BLE001 - whatever the reason, no count can be made at these sizes
+        return False
+    return True
 
 
 def count_on_random_input(model: onnx.ModelProto, options: Options) -> None:

@@ -234,14 +234,14 @@ def test_symbolic_hw_without_a_shape_runs_at_224_and_says_so(tmp_path):
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "0", "--objective", "flops")
     text = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
-    assert "no data and no --input-shape for open dims: ran 'x' [N, 3, H, W] at [N, 3, 224, 224] (a size most " \
+    assert "no data and no --input-shape for open dims: took 'x' [N, 3, H, W] as [N, 3, 224, 224] (a size most " \
         "such models take)" in text and "--input-shape or --check-data sets the size you run at" in text, text
     assert "top-1 agreement" in text  # the check ran
     written = onnx.load(tmp_path / "o.onnx")
     assert [d.dim_param or d.dim_value for d in written.graph.input[0].type.tensor_type.shape.dim] == ["N", 3, "H", "W"]
     r = cli("verify", path, tmp_path / "o.onnx", "--min-agreement", "0")
     text = " ".join(r.output.split())
-    assert r.exit_code == 0 and "note: no --data and no --input-shape for open dims: checked 'x' [N, 3, H, W] at " \
+    assert r.exit_code == 0 and "note: no --data and no --input-shape for open dims: took 'x' [N, 3, H, W] as " \
         "[N, 3, 224, 224]" in text, r.output
     # Given a size, or data, nothing is assumed.
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--input-shape", "x:N,3,16,16")
@@ -261,6 +261,13 @@ def test_assumed_sizes_share_a_dim_name_and_keep_the_batch():
     del model.graph.input[2]  # the image
     assert assumed_shapes(model) == {"ids": ("B", 128), "mask": ("B", 128)}
     assert assumed_shapes(model, InputSpec({"ids": ("B", 32), "mask": ("B", 32)})) == {}
+    # A size given for one input reaches the others that name the dim alike.
+    assert assumed_shapes(model, InputSpec({"ids": ("B", 32)})) == {"mask": ("B", 32)}
+    # Nothing for a dim named as a batch is (an adjacency [N, N]), nor past four axes (a video).
+    square = helper.make_model(helper.make_graph([], "g", [
+        helper.make_tensor_value_info("adj", TensorProto.FLOAT, ["N", "N"]),
+        helper.make_tensor_value_info("video", TensorProto.FLOAT, ["B", 3, "T", "H", "W"])], []))
+    assert assumed_shapes(square) == {}
 
 
 def test_the_input_shape_example_fills_images_not_a_kv_cache_with_224():
@@ -406,8 +413,8 @@ def test_inspect_without_input_shape_counts_at_the_sizes_optimize_takes(tmp_path
     r = cli("inspect", save_model(conv_hw(), tmp_path))
     text = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
-    assert re.search(r"dense FLOPs: [\d.]+ [kMG]FLOPs per sample \(Conv/Gemm/MatMul\) at 'x' \[N, 3, H, W\] at "
-                     r"\[N, 3, 224, 224\], sizes taken for open dims as optimize takes them without data", text), text
+    assert re.search(r"dense FLOPs: [\d.]+ [kMG]FLOPs per sample \(Conv/Gemm/MatMul\), with 'x' \[N, 3, H, W\] as "
+                     r"\[N, 3, 224, 224\]: sizes taken for open dims as optimize takes them without data", text), text
     r = cli("inspect", save_model(conv_hw(), tmp_path), "--input-shape", "x:N,3,8,8")
     assert r.exit_code == 0 and "sizes taken" not in r.output, r.output
     from exprune_onnx.compiler.pipeline import Result
@@ -442,7 +449,7 @@ def test_audio_with_a_scalar_sample_rate(tmp_path):
     # (The waveform's open length is run at 128 samples; the sample rate has no such default.)
     for shape in ([], ["--input-shape", "wave:1,50"]):
         line = one_line_error(cli("optimize", path, "-o", out, *shape), 6)
-        assert "--input-value sr:VALUE" in line
+        assert "--input-value sr:VALUE" in line and "open dims" not in line  # nothing ran: no size to blame
     r = cli("optimize", path, "-o", out, "--objective", "flops", "--threshold", "-inf",
             "--input-shape", "wave:batch,50", "--input-value", "sr:16000")
     assert r.exit_code == 0, r.output
@@ -639,7 +646,14 @@ def test_a_model_that_cannot_run_at_the_assumed_sizes_says_what_was_assumed(tmp_
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
     assert "onnxruntime cannot run the original model on seeded random inputs" in line
-    assert "(with no data, open dims were run at 'x' [N, T, 16] at [N, 128, 16], 'm' [N, T + 1] at [N, 128]: " \
+    assert "(with no data, open dims were taken as 'x' [N, T, 16] as [N, 128, 16], 'm' [N, T + 1] as [N, 128]: " \
         "--input-shape or --check-data gives the sizes it takes)" in line
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--input-shape", "x:N,8,16", "--input-shape", "m:N,9")
     assert r.exit_code == 0, r.output
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "o.onnx")
+    line = one_line_error(cli("verify", path, tmp_path / "o.onnx"), 6)  # verify names them too, and its own option
+    assert "(open dims were taken as 'x' [N, T, 16] as [N, 128, 16], 'm' [N, T + 1] as [N, 128]: --input-shape or " \
+        "--data gives the sizes it takes)" in line and "give sample data (--check-data; verify: --data)" in line
+    # inspect counts no FLOPs at sizes the model cannot take: shape inference's count and the hint stand.
+    r = cli("inspect", path)
+    assert r.exit_code == 0 and "sizes taken" not in r.output and "--input-shape" in r.output, r.output

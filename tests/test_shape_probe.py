@@ -166,8 +166,8 @@ def test_inspect_counts_the_heads_once_every_dim_is_known(tmp_path):
     open_dims = CliRunner().invoke(main, ["inspect", str(path), "--min-units", "4"])
     text = " ".join(open_dims.output.split())
     assert open_dims.exit_code == 0, open_dims.output
-    assert re.search(r"dense FLOPs: [\d.]+ [kMG]FLOPs per sample \(Conv/Gemm/MatMul\) at 'x' \[N, T, 8\] at "
-                     r"\[N, 128, 8\], sizes taken", text), text
+    assert re.search(r"dense FLOPs: [\d.]+ [kMG]FLOPs per sample \(Conv/Gemm/MatMul\), with 'x' \[N, T, 8\] as "
+                     r"\[N, 128, 8\]: sizes taken", text), text
     assert "not counted" not in text  # the run-time shapes of the heads too
 
 

@@ -58,10 +58,19 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
 
 def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dict[str, tuple]:
     """``--input-shape`` entries (name -> dims) for the inputs whose open dims past the first
-    ``spec`` leaves open; a dim name two inputs share (a sequence length) gets one size, an
-    image's if either input is one."""
-    found = list(_open(model, spec))
+    ``spec`` leaves open. A dim name keeps one size across inputs: the one ``spec`` gives it
+    in another input (a sequence length given for input_ids reaches attention_mask), else an
+    image's if an image has it, else 128. Nothing is assumed for an input of five axes or
+    more (a video's 128 frames of 224 x 224 run out of memory) or with a dim named as a
+    batch is (an adjacency [N, N]): those still ask for data or --input-shape."""
+    batches = {input_dims(vi)[0] for vi in model_inputs(model) if input_dims(vi) and isinstance(input_dims(vi)[0], str)}
     sizes: dict[str, int] = {}
+    for vi in model_inputs(model):  # the sizes spec gives to names
+        for own, given in zip(input_dims(vi), resolved_dims(vi, spec)):
+            if isinstance(own, str) and _fixed(given):
+                sizes.setdefault(own, given)
+    found = [(vi, dims) for vi, dims in _open(model, spec)
+             if len(dims) < 5 and not any(isinstance(d, str) and d in batches for d in dims[1:])]
     for _vi, dims in sorted(found, key=lambda item: not _image_like(item[1])):  # images first
         fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
         for d in dims[1:]:
@@ -76,6 +85,6 @@ def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dic
 
 
 def assumed_text(model: onnx.ModelProto, assumed: dict[str, tuple]) -> str:
-    """Which inputs were run at which assumed size, e.g. "'x' [1, 3, H, W] at [1, 3, 224, 224]"."""
+    """Which inputs took which assumed size, e.g. "'x' [1, 3, H, W] as [1, 3, 224, 224]"."""
     dims = {vi.name: input_dims(vi) for vi in model_inputs(model)}
-    return ", ".join(f"'{name}' {_show(dims.get(name, []))} at {_show(list(shape))}" for name, shape in assumed.items())
+    return ", ".join(f"'{name}' {_show(dims.get(name, []))} as {_show(list(shape))}" for name, shape in assumed.items())

@@ -46,10 +46,9 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     result, checked, outcome = done.result, done.checked, done.calibrated
     out = []
     if getattr(done, "assumed", None):
-        out.append(f"no data and no --input-shape for open dims: ran {escape(assumed_text(done.model, done.assumed))} "
-                   "(a size most such models take); the FLOPs and the latency objective's choices are for that "
-                   "size, and the written model keeps its open dims: --input-shape or --check-data sets the size you "
-                   "run at")
+        out.append(f"no data and no --input-shape for open dims: took {escape(assumed_text(done.model, done.assumed))} "
+                   "(a size most such models take); the FLOPs, the check and any timing are for that size, and the "
+                   "written model keeps its open dims: --input-shape or --check-data sets the size you run at")
     if outcome is not None and not outcome.met:
         out.append("the held-out part exceeds the budget: calibrate on more data or lower --max-drop")
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
