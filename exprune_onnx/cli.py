@@ -192,7 +192,6 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-
     from .io.modelio import read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal

@@ -87,9 +87,9 @@ def original_failed(source: str, exc: BaseException) -> DataError:
                                  "onnxruntime cannot run this model")
     # onnxruntime says INVALID_ARGUMENT alike for ids past a table and for a kernel it lacks
     # (a dilated Conv with auto_pad SAME), so both causes are named.
-    return OriginalRunFailed(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the data "
-                     "does not fit the model, or onnxruntime cannot run this model on any input (does it run in "
-                     "plain onnxruntime?)")
+    return OriginalRunFailed(f"onnxruntime cannot run the original model on '{source}' ({error_message(exc)}): the "
+                             "data does not fit the model, or onnxruntime cannot run this model on any input (does it "
+                             "run in plain onnxruntime?)")
 
 
 def original_unloadable(exc: BaseException) -> ModelLoadError:

@@ -1,11 +1,12 @@
 """Sizes for an input's open dims past its batch axis when no data and no ``--input-shape``
-gives them: the example the error shows, and the sizes ``optimize`` and ``verify`` assume
-(224 for an image's spatial dims, 128 for any other; the batch keeps its name or number).
+gives them: the example the error shows, and the sizes ``optimize`` and ``verify`` run at
+and ``inspect`` counts FLOPs at (224 for an image's spatial dims, 128 for any other; the
+batch keeps its name or number).
 
 A model exported to take any image size ([1, 3, H, W]) or any sequence length
 ([N, T, C]) is what most exporters write; with nothing to run it on, it is run at a size
-most such models take, and the command says so: the latency objective's choices and the
-FLOPs are those of that size, and the written model keeps its open dims.
+most such models take, and the command says so: the check, the latency objective's choices
+and the FLOPs are those of that size, and the written model keeps its open dims.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def reference_output(session, output: str, data: Dataset, batches, samples: int,
     """The original's ``output`` over ``batches`` (``samples`` rows), the reference a
     calibration part is scored against, and the axis its batch was on (0, or 1 for
     PyTorch's sequence-first [T, N, C]: moved first); a failure here is the data's or
-    the output's (or the ``original``'s own weights', where they hold NaN)."""
+    the output's (or the ``original``'s own weights, where they hold NaN)."""
     moved: dict[str, int] = {}
     try:
         got = run_counting(session, [output], {}, batches, samples, key=next(iter(data.inputs)), moved=moved)
