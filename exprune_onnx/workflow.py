@@ -332,6 +332,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
                      assumed=assumed)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
+    done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
     return done
 
 

@@ -8,6 +8,7 @@ unknowable, or fails with exit 6 and a message naming the option to give.
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -231,9 +232,11 @@ def test_symbolic_hw_without_a_shape_runs_at_224_and_says_so(tmp_path):
     and asked for --input-shape; it now runs at 224 x 224, says so, and the written model
     keeps its open dims. verify without --data does the same."""
     path = save_model(conv_hw(), tmp_path)
-    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "0", "--objective", "flops")
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "0", "--objective", "flops",
+            "--report", tmp_path / "r.json")
     text = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r.json").read_text())["assumed_input_shapes"] == {"x": ["N", 3, 224, 224]}
     assert "no data and no --input-shape for open dims: took 'x' [N, 3, H, W] as [N, 3, 224, 224] (a size most " \
         "such models take)" in text and "--input-shape or --check-data sets the size you run at" in text, text
     assert "top-1 agreement" in text  # the check ran
