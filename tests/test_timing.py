@@ -31,3 +31,13 @@ def test_ir3_initializers_are_constants_already():
     plain = weight_model(8)
     del plain.graph.input[1:]
     assert constant_weights(plain) is plain
+
+
+def test_a_wide_spread_of_runs_is_said_to_make_the_ratio_rough():
+    from exprune_onnx.measure.timing import Latency
+
+    steady = Latency(1, 1, 30, (1.0, 1.05, 1.1), (0.5, 0.52, 0.55))
+    assert steady.spread_note() == ""
+    busy = Latency(1, 1, 30, (1.0, 1.05, 1.1), (2.06, 3.0, 6.16))
+    assert busy.spread_note().startswith("the optimised model's runs spread from 2.060 to 6.160 ms (25th-75th "
+                                         "percentile) about a median of 3.000")

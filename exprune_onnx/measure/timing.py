@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+# A middle half of runs wider than this share of its median makes a timing rough.
+NOISY = 0.25
+
 
 @dataclass
 class Latency:
@@ -25,6 +28,19 @@ class Latency:
     @property
     def ratio(self) -> float:
         return self.optimized_ms[1] / self.original_ms[1]
+
+    def spread_note(self) -> str:
+        """A note when either model's middle half of runs spans over NOISY of its median: a
+        busy machine (one trial's two evaluate runs gave ratios 2.27 and 0.32), which one
+        ratio does not show; "" otherwise."""
+        wide = [(name, ms) for name, ms in (("original", self.original_ms), ("optimised", self.optimized_ms))
+                if ms[1] > 0 and (ms[2] - ms[0]) / ms[1] > NOISY]
+        if not wide:
+            return ""
+        name, ms = max(wide, key=lambda item: (item[1][2] - item[1][0]) / item[1][1])
+        return (f"the {name} model's runs spread from {ms[0]:.3f} to {ms[2]:.3f} ms (25th-75th percentile) about "
+                f"a median of {ms[1]:.3f}: the machine was busy, or a run is too short to time well; the ratio is "
+                "rough: rerun, with more --runs, on a quiet machine")
 
 
 def session(model: onnx.ModelProto, threads: int, profile: str | None = None):
