@@ -206,6 +206,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         raise click.UsageError("--plot goes with --calibration")
     if calibration is None and score_output:
         raise click.UsageError("--score-output goes with --calibration")
+    if calibration is None and check_data is not None and labels is not None:  # the check takes them from the .npz
+        raise click.UsageError("--labels goes with --calibration; the check reads labels from --check-data itself "
+                               "(a 'labels' array in the .npz, or labels.npy in a directory)")
     calibration_only(calibration, (*CALIBRATION_ONLY, "confidence"))
     if objective == "flops":
         typed_with("--objective flops", ("latency_batch", "latency_threads"), "it times nothing (they set how the "

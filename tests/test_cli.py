@@ -383,6 +383,13 @@ def test_a_calibration_option_without_calibration_is_a_usage_error(example, opti
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
 
 
+def test_labels_beside_check_data_say_where_the_check_reads_labels(example, tmp_path):
+    np.save(tmp_path / "y.npy", np.zeros(4, np.int64))
+    r = invoke("optimize", example, "--check-data", SLICE, "--labels", tmp_path / "y.npy")
+    assert r.exit_code == 2 and "the check reads labels from --check-data itself (a 'labels' array in the .npz" \
+        in " ".join(r.output.split()), r.output
+
+
 def test_check_data_in_one_npy_file_says_what_to_give(example, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
     r = invoke("optimize", example, "--check-data", tmp_path / "x.npy")
