@@ -631,32 +631,53 @@ def test_the_shape_hint_does_not_ask_for_input_shape_once_it_is_given():
         assert run(model, options).input_shapes == {"x": (1, 3, 8, 8)}
 
 
-def test_a_model_that_cannot_run_at_the_assumed_sizes_says_what_was_assumed(tmp_path):
-    """A mask one longer than the sequence ([N, T + 1] beside [N, T, C]): 128 for both does
-    not run, and the error names the sizes taken and what sets them."""
+def _mask_model(mask_dim: str) -> onnx.ModelProto:
+    """x [N, T, 16] -> MLP -> mean over features [N, T], times a mask [N, mask_dim] past its
+    first position: it runs only where the mask is one longer than the sequence."""
     nodes = [helper.make_node("Relu", ["x"], ["r0"]), helper.make_node("MatMul", ["r0", "w"], ["h"]),
              helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
              helper.make_node("ReduceMean", ["o"], ["s"], keepdims=0, axes=[2]),
              helper.make_node("Slice", ["m", "one", "end", "one"], ["ms"]), helper.make_node("Mul", ["s", "ms"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 16]),
-                                           helper.make_tensor_value_info("m", TensorProto.FLOAT, ["N", "T + 1"])],
+                                           helper.make_tensor_value_info("m", TensorProto.FLOAT, ["N", mask_dim])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T"])],
                               [onnx.numpy_helper.from_array(WEIGHT_RNG.standard_normal((16, 64)).astype(np.float32), "w"),
                                onnx.numpy_helper.from_array(WEIGHT_RNG.standard_normal((64, 16)).astype(np.float32), "w2"),
                                onnx.numpy_helper.from_array(np.array([1], np.int64), "one"),
                                onnx.numpy_helper.from_array(np.array([1 << 40], np.int64), "end")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_model_that_cannot_run_at_the_assumed_sizes_says_what_was_assumed(tmp_path):
+    """A mask one longer than the sequence under a name of its own ([N, S] beside [N, T, C]):
+    128 for both does not run, and the error names the sizes taken and what sets them."""
     path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    onnx.save(_mask_model("S"), path)
     line = one_line_error(cli("optimize", path, "-o", tmp_path / "o.onnx"), 6)
     assert "onnxruntime cannot run the original model on seeded random inputs" in line
-    assert "(with no data, open dims were taken as 'x' [N, T, 16] as [N, 128, 16], 'm' [N, T + 1] as [N, 128]: " \
+    assert "(with no data, open dims were taken as 'x' [N, T, 16] as [N, 128, 16], 'm' [N, S] as [N, 128]: " \
         "--input-shape or --check-data gives the sizes it takes)" in line
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--input-shape", "x:N,8,16", "--input-shape", "m:N,9")
     assert r.exit_code == 0, r.output
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "o.onnx")
+    onnx.save(_mask_model("S"), tmp_path / "o.onnx")
     line = one_line_error(cli("verify", path, tmp_path / "o.onnx"), 6)  # verify names them too, and its own option
-    assert "(open dims were taken as 'x' [N, T, 16] as [N, 128, 16], 'm' [N, T + 1] as [N, 128]: --input-shape or " \
+    assert "(open dims were taken as 'x' [N, T, 16] as [N, 128, 16], 'm' [N, S] as [N, 128]: --input-shape or " \
         "--data gives the sizes it takes)" in line and "give sample data (--check-data; verify: --data)" in line
     # inspect counts no FLOPs at sizes the model cannot take: shape inference's count and the hint stand.
     r = cli("inspect", path)
     assert r.exit_code == 0 and "sizes taken" not in r.output and "--input-shape" in r.output, r.output
+
+
+def test_a_dim_written_as_arithmetic_of_another_follows_it(tmp_path):
+    """The same mask declared [N, T + 1] (a KV cache's past length + 1) is taken as 129."""
+    from exprune_onnx.io.open_dims import assumed_shapes
+
+    model = _mask_model("T + 1")
+    assert assumed_shapes(model) == {"x": ("N", 128, 16), "m": ("N", 129)}
+    assert assumed_shapes(_mask_model("2*T - 255")) == {"x": ("N", 128, 16), "m": ("N", 1)}
+    assert assumed_shapes(_mask_model("T - 200")) == {"x": ("N", 128, 16), "m": ("N", 128)}  # no size under 1
+    assert assumed_shapes(_mask_model("len(T)")) == {"x": ("N", 128, 16), "m": ("N", 128)}  # no calls
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx")
+    assert r.exit_code == 0 and "'m' [N, T + 1] as [N, 129]" in " ".join(r.output.split()), r.output

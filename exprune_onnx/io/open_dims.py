@@ -11,6 +11,9 @@ and the FLOPs are those of that size, and the written model keeps its open dims.
 
 from __future__ import annotations
 
+import ast
+import operator
+
 import onnx
 
 from .feeds import InputSpec, _show, input_dims, model_inputs, resolved_dims
@@ -77,12 +80,39 @@ def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dic
         for d in dims[1:]:
             if isinstance(d, str):
                 sizes.setdefault(d, fill)
+    # A dim written as arithmetic of named ones (a mask's "T + 1" beside a sequence of T) follows them.
+    sizes.update({d: v for _vi, dims in found for d in dims[1:] if isinstance(d, str) and not d.isidentifier()
+                  for v in [_evaluated(d, sizes)] if v is not None})
     out = {}
     for vi, dims in found:
         fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
         rest = tuple(d if _fixed(d) else sizes.get(d, fill) if isinstance(d, str) else fill for d in dims[1:])
         out[vi.name] = ((dims[0] if _fixed(dims[0]) else _batch_name(vi)), *rest) if dims else ()
     return out
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+
+
+def _evaluated(expr: str, sizes: dict[str, int]) -> int | None:
+    """``expr`` ("T + 1", "2*T") with the sizes of the names in it: integers, + - * // only;
+    None for anything else, or a size under 1."""
+    def value(node):
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name) and _fixed(sizes.get(node.id)):
+            return sizes[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = value(node.left), value(node.right)
+            if left is not None and right is not None and not (isinstance(node.op, ast.FloorDiv) and right == 0):
+                return _OPS[type(node.op)](left, right)
+        return None
+
+    try:
+        result = value(ast.parse(expr, mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    return result if result is not None and result > 0 else None
 
 
 def assumed_text(model: onnx.ModelProto, assumed: dict[str, tuple]) -> str:
