@@ -340,8 +340,9 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
     console.print(report.evaluation_table(checked, dense, saved, timing,
                                           f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why, tiles))
-    if timing.spread_note():
-        console.print(f"[yellow]warning:[/] {timing.spread_note()}")
+    rough = timing.spread_note()
+    if rough:
+        console.print(f"[yellow]warning:[/] {rough}")
     if json_path is not None:
         write_json(json_path, report.jsonable({
             "original": str(original), "optimized": str(optimized), "samples": checked.samples,

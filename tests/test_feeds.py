@@ -677,6 +677,9 @@ def test_a_dim_written_as_arithmetic_of_another_follows_it(tmp_path):
     assert assumed_shapes(_mask_model("2*T - 255")) == {"x": ("N", 128, 16), "m": ("N", 1)}
     assert assumed_shapes(_mask_model("T - 200")) == {"x": ("N", 128, 16), "m": ("N", 128)}  # no size under 1
     assert assumed_shapes(_mask_model("len(T)")) == {"x": ("N", 128, 16), "m": ("N", 128)}  # no calls
+    # A size given for the expression itself, in another input, stands.
+    model.graph.input.append(helper.make_tensor_value_info("q", TensorProto.FLOAT, ["N", "T + 1"]))
+    assert assumed_shapes(model, InputSpec({"m": ("N", 9)})) == {"x": ("N", 128, 16), "q": ("N", 9)}
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx")

@@ -73,6 +73,7 @@ def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dic
         for own, given in zip(input_dims(vi), resolved_dims(vi, spec)):
             if isinstance(own, str) and _fixed(given):
                 sizes.setdefault(own, given)
+    given = set(sizes)
     found = [(vi, dims) for vi, dims in _open(model, spec)
              if len(dims) < 5 and not any(isinstance(d, str) and d in batches for d in dims[1:])]
     for _vi, dims in sorted(found, key=lambda item: not _image_like(item[1])):  # images first
@@ -81,13 +82,14 @@ def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dic
             if isinstance(d, str):
                 sizes.setdefault(d, fill)
     # A dim written as arithmetic of named ones (a mask's "T + 1" beside a sequence of T) follows them.
-    sizes.update({d: v for _vi, dims in found for d in dims[1:] if isinstance(d, str) and not d.isidentifier()
+    sizes.update({d: v for _vi, dims in found for d in dims[1:]
+                  if isinstance(d, str) and not d.isidentifier() and d not in given
                   for v in [_evaluated(d, sizes)] if v is not None})
     out = {}
     for vi, dims in found:
         fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
         rest = tuple(d if _fixed(d) else sizes.get(d, fill) if isinstance(d, str) else fill for d in dims[1:])
-        out[vi.name] = ((dims[0] if _fixed(dims[0]) else _batch_name(vi)), *rest) if dims else ()
+        out[vi.name] = (dims[0] if _fixed(dims[0]) else _batch_name(vi), *rest)
     return out
 
 
