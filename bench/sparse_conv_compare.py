@@ -1,7 +1,7 @@
 """Side-by-side A/B of ExPruneSparseConv library builds against onnxruntime's Conv + Relu.
 
     python -m bench.sparse_conv_compare LIB[,LIB...] [--layers 64x64x112x3,...] [--zeros 0.5,0.9]
-                                        [--inputs iid,photo] [--seconds 2]
+                                        [--inputs iid,photo] [--seconds 2] [--threads 1]
 
 For kernel work: build variants of custom_ops/ into separate directories and pass their
 libexprune_ops.so files. Each layer (C x M x S x K, the bench layers of
@@ -9,8 +9,8 @@ bench/sparse_conv_kernels.py) and zero fraction runs the reference and every lib
 one process, each library right after the reference, run after run, so that load changes
 hit all of them and each starts with the caches the reference left; it prints the
 reference's median time and each library's median ratio op / reference (r0, r1, ...),
-and the largest output difference from the reference relative to its range. One thread,
-batch 1; pin it (taskset -c 0) on a shared machine.
+and the largest output difference from the reference relative to its range. Batch 1, one
+thread unless --threads; pin it (taskset -c 0, or -c 0,1 for two) on a shared machine.
 """
 
 from __future__ import annotations
@@ -23,24 +23,24 @@ import time
 import numpy as np
 
 
-def _session(model, library: str | None = None):
+def _session(model, library: str | None = None, threads: int = 1):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     if library:
         opts.register_custom_ops_library(library)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def compare(libraries, layers, zeros, inputs, seconds: float, log=print) -> None:
+def compare(libraries, layers, zeros, inputs, seconds: float, log=print, threads: int = 1) -> None:
     from bench import sparse_conv_kernels as bench
 
     log(f"load average {os.getloadavg()[0]:.2f}")
     for layer in layers:
         ref, op = bench.models(layer)
-        sessions = [_session(ref)] + [_session(op, lib) for lib in libraries]
+        sessions = [_session(ref, threads=threads)] + [_session(op, lib, threads) for lib in libraries]
         for kind in inputs:
             for z in zeros:
                 rng = np.random.default_rng([0, int(round(z * 100)), bench.INPUTS.index(kind)])
@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--zeros", default="0.5,0.7,0.9")
     parser.add_argument("--inputs", default="iid")
     parser.add_argument("--seconds", type=float, default=2.0, help="about this long per row")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (pin to as many cores)")
     args = parser.parse_args(argv)
     libraries = [p for p in args.libraries.split(",") if p]
     missing = [p for p in libraries if not os.path.isfile(p)]
@@ -89,7 +90,10 @@ def main(argv=None) -> int:
     inputs = [k for k in args.inputs.split(",") if k]
     if not inputs or any(k not in ("iid", "photo") for k in inputs):
         parser.error("--inputs: iid, photo")
-    compare(libraries, layers, zeros, inputs, args.seconds, log=lambda text: print(text, flush=True))
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    compare(libraries, layers, zeros, inputs, args.seconds, log=lambda text: print(text, flush=True),
+            threads=args.threads)
     return 0
 
 

@@ -20,6 +20,7 @@ from exprune_onnx import get_library_path  # noqa: E402
     (["LIB", "--layers", "axb"], "--layers are CxMxSxK, --zeros numbers"),
     (["LIB", "--zeros", "1.5"], "--zeros in [0, 1]"),
     (["LIB", "--inputs", "noise"], "--inputs: iid, photo"),
+    (["LIB", "--threads", "0"], "--threads must be at least 1"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     argv = [get_library_path() if a == "LIB" else a for a in argv]
@@ -44,7 +45,7 @@ def test_each_library_runs_right_after_the_reference(monkeypatch):
             return [feeds["x"][:, :1].repeat(c, axis=1)]
 
     monkeypatch.setattr(sparse_conv_compare, "_session",
-                        lambda model, library=None: Session(library or "reference"))
+                        lambda model, library=None, threads=1: Session(library or "reference"))
     lines = []
     sparse_conv_compare.compare(["a.so", "b.so"], [(4, 4, 6, 3)], [0.5], ["iid"], seconds=0.0, log=lines.append)
     timed = calls[1 + 2 + 1:]  # the reference's output, each library's check, the sizing run

@@ -127,6 +127,31 @@ def test_a_batch_of_dense_and_sparse_images():
         assert np.array_equal(whole[n:n + 1], run(one, {"x": x[n:n + 1]})[0])
 
 
+WAVE_GEOMETRIES = {
+    "3x3_pad1": dict(attrs={"pads": [1, 1, 1, 1]}),
+    "3x3_valid": dict(),
+    "3x3_stride2_asym": dict(attrs={"strides": [2, 2], "pads": [1, 2, 0, 1]}),
+    "3x3_dilation2": dict(attrs={"dilations": [2, 2], "pads": [2, 1, 2, 1]}),
+    "5x5_stride_2x1": dict(kernel=(5, 5), attrs={"strides": [2, 1], "pads": [2, 2, 2, 2]}),
+    "1x1_stride2": dict(kernel=(1, 1), attrs={"strides": [2, 2]}),
+    "depthwise": dict(outs=32, attrs={"group": 32, "pads": [1, 1, 1, 1]}),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", WAVE_GEOMETRIES)
+def test_few_weights_run_in_waves_of_rows(name, batch):
+    """Layers of few weights with over 256 KB of lists run in up to four waves of output
+    rows (sparse_conv_run.cc, WaveRows): 32 channels x 90 wide at 30% zeros list about
+    16 KB an input row and image, so these 70 rows take four waves, each listing the
+    input rows no wave before it read (the last lists the rest, some never read)."""
+    rng = np.random.default_rng([len(name), batch])
+    geometry = {"channels": 32, "outs": 40, "size": (70, 90), "zeros": 0.3, **WAVE_GEOMETRIES[name]}
+    x, weight, b, attrs = case(rng, batch=batch, **geometry)
+    got = check(x, weight, b, {**attrs, "activation": "relu"}, stats=True)
+    assert got[1][0] == inputs_read(x, attrs.get("group", 1))
+
+
 @pytest.mark.parametrize("channels", [1, 15, 16, 17, 33])
 def test_listing_partial_blocks_of_channels_and_pixels(channels):
     """The AVX-512 listing transposes 16 channels x 16 pixels at a time: channel counts and

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "sparse_conv_amx.h"
+#include "sparse_conv_lists.h"
 
 namespace exprune {
 namespace sparse_conv {
@@ -49,6 +50,18 @@ constexpr int64_t kMinChunk = 64;
 // on 512 @14 and @15, within 0.01 on 512 @30; on 256 @28 (295 KB) it was mixed, within
 // 0.013 either way, so smaller blocks are left to the hardware.
 constexpr int64_t kCachedBlockBytes = int64_t{512} << 10;
+// Where all the layer's weights are few (kWaveWeightBytes; 3x3 64 -> 64 is 147 KB), an
+// image runs in waves of output rows: each wave lists the input rows it is the first to
+// read, then runs its tiles, a band's blocks of output channels back to back, so that the
+// tiles find the lists in level 2 instead of reading them back from level 3 once a block.
+// A wave holds about kWaveListBytes of lists; there are at most kMaxWaves, as each is two
+// rounds of tasks on the pool. Side by side on the AMD EPYC, 1 thread, against one wave:
+// 64 @112 0.006-0.018 of onnxruntime's time faster at 50-90% zeros, 32 @224 0.009-0.038.
+// With more weights each wave reads them again: in waves of 64 KB of lists, 128 @56
+// (590 KB) was 0.003-0.008 slower, 256 @28 and 512 @14 0.02-0.08.
+constexpr int64_t kWaveWeightBytes = int64_t{256} << 10;
+constexpr int64_t kWaveListBytes = int64_t{256} << 10;
+constexpr int64_t kMaxWaves = 4;
 // Columns are paired in the lists (sparse_conv_tile.h) when at least kPairShare of the
 // sampled non-zero inputs have a non-zero right neighbour. Where fewer do, the extra
 // loop per pair costs more than the shared loads save: on the AMD EPYC of
@@ -72,95 +85,6 @@ constexpr int64_t kFewWidth = 32;
 // kSampleRun values (32-bit counts).
 constexpr int64_t kSampleStride = 8;
 constexpr int64_t kSampleRun = int64_t{1} << 20;
-
-// Where a group of images' non-zero lists live: per (image, input row, group, chunk of
-// channels) a block of entries (room for chunk * in_w + cols) and the starts of its
-// cols + 1 padded columns followed by the counts of its cols / 2 + 1 column pairs.
-struct Lists {
-  Entry* entries;
-  int32_t* start;
-  int64_t cols;  // padded columns: left pad + enough for every tile's reads
-  int64_t block(int64_t nl, int64_t iy, int64_t g, int64_t k, const Layer& l) const {
-    return ((nl * l.h.in + iy) * l.groups + g) * l.chunks + k;
-  }
-  int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols + kListSlack; }
-  static int64_t Starts(int64_t cols) { return cols + 1 + cols / 2 + 1; }
-  Entry* entries_of(int64_t b, const Layer& l) const { return entries + b * room(l); }
-  int32_t* starts_of(int64_t b) const { return start + b * Starts(cols); }
-  int32_t* both_of(int64_t b) const { return starts_of(b) + cols + 1; }
-  Row row(int64_t b, const Layer& l) const { return Row{entries_of(b, l), starts_of(b), both_of(b)}; }
-};
-
-// The lists of image n (its slot nl in the group), input row iy, group g, chunk k: each
-// pixel's non-zero channels (NaN and Inf are not zero), first those also non-zero in
-// the paired pixel (sparse_conv_tile.h), then the others, each part in channel order.
-// The input is read a channel row at a time (contiguous): once to count, then to fill.
-// Every value is written to the next slot of its part, which advances on non-zeros
-// only, so nothing branches on the data; zeros go to the second part's next slot, which
-// a later non-zero or the spare slot after each pixel takes. Returns how many were
-// listed. `next` has room for 2 * in_w counters.
-int64_t ListRow(const Layer& l, const Lists& s, int64_t n, int64_t nl, int64_t iy, int64_t g, int64_t k, int32_t* next,
-                float* scratch) {
-  const int64_t b = s.block(nl, iy, g, k, l), in_w = l.w.in, plane = l.h.in * in_w, pad = l.w.pad;
-  Entry* e = s.entries_of(b, l);
-  int32_t* start = s.starts_of(b);
-  int32_t* both = s.both_of(b);
-  const int64_t c0 = g * l.cg + k * l.chunk, cn = std::min(l.chunk, l.cg - k * l.chunk);
-  const float* src = l.x + ((n * l.channels + c0) * l.h.in + iy) * in_w;
-  const float* next_row = iy + 1 < l.h.in ? src + in_w : nullptr;
-  if (Select().list != nullptr) {
-    return Select().list(ListIn{src, next_row, plane, cn, in_w, pad, s.cols,
-                                static_cast<int32_t>(k * l.chunk * l.chan_step), static_cast<int32_t>(l.chan_step),
-                                l.pair, l.few, e, start, both, scratch});
-  }
-  // The input column paired with ix, or -1 when that one is padding or nothing is paired.
-  auto partner = [&](int64_t ix) {
-    const int64_t p = ((ix + pad) ^ 1) - pad;
-    return l.pair && p >= 0 && p < in_w ? p : -1;
-  };
-  int32_t* common = next;        // per pixel: non-zeros shared with its partner, then where the next one goes
-  int32_t* other = next + in_w;  // per pixel: all non-zeros, then where the next unshared one goes
-  std::fill(next, next + 2 * in_w, 0);
-  for (int64_t c = 0; c < cn; ++c) {
-    const float* row = src + c * plane;
-    for (int64_t ix = 0; ix < in_w && next_row != nullptr; ix += 16) __builtin_prefetch(next_row + c * plane + ix);
-    for (int64_t ix = 0; ix < in_w; ++ix) {
-      const int64_t p = partner(ix);
-      const int32_t nz = row[ix] != 0.0f ? 1 : 0;
-      other[ix] += nz;
-      common[ix] += nz & (p >= 0 ? (row[p] != 0.0f ? 1 : 0) : 0);
-    }
-  }
-  int32_t at = 0;
-  for (int64_t q = 0; q < s.cols; ++q) {  // padded columns hold no entries but their spare slot
-    start[q] = at;
-    const int64_t ix = q - pad;
-    const bool inside = ix >= 0 && ix < in_w;
-    if (q % 2 == 0) both[q / 2] = inside ? common[ix] : 0;
-    if (inside) {
-      const int32_t count = other[ix], shared = common[ix];
-      common[ix] = at;
-      other[ix] = at + shared;
-      at += count;
-    }
-    ++at;
-  }
-  start[s.cols] = at++;
-  for (int64_t c = 0; c < cn; ++c) {
-    const int32_t off = static_cast<int32_t>((k * l.chunk + c) * l.chan_step);  // channel within the group
-    const float* row = src + c * plane;
-    for (int64_t ix = 0; ix < in_w; ++ix) {
-      const int64_t p = partner(ix);
-      const float v = row[ix];
-      const int32_t nz = v != 0.0f ? 1 : 0;
-      const int32_t shared = nz & (p >= 0 ? (row[p] != 0.0f ? 1 : 0) : 0);
-      e[shared != 0 ? common[ix] : other[ix]] = Entry{v, off};
-      common[ix] += shared;
-      other[ix] += nz - shared;
-    }
-  }
-  return at - (s.cols + 1);
-}
 
 // Register tiles of partial sums that a segment holds (kSegFloats): several whole output
 // rows when they are short, else part of one row.
@@ -321,56 +245,96 @@ T* Scratch(std::unique_ptr<T[]>& buf, size_t& capacity, size_t n) {
   return buf.get();
 }
 
-// Runs the layer over images [n0, n0 + count), whose lists are built first. Returns the
-// number of non-zero inputs listed.
-int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, const Shape& shape, int64_t n0,
-                  int64_t count) {
-  // ---- list the non-zero inputs: tasks of (image, band of input rows)
-  const int64_t rows = count * l.h.in * l.groups * l.chunks;
+// The layer's weights fit kWaveWeightBytes: the image runs in waves, and a band's blocks
+// run back to back.
+bool FewWeights(const Layer& l) {
+  return l.outs * l.cg * l.h.kernel * l.w.kernel * int64_t{sizeof(float)} <= kWaveWeightBytes;
+}
+
+// Output rows per wave for `images` images whose sampled non-zero share is `nonzero`
+// (h.out: the image in one wave).
+int64_t WaveRows(const Layer& l, int64_t images, double nonzero) {
+  if (!FewWeights(l)) return l.h.out;
+  const double row_bytes = std::max(nonzero, 0.01) * static_cast<double>(images * l.channels * l.w.in * sizeof(Entry));
+  const double rows = static_cast<double>(kWaveListBytes) / row_bytes / static_cast<double>(l.h.stride);
+  return std::clamp<int64_t>(static_cast<int64_t>(std::min(rows, 1e9)), CeilDiv(l.h.out, kMaxWaves), l.h.out);
+}
+
+// Lists input rows [iy0, iy1) of images [n0, n0 + count) (tasks of bands of rows).
+// Returns the number of non-zero inputs listed.
+int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, int64_t n0, int64_t count,
+                 int64_t iy0, int64_t iy1) {
+  const int64_t in_rows = iy1 - iy0, rows = count * in_rows * l.groups * l.chunks;
+  if (rows <= 0) return 0;
   const int64_t row_work = std::max<int64_t>(l.chunk * l.w.in, 1);
-  const int64_t list_tasks = std::max<int64_t>(1, std::min({rows * row_work / kListWork, rows, kMaxTasks}));
-  std::vector<int64_t> listed(static_cast<size_t>(list_tasks), 0);
-  std::vector<int32_t> next(static_cast<size_t>(list_tasks * 2 * l.w.in));
+  const int64_t tasks = std::max<int64_t>(1, std::min({rows * row_work / kListWork, rows, kMaxTasks}));
+  std::vector<int64_t> listed(static_cast<size_t>(tasks), 0);
+  std::vector<int32_t> next(static_cast<size_t>(tasks * 2 * l.w.in));
   const int64_t scratch_floats = CeilDiv(l.w.in, kListBlock) * CeilDiv(l.chunk, kListBlock) * kListBlock * kListBlock;
-  std::vector<float> scratch(static_cast<size_t>(Select().list != nullptr ? list_tasks * scratch_floats : 0));
+  std::vector<float> scratch(static_cast<size_t>(Select().list != nullptr ? tasks * scratch_floats : 0));
   auto list = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
     int64_t sum = 0;
-    for (int64_t r = t * rows / list_tasks; r < (t + 1) * rows / list_tasks; ++r) {
-      const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups, iy = (r / (l.chunks * l.groups)) % l.h.in;
-      const int64_t nl = r / (l.chunks * l.groups * l.h.in);
+    for (int64_t r = t * rows / tasks; r < (t + 1) * rows / tasks; ++r) {
+      const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups;
+      const int64_t iy = iy0 + (r / (l.chunks * l.groups)) % in_rows, nl = r / (l.chunks * l.groups * in_rows);
       sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * 2 * l.w.in, scratch.data() + t * scratch_floats);
     }
     listed[static_cast<size_t>(task)] = sum;
   };
-  ParallelTasks(ctx, static_cast<size_t>(list_tasks), list);
+  ParallelTasks(ctx, static_cast<size_t>(tasks), list);
+  int64_t total = 0;
+  for (int64_t v : listed) total += v;
+  return total;
+}
 
-  // ---- the tiles: tasks of (image, group, block of output channels, band of output rows)
+// Runs the tiles of output rows [oy0, oy1) of images [n0, n0 + count): tasks of (image,
+// group, block of output channels, band of rows), whose input rows are listed.
+void TileRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, const Shape& shape, int64_t n0,
+              int64_t count, int64_t oy0, int64_t oy1) {
   const int64_t lanes_per_block = int64_t{shape.nv} * Select().lanes;
   const int64_t blocks = CeilDiv(l.mg, lanes_per_block);
-  const int64_t units = count * l.groups * blocks;
+  const int64_t units = count * l.groups * blocks, out_rows = oy1 - oy0;
   const int64_t row_macs = l.w.out * lanes_per_block * l.cg * l.h.kernel * l.w.kernel;
-  const int64_t want = std::clamp<int64_t>(units * l.h.out * row_macs / kTaskWork, 1, kMaxTasks);
+  const int64_t want = std::clamp<int64_t>(units * out_rows * row_macs / kTaskWork, 1, kMaxTasks);
   // A task takes at least a segment's rows where that leaves kMinTasks tasks: the
   // segment's rows then share each chunk's weights from cache (Block::RunRows). Bands of
   // one row (as the work per task alone picks) read 512 -> 512 @14's 590 KB of weights
   // per block once a row: 0.01-0.03 of onnxruntime's time slower on it, 0.01 on 256 @28.
   const int64_t seg_rows = std::max<int64_t>(1, SegmentTiles(shape, lanes_per_block) / CeilDiv(l.w.out, shape.t));
-  const int64_t fewest_bands = std::min(l.h.out, CeilDiv(kMinTasks, units));
+  const int64_t fewest_bands = std::min(out_rows, CeilDiv(kMinTasks, units));
   const int64_t bands =
-      std::clamp<int64_t>(CeilDiv(want, units), 1, std::max(fewest_bands, CeilDiv(l.h.out, seg_rows)));
+      std::clamp<int64_t>(CeilDiv(want, units), 1, std::max(fewest_bands, CeilDiv(out_rows, seg_rows)));
+  const bool blocks_inner = FewWeights(l);
   std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel));
   auto compute = [&](size_t task) noexcept {
     const int64_t t = static_cast<int64_t>(task);
-    const int64_t band = t % bands, unit = t / bands;
-    const int64_t blk = unit % blocks, g = (unit / blocks) % l.groups, nl = unit / (blocks * l.groups);
+    // Task order: bands of a block, or (few weights) blocks of a band.
+    const int64_t blk = blocks_inner ? t % blocks : (t / bands) % blocks;
+    const int64_t band = blocks_inner ? (t / blocks) % bands : t % bands;
+    const int64_t unit = t / (blocks * bands);  // (image, group)
+    const int64_t g = unit % l.groups, nl = unit / l.groups;
     Block job{l, s, shape, nl, n0 + nl, g, blk * lanes_per_block, lanes_per_block, row_refs.data() + t * l.h.kernel};
-    job.RunRows(band * l.h.out / bands, (band + 1) * l.h.out / bands);
+    job.RunRows(oy0 + band * out_rows / bands, oy0 + (band + 1) * out_rows / bands);
   };
   ParallelTasks(ctx, static_cast<size_t>(units * bands), compute);
-  int64_t total = 0;
-  for (int64_t v : listed) total += v;
-  return total;
+}
+
+// Runs the layer over images [n0, n0 + count) in waves of `wave` output rows, each
+// listing the input rows it is the first to read. Returns the number of non-zero inputs
+// listed.
+int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, const Shape& shape, int64_t n0,
+                  int64_t count, int64_t wave) {
+  int64_t listed = 0, listed_to = 0;  // input rows [0, listed_to) are listed
+  for (int64_t oy0 = 0; oy0 < l.h.out; oy0 += wave) {
+    const int64_t oy1 = std::min(l.h.out, oy0 + wave);
+    const int64_t reach = (oy1 - 1) * l.h.stride - l.h.pad + (l.h.kernel - 1) * l.h.dilation + 1;
+    const int64_t iy1 = oy1 == l.h.out ? l.h.in : std::clamp<int64_t>(reach, listed_to, l.h.in);
+    listed += ListRows(ctx, l, s, n0, count, listed_to, iy1);
+    listed_to = iy1;
+    TileRows(ctx, l, s, shape, n0, count, oy0, oy1);
+  }
+  return listed;
 }
 
 }  // namespace
@@ -389,6 +353,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   std::vector<int64_t> chunk(static_cast<size_t>(l.batch));
   std::vector<char> pair(static_cast<size_t>(l.batch)), few(static_cast<size_t>(l.batch));
   std::vector<char> tiled(static_cast<size_t>(l.batch), 0);
+  std::vector<double> nonzero(static_cast<size_t>(l.batch));
   int64_t read = 0;
   // Forcing the tiles also forces their CPUs' list choices, so that a test run with them
   // forced covers both listers on any CPU with AVX-512.
@@ -396,6 +361,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   for (int64_t n = 0; n < l.batch; ++n) {
     const Sample sample = SampleImage(l.x + n * image, l.channels, l.h.in * l.w.in);
     chunk[n] = PickChunk(l.cg, tap_bytes, sample.nonzero);
+    nonzero[n] = sample.nonzero;
     pair[n] = sample.neighbour >= (load_bound ? kLoadBoundPairShare : kPairShare);
     few[n] = load_bound && sample.nonzero < kFewShare && l.w.in >= kFewWidth;
     if (l.amx != nullptr && sparse_conv_amx::Wanted(sample.nonzero, l.channels)) {
@@ -432,7 +398,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
            (pair[n0 + count] != 0) == l.pair && (few[n0 + count] != 0) == l.few) {
       ++count;
     }
-    read += RunImages(ctx, l, lists, shape, n0, count);
+    read += RunImages(ctx, l, lists, shape, n0, count, WaveRows(l, count, nonzero[n0]));
   }
   return read;
 }

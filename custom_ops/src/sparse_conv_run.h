@@ -1,8 +1,9 @@
 // The stages of ExPruneSparseConv below its Compute (sparse_conv.cc, which checks the
 // inputs and allocates y): per image, the share of non-zero inputs is sampled to pick the
-// chunking and pairing; the non-zero inputs are listed a row at a time; the register tiles
-// of sparse_conv_tile.h run over the lists and the write-back stores y. Both passes run
-// as tasks on onnxruntime's thread pool.
+// chunking and pairing; the non-zero inputs are listed a row at a time (sparse_conv_lists.h);
+// the register tiles of sparse_conv_tile.h run over the lists and the write-back stores y.
+// Both passes run as tasks on onnxruntime's thread pool, once over the image, or (layers
+// of few weights) once per wave of output rows.
 #pragma once
 
 #include <cstdint>

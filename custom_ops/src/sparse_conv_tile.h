@@ -78,7 +78,7 @@ struct Out {
 using FinishFn = void (*)(const Out&);
 
 // Lists one input row of `channels` channels as a Row (its entries, cols + 1 column
-// starts and cols / 2 + 1 pair counts), the same lists as sparse_conv_run.cc's portable
+// starts and cols / 2 + 1 pair counts), the same lists as sparse_conv_lists.cc's portable
 // ListRow. May write up to kListSlack entries past the last one it lists. Returns the
 // number of non-zeros.
 struct ListIn {
@@ -114,7 +114,7 @@ struct Kernels {
   int lanes;        // floats per vector
   Shape shapes[3];  // nv = 1; nv = 2; nv = 2 in fewer positions
   FinishFn finish;
-  ListFn list;  // null: the portable ListRow (sparse_conv_run.cc)
+  ListFn list;  // null: the portable ListRow (sparse_conv_lists.cc)
 };
 
 // The set of conv_tail::Select()'s instruction set.
