@@ -27,7 +27,7 @@ import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
 from .errors import ConfigError, DataError, OriginalRunFailed, error_message
-from .io.data import Dataset, dataset_of, label_array, labels_apart, load_dataset, random_dataset
+from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
 from .progress import quiet
@@ -228,7 +228,7 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
     if isinstance(source, dict):  # arrays keyed by input name, and optionally 'labels'
         arrays = dict(source)
         found = labels_apart(arrays, [vi.name for vi in model_inputs(model)])
-        return dataset_of(arrays, model, found if labels is None else label_array(labels), spec, seed)
+        return dataset_of(arrays, model, chosen_labels(labels, found, "labels", "the arrays"), spec, seed)
     if source is None:
         return random_dataset(model, samples, seed, spec)
     return load_dataset(source, model, labels, spec, seed)

@@ -19,10 +19,15 @@ def case(seed: int):
     sizes = [int(rng.integers(1, 30 if big else 12)) for _ in range(2)]
     if rng.random() < 0.1:  # rows wide enough to be listed from bit masks when sparse
         sizes = [int(rng.integers(1, 5)), int(rng.integers(32, 140))]
+    tall = rng.random() < 0.08  # over 256 KB of lists and few weights: waves of rows (sparse_conv_run.cc WaveRows)
+    if tall:
+        sizes = [int(rng.integers(24, 48)), int(rng.integers(16, 32))]
     attrs, outs = conv_geometry(rng, sizes)
     kernel = attrs.pop("_kernel")
     group = int(rng.choice([1, 1, 1, 2, 3]))
     cg, mg = int(rng.integers(1, 300 if big else 12)), int(rng.integers(1, 70 if big else 20))
+    if tall:
+        cg, mg = int(rng.integers(40, 96)), int(rng.integers(1, 16))
     if rng.random() < 0.15:  # depthwise
         cg, group = 1, int(rng.integers(1, 9))
     if group > 1:

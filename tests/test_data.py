@@ -5,6 +5,7 @@ import pytest
 from helpers import make_model, vi
 from onnx import TensorProto, helper, numpy_helper
 
+from exprune_onnx import workflow
 from exprune_onnx.errors import DataError
 from exprune_onnx.io.data import load_dataset, random_dataset
 from exprune_onnx.io.feeds import InputSpec
@@ -112,6 +113,20 @@ def test_separate_labels_file(tmp_path, model):
     np.save(tmp_path / "l.npy", np.ones(4, np.int64))
     with pytest.raises(DataError, match=r"l\.npy: 4 labels for the 5 samples of .*d\.npz"):
         load_dataset(tmp_path / "d.npz", model, labels=tmp_path / "l.npy")
+
+
+def test_labels_given_apart_and_in_the_npz_must_agree(tmp_path, model):
+    """--labels beside an .npz that holds 'labels' too: the same labels are fine, others
+    are refused rather than one of the two silently dropped (file and Python API alike)."""
+    np.savez(tmp_path / "d.npz", **arrays(), labels=np.arange(5))
+    np.save(tmp_path / "same.npy", np.arange(5))
+    np.save(tmp_path / "other.npy", np.arange(5)[::-1])
+    assert list(load_dataset(tmp_path / "d.npz", model, tmp_path / "same.npy").labels) == [0, 1, 2, 3, 4]
+    assert list(load_dataset(tmp_path / "d.npz", model, tmp_path / "d.npz").labels) == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match=r"other\.npy: these labels differ from the 'labels' in d\.npz"):
+        load_dataset(tmp_path / "d.npz", model, tmp_path / "other.npy")
+    with pytest.raises(DataError, match="labels: these labels differ from the 'labels' in the arrays"):
+        workflow._dataset({**arrays(), "labels": np.arange(5)}, model, InputSpec(), 0, labels=np.zeros(5))
 
 
 @pytest.mark.parametrize(

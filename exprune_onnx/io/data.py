@@ -121,8 +121,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         raise DataError(f"{path}: not a data file or directory (a device or pipe)")
     else:
         arrays, found_labels = _read_npz(path, names)
-    if labels is not None:
-        found_labels = label_array(labels)
+    found_labels = chosen_labels(labels, found_labels, str(labels), path.name)
     return dataset_of(arrays, model, found_labels, spec, seed, str(path), path.name,
                       labels_where=None if labels is None else str(labels))
 
@@ -235,6 +234,17 @@ def labels_apart(arrays: dict, names: list[str]):
     """Takes the labels out of ``arrays`` (key 'labels'), unless a model input has that
     name: the array is then the input's, and labels come from --labels only."""
     return None if LABELS in names else arrays.pop(LABELS, None)
+
+
+def chosen_labels(given, found: np.ndarray | None, given_where: str, found_where: str) -> np.ndarray | None:
+    """The labels given apart (--labels) where there are any, else those found beside the
+    inputs; both may be given only when they agree, so that neither is silently dropped."""
+    if given is None:
+        return found
+    labels = label_array(given)
+    if found is not None and not (np.shape(found) == labels.shape and np.array_equal(found, labels)):
+        raise DataError(f"{given_where}: these labels differ from the 'labels' in {found_where}: give them one way")
+    return labels
 
 
 def label_array(labels) -> np.ndarray:
