@@ -46,10 +46,12 @@ def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options 
 def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None, *,
                   rules: RuleSet = RULES, **overrides) -> Result:
     """What :func:`optimize_model` would rewrite and why it leaves the rest; FLOPs counted
-    as the ``inspect`` command counts them (on one random input, once every input dim is known)."""
-    from .workflow import count_on_random_input
+    as the ``inspect`` command counts them: on one random input, open dims that
+    ``input_shapes`` leaves open taken as ``optimize`` takes them without data
+    (``Result.input_shapes`` holds the sizes used)."""
+    from .measure.shape_probe import count_as_inspect
 
     model, options = _prepare(model, options, overrides)
     if options.runtime_flops is None:
-        count_on_random_input(model, options)
+        count_as_inspect(model, options)
     return _inspect(model, options, rules)

@@ -366,18 +366,15 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     from .compiler.pipeline import inspect as run_inspect
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
-    from .io.open_dims import assumed_shapes, assumed_text
-    from .workflow import count_on_random_input, runs_on_random_input
+    from .io.open_dims import assumed_text
+    from .measure.shape_probe import count_as_inspect
 
     console = make_console()
     options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only)
     original = load_model(model)
     check_spec(original, InputSpec(input_shapes))
-    assumed = assumed_shapes(original, InputSpec(input_shapes))  # FLOPs at the sizes optimize would take
-    if assumed and not runs_on_random_input(original, {**input_shapes, **assumed}):
-        assumed = {}  # no count at sizes the model cannot take: shape inference's, and the hint, stand
-    options.input_shapes = {**input_shapes, **assumed}
-    count_on_random_input(original, options)
+    options.input_shapes = dict(input_shapes)
+    assumed = count_as_inspect(original, options)  # FLOPs at the sizes optimize would take
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
     if result.conv_candidates:

@@ -251,7 +251,9 @@ def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet)
 def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assumed: dict) -> Optimized:
     """run(), filling ``assumed`` with the sizes it takes for open input dims."""
     from .compiler.pipeline import optimize as compile_model
+    from .io.batch_memory import feedable
     from .measure.compare import compare
+    from .measure.shape_probe import count_at_run_time
 
     validate(options, settings)
     rule = settings.rule or options.rule
@@ -273,13 +275,13 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
 
     def check_data() -> Dataset:
         if not checks:
-            checks.append(_fits(model, _dataset(settings.check_data, model, spec, settings.seed,
+            checks.append(feedable(model, _dataset(settings.check_data, model, spec, settings.seed,
                                                 samples=settings.check_samples)))
         return checks[0]
 
     data = None
     if settings.calibration is not None:
-        data = _fits(model, _dataset(settings.calibration, model, spec, settings.seed, settings.labels))
+        data = feedable(model, _dataset(settings.calibration, model, spec, settings.seed, settings.labels))
         options.input_shapes = data.input_shapes(model, options.input_shapes)
         count_at_run_time(model, options, data)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
@@ -305,7 +307,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
             # One seeded random input where the model's dims allow it without data; where
             # not, the check says so if it runs (an unchanged model needs none).
             with contextlib.suppress(DataError):
-                count_at_run_time(model, options, _fits(model, _dataset(None, model, spec, settings.seed, samples=1)))
+                count_at_run_time(model, options, feedable(model, _dataset(None, model, spec, settings.seed, samples=1)))
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs
@@ -334,48 +336,6 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
     return done
-
-
-def _fits(model: onnx.ModelProto, data: Dataset) -> Dataset:
-    """``data``, unless the batch its runs must have (--input-shape fixing the batch dim)
-    cannot be fed in memory: refused before any run tries (it ran out of memory 30 s into
-    allocating 292 GiB)."""
-    from .io.batch_memory import check_batch_memory
-
-    if data.batch is not None and data.batch > 1:
-        check_batch_memory([("original", model)], data, data.batch, "--input-shape batch")
-    return data
-
-
-def count_at_run_time(model: onnx.ModelProto, options: Options, data: Dataset) -> None:
-    """FLOPs counted at the shapes of the data's first samples, those shape inference
-    cannot size from one run of the original on them (measure/shape_probe.py)."""
-    from .measure.shape_probe import runtime_flops
-
-    options.runtime_flops = runtime_flops(model, data.first(1)) or None
-
-
-def runs_on_random_input(model: onnx.ModelProto, shapes: dict) -> bool:
-    """Whether onnxruntime runs ``model`` on one seeded random input at ``shapes``: sizes
-    taken for open dims may be ones it cannot take (a head sized for 32 x 32 images)."""
-    from .runtime import inference_session
-
-    try:
-        one = random_dataset(model, 1, 0, InputSpec(dict(shapes)))
-        inference_session(model).run(None, one.first(1))
-    except Exception:  # noqa: BLE001 - whatever the reason, no count can be made at these sizes
-        return False
-    return True
-
-
-def count_on_random_input(model: onnx.ModelProto, options: Options) -> None:
-    """count_at_run_time on one seeded random input where the model's dims (with
-    ``options.input_shapes``) allow one without data; else shape inference's count stands.
-    What `inspect` does, from the command line and from Python. (A batch too large to feed,
-    as --input-shape may fix one, leaves the count to shape inference too.)"""
-    with contextlib.suppress(DataError):
-        one = random_dataset(model, 1, 0, InputSpec(dict(options.input_shapes)))
-        count_at_run_time(model, options, _fits(model, one))
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

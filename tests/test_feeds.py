@@ -430,6 +430,21 @@ def test_inspect_without_input_shape_counts_at_the_sizes_optimize_takes(tmp_path
                     "(--input-shape fixes symbolic input dims)")
 
 
+def test_inspect_model_counts_at_the_sizes_the_inspect_command_takes():
+    """The Python API's inspect_model counted no FLOPs on open dims, where the command
+    counted them at the sizes optimize takes; both now share one count."""
+    import exprune_onnx
+
+    model = conv_hw()
+    before = model.SerializeToString()
+    result = exprune_onnx.inspect_model(model)
+    assert result.dense_flops == 2 * 224 * 224 * 9 * (3 * 32 + 32 * 32)
+    assert result.input_shapes == {"x": ("N", 3, 224, 224)}
+    assert model.SerializeToString() == before
+    given = exprune_onnx.inspect_model(model, input_shapes={"x": ("N", 3, 16, 16)})
+    assert given.dense_flops == 2 * 16 * 16 * 9 * (3 * 32 + 32 * 32)
+
+
 def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):
     path = save_model(conv_hw(), tmp_path)
     line = one_line_error(cli("optimize", path, "--input-shape", "x:1,4,16,16"), 6)

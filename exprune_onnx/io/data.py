@@ -242,7 +242,9 @@ def chosen_labels(given, found: np.ndarray | None, given_where: str, found_where
     if given is None:
         return found
     labels = label_array(given)
-    if found is not None and not (np.shape(found) == labels.shape and np.array_equal(found, labels)):
+    # Of a different count they are refused for it (dataset_of), which says more.
+    same_count = found is not None and np.shape(found)[:1] == labels.shape[:1]
+    if same_count and not (np.shape(found) == labels.shape and np.array_equal(found, labels)):
         raise DataError(f"{given_where}: these labels differ from the 'labels' in {found_where}: give them one way")
     return labels
 

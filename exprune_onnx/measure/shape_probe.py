@@ -21,6 +21,37 @@ from ..io.feeds import with_input_shapes
 from .flops import batch_of, counted, node_flops
 
 
+def count_at_run_time(model: onnx.ModelProto, options, data) -> None:
+    """``options.runtime_flops`` counted at the shapes of the data's first samples, for the
+    nodes shape inference cannot size (one run of the original on them)."""
+    options.runtime_flops = runtime_flops(model, data.first(1)) or None
+
+
+def count_as_inspect(model: onnx.ModelProto, options) -> dict:
+    """FLOPs counted as `inspect` counts them, from the command line and from Python: on
+    one seeded random input, open dims that ``options.input_shapes`` leaves open taken as
+    optimize takes them without data, unless the model cannot run there (a head sized for
+    32 x 32 images), where shape inference's count stands. Returns the sizes taken, which
+    ``options.input_shapes`` then holds too. (A batch too large to feed, as --input-shape
+    may fix one, leaves the count to shape inference as well.)"""
+    from ..io.batch_memory import feedable
+    from ..io.data import random_dataset
+    from ..io.feeds import InputSpec
+    from ..io.open_dims import assumed_shapes
+    from ..runtime import inference_session
+
+    assumed = assumed_shapes(model, InputSpec(dict(options.input_shapes)))
+    try:
+        one = feedable(model, random_dataset(model, 1, 0, InputSpec({**options.input_shapes, **assumed})))
+        if assumed:
+            inference_session(model).run(None, one.first(1))
+    except Exception:  # noqa: BLE001 - whatever the reason, no count can be made at these sizes
+        return {}
+    options.input_shapes = {**options.input_shapes, **assumed}
+    count_at_run_time(model, options, one)
+    return assumed
+
+
 def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, int]:
     """FLOPs per sample of each counted main-graph node, keyed by its first output
     (``flops.model_flops`` takes them as ``seen``), at the shapes of ``feed`` (one
