@@ -251,6 +251,37 @@ def test_symbolic_hw_without_a_shape_runs_at_224_and_says_so(tmp_path):
     assert r.exit_code == 0 and "open dims" not in r.output, r.output
 
 
+def _open_channels(nhwc: bool) -> onnx.ModelProto:
+    """conv_hw with its channel dim open too: [N, C, H, W], or [N, H, W, C] through a Transpose."""
+    model = conv_hw()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, name in zip(dims, ["N", "H", "W", "C"] if nhwc else ["N", "C", "H", "W"]):
+        d.ClearField("dim_value")
+        d.dim_param = name
+    if nhwc:
+        model.graph.node[0].input[0] = "x_nchw"
+        model.graph.node.insert(0, helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]))
+    return model
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_an_open_channel_dim_takes_the_first_convs_channels(tmp_path, nhwc):
+    """[N, C, H, W] all open: C was taken as 128 and the Conv refused the run (exit 6); the
+    channels are the count the Conv's weight takes (3), through an NHWC Transpose too, and
+    the image's sides then 224."""
+    from exprune_onnx.io.open_dims import assumed_shapes, shape_example
+
+    model = _open_channels(nhwc)
+    want = ("N", 224, 224, 3) if nhwc else ("N", 3, 224, 224)
+    assert assumed_shapes(model) == {"x": want}
+    assert shape_example(model) == f"--input-shape x:{','.join(map(str, want))}"
+    path = save_model(model, tmp_path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "0", "--objective", "flops")
+    assert r.exit_code == 0, r.output
+    shown = "[N, H, W, C] as [N, 224, 224, 3]" if nhwc else "[N, C, H, W] as [N, 3, 224, 224]"
+    assert f"took 'x' {shown}" in " ".join(r.output.split()), r.output
+
+
 def test_assumed_sizes_share_a_dim_name_and_keep_the_batch():
     from exprune_onnx.io.open_dims import assumed_shapes
 

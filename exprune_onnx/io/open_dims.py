@@ -1,7 +1,8 @@
 """Sizes for an input's open dims past its batch axis when no data and no ``--input-shape``
 gives them: the example the error shows, and the sizes ``optimize`` and ``verify`` run at
-and ``inspect`` counts FLOPs at (224 for an image's spatial dims, 128 for any other; the
-batch keeps its name or number).
+and ``inspect`` counts FLOPs at (224 for an image's spatial dims, 128 for any other, the
+channels a Conv's weight takes for an open channel dim it reads; the batch keeps its name
+or number).
 
 A model exported to take any image size ([1, 3, H, W]) or any sequence length
 ([N, T, C]) is what most exporters write; with nothing to run it on, it is run at a size
@@ -36,10 +37,48 @@ def _image_like(dims: list) -> bool:
     return nchw or nhwc
 
 
+def _weight_shapes(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                shapes[node.output[0]] = list(value.dims)
+    return shapes
+
+
+def conv_channels(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """input name -> (axis, channels) for the inputs a Conv reads directly, or through one
+    Transpose (an NHWC export), whose weight is a constant: the channels are its second dim
+    times the group count, what the model can take and nothing else."""
+    graph = model.graph
+    weights = _weight_shapes(graph)
+    inputs = {vi.name for vi in model_inputs(model)}
+    perms = {n.output[0]: (n.input[0], list(next((a.ints for a in n.attribute if a.name == "perm"), [])))
+             for n in graph.node if n.op_type == "Transpose" and n.input and n.input[0] in inputs}
+    found = {}
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or len(weights.get(node.input[1], [])) < 3:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        channels = weights[node.input[1]][1] * max(group, 1)
+        source, axis = node.input[0], 1
+        if source in perms and len(perms[source][1]) > 1:
+            source, axis = perms[source][0], perms[source][1][1]
+        if source in inputs and channels > 0:
+            found.setdefault(source, (axis, channels))
+    return found
+
+
 def _open(model: onnx.ModelProto, spec: InputSpec | None):
-    """(input, its dims with ``spec``'s numbers) for the inputs with an open dim past the first."""
+    """(input, its dims with ``spec``'s numbers, an open channel dim a Conv reads filled in)
+    for the inputs with an open dim past the first."""
+    channels = conv_channels(model)
     for vi in model_inputs(model):
         dims = resolved_dims(vi, spec)
+        axis, count = channels.get(vi.name, (0, 0))
+        if 0 < axis < len(dims) and not _fixed(dims[axis]):
+            dims = [*dims[:axis], count, *dims[axis + 1:]]
         if not all(_fixed(d) for d in dims[1:]):
             yield vi, dims
 
