@@ -15,7 +15,7 @@ from .compiler.pipeline import Result
 from .compiler.pipeline import inspect as _inspect
 from .compiler.pipeline import optimize as _optimize
 from .config import Options, parse_k, unknown_option
-from .io.modelio import check_model, load_model
+from .io.modelio import checked_in_memory, load_model
 from .rules import RULES, RuleSet
 
 
@@ -23,7 +23,7 @@ def _prepare(model, options: Options | None, overrides: dict) -> tuple[onnx.Mode
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     else:
-        check_model(model)  # what load_model checks of a file
+        model = checked_in_memory(model)
     options = dataclasses.replace(options) if options else Options()  # the caller's stays as given
     for key, value in overrides.items():
         if not hasattr(options, key):

@@ -93,7 +93,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``log`` is a progress hook
     (progress.py). Nothing is written: save ``result.model`` yourself.
     """
-    from .io.modelio import check_model, load_model
+    from .io.modelio import checked_in_memory, load_model
 
     for name, value, kind in (("options", options, Options), ("settings", settings, Settings),
                               ("input_shapes", input_shapes, dict)):
@@ -105,7 +105,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     if path is not None:
         model = load_model(path)
     else:
-        check_model(model)  # what load_model checks of a file
+        model = checked_in_memory(model)
     options = dataclasses.replace(options) if options else Options()
     settings = dataclasses.replace(settings) if settings else Settings()
     for key, value in overrides.items():

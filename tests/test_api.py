@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper
 
 import exprune_onnx
 from exprune_onnx.errors import ConfigError, DataError, ModelLoadError
@@ -134,17 +135,27 @@ def test_numpy_scalars_are_numbers(model):
     assert res.changed and all(r.k == 4 for r in res.rewritten)
 
 
-def test_an_output_declared_without_a_shape_is_refused_with_what_to_do(tmp_path):
-    """onnxruntime runs it, but the checker refuses it, and would refuse what we write."""
+def test_an_output_declared_without_a_shape_gets_the_inferred_one(tmp_path):
+    """onnxruntime runs it (graph editors write it), but the checker refuses it, and would
+    refuse what we write: the output takes the shape inference gives it, in the caller's
+    model never, from a file or in memory; one inference cannot shape is still refused."""
     model = onnx.load(EXAMPLE)
+    want = onnx.ValueInfoProto()
+    want.CopyFrom(model.graph.output[0])
     model.graph.output[0].type.tensor_type.ClearField("shape")
     before = model.SerializeToString()
-    with pytest.raises(ModelLoadError, match="declared without a shape, which the ONNX checker refuses: declare"):
+    for given in (model, tmp_path / "m.onnx"):
+        onnx.save(model, tmp_path / "m.onnx")
+        res = exprune_onnx.optimize_model(given, threshold=-2.0)
+        assert res.changed and res.model.graph.output[0] == want
+        onnx.checker.check_model(res.model)
+    assert model.SerializeToString() == before and (tmp_path / "m.onnx").read_bytes() == before
+    model.graph.node.append(helper.make_node("Mystery", [want.name], ["odd"], domain="com.example"))
+    model.graph.output.append(helper.make_tensor_value_info("odd", TensorProto.FLOAT, None))
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(ModelLoadError, match="'odd' is declared without a shape, which the ONNX checker refuses: "
+                                             "declare"):
         exprune_onnx.optimize_model(model, threshold=-2.0)
-    assert model.SerializeToString() == before
-    onnx.save(model, tmp_path / "m.onnx")
-    with pytest.raises(ModelLoadError, match="declared without a shape"):
-        exprune_onnx.optimize_model(tmp_path / "m.onnx", threshold=-2.0)
 
 
 def test_session_options_register_the_library_once(model):

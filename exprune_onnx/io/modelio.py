@@ -82,8 +82,41 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise
     except Exception as exc:  # protobuf and IO errors come in many types
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
-    check_model(model, str(p), checked=str(p))  # the path form of the checker copes with models over 2 GiB
-    return model, external
+    shaped = declare_output_shapes(model)
+    # The path form of the checker copes with models over 2 GiB, but reads the file as it is.
+    check_model(shaped, str(p), checked=str(p) if shaped is model else None)
+    return shaped, external
+
+
+def checked_in_memory(model: onnx.ModelProto) -> onnx.ModelProto:
+    """What read_model makes of a file's model, for one given in memory: the model, or a
+    copy with its outputs' shapes declared, checked (the caller's is never changed)."""
+    shaped = declare_output_shapes(model) if isinstance(model, onnx.ModelProto) else model
+    check_model(shaped)  # refuses what is no ModelProto
+    return shaped
+
+
+def declare_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy of it in which the graph outputs declared without a shape (graph
+    editors write them; onnxruntime runs them, the ONNX checker refuses them) have the one
+    ONNX shape inference gives them. An output inference cannot shape stays as it is, for
+    check_model to refuse."""
+    def unshaped(v: onnx.ValueInfoProto) -> bool:
+        return v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
+
+    if not any(unshaped(o) for o in model.graph.output) or model.ByteSize() >= _EXTERNAL_DATA_BYTES:
+        return model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - whatever stops inference, the checker's refusal stands
+        return model
+    shapes = {o.name: o.type.tensor_type.shape for o in inferred.graph.output if not unshaped(o)}
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for o in fixed.graph.output:
+        if unshaped(o) and o.name in shapes:
+            o.type.tensor_type.shape.CopyFrom(shapes[o.name])
+    return fixed
 
 
 def _check_data_files(model: onnx.ModelProto, path: Path) -> None:
@@ -112,7 +145,8 @@ def check_model(model: onnx.ModelProto, where: str = "the model", checked: str |
     if problem:
         raise ModelLoadError(f"{where}: {problem}")
     # onnxruntime runs a graph input or output declared without a shape (graph editors write
-    # them), but the checker refuses it, and so would refuse the model written from it.
+    # them), but the checker refuses it, and so would refuse the model written from it
+    # (declare_output_shapes gives an output the shape inference finds, where it finds one).
     unshaped = next((v.name for v in [*model.graph.input, *model.graph.output]
                      if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")), None)
     if unshaped is not None:
