@@ -15,7 +15,7 @@ from exprune_onnx.config import Options
 from exprune_onnx.io.data import Dataset, load_dataset
 from exprune_onnx.measure.compare import compare
 from exprune_onnx.measure.counters import flops_saved
-from exprune_onnx.tuning.certify import certificate_json
+from exprune_onnx.report.certificate import certificate_json
 from exprune_onnx.tuning.search import search
 
 from .models import BenchModel

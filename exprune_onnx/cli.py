@@ -68,6 +68,14 @@ def _no_nan(_ctx, _param, value):
     return a_number(value)  # click's FloatRange lets nan through: every comparison with it is false
 
 
+def _budget(_ctx, _param, value):
+    from .report.advice import budget_fraction_hint
+
+    if not 0 <= a_number(value) <= 1:
+        raise click.BadParameter(f"{value:g} is not in the range 0<=x<=1{budget_fraction_hint(value)}")
+    return value
+
+
 def _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only=(),
              emit_stats=False) -> Options:
     if threshold is not None and config is not None:
@@ -146,9 +154,9 @@ def main(debug: bool) -> None:
               help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
-@click.option("--max-drop", type=click.FloatRange(0, 1), callback=_no_nan,
+@click.option("--max-drop", type=float, callback=_budget,
               default=0.001, show_default=True,
-              help="Budget: the largest metric drop allowed (0.001 = 0.1 point of accuracy).")
+              help="Budget: the largest metric drop allowed, a fraction in [0, 1] (0.001 = 0.1 point of accuracy).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class, or a Sigmoid's yes/no answers, unchanged) or relerr (mean relative error).")

@@ -33,6 +33,13 @@ ATTRIBUTES = {
 }
 
 
+def pruning_layers(model) -> int:
+    """How many early-exit ops ``model`` holds, in its bodies too: none, and it is exact."""
+    from .io.modelio import all_nodes
+
+    return sum(n.domain == DOMAIN and n.op_type in PRUNE_OPS for n in all_nodes(model.graph))
+
+
 def sparse_conv_weights(weight, group: int = 1):
     """A Conv weight W[M, C/group, KH, KW] in ExPruneSparseConv's layout w[C, KH, KW, M/group]:
     w[c, ky, kx, j] = W[(c // (C/group)) * (M/group) + j, c % (C/group), ky, kx], so that the

@@ -30,6 +30,7 @@ from .errors import ConfigError, DataError, OriginalRunFailed, error_message
 from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
+from .ops import pruning_layers
 from .progress import quiet
 from .runtime import MAX_THREADS, uses_library
 from .tuning.metrics import thin_holdout
@@ -76,6 +77,7 @@ class Optimized:
     timed: object = None  # objective.LatencyChoice, under the latency objective
     warnings: list[str] = field(default_factory=list)  # what `optimize` prints under its tables, as plain text
     assumed: dict = field(default_factory=dict)  # sizes taken for open input dims, with no data (io/open_dims.py)
+    objective: str = "latency"  # what chose the rewrites kept
 
     @property
     def changed(self) -> bool:
@@ -148,6 +150,11 @@ def validate(options: Options, settings: Settings) -> None:
     if settings.objective not in ("latency", "flops"):
         raise UsageProblem(f"objective must be latency or flops, got {settings.objective!r}")
     _check_settings(settings)
+    default = Settings()
+    timing = [n for n in ("latency_batch", "latency_threads") if getattr(settings, n) != getattr(default, n)]
+    if settings.objective == "flops" and timing:  # the command line refuses them typed
+        raise UsageProblem(f"{timing[0]} does nothing with objective flops: it times nothing (it sets how the "
+                           "latency objective times)")
     if options.confidence is None:  # the command line's default, whether options were given or not
         options.confidence = DEFAULT_CONFIDENCE
     try:
@@ -161,7 +168,6 @@ def validate(options: Options, settings: Settings) -> None:
         raise UsageProblem("--max-drop 0 cannot be certified from samples: give a budget > 0, or --confidence 0 "
                            "for no loss on the calibration data")
     if settings.calibration is None:
-        default = Settings()
         given = [name for name in CALIBRATION_ONLY if (settings.labels is not None if name == "labels"
                                                       else getattr(settings, name) != getattr(default, name))]
         given += ["confidence"] if options.confidence not in (None, DEFAULT_CONFIDENCE) else []
@@ -190,7 +196,10 @@ def _check_settings(settings: Settings) -> None:
     for name, low, high in (("max_drop", 0.0, 1.0), ("holdout", 0.0, 1.0)):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
-            raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+            from .report.advice import budget_fraction_hint
+
+            hint = budget_fraction_hint(value) if name == "max_drop" and isinstance(value, numbers.Real) else ""
+            raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}{hint}")
     if settings.holdout == 1:
         raise ConfigError("holdout must be under 1: the search needs a calibration part")
     for name, low in (("check_samples", 1), ("latency_threads", 1), ("latency_batch", 1), ("seed", 0)):
@@ -284,11 +293,13 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         data = feedable(model, _dataset(settings.calibration, model, spec, settings.seed, settings.labels))
         options.input_shapes = data.input_shapes(model, options.input_shapes)
         count_at_run_time(model, options, data)
+        if options.confidence:
+            _enough_to_certify(model, data, settings, options.confidence)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
     if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency
         timings["calibrate"] = time.perf_counter() - start
-        if result.changed:  # verify then checks this budget, not its agreement bar
+        if pruning_layers(result.model):  # verify then checks this budget; an exact model, its agreement bar
             from .verify.agreement import stamp_budget
 
             stamp_budget(result.model, calibrated)
@@ -331,11 +342,28 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
 
     done = Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
-                     assumed=assumed)
+                     assumed=assumed, objective=settings.objective)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
     return done
+
+
+def _enough_to_certify(model: onnx.ModelProto, data: Dataset, settings: Settings, confidence: float) -> None:
+    """Data too small to certify the budget is refused before the search (certify.py); a
+    model onnxruntime cannot load is the first problem to name, as the search would."""
+    from .errors import original_unloadable
+    from .runtime import inference_session
+    from .tuning.certify import check_enough
+
+    try:
+        check_enough(data, settings.max_drop, settings.holdout, settings.seed, confidence)
+    except DataError:
+        try:
+            inference_session(model)
+        except Exception as exc:  # noqa: BLE001 - whatever onnxruntime refuses it for
+            raise original_unloadable(exc) from exc
+        raise
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

@@ -47,6 +47,8 @@ def test_bad_options_are_a_config_error(model, option, words, entry):
     ({"metric": "acc"}, "metric must be one of"),  # scored 0.0 and returned the original
     ({"granularity": "x"}, "granularity must be one of"),
     ({"max_drop": 2.0}, "max_drop must be a number in [0, 1]"),
+    ({"max_drop": 5}, "got 5: the budget is a fraction (0.01 is one point), so a drop of 5 points is 0.05"),
+    ({"latency_threads": 2}, "latency_threads does nothing with objective flops: it times nothing"),
     ({"holdout": 1.0}, "holdout must be under 1"),
     ({"check_samples": 0}, "check_samples must be a whole number"),
     ({"latency_batch": 0}, "latency_batch must be a whole number >= 1"),  # timed empty batches

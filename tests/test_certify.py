@@ -13,7 +13,8 @@ from test_zeros import head_model
 from exprune_onnx.cli import main
 from exprune_onnx.config import Options
 from exprune_onnx.io.data import random_dataset
-from exprune_onnx.tuning.certify import ABOVE, certificate_json, certificate_rows, distinct, ladder, sample_losses
+from exprune_onnx.report.certificate import certificate_json, certificate_rows
+from exprune_onnx.tuning.certify import ABOVE, distinct, ladder, sample_losses
 from exprune_onnx.tuning.ladder import LADDER, step_down
 from exprune_onnx.tuning.metrics import predictions
 from exprune_onnx.tuning.risk import RiskTest, samples_needed
@@ -208,6 +209,48 @@ def test_too_little_data_writes_the_original_and_says_how_much_is_needed():
     assert reason == "calibration: too few testing samples to certify the budget (the calibration table says more)"
 
 
+def test_exact_rewrites_written_without_a_rung_are_measured_on_the_testing_part(monkeypatch):
+    """No rung certified, but the written model still skips zero inputs exactly: the
+    testing part's row gave 0% of FLOPs saved where the summary counted 46% (a trial's
+    report); it now runs the written model there and counts what its ops skipped."""
+    from helpers import conv_hw
+
+    from exprune_onnx.io.data import dataset_of
+    from exprune_onnx.tuning import certify
+
+    monkeypatch.setattr(certify, "fixed_sequence", lambda rungs, losses, test: (-1, []))
+    model = conv_hw()
+    rng = np.random.default_rng(0)
+    data = dataset_of({"x": rng.standard_normal((200, 3, 8, 8)).astype(np.float32)}, model)
+    options = Options(confidence=0.9, sparse_relu="on", min_units=8, input_shapes={"x": ("N", 3, 8, 8)})
+    out = search(model, options, data, max_drop=0.05, seed=0)
+    assert out.certificate.chosen == -1
+    assert [n.op_type for n in out.result.model.graph.node] == ["Conv", "Relu", "ExPruneSparseConv",
+                                                                "GlobalAveragePool", "Flatten"]
+    read, total = out.counts_holdout["conv2_sparse"]
+    assert total == 100 * 32 * 8 * 8 and 0 < read < total  # the testing part's inputs, about half zero
+    assert out.saved_holdout == pytest.approx((1 - read / total) * 9 * 32 * 32 / (9 * 32 * 35))
+    assert out.holdout.drop == 0.0  # exact: every answer kept
+
+
+def test_a_calibrated_model_left_exact_carries_no_budget(monkeypatch):
+    """With no early exit written, only exact rewrites, verify judges it by its agreement
+    bar: it said "not judged" without labels for a budget nothing in it could spend."""
+    from helpers import conv_hw
+
+    import exprune_onnx
+    from exprune_onnx.ops import pruning_layers
+    from exprune_onnx.tuning import certify
+    from exprune_onnx.verify.agreement import read_budget
+
+    monkeypatch.setattr(certify, "fixed_sequence", lambda rungs, losses, test: (-1, []))
+    x = np.random.default_rng(0).standard_normal((200, 3, 8, 8)).astype(np.float32)
+    options = Options(sparse_relu="on", min_units=8, input_shapes={"x": ("N", 3, 8, 8)})
+    done = exprune_onnx.optimize(conv_hw(), options=options, calibration={"x": x}, objective="flops", max_drop=0.05,
+                                 check=False)
+    assert done.changed and pruning_layers(done.model) == 0 and read_budget(done.model) is None
+
+
 def test_the_data_asked_for_counts_the_samples_with_no_label_left_out():
     """A third of the testing part all -100: certifying needs more data by that share too."""
     model = calibration_mlp()
@@ -300,17 +343,22 @@ def test_cli_certifies_a_model_with_a_fixed_batch(tiny, tmp_path):
 
 
 def test_cli_says_plainly_when_the_data_is_too_small(tiny, tmp_path):
+    """Known from the counts alone: refused before the search (it ran for minutes, then
+    wrote the original), nothing written; the search itself, as the benchmarks call it,
+    still writes the original and says so in its table (above)."""
     path, npz = tiny
     out = tmp_path / "o.onnx"
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
-                                  "0.001", "--objective", "flops", "--report", str(tmp_path / "r.json")])
-    assert r.exit_code == 0, r.output
+                                  "0.001", "--objective", "flops"])
     text = " ".join(r.output.split())
-    assert "too small" in text and "needs at least 2302 testing samples" in text and "give 4604 or more" in text
-    assert "no rung: no pruning layer was written" in text
-    assert onnx.load(out).graph == onnx.load(path).graph
-    cert = json.loads((tmp_path / "r.json").read_text())["certificate"]
-    assert cert["certified_rung"] is None and cert["certified_bound"] is None and cert["observed_losses"] is None
+    assert r.exit_code == 6 and "Traceback" not in text, r.output
+    assert ("the calibration data is too small: certifying 0.1% at confidence 0.9 needs at least 2302 testing "
+            "samples with no loss, there are 600; give 4604 or more calibration samples, a larger --max-drop or a "
+            "lower --confidence") in text, text
+    assert "search" not in text and not out.exists()
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
+                                  "0.001", "--objective", "flops", "--confidence", "0"])
+    assert r.exit_code == 0 and out.exists(), r.output
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "1", "nan"])
@@ -393,7 +441,7 @@ def test_a_metric_that_needs_labels_is_refused_before_any_work(tiny, tmp_path, m
     with np.load(npz) as f:
         np.savez(npz, x=f["x"])
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
-                                  "--metric", metric, "--objective", "flops"])
+                                  "--metric", metric, "--objective", "flops", "--max-drop", "0.05"])
     assert r.exit_code == 6 and f"the {metric} metric needs labels" in r.output
 
 

@@ -7,6 +7,7 @@ from rich.markup import escape
 
 from ..io.open_dims import assumed_text
 from ..measure.counters import body_ops
+from ..ops import pruning_layers
 from ..rules.common import K_OUTSIDE
 
 # A budget this large is most likely one point written as 1 (a budget of 100 points).
@@ -49,6 +50,11 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"no data and no --input-shape for open dims: took {escape(assumed_text(done.model, done.assumed))} "
                    "(a size most such models take); the FLOPs, the check and any timing are for that size, and the "
                    "written model keeps its open dims: --input-shape or --check-data sets the size you run at")
+    if getattr(done, "objective", "latency") == "flops" and pruning_layers(done.model):
+        out.append("--objective flops keeps the rewrites that save FLOPs and times none: on a CPU an early exit "
+                   "often runs slower than the dense layer it replaces (docs/latency.md); the default latency "
+                   "objective keeps only what runs faster, and `exprune-onnx evaluate ORIGINAL OPTIMIZED --data "
+                   "DATA` times both")
     if outcome is not None and not outcome.met:
         out.append("the held-out part exceeds the budget: calibrate on more data or lower --max-drop")
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
@@ -116,6 +122,13 @@ def budget_warning(max_drop: float) -> str | None:
             f"point), or a relative error of {max_drop:g}")
 
 
+def budget_fraction_hint(value: float) -> str:
+    """For a budget over 1, most likely meant in points or percent: what to give instead."""
+    if not 1 < value <= 100:
+        return ""
+    return f": the budget is a fraction (0.01 is one point), so a drop of {value:g} points is {value / 100:g}"
+
+
 def plain_warnings(done, argmax_only: tuple = (), max_drop: float | None = None) -> list[str]:
     """The warnings of a workflow.Optimized as plain text, the budget's first: what the
     Python API and --report give, where the command line prints them."""
@@ -129,10 +142,9 @@ def lossless_note(original: onnx.ModelProto) -> str:
     """What the command did when nothing asked it to prune: exact rewrites only, unless the
     model given prunes already (an optimised model given again), whose early-exit layers
     go on pruning as they were set."""
-    from ..io.modelio import all_nodes
-    from ..ops import DOMAIN, PRUNE_OPS
+    from ..ops import pruning_layers
 
-    pruning = sum(n.domain == DOMAIN and n.op_type in PRUNE_OPS for n in all_nodes(original.graph))
+    pruning = pruning_layers(original)
     how = "--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it"
     if pruning:
         return (f"nothing more is pruned (exact rewrites only), but the model given has {pruning} early-exit "

@@ -265,7 +265,7 @@ def calibration_table(outcome) -> Table:
         t.add_row("testing part (written model)" if cert else "held-out part",
                   _score_text(outcome.holdout, outcome.saved_holdout, n_hold, outcome.result))
     if cert is not None:
-        from ..tuning.certify import certificate_rows
+        from .certificate import certificate_rows
 
         for what, value in certificate_rows(cert):
             t.add_row(what, value)
@@ -295,7 +295,7 @@ def _score_text(score, saved: float, samples: int, result: Result) -> str:
 
 
 def calibration_json(outcome, original_path: str, output_path: str) -> dict:
-    from ..tuning.certify import certificate_json
+    from .certificate import certificate_json
     from .latency import latency_json
 
     rows = layer_rows(outcome.result, outcome.counts_holdout or None, outcome.stats)

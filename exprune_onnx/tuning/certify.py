@@ -24,8 +24,6 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
-from fractions import Fraction
 
 import numpy as np
 import onnx
@@ -247,6 +245,22 @@ def distinct(data: Dataset) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
+def check_enough(data: Dataset, max_drop: float, holdout: float, seed: int, confidence: float) -> None:
+    """Refuse data whose testing part could not certify ``max_drop`` even with no loss at
+    all: known from the counts alone, before the search's minutes (the search itself, as
+    the benchmarks run it, writes the original and says so in its table)."""
+    from .search import split_indices
+
+    kept = len(distinct(data))
+    testing = len(split_indices(kept, holdout, seed)[1])
+    least = samples_needed(max_drop, confidence)  # the fewest: pooled over positions, as many or more
+    if 0 < testing < least:
+        from ..report.certificate import too_small
+
+        raise DataError("the calibration data is " + too_small(max_drop, confidence, least, testing,
+                                                                math.ceil(least / holdout), kept < len(data)))
+
+
 def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: str, max_drop: float,
                      holdout: float, seed: int, batch: int, confidence: float, log=quiet, **search_args):
     """search.search with ``confidence`` > 0 (module docstring); returns its Outcome with
@@ -320,9 +334,13 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
         tester.last = (got, counts)
         cert.losses = float(cert.steps[cert.chosen].losses)
         cert.positions = positions if tester.scale else None
-        saved = flops_saved(result.model, counts) / len(test_idx) / result.dense_flops if counts else 0.0
-    if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:  # the original is written
+        saved = _saved(result, counts, len(test_idx))
+    if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:  # no pruning layer written
         tester.last, counts, saved = (tester.reference, {}), {}, 0.0
+        if result.changed:  # exact rewrites (zero inputs skipped) still save: measured as written
+            tester.losses(result.model, math.inf)
+            counts = tester.last[1]
+            saved = _saved(result, counts, len(test_idx))
     cert.bound = test.bound(cert.losses)
     if cert.positions is not None:
         cert.bound = pooled_bound(*cert.positions, len(test_idx), tester.scale, confidence)
@@ -334,6 +352,11 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome.passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data)
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _saved(result, counts: dict, samples: int) -> float:
+    """The share of the written model's dense FLOPs its ops skipped on ``samples`` samples."""
+    return flops_saved(result.model, counts) / samples / result.dense_flops if counts and result.dense_flops else 0.0
 
 
 def _labelled(metric: str, data: Dataset, indices: np.ndarray) -> np.ndarray:
@@ -364,60 +387,3 @@ def _retime(original, outcome, shares: dict, data: Dataset, indices: np.ndarray,
                    early_exit=False)
     outcome.latency = timed
     return timed.options, timed.result
-
-
-def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
-    """The calibration table's rows for a certified run: what the data supports."""
-    pct = f"{100 * cert.budget:g}%"
-    rows = [("confidence", f"{cert.confidence:g}: the budget holds on data like the calibration data with "
-                           f"probability >= {cert.confidence:g} over its draw"),
-            ("testing part", f"{cert.samples} samples the search never saw; loss = {cert.loss}; {cert.test}"),
-            ("ladder", f"{cert.rungs} rung(s), conservative first; tested {len(cert.steps)}, "
-                       f"passed {sum(s.passed for s in cert.steps)}")]
-    if cert.repeats:
-        rows.insert(1, ("repeats", f"{cert.repeats} sample(s) repeat earlier ones and count once: a repeat is no "
-                                   "new draw, and could be on both sides of the split"))
-    if cert.chosen >= 0:
-        seen = f"{cert.losses:g} loss(es) in {cert.samples}"
-        if cert.positions is not None:
-            seen = f"{cert.positions[0]} of {cert.positions[1]} labelled positions lost"
-        rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {seen}, risk <= {100 * cert.bound:.3g}% "
-                                  f"at confidence {cert.confidence:g} (budget {pct})"))
-    else:
-        # Exact rewrites (zero inputs skipped) may still be written: they change no output.
-        rows.append(("certified", "no rung: no pruning layer was written"))
-    if not cert.enough:
-        rows.append(("data", f"too small: certifying {pct} at confidence {cert.confidence:g} needs at least "
-                             f"{_count(cert.needed)} testing samples with no loss, there are {cert.samples}; give "
-                             f"{_count(_total_needed(cert))} or more {'distinct ' if cert.repeats else ''}calibration "
-                             "samples, a larger --max-drop or a lower --confidence"))
-    else:
-        rows.append(("data", f"enough: {cert.needed} testing samples with no loss would certify {pct}"))
-    return rows
-
-
-def _count(n: int) -> str:
-    """A sample count as a person reads it: a tiny budget's may have hundreds of digits."""
-    return str(n) if n < 10**15 else "about " + f"{Decimal(n):.2e}".replace("e+", "e")
-
-
-def _total_needed(cert: Certificate) -> int:
-    # The testing samples are the --holdout share of the data, less those with no label (a
-    # like share of any more data given): scale the need up by it.
-    # (needed may pass floats' integers; the share is a ratio of counts, so no 1/3 is read as 0.333...)
-    return cert.needed if cert.share <= 0 else math.ceil(cert.needed / Fraction(cert.share).limit_denominator(10**9))
-
-
-def certificate_json(cert: Certificate | None) -> dict | None:
-    if cert is None:
-        return None
-    return {"confidence": cert.confidence, "budget": cert.budget, "loss": cert.loss, "test": cert.test,
-            "testing_samples": cert.samples, "samples_needed": cert.needed, "enough_samples": cert.enough,
-            "repeated_samples": cert.repeats, "rungs": cert.rungs, "certified_rung": None if cert.chosen < 0 else cert.chosen + 1,
-            # No rung certified: the original is written, and there is no bound to state.
-            "observed_losses": cert.losses if cert.chosen >= 0 else None,
-            # Pooled positions: observed_losses is then the total of the test's statistic.
-            "positions_lost": None if cert.positions is None else cert.positions[0],
-            "positions_labelled": None if cert.positions is None else cert.positions[1],
-            "certified_bound": cert.bound if cert.chosen >= 0 else None,
-            "steps": [{"losses": s.losses, "p_value": s.p_value, "passed": s.passed} for s in cert.steps]}
