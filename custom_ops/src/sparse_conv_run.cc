@@ -262,8 +262,8 @@ int64_t WaveRows(const Layer& l, int64_t images, double nonzero) {
 
 // Lists input rows [iy0, iy1) of images [n0, n0 + count) (tasks of bands of rows).
 // Returns the number of non-zero inputs listed.
-int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, int64_t n0, int64_t count,
-                 int64_t iy0, int64_t iy1) {
+int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, int64_t n0, int64_t count, int64_t iy0,
+                 int64_t iy1) {
   const int64_t in_rows = iy1 - iy0, rows = count * in_rows * l.groups * l.chunks;
   if (rows <= 0) return 0;
   const int64_t row_work = std::max<int64_t>(l.chunk * l.w.in, 1);
