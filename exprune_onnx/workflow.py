@@ -294,7 +294,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         options.input_shapes = data.input_shapes(model, options.input_shapes)
         count_at_run_time(model, options, data)
         if options.confidence:
-            _enough_to_certify(model, data, settings, options.confidence)
+            _enough_to_certify(model, options, data, settings)
         calibrated = _calibrated(model, options, data, settings, rule, latency, log)
     if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency
@@ -349,21 +349,20 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     return done
 
 
-def _enough_to_certify(model: onnx.ModelProto, data: Dataset, settings: Settings, confidence: float) -> None:
-    """Data too small to certify the budget is refused before the search (certify.py); a
-    model onnxruntime cannot load is the first problem to name, as the search would."""
-    from .errors import original_unloadable
-    from .runtime import inference_session
+def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings) -> None:
+    """Data too small to certify the budget is refused before the search (certify.py),
+    where there is a layer to calibrate, and after what the search itself names first (a
+    model onnxruntime cannot run, an output no metric scores)."""
+    from .compiler.pipeline import optimize as compile_model
     from .tuning.certify import check_enough
+    from .tuning.search import preflight
 
     try:
-        check_enough(data, settings.max_drop, settings.holdout, settings.seed, confidence)
+        check_enough(data, settings.max_drop, settings.holdout, settings.seed, options.confidence)
     except DataError:
-        try:
-            inference_session(model)
-        except Exception as exc:  # noqa: BLE001 - whatever onnxruntime refuses it for
-            raise original_unloadable(exc) from exc
-        raise
+        preflight(model, data, settings.metric, settings.score_output)  # what the search would name first
+        if compile_model(model, options).rewritten:  # else the search finds nothing to calibrate, and says so
+            raise
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

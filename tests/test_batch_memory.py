@@ -175,7 +175,7 @@ def test_optimize_refuses_a_latency_batch_that_cannot_fit_and_writes_nothing(tmp
              labels=np.zeros(200, np.int64))
     out = tmp_path / "out.onnx"
     r = CliRunner().invoke(main, ["optimize", str(model), "-o", str(out), "--calibration", str(data),
-                                  "--latency-batch", str(10**12)])
+                                  "--latency-batch", str(10**12), "--confidence", "0"])
     _one_line_error(r, f"--latency-batch {10**12} needs at least")
     assert not out.exists()
 

@@ -485,3 +485,27 @@ def test_a_compiled_candidate_frees_the_compilers_graph(monkeypatch):
          ("out", "ExPruneSparseMatMul", True)]
     assert built.changed and node_types(built.model).count("ExPruneSparseMatMul") == 3
     assert len(graphs) == 1 and graphs[0]() is None
+
+
+def test_two_timings_of_one_model_far_apart_are_found():
+    """A dropped early exit's "without" is the next row's "with", a dropped zero-input
+    row's "without" the next one's: one model timed twice. A trial's busy host timed one
+    at 1.859 and 5.809 ms, and the table showed both with no word."""
+    from exprune_onnx.report.latency import same_model_times
+    from exprune_onnx.tuning.objective import ZERO_INPUTS, LatencyChoice, LayerTiming
+
+    def choice(*rows):
+        return LatencyChoice(None, None, 1, 1, "data", list(rows))
+
+    busy = choice(LayerTiming("a", 7.477, 6.454, False), LayerTiming("b", 6.527, 1.859, False),
+                  LayerTiming("c", 5.809, 1.177, False))
+    assert same_model_times(busy) == (1.859, 5.809)
+    assert same_model_times(choice(LayerTiming("a", 1.952, 1.969, False), LayerTiming("b", 1.969, 1.370, False),
+                                   LayerTiming("c", 1.365, 1.2, False))) is None
+    # A kept row's model is its "with"; a row decided untimed (a note) breaks the chain.
+    assert same_model_times(choice(LayerTiming("a", 1.0, 2.0, True), LayerTiming("b", 1.02, 1.5, False))) is None
+    assert same_model_times(choice(LayerTiming("a", 1.0, 2.0, True), LayerTiming("b", 2.0, 1.5, False))) == (1.0, 2.0)
+    assert same_model_times(choice(LayerTiming("a", 1.0, 2.0, False), LayerTiming("x", 0.0, 0.0, False, note="n"),
+                                   LayerTiming("b", 9.0, 1.5, False))) is None
+    zero = choice(LayerTiming("h1", 6.4, 6.5, False, ZERO_INPUTS), LayerTiming("h2", 4.8, 4.769, False, ZERO_INPUTS))
+    assert same_model_times(zero) == (4.769, 6.5)

@@ -9,6 +9,7 @@ from ..io.open_dims import assumed_text
 from ..measure.counters import body_ops
 from ..ops import pruning_layers
 from ..rules.common import K_OUTSIDE
+from .latency import same_model_times
 
 # A budget this large is most likely one point written as 1 (a budget of 100 points).
 LARGE_BUDGET = 0.2
@@ -50,6 +51,11 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"no data and no --input-shape for open dims: took {escape(assumed_text(done.model, done.assumed))} "
                    "(a size most such models take); the FLOPs, the check and any timing are for that size, and the "
                    "written model keeps its open dims: --input-shape or --check-data sets the size you run at")
+    spread = same_model_times(done.timed) if getattr(done, "timed", None) is not None else None
+    if spread:
+        out.append(f"the latency objective timed one model at {spread[0]:.3f} and {spread[1]:.3f} ms: the machine "
+                   "was busy, and its choices may be off; run it again when the machine is quieter (pinned with "
+                   "taskset, or with --latency-threads below the free cores)")
     if getattr(done, "objective", "latency") == "flops" and pruning_layers(done.model):
         out.append("--objective flops keeps the rewrites that save FLOPs and times none: on a CPU an early exit "
                    "often runs slower than the dense layer it replaces (docs/latency.md); the default latency "

@@ -40,6 +40,27 @@ def latency_table(choice) -> Table:
     return t
 
 
+def same_model_times(choice) -> tuple[float, float] | None:
+    """The two timings of one model furthest apart, where they differ by over NOISY: a
+    row's model as kept (its "without" for a dropped early exit, else its "with") is the
+    next row's "with" (early exits) or "without" (zero inputs). A busy host moves them
+    apart, and then the decisions with them."""
+    from ..measure.timing import NOISY
+    from ..tuning.objective import EARLY_EXIT
+
+    worst = None
+    timed = [lt for lt in choice.layers if not lt.note and not lt.group and not lt.again]
+    for a, b in zip(timed, timed[1:]):
+        if a.kind != b.kind or choice.layers.index(b) != choice.layers.index(a) + 1:
+            continue
+        early = a.kind == EARLY_EXIT
+        kept_ms = a.with_ms if a.kept else a.without_ms
+        pair = sorted((kept_ms, b.with_ms if early else b.without_ms))
+        if pair[0] > 0 and pair[1] / pair[0] > 1 + NOISY and (worst is None or pair[1] / pair[0] > worst[1] / worst[0]):
+            worst = (pair[0], pair[1])
+    return worst
+
+
 def _times(lt) -> dict:
     timed = bool(lt.without_ms) or not lt.note
     return {"with_ms": lt.with_ms if timed else None, "without_ms": lt.without_ms if timed else None}

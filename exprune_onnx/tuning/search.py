@@ -293,6 +293,22 @@ def _scored_output(original: onnx.ModelProto, data: Dataset, output: str) -> str
     return output or names[0]
 
 
+def _labels_for(metric: str, data: Dataset) -> None:
+    if metric in ("accuracy", "lost") and data.labels is None:  # known before any work (metrics.choose)
+        raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
+
+
+def preflight(original: onnx.ModelProto, data: Dataset, metric: str = "auto", output: str = "",
+              batch: int = 64) -> None:
+    """What the search would refuse before or during its first pass, found with one pass of
+    the original over ``data``: an output no metric scores, a model onnxruntime cannot load
+    or run on the data, a metric the output or the labels do not fit."""
+    output = _scored_output(original, data, output)
+    _labels_for(metric, data)
+    runner = Runner(original, data, np.arange(len(data)), batch, output)
+    choose(metric, runner.reference, runner.layout.labels(data.labels), runner.kind)
+
+
 def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: str = "auto",
            max_drop: float = 0.001, holdout: float = 0.5, seed: int = 0, batch: int = 64, rule: str = "threshold",
            per_output: bool = True, latency: tuple[int, int] | None = None, output: str = "",
@@ -307,8 +323,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         raise DataError(f"rule must be one of {', '.join(CHOICES)}, got {rule!r}")
     if not 0 <= max_drop <= 1:
         raise DataError(f"the budget (max_drop) must be in [0, 1] (0.01 = one point), got {max_drop}")
-    if metric in ("accuracy", "lost") and data.labels is None:  # known before any work (metrics.choose)
-        raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
+    _labels_for(metric, data)
     if (base.confidence or 0.0) > 0:
         from .certify import certified_search
 
