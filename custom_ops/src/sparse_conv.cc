@@ -105,6 +105,7 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
   l.res = res.present ? res.data : nullptr;
   l.relu = relu_;
   l.clip_max = clip_max_;
+  l.pooled = &pooled_;
   const std::vector<int64_t> y_shape{l.batch, l.outs, l.h.out, l.w.out};
   if (bias.present && bias.shape != std::vector<int64_t>{l.outs}) {
     throw OpError("bias must have shape [M] = " + ShapeText({l.outs}) + ", got " + ShapeText(bias.shape));

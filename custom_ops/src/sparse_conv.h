@@ -3,6 +3,7 @@
 // (docs/custom_ops.md). The weights come repacked as w[C, KH, KW, M/group].
 #pragma once
 
+#include <atomic>
 #include <limits>
 #include <string>
 #include <utility>
@@ -37,6 +38,9 @@ class SparseConvKernel {
   std::vector<int64_t> blocked_shape_;
   // The same weights for the tile path, when it runs here and there is one group.
   sparse_conv_amx::Weights amx_;
+  // Whether a call's tasks ran on more than one thread (onnxruntime tells a kernel nothing
+  // of its pool): from then on images run in one wave (sparse_conv_run.cc, kMaxWaves).
+  mutable std::atomic<bool> pooled_{false};
 };
 
 // x, w, then the optional bias and residual in; y and the optional int64 stats out.

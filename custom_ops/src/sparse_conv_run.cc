@@ -1,7 +1,9 @@
 #include "sparse_conv_run.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "sparse_conv_amx.h"
@@ -58,7 +60,10 @@ constexpr int64_t kCachedBlockBytes = int64_t{512} << 10;
 // rounds of tasks on the pool. Side by side on the AMD EPYC, 1 thread, against one wave:
 // 64 @112 0.006-0.018 of onnxruntime's time faster at 50-90% zeros, 32 @224 0.009-0.038.
 // With more weights each wave reads them again: in waves of 64 KB of lists, 128 @56
-// (590 KB) was 0.003-0.008 slower, 256 @28 and 512 @14 0.02-0.08.
+// (590 KB) was 0.003-0.008 slower, 256 @28 and 512 @14 0.02-0.08. Once a layer's tasks
+// are seen on two threads its images run in one wave: each round of tasks ends waiting
+// for the slowest thread, and at 2 threads the EPYC's ratios moved too much to show
+// whether waves pay there.
 constexpr int64_t kWaveWeightBytes = int64_t{256} << 10;
 constexpr int64_t kWaveListBytes = int64_t{256} << 10;
 constexpr int64_t kMaxWaves = 4;
@@ -245,6 +250,21 @@ T* Scratch(std::unique_ptr<T[]>& buf, size_t& capacity, size_t n) {
   return buf.get();
 }
 
+// Whether the layer's calls have been seen running tasks on more than one thread.
+bool Pooled(const Layer& l) { return l.pooled != nullptr && l.pooled->load(std::memory_order_relaxed); }
+
+// Sees whether a round's tasks ran on a thread other than the caller's, and tells the layer.
+struct Threads {
+  std::thread::id caller = std::this_thread::get_id();
+  std::atomic<bool> elsewhere{false};
+  void Note() {
+    if (std::this_thread::get_id() != caller) elsewhere.store(true, std::memory_order_relaxed);
+  }
+  void Tell(const Layer& l) const {
+    if (elsewhere.load(std::memory_order_relaxed) && l.pooled != nullptr) l.pooled->store(true);
+  }
+};
+
 // The layer's weights fit kWaveWeightBytes: the image runs in waves, and a band's blocks
 // run back to back.
 bool FewWeights(const Layer& l) {
@@ -254,7 +274,7 @@ bool FewWeights(const Layer& l) {
 // Output rows per wave for `images` images whose sampled non-zero share is `nonzero`
 // (h.out: the image in one wave).
 int64_t WaveRows(const Layer& l, int64_t images, double nonzero) {
-  if (!FewWeights(l)) return l.h.out;
+  if (!FewWeights(l) || Pooled(l)) return l.h.out;
   const double row_bytes = std::max(nonzero, 0.01) * static_cast<double>(images * l.channels * l.w.in * sizeof(Entry));
   const double rows = static_cast<double>(kWaveListBytes) / row_bytes / static_cast<double>(l.h.stride);
   return std::clamp<int64_t>(static_cast<int64_t>(std::min(rows, 1e9)), CeilDiv(l.h.out, kMaxWaves), l.h.out);
@@ -272,7 +292,9 @@ int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, 
   std::vector<int32_t> next(static_cast<size_t>(tasks * 2 * l.w.in));
   const int64_t scratch_floats = CeilDiv(l.w.in, kListBlock) * CeilDiv(l.chunk, kListBlock) * kListBlock * kListBlock;
   std::vector<float> scratch(static_cast<size_t>(Select().list != nullptr ? tasks * scratch_floats : 0));
+  Threads threads;
   auto list = [&](size_t task) noexcept {
+    threads.Note();
     const int64_t t = static_cast<int64_t>(task);
     int64_t sum = 0;
     for (int64_t r = t * rows / tasks; r < (t + 1) * rows / tasks; ++r) {
@@ -283,6 +305,7 @@ int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, 
     listed[static_cast<size_t>(task)] = sum;
   };
   ParallelTasks(ctx, static_cast<size_t>(tasks), list);
+  threads.Tell(l);
   int64_t total = 0;
   for (int64_t v : listed) total += v;
   return total;
@@ -307,7 +330,9 @@ void TileRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, con
       std::clamp<int64_t>(CeilDiv(want, units), 1, std::max(fewest_bands, CeilDiv(out_rows, seg_rows)));
   const bool blocks_inner = FewWeights(l);
   std::vector<Row> row_refs(static_cast<size_t>(units * bands * l.h.kernel));
+  Threads threads;
   auto compute = [&](size_t task) noexcept {
+    threads.Note();
     const int64_t t = static_cast<int64_t>(task);
     // Task order: bands of a block, or (few weights) blocks of a band.
     const int64_t blk = blocks_inner ? t % blocks : (t / bands) % blocks;
@@ -318,6 +343,7 @@ void TileRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, con
     job.RunRows(oy0 + band * out_rows / bands, oy0 + (band + 1) * out_rows / bands);
   };
   ParallelTasks(ctx, static_cast<size_t>(units * bands), compute);
+  threads.Tell(l);
 }
 
 // Runs the layer over images [n0, n0 + count) in waves of `wave` output rows, each
@@ -327,6 +353,7 @@ int64_t RunImages(const Ort::KernelContext& ctx, const Layer& l, const Lists& s,
                   int64_t count, int64_t wave) {
   int64_t listed = 0, listed_to = 0;  // input rows [0, listed_to) are listed
   for (int64_t oy0 = 0; oy0 < l.h.out; oy0 += wave) {
+    if (Pooled(l)) wave = l.h.out - oy0;  // seen in the first wave's listing: the rest at once
     const int64_t oy1 = std::min(l.h.out, oy0 + wave);
     const int64_t reach = (oy1 - 1) * l.h.stride - l.h.pad + (l.h.kernel - 1) * l.h.dilation + 1;
     const int64_t iy1 = oy1 == l.h.out ? l.h.in : std::clamp<int64_t>(reach, listed_to, l.h.in);

@@ -6,6 +6,7 @@
 // of few weights) once per wave of output rows.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "conv_attrs.h"
@@ -38,6 +39,8 @@ struct Layer {
   float clip_max;
   // The tile path's weights (sparse_conv_amx.h), or null where it does not run.
   const sparse_conv_amx::Weights* amx;
+  // Set once tasks are seen on more than one thread (null: never set).
+  std::atomic<bool>* pooled;
 };
 
 // The register-tile shape for this layer: one vector of output channels when it holds
