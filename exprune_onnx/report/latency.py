@@ -48,10 +48,12 @@ def same_model_times(choice) -> tuple[float, float] | None:
     from ..measure.timing import NOISY
     from ..tuning.objective import EARLY_EXIT
 
+    def timed(lt) -> bool:
+        return not lt.note and not lt.group and not lt.again
+
     worst = None
-    timed = [lt for lt in choice.layers if not lt.note and not lt.group and not lt.again]
-    for a, b in zip(timed, timed[1:]):
-        if a.kind != b.kind or choice.layers.index(b) != choice.layers.index(a) + 1:
+    for a, b in zip(choice.layers, choice.layers[1:]):
+        if a.kind != b.kind or not timed(a) or not timed(b):
             continue
         early = a.kind == EARLY_EXIT
         kept_ms = a.with_ms if a.kept else a.without_ms
