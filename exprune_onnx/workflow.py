@@ -78,6 +78,7 @@ class Optimized:
     warnings: list[str] = field(default_factory=list)  # what `optimize` prints under its tables, as plain text
     assumed: dict = field(default_factory=dict)  # sizes taken for open input dims, with no data (io/open_dims.py)
     objective: str = "latency"  # what chose the rewrites kept
+    uncalibrated: str = ""  # why calibration data calibrated nothing
 
     @property
     def changed(self) -> bool:
@@ -280,6 +281,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     timings: dict[str, float] = {}
     start = time.perf_counter()
     calibrated = timed = checked = None
+    uncalibrated = ""
     checks: list[Dataset] = []  # the check data (or seeded random inputs), loaded once when needed
 
     def check_data() -> Dataset:
@@ -321,6 +323,8 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
                 count_at_run_time(model, options, feedable(model, _dataset(None, model, spec, settings.seed, samples=1)))
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
+        if data is not None:  # calibration data, and nothing the search could calibrate
+            uncalibrated = _uncalibrated(result)
         from .tuning.objective import choose, times_zero_inputs
 
         if latency is not None and (result.changed or times_zero_inputs(options)):
@@ -342,7 +346,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
 
     done = Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
-                     assumed=assumed, objective=settings.objective)
+                     assumed=assumed, objective=settings.objective, uncalibrated=uncalibrated)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
@@ -363,6 +367,21 @@ def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, 
         preflight(model, data, settings.metric, settings.score_output)  # what the search would name first
         if compile_model(model, options).rewritten:  # else the search finds nothing to calibrate, and says so
             raise
+
+
+def _uncalibrated(result) -> str:
+    """Why the calibration data calibrated nothing, for the warnings."""
+    from .io.modelio import all_graphs
+    from .ops import DOMAIN, PRUNE_OPS
+
+    bodies = list(all_graphs(result.model.graph))[1:]
+    inside = sum(n.domain == DOMAIN and n.op_type in PRUNE_OPS for g in bodies for n in g.node)
+    if inside:
+        return (f"--calibration calibrated nothing: the {inside} early-exit layer(s) are inside If/Loop/Scan bodies, "
+                "whose counters calibration cannot read; they keep the threshold given (-inf without --threshold, "
+                "exact), and the data served the check and the timing only")
+    return ("--calibration calibrated nothing: no layer of this model has an early exit (`exprune-onnx inspect` "
+            "says why); the data served the check and the timing only")
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

@@ -464,3 +464,23 @@ def latency_choice(model, options=None, **kw):
     options = options or Options(threshold=0.0, sparse_relu="off")
     result = exprune_onnx.optimize_model(model, options)
     return objective.choose(model, options, result, random_dataset(model, 16, 0), **kw)
+
+
+def if_mlp(rng) -> onnx.ModelProto:
+    """x [N, 16], cond -> If: each branch MatMul 16 -> 64 -> Relu -> 64 -> Relu -> 8, the
+    branches' first weights equal under their own names (t_w1, e_w1), the rest their own."""
+    w1 = (rng.standard_normal((16, 64)) * 0.3).astype(np.float32)
+
+    def branch(side):
+        weights = [init(f"{side}_w1", w1.copy()),
+                   init(f"{side}_w2", (rng.standard_normal((64, 64)) * 0.2).astype(np.float32)),
+                   init(f"{side}_w3", (rng.standard_normal((64, 8)) * 0.2).astype(np.float32))]
+        nodes = [helper.make_node("MatMul", ["x", f"{side}_w1"], [f"{side}_a"], name=f"{side}_f1"),
+                 helper.make_node("Relu", [f"{side}_a"], [f"{side}_b"]),
+                 helper.make_node("MatMul", [f"{side}_b", f"{side}_w2"], [f"{side}_c"], name=f"{side}_f2"),
+                 helper.make_node("Relu", [f"{side}_c"], [f"{side}_d"]),
+                 helper.make_node("MatMul", [f"{side}_d", f"{side}_w3"], [f"{side}_y"], name=f"{side}_f3")]
+        return helper.make_graph(nodes, side, [], [vi(f"{side}_y", ["N", 8])], weights)
+
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch("t"), else_branch=branch("e"))]
+    return make_model(nodes, [vi("x", ["N", 16]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 8])])

@@ -158,3 +158,22 @@ def test_a_budget_given_as_a_percentage_is_warned_of_before_any_work(tmp_path):
                                "point)")
     r = CliRunner().invoke(main, [*args, "0.05"])
     assert r.exit_code == 0 and "allows" not in r.output
+
+
+def test_calibration_that_reaches_no_layer_says_so(tmp_path):
+    """Early exits inside If branches hand no counters out, so calibration reached none of
+    them, printed no table and said nothing (a trial's report): a warning now says why."""
+    import numpy as np
+    from helpers import if_mlp
+
+    rng = np.random.default_rng(4)
+    path, data = save_model(if_mlp(rng), tmp_path), tmp_path / "d.npz"
+    np.savez(data, x=rng.standard_normal((400, 16)).astype(np.float32), cond=np.array(True),
+             labels=rng.integers(0, 8, 400))
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(data),
+                                  "--max-drop", "0.05", "--confidence", "0", "--objective", "flops", "--min-units", "8",
+                                  "--sparse-relu", "off"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert ("warning: --calibration calibrated nothing: the 2 early-exit layer(s) are inside If/Loop/Scan bodies, "
+            "whose counters calibration cannot read") in text, text

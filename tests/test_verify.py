@@ -565,3 +565,27 @@ def test_a_report_names_no_answer_kind_for_values(embedding, tmp_path):
     (output,) = json.loads(report.read_text())["check"]["outputs"]
     assert output["name"] == "embedding" and output["answer_kind"] is None and output["top1_agreement"] is None
     assert output["mean_rel"] > 0 and "sample_rel" not in output
+
+
+def test_weights_the_branches_share_after_export_still_verify(tmp_path):
+    """The export keeps one copy, in the main graph, of a weight two If branches hold the
+    same (a merged decoder's); a branch's untouched node then reads it under the other
+    branch's name, and verify called the tool's own output tampered (a trial's report).
+    A constant is compared by its value, not its name."""
+    from helpers import if_mlp
+
+    rng = np.random.default_rng(4)
+    model = if_mlp(rng)
+    path, out, data = tmp_path / "if.onnx", tmp_path / "o.onnx", tmp_path / "d.npz"
+    onnx.save(model, path)
+    np.savez(data, x=rng.standard_normal((32, 16)).astype(np.float32), cond=np.array(True))
+    r = invoke("optimize", str(path), "-o", str(out), "--threshold", "-2", "--objective", "flops", "--min-units", "8",
+               "--sparse-relu", "off", "--check-data", str(data))
+    assert r.exit_code == 0, r.output
+    written = onnx.load(out)
+    assert [t.name for t in written.graph.initializer] == ["e_w1"]  # one copy, hoisted
+    then_body = next(a.g for a in written.graph.node[0].attribute if a.name == "then_branch")
+    else_body = next(a.g for a in written.graph.node[0].attribute if a.name == "else_branch")
+    assert {n.op_type for n in else_body.node} >= {"ExPruneDenseRelu"} and "e_w1" in then_body.node[0].input
+    r = invoke("verify", str(path), str(out), "--data", str(data), "--min-agreement", "0")
+    assert r.exit_code == 0 and "structure │ pass" in " ".join(r.output.split()), r.output

@@ -51,6 +51,8 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"no data and no --input-shape for open dims: took {escape(assumed_text(done.model, done.assumed))} "
                    "(a size most such models take); the FLOPs, the check and any timing are for that size, and the "
                    "written model keeps its open dims: --input-shape or --check-data sets the size you run at")
+    if getattr(done, "uncalibrated", ""):
+        out.append(escape(done.uncalibrated))
     spread = same_model_times(done.timed) if getattr(done, "timed", None) is not None else None
     if spread:
         out.append(f"the latency objective timed one model at {spread[0]:.3f} and {spread[1]:.3f} ms: the machine "

@@ -89,10 +89,11 @@ def layers_table(result: Result, counts: dict | None, title: str, stats: dict | 
         t.add_column(col, justify="left" if col in ("layer", "pattern") else "right")
     for row in rows:
         param = "-" if row["parameter"] is None else f"{row['parameter']:.4g}"
-        if "thresholds" in row:  # the median of them all: an output never pruned is at -inf
+        if "thresholds" in row:  # an output never pruned is at -inf: counted apart, as --report's median leaves it
             ths = np.asarray(row["thresholds"], dtype=np.float64)
-            never = int(np.isneginf(ths).sum())
-            param = f"per output, median {float(np.median(ths)):.4g}" + (f", {never} at -inf" if never else "")
+            never, finite = int(np.isneginf(ths).sum()), ths[np.isfinite(ths)]
+            median = f"median {float(np.median(finite)):.4g}" if finite.size else "none finite"
+            param = f"per output, {median}" + (f", {never} at -inf" if never else "")
         cells = [escape(row["layer"]), " -> ".join(row["pattern"]), str(row["n"]), str(row["k"]), str(row["outputs"]),
                  row["rule"], param, scaled(row["dense_flops"], scale), scaled(row["floor_flops"], scale)]
         if counts is not None:

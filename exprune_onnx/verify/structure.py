@@ -397,8 +397,10 @@ def _signature(node: gs.Node) -> tuple:
 
 
 def _tensor_key(t: gs.Tensor):
+    # A constant by its value alone: the export keeps one copy of a weight that If/Loop
+    # bodies hold alike, under one body's name (export._share_body_weights).
     if isinstance(t, gs.Constant):
-        return (t.name, _value_key(np.asarray(t.values)))
+        return ("constant", _value_key(np.asarray(t.values)))
     return t.name
 
 
