@@ -203,7 +203,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     from .io.modelio import read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal
-    from .report.advice import budget_warning, lossless_note
+    from .report.advice import budget_warning, earlier_layers_note, lossless_note
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
     from .workflow import CALIBRATION_ONLY, Settings, run
@@ -273,6 +273,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     if options.threshold is None and calibration is None and rule in (None, "threshold"):
         make_console().print(lossless_note(original))
+    elif calibration is None and earlier_layers_note(original):
+        make_console().print(f"note: {earlier_layers_note(original)}")
     make_console().print(f"wrote {output}")
 
 

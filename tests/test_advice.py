@@ -143,6 +143,22 @@ def test_the_lossless_note_says_when_the_model_given_prunes_already():
                                              "2 early-exit layer(s) of its own")
 
 
+def test_a_threshold_on_a_model_optimised_before_says_its_layers_keep_theirs(tmp_path):
+    """Re-optimising with --threshold found nothing new to rewrite and said only that,
+    though the old layers kept their old thresholds (a trial's report)."""
+    pruning = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off")).model
+    path = save_model(pruning, tmp_path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "again.onnx"), "--objective", "flops",
+                                  "--threshold", "-2", "--sparse-relu", "off"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert ("note: the model given has 2 early-exit layer(s) of its own, which keep the thresholds they were "
+            "written with: --threshold and --config set only the layers rewritten now") in text, text
+    r = CliRunner().invoke(main, ["optimize", str(save_model(three_layer_mlp(), tmp_path, "plain.onnx")), "-o",
+                                  str(tmp_path / "once.onnx"), "--objective", "flops", "--threshold", "-2"])
+    assert r.exit_code == 0 and "of its own" not in r.output, r.output
+
+
 def test_a_budget_given_as_a_percentage_is_warned_of_before_any_work(tmp_path):
     import numpy as np
     from helpers import calibration_dataset, calibration_mlp

@@ -191,3 +191,20 @@ def test_a_relative_error_budget_says_what_it_bounds(confidence, said):
                                       "--confidence", confidence])
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and f"budget │ {said}, rule threshold" in text, r.output
+
+
+def test_json_drops_and_sources_read_as_the_tables_do():
+    """0.871 - 0.861 came out as 0.010000000000000009 beside a budget of 0.01 called met, and
+    the latency JSON's source kept the table's quotes (a trial's report)."""
+    from exprune_onnx.report.latency import latency_json
+    from exprune_onnx.report.tables import _score_json
+    from exprune_onnx.tuning.metrics import Score
+    from exprune_onnx.tuning.objective import LatencyChoice
+
+    score = Score("accuracy", 0.871, 0.861, 0.871 - 0.861)
+    assert score.drop > 0.01 and _score_json(score, 0.25) == {"metric": "accuracy", "original": 0.871,
+                                                              "optimized": 0.861, "drop": 0.01,
+                                                              "answer_kind": "top-1", "flops_saved": 0.25}
+    assert latency_json(LatencyChoice(None, None, 1, 1, "'calib.npz'"))["source"] == "calib.npz"
+    random = "seeded random inputs: prune rates on real data differ, give --check-data"
+    assert latency_json(LatencyChoice(None, None, 1, 1, random))["source"] == random

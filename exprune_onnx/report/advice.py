@@ -150,11 +150,20 @@ def lossless_note(original: onnx.ModelProto) -> str:
     """What the command did when nothing asked it to prune: exact rewrites only, unless the
     model given prunes already (an optimised model given again), whose early-exit layers
     go on pruning as they were set."""
-    from ..ops import pruning_layers
-
     pruning = pruning_layers(original)
     how = "--calibration DATA --max-drop D prunes within a budget, --threshold T as you set it"
     if pruning:
         return (f"nothing more is pruned (exact rewrites only), but the model given has {pruning} early-exit "
                 f"layer(s) of its own, which prune as they were set; {how}")
     return f"lossless: nothing asked to prune, so no output is pruned (exact rewrites only); {how}"
+
+
+def earlier_layers_note(original: onnx.ModelProto) -> str | None:
+    """With --threshold or --config on a model optimised before: its own early-exit layers
+    keep their settings, which the options given do not reach."""
+    pruning = pruning_layers(original)
+    if not pruning:
+        return None
+    return (f"the model given has {pruning} early-exit layer(s) of its own, which keep the thresholds they were "
+            "written with: --threshold and --config set only the layers rewritten now (optimise the original "
+            "model to set them all)")

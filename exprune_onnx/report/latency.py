@@ -68,11 +68,16 @@ def _times(lt) -> dict:
     return {"with_ms": lt.with_ms if timed else None, "without_ms": lt.without_ms if timed else None}
 
 
+def _unquoted(text: str) -> str:
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] == "'" else text
+
+
 def latency_json(choice) -> dict | None:
     if choice is None:
         return None
     return jsonable({
-        "batch": choice.batch, "threads": choice.threads, "source": choice.source,
+        # The table quotes a file's name; the JSON gives the name.
+        "batch": choice.batch, "threads": choice.threads, "source": _unquoted(choice.source),
         "original_ms": choice.original_ms, "optimized_ms": choice.optimized_ms, "ratio": choice.ratio,
         "reverted_all": choice.reverted_all, "seconds": choice.seconds,
         # A layer dropped untimed (it prunes nothing) has no times: null, as the table's "-".
