@@ -11,15 +11,20 @@ from exprune_onnx.report.advice import costlier_layers
 
 def test_outputs_compared_by_value_warn_when_they_move_much():
     """A heatmap or a box regression has no top-1 answer to check: a move of over 5% of its
-    largest |value| is warned of, as top-1 agreement under 99% is."""
+    largest |value| is warned of, as top-1 agreement under 99% is; so is one compared run by
+    run (a scalar sum moved by 7% with no word, a trial found), over the runs whose shapes
+    agree, and not one whose shapes agree in no run."""
+    import math
+
     from exprune_onnx.measure.compare import CheckResult, OutputDiff
     from exprune_onnx.report.advice import changed_values
 
     outputs = [OutputDiff("heatmap", 0.9, 0.35, None), OutputDiff("logits", 3.0, 0.19, 0.96),
                OutputDiff("ids", 1.0, 0.0, 0.9, index=True), OutputDiff("wh", 0.01, 0.04, None),
-               OutputDiff("det", 1.0, 0.5, None, runs=(1, 2))]
+               OutputDiff("det", 1.0, 0.5, None, runs=(1, 2)), OutputDiff("sum", 0.7, 0.073, None, runs=(0, 4)),
+               OutputDiff("boxes", math.inf, math.inf, None, runs=(3, 3))]
     checked = CheckResult(8, "d.npz", outputs, {}, None)
-    assert [d.name for d in changed_values(checked)] == ["heatmap"]
+    assert [d.name for d in changed_values(checked)] == ["heatmap", "det", "sum"]
 
 
 def test_under_calibration_a_value_output_the_budget_does_not_bound_is_warned_of():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import onnx
 from rich.markup import escape
 
@@ -20,9 +22,11 @@ MOVED = 0.05
 
 
 def changed_values(checked) -> list:
-    """The outputs of ``checked`` compared by value only that moved by over ``MOVED``."""
+    """The outputs of ``checked`` compared by value only that moved by over ``MOVED``, those
+    compared run by run (no batch axis: a scalar, a detection list) over the runs whose
+    shapes agree."""
     return [d for d in checked.outputs
-            if d.top1_agreement is None and not d.index and d.runs is None and d.max_rel > MOVED]
+            if d.top1_agreement is None and not d.index and math.isfinite(d.max_rel) and d.max_rel > MOVED]
 
 
 def costlier_layers(result, counts: dict | None) -> list[str]:
