@@ -2,7 +2,11 @@
 model at <= 1 point, on a real pretrained CNN and the repository's Fashion CNNs.
 
     python -m bench.lossless [--models vgg16_tumor,fashion_cnn] [--configs 1x1,1x2,8x1]
-                             [--no-calibrated] [--quick] [--save]
+                             [--no-calibrated] [--rounds 3] [--min-seconds 10] [--save]
+
+Run from the repository's root. Every model at every configuration, lossless and
+calibrated, takes hours on a 2-core machine; the README's VGG16 row alone is
+`--models vgg16_tumor --no-calibrated` (`--configs 1x1` for its first column).
 
 For each model and each configuration (batch x threads):
 

@@ -21,6 +21,7 @@ and answers must not be tuned on the photos they are tested on.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import subprocess
 import sys
@@ -88,7 +89,9 @@ def photo_set(names) -> np.ndarray:
     return np.stack([c for name in names for c in crops(_photo(name))]).astype(np.float32)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(prog="python models/build_vgg16_tumor.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     digest = fetch_model()
     DATA.mkdir(exist_ok=True)
     for split, names in (("calib", CALIB_PHOTOS), ("test", TEST_PHOTOS)):

@@ -403,7 +403,7 @@ def test_candidates_are_counted_as_inspect_lists_them(example, tmp_path):
     cfg.write_text(json.dumps({"default": {"threshold": -1}, "layers": {"/fc1/Gemm": {"skip": True}}}))
     r = invoke("optimize", example, "-o", tmp_path / "o.onnx", "--config", cfg, "--no-check")
     text = " ".join(r.output.split())
-    assert r.exit_code == 0 and "4 of 5 candidates (2 more layer(s) match a pattern but cannot be rewritten)" in text
+    assert r.exit_code == 0 and "4 of 5 early-exit candidates (2 more layer(s) match a pattern but cannot be rewritten)" in text
     assert "3 layer(s) not rewritten: --explain lists why" in text
     shown = exprune_onnx.inspect_model(example)
     assert len(shown.rewritten) == 5 and len(shown.rejected) == 2

@@ -186,7 +186,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     others = len(result.rejected) - (candidates - len(result.rewritten))
     # (the exact zero-input reads are no early-exit layers, but are rewrites all the same)
     reads = len(result.sparse)
-    t.add_row("layers rewritten", f"{len(result.rewritten)} of {candidates} candidates"
+    t.add_row("layers rewritten", f"{len(result.rewritten)} of {candidates} early-exit candidates"
               + (f" ({others} more layer(s) match a pattern but cannot be rewritten)" if others else "")
               + (f"; {reads} layer(s) read their inputs' zeros (exact)" if reads else ""))
     before, after = op_counts(original), op_counts(result.model)
