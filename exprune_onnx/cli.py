@@ -271,10 +271,11 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
             raise OutputError(f"{error_message(exc)}; the model was written: {output}") from exc
         written()
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
+    earlier = earlier_layers_note(original) if calibration is None else None
     if options.threshold is None and calibration is None and rule in (None, "threshold"):
         make_console().print(lossless_note(original))
-    elif calibration is None and earlier_layers_note(original):
-        make_console().print(f"note: {earlier_layers_note(original)}")
+    elif earlier:
+        make_console().print(f"note: {earlier}")
     make_console().print(f"wrote {output}")
 
 

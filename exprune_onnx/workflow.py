@@ -371,11 +371,10 @@ def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, 
 
 def _uncalibrated(result) -> str:
     """Why the calibration data calibrated nothing, for the warnings."""
-    from .io.modelio import all_graphs
-    from .ops import DOMAIN, PRUNE_OPS
+    from .measure.counters import body_ops
+    from .ops import PRUNE_OPS
 
-    bodies = list(all_graphs(result.model.graph))[1:]
-    inside = sum(n.domain == DOMAIN and n.op_type in PRUNE_OPS for g in bodies for n in g.node)
+    inside = body_ops(result.model, PRUNE_OPS)
     if inside:
         return (f"--calibration calibrated nothing: the {inside} early-exit layer(s) are inside If/Loop/Scan bodies, "
                 "whose counters calibration cannot read; they keep the threshold given (-inf without --threshold, "

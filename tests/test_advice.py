@@ -198,3 +198,21 @@ def test_calibration_that_reaches_no_layer_says_so(tmp_path):
     assert r.exit_code == 0, r.output
     assert ("warning: --calibration calibrated nothing: the 2 early-exit layer(s) are inside If/Loop/Scan bodies, "
             "whose counters calibration cannot read") in text, text
+
+
+def test_calibration_of_a_model_with_no_early_exit_says_so(tmp_path):
+    """Nothing to calibrate at all: the data served the check and the timing, and the
+    warnings say so beside the progress line."""
+    import numpy as np
+    from helpers import make_model, vi
+    from onnx import helper
+
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["N", 10])], [vi("y", ["N", 10])])
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((200, 10)).astype(np.float32))
+    r = CliRunner().invoke(main, ["optimize", str(save_model(model, tmp_path)), "-o", str(tmp_path / "o.onnx"),
+                                  "--calibration", str(data), "--objective", "flops"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert ("warning: --calibration calibrated nothing: no layer of this model has an early exit (`exprune-onnx "
+            "inspect` says why)") in text, text

@@ -515,3 +515,17 @@ def test_more_threads_than_help_are_a_usage_error(args):
     refused more, and every other command on the machine with it."""
     r = invoke(*args)
     assert r.exit_code == 2 and "threads" in r.output and "is not in the range" in r.output, r.output
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("5", "5 is not in the range 0<=x<=1: the budget is a fraction (0.01 is one point), so a drop of 5 points is 0.05"),
+    ("-1", "-1 is not in the range 0<=x<=1"),
+    ("nan", "nan is not a number"),
+])
+def test_a_budget_out_of_range_is_a_usage_error_that_says_what_to_give(example, tmp_path, value, words):
+    r = invoke("optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--calibration", str(tmp_path / "d.npz"),
+               "--max-drop", value)
+    assert r.exit_code == 2 and words in " ".join(r.output.split()), r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o.onnx").exists()
+    if value == "-1":
+        assert "fraction" not in r.output

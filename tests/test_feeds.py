@@ -275,6 +275,13 @@ def test_an_open_channel_dim_takes_the_first_convs_channels(tmp_path, nhwc):
     want = ("N", 224, 224, 3) if nhwc else ("N", 3, 224, 224)
     assert assumed_shapes(model) == {"x": want}
     assert shape_example(model) == f"--input-shape x:{','.join(map(str, want))}"
+    # The channel dim alone open: still taken, where the input counted as closed once filled.
+    only = _open_channels(nhwc)
+    for i, d in enumerate(only.graph.input[0].type.tensor_type.shape.dim):
+        if d.dim_param != "C":
+            d.dim_value = 1 if i == 0 else 8
+    sides = (1, 8, 8, 3) if nhwc else (1, 3, 8, 8)
+    assert assumed_shapes(only) == {"x": sides}
     path = save_model(model, tmp_path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--threshold", "0", "--objective", "flops")
     assert r.exit_code == 0, r.output

@@ -76,11 +76,12 @@ def _open(model: onnx.ModelProto, spec: InputSpec | None):
     channels = conv_channels(model)
     for vi in model_inputs(model):
         dims = resolved_dims(vi, spec)
+        if all(_fixed(d) for d in dims[1:]):
+            continue
         axis, count = channels.get(vi.name, (0, 0))
         if 0 < axis < len(dims) and not _fixed(dims[axis]):
             dims = [*dims[:axis], count, *dims[axis + 1:]]
-        if not all(_fixed(d) for d in dims[1:]):
-            yield vi, dims
+        yield vi, dims
 
 
 def _batch_name(vi: onnx.ValueInfoProto) -> str:

@@ -106,8 +106,9 @@ def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes
     return total, flops_saved(optimized, counts) / rows if counts else 0.0, ""
 
 
-def body_ops(model: onnx.ModelProto) -> int:
-    """Our ops inside If/Loop/Scan bodies: a body cannot hand their counters out."""
+def body_ops(model: onnx.ModelProto, kinds: tuple[str, ...] = ops.ALL_OPS) -> int:
+    """Our ops (of ``kinds``) inside If/Loop/Scan bodies: a body cannot hand their counters out."""
     from ..io.modelio import all_graphs
 
-    return sum(node.domain == ops.DOMAIN for g in list(all_graphs(model.graph))[1:] for node in g.node)
+    return sum(node.domain == ops.DOMAIN and node.op_type in kinds
+               for g in list(all_graphs(model.graph))[1:] for node in g.node)

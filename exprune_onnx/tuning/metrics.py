@@ -263,4 +263,3 @@ def thin_holdout(metric: str, max_drop: float, held: int) -> str:
         return ""
     return (f"the held-out part has {held} sample(s), so one answer is {100 / held:.3g} points against a budget of "
             f"{100 * max_drop:g}: 'met' says little; give more data, or certify it (--confidence)")
-
