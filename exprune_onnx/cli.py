@@ -86,10 +86,13 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, a
         if math.isnan(threshold):
             raise click.UsageError("--threshold must be a number or -inf, not nan")
         options.threshold = threshold
-    if config is not None:
-        load_config(config, options)
     if unit_order is not None:
         options.unit_order = unit_order
+    if config is not None:
+        ctx = click.get_current_context()
+        typed = [name for name in ("k", "unit_order")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        load_config(config, options, typed)
     options.argmax_only = tuple(argmax_only)
     return options
 

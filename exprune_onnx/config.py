@@ -253,8 +253,10 @@ def _no_repeats(pairs: list) -> dict:
     return dict(pairs)
 
 
-def load_config(path: str | Path, options: Options) -> Options:
-    """Read a per-layer JSON config into ``options`` (layer names checked later)."""
+def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | list[str] = ()) -> Options:
+    """Read a per-layer JSON config into ``options`` (layer names checked later).
+    ``typed``: the options among ``k`` and ``unit_order`` that the command line set, which
+    the config's default must then not contradict (one of the two would be ignored)."""
     p = Path(path)
     if p.exists() and not p.is_file():  # /dev/zero or a FIFO would be read until memory runs out
         raise ConfigError(f"{p}: not a config file (a directory, device or pipe)")
@@ -273,6 +275,11 @@ def load_config(path: str | Path, options: Options) -> Options:
         options.threshold = 0.0
     default = data.get("default", {})
     _check_keys(default, ("threshold", "k", "rule", "alpha", "unit_order"), f"{p}: 'default' must be an object with")
+    for name in typed:
+        parse = _k if name == "k" else parse_unit_order
+        if name in default and parse(default[name], f"{p}: default") != getattr(options, name):
+            raise ConfigError(f"{p}: its default {name} {default[name]!r} and --{name.replace('_', '-')} "
+                              f"{getattr(options, name)!r} disagree: give one of them")
     if "threshold" in default:
         options.threshold = _threshold(default["threshold"], f"{p}: default")
     if "k" in default:
@@ -289,6 +296,10 @@ def load_config(path: str | Path, options: Options) -> Options:
     for name, entry in layers.items():
         where = f"{p}: layer {name!r}"
         _check_keys(entry, ("threshold", "thresholds", "k", "skip", "rule", "alpha"), f"{where}: expected an object with")
+        ignored = sorted(set(entry) - {"skip"})
+        if _flag(entry.get("skip", False), f"{where}: skip") and ignored:
+            raise ConfigError(f"{where}: skip is true, so its {', '.join(ignored)} would be ignored: give one or "
+                              "the other")
         thresholds = entry.get("thresholds")
         if thresholds is not None:
             if not isinstance(thresholds, list) or not thresholds:

@@ -78,7 +78,7 @@ class Optimized:
     warnings: list[str] = field(default_factory=list)  # what `optimize` prints under its tables, as plain text
     assumed: dict = field(default_factory=dict)  # sizes taken for open input dims, with no data (io/open_dims.py)
     objective: str = "latency"  # what chose the rewrites kept
-    uncalibrated: str = ""  # why calibration data calibrated nothing
+    notes: list[str] = field(default_factory=list)  # what the run did not do as asked, for the warnings
 
     @property
     def changed(self) -> bool:
@@ -264,6 +264,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     from .io.batch_memory import feedable
     from .measure.compare import compare
     from .measure.shape_probe import count_at_run_time
+    from .report.advice import config_notes, plain_warnings, uncalibrated_note
 
     validate(options, settings)
     rule = settings.rule or options.rule
@@ -281,7 +282,8 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     timings: dict[str, float] = {}
     start = time.perf_counter()
     calibrated = timed = checked = None
-    uncalibrated = ""
+    notes: list[str] = []
+    configured = dict(options.layers)  # the user's, before the calibration's settings
     checks: list[Dataset] = []  # the check data (or seeded random inputs), loaded once when needed
 
     def check_data() -> Dataset:
@@ -324,7 +326,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         result = compile_model(model, options)
         timings["compile"] = time.perf_counter() - start
         if data is not None:  # calibration data, and nothing the search could calibrate
-            uncalibrated = _uncalibrated(result)
+            notes.append(uncalibrated_note(result))
         from .tuning.objective import choose, times_zero_inputs
 
         if latency is not None and (result.changed or times_zero_inputs(options)):
@@ -342,11 +344,10 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
             _checked_part(data, settings, calibrated)
         checked = compare(model, result.model, on, labelled=settings.score_output, log=log)
         timings["check"] = time.perf_counter() - start
-    from .report.advice import plain_warnings
-
+    notes += config_notes(configured, result, calibrated is not None)
     done = Optimized(result.model, _rows(result, checked, calibrated),
                      _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
-                     assumed=assumed, objective=settings.objective, uncalibrated=uncalibrated)
+                     assumed=assumed, objective=settings.objective, notes=notes)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
@@ -367,20 +368,6 @@ def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, 
         preflight(model, data, settings.metric, settings.score_output)  # what the search would name first
         if compile_model(model, options).rewritten:  # else the search finds nothing to calibrate, and says so
             raise
-
-
-def _uncalibrated(result) -> str:
-    """Why the calibration data calibrated nothing, for the warnings."""
-    from .measure.counters import body_ops
-    from .ops import PRUNE_OPS
-
-    inside = body_ops(result.model, PRUNE_OPS)
-    if inside:
-        return (f"--calibration calibrated nothing: the {inside} early-exit layer(s) are inside If/Loop/Scan bodies, "
-                "whose counters calibration cannot read; they keep the threshold given (-inf without --threshold, "
-                "exact), and the data served the check and the timing only")
-    return ("--calibration calibrated nothing: no layer of this model has an early exit (`exprune-onnx inspect` "
-            "says why); the data served the check and the timing only")
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

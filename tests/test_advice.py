@@ -216,3 +216,48 @@ def test_calibration_of_a_model_with_no_early_exit_says_so(tmp_path):
     assert r.exit_code == 0, r.output
     assert ("warning: --calibration calibrated nothing: no layer of this model has an early exit (`exprune-onnx "
             "inspect` says why)") in text, text
+
+
+def test_a_config_layer_that_is_not_rewritten_is_named_with_why(tmp_path):
+    """A config naming the first layer (a graph input's reader) or a k past the layer's n
+    was dropped without a word; skipped layers and the latency objective's drops are not
+    named (the latency table shows those). With calibration, the config's thresholds are
+    said to be the calibration's."""
+    import json
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"layers": {"h0": {"threshold": -1}, "h1": {"k": 96}, "h2": {"skip": True}}}))
+    path = save_model(three_layer_mlp(), tmp_path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--config", str(cfg),
+                                  "--objective", "flops", "--no-check", "--sparse-relu", "off"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "warning: the config sets layer 'h0', which is not rewritten: its input is (or holds) a graph input" in text
+    assert "warning: the config sets layer 'h1', which is not rewritten: k = 96 is not between 1 and n - 1 = 95" in text
+    assert "'h2'" not in text, text
+    options = exprune_onnx.config.load_config(cfg, Options(sparse_relu="off"))
+    done = exprune_onnx.optimize(path, options=options, objective="flops", check=False)
+    named = [w for w in done.warnings if w.startswith("the config sets")]  # the API's warnings too
+    assert [w.split(":")[0] for w in named] == ["the config sets layer 'h0', which is not rewritten",
+                                                "the config sets layer 'h1', which is not rewritten"], done.warnings
+
+
+def test_config_notes_cap_the_layers_named_and_speak_of_calibration():
+    from types import SimpleNamespace
+
+    from exprune_onnx.compiler.pipeline import Rejected
+    from exprune_onnx.config import LayerSetting
+    from exprune_onnx.report.advice import config_notes
+
+    layers = {f"l{i}": LayerSetting(0.0) for i in range(5)} | {"s": LayerSetting(0.0, skip=True)}
+    rejected = [Rejected(f"l{i}", "Conv", "conv_relu", f"reason {i}") for i in range(5)]
+    rejected += [Rejected("s", "Conv", "conv_relu", "skipped by the config file", True),
+                 Rejected("other", "Conv", "conv_relu", "not in the config")]
+    notes = config_notes(layers, SimpleNamespace(rejected=rejected), calibrated=True)
+    assert notes == ["the config sets layer 'l0', which is not rewritten: reason 0",
+                     "the config sets layer 'l1', which is not rewritten: reason 1",
+                     "the config sets layer 'l2', which is not rewritten: reason 2",
+                     "2 more layer(s) the config sets are not rewritten (--explain lists why)",
+                     "--calibration chose every layer's threshold and rule: of the config, only its k and skip were used"]
+    assert config_notes({"s": layers["s"]}, SimpleNamespace(rejected=rejected), calibrated=True) == []
+    assert config_notes({}, SimpleNamespace(rejected=rejected), calibrated=False) == []

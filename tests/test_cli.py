@@ -407,10 +407,35 @@ def test_candidates_are_counted_as_inspect_lists_them(example, tmp_path):
     assert "3 layer(s) not rewritten: --explain lists why" in text
     shown = exprune_onnx.inspect_model(example)
     assert len(shown.rewritten) == 5 and len(shown.rejected) == 2
-    # Counting a skipped layer never reads the rest of its entry (thresholds of another count).
+    # A skipped layer's other settings would be ignored: refused, not read (thresholds of
+    # another count were once taken for a mismatch).
     cfg.write_text(json.dumps({"layers": {"/fc1/Gemm": {"skip": True, "thresholds": [0.0]}}}))
     r = invoke("inspect", example, "--config", cfg)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 4 and "layer '/fc1/Gemm': skip is true, so its thresholds would be ignored" in text, text
+    cfg.write_text(json.dumps({"layers": {"/fc1/Gemm": {"skip": True}}}))
+    r = invoke("inspect", example, "--config", cfg)
     assert r.exit_code == 0 and "skipped by the config file" in r.output, r.output
+
+
+@pytest.mark.parametrize(("default", "flag", "agrees"), [
+    ({"k": 4}, ("--k", "16"), False), ({"k": "4"}, ("--k", "4"), True), ({"k": 0.5}, ("--k", "auto"), False),
+    ({"unit_order": "weight"}, ("--unit-order", "stored"), False),
+    ({"unit_order": "stored"}, ("--unit-order", "stored"), True), ({"threshold": -1}, ("--k", "8"), True),
+])
+def test_a_config_default_and_the_same_option_typed_must_agree(example, tmp_path, default, flag, agrees):
+    """--k 16 beside a config whose default k is 4 ran at 4 with no word (and --unit-order
+    silently beat the config's): one of the two was ignored, so they must agree."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"default": default}))
+    r = invoke("inspect", example, "--config", cfg, *flag)
+    text = " ".join(r.output.split())
+    if agrees:
+        assert r.exit_code == 0, r.output
+    else:
+        name = flag[0][2:].replace("-", "_")
+        assert r.exit_code == 4 and f"its default {name} {default[name]!r} and {flag[0]}" in text, text
+        assert "disagree: give one of them" in text
 
 
 def test_the_plain_command_prunes_nothing_unless_asked(example, tmp_path, small_set):

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from ..io.open_dims import assumed_text
 from ..measure.counters import body_ops
-from ..ops import pruning_layers
+from ..ops import PRUNE_OPS, pruning_layers
 from ..rules.common import K_OUTSIDE
 from .latency import same_model_times
 
@@ -55,8 +55,7 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"no data and no --input-shape for open dims: took {escape(assumed_text(done.model, done.assumed))} "
                    "(a size most such models take); the FLOPs, the check and any timing are for that size, and the "
                    "written model keeps its open dims: --input-shape or --check-data sets the size you run at")
-    if getattr(done, "uncalibrated", ""):
-        out.append(escape(done.uncalibrated))
+    out += [escape(note) for note in getattr(done, "notes", ())]
     spread = same_model_times(done.timed) if getattr(done, "timed", None) is not None else None
     if spread:
         out.append(f"the latency objective timed one model at {spread[0]:.3f} and {spread[1]:.3f} ms: the machine "
@@ -171,3 +170,40 @@ def earlier_layers_note(original: onnx.ModelProto) -> str | None:
     return (f"the model given has {pruning} early-exit layer(s) of its own, which keep the thresholds they were "
             "written with: --threshold and --config set only the layers rewritten now (optimise the original "
             "model to set them all)")
+
+
+def uncalibrated_note(result) -> str:
+    """Why the calibration data calibrated nothing."""
+    inside = body_ops(result.model, PRUNE_OPS)
+    if inside:
+        return (f"--calibration calibrated nothing: the {inside} early-exit layer(s) are inside If/Loop/Scan bodies, "
+                "whose counters calibration cannot read; they keep the threshold given (-inf without --threshold, "
+                "exact), and the data served the check and the timing only")
+    return ("--calibration calibrated nothing: no layer of this model has an early exit (`exprune-onnx inspect` "
+            "says why); the data served the check and the timing only")
+
+
+# Config layers not rewritten that the warnings name one by one; --explain lists the rest.
+NAMED_CONFIG_LAYERS = 3
+
+
+def config_notes(layers: dict, result, calibrated: bool) -> list[str]:
+    """What a config's layers asked that the run did not do: a layer it sets that is not
+    rewritten (not a candidate, or a k out of its range), as the setting would otherwise be
+    dropped without a word; and, with calibration, that the calibration chose each layer's
+    threshold and rule. Layers the config skips, or that the latency objective dropped, are
+    not named (the latency table lists the latter)."""
+    named = {name for name, s in layers.items() if not s.skip}
+    why: dict[str, str] = {}
+    for r in result.rejected:
+        if r.layer in named and not r.skipped:
+            why.setdefault(r.layer, r.reason)
+    out = [f"the config sets layer '{name}', which is not rewritten: {reason}"
+           for name, reason in list(why.items())[:NAMED_CONFIG_LAYERS]]
+    if len(why) > NAMED_CONFIG_LAYERS:
+        out.append(f"{len(why) - NAMED_CONFIG_LAYERS} more layer(s) the config sets are not rewritten "
+                   "(--explain lists why)")
+    if calibrated and named:
+        out.append("--calibration chose every layer's threshold and rule: of the config, only its k and skip "
+                   "were used")
+    return out
