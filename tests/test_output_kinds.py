@@ -325,3 +325,23 @@ def test_calibration_on_a_box_output_budgets_its_relative_error(tmp_path):
     r = CliRunner().invoke(main, [*args, "scores"])
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and "answers changed <= 0.05 on output 'scores'" in text, r.output
+
+
+def test_an_output_a_further_layer_reads_is_a_hidden_activation():
+    """x -> Gemm -> Relu -> h [N, 128] (an output, and read by the next Gemm) -> Gemm -> logits
+    -> Softmax -> probs: h was read as a 128-class classifier (a trial's report). The
+    pre-activation g (an output too) reaches the next layer through the Relu; the logits,
+    read by a Softmax only, stay class scores. A Conv's features reach the head through
+    pooling and a Flatten."""
+    nodes = [helper.make_node("Gemm", ["x", "w0"], ["g"]), helper.make_node("Relu", ["g"], ["h"]),
+             helper.make_node("Gemm", ["h", "w1"], ["logits"]), helper.make_node("Softmax", ["logits"], ["probs"])]
+    model = make_model(nodes, [_out("x", ["N", 16])],
+                       [_out("g", ["N", 128]), _out("h", ["N", 128]), _out("logits", ["N", 10]),
+                        _out("probs", ["N", 10])], [init("w0", scaled_normal(16, 128)), init("w1", scaled_normal(128, 10))])
+    assert output_kinds(model) == {"g": "values", "h": "values", "logits": "head", "probs": "head"}
+    cnn = [helper.make_node("Conv", ["x", "w0"], ["c"]), helper.make_node("Relu", ["c"], ["fmap"]),
+           helper.make_node("GlobalAveragePool", ["fmap"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+           helper.make_node("Gemm", ["f", "w1"], ["y"])]
+    model = make_model(cnn, [_out("x", ["N", 3, 8, 8])], [_out("fmap", ["N", 6, 8, 8]), _out("y", ["N", 10])],
+                       [init("w0", scaled_normal(6, 3, 1, 1)), init("w1", scaled_normal(6, 10))])
+    assert output_kinds(model) == {"fmap": "values", "y": "head"}

@@ -20,6 +20,10 @@ quotient by an attention mask's values: a masked mean over tokens), to an op tha
   Gemm/MatMul (+ bias: BERT's pooler; a softcap divides first), a Concat over feature
   maps of Reshapes to fours (SSD's boxes; one such Reshape alone may be a 4-class
   tagger's);
+* ``values`` too: an output that a further layer (MatMul, Gemm, Einsum, Conv) reads,
+  directly or through an activation, pooling or layout op: a hidden activation
+  ([N, 128] after a ReLU looks like a 128-class classifier), as class scores end a
+  network;
 * ``head``: a MatMul/Gemm/Einsum/Conv or a Softmax, where the walk stops;
 * ``unknown``: anything else.
 
@@ -69,6 +73,12 @@ CLASS_WORDS = {"logit", "logits", "score", "scores", "prob", "probs", "probabili
                "classes", "conf", "confidence", "label", "labels"}
 DEPTH = 16  # Concats within Concats followed: an unrolled decoder may nest hundreds
 ROOT_STEPS = 6  # producers looked back through for a norm's root and reduction
+_LAYERS = {"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"}
+# Ops between a hidden activation and the layer that reads it: activations, pooling, layout.
+_TO_A_LAYER = {"Relu", "LeakyRelu", "PRelu", "Clip", "BatchNormalization", "MaxPool", "AveragePool",
+               "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Identity", "Dropout",
+               "Squeeze", "Unsqueeze", "Cast"}
+FEED_STEPS = 8  # ops followed forward from an output to a layer that reads it
 
 
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
@@ -117,6 +127,10 @@ class _Walk:
     def __init__(self, graph: onnx.GraphProto, outer_shapes: dict | None = None):
         self.graph = graph
         self.producer = {name: node for node in graph.node for name in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in set(node.input):
+                self.consumers.setdefault(name, []).append(node)
         self.constants = {t.name for t in graph.initializer} | {
             n.output[0] for n in graph.node if n.op_type == "Constant"}
         self.masks = {v.name for v in graph.input if v.type.tensor_type.elem_type in _NOT_FLOAT}
@@ -136,8 +150,21 @@ class _Walk:
         for o in self.graph.output:
             self.stop = None
             out[o.name] = self.kind(o.name)
+            if out[o.name] in ("head", "unknown") and self._read_by_a_layer(o.name):
+                out[o.name], self.stop = "values", None
             self.stops[o.name] = self.stop
         return out
+
+    def _read_by_a_layer(self, name: str) -> bool:
+        """Whether a layer reads ``name``, directly or through _TO_A_LAYER ops."""
+        todo, seen = [name], set()
+        for _ in range(FEED_STEPS):
+            nodes = [n for t in todo for n in self.consumers.get(t, []) if id(n) not in seen]
+            if any(n.op_type in _LAYERS and n.domain in ("", "ai.onnx") for n in nodes):
+                return True
+            seen.update(id(n) for n in nodes)
+            todo = [o for n in nodes if n.op_type in _TO_A_LAYER for o in n.output]
+        return False
 
     def kind(self, name: str, depth: int = 0, rescaled: bool = False) -> str:
         """The kind of ``name``; ``depth``: the Concats it is an input of (there, a Reshape
