@@ -75,11 +75,11 @@ def test_the_warning_names_the_costlier_layers_and_not_the_saving_ones(tmp_path)
 
 
 def test_layers_at_minus_inf_are_not_told_to_raise_a_threshold(tmp_path):
-    """The lossless mode under --objective flops keeps early-exit layers that prune nothing:
-    raising --threshold, as the warning said, would leave the lossless mode."""
+    """--threshold=-inf typed under --objective flops keeps early-exit layers that prune
+    nothing: raising --threshold, as the warning said, would leave the lossless mode."""
     path = save_model(three_layer_mlp(), tmp_path)
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--objective", "flops",
-                                  "--sparse-relu", "off"])
+                                  "--sparse-relu", "off", "--threshold=-inf"])
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and "warning: 2 early-exit layer(s) at threshold -inf prune nothing" in text, text
     assert "raise --threshold" not in text

@@ -142,7 +142,7 @@ def test_cli_flops_objective_keeps_every_rewrite(tmp_path, scripted_clock):
     src = tmp_path / "mlp.onnx"
     onnx.save(three_layer_mlp(), src)
     calls = scripted_clock({"h1": -0.2, "h2": -0.3})
-    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--objective", "flops", "--no-check")
+    r = _invoke("optimize", src, "-o", tmp_path / "o.onnx", "--objective", "flops", "--no-check", "--threshold", "-1")
     assert r.exit_code == 0, r.output
     assert not calls and "Latency objective" not in r.output
     assert node_types(onnx.load(tmp_path / "o.onnx")).count("ExPruneDenseRelu") == 2

@@ -48,6 +48,9 @@ def test_python_gives_the_cli_s_model_bytes(tmp_path, extra, kwargs):
     if "calibration" in kwargs and "confidence" not in kwargs:
         assert done.calibrated.certificate is not None and done.calibrated.certificate.enough
         return
+    if not kwargs:  # the lossless mode: the objective flops leaves out early exits that prune nothing
+        assert not done.changed and out.read_bytes() == EXAMPLE.read_bytes()
+        return
     assert done.changed and done.rows
     assert [row["layer"] for row in done.report["layers"]] == [row["layer"] for row in done.rows]
     assert set(done.timings) <= {"compile", "calibrate", "objective", "check"} and done.timings

@@ -40,7 +40,7 @@ def costlier_layers(result, counts: dict | None) -> list[str]:
             and row["measured_flops"] >= row["dense_flops"]]
 
 
-def _pruning_nothing(result) -> set[str]:
+def pruning_nothing(result) -> set[str]:
     """The rewritten layers whose rule can prune nothing: the threshold rule at -inf."""
     return {rw.candidate.layer for rw in result.rewritten
             if rw.rule == "threshold" and rw.threshold == float("-inf")
@@ -71,7 +71,7 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
     counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
     costlier = costlier_layers(result, counts) if counts else []
-    idle = _pruning_nothing(result)
+    idle = pruning_nothing(result)
     if costlier and set(costlier) <= idle:  # the lossless mode under --objective flops: no knob to raise
         out.append(f"{len(costlier)} early-exit layer(s) at threshold -inf prune nothing and cost their partial "
                    "products: the default latency objective drops them (and keeps only exact rewrites that pay); "

@@ -415,7 +415,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
         # were not "nothing to rewrite".
         cert = getattr(outcome, "certificate", None)
         dropped = timed is not None and any(not t.note.startswith("prunes nothing") for t in timed.layers) \
-            or cert is not None and cert.chosen < 0
+            or cert is not None and cert.chosen < 0 or any(r.skipped for r in result.rejected)
         console.print(("no rewrite kept" if dropped else "nothing to rewrite") + ": the model was written unchanged"
                       + ("" if explain else " (--explain says why)"))
     elif result.rejected and not explain:
