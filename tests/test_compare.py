@@ -318,6 +318,20 @@ def test_a_pooled_conv_classifier_s_n_c_1_1_output_takes_one_label_a_sample():
     labels[:4] = (labels[:4] + 1) % 7
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
     assert checked.accuracy == (0.75, 0.75) and checked.outputs[0].top1_agreement == 1.0
+    # Without labels too (a trial's SqueezeNet [1, 1000, 1, 1] had no top-1 check, as a map's):
+    # one answer a sample, 4 of 16 changed; read as values where the graph says so.
+    other = onnx.load_from_string(model.SerializeToString())
+    w = onnx.numpy_helper.to_array(other.graph.initializer[0]).copy()
+    answers = run_plain(model, {"x": x})[0][:, :, 0, 0].argmax(1)
+    w[answers[0]] *= -1  # changes some answers
+    other.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(w, "w"))
+    got = run_plain(other, {"x": x})[0][:, :, 0, 0].argmax(1)
+    (d,) = compare(model, other, dataset_of({"x": x}, model), batch=8).outputs
+    assert d.top1_agreement == pytest.approx(float(np.mean(got == answers))) and d.top1_agreement < 1.0
+    from exprune_onnx.measure.compare import _diff
+
+    a = run_plain(model, {"x": x})[0]
+    assert _diff("y", a, a, "values").top1_agreement is None
 
 
 def test_data_on_which_the_original_answers_nan_is_refused():

@@ -403,9 +403,9 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
     where it holds a Sigmoid's (``kind``: output_kinds.py)."""
     if a.dtype.kind == "f" and b.dtype.kind in "iu" and is_scores(a) and b.size * a.shape[-1] == a.size:
         a, b = answers(a, b)  # --argmax-only: the scores became the class index
-    yes_no = layout_of(a, None, kind)
-    if not yes_no.plain and a.shape == b.shape:  # a Sigmoid's: the same yes/no answers
-        return _answered(_diff(name, a, b), yes_no, yes_no.scores(a), yes_no.scores(b))
+    layout = layout_of(a, None, kind)
+    if not layout.plain and a.shape == b.shape:  # a Sigmoid's yes/no answers, a pooled [N, C, 1, 1]'s class
+        return _answered(_diff(name, a, b, "values"), layout, layout.scores(a), layout.scores(b))
     if a.dtype.kind != "f":
         same = float(np.mean(a == b)) if a.size else 1.0
         return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,

@@ -37,12 +37,14 @@ NEAR_SHARE = 0.9  # of a regression's values onto 0 and 1 that lie within [-0.5,
 def map_class_axis(a: np.ndarray, labels: np.ndarray | None) -> int | None:
     """The axis of a map's classes, as ``labels`` of one class per position say: 1 for
     [N, C, H, W] with [N, H, W] labels or [N, C, L] with [N, L], and for [N, C, 1, 1] with
-    [N]; -1 for [N, H, W, C] with [N, H, W]. None for anything else, [N, T, C] included
-    (read as scores without help); where both readings fit, classes last."""
-    if labels is None or a.dtype.kind != "f" or a.ndim < 3:
+    [N] or no labels; -1 for [N, H, W, C] with [N, H, W]. None for anything else, [N, T, C]
+    included (read as scores without help); where both readings fit, classes last."""
+    if a.dtype.kind != "f" or a.ndim < 3:
         return None
-    if labels.ndim == 1 and a.shape[1] > 1 and all(d == 1 for d in a.shape[2:]):
+    if (labels is None or labels.ndim == 1) and a.shape[1] > 1 and all(d == 1 for d in a.shape[2:]):
         return 1  # [N, C, 1, 1]: a classifier that ends in a conv and a global pool (SqueezeNet)
+    if labels is None:
+        return None
     if a.ndim >= 4 and labels.shape[1:] == a.shape[1:-1] and a.shape[-1] > 1:
         return -1
     if labels.shape[1:] == a.shape[2:] and labels.shape[1:] != a.shape[1:-1] and a.shape[1] > 1:
@@ -115,7 +117,7 @@ def layout_of(a: np.ndarray, labels: np.ndarray | None, kind: str | None = None,
     """The layout ``labels`` give the original's output ``a`` (module docstring); without
     labels, ``kind`` (output_kinds.py) may make it yes/no. ``answers``: ``a``'s own labels,
     row for row, where ``labels`` are a whole data set's and ``a`` one part's outputs."""
-    axis = map_class_axis(a, labels)
+    axis = map_class_axis(a, labels) if labels is not None or kind not in ("values", "topk", "yesno") else None
     if axis is not None:
         return Layout(axis=axis)
     probabilities = a.dtype.kind == "f" and a.size and a.min() >= 0 and a.max() <= 1
