@@ -438,7 +438,7 @@ def _rows(result, checked, calibrated) -> list[dict]:
 
 def _report(result, checked, calibrated, timed, timings) -> dict:
     from .report.latency import latency_json
-    from .report.tables import calibration_json, jsonable, measured_total
+    from .report.tables import calibration_json, jsonable, measured_total, sparse_rows
 
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
     sparse = {s.op_node.name for s in result.sparse}
@@ -450,6 +450,7 @@ def _report(result, checked, calibrated, timed, timings) -> dict:
         "measured_flops_per_sample": measured_total(result, checked.pruned, checked.rows or checked.samples)
         if checked is not None else None,
         "layers": report.get("layers") or _rows(result, checked, None),
+        "zero_input_layers": sparse_rows(result, checked.pruned if checked is not None else None),
         "rejected": [vars(r) for r in result.rejected],
         "latency": latency_json(timed) if timed is not None else None,
         "check": None if checked is None else {

@@ -278,6 +278,8 @@ def test_repeated_samples_count_once():
     rows = dict(certificate_rows(cert))
     assert "900 sample(s) repeat earlier ones and count once" in rows["repeats"]
     assert "or more distinct calibration samples" in rows["data"]  # 1,200 were given
+    # Nothing was certified, so nothing pruned: the confidence row promises nothing.
+    assert cert.chosen < 0 and rows["confidence"] == "0.9: asked for; nothing pruned, so nothing to bound"
     # The check runs on the same testing part, as rows of the data given (first copies)
     assert len(out.tested) == 150 and out.tested.max() < 300
     checked = _checked_part(repeated, Settings(holdout=0.5), out)

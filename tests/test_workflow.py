@@ -230,3 +230,16 @@ def test_the_bar_counts_steps():
         assert len(bar._progress.tasks) == 1
     assert seen == [(1, 3, "timing early-exit layers: b"), (5, 10)]
     quiet("anything", 1, 2)
+
+
+def test_zero_input_rewrites_have_their_rows_in_the_report():
+    """Only exact zero-input rewrites kept: rows (the early-exit layers') is empty, and a
+    trial's API user concluded nothing was rewritten; the report lists them with the share
+    of inputs each skipped on the check."""
+    done = exprune_onnx.optimize(EXAMPLE, objective="flops", sparse_relu="on", check_data=SLICE, check_samples=64)
+    assert done.changed and done.rows == []
+    rows = done.report["zero_input_layers"]
+    assert sorted(r["op"] for r in rows) == ["ExPruneSparseConv"] * 4 + ["ExPruneSparseMatMul"]
+    assert {r["layer"]: r["reads"] for r in rows}["/conv2/conv/Conv"] == "Relu"
+    # (ExPruneSparseMatMul has no counters: its share is null, as the table's "-".)
+    assert all(0.0 < r["skipped_inputs"] < 1.0 for r in rows if r["op"] == "ExPruneSparseConv")

@@ -119,10 +119,16 @@ def unbounded_outputs(checked, outcome) -> list[str]:
     moved by 32% of its range while the budget held on its class scores."""
     if checked is None or outcome is None:
         return []
-    return [f"output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its largest |value|, and the "
-            f"budget bounds only '{escape(outcome.output)}': calibrate on it too (--score-output "
-            f"{escape(d.name)} --metric relerr), or check it with your own measure"
-            for d in changed_values(checked) if d.name != outcome.output]
+    out = [f"output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its largest |value|, and the "
+           f"budget bounds only '{escape(outcome.output)}': calibrate on it too (--score-output "
+           f"{escape(d.name)} --metric relerr), or check it with your own measure"
+           for d in changed_values(checked) if d.name != outcome.output]
+    # Likewise class scores the budget does not bound (an embedding scored, the logits not).
+    return out + [f"output '{escape(d.name)}' has {d.answer_kind} agreement {100 * d.top1_agreement:.2f}% on the "
+                  f"check, and the budget bounds only '{escape(outcome.output)}': calibrate on it (--score-output "
+                  f"{escape(d.name)}), or check it with your own measure"
+                  for d in checked.outputs if d.name != outcome.output and d.top1_agreement is not None
+                  and d.top1_agreement < 0.99 and d.runs is None]
 
 
 def budget_warning(max_drop: float) -> str | None:

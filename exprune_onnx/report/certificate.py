@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     """The calibration table's rows for a certified run: what the data supports."""
     pct = f"{100 * cert.budget:g}%"
-    rows = [("confidence", f"{cert.confidence:g}: the budget holds on data like the calibration data with "
-                           f"probability >= {cert.confidence:g} over its draw"),
+    # With no rung written nothing is pruned, and there is no risk to bound.
+    holds = ("the budget holds on data like the calibration data with probability >= "
+             f"{cert.confidence:g} over its draw" if cert.chosen >= 0 else "asked for; nothing pruned, so nothing to bound")
+    rows = [("confidence", f"{cert.confidence:g}: {holds}"),
             ("testing part", f"{cert.samples} samples the search never saw; loss = {cert.loss}; {cert.test}"),
             ("ladder", f"{cert.rungs} rung(s), conservative first; tested {len(cert.steps)}, "
                        f"passed {sum(s.passed for s in cert.steps)}")]
