@@ -402,7 +402,7 @@ def test_verify_accepts_and_catches_tampering():
     rows = verify(model, res.model, data)
     assert all(r.ok for r in rows), rows
     # It skips inputs, it prunes no output.
-    assert "of sparse conv inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
+    assert "of sparse inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
     # 0% skipped on a CPU with tiles is their dense path, not a fault: said where it may be so.
     assert ("AMX tiles skips none" in rows[3].detail) == cpu_has_tiles()
     for tamper, words in (("weight", "weight"), ("bias", "bias"), ("stride", "attribute"),

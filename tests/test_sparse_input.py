@@ -78,6 +78,31 @@ def test_op_matches_numpy(lead, bias):
         assert np.array_equal(first, b if bias else np.zeros(m, np.float32))
 
 
+@pytest.mark.parametrize("lead", [(1,), (19,), (0,)])
+def test_op_stats_count_the_nonzero_inputs(lead):
+    """stats = [inputs read, inputs]: each non-zero input (NaN and Inf too, not -0) multiplies
+    a row of w; the FLOPs a skipped one saves are 2 * m (measure/counters.py)."""
+    rng = np.random.default_rng(8)
+    x = sparse_x(rng, (*lead, 300), 0.8) if lead[0] else np.zeros((0, 300), np.float32)
+    if x.size:
+        x.reshape(-1, 300)[-1, :3] = [np.nan, np.inf, -0.0]
+    w = rng.standard_normal((300, 70)).astype(np.float32)
+    node = helper.make_node(ops.SPARSE_MATMUL, ["x", "w"], ["y", "stats"], name=NODE, domain=ops.DOMAIN)
+    graph = helper.make_graph([node], "sparse", [vi("x", list(x.shape)), vi("w", [300, 70])],
+                              [vi("y", None), helper.make_tensor_value_info("stats", TensorProto.INT64, [2])])
+    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                  helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
+    y, stats = exprune_onnx.inference_session(model, optimize=False).run(None, {"x": x, "w": w})
+    assert stats.dtype == np.int64 and stats.tolist() == [int(np.count_nonzero(x)), x.size]
+    np.testing.assert_array_equal(y, run_op(x, w))
+    from exprune_onnx.measure.counters import flops_saved, per_input
+
+    with_w = helper.make_model(helper.make_graph([node], "s", graph.input[:1], graph.output,
+                                                 [numpy_helper.from_array(w, "w")]))
+    assert per_input(with_w) == {NODE: 2.0 * 70}
+    assert flops_saved(with_w, {NODE: tuple(stats.tolist())}) == (x.size - np.count_nonzero(x)) * 140
+
+
 def test_op_nan_and_inf_inputs_propagate_as_in_matmul():
     rng = np.random.default_rng(5)
     x = sparse_x(rng, (6, 40), 0.7)

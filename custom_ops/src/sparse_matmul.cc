@@ -1,6 +1,7 @@
 #include "sparse_matmul.h"
 
 #include <algorithm>
+#include <bitset>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -139,6 +140,17 @@ void MultiplyBlock(const float* x, const float* w, const float* bias, int64_t ro
   }
 }
 
+// The non-zero inputs of all rows (each multiplies a row of w): the set bits of every
+// block's needed inputs.
+int64_t InputsRead(const uint8_t* who, int64_t n, const std::vector<int64_t>& needed) {
+  int64_t read = 0;
+  for (size_t blk = 0; blk < needed.size(); ++blk) {
+    const uint8_t* bits = who + static_cast<int64_t>(blk) * n;
+    for (int64_t e = 0; e < needed[blk]; ++e) read += static_cast<int64_t>(std::bitset<8>(bits[e]).count());
+  }
+  return read;
+}
+
 }  // namespace
 
 void SparseMatMulKernel::Compute(OrtKernelContext* context) const {
@@ -163,9 +175,13 @@ void SparseMatMulKernel::Compute(OrtKernelContext* context) const {
   std::vector<int64_t> y_shape(x.shape.begin(), x.shape.end() - 1);
   const int64_t rows = ElementCount(y_shape);
   y_shape.push_back(m);
-  auto y_value = ctx.GetOutput(0, y_shape);
+  const Outputs out = GetOutputs(ctx, y_shape);
+  if (out.stats != nullptr) {
+    out.stats[0] = 0;
+    out.stats[1] = rows * n;
+  }
   if (rows == 0 || m == 0) return;
-  float* y = y_value.GetTensorMutableData<float>();
+  float* y = out.y;
 
   // Per block of rows, the inputs some row of it needs (x != 0, so NaN and Inf count)
   // and which rows need each: 5 bytes per input and block, against the block's 32 of x.
@@ -182,6 +198,7 @@ void SparseMatMulKernel::Compute(OrtKernelContext* context) const {
     needed[static_cast<size_t>(blk)] = ScanBlock(x.data, rows, n, blk, who.data() + blk * n, index.data() + blk * n);
   };
   ParallelTasks(ctx, static_cast<size_t>(row_blocks), scan);
+  if (out.stats != nullptr) out.stats[0] = InputsRead(who.data(), n, needed);
 
   const int64_t col_block = std::min(m, kColBlock);
   const int64_t col_blocks = CeilDiv(m, col_block);

@@ -23,7 +23,8 @@ class SparseMatMulKernel {
   std::string label_;
 };
 
-// x, w and an optional bias in; y out. No attributes.
+// x, w and an optional bias in; y and the optional int64 stats [inputs read, inputs]
+// out. No attributes.
 struct SparseMatMulOp : Ort::CustomOpBase<SparseMatMulOp, SparseMatMulKernel, /*WithStatus=*/true> {
   SparseMatMulOp() {
     start_ver_ = kDomainVersion;
@@ -49,8 +50,13 @@ struct SparseMatMulOp : Ort::CustomOpBase<SparseMatMulOp, SparseMatMulKernel, /*
     return index == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
 
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  size_t GetOutputTypeCount() const { return 2; }  // y, stats
+  ONNXTensorElementDataType GetOutputType(size_t index) const {
+    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const {
+    return index == 1 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
 };
 
 }  // namespace exprune

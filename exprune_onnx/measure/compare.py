@@ -91,8 +91,8 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
     exposed = {o.name for o in out.graph.output}
     mapping = {}
     for node in out.graph.node:
-        # The sparse matmul counts nothing; a sparse conv counts the inputs it read (measure/counters.py).
-        if node.domain != ops.DOMAIN or node.op_type not in (*ops.PRUNE_OPS, ops.SPARSE_CONV):
+        # A sparse matmul or conv counts the inputs it read (measure/counters.py).
+        if node.domain != ops.DOMAIN or node.op_type not in ops.ALL_OPS:
             continue
         if len(node.output) < 2:
             node.output.append(f"{node.name}__stats")

@@ -11,7 +11,8 @@ where ``tail_units * taps`` is the size of one output's tail weights (``w_tail``
 An ExPruneSparseConv counts [inputs read, inputs] instead (the non-zero ones where it lists
 them, all of an image its tile path ran: docs/custom_ops.md); each input it skips
 saves the multiply-adds it would feed, ``2 * (M / group) * KH * KW / (stride_h * stride_w)``
-FLOPs. That is exact for an interior input of a convolution whose output covers its
+FLOPs. An ExPruneSparseMatMul counts the same, and each input it skips saves ``2 * m``
+FLOPs (a row of w [n, m]), exactly. That is exact for an interior input of a convolution whose output covers its
 input (stride 1, "same" padding) and approximate elsewhere: an input on the border feeds
 fewer outputs, and with "valid" padding or a stride the count per input is an average.
 Only the outer graph's ops report counts.
@@ -45,11 +46,15 @@ def per_element(model: onnx.ModelProto) -> dict[str, tuple[int, float]]:
 
 
 def per_input(model: onnx.ModelProto) -> dict[str, float]:
-    """Sparse conv node name -> FLOPs one input element feeds (module docstring)."""
+    """Sparse conv or matmul node name -> FLOPs one input element feeds (module docstring)."""
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
     found = {}
     for node in model.graph.node:
-        if node.domain != ops.DOMAIN or node.op_type != ops.SPARSE_CONV or node.input[1] not in shapes:
+        sparse = node.op_type in (ops.SPARSE_MATMUL, ops.SPARSE_CONV)
+        if node.domain != ops.DOMAIN or not sparse or node.input[1] not in shapes:
+            continue
+        if node.op_type == ops.SPARSE_MATMUL:  # w [n, m]
+            found[node.name] = 2.0 * shapes[node.input[1]][1]
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         _c, kh, kw, mg = shapes[node.input[1]]

@@ -10,7 +10,6 @@ import onnx
 from rich.markup import escape
 from rich.table import Table
 
-from .. import ops
 from ..compiler.pipeline import Result
 from ..io.modelio import all_nodes
 from ..measure.compare import CheckResult
@@ -398,7 +397,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
     if result.rewritten:  # (a model whose only rewrites read zeros has no early exit to list)
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
         console.print(layers_table(result, counts, f"Rewritten layers ({name})", outcome.stats if outcome else None))
-    if any(s.op_node.op == ops.SPARSE_CONV for s in result.sparse):
+    if result.sparse:
         console.print(sparse_table(result, checked.pruned if checked is not None else None))
     if timed is not None and timed.layers:
         console.print(latency_table(timed))

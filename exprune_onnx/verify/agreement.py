@@ -84,12 +84,13 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     if checked.accuracy is not None:
         parts.append(f"accuracy {checked.accuracy[0]:.2%} -> {checked.accuracy[1]:.2%}")
     kinds = {n.name: n.op_type for n in optimized.graph.node}
-    early = [c for node, c in checked.pruned.items() if kinds.get(node) != ops.SPARSE_CONV]
-    read = [c for node, c in checked.pruned.items() if kinds.get(node) == ops.SPARSE_CONV]
+    sparse = (ops.SPARSE_CONV, ops.SPARSE_MATMUL)
+    early = [c for node, c in checked.pruned.items() if kinds.get(node) not in sparse]
+    read = [c for node, c in checked.pruned.items() if kinds.get(node) in sparse]
     if sum(t for _p, t in early):
         parts.append(f"{sum(p for p, _t in early) / sum(t for _p, t in early):.1%} of outputs pruned")
-    if sum(t for _r, t in read):  # a sparse conv counts the inputs it read, not outputs it pruned
-        parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse conv inputs skipped"
+    if sum(t for _r, t in read):  # a sparse op counts the inputs it read, not outputs it pruned
+        parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse inputs skipped"
                      + (f" ({TILES_NOTE})" if cpu_has_tiles() else ""))
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'", tuple(unjudged),
                unmeasured)
