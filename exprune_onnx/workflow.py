@@ -265,6 +265,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     from .measure.compare import compare
     from .measure.shape_probe import count_at_run_time
     from .report.advice import config_notes, plain_warnings, uncalibrated_note
+    from .tuning.prescreen import without_idle
 
     validate(options, settings)
     rule = settings.rule or options.rule
@@ -327,7 +328,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         if data is not None:  # calibration data, and nothing the search could calibrate
             notes.append(uncalibrated_note(result))
         if settings.objective == "flops" and options.threshold is None:  # nothing asked for the early exits
-            result = _without_idle(model, options, result)
+            result = without_idle(model, options, result)
         timings["compile"] = time.perf_counter() - start
         from .tuning.objective import choose, times_zero_inputs
 
@@ -370,25 +371,6 @@ def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, 
         preflight(model, data, settings.metric, settings.score_output)  # what the search would name first
         if compile_model(model, options).rewritten:  # else the search finds nothing to calibrate, and says so
             raise
-
-
-def _without_idle(model: onnx.ModelProto, options: Options, result):
-    """The objective flops keeps the rewrites that save FLOPs: in the lossless mode an
-    early-exit layer prunes nothing and only adds its partial product and its decision (a
-    trial's SqueezeNet: 1.48x slower), so it is left out. (--threshold=-inf typed keeps
-    them: the method's rewrites, exact, to look at.)"""
-    from .compiler.pipeline import optimize as compile_model
-    from .report.advice import pruning_nothing
-
-    idle = pruning_nothing(result)
-    if not idle:
-        return result
-    layers = dict(options.layers)
-    for layer in idle:
-        layers[layer] = dataclasses.replace(options.setting(layer), skip=True, skip_reason=(
-            "prunes nothing at threshold -inf, so --objective flops leaves it out (--threshold or --calibration "
-            "makes it prune)"))
-    return compile_model(model, dataclasses.replace(options, layers=layers))
 
 
 def _calibrated(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings, rule: str, latency,

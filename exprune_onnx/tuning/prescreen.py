@@ -1,0 +1,40 @@
+"""Early-exit layers left out before anything is timed, where the objective could never
+keep them: under ``--objective flops`` in the lossless mode, an early exit at -inf prunes
+nothing and only adds its partial product and its decision.
+
+(A screen of each layer alone at its best, pruning every output, was tried for the
+latency objective under calibration, to spare the search where no threshold could pay:
+the layers a sparse-input consumer reads, every early exit of a CNN whose convs follow
+each other, cannot be timed alone, as their gain is in the consumer; see screen.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+
+from ..config import Options
+
+IDLE = "prunes nothing at threshold -inf, so --objective flops leaves it out (--threshold or --calibration makes it prune)"
+
+
+def skipping(options: Options, reasons: dict[str, str]) -> Options:
+    """``options`` with the layers of ``reasons`` skipped, each for its reason."""
+    layers = dict(options.layers)
+    for layer, reason in reasons.items():
+        layers[layer] = dataclasses.replace(options.setting(layer), skip=True, skip_reason=reason)
+    return dataclasses.replace(options, layers=layers)
+
+
+def without_idle(model: onnx.ModelProto, options: Options, result):
+    """``result`` without its early-exit layers that can prune nothing (the threshold rule at
+    -inf; a trial's SqueezeNet ran 1.48x slower with them), compiled again if it had any.
+    (--threshold=-inf typed keeps them: the workflow calls this only when nothing asked.)"""
+    from ..compiler.pipeline import optimize as compile_model
+    from ..report.advice import pruning_nothing
+
+    idle = pruning_nothing(result)
+    if not idle:
+        return result
+    return compile_model(model, skipping(options, dict.fromkeys(idle, IDLE)))
