@@ -332,6 +332,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .ops import SPARSE_CONV
     from .progress import for_terminal
     from .runtime import cpu_has_tiles
+    from .tuning.pairs import timing_feeds
 
     refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
     console = make_console()
@@ -343,14 +344,14 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch")
     with for_terminal() as log:
         checked = compare(ref, opt, data, log=log)
-        feeds = data.first(batch)
+        feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn
         timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
     dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
     if dense is None:  # the ops' savings would be set against a partial count
         why += f" ({shape_hint(ref, known)})"
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
-              "peak_rss_mib": (peak_rss_mb(ref, feeds), peak_rss_mb(opt, feeds))}
+              "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}
     tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
     console.print(report.evaluation_table(checked, dense, saved, timing,
                                           f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why, tiles))

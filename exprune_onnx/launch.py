@@ -21,6 +21,22 @@ def _interrupted(exc: BaseException | None) -> bool:
     return False
 
 
+# SIGINTs received while the libraries load: numpy's C import turns a KeyboardInterrupt
+# into an ImportError with no trace of it ("PyCapsule_Import could not import module
+# datetime"), and one raised inside a destructor is printed and dropped.
+_CTRL_C: list[int] = []
+
+
+def _on_ctrl_c(signum, _frame) -> None:
+    _CTRL_C.append(signum)
+    raise KeyboardInterrupt
+
+
+def _stopped() -> None:
+    sys.stderr.write("interrupted: stopped by Ctrl-C; no file is left half-written\n")
+    sys.exit(130)
+
+
 def _terminated(_signum, _frame) -> None:
     sys.stderr.write("terminated: stopped by SIGTERM; no file is left half-written\n")
     sys.exit(143)
@@ -32,18 +48,30 @@ def main() -> None:
     ours = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if ours:
         signal.signal(signal.SIGTERM, _terminated)
+    counting = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if counting:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
     try:
-        # numpy and onnxruntime too: the group's callback imports onnxruntime.
-        import numpy  # noqa: F401
-        import onnxruntime  # noqa: F401
-
-        from .cli import main as cli
+        cli = _load()
     except BaseException as exc:
-        if not _interrupted(exc):
+        if not (_CTRL_C or _interrupted(exc)):
             raise
-        sys.stderr.write("interrupted: stopped by Ctrl-C; no file is left half-written\n")
-        sys.exit(130)
+        _stopped()
     finally:
         if ours:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if counting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _CTRL_C:  # raised where it was dropped: the command was still asked to stop
+        _stopped()
     cli()
+
+
+def _load():
+    """The CLI, after numpy and onnxruntime (the group's callback imports onnxruntime)."""
+    import numpy  # noqa: F401
+    import onnxruntime  # noqa: F401
+
+    from .cli import main as cli
+
+    return cli

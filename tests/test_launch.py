@@ -124,3 +124,24 @@ def test_public_names_and_submodules_load_on_first_use():
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_ctrl_c_that_left_no_trace_in_the_error_or_was_dropped_is_still_one():
+    """numpy's C import turns a Ctrl-C into an ImportError with no KeyboardInterrupt behind
+    it (a trial's 40-line traceback, exit 1); one raised in a destructor is printed and
+    dropped, and the command ran on (exit 0). Both end in the one line and 130."""
+    for how in ("raise ImportError('PyCapsule_Import could not import module datetime')", "return lambda: None"):
+        done = _python(
+            "import os, signal, time\n"
+            "from exprune_onnx import launch\n"
+            "def load():\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        time.sleep(5)\n"
+            "    except KeyboardInterrupt:\n"
+            "        pass\n"
+            f"    {how}\n"
+            "launch._load = load\n"
+            "launch.main()\n")
+        assert done.returncode == 130, (how, done.stderr)
+        assert done.stderr == "interrupted: stopped by Ctrl-C; no file is left half-written\n", done.stderr

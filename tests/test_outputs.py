@@ -335,3 +335,31 @@ def test_a_regular_file_under_dev_is_replaced_not_appended_to():
         assert json.loads(path.read_text()) == {"run": 2}
     finally:
         path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_a_file_replaced_keeps_its_permissions(tmp_path, external):
+    """A pipeline made its model (and report) private; a rewrite renamed a new file over
+    them, 0644 (a trial's). The new ones take the old ones' mode; new files the umask's."""
+    import onnx
+    from helpers import three_layer_mlp
+
+    from exprune_onnx.io import modelio
+
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    modelio.save_model(three_layer_mlp(), out, external_data=external)
+    fresh = out.stat().st_mode & 0o777
+    for path in [out, report] + ([tmp_path / "o.onnx.data"] if external else []):
+        path.touch()
+        path.chmod(0o600)
+    modelio.save_model(three_layer_mlp(), out, external_data=external)
+    staged = []
+    outputs.stage(staged, report, lambda p: Path(p).write_text("{}"))
+    outputs.move_into_place(staged)
+    assert out.stat().st_mode & 0o777 == 0o600 and report.stat().st_mode & 0o777 == 0o600
+    if external:
+        assert (tmp_path / "o.onnx.data").stat().st_mode & 0o777 == 0o600
+    onnx.checker.check_model(str(out))
+    other = tmp_path / "new.onnx"
+    modelio.save_model(three_layer_mlp(), other)
+    assert other.stat().st_mode & 0o777 == fresh

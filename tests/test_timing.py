@@ -41,3 +41,30 @@ def test_a_wide_spread_of_runs_is_said_to_make_the_ratio_rough():
     busy = Latency(1, 1, 30, (1.0, 1.05, 1.1), (2.06, 3.0, 6.16))
     assert busy.spread_note().startswith("the optimised model's runs spread from 2.060 to 6.160 ms (25th-75th "
                                          "percentile) about a median of 3.000")
+
+
+def test_measure_takes_its_batches_in_turn(monkeypatch):
+    """evaluate timed the data's first batch only, 30 times: a sparse op's time is the
+    input's, so it now takes the objective's batches in turn, both models on each."""
+    from exprune_onnx.measure import timing
+
+    seen = []
+
+    class Recording:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, _names, feed):
+            seen.append((self.name, int(feed["x"][0, 0])))
+
+    monkeypatch.setattr(timing, "session", lambda model, threads: Recording(model.graph.name))
+    one, two = weight_model(8), weight_model(8)
+    one.graph.name, two.graph.name = "a", "b"
+    feeds = [{"x": np.full((2, 3), i, np.float32)} for i in range(3)]
+    lat = timing.measure(one, two, feeds, runs=5, warmup=1)
+    timed = seen[2 * 3:]  # after a warm-up run of each batch
+    assert [v for _n, v in seen[:6]] == [0, 0, 1, 1, 2, 2]
+    assert timed == [(n, i % 3) for i in range(5) for n in ("a", "b")] and lat.batch == 2
+    seen.clear()
+    timing.measure(one, two, feeds[0], runs=2, warmup=1)  # one batch, as before
+    assert seen == [("a", 0), ("b", 0)] * 3

@@ -280,15 +280,24 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
                     if not had_location:
                         t.ClearField("data_location")
             wrote_data = tmp_data.exists()
+            keep_mode(out, tmp_model)
             if wrote_data:
                 # onnx makes the data file private (0600); the model file's mode follows the umask.
                 shutil.copymode(tmp_model, tmp_data)
+                keep_mode(parent / data_name, tmp_data)
                 os.replace(tmp_data, parent / data_name)
             os.replace(tmp_model, out)
             if stale is not None and not wrote_data:
                 stale.unlink()
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+
+
+def keep_mode(path: Path, tmp: Path) -> None:
+    """Give ``tmp``, about to replace ``path``, the permissions ``path`` has, if it exists: a
+    pipeline that made its model file private (0600) found it 0644 after a rewrite."""
+    if path.exists():
+        shutil.copymode(path, tmp)
 
 
 def _mark_external(model: onnx.ModelProto, data_name: str) -> list:

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import OutputError
-from .modelio import check_writable, clobbered_input, same_file, written_path
+from .modelio import check_writable, clobbered_input, keep_mode, same_file, written_path
 
 
 def refuse_overwriting(outputs: list, models: list, others: tuple, replaced: bool = True) -> None:
@@ -128,6 +128,7 @@ def move_into_place(staged: list[tuple[Path, Path]]) -> None:
     while staged:
         tmp, path = staged[0]
         try:
+            keep_mode(path, tmp)
             os.replace(tmp, path)
         except OSError as exc:
             raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc

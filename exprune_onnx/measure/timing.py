@@ -79,25 +79,29 @@ def _quartiles(samples: list[float]) -> tuple[float, float, float]:
     return float(q[0]), float(q[1]), float(q[2])
 
 
-def measure(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[str, np.ndarray],
+def measure(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: dict[str, np.ndarray] | list[dict],
             threads: int = 1, runs: int = 30, warmup: int = 3, log=lambda text, done=None, total=None: None) -> Latency:
-    """Both models' latency on ``feeds``, alternating runs; ``log`` is a progress hook (progress.py)."""
+    """Both models' latency on ``feeds`` (one batch, or batches taken in turn: the time of an
+    op that skips zeros depends on the input), alternating runs; ``log`` is a progress hook
+    (progress.py)."""
+    batches = feeds if isinstance(feeds, list) else [feeds]
     a = session(original, threads)
     b = session(optimized, threads)
     names_a = [o.name for o in original.graph.output]
     names_b = [o.name for o in optimized.graph.output]
-    for _ in range(warmup):
-        a.run(names_a, feeds)
-        b.run(names_b, feeds)
+    for i in range(max(warmup, len(batches))):
+        a.run(names_a, batches[i % len(batches)])
+        b.run(names_b, batches[i % len(batches)])
     times_a, times_b = [], []
     for i in range(runs):
         log("timing both models", i, runs)
+        feed = batches[i % len(batches)]
         t0 = time.perf_counter()
-        a.run(names_a, feeds)
+        a.run(names_a, feed)
         t1 = time.perf_counter()
-        b.run(names_b, feeds)
+        b.run(names_b, feed)
         t2 = time.perf_counter()
         times_a.append(t1 - t0)
         times_b.append(t2 - t1)
-    batch = next(iter(feeds.values())).shape[0]
+    batch = next(iter(batches[0].values())).shape[0]
     return Latency(batch, threads, runs, _quartiles(times_a), _quartiles(times_b))
