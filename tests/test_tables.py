@@ -74,6 +74,26 @@ def test_a_back_off_names_the_part_that_was_over_budget(parts, said):
     assert ("held-out" in text) == ("the held-out part" in parts)
 
 
+def test_a_budget_met_without_a_certificate_says_it_is_a_point_estimate():
+    """--confidence 0 printed "budget: met" on 1,000 held-out samples, and new data then
+    dropped 1.1 points against a budget of 1 (a trial's ResNet): the row says what it is."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from exprune_onnx.report.tables import calibration_table
+    from exprune_onnx.tuning.metrics import Score
+
+    score = Score("accuracy", 0.9, 0.895, 0.005)
+    outcome = SimpleNamespace(split=(1000, 1000), output="y", metric="accuracy", max_drop=0.01, rule="threshold",
+                              trials=[], passes=2.0, seconds=1.0, calibration=score, saved_calibration=0.1,
+                              result=SimpleNamespace(uncounted_nodes=0), holdout=score, saved_holdout=0.1, met=True,
+                              backoffs=0, backoff_parts=[], labelled=False)
+    console = Console(width=400, record=True)
+    console.print(calibration_table(outcome))
+    assert "met on the 1000 held-out samples (a point estimate, not certified)" in console.export_text()
+
+
 def _map_model(tmp_path, labels_shape):
     """conv_hw without its pool (the output is the map d [N, 32, H, W]), saved with 40
     samples and random labels of ``labels_shape``; the CLI arguments of a run on it."""

@@ -443,7 +443,7 @@ def test_a_calibrated_model_is_verified_against_its_budget(calibrated, tmp_path)
     r = invoke("verify", EXAMPLE, calibrated, "--data", SLICE)
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
-    assert re.search(r"accuracy drop -?\d+\.\d\d% <= 2%, the budget it was calibrated to \(an estimate on its "
+    assert re.search(r"accuracy drop -?\d+\.\d\d points <= 2 points, the budget it was calibrated to \(an estimate on its "
                      r"held-out part; measured on these data", text), text
     # A bar asked for is the bar: agreement, as for any model.
     r = invoke("verify", EXAMPLE, calibrated, "--data", SLICE, "--min-agreement", "1")

@@ -271,6 +271,8 @@ def calibration_table(outcome) -> Table:
             t.add_row(what, value)
         return t
     verdict = "met" if outcome.met else "NOT met on the held-out part"
+    # (--confidence 0: the held-out figure is all there is, no bound on new data.)
+    verdict += f" on the {n_hold} held-out samples (a point estimate, not certified)" if outcome.met and n_hold else ""
     if outcome.backoffs:
         parts = " and ".join(outcome.backoff_parts) or "a part"
         verdict += f" after backing off {outcome.backoffs} rung(s): the first choice was over budget on {parts}"

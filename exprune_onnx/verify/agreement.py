@@ -143,5 +143,6 @@ def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str, str | None
     ok = drop <= max_drop + 1e-9
     confidence = float(budget.get("confidence") or 0)
     promise = f"at confidence {confidence:g}" if confidence else "an estimate on its held-out part"
-    return ok, (f"{what} {100 * drop:.2f}% {'<=' if ok else '>'} {100 * max_drop:g}%, the budget it was calibrated "
+    unit = " points" if metric == "accuracy" else "%"  # a difference of accuracies, as optimize says it
+    return ok, (f"{what} {100 * drop:.2f}{unit} {'<=' if ok else '>'} {100 * max_drop:g}{unit}, the budget it was calibrated "
                 f"to ({promise}; measured on these data, a point estimate)"), measured
