@@ -76,6 +76,11 @@ def _budget(_ctx, _param, value):
     return value
 
 
+def _dash_is_stdout(_ctx, _param, value: Path | None) -> Path | None:
+    """'-' for a JSON output is standard output, as tools read it (it wrote a file named '-')."""
+    return Path("/dev/stdout") if value is not None and str(value) == "-" else value
+
+
 def _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only=(),
              emit_stats=False) -> Options:
     if threshold is not None and config is not None:
@@ -173,8 +178,8 @@ def main(debug: bool) -> None:
               help="With --calibration: the probability, over the draw of the data, that the written model's "
                    "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
                    "0 keeps the point estimate on the calibration data.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path),
-              help="Write the report as JSON: layers, latency decisions, the check, calibration.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), callback=_dash_is_stdout,
+              help="Write the report as JSON: layers, latency decisions, the check, calibration ('-': stdout).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
 @click.option("--rule", type=click.Choice(["threshold", "statstest", "certified", "auto"]), default="threshold",
@@ -310,7 +315,8 @@ def _refuse_unpaired(ref, opt) -> None:
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
               help="Intra-op threads of both sessions in the latency runs.")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=_dash_is_stdout,
+              help="Also write the results as JSON ('-': stdout).")
 @input_options
 @guarded
 def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path, input_shapes, input_values):

@@ -1,8 +1,10 @@
 """The command line, on the bundled example model and on bad input."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +337,12 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     assert abs(size[1] - size[0]) < 0.02 * size[0]
     assert all(50 < m < 4096 for m in rss) and "peak memory" in r.output
     assert invoke("evaluate", example, tmp_path / "missing.onnx", "--data", small_set).exit_code == 3
+    # '-' is standard output (it wrote a file named '-'), after the table, as /dev/stdout is.
+    done = subprocess.run([sys.executable, "-m", "exprune_onnx", "evaluate", str(example), str(out), "--data",
+                           str(small_set), "--runs", "3", "--json", "-"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, env={**os.environ, "PYTHONPATH": str(MODELS.parent)})
+    assert done.returncode == 0 and not (tmp_path / "-").exists(), done.stderr
+    assert json.loads(done.stdout[done.stdout.index("\n{") + 1:])["samples"] == 160
 
 
 def test_evaluate_sets_no_savings_against_a_model_the_other_was_not_compiled_from(example, tmp_path, small_set):
