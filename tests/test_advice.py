@@ -228,8 +228,7 @@ def test_calibration_of_a_model_with_no_early_exit_says_so(tmp_path):
 def test_a_config_layer_that_is_not_rewritten_is_named_with_why(tmp_path):
     """A config naming the first layer (a graph input's reader) or a k past the layer's n
     was dropped without a word; skipped layers and the latency objective's drops are not
-    named (the latency table shows those). With calibration, the config's thresholds are
-    said to be the calibration's."""
+    named (the latency table shows those)."""
     import json
 
     cfg = tmp_path / "c.json"

@@ -319,7 +319,7 @@ def test_a_pooled_conv_classifier_s_n_c_1_1_output_takes_one_label_a_sample():
     checked = compare(model, model, dataset_of({"x": x}, model, labels), batch=8)
     assert checked.accuracy == (0.75, 0.75) and checked.outputs[0].top1_agreement == 1.0
     # Without labels too (a trial's SqueezeNet [1, 1000, 1, 1] had no top-1 check, as a map's):
-    # one answer a sample, 4 of 16 changed; read as values where the graph says so.
+    # one answer a sample, some changed by a flipped filter; read as values where the graph says so.
     other = onnx.load_from_string(model.SerializeToString())
     w = onnx.numpy_helper.to_array(other.graph.initializer[0]).copy()
     answers = run_plain(model, {"x": x})[0][:, :, 0, 0].argmax(1)
