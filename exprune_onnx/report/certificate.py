@@ -37,6 +37,8 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     if not cert.enough:
         rows.append(("data", too_small(cert.budget, cert.confidence, cert.needed, cert.samples, _total_needed(cert),
                                        bool(cert.repeats))))
+    elif cert.needed == 0:  # a budget of every answer: nothing to measure
+        rows.append(("data", f"any: a budget of {pct} holds whatever the model answers"))
     else:
         rows.append(("data", f"enough: {cert.needed} testing samples with no loss would certify {pct}"))
     return rows
