@@ -263,7 +263,7 @@ def test_the_data_asked_for_counts_the_samples_with_no_label_left_out():
     data_row = dict(certificate_rows(cert))["data"]
     assert "give 690 or more calibration samples" in data_row, data_row
     # A budget of every answer needs no data: it said "0 testing samples ... would certify 100%".
-    whole = dataclasses.replace(cert, budget=1.0, needed=0, enough=True)
+    whole = dataclasses.replace(cert, budget=1.0, needed=0)
     assert dict(certificate_rows(whole))["data"] == "any: a budget of 100% holds whatever the model answers"
 
 
