@@ -72,6 +72,25 @@ def error_message(exc: BaseException, limit: int | None = _MAX_CHARS) -> str:
     return f"{joined[:limit // 2 - 5]} ... {joined[-(limit // 2):]}"
 
 
+# A command-line option in a message (not a word with a hyphen in it).
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def in_keywords(exc: ExPruneError, keywords: set[str], renamed: dict[str, str]) -> ExPruneError:
+    """``exc`` with the command-line options it names given as the Python keywords that set
+    the same (``--max-drop`` as ``max_drop``; ``renamed``: option -> text where the keyword
+    is spelt otherwise, ``no-check`` -> ``check=False``); ``exc`` itself when it names none.
+    The messages are the command line's, and a Python caller has no ``--max-drop`` to give."""
+    def keyword(m: re.Match) -> str:
+        name = m.group(1)
+        if name in renamed:
+            return renamed[name]
+        return name.replace("-", "_") if name.replace("-", "_") in keywords else m.group(0)
+
+    text = _FLAG.sub(keyword, str(exc))
+    return exc if text == str(exc) else type(exc)(text)
+
+
 class OriginalRunFailed(DataError):
     """onnxruntime failed to run the original model on the inputs (original_failed)."""
 

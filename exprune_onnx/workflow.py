@@ -19,14 +19,14 @@ import numbers
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
-from .errors import ConfigError, DataError, OriginalRunFailed, error_message
+from .errors import ConfigError, DataError, ExPruneError, OriginalRunFailed, error_message, in_keywords
 from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
@@ -38,6 +38,11 @@ from .tuning.metrics import thin_holdout
 
 class UsageProblem(ConfigError):
     """Options that do not go together; the command line reports it as a usage error."""
+
+
+# Command-line options whose Python keyword (of optimize) is spelt otherwise.
+API_NAMES = {"input-shape": "input_shapes", "input-value": "input_values", "no-check": "check=False",
+             "no-sparse-input": "sparse_input=False"}
 
 
 @dataclass
@@ -119,9 +124,15 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         setattr(target, key, parse_k(value) if key == "k" else value)
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
-    validate(options, settings)  # a budget out of range is an error before it is a warning
-    _warn_budget(settings)
-    done = run(model, options, settings, log)
+    try:
+        validate(options, settings)  # a budget out of range is an error before it is a warning
+        _warn_budget(settings)
+        done = run(model, options, settings, log)
+    except ExPruneError as exc:
+        worded = in_keywords(exc, {f.name for f in (*fields(Options), *fields(Settings))}, API_NAMES)
+        if worded is exc:
+            raise
+        raise worded from exc
     done.report.update(model=path, output=None)  # as --report names them; nothing is written here
     return done
 
@@ -265,6 +276,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     from .measure.compare import compare
     from .measure.shape_probe import count_at_run_time
     from .report.advice import config_notes, plain_warnings, uncalibrated_note
+    from .report.run_report import run_report, run_rows
     from .tuning.prescreen import without_idle
 
     validate(options, settings)
@@ -348,8 +360,8 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         checked = compare(model, result.model, on, labelled=settings.score_output, log=log)
         timings["check"] = time.perf_counter() - start
     notes += config_notes(configured, result, calibrated is not None)
-    done = Optimized(result.model, _rows(result, checked, calibrated),
-                     _report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
+    done = Optimized(result.model, run_rows(result, checked, calibrated),
+                     run_report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
                      assumed=assumed, objective=settings.objective, notes=notes)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
@@ -409,39 +421,3 @@ def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:
     part, name = (held, "held out") if len(held) else (calib, "calibrated on")
     checked = subset(dataclasses.replace(data, labels=labels), part)
     return dataclasses.replace(checked, source=f"{data.source}, {name}")
-
-
-def _rows(result, checked, calibrated) -> list[dict]:
-    from .report.tables import layer_rows
-
-    counts = checked.pruned if checked is not None else (calibrated.counts_holdout or None if calibrated else None)
-    return layer_rows(result, counts, calibrated.stats if calibrated else None)
-
-
-def _report(result, checked, calibrated, timed, timings) -> dict:
-    from .report.latency import latency_json
-    from .report.tables import calibration_json, jsonable, measured_total, sparse_rows
-
-    report = calibration_json(calibrated, "", "") if calibrated is not None else {}
-    sparse = {s.op_node.name for s in result.sparse}
-    report.update({
-        "changed": result.changed,
-        "dense_flops_per_sample": result.dense_flops,  # of the nodes whose shapes are known
-        "uncounted_nodes": result.uncounted_nodes,
-        # As the summary's "measured FLOPs": by the ops' counters on the check, null where unknown.
-        "measured_flops_per_sample": measured_total(result, checked.pruned, checked.rows or checked.samples)
-        if checked is not None else None,
-        "layers": report.get("layers") or _rows(result, checked, None),
-        "zero_input_layers": sparse_rows(result, checked.pruned if checked is not None else None),
-        "rejected": [vars(r) for r in result.rejected],
-        "latency": latency_json(timed) if timed is not None else None,
-        "check": None if checked is None else {
-            "samples": checked.samples, "source": checked.source, "outputs": [d.as_json() for d in checked.outputs],
-            "accuracy": checked.accuracy,  # [original, optimised] with labels, as evaluate --json has it
-            # [pruned, total] outputs of each early-exit op; [read, total] inputs of each sparse conv.
-            "pruned": {node: list(c) for node, c in checked.pruned.items() if node not in sparse},
-            "inputs_read": {node: list(c) for node, c in checked.pruned.items() if node in sparse}},
-        "seconds": dict(timings),
-    })
-    return jsonable(report)
-

@@ -173,3 +173,24 @@ def test_session_options_register_the_library_once(model):
     session = ort.InferenceSession(written.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     x = np.zeros((1, 1, 28, 28), np.float32)
     assert session.run(None, {"input": x})[0].shape == (1, 10)
+
+
+def test_messages_name_the_keywords_the_api_takes(model, tmp_path):
+    """A trial's Python caller read "--max-drop 0 cannot be certified ... or --confidence 0",
+    options it has no way to give: the messages name max_drop and confidence."""
+    from exprune_onnx.errors import ExPruneError, in_keywords
+
+    data = tmp_path / "d.npz"
+    np.savez(data, input=np.random.default_rng(0).random((40, 1, 28, 28), dtype=np.float32),
+             labels=np.arange(40) % 10)
+    with pytest.raises(ExPruneError) as caught:
+        exprune_onnx.optimize(model, calibration=data, max_drop=0.0, objective="flops")
+    assert "--" not in str(caught.value) and "max_drop" in str(caught.value), caught.value
+    with pytest.raises(DataError, match=r"^input_shapes/input_values names 'nope'"):
+        exprune_onnx.optimize(model, objective="flops", input_shapes={"nope": (1, 2)})
+    # Only options that are keywords, and not a hyphenated word; a message naming none is kept.
+    plain = ConfigError("see --explain, or give --check-data, --no-check or a well-known input")
+    assert str(in_keywords(plain, {"check_data"}, {"no-check": "check=False"})) == (
+        "see --explain, or give check_data, check=False or a well-known input")
+    none = DataError("no option here")
+    assert in_keywords(none, {"x"}, {}) is none

@@ -151,7 +151,7 @@ def test_python_takes_input_shapes_and_rejects_unknown_options(tmp_path):
         exprune_onnx.optimize_model(conv_hw(), min_unit=3)
     with pytest.raises(TypeError, match=r"unknown option 'zzz'$"):
         exprune_onnx.optimize(conv_hw(), zzz=0)
-    with pytest.raises(workflow.UsageProblem, match="--calibration"):
+    with pytest.raises(workflow.UsageProblem, match="rule auto chooses per layer on data: give calibration"):
         exprune_onnx.optimize(input_mlp(["N"]), rule="auto")
 
 
