@@ -589,3 +589,27 @@ def test_weights_the_branches_share_after_export_still_verify(tmp_path):
     assert {n.op_type for n in else_body.node} >= {"ExPruneDenseRelu"} and "e_w1" in then_body.node[0].input
     r = invoke("verify", str(path), str(out), "--data", str(data), "--min-agreement", "0")
     assert r.exit_code == 0 and "structure │ pass" in " ".join(r.output.split()), r.output
+
+
+def test_random_inputs_that_the_original_answers_with_one_class_are_said_to_say_little():
+    """A random-weight ResNet gave every random input class 8 and its pruned copy class 4:
+    'top-1 agreement 0.00%' looked like a wrecked model (a trial's). The row says why."""
+    from helpers import init, make_model, vi
+
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify.agreement import agreement_row
+
+    def head(winner: int) -> onnx.ModelProto:
+        bias = np.zeros(10, np.float32)
+        bias[winner] = 50.0
+        w = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32) * 0.1
+        return make_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], [vi("x", ["N", 4])],
+                          [vi("y", ["N", 10])], [init("w", w), init("b", bias)])
+
+    row = agreement_row(head(8), head(4), random_dataset(head(8), 16, 0), 0.99)
+    assert not row.ok and "top-1 agreement 0.00%" in row.detail
+    assert "(the original gives all 16 random inputs one class, so agreement on them says little: give --data)" \
+        in row.detail, row.detail
+    varied = head(8)
+    varied.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros(10, np.float32), "b"))
+    assert "says little" not in agreement_row(varied, varied, random_dataset(varied, 16, 0), 0.99).detail

@@ -77,6 +77,10 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
                 unjudged.append(d.name)
         elif d.top1_agreement is not None:
             text += f"{' ' if d.index else ', '}{d.answer_kind} agreement {d.top1_agreement:.2%}"
+            if data.source == "random" and d.classes == 1 and checked.samples > 1:
+                # (A random-weight or saturated model: its agreement then turns on one close call.)
+                text += (f" (the original gives all {checked.samples} random inputs one class, so agreement on them "
+                         "says little: give --data)")
             if judged is None and not unmeasured and d.top1_agreement < min_agreement:
                 ok = False
                 text += f" < {min_agreement:.2%}"
