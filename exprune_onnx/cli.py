@@ -338,7 +338,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     from .ops import SPARSE_CONV
     from .progress import for_terminal
     from .runtime import cpu_has_tiles
-    from .tuning.pairs import timing_feeds
+    from .tuning.pairs import FEEDS, timing_feeds
 
     refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
     console = make_console()
@@ -347,7 +347,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
     batch = check_batch(ref, batch, "--batch", spec)
-    check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch")
+    check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch", feeds=FEEDS)
     with for_terminal() as log:
         checked = compare(ref, opt, data, log=log)
         feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn

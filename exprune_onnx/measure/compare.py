@@ -48,7 +48,8 @@ class OutputDiff:
     # sample's (first axis), which verify holds a certified relerr budget to; not in reports.
     mean_rel: float | None = None
     sample_rel: np.ndarray | None = field(default=None, repr=False)
-    classes: int | None = None  # class scores: how many classes the original's answers take (not in reports)
+    # Class scores that changed answers: how many classes the original's answers take (not in reports).
+    classes: int | None = None
 
     def as_json(self) -> dict:
         """For reports: no per-sample array, and no answer kind where no answers were counted."""
@@ -416,6 +417,6 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> O
     scale = float(np.abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
     top1 = top1_agreement(a, b) if is_scores(a, kind) and not np.isnan(a).any() else None  # NaN has no arg-max
-    classes = int(np.unique(a.argmax(-1)).size) if top1 is not None and a.size else None
+    classes = int(np.unique(a.argmax(-1)).size) if top1 is not None and top1 < 1.0 else None
     return OutputDiff(name, max_abs, max_rel, top1, mean_rel=relative_error(a, b) if a.size else None,
                       sample_rel=sample_relative_errors(a, b) if a.ndim and a.size else None, classes=classes)

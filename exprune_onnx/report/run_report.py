@@ -32,10 +32,9 @@ def run_report(result, checked, calibrated, timed, timings) -> dict:
         "check": None if checked is None else {
             "samples": checked.samples, "source": checked.source, "outputs": [d.as_json() for d in checked.outputs],
             "accuracy": checked.accuracy,  # [original, optimised] with labels, as evaluate --json has it
-            # [pruned, total] outputs of each early-exit op; [read, total] inputs of each sparse conv.
+            # [pruned, total] outputs of each early-exit op; [read, total] inputs of each sparse conv or matmul.
             "pruned": {node: list(c) for node, c in checked.pruned.items() if node not in sparse},
             "inputs_read": {node: list(c) for node, c in checked.pruned.items() if node in sparse}},
         "seconds": dict(timings),
     })
     return jsonable(report)
-
