@@ -8,11 +8,19 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.text import Text
 
 from ._version import __version__
 from .cli_boundary import guarded, make_console, pipe_closed, written
-from .cli_options import a_number, calibration_only, common_options, file_path, input_options, typed_with
+from .cli_checks import evaluate, verify
+from .cli_options import (
+    a_number,
+    calibration_only,
+    common_options,
+    dash_is_stdout,
+    file_path,
+    input_options,
+    typed_with,
+)
 from .config import (
     DEFAULT_CONFIDENCE,
     OBJECTIVES,
@@ -22,7 +30,7 @@ from .config import (
     parse_k,
 )
 from .report import tables as report
-from .report.units import dense_flops_text, shape_hint
+from .report.units import dense_flops_text
 from .runtime import MAX_THREADS
 from .tuning.metrics import METRICS
 
@@ -36,37 +44,11 @@ Examples:
   exprune-onnx optimize model.onnx --check-data inputs.npz --explain
 """
 
-_EPILOG_EVALUATE = """\b
-Examples:
-  exprune-onnx evaluate model.onnx model.exprune.onnx --data test.npz
-  exprune-onnx evaluate model.onnx model.exprune.onnx --data test.npz --batch 32 --threads 2
-"""
-
 _EPILOG_INSPECT = """\b
 Examples:
   exprune-onnx inspect model.onnx
   exprune-onnx inspect model.onnx --k 0.25 --include-first-layer
 """
-
-_EPILOG_VERIFY = """\b
-Checks, one row each (exit code 8 when any fails):
-  structure      every ai.exprune op is known and wired as the compiler emits it,
-                 in place of a supported layer; the rest of the graph is unchanged
-  weights        head + tail + unit order give the original's (BatchNorm-folded) weights
-  exact at -inf  with nothing pruned, outputs equal the original's (within --tolerance)
-  agreement      as shipped, top-1 (a Sigmoid's: yes/no) agreement >= --min-agreement
-                 on classifier outputs
-
-\b
-Examples:
-  exprune-onnx verify model.onnx model.exprune.onnx                 # 32 seeded random inputs
-  exprune-onnx verify model.onnx model.exprune.onnx --data test.npz --min-agreement 0.98
-"""
-
-
-def _no_nan(_ctx, _param, value):
-    return a_number(value)  # click's FloatRange lets nan through: every comparison with it is false
-
 
 def _budget(_ctx, _param, value):
     from .report.advice import budget_fraction_hint
@@ -74,11 +56,6 @@ def _budget(_ctx, _param, value):
     if not 0 <= a_number(value) <= 1:
         raise click.BadParameter(f"{value:g} is not in the range 0<=x<=1{budget_fraction_hint(value)}")
     return value
-
-
-def _dash_is_stdout(_ctx, _param, value: Path | None) -> Path | None:
-    """'-' for a JSON output is standard output, as tools read it (it wrote a file named '-')."""
-    return Path("/dev/stdout") if value is not None and str(value) == "-" else value
 
 
 def _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only=(),
@@ -178,7 +155,7 @@ def main(debug: bool) -> None:
               help="With --calibration: the probability, over the draw of the data, that the written model's "
                    "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
                    "0 keeps the point estimate on the calibration data.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), callback=_dash_is_stdout,
+@click.option("--report", "report_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
               help="Write the report as JSON: layers, latency decisions, the check, calibration ('-': stdout).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
@@ -287,93 +264,6 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     make_console().print(f"wrote {output}")
 
 
-def _refuse_unpaired(ref, opt) -> None:
-    """Two models that take different inputs are no original and its rewrite (which keeps
-    the original's inputs): the same data cannot feed both."""
-    from .io.data import model_inputs
-
-    def inputs(model):
-        return {v.name: v.type.tensor_type.elem_type for v in model_inputs(model)}
-
-    def names(model):
-        return ", ".join(f"'{name}'" for name in inputs(model)) or "none"
-
-    if inputs(ref) != inputs(opt):
-        raise click.UsageError(f"the two models take different inputs: ORIGINAL {names(ref)}, OPTIMIZED {names(opt)} "
-                               "(or of other types); evaluate compares a model with its optimised version, which "
-                               "keeps the original's inputs")
-
-
-@main.command(epilog=_EPILOG_EVALUATE)
-@click.argument("original", type=click.Path(path_type=Path))
-@click.argument("optimized", type=click.Path(path_type=Path))
-@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
-              help="Inputs (same layouts as --check-data); 'labels' in the .npz or --labels add accuracy.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels').")
-@click.option("--batch", type=click.IntRange(min=1),
-              help="Batch size of the latency runs. Default: the batch the model's inputs fix, else 1.")
-@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
-              help="Intra-op threads of both sessions in the latency runs.")
-@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=_dash_is_stdout,
-              help="Also write the results as JSON ('-': stdout).")
-@input_options
-@guarded
-def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_path, input_shapes, input_values):
-    """Compare OPTIMIZED with ORIGINAL: outputs, metric, FLOPs the ops skipped, latency side by side."""
-    import platform
-
-    import onnxruntime as ort
-
-    from .io.batch_memory import check_batch_memory
-    from .io.bigmodel import model_bytes
-    from .io.data import load_dataset
-    from .io.feeds import InputSpec, check_batch
-    from .io.modelio import all_nodes, load_model
-    from .io.outputs import refuse_overwriting, write_json
-    from .measure.compare import compare
-    from .measure.counters import executed_flops
-    from .measure.memory import peak_rss_mb
-    from .measure.timing import measure
-    from .ops import SPARSE_CONV
-    from .progress import for_terminal
-    from .runtime import cpu_has_tiles
-    from .tuning.pairs import FEEDS, timing_feeds
-
-    refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
-    console = make_console()
-    ref, opt = load_model(original), load_model(optimized)
-    _refuse_unpaired(ref, opt)
-    spec = InputSpec(input_shapes, input_values)
-    data = load_dataset(data_path, ref, labels, spec)
-    batch = check_batch(ref, batch, "--batch", spec)
-    check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch", feeds=FEEDS)
-    with for_terminal() as log:
-        checked = compare(ref, opt, data, log=log)
-        feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn
-        timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
-    known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
-    dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
-    if dense is None:  # the ops' savings would be set against a partial count
-        why += f" ({shape_hint(ref, known)})"
-    memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
-              "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}
-    tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
-    console.print(report.evaluation_table(checked, dense, saved, timing,
-                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why, tiles))
-    rough = timing.spread_note()
-    if rough:
-        console.print(f"[yellow]warning:[/] {rough}")
-    if json_path is not None:
-        write_json(json_path, report.jsonable({
-            "original": str(original), "optimized": str(optimized), "samples": checked.samples,
-            "accuracy": checked.accuracy, "outputs": [d.as_json() for d in checked.outputs],
-            "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
-            "latency": vars(timing) | {"ratio": timing.ratio}, "memory": memory, "machine": platform.machine(),
-            "onnxruntime": ort.__version__,
-        }))
-
-
 @main.command(epilog=_EPILOG_INSPECT)
 @click.argument("model", type=click.Path(path_type=Path))
 @common_options
@@ -408,96 +298,8 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     report.print_fused_warning(console, original)
 
 
-@main.command(epilog=_EPILOG_VERIFY)
-@click.argument("original", type=click.Path(path_type=Path))
-@click.argument("optimized", type=click.Path(path_type=Path))
-@click.option("--data", "data_path", type=click.Path(path_type=Path),
-              help="Inputs (same layouts as --check-data); default: seeded random inputs.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels') for accuracy.")
-@click.option("--samples", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Random inputs to run on when no --data is given.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True, callback=_no_nan,
-              help="Least top-1 (a Sigmoid's: yes/no) agreement with the original, for classifier outputs; a "
-                   "calibrated model is held to its budget instead unless this is given.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, callback=_no_nan,
-              help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
-@input_options
-@guarded
-def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
-           input_values):
-    """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
-    from rich.table import Table
-
-    from .errors import OriginalRunFailed, VerificationFailed, error_message
-    from .io.data import load_dataset, random_dataset
-    from .io.feeds import InputSpec
-    from .io.modelio import load_model
-    from .io.open_dims import assumed_shapes, assumed_text
-    from .ops import DOMAIN
-    from .progress import for_terminal
-    from .runtime import uses_library
-    from .verify import verify as run_verify
-    from .verify.agreement import read_budget
-
-    if labels is not None and data_path is None:
-        raise click.UsageError("--labels goes with --data")
-    console = make_console()
-    ref, opt = load_model(original), load_model(optimized)
-    if uses_library(ref) and not uses_library(opt):
-        raise click.UsageError(f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first "
-                               "(verify ORIGINAL OPTIMIZED)")
-    spec = InputSpec(input_shapes, input_values)
-    assumed = assumed_shapes(ref, spec) if data_path is None else {}  # as optimize takes them without data
-    spec.shapes.update(assumed)
-    input_shapes = {**(input_shapes or {}), **assumed}
-    taken = escape(assumed_text(ref, assumed))
-    if assumed:
-        console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: took {taken} (a size most "
-                      "such models take): --input-shape or --data checks at the size you run at")
-    # A calibrated model's budget stands in for the agreement bar unless one is asked for.
-    typed = click.get_current_context().get_parameter_source("min_agreement") == click.core.ParameterSource.COMMANDLINE
-    try:
-        data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
-                else random_dataset(ref, samples, seed, spec))
-        with for_terminal() as log:
-            rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance,
-                              input_shapes=input_shapes, log=log, budget=None if typed else read_budget(opt))
-    except OriginalRunFailed as exc:
-        if not assumed:
-            raise
-        raise OriginalRunFailed(f"{error_message(exc)} (open dims were taken as {assumed_text(ref, assumed)}: "
-                                "--input-shape or --data gives the sizes it takes)") from exc
-    table = Table(title=f"Verification of {optimized.name} against {original.name}")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail")
-    for row in rows:
-        result = Text("FAIL", "bold red") if not row.ok else \
-            Text("not judged", "yellow") if row.not_judged else Text("pass", "green")
-        table.add_row(row.check, result, Text(row.detail))
-    console.print(table)
-    failed = [row for row in rows if not row.ok]
-    if failed:
-        raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
-                                 f"{failed[0].check}: {failed[0].detail}")
-    console.print(_verified_text(rows, original, optimized))
-
-
-def _verified_text(rows, original: Path, optimized: Path) -> str:
-    """The verdict of a verification that failed no check."""
-    open_rows = [row for row in rows if row.not_judged]
-    passed = len(rows) - len(open_rows)
-    text = (f"verified: all {len(rows)} checks" if not open_rows else f"verified: {passed} of {len(rows)} checks") + \
-        f" of {optimized} against {original} passed"
-    text += "".join(f"; {row.check} not judged: {row.not_judged}" for row in open_rows)
-    unjudged = [name for row in rows for name in row.unjudged]
-    if unjudged:
-        text += (f"; not judged: output(s) {', '.join(repr(n) for n in unjudged)}, values no check has a bar for "
-                 "(only a budget calibrated on them with --metric relerr gives one): the agreement row shows how "
-                 "much they moved")
-    return text
-
+main.add_command(evaluate)
+main.add_command(verify)
 
 if __name__ == "__main__":
     main()

@@ -114,3 +114,14 @@ def file_path(value: str | None) -> Path | None:
     if value.endswith(("/", "\\")):
         raise click.BadParameter(f"{value} names a directory: give the file's path in it")
     return Path(value)
+
+
+def no_nan(_ctx, _param, value):
+    """A callback: click's FloatRange lets nan through, and every comparison with it is false."""
+    return a_number(value)
+
+
+def dash_is_stdout(_ctx, _param, value: Path | None) -> Path | None:
+    """A callback: '-' for a JSON output is standard output, as tools read it (it wrote a
+    file named '-')."""
+    return Path("/dev/stdout") if value is not None and str(value) == "-" else value
