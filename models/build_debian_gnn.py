@@ -54,12 +54,9 @@ the first 10,000 nodes of the (seeded, shuffled) test split.
 from __future__ import annotations
 
 import argparse
-import glob
-import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import warnings
@@ -70,16 +67,12 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 NAME = "debian_gnn"
-APT_LISTS = Path("/var/lib/apt/lists")
-MIN_PACKAGES = 1000  # fewer means the lists were never fetched
-CACHE_VERSION = 1
 
 HASH_DIMS = 512
 N_SCALARS = 5
 N_FEATURES = HASH_DIMS + N_SCALARS
 HOPS = 2  # inputs are X, A X, ..., A^HOPS X
 TOP_SECTIONS = 20
-EDGE_FIELDS = ("Depends", "Pre-Depends", "Recommends")
 HOP_WIDTH = 256
 HIDDEN = (512, 256)
 CALIB_SIZE = 2000
@@ -87,157 +80,14 @@ TEST_CAP = 10000
 MAX_IR_VERSION = 10  # onnxruntime 1.31 loads this comfortably
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9+]*")
-_DEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.\-]*")
 
 
 # --------------------------------------------------------------------------- setup
 
 # Installing torch and running apt: the same as for the bundled example.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_fashion_cnn import _apt_prefix, _run, ensure_torch  # noqa: E402
-
-
-def _dumpavail() -> str:
-    try:
-        done = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, check=False)
-    except FileNotFoundError:
-        sys.exit("apt-cache not found: this script needs a Debian-style system with apt")
-    if done.returncode != 0:
-        sys.exit(f"apt-cache dumpavail failed (exit {done.returncode}): "
-                 f"{done.stderr.decode(errors='replace').strip()}")
-    return done.stdout.decode("utf-8", errors="replace")
-
-
-def dumpavail_text() -> str:
-    """The package stanzas; runs ``apt-get update`` once when the lists are empty.
-
-    An update changes the graph, so it is never run when lists are already there.
-    """
-    text = _dumpavail()
-    if text.count("\nPackage: ") + text.startswith("Package: ") >= MIN_PACKAGES:
-        return text
-    if _run(_apt_prefix() + ["apt-get", "update"]) != 0:
-        sys.exit("apt-get update failed and the apt lists hold too few packages")
-    text = _dumpavail()
-    if text.count("\nPackage: ") + text.startswith("Package: ") < MIN_PACKAGES:
-        sys.exit(f"apt-cache dumpavail lists fewer than {MIN_PACKAGES} packages even after apt-get update")
-    return text
-
-
-def _release_date(packages_file: str) -> str:
-    """The Date: of the InRelease/Release file that signs a Packages list."""
-    base = os.path.basename(packages_file)
-    dists = base.split("_dists_", 1)
-    if len(dists) != 2:
-        return "unknown"
-    suite = dists[1].split("_", 1)[0]
-    for kind in ("InRelease", "Release"):
-        path = APT_LISTS / f"{dists[0]}_dists_{suite}_{kind}"
-        if path.is_file():
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("Date:"):
-                    return line[5:].strip()
-    return "unknown"
-
-
-def list_record(text: str, n_packages: int) -> dict:
-    files = sorted(glob.glob(str(APT_LISTS / "*_Packages*")))
-    return {
-        "packages": n_packages,
-        "dumpavail_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        "lists": [{"file": os.path.basename(f), "date": _release_date(f)} for f in files],
-    }
-
-
-# --------------------------------------------------------------------------- parse
-
-def _stanzas(text: str):
-    """Yields {field: value} per stanza (continuation lines are ignored: only short fields are read)."""
-    for block in text.split("\n\n"):
-        fields = {}
-        for line in block.split("\n"):
-            if not line or line[0] in " \t":
-                continue
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key] = value.strip()
-        if "Package" in fields:
-            yield fields
-
-
-def _dep_names(value: str) -> list[str]:
-    """First alternative of each clause, without version constraint or arch qualifier."""
-    out = []
-    for clause in value.split(","):
-        m = _DEP_NAME.match(clause.split("|", 1)[0].strip())
-        if m:
-            out.append(m.group(0).split(":", 1)[0])
-    return out
-
-
-def parse_graph(text: str) -> dict:
-    names, sections, descs, arch_all, sizes, raw_deps, provides = [], [], [], [], [], [], {}
-    index: dict[str, int] = {}
-    for f in _stanzas(text):
-        name = f["Package"]
-        if name in index:  # one node per name; the first stanza wins
-            continue
-        index[name] = len(names)
-        names.append(name)
-        section = f.get("Section", "")
-        sections.append(section.rsplit("/", 1)[-1])
-        descs.append(f.get("Description", ""))
-        arch_all.append(f.get("Architecture", "") == "all")
-        try:
-            sizes.append(float(f.get("Installed-Size", "0")))
-        except ValueError:
-            sizes.append(0.0)
-        raw_deps.append([d for key in EDGE_FIELDS for d in _dep_names(f.get(key, ""))])
-        for virtual in _dep_names(f.get("Provides", "")):
-            provides.setdefault(virtual, []).append(name)
-    resolve = {v: index[min(p)] for v, p in provides.items() if v not in index}
-    src, dst = [], []
-    for i, deps in enumerate(raw_deps):
-        for d in deps:
-            j = index.get(d, resolve.get(d))
-            if j is not None and j != i:
-                src.append(i)
-                dst.append(j)
-    edges = np.unique(np.array([src, dst], dtype=np.int64).T, axis=0)  # directed, deduplicated
-    return {
-        "names": np.array(names),
-        "sections": np.array(sections),
-        "descriptions": np.array(descs),
-        "arch_all": np.array(arch_all, dtype=bool),
-        "installed_size": np.array(sizes, dtype=np.float64),
-        "edges": edges.astype(np.int32),
-    }
-
-
-def load_graph(data_dir: Path) -> tuple[dict, dict]:
-    """Parsed graph and the record of the lists it came from; cached by dumpavail's sha256."""
-    text = dumpavail_text()
-    record = list_record(text, 0)
-    cache = data_dir / "debian_graph.npz"
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if (meta.get("cache_version") == CACHE_VERSION
-                    and meta["record"]["dumpavail_sha256"] == record["dumpavail_sha256"]):
-                graph = {k: z[k] for k in z.files if k != "meta"}
-                print(f"graph read from cache {cache}")
-                return graph, meta["record"]
-    t0 = time.perf_counter()
-    graph = parse_graph(text)
-    record["packages"] = int(len(graph["names"]))
-    print(f"parsed dumpavail in {time.perf_counter() - t0:.1f} s")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps({"cache_version": CACHE_VERSION, "record": record})
-    tmp = data_dir / "debian_graph.tmp.npz"
-    np.savez_compressed(tmp, meta=np.array(meta), **graph)
-    os.replace(tmp, cache)
-    return graph, record
-
+from build_fashion_cnn import ensure_torch  # noqa: E402
+from debian_apt import load_graph  # noqa: E402
 
 # --------------------------------------------------------------------------- features
 

@@ -1,5 +1,7 @@
-"""models/build_kjv_lm.py: text handling, and the committed character-level language model."""
+"""models/build_kjv_lm.py and its text handling (models/kjv_data.py), and the committed character-level
+language model."""
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -26,23 +28,24 @@ def _build_module():
 
 
 build = _build_module()
+data = importlib.import_module("kjv_data")  # the build script puts models/ on the path
 
 
 def test_vocab_is_64_distinct_characters():
-    assert len(build.VOCAB) == 64 == len(set(build.VOCAB))
-    assert build.VOCAB[0] == "\n"
+    assert len(data.VOCAB) == 64 == len(set(data.VOCAB))
+    assert data.VOCAB[0] == "\n"
 
 
 def test_encode_maps_through_vocab_and_rejects_unknown_characters():
-    ids = build.encode("In the beginning\n")
-    assert "".join(build.VOCAB[i] for i in ids) == "In the beginning\n"
+    ids = data.encode("In the beginning\n")
+    assert "".join(data.VOCAB[i] for i in ids) == "In the beginning\n"
     with pytest.raises(SystemExit, match="outside VOCAB"):
-        build.encode("verse 7")
+        data.encode("verse 7")
 
 
 def test_windows_label_the_next_character():
     ids = np.arange(100, dtype=np.int64) * 3
-    tokens, labels = build.windows(ids, np.array([0, 10, 50]), 8)
+    tokens, labels = data.windows(ids, np.array([0, 10, 50]), 8)
     assert tokens.shape == labels.shape == (3, 8)
     np.testing.assert_array_equal(tokens[1], ids[10:18])
     np.testing.assert_array_equal(labels[1], ids[11:19])
@@ -62,9 +65,9 @@ def _session(path: Path):
 @pytest.mark.skipif(not (FULL.is_file() and STEP.is_file()), reason="kjv_lm models not built")
 def test_step_graph_reproduces_full_graph():
     t = build.CONTEXT
-    tokens = np.random.default_rng(0).integers(0, len(build.VOCAB), (2, t), dtype=np.int64)
+    tokens = np.random.default_rng(0).integers(0, len(data.VOCAB), (2, t), dtype=np.int64)
     full = _session(FULL).run(["logits"], {"tokens": tokens})[0]
-    assert full.shape == (2, t, len(build.VOCAB))
+    assert full.shape == (2, t, len(data.VOCAB))
     step = _session(STEP)
     small = build.SIZES["small"]
     # Non-zero junk in the caches: slots past 'position' must be ignored.
@@ -87,7 +90,7 @@ def test_full_graph_rewrite_is_exact_at_minus_inf():
     assert sorted(r.candidate.layer for r in result.rewritten) == FC1
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("ExPruneDenseRelu") == 4 and "Relu" not in ops
-    tokens = np.random.default_rng(1).integers(0, len(build.VOCAB), (3, build.CONTEXT), dtype=np.int64)
+    tokens = np.random.default_rng(1).integers(0, len(data.VOCAB), (3, build.CONTEXT), dtype=np.int64)
     ref = _session(FULL).run(["logits"], {"tokens": tokens})[0]
     got = exprune_onnx.inference_session(result.model).run(["logits"], {"tokens": tokens})[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
