@@ -179,7 +179,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
                 else random_dataset(ref, samples, seed, spec))
         with for_terminal() as log:
             rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance,
-                              input_shapes=input_shapes, log=log, budget=None if typed else read_budget(opt))
+                              input_shapes=input_shapes, log=log, budget=read_budget(opt), bar_asked=typed)
     except OriginalRunFailed as exc:
         if not assumed:
             raise

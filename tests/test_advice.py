@@ -267,3 +267,19 @@ def test_config_notes_cap_the_layers_named_and_speak_of_calibration():
                      "--calibration chose every layer's threshold and rule: of the config, only its k and skip were used"]
     assert config_notes({"s": layers["s"]}, SimpleNamespace(rejected=rejected), calibrated=True) == []
     assert config_notes({}, SimpleNamespace(rejected=rejected), calibrated=False) == []
+
+
+def test_more_latency_threads_than_usable_cpus_are_warned_of(monkeypatch):
+    """--latency-threads 2 inside a one-core taskset timed both models 2-3 times slower,
+    and nothing said the choices were made so (a trial's)."""
+    import os
+    from types import SimpleNamespace
+
+    from exprune_onnx.report import advice
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    text = advice.crowded_threads(SimpleNamespace(threads=2))
+    assert text.startswith("the latency objective timed 2 threads on the 1 CPU(s) this process may use"), text
+    assert advice.crowded_threads(SimpleNamespace(threads=1)) == ""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    assert advice.crowded_threads(SimpleNamespace(threads=4)) == ""

@@ -111,6 +111,7 @@ def test_a_segmentation_map_is_certified_on_each_sample_s_share_of_pixels_lost()
                  seed=0)
     cert = out.certificate
     assert out.metric == "accuracy" and cert.test == "Hoeffding-Bentkus" and cert.chosen >= 0
+    assert out.class_axis == 1  # stamped on the model, so that verify reads the map per pixel without labels
     _ladder, test = split_indices(600, 0.5, 0)
     ref = run_plain(model, {"x": x[test]})[0].argmax(1)
     got = run_plain_or_exprune(out.result.model, {"x": x[test]}).argmax(1)

@@ -132,3 +132,25 @@ def test_recurrent_ops_count_every_step_of_their_gates(op, layout, directions, o
     assert flops(model) == (steps + head, 0)
     shown = dense_flops_text(exprune_onnx.inspect_model(model))
     assert shown.endswith(f"per sample (Conv/Gemm/MatMul/{op})")
+
+
+@pytest.mark.parametrize(("group", "stride"), [(1, 2), (2, 1)])
+def test_a_conv_transpose_counts_each_input_into_its_kernels(group, stride):
+    """A UNet's upsampling ConvTranspose went uncounted, and was not among the uncounted:
+    its share of the FLOPs read as saved."""
+    from helpers import init, make_model, vi
+    from onnx import helper
+
+    from exprune_onnx.report.units import dense_flops_text
+
+    rng = np.random.default_rng(0)
+    inits = [init("w", rng.standard_normal((4, 6 // group, 3, 3)).astype(np.float32)),
+             init("fc", rng.standard_normal((6, 2)).astype(np.float32))]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["up"], strides=[stride, stride], group=group),
+             helper.make_node("GlobalAveragePool", ["up"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "fc"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 4, 5, 7])], [vi("y", None)], inits)
+    transposed = 2 * (4 * 5 * 7) * (6 // group) * 3 * 3  # every input element times its M / group 3x3 kernels
+    assert flops(model) == (transposed + 2 * 6 * 2, 0)
+    assert dense_flops_text(exprune_onnx.inspect_model(model)).endswith("per sample (Conv/Gemm/MatMul/ConvTranspose)")

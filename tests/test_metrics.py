@@ -219,3 +219,17 @@ def test_relerr_on_class_indices_is_refused():
     with pytest.raises(DataError, match="relerr metric measures values, and the scored output holds class indices"):
         choose("relerr", np.arange(30, dtype=np.int64) % 10, None)
     assert choose("relerr", np.random.default_rng(0).standard_normal((30, 10)).astype(np.float32), None) == "relerr"
+
+
+def test_agreement_on_a_map_without_labels_says_what_makes_it_answer_per_position():
+    """A segmentation map [N, C, H, W] with --metric agreement and no labels: the refusal
+    named only the shape, and a trial found no way to calibrate per-pixel agreement."""
+    from exprune_onnx.tuning.metrics import choose
+
+    with pytest.raises(DataError) as err:
+        choose("agreement", np.zeros((4, 5, 8, 8), np.float32), None)
+    assert "labels of one class per position ([N, H, W])" in str(err.value)
+    assert "the original's own arg-max" in str(err.value)
+    with pytest.raises(DataError) as err:
+        choose("agreement", np.zeros((4, 5, 8, 8, 2), np.float32), None)
+    assert "per position" not in str(err.value)  # not an image's map

@@ -405,7 +405,8 @@ def test_verify_accepts_and_catches_tampering():
     assert "of sparse inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
     # 0% skipped on a CPU with tiles is their dense path, not a fault: said where it may be so.
     assert ("AMX tiles skips none" in rows[3].detail) == cpu_has_tiles()
-    for tamper, words in (("weight", "weight"), ("bias", "bias"), ("stride", "attribute"),
+    for tamper, words in (("weight", "weight"), ("bias", "bias"), ("bias-type", "the original's (one per output "
+                                                                              "channel) float32"), ("stride", "attribute"),
                           ("activation", "activation"), ("residual", "residual"),
                           ("unread", "attribute(s) alpha, which ExPruneSparseConv does not take")):
         bad = onnx.ModelProto()
@@ -419,6 +420,9 @@ def test_verify_accepts_and_catches_tampering():
         elif tamper == "bias":
             b = next(t for t in bad.graph.initializer if t.name == node.input[2])
             b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b) + 1, b.name))
+        elif tamper == "bias-type":
+            b = next(t for t in bad.graph.initializer if t.name == node.input[2])
+            b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b).astype(np.float64), b.name))
         elif tamper == "stride":
             node.attribute.append(helper.make_attribute("strides", [2, 2]))
         elif tamper == "unread":

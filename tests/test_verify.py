@@ -613,3 +613,50 @@ def test_random_inputs_that_the_original_answers_with_one_class_are_said_to_say_
     varied = head(8)
     varied.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros(10, np.float32), "b"))
     assert "says little" not in agreement_row(varied, varied, random_dataset(varied, 16, 0), 0.99).detail
+
+
+def _class_map(shift: float) -> onnx.ModelProto:
+    """A 1x1 conv writing 3 class scores per position, [N, 3, 5, 5]; ``shift`` moves class 0's."""
+    from helpers import init, make_model, vi
+
+    w = np.random.default_rng(1).standard_normal((3, 4, 1, 1)).astype(np.float32)
+    return make_model([helper.make_node("Conv", ["x", "w", "b"], ["scores"])], [vi("x", ["N", 4, 5, 5])],
+                      [vi("scores", ["N", 3, 5, 5])],
+                      [init("w", w), init("b", np.array([shift, 0.0, 0.0], np.float32))])
+
+
+def test_a_map_calibrated_with_labels_is_answered_per_position_without_them():
+    """A segmentation model calibrated on per-pixel labels: verify without labels showed
+    its map as values, and --min-agreement 0.999 then passed with 99.50% of the pixels
+    agreeing (a trial's). The budget keeps the class axis the labels gave."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify.agreement import agreement_row, stamp_budget
+
+    original, moved = _class_map(0.0), _class_map(0.3)
+    stamped = onnx.ModelProto()
+    stamped.CopyFrom(moved)
+    stamp_budget(stamped, SimpleNamespace(metric="accuracy", max_drop=0.01, output="scores", certificate=None,
+                                          class_axis=1))
+    budget = read_budget(stamped)
+    assert budget["class_axis"] == 1
+    data = random_dataset(original, 16, 0)
+    row = agreement_row(original, moved, data, 0.999, budget=budget, bar_asked=True)
+    agree = re.search(r"top-1 agreement ([\d.]+)%", row.detail)
+    assert agree is not None and float(agree.group(1)) < 99.9 and not row.ok, row.detail
+    # The promise itself needs labels: not judged, with the per-position agreement shown.
+    row = agreement_row(original, moved, data, 0.999, budget=budget)
+    assert row.ok and "needs labels" in row.not_judged and "top-1 agreement" in row.detail
+
+
+def test_a_bar_asked_for_that_no_output_answers_is_not_judged():
+    """--min-agreement on a model whose outputs are all values passed as if it had judged them."""
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify.agreement import agreement_row
+
+    original, moved = _class_map(0.0), _class_map(0.3)
+    data = random_dataset(original, 16, 0)
+    row = agreement_row(original, moved, data, 0.999, bar_asked=True)
+    assert row.ok and row.not_judged.startswith("--min-agreement judges answers"), row
+    assert agreement_row(original, moved, data, 0.999).not_judged == ""  # no bar asked for: values, as before

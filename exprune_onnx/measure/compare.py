@@ -15,7 +15,7 @@ import onnx
 from .. import ops
 from ..errors import DataError, RuntimeCheckError, error_message, original_failed, original_unloadable
 from ..io.data import Dataset
-from ..tuning.label_layout import layout_of
+from ..tuning.label_layout import Layout, layout_of
 from ..tuning.metrics import (
     IGNORE,
     agrees,
@@ -106,10 +106,13 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
 
 def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
             indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None, labelled: str = "",
+            class_axes: dict[str, int] | None = None,
             log=lambda text, done=None, total=None: None) -> CheckResult:
     """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs;
     the labels score ``labelled`` (--score-output) if named, else the output they fit;
-    ``log`` is a progress hook (progress.py)."""
+    ``class_axes``: outputs known to be maps of classes on that axis, answered per position
+    where no labels say so (a calibration's stamp: verify/agreement.py); ``log`` is a
+    progress hook (progress.py)."""
     from ..io.bigmodel import serializable
     from ..runtime import inference_session
 
@@ -154,7 +157,13 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
             diffs.append(_diff_runs(n, a, b))
             continue
         if n != target:
-            diffs.append(_diff(n, a, b, kinds.get(n)))
+            axis = (class_axes or {}).get(n)
+            if axis is not None and a.shape == b.shape and a.ndim >= 3 and a.dtype.kind == "f":
+                map_layout = Layout(axis=axis)
+                diffs.append(_answered(_diff(n, a, b, "values"), map_layout, map_layout.scores(a),
+                                       map_layout.scores(b)))
+            else:
+                diffs.append(_diff(n, a, b, kinds.get(n)))
             continue
         # Labels mean classes, whatever the graph seemed to show; read as a segmentation map's
         # or yes/no answers, the scores give the answers, the values the differences.

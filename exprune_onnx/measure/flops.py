@@ -1,7 +1,7 @@
 """FLOPs, counted the paper's way: one multiply-accumulate is 2 FLOPs.
 
-Only Conv, Gemm, MatMul and the recurrent RNN, GRU and LSTM are counted (element-wise
-ops are a rounding error next to them), ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
+Only Conv, ConvTranspose, Gemm, MatMul and the recurrent RNN, GRU and LSTM are counted
+(element-wise ops are a rounding error next to them), ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
 replace, and an early-exit op as the dense product of its tail (its partial product is
 a Conv or MatMul of its own): the dense count of a model this compiler wrote is the
 original's. The zeros a sparse conv skips are counted as
@@ -28,6 +28,9 @@ DECISION_FLOPS = 1
 # state with their weights (a GRU model's 9-13 MFLOPs a sample went uncounted, so that a
 # pruned head read as 31.5% of the model's FLOPs saved).
 RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+# Counted too, and named in the summary only where a model has them (a UNet's or a
+# decoder's upsampling ConvTranspose went uncounted, and unlisted as uncounted).
+LESS_COMMON = ("ConvTranspose", *RECURRENT_GATES)
 
 
 def decision_flops(rule: str, k: int, n: int, taps: int, outputs: int) -> float:
@@ -112,7 +115,7 @@ def counted(node: gs.Node) -> bool:
     """Whether ``node`` is a reduction this module counts (see the module docstring)."""
     if node.op in (ops.SPARSE_MATMUL, ops.SPARSE_CONV, *ops.PRUNE_OPS):
         return node.domain == ops.DOMAIN
-    return node.op in ("Conv", "Gemm", "MatMul", *RECURRENT_GATES) and (node.domain or "") == ""
+    return node.op in ("Conv", "Gemm", "MatMul", *LESS_COMMON) and (node.domain or "") == ""
 
 
 def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
@@ -128,6 +131,8 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
         return None
     elif node.op in RECURRENT_GATES:
         return _recurrent_flops(node)
+    elif node.op == "ConvTranspose":
+        return _transposed_conv_flops(node, batch)
     elif node.op == "Conv":
         wshape = node.inputs[1].shape
         if wshape is None or not _known(wshape):
@@ -153,6 +158,16 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
     # For a vector right operand MatMul drops the last axis; a rank-1 result is one per sample.
     elements = per_sample(out.shape, batch) if len(out.shape) > 1 else 1
     return None if elements is None else 2 * per_output * elements
+
+
+def _transposed_conv_flops(node: gs.Node, batch: int | str | None) -> int | None:
+    """A ConvTranspose's FLOPs per sample: each input element is multiplied into its
+    channel's kernels (W: [C, M / group, *kernel]), whatever the stride and padding crop."""
+    x, w = node.inputs[0].shape, node.inputs[1].shape if len(node.inputs) > 1 else None
+    if x is None or w is None or len(x) < 2 or not _known(w):
+        return None
+    elements = per_sample(x, batch)
+    return None if elements is None else 2 * int(np.prod(w[1:])) * elements
 
 
 def _recurrent_flops(node: gs.Node) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import onnx
 from rich.markup import escape
@@ -61,6 +62,9 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"the latency objective timed one model at {spread[0]:.3f} and {spread[1]:.3f} ms: the machine "
                    "was busy, and its choices may be off; run it again when the machine is quieter (pinned with "
                    "taskset, or with --latency-threads below the free cores)")
+    crowded = crowded_threads(done.timed) if getattr(done, "timed", None) is not None else ""
+    if crowded:
+        out.append(crowded)
     if getattr(done, "objective", "latency") == "flops" and pruning_layers(done.model):
         out.append("--objective flops keeps the rewrites that save FLOPs and times none: on a CPU an early exit "
                    "often runs slower than the dense layer it replaces (docs/latency.md); the default latency "
@@ -111,6 +115,22 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
         out.append(f"k is n or more in {k_outside} layer(s), and none was rewritten: give a smaller --k (`inspect` "
                    "lists each layer's n)")
     return out
+
+
+def crowded_threads(timed) -> str:
+    """A warning when the latency objective timed more threads than this process may run on
+    (taskset, a container's CPU set): they then take turns on the cores, and the times say
+    little of a machine that gives each its own (a trial's 2 threads on one pinned core ran
+    both models 2-3 times slower)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux: nothing to compare with
+        return ""
+    if timed.threads <= cpus:
+        return ""
+    return (f"the latency objective timed {timed.threads} threads on the {cpus} CPU(s) this process may use, so they "
+            "took turns, and its choices may not hold where each has a core of its own: time with as many CPUs as "
+            "--latency-threads asks for, or fewer threads")
 
 
 def unbounded_outputs(checked, outcome) -> list[str]:

@@ -7,7 +7,7 @@ import onnx
 
 from .. import ops
 from ..io.modelio import all_nodes
-from ..measure.flops import RECURRENT_GATES
+from ..measure.flops import LESS_COMMON
 
 # FLOPs are shown in the largest of these units that leaves the figure at least 1: a small
 # model's were "0.00 MFLOPs".
@@ -52,9 +52,9 @@ def shape_hint(model: onnx.ModelProto, given: dict | None = None) -> str:
 
 
 def counted_ops(model: onnx.ModelProto) -> str:
-    """The op types the dense FLOPs count, the recurrent ones only where the model has them."""
-    recurrent = sorted({n.op_type for n in all_nodes(model.graph) if n.op_type in RECURRENT_GATES})
-    return "/".join(["Conv", "Gemm", "MatMul", *recurrent])
+    """The op types the dense FLOPs count, the less common ones only where the model has them."""
+    present = {n.op_type for n in all_nodes(model.graph)}
+    return "/".join(["Conv", "Gemm", "MatMul", *[op for op in LESS_COMMON if op in present]])
 
 
 def dense_flops_text(result) -> str:

@@ -118,7 +118,7 @@ def check(c: Candidate, ctx: Context) -> str | None:
     """The first reason ``c`` must not be rewritten, or None."""
     opts = ctx.options
     if ctx.opset < MIN_OPSET:
-        return f"opset {ctx.opset} is older than the oldest supported ({MIN_OPSET})"
+        return f"opset {ctx.opset} is older than the oldest the early-exit rewrite supports ({MIN_OPSET})"
     if c.problems:
         return c.problems[0]
     if c.weight is None:

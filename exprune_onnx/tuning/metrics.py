@@ -161,7 +161,7 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kin
         raise DataError(f"the {metric} metric needs labels (--labels, or 'labels' in the .npz)")
     if metric in ("accuracy", "lost", "agreement") and not is_classifier_output(first_output):  # by name: as asked
         raise DataError(f"the {metric} metric needs a [samples, (positions,) classes] or class-index output; "
-                        f"the scored output has shape {list(first_output.shape)}")
+                        f"the scored output has shape {list(first_output.shape)}{_map_hint(first_output, metric)}")
     if metric == "relerr" and is_class_index(first_output):  # an index off by one is no small error
         raise DataError(f"the relerr metric measures values, and the scored output holds class indices (shape "
                         f"{list(first_output.shape)}, {first_output.dtype}): use agreement or accuracy, or name the "
@@ -169,6 +169,17 @@ def choose(metric: str, first_output: np.ndarray, labels: np.ndarray | None, kin
     if metric in ("accuracy", "lost"):
         check_labels(labels, first_output)
     return metric
+
+
+def _map_hint(output: np.ndarray, metric: str) -> str:
+    """How a map of class scores gets its answers read per position: labels say which axis
+    holds the classes (label_layout.map_class_axis)."""
+    if output.dtype.kind != "f" or output.ndim != 4:
+        return ""
+    hint = (": labels of one class per position ([N, H, W]) make a map of class scores answer per position, its "
+            "classes on the axis they leave out (1 of [N, C, H, W], the last of [N, H, W, C])")
+    return hint + (", and for agreement any such labels do: the original's own arg-max over the classes, say"
+                   if metric == "agreement" else "")
 
 
 def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,

@@ -99,6 +99,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)  # warnings about the labels (metrics.label_warnings)
     labelled: bool = False  # labels were given (unused unless the metric is accuracy or lost)
     asked: bool = False  # the metric was named (--metric), not chosen from the output and labels
+    class_axis: int | None = None  # the scored output's class axis, where the labels read it as a map
     # (score, FLOPs saved) of the search's choice on the calibration part, when the latency
     # objective then dropped some of its rewrites (the calibration figures are then the rest's)
     before_latency: tuple | None = None
@@ -405,7 +406,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
                    calib_saved, hold_saved, hold_counts, (len(calib_idx), len(hold_idx)),
                    hold_score is None or hold_score.drop <= max_drop + 1e-9, time.perf_counter() - start, trials,
                    backoffs, timed, planner, rows / len(data), output=output, backoff_parts=parts,
-                   labelled=data.labels is not None, asked=asked, before_latency=before, notes=notes)
+                   labelled=data.labels is not None, asked=asked, before_latency=before, notes=notes,
+                   class_axis=runner.layout.axis)
 
 
 def _keep_faster(original, planner: Planner, shares: dict, data: Dataset, indices: np.ndarray,

@@ -51,14 +51,15 @@ from .weights import weights_row
 
 def verify(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
            min_agreement: float = 0.99, tolerance: float = 1e-4, input_shapes: dict | None = None,
-           log=quiet, budget: dict | None = None) -> list[Row]:
+           log=quiet, budget: dict | None = None, bar_asked: bool = False) -> list[Row]:
     """The four rows; verification passes when every row is ok. ``input_shapes`` as the
     compiler had them (--input-shape); ``log`` is a progress hook (progress.py);
-    ``budget`` (agreement.read_budget): checked in place of ``min_agreement`` where the data can."""
+    ``budget`` (agreement.read_budget): checked in place of ``min_agreement`` where the data
+    can, unless ``bar_asked`` (--min-agreement typed)."""
     structure, weights = static_rows(original, optimized, input_shapes)
     # A fixed batch is honoured by data.batches whatever the size asked for.
     return [structure, weights, exactness_row(original, optimized, data, tolerance, log=log),
-            agreement_row(original, optimized, data, min_agreement, log=log, budget=budget)]
+            agreement_row(original, optimized, data, min_agreement, log=log, budget=budget, bar_asked=bar_asked)]
 
 
 def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,

@@ -24,11 +24,14 @@ def stamp_budget(model: onnx.ModelProto, outcome) -> None:
     """The budget of a calibration ``outcome`` (tuning/search.Outcome), as it was promised: a
     certificate bounds right answers lost where the metric is accuracy (an accuracy drop
     is at most that), at its confidence; without one the held-out figure is an estimate
-    (confidence 0)."""
+    (confidence 0). A map's class axis (labels [N, H, W] for [N, C, H, W] scores) is kept,
+    so that verify reads its answers per position without labels too."""
     cert = getattr(outcome, "certificate", None)
     metric = "lost" if cert is not None and outcome.metric == "accuracy" else outcome.metric
     budget = {"metric": metric, "max_drop": outcome.max_drop, "output": outcome.output,
               "confidence": cert.confidence if cert is not None else 0.0}
+    if getattr(outcome, "class_axis", None) is not None:
+        budget["class_axis"] = int(outcome.class_axis)
     entry = model.metadata_props.add()
     entry.key = BUDGET_KEY
     entry.value = json.dumps(budget)
@@ -47,14 +50,18 @@ def read_budget(model: onnx.ModelProto) -> dict | None:
 
 
 def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, min_agreement: float,
-                  batch: int = 64, log=quiet, budget: dict | None = None) -> Row:
+                  batch: int = 64, log=quiet, budget: dict | None = None, bar_asked: bool = False) -> Row:
     """``budget`` (read_budget): judge the budget's metric on the data instead of top-1
-    agreement, where the data allows (labels for accuracy or lost)."""
+    agreement, where the data allows (labels for accuracy or lost), unless ``bar_asked``
+    (--min-agreement typed); either way its class axis reads a map's answers per position."""
     from ..measure.compare import compare
 
     name = "agreement"
+    axis = (budget or {}).get("class_axis")
+    class_axes = {budget["output"]: int(axis)} if isinstance(axis, int) and budget.get("output") else None
+    budget = None if bar_asked else budget
     try:
-        checked = compare(original, optimized, data, batch=batch, log=log)
+        checked = compare(original, optimized, data, batch=batch, class_axes=class_axes, log=log)
     except DataError:
         raise  # the data's fault (labels that are no class indices): exit 6, as evaluate says
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
@@ -96,6 +103,10 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     if sum(t for _r, t in read):  # a sparse op counts the inputs it read, not outputs it pruned
         parts.append(f"{1 - sum(r for r, _t in read) / sum(t for _r, t in read):.1%} of sparse inputs skipped"
                      + (f" ({TILES_NOTE})" if cpu_has_tiles() else ""))
+    answered = [d for d in checked.outputs if d.top1_agreement is not None and d.runs is None]
+    if bar_asked and not answered and not unmeasured:
+        unmeasured = ("--min-agreement judges answers, and no output gives any on this data (values, compared "
+                      "above): a map of class scores [N, C, H, W] gives one per position with labels [N, H, W]")
     return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'", tuple(unjudged),
                unmeasured)
 

@@ -10,7 +10,6 @@ must be the original's ``W`` (MatMul) or ``alpha * op(B)`` (Gemm, ``B^T`` for
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,9 +156,13 @@ def weight_problems(layer: SparseLayer, rtol: float) -> tuple[list[str], float]:
     if layer.bias is not None:
         b_t = layer.op.inputs[2]
         b = np.asarray(b_t.values) if isinstance(b_t, gs.Constant) else None
-        b_err = _rel_diff(b.reshape(-1), layer.bias) if b is not None and b.size == layer.bias.size else math.inf
-        if b is None or b.dtype != np.float32 or b.shape != layer.bias.shape or b_err > rtol:
-            problems.append(f"the bias '{b_t.name}' is not the original's as a float32 [m] initializer")
+        if b is None:
+            problems.append(f"the bias '{b_t.name}' is not a constant, where the original's is")
+        elif b.dtype != np.float32 or b.shape != layer.bias.shape:
+            problems.append(f"the bias '{b_t.name}' is {b.dtype} {list(b.shape)}, the original's (one per output "
+                            f"channel) float32 {list(layer.bias.shape)}")
+        elif (b_err := _rel_diff(b, layer.bias)) > rtol:
+            problems.append(f"the bias '{b_t.name}' differs from the original's (relative difference {b_err:.2g})")
         else:
             err = max(err, b_err)
     return problems, err
