@@ -13,6 +13,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model, set_external_data
 
 from ..errors import ModelLoadError, OutputError, error_message
+from .node_order import in_order
 
 
 def all_nodes(graph: onnx.GraphProto):
@@ -82,7 +83,7 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise
     except Exception as exc:  # protobuf and IO errors come in many types
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
-    shaped = declare_output_shapes(model)
+    shaped = declare_output_shapes(in_order(model) or model)
     # The path form of the checker copes with models over 2 GiB, but reads the file as it is.
     check_model(shaped, str(p), checked=str(p) if shaped is model else None)
     return shaped, external
@@ -91,7 +92,7 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
 def checked_in_memory(model: onnx.ModelProto) -> onnx.ModelProto:
     """What read_model makes of a file's model, for one given in memory: the model, or a
     copy with its outputs' shapes declared, checked (the caller's is never changed)."""
-    shaped = declare_output_shapes(model) if isinstance(model, onnx.ModelProto) else model
+    shaped = declare_output_shapes(in_order(model) or model) if isinstance(model, onnx.ModelProto) else model
     check_model(shaped)  # refuses what is no ModelProto
     return shaped
 
