@@ -1,0 +1,444 @@
+"""The compile pipeline on real exporter quirks (issue 7, item 1), continued: what a graph
+holds besides its layers survives the rewrite (value infos, ZipMap outputs, initializers
+listed as inputs, output dim names, notes, sequence outputs, names reused in branches),
+and which layers count as first layers (reading raw features)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_exprune, run_plain, vi
+from onnx import TensorProto, helper, numpy_helper
+from quirk_models import reasons, rewritten, sweep_feeds, sweep_model
+
+import exprune_onnx
+from exprune_onnx import optimize_model
+from exprune_onnx.cli import main
+
+
+def test_stale_value_info_in_the_input_does_not_break_the_output():
+    """A graph editor left a wrong shape hint on an intermediate: onnxruntime ignores it, so must we."""
+    rng = np.random.default_rng(12)
+    w1 = rng.normal(size=(8, 40)).astype(np.float32)
+    w2 = (rng.normal(size=(40, 40)) / 6).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("MatMul", ["h", "w2"], ["m"], name="fc"), helper.make_node("Relu", ["m"], ["y"])]
+    graph = helper.make_graph(nodes, "stale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 40])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+                              value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 7, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    res = optimize_model(model, threshold=float("-inf"))
+    assert res.changed
+    onnx.checker.check_model(res.model)
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_allclose(run_exprune(res.model, {"x": x})[0], run_plain(model, {"x": x})[0], rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_layer_reading_a_slice_of_the_graph_input_is_a_first_layer():
+    """SIGN-style GNNs slice per-hop raw features off one input: still raw, not exchangeable."""
+    rng = np.random.default_rng(13)
+    w = rng.normal(size=(40, 40)).astype(np.float32)
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["xs"]),
+             helper.make_node("MatMul", ["xs", "w"], ["m"], name="hop"), helper.make_node("Relu", ["m"], ["y"])]
+    inits = [init("w", w), init("s", np.array([0], np.int64)), init("e", np.array([40], np.int64)),
+             init("a", np.array([1], np.int64))]
+    model = make_model(nodes, [vi("x", ["N", 80])], [vi("y", ["N", 40])], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    assert not res.changed and "graph input" in res.rejected[0].reason
+    assert optimize_model(model, threshold=NEG_INF, include_first_layer=True).changed
+
+
+@pytest.mark.parametrize("before", ["scaler", "normalise"])
+def test_a_layer_reading_scaled_raw_features_is_a_first_layer(before):
+    """sklearn's StandardScaler (an ai.onnx.ml Scaler, which onnx's inference gives no
+    shape) or (x - mean) / std before the first MatMul: still raw features. The shape is
+    carried through the Scaler, so the next layer is a candidate (every MatMul read 'the
+    rank of the input is unknown')."""
+    rng = np.random.default_rng(14)
+    if before == "scaler":
+        pre = [helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.5] * 40, scale=[2.0] * 40)]
+    else:
+        pre = [helper.make_node("Sub", ["x", "mean"], ["xc"]), helper.make_node("Div", ["xc", "std"], ["xs"])]
+    nodes = [*pre, helper.make_node("Cast", ["xs"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["xf", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["h"]),
+             helper.make_node("MatMul", ["h", "w1"], ["m1"], name="second"), helper.make_node("Relu", ["m1"], ["y"])]
+    inits = [init("w0", rng.normal(size=(40, 48)).astype(np.float32)),
+             init("w1", rng.normal(size=(48, 32)).astype(np.float32)),
+             init("mean", np.full(40, 0.5, np.float32)), init("std", np.full(40, 2.0, np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 40])], [vi("y", ["N", 32])], inits,
+                       domains=["ai.onnx.ml"] if before == "scaler" else ())
+    res = optimize_model(model, threshold=NEG_INF)
+    assert rewritten(res) == ["second"], reasons(res)
+    assert "graph input" in reasons(res)["first"]
+    assert_equivalent(model, res.model, lambda g: {"x": g.normal(size=(3, 40)).astype(np.float32)}, draws=1)
+
+
+@pytest.mark.parametrize("beside", ["embedding", "relu"])
+def test_a_concat_holding_raw_features_is_a_first_layer(beside):
+    """A tabular model's numbers concatenated with an embedding of its ids: the layer reads
+    raw features (it was rewritten); a Concat of computed features alone is no first layer."""
+    rng = np.random.default_rng(17)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("Relu", ["x"], ["xr"]),
+             helper.make_node("Concat", ["x" if beside == "embedding" else "xr", "emb"], ["cat"], axis=1),
+             helper.make_node("MatMul", ["cat", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
+    inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)),
+             init("table", rng.normal(size=(10, 8)).astype(np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 40]), vi("ids", ["N"], TensorProto.INT64)], [vi("y", ["N", 40])], inits)
+    res = optimize_model(model, threshold=NEG_INF)
+    if beside == "embedding":
+        assert rewritten(res) == [] and "(or holds) a graph input" in reasons(res)["first"]
+        assert rewritten(optimize_model(model, threshold=NEG_INF, include_first_layer=True)) == ["first"]
+    else:
+        assert rewritten(res) == ["first"], reasons(res)
+
+
+@pytest.mark.parametrize("op", ["reciprocal", "table"])
+def test_new_features_from_the_input_make_no_first_layer(op):
+    """1 / x, or a [N, 1] input times a [1, 48] table, computes features: the layer reading
+    them is a candidate (only x + c, x - c, x * c, x / c that keep x's entries are raw)."""
+    rng = np.random.default_rng(16)
+    if op == "reciprocal":
+        pre, width = [helper.make_node("Div", ["one", "x"], ["xs"])], 48
+    else:
+        pre, width = [helper.make_node("Mul", ["x", "table"], ["xs"])], 1
+    nodes = [*pre, helper.make_node("MatMul", ["xs", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
+    inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)), init("one", np.ones(1, np.float32)),
+             init("table", rng.normal(size=(1, 48)).astype(np.float32))]
+    model = make_model(nodes, [vi("x", ["N", width])], [vi("y", ["N", 40])], inits)
+    assert rewritten(optimize_model(model, threshold=NEG_INF)) == ["first"]
+
+
+def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_path):
+    """skl2onnx's default classifier: the labels, and a ZipMap's sequence of maps of the
+    probabilities. graphsurgeon wrote the latter back untyped (onnxruntime refused the
+    model: exit 7, or written with --no-check), and every comparison took its Python
+    lists for arrays (calibration, evaluate and verify failed): they are read as
+    [N, classes] now."""
+    rng = np.random.default_rng(15)
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m0"]), helper.make_node("Relu", ["m0"], ["h0"]),
+             helper.make_node("MatMul", ["h0", "w1"], ["m1"], name="hidden"), helper.make_node("Relu", ["m1"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "w2"], ["logits"]), helper.make_node("Softmax", ["logits"], ["p"]),
+             helper.make_node("ArgMax", ["p"], ["label"], axis=1, keepdims=0),
+             helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.INT64,
+                                                                      helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+               helper.make_value_info("probabilities", maps)]
+    inits = [init("w0", rng.normal(size=(16, 48)).astype(np.float32)),
+             init("w1", rng.normal(size=(48, 48)).astype(np.float32) / 7),
+             init("w2", rng.normal(size=(48, 3)).astype(np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 16])], outputs, inits, domains=["ai.onnx.ml"])
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, path)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(300, 16)).astype(np.float32), labels=rng.integers(0, 3, 300))
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--threshold=-inf", "--objective", "flops",
+                                  "--check-data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0 and "check 'label'" in r.output and "check 'probabilities'" in r.output, r.output
+    assert "[W]" not in r.output  # graphsurgeon's warning on the map type, between the tables
+    written = onnx.load(out)
+    assert written.graph.output[1].type == model.graph.output[1].type
+    onnx.checker.check_model(written)
+    r = CliRunner().invoke(main, ["verify", str(path), str(out), "--data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0 and "not compared" not in r.output, r.output
+    assert "'label' top-1 agreement" in r.output and "'label' max abs diff" not in r.output  # of class indices
+    del written.graph.output[1].type.sequence_type.elem_type.map_type.value_type.tensor_type.shape.dim[:]
+    written.graph.output[1].type.sequence_type.elem_type.Clear()  # the type graphsurgeon wrote back
+    onnx.save(written, tmp_path / "untyped.onnx")
+    r = CliRunner().invoke(main, ["verify", str(path), str(tmp_path / "untyped.onnx"), "--data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 8 and "graph outputs" in " ".join(r.output.split()), r.output
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--objective", "flops",
+                                  "--calibration", str(tmp_path / "d.npz"), "--max-drop", "0.05", "--confidence", "0"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
+                                  str(tmp_path / "d.npz"), "--score-output", "probabilities", "--confidence", "0",
+                                  "--objective", "flops", "--max-drop", "0.05"])
+    assert r.exit_code == 0 and "drop <= 0.05 on output 'probabilities'" in " ".join(r.output.split()), r.output
+    # A sequence of tensors alone: nothing a metric reads (it was an IndexError).
+    model.graph.node[-1].CopyFrom(helper.make_node("SequenceConstruct", ["p", "p"], ["probabilities"]))
+    del model.graph.output[0]
+    model.graph.output[0].CopyFrom(helper.make_tensor_sequence_value_info("probabilities", TensorProto.FLOAT, None))
+    onnx.save(model, path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
+                                  str(tmp_path / "d.npz"), "--confidence", "0"])
+    assert r.exit_code == 4 and "no tensor output for a metric" in " ".join(r.output.split()), r.output
+
+
+@pytest.mark.parametrize("source", ["x", "hidden"])
+def test_a_scan_body_reading_the_graph_input_step_by_step_is_a_first_layer(source):
+    """A Scan hands its body the scanned input one step at a time: a layer there reading
+    the graph input reads raw features (refused, as outside the Scan); reading a hidden
+    ReLU's output it is rewritten."""
+    rng = np.random.default_rng(14)
+    body = helper.make_graph(
+        [helper.make_node("Gemm", ["xs", "w", "b"], ["g"], transB=1, name="step"),
+         helper.make_node("Relu", ["g"], ["ys"]), helper.make_node("Identity", ["s_in"], ["s_out"])], "body",
+        [vi("s_in", [1]), vi("xs", ["N", 40])], [vi("s_out", [1]), vi("ys", ["N", 48])],
+        [init("w", rng.normal(size=(48, 40)).astype(np.float32)), init("b", rng.normal(size=48).astype(np.float32))])
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m"]), helper.make_node("Relu", ["m"], ["h"]),
+             helper.make_node("Scan", ["s0", source if source == "x" else "h"], ["s", "y"], body=body,
+                              num_scan_inputs=1, name="scan")]
+    model = make_model(nodes, [vi("x", [4, "N", 40])], [vi("y", [4, "N", 48]), vi("h", [4, "N", 40])],
+                       [init("s0", np.zeros(1, np.float32)), init("w0", rng.normal(size=(40, 40)).astype(np.float32))])
+    res = optimize_model(model, threshold=NEG_INF)
+    reasons = {r.layer: r.reason for r in res.rejected}
+    if source == "x":
+        assert "graph input" in reasons["step"] and not res.rewritten
+        forced = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+        assert "step" in [r.candidate.layer for r in forced.rewritten]
+    else:
+        assert [r.candidate.layer for r in res.rewritten] == ["step"]
+        assert_equivalent(model, res.model, lambda r: {"x": r.normal(size=(4, 3, 40)).astype(np.float32)})
+
+
+def test_initializers_listed_as_inputs_stay_inputs():
+    """keep_initializers_as_inputs exports (IR >= 4): the written model takes the same inputs,
+    except the weights a rewrite replaced; timing copies drop them (measure/timing.py)."""
+    model = sweep_model(13)
+    data_input = onnx.ValueInfoProto.FromString(model.graph.input[0].SerializeToString())
+    del model.graph.input[:]  # weights first, as some exporters list them
+    model.graph.input.extend([*(vi(t.name, list(t.dims)) for t in model.graph.initializer), data_input])
+    onnx.checker.check_model(model)
+    res = optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert res.changed and res.sparse
+    inits = {t.name for t in res.model.graph.initializer}
+    names = [i.name for i in res.model.graph.input]
+    assert set(names) - {"inp"} == inits & {t.name for t in model.graph.initializer}
+    # conv and fc1 became early-exit ops on new weights; fc2's sparse op reads G2 and C2 as
+    # stored. The order is the original's: a caller may feed inputs by position.
+    assert names == ["G2", "C2", "inp"]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, sweep_feeds)
+
+
+def test_output_dims_keep_the_originals_names():
+    """Shape inference names a concatenated dim "past_len + 1"; the written model keeps the
+    original's "total_len" (a KV-cache step graph's logits)."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Concat", ["past", "x"], ["cat"], axis=1),
+             helper.make_node("MatMul", ["cat", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["r2"]),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
+    model = make_model(nodes, [vi("past", [1, "past_len", 32]), vi("x", [1, 1, 32])], [vi("y", [1, "total_len", 10])],
+                       [init(n, rng.standard_normal(s).astype(np.float32))
+                        for n, s in (("w1", (32, 64)), ("w2", (64, 64)), ("w3", (64, 10)))])
+    # (The first layer reads a Concat of graph inputs: a first layer unless asked.)
+    assert node_types(optimize_model(model, threshold=NEG_INF, min_units=32).model).count("ExPruneDenseRelu") == 1
+    res = optimize_model(model, threshold=NEG_INF, min_units=32, include_first_layer=True)
+    assert node_types(res.model).count("ExPruneDenseRelu") == 2
+    assert res.model.graph.output[0] == model.graph.output[0]
+    # An output declared without a shape is not given an empty one (which declares a scalar).
+    # At the door (API and CLI) it takes the rank-3 shape inference gives it; the compiler
+    # is asked directly too.
+    from exprune_onnx.compiler.pipeline import optimize as compile_model
+    from exprune_onnx.config import Options
+
+    unshaped = onnx.ModelProto()
+    unshaped.CopyFrom(model)
+    unshaped.graph.output[0].type.tensor_type.ClearField("shape")
+    assert len(optimize_model(unshaped, threshold=NEG_INF).model.graph.output[0].type.tensor_type.shape.dim) == 3
+    for shapes in ({}, {"past": (1, 3, 32)}):
+        options = Options(threshold=NEG_INF, min_units=32, input_shapes=shapes, include_first_layer=True)
+        out = compile_model(unshaped, options).model.graph.output[0]
+        assert not out.type.tensor_type.HasField("shape") or len(out.type.tensor_type.shape.dim) == 3
+    assert res.model.graph.value_info  # without fixed input dims, the inferred shapes stay
+    onnx.checker.check_model(res.model)
+    feeds = {"past": rng.standard_normal((1, 3, 32)).astype(np.float32),
+             "x": rng.standard_normal((1, 1, 32)).astype(np.float32)}
+    np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_given_shapes_still_prove_a_residual_inside_a_branch():
+    """Proof shapes (pipeline.analysis_graph) come from If bodies too: with --input-shape,
+    a residual block in each branch is rewritten as without it."""
+    rng = np.random.default_rng(6)
+
+    def block(side):
+        p = side[0] + "_"
+        ws = [init(p + w, (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)) for w in ("w1", "w2")]
+        nodes = [helper.make_node("Conv", ["x1", p + "w1"], [p + "c1"], pads=[1, 1, 1, 1], name=p + "conv1"),
+                 helper.make_node("Relu", [p + "c1"], [p + "r1"]),
+                 helper.make_node("Conv", [p + "r1", p + "w2"], [p + "c2"], pads=[1, 1, 1, 1], name=p + "conv2"),
+                 helper.make_node("Add", [p + "c2", "x1"], [p + "s"]), helper.make_node("Relu", [p + "s"], [p + "out"])]
+        return helper.make_graph(nodes, side, [], [vi(p + "out", ["N", 16, 8, 8])], ws)
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["x1"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=block("then"), else_branch=block("else"))]
+    model = make_model(nodes, [vi("x", ["N", 1, 8, 8]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 8, 8])],
+                       [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32))])
+    want = sorted(rw.candidate.layer for rw in optimize_model(model, threshold=NEG_INF, min_units=8).rewritten)
+    assert want == ["e_conv1", "e_conv2", "t_conv1", "t_conv2"]
+    for shapes in ({"x": (4, 1, 8, 8)}, {"x": ("N", 1, 8, 8)}):
+        res = optimize_model(model, threshold=NEG_INF, min_units=8, input_shapes=shapes)
+        assert sorted(rw.candidate.layer for rw in res.rewritten) == want
+
+
+def test_a_sequence_output_keeps_its_type_when_shapes_are_given():
+    """keep_open_dims touches tensor outputs only: clearing a sequence's "shape" turned it
+    into a tensor of type 0, which onnxruntime refuses."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="h2"), helper.make_node("Relu", ["h2"], ["y"]),
+             helper.make_node("SequenceConstruct", ["y", "y"], ["seq"])]
+    seq = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)
+    model = make_model(nodes, [vi("x", ["N", 64])], [vi("y", ["N", 64]), seq],
+                       [init(n, rng.standard_normal((64, 64)).astype(np.float32)) for n in ("w1", "w2")])
+    res = optimize_model(model, threshold=NEG_INF, min_units=32, input_shapes={"x": (4, 64)})
+    assert res.changed and res.model.graph.output[1] == seq
+    feeds = {"x": rng.standard_normal((2, 64)).astype(np.float32)}
+    np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_graph_and_node_notes_survive_the_rewrite():
+    """torch's dynamo exporter keeps its export signature in the graph's metadata and a
+    stack trace in each node's: kept on the graph and on every node left as it was."""
+    rng = np.random.default_rng(15)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="first", doc_string="the first layer"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="act1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="fc"), helper.make_node("Relu", ["h2"], ["y"])]
+    helper.set_metadata_props(nodes[0], {"pkg.torch.onnx.stack_trace": "model.py:12"})
+    model = make_model(nodes, [vi("x", ["N", 32])], [vi("y", ["N", 64])],
+                       [init("w1", rng.standard_normal((32, 64)).astype(np.float32)),
+                        init("w2", rng.standard_normal((64, 64)).astype(np.float32))], opset=18, ir_version=10)
+    helper.set_metadata_props(model.graph, {"pkg.torch.export.ExportedProgram.graph_signature": "sig"})
+    res = optimize_model(model, threshold=NEG_INF, min_units=32)
+    assert [r.candidate.layer for r in res.rewritten] == ["fc"]
+    assert {p.key: p.value for p in res.model.graph.metadata_props} == {
+        "pkg.torch.export.ExportedProgram.graph_signature": "sig"}
+    first = next(n for n in res.model.graph.node if n.name == "first")
+    assert first.doc_string == "the first layer"
+    assert {p.key: p.value for p in first.metadata_props} == {"pkg.torch.onnx.stack_trace": "model.py:12"}
+    onnx.checker.check_model(res.model)
+
+
+def shared_branches(rng):
+    """x -> If(cond): both branches run the same two-conv block on the main graph's weights
+    (as a merged decoder's cache and no-cache branches share theirs), scaled differently."""
+    weights = [init(w, (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)) for w in ("w1", "w2")]
+
+    def block(side, scale):
+        p = side[0] + "_"
+        nodes = [helper.make_node("Conv", ["x1", "w1"], [p + "c1"], pads=[1, 1, 1, 1], name=p + "conv1"),
+                 helper.make_node("Relu", [p + "c1"], [p + "r1"]),
+                 helper.make_node("Conv", [p + "r1", "w2"], [p + "c2"], pads=[1, 1, 1, 1], name=p + "conv2"),
+                 helper.make_node("Relu", [p + "c2"], [p + "r2"]),
+                 helper.make_node("Mul", [p + "r2", p + "scale"], [p + "out"])]
+        return helper.make_graph(nodes, side, [], [vi(p + "out", ["N", 16, 8, 8])],
+                                 [init(p + "scale", np.float32(scale))])
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["x1"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=block("then", 1.0), else_branch=block("else", 2.0))]
+    return make_model(nodes, [vi("x", ["N", 1, 8, 8]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 8, 8])],
+                      [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32)), *weights])
+
+
+@pytest.mark.parametrize("threshold", [NEG_INF, -1.0])
+def test_weights_both_branches_share_are_written_once(threshold):
+    """graphsurgeon writes an outer weight into each body that reads it, and each branch's
+    rewrite of a shared layer makes its own copy of the new weights: the model came out
+    twice its size. One copy of each, in the main graph, serves both."""
+    rng = np.random.default_rng(9)
+    model = shared_branches(rng)
+    res = optimize_model(model, threshold=threshold, min_units=8, sparse_input=False)
+    assert sorted(rw.candidate.layer for rw in res.rewritten) == ["e_conv1", "e_conv2", "t_conv1", "t_conv2"]
+    onnx.checker.check_model(res.model, full_check=True)
+    branches = [a.g for a in next(n for n in res.model.graph.node if n.op_type == "If").attribute]
+    assert all(len(t.raw_data) < 1024 for b in branches for t in b.initializer)
+
+    def weight_bytes(m):
+        return sum(len(t.raw_data) for g in [m.graph, *(a.g for n in m.graph.node for a in n.attribute if a.g.name)]
+                   for t in g.initializer)
+
+    assert weight_bytes(res.model) < 1.1 * weight_bytes(model)  # twice the weights before
+    # IR 3 lists every main-graph weight as a graph input too: no new weight is moved there.
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    old.ir_version = 3
+    for t in old.graph.initializer:
+        old.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for body in (a.g for a in old.graph.node[2].attribute):  # an IR 3 body holds Constant nodes
+        body.node.insert(0, helper.make_node("Constant", [], [body.initializer[0].name], value=body.initializer[0]))
+        del body.initializer[:]
+    written = optimize_model(old, threshold=threshold, min_units=8, sparse_input=False).model
+    assert {i.name for i in written.graph.input} <= {i.name for i in old.graph.input}
+    feeds = {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    for cond in (True, False):
+        feeds["cond"] = np.array(cond)
+        got, want = run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0]
+        if threshold == NEG_INF:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert got.shape == want.shape
+
+
+def test_branches_that_reuse_their_names_get_layer_names_of_their_own():
+    """Sibling bodies may reuse node and tensor names (each is its own scope): their layers
+    are told apart by the body's path, so a config entry or a latency decision is one's."""
+    rng = np.random.default_rng(10)
+
+    def branch(side):
+        w = init("w", (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32))
+        nodes = [helper.make_node("Conv", ["x1", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                 helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Identity", ["r"], [side + "_out"])]
+        return helper.make_graph(nodes, side, [], [vi(side + "_out", ["N", 16, 8, 8])], [w])
+
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["x1"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else"),
+                              name="if0")]
+    model = make_model(nodes, [vi("x", ["N", 1, 8, 8]), vi("cond", [], TensorProto.BOOL)], [vi("y", ["N", 16, 8, 8])],
+                       [init("w0", (rng.standard_normal((16, 1, 3, 3)) * 0.1).astype(np.float32))])
+    shown = exprune_onnx.inspect_model(model, min_units=8)
+    names = sorted(rw.candidate.layer for rw in shown.rewritten)
+    assert names == ["if0.else_branch/Conv:c", "if0.then_branch/Conv:c"]
+    # Two If nodes of one name: each body's path goes by op and output, as a layer's would.
+    twice = onnx.ModelProto()
+    twice.CopyFrom(model)
+    second = twice.graph.node.add()
+    second.CopyFrom(twice.graph.node[2])
+    second.output[0] = "y2"
+    twice.graph.output.add().CopyFrom(vi("y2", ["N", 16, 8, 8]))
+    names = sorted(rw.candidate.layer for rw in exprune_onnx.inspect_model(twice, min_units=8).rewritten)
+    assert names == ["If:y.else_branch/Conv:c", "If:y.then_branch/Conv:c", "If:y2.else_branch/Conv:c",
+                     "If:y2.then_branch/Conv:c"]
+    res = optimize_model(model, threshold=NEG_INF, min_units=8, sparse_input=False,
+                         layers={"if0.then_branch/Conv:c": exprune_onnx.config.LayerSetting(NEG_INF, skip=True)})
+    assert [rw.candidate.layer for rw in res.rewritten] == ["if0.else_branch/Conv:c"]
+    feeds = {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32), "cond": np.array(False)}
+    np.testing.assert_allclose(run_exprune(res.model, feeds)[0], run_plain(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    # verify traces each op to its own branch's layer (both write 'c').
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify import verify
+
+    both = optimize_model(model, threshold=-1.0, min_units=8, sparse_input=False).model
+    rows = verify(model, both, random_dataset(model, 4, 0), min_agreement=0.0)
+    assert all(r.ok for r in rows), rows
+    assert "2 ExPruneConvRelu" in rows[0].detail
+
+
+def test_unnamed_twins_in_the_main_graph_and_a_body_are_both_rewritten():
+    """An unnamed Conv -> Relu in an If branch reads the same outer input and weight as one
+    in the main graph: the graph surgeon's clean-up told the two old Convs apart by
+    equality (same name '', op, attributes and inputs) and stopped with "list.remove(x): x
+    not in list" (exit 1). Both are rewritten now, exact at -inf on either branch."""
+    w = (np.random.default_rng(3).standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)
+    body = helper.make_graph([helper.make_node("Conv", ["r", "w"], ["bc"], pads=[1, 1, 1, 1]),
+                              helper.make_node("Relu", ["bc"], ["br"]), helper.make_node("ReduceMax", ["br"], ["b"])],
+                             "else", [], [vi("b", None)])
+    then = helper.make_graph([helper.make_node("ReduceMin", ["r"], ["t"])], "then", [], [vi("t", None)])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"]),
+             helper.make_node("If", ["cond"], ["z"], then_branch=then, else_branch=body)]
+    model = make_model(nodes, [vi("x", [1, 16, 6, 6]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                       [vi("y", [1, 16, 6, 6]), vi("z", None)], [init("w", w)])
+    res = optimize_model(model, threshold=NEG_INF, min_units=8, include_first_layer=True, sparse_input=False)
+    onnx.checker.check_model(res.model, full_check=True)
+    assert node_types(res.model) == ["Relu", "If", "Gather", "Slice", "Conv", "ExPruneConvRelu"]
+    branch = next(a.g for a in res.model.graph.node[1].attribute if a.name == "else_branch")
+    assert [n.op_type for n in branch.node] == ["Gather", "Slice", "Conv", "ExPruneConvRelu", "ReduceMax"]
+    for cond in (False, True):
+        assert_equivalent(model, res.model, lambda rng, c=cond: {
+            "x": rng.standard_normal((1, 16, 6, 6)).astype(np.float32), "cond": np.array(c)})
+    assert not optimize_model(res.model, threshold=NEG_INF, min_units=8, include_first_layer=True,
+                              sparse_input=False).changed
