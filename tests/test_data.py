@@ -1,11 +1,15 @@
-"""Sample data in every accepted layout, and the errors for data that does not fit."""
+"""Sample data in every accepted layout, the errors for data that does not fit, and seeded random samples
+(their values, and the memory they would take)."""
 
 import numpy as np
+import onnx
 import pytest
+from click.testing import CliRunner
 from helpers import make_model, vi
 from onnx import TensorProto, helper, numpy_helper
 
 from exprune_onnx import workflow
+from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError
 from exprune_onnx.io.data import load_dataset, random_dataset
 from exprune_onnx.io.feeds import InputSpec
@@ -267,3 +271,53 @@ def test_a_labels_file_that_cannot_be_opened_is_bad_data(tmp_path, model, monkey
     monkeypatch.setattr(data_module, "open", refuse, raising=False)
     with pytest.raises(DataError, match="labels.npy: cannot be read"):
         data_module.read_labels(tmp_path / "labels.npy")
+
+
+# ------------------------------------------------------------------ random samples: size and values
+
+
+def _wide_input_model(width: int, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+    return make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", ["N", width], dtype)],
+                      [vi("y", ["N", width], dtype)])
+
+
+@pytest.mark.parametrize("dtype, bounds", [(TensorProto.FLOAT, None), (TensorProto.FLOAT, (-2.0, 3.0)),
+                                           (TensorProto.FLOAT16, None), (TensorProto.DOUBLE, (1.0, 2.0)),
+                                           (TensorProto.INT8, (-100, 100)), (TensorProto.INT64, (0, 2**40))])
+def test_random_values_drawn_in_chunks_are_one_draws_values(dtype, bounds):
+    from exprune_onnx.io.feeds import random_arrays
+
+    model = _wide_input_model(700_001, dtype)  # two samples: more than one chunk, not a multiple of it
+    spec = InputSpec({}, {} if bounds is None else {"x": bounds})
+    got = random_arrays(model, 2, 7, spec)[0]["x"]
+    rng = np.random.default_rng(7)
+    if bounds is None:
+        want = rng.random((2, 700_001))
+    elif dtype in (TensorProto.INT8, TensorProto.INT64):
+        want = rng.integers(bounds[0], bounds[1] + 1, (2, 700_001))
+    else:
+        want = rng.uniform(*bounds, (2, 700_001))
+    np_type = helper.tensor_dtype_to_np_dtype(dtype)
+    assert got.dtype == np_type and np.array_equal(got, want.astype(np_type))
+
+
+def test_random_samples_that_cannot_fit_are_refused_before_drawing(monkeypatch):
+    import exprune_onnx.io.feeds as feeds
+
+    monkeypatch.setattr(feeds, "available_bytes", lambda: 64 << 20)
+    model = _wide_input_model(1000)
+    random_dataset(model, 10_000, 0)  # 38 MiB, and 8 MiB to draw in
+    with pytest.raises(DataError, match="^100000 random samples of input.s. 'x' need 389 MiB of memory and 64 MiB "
+                                        "is available: ask for fewer .optimize --check-samples, verify --samples., or "
+                                        "give sample data$"):
+        random_dataset(model, 100_000, 0)
+
+
+def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_wide_input_model(1000), path)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--check-samples",
+                                  str(10**12)])
+    assert r.exit_code == 6 and "Traceback" not in r.output, r.output
+    assert f"{10**12} random samples of input(s) 'x' need" in r.stderr
+    assert not (tmp_path / "o.onnx").exists()
