@@ -1,0 +1,85 @@
+"""verify on ExPruneSparseConv (exprune_onnx/verify/sparse_conv.py): it traces the op back to
+its Conv and fused group, accepts the compiler's rewrite and catches each kind of tampering."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from sparse_conv_models import (
+    SPARSE,
+    residual_block,
+    sparse_node,
+)
+
+import exprune_onnx
+from exprune_onnx.io.data import random_dataset
+from exprune_onnx.runtime import cpu_has_tiles
+from exprune_onnx.verify import verify
+
+
+def test_verify_accepts_and_catches_tampering():
+    rng = np.random.default_rng(8)
+    model = residual_block(rng)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    data = random_dataset(model, 4, 0)
+    rows = verify(model, res.model, data)
+    assert all(r.ok for r in rows), rows
+    # It skips inputs, it prunes no output.
+    assert "of sparse inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
+    # 0% skipped on a CPU with tiles is their dense path, not a fault: said where it may be so.
+    assert ("AMX tiles skips none" in rows[3].detail) == cpu_has_tiles()
+    for tamper, words in (("weight", "weight"), ("bias", "bias"), ("bias-type", "the original's (one per output "
+                                                                              "channel) float32"), ("stride", "attribute"),
+                          ("activation", "activation"), ("residual", "residual"),
+                          ("unread", "attribute(s) alpha, which ExPruneSparseConv does not take")):
+        bad = onnx.ModelProto()
+        bad.CopyFrom(res.model)
+        node = sparse_node(bad)
+        if tamper == "weight":
+            w = next(t for t in bad.graph.initializer if t.name == node.input[1])
+            v = numpy_helper.to_array(w).copy()
+            v[1, 1, 1, 0] += 0.5
+            w.CopyFrom(numpy_helper.from_array(v, w.name))
+        elif tamper == "bias":
+            b = next(t for t in bad.graph.initializer if t.name == node.input[2])
+            b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b) + 1, b.name))
+        elif tamper == "bias-type":
+            b = next(t for t in bad.graph.initializer if t.name == node.input[2])
+            b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b).astype(np.float64), b.name))
+        elif tamper == "stride":
+            node.attribute.append(helper.make_attribute("strides", [2, 2]))
+        elif tamper == "unread":
+            node.attribute.append(helper.make_attribute("alpha", 0.5))
+        elif tamper == "activation":
+            keep = [a for a in node.attribute if a.name != "activation"]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+        else:
+            del node.input[3]
+        rows = verify(model, bad, data)
+        failed = [r for r in rows if not r.ok and r.check in ("structure", "weights")]
+        assert failed and any(words in r.detail for r in failed), (tamper, rows)
+
+
+@pytest.mark.parametrize("opset", [9, 10, 11, 13])
+def test_verify_reads_the_original_at_its_own_opset(opset):
+    """Before opset 11 Clip's bounds are attributes, and before 13 Unsqueeze's axes: verify
+    reads the original group (Conv -> BN -> Clip(0, 6)) and a weight Unsqueeze makes at
+    the model's opset, as the compiler does (it read both at 13 and failed them)."""
+    from helpers import conv_model
+
+    act = "clip_attrs" if opset < 11 else "clip_inputs"
+    model = conv_model(act=act, opset=opset, bn=False)  # a BatchNorm folded into W would hide the Unsqueeze
+    if opset < 13:  # the weight as a 2-D matrix unsqueezed, as a 1x1 conv's sometimes is
+        w = next(t for t in model.graph.initializer if t.name == "W")
+        flat = numpy_helper.to_array(w)[:, :, 1, 1].copy()
+        w.CopyFrom(numpy_helper.from_array(flat, "W2d"))
+        model.graph.node.insert(0, helper.make_node("Unsqueeze", ["W2d"], ["W"], axes=[2, 3]))
+        conv_node = next(n for n in model.graph.node if n.op_type == "Conv")
+        conv_node.ClearField("attribute")
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert [s.layer for s in res.sparse] == ["conv"]
+    rows = verify(model, res.model, random_dataset(model, 4, 0))
+    assert all(r.ok for r in rows), rows
