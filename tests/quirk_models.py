@@ -1,26 +1,14 @@
 """Helpers that the pipeline's exporter-quirk tests share (test_pipeline_quirks.py,
-test_pipeline_shapes.py, test_pipeline_graphs.py): the command line run as they run it, what
-a compile rewrote and why not, and the small model swept over every opset."""
+test_pipeline_shapes.py, test_pipeline_graphs.py): what a compile rewrote and why not, and
+the small model swept over every opset."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from click.testing import CliRunner
 from helpers import init, vi
 from onnx import helper, numpy_helper
-
-from exprune_onnx.cli import main
-
-
-def invoke(*args):
-    args = [str(a) for a in args]
-    if args[:1] == ["optimize"] and "--objective" not in args:
-        # These tests are about the rewrites; tests/test_objective.py covers the
-        # latency objective, which may keep none of them on a tiny model.
-        args.append("--objective=flops")
-    return CliRunner().invoke(main, args)
 
 
 def rewritten(res) -> list[str]:

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from cli_calls import invoke
 from helpers import run_exprune, run_plain
 
 import exprune_onnx
 from exprune_onnx import ops
-from exprune_onnx.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 EXAMPLE = MODELS / "fashion_cnn.onnx"
@@ -27,15 +26,6 @@ def example(tmp_path):
     path = tmp_path / "fashion_cnn.onnx"
     shutil.copyfile(EXAMPLE, path)
     return path
-
-
-def invoke(*args):
-    args = [str(a) for a in args]
-    if args[:1] == ["optimize"] and "--objective" not in args:
-        # These tests are about the rewrites; tests/test_objective.py covers the
-        # latency objective, which may keep none of them on a tiny model.
-        args.append("--objective=flops")
-    return CliRunner().invoke(main, args)
 
 
 def test_optimize_example_at_minus_inf_is_exact(example):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_calls import invoke
 from click.testing import CliRunner
 
 from exprune_onnx import errors
@@ -29,15 +30,6 @@ from exprune_onnx.io import modelio
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "models" / "fashion_cnn.onnx"
 GOOD_INPUT = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
-
-
-def invoke(*args):
-    args = [str(a) for a in args]
-    if args[:1] == ["optimize"] and "--objective" not in args:
-        # These tests are about the rewrites; tests/test_objective.py covers the
-        # latency objective, which may keep none of them on a tiny model.
-        args.append("--objective=flops")
-    return CliRunner().invoke(main, args)
 
 
 def assert_one_line_error(r, code: int, *words: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from feeds_cli import cli, one_line_error
+from cli_calls import cli, one_line_error
 from helpers import (
     WEIGHT_RNG,
     init,

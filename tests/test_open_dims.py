@@ -11,7 +11,7 @@ import re
 import numpy as np
 import onnx
 import pytest
-from feeds_cli import cli, one_line_error
+from cli_calls import cli, one_line_error
 from helpers import (
     WEIGHT_RNG,
     conv_hw,

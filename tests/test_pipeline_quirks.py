@@ -14,9 +14,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_calls import invoke
 from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_exprune, run_plain, vi
 from onnx import helper, numpy_helper
-from quirk_models import invoke, reasons, rewritten, runtime_refuses, sweep_feeds, sweep_model
+from quirk_models import reasons, rewritten, runtime_refuses, sweep_feeds, sweep_model
 
 import exprune_onnx
 from exprune_onnx import optimize_model

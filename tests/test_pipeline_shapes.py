@@ -9,9 +9,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_calls import invoke
 from helpers import NEG_INF, assert_equivalent, init, make_model, vi
 from onnx import TensorProto, helper, numpy_helper
-from quirk_models import invoke, reasons, rewritten, sweep_feeds, sweep_model
+from quirk_models import reasons, rewritten, sweep_feeds, sweep_model
 
 import exprune_onnx
 from exprune_onnx import optimize_model
