@@ -7,7 +7,7 @@ nothing unless asked, and drops every early-exit layer untimed, so the threshold
 given to time what the screen is for: early-exit layers that prune.
 
 The model is the onnx wheel's light-zoo export with its weights refilled with seeded
-random values (tests/test_model_zoo.py's ``refilled``: structure only, not a trained
+random values (tests/zoo_models.py's ``refilled``: structure only, not a trained
 network). The command is the default one: latency objective at the model's fixed
 batch (1) and 1 thread on 32 seeded random inputs, then the check. ``--no-screen``
 turns off the latency objective's per-layer screen (screen.py) to compare; run both
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     import onnx
-    from test_model_zoo import refilled
+    from zoo_models import refilled
 
     with tempfile.TemporaryDirectory(prefix="exprune-bench-") as tmp:
         src = Path(tmp) / f"{args.model}.onnx"
