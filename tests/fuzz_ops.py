@@ -35,7 +35,7 @@ def _dense_layer(rng):
 
 
 def _conv_layer(rng):
-    from graphgen import conv_geometry
+    from graph_builder import conv_geometry
 
     big = rng.random() < 0.1
     r = int(rng.integers(1, 3))

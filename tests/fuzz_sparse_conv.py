@@ -6,7 +6,7 @@ breaks one thing the op must refuse with an error naming the node."""
 from __future__ import annotations
 
 import numpy as np
-from graphgen import conv_geometry
+from graph_builder import conv_geometry
 from sparse_conv_case import reference_model, run_plain
 
 from exprune_onnx import ops
