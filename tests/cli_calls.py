@@ -36,3 +36,14 @@ def error_text(result) -> str:
     start = result.output.find("error:")
     assert start >= 0, result.output
     return " ".join(result.output[start:].split())
+
+
+def assert_one_line_error(r, code: int, *words: str) -> str:
+    """Exit ``code``, nothing on stdout, and exactly one stderr line holding ``words``."""
+    assert r.exit_code == code, r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.output and r.stdout == ""
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]

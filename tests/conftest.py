@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import numpy as np
 import onnx
 import pytest
 
@@ -42,3 +46,22 @@ def scripted_clock(monkeypatch):
         return calls
 
     return script
+
+
+# The bundled example, and good data for it, in a test's own folder (test_cli_errors.py,
+# test_cli_output_errors.py; a module's own fixture of the same name takes precedence).
+EXAMPLE_MODEL = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
+
+
+@pytest.fixture
+def example(tmp_path):
+    path = tmp_path / "fashion_cnn.onnx"
+    shutil.copyfile(EXAMPLE_MODEL, path)
+    return path
+
+
+@pytest.fixture
+def good_data(tmp_path):
+    path = tmp_path / "good.npz"
+    np.savez(path, input=np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
+    return path
