@@ -21,13 +21,6 @@ EXAMPLE = MODELS / "fashion_cnn.onnx"
 SLICE = MODELS / "fashion_test_slice.npz"
 
 
-@pytest.fixture
-def example(tmp_path):
-    path = tmp_path / "fashion_cnn.onnx"
-    shutil.copyfile(EXAMPLE, path)
-    return path
-
-
 def test_optimize_example_at_minus_inf_is_exact(example):
     before = example.read_bytes()
     r = invoke("optimize", example, "--threshold", "-inf", "--check-data", SLICE)
