@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OP_TESTS = ["tests/test_custom_op.py", "tests/test_custom_op_rules.py", "tests/test_custom_op_rules_conv.py",
+OP_TESTS = ["tests/test_custom_op.py", "tests/test_custom_op_errors.py", "tests/test_custom_op_rules.py", "tests/test_custom_op_rules_conv.py",
             "tests/test_argmax_head.py", "tests/test_custom_op_concurrency.py", "tests/test_sparse_matmul_op.py",
             "tests/test_sparse_input.py", "tests/test_sparse_conv_op.py"]
 REPORT_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "UndefinedBehaviorSanitizer", "ERROR: LeakSanitizer")
