@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import run_single_op, shuffled_units, single_op_model  # noqa: E402
+from op_cases import run_single_op, shuffled_units, single_op_model  # noqa: E402
 from sanitized_ops import unpool_sessions  # noqa: E402
 
 import exprune_onnx  # noqa: E402

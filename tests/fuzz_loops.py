@@ -218,7 +218,7 @@ def _judge_error(exc: Exception, invalid, node: str, seed: int, tally: Tally, wh
 
 
 def check_op(seed: int, tally: Tally) -> None:
-    from helpers import run_single_op
+    from op_cases import run_single_op
 
     op, arrays, attrs, expected, pruned, ambiguous, rng = op_case(seed)
     invalid = corrupt(op, arrays, attrs, rng) if rng.random() < 0.4 else None

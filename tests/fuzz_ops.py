@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from helpers import shuffled_units
+from op_cases import shuffled_units
 
 from exprune_onnx.config import DECISION_RULES
 
@@ -53,7 +53,7 @@ def _conv_layer(rng):
 
 def _conv_windows(x: np.ndarray, kernel, attrs) -> np.ndarray:
     """[N, C, taps, *out]: every input each output position reads, padding as 0."""
-    from helpers import onnx_pads
+    from op_cases import onnx_pads
 
     r = x.ndim - 2
     strides = list(attrs.get("strides", [1] * r))

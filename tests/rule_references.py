@@ -5,7 +5,8 @@ test_custom_op_rules_conv.py)."""
 from __future__ import annotations
 
 import numpy as np
-from helpers import CONV_GEOMETRIES, NODE, onnx_pads, run_single_op
+from helpers import NODE
+from op_cases import CONV_GEOMETRIES, onnx_pads, run_single_op
 
 from exprune_onnx import ops
 

@@ -8,19 +8,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import (
-    NEG_INF,
-    NODE,
-    assert_ort_error,
-    init,
-    make_model,
-    node_types,
-    run_exprune,
-    run_plain,
-    run_single_op,
-    vi,
-)
+from helpers import NEG_INF, NODE, init, make_model, node_types, run_exprune, run_plain, vi
 from onnx import TensorProto, helper
+from op_cases import assert_ort_error, run_single_op
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.cli import main

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
+from head_chains import head_model
 from helpers import calibration_dataset, calibration_mlp, run_plain
-from test_zeros import head_model
 
 from exprune_onnx.config import Options
 from exprune_onnx.io.data import random_dataset
@@ -144,11 +144,11 @@ def test_unlabelled_pixels_pool_the_certificate_over_labelled_ones():
 def test_a_sequence_first_output_is_certified_sample_by_sample():
     """PyTorch's [T, N, C]: the testing part's runs have their batch moved first as the
     reference's, so each sample's loss is its share of frames whose top-1 changed."""
-    from test_compare import _sequence_first
+    from helpers import sequence_first_model
 
     from exprune_onnx.io.data import dataset_of
 
-    model = _sequence_first()
+    model = sequence_first_model()
     x = np.random.default_rng(6).standard_normal((800, 7, 16)).astype(np.float32)
     out = search(model, Options(confidence=0.9, min_units=8, include_first_layer=True), dataset_of({"x": x}, model),
                  max_drop=0.1, seed=0)
@@ -305,11 +305,11 @@ def test_zero_input_reads_are_timed_again_on_the_rung_written(scripted_clock):
 
 
 def test_calibration_scores_the_output_the_labels_fit():
-    from test_compare import _two_heads
+    from helpers import two_heads_model
 
     from exprune_onnx.io.data import dataset_of
 
-    model = _two_heads()
+    model = two_heads_model()
     x = np.random.default_rng(9).standard_normal((200, 6, 16)).astype(np.float32)
     labels = run_plain(model, {"x": x})[1].argmax(1)
     options = Options(confidence=0.0, min_units=8, include_first_layer=True)

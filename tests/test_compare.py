@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import init, make_model, run_plain, scaled_normal
+from helpers import init, make_model, run_plain, scaled_normal, sequence_first_model, two_heads_model
 from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
@@ -147,19 +147,10 @@ def test_labels_go_to_the_output_whose_classes_they_name_or_to_the_score_output(
     assert compare(model, model, data, batch=8).accuracy[0] < 1.0  # the first output, by default
 
 
-def _sequence_first(frames=7):
-    """x [N, T, 16] -> MatMul -> Relu -> MatMul -> Transpose: y [T, N, 10], PyTorch's CTC layout."""
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("MatMul", ["r1", "w2"], ["z"]), helper.make_node("Transpose", ["z"], ["y"], perm=[1, 0, 2])]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", frames, 16])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [frames, "N", 10])],
-                      [init("w1", scaled_normal(16, 32)), init("w2", scaled_normal(32, 10))])
-
-
 def test_an_output_with_its_batch_on_axis_1_is_read_batch_first():
     """PyTorch's sequence-first [T, N, C]: each run's batch axis is moved first, so the
     samples' rows can be scored (and the check compares positions, with top-1 agreement)."""
-    model = _sequence_first()
+    model = sequence_first_model()
     x = np.random.default_rng(0).standard_normal((10, 7, 16)).astype(np.float32)
     data = dataset_of({"x": x}, model)
     moved = {}
@@ -275,26 +266,13 @@ def test_a_sigmoid_per_class_without_labels_agrees_on_its_yes_or_no_answers():
     assert "yes/no agreement" in output_text(d)
 
 
-def _two_heads():
-    """x [N, T, 16] -> token logits [N, T, 9] (first) and, pooled, sequence logits [N, 3]."""
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "wt"], ["tokens"]),
-             helper.make_node("ReduceMean", ["r"], ["pooled"], axes=[1], keepdims=0),
-             helper.make_node("MatMul", ["pooled", "ws"], ["sequence"])]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
-                      [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", 6, 9]),
-                       helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", 3])],
-                      [init("w1", scaled_normal(16, 32)), init("wt", scaled_normal(32, 9)),
-                       init("ws", scaled_normal(32, 3))], opset=17)
-
-
 def test_labels_go_to_the_output_they_fit():
     """One label a sample for a model whose first output has a prediction per token: they
     are the sequence head's, not an error about the token head's shape; calibration scores
     that output when no --score-output names one."""
     from exprune_onnx.measure.compare import output_for_labels
 
-    model = _two_heads()
+    model = two_heads_model()
     x = np.random.default_rng(8).standard_normal((24, 6, 16)).astype(np.float32)
     labels = run_plain(model, {"x": x})[1].argmax(1)
     labels[:6] = (labels[:6] + 1) % 3

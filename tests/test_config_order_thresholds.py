@@ -10,22 +10,17 @@ from helpers import (
     NEG_INF,
     NODE,
     assert_equivalent,
-    assert_ort_error,
     calibration_dataset,
     calibration_mlp,
-    check_result,
-    conv_case,
     conv_model,
-    dense_case,
-    estimate,
     feeds_for,
     init,
     make_model,
     node_types,
-    run_single_op,
     vi,
 )
 from onnx import helper
+from op_cases import assert_ort_error, check_result, conv_case, dense_case, estimate, run_single_op
 
 from exprune_onnx import ops, optimize_model
 from exprune_onnx.config import Options, load_config

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import (
+from helpers import NODE
+from onnx import TensorProto, helper
+from op_cases import (
     CONV_GEOMETRIES,
-    NODE,
     act,
     check_result,
     conv_case,
@@ -26,7 +27,6 @@ from helpers import (
     shuffled_units,
     single_op_model,
 )
-from onnx import TensorProto, helper
 
 from exprune_onnx import ops
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import init, make_model, node_types, single_op_model, vi
+from helpers import init, make_model, node_types, vi
 from onnx import helper
+from op_cases import single_op_model
 
 import exprune_onnx
 from exprune_onnx import ops, optimize_model

@@ -8,16 +8,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import (
-    NODE,
-    act,
-    assert_ort_error,
-    conv_case,
-    dense_case,
-    run_single_op,
-    single_op_model,
-)
+from helpers import NODE
 from onnx import helper
+from op_cases import act, assert_ort_error, conv_case, dense_case, run_single_op, single_op_model
 
 import exprune_onnx
 from exprune_onnx import ops

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_ort_error
+from op_cases import assert_ort_error
 from rule_references import (
     DENSE_SHAPES,
     INF,

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import calibration_mlp, conv_model, node_types
+from helpers import FOLDED_PER_SAMPLE, calibration_mlp, conv_model, folded, node_types
 
 import exprune_onnx
 from exprune_onnx import ops
@@ -37,37 +37,10 @@ def test_an_optimised_model_counts_the_dense_flops_of_its_original(build, option
     assert exprune_onnx.optimize_model(first.model, threshold=NEG_INF, **options).dense_flops == total
 
 
-def folded(batch, seq_first: bool = False):
-    """x [batch, 6, 8] -> Reshape [-1, 8] (the batch folded into the rows, as before a 2-D
-    Linear) -> Gemm -> Relu (rewritable, n = 8) -> Gemm -> y [batch * 6, 4]; with
-    ``seq_first``, a Transpose to [6, batch, 8] and MatMuls on it instead."""
-    from helpers import init, make_model, scaled_normal
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6, 8])
-    inits = [init("w1", scaled_normal(8, 16)), init("w2", scaled_normal(16, 4))]
-    if seq_first:
-        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
-                 helper.make_node("MatMul", ["t", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-                 helper.make_node("MatMul", ["r", "w2"], ["y"])]
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, batch, 4])
-    else:
-        inits.append(init("shape", np.array([-1, 8], np.int64)))
-        nodes = [helper.make_node("Reshape", ["x", "shape"], ["rows"]),
-                 helper.make_node("Gemm", ["rows", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-                 helper.make_node("Gemm", ["r", "w2"], ["y"])]
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    return make_model(nodes, [x], [y], inits)
-
-
-# Per sample: 6 rows through an 8 -> 16 and a 16 -> 4 product.
-PER_SAMPLE = 2 * 6 * (8 * 16 + 16 * 4)
-
-
 @pytest.mark.parametrize(("batch", "seq_first"), [(1, False), (3, False), (1, True), (3, True), ("N", True)])
 def test_a_batch_folded_into_another_axis_counts_in_full(batch, seq_first):
     model = folded(batch, seq_first)
-    assert flops(model) == (PER_SAMPLE, 0)
+    assert flops(model) == (FOLDED_PER_SAMPLE, 0)
     # The layer table's count agrees with the summary's.
     result = exprune_onnx.inspect_model(model, min_units=8, include_first_layer=True)
     assert [dense_flops(rw.candidate) for rw in result.rewritten] == [2 * 6 * 8 * 16]

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import input_mlp
-from test_timing import weight_model
+from helpers import input_mlp, weight_model
 
 import exprune_onnx
 from exprune_onnx.io.data import Dataset, random_dataset

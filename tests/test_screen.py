@@ -7,8 +7,8 @@ import math
 import numpy as np
 import onnx
 import pytest
+from head_chains import head_model
 from helpers import latency_choice, run_exprune, run_plain, three_layer_mlp
-from test_zeros import head_model
 
 import exprune_onnx
 from exprune_onnx.config import Options

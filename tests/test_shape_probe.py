@@ -10,9 +10,8 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from click.testing import CliRunner
-from helpers import init, make_model, save_model, scaled_normal, vi
+from helpers import FOLDED_PER_SAMPLE, folded, init, make_model, save_model, scaled_normal, vi
 from onnx import helper
-from test_flops import PER_SAMPLE, folded
 
 import exprune_onnx
 from exprune_onnx.cli import main
@@ -57,7 +56,7 @@ def heads_model():
 
 
 # Per sample: the three projections, and per head T x T scores and T x 4 context.
-HEADS_PER_SAMPLE = 2 * T * (C * C + C * 16 + 16 * 4) + 2 * 2 * HEADS * T * T * (C // HEADS)
+HEADS_FOLDED_PER_SAMPLE = 2 * T * (C * C + C * 16 + 16 * 4) + 2 * 2 * HEADS * T * T * (C // HEADS)
 
 
 def static_flops(model, shapes):
@@ -76,14 +75,14 @@ def test_a_run_sizes_the_heads_that_shape_inference_cannot(batch):
     seen = runtime_flops(model, feed(batch))
     assert seen["scores"] == seen["ctx"] == 2 * HEADS * T * T * (C // HEADS)
     graph = gs.import_onnx(infer_shapes(with_input_shapes(model, {"x": ("N", T, C)})))
-    assert model_flops(graph, seen) == (HEADS_PER_SAMPLE, 0)
+    assert model_flops(graph, seen) == (HEADS_FOLDED_PER_SAMPLE, 0)
 
 
 def test_fixed_dims_size_a_batch_whose_symbol_inference_lost():
     model = folded("N")  # [N, 6, 8] -> Reshape [-1, 8]: with the batch open, the rows counted as samples
     assert static_flops(model, {}) == (2 * (8 * 16 + 16 * 4), 0)
     seen = runtime_flops(model, {"x": np.ones((2, 6, 8), np.float32)})
-    assert model_flops(gs.import_onnx(infer_shapes(model)), seen) == (PER_SAMPLE, 0)
+    assert model_flops(gs.import_onnx(infer_shapes(model)), seen) == (FOLDED_PER_SAMPLE, 0)
 
 
 def test_nothing_unsized_needs_no_run(monkeypatch):
@@ -91,7 +90,7 @@ def test_nothing_unsized_needs_no_run(monkeypatch):
         raise AssertionError("no session was needed")
 
     monkeypatch.setattr("exprune_onnx.runtime.inference_session", refuse)
-    assert sum(runtime_flops(folded(1), {"x": np.ones((1, 6, 8), np.float32)}).values()) == PER_SAMPLE
+    assert sum(runtime_flops(folded(1), {"x": np.ones((1, 6, 8), np.float32)}).values()) == FOLDED_PER_SAMPLE
 
 
 def test_a_failed_run_leaves_the_unsized_nodes_uncounted(monkeypatch):
@@ -119,17 +118,17 @@ def test_optimize_and_evaluate_count_the_heads(tmp_path):
                                     "--report", str(report)])
     assert run.exit_code == 0, run.output
     written = json.loads(report.read_text())
-    assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_PER_SAMPLE, 0)
+    assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_FOLDED_PER_SAMPLE, 0)
     assert "not counted" not in run.output and "measured FLOPs" in run.output
     # The report's measured count is the summary's, and no more than the dense one.
     measured = written["measured_flops_per_sample"]
     shown = re.search(r"measured FLOPs\s+│\s+([\d.]+) kFLOPs per sample \(([-\d.]+)% saved", run.output)
-    assert 0 < measured <= HEADS_PER_SAMPLE and shown.group(1) == f"{measured / 1e3:.2f}"
-    assert shown.group(2) == f"{100 * (1 - measured / HEADS_PER_SAMPLE):.1f}"
+    assert 0 < measured <= HEADS_FOLDED_PER_SAMPLE and shown.group(1) == f"{measured / 1e3:.2f}"
+    assert shown.group(2) == f"{100 * (1 - measured / HEADS_FOLDED_PER_SAMPLE):.1f}"
     run = CliRunner().invoke(main, ["evaluate", str(path), str(out), "--data", str(data), "--runs", "2",
                                     "--json", str(evaluated)])
     assert run.exit_code == 0, run.output
-    assert json.loads(evaluated.read_text())["dense_flops_per_sample"] == HEADS_PER_SAMPLE
+    assert json.loads(evaluated.read_text())["dense_flops_per_sample"] == HEADS_FOLDED_PER_SAMPLE
 
 
 def test_no_data_and_open_dims_leave_an_unchanged_model_as_before(tmp_path):
@@ -153,7 +152,7 @@ def test_the_layer_table_counts_a_folded_batch_as_the_summary_does(tmp_path):
                                     "--include-first-layer", "--report", str(report)])
     assert run.exit_code == 0, run.output
     written = json.loads(report.read_text())
-    assert written["dense_flops_per_sample"] == PER_SAMPLE
+    assert written["dense_flops_per_sample"] == FOLDED_PER_SAMPLE
     assert [row["dense_flops"] for row in written["layers"]] == [2 * 6 * 8 * 16]
 
 
@@ -161,7 +160,7 @@ def test_inspect_counts_the_heads_once_every_dim_is_known(tmp_path):
     path = save_model(heads_model(), tmp_path)
     fixed = CliRunner().invoke(main, ["inspect", str(path), "--input-shape", f"x:1,{T},{C}", "--min-units", "4"])
     assert fixed.exit_code == 0, fixed.output
-    assert f"dense FLOPs: {HEADS_PER_SAMPLE / 1e3:.2f} kFLOPs per sample (Conv/Gemm/MatMul)\n" in fixed.output
+    assert f"dense FLOPs: {HEADS_FOLDED_PER_SAMPLE / 1e3:.2f} kFLOPs per sample (Conv/Gemm/MatMul)\n" in fixed.output
     # With T open, the heads are counted at the 128 positions optimize takes without data, said so.
     open_dims = CliRunner().invoke(main, ["inspect", str(path), "--min-units", "4"])
     text = " ".join(open_dims.output.split())
@@ -181,13 +180,13 @@ def test_a_batch_too_large_to_feed_leaves_inspect_to_shape_inference(tmp_path):
 def test_inspect_model_counts_as_the_inspect_command_does():
     options = exprune_onnx.Options(min_units=4, input_shapes={"x": (1, T, C)})
     shown = exprune_onnx.inspect_model(heads_model(), options)
-    assert shown.dense_flops == HEADS_PER_SAMPLE
+    assert shown.dense_flops == HEADS_FOLDED_PER_SAMPLE
     assert options.runtime_flops is None  # the caller's options are left as given
     # T open: counted where the inspect command counts it, at the 128 optimize takes without data.
     open_t = exprune_onnx.inspect_model(heads_model(), min_units=4)
     assert open_t.input_shapes == {"x": ("N", 128, C)}
     assert open_t.dense_flops == 2 * 128 * (C * C + C * 16 + 16 * 4) + 2 * 2 * HEADS * 128 * 128 * (C // HEADS)
-    assert exprune_onnx.optimize_model(heads_model(), options).dense_flops < HEADS_PER_SAMPLE  # the compiler alone
+    assert exprune_onnx.optimize_model(heads_model(), options).dense_flops < HEADS_FOLDED_PER_SAMPLE  # the compiler alone
 
 
 def test_calibration_counts_the_heads_too(tmp_path):
@@ -201,7 +200,7 @@ def test_calibration_counts_the_heads_too(tmp_path):
                                     "--max-drop", "0.1", "--confidence", "0", "--report", str(report)])
     assert run.exit_code == 0, run.output
     written = json.loads(report.read_text())
-    assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_PER_SAMPLE, 0)
+    assert (written["dense_flops_per_sample"], written["uncounted_nodes"]) == (HEADS_FOLDED_PER_SAMPLE, 0)
 
 
 def branches():

@@ -2,18 +2,9 @@
 
 import numpy as np
 import onnx
-from helpers import init, make_model, vi
-from onnx import helper
+from helpers import weight_model
 
 from exprune_onnx.measure.timing import constant_weights
-
-
-def weight_model(ir_version: int) -> onnx.ModelProto:
-    """x @ W, with W an initializer that is also listed as a graph input."""
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"])]
-    inputs = [vi("x", ["N", 4]), vi("W", [4, 3])]
-    return make_model(nodes, inputs, [vi("y", ["N", 3])], [init("W", np.ones((4, 3), np.float32))],
-                      opset=13 if ir_version >= 4 else 8, ir_version=ir_version)
 
 
 def test_timing_copy_makes_listed_initializers_constant():
