@@ -129,7 +129,20 @@ def _mutate_proto(data: bytes, rng) -> tuple[bytes, str]:
             dims.add().dim_value = 2
         else:
             g.input[0].type.tensor_type.ClearField("shape")
-    elif pick == "opset":
+    else:
+        return _mutate_more(m, pick, node, init, readable, rng)
+    return m.SerializeToString(), what
+
+
+def _mutate_more(m, pick: str, node, init, readable: bool, rng) -> tuple[bytes, str]:
+    """_mutate_proto's changes to the model's header, weights and wiring."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = m.graph
+    nodes, inits = list(g.node), list(g.initializer)
+    what = pick
+    if pick == "opset":
         m.opset_import[0].version = int(rng.choice([1, 7, 8, 30, 1000]))
         what += f" -> {m.opset_import[0].version}"
     elif pick == "ir_version":
