@@ -48,8 +48,8 @@ def scripted_clock(monkeypatch):
     return script
 
 
-# The bundled example, and good data for it, in a test's own folder (test_cli_errors.py,
-# test_cli_output_errors.py; a module's own fixture of the same name takes precedence).
+# The bundled example, and data for it, in a test's own folder (test_cli*.py;
+# a module's own fixture of the same name takes precedence).
 EXAMPLE_MODEL = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
 
 
@@ -64,4 +64,13 @@ def example(tmp_path):
 def good_data(tmp_path):
     path = tmp_path / "good.npz"
     np.savez(path, input=np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
+    return path
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    """160 labelled images of the bundled test slice, for the bundled example."""
+    with np.load(EXAMPLE_MODEL.parent / "fashion_test_slice.npz") as data:
+        path = tmp_path / "small.npz"
+        np.savez(path, input=data["input"][:160], labels=data["labels"][:160])
     return path

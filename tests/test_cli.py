@@ -1,10 +1,8 @@
 """The command line, on the bundled example model and on bad input."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,14 +245,6 @@ def test_optimizing_an_optimized_model_checks_against_it(example, tmp_path, smal
     assert r.exit_code == 0, r.output
 
 
-@pytest.fixture
-def small_set(tmp_path):
-    with np.load(SLICE) as data:
-        path = tmp_path / "small.npz"
-        np.savez(path, input=data["input"][:160], labels=data["labels"][:160])
-    return path
-
-
 def test_calibrated_optimize_writes_report(example, tmp_path, small_set):
     out, rep, png = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "p.png"
     r = invoke("optimize", example, "-o", out, "--calibration", small_set, "--max-drop", "0.02", "--report", rep,
@@ -300,53 +290,6 @@ def test_calibration_errors(example, tmp_path, small_set):
     assert invoke("optimize", example, "--calibration", small_set, "--threshold", "0").exit_code == 2
     assert invoke("optimize", example, "--labels", tmp_path / "l.npy").exit_code == 2
     assert not example.with_name("fashion_cnn.exprune.onnx").exists()
-
-
-def test_evaluate_side_by_side(example, tmp_path, small_set):
-    out = tmp_path / "o.onnx"
-    assert invoke("optimize", example, "-o", out, "--threshold", "-2", "--no-check").exit_code == 0
-    rep = tmp_path / "e.json"
-    # More than the 160 samples: timed at the batch asked for, samples repeated.
-    r = invoke("evaluate", example, out, "--data", small_set, "--runs", "3", "--batch", "200", "--json", rep)
-    assert r.exit_code == 0, r.output
-    result = json.loads(rep.read_text())
-    assert result["samples"] == 160 and result["latency"]["batch"] == 200 and result["latency"]["threads"] == 1
-    assert 0 < result["flops_saved_per_sample"] < result["dense_flops_per_sample"]
-    assert "latency" in r.output and "ratio" in r.output
-    size, rss = result["memory"]["size_mb"], result["memory"]["peak_rss_mib"]
-    assert size[0] == pytest.approx(example.stat().st_size / 1e6, rel=0.05)
-    assert size[1] == pytest.approx(out.stat().st_size / 1e6, rel=0.05)
-    # Weights are stored once: head and tail slices instead of the dense weight.
-    assert abs(size[1] - size[0]) < 0.02 * size[0]
-    assert all(50 < m < 4096 for m in rss) and "peak memory" in r.output
-    assert invoke("evaluate", example, tmp_path / "missing.onnx", "--data", small_set).exit_code == 3
-    # '-' is standard output (it wrote a file named '-'), after the table, as /dev/stdout is.
-    done = subprocess.run([sys.executable, "-m", "exprune_onnx", "evaluate", str(example), str(out), "--data",
-                           str(small_set), "--runs", "3", "--json", "-"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300, env={**os.environ, "PYTHONPATH": str(MODELS.parent)})
-    assert done.returncode == 0 and not (tmp_path / "-").exists(), done.stderr
-    assert json.loads(done.stdout[done.stdout.index("\n{") + 1:])["samples"] == 160
-
-
-def test_evaluate_sets_no_savings_against_a_model_the_other_was_not_compiled_from(example, tmp_path, small_set):
-    """Two models with the same inputs, the second compiled from another: their ops' savings
-    are no share of the first's FLOPs (it printed -5.94 MFLOPs executed, 1089.8% saved)."""
-    other = tmp_path / "other.onnx"
-    vgg = MODELS / "fashion_vgg.onnx"
-    assert invoke("optimize", vgg, "-o", other, "--threshold", "-1", "--no-check").exit_code == 0
-    rep = tmp_path / "e.json"
-    r = invoke("evaluate", example, other, "--data", small_set, "--runs", "2", "--json", rep)
-    assert r.exit_code == 0, r.output
-    assert "so it was not compiled from it" in " ".join(r.output.split()) and "% saved" not in r.output
-    result = json.loads(rep.read_text())
-    assert result["flops_saved_per_sample"] is None and result["dense_flops_per_sample"] > 0
-
-
-def test_evaluate_refuses_two_models_with_different_inputs(example, small_set):
-    """Not onnxruntime failing on the 'optimised' model: the pair takes different inputs."""
-    r = invoke("evaluate", example, MODELS / "digits_mlp.onnx", "--data", small_set)
-    assert r.exit_code == 2, r.output
-    assert "the two models take different inputs: ORIGINAL 'input', OPTIMIZED 'X'" in " ".join(r.output.split())
 
 
 def test_a_plain_run_writes_its_report_too(example, tmp_path, small_set):
