@@ -162,10 +162,12 @@ def check_options(options: Options) -> None:
         if not isinstance(getattr(options, name), bool):
             raise ConfigError(f"{name} must be True or False, got {getattr(options, name)!r}")
     for name, dims in options.input_shapes.items():
+        # A size of 0 past the first dim is real data: a decoder's first step has an empty cache.
         if isinstance(dims, str) or not all(
-                isinstance(d, str) or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
-                for d in dims):
-            raise ConfigError(f"input_shapes[{name!r}]: each dim must be a size >= 1 or a name, got {dims!r}")
+                isinstance(d, str) or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= (i == 0))
+                for i, d in enumerate(dims)):
+            raise ConfigError(f"input_shapes[{name!r}]: each dim must be a size (>= 1 for the first, >= 0 after it) "
+                              f"or a name, got {dims!r}")
 
 
 # --confidence's default: the budget holds with probability 0.9 over the draw of the data.

@@ -58,8 +58,9 @@ def test_bad_options_are_a_config_error(model, option, words, entry):
     ({"check": "no"}, "check must be True or False"),
     ({"input_values": {"x": "a"}}, "input_values['x'] must be a number or (low, high)"),
     ({"input_values": {"x": (2, 1)}}, "input_values['x'] must be a number or (low, high)"),
-    ({"input_shapes": {"x": (1, 0)}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),
-    ({"input_shapes": {"x": "N,32"}}, "input_shapes['x']: each dim must be a size >= 1 or a name"),  # not a string
+    ({"input_shapes": {"x": (0, 4)}}, "input_shapes['x']: each dim must be a size (>= 1 for the first, >= 0 after"),
+    ({"input_shapes": {"x": (1, -1)}}, "input_shapes['x']: each dim must be a size (>= 1 for the first, >= 0 after"),
+    ({"input_shapes": {"x": "N,32"}}, "input_shapes['x']: each dim must be a size"),  # not a string
     # Wrong types escaped from pathlib, dataclasses and numpy as TypeError or AttributeError
     ({"check_data": 5}, "check_data must be a path or a dict of arrays, got int"),
     ({"calibration": np.zeros((2, 1, 28, 28), np.float32)}, "calibration must be a path or a dict of arrays"),

@@ -19,6 +19,8 @@ from helpers import (
     init,
     input_mlp,
     make_model,
+    run_exprune,
+    run_plain,
     save_model,
     scaled_normal,
     vi,
@@ -261,9 +263,10 @@ def test_an_integer_input_of_unknown_meaning_asks_for_input_value():
 def test_option_parsers():
     assert parse_input_shape("x:1,3,224,224") == ("x", (1, 3, 224, 224))
     assert parse_input_shape("a:b:N,16") == ("a:b", ("N", 16))
+    assert parse_input_shape("past:1,4,0,48") == ("past", (1, 4, 0, 48))  # an empty cache
     assert parse_input_value("ids:0..999") == ("ids", (0.0, 999.0))
     assert parse_input_value("sr:16000") == ("sr", (16000.0, 16000.0))
-    for bad in ("x", "x:1,-3", "x:1,,3", "x:", "x: "):
+    for bad in ("x", "x:1,-3", "x:1,,3", "x:", "x: ", "x:0,3"):
         with pytest.raises(ValueError):
             parse_input_shape(bad)
     for bad in ("sr", "sr:abc", "ids:9..1", "x:nan"):
@@ -328,3 +331,28 @@ def test_an_integer_input_s_value_must_hold_an_integer(tmp_path, value, words):
     model = make_model(nodes, [vi("x", ["N", 3]), vi("n", [1], TensorProto.INT64)], [vi("y", ["N", 3])])
     line = one_line_error(cli("optimize", save_model(model, tmp_path), "--input-value", value), 6)
     assert words in line
+
+
+def test_an_empty_cache_in_the_data_is_a_size_of_zero(tmp_path):
+    """A decoder's first step has an empty key/value cache: data with a 0 past length was
+    refused as 'each dim must be a size >= 1' with exit 4, a trial found; evaluate and
+    verify ran it."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Unsqueeze", ["x", "axis"], ["xu"]),
+             helper.make_node("Concat", ["past", "xu"], ["present"], axis=1),
+             helper.make_node("ReduceSum", ["present", "axis"], ["pooled"], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 8]), vi("past", ["N", "P", 8])],
+                       [vi("y", ["N", 4]), vi("present", ["N", "Q", 8])],
+                       [init("axis", np.array([1], np.int64)), init("w1", scaled_normal(8, 48)),
+                        init("w2", scaled_normal(48, 4))], opset=13)
+    path, data = save_model(model, tmp_path, "step.onnx"), tmp_path / "first.npz"
+    np.savez(data, x=rng.standard_normal((16, 8)).astype(np.float32), past=np.zeros((16, 0, 8), np.float32))
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--check-data", data, "--threshold=-inf", "--min-units", "8",
+            "--objective", "flops")
+    assert r.exit_code == 0, r.output
+    got = run_exprune(onnx.load(tmp_path / "o.onnx"), dict(np.load(data)))
+    want = run_plain(model, dict(np.load(data)))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    assert got[1].shape == (16, 1, 8)

@@ -77,13 +77,13 @@ def parse_input_shape(text: str) -> tuple[str, tuple]:
         raise ValueError(f"expected NAME:D1,D2,... (e.g. x:1,3,224,224), got {text!r}: no dims")
     parts = [d.strip() for d in dims.split(",")]
     out = []
-    for d in parts:
-        if d.isdigit() and int(d) > 0:
+    for i, d in enumerate(parts):
+        if d.isdigit() and int(d) >= (i == 0):  # 0 past the first: an empty cache, say
             out.append(int(d))
         elif d and (d[0].isalpha() or d[0] == "_"):
             out.append(d)
         else:
-            raise ValueError(f"{text!r}: each dim must be a positive number or a name, got {d!r}")
+            raise ValueError(f"{text!r}: each dim must be a number (>= 1 for the first) or a name, got {d!r}")
     return name, tuple(out)
 
 
