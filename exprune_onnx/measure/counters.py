@@ -78,6 +78,13 @@ def flops_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> f
     return saved
 
 
+def skipping_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -> float:
+    """The part of ``flops_saved`` that the sparse convs and matmuls saved, skipping zero
+    inputs (exact), as against the early-exit ops' pruning."""
+    inputs = per_input(model)
+    return flops_saved(model, {name: c for name, c in counts.items() if name in inputs})
+
+
 def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes: dict, counts: dict,
                    rows: int, feed: dict | None = None) -> tuple[int | None, float | None, str]:
     """``evaluate``'s FLOPs: the original's dense count per sample (None when unknown), the

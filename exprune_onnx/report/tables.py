@@ -13,7 +13,7 @@ from rich.table import Table
 from ..compiler.pipeline import Result
 from ..io.modelio import all_nodes
 from ..measure.compare import CheckResult
-from ..measure.counters import flops_saved
+from ..measure.counters import flops_saved, skipping_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import TILES_NOTE, cpu_has_tiles
 from ..tuning.metrics import budget_words
@@ -158,6 +158,16 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
+def saved_text(saved: float, skipped: float) -> str:
+    """The share of dense FLOPs saved, split where zero inputs skipped (exact) are part of it:
+    a lossless model saves FLOPs too, none of them by pruning."""
+    if skipped <= 0:
+        return f"{percent(saved)} saved"
+    if abs(saved - skipped) <= 1e-9:
+        return f"{percent(saved)} saved, all by exact zero-input skipping"
+    return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {percent(saved - skipped)} by pruning"
+
+
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
     """onnxruntime's own fused ops in ``model``: it was saved after onnxruntime's graph
     optimisations (optimized_model_filepath), which leave no Conv -> Relu to match."""
@@ -196,8 +206,9 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     measured = measured_total(result, check.pruned if check else None, (check.rows or check.samples) if check else 0)
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
-        t.add_row("measured FLOPs", f"{flops_text(measured, result.dense_flops)} per sample ({percent(saved)} saved, "
-                  f"counted by the ops on {samples_text(check.samples)} of '{check.source}')")
+        skipped = skipping_saved(result.model, check.pruned) / (check.rows or check.samples) / result.dense_flops
+        t.add_row("measured FLOPs", f"{flops_text(measured, result.dense_flops)} per sample ({saved_text(saved, skipped)}"
+                  f", counted by the ops on {samples_text(check.samples)} of '{check.source}')")
     if sizes is not None:
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:
