@@ -228,3 +228,14 @@ def test_json_drops_and_sources_read_as_the_tables_do():
     assert latency_json(LatencyChoice(None, None, 1, 1, "'calib.npz'"))["source"] == "calib.npz"
     random = "seeded random inputs: prune rates on real data differ, give --check-data"
     assert latency_json(LatencyChoice(None, None, 1, 1, random))["source"] == random
+
+
+def test_measured_savings_say_how_much_is_exact_zero_input_skipping():
+    """A lossless decoder step read '20.4% saved' as pruning (a trial's): the skipped zero
+    inputs are named, apart from pruning, wherever they show at one decimal."""
+    from exprune_onnx.report.tables import saved_text
+
+    assert saved_text(0.133, 0.0003) == "13.3% saved"  # a small layer's skipped inputs: nothing to show
+    assert saved_text(0.204, 0.204) == "20.4% saved, all by exact zero-input skipping"
+    assert saved_text(0.26, 0.2) == "26.0% saved: 20.0% by exact zero-input skipping, 6.0% by pruning"
+    assert saved_text(0.010, 0.013) == "1.0% saved: 1.3% by exact zero-input skipping, -0.3% by pruning"

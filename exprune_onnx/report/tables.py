@@ -161,7 +161,7 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
 def saved_text(saved: float, skipped: float) -> str:
     """The share of dense FLOPs saved, split where zero inputs skipped (exact) are part of it:
     a lossless model saves FLOPs too, none of them by pruning."""
-    if skipped <= 0:
+    if percent(skipped) == "0.0%":  # too little to show apart (a small layer's skipped inputs)
         return f"{percent(saved)} saved"
     if abs(saved - skipped) <= 1e-9:
         return f"{percent(saved)} saved, all by exact zero-input skipping"
