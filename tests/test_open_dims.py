@@ -299,7 +299,8 @@ def test_input_shape_must_agree_with_the_model_and_the_data(tmp_path):
     line = one_line_error(cli("optimize", path, "--check-data", tmp_path / "d.npz", "--input-shape", "x:1,3,16,16"), 6)
     assert "[2, 3, 8, 8]" in line and "--input-shape" in line
     assert cli("optimize", path, "--input-shape", "x:1,3").exit_code == 6
-    assert cli("optimize", path, "--input-shape", "x:1,3,0,16").exit_code == 2  # not a size: a usage error
+    assert cli("optimize", path, "--input-shape", "x:1,3,-1,16").exit_code == 2  # not a size: a usage error
+    assert cli("optimize", path, "--input-shape", "x:0,3,8,16").exit_code == 2  # no samples in a batch
 
 
 def test_the_shape_hint_does_not_ask_for_input_shape_once_it_is_given():
