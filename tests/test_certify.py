@@ -158,6 +158,9 @@ def test_a_sequence_first_output_is_certified_sample_by_sample():
     ref = run_plain(model, {"x": x[test]})[0].argmax(-1)
     got = run_plain_or_exprune(out.result.model, {"x": x[test]}).argmax(-1)
     assert cert.losses == pytest.approx((ref != got).mean(0).sum()) and cert.losses > 0  # frames first: axis 0
+    # A share of frames a sample is no count of losses (a trial read '0.8125 loss(es) in 500').
+    row = dict(certificate_rows(cert))["certified"]
+    assert f"losses summing to {cert.losses:.4g} over {cert.samples} samples (each its share of positions)" in row
 
 
 def test_a_binary_classifier_s_one_score_is_certified_on_its_yes_or_no():

@@ -27,6 +27,8 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
                                    "new draw, and could be on both sides of the split"))
     if cert.chosen >= 0:
         seen = f"{cert.losses:g} loss(es) in {cert.samples}"
+        if not cert.test.startswith("exact binomial"):  # a sample's loss is its share of positions
+            seen = f"losses summing to {cert.losses:.4g} over {cert.samples} samples (each its share of positions)"
         if cert.positions is not None:
             seen = f"{cert.positions[0]} of {cert.positions[1]} labelled positions lost"
         rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {seen}, risk <= {100 * cert.bound:.3g}% "
