@@ -129,6 +129,21 @@ def test_honest_model_verifies(optimized):
     assert "verified: all 4 checks" in r.output
 
 
+def test_imports_of_domains_no_node_uses_are_no_change(optimized, tmp_path):
+    """onnxruntime's saved graph (optimized_model_filepath) imports eight domains none of its
+    nodes use: verify failed it on them though its graph was unchanged (a trial's). An import
+    of a domain in use that differs still fails."""
+    def unused(model):
+        model.opset_import.extend([helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("ai.onnx.ml", 5)])
+
+    def other_default(model):
+        next(o for o in model.opset_import if o.domain in ("", "ai.onnx")).version = 18
+
+    assert invoke("verify", EXAMPLE, tampered(optimized, tmp_path, unused)).exit_code == 0
+    r = invoke("verify", EXAMPLE, tampered(optimized, tmp_path, other_default))
+    assert r.exit_code == FAILED and "opset imports" in r.output, r.output
+
+
 def test_swapped_models_are_named(optimized):
     r = invoke("verify", optimized, EXAMPLE)
     assert r.exit_code == 2 and "the original goes first" in r.output
