@@ -28,6 +28,7 @@ from .config import (
     Options,
     load_config,
     parse_k,
+    prunes,
 )
 from .report import tables as report
 from .report.units import dense_flops_text
@@ -257,7 +258,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         written()
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     earlier = earlier_layers_note(original) if calibration is None else None
-    if options.threshold is None and calibration is None and rule in (None, "threshold"):
+    if not prunes(options) and calibration is None and rule in (None, "threshold"):
         make_console().print(lossless_note(original))
     elif earlier:
         make_console().print(f"note: {earlier}")

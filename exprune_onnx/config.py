@@ -104,7 +104,7 @@ class LayerSetting:
 @dataclass
 class Options:
     # None: not asked, so no output is pruned (LOSSLESS), in the compiler as on the command
-    # line; a config file's layers default to the paper's 0.0 (load_config).
+    # line; a config file sets it with its default's threshold (load_config).
     threshold: float | None = None
     k: str | int | float = "auto"
     min_units: int = DEFAULT_MIN_UNITS
@@ -255,6 +255,16 @@ def _no_repeats(pairs: list) -> dict:
     return dict(pairs)
 
 
+def prunes(options: Options) -> bool:
+    """Whether ``options`` ask any layer to prune: a threshold above -inf, per-output
+    thresholds, or a rule of another kind, by default or for a layer the config sets."""
+    def asks(threshold, thresholds, rule) -> bool:
+        return rule != "threshold" or thresholds is not None or (threshold is not None and threshold > LOSSLESS)
+
+    return asks(options.threshold, None, options.rule) or any(
+        asks(s.threshold, s.thresholds, s.rule) for s in options.layers.values() if not s.skip)
+
+
 def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | list[str] = ()) -> Options:
     """Read a per-layer JSON config into ``options`` (layer names checked later).
     ``typed``: the options among ``k`` and ``unit_order`` that the command line set, which
@@ -273,8 +283,8 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
     except RecursionError:
         raise ConfigError(f"{p}: not a config: nested too deeply to read") from None
     _check_keys(data, ("default", "layers"), f"{p}: expected an object with")
-    if options.threshold is None:  # a config asks to prune: at the paper's threshold unless it says
-        options.threshold = 0.0
+    # A config prunes at the thresholds it names: its default's, or a layer's own. The rest
+    # stay lossless (a config that only skipped one layer pruned every other at the paper's 0).
     default = data.get("default", {})
     _check_keys(default, ("threshold", "k", "rule", "alpha", "unit_order"), f"{p}: 'default' must be an object with")
     for name in typed:
@@ -308,7 +318,8 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
                 raise ConfigError(f"{where}: thresholds must be a non-empty list, one number per output channel")
             thresholds = tuple(_threshold(t, where) for t in thresholds)
         options.layers[name] = LayerSetting(
-            threshold=_threshold(entry.get("threshold", options.threshold), where),
+            threshold=_threshold(entry.get("threshold", LOSSLESS if options.threshold is None else options.threshold),
+                                 where),
             k=_k(entry.get("k", options.k), where),
             skip=_flag(entry.get("skip", False), f"{where}: skip"),
             rule=parse_rule(entry.get("rule", options.rule), where),

@@ -95,11 +95,19 @@ def test_an_unset_threshold_prunes_nothing_from_every_entry(model, tmp_path):
     assert not flops.rewritten and any("prunes nothing at threshold -inf" in r.reason for r in flops.rejected)
     paper = exprune_onnx.optimize_model(model, threshold=0.0)
     assert {rw.threshold for rw in paper.rewritten} == {0.0}
-    # A config file asks to prune: its layers take the paper's threshold unless it gives one.
+    # A config file prunes at the thresholds it names, and nowhere else: one that only sets a
+    # k (or skips a layer) pruned every layer at the paper's 0 (a Keras user's, -2.1 points).
     config = tmp_path / "c.json"
     config.write_text('{"layers": {"/fc1/Gemm": {"k": 16}}}')
     options = exprune_onnx.config.load_config(config, exprune_onnx.Options())
-    assert options.threshold == 0.0 and options.setting("/fc1/Gemm").threshold == 0.0
+    assert options.threshold is None and options.setting("/fc1/Gemm").threshold == float("-inf")
+    assert not exprune_onnx.config.prunes(options)
+    config.write_text('{"layers": {"/fc1/Gemm": {"threshold": -0.5}}}')
+    options = exprune_onnx.config.load_config(config, exprune_onnx.Options())
+    assert options.setting("/fc1/Gemm").threshold == -0.5 and options.setting("/fc2/Gemm").threshold == float("-inf")
+    assert exprune_onnx.config.prunes(options)
+    config.write_text('{"default": {"threshold": 0}}')
+    assert exprune_onnx.config.load_config(config, exprune_onnx.Options()).threshold == 0.0
 
 
 def test_labels_may_be_an_array_and_ragged_data_is_bad_data(model):
