@@ -95,3 +95,44 @@ def test_the_intermediate_as_a_second_operand_does_not_fold(op):
     res = exprune_onnx.optimize_model(_conv_then(op, swap=True), threshold=NEG_INF, min_units=8)
     assert {r.layer: r.reason for r in res.rejected}["fc"] == f"{op} -> 's' takes the intermediate as its second operand"
     assert not res.changed
+
+
+def _identities(dense: bool, exposed: bool = False):
+    """x -> Conv -> Relu -> fc -> Identity -> Add(bias) -> Identity -> Relu -> y; ``exposed``:
+    the first Identity's output is a graph output too."""
+    rng = np.random.default_rng(2)
+    second = (helper.make_node("MatMul", ["h", "w1"], ["m"], name="fc") if dense
+              else helper.make_node("Conv", ["h", "w1"], ["m"], name="fc"))
+    nodes = [helper.make_node("Conv" if not dense else "MatMul", ["x", "w0"], ["a"]),
+             helper.make_node("Relu", ["a"], ["h"]), second, helper.make_node("Identity", ["m"], ["i1"]),
+             helper.make_node("Add", ["i1", "c"], ["s"]), helper.make_node("Identity", ["s"], ["i2"]),
+             helper.make_node("Relu", ["i2"], ["y"])]
+    w0 = rng.standard_normal((16, 4, 1, 1) if not dense else (4, 16)).astype(np.float32)
+    w1 = rng.standard_normal((16, 16, 1, 1) if not dense else (16, 16)).astype(np.float32)
+    bias = rng.standard_normal((1, 16, 1, 1) if not dense else (16,)).astype(np.float32)
+    outputs = [vi("y", None)] + ([vi("i1", None)] if exposed else [])
+    return make_model(nodes, [vi("x", ["N", 4, 6, 6] if not dense else ["N", 4])], outputs,
+                      [init("w0", w0), init("w1", w1), init("c", bias)])
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["conv", "matmul"])
+def test_identities_between_a_layer_and_its_relu_join_its_group(dense):
+    """Identity nodes between a layer and its activation (graph editors and some exporters
+    leave them) blocked the layer: '... does not feed a ReLU-family activation (consumers:
+    Identity)', a Keras trial found."""
+    from helpers import assert_equivalent, node_types, normal_feeds
+
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify import verify
+
+    model = _identities(dense)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=8)
+    reduction, tail = ("MatMul", "ExPruneDenseRelu") if dense else ("Conv", "ExPruneConvRelu")
+    assert node_types(res.model) == [reduction, "Relu", "Gather", *([] if dense else ["Slice"]), reduction, tail]
+    assert_equivalent(model, res.model, normal_feeds(model))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, min_units=8)
+    assert node_types(again.model) == node_types(res.model)
+    # An Identity whose output the graph also gives out keeps the whole result: not rewritten.
+    exposed = exprune_onnx.optimize_model(_identities(dense, exposed=True), threshold=NEG_INF, min_units=8)
+    assert {r.layer: r.reason for r in exposed.rejected}["fc"] == "intermediate 'i1' is a graph output"

@@ -22,7 +22,9 @@ from .. import ops
 from ..compiler.graphutil import const_value, describe, is_graph_output, same_shape
 from .base import Context
 
-_CHAIN_OPS = {"Add", "Sum", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip"}
+# Identity passes values on unchanged (exporters and graph editors leave them between a
+# layer and its activation).
+_CHAIN_OPS = {"Add", "Sum", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "Identity"}
 
 
 @dataclass
@@ -67,6 +69,9 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
             if isinstance(clip_max, str):
                 return clip_max
             return Chain(nodes, scale, bias, residual, nxt.outputs[0], clip_max, problems)
+        if nxt.op == "Identity":
+            t = nxt.outputs[0]
+            continue
         if nxt.op == "BatchNormalization":
             # Canonicalisation folds every BN it can; an extra consumer is the usual blocker.
             return problems[0] if problems else (
