@@ -55,19 +55,24 @@ def test_a_reduction_without_an_activation_says_what_follows_it(tail, reason):
     assert {r.layer: r.reason for r in res.rejected}["fc"] == reason
 
 
+def _two_layers(rng, dense: bool):
+    """x -> Conv -> Relu -> fc (a Conv or MatMul) -> m: the nodes and weights, and x's shape."""
+    second = (helper.make_node("MatMul", ["h", "w1"], ["m"], name="fc") if dense
+              else helper.make_node("Conv", ["h", "w1"], ["m"], name="fc"))
+    nodes = [helper.make_node("Conv" if not dense else "MatMul", ["x", "w0"], ["a"]),
+             helper.make_node("Relu", ["a"], ["h"]), second]
+    w0 = rng.standard_normal((16, 4, 1, 1) if not dense else (4, 16)).astype(np.float32)
+    w1 = rng.standard_normal((16, 16, 1, 1) if not dense else (16, 16)).astype(np.float32)
+    return nodes, [init("w0", w0), init("w1", w1)], ["N", 4, 6, 6] if not dense else ["N", 4]
+
+
 def _conv_then(op: str, swap: bool = False, dense: bool = False):
     """x -> Conv -> Relu -> <conv2 or MatMul fc> -> op(constant) -> Relu -> y."""
     rng = np.random.default_rng(1)
     value = (rng.random((1, 16, 1, 1) if not dense else (16,)) + 0.5).astype(np.float32)
-    second = (helper.make_node("MatMul", ["h", "w1"], ["m"], name="fc") if dense
-              else helper.make_node("Conv", ["h", "w1"], ["m"], name="fc"))
-    nodes = [helper.make_node("Conv" if not dense else "MatMul", ["x", "w0"], ["a"]),
-             helper.make_node("Relu", ["a"], ["h"]), second,
-             helper.make_node(op, ["c", "m"] if swap else ["m", "c"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
-    w0 = rng.standard_normal((16, 4, 1, 1) if not dense else (4, 16)).astype(np.float32)
-    w1 = rng.standard_normal((16, 16, 1, 1) if not dense else (16, 16)).astype(np.float32)
-    return make_model(nodes, [vi("x", ["N", 4, 6, 6] if not dense else ["N", 4])], [vi("y", None)],
-                      [init("w0", w0), init("w1", w1), init("c", value)])
+    nodes, inits, shape = _two_layers(rng, dense)
+    nodes += [helper.make_node(op, ["c", "m"] if swap else ["m", "c"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    return make_model(nodes, [vi("x", shape)], [vi("y", None)], [*inits, init("c", value)])
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["conv", "matmul"])
@@ -101,18 +106,12 @@ def _identities(dense: bool, exposed: bool = False):
     """x -> Conv -> Relu -> fc -> Identity -> Add(bias) -> Identity -> Relu -> y; ``exposed``:
     the first Identity's output is a graph output too."""
     rng = np.random.default_rng(2)
-    second = (helper.make_node("MatMul", ["h", "w1"], ["m"], name="fc") if dense
-              else helper.make_node("Conv", ["h", "w1"], ["m"], name="fc"))
-    nodes = [helper.make_node("Conv" if not dense else "MatMul", ["x", "w0"], ["a"]),
-             helper.make_node("Relu", ["a"], ["h"]), second, helper.make_node("Identity", ["m"], ["i1"]),
-             helper.make_node("Add", ["i1", "c"], ["s"]), helper.make_node("Identity", ["s"], ["i2"]),
-             helper.make_node("Relu", ["i2"], ["y"])]
-    w0 = rng.standard_normal((16, 4, 1, 1) if not dense else (4, 16)).astype(np.float32)
-    w1 = rng.standard_normal((16, 16, 1, 1) if not dense else (16, 16)).astype(np.float32)
+    nodes, inits, shape = _two_layers(rng, dense)
+    nodes += [helper.make_node("Identity", ["m"], ["i1"]), helper.make_node("Add", ["i1", "c"], ["s"]),
+              helper.make_node("Identity", ["s"], ["i2"]), helper.make_node("Relu", ["i2"], ["y"])]
     bias = rng.standard_normal((1, 16, 1, 1) if not dense else (16,)).astype(np.float32)
     outputs = [vi("y", None)] + ([vi("i1", None)] if exposed else [])
-    return make_model(nodes, [vi("x", ["N", 4, 6, 6] if not dense else ["N", 4])], outputs,
-                      [init("w0", w0), init("w1", w1), init("c", bias)])
+    return make_model(nodes, [vi("x", shape)], outputs, [*inits, init("c", bias)])
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["conv", "matmul"])
