@@ -243,3 +243,59 @@ def test_a_batchnorm_whose_variance_gives_no_real_scale_is_left_unfolded():
         res = optimize_model(model, threshold=NEG_INF)
     assert "BatchNormalization" in node_types(res.model)
     assert all(np.isfinite(numpy_helper.to_array(t)).all() for t in res.model.graph.initializer)
+
+
+def _onnxsim_ffn(tail: str = "plain"):
+    """x -> Gemm -> Relu -> Reshape [2, 6, 16] -> Gemm -> Reshape -> Relu -> Reshape -> Gemm -> y:
+    a Linear on 3-D input as onnxsim writes it (Reshape -> Gemm -> Reshape) between two
+    layers. ``tail``: "shared" gives the middle Reshape's output a second reader, "output"
+    makes it a graph output, "sigmoid" puts a Sigmoid where the middle Gemm was."""
+    from helpers import scaled_normal
+
+    middle = (helper.make_node("Sigmoid", ["r1"], ["g2"]) if tail == "sigmoid"
+              else helper.make_node("Gemm", ["r1", "w2", "b2"], ["g2"], name="fc2", transB=1))
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["g1"], name="fc1", transB=1), helper.make_node("Relu", ["g1"], ["a1"]),
+             helper.make_node("Reshape", ["a1", "flat"], ["r1"]), middle,
+             helper.make_node("Reshape", ["g2", "back"], ["h"]), helper.make_node("Relu", ["h"], ["a2"]),
+             helper.make_node("Reshape", ["a2", "flat"], ["r2"]),
+             helper.make_node("Gemm", ["r2", "w3"], ["y"], name="fc3", transB=1)]
+    outputs = [vi("y", [12, 8])]
+    if tail == "shared":
+        nodes.append(helper.make_node("Sigmoid", ["h"], ["side"]))
+        outputs.append(vi("side", [2, 6, 16]))
+    if tail == "output":
+        outputs.append(vi("h", [2, 6, 16]))
+    inits = [init("w1", scaled_normal(16, 16)), init("w2", scaled_normal(16, 16)), init("b2", np.zeros(16, np.float32)),
+             init("w3", scaled_normal(8, 16)), init("flat", np.array([-1, 16], np.int64)),
+             init("back", np.array([2, 6, 16], np.int64))]
+    return make_model(nodes, [vi("x", [12, 16])], outputs, inits)
+
+
+def test_a_relu_after_onnxsims_reshape_joins_the_layer_before_it():
+    """onnxsim writes a Linear on 3-D input as Reshape -> Gemm -> Reshape, so the Relu read
+    a Reshape, not the Gemm: a transformer FFN got no rewrite at all (an interop trial's).
+    The Relu moves above the Reshape (they commute), and the layer is matched."""
+    from exprune_onnx.io.data import random_dataset
+    from exprune_onnx.verify import verify
+
+    model = _onnxsim_ffn()
+    res = optimize_model(model, threshold=NEG_INF, min_units=8)
+    # fc1 reads the graph input (a first layer); fc2's Relu now follows it, and fc3 reads its zeros.
+    assert node_types(res.model) == ["Gemm", "Relu", "Reshape", "Gather", "MatMul", "ExPruneDenseRelu", "Reshape",
+                                     "Reshape", "ExPruneSparseMatMul"]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, lambda g: {"x": g.standard_normal((12, 16)).astype(np.float32)})
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    assert node_types(optimize_model(res.model, threshold=NEG_INF, min_units=8).model) == node_types(res.model)
+
+
+def test_a_relu_stays_after_a_reshape_it_cannot_move_above():
+    """Not where the Reshape's output has another reader or is a graph output (the Relu's
+    input itself is needed), nor where no Gemm or MatMul writes what the Reshape reads."""
+    for tail in ("shared", "output", "sigmoid"):
+        res = optimize_model(_onnxsim_ffn(tail), threshold=NEG_INF, min_units=8)
+        reasons = {r.layer: r.reason for r in res.rejected}
+        if tail == "sigmoid":
+            assert "fc2" not in reasons and node_types(res.model)[3:6] == ["Sigmoid", "Reshape", "Relu"], tail
+        else:
+            assert reasons["fc2"] == "'g2' does not feed a ReLU-family activation (consumers: Reshape)", tail

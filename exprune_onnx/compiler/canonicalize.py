@@ -7,6 +7,10 @@
   mode as its own node; ResNet-style blocks always have it).
 * ``Max(x, 0)`` with a constant float zero is a ``Relu`` (the dynamo exporter writes
   ``torch.clamp(x, min=0)`` so).
+* ``Gemm | MatMul [-> Add] -> Reshape -> Relu`` becomes ``... -> Relu -> Reshape``: an
+  activation applies element by element, so it commutes with a Reshape, and onnxsim
+  writes a Linear on 3-D input as Reshape -> Gemm -> Reshape, which hid the Relu from
+  the layer.
 
 Both walk every If/Loop/Scan body too. New tensors get new names: a weight shared
 with another node is never changed in place. Sparse initializers become dense ones
@@ -70,6 +74,7 @@ def canonicalize(graph: gs.Graph) -> tuple[int, int]:
     returns the Constants made initializers and the BatchNorms folded."""
     folded_c = constants_to_initializers(graph)
     max_zero_to_relu(graph)
+    relu_before_reshape(graph)
     return folded_c, fold_batchnorm(graph)
 
 
@@ -89,6 +94,42 @@ def max_zero_to_relu(graph: gs.Graph) -> int:
             if value.size != 1 or value.dtype.kind != "f" or value.reshape(-1)[0] != 0 or value.ndim > rank:
                 continue
             node.op, node.inputs, node.attrs = "Relu", [live[0]], {}
+            count += 1
+    if count:
+        cleanup(graph)
+    return count
+
+
+def relu_before_reshape(graph: gs.Graph) -> int:
+    """Moves a Relu above the Reshape it reads, where the Reshape's input comes from a Gemm
+    or MatMul (or its bias Add) and the Reshape feeds the Relu alone: the Relu keeps its
+    output's name, so its readers and the graph's outputs see the same tensor."""
+    count = 0
+    names = model_names(graph)
+    for g in all_graphs(graph):
+        for relu in list(g.nodes):
+            if relu.op != "Relu" or (relu.domain or "") not in ("", "ai.onnx") or not relu.inputs:
+                continue
+            shaped = relu.inputs[0]
+            reshape = shaped.inputs[0] if len(shaped.inputs) == 1 else None
+            if reshape is None or reshape.op != "Reshape" or (reshape.domain or "") not in ("", "ai.onnx") \
+                    or len(shaped.outputs) != 1 or is_graph_output(shaped, g) or not reshape.inputs:
+                continue
+            source = reshape.inputs[0]
+            maker = source.inputs[0] if len(source.inputs) == 1 else None
+            if maker is None or maker.op not in ("Gemm", "MatMul", "Add") or len(source.outputs) != 1 \
+                    or is_graph_output(source, g):
+                continue
+            activated = gs.Variable(unique_name(f"{source.name}_relu", names), dtype=source.dtype, shape=source.shape)
+            out, rest = relu.outputs[0], list(reshape.inputs[1:])
+            relu.outputs.clear()
+            reshape.outputs.clear()
+            relu.inputs.clear()
+            reshape.inputs.clear()
+            relu.inputs.append(source)
+            relu.outputs.append(activated)
+            reshape.inputs.extend([activated, *rest])
+            reshape.outputs.append(out)
             count += 1
     if count:
         cleanup(graph)
