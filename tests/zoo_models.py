@@ -18,17 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 from exprune_onnx.config import DEFAULT_MIN_UNITS
 
 LIGHT_DIR = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data" / "light"
-
-
 REFILL_SEED = 20240601
-
-
 INPUT_SEEDS = (11, 12)
-
-
 REL_TOL = 1e-4
-
-
 ABS_TOL = 1e-6
 
 
