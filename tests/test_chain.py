@@ -75,16 +75,14 @@ def _conv_then(op: str, swap: bool = False, dense: bool = False):
     return make_model(nodes, [vi("x", shape)], [vi("y", None)], [*inits, init("c", value)])
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["conv", "matmul"])
-@pytest.mark.parametrize("op", ["Sub", "Div"])
-def test_a_constant_subtracted_or_divided_by_folds_into_the_group(op, dense):
-    """torch's relu(conv(x) - c) and relu(conv(x) / t): a bias and a scale like Add and Mul."""
+def _assert_one_group(model, dense: bool) -> None:
+    """``model``'s second layer (fc) and all between it and its Relu became one early-exit
+    op: the exact node list, equal outputs at -inf, verify, and nothing left for a second run."""
     from helpers import assert_equivalent, node_types, normal_feeds
 
     from exprune_onnx.io.data import random_dataset
     from exprune_onnx.verify import verify
 
-    model = _conv_then(op, dense=dense)
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=8)
     reduction, tail = ("MatMul", "ExPruneDenseRelu") if dense else ("Conv", "ExPruneConvRelu")
     # The partial product picks its k inputs with a Gather (a conv: and a Slice of the weights).
@@ -93,6 +91,13 @@ def test_a_constant_subtracted_or_divided_by_folds_into_the_group(op, dense):
     assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
     again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, min_units=8)
     assert node_types(again.model) == node_types(res.model)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["conv", "matmul"])
+@pytest.mark.parametrize("op", ["Sub", "Div"])
+def test_a_constant_subtracted_or_divided_by_folds_into_the_group(op, dense):
+    """torch's relu(conv(x) - c) and relu(conv(x) / t): a bias and a scale like Add and Mul."""
+    _assert_one_group(_conv_then(op, dense=dense), dense)
 
 
 @pytest.mark.parametrize("op", ["Sub", "Div"])
@@ -119,19 +124,7 @@ def test_identities_between_a_layer_and_its_relu_join_its_group(dense):
     """Identity nodes between a layer and its activation (graph editors and some exporters
     leave them) blocked the layer: '... does not feed a ReLU-family activation (consumers:
     Identity)', a Keras trial found."""
-    from helpers import assert_equivalent, node_types, normal_feeds
-
-    from exprune_onnx.io.data import random_dataset
-    from exprune_onnx.verify import verify
-
-    model = _identities(dense)
-    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, min_units=8)
-    reduction, tail = ("MatMul", "ExPruneDenseRelu") if dense else ("Conv", "ExPruneConvRelu")
-    assert node_types(res.model) == [reduction, "Relu", "Gather", *([] if dense else ["Slice"]), reduction, tail]
-    assert_equivalent(model, res.model, normal_feeds(model))
-    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
-    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, min_units=8)
-    assert node_types(again.model) == node_types(res.model)
+    _assert_one_group(_identities(dense), dense)
     # An Identity whose output the graph also gives out keeps the whole result: not rewritten.
     exposed = exprune_onnx.optimize_model(_identities(dense, exposed=True), threshold=NEG_INF, min_units=8)
     assert {r.layer: r.reason for r in exposed.rejected}["fc"] == "intermediate 'i1' is a graph output"

@@ -158,12 +158,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
             continue
         if n != target:
             axis = (class_axes or {}).get(n)
-            if axis is not None and a.shape == b.shape and a.ndim >= 3 and a.dtype.kind == "f":
-                map_layout = Layout(axis=axis)
-                diffs.append(_answered(_diff(n, a, b, "values"), map_layout, map_layout.scores(a),
-                                       map_layout.scores(b)))
-            else:
-                diffs.append(_diff(n, a, b, kinds.get(n)))
+            known = Layout(axis=axis) if axis is not None and a.ndim >= 3 and a.dtype.kind == "f" else None
+            diffs.append(_diff(n, a, b, kinds.get(n), known))
             continue
         # Labels mean classes, whatever the graph seemed to show; read as a segmentation map's
         # or yes/no answers, the scores give the answers, the values the differences.
@@ -409,12 +405,13 @@ def _answered(d: OutputDiff, layout, a_scored: np.ndarray, b_scored: np.ndarray)
     return d
 
 
-def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None) -> OutputDiff:
+def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None, layout=None) -> OutputDiff:
     """``b`` against ``a``; top-1 agreement where ``a`` holds class scores, yes/no agreement
-    where it holds a Sigmoid's (``kind``: output_kinds.py)."""
+    where it holds a Sigmoid's (``kind``: output_kinds.py); ``layout``, where known (a map's
+    class axis that a calibration stamped), instead of the one the output's shape suggests."""
     if a.dtype.kind == "f" and b.dtype.kind in "iu" and is_scores(a) and b.size * a.shape[-1] == a.size:
         a, b = answers(a, b)  # --argmax-only: the scores became the class index
-    layout = layout_of(a, None, kind)
+    layout = layout or layout_of(a, None, kind)
     if not layout.plain and a.shape == b.shape:  # a Sigmoid's yes/no answers, a pooled [N, C, 1, 1]'s class
         return _answered(_diff(name, a, b, "values"), layout, layout.scores(a), layout.scores(b))
     if a.dtype.kind != "f":
