@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from ..tuning import exact_read
+from ..tuning.objective import EARLY_EXIT
 from .tables import jsonable
 
 
@@ -23,10 +25,14 @@ def latency_table(choice) -> Table:
             decision += ", timed again after later layers were kept"
         if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)
             decision = "kept with the group below" if kept else "dropped: too small, alone or together"
+        if lt.versus_early_exit and not choice.reverted_all:
+            decision = exact_read.decision(lt)
+        elif lt.kind == EARLY_EXIT and choice.read_exactly(lt.layer) and not choice.reverted_all:
+            decision = "dropped: read exactly instead (next row)"
         # A row decided without a whole-model timing shows the layer's own times, or none.
         times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else
                  [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)
-        t.add_row(escape(lt.layer), lt.kind, *times, decision)
+        t.add_row(escape(lt.layer), lt.kind + (" vs early exit" if lt.versus_early_exit else ""), *times, decision)
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
@@ -46,10 +52,9 @@ def same_model_times(choice) -> tuple[float, float] | None:
     next row's "with" (early exits) or "without" (zero inputs). A busy host moves them
     apart, and then the decisions with them."""
     from ..measure.timing import NOISY
-    from ..tuning.objective import EARLY_EXIT
 
     def timed(lt) -> bool:
-        return not lt.note and not lt.group and not lt.again
+        return not lt.note and not lt.group and not lt.again and not lt.versus_early_exit
 
     worst = None
     for a, b in zip(choice.layers, choice.layers[1:]):
@@ -83,6 +88,7 @@ def latency_json(choice) -> dict | None:
         # A layer dropped untimed (it prunes nothing) has no times: null, as the table's "-".
         "layers": [{"layer": lt.layer, "rewrite": lt.kind, **_times(lt),
                     "kept": choice.kept(lt.layer, lt.kind), "note": lt.note, "again": lt.again,
+                    "versus_early_exit": lt.versus_early_exit,
                     "group": list(lt.group), "in_group": choice.in_group(lt)}
                    for lt in choice.layers],
     })

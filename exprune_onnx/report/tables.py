@@ -267,7 +267,8 @@ def calibration_table(outcome) -> Table:
     before = getattr(outcome, "before_latency", None)
     if before is not None:
         t.add_row("search's choice", _score_text(*before, n_cal, outcome.result)
-                  + "; the latency objective then dropped the rewrites that were not faster (its table)")
+                  + "; the latency objective then dropped the rewrites that were not faster, "
+                  "or no faster than an exact zero-input read (its table)")
     part = "ladder part" if cert else "calibration part"
     t.add_row(f"{part} (after the latency objective)" if before is not None
               else "ladder part (search's choice)" if cert else part,

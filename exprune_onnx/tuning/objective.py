@@ -14,7 +14,9 @@ rewritten layer is timed where it lives, in the whole model:
    alone (screen.py), and one not faster alone, or saving under ``MARGIN`` of the
    model's time alone (small_gains.py), reverts without a whole-model timing; the
    rest, if several, are first timed together, and all revert if that is clearly
-   slower (screen.slower_together).
+   slower (screen.slower_together). A layer kept whose input is a plain ReLU's output
+   is then timed against the same layer dense reading that input's zeros, and replaced
+   by that exact read unless the early exit is ``MARGIN`` faster (exact_read.py).
 3. Then each MatMul/Gemm that reads a plain ReLU's output (including the ReLUs of
    layers step 2 reverted) is timed the same way reading it sparsely
    (``ExPruneSparseMatMul``, passes/sparse_input.py), unless ``sparse_relu`` is "off"
@@ -61,6 +63,8 @@ from ..measure.flops import dense_flops
 from ..measure.timing import constant_weights
 from ..measure.timing import session as timing_session
 from ..progress import quiet
+from .exact_read import exact_instead
+from .exact_read import reason as exact_reason
 from .pairs import FEEDS, clearly_slower, passes_for, run, time_pair, timing_feeds
 from .screen import (
     ALONE_MARGIN,
@@ -95,6 +99,8 @@ class LayerTiming:
     small: bool = False  # faster alone, by too little to be timed in the model alone (small_gains.py)
     group: tuple = ()  # this row timed these layers together (``small_gains.time_together``)
     again: bool = False  # timed a second time, after later layers were kept (``small_gains.time_again``)
+    # An exact read timed against the same layer as a kept early exit, not against it dense (exact_read.py)
+    versus_early_exit: bool = False
 
     @property
     def alone(self) -> bool:
@@ -128,6 +134,10 @@ class LatencyChoice:
     def in_group(self, timing: LayerTiming) -> bool:
         """Whether a group row decided ``timing``'s layer (``small_gains.time_together``)."""
         return timing.kind == ZERO_INPUTS and any(timing.layer in t.group for t in self.layers)
+
+    def read_exactly(self, layer: str) -> LayerTiming | None:
+        """The row of an exact read that replaced ``layer``'s early exit (exact_read.py), if one did."""
+        return next((t for t in self.layers if t.layer == layer and t.versus_early_exit and t.kept), None)
 
     def kept(self, layer: str, kind: str = EARLY_EXIT) -> bool | None:
         for t in self.layers:
@@ -196,6 +206,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
     order = order if early_exit else []
     dropped: list[str] = []
+    reads: list[str] = []  # plain-ReLU consumers read sparsely: from step 2 those that replaced an early exit
     compiled: dict[tuple, Built] = {}
 
     def build(names, relu=None) -> Built:
@@ -251,14 +262,21 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
                                         give_up=clearly_slower)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
-        choice.layers.append(LayerTiming(layer, with_ms, without_ms, kept))
-        if not kept:
+        row = LayerTiming(layer, with_ms, without_ms, kept)
+        choice.layers.append(row)
+        if kept and try_relu:
+            forget_all_but((dropped, reads))  # the dense side: no more than two candidates are held
+            exact = exact_instead(choice, build, dropped, reads, layer, feeds, threads, passes, log)
+            if exact is not None:
+                row.kept, reads = False, exact
+        if not row.kept:
             dropped.append(layer)
-        forget_all_but((dropped, ()))
+        forget_all_but((dropped, reads))
     # The ReLUs of the layers just reverted are plain again: their consumers qualify now.
-    relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu] if try_relu else []
+    relu_candidates = [s for s in build(dropped, "all").sparse if s.after_relu and s.layer not in reads] \
+        if try_relu else []
     relu_candidates.sort(key=lambda s: (s.weight_size, s.layer))
-    relu_kept: list[str] = []
+    relu_kept = list(reads)
     if relu_candidates:
         log("timing the sparse convolutions alone")
         alone_convs = screen_sparse_convs(build(dropped, "all").model, relu_candidates, feeds, threads, passes, time_pair)
@@ -282,16 +300,24 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     forget_all_but((dropped, relu_kept))
     if _against_original(choice, original, build(dropped, relu_kept), feeds, threads, passes, probe_seconds, log):
         dropped, relu_kept = list(layers), []
-    choice.options = skipping(options, dropped, layers)
+    _write(choice, original, options, dropped, relu_kept if relu_candidates or reads else None)
+    choice.seconds = time.perf_counter() - start
+    return choice
+
+
+def _write(choice: LatencyChoice, original: onnx.ModelProto, options: Options, dropped: list[str],
+           relu_kept: list[str] | None) -> None:
+    """Set the choice's options and compile its result: the early-exit layers ``dropped``
+    left dense, and the plain-ReLU consumers ``relu_kept`` read sparsely (None: none was
+    timed, and ``options`` decide)."""
+    choice.options = skipping(options, dropped, [rw.candidate.layer for rw in choice.result.rewritten])
     choice.options.emit_stats = options.emit_stats
-    if relu_candidates:  # the dropped ones then say why (passes/sparse_input.py)
+    if relu_kept is not None:  # the dropped ones then say why (passes/sparse_input.py)
         choice.options.sparse_relu, choice.options.sparse_relu_layers = "on", frozenset(relu_kept)
     if choice.reverted_all:
         choice.options.sparse_input = False  # the original exactly, even around early-exit ops it already has
     _say_why_dropped(choice, dropped)
     choice.result = optimize(original, choice.options)
-    choice.seconds = time.perf_counter() - start
-    return choice
 
 
 def _against_original(choice: LatencyChoice, original: onnx.ModelProto, final: Built, feeds: list[dict],
@@ -350,7 +376,10 @@ def _say_why_dropped(choice: LatencyChoice, dropped: list[str]) -> None:
     for layer in dropped:
         t = next(t for t in choice.layers if t.layer == layer and t.kind == EARLY_EXIT)
         what = "the layer alone" if t.note else "the model"
-        why = ("the model was not faster than the original with the layers left" if choice.reverted_all and t.kept
+        exact = choice.read_exactly(layer)
+        why = ("the model was not faster than the original with the layers left"
+               if choice.reverted_all and (t.kept or exact)
+               else exact_reason(exact) if exact
                else t.note if t.note and (t.small or not t.without_ms)
                else f"{what} took {t.with_ms:.3f} ms with it rewritten and {t.without_ms:.3f} ms without")
         choice.options.layers[layer] = dataclasses.replace(choice.options.layers[layer],
