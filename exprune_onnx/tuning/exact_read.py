@@ -22,6 +22,14 @@ plain ReLU, and like every such consumer are timed on their own (objective.py, s
 from __future__ import annotations
 
 
+def readable_if_dense(build, layers: list[str]) -> set[str]:
+    """The early-exit ``layers`` that could read a plain ReLU's zeros with every one of them
+    dense: a superset of those that can with only some dense (a producer kept as an early
+    exit gives its consumers its own zeros, read untimed). One compilation, so that a
+    layer without a ReLU before it (a transformer's fc1, after a LayerNorm) costs none."""
+    return {s.layer for s in build(layers, "all").sparse if s.after_relu}
+
+
 def exact_instead(choice, build, dropped: list[str], reads: list[str], layer: str, feeds, threads: int,
                   passes: int, log) -> list[str] | None:
     """Time the kept early-exit ``layer`` against the same layer dense, reading its input's

@@ -63,7 +63,7 @@ from ..measure.flops import dense_flops
 from ..measure.timing import constant_weights
 from ..measure.timing import session as timing_session
 from ..progress import quiet
-from .exact_read import exact_instead
+from .exact_read import exact_instead, readable_if_dense
 from .exact_read import reason as exact_reason
 from .pairs import FEEDS, clearly_slower, passes_for, run, time_pair, timing_feeds
 from .screen import (
@@ -207,6 +207,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     order = order if early_exit else []
     dropped: list[str] = []
     reads: list[str] = []  # plain-ReLU consumers read sparsely: from step 2 those that replaced an early exit
+    readable: set[str] | None = None  # the layers that, dense, could read a plain ReLU's zeros (exact_read.py)
     compiled: dict[tuple, Built] = {}
 
     def build(names, relu=None) -> Built:
@@ -266,7 +267,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         choice.layers.append(row)
         if kept and try_relu:
             forget_all_but((dropped, reads))  # the dense side: no more than two candidates are held
-            exact = exact_instead(choice, build, dropped, reads, layer, feeds, threads, passes, log)
+            readable = readable_if_dense(build, layers) if readable is None else readable
+            exact = exact_instead(choice, build, dropped, reads, layer, feeds, threads, passes, log) \
+                if layer in readable else None
             if exact is not None:
                 row.kept, reads = False, exact
         if not row.kept:
