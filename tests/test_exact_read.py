@@ -45,8 +45,8 @@ def _table(choice) -> str:
 
 @pytest.mark.parametrize("exact_gain", [5 * MARGIN, 4.5 * MARGIN, 8 * MARGIN], ids=["as_fast", "within", "faster"])
 def test_an_exact_read_as_fast_as_the_early_exit_replaces_it(scripted_clock, exact_gain):
-    """The early exit saves 5%; reading c1's zero inputs saves as much, 0.5 points less (within
-    the margin: the exact one wins) or more."""
+    """The early exit saves 5% of the model's time; reading c1's zero inputs saves as much,
+    half a margin less (the exact one still wins) or more."""
     calls = scripted_clock({"c1": 5 * MARGIN, "zero:c1": exact_gain})
     model, choice = _choose()
     # c2 reads c1's ReLU in the exact model too: the pair differs in c1 alone.
@@ -133,7 +133,9 @@ def test_the_result_slower_than_the_original_reverts_the_exact_read_too(scripted
     assert choice.reverted_all and not choice.result.changed
     assert choice.kept("c1", objective.ZERO_INPUTS) is False
     assert choice.options.setting("c1").skip_reason.endswith("not faster than the original with the layers left")
-    assert "dropped: the rest was not faster than the original" in _table(choice)
+    text = _table(choice)
+    assert "dropped: read exactly instead (next row)" in text  # the early exit's row, then the read's:
+    assert "dropped: the rest was not faster than the original" in text
 
 
 def test_cli_report_names_the_exact_read(scripted_clock, tmp_path):
@@ -152,9 +154,8 @@ def test_cli_report_names_the_exact_read(scripted_clock, tmp_path):
 
 
 def test_calibration_writes_the_exact_read_in_place_of_the_early_exit(scripted_clock, tmp_path):
-    """Under --max-drop the search's early exit on conv2 is replaced by its exact read: the
-    layer is skipped in every rung, the read is in the written model, and the certificate
-    is over what is written."""
+    """Under --max-drop the search's early exit on conv2 is replaced by its exact read, which
+    the written model has in place of the early exit, and the report says so."""
     models = Path(__file__).resolve().parent.parent / "models"
     with np.load(models / "fashion_test_slice.npz") as data:
         np.savez(tmp_path / "d.npz", input=data["input"][:200], labels=data["labels"][:200])

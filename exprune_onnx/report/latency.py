@@ -27,7 +27,7 @@ def latency_table(choice) -> Table:
             decision = "kept with the group below" if kept else "dropped: too small, alone or together"
         if lt.versus_early_exit and not choice.reverted_all:
             decision = exact_read.decision(lt)
-        elif lt.kind == EARLY_EXIT and choice.read_exactly(lt.layer) and not choice.reverted_all:
+        elif lt.kind == EARLY_EXIT and choice.read_exactly(lt.layer):
             decision = "dropped: read exactly instead (next row)"
         # A row decided without a whole-model timing shows the layer's own times, or none.
         times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else

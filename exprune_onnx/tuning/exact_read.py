@@ -68,5 +68,5 @@ def decision(row) -> str:
 
 def reason(row) -> str:
     """Why the early-exit layer of a won ``exact_instead`` row was not written as one."""
-    return (f"it reads its input's zeros instead (exact): the model took {row.with_ms:.3f} ms so and "
-            f"{row.without_ms:.3f} ms with it as an early exit")
+    return (f"it reads its input's zeros instead (exact): the model took {row.with_ms:.3f} ms that way and "
+            f"{row.without_ms:.3f} ms with the early exit")
