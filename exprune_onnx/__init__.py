@@ -11,6 +11,7 @@ from ._version import __version__
 # Public name -> the module that defines it.
 _EXPORTS = {
     "DOMAIN": ".ops",
+    "LayerSetting": ".config",
     "VERSION": ".ops",
     "Optimized": ".workflow",
     "Options": ".config",

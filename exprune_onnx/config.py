@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import numbers  # numpy's scalars are numbers.Real / Integral, not float / int
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import NormalDist
@@ -103,6 +104,11 @@ class LayerSetting:
 
 @dataclass
 class Options:
+    """The compiler's options: what ``exprune-onnx optimize`` sets from its flags, and the
+    keywords of ``optimize_model``, ``inspect_model`` and ``optimize`` (docs/cli.md). Each
+    field's comment says what it does; ``layers`` holds per-layer settings, best given as a
+    config (``config=``, as ``--config`` reads)."""
+
     # None: not asked, so no output is pruned (LOSSLESS), in the compiler as on the command
     # line; a config file sets it with its default's threshold (load_config).
     threshold: float | None = None
@@ -161,6 +167,12 @@ def check_options(options: Options) -> None:
     for name in ("include_first_layer", "emit_stats", "sparse_input"):
         if not isinstance(getattr(options, name), bool):
             raise ConfigError(f"{name} must be True or False, got {getattr(options, name)!r}")
+    if not isinstance(options.layers, dict):
+        raise ConfigError(f"layers must be a dict of layer name to LayerSetting, got {type(options.layers).__name__}")
+    for name, setting in options.layers.items():
+        if not isinstance(setting, LayerSetting):
+            raise ConfigError(f"layers[{name!r}] must be a LayerSetting, got {type(setting).__name__}; config= takes "
+                              "a config file's content as a dict, e.g. {'layers': {name: {'skip': True}}}")
     for name, dims in options.input_shapes.items():
         # A size of 0 past the first dim is real data: a decoder's first step has an empty cache.
         if isinstance(dims, str) or not all(
@@ -282,7 +294,27 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
         raise ConfigError(f"{p}: not a readable JSON config ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{p}: not a config: nested too deeply to read") from None
+    return apply_config(data, options, typed, str(p))
+
+
+def configured(options: Options, config, typed: tuple[str, ...] | list[str] = ()) -> Options:
+    """``options`` with ``config`` read into it: a JSON config's path, its content as a dict,
+    or None (nothing to read)."""
+    if config is None:
+        return options
+    if isinstance(config, dict):
+        return apply_config(config, options, typed)
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config, options, typed)
+    raise ConfigError(f"config must be a JSON config's path or its content as a dict, got {type(config).__name__}")
+
+
+def apply_config(data: dict, options: Options, typed: tuple[str, ...] | list[str] = (), where: str = "config") -> Options:
+    """A config's content (the JSON file's object: ``default`` and ``layers``) read into
+    ``options``, as load_config reads a file; ``where`` names it in errors."""
+    p = where
     _check_keys(data, ("default", "layers"), f"{p}: expected an object with")
+    options.layers = dict(options.layers)  # a copy of the caller's Options shares its dict
     # A config prunes at the thresholds it names: its default's, or a layer's own. The rest
     # stay lossless (a config that only skipped one layer pruned every other at the paper's 0).
     default = data.get("default", {})

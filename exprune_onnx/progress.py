@@ -16,6 +16,27 @@ def quiet(text: str, done: int | None = None, total: int | None = None) -> None:
     """The hook that shows nothing."""
 
 
+def hook(log):
+    """``log`` as a hook the work can call either way: a ``logging.Logger`` logs each step at
+    INFO, with its counts; a function of the text alone (``lambda text: ...``) gets the text
+    alone. Anything else is taken as a hook as it is."""
+    import inspect
+    import logging
+
+    if isinstance(log, logging.Logger):
+        def to_logger(text: str, done: int | None = None, total: int | None = None) -> None:
+            log.info("%s", text if total is None else f"{text} ({done or 0}/{total})")
+        return to_logger
+    try:
+        params = inspect.signature(log).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin such as print): as it is
+        return log
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return lambda text, done=None, total=None: log(text)
+    return log
+
+
 class Bar:
     """A rich progress bar on stderr: one line per step, replaced when the step's name
     changes. Use as a context manager; it is the ``log`` hook itself."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -87,6 +88,12 @@ def session_options(base=None, *, threads: int | None = None, optimize: bool = T
     """
     import onnxruntime as ort
 
+    from .errors import ConfigError
+
+    if base is not None and not isinstance(base, ort.SessionOptions):
+        raise ConfigError(f"base must be an onnxruntime.SessionOptions, got {type(base).__name__}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0):
+        raise ConfigError(f"threads must be a whole number >= 0 (0: onnxruntime's default), got {threads!r}")
     opts = base if base is not None else ort.SessionOptions()
     try:
         opts.get_session_config_entry(_REGISTERED)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import numbers
 import os
@@ -25,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, parse_k, unknown_option
+from .config import DEFAULT_CONFIDENCE, Options, check_options, configured, parse_confidence, parse_k, unknown_option
 from .errors import ConfigError, DataError, ExPruneError, OriginalRunFailed, error_message, in_keywords
 from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
 from .ops import pruning_layers
-from .progress import quiet
+from .progress import hook, quiet
 from .runtime import MAX_THREADS, uses_library
 from .tuning.metrics import thin_holdout
 
@@ -72,7 +73,7 @@ class Settings:
 class Optimized:
     """What :func:`optimize` returns."""
 
-    model: onnx.ModelProto  # the optimised model (the input one when nothing paid)
+    model: onnx.ModelProto  # the optimised model (a copy of the input one when nothing paid)
     rows: list[dict]  # one per rewritten layer (report.layer_rows)
     report: dict  # what --report writes, plus the check and the objective
     timings: dict[str, float]  # seconds per step: compile, calibrate, objective, check
@@ -87,19 +88,29 @@ class Optimized:
 
     @property
     def changed(self) -> bool:
-        return self.result.changed
+        return self.result.changed if self.result is not None else self.__dict__.get("_changed", False)
+
+    def __getstate__(self) -> dict:
+        # The compiler's objects hold graphsurgeon graphs and protobuf repeated fields, which
+        # do not pickle (a spawn pool's parent then waits forever for a worker's result): a
+        # copy sent to another process keeps the model, the report and the rest, not them.
+        state = dict(self.__dict__, result=None, checked=None, calibrated=None, timed=None)
+        state["_changed"] = self.changed
+        return state
 
 
 def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | None = None,
-             settings: Settings | None = None, input_shapes: dict | None = None, log=quiet,
-             **overrides) -> Optimized:
+             settings: Settings | None = None, input_shapes: dict | None = None,
+             config: str | os.PathLike | dict | None = None, log=quiet, **overrides) -> Optimized:
     """Run the whole ``exprune-onnx optimize`` workflow on ``model`` and return the result.
 
     Keyword ``overrides`` set fields of :class:`Options` (``threshold``, ``k``, ``rule``,
     ...) or of :class:`Settings` (``calibration``, ``labels``, ``max_drop``,
     ``objective``, ``check``, ...). ``input_shapes`` maps input names to dims
-    (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``log`` is a progress hook
-    (progress.py). Nothing is written: save ``result.model`` yourself.
+    (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``config`` is a per-layer
+    config, as ``--config`` reads: its path, or its content as a dict; ``log`` is a
+    progress hook (progress.py) or a ``logging.Logger``. Nothing is written: save
+    ``result.model`` yourself.
     """
     from .io.modelio import checked_in_memory, load_model
 
@@ -107,9 +118,11 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
                               ("input_shapes", input_shapes, dict)):
         if value is not None and not isinstance(value, kind):
             raise ConfigError(f"{name} must be of type {kind.__name__}, got {type(value).__name__}")
-    if not callable(log):
-        raise ConfigError(f"log must be a progress hook (a function), got {type(log).__name__}")
+    if not callable(log) and not isinstance(log, logging.Logger):
+        raise ConfigError(f"log must be a progress hook (a function) or a logging.Logger, got {type(log).__name__}")
+    log = hook(log)
     path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    given = model if isinstance(model, onnx.ModelProto) else None
     if path is not None:
         model = load_model(path)
     else:
@@ -125,6 +138,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     try:
+        options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
         validate(options, settings)  # a budget out of range is an error before it is a warning
         _warn_budget(settings)
         done = run(model, options, settings, log)
@@ -134,6 +148,9 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
             raise
         raise worded from exc
     done.report.update(model=path, output=None)  # as --report names them; nothing is written here
+    if given is not None and done.model is given:  # unchanged: a copy, so that editing it leaves the caller's alone
+        done.model = onnx.ModelProto()
+        done.model.CopyFrom(given)
     return done
 
 
@@ -184,8 +201,7 @@ def validate(options: Options, settings: Settings) -> None:
                                                       else getattr(settings, name) != getattr(default, name))]
         given += ["confidence"] if options.confidence not in (None, DEFAULT_CONFIDENCE) else []
         if given:
-            raise UsageProblem(f"no calibration data is given (calibration=, --calibration), and only calibration "
-                               f"reads {', '.join(given)}")
+            raise UsageProblem(f"no --calibration data is given, and only calibration reads {', '.join(given)}")
 
 
 def _check_settings(settings: Settings) -> None:

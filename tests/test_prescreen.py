@@ -11,7 +11,7 @@ from exprune_onnx.tuning.prescreen import IDLE, skipping, without_idle
 
 def test_idle_early_exits_are_left_out_and_pruning_ones_kept():
     model = three_layer_mlp()
-    lossless = Options(sparse_relu="off")
+    lossless = Options(threshold=-math.inf, sparse_relu="off")  # typed: optimize_model keeps them
     result = exprune_onnx.optimize_model(model, lossless)
     assert node_types(result.model).count("ExPruneDenseRelu") == 2
     out = without_idle(model, lossless, result)

@@ -187,7 +187,7 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         feeds[vi.name] = a
     misnamed = [] if labelled else sorted(k for k in arrays if k not in feeds and k.lower() in LABEL_LIKE)
     if misnamed:  # else left unread, and no accuracy with no word why
-        raise DataError(f"{where}: '{misnamed[0]}' is no model input; labels go under the key 'labels' (or --labels)")
+        raise DataError(f"{where}: '{misnamed[0]}' is no model input; labels go under the key 'labels', or apart (--labels)")
     counts = {a.shape[0] for k, a in feeds.items() if a.ndim and k not in whole}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{where}: the inputs must share a non-zero first (sample) axis, got {sorted(counts)}")

@@ -174,6 +174,10 @@ def _short_tensor(graph: onnx.GraphProto) -> str | None:
     for t in graph.initializer:
         if t.data_type in packed:  # two or four values a byte
             continue
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            where = next((e.value for e in t.external_data if e.key == "location"), "?")
+            return (f"initializer '{t.name}' is external data ('{where}') that was not loaded: give the model's path, "
+                    "or load it with onnx.load(path), which loads its external data")
         try:
             count = math.prod(t.dims)
             unit = "bytes"

@@ -1,6 +1,7 @@
 """Early-exit layers left out before anything is timed, where the objective could never
-keep them: under ``--objective flops`` in the lossless mode, an early exit at -inf prunes
-nothing and only adds its partial product and its decision.
+keep them: under ``--objective flops`` in the lossless mode, and in ``optimize_model``
+with no threshold, an early exit at -inf prunes nothing and only adds its partial product
+and its decision.
 
 (A screen of each layer alone at its best, pruning every output, was tried for the
 latency objective under calibration, to spare the search where no threshold could pay:
@@ -16,7 +17,8 @@ import onnx
 
 from ..config import Options
 
-IDLE = "prunes nothing at threshold -inf, so --objective flops leaves it out (--threshold or --calibration makes it prune)"
+IDLE = ("prunes nothing at threshold -inf, so it is left out where nothing asks to prune (--threshold or "
+        "--calibration makes it prune)")
 
 
 def skipping(options: Options, reasons: dict[str, str]) -> Options:
@@ -27,14 +29,16 @@ def skipping(options: Options, reasons: dict[str, str]) -> Options:
     return dataclasses.replace(options, layers=layers)
 
 
-def without_idle(model: onnx.ModelProto, options: Options, result):
+def without_idle(model: onnx.ModelProto, options: Options, result, rules=None):
     """``result`` without its early-exit layers that can prune nothing (the threshold rule at
     -inf; a trial's SqueezeNet ran 1.48x slower with them), compiled again if it had any.
-    (--threshold=-inf typed keeps them: the workflow calls this only when nothing asked.)"""
+    (--threshold=-inf typed keeps them: the workflow calls this only when nothing asked.)
+    ``rules``: the rule set ``result`` was compiled with, if not the built-in one."""
     from ..compiler.pipeline import optimize as compile_model
     from ..report.advice import pruning_nothing
 
     idle = pruning_nothing(result)
     if not idle:
         return result
-    return compile_model(model, skipping(options, dict.fromkeys(idle, IDLE)))
+    skipped = skipping(options, dict.fromkeys(idle, IDLE))
+    return compile_model(model, skipped) if rules is None else compile_model(model, skipped, rules)
