@@ -360,3 +360,55 @@ def exprune_onnx_optimize(model):
     import exprune_onnx
 
     return exprune_onnx.optimize_model(model, threshold=-1.0, min_units=8).model
+
+
+@pytest.mark.parametrize(("h2", "written"), [(-0.5, {"h1_exprune", "h2_sparse"}), (-0.2, set())],
+                         ids=["kept", "reverted"])
+def test_a_rung_timed_again_is_measured_as_written(scripted_clock, monkeypatch, h2, written):
+    """The search's timing kept h1's early exit and 'out' reading h2's plain ReLU; the rung
+    written is gentler, and timed again that read no longer paid (a trial's noisy machine).
+    The testing part's counts were the tested rung's, with a read the written model has not:
+    the FLOPs count failed (KeyError 'out_sparse'). Where h2's early exit had paid, by out
+    reading its zeros, the rung (h2 too) is slower than the original when timed again, and
+    all is reverted, which failed too (no row for a rung's layer). Both are now measured as
+    written."""
+    import math
+
+    from helpers import three_layer_mlp
+
+    from exprune_onnx.tuning import certify
+    from exprune_onnx.tuning.risk import Step
+
+    model = three_layer_mlp()
+    gains = {"h1": 0.2, "h2": h2, "zero:out": 0.3}
+    scripted_clock(gains)
+
+    def gentlest(count, losses_of, test):  # the most conservative rung passes, and no other is tried
+        return 0, [Step(losses_of(0, math.inf), 0.0, True)]
+
+    first_retime, first = certify._retime, []
+
+    def retime(*args, **kwargs):
+        first.append(args[1].latency)
+        gains["zero:out"] = -0.3
+        return first_retime(*args, **kwargs)
+
+    monkeypatch.setattr(certify, "fixed_sequence", gentlest)
+    monkeypatch.setattr(certify, "_retime", retime)
+    out = search(model, Options(confidence=0.9), random_dataset(model, 400, 0), metric="relerr", max_drop=0.05,
+                 seed=0, latency=(1, 1))
+    assert out.certificate.chosen == 0 and out.latency.reverted_all == (not written)
+    assert first[0].kept("out", "zero inputs") == (True if written else None)  # else read untimed, after h2's
+    assert {n.name for n in out.result.model.graph.node if n.domain} == written == set(out.counts_holdout)
+    assert 0 <= out.saved_holdout < 1
+    # The table is the written model's: the rung's early exits, and not "the original is written".
+    from rich.console import Console
+
+    from exprune_onnx.report.latency import latency_table
+
+    console = Console(width=300, record=True)
+    console.print(latency_table(out.latency))
+    text = console.export_text()
+    assert ("original 1.000 ms -> optimised 0.800 ms" in text) == bool(written), text
+    assert ("kept (the certified rung's, not timed again)" in text) == bool(written)
+    assert "the original is written unchanged" not in text

@@ -86,6 +86,16 @@ class CheckResult:
     lost: float | None = None  # with accuracy: the share of labelled answers right before and wrong after
 
 
+def _counts(node: onnx.NodeProto) -> bool:
+    # A sparse matmul or conv counts the inputs it read (measure/counters.py).
+    return node.domain == ops.DOMAIN and node.op_type in ops.ALL_OPS
+
+
+def counted_nodes(model: onnx.ModelProto) -> set[str]:
+    """The outer-graph nodes whose counts ``with_stats`` exposes."""
+    return {node.name for node in model.graph.node if _counts(node)}
+
+
 def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
     """A copy whose outer-graph early-exit ops expose ``stats``; returns it and node -> output."""
     out = onnx.ModelProto()
@@ -93,8 +103,7 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
     exposed = {o.name for o in out.graph.output}
     mapping = {}
     for node in out.graph.node:
-        # A sparse matmul or conv counts the inputs it read (measure/counters.py).
-        if node.domain != ops.DOMAIN or node.op_type not in ops.ALL_OPS:
+        if not _counts(node):
             continue
         if len(node.output) < 2:
             node.output.append(f"{node.name}__stats")

@@ -19,8 +19,9 @@ def latency_table(choice) -> Table:
         t.add_column(col, justify=just)
     for lt in choice.layers:
         kept = choice.kept(lt.layer, lt.kind)
-        decision = "kept" if kept else ("dropped: the rest was not faster than the original" if lt.kept
-                                        else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
+        decision = (f"kept ({lt.note})" if kept and lt.note else "kept" if kept
+                    else "dropped: the rest was not faster than the original" if lt.kept
+                    else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
         if lt.again and not choice.in_group(lt):
             decision += ", timed again after later layers were kept"
         if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)
@@ -36,7 +37,7 @@ def latency_table(choice) -> Table:
     if choice.reverted_all:
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms")
-    elif not any(lt.kept for lt in choice.layers):
+    elif not choice.result.changed:
         t.caption = (f"no rewrite made the model faster: the original is written unchanged ({choice.original_ms:.3f} "
                      f"ms); timing took {choice.seconds:.1f} s")
     else:

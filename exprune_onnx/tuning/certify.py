@@ -31,7 +31,7 @@ import onnx
 from ..compiler.pipeline import optimize
 from ..errors import DataError
 from ..io.data import Dataset
-from ..measure.compare import as_array, with_stats
+from ..measure.compare import as_array, counted_nodes, with_stats
 from ..measure.counters import flops_saved
 from ..measure.output_kinds import output_kinds
 from ..progress import quiet
@@ -329,18 +329,21 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     latency = search_args.get("latency")
     if latency is not None and shares != outcome.shares:
         options, result = _retime(original, outcome, shares, data, ladder_idx, latency, seed, log)
+    counts: dict = {}
+    tester.last = (tester.reference, {})  # no pruning layer written, unless a rung is
     if cert.chosen >= 0:
         (got, counts), positions = finals[cert.chosen]
         tester.last = (got, counts)
         cert.losses = float(cert.steps[cert.chosen].losses)
         cert.positions = positions if tester.scale else None
-        saved = _saved(result, counts, len(test_idx))
-    if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:  # no pruning layer written
-        tester.last, counts, saved = (tester.reference, {}), {}, 0.0
-        if result.changed:  # exact rewrites (zero inputs skipped) still save: measured as written
-            tester.losses(result.model, math.inf)
-            counts = tester.last[1]
-            saved = _saved(result, counts, len(test_idx))
+    if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:
+        tester.last, counts = (tester.reference, {}), {}
+    if set(counts) != counted_nodes(result.model):
+        # Not the model tested: exact rewrites without a rung, or a rung timed again (other
+        # zero-input reads, or the original): measured as written, on the same testing part.
+        tester.losses(result.model, math.inf)
+        counts = tester.last[1]
+    saved = _saved(result, counts, len(test_idx))
     cert.bound = test.bound(cert.losses)
     if cert.positions is not None:
         cert.bound = pooled_bound(*cert.positions, len(test_idx), tester.scale, confidence)

@@ -85,6 +85,7 @@ SCREEN_ABOVE = 20.0
 
 
 EARLY_EXIT = "early exit"
+RUNG = "the certified rung's, not timed again"  # an early exit choose(early_exit=False) keeps as it is
 ZERO_INPUTS = "zero inputs"  # a MatMul/Gemm after a plain ReLU, read sparsely
 
 
@@ -203,8 +204,10 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     layers = [rw.candidate.layer for rw in result.rewritten]
     choice = LatencyChoice(options, result, batch, threads, source or data.source)
     try_relu = times_zero_inputs(options)
-    order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer))
-    order = order if early_exit else []
+    order = sorted(result.rewritten, key=lambda rw: (dense_flops(rw.candidate) or 0, rw.candidate.layer)) \
+        if early_exit else []
+    if not early_exit:  # a certified rung's early exits stay, untimed: their rows say so
+        choice.layers += [LayerTiming(rw.candidate.layer, 0.0, 0.0, True, note=RUNG) for rw in result.rewritten]
     dropped: list[str] = []
     reads: list[str] = []  # plain-ReLU consumers read sparsely: from step 2 those that replaced an early exit
     readable: set[str] | None = None  # the layers that, dense, could read a plain ReLU's zeros (exact_read.py)
