@@ -251,6 +251,29 @@ def test_token_ids_get_ids_within_the_embedding(tmp_path):
         random_dataset(model, 2, 0)
 
 
+def test_categorical_ids_select_their_field_before_its_table():
+    """torch's x[:, i] before each embedding: Gather(ids, i, axis=1), then the field's table
+    (a trial's recommender: tables of 16, 16, 8 and 1024 rows, and the plain command refused
+    it). The ids are drawn within the smallest table, which every field accepts."""
+    sizes = (16, 8, 1024)
+    inits = [init(f"emb{i}", WEIGHT_RNG.random((rows, 4)).astype(np.float32))
+             for i, rows in enumerate(sizes)]
+    nodes = []
+    for i in range(len(sizes)):
+        inits.append(init(f"field{i}", np.array(i, np.int64)))
+        nodes += [helper.make_node("Gather", ["ids", f"field{i}"], [f"id{i}"], axis=1),
+                  helper.make_node("Gather", [f"emb{i}", f"id{i}"], [f"e{i}"])]
+    nodes.append(helper.make_node("Concat", [f"e{i}" for i in range(len(sizes))], ["y"], axis=1))
+    model = make_model(nodes, [vi("ids", ["N", len(sizes)], TensorProto.INT64)], [vi("y", ["N", 12])], inits)
+    ids = random_dataset(model, 256, 0).inputs["ids"]
+    assert ids.min() == 0 and ids.max() == 7
+    run_plain(model, {"ids": ids})  # every field's lookup in range
+    # A field's ids that also feed anything else (here a Cast) are not only an index.
+    model.graph.node.append(helper.make_node("Cast", ["id2"], ["id2_float"], to=TensorProto.FLOAT))
+    with pytest.raises(DataError, match="--input-value ids:"):
+        random_dataset(model, 2, 0)
+
+
 def test_an_integer_input_of_unknown_meaning_asks_for_input_value():
     model = audio()
     with pytest.raises(DataError, match="--input-value sr:VALUE"):
