@@ -219,11 +219,8 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         key = (tuple(sorted(names)), relu if relu == "all" else tuple(sorted(relu or ())))
         if key not in compiled:
             opts = skipping(options, key[0], layers)
-            if relu:
-                opts.sparse_relu = "on"
-                opts.sparse_relu_layers = None if relu == "all" else frozenset(key[1])
-            else:
-                opts.sparse_relu = "off"
+            opts.sparse_relu, opts.sparse_relu_layers = ("off", None) if not relu else \
+                ("on", None if relu == "all" else frozenset(key[1]))
             compiled[key] = _compile(original, opts)
         return compiled[key]
 
