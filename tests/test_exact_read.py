@@ -173,3 +173,18 @@ def test_calibration_writes_the_exact_read_in_place_of_the_early_exit(scripted_c
     assert (ops.SPARSE_CONV, "conv2/conv/Conv_sparse") in written
     assert not any(op == ops.CONV_RELU for op, _ in written)
     assert "kept instead of the early exit" in r.output
+
+
+def test_later_early_exits_are_timed_with_the_exact_reads_kept(scripted_clock):
+    """h1's exact read replaces its early exit; h2's pair then has h1 reading its zeros on
+    both sides, as kept so far (it had h1 dense: a trial's rows timed the original as
+    "without" right after a kept exact read)."""
+    from helpers import latency_choice, three_layer_mlp
+
+    calls = scripted_clock({"h1": 5 * MARGIN, "zero:h1": 5 * MARGIN, "h2": 5 * MARGIN})
+    choice = latency_choice(three_layer_mlp(), exprune_onnx.Options(threshold=0.0))
+    assert [(t.layer, t.kind, t.kept) for t in choice.layers][:3] == [
+        ("h1", objective.EARLY_EXIT, False), ("h1", objective.ZERO_INPUTS, True), ("h2", objective.EARLY_EXIT, True)]
+    with_h2, without_h2 = calls[2]
+    assert all((ops.SPARSE_MATMUL, "h1_sparse") in _ops(m) for m in (with_h2, without_h2))
+    assert (ops.DENSE_RELU, "h2_exprune") in _ops(with_h2) and (ops.DENSE_RELU, "h2_exprune") not in _ops(without_h2)

@@ -270,7 +270,9 @@ def calibration_table(outcome) -> Table:
                   + "; the latency objective then dropped the rewrites that were not faster, "
                   "or no faster than an exact zero-input read (its table)")
     part = "ladder part" if cert else "calibration part"
-    t.add_row(f"{part} (after the latency objective)" if before is not None
+    # With a certificate, the rung written may be gentler than the search's choice: this row is the choice's.
+    t.add_row(f"{part} (search's choice, after the latency objective)" if before is not None and cert
+              else f"{part} (after the latency objective)" if before is not None
               else "ladder part (search's choice)" if cert else part,
               _score_text(outcome.calibration, outcome.saved_calibration, n_cal, outcome.result))
     if outcome.holdout is not None:

@@ -260,8 +260,9 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             dropped.append(layer)
             continue
         log(f"timing early-exit layers: {layer}", i, len(order))
-        with_ms, without_ms = time_pair(build(dropped).model, build(dropped + [layer]).model, feeds, threads, passes,
-                                        give_up=clearly_slower)
+        # With the exact reads kept so far (exact_read.py), as the others are kept.
+        with_ms, without_ms = time_pair(build(dropped, reads).model, build(dropped + [layer], reads).model, feeds,
+                                        threads, passes, give_up=clearly_slower)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         row = LayerTiming(layer, with_ms, without_ms, kept)
         choice.layers.append(row)
