@@ -329,14 +329,12 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     latency = search_args.get("latency")
     if latency is not None and shares != outcome.shares:
         options, result = _retime(original, outcome, shares, data, ladder_idx, latency, seed, log)
-    counts: dict = {}
-    tester.last = (tester.reference, {})  # no pruning layer written, unless a rung is
     if cert.chosen >= 0:
         (got, counts), positions = finals[cert.chosen]
         tester.last = (got, counts)
         cert.losses = float(cert.steps[cert.chosen].losses)
         cert.positions = positions if tester.scale else None
-    if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:
+    if cert.chosen < 0 or outcome.latency is not None and outcome.latency.reverted_all:  # no pruning layer written
         tester.last, counts = (tester.reference, {}), {}
     if set(counts) != counted_nodes(result.model):
         # Not the model tested: exact rewrites without a rung, or a rung timed again (other
