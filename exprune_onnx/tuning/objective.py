@@ -267,8 +267,8 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         row = LayerTiming(layer, with_ms, without_ms, kept)
         choice.layers.append(row)
         if kept and try_relu:
-            forget_all_but((dropped, reads))  # the dense side: no more than two candidates are held
             readable = readable_if_dense(build, layers) if readable is None else readable
+            forget_all_but((dropped, reads))  # the dense side and the all-dense model: two candidates at most
             exact = exact_instead(choice, build, dropped, reads, layer, feeds, threads, passes, log) \
                 if layer in readable else None
             if exact is not None:
