@@ -28,7 +28,7 @@ import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, configured, parse_confidence, parse_k, unknown_option
 from .errors import ConfigError, DataError, ExPruneError, OriginalRunFailed, error_message, in_keywords
-from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, random_dataset
+from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, quoted_source, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
 from .ops import pruning_layers
@@ -363,7 +363,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         if latency is not None and (result.changed or times_zero_inputs(options)):
             start = time.perf_counter()
             inputs = check_data() if settings.check_data is not None or data is None else data
-            source = (f"'{inputs.source}'" if inputs is data or settings.check_data is not None
+            source = (quoted_source(inputs.source) if inputs is data or settings.check_data is not None
                       else "seeded random inputs: prune rates on real data differ, give --check-data")
             timed = choose(model, options, result, inputs, batch=latency[0], threads=latency[1], source=source,
                            seed=settings.seed, log=log)
@@ -434,6 +434,6 @@ def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:
     calib, held = split_indices(len(data), settings.holdout, settings.seed)
     if calibrated.tested is not None:  # the certificate's: repeats of other samples left out
         held = calibrated.tested
-    part, name = (held, "held out") if len(held) else (calib, "calibrated on")
+    part, name = (held, "held out") if len(held) else (calib, "calibrated on")  # io.data.PARTS
     checked = subset(dataclasses.replace(data, labels=labels), part)
     return dataclasses.replace(checked, source=f"{data.source}, {name}")

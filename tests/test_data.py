@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from exprune_onnx import workflow
 from exprune_onnx.cli import main
 from exprune_onnx.errors import DataError
-from exprune_onnx.io.data import load_dataset, random_dataset
+from exprune_onnx.io.data import load_dataset, quoted_source, random_dataset
 from exprune_onnx.io.feeds import InputSpec
 
 
@@ -321,3 +321,13 @@ def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
     assert r.exit_code == 6 and "Traceback" not in r.output, r.output
     assert f"{10**12} random samples of input(s) 'x' need" in r.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("source, text", [
+    ("calib.npz", "'calib.npz'"),
+    ("calib.npz, held out", "'calib.npz' (its held-out part)"),
+    ("my, data.npz, calibrated on", "'my, data.npz' (the part calibrated on)"),
+    ("a, b.npz", "'a, b.npz'"),  # a comma in a name is no part
+])
+def test_a_part_of_the_data_is_named_outside_the_quotes(source, text):
+    assert quoted_source(source) == text

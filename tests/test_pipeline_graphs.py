@@ -442,3 +442,18 @@ def test_unnamed_twins_in_the_main_graph_and_a_body_are_both_rewritten():
             "x": rng.standard_normal((1, 16, 6, 6)).astype(np.float32), "cond": np.array(c)})
     assert not optimize_model(res.model, threshold=NEG_INF, min_units=8, include_first_layer=True,
                               sparse_input=False).changed
+
+
+def test_a_layer_skipped_outside_the_chosen_ones_is_still_a_candidate():
+    """A certified rung's choice leaves out the layers the search's timing dropped; one of
+    them was counted among those that "cannot be rewritten" (a trial's recommender MLP)."""
+    from helpers import three_layer_mlp
+
+    from exprune_onnx.config import LayerSetting, Options
+
+    options = Options(threshold=0.0, sparse_relu="off", chosen=frozenset({"h1"}),
+                      layers={"h2": LayerSetting(0.0, skip=True, skip_reason="timed slower")})
+    result = optimize_model(three_layer_mlp(), options)
+    assert [r.candidate.layer for r in result.rewritten] == ["h1"]
+    assert {r.layer: (r.reason, r.skipped) for r in result.rejected if r.layer in ("h0", "h2")} == {
+        "h0": (result.rejected[0].reason, False), "h2": ("timed slower", True)}

@@ -151,6 +151,20 @@ def test_an_index_output_is_compared_per_prediction():
     assert output_text(OutputDiff("ids", 1.0, 0.0, 0.9917, index=True)) == "same value on 99.17% of predictions"
 
 
+def test_an_accuracy_change_is_the_difference_of_the_figures_shown():
+    """86.83% -> 86.83% read "(-0.01 points)" in an audit: the change is taken after rounding."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.report.tables import accuracy_text
+
+    def text(a, b):
+        return accuracy_text(SimpleNamespace(accuracy=(a, b), labelled=True))
+
+    assert text(0.868344, 0.868256) == "86.83% -> 86.83% (+0.00 points)"
+    assert text(0.8683, 0.8642) == "86.83% -> 86.42% (-0.41 points)"
+    assert text(0.5, 0.5125) == "50.00% -> 51.25% (+1.25 points)"
+
+
 def test_shares_and_counts_read_as_a_person_writes_them():
     from exprune_onnx.report.tables import percent, samples_text
 

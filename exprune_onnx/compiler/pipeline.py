@@ -228,10 +228,11 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
 def _rewritable(rule: Rule, found: Candidate, ctx: Context) -> bool:
     """Whether a layer its setting skips could be rewritten at all (a candidate, as inspect
     counts them): the rule's check under the same options with no layer skipped, and no
-    per-output thresholds of a skipped entry, which nothing reads."""
+    per-output thresholds of a skipped entry, which nothing reads. Nor only the layers
+    chosen: a certified rung leaves out of its choice the layers the search's timing dropped."""
     layers = {name: replace(s, skip=False, thresholds=None) for name, s in ctx.options.layers.items()}
     try:
-        return rule.check(found, replace(ctx, options=replace(ctx.options, layers=layers))) is None
+        return rule.check(found, replace(ctx, options=replace(ctx.options, layers=layers, chosen=None))) is None
     except ExPruneError:
         return False
 

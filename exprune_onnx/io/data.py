@@ -34,8 +34,20 @@ from .feeds import (
     resolved_dims,
 )
 
-__all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "random_dataset",
-           "read_labels"]
+__all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "quoted_source",
+           "random_dataset", "read_labels"]
+
+
+# The parts of calibration data a check may run on (workflow._checked_part): a Dataset
+# of one has the source "<file>, <part>".
+PARTS = {"held out": "its held-out part", "calibrated on": "the part calibrated on"}
+
+
+def quoted_source(source: str) -> str:
+    """A data source as the tables name it: a file's name in quotes, the part of it checked
+    (PARTS) after them, so that no quote closes on words that are not the name."""
+    name, comma, part = source.rpartition(", ")
+    return f"'{name}' ({PARTS[part]})" if comma and part in PARTS else f"'{source}'"
 
 
 @dataclass

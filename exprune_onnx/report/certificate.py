@@ -19,7 +19,7 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     holds = ("the budget holds on data like the calibration data with probability >= "
              f"{cert.confidence:g} over its draw" if cert.chosen >= 0 else "asked for; nothing pruned, so nothing to bound")
     rows = [("confidence", f"{cert.confidence:g}: {holds}"),
-            ("testing part", f"{cert.samples} samples the search never saw; loss = {cert.loss}; {cert.test}"),
+            ("risk test", f"on {cert.samples} samples the search never saw; loss = {cert.loss}; {cert.test}"),
             ("ladder", f"{cert.rungs} rung(s), conservative first; tested {len(cert.steps)}, "
                        f"passed {sum(s.passed for s in cert.steps)}")]
     if cert.repeats:

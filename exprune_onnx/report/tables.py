@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..compiler.pipeline import Result
+from ..io.data import quoted_source
 from ..io.modelio import all_nodes
 from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved, skipping_saved
@@ -208,7 +209,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
         saved = 1 - measured / result.dense_flops
         skipped = skipping_saved(result.model, check.pruned) / (check.rows or check.samples) / result.dense_flops
         t.add_row("measured FLOPs", f"{flops_text(measured, result.dense_flops)} per sample ({saved_text(saved, skipped)}"
-                  f", counted by the ops on {samples_text(check.samples)} of '{check.source}')")
+                  f", counted by the ops on {samples_text(check.samples)} of {quoted_source(check.source)})")
     if sizes is not None:
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:
@@ -222,8 +223,9 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
 def accuracy_text(check) -> str | None:
     """The accuracy row of a check: the change, or why labels given were not used."""
     if check.accuracy is not None:
-        a, b = check.accuracy
-        return f"{100 * a:.2f}% -> {100 * b:.2f}% ({100 * (b - a):+.2f} points)"
+        # The change is taken between the rounded figures, so that it reads as their difference.
+        a, b = (round(100 * v, 2) for v in check.accuracy)
+        return f"{a:.2f}% -> {b:.2f}% ({b - a + 0.0:+.2f} points)"
     if check.labelled:
         return ("not measured: no output is class scores the labels could name ([N, C] or [N, T, C], or a class "
                 "index); the labels were not used")
@@ -374,7 +376,7 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     """``saved`` is None when the ops' savings cannot be set against the dense count
     (``unknown_why``: shapes unknown, or a pair not compiled one from the other); ``tiles``:
     sparse convs on a CPU with AMX tiles, whose dense images save no FLOPs."""
-    t = Table(title=f"Evaluation on {samples_text(check.samples)} of '{check.source}'", title_justify="left",
+    t = Table(title=f"Evaluation on {samples_text(check.samples)} of {quoted_source(check.source)}", title_justify="left",
               show_header=False, caption=TILES_NOTE if tiles else None, caption_justify="left")
     t.add_column("what")
     t.add_column("value")

@@ -9,7 +9,7 @@ import onnx
 
 from .. import ops
 from ..errors import DataError, error_message
-from ..io.data import Dataset
+from ..io.data import Dataset, quoted_source
 from ..progress import quiet
 from ..runtime import TILES_NOTE, cpu_has_tiles
 from ..tuning.metrics import LABELLED, budget_words
@@ -107,7 +107,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     if bar_asked and not answered and not unmeasured:
         unmeasured = ("--min-agreement judges answers, and no output gives any on this data (values, compared "
                       "above): a map of class scores [N, C, H, W] gives one per position with labels [N, H, W]")
-    return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of '{checked.source}'", tuple(unjudged),
+    return Row(name, ok, "; ".join(parts) + f" on {checked.samples} samples of {quoted_source(checked.source)}", tuple(unjudged),
                unmeasured)
 
 
