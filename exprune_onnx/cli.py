@@ -289,8 +289,8 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     assumed = count_as_inspect(original, options)  # FLOPs at the sizes optimize would take
     result = run_inspect(original, options)
     console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
-    if result.conv_candidates:
-        console.print(report.conv_candidates_table(result))
+    if result.zero_input_candidates:
+        console.print(report.zero_input_candidates_table(result))
     if result.rejected or result.sparse_rejected:
         console.print(report.rejected_table(result))
     console.print(f"dense FLOPs: {dense_flops_text(result)}" + (

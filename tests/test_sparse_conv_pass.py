@@ -327,4 +327,4 @@ def test_inspect_lists_conv_candidates(tmp_path):
     assert r.exit_code == 0, r.output
     assert "Zero-input candidates" in r.output and "Conv -> Add -> Relu" in r.output
     res = exprune_onnx.inspect_model(nan_weight(np.random.default_rng(17)))
-    assert not res.conv_candidates and "NaN" in res.sparse_rejected[0].reason
+    assert not res.zero_input_candidates and "NaN" in res.sparse_rejected[0].reason

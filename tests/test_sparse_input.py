@@ -412,3 +412,13 @@ def test_consumers_inside_if_branches():
         (want,) = session(model, 1).run(None, feeds)
         (got,) = session(res.model, 1).run(None, feeds)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_inspect_lists_the_gemms_that_may_read_a_relu_s_zeros():
+    """inspect listed only convs, though optimize times MatMul/Gemm readers of a ReLU too (a trial's MLP)."""
+    from helpers import three_layer_mlp
+
+    res = exprune_onnx.inspect_model(three_layer_mlp())
+    assert res.zero_input_candidates == [("h1", "Relu", ["Gemm"]), ("h2", "Relu", ["Gemm"]),
+                                         ("out", "Relu", ["Gemm"])]
+    assert exprune_onnx.inspect_model(three_layer_mlp(), sparse_input=False).zero_input_candidates == []

@@ -63,7 +63,7 @@ class Result:
     sparse: list[sparse_input.SparseRewrite] = field(default_factory=list)  # consumers now reading sparsely
     sparse_rejected: list[Rejected] = field(default_factory=list)  # and why others do not
     # inspect only: convs that could read a ReLU's zeros sparsely, as (layer, source op, fused pattern)
-    conv_candidates: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    zero_input_candidates: list[tuple[str, str, list[str]]] = field(default_factory=list)
     input_shapes: dict = field(default_factory=dict)  # the --input-shape dims shapes were inferred with
 
     @property
@@ -294,9 +294,11 @@ def inspect(model: onnx.ModelProto, options: Options, rules: RuleSet = RULES) ->
     result = Result(model, rewritten, rejected, total, unknown, folded_c, folded_bn)
     result.input_shapes = dict(options.input_shapes)
     if options.sparse_input and options.sparse_relu != "off":
-        found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on"), proof),
-                                                sparse_conv.match)
-        result.conv_candidates = [(c.layer, c.source, [n.op for n in c.nodes]) for c, _ in found]
+        def match(node, ctx):  # MatMul/Gemm and Conv consumers alike (each matcher passes the other's)
+            return sparse_input.match(node, ctx) or sparse_conv.match(node, ctx)
+
+        found, skipped = sparse_input.match_all(_contexts(graph, replace(options, sparse_relu="on"), proof), match)
+        result.zero_input_candidates = [(c.layer, c.source, [n.op for n in c.nodes]) for c, _ in found]
         result.sparse_rejected = [Rejected(s.layer, s.op, s.rule, s.reason) for s in skipped]
     return result
 

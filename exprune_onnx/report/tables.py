@@ -132,13 +132,14 @@ def sparse_table(result: Result, counts: dict | None) -> Table:
     return t
 
 
-def conv_candidates_table(result: Result) -> Table:
-    """inspect: the convs that may read a ReLU's zeros sparsely (kept under --objective latency if faster)."""
-    t = Table(title="Zero-input candidates (sparse_conv: exact; kept where the whole model is timed faster)",
+def zero_input_candidates_table(result: Result) -> Table:
+    """inspect: the convs, MatMuls and Gemms that may read a ReLU's zeros sparsely (exact; kept
+    under --objective latency where faster, and behind an early exit that optimize keeps)."""
+    t = Table(title="Zero-input candidates (exact; kept where the whole model is timed faster)",
               title_justify="left")
     for col in ("layer", "reads zeros of", "fused pattern"):
         t.add_column(col)
-    for layer, source, pattern in result.conv_candidates:
+    for layer, source, pattern in result.zero_input_candidates:
         t.add_row(escape(layer), source, " -> ".join(pattern))
     return t
 
