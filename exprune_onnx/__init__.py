@@ -19,7 +19,7 @@ _EXPORTS = {
     "get_library_path": ".runtime",
     "inference_session": ".runtime",
     "inspect_model": ".api",
-    "optimize": ".workflow",
+    "optimize": ".api",
     "optimize_model": ".api",
     "session_options": ".runtime",
 }

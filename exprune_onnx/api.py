@@ -1,23 +1,30 @@
 """The compiler's Python entry points: the compiler alone, nothing timed, and nothing run
 but the one random input ``inspect_model`` counts FLOPs on, as the ``inspect`` command does.
 
-The whole ``exprune-onnx optimize`` workflow is ``exprune_onnx.optimize`` (workflow.py).
+And the whole ``exprune-onnx optimize`` workflow from Python, ``optimize`` (its steps are
+workflow.py's ``run``), which words its errors and warnings in its own keywords.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import warnings
+from dataclasses import fields
 
 import onnx
 
+from .compiler import quiet_graphsurgeon
 from .compiler.pipeline import Result
 from .compiler.pipeline import inspect as _inspect
 from .compiler.pipeline import optimize as _optimize
 from .config import Options, configured, parse_k, unknown_option
-from .errors import ConfigError, in_keywords
+from .errors import ConfigError, ExPruneError, in_keywords, keyword_text
 from .io.modelio import checked_in_memory, load_model
+from .progress import hook, quiet
 from .rules import RULES, RuleSet
+from .workflow import Optimized, Settings, run, validate
 
 
 def _prepare(model, options: Options | None, config, overrides: dict) -> tuple[onnx.ModelProto, Options]:
@@ -39,6 +46,7 @@ def _prepare(model, options: Options | None, config, overrides: dict) -> tuple[o
         raise worded from exc
 
 
+@quiet_graphsurgeon
 def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None, *,
                    rules: RuleSet = RULES, config: str | os.PathLike | dict | None = None, **overrides) -> Result:
     """Compile ``model``; ``Result.model`` is the optimised ModelProto (the input when nothing applied).
@@ -57,6 +65,7 @@ def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options 
     return without_idle(model, options, result, rules) if options.threshold is None else result
 
 
+@quiet_graphsurgeon
 def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options | None = None, *,
                   rules: RuleSet = RULES, config: str | os.PathLike | dict | None = None, **overrides) -> Result:
     """What :func:`optimize_model` would rewrite and why it leaves the rest; FLOPs counted
@@ -69,3 +78,79 @@ def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options |
     if options.runtime_flops is None:
         count_as_inspect(model, options)
     return _inspect(model, options, rules)
+
+
+# Command-line options whose Python keyword (of optimize) is spelt otherwise.
+API_NAMES = {"input-shape": "input_shapes", "input-value": "input_values", "no-check": "check=False",
+             "no-sparse-input": "sparse_input=False"}
+
+
+@quiet_graphsurgeon
+def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | None = None,
+             settings: Settings | None = None, input_shapes: dict | None = None,
+             config: str | os.PathLike | dict | None = None, log=quiet, **overrides) -> Optimized:
+    """Run the whole ``exprune-onnx optimize`` workflow on ``model`` and return the result.
+
+    Keyword ``overrides`` set fields of :class:`Options` (``threshold``, ``k``, ``rule``,
+    ...) or of :class:`Settings` (``calibration``, ``labels``, ``max_drop``,
+    ``objective``, ``check``, ...). ``input_shapes`` maps input names to dims
+    (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``config`` is a per-layer
+    config, as ``--config`` reads: its path, or its content as a dict; ``log`` is a
+    progress hook (progress.py) or a ``logging.Logger``. Nothing is written: save
+    ``result.model`` yourself.
+    """
+    for name, value, kind in (("options", options, Options), ("settings", settings, Settings),
+                              ("input_shapes", input_shapes, dict)):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{name} must be of type {kind.__name__}, got {type(value).__name__}")
+    if not callable(log) and not isinstance(log, logging.Logger):
+        raise ConfigError(f"log must be a progress hook (a function) or a logging.Logger, got {type(log).__name__}")
+    log = hook(log)
+    path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    given = model if isinstance(model, onnx.ModelProto) else None
+    if path is not None:
+        model = load_model(path)
+    else:
+        model = checked_in_memory(model)
+    options = dataclasses.replace(options) if options else Options()
+    settings = dataclasses.replace(settings) if settings else Settings()
+    for key, value in overrides.items():
+        # rule is the workflow's (auto needs calibration); run() hands it to the compiler.
+        target = settings if hasattr(settings, key) else options if hasattr(options, key) else None
+        if target is None:
+            raise unknown_option(key, settings, options)
+        setattr(target, key, parse_k(value) if key == "k" else value)
+    if input_shapes is not None:
+        options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
+    try:
+        options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
+        validate(options, settings)  # a budget out of range is an error before it is a warning
+        _warn_budget(settings)
+        done = run(model, options, settings, log)
+    except ExPruneError as exc:
+        worded = in_keywords(exc, _api_keywords(), API_NAMES)
+        if worded is exc:
+            raise
+        raise worded from exc
+    # The warnings are the command line's words too: a Python caller sets max_drop, not --max-drop.
+    done.warnings = [keyword_text(text, _api_keywords(), API_NAMES) for text in done.warnings]
+    done.report["warnings"] = list(done.warnings)
+    done.report.update(model=path, output=None)  # as --report names them; nothing is written here
+    if given is not None and done.model is given:  # unchanged: a copy, so that editing it leaves the caller's alone
+        done.model = onnx.ModelProto()
+        done.model.CopyFrom(given)
+    return done
+
+
+def _warn_budget(settings: Settings) -> None:
+    """The command line's warning for a budget that reads as points, before any work (the
+    result's ``warnings`` repeat it)."""
+    from .report.advice import budget_warning
+
+    text = budget_warning(settings.max_drop) if settings.calibration is not None else None
+    if text:
+        warnings.warn(keyword_text(text, _api_keywords(), API_NAMES), UserWarning, stacklevel=3)
+
+
+def _api_keywords() -> set[str]:
+    return {f.name for f in (*fields(Options), *fields(Settings))}

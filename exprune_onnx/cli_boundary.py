@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from .compiler import quiet_graphsurgeon
 from .errors import ExPruneError, error_message
 from .workflow import UsageProblem
 
@@ -108,7 +109,7 @@ def guarded(fn):
         if ours:
             signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            done = fn(*args, **kwargs)
+            done = quiet_graphsurgeon(fn)(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not in click's own handler (exit 1)
             return done
         except click.ClickException:

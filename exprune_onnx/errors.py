@@ -81,14 +81,19 @@ def in_keywords(exc: ExPruneError, keywords: set[str], renamed: dict[str, str]) 
     the same (``--max-drop`` as ``max_drop``; ``renamed``: option -> text where the keyword
     is spelt otherwise, ``no-check`` -> ``check=False``); ``exc`` itself when it names none.
     The messages are the command line's, and a Python caller has no ``--max-drop`` to give."""
+    text = keyword_text(str(exc), keywords, renamed)
+    return exc if text == str(exc) else type(exc)(text)
+
+
+def keyword_text(text: str, keywords: set[str], renamed: dict[str, str]) -> str:
+    """``text`` with the command-line options it names given as Python keywords (in_keywords)."""
     def keyword(m: re.Match) -> str:
         name = m.group(1)
         if name in renamed:
             return renamed[name]
         return name.replace("-", "_") if name.replace("-", "_") in keywords else m.group(0)
 
-    text = _FLAG.sub(keyword, str(exc))
-    return exc if text == str(exc) else type(exc)(text)
+    return _FLAG.sub(keyword, text)
 
 
 class OriginalRunFailed(DataError):

@@ -14,36 +14,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
 import numbers
 import os
 import time
-import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .config import DEFAULT_CONFIDENCE, Options, check_options, configured, parse_confidence, parse_k, unknown_option
-from .errors import ConfigError, DataError, ExPruneError, OriginalRunFailed, error_message, in_keywords
+from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
+from .errors import ConfigError, DataError, OriginalRunFailed, error_message
 from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, quoted_source, random_dataset
 from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
 from .ops import pruning_layers
-from .progress import hook, quiet
+from .progress import quiet
 from .runtime import MAX_THREADS, uses_library
 from .tuning.metrics import thin_holdout
 
 
 class UsageProblem(ConfigError):
     """Options that do not go together; the command line reports it as a usage error."""
-
-
-# Command-line options whose Python keyword (of optimize) is spelt otherwise.
-API_NAMES = {"input-shape": "input_shapes", "input-value": "input_values", "no-check": "check=False",
-             "no-sparse-input": "sparse_input=False"}
 
 
 @dataclass
@@ -97,71 +90,6 @@ class Optimized:
         state = dict(self.__dict__, result=None, checked=None, calibrated=None, timed=None)
         state["_changed"] = self.changed
         return state
-
-
-def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | None = None,
-             settings: Settings | None = None, input_shapes: dict | None = None,
-             config: str | os.PathLike | dict | None = None, log=quiet, **overrides) -> Optimized:
-    """Run the whole ``exprune-onnx optimize`` workflow on ``model`` and return the result.
-
-    Keyword ``overrides`` set fields of :class:`Options` (``threshold``, ``k``, ``rule``,
-    ...) or of :class:`Settings` (``calibration``, ``labels``, ``max_drop``,
-    ``objective``, ``check``, ...). ``input_shapes`` maps input names to dims
-    (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``config`` is a per-layer
-    config, as ``--config`` reads: its path, or its content as a dict; ``log`` is a
-    progress hook (progress.py) or a ``logging.Logger``. Nothing is written: save
-    ``result.model`` yourself.
-    """
-    from .io.modelio import checked_in_memory, load_model
-
-    for name, value, kind in (("options", options, Options), ("settings", settings, Settings),
-                              ("input_shapes", input_shapes, dict)):
-        if value is not None and not isinstance(value, kind):
-            raise ConfigError(f"{name} must be of type {kind.__name__}, got {type(value).__name__}")
-    if not callable(log) and not isinstance(log, logging.Logger):
-        raise ConfigError(f"log must be a progress hook (a function) or a logging.Logger, got {type(log).__name__}")
-    log = hook(log)
-    path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
-    given = model if isinstance(model, onnx.ModelProto) else None
-    if path is not None:
-        model = load_model(path)
-    else:
-        model = checked_in_memory(model)
-    options = dataclasses.replace(options) if options else Options()
-    settings = dataclasses.replace(settings) if settings else Settings()
-    for key, value in overrides.items():
-        # rule is the workflow's (auto needs calibration); run() hands it to the compiler.
-        target = settings if hasattr(settings, key) else options if hasattr(options, key) else None
-        if target is None:
-            raise unknown_option(key, settings, options)
-        setattr(target, key, parse_k(value) if key == "k" else value)
-    if input_shapes is not None:
-        options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
-    try:
-        options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
-        validate(options, settings)  # a budget out of range is an error before it is a warning
-        _warn_budget(settings)
-        done = run(model, options, settings, log)
-    except ExPruneError as exc:
-        worded = in_keywords(exc, {f.name for f in (*fields(Options), *fields(Settings))}, API_NAMES)
-        if worded is exc:
-            raise
-        raise worded from exc
-    done.report.update(model=path, output=None)  # as --report names them; nothing is written here
-    if given is not None and done.model is given:  # unchanged: a copy, so that editing it leaves the caller's alone
-        done.model = onnx.ModelProto()
-        done.model.CopyFrom(given)
-    return done
-
-
-def _warn_budget(settings: Settings) -> None:
-    """The command line's warning for a budget that reads as points, before any work (the
-    result's ``warnings`` repeat it)."""
-    from .report.advice import budget_warning
-
-    text = budget_warning(settings.max_drop) if settings.calibration is not None else None
-    if text:
-        warnings.warn(text, UserWarning, stacklevel=3)
 
 
 # Settings only calibration reads: set without calibration data, they would be ignored (the

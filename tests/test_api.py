@@ -1,5 +1,5 @@
-"""api.py and workflow.optimize: the Python entry points check what the command line's
-types check, and raise the library's own errors."""
+"""api.py (optimize_model, inspect_model, optimize): the Python entry points check what the
+command line's types check, and raise the library's own errors."""
 
 from __future__ import annotations
 
@@ -287,3 +287,43 @@ def test_the_progress_hook_may_take_the_text_alone_or_be_a_logger(model, caplog)
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == len(seen) and all(m.startswith(t) for m, t in zip(logged, seen))
     assert any(re.search(r" \(\d+/\d+\)$", m) for m in logged)  # a step's counts
+
+
+def test_graphsurgeon_s_warnings_are_off_in_our_calls_only(capsys):
+    """Importing the package set onnx-graphsurgeon's logger to ERROR for the whole process (an
+    API trial): a program's own graphsurgeon warnings vanished. Only our calls quiet it now."""
+    import subprocess
+    import sys
+
+    import onnx_graphsurgeon as gs
+    from helpers import init, make_model, vi
+
+    code = ("import onnx_graphsurgeon as gs; before = gs.logger.G_LOGGER.severity; import exprune_onnx; "
+            "print(before == gs.logger.G_LOGGER.severity)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+    rng = np.random.default_rng(0)
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m0"]), helper.make_node("Relu", ["m0"], ["h0"]),
+             helper.make_node("MatMul", ["h0", "w1"], ["m1"]), helper.make_node("Softmax", ["m1"], ["p"]),
+             helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
+    model = make_model(nodes, [vi("x", ["N", 16])], [helper.make_value_info("probabilities", maps)],
+                       [init("w0", rng.normal(size=(16, 48)).astype(np.float32)),
+                        init("w1", rng.normal(size=(48, 3)).astype(np.float32))], domains=["ai.onnx.ml"])
+    severity = gs.logger.G_LOGGER.severity
+    capsys.readouterr()
+    gs.export_onnx(gs.import_onnx(model))  # graphsurgeon warns of the map type, to a program of its own
+    assert "[W]" in capsys.readouterr().out
+    exprune_onnx.optimize_model(model, threshold=0.0)
+    exprune_onnx.inspect_model(model)
+    assert "[W]" not in capsys.readouterr().out and gs.logger.G_LOGGER.severity == severity
+
+
+def test_the_warnings_name_the_keywords_a_python_caller_sets():
+    """optimize's warnings named --objective and the like, which a Python caller has not (an API trial)."""
+    from helpers import three_layer_mlp
+
+    done = exprune_onnx.optimize(three_layer_mlp(), threshold=0.0, objective="flops", check=False)
+    said = " ".join(done.warnings)
+    assert "objective flops keeps the rewrites" in said and "--objective" not in said
+    assert done.report["warnings"] == done.warnings
