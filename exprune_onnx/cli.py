@@ -186,7 +186,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              confidence, report_path, plot_path, rule, alpha, granularity, objective, latency_batch,
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
-    from .io.modelio import read_model, save_model
+    from .io.modelio import check_writable, read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal
     from .report.advice import budget_warning, earlier_layers_note, lossless_note
@@ -228,6 +228,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     streamed = report_path is not None and is_stream(report_path)  # /dev/stdout: written after the model
     refuse_overwriting([output, None if streamed else report_path, plot_path], [model],
                        (config, check_data, calibration, labels))
+    if streamed:
+        check_writable(report_path, replaced=False)  # a name under /proc is no stream to write
     warning = budget_warning(max_drop) if calibration is not None else None
     if warning:  # before the work it would waste
         make_console().print(f"[yellow]warning:[/] {escape(warning)}")
@@ -242,10 +244,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
-        save_model(done.model, output, external_data=external)
+        save_model(done.model, output, external_data=external, before_commit=written)
         move_into_place(staged)
-        if not streamed:
-            written()
     finally:
         discard(staged)
     if streamed:
@@ -255,7 +255,6 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
             write_json(report_path, payload)
         except OutputError as exc:  # a stream takes the report after the model: say the model is there
             raise OutputError(f"{error_message(exc)}; the model was written: {output}") from exc
-        written()
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     earlier = earlier_layers_note(original) if calibration is None else None
     if not prunes(options) and calibration is None and rule in (None, "threshold"):

@@ -36,12 +36,20 @@ def pipe_closed() -> None:
     sys.exit(141)
 
 
+# Set by launch.py: the command is this process's whole program, not a call within one
+# (a test's CliRunner, a notebook), so that nothing after it needs the caller's handlers.
+PROGRAM = {"alone": False}
+_COMMITTED = threading.Event()  # written() was called in this command
+
+
 def written() -> None:
-    """Every output is in place: from here a Ctrl-C or SIGTERM would end in 130 or 143 with
-    the files written, which those codes say are not, so the rest (printing) runs to the end."""
+    """The outputs are going into place (called just before the first rename): from here a
+    Ctrl-C or SIGTERM would end in 130 or 143 with the files written, which those codes say
+    are not, so the rest (renames, printing) runs to the end, and so does the program."""
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        _COMMITTED.set()
 
 
 class _Console(Console):
@@ -108,6 +116,7 @@ def guarded(fn):
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         if ours:
             signal.signal(signal.SIGTERM, _on_sigterm)
+        _COMMITTED.clear()
         try:
             done = quiet_graphsurgeon(fn)(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not in click's own handler (exit 1)
@@ -119,8 +128,11 @@ def guarded(fn):
         except (Exception, KeyboardInterrupt, Terminated) as exc:  # noqa: BLE001 - the CLI boundary
             fail(err, exc, debug)
         finally:
+            # Once written, the program stays deaf to signals to its end: a Ctrl-C between
+            # here and exit killed it with SIGINT (exit 130) over complete files.
+            keep_deaf = _COMMITTED.is_set() and PROGRAM["alone"]
             for sig, handler in previous.items():
-                if handler is not None:
+                if handler is not None and not keep_deaf:
                     signal.signal(sig, handler)
 
     return wrapper

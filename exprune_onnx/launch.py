@@ -64,6 +64,9 @@ def main() -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if _CTRL_C:  # raised where it was dropped: the command was still asked to stop
         _stopped()
+    from .cli_boundary import PROGRAM
+
+    PROGRAM["alone"] = True
     cli()
 
 

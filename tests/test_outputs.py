@@ -217,6 +217,55 @@ def test_a_ctrl_c_once_everything_is_written_lets_the_command_finish(example, tm
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_a_ctrl_c_just_after_the_model_is_in_place_lets_the_command_finish(example, tmp_path, monkeypatch):
+    """A trial's Ctrl-C sweep: once in 225 runs the signal fell between the model's rename and
+    the point where the command stopped taking signals, and it ended in 130 ("no file is left
+    half-written") over a complete model. Signals now stop before the first rename."""
+    import signal
+
+    from exprune_onnx.io import modelio
+
+    replace = os.replace
+
+    def interrupted(src, dst):
+        replace(src, dst)
+        if Path(dst).name == "o.onnx":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(modelio.os, "replace", interrupted)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check",
+                                  "--objective", "flops", "--threshold", "-1", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    assert (tmp_path / "o.onnx").exists() and (tmp_path / "r.json").exists()
+
+
+def test_the_command_ignores_signals_to_its_end_once_written(example, tmp_path):
+    """After the command's own code returned, a Ctrl-C still killed the process by SIGINT
+    (exit 130) over complete files (a trial's sweep): as a program, it stays deaf to the end."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, signal, sys\n"
+            "atexit.register(lambda: print('deaf', signal.getsignal(signal.SIGINT) == signal.SIG_IGN))\n"
+            "sys.argv = ['exprune-onnx', *sys.argv[1:]]\n"
+            "from exprune_onnx import launch\n"
+            "launch.main()\n")
+    args = ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check", "--objective", "flops",
+            "--threshold", "-1"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("deaf True"), (proc.stdout, proc.stderr)
+
+
+def test_a_report_under_proc_is_refused_before_any_work(example, tmp_path):
+    """/proc takes no new file, even from root: the report failed after the model was written."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc")
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check",
+                                  "--report", "/proc/exprune-report.json"])
+    assert r.exit_code == 5 and "no new file can be made under proc" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_an_output_path_ending_in_a_separator_names_a_directory(example, tmp_path):
     """pathlib drops the trailing separator: `-o out/new/` wrote a file named `new`."""
     r = CliRunner().invoke(main, ["optimize", str(example), "-o", f"{tmp_path}/new/", "--no-check"])

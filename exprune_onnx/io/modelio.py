@@ -249,6 +249,8 @@ def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
         raise OutputError(f"{out}: is a directory")
     if replaced and out.exists() and not out.is_file():  # a rename would replace the node (/dev/null as root)
         raise OutputError(f"{out}: is not a regular file (a device, a pipe or a socket); give a file path")
+    if not out.exists() and str(out.absolute()).startswith(("/proc/", "/sys/")):  # root may "write" there
+        raise OutputError(f"{out}: no new file can be made under {out.absolute().parts[1]}; give a file path")
 
 
 def written_path(out: str | os.PathLike) -> Path:
@@ -257,8 +259,11 @@ def written_path(out: str | os.PathLike) -> Path:
     return Path(os.path.realpath(out)) if os.path.islink(out) else Path(out)
 
 
-def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False) -> None:
+def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False,
+               before_commit=None) -> None:
     """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
+    ``before_commit``: called once everything is written, just before the renames into
+    place (the command stops taking signals there).
 
     Weights go to ``<out>.data`` when asked to or when the model is too large for one
     protobuf message. Once written, ``model`` is as it was. Through a link, the file it
@@ -286,6 +291,8 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
                         t.ClearField("data_location")
             wrote_data = tmp_data.exists()
             keep_mode(out, tmp_model)
+            if before_commit is not None:
+                before_commit()
             if wrote_data:
                 # onnx makes the data file private (0600); the model file's mode follows the umask.
                 shutil.copymode(tmp_model, tmp_data)
