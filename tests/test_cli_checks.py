@@ -34,6 +34,10 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     assert abs(size[1] - size[0]) < 0.02 * size[0]
     assert all(50 < m < 4096 for m in rss) and "peak memory" in r.output
     assert invoke("evaluate", example, tmp_path / "missing.onnx", "--data", small_set).exit_code == 3
+    # Swapped, it printed a gain of 54 points (a trial's); two rewrites may still be compared.
+    r = invoke("evaluate", out, example, "--data", small_set, "--runs", "3")
+    assert r.exit_code == 2 and "the original goes first (evaluate ORIGINAL OPTIMIZED)" in r.output, r.output
+    assert invoke("evaluate", out, out, "--data", small_set, "--runs", "3").exit_code == 0
     # '-' is standard output (it wrote a file named '-'), after the table, as /dev/stdout is.
     done = subprocess.run([sys.executable, "-m", "exprune_onnx", "evaluate", str(example), str(out), "--data",
                            str(small_set), "--runs", "3", "--json", "-"], capture_output=True, text=True,

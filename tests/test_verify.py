@@ -147,6 +147,10 @@ def test_imports_of_domains_no_node_uses_are_no_change(optimized, tmp_path):
 def test_swapped_models_are_named(optimized):
     r = invoke("verify", optimized, EXAMPLE)
     assert r.exit_code == 2 and "the original goes first" in r.output
+    # Both the same rewrite: its structure row said there were no early-exit ops (a trial's).
+    r = invoke("verify", optimized, optimized)
+    assert r.exit_code == 0 and "no early-exit ops" not in r.output, r.output
+    assert "no early-exit op beyond the original's" in " ".join(r.output.split()), r.output
 
 
 def test_honest_model_verifies_on_data(optimized):

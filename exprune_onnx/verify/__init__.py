@@ -97,7 +97,9 @@ def static_rows(original: onnx.ModelProto, optimized: onnx.ModelProto,
     if problems:
         structure = Row("structure", False, summary(problems))
     elif not ours:
-        structure = Row("structure", True, "no early-exit ops: the graph is the original's, unchanged")
+        # An original this compiler wrote holds ops of its own, which are the original's nodes here.
+        none = "no early-exit op beyond the original's" if prior else "no early-exit ops"
+        structure = Row("structure", True, f"{none}: the graph is the original's, unchanged")
     else:
         counts = Counter(node.op for node in ours)
         ops_text = ", ".join(f"{c} {op}" for op, c in sorted(counts.items()))
