@@ -66,8 +66,9 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, a
     options = Options(k=parse_k(k), min_units=min_units, include_first_layer=include_first_layer,
                       emit_stats=emit_stats)
     if threshold is not None:
-        if math.isnan(threshold):
-            raise click.UsageError("--threshold must be a number or -inf, not nan")
+        if math.isnan(threshold) or threshold == math.inf:
+            raise click.UsageError(f"--threshold must be a finite number or -inf (prunes nothing), not {threshold}: "
+                                   "+inf would prune every output")
         options.threshold = threshold
     if unit_order is not None:
         options.unit_order = unit_order

@@ -55,6 +55,8 @@ def parsed(parse):
                 name, value = parse(text)
             except ValueError as exc:
                 raise click.BadParameter(str(exc), ctx, param) from None
+            if name in out and out[name] != value:  # the last one won, silently
+                raise click.BadParameter(f"{name!r} is given twice, differently", ctx, param)
             out[name] = value
         return out
 

@@ -219,6 +219,8 @@ def _threshold(value, where: str) -> float:
             raise ConfigError(f"{where}: threshold must be a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ConfigError(f"{where}: threshold must be a number, got {value!r}")
+    if value == math.inf:  # every output pruned, whatever the input: a model that answers nothing
+        raise ConfigError(f"{where}: threshold must be finite or -inf (prunes nothing); +inf prunes every output")
     return float(value)
 
 

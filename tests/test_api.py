@@ -25,6 +25,7 @@ def model():
 
 @pytest.mark.parametrize(("option", "words"), [
     ({"threshold": float("nan")}, "threshold must be a number"),  # onnxruntime refused the written op
+    ({"threshold": float("inf")}, "+inf prunes every output"),  # a trial's: every answer lost, only warned of
     ({"threshold": "abc"}, "threshold must be a number"),
     ({"threshold": [0.0]}, "threshold must be a number"),
     ({"k": [3]}, "k must be 'auto'"),

@@ -135,6 +135,12 @@ def test_bad_config_and_options(example, tmp_path):
     cfg.write_text(json.dumps({"default": {"treshold": "-inf"}}))  # misspelt: not silently threshold 0
     r = invoke("optimize", example, "--config", cfg)
     assert r.exit_code == 4 and "unknown: 'treshold'" in r.output
+    cfg.write_text('{"layers": {"/fc1/Gemm": {"threshold": Infinity}}}')  # json reads it; it prunes everything
+    r = invoke("optimize", example, "--config", cfg)
+    assert r.exit_code == 4 and "+inf prunes every output" in r.output, r.output
+    for value in ("inf", "1e999", "nan"):
+        r = invoke("optimize", example, "--threshold", value)
+        assert r.exit_code == 2 and "finite number or -inf" in r.output, r.output
     for k in ("zero", "0", "1.5"):  # malformed in itself: a usage error, as --threshold nan is
         r = invoke("optimize", example, "--k", k)
         assert r.exit_code == 2 and "k must be 'auto', a count" in r.output, r.output

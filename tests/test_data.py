@@ -46,8 +46,10 @@ def test_labels_under_another_key_are_refused_not_ignored(tmp_path, model, key):
     """Labels saved as 'label' or 'y' were left unread: no accuracy, and no word why. Other
     extra arrays (file names, metadata) are still ignored."""
     np.savez(tmp_path / "d.npz", **arrays(), **{key: np.arange(5)})
-    with pytest.raises(DataError, match=f"'{key}' is no model input; labels go under the key 'labels'"):
+    with pytest.raises(DataError, match=f"'{key}' is no model input; labels go under the key 'labels'") as info:
         load_dataset(tmp_path / "d.npz", model)
+    # --check-data takes no --labels: the advice names where --labels goes (a trial followed it into an error)
+    assert "(--calibration, evaluate and verify also take them apart: --labels)" in str(info.value)
     np.savez(tmp_path / "e.npz", **arrays(), names=np.arange(5))
     assert load_dataset(tmp_path / "e.npz", model).labels is None
     np.save(tmp_path / "l.npy", np.arange(5))  # labels given besides: the array is the user's business
@@ -331,3 +333,16 @@ def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
 ])
 def test_a_part_of_the_data_is_named_outside_the_quotes(source, text):
     assert quoted_source(source) == text
+
+
+def test_a_labels_file_holding_a_data_array_is_refused(tmp_path):
+    """--labels given the data .npz (one array, 'input') took the images as labels, and the
+    error then spoke of labels of shape [N, 1, 28, 28] (a trial's)."""
+    from exprune_onnx.io.data import read_labels
+
+    np.savez(tmp_path / "data.npz", input=np.zeros((4, 2), np.float32))
+    with pytest.raises(DataError, match="holds no 'labels' array, only 'input' \\(a data file\\?\\)"):
+        read_labels(tmp_path / "data.npz")
+    np.savez(tmp_path / "plain.npz", np.arange(4))  # numpy.savez's own name, arr_0
+    np.savez(tmp_path / "y.npz", y=np.arange(4))
+    assert read_labels(tmp_path / "plain.npz").tolist() == read_labels(tmp_path / "y.npz").tolist() == [0, 1, 2, 3]

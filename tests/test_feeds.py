@@ -9,6 +9,7 @@ unknowable, or fails with exit 6 and a message naming the option to give.
 
 from __future__ import annotations
 
+import click
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -295,6 +296,21 @@ def test_option_parsers():
     for bad in ("sr", "sr:abc", "ids:9..1", "x:nan"):
         with pytest.raises(ValueError):
             parse_input_value(bad)
+    # A trial's: an internal error (int64 overflow) and a message that did not say what was wrong.
+    with pytest.raises(ValueError, match="the dim 99999999999999999999 is too large"):
+        parse_input_shape("x:99999999999999999999,3")
+    with pytest.raises(ValueError, match=r"LOW \(9\) is above HIGH \(1\)"):
+        parse_input_value("ids:9..1")
+
+
+def test_an_input_given_twice_differently_is_refused():
+    """The last --input-shape of a name won, silently (a trial's); the same one twice is fine."""
+    from exprune_onnx.cli_options import parsed
+
+    callback = parsed(parse_input_shape)
+    assert callback(None, None, ("x:1,3", "x:1,3")) == {"x": (1, 3)}
+    with pytest.raises(click.BadParameter, match="'x' is given twice, differently"):
+        callback(None, None, ("x:N,3", "x:2,3"))
 
 
 # ------------------------------------------------------------------ whole error messages

@@ -199,7 +199,9 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         feeds[vi.name] = a
     misnamed = [] if labelled else sorted(k for k in arrays if k not in feeds and k.lower() in LABEL_LIKE)
     if misnamed:  # else left unread, and no accuracy with no word why
-        raise DataError(f"{where}: '{misnamed[0]}' is no model input; labels go under the key 'labels', or apart (--labels)")
+        # (--check-data takes no --labels: a trial followed the advice into a usage error)
+        raise DataError(f"{where}: '{misnamed[0]}' is no model input; labels go under the key 'labels' "
+                        "(--calibration, evaluate and verify also take them apart: --labels)")
     counts = {a.shape[0] for k, a in feeds.items() if a.ndim and k not in whole}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{where}: the inputs must share a non-zero first (sample) axis, got {sorted(counts)}")
@@ -277,7 +279,13 @@ def read_labels(path: Path) -> np.ndarray:
             with np.load(path, allow_pickle=False) as f:
                 if len(f.files) != 1 and "labels" not in f.files:
                     raise DataError(f"{path}: expected one array or one named 'labels'")
-                return f["labels"] if "labels" in f.files else f[f.files[0]]
+                if "labels" in f.files:
+                    return f["labels"]
+                name = f.files[0]  # numpy.savez(path, y) names it arr_0
+                if name != "arr_0" and name.lower() not in LABEL_LIKE:  # a data file's input, taken as labels
+                    raise DataError(f"{path}: holds no 'labels' array, only '{name}' (a data file?); save the "
+                                    "labels alone, or under the key 'labels'")
+                return f[name]
         return np.load(path, allow_pickle=False)
     except DataError:
         raise

@@ -68,6 +68,9 @@ def input_dtype(vi: onnx.ValueInfoProto):
     return _NP_TYPES.get(vi.type.tensor_type.elem_type)
 
 
+_MAX_DIM = 2**63 - 1
+
+
 def parse_input_shape(text: str) -> tuple[str, tuple]:
     """``NAME:D1,D2,...`` -> (NAME, dims); a dim that is not a number stays symbolic."""
     name, sep, dims = text.rpartition(":")
@@ -78,6 +81,8 @@ def parse_input_shape(text: str) -> tuple[str, tuple]:
     parts = [d.strip() for d in dims.split(",")]
     out = []
     for i, d in enumerate(parts):
+        if d.isdigit() and int(d) > _MAX_DIM:  # ONNX dims are int64; any such tensor is past any memory
+            raise ValueError(f"{text!r}: the dim {d} is too large (an ONNX dim is at most {_MAX_DIM})")
         if d.isdigit() and int(d) >= (i == 0):  # 0 past the first: an empty cache, say
             out.append(int(d))
         elif d and (d[0].isalpha() or d[0] == "_"):
@@ -95,8 +100,10 @@ def parse_input_value(text: str) -> tuple[str, tuple[float, float]]:
         bounds = (float(low), float(high if dots else low))
     except ValueError:
         bounds = None
-    if not sep or not name or bounds is None or bounds[0] > bounds[1] or not all(np.isfinite(bounds)):
+    if not sep or not name or bounds is None or not all(np.isfinite(bounds)):
         raise ValueError(f"expected NAME:VALUE or NAME:LOW..HIGH (e.g. sample_rate:16000, ids:0..999), got {text!r}")
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"{text!r}: LOW ({low}) is above HIGH ({high}); give NAME:LOW..HIGH")
     return name, bounds
 
 
