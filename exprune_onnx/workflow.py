@@ -275,6 +275,8 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         if settings.check_data is not None:  # its shapes are the ones FLOPs are counted at
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)
             count_at_run_time(model, options, check_data())
+            if settings.check and check_data().labels is not None:
+                _labels_fit(model, check_data(), settings.score_output)
         elif settings.check:
             # One seeded random input where the model's dims allow it without data; where
             # not, the check says so if it runs (an unchanged model needs none).
@@ -311,6 +313,20 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
     return done
+
+
+def _labels_fit(model: onnx.ModelProto, data: Dataset, labelled: str) -> None:
+    """Labels the check cannot score (wrong shape, not classes of the output) are refused
+    on the first samples, the original against itself: before the timing, which took
+    minutes before the check said so, and where nothing is rewritten and no check runs."""
+    from .measure.compare import compare
+
+    try:
+        compare(model, model, data, indices=np.arange(min(len(data), 16)), labelled=labelled)
+    except DataError as exc:
+        if type(exc) is not DataError or data.source in str(exc):  # a message that names the data already
+            raise
+        raise DataError(f"--check-data {quoted_source(data.source)}: {error_message(exc, limit=None)}") from exc
 
 
 def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings) -> None:

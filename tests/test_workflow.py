@@ -242,3 +242,18 @@ def test_zero_input_rewrites_have_their_rows_in_the_report():
     assert sorted(r["op"] for r in rows) == ["ExPruneSparseConv"] * 4 + ["ExPruneSparseMatMul"]
     assert {r["layer"]: r["reads"] for r in rows}["/conv2/conv/Conv"] == "Relu"
     assert all(0.0 < r["skipped_inputs"] < 1.0 for r in rows)
+
+
+def test_labels_the_check_cannot_score_stop_the_run_before_the_timing(tmp_path, monkeypatch):
+    """Labels out of the classes failed the check after the latency objective's timing (minutes
+    on a large CNN), and passed unread where nothing was rewritten (a trial's); the message
+    now names the file."""
+    with np.load(SLICE) as data:
+        np.savez(tmp_path / "d.npz", input=data["input"][:32], labels=data["labels"][:32] + 100)
+    monkeypatch.setattr(objective, "choose", lambda *a, **k: pytest.fail("timed before the labels were read"))
+    for objective_name in ("latency", "flops"):  # under flops this model keeps nothing: no check would run
+        r = CliRunner().invoke(main, ["optimize", str(EXAMPLE), "-o", str(tmp_path / "o.onnx"), "--check-data",
+                                      str(tmp_path / "d.npz"), "--objective", objective_name])
+        assert r.exit_code == 6, r.output
+        assert "--check-data 'd.npz': label 1" in r.output and "is not a class" in r.output, r.output
+        assert not (tmp_path / "o.onnx").exists()
