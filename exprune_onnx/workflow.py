@@ -1,10 +1,11 @@
 """The whole ``optimize`` workflow, for the command line and for Python alike.
 
-:func:`optimize` runs what ``exprune-onnx optimize`` runs: compile, calibrate (with
+:func:`run` runs what ``exprune-onnx optimize`` runs: compile, calibrate (with
 calibration data), the objective, the check, and the report. The command line only
 parses options into :class:`~exprune_onnx.config.Options` (the compiler's) and
-:class:`Settings` (the rest), calls :func:`run`, prints and writes. A new option is
-one field of either dataclass, passed through here.
+:class:`Settings` (the rest), calls :func:`run`, prints and writes; Python's
+``exprune_onnx.optimize`` (api.py) checks its keywords and calls the same. A new option
+is one field of either dataclass, passed through here.
 
 (``exprune_onnx.optimize_model`` and ``exprune_onnx.compiler.pipeline.optimize`` are the
 compiler alone: one model in, rewritten model out, nothing run.)

@@ -9,8 +9,8 @@ def quiet_graphsurgeon(fn):
     """``fn`` with onnx-graphsurgeon's warnings off for its duration (the caller's level is
     back after it). They print on stdout, between the command's tables: that the 'colored'
     module is missing; that a ZipMap's map type has no NumPy type, on every skl2onnx
-    classifier. Only the entry points (api.py, the commands) wear it, so
-    that importing this package leaves a program's own use of onnx-graphsurgeon as it was."""
+    classifier. Only the entry points (api.py, the commands) wear it, so that importing
+    this package leaves a program's own use of onnx-graphsurgeon as it was."""
     logger = gs.logger.G_LOGGER
 
     @functools.wraps(fn)

@@ -62,7 +62,8 @@ class Result:
     folded_batchnorms: int = 0
     sparse: list[sparse_input.SparseRewrite] = field(default_factory=list)  # consumers now reading sparsely
     sparse_rejected: list[Rejected] = field(default_factory=list)  # and why others do not
-    # inspect only: convs that could read a ReLU's zeros sparsely, as (layer, source op, fused pattern)
+    # inspect only: convs, MatMuls and Gemms that could read a ReLU's zeros sparsely, as
+    # (layer, source op, fused pattern)
     zero_input_candidates: list[tuple[str, str, list[str]]] = field(default_factory=list)
     input_shapes: dict = field(default_factory=dict)  # the --input-shape dims shapes were inferred with
 
