@@ -239,23 +239,27 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         done = run(original, options, settings, log)
     payload = {**done.report, "model": str(model), "output": str(output)}
     staged = []  # the report and the plot are written beside their paths first: all or nothing
+
+    def commit() -> None:
+        """Just before the model's rename: no more signals, and a report to a stream
+        (/dev/stdout), which cannot be staged, goes first, so that its failure (a full
+        device, a closed pipe) leaves no model behind either."""
+        written()
+        if streamed:
+            try:
+                write_json(report_path, payload)
+            except BrokenPipeError:  # the reader stopped reading: exit 141, as for the tables
+                pipe_closed()
     try:
         if report_path is not None and not streamed:
             stage(staged, report_path, lambda tmp: tmp.write_text(json_text(payload)))
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
-        save_model(done.model, output, external_data=external, before_commit=written)
+        save_model(done.model, output, external_data=external, before_commit=commit)
         move_into_place(staged)
     finally:
         discard(staged)
-    if streamed:
-        from .errors import OutputError, error_message
-
-        try:
-            write_json(report_path, payload)
-        except OutputError as exc:  # a stream takes the report after the model: say the model is there
-            raise OutputError(f"{error_message(exc)}; the model was written: {output}") from exc
     report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
     earlier = earlier_layers_note(original) if calibration is None else None
     if not prunes(options) and calibration is None and rule in (None, "threshold"):

@@ -166,10 +166,13 @@ def test_a_closed_or_full_stdout_or_stderr_is_no_internal_error(tmp_path):
             "error: cannot write to standard output (No space left on device)"), proc.stderr
         proc = run("inspect", tmp_path / "missing.onnx", stdout=subprocess.PIPE, stderr=full)
         assert proc.returncode == 3  # the message is lost, not the exit code
-    # A stream takes the report after the model: the failure says the model is there.
-    r = CliRunner().invoke(main, ["optimize", str(EXAMPLE), "-o", str(out), "--threshold", "-2", "--objective",
+    # A stream takes the report just before the model's rename: its failure leaves no model
+    # (it left one, saying so: a trial wanted all or nothing).
+    fresh = tmp_path / "fresh.onnx"
+    r = CliRunner().invoke(main, ["optimize", str(EXAMPLE), "-o", str(fresh), "--threshold", "-2", "--objective",
                                   "flops", "--no-check", "--report", "/dev/full"])
-    assert r.exit_code == 5 and f"; the model was written: {out}" in " ".join(r.output.split()), r.output
+    assert r.exit_code == 5 and "/dev/full: cannot write the report (No space left on device)" in r.output, r.output
+    assert not fresh.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".exprune-")]
 
 
 def test_a_sigterm_while_the_outputs_are_staged_leaves_none_of_them(example, tmp_path):
