@@ -28,7 +28,7 @@ import onnx
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
 from .errors import ConfigError, DataError, OriginalRunFailed, error_message
 from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, quoted_source, random_dataset
-from .io.feeds import InputSpec, check_batch, check_spec, model_inputs
+from .io.feeds import InputSpec, check_batch, check_spec, fixed_batch, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
 from .ops import pruning_layers
 from .progress import quiet
@@ -300,6 +300,14 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
                            seed=settings.seed, log=log)
             result = timed.result
             timings["objective"] = time.perf_counter() - start
+    if timed is not None and result.changed and not timed.reverted_all and settings.latency_batch is None \
+            and fixed_batch(model, spec) is None:  # chosen at batch 1; served at others too
+        from .tuning.other_batch import time_other_batch
+
+        start = time.perf_counter()
+        time_other_batch(model, result.model, timed,
+                         check_data() if settings.check_data is not None or data is None else data, settings.seed)
+        timings["objective"] = timings.get("objective", 0.0) + time.perf_counter() - start
     if settings.check and result.changed:
         start = time.perf_counter()
         on = check_data() if settings.check_data is not None or data is None else \

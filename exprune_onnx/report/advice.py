@@ -12,6 +12,7 @@ from ..io.open_dims import assumed_text
 from ..measure.counters import body_ops
 from ..ops import PRUNE_OPS, pruning_layers
 from ..rules.common import K_OUTSIDE
+from ..tuning.other_batch import slower_text
 from .latency import same_model_times
 
 # A budget this large is most likely one point written as 1 (a budget of 100 points).
@@ -65,6 +66,9 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     crowded = crowded_threads(done.timed) if getattr(done, "timed", None) is not None else ""
     if crowded:
         out.append(crowded)
+    other = slower_text(getattr(done, "timed", None))
+    if other:
+        out.append(other)
     if getattr(done, "objective", "latency") == "flops" and pruning_layers(done.model):
         out.append("--objective flops keeps the rewrites that save FLOPs and times none: on a CPU an early exit "
                    "often runs slower than the dense layer it replaces (docs/latency.md); the default latency "

@@ -127,6 +127,9 @@ class LatencyChoice:
     seconds: float = 0.0
     reverted_all: bool = False  # what was left was not faster than the original
     attempt_ms: float = 0.0  # then: the time of what was left
+    # (batch, original ms, optimised ms): the written model timed again at a batch its open
+    # batch also takes, where this choice was made at batch 1 (other_batch.py)
+    other_batch: tuple[int, float, float] | None = None
 
     @property
     def ratio(self) -> float:
