@@ -426,3 +426,10 @@ def test_two_timings_of_one_model_far_apart_are_found():
                                    LayerTiming("b", 9.0, 1.5, False))) is None
     zero = choice(LayerTiming("h1", 6.4, 6.5, False, ZERO_INPUTS), LayerTiming("h2", 4.8, 4.769, False, ZERO_INPUTS))
     assert same_model_times(zero) == (4.769, 6.5)
+    # The first zero-input row's "without", before anything is kept, is the original that the
+    # end times again (a trial's busy VGG timed it at 13.7 ms there and 11.5 at the end).
+    first = choice(LayerTiming("e", 9.0, 8.0, False), LayerTiming("c1", 15.0, 16.0, True, ZERO_INPUTS))
+    first.original_ms = 11.5
+    assert same_model_times(first) == (11.5, 16.0)
+    first.layers[0].kept = True  # an early exit kept: that "without" is no longer the original
+    assert same_model_times(first) is None
