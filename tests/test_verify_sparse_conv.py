@@ -26,6 +26,9 @@ def test_verify_accepts_and_catches_tampering():
     data = random_dataset(model, 4, 0)
     rows = verify(model, res.model, data)
     assert all(r.ok for r in rows), rows
+    # No early exit: the weights row names only what there is ("0 layer(s): head, tail ..." read
+    # as if nothing had been checked, a trial's).
+    assert rows[1].detail.startswith("1 sparse-input layer(s) carry the original's weight and bias"), rows[1]
     # It skips inputs, it prunes no output.
     assert "of sparse inputs skipped" in rows[3].detail and "outputs pruned" not in rows[3].detail
     # 0% skipped on a CPU with tiles is their dense path, not a fault: said where it may be so.

@@ -44,9 +44,12 @@ def weights_row(layers: list[Layer], sparse: list = ()) -> Row:
         return Row("weights", False, summary(problems))
     if not layers and not sparse:
         return Row("weights", True, "no rewritten layers")
-    also = f", {len(sparse)} sparse-input layer(s) carry the original's weight and bias" if sparse else ""
-    return Row("weights", True, f"{checked} layer(s): head, tail, unit order and bias give the original's "
-                                f"canonical weights{also} (largest relative difference {worst:.1e})")
+    # Each kind named only where there is one (a lossless CNN has no early exit: "0 layer(s): head,
+    # tail ..." read as if nothing was checked, a trial's).
+    parts = [f"{checked} early-exit layer(s): head, tail, unit order and bias give the original's canonical "
+             "weights"] if checked else []
+    parts += [f"{len(sparse)} sparse-input layer(s) carry the original's weight and bias"] if sparse else []
+    return Row("weights", True, f"{'; '.join(parts)} (largest relative difference {worst:.1e})")
 
 
 def _constant(t: gs.Tensor | None) -> np.ndarray | None:
