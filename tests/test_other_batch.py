@@ -69,3 +69,22 @@ def test_no_second_batch_where_the_batch_was_chosen_or_is_fixed(chosen, case):
         done = exprune_onnx.optimize(three_layer_mlp(), threshold=0.0, check=False, **extra)
     assert done.changed and chosen == []
     assert not any("the model takes any batch" in w for w in done.warnings)
+
+
+def test_a_model_that_runs_only_at_batch_1_is_left_untimed_there():
+    """Its inputs leave the batch open, a Reshape inside fixes it at 1 (exports do this): the
+    second timing fails in onnxruntime, and the run goes on as chosen."""
+    import numpy as np
+    from helpers import init, make_model, vi
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w2"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 32])], [vi("y", [1, 10])],
+                       [init("w1", rng.normal(size=(32, 64)).astype(np.float32)),
+                        init("w2", rng.normal(size=(64, 10)).astype(np.float32)),
+                        init("shape", np.array([1, 64], np.int64))])
+    choice = SimpleNamespace(threads=1, batch=1, other_batch=None)
+    other_batch.time_other_batch(model, model, choice, random_dataset(model, 4, 0), seed=0)
+    assert choice.other_batch is None

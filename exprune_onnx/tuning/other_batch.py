@@ -25,16 +25,21 @@ SLOWER = 0.02  # over this much slower at BATCH: warned of
 def time_other_batch(original: onnx.ModelProto, written: onnx.ModelProto, choice, data: Dataset, seed: int) -> None:
     """Time ``written`` (the model the run writes) against ``original`` at ``BATCH`` on
     ``data``, with the choice's threads; sets ``choice.other_batch`` to (batch, original
-    ms, optimised ms)."""
-    feeds = timing_feeds(data, BATCH, seed)
-    sess = session(original, choice.threads)
-    names = [o.name for o in original.graph.output]
-    sess.run(names, feeds[0])  # warm up, then one run sizes the passes
-    start = time.perf_counter()
-    sess.run(names, feeds[1 % FEEDS])
-    passes = passes_for(time.perf_counter() - start)
-    del sess
-    optimized_ms, original_ms = time_pair(written, original, feeds, choice.threads, passes)
+    ms, optimised ms). A model that cannot run at ``BATCH`` though its inputs leave the
+    batch open (a Reshape to a fixed batch inside, as exports often have) is left as
+    chosen, untimed there: no batch but the one chosen at runs it."""
+    try:
+        feeds = timing_feeds(data, BATCH, seed)
+        sess = session(original, choice.threads)
+        names = [o.name for o in original.graph.output]
+        sess.run(names, feeds[0])  # warm up, then one run sizes the passes
+        start = time.perf_counter()
+        sess.run(names, feeds[1 % FEEDS])
+        passes = passes_for(time.perf_counter() - start)
+        del sess
+        optimized_ms, original_ms = time_pair(written, original, feeds, choice.threads, passes)
+    except Exception:  # noqa: BLE001 - any failure at this batch is the model's own, not the run's
+        return
     choice.other_batch = (BATCH, original_ms, optimized_ms)
 
 
