@@ -16,10 +16,12 @@ import time
 import onnx
 
 from ..io.data import Dataset
-from .pairs import FEEDS, passes_for, session, time_pair, timing_feeds
+from .pairs import session, time_pair, timing_feeds
 
 BATCH = 8  # a server's batch, as the issue's reports use beside batch 1
 SLOWER = 0.02  # over this much slower at BATCH: warned of
+FEEDS_HERE = 3  # of the objective's seeded batches: a check of one model, not a choice among many
+PASS_SECONDS = 0.4  # about this long per model, at least two passes
 
 
 def time_other_batch(original: onnx.ModelProto, written: onnx.ModelProto, choice, data: Dataset, seed: int) -> None:
@@ -29,13 +31,15 @@ def time_other_batch(original: onnx.ModelProto, written: onnx.ModelProto, choice
     batch open (a Reshape to a fixed batch inside, as exports often have) is left as
     chosen, untimed there: no batch but the one chosen at runs it."""
     try:
-        feeds = timing_feeds(data, BATCH, seed)
+        feeds = timing_feeds(data, BATCH, seed)[:FEEDS_HERE]
         sess = session(original, choice.threads)
         names = [o.name for o in original.graph.output]
         sess.run(names, feeds[0])  # warm up, then one run sizes the passes
         start = time.perf_counter()
-        sess.run(names, feeds[1 % FEEDS])
-        passes = passes_for(time.perf_counter() - start)
+        sess.run(names, feeds[1])
+        seconds = time.perf_counter() - start
+        # As the objective's passes, but from 2: a large CNN's batch of 8 takes seconds.
+        passes = int(min(max(PASS_SECONDS / (seconds * len(feeds)), 2), 200))
         del sess
         optimized_ms, original_ms = time_pair(written, original, feeds, choice.threads, passes)
     except Exception:  # noqa: BLE001 - any failure at this batch is the model's own, not the run's
