@@ -21,6 +21,7 @@ _EXPORTS = {
     "inspect_model": ".api",
     "optimize": ".api",
     "optimize_model": ".api",
+    "verify_model": ".api",
     "session_options": ".runtime",
 }
 

@@ -154,3 +154,39 @@ def _warn_budget(settings: Settings) -> None:
 
 def _api_keywords() -> set[str]:
     return {f.name for f in (*fields(Options), *fields(Settings))}
+
+
+@quiet_graphsurgeon
+def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.ModelProto | str | os.PathLike, *,
+                 data=None, labels=None, samples: int = 32, seed: int = 0, min_agreement: float | None = None,
+                 tolerance: float = 1e-4, input_shapes: dict | None = None, input_values: dict | None = None,
+                 log=quiet):
+    """What ``exprune-onnx verify ORIGINAL OPTIMIZED`` checks (structure, weights, exactness at
+    -inf, agreement), from Python. ``data`` as ``optimize``'s ``check_data`` takes it (a
+    path, a dict of arrays, a Dataset; None: ``samples`` seeded random inputs);
+    ``min_agreement`` None holds a calibrated model to its own budget, else 0.99, as the
+    command does without ``--min-agreement``. Returns a ``verify.run.Verification``
+    (``rows``, ``passed``, ``failed``): a failed check is ``passed == False``, not an
+    exception; bad input raises the library's errors, as the command's exit codes say."""
+    from .io.feeds import InputSpec, check_spec
+    from .verify.run import swapped, verify_pair
+    from .workflow import _dataset, value_bounds
+
+    ref, opt = (load_model(m) if isinstance(m, (str, os.PathLike)) else checked_in_memory(m)
+                for m in (original, optimized))
+    why = swapped("original", "optimized", ref, opt, "verify_model(original, optimized)")
+    if why:
+        raise ConfigError(why)
+    if labels is not None and data is None:
+        raise ConfigError("labels go with data (the random inputs have none)")
+    for name, value in (("min_agreement", min_agreement), ("tolerance", tolerance)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= (1 if name == "min_agreement" else float("inf"))):
+            raise ConfigError(f"{name} must be a number in range, got {value!r}")
+    spec = InputSpec({k: tuple(v) if not isinstance(v, str) else v for k, v in (input_shapes or {}).items()},
+                     value_bounds(input_values or {}))
+    check_spec(ref, spec)
+    dataset = None if data is None else _dataset(data, ref, spec, seed, labels)
+    return verify_pair(ref, opt, dataset, spec, samples=samples, seed=seed, tolerance=tolerance, log=hook(log),
+                       min_agreement=0.99 if min_agreement is None else min_agreement,
+                       bar_asked=min_agreement is not None)

@@ -39,15 +39,12 @@ Examples:
 
 
 def _refuse_swapped(original: Path, optimized: Path, ref, opt, command: str) -> None:
-    """ORIGINAL holding this compiler's ops where OPTIMIZED holds none: given the wrong way
-    round (evaluate printed a gain of 54 points for it, a trial's). Both may hold them: a
-    model optimised again, or two settings side by side."""
-    from .ops import DOMAIN
-    from .runtime import uses_library
+    """A pair given the wrong way round is a usage error (verify/run.py says when)."""
+    from .verify.run import swapped
 
-    if uses_library(ref) and not uses_library(opt):
-        raise click.UsageError(f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first "
-                               f"({command} ORIGINAL OPTIMIZED)")
+    why = swapped(str(original), str(optimized), ref, opt, f"{command} ORIGINAL OPTIMIZED")
+    if why:
+        raise click.UsageError(why)
 
 
 def _refuse_unpaired(ref, opt) -> None:
@@ -159,14 +156,13 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
     from rich.table import Table
 
-    from .errors import OriginalRunFailed, VerificationFailed, error_message
-    from .io.data import load_dataset, random_dataset
+    from .errors import VerificationFailed
+    from .io.data import load_dataset
     from .io.feeds import InputSpec
     from .io.modelio import load_model
-    from .io.open_dims import assumed_shapes, assumed_text
+    from .io.open_dims import assumed_text
     from .progress import for_terminal
-    from .verify import verify as run_verify
-    from .verify.agreement import read_budget
+    from .verify.run import verify_pair
 
     if labels is not None and data_path is None:
         raise click.UsageError("--labels goes with --data")
@@ -174,26 +170,17 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     ref, opt = load_model(original), load_model(optimized)
     _refuse_swapped(original, optimized, ref, opt, "verify")
     spec = InputSpec(input_shapes, input_values)
-    assumed = assumed_shapes(ref, spec) if data_path is None else {}  # as optimize takes them without data
-    spec.shapes.update(assumed)
-    input_shapes = {**(input_shapes or {}), **assumed}
-    taken = escape(assumed_text(ref, assumed))
-    if assumed:
-        console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: took {taken} (a size most "
-                      "such models take): --input-shape or --data checks at the size you run at")
     # A calibrated model's budget stands in for the agreement bar unless one is asked for.
     typed = click.get_current_context().get_parameter_source("min_agreement") == click.core.ParameterSource.COMMANDLINE
-    try:
-        data = (load_dataset(data_path, ref, labels, spec, seed) if data_path is not None
-                else random_dataset(ref, samples, seed, spec))
-        with for_terminal() as log:
-            rows = run_verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance,
-                              input_shapes=input_shapes, log=log, budget=read_budget(opt), bar_asked=typed)
-    except OriginalRunFailed as exc:
-        if not assumed:
-            raise
-        raise OriginalRunFailed(f"{error_message(exc)} (open dims were taken as {assumed_text(ref, assumed)}: "
-                                "--input-shape or --data gives the sizes it takes)") from exc
+    data = load_dataset(data_path, ref, labels, spec, seed) if data_path is not None else None
+    with for_terminal() as log:
+        done = verify_pair(ref, opt, data, spec, samples=samples, seed=seed, min_agreement=min_agreement,
+                           bar_asked=typed, tolerance=tolerance, log=log)
+    if done.assumed:  # as optimize takes them without data
+        console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: took "
+                      f"{escape(assumed_text(ref, done.assumed))} (a size most such models take): --input-shape or "
+                      "--data checks at the size you run at")
+    rows = done.rows
     table = Table(title=f"Verification of {optimized.name} against {original.name}")
     table.add_column("check")
     table.add_column("result")

@@ -16,6 +16,7 @@ import exprune_onnx
 from exprune_onnx.errors import ConfigError, DataError, ModelLoadError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
+SLICE = EXAMPLE.with_name("fashion_test_slice.npz")
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +329,23 @@ def test_the_warnings_name_the_keywords_a_python_caller_sets():
     said = " ".join(done.warnings)
     assert "objective flops keeps the rewrites" in said and "--objective" not in said
     assert done.report["warnings"] == done.warnings
+
+
+def test_verify_model_checks_a_pair_as_the_command_does(model):
+    """There was no Python verify (an API trial): the command's four rows, a failed check as
+    passed == False, and the command's refusals as the library's errors."""
+    with np.load(SLICE) as f:
+        arrays = {"input": f["input"][:64], "labels": f["labels"][:64]}
+    exact = exprune_onnx.optimize_model(model, threshold=float("-inf")).model
+    done = exprune_onnx.verify_model(model, exact, data=arrays)
+    assert done.passed and [r.check for r in done.rows] == ["structure", "weights", "exact at -inf", "agreement"]
+    pruned = exprune_onnx.optimize_model(model, threshold=-2.0).model
+    done = exprune_onnx.verify_model(EXAMPLE, pruned, data=arrays, min_agreement=0.999)
+    assert not done.passed and [r.check for r in done.failed] == ["agreement"]
+    assert exprune_onnx.verify_model(model, pruned, data=arrays, min_agreement=0.5).passed
+    with pytest.raises(ConfigError, match="the original goes first"):
+        exprune_onnx.verify_model(exact, model)
+    with pytest.raises(ConfigError, match="labels go with data"):
+        exprune_onnx.verify_model(model, exact, labels=np.zeros(4, np.int64))
+    with pytest.raises(ConfigError, match="min_agreement must be a number in range"):
+        exprune_onnx.verify_model(model, exact, min_agreement=2)

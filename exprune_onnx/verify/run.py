@@ -1,0 +1,66 @@
+"""One verification of a pair, as `exprune-onnx verify` runs it and as Python's
+``exprune_onnx.verify_model`` does (api.py): the pair's order, the sizes taken for open
+dims without data, the calibrated budget the agreement row reads, and the four rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import onnx
+
+from ..errors import OriginalRunFailed, error_message
+from ..io.data import Dataset, random_dataset
+from ..io.feeds import InputSpec
+from ..io.open_dims import assumed_shapes, assumed_text
+from ..ops import DOMAIN
+from ..progress import quiet
+from ..runtime import uses_library
+from .base import Row
+
+
+@dataclass
+class Verification:
+    rows: list[Row]  # structure, weights, exactness, agreement
+    assumed: dict = field(default_factory=dict)  # sizes taken for open dims, with no data to take them from
+
+    @property
+    def passed(self) -> bool:
+        return all(row.ok for row in self.rows)
+
+    @property
+    def failed(self) -> list[Row]:
+        return [row for row in self.rows if not row.ok]
+
+
+def swapped(original: str, optimized: str, ref: onnx.ModelProto, opt: onnx.ModelProto, command: str) -> str | None:
+    """Why the pair reads the wrong way round (ORIGINAL holds this compiler's ops where
+    OPTIMIZED holds none: evaluate printed a gain of 54 points for it, a trial's), or None.
+    Both may hold them: a model optimised again, or two settings side by side."""
+    if uses_library(ref) and not uses_library(opt):
+        return f"{original} has {DOMAIN} ops and {optimized} has none: the original goes first ({command})"
+    return None
+
+
+def verify_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset | None, spec: InputSpec, *,
+                samples: int = 32, seed: int = 0, min_agreement: float = 0.99, bar_asked: bool = False,
+                tolerance: float = 1e-4, log=quiet) -> Verification:
+    """The four rows on ``data``, or on ``samples`` seeded random inputs at the sizes
+    ``spec`` gives (open dims it leaves taken as optimize takes them without data). A
+    calibrated model is held to its own budget unless ``bar_asked`` (a bar was given)."""
+    from . import verify
+    from .agreement import read_budget
+
+    spec = dataclasses.replace(spec, shapes=dict(spec.shapes))
+    assumed = assumed_shapes(ref, spec) if data is None else {}
+    spec.shapes.update(assumed)
+    try:
+        data = data if data is not None else random_dataset(ref, samples, seed, spec)
+        rows = verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance, input_shapes=spec.shapes,
+                      log=log, budget=read_budget(opt), bar_asked=bar_asked)
+    except OriginalRunFailed as exc:
+        if not assumed:
+            raise
+        raise OriginalRunFailed(f"{error_message(exc)} (open dims were taken as {assumed_text(ref, assumed)}: "
+                                "--input-shape or --data gives the sizes it takes)") from exc
+    return Verification(rows, assumed)
