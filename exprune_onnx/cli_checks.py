@@ -190,7 +190,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
             Text("not judged", "yellow") if row.not_judged else Text("pass", "green")
         table.add_row(row.check, result, Text(row.detail))
     console.print(table)
-    failed = [row for row in rows if not row.ok]
+    failed = done.failed
     if failed:
         raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
                                  f"{failed[0].check}: {failed[0].detail}")
