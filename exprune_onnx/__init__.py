@@ -19,6 +19,7 @@ _EXPORTS = {
     "get_library_path": ".runtime",
     "inference_session": ".runtime",
     "inspect_model": ".api",
+    "evaluate_model": ".api",
     "optimize": ".api",
     "optimize_model": ".api",
     "verify_model": ".api",

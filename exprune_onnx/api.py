@@ -156,6 +156,25 @@ def _api_keywords() -> set[str]:
     return {f.name for f in (*fields(Options), *fields(Settings))}
 
 
+def _pair(original, optimized) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The two models of verify_model and evaluate_model, each a path or a ModelProto."""
+    return tuple(load_model(m) if isinstance(m, (str, os.PathLike)) else checked_in_memory(m)
+                 for m in (original, optimized))
+
+
+def _spec(model: onnx.ModelProto, input_shapes: dict | None, input_values: dict | None):
+    """``input_shapes`` and ``input_values`` as an InputSpec, checked against ``model``."""
+    from .io.feeds import InputSpec, check_spec
+    from .workflow import value_bounds
+
+    if input_shapes is not None and not isinstance(input_shapes, dict):
+        raise ConfigError(f"input_shapes must be a dict of input name -> dims, got {type(input_shapes).__name__}")
+    spec = InputSpec({k: tuple(v) if not isinstance(v, str) else v for k, v in (input_shapes or {}).items()},
+                     value_bounds(input_values or {}))
+    check_spec(model, spec)
+    return spec
+
+
 @quiet_graphsurgeon
 def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.ModelProto | str | os.PathLike, *,
                  data=None, labels=None, samples: int = 32, seed: int = 0, min_agreement: float | None = None,
@@ -168,12 +187,10 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
     command does without ``--min-agreement``. Returns a ``verify.run.Verification``
     (``rows``, ``passed``, ``failed``): a failed check is ``passed == False``, not an
     exception; bad input raises the library's errors, as the command's exit codes say."""
-    from .io.feeds import InputSpec, check_spec
     from .verify.run import swapped, verify_pair
-    from .workflow import _dataset, value_bounds
+    from .workflow import _dataset
 
-    ref, opt = (load_model(m) if isinstance(m, (str, os.PathLike)) else checked_in_memory(m)
-                for m in (original, optimized))
+    ref, opt = _pair(original, optimized)
     why = swapped("original", "optimized", ref, opt, "verify_model(original, optimized)")
     if why:
         raise ConfigError(why)
@@ -183,10 +200,40 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= (1 if name == "min_agreement" else float("inf"))):
             raise ConfigError(f"{name} must be a number in range, got {value!r}")
-    spec = InputSpec({k: tuple(v) if not isinstance(v, str) else v for k, v in (input_shapes or {}).items()},
-                     value_bounds(input_values or {}))
-    check_spec(ref, spec)
+    spec = _spec(ref, input_shapes, input_values)
     dataset = None if data is None else _dataset(data, ref, spec, seed, labels)
     return verify_pair(ref, opt, dataset, spec, samples=samples, seed=seed, tolerance=tolerance, log=hook(log),
                        min_agreement=0.99 if min_agreement is None else min_agreement,
                        bar_asked=min_agreement is not None)
+
+
+@quiet_graphsurgeon
+def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.ModelProto | str | os.PathLike,
+                   data, *, labels=None, batch: int | None = None, threads: int = 1, runs: int = 30,
+                   input_shapes: dict | None = None, input_values: dict | None = None, log=quiet):
+    """What ``exprune-onnx evaluate ORIGINAL OPTIMIZED --data D`` measures, from Python:
+    outputs and accuracy side by side, the FLOPs the ops skipped, latency in alternating
+    runs at ``batch`` (default: the batch the inputs fix, else 1) and ``threads``, size and
+    peak memory. ``data`` as ``optimize``'s ``check_data`` takes it (a path, a dict of
+    arrays, a Dataset). Returns a ``measure.evaluation.Evaluation``; bad input raises the
+    library's errors, as the command's exit codes say."""
+    from .io.feeds import check_batch
+    from .measure.evaluation import evaluate_pair, unpaired
+    from .runtime import MAX_THREADS
+    from .verify.run import swapped
+    from .workflow import _dataset
+
+    ref, opt = _pair(original, optimized)
+    why = swapped("original", "optimized", ref, opt, "evaluate_model(original, optimized, data)") or unpaired(ref, opt)
+    if why:
+        raise ConfigError(why)
+    for name, value, low, high in (("batch", batch, 1, None), ("threads", threads, 1, MAX_THREADS),
+                                   ("runs", runs, 1, None)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low
+                                  or high is not None and value > high):
+            raise ConfigError(f"{name} must be a whole number >= {low}" + (f" and <= {high}" if high else "")
+                              + f", got {value!r}")
+    spec = _spec(ref, input_shapes, input_values)
+    dataset = _dataset(data, ref, spec, 0, labels)
+    return evaluate_pair(ref, opt, dataset, check_batch(ref, batch, "batch", spec), threads=threads, runs=runs,
+                         input_shapes=spec.shapes, log=hook(log))

@@ -13,7 +13,6 @@ from rich.text import Text
 from .cli_boundary import guarded, make_console
 from .cli_options import dash_is_stdout, input_options, no_nan
 from .report import tables as report
-from .report.units import shape_hint
 from .runtime import MAX_THREADS
 
 _EPILOG_EVALUATE = """\b
@@ -48,20 +47,12 @@ def _refuse_swapped(original: Path, optimized: Path, ref, opt, command: str) -> 
 
 
 def _refuse_unpaired(ref, opt) -> None:
-    """Two models that take different inputs are no original and its rewrite (which keeps
-    the original's inputs): the same data cannot feed both."""
-    from .io.data import model_inputs
+    """Two models that take different inputs are a usage error (measure/evaluation.py)."""
+    from .measure.evaluation import unpaired
 
-    def inputs(model):
-        return {v.name: v.type.tensor_type.elem_type for v in model_inputs(model)}
-
-    def names(model):
-        return ", ".join(f"'{name}'" for name in inputs(model)) or "none"
-
-    if inputs(ref) != inputs(opt):
-        raise click.UsageError(f"the two models take different inputs: ORIGINAL {names(ref)}, OPTIMIZED {names(opt)} "
-                               "(or of other types); evaluate compares a model with its optimised version, which "
-                               "keeps the original's inputs")
+    why = unpaired(ref, opt)
+    if why:
+        raise click.UsageError(why)
 
 
 @click.command(epilog=_EPILOG_EVALUATE)
@@ -85,20 +76,12 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 
     import onnxruntime as ort
 
-    from .io.batch_memory import check_batch_memory
-    from .io.bigmodel import model_bytes
     from .io.data import load_dataset
     from .io.feeds import InputSpec, check_batch
-    from .io.modelio import all_nodes, load_model
+    from .io.modelio import load_model
     from .io.outputs import refuse_overwriting, write_json
-    from .measure.compare import compare
-    from .measure.counters import executed_flops
-    from .measure.memory import peak_rss_mb
-    from .measure.timing import measure
-    from .ops import SPARSE_CONV
+    from .measure.evaluation import evaluate_pair
     from .progress import for_terminal
-    from .runtime import cpu_has_tiles
-    from .tuning.pairs import FEEDS, timing_feeds
 
     refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)  # a plain write
     console = make_console()
@@ -108,31 +91,16 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
     batch = check_batch(ref, batch, "--batch", spec)
-    check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch", feeds=FEEDS)
     with for_terminal() as log:
-        checked = compare(ref, opt, data, log=log)
-        feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn
-        timing = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
-    known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
-    dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
-    if dense is None:  # the ops' savings would be set against a partial count
-        why += f" ({shape_hint(ref, known)})"
-    memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
-              "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}
-    tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
-    console.print(report.evaluation_table(checked, dense, saved, timing,
-                                          f"{platform.machine()}, onnxruntime {ort.__version__}", memory, why, tiles))
-    rough = timing.spread_note()
+        done = evaluate_pair(ref, opt, data, batch, threads=threads, runs=runs, input_shapes=input_shapes, log=log)
+    console.print(report.evaluation_table(done.checked, done.dense_flops, done.flops_saved, done.latency,
+                                          f"{platform.machine()}, onnxruntime {ort.__version__}", done.memory,
+                                          done.flops_unknown, done.tiles))
+    rough = done.latency.spread_note()
     if rough:
         console.print(f"[yellow]warning:[/] {rough}")
     if json_path is not None:
-        write_json(json_path, report.jsonable({
-            "original": str(original), "optimized": str(optimized), "samples": checked.samples,
-            "accuracy": checked.accuracy, "outputs": [d.as_json() for d in checked.outputs],
-            "dense_flops_per_sample": dense, "flops_saved_per_sample": saved,
-            "latency": vars(timing) | {"ratio": timing.ratio}, "memory": memory, "machine": platform.machine(),
-            "onnxruntime": ort.__version__,
-        }))
+        write_json(json_path, report.jsonable(done.as_json(str(original), str(optimized))))
 
 
 @click.command(epilog=_EPILOG_VERIFY)

@@ -349,3 +349,20 @@ def test_verify_model_checks_a_pair_as_the_command_does(model):
         exprune_onnx.verify_model(model, exact, labels=np.zeros(4, np.int64))
     with pytest.raises(ConfigError, match="min_agreement must be a number in range"):
         exprune_onnx.verify_model(model, exact, min_agreement=2)
+
+
+def test_evaluate_model_measures_a_pair_as_the_command_does(model):
+    """There was no Python evaluate (an API trial): the command's figures, its refusals as errors."""
+    with np.load(SLICE) as f:
+        arrays = {"input": f["input"][:64], "labels": f["labels"][:64]}
+    pruned = exprune_onnx.optimize_model(model, threshold=-2.0).model
+    done = exprune_onnx.evaluate_model(EXAMPLE, pruned, arrays, runs=3)
+    assert done.checked.samples == 64 and done.checked.accuracy is not None
+    assert 0 < done.flops_saved < done.dense_flops and done.latency.runs == 3 and done.latency.batch == 1
+    assert done.as_json("a", "b")["flops_saved_per_sample"] == done.flops_saved
+    with pytest.raises(ConfigError, match="the original goes first"):
+        exprune_onnx.evaluate_model(pruned, model, arrays)
+    with pytest.raises(ConfigError, match="take different inputs"):
+        exprune_onnx.evaluate_model(model, EXAMPLE.with_name("digits_mlp.onnx"), arrays)
+    with pytest.raises(ConfigError, match="threads must be a whole number >= 1"):
+        exprune_onnx.evaluate_model(model, pruned, arrays, threads=0)
