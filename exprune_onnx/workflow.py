@@ -27,7 +27,16 @@ import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
 from .errors import ConfigError, DataError, OriginalRunFailed, error_message
-from .io.data import Dataset, chosen_labels, dataset_of, labels_apart, load_dataset, quoted_source, random_dataset
+from .io.data import (
+    Dataset,
+    chosen_labels,
+    dataset_of,
+    labels_apart,
+    load_dataset,
+    named,
+    quoted_source,
+    random_dataset,
+)
 from .io.feeds import InputSpec, check_batch, check_spec, fixed_batch, model_inputs
 from .io.open_dims import assumed_shapes, assumed_text
 from .ops import pruning_layers
@@ -333,9 +342,10 @@ def _labels_fit(model: onnx.ModelProto, data: Dataset, labelled: str) -> None:
     try:
         compare(model, model, data, indices=np.arange(min(len(data), 16)), labelled=labelled)
     except DataError as exc:
-        if type(exc) is not DataError or data.source in str(exc):  # a message that names the data already
+        worded = named(exc, data.source, "--check-data")
+        if worded is exc:
             raise
-        raise DataError(f"--check-data {quoted_source(data.source)}: {error_message(exc, limit=None)}") from exc
+        raise worded from exc
 
 
 def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings) -> None:

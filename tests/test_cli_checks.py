@@ -65,3 +65,13 @@ def test_evaluate_refuses_two_models_with_different_inputs(example, small_set):
     r = invoke("evaluate", example, MODELS / "digits_mlp.onnx", "--data", small_set)
     assert r.exit_code == 2, r.output
     assert "the two models take different inputs: ORIGINAL 'input', OPTIMIZED 'X'" in " ".join(r.output.split())
+
+
+def test_evaluate_names_the_file_whose_labels_fit_no_output(example, tmp_path):
+    """A label error said nothing of which file held the labels (a trial's)."""
+    import numpy as np
+
+    with np.load(SLICE) as f:
+        np.savez(tmp_path / "d.npz", input=f["input"][:16], labels=f["labels"][:16] + 100)
+    r = invoke("evaluate", example, example, "--data", tmp_path / "d.npz", "--runs", "1")
+    assert r.exit_code == 6 and "--data 'd.npz': label 1" in r.output and "is not a class" in r.output, r.output

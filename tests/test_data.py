@@ -346,3 +346,14 @@ def test_a_labels_file_holding_a_data_array_is_refused(tmp_path):
     np.savez(tmp_path / "plain.npz", np.arange(4))  # numpy.savez's own name, arr_0
     np.savez(tmp_path / "y.npz", y=np.arange(4))
     assert read_labels(tmp_path / "plain.npz").tolist() == read_labels(tmp_path / "y.npz").tolist() == [0, 1, 2, 3]
+
+
+def test_a_data_error_names_its_file_once():
+    from exprune_onnx.errors import OriginalRunFailed
+    from exprune_onnx.io.data import named
+
+    assert str(named(DataError("label 109 is not a class"), "d.npz", "--data")) == "--data 'd.npz': label 109 is not a class"
+    said = DataError("d.npz: no array for model input 'x'")
+    assert named(said, "d.npz", "--data") is said  # named already
+    failed = OriginalRunFailed("onnxruntime cannot run the original model")
+    assert named(failed, "d.npz", "--data") is failed  # a subclass says its own

@@ -50,6 +50,17 @@ def quoted_source(source: str) -> str:
     return f"'{name}' ({PARTS[part]})" if comma and part in PARTS else f"'{source}'"
 
 
+def named(exc: DataError, source: str, flag: str) -> DataError:
+    """``exc`` with the data it is about named first (``flag`` and the file), where its
+    message does not name it already: a label error said nothing of which file held them.
+    Subclasses (the original failing to run, NaN outputs) say their own."""
+    if type(exc) is not DataError or source in str(exc):
+        return exc
+    from ..errors import error_message
+
+    return DataError(f"{flag} {quoted_source(source)}: {error_message(exc, limit=None)}")
+
+
 @dataclass
 class Dataset:
     inputs: dict[str, np.ndarray]  # may be memory-mapped; first axis = samples
