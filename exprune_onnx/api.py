@@ -27,11 +27,13 @@ from .rules import RULES, RuleSet
 from .workflow import Optimized, Settings, run, validate
 
 
+def _load(model) -> onnx.ModelProto:
+    """A model given as a path, loaded, or as a ModelProto, checked as a file is."""
+    return load_model(model) if isinstance(model, (str, os.PathLike)) else checked_in_memory(model)
+
+
 def _prepare(model, options: Options | None, config, overrides: dict) -> tuple[onnx.ModelProto, Options]:
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model)
-    else:
-        model = checked_in_memory(model)
+    model = _load(model)
     options = dataclasses.replace(options) if options else Options()  # the caller's stays as given
     for key, value in overrides.items():
         if not hasattr(options, key):
@@ -108,10 +110,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     log = hook(log)
     path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     given = model if isinstance(model, onnx.ModelProto) else None
-    if path is not None:
-        model = load_model(path)
-    else:
-        model = checked_in_memory(model)
+    model = _load(model)
     options = dataclasses.replace(options) if options else Options()
     settings = dataclasses.replace(settings) if settings else Settings()
     for key, value in overrides.items():
@@ -156,12 +155,6 @@ def _api_keywords() -> set[str]:
     return {f.name for f in (*fields(Options), *fields(Settings))}
 
 
-def _pair(original, optimized) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """The two models of verify_model and evaluate_model, each a path or a ModelProto."""
-    return tuple(load_model(m) if isinstance(m, (str, os.PathLike)) else checked_in_memory(m)
-                 for m in (original, optimized))
-
-
 def _spec(model: onnx.ModelProto, input_shapes: dict | None, input_values: dict | None):
     """``input_shapes`` and ``input_values`` as an InputSpec, checked against ``model``."""
     from .io.feeds import InputSpec, check_spec
@@ -190,7 +183,7 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
     from .verify.run import swapped, verify_pair
     from .workflow import _dataset
 
-    ref, opt = _pair(original, optimized)
+    ref, opt = _load(original), _load(optimized)
     why = swapped("original", "optimized", ref, opt, "verify_model(original, optimized)")
     if why:
         raise ConfigError(why)
@@ -223,7 +216,7 @@ def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onn
     from .verify.run import swapped
     from .workflow import _dataset
 
-    ref, opt = _pair(original, optimized)
+    ref, opt = _load(original), _load(optimized)
     why = swapped("original", "optimized", ref, opt, "evaluate_model(original, optimized, data)") or unpaired(ref, opt)
     if why:
         raise ConfigError(why)

@@ -28,6 +28,8 @@ import onnx
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
 from .errors import ConfigError, DataError, OriginalRunFailed, error_message
 from .io.data import (
+    CALIBRATED_ON,
+    HELD_OUT,
     Dataset,
     chosen_labels,
     dataset_of,
@@ -397,6 +399,6 @@ def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:
     calib, held = split_indices(len(data), settings.holdout, settings.seed)
     if calibrated.tested is not None:  # the certificate's: repeats of other samples left out
         held = calibrated.tested
-    part, name = (held, "held out") if len(held) else (calib, "calibrated on")  # io.data.PARTS
+    part, name = (held, HELD_OUT) if len(held) else (calib, CALIBRATED_ON)
     checked = subset(dataclasses.replace(data, labels=labels), part)
     return dataclasses.replace(checked, source=f"{data.source}, {name}")

@@ -40,7 +40,8 @@ __all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset",
 
 # The parts of calibration data a check may run on (workflow._checked_part): a Dataset
 # of one has the source "<file>, <part>".
-PARTS = {"held out": "its held-out part", "calibrated on": "the part calibrated on"}
+HELD_OUT, CALIBRATED_ON = "held out", "calibrated on"
+PARTS = {HELD_OUT: "its held-out part", CALIBRATED_ON: "the part calibrated on"}
 
 
 def quoted_source(source: str) -> str:
