@@ -35,7 +35,7 @@ from .io.data import (
     dataset_of,
     labels_apart,
     load_dataset,
-    named,
+    naming,
     quoted_source,
     random_dataset,
 )
@@ -266,9 +266,10 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         data = feedable(model, _dataset(settings.calibration, model, spec, settings.seed, settings.labels))
         options.input_shapes = data.input_shapes(model, options.input_shapes)
         count_at_run_time(model, options, data)
-        if options.confidence:
-            _enough_to_certify(model, options, data, settings)
-        calibrated = _calibrated(model, options, data, settings, rule, latency, log)
+        with naming(data, "--calibration"):  # labels that fit no output, say: which file held them
+            if options.confidence:
+                _enough_to_certify(model, options, data, settings)
+            calibrated = _calibrated(model, options, data, settings, rule, latency, log)
     if calibrated is not None:
         result, timed = calibrated.result, calibrated.latency
         timings["calibrate"] = time.perf_counter() - start
@@ -341,13 +342,8 @@ def _labels_fit(model: onnx.ModelProto, data: Dataset, labelled: str) -> None:
     minutes before the check said so, and where nothing is rewritten and no check runs."""
     from .measure.compare import compare
 
-    try:
+    with naming(data, "--check-data"):
         compare(model, model, data, indices=np.arange(min(len(data), 16)), labelled=labelled)
-    except DataError as exc:
-        worded = named(exc, data.source, "--check-data")
-        if worded is exc:
-            raise
-        raise worded from exc
 
 
 def _enough_to_certify(model: onnx.ModelProto, options: Options, data: Dataset, settings: Settings) -> None:

@@ -109,7 +109,20 @@ def test_labels_that_name_no_class_are_refused(tiny, tmp_path, labels, message):
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
                                   "--max-drop", "0.05", "--objective", "flops"])
     assert r.exit_code == 6 and message in r.output and "Traceback" not in r.output
+    assert f"--calibration '{npz.name}'" in r.output, r.output  # which file held them
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_label_error_names_the_labels_file_given_apart(tiny, tmp_path):
+    path, npz = tiny
+    with np.load(npz) as f:
+        x, y = f["x"], f["labels"]
+    np.savez(npz, x=x)
+    np.save(tmp_path / "y.npy", y + 10)
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  "--labels", str(tmp_path / "y.npy"), "--max-drop", "0.05", "--objective", "flops"])
+    assert r.exit_code == 6, r.output
+    assert f"--calibration '{npz.name}' with --labels 'y.npy': label" in r.output, r.output
 
 
 @pytest.mark.parametrize("confidence", ["0.9", "0"])

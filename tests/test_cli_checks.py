@@ -75,3 +75,15 @@ def test_evaluate_names_the_file_whose_labels_fit_no_output(example, tmp_path):
         np.savez(tmp_path / "d.npz", input=f["input"][:16], labels=f["labels"][:16] + 100)
     r = invoke("evaluate", example, example, "--data", tmp_path / "d.npz", "--runs", "1")
     assert r.exit_code == 6 and "--data 'd.npz': label 1" in r.output and "is not a class" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", ["evaluate", "verify"])
+def test_a_label_error_names_both_files_when_the_labels_come_apart(example, tmp_path, command):
+    import numpy as np
+
+    with np.load(SLICE) as f:
+        np.savez(tmp_path / "d.npz", input=f["input"][:16])
+        np.save(tmp_path / "y.npy", f["labels"][:16] + 100)
+    r = invoke(command, example, example, "--data", tmp_path / "d.npz", "--labels", tmp_path / "y.npy")
+    assert r.exit_code == 6, r.output
+    assert "--data 'd.npz' with --labels 'y.npy': label 1" in r.output and "Traceback" not in r.output, r.output

@@ -353,6 +353,8 @@ def test_a_data_error_names_its_file_once():
     from exprune_onnx.io.data import named
 
     assert str(named(DataError("label 109 is not a class"), "d.npz", "--data")) == "--data 'd.npz': label 109 is not a class"
+    assert str(named(DataError("label 9 is not a class"), "d.npz", "--calibration", "y.npy")) == \
+        "--calibration 'd.npz' with --labels 'y.npy': label 9 is not a class"
     said = DataError("d.npz: no array for model input 'x'")
     assert named(said, "d.npz", "--data") is said  # named already
     failed = OriginalRunFailed("onnxruntime cannot run the original model")

@@ -12,6 +12,7 @@ Accepted layouts (first axis = samples everywhere):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,15 +52,29 @@ def quoted_source(source: str) -> str:
     return f"'{name}' ({PARTS[part]})" if comma and part in PARTS else f"'{source}'"
 
 
-def named(exc: DataError, source: str, flag: str) -> DataError:
-    """``exc`` with the data it is about named first (``flag`` and the file), where its
-    message does not name it already: a label error said nothing of which file held them.
-    Subclasses (the original failing to run, NaN outputs) say their own."""
+def named(exc: DataError, source: str, flag: str, labels: str | None = None) -> DataError:
+    """``exc`` with the data it is about named first (``flag`` and the file, and the
+    ``labels`` file given apart), where its message does not name it already: a label
+    error said nothing of which file held them. Subclasses (the original failing to run,
+    NaN outputs) say their own."""
     if type(exc) is not DataError or source in str(exc):
         return exc
     from ..errors import error_message
 
-    return DataError(f"{flag} {quoted_source(source)}: {error_message(exc, limit=None)}")
+    apart = f" with --labels '{labels}'" if labels else ""
+    return DataError(f"{flag} {quoted_source(source)}{apart}: {error_message(exc, limit=None)}")
+
+
+@contextlib.contextmanager
+def naming(data: Dataset, flag: str):
+    """Re-raises a DataError from the block with ``data`` named (``named``)."""
+    try:
+        yield
+    except DataError as exc:
+        worded = named(exc, data.source, flag, data.labels_source)
+        if worded is exc:
+            raise
+        raise worded from exc
 
 
 @dataclass
@@ -69,6 +84,7 @@ class Dataset:
     source: str
     shared: dict[str, np.ndarray] = field(default_factory=dict)  # inputs without a batch axis, fed whole to every run
     batch: int | None = None  # the model's fixed batch: every run feeds exactly this many samples
+    labels_source: str | None = None  # the file the labels came from, where apart from the inputs (--labels)
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
@@ -172,7 +188,8 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0 or k in whole}
     if not inputs:
         raise DataError(f"{where}: none of the model's inputs has a batch axis: there is no sample axis to run over")
-    dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, batch)
+    dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, batch,
+                      None if labels_where is None else Path(labels_where).name)
     if dataset.labels is not None and dataset.labels.shape[:1] != (len(dataset),):
         count = dataset.labels.shape[0] if dataset.labels.ndim else 0
         raise DataError(f"{labels_where}: {count} labels for the {len(dataset)} samples of {where}" if labels_where

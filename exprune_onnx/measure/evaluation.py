@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..errors import DataError
-from ..io.data import Dataset, model_inputs, named
+from ..io.data import Dataset, model_inputs, naming
 from ..progress import quiet
 from .compare import CheckResult
 from .timing import Latency
@@ -69,13 +68,8 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     from .timing import measure
 
     check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch", feeds=FEEDS)
-    try:
+    with naming(data, "--data"):  # labels that fit no output, say: which file held them
         checked = compare(ref, opt, data, log=log)
-    except DataError as exc:  # labels that fit no output, say: which file held them
-        worded = named(exc, data.source, "--data")
-        if worded is exc:
-            raise
-        raise worded from exc
     feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn
     latency = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's

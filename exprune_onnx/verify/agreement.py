@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx
 
 from .. import ops
 from ..errors import DataError, error_message
-from ..io.data import Dataset, quoted_source
+from ..io.data import Dataset, naming, quoted_source
 from ..progress import quiet
 from ..runtime import TILES_NOTE, cpu_has_tiles
 from ..tuning.metrics import LABELLED, budget_words
@@ -61,9 +62,12 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     class_axes = {budget["output"]: int(axis)} if isinstance(axis, int) and budget.get("output") else None
     budget = None if bar_asked else budget
     try:
-        checked = compare(original, optimized, data, batch=batch, class_axes=class_axes, log=log)
+        # Labels that are no class indices are the data's fault: exit 6, as evaluate says,
+        # naming the file that held them.
+        with naming(data, "--data") if data.labels is not None else contextlib.nullcontext():
+            checked = compare(original, optimized, data, batch=batch, class_axes=class_axes, log=log)
     except DataError:
-        raise  # the data's fault (labels that are no class indices): exit 6, as evaluate says
+        raise
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
         return Row(name, False, error_message(exc))
     judged = _budget_verdict(budget, checked)
