@@ -95,7 +95,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         done = evaluate_pair(ref, opt, data, batch, threads=threads, runs=runs, input_shapes=input_shapes, log=log)
     console.print(report.evaluation_table(done.checked, done.dense_flops, done.flops_saved, done.latency,
                                           f"{platform.machine()}, onnxruntime {ort.__version__}", done.memory,
-                                          done.flops_unknown, done.tiles))
+                                          done.flops_unknown, done.tiles, done.original_saved))
     rough = done.latency.spread_note()
     if rough:
         console.print(f"[yellow]warning:[/] {rough}")

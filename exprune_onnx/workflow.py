@@ -328,7 +328,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         timings["check"] = time.perf_counter() - start
     notes += config_notes(configured, result, calibrated is not None)
     done = Optimized(result.model, run_rows(result, checked, calibrated),
-                     run_report(result, checked, calibrated, timed, timings), timings, result, checked, calibrated, timed,
+                     run_report(result, checked, calibrated, timed, timings, model), timings, result, checked, calibrated, timed,
                      assumed=assumed, objective=settings.objective, notes=notes)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)

@@ -258,10 +258,18 @@ def test_optimizing_an_optimized_model_checks_against_it(example, tmp_path, smal
                "--check-data", small_set)
     assert r.exit_code == 0, r.output
     assert ops.SPARSE_CONV in {n.op_type for n in onnx.load(once).graph.node}
-    r = invoke("optimize", once, "-o", twice, "--threshold=-inf", "--check-data", small_set)
+    rep = tmp_path / "r.json"
+    r = invoke("optimize", once, "-o", twice, "--threshold=-inf", "--check-data", small_set, "--report", rep)
     assert r.exit_code == 0, r.output
     assert ops.DENSE_RELU in {n.op_type for n in onnx.load(twice).graph.node}
     assert "top-1 agreement 100.00%" in r.output
+    # What the input's own sparse convs skip is said apart, not passed off as this run's.
+    report = json.loads(rep.read_text())
+    carried = report["input_measured_flops_per_sample"]
+    assert carried < report["dense_flops_per_sample"]
+    # At -inf the new early exit skips nothing: both execute the same, but for its decisions.
+    assert report["measured_flops_per_sample"] == pytest.approx(carried, rel=1e-3)
+    assert "the input, itself rewritten before, executes" in " ".join(r.output.replace("│", " ").split())
     r = invoke("optimize", once, "-o", twice, "--calibration", small_set, "--max-drop", "0.02", "--confidence", "0")
     assert r.exit_code == 0, r.output
 

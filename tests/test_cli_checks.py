@@ -37,7 +37,13 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     # Swapped, it printed a gain of 54 points (a trial's); two rewrites may still be compared.
     r = invoke("evaluate", out, example, "--data", small_set, "--runs", "3")
     assert r.exit_code == 2 and "the original goes first (evaluate ORIGINAL OPTIMIZED)" in r.output, r.output
-    assert invoke("evaluate", out, out, "--data", small_set, "--runs", "3").exit_code == 0
+    r = invoke("evaluate", out, out, "--data", small_set, "--runs", "3", "--json", rep)
+    assert r.exit_code == 0, r.output
+    # The original's own ops skip as much: no saving of the second's (a trial's: "39.1% saved").
+    again = json.loads(rep.read_text())
+    assert again["original_flops_saved_per_sample"] == pytest.approx(again["flops_saved_per_sample"])
+    assert again["flops_saved_per_sample"] == pytest.approx(result["flops_saved_per_sample"])
+    assert "(0.0% fewer than the original's)" in " ".join(r.output.replace("│", " ").split())
     # '-' is standard output (it wrote a file named '-'), after the table, as /dev/stdout is.
     done = subprocess.run([sys.executable, "-m", "exprune_onnx", "evaluate", str(example), str(out), "--data",
                            str(small_set), "--runs", "3", "--json", "-"], capture_output=True, text=True,

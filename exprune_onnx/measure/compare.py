@@ -84,6 +84,8 @@ class CheckResult:
     rows: int = 0  # rows the ops counted: samples plus the pad of a fixed batch's last run (data.py)
     labelled: bool = False  # labels were given (accuracy is None when no output could take them)
     lost: float | None = None  # with accuracy: the share of labelled answers right before and wrong after
+    # The original's own counts, where it was rewritten before: what it skips already.
+    pruned_original: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _counts(node: onnx.NodeProto) -> bool:
@@ -129,8 +131,10 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         raise RuntimeCheckError("the model is over 2 GB, which the check cannot hand to onnxruntime from memory "
                                 "yet; --no-check skips the comparison")
     stats_model, stats_names = with_stats(optimized)
+    # A copy only where the original holds counting ops (it was rewritten before).
+    ref_model, ref_stats = with_stats(original) if counted_nodes(original) else (original, {})
     try:
-        ref = inference_session(original)
+        ref = inference_session(ref_model)
     except Exception as exc:
         raise original_unloadable(exc) from exc
     try:
@@ -140,9 +144,9 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     names = tensor_outputs(original)
     samples = len(data) if indices is None else len(indices)
     try:
-        got_ref, _ = run_counting(ref, names, {}, data.batches(batch, indices), samples,
-                                  lambda done: log("checking: the original", done, samples), per_run=True,
-                                  key=next(iter(data.inputs)))
+        got_ref, pruned_ref = run_counting(ref, names, ref_stats, data.batches(batch, indices), samples,
+                                           lambda done: log("checking: the original", done, samples), per_run=True,
+                                           key=next(iter(data.inputs)))
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
     if names and all(_has_nan(got_ref[n]) for n in names):
@@ -185,7 +189,8 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
         want, answer = answers(a_scored, b_scored)
         accuracy = (labelled_mean(want == labels, labels), labelled_mean(answer == labels, labels))
         lost = labelled_mean((want == labels) & (answer != labels), labels)
-    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None, lost)
+    return CheckResult(samples, data.source, diffs, pruned, accuracy, data.rows_run(samples), labels is not None, lost,
+                       pruned_ref)
 
 
 def _unlabelled_positions(labels: np.ndarray, scored: np.ndarray) -> bool:

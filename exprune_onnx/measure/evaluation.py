@@ -24,6 +24,7 @@ class Evaluation:
     flops_unknown: str  # why either is None
     memory: dict  # size_mb and peak_rss_mib, (original, optimised)
     tiles: bool  # sparse convs on a CPU with AMX tiles, whose dense images skip nothing
+    original_saved: float = 0.0  # per sample, by the original's own ops (it was rewritten before)
 
     def as_json(self, original: str, optimized: str) -> dict:
         import onnxruntime as ort
@@ -32,6 +33,7 @@ class Evaluation:
         return {"original": original, "optimized": optimized, "samples": self.checked.samples,
                 "accuracy": self.checked.accuracy, "outputs": [d.as_json() for d in self.checked.outputs],
                 "dense_flops_per_sample": self.dense_flops, "flops_saved_per_sample": self.flops_saved,
+                "original_flops_saved_per_sample": self.original_saved if self.flops_saved is not None else None,
                 "latency": vars(t) | {"ratio": t.ratio}, "memory": self.memory, "machine": platform.machine(),
                 "onnxruntime": ort.__version__}
 
@@ -63,7 +65,7 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     from ..runtime import cpu_has_tiles
     from ..tuning.pairs import FEEDS, timing_feeds
     from .compare import compare
-    from .counters import executed_flops
+    from .counters import executed_flops, flops_saved
     from .memory import peak_rss_mb
     from .timing import measure
 
@@ -79,4 +81,5 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}
     tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
-    return Evaluation(checked, latency, dense, saved, why, memory, tiles)
+    before = flops_saved(ref, checked.pruned_original) / checked.rows if checked.pruned_original else 0.0
+    return Evaluation(checked, latency, dense, saved, why, memory, tiles, before)

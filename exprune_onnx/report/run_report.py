@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .latency import latency_json
-from .tables import calibration_json, jsonable, layer_rows, measured_total, sparse_rows
+from .tables import calibration_json, input_executed, jsonable, layer_rows, measured_total, sparse_rows
 
 
 def run_rows(result, checked, calibrated) -> list[dict]:
@@ -13,9 +13,10 @@ def run_rows(result, checked, calibrated) -> list[dict]:
     return layer_rows(result, counts, calibrated.stats if calibrated else None)
 
 
-def run_report(result, checked, calibrated, timed, timings) -> dict:
+def run_report(result, checked, calibrated, timed, timings, original=None) -> dict:
     """What --report writes, and the Python API's ``Optimized.report``, less what the
-    workflow adds after (warnings, the sizes taken for open dims, the paths)."""
+    workflow adds after (warnings, the sizes taken for open dims, the paths); ``original``,
+    the input model, for what it executes where it was rewritten before."""
     report = calibration_json(calibrated, "", "") if calibrated is not None else {}
     sparse = {s.op_node.name for s in result.sparse}
     report.update({
@@ -25,6 +26,7 @@ def run_report(result, checked, calibrated, timed, timings) -> dict:
         # As the summary's "measured FLOPs": by the ops' counters on the check, null where unknown.
         "measured_flops_per_sample": measured_total(result, checked.pruned, checked.rows or checked.samples)
         if checked is not None else None,
+        "input_measured_flops_per_sample": input_executed(original, result, checked) if original is not None else None,
         "layers": report.get("layers") or run_rows(result, checked, None),
         "zero_input_layers": sparse_rows(result, checked.pruned if checked is not None else None),
         "rejected": [vars(r) for r in result.rejected],

@@ -160,6 +160,15 @@ def measured_total(result: Result, counts: dict | None, samples: int) -> float |
     return result.dense_flops - flops_saved(result.model, counts) / samples
 
 
+def input_executed(original, result: Result, check) -> float | None:
+    """FLOPs per sample the input model executes, counted by its own ops, where it was
+    rewritten before (a model optimised again): the summary's "measured FLOPs" would
+    otherwise pass its savings off as this run's."""
+    if check is None or not check.pruned_original or measured_total(result, check.pruned, 1) is None:
+        return None
+    return result.dense_flops - flops_saved(original, check.pruned_original) / (check.rows or check.samples)
+
+
 def saved_text(saved: float, skipped: float) -> str:
     """The share of dense FLOPs saved, split where zero inputs skipped (exact) are part of it:
     a lossless model saves FLOPs too, none of them by pruning."""
@@ -209,8 +218,11 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
     if measured is not None and result.dense_flops:
         saved = 1 - measured / result.dense_flops
         skipped = skipping_saved(result.model, check.pruned) / (check.rows or check.samples) / result.dense_flops
+        carried = input_executed(original, result, check)
+        before = "" if carried is None else \
+            f"; the input, itself rewritten before, executes {flops_text(carried, result.dense_flops)}"
         t.add_row("measured FLOPs", f"{flops_text(measured, result.dense_flops)} per sample ({saved_text(saved, skipped)}"
-                  f", counted by the ops on {samples_text(check.samples)} of {quoted_source(check.source)})")
+                  f", counted by the ops on {samples_text(check.samples)} of {quoted_source(check.source)}{before})")
     if sizes is not None:
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:
@@ -373,10 +385,12 @@ def output_text(d) -> str:
 
 
 def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing, machine: str,
-                     memory: dict | None = None, unknown_why: str = "", tiles: bool = False) -> Table:
+                     memory: dict | None = None, unknown_why: str = "", tiles: bool = False,
+                     original_saved: float = 0.0) -> Table:
     """``saved`` is None when the ops' savings cannot be set against the dense count
     (``unknown_why``: shapes unknown, or a pair not compiled one from the other); ``tiles``:
-    sparse convs on a CPU with AMX tiles, whose dense images save no FLOPs."""
+    sparse convs on a CPU with AMX tiles, whose dense images save no FLOPs;
+    ``original_saved``: what the original's own ops skip, where it was rewritten before."""
     t = Table(title=f"Evaluation on {samples_text(check.samples)} of {quoted_source(check.source)}", title_justify="left",
               show_header=False, caption=TILES_NOTE if tiles else None, caption_justify="left")
     t.add_column("what")
@@ -388,6 +402,12 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     if saved is None:
         known = f"{flops_text(dense)} dense; executed " if dense else ""
         t.add_row("FLOPs per sample", f"{known}unknown: {unknown_why}")
+    elif original_saved and dense:  # both skip work: the change is between what each executes
+        before, after = dense - original_saved, dense - saved
+        change = f"{percent(abs(after - before) / before)} {'more' if after > before else 'fewer'}" if before > 0 else ""
+        t.add_row("FLOPs per sample", f"{flops_text(dense)} dense; executed: original {flops_text(before, dense)}, "
+                  f"optimised {flops_text(after, dense)}" + (f" ({change} than the original's)" if change else "")
+                  + ", counted by the ops of both")
     else:
         share = f" ({percent(saved / dense)} saved)" if dense else ""
         t.add_row("FLOPs per sample", f"{flops_text(dense)} dense -> {flops_text(dense - saved, dense)} "
