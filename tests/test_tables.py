@@ -60,7 +60,7 @@ def test_a_back_off_names_the_part_that_was_over_budget(parts, said):
 
     from rich.console import Console
 
-    from exprune_onnx.report.tables import calibration_table
+    from exprune_onnx.report.calibration_tables import calibration_table
     from exprune_onnx.tuning.metrics import Score
 
     outcome = SimpleNamespace(split=(3000, 0), output="y", metric="accuracy", max_drop=0.01, rule="threshold",
@@ -81,7 +81,7 @@ def test_a_budget_met_without_a_certificate_says_it_is_a_point_estimate():
 
     from rich.console import Console
 
-    from exprune_onnx.report.tables import calibration_table
+    from exprune_onnx.report.calibration_tables import calibration_table
     from exprune_onnx.tuning.metrics import Score
 
     score = Score("accuracy", 0.9, 0.895, 0.005)
@@ -230,8 +230,8 @@ def test_a_relative_error_budget_says_what_it_bounds(confidence, said):
 def test_json_drops_and_sources_read_as_the_tables_do():
     """0.871 - 0.861 came out as 0.010000000000000009 beside a budget of 0.01 called met, and
     the latency JSON's source kept the table's quotes (a trial's report)."""
+    from exprune_onnx.report.calibration_tables import _score_json
     from exprune_onnx.report.latency import latency_json
-    from exprune_onnx.report.tables import _score_json
     from exprune_onnx.tuning.metrics import Score
     from exprune_onnx.tuning.objective import LatencyChoice
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from .calibration_tables import calibration_json
 from .latency import latency_json
-from .tables import calibration_json, input_executed, jsonable, layer_rows, measured_total, sparse_rows
+from .tables import input_executed, jsonable, layer_rows, measured_total, sparse_rows
 
 
 def run_rows(result, checked, calibrated) -> list[dict]:
