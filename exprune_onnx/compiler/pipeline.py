@@ -73,9 +73,10 @@ class Result:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    # The model's own value_info may be stale (graph editors leave it behind) and
-    # onnxruntime ignores it, so shapes are inferred afresh; an old entry is kept only
-    # for a tensor inference cannot reach (after an op of an unknown domain).
+    # The model's own value_info may be stale (graph editors leave it behind), so shapes
+    # are inferred afresh for the compiler; an old entry is kept only for a tensor inference
+    # cannot reach (after an op of an unknown domain). (The written model keeps the
+    # original's entries: export.py.)
     fresh = onnx.ModelProto()
     fresh.CopyFrom(model)
     del fresh.graph.value_info[:]
