@@ -222,3 +222,17 @@ def test_an_if_counts_the_branch_the_data_takes(flag, taken):
     seen = runtime_flops(model, {"x": np.ones((2, 8), np.float32), "flag": np.array(flag)})
     assert seen == {"y": taken}
     assert model_flops(graph, seen) == (taken, 0)
+
+
+def test_inspect_says_when_the_model_did_not_run_at_the_sizes_taken(tmp_path):
+    """A model that takes 16 positions at most counted only what inference sized, and said
+    nothing of the 128 it was tried at (a trial's transformer)."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", "T"])], [vi("y", ["N", 4])], [init("w", scaled_normal(16, 4))])
+    path = save_model(model, tmp_path)
+    r = CliRunner().invoke(main, ["inspect", str(path)])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "note: the model did not run at 'x' [N, T] as [N, 128], the sizes optimize takes" in text, text
+    fixed = CliRunner().invoke(main, ["inspect", str(path), "--input-shape", "x:N,16"])
+    assert fixed.exit_code == 0 and "did not run" not in fixed.output, fixed.output

@@ -69,11 +69,16 @@ def batch_of(graph: gs.Graph) -> int | str | None:
 def per_sample(shape, batch: int | str | None) -> int | None:
     """Elements per sample of a tensor of ``shape``: all of them over ``batch`` (batch_of)
     when it is a number, or a symbol found on exactly one axis; else every axis past the
-    first, taken to be the batch's. None when an axis counted is unknown."""
+    first, taken to be the batch's (not with a numbered batch, which the first axis would
+    then show). None when an axis counted is unknown."""
     if isinstance(batch, int) and _known(shape):
         total = int(np.prod(shape))
         if total % batch == 0:
             return total // batch
+    elif isinstance(batch, int) and shape and not _known(shape[:1]):
+        # With the batch a number, inference would have given a batch axis one: an unsized
+        # first axis is a folded batch ([T*B, C] in a legacy-exported attention), not it.
+        return None
     elif isinstance(batch, str) and sum(d == batch for d in shape) == 1:
         rest = [d for d in shape if d != batch]
         if _known(rest):
