@@ -233,6 +233,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     from .measure.shape_probe import count_at_run_time
     from .report.advice import config_notes, plain_warnings, uncalibrated_note
     from .report.run_report import run_report, run_rows
+    from .report.tables import fused_warning
     from .tuning.prescreen import without_idle
 
     validate(options, settings)
@@ -324,9 +325,15 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         start = time.perf_counter()
         on = check_data() if settings.check_data is not None or data is None else \
             _checked_part(data, settings, calibrated)
-        checked = compare(model, result.model, on, labelled=settings.score_output, log=log)
+        # Labels go with the scored output only where its metric reads them: beside --metric
+        # relerr on an embedding they are the logits', and scored the embedding's arg-max.
+        metric = calibrated.metric if calibrated is not None else settings.metric
+        reads = metric in ("accuracy", "lost", "auto")
+        checked = compare(model, result.model, on, labelled=settings.score_output if reads else "",
+                          unlabelled="" if reads else settings.score_output, log=log)
         timings["check"] = time.perf_counter() - start
     notes += config_notes(configured, result, calibrated is not None)
+    notes += [text for text in [fused_warning(model)] if text]
     done = Optimized(result.model, run_rows(result, checked, calibrated),
                      run_report(result, checked, calibrated, timed, timings, model), timings, result, checked, calibrated, timed,
                      assumed=assumed, objective=settings.objective, notes=notes)

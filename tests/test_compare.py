@@ -365,3 +365,18 @@ def test_nan_from_the_model_s_own_weights_is_blamed_on_them():
             compare(model, model, data, batch=4)
     with pytest.raises(DataError, match=r"its own weights hold NaN or Inf \('w': 1 of 12 values\)"):
         Runner(model, dataset_of({"x": x}, model), np.arange(6), 4)
+
+
+def test_labels_beside_a_relerr_budget_on_one_output_score_the_other():
+    """Calibrated on the first output with --metric relerr and checked on labelled data: the
+    labels (of the second output's classes, which the first also holds) were scored against
+    the first's arg-max, an accuracy of nothing (a trial's 0.20% on an embedding)."""
+    from exprune_onnx import optimize
+
+    x = np.random.default_rng(5).standard_normal((400, 32)).astype(np.float32)
+    model = two_linear_heads(6, 5)
+    labels = run_plain(model, {"x": x})[1].argmax(1)
+    done = optimize(model, calibration={"x": x}, check_data={"x": x, "labels": labels}, score_output="out0",
+                    metric="relerr", max_drop=0.05, confidence=0, objective="flops", min_units=8,
+                    include_first_layer=True)
+    assert done.checked is not None and done.checked.accuracy[0] == 1.0  # the second output's own answers

@@ -128,13 +128,3 @@ def test_a_conv_transpose_counts_each_input_into_its_kernels(group, stride):
     assert flops(model) == (transposed + 2 * 6 * 2, 0)
     assert dense_flops_text(exprune_onnx.inspect_model(model)).endswith("per sample (Conv/Gemm/MatMul/ConvTranspose)")
 
-
-def test_with_a_numbered_batch_an_unsized_first_axis_is_no_batch_axis():
-    """A legacy-exported attention at batch 1: inference lost the first axis of its
-    [T*B, 64] out-projection, which then counted as one row a sample (6.72 MFLOPs of 7.49).
-    Unsized, the count is left to the run that sizes it (shape_probe.py)."""
-    from exprune_onnx.measure.flops import per_sample
-
-    assert per_sample(["unk__3", 64], 1) is None
-    assert per_sample([48, 64], 1) == 48 * 64
-    assert per_sample(["unk__3", 64], None) == 64  # no batch known: the first axis is taken for it

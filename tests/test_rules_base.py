@@ -14,15 +14,15 @@ def _rule(name: str) -> Rule:
 
 def test_the_built_in_set_and_its_order():
     # quantized first (it only reports), argmax_head before the ReLU rules it lets through
-    assert RULES.names == ["quantized", "conv_relu", "argmax_head", "gemm_relu", "matmul_relu"]
-    assert len(RULES) == 5
+    assert RULES.names == ["quantized", "runtime_fused", "conv_relu", "argmax_head", "gemm_relu", "matmul_relu"]
+    assert len(RULES) == 6
 
 
 def test_with_rule_adds_last_or_before_a_named_rule_and_leaves_the_set_alone():
     extra = _rule("extra")
     assert RULES.with_rule(extra).names[-1] == "extra"
     assert RULES.with_rule(extra, before="gemm_relu").names == [
-        "quantized", "conv_relu", "argmax_head", "extra", "gemm_relu", "matmul_relu"]
+        "quantized", "runtime_fused", "conv_relu", "argmax_head", "extra", "gemm_relu", "matmul_relu"]
     assert "extra" not in RULES.names
 
 

@@ -236,3 +236,24 @@ def test_inspect_says_when_the_model_did_not_run_at_the_sizes_taken(tmp_path):
     assert "note: the model did not run at 'x' [N, T] as [N, 128], the sizes optimize takes" in text, text
     fixed = CliRunner().invoke(main, ["inspect", str(path), "--input-shape", "x:N,16"])
     assert fixed.exit_code == 0 and "did not run" not in fixed.output, fixed.output
+
+
+def test_at_a_fixed_batch_a_folded_first_axis_that_inference_lost_is_sized_by_the_run():
+    """x [1, 6, 8] reshaped to [6, 8] by a shape inference cannot compute: the second
+    MatMul's input is [?, 16], whose unsized first axis was taken for the batch (4 rows of
+    a legacy transformer's out-projection counted as one, 6.72 MFLOPs of 7.49)."""
+    nodes = [helper.make_node("Shape", ["x"], ["xs"]),
+             helper.make_node("ReduceMax", ["xs"], ["big"], keepdims=1),  # [8]: no data propagation through it
+             helper.make_node("Div", ["big", "big"], ["one"]),
+             helper.make_node("Neg", ["one"], ["m1"]),
+             helper.make_node("Concat", ["m1", "eight"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [init("eight", np.array([8], np.int64)), init("w1", scaled_normal(8, 16)), init("w2", scaled_normal(16, 4))]
+    model = make_model(nodes, [vi("x", [1, 6, 8])], [vi("y", ["R", 4])], inits)
+    graph = gs.import_onnx(infer_shapes(model))
+    second = next(n for n in graph.nodes if n.outputs[0].name == "y")
+    assert second.inputs[0].shape[1] == 16 and not isinstance(second.inputs[0].shape[0], int)  # as in the trial
+    feed = {"x": np.ones((1, 6, 8), np.float32)}
+    assert runtime_flops(model, feed)["y"] == 2 * 16 * 4 * 6

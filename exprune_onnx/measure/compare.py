@@ -117,10 +117,11 @@ def with_stats(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]
 
 def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
             indices: np.ndarray | None = None, batch: int = 64, threads: int | None = None, labelled: str = "",
-            class_axes: dict[str, int] | None = None,
+            unlabelled: str = "", class_axes: dict[str, int] | None = None,
             log=lambda text, done=None, total=None: None) -> CheckResult:
     """Run both models on ``data`` (or the samples at ``indices``) and compare the outputs;
-    the labels score ``labelled`` (--score-output) if named, else the output they fit;
+    the labels score ``labelled`` (--score-output) if named, else the output they fit,
+    ``unlabelled`` (an output scored by a metric without labels) only if no other;
     ``class_axes``: outputs known to be maps of classes on that axis, answered per position
     where no labels say so (a calibration's stamp: verify/agreement.py); ``log`` is a
     progress hook (progress.py)."""
@@ -160,7 +161,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     labels = data.labels_of(indices)
     kinds = output_kinds(original)
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
-    target = None if labels is None else _labelled_output(pairs, kinds, labels, prefer=labelled)
+    target = None if labels is None else _labelled_output(pairs, kinds, labels, prefer=labelled, avoid=unlabelled)
     if target is not None:
         refuse_nan(target, got_ref[target], data.source, original)  # the accuracy would count NaN rows as answers
     diffs = []
@@ -199,13 +200,13 @@ def _unlabelled_positions(labels: np.ndarray, scored: np.ndarray) -> bool:
 
 
 def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray, prefer: str = "",
-                     every: np.ndarray | None = None) -> str | None:
+                     every: np.ndarray | None = None, avoid: str = "") -> str | None:
     """The output labels are for: ``prefer`` (--score-output) if they fit it; else of the
     outputs they fit (a label per prediction within its classes, or a layout
     label_layout.py reads) and not TopK's, the first the graph reads as classes, else the
     first. When they fit none: the first output read as classes (check_labels then says
     why they do not fit it). ``every``: all the labels, when ``labels`` are the first
-    rows' (their classes must fit too)."""
+    rows' (their classes must fit too); ``avoid``: taken only where no other output fits."""
     batched = [n for n, (a, _b) in pairs.items() if not isinstance(a, PerRun)]
     known = (labels if every is None else every)
     known = known[known != IGNORE] if known.dtype.kind in "iuf" else known
@@ -227,6 +228,7 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray, prefer: str =
     if prefer in batched and fits(prefer):
         return prefer
     fitting = [n for n in batched if kinds.get(n) != "topk" and fits(n)]
+    fitting = [n for n in fitting if n != avoid] or fitting
     if fitting:
         return next((n for n in fitting if read_as_classes(n)), fitting[0])
     shaped = [n for n in batched if is_classifier_output(pairs[n][0])]

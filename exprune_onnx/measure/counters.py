@@ -85,6 +85,9 @@ def skipping_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -
     return flops_saved(model, {name: c for name, c in counts.items() if name in inputs})
 
 
+SHAPES_UNKNOWN = "some Conv/Gemm/MatMul shapes are unknown"
+
+
 def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes: dict, counts: dict,
                    rows: int, feed: dict | None = None) -> tuple[int | None, float | None, str]:
     """``evaluate``'s FLOPs: the original's dense count per sample (None when unknown), the
@@ -98,7 +101,8 @@ def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes
     from ..compiler import functions
     from ..compiler.pipeline import infer_shapes
     from ..io.feeds import with_input_shapes
-    from .flops import model_flops
+    from ..io.modelio import all_nodes
+    from .flops import model_flops, uncovered_names
     from .shape_probe import runtime_flops
 
     def dense(model):  # a layer inside a local function counts too
@@ -106,8 +110,12 @@ def executed_flops(original: onnx.ModelProto, optimized: onnx.ModelProto, shapes
         return model_flops(gs.import_onnx(infer_shapes(with_input_shapes(functions.inline(model), shapes))), seen)
 
     total, unknown = dense(original)
+    others = uncovered_names(all_nodes(original.graph))
+    if others:
+        return None, None, f"the original's {others} are integer or onnxruntime-internal products this count " \
+            "does not cover"
     if unknown:
-        return None, None, "some Conv/Gemm/MatMul shapes are unknown"
+        return None, None, SHAPES_UNKNOWN
     other, other_unknown = dense(optimized)
     if not other_unknown and abs(other - total) > 1e-6 * max(total, 1):
         return total, None, (f"the optimised model counts {other / 1e6:.2f} dense MFLOPs against the original's "

@@ -65,7 +65,7 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     from ..runtime import cpu_has_tiles
     from ..tuning.pairs import FEEDS, timing_feeds
     from .compare import compare
-    from .counters import executed_flops, flops_saved
+    from .counters import SHAPES_UNKNOWN, executed_flops, flops_saved
     from .memory import peak_rss_mb
     from .timing import measure
 
@@ -76,7 +76,7 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     latency = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
     dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
-    if dense is None:  # the ops' savings would be set against a partial count
+    if why == SHAPES_UNKNOWN:  # the ops' savings would be set against a partial count
         why += f" ({shape_hint(ref, known)})"
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}

@@ -4,7 +4,9 @@ Only Conv, ConvTranspose, Gemm, MatMul and the recurrent RNN, GRU and LSTM are c
 (element-wise ops are a rounding error next to them), ExPruneSparseMatMul and ExPruneSparseConv as the MatMul and Conv they
 replace, and an early-exit op as the dense product of its tail (its partial product is
 a Conv or MatMul of its own): the dense count of a model this compiler wrote is the
-original's. The zeros a sparse conv skips are counted as
+original's. onnxruntime's FusedConv, FusedGemm and FusedMatMul count as the ops they
+fuse; integer products and those in onnxruntime's own layouts (``UNCOVERED``) are
+counted among the nodes left uncounted. The zeros a sparse conv skips are counted as
 skipped only from its own ``stats`` output (counters.py), like an early-exit op's.
 Counts are per sample: a tensor's elements over the batch size the graph's shapes stand
 for (``batch_of``), so that a batch folded into another axis ([N*T, C] before a Linear,
@@ -14,6 +16,8 @@ None.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -31,6 +35,33 @@ RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 # Counted too, and named in the summary only where a model has them (a UNet's or a
 # decoder's upsampling ConvTranspose went uncounted, and unlisted as uncounted).
 LESS_COMMON = ("ConvTranspose", *RECURRENT_GATES)
+# onnxruntime's fused forms of the counted ops (a model saved after its graph
+# optimisations), counted as the op they fuse: they were left out, and such a CNN read as
+# 2.56 kFLOPs a sample.
+RUNTIME_FUSED = {("com.microsoft", "FusedConv"): "Conv", ("com.microsoft", "FusedGemm"): "Gemm",
+                 ("com.microsoft", "FusedMatMul"): "MatMul"}
+# Products this count does not cover (integer ones, or in onnxruntime's own layouts):
+# not counted, and counted as not counted, so that no total passes for the model's.
+UNCOVERED = {("", "QLinearConv"), ("", "ConvInteger"), ("", "QLinearMatMul"), ("", "MatMulInteger"),
+             ("com.microsoft", "QGemm"), ("com.microsoft", "DynamicQuantizeMatMul"),
+             ("com.microsoft", "MatMulIntegerToFloat"), ("com.microsoft", "MatMulNBits"),
+             ("com.microsoft", "NhwcConv"), ("com.microsoft", "NhwcFusedConv"), ("com.microsoft.nchwc", "Conv"),
+             ("com.microsoft", "Attention"), ("com.microsoft", "QAttention"), ("com.microsoft", "MultiHeadAttention")}
+
+
+def uncovered_names(nodes) -> str:
+    """How many of each UNCOVERED op ``nodes`` (ONNX nodes) hold: "2 QGemm, 5 QLinearConv";
+    an op of a layout domain by its domain too (nchwc's Conv is no Conv)."""
+    names = Counter(n.op_type if (n.domain or "") in ("", "ai.onnx", "com.microsoft") else f"{n.domain}.{n.op_type}"
+                    for n in nodes if uncovered(n))
+    return ", ".join(f"{count} {op}" for op, count in sorted(names.items()))
+
+
+def uncovered(node) -> bool:
+    """A product ``counted`` does not count (UNCOVERED); ``node`` a graphsurgeon or ONNX node."""
+    op = getattr(node, "op", None) or getattr(node, "op_type", "")
+    domain = node.domain or ""
+    return ("" if domain == "ai.onnx" else domain, op) in UNCOVERED
 
 
 def decision_flops(rule: str, k: int, n: int, taps: int, outputs: int) -> float:
@@ -69,16 +100,11 @@ def batch_of(graph: gs.Graph) -> int | str | None:
 def per_sample(shape, batch: int | str | None) -> int | None:
     """Elements per sample of a tensor of ``shape``: all of them over ``batch`` (batch_of)
     when it is a number, or a symbol found on exactly one axis; else every axis past the
-    first, taken to be the batch's (not with a numbered batch, which the first axis would
-    then show). None when an axis counted is unknown."""
+    first, taken to be the batch's. None when an axis counted is unknown."""
     if isinstance(batch, int) and _known(shape):
         total = int(np.prod(shape))
         if total % batch == 0:
             return total // batch
-    elif isinstance(batch, int) and shape and not _known(shape[:1]):
-        # With the batch a number, inference would have given a batch axis one: an unsized
-        # first axis is a folded batch ([T*B, C] in a legacy-exported attention), not it.
-        return None
     elif isinstance(batch, str) and sum(d == batch for d in shape) == 1:
         rest = [d for d in shape if d != batch]
         if _known(rest):
@@ -120,6 +146,8 @@ def counted(node: gs.Node) -> bool:
     """Whether ``node`` is a reduction this module counts (see the module docstring)."""
     if node.op in (ops.SPARSE_MATMUL, ops.SPARSE_CONV, *ops.PRUNE_OPS):
         return node.domain == ops.DOMAIN
+    if (node.domain, node.op) in RUNTIME_FUSED:
+        return True
     return node.op in ("Conv", "Gemm", "MatMul", *LESS_COMMON) and (node.domain or "") == ""
 
 
@@ -127,32 +155,35 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
     """Dense FLOPs per sample of one node ``counted`` counts, None if unknown; ``batch``
     as ``batch_of`` gives it for the node's graph."""
     out = node.outputs[0] if node.outputs else None
-    if node.op in ops.PRUNE_OPS:  # partial [N, O, ...] or [*, O]; w_tail [O, tail units, *kernel]
+    op = RUNTIME_FUSED.get((node.domain, node.op), node.op)
+    if op in ops.PRUNE_OPS:  # partial [N, O, ...] or [*, O]; w_tail [O, tail units, *kernel]
         out, w = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else None
         if w is None or w.shape is None or not _known(w.shape):
             return None
         per_output = int(np.prod(w.shape[1:]))
     elif out is None:
         return None
-    elif node.op in RECURRENT_GATES:
+    elif op in RECURRENT_GATES:
         return _recurrent_flops(node)
-    elif node.op == "ConvTranspose":
+    elif op == "ConvTranspose":
         return _transposed_conv_flops(node, batch)
-    elif node.op == "Conv":
+    elif op == "Conv":
         wshape = node.inputs[1].shape
         if wshape is None or not _known(wshape):
             return None
         per_output = int(np.prod(wshape[1:]))
-    elif node.op == ops.SPARSE_CONV:  # w is [C, KH, KW, M/group]: C/group * KH * KW MACs per output
+    elif op == ops.SPARSE_CONV:  # w is [C, KH, KW, M/group]: C/group * KH * KW MACs per output
         wshape = node.inputs[1].shape
         if wshape is None or not _known(wshape):
             return None
         per_output = int(np.prod(wshape[:3])) // int(node.attrs.get("group", 1))
-    elif node.op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
+    elif op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
         a = node.inputs[0]
         if not a.shape:  # unknown, or a scalar where a matrix belongs
             return None
-        inner = a.shape[0] if node.op == "Gemm" and node.attrs.get("transA", 0) else a.shape[-1]
+        inner = a.shape[-1]
+        if node.attrs.get("transA", 0):  # (FusedMatMul's transposes the last two axes)
+            inner = a.shape[0] if op == "Gemm" else a.shape[-2] if len(a.shape) > 1 else None
         if not isinstance(inner, (int, np.integer)):
             return None
         per_output = int(inner)
@@ -204,7 +235,9 @@ def model_flops(graph: gs.Graph, seen: dict[str, int] | None = None) -> tuple[in
         if id(g) in untaken:
             continue
         for node in g.nodes:
-            if counted(node):
+            if uncovered(node):
+                unknown += 1
+            elif counted(node):
                 # (An LSTM may leave its first output unnamed: no count is keyed by that.)
                 f = seen.get(node.outputs[0].name) if g is graph and node.outputs and node.outputs[0].name else None
                 f = node_flops(node, batch) if f is None else f

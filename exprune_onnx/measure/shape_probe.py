@@ -73,7 +73,11 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
     graph = import_graph(flat, lambda m: infer_shapes(with_input_shapes(m, shapes)))
     batch = batch_of(graph)
     nodes = [n for n in graph.nodes if counted(n) and n.outputs]
-    missing = [n for n in nodes if node_flops(n, batch) is None]
+    # With every input dim fixed, an unsized first axis is no batch axis but one the batch
+    # was folded into ([T*B, C] in a legacy-exported attention at batch 1), which the count
+    # would take for the batch: the run sizes it too.
+    missing = [n for n in nodes if node_flops(n, batch) is None
+               or isinstance(batch, int) and not _sized(n.outputs[0].shape)]
     branches = [n for n in graph.nodes if n.op == "If" and n.inputs and n.outputs]
     wanted = sorted({t.name for n in missing for t in [*n.inputs, n.outputs[0]]
                      if isinstance(t, gs.Variable) and t.name and t.name not in names}
@@ -96,6 +100,10 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
             inside = [node_flops(m, batch) for g in all_graphs(body) for m in g.nodes if counted(m)]
             counts[n.outputs[0].name] = None if None in inside else sum(inside)
     return {name: flops for name, flops in counts.items() if flops is not None and name}
+
+
+def _sized(shape) -> bool:
+    return shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
 
 
 def tensor_values(model: onnx.ModelProto, names: list[str], feeds: list[dict], threads: int = 1) -> list[dict]:

@@ -186,13 +186,20 @@ def runtime_fused(model: onnx.ModelProto) -> list[str]:
                    if n.domain == "com.microsoft.nchwc" or n.domain == "com.microsoft" and n.op_type in fused})
 
 
-def print_fused_warning(console, model: onnx.ModelProto) -> None:
-    """Warn of onnxruntime's fused ops (``runtime_fused``): `optimize` and `inspect` alike."""
+def fused_warning(model: onnx.ModelProto) -> str | None:
+    """The warning of onnxruntime's fused ops (``runtime_fused``), `optimize`'s (and its
+    report's and the Python API's) and `inspect`'s alike."""
     fused = runtime_fused(model)
-    if fused:
-        console.print(f"[yellow]warning:[/] the model holds onnxruntime's own fused ops ({', '.join(fused)}): it "
-                      "was saved after onnxruntime's graph optimisations, which hide the layers this compiler "
-                      "rewrites; give it the model as exported")
+    if not fused:
+        return None
+    return (f"the model holds onnxruntime's own fused ops ({', '.join(fused)}): it was saved after onnxruntime's "
+            "graph optimisations, which hide the layers this compiler rewrites; give it the model as exported")
+
+
+def print_fused_warning(console, model: onnx.ModelProto) -> None:
+    text = fused_warning(model)
+    if text:
+        console.print(f"[yellow]warning:[/] {escape(text)}")
 
 
 def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult | None,
@@ -342,7 +349,6 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
         console.print(calibration_table(outcome))
     for line in warnings(done, argmax_only):
         console.print(f"[yellow]warning:[/] {line}")
-    print_fused_warning(console, original)
     if not result.changed:
         # Candidates the latency objective timed and dropped, or that no certificate let through,
         # were not "nothing to rewrite".

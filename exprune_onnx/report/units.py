@@ -7,7 +7,7 @@ import onnx
 
 from .. import ops
 from ..io.modelio import all_nodes
-from ..measure.flops import LESS_COMMON
+from ..measure.flops import LESS_COMMON, RUNTIME_FUSED, uncovered, uncovered_names
 
 # FLOPs are shown in the largest of these units that leaves the figure at least 1: a small
 # model's were "0.00 MFLOPs".
@@ -54,17 +54,24 @@ def shape_hint(model: onnx.ModelProto, given: dict | None = None) -> str:
 def counted_ops(model: onnx.ModelProto) -> str:
     """The op types the dense FLOPs count, the less common ones only where the model has them."""
     present = {n.op_type for n in all_nodes(model.graph)}
-    return "/".join(["Conv", "Gemm", "MatMul", *[op for op in LESS_COMMON if op in present]])
+    fused = {n.op_type for n in all_nodes(model.graph) if (n.domain, n.op_type) in RUNTIME_FUSED}
+    return "/".join(["Conv", "Gemm", "MatMul", *[op for op in LESS_COMMON if op in present], *sorted(fused)])
 
 
 def dense_flops_text(result) -> str:
-    """A compiler Result's dense FLOPs per sample, saying what is left uncounted (shapes unknown)."""
+    """A compiler Result's dense FLOPs per sample, saying what is left uncounted (shapes
+    unknown, or products the count does not cover: flops.UNCOVERED)."""
     hint = shape_hint(result.model, result.input_shapes)
-    if result.uncounted_nodes and not result.dense_flops:
-        return f"unknown: no shape of the {result.uncounted_nodes} {counted_ops(result.model)} nodes is known ({hint})"
-    if not result.dense_flops:  # a quantized model's QLinearConv, say: nothing this count covers
-        return "none counted: the model has no float Conv, Gemm or MatMul"
+    others = sum(uncovered(n) for n in all_nodes(result.model.graph))
+    unsized = result.uncounted_nodes - others
+    foreign = f"{uncovered_names(all_nodes(result.model.graph))} (integer or onnxruntime-internal products this " \
+        "count does not cover)"
+    if not result.dense_flops:
+        if unsized > 0:
+            return f"unknown: no shape of the {unsized} {counted_ops(result.model)} nodes is known ({hint})" + \
+                (f"; not counted: {foreign}" if others else "")
+        return f"none counted: {foreign}" if others else "none counted: the model has no float Conv, Gemm or MatMul"
     dense = f"{flops_text(result.dense_flops)} per sample ({counted_ops(result.model)})"
-    if result.uncounted_nodes:
-        dense += f", {result.uncounted_nodes} node(s) with unknown shapes not counted ({hint})"
-    return dense
+    if unsized > 0:
+        dense += f", {unsized} node(s) with unknown shapes not counted ({hint})"
+    return dense + (f", not counted: {foreign}" if others else "")

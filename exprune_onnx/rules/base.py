@@ -117,6 +117,19 @@ class Rule:
     rewrite: Callable[[Candidate, Context], Rewritten]
 
 
+def reporting_rule(name: str, match: Callable[[gs.Node, Context], NoMatch | None], why: str) -> Rule:
+    """A rule that never rewrites: its ``match`` only ever returns a NoMatch, so that the
+    layers it owns are listed with their reason (``--explain``, ``inspect``) and no other
+    rule takes them."""
+    def check(c: Candidate, ctx: Context) -> str:
+        return why
+
+    def rewrite(c: Candidate, ctx: Context) -> Rewritten:
+        raise AssertionError(f"{why}: never rewritten")
+
+    return Rule(name, match, check, rewrite)
+
+
 class RuleSet:
     """Rules in the order the pipeline tries them on each node: the first that matches owns it."""
 
