@@ -325,7 +325,8 @@ def test_data_on_which_the_original_answers_nan_is_refused():
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [init("w", scaled_normal(4, 3))])
     x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     data = dataset_of({"x": x * 1e30}, model)  # finite, but its square is not
-    with pytest.raises(DataError, match=r"output 'y' is NaN on 100.0% of its values on arrays: inputs that overflow"):
+    with pytest.raises(DataError, match=r"output 'y' is NaN on 6 of 6 samples \(100.0% of its values\) on arrays: "
+                                        r"inputs that overflow"):
         compare(model, model, data, batch=4)
     with pytest.raises(DataError, match="inputs that overflow it"):
         Runner(model, data, np.arange(6), 4)
@@ -343,6 +344,27 @@ def test_data_on_which_the_original_answers_nan_is_refused():
     labelled = dataset_of({"x": x}, model, np.zeros(6, np.int64))
     with pytest.raises(DataError, match="output 'aux' is NaN"):
         compare(model, model, labelled, batch=4, labelled="aux")
+
+
+def test_a_masked_attention_s_minus_inf_is_not_blamed_and_the_nan_samples_are_counted():
+    """Where(mask, -inf, scores) is how exporters mask attention; a sample whose every
+    position is masked gives NaN. That was "its own weights hold NaN or Inf ('val_17'): the
+    model is broken whatever its inputs", over one sample in 512 (a trial's)."""
+    from exprune_onnx.errors import DataError
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Where", ["m", "ninf", "s"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["y"], axis=-1)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("m", TensorProto.BOOL, ["N", 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                       [init("w", scaled_normal(4, 3)), init("ninf", np.array(-np.inf, np.float32))])
+    x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    mask = np.zeros((8, 3), bool)
+    mask[5] = True  # every position of sample 5
+    with pytest.raises(DataError) as caught:
+        compare(model, model, dataset_of({"x": x, "m": mask}, model), batch=4)
+    assert "NaN on 1 of 8 samples (12.5% of its values)" in str(caught.value)
+    assert "every position is masked" in str(caught.value) and "weights" not in str(caught.value)
 
 
 def test_nan_from_the_model_s_own_weights_is_blamed_on_them():

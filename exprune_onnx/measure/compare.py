@@ -241,28 +241,35 @@ class NaNOutput(DataError):
 
 def refuse_nan(name: str, values, source: str, model: onnx.ModelProto | None = None) -> None:
     """Refuse data on which the original's output ``name`` holds NaN (inputs that overflow
-    it, often data not scaled as in training): NaN equals nothing and has no arg-max, so
-    every comparison against it would pass or mean nothing. (-inf is a masked logit.)
-    Where ``model``'s own weights hold NaN or Inf, the message blames them, not the data."""
-    if _has_nan(values):
-        runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values])]
-        share = sum(int(np.isnan(a).sum()) for a in runs if _floats(a)) / max(sum(a.size for a in runs if _floats(a)), 1)
-        broken = nonfinite_weights(model) if model is not None else ""
-        if broken:
-            raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on "
-                            f"{'seeded random inputs' if source == 'random' else source}, and its own weights hold "
-                            f"NaN or Inf ({broken}): the model is broken whatever its inputs; export it again")
-        if source == "random":  # no data of the user's: what the random values could not stand for
-            raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on seeded "
-                            "random inputs: give real inputs (--check-data; verify and evaluate: --data), or "
-                            "--input-value NAME:VALUE for an input that takes particular values")
-        raise NaNOutput(f"the original model's output '{name}' is NaN on {share:.1%} of its values on {source}: "
-                        "inputs that overflow it, or not scaled as in training?")
+    it, often data not scaled as in training, or whose every position is masked): NaN
+    equals nothing and has no arg-max, so every comparison against it would pass or mean
+    nothing. (-inf is a masked logit.) Where ``model``'s own weights hold NaN or +Inf, the
+    message blames them, not the data."""
+    if not _has_nan(values):
+        return
+    runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values]) if _floats(as_array(a))]
+    share = sum(int(np.isnan(a).sum()) for a in runs) / max(sum(a.size for a in runs), 1)
+    rows = [np.isnan(a.reshape(a.shape[0], -1)).any(axis=1) for a in runs if a.ndim]
+    where = f"on {share:.1%} of its values"
+    if rows and getattr(values, "batched", True):  # (a PerRun whose runs have no batch axis: values only)
+        where = f"on {int(sum(r.sum() for r in rows))} of {sum(r.size for r in rows)} samples ({share:.1%} of its values)"
+    data = "seeded random inputs" if source == "random" else source
+    broken = nonfinite_weights(model) if model is not None else ""
+    if broken:
+        raise NaNOutput(f"the original model's output '{name}' is NaN {where} on {data}, and its own weights hold "
+                        f"NaN or Inf ({broken}): the model is broken whatever its inputs; export it again")
+    if source == "random":  # no data of the user's: what the random values could not stand for
+        raise NaNOutput(f"the original model's output '{name}' is NaN {where} on seeded random inputs: give real "
+                        "inputs (--check-data; verify and evaluate: --data), or --input-value NAME:VALUE for an "
+                        "input that takes particular values")
+    raise NaNOutput(f"the original model's output '{name}' is NaN {where} on {data}: inputs that overflow it, not "
+                    "scaled as in training, or whose every position is masked (attention over nothing is NaN)? "
+                    "Leave such samples out of the data")
 
 
 def nonfinite_weights(model: onnx.ModelProto) -> str:
     """The float weights of ``model`` (initializers and Constant values, in bodies and
-    functions too) that hold NaN or Inf, said in a few words, or ""."""
+    functions too) that hold NaN or +Inf, said in a few words, or ""."""
     from onnx import numpy_helper
 
     from ..io.modelio import all_tensors
@@ -273,8 +280,9 @@ def nonfinite_weights(model: onnx.ModelProto) -> str:
             values = numpy_helper.to_array(tensor)
         except Exception:  # noqa: BLE001 - data this check cannot read is not what it looks for
             continue
-        if values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        # (-inf is an attention mask's fill, Where(mask, -inf, x): no sign of a broken model.)
+        bad = int(np.count_nonzero(np.isnan(values) | np.isposinf(values))) if values.dtype.kind == "f" else 0
+        if bad:
             found.append(f"'{tensor.name or '(a Constant)'}': {bad} of {values.size} values")
     more = f", and {len(found) - 2} more tensor(s)" if len(found) > 2 else ""
     return "; ".join(found[:2]) + more
