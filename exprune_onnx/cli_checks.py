@@ -128,7 +128,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     from .io.data import load_dataset
     from .io.feeds import InputSpec
     from .io.modelio import load_model
-    from .io.open_dims import assumed_text
+    from .io.open_dims import assumed_note
     from .progress import for_terminal
     from .verify.run import verify_pair
 
@@ -145,9 +145,8 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
         done = verify_pair(ref, opt, data, spec, samples=samples, seed=seed, min_agreement=min_agreement,
                            bar_asked=typed, tolerance=tolerance, log=log)
     if done.assumed:  # as optimize takes them without data
-        console.print(f"[yellow]note:[/] no --data and no --input-shape for open dims: took "
-                      f"{escape(assumed_text(ref, done.assumed))} (a size most such models take): --input-shape or "
-                      "--data checks at the size you run at")
+        console.print(f"[yellow]note:[/] {escape(assumed_note(ref, done.assumed, bool(input_shapes), '--data'))}: "
+                      "--input-shape or --data checks at the size you run at")
     rows = done.rows
     table = Table(title=f"Verification of {optimized.name} against {original.name}")
     table.add_column("check")

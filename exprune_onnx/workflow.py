@@ -40,7 +40,7 @@ from .io.data import (
     random_dataset,
 )
 from .io.feeds import InputSpec, check_batch, check_spec, fixed_batch, model_inputs
-from .io.open_dims import assumed_shapes, assumed_text
+from .io.open_dims import assumed_note, assumed_shapes, assumed_text
 from .ops import pruning_layers
 from .progress import quiet
 from .runtime import MAX_THREADS, uses_library
@@ -242,8 +242,13 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         options.rule = rule
     spec = InputSpec(dict(options.input_shapes), value_bounds(settings.input_values))
     check_spec(model, spec)
+    notes: list[str] = []
     if settings.calibration is None and settings.check_data is None:  # no data to take sizes from
         assumed.update(assumed_shapes(model, spec))
+        if assumed:
+            notes.append(assumed_note(model, assumed, bool(spec.shapes), "data") + "; the FLOPs, the check and any "
+                         "timing are for that size, and the written model keeps its open dims: --input-shape or "
+                         "--check-data sets the size you run at")
         spec.shapes.update(assumed)
         options.input_shapes = {**options.input_shapes, **assumed}
     latency = None
@@ -252,7 +257,6 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     timings: dict[str, float] = {}
     start = time.perf_counter()
     calibrated = timed = checked = None
-    notes: list[str] = []
     configured = dict(options.layers)  # the user's, before the calibration's settings
     checks: list[Dataset] = []  # the check data (or seeded random inputs), loaded once when needed
 

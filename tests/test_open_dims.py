@@ -370,3 +370,19 @@ def test_a_dim_written_as_arithmetic_of_another_follows_it(tmp_path):
     onnx.save(model, path)
     r = cli("optimize", path, "-o", tmp_path / "o.onnx")
     assert r.exit_code == 0 and "'m' [N, T + 1] as [N, 129]" in " ".join(r.output.split()), r.output
+
+
+def test_a_size_given_to_a_shared_dim_name_is_not_said_to_be_no_input_shape(tmp_path):
+    """--input-shape x:N,8,16 sizes the mask's T too: the note said "no --input-shape" and
+    "a size most such models take" of a size the user had given (a trial's)."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_mask_model("T + 1"), path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--input-shape", "x:N,8,16")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "no data, and --input-shape leaves open dims: took 'm' [N, T + 1] as [N, 9] (a size most such models " \
+        "take, or the one --input-shape gives a dim of that name in another input)" in text, text
+    assert "no --input-shape" not in text
+    r = cli("verify", path, tmp_path / "o.onnx", "--input-shape", "x:N,8,16")
+    text = " ".join(r.output.split())
+    assert "note: no --data, and --input-shape leaves open dims: took 'm' [N, T + 1] as [N, 9]" in text, r.output

@@ -161,3 +161,14 @@ def assumed_text(model: onnx.ModelProto, assumed: dict[str, tuple]) -> str:
     """Which inputs took which assumed size, e.g. "'x' [1, 3, H, W] as [1, 3, 224, 224]"."""
     dims = {vi.name: input_dims(vi) for vi in model_inputs(model)}
     return ", ".join(f"'{name}' {_show(dims.get(name, []))} as {_show(list(shape))}" for name, shape in assumed.items())
+
+
+def assumed_note(model: onnx.ModelProto, assumed: dict[str, tuple], shapes_given: bool, data_flag: str) -> str:
+    """The note of sizes taken for open dims without data (``data_flag`` names the option
+    that gives data): with ``--input-shape`` given, a size may be the one it gives a dim of
+    the same name in another input, and "no --input-shape" would be untrue."""
+    if shapes_given:
+        return (f"no {data_flag}, and --input-shape leaves open dims: took {assumed_text(model, assumed)} (a size "
+                "most such models take, or the one --input-shape gives a dim of that name in another input)")
+    return f"no {data_flag} and no --input-shape for open dims: took {assumed_text(model, assumed)} (a size most " \
+        "such models take)"

@@ -8,7 +8,6 @@ import os
 import onnx
 from rich.markup import escape
 
-from ..io.open_dims import assumed_text
 from ..measure.counters import body_ops
 from ..ops import PRUNE_OPS, pruning_layers
 from ..rules.common import K_OUTSIDE
@@ -53,11 +52,7 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     """The warnings for a workflow.Optimized, in rich markup, without their prefix."""
     result, checked, outcome = done.result, done.checked, done.calibrated
     out = []
-    if getattr(done, "assumed", None):
-        out.append(f"no data and no --input-shape for open dims: took {escape(assumed_text(done.model, done.assumed))} "
-                   "(a size most such models take); the FLOPs, the check and any timing are for that size, and the "
-                   "written model keeps its open dims: --input-shape or --check-data sets the size you run at")
-    out += [escape(note) for note in getattr(done, "notes", ())]
+    out += [escape(note) for note in getattr(done, "notes", ())]  # the sizes taken for open dims, first
     spread = same_model_times(done.timed) if getattr(done, "timed", None) is not None else None
     if spread:
         out.append(f"the latency objective timed one model at {spread[0]:.3f} and {spread[1]:.3f} ms: the machine "
