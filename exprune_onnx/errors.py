@@ -36,6 +36,10 @@ class DataError(ExPruneError):
     exit_code = 6
 
 
+class LabelError(DataError):
+    """Labels that do not fit the output they score (io/data.py names their file)."""
+
+
 class RuntimeCheckError(ExPruneError):
     """The optimised model failed to load or run in onnxruntime."""
 

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
-from .errors import ConfigError, DataError, OriginalRunFailed, error_message
+from .errors import ConfigError, DataError, LabelError, OriginalRunFailed, error_message
 from .io.data import (
     CALIBRATED_ON,
     HELD_OUT,
@@ -271,7 +271,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         data = feedable(model, _dataset(settings.calibration, model, spec, settings.seed, settings.labels))
         options.input_shapes = data.input_shapes(model, options.input_shapes)
         count_at_run_time(model, options, data)
-        with naming(data, "--calibration"):  # labels that fit no output, say: which file held them
+        with naming(data, "--calibration", only=LabelError):  # labels that fit no output: which file held them
             if options.confidence:
                 _enough_to_certify(model, options, data, settings)
             calibrated = _calibrated(model, options, data, settings, rule, latency, log)
@@ -329,12 +329,12 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         start = time.perf_counter()
         on = check_data() if settings.check_data is not None or data is None else \
             _checked_part(data, settings, calibrated)
-        # Labels go with the scored output only where its metric reads them: beside --metric
-        # relerr on an embedding they are the logits', and scored the embedding's arg-max.
-        metric = calibrated.metric if calibrated is not None else settings.metric
-        reads = metric in ("accuracy", "lost", "auto")
-        checked = compare(model, result.model, on, labelled=settings.score_output if reads else "",
-                          unlabelled="" if reads else settings.score_output, log=log)
+        # Beside a relerr budget the scored output holds values (an embedding): labels are
+        # another output's, and were scored against the embedding's arg-max.
+        values = (calibrated.metric if calibrated is not None else settings.metric) == "relerr"
+        scored = calibrated.output if calibrated is not None else settings.score_output
+        checked = compare(model, result.model, on, labelled="" if values else settings.score_output,
+                          unlabelled=scored if values else "", log=log)
         timings["check"] = time.perf_counter() - start
     notes += config_notes(configured, result, calibrated is not None)
     notes += [text for text in [fused_warning(model)] if text]

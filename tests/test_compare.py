@@ -367,6 +367,19 @@ def test_a_masked_attention_s_minus_inf_is_not_blamed_and_the_nan_samples_are_co
     assert "every position is masked" in str(caught.value) and "weights" not in str(caught.value)
 
 
+def test_nan_samples_are_counted_among_those_asked_for_not_a_fixed_batch_s_padding():
+    from exprune_onnx.errors import DataError
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "h"], ["b"]),
+             helper.make_node("Sub", ["b", "b"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])], [init("w", scaled_normal(4, 3))])
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    x[5] *= 1e30  # the last sample, which the padded second run repeats
+    with pytest.raises(DataError, match=r"NaN on 1 of 6 samples"):
+        compare(model, model, dataset_of({"x": x}, model), batch=4)
+
+
 def test_nan_from_the_model_s_own_weights_is_blamed_on_them():
     """A weight holding NaN (a broken export or checkpoint) made the check ask for real inputs
     or better-scaled data, which cannot help: the message now names the tensor, and the
@@ -398,7 +411,14 @@ def test_labels_beside_a_relerr_budget_on_one_output_score_the_other():
     x = np.random.default_rng(5).standard_normal((400, 32)).astype(np.float32)
     model = two_linear_heads(6, 5)
     labels = run_plain(model, {"x": x})[1].argmax(1)
-    done = optimize(model, calibration={"x": x}, check_data={"x": x, "labels": labels}, score_output="out0",
-                    metric="relerr", max_drop=0.05, confidence=0, objective="flops", min_units=8,
-                    include_first_layer=True)
-    assert done.checked is not None and done.checked.accuracy[0] == 1.0  # the second output's own answers
+    common = dict(calibration={"x": x}, check_data={"x": x, "labels": labels}, max_drop=0.05, confidence=0,
+                  objective="flops", min_units=8, include_first_layer=True)
+    for named in ({"score_output": "out0"}, {}):  # named, or the first output by default
+        done = optimize(model, metric="relerr", **named, **common)
+        assert done.checked is not None and done.checked.accuracy[0] == 1.0  # the second output's own answers
+    # Where the scored output holds classes (agreement, chosen without labels to calibrate
+    # on), labels that fit it stay with it.
+    model = two_linear_heads(5, 6)
+    labels = run_plain(model, {"x": x})[0].argmax(1)
+    done = optimize(model, score_output="out0", **{**common, "check_data": {"x": x, "labels": labels}})
+    assert done.calibrated.metric == "agreement" and done.checked.accuracy[0] == 1.0

@@ -257,3 +257,16 @@ def test_at_a_fixed_batch_a_folded_first_axis_that_inference_lost_is_sized_by_th
     assert second.inputs[0].shape[1] == 16 and not isinstance(second.inputs[0].shape[0], int)  # as in the trial
     feed = {"x": np.ones((1, 6, 8), np.float32)}
     assert runtime_flops(model, feed)["y"] == 2 * 16 * 4 * 6
+
+
+
+@pytest.mark.parametrize(("flag", "counted"), [(True, False), (False, True)])
+def test_a_taken_branch_with_a_product_the_count_does_not_cover_leaves_the_if_uncounted(flag, counted):
+    """A quantized branch's MatMulInteger dropped out of the taken branch's sum, and the
+    total passed for the model's; model_flops then counts the If's bodies itself, the
+    MatMulInteger among the nodes not counted."""
+    model = branches()
+    then = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
+    then.node[0].op_type = "MatMulInteger"  # (nothing runs it here)
+    seen = runtime_flops(model, {"x": np.ones((2, 8), np.float32), "flag": np.array(flag)})
+    assert ("y" in seen) == counted

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import DataError
+from ..errors import DataError, LabelError
 from .feeds import (
     InputSpec,
     batch_layout,
@@ -57,7 +57,7 @@ def named(exc: DataError, source: str, flag: str, labels: str | None = None) -> 
     ``labels`` file given apart), where its message does not name it already: a label
     error said nothing of which file held them. Subclasses (the original failing to run,
     NaN outputs) say their own."""
-    if type(exc) is not DataError or source in str(exc):
+    if type(exc) not in (DataError, LabelError) or source in str(exc):
         return exc
     from ..errors import error_message
 
@@ -66,11 +66,13 @@ def named(exc: DataError, source: str, flag: str, labels: str | None = None) -> 
 
 
 @contextlib.contextmanager
-def naming(data: Dataset, flag: str):
-    """Re-raises a DataError from the block with ``data`` named (``named``)."""
+def naming(data: Dataset, flag: str, only: type[DataError] = DataError):
+    """Re-raises a DataError (of ``only``'s kind) from the block with ``data`` named
+    (``named``); ``only=LabelError`` around a block whose other errors are not the data's
+    (an option the calibration refuses)."""
     try:
         yield
-    except DataError as exc:
+    except only as exc:
         worded = named(exc, data.source, flag, data.labels_source)
         if worded is exc:
             raise

@@ -151,7 +151,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
     if names and all(_has_nan(got_ref[n]) for n in names):
-        refuse_nan(names[0], got_ref[names[0]], data.source, original)  # nothing the check could compare
+        refuse_nan(names[0], got_ref[names[0]], data.source, original, samples)  # nothing the check could compare
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
                                        lambda done: log("checking: the optimised model", done, samples), per_run=True,
@@ -163,7 +163,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
     pairs = {n: joined(got_ref[n], got_opt[n], samples) for n in names}
     target = None if labels is None else _labelled_output(pairs, kinds, labels, prefer=labelled, avoid=unlabelled)
     if target is not None:
-        refuse_nan(target, got_ref[target], data.source, original)  # the accuracy would count NaN rows as answers
+        refuse_nan(target, got_ref[target], data.source, original, samples)  # NaN rows would count as answers
     diffs = []
     accuracy = lost = None
     for n, (a, b) in pairs.items():
@@ -239,7 +239,8 @@ class NaNOutput(DataError):
     """The original itself answers NaN on the data."""
 
 
-def refuse_nan(name: str, values, source: str, model: onnx.ModelProto | None = None) -> None:
+def refuse_nan(name: str, values, source: str, model: onnx.ModelProto | None = None,
+               samples: int | None = None) -> None:
     """Refuse data on which the original's output ``name`` holds NaN (inputs that overflow
     it, often data not scaled as in training, or whose every position is masked): NaN
     equals nothing and has no arg-max, so every comparison against it would pass or mean
@@ -248,11 +249,16 @@ def refuse_nan(name: str, values, source: str, model: onnx.ModelProto | None = N
     if not _has_nan(values):
         return
     runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values]) if _floats(as_array(a))]
+    # Per sample where every run has the batch first, and they join (else values only).
+    batched = getattr(values, "batched", True) and all(a.ndim for a in runs) and \
+        len({a.shape[1:] for a in runs}) == 1
+    if batched and runs:  # the samples asked for, not a fixed batch's padding of its last run
+        runs = [np.concatenate(runs)[:samples]]
     share = sum(int(np.isnan(a).sum()) for a in runs) / max(sum(a.size for a in runs), 1)
-    rows = [np.isnan(a.reshape(a.shape[0], -1)).any(axis=1) for a in runs if a.ndim]
     where = f"on {share:.1%} of its values"
-    if rows and getattr(values, "batched", True):  # (a PerRun whose runs have no batch axis: values only)
-        where = f"on {int(sum(r.sum() for r in rows))} of {sum(r.size for r in rows)} samples ({share:.1%} of its values)"
+    if batched and runs and len(runs[0]):
+        rows = np.isnan(runs[0].reshape(len(runs[0]), -1)).any(axis=1)
+        where = f"on {int(rows.sum())} of {rows.size} samples ({share:.1%} of its values)"
     data = "seeded random inputs" if source == "random" else source
     broken = nonfinite_weights(model) if model is not None else ""
     if broken:

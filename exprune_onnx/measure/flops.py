@@ -181,6 +181,8 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
         a = node.inputs[0]
         if not a.shape:  # unknown, or a scalar where a matrix belongs
             return None
+        if node.attrs.get("transBatchA", 0):  # FusedMatMul's: its axes permuted first, left uncounted
+            return None
         inner = a.shape[-1]
         if node.attrs.get("transA", 0):  # (FusedMatMul's transposes the last two axes)
             inner = a.shape[0] if op == "Gemm" else a.shape[-2] if len(a.shape) > 1 else None

@@ -305,10 +305,11 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
         t.add_row("FLOPs per sample", f"{known}unknown: {unknown_why}")
     elif original_saved and dense:  # both skip work: the change is between what each executes
         before, after = dense - original_saved, dense - saved
-        change = f"{percent(abs(after - before) / before)} {'more' if after > before else 'fewer'}" if before > 0 else ""
+        share = abs(after - before) / before if before > 0 else 0.0
+        change = "as many as" if percent(share) == "0.0%" else \
+            f"{percent(share)} {'more' if after > before else 'fewer'} than"
         t.add_row("FLOPs per sample", f"{flops_text(dense)} dense; executed: original {flops_text(before, dense)}, "
-                  f"optimised {flops_text(after, dense)}" + (f" ({change} than the original's)" if change else "")
-                  + ", counted by the ops of both")
+                  f"optimised {flops_text(after, dense)} ({change} the original's), counted by the ops of both")
     else:
         share = f" ({percent(saved / dense)} saved)" if dense else ""
         t.add_row("FLOPs per sample", f"{flops_text(dense)} dense -> {flops_text(dense - saved, dense)} "

@@ -63,7 +63,7 @@ def dense_flops_text(result) -> str:
     unknown, or products the count does not cover: flops.UNCOVERED)."""
     hint = shape_hint(result.model, result.input_shapes)
     others = sum(uncovered(n) for n in all_nodes(result.model.graph))
-    unsized = result.uncounted_nodes - others
+    unsized = max(result.uncounted_nodes - others, 0)
     foreign = f"{uncovered_names(all_nodes(result.model.graph))} (integer or onnxruntime-internal products this " \
         "count does not cover)"
     if not result.dense_flops:

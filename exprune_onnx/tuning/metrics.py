@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, LabelError
 
 METRICS = ("auto", "accuracy", "lost", "agreement", "relerr")
 LABELLED = ("accuracy", "lost")  # the metrics that need labels
@@ -111,7 +111,7 @@ def prediction_shape(output: np.ndarray) -> tuple:
 
 
 def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
-    """Raise DataError unless ``labels`` hold one class of ``output`` (a classifier's output)
+    """Raise LabelError unless ``labels`` hold one class of ``output`` (a classifier's output)
     for each of its predictions: any other label would count as wrong before and after,
     so no answer could ever be lost."""
     want = prediction_shape(output)
@@ -120,21 +120,21 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
         n = "N" if labels.shape[:1] == want[:1] and labels.ndim and len(want) else None
         shapes = [list(labels.shape), list(want)] if n is None else [[n, *labels.shape[1:]], [n, *want[1:]]]
         shapes = [f"[{', '.join(str(d) for d in shape)}]" for shape in shapes]
-        raise DataError(f"the labels have shape {shapes[0]}, the model's predictions {shapes[1]}"
+        raise LabelError(f"the labels have shape {shapes[0]}, the model's predictions {shapes[1]}"
                         f"{' (N samples)' if n else ''}: give one class index per prediction (for one-hot labels, "
                         "their arg-max)")
     kind = labels.dtype.kind
     odd = None if kind in "iu" else np.mod(labels, 1) != 0 if kind == "f" else np.ones(labels.shape, bool)
     if odd is not None and odd.any():  # NaN is odd too
-        raise DataError(f"the labels must be whole class indices; found {labels[odd][0].item()!r} ({labels.dtype})")
+        raise LabelError(f"the labels must be whole class indices; found {labels[odd][0].item()!r} ({labels.dtype})")
     classes = output.shape[-1] if is_scores(output) else None
     labelled = labels[labels != IGNORE]
     if labels.size and not labelled.size:
-        raise DataError(f"every label is {IGNORE} (Hugging Face's ignore index): there is nothing to score")
+        raise LabelError(f"every label is {IGNORE} (Hugging Face's ignore index): there is nothing to score")
     low, high = labelled.min(initial=0), labelled.max(initial=0)
     if low < 0 or (classes is not None and high >= classes):
         unlabelled = f"; mark a position with no label {IGNORE}" if labels.ndim > 1 else ""
-        raise DataError(f"label {low if low < 0 else high:g} is not a class of the model's output "
+        raise LabelError(f"label {low if low < 0 else high:g} is not a class of the model's output "
                         f"({'its classes are 0 to ' + str(classes - 1) if classes else 'classes are >= 0'}"
                         f"{unlabelled})")
 
