@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import DataError, LabelError
+from ..errors import DataError, LabelError, error_message
 from .feeds import (
     InputSpec,
     batch_layout,
@@ -59,8 +59,6 @@ def named(exc: DataError, source: str, flag: str, labels: str | None = None) -> 
     NaN outputs) say their own."""
     if type(exc) not in (DataError, LabelError) or source in str(exc):
         return exc
-    from ..errors import error_message
-
     apart = f" with --labels '{labels}'" if labels else ""
     return DataError(f"{flag} {quoted_source(source)}{apart}: {error_message(exc, limit=None)}")
 

@@ -85,6 +85,14 @@ def skipping_saved(model: onnx.ModelProto, counts: dict[str, tuple[int, int]]) -
     return flops_saved(model, {name: c for name, c in counts.items() if name in inputs})
 
 
+def original_saved(original: onnx.ModelProto, check) -> float:
+    """FLOPs per sample the original's own ops saved on a check (compare.CheckResult), where
+    it was rewritten before; else 0."""
+    if not check.pruned_original:
+        return 0.0
+    return flops_saved(original, check.pruned_original) / (check.rows or check.samples)
+
+
 SHAPES_UNKNOWN = "some Conv/Gemm/MatMul shapes are unknown"
 
 

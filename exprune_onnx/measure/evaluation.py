@@ -65,7 +65,7 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     from ..runtime import cpu_has_tiles
     from ..tuning.pairs import FEEDS, timing_feeds
     from .compare import compare
-    from .counters import SHAPES_UNKNOWN, executed_flops, flops_saved
+    from .counters import SHAPES_UNKNOWN, executed_flops, original_saved
     from .memory import peak_rss_mb
     from .timing import measure
 
@@ -81,5 +81,4 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}
     tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
-    before = flops_saved(ref, checked.pruned_original) / checked.rows if checked.pruned_original else 0.0
-    return Evaluation(checked, latency, dense, saved, why, memory, tiles, before)
+    return Evaluation(checked, latency, dense, saved, why, memory, tiles, original_saved(ref, checked))

@@ -14,7 +14,7 @@ from ..compiler.pipeline import Result
 from ..io.data import quoted_source
 from ..io.modelio import all_nodes
 from ..measure.compare import CheckResult
-from ..measure.counters import flops_saved, skipping_saved
+from ..measure.counters import flops_saved, original_saved, skipping_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import TILES_NOTE, cpu_has_tiles
 from .units import dense_flops_text, flops_text, flops_unit, scaled
@@ -165,7 +165,7 @@ def input_executed(original, result: Result, check) -> float | None:
     otherwise pass its savings off as this run's."""
     if check is None or not check.pruned_original or measured_total(result, check.pruned, 1) is None:
         return None
-    return result.dense_flops - flops_saved(original, check.pruned_original) / (check.rows or check.samples)
+    return result.dense_flops - original_saved(original, check)
 
 
 def saved_text(saved: float, skipped: float) -> str:
