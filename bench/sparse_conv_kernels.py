@@ -1,9 +1,12 @@
 """Sparse-input conv microbenchmark: ExPruneSparseConv against onnxruntime's Conv + Relu.
 
-    python -m bench.kernels --cases sparse_conv [--quick] [--threads 1] [--repeats 3] [--json PATH]
+    python -m bench.kernels --cases sparse_conv [--quick] [--conv1d] [--threads 1] [--repeats 3] [--json PATH]
 
 Layers (batch 1, pads k // 2, stride 1): 3x3 64->64 @ 112x112, 128->128 @ 56x56,
-256->256 @ 28x28, 512->512 @ 14x14 and 1x1 256->1024 @ 14x14. Weights ~ N(0, 2/fan_in),
+256->256 @ 28x28, 512->512 @ 14x14 and 1x1 256->1024 @ 14x14. With --conv1d, 1-D convs of
+the sizes text and audio CNNs have instead (k3 256->256 over 512 positions, k5 128->128
+over 1000, k3 512->512 over 128, k9 64->64 over 4000, k1 128->256 over 500), i.i.d. zeros
+only (the photos are 2-D), and no targets (the issue set them for 2-D layers). Weights ~ N(0, 2/fan_in),
 bias ~ N(0, 0.05), seeded. The reference is the plain layer Conv -> Relu; the op is one
 ExPruneSparseConv node (activation relu) with the same weights repacked. Both run in
 one process through exprune_onnx.measure.timing.measure: same session options (onnxruntime's
@@ -41,6 +44,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 LAYERS = ((64, 64, 112, 3), (128, 128, 56, 3), (256, 256, 28, 3), (512, 512, 14, 3), (256, 1024, 14, 1))
 QUICK_LAYERS = ((16, 16, 12, 3), (16, 40, 6, 1))
+# (C, M, positions, kernel, 1): 1-D convs
+LAYERS_1D = ((256, 256, 512, 3, 1), (128, 128, 1000, 5, 1), (512, 512, 128, 3, 1), (64, 64, 4000, 9, 1),
+             (128, 256, 500, 1, 1))
+QUICK_LAYERS_1D = ((16, 16, 40, 3, 1), (16, 40, 30, 1, 1))
 ZEROS = (0.3, 0.5, 0.7, 0.9)
 QUICK_ZEROS = (0.5, 0.9)
 INPUTS = ("iid", "photo")
@@ -51,27 +58,33 @@ SECONDS = 2.0
 QUICK_SECONDS = 0.2
 
 
+def dims(layer) -> int:
+    """The conv's spatial rank: 2 unless the layer says 1."""
+    return layer[4] if len(layer) > 4 else 2
+
+
 def label(layer) -> str:
-    c, m, s, k = layer
-    return f"{k}x{k} {c}->{m} @{s}x{s}"
+    c, m, s, k = layer[:4]
+    return f"k{k} {c}->{m} @{s} (1-D)" if dims(layer) == 1 else f"{k}x{k} {c}->{m} @{s}x{s}"
 
 
 def models(layer, seed: int = 0) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """The reference Conv -> Relu and the same layer as one ExPruneSparseConv node."""
     from exprune_onnx import ops
 
-    c, m, s, k = layer
-    rng = np.random.default_rng([seed, c, m, s, k])
-    weight = (rng.normal(size=(m, c, k, k)) * np.sqrt(2.0 / (c * k * k))).astype(np.float32)
+    c, m, s, k = layer[:4]
+    d = dims(layer)
+    rng = np.random.default_rng([seed, c, m, s, k, *([d] if d != 2 else [])])
+    weight = (rng.normal(size=(m, c, *[k] * d)) * np.sqrt(2.0 / (c * k**d))).astype(np.float32)
     bias = (rng.normal(size=m) * 0.05).astype(np.float32)
-    pads = [k // 2] * 4
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, s, s])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, s, s])
+    pads = [k // 2] * (2 * d)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, *[s] * d])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, *[s] * d])
     b = numpy_helper.from_array(bias, "B")
-    ref = helper.make_graph([helper.make_node("Conv", ["x", "W", "B"], ["h"], kernel_shape=[k, k], pads=pads),
+    ref = helper.make_graph([helper.make_node("Conv", ["x", "W", "B"], ["h"], kernel_shape=[k] * d, pads=pads),
                              helper.make_node("Relu", ["h"], ["y"])], "conv_relu", [x], [y],
                             [numpy_helper.from_array(weight, "W"), b])
-    node = helper.make_node(ops.SPARSE_CONV, ["x", "w", "B"], ["y"], domain=ops.DOMAIN, kernel_shape=[k, k],
+    node = helper.make_node(ops.SPARSE_CONV, ["x", "w", "B"], ["y"], domain=ops.DOMAIN, kernel_shape=[k] * d,
                             pads=pads, activation="relu")
     op = helper.make_graph([node], "sparse_conv", [x], [y],
                            [numpy_helper.from_array(ops.sparse_conv_weights(weight), "w"), b])
@@ -91,8 +104,8 @@ def as_models(ref: onnx.GraphProto, op: onnx.GraphProto) -> tuple[onnx.ModelProt
 
 
 def iid_input(layer, zeros: float, rng) -> np.ndarray:
-    c, _, s, _ = layer
-    x = np.abs(rng.normal(size=(1, c, s, s)))
+    c, _, s, _ = layer[:4]
+    x = np.abs(rng.normal(size=(1, c, *[s] * dims(layer))))
     return np.where(rng.random(x.shape) < zeros, 0.0, x).astype(np.float32)
 
 
@@ -161,7 +174,7 @@ def measure_layer(layer, inputs: str, zeros, threads: int = 1, seconds: float = 
                "op_ms": float(np.median([lat.optimized_ms[1] for lat in lats])),
                "ratio": float(np.median(ratios)), "ratio_min": min(ratios), "ratio_max": max(ratios),
                "ratios": ratios, "max_error": _max_error(ref, op, feeds)}
-        row["target"] = TARGETS.get(z) if layer[3] == 3 else None
+        row["target"] = TARGETS.get(z) if layer[3] == 3 and dims(layer) == 2 else None
         rows.append(row)
         if log:
             log(row)
@@ -196,9 +209,10 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="sparse_conv", help="sparse_conv (this table)")
     parser.add_argument("--quick", action="store_true", help="tiny layers, two zero fractions, few runs")
+    parser.add_argument("--conv1d", action="store_true", help="1-D convs (text and audio sizes) instead, i.i.d. zeros")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="times each measurement is repeated (default 3)")
-    parser.add_argument("--inputs", default="iid,photo", help="comma-separated: iid, photo")
+    parser.add_argument("--inputs", default=None, help="comma-separated: iid, photo (default both; iid with --conv1d)")
     parser.add_argument("--json", default=None, help="write the rows (and machine details) to this file")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -206,9 +220,12 @@ def parse_args(argv):
         parser.error(f"--cases sparse_conv runs alone, got {args.cases!r}")
     if args.threads < 1 or args.repeats < 1:
         parser.error("--threads and --repeats must be >= 1")
-    args.input_kinds = [k.strip() for k in args.inputs.split(",") if k.strip()]
+    inputs = args.inputs if args.inputs is not None else "iid" if args.conv1d else "iid,photo"
+    args.input_kinds = [k.strip() for k in inputs.split(",") if k.strip()]
     if not args.input_kinds or any(k not in INPUTS for k in args.input_kinds):
-        parser.error(f"--inputs must name some of {', '.join(INPUTS)}, got {args.inputs!r}")
+        parser.error(f"--inputs must name some of {', '.join(INPUTS)}, got {inputs!r}")
+    if args.conv1d and "photo" in args.input_kinds:
+        parser.error("--conv1d takes --inputs iid only: the photo inputs are 2-D images")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         parser.error(f"--json: directory {Path(args.json).resolve().parent} does not exist")
     return args
@@ -227,11 +244,13 @@ def main(argv=None) -> int:
                   f"{os.cpu_count()} CPUs, {args.threads} thread(s), batch 1, {args.repeats} repeat(s); "
                   f"load average {load_before[0]:.2f}", markup=False)
     layers, zeros = (QUICK_LAYERS, QUICK_ZEROS) if args.quick else (LAYERS, ZEROS)
+    if args.conv1d:
+        layers = QUICK_LAYERS_1D if args.quick else LAYERS_1D
     seconds = QUICK_SECONDS if args.quick else SECONDS
     start = time.perf_counter()
 
     def log(r):
-        console.print(f"  {r['layer']:<18} {r['inputs']:<5} zeros {100 * r['zeros']:3.0f}%  conv {r['conv_ms']:7.2f} ms"
+        console.print(f"  {r['layer']:<24} {r['inputs']:<5} zeros {100 * r['zeros']:3.0f}%  conv {r['conv_ms']:7.2f} ms"
                       f"  op {r['op_ms']:7.2f} ms  ratio {r['ratio']:.2f} ({r['ratio_min']:.2f}..{r['ratio_max']:.2f})",
                       markup=False)
 
@@ -249,7 +268,7 @@ def main(argv=None) -> int:
                       f"{r['max_error']:.1e} of the range", markup=False)
     if args.json:
         meta = {"onnxruntime": ort.__version__, "machine": platform.machine(), "cpu": cpu_name(), "cpus": os.cpu_count(),
-                "commit": commit(), "threads": args.threads, "batch": 1, "repeats": args.repeats,
+                "commit": commit(), "threads": args.threads, "batch": 1, "repeats": args.repeats, "conv1d": args.conv1d,
                 "kernels": os.environ.get("EXPRUNE_CONV_KERNELS") or "default (best the CPU runs)",
                 "load_average": [load_before[0], load_after[0]]}
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

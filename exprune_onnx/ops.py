@@ -41,14 +41,16 @@ def pruning_layers(model) -> int:
 
 
 def sparse_conv_weights(weight, group: int = 1):
-    """A Conv weight W[M, C/group, KH, KW] in ExPruneSparseConv's layout w[C, KH, KW, M/group]:
-    w[c, ky, kx, j] = W[(c // (C/group)) * (M/group) + j, c % (C/group), ky, kx], so that the
-    output channels of one tap are contiguous (docs/custom_ops.md)."""
+    """A Conv weight W[M, C/group, *K] in ExPruneSparseConv's layout w[C, *K, M/group]:
+    w[c, ky, kx, j] = W[(c // (C/group)) * (M/group) + j, c % (C/group), ky, kx] (and the
+    same without ky for a 1-D conv), so that the output channels of one tap are contiguous
+    (docs/custom_ops.md)."""
     import numpy as np
 
     weight = np.asarray(weight)
-    m, cg, kh, kw = weight.shape
+    m, cg, *kernel = weight.shape
     mg = m // group
-    # [g, mg, cg, kh, kw] -> [g, cg, kh, kw, mg] -> [C, kh, kw, mg]
-    blocks = weight.reshape(group, mg, cg, kh, kw).transpose(0, 2, 3, 4, 1)
-    return np.ascontiguousarray(blocks.reshape(group * cg, kh, kw, mg))
+    # [g, mg, cg, *K] -> [g, cg, *K, mg] -> [C, *K, mg]
+    order = (0, *range(2, 3 + len(kernel)), 1)
+    blocks = weight.reshape(group, mg, cg, *kernel).transpose(order)
+    return np.ascontiguousarray(blocks.reshape(group * cg, *kernel, mg))

@@ -22,6 +22,8 @@ def case(seed: int):
     tall = rng.random() < 0.08  # over 256 KB of lists and few weights: waves of rows (sparse_conv_run.cc WaveRows)
     if tall:
         sizes = [int(rng.integers(24, 48)), int(rng.integers(16, 32))]
+    if rng.random() < 0.15:  # a 1-D conv: one row, run as a 2-D one of unit height
+        sizes = [int(rng.integers(1, 150))]
     attrs, outs = conv_geometry(rng, sizes)
     kernel = attrs.pop("_kernel")
     group = int(rng.choice([1, 1, 1, 2, 3]))
@@ -65,12 +67,13 @@ def corrupt(x, w, bias, residual, attrs, rng):
     elif pick == "x_rank":
         x = x[..., None]
     elif pick == "bias":
-        bias = np.zeros(w.shape[3] * attrs.get("group", 1) + 1, np.float32)
+        bias = np.zeros(w.shape[-1] * attrs.get("group", 1) + 1, np.float32)
     elif pick == "residual":
-        residual = np.zeros((max(x.shape[0], 1) + 1, w.shape[3] * attrs.get("group", 1), 1, 1), np.float32)
+        residual = np.zeros((max(x.shape[0], 1) + 1, w.shape[-1] * attrs.get("group", 1), *[1] * (x.ndim - 2)),
+                            np.float32)
     elif pick == "attr":
         key, value = [("activation", "tanh"), ("clip_max", -1.0), ("strides", [0, 1]), ("pads", [0, 0, 0]),
-                      ("dilations", [1, 0]), ("kernel_shape", [w.shape[1] + 1, w.shape[2]]),
+                      ("dilations", [1, 0]), ("kernel_shape", [w.shape[1] + 1, *w.shape[2:-1]]),
                       ("auto_pad", "bogus")][int(rng.integers(7))]
         attrs[key] = value
         if key == "clip_max":

@@ -63,7 +63,7 @@ def op_model(x_shape, w, bias=None, residual_shape=None, attrs=None, stats=False
         inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, list(residual_shape)))
     outputs = ["y", "stats"] if stats else ["y"]
     node = helper.make_node(ops.SPARSE_CONV, names, outputs, name=NODE, domain=ops.DOMAIN, **attrs)
-    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * 4)]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(x_shape))]
     if stats:
         outs.append(helper.make_tensor_value_info("stats", TensorProto.INT64, [2]))
     return _model([node], inputs, outs, inits, custom=True)
@@ -95,7 +95,7 @@ def reference_model(x_shape, weight, bias=None, residual_shape=None, attrs=None)
         nodes.append(helper.make_node("Clip", [t, "lo", "hi"], ["a"]))
         t = "a"
     nodes.append(helper.make_node("Identity", [t], ["y"]))
-    return _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * 4)], inits)
+    return _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(x_shape))], inits)
 
 
 def run(model, feeds, threads=1, optimize=False):

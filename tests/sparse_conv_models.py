@@ -85,8 +85,31 @@ def chain3(rng, n=16):
     return build(nodes, inits)
 
 
-def feeds(rng, n=2):
-    return {"x": rng.standard_normal((n, 3, 10, 10)).astype(np.float32)}
+def text_cnn(rng):
+    """A 1-D CNN as text and audio models have: x [N, 8, 20] -> Conv1d 'c0' -> BatchNorm -> Relu
+    'r0' -> Conv1d 'c1' (k5) -> BatchNorm -> Add(r0) -> Relu -> MaxPool -> Conv1d 'c2' (k3,
+    stride 2, uneven pads) -> Relu."""
+    bn = [init_array(rng, 16, 0.3) + 1, init_array(rng, 16, 0.3), init_array(rng, 16, 0.2),
+          np.abs(init_array(rng, 16, 1)) + 0.5]
+    inits = [init("W0", init_array(rng, (16, 8, 3), 0.2)), init("b0", init_array(rng, 16, 0.5)),
+             init("W1", init_array(rng, (16, 16, 5), 0.1)), init("W2", init_array(rng, (12, 16, 3), 0.15)),
+             init("b2", init_array(rng, 12, 0.5))]
+    inits += [init(f"bn{i}_{j}", v) for i in (0, 1) for j, v in enumerate(bn)]
+    nodes = [conv("c0", "x", "W0", "a0", "b0", pads=[1, 1]),
+             helper.make_node("BatchNormalization", ["a0"] + [f"bn0_{j}" for j in range(4)], ["n0"], name="bn0"),
+             helper.make_node("Relu", ["n0"], ["r0"], name="act0"),
+             conv("c1", "r0", "W1", "a1", pads=[2, 2]),
+             helper.make_node("BatchNormalization", ["a1"] + [f"bn1_{j}" for j in range(4)], ["n1"], name="bn1"),
+             helper.make_node("Add", ["n1", "r0"], ["s1"], name="join"),
+             helper.make_node("Relu", ["s1"], ["r1"], name="act1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[2], strides=[2]),
+             conv("c2", "p1", "W2", "a2", "b2", pads=[1, 0], strides=[2]),
+             helper.make_node("Relu", ["a2"], ["y"], name="act2")]
+    return make_model(nodes, [vi("x", ["N", 8, 20])], [vi("y", None)], inits)
+
+
+def feeds(rng, n=2, shape=(3, 10, 10)):
+    return {"x": rng.standard_normal((n, *shape)).astype(np.float32)}
 
 
 def lowered(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -104,9 +127,10 @@ def lowered(model: onnx.ModelProto) -> onnx.ModelProto:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         w = numpy_helper.to_array(inits[node.input[1]])
         group = attrs.get("group", 1)
-        c, kh, kw, mg = w.shape
+        c, *kernel, mg = w.shape  # [C, *K, M/group] -> W[M, C/group, *K]
         cg = c // group
-        big = w.reshape(group, cg, kh, kw, mg).transpose(0, 4, 1, 2, 3).reshape(group * mg, cg, kh, kw)
+        order = (0, 2 + len(kernel), 1, *range(2, 2 + len(kernel)))
+        big = w.reshape(group, cg, *kernel, mg).transpose(order).reshape(group * mg, cg, *kernel)
         out.graph.initializer.append(numpy_helper.from_array(big, node.name + "_W"))
         conv_attrs = {k: v for k, v in attrs.items() if k not in ("activation", "clip_max")}
         ins = [node.input[0], node.name + "_W"] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
@@ -131,8 +155,8 @@ def lowered(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def assert_same_outputs(original, optimized, rng, with_op=True):
-    f = feeds(rng)
+def assert_same_outputs(original, optimized, rng, with_op=True, shape=(3, 10, 10)):
+    f = feeds(rng, shape=shape)
     want = run_plain(original, f)
     for ref, got in zip(want, run_plain(lowered(optimized), f)):
         assert_close(ref, got)

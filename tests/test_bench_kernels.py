@@ -121,3 +121,18 @@ def test_sparse_conv_table_quick(tmp_path, capsys):
     assert "ratio" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sc.parse_args(["--cases", "sparse_conv", "--inputs", "noise"])
+
+
+def test_sparse_conv_table_1d_quick(tmp_path):
+    """--conv1d: the same table over 1-D layers, i.i.d. zeros, outputs equal to Conv1d."""
+    from bench import sparse_conv_kernels as sc
+
+    out = tmp_path / "sc1.json"
+    assert kernels.main(["--cases", "sparse_conv", "--quick", "--conv1d", "--repeats", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["layer"] for r in data["rows"]] == [sc.label(layer) for layer in sc.QUICK_LAYERS_1D
+                                                  for _ in sc.QUICK_ZEROS]
+    assert all(r["inputs"] == "iid" and r["max_error"] < 1e-5 and r["target"] is None for r in data["rows"])
+    assert data["meta"]["conv1d"] and "(1-D)" in data["rows"][0]["layer"]
+    with pytest.raises(SystemExit):
+        sc.parse_args(["--cases", "sparse_conv", "--conv1d", "--inputs", "photo"])

@@ -32,6 +32,11 @@ GEOMETRIES = {
     "group2": dict(channels=6, outs=10, attrs={"group": 2, "pads": [1, 1, 1, 1]}),
     "depthwise": dict(channels=12, outs=12, attrs={"group": 12, "pads": [1, 1, 1, 1]}),
     "depthwise_x2": dict(channels=5, outs=10, attrs={"group": 5, "strides": [2, 2]}),
+    # 1-D convs (text and audio CNNs) run as 2-D ones of unit height
+    "1d_k3_pad1": dict(size=(11,), kernel=(3,), attrs={"pads": [1, 1]}),
+    "1d_k5_stride2_dilation2": dict(size=(23,), kernel=(5,), attrs={"strides": [2], "dilations": [2], "pads": [2, 1]}),
+    "1d_same_upper": dict(size=(10,), kernel=(4,), attrs={"auto_pad": "SAME_UPPER"}),
+    "1d_group2_wide": dict(channels=6, outs=16, size=(70,), kernel=(3,), attrs={"group": 2}),
 }
 
 
@@ -259,6 +264,16 @@ def test_bias_residual_activation_batch_threads(activation, residual, batch, thr
             assert y.max() == activation["clip_max"]
 
 
+@pytest.mark.parametrize("attrs", [{"activation": "relu", "clip_max": 6.0}, {"activation": "relu"}, {}])
+def test_1d_with_residual_batch_and_threads(attrs):
+    rng = np.random.default_rng(21)
+    x, weight, b, attrs = case(rng, batch=3, channels=24, outs=40, size=(37,), kernel=(3,),
+                               attrs={"pads": [1, 1]} | attrs)
+    residual = rng.standard_normal((3, 40, 37)).astype(np.float32)
+    got = check(x, weight, b, attrs, residual=residual, threads=2, stats=True)
+    assert got[0].shape == (3, 40, 37) and got[1].tolist() == [inputs_read(x), x.size]
+
+
 def test_threads_and_batch_do_not_change_the_result():
     """Each output is summed in the same order whatever the batch and the task split."""
     rng = np.random.default_rng(3)
@@ -331,6 +346,10 @@ def test_weight_layout():
     assert w.shape == (4, 3, 1, 3)
     for c, ky, kx, j in np.ndindex(*w.shape):
         assert w[c, ky, kx, j] == weight[(c // 2) * 3 + j, c % 2, ky, kx]
+    w1 = ops.sparse_conv_weights(weight[..., 0], group=2)  # 1-D: the same without ky
+    assert w1.shape == (4, 3, 3)
+    for c, kx, j in np.ndindex(*w1.shape):
+        assert w1[c, kx, j] == weight[(c // 2) * 3 + j, c % 2, kx, 0]
 
 
 # ------------------------------------------------------------------ errors
@@ -356,9 +375,15 @@ def _run(x_shape, w_shape, attrs=None, bias_shape=None, residual_shape=None):
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,bias_shape,residual_shape,words", [
-    ((1, 4, 6, 6), (3, 3, 3, 5), {}, None, None, ["w must have shape [C, KH, KW, M/group] with C = 4", "[3, 3, 3, 5]"]),
-    ((1, 4, 6, 6), (4, 3, 3), {}, None, None, ["w must have shape"]),
-    ((1, 4, 6), (4, 3, 3, 5), {}, None, None, ["x must have shape [N, C, H, W]"]),
+    ((1, 4, 6, 6), (3, 3, 3, 5), {}, None, None, ["w must have shape [C, *K, M/group] with C = 4", "[3, 3, 3, 5]"]),
+    ((1, 4, 6, 6), (4, 3, 3), {}, None, None, ["w must have shape", "2 kernel dims"]),
+    ((1, 4, 6), (4, 3, 3, 5), {}, None, None, ["w must have shape", "1 kernel dims"]),
+    ((1, 4, 6, 6, 6), (4, 3, 3, 3, 5), {}, None, None, ["x must have shape [N, C, W] or [N, C, H, W]"]),
+    ((1, 4), (4, 5), {}, None, None, ["x must have shape [N, C, W] or [N, C, H, W]"]),
+    ((1, 4, 6), (4, 3, 5), {"strides": [1, 1]}, None, None, ["attribute strides has 2 values", "spatial rank 1"]),
+    ((1, 4, 6), (4, 3, 5), {"kernel_shape": [3, 3]}, None, None, ["kernel_shape [3, 3] does not match w"]),
+    ((1, 4, 2), (4, 3, 5), {}, None, None, ["smaller than the dilated kernel extent 3"]),
+    ((1, 4, 6), (4, 3, 5), {}, (5,), (1, 5, 1, 4), ["residual must have the output's shape [1, 5, 4]"]),
     ((1, 4, 6, 6), (4, 3, 3, 5), {"group": 3}, None, None, ["group = 3 does not divide the 4 channels"]),
     ((1, 4, 6, 6), (4, 3, 3, 5), {"kernel_shape": [3, 1]}, None, None, ["kernel_shape [3, 1] does not match w"]),
     ((1, 4, 6, 6), (4, 3, 3, 5), {"strides": [1]}, None, None, ["attribute strides has 1 values"]),

@@ -25,6 +25,7 @@ from sparse_conv_models import (
     residual_block,
     sparse_node,
     stem,
+    text_cnn,
     weight,
 )
 
@@ -191,10 +192,35 @@ def test_same_padding_fires_where_onnxruntime_pads_as_onnx_does():
     assert_close(run_plain(model, {"x": x})[0], run_exprune(res.model, {"x": x})[0])
 
 
-def conv1d(rng):
-    inits = [init("W1", init_array(rng, (4, 3, 3), 0.3))]
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="act0"), conv("c1", "r", "W1", "y", pads=[1, 1])]
-    return make_model(nodes, [vi("x", ["N", 3, 10])], [vi("y", None)], inits)
+def conv3d(rng):
+    inits = [init("W1", init_array(rng, (4, 3, 3, 3, 3), 0.3))]
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="act0"), conv("c1", "r", "W1", "y", pads=[1] * 6)]
+    return make_model(nodes, [vi("x", ["N", 3, 6, 6, 6])], [vi("y", None)], inits)
+
+
+def test_1d_convs_are_rewritten():
+    """Text and audio CNNs: a Conv1d's group (BatchNorm, the residual Add, the Relu) fuses as a
+    2-D one's does, and one after a MaxPool of the Relu is read sparsely too."""
+    rng = np.random.default_rng(30)
+    model = text_cnn(rng)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert node_types(res.model) == ["Conv", "Relu", ops.SPARSE_CONV, "MaxPool", ops.SPARSE_CONV]
+    assert [(s.layer, s.op_types) for s in res.sparse] == [("c1", ["Conv", "Add", "Relu"]),
+                                                           ("c2", ["Conv", "Relu"])]
+    c1, c2 = [n for n in res.model.graph.node if n.op_type == ops.SPARSE_CONV]
+    weights = {t.name: t.dims for t in res.model.graph.initializer}
+    assert list(weights[c1.input[1]]) == [16, 5, 16] and list(weights[c2.input[1]]) == [16, 3, 12]
+    assert c1.input[3] == "r0" and attrs_of(c1)["kernel_shape"] == [5] and attrs_of(c1)["pads"] == [2, 2]
+    assert attrs_of(c2)["strides"] == [2] and attrs_of(c2)["pads"] == [1, 0]
+    # Dense FLOPs stay the Convs' (c2 writes 5 of 10 positions); a skipped input feeds M * K / stride.
+    assert res.dense_flops == 2 * 20 * 16 * 8 * 3 + 2 * 20 * 16 * 16 * 5 + 2 * 5 * 12 * 16 * 3
+    from exprune_onnx.measure.counters import flops_saved
+    assert flops_saved(res.model, {c1.name: (10, 20), c2.name: (10, 20)}) == 10 * 2 * 16 * 5 + 10 * 2 * 12 * 3 / 2
+    onnx.checker.check_model(res.model)
+    assert_same_outputs(model, res.model, rng, shape=(8, 20))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    again = exprune_onnx.optimize_model(res.model, **SPARSE)
+    assert not again.changed and again.model.SerializeToString() == res.model.SerializeToString()
 
 
 @pytest.mark.parametrize("make,reason", [
@@ -202,7 +228,7 @@ def conv1d(rng):
     (sigmoid_conv, None),
     (weight_input, "is not a constant"),
     (nan_weight, "NaN or Inf"),
-    (conv1d, "only 2-D convolutions"),
+    (conv3d, "only 1-D and 2-D convolutions"),
     # Under 8 outputs a group the op lost to onnxruntime 1.6-51x (bench.sparse_conv_groups)
     (lambda rng: relu_conv(rng, group=8, m=8), "1 output channel(s) per group (depthwise)"),
     (lambda rng: relu_conv(rng, group=2, m=8), "4 output channel(s) per group (group = 2)"),

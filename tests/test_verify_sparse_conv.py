@@ -11,9 +11,11 @@ from sparse_conv_models import (
     SPARSE,
     residual_block,
     sparse_node,
+    text_cnn,
 )
 
 import exprune_onnx
+from exprune_onnx import ops
 from exprune_onnx.io.data import random_dataset
 from exprune_onnx.runtime import cpu_has_tiles
 from exprune_onnx.verify import verify
@@ -86,3 +88,28 @@ def test_verify_reads_the_original_at_its_own_opset(opset):
     assert [s.layer for s in res.sparse] == ["conv"]
     rows = verify(model, res.model, random_dataset(model, 4, 0))
     assert all(r.ok for r in rows), rows
+
+
+@pytest.mark.parametrize("tamper,words", [("weight", "weight"), ("stride", "attribute strides"),
+                                          ("kernel", "kernel_shape")])
+def test_verify_traces_1d_convs(tamper, words):
+    """A Conv1d's op is traced back to it as a 2-D one's is (weight [C, K, M], 1-D attributes)."""
+    model = text_cnn(np.random.default_rng(31))
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    data = random_dataset(model, 4, 0)
+    assert all(r.ok for r in verify(model, res.model, data))
+    bad = onnx.ModelProto()
+    bad.CopyFrom(res.model)
+    node = [n for n in bad.graph.node if n.op_type == ops.SPARSE_CONV][-1]
+    if tamper == "weight":
+        w = next(t for t in bad.graph.initializer if t.name == node.input[1])
+        v = numpy_helper.to_array(w).copy()
+        v[3, 1, 2] += 0.5
+        w.CopyFrom(numpy_helper.from_array(v, w.name))
+    else:
+        name, value = ("strides", [1]) if tamper == "stride" else ("kernel_shape", [1, 3])
+        keep = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend(keep + [helper.make_attribute(name, value)])
+    failed = [r for r in verify(model, bad, data) if not r.ok and r.check in ("structure", "weights")]
+    assert failed and any(words in r.detail for r in failed), failed

@@ -43,11 +43,13 @@ void SparseConvKernel::BlockConstantWeights(const OrtKernelInfo* info) noexcept 
     const Ort::TensorTypeAndShapeInfo type = w.GetTensorTypeAndShapeInfo();
     if (type.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return;
     std::vector<int64_t> shape = type.GetShape();
-    if (shape.size() != 4 || std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 1; }) ||
-        shape[0] % conv_.group != 0) {
+    if ((shape.size() != 3 && shape.size() != 4) ||
+        std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 1; }) || shape[0] % conv_.group != 0) {
       return;
     }
-    const int64_t taps = shape[1] * shape[2], mg = shape[3], cg = shape[0] / conv_.group;
+    // A 1-D conv's w [C, KW, M/group] is a 2-D one's with KH = 1.
+    const int64_t kh = shape.size() == 4 ? shape[1] : 1, kw = shape[shape.size() - 2], mg = shape.back();
+    const int64_t taps = kh * kw, cg = shape[0] / conv_.group;
     const sparse_conv::Shape& tile = sparse_conv::PickShape(sparse_conv::Select(), mg, 1);
     const int64_t lanes = int64_t{tile.nv} * sparse_conv::Select().lanes, blocks = CeilDiv(mg, lanes);
     const float* src = w.GetTensorData<float>();
@@ -63,7 +65,7 @@ void SparseConvKernel::BlockConstantWeights(const OrtKernelInfo* info) noexcept 
         }
       }
     }
-    if (conv_.group == 1) sparse_conv_amx::PackWeights(src, shape[0], shape[1], shape[2], shape[3], &amx_);
+    if (conv_.group == 1) sparse_conv_amx::PackWeights(src, shape[0], kh, kw, mg, &amx_);
     blocked_from_ = src;
     blocked_shape_ = std::move(shape);
   } catch (...) {
@@ -80,33 +82,41 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
   const Input bias = GetInput(ctx, 2, "bias", true);
   const Input res = GetInput(ctx, 3, "residual", true);
 
-  if (x.shape.size() != 4) throw OpError("x must have shape [N, C, H, W] (a 2-D conv), got " + ShapeText(x.shape));
+  const size_t rank = x.shape.size();
+  if (rank != 3 && rank != 4) {
+    throw OpError("x must have shape [N, C, W] or [N, C, H, W] (spatial rank 1 or 2), got " + ShapeText(x.shape));
+  }
+  const size_t sr = rank - 2;
   const int64_t channels = x.shape[1], groups = conv_.group;
-  if (w.shape.size() != 4 || w.shape[0] != channels || w.shape[1] < 1 || w.shape[2] < 1) {
-    throw OpError("w must have shape [C, KH, KW, M/group] with C = " + std::to_string(channels) +
-                  " (the channels of x) and KH, KW >= 1, got " + ShapeText(w.shape));
+  if (w.shape.size() != rank || w.shape[0] != channels ||
+      std::any_of(w.shape.begin() + 1, w.shape.end() - 1, [](int64_t d) { return d < 1; })) {
+    throw OpError("w must have shape [C, *K, M/group] with C = " + std::to_string(channels) +
+                  " (the channels of x) and " + std::to_string(sr) + " kernel dims >= 1, got " + ShapeText(w.shape));
   }
   if (channels % groups != 0) {
     throw OpError("attribute group = " + std::to_string(groups) + " does not divide the " + std::to_string(channels) +
                   " channels of x");
   }
-  const std::vector<Axis> axes = ResolveAxes(conv_, {x.shape[2], x.shape[3]}, {w.shape[1], w.shape[2]}, "w", w.shape);
+  const std::vector<Axis> axes =
+      ResolveAxes(conv_, std::vector<int64_t>(x.shape.begin() + 2, x.shape.end()),
+                  std::vector<int64_t>(w.shape.begin() + 1, w.shape.end() - 1), "w", w.shape);
   sparse_conv::Layer l{};
   l.batch = x.shape[0];
   l.channels = channels;
   l.groups = groups;
   l.cg = channels / groups;
-  l.mg = w.shape[3];
+  l.mg = w.shape.back();
   l.outs = l.mg * groups;
-  l.h = axes[0];
-  l.w = axes[1];
+  l.h = sr == 2 ? axes[0] : Axis{};  // a 1-D conv runs as a 2-D one of unit height
+  l.w = axes[sr - 1];
   l.x = x.data;
   l.bias = bias.present ? bias.data : nullptr;
   l.res = res.present ? res.data : nullptr;
   l.relu = relu_;
   l.clip_max = clip_max_;
   l.pooled = &pooled_;
-  const std::vector<int64_t> y_shape{l.batch, l.outs, l.h.out, l.w.out};
+  std::vector<int64_t> y_shape{l.batch, l.outs, l.h.out, l.w.out};
+  if (sr == 1) y_shape.erase(y_shape.begin() + 2);
   if (bias.present && bias.shape != std::vector<int64_t>{l.outs}) {
     throw OpError("bias must have shape [M] = " + ShapeText({l.outs}) + ", got " + ShapeText(bias.shape));
   }

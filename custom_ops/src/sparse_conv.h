@@ -1,6 +1,7 @@
-// ExPruneSparseConv: a 2-D Conv (+ bias, + residual, then none/Relu/Clip(0, c)) that
-// visits only the non-zero values of its input, for layers fed by a ReLU
-// (docs/custom_ops.md). The weights come repacked as w[C, KH, KW, M/group].
+// ExPruneSparseConv: a 1-D or 2-D Conv (+ bias, + residual, then none/Relu/Clip(0, c))
+// that visits only the non-zero values of its input, for layers fed by a ReLU
+// (docs/custom_ops.md). The weights come repacked as w[C, KH, KW, M/group] (w[C, KW,
+// M/group] for a 1-D conv).
 #pragma once
 
 #include <atomic>

@@ -57,9 +57,9 @@ def per_input(model: onnx.ModelProto) -> dict[str, float]:
             found[node.name] = 2.0 * shapes[node.input[1]][1]
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        _c, kh, kw, mg = shapes[node.input[1]]
-        stride = int(np.prod(attrs.get("strides", [1, 1])))
-        found[node.name] = 2.0 * mg * kh * kw / stride
+        _c, *kernel, mg = shapes[node.input[1]]  # [C, *K, M/group]
+        stride = int(np.prod(attrs.get("strides", [1])))
+        found[node.name] = 2.0 * mg * int(np.prod(kernel)) / stride
     return found
 
 

@@ -172,11 +172,11 @@ def node_flops(node: gs.Node, batch: int | str | None = None) -> int | None:
         if wshape is None or not _known(wshape):
             return None
         per_output = int(np.prod(wshape[1:]))
-    elif op == ops.SPARSE_CONV:  # w is [C, KH, KW, M/group]: C/group * KH * KW MACs per output
+    elif op == ops.SPARSE_CONV:  # w is [C, *K, M/group]: C/group * prod(K) MACs per output
         wshape = node.inputs[1].shape
         if wshape is None or not _known(wshape):
             return None
-        per_output = int(np.prod(wshape[:3])) // int(node.attrs.get("group", 1))
+        per_output = int(np.prod(wshape[:-1])) // int(node.attrs.get("group", 1))
     elif op in ("Gemm", "MatMul", ops.SPARSE_MATMUL):
         a = node.inputs[0]
         if not a.shape:  # unknown, or a scalar where a matrix belongs

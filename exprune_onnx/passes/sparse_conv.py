@@ -8,6 +8,7 @@
 ``w`` is ``W`` repacked once, here, as ``[C, KH, KW, M / group]`` (input channel first, so
 that one non-zero input reads one contiguous block of weights):
 ``w[c, ky, kx, j] = W[(c // (C / group)) * (M / group) + j, c % (C / group), ky, kx]``.
+A 1-D conv (text and audio CNNs) is the same without ``ky``: ``w[C, KW, M / group]``.
 BatchNormalization was folded into ``W`` and ``b`` by canonicalisation; the constant Adds
 and Muls of the canonical group fold into the bias and the weights
 (``rules/chain.py``). Where the Conv's output does not end in a ReLU-family activation
@@ -65,7 +66,7 @@ class ConvConsumer:
     conv: gs.Node
     source: str  # the op type that writes the zeros (through a MaxPool or not: passes/zeros.py)
     x: gs.Tensor
-    w: np.ndarray  # [M, C/group, KH, KW] float32, scale folded in
+    w: np.ndarray  # [M, C/group, *K] float32, scale folded in
     bias: np.ndarray | None  # [M] float32
     group: chain.Chain | None  # the fused group after the Conv, or None for the Conv alone
     output: gs.Tensor
@@ -120,7 +121,8 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         return no(f"the input '{x.name}' is {other}, only float32 is read sparsely")
     stored = node.inputs[1]
     w = const_value(stored, ctx.opset)
-    why = sparse_input.weight_problem(stored, w, 4, "but only 2-D convolutions are read sparsely")
+    rank = w.ndim if w is not None and w.ndim in (3, 4) else 4
+    why = sparse_input.weight_problem(stored, w, rank, "but only 1-D and 2-D convolutions are read sparsely")
     if why:
         return no(why)
     if not np.isfinite(w).all():
@@ -136,8 +138,8 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         return no(f"{m // group} output channel(s) per group ({'depthwise' if cg == 1 else f'group = {group}'}): "
                   f"the op's vectors of outputs run nearly empty, and onnxruntime's grouped Conv is faster")
     shape = x.shape
-    if shape is not None and (len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != cg * group)):
-        return no(f"the input '{x.name}' has shape {list(shape)}, not [N, {cg * group}, H, W]")
+    if shape is not None and (len(shape) != rank or (isinstance(shape[1], int) and shape[1] != cg * group)):
+        return no(f"the input '{x.name}' has shape {list(shape)}, not [N, {cg * group}, {'H, W' if rank == 4 else 'L'}]")
     if not _private(stored, w.size):
         return no(f"the weight '{stored.name}' also feeds other nodes; the repacked copy would store it twice")
     if len(node.inputs) > 2 and node.inputs[2].name:
@@ -149,9 +151,9 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     if why:
         return no(why)
     w, bias = _conv_alone(node, ctx)
-    fused = _fusable(node, ctx, m)
+    fused = _fusable(node, ctx, m, rank)
     if fused is not None:
-        fw = w * fused.scale.reshape(-1, 1, 1, 1).astype(np.float32) if not np.all(fused.scale == 1) else w
+        fw = w * per_output(fused.scale, rank).astype(np.float32) if not np.all(fused.scale == 1) else w
         fb = (fused.bias + fused.scale * (bias if bias is not None else 0.0)).astype(np.float32)
         if np.isfinite(fw).all() and np.isfinite(fb).all():  # else the group stays after the op
             w, bias = fw, fb
@@ -161,9 +163,14 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     return ConvConsumer(layer, node, source.op, x, np.ascontiguousarray(w, dtype=np.float32), bias, fused, output)
 
 
-def _fusable(conv: gs.Node, ctx: Context, m: int) -> chain.Chain | None:
+def per_output(values: np.ndarray, rank: int) -> np.ndarray:
+    """One value per output channel, shaped to scale a Conv weight of ``rank`` dims."""
+    return values.reshape((-1,) + (1,) * (rank - 1))
+
+
+def _fusable(conv: gs.Node, ctx: Context, m: int, rank: int) -> chain.Chain | None:
     """The canonical group after the Conv when the op can compute it whole, else None."""
-    found = chain.follow(conv.outputs[0], ctx, m, 1, 4)  # a string too where a rewrite took the group
+    found = chain.follow(conv.outputs[0], ctx, m, 1, rank)  # a string too where a rewrite took the group
     if isinstance(found, str) or found.problems:
         return None
     residual = found.residual
@@ -173,7 +180,7 @@ def _fusable(conv: gs.Node, ctx: Context, m: int) -> chain.Chain | None:
 
 
 def repack(w: np.ndarray, group: int) -> np.ndarray:
-    """``W[M, C/group, KH, KW]`` as the op's ``[C, KH, KW, M/group]`` float32 (module docstring)."""
+    """``W[M, C/group, *K]`` as the op's ``[C, *K, M/group]`` float32 (module docstring)."""
     return np.ascontiguousarray(ops.sparse_conv_weights(w, group), dtype=np.float32)
 
 
@@ -245,8 +252,8 @@ def _unfuse(c: ConvConsumer, ctx: Context) -> None:
 
 
 def unpack(w: np.ndarray, group: int) -> np.ndarray:
-    """The op's ``[C, KH, KW, M/group]`` weight back as Conv's ``W[M, C/group, KH, KW]``."""
-    c, kh, kw, mg = w.shape
+    """The op's ``[C, *K, M/group]`` weight back as Conv's ``W[M, C/group, *K]``."""
+    c, *kernel, mg = w.shape
     cg = c // group
-    return np.ascontiguousarray(w.reshape(group, cg, kh, kw, mg).transpose(0, 4, 1, 2, 3)
-                                .reshape(group * mg, cg, kh, kw))
+    order = (0, 2 + len(kernel), 1, *range(2, 2 + len(kernel)))
+    return np.ascontiguousarray(w.reshape(group, cg, *kernel, mg).transpose(order).reshape(group * mg, cg, *kernel))

@@ -89,7 +89,8 @@ def _attrs(node: onnx.NodeProto) -> dict:
 
 def _single(nodes, x_name, x_shape, inits) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "alone", [helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None] * 4)], inits)
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None] * len(x_shape))],
+                              inits)
     return helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
                                                                  helper.make_opsetid(ops.DOMAIN, ops.VERSION)])
 

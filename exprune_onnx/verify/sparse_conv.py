@@ -4,7 +4,7 @@ Each sparse conv must read exact zeros (a Relu, a Clip, an early-exit op, or a M
 one or another op that keeps its zeros, passes/zeros.py) and write the output of a Conv
 of the canonical original that reads the same tensor, or the end of the group after that
 Conv (constant Adds and Muls, one residual Add, Relu/Clip(0, c); rules/chain.py). Its weight must be that Conv's weight times the group's
-per-output scale, repacked as ``[C, KH, KW, M/group]``; its bias the group's folded bias;
+per-output scale, repacked as ``[C, KH, KW, M/group]`` (``[C, KW, M/group]`` for a 1-D conv); its bias the group's folded bias;
 its residual the group's; its attributes the Conv's (strides, pads, dilations, auto_pad,
 group, kernel_shape) and the group's activation and cap. The weights themselves are
 compared by verify_sparse.weight_problems.
@@ -19,19 +19,19 @@ import onnx_graphsurgeon as gs
 
 from ..compiler.graphutil import all_graphs, const_value, describe, opset_of
 from ..config import Options
-from ..passes.sparse_conv import repack
+from ..passes.sparse_conv import per_output, repack
 from ..passes.zeros import zero_writers
 from ..rules import chain
 from ..rules.base import Context
 from .sparse_matmul import SparseLayer, writes_zeros
 
 
-def _group_of(conv: gs.Node, graph: gs.Graph, y_name: str, m: int, opset: int):
+def _group_of(conv: gs.Node, graph: gs.Graph, y_name: str, m: int, rank: int, opset: int):
     """The chain after ``conv`` in the canonical original that ends in ``y_name``, or a reason."""
     if conv.outputs[0].name == y_name:
         return None
     ctx = Context(graph, graph, opset, Options(), set())
-    found = chain.follow(conv.outputs[0], ctx, m, 1, 4)
+    found = chain.follow(conv.outputs[0], ctx, m, 1, rank)
     if isinstance(found, str):
         return f"the original Conv's group cannot be fused ({found})"
     if found.output.name != y_name or found.problems:
@@ -47,9 +47,9 @@ def _conv_reading(canonical: gs.Graph, x_name: str, y_name: str):
             if node.op != "Conv" or (node.domain or "") not in ("", "ai.onnx") or node.inputs[0].name != x_name:
                 continue
             w = const_value(node.inputs[1], opset_of(g, canonical))
-            if w is None or w.ndim != 4:
+            if w is None or w.ndim not in (3, 4):
                 continue
-            group = _group_of(node, g, y_name, int(w.shape[0]), opset_of(g, canonical))
+            group = _group_of(node, g, y_name, int(w.shape[0]), w.ndim, opset_of(g, canonical))
             if not isinstance(group, str):
                 return node, g, group
             best = best or group
@@ -80,7 +80,7 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
     if len(conv.inputs) > 2 and conv.inputs[2].name:
         bias = const_value(conv.inputs[2], opset).astype(np.float64).reshape(-1)
     if group is not None:
-        w = w * group.scale.reshape(-1, 1, 1, 1)
+        w = w * per_output(group.scale, w.ndim)
         bias = group.bias + group.scale * (bias if bias is not None else 0.0)
     n_groups = int(conv.attrs.get("group", 1))
     layer.weight, layer.bias = repack(w, n_groups).astype(np.float64), bias
