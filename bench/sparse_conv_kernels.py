@@ -238,7 +238,7 @@ def main(argv=None) -> int:
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     load_before = os.getloadavg()
-    from .write import commit, cpu_name
+    from .write import affinity, commit, cpu_name
 
     console.print(f"onnxruntime {ort.__version__}, {platform.machine()}, {cpu_name()}, "
                   f"{os.cpu_count()} CPUs, {args.threads} thread(s), batch 1, {args.repeats} repeat(s); "
@@ -270,6 +270,6 @@ def main(argv=None) -> int:
         meta = {"onnxruntime": ort.__version__, "machine": platform.machine(), "cpu": cpu_name(), "cpus": os.cpu_count(),
                 "commit": commit(), "threads": args.threads, "batch": 1, "repeats": args.repeats, "conv1d": args.conv1d,
                 "kernels": os.environ.get("EXPRUNE_CONV_KERNELS") or "default (best the CPU runs)",
-                "load_average": [load_before[0], load_after[0]]}
+                "load_average": [load_before[0], load_after[0]], "affinity": affinity()}
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 1 if bad else 0

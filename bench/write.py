@@ -50,7 +50,15 @@ def machine() -> dict:
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__,
             "exprune_onnx": exprune_onnx.__version__, "commit": commit(), "library": exprune_onnx.get_library_path(),
-            "load_average": load_average()}
+            "load_average": load_average(), "affinity": affinity()}
+
+
+def affinity() -> list[int] | None:
+    """The CPUs this process may run on: a run pinned with taskset names its core."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def cpu_name() -> str:

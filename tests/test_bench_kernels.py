@@ -134,5 +134,8 @@ def test_sparse_conv_table_1d_quick(tmp_path):
                                                   for _ in sc.QUICK_ZEROS]
     assert all(r["inputs"] == "iid" and r["max_error"] < 1e-5 and r["target"] is None for r in data["rows"])
     assert data["meta"]["conv1d"] and "(1-D)" in data["rows"][0]["layer"]
+    import os
+
+    assert data["meta"]["affinity"] == sorted(os.sched_getaffinity(0))  # a pinned run names its core
     with pytest.raises(SystemExit):
         sc.parse_args(["--cases", "sparse_conv", "--conv1d", "--inputs", "photo"])

@@ -113,3 +113,20 @@ def test_verify_traces_1d_convs(tamper, words):
         node.attribute.extend(keep + [helper.make_attribute(name, value)])
     failed = [r for r in verify(model, bad, data) if not r.ok and r.check in ("structure", "weights")]
     assert failed and any(words in r.detail for r in failed), failed
+
+
+def test_a_tampered_weight_of_an_unnamed_conv_is_reported_not_raised():
+    """The structure check detaches the original's nodes from their outputs; the layer's name
+    is taken before (an unnamed Conv's, from its output, raised IndexError in the weights row)."""
+    model = text_cnn(np.random.default_rng(32))
+    for node in model.graph.node:
+        node.name = ""
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    bad = onnx.ModelProto()
+    bad.CopyFrom(res.model)
+    node = next(n for n in bad.graph.node if n.op_type == ops.SPARSE_CONV)
+    w = next(t for t in bad.graph.initializer if t.name == node.input[1])
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+    rows = verify(model, bad, random_dataset(model, 4, 0))
+    weights = next(r for r in rows if r.check == "weights")
+    assert not weights.ok and "layer 'Conv:n1': the weight" in weights.detail, weights  # BN folded: it writes n1

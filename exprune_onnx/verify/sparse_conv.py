@@ -74,7 +74,7 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
         return layer
     conv, graph, group = found
     opset = opset_of(graph, canonical)
-    layer.original = [conv] + (group.nodes if group is not None else [])
+    layer.stands_for([conv] + (group.nodes if group is not None else []))
     w = const_value(conv.inputs[1], opset).astype(np.float64)
     bias = None
     if len(conv.inputs) > 2 and conv.inputs[2].name:

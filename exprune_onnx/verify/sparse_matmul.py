@@ -28,13 +28,18 @@ class SparseLayer:
     problems: list[str] = field(default_factory=list)
     weight: np.ndarray | None = None  # what the op's weight must be, [n, m]
     bias: np.ndarray | None = None  # what the op's bias must be, [m], or None for none
+    # The original layer's name, taken when it is traced: the structure check later
+    # detaches the original nodes from their outputs (replace_in_reference).
+    label: str = ""
+
+    def stands_for(self, nodes: list[gs.Node]) -> None:
+        self.original = nodes
+        first = nodes[0]
+        self.label = first.name or f"{first.op}:{first.outputs[0].name}"
 
     @property
     def name(self) -> str:
-        if self.original:
-            node = self.original[0]
-            return node.name or f"{node.op}:{node.outputs[0].name}"
-        return self.op.name or (self.op.outputs[0].name if self.op.outputs else self.op.op)
+        return self.label or self.op.name or (self.op.outputs[0].name if self.op.outputs else self.op.op)
 
 
 def tensors_by_name(canonical: gs.Graph) -> dict[str, gs.Tensor]:
@@ -82,7 +87,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor], opset: int) -> Sp
     if not group:
         bad(f"it writes '{op.outputs[0].name}', which the original does not compute with a MatMul [+ Add] or Gemm")
         return layer
-    layer.original = group
+    layer.stands_for(group)
     reduction = group[0]
     if reduction.inputs[0].name != x.name:
         bad(f"it reads '{x.name}', the original {describe(reduction)} reads '{reduction.inputs[0].name}'")
