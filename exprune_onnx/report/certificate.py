@@ -31,8 +31,10 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
             seen = f"losses summing to {cert.losses:.4g} over {cert.samples} samples (each its share of positions)"
         if cert.positions is not None:
             seen = f"{cert.positions[0]} of {cert.positions[1]} labelled positions lost"
+        exact = ("; the exact model timed faster than it and is written instead, changing no output (the latency "
+                 "table)" if cert.exact_written else "")
         rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {seen}, risk <= {100 * cert.bound:.3g}% "
-                                  f"at confidence {cert.confidence:g} (budget {pct})"))
+                                  f"at confidence {cert.confidence:g} (budget {pct}){exact}"))
     else:
         # Exact rewrites (zero inputs skipped) may still be written: they change no output.
         rows.append(("certified", "no rung: no pruning layer was written"))
@@ -77,4 +79,5 @@ def certificate_json(cert: Certificate | None) -> dict | None:
             "positions_lost": None if cert.positions is None else cert.positions[0],
             "positions_labelled": None if cert.positions is None else cert.positions[1],
             "certified_bound": cert.bound if cert.chosen >= 0 else None,
+            "exact_written": cert.exact_written,
             "steps": [{"losses": s.losses, "p_value": s.p_value, "passed": s.passed} for s in cert.steps]}

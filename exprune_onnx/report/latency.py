@@ -30,6 +30,8 @@ def latency_table(choice) -> Table:
             decision = exact_read.decision(lt)
         elif lt.kind == EARLY_EXIT and choice.read_exactly(lt.layer):
             decision = "dropped: read exactly instead (next row)"
+        elif lt.kind == EARLY_EXIT and lt.group:  # the certified rung's, timed as a whole (rung_or_exact.py)
+            decision = "dropped with the rung's other early exits: the exact model was faster"
         # A row decided without a whole-model timing shows the layer's own times, or none.
         times = ([f"{lt.with_ms:.3f}", f"{lt.without_ms:.3f}", f"{100 * lt.gain:+.1f}%"] if not lt.note else
                  [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)

@@ -83,6 +83,9 @@ class Certificate:
     # Labelled positions pooled (several a sample): (lost, labelled) of the written model
     # on the testing part, and then `losses` is the total of the pooled test's statistic.
     positions: tuple[int, int] | None = None
+    # The rung passed, but the exact model (zero-input reads only) timed faster and was
+    # written instead (rung_or_exact.py): it loses nothing, within the rung's bound.
+    exact_written: bool = False
 
     @property
     def enough(self) -> bool:
@@ -345,6 +348,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     cert.bound = test.bound(cert.losses)
     if cert.positions is not None:
         cert.bound = pooled_bound(*cert.positions, len(test_idx), tester.scale, confidence)
+    cert.exact_written = outcome.latency is not None and outcome.latency.over_rung
     outcome.certificate = cert
     outcome.options, outcome.result, outcome.shares = options, result, shares
     outcome.holdout, outcome.saved_holdout, outcome.counts_holdout = tester.score(), saved, counts
@@ -378,13 +382,16 @@ def _retime(original, outcome, shares: dict, data: Dataset, indices: np.ndarray,
     """The latency objective once more, on the gentler rung that is written: it timed the
     search's allocation, where a layer may have read an early-exit op's zeros that are
     now a plain ReLU's (a VGG's first classifier layer behind its last conv). The rung's
-    early-exit layers stay as certified; only exact zero-input reads are decided again,
-    so the certificate stands. Sets ``outcome.latency``; returns the options and result."""
+    early-exit layers stay as certified, all or none: only exact zero-input reads are
+    decided again, and then the rung against the exact model (rung_or_exact.py), so the
+    certificate stands. Sets ``outcome.latency``; returns the options and result."""
     from .objective import choose
+    from .rung_or_exact import rung_or_exact
 
     options = outcome.planner.options(shares)  # without the first timing's zero-input choice
     timed = choose(original, options, optimize(original, options), data, batch=latency[0], threads=latency[1],
                    indices=indices, source=f"{len(indices)} calibration samples", seed=seed, log=log,
                    early_exit=False)
+    timed = rung_or_exact(original, timed, data, indices, seed=seed, log=log)
     outcome.latency = timed
     return timed.options, timed.result

@@ -127,6 +127,7 @@ class LatencyChoice:
     seconds: float = 0.0
     reverted_all: bool = False  # what was left was not faster than the original
     attempt_ms: float = 0.0  # then: the time of what was left
+    over_rung: bool = False  # the exact model, written where a certified rung was not faster (rung_or_exact.py)
     # (batch, original ms, optimised ms): the written model timed again at a batch its open
     # batch also takes, where this choice was made at batch 1 (other_batch.py)
     other_batch: tuple[int, float, float] | None = None
