@@ -55,7 +55,27 @@ def test_measure_takes_its_batches_in_turn(monkeypatch):
     lat = timing.measure(one, two, feeds, runs=5, warmup=1)
     timed = seen[2 * 3:]  # after a warm-up run of each batch
     assert [v for _n, v in seen[:6]] == [0, 0, 1, 1, 2, 2]
-    assert timed == [(n, i % 3) for i in range(5) for n in ("a", "b")] and lat.batch == 2
+    # Each model runs first in every other pair (the second of two identical ones was faster).
+    assert timed == [(n, i % 3) for i in range(5) for n in (("a", "b") if i % 2 == 0 else ("b", "a"))]
+    assert lat.batch == 2 and lat.runs == 5
     seen.clear()
     timing.measure(one, two, feeds[0], runs=2, warmup=1)  # one batch, as before
-    assert seen == [("a", 0), ("b", 0)] * 3
+    assert seen == [("a", 0), ("b", 0), ("a", 0), ("b", 0), ("b", 0), ("a", 0)]
+
+
+def test_measure_goes_on_past_its_runs_for_its_minimum_time(monkeypatch):
+    """Two identical 0.05 ms models timed 1.11 apart on 30 runs each (3 ms of timing)."""
+    from exprune_onnx.measure import timing
+
+    class Fast:
+        def run(self, _names, _feed):
+            pass
+
+    monkeypatch.setattr(timing, "session", lambda model, threads: Fast())
+    model = weight_model(8)
+    feed = {"x": np.zeros((1, 3), np.float32)}
+    assert timing.measure(model, model, feed, runs=4).runs == 4
+    clock = iter(range(10**6))  # one second a call: runs until the minimum has gone by
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
+    lat = timing.measure(model, model, feed, runs=4, min_seconds=30.0)
+    assert 4 < lat.runs < 30  # on past 4, and stopped once 30 "seconds" had gone by

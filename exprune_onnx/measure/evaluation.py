@@ -53,6 +53,11 @@ def unpaired(ref: onnx.ModelProto, opt: onnx.ModelProto) -> str | None:
             "types); evaluate compares a model with its optimised version, which keeps the original's inputs")
 
 
+# Timing goes on past --runs until this long: two identical 0.05 ms models, 30 runs each,
+# timed 1.11 and 0.97 apart in a trial.
+MIN_SECONDS = 1.0
+
+
 def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, batch: int, *, threads: int = 1,
                   runs: int = 30, input_shapes: dict | None = None, log=quiet) -> Evaluation:
     """Both models on ``data``; latency at ``batch`` (checked against a fixed one by the
@@ -73,7 +78,7 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     with naming(data, "--data"):  # labels that fit no output, say: which file held them
         checked = compare(ref, opt, data, log=log)
     feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn
-    latency = measure(ref, opt, feeds, threads=threads, runs=runs, log=log)
+    latency = measure(ref, opt, feeds, threads=threads, runs=runs, log=log, min_seconds=MIN_SECONDS)
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
     dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
     if why == SHAPES_UNKNOWN:  # the ops' savings would be set against a partial count
