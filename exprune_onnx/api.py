@@ -206,10 +206,11 @@ def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onn
                    input_shapes: dict | None = None, input_values: dict | None = None, log=quiet):
     """What ``exprune-onnx evaluate ORIGINAL OPTIMIZED --data D`` measures, from Python:
     outputs and accuracy side by side, the FLOPs the ops skipped, latency in alternating
-    runs at ``batch`` (default: the batch the inputs fix, else 1) and ``threads``, size and
-    peak memory. ``data`` as ``optimize``'s ``check_data`` takes it (a path, a dict of
-    arrays, a Dataset). Returns a ``measure.evaluation.Evaluation``; bad input raises the
-    library's errors, as the command's exit codes say."""
+    runs (``runs`` of each, and more until 1 s of timing) at ``batch`` (default: the batch
+    the inputs fix, else 1) and ``threads``, size and peak memory. ``data`` as
+    ``optimize``'s ``check_data`` takes it (a path, a dict of arrays, a Dataset). Returns a
+    ``measure.evaluation.Evaluation``; bad input raises the library's errors, as the
+    command's exit codes say."""
     from .io.feeds import check_batch
     from .measure.evaluation import evaluate_pair, unpaired
     from .runtime import MAX_THREADS

@@ -358,7 +358,8 @@ def test_evaluate_model_measures_a_pair_as_the_command_does(model):
     pruned = exprune_onnx.optimize_model(model, threshold=-2.0).model
     done = exprune_onnx.evaluate_model(EXAMPLE, pruned, arrays, runs=3)
     assert done.checked.samples == 64 and done.checked.accuracy is not None
-    assert 0 < done.flops_saved < done.dense_flops and done.latency.runs == 3 and done.latency.batch == 1
+    # 3 runs of each and more, until a second of timing (a 0.1 ms pair's 3 runs say little)
+    assert 0 < done.flops_saved < done.dense_flops and done.latency.runs > 3 and done.latency.batch == 1
     assert done.as_json("a", "b")["flops_saved_per_sample"] == done.flops_saved
     with pytest.raises(ConfigError, match="the original goes first"):
         exprune_onnx.evaluate_model(pruned, model, arrays)
