@@ -129,10 +129,13 @@ def test_public_names_and_submodules_load_on_first_use():
 def test_ctrl_c_that_left_no_trace_in_the_error_or_was_dropped_is_still_one():
     """numpy's C import turns a Ctrl-C into an ImportError with no KeyboardInterrupt behind
     it (a trial's 40-line traceback, exit 1); one raised in a destructor is printed and
-    dropped, and the command ran on (exit 0). Both end in the one line and 130."""
+    dropped, and the command ran on (exit 0). Both end in the one line and 130. The child
+    starts with Python's own SIGINT handler, as from a terminal: run in the background of a
+    shell, it would inherit SIGINT ignored, and the Ctrl-C would never come."""
     for how in ("raise ImportError('PyCapsule_Import could not import module datetime')", "return lambda: None"):
         done = _python(
             "import os, signal, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from exprune_onnx import launch\n"
             "def load():\n"
             "    try:\n"
