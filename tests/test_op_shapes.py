@@ -60,3 +60,34 @@ def test_our_ops_output_shapes_are_the_ones_onnxruntime_gives(stride, auto_pad):
     got = run_exprune(expose(first.model, [n.output[0] for n in ours]), {"x": x})[1:]
     assert [shapes[n.output[0]] for n in ours] == [list(g.shape) for g in got]
     assert not op_shapes.missing(inferred.graph)
+
+
+def _fused_then_residual(stride: int) -> onnx.ModelProto:
+    """onnxruntime's FusedConv (Conv + Relu, a model saved after its optimisations) ->
+    MaxPool 'p' -> Conv 'c2' -> Add(p) -> Relu: the residual's shape needs FusedConv's."""
+    nodes = [helper.make_node("FusedConv", ["x", "w1", "b1"], ["a"], domain="com.microsoft", activation="Relu",
+                              pads=[1, 1, 1, 1], strides=[stride, stride], name="c1"),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w2"], ["c"], pads=[1, 1, 1, 1], name="c2"),
+             helper.make_node("Add", ["c", "p"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32, 8 // stride, 8 // stride])],
+                       [init("w1", scaled_normal(32, 3, 3, 3)), init("b1", scaled_normal(32)),
+                        init("w2", scaled_normal(32, 32, 3, 3))], domains=("com.microsoft",))
+    return model
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_shapes_go_on_through_onnxruntime_s_fused_conv(stride):
+    """A trial's model saved after onnxruntime's EXTENDED optimisations: its one plain
+    Conv -> Add -> Relu was refused, the residual 'not provably of the output's shape'."""
+    model = _fused_then_residual(stride)
+    inferred = infer_shapes(model)
+    shapes = {vi.name: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
+              for vi in inferred.graph.value_info}
+    side = 16 // stride // 2
+    assert shapes["a"] == ["N", 32, 16 // stride, 16 // stride] and shapes["p"] == ["N", 32, side, side]
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    assert list(run_exprune(expose(model, ["a"]), {"x": x})[1].shape) == [2, 32, 16 // stride, 16 // stride]
+    result = exprune_onnx.optimize_model(model, Options(threshold=float("-inf"), min_units=8))
+    assert [r.candidate.layer for r in result.rewritten] == ["c2"]

@@ -6,7 +6,9 @@ FLOPs, with advice (--input-shape) that could not help. Each op's output shape f
 from its inputs' (docs/custom_ops.md), so ``through_our_ops`` gives them and infers again.
 The same goes for the ai.onnx.ml Scaler and Normalizer, float outputs of their input's
 shape (an sklearn Pipeline's StandardScaler is a Scaler before its MLP), which onnx's
-inference leaves without one.
+inference leaves without one, and for onnxruntime's FusedConv in a model saved after its
+graph optimisations: shapes stopped there, and a Conv -> Add -> Relu after a MaxPool of
+one was refused, its residual "not provably of the output's shape".
 """
 
 from __future__ import annotations
@@ -41,11 +43,24 @@ def _conv_size(size, kernel: int, stride: int, dilation: int, begin: int, end: i
 
 
 def _sparse_conv_shape(node: onnx.NodeProto, x: list, w: list) -> list | None:
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    """ExPruneSparseConv's output: w is [C, *K, M/group]."""
     spatial = len(x) - 2
     if spatial < 1 or len(w) != 2 + spatial:
         return None
-    kernel, group = w[1:1 + spatial], int(attrs.get("group", 1))
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return _conv_shape(node, x, w[1:1 + spatial], w[-1] * group if isinstance(w[-1], int) else None)
+
+
+def _fused_conv_shape(node: onnx.NodeProto, x: list, w: list) -> list | None:
+    """onnxruntime's FusedConv (a Conv and its activation): W is Conv's [M, C/group, *K]."""
+    if len(x) < 3 or len(w) != len(x):
+        return None
+    return _conv_shape(node, x, w[2:], w[0] if isinstance(w[0], int) else None)
+
+
+def _conv_shape(node: onnx.NodeProto, x: list, kernel: list, outs: int | None) -> list:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    spatial = len(x) - 2
     strides = list(attrs.get("strides", [1] * spatial))
     dilations = list(attrs.get("dilations", [1] * spatial))
     pads = list(attrs.get("pads", [0] * 2 * spatial))
@@ -53,14 +68,18 @@ def _sparse_conv_shape(node: onnx.NodeProto, x: list, w: list) -> list | None:
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     sizes = [_conv_size(x[2 + i], kernel[i], strides[i], dilations[i], pads[i], pads[spatial + i], auto_pad)
              for i in range(spatial)]
-    return [x[0], w[-1] * group if isinstance(w[-1], int) else None, *sizes]
+    return [x[0], outs, *sizes]
 
 
-def _output_shape(node: onnx.NodeProto, dims: dict) -> tuple[int, list] | None:
+def _output_shape(node: onnx.NodeProto, dims: dict, types: dict) -> tuple[int, list] | None:
     """(element type, dims) of ``node``'s first output, or None when its inputs' are unknown."""
     first = dims.get(node.input[0]) if node.input else None
     if first is None:
         return None
+    if node.domain == "com.microsoft":  # FusedConv: its input's type
+        weight = dims.get(node.input[1]) if len(node.input) > 1 else None
+        shape = _fused_conv_shape(node, first, weight) if weight is not None else None
+        return None if shape is None or node.input[0] not in types else (types[node.input[0]], shape)
     if node.domain == "ai.onnx.ml":
         return TensorProto.FLOAT, first
     if node.op_type in (ops.DENSE_RELU, ops.CONV_RELU):
@@ -84,18 +103,29 @@ def missing(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """Shapes for the first outputs of our ops (and ``_ML_SAME_SHAPE``'s) that have none
     yet and whose inputs have."""
     dims = _known(graph)
+    types = _types(graph)
     found = []
     for node in graph.node:
         if not _shaped_here(node) or not node.output or node.output[0] in dims:
             continue
-        shape = _output_shape(node, dims)
+        shape = _output_shape(node, dims, types)
         if shape is not None:
             found.append(helper.make_tensor_value_info(node.output[0], *shape))
     return found
 
 
+def _types(graph: onnx.GraphProto) -> dict[str, int]:
+    """Tensor name -> element type, where known."""
+    found = {t.name: t.data_type for t in graph.initializer}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.type.tensor_type.elem_type:
+            found[vi.name] = vi.type.tensor_type.elem_type
+    return found
+
+
 def _shaped_here(node: onnx.NodeProto) -> bool:
-    return node.domain == ops.DOMAIN or (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE)
+    return (node.domain == ops.DOMAIN or (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE)
+            or (node.domain == "com.microsoft" and node.op_type == "FusedConv"))
 
 
 def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
