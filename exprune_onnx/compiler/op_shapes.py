@@ -100,8 +100,8 @@ def _output_shape(node: onnx.NodeProto, dims: dict, types: dict) -> tuple[int, l
 
 
 def missing(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    """Shapes for the first outputs of our ops (and ``_ML_SAME_SHAPE``'s) that have none
-    yet and whose inputs have."""
+    """Shapes for the first outputs of our ops (and ``_ML_SAME_SHAPE``'s, and onnxruntime's
+    FusedConv) that have none yet and whose inputs have."""
     dims = _known(graph)
     types = _types(graph)
     found = []
