@@ -253,3 +253,18 @@ def test_measured_savings_say_how_much_is_exact_zero_input_skipping():
     assert saved_text(0.204, 0.204) == "20.4% saved, all by exact zero-input skipping"
     assert saved_text(0.26, 0.2) == "26.0% saved: 20.0% by exact zero-input skipping, 6.0% by pruning"
     assert saved_text(0.010, 0.013) == "1.0% saved: 1.3% by exact zero-input skipping, -0.3% by pruning"
+
+
+def test_the_fused_ops_warned_of_are_the_ones_the_rule_reports():
+    """The warning had its own list, without NhwcFusedConv, which the runtime_fused rule reports."""
+    from onnx import TensorProto, helper
+
+    from exprune_onnx.report.tables import runtime_fused
+
+    nodes = [helper.make_node("NhwcFusedConv", ["x", "w"], ["a"], domain="com.microsoft"),
+             helper.make_node("FusedGemm", ["a", "w"], ["b"], domain="com.microsoft"),
+             helper.make_node("ReorderInput", ["b"], ["y"], domain="com.microsoft.nchwc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    assert runtime_fused(helper.make_model(graph)) == ["com.microsoft.FusedGemm", "com.microsoft.NhwcFusedConv",
+                                                       "com.microsoft.nchwc.ReorderInput"]

@@ -97,10 +97,10 @@ def runtime_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[s
                                                                                          feed.get(n.inputs[0].name))
         if cond is not None and np.size(cond) == 1:
             body = n.attrs["then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"]
-            nodes = [m for g in all_graphs(body) for m in g.nodes]
-            inside = [node_flops(m, batch) for m in nodes if counted(m)]
+            taken = [m for g in all_graphs(body) for m in g.nodes]
+            inside = [node_flops(m, batch) for m in taken if counted(m)]
             # (An uncovered product, a quantized branch's, leaves the If to model_flops, which counts it as such.)
-            counts[n.outputs[0].name] = None if None in inside or any(uncovered(m) for m in nodes) else sum(inside)
+            counts[n.outputs[0].name] = None if None in inside or any(uncovered(m) for m in taken) else sum(inside)
     return {name: flops for name, flops in counts.items() if flops is not None and name}
 
 

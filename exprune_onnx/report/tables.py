@@ -181,9 +181,10 @@ def saved_text(saved: float, skipped: float) -> str:
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
     """onnxruntime's own fused ops in ``model``: it was saved after onnxruntime's graph
     optimisations (optimized_model_filepath), which leave no Conv -> Relu to match."""
-    fused = ("FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv")
+    from ..rules.runtime_fused import FUSED
+
     return sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
-                   if n.domain == "com.microsoft.nchwc" or n.domain == "com.microsoft" and n.op_type in fused})
+                   if n.domain == "com.microsoft.nchwc" or (n.domain, n.op_type) in FUSED})
 
 
 def fused_warning(model: onnx.ModelProto) -> str | None:

@@ -62,10 +62,10 @@ def dense_flops_text(result) -> str:
     """A compiler Result's dense FLOPs per sample, saying what is left uncounted (shapes
     unknown, or products the count does not cover: flops.UNCOVERED)."""
     hint = shape_hint(result.model, result.input_shapes)
-    others = sum(uncovered(n) for n in all_nodes(result.model.graph))
+    nodes = list(all_nodes(result.model.graph))
+    others = sum(uncovered(n) for n in nodes)
     unsized = max(result.uncounted_nodes - others, 0)
-    foreign = f"{uncovered_names(all_nodes(result.model.graph))} (integer or onnxruntime-internal products this " \
-        "count does not cover)"
+    foreign = f"{uncovered_names(nodes)} (integer or onnxruntime-internal products this count does not cover)"
     if not result.dense_flops:
         if unsized > 0:
             return f"unknown: no shape of the {unsized} {counted_ops(result.model)} nodes is known ({hint})" + \
