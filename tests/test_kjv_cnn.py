@@ -68,3 +68,10 @@ def test_its_inner_convs_are_read_sparsely_and_exactly():
     ref = exprune_onnx.inference_session(model).run(["logits"], {"tokens": tokens})[0]
     got = exprune_onnx.inference_session(result.model).run(["logits"], {"tokens": tokens})[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("args", [["--steps", "0"], ["--batch-size", "-1"], ["--lr", "0"]])
+def test_the_script_refuses_a_training_length_or_rate_of_zero(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        build.main(args)
+    assert info.value.code == 2 and "must be positive" in capsys.readouterr().err
