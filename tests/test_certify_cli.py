@@ -36,6 +36,8 @@ def test_cli_end_to_end_with_a_certificate(tiny, tmp_path):
     assert cert["certified_rung"] >= 1 and cert["certified_bound"] <= 0.05 and cert["enough_samples"]
     assert cert["loss"] == "right answers lost" and cert["observed_losses"] <= RiskTest(600, 0.05, 0.9).limit()
     assert "certified" in r.output and "risk <=" in r.output and "600 samples the search never saw" in r.output
+    # The table names the testing part as the summary does (held out), not with a word of its own.
+    assert "testing part, held out" in " ".join(r.output.split())
     onnx.checker.check_model(onnx.load(out))
 
 

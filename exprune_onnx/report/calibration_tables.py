@@ -41,7 +41,7 @@ def calibration_table(outcome) -> Table:
               else "ladder part (search's choice)" if cert else part,
               _score_text(outcome.calibration, outcome.saved_calibration, n_cal, outcome.result))
     if outcome.holdout is not None:
-        t.add_row("testing part (written model)" if cert else "held-out part",
+        t.add_row("testing part, held out (written model)" if cert else "held-out part",
                   _score_text(outcome.holdout, outcome.saved_holdout, n_hold, outcome.result))
     if cert is not None:
         from .certificate import certificate_rows
