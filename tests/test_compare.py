@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 
 from exprune_onnx.cli import main
 from exprune_onnx.io.data import dataset_of
-from exprune_onnx.measure.compare import PerRun, _diff_runs, compare, joined, output_for_labels, run_counting
+from exprune_onnx.measure.compare import _diff_runs, compare, output_for_labels, run_counting
+from exprune_onnx.measure.runs import PerRun, joined
 from exprune_onnx.runtime import inference_session
 
 

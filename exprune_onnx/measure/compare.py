@@ -29,7 +29,9 @@ from ..tuning.metrics import (
     sample_relative_errors,
     top1_agreement,
 )
+from .nan_outputs import has_nan, refuse_nan
 from .output_kinds import output_kinds
+from .runs import PerRun, as_array, joined
 
 
 @dataclass
@@ -55,22 +57,6 @@ class OutputDiff:
         """For reports: no per-sample array, and no answer kind where no answers were counted."""
         out = {k: v for k, v in vars(self).items() if k not in ("sample_rel", "classes")}
         return out | ({"answer_kind": None} if self.top1_agreement is None else {})
-
-
-class PerRun(list):
-    """An output's arrays as each run gave them (run_counting with ``per_run``), and
-    whether each run's first axis was the batch: when it is not in either model (a
-    detection count that changes from input to input), the runs cannot be joined."""
-
-    batched = True
-
-
-def joined(a: PerRun, b: PerRun, samples: int):
-    """Two models' runs of an output joined into per-sample arrays when both gave it a
-    batch axis in every run; else the runs themselves, to compare run by run."""
-    if a.batched and b.batched:
-        return np.concatenate(a)[:samples], np.concatenate(b)[:samples]
-    return a, b
 
 
 @dataclass
@@ -150,7 +136,7 @@ def compare(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
                                            key=next(iter(data.inputs)))
     except Exception as exc:
         raise original_failed(data.source, exc) from exc
-    if names and all(_has_nan(got_ref[n]) for n in names):
+    if names and all(has_nan(got_ref[n]) for n in names):
         refuse_nan(names[0], got_ref[names[0]], data.source, original, samples)  # nothing the check could compare
     try:
         got_opt, pruned = run_counting(opt, names, stats_names, data.batches(batch, indices), samples,
@@ -235,74 +221,6 @@ def _labelled_output(pairs: dict, kinds: dict, labels: np.ndarray, prefer: str =
     return next((n for n in shaped if read_as_classes(n)), next((n for n in shaped if kinds.get(n) != "topk"), None))
 
 
-class NaNOutput(DataError):
-    """The original itself answers NaN on the data."""
-
-
-def refuse_nan(name: str, values, source: str, model: onnx.ModelProto | None = None,
-               samples: int | None = None) -> None:
-    """Refuse data on which the original's output ``name`` holds NaN (inputs that overflow
-    it, often data not scaled as in training, or whose every position is masked): NaN
-    equals nothing and has no arg-max, so every comparison against it would pass or mean
-    nothing. (-inf is a masked logit.) Where ``model``'s own weights hold NaN or +Inf, the
-    message blames them, not the data."""
-    if not _has_nan(values):
-        return
-    runs = [as_array(a) for a in (values if isinstance(values, PerRun) else [values]) if _floats(as_array(a))]
-    # Per sample where every run has the batch first, and they join (else values only).
-    batched = getattr(values, "batched", True) and all(a.ndim for a in runs) and \
-        len({a.shape[1:] for a in runs}) == 1
-    if batched and runs:  # the samples asked for, not a fixed batch's padding of its last run
-        runs = [np.concatenate(runs)[:samples]]
-    share = sum(int(np.isnan(a).sum()) for a in runs) / max(sum(a.size for a in runs), 1)
-    where = f"on {share:.1%} of its values"
-    if batched and runs and len(runs[0]):
-        rows = np.isnan(runs[0].reshape(len(runs[0]), -1)).any(axis=1)
-        where = f"on {int(rows.sum())} of {rows.size} samples ({share:.1%} of its values)"
-    data = "seeded random inputs" if source == "random" else source
-    broken = nonfinite_weights(model) if model is not None else ""
-    if broken:
-        raise NaNOutput(f"the original model's output '{name}' is NaN {where} on {data}, and its own weights hold "
-                        f"NaN or Inf ({broken}): the model is broken whatever its inputs; export it again")
-    if source == "random":  # no data of the user's: what the random values could not stand for
-        raise NaNOutput(f"the original model's output '{name}' is NaN {where} on seeded random inputs: give real "
-                        "inputs (--check-data; verify and evaluate: --data), or --input-value NAME:VALUE for an "
-                        "input that takes particular values")
-    raise NaNOutput(f"the original model's output '{name}' is NaN {where} on {data}: inputs that overflow it, not "
-                    "scaled as in training, or whose every position is masked (attention over nothing is NaN)? "
-                    "Leave such samples out of the data")
-
-
-def nonfinite_weights(model: onnx.ModelProto) -> str:
-    """The float weights of ``model`` (initializers and Constant values, in bodies and
-    functions too) that hold NaN or +Inf, said in a few words, or ""."""
-    from onnx import numpy_helper
-
-    from ..io.modelio import all_tensors
-
-    found = []
-    for tensor in all_tensors(model):
-        try:
-            values = numpy_helper.to_array(tensor)
-        except Exception:  # noqa: BLE001 - data this check cannot read is not what it looks for
-            continue
-        # (-inf is an attention mask's fill, Where(mask, -inf, x): no sign of a broken model.)
-        bad = int(np.count_nonzero(np.isnan(values) | np.isposinf(values))) if values.dtype.kind == "f" else 0
-        if bad:
-            found.append(f"'{tensor.name or '(a Constant)'}': {bad} of {values.size} values")
-    more = f", and {len(found) - 2} more tensor(s)" if len(found) > 2 else ""
-    return "; ".join(found[:2]) + more
-
-
-def _floats(a) -> bool:
-    return isinstance(a, np.ndarray) and a.dtype.kind == "f"
-
-
-def _has_nan(values) -> bool:
-    runs = values if isinstance(values, PerRun) else [values]
-    return any(_floats(a) and np.isnan(a).any() for a in map(as_array, runs))
-
-
 def tensor_outputs(model: onnx.ModelProto) -> list[str]:
     """The graph outputs the comparisons read: tensors, and a sequence of maps to floats
     (skl2onnx's ZipMap of class probabilities), read as [N, classes] in the keys' order
@@ -315,17 +233,6 @@ def tensor_outputs(model: onnx.ModelProto) -> list[str]:
             elem.map_type.value_type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
 
     return [o.name for o in model.graph.output if readable(o.type)]
-
-
-def as_array(value):
-    """onnxruntime's list of {class: probability} dicts (a ZipMap) as [N, classes], the
-    classes in sorted order; anything else as it is."""
-    if isinstance(value, list) and value and all(isinstance(d, dict) for d in value):
-        keys = sorted(value[0])
-        return np.array([[d[k] for k in keys] for d in value], np.float32)
-    if isinstance(value, list) and not value:
-        return np.zeros((0, 0), np.float32)
-    return value
 
 
 def output_for_labels(model: onnx.ModelProto, data: Dataset, batch: int = 8) -> str | None:

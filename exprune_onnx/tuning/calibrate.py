@@ -233,7 +233,8 @@ def collect(model: onnx.ModelProto, options: Options, data: Dataset, indices: np
             batch: int = 64, seed: int = 0, rules: tuple[str, ...] = ("threshold",),
             progress=None) -> tuple[dict[str, dict[str, LayerStats]], Result]:
     """One pass over ``data[indices]``: layer -> rule -> stats, and the exact compiled result."""
-    from ..measure.compare import as_array, tensor_outputs
+    from ..measure.compare import tensor_outputs
+    from ..measure.runs import as_array
     from ..runtime import inference_session
 
     result = optimize(model, exact_options(options, "statstest" if "statstest" in rules else "threshold"))

@@ -31,9 +31,10 @@ import onnx
 from ..compiler.pipeline import optimize
 from ..errors import DataError
 from ..io.data import Dataset
-from ..measure.compare import as_array, counted_nodes, with_stats
+from ..measure.compare import counted_nodes, with_stats
 from ..measure.counters import flops_saved
 from ..measure.output_kinds import output_kinds
+from ..measure.runs import as_array
 from ..progress import quiet
 from .label_layout import laid_out
 from .metrics import (

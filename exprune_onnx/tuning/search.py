@@ -42,9 +42,10 @@ from ..compiler.pipeline import Result, optimize
 from ..config import LayerSetting, Options
 from ..errors import ConfigError, DataError, original_failed, original_unloadable
 from ..io.data import Dataset
-from ..measure.compare import NaNOutput, output_for_labels, refuse_nan, run_counting, tensor_outputs, with_stats
+from ..measure.compare import output_for_labels, run_counting, tensor_outputs, with_stats
 from ..measure.counters import flops_saved
 from ..measure.flops import decision_flops, dense_flops
+from ..measure.nan_outputs import NaNOutput, refuse_nan
 from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD

@@ -52,7 +52,8 @@ def _joined_runs(a, b) -> tuple[np.ndarray, np.ndarray, str]:
 
 def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, tolerance: float,
                   batch: int = 64, log=quiet) -> Row:
-    from ..measure.compare import joined, run_counting, tensor_outputs
+    from ..measure.compare import run_counting, tensor_outputs
+    from ..measure.runs import joined
     from ..runtime import inference_session
 
     name = "exact at -inf"
