@@ -1,7 +1,7 @@
 """The compile pipeline on real exporter quirks (issue 7, item 1), continued: what a graph
 holds besides its layers survives the rewrite (value infos, ZipMap outputs, initializers
-listed as inputs, output dim names, notes, sequence outputs, names reused in branches),
-and which layers count as first layers (reading raw features)."""
+listed as inputs, output dim names, notes, sequence outputs, names reused in branches).
+Which layers count as first layers is in test_rules_common.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, run_exprune, run_plain, vi
 from onnx import TensorProto, helper, numpy_helper
-from quirk_models import reasons, rewritten, sweep_feeds, sweep_model
+from quirk_models import sweep_feeds, sweep_model
 
 import exprune_onnx
 from exprune_onnx import optimize_model
@@ -36,80 +36,6 @@ def test_stale_value_info_in_the_input_does_not_break_the_output():
     x = rng.normal(size=(5, 8)).astype(np.float32)
     np.testing.assert_allclose(run_exprune(res.model, {"x": x})[0], run_plain(model, {"x": x})[0], rtol=1e-4,
                                atol=1e-5)
-
-
-def test_layer_reading_a_slice_of_the_graph_input_is_a_first_layer():
-    """SIGN-style GNNs slice per-hop raw features off one input: still raw, not exchangeable."""
-    rng = np.random.default_rng(13)
-    w = rng.normal(size=(40, 40)).astype(np.float32)
-    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["xs"]),
-             helper.make_node("MatMul", ["xs", "w"], ["m"], name="hop"), helper.make_node("Relu", ["m"], ["y"])]
-    inits = [init("w", w), init("s", np.array([0], np.int64)), init("e", np.array([40], np.int64)),
-             init("a", np.array([1], np.int64))]
-    model = make_model(nodes, [vi("x", ["N", 80])], [vi("y", ["N", 40])], inits)
-    res = optimize_model(model, threshold=NEG_INF)
-    assert not res.changed and "graph input" in res.rejected[0].reason
-    assert optimize_model(model, threshold=NEG_INF, include_first_layer=True).changed
-
-
-@pytest.mark.parametrize("before", ["scaler", "normalise"])
-def test_a_layer_reading_scaled_raw_features_is_a_first_layer(before):
-    """sklearn's StandardScaler (an ai.onnx.ml Scaler, which onnx's inference gives no
-    shape) or (x - mean) / std before the first MatMul: still raw features. The shape is
-    carried through the Scaler, so the next layer is a candidate (every MatMul read 'the
-    rank of the input is unknown')."""
-    rng = np.random.default_rng(14)
-    if before == "scaler":
-        pre = [helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.5] * 40, scale=[2.0] * 40)]
-    else:
-        pre = [helper.make_node("Sub", ["x", "mean"], ["xc"]), helper.make_node("Div", ["xc", "std"], ["xs"])]
-    nodes = [*pre, helper.make_node("Cast", ["xs"], ["xf"], to=TensorProto.FLOAT),
-             helper.make_node("MatMul", ["xf", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["h"]),
-             helper.make_node("MatMul", ["h", "w1"], ["m1"], name="second"), helper.make_node("Relu", ["m1"], ["y"])]
-    inits = [init("w0", rng.normal(size=(40, 48)).astype(np.float32)),
-             init("w1", rng.normal(size=(48, 32)).astype(np.float32)),
-             init("mean", np.full(40, 0.5, np.float32)), init("std", np.full(40, 2.0, np.float32))]
-    model = make_model(nodes, [vi("x", ["N", 40])], [vi("y", ["N", 32])], inits,
-                       domains=["ai.onnx.ml"] if before == "scaler" else ())
-    res = optimize_model(model, threshold=NEG_INF)
-    assert rewritten(res) == ["second"], reasons(res)
-    assert "graph input" in reasons(res)["first"]
-    assert_equivalent(model, res.model, lambda g: {"x": g.normal(size=(3, 40)).astype(np.float32)}, draws=1)
-
-
-@pytest.mark.parametrize("beside", ["embedding", "relu"])
-def test_a_concat_holding_raw_features_is_a_first_layer(beside):
-    """A tabular model's numbers concatenated with an embedding of its ids: the layer reads
-    raw features (it was rewritten); a Concat of computed features alone is no first layer."""
-    rng = np.random.default_rng(17)
-    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("Relu", ["x"], ["xr"]),
-             helper.make_node("Concat", ["x" if beside == "embedding" else "xr", "emb"], ["cat"], axis=1),
-             helper.make_node("MatMul", ["cat", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
-    inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)),
-             init("table", rng.normal(size=(10, 8)).astype(np.float32))]
-    model = make_model(nodes, [vi("x", ["N", 40]), vi("ids", ["N"], TensorProto.INT64)], [vi("y", ["N", 40])], inits)
-    res = optimize_model(model, threshold=NEG_INF)
-    if beside == "embedding":
-        assert rewritten(res) == [] and "(or holds) a graph input" in reasons(res)["first"]
-        assert rewritten(optimize_model(model, threshold=NEG_INF, include_first_layer=True)) == ["first"]
-    else:
-        assert rewritten(res) == ["first"], reasons(res)
-
-
-@pytest.mark.parametrize("op", ["reciprocal", "table"])
-def test_new_features_from_the_input_make_no_first_layer(op):
-    """1 / x, or a [N, 1] input times a [1, 48] table, computes features: the layer reading
-    them is a candidate (only x + c, x - c, x * c, x / c that keep x's entries are raw)."""
-    rng = np.random.default_rng(16)
-    if op == "reciprocal":
-        pre, width = [helper.make_node("Div", ["one", "x"], ["xs"])], 48
-    else:
-        pre, width = [helper.make_node("Mul", ["x", "table"], ["xs"])], 1
-    nodes = [*pre, helper.make_node("MatMul", ["xs", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
-    inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)), init("one", np.ones(1, np.float32)),
-             init("table", rng.normal(size=(1, 48)).astype(np.float32))]
-    model = make_model(nodes, [vi("x", ["N", width])], [vi("y", ["N", 40])], inits)
-    assert rewritten(optimize_model(model, threshold=NEG_INF)) == ["first"]
 
 
 def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_path):
@@ -165,33 +91,6 @@ def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_p
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
                                   str(tmp_path / "d.npz"), "--confidence", "0"])
     assert r.exit_code == 4 and "no tensor output for a metric" in " ".join(r.output.split()), r.output
-
-
-@pytest.mark.parametrize("source", ["x", "hidden"])
-def test_a_scan_body_reading_the_graph_input_step_by_step_is_a_first_layer(source):
-    """A Scan hands its body the scanned input one step at a time: a layer there reading
-    the graph input reads raw features (refused, as outside the Scan); reading a hidden
-    ReLU's output it is rewritten."""
-    rng = np.random.default_rng(14)
-    body = helper.make_graph(
-        [helper.make_node("Gemm", ["xs", "w", "b"], ["g"], transB=1, name="step"),
-         helper.make_node("Relu", ["g"], ["ys"]), helper.make_node("Identity", ["s_in"], ["s_out"])], "body",
-        [vi("s_in", [1]), vi("xs", ["N", 40])], [vi("s_out", [1]), vi("ys", ["N", 48])],
-        [init("w", rng.normal(size=(48, 40)).astype(np.float32)), init("b", rng.normal(size=48).astype(np.float32))])
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m"]), helper.make_node("Relu", ["m"], ["h"]),
-             helper.make_node("Scan", ["s0", source if source == "x" else "h"], ["s", "y"], body=body,
-                              num_scan_inputs=1, name="scan")]
-    model = make_model(nodes, [vi("x", [4, "N", 40])], [vi("y", [4, "N", 48]), vi("h", [4, "N", 40])],
-                       [init("s0", np.zeros(1, np.float32)), init("w0", rng.normal(size=(40, 40)).astype(np.float32))])
-    res = optimize_model(model, threshold=NEG_INF)
-    reasons = {r.layer: r.reason for r in res.rejected}
-    if source == "x":
-        assert "graph input" in reasons["step"] and not res.rewritten
-        forced = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
-        assert "step" in [r.candidate.layer for r in forced.rewritten]
-    else:
-        assert [r.candidate.layer for r in res.rewritten] == ["step"]
-        assert_equivalent(model, res.model, lambda r: {"x": r.normal(size=(4, 3, 40)).astype(np.float32)})
 
 
 def test_initializers_listed_as_inputs_stay_inputs():
