@@ -13,6 +13,7 @@ from ._version import __version__
 from .cli_boundary import guarded, make_console, pipe_closed, written
 from .cli_checks import evaluate, verify
 from .cli_options import (
+    OnceCommand,
     a_number,
     calibration_only,
     common_options,
@@ -82,6 +83,8 @@ def _options(threshold, config, k, min_units, include_first_layer, unit_order, a
 
 
 class _Group(click.Group):
+    command_class = OnceCommand
+
     def main(self, *args, **kwargs):
         try:
             return super().main(*args, **kwargs)
@@ -148,7 +151,7 @@ def main(debug: bool) -> None:
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class, or a Sigmoid's yes/no answers, unchanged) or relerr (mean relative error).")
 @click.option("--score-output", default="", metavar="OUTPUT",
-              help="With --calibration: the output the metric scores (default: the first the labels fit, "
+              help="With --calibration: the one output the metric scores (default: the first the labels fit, "
                    "else the model's first), e.g. a detector's class scores rather than its boxes.")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Share of the calibration data kept aside to check (with --confidence > 0: to certify) the "

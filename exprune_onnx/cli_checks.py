@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from .cli_boundary import guarded, make_console
-from .cli_options import dash_is_stdout, input_options, no_nan
+from .cli_options import OnceCommand, dash_is_stdout, input_options, no_nan
 from .report import tables as report
 from .runtime import MAX_THREADS
 
@@ -55,7 +55,7 @@ def _refuse_unpaired(ref, opt) -> None:
         raise click.UsageError(why)
 
 
-@click.command(epilog=_EPILOG_EVALUATE)
+@click.command(cls=OnceCommand, epilog=_EPILOG_EVALUATE)
 @click.argument("original", type=click.Path(path_type=Path))
 @click.argument("optimized", type=click.Path(path_type=Path))
 @click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
@@ -103,7 +103,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
         write_json(json_path, report.jsonable(done.as_json(str(original), str(optimized))))
 
 
-@click.command(epilog=_EPILOG_VERIFY)
+@click.command(cls=OnceCommand, epilog=_EPILOG_VERIFY)
 @click.argument("original", type=click.Path(path_type=Path))
 @click.argument("optimized", type=click.Path(path_type=Path))
 @click.option("--data", "data_path", type=click.Path(path_type=Path),

@@ -9,6 +9,40 @@ import click
 from .config import DEFAULT_MIN_UNITS, UNIT_ORDERS
 
 
+class OnceCommand(click.Command):
+    """A command whose single-valued options may be given once: click keeps the last of
+    several silently, so `--threshold=-inf --threshold 0` pruned at 0 and a second
+    --score-output replaced the first, which the user took for both being scored."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            try:
+                _opts, _rest, order = self.make_parser(ctx).parse_args(args=list(args))
+            except click.UsageError:
+                order = []  # the parse below says what is wrong
+            repeated = _repeated(order)
+            if repeated:
+                raise click.UsageError(f"{repeated} given more than once: give it once (the last would "
+                                       "otherwise replace the others)", ctx)
+        return super().parse_args(ctx, args)
+
+
+def _repeated(order: list) -> str:
+    """The first single-valued option in ``order`` (the parser's, one entry a use) used
+    twice, by all its names; "" when none is, or when a --help asks for help anyway. A
+    plain flag given twice means what it means once."""
+    if any(p.is_eager for p in order):
+        return ""
+    seen = set()
+    for p in order:
+        single = isinstance(p, click.Option) and not p.multiple and not p.count
+        if single and (not p.is_flag or p.secondary_opts):
+            if p.name in seen:
+                return "/".join(p.opts + p.secondary_opts)
+            seen.add(p.name)
+    return ""
+
+
 def common_options(fn):
     """The compiler's options that optimize and inspect share."""
     fn = click.option("--include-first-layer", is_flag=True,

@@ -39,15 +39,17 @@ def test_under_calibration_a_value_output_the_budget_does_not_bound_is_warned_of
                OutputDiff("aux", 0.3, 0.01, None)]
     checked = CheckResult(8, "d.npz", outputs, {}, None)
     (line,) = unbounded_outputs(checked, SimpleNamespace(output="logits"))
-    assert line == ("output 'value' moved by up to 32% of its largest |value|, and the budget bounds only 'logits': "
-                    "calibrate on it too (--score-output value --metric relerr), or check it with your own measure")
+    # Not "calibrate on it too": a budget scores one output, and --score-output is given once.
+    assert line == ("output 'value' moved by up to 32% of its largest |value|, and the budget bounds only 'logits' "
+                    "(it scores one output): to bound this one instead, --score-output value --metric relerr; or "
+                    "check it with your own measure")
     assert unbounded_outputs(checked, SimpleNamespace(output="value")) == []  # the one it bounds
     # Class scores the budget does not bound: an embedding scored, the logits at 97.6% (a trial's).
     low = CheckResult(8, "d.npz", [OutputDiff("logits", 3.0, 0.19, 0.976), OutputDiff("emb", 0.3, 0.01, None)], {},
                       None)
     assert unbounded_outputs(low, SimpleNamespace(output="emb")) == [
-        "output 'logits' has top-1 agreement 97.60% on the check, and the budget bounds only 'emb': calibrate on "
-        "it (--score-output logits), or check it with your own measure"]
+        "output 'logits' has top-1 agreement 97.60% on the check, and the budget bounds only 'emb' (it scores one "
+        "output): to bound this one instead, --score-output logits; or check it with your own measure"]
     assert unbounded_outputs(low, SimpleNamespace(output="logits")) == []
     assert unbounded_outputs(checked, None) == []  # without calibration the plain warning says it
     from exprune_onnx.report.advice import warnings

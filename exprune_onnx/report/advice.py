@@ -138,14 +138,15 @@ def unbounded_outputs(checked, outcome) -> list[str]:
     moved by 32% of its range while the budget held on its class scores."""
     if checked is None or outcome is None:
         return []
+    # (A budget scores one output: --score-output names which, once.)
     out = [f"output '{escape(d.name)}' moved by up to {100 * d.max_rel:.0f}% of its largest |value|, and the "
-           f"budget bounds only '{escape(outcome.output)}': calibrate on it too (--score-output "
-           f"{escape(d.name)} --metric relerr), or check it with your own measure"
+           f"budget bounds only '{escape(outcome.output)}' (it scores one output): to bound this one instead, "
+           f"--score-output {escape(d.name)} --metric relerr; or check it with your own measure"
            for d in changed_values(checked) if d.name != outcome.output]
     # Likewise class scores the budget does not bound (an embedding scored, the logits not).
     return out + [f"output '{escape(d.name)}' has {d.answer_kind} agreement {100 * d.top1_agreement:.2f}% on the "
-                  f"check, and the budget bounds only '{escape(outcome.output)}': calibrate on it (--score-output "
-                  f"{escape(d.name)}), or check it with your own measure"
+                  f"check, and the budget bounds only '{escape(outcome.output)}' (it scores one output): to bound "
+                  f"this one instead, --score-output {escape(d.name)}; or check it with your own measure"
                   for d in checked.outputs if d.name != outcome.output and d.top1_agreement is not None
                   and d.top1_agreement < 0.99 and d.runs is None]
 
