@@ -283,7 +283,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
 
             stamp_budget(result.model, calibrated)
         thin = "" if getattr(calibrated, "certificate", None) else \
-            thin_holdout(calibrated.metric, settings.max_drop, calibrated.split[1])
+            thin_holdout(calibrated.metric, settings.max_drop, calibrated.split[1], settings.holdout, sum(calibrated.split))
         calibrated.notes += [thin] if thin else []
         if uses_library(model):  # the budgets of two runs add up
             calibrated.notes.append("the input holds ExPrune ops (it was optimised before): the budget is measured "

@@ -116,6 +116,16 @@ def test_with_calibration_and_no_check_data_the_check_runs_on_the_held_out_part(
     assert len(split_indices(160, 0.5, 0)[1]) == 80
 
 
+def test_a_share_of_one_sample_held_out_is_said_to_hold_none():
+    """The default holdout of a single sample rounds to none: the note says so, not 'holdout 0'."""
+    with np.load(SLICE) as data:
+        arrays = {"input": data["input"][:1], "labels": data["labels"][:1]}
+    done = exprune_onnx.optimize(EXAMPLE, calibration=arrays, objective="flops", max_drop=0.05, confidence=0.0,
+                                 check=False)
+    assert any("no held-out part (holdout 0.5 of 1 sample(s) holds none out)" in w for w in done.warnings), \
+        done.warnings
+
+
 def test_calibration_of_a_model_with_nothing_to_calibrate_writes_it_unchanged():
     """No early-exit layer (a Sigmoid MLP): as without calibration, the original comes back
     (it was exit 6, "no layer of this model can be rewritten", blaming the data)."""

@@ -260,16 +260,18 @@ def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
             "labels in the samples' order, and for the scored output? A budget measured against them says little"]
 
 
-def thin_holdout(metric: str, max_drop: float, held: int) -> str:
+def thin_holdout(metric: str, max_drop: float, held: int, holdout: float = 0.0, samples: int = 0) -> str:
     """A note for an uncertified budget whose held-out part is too small for "met" to mean
     anything: under one answer's worth of the budget, a single changed answer is already
     over it (a 10-sample calibration "met" 1 point on 5 held-out samples and lost 4.8 points
-    on the test set); "" where it can tell."""
+    on the test set); "" where it can tell. ``holdout`` is the share asked for, of
+    ``samples``: a share of one sample rounds to none."""
     if metric == "relerr":  # a mean of errors, not a count of answers
         return ""
     if held == 0:
-        return ("no held-out part (--holdout 0): the budget was met on the samples the search chose on, which says "
-                "little of new inputs; hold some out, or certify it (--confidence)")
+        why = "--holdout 0" if holdout <= 0 else f"--holdout {holdout:g} of {samples} sample(s) holds none out"
+        return (f"no held-out part ({why}): the budget was met on the samples the search chose on, which says "
+                "little of new inputs; give more data, or certify it (--confidence)")
     if held * max_drop >= 1:
         return ""
     return (f"the held-out part has {held} sample(s), so one answer is {100 / held:.3g} points against a budget of "
