@@ -294,7 +294,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
             options.input_shapes = check_data().input_shapes(model, options.input_shapes)
             count_at_run_time(model, options, check_data())
             if settings.check and check_data().labels is not None:
-                _labels_fit(model, check_data(), settings.score_output)
+                _data_fits(model, check_data(), settings.score_output)
         elif settings.check:
             # One seeded random input where the model's dims allow it without data; where
             # not, the check says so if it runs (an unchanged model needs none).
@@ -336,6 +336,10 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         checked = compare(model, result.model, on, labelled="" if values else settings.score_output,
                           unlabelled=scored if values else "", log=log)
         timings["check"] = time.perf_counter() - start
+    elif settings.check and settings.check_data is not None and check_data().labels is None:
+        # Nothing to compare, but data the original cannot run on is refused all the same,
+        # as where something was rewritten (labels were run through it above).
+        _data_fits(model, check_data(), settings.score_output)
     notes += config_notes(configured, result, calibrated is not None)
     notes += [text for text in [fused_warning(model)] if text]
     done = Optimized(result.model, run_rows(result, checked, calibrated),
@@ -347,10 +351,11 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     return done
 
 
-def _labels_fit(model: onnx.ModelProto, data: Dataset, labelled: str) -> None:
-    """Labels the check cannot score (wrong shape, not classes of the output) are refused
-    on the first samples, the original against itself: before the timing, which took
-    minutes before the check said so, and where nothing is rewritten and no check runs."""
+def _data_fits(model: onnx.ModelProto, data: Dataset, labelled: str) -> None:
+    """Check data the original cannot run on, and labels the check cannot score (wrong
+    shape, not classes of the output), are refused on the first samples, the original
+    against itself: before the timing, which took minutes before the check said so, and
+    where nothing is rewritten and no check runs."""
     from .measure.compare import compare
 
     with naming(data, "--check-data"):

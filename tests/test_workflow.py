@@ -126,6 +126,30 @@ def test_a_share_of_one_sample_held_out_is_said_to_hold_none():
         done.warnings
 
 
+def test_check_data_the_original_cannot_run_is_refused_when_nothing_is_rewritten(tmp_path):
+    """An index past an embedding's rows: refused (exit 6, nothing written) as where something
+    was rewritten; with nothing rewritten the data was never run and the model written."""
+    from helpers import init, make_model, vi
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Gather", ["table", "idx"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["m"]),
+             helper.make_node("Sigmoid", ["m"], ["y"])]  # no ReLU: nothing to rewrite
+    model = make_model(nodes, [vi("idx", ["N"], TensorProto.INT64)], [vi("y", ["N", 8])],
+                       [init("table", rng.normal(size=(5, 16)).astype(np.float32)),
+                        init("w", rng.normal(size=(16, 8)).astype(np.float32))])
+    path = save_model(model, tmp_path)
+    out = tmp_path / "o.onnx"
+    for idx, code in (([0, 4, 2], 0), ([0, 7, 2], 6)):
+        np.savez(tmp_path / "d.npz", idx=np.array(idx, np.int64))
+        r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--objective", "flops", "--check-data",
+                                      str(tmp_path / "d.npz")])
+        assert r.exit_code == code, r.output
+        assert out.exists() == (code == 0)
+        out.unlink(missing_ok=True)
+    assert "onnxruntime cannot run the original model on 'd.npz'" in " ".join(r.output.split())
+
+
 def test_calibration_of_a_model_with_nothing_to_calibrate_writes_it_unchanged():
     """No early-exit layer (a Sigmoid MLP): as without calibration, the original comes back
     (it was exit 6, "no layer of this model can be rewritten", blaming the data)."""
