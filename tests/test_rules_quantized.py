@@ -1,0 +1,93 @@
+"""rules/quantized.py: a float layer of a QDQ model that onnxruntime quantizes itself.
+
+A quantizer's excluded Conv or Gemm keeps float weights, but sits between a per-tensor
+DequantizeLinear and a QuantizeLinear: onnxruntime then quantizes the weight
+(WeightBiasQuantization) and runs the unit as an integer op, so a float rewrite moved the
+outputs by a quantization step at the default level (a trial's partly quantized CNN). The
+integer and QDQ-weight forms are in test_pipeline_shapes.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from helpers import NEG_INF, init, make_model, vi
+from onnx import helper
+from quirk_models import reasons, rewritten
+
+import exprune_onnx
+from exprune_onnx import optimize_model
+
+
+def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: bool = True) -> onnx.ModelProto:
+    """Relu -> Q -> DQ -> [between] -> Conv|Gemm (float weight) -> Relu [-> Q -> DQ]: the
+    layer's input straight from the DequantizeLinear unless ``between`` puts an op there,
+    its output quantized again when ``quantized``."""
+    r = np.random.default_rng(21)
+    channels = 32
+    scale = np.array(scale, np.float32)
+    zero = np.zeros(scale.shape, np.uint8)
+    nodes = [helper.make_node("Relu", ["inp"], ["x"]),
+             helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], **({"axis": 1} if scale.ndim else {})),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], **({"axis": 1} if scale.ndim else {}))]
+    source = "xd"
+    if between:
+        nodes.append(helper.make_node(between, ["xd"], ["xb"]))
+        source = "xb"
+    if op == "Conv":
+        w = r.normal(size=(24, channels, 3, 3)).astype(np.float32) * 0.1
+        nodes.append(helper.make_node("Conv", [source, "w", "b"], ["c"], pads=[1, 1, 1, 1], name="layer"))
+        shape, out = ["N", channels, 6, 6], ["N", 24, 6, 6]
+    else:
+        w = r.normal(size=(channels, 24)).astype(np.float32) * 0.1
+        nodes.append(helper.make_node("Gemm", [source, "w", "b"], ["c"], name="layer"))
+        shape, out = ["N", channels], ["N", 24]
+    nodes.append(helper.make_node("Relu", ["c"], ["r" if quantized else "y"]))
+    if quantized:
+        nodes += [helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["rq"]),
+                  helper.make_node("DequantizeLinear", ["rq", "s2", "z2"], ["y"])]
+    inits = [init("s", scale), init("z", zero), init("w", w), init("b", r.normal(size=24).astype(np.float32)),
+             init("s2", np.array(0.02, np.float32)), init("z2", np.array(0, np.uint8))]
+    return make_model(nodes, [vi("inp", shape)], [vi("y", out)], inits, opset=13)
+
+
+@pytest.mark.parametrize("op", ["Conv", "Gemm"])
+def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op):
+    model = _model(op)
+    res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    assert rewritten(res) == [] and not res.changed
+    why = reasons(res)["layer"]
+    assert "onnxruntime quantizes its float weight itself" in why, why
+
+
+@pytest.mark.parametrize(("kwargs", "why"), [
+    ({"quantized": False}, "no QuantizeLinear after it: onnxruntime keeps it float"),
+    ({"between": "Relu"}, "a Relu between: its input is not the DequantizeLinear's"),
+    ({"scale": [0.05] * 32}, "a per-channel scale, which onnxruntime does not take"),
+])
+def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, why):
+    """The layer is rewritten, and at onnxruntime's default level its outputs equal the
+    original's within float rounding (onnxruntime ran both in float)."""
+    model = _model("Conv", **kwargs)
+    res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
+    assert rewritten(res) == ["layer"], (why, reasons(res))
+    onnx.checker.check_model(res.model)
+    x = np.random.default_rng(5).normal(size=(2, 32, 6, 6)).astype(np.float32)
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ours = exprune_onnx.inference_session(res.model.SerializeToString())
+    np.testing.assert_allclose(ours.run(None, {"inp": x})[0], plain.run(None, {"inp": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_onnxruntime_does_quantize_such_a_layer():
+    """Why the rule exists, checked on the installed onnxruntime: the original itself differs
+    between no optimisation and the default level (int8 weights at the default)."""
+    model = _model("Conv").SerializeToString()
+    x = np.random.default_rng(5).normal(size=(2, 32, 6, 6)).astype(np.float32)
+    runs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        runs.append(ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]).run(None, {"inp": x})[0])
+    assert np.abs(runs[0] - runs[1]).max() > 1e-4
