@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import warnings
 from dataclasses import fields
@@ -19,8 +20,9 @@ from .compiler import quiet_graphsurgeon
 from .compiler.pipeline import Result
 from .compiler.pipeline import inspect as _inspect
 from .compiler.pipeline import optimize as _optimize
-from .config import Options, configured, parse_k, unknown_option
-from .errors import ConfigError, ExPruneError, in_keywords, keyword_text
+from .config import Options, check_options, configured, parse_k, unknown_option
+from .errors import ConfigError, DataError, ExPruneError, in_keywords, keyword_text
+from .io.feeds import model_inputs
 from .io.modelio import checked_in_memory, load_model
 from .progress import hook, quiet
 from .rules import RULES, RuleSet
@@ -32,13 +34,31 @@ def _load(model) -> onnx.ModelProto:
     return load_model(model) if isinstance(model, (str, os.PathLike)) else checked_in_memory(model)
 
 
+def _threshold_or_config(options: Options, config) -> None:
+    """As the command line's --threshold with --config: a config prunes at the thresholds it
+    names and nowhere else, so a threshold beside it was either overridden by its default
+    without a word or pruned the layers it leaves out."""
+    if config is not None and options.threshold is not None:
+        raise ConfigError("give threshold or config, not both: a config prunes at the thresholds it names (its "
+                          "default's, or a layer's own), and nowhere else")
+
+
 def _prepare(model, options: Options | None, config, overrides: dict) -> tuple[onnx.ModelProto, Options]:
+    if options is not None and not isinstance(options, Options):
+        raise ConfigError(f"options must be of type Options, got {type(options).__name__}")
     model = _load(model)
     options = dataclasses.replace(options) if options else Options()  # the caller's stays as given
     for key, value in overrides.items():
         if not hasattr(options, key):
             raise unknown_option(key, options)
         setattr(options, key, parse_k(value) if key == "k" else value)
+    _threshold_or_config(options, config)
+    check_options(options)
+    names = [vi.name for vi in model_inputs(model)]
+    for name in options.input_shapes:
+        if name not in names:  # as optimize's input_shapes: not taken for another input's without a word
+            raise DataError(f"input_shapes names '{name}', which is not a model input (its inputs: "
+                            f"{', '.join(names) or 'none'})")
     try:
         return model, configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
     except ConfigError as exc:  # worded for --config: the keywords here
@@ -64,7 +84,7 @@ def optimize_model(model: onnx.ModelProto | str | os.PathLike, options: Options 
     result = _optimize(model, options, rules)
     # Nothing asked to prune: an early exit at -inf skips nothing and costs its partial
     # product, as the command leaves it out (a typed threshold=-inf keeps them).
-    return without_idle(model, options, result, rules) if options.threshold is None else result
+    return _reasons_in_keywords(without_idle(model, options, result, rules) if options.threshold is None else result)
 
 
 @quiet_graphsurgeon
@@ -79,7 +99,7 @@ def inspect_model(model: onnx.ModelProto | str | os.PathLike, options: Options |
     model, options = _prepare(model, options, config, overrides)
     if options.runtime_flops is None:
         count_as_inspect(model, options)
-    return _inspect(model, options, rules)
+    return _reasons_in_keywords(_inspect(model, options, rules))
 
 
 # Command-line options whose Python keyword (of optimize) is spelt otherwise.
@@ -122,6 +142,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     try:
+        _threshold_or_config(options, config)
         options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
         validate(options, settings)  # a budget out of range is an error before it is a warning
         _warn_budget(settings)
@@ -133,6 +154,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         raise worded from exc
     # The warnings are the command line's words too: a Python caller sets max_drop, not --max-drop.
     done.warnings = [keyword_text(text, _api_keywords(), API_NAMES) for text in done.warnings]
+    _reasons_in_keywords(done.result)
     done.report["warnings"] = list(done.warnings)
     done.report.update(model=path, output=None)  # as --report names them; nothing is written here
     if given is not None and done.model is given:  # unchanged: a copy, so that editing it leaves the caller's alone
@@ -152,7 +174,15 @@ def _warn_budget(settings: Settings) -> None:
 
 
 def _api_keywords() -> set[str]:
-    return {f.name for f in (*fields(Options), *fields(Settings))}
+    return {f.name for f in (*fields(Options), *fields(Settings))} | {"config"}
+
+
+def _reasons_in_keywords(result: Result) -> Result:
+    """``result`` with the reasons it gives for the layers left alone in the keywords a
+    Python caller sets ("include_first_layer overrides", not "--include-first-layer")."""
+    for rejected in (*result.rejected, *result.sparse_rejected):
+        rejected.reason = keyword_text(rejected.reason, _api_keywords(), API_NAMES)
+    return result
 
 
 def _spec(model: onnx.ModelProto, input_shapes: dict | None, input_values: dict | None):
@@ -189,6 +219,8 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
         raise ConfigError(why)
     if labels is not None and data is None:
         raise ConfigError("labels go with data (the random inputs have none)")
+    _whole_numbers(("samples", samples, 1, None), ("seed", seed, 0, None))
+    _data_source(data, none_ok=True)
     for name, value in (("min_agreement", min_agreement), ("tolerance", tolerance)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= (1 if name == "min_agreement" else float("inf"))):
@@ -198,6 +230,28 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
     return verify_pair(ref, opt, dataset, spec, samples=samples, seed=seed, tolerance=tolerance, log=hook(log),
                        min_agreement=0.99 if min_agreement is None else min_agreement,
                        bar_asked=min_agreement is not None)
+
+
+def _whole_numbers(*checks) -> None:
+    """ConfigError for any (name, value, low, high) whose value is not a whole number in
+    [low, high] (high None: no bound; a value of None is left to its default)."""
+    for name, value, low, high in checks:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
+                                  or high is not None and value > high):
+            raise ConfigError(f"{name} must be a whole number >= {low}" + (f" and <= {high}" if high else "")
+                              + f", got {value!r}")
+
+
+def _data_source(data, none_ok: bool) -> None:
+    """ConfigError for data that is none of what the commands read: a path, a dict of arrays
+    keyed by input name, a Dataset (or None where random inputs stand in)."""
+    from .io.data import Dataset
+
+    if data is None and none_ok or isinstance(data, (str, os.PathLike, dict, Dataset)):
+        return
+    what = "inputs to evaluate on: " if data is None else ""
+    raise ConfigError(f"data must be {what}a path to an .npz, a dict of arrays keyed by input name, or a Dataset, "
+                      f"got {type(data).__name__}")
 
 
 @quiet_graphsurgeon
@@ -221,12 +275,8 @@ def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onn
     why = swapped("original", "optimized", ref, opt, "evaluate_model(original, optimized, data)") or unpaired(ref, opt)
     if why:
         raise ConfigError(why)
-    for name, value, low, high in (("batch", batch, 1, None), ("threads", threads, 1, MAX_THREADS),
-                                   ("runs", runs, 1, None)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low
-                                  or high is not None and value > high):
-            raise ConfigError(f"{name} must be a whole number >= {low}" + (f" and <= {high}" if high else "")
-                              + f", got {value!r}")
+    _whole_numbers(("batch", batch, 1, None), ("threads", threads, 1, MAX_THREADS), ("runs", runs, 1, None))
+    _data_source(data, none_ok=False)
     spec = _spec(ref, input_shapes, input_values)
     dataset = _dataset(data, ref, spec, 0, labels)
     return evaluate_pair(ref, opt, dataset, check_batch(ref, batch, "batch", spec), threads=threads, runs=runs,

@@ -173,6 +173,8 @@ def check_options(options: Options) -> None:
         if not isinstance(setting, LayerSetting):
             raise ConfigError(f"layers[{name!r}] must be a LayerSetting, got {type(setting).__name__}; config= takes "
                               "a config file's content as a dict, e.g. {'layers': {name: {'skip': True}}}")
+    if not isinstance(options.input_shapes, dict):
+        raise ConfigError(f"input_shapes must be a dict of input name to dims, got {type(options.input_shapes).__name__}")
     for name, dims in options.input_shapes.items():
         # A size of 0 past the first dim is real data: a decoder's first step has an empty cache.
         if isinstance(dims, str) or not all(

@@ -76,6 +76,26 @@ MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
 _REGISTERED = "exprune.library"
 
 
+def check_threads(name: str, value) -> None:
+    """ConfigError for a thread count that is not a whole number in [0, MAX_THREADS] (0:
+    onnxruntime's default; None leaves it unset): a trial's 2,000 threads took a minute to
+    start a session, and a million ran out of memory."""
+    from .errors import ConfigError
+
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                              or not 0 <= value <= MAX_THREADS):
+        raise ConfigError(f"{name} must be a whole number from 0 (onnxruntime's default) to {MAX_THREADS}, "
+                          f"got {value!r}")
+
+
+def check_flag(name: str, value) -> None:
+    """ConfigError for a switch that is not True or False ("no" read as true)."""
+    from .errors import ConfigError
+
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):
     """``onnxruntime.SessionOptions`` with the ExPrune library registered.
 
@@ -92,8 +112,8 @@ def session_options(base=None, *, threads: int | None = None, optimize: bool = T
 
     if base is not None and not isinstance(base, ort.SessionOptions):
         raise ConfigError(f"base must be an onnxruntime.SessionOptions, got {type(base).__name__}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0):
-        raise ConfigError(f"threads must be a whole number >= 0 (0: onnxruntime's default), got {threads!r}")
+    check_threads("threads", threads)
+    check_flag("optimize", optimize)
     opts = base if base is not None else ort.SessionOptions()
     try:
         opts.get_session_config_entry(_REGISTERED)
@@ -129,6 +149,9 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
         model = runnable(model).SerializeToString()
     elif isinstance(model, Path):
         model = str(model)
+    check_threads("threads", threads)
+    check_threads("inter_threads", inter_threads)
+    check_flag("optimize", optimize)
     opts = ort.SessionOptions()
     if library is not False:
         session_options(opts)

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 import exprune_onnx
 from exprune_onnx.errors import ConfigError, DataError, ModelLoadError
+from exprune_onnx.runtime import MAX_THREADS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
 SLICE = EXAMPLE.with_name("fashion_test_slice.npz")
@@ -39,6 +40,7 @@ def model():
     ({"include_first_layer": "yes"}, "include_first_layer must be True or False"),
     # A config's entry given as a dict raised a bare AttributeError from the rules.
     ({"layers": {"/fc1/Gemm": {"skip": True}}}, "layers['/fc1/Gemm'] must be a LayerSetting, got dict; config= takes"),
+    ({"input_shapes": [1]}, "input_shapes must be"),  # an AttributeError or TypeError from the compiler
 ])
 @pytest.mark.parametrize("entry", ["optimize_model", "inspect_model", "optimize"])
 def test_bad_options_are_a_config_error(model, option, words, entry):
@@ -190,6 +192,26 @@ def test_an_output_declared_without_a_shape_gets_the_inferred_one(tmp_path):
         exprune_onnx.optimize_model(model, threshold=-2.0)
 
 
+@pytest.mark.parametrize("entry", ["optimize_model", "inspect_model", "optimize"])
+def test_what_the_command_line_refuses_the_api_refuses_too(model, entry):
+    """A threshold beside a config was overridden by its default without a word (the command
+    line refuses the pair); options not an Options, and input_shapes naming no input, were a
+    TypeError and nothing (an API trial's)."""
+    run = getattr(exprune_onnx, entry)
+    extra = {"check": False, "objective": "flops"} if entry == "optimize" else {}
+    with pytest.raises(ConfigError, match="give threshold or config, not both"):
+        run(model, threshold=-1.0, config={"default": {"threshold": -2.0}}, **extra)
+    with pytest.raises(ConfigError, match="give threshold or config, not both"):
+        run(model, threshold=-1.0, config={"layers": {}}, **extra)  # it pruned every layer the config left out
+    with pytest.raises(ConfigError, match="options must be of type Options, got str"):
+        if entry == "optimize":
+            run(model, options="x", **extra)
+        else:
+            run(model, "x")
+    with pytest.raises(DataError, match="names 'zz', which is not a model input"):
+        run(model, input_shapes={"zz": (2,)}, **extra)
+
+
 def test_session_options_register_the_library_once(model):
     """Given options it registered already, session_options leaves them be: onnxruntime
     takes a second registration and then refuses to create the session."""
@@ -205,13 +227,23 @@ def test_session_options_register_the_library_once(model):
 
 @pytest.mark.parametrize(("given", "words"), [
     ({"base": {}}, "base must be an onnxruntime.SessionOptions, got dict"),  # an AttributeError before
-    ({"threads": -1}, "threads must be a whole number >= 0"),  # taken as given before
-    ({"threads": 1.5}, "threads must be a whole number >= 0"),
-    ({"threads": True}, "threads must be a whole number >= 0"),
+    ({"threads": -1}, "threads must be a whole number from 0"),  # taken as given before
+    ({"threads": 1.5}, "threads must be a whole number from 0"),
+    ({"threads": True}, "threads must be a whole number from 0"),
+    ({"threads": "2"}, "threads must be a whole number from 0"),  # a TypeError from onnxruntime
+    # A million threads ran out of memory creating the session; 2,000 took a minute.
+    ({"threads": 10**6}, f"threads must be a whole number from 0 (onnxruntime's default) to {MAX_THREADS}"),
+    ({"optimize": "no"}, "optimize must be True or False"),  # read as true
 ])
-def test_session_options_refuse_what_onnxruntime_cannot_take(given, words):
+@pytest.mark.parametrize("entry", ["session_options", "inference_session"])
+def test_session_options_refuse_what_onnxruntime_cannot_take(model, given, words, entry):
+    if entry == "inference_session" and "base" in given:
+        return  # (it makes its own)
     with pytest.raises(ConfigError, match=re.escape(words)):
-        exprune_onnx.session_options(**given)
+        if entry == "session_options":
+            exprune_onnx.session_options(**given)
+        else:
+            exprune_onnx.inference_session(model, **given)
 
 
 def test_messages_name_the_keywords_the_api_takes(model, tmp_path):
@@ -321,6 +353,38 @@ def test_graphsurgeon_s_warnings_are_off_in_our_calls_only(capsys):
     assert "[W]" not in capsys.readouterr().out and gs.logger.G_LOGGER.severity == severity
 
 
+def test_calls_that_overlap_in_two_threads_give_graphsurgeon_s_level_back():
+    """Call B starts inside call A and ends after it: each keeping its own level left ERROR
+    behind (an API trial's)."""
+    import threading
+
+    import onnx_graphsurgeon as gs
+
+    from exprune_onnx.compiler import quiet_graphsurgeon
+
+    before = gs.logger.G_LOGGER.severity
+    a_in, b_in = threading.Event(), threading.Event()
+
+    @quiet_graphsurgeon
+    def call_a():
+        a_in.set()
+        assert b_in.wait(10)
+
+    @quiet_graphsurgeon
+    def call_b():
+        b_in.set()
+        first.join(10)  # A has ended: B ends last
+        assert gs.logger.G_LOGGER.severity >= gs.logger.G_LOGGER.ERROR  # still quiet while B runs
+
+    first = threading.Thread(target=call_a)
+    first.start()
+    assert a_in.wait(10)
+    second = threading.Thread(target=call_b)
+    second.start()
+    second.join(10)
+    assert gs.logger.G_LOGGER.severity == before
+
+
 def test_the_warnings_name_the_keywords_a_python_caller_sets():
     """optimize's warnings named --objective and the like, which a Python caller has not (an API trial)."""
     from helpers import three_layer_mlp
@@ -329,6 +393,11 @@ def test_the_warnings_name_the_keywords_a_python_caller_sets():
     said = " ".join(done.warnings)
     assert "objective flops keeps the rewrites" in said and "--objective" not in said
     assert done.report["warnings"] == done.warnings
+    # The reasons a layer is left alone, too (an API trial's: "--include-first-layer overrides").
+    for result in (exprune_onnx.inspect_model(EXAMPLE), exprune_onnx.optimize_model(EXAMPLE), done.result):
+        reasons = [r.reason for r in result.rejected]
+        assert reasons and not any("--" in r for r in reasons), reasons
+    assert any("include_first_layer overrides" in r.reason for r in exprune_onnx.inspect_model(EXAMPLE).rejected)
 
 
 def test_verify_model_checks_a_pair_as_the_command_does(model):
@@ -349,6 +418,13 @@ def test_verify_model_checks_a_pair_as_the_command_does(model):
         exprune_onnx.verify_model(model, exact, labels=np.zeros(4, np.int64))
     with pytest.raises(ConfigError, match="min_agreement must be a number in range"):
         exprune_onnx.verify_model(model, exact, min_agreement=2)
+    # Each was a ValueError or TypeError from numpy or pathlib.
+    for bad, words in (({"samples": 0}, "samples must be a whole number >= 1, got 0"),
+                       ({"samples": "4"}, "samples must be a whole number >= 1, got '4'"),
+                       ({"seed": -3}, "seed must be a whole number >= 0"),
+                       ({"data": np.zeros(3)}, "data must be a path to an .npz, a dict of arrays")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            exprune_onnx.verify_model(model, exact, **bad)
 
 
 def test_evaluate_model_measures_a_pair_as_the_command_does(model):
@@ -367,3 +443,5 @@ def test_evaluate_model_measures_a_pair_as_the_command_does(model):
         exprune_onnx.evaluate_model(model, EXAMPLE.with_name("digits_mlp.onnx"), arrays)
     with pytest.raises(ConfigError, match="threads must be a whole number >= 1"):
         exprune_onnx.evaluate_model(model, pruned, arrays, threads=0)
+    with pytest.raises(ConfigError, match="data must be inputs to evaluate on"):  # 32 random samples, unsaid
+        exprune_onnx.evaluate_model(model, pruned, None)
