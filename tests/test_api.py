@@ -14,7 +14,6 @@ from onnx import TensorProto, helper
 
 import exprune_onnx
 from exprune_onnx.errors import ConfigError, DataError, ModelLoadError
-from exprune_onnx.runtime import MAX_THREADS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
 SLICE = EXAMPLE.with_name("fashion_test_slice.npz")
@@ -210,40 +209,6 @@ def test_what_the_command_line_refuses_the_api_refuses_too(model, entry):
             run(model, "x")
     with pytest.raises(DataError, match="names 'zz', which is not a model input"):
         run(model, input_shapes={"zz": (2,)}, **extra)
-
-
-def test_session_options_register_the_library_once(model):
-    """Given options it registered already, session_options leaves them be: onnxruntime
-    takes a second registration and then refuses to create the session."""
-    import onnxruntime as ort
-
-    written = exprune_onnx.optimize_model(model, threshold=-1.0).model
-    opts = exprune_onnx.session_options()
-    assert exprune_onnx.session_options(opts) is opts
-    session = ort.InferenceSession(written.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = np.zeros((1, 1, 28, 28), np.float32)
-    assert session.run(None, {"input": x})[0].shape == (1, 10)
-
-
-@pytest.mark.parametrize(("given", "words"), [
-    ({"base": {}}, "base must be an onnxruntime.SessionOptions, got dict"),  # an AttributeError before
-    ({"threads": -1}, "threads must be a whole number from 0"),  # taken as given before
-    ({"threads": 1.5}, "threads must be a whole number from 0"),
-    ({"threads": True}, "threads must be a whole number from 0"),
-    ({"threads": "2"}, "threads must be a whole number from 0"),  # a TypeError from onnxruntime
-    # A million threads ran out of memory creating the session; 2,000 took a minute.
-    ({"threads": 10**6}, f"threads must be a whole number from 0 (onnxruntime's default) to {MAX_THREADS}"),
-    ({"optimize": "no"}, "optimize must be True or False"),  # read as true
-])
-@pytest.mark.parametrize("entry", ["session_options", "inference_session"])
-def test_session_options_refuse_what_onnxruntime_cannot_take(model, given, words, entry):
-    if entry == "inference_session" and "base" in given:
-        return  # (it makes its own)
-    with pytest.raises(ConfigError, match=re.escape(words)):
-        if entry == "session_options":
-            exprune_onnx.session_options(**given)
-        else:
-            exprune_onnx.inference_session(model, **given)
 
 
 def test_messages_name_the_keywords_the_api_takes(model, tmp_path):

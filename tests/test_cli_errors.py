@@ -150,8 +150,8 @@ DATA = {
     "name": "no array for model input 'input'",
     "dtype": "is float16, the model wants float32",
     "shape": "has shape [4, 1, 27, 28]",
-    "nan": "contains NaN or Inf",
-    "inf": "contains NaN or Inf",
+    "nan": "contains NaN",
+    "inf": "is NaN on",  # an input of Inf is taken: the original answers NaN on it here
     "missing": "no such file",
     "not_npz": "not a readable .npz",
     "empty_dir": "holds no",

@@ -235,3 +235,19 @@ def test_agreement_on_a_map_without_labels_says_what_makes_it_answer_per_positio
     with pytest.raises(DataError) as err:
         choose("agreement", np.zeros((4, 5, 8, 8, 2), np.float32), None)
     assert "per position" not in str(err.value)  # not an image's map
+
+
+def test_the_same_infinity_in_both_is_no_difference():
+    """An input of -inf (a float mask) makes outputs of -inf in both models: inf - inf is NaN,
+    which made every figure of the check NaN. One infinity against another value is infinitely
+    far; the scale is the finite values'."""
+    from exprune_onnx.tuning.metrics import abs_diff, relative_error, sample_relative_errors
+
+    ref = np.array([[-np.inf, 2.0, 4.0], [1.0, np.inf, -2.0]], np.float32)
+    got = ref + np.array([[0, 0.5, 0], [0, 0, 0]], np.float32)
+    assert abs_diff(ref, got).tolist() == [[0.0, 0.5, 0.0], [0.0, 0.0, 0.0]]
+    assert relative_error(ref, got) == pytest.approx((0.5 / 6) / (9 / 6))  # over the finite |ref|
+    assert sample_relative_errors(ref, got).tolist() == pytest.approx([(0.5 / 3) / 2, 0.0])
+    moved = ref.copy()
+    moved[0, 0] = 0.0
+    assert abs_diff(ref, moved)[0, 0] == np.inf

@@ -150,6 +150,29 @@ def test_check_data_the_original_cannot_run_is_refused_when_nothing_is_rewritten
     assert "onnxruntime cannot run the original model on 'd.npz'" in " ".join(r.output.split())
 
 
+def test_inputs_of_minus_inf_with_finite_answers_are_checked_and_verified():
+    """A float mask's -inf into a ReLU MLP: the original answers finite values, and the data
+    was refused as 'contains NaN or Inf' (an API trial's); a layer's outputs of -inf in both
+    models are no difference."""
+    from helpers import init, make_model, vi
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Relu", ["x"], ["h0"]), helper.make_node("MatMul", ["h0", "w1"], ["m1"]),
+             helper.make_node("Relu", ["m1"], ["h1"]), helper.make_node("MatMul", ["h1", "w2"], ["y"]),
+             helper.make_node("Add", ["x", "y"], ["z"])]  # and an output that keeps the -inf
+    model = make_model(nodes, [vi("x", ["N", 64])], [vi("z", ["N", 64])],
+                       [init("w1", rng.normal(size=(64, 64)).astype(np.float32)),
+                        init("w2", rng.normal(size=(64, 64)).astype(np.float32))])
+    x = rng.normal(size=(32, 64)).astype(np.float32)
+    x[:, :8] = -np.inf
+    done = exprune_onnx.optimize(model, check_data={"x": x}, objective="flops", threshold=float("-inf"),
+                                 sparse_relu="on")
+    (diff,) = done.checked.outputs
+    assert done.changed and diff.max_rel < 1e-5, diff  # (it was NaN)
+    assert exprune_onnx.verify_model(model, done.model, data={"x": x}).passed
+
+
 def test_calibration_of_a_model_with_nothing_to_calibrate_writes_it_unchanged():
     """No early-exit layer (a Sigmoid MLP): as without calibration, the original comes back
     (it was exit 6, "no layer of this model can be rewritten", blaming the data)."""

@@ -223,8 +223,8 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
             wants = "the model wants" if dims == input_dims(vi) else "the model and --input-shape want"
             raise DataError(f"{where}: input '{vi.name}' has shape {list(a.shape)}, {wants} {dims}"
                             + (" (it has no batch axis: give it whole)" if first == 0 else ""))
-        if a.dtype.kind == "f" and not _all_finite(a):
-            raise DataError(f"{where}: input '{vi.name}' contains NaN or Inf")
+        if a.dtype.kind == "f" and _any_nan(a):
+            raise DataError(f"{where}: input '{vi.name}' contains NaN")
         feeds[vi.name] = a
     misnamed = [] if labelled else sorted(k for k in arrays if k not in feeds and k.lower() in LABEL_LIKE)
     if misnamed:  # else left unread, and no accuracy with no word why
@@ -237,11 +237,11 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
     return feeds
 
 
-def _all_finite(a: np.ndarray, chunk: int = 1024) -> bool:
+def _any_nan(a: np.ndarray, chunk: int = 1024) -> bool:
     # Chunked so a memory-mapped set is never loaded whole.
     if a.ndim == 0:
-        return bool(np.isfinite(a))
-    return all(np.isfinite(a[i:i + chunk]).all() for i in range(0, a.shape[0], chunk))
+        return bool(np.isnan(a))
+    return any(np.isnan(a[i:i + chunk]).any() for i in range(0, a.shape[0], chunk))
 
 
 def _numpy_file(path: Path) -> bool:

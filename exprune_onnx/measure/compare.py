@@ -18,9 +18,11 @@ from ..io.data import Dataset
 from ..tuning.label_layout import Layout, layout_of
 from ..tuning.metrics import (
     IGNORE,
+    abs_diff,
     agrees,
     answers,
     check_labels,
+    finite_abs,
     is_classifier_output,
     is_scores,
     labelled_mean,
@@ -355,9 +357,9 @@ def _diff(name: str, a: np.ndarray, b: np.ndarray, kind: str | None = None, layo
         same = float(np.mean(a == b)) if a.size else 1.0
         return OutputDiff(name, float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0, 0.0, same,
                           index=True)
-    err = np.abs(a.astype(np.float64) - b)
+    err = abs_diff(a, b)
     max_abs = float(err.max()) if err.size else 0.0
-    scale = float(np.abs(a).max()) if a.size else 0.0
+    scale = float(finite_abs(a).max()) if a.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
     top1 = top1_agreement(a, b) if is_scores(a, kind) and not np.isnan(a).any() else None  # NaN has no arg-max
     classes = int(np.unique(a.argmax(-1)).size) if top1 is not None and top1 < 1.0 else None

@@ -197,18 +197,32 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     return Score(metric, 0.0, err, err)
 
 
+def abs_diff(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """|ref - got| in float64, 0 where the two are equal: the same infinity in both (a masked
+    logit's -inf, or what an input of -inf makes) is no difference, where inf - inf is NaN."""
+    with np.errstate(invalid="ignore"):  # (inf - inf, which the where discards)
+        return np.where(ref == got, 0.0, np.abs(ref.astype(np.float64) - got))
+
+
+def finite_abs(a: np.ndarray) -> np.ndarray:
+    """|a| in float64 with the infinities as 0: an output's scale, which one inf would make
+    infinite and every error relative to it 0."""
+    a = np.abs(a.astype(np.float64))
+    return np.where(np.isfinite(a), a, 0.0)
+
+
 def relative_error(ref: np.ndarray, got: np.ndarray) -> float:
     """relerr's measure: mean |difference| over mean |original| (the difference alone where
     the original is all zeros)."""
-    scale = float(np.mean(np.abs(ref)))
-    return float(np.mean(np.abs(ref.astype(np.float64) - got))) / (scale if scale > 0 else 1.0)
+    scale = float(np.mean(finite_abs(ref)))
+    return float(np.mean(abs_diff(ref, got))) / (scale if scale > 0 else 1.0)
 
 
 def sample_relative_errors(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """``relative_error`` of each sample (first axis)."""
     rows = ref.shape[0]
-    diff = np.abs(ref.astype(np.float64) - got).reshape(rows, -1).mean(1)
-    scale = np.abs(ref.astype(np.float64)).reshape(rows, -1).mean(1)
+    diff = abs_diff(ref, got).reshape(rows, -1).mean(1)
+    scale = finite_abs(ref).reshape(rows, -1).mean(1)
     return diff / np.where(scale > 0, scale, 1.0)
 
 

@@ -12,6 +12,7 @@ from .. import ops
 from ..errors import error_message, original_unloadable
 from ..io.data import Dataset
 from ..progress import quiet
+from ..tuning.metrics import abs_diff, finite_abs
 from .base import SPARSE_OPS, Row
 
 
@@ -95,8 +96,8 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
             if not np.array_equal(a, b):
                 return Row(name, False, f"output '{n}' differs from the original's on {np.mean(a != b):.2%} of entries")
             continue
-        scale = max(float(np.abs(a).max()) if a.size else 0.0, 1e-6)
-        err = float(np.abs(a.astype(np.float64) - b).max()) / scale if a.size else 0.0
+        scale = max(float(finite_abs(a).max()) if a.size else 0.0, 1e-6)
+        err = float(abs_diff(a, b).max()) / scale if a.size else 0.0
         if not err <= tolerance:
             return Row(name, False, f"output '{n}' differs from the original's by {err:.2g} of its largest magnitude "
                                     f"(tolerance {tolerance:g}) with nothing pruned")
