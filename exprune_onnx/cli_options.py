@@ -22,8 +22,7 @@ class OnceCommand(click.Command):
                 order = []  # the parse below says what is wrong
             repeated = _repeated(order)
             if repeated:
-                raise click.UsageError(f"{repeated} given more than once: give it once (the last would "
-                                       "otherwise replace the others)", ctx)
+                raise click.UsageError(f"{repeated} given more than once: give it once", ctx)
         return super().parse_args(ctx, args)
 
 

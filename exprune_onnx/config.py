@@ -153,6 +153,9 @@ class Options:
 def check_options(options: Options) -> None:
     """Raise ConfigError for a top-level option of the wrong type or out of range: the
     Python API takes them as given, where the command line's types check them first."""
+    if isinstance(options.threshold, str):  # (a JSON config spells -inf as a string; Python has float("-inf"))
+        raise ConfigError(f"threshold must be a number, got {options.threshold!r}: float({options.threshold!r}) "
+                          "if that is what you mean")
     if options.threshold is not None:
         _threshold(options.threshold, "the options")
     _k(options.k, "the options")
@@ -174,7 +177,8 @@ def check_options(options: Options) -> None:
             raise ConfigError(f"layers[{name!r}] must be a LayerSetting, got {type(setting).__name__}; config= takes "
                               "a config file's content as a dict, e.g. {'layers': {name: {'skip': True}}}")
     if not isinstance(options.input_shapes, dict):
-        raise ConfigError(f"input_shapes must be a dict of input name to dims, got {type(options.input_shapes).__name__}")
+        raise ConfigError("input_shapes must be a dict of input name to dims, got "
+                          f"{type(options.input_shapes).__name__}")
     for name, dims in options.input_shapes.items():
         # A size of 0 past the first dim is real data: a decoder's first step has an empty cache.
         if isinstance(dims, str) or not all(

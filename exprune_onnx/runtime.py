@@ -141,6 +141,9 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
     """
     import onnxruntime as ort
 
+    check_threads("threads", threads)  # before a large model is serialised only to be refused
+    check_threads("inter_threads", inter_threads)
+    check_flag("optimize", optimize)
     if hasattr(model, "SerializeToString"):
         from .io.modelio import runnable
 
@@ -149,9 +152,6 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
         model = runnable(model).SerializeToString()
     elif isinstance(model, Path):
         model = str(model)
-    check_threads("threads", threads)
-    check_threads("inter_threads", inter_threads)
-    check_flag("optimize", optimize)
     opts = ort.SessionOptions()
     if library is not False:
         session_options(opts)

@@ -229,7 +229,6 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     """run(), filling ``assumed`` with the sizes it takes for open input dims."""
     from .compiler.pipeline import optimize as compile_model
     from .io.batch_memory import feedable
-    from .measure.compare import compare
     from .measure.shape_probe import count_at_run_time
     from .report.advice import config_notes, plain_warnings, uncalibrated_note
     from .report.run_report import run_report, run_rows
@@ -283,7 +282,8 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
 
             stamp_budget(result.model, calibrated)
         thin = "" if getattr(calibrated, "certificate", None) else \
-            thin_holdout(calibrated.metric, settings.max_drop, calibrated.split[1], settings.holdout, sum(calibrated.split))
+            thin_holdout(calibrated.metric, settings.max_drop, calibrated.split[1], settings.holdout,
+                         sum(calibrated.split))
         calibrated.notes += [thin] if thin else []
         if uses_library(model):  # the budgets of two runs add up
             calibrated.notes.append("the input holds ExPrune ops (it was optimised before): the budget is measured "
@@ -325,21 +325,11 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         time_other_batch(model, result.model, timed,
                          check_data() if settings.check_data is not None or data is None else data, settings.seed)
         timings["objective"] = timings.get("objective", 0.0) + time.perf_counter() - start
-    if settings.check and result.changed:
+    if settings.check:
         start = time.perf_counter()
-        on = check_data() if settings.check_data is not None or data is None else \
-            _checked_part(data, settings, calibrated)
-        # Beside a relerr budget the scored output holds values (an embedding): labels are
-        # another output's, and were scored against the embedding's arg-max.
-        values = (calibrated.metric if calibrated is not None else settings.metric) == "relerr"
-        scored = calibrated.output if calibrated is not None else settings.score_output
-        checked = compare(model, result.model, on, labelled="" if values else settings.score_output,
-                          unlabelled=scored if values else "", log=log)
-        timings["check"] = time.perf_counter() - start
-    elif settings.check and settings.check_data is not None and check_data().labels is None:
-        # Nothing to compare, but data the original cannot run on is refused all the same,
-        # as where something was rewritten (labels were run through it above).
-        _data_fits(model, check_data(), settings.score_output)
+        checked = _check(model, result, settings, calibrated, check_data, data, log)
+        if checked is not None:
+            timings["check"] = time.perf_counter() - start
     notes += config_notes(configured, result, calibrated is not None)
     notes += [text for text in [fused_warning(model)] if text]
     done = Optimized(result.model, run_rows(result, checked, calibrated),
@@ -349,6 +339,28 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
     return done
+
+
+def _check(model: onnx.ModelProto, result, settings: Settings, calibrated, check_data, data, log):
+    """The check: the original and the result side by side on the check data (``check_data()``
+    gives it: the data given, else seeded random inputs), else on the calibration data's part
+    the search did not choose on; None where nothing was rewritten. Check data given is run
+    through the original even then, so that data it cannot run on is refused whatever was
+    rewritten."""
+    from .measure.compare import compare
+
+    given = settings.check_data is not None
+    if not result.changed:
+        if given and not (calibrated is None and check_data().labels is not None):
+            _data_fits(model, check_data(), settings.score_output)  # (else it ran before the timing)
+        return None
+    on = check_data() if given or data is None else _checked_part(data, settings, calibrated)
+    # Beside a relerr budget the scored output holds values (an embedding): labels are
+    # another output's, and were scored against the embedding's arg-max.
+    values = (calibrated.metric if calibrated is not None else settings.metric) == "relerr"
+    scored = calibrated.output if calibrated is not None else settings.score_output
+    return compare(model, result.model, on, labelled="" if values else settings.score_output,
+                   unlabelled=scored if values else "", log=log)
 
 
 def _data_fits(model: onnx.ModelProto, data: Dataset, labelled: str) -> None:

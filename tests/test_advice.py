@@ -22,9 +22,10 @@ def test_outputs_compared_by_value_warn_when_they_move_much():
     outputs = [OutputDiff("heatmap", 0.9, 0.35, None), OutputDiff("logits", 3.0, 0.19, 0.96),
                OutputDiff("ids", 1.0, 0.0, 0.9, index=True), OutputDiff("wh", 0.01, 0.04, None),
                OutputDiff("det", 1.0, 0.5, None, runs=(1, 2)), OutputDiff("sum", 0.7, 0.073, None, runs=(0, 4)),
-               OutputDiff("boxes", math.inf, math.inf, None, runs=(3, 3))]
+               OutputDiff("boxes", math.inf, math.inf, None, runs=(3, 3)),
+               OutputDiff("masked", math.inf, math.inf, None)]  # an inf (from an input of inf) made a number
     checked = CheckResult(8, "d.npz", outputs, {}, None)
-    assert [d.name for d in changed_values(checked)] == ["heatmap", "det", "sum"]
+    assert [d.name for d in changed_values(checked)] == ["heatmap", "det", "sum", "masked"]
 
 
 def test_under_calibration_a_value_output_the_budget_does_not_bound_is_warned_of():

@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import exprune_onnx
+from exprune_onnx.config import apply_config
 from exprune_onnx.errors import ConfigError, DataError, ModelLoadError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
@@ -28,6 +29,7 @@ def model():
     ({"threshold": float("nan")}, "threshold must be a number"),  # onnxruntime refused the written op
     ({"threshold": float("inf")}, "+inf prunes every output"),  # a trial's: every answer lost, only warned of
     ({"threshold": "abc"}, "threshold must be a number"),
+    ({"threshold": "-2"}, "threshold must be a number, got '-2'"),  # taken as -2.0, where max_drop='0.01' was refused
     ({"threshold": [0.0]}, "threshold must be a number"),
     ({"k": [3]}, "k must be 'auto'"),
     ({"min_units": "x"}, "min_units must be a whole number"),
@@ -202,6 +204,12 @@ def test_what_the_command_line_refuses_the_api_refuses_too(model, entry):
         run(model, threshold=-1.0, config={"default": {"threshold": -2.0}}, **extra)
     with pytest.raises(ConfigError, match="give threshold or config, not both"):
         run(model, threshold=-1.0, config={"layers": {}}, **extra)  # it pruned every layer the config left out
+    read = apply_config({"layers": {"/fc1/Gemm": {"threshold": -3.0}}}, exprune_onnx.Options())
+    with pytest.raises(ConfigError, match="give threshold or config, not both"):  # a config read before (a review's)
+        if entry == "optimize":
+            run(model, options=read, threshold=-1.0, **extra)
+        else:
+            run(model, read, threshold=-1.0)
     with pytest.raises(ConfigError, match="options must be of type Options, got str"):
         if entry == "optimize":
             run(model, options="x", **extra)
@@ -329,17 +337,19 @@ def test_calls_that_overlap_in_two_threads_give_graphsurgeon_s_level_back():
 
     before = gs.logger.G_LOGGER.severity
     a_in, b_in = threading.Event(), threading.Event()
+    seen = []  # (asserted here: an assert in a thread fails no test)
 
     @quiet_graphsurgeon
     def call_a():
         a_in.set()
-        assert b_in.wait(10)
+        seen.append(("B started", b_in.wait(10)))
 
     @quiet_graphsurgeon
     def call_b():
         b_in.set()
         first.join(10)  # A has ended: B ends last
-        assert gs.logger.G_LOGGER.severity >= gs.logger.G_LOGGER.ERROR  # still quiet while B runs
+        seen.append(("A ended", not first.is_alive()))
+        seen.append(("quiet while B runs", gs.logger.G_LOGGER.severity >= gs.logger.G_LOGGER.ERROR))
 
     first = threading.Thread(target=call_a)
     first.start()
@@ -347,6 +357,7 @@ def test_calls_that_overlap_in_two_threads_give_graphsurgeon_s_level_back():
     second = threading.Thread(target=call_b)
     second.start()
     second.join(10)
+    assert not second.is_alive() and seen == [("B started", True), ("A ended", True), ("quiet while B runs", True)]
     assert gs.logger.G_LOGGER.severity == before
 
 

@@ -90,7 +90,7 @@ def test_finite_threshold_prunes_exactly(case):
         ({"group": 2}, "grouped convolution"),
         ({"opset": 8, "bn": False}, "opset 8"),
         ({"first_layer": True}, "graph input"),
-        ({"channels": 16, "bn": False}, "fewer than --min-units"),
+        ({"channels": 16, "bn": False}, "fewer than min_units"),
         ({"act": "clip_neg"}, "min -1"),
         ({"dtype": np.float16, "bn": False}, "float32"),
         # a 3x3 kernel at stride 5: SAME's padding can be negative, as onnxruntime applies it

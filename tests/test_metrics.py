@@ -205,9 +205,11 @@ def test_a_held_out_part_too_small_for_its_budget_is_said_to_say_little():
     from exprune_onnx.tuning.metrics import thin_holdout
 
     assert "has 5 sample(s), so one answer is 20 points against a budget of 1" in thin_holdout("accuracy", 0.01, 5)
-    assert "no held-out part (--holdout 0)" in thin_holdout("lost", 0.01, 0)
+    assert "no held-out part (--holdout 0): " in thin_holdout("lost", 0.01, 0)
+    assert "hold some out, or certify" in thin_holdout("lost", 0.01, 0, 0.0, 500)
     # The default share of a single sample rounds to none: not "--holdout 0", which was never given.
     assert "(--holdout 0.5 of 1 sample(s) holds none out)" in thin_holdout("accuracy", 0.01, 0, 0.5, 1)
+    assert "give more data, or certify" in thin_holdout("accuracy", 0.01, 0, 0.5, 1)
     assert thin_holdout("accuracy", 0.01, 100) == "" and thin_holdout("agreement", 0.05, 20) == ""
     assert thin_holdout("agreement", 0.05, 19) != ""
     assert thin_holdout("relerr", 0.01, 5) == ""  # a mean of errors, not a count of answers

@@ -276,7 +276,8 @@ def test_new_features_from_the_input_make_no_first_layer(op):
         pre, width = [helper.make_node("Div", ["one", "x"], ["xs"])], 48
     else:
         pre, width = [helper.make_node("Mul", ["x", "table"], ["xs"])], 1
-    nodes = [*pre, helper.make_node("MatMul", ["xs", "w0"], ["m0"], name="first"), helper.make_node("Relu", ["m0"], ["y"])]
+    nodes = [*pre, helper.make_node("MatMul", ["xs", "w0"], ["m0"], name="first"),
+             helper.make_node("Relu", ["m0"], ["y"])]
     inits = [init("w0", rng.normal(size=(48, 40)).astype(np.float32)), init("one", np.ones(1, np.float32)),
              init("table", rng.normal(size=(1, 48)).astype(np.float32))]
     model = make_model(nodes, [vi("x", ["N", width])], [vi("y", ["N", 40])], inits)

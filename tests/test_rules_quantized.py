@@ -21,10 +21,11 @@ import exprune_onnx
 from exprune_onnx import optimize_model
 
 
-def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: bool = True) -> onnx.ModelProto:
+def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: bool = True,
+           after: tuple = ("Relu",)) -> onnx.ModelProto:
     """Relu -> Q -> DQ -> [between] -> Conv|Gemm (float weight) -> Relu [-> Q -> DQ]: the
     layer's input straight from the DequantizeLinear unless ``between`` puts an op there,
-    its output quantized again when ``quantized``."""
+    its output quantized again when ``quantized``, through the ops ``after``."""
     r = np.random.default_rng(21)
     channels = 32
     scale = np.array(scale, np.float32)
@@ -44,7 +45,9 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
         w = r.normal(size=(channels, 24)).astype(np.float32) * 0.1
         nodes.append(helper.make_node("Gemm", [source, "w", "b"], ["c"], name="layer"))
         shape, out = ["N", channels], ["N", 24]
-    nodes.append(helper.make_node("Relu", ["c"], ["r" if quantized else "y"]))
+    for i, name in enumerate(after):
+        nodes.append(helper.make_node(name, [f"c{i - 1}" if i else "c"], [f"c{i}"]))
+    nodes.append(helper.make_node("Identity", [f"c{len(after) - 1}"], ["r" if quantized else "y"]))
     if quantized:
         nodes += [helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["rq"]),
                   helper.make_node("DequantizeLinear", ["rq", "s2", "z2"], ["y"])]
@@ -53,9 +56,12 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
     return make_model(nodes, [vi("inp", shape)], [vi("y", out)], inits, opset=13)
 
 
-@pytest.mark.parametrize("op", ["Conv", "Gemm"])
-def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op):
-    model = _model(op)
+@pytest.mark.parametrize(("op", "after"), [
+    ("Conv", ("Relu",)), ("Gemm", ("Relu",)),
+    ("Conv", ("Relu", "Relu")), ("Conv", ("Identity", "Relu")),  # onnxruntime walks these too (a review's)
+])
+def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op, after):
+    model = _model(op, after=after)
     res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
     assert rewritten(res) == [] and not res.changed
     why = reasons(res)["layer"]
@@ -64,26 +70,29 @@ def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op):
 
 @pytest.mark.parametrize(("kwargs", "why"), [
     ({"quantized": False}, "no QuantizeLinear after it: onnxruntime keeps it float"),
+    ({"quantized": False, "op": "Gemm"}, "the same, on a Gemm"),
     ({"between": "Relu"}, "a Relu between: its input is not the DequantizeLinear's"),
     ({"scale": [0.05] * 32}, "a per-channel scale, which onnxruntime does not take"),
 ])
 def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, why):
     """The layer is rewritten, and at onnxruntime's default level its outputs equal the
     original's within float rounding (onnxruntime ran both in float)."""
-    model = _model("Conv", **kwargs)
+    model = _model(**kwargs)
     res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
     assert rewritten(res) == ["layer"], (why, reasons(res))
     onnx.checker.check_model(res.model)
-    x = np.random.default_rng(5).normal(size=(2, 32, 6, 6)).astype(np.float32)
+    shape = (2, 32) if kwargs.get("op") == "Gemm" else (2, 32, 6, 6)
+    x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
     plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ours = exprune_onnx.inference_session(res.model.SerializeToString())
     np.testing.assert_allclose(ours.run(None, {"inp": x})[0], plain.run(None, {"inp": x})[0], rtol=1e-5, atol=1e-5)
 
 
-def test_onnxruntime_does_quantize_such_a_layer():
+@pytest.mark.parametrize("after", [("Relu",), ("Relu", "Relu"), ("Identity", "Relu")])
+def test_onnxruntime_does_quantize_such_a_layer(after):
     """Why the rule exists, checked on the installed onnxruntime: the original itself differs
     between no optimisation and the default level (int8 weights at the default)."""
-    model = _model("Conv").SerializeToString()
+    model = _model("Conv", after=after).SerializeToString()
     x = np.random.default_rng(5).normal(size=(2, 32, 6, 6)).astype(np.float32)
     runs = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):

@@ -249,8 +249,8 @@ def test_must_not_fire(make, reason):
 
 
 @pytest.mark.parametrize("options,reason", [
-    ({}, "only with --sparse-relu on"),
-    ({"sparse_relu": "off"}, "only with --sparse-relu on"),
+    ({}, "only with sparse_relu on"),
+    ({"sparse_relu": "off"}, "only with sparse_relu on"),
     ({"sparse_relu": "on", "sparse_relu_layers": frozenset()}, "the latency objective found the model"),
     ({"sparse_relu": "on", "sparse_input": False}, None),
 ])

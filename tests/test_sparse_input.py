@@ -341,8 +341,8 @@ def test_plain_relu_consumer_reads_sparsely_with_sparse_relu_on(make):
 
 
 @pytest.mark.parametrize("options,reason", [
-    ({}, "only with --sparse-relu on"),
-    ({"sparse_relu": "off"}, "only with --sparse-relu on"),
+    ({}, "only with sparse_relu on"),
+    ({"sparse_relu": "off"}, "only with sparse_relu on"),
     ({"sparse_relu": "on", "sparse_relu_layers": frozenset({"other"})}, "the latency objective found the model"),
     ({"sparse_relu": "on", "sparse_relu_layers": frozenset()}, "the latency objective found the model"),
 ])

@@ -148,6 +148,18 @@ def test_check_data_the_original_cannot_run_is_refused_when_nothing_is_rewritten
         assert out.exists() == (code == 0)
         out.unlink(missing_ok=True)
     assert "onnxruntime cannot run the original model on 'd.npz'" in " ".join(r.output.split())
+    # With calibration too, and labels in the check data (a review's: the one case left unrun):
+    # a layer to calibrate, which nothing asks to keep.
+    nodes = [helper.make_node("Gather", ["table", "idx"], ["e"]), helper.make_node("Relu", ["e"], ["r"]),
+             helper.make_node("MatMul", ["r", "w"], ["m"]), helper.make_node("Relu", ["m"], ["y"])]
+    model = make_model(nodes, [vi("idx", ["N"], TensorProto.INT64)], [vi("y", ["N", 8])],
+                       [init("table", rng.normal(size=(5, 64)).astype(np.float32)),
+                        init("w", rng.normal(size=(64, 8)).astype(np.float32))])
+    good = {"idx": np.array([0, 4, 2, 1] * 10, np.int64), "labels": np.zeros(40, np.int64)}
+    bad = {"idx": np.array([0, 7, 2, 1], np.int64), "labels": np.zeros(4, np.int64)}
+    with pytest.raises(exprune_onnx.errors.DataError, match="onnxruntime cannot run the original model"):
+        exprune_onnx.optimize(model, calibration=good, check_data=bad, metric="agreement", max_drop=0.0,
+                              confidence=0.0, objective="latency", min_units=8, sparse_relu="off")
 
 
 def test_inputs_of_minus_inf_with_finite_answers_are_checked_and_verified():

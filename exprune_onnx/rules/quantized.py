@@ -8,7 +8,7 @@ Rewriting the latter in float would throw the quantization away, so it is left a
 with a reason that names the cause rather than "the weight is not a constant".
 
 A QDQ model may also leave a Conv or Gemm float (a quantizer's excluded node) between a
-per-tensor DequantizeLinear and a QuantizeLinear (through its Relu or Clip). onnxruntime
+per-tensor DequantizeLinear and a QuantizeLinear (through Relu or Clip ops). onnxruntime
 quantizes such a layer's float weight and bias itself (its WeightBiasQuantization step,
 at every optimisation level above none) and runs the unit as an integer op, so the
 original runs with int8 weights; rewritten in float, the layer's outputs moved by a
@@ -35,6 +35,7 @@ FLOAT_OPS = ("Conv", "Gemm", "MatMul")
 RUNTIME_QUANTIZED_OPS = ("Conv", "Gemm")  # (and ConvTranspose, which no rule rewrites)
 # Between DequantizeLinear and the weight input an exporter may put layout ops.
 _PASS_THROUGH = {"Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+_BEFORE_QUANTIZE = {"Relu", "Clip", "Identity", "Dropout"}
 
 
 def match(node, ctx: Context) -> NoMatch | None:
@@ -63,6 +64,8 @@ def _quantized_by_runtime(node) -> bool:
     if not _quantized_after(node.outputs[0]):
         return False
     producer = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    while producer is not None and producer.op in ("Identity", "Dropout"):  # (gone by then, as above)
+        producer = producer.inputs[0].inputs[0] if producer.inputs[0].inputs else None
     if producer is None or producer.op != "DequantizeLinear" or len(producer.inputs) < 2:
         return False
     scale = producer.inputs[1]
@@ -88,14 +91,20 @@ def _dequantized(t) -> bool:
     return False
 
 
-def _quantized_after(t, through_activation: bool = True) -> bool:
-    """``t`` read only by one QuantizeLinear, or by one Relu or Clip read only by one."""
-    if len(t.outputs) != 1:
-        return False
-    reader = t.outputs[0]
-    if reader.op == "QuantizeLinear":
-        return True
-    return through_activation and reader.op in ("Relu", "Clip") and _quantized_after(reader.outputs[0], False)
+def _quantized_after(t) -> bool:
+    """``t`` reaches one QuantizeLinear through a chain of single readers that are Relu,
+    Clip, Identity or Dropout: onnxruntime walks any number of the first two, and removes
+    the other two before it looks."""
+    for _ in range(16):
+        if len(t.outputs) != 1:
+            return False
+        reader = t.outputs[0]
+        if reader.op == "QuantizeLinear":
+            return True
+        if reader.op not in _BEFORE_QUANTIZE or not reader.outputs:
+            return False
+        t = reader.outputs[0]
+    return False
 
 
 RULE = reporting_rule(NAME, match, "quantized layers are not rewritten")

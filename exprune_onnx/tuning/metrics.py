@@ -283,9 +283,10 @@ def thin_holdout(metric: str, max_drop: float, held: int, holdout: float = 0.0, 
     if metric == "relerr":  # a mean of errors, not a count of answers
         return ""
     if held == 0:
-        why = "--holdout 0" if holdout <= 0 else f"--holdout {holdout:g} of {samples} sample(s) holds none out"
+        why, fix = (("--holdout 0", "hold some out") if holdout <= 0 else
+                    (f"--holdout {holdout:g} of {samples} sample(s) holds none out", "give more data"))
         return (f"no held-out part ({why}): the budget was met on the samples the search chose on, which says "
-                "little of new inputs; give more data, or certify it (--confidence)")
+                f"little of new inputs; {fix}, or certify it (--confidence)")
     if held * max_drop >= 1:
         return ""
     return (f"the held-out part has {held} sample(s), so one answer is {100 / held:.3g} points against a budget of "
