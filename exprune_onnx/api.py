@@ -34,13 +34,12 @@ def _load(model) -> onnx.ModelProto:
     return load_model(model) if isinstance(model, (str, os.PathLike)) else checked_in_memory(model)
 
 
-def _threshold_or_config(options: Options, config, overrides: dict) -> None:
+def _threshold_or_config(options: Options, config) -> None:
     """As the command line's --threshold with --config: a config prunes at the thresholds it
     names and nowhere else, so a threshold beside it was either overridden by its default
-    without a word or pruned the layers it leaves out. A config read into the options before
-    (their per-layer settings) counts as one given."""
-    read_before = bool(options.layers) and "threshold" in overrides
-    if (config is not None or read_before) and options.threshold is not None:
+    without a word or pruned the layers it leaves out. (Per-layer settings given in the
+    options, ``layers=``, beside a threshold are the caller's own mix, and kept.)"""
+    if config is not None and options.threshold is not None:
         raise ConfigError("give threshold or config, not both: a config prunes at the thresholds it names (its "
                           "default's, or a layer's own), and nowhere else")
 
@@ -54,7 +53,7 @@ def _prepare(model, options: Options | None, config, overrides: dict) -> tuple[o
         if not hasattr(options, key):
             raise unknown_option(key, options)
         setattr(options, key, parse_k(value) if key == "k" else value)
-    _threshold_or_config(options, config, overrides)
+    _threshold_or_config(options, config)
     check_options(options)
     names = [vi.name for vi in model_inputs(model)]
     for name in options.input_shapes:
@@ -144,7 +143,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     try:
-        _threshold_or_config(options, config, overrides)
+        _threshold_or_config(options, config)
         options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
         validate(options, settings)  # a budget out of range is an error before it is a warning
         _warn_budget(settings)
