@@ -37,6 +37,11 @@ GEOMETRIES = {
     "1d_k5_stride2_dilation2": dict(size=(23,), kernel=(5,), attrs={"strides": [2], "dilations": [2], "pads": [2, 1]}),
     "1d_same_upper": dict(size=(10,), kernel=(4,), attrs={"auto_pad": "SAME_UPPER"}),
     "1d_group2_wide": dict(channels=6, outs=16, size=(70,), kernel=(3,), attrs={"group": 2}),
+    # One output along an axis: it never steps, whatever the stride (a stride of 2^20 took 1.2 GB, 2^24 over a minute,
+    # and 2^32 crashed a tampered model; they are now the same work as a stride of 1).
+    "one_step_stride_2^24": dict(attrs={"strides": [2**24, 2**24], "pads": [1, 0, 1, 0]}),
+    "one_step_same_upper": dict(size=(3, 9), attrs={"auto_pad": "SAME_UPPER", "strides": [4096, 3]}),
+    "1d_one_step_stride": dict(size=(11,), kernel=(3,), attrs={"strides": [2**20]}),
 }
 
 
@@ -402,9 +407,13 @@ def test_bad_inputs_name_the_node(x_shape, w_shape, attrs, bias_shape, residual_
     ({"clip_max": 6.0}, ["clip_max is only meaningful with activation = relu"]),
     ({"auto_pad": "SAME"}, ["auto_pad = 'SAME' is not one of"]),
     ({"auto_pad": "VALID", "pads": [0, 0, 0, 0]}, ["cannot be given together"]),
-    ({"strides": [0, 1]}, ["strides [0, 1] must be >= 1"]),
-    ({"dilations": [1, -1]}, ["dilations [1, -1] must be >= 1"]),
-    ({"pads": [0, -1, 0, 0]}, ["pads [0, -1, 0, 0] must be >= 0"]),
+    ({"strides": [0, 1]}, ["strides [0, 1] must be from 1 to 2^30"]),
+    ({"dilations": [1, -1]}, ["dilations [1, -1] must be from 1 to 2^30"]),
+    ({"pads": [0, -1, 0, 0]}, ["pads [0, -1, 0, 0] must be from 0 to 2^30"]),
+    # Past 2^30 (no input is that long): a stride of 2^32 crashed the op, pads of 2^62 overflowed.
+    ({"strides": [2**32, 1]}, ["strides [4294967296, 1] must be from 1 to 2^30"]),
+    ({"dilations": [1, 2**31]}, ["dilations [1, 2147483648] must be from 1 to 2^30"]),
+    ({"pads": [0, 2**62, 0, 0]}, ["pads [0, 4611686018427387904, 0, 0] must be from 0 to 2^30"]),
     ({"group": 0}, ["group = 0 must be >= 1"]),
     ({"group": 1.5}, ["'group' must be of type int"]),
     ({"activation": 1}, ["'activation' must be of type"]),

@@ -6,6 +6,27 @@ namespace exprune {
 
 namespace {
 
+// Attribute values past this are refused: no input axis is that long, and the products of
+// such values with sizes overflowed (a stride of 2^32 crashed the op).
+constexpr int64_t kMaxAttr = int64_t{1} << 30;
+
+// An axis with one output never steps, so its stride is 1: the same arithmetic, while the
+// kernels size their column lists and stride phases by the stride (a tampered stride of
+// 32768 on an 8-wide input took 9.5 GB).
+Axis SingleStep(Axis a) {
+  if (a.out == 1) a.stride = 1;
+  return a;
+}
+
+void CheckRange(const char* name, const std::vector<int64_t>& v, int64_t least) {
+  for (int64_t x : v) {
+    if (x < least || x > kMaxAttr) {
+      throw OpError(std::string("attribute ") + name + " " + ShapeText(v) + " must be from " + std::to_string(least) +
+                    " to 2^30");
+    }
+  }
+}
+
 // Output size and leading pad of one axis, as ONNX Conv defines them. SAME pads are
 // derived from the actual input size, so they are right for any input shape.
 Axis ResolveAxis(size_t d, int64_t in, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad_begin,
@@ -16,7 +37,7 @@ Axis ResolveAxis(size_t d, int64_t in, int64_t kernel, int64_t stride, int64_t d
     a.out = CeilDiv(in, stride);
     const int64_t total = std::max<int64_t>(0, (a.out - 1) * stride + span - in);
     a.pad = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-    return a;
+    return SingleStep(a);
   }
   if (auto_pad == "VALID") pad_begin = pad_end = 0;
   const int64_t room = in + pad_begin + pad_end - span;
@@ -27,7 +48,7 @@ Axis ResolveAxis(size_t d, int64_t in, int64_t kernel, int64_t stride, int64_t d
   }
   a.pad = pad_begin;
   a.out = room / stride + 1;
-  return a;
+  return SingleStep(a);
 }
 
 void CheckCount(const char* name, const std::vector<int64_t>& v, size_t want, size_t rank) {
@@ -53,15 +74,9 @@ ConvAttrs ReadConvAttrs(const OrtKernelInfo* info) {
   if (ReadAttr(info, "pads", &a.pads) && a.auto_pad != "NOTSET") {
     throw OpError("attributes pads and auto_pad = " + a.auto_pad + " cannot be given together (as on ONNX Conv)");
   }
-  for (int64_t s : a.strides) {
-    if (s < 1) throw OpError("attribute strides " + ShapeText(a.strides) + " must be >= 1");
-  }
-  for (int64_t d : a.dilations) {
-    if (d < 1) throw OpError("attribute dilations " + ShapeText(a.dilations) + " must be >= 1");
-  }
-  for (int64_t p : a.pads) {
-    if (p < 0) throw OpError("attribute pads " + ShapeText(a.pads) + " must be >= 0");
-  }
+  CheckRange("strides", a.strides, 1);
+  CheckRange("dilations", a.dilations, 1);
+  CheckRange("pads", a.pads, 0);
   return a;
 }
 

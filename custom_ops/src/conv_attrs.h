@@ -26,13 +26,15 @@ struct ConvAttrs {
 };
 
 // Reads the attributes and checks what can be checked without the inputs: auto_pad's
-// value, pads not given with auto_pad, strides/dilations >= 1, pads >= 0, group >= 1.
+// value, pads not given with auto_pad, strides/dilations in [1, 2^30], pads in [0, 2^30],
+// group >= 1.
 ConvAttrs ReadConvAttrs(const OrtKernelInfo* info);
 
 // The axes of an input with spatial sizes `in` and a kernel of spatial sizes `kernel`
 // (both of the input's spatial rank): output sizes and leading pads as ONNX Conv
-// defines them. Throws when kernel_shape disagrees with `kernel` (named `w_name` in the
-// message), an attribute has the wrong length, or an axis is smaller than its kernel.
+// defines them; an axis of one output has stride 1 (it never steps). Throws when
+// kernel_shape disagrees with `kernel` (named `w_name` in the message), an attribute has
+// the wrong length, or an axis is smaller than its kernel.
 std::vector<Axis> ResolveAxes(const ConvAttrs& a, const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
                               const std::string& w_name, const std::vector<int64_t>& w_shape);
 
