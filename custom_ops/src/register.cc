@@ -20,16 +20,25 @@ const exprune::ArgmaxHeadOp kHead;
 const exprune::SparseMatMulOp kSparse;
 const exprune::SparseConvOp kSparseConv;
 
-// onnxruntime does not take ownership of a domain and its sessions use it for as long as
-// they live, which can be longer than this library's static data: a domain is never
-// released. It is held in a list that is never destroyed either, so that leak checkers
-// (valgrind, LeakSanitizer) see it as still reachable rather than lost, which failed a
-// service's sanitizer runs (120 bytes a registration).
-void Keep(OrtCustomOpDomain* domain) {
-  static std::mutex* lock = new std::mutex;
-  static std::vector<OrtCustomOpDomain*>* kept = new std::vector<OrtCustomOpDomain*>;
-  std::lock_guard<std::mutex> hold(*lock);
-  kept->push_back(domain);
+// onnxruntime does not take ownership of a domain, and its sessions use it for as long as
+// they live; it unloads the library only once no session options or session hold it. So
+// each domain is kept here and released when the library's statics are destroyed (at that
+// unload, or at exit), as onnxruntime's own test library and onnxruntime-extensions do:
+// never releasing it left 120 bytes a registration that LeakSanitizer reported lost.
+struct Domains {
+  std::mutex lock;
+  std::vector<OrtCustomOpDomain*> kept;
+  const OrtApi* api = nullptr;
+  ~Domains() {
+    for (OrtCustomOpDomain* domain : kept) api->ReleaseCustomOpDomain(domain);
+  }
+};
+
+void Keep(const OrtApi* api, OrtCustomOpDomain* domain) {
+  static Domains domains;
+  std::lock_guard<std::mutex> hold(domains.lock);
+  domains.api = api;
+  domains.kept.push_back(domain);
 }
 
 }  // namespace
@@ -64,6 +73,9 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     api->ReleaseCustomOpDomain(domain);
     return status;
   }
-  Keep(domain);
+  try {
+    Keep(api, domain);
+  } catch (...) {  // (out of memory: the domain is never released, which is all it costs)
+  }
   return nullptr;
 }
