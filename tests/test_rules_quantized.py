@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import NEG_INF, init, make_model, vi
+from helpers import NEG_INF, init, make_model, node_types, vi
 from onnx import helper
 from quirk_models import reasons, rewritten
 
@@ -68,18 +68,24 @@ def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op, after):
     assert "onnxruntime quantizes its float weight itself" in why, why
 
 
-@pytest.mark.parametrize(("kwargs", "why"), [
-    ({"quantized": False}, "no QuantizeLinear after it: onnxruntime keeps it float"),
-    ({"quantized": False, "op": "Gemm"}, "the same, on a Gemm"),
-    ({"between": "Relu"}, "a Relu between: its input is not the DequantizeLinear's"),
-    ({"scale": [0.05] * 32}, "a per-channel scale, which onnxruntime does not take"),
+QDQ = ["Relu", "QuantizeLinear", "DequantizeLinear"]
+CONV = ["Gather", "Slice", "Conv", "ExPruneConvRelu", "Identity"]
+
+
+@pytest.mark.parametrize(("kwargs", "nodes", "why"), [
+    ({"quantized": False}, QDQ + CONV, "no QuantizeLinear after it: onnxruntime keeps it float"),
+    ({"quantized": False, "op": "Gemm"}, QDQ + ["Gather", "MatMul", "ExPruneDenseRelu", "Identity"], "on a Gemm"),
+    ({"between": "Relu"}, QDQ + ["Relu"] + CONV + QDQ[1:], "a Relu between: its input is not the DequantizeLinear's"),
+    ({"scale": [0.05] * 32}, QDQ + CONV + QDQ[1:], "a per-channel scale, which onnxruntime does not take"),
 ])
-def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, why):
+def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, nodes, why):
     """The layer is rewritten, and at onnxruntime's default level its outputs equal the
     original's within float rounding (onnxruntime ran both in float)."""
     model = _model(**kwargs)
     res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
     assert rewritten(res) == ["layer"], (why, reasons(res))
+    assert node_types(res.model) == nodes, why
+    assert not optimize_model(res.model, threshold=NEG_INF, include_first_layer=True).changed  # nothing more to do
     onnx.checker.check_model(res.model)
     shape = (2, 32) if kwargs.get("op") == "Gemm" else (2, 32, 6, 6)
     x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
