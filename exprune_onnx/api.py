@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import numbers
 import os
 import warnings
 from dataclasses import fields
@@ -20,7 +19,7 @@ from .compiler import quiet_graphsurgeon
 from .compiler.pipeline import Result
 from .compiler.pipeline import inspect as _inspect
 from .compiler.pipeline import optimize as _optimize
-from .config import Options, check_options, configured, parse_k, unknown_option
+from .config import Options, check_options, configured, parse_k, unknown_option, whole_number
 from .errors import ConfigError, DataError, ExPruneError, in_keywords, keyword_text
 from .io.feeds import model_inputs
 from .io.modelio import checked_in_memory, load_model
@@ -156,6 +155,8 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     # The warnings are the command line's words too: a Python caller sets max_drop, not --max-drop.
     done.warnings = [keyword_text(text, _api_keywords(), API_NAMES) for text in done.warnings]
     _reasons_in_keywords(done.result)
+    for row in done.report["rejected"]:  # (the report's copies of those reasons)
+        row["reason"] = keyword_text(row["reason"], _api_keywords(), API_NAMES)
     done.report["warnings"] = list(done.warnings)
     done.report.update(model=path, output=None)  # as --report names them; nothing is written here
     if given is not None and done.model is given:  # unchanged: a copy, so that editing it leaves the caller's alone
@@ -220,7 +221,8 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
         raise ConfigError(why)
     if labels is not None and data is None:
         raise ConfigError("labels go with data (the random inputs have none)")
-    _whole_numbers(("samples", samples, 1, None), ("seed", seed, 0, None))
+    whole_number("samples", samples, 1)
+    whole_number("seed", seed, 0)
     _data_source(data, none_ok=True)
     for name, value in (("min_agreement", min_agreement), ("tolerance", tolerance)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -231,16 +233,6 @@ def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.
     return verify_pair(ref, opt, dataset, spec, samples=samples, seed=seed, tolerance=tolerance, log=hook(log),
                        min_agreement=0.99 if min_agreement is None else min_agreement,
                        bar_asked=min_agreement is not None)
-
-
-def _whole_numbers(*checks) -> None:
-    """ConfigError for any (name, value, low, high) whose value is not a whole number in
-    [low, high] (high None: no bound; a value of None is left to its default)."""
-    for name, value, low, high in checks:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
-                                  or high is not None and value > high):
-            raise ConfigError(f"{name} must be a whole number >= {low}" + (f" and <= {high}" if high else "")
-                              + f", got {value!r}")
 
 
 def _data_source(data, none_ok: bool) -> None:
@@ -276,7 +268,10 @@ def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onn
     why = swapped("original", "optimized", ref, opt, "evaluate_model(original, optimized, data)") or unpaired(ref, opt)
     if why:
         raise ConfigError(why)
-    _whole_numbers(("batch", batch, 1, None), ("threads", threads, 1, MAX_THREADS), ("runs", runs, 1, None))
+    if batch is not None:  # (the inputs' batch, else 1)
+        whole_number("batch", batch, 1)
+    whole_number("threads", threads, 1, MAX_THREADS)
+    whole_number("runs", runs, 1)
     _data_source(data, none_ok=False)
     spec = _spec(ref, input_shapes, input_values)
     dataset = _dataset(data, ref, spec, 0, labels)

@@ -65,7 +65,8 @@ def _refuse_unpaired(ref, opt) -> None:
               help="Batch size of the latency runs. Default: the batch the model's inputs fix, else 1.")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
               help="Intra-op threads of both sessions in the latency runs.")
-@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs of each model (more until 1 s of timing).")
+@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Timed runs of each model (more until 1 s of timing).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
               help="Also write the results as JSON ('-': stdout).")
 @input_options

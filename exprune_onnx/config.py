@@ -150,6 +150,21 @@ class Options:
         return self.layers.get(layer, default)
 
 
+def whole_number(name: str, value, low: int, high: int | None = None) -> None:
+    """ConfigError unless ``value`` is a whole number in [low, high] (high None: no bound).
+    The Python API takes what it is given, where the command line's types check first."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ConfigError(f"{name} must be a whole number {bounds}, got {value!r}")
+
+
+def true_or_false(name: str, value) -> None:
+    """ConfigError unless ``value`` is True or False ("no" would read as true)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def check_options(options: Options) -> None:
     """Raise ConfigError for a top-level option of the wrong type or out of range: the
     Python API takes them as given, where the command line's types check them first."""
@@ -159,17 +174,14 @@ def check_options(options: Options) -> None:
     if options.threshold is not None:
         _threshold(options.threshold, "the options")
     _k(options.k, "the options")
-    if isinstance(options.min_units, bool) or not isinstance(options.min_units, numbers.Integral) or options.min_units < 2:
-        # as --min-units: a layer of one unit has no partial sum short of the whole
-        raise ConfigError(f"min_units must be a whole number >= 2, got {options.min_units!r}")
+    whole_number("min_units", options.min_units, 2)  # as --min-units: one unit has no partial sum short of all
     parse_rule(options.rule, "the options")
     parse_alpha(options.alpha, "the options")
     parse_unit_order(options.unit_order, "the options")
     if isinstance(options.argmax_only, str) or not all(isinstance(n, str) for n in options.argmax_only):
         raise ConfigError(f"argmax_only must be a list of output names, got {options.argmax_only!r}")
     for name in ("include_first_layer", "emit_stats", "sparse_input"):
-        if not isinstance(getattr(options, name), bool):
-            raise ConfigError(f"{name} must be True or False, got {getattr(options, name)!r}")
+        true_or_false(name, getattr(options, name))
     if not isinstance(options.layers, dict):
         raise ConfigError(f"layers must be a dict of layer name to LayerSetting, got {type(options.layers).__name__}")
     for name, setting in options.layers.items():

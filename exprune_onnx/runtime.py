@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-import numbers
 import os
 import sys
 from pathlib import Path
+
+from .config import true_or_false, whole_number
 
 LIBRARY_ENV = "EXPRUNE_ONNX_LIBRARY"
 
@@ -80,20 +81,8 @@ def check_threads(name: str, value) -> None:
     """ConfigError for a thread count that is not a whole number in [0, MAX_THREADS] (0:
     onnxruntime's default; None leaves it unset): a trial's 2,000 threads took a minute to
     start a session, and a million ran out of memory."""
-    from .errors import ConfigError
-
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                              or not 0 <= value <= MAX_THREADS):
-        raise ConfigError(f"{name} must be a whole number from 0 (onnxruntime's default) to {MAX_THREADS}, "
-                          f"got {value!r}")
-
-
-def check_flag(name: str, value) -> None:
-    """ConfigError for a switch that is not True or False ("no" read as true)."""
-    from .errors import ConfigError
-
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    if value is not None:
+        whole_number(name, value, 0, MAX_THREADS)
 
 
 def session_options(base=None, *, threads: int | None = None, optimize: bool = True):
@@ -113,7 +102,7 @@ def session_options(base=None, *, threads: int | None = None, optimize: bool = T
     if base is not None and not isinstance(base, ort.SessionOptions):
         raise ConfigError(f"base must be an onnxruntime.SessionOptions, got {type(base).__name__}")
     check_threads("threads", threads)
-    check_flag("optimize", optimize)
+    true_or_false("optimize", optimize)
     opts = base if base is not None else ort.SessionOptions()
     try:
         opts.get_session_config_entry(_REGISTERED)
@@ -143,7 +132,7 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
 
     check_threads("threads", threads)  # before a large model is serialised only to be refused
     check_threads("inter_threads", inter_threads)
-    check_flag("optimize", optimize)
+    true_or_false("optimize", optimize)
     if hasattr(model, "SerializeToString"):
         from .io.modelio import runnable
 

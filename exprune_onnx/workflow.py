@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence
+from .config import DEFAULT_CONFIDENCE, Options, check_options, parse_confidence, true_or_false, whole_number
 from .errors import ConfigError, DataError, LabelError, OriginalRunFailed, error_message
 from .io.data import (
     CALIBRATED_ON,
@@ -174,12 +174,10 @@ def _check_settings(settings: Settings) -> None:
         value = getattr(settings, name)
         if name == "latency_batch" and value is None:  # the model's fixed batch, else 1
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+        whole_number(name, value, low)
     if settings.latency_threads > MAX_THREADS:
         raise ConfigError(f"latency_threads must be at most {MAX_THREADS}, got {settings.latency_threads!r}")
-    if not isinstance(settings.check, bool):
-        raise ConfigError(f"check must be True or False, got {settings.check!r}")
+    true_or_false("check", settings.check)
 
 
 def value_bounds(values) -> dict[str, tuple[float, float]]:

@@ -368,6 +368,7 @@ def test_the_warnings_name_the_keywords_a_python_caller_sets():
         reasons = [r.reason for r in result.rejected]
         assert reasons and not any("--" in r for r in reasons), reasons
     assert any("include_first_layer overrides" in r.reason for r in exprune_onnx.inspect_model(EXAMPLE).rejected)
+    assert not any("--" in row["reason"] for row in done.report["rejected"])
 
 
 def test_verify_model_checks_a_pair_as_the_command_does(model):

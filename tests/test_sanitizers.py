@@ -113,7 +113,8 @@ def _valgrind(script_args, env_extra=None, timeout=900, script_first=None):
     })
     # sys.executable, not a launcher script: valgrind would check the script's shell.
     tool = [valgrind, "--error-exitcode=99", f"--suppressions={HERE / 'valgrind.supp'}"]
-    cmd = [*tool, *script_args, sys.executable, *script_first] if script_first else [*tool, sys.executable, *script_args]
+    cmd = ([*tool, *script_args, sys.executable, *script_first] if script_first
+           else [*tool, sys.executable, *script_args])
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -11,8 +11,9 @@ where ``tail_units * taps`` is the size of one output's tail weights (``w_tail``
 An ExPruneSparseConv counts [inputs read, inputs] instead (the non-zero ones where it lists
 them, all of an image its tile path ran: docs/custom_ops.md); each input it skips
 saves the multiply-adds it would feed, ``2 * (M / group) * KH * KW / (stride_h * stride_w)``
-FLOPs (``2 * (M / group) * KW / stride`` for a 1-D conv). That is exact for an interior input of a convolution whose output covers its
-input (stride 1, "same" padding) and approximate elsewhere: an input on the border feeds
+FLOPs (``2 * (M / group) * KW / stride`` for a 1-D conv). That is exact for an interior
+input of a convolution whose output covers its input (stride 1, "same" padding) and
+approximate elsewhere: an input on the border feeds
 fewer outputs, and with "valid" padding or a stride the count per input is an average.
 An ExPruneSparseMatMul counts the same, and each input it skips saves ``2 * m`` FLOPs (a
 row of w [n, m]), exactly. Only the outer graph's ops report counts.
