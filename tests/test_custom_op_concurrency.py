@@ -1,8 +1,8 @@
 """The custom ops under concurrency: one session shared by threads, many sessions at once.
 
 onnxruntime releases the GIL inside ``InferenceSession.run``, so Python threads really
-run the ops at the same time. The ops keep nothing between runs but per-thread scratch
-(custom_ops/src/conv_relu_plan.cc, conv_relu_finish.cc) and weights packed once when the session is created;
+run the ops at the same time. The ops keep nothing between runs but scratch that each run
+leases for itself (custom_ops/src/scratch.h) and weights packed once when the session is created;
 these tests would catch a buffer or a counter shared by two runs: every concurrent run
 must give bit for bit what the same session gives for the same input run alone.
 Inputs and batch sizes differ per thread, so a run reading another's scratch or

@@ -9,6 +9,7 @@
 #include "domain.h"
 #include "kernel_util.h"
 #include "prune_op.h"
+#include "scratch.h"
 
 namespace exprune {
 
@@ -26,6 +27,7 @@ class ConvReluKernel : public PruneKernel<ConvReluKernel> {
   AlignedFloats packed_;
   const float* packed_from_ = nullptr;
   std::vector<int64_t> packed_shape_;
+  scratch::User scratch_user_;  // the calls lease their masks and copies (scratch.h)
 };
 
 struct ConvReluOp : PruneOp<ConvReluOp, ConvReluKernel> {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "conv_relu_impl.h"
+#include "scratch.h"
 
 namespace exprune {
 namespace conv_relu {
@@ -53,8 +54,7 @@ struct TaskScratch {
   std::vector<const float*> ptrs;
   std::vector<int64_t> ranges;
 };
-thread_local CallScratch t_call;
-thread_local TaskScratch t_task;
+thread_local TaskScratch t_task;  // a task's few pointers: small, kept by each pool thread
 
 // Image nl's dense blocks among output blocks ob0 .. ob1 and slot blocks sb0 .. sb1.
 void DenseBlocks(const conv_tail::Kernels& kern, const Geometry& g, const Plan& p, const ConvArgs& a, int64_t n,
@@ -237,7 +237,9 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
   const int64_t per_image = outs * positions + p.blocks + (p.image_floats + p.pad_floats) * 4 +
                             (certified ? (p.in_plane + positions) * 12 : 0);
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, g.batch);
-  CallScratch& cs = t_call;
+  const scratch::Pool<CallScratch>::Lease call = scratch::Pool<CallScratch>::Take();
+  const scratch::Pool<PrepareScratch>::Lease prepare = scratch::Pool<PrepareScratch>::Take();
+  CallScratch& cs = *call;
   GroupBuffers b;
   b.keep = Grow(cs.keep, static_cast<size_t>(group * outs * positions + 2 * kSlack)) + kSlack;
   b.mode = Grow(cs.mode, static_cast<size_t>(group * p.blocks));
@@ -259,7 +261,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
       total_kept += b.kept[t];
       work += b.cost[t] * p.length;
     }
-    const Prepared in = PrepareInputs(ctx, kern, g, p, a, n0, nb, b.mode, &w_taps);
+    const Prepared in = PrepareInputs(ctx, kern, g, p, a, n0, nb, b.mode, *prepare, &w_taps);
     FinishBlocks(ctx, kern, g, p, a, n0, nb, work, b, in, w_taps);
   }
   return g.batch * outs * positions - total_kept;

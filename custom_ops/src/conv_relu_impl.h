@@ -64,7 +64,7 @@ struct Plan {
   std::vector<int64_t> seg_off;
 };
 
-// Per-group scratch: pointers into thread-local buffers sized for `group` images.
+// Per-group scratch: pointers into a call's leased buffers (scratch.h) sized for `group` images.
 struct GroupBuffers {
   uint8_t* keep;     // [group][outs][positions]
   uint8_t* mode;     // [group][blocks]
@@ -82,8 +82,8 @@ struct Prepared {
   const float* x_last;  // [nb][image_floats]: channels-last copy for the sparse blocks
 };
 
-// Grow-only scratch, kept per thread across runs so that large buffers are not
-// mapped and faulted in again on every call.
+// Grow-only scratch (scratch.h keeps it between calls, so that large buffers are not
+// mapped and faulted in again on every call).
 template <typename Vec>
 typename Vec::value_type* Grow(Vec& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -105,10 +105,16 @@ void FieldStats(const Ort::KernelContext& ctx, const Geometry& g, const Plan& p,
 void DecideBlocks(const Ort::KernelContext& ctx, const conv_tail::Kernels& kern, const Plan& p, const ConvArgs& a,
                   int64_t n0, int64_t nb, const GroupBuffers& b);
 
-// Makes the input copies the group's blocks need; repacks w_tail into *w_taps on
+// Where PrepareInputs makes its copies (and the repacked w_tail), leased per call.
+struct PrepareScratch {
+  AlignedFloats w_taps, x_pad, x_last;
+};
+
+// Makes the input copies the group's blocks need in `cs`; repacks w_tail into *w_taps on
 // first need.
 Prepared PrepareInputs(const Ort::KernelContext& ctx, const conv_tail::Kernels& kern, const Geometry& g, const Plan& p,
-                       const ConvArgs& a, int64_t n0, int64_t nb, const uint8_t* mode, const float** w_taps);
+                       const ConvArgs& a, int64_t n0, int64_t nb, const uint8_t* mode, PrepareScratch& cs,
+                       const float** w_taps);
 
 // Finishes the survivors of images n0 .. n0 + nb; `work` is their multiply-adds.
 void FinishBlocks(const Ort::KernelContext& ctx, const conv_tail::Kernels& kern, const Geometry& g, const Plan& p,

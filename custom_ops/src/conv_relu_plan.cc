@@ -17,11 +17,6 @@ constexpr int64_t kStatsWork = int64_t{1} << 16;
 // Input pixels the pass keeps accumulators for at once (on the stack).
 constexpr int64_t kStatsChunk = 256;
 
-struct PrepareScratch {
-  AlignedFloats w_taps, x_pad, x_last;
-};
-thread_local PrepareScratch t_prepare;
-
 // Per input pixel p0 .. p1 of one image over the tail channels: the max (from 0) and
 // the float64 sum of squares, both NaN when a channel is negative or NaN.
 void PixelStats(const float* xs, int64_t tail, int64_t in_plane, int64_t p0, int64_t p1, float* pixel_max,
@@ -243,14 +238,14 @@ void FieldStats(const Ort::KernelContext& ctx, const Geometry& g, const Plan& p,
 }
 
 Prepared PrepareInputs(const Ort::KernelContext& ctx, const conv_tail::Kernels& kern, const Geometry& g, const Plan& p,
-                       const ConvArgs& a, int64_t n0, int64_t nb, const uint8_t* mode, const float** w_taps) {
+                       const ConvArgs& a, int64_t n0, int64_t nb, const uint8_t* mode, PrepareScratch& cs,
+                       const float** w_taps) {
   std::vector<int64_t> pad_images, last_images;
   for (int64_t nl = 0; nl < nb; ++nl) {
     const uint8_t* m = mode + nl * p.blocks;
     if (std::find(m, m + p.blocks, kDense) != m + p.blocks) pad_images.push_back(nl);
     if (std::find(m, m + p.blocks, kSparse) != m + p.blocks) last_images.push_back(nl);
   }
-  PrepareScratch& cs = t_prepare;
   float* x_pad = pad_images.empty() ? nullptr : Grow(cs.x_pad, static_cast<size_t>(nb * p.pad_floats));
   float* x_last = last_images.empty() ? nullptr : Grow(cs.x_last, static_cast<size_t>(nb * p.image_floats));
   const bool repack = !last_images.empty() && *w_taps == nullptr;

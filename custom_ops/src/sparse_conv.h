@@ -13,6 +13,7 @@
 #include "conv_attrs.h"
 #include "domain.h"
 #include "kernel_util.h"
+#include "scratch.h"
 #include "sparse_conv_amx.h"
 
 namespace exprune {
@@ -42,6 +43,7 @@ class SparseConvKernel {
   // Whether a call's tasks ran on more than one thread (onnxruntime tells a kernel nothing
   // of its pool): from then on images run in one wave (sparse_conv_run.cc, kMaxWaves).
   mutable std::atomic<bool> pooled_{false};
+  scratch::User scratch_user_;  // the calls lease their lists and planes (scratch.h)
 };
 
 // x, w, then the optional bias and residual in; y and the optional int64 stats out.

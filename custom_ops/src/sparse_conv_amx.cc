@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "scratch.h"
 #include "sparse_conv_tile.h"
 
 #if defined(__linux__) && defined(__x86_64__)
@@ -77,16 +78,19 @@ float FromTop(uint16_t t) {
   return v;
 }
 
-// Grow-only, line-aligned storage kept per calling thread, as the list path keeps its lists.
-uint16_t* PlanesScratch(size_t n) {
-  thread_local std::vector<uint16_t, LineAligned<uint16_t>> buf;
-  if (buf.size() < n) {
-    buf.clear();
-    buf.shrink_to_fit();
-    buf.resize(n);
+// Grow-only, line-aligned storage kept between calls (scratch.h), as the list path keeps
+// its lists.
+struct PlanesScratch {
+  std::vector<uint16_t, LineAligned<uint16_t>> buf;
+  uint16_t* Get(size_t n) {
+    if (buf.size() < n) {
+      buf.clear();
+      buf.shrink_to_fit();
+      buf.resize(n);
+    }
+    return buf.data();
   }
-  return buf.data();
-}
+};
 
 // Whether the input rows and columns past the packed planes (a stride can leave the
 // last ones unread) hold no Inf or NaN: an image that holds one is listed, whether the
@@ -159,7 +163,8 @@ bool RunImage(const Ort::KernelContext& ctx, const sparse_conv::Layer& l, const 
   const int64_t tiles_x = CeilDiv(l.w.out, kPositions);
   Planes p{nullptr, CeilDiv(l.channels, kChannels), (l.h.out - 1) * l.h.stride + (l.h.kernel - 1) * l.h.dilation + 1,
            (tiles_x * kPositions - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation + 1};
-  p.data = PlanesScratch(static_cast<size_t>(3 * p.part()));
+  const scratch::Pool<PlanesScratch>::Lease planes = scratch::Pool<PlanesScratch>::Take();
+  p.data = planes->Get(static_cast<size_t>(3 * p.part()));
 
   // ---- split the input into its three planes: tasks of kPackRows padded rows
   const int64_t rows = p.nkc * p.hp, pack_tasks = CeilDiv(rows, kPackRows);

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "scratch.h"
 #include "sparse_conv_amx.h"
 #include "sparse_conv_lists.h"
 
@@ -238,17 +239,25 @@ int64_t PickChunk(int64_t cg, int64_t tap_bytes, double share) {
   return CeilDiv(std::max<int64_t>(cg, 1), chunks);
 }
 
-// Grow-only, uninitialised storage kept per calling thread across runs, so that the
-// lists (twice the input's size) are not mapped, zeroed and faulted in on every call.
+// Grow-only, uninitialised storage kept between calls (scratch.h), so that the lists
+// (twice the input's size) are not mapped, zeroed and faulted in on every call.
 template <typename T>
-T* Scratch(std::unique_ptr<T[]>& buf, size_t& capacity, size_t n) {
-  if (capacity < n) {
-    buf.reset();
-    buf.reset(new T[n]);
-    capacity = n;
+struct Grown {
+  std::unique_ptr<T[]> data;
+  size_t capacity = 0;
+  T* Get(size_t n) {
+    if (capacity < n) {
+      data.reset();
+      data.reset(new T[n]);
+      capacity = n;
+    }
+    return data.get();
   }
-  return buf.get();
-}
+};
+struct ListScratch {
+  Grown<Entry> entries;
+  Grown<int32_t> starts;
+};
 
 // Whether the layer's calls have been seen running tasks on more than one thread.
 bool Pooled(const Layer& l) { return l.pooled != nullptr && l.pooled->load(std::memory_order_relaxed); }
@@ -409,11 +418,9 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   }
   const int64_t per_image = entries_per_image * int64_t{sizeof(Entry)} + starts_per_image * 4;
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
-  thread_local std::unique_ptr<Entry[]> entries;
-  thread_local std::unique_ptr<int32_t[]> starts;
-  thread_local size_t entries_size = 0, starts_size = 0;
-  const Lists lists{Scratch(entries, entries_size, static_cast<size_t>(group * entries_per_image)),
-                    Scratch(starts, starts_size, static_cast<size_t>(group * starts_per_image)), cols};
+  const scratch::Pool<ListScratch>::Lease held = scratch::Pool<ListScratch>::Take();
+  const Lists lists{held->entries.Get(static_cast<size_t>(group * entries_per_image)),
+                    held->starts.Get(static_cast<size_t>(group * starts_per_image)), cols};
   for (int64_t n0 = 0, count = 1; n0 < l.batch; n0 += count) {
     count = 1;
     if (tiled[n0] != 0) continue;

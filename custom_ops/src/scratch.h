@@ -1,0 +1,90 @@
+// Large per-call scratch (the sparse conv's lists and tile planes, the early-exit conv's
+// masks and input copies) kept between calls, so that tens of megabytes are not mapped,
+// zeroed and faulted in again on every run, but not kept once the sessions that used them
+// are gone. A call leases a set of buffers from its type's pool (an idle one, else a new
+// one) and gives it back when it returns; every pool frees its idle sets when the last
+// kernel that leases from them is destroyed. Calls that overlap (one session run from
+// several threads) hold a set each, so the memory kept is that of the most calls seen at
+// once, not, as with per-thread storage, of every thread that has ever called.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace exprune {
+namespace scratch {
+
+// A member of each kernel whose calls lease scratch: the pools are freed when the last
+// one goes.
+class User {
+ public:
+  User();
+  ~User();
+  User(const User&) = delete;
+  User& operator=(const User&) = delete;
+};
+
+namespace detail {
+// Guards every pool and the count of users; never destroyed, so that kernels outliving
+// the library's statics (sessions still open at exit) can still give back and count down.
+std::mutex& Lock();
+// Called, under Lock(), by a pool the first time it is used: how to free its idle sets.
+void OnLastUser(void (*release)());
+}  // namespace detail
+
+template <typename T>
+class Pool {
+ public:
+  class Lease {
+   public:
+    explicit Lease(std::unique_ptr<T> set) : set_(std::move(set)) {}
+    ~Lease() { Pool::Give(std::move(set_)); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    T& operator*() const { return *set_; }
+    T* operator->() const { return set_.get(); }
+
+   private:
+    std::unique_ptr<T> set_;
+  };
+
+  // Throws std::bad_alloc when no set is idle and a new one cannot be made.
+  static Lease Take() {
+    {
+      std::lock_guard<std::mutex> hold(detail::Lock());
+      std::vector<std::unique_ptr<T>>& idle = Idle();
+      if (!idle.empty()) {
+        std::unique_ptr<T> set = std::move(idle.back());
+        idle.pop_back();
+        return Lease(std::move(set));
+      }
+    }
+    return Lease(std::make_unique<T>());
+  }
+
+ private:
+  static std::vector<std::unique_ptr<T>>& Idle() {
+    static std::vector<std::unique_ptr<T>>* idle = [] {
+      detail::OnLastUser(&Release);
+      return new std::vector<std::unique_ptr<T>>();
+    }();
+    return *idle;
+  }
+  static void Release() {
+    Idle().clear();
+    Idle().shrink_to_fit();
+  }
+  static void Give(std::unique_ptr<T> set) noexcept {
+    if (set == nullptr) return;
+    std::lock_guard<std::mutex> hold(detail::Lock());
+    try {
+      Idle().push_back(std::move(set));
+    } catch (...) {  // no room to keep it: it is freed instead
+    }
+  }
+};
+
+}  // namespace scratch
+}  // namespace exprune

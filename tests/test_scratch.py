@@ -1,0 +1,100 @@
+"""The scratch the big ops keep between runs (custom_ops/src/scratch.h): kept while a
+session holding them lives, whichever threads ran it, and freed with the last such
+session. Measured in a fresh process as the bytes glibc's allocator has handed out and
+not had back (mallinfo2), which, unlike the resident size, does not depend on whether
+freed memory went back to the system."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import ctypes, gc, sys, threading
+import numpy as np
+sys.path.insert(0, TESTS)
+from op_cases import single_op_model
+from sparse_conv_case import op_model, sparse_input
+import exprune_onnx
+from exprune_onnx import ops
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+
+def held_mb():
+    gc.collect()
+    info = libc.mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
+def sparse_conv(size, channels):
+    rng = np.random.default_rng(0)
+    w = (0.1 * rng.standard_normal((channels, 3, 3, channels))).astype(np.float32)
+    model = op_model((1, channels, size, size), w, attrs={"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]})
+    return model, {"x": sparse_input(rng, (1, channels, size, size), 0.5)}
+
+
+def conv_relu(size, units):
+    rng = np.random.default_rng(1)
+    arrays = {"partial": rng.standard_normal((2, 64, size, size)).astype(np.float32),
+              "x": rng.standard_normal((2, units, size, size)).astype(np.float32),
+              "w_tail": (0.01 * rng.standard_normal((64, units - 8, 1, 1))).astype(np.float32),
+              "bias": np.zeros(64, np.float32)}
+    return single_op_model(ops.CONV_RELU, arrays, {"k": 8, "threshold": 0.0}, name="conv_relu"), arrays
+
+
+def runs(model, feeds, threads):
+    # Run on this thread, then on `threads` others at once; how much is held while the
+    # session lives, and then after it is gone.
+    sess = exprune_onnx.inference_session(model, optimize=False, threads=1)
+    sess.run(None, feeds)
+    others = [threading.Thread(target=sess.run, args=(None, feeds)) for _ in range(threads)]
+    for t in others:
+        t.start()
+    for t in others:
+        t.join()
+    alive = held_mb()
+    del sess
+    return alive, held_mb()
+
+
+# The library's own first-use state (its op domains, the pools themselves) is not scratch,
+# nor are the layers and their inputs.
+for model, feeds in (sparse_conv(16, 16), conv_relu(8, 32)):
+    runs(model, feeds, 0)
+layers = (sparse_conv(224, 64), conv_relu(112, 256))
+base = held_mb()
+for model, feeds in layers:
+    alive, after = runs(model, feeds, THREADS)
+    print(f"{alive - base:.1f} {after - base:.1f}")
+"""
+
+
+def _held(threads: int) -> list[tuple[float, float]]:
+    code = CHILD.replace("TESTS", repr(str(ROOT / "tests"))).replace("THREADS", str(threads))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [tuple(float(v) for v in line.split()) for line in done.stdout.split("\n") if line.strip()]
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="mallinfo2 is glibc's (2.33 and later)")
+@pytest.mark.parametrize("threads", [0, 3])
+def test_scratch_is_kept_while_a_session_lives_and_freed_with_it(threads):
+    # Both layers' scratch is over 20 MB: the sparse conv's lists alone take 26 MB, the
+    # early-exit conv's copies of its input's tail 25 MB.
+    for alive, after in _held(threads):
+        assert alive > 20, (alive, after)
+        assert abs(after) < 2, (alive, after)
