@@ -296,7 +296,10 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     tried = assumed_shapes(original, InputSpec(dict(input_shapes)))
     assumed = count_as_inspect(original, options)  # FLOPs at the sizes optimize would take
     result = run_inspect(original, options)
-    console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
+    if result.rewritten:
+        console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
+    else:  # not an empty table's frame
+        console.print(f"Candidate layers ({escape(model.name)}): none")
     if result.zero_input_candidates:
         console.print(report.zero_input_candidates_table(result))
     if result.rejected or result.sparse_rejected:

@@ -152,7 +152,7 @@ def test_the_lossless_note_says_when_the_model_given_prunes_already():
     from exprune_onnx.report.advice import lossless_note
 
     model = three_layer_mlp()
-    assert lossless_note(model).startswith("lossless: nothing asked to prune")
+    assert lossless_note(model).startswith("lossless: no threshold above -inf and no calibration")
     pruning = exprune_onnx.optimize_model(model, Options(threshold=0.0, sparse_relu="off")).model
     assert lossless_note(pruning).startswith("nothing more is pruned (exact rewrites only), but the model given has "
                                              "2 early-exit layer(s) of its own")

@@ -82,7 +82,7 @@ def test_a_config_that_names_no_threshold_prunes_nothing(example, tmp_path):
     r = invoke("optimize", example, "-o", tmp_path / "o.onnx", "--config", cfg, "--check-data", SLICE)
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
-    assert "lossless: nothing asked to prune" in text and "ExPruneConvRelu" not in text
+    assert "lossless: no threshold above -inf and no calibration" in text and "ExPruneConvRelu" not in text
     cfg.write_text(json.dumps({"layers": {"/conv2/conv/Conv": {"threshold": 0.0}}}))
     r = invoke("optimize", example, "-o", tmp_path / "p.onnx", "--config", cfg, "--check-data", SLICE)
     assert r.exit_code == 0 and "lossless" not in r.output, r.output
@@ -94,6 +94,16 @@ def test_inspect_lists_candidates_and_reasons(example):
     assert r.exit_code == 0, r.output
     for name in ("/conv2/conv/Conv", "/block/conv2/Conv", "/fc1/Gemm", "graph input"):
         assert name in r.output
+
+
+def test_inspect_says_none_where_nothing_is_a_candidate(tmp_path):
+    relu = onnx.helper.make_node("Relu", ["x"], ["y"])
+    value = lambda name: onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 4])  # noqa: E731
+    graph = onnx.helper.make_graph([relu], "g", [value("x")], [value("y")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "r.onnx")
+    r = invoke("inspect", tmp_path / "r.onnx")
+    assert r.exit_code == 0, r.output
+    assert "Candidate layers (r.onnx): none" in r.output and "┏" not in r.output, r.output
 
 
 @pytest.mark.parametrize(

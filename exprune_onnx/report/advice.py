@@ -185,7 +185,8 @@ def lossless_note(original: onnx.ModelProto) -> str:
     if pruning:
         return (f"nothing more is pruned (exact rewrites only), but the model given has {pruning} early-exit "
                 f"layer(s) of its own, which prune as they were set; {how}")
-    return f"lossless: nothing asked to prune, so no output is pruned (exact rewrites only); {how}"
+    # Worded for both ways here: --threshold=-inf typed, and no threshold given at all.
+    return f"lossless: no threshold above -inf and no calibration, so no output is pruned (exact rewrites only); {how}"
 
 
 def earlier_layers_note(original: onnx.ModelProto) -> str | None:
