@@ -44,11 +44,13 @@ int64_t CountKept(const uint8_t* keep, int64_t n) {
   return count;
 }
 
+template <typename T>
+using Lines = std::vector<T, LineAligned<T>>;  // large ones mapped, so freed to the system
 struct CallScratch {
-  std::vector<uint8_t> keep, mode;
-  std::vector<int64_t> kept, cost;
-  std::vector<float> pixel_max, field_max;  // certified: per input pixel, per output position
-  std::vector<double> pixel_sq, field_norm;
+  Lines<uint8_t> keep, mode;
+  Lines<int64_t> kept, cost;
+  Lines<float> pixel_max, field_max;  // certified: per input pixel, per output position
+  Lines<double> pixel_sq, field_norm;
 };
 struct TaskScratch {
   std::vector<const float*> ptrs;

@@ -3,7 +3,64 @@
 #include <cmath>
 #include <limits>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#endif
+// valgrind takes a fresh mapping for defined (zeros); its client request (a no-op when not
+// under valgrind) marks a block undefined, so that reading what a run has not written is
+// still reported, as it was when these blocks came from `new`.
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define EXPRUNE_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
+#endif
+#endif
+#ifndef EXPRUNE_UNDEFINED
+#define EXPRUNE_UNDEFINED(p, n) ((void)0)
+#endif
+
 namespace exprune {
+
+namespace {
+constexpr std::align_val_t kLine{64};
+// AddressSanitizer puts no guard zones around mapped blocks: its builds take every block
+// from the allocator, so that an overrun of a large one is caught as of a small one.
+#if defined(__SANITIZE_ADDRESS__)
+#define EXPRUNE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EXPRUNE_ASAN 1
+#endif
+#endif
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(EXPRUNE_ASAN)
+constexpr bool kMaps = true;
+#else
+constexpr bool kMaps = false;
+#endif
+}  // namespace
+
+void* AllocateLines(size_t bytes) {
+#if (defined(__unix__) || defined(__APPLE__))
+  if (kMaps && bytes >= kMappedBytes) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    EXPRUNE_UNDEFINED(p, bytes);
+    return p;  // page aligned
+  }
+#endif
+  return ::operator new(bytes, kLine);
+}
+
+void FreeLines(void* p, size_t bytes) noexcept {
+  if (p == nullptr) return;
+#if (defined(__unix__) || defined(__APPLE__))
+  if (kMaps && bytes >= kMappedBytes) {
+    munmap(p, bytes);
+    return;
+  }
+#endif
+  ::operator delete(p, kLine);
+}
 
 namespace {
 

@@ -183,17 +183,29 @@ void ParallelTasks(const Ort::KernelContext& ctx, size_t tasks, F& body) {
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// `bytes` of cache-line aligned storage, and its release (given the same size). Blocks of
+// kMappedBytes and more (glibc's own first threshold, which it then raises to the largest
+// block freed) are mapped from the system and unmapped when freed, so that what the ops
+// free goes back to it at once: from glibc's heap, lists of tens of megabytes freed and
+// made again by session after session left a service's resident size growing by megabytes
+// a session (trial U; docs/custom_ops.md). Throws std::bad_alloc.
+constexpr size_t kMappedBytes = size_t{128} << 10;
+void* AllocateLines(size_t bytes);
+void FreeLines(void* p, size_t bytes) noexcept;
+
 // Cache-line aligned storage, so that vector loads do not straddle lines (the
 // sparse kernels of conv_tail.h, the blocked weights of sparse_conv.cc).
 template <typename T>
 struct LineAligned {
   using value_type = T;
-  static constexpr std::align_val_t kAlign{64};
   LineAligned() = default;
   template <typename U>
   LineAligned(const LineAligned<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
-  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  T* allocate(size_t n) {
+    if (n > std::numeric_limits<size_t>::max() / sizeof(T)) throw std::bad_alloc();
+    return static_cast<T*>(AllocateLines(n * sizeof(T)));
+  }
+  void deallocate(T* p, size_t n) noexcept { FreeLines(p, n * sizeof(T)); }
   template <typename U>
   bool operator==(const LineAligned<U>&) const {
     return true;

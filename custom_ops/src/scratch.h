@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernel_util.h"
+
 namespace exprune {
 namespace scratch {
 
@@ -33,6 +35,32 @@ std::mutex& Lock();
 // Called, under Lock(), by a pool the first time it is used: how to free its idle sets.
 void OnLastUser(void (*release)());
 }  // namespace detail
+
+// Grow-only, uninitialised, cache-line aligned storage for a pooled set (its large blocks
+// mapped from the system: kernel_util.h, AllocateLines).
+template <typename T>
+class Grown {
+ public:
+  Grown() = default;
+  Grown(const Grown&) = delete;
+  Grown& operator=(const Grown&) = delete;
+  ~Grown() { LineAligned<T>().deallocate(data_, capacity_); }
+  // Room for n; what was there before a growth is gone.
+  T* Get(size_t n) {
+    if (capacity_ < n) {
+      LineAligned<T>().deallocate(data_, capacity_);
+      data_ = nullptr;
+      capacity_ = 0;
+      data_ = LineAligned<T>().allocate(n);
+      capacity_ = n;
+    }
+    return data_;
+  }
+
+ private:
+  T* data_ = nullptr;
+  size_t capacity_ = 0;
+};
 
 template <typename T>
 class Pool {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "scratch.h"
 #include "sparse_conv_run.h"
 #include "sparse_conv_tile.h"
 
@@ -16,7 +17,8 @@ namespace sparse_conv {
 struct Lists {
   Entry* entries;
   int32_t* start;
-  int64_t cols;  // padded columns: left pad + enough for every tile's reads
+  int64_t cols;                       // padded columns: left pad + enough for every tile's reads
+  scratch::Grown<float>* transposed;  // the listers' per-task rows (ListIn::scratch)
   int64_t block(int64_t nl, int64_t iy, int64_t g, int64_t k, const Layer& l) const {
     return ((nl * l.h.in + iy) * l.groups + g) * l.chunks + k;
   }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -239,24 +238,12 @@ int64_t PickChunk(int64_t cg, int64_t tap_bytes, double share) {
   return CeilDiv(std::max<int64_t>(cg, 1), chunks);
 }
 
-// Grow-only, uninitialised storage kept between calls (scratch.h), so that the lists
-// (twice the input's size) are not mapped, zeroed and faulted in on every call.
-template <typename T>
-struct Grown {
-  std::unique_ptr<T[]> data;
-  size_t capacity = 0;
-  T* Get(size_t n) {
-    if (capacity < n) {
-      data.reset();
-      data.reset(new T[n]);
-      capacity = n;
-    }
-    return data.get();
-  }
-};
+// Kept between calls (scratch.h), so that the lists (twice the input's size) are not
+// mapped and faulted in, nor the listers' rows zeroed, on every call.
 struct ListScratch {
-  Grown<Entry> entries;
-  Grown<int32_t> starts;
+  scratch::Grown<Entry> entries;
+  scratch::Grown<int32_t> starts;
+  scratch::Grown<float> transposed;
 };
 
 // Whether the layer's calls have been seen running tasks on more than one thread.
@@ -300,7 +287,7 @@ int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, 
   std::vector<int64_t> listed(static_cast<size_t>(tasks), 0);
   std::vector<int32_t> next(static_cast<size_t>(tasks * 2 * l.w.in));
   const int64_t scratch_floats = CeilDiv(l.w.in, kListBlock) * CeilDiv(l.chunk, kListBlock) * kListBlock * kListBlock;
-  std::vector<float> scratch(static_cast<size_t>(Select().list != nullptr ? tasks * scratch_floats : 0));
+  float* scratch = Select().list != nullptr ? s.transposed->Get(static_cast<size_t>(tasks * scratch_floats)) : nullptr;
   Threads threads;
   auto list = [&](size_t task) noexcept {
     threads.Note();
@@ -309,7 +296,8 @@ int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, 
     for (int64_t r = t * rows / tasks; r < (t + 1) * rows / tasks; ++r) {
       const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups;
       const int64_t iy = iy0 + (r / (l.chunks * l.groups)) % in_rows, nl = r / (l.chunks * l.groups * in_rows);
-      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * 2 * l.w.in, scratch.data() + t * scratch_floats);
+      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * 2 * l.w.in,
+                     scratch != nullptr ? scratch + t * scratch_floats : nullptr);
     }
     listed[static_cast<size_t>(task)] = sum;
   };
@@ -420,7 +408,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, l.batch);
   const scratch::Pool<ListScratch>::Lease held = scratch::Pool<ListScratch>::Take();
   const Lists lists{held->entries.Get(static_cast<size_t>(group * entries_per_image)),
-                    held->starts.Get(static_cast<size_t>(group * starts_per_image)), cols};
+                    held->starts.Get(static_cast<size_t>(group * starts_per_image)), cols, &held->transposed};
   for (int64_t n0 = 0, count = 1; n0 < l.batch; n0 += count) {
     count = 1;
     if (tiled[n0] != 0) continue;
