@@ -287,6 +287,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     from .io.modelio import load_model
     from .io.open_dims import assumed_shapes, assumed_text
     from .measure.shape_probe import count_as_inspect
+    from .report.advice import ours_note
 
     console = make_console()
     options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only)
@@ -311,6 +312,9 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         console.print(f"note: the model did not run at {escape(assumed_text(original, tried))}, the sizes optimize "
                       "takes for its open dims without data, so only shape inference counted: --input-shape gives "
                       "the sizes it takes")
+    ours = ours_note(original, model.name)
+    if ours:
+        console.print(f"note: {escape(ours)}")
     report.print_fused_warning(console, original)
 
 

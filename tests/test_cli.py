@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,19 @@ def test_inspect_lists_candidates_and_reasons(example):
     assert r.exit_code == 0, r.output
     for name in ("/conv2/conv/Conv", "/block/conv2/Conv", "/fc1/Gemm", "graph input"):
         assert name in r.output
+
+
+def test_inspect_names_the_ops_an_optimised_model_holds(example, tmp_path):
+    r = invoke("inspect", example)
+    assert r.exit_code == 0 and "optimised already" not in r.output, r.output
+    done = invoke("optimize", example, "-o", tmp_path / "o.onnx", "--threshold", "-2", "--objective", "flops")
+    assert done.exit_code == 0, done.output
+    held = Counter(n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node if n.domain == ops.DOMAIN)
+    r = invoke("inspect", tmp_path / "o.onnx")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    listed = ", ".join(f"{c} {op}" for op, c in sorted(held.items()))
+    assert f"the model holds {listed} (optimised already)" in text, text
 
 
 def test_inspect_says_none_where_nothing_is_a_candidate(tmp_path):

@@ -189,6 +189,21 @@ def lossless_note(original: onnx.ModelProto) -> str:
     return f"lossless: no threshold above -inf and no calibration, so no output is pruned (exact rewrites only); {how}"
 
 
+def ours_note(model: onnx.ModelProto, name: str) -> str | None:
+    """inspect on a model this compiler wrote: the ops of ours it holds, which no table lists
+    (its tables are of the layers still to rewrite)."""
+    from collections import Counter
+
+    from ..io.modelio import all_nodes
+    from ..ops import DOMAIN
+
+    counts = Counter(n.op_type for n in all_nodes(model.graph) if n.domain == DOMAIN)
+    if not counts:
+        return None
+    held = ", ".join(f"{c} {op}" for op, c in sorted(counts.items()))
+    return f"the model holds {held} (optimised already); exprune-onnx verify ORIGINAL {name} checks them"
+
+
 def earlier_layers_note(original: onnx.ModelProto) -> str | None:
     """With --threshold or --config on a model optimised before: its own early-exit layers
     keep their settings, which the options given do not reach."""
