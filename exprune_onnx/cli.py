@@ -312,7 +312,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         console.print(f"note: the model did not run at {escape(assumed_text(original, tried))}, the sizes optimize "
                       "takes for its open dims without data, so only shape inference counted: --input-shape gives "
                       "the sizes it takes")
-    ours = ours_note(original, model.name)
+    ours = ours_note(original, str(model))
     if ours:
         console.print(f"note: {escape(ours)}")
     report.print_fused_warning(console, original)

@@ -107,7 +107,8 @@ def test_inspect_names_the_ops_an_optimised_model_holds(example, tmp_path):
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     listed = ", ".join(f"{c} {op}" for op, c in sorted(held.items()))
-    assert f"the model holds {listed} (optimised already)" in text, text
+    command = f"exprune-onnx verify ORIGINAL {tmp_path / 'o.onnx'}"
+    assert f"the model holds {listed} (optimised already); {command}" in text, text
 
 
 def test_inspect_says_none_where_nothing_is_a_candidate(tmp_path):

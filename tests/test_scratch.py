@@ -1,9 +1,10 @@
 """The scratch the big ops keep between runs (custom_ops/src/scratch.h): kept while a
 session holding them lives, whichever threads ran it, and given back to the system with
-the last such session. Measured in a fresh process twice over: the bytes glibc's
-allocator has handed out and not had back (mallinfo2), which must return to where they
-were, and the resident size, which must fall by the large blocks the ops map themselves
-(kernel_util.h, AllocateLines: what glibc is given back it may keep resident)."""
+the last such session. Measured in a fresh process twice over: the resident size, which
+must fall by the large blocks the ops map themselves (kernel_util.h, AllocateLines: what
+glibc is given back it may keep resident), and the bytes glibc's allocator has handed out
+and not had back (mallinfo2), which must return to where they were (the smaller blocks,
+and everything when the library is built without mappings)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import ctypes, gc, sys, threading
 import numpy as np
+TESTS, THREADS, PAGE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, TESTS)
 from op_cases import single_op_model
 from sparse_conv_case import op_model, sparse_input
@@ -97,9 +99,8 @@ for model, feeds in layers:
 def _held(threads: int) -> list[tuple[float, float, float, float]]:
     """Per layer, over the process before it: held and resident MB while its session lives,
     then held and resident MB after."""
-    code = CHILD.replace("TESTS", repr(str(ROOT / "tests"))).replace("THREADS", str(threads))
-    code = code.replace("PAGE", str(os.sysconf("SC_PAGE_SIZE")))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    args = [str(ROOT / "tests"), str(threads), str(os.sysconf("SC_PAGE_SIZE"))]
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [tuple(float(v) for v in line.split()) for line in done.stdout.split("\n") if line.strip()]
 
@@ -107,10 +108,11 @@ def _held(threads: int) -> list[tuple[float, float, float, float]]:
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="mallinfo2 is glibc's (2.33 and later)")
 @pytest.mark.parametrize("threads", [0, 3])
 def test_scratch_is_kept_while_a_session_lives_and_freed_with_it(threads):
-    # Each layer's scratch has over 10 MB written, so resident: the sparse conv lists the
-    # half of its 3.2 M inputs that are not zero at 8 bytes each, the early-exit conv copies
-    # its input's tail (12-15 MB measured). Kept per thread, as before scratch.h, neither
-    # figure moved; from the C allocator alone, the held one did.
+    # Each layer's scratch has megabytes written, so resident: the sparse conv lists the half
+    # of its 3.2 M inputs that are not zero at 8 bytes each (or packs them all for the tile
+    # unit), the early-exit conv copies its input's tail (12-15 MB each measured on the AMD
+    # EPYC; the floor leaves room for other block sizes). Kept per thread, as before
+    # scratch.h, neither figure moved; from the C allocator alone, the held one did.
     for held, resident, held_after, resident_after in _held(threads):
         assert abs(held_after) < 2, (held, held_after)
-        assert resident - resident_after > 10, (resident, resident_after)
+        assert resident - resident_after > 6, (resident, resident_after)

@@ -5,46 +5,46 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
+#define EXPRUNE_MAPS 1
 #endif
-// valgrind takes a fresh mapping for defined (zeros); its client request (a no-op when not
-// under valgrind) marks a block undefined, so that reading what a run has not written is
-// still reported, as it was when these blocks came from `new`.
-#if defined(__has_include)
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#define EXPRUNE_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
+// Under AddressSanitizer and valgrind every block comes from the allocator, which they
+// guard: a mapped block has no guard zones around it, and valgrind takes a fresh mapping
+// for written (zeros), so overruns and reads of what a run never wrote would go unseen.
+#if defined(__SANITIZE_ADDRESS__)
+#undef EXPRUNE_MAPS
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#undef EXPRUNE_MAPS
 #endif
 #endif
-#ifndef EXPRUNE_UNDEFINED
-#define EXPRUNE_UNDEFINED(p, n) ((void)0)
+#if defined(EXPRUNE_MAPS) && defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>  // RUNNING_ON_VALGRIND: a no-op outside valgrind
+#define EXPRUNE_UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#endif
+#endif
+#ifndef EXPRUNE_UNDER_VALGRIND
+#define EXPRUNE_UNDER_VALGRIND() false
 #endif
 
 namespace exprune {
 
 namespace {
 constexpr std::align_val_t kLine{64};
-// AddressSanitizer puts no guard zones around mapped blocks: its builds take every block
-// from the allocator, so that an overrun of a large one is caught as of a small one.
-#if defined(__SANITIZE_ADDRESS__)
-#define EXPRUNE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EXPRUNE_ASAN 1
-#endif
-#endif
-#if (defined(__unix__) || defined(__APPLE__)) && !defined(EXPRUNE_ASAN)
-constexpr bool kMaps = true;
-#else
-constexpr bool kMaps = false;
+#if defined(EXPRUNE_MAPS)
+// Decided once, so that every block is freed the way it was made.
+bool Maps() {
+  static const bool maps = !EXPRUNE_UNDER_VALGRIND();
+  return maps;
+}
 #endif
 }  // namespace
 
 void* AllocateLines(size_t bytes) {
-#if (defined(__unix__) || defined(__APPLE__))
-  if (kMaps && bytes >= kMappedBytes) {
+#if defined(EXPRUNE_MAPS)
+  if (bytes >= kMappedBytes && Maps()) {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
-    EXPRUNE_UNDEFINED(p, bytes);
     return p;  // page aligned
   }
 #endif
@@ -53,8 +53,8 @@ void* AllocateLines(size_t bytes) {
 
 void FreeLines(void* p, size_t bytes) noexcept {
   if (p == nullptr) return;
-#if (defined(__unix__) || defined(__APPLE__))
-  if (kMaps && bytes >= kMappedBytes) {
+#if defined(EXPRUNE_MAPS)
+  if (bytes >= kMappedBytes && Maps()) {
     munmap(p, bytes);
     return;
   }

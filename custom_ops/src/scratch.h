@@ -1,11 +1,12 @@
-// Large per-call scratch (the sparse conv's lists and tile planes, the early-exit conv's
-// masks and input copies) kept between calls, so that tens of megabytes are not mapped,
-// zeroed and faulted in again on every run, but not kept once the sessions that used them
-// are gone. A call leases a set of buffers from its type's pool (an idle one, else a new
-// one) and gives it back when it returns; every pool frees its idle sets when the last
-// kernel that leases from them is destroyed. Calls that overlap (one session run from
-// several threads) hold a set each, so the memory kept is that of the most calls seen at
-// once, not, as with per-thread storage, of every thread that has ever called.
+// Large per-call scratch (the sparse conv's lists, listers' rows and tile planes, the
+// early-exit conv's masks and input copies) kept between calls, so that tens of megabytes
+// are not mapped, zeroed and faulted in again on every run, but not kept once the sessions
+// that used them are gone. A call leases a set of buffers from its type's pool (an idle one,
+// else a new one) and gives it back when it returns; every pool frees its idle sets when
+// the last kernel of either op is destroyed (one count for all pools: a live session of
+// one op keeps the other's sets too). Calls that overlap (one session run from several
+// threads) hold a set each, so the memory kept is that of the most calls seen at once, not,
+// as with per-thread storage, of every thread that has ever called.
 #pragma once
 
 #include <memory>
@@ -29,11 +30,13 @@ class User {
 };
 
 namespace detail {
-// Guards every pool and the count of users; never destroyed, so that kernels outliving
-// the library's statics (sessions still open at exit) can still give back and count down.
+// Guards every pool and the count of users. Freed when the library is unloaded (or the
+// process exits) with no user left; kept otherwise, so that kernels outliving the
+// library's statics (sessions still open at exit) can still give back and count down.
 std::mutex& Lock();
-// Called, under Lock(), by a pool the first time it is used: how to free its idle sets.
-void OnLastUser(void (*release)());
+// Called, under Lock(), by a pool the first time it is used: how to free its idle sets
+// (when the last user goes), and then the pool itself (when the library goes).
+void OnLastUser(void (*release)(), void (*forget)());
 }  // namespace detail
 
 // Grow-only, uninitialised, cache-line aligned storage for a pooled set (its large blocks
@@ -82,7 +85,7 @@ class Pool {
   static Lease Take() {
     {
       std::lock_guard<std::mutex> hold(detail::Lock());
-      std::vector<std::unique_ptr<T>>& idle = Idle();
+      Sets& idle = Idle();
       if (!idle.empty()) {
         std::unique_ptr<T> set = std::move(idle.back());
         idle.pop_back();
@@ -93,16 +96,27 @@ class Pool {
   }
 
  private:
-  static std::vector<std::unique_ptr<T>>& Idle() {
-    static std::vector<std::unique_ptr<T>>* idle = [] {
-      detail::OnLastUser(&Release);
-      return new std::vector<std::unique_ptr<T>>();
-    }();
+  using Sets = std::vector<std::unique_ptr<T>>;
+  // A pointer, constant-initialised, so that the library's unloading can free it (Forget).
+  static Sets*& Slot() {
+    static Sets* idle = nullptr;
+    return idle;
+  }
+  static Sets& Idle() {
+    Sets*& idle = Slot();
+    if (idle == nullptr) {
+      std::unique_ptr<Sets> made = std::make_unique<Sets>();
+      detail::OnLastUser(&Release, &Forget);
+      idle = made.release();
+    }
     return *idle;
   }
   static void Release() {
-    Idle().clear();
-    Idle().shrink_to_fit();
+    if (Slot() != nullptr) Sets().swap(*Slot());
+  }
+  static void Forget() {
+    delete Slot();
+    Slot() = nullptr;
   }
   static void Give(std::unique_ptr<T> set) noexcept {
     if (set == nullptr) return;

@@ -189,9 +189,11 @@ def lossless_note(original: onnx.ModelProto) -> str:
     return f"lossless: no threshold above -inf and no calibration, so no output is pruned (exact rewrites only); {how}"
 
 
-def ours_note(model: onnx.ModelProto, name: str) -> str | None:
+def ours_note(model: onnx.ModelProto, path: str) -> str | None:
     """inspect on a model this compiler wrote: the ops of ours it holds, which no table lists
-    (its tables are of the layers still to rewrite)."""
+    (its tables are of the layers still to rewrite); ``path`` as typed, for the command to
+    paste."""
+    import shlex
     from collections import Counter
 
     from ..io.modelio import all_nodes
@@ -201,7 +203,7 @@ def ours_note(model: onnx.ModelProto, name: str) -> str | None:
     if not counts:
         return None
     held = ", ".join(f"{c} {op}" for op, c in sorted(counts.items()))
-    return f"the model holds {held} (optimised already); exprune-onnx verify ORIGINAL {name} checks them"
+    return f"the model holds {held} (optimised already); exprune-onnx verify ORIGINAL {shlex.quote(path)} checks them"
 
 
 def earlier_layers_note(original: onnx.ModelProto) -> str | None:
