@@ -61,21 +61,22 @@ def vgg_like(size: int, seed: int = 0):
     return model
 
 
-def _resident_mb() -> float:
+def resident_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _held_mb() -> float | None:
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def held_mb() -> float | None:
+    """The bytes glibc's allocator has handed out and not had back (None without mallinfo2)."""
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "mallinfo2"):
         return None
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc.mallinfo2.restype = MallInfo2
+    libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
     return (info.uordblks + info.hblkhd) / 2**20
 
@@ -96,10 +97,10 @@ def churn(path: str, sessions: int) -> dict:
         gc.collect()
 
     one(0)
-    start = (_resident_mb(), _held_mb())
+    start = (resident_mb(), held_mb())
     for i in range(sessions):
         one(i + 1)
-    end = (_resident_mb(), _held_mb())
+    end = (resident_mb(), held_mb())
     return {"resident_start": start[0], "resident_end": end[0], "held_start": start[1], "held_end": end[1]}
 
 

@@ -180,23 +180,11 @@ def test_sessions_leave_no_leak_of_ours(tmp_path):
     script = tmp_path / "sessions.py"
     script.write_text(textwrap.dedent("""
         import gc, threading
-        import numpy as np
         import onnxruntime as ort
-        from op_cases import single_op_model
-        from sparse_conv_case import op_model, sparse_input
+        from scratch_layers import conv_relu_layer, sparse_conv_layer
         import exprune_onnx
-        from exprune_onnx import ops
 
-        rng = np.random.default_rng(0)
-        w = (0.1 * rng.standard_normal((16, 3, 3, 16))).astype(np.float32)
-        sparse = op_model((1, 16, 64, 64), w, attrs={"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]})
-        arrays = {"partial": rng.standard_normal((1, 16, 8, 8)).astype(np.float32),
-                  "x": rng.standard_normal((1, 32, 8, 8)).astype(np.float32),
-                  "w_tail": (0.1 * rng.standard_normal((16, 24, 1, 1))).astype(np.float32),
-                  "bias": np.zeros(16, np.float32)}
-        early = single_op_model(ops.CONV_RELU, arrays, {"k": 8, "threshold": 0.0}, name="c")
-        cases = [(sparse, {"x": sparse_input(rng, (1, 16, 64, 64), 0.5)}), (early, arrays)]
-        for model, feeds in cases * 2:
+        for model, feeds in [sparse_conv_layer(64, 16), conv_relu_layer(8, 32, 16, 1)] * 2:
             opts = ort.SessionOptions()
             opts.register_custom_ops_library(exprune_onnx.get_library_path())
             opts.intra_op_num_threads = 1

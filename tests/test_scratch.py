@@ -9,7 +9,6 @@ and everything when the library is built without mappings)."""
 from __future__ import annotations
 
 import ctypes
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,54 +18,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import ctypes, gc, sys, threading
-import numpy as np
-TESTS, THREADS, PAGE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-sys.path.insert(0, TESTS)
-from op_cases import single_op_model
-from sparse_conv_case import op_model, sparse_input
+import gc, sys, threading
+ROOT, THREADS = sys.argv[1], int(sys.argv[2])
+sys.path[:0] = [ROOT + "/tests", ROOT]
+from bench.session_churn import held_mb, resident_mb
+from scratch_layers import conv_relu_layer, sparse_conv_layer
 import exprune_onnx
-from exprune_onnx import ops
-
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
-
-
-def held_mb():
-    gc.collect()
-    info = libc.mallinfo2()
-    return (info.uordblks + info.hblkhd) / 2**20
-
-
-def resident_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE / 2**20
 
 
 def measure():
+    gc.collect()
     return held_mb(), resident_mb()
-
-
-def sparse_conv(size, channels):
-    rng = np.random.default_rng(0)
-    w = (0.1 * rng.standard_normal((channels, 3, 3, channels))).astype(np.float32)
-    model = op_model((1, channels, size, size), w, attrs={"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]})
-    return model, {"x": sparse_input(rng, (1, channels, size, size), 0.5)}
-
-
-def conv_relu(size, units):
-    rng = np.random.default_rng(1)
-    arrays = {"partial": rng.standard_normal((2, 64, size, size)).astype(np.float32),
-              "x": rng.standard_normal((2, units, size, size)).astype(np.float32),
-              "w_tail": (0.01 * rng.standard_normal((64, units - 8, 1, 1))).astype(np.float32),
-              "bias": np.zeros(64, np.float32)}
-    return single_op_model(ops.CONV_RELU, arrays, {"k": 8, "threshold": 0.0}, name="conv_relu"), arrays
 
 
 def runs(model, feeds, threads):
@@ -86,9 +48,9 @@ def runs(model, feeds, threads):
 
 # The library's own first-use state (its op domains, the pools themselves) is not scratch,
 # nor are the layers and their inputs.
-for model, feeds in (sparse_conv(16, 16), conv_relu(8, 32)):
+for model, feeds in (sparse_conv_layer(16, 16), conv_relu_layer(8, 32, 64, 2)):
     runs(model, feeds, 0)
-layers = (sparse_conv(224, 64), conv_relu(112, 256))
+layers = (sparse_conv_layer(224, 64), conv_relu_layer(112, 256, 64, 2))
 base = measure()
 for model, feeds in layers:
     alive, after = runs(model, feeds, THREADS)
@@ -99,8 +61,8 @@ for model, feeds in layers:
 def _held(threads: int) -> list[tuple[float, float, float, float]]:
     """Per layer, over the process before it: held and resident MB while its session lives,
     then held and resident MB after."""
-    args = [str(ROOT / "tests"), str(threads), str(os.sysconf("SC_PAGE_SIZE"))]
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(threads)], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [tuple(float(v) for v in line.split()) for line in done.stdout.split("\n") if line.strip()]
 

@@ -44,13 +44,13 @@ int64_t CountKept(const uint8_t* keep, int64_t n) {
   return count;
 }
 
-template <typename T>
-using Lines = std::vector<T, LineAligned<T>>;  // large ones mapped, so freed to the system
+// A call's scratch (scratch.h), in blocks that are mapped when large (kernel_util.h).
 struct CallScratch {
-  Lines<uint8_t> keep, mode;
-  Lines<int64_t> kept, cost;
-  Lines<float> pixel_max, field_max;  // certified: per input pixel, per output position
-  Lines<double> pixel_sq, field_norm;
+  AlignedVector<uint8_t> keep, mode;
+  AlignedVector<int64_t> kept, cost;
+  AlignedVector<float> pixel_max, field_max;  // certified: per input pixel, per output position
+  AlignedVector<double> pixel_sq, field_norm;
+  PrepareScratch prepare;  // the input copies
 };
 struct TaskScratch {
   std::vector<const float*> ptrs;
@@ -240,7 +240,6 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
                             (certified ? (p.in_plane + positions) * 12 : 0);
   const int64_t group = std::clamp<int64_t>(kGroupBytes / std::max<int64_t>(per_image, 1), 1, g.batch);
   const scratch::Pool<CallScratch>::Lease call = scratch::Pool<CallScratch>::Take();
-  const scratch::Pool<PrepareScratch>::Lease prepare = scratch::Pool<PrepareScratch>::Take();
   CallScratch& cs = *call;
   GroupBuffers b;
   b.keep = Grow(cs.keep, static_cast<size_t>(group * outs * positions + 2 * kSlack)) + kSlack;
@@ -263,7 +262,7 @@ int64_t FinishConv(const Ort::KernelContext& ctx, const Geometry& g, const ConvA
       total_kept += b.kept[t];
       work += b.cost[t] * p.length;
     }
-    const Prepared in = PrepareInputs(ctx, kern, g, p, a, n0, nb, b.mode, *prepare, &w_taps);
+    const Prepared in = PrepareInputs(ctx, kern, g, p, a, n0, nb, b.mode, cs.prepare, &w_taps);
     FinishBlocks(ctx, kern, g, p, a, n0, nb, work, b, in, w_taps);
   }
   return g.batch * outs * positions - total_kept;

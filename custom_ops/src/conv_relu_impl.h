@@ -105,7 +105,7 @@ void FieldStats(const Ort::KernelContext& ctx, const Geometry& g, const Plan& p,
 void DecideBlocks(const Ort::KernelContext& ctx, const conv_tail::Kernels& kern, const Plan& p, const ConvArgs& a,
                   int64_t n0, int64_t nb, const GroupBuffers& b);
 
-// Where PrepareInputs makes its copies (and the repacked w_tail), leased per call.
+// Where PrepareInputs makes its copies (and the repacked w_tail): part of a call's leased scratch.
 struct PrepareScratch {
   AlignedFloats w_taps, x_pad, x_last;
 };

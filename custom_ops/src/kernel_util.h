@@ -215,6 +215,8 @@ struct LineAligned {
     return false;
   }
 };
-using AlignedFloats = std::vector<float, LineAligned<float>>;
+template <typename T>
+using AlignedVector = std::vector<T, LineAligned<T>>;
+using AlignedFloats = AlignedVector<float>;
 
 }  // namespace exprune

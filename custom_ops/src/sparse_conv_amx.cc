@@ -81,7 +81,7 @@ float FromTop(uint16_t t) {
 // Grow-only, line-aligned storage kept between calls (scratch.h), as the list path keeps
 // its lists.
 struct PlanesScratch {
-  std::vector<uint16_t, LineAligned<uint16_t>> buf;
+  AlignedVector<uint16_t> buf;
   uint16_t* Get(size_t n) {
     if (buf.size() < n) {
       buf.clear();

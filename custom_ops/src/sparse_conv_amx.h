@@ -25,7 +25,7 @@ namespace sparse_conv_amx {
 // The weights as the tiles read them, for one group of C inputs and M outputs:
 // [M / kOutputs blocks][ky][kx][kc][half][part][16 channel pairs][16 outputs][2].
 struct Weights {
-  std::vector<uint16_t, LineAligned<uint16_t>> data;
+  AlignedVector<uint16_t> data;
   bool ready() const { return !data.empty(); }
 };
 
