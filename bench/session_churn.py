@@ -1,6 +1,6 @@
 """Resident memory of a service that makes, runs and destroys sessions over and over.
 
-    python -m bench.session_churn [--sessions 120] [--size 224] [--mmap-threshold BYTES]
+    python -m bench.session_churn [--sessions 120] [--size 224] [--runs 1] [--mmap-threshold BYTES]
 
 A VGG-like ReLU CNN (3x3 convs of 64, 64, 128, 128 and 256 channels with max pools
 between, seeded random weights: a memory benchmark, not an accuracy one) at SIZE x SIZE,
@@ -11,8 +11,9 @@ fresh process: one warm-up session, then SESSIONS sessions each made, run twice 
 inputs and destroyed, one thread, batch 1. It prints the resident size after the warm-up
 and at the end, and the bytes glibc's allocator holds (mallinfo2, Linux).
 `--mmap-threshold` sets glibc's MALLOC_MMAP_THRESHOLD_ in the children (docs/custom_ops.md,
-"Memory between runs"). Run it more than once: the resident size after many sessions moves
-a lot from run to run (glibc's heap, whose blocks are placed anew in each process).
+"Memory between runs"). The resident size after many sessions moves a lot from run to run
+(glibc's heap, whose blocks are placed anew in each process): `--runs N` repeats the pair N
+times, each in fresh processes, and prints each run and the range.
 """
 
 from __future__ import annotations
@@ -104,13 +105,22 @@ def churn(path: str, sessions: int) -> dict:
     return {"resident_start": start[0], "resident_end": end[0], "held_start": start[1], "held_end": end[1]}
 
 
+def _child(path: str, sessions: int, env: dict) -> dict:
+    done = subprocess.run([sys.executable, "-m", "bench.session_churn", "--child", path, str(sessions)],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=120)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--mmap-threshold", type=int, default=None)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SESSIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.sessions < 1:
+        parser.error("--runs and --sessions must be at least 1")
     if args.child:
         print(json.dumps(churn(args.child[0], int(args.child[1]))))
         return 0
@@ -128,16 +138,22 @@ def main(argv=None) -> int:
     print(f"VGG-like {args.size}x{args.size}, {args.sessions} sessions each, 1 thread, batch 1; "
           f"optimised: {kept} ExPruneSparseConv; MALLOC_MMAP_THRESHOLD_={env.get('MALLOC_MMAP_THRESHOLD_', 'unset')}; "
           f"load average {os.getloadavg()[0]:.2f}")
+    ends: dict[str, list[float]] = {"original": [], "optimised": []}
     with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
         for name, model in (("original", original), ("optimised", optimised)):
-            path = str(Path(tmp) / f"{name}.onnx")
-            onnx.save(model, path)
-            done = subprocess.run([sys.executable, "-m", "bench.session_churn", "--child", path, str(args.sessions)],
-                                  capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1],
-                                  check=True)
-            r = json.loads(done.stdout.strip().splitlines()[-1])
-            held = "" if r["held_end"] is None else f"; held by malloc {r['held_start']:.1f} -> {r['held_end']:.1f} MB"
-            print(f"{name:>9}: resident {r['resident_start']:.1f} -> {r['resident_end']:.1f} MB{held}")
+            paths[name] = str(Path(tmp) / f"{name}.onnx")
+            onnx.save(model, paths[name])
+        for run in range(args.runs):
+            for name, path in paths.items():
+                r = _child(path, args.sessions, env)
+                ends[name].append(r["resident_end"])
+                held = "" if r["held_end"] is None else f"; held by malloc {r['held_start']:.1f} -> {r['held_end']:.1f} MB"
+                label = f"run {run + 1} " if args.runs > 1 else ""
+                print(f"{label}{name:>9}: resident {r['resident_start']:.1f} -> {r['resident_end']:.1f} MB{held}")
+    if args.runs > 1:
+        for name, values in ends.items():
+            print(f"{name:>9}: resident at the end {min(values):.1f}-{max(values):.1f} MB over {args.runs} runs")
     return 0
 
 

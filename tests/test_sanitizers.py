@@ -145,9 +145,10 @@ def test_ops_under_valgrind():
 
 
 def test_registrations_leave_no_leak_of_ours(tmp_path):
-    """Each registration's op domain is released with the library: never released, it was
-    56 bytes lost a registration (with what it held, 120) that LeakSanitizer and valgrind
-    reported (a C++ deployment trial's). The same script, registering or not, loses the
+    """The op domain, made once and shared by every registration, is released with the
+    library: never released, a domain made per registration was 56 bytes lost a registration
+    (with what it held, 120) that LeakSanitizer and valgrind reported (a C++ deployment
+    trial's). The same script, registering or not, loses the
     same: the interpreter's and onnxruntime's own losses cancel, and the library's frames
     are unnamed once it is unloaded."""
     script = tmp_path / "register.py"

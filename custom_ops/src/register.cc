@@ -2,6 +2,7 @@
 // SessionOptions.register_custom_ops_library() for every session options object.
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "argmax_head.h"
@@ -21,24 +22,57 @@ const exprune::SparseMatMulOp kSparse;
 const exprune::SparseConvOp kSparseConv;
 
 // onnxruntime does not take ownership of a domain, and its sessions use it for as long as
-// they live; it unloads the library only once no session options or session hold it. So
-// each domain is kept here and released when the library's statics are destroyed (at that
-// unload, or at exit), as onnxruntime's own test library and onnxruntime-extensions do:
-// never releasing it left 120 bytes a registration that LeakSanitizer reported lost.
+// they live; it unloads the library only once no session options or session hold it. A
+// domain is never changed once its ops are added, so one is made per onnxruntime (API
+// table) and given to every session options registered after: a new domain per
+// registration, kept until unload, left a small block in glibc's heap for every session a
+// service made, and where such a block fell inside the hole a destroyed session left, the
+// next session's activations no longer fitted there and the heap grew by their size
+// (bench/session_churn.py: 1.5 GB after 120 sessions in 7 of 22 runs). The domains are
+// released when the library's statics are destroyed (at that unload, or at exit), as
+// onnxruntime's own test library and onnxruntime-extensions do.
 struct Domains {
   std::mutex lock;
-  std::vector<OrtCustomOpDomain*> kept;
-  const OrtApi* api = nullptr;
+  std::vector<std::pair<const OrtApi*, OrtCustomOpDomain*>> made;
   ~Domains() {
-    for (OrtCustomOpDomain* domain : kept) api->ReleaseCustomOpDomain(domain);
+    for (auto& [api, domain] : made) api->ReleaseCustomOpDomain(domain);
   }
 };
 
-void Keep(const OrtApi* api, OrtCustomOpDomain* domain) {
+OrtStatus* MakeDomain(const OrtApi* api, OrtCustomOpDomain** out) {
+  OrtCustomOpDomain* domain = nullptr;
+  if (OrtStatus* status = api->CreateCustomOpDomain(exprune::kDomain, &domain)) return status;
+  OrtStatus* status = api->CustomOpDomain_Add(domain, &kDense);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kConv);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kHead);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparse);
+  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparseConv);
+  if (status != nullptr) {
+    api->ReleaseCustomOpDomain(domain);
+    return status;
+  }
+  *out = domain;
+  return nullptr;
+}
+
+// This onnxruntime's domain, made on its first registration.
+OrtStatus* SharedDomain(const OrtApi* api, OrtCustomOpDomain** out) {
   static Domains domains;
   std::lock_guard<std::mutex> hold(domains.lock);
-  domains.api = api;
-  domains.kept.push_back(domain);
+  for (auto& [made_by, domain] : domains.made) {
+    if (made_by == api) {
+      *out = domain;
+      return nullptr;
+    }
+  }
+  OrtCustomOpDomain* domain = nullptr;
+  if (OrtStatus* status = MakeDomain(api, &domain)) return status;
+  try {
+    domains.made.emplace_back(api, domain);
+  } catch (...) {  // (out of memory: this registration's domain is never released, which is all it costs)
+  }
+  *out = domain;
+  return nullptr;
 }
 
 }  // namespace
@@ -62,20 +96,6 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api);
 
   OrtCustomOpDomain* domain = nullptr;
-  if (OrtStatus* status = api->CreateCustomOpDomain(exprune::kDomain, &domain)) return status;
-  OrtStatus* status = api->CustomOpDomain_Add(domain, &kDense);
-  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kConv);
-  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kHead);
-  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparse);
-  if (status == nullptr) status = api->CustomOpDomain_Add(domain, &kSparseConv);
-  if (status == nullptr) status = api->AddCustomOpDomain(options, domain);
-  if (status != nullptr) {
-    api->ReleaseCustomOpDomain(domain);
-    return status;
-  }
-  try {
-    Keep(api, domain);
-  } catch (...) {  // (out of memory: the domain is never released, which is all it costs)
-  }
-  return nullptr;
+  if (OrtStatus* status = SharedDomain(api, &domain)) return status;
+  return api->AddCustomOpDomain(options, domain);
 }
