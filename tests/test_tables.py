@@ -252,7 +252,11 @@ def test_measured_savings_say_how_much_is_exact_zero_input_skipping():
     assert saved_text(0.133, 0.0003) == "13.3% saved"  # a small layer's skipped inputs: nothing to show
     assert saved_text(0.204, 0.204) == "20.4% saved, all by exact zero-input skipping"
     assert saved_text(0.26, 0.2) == "26.0% saved: 20.0% by exact zero-input skipping, 6.0% by pruning"
-    assert saved_text(0.010, 0.013) == "1.0% saved: 1.3% by exact zero-input skipping, -0.3% by pruning"
+    # Early exits that cost more than they prune are no negative pruning (a trial's "0.0% by
+    # pruning" at -inf, where they added 0.04%).
+    assert saved_text(0.010, 0.013) == "1.0% saved: 1.3% by exact zero-input skipping, less 0.3% the early exits add"
+    assert saved_text(0.0955, 0.0959) == (
+        "9.6% saved: 9.6% by exact zero-input skipping, less under 0.05% the early exits add")
 
 
 def test_the_fused_ops_warned_of_are_the_ones_the_rule_reports():

@@ -175,6 +175,9 @@ def saved_text(saved: float, skipped: float) -> str:
         return f"{percent(saved)} saved"
     if abs(saved - skipped) <= 1e-9:
         return f"{percent(saved)} saved, all by exact zero-input skipping"
+    if saved < skipped:  # early exits that prune less than their partial products cost (none at -inf)
+        cost = "under 0.05%" if percent(skipped - saved) == "0.0%" else percent(skipped - saved)
+        return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, less {cost} the early exits add"
     return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {percent(saved - skipped)} by pruning"
 
 
