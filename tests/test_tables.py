@@ -257,6 +257,7 @@ def test_measured_savings_say_how_much_is_exact_zero_input_skipping():
     assert saved_text(0.010, 0.013) == "1.0% saved: 1.3% by exact zero-input skipping, less 0.3% the early exits add"
     assert saved_text(0.0955, 0.0959) == (
         "9.6% saved: 9.6% by exact zero-input skipping, less under 0.05% the early exits add")
+    assert saved_text(0.0960, 0.0959) == "9.6% saved: 9.6% by exact zero-input skipping, under 0.05% by pruning"
 
 
 def test_the_fused_ops_warned_of_are_the_ones_the_rule_reports():

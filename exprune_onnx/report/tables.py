@@ -178,7 +178,8 @@ def saved_text(saved: float, skipped: float) -> str:
     if saved < skipped:  # early exits that prune less than their partial products cost (none at -inf)
         cost = "under 0.05%" if percent(skipped - saved) == "0.0%" else percent(skipped - saved)
         return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, less {cost} the early exits add"
-    return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {percent(saved - skipped)} by pruning"
+    pruned = "under 0.05%" if percent(saved - skipped) == "0.0%" else percent(saved - skipped)
+    return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {pruned} by pruning"
 
 
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
