@@ -13,6 +13,7 @@ from ._version import __version__
 from .cli_boundary import guarded, make_console, pipe_closed, written
 from .cli_checks import evaluate, verify
 from .cli_options import (
+    HUMAN_OUTPUT,
     OnceCommand,
     a_number,
     calibration_only,
@@ -107,6 +108,7 @@ def main(debug: bool) -> None:
     5 cannot write output, 6 bad check data, 7 onnxruntime failed on the result,
     8 verification failed; 130 interrupted, 143 terminated, 141 output pipe closed.
     """
+    HUMAN_OUTPUT["stderr"] = False  # until a JSON output is '-' (a CliRunner runs many commands)
     if not debug:
         import onnxruntime as ort
 

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from .cli_options import HUMAN_OUTPUT
 from .compiler import quiet_graphsurgeon
 from .errors import ExPruneError, error_message
 from .workflow import UsageProblem
@@ -58,6 +59,7 @@ class _Console(Console):
 
 
 def make_console(stderr: bool = False) -> Console:
+    stderr = stderr or HUMAN_OUTPUT["stderr"]
     # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
     stream = sys.stderr if stderr else sys.stdout
     return _Console(stderr=stderr, width=None if stream.isatty() else 200)

@@ -156,7 +156,15 @@ def no_nan(_ctx, _param, value):
     return a_number(value)
 
 
+# Where the tables and notes go: standard error while a JSON output is standard output, so
+# that `--json - | jq` reads JSON alone (the tables came first, and jq refused them).
+HUMAN_OUTPUT = {"stderr": False}
+
+
 def dash_is_stdout(_ctx, _param, value: Path | None) -> Path | None:
     """A callback: '-' for a JSON output is standard output, as tools read it (it wrote a
-    file named '-')."""
-    return Path("/dev/stdout") if value is not None and str(value) == "-" else value
+    file named '-'); the tables then go to standard error."""
+    if value is None or str(value) != "-":
+        return value
+    HUMAN_OUTPUT["stderr"] = True
+    return Path("/dev/stdout")

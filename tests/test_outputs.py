@@ -61,6 +61,23 @@ def test_the_report_goes_to_a_pipe_as_evaluate_s_json_does(example, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx", "report.pipe"]
 
 
+def test_a_report_on_standard_output_is_json_alone(example, tmp_path):
+    """`--report -`: the tables go to standard error, so that what a pipe reads is the JSON
+    (a trial's `--report - | python -m json.tool` met the tables after it: 'Extra data')."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.onnx"
+    done = subprocess.run([sys.executable, "-m", "exprune_onnx", "optimize", str(example), "-o", str(out),
+                           "--threshold", "-1", "--no-check", "--objective", "flops", "--report", "-"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == str(out) and "Rewritten layers" in done.stderr
+    assert f"wrote {out}" in done.stderr and not (tmp_path / "-").exists()
+
+
 def test_a_report_that_cannot_be_written_leaves_no_model_behind(example, tmp_path, monkeypatch):
     """The report and the plot are staged beside their paths before the model is saved."""
     out = tmp_path / "o.onnx"
