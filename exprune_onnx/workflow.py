@@ -255,6 +255,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     start = time.perf_counter()
     calibrated = timed = checked = None
     configured = dict(options.layers)  # the user's, before the calibration's settings
+    default_threshold = options.threshold is not None  # a config's default's (--threshold is refused beside it)
     checks: list[Dataset] = []  # the check data (or seeded random inputs), loaded once when needed
 
     def check_data() -> Dataset:
@@ -328,7 +329,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         checked = _check(model, result, settings, calibrated, check_data, data, log)
         if checked is not None:
             timings["check"] = time.perf_counter() - start
-    notes += config_notes(configured, result, calibrated is not None)
+    notes += config_notes(configured, result, calibrated is not None, default_threshold)
     notes += [text for text in [fused_warning(model)] if text]
     done = Optimized(result.model, run_rows(result, checked, calibrated),
                      run_report(result, checked, calibrated, timed, timings, model), timings, result, checked, calibrated, timed,

@@ -270,6 +270,10 @@ def test_config_notes_cap_the_layers_named_and_speak_of_calibration():
                      "--calibration chose every layer's threshold and rule: of the config, only its k and skip were used"]
     assert config_notes({"s": layers["s"]}, SimpleNamespace(rejected=rejected), calibrated=True) == []
     assert config_notes({}, SimpleNamespace(rejected=rejected), calibrated=False) == []
+    # A threshold in the config's default is chosen over as well (a docs trial's: no word of it).
+    assert config_notes({"s": layers["s"]}, SimpleNamespace(rejected=rejected), calibrated=True,
+                        default_threshold=True) == [notes[-1]]
+    assert config_notes({}, SimpleNamespace(rejected=rejected), calibrated=False, default_threshold=True) == []
 
 
 def test_more_latency_threads_than_usable_cpus_are_warned_of(monkeypatch):

@@ -212,6 +212,16 @@ def test_what_the_command_line_refuses_the_api_refuses_too(model, entry):
         run(model, input_shapes={"zz": (2,)}, **extra)
 
 
+def test_a_threshold_beside_calibration_is_refused_as_the_command_line_refuses_it(model, tmp_path):
+    """The calibration chooses the thresholds: optimize took threshold=0.0 beside it and
+    ignored it without a word (a docs trial's, from cli.md's own example)."""
+    data = tmp_path / "d.npz"
+    np.savez(data, input=np.random.default_rng(0).random((40, 1, 28, 28), dtype=np.float32),
+             labels=np.arange(40) % 10)
+    with pytest.raises(ConfigError, match="give threshold or calibration, not both"):
+        exprune_onnx.optimize(model, threshold=0.0, calibration=data, confidence=0, objective="flops")
+
+
 def test_messages_name_the_keywords_the_api_takes(model, tmp_path):
     """A trial's Python caller read "--max-drop 0 cannot be certified ... or --confidence 0",
     options it has no way to give: the messages name max_drop and confidence."""

@@ -232,12 +232,13 @@ def uncalibrated_note(result) -> str:
 NAMED_CONFIG_LAYERS = 3
 
 
-def config_notes(layers: dict, result, calibrated: bool) -> list[str]:
+def config_notes(layers: dict, result, calibrated: bool, default_threshold: bool = False) -> list[str]:
     """What a config's layers asked that the run did not do: a layer it sets that is not
     rewritten (not a candidate, or a k out of its range), as the setting would otherwise be
     dropped without a word; and, with calibration, that the calibration chose each layer's
-    threshold and rule. Layers the config skips, or that the latency objective dropped, are
-    not named (the latency table lists the latter)."""
+    threshold and rule, where the config set one for a layer or in its default
+    (``default_threshold``). Layers the config skips, or that the latency objective dropped,
+    are not named (the latency table lists the latter)."""
     named = {name for name, s in layers.items() if not s.skip}
     why: dict[str, str] = {}
     for r in result.rejected:
@@ -248,7 +249,7 @@ def config_notes(layers: dict, result, calibrated: bool) -> list[str]:
     if len(why) > NAMED_CONFIG_LAYERS:
         out.append(f"{len(why) - NAMED_CONFIG_LAYERS} more layer(s) the config sets are not rewritten "
                    "(--explain lists why)")
-    if calibrated and named:
+    if calibrated and (named or default_threshold):
         out.append("--calibration chose every layer's threshold and rule: of the config, only its k and skip "
                    "were used")
     return out
