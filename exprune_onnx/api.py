@@ -143,8 +143,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     try:
         if settings.calibration is not None and options.threshold is not None:  # as the command line refuses it
-            raise ConfigError("calibration chooses the thresholds: give threshold or calibration, not both (the "
-                              "threshold was ignored)")
+            raise ConfigError("calibration chooses the thresholds: give threshold or calibration, not both")
         _threshold_or_config(options, config)
         options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
         validate(options, settings)  # a budget out of range is an error before it is a warning

@@ -212,7 +212,7 @@ def find_candidates(graph: gs.Graph, options: Options, rules: RuleSet = RULES, p
                 reason = rule.check(found, ctx)
                 owner = next((claimed[id(n)] for n in found.chain if id(n) in claimed), None)
                 if reason is None and owner is not None:
-                    reason = f"shares its activation with layer '{owner}', which takes it (one early exit an activation)"
+                    reason = f"shares its activation with layer '{owner}', which takes it (one early exit per activation)"
                 if reason is not None:
                     skipped = ctx.options.setting(found.layer).skip and _rewritable(rule, found, ctx)
                     rejected.append(Rejected(found.layer, node.op, rule.name, reason, skipped))
