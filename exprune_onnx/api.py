@@ -33,11 +33,14 @@ def _load(model) -> onnx.ModelProto:
     return load_model(model) if isinstance(model, (str, os.PathLike)) else checked_in_memory(model)
 
 
-def _threshold_or_config(options: Options, config) -> None:
-    """As the command line's --threshold with --config: a config prunes at the thresholds it
-    names and nowhere else, so a threshold beside it was either overridden by its default
-    without a word or pruned the layers it leaves out. (Per-layer settings given in the
-    options, ``layers=``, beside a threshold are the caller's own mix, and kept.)"""
+def _threshold_or_config(options: Options, config, calibration=None) -> None:
+    """As the command line's --threshold with --config or --calibration: a config prunes at
+    the thresholds it names and nowhere else, so a threshold beside it was either overridden
+    by its default without a word or pruned the layers it leaves out; a calibration chooses
+    every threshold, so one beside it was ignored. (Per-layer settings given in the options,
+    ``layers=``, beside a threshold are the caller's own mix, and kept.)"""
+    if calibration is not None and options.threshold is not None:
+        raise ConfigError("calibration chooses the thresholds: give threshold or calibration, not both")
     if config is not None and options.threshold is not None:
         raise ConfigError("give threshold or config, not both: a config prunes at the thresholds it names (its "
                           "default's, or a layer's own), and nowhere else")
@@ -142,9 +145,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     if input_shapes is not None:
         options.input_shapes = {name: dims if isinstance(dims, str) else tuple(dims) for name, dims in input_shapes.items()}
     try:
-        if settings.calibration is not None and options.threshold is not None:  # as the command line refuses it
-            raise ConfigError("calibration chooses the thresholds: give threshold or calibration, not both")
-        _threshold_or_config(options, config)
+        _threshold_or_config(options, config, settings.calibration)
         options = configured(options, config, [key for key in ("k", "unit_order") if key in overrides])
         validate(options, settings)  # a budget out of range is an error before it is a warning
         _warn_budget(settings)

@@ -175,11 +175,10 @@ def saved_text(saved: float, skipped: float) -> str:
         return f"{percent(saved)} saved"
     if abs(saved - skipped) <= 1e-9:
         return f"{percent(saved)} saved, all by exact zero-input skipping"
+    rest = "under 0.05%" if percent(abs(saved - skipped)) == "0.0%" else percent(abs(saved - skipped))
     if saved < skipped:  # early exits that prune less than their partial products cost (none at -inf)
-        cost = "under 0.05%" if percent(skipped - saved) == "0.0%" else percent(skipped - saved)
-        return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, less {cost} the early exits add"
-    pruned = "under 0.05%" if percent(saved - skipped) == "0.0%" else percent(saved - skipped)
-    return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {pruned} by pruning"
+        return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, less {rest} the early exits add"
+    return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {rest} by pruning"
 
 
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
