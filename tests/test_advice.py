@@ -1,5 +1,6 @@
 """report/advice.py: the warnings under optimize's tables, each with what to change."""
 
+import onnx
 from click.testing import CliRunner
 from helpers import save_model, three_layer_mlp
 
@@ -55,7 +56,8 @@ def test_under_calibration_a_value_output_the_budget_does_not_bound_is_warned_of
     assert unbounded_outputs(checked, None) == []  # without calibration the plain warning says it
     from exprune_onnx.report.advice import warnings
 
-    result = exprune_onnx.optimize_model(three_layer_mlp(), Options(sparse_relu="off"))
+    # (At threshold 0 it prunes, as a calibrated model does: one that prunes nothing gets a warning more.)
+    result = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off"))
     calibrated = SimpleNamespace(met=True, counts_holdout={}, notes=[], output="logits")
     done = SimpleNamespace(result=result, checked=checked, calibrated=calibrated, model=result.model)
     assert warnings(done) == [line]  # under optimize's tables
@@ -290,3 +292,52 @@ def test_more_latency_threads_than_usable_cpus_are_warned_of(monkeypatch):
     assert advice.crowded_threads(SimpleNamespace(threads=1)) == ""
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
     assert advice.crowded_threads(SimpleNamespace(threads=4)) == ""
+
+
+def test_outputs_that_move_in_a_model_that_prunes_nothing_are_warned_of():
+    """A QDQ model's float layer that onnxruntime quantized in the original, rewritten in float:
+    the check showed the logits 0.8% apart under 'lossless', with no word (a trial's). More
+    than float rounding (1e-4 of the largest |value|, two steps for a float16 output) in a
+    model whose early exits all sit at -inf is now warned of; a model that prunes is not."""
+    import math
+
+    from exprune_onnx.measure.compare import CheckResult, OutputDiff
+    from exprune_onnx.report.advice import moved_while_exact, prunes_nothing
+
+    exact = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=-math.inf, sparse_relu="off")).model
+    pruning = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off")).model
+    assert prunes_nothing(exact) and not prunes_nothing(pruning)
+    out = exact.graph.output[0].name
+    moved = CheckResult(8, "d.npz", [OutputDiff(out, 0.09, 0.008, 1.0)], {}, None)
+    (line,) = moved_while_exact(moved, exact)
+    assert line.startswith(f"nothing is pruned, yet output '{out}' differs from the original's by 0.008 of its largest")
+    assert moved_while_exact(moved, pruning) == []
+    assert moved_while_exact(CheckResult(8, "d.npz", [OutputDiff(out, 1e-5, 5e-5, 1.0)], {}, None), exact) == []
+    exact.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16  # one step of float16: rounding
+    assert moved_while_exact(CheckResult(8, "d.npz", [OutputDiff(out, 0.004, 3e-4, 1.0)], {}, None), exact) == []
+    assert moved_while_exact(None, exact) == []
+
+
+def test_a_check_that_measures_the_budget_exceeded_is_warned_of():
+    """Calibrated to 1 point (met on its held-out part, at confidence 0), the check showed 3.1
+    points lost on 128 samples in its table with no word, while `verify` failed the model on
+    the same data (a trial's): the same verdict is now a warning."""
+    import json
+
+    from exprune_onnx.measure.compare import CheckResult, OutputDiff
+    from exprune_onnx.report.advice import over_budget_on_check
+    from exprune_onnx.verify.agreement import BUDGET_KEY
+
+    model = three_layer_mlp()
+    out = model.graph.output[0].name
+    onnx.helper.set_model_props(model, {BUDGET_KEY: json.dumps({"metric": "accuracy", "max_drop": 0.01, "output": out,
+                                                                "confidence": 0})})
+    worse = CheckResult(128, "d.npz", [OutputDiff(out, 2.9, 0.2, 0.96)], {}, (0.8594, 0.8281))
+    (line,) = over_budget_on_check(worse, model)
+    assert line.startswith("the check exceeds the budget: accuracy drop 3.13 points > 1 point, the budget it was "
+                           "calibrated to (an estimate on its held-out part; measured on these data"), line
+    assert line.endswith("or certify the budget (--confidence 0.9, the default)")
+    within = CheckResult(128, "d.npz", [OutputDiff(out, 0.1, 0.01, 0.99)], {}, (0.8594, 0.8516))
+    assert over_budget_on_check(within, model) == []
+    assert over_budget_on_check(CheckResult(128, "d.npz", [], {}, None), model) == []  # no labels: nothing measured
+    assert over_budget_on_check(worse, three_layer_mlp()) == []  # no budget stamped

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from helpers import NEG_INF, NODE, init, make_model, node_types, run_exprune, run_plain, vi
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from op_cases import assert_ort_error, run_single_op
 
 from exprune_onnx import ops, optimize_model
@@ -114,6 +114,19 @@ def test_argmax_only_turns_the_logits_into_the_index():
     assert len(out.type.tensor_type.shape.dim) == 1
     assert node_types(res.model)[-1] == "ExPruneArgmaxHead"
     assert_same_answers(model, res.model)
+
+
+def test_a_float16_head_is_told_its_type_not_to_try_argmax_only():
+    """inspect advised --argmax-only on a float16 model's logits, and following it gave 'the
+    weight is float16' (a trial's)."""
+    model = head_model(logits_output=True)
+    for t in model.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for v in (*model.graph.input, *model.graph.output):
+        v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.checker.check_model(model, full_check=True)
+    (reason,) = [r.reason for r in optimize_model(model, threshold=NEG_INF).rejected if r.layer == "head"]
+    assert reason == "the weight is float16, only float32 layers are rewritten"
 
 
 @pytest.mark.parametrize("case,words", [

@@ -25,7 +25,7 @@ N_IN, N_OUT = 64, 40
 
 def dense_model(*, op="gemm", trans_a=0, trans_b=0, alpha=1.0, beta=1.0, bn=False, residual=False, act="relu",
                 rank=2, extra_consumer=False, graph_output=False, weight_input=False, first_layer=False,
-                bias_shape=(N_OUT,), opset=17, seed=0):
+                bias_shape=(N_OUT,), opset=17, seed=0, weight_3d=False):
     """inp -> Relu -> x -> Gemm | MatMul+Add -> [BN] -> [Add(r)] -> act -> y"""
     rng = np.random.default_rng(seed)
     w = (rng.normal(size=(N_IN, N_OUT)) / np.sqrt(N_IN)).astype(np.float32)
@@ -33,6 +33,7 @@ def dense_model(*, op="gemm", trans_a=0, trans_b=0, alpha=1.0, beta=1.0, bn=Fals
     inputs = [vi("inp", [N_IN, "N"] if trans_a else [*lead, N_IN])]
     inits = [init("B", rng.normal(size=bias_shape).astype(np.float32))]
     stored = w.T.copy() if trans_b else w
+    stored = stored[None] if weight_3d else stored  # [1, n, O]: MatMul broadcasts it, no matrix of ours
     if weight_input:
         inputs.append(vi("W", list(stored.shape)))
     else:
@@ -129,6 +130,7 @@ def test_finite_threshold_prunes_exactly(case):
         ({"first_layer": True}, "graph input"),
         ({"op": "matmul", "extra_consumer": True}, "also feeds"),
         ({"op": "matmul", "weight_input": True}, "not a constant"),
+        ({"op": "matmul", "weight_3d": True}, f"the right operand 'W' has shape [1, {N_IN}, {N_OUT}], not a matrix"),
         ({"bias_shape": (3, N_OUT)}, "not a per-output bias"),
         ({"opset": 8}, "opset 8"),
     ],

@@ -324,7 +324,7 @@ def test_calibration_on_a_box_output_budgets_its_relative_error(tmp_path):
     assert "relative error" in text.split("Calibration", 1)[1], r.output
     r = CliRunner().invoke(main, [*args, "scores"])
     text = " ".join(r.output.split())
-    assert r.exit_code == 0 and "answers changed <= 0.05 on output 'scores'" in text, r.output
+    assert r.exit_code == 0 and "answers changed <= 5% on output 'scores'" in text, r.output
 
 
 def test_an_output_a_further_layer_reads_is_a_hidden_activation():

@@ -20,6 +20,9 @@ from quirk_models import reasons, rewritten
 import exprune_onnx
 from exprune_onnx import optimize_model
 
+# Ops that keep a conv's [N, C, 6, 6] shape, with the attributes they need.
+ATTRS = {"MaxPool": {"kernel_shape": [1, 1]}, "Transpose": {"perm": [0, 1, 3, 2]}}
+
 
 def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: bool = True,
            after: tuple = ("Relu",)) -> onnx.ModelProto:
@@ -35,7 +38,7 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
              helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], **({"axis": 1} if scale.ndim else {}))]
     source = "xd"
     if between:
-        nodes.append(helper.make_node(between, ["xd"], ["xb"]))
+        nodes.append(helper.make_node(between, ["xd"], ["xb"], **ATTRS.get(between, {})))
         source = "xb"
     if op == "Conv":
         w = r.normal(size=(24, channels, 3, 3)).astype(np.float32) * 0.1
@@ -46,7 +49,7 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
         nodes.append(helper.make_node("Gemm", [source, "w", "b"], ["c"], name="layer"))
         shape, out = ["N", channels], ["N", 24]
     for i, name in enumerate(after):
-        nodes.append(helper.make_node(name, [f"c{i - 1}" if i else "c"], [f"c{i}"]))
+        nodes.append(helper.make_node(name, [f"c{i - 1}" if i else "c"], [f"c{i}"], **ATTRS.get(name, {})))
     nodes.append(helper.make_node("Identity", [f"c{len(after) - 1}"], ["r" if quantized else "y"]))
     if quantized:
         nodes += [helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["rq"]),
@@ -56,12 +59,17 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
     return make_model(nodes, [vi("inp", shape)], [vi("y", out)], inits, opset=13)
 
 
-@pytest.mark.parametrize(("op", "after"), [
-    ("Conv", ("Relu",)), ("Gemm", ("Relu",)),
-    ("Conv", ("Relu", "Relu")), ("Conv", ("Identity", "Relu")),  # onnxruntime walks these too (a review's)
-])
-def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op, after):
-    model = _model(op, after=after)
+# onnxruntime walks Relu chains and Identity too (a review's); its QDQ propagation moves the
+# QuantizeLinear up across a MaxPool or Transpose after the Relu, and the DequantizeLinear
+# down across one before the layer (a trial's QDQ CNN whose excluded convs fed MaxPools).
+QUANTIZED = [("Conv", ("Relu",), None), ("Gemm", ("Relu",), None), ("Conv", ("Relu", "Relu"), None),
+             ("Conv", ("Identity", "Relu"), None), ("Conv", ("Relu", "MaxPool"), None),
+             ("Conv", ("Relu", "Transpose", "MaxPool"), None), ("Conv", ("Relu",), "MaxPool")]
+
+
+@pytest.mark.parametrize(("op", "after", "between"), QUANTIZED)
+def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op, after, between):
+    model = _model(op, after=after, between=between)
     res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
     assert rewritten(res) == [] and not res.changed
     why = reasons(res)["layer"]
@@ -77,6 +85,8 @@ CONV = ["Gather", "Slice", "Conv", "ExPruneConvRelu", "Identity"]
     ({"quantized": False, "op": "Gemm"}, QDQ + ["Gather", "MatMul", "ExPruneDenseRelu", "Identity"], "on a Gemm"),
     ({"between": "Relu"}, QDQ + ["Relu"] + CONV + QDQ[1:], "a Relu between: its input is not the DequantizeLinear's"),
     ({"scale": [0.05] * 32}, QDQ + CONV + QDQ[1:], "a per-channel scale, which onnxruntime does not take"),
+    ({"after": ("Relu", "MaxPool", "Relu")}, QDQ + CONV[:-1] + ["MaxPool", "Relu", "Identity"] + QDQ[1:],
+     "a Relu after the MaxPool holds the QuantizeLinear there"),
 ])
 def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, nodes, why):
     """The layer is rewritten, and at onnxruntime's default level its outputs equal the
@@ -94,11 +104,11 @@ def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, nodes,
     np.testing.assert_allclose(ours.run(None, {"inp": x})[0], plain.run(None, {"inp": x})[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("after", [("Relu",), ("Relu", "Relu"), ("Identity", "Relu")])
-def test_onnxruntime_does_quantize_such_a_layer(after):
+@pytest.mark.parametrize(("op", "after", "between"), [case for case in QUANTIZED if case[0] == "Conv"])
+def test_onnxruntime_does_quantize_such_a_layer(op, after, between):
     """Why the rule exists, checked on the installed onnxruntime: the original itself differs
     between no optimisation and the default level (int8 weights at the default)."""
-    model = _model("Conv", after=after).SerializeToString()
+    model = _model(op, after=after, between=between).SerializeToString()
     x = np.random.default_rng(5).normal(size=(2, 32, 6, 6)).astype(np.float32)
     runs = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):

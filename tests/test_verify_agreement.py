@@ -58,7 +58,7 @@ def test_a_calibrated_model_is_verified_against_its_budget(calibrated, tmp_path)
         assert r.exit_code == 0, r.output
         text = " ".join(r.output.split())
         assert "verified: 3 of 4 checks of" in text and "agreement not judged: the model was calibrated to a budget, " \
-            "accuracy drop <= 0.02 (an estimate), which needs labels" in text, text
+            "accuracy drop <= 2 points (an estimate), which needs labels" in text, text
         assert "< 99.00%" not in text and re.search(r"agreement\s*│\s*not judged\s*│", r.output), r.output
 
 

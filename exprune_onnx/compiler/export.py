@@ -158,6 +158,29 @@ def _keep_notes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
             node.doc_string = was.doc_string
             del node.metadata_props[:]
             node.metadata_props.extend(was.metadata_props)
+    ends = {v.name: v for v in [*original.input, *original.output]}
+    for v in [*graph.input, *graph.output]:
+        if v.name in ends:
+            _keep_end_notes(v, ends[v.name])
+
+
+def _keep_end_notes(v: onnx.ValueInfoProto, was: onnx.ValueInfoProto) -> None:
+    """A graph input's or output's doc string, metadata and denotations (an output's went
+    whenever anything was rewritten, a trial found); its type stays the rewrite's (an
+    --argmax-only output is now the class index), so its dims' denotations only where the
+    rank is the same."""
+    if was.doc_string:
+        v.doc_string = was.doc_string
+    if getattr(was, "metadata_props", None):  # (a field since onnx 1.16)
+        del v.metadata_props[:]
+        v.metadata_props.extend(was.metadata_props)
+    if was.type.denotation:
+        v.type.denotation = was.type.denotation
+    if v.type.HasField("tensor_type") and was.type.HasField("tensor_type"):
+        dims, old = v.type.tensor_type.shape.dim, was.type.tensor_type.shape.dim
+        for d, o in zip(dims, old) if len(dims) == len(old) else ():
+            if o.denotation:
+                d.denotation = o.denotation
 
 
 def _keep_value_info(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:

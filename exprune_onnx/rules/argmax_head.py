@@ -44,8 +44,9 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
         return None
     layer = common.layer_name(node, ctx)
     nodes, output, keepdims, problem = end
-    if problem is not None:
-        return NoMatch(NAME, layer, node.op, problem)
+    if problem is not None:  # (a float16 head is told so, not where --argmax-only would lead)
+        precision = common.precision_problem(const_value(node.inputs[1], ctx.opset), node.inputs[0])
+        return NoMatch(NAME, layer, node.op, precision or problem)
     weight, bias = _weight_and_bias(node, nodes, ctx)
     if isinstance(weight, str):
         return NoMatch(NAME, layer, node.op, weight)
@@ -145,8 +146,9 @@ def _last_axis(node: gs.Node, rank, ctx: Context, default: int) -> str | None:
 def _weight_and_bias(node: gs.Node, nodes: list[gs.Node], ctx: Context):
     """The head's [n, C] weight and [C] bias in float64-folded form, or a reason."""
     w = const_value(node.inputs[1], ctx.opset)
-    if w is None or w.ndim != 2:
-        return f"the weight '{node.inputs[1].name}' is not a constant matrix", None
+    problem = common.matrix_problem(node.inputs[1], w)
+    if problem:
+        return problem, None
     if node.op == "Gemm":
         w = w.T if node.attrs.get("transB", 0) else w
         w = (w * np.float32(node.attrs.get("alpha", 1.0))).astype(w.dtype)

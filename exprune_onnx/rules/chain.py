@@ -59,7 +59,7 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
     while True:
         nxt = _continuation(t, ctx, problems)
         if isinstance(nxt, str):
-            if t is not start and not _reaches_activation(start):  # say it of the layer, not of a later tensor
+            if t is not start and not reaches_activation(start):  # say it of the layer, not of a later tensor
                 return (f"'{start.name}' does not feed a ReLU-family activation (a linear layer): "
                         f"{describe(nodes[-1])} after it ends the chain ({nxt})")
             return nxt
@@ -104,7 +104,7 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
         elif nxt.op == "Sub":
             return _stop(start, t, nxt, f"{describe(nxt)} subtracts a non-constant tensor")
         elif residual is not None:
-            if not _reaches_activation(nxt.outputs[0]):  # a transformer's residual stream, say
+            if not reaches_activation(nxt.outputs[0]):  # a transformer's residual stream, say
                 return (f"'{start.name}' does not feed a ReLU-family activation: after its residual Add, "
                         f"{describe(nxt)} adds another tensor and no Relu or Clip follows")
             return f"{describe(nxt)} is a second non-constant Add before the activation"
@@ -121,12 +121,12 @@ def follow(start: gs.Tensor, ctx: Context, out_channels: int, channel_axis: int,
 def _stop(start: gs.Tensor, t: gs.Tensor, nxt: gs.Node, reason: str) -> str:
     """``reason`` for a chain op that cannot be folded, unless no activation follows it at all:
     that is then the reason (a Siamese head's Gemm -> Sub(a, b) -> Abs has nothing to rewrite)."""
-    if _reaches_activation(t):
+    if reaches_activation(t):
         return reason
     return f"'{start.name}' does not feed a ReLU-family activation: no Relu or Clip follows {describe(nxt)}"
 
 
-def _reaches_activation(t: gs.Tensor, limit: int = 16) -> bool:
+def reaches_activation(t: gs.Tensor, limit: int = 16) -> bool:
     """Whether a Relu or Clip follows ``t`` through chain ops, each the one chain consumer."""
     for _ in range(limit):
         users = [u for u in t.outputs if u.op in _CHAIN_OPS and is_default_domain(u)]

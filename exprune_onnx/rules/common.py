@@ -114,6 +114,21 @@ def _raw_source(node: gs.Node) -> gs.Tensor | None:
     return x if fits else None
 
 
+def matrix_problem(tensor: gs.Tensor, value: np.ndarray | None, what: str = "weight") -> str | None:
+    """Why ``value``, the constant value of ``tensor`` (None: it has none), is no weight matrix, or None."""
+    if value is None:
+        return f"the {what} '{tensor.name}' is not a constant"
+    return None if value.ndim == 2 else f"the {what} '{tensor.name}' has shape {list(value.shape)}, not a matrix"
+
+
+def precision_problem(weight: np.ndarray | None, x: gs.Tensor) -> str | None:
+    """Why a layer of this weight (None: not a constant) and input is not float32, or None."""
+    if weight is not None and weight.dtype != np.float32:
+        return f"the weight is {weight.dtype}, only float32 layers are rewritten"
+    other = other_than_float32(x)
+    return f"the input '{x.name}' is {other}, only float32 layers are rewritten" if other else None
+
+
 def check(c: Candidate, ctx: Context) -> str | None:
     """The first reason ``c`` must not be rewritten, or None."""
     opts = ctx.options
@@ -123,11 +138,9 @@ def check(c: Candidate, ctx: Context) -> str | None:
         return c.problems[0]
     if c.weight is None:
         return f"the weight of {describe(c.reduction)} is not a constant"
-    if c.weight.dtype != np.float32:
-        return f"the weight is {c.weight.dtype}, only float32 layers are rewritten"
-    other = other_than_float32(c.x)
-    if other:
-        return f"the input '{c.x.name}' is {other}, only float32 layers are rewritten"
+    precision = precision_problem(c.weight, c.x)
+    if precision:
+        return precision
     if c.bias is None:
         return f"the bias of {describe(c.reduction)} is not a constant"
     conflict = _shape_conflict(c)

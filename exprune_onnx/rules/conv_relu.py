@@ -25,6 +25,10 @@ OP_TYPES = ("Conv",)
 
 
 def match(node, ctx: Context) -> Candidate | NoMatch | None:
+    if node.op == "ConvTranspose" and chain.is_default_domain(node) and chain.reaches_activation(node.outputs[0]):
+        # (A decoder's upsampling layer: it got no row, so --explain seemed to skip it.)
+        return NoMatch(NAME, common.layer_name(node, ctx), node.op, "a transposed convolution: only Conv, Gemm and "
+                                                                    "MatMul layers are rewritten")
     if node.op != "Conv" or not chain.is_default_domain(node):
         return None
     layer = common.layer_name(node, ctx)

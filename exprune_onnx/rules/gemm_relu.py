@@ -29,8 +29,9 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
         return None
     layer = common.layer_name(node, ctx)
     b = const_value(node.inputs[1], ctx.opset)
-    if b is None or b.ndim != 2:
-        return NoMatch(NAME, layer, node.op, f"the weight '{node.inputs[1].name}' is not a constant matrix")
+    problem = common.matrix_problem(node.inputs[1], b)
+    if problem:
+        return NoMatch(NAME, layer, node.op, problem)
     w = b.T if node.attrs.get("transB", 0) else b
     w = (w * np.float32(node.attrs.get("alpha", 1.0))).astype(b.dtype)
     out_channels = int(w.shape[1])

@@ -28,8 +28,9 @@ def match(node, ctx: Context) -> Candidate | NoMatch | None:
         return None
     layer = common.layer_name(node, ctx)
     w = const_value(node.inputs[1], ctx.opset)
-    if w is None or w.ndim != 2:
-        return NoMatch(NAME, layer, node.op, f"the right operand '{node.inputs[1].name}' is not a constant matrix")
+    problem = common.matrix_problem(node.inputs[1], w, "right operand")
+    if problem:
+        return NoMatch(NAME, layer, node.op, problem)
     x = node.inputs[0]
     rank = len(x.shape) if x.shape is not None else None
     if rank is None:

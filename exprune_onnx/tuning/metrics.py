@@ -197,6 +197,19 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     return Score(metric, 0.0, err, err)
 
 
+# The step of a 16-bit float relative to its value, at most: float16's 10 and bfloat16's 7
+# mantissa bits (onnx.TensorProto's FLOAT16 and BFLOAT16).
+_STEP_16 = {10: 2.0**-10, 16: 2.0**-7}
+
+
+def rounding_tolerance(elem_type: int, tolerance: float) -> float:
+    """``tolerance`` (a share of an output's largest |value|) for an output of onnx type
+    ``elem_type``, or two of its steps if larger: a float32 sum in another order can turn a
+    16-bit output's rounding by a step (a trial's float16 logits, 2.9e-4 of their range)."""
+    step = _STEP_16.get(elem_type)
+    return max(tolerance, 2 * step) if step else tolerance
+
+
 def abs_diff(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """|ref - got| in float64, 0 where the two are equal: the same infinity in both (a masked
     logit's -inf, or what an input of -inf makes) is no difference, where inf - inf is NaN."""
@@ -232,8 +245,16 @@ def budget_words(metric: str, max_drop: float, certified: bool) -> str:
     if metric == "relerr":
         return (f"relative error over {max_drop:g} on at most {100 * max_drop:g}% of samples" if certified
                 else f"mean relative error <= {max_drop:g}")
-    what = {"lost": "right answers lost", "agreement": "answers changed"}.get(metric, f"{metric} drop")
-    return f"{what} <= {max_drop:g}"
+    if metric == "accuracy":  # a difference of accuracies, in points as the tables give them
+        return f"accuracy drop <= {points(max_drop)}"
+    what = {"lost": "right answers lost", "agreement": "answers changed"}.get(metric)
+    return f"{what} <= {100 * max_drop:g}%" if what else f"{metric} drop <= {max_drop:g}"
+
+
+def points(share: float) -> str:
+    """A share of samples (0.01) in percentage points ('1 point')."""
+    value = 100 * share
+    return f"{value:g} point{'' if value == 1 else 's'}"
 
 
 # Labelled samples an original must get all right to look fitted to them: a model right on

@@ -13,7 +13,7 @@ from ..errors import DataError, error_message
 from ..io.data import Dataset, naming, quoted_source
 from ..progress import quiet
 from ..runtime import TILES_NOTE, cpu_has_tiles
-from ..tuning.metrics import LABELLED, budget_words
+from ..tuning.metrics import LABELLED, budget_words, points
 from .base import Row
 
 # The budget a calibrated model was written for (workflow.run), which verify then checks
@@ -70,7 +70,7 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. outputs of another shape: the models do not correspond
         return Row(name, False, error_message(exc))
-    judged = _budget_verdict(budget, checked)
+    judged = budget_verdict(budget, checked)
     parts, ok = ([judged[1]], judged[0]) if judged is not None else ([], True)
     # A budget the data cannot measure is no reason to hold the model to another bar it was
     # never promised: a model calibrated to lose 1 point may change more answers than that.
@@ -127,7 +127,7 @@ def _unmeasured(budget: dict) -> str:
     return f"{what}, and the data has no output it scores: give --data like the calibration data, or --min-agreement"
 
 
-def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str, str | None] | None:
+def budget_verdict(budget: dict | None, checked) -> tuple[bool, str, str | None] | None:
     """(within the budget, what was measured against it, the value output a relerr budget
     measured), or None when the data cannot tell: no budget, labels missing for a labelled
     metric, or a metric the check does not measure."""
@@ -163,5 +163,6 @@ def _budget_verdict(budget: dict | None, checked) -> tuple[bool, str, str | None
     confidence = float(budget.get("confidence") or 0)
     promise = f"at confidence {confidence:g}" if confidence else "an estimate on its held-out part"
     unit = " points" if metric == "accuracy" else "%"  # a difference of accuracies, as optimize says it
-    return ok, (f"{what} {100 * drop:.2f}{unit} {'<=' if ok else '>'} {100 * max_drop:g}{unit}, the budget it was calibrated "
+    bound = points(max_drop) if metric == "accuracy" else f"{100 * max_drop:g}%"
+    return ok, (f"{what} {100 * drop:.2f}{unit} {'<=' if ok else '>'} {bound}, the budget it was calibrated "
                 f"to ({promise}; measured on these data, a point estimate)"), measured
