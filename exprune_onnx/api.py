@@ -25,6 +25,7 @@ from .io.feeds import model_inputs
 from .io.modelio import checked_in_memory, load_model
 from .progress import hook, quiet
 from .rules import RULES, RuleSet
+from .tuning.metrics import EXACT_TOLERANCE
 from .workflow import Optimized, Settings, run, validate
 
 
@@ -206,7 +207,7 @@ def _spec(model: onnx.ModelProto, input_shapes: dict | None, input_values: dict 
 @quiet_graphsurgeon
 def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.ModelProto | str | os.PathLike, *,
                  data=None, labels=None, samples: int = 32, seed: int = 0, min_agreement: float | None = None,
-                 tolerance: float = 1e-4, input_shapes: dict | None = None, input_values: dict | None = None,
+                 tolerance: float = EXACT_TOLERANCE, input_shapes: dict | None = None, input_values: dict | None = None,
                  log=quiet):
     """What ``exprune-onnx verify ORIGINAL OPTIMIZED`` checks (structure, weights, exactness at
     -inf, agreement), from Python. ``data`` as ``optimize``'s ``check_data`` takes it (a

@@ -14,6 +14,7 @@ from .cli_boundary import guarded, make_console
 from .cli_options import OnceCommand, dash_is_stdout, input_options, no_nan
 from .report import tables as report
 from .runtime import MAX_THREADS
+from .tuning.metrics import EXACT_TOLERANCE
 
 _EPILOG_EVALUATE = """\b
 Examples:
@@ -116,7 +117,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True, callback=no_nan,
               help="Least top-1 (a Sigmoid's: yes/no) agreement with the original, for classifier outputs; a "
                    "calibrated model is held to its budget instead unless this is given.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, callback=no_nan,
+@click.option("--tolerance", type=click.FloatRange(min=0), default=EXACT_TOLERANCE, show_default=True, callback=no_nan,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
 @input_options
 @guarded

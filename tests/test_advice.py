@@ -300,13 +300,14 @@ def test_outputs_that_move_in_a_model_that_prunes_nothing_are_warned_of():
     than float rounding (1e-4 of the largest |value|, two steps for a float16 output) in a
     model whose early exits all sit at -inf is now warned of; a model that prunes is not."""
     import math
+    from types import SimpleNamespace
 
     from exprune_onnx.measure.compare import CheckResult, OutputDiff
-    from exprune_onnx.report.advice import moved_while_exact, prunes_nothing
+    from exprune_onnx.report.advice import model_is_exact, moved_while_exact, warnings
 
     exact = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=-math.inf, sparse_relu="off")).model
     pruning = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off")).model
-    assert prunes_nothing(exact) and not prunes_nothing(pruning)
+    assert model_is_exact(exact) and not model_is_exact(pruning)
     out = exact.graph.output[0].name
     moved = CheckResult(8, "d.npz", [OutputDiff(out, 0.09, 0.008, 1.0)], {}, None)
     (line,) = moved_while_exact(moved, exact)
@@ -316,6 +317,18 @@ def test_outputs_that_move_in_a_model_that_prunes_nothing_are_warned_of():
     exact.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16  # one step of float16: rounding
     assert moved_while_exact(CheckResult(8, "d.npz", [OutputDiff(out, 0.004, 3e-4, 1.0)], {}, None), exact) == []
     assert moved_while_exact(None, exact) == []
+    # Not class indices, outputs compared run by run, nor an output with no figure (inf).
+    others = [OutputDiff(out, 1.0, 0.5, 0.9, index=True), OutputDiff(out, 1.0, 0.5, None, runs=(3, 4)),
+              OutputDiff(out, math.inf, math.inf, None)]
+    assert moved_while_exact(CheckResult(8, "d.npz", others, {}, None), exact) == []
+    # Nor, for such a model, the advice to lower a threshold it does not have.
+    done = SimpleNamespace(result=exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=-math.inf,
+                                                                                          sparse_relu="off")),
+                           checked=CheckResult(8, "d.npz", [OutputDiff(out, 3.0, 0.08, 0.95)], {}, None),
+                           calibrated=None, model=exact)
+    said = warnings(done)
+    assert any(line.startswith("nothing is pruned") for line in said), said
+    assert not any("more negative --threshold" in line for line in said), said
 
 
 def test_a_check_that_measures_the_budget_exceeded_is_warned_of():

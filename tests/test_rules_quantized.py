@@ -20,15 +20,18 @@ from quirk_models import reasons, rewritten
 import exprune_onnx
 from exprune_onnx import optimize_model
 
-# Ops that keep a conv's [N, C, 6, 6] shape, with the attributes they need.
+# Ops that keep a conv's [N, 24, 6, 6] result's shape (Unsqueeze and Squeeze in turn), with
+# the attributes and constant inputs they need.
 ATTRS = {"MaxPool": {"kernel_shape": [1, 1]}, "Transpose": {"perm": [0, 1, 3, 2]}}
+CONSTANTS = {"Reshape": ["shape"], "Unsqueeze": ["last"], "Squeeze": ["last"], "Slice": ["zero", "all", "one"]}
 
 
 def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: bool = True,
-           after: tuple = ("Relu",)) -> onnx.ModelProto:
+           after: tuple = ("Relu",), opset: int = 13, exposed: bool = False) -> onnx.ModelProto:
     """Relu -> Q -> DQ -> [between] -> Conv|Gemm (float weight) -> Relu [-> Q -> DQ]: the
     layer's input straight from the DequantizeLinear unless ``between`` puts an op there,
-    its output quantized again when ``quantized``, through the ops ``after``."""
+    its output quantized again when ``quantized``, through the ops ``after``; ``exposed``
+    makes the first of those a graph output too."""
     r = np.random.default_rng(21)
     channels = 32
     scale = np.array(scale, np.float32)
@@ -49,14 +52,19 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
         nodes.append(helper.make_node("Gemm", [source, "w", "b"], ["c"], name="layer"))
         shape, out = ["N", channels], ["N", 24]
     for i, name in enumerate(after):
-        nodes.append(helper.make_node(name, [f"c{i - 1}" if i else "c"], [f"c{i}"], **ATTRS.get(name, {})))
+        nodes.append(helper.make_node(name, [f"c{i - 1}" if i else "c", *CONSTANTS.get(name, [])], [f"c{i}"],
+                                      **ATTRS.get(name, {})))
     nodes.append(helper.make_node("Identity", [f"c{len(after) - 1}"], ["r" if quantized else "y"]))
     if quantized:
         nodes += [helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["rq"]),
                   helper.make_node("DequantizeLinear", ["rq", "s2", "z2"], ["y"])]
     inits = [init("s", scale), init("z", zero), init("w", w), init("b", r.normal(size=24).astype(np.float32)),
              init("s2", np.array(0.02, np.float32)), init("z2", np.array(0, np.uint8))]
-    return make_model(nodes, [vi("inp", shape)], [vi("y", out)], inits, opset=13)
+    constants = {"shape": [-1, 24, 6, 6], "last": [4], "zero": [0], "all": [24], "one": [1]}
+    used = {name for op_type in after for name in CONSTANTS.get(op_type, [])}
+    inits += [init(name, np.array(value, np.int64)) for name, value in constants.items() if name in used]
+    outputs = [vi("y", out)] + ([vi("c0", out)] if exposed else [])
+    return make_model(nodes, [vi("inp", shape)], outputs, inits, opset=opset)
 
 
 # onnxruntime walks Relu chains and Identity too (a review's); its QDQ propagation moves the
@@ -64,12 +72,17 @@ def _model(op: str = "Conv", scale=0.05, between: str | None = None, quantized: 
 # down across one before the layer (a trial's QDQ CNN whose excluded convs fed MaxPools).
 QUANTIZED = [("Conv", ("Relu",), None), ("Gemm", ("Relu",), None), ("Conv", ("Relu", "Relu"), None),
              ("Conv", ("Identity", "Relu"), None), ("Conv", ("Relu", "MaxPool"), None),
-             ("Conv", ("Relu", "Transpose", "MaxPool"), None), ("Conv", ("Relu",), "MaxPool")]
+             ("Conv", ("Relu", "Transpose", "MaxPool"), None), ("Conv", ("Relu",), "MaxPool"),
+             ("Conv", ("Relu", "Reshape"), None), ("Conv", ("Relu", "Unsqueeze", "Squeeze"), None),
+             ("Conv", ("Relu", "Slice"), None)]
+# (op, after, between, exposed): a Relu that is a graph output too did not stop onnxruntime
+# moving the QuantizeLinear over a Transpose.
+QUANTIZED = [(*case, False) for case in QUANTIZED] + [("Conv", ("Relu", "Transpose"), None, True)]
 
 
-@pytest.mark.parametrize(("op", "after", "between"), QUANTIZED)
-def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op, after, between):
-    model = _model(op, after=after, between=between)
+@pytest.mark.parametrize(("op", "after", "between", "exposed"), QUANTIZED)
+def test_a_float_layer_onnxruntime_quantizes_is_left_alone(op, after, between, exposed):
+    model = _model(op, after=after, between=between, exposed=exposed)
     res = optimize_model(model, threshold=NEG_INF, include_first_layer=True)
     assert rewritten(res) == [] and not res.changed
     why = reasons(res)["layer"]
@@ -87,6 +100,8 @@ CONV = ["Gather", "Slice", "Conv", "ExPruneConvRelu", "Identity"]
     ({"scale": [0.05] * 32}, QDQ + CONV + QDQ[1:], "a per-channel scale, which onnxruntime does not take"),
     ({"after": ("Relu", "MaxPool", "Relu")}, QDQ + CONV[:-1] + ["MaxPool", "Relu", "Identity"] + QDQ[1:],
      "a Relu after the MaxPool holds the QuantizeLinear there"),
+    ({"after": ("Relu", "MaxPool"), "opset": 11}, QDQ + CONV[:-1] + ["MaxPool", "Identity"] + QDQ[1:],
+     "onnxruntime moves a QuantizeLinear over a MaxPool from opset 12 only"),
 ])
 def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, nodes, why):
     """The layer is rewritten, and at onnxruntime's default level its outputs equal the
@@ -104,11 +119,11 @@ def test_it_does_not_fire_where_onnxruntime_keeps_the_layer_float(kwargs, nodes,
     np.testing.assert_allclose(ours.run(None, {"inp": x})[0], plain.run(None, {"inp": x})[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("op", "after", "between"), [case for case in QUANTIZED if case[0] == "Conv"])
-def test_onnxruntime_does_quantize_such_a_layer(op, after, between):
+@pytest.mark.parametrize(("op", "after", "between", "exposed"), [case for case in QUANTIZED if case[0] == "Conv"])
+def test_onnxruntime_does_quantize_such_a_layer(op, after, between, exposed):
     """Why the rule exists, checked on the installed onnxruntime: the original itself differs
     between no optimisation and the default level (int8 weights at the default)."""
-    model = _model(op, after=after, between=between).SerializeToString()
+    model = _model(op, after=after, between=between, exposed=exposed).SerializeToString()
     x = np.random.default_rng(5).normal(size=(2, 32, 6, 6)).astype(np.float32)
     runs = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):

@@ -166,14 +166,15 @@ def _keep_notes(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
 
 def _keep_end_notes(v: onnx.ValueInfoProto, was: onnx.ValueInfoProto) -> None:
     """A graph input's or output's doc string, metadata and denotations (an output's went
-    whenever anything was rewritten, a trial found); its type stays the rewrite's (an
-    --argmax-only output is now the class index), so its dims' denotations only where the
-    rank is the same."""
-    if was.doc_string:
-        v.doc_string = was.doc_string
+    whenever anything was rewritten, a trial found); an --argmax-only output, now the class
+    index, keeps only the metadata: its doc string and denotations were the scores'."""
     if getattr(was, "metadata_props", None):  # (a field since onnx 1.16)
         del v.metadata_props[:]
         v.metadata_props.extend(was.metadata_props)
+    if v.type.tensor_type.elem_type != was.type.tensor_type.elem_type:
+        return
+    if was.doc_string:
+        v.doc_string = was.doc_string
     if was.type.denotation:
         v.type.denotation = was.type.denotation
     if v.type.HasField("tensor_type") and was.type.HasField("tensor_type"):

@@ -11,7 +11,7 @@ from rich.markup import escape
 from ..measure.counters import body_ops
 from ..ops import PRUNE_OPS, pruning_layers
 from ..rules.common import K_OUTSIDE
-from ..tuning.metrics import rounding_tolerance
+from ..tuning.metrics import EXACT_TOLERANCE, rounding_tolerance
 from ..tuning.other_batch import slower_text
 from .latency import same_model_times
 
@@ -21,9 +21,6 @@ LARGE_BUDGET = 0.2
 # An output compared by value only (a map, a regression) that moved by more than this share of
 # its largest |value| is worth a warning, as a top-1 agreement under 99% is.
 MOVED = 0.05
-# What float rounding may move a float32 output of a model that prunes nothing, as a share of
-# its largest |value| (verify's default --tolerance; 16-bit outputs get more: rounding_tolerance).
-ROUNDING = 1e-4
 
 
 def changed_values(checked) -> list:
@@ -77,7 +74,8 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
                    "DATA` times both")
     if outcome is not None and not outcome.met:
         out.append("the held-out part exceeds the budget: calibrate on more data or lower --max-drop")
-    out += over_budget_on_check(checked, done.model)
+    else:  # (without --check-data the check runs on that part: said once)
+        out += over_budget_on_check(checked, done.model)
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
     counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
     costlier = costlier_layers(result, counts) if counts else []
@@ -93,7 +91,8 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
                    f"rule pruned too little ({escape(', '.join(costlier[:3]))}{', ...' if len(costlier) > 3 else ''}):"
                    f" {knob}, leave them out with --config, or keep the default latency objective, which keeps only "
                    "what runs faster")
-    plain = checked is not None and outcome is None
+    # (A model that prunes nothing has no threshold to lower: moved_while_exact speaks for it.)
+    plain = checked is not None and outcome is None and not model_is_exact(done.model)
     low = [d for d in (checked.outputs if plain else [])
            if d.top1_agreement is not None and d.top1_agreement < 0.99 and d.runs is None]
     if low:
@@ -144,18 +143,19 @@ def moved_while_exact(checked, model: onnx.ModelProto) -> list[str]:
     than float rounding: onnxruntime then runs some part of the two models differently (a QDQ
     model's float layer it quantizes in the original, rewritten in float: a trial's 0.8% on its
     logits, in a run that called itself lossless)."""
-    if checked is None or not prunes_nothing(model):
+    if checked is None or not model_is_exact(model):
         return []
     kinds = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     return [f"nothing is pruned, yet output '{escape(d.name)}' differs from the original's by {d.max_rel:.2g} of its "
-            "largest |value| on the check, more than float rounding: onnxruntime runs some part of the original "
-            "otherwise than its rewrite (it quantizes a QDQ model's float layers between Q/DQ pairs, say); --explain "
-            "lists the layers rewritten, and --config can leave one out"
+            "largest |value| on the check, more than float rounding: a QuantizeLinear after a rewritten layer can "
+            "round a float difference to a whole step, or onnxruntime runs part of the original differently from "
+            "its rewrite (it quantizes a QDQ model's float layers between Q/DQ pairs); --explain lists the rewrites: "
+            "--config leaves out an early-exit layer, --sparse-relu off the zero-input reads"
             for d in checked.outputs if not d.index and d.runs is None
-            and rounding_tolerance(kinds.get(d.name, 0), ROUNDING) < d.max_rel < math.inf]
+            and rounding_tolerance(kinds.get(d.name, 0), EXACT_TOLERANCE) < d.max_rel < math.inf]
 
 
-def prunes_nothing(model: onnx.ModelProto) -> bool:
+def model_is_exact(model: onnx.ModelProto) -> bool:
     """Whether every early-exit op of ``model`` runs the threshold rule at -inf (or it has none)."""
     from ..io.modelio import all_nodes
     from ..ops import DOMAIN

@@ -197,6 +197,9 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     return Score(metric, 0.0, err, err)
 
 
+# What float rounding may move an output of a model that prunes nothing, as a share of its
+# largest |value| (verify's default --tolerance; 16-bit outputs get more: rounding_tolerance).
+EXACT_TOLERANCE = 1e-4
 # The step of a 16-bit float relative to its value, at most: float16's 10 and bfloat16's 7
 # mantissa bits (onnx.TensorProto's FLOAT16 and BFLOAT16).
 _STEP_16 = {10: 2.0**-10, 16: 2.0**-7}

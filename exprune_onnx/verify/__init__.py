@@ -40,6 +40,7 @@ from ..errors import error_message
 from ..io.data import Dataset
 from ..io.modelio import all_nodes
 from ..progress import quiet
+from ..tuning.metrics import EXACT_TOLERANCE
 from . import sparse_matmul as verify_sparse
 from .agreement import agreement_row
 from .base import SPARSE_OPS, Layer, Row, summary
@@ -50,7 +51,7 @@ from .weights import weights_row
 
 
 def verify(original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, *,
-           min_agreement: float = 0.99, tolerance: float = 1e-4, input_shapes: dict | None = None,
+           min_agreement: float = 0.99, tolerance: float = EXACT_TOLERANCE, input_shapes: dict | None = None,
            log=quiet, budget: dict | None = None, bar_asked: bool = False) -> list[Row]:
     """The four rows; verification passes when every row is ok. ``input_shapes`` as the
     compiler had them (--input-shape); ``log`` is a progress hook (progress.py);

@@ -66,10 +66,11 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     worst, widened = 0.0, {}
     for optimize in (False, True):
         found = _compare(original, optimized, data, names, tolerance, batch, log, optimize)
+        if isinstance(found, str) and not optimize:
+            return Row(name, False, found)
         if isinstance(found, str):
-            at = (" at onnxruntime's default optimisation level (equal with optimisations off: onnxruntime runs "
-                  "part of the original otherwise there)") if optimize and "differs" in found else ""
-            return Row(name, False, found + at)
+            why = " (equal with optimisations off: onnxruntime runs part of the original otherwise there)"
+            return Row(name, False, f"{found} at onnxruntime's default optimisation level{why if 'differs' in found else ''}")
         worst, widened = max(worst, found[0]), {**widened, **found[1]}
     unread = f"; not compared: {', '.join(skipped)} (sequences or maps)" if skipped else ""
     wider = "".join(f", {t:g} for {kind} outputs (two of their steps)" for kind, t in widened.items())

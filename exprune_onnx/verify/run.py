@@ -16,6 +16,7 @@ from ..io.open_dims import assumed_shapes, assumed_text
 from ..ops import DOMAIN
 from ..progress import quiet
 from ..runtime import uses_library
+from ..tuning.metrics import EXACT_TOLERANCE
 from .base import Row
 
 
@@ -44,7 +45,7 @@ def swapped(original: str, optimized: str, ref: onnx.ModelProto, opt: onnx.Model
 
 def verify_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset | None, spec: InputSpec, *,
                 samples: int = 32, seed: int = 0, min_agreement: float = 0.99, bar_asked: bool = False,
-                tolerance: float = 1e-4, log=quiet) -> Verification:
+                tolerance: float = EXACT_TOLERANCE, log=quiet) -> Verification:
     """The four rows on ``data``, or on ``samples`` seeded random inputs at the sizes
     ``spec`` gives (open dims it leaves taken as optimize takes them without data). A
     calibrated model is held to its own budget unless ``bar_asked`` (a bar was given)."""
