@@ -82,7 +82,8 @@ def test_a_zipmap_output_keeps_its_type_and_is_left_out_of_the_comparisons(tmp_p
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "c.onnx"), "--calibration",
                                   str(tmp_path / "d.npz"), "--score-output", "probabilities", "--confidence", "0",
                                   "--objective", "flops", "--max-drop", "0.05"])
-    assert r.exit_code == 0 and "accuracy drop <= 5 points on output 'probabilities'" in " ".join(r.output.split()), r.output
+    said = " ".join(r.output.split())
+    assert r.exit_code == 0 and "accuracy drop <= 5 points on output 'probabilities'" in said, r.output
     # A sequence of tensors alone: nothing a metric reads (it was an IndexError).
     model.graph.node[-1].CopyFrom(helper.make_node("SequenceConstruct", ["p", "p"], ["probabilities"]))
     del model.graph.output[0]
@@ -232,11 +233,12 @@ def test_the_notes_of_graph_inputs_and_outputs_survive_the_rewrite():
     for argmax_only, output in (((), ("class logits",) + full), (("y",), ("", "", ["DATA_BATCH"]))):
         res = optimize_model(model, threshold=NEG_INF, include_first_layer=True, argmax_only=argmax_only)
         assert res.changed
-        for v, want in ((res.model.graph.input[0], ("normalised features",) + full), (res.model.graph.output[0], output)):
+        ends = (res.model.graph.input[0], res.model.graph.output[0])
+        for v, want in zip(ends, (("normalised features",) + full, output)):
             got = (v.doc_string, v.type.denotation, [d.denotation for d in v.type.tensor_type.shape.dim])
             assert got == want, argmax_only
-        assert [{p.key: p.value for p in v.metadata_props} for v in (res.model.graph.input[0], res.model.graph.output[0])] \
-            == [{"unit": "normalised features"}, {"unit": "class logits"}]
+        assert [{p.key: p.value for p in v.metadata_props} for v in ends] == [{"unit": "normalised features"},
+                                                                             {"unit": "class logits"}]
         onnx.checker.check_model(res.model)
 
 

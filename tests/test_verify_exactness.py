@@ -53,8 +53,8 @@ def test_a_rewrite_onnxruntime_runs_otherwise_only_when_optimising_fails_exactne
              helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["y"])]
     weights = [s, z, numpy_helper.from_array((rng.normal(size=(24, 32, 3, 3)) * 0.1).astype(np.float32), "w"),
                numpy_helper.from_array(rng.normal(size=24).astype(np.float32), "b")]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 32, 6, 6])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 24, 6, 6])], weights)
+    x, y = (helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["N", c, 6, 6]) for n, c in (("x", 32), ("y", 24)))
+    graph = helper.make_graph(nodes, "qdq", [x], [y], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     monkeypatch.setattr(quantized, "_quantized_by_runtime", lambda node, ctx: False)  # the rule as it was
     res = exprune_onnx.optimize_model(model, threshold=-math.inf, include_first_layer=True)

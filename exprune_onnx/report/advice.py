@@ -140,9 +140,10 @@ def over_budget_on_check(checked, model: onnx.ModelProto) -> list[str]:
 
 def moved_while_exact(checked, model: onnx.ModelProto) -> list[str]:
     """Warnings for the outputs of a model that prunes nothing which the check saw move by more
-    than float rounding: onnxruntime then runs some part of the two models differently (a QDQ
-    model's float layer it quantizes in the original, rewritten in float: a trial's 0.8% on its
-    logits, in a run that called itself lossless)."""
+    than float rounding: a QuantizeLinear rounded a rewritten layer's float difference to a
+    whole step, or onnxruntime runs part of the two models differently (a QDQ model's float
+    layer it quantizes in the original, rewritten in float: a trial's 0.8% on its logits, in a
+    run that called itself lossless)."""
     if checked is None or not model_is_exact(model):
         return []
     kinds = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}

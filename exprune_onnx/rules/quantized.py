@@ -17,8 +17,8 @@ of 0.15), where an exact rewrite should move nothing. It is left alone too. With
 QuantizeLinear after it onnxruntime keeps the layer float (checked on 1.32), and it is
 rewritten. Before that step onnxruntime moves a per-tensor QuantizeLinear up, and a
 DequantizeLinear down, across the layout ops of its QDQ propagation (Reshape, Transpose,
-Squeeze, Unsqueeze, Slice, and MaxPool from opset 12): a layer whose Relu feeds a MaxPool and then a
-QuantizeLinear is quantized as well (a trial's QDQ CNN with excluded convs, 0.095 on its
+Squeeze, Unsqueeze, Slice, and MaxPool from opset 12): a layer whose Relu feeds a MaxPool
+and then a QuantizeLinear is quantized as well (a trial's QDQ CNN with excluded convs, 0.095 on its
 logits), so the walks on both sides cross those ops too.
 """
 
@@ -71,9 +71,9 @@ def match(node, ctx: Context) -> NoMatch | None:
 
 
 def _quantized_by_runtime(node, ctx: Context) -> bool:
-    """What onnxruntime's WeightBiasQuantization takes: input 0 made by a DequantizeLinear
-    of one scale (or moved down to it by the propagation), the weight a float constant, the bias (if any) a 1-D constant; and the
-    QuantizeLinear after it that makes the unit an integer op."""
+    """What onnxruntime's WeightBiasQuantization takes: input 0 made by a DequantizeLinear of
+    one scale (or moved down to it by the propagation), the weight a float constant, the bias
+    (if any) a 1-D constant; and the QuantizeLinear after it that makes the unit an integer op."""
     if not _quantized_after(node.outputs[0], ctx):
         return False
     producer = node.inputs[0].inputs[0] if node.inputs[0].inputs else None

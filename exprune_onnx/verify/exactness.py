@@ -70,7 +70,8 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
             return Row(name, False, found)
         if isinstance(found, str):
             why = " (equal with optimisations off: onnxruntime runs part of the original otherwise there)"
-            return Row(name, False, f"{found} at onnxruntime's default optimisation level{why if 'differs' in found else ''}")
+            why = why if "differs" in found else ""
+            return Row(name, False, f"{found} at onnxruntime's default optimisation level{why}")
         worst, widened = max(worst, found[0]), {**widened, **found[1]}
     unread = f"; not compared: {', '.join(skipped)} (sequences or maps)" if skipped else ""
     wider = "".join(f", {t:g} for {kind} outputs (two of their steps)" for kind, t in widened.items())
