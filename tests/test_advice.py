@@ -305,7 +305,8 @@ def test_outputs_that_move_in_a_model_that_prunes_nothing_are_warned_of():
     from exprune_onnx.measure.compare import CheckResult, OutputDiff
     from exprune_onnx.report.advice import model_is_exact, moved_while_exact, warnings
 
-    exact = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=-math.inf, sparse_relu="off")).model
+    exact_result = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=-math.inf, sparse_relu="off"))
+    exact = exact_result.model
     pruning = exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=0.0, sparse_relu="off")).model
     assert model_is_exact(exact) and not model_is_exact(pruning)
     out = exact.graph.output[0].name
@@ -322,10 +323,8 @@ def test_outputs_that_move_in_a_model_that_prunes_nothing_are_warned_of():
               OutputDiff(out, math.inf, math.inf, None)]
     assert moved_while_exact(CheckResult(8, "d.npz", others, {}, None), exact) == []
     # Nor, for such a model, the advice to lower a threshold it does not have.
-    done = SimpleNamespace(result=exprune_onnx.optimize_model(three_layer_mlp(), Options(threshold=-math.inf,
-                                                                                          sparse_relu="off")),
-                           checked=CheckResult(8, "d.npz", [OutputDiff(out, 3.0, 0.08, 0.95)], {}, None),
-                           calibrated=None, model=exact)
+    done = SimpleNamespace(result=exact_result, calibrated=None, model=exact,
+                           checked=CheckResult(8, "d.npz", [OutputDiff(out, 3.0, 0.08, 0.95)], {}, None))
     said = warnings(done)
     assert any(line.startswith("nothing is pruned") for line in said), said
     assert not any("more negative --threshold" in line for line in said), said
