@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from ._version import __version__
-from .cli_boundary import guarded, make_console, pipe_closed, written
+from .cli_boundary import guarded, make_console, pipe_closed, show, written
 from .cli_checks import evaluate, verify
 from .cli_options import (
     HUMAN_OUTPUT,
@@ -195,7 +195,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     from .io.modelio import check_writable, read_model, save_model
     from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
     from .progress import for_terminal
-    from .report.advice import budget_warning, earlier_layers_note, lossless_note
+    from .report.advice import budget_warning, earlier_layers_note, lossless_note, ours_note
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
     from .workflow import CALIBRATION_ONLY, Settings, run
@@ -240,21 +240,36 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
     if warning:  # before the work it would waste
         make_console().print(f"[yellow]warning:[/] {escape(warning)}")
     original, external = read_model(model)
+    if external:  # its weights go beside the output: a folder of that name would stop the write at the end
+        check_writable(output.with_name(output.name + ".data"))
     with for_terminal() as log:
         done = run(original, options, settings, log)
     payload = {**done.report, "model": str(model), "output": str(output)}
     staged = []  # the report and the plot are written beside their paths first: all or nothing
+    console = make_console()
+    with console.capture() as shown:  # printed before the rename (commit)
+        report.print_optimized(console, done, original, model.name, explain, options.argmax_only)
+        earlier = earlier_layers_note(original) if calibration is None else None
+        if not prunes(options) and calibration is None and rule in (None, "threshold"):
+            console.print(lossless_note(original))
+        elif earlier:
+            console.print(f"note: {earlier}")
+        ours = ours_note(original, str(model)) if not done.result.changed else None
+        if ours:  # a model optimised before, given again: "nothing to rewrite" alone hid what it holds
+            console.print(f"note: {escape(ours)}")
+        console.print(f"wrote {escape(str(output))}", soft_wrap=True)
 
     def commit() -> None:
-        """Just before the model's rename: no more signals, and a report to a stream
-        (/dev/stdout), which cannot be staged, goes first, so that its failure (a full
-        device, a closed pipe) leaves no model behind either."""
+        """Just before the model's rename: no more signals, and what goes to a stream (a
+        report to /dev/stdout, the tables) goes first, so that its failure (a full device,
+        a closed pipe) leaves no model behind, as its exit code says."""
         written()
-        if streamed:
-            try:
+        try:
+            if streamed:
                 write_json(report_path, payload)
-            except BrokenPipeError:  # the reader stopped reading: exit 141, as for the tables
-                pipe_closed()
+            show(console, shown.get())
+        except BrokenPipeError:  # the reader stopped reading: exit 141, as for the tables
+            pipe_closed()
     try:
         if report_path is not None and not streamed:
             stage(staged, report_path, lambda tmp: tmp.write_text(json_text(payload)))
@@ -265,13 +280,6 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         move_into_place(staged)
     finally:
         discard(staged)
-    report.print_optimized(make_console(), done, original, model.name, explain, options.argmax_only)
-    earlier = earlier_layers_note(original) if calibration is None else None
-    if not prunes(options) and calibration is None and rule in (None, "threshold"):
-        make_console().print(lossless_note(original))
-    elif earlier:
-        make_console().print(f"note: {earlier}")
-    make_console().print(f"wrote {output}")
 
 
 @main.command(epilog=_EPILOG_INSPECT)

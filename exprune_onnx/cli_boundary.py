@@ -16,7 +16,7 @@ from rich.text import Text
 
 from .cli_options import HUMAN_OUTPUT
 from .compiler import quiet_graphsurgeon
-from .errors import ExPruneError, error_message
+from .errors import ExPruneError, OutputError, error_message
 from .workflow import UsageProblem
 
 
@@ -60,9 +60,24 @@ class _Console(Console):
 
 def make_console(stderr: bool = False) -> Console:
     stderr = stderr or HUMAN_OUTPUT["stderr"]
-    # Logs and CI are not terminals: do not wrap layer names at 80 columns there.
+    # Logs and CI are not terminals: do not wrap layer names at 80 columns there, nor break a
+    # warning's sentence across lines (a grep for '^warning' finds it whole).
     stream = sys.stderr if stderr else sys.stdout
-    return _Console(stderr=stderr, width=None if stream.isatty() else 200)
+    tty = stream.isatty()
+    return _Console(stderr=stderr, width=None if tty else 200, soft_wrap=not tty)
+
+
+def show(console: Console, text: str) -> None:
+    """Write what ``console`` captured to its stream, now: a device that is full says so
+    here, as exit 5, and not after the output it would have announced is in place."""
+    try:
+        console.file.write(text)
+        console.file.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        name = "standard error" if console.stderr else "standard output"
+        raise OutputError(f"cannot write to {name} ({exc.strerror or exc}); the model was not written") from exc
 
 
 def fail(console: Console, exc: BaseException, debug: bool) -> None:

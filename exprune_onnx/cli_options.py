@@ -142,10 +142,15 @@ def a_number(value: float) -> float:
 
 
 def file_path(value: str | None) -> Path | None:
-    """An output file's path; one ending in a separator names a directory (pathlib drops
+    """The output model's path; one ending in a separator names a directory (pathlib drops
     the separator, and a file named after the directory would be written)."""
     if value is None:
         return None
+    if value == "":
+        raise click.BadParameter("is empty: give the file's path")
+    if value == "-":  # it wrote a file named '-'
+        raise click.BadParameter("a model is written to a file, not to standard output: give a file path "
+                                 "('-' is standard output for --json and --report)")
     if value.endswith(("/", "\\")):
         raise click.BadParameter(f"{value} names a directory: give the file's path in it")
     return Path(value)

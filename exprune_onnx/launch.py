@@ -5,6 +5,7 @@ silence."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
@@ -67,6 +68,11 @@ def main() -> None:
     from .cli_boundary import PROGRAM
 
     PROGRAM["alone"] = True
+    for stream in (sys.stdout, sys.stderr):
+        # A name the stream's encoding cannot spell (PYTHONIOENCODING=ascii, a C locale) is
+        # printed escaped: an encoding error there ended the command as an internal error.
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # not a text file (closed, replaced)
+            stream.reconfigure(errors="backslashreplace")
     cli()
 
 

@@ -176,6 +176,20 @@ def test_a_threshold_on_a_model_optimised_before_says_its_layers_keep_theirs(tmp
     assert r.exit_code == 0 and "of its own" not in r.output, r.output
 
 
+def test_a_lossless_model_given_again_says_what_it_holds(tmp_path):
+    """'nothing to rewrite' alone, on a model whose layers were all rewritten before (a
+    pipeline's trial), read as though the model held nothing of ours."""
+    plain = save_model(three_layer_mlp(), tmp_path, "plain.onnx")
+    args = ["--objective", "flops", "--sparse-relu", "on", "--no-check"]
+    first = CliRunner().invoke(main, ["optimize", str(plain), "-o", str(tmp_path / "once.onnx"), *args])
+    assert first.exit_code == 0 and "optimised already" not in first.output, first.output
+    again = CliRunner().invoke(main, ["optimize", str(tmp_path / "once.onnx"), "-o", str(tmp_path / "twice.onnx"),
+                                      *args])
+    text = " ".join(again.output.split())
+    assert again.exit_code == 0, again.output
+    assert "nothing to rewrite" in text and "note: the model holds 3 ExPruneSparseMatMul (optimised already)" in text
+
+
 def test_a_budget_given_as_a_percentage_is_warned_of_before_any_work(tmp_path):
     import numpy as np
     from helpers import calibration_dataset, calibration_mlp

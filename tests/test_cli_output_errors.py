@@ -237,3 +237,12 @@ def test_long_paths_stay_on_one_line(example, tmp_path):
     r = invoke("optimize", example, "-o", deep / "o.onnx", "--no-check")
     line = assert_one_line_error(r, 5, "does not exist")
     assert str(deep / "o.onnx") in line and len(line) > 250
+
+
+def test_a_folder_where_the_weights_file_goes_stops_the_command_before_the_work(tmp_path):
+    a = tmp_path / "a.onnx"
+    onnx.save_model(onnx.load(EXAMPLE), a, save_as_external_data=True, location="a.onnx.data", size_threshold=0)
+    (tmp_path / "b.onnx.data").mkdir()
+    assert_one_line_error(invoke("optimize", a, "-o", tmp_path / "b.onnx", "--no-check"), 5, "b.onnx.data",
+                          "is a directory")
+    assert not (tmp_path / "b.onnx").exists()

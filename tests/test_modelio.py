@@ -61,6 +61,45 @@ def test_a_model_whose_weights_file_is_missing_or_short_says_so(tmp_path):
         read_model(tmp_path / "m.onnx")
 
 
+def _cache_layout(tmp_path: Path, location: str = "m.onnx.data") -> Path:
+    """A Hugging Face cache's snapshot: the model and its data file are links to blobs."""
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "snap").mkdir()
+    onnx.save_model(onnx.load(EXAMPLE), tmp_path / "blobs" / "m.onnx", save_as_external_data=True,
+                    location=location, size_threshold=0)
+    (tmp_path / "snap" / "m.onnx").symlink_to("../blobs/m.onnx")
+    if location == "m.onnx.data":
+        (tmp_path / "blobs" / "m.onnx.data").rename(tmp_path / "blobs" / "hash")
+        (tmp_path / "snap" / "m.onnx.data").symlink_to("../blobs/hash")
+    return tmp_path / "snap" / "m.onnx"
+
+
+def test_a_data_file_that_is_a_link_is_read_as_onnxruntime_reads_it(tmp_path):
+    from exprune_onnx.io.modelio import read_model
+
+    model, external = read_model(_cache_layout(tmp_path))
+    assert external
+    want = {t.name: numpy_helper.to_array(t) for t in onnx.load(EXAMPLE).graph.initializer}
+    got = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert not any(t.external_data for t in model.graph.initializer)
+
+
+def test_a_linked_data_file_outside_the_models_folder_is_refused(tmp_path):
+    from exprune_onnx.errors import ModelLoadError
+    from exprune_onnx.io.modelio import read_model
+
+    path = _cache_layout(tmp_path)
+    model = onnx.load(path, load_external_data=False)
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../snap/m.onnx.data"
+    onnx.save_model(model, tmp_path / "snap" / "up.onnx")
+    with pytest.raises(ModelLoadError, match="outside the model's folder"):
+        read_model(tmp_path / "snap" / "up.onnx")
+
+
 def _external_in_a_branch(folder: Path) -> Path:
     """x -> Conv -> Relu -> If(cond: Conv -> Relu in each branch); only the branches'
     weights are large enough to go to sub.data."""

@@ -48,6 +48,8 @@ PARTS = {HELD_OUT: "its held-out part", CALIBRATED_ON: "the part calibrated on"}
 def quoted_source(source: str) -> str:
     """A data source as the tables name it: a file's name in quotes, the part of it checked
     (PARTS) after them, so that no quote closes on words that are not the name."""
+    if source == "random":  # no file: the seeded inputs drawn for the model
+        return "seeded random inputs"
     name, comma, part = source.rpartition(", ")
     return f"'{name}' ({PARTS[part]})" if comma and part in PARTS else f"'{source}'"
 

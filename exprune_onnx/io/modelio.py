@@ -13,6 +13,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model, set_external_data
 
 from ..errors import ModelLoadError, OutputError, error_message
+from .data_files import check_data_files, read_linked
 from .node_order import in_order
 
 
@@ -74,10 +75,19 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: the file is empty")
     try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:  # bytes the locale could not decode: the checker's message blamed the model
+        raise ModelLoadError(f"{p}: the path holds bytes that are not text in this system's encoding (a C or "
+                             "POSIX locale?), and onnx cannot open such a path: run with a UTF-8 locale "
+                             "(LANG=C.UTF-8) or rename the file") from None
+    try:
         model = onnx.load(str(p), load_external_data=False)
         external = uses_external_data(model)
+        linked = False
         if external:
-            _check_data_files(model, p)
+            stored = [t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+            check_data_files(stored, p)
+            linked = read_linked(stored, p)
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
     except ModelLoadError:
         raise
@@ -85,7 +95,8 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
     shaped = declare_output_shapes(in_order(model) or model)
     # The path form of the checker copes with models over 2 GiB, but reads the file as it is.
-    check_model(shaped, str(p), checked=str(p) if shaped is model else None)
+    # (The file's checker would refuse a linked data file, whose data is read in already.)
+    check_model(shaped, str(p), checked=str(p) if shaped is model and not linked else None)
     return shaped, external
 
 
@@ -118,18 +129,6 @@ def declare_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         if unshaped(o) and o.name in shapes:
             o.type.tensor_type.shape.CopyFrom(shapes[o.name])
     return fixed
-
-
-def _check_data_files(model: onnx.ModelProto, path: Path) -> None:
-    """Every external-data file the model names exists beside it (onnx's own message for a
-    missing one names a tensor and says 'not regular file')."""
-    for tensor in all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if location and not (path.parent / location).is_file():
-            raise ModelLoadError(f"{path}: its weights are stored apart, in '{location}', which is not beside it "
-                                 f"({path.parent / location} is missing): keep the two files together")
 
 
 def check_model(model: onnx.ModelProto, where: str = "the model", checked: str | None = None) -> None:
@@ -239,6 +238,10 @@ def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
     renamed over it, which a device or a pipe there must not see (a plain write to
     /dev/stdout is fine)."""
     out = Path(out)
+    if replaced and _names_descriptor(out):
+        # Its file would be replaced: a redirected stdout's log became the model.
+        raise OutputError(f"{out}: names an open stream (standard output?), not a file; a model is written to a "
+                          "file: give a file path")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         problem = "is not a directory" if parent.exists() else "does not exist"
@@ -251,6 +254,13 @@ def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
         raise OutputError(f"{out}: is not a regular file (a device, a pipe or a socket); give a file path")
     if not out.exists() and str(out.absolute()).startswith(("/proc/", "/sys/")):  # root may "write" there
         raise OutputError(f"{out}: no new file can be made under {out.absolute().parts[1]}; give a file path")
+
+
+def _names_descriptor(path: Path) -> bool:
+    """/dev/stdout, /dev/fd/N, /proc/self/fd/N and the like: links to whatever is open there."""
+    text = str(path.absolute())
+    return text in ("/dev/stdin", "/dev/stdout", "/dev/stderr") or text.startswith("/dev/fd/") or (
+        text.startswith("/proc/") and "/fd/" in text)
 
 
 def written_path(out: str | os.PathLike) -> Path:
@@ -269,6 +279,8 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     protobuf message. Once written, ``model`` is as it was. Through a link, the file it
     names is replaced (its weights beside it) and the link stays.
     """
+    if _names_descriptor(Path(out)):
+        check_writable(out)  # refused
     out = written_path(out)
     check_writable(out)
     parent = out.parent if str(out.parent) else Path(".")

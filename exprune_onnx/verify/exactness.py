@@ -10,7 +10,7 @@ import onnx
 
 from .. import ops
 from ..errors import error_message, original_unloadable
-from ..io.data import Dataset
+from ..io.data import Dataset, quoted_source
 from ..progress import quiet
 from ..tuning.metrics import abs_diff, finite_abs, rounding_tolerance
 from .base import SPARSE_OPS, Row
@@ -76,7 +76,7 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     unread = f"; not compared: {', '.join(skipped)} (sequences or maps)" if skipped else ""
     wider = "".join(f", {t:g} for {kind} outputs (two of their steps)" for kind, t in widened.items())
     return Row(name, True, f"outputs equal the original's within {tolerance:g}{wider} of their largest magnitude, with "
-                           f"optimisations off and at the default level, on {len(data)} samples of '{data.source}' "
+                           f"optimisations off and at the default level, on {len(data)} samples of {quoted_source(data.source)} "
                            f"(largest {worst:.1e}){unread}")
 
 

@@ -1,0 +1,94 @@
+"""What the command prints, as a program whose streams a pipeline sets up (cli.py, launch.py,
+cli_boundary.py): the tables go out before the model is renamed into place, so a stream
+that cannot take them leaves no new model behind a non-zero exit; a name the stream's
+encoding cannot spell is escaped; -o never writes to a stream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_calls import assert_one_line_error, invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "models" / "fashion_cnn.onnx"
+_FAST = ("--no-check", "--objective", "flops")  # nothing timed, nothing run
+
+
+def _command(*args, stdout=subprocess.PIPE, env=None, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # this tree's package, from any folder
+    return subprocess.run([sys.executable, "-m", "exprune_onnx", *map(str, args)], stdout=stdout,
+                          stderr=subprocess.PIPE, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_standard_output_leaves_no_model(tmp_path):
+    out = tmp_path / "out.onnx"
+    with open("/dev/full", "w") as full:
+        done = _command("optimize", EXAMPLE, "-o", out, *_FAST, stdout=full)
+    assert done.returncode == 5, done.stderr
+    assert b"cannot write to standard output" in done.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_standard_output_leaves_the_previous_model_as_it_was(tmp_path):
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"previous")
+    with open("/dev/full", "w") as full:
+        assert _command("optimize", EXAMPLE, "-o", out, *_FAST, stdout=full).returncode == 5
+    assert out.read_bytes() == b"previous"
+
+
+def test_a_reader_gone_before_the_tables_leaves_no_model(tmp_path):
+    out = tmp_path / "out.onnx"
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write is EPIPE
+    try:
+        done = _command("optimize", EXAMPLE, "-o", out, *_FAST, stdout=write)
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert not out.exists()
+
+
+def test_a_name_the_encoding_cannot_spell_is_escaped_not_an_internal_error(tmp_path):
+    folder = tmp_path / "dïr ☃"
+    folder.mkdir()
+    model = folder / "mödel.onnx"
+    shutil.copy(EXAMPLE, model)
+    done = _command("optimize", model, "-o", folder / "öut.onnx", *_FAST, env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout.decode("ascii") and "\\xf6ut.onnx" in done.stdout.decode("ascii")
+    assert (folder / "öut.onnx").exists()
+
+
+def test_a_path_of_undecodable_bytes_is_named_as_such(tmp_path):
+    model = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xffname.onnx"))
+    shutil.copy(EXAMPLE, model)
+    done = invoke("optimize", model, "-o", tmp_path / "out.onnx", "--no-check")
+    assert_one_line_error(done, 3, "not text in this system's encoding", "LANG=C.UTF-8")
+    assert "checker" not in done.output
+
+
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_an_output_that_names_an_open_stream_is_refused(name, tmp_path):
+    log = tmp_path / "ci.log"
+    log.write_text("earlier lines\n")
+    with open(log, "a") as f:
+        done = _command("optimize", EXAMPLE, "-o", name, *_FAST, stdout=f)
+    assert done.returncode == 5
+    assert b"names an open stream" in done.stderr
+    assert log.read_text() == "earlier lines\n"
+
+
+@pytest.mark.parametrize(("value", "words"), [("-", "not to standard output"), ("", "is empty")])
+def test_an_output_of_dash_or_nothing_is_a_usage_error(value, words, tmp_path):
+    done = _command("optimize", EXAMPLE, "-o", value, "--no-check", cwd=tmp_path)
+    assert done.returncode == 2
+    assert words in done.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
