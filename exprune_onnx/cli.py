@@ -148,7 +148,8 @@ def main(debug: bool) -> None:
               help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
 @click.option("--max-drop", type=float, callback=_budget,
               default=0.001, show_default=True,
-              help="Budget: the largest metric drop allowed, a fraction in [0, 1] (0.001 = 0.1 point of accuracy).")
+              help="Budget: the largest metric drop allowed, a fraction in [0, 1] (0.001 = 0.1 point of accuracy), "
+                   "promised for data drawn as the calibration data were (independent samples, the same mix).")
 @click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
               help="accuracy (needs labels), lost (right answers turned wrong, needs labels), agreement "
                    "(top-1 class, or a Sigmoid's yes/no answers, unchanged) or relerr (mean relative error).")

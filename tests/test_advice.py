@@ -1,5 +1,7 @@
 """report/advice.py: the warnings under optimize's tables, each with what to change."""
 
+from pathlib import Path
+
 import onnx
 from click.testing import CliRunner
 from helpers import save_model, three_layer_mlp
@@ -8,6 +10,8 @@ import exprune_onnx
 from exprune_onnx.cli import main
 from exprune_onnx.config import Options
 from exprune_onnx.report.advice import costlier_layers
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_outputs_compared_by_value_warn_when_they_move_much():
@@ -367,3 +371,19 @@ def test_a_check_that_measures_the_budget_exceeded_is_warned_of():
     assert over_budget_on_check(within, model) == []
     assert over_budget_on_check(CheckResult(128, "d.npz", [], {}, None), model) == []  # no labels: nothing measured
     assert over_budget_on_check(worse, three_layer_mlp()) == []  # no budget stamped
+
+
+def test_calibration_data_of_one_class_is_warned_of(tmp_path):
+    """A trial calibrated on one class certified its budget there and lost 35 points on the
+    balanced test set, with no word."""
+    import numpy as np
+
+    data = np.load(ROOT / "models" / "fashion_test_slice.npz")
+    nine = data["labels"] == 9
+    np.savez(tmp_path / "nine.npz", input=data["input"][nine], labels=data["labels"][nine])
+    r = CliRunner().invoke(main, ["optimize", str(ROOT / "models" / "fashion_cnn.onnx"), "-o", str(tmp_path / "o.onnx"),
+                                  "--calibration", str(tmp_path / "nine.npz"), "--max-drop", "0.05", "--confidence",
+                                  "0", "--objective", "flops", "--sparse-relu", "off"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert f"warning: class 9 is 100% of the {int(nine.sum())} calibration samples (by their labels)" in text, text

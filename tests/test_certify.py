@@ -11,7 +11,7 @@ from helpers import calibration_dataset, calibration_mlp, run_plain
 from exprune_onnx.config import Options
 from exprune_onnx.io.data import random_dataset
 from exprune_onnx.report.certificate import certificate_json, certificate_rows
-from exprune_onnx.tuning.certify import ABOVE, distinct, ladder, sample_losses
+from exprune_onnx.tuning.certify import ABOVE, distinct, ladder, repeats_note, sample_losses
 from exprune_onnx.tuning.ladder import LADDER, step_down
 from exprune_onnx.tuning.metrics import predictions
 from exprune_onnx.tuning.risk import RiskTest, samples_needed
@@ -268,6 +268,20 @@ def test_the_data_asked_for_counts_the_samples_with_no_label_left_out():
     assert dict(certificate_rows(whole))["data"] == "any: a budget of 100% holds whatever the model answers"
 
 
+def test_repeated_samples_kept_at_confidence_0_are_said_to_weaken_the_held_out_check():
+    """At confidence 0 the repeats stay (no certificate counts them), so a copy on each side
+    of the split is a held-out sample the search saw: a trial's 100 images given 10 times
+    were "met on 500 held-out samples" without a word."""
+    model = calibration_mlp()
+    data = calibration_dataset(model, count=200)
+    copies = np.tile(np.arange(100), 2)
+    repeated = dataclasses.replace(data, inputs={"x": data.inputs["x"][copies]}, labels=data.labels[copies])
+    notes = search(model, Options(confidence=0.0), repeated, max_drop=0.01, seed=0).notes
+    assert [n for n in notes if n.startswith("100 of the 200 calibration samples repeat earlier ones")], notes
+    assert not [n for n in search(model, Options(confidence=0.0), data, max_drop=0.01, seed=0).notes if "repeat" in n]
+    assert repeats_note(repeated, held=0) == []  # --holdout 0: no held-out part to re-score
+
+
 def test_repeated_samples_count_once():
     """5000 rows of 20 images certified a 1-point budget its test set missed by 8: a repeat
     is no new draw, and copies on both sides of the split were "never seen" by the search."""
@@ -414,3 +428,16 @@ def test_a_rung_timed_again_is_measured_as_written(scripted_clock, monkeypatch, 
     assert ("kept (the certified rung's: 0.800 ms against the original's 1.000 ms)" in text) == bool(written)
     assert "the original is written unchanged" not in text
 
+
+
+@pytest.mark.parametrize("holdout", [0.5, 0.3, 0.25, 0.9])
+def test_the_samples_asked_for_are_the_fewest_whose_testing_part_is_large_enough(holdout):
+    """A trial gave 459 samples after being told 460: half of 459 rounds to 230."""
+    from exprune_onnx.tuning.certify import fewest_samples
+    from exprune_onnx.tuning.search import split_indices
+
+    assert fewest_samples(230, 0.5) == 459
+    for testing in (1, 7, 230, 2302):
+        n = fewest_samples(testing, holdout)
+        assert len(split_indices(n, holdout, 0)[1]) >= testing  # (and leaves one to calibrate on)
+        assert round((n - 1) * holdout) < testing or round((n - 1) * holdout) >= n - 1

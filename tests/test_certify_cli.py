@@ -68,7 +68,7 @@ def test_cli_says_plainly_when_the_data_is_too_small(tiny, tmp_path):
     text = " ".join(r.output.split())
     assert r.exit_code == 6 and "Traceback" not in text, r.output
     assert ("the calibration data is too small: certifying 0.1% at confidence 0.9 needs at least 2302 testing "
-            "samples with no loss, there are 600; give 4604 or more calibration samples, a larger --max-drop or a "
+            "samples with no loss, there are 600; give 4603 or more calibration samples, a larger --max-drop or a "
             "lower --confidence") in text, text
     assert "search" not in text and not out.exists()
     r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(out), "--calibration", str(npz), "--max-drop",
@@ -85,6 +85,15 @@ def test_bad_confidence_is_a_usage_error(tiny, tmp_path, value):
                                   f"--confidence={value}"])
     assert r.exit_code == 2 and "confidence must be a number in [0, 1)" in r.output
     assert "Traceback" not in r.output and not out.exists() and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["0.01", "0.49"])
+def test_a_confidence_under_even_odds_is_a_usage_error(tiny, tmp_path, value):
+    path, npz = tiny
+    r = CliRunner().invoke(main, ["optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--calibration", str(npz),
+                                  f"--confidence={value}"])
+    assert r.exit_code == 2 and f"confidence {value} promises less than even odds" in r.output, r.output
+    assert not (tmp_path / "o.onnx").exists()
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "inf"])

@@ -253,3 +253,37 @@ def test_the_same_infinity_in_both_is_no_difference():
     moved = ref.copy()
     moved[0, 0] = 0.0
     assert abs_diff(ref, moved)[0, 0] == np.inf
+
+
+def _scores(classes: np.ndarray, width: int) -> np.ndarray:
+    """Scores whose arg-max is ``classes``."""
+    out = np.zeros((len(classes), width), np.float32)
+    out[np.arange(len(classes)), classes] = 1.0
+    return out
+
+
+def test_a_class_mix_of_one_class_or_few_classes_is_warned_of():
+    from exprune_onnx.tuning.metrics import class_mix_warnings
+
+    balanced = np.arange(200) % 10
+    assert class_mix_warnings(_scores(balanced, 10), balanced) == []
+    one = np.full(200, 9)
+    (text,) = class_mix_warnings(_scores(balanced, 10), one)
+    assert text.startswith("class 9 is 100% of the 200 calibration samples (by their labels)")
+    mostly = np.where(np.arange(200) < 190, 1, balanced)  # 95% class 1, all ten present
+    assert class_mix_warnings(_scores(balanced, 10), mostly)[0].startswith("class 1 is 96% of the 200")
+    (text,) = class_mix_warnings(_scores(mostly, 10), None)  # no labels: the original's answers
+    assert "(by the original's answers)" in text
+    few = np.arange(200) % 4  # 50 samples a class, 4 of 10 classes
+    assert class_mix_warnings(_scores(few, 10), few)[0].startswith("the 200 calibration samples hold 4 of the "
+                                                                   "model's 10 classes")
+    assert class_mix_warnings(_scores(few[:40], 10), few[:40]) == []  # too few samples to expect every class
+
+
+def test_the_class_mix_is_not_judged_for_two_classes_maps_or_ignored_labels():
+    from exprune_onnx.tuning.metrics import IGNORE, class_mix_warnings
+
+    one = np.zeros(100, np.int64)
+    assert class_mix_warnings(_scores(one, 2), one) == []  # a yes/no model meets mostly one answer
+    assert class_mix_warnings(np.zeros((4, 10, 8, 8), np.float32), None) == []
+    assert class_mix_warnings(_scores(np.arange(100) % 10, 10), np.full(100, IGNORE)) == []

@@ -148,9 +148,10 @@ def moved_while_exact(checked, model: onnx.ModelProto) -> list[str]:
         return []
     kinds = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     return [f"nothing is pruned, yet output '{escape(d.name)}' differs from the original's by {d.max_rel:.2g} of its "
-            "largest |value| on the check, more than float rounding: a QuantizeLinear after a rewritten layer can "
-            "round a float difference to a whole step, or onnxruntime runs part of the original differently from "
-            "its rewrite (it quantizes a QDQ model's float layers between Q/DQ pairs); --explain lists the rewrites: "
+            "largest |value| on the check, more than float rounding: an op after a rewritten layer can magnify its "
+            "rounding (a Div by values near 0, a QuantizeLinear rounding it to a whole step), or onnxruntime runs "
+            "part of the original differently from its rewrite (it quantizes a QDQ model's float layers between "
+            "Q/DQ pairs); --explain lists the rewrites: "
             "--config leaves out an early-exit layer, --sparse-relu off the zero-input reads"
             for d in checked.outputs if not d.index and d.runs is None
             and rounding_tolerance(kinds.get(d.name, 0), EXACT_TOLERANCE) < d.max_rel < math.inf]

@@ -40,7 +40,7 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
         rows.append(("certified", "no rung: no pruning layer was written"))
     if not cert.enough:
         rows.append(("data", too_small(cert.budget, cert.confidence, cert.needed, cert.samples, _total_needed(cert),
-                                       bool(cert.repeats))))
+                                       cert.repeats)))
     elif cert.needed == 0:  # a budget of every answer: nothing to measure
         rows.append(("data", f"any: a budget of {pct} holds whatever the model answers"))
     else:
@@ -48,10 +48,12 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     return rows
 
 
-def too_small(budget: float, confidence: float, needed: int, samples: int, total: int, repeats: bool) -> str:
-    """Why data of ``samples`` testing samples cannot certify ``budget``, and what would."""
+def too_small(budget: float, confidence: float, needed: int, samples: int, total: int, repeats: int) -> str:
+    """Why data of ``samples`` testing samples cannot certify ``budget``, and what would;
+    ``repeats``: samples left out as repeats of earlier ones."""
+    left_out = f" ({repeats} repeat(s) of other samples left out)" if repeats else ""
     return (f"too small: certifying {100 * budget:g}% at confidence {confidence:g} needs at least {count_text(needed)} "
-            f"testing samples with no loss, there are {samples}; give {count_text(total)} or more "
+            f"testing samples with no loss, there are {samples}{left_out}; give {count_text(total)} or more "
             f"{'distinct ' if repeats else ''}calibration samples, a larger --max-drop or a lower --confidence")
 
 

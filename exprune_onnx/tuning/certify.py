@@ -249,6 +249,18 @@ def distinct(data: Dataset) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
+def repeats_note(data: Dataset, held: int) -> list[str]:
+    """Repeated samples, which the certified search leaves out, kept at confidence 0: a copy
+    on each side of the split is a held-out sample the search saw (a trial's 100 images
+    given 10 times were "met on 500 held-out samples")."""
+    repeats = len(data) - len(distinct(data)) if held else 0
+    if not repeats:
+        return []
+    return [f"{repeats} of the {len(data)} calibration samples repeat earlier ones: at --confidence 0 they are kept, "
+            "so the held-out part re-scores samples the search saw and 'met' says less; a certificate (--confidence "
+            "0.9) counts each once"]
+
+
 def check_enough(data: Dataset, max_drop: float, holdout: float, seed: int, confidence: float) -> None:
     """Refuse data whose testing part could not certify ``max_drop`` even with no loss at
     all: known from the counts alone, before the search's minutes (the search itself, as
@@ -262,7 +274,19 @@ def check_enough(data: Dataset, max_drop: float, holdout: float, seed: int, conf
         from ..report.certificate import too_small
 
         raise DataError("the calibration data is " + too_small(max_drop, confidence, least, testing,
-                                                                math.ceil(least / holdout), kept < len(data)))
+                                                                fewest_samples(least, holdout), len(data) - kept))
+
+
+def fewest_samples(testing: int, holdout: float) -> int:
+    """The fewest samples whose held-out share (split_indices rounds it) is ``testing``
+    samples or more, leaving one to calibrate on: 459 at a half gives 230, where 2 * 230
+    said 460."""
+    if testing > 2**50:  # past float's exact integers: the count is printed as "about" anyway
+        return math.ceil(testing / holdout)
+    count = max(1, math.floor((testing - 0.5) / holdout))
+    while round(count * holdout) < testing or round(count * holdout) >= count:
+        count += 1
+    return count
 
 
 def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: str, max_drop: float,

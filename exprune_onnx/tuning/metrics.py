@@ -298,6 +298,32 @@ def label_warnings(ref: np.ndarray, labels: np.ndarray) -> list[str]:
             "labels in the samples' order, and for the scored output? A budget measured against them says little"]
 
 
+def class_mix_warnings(ref: np.ndarray, labels: np.ndarray | None) -> list[str]:
+    """A classifier's calibration samples unlike the inputs it meets in use: one class most
+    of them, or many samples of under half the classes (by their labels, else by the
+    original's answers). The promise is for inputs drawn as these were: a model calibrated
+    on one class of Fashion-MNIST held its certificate there and lost 35 points on the
+    balanced test set (a trial), with no word. Plain [N, classes] scores only: a map's or
+    a sequence's positions say little of how the samples were drawn."""
+    if ref.ndim != 2 or ref.dtype.kind != "f" or ref.shape[1] < 3:
+        return []
+    labelled = labels is not None and labels.ndim == 1 and labels.shape[0] >= ref.shape[0]
+    seen = labels[labels != IGNORE] if labelled else predictions(ref)
+    if seen.size == 0:
+        return []
+    by = "by their labels" if labelled else "by the original's answers"
+    values, counts = np.unique(seen, return_counts=True)
+    share = counts.max() / seen.size
+    if share > 0.5:
+        what = f"class {values[counts.argmax()]} is {100 * share:.0f}% of the {seen.size} calibration samples ({by})"
+    elif seen.size >= 5 * ref.shape[1] and len(values) < ref.shape[1] / 2:
+        what = f"the {seen.size} calibration samples hold {len(values)} of the model's {ref.shape[1]} classes ({by})"
+    else:
+        return []
+    return [f"{what}: the budget is promised for inputs drawn as these were; where the classes come in another mix "
+            "the drop can be far larger (docs/calibration.md, \"What the promise needs\")"]
+
+
 def thin_holdout(metric: str, max_drop: float, held: int, holdout: float = 0.0, samples: int = 0) -> str:
     """A note for an uncertified budget whose held-out part is too small for "met" to mean
     anything: under one answer's worth of the budget, a single changed answer is already

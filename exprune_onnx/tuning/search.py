@@ -50,9 +50,10 @@ from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
+from .certify import repeats_note
 from .label_layout import laid_out
 from .ladder import CERTIFIED, explore, step_down
-from .metrics import LABELLED, Score, choose, label_warnings, score
+from .metrics import LABELLED, Score, choose, class_mix_warnings, label_warnings, score
 from .objective import times_zero_inputs, with_sparse_choice
 
 CHOICES = ("threshold", "statstest", "certified", "auto")
@@ -345,6 +346,8 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     asked = metric != "auto"
     metric = choose(metric, every, runner.layout.labels(data.labels), runner.kind)
     notes = label_warnings(runner.layout.values(runner.reference, metric), runner.labels) if metric in LABELLED else []
+    notes += class_mix_warnings(runner.reference, runner.layout.labels(data.labels) if metric in LABELLED else None)
+    notes += repeats_note(data, len(hold_idx))
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
