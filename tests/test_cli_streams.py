@@ -1,7 +1,8 @@
 """What the command prints, as a program whose streams a pipeline sets up (cli.py, launch.py,
 cli_boundary.py): the tables go out before the model is renamed into place, so a stream
 that cannot take them leaves no new model behind a non-zero exit; a name the stream's
-encoding cannot spell is escaped; -o never writes to a stream."""
+encoding cannot spell is escaped; -o never writes to a stream; a Ctrl-C before the tables
+print writes nothing, and one after lets the command finish."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 from cli_calls import assert_one_line_error, invoke
+from click.testing import CliRunner
+
+from exprune_onnx.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "models" / "fashion_cnn.onnx"
@@ -92,3 +96,46 @@ def test_an_output_of_dash_or_nothing_is_a_usage_error(value, words, tmp_path):
     assert done.returncode == 2
     assert words in done.stderr.decode()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_while_the_tables_are_made_writes_nothing(example, tmp_path, monkeypatch):
+    """The tables are made before anything is put in place (they print just before the
+    rename, so that a stream that cannot take them leaves no model): a Ctrl-C while they
+    are made is 130 with nothing written."""
+    import signal
+
+    from exprune_onnx.report import tables
+
+    printed = tables.print_optimized
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # lands at once: the interpreter checks between steps
+        printed(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "print_optimized", interrupted)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check",
+                                  "--objective", "flops", "--threshold", "-1", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 130, r.output
+    assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_a_ctrl_c_while_the_tables_print_lets_the_command_finish(example, tmp_path, monkeypatch):
+    """130 says nothing was written: once the tables print, the model goes into place next,
+    so a Ctrl-C there lets the command finish. Handlers are the caller's again after."""
+    import signal
+
+    from exprune_onnx import cli
+
+    show = cli.show
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        show(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "show", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check",
+                                  "--objective", "flops", "--threshold", "-1", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    assert (tmp_path / "o.onnx").exists() and (tmp_path / "r.json").exists()
+    assert signal.getsignal(signal.SIGINT) is before

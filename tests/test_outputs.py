@@ -215,28 +215,6 @@ def test_a_sigterm_while_the_outputs_are_staged_leaves_none_of_them(example, tmp
     assert proc.returncode == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx", "r.json"]
 
 
-def test_a_ctrl_c_once_everything_is_written_lets_the_command_finish(example, tmp_path, monkeypatch):
-    """130 says nothing was written: a Ctrl-C while the tables print, after the model and the
-    report are in place, ended in 130 with both there. Handlers are the caller's again after."""
-    import signal
-
-    from exprune_onnx.report import tables
-
-    printed = tables.print_optimized
-
-    def interrupted(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)  # lands at once: the interpreter checks between steps
-        printed(*args, **kwargs)
-
-    monkeypatch.setattr(tables, "print_optimized", interrupted)
-    before = signal.getsignal(signal.SIGINT)
-    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check",
-                                  "--objective", "flops", "--threshold", "-1", "--report", str(tmp_path / "r.json")])
-    assert r.exit_code == 0 and "wrote" in r.output, r.output
-    assert (tmp_path / "o.onnx").exists() and (tmp_path / "r.json").exists()
-    assert signal.getsignal(signal.SIGINT) is before
-
-
 def test_a_ctrl_c_just_after_the_model_is_in_place_lets_the_command_finish(example, tmp_path, monkeypatch):
     """A trial's Ctrl-C sweep: once in 225 runs the signal fell between the model's rename and
     the point where the command stopped taking signals, and it ended in 130 ("no file is left
@@ -401,7 +379,7 @@ def test_a_regular_file_under_dev_is_replaced_not_appended_to():
     try:
         outputs.write_json(path, {"run": 1})
         outputs.write_json(path, {"run": 2})
-        assert json.loads(path.read_text()) == {"run": 2}
+        assert json.loads(path.read_text()) == {"schema": outputs.JSON_SCHEMA, "run": 2}
     finally:
         path.unlink(missing_ok=True)
 
@@ -432,3 +410,14 @@ def test_a_file_replaced_keeps_its_permissions(tmp_path, external):
     other = tmp_path / "new.onnx"
     modelio.save_model(three_layer_mlp(), other)
     assert other.stat().st_mode & 0o777 == fresh
+
+
+def test_the_json_files_start_with_their_layouts_version():
+    """A pipeline reads the version before the keys (docs/json.md); the payload's own keys
+    follow in their order."""
+    import json
+
+    text = outputs.json_text({"b": 1, "a": 2})
+    assert list(json.loads(text)) == ["schema", "b", "a"] and json.loads(text)["schema"] == outputs.JSON_SCHEMA
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "json.md").read_text()
+    assert documented.count(f"| `schema` | {outputs.JSON_SCHEMA} |") == 2

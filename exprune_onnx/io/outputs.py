@@ -30,10 +30,15 @@ def refuse_overwriting(outputs: list, models: list, others: tuple, replaced: boo
             raise OutputError(f"{out}: the output model's weights may be written there ({sidecar.name})")
 
 
+# The version of the JSON files' layout (docs/json.md): raised when a key is renamed,
+# removed or changes meaning, not when one is added.
+JSON_SCHEMA = 1
+
+
 def json_text(payload: dict) -> str:
     import json
 
-    return json.dumps(payload, indent=2) + "\n"
+    return json.dumps({"schema": JSON_SCHEMA, **payload}, indent=2) + "\n"
 
 
 def is_stream(path: Path) -> bool:
