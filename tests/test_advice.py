@@ -387,3 +387,6 @@ def test_calibration_data_of_one_class_is_warned_of(tmp_path):
     text = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
     assert f"warning: class 9 is 100% of the {int(nine.sum())} calibration samples (by their labels)" in text, text
+    # Off a terminal a warning stays on one line, for a log's grep to find whole.
+    assert any(line.startswith("warning: class 9") and line.endswith('"What the promise needs")')
+               for line in r.output.splitlines()), r.output

@@ -344,6 +344,7 @@ def test_the_check_refuses_random_samples_the_machine_cannot_hold(tmp_path):
     ("calib.npz, held out", "'calib.npz' (its held-out part)"),
     ("my, data.npz, calibrated on", "'my, data.npz' (the part calibrated on)"),
     ("a, b.npz", "'a, b.npz'"),  # a comma in a name is no part
+    ("random", "seeded random inputs"),  # no file: not quoted as though it were one
 ])
 def test_a_part_of_the_data_is_named_outside_the_quotes(source, text):
     assert quoted_source(source) == text

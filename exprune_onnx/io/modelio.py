@@ -238,10 +238,8 @@ def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
     renamed over it, which a device or a pipe there must not see (a plain write to
     /dev/stdout is fine)."""
     out = Path(out)
-    if replaced and _names_descriptor(out):
-        # Its file would be replaced: a redirected stdout's log became the model.
-        raise OutputError(f"{out}: names an open stream (standard output?), not a file; a model is written to a "
-                          "file: give a file path")
+    if replaced:
+        _refuse_descriptor(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         problem = "is not a directory" if parent.exists() else "does not exist"
@@ -256,11 +254,14 @@ def check_writable(out: str | os.PathLike, replaced: bool = True) -> None:
         raise OutputError(f"{out}: no new file can be made under {out.absolute().parts[1]}; give a file path")
 
 
-def _names_descriptor(path: Path) -> bool:
-    """/dev/stdout, /dev/fd/N, /proc/self/fd/N and the like: links to whatever is open there."""
+def _refuse_descriptor(path: Path) -> None:
+    """Refuse /dev/stdout, /dev/fd/N, /proc/self/fd/N and the like, links to whatever is open
+    there: its file would be replaced (a redirected stdout's log became the model)."""
     text = str(path.absolute())
-    return text in ("/dev/stdin", "/dev/stdout", "/dev/stderr") or text.startswith("/dev/fd/") or (
-        text.startswith("/proc/") and "/fd/" in text)
+    if text in ("/dev/stdin", "/dev/stdout", "/dev/stderr") or text.startswith("/dev/fd/") or (
+            text.startswith("/proc/") and "/fd/" in text):
+        raise OutputError(f"{path}: names an open stream (standard output?), not a file; a model is written to a "
+                          "file: give a file path")
 
 
 def written_path(out: str | os.PathLike) -> Path:
@@ -279,8 +280,7 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     protobuf message. Once written, ``model`` is as it was. Through a link, the file it
     names is replaced (its weights beside it) and the link stays.
     """
-    if _names_descriptor(Path(out)):
-        check_writable(out)  # refused
+    _refuse_descriptor(Path(out))  # (before the link is followed to the file it would replace)
     out = written_path(out)
     check_writable(out)
     parent = out.parent if str(out.parent) else Path(".")

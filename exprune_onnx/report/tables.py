@@ -177,7 +177,8 @@ def saved_text(saved: float, skipped: float) -> str:
         return f"{percent(saved)} saved, all by exact zero-input skipping"
     rest = "under 0.05%" if percent(abs(saved - skipped)) == "0.0%" else percent(abs(saved - skipped))
     if saved < skipped:  # early exits that prune less than their partial products cost (none at -inf)
-        return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, less {rest} the early exits add"
+        return (f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, less {rest} the early "
+                "exits add")
     return f"{percent(saved)} saved: {percent(skipped)} by exact zero-input skipping, {rest} by pruning"
 
 

@@ -76,8 +76,8 @@ def exactness_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     unread = f"; not compared: {', '.join(skipped)} (sequences or maps)" if skipped else ""
     wider = "".join(f", {t:g} for {kind} outputs (two of their steps)" for kind, t in widened.items())
     return Row(name, True, f"outputs equal the original's within {tolerance:g}{wider} of their largest magnitude, with "
-                           f"optimisations off and at the default level, on {len(data)} samples of {quoted_source(data.source)} "
-                           f"(largest {worst:.1e}){unread}")
+                           f"optimisations off and at the default level, on {len(data)} samples of "
+                           f"{quoted_source(data.source)} (largest {worst:.1e}){unread}")
 
 
 def _compare(original, optimized, data: Dataset, names: list[str], tolerance: float, batch: int, log,
