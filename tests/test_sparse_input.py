@@ -214,6 +214,19 @@ def test_second_run_changes_nothing():
     assert twice.model.SerializeToString() == once.model.SerializeToString()
 
 
+def test_an_early_exit_op_s_partial_product_is_not_read_sparsely():
+    """fc1's first k units are a MatMul of a Slice of a ReLU (stored unit order): the Slice
+    keeps the zeros, but that MatMul is the early-exit group's own, not a layer to rewrite."""
+    model = mlp()
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on", unit_order="stored")
+    assert node_types(res.model) == ["Relu", "Slice", "MatMul", "ExPruneDenseRelu", "ExPruneSparseMatMul"]
+    assert [(s.layer, s.source) for s in res.sparse] == [("fc2", ops.DENSE_RELU)]
+    onnx.checker.check_model(res.model)
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 8, 0)))
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, sparse_relu="on", unit_order="stored")
+    assert not again.changed
+
+
 def test_pass_also_finds_early_exit_ops_already_in_the_model():
     model = mlp()
     dense = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_input=False)

@@ -89,15 +89,62 @@ def conv_after(chain_ops: list[str]) -> onnx.ModelProto:
     return make_model(nodes, [vi("x", ["N", 3, HW, HW])], [vi("out", None)], inits)
 
 
-def test_conv_reads_zeros_through_dropout_and_a_1x1_pool_not_a_transpose():
-    model = conv_after(["Dropout", "AveragePool", "Identity"])
+@pytest.mark.parametrize("chain_ops", [["Dropout", "AveragePool", "Identity"], ["Transpose"]], ids=["pool", "transpose"])
+def test_conv_reads_zeros_through_dropout_a_1x1_pool_or_a_transpose(chain_ops):
+    """A Transpose moves each zero with its value: the conv skips it where it lands."""
+    model = conv_after(chain_ops)
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
-    assert node_types(res.model) == ["Conv", "Relu", "Dropout", "AveragePool", "Identity", ops.SPARSE_CONV]
+    assert node_types(res.model) == ["Conv", "Relu", *chain_ops, ops.SPARSE_CONV]
     onnx.checker.check_model(res.model)
     assert_equivalent(model, res.model, feeds(model))
     assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
-    # A Conv's channels are its input's axis 1: a Transpose before it is not looked through.
-    res = exprune_onnx.optimize_model(conv_after(["Transpose"]), threshold=NEG_INF, sparse_relu="on")
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, sparse_relu="on")
+    assert not again.changed and not again.sparse
+
+
+def shuffle_block(select: str, branch: str = "Relu") -> onnx.ModelProto:
+    """ShuffleNet v2's unit between two branches: Concat(Relu, <branch>) -> channel shuffle
+    (Reshape -> Transpose -> Reshape) -> the second half (Split, or a Slice as older exports
+    write it) -> conv2."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["a"]), helper.make_node(branch, ["c0"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["cat"], axis=1),
+             helper.make_node("Reshape", ["cat", "grouped"], ["g"]),
+             helper.make_node("Transpose", ["g"], ["gt"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["gt", "flat"], ["shuffled"])]
+    if select == "Split":
+        nodes.append(helper.make_node("Split", ["shuffled", "halves"], ["s0", "s1"], axis=1))
+    else:
+        nodes.append(helper.make_node("Slice", ["shuffled", "starts", "ends", "axes"], ["s1"]))
+    nodes.append(helper.make_node("Conv", ["s1", "W1"], ["out"], name="conv2", pads=[1, 1, 1, 1]))
+    inits = [init("W0", rng.normal(size=(C, 3, 3, 3)).astype(np.float32)),
+             init("W1", rng.normal(size=(C, C, 3, 3)).astype(np.float32)),
+             init("grouped", np.array([0, 2, C, HW, HW], np.int64)),
+             init("flat", np.array([0, 2 * C, HW, HW], np.int64)), init("halves", np.array([C, C], np.int64)),
+             init("starts", np.array([C], np.int64)), init("ends", np.array([2 * C], np.int64)),
+             init("axes", np.array([1], np.int64))]
+    outputs = [vi("out", None)] + ([vi("s0", None)] if select == "Split" else [])
+    return make_model(nodes, [vi("x", ["N", 3, HW, HW])], outputs, inits)
+
+
+@pytest.mark.parametrize("select", ["Split", "Slice"])
+def test_conv_reads_zeros_after_a_channel_shuffle_and_split(select):
+    model = shuffle_block(select)
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
+    assert [s.layer for s in res.sparse] == ["conv2"]
+    assert node_types(res.model) == ["Conv", "Relu", "Relu", "Concat", "Reshape", "Transpose", "Reshape", select,
+                                     ops.SPARSE_CONV]
+    onnx.checker.check_model(res.model)
+    assert_equivalent(model, res.model, feeds(model))
+    assert all(r.ok for r in verify(model, res.model, random_dataset(model, 4, 0)))
+    again = exprune_onnx.optimize_model(res.model, threshold=NEG_INF, sparse_relu="on")
+    assert not again.changed and not again.sparse
+
+
+def test_a_shuffle_of_a_part_without_zeros_is_not_read_sparsely():
+    """Half of the shuffled channels come from a Sigmoid: the conv reads no ReLU's zeros."""
+    res = exprune_onnx.optimize_model(shuffle_block("Split", branch="Sigmoid"), threshold=NEG_INF, sparse_relu="on")
     assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)
 
 

@@ -1,6 +1,7 @@
 """Zero-input skipping for convolutions: a Conv reading a ReLU's zeros visits only the non-zero inputs.
 
-    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout, Pad, nearest Resize] -> x
+    Relu | Clip(0, .) | early-exit op [-> MaxPool, 1x1 AveragePool, Identity, Dropout, Pad, nearest Resize,
+                                        Reshape, Transpose, Split, Slice, ...] -> x
       (or a Concat of such, each part from one of them);
     Conv(x, W[, b]) [-> Add(bias) | Mul(scale)]* [-> Add(residual)] [-> Add(bias)]* [-> Relu | Clip(0, c)]
       =>  ExPruneSparseConv(x, w, bias[, residual]; activation, clip_max)
@@ -24,9 +25,9 @@ an ``ExPruneSparseConv`` that ends in a ReLU is rewritten only with ``sparse_rel
 early-exit op (``ExPruneConvRelu``, ``ExPruneDenseRelu``) with ``sparse_input`` alone.
 
 Exporters: PyTorch (Conv2d [+ BatchNorm] [+ ReLU/ReLU6], ResNet's skip Add before the
-last ReLU), tf2onnx (NHWC models keep their Transposes at the model's edges and around
-nothing in between after tf2onnx's optimiser; a Conv reading a Transpose is not a
-candidate, as for the early-exit rules), Caffe2 (BatchNorm as Mul + Add, Sum joins).
+last ReLU, ShuffleNet's channel shuffle and split before a conv), tf2onnx (NHWC models
+keep their Transposes at the model's edges after tf2onnx's optimiser; a Conv reading one
+reads the zeros it moved), Caffe2 (BatchNorm as Mul + Add, Sum joins).
 Convs inside If/Loop/Scan bodies are matched like the outer graph's (pipeline contexts).
 
 Like passes/sparse_input.py this is a pass after the early-exit rewrites, not one of
@@ -109,7 +110,7 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
         return None
     x = node.inputs[0]
     source = zero_source(x, ctx)
-    if source is None:
+    if source is None or sparse_input.partial_product(node):
         return None
     layer = common.layer_name(node, ctx)
 

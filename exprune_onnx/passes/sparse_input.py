@@ -100,8 +100,8 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     if node.op not in OP_TYPES or not chain.is_default_domain(node) or not node.outputs or len(node.inputs) < 2:
         return None
     x = node.inputs[0]
-    producer = zeros.zero_writer(x, reshapes=True)
-    if producer is None:
+    producer = zeros.zero_writer(x)
+    if producer is None or partial_product(node):
         return None
     layer = common.layer_name(node, ctx)
 
@@ -181,6 +181,16 @@ def plain_relu_gate(x: gs.Tensor, producer: gs.Node, layer: str, ctx: Context) -
         return (f"its input '{x.name}' comes from {describe(producer)}; the latency objective found the model "
                 "no faster with it read sparsely")
     return None
+
+
+def partial_product(node: gs.Node) -> bool:
+    """Whether ``node`` computes an early-exit op's first k units (its input 0, or 5 under
+    the statstest rule): it reads a Slice of the layer's input, which keeps the zeros, but
+    the op's group is the compiler's own, not a layer of the original to read sparsely."""
+    y = node.outputs[0]
+    return any(r.domain == ops.DOMAIN and r.op in ops.PRUNE_OPS and any(r.inputs[i] is y for i in (0, 5)
+                                                                         if i < len(r.inputs))
+               for r in y.outputs)
 
 
 def relu_sparse_conv(node: gs.Node) -> bool:

@@ -160,7 +160,7 @@ def screenable(result: Result) -> list:
     read = set()
     for s in result.sparse:  # the tensors whose zeros a sparse op reads, through a pool or a Flatten too
         if s.op_node.inputs:
-            writers = zero_writers(s.op_node.inputs[0], reshapes=True)
+            writers = zero_writers(s.op_node.inputs[0])
             read |= {s.op_node.inputs[0].name} | {w.outputs[0].name for w in writers if w is not None}
     return [rw for rw in result.rewritten if rw.candidate.output.name not in read]
 

@@ -66,7 +66,8 @@ def trace_conv(op: gs.Node, canonical: gs.Graph) -> SparseLayer:
         return layer
     x = op.inputs[0]
     if not all(writes_zeros(w) for w in zero_writers(x)):
-        bad(f"its input '{x.name}' does not come from a Relu, Clip or early-exit op, or a pool or Concat of them")
+        bad(f"its input '{x.name}' does not come from a Relu, Clip or early-exit op, or from one through ops "
+            "that keep its zeros (pools, reshapes, Split, Concat, ...)")
     found = _conv_reading(canonical, x.name, op.outputs[0].name)
     if found is None or isinstance(found, str):
         bad(found or f"it writes '{op.outputs[0].name}', which the original does not compute with a Conv "

@@ -70,7 +70,7 @@ def trace(op: gs.Node, original_tensors: dict[str, gs.Tensor], opset: int) -> Sp
             "optional bias and gives y")
         return layer
     x = op.inputs[0]
-    producer = zero_writer(x, reshapes=True)
+    producer = zero_writer(x)
     if not writes_zeros(producer):
         what = describe(producer) if producer is not None else "no node"
         bad(f"its input '{x.name}' comes from {what}, not an early-exit op, Relu or Clip (or a pool or reshape "
