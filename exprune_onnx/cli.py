@@ -289,17 +289,22 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 @input_options(values=False)
 @click.option("--explain", is_flag=True, help="Taken as optimize takes it: inspect always lists why the layers it "
                                               "leaves alone are left.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
+              help="Also write the tables as JSON ('-': stdout).")
 @guarded
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes,
-            explain):
+            explain, json_path):
     """List MODEL's candidate layers (n, k, FLOPs) and why the others are left alone."""
     from .compiler.pipeline import inspect as run_inspect
     from .io.feeds import InputSpec, check_spec
     from .io.modelio import load_model
     from .io.open_dims import assumed_shapes, assumed_text
+    from .io.outputs import refuse_overwriting, write_json
     from .measure.shape_probe import count_as_inspect
     from .report.advice import ours_note
+    from .report.run_report import inspect_report
 
+    refuse_overwriting([json_path], [model], (config,), replaced=False)
     console = make_console()
     options = _options(threshold, config, k, min_units, include_first_layer, unit_order, argmax_only)
     original = load_model(model)
@@ -319,14 +324,19 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     console.print(f"dense FLOPs: {dense_flops_text(result)}" + (
         f", with {escape(assumed_text(original, assumed))}: sizes taken for open dims as optimize takes them "
         "without data (--input-shape sets them)" if assumed else ""))
+    notes = []
     if tried and not assumed and result.uncounted_nodes:  # (a trial's 7.49 MFLOP model read as 34 kFLOPs)
-        console.print(f"note: the model did not run at {escape(assumed_text(original, tried))}, the sizes optimize "
-                      "takes for its open dims without data, so only shape inference counted: --input-shape gives "
-                      "the sizes it takes")
-    ours = ours_note(original, str(model))
-    if ours:
-        console.print(f"note: {escape(ours)}")
-    report.print_fused_warning(console, original)
+        notes.append(f"the model did not run at {assumed_text(original, tried)}, the sizes optimize takes for its "
+                     "open dims without data, so only shape inference counted: --input-shape gives the sizes it takes")
+    notes.append(ours_note(original, str(model)))
+    notes = [n for n in notes if n]
+    for note in notes:
+        console.print(f"note: {escape(note)}")
+    fused = report.fused_warning(original)
+    if fused:
+        console.print(f"[yellow]warning:[/] {escape(fused)}")
+    if json_path is not None:
+        write_json(json_path, {"model": str(model), **inspect_report(result, assumed, notes + [fused] * bool(fused))})
 
 
 main.add_command(evaluate)

@@ -119,9 +119,11 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
                    "calibrated model is held to its budget instead unless this is given.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=EXACT_TOLERANCE, show_default=True, callback=no_nan,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
+              help="Also write the checks as JSON ('-': stdout), failed ones included.")
 @input_options
 @guarded
-def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, input_shapes,
+def verify(original, optimized, data_path, labels, samples, seed, min_agreement, tolerance, json_path, input_shapes,
            input_values):
     """Check that OPTIMIZED is ORIGINAL rewritten by this compiler: structure, weights, exactness, agreement."""
     from rich.table import Table
@@ -131,11 +133,13 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     from .io.feeds import InputSpec
     from .io.modelio import load_model
     from .io.open_dims import assumed_note
+    from .io.outputs import refuse_overwriting, write_json
     from .progress import for_terminal
     from .verify.run import verify_pair
 
     if labels is not None and data_path is None:
         raise click.UsageError("--labels goes with --data")
+    refuse_overwriting([json_path], [original, optimized], (data_path, labels), replaced=False)
     console = make_console()
     ref, opt = load_model(original), load_model(optimized)
     _refuse_swapped(original, optimized, ref, opt, "verify")
@@ -159,6 +163,8 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
             Text("not judged", "yellow") if row.not_judged else Text("pass", "green")
         table.add_row(row.check, result, Text(row.detail))
     console.print(table)
+    if json_path is not None:  # before a failure's exit: a pipeline reads which check failed
+        write_json(json_path, report.jsonable(done.as_json(str(original), str(optimized))))
     failed = done.failed
     if failed:
         raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "

@@ -3,7 +3,6 @@
 import json
 import shutil
 import subprocess
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -88,37 +87,6 @@ def test_a_config_that_names_no_threshold_prunes_nothing(example, tmp_path):
     r = invoke("optimize", example, "-o", tmp_path / "p.onnx", "--config", cfg, "--check-data", SLICE)
     assert r.exit_code == 0 and "lossless" not in r.output, r.output
     assert [n.op_type for n in onnx.load(tmp_path / "p.onnx").graph.node].count("ExPruneConvRelu") == 1
-
-
-def test_inspect_lists_candidates_and_reasons(example):
-    r = invoke("inspect", example)
-    assert r.exit_code == 0, r.output
-    for name in ("/conv2/conv/Conv", "/block/conv2/Conv", "/fc1/Gemm", "graph input"):
-        assert name in r.output
-
-
-def test_inspect_names_the_ops_an_optimised_model_holds(example, tmp_path):
-    r = invoke("inspect", example)
-    assert r.exit_code == 0 and "optimised already" not in r.output, r.output
-    done = invoke("optimize", example, "-o", tmp_path / "o.onnx", "--threshold", "-2", "--objective", "flops")
-    assert done.exit_code == 0, done.output
-    held = Counter(n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node if n.domain == ops.DOMAIN)
-    r = invoke("inspect", tmp_path / "o.onnx")
-    assert r.exit_code == 0, r.output
-    text = " ".join(r.output.split())
-    listed = ", ".join(f"{c} {op}" for op, c in sorted(held.items()))
-    command = f"exprune-onnx verify ORIGINAL {tmp_path / 'o.onnx'}"
-    assert f"the model holds {listed} (optimised already); {command}" in text, text
-
-
-def test_inspect_says_none_where_nothing_is_a_candidate(tmp_path):
-    relu = onnx.helper.make_node("Relu", ["x"], ["y"])
-    value = lambda name: onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 4])  # noqa: E731
-    graph = onnx.helper.make_graph([relu], "g", [value("x")], [value("y")])
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "r.onnx")
-    r = invoke("inspect", tmp_path / "r.onnx")
-    assert r.exit_code == 0, r.output
-    assert "Candidate layers (r.onnx): none" in r.output and "┏" not in r.output, r.output
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """`exprune-onnx evaluate` (cli_checks.py): the two models side by side, the savings set
 only against a model the other was compiled from, and two models that take different
-inputs refused. verify has its own files (test_verify*.py)."""
+inputs refused; `verify --json`. verify's checks have their own files (test_verify*.py)."""
 
 import json
 import os
@@ -94,3 +94,28 @@ def test_a_label_error_names_both_files_when_the_labels_come_apart(example, tmp_
     r = invoke(command, example, example, "--data", tmp_path / "d.npz", "--labels", tmp_path / "y.npy")
     assert r.exit_code == 6, r.output
     assert "--data 'd.npz' with --labels 'y.npy': label 1" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_verify_json_holds_each_row_and_is_written_before_a_failure(example, tmp_path, small_set):
+    out, rep = tmp_path / "o.onnx", tmp_path / "v.json"
+    assert invoke("optimize", example, "-o", out, "--threshold", "-2", "--no-check").exit_code == 0
+    r = invoke("verify", example, out, "--data", small_set, "--min-agreement", "0.9", "--json", rep)
+    assert r.exit_code == 0, r.output
+    got = json.loads(rep.read_text())
+    assert got["schema"] == 1 and got["passed"] and got["samples"] == 160 and got["source"] == small_set.name
+    assert [(c["check"], c["result"]) for c in got["checks"]] == [
+        ("structure", "pass"), ("weights", "pass"), ("exact at -inf", "pass"), ("agreement", "pass")]
+    # A bar the pruned model cannot meet: exit 8, and the JSON says which row failed.
+    r = invoke("verify", example, out, "--data", small_set, "--min-agreement", "1", "--json", rep)
+    assert r.exit_code == 8, r.output
+    got = json.loads(rep.read_text())
+    assert not got["passed"] and got["checks"][3]["result"] == "fail" and "< 100.00%" in got["checks"][3]["detail"]
+    assert [c["result"] for c in got["checks"][:3]] == ["pass"] * 3
+    # '-': standard output holds the JSON alone, the table going to standard error.
+    done = subprocess.run([sys.executable, "-m", "exprune_onnx", "verify", str(example), str(out), "--samples", "4",
+                           "--json", "-"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(MODELS.parent)})
+    assert done.returncode in (0, 8) and not (tmp_path / "-").exists(), done.stderr
+    got = json.loads(done.stdout)
+    assert got["source"] == "random" and got["samples"] == 4 and "Verification of" in done.stderr
+    assert invoke("verify", example, out, "--json", out).exit_code == 5  # not over a model it reads

@@ -4,6 +4,7 @@ itself: test_sparse_matmul_op.py."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -288,10 +289,14 @@ def test_verify_rejects_a_sparse_op_that_replaces_nothing():
 def test_cli_no_sparse_input_and_explain(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(mlp(w2_input=True), src)
+    rep = tmp_path / "r.json"
     r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops", "--explain",
-                                  "--no-check"])
+                                  "--no-check", "--report", str(rep)])
     assert r.exit_code == 0, r.output
     assert "sparse_input" in r.output and "is not a constant" in " ".join(r.output.split())
+    # The report holds --explain's rows, the zero-input reads' among them.
+    rows = {row["layer"]: row for row in json.loads(rep.read_text())["rejected"]}
+    assert rows["fc2"]["rule"] == "sparse_input" and "is not a constant" in rows["fc2"]["reason"]
     onnx.save(mlp(), src)
     for flag, want in (("--no-sparse-input", "Gemm"), ("--sparse-input", ops.SPARSE_MATMUL)):
         r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--objective", "flops", "--threshold",

@@ -30,7 +30,7 @@ def run_report(result, checked, calibrated, timed, timings, original=None) -> di
         "input_measured_flops_per_sample": input_executed(original, result, checked) if original is not None else None,
         "layers": report.get("layers") or run_rows(result, checked, None),
         "zero_input_layers": sparse_rows(result, checked.pruned if checked is not None else None),
-        "rejected": [vars(r) for r in result.rejected],
+        "rejected": rejected_rows(result),
         "latency": latency_json(timed) if timed is not None else None,
         "check": None if checked is None else {
             "samples": checked.samples, "source": checked.source, "outputs": [d.as_json() for d in checked.outputs],
@@ -41,3 +41,22 @@ def run_report(result, checked, calibrated, timed, timings, original=None) -> di
         "seconds": dict(timings),
     })
     return jsonable(report)
+
+
+def rejected_rows(result) -> list[dict]:
+    """--explain's rows: each layer not rewritten (early exit or zero-input read), and why."""
+    return [vars(r) for r in result.rejected + result.sparse_rejected]
+
+
+def inspect_report(result, assumed: dict, notes: list[str]) -> dict:
+    """What `inspect --json` writes (docs/json.md): ``inspect``'s tables as records."""
+    return jsonable({
+        "layers": layer_rows(result, None),
+        "zero_input_candidates": [{"layer": layer, "reads": source, "pattern": list(pattern)}
+                                  for layer, source, pattern in result.zero_input_candidates],
+        "rejected": rejected_rows(result),
+        "dense_flops_per_sample": result.dense_flops,
+        "uncounted_nodes": result.uncounted_nodes,
+        "assumed_input_shapes": {name: list(dims) for name, dims in assumed.items()} or None,
+        "notes": notes,
+    })

@@ -201,12 +201,6 @@ def fused_warning(model: onnx.ModelProto) -> str | None:
             "graph optimisations, which hide the layers this compiler rewrites; give it the model as exported")
 
 
-def print_fused_warning(console, model: onnx.ModelProto) -> None:
-    text = fused_warning(model)
-    if text:
-        console.print(f"[yellow]warning:[/] {escape(text)}")
-
-
 def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult | None,
                   sizes: tuple[int, int] | None) -> Table:
     t = Table(title="Summary", title_justify="left", show_header=False)

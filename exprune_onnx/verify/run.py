@@ -24,6 +24,8 @@ from .base import Row
 class Verification:
     rows: list[Row]  # structure, weights, exactness, agreement
     assumed: dict = field(default_factory=dict)  # sizes taken for open dims, with no data to take them from
+    source: str = ""  # the data's file, or the seeded random inputs
+    samples: int = 0
 
     @property
     def passed(self) -> bool:
@@ -32,6 +34,17 @@ class Verification:
     @property
     def failed(self) -> list[Row]:
         return [row for row in self.rows if not row.ok]
+
+    def as_json(self, original: str, optimized: str) -> dict:
+        """What `verify --json` writes (docs/json.md)."""
+        def result(row: Row) -> str:
+            return "fail" if not row.ok else "not judged" if row.not_judged else "pass"
+
+        return {"original": original, "optimized": optimized, "passed": self.passed, "source": self.source,
+                "samples": self.samples, "assumed_input_shapes": self.assumed or None,
+                "checks": [{"check": row.check, "result": result(row), "detail": row.detail,
+                            "not_judged": row.not_judged or None, "unjudged_outputs": list(row.unjudged)}
+                           for row in self.rows]}
 
 
 def swapped(original: str, optimized: str, ref: onnx.ModelProto, opt: onnx.ModelProto, command: str) -> str | None:
@@ -64,4 +77,4 @@ def verify_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset | None
             raise
         raise OriginalRunFailed(f"{error_message(exc)} (open dims were taken as {assumed_text(ref, assumed)}: "
                                 "--input-shape or --data gives the sizes it takes)") from exc
-    return Verification(rows, assumed)
+    return Verification(rows, assumed, data.source, len(data))
