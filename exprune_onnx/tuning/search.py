@@ -50,10 +50,11 @@ from ..measure.output_kinds import output_kinds
 from ..progress import quiet
 from ..rules.argmax_head import NAME as ARGMAX_HEAD
 from .calibrate import LayerStats, collect
-from .certify import repeats_note
+from .certify import distinct, repeats_note
 from .label_layout import laid_out
 from .ladder import CERTIFIED, explore, step_down
 from .metrics import LABELLED, Score, choose, class_mix_warnings, label_warnings, score
+from .near_copies import near_copies_note
 from .objective import times_zero_inputs, with_sparse_choice
 
 CHOICES = ("threshold", "statstest", "certified", "auto")
@@ -330,9 +331,11 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     if (base.confidence or 0.0) > 0:
         from .certify import certified_search
 
-        return certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout, seed=seed,
-                                batch=batch, confidence=base.confidence, log=log, rule=rule, per_output=per_output,
-                                latency=latency, output=output)
+        outcome = certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout,
+                                   seed=seed, batch=batch, confidence=base.confidence, log=log, rule=rule,
+                                   per_output=per_output, latency=latency, output=output)
+        outcome.notes += near_copies_note(data, distinct(data))  # over both parts, not the ladder's alone
+        return outcome
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
     screen_idx = screening(calib_idx, seed)
@@ -348,6 +351,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     notes = label_warnings(runner.layout.values(runner.reference, metric), runner.labels) if metric in LABELLED else []
     notes += class_mix_warnings(runner.reference, runner.layout.labels(data.labels) if metric in LABELLED else None)
     notes += repeats_note(data, len(hold_idx))
+    notes += near_copies_note(data, distinct(data)) if len(hold_idx) else []  # (none: no promise to overstate)
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
