@@ -16,10 +16,11 @@ A MaxPool of non-negative values is zero exactly where its whole window is; a 1x
 AveragePool (PyTorch's AdaptiveAvgPool2d when the map already has the size asked for)
 moves values, as do a Pad that copies the border or fills it with zeros and a nearest
 Resize. Ops that combine values (a larger AveragePool, GlobalAveragePool, a linear
-Resize, Add) are not looked through. Where a reshape or a Split moves a value, a zero goes
-with it: the reader skips it in its own layout, so any reader may look through them. A Concat keeps each input's zeros in its own part:
-``zero_writers`` follows each of its inputs for a Conv (SqueezeNet's fire modules,
-Inception's branches and DenseNet's blocks feed their convs so).
+Resize, Add) are not looked through. Where a reshape or a Split moves a value, a zero
+goes with it: the reader skips it in its own layout, so any reader may look through them.
+A Concat keeps each input's zeros in its own part: ``zero_writers`` follows each of its
+inputs for a Conv (SqueezeNet's fire modules, Inception's branches and DenseNet's blocks
+feed their convs so).
 """
 
 from __future__ import annotations
