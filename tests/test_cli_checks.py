@@ -25,6 +25,7 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     assert r.exit_code == 0, r.output
     result = json.loads(rep.read_text())
     assert result["samples"] == 160 and result["latency"]["batch"] == 200 and result["latency"]["threads"] == 1
+    assert len(result["latency"]["pair_ratios"]) == 3  # three pairs of sessions, each its own ratio
     assert 0 < result["flops_saved_per_sample"] < result["dense_flops_per_sample"]
     assert "latency" in r.output and "ratio" in r.output
     size, rss = result["memory"]["size_mb"], result["memory"]["peak_rss_mib"]

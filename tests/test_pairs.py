@@ -48,3 +48,30 @@ def test_the_objective_times_listed_weights_as_constants(monkeypatch):
     monkeypatch.setattr(pairs, "timing_session", lambda model, threads: seen.append(model))
     pairs.session(weight_model(8), 1)
     assert [i.name for i in seen[0].graph.input] == ["x"]
+
+
+def test_time_pair_goes_round_pairs_of_sessions_alive_at_once(monkeypatch):
+    """The latency objective's last comparison with the original goes round several pairs
+    (a session's time can lean one way for its life: measure/timing.py)."""
+    order = []
+
+    class Recording:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, _names, _feed):
+            order.append(self.name)
+
+    made = []
+
+    def make(model, threads):
+        made.append(f"{model.graph.name}{sum(m.startswith(model.graph.name) for m in made)}")
+        return Recording(made[-1])
+
+    monkeypatch.setattr(pairs, "session", make)
+    one, two = weight_model(8), weight_model(8)
+    one.graph.name, two.graph.name = "a", "b"
+    feeds = [{"x": np.zeros((1, 3), np.float32)}] * 2
+    pairs.time_pair(one, two, feeds, 1, passes=2, sessions=2)
+    assert made == ["a0", "b0", "a1", "b1"]
+    assert order[8:] == ["a0", "b0", "a1", "b1", "b0", "a0", "b1", "a1"]  # after warming each pair up

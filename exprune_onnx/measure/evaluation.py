@@ -72,13 +72,14 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     from .compare import compare
     from .counters import SHAPES_UNKNOWN, executed_flops, original_saved
     from .memory import peak_rss_mb
-    from .timing import measure
+    from .timing import SESSIONS, measure, session_pairs
 
     check_batch_memory([("original", ref), ("optimised", opt)], data, batch, "--batch", feeds=FEEDS)
     with naming(data, "--data"):  # labels that fit no output, say: which file held them
         checked = compare(ref, opt, data, log=log)
     feeds = timing_feeds(data, batch)  # the latency objective's seeded batches, taken in turn
-    latency = measure(ref, opt, feeds, threads=threads, runs=runs, log=log, min_seconds=MIN_SECONDS)
+    latency = measure(ref, opt, feeds, threads=threads, runs=runs, log=log, min_seconds=MIN_SECONDS,
+                      sessions=session_pairs(ref, opt, SESSIONS))
     known = data.input_shapes(ref, input_shapes)  # the data's dims, and --input-shape's
     dense, saved, why = executed_flops(ref, opt, known, checked.pruned, checked.rows, data.first(1))
     if why == SHAPES_UNKNOWN:  # the ops' savings would be set against a partial count

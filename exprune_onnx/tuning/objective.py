@@ -60,7 +60,7 @@ from ..config import Options
 from ..errors import RuntimeCheckError, original_unloadable
 from ..io.data import Dataset
 from ..measure.flops import dense_flops
-from ..measure.timing import constant_weights
+from ..measure.timing import SESSIONS, constant_weights, session_pairs
 from ..measure.timing import session as timing_session
 from ..progress import quiet
 from .exact_read import exact_instead, readable_if_dense
@@ -339,7 +339,8 @@ def _against_original(choice: LatencyChoice, original: onnx.ModelProto, final: B
         choice.original_ms = choice.optimized_ms = whole[-1].without_ms if whole else probe_seconds * 1e3
         return False
     log("timing the result against the original")
-    choice.original_ms, choice.optimized_ms = time_pair(original, final.model, feeds, threads, passes)
+    choice.original_ms, choice.optimized_ms = time_pair(original, final.model, feeds, threads, passes,
+                                                        sessions=session_pairs(original, final.model, SESSIONS))
     if choice.optimized_ms <= choice.original_ms * (1.0 - MARGIN):
         return False
     choice.reverted_all, choice.attempt_ms = True, choice.optimized_ms

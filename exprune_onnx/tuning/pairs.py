@@ -67,24 +67,28 @@ def clearly_slower(with_ms: float, without_ms: float) -> bool:
 
 
 def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
-              passes: int, block: int = 1, give_up=None) -> tuple[float, float]:
+              passes: int, block: int = 1, give_up=None, sessions: int = 1) -> tuple[float, float]:
     """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
     every ``block`` runs. 1 alternates every run; a larger block gives each model that
     many consecutive runs, as a loop that calls one model (a decoder) would, so that
     weights which fit in the cache stay there, where alternating every run makes two
     large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
-    from the ``MIN_PASSES``-th on, ends the timing early when it says so."""
-    sa, sb = session(a, threads), session(b, threads)
+    from the ``MIN_PASSES``-th on, ends the timing early when it says so. The turns go
+    round ``sessions`` pairs of sessions alive at once: one session's time can lean one
+    way for its whole life (measure/timing.py)."""
+    pairs = [(session(a, threads), session(b, threads)) for _ in range(max(1, sessions))]
     outs_a = [o.name for o in a.graph.output]
     outs_b = [o.name for o in b.graph.output]
-    for f in feeds:  # warm up: first runs allocate and page in
-        run(sa, outs_a, f)
-        run(sb, outs_b, f)
+    for sa, sb in pairs:
+        for f in feeds:  # warm up: first runs allocate and page in
+            run(sa, outs_a, f)
+            run(sb, outs_b, f)
     ta, tb = [], []
     runs = passes * len(feeds)
     for turn, start in enumerate(range(0, runs, block)):
+        sa, sb = pairs[turn % len(pairs)]
         # Alternate who goes first so that cache and frequency effects hit both.
-        first, second = ((sa, outs_a, ta), (sb, outs_b, tb)) if turn % 2 == 0 else \
+        first, second = ((sa, outs_a, ta), (sb, outs_b, tb)) if (turn // len(pairs)) % 2 == 0 else \
             ((sb, outs_b, tb), (sa, outs_a, ta))
         for sess, names, sink in (first, second):
             for r in range(start, min(runs, start + block)):
