@@ -40,6 +40,7 @@ from . import functions, op_shapes
 from .canonicalize import canonicalize, dense_initializers
 from .export import export
 from .graphutil import all_graphs, cleanup, model_names, opset_of
+from .symbolic_shapes import symbolic_shapes
 
 
 @dataclass
@@ -90,7 +91,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     known = {v.name for v in list(g.value_info) + list(g.input) + list(g.output)}
     inferred.graph.value_info.extend(v for v in model.graph.value_info if v.name not in known)
     if _has_anonymous_dims(inferred.graph) or _has_rankless_outputs(inferred.graph):
-        return _symbolic_shapes(inferred) or inferred
+        return symbolic_shapes(inferred) or inferred
     return inferred
 
 
@@ -112,28 +113,6 @@ def _has_rankless_outputs(graph: onnx.GraphProto) -> bool:
         return False
     shaped = {v.name for v in [*graph.value_info, *graph.output] if v.type.tensor_type.HasField("shape")}
     return any(n.op_type in _SHAPED_BY_A_TENSOR and n.output and n.output[0] not in shaped for n in graph.node)
-
-
-def _symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """Shapes from onnxruntime's symbolic shape inference, or None when it cannot finish.
-
-    It does arithmetic on symbolic dims (a padded 3x3 Conv keeps 'H'), so a residual Add
-    over dynamic H and W provably has the output's shape. It needs sympy. Its public
-    ``infer_shapes`` writes a file into the working directory when it gives up, so its
-    steps are run here instead; auto_merge (assume unequal symbols equal) stays off.
-    """
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        ssi = SymbolicShapeInference(2**31 - 1, auto_merge=False, guess_output_rank=False, verbose=0)
-        ssi._preprocess(model)
-        complete = False
-        while ssi.run_:
-            complete = ssi._infer_impl()
-        ssi._update_output_from_vi()
-        return ssi.out_mp_ if complete else None
-    except Exception:
-        return None
 
 
 def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict | None]:
