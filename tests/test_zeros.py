@@ -142,6 +142,13 @@ def test_conv_reads_zeros_after_a_channel_shuffle_and_split(select):
     assert not again.changed and not again.sparse
 
 
+def test_the_reason_names_every_relu_a_shuffle_reads():
+    """It named one ReLU of the Concat, three units upstream (a trial's ShuffleNet)."""
+    res = exprune_onnx.optimize_model(shuffle_block("Split"), threshold=NEG_INF, sparse_relu="off")
+    reason = " ".join(r.reason for r in res.sparse_rejected if r.layer == "conv2")
+    assert "comes from Relu" in reason and "and 1 more through a Concat, which were not rewritten" in reason, reason
+
+
 def test_a_shuffle_of_a_part_without_zeros_is_not_read_sparsely():
     """Half of the shuffled channels come from a Sigmoid: the conv reads no ReLU's zeros."""
     res = exprune_onnx.optimize_model(shuffle_block("Split", branch="Sigmoid"), threshold=NEG_INF, sparse_relu="on")

@@ -82,10 +82,15 @@ def zero_source(x: gs.Tensor, ctx: Context) -> gs.Node | None:
     them, passes/zeros.py), or None. Through a Concat every input must carry some: the
     source named is then a plain ReLU if any is (it sets the --sparse-relu gate), else the
     first early-exit op."""
-    sources = [_source(w, ctx) for w in zeros.zero_writers(x)]
+    sources = zero_sources(x, ctx)
     if not sources or any(s is None for s in sources):
         return None
     return next((s for s in sources if s.domain != ops.DOMAIN), sources[0])
+
+
+def zero_sources(x: gs.Tensor, ctx: Context) -> list[gs.Node | None]:
+    """Each op whose zeros ``x`` carries (one a part of a Concat), None for a part with none."""
+    return [_source(w, ctx) for w in zeros.zero_writers(x)]
 
 
 def _source(producer: gs.Node | None, ctx: Context) -> gs.Node | None:
@@ -101,7 +106,8 @@ def _gate(x: gs.Tensor, source: gs.Node, layer: str, ctx: Context) -> str | None
     """Why a Conv after this source may not be rewritten under the options, or None."""
     if source.op in EARLY_EXIT and source.domain == ops.DOMAIN:
         return None
-    return sparse_input.plain_relu_gate(x, source, layer, ctx)
+    others = len({id(s) for s in zero_sources(x, ctx)} - {id(source)})
+    return sparse_input.plain_relu_gate(x, source, layer, ctx, others)
 
 
 def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:

@@ -169,17 +169,19 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     return Consumer(layer, nodes, producer.op, x, stored, w, reuse, bias, bias_tensor, out)
 
 
-def plain_relu_gate(x: gs.Tensor, producer: gs.Node, layer: str, ctx: Context) -> str | None:
+def plain_relu_gate(x: gs.Tensor, producer: gs.Node, layer: str, ctx: Context, others: int = 0) -> str | None:
     """Why ``layer``, reading the zeros of a plain ReLU (no early-exit op), may not be read
-    sparsely under the options (``--sparse-relu``, the latency objective's choice), or None."""
+    sparsely under the options (``--sparse-relu``, the latency objective's choice), or None.
+    ``others``: how many more ops' zeros it reads through a Concat."""
     options = ctx.options
+    source = describe(producer) + (f" and {others} more through a Concat" if others else "")
     if options.sparse_relu != "on":
-        return (f"its input '{x.name}' comes from {describe(producer)}, which was not rewritten into an "
-                "early-exit op; a plain ReLU's output is read sparsely only with --sparse-relu on, or when the "
-                "latency objective finds it faster")
+        return (f"its input '{x.name}' comes from {source}, which {'were' if others else 'was'} not rewritten "
+                "into an early-exit op; a plain ReLU's output is read sparsely only with --sparse-relu on, or when "
+                "the latency objective finds it faster")
     if options.sparse_relu_layers is not None and layer not in options.sparse_relu_layers:
-        return (f"its input '{x.name}' comes from {describe(producer)}; the latency objective found the model "
-                "no faster with it read sparsely")
+        return (f"its input '{x.name}' comes from {source}; the latency objective found the model no faster with "
+                "it read sparsely")
     return None
 
 
