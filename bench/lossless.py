@@ -89,7 +89,7 @@ def measure(original, optimized, test, batch: int, threads: int, rounds: int, te
     """Time ratio (median of the side-by-side rounds, ``timed_rounds``), exactness and
     agreement on ``test``."""
     feeds = timing_feeds(test, batch, seed=1)
-    from exprune_onnx.measure.timing import session
+    from exprune_onnx.measure.timing import SESSIONS, session, session_pairs
 
     probe = session(original, threads)
     t0 = time.perf_counter()
@@ -97,7 +97,11 @@ def measure(original, optimized, test, batch: int, threads: int, rounds: int, te
     probe.run(None, feeds[0])
     passes = passes_for((time.perf_counter() - t0) / 2)
     del probe
-    pairs = timed_rounds(lambda: time_pair(original, optimized, feeds, threads, passes), rounds, min_seconds)
+    # Three pairs of sessions a round, alive at once: a session's time leans one way for its
+    # life, and a round's fresh sessions land where the last round's were (measure/timing.py).
+    sessions = session_pairs(original, optimized, SESSIONS)
+    pairs = timed_rounds(lambda: time_pair(original, optimized, feeds, threads, passes, sessions=sessions), rounds,
+                         min_seconds)
     ratios = sorted(b / a for a, b in pairs)
     indices = np.arange(min(len(test), test_samples))
     checked = compare(original, optimized, test, indices=indices, batch=max(batch, 8))
