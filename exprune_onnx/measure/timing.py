@@ -48,7 +48,6 @@ class Latency:
                 f"a median of {ms[1]:.3f}: the machine was busy, or a run is too short to time well; the ratio is "
                 "rough: rerun, with more --runs, on a quiet machine")
 
-
     def _sessions_note(self) -> str:
         """A note when the pairs' ratios differ by over SESSION_SPREAD, each pair steady: a
         model's time moved with its sessions (where their memory landed: six sessions of a
