@@ -334,7 +334,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         outcome = certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout,
                                    seed=seed, batch=batch, confidence=base.confidence, log=log, rule=rule,
                                    per_output=per_output, latency=latency, output=output)
-        outcome.notes += near_copies_note(data, distinct(data))  # over both parts, not the ladder's alone
+        outcome.notes += near_copies_note(data, distinct(data), True)  # over both parts, not the ladder's alone
         return outcome
     start = time.perf_counter()
     calib_idx, hold_idx = split_indices(len(data), holdout, seed)
@@ -351,7 +351,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
     notes = label_warnings(runner.layout.values(runner.reference, metric), runner.labels) if metric in LABELLED else []
     notes += class_mix_warnings(runner.reference, runner.layout.labels(data.labels) if metric in LABELLED else None)
     notes += repeats_note(data, len(hold_idx))
-    notes += near_copies_note(data, distinct(data)) if len(hold_idx) else []  # (none: no promise to overstate)
+    notes += near_copies_note(data, distinct(data), False) if len(hold_idx) else []  # (none: no promise)
     planner = Planner(base, stats, candidates, _tunable(rule), per_output)
     layer_flops = {layer: dense_flops(c) or 0 for layer, c in candidates.items()}
     trials: list[Trial] = []
