@@ -130,3 +130,29 @@ def test_a_tampered_weight_of_an_unnamed_conv_is_reported_not_raised():
     rows = verify(model, bad, random_dataset(model, 4, 0))
     weights = next(r for r in rows if r.check == "weights")
     assert not weights.ok and "layer 'Conv:n1': the weight" in weights.detail, weights  # BN folded: it writes n1
+
+
+def test_a_caffe2_affine_of_unsqueezed_parameters_goes_with_its_group():
+    """Caffe2 writes BatchNorm's scale and shift as Mul and Add of Unsqueezed parameters:
+    folded into the op, the Unsqueezes went with the group, and verify's structure row said
+    "missing Unsqueeze x56" of a correct Inception v2 (a trial's)."""
+    rng = np.random.default_rng(9)
+
+    def init(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    inits = [init("w1", rng.normal(0, 0.3, (16, 4, 3, 3))), init("w2", rng.normal(0, 0.1, (16, 16, 3, 3))),
+             init("s", rng.uniform(0.8, 1.2, 16)), init("b", rng.normal(0, 0.05, 16))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1] * 4), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c"], pads=[1] * 4, name="conv2"),
+             helper.make_node("Unsqueeze", ["s"], ["su"], axes=[1, 2]), helper.make_node("Mul", ["c", "su"], ["m"]),
+             helper.make_node("Unsqueeze", ["b"], ["bu"], axes=[1, 2]), helper.make_node("Add", ["m", "bu"], ["t"]),
+             helper.make_node("Relu", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 4
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert [n.op_type for n in res.model.graph.node] == ["Conv", "Relu", ops.SPARSE_CONV]
+    rows = verify(model, res.model, random_dataset(model, 4, 0))
+    assert all(r.ok for r in rows), rows

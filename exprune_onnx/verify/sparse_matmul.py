@@ -133,15 +133,27 @@ def replace_in_reference(layer: SparseLayer, reference: gs.Graph, placeholder: s
     """Stand a placeholder op for the original nodes, as verify.py does for rewritten layers."""
     x, out = layer.original[0].inputs[0], layer.original[-1].outputs[0]
     # A fused conv group also reads its residual: keep it read, so that its producer stays.
+    # Not a scale or a shift computed from constants (Caffe2's Unsqueeze of a BatchNorm's
+    # parameters): the op holds them folded, and their nodes go with the group.
     made = {id(o) for n in layer.original for o in n.outputs}
     extra = [t for n in layer.original[1:] for t in n.inputs
-             if id(t) not in made and not isinstance(t, gs.Constant) and t is not x]
+             if id(t) not in made and not _from_constants(t) and t is not x]
     # A node does not know its graph: look for the last one among the graphs' nodes.
     graph = next((g for g in all_graphs(reference) if any(n is layer.original[-1] for n in g.nodes)), None)
     for node in layer.original:
         node.outputs.clear()
     if graph is not None:
         graph.nodes.append(gs.Node(placeholder, inputs=[x, *extra], outputs=[out]))
+
+
+def _from_constants(t: gs.Tensor, depth: int = 0) -> bool:
+    """Whether ``t`` is a constant, or computed by nodes from constants alone."""
+    if isinstance(t, gs.Constant):
+        return True
+    producer = t.inputs[0] if t.inputs else None
+    if producer is None or depth > 8 or producer.op in ("If", "Loop", "Scan"):
+        return False
+    return all(not i.name or _from_constants(i, depth + 1) for i in producer.inputs)
 
 
 def weight_problems(layer: SparseLayer, rtol: float) -> tuple[list[str], float]:
