@@ -139,6 +139,7 @@ def test_pairs_of_sessions_close_together_are_steady():
 
 def test_as_many_pairs_of_sessions_as_half_the_memory_left_holds(monkeypatch):
     from exprune_onnx.io import memory_room
+    from exprune_onnx.measure import timing
     from exprune_onnx.measure.timing import session_pairs
 
     model = weight_model(8)
@@ -151,3 +152,7 @@ def test_as_many_pairs_of_sessions_as_half_the_memory_left_holds(monkeypatch):
     assert session_pairs(model, model, 3) == 1
     monkeypatch.setattr(memory_room, "available_bytes", lambda: None)  # not Linux: as asked
     assert session_pairs(model, model, 3) == 3
+    # However much memory is left, the extra pairs of a big model take at most EXTRA_BYTES.
+    monkeypatch.setattr(memory_room, "available_bytes", lambda: 10**12)
+    monkeypatch.setattr(timing, "EXTRA_BYTES", pair)
+    assert session_pairs(model, model, 3) == 2
