@@ -285,6 +285,8 @@ def test_a_dropped_layer_does_not_hand_its_activation_to_an_untimed_shortcut(scr
     assert _rewritten(choice.result) == ["conv_a"]  # conv_s was never timed: it stays dense
     reason = next(r.reason for r in choice.result.rejected if r.layer == "conv_s")
     assert reason.startswith("not among the layers the calibration or the latency objective chose")
+    # Its block's main conv was left alone (a trial read the old words as contradicting that).
+    assert "matched only once that layer was left alone, after they had chosen" in reason
 
 
 def test_chosen_options_rewrite_only_the_chosen_layers():

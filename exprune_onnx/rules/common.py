@@ -169,8 +169,9 @@ def check(c: Candidate, ctx: Context) -> str | None:
     if opts.chosen is not None and c.layer not in opts.chosen:
         # A ResNet's shortcut conv shares its block's Add -> Relu with the main conv and
         # matches only once that conv is left alone: it was never calibrated or timed.
-        return ("not among the layers the calibration or the latency objective chose: it becomes a "
-                "candidate only when a layer sharing its activation is left alone")
+        return ("not among the layers the calibration or the latency objective chose: it shares its activation "
+                "with another layer and matched only once that layer was left alone, after they had chosen, so it "
+                "was not calibrated or timed as an early exit")
     return None
 
 
