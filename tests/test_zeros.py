@@ -81,7 +81,8 @@ def conv_after(chain_ops: list[str]) -> onnx.ModelProto:
     nodes = [helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c0"], ["t0"])]
     for i, op in enumerate(chain_ops):
-        attrs = {"kernel_shape": [1, 1]} if op == "AveragePool" else {"perm": [0, 1, 3, 2]} if op == "Transpose" else {}
+        attrs = {"kernel_shape": [1, 1]} if op in ("AveragePool", "MaxPool") else {"perm": [0, 1, 3, 2]} \
+            if op == "Transpose" else {"size": 3} if op == "LRN" else {}
         nodes.append(helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], **attrs))
     nodes.append(helper.make_node("Conv", [f"t{len(chain_ops)}", "W1"], ["out"], name="conv2", pads=[1, 1, 1, 1]))
     inits = [init("W0", rng.normal(size=(C, 3, 3, 3)).astype(np.float32)),
@@ -89,9 +90,11 @@ def conv_after(chain_ops: list[str]) -> onnx.ModelProto:
     return make_model(nodes, [vi("x", ["N", 3, HW, HW])], [vi("out", None)], inits)
 
 
-@pytest.mark.parametrize("chain_ops", [["Dropout", "AveragePool", "Identity"], ["Transpose"]], ids=["pool", "transpose"])
+@pytest.mark.parametrize("chain_ops", [["Dropout", "AveragePool", "Identity"], ["Transpose"], ["LRN", "MaxPool"]],
+                         ids=["pool", "transpose", "lrn"])
 def test_conv_reads_zeros_through_dropout_a_1x1_pool_or_a_transpose(chain_ops):
-    """A Transpose moves each zero with its value: the conv skips it where it lands."""
+    """A Transpose moves each zero with its value: the conv skips it where it lands. An LRN
+    (Caffe's AlexNet) divides each value by a positive number: a zero stays one."""
     model = conv_after(chain_ops)
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
     assert node_types(res.model) == ["Conv", "Relu", *chain_ops, ops.SPARSE_CONV]
@@ -152,6 +155,15 @@ def test_the_reason_names_every_relu_a_shuffle_reads():
 def test_a_shuffle_of_a_part_without_zeros_is_not_read_sparsely():
     """Half of the shuffled channels come from a Sigmoid: the conv reads no ReLU's zeros."""
     res = exprune_onnx.optimize_model(shuffle_block("Split", branch="Sigmoid"), threshold=NEG_INF, sparse_relu="on")
+    assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)
+
+
+def test_an_lrn_of_bias_0_is_not_looked_through():
+    """At bias 0 a window of zeros gives 0 / 0: NaN, not a zero to skip."""
+    model = conv_after(["LRN"])
+    lrn = next(n for n in model.graph.node if n.op_type == "LRN")
+    lrn.attribute.append(helper.make_attribute("bias", 0.0))
+    res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")
     assert not res.sparse and ops.SPARSE_CONV not in node_types(res.model)
 
 

@@ -9,6 +9,7 @@ values without changing them, or keep a zero wherever a whole window is zero:
     Relu -> MaxPool -> Transpose -> Reshape -> MatMul           (tf2onnx Keras VGG heads)
     Relu -> Dropout / Identity -> Conv
     Relu -> Pad (zeros, reflect, edge) / Resize (nearest) -> Conv   (padding_mode, UNet up-paths)
+    Relu -> LRN -> MaxPool -> Conv                               (Caffe's AlexNet, GoogLeNet)
     Concat -> Reshape -> Transpose -> Reshape -> Split / Slice -> Conv  (ShuffleNet's channel
                                                                    shuffle and split)
 
@@ -50,6 +51,8 @@ def keeps_zeros(node: gs.Node) -> bool:
         return node.attrs.get("mode", "constant") != "constant" or _zero_fill(node)
     if node.op in ("Resize", "Upsample"):  # nearest copies values; linear or cubic mixes them
         return node.attrs.get("mode", "nearest") == "nearest"
+    if node.op == "LRN":  # x / (bias + ...)^beta: zero where x is, unless bias 0 makes 0 / 0
+        return float(node.attrs.get("bias", 1.0)) > 0
     return node.op in MOVES
 
 
