@@ -336,7 +336,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     if fused:
         console.print(f"[yellow]warning:[/] {escape(fused)}")
     if json_path is not None:
-        write_json(json_path, {"model": str(model), **inspect_report(result, assumed, notes + [fused] * bool(fused))})
+        write_json(json_path, {"model": str(model), **inspect_report(result, assumed, [*notes, fused] if fused else notes)})
 
 
 main.add_command(evaluate)

@@ -158,10 +158,9 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
+    look = {"fail": ("FAIL", "bold red"), "not judged": ("not judged", "yellow"), "pass": ("pass", "green")}
     for row in rows:
-        result = Text("FAIL", "bold red") if not row.ok else \
-            Text("not judged", "yellow") if row.not_judged else Text("pass", "green")
-        table.add_row(row.check, result, Text(row.detail))
+        table.add_row(row.check, Text(*look[row.verdict]), Text(row.detail))
     console.print(table)
     if json_path is not None:  # before a failure's exit: a pipeline reads which check failed
         write_json(json_path, report.jsonable(done.as_json(str(original), str(optimized))))

@@ -229,7 +229,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     from .io.batch_memory import feedable
     from .measure.shape_probe import count_at_run_time
     from .report.advice import config_notes, plain_warnings, uncalibrated_note
-    from .report.run_report import run_report, run_rows
+    from .report.run_report import assumed_json, run_report, run_rows
     from .report.tables import fused_warning
     from .tuning.prescreen import without_idle
 
@@ -336,7 +336,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
                      assumed=assumed, objective=settings.objective, notes=notes)
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
-    done.report["assumed_input_shapes"] = {name: list(dims) for name, dims in assumed.items()} or None
+    done.report["assumed_input_shapes"] = assumed_json(assumed)
     return done
 
 

@@ -57,6 +57,11 @@ def inspect_report(result, assumed: dict, notes: list[str]) -> dict:
         "rejected": rejected_rows(result),
         "dense_flops_per_sample": result.dense_flops,
         "uncounted_nodes": result.uncounted_nodes,
-        "assumed_input_shapes": {name: list(dims) for name, dims in assumed.items()} or None,
+        "assumed_input_shapes": assumed_json(assumed),
         "notes": notes,
     })
+
+
+def assumed_json(assumed: dict) -> dict | None:
+    """The sizes taken for open dims without data, as the JSON files give them (null: none)."""
+    return {name: list(dims) for name, dims in assumed.items()} or None

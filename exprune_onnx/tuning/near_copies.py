@@ -57,7 +57,8 @@ class _Reader:
             if data.inputs[name].ndim == 2:
                 var = part.var(0)
                 self.scale[name] = np.sqrt(var + np.median(var) + 1e-30)
-        self.mean = np.concatenate(self._raw(spread), axis=1).mean(0)
+        self.mean = np.concatenate([part / self.scale[name] if name in self.scale else part
+                                    for name, part in zip(self.coords, first)], axis=1).mean(0)
         self.width = len(self.mean)
 
     def _raw(self, rows: np.ndarray) -> list[np.ndarray]:

@@ -21,6 +21,11 @@ class Row:
     unjudged: tuple[str, ...] = ()  # outputs the check measured but had no bar for (values, without a budget)
     not_judged: str = ""  # why the check gave no verdict, and what would give one (it then passes)
 
+    @property
+    def verdict(self) -> str:
+        """The row's result as the table and the JSON give it."""
+        return "fail" if not self.ok else "not judged" if self.not_judged else "pass"
+
 
 @dataclass
 class Layer:

@@ -37,12 +37,9 @@ class Verification:
 
     def as_json(self, original: str, optimized: str) -> dict:
         """What `verify --json` writes (docs/json.md)."""
-        def result(row: Row) -> str:
-            return "fail" if not row.ok else "not judged" if row.not_judged else "pass"
-
         return {"original": original, "optimized": optimized, "passed": self.passed, "source": self.source,
                 "samples": self.samples, "assumed_input_shapes": self.assumed or None,
-                "checks": [{"check": row.check, "result": result(row), "detail": row.detail,
+                "checks": [{"check": row.check, "result": row.verdict, "detail": row.detail,
                             "not_judged": row.not_judged or None, "unjudged_outputs": list(row.unjudged)}
                            for row in self.rows]}
 
