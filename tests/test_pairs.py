@@ -75,3 +75,64 @@ def test_time_pair_goes_round_pairs_of_sessions_alive_at_once(monkeypatch):
     pairs.time_pair(one, two, feeds, 1, passes=2, sessions=2)
     assert made == ["a0", "b0", "a1", "b1"]
     assert order[8:] == ["a0", "b0", "a1", "b1", "b0", "a0", "b1", "a1"]  # after warming each pair up
+
+
+def test_a_settled_ratio_is_far_from_where_the_caller_decides_in_the_noise_of_a_feed_s_ratios():
+    """Feeds of different cost (a zero-skipping op's, 10% apart) are no noise: run to run,
+    a feed's ratio moves by the machine's noise only."""
+    rng = np.random.default_rng(0)
+    cost = np.repeat(np.linspace(0.95, 1.05, 8)[None], 2, axis=0).ravel()  # two passes over 8 feeds
+
+    def runs(scale, noise):
+        return list(scale * cost * np.exp(noise * rng.standard_normal(cost.size)))
+
+    dense = runs(1.0, 0.0)
+    assert pairs.settled(runs(0.97, 0.002), dense, 0.99, 8)  # 3% faster, deciding at 1%: known after 2 passes
+    assert pairs.settled(runs(1.01, 0.002), dense, 0.99, 8)  # 1% slower
+    assert not pairs.settled(runs(0.99, 0.002), dense, 0.99, 8)  # at the line itself
+    assert not pairs.settled(runs(0.97, 0.05), dense, 0.99, 8)  # 5% noise a run: not known yet
+    assert not pairs.settled(runs(0.5, 0.0)[:8], dense[:8], 0.99, 8)  # one pass tells no noise
+    flat = [1.0] * 16
+    assert not pairs.settled([0.999] * 16, flat, 1.0, 8)  # identical runs: SE_FLOOR, not 0
+
+
+def _recording_sessions(monkeypatch, seconds):
+    """pairs.session replaced by sessions that log their runs; the clock advances by
+    ``seconds[name]`` a run, so that time_pair's medians are scripted."""
+    clock, order = [0.0], []
+
+    class Recording:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, _names, _feed):
+            order.append(self.name)
+            clock[0] += seconds[self.name]
+
+    monkeypatch.setattr(pairs, "session", lambda model, threads: Recording(model.graph.name))
+    monkeypatch.setattr(pairs.time, "perf_counter", lambda: clock[0])
+    return order
+
+
+def test_timing_stops_once_the_decision_is_settled_and_not_before(monkeypatch):
+    one, two = weight_model(8), weight_model(8)
+    one.graph.name, two.graph.name = "a", "b"
+    feeds = [{"x": np.zeros((1, 3), np.float32)}] * pairs.FEEDS
+    order = _recording_sessions(monkeypatch, {"a": 0.9e-3, "b": 1e-3})
+    assert pairs.time_pair(one, two, feeds, 1, passes=10, settle_at=0.99) == pytest.approx((0.9, 1.0))
+    warm = 2 * pairs.WARM_RUNS
+    assert len(order) == warm + 2 * pairs.MIN_PASSES * pairs.FEEDS  # settled at the first check
+    order.clear()
+    pairs.time_pair(one, two, feeds, 1, passes=10, settle_at=0.9)  # a ratio right at the line: all passes
+    assert len(order) == warm + 2 * 10 * pairs.FEEDS
+    order.clear()
+    pairs.time_pair(one, two, feeds, 1, passes=10)  # nothing to decide: all passes
+    assert len(order) == warm + 2 * 10 * pairs.FEEDS
+
+
+def test_each_session_warms_up_once_a_shape_and_at_least_twice():
+    same = [{"x": np.zeros((1, 3), np.float32)} for _ in range(pairs.FEEDS)]
+    assert len(pairs.warm_ups(same)) == pairs.WARM_RUNS
+    mixed = same[:3] + [{"x": np.zeros((1, n), np.float32)} for n in (4, 5, 6)]
+    warm = pairs.warm_ups(mixed)
+    assert sorted(f["x"].shape[1] for f in warm) == [3, 4, 5, 6]  # one of each shape, more than WARM_RUNS

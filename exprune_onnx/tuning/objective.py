@@ -9,7 +9,8 @@ rewritten layer is timed where it lives, in the whole model:
 2. For each layer, smallest first: compile the model with and without it (the others
    as kept so far) and time both side by side on real inputs, at the batch size and
    thread count the user deploys with. The layer stays only if the model with it is
-   at least ``MARGIN`` faster; otherwise it reverts to its dense form. When timing
+   at least ``MARGIN`` faster; otherwise it reverts to its dense form (a pair stops once
+   which side of that line it falls on is settled: pairs.settled). When timing
    every layer this way would take over ``SCREEN_ABOVE`` seconds, each is first timed
    alone (screen.py), and one not faster alone, or saving under ``MARGIN`` of the
    model's time alone (small_gains.py), reverts without a whole-model timing; the
@@ -266,7 +267,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         log(f"timing early-exit layers: {layer}", i, len(order))
         # With the exact reads kept so far (exact_read.py), as the others are kept.
         with_ms, without_ms = time_pair(build(dropped, reads).model, build(dropped + [layer], reads).model, feeds,
-                                        threads, passes, give_up=clearly_slower)
+                                        threads, passes, give_up=clearly_slower, settle_at=1.0 - MARGIN)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         row = LayerTiming(layer, with_ms, without_ms, kept)
         choice.layers.append(row)
@@ -295,7 +296,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             continue
         log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
-                                        feeds, threads, passes, give_up=clearly_slower)
+                                        feeds, threads, passes, give_up=clearly_slower, settle_at=1.0 - MARGIN)
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(s.layer, with_ms, without_ms, kept, ZERO_INPUTS))
         if kept:

@@ -19,6 +19,13 @@ FEEDS = 8  # distinct input batches cycled through in every timed pass
 # keeps the decisions; bench/ would say if they did).
 GIVE_UP = 0.05
 MIN_PASSES = 2
+# A comparison whose ratio of medians lies this many standard errors from the ratio the
+# caller decides at stops after that pass: more passes would not change the decision. A
+# deep CNN's layers (VGG16 at 240x240, ~0.3 s a run) took 5 passes of 16 runs each, and
+# most were settled after 2.
+SETTLED_Z = 3.0
+SE_FLOOR = 0.002  # the least relative error assumed of a ratio: timer ticks, identical runs
+WARM_RUNS = 2  # runs per session before timing, at the least (``warm_ups``)
 
 
 def timing_feeds(data: Dataset, batch: int, seed: int = 0,
@@ -66,21 +73,52 @@ def clearly_slower(with_ms: float, without_ms: float) -> bool:
     return with_ms > without_ms * (1.0 + GIVE_UP)
 
 
-def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int,
-              passes: int, block: int = 1, give_up=None, sessions: int = 1) -> tuple[float, float]:
+def settled(ta: list[float], tb: list[float], at: float, feeds: int) -> bool:
+    """Whether the a/b ratio is known to fall on one side of ``at``. Run ``i`` of each list
+    took feed ``i % feeds``, the two in turn, so each pass gives a ratio per feed; a feed's
+    ratios from pass to pass differ by the machine's noise alone (a feed's own cost, which
+    a zero-skipping op takes from its input, stays with it). Settled when the ratio of the
+    medians and the mean of the per-run log ratios both lie over SETTLED_Z standard errors
+    of that noise from ``at``, on the same side."""
+    passes = min(len(ta), len(tb)) // feeds
+    if passes < 2 or min(ta) <= 0 or min(tb) <= 0:  # (a clock too coarse for the runs)
+        return False
+    logs = np.log(np.asarray(ta[:passes * feeds]) / np.asarray(tb[:passes * feeds])).reshape(passes, feeds)
+    noise = np.sqrt(np.sum((logs - logs.mean(axis=0)) ** 2) / (feeds * (passes - 1)))
+    error = max(SE_FLOOR, noise / np.sqrt(logs.size))
+    gaps = [np.log(np.median(ta) / np.median(tb) / at), logs.mean() - np.log(at)]
+    return bool(np.sign(gaps[0]) == np.sign(gaps[1]) and min(abs(g) for g in gaps) > SETTLED_Z * error)
+
+
+def warm_ups(feeds: list[dict]) -> list[dict]:
+    """The feeds a session runs before it is timed: the first of each set of input shapes
+    (a session allocates at its first run of a shape, and plans its memory from it for the
+    next), and others up to WARM_RUNS. One run of each of the 8 feeds took 17% of the
+    timing of a whole VGG16, for nothing the medians would show."""
+    shapes, first, rest = set(), [], []
+    for f in feeds:
+        key = tuple((name, v.shape, v.dtype.str) for name, v in f.items())
+        (rest if key in shapes else first).append(f)
+        shapes.add(key)
+    return first + rest[:max(0, WARM_RUNS - len(first))]
+
+
+def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int, passes: int, block: int = 1,
+              give_up=None, sessions: int = 1, settle_at: float | None = None) -> tuple[float, float]:
     """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
     every ``block`` runs. 1 alternates every run; a larger block gives each model that
     many consecutive runs, as a loop that calls one model (a decoder) would, so that
     weights which fit in the cache stay there, where alternating every run makes two
     large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
-    from the ``MIN_PASSES``-th on, ends the timing early when it says so. The turns go
+    from the ``MIN_PASSES``-th on, ends the timing early when it says so, as does a ratio
+    ``settled`` away from ``settle_at`` (the a/b ratio the caller decides at). The turns go
     round ``sessions`` pairs of sessions alive at once: one session's time can lean one
     way for its whole life (measure/timing.py)."""
     pairs = [(session(a, threads), session(b, threads)) for _ in range(max(1, sessions))]
     outs_a = [o.name for o in a.graph.output]
     outs_b = [o.name for o in b.graph.output]
     for sa, sb in pairs:
-        for f in feeds:  # warm up: first runs allocate and page in
+        for f in warm_ups(feeds):  # first runs allocate and page in
             run(sa, outs_a, f)
             run(sb, outs_b, f)
     ta, tb = [], []
@@ -97,8 +135,11 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
                 sess.run(names, f)
                 sink.append(time.perf_counter() - t0)
         timed = min(len(ta), len(tb))
-        if (give_up is not None and timed >= MIN_PASSES * len(feeds) and timed % len(feeds) == 0
-                and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3))):
+        if timed < MIN_PASSES * len(feeds) or timed % len(feeds):
+            continue
+        if give_up is not None and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)):
+            break
+        if settle_at is not None and settled(ta, tb, settle_at, len(feeds)):
             break
     return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 
