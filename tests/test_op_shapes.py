@@ -91,3 +91,28 @@ def test_shapes_go_on_through_onnxruntime_s_fused_conv(stride):
     assert list(run_exprune(expose(model, ["a"]), {"x": x})[1].shape) == [2, 32, 16 // stride, 16 // stride]
     result = exprune_onnx.optimize_model(model, Options(threshold=float("-inf"), min_units=8))
     assert [r.candidate.layer for r in result.rewritten] == ["c2"]
+
+
+def test_a_model_of_open_dims_compiled_at_fixed_sizes_is_written_with_a_type_for_every_tensor(tmp_path):
+    """Every tensor the graph computes has a value_info at the model's own open dims: tools
+    that cannot see past our ops read types from the file (a trial's float16 conversion,
+    quantize_dynamic and onnx.utils.extract_model failed on a file written with none)."""
+    model = _cnn(2, None)
+    options = Options(threshold=-2.0, min_units=8, input_shapes={"x": (1, 3, 15, 15)}, sparse_relu="on")
+    out = exprune_onnx.optimize_model(model, options).model
+    onnx.checker.check_model(out, full_check=True)
+    made = {o for n in out.graph.node for o in n.output if o} - {v.name for v in out.graph.output}
+    info = {v.name: v.type.tensor_type for v in out.graph.value_info}
+    assert made <= set(info), made - set(info)
+    assert all(t.elem_type for t in info.values())
+    # The sizes compiled at are not written: H is open, the batch is the input's own N, channels stay.
+    conv = next(n for n in out.graph.node if n.op_type == "ExPruneSparseConv")
+    dims = info[conv.output[0]].shape.dim
+    assert [d.dim_param or d.dim_value or None for d in dims] == ["N", 32, None, None]
+    # onnx.utils.extract_model needs the tensor it cuts at to be typed.
+    path, cut = tmp_path / "o.onnx", tmp_path / "cut.onnx"
+    onnx.save(out, path)
+    onnx.utils.extract_model(str(path), str(cut), ["x"], [conv.output[0]])
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 9, 11)).astype(np.float32)}
+    assert np.array_equal(run_exprune(onnx.load(cut), feeds)[0], run_exprune(expose(out, [conv.output[0]]),
+                                                                              feeds)[-1])

@@ -156,3 +156,30 @@ def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:
     known = {v.name for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
     model.graph.value_info.extend(v for v in found.values() if v.name not in known)
     return model
+
+
+def open_value_info(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Replace ``out``'s value_info, inferred at the sizes it was compiled at, with one
+    inferred at its own input dims (an open H stays open) and through our ops. Tools that
+    read a tensor's type from the file and cannot see past our ops (onnxconverter-common's
+    float16 conversion, quantize_dynamic, onnx.utils.extract_model) failed on a model of
+    open H/W written with no entries at all. The original's own entries stay as declared."""
+    from ..io.bigmodel import SHAPES_STUB_BYTES, skeleton
+
+    own = {v.name: v for v in original.graph.value_info}
+    kept = [v for v in out.graph.value_info if own.get(v.name) == v]
+    light = skeleton(out, stub_from=SHAPES_STUB_BYTES)
+    del light.graph.value_info[:]
+    light.graph.value_info.extend(kept)
+    try:
+        found = through_our_ops(onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True))
+    except Exception:  # without entries onnxruntime still infers every shape itself
+        found = onnx.ModelProto()
+    skip = {v.name for v in [*kept, *out.graph.input, *out.graph.output]}
+    fresh = [v for v in found.graph.value_info if v.name not in skip and v.type.tensor_type.elem_type]
+    for v in fresh:  # onnx's names for dims it could not compute relate nothing: left unnamed
+        for d in v.type.tensor_type.shape.dim:
+            if d.dim_param.startswith("unk__"):
+                d.ClearField("dim_param")
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(kept + fresh)

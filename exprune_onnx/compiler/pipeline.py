@@ -308,4 +308,6 @@ def _rewrite(model: onnx.ModelProto, options: Options, rules: RuleSet) -> Result
     cleanup(graph).toposort(recurse_subgraphs=True)
     out = export(graph, model)
     keep_open_dims(out, model, fixed=bool(options.input_shapes))
+    if options.input_shapes:  # the written model runs at any size the original ran at
+        op_shapes.open_value_info(out, model)
     return Result(out, rewritten, rejected, total, unknown, folded_c, folded_bn, sparse, sparse_rejected)

@@ -370,9 +370,8 @@ def with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.
 def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool) -> None:
     """Give ``out`` the original's graph-input and output dims back: shape inference may
     have put numbers there (``fixed``: compiled with --input-shape or the data's shapes)
-    or renamed a symbolic dim (``-past + past + 1``). When ``fixed``, drop the
-    intermediate shapes inferred at those sizes too: the written model runs at any size
-    the original ran at, as onnxruntime infers the shapes again."""
+    or renamed a symbolic dim (``-past + past + 1``). (The intermediate shapes inferred
+    at those sizes are inferred again at the open dims: op_shapes.open_value_info.)"""
     inputs = {vi.name: vi for vi in original.graph.input}
     outputs = {vi.name: vi for vi in original.graph.output}
     for vi in out.graph.input:
@@ -390,11 +389,6 @@ def keep_open_dims(out: onnx.ModelProto, original: onnx.ModelProto, fixed: bool)
             vi.type.tensor_type.shape.CopyFrom(shape)
         elif fixed:  # none declared: leave it to inference
             vi.type.tensor_type.ClearField("shape")
-    if fixed:  # (the original's own entries, which export.py keeps, are of its open dims)
-        own = {v.name: v for v in original.graph.value_info}
-        kept = [v for v in out.graph.value_info if own.get(v.name) == v]
-        del out.graph.value_info[:]
-        out.graph.value_info.extend(kept)
 
 
 def _shape_example(model: onnx.ModelProto, spec: InputSpec) -> str:
