@@ -14,6 +14,7 @@ from onnx.external_data_helper import load_external_data_for_model, set_external
 
 from ..errors import ModelLoadError, OutputError, error_message
 from .data_files import check_data_files, read_linked
+from .file_kinds import other_format
 from .node_order import in_order
 
 
@@ -80,6 +81,9 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: the path holds bytes that are not text in this system's encoding (a C or "
                              "POSIX locale?), and onnx cannot open such a path: run with a UTF-8 locale "
                              "(LANG=C.UTF-8) or rename the file") from None
+    kind = other_format(p)
+    if kind:
+        raise ModelLoadError(f"{p}: {kind}, not an ONNX model: give the .onnx file")
     try:
         model = onnx.load(str(p), load_external_data=False)
         external = uses_external_data(model)

@@ -1,0 +1,25 @@
+"""Model files of other formats, named by their first bytes: protobuf's own message for
+them ("Wire format was corrupt", "Error parsing message") told a user nothing of why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# A flatbuffer names its kind in bytes 4-8, after the root's offset.
+_FLATBUFFERS = {b"ORTM": "an ORT-format model (onnxruntime's .ort, converted from an .onnx file)",
+                b"TFL3": "a TensorFlow Lite model"}
+_ZIP = b"PK\x03\x04"
+
+
+def other_format(path: Path) -> str | None:
+    """What the file at ``path`` is, when its first bytes say it is no ONNX model, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:  # unreadable: onnx.load says so, as for any file
+        return None
+    if head[4:8] in _FLATBUFFERS:
+        return _FLATBUFFERS[head[4:8]]
+    if head.startswith(_ZIP):
+        return "a zip archive (a PyTorch checkpoint saves as one: export it with torch.onnx.export)"
+    return None
