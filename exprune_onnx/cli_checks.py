@@ -101,6 +101,8 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     rough = done.latency.spread_note()
     if rough:
         console.print(f"[yellow]warning:[/] {rough}")
+    if done.same_graph:
+        console.print(f"note: {done.same_graph_note()}")
     if json_path is not None:
         write_json(json_path, report.jsonable(done.as_json(str(original), str(optimized))))
 

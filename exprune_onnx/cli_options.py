@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -168,8 +170,17 @@ HUMAN_OUTPUT = {"stderr": False}
 
 def dash_is_stdout(_ctx, _param, value: Path | None) -> Path | None:
     """A callback: '-' for a JSON output is standard output, as tools read it (it wrote a
-    file named '-'); the tables then go to standard error."""
-    if value is None or str(value) != "-":
+    file named '-'); the tables then go to standard error, as they do for any other name of
+    standard output (/dev/stdout, /proc/self/fd/1, the file it is redirected to)."""
+    if value is None:
         return value
-    HUMAN_OUTPUT["stderr"] = True
-    return Path("/dev/stdout")
+    if str(value) == "-" or _is_stdout(value):
+        HUMAN_OUTPUT["stderr"] = True
+    return Path("/dev/stdout") if str(value) == "-" else value
+
+
+def _is_stdout(path: Path) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file; no descriptor (a test's captured stream)
+        return False

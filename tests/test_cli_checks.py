@@ -45,6 +45,9 @@ def test_evaluate_side_by_side(example, tmp_path, small_set):
     assert again["original_flops_saved_per_sample"] == pytest.approx(again["flops_saved_per_sample"])
     assert again["flops_saved_per_sample"] == pytest.approx(result["flops_saved_per_sample"])
     assert "(as many as the original's)" in " ".join(r.output.replace("│", " ").split())
+    # One graph twice: the ratio is said to be noise (optimize writes the original back where it keeps nothing).
+    assert again["same_graph"] and not result["same_graph"]
+    assert "the measurement's noise" in " ".join(r.output.split())
     # '-' is standard output (it wrote a file named '-'), and holds the JSON alone, the table
     # going to standard error (a trial's `--json - | python -m json.tool` met the table first).
     done = subprocess.run([sys.executable, "-m", "exprune_onnx", "evaluate", str(example), str(out), "--data",

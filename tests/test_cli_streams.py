@@ -6,6 +6,7 @@ print writes nothing, and one after lets the command finish."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -139,3 +140,19 @@ def test_a_ctrl_c_while_the_tables_print_lets_the_command_finish(example, tmp_pa
     assert r.exit_code == 0 and "wrote" in r.output, r.output
     assert (tmp_path / "o.onnx").exists() and (tmp_path / "r.json").exists()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.skipif(not Path("/dev/stdout").exists(), reason="needs /dev/stdout")
+@pytest.mark.parametrize("into_file", [False, True])
+def test_json_to_standard_output_by_any_name_holds_the_json_alone(into_file, tmp_path):
+    """/dev/stdout is '-' by another name: the tables go to standard error, whether standard
+    output is a pipe or a file it is redirected to (they came first, and jq refused them)."""
+    if into_file:
+        with open(tmp_path / "out.json", "w") as f:
+            done = _command("inspect", EXAMPLE, "--json", "/dev/stdout", stdout=f)
+        text = (tmp_path / "out.json").read_text()
+    else:
+        done = _command("inspect", EXAMPLE, "--json", "/dev/stdout")
+        text = done.stdout.decode()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(text)["schema"] == 1 and b"Candidate layers" in done.stderr

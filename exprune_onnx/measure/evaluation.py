@@ -25,6 +25,16 @@ class Evaluation:
     memory: dict  # size_mb and peak_rss_mib, (original, optimised)
     tiles: bool  # sparse convs on a CPU with AMX tiles, whose dense images skip nothing
     original_saved: float = 0.0  # per sample, by the original's own ops (it was rewritten before)
+    same_graph: bool = False  # the two graphs are equal, weights and all: any difference is the machine's
+
+    def same_graph_note(self) -> str:
+        """What the ratio means when both models are one graph (the latency objective keeps
+        nothing on some models and writes the original back), else ""."""
+        if not self.same_graph:
+            return ""
+        return (f"the two models have the same graph, weights and all: the ratio {self.latency.ratio:.3f} is the "
+                "measurement's noise (what optimize wrote is the original, as where the latency objective kept "
+                "nothing)")
 
     def as_json(self, original: str, optimized: str) -> dict:
         import onnxruntime as ort
@@ -35,7 +45,7 @@ class Evaluation:
                 "dense_flops_per_sample": self.dense_flops, "flops_saved_per_sample": self.flops_saved,
                 "original_flops_saved_per_sample": self.original_saved if self.flops_saved is not None else None,
                 "latency": vars(t) | {"ratio": t.ratio}, "memory": self.memory, "machine": platform.machine(),
-                "onnxruntime": ort.__version__}
+                "onnxruntime": ort.__version__, "same_graph": self.same_graph}
 
 
 def unpaired(ref: onnx.ModelProto, opt: onnx.ModelProto) -> str | None:
@@ -87,4 +97,5 @@ def evaluate_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset, bat
     memory = {"size_mb": (model_bytes(ref) / 1e6, model_bytes(opt) / 1e6),
               "peak_rss_mib": (peak_rss_mb(ref, feeds[0]), peak_rss_mb(opt, feeds[0]))}
     tiles = cpu_has_tiles() and any(n.op_type == SPARSE_CONV for n in all_nodes(opt.graph))
-    return Evaluation(checked, latency, dense, saved, why, memory, tiles, original_saved(ref, checked))
+    return Evaluation(checked, latency, dense, saved, why, memory, tiles, original_saved(ref, checked),
+                      ref.graph == opt.graph)
