@@ -77,23 +77,28 @@ def test_time_pair_goes_round_pairs_of_sessions_alive_at_once(monkeypatch):
     assert order[8:] == ["a0", "b0", "a1", "b1", "b0", "a0", "b1", "a1"]  # after warming each pair up
 
 
-def test_a_settled_ratio_is_far_from_where_the_caller_decides_in_the_noise_of_a_feed_s_ratios():
+def test_a_settled_ratio_is_far_from_each_line_the_caller_reads_it_against():
     """Feeds of different cost (a zero-skipping op's, 10% apart) are no noise: run to run,
     a feed's ratio moves by the machine's noise only."""
     rng = np.random.default_rng(0)
-    cost = np.repeat(np.linspace(0.95, 1.05, 8)[None], 2, axis=0).ravel()  # two passes over 8 feeds
+    cost = np.tile(np.linspace(0.95, 1.05, 8), 4)  # four passes over 8 feeds
 
-    def runs(scale, noise):
-        return list(scale * cost * np.exp(noise * rng.standard_normal(cost.size)))
+    def runs(scale, noise, by_pass=0.0):
+        shift = np.repeat(by_pass * np.array([1, -1, 1, -1]), 8)  # noise that moves whole passes
+        return list(scale * cost * np.exp(shift + noise * rng.standard_normal(cost.size)))
 
     dense = runs(1.0, 0.0)
-    assert pairs.settled(runs(0.97, 0.002), dense, 0.99, 8)  # 3% faster, deciding at 1%: known after 2 passes
-    assert pairs.settled(runs(1.01, 0.002), dense, 0.99, 8)  # 1% slower
-    assert not pairs.settled(runs(0.99, 0.002), dense, 0.99, 8)  # at the line itself
-    assert not pairs.settled(runs(0.97, 0.05), dense, 0.99, 8)  # 5% noise a run: not known yet
-    assert not pairs.settled(runs(0.5, 0.0)[:8], dense[:8], 0.99, 8)  # one pass tells no noise
-    flat = [1.0] * 16
-    assert not pairs.settled([0.999] * 16, flat, 1.0, 8)  # identical runs: SE_FLOOR, not 0
+    line = (0.99, 1.0)
+    assert pairs.settled(runs(0.97, 0.002), dense, line, 8)  # 3% faster: known after 4 passes
+    assert pairs.settled(runs(1.02, 0.002), dense, line, 8)  # 2% slower
+    assert not pairs.settled(runs(0.99, 0.002), dense, line, 8)  # at a line itself
+    assert not pairs.settled(runs(0.97, 0.05), dense, line, 8)  # 5% noise a run: not known yet
+    assert not pairs.settled(runs(0.97, 0.001, by_pass=0.02), dense, line, 8)  # passes 4% apart
+    # 0.4% slower: clear of the 1% line, not of the "faster or not" one.
+    slower = runs(1.004, 0.0005)
+    assert pairs.settled(slower, dense, (0.99,), 8) and not pairs.settled(slower, dense, line, 8)
+    assert not pairs.settled(runs(0.5, 0.0)[:8], dense[:8], line, 8)  # one pass tells no noise
+    assert not pairs.settled([0.999] * 16, [1.0] * 16, (1.0,), 8)  # identical runs: SE_FLOOR, not 0
 
 
 def _recording_sessions(monkeypatch, seconds):
@@ -119,15 +124,17 @@ def test_timing_stops_once_the_decision_is_settled_and_not_before(monkeypatch):
     one.graph.name, two.graph.name = "a", "b"
     feeds = [{"x": np.zeros((1, 3), np.float32)}] * pairs.FEEDS
     order = _recording_sessions(monkeypatch, {"a": 0.9e-3, "b": 1e-3})
-    assert pairs.time_pair(one, two, feeds, 1, passes=10, settle_at=0.99) == pytest.approx((0.9, 1.0))
+    assert pairs.time_pair(one, two, feeds, 1, passes=10, settle_at=(0.99, 1.0)) == pytest.approx((0.9, 1.0))
     warm = 2 * pairs.WARM_RUNS
     assert len(order) == warm + 2 * pairs.MIN_PASSES * pairs.FEEDS  # settled at the first check
     order.clear()
-    pairs.time_pair(one, two, feeds, 1, passes=10, settle_at=0.9)  # a ratio right at the line: all passes
+    pairs.time_pair(one, two, feeds, 1, passes=10, settle_at=(0.9,))  # a ratio right at the line: all passes
     assert len(order) == warm + 2 * 10 * pairs.FEEDS
     order.clear()
     pairs.time_pair(one, two, feeds, 1, passes=10)  # nothing to decide: all passes
     assert len(order) == warm + 2 * 10 * pairs.FEEDS
+    with pytest.raises(ValueError):  # a feed would meet one pair of sessions every pass
+        pairs.time_pair(one, two, feeds, 1, passes=10, sessions=2, settle_at=(0.99,))
 
 
 def test_each_session_warms_up_once_a_shape_and_at_least_twice():

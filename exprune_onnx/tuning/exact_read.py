@@ -49,7 +49,7 @@ def exact_instead(choice, build, dropped: list[str], reads: list[str], layer: st
         return None
     log(f"timing an exact read instead of the early exit: {layer}")
     exact_ms, early_ms = objective.time_pair(exact.model, early.model, feeds, threads, passes,
-                                             give_up=objective.clearly_slower, settle_at=1.0 + objective.MARGIN)
+                                             give_up=objective.clearly_slower, settle_at=(1.0, 1.0 + objective.MARGIN))
     wins = exact_ms <= early_ms * (1.0 + objective.MARGIN)
     choice.layers.append(objective.LayerTiming(layer, exact_ms, early_ms, wins, objective.ZERO_INPUTS,
                                                versus_early_exit=True))

@@ -267,7 +267,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
         log(f"timing early-exit layers: {layer}", i, len(order))
         # With the exact reads kept so far (exact_read.py), as the others are kept.
         with_ms, without_ms = time_pair(build(dropped, reads).model, build(dropped + [layer], reads).model, feeds,
-                                        threads, passes, give_up=clearly_slower, settle_at=1.0 - MARGIN)
+                                        threads, passes, give_up=clearly_slower, settle_at=(1.0 - MARGIN, 1.0))
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         row = LayerTiming(layer, with_ms, without_ms, kept)
         choice.layers.append(row)
@@ -296,7 +296,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
             continue
         log(f"timing zero-input skipping: {s.layer}", i, len(relu_candidates))
         with_ms, without_ms = time_pair(build(dropped, relu_kept + [s.layer]).model, build(dropped, relu_kept).model,
-                                        feeds, threads, passes, give_up=clearly_slower, settle_at=1.0 - MARGIN)
+                                        feeds, threads, passes, give_up=clearly_slower, settle_at=(1.0 - MARGIN, 1.0))
         kept = with_ms <= without_ms * (1.0 - MARGIN)
         choice.layers.append(LayerTiming(s.layer, with_ms, without_ms, kept, ZERO_INPUTS))
         if kept:

@@ -19,12 +19,15 @@ FEEDS = 8  # distinct input batches cycled through in every timed pass
 # keeps the decisions; bench/ would say if they did).
 GIVE_UP = 0.05
 MIN_PASSES = 2
-# A comparison whose ratio of medians lies this many standard errors from the ratio the
-# caller decides at stops after that pass: more passes would not change the decision. A
-# deep CNN's layers (VGG16 at 240x240, ~0.3 s a run) took 5 passes of 16 runs each, and
-# most were settled after 2.
+# A comparison whose ratio lies this many standard errors from each ratio the caller
+# decides at stops after that pass (``settled``): more passes would not change the
+# decision. A deep CNN's layers (VGG16 at 240x240, ~0.3 s a run) took 5 passes of 16 runs
+# each, most of them clear long before.
 SETTLED_Z = 3.0
 SE_FLOOR = 0.002  # the least relative error assumed of a ratio: timer ticks, identical runs
+# Student's t at SETTLED_Z's one-sided level (99.865%) for 1-11 degrees of freedom; past
+# them SETTLED_Z + 9.5 / dof is within 2% of it.
+_STUDENT_T = (235.8, 19.21, 9.22, 6.62, 5.51, 4.90, 4.53, 4.28, 4.09, 3.96, 3.85)
 WARM_RUNS = 2  # runs per session before timing, at the least (``warm_ups``)
 
 
@@ -73,21 +76,27 @@ def clearly_slower(with_ms: float, without_ms: float) -> bool:
     return with_ms > without_ms * (1.0 + GIVE_UP)
 
 
-def settled(ta: list[float], tb: list[float], at: float, feeds: int) -> bool:
-    """Whether the a/b ratio is known to fall on one side of ``at``. Run ``i`` of each list
-    took feed ``i % feeds``, the two in turn, so each pass gives a ratio per feed; a feed's
-    ratios from pass to pass differ by the machine's noise alone (a feed's own cost, which
-    a zero-skipping op takes from its input, stays with it). Settled when the ratio of the
-    medians and the mean of the per-run log ratios both lie over SETTLED_Z standard errors
-    of that noise from ``at``, on the same side."""
+def settled(ta: list[float], tb: list[float], lines: tuple[float, ...], feeds: int) -> bool:
+    """Whether the a/b ratio is known to fall on one side of each of ``lines``. Run ``i``
+    of each list took feed ``i % feeds``, the two in turn, so each pass gives a ratio per
+    feed. A feed's ratios from pass to pass differ by the machine's noise (a feed's own
+    cost, which a zero-skipping op takes from its input, stays with it); noise that lasts
+    longer than a run (another job's burst of memory traffic, which slows one model more
+    than the other) moves whole passes, which the spread of the passes' mean ratios shows,
+    at the price of Student's t on few of them. Settled when the ratio of the medians and
+    the mean log ratio lie over both margins from each line, on the same side."""
     passes = min(len(ta), len(tb)) // feeds
     if passes < 2 or min(ta) <= 0 or min(tb) <= 0:  # (a clock too coarse for the runs)
         return False
     logs = np.log(np.asarray(ta[:passes * feeds]) / np.asarray(tb[:passes * feeds])).reshape(passes, feeds)
-    noise = np.sqrt(np.sum((logs - logs.mean(axis=0)) ** 2) / (feeds * (passes - 1)))
-    error = max(SE_FLOOR, noise / np.sqrt(logs.size))
-    gaps = [np.log(np.median(ta) / np.median(tb) / at), logs.mean() - np.log(at)]
-    return bool(np.sign(gaps[0]) == np.sign(gaps[1]) and min(abs(g) for g in gaps) > SETTLED_Z * error)
+    cells = np.sqrt(np.sum((logs - logs.mean(axis=0)) ** 2) / (feeds * (passes - 1))) / np.sqrt(logs.size)
+    between = logs.mean(axis=1).std(ddof=1) / np.sqrt(passes)
+    dof = passes - 1
+    t = _STUDENT_T[dof - 1] if dof <= len(_STUDENT_T) else SETTLED_Z + 9.5 / dof
+    margin = max(SETTLED_Z * max(SE_FLOOR, cells), t * between)
+    ratio, mean = np.log(np.median(ta) / np.median(tb)), logs.mean()
+    return all(np.sign(ratio - np.log(line)) == np.sign(mean - np.log(line))
+               and min(abs(ratio - np.log(line)), abs(mean - np.log(line))) > margin for line in lines)
 
 
 def warm_ups(feeds: list[dict]) -> list[dict]:
@@ -104,16 +113,20 @@ def warm_ups(feeds: list[dict]) -> list[dict]:
 
 
 def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads: int, passes: int, block: int = 1,
-              give_up=None, sessions: int = 1, settle_at: float | None = None) -> tuple[float, float]:
+              give_up=None, sessions: int = 1, settle_at: tuple[float, ...] = ()) -> tuple[float, float]:
     """Median milliseconds per batch of ``a`` and ``b`` over the same feeds, taking turns
     every ``block`` runs. 1 alternates every run; a larger block gives each model that
     many consecutive runs, as a loop that calls one model (a decoder) would, so that
     weights which fit in the cache stay there, where alternating every run makes two
     large models evict each other's. ``give_up(a_ms, b_ms)``, checked after every pass
     from the ``MIN_PASSES``-th on, ends the timing early when it says so, as does a ratio
-    ``settled`` away from ``settle_at`` (the a/b ratio the caller decides at). The turns go
-    round ``sessions`` pairs of sessions alive at once: one session's time can lean one
-    way for its whole life (measure/timing.py)."""
+    ``settled`` on one side of each of ``settle_at`` (the a/b ratios the caller reads it
+    against). The turns go round ``sessions`` pairs of sessions alive at once: one
+    session's time can lean one way for its whole life (measure/timing.py). Not both: a
+    feed would meet the same pair in every pass, and their lean would not show in its
+    ratios."""
+    if settle_at and sessions > 1:
+        raise ValueError("time_pair settles one pair of sessions only")
     pairs = [(session(a, threads), session(b, threads)) for _ in range(max(1, sessions))]
     outs_a = [o.name for o in a.graph.output]
     outs_b = [o.name for o in b.graph.output]
@@ -139,7 +152,7 @@ def time_pair(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict], threads
             continue
         if give_up is not None and give_up(float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)):
             break
-        if settle_at is not None and settled(ta, tb, settle_at, len(feeds)):
+        if settle_at and settled(ta, tb, settle_at, len(feeds)):
             break
     return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 

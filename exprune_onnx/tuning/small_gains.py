@@ -59,7 +59,7 @@ def time_again(choice, model_with, kept: list[str], feeds, threads: int, passes:
         log(f"timing zero-input skipping again: {t.layer}", i, len(again))
         t.with_ms, t.without_ms = objective.time_pair(model_with(kept + added + [t.layer]), model_with(kept + added),
                                                       feeds, threads, passes, give_up=objective.clearly_slower,
-                                                      settle_at=1.0 - objective.MARGIN)
+                                                      settle_at=(1.0 - objective.MARGIN, 1.0))
         t.kept, t.again = t.with_ms <= t.without_ms * (1.0 - objective.MARGIN), True
         if t.kept:
             added.append(t.layer)
@@ -95,7 +95,7 @@ def _group(choice, members, model_with, kept: list[str], feeds, threads: int, pa
     names = [t.layer for t in members]
     log("timing the small zero-input gains together")
     with_ms, without_ms = objective.time_pair(model_with(kept + names), model_with(kept), feeds, threads, passes,
-                                              give_up=objective.clearly_slower, settle_at=1.0 - objective.MARGIN)
+                                              give_up=objective.clearly_slower, settle_at=(1.0 - objective.MARGIN,))
     together = with_ms <= without_ms * (1.0 - objective.MARGIN)
     choice.layers.append(objective.LayerTiming(" + ".join(names), with_ms, without_ms, together,
                                                objective.ZERO_INPUTS, group=tuple(names)))
