@@ -116,3 +116,31 @@ def test_a_model_of_open_dims_compiled_at_fixed_sizes_is_written_with_a_type_for
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 9, 11)).astype(np.float32)}
     assert np.array_equal(run_exprune(onnx.load(cut), feeds)[0], run_exprune(expose(out, [conv.output[0]]),
                                                                               feeds)[-1])
+
+
+def test_if_bodies_compiled_at_fixed_sizes_run_at_other_sizes():
+    """An If's branches keep the dims their original declared: with the compiled sizes in
+    their outputs, onnxruntime refused the model at any other size."""
+    branch = {name: helper.make_graph([helper.make_node(op, ["d"], [f"{name}_out"])], name, [],
+                                      [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])
+              for name, op in (("then", "Relu"), ("other", "Identity"))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["c"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c"], ["d"]),
+             helper.make_node("If", ["cond"], ["dd"], then_branch=branch["then"], else_branch=branch["other"]),
+             helper.make_node("Conv", ["dd", "w3"], ["e"], pads=[1, 1, 1, 1], name="conv3"),
+             helper.make_node("GlobalAveragePool", ["e"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+                               helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32, 1, 1])],
+                       [init("w1", scaled_normal(32, 3, 3, 3)), init("w2", scaled_normal(32, 32, 3, 3)),
+                        init("w3", scaled_normal(32, 32, 3, 3))])
+    options = Options(threshold=float("-inf"), min_units=8, input_shapes={"x": (1, 3, 15, 15), "cond": ()},
+                      sparse_relu="on")
+    out = exprune_onnx.optimize_model(model, options).model
+    assert "ExPruneConvRelu" in node_types(out)
+    rng = np.random.default_rng(0)
+    for cond in (True, False):
+        feeds = {"x": rng.standard_normal((2, 3, 9, 11)).astype(np.float32), "cond": np.array(cond)}
+        want = run_exprune(model, feeds)[0]
+        np.testing.assert_allclose(run_exprune(out, feeds)[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

@@ -166,6 +166,7 @@ def open_value_info(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
     open H/W written with no entries at all. The original's own entries stay as declared."""
     from ..io.bigmodel import SHAPES_STUB_BYTES, skeleton
 
+    _open_bodies(out, original)
     own = {v.name: v for v in original.graph.value_info}
     kept = [v for v in out.graph.value_info if own.get(v.name) == v]
     light = skeleton(out, stub_from=SHAPES_STUB_BYTES)
@@ -174,6 +175,8 @@ def open_value_info(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
     try:
         found = through_our_ops(onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True))
     except Exception:  # without entries onnxruntime still infers every shape itself
+        # (pipeline.infer_shapes would also try onnxruntime's symbolic inference, which
+        # knows none of our ops: seconds lost on every compile for nothing)
         found = onnx.ModelProto()
     skip = {v.name for v in [*kept, *out.graph.input, *out.graph.output]}
     fresh = [v for v in found.graph.value_info if v.name not in skip and v.type.tensor_type.elem_type]
@@ -183,3 +186,24 @@ def open_value_info(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
                 d.ClearField("dim_param")
     del out.graph.value_info[:]
     out.graph.value_info.extend(kept + fresh)
+
+
+def _open_bodies(out: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """If/Loop/Scan bodies as the original declared them: their value_info and outputs had
+    the dims inferred at the compiled sizes, and onnxruntime held an If branch's output to
+    [1, 32, 15, 15] where the model ran at 9x11. An entry the original did not declare is
+    dropped; an output it did not shape keeps its type alone."""
+    from ..io.modelio import all_graphs
+
+    declared = {}
+    for g in list(all_graphs(original.graph))[1:]:
+        declared.update((v.name, v) for v in [*g.value_info, *g.output])
+    for g in list(all_graphs(out.graph))[1:]:
+        kept = [v for v in g.value_info if declared.get(v.name) == v]
+        del g.value_info[:]
+        g.value_info.extend(kept)
+        for v in g.output:
+            if v.name in declared:
+                v.type.CopyFrom(declared[v.name].type)
+            elif v.type.HasField("tensor_type"):
+                v.type.tensor_type.ClearField("shape")
