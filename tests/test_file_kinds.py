@@ -29,6 +29,15 @@ def test_a_zip_archive_is_named_as_one(tmp_path):
         load_model(path)
 
 
+def test_an_onnx_model_whose_producer_spells_a_flatbuffer_kind_still_loads(tmp_path):
+    """Bytes 4-8 of a ModelProto are its producer name's first four: looked at only once
+    protobuf cannot read the file."""
+    model = weight_model(8)
+    model.producer_name = "TFL3 converter"
+    assert other_format(save_model(model, tmp_path)) is not None  # what the bytes alone would say
+    assert load_model(tmp_path / "m.onnx").producer_name == "TFL3 converter"
+
+
 def test_an_onnx_model_and_a_short_file_are_no_other_format(tmp_path):
     assert other_format(save_model(weight_model(8), tmp_path)) is None
     (tmp_path / "short").write_bytes(b"\x08")

@@ -14,7 +14,7 @@ from onnx.external_data_helper import load_external_data_for_model, set_external
 
 from ..errors import ModelLoadError, OutputError, error_message
 from .data_files import check_data_files, read_linked
-from .file_kinds import other_format
+from .file_kinds import refuse_other_format
 from .node_order import in_order
 
 
@@ -81,9 +81,6 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{p}: the path holds bytes that are not text in this system's encoding (a C or "
                              "POSIX locale?), and onnx cannot open such a path: run with a UTF-8 locale "
                              "(LANG=C.UTF-8) or rename the file") from None
-    kind = other_format(p)
-    if kind:
-        raise ModelLoadError(f"{p}: {kind}, not an ONNX model: give the .onnx file")
     try:
         model = onnx.load(str(p), load_external_data=False)
         external = uses_external_data(model)
@@ -96,7 +93,10 @@ def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
     except ModelLoadError:
         raise
     except Exception as exc:  # protobuf and IO errors come in many types
+        refuse_other_format(p)
         raise ModelLoadError(f"{p}: not a readable ONNX model ({error_message(exc)})") from exc
+    if not model.HasField("graph"):  # other bytes may parse as a message of unknown fields
+        refuse_other_format(p)
     shaped = declare_output_shapes(in_order(model) or model)
     # The path form of the checker copes with models over 2 GiB, but reads the file as it is.
     # (The file's checker would refuse a linked data file, whose data is read in already.)
