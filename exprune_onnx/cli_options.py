@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -181,6 +182,10 @@ def dash_is_stdout(_ctx, _param, value: Path | None) -> Path | None:
 
 def _is_stdout(path: Path) -> bool:
     try:
-        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+        out = os.fstat(sys.stdout.fileno())
+        # /dev/null for both (cron, CI) is no reader of JSON that the tables would spoil
+        if stat.S_ISCHR(out.st_mode) and not sys.stdout.isatty():
+            return False
+        return os.path.samestat(os.stat(path), out)
     except (OSError, ValueError, AttributeError):  # no such file; no descriptor (a test's captured stream)
         return False

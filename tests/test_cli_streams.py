@@ -156,3 +156,11 @@ def test_json_to_standard_output_by_any_name_holds_the_json_alone(into_file, tmp
         text = done.stdout.decode()
     assert done.returncode == 0, done.stderr
     assert json.loads(text)["schema"] == 1 and b"Candidate layers" in done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
+def test_json_to_dev_null_with_standard_output_there_too_keeps_the_tables_off_standard_error():
+    """cron and CI send both to /dev/null: no reader's JSON to keep clean, and the tables
+    would land in the log that standard error goes to."""
+    done = _command("inspect", EXAMPLE, "--json", "/dev/null", stdout=subprocess.DEVNULL)
+    assert done.returncode == 0 and b"Candidate layers" not in done.stderr, done.stderr
