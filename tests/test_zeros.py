@@ -82,7 +82,7 @@ def conv_after(chain_ops: list[str]) -> onnx.ModelProto:
              helper.make_node("Relu", ["c0"], ["t0"])]
     for i, op in enumerate(chain_ops):
         attrs = {"kernel_shape": [1, 1]} if op in ("AveragePool", "MaxPool") else {"perm": [0, 1, 3, 2]} \
-            if op == "Transpose" else {"size": 3} if op == "LRN" else {}
+            if op == "Transpose" else {"size": 3} if op == "LRN" else {"blocksize": 2} if "Depth" in op else {}
         nodes.append(helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], **attrs))
     nodes.append(helper.make_node("Conv", [f"t{len(chain_ops)}", "W1"], ["out"], name="conv2", pads=[1, 1, 1, 1]))
     inits = [init("W0", rng.normal(size=(C, 3, 3, 3)).astype(np.float32)),
@@ -90,10 +90,12 @@ def conv_after(chain_ops: list[str]) -> onnx.ModelProto:
     return make_model(nodes, [vi("x", ["N", 3, HW, HW])], [vi("out", None)], inits)
 
 
-@pytest.mark.parametrize("chain_ops", [["Dropout", "AveragePool", "Identity"], ["Transpose"], ["LRN", "MaxPool"]],
-                         ids=["pool", "transpose", "lrn"])
+@pytest.mark.parametrize("chain_ops", [["Dropout", "AveragePool", "Identity"], ["Transpose"], ["LRN", "MaxPool"],
+                                       ["DepthToSpace", "SpaceToDepth"]],
+                         ids=["pool", "transpose", "lrn", "pixel_shuffle"])
 def test_conv_reads_zeros_through_dropout_a_1x1_pool_or_a_transpose(chain_ops):
-    """A Transpose moves each zero with its value: the conv skips it where it lands. An LRN
+    """A Transpose, or a DepthToSpace (PyTorch's PixelShuffle, a super-resolution net's
+    up-path) moves each zero with its value: the conv skips it where it lands. An LRN
     (Caffe's AlexNet) divides each value by a positive number: a zero stays one."""
     model = conv_after(chain_ops)
     res = exprune_onnx.optimize_model(model, threshold=NEG_INF, sparse_relu="on")

@@ -9,6 +9,7 @@ values without changing them, or keep a zero wherever a whole window is zero:
     Relu -> MaxPool -> Transpose -> Reshape -> MatMul           (tf2onnx Keras VGG heads)
     Relu -> Dropout / Identity -> Conv
     Relu -> Pad (zeros, reflect, edge) / Resize (nearest) -> Conv   (padding_mode, UNet up-paths)
+    Relu -> DepthToSpace -> Conv                                 (PixelShuffle: super-resolution)
     Relu -> LRN -> MaxPool -> Conv                               (Caffe's AlexNet, GoogLeNet)
     Concat -> Reshape -> Transpose -> Reshape -> Split / Slice -> Conv  (ShuffleNet's channel
                                                                    shuffle and split)
@@ -32,7 +33,8 @@ from ..rules import chain
 
 # Ops whose outputs hold some of their first input's values, moved but unchanged (the other
 # inputs give shapes, axes or sizes).
-MOVES = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Split", "Slice"})
+MOVES = frozenset({"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Split", "Slice", "DepthToSpace",
+                   "SpaceToDepth"})
 _LIMIT = 8  # ops looked through at most: real exports have two to four
 
 
