@@ -318,7 +318,7 @@ def test_data_on_which_the_original_answers_nan_is_refused():
     the check printed "top-1 agreement 100.00%", and calibration wrote NaN thresholds that
     onnxruntime refused ("internal error"). Both now say what the data does."""
     from exprune_onnx.errors import DataError
-    from exprune_onnx.tuning.search import Runner
+    from exprune_onnx.tuning.runner import Runner
 
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "h"], ["b"]),
              helper.make_node("Sub", ["b", "b"], ["y"])]
@@ -386,7 +386,7 @@ def test_nan_from_the_model_s_own_weights_is_blamed_on_them():
     or better-scaled data, which cannot help: the message now names the tensor, and the
     command still exits as for data it cannot check (6)."""
     from exprune_onnx.errors import DataError
-    from exprune_onnx.tuning.search import Runner
+    from exprune_onnx.tuning.runner import Runner
 
     w = scaled_normal(4, 3)
     w[1, 2] = np.nan

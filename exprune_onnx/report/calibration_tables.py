@@ -68,6 +68,8 @@ def _score_text(score, saved: float, samples: int, result: Result) -> str:
             text += f", right answers lost {100 * score.drop:.2f}%"
     elif score.metric == "agreement":
         text = f"{score.answer_kind} agreement {100 * score.optimized:.2f}%"
+    elif score.over is not None:  # a certified budget's measure (metrics.score)
+        text = f"relative error over {score.over:g} on {100 * score.drop:.2f}% of samples"
     else:
         text = f"relative error {score.drop:.3g}"
     if result.uncounted_nodes:  # the share would be of a partial count

@@ -124,7 +124,7 @@ class Tester:
                  tolerance: float, progress=None, output: str = ""):
         from ..io.modelio import runnable
         from ..runtime import inference_session
-        from .search import reference_output
+        from .runner import reference_output
 
         self.data, self.indices, self.batch, self.metric, self.tolerance = data, indices, batch, metric, tolerance
         self.output = output or original.graph.output[0].name
@@ -171,7 +171,7 @@ class Tester:
         lost_all = labelled_all = 0
         for feeds in self._batches():
             outs = session.run(names, feeds)
-            outs[0] = np.moveaxis(as_array(outs[0]), self.batch_axis, 0)  # as the reference's (search.reference_output)
+            outs[0] = np.moveaxis(as_array(outs[0]), self.batch_axis, 0)  # as the reference's (runner.reference_output)
             # A fixed batch pads the last run (Dataset.batches): its pad rows are no samples.
             stop = min(start + outs[0].shape[0], len(self.reference))
             outs[0] = self.layout.scores(outs[0][:stop - start])
@@ -196,7 +196,8 @@ class Tester:
 
     def score(self) -> Score:
         ref, got = (self.layout.values(x, self.metric) for x in (self.reference, self.last[0]))
-        return score(self.metric, ref, got, self.labels, self.layout.answer_kind)
+        return score(self.metric, ref, got, self.labels, self.layout.answer_kind,
+                     self.tolerance if self.metric == "relerr" else None)
 
 
 def ladder(shares: dict, step_down, above: int = ABOVE) -> list[dict]:
@@ -310,7 +311,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     plain = copy.deepcopy(base)
     plain.confidence = 0.0
     outcome = search(original, plain, subset(data, ladder_idx), metric=metric, max_drop=max_drop, holdout=0.0,
-                     seed=seed, batch=batch, log=log, **search_args)
+                     seed=seed, batch=batch, log=log, certifying=True, **search_args)
     rungs = ladder(outcome.shares, step_down)
     testing = len(test_idx)
     test_idx = _labelled(outcome.metric, data, test_idx)

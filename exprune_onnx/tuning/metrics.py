@@ -38,6 +38,7 @@ class Score:
     optimized: float
     drop: float
     answer_kind: str = "top-1"  # what agreement counts (label_layout.Layout.answer_kind)
+    over: float | None = None  # relerr: drop is the share of samples whose relative error is over this
 
 
 def is_class_index(a: np.ndarray) -> bool:
@@ -183,7 +184,9 @@ def _map_hint(output: np.ndarray, metric: str) -> str:
 
 
 def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
-          answer_kind: str = "top-1") -> Score:
+          answer_kind: str = "top-1", over: float | None = None) -> Score:
+    """``over`` (relerr only): score the share of samples whose relative error is over it,
+    as a certified budget bounds it (certify.py), instead of the mean error."""
     if metric in ("accuracy", "lost"):
         want, answer = answers(ref, got)
         right_before, right_after = want == labels, answer == labels
@@ -193,6 +196,9 @@ def score(metric: str, ref: np.ndarray, got: np.ndarray, labels: np.ndarray | No
     if metric == "agreement":
         agree = top1_agreement(ref, got)
         return Score(metric, 1.0, agree, 1.0 - agree, answer_kind)
+    if over is not None:
+        share = float(np.mean(sample_relative_errors(ref, got) > over))
+        return Score(metric, 0.0, share, share, over=over)
     err = relative_error(ref, got)
     return Score(metric, 0.0, err, err)
 
