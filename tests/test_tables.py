@@ -238,7 +238,7 @@ def test_json_drops_and_sources_read_as_the_tables_do():
     score = Score("accuracy", 0.871, 0.861, 0.871 - 0.861)
     assert score.drop > 0.01 and _score_json(score, 0.25) == {"metric": "accuracy", "original": 0.871,
                                                               "optimized": 0.861, "drop": 0.01,
-                                                              "answer_kind": "top-1", "flops_saved": 0.25}
+                                                              "answer_kind": "top-1", "over": None, "flops_saved": 0.25}
     assert latency_json(LatencyChoice(None, None, 1, 1, "'calib.npz'"))["source"] == "calib.npz"
     random = "seeded random inputs: prune rates on real data differ, give --check-data"
     assert latency_json(LatencyChoice(None, None, 1, 1, random))["source"] == random
