@@ -446,7 +446,7 @@ def test_the_samples_asked_for_are_the_fewest_whose_testing_part_is_large_enough
 def test_a_certified_relerr_search_aims_at_the_share_of_samples_over_the_budget():
     """The certificate bounds the share of samples whose relative error is over the budget;
     the search held the mean error instead (a trial's denoiser: mean 0.0093 under 0.01
-    with 1.2% of samples over), so the ladder had to step 8 rungs gentler."""
+    with 1.2% of samples over) and reported it under a budget stated as a share."""
     from rich.console import Console
 
     from exprune_onnx.report.calibration_tables import calibration_table
