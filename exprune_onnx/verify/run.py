@@ -37,8 +37,10 @@ class Verification:
 
     def as_json(self, original: str, optimized: str) -> dict:
         """What `verify --json` writes (docs/json.md)."""
+        from ..report.run_report import assumed_json
+
         return {"original": original, "optimized": optimized, "passed": self.passed, "source": self.source,
-                "samples": self.samples, "assumed_input_shapes": self.assumed or None,
+                "samples": self.samples, "assumed_input_shapes": assumed_json(self.assumed),
                 "checks": [{"check": row.check, "result": row.verdict, "detail": row.detail,
                             "not_judged": row.not_judged or None, "unjudged_outputs": list(row.unjudged)}
                            for row in self.rows]}
