@@ -388,3 +388,22 @@ def test_a_size_given_to_a_shared_dim_name_is_not_said_to_be_no_input_shape(tmp_
     r = cli("verify", path, tmp_path / "o.onnx", "--input-shape", "x:N,8,16")
     text = " ".join(r.output.split())
     assert "note: no --data, and --input-shape leaves open dims: took 'm' [N, T + 1] as [N, 9]" in text, r.output
+
+
+def test_a_zero_given_past_the_batch_is_a_size_not_an_open_dim(tmp_path):
+    """A decoder's empty cache at its first step: --input-shape past:N,0,64 ran at [N, 128, 64]
+    and warned that the dim was left open (trial AH)."""
+    from exprune_onnx.io.open_dims import assumed_shapes
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Concat", ["past", "x"], ["c"], axis=1),
+             helper.make_node("MatMul", ["c", "W"], ["m"], name="mm"), helper.make_node("Relu", ["m"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 1, 64]), vi("past", ["N", "P", 64])], [vi("y", None)],
+                       [init("W", rng.normal(size=(64, 64)).astype(np.float32))])
+    assert assumed_shapes(model, InputSpec({"past": ("N", 0, 64)})) == {}
+    assert assumed_shapes(model) == {"past": ("N", 128, 64)}
+    path = save_model(model, tmp_path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--objective", "flops", "--threshold", "0",
+            "--input-shape", "past:N,0,64", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0 and "took 'past'" not in r.output, r.output
+    assert json.loads((tmp_path / "r.json").read_text()).get("assumed_input_shapes") is None

@@ -24,7 +24,7 @@ OTHER_SIZE = 128
 
 
 def _fixed(d) -> bool:
-    return isinstance(d, int) and d > 0
+    return isinstance(d, int) and d >= 0  # a 0 given past the batch axis is a size: an empty cache
 
 
 def _image_like(dims: list) -> bool:
