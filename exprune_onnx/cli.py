@@ -259,6 +259,8 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         if ours:  # a model optimised before, given again: "nothing to rewrite" alone hid what it holds
             console.print(f"note: {escape(ours)}")
         console.print(f"wrote {escape(str(output))}", soft_wrap=True)
+        if plot_path is not None:  # (a suffix may have been added)
+            console.print(f"wrote the plot to {escape(str(plot_path))}", soft_wrap=True)
 
     def commit() -> None:
         """Just before the model's rename: no more signals, and what goes to a stream (a

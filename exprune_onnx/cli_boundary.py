@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -80,10 +81,10 @@ def show(console: Console, text: str) -> None:
         raise OutputError(f"cannot write to {name} ({exc.strerror or exc}); the model was not written") from exc
 
 
-def fail(console: Console, exc: BaseException, debug: bool) -> None:
+def fail(console: Console, exc: BaseException, debug: bool, params: dict | None = None) -> None:
     if isinstance(exc, BrokenPipeError):
         pipe_closed()
-    head, text, code = failure(exc)
+    head, text, code = failure(exc, params)
     try:
         if debug:
             console.print_exception()
@@ -95,8 +96,33 @@ def fail(console: Console, exc: BaseException, debug: bool) -> None:
     sys.exit(code)
 
 
-def failure(exc: BaseException) -> tuple[str, str, int]:
-    """What the command says of a failure, and its exit code."""
+# A command's path parameters and the exit code a file of theirs that cannot be used gets.
+_PATH_CODES = {"model": 3, "original": 3, "optimized": 3, "config": 4, "output": 5, "report_path": 5,
+               "plot_path": 5, "json_path": 5, "check_data": 6, "calibration": 6, "labels": 6, "data_path": 6}
+# Errors of a path itself (its name too long, a folder not searchable, a loop of links),
+# not of the command: the file named cannot be used as given.
+_PATH_ERRORS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EROFS)
+
+
+def _path_code(filename, params: dict) -> int:
+    """The exit code of the parameter ``filename`` is, or is written beside (its .data file),
+    by the path: 1 where it is none of them."""
+    name = str(filename)
+    model = params.get("model")
+    if model is not None and name.startswith(str(Path(model).with_name(Path(model).name.removesuffix(".onnx")))
+                                             + ".exprune.onnx"):
+        return 5  # the output optimize writes beside the model when -o is not given
+    for key, code in _PATH_CODES.items():
+        given = params.get(key)
+        if given is not None and str(given) not in ("", "-") and (name == str(given) or
+                                                                 name.startswith(str(given) + ".")):
+            return code
+    return 1
+
+
+def failure(exc: BaseException, params: dict | None = None) -> tuple[str, str, int]:
+    """What the command says of a failure, and its exit code; ``params``: the command's
+    parameters, which say what a path that cannot be used was for."""
     if isinstance(exc, ExPruneError):
         return "error:", f" {error_message(exc, limit=None)}", exc.exit_code
     if isinstance(exc, Terminated):
@@ -110,6 +136,8 @@ def failure(exc: BaseException) -> tuple[str, str, int]:
         # A file names itself; a write with no file name was to the command's stdout.
         where = f"'{exc.filename}'" if exc.filename else "to standard output"
         return "error:", f" cannot write {where} ({exc.strerror})", 5
+    if isinstance(exc, OSError) and exc.errno in _PATH_ERRORS and exc.filename:
+        return "error:", f" cannot use '{exc.filename}' ({exc.strerror})", _path_code(exc.filename, params or {})
     return "internal error:", f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)", 1
 
 
@@ -143,7 +171,7 @@ def guarded(fn):
         except UsageProblem as exc:
             raise click.UsageError(str(exc)) from None
         except (Exception, KeyboardInterrupt, Terminated) as exc:  # noqa: BLE001 - the CLI boundary
-            fail(err, exc, debug)
+            fail(err, exc, debug, kwargs)
         finally:
             # Once written, the program stays deaf to signals to its end: a Ctrl-C between
             # here and exit killed it with SIGINT (exit 130) over complete files.

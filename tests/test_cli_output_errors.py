@@ -246,3 +246,27 @@ def test_a_folder_where_the_weights_file_goes_stops_the_command_before_the_work(
     assert_one_line_error(invoke("optimize", a, "-o", tmp_path / "b.onnx", "--no-check"), 5, "b.onnx.data",
                           "is a directory")
     assert not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize(("option", "suffix"), [("-o", ".onnx"), ("--report", ".json"), (None, ".onnx")])
+def test_a_name_too_long_is_named_with_its_parameters_exit_code(option, suffix, example, tmp_path):
+    """A legal 254-character output name failed as 'internal error: OSError' (exit 1) when the
+    command looked for its .data file (trial AH); a --report name too long alike."""
+    name = tmp_path / ("a" * 250 + suffix)
+    if option is None:  # the model's own name: optimize writes <model>.exprune.onnx beside it
+        args = ("optimize", name, "--no-check")
+    elif option == "-o":
+        args = ("optimize", example, "-o", name, "--no-check")
+    else:
+        args = ("optimize", example, "-o", tmp_path / "o.onnx", "--no-check", option, name)
+    assert_one_line_error(invoke(*args), 5, "cannot use", os.strerror(errno.ENAMETOOLONG))
+    assert list(tmp_path.iterdir()) == [example]
+
+
+def test_a_path_error_of_no_parameter_is_still_one_clear_line():
+    from exprune_onnx.cli_boundary import failure
+
+    head, text, code = failure(PermissionError(errno.EACCES, "Permission denied", "/x/y"), {"output": "o.onnx"})
+    assert (head, code) == ("error:", 1) and text == " cannot use '/x/y' (Permission denied)"
+    head, _, code = failure(PermissionError(errno.EACCES, "Permission denied", "o.onnx.data"), {"output": "o.onnx"})
+    assert code == 5

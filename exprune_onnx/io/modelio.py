@@ -385,13 +385,18 @@ def external_data_files(path: str | os.PathLike) -> list[Path]:
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one file; False where ``b`` cannot be looked at (a name too
+    long, a folder not searchable): writing or reading it then fails with its own message."""
     a, b = Path(a), Path(b)
-    if not b.exists():
-        return False
     try:
+        if not b.exists():
+            return False
         return os.path.samefile(a, b)
     except OSError:
-        return a.resolve() == b.resolve()
+        try:
+            return a.resolve() == b.resolve()
+        except OSError:
+            return False
 
 
 @functools.lru_cache(maxsize=1)
