@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from ._version import __version__
 from .cli_boundary import guarded, make_console, pipe_closed, show, written
@@ -33,6 +32,7 @@ from .config import (
     prunes,
 )
 from .report import tables as report
+from .report.markup import escape
 from .report.units import dense_flops_text
 from .runtime import MAX_THREADS
 from .tuning.metrics import METRICS

@@ -18,6 +18,7 @@ from rich.text import Text
 from .cli_options import HUMAN_OUTPUT
 from .compiler import quiet_graphsurgeon
 from .errors import ExPruneError, OutputError, error_message
+from .report.markup import visible
 from .workflow import UsageProblem
 
 
@@ -90,7 +91,7 @@ def fail(console: Console, exc: BaseException, debug: bool, params: dict | None 
             console.print_exception()
         # Messages quote shapes and names: print them as plain text, never as rich markup, and
         # on one line: soft_wrap stops rich from breaking long paths at the console width.
-        console.print(Text.assemble((head, "bold red"), text), highlight=False, soft_wrap=True)
+        console.print(Text.assemble((head, "bold red"), visible(text)), highlight=False, soft_wrap=True)
     except OSError:  # stderr closed or full: the exit code still says what happened
         pass
     sys.exit(code)

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.text import Text
 
 from .cli_boundary import guarded, make_console
 from .cli_options import OnceCommand, dash_is_stdout, input_options, no_nan
 from .report import tables as report
+from .report.markup import escape
 from .runtime import MAX_THREADS
 from .tuning.metrics import EXACT_TOLERANCE
 

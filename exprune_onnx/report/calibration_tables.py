@@ -3,11 +3,11 @@ achieved, on the calibration and the held-out part."""
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
 from ..compiler.pipeline import Result
 from ..tuning.metrics import budget_words
+from .markup import escape
 from .tables import jsonable, layer_rows, percent, samples_text
 from .units import dense_flops_text
 

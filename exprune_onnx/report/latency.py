@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
 from ..tuning import exact_read
 from ..tuning.objective import EARLY_EXIT
+from .markup import escape
 from .tables import jsonable
 
 

@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import onnx
-from rich.markup import escape
 from rich.table import Table
 
 from ..compiler.pipeline import Result
@@ -17,6 +16,7 @@ from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved, original_saved, skipping_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import TILES_NOTE, cpu_has_tiles
+from .markup import escape
 from .units import dense_flops_text, flops_text, flops_unit, scaled
 
 
