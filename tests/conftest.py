@@ -42,7 +42,7 @@ def scripted_clock(monkeypatch):
 
         monkeypatch.setattr(objective, "time_pair", fake)
         # The first estimate of the model's time is the script's too (seconds).
-        monkeypatch.setattr(objective, "_seconds_per_run", lambda model, feeds, threads, source: cost(model) / 1e3)
+        monkeypatch.setattr(objective, "seconds_per_run", lambda model, feeds, threads, source: cost(model) / 1e3)
         return calls
 
     return script

@@ -163,6 +163,7 @@ def test_the_part_is_scored_whole_again_after_the_latency_objective(monkeypatch)
         return SimpleNamespace(kept=lambda name, kind=None: False, options=planner.options(shares))
 
     monkeypatch.setattr(search_module, "_keep_faster", none_faster)
+    monkeypatch.setattr(search_module, "unpaying", lambda *args: set())  # (the clock's verdict, before the search's)
     out = search(model, Options(), data, max_drop=0.05, seed=3, latency=(1, 1))
     assert out.before_latency is not None and not out.result.changed
     # Nothing rewritten: the part's score is the original's on the whole part, both ways.

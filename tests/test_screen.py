@@ -63,7 +63,7 @@ def test_a_layer_faster_alone_by_under_the_margin_is_not_timed_in_the_model(monk
     calls = scripted_clock({"h1": 0.05, "h2": 0.3})
     monkeypatch.setattr(objective, "SCREEN_ABOVE", -1.0)
     # h1 is 5% faster alone, but the first estimate puts the model at 10 ms: 0.05 ms is under 1% of it.
-    monkeypatch.setattr(objective, "_seconds_per_run", lambda model, feeds, threads, source: 0.01)
+    monkeypatch.setattr(objective, "seconds_per_run", lambda model, feeds, threads, source: 0.01)
     choice = latency_choice(three_layer_mlp())
     row = next(t for t in choice.layers if t.layer == "h1")
     assert row.alone and row.small and not row.kept

@@ -217,7 +217,7 @@ def test_untimed_small_convs_never_sink_a_group_timed_faster(monkeypatch, in_mod
         return cost(a), cost(b)
 
     monkeypatch.setattr(objective, "time_pair", fake)
-    monkeypatch.setattr(objective, "_seconds_per_run", lambda model, feeds, threads, source: 1e-3)
+    monkeypatch.setattr(objective, "seconds_per_run", lambda model, feeds, threads, source: 1e-3)
     options = exprune_onnx.Options(threshold=NEG_INF, min_units=10**6)
     choice = objective.choose(model, options, exprune_onnx.optimize_model(model, options), random_dataset(model, 8, 0))
     assert [t.group for t in choice.layers if t.group] == groups

@@ -11,18 +11,31 @@ import numpy as np
 
 LADDER = tuple(float(x) for x in np.geomspace(1e-5, 0.3, 16))
 CERTIFIED = "certified"  # a layer's share when it uses the lossless rule
+REFINE_RUNGS = 2  # rungs a layer may climb above the common share, one layer at a time
 
 
-def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable: bool, certified: bool):
+def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable: bool, certified: bool,
+            leave_out=None):
     """The allocation that saves the most within budget, from ``best`` (every layer with
     statistics left alone). ``heads``: those layers that are arg-max heads; ``tunable``:
-    some rule takes a share; ``certified``: the Certified rule may be tried per layer."""
+    some rule takes a share; ``certified``: the Certified rule may be tried per layer.
+    ``leave_out(shares)``, given each layer at the most the rest of the walk could raise it
+    to (``reach``) once the common share is known, names layers to leave alone from then on
+    (reach.py: early exits that cannot pay on the clock)."""
     # Heads measure their share in answers changed, not in output mass, so they are left
     # out of the common ladder and get what the budget leaves at the end.
     common = [name for name in best.shares if name not in heads]
     order = sorted(common, key=lambda name: -layer_flops.get(name, 0))
+    start = best
     if tunable:
         best = climb(trial, common, best)
+        gone = leave_out(reach(best.shares, common)) if leave_out is not None else set()
+        if gone:
+            common = [name for name in common if name not in gone]
+            order = [name for name in order if name not in gone]
+            if any(best.shares[name] is not None for name in gone):
+                t = trial({**best.shares, **dict.fromkeys(gone)})
+                best = t if t.feasible else start
         if all(share is None for share in best.shares.values()):
             # Not even the gentlest common share fits: admit layers one at a time.
             for layer in order:
@@ -30,7 +43,7 @@ def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable:
         for layer in order:
             current = best.shares[layer]
             rung = -1 if current is None else LADDER.index(current)
-            for nxt in LADDER[rung + 1:rung + 3]:
+            for nxt in LADDER[rung + 1:rung + 1 + REFINE_RUNGS]:
                 t = trial({**best.shares, layer: nxt})
                 if not (t.feasible and t.saved > best.saved):
                     break
@@ -43,6 +56,18 @@ def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable:
         for head in heads:
             best = climb(trial, [head], best)
     return best
+
+
+def reach(shares: dict[str, float | str | None], layers: list[str]) -> dict[str, float]:
+    """Each of ``layers`` at the highest share ``explore`` could still give it after the
+    climb: REFINE_RUNGS above its share, or above the gentlest rung where the climb found
+    none (each layer is then admitted alone at LADDER[0] first)."""
+    out = {}
+    for layer in layers:
+        share = shares.get(layer)
+        rung = LADDER.index(share) if isinstance(share, float) else 0
+        out[layer] = LADDER[min(rung + REFINE_RUNGS, len(LADDER) - 1)]
+    return out
 
 
 def climb(trial, layers: list[str], best):

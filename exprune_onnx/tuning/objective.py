@@ -241,7 +241,7 @@ def choose(original: onnx.ModelProto, options: Options, result: Result, data: Da
     check_batch_memory([("original", original)] * 2, data, batch, "--latency-batch", feeds=FEEDS)
     feeds = timing_feeds(data, batch, seed, indices)
     # Size the number of passes on the original once.
-    probe_seconds = _seconds_per_run(original, feeds, threads, data.source)
+    probe_seconds = seconds_per_run(original, feeds, threads, data.source)
     passes = passes_for(probe_seconds)
     screened = {}
     to_time = {rw.candidate.layer for rw in order if not prunes_nothing(options, rw.candidate.layer)}
@@ -362,7 +362,7 @@ def _alone_row(choice: LatencyChoice, layer: str, alone: tuple[float, float] | N
     return LayerTiming(layer, *alone, False, kind, small, small=True) if small else None
 
 
-def _seconds_per_run(model: onnx.ModelProto, feeds: list[dict], threads: int, source: str) -> float:
+def seconds_per_run(model: onnx.ModelProto, feeds: list[dict], threads: int, source: str) -> float:
     """The original ``model``'s time per run, to size the passes and to set the bar for a
     rewrite too small to time (small_gains.py): the median of at least 3 runs (more, up to
     0.3 s) after one run on each feed, which allocates, pages in, and finds data the model

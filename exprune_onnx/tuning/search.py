@@ -11,9 +11,12 @@
    product; a larger k predicts better but costs more up front).
    Walk a geometric ladder of shares, compile the model, run it (custom op and all)
    on the calibration part, and keep the most FLOPs saved within the budget.
-4. Refine layer by layer, biggest layers first: raise one layer's share a rung while
-   the budget still holds. When not even the gentlest common share fits, admit layers
-   one at a time instead. With the Certified rule allowed, try it per layer last: it
+4. Under the latency objective, first time each early exit (on a large model, each kind
+   of them together) at the most this step could give it, against the lossless model;
+   one not faster even there is left alone from then on (reach.py). Then refine layer
+   by layer, biggest layers first: raise one layer's share a rung while the budget still
+   holds. When not even the gentlest common share fits, admit layers one at a time
+   instead. With the Certified rule allowed, try it per layer last: it
    loses nothing, so it stays wherever it saves more. Arg-max heads come last: their
    share is of answers changed, so they climb their own ladder on what is left.
 5. Run the final model on the whole calibration part and the held-out part. If it is
@@ -52,6 +55,7 @@ from .ladder import CERTIFIED, explore, step_down
 from .metrics import LABELLED, Score, choose, class_mix_warnings, label_warnings
 from .near_copies import near_copies_note
 from .objective import times_zero_inputs, with_sparse_choice
+from .reach import unpaying
 from .runner import Runner
 
 CHOICES = ("threshold", "statstest", "certified", "auto")
@@ -313,8 +317,10 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         return t
 
     heads = [name for name in stats if candidates[name].rule == ARGMAX_HEAD]
+    leave_out = None if latency is None else \
+        (lambda reach: unpaying(original, planner, reach, data, calib_idx, latency, seed, log))
     best = explore(trial, Trial(dict.fromkeys(stats), 0.0, 0.0, True), heads, layer_flops, bool(planner.rules),
-                   rule in ("certified", "auto"))
+                   rule in ("certified", "auto"), leave_out)
     hold_runner = Runner(original, data, hold_idx, batch, output, runner.over) if len(hold_idx) else None
     # Screened on a subset: the finalist is confirmed on the whole calibration part too.
     full = runner if len(screen_idx) == len(calib_idx) else Runner(original, data, calib_idx, batch, output,

@@ -1,0 +1,79 @@
+"""ladder.py: the search's walk over loss shares, on a scripted trial (no model run)."""
+
+from exprune_onnx.tuning.ladder import LADDER, REFINE_RUNGS, explore, reach
+from exprune_onnx.tuning.search import Trial
+
+FITS = LADDER[4]  # the scripted budget: every layer's share at most this
+
+
+def scripted_trial(log):
+    """A trial that saves more the higher each share, within budget while no share is over FITS."""
+
+    def trial(shares):
+        floats = [s for s in shares.values() if isinstance(s, float)]
+        t = Trial(dict(shares), max(floats, default=0.0), sum(LADDER.index(s) + 1 for s in floats) / 100,
+                  max(floats, default=0.0) <= FITS)
+        log.append(t)
+        return t
+
+    return trial
+
+
+def _explore(leave_out=None, layers=("a", "b")):
+    log = []
+    start = Trial(dict.fromkeys(layers), 0.0, 0.0, True)
+    best = explore(scripted_trial(log), start, [], {"a": 2, "b": 1}, True, False, leave_out)
+    return best, log
+
+
+def test_reach_is_the_refinement_above_the_common_share_or_above_the_gentlest_rung():
+    shares = {"a": LADDER[3], "b": None, "c": LADDER[-1]}
+    assert reach(shares, ["a", "b", "c"]) == {"a": LADDER[3 + REFINE_RUNGS], "b": LADDER[REFINE_RUNGS],
+                                               "c": LADDER[-1]}
+    assert reach(shares, ["a"]) == {"a": LADDER[3 + REFINE_RUNGS]}
+
+
+def test_no_layer_climbs_past_its_reach():
+    """reach() is a bound only if the walk never goes higher: each layer's highest share over
+    every trial after the climb is at most its reach."""
+    best, log = _explore()
+    climbed = {"a": FITS, "b": FITS}
+    assert best.shares == climbed
+    bound = reach(climbed, ["a", "b"])
+    assert all(s is None or LADDER.index(s) <= LADDER.index(bound[k]) for t in log for k, s in t.shares.items())
+
+
+def test_layers_left_out_are_left_alone_from_then_on():
+    asked = []
+
+    def leave_out(shares):
+        asked.append(shares)
+        return {"b"}
+
+    best, log = _explore(leave_out)
+    assert asked == [reach({"a": FITS, "b": FITS}, ["a", "b"])]
+    assert best.shares == {"a": FITS, "b": None} and best.feasible
+    after = log[next(i for i, t in enumerate(log) if t.shares == {"a": FITS, "b": None}):]
+    assert all(t.shares["b"] is None for t in after)
+    assert len(after) == 2  # b's share taken away, then a's one rung up, over budget
+
+
+def test_nothing_left_out_walks_as_before():
+    plain, plain_log = _explore()
+    asked, asked_log = _explore(lambda shares: set())
+    assert asked.shares == plain.shares and [t.shares for t in asked_log] == [t.shares for t in plain_log]
+
+
+def test_all_left_out_after_a_failed_climb_admits_no_layer():
+    """Where even the gentlest common share is over budget, each layer would be admitted
+    alone; a layer left out is not."""
+    log = []
+    start = Trial({"a": None, "b": None}, 0.0, 0.0, True)
+
+    def trial(shares):
+        t = Trial(dict(shares), 1.0, 0.5, False)  # every rewrite over budget
+        log.append(t)
+        return t
+
+    best = explore(trial, start, [], {"a": 2, "b": 1}, True, False, lambda shares: {"a", "b"})
+    assert best is start and len(log) == 2  # the climb's two misses only

@@ -1,0 +1,83 @@
+"""reach.py: early exits left alone before the search refines them, where even at the most
+the search could give them they make the model clearly slower than the lossless one.
+Decisions on a scripted clock (conftest.scripted_clock), so that they are exact."""
+
+from head_chains import head_model
+
+from exprune_onnx.config import Options
+from exprune_onnx.io.data import random_dataset
+from exprune_onnx.tuning import objective
+from exprune_onnx.tuning import search as search_module
+from exprune_onnx.tuning.ladder import LADDER
+
+EXIT_OPS = ("ExPruneConvRelu", "ExPruneDenseRelu")
+
+
+def _search(latency=(1, 1)):
+    model = head_model("torch_vgg")  # conv2 (a conv early exit) and fc1 (a dense one)
+    return search_module.search(model, Options(confidence=0.0, min_units=4), random_dataset(model, 64, 0),
+                                metric="relerr", max_drop=0.5, seed=0, latency=latency)
+
+
+def _reach_pairs(calls):
+    """The pairs timed against the lossless model: the second model has no early exit."""
+    return [(a, b) for a, b in calls if not any(n.op_type in EXIT_OPS for n in b.graph.node)
+            and any(n.op_type in EXIT_OPS for n in a.graph.node)]
+
+
+def _exits(model):
+    return sorted(n.name.split("_")[0] for n in model.graph.node if n.op_type in EXIT_OPS)
+
+
+def test_a_layer_no_faster_at_its_reach_is_left_alone_and_says_why(scripted_clock):
+    calls = scripted_clock({"conv2": -0.2, "fc1": 0.2})
+    out = _search()
+    pairs = _reach_pairs(calls)
+    assert [_exits(a) for a, _ in pairs[:2]] == [["conv2"], ["fc1"]]  # one layer at a time: a small model
+    assert out.shares["conv2"] is None and isinstance(out.shares["fc1"], float)
+    reason = out.options.setting("conv2").skip_reason
+    assert reason.startswith("objective latency: with this layer at the most the search could raise") \
+        and "1.200 ms against 1.000 ms" in reason and "it was not calibrated further" in reason
+    # No trial after the verdict gives conv2 a share: only the climb's did.
+    climbed = [t for t in out.trials if t.shares["conv2"] is not None]
+    assert climbed and all(t.shares["conv2"] == t.shares["fc1"] for t in climbed)
+    assert _exits(out.result.model) == ["fc1"]
+
+
+def test_a_slower_layer_is_left_alone_however_little(scripted_clock):
+    scripted_clock({"conv2": -0.02, "fc1": 0.2})
+    out = _search()
+    assert out.shares["conv2"] is None and "with this layer at the most" in out.options.setting("conv2").skip_reason
+
+
+def test_layers_that_pay_at_their_reach_are_calibrated_as_before(scripted_clock):
+    calls = scripted_clock({"conv2": 0.2, "fc1": 0.2})
+    out = _search()
+    assert len(_reach_pairs(calls)) >= 2
+    assert all(isinstance(out.shares[layer], float) for layer in ("conv2", "fc1"))
+    assert not out.options.setting("conv2").skip_reason
+
+
+def test_a_large_model_times_each_kind_as_a_group(scripted_clock, monkeypatch):
+    monkeypatch.setattr(objective, "SCREEN_ABOVE", 0.0)  # each layer alone would take too long
+    calls = scripted_clock({"conv2": -0.2, "fc1": 0.2})
+    out = _search()
+    assert [_exits(a) for a, _ in _reach_pairs(calls)[:2]] == [["conv2"], ["fc1"]]
+    assert out.shares["conv2"] is None and isinstance(out.shares["fc1"], float)
+    assert out.options.setting("conv2").skip_reason.startswith(
+        "objective latency: with all 1 conv early-exit layers at the most the search")
+
+
+def test_a_group_slower_but_not_clearly_is_left_to_the_objective(scripted_clock, monkeypatch):
+    """A group only a little slower may hold a layer that pays alone: the objective decides."""
+    monkeypatch.setattr(objective, "SCREEN_ABOVE", 0.0)
+    scripted_clock({"conv2": -0.02, "fc1": 0.2})
+    out = _search()
+    assert "at the most the search" not in out.options.setting("conv2").skip_reason
+    assert any(t.shares["conv2"] is not None and t.shares["conv2"] != t.shares["fc1"] for t in out.trials)
+
+
+def test_the_flops_objective_times_nothing(scripted_clock):
+    calls = scripted_clock({"conv2": -0.2, "fc1": -0.2})
+    out = _search(None)
+    assert calls == [] and isinstance(out.shares["conv2"], float) and out.shares["conv2"] in LADDER
