@@ -232,3 +232,20 @@ def test_a_bar_asked_for_that_no_output_answers_is_not_judged():
     row = agreement_row(original, moved, data, 0.999, bar_asked=True)
     assert row.ok and row.not_judged.startswith("--min-agreement judges answers"), row
     assert agreement_row(original, moved, data, 0.999).not_judged == ""  # no bar asked for: values, as before
+
+
+def test_a_budget_of_100_points_bounds_nothing_and_the_agreement_bar_judges(calibrated, tmp_path):
+    """--max-drop 1 (meant as one point) stamped a budget of 100 points, and verify passed a
+    model that changed 9.5% of answers against it (trial AI)."""
+    def everything(model):
+        entry = next(p for p in model.metadata_props if p.key == "exprune_onnx.budget")
+        entry.value = '{"metric": "accuracy", "max_drop": 1.0, "output": "logits", "confidence": 0.9}'
+
+    model = tampered(calibrated, tmp_path, everything)
+    r = invoke("verify", EXAMPLE, model, "--data", SLICE, "--min-agreement", "1")
+    assert r.exit_code == FAILED and "< 100.00%" in error_text(r)
+    r = invoke("verify", EXAMPLE, model, "--data", SLICE)
+    text = " ".join(r.output.split())
+    assert "the budget it was calibrated to" not in text or "bounds nothing" in text, text
+    assert "a drop of 100%, bounds nothing: held to 99.00% agreement instead" in text, text
+    assert ("< 99.00%" in text) == (r.exit_code == FAILED)

@@ -61,6 +61,11 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     axis = (budget or {}).get("class_axis")
     class_axes = {budget["output"]: int(axis)} if isinstance(axis, int) and budget.get("output") else None
     budget = None if bar_asked else budget
+    # A drop of 100 points or more holds whatever the model answers (--max-drop 1 typed for one
+    # point, a trial's model passed on it): the agreement bar judges, and the row says why.
+    vacuous = budget is not None and budget["metric"] != "relerr" and float(budget["max_drop"]) >= 1
+    if vacuous:
+        vacuous, budget = f"{100 * float(budget['max_drop']):g}%", None
     try:
         # Labels that are no class indices are the data's fault: exit 6, as evaluate says,
         # naming the file that held them.
@@ -98,6 +103,9 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
         parts.append(text)
     if checked.accuracy is not None:
         parts.append(f"accuracy {checked.accuracy[0]:.2%} -> {checked.accuracy[1]:.2%}")
+    if vacuous:
+        parts.append(f"the budget it was calibrated to, a drop of {vacuous}, bounds nothing: held to "
+                     f"{min_agreement:.2%} agreement instead (--min-agreement sets it)")
     kinds = {n.name: n.op_type for n in optimized.graph.node}
     sparse = (ops.SPARSE_CONV, ops.SPARSE_MATMUL)
     early = [c for node, c in checked.pruned.items() if kinds.get(node) not in sparse]
