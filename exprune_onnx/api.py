@@ -121,7 +121,7 @@ def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | N
     ...) or of :class:`Settings` (``calibration``, ``labels``, ``max_drop``,
     ``objective``, ``check``, ...). ``input_shapes`` maps input names to dims
     (``{"x": (1, 3, 224, 224)}``), as ``--input-shape`` does; ``config`` is a per-layer
-    config, as ``--config`` reads: its path, or its content as a dict; ``log`` is a
+    config, as ``--config`` reads: its path, or its content (a dict, or JSON text); ``log`` is a
     progress hook (progress.py) or a ``logging.Logger``. Nothing is written: save
     ``result.model`` yourself.
     """

@@ -315,7 +315,8 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
     if p.is_file() and p.stat().st_size > _MAX_CONFIG_BYTES:
         raise ConfigError(f"{p}: {p.stat().st_size / 2**20:.0f} MiB is too large for a config file")
     try:
-        data = json.loads(p.read_text(), object_pairs_hook=_no_repeats)
+        # utf-8-sig: Windows editors write a byte-order mark, which json refuses in its own words
+        data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_no_repeats)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # (json.JSONDecodeError is a ValueError)
@@ -326,15 +327,24 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
 
 
 def configured(options: Options, config, typed: tuple[str, ...] | list[str] = ()) -> Options:
-    """``options`` with ``config`` read into it: a JSON config's path, its content as a dict,
-    or None (nothing to read)."""
+    """``options`` with ``config`` read into it: a JSON config's path, its content as a dict
+    or as JSON text (an object: no config path starts with '{'), or None (nothing to read)."""
     if config is None:
         return options
     if isinstance(config, dict):
         return apply_config(config, options, typed)
+    if isinstance(config, str) and config.lstrip().startswith("{"):  # the file's content, as text
+        try:
+            data = json.loads(config, object_pairs_hook=_no_repeats)
+        except ValueError as exc:
+            raise ConfigError(f"config: not readable JSON ({exc})") from None
+        except RecursionError:
+            raise ConfigError("config: nested too deeply to read") from None
+        return apply_config(data, options, typed)
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, options, typed)
-    raise ConfigError(f"config must be a JSON config's path or its content as a dict, got {type(config).__name__}")
+    raise ConfigError(f"config must be a JSON config's path or its content (a dict or JSON text), got "
+                      f"{type(config).__name__}")
 
 
 def apply_config(data: dict, options: Options, typed: tuple[str, ...] | list[str] = (), where: str = "config") -> Options:
