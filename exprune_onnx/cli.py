@@ -194,9 +194,18 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
              latency_threads, sparse_input, sparse_relu, input_shapes, input_values):
     """Rewrite MODEL's ReLU layers into partial compute plus an ExPrune early-exit op."""
     from .io.modelio import check_writable, read_model, save_model
-    from .io.outputs import discard, is_stream, json_text, move_into_place, refuse_overwriting, stage, write_json
+    from .io.outputs import (
+        discard,
+        is_stream,
+        json_text,
+        left_behind,
+        move_into_place,
+        refuse_overwriting,
+        stage,
+        write_json,
+    )
     from .progress import for_terminal
-    from .report.advice import budget_warning, earlier_layers_note, lossless_note, ours_note
+    from .report.advice import budget_warning, earlier_layers_note, left_behind_note, lossless_note, ours_note
     from .report.plot import calibration_plot
     from .report.plot import plot_path as plot_path_of
     from .workflow import CALIBRATION_ONLY, Settings, run
@@ -259,6 +268,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         if ours:  # a model optimised before, given again: "nothing to rewrite" alone hid what it holds
             console.print(f"note: {escape(ours)}")
         console.print(f"wrote {escape(str(output))}", soft_wrap=True)
+        stale = left_behind(output)
+        if stale:
+            console.print(f"note: {escape(left_behind_note(stale))}", soft_wrap=True)
         if plot_path is not None:  # (a suffix may have been added)
             console.print(f"wrote the plot to {escape(str(plot_path))}", soft_wrap=True)
 

@@ -433,3 +433,19 @@ def test_the_json_files_start_with_their_layouts_version():
     assert list(json.loads(text)) == ["schema", "b", "a"] and json.loads(text)["schema"] == outputs.JSON_SCHEMA
     documented = (Path(__file__).resolve().parent.parent / "docs" / "json.md").read_text()
     assert documented.count(f"| `schema` | {outputs.JSON_SCHEMA} |") == 4  # optimize, evaluate, verify, inspect
+
+
+def test_staged_files_a_killed_run_left_are_named_after_the_write(example, tmp_path):
+    """kill -9 during the write left an 87 MB '.exprune-*' folder that later runs neither
+    removed nor named (trial AH). An hour old, it is named; a fresh one may be a run writing now."""
+    from exprune_onnx.io.outputs import STALE_SECONDS
+
+    old, fresh = tmp_path / ".exprune-0a1b2c", tmp_path / ".exprune-3d4e5f.onnx"
+    old.mkdir()
+    fresh.write_bytes(b"")
+    then = os.path.getmtime(old) - STALE_SECONDS - 60
+    os.utime(old, (then, then))
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), "--no-check"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "note: .exprune-0a1b2c beside it: left by a run that was killed while writing" in text
+    assert ".exprune-3d4e5f" not in text and old.exists() and fresh.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 from ..errors import OutputError
@@ -97,6 +98,22 @@ def write_json(path: Path, payload: dict) -> None:
         raise  # the reader stopped reading (`| head`): the command's exit 141, as for its stdout
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
+
+
+STALE_SECONDS = 3600  # a staged file lives for the seconds of a write: one this old was left
+
+
+def left_behind(path: Path) -> list[Path]:
+    """The staged files and folders beside ``path`` that a killed run left (``kill -9``, the
+    out-of-memory killer: nothing runs to remove them), older than STALE_SECONDS so that a
+    run writing now is not among them."""
+    dest = written_path(path)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        found = [p for p in parent.glob(".exprune-*") if time.time() - p.lstat().st_mtime > STALE_SECONDS]
+    except OSError:
+        return []
+    return sorted(found)
 
 
 def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:

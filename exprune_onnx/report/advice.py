@@ -308,3 +308,10 @@ def config_notes(layers: dict, result, calibrated: bool, default_threshold: bool
         out.append("--calibration chose every layer's threshold and rule: of the config, only its k and skip "
                    "were used")
     return out
+
+
+def left_behind_note(stale) -> str:
+    """What the files a killed run staged beside the output (io/outputs.left_behind) are."""
+    names = ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else "")
+    return (f"{names} beside it: left by a run that was killed while writing; delete "
+            f"{'it' if len(stale) == 1 else 'them'}")
