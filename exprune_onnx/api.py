@@ -23,7 +23,7 @@ from .config import Options, check_options, configured, parse_k, unknown_option,
 from .errors import ConfigError, DataError, ExPruneError, in_keywords, keyword_text
 from .io.feeds import model_inputs
 from .io.modelio import checked_in_memory, load_model
-from .progress import hook, quiet
+from .progress import hook, hook_errors, quiet
 from .rules import RULES, RuleSet
 from .tuning.metrics import EXACT_TOLERANCE
 from .workflow import Optimized, Settings, run, validate
@@ -112,6 +112,7 @@ API_NAMES = {"input-shape": "input_shapes", "input-value": "input_values", "no-c
 
 
 @quiet_graphsurgeon
+@hook_errors
 def optimize(model: onnx.ModelProto | str | os.PathLike, *, options: Options | None = None,
              settings: Settings | None = None, input_shapes: dict | None = None,
              config: str | os.PathLike | dict | None = None, log=quiet, **overrides) -> Optimized:
@@ -205,6 +206,7 @@ def _spec(model: onnx.ModelProto, input_shapes: dict | None, input_values: dict 
 
 
 @quiet_graphsurgeon
+@hook_errors
 def verify_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.ModelProto | str | os.PathLike, *,
                  data=None, labels=None, samples: int = 32, seed: int = 0, min_agreement: float | None = None,
                  tolerance: float = EXACT_TOLERANCE, input_shapes: dict | None = None, input_values: dict | None = None,
@@ -252,6 +254,7 @@ def _data_source(data, none_ok: bool) -> None:
 
 
 @quiet_graphsurgeon
+@hook_errors
 def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onnx.ModelProto | str | os.PathLike,
                    data, *, labels=None, batch: int | None = None, threads: int = 1, runs: int = 30,
                    input_shapes: dict | None = None, input_values: dict | None = None, log=quiet):

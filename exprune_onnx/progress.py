@@ -16,25 +16,59 @@ def quiet(text: str, done: int | None = None, total: int | None = None) -> None:
     """The hook that shows nothing."""
 
 
+class HookRaised(BaseException):
+    """A caller's hook raised ``error``: carried past the work's ``except Exception``, which
+    would blame onnxruntime for it (a trial's hook's ZeroDivisionError read "onnxruntime
+    cannot run the original model"), to the API's boundary (``hook_errors``), which raises
+    ``error`` as it was."""
+
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
+
+
 def hook(log):
     """``log`` as a hook the work can call either way: a ``logging.Logger`` logs each step at
     INFO, with its counts; a function of the text alone (``lambda text: ...``) gets the text
-    alone. Anything else is taken as a hook as it is."""
+    alone. Anything else is taken as a hook as it is. What the hook raises is its own
+    (HookRaised)."""
     import inspect
     import logging
 
     if isinstance(log, logging.Logger):
         def to_logger(text: str, done: int | None = None, total: int | None = None) -> None:
             log.info("%s", text if total is None else f"{text} ({done or 0}/{total})")
-        return to_logger
+        return _owned(to_logger)
     try:
         params = inspect.signature(log).parameters.values()
     except (TypeError, ValueError):  # no signature to read (a builtin such as print): as it is
-        return log
+        return _owned(log)
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params):
-        return lambda text, done=None, total=None: log(text)
-    return log
+        return _owned(lambda text, done=None, total=None: log(text))
+    return _owned(log)
+
+
+def _owned(log):
+    def call(*args, **kwargs):
+        try:
+            return log(*args, **kwargs)
+        except Exception as exc:
+            raise HookRaised(exc) from exc
+    return call
+
+
+def hook_errors(fn):
+    """Raise what a caller's hook raised inside ``fn`` as it was (HookRaised)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HookRaised as raised:
+            raise raised.error from None
+    return wrapper
 
 
 class Bar:

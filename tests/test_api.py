@@ -299,6 +299,21 @@ def test_the_progress_hook_may_take_the_text_alone_or_be_a_logger(model, caplog)
     assert any(re.search(r" \(\d+/\d+\)$", m) for m in logged)  # a step's counts
 
 
+def test_what_the_progress_hook_raises_reaches_the_caller_as_it_was(model):
+    """A hook's ZeroDivisionError read 'onnxruntime cannot run the original model (division
+    by zero)' from optimize, and a RuntimeError from the latency step (trial AH)."""
+    def broken(text, done=None, total=None):
+        raise ZeroDivisionError("the hook's own")
+
+    data = {"input": np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)}
+    for call in (lambda: exprune_onnx.optimize(model, threshold=0, objective="flops", log=broken),
+                 lambda: exprune_onnx.optimize(model, check_data=data, log=broken),
+                 lambda: exprune_onnx.verify_model(model, model, data=data, log=broken),
+                 lambda: exprune_onnx.evaluate_model(model, model, data, runs=2, log=broken)):
+        with pytest.raises(ZeroDivisionError, match="the hook's own"):
+            call()
+
+
 def test_graphsurgeon_s_warnings_are_off_in_our_calls_only(capsys):
     """Importing the package set onnx-graphsurgeon's logger to ERROR for the whole process (an
     API trial): a program's own graphsurgeon warnings vanished. Only our calls quiet it now."""
