@@ -205,3 +205,17 @@ def test_a_map_input_or_an_optional_output_is_refused_with_a_reason(kind):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
     with pytest.raises(ModelLoadError, match=f"is an? {kind}, which this compiler cannot carry through"):
         check_model(model)
+
+
+def test_a_model_path_that_cannot_be_looked_at_says_why(tmp_path):
+    """A loop of links read 'no such file', and a name too long raised a plain OSError
+    from inspect_model (trial AH)."""
+    import exprune_onnx
+    from exprune_onnx.errors import ModelLoadError
+
+    (tmp_path / "a.onnx").symlink_to(tmp_path / "b.onnx")
+    (tmp_path / "b.onnx").symlink_to(tmp_path / "a.onnx")
+    with pytest.raises(ModelLoadError, match="a link to no file"):
+        exprune_onnx.inspect_model(tmp_path / "a.onnx")
+    with pytest.raises(ModelLoadError, match="cannot be read \\(File name too long\\)"):
+        exprune_onnx.inspect_model(tmp_path / ("a" * 300 + ".onnx"))

@@ -67,8 +67,12 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
     """The validated model and whether its weights were stored as external data."""
     p = Path(path)
-    if not p.exists():
-        raise ModelLoadError(f"{p}: no such file")
+    try:
+        if not p.exists():
+            raise ModelLoadError(f"{p}: " + ("a link to no file (its target is missing, or links lead back to it)"
+                                             if p.is_symlink() else "no such file"))
+    except OSError as exc:  # a name too long, a folder not searchable
+        raise ModelLoadError(f"{p}: cannot be read ({exc.strerror or exc})") from None
     if p.is_dir():
         raise ModelLoadError(f"{p}: is a directory, not an ONNX file")
     if not p.is_file():  # a pipe or device: it read as "empty"
@@ -387,16 +391,10 @@ def external_data_files(path: str | os.PathLike) -> list[Path]:
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether ``a`` and ``b`` are one file; False where ``b`` cannot be looked at (a name too
     long, a folder not searchable): writing or reading it then fails with its own message."""
-    a, b = Path(a), Path(b)
     try:
-        if not b.exists():
-            return False
-        return os.path.samefile(a, b)
-    except OSError:
-        try:
-            return a.resolve() == b.resolve()
-        except OSError:
-            return False
+        return Path(b).exists() and os.path.samefile(a, b)
+    except OSError:  # (``a`` missing: no file both are)
+        return False
 
 
 @functools.lru_cache(maxsize=1)
