@@ -1,6 +1,6 @@
 """ladder.py: the search's walk over loss shares, on a scripted trial (no model run)."""
 
-from exprune_onnx.tuning.ladder import LADDER, REFINE_RUNGS, explore, reach
+from exprune_onnx.tuning.ladder import CERTIFIED, LADDER, REFINE_RUNGS, explore, reach
 from exprune_onnx.tuning.search import Trial
 
 FITS = LADDER[4]  # the scripted budget: every layer's share at most this
@@ -77,3 +77,28 @@ def test_all_left_out_after_a_failed_climb_admits_no_layer():
 
     best = explore(trial, start, [], {"a": 2, "b": 1}, True, False, lambda shares: {"a", "b"})
     assert best is start and len(log) == 2  # the climb's two misses only
+
+
+def test_a_set_over_budget_without_the_layers_left_out_is_climbed_again():
+    """Pruning one layer can win answers back: without b, a's climbed share was over budget,
+    and the walk restarted from nothing, admitting a one rung at a time (a review)."""
+    log = []
+
+    def trial(shares):
+        a, b = shares["a"], shares["b"]
+        feasible = (a is None or LADDER.index(a) <= (4 if b is not None else 3)) and (b is None or b <= FITS)
+        t = Trial(dict(shares), 0.0, sum(LADDER.index(x) + 1 for x in (a, b) if x is not None) / 100, feasible)
+        log.append(t)
+        return t
+
+    start = Trial({"a": None, "b": None}, 0.0, 0.0, True)
+    best = explore(trial, start, [], {"a": 2, "b": 1}, True, False, lambda shares: {"b"})
+    assert best.shares == {"a": LADDER[3], "b": None}  # one at a time from nothing stopped at LADDER[2]
+
+
+def test_the_certified_rule_is_tried_on_layers_left_out_too():
+    """The op timed at reach is the threshold rule's; the Certified rule's is another."""
+    log = []
+    start = Trial({"a": None, "b": None}, 0.0, 0.0, True)
+    explore(scripted_trial(log), start, [], {"a": 2, "b": 1}, True, True, lambda shares: {"b"})
+    assert any(t.shares["b"] == CERTIFIED for t in log)

@@ -25,7 +25,7 @@ def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable:
     # Heads measure their share in answers changed, not in output mass, so they are left
     # out of the common ladder and get what the budget leaves at the end.
     common = [name for name in best.shares if name not in heads]
-    order = sorted(common, key=lambda name: -layer_flops.get(name, 0))
+    order = everyone = sorted(common, key=lambda name: -layer_flops.get(name, 0))
     start = best
     if tunable:
         best = climb(trial, common, best)
@@ -35,7 +35,9 @@ def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable:
             order = [name for name in order if name not in gone]
             if any(best.shares[name] is not None for name in gone):
                 t = trial({**best.shares, **dict.fromkeys(gone)})
-                best = t if t.feasible else start
+                # Over budget without them (pruning one layer can win answers back): climb
+                # the others again, rather than admit them one at a time from nothing.
+                best = t if t.feasible else climb(trial, common, start)
         if all(share is None for share in best.shares.values()):
             # Not even the gentlest common share fits: admit layers one at a time.
             for layer in order:
@@ -50,7 +52,8 @@ def explore(trial, best, heads: list[str], layer_flops: dict[str, int], tunable:
                 best = t
     if certified:
         # A layer whose input is not provably >= 0 is rejected by the compiler and saves nothing.
-        for layer in order:
+        # Layers left out are tried too: the Certified rule's op is not the one timed at reach.
+        for layer in everyone:
             best = _better(trial({**best.shares, layer: CERTIFIED}), best)
     if tunable:
         for head in heads:

@@ -11,9 +11,9 @@
    product; a larger k predicts better but costs more up front).
    Walk a geometric ladder of shares, compile the model, run it (custom op and all)
    on the calibration part, and keep the most FLOPs saved within the budget.
-4. Under the latency objective, first time each early exit (on a large model, each kind
-   of them together) at the most this step could give it, against the lossless model;
-   one not faster even there is left alone from then on (reach.py). Then refine layer
+4. Under the latency objective, first time each early exit, alone, at the most this step
+   could give it, against the lossless model; one not faster even there is left alone
+   from then on, but for the Certified rule's try (reach.py). Then refine layer
    by layer, biggest layers first: raise one layer's share a rung while the budget still
    holds. When not even the gentlest common share fits, admit layers one at a time
    instead. With the Certified rule allowed, try it per layer last: it
