@@ -97,28 +97,29 @@ def fail(console: Console, exc: BaseException, debug: bool, params: dict | None 
     sys.exit(code)
 
 
-# A command's path parameters and the exit code a file of theirs that cannot be used gets.
-_PATH_CODES = {"model": 3, "original": 3, "optimized": 3, "config": 4, "output": 5, "report_path": 5,
-               "plot_path": 5, "json_path": 5, "check_data": 6, "calibration": 6, "labels": 6, "data_path": 6}
+# A command's path parameters and the exit code a file of theirs that cannot be used gets;
+# the outputs first: a file written beside one (its .data) is named after it.
+_PATH_CODES = {"output": 5, "report_path": 5, "plot_path": 5, "json_path": 5, "model": 3, "original": 3,
+               "optimized": 3, "config": 4, "check_data": 6, "calibration": 6, "labels": 6, "data_path": 6}
 # Errors of a path itself (its name too long, a folder not searchable, a loop of links),
 # not of the command: the file named cannot be used as given.
 _PATH_ERRORS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EROFS)
 
 
-def _path_code(filename, params: dict) -> int:
-    """The exit code of the parameter ``filename`` is, or is written beside (its .data file),
-    by the path: 1 where it is none of them."""
-    name = str(filename)
+def _path_code(filename, params: dict) -> int | None:
+    """The exit code of the parameter that names ``filename``, or the file written beside it
+    (its .data; the output optimize names after the model); None where none does."""
+    name = os.path.realpath(filename)
+    given = {key: os.path.realpath(str(params[key])) for key in _PATH_CODES
+             if params.get(key) is not None and str(params[key]) not in ("", "-")}
     model = params.get("model")
-    if model is not None and name.startswith(str(Path(model).with_name(Path(model).name.removesuffix(".onnx")))
-                                             + ".exprune.onnx"):
-        return 5  # the output optimize writes beside the model when -o is not given
-    for key, code in _PATH_CODES.items():
-        given = params.get(key)
-        if given is not None and str(given) not in ("", "-") and (name == str(given) or
-                                                                 name.startswith(str(given) + ".")):
-            return code
-    return 1
+    if model is not None and "output" not in given:  # -o not given: <model>.exprune.onnx beside it
+        given["output"] = os.path.realpath(Path(model).with_name(Path(model).name.removesuffix(".onnx") + ".exprune.onnx"))
+    for beside in (False, True):
+        for key, path in given.items():
+            if name == path or beside and name.startswith(path + "."):
+                return _PATH_CODES[key]
+    return None
 
 
 def failure(exc: BaseException, params: dict | None = None) -> tuple[str, str, int]:
@@ -137,8 +138,10 @@ def failure(exc: BaseException, params: dict | None = None) -> tuple[str, str, i
         # A file names itself; a write with no file name was to the command's stdout.
         where = f"'{exc.filename}'" if exc.filename else "to standard output"
         return "error:", f" cannot write {where} ({exc.strerror})", 5
-    if isinstance(exc, OSError) and exc.errno in _PATH_ERRORS and exc.filename:
-        return "error:", f" cannot use '{exc.filename}' ({exc.strerror})", _path_code(exc.filename, params or {})
+    code = _path_code(exc.filename, params or {}) if isinstance(exc, OSError) and exc.errno in _PATH_ERRORS \
+        and exc.filename else None
+    if code is not None:  # (a path of no parameter's is the program's own: an internal error)
+        return "error:", f" cannot use '{exc.filename}' ({exc.strerror})", code
     return "internal error:", f" {type(exc).__name__}: {error_message(exc)} (run with --debug for the traceback)", 1
 
 

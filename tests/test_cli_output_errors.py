@@ -263,10 +263,19 @@ def test_a_name_too_long_is_named_with_its_parameters_exit_code(option, suffix, 
     assert list(tmp_path.iterdir()) == [example]
 
 
-def test_a_path_error_of_no_parameter_is_still_one_clear_line():
+def test_a_path_error_is_named_after_the_parameter_that_gave_the_path(tmp_path):
     from exprune_onnx.cli_boundary import failure
 
-    head, text, code = failure(PermissionError(errno.EACCES, "Permission denied", "/x/y"), {"output": "o.onnx"})
-    assert (head, code) == ("error:", 1) and text == " cannot use '/x/y' (Permission denied)"
-    head, _, code = failure(PermissionError(errno.EACCES, "Permission denied", "o.onnx.data"), {"output": "o.onnx"})
-    assert code == 5
+    def code(filename, **params):
+        head, text, code = failure(PermissionError(errno.EACCES, "Permission denied", str(filename)), params)
+        return code if head == "error:" and "cannot use" in text else head
+
+    assert code("o.onnx.data", output="o.onnx") == 5 and code("m.onnx", model="m.onnx", output="o.onnx") == 3
+    # An output named after the model is the output's (the model's name was matched first, exit 3).
+    assert code("m.onnx.x.onnx", model="m.onnx", output="m.onnx.x.onnx") == 5
+    assert code("m.exprune.onnx", model="m.onnx") == 5  # optimize's output when -o is not given
+    link = tmp_path / "link.onnx"
+    link.symlink_to(tmp_path / "target.onnx")
+    assert code(tmp_path / "target.onnx.data", output=str(link)) == 5
+    # A path no parameter gave is the program's own: still an internal error, with --debug's hint.
+    assert code("/x/y", output="o.onnx") == "internal error:"

@@ -407,3 +407,13 @@ def test_a_zero_given_past_the_batch_is_a_size_not_an_open_dim(tmp_path):
             "--input-shape", "past:N,0,64", "--report", tmp_path / "r.json")
     assert r.exit_code == 0 and "took 'past'" not in r.output, r.output
     assert json.loads((tmp_path / "r.json").read_text()).get("assumed_input_shapes") is None
+
+
+def test_a_batch_declared_0_is_no_size_to_suggest():
+    """A model declaring [0, 1, H, W] was offered --input-shape x:0,... (refused by the parser)."""
+    from exprune_onnx.io.open_dims import assumed_shapes, shape_example
+
+    model = helper.make_model(helper.make_graph([], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [0, 1, "H", "W"])], []))
+    assert assumed_shapes(model) == {"x": ("N", 1, 224, 224)}
+    assert shape_example(model) == "--input-shape x:N,1,224,224"

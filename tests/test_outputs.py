@@ -143,7 +143,7 @@ def test_a_plot_format_it_cannot_draw_is_refused_before_any_work(example, tmp_pa
     assert r.exit_code == 2 and ".xyz is not a format it draws" in r.output
 
 
-@pytest.mark.parametrize("plot", ["-", "/dev/null", "/dev/full"])
+@pytest.mark.parametrize("plot", ["-", "/dev/null", "/dev/full", "/dev/stdout"])
 def test_a_plot_to_a_stream_or_a_device_is_refused_before_any_work(plot, example, tmp_path, monkeypatch):
     """--plot /dev/full wrote a file /dev/full.png, and --plot - a file './-.png' (trial AH)."""
     from exprune_onnx import workflow

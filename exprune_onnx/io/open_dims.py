@@ -23,8 +23,9 @@ IMAGE_SIDE = 224  # ImageNet's crop, which most exported CNNs were trained at
 OTHER_SIZE = 128
 
 
-def _fixed(d) -> bool:
-    return isinstance(d, int) and d >= 0  # a 0 given past the batch axis is a size: an empty cache
+def _fixed(d, batch: bool = False) -> bool:
+    """A size: past the batch axis, 0 is one (an empty cache); a batch of 0 is none."""
+    return isinstance(d, int) and d >= (1 if batch else 0)
 
 
 def _image_like(dims: list) -> bool:
@@ -95,7 +96,8 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
     parts = []
     for vi, dims in _open(model, spec):
         fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
-        shown = [str(d) if _fixed(d) else (_batch_name(vi) if i == 0 else str(fill)) for i, d in enumerate(dims)]
+        shown = [str(d) if _fixed(d, i == 0) else (_batch_name(vi) if i == 0 else str(fill))
+                 for i, d in enumerate(dims)]
         parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
     return " ".join(parts)
 
@@ -129,7 +131,7 @@ def assumed_shapes(model: onnx.ModelProto, spec: InputSpec | None = None) -> dic
     for vi, dims in found:
         fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
         rest = tuple(d if _fixed(d) else sizes.get(d, fill) if isinstance(d, str) else fill for d in dims[1:])
-        out[vi.name] = (dims[0] if _fixed(dims[0]) else _batch_name(vi), *rest)
+        out[vi.name] = (dims[0] if _fixed(dims[0], batch=True) else _batch_name(vi), *rest)
     return out
 
 

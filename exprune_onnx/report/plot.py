@@ -19,7 +19,9 @@ def plot_path(path: Path) -> Path:
 
     if path.is_dir():
         return path  # refused as a directory (io/modelio.check_writable)
-    if str(path) == "-" or path.exists() and not path.is_file():  # (it wrote /dev/stdout.png, ./-.png)
+    from ..io.outputs import is_stream
+
+    if str(path) == "-" or is_stream(path):  # (it wrote /dev/full.png, /dev/stdout.png, ./-.png)
         raise UsageProblem(f"--plot {path}: a plot is drawn to a file, not to standard output or a device: give a "
                            f"file path ({', '.join(FORMATS)})")
     if not path.suffix:
