@@ -328,7 +328,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
     assumed = count_as_inspect(original, options)  # FLOPs at the sizes optimize would take
     result = run_inspect(original, options)
     if result.rewritten:
-        console.print(report.layers_table(result, None, f"Candidate layers ({model.name})"))
+        console.print(report.layers_table(result, None, f"Candidate layers ({escape(model.name)})"))
     else:  # not an empty table's frame
         console.print(f"Candidate layers ({escape(model.name)}): none")
     if result.zero_input_candidates:

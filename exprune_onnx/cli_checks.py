@@ -12,7 +12,7 @@ from rich.text import Text
 from .cli_boundary import guarded, make_console
 from .cli_options import OnceCommand, dash_is_stdout, input_options, no_nan
 from .report import tables as report
-from .report.markup import escape
+from .report.markup import escape, visible
 from .runtime import MAX_THREADS
 from .tuning.metrics import EXACT_TOLERANCE
 
@@ -156,13 +156,13 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
         console.print(f"[yellow]note:[/] {escape(assumed_note(ref, done.assumed, bool(input_shapes), '--data'))}: "
                       "--input-shape or --data checks at the size you run at")
     rows = done.rows
-    table = Table(title=f"Verification of {optimized.name} against {original.name}")
+    table = Table(title=f"Verification of {escape(optimized.name)} against {escape(original.name)}")
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
     look = {"fail": ("FAIL", "bold red"), "not judged": ("not judged", "yellow"), "pass": ("pass", "green")}
     for row in rows:
-        table.add_row(row.check, Text(*look[row.verdict]), Text(row.detail))
+        table.add_row(row.check, Text(*look[row.verdict]), Text(visible(row.detail)))
     console.print(table)
     if json_path is not None:  # before a failure's exit: a pipeline reads which check failed
         write_json(json_path, report.jsonable(done.as_json(str(original), str(optimized))))
@@ -170,7 +170,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     if failed:
         raise VerificationFailed(f"verification failed ({len(failed)} of {len(rows)} checks): "
                                  f"{failed[0].check}: {failed[0].detail}")
-    console.print(_verified_text(rows, original, optimized))
+    console.print(escape(_verified_text(rows, original, optimized)))  # (paths and output names as written)
 
 
 def _verified_text(rows, original: Path, optimized: Path) -> str:

@@ -6,6 +6,7 @@ import math
 import os
 
 import onnx
+from rich.markup import escape
 
 from ..measure.counters import body_ops
 from ..ops import PRUNE_OPS, pruning_layers
@@ -13,7 +14,6 @@ from ..rules.common import K_OUTSIDE
 from ..tuning.metrics import EXACT_TOLERANCE, rounding_tolerance
 from ..tuning.other_batch import slower_text
 from .latency import same_model_times
-from .markup import escape
 
 # A budget this large is most likely one point written as 1 (a budget of 100 points).
 LARGE_BUDGET = 0.2

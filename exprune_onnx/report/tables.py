@@ -16,7 +16,7 @@ from ..measure.compare import CheckResult
 from ..measure.counters import flops_saved, original_saved, skipping_saved
 from ..measure.flops import dense_flops, exprune_flops
 from ..runtime import TILES_NOTE, cpu_has_tiles
-from .markup import escape
+from .markup import escape, visible
 from .units import dense_flops_text, flops_text, flops_unit, scaled
 
 
@@ -232,7 +232,7 @@ def summary_table(result: Result, original: onnx.ModelProto, check: CheckResult 
         t.add_row("model size", f"{sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB")
     if check is not None:
         for d in check.outputs:
-            t.add_row(f"check '{d.name}'", output_text(d))
+            t.add_row(f"check '{escape(d.name)}'", output_text(d))
         if accuracy_text(check):
             t.add_row("accuracy", accuracy_text(check))
     return t
@@ -291,14 +291,14 @@ def evaluation_table(check: CheckResult, dense: int, saved: float | None, timing
     (``unknown_why``: shapes unknown, or a pair not compiled one from the other); ``tiles``:
     sparse convs on a CPU with AMX tiles, whose dense images save no FLOPs;
     ``original_saved``: what the original's own ops skip, where it was rewritten before."""
-    t = Table(title=f"Evaluation on {samples_text(check.samples)} of {quoted_source(check.source)}", title_justify="left",
+    t = Table(title=f"Evaluation on {samples_text(check.samples)} of {escape(quoted_source(check.source))}", title_justify="left",
               show_header=False, caption=TILES_NOTE if tiles else None, caption_justify="left")
     t.add_column("what")
     t.add_column("value")
     if accuracy_text(check):
         t.add_row("accuracy", accuracy_text(check))
     for d in check.outputs:
-        t.add_row(f"output '{d.name}'", output_text(d))
+        t.add_row(f"output '{escape(d.name)}'", output_text(d))
     if saved is None:
         known = f"{flops_text(dense)} dense; executed " if dense else ""
         t.add_row("FLOPs per sample", f"{known}unknown: {unknown_why}")
@@ -337,7 +337,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
     result, checked, outcome, timed = done.result, done.checked, done.calibrated, done.timed
     if result.rewritten:  # (a model whose only rewrites read zeros has no early exit to list)
         counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
-        console.print(layers_table(result, counts, f"Rewritten layers ({name})", outcome.stats if outcome else None))
+        console.print(layers_table(result, counts, f"Rewritten layers ({escape(name)})", outcome.stats if outcome else None))
     if result.sparse:
         console.print(sparse_table(result, checked.pruned if checked is not None else None))
     if timed is not None and timed.layers:
@@ -348,7 +348,7 @@ def print_optimized(console, done, original: onnx.ModelProto, name: str, explain
     if outcome is not None:
         console.print(calibration_table(outcome))
     for line in warnings(done, argmax_only):
-        console.print(f"[yellow]warning:[/] {line}")
+        console.print(f"[yellow]warning:[/] {visible(line)}")  # (markup escaped, for the JSON too)
     if not result.changed:
         # Candidates the latency objective timed and dropped, or that no certificate let through,
         # were not "nothing to rewrite".
