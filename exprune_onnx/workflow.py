@@ -337,6 +337,7 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
     done.warnings = plain_warnings(done, options.argmax_only, settings.max_drop)
     done.report["warnings"] = list(done.warnings)
     done.report["assumed_input_shapes"] = assumed_json(assumed)
+    done.report["objective"] = settings.objective  # (calibration's part had it alone: json.md lists it always)
     return done
 
 

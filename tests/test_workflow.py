@@ -326,3 +326,13 @@ def test_labels_the_check_cannot_score_stop_the_run_before_the_timing(tmp_path, 
         assert r.exit_code == 6, r.output
         assert "--check-data 'd.npz': label 1" in r.output and "is not a class" in r.output, r.output
         assert not (tmp_path / "o.onnx").exists()
+
+
+def test_the_report_names_its_objective_with_or_without_calibration():
+    """json.md lists `objective` as a top-level key; it was there only with calibration (trial AJ)."""
+    import exprune_onnx
+
+    model = Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx"
+    for goal in ("flops", "latency"):
+        done = exprune_onnx.optimize(model, threshold=-2.0, objective=goal, check=False)
+        assert done.report["objective"] == goal
