@@ -118,7 +118,7 @@ def main(debug: bool) -> None:
 
 
 @main.command(epilog=_EPILOG_OPTIMIZE)
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path, readable=False))
 @click.option("-o", "--output", type=click.Path(), callback=lambda _c, _p, v: file_path(v),
               help="Where to write (default <model>.exprune.onnx).")
 @common_options
@@ -136,15 +136,15 @@ def main(debug: bool) -> None:
                    "mode (docs/sparse_conv.md).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run original and optimised model in onnxruntime and compare outputs.")
-@click.option("--check-data", type=click.Path(path_type=Path),
+@click.option("--check-data", type=click.Path(path_type=Path, readable=False),
               help="Inputs (.npz keyed by input name with optional 'labels', a directory of .npy, or "
                    "ONNX test-data .pb files); default: seeded random inputs.")
 @click.option("--check-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Random inputs to check on.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random check inputs and of the calibration split.")
-@click.option("--calibration", type=click.Path(path_type=Path),
+@click.option("--calibration", type=click.Path(path_type=Path, readable=False),
               help="Choose per-layer thresholds on this data (same layouts as --check-data) under --max-drop.")
-@click.option("--labels", type=click.Path(path_type=Path),
+@click.option("--labels", type=click.Path(path_type=Path, readable=False),
               help="Labels for --calibration (.npy, or .npz with 'labels'); the metric becomes accuracy.")
 @click.option("--max-drop", type=float, callback=_budget,
               default=0.001, show_default=True,
@@ -163,9 +163,9 @@ def main(debug: bool) -> None:
               help="With --calibration: the probability, over the draw of the data, that the written model's "
                    "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
                    "0 keeps the point estimate on the calibration data.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
+@click.option("--report", "report_path", type=click.Path(path_type=Path, readable=False), callback=dash_is_stdout,
               help="Write the report as JSON: layers, latency decisions, the check, calibration ('-': stdout).")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, readable=False),
               help="Draw the search's trade-off and per-layer prune rates to a PNG (needs matplotlib).")
 @click.option("--rule", type=click.Choice(["threshold", "statstest", "certified", "auto"]), default="threshold",
               show_default=True,
@@ -298,12 +298,12 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
 
 
 @main.command(epilog=_EPILOG_INSPECT)
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path, readable=False))
 @common_options
 @input_options(values=False)
 @click.option("--explain", is_flag=True, help="Taken as optimize takes it: inspect always lists why the layers it "
                                               "leaves alone are left.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
+@click.option("--json", "json_path", type=click.Path(path_type=Path, readable=False), callback=dash_is_stdout,
               help="Also write the tables as JSON ('-': stdout).")
 @guarded
 def inspect(model, threshold, config, k, min_units, include_first_layer, unit_order, argmax_only, input_shapes,

@@ -57,18 +57,18 @@ def _refuse_unpaired(ref, opt) -> None:
 
 
 @click.command(cls=OnceCommand, epilog=_EPILOG_EVALUATE)
-@click.argument("original", type=click.Path(path_type=Path))
-@click.argument("optimized", type=click.Path(path_type=Path))
-@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True,
+@click.argument("original", type=click.Path(path_type=Path, readable=False))
+@click.argument("optimized", type=click.Path(path_type=Path, readable=False))
+@click.option("--data", "data_path", type=click.Path(path_type=Path, readable=False), required=True,
               help="Inputs (same layouts as --check-data); 'labels' in the .npz or --labels add accuracy.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels').")
+@click.option("--labels", type=click.Path(path_type=Path, readable=False), help="Labels (.npy, or .npz with 'labels').")
 @click.option("--batch", type=click.IntRange(min=1),
               help="Batch size of the latency runs. Default: the batch the model's inputs fix, else 1.")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
               help="Intra-op threads of both sessions in the latency runs.")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed runs of each model (more until 1 s of timing).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
+@click.option("--json", "json_path", type=click.Path(path_type=Path, readable=False), callback=dash_is_stdout,
               help="Also write the results as JSON ('-': stdout).")
 @input_options
 @guarded
@@ -108,11 +108,11 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
 
 
 @click.command(cls=OnceCommand, epilog=_EPILOG_VERIFY)
-@click.argument("original", type=click.Path(path_type=Path))
-@click.argument("optimized", type=click.Path(path_type=Path))
-@click.option("--data", "data_path", type=click.Path(path_type=Path),
+@click.argument("original", type=click.Path(path_type=Path, readable=False))
+@click.argument("optimized", type=click.Path(path_type=Path, readable=False))
+@click.option("--data", "data_path", type=click.Path(path_type=Path, readable=False),
               help="Inputs (same layouts as --check-data); default: seeded random inputs.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels (.npy, or .npz with 'labels') for accuracy.")
+@click.option("--labels", type=click.Path(path_type=Path, readable=False), help="Labels (.npy, or .npz with 'labels') for accuracy.")
 @click.option("--samples", type=click.IntRange(min=1), default=32, show_default=True,
               help="Random inputs to run on when no --data is given.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
@@ -121,7 +121,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
                    "calibrated model is held to its budget instead unless this is given.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=EXACT_TOLERANCE, show_default=True, callback=no_nan,
               help="Largest output difference at threshold -inf, relative to the output's largest magnitude.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=dash_is_stdout,
+@click.option("--json", "json_path", type=click.Path(path_type=Path, readable=False), callback=dash_is_stdout,
               help="Also write the checks as JSON ('-': stdout), failed ones included.")
 @input_options
 @guarded

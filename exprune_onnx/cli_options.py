@@ -61,7 +61,7 @@ def common_options(fn):
     fn = click.option("--k", "k", default="auto", show_default=True, callback=_k_value,
                       help="Units in the partial product: a count (16), a fraction of n (0.25) or "
                            "'auto' = min(32, n/4), rounded down to a multiple of 8 where that is 8 or more.")(fn)
-    fn = click.option("--config", type=click.Path(path_type=Path),
+    fn = click.option("--config", type=click.Path(path_type=Path, readable=False),
                       help="Per-layer JSON (thresholds, k, skip) keyed by the names `inspect` prints.")(fn)
     fn = click.option("--threshold", type=float,
                       help="Prune an output when bias + residual + (n/k) * partial < T; -inf prunes nothing. "

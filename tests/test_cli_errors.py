@@ -276,3 +276,28 @@ def test_a_budget_out_of_range_is_a_usage_error_that_says_what_to_give(example, 
     assert "Traceback" not in r.output and not (tmp_path / "o.onnx").exists()
     if value == "-1":
         assert "fraction" not in r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root, to drop its right to read any file with setpriv")
+@pytest.mark.parametrize(("option", "code"), [("model", 3), ("--check-data", 6), ("--config", 4)])
+def test_an_unreadable_input_gets_its_own_exit_code(option, code, tmp_path):
+    """click refused a file it could not read as a usage error (exit 2, with the usage text),
+    where the docs give the model 3, data 6 and a config 4 (trial AH)."""
+    import subprocess
+    import sys
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    sources = {"model": "fashion_cnn.onnx", "--check-data": "fashion_test_slice.npz", "--config": None}
+    unread = tmp_path / f"unread{Path(sources[option] or 'c.json').suffix}"
+    if sources[option]:
+        shutil.copyfile(models / sources[option], unread)
+    else:
+        unread.write_text("{}")
+    unread.chmod(0)
+    args = [str(unread)] if option == "model" else [str(models / "fashion_cnn.onnx"), option, str(unread)]
+    r = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
+                        "exprune_onnx", "optimize", *args, "-o", str(tmp_path / "o.onnx")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == code, r.stderr
+    assert "Usage:" not in r.stderr and "Permission denied" in r.stderr and "Traceback" not in r.stderr
