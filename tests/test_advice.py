@@ -390,3 +390,22 @@ def test_calibration_data_of_one_class_is_warned_of(tmp_path):
     # Off a terminal a warning stays on one line, for a log's grep to find whole.
     assert any(line.startswith("warning: class 9") and line.endswith('"What the promise needs")')
                for line in r.output.splitlines()), r.output
+
+
+def test_a_model_written_unchanged_with_broken_weights_is_warned_of(tmp_path):
+    """Nothing kept, no check ran to refuse it: a trial's model with a NaN weight was written
+    back with no word (under --objective flops the check refused it)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = onnx.load(Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx")
+    weight = model.graph.initializer[0]
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] = np.nan
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    done = exprune_onnx.optimize(model, sparse_input=False)
+    assert not done.changed
+    assert any("weights hold NaN or Inf" in w and "written unchanged" in w for w in done.warnings), done.warnings
+    healthy = exprune_onnx.optimize(Path(__file__).resolve().parent.parent / "models" / "fashion_cnn.onnx",
+                                    sparse_input=False)
+    assert not any("NaN" in w for w in healthy.warnings)

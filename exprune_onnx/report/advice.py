@@ -77,6 +77,8 @@ def warnings(done, argmax_only: tuple = ()) -> list[str]:
     else:  # (without --check-data the check runs on that part: said once)
         out += over_budget_on_check(checked, done.model)
     out += [escape(note) for note in (outcome.notes if outcome is not None else [])]
+    if checked is None and not result.changed:  # (a check refuses such a model: the original answers NaN)
+        out += broken_weights_note(done.model)  # (the input's copy)
     counts = checked.pruned if checked is not None else (outcome.counts_holdout or None if outcome else None)
     costlier = costlier_layers(result, counts) if counts else []
     idle = pruning_nothing(result)
@@ -315,3 +317,13 @@ def left_behind_note(stale) -> str:
     names = ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else "")
     return (f"{names} beside it: left by a run that was killed while writing; delete "
             f"{'it' if len(stale) == 1 else 'them'}")
+
+
+def broken_weights_note(model) -> list[str]:
+    """A model written unchanged whose own weights hold NaN or +Inf: no check ran to refuse it
+    (a trial's was written back with no word; under --objective flops the check refused it)."""
+    from ..measure.nan_outputs import nonfinite_weights
+
+    broken = nonfinite_weights(model) if model is not None else ""
+    return [escape(f"the model's own weights hold NaN or Inf ({broken}): it was written unchanged, and may answer "
+                   "NaN whatever its inputs; export it again")] if broken else []
