@@ -63,8 +63,8 @@ def agreement_row(original: onnx.ModelProto, optimized: onnx.ModelProto, data: D
     budget = None if bar_asked else budget
     # A drop of 100 points or more holds whatever the model answers (--max-drop 1 typed for one
     # point, a trial's model passed on it): the agreement bar judges, and the row says why.
-    vacuous = budget is not None and budget["metric"] != "relerr" and float(budget["max_drop"]) >= 1
-    if vacuous:
+    vacuous = ""  # the budget that bounds nothing, as a share
+    if budget is not None and budget["metric"] != "relerr" and float(budget["max_drop"]) >= 1:
         vacuous, budget = f"{100 * float(budget['max_drop']):g}%", None
     try:
         # Labels that are no class indices are the data's fault: exit 6, as evaluate says,
