@@ -10,6 +10,14 @@ from .markup import escape
 from .tables import jsonable
 
 
+def _not_enough(lt) -> str:
+    """Why a layer timed in the whole model was dropped: slower, or faster by under the margin
+    (a trial read "not faster" beside +0.8%)."""
+    from ..tuning.objective import MARGIN
+
+    return f"dropped: under {MARGIN:.0%} faster" if lt.gain > 0 else "dropped: not faster"
+
+
 def latency_table(choice) -> Table:
     """The latency objective's per-layer decisions (objective.py)."""
     t = Table(title=f"Latency objective: whole model timed with and without each rewrite (batch {choice.batch}, "
@@ -21,7 +29,7 @@ def latency_table(choice) -> Table:
         kept = choice.kept(lt.layer, lt.kind)
         decision = (f"kept ({lt.note})" if kept and lt.note else "kept" if kept
                     else "dropped: the rest was not faster than the original" if lt.kept
-                    else f"dropped: {lt.note}" if lt.note else "dropped: not faster")
+                    else f"dropped: {lt.note}" if lt.note else _not_enough(lt))
         if lt.again and not choice.in_group(lt):
             decision += ", timed again after later layers were kept"
         if choice.in_group(lt):  # one of the small gains timed together (the group's own row follows)

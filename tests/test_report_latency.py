@@ -1,0 +1,25 @@
+"""report/latency.py: the latency objective's table, its decisions in words."""
+
+from rich.console import Console
+
+from exprune_onnx.config import Options
+from exprune_onnx.report.latency import latency_table
+from exprune_onnx.tuning.objective import EARLY_EXIT, LatencyChoice, LayerTiming
+
+
+def _rows(*timings) -> str:
+    from types import SimpleNamespace
+
+    choice = LatencyChoice(Options(), SimpleNamespace(changed=True), 1, 1, "test", layers=list(timings))
+    console = Console(width=300, record=True)
+    console.print(latency_table(choice))
+    return console.export_text()
+
+
+def test_a_layer_faster_by_under_the_margin_is_not_called_slower():
+    """A trial read 'dropped: not faster' beside '+0.8%'."""
+    text = _rows(LayerTiming("a", 0.992, 1.0, False, EARLY_EXIT), LayerTiming("b", 1.05, 1.0, False, EARLY_EXIT),
+                 LayerTiming("c", 0.9, 1.0, True, EARLY_EXIT))
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│ ")}
+    assert "+0.8%" in rows["a"] and "dropped: under 1% faster" in rows["a"]
+    assert "dropped: not faster" in rows["b"] and "kept" in rows["c"]
