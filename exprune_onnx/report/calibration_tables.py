@@ -32,8 +32,9 @@ def calibration_table(outcome) -> Table:
     before = getattr(outcome, "before_latency", None)
     if before is not None:
         t.add_row("search's choice", _score_text(*before, n_cal, outcome.result)
-                  + "; the latency objective then dropped the rewrites that were not faster, "
-                  "or no faster than an exact zero-input read (its table)")
+                  + " (its early exits; exact zero-input reads of plain ReLUs are timed after); the latency "
+                  "objective then dropped the rewrites that were not faster, or no faster than an exact zero-input "
+                  "read, and kept the reads that were (its table)")
     part = "ladder part" if cert else "calibration part"
     # With a certificate, the rung written may be gentler than the search's choice: this row is the choice's.
     t.add_row(f"{part} (search's choice, after the latency objective)" if before is not None and cert
