@@ -23,3 +23,20 @@ def test_a_layer_faster_by_under_the_margin_is_not_called_slower():
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│ ")}
     assert "+0.8%" in rows["a"] and "dropped: under 1% faster" in rows["a"]
     assert "dropped: not faster" in rows["b"] and "kept" in rows["c"]
+
+
+def test_the_written_model_timed_far_apart_in_its_row_and_at_the_end_is_a_busy_machine():
+    """A trial's written model took 0.247 ms as the last row's 'without' and 0.386 ms in the
+    final pair against the original, with no warning."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.report.latency import same_model_times
+    from exprune_onnx.tuning.objective import ZERO_INPUTS
+
+    rows = [LayerTiming("conv4", 0.25, 0.31, True, ZERO_INPUTS), LayerTiming("fc1", 0.30, 0.247, False, ZERO_INPUTS)]
+    busy = LatencyChoice(Options(), SimpleNamespace(changed=True), 1, 1, "test", layers=rows, original_ms=0.32,
+                         optimized_ms=0.386)
+    assert same_model_times(busy) == (0.247, 0.386)
+    quiet = LatencyChoice(Options(), SimpleNamespace(changed=True), 1, 1, "test", layers=rows, original_ms=0.32,
+                          optimized_ms=0.25)
+    assert same_model_times(quiet) is None
