@@ -346,3 +346,12 @@ def folded(batch, seq_first: bool = False):
 # Per sample: 6 rows through an 8 -> 16 and a 16 -> 4 product.
 FOLDED_PER_SAMPLE = 2 * 6 * (8 * 16 + 16 * 4)
 
+
+
+def calibration_args(tmp_path) -> list[str]:
+    """Command-line options that calibrate the bundled example on 64 seeded images, quickly
+    (a budget it always meets, the FLOPs objective: nothing is timed)."""
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, input=rng.random((64, 1, 28, 28), dtype=np.float32), labels=rng.integers(0, 10, 64))
+    return ["--calibration", str(data), "--max-drop", "0.5", "--confidence", "0", "--objective", "flops"]

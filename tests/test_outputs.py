@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import calibration_args
 
 from exprune_onnx.cli import main
 from exprune_onnx.io import outputs
@@ -22,13 +22,6 @@ def example(tmp_path):
     path = tmp_path / "m.onnx"
     shutil.copyfile(EXAMPLE, path)
     return path
-
-
-def _calibrate(tmp_path) -> list[str]:
-    data = tmp_path / "d.npz"
-    rng = np.random.default_rng(0)
-    np.savez(data, input=rng.random((64, 1, 28, 28), dtype=np.float32), labels=rng.integers(0, 10, 64))
-    return ["--calibration", str(data), "--max-drop", "0.5", "--confidence", "0", "--objective", "flops"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
@@ -118,40 +111,10 @@ def test_a_model_that_cannot_be_saved_leaves_no_report_behind(example, tmp_path,
         raise modelio.OutputError(f"{out}: cannot write (No space left on device)")
 
     monkeypatch.setattr(modelio, "save_model", fail)
-    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), *_calibrate(tmp_path),
+    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), *calibration_args(tmp_path),
                                   "--report", str(tmp_path / "r.json"), "--plot", str(tmp_path / "p")])
     assert r.exit_code == 5, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "m.onnx"]
-
-
-def test_a_plot_without_a_suffix_is_written_as_png(example, tmp_path):
-    pytest.importorskip("matplotlib")
-    r = CliRunner().invoke(main, ["optimize", str(example), "-o", str(tmp_path / "o.onnx"), *_calibrate(tmp_path),
-                                  "--plot", str(tmp_path / "p"), "--report", str(tmp_path / "r.json")])
-    assert r.exit_code == 0, r.output
-    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    assert f"wrote the plot to {tmp_path / 'p.png'}" in " ".join(r.output.split())  # not where it was told
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exprune-")]
-    assert oct((tmp_path / "r.json").stat().st_mode & 0o777) == oct((tmp_path / "o.onnx").stat().st_mode & 0o777)
-
-
-def test_a_plot_format_it_cannot_draw_is_refused_before_any_work(example, tmp_path, monkeypatch):
-    from exprune_onnx import workflow
-
-    monkeypatch.setattr(workflow, "run", lambda *a, **k: pytest.fail("the work started"))
-    r = CliRunner().invoke(main, ["optimize", str(example), *_calibrate(tmp_path), "--plot", str(tmp_path / "p.xyz")])
-    assert r.exit_code == 2 and ".xyz is not a format it draws" in r.output
-
-
-@pytest.mark.parametrize("plot", ["-", "/dev/null", "/dev/full", "/dev/stdout"])
-def test_a_plot_to_a_stream_or_a_device_is_refused_before_any_work(plot, example, tmp_path, monkeypatch):
-    """--plot /dev/full wrote a file /dev/full.png, and --plot - a file './-.png' (trial AH)."""
-    from exprune_onnx import workflow
-
-    monkeypatch.setattr(workflow, "run", lambda *a, **k: pytest.fail("the work started"))
-    r = CliRunner().invoke(main, ["optimize", str(example), *_calibrate(tmp_path), "--plot", plot])
-    assert r.exit_code == 2 and "a plot is drawn to a file, not to standard output or a device" in r.output
-    assert not Path(plot + ".png").exists()
 
 
 @pytest.mark.parametrize("args", [["inspect", str(EXAMPLE)], ["--help"], ["--version"], ["optimize", "--help"]])
