@@ -18,6 +18,7 @@ from .cli_options import (
     calibration_only,
     common_options,
     dash_is_stdout,
+    default_output,
     file_path,
     input_options,
     typed_with,
@@ -239,7 +240,7 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
                         rule=rule, granularity=granularity, objective=objective, latency_batch=latency_batch,
                         latency_threads=latency_threads, input_values=input_values)
     options.confidence = confidence
-    output = output or model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
+    output = output or default_output(model)
     plot_path = plot_path if plot_path is None else plot_path_of(plot_path)
     streamed = report_path is not None and is_stream(report_path)  # /dev/stdout: written after the model
     refuse_overwriting([output, None if streamed else report_path, plot_path], [model],

@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from .cli_options import HUMAN_OUTPUT
+from .cli_options import HUMAN_OUTPUT, default_output
 from .compiler import quiet_graphsurgeon
 from .errors import ExPruneError, OutputError, error_message
 from .report.markup import visible
@@ -114,7 +114,7 @@ def _path_code(filename, params: dict) -> int | None:
              if params.get(key) is not None and str(params[key]) not in ("", "-")}
     model = params.get("model")
     if model is not None and "output" not in given:  # -o not given: <model>.exprune.onnx beside it
-        given["output"] = os.path.realpath(Path(model).with_name(Path(model).name.removesuffix(".onnx") + ".exprune.onnx"))
+        given["output"] = os.path.realpath(default_output(Path(model)))
     for beside in (False, True):
         for key, path in given.items():
             if name == path or beside and name.startswith(path + "."):

@@ -144,6 +144,11 @@ def a_number(value: float) -> float:
     return value
 
 
+def default_output(model: Path) -> Path:
+    """Where optimize writes when -o is not given: <model>.exprune.onnx beside the model."""
+    return model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
+
+
 def file_path(value: str | None) -> Path | None:
     """The output model's path; one ending in a separator names a directory (pathlib drops
     the separator, and a file named after the directory would be written)."""

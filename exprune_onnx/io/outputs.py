@@ -103,14 +103,18 @@ def write_json(path: Path, payload: dict) -> None:
 STALE_SECONDS = 3600  # a staged file lives for the seconds of a write: one this old was left
 
 
+def _staging_dir(path: Path) -> Path:
+    """Where ``path``'s staged file goes: beside it (beside the file a link names)."""
+    dest = written_path(path)
+    return dest.parent if str(dest.parent) else Path(".")
+
+
 def left_behind(path: Path) -> list[Path]:
     """The staged files and folders beside ``path`` that a killed run left (``kill -9``, the
     out-of-memory killer: nothing runs to remove them), older than STALE_SECONDS so that a
     run writing now is not among them."""
-    dest = written_path(path)
-    parent = dest.parent if str(dest.parent) else Path(".")
     try:
-        found = [p for p in parent.glob(".exprune-*") if time.time() - p.lstat().st_mtime > STALE_SECONDS]
+        found = [p for p in _staging_dir(path).glob(".exprune-*") if time.time() - p.lstat().st_mtime > STALE_SECONDS]
     except OSError:
         return []
     return sorted(found)
@@ -120,8 +124,7 @@ def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:
     """``write(tmp)`` into a hidden file beside ``path`` (beside the file a link names),
     listed in ``staged`` from the moment it exists, for ``move_into_place`` once everything
     else is written, or ``discard``: a failure or a signal on the way leaves no file behind."""
-    dest = written_path(path)
-    parent = dest.parent if str(dest.parent) else Path(".")
+    dest, parent = written_path(path), _staging_dir(path)
     # Listed before it exists, so that an interrupt at any instant leaves nothing behind
     # (blocking signals around mkstemp does not do it: another thread, onnxruntime's, takes
     # the signal and Python still interrupts the main one).

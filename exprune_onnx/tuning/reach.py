@@ -19,11 +19,9 @@ pairs.MIN_PASSES passes.
 from __future__ import annotations
 
 import dataclasses
-import gc
 
 import onnx
 
-from ..compiler.pipeline import optimize
 from ..io.data import Dataset
 from . import objective
 from .pairs import FEEDS, clearly_slower, passes_for, timing_feeds
@@ -37,9 +35,7 @@ def lossless_reads(options):
 
 
 def _model(original: onnx.ModelProto, options) -> onnx.ModelProto:
-    model = optimize(original, lossless_reads(options)).model
-    gc.collect()  # a compiled Result's graph holds the weights again, in cycles (objective.Built)
-    return model
+    return objective._compile(original, lossless_reads(options)).model  # (its Result freed, as the objective's)
 
 
 def unpaying(original: onnx.ModelProto, planner, shares: dict, data: Dataset, indices, latency: tuple[int, int],
