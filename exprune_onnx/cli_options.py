@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from .config import DEFAULT_MIN_UNITS, UNIT_ORDERS
+from .errors import OutputError
+from .report.markup import visible
 
 
 class OnceCommand(click.Command):
@@ -149,9 +151,20 @@ def default_output(model: Path) -> Path:
     return model.with_name(model.name.removesuffix(".onnx") + ".exprune.onnx")
 
 
+class _OutputPathError(click.ClickException):
+    """An output path refused while click parses the command line, where our own errors would
+    escape as a traceback: said as the command's other output errors are, with their code."""
+
+    exit_code = OutputError.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {visible(self.format_message())}", file=file or sys.stderr)
+
+
 def file_path(value: str | None) -> Path | None:
     """The output model's path; one ending in a separator names a directory (pathlib drops
-    the separator, and a file named after the directory would be written)."""
+    the separator, and a file named after the directory would be written). That is refused
+    as an existing directory is, with the output's exit code: both say where the file goes."""
     if value is None:
         return None
     if value == "":
@@ -160,7 +173,7 @@ def file_path(value: str | None) -> Path | None:
         raise click.BadParameter("a model is written to a file, not to standard output: give a file path "
                                  "('-' is standard output for --json and --report)")
     if value.endswith(("/", "\\")):
-        raise click.BadParameter(f"{value} names a directory: give the file's path in it")
+        raise _OutputPathError(f"{value}: names a directory: give the file's path in it")
     return Path(value)
 
 
