@@ -113,8 +113,9 @@ def _path_code(filename, params: dict) -> int | None:
     given = {key: os.path.realpath(str(params[key])) for key in _PATH_CODES
              if params.get(key) is not None and str(params[key]) not in ("", "-")}
     model = params.get("model")
-    if model is not None and "output" not in given:  # -o not given: <model>.exprune.onnx beside it
-        given["output"] = os.path.realpath(default_output(Path(model)))
+    if model is not None and "output" not in given:  # -o not given: <model>.exprune.onnx beside it,
+        # first, as an -o is: its .data starts with the name of a model not called *.onnx too
+        given = {"output": os.path.realpath(default_output(Path(model))), **given}
     for beside in (False, True):
         for key, path in given.items():
             if name == path or beside and name.startswith(path + "."):

@@ -23,6 +23,7 @@ import json
 import math
 import numbers  # numpy's scalars are numbers.Real / Integral, not float / int
 import os
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import NormalDist
@@ -310,10 +311,16 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
     ``typed``: the options among ``k`` and ``unit_order`` that the command line set, which
     the config's default must then not contradict (one of the two would be ignored)."""
     p = Path(path)
-    if p.exists() and not p.is_file():  # /dev/zero or a FIFO would be read until memory runs out
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except OSError as exc:  # a name too long, a folder not searchable, a loop of links
+        raise ConfigError(f"{p}: cannot use it as a config file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):  # /dev/zero or a FIFO would be read until memory runs out
         raise ConfigError(f"{p}: not a config file (a directory, device or pipe)")
-    if p.is_file() and p.stat().st_size > _MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: {p.stat().st_size / 2**20:.0f} MiB is too large for a config file")
+    if st.st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {st.st_size / 2**20:.0f} MiB is too large for a config file")
     try:
         # utf-8-sig: Windows editors write a byte-order mark, which json refuses in its own words
         data = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_no_repeats)
@@ -326,16 +333,27 @@ def load_config(path: str | Path, options: Options, typed: tuple[str, ...] | lis
     return apply_config(data, options, typed, str(p))
 
 
+def _json_text(config: str) -> bool:
+    """Whether ``config`` is a JSON object's text (a byte-order mark before it, as a file read
+    as text keeps it) rather than the path of a file, which may start with '{' too."""
+    if not config.strip().lstrip("\ufeff").startswith("{"):
+        return False
+    try:
+        return not Path(config).is_file()
+    except (OSError, ValueError):  # too long, or holding NUL, for a path
+        return True
+
+
 def configured(options: Options, config, typed: tuple[str, ...] | list[str] = ()) -> Options:
     """``options`` with ``config`` read into it: a JSON config's path, its content as a dict
-    or as JSON text (an object: no config path starts with '{'), or None (nothing to read)."""
+    or as JSON text (an object, unless a file has that name), or None (nothing to read)."""
     if config is None:
         return options
     if isinstance(config, dict):
         return apply_config(config, options, typed)
-    if isinstance(config, str) and config.lstrip().startswith("{"):  # the file's content, as text
+    if isinstance(config, str) and _json_text(config):  # the file's content, as text
         try:
-            data = json.loads(config, object_pairs_hook=_no_repeats)
+            data = json.loads(config.strip().lstrip("\ufeff"), object_pairs_hook=_no_repeats)
         except ValueError as exc:
             raise ConfigError(f"config: not readable JSON ({exc})") from None
         except RecursionError:

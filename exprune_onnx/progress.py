@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from .report.markup import escape
+
 
 def quiet(text: str, done: int | None = None, total: int | None = None) -> None:
     """The hook that shows nothing."""
@@ -67,7 +69,10 @@ def hook_errors(fn):
         try:
             return fn(*args, **kwargs)
         except HookRaised as raised:
-            raise raised.error from None
+            error = raised.error
+        # Raised out here, where HookRaised is no longer being handled: it would become the
+        # error's __context__, and `from None` would erase a __cause__ the hook gave it.
+        raise error
     return wrapper
 
 
@@ -106,9 +111,11 @@ class Bar:
         if self._task is None or step != self._step or (total is not None and done == 0):
             if self._task is not None:
                 self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(text, total=total)
+            self._task = self._progress.add_task(escape(text), total=total)
             self._step = step
-        self._progress.update(self._task, description=text, completed=done or 0, total=total)
+        # Layer names come from the model: as the tables do, show them as written, not as markup
+        # (a name with '[/b]' stopped the run) nor as terminal controls.
+        self._progress.update(self._task, description=escape(text), completed=done or 0, total=total)
 
 
 def for_terminal():

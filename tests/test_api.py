@@ -313,6 +313,17 @@ def test_what_the_progress_hook_raises_reaches_the_caller_as_it_was(model):
         with pytest.raises(ZeroDivisionError, match="the hook's own"):
             call()
 
+    def chained(text, done=None, total=None):
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise ValueError("the hook's own") from exc
+
+    with pytest.raises(ValueError, match="the hook's own") as raised:  # its cause kept (it was erased)
+        exprune_onnx.optimize(model, threshold=0, objective="flops", log=chained)
+    assert isinstance(raised.value.__cause__, KeyError) and not isinstance(raised.value.__context__,
+                                                                            exprune_onnx.progress.HookRaised)
+
 
 def test_graphsurgeon_s_warnings_are_off_in_our_calls_only(capsys):
     """Importing the package set onnx-graphsurgeon's logger to ERROR for the whole process (an

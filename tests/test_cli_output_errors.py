@@ -248,19 +248,35 @@ def test_a_folder_where_the_weights_file_goes_stops_the_command_before_the_work(
     assert not (tmp_path / "b.onnx").exists()
 
 
-@pytest.mark.parametrize(("option", "suffix"), [("-o", ".onnx"), ("--report", ".json"), (None, ".onnx")])
-def test_a_name_too_long_is_named_with_its_parameters_exit_code(option, suffix, example, tmp_path):
-    """A legal 254-character output name failed as 'internal error: OSError' (exit 1) when the
-    command looked for its .data file (trial AH); a --report name too long alike."""
+@pytest.mark.parametrize(("option", "suffix"), [("-o", ".onnx"), ("--report", ".json")])
+def test_a_legal_name_is_written_though_its_data_name_would_be_too_long(option, suffix, example, tmp_path):
+    """A legal 255-character output name failed as 'internal error: OSError' (exit 1) when the
+    command looked for its .data file (trial AH), then was refused (exit 5), for a model that
+    writes no .data at all (a review)."""
     name = tmp_path / ("a" * 250 + suffix)
-    if option is None:  # the model's own name: optimize writes <model>.exprune.onnx beside it
-        args = ("optimize", name, "--no-check")
-    elif option == "-o":
-        args = ("optimize", example, "-o", name, "--no-check")
+    args = ("-o", name) if option == "-o" else ("-o", tmp_path / "o.onnx", option, name)
+    r = invoke("optimize", example, *args, "--no-check")
+    assert r.exit_code == 0 and name.is_file(), r.output
+
+
+@pytest.mark.parametrize("given", ["default", "-o 256", "-o 255 external"])
+def test_a_name_too_long_is_named_with_its_parameters_exit_code(given, example, external_example, tmp_path):
+    """The default output of a model named 'a' * 250 + '.onnx', an -o name over 255
+    characters, and the .data of a 255-character -o name whose model keeps external data."""
+    if given == "default":  # optimize writes <model>.exprune.onnx beside the model
+        model = tmp_path / ("a" * 250 + ".onnx")
+        model.write_bytes(example.read_bytes())
+        args, too_long = (model,), f"{model.name.removesuffix('.onnx')}.exprune.onnx"
+    elif given == "-o 256":
+        too_long = "a" * 251 + ".onnx"
+        args = (example, "-o", tmp_path / too_long)
     else:
-        args = ("optimize", example, "-o", tmp_path / "o.onnx", "--no-check", option, name)
-    assert_one_line_error(invoke(*args), 5, "cannot use", os.strerror(errno.ENAMETOOLONG))
-    assert list(tmp_path.iterdir()) == [example]
+        out = tmp_path / ("a" * 250 + ".onnx")
+        args, too_long = (external_example, "-o", out), out.name + ".data"
+    before = sorted(tmp_path.rglob("*"))
+    assert_one_line_error(invoke("optimize", *args, "--no-check"), 5, "cannot use", too_long,
+                          os.strerror(errno.ENAMETOOLONG))
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_a_path_error_is_named_after_the_parameter_that_gave_the_path(tmp_path):
@@ -274,6 +290,8 @@ def test_a_path_error_is_named_after_the_parameter_that_gave_the_path(tmp_path):
     # An output named after the model is the output's (the model's name was matched first, exit 3).
     assert code("m.onnx.x.onnx", model="m.onnx", output="m.onnx.x.onnx") == 5
     assert code("m.exprune.onnx", model="m.onnx") == 5  # optimize's output when -o is not given
+    # ... and its .data, though that name starts with a model's not called *.onnx (it got the model's 3).
+    assert code("m.pb.exprune.onnx.data", model="m.pb") == 5 and code("m.pb.data", model="m.pb") == 3
     link = tmp_path / "link.onnx"
     link.symlink_to(tmp_path / "target.onnx")
     assert code(tmp_path / "target.onnx.data", output=str(link)) == 5

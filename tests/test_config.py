@@ -25,3 +25,21 @@ def test_a_config_given_as_json_text_is_its_content():
         configured(Options(), '{"default": ')
     with pytest.raises(ConfigError, match="no such config file"):
         configured(Options(), "missing.json")
+
+
+def test_json_text_may_start_with_a_byte_order_mark_and_a_file_may_start_with_a_brace(tmp_path, monkeypatch):
+    """A file's content read as text keeps its mark (it was taken for a path); a file named
+    '{a}.json' could not be given at all (it was taken for JSON text)."""
+    options = configured(Options(), "\ufeff" + CONTENT)
+    assert options.k == 8 and options.setting("fc1").skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "{a}.json").write_text(CONTENT)
+    assert configured(Options(), "{a}.json").k == 8
+
+
+def test_a_config_path_the_system_cannot_use_is_a_config_error(tmp_path):
+    """A name too long for the file system raised a bare OSError from the API."""
+    with pytest.raises(ConfigError, match="cannot use it as a config file.*too long"):
+        configured(Options(), str(tmp_path / ("c" * 300)))
+    with pytest.raises(ConfigError, match="not a config file"):
+        configured(Options(), str(tmp_path))

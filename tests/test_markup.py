@@ -11,6 +11,12 @@ def test_controls_are_escapes_and_the_rest_is_kept():
     assert visible('a/b\n"x\x1b[31mRED\x7f\x9b') == 'a/b\\x0a"x\\x1b[31mRED\\x7f\\x9b'
     assert visible("conv_1/Relu:0 é ✓") == "conv_1/Relu:0 é ✓"
     assert escape("[bold]\x1b") == "\\[bold]\\x1b"
+    # A final backslash is shown once (rich doubled it), in a sentence and at the end of a cell.
+    from rich.text import Text
+
+    for name in ("conv\\", "a[b]\\", "x\\[y]"):
+        assert Text.from_markup(f"layer {escape(name)} is left alone").plain == f"layer {name} is left alone"
+        assert Text.from_markup(escape(name)).plain == name
 
 
 def test_an_error_naming_a_data_key_prints_no_control_character(example, tmp_path):

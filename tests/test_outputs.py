@@ -413,3 +413,16 @@ def test_staged_files_a_killed_run_left_are_named_after_the_write(example, tmp_p
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and "note: .exprune-0a1b2c beside it: left by a run that was killed while writing" in text
     assert ".exprune-3d4e5f" not in text and old.exists() and fresh.exists()
+
+
+def test_a_staged_file_gone_before_its_age_is_read_hides_only_itself(tmp_path, monkeypatch):
+    """Another run's staged file removed between the listing and its lstat emptied the whole list."""
+    from exprune_onnx.io.outputs import STALE_SECONDS, left_behind
+
+    old, gone = tmp_path / ".exprune-0a1b2c", tmp_path / ".exprune-3d4e5f.onnx"
+    old.mkdir()
+    then = os.path.getmtime(old) - STALE_SECONDS - 60
+    os.utime(old, (then, then))
+    listed = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [*listed(self, pattern), gone])
+    assert left_behind(tmp_path / "o.onnx") == [old]

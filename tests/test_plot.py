@@ -37,3 +37,11 @@ def test_a_plot_to_a_stream_or_a_device_is_refused_before_any_work(plot, example
     r = CliRunner().invoke(main, ["optimize", str(example), *calibration_args(tmp_path), "--plot", plot])
     assert r.exit_code == 2 and "a plot is drawn to a file, not to standard output or a device" in r.output
     assert not Path(plot + ".png").exists()
+
+
+def test_a_plot_under_dev_shm_is_a_file():
+    """/dev/shm holds plain files, as written reports there are; a plot there was refused as a device."""
+    from exprune_onnx.report.plot import plot_path
+
+    assert plot_path(Path("/dev/shm/exprune-p")) == Path("/dev/shm/exprune-p.png")
+    assert plot_path(Path("/dev/shm/exprune-p.svg")) == Path("/dev/shm/exprune-p.svg")

@@ -246,6 +246,5 @@ def test_a_budget_of_100_points_bounds_nothing_and_the_agreement_bar_judges(cali
     assert r.exit_code == FAILED and "< 100.00%" in error_text(r)
     r = invoke("verify", EXAMPLE, model, "--data", SLICE)
     text = " ".join(r.output.split())
-    assert "the budget it was calibrated to" not in text or "bounds nothing" in text, text
     assert "a drop of 100%, bounds nothing: held to 99.00% agreement instead" in text, text
     assert ("< 99.00%" in text) == (r.exit_code == FAILED)

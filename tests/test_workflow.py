@@ -301,6 +301,17 @@ def test_the_bar_counts_steps():
     quiet("anything", 1, 2)
 
 
+def test_the_bar_shows_names_as_written():
+    """A layer named 'a[/b]' stopped a run on a terminal (rich read it as a closing tag), and
+    an ESC in a name reached the terminal raw."""
+    with Bar() as bar:
+        bar("timing a[/b]\x1b]0;TITLE\x07: x", 0, 2)
+        bar("timing a[/b]\x1b]0;TITLE\x07: x", 1, 2)
+        task = bar._progress.tasks[0]
+        shown = [column.render(task) for column in bar._progress.columns if hasattr(column, "text_format")][0]
+    assert shown.plain == "timing a[/b]\\x1b]0;TITLE\\x07: x"
+
+
 def test_zero_input_rewrites_have_their_rows_in_the_report():
     """Only exact zero-input rewrites kept: rows (the early-exit layers') is empty, and a
     trial's API user concluded nothing was rewritten; the report lists them with the share

@@ -296,7 +296,7 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     data_name = out.name + ".data"
     # The data file of the output this one replaces: left beside an inline model it would
     # look like this model's weights.
-    stale = parent / data_name if (parent / data_name).exists() and any(
+    stale = parent / data_name if os.path.exists(parent / data_name) and any(
         same_file(f, parent / data_name) for f in external_data_files(out)) else None
     try:
         with tempfile.TemporaryDirectory(dir=parent, prefix=".exprune-") as tmp:
@@ -309,7 +309,7 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
                 for t, had_location in moved:
                     if not had_location:
                         t.ClearField("data_location")
-            wrote_data = tmp_data.exists()
+            wrote_data = os.path.exists(tmp_data)  # (False, not OSError, for a name too long to be written)
             keep_mode(out, tmp_model)
             if before_commit is not None:
                 before_commit()
@@ -355,12 +355,14 @@ def clobbered_input(model: str | os.PathLike, out: str | os.PathLike, others=())
     if any(same_file(f, out) for f in inputs):
         return f"{out}: the output would overwrite the input model's external data"
     data = Path(out).with_name(Path(out).name + ".data")
-    if data.exists() and any(same_file(f, data) for f in inputs):
+    # os.path.exists: a data name too long to exist (the output's own is legal) is no input
+    # (Path.exists raised, and a model that writes no .data was refused); so in save_model.
+    if os.path.exists(data) and any(same_file(f, data) for f in inputs):
         return f"{out}: its data file {data.name} would overwrite the input model's external data"
     for other in others:
         if other is not None and any(same_file(f, out) for f in _files(Path(other))):
             return f"{out}: the output would overwrite the input {other}"
-        if other is not None and data.exists() and any(same_file(f, data) for f in _files(Path(other))):
+        if other is not None and os.path.exists(data) and any(same_file(f, data) for f in _files(Path(other))):
             return f"{out}: its data file {data.name} would overwrite the input {other}"
     return None
 

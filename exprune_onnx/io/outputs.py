@@ -44,11 +44,13 @@ def json_text(payload: dict) -> str:
 
 def is_stream(path: Path) -> bool:
     """A pipe, a device, or a name under /dev or /proc such as /dev/stdout (whatever it stands
-    for now): written in place, never renamed over."""
+    for now): written in place, never renamed over. /dev/shm is a folder of plain files."""
     path = Path(path)
     if path.is_dir():
         return False  # refused as an output, as any directory is
-    return (path.exists() and not path.is_file()) or str(path.absolute()).startswith(("/dev/", "/proc/"))
+    name = str(path.absolute())
+    special = name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/")
+    return (path.exists() and not path.is_file()) or special
 
 
 def write_stream(path: Path, text: str) -> None:
@@ -113,11 +115,16 @@ def left_behind(path: Path) -> list[Path]:
     """The staged files and folders beside ``path`` that a killed run left (``kill -9``, the
     out-of-memory killer: nothing runs to remove them), older than STALE_SECONDS so that a
     run writing now is not among them."""
+    def stale(p: Path) -> bool:
+        try:
+            return time.time() - p.lstat().st_mtime > STALE_SECONDS
+        except OSError:  # gone since the listing (another run's, done): that one file only
+            return False
+
     try:
-        found = [p for p in _staging_dir(path).glob(".exprune-*") if time.time() - p.lstat().st_mtime > STALE_SECONDS]
+        return sorted(p for p in _staging_dir(path).glob(".exprune-*") if stale(p))
     except OSError:
         return []
-    return sorted(found)
 
 
 def stage(staged: list[tuple[Path, Path]], path: Path, write) -> None:

@@ -20,4 +20,6 @@ def visible(text: str) -> str:
 
 def escape(text: str) -> str:
     """``text`` for rich markup: shown as written, controls as escapes."""
-    return _rich_escape(visible(text))
+    # rich doubles a final backslash, lest it escape a tag after it, and shows both: our names
+    # are never followed by a tag, and a name ending in one was shown with two (a review).
+    return _rich_escape(visible(text) + " ")[:-1]
