@@ -135,6 +135,7 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     from .io.feeds import InputSpec
     from .io.modelio import load_model
     from .io.open_dims import assumed_note
+    from .io.open_values import values_note
     from .io.outputs import refuse_overwriting, write_json
     from .progress import for_terminal
     from .verify.run import verify_pair
@@ -155,6 +156,8 @@ def verify(original, optimized, data_path, labels, samples, seed, min_agreement,
     if done.assumed:  # as optimize takes them without data
         console.print(f"[yellow]note:[/] {escape(assumed_note(ref, done.assumed, bool(input_shapes), '--data'))}: "
                       "--input-shape or --data checks at the size you run at")
+    if done.values:
+        console.print(f"[yellow]note:[/] {escape(values_note(done.values, '--data'))}")
     rows = done.rows
     table = Table(title=f"Verification of {escape(optimized.name)} against {escape(original.name)}")
     table.add_column("check")

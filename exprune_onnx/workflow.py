@@ -41,6 +41,7 @@ from .io.data import (
 )
 from .io.feeds import InputSpec, check_batch, check_spec, fixed_batch, model_inputs
 from .io.open_dims import assumed_note, assumed_shapes, assumed_text
+from .io.open_values import assumed_values, taken_text, values_note
 from .ops import pruning_layers
 from .progress import quiet
 from .runtime import MAX_THREADS, uses_library
@@ -212,19 +213,20 @@ def _dataset(source, model, spec: InputSpec, seed: int, labels=None, samples: in
 def run(model: onnx.ModelProto, options: Options, settings: Settings, log=quiet) -> Optimized:
     """The workflow on a loaded model (module docstring)."""
     assumed: dict = {}
+    values: dict = {}
     try:
-        return _run(model, options, settings, log, assumed)
+        return _run(model, options, settings, log, assumed, values)
     except OriginalRunFailed as exc:
-        if not assumed:
+        if not assumed and not values:
             raise
         # A model may not run at the sizes taken for it (a mask one longer than the sequence).
-        raise OriginalRunFailed(f"{error_message(exc)} (with no data, open dims were taken as "
-                                f"{assumed_text(model, assumed)}: --input-shape or --check-data gives the sizes it "
-                                "takes)") from exc
+        taken = taken_text(assumed_text(model, assumed) if assumed else "", values, "--check-data")
+        raise OriginalRunFailed(f"{error_message(exc)} (with no data, {taken})") from exc
 
 
-def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assumed: dict) -> Optimized:
-    """run(), filling ``assumed`` with the sizes it takes for open input dims."""
+def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assumed: dict, values: dict) -> Optimized:
+    """run(), filling ``assumed`` with the sizes it takes for open input dims and ``values``
+    with those it takes for length inputs (io/open_values.py)."""
     from .compiler.pipeline import optimize as compile_model
     from .io.batch_memory import feedable
     from .measure.shape_probe import count_at_run_time
@@ -248,6 +250,10 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
                          "--check-data sets the size you run at")
         spec.shapes.update(assumed)
         options.input_shapes = {**options.input_shapes, **assumed}
+        values.update(assumed_values(model, spec))
+        if values:
+            notes.append(values_note(values))
+        spec.values.update(values)
     latency = None
     if settings.objective == "latency":
         latency = (check_batch(model, settings.latency_batch, "--latency-batch", spec), settings.latency_threads)

@@ -38,11 +38,14 @@ def count_as_inspect(model: onnx.ModelProto, options) -> dict:
     from ..io.data import random_dataset
     from ..io.feeds import InputSpec
     from ..io.open_dims import assumed_shapes
+    from ..io.open_values import assumed_values
     from ..runtime import inference_session
 
     assumed = assumed_shapes(model, InputSpec(dict(options.input_shapes)))
+    spec = InputSpec({**options.input_shapes, **assumed})
+    spec.values.update(assumed_values(model, spec))  # a length input at full length, as optimize takes it
     try:
-        one = feedable(model, random_dataset(model, 1, 0, InputSpec({**options.input_shapes, **assumed})))
+        one = feedable(model, random_dataset(model, 1, 0, spec))
         if assumed:
             inference_session(model).run(None, one.first(1))
     except Exception:  # noqa: BLE001 - whatever the reason, no count can be made at these sizes

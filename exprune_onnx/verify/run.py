@@ -13,6 +13,7 @@ from ..errors import OriginalRunFailed, error_message
 from ..io.data import Dataset, random_dataset
 from ..io.feeds import InputSpec
 from ..io.open_dims import assumed_shapes, assumed_text
+from ..io.open_values import assumed_values, taken_text
 from ..ops import DOMAIN
 from ..progress import quiet
 from ..runtime import uses_library
@@ -24,6 +25,7 @@ from .base import Row
 class Verification:
     rows: list[Row]  # structure, weights, exactness, agreement
     assumed: dict = field(default_factory=dict)  # sizes taken for open dims, with no data to take them from
+    values: dict = field(default_factory=dict)  # values taken for length inputs, likewise (io/open_values.py)
     source: str = ""  # the data's file, or the seeded random inputs
     samples: int = 0
 
@@ -64,16 +66,18 @@ def verify_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset | None
     from . import verify
     from .agreement import read_budget
 
-    spec = dataclasses.replace(spec, shapes=dict(spec.shapes))
+    spec = dataclasses.replace(spec, shapes=dict(spec.shapes), values=dict(spec.values))
     assumed = assumed_shapes(ref, spec) if data is None else {}
     spec.shapes.update(assumed)
+    values = assumed_values(ref, spec) if data is None else {}
+    spec.values.update(values)
     try:
         data = data if data is not None else random_dataset(ref, samples, seed, spec)
         rows = verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance, input_shapes=spec.shapes,
                       log=log, budget=read_budget(opt), bar_asked=bar_asked)
     except OriginalRunFailed as exc:
-        if not assumed:
+        if not assumed and not values:
             raise
-        raise OriginalRunFailed(f"{error_message(exc)} (open dims were taken as {assumed_text(ref, assumed)}: "
-                                "--input-shape or --data gives the sizes it takes)") from exc
-    return Verification(rows, assumed, data.source, len(data))
+        taken = taken_text(assumed_text(ref, assumed) if assumed else "", values, "--data")
+        raise OriginalRunFailed(f"{error_message(exc)} ({taken})") from exc
+    return Verification(rows, assumed, values, data.source, len(data))
