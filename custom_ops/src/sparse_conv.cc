@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "sparse_conv_lists.h"
 #include "sparse_conv_run.h"
 
 namespace exprune {
@@ -13,6 +14,24 @@ namespace exprune {
 namespace {
 // Entry offsets and list positions are int32 (half the bytes of the lists).
 constexpr int64_t kMaxIndex = std::numeric_limits<int32_t>::max() / 2;
+constexpr int64_t kMaxColumns = int64_t{1} << 24;
+
+// A layer of no input channels: every output is its bias (plus the residual), activated, as
+// onnxruntime's Conv gives it. The tiles would store sums no channel ever started.
+void WithoutInputs(const sparse_conv::Layer& l) {
+  const int64_t plane = l.h.out * l.w.out;
+  for (int64_t n = 0; n < l.batch; ++n) {
+    for (int64_t m = 0; m < l.outs; ++m) {
+      const int64_t at = (n * l.outs + m) * plane;
+      for (int64_t p = 0; p < plane; ++p) {
+        float v = 0.0f + (l.bias != nullptr ? l.bias[m] : 0.0f);
+        if (l.res != nullptr) v += l.res[at + p];
+        l.y[at + p] = l.relu ? Activate(v, l.clip_max) : v;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 SparseConvKernel::SparseConvKernel(const OrtKernelInfo* info, std::string label)
@@ -52,6 +71,8 @@ void SparseConvKernel::BlockConstantWeights(const OrtKernelInfo* info) noexcept 
     const int64_t taps = kh * kw, cg = shape[0] / conv_.group;
     const sparse_conv::Shape& tile = sparse_conv::PickShape(sparse_conv::Select(), mg, 1);
     const int64_t lanes = int64_t{tile.nv} * sparse_conv::Select().lanes, blocks = CeilDiv(mg, lanes);
+    // Entry offsets reach cg * taps * lanes, up to 16 / mg times w's own (int32: kMaxIndex).
+    if (cg * taps * lanes > kMaxIndex) return;
     const float* src = w.GetTensorData<float>();
     blocked_.assign(static_cast<size_t>(conv_.group * blocks * cg * taps * lanes), 0.0f);
     for (int64_t g = 0; g < conv_.group; ++g) {
@@ -133,12 +154,22 @@ void SparseConvKernel::Compute(OrtKernelContext* context) const {
   int64_t read = 0;
   if (ElementCount(y_shape) > 0) {
     const sparse_conv::Shape& shape = sparse_conv::PickShape(sparse_conv::Select(), l.mg, l.w.out);
+    // A stride far past the row, with an end pad that lets it step (a tampered model's), spans
+    // columns the lists would hold counts for: 2^24 of them took 2.3 GB for two outputs.
+    if (sparse_conv::Lists::Columns(l, shape) > kMaxColumns) {
+      throw OpError("a row of x " + ShapeText(x.shape) + " read at stride " + std::to_string(l.w.stride) +
+                    " spans more padded columns than this op lists (2^24)");
+    }
     l.blocked = blocked_from_ != nullptr && blocked_from_ == w.data && blocked_shape_ == w.shape;
     l.wt = l.blocked ? blocked_.data() : w.data;
     l.tap = l.blocked ? int64_t{shape.nv} * sparse_conv::Select().lanes : l.mg;
     l.chan_step = l.h.kernel * l.w.kernel * l.tap;
     l.amx = l.blocked && amx_.ready() ? &amx_ : nullptr;
-    read = sparse_conv::RunBatch(ctx, l, shape);
+    if (l.cg == 0) {
+      WithoutInputs(l);
+    } else {
+      read = sparse_conv::RunBatch(ctx, l, shape);
+    }
   }
   if (out.stats != nullptr) {
     out.stats[0] = read;

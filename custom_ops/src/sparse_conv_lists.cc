@@ -5,6 +5,11 @@
 namespace exprune {
 namespace sparse_conv {
 
+int64_t Lists::Columns(const Layer& l, const Shape& shape) {
+  const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
+  return std::max(l.w.pad + l.w.in, reach + 1);
+}
+
 // NaN and Inf are not zero; each part of a pixel's entries is in channel order. The
 // portable lister reads the input a channel row at a time (contiguous): once to count,
 // then to fill. Every value is written to the next slot of its part, which advances on

@@ -24,6 +24,9 @@ struct Lists {
   }
   int64_t room(const Layer& l) const { return l.chunk * l.w.in + cols + kListSlack; }
   static int64_t Starts(int64_t cols) { return cols + 1 + cols / 2 + 1; }
+  // The padded columns of an input row the tiles of `shape` read: the row, and the reach
+  // of a row's last tile, whose positions past the output are computed and dropped.
+  static int64_t Columns(const Layer& l, const Shape& shape);
   Entry* entries_of(int64_t b, const Layer& l) const { return entries + b * room(l); }
   int32_t* starts_of(int64_t b) const { return start + b * Starts(cols); }
   int32_t* both_of(int64_t b) const { return starts_of(b) + cols + 1; }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -289,20 +290,26 @@ int64_t ListRows(const Ort::KernelContext& ctx, const Layer& l, const Lists& s, 
   const int64_t scratch_floats = CeilDiv(l.w.in, kListBlock) * CeilDiv(l.chunk, kListBlock) * kListBlock * kListBlock;
   float* scratch = Select().list != nullptr ? s.transposed->Get(static_cast<size_t>(tasks * scratch_floats)) : nullptr;
   Threads threads;
+  std::atomic<bool> short_of_memory{false};
   auto list = [&](size_t task) noexcept {
     threads.Note();
     const int64_t t = static_cast<int64_t>(task);
     int64_t sum = 0;
-    for (int64_t r = t * rows / tasks; r < (t + 1) * rows / tasks; ++r) {
-      const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups;
-      const int64_t iy = iy0 + (r / (l.chunks * l.groups)) % in_rows, nl = r / (l.chunks * l.groups * in_rows);
-      sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * 2 * l.w.in,
-                     scratch != nullptr ? scratch + t * scratch_floats : nullptr);
+    try {  // the AVX-512 listers grow their thread's masks and counts: a bad_alloc here would terminate
+      for (int64_t r = t * rows / tasks; r < (t + 1) * rows / tasks; ++r) {
+        const int64_t k = r % l.chunks, g = (r / l.chunks) % l.groups;
+        const int64_t iy = iy0 + (r / (l.chunks * l.groups)) % in_rows, nl = r / (l.chunks * l.groups * in_rows);
+        sum += ListRow(l, s, n0 + nl, nl, iy, g, k, next.data() + t * 2 * l.w.in,
+                       scratch != nullptr ? scratch + t * scratch_floats : nullptr);
+      }
+    } catch (const std::bad_alloc&) {
+      short_of_memory.store(true, std::memory_order_relaxed);
     }
     listed[static_cast<size_t>(task)] = sum;
   };
   ParallelTasks(ctx, static_cast<size_t>(tasks), list);
   threads.Tell(l);
+  if (short_of_memory.load()) throw std::bad_alloc();  // a status, from the caller's thread
   int64_t total = 0;
   for (int64_t v : listed) total += v;
   return total;
@@ -395,8 +402,7 @@ int64_t RunBatch(const Ort::KernelContext& ctx, Layer l, const Shape& shape) {
   }
   if (std::all_of(tiled.begin(), tiled.end(), [](char t) { return t != 0; })) return read;  // no lists to hold
   // Every padded column a tile reads has a count (0 in the padding).
-  const int64_t reach = (CeilDiv(l.w.out, shape.t) * shape.t - 1) * l.w.stride + (l.w.kernel - 1) * l.w.dilation;
-  const int64_t cols = std::max(l.w.pad + l.w.in, reach + 1);
+  const int64_t cols = Lists::Columns(l, shape);
   // Per image, the entries and starts of the larger of the chunkings picked.
   int64_t entries_per_image = 0, starts_per_image = 0;
   for (const int64_t c : chunk) {
