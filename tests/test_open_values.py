@@ -60,13 +60,28 @@ def text_model(length_name: str = "lengths", length_dims=("N",), seq="T", last_i
 def test_a_length_input_is_taken_at_the_sequence_s_full_length():
     model = text_model()
     assert assumed_values(model, InputSpec({"input_ids": ("N", 128)})) == {"lengths": (128, 128)}
+    assert assumed_values(text_model("x_lens"), InputSpec({"input_ids": ("N", 9)})) == {"x_lens": (9, 9)}
+    assert assumed_values(text_model("seqLen"), InputSpec({"input_ids": ("N", 9)})) == {"seqLen": (9, 9)}
     assert assumed_values(text_model(seq=40), InputSpec()) == {"lengths": (40, 40)}  # a fixed sequence
     assert assumed_values(text_model(length_dims=("N", 1)), InputSpec({"input_ids": ("N", 64)})) == {
         "lengths": (64, 64)}
 
 
+def test_the_length_is_never_past_the_sequence_nor_its_type():
+    """A fixed sequence of 16 beside an open input taken as 128 gave 128, past the tokens
+    (a review); an int8 length of 128 was refused as if the user had asked for it."""
+    model = text_model(seq=16)
+    model.graph.input.append(vi("side", ["N", "F"]))
+    assert assumed_values(model, InputSpec({"side": ("N", 128)})) == {"lengths": (16, 16)}
+    model = text_model()
+    model.graph.input[1].type.tensor_type.elem_type = TensorProto.INT8
+    assert assumed_values(model, InputSpec({"input_ids": ("N", 256)})) == {"lengths": (127, 127)}
+
+
 @pytest.mark.parametrize(("name", "dims", "spec"), [
     ("sr", ("N",), {}),  # an integer no name says the meaning of
+    ("calendar_month", ("N",), {}),  # 'len' inside a word is no length (it was taken as one)
+    ("blend_mode", ("N",), {}),
     ("lengths", ("N", 3), {}),  # three values a sample: no length of one sequence
     ("lengths", ("N",), {"values": {"lengths": (5, 9)}}),  # the user's own
 ])

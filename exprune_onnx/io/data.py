@@ -183,7 +183,8 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     batch, whole = batch_layout(model, spec)
     missing = {vi.name for vi in model_inputs(model) if vi.name not in arrays and vi.name in spec.values}
     if missing:
-        samples = next((a.shape[0] for k, a in arrays.items() if a.ndim and k not in whole), 1)
+        inputs = {vi.name for vi in model_inputs(model)}
+        samples = next((a.shape[0] for k, a in arrays.items() if a.ndim and k in inputs and k not in whole), 1)
         batched, fed_whole = random_arrays(model, samples, seed, spec, only=missing)
         arrays = {**arrays, **batched, **fed_whole}
     inputs = fit_to_model(arrays, model, where, spec, whole, labelled=labels is not None)
@@ -267,7 +268,10 @@ def _read_npz(path: Path, names: list[str]):
             raise DataError(f"{path}: a .npy file holds one array with no input name; give an .npz keyed by "
                             "input name, or a directory of <input name>.npy files")
         with loaded as f:
-            arrays = {k: f[k] for k in f.files}
+            # Only what is read is loaded: an array the model does not take (a file's raw
+            # copy, a big extra) keeps its name for the messages and no memory (it cost 400 MB).
+            wanted = {*names, LABELS}
+            arrays = {k: f[k] if k in wanted else np.empty(0, np.uint8) for k in f.files}
     except DataError:
         raise
     except Exception as exc:
@@ -306,8 +310,9 @@ def read_labels(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a .npy or .npz file; save the labels with numpy.save (a text file's, "
                         "read with numpy.loadtxt first)")
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # by its content, whatever its name ('.NPZ', none)
+            with loaded as f:
                 if len(f.files) != 1 and "labels" not in f.files:
                     raise DataError(f"{path}: expected one array or one named 'labels'")
                 if "labels" in f.files:
@@ -317,7 +322,7 @@ def read_labels(path: Path) -> np.ndarray:
                     raise DataError(f"{path}: holds no 'labels' array, only '{name}' (a data file?); save the "
                                     "labels alone, or under the key 'labels'")
                 return f[name]
-        return np.load(path, allow_pickle=False)
+        return loaded
     except DataError:
         raise
     except Exception as exc:
@@ -325,12 +330,17 @@ def read_labels(path: Path) -> np.ndarray:
 
 
 def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset()):
-    sets = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set_"))
+    # In their numbers' order: by name, test_data_set_10 came before _2, and labels given in
+    # the sets' order were read against other samples (a review: 100% accuracy shown as 25%).
+    sets = sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set_")),
+                  key=lambda p: (_set_number(p.name), p.name))
     if sets or any(path.glob("input_*.pb")):
         return _read_pb_sets(sets or [path], names, whole), None
     arrays = {}
     for name in names:
         f = path / f"{name}.npy"
+        if f.exists() and not f.is_file():  # a pipe would block the read until a writer came
+            raise DataError(f"{f}: not a .npy file (a directory, device or pipe)")
         if f.exists():
             try:
                 arrays[name] = np.load(f, mmap_mode="r", allow_pickle=False)
@@ -340,6 +350,11 @@ def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset())
         raise DataError(f"{path}: holds no <input name>.npy, input_*.pb or test_data_set_* entries")
     labels_file = path / f"{LABELS}.npy"
     return arrays, (read_labels(labels_file) if labels_file.exists() and LABELS not in names else None)
+
+
+def _set_number(name: str) -> int:
+    digits = name.removeprefix("test_data_set_")
+    return int(digits) if digits.isdigit() else -1
 
 
 def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> dict[str, np.ndarray]:
@@ -354,13 +369,20 @@ def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> 
         files.sort(key=lambda p: int(p.stem.split("_", 1)[1]))
         if len(files) != len(names):
             raise DataError(f"{d}: {len(files)} input_*.pb files for a model with {len(names)} inputs")
-        for name, f in zip(names, files):
+        tensors = []
+        for f in files:
             tensor = onnx.TensorProto()
             try:
                 tensor.ParseFromString(f.read_bytes())
-                parts[name].append(onnx.numpy_helper.to_array(tensor))
+                tensors.append(onnx.numpy_helper.to_array(tensor))
             except Exception as exc:
                 raise DataError(f"{f}: not a serialized TensorProto ({exc})") from None
+            tensors[-1] = (tensor.name, tensors[-1])
+        # By the tensors' names where they name every input once (two inputs of one shape were
+        # swapped by a file order of another's), else by the files' numbers, as ONNX's test data.
+        by_name = sorted(n for n, _ in tensors) == sorted(names)
+        for name, (own, array) in zip(names, tensors):
+            parts[own if by_name else name].append(array)
     for name in whole:
         if any(p.shape != parts[name][0].shape or not np.array_equal(p, parts[name][0]) for p in parts[name][1:]):
             raise DataError(f"{dirs[0].parent}: input '{name}' has no batch axis, so every test_data_set_* must "

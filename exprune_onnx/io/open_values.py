@@ -5,23 +5,30 @@ A text or speech model exported with its padded batch's lengths beside the token
 waveform ([N] int64, read by a mask or pack_padded_sequence) has no default a random draw
 could give: a length past the sequence fails, and any other integer input is a value only
 its author knows (a sample rate, a step count). A length is a size of another input, so
-without data it is taken as the smallest size past the batch axis among the others' open
-dims (exporters leave the sequence open; else among their fixed dims): the sequence's own
-length, or less, never more, the same for every sample. The plain command's
+without data it is taken as the smallest size past the batch axis among the others' dims:
+the sequence's own length, or less (a spectrogram's 80 bands), never more, the same for
+every sample. The plain command's
 rewrites are exact whatever the values, so only what the latency objective keeps (and the
 check's inputs) depends on it; the command says what it took.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 
-from .feeds import InputSpec, _table_rows, input_dims, input_dtype, is_mask, model_inputs, resolved_dims
+from .feeds import InputSpec, _table_rows, input_dtype, is_mask, model_inputs, resolved_dims
+
+# Words of a length's name, split at non-letters and camel case: 'x_lens', 'seqLen',
+# 'input_lengths' are lengths; 'calendar_month', 'blend_mode', 'silence' are not (a review).
+_LENGTH_WORDS = {"len", "lens", "length", "lengths", "seqlen", "seqlens"}
 
 
 def _named_as_length(name: str) -> bool:
-    return "len" in name.lower()
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)
+    return any(word.lower() in _LENGTH_WORDS for word in words)
 
 
 def _scalar_per_sample(dims: list) -> bool:
@@ -43,26 +50,22 @@ def assumed_values(model: onnx.ModelProto, spec: InputSpec) -> dict[str, tuple[i
             continue
         size = _sequence_size([other for other in inputs if other is not vi], spec)
         if size is not None:
+            size = min(size, int(np.iinfo(dtype).max))  # (an int8 length of 128 was refused as the user's value)
             out[vi.name] = (size, size)
     return out
 
 
 def _sequence_size(others: list[onnx.ValueInfoProto], spec: InputSpec) -> int | None:
-    """The smallest size past the batch axis among the others' open dims (a sequence is what
-    exporters leave open), else among their fixed ones; sizes of 1 are no sequence."""
-    open_sizes, fixed_sizes = [], []
-    for vi in others:
-        for own, size in list(zip(input_dims(vi), resolved_dims(vi, spec)))[1:]:
-            if isinstance(size, int) and size > 1:
-                (fixed_sizes if isinstance(own, int) and own > 0 else open_sizes).append(size)
-    sizes = open_sizes or fixed_sizes
+    """The smallest size past the batch axis among the others' dims, so never past the
+    sequence's own, whichever input holds it; sizes of 1 are no sequence."""
+    sizes = [size for vi in others for size in resolved_dims(vi, spec)[1:] if isinstance(size, int) and size > 1]
     return min(sizes) if sizes else None
 
 
 def values_note(values: dict[str, tuple[int, int]], data_flag: str = "--check-data") -> str:
     taken = ", ".join(f"'{name}' as {low}" for name, (low, _high) in values.items())
     return (f"no data for integer input(s) named as lengths: took {taken} for every sample (full length, the "
-            f"smallest open size of the other inputs); --input-value NAME:VALUE or {data_flag} gives the values "
+            f"smallest size of the other inputs); --input-value NAME:VALUE or {data_flag} gives the values "
             "they take")
 
 
