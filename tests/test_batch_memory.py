@@ -97,6 +97,9 @@ def test_optimize_refuses_an_input_shape_batch_no_run_could_feed(tmp_path):
                                   "--threshold=-inf", "--input-shape", "input:100000000,1,28,28"])
     assert r.exit_code == 6 and "--input-shape batch 100000000 needs at least" in " ".join(r.output.split())
     assert not (tmp_path / "o.onnx").exists()
+    # verify too: it tried to allocate them and called that onnxruntime failing on the original (a review)
+    r = CliRunner().invoke(main, ["verify", str(example), str(example), "--input-shape", "input:100000000,1,28,28"])
+    assert r.exit_code == 6 and "--input-shape batch 100000000 needs at least" in " ".join(r.output.split())
 
 
 def test_batch_1_is_not_checked():

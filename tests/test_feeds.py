@@ -360,14 +360,20 @@ def test_data_the_original_cannot_run_on_is_a_data_error(tmp_path):
         assert not (tmp_path / "o.onnx").exists()
 
 
-@pytest.mark.parametrize(("value", "words"), [("n:1.5", "1.5..1.5 holds no int64 value"),
-                                              ("n:0.2..0.8", "0.2..0.8 holds no int64"),
-                                              ("n:1e30", "1e+30..1e+30 holds no int64"),
-                                              ("x:-1e300..1", "float32, whose largest value is 3.40282e+38")])
+@pytest.mark.parametrize(("value", "words"), [
+    ("n:1.5", "1.5..1.5 holds no whole number, and the input is int64"),
+    ("n:0.2..0.8", "0.2..0.8 holds no whole number"),
+    # A range too wide is no empty one (it read 'holds no int64 value', a review).
+    ("n:1e30", "int64, whose values run from -9223372036854775808 to 9223372036854775807; 1e+30..1e+30 goes past"),
+    ("x:-1e300..1", "float32, whose largest value is 3.40282e+38"),
+    # A bool takes 0 and 1 only (0.5 was numpy's 'low >= high', exit 1; 5 became True).
+    ("b:0.5", "the input is bool: give 0, 1 or 0..1, not 0.5..0.5"), ("b:5", "not 5..5"), ("b:-3..-1", "not -3..-1")])
 def test_an_integer_input_s_value_must_hold_an_integer(tmp_path, value, words):
     """... and a float input's must fit its type: 1e300 made every random input inf."""
-    nodes = [helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "f"], ["y"])]
-    model = make_model(nodes, [vi("x", ["N", 3]), vi("n", [1], TensorProto.INT64)], [vi("y", ["N", 3])])
+    nodes = [helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "f"], ["y"]),
+             helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["y", "bf"], ["z"])]
+    model = make_model(nodes, [vi("x", ["N", 3]), vi("n", [1], TensorProto.INT64), vi("b", [1], TensorProto.BOOL)],
+                       [vi("z", ["N", 3])])
     line = one_line_error(cli("optimize", save_model(model, tmp_path), "--input-value", value), 6)
     assert words in line
 

@@ -116,10 +116,13 @@ def check_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
                             f"(its inputs: {', '.join(inputs) or 'none'})")
     for name, (low, high) in spec.values.items():
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[name].type.tensor_type.elem_type)
-        if dtype.kind in "iu" and (np.ceil(low) > np.floor(high) or low < np.iinfo(dtype).min
-                                   or high > np.iinfo(dtype).max):
-            raise DataError(f"--input-value {name}: the input is {dtype}, and {low:g}..{high:g} holds no {dtype} "
-                            f"value (whole numbers from {np.iinfo(dtype).min} to {np.iinfo(dtype).max})")
+        if dtype.kind == "b" and not {low, high} <= {0, 1}:  # (0.5 raised numpy's 'low >= high'; 5 became True)
+            raise DataError(f"--input-value {name}: the input is bool: give 0, 1 or 0..1, not {low:g}..{high:g}")
+        if dtype.kind in "iu" and np.ceil(low) > np.floor(high):
+            raise DataError(f"--input-value {name}: {low:g}..{high:g} holds no whole number, and the input is {dtype}")
+        if dtype.kind in "iu" and (low < np.iinfo(dtype).min or high > np.iinfo(dtype).max):
+            raise DataError(f"--input-value {name}: the input is {dtype}, whose values run from "
+                            f"{np.iinfo(dtype).min} to {np.iinfo(dtype).max}; {low:g}..{high:g} goes past them")
         if dtype.kind == "f" and max(abs(low), abs(high)) > float(np.finfo(dtype).max):  # it would become inf
             raise DataError(f"--input-value {name}: the input is {dtype}, whose largest value is "
                             f"{float(np.finfo(dtype).max):g}; {low:g}..{high:g} goes past it")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..errors import OriginalRunFailed, error_message
+from ..io.batch_memory import feedable
 from ..io.data import Dataset, random_dataset
 from ..io.feeds import InputSpec
 from ..io.open_dims import assumed_shapes, assumed_text
@@ -72,7 +73,8 @@ def verify_pair(ref: onnx.ModelProto, opt: onnx.ModelProto, data: Dataset | None
     values = assumed_values(ref, spec) if data is None else {}
     spec.values.update(values)
     try:
-        data = data if data is not None else random_dataset(ref, samples, seed, spec)
+        # A batch --input-shape fixes past memory is refused before any run (as optimize's and evaluate's)
+        data = feedable(ref, data if data is not None else random_dataset(ref, samples, seed, spec))
         rows = verify(ref, opt, data, min_agreement=min_agreement, tolerance=tolerance, input_shapes=spec.shapes,
                       log=log, budget=read_budget(opt), bar_asked=bar_asked)
     except OriginalRunFailed as exc:
