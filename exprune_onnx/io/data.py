@@ -374,10 +374,9 @@ def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> 
             tensor = onnx.TensorProto()
             try:
                 tensor.ParseFromString(f.read_bytes())
-                tensors.append(onnx.numpy_helper.to_array(tensor))
+                tensors.append((tensor.name, onnx.numpy_helper.to_array(tensor)))
             except Exception as exc:
                 raise DataError(f"{f}: not a serialized TensorProto ({exc})") from None
-            tensors[-1] = (tensor.name, tensors[-1])
         # By the tensors' names where they name every input once (two inputs of one shape were
         # swapped by a file order of another's), else by the files' numbers, as ONNX's test data.
         by_name = sorted(n for n, _ in tensors) == sorted(names)

@@ -7,9 +7,9 @@ could give: a length past the sequence fails, and any other integer input is a v
 its author knows (a sample rate, a step count). A length is a size of another input, so
 without data it is taken as the smallest size past the batch axis among the others' dims:
 the sequence's own length, or less (a spectrogram's 80 bands), never more, the same for
-every sample. The plain command's
-rewrites are exact whatever the values, so only what the latency objective keeps (and the
-check's inputs) depends on it; the command says what it took.
+every sample. The plain command's rewrites are exact whatever the values, so only what the
+latency objective keeps (and the check's inputs) depends on it; the command says what it
+took.
 """
 
 from __future__ import annotations
