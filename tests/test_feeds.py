@@ -108,6 +108,9 @@ def scaled_mlp(first) -> onnx.ModelProto:
     ({"a": [1], "b": [1]}, {}, (1, set())),  # nothing but flags: they are the batch
     # --input-shape sizes a symbolic batch; it does not make an input lose its batch axis.
     ({"img": ["N", 3, "H", "W"], "side": ["N"]}, {"img": (4, 3, 8, 8)}, (4, set())),
+    # A recurrent state [layers, N, H] is fed whole at one layer too (it was a batch of 1, a review).
+    ({"x": ["N", "T", 8], "h0": [1, "N", 64]}, {}, (None, {"h0"})),
+    ({"x": ["N", "T", 8], "h0": [2, "N", 64]}, {}, (None, {"h0"})),
 ])
 def test_batch_layout(dims, shapes, layout):
     model = helper.make_model(helper.make_graph(

@@ -163,7 +163,13 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
     # A [1] is a flag (optimum's use_cache_branch, a temperature), not a batch of 1.
     flags = {vi.name for vi in model_inputs(model) if input_dims(vi) == [1]}
     if any(not _number(d) for _name, d, _given in firsts):
-        whole = frozenset(name for name, d, _given in firsts if _number(d) and (d != 1 or name in flags))
+        # A first 1 before the batch's own name counts something else: a one-layer LSTM's h0
+        # [1, N, H] is fed whole, as a two-layer one's [2, N, H] is (it was a batch of 1).
+        symbols = {d for _name, d, _given in firsts if isinstance(d, str)}
+        stacked = {vi.name for vi in model_inputs(model) if input_dims(vi)[:1] == [1]
+                   and any(d in symbols for d in input_dims(vi)[1:])}
+        whole = frozenset(name for name, d, _given in firsts
+                          if _number(d) and (d != 1 or name in flags or name in stacked))
     else:
         voters = [f for f in firsts if f[0] not in flags] or firsts
         counts = Counter(d for _name, d, _given in voters)
