@@ -4,6 +4,7 @@ expects (a review of the data layer: the rest of data.py's behaviour is test_dat
 import os
 
 import numpy as np
+import onnx
 import pytest
 from helpers import make_model, vi
 from onnx import helper, numpy_helper
@@ -84,3 +85,68 @@ def test_the_samples_of_an_input_filled_by_value_are_the_inputs_own(tmp_path):
     np.savez(tmp_path / "d.npz", class_names=np.arange(4), x=np.zeros((64, 8), np.float32))
     d = load_dataset(tmp_path / "d.npz", model, spec=InputSpec(values={"k": (3.0, 3.0)}))
     assert d.inputs["k"].shape == (64, 8) and float(d.inputs["k"][0, 0]) == 3.0
+
+
+def lstm_model(layers: int = 1, hidden: int = 16):
+    """x [N, T, 8] through an LSTM whose first state h0 [layers, N, H] is an input (its first
+    layer's), then a ReLU head: a streaming model's export."""
+    from helpers import init
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(3)
+    weights = [init("W", rng.standard_normal((1, 4 * hidden, 8)).astype(np.float32) * 0.3),
+               init("R", rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.1),
+               init("W1", rng.standard_normal((hidden, 64)).astype(np.float32)),
+               init("W2", rng.standard_normal((64, 4)).astype(np.float32)),
+               *(init(n, np.array([v], np.int64)) for n, v in (("s0", 0), ("s1", 1), ("ax", 0)))]
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("Slice", ["h0", "s0", "s1", "ax"], ["h0a"]),
+             helper.make_node("LSTM", ["xt", "W", "R", "", "", "h0a"], ["Y", "Yh"], hidden_size=hidden),
+             helper.make_node("Squeeze", ["Yh", "ax"], ["hl"]), helper.make_node("MatMul", ["hl", "W1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["y"])]
+    return make_model(nodes, [vi("x", ["N", "T", 8]), vi("h0", [layers, "N", hidden], TensorProto.FLOAT)],
+                      [vi("y", ["N", 4])], weights)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_recurrent_state_is_fed_one_sample_s_part_a_run(tmp_path, layers):
+    """h0 [layers, N, H] holds one state a sample along its axis 1: fed whole, it ran only at
+    the batch the data held (a one-layer one was refused as a batch of 1, a review)."""
+    from exprune_onnx.io.feeds import state_axes
+    from exprune_onnx.tuning.certify import subset
+
+    model = lstm_model(layers)
+    assert state_axes(model) == {"h0": 1}
+    rng = np.random.default_rng(0)
+    x, h0 = rng.random((10, 5, 8), dtype=np.float32), rng.random((layers, 10, 16), dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, h0=h0)
+    d = load_dataset(tmp_path / "d.npz", model)
+    picked = d.take(np.array([7, 2]))
+    np.testing.assert_array_equal(picked["h0"], h0[:, [7, 2]])
+    np.testing.assert_array_equal(d.first(12)["h0"], h0[:, np.arange(12) % 10])
+    np.testing.assert_array_equal(subset(d, np.array([4, 5])).take(slice(None))["h0"], h0[:, [4, 5]])
+    np.savez(tmp_path / "e.npz", x=x, h0=h0[:, :8])
+    with pytest.raises(DataError, match=r"input 'h0' .* holds 8 samples' states along its axis 1, and the other "
+                                        r"inputs 10 samples"):
+        load_dataset(tmp_path / "e.npz", model)
+
+
+def test_the_plain_command_runs_a_model_with_a_recurrent_state(tmp_path):
+    """No data: the states are drawn a sample each, as the inputs are (it asked for h0's sizes);
+    with data, at a latency batch other than the data's."""
+    from cli_calls import cli
+    from helpers import run_exprune, run_plain
+
+    model = lstm_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx")
+    assert r.exit_code == 0, r.output
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.random((12, 6, 8), dtype=np.float32),
+             h0=rng.random((1, 12, 16), dtype=np.float32))
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--check-data", tmp_path / "d.npz", "--latency-batch", "4")
+    assert r.exit_code == 0, r.output
+    feeds = {"x": rng.random((3, 6, 8), dtype=np.float32), "h0": rng.random((1, 3, 16), dtype=np.float32)}
+    np.testing.assert_allclose(run_exprune(onnx.load(tmp_path / "o.onnx"), feeds)[0], run_plain(model, feeds)[0],
+                               rtol=1e-5, atol=1e-5)

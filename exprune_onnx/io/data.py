@@ -33,7 +33,9 @@ from .feeds import (
     model_inputs,
     random_arrays,
     resolved_dims,
+    state_axes,
 )
+from .onnx_test_data import read_pb_sets, set_number
 
 __all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "quoted_source",
            "random_dataset", "read_labels"]
@@ -87,13 +89,21 @@ class Dataset:
     shared: dict[str, np.ndarray] = field(default_factory=dict)  # inputs without a batch axis, fed whole to every run
     batch: int | None = None  # the model's fixed batch: every run feeds exactly this many samples
     labels_source: str | None = None  # the file the labels came from, where apart from the inputs (--labels)
+    # Shared inputs holding one value a sample along another axis (a recurrent state
+    # [layers, N, H]: feeds.state_axes): each run takes its samples' part.
+    shared_axes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
     def take(self, pick) -> dict[str, np.ndarray]:
         """The feeds of the samples ``pick`` (a slice or indices), scalar inputs included."""
-        return {**{k: np.ascontiguousarray(v[pick]) for k, v in self.inputs.items()}, **self.shared}
+        feeds = {**{k: np.ascontiguousarray(v[pick]) for k, v in self.inputs.items()}, **self.shared}
+        if self.shared_axes:
+            rows = np.arange(len(self))[pick]
+            feeds.update({k: np.ascontiguousarray(np.take(self.shared[k], rows, axis=axis))
+                          for k, axis in self.shared_axes.items()})
+        return feeds
 
     def first(self, size: int) -> dict[str, np.ndarray]:
         """One feed of exactly ``size`` samples (the fixed batch, if any): the first ones,
@@ -117,7 +127,9 @@ class Dataset:
             pick = slice(start, start + size) if indices is None else indices[start:start + size]
             feeds = self.take(pick)
             if self.batch is not None:
-                feeds = {k: (_pad_rows(v, self.batch) if k in self.inputs else v) for k, v in feeds.items()}
+                feeds = {k: (_pad_rows(v, self.batch) if k in self.inputs else
+                             _pad_rows(v, self.batch, self.shared_axes[k]) if k in self.shared_axes else v)
+                         for k, v in feeds.items()}
             yield feeds
 
     def rows_run(self, samples: int) -> int:
@@ -137,6 +149,9 @@ class Dataset:
                 continue
             if any(not (isinstance(d, int) and d > 0) for d in dims[1 if batched else 0:]):
                 shapes[vi.name] = ((dims[0] or "N"),) + a.shape[1:] if batched else a.shape
+                if vi.name in self.shared_axes:  # (the batch the samples are run at, not the data's count)
+                    axis = self.shared_axes[vi.name]
+                    shapes[vi.name] = (*a.shape[:axis], dims[axis], *a.shape[axis + 1:])
         return shapes
 
     def labels_of(self, indices: np.ndarray | None = None) -> np.ndarray | None:
@@ -145,8 +160,8 @@ class Dataset:
         return self.labels[indices]
 
 
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    return a if a.shape[0] == rows else np.take(a, np.arange(rows) % a.shape[0], axis=0)
+def _pad_rows(a: np.ndarray, rows: int, axis: int = 0) -> np.ndarray:
+    return a if a.shape[axis] == rows else np.take(a, np.arange(rows) % a.shape[axis], axis=axis)
 
 
 def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | None = None,
@@ -191,8 +206,15 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0 or k in whole}
     if not inputs:
         raise DataError(f"{where}: none of the model's inputs has a batch axis: there is no sample axis to run over")
+    axes = {k: axis for k, axis in state_axes(model).items() if k in shared}
+    count = next(iter(inputs.values())).shape[0]
+    for k, axis in axes.items():
+        if shared[k].shape[axis] != count:
+            dims = next(input_dims(vi) for vi in model_inputs(model) if vi.name == k)
+            raise DataError(f"{where}: input '{k}' {dims} holds {shared[k].shape[axis]} samples' states along its "
+                            f"axis {axis}, and the other inputs {count} samples")
     dataset = Dataset(inputs, None if labels is None else np.asarray(labels), source, shared, batch,
-                      None if labels_where is None else Path(labels_where).name)
+                      None if labels_where is None else Path(labels_where).name, axes)
     if dataset.labels is not None and dataset.labels.shape[:1] != (len(dataset),):
         count = dataset.labels.shape[0] if dataset.labels.ndim else 0
         raise DataError(f"{labels_where}: {count} labels for the {len(dataset)} samples of {where}" if labels_where
@@ -333,9 +355,9 @@ def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset())
     # In their numbers' order: by name, test_data_set_10 came before _2, and labels given in
     # the sets' order were read against other samples (a review: 100% accuracy shown as 25%).
     sets = sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set_")),
-                  key=lambda p: (_set_number(p.name), p.name))
+                  key=lambda p: (set_number(p.name), p.name))
     if sets or any(path.glob("input_*.pb")):
-        return _read_pb_sets(sets or [path], names, whole), None
+        return read_pb_sets(sets or [path], names, whole), None
     arrays = {}
     for name in names:
         f = path / f"{name}.npy"
@@ -352,48 +374,6 @@ def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset())
     return arrays, (read_labels(labels_file) if labels_file.exists() and LABELS not in names else None)
 
 
-def _set_number(name: str) -> int:
-    digits = name.removeprefix("test_data_set_")
-    return int(digits) if digits.isdigit() else -1
-
-
-def _read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> dict[str, np.ndarray]:
-    """The sets' inputs, concatenated along the sample axis; an input without one (``whole``)
-    must be the same in every set, and is taken once."""
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for d in dirs:
-        files = list(d.glob("input_*.pb"))
-        odd = [f.name for f in files if not f.stem.split("_", 1)[1].isdigit()]
-        if odd:
-            raise DataError(f"{d}: {odd[0]} is not named input_<number>.pb, which gives its input's place")
-        files.sort(key=lambda p: int(p.stem.split("_", 1)[1]))
-        if len(files) != len(names):
-            raise DataError(f"{d}: {len(files)} input_*.pb files for a model with {len(names)} inputs")
-        tensors = []
-        for f in files:
-            tensor = onnx.TensorProto()
-            try:
-                tensor.ParseFromString(f.read_bytes())
-                tensors.append((tensor.name, onnx.numpy_helper.to_array(tensor)))
-            except Exception as exc:
-                raise DataError(f"{f}: not a serialized TensorProto ({exc})") from None
-        # By the tensors' names where they name every input once (two inputs of one shape were
-        # swapped by a file order of another's), else by the files' numbers, as ONNX's test data.
-        by_name = sorted(n for n, _ in tensors) == sorted(names)
-        for name, (own, array) in zip(names, tensors):
-            parts[own if by_name else name].append(array)
-    for name in whole:
-        if any(p.shape != parts[name][0].shape or not np.array_equal(p, parts[name][0]) for p in parts[name][1:]):
-            raise DataError(f"{dirs[0].parent}: input '{name}' has no batch axis, so every test_data_set_* must "
-                            "hold the same value, and they differ")
-    for name, p in parts.items():
-        if name not in whole and len({a.shape[1:] for a in p}) > 1:
-            shapes = ", ".join(f"{d.name}: {list(a.shape)}" for d, a in zip(dirs, p))
-            raise DataError(f"{dirs[0].parent}: input '{name}' has other shapes past the sample axis in different "
-                            f"test_data_set_* ({shapes}); they are joined into one batch, so give them one shape")
-    return {n: np.concatenate(p) if len(p) > 1 and n not in whole else p[0] for n, p in parts.items()}
-
-
 def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputSpec | None = None) -> Dataset:
     """Seeded inputs (feeds.py says which values); the batch axis is the sample axis, the
     other dims must be known or given by ``spec``."""
@@ -403,7 +383,8 @@ def random_dataset(model: onnx.ModelProto, samples: int, seed: int, spec: InputS
     batched, whole = random_arrays(model, samples, seed, spec)
     if not batched:
         raise DataError("none of the model's inputs has a batch axis: there is no sample axis to run over")
-    data = Dataset(batched, None, "random", whole, fixed_batch(model, spec))
+    data = Dataset(batched, None, "random", whole, fixed_batch(model, spec),
+                   shared_axes={k: axis for k, axis in state_axes(model).items() if k in whole})
     masks = [vi.name for vi in model_inputs(model)
              if is_mask(model, vi.name, np.dtype(input_dtype(vi) or np.float32)) and vi.name not in spec.values]
     return _masks_unflipped_or_flipped(model, data, masks) if masks else data
@@ -423,7 +404,8 @@ def _masks_unflipped_or_flipped(model: onnx.ModelProto, data: Dataset, masks: li
     def flip(arrays: dict) -> dict:
         return {k: (np.zeros_like(v) if k in masks else v) for k, v in arrays.items()}
 
-    flipped = Dataset(flip(data.inputs), None, data.source, flip(data.shared), data.batch)
+    flipped = Dataset(flip(data.inputs), None, data.source, flip(data.shared), data.batch,
+                      shared_axes=data.shared_axes)
     try:  # a refinement only: a model onnxruntime cannot run fails where it is run for real
         sess = inference_session(model, threads=1)
         return flipped if nan_on(data.first(1)) and not nan_on(flipped.first(1)) else data

@@ -146,6 +146,20 @@ def resolved_dims(vi: onnx.ValueInfoProto, spec: InputSpec | None) -> list:
     return [d if isinstance(d, int) and d > 0 or not isinstance(g, int) else g for d, g in zip(dims, given)]
 
 
+def state_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """Inputs whose first dim is a number and a later one the batch's name (a recurrent
+    state [layers, N, H]): name -> the axis their samples run along. They are fed whole
+    (batch_layout), each run taking its samples' states along that axis."""
+    symbols = {input_dims(vi)[0] for vi in model_inputs(model) if input_dims(vi) and isinstance(input_dims(vi)[0], str)}
+    out = {}
+    for vi in model_inputs(model):
+        dims = input_dims(vi)
+        axis = next((i for i, d in enumerate(dims[1:], 1) if isinstance(d, str) and d in symbols), None)
+        if dims and _number(dims[0]) and axis is not None:
+            out[vi.name] = axis
+    return out
+
+
 def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple[int | None, frozenset[str]]:
     """The batch every run must have (None: any), and the inputs of rank >= 1 that have no
     batch axis, fed whole to every run (a per-channel scale [C, 1, 1], a table).
@@ -165,9 +179,7 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
     if any(not _number(d) for _name, d, _given in firsts):
         # A first 1 before the batch's own name counts something else: a one-layer LSTM's h0
         # [1, N, H] is fed whole, as a two-layer one's [2, N, H] is (it was a batch of 1).
-        symbols = {d for _name, d, _given in firsts if isinstance(d, str)}
-        stacked = {vi.name for vi in model_inputs(model) if input_dims(vi)[:1] == [1]
-                   and any(d in symbols for d in input_dims(vi)[1:])}
+        stacked = state_axes(model)
         whole = frozenset(name for name, d, _given in firsts
                           if _number(d) and (d != 1 or name in flags or name in stacked))
     else:
@@ -248,8 +260,11 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
     batched, whole = {}, {}
     wanted = [vi for vi in model_inputs(model) if only is None or vi.name in only]
     _check_random_size(wanted, samples, spec, whole_names)
+    states = state_axes(model)
     for vi in wanted:
         dims = resolved_dims(vi, spec)
+        if vi.name in states:  # one state a sample, along its batch axis
+            dims[states[vi.name]] = samples
         if 0 in dims[1:]:  # not unknown: no --input-shape may change a fixed dim
             raise DataError(f"input '{vi.name}' has a dimension fixed at 0 {_show(input_dims(vi))}: it holds no values, "
                             "so no random sample can be drawn: give sample data")

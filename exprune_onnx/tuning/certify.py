@@ -228,7 +228,8 @@ def step_up(shares: dict) -> dict:
 
 def subset(data: Dataset, indices: np.ndarray) -> Dataset:
     """The samples at ``indices``; the scalar inputs and the model's fixed batch come along."""
-    return dataclasses.replace(data, inputs={k: v[indices] for k, v in data.inputs.items()},
+    shared = {**data.shared, **{k: np.take(data.shared[k], indices, axis=axis) for k, axis in data.shared_axes.items()}}
+    return dataclasses.replace(data, inputs={k: v[indices] for k, v in data.inputs.items()}, shared=shared,
                                labels=data.labels_of(indices))
 
 
