@@ -150,3 +150,51 @@ def test_the_plain_command_runs_a_model_with_a_recurrent_state(tmp_path):
     feeds = {"x": rng.random((3, 6, 8), dtype=np.float32), "h0": rng.random((1, 3, 16), dtype=np.float32)}
     np.testing.assert_allclose(run_exprune(onnx.load(tmp_path / "o.onnx"), feeds)[0], run_plain(model, feeds)[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_states_join_along_their_axis_and_a_pinned_batch_is_the_runs_own(tmp_path, monkeypatch):
+    """test_data_set_* of one sample each had to hold the same h0 (a state, per sample); a
+    batch --input-shape pins is the runs' (the state was checked against it); the memory a
+    random draw needs counts the states (a GPT-2 past of 9 MB a sample went uncounted)."""
+    from cli_calls import cli
+
+    from exprune_onnx.io import feeds
+    from exprune_onnx.io.feeds import random_arrays
+
+    model = lstm_model()
+    rng = np.random.default_rng(2)
+    for s in range(3):
+        folder = tmp_path / "sets" / f"test_data_set_{s}"
+        folder.mkdir(parents=True)
+        for i, value in enumerate((rng.random((1, 5, 8), dtype=np.float32), np.full((1, 1, 16), s, np.float32))):
+            (folder / f"input_{i}.pb").write_bytes(numpy_helper.from_array(value).SerializeToString())
+    d = load_dataset(tmp_path / "sets", model)
+    assert d.shared["h0"][0, :, 0].tolist() == [0.0, 1.0, 2.0]
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    np.savez(tmp_path / "d.npz", x=rng.random((12, 6, 8), dtype=np.float32), h0=rng.random((1, 12, 16), dtype=np.float32))
+    r = cli("optimize", path, "-o", tmp_path / "o.onnx", "--check-data", tmp_path / "d.npz", "--input-shape",
+            "x:4,6,8", "--input-shape", "h0:1,4,16", "--objective", "flops")
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(feeds, "available_bytes", lambda: 64 << 20)
+    with pytest.raises(DataError, match="'x', 'h0' need"):
+        random_arrays(model, 600_000, 0, InputSpec({"x": ("N", 2, 8)}))  # x alone fits
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_among_input_pb_files_is_refused_not_read(tmp_path, model):
+    np.save(tmp_path / "unused.npy", np.zeros(1))
+    (tmp_path / "input_0.pb").write_bytes(numpy_helper.from_array(np.zeros((2, 3), np.float32)).SerializeToString())
+    os.mkfifo(tmp_path / "input_1.pb")
+    with pytest.raises(DataError, match=r"input_1.pb: not an input_<i>.pb file \(a directory, device or pipe\)"):
+        load_dataset(tmp_path, model)
+
+
+def test_no_states_where_the_inputs_have_two_batches():
+    """A graph's nodes [V, F] and edges [2, E] beside edge features [E, D]: E is no batch."""
+    from exprune_onnx.io.feeds import state_axes
+
+    nodes = [helper.make_node("Identity", ["x"], ["y"])]
+    model = make_model(nodes, [vi("x", ["V", 4]), vi("edge_attr", ["E", 2]), vi("edges", [2, "E"])],
+                       [vi("y", ["V", 4])])
+    assert state_axes(model) == {}

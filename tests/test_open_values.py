@@ -78,6 +78,14 @@ def test_the_length_is_never_past_the_sequence_nor_its_type():
     assert assumed_values(model, InputSpec({"input_ids": ("N", 256)})) == {"lengths": (127, 127)}
 
 
+def test_the_length_is_the_token_ids_not_another_input_s_smaller_size():
+    """A speaker embedding [N, 4] beside the ids made the length 4: 124 of 128 tokens masked."""
+    model = text_model()
+    model.graph.input.append(vi("spk", ["N", 4]))
+    model.graph.input.append(vi("max_length", ["N"], TensorProto.INT64))  # a bound, no length
+    assert assumed_values(model, InputSpec({"input_ids": ("N", 128)})) == {"lengths": (128, 128)}
+
+
 @pytest.mark.parametrize(("name", "dims", "spec"), [
     ("sr", ("N",), {}),  # an integer no name says the meaning of
     ("calendar_month", ("N",), {}),  # 'len' inside a word is no length (it was taken as one)

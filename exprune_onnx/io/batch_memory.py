@@ -57,7 +57,8 @@ def check_batch_memory(sessions: Sequence[tuple[str, onnx.ModelProto]], data: Da
     available = available_bytes() if available is None else available
     if available is None:
         return
-    per_input = sum(v[:1].nbytes for v in data.inputs.values())
+    per_input = sum(v[:1].nbytes for v in data.inputs.values()) + \
+        sum(data.shared[k].nbytes // max(data.shared[k].shape[axis], 1) for k, axis in data.shared_axes.items())
     steps = {}  # per model: the same model twice is inferred once
     for _, model in sessions:
         if id(model) not in steps:
@@ -138,8 +139,9 @@ def _symbolic_batch(model: onnx.ModelProto, data: Dataset) -> onnx.ModelProto:
         dims = vi.type.tensor_type.shape.dim
         if a is None or not vi.type.tensor_type.HasField("shape") or len(dims) != a.ndim:
             continue
+        batch_axis = 0 if vi.name in data.inputs else data.shared_axes.get(vi.name)  # (a state's: its own)
         for i, d in enumerate(dims):
-            if i == 0 and vi.name in data.inputs:
+            if i == batch_axis:
                 if d.dim_param:
                     names.add(d.dim_param)
                 d.Clear()

@@ -173,7 +173,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto, labels: str | Path | 
         raise DataError(f"{path}: no such file or directory")
     names = [vi.name for vi in model_inputs(model)]
     if path.is_dir():
-        arrays, found_labels = _read_dir(path, names, batch_layout(model, spec)[1])
+        arrays, found_labels = _read_dir(path, names, batch_layout(model, spec)[1], state_axes(model))
     elif not path.is_file():  # a pipe would block until a writer came, and a device may never end
         raise DataError(f"{path}: not a data file or directory (a device or pipe)")
     else:
@@ -234,6 +234,7 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
     feeds.batch_layout) are given whole, the rest share a sample axis. ``labelled``: labels
     were found or given, so an array named like them is the user's own business."""
     feeds = {}
+    states = state_axes(model)
     for vi in model_inputs(model):
         if vi.name not in arrays:
             raise DataError(f"{where}: no array for model input '{vi.name}' (has: {', '.join(sorted(arrays)) or 'nothing'})")
@@ -242,6 +243,8 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         if want is not None and a.dtype != want:
             raise DataError(f"{where}: input '{vi.name}' is {a.dtype}, the model wants {np.dtype(want)}")
         dims = resolved_dims(vi, spec)
+        if vi.name in states:  # as many states as samples, whatever batch --input-shape gives the runs
+            dims[states[vi.name]] = input_dims(vi)[states[vi.name]]
         first = 0 if vi.name in whole else 1  # an input without a batch axis is given whole
         if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s
                                       for d, s in zip(dims[first:], a.shape[first:])):
@@ -351,13 +354,13 @@ def read_labels(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable labels file, a .npy or an .npz of one array ({exc})") from None
 
 
-def _read_dir(path: Path, names: list[str], whole: frozenset[str] = frozenset()):
+def _read_dir(path: Path, names: list[str], whole: frozenset[str], states: dict[str, int]):
     # In their numbers' order: by name, test_data_set_10 came before _2, and labels given in
     # the sets' order were read against other samples (a review: 100% accuracy shown as 25%).
     sets = sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set_")),
                   key=lambda p: (set_number(p.name), p.name))
     if sets or any(path.glob("input_*.pb")):
-        return read_pb_sets(sets or [path], names, whole), None
+        return read_pb_sets(sets or [path], names, whole, states), None
     arrays = {}
     for name in names:
         f = path / f"{name}.npy"

@@ -151,6 +151,8 @@ def state_axes(model: onnx.ModelProto) -> dict[str, int]:
     state [layers, N, H]): name -> the axis their samples run along. They are fed whole
     (batch_layout), each run taking its samples' states along that axis."""
     symbols = {input_dims(vi)[0] for vi in model_inputs(model) if input_dims(vi) and isinstance(input_dims(vi)[0], str)}
+    if len(symbols) != 1:  # (a graph's nodes and edges, two batches: no one batch to read states along)
+        return {}
     out = {}
     for vi in model_inputs(model):
         dims = input_dims(vi)
@@ -259,7 +261,7 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
     whole_names = batch_layout(model, spec)[1]
     batched, whole = {}, {}
     wanted = [vi for vi in model_inputs(model) if only is None or vi.name in only]
-    _check_random_size(wanted, samples, spec, whole_names)
+    _check_random_size(wanted, samples, spec, whole_names, model)
     states = state_axes(model)
     for vi in wanted:
         dims = resolved_dims(vi, spec)
@@ -281,12 +283,16 @@ def random_arrays(model: onnx.ModelProto, samples: int, seed: int, spec: InputSp
     return batched, whole
 
 
-def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: InputSpec, whole: frozenset) -> None:
+def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: InputSpec, whole: frozenset,
+                       model: onnx.ModelProto) -> None:
     """Refuse random samples that would not fit in memory: drawing them touches every page,
     so on Linux an oversized draw ends in the OOM killer, not in a MemoryError."""
     total = 0
+    states = state_axes(model)
     for vi in inputs:
         dims, dtype = resolved_dims(vi, spec), input_dtype(vi)
+        if vi.name in states:  # drawn a sample each along that axis (a GPT-2 past: 9 MB a sample went uncounted)
+            dims[states[vi.name]] = samples
         if dtype is None or not all(isinstance(d, int) and d >= 0 for d in dims[1:]):
             continue  # refused below, with its own message
         fed_whole = not dims or vi.name in whole

@@ -17,9 +17,12 @@ def set_number(name: str) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
-def read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> dict[str, np.ndarray]:
-    """The sets' inputs, concatenated along the sample axis; an input without one (``whole``)
-    must be the same in every set, and is taken once."""
+def read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str],
+                 states: dict[str, int]) -> dict[str, np.ndarray]:
+    """The sets' inputs, concatenated along the sample axis (a recurrent state's along its
+    own: ``states``, feeds.state_axes); another input without one (``whole``) must be the
+    same in every set, and is taken once."""
+    whole = whole - set(states)
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for d in dirs:
         files = list(d.glob("input_*.pb"))
@@ -31,6 +34,8 @@ def read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> d
             raise DataError(f"{d}: {len(files)} input_*.pb files for a model with {len(names)} inputs")
         tensors = []
         for f in files:
+            if not f.is_file():  # a pipe would block the read until a writer came
+                raise DataError(f"{f}: not an input_<i>.pb file (a directory, device or pipe)")
             tensor = onnx.TensorProto()
             try:
                 tensor.ParseFromString(f.read_bytes())
@@ -47,8 +52,10 @@ def read_pb_sets(dirs: list[Path], names: list[str], whole: frozenset[str]) -> d
             raise DataError(f"{dirs[0].parent}: input '{name}' has no batch axis, so every test_data_set_* must "
                             "hold the same value, and they differ")
     for name, p in parts.items():
-        if name not in whole and len({a.shape[1:] for a in p}) > 1:
+        axis = states.get(name, 0)
+        if name not in whole and len({a.shape[:axis] + a.shape[axis + 1:] for a in p}) > 1:
             shapes = ", ".join(f"{d.name}: {list(a.shape)}" for d, a in zip(dirs, p))
             raise DataError(f"{dirs[0].parent}: input '{name}' has other shapes past the sample axis in different "
                             f"test_data_set_* ({shapes}); they are joined into one batch, so give them one shape")
-    return {n: np.concatenate(p) if len(p) > 1 and n not in whole else p[0] for n, p in parts.items()}
+    return {n: np.concatenate(p, axis=states.get(n, 0)) if len(p) > 1 and n not in whole else p[0]
+            for n, p in parts.items()}

@@ -17,7 +17,7 @@ import operator
 
 import onnx
 
-from .feeds import InputSpec, _show, input_dims, model_inputs, resolved_dims
+from .feeds import InputSpec, _show, input_dims, model_inputs, resolved_dims, state_axes
 
 IMAGE_SIDE = 224  # ImageNet's crop, which most exported CNNs were trained at
 OTHER_SIZE = 128
@@ -94,10 +94,13 @@ def shape_example(model: onnx.ModelProto, spec: InputSpec | None = None) -> str:
     """``--input-shape`` options for every input with an open dim, built from its known dims
     (the batch keeps its name: a number would fix it)."""
     parts = []
+    states = state_axes(model)
     for vi, dims in _open(model, spec):
         fill = IMAGE_SIDE if _image_like(dims) else OTHER_SIZE
         shown = [str(d) if _fixed(d, i == 0) else (_batch_name(vi) if i == 0 else str(fill))
                  for i, d in enumerate(dims)]
+        if vi.name in states:  # a recurrent state's batch stays the batch's name (128 fixed it there)
+            shown[states[vi.name]] = str(input_dims(vi)[states[vi.name]])
         parts.append(f"--input-shape {vi.name}:{','.join(shown)}")
     return " ".join(parts)
 
