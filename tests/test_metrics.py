@@ -45,6 +45,16 @@ def test_labels_that_name_no_class(labels, output, message):
     assert message in str(info.value)
 
 
+def test_infinite_labels_are_refused_without_a_numpy_warning():
+    """numpy's 'invalid value encountered' was printed before the one-line error (a review)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="whole class indices; found inf"):
+            check_labels(np.array([0.0, np.inf, 1.0, 0.0]), SCORES)
+
+
 def test_scores_have_two_or_three_axes():
     assert is_scores(SCORES) and is_scores(PER_POSITION)
     assert not is_scores(np.zeros((2, 3, 4, 4), np.float32))  # an NCHW map: its classes are not the last axis

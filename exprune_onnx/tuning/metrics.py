@@ -125,7 +125,9 @@ def check_labels(labels: np.ndarray, output: np.ndarray) -> None:
                         f"{' (N samples)' if n else ''}: give one class index per prediction (for one-hot labels, "
                         "their arg-max)")
     kind = labels.dtype.kind
-    odd = None if kind in "iu" else np.mod(labels, 1) != 0 if kind == "f" else np.ones(labels.shape, bool)
+    # ~isfinite: inf is no whole number either (np.mod of it warned 'invalid value' before the error)
+    odd = None if kind in "iu" else (~np.isfinite(labels) | (np.mod(np.nan_to_num(labels), 1) != 0)) \
+        if kind == "f" else np.ones(labels.shape, bool)
     if odd is not None and odd.any():  # NaN is odd too
         raise LabelError(f"the labels must be whole class indices; found {labels[odd][0].item()!r} ({labels.dtype})")
     classes = output.shape[-1] if is_scores(output) else None
