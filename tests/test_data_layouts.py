@@ -198,3 +198,13 @@ def test_no_states_where_the_inputs_have_two_batches():
     model = make_model(nodes, [vi("x", ["V", 4]), vi("edge_attr", ["E", 2]), vi("edges", [2, "E"])],
                        [vi("y", ["V", 4])])
     assert state_axes(model) == {}
+
+
+def test_an_input_filled_by_value_takes_the_sizes_the_data_gives_its_dims(tmp_path):
+    """x [N, T] in the data as [4, 20] and mask [N, T] filled by --input-value: it asked for T
+    with an --input-shape hint of 128 that the data then contradicted (a review)."""
+    nodes = [helper.make_node("Mul", ["x", "mask"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", "T"]), vi("mask", ["N", "T"])], [vi("y", ["N", "T"])])
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 20), np.float32))
+    d = load_dataset(tmp_path / "d.npz", model, spec=InputSpec(values={"mask": (1.0, 1.0)}))
+    assert d.inputs["mask"].shape == (4, 20) and float(d.inputs["mask"].min()) == 1.0

@@ -200,7 +200,8 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     if missing:
         inputs = {vi.name for vi in model_inputs(model)}
         samples = next((a.shape[0] for k, a in arrays.items() if a.ndim and k in inputs and k not in whole), 1)
-        batched, fed_whole = random_arrays(model, samples, seed, spec, only=missing)
+        batched, fed_whole = random_arrays(model, samples, seed, _sized_by(model, arrays, spec, missing),
+                                           only=missing)
         arrays = {**arrays, **batched, **fed_whole}
     inputs = fit_to_model(arrays, model, where, spec, whole, labelled=labels is not None)
     shared = {k: inputs.pop(k) for k in list(inputs) if inputs[k].ndim == 0 or k in whole}
@@ -226,6 +227,23 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
 LABELS = "labels"
 # Keys that mean labels in the user's eyes, read as such only under 'labels'.
 LABEL_LIKE = {"label", "y", "target", "targets", "class", "classes", "gt", "ground_truth", "truth"}
+
+
+def _sized_by(model: onnx.ModelProto, arrays: dict, spec: InputSpec, missing: set[str]) -> InputSpec:
+    """``spec``, with the inputs ``missing`` from the data sized as the data sizes the dims
+    they share by name with the inputs it holds (a mask [N, T] beside x [4, 20] asked for T)."""
+    sizes: dict[str, int] = {}
+    for vi in model_inputs(model):
+        a = arrays.get(vi.name)
+        if a is not None and np.ndim(a) == len(input_dims(vi)):
+            sizes.update({d: n for d, n in zip(input_dims(vi)[1:], np.shape(a)[1:]) if isinstance(d, str)})
+    def sized(dims: list) -> tuple:  # the batch stays as it is (unnamed: "N"), a named dim takes the data's size
+        return (dims[0] or "N", *(sizes.get(d, d) if isinstance(d, str) else d for d in dims[1:]))
+
+    shapes = {vi.name: sized(input_dims(vi)) for vi in model_inputs(model)
+              if vi.name in missing and vi.name not in spec.shapes and input_dims(vi) and
+              all(d is not None for d in input_dims(vi)[1:])}
+    return InputSpec({**shapes, **spec.shapes}, spec.values)
 
 
 def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str,
