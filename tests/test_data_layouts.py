@@ -208,3 +208,12 @@ def test_an_input_filled_by_value_takes_the_sizes_the_data_gives_its_dims(tmp_pa
     np.savez(tmp_path / "d.npz", x=np.ones((4, 20), np.float32))
     d = load_dataset(tmp_path / "d.npz", model, spec=InputSpec(values={"mask": (1.0, 1.0)}))
     assert d.inputs["mask"].shape == (4, 20) and float(d.inputs["mask"].min()) == 1.0
+
+
+def test_samples_that_differ_only_in_their_state_are_no_repeats(tmp_path):
+    """Silent chunks of a stream (the same x) with their own states were dropped as repeats."""
+    from exprune_onnx.tuning.certify import distinct
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 5, 8), np.float32),
+             h0=np.arange(4, dtype=np.float32).repeat(16).reshape(1, 4, 16))
+    assert distinct(load_dataset(tmp_path / "d.npz", lstm_model())).tolist() == [0, 1, 2, 3]
