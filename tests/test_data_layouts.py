@@ -217,3 +217,14 @@ def test_samples_that_differ_only_in_their_state_are_no_repeats(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 5, 8), np.float32),
              h0=np.arange(4, dtype=np.float32).repeat(16).reshape(1, 4, 16))
     assert distinct(load_dataset(tmp_path / "d.npz", lstm_model())).tolist() == [0, 1, 2, 3]
+
+
+def test_big_endian_data_is_named_as_such():
+    """'>f4, the model wants float32' left the user to find out what differs."""
+    from exprune_onnx.io.data import dataset_of
+
+    nodes = [helper.make_node("Identity", ["x"], ["y"])]
+    model = make_model(nodes, [vi("x", ["N", 3])], [vi("y", ["N", 3])])
+    with pytest.raises(DataError, match=r"is >f4, the model wants float32 \(the same values, big-endian: save them "
+                                        r"with .astype\('<f4'\)\)"):
+        dataset_of({"x": np.zeros((2, 3), ">f4")}, model)

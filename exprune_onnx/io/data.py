@@ -259,7 +259,10 @@ def fit_to_model(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: s
         a = arrays[vi.name]
         want = input_dtype(vi)
         if want is not None and a.dtype != want:
-            raise DataError(f"{where}: input '{vi.name}' is {a.dtype}, the model wants {np.dtype(want)}")
+            swapped = a.dtype.newbyteorder("=") == np.dtype(want)  # ('>f4, the model wants float32' said nothing more)
+            raise DataError(f"{where}: input '{vi.name}' is {a.dtype}, the model wants {np.dtype(want)}"
+                            + (f" (the same values, big-endian: save them with .astype('{np.dtype(want).str}'))"
+                               if swapped else ""))
         dims = resolved_dims(vi, spec)
         if vi.name in states:  # as many states as samples, whatever batch --input-shape gives the runs
             dims[states[vi.name]] = input_dims(vi)[states[vi.name]]
