@@ -4,7 +4,7 @@ from rich.console import Console
 
 from exprune_onnx.config import Options
 from exprune_onnx.report.latency import latency_table
-from exprune_onnx.tuning.objective import EARLY_EXIT, LatencyChoice, LayerTiming
+from exprune_onnx.tuning.objective import EARLY_EXIT, ZERO_INPUTS, LatencyChoice, LayerTiming
 
 
 def _rows(*timings) -> str:
@@ -52,3 +52,17 @@ def test_a_result_under_the_margin_faster_says_why_it_is_not_kept():
                            optimized_ms=1.103, attempt_ms=1.096, reverted_all=True)
     assert latency_table(choice).caption == ("left unchanged: the kept rewrites ran in 1.096 ms against the "
                                              "original's 1.103 ms, not the 1% faster the result must be")
+
+
+def test_a_reverted_result_timed_far_from_its_row_is_a_busy_machine():
+    """A trial's run wrote the original ('not faster') with no warning, and a rerun of the
+    same command kept its rewrites at 0.81: the attempt's time in the last step is the last
+    row's model's, as the written model's is when it is kept."""
+    from types import SimpleNamespace
+
+    from exprune_onnx.report.latency import same_model_times
+
+    rows = [LayerTiming("conv4", 0.25, 0.31, True, ZERO_INPUTS)]
+    reverted = LatencyChoice(Options(), SimpleNamespace(changed=False), 1, 1, "test", layers=rows,
+                             original_ms=0.31, optimized_ms=0.31, attempt_ms=0.40, reverted_all=True)
+    assert same_model_times(reverted) == (0.25, 0.40)

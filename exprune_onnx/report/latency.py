@@ -88,9 +88,12 @@ def same_model_times(choice) -> tuple[float, float] | None:
         pairs.append((choice.layers[first].without_ms, choice.original_ms))
     # The last row's model as kept is the one step 4 times against the original (a trial's busy
     # VGG-style CNN: 0.247 ms in the row, 0.386 ms there, and no warning).
+    # Reverted, that model's time there is the attempt's (a trial's busy run wrote the original
+    # with no warning, where a rerun kept rewrites at 0.81 of its time).
     last = choice.layers[-1] if choice.layers else None
-    if last is not None and timed(last) and choice.optimized_ms > 0 and not choice.reverted_all:
-        pairs.append((last.with_ms if last.kept else last.without_ms, choice.optimized_ms))
+    final = choice.attempt_ms if choice.reverted_all else choice.optimized_ms
+    if last is not None and timed(last) and final > 0:
+        pairs.append((last.with_ms if last.kept else last.without_ms, final))
     worst = None
     for pair in (sorted(p) for p in pairs):
         if pair[0] > 0 and pair[1] / pair[0] > 1 + NOISY and (worst is None or pair[1] / pair[0] > worst[1] / worst[0]):
