@@ -108,14 +108,15 @@ class Bar:
     def __call__(self, text: str, done: int | None = None, total: int | None = None) -> None:
         # The step is the text before its counts ("timing layer 3/48: conv2" -> "timing layer").
         step = text.split(":")[0].rstrip("0123456789/ ")
+        # Layer names come from the model: as the tables do, show them as written, not as markup
+        # (a name with '[/b]' stopped the run) nor as terminal controls.
+        shown = escape(text)
         if self._task is None or step != self._step or (total is not None and done == 0):
             if self._task is not None:
                 self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(escape(text), total=total)
+            self._task = self._progress.add_task(shown, total=total)
             self._step = step
-        # Layer names come from the model: as the tables do, show them as written, not as markup
-        # (a name with '[/b]' stopped the run) nor as terminal controls.
-        self._progress.update(self._task, description=escape(text), completed=done or 0, total=total)
+        self._progress.update(self._task, description=shown, completed=done or 0, total=total)
 
 
 def for_terminal():

@@ -237,6 +237,7 @@ def _sized_by(model: onnx.ModelProto, arrays: dict, spec: InputSpec, missing: se
         a = arrays.get(vi.name)
         if a is not None and np.ndim(a) == len(input_dims(vi)):
             sizes.update({d: n for d, n in zip(input_dims(vi)[1:], np.shape(a)[1:]) if isinstance(d, str)})
+
     def sized(dims: list) -> tuple:  # the batch stays as it is (unnamed: "N"), a named dim takes the data's size
         return (dims[0] or "N", *(sizes.get(d, d) if isinstance(d, str) else d for d in dims[1:]))
 
@@ -385,9 +386,9 @@ def _read_dir(path: Path, names: list[str], whole: frozenset[str], states: dict[
     arrays = {}
     for name in names:
         f = path / f"{name}.npy"
-        if f.exists() and not f.is_file():  # a pipe would block the read until a writer came
-            raise DataError(f"{f}: not a .npy file (a directory, device or pipe)")
         if f.exists():
+            if not f.is_file():  # a pipe would block the read until a writer came
+                raise DataError(f"{f}: not a .npy file (a directory, device or pipe)")
             try:
                 arrays[name] = np.load(f, mmap_mode="r", allow_pickle=False)
             except Exception as exc:

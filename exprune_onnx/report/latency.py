@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from ..tuning import exact_read
-from ..tuning.objective import EARLY_EXIT
+from ..tuning.objective import EARLY_EXIT, MARGIN
 from .markup import escape
 from .tables import jsonable
 
@@ -13,8 +13,6 @@ from .tables import jsonable
 def _not_enough(lt) -> str:
     """Why a layer timed in the whole model was dropped: slower, or faster by under the margin
     (a trial read "not faster" beside +0.8%)."""
-    from ..tuning.objective import MARGIN
-
     return f"dropped: under {MARGIN:.0%} faster" if lt.gain > 0 else "dropped: not faster"
 
 
@@ -45,8 +43,6 @@ def latency_table(choice) -> Table:
                  [f"{lt.with_ms:.3f} alone", f"{lt.without_ms:.3f} alone", "-"] if lt.without_ms else ["-"] * 3)
         t.add_row(escape(lt.layer), lt.kind + (" vs early exit" if lt.versus_early_exit else ""), *times, decision)
     if choice.reverted_all:
-        from ..tuning.objective import MARGIN
-
         # (1.096 against 1.103 ms read as faster, and a trial asked why it was not kept)
         t.caption = (f"left unchanged: the kept rewrites ran in {choice.attempt_ms:.3f} ms against the original's "
                      f"{choice.original_ms:.3f} ms, not the {MARGIN:.0%} faster the result must be")
