@@ -344,6 +344,7 @@ def inspect(model, threshold, config, k, min_units, include_first_layer, unit_or
         notes.append(f"the model did not run at {assumed_text(original, tried)}, the sizes optimize takes for its "
                      "open dims without data, so only shape inference counted: --input-shape gives the sizes it takes")
     notes.append(ours_note(original, str(model)))
+    notes.append(report.split_note(original))
     notes = [n for n in notes if n]
     for note in notes:
         console.print(f"note: {escape(note)}")

@@ -93,6 +93,24 @@ def test_shapes_go_on_through_onnxruntime_s_fused_conv(stride):
     assert [r.candidate.layer for r in result.rewritten] == ["c2"]
 
 
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_shapes_go_on_through_onnxruntime_s_fused_gemm(trans_a, trans_b):
+    """A digits MLP saved after onnxruntime's optimisations had two Gemms uncounted after
+    its FusedGemm ("shape inference does not pass com.microsoft.FusedGemm")."""
+    a, b = ([5, "N"] if trans_a else ["N", 5]), ([7, 5] if trans_b else [5, 7])
+    nodes = [helper.make_node("FusedGemm", ["a", "b"], ["h"], domain="com.microsoft", activation="Relu",
+                              transA=trans_a, transB=trans_b),
+             helper.make_node("Gemm", ["h", "w"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("a", TensorProto.FLOAT, a)],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                       [init("b", scaled_normal(*b)), init("w", scaled_normal(7, 3))], domains=("com.microsoft",))
+    shapes = {vi.name: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
+              for vi in infer_shapes(model).graph.value_info}
+    assert shapes["h"] == ["N", 7]
+    x = np.random.default_rng(1).standard_normal([2 if d == "N" else d for d in a]).astype(np.float32)
+    assert list(run_exprune(expose(model, ["h"]), {"a": x})[1].shape) == [2, 7]
+
+
 def test_a_model_of_open_dims_compiled_at_fixed_sizes_is_written_with_a_type_for_every_tensor(tmp_path):
     """Every tensor the graph computes has a value_info at the model's own open dims: tools
     that cannot see past our ops read types from the file (a trial's float16 conversion,

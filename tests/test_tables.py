@@ -13,11 +13,7 @@ import exprune_onnx
 from exprune_onnx.cli import main
 
 
-@pytest.mark.parametrize(("level", "op"), [
-    (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "com.microsoft.FusedConv"),
-    (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "com.microsoft.nchwc.Conv"),
-])
-def test_a_model_saved_by_onnxruntime_is_named_as_such(tmp_path, level, op):
+def _saved_by_onnxruntime(tmp_path, level, *args):
     model = conv_hw()
     for d, value in zip(model.graph.input[0].type.tensor_type.shape.dim, [1, 3, 12, 12]):
         d.dim_value = value  # fixed dims: --input-shape cannot help
@@ -26,13 +22,23 @@ def test_a_model_saved_by_onnxruntime_is_named_as_such(tmp_path, level, op):
     opts.graph_optimization_level = level
     opts.optimized_model_filepath = str(tmp_path / "saved.onnx")
     ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
-    for command in (["optimize", str(tmp_path / "saved.onnx"), "-o", str(tmp_path / "o.onnx"), "--objective", "flops"],
-                    ["inspect", str(tmp_path / "saved.onnx")]):  # inspect said nothing
-        r = CliRunner().invoke(main, command)
-        assert r.exit_code == 0, r.output
-        text = " ".join(r.output.split())
-        assert "onnxruntime's own fused ops" in text and op in text and "give it the model as exported" in text
-        assert "--input-shape" not in text
+    return [" ".join(CliRunner().invoke(main, command).output.split()) for command in (
+        ["optimize", str(tmp_path / "saved.onnx"), "-o", str(tmp_path / "o.onnx"), "--objective", "flops", *args],
+        ["inspect", str(tmp_path / "saved.onnx")])]
+
+
+def test_a_model_saved_by_onnxruntime_in_its_own_layout_is_named_as_such(tmp_path):
+    for text in _saved_by_onnxruntime(tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):  # inspect said nothing
+        assert "onnxruntime's own fused ops" in text and "com.microsoft.nchwc.Conv" in text, text
+        assert "give it the model as exported" in text and "--input-shape" not in text
+
+
+def test_a_model_saved_at_onnxruntime_s_extended_level_is_read_through_its_fused_ops(tmp_path):
+    optimized, inspected = _saved_by_onnxruntime(tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                                "--threshold", "0")
+    assert "wrote" in optimized and "ExPruneConvRelu 0->1" in optimized and "FusedConv 2->0" in optimized, optimized
+    assert "own fused ops" not in optimized + inspected and "--input-shape" not in optimized + inspected
+    assert "its fused ops (2 FusedConv) are read as the ops they fuse" in inspected, inspected
 
 
 def test_a_map_that_moves_much_is_warned_of(tmp_path):

@@ -6,7 +6,7 @@ FLOPs, with advice (--input-shape) that could not help. Each op's output shape f
 from its inputs' (docs/custom_ops.md), so ``through_our_ops`` gives them and infers again.
 The same goes for the ai.onnx.ml Scaler and Normalizer, float outputs of their input's
 shape (an sklearn Pipeline's StandardScaler is a Scaler before its MLP), which onnx's
-inference leaves without one, and for onnxruntime's FusedConv in a model saved after its
+inference leaves without one, and for onnxruntime's FusedConv and FusedGemm in a model saved after its
 graph optimisations: shapes stopped there, and a Conv -> Add -> Relu after a MaxPool of
 one was refused, its residual "not provably of the output's shape".
 """
@@ -58,6 +58,14 @@ def _fused_conv_shape(node: onnx.NodeProto, x: list, w: list) -> list | None:
     return _conv_shape(node, x, w[2:], w[0] if isinstance(w[0], int) else None)
 
 
+def _fused_gemm_shape(node: onnx.NodeProto, a: list, b: list) -> list | None:
+    """onnxruntime's FusedGemm (a Gemm and its activation): [M, N] of A and B, transposed or not."""
+    if len(a) != 2 or len(b) != 2:
+        return None
+    attrs = {x.name: x.i for x in node.attribute if x.name in ("transA", "transB")}
+    return [a[1] if attrs.get("transA") else a[0], b[0] if attrs.get("transB") else b[1]]
+
+
 def _conv_shape(node: onnx.NodeProto, x: list, kernel: list, outs: int | None) -> list:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     spatial = len(x) - 2
@@ -76,9 +84,10 @@ def _output_shape(node: onnx.NodeProto, dims: dict, types: dict) -> tuple[int, l
     first = dims.get(node.input[0]) if node.input else None
     if first is None:
         return None
-    if node.domain == "com.microsoft":  # FusedConv: its input's type
+    if node.domain == "com.microsoft":  # FusedConv, FusedGemm: their input's type
         weight = dims.get(node.input[1]) if len(node.input) > 1 else None
-        shape = _fused_conv_shape(node, first, weight) if weight is not None else None
+        fused_shape = _fused_conv_shape if node.op_type == "FusedConv" else _fused_gemm_shape
+        shape = fused_shape(node, first, weight) if weight is not None else None
         return None if shape is None or node.input[0] not in types else (types[node.input[0]], shape)
     if node.domain == "ai.onnx.ml":
         return TensorProto.FLOAT, first
@@ -101,7 +110,7 @@ def _output_shape(node: onnx.NodeProto, dims: dict, types: dict) -> tuple[int, l
 
 def missing(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """Shapes for the first outputs of our ops (and ``_ML_SAME_SHAPE``'s, and onnxruntime's
-    FusedConv) that have none yet and whose inputs have."""
+    FusedConv and FusedGemm) that have none yet and whose inputs have."""
     dims = _known(graph)
     types = _types(graph)
     found = []
@@ -125,7 +134,7 @@ def _types(graph: onnx.GraphProto) -> dict[str, int]:
 
 def _shaped_here(node: onnx.NodeProto) -> bool:
     return (node.domain == ops.DOMAIN or (node.domain == "ai.onnx.ml" and node.op_type in _ML_SAME_SHAPE)
-            or (node.domain == "com.microsoft" and node.op_type == "FusedConv"))
+            or (node.domain == "com.microsoft" and node.op_type in ("FusedConv", "FusedGemm")))
 
 
 def through_our_ops(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,7 +1,8 @@
 """The compiler's passes, in order.
 
 1. shape inference (so residual shapes, ranks and FLOPs are known);
-2. canonicalisation: Constant nodes -> initializers, BatchNormalization folded;
+2. canonicalisation: Constant nodes -> initializers, onnxruntime's FusedConv/FusedGemm split,
+   BatchNormalization folded;
 3. matching: every rule of the rule set (``rules.RULES`` unless another is given) looks at
    every node of every graph (If/Loop/Scan bodies included), in the set's order; the first
    rule that answers owns the node; nothing is changed;

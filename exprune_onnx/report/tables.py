@@ -183,12 +183,26 @@ def saved_text(saved: float, skipped: float) -> str:
 
 
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
-    """onnxruntime's own fused ops in ``model``: it was saved after onnxruntime's graph
-    optimisations (optimized_model_filepath), which leave no Conv -> Relu to match."""
+    """onnxruntime's own fused ops in ``model`` that stay fused: it was saved after
+    onnxruntime's graph optimisations (optimized_model_filepath), and these hide their
+    Conv -> Relu (the FusedConv and FusedGemm canonicalisation splits do not)."""
+    from ..compiler.unfuse import splits
     from ..rules.runtime_fused import FUSED
 
     return sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
-                   if n.domain == "com.microsoft.nchwc" or (n.domain, n.op_type) in FUSED})
+                   if n.domain == "com.microsoft.nchwc" or ((n.domain, n.op_type) in FUSED and not splits(n))})
+
+
+def split_note(model: onnx.ModelProto) -> str | None:
+    """What inspect says of the FusedConv and FusedGemm canonicalisation splits."""
+    from ..compiler.unfuse import splits
+
+    split = Counter(n.op_type for n in all_nodes(model.graph) if splits(n))
+    if not split:
+        return None
+    ops = ", ".join(f"{count} {op}" for op, count in sorted(split.items()))
+    return (f"the model was saved after onnxruntime's graph optimisations: its fused ops ({ops}) are read as the "
+            "ops they fuse (exact; onnxruntime fuses again at load time the layers left as they were)")
 
 
 def fused_warning(model: onnx.ModelProto) -> str | None:

@@ -1,11 +1,12 @@
-"""onnxruntime's own fused ops: never rewritten, but reported one row a layer.
+"""onnxruntime's own fused ops that stay fused: never rewritten, but reported one row a layer.
 
 A model saved after onnxruntime's graph optimisations (``optimized_model_filepath``)
 holds ``FusedConv`` (a Conv with its activation inside), ``FusedGemm``, ``FusedMatMul``
 and, at the highest level, convolutions in its blocked layout (``com.microsoft.nchwc``).
-No Conv -> Relu is left to match, and the rewrites would have to undo the fusion; the
-model as exported is what to give. (The summary's warning says so for the whole model;
-``--explain`` and ``inspect`` name each layer.)
+Canonicalisation splits a FusedConv or FusedGemm back into its ops (``compiler/unfuse.py``)
+where its activation is a standard op; what is left here hides its Conv -> Relu or its
+layout from the rules, and the model as exported is what to give. (The summary's warning
+says so for the whole model; ``--explain`` and ``inspect`` name each layer.)
 """
 
 from __future__ import annotations
