@@ -35,6 +35,7 @@ from .feeds import (
     resolved_dims,
     state_axes,
 )
+from .npz_room import check_npz_fits
 from .onnx_test_data import read_pb_sets, set_number
 
 __all__ = ["Dataset", "dataset_of", "input_dims", "input_dtype", "load_dataset", "model_inputs", "quoted_source",
@@ -318,6 +319,7 @@ def _read_npz(path: Path, names: list[str]):
             # Only what is read is loaded: an array the model does not take (a file's raw
             # copy, a big extra) keeps its name for the messages and no memory (it cost 400 MB).
             wanted = {*names, LABELS}
+            check_npz_fits(f, wanted, path)
             arrays = {k: f[k] if k in wanted else np.empty(0, np.uint8) for k in f.files}
     except DataError:
         raise
