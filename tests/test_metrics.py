@@ -265,6 +265,24 @@ def test_the_same_infinity_in_both_is_no_difference():
     assert abs_diff(ref, moved)[0, 0] == np.inf
 
 
+@pytest.mark.parametrize("metric", ["agreement", "accuracy", "relerr"])
+def test_an_optimised_output_turned_nan_is_a_loss_under_every_metric(metric):
+    """A review: NaN > tolerance is False, so a row the optimised model made NaN was no
+    relerr loss, and a row of NaN answered class 0 (arg-max's first NaN), agreeing with an
+    original that answered 0. A NaN the original has too is no change."""
+    from exprune_onnx.tuning.metrics import abs_diff
+
+    ref = np.array([[3.0, 1.0, 0.0], [3.0, 1.0, 0.0], [0.0, 3.0, 1.0], [np.nan, 1.0, 0.0]], np.float32)
+    got = ref.copy()
+    got[0] = np.nan  # all NaN: arg-max 0, the original's answer
+    got[1, 2] = np.nan  # one NaN, in a class the original does not pick
+    labels = np.array([0, 0, 1, 1]) if metric == "accuracy" else None
+    assert sample_losses(metric, ref, got, labels, 0.01).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert score(metric, ref[:3], got[:3], None if labels is None else labels[:3], over=0.01).drop == \
+        pytest.approx(2 / 3)
+    assert abs_diff(ref, got)[:, 0].tolist() == [np.inf, 0.0, 0.0, 0.0]  # (a NaN in both is none)
+
+
 def _scores(classes: np.ndarray, width: int) -> np.ndarray:
     """Scores whose arg-max is ``classes``."""
     out = np.zeros((len(classes), width), np.float32)

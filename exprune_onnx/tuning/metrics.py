@@ -77,7 +77,7 @@ def agrees(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     same = want == answer
     if is_scores(ref) and got.shape == ref.shape:
         pick = got.argmax(-1)[..., None]
-        same |= np.take_along_axis(ref, pick, -1)[..., 0] == ref.max(-1)
+        same |= (np.take_along_axis(ref, pick, -1)[..., 0] == ref.max(-1)) & (answer >= 0)
     return same
 
 
@@ -99,11 +99,20 @@ def predictions(a: np.ndarray) -> np.ndarray:
 def answers(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The predictions of ``ref`` and of ``got`` in the same shape. ``got`` may hold the
     class indices of ``ref``'s scores (--argmax-only): [B, T] or [B, T, 1] for [B, T, V]
-    scores, [B] or [B, 1] for [B, V]."""
+    scores, [B] or [B, 1] for [B, V]. Scores of ``got`` holding a NaN where ``ref``'s hold
+    none answer -1, no class: arg-max takes the first NaN, and a row of NaN answered
+    class 0, agreeing with an original that answered 0."""
     want = predictions(ref)
     if got.dtype.kind in "iu" and ref.dtype.kind == "f" and got.size == want.size:
         return want, got.reshape(want.shape).astype(np.int64)
-    return want, predictions(got)
+    answer = predictions(got)
+    if _scores_turned_nan(ref, got):
+        answer = np.where(np.isnan(got).any(-1) & ~np.isnan(ref).any(-1), -1, answer)
+    return want, answer
+
+
+def _scores_turned_nan(ref: np.ndarray, got: np.ndarray) -> bool:
+    return got.dtype.kind == "f" and ref.dtype.kind == "f" and got.shape == ref.shape and bool(np.isnan(got).any())
 
 
 def prediction_shape(output: np.ndarray) -> tuple:
@@ -223,9 +232,15 @@ def rounding_tolerance(elem_type: int, tolerance: float) -> float:
 
 def abs_diff(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """|ref - got| in float64, 0 where the two are equal: the same infinity in both (a masked
-    logit's -inf, or what an input of -inf makes) is no difference, where inf - inf is NaN."""
+    logit's -inf, or what an input of -inf makes) is no difference, where inf - inf is NaN;
+    so is a NaN in both. A NaN in one only is an infinite difference: as NaN it compared as
+    no error at all (NaN > tolerance is False), and a certified relerr counted it no loss."""
     with np.errstate(invalid="ignore"):  # (inf - inf, which the where discards)
-        return np.where(ref == got, 0.0, np.abs(ref.astype(np.float64) - got))
+        diff = np.where(ref == got, 0.0, np.abs(ref.astype(np.float64) - got))
+        if diff.dtype.kind == "f" and np.isnan(diff).any():
+            both = np.isnan(ref) & np.isnan(got)
+            diff = np.where(both, 0.0, np.where(np.isnan(diff), np.inf, diff))
+        return diff
 
 
 def finite_abs(a: np.ndarray) -> np.ndarray:
