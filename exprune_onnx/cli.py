@@ -162,7 +162,8 @@ def main(debug: bool) -> None:
                    "result on.")
 @click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True,
               help="With --calibration: the probability, over the draw of the data, that the written model's "
-                   "expected drop on data like it is at most --max-drop (Learn-then-Test on the held-out part); "
+                   "risk (right answers lost, per sample) on data drawn like it is at most --max-drop "
+                   "(Learn-then-Test on the held-out part); "
                    "0 keeps the point estimate on the calibration data.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, readable=False), callback=dash_is_stdout,
               help="Write the report as JSON: layers, latency decisions, the check, calibration ('-': stdout).")

@@ -427,7 +427,7 @@ def _checked_part(data: Dataset, settings: Settings, calibrated) -> Dataset:
     if calibrated is None:
         return dataclasses.replace(data, labels=labels)
     calib, held = split_indices(len(data), settings.holdout, settings.seed)
-    if calibrated.tested is not None:  # the certificate's: repeats of other samples left out
+    if calibrated.tested is not None:  # the certificate's testing part (labelled samples only)
         held = calibrated.tested
     part, name = (held, HELD_OUT) if len(held) else (calib, CALIBRATED_ON)
     checked = subset(dataclasses.replace(data, labels=labels), part)

@@ -169,9 +169,11 @@ def test_repeated_samples_kept_at_confidence_0_are_said_to_weaken_the_held_out_c
     assert repeats_note(repeated, held=0) == []  # --holdout 0: no held-out part to re-score
 
 
-def test_repeated_samples_count_once():
-    """5000 rows of 20 images certified a 1-point budget its test set missed by 8: a repeat
-    is no new draw, and copies on both sides of the split were "never seen" by the search."""
+def test_repeated_samples_count_as_draws_and_are_warned_of():
+    """Under the promise's assumption, independent draws from the data in use, an input that
+    recurs in use recurs in the data: a review's test image making up 40% of the data was
+    counted once and certified 0.85% where 40% of right answers were lost. Copies made in
+    preparing the data overstate the promise, which the warning and the repeats row say."""
     model = calibration_mlp()
     data = calibration_dataset(model, count=300)
     copies = np.tile(np.arange(300), 4)  # each sample four times, in four blocks
@@ -179,16 +181,15 @@ def test_repeated_samples_count_once():
     assert np.array_equal(distinct(repeated), np.arange(300))
     out = search(model, Options(confidence=0.9), repeated, max_drop=0.01, seed=0)
     cert = out.certificate
-    assert cert.repeats == 900 and cert.samples == 150 and not cert.enough
+    assert cert.repeats == 900 and cert.samples == 600 and cert.enough
     rows = dict(certificate_rows(cert))
-    assert "900 sample(s) repeat earlier ones and count once" in rows["repeats"]
-    assert "or more distinct calibration samples" in rows["data"]  # 1,200 were given
-    # Nothing was certified, so nothing pruned: the confidence row promises nothing.
-    assert cert.chosen < 0 and rows["confidence"] == "0.9: asked for; nothing pruned, so nothing to bound"
-    # The check runs on the same testing part, as rows of the data given (first copies)
-    assert len(out.tested) == 150 and out.tested.max() < 300
+    assert "900 sample(s) repeat earlier ones, each counted as a draw" in rows["repeats"]
+    assert [n for n in out.notes if n.startswith("900 of the 1200 calibration samples repeat earlier ones: the "
+                                                 "held-out check and the certificate count each as a new draw")]
+    # The testing part is rows of the data as given, copies of what the search saw among them.
+    assert len(out.tested) == 600 and out.tested.max() >= 300
     checked = _checked_part(repeated, Settings(holdout=0.5), out)
-    assert len(checked) == 150 and np.array_equal(checked.inputs["x"], repeated.inputs["x"][out.tested])
+    assert len(checked) == 600 and np.array_equal(checked.inputs["x"], repeated.inputs["x"][out.tested])
 
 
 def test_zero_input_reads_are_timed_again_on_the_rung_written(scripted_clock):

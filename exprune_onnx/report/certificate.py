@@ -19,12 +19,13 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     holds = ("the budget holds on data like the calibration data with probability >= "
              f"{cert.confidence:g} over its draw" if cert.chosen >= 0 else "asked for; nothing pruned, so nothing to bound")
     rows = [("confidence", f"{cert.confidence:g}: {holds}"),
-            ("risk test", f"on {cert.samples} samples the search never saw; loss = {cert.loss}; {cert.test}"),
+            ("risk test", f"on {cert.samples} samples the search never saw{' (but for repeats)' if cert.repeats else ''}; "
+                          f"loss = {cert.loss}; {cert.test}"),
             ("ladder", f"{cert.rungs} rung(s), conservative first; tested {len(cert.steps)}, "
                        f"passed {sum(s.passed for s in cert.steps)}")]
     if cert.repeats:
-        rows.insert(1, ("repeats", f"{cert.repeats} sample(s) repeat earlier ones and count once: a repeat is no "
-                                   "new draw, and could be on both sides of the split"))
+        rows.insert(1, ("repeats", f"{cert.repeats} sample(s) repeat earlier ones, each counted as a draw (an input "
+                                   "that recurs in use); copies made in preparing the data overstate the promise"))
     if cert.chosen >= 0:
         seen = f"{cert.losses:g} loss(es) in {cert.samples}"
         if not cert.test.startswith("exact binomial"):  # a sample's loss is its share of positions
@@ -33,14 +34,14 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
             seen = f"{cert.positions[0]} of {cert.positions[1]} labelled positions lost"
         exact = ("; the exact model timed faster than it and is written instead, changing no output (the latency "
                  "table)" if cert.exact_written else "")
-        rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {seen}, risk <= {100 * cert.bound:.3g}% "
-                                  f"at confidence {cert.confidence:g} (budget {pct}){exact}"))
+        rows.append(("certified", f"rung {cert.chosen + 1} of {cert.rungs}: {seen}; risk <= the budget, {pct}, at "
+                                  f"confidence {cert.confidence:g} (this rung's own bound, {100 * cert.bound:.3g}%, "
+                                  f"is not adjusted for the walk that chose it){exact}"))
     else:
         # Exact rewrites (zero inputs skipped) may still be written: they change no output.
         rows.append(("certified", "no rung: no pruning layer was written"))
     if not cert.enough:
-        rows.append(("data", too_small(cert.budget, cert.confidence, cert.needed, cert.samples, _total_needed(cert),
-                                       cert.repeats)))
+        rows.append(("data", too_small(cert.budget, cert.confidence, cert.needed, cert.samples, _total_needed(cert))))
     elif cert.needed == 0:  # a budget of every answer: nothing to measure
         rows.append(("data", f"any: a budget of {pct} holds whatever the model answers"))
     else:
@@ -48,13 +49,11 @@ def certificate_rows(cert: Certificate) -> list[tuple[str, str]]:
     return rows
 
 
-def too_small(budget: float, confidence: float, needed: int, samples: int, total: int, repeats: int) -> str:
-    """Why data of ``samples`` testing samples cannot certify ``budget``, and what would;
-    ``repeats``: samples left out as repeats of earlier ones."""
-    left_out = f" ({repeats} repeat(s) of other samples left out)" if repeats else ""
+def too_small(budget: float, confidence: float, needed: int, samples: int, total: int) -> str:
+    """Why data of ``samples`` testing samples cannot certify ``budget``, and what would."""
     return (f"too small: certifying {100 * budget:g}% at confidence {confidence:g} needs at least {count_text(needed)} "
-            f"testing samples with no loss, there are {samples}{left_out}; give {count_text(total)} or more "
-            f"{'distinct ' if repeats else ''}calibration samples, a larger --max-drop or a lower --confidence")
+            f"testing samples with no loss, there are {samples}; give {count_text(total)} or more calibration "
+            "samples, a larger --max-drop or a lower --confidence")
 
 
 def count_text(n: int) -> str:

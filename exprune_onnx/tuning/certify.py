@@ -80,7 +80,7 @@ class Certificate:
     losses: float = 0.0  # of the written model on the testing part
     bound: float = 0.0  # upper bound on its risk at this confidence
     share: float = 0.5  # the testing samples' share of the data (--holdout, less those with no label)
-    repeats: int = 0  # samples left out as repeats of earlier ones (distinct)
+    repeats: int = 0  # samples that repeat earlier ones (distinct), each counted as a draw
     # Labelled positions pooled (several a sample): (lost, labelled) of the written model
     # on the testing part, and then `losses` is the total of the pooled test's statistic.
     positions: tuple[int, int] | None = None
@@ -235,9 +235,7 @@ def subset(data: Dataset, indices: np.ndarray) -> Dataset:
 
 def distinct(data: Dataset) -> np.ndarray:
     """The first of each set of identical samples (every batched input equal, labels aside):
-    a repeat is no new draw from the data's distribution, and one on both sides of the
-    split would be a testing sample the search saw (5000 rows of 20 images certified a
-    1-point budget that the test set missed by 8)."""
+    to count the repeats (``repeats_note``) and to look for near copies among the others."""
     seen, keep = set(), []
     names = sorted(data.inputs)
     states = sorted(data.shared_axes.items())  # a recurrent state is the sample's too (silent chunks differ by it)
@@ -254,16 +252,21 @@ def distinct(data: Dataset) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
-def repeats_note(data: Dataset, held: int) -> list[str]:
-    """Repeated samples, which the certified search leaves out, kept at confidence 0: a copy
-    on each side of the split is a held-out sample the search saw (a trial's 100 images
-    given 10 times were "met on 500 held-out samples")."""
+def repeats_note(data: Dataset, held: int, certified: bool = False) -> list[str]:
+    """Repeated samples, which count as draws: under the promise's assumption (independent
+    draws from the data in use) an input that recurs in use recurs in the data, and leaving
+    its repeats out certified the other inputs alone (a review: a test image making up 40%
+    of the data, counted once, certified 0.85% where 40% of right answers were lost). A
+    copy made in preparing the data is no new draw, and a copy on each side of the split
+    is a testing sample the search saw: that is what the warning is for."""
     repeats = len(data) - len(distinct(data)) if held else 0
     if not repeats:
         return []
-    return [f"{repeats} of the {len(data)} calibration samples repeat earlier ones: at --confidence 0 they are kept, "
-            "so the held-out part re-scores samples the search saw and 'met' says less; a certificate (--confidence "
-            "0.9) counts each once"]
+    which = "the held-out check and the certificate count" if certified else "the held-out check counts"
+    return [f"{repeats} of the {len(data)} calibration samples repeat earlier ones: {which} each as a new draw, as "
+            "an input that recurs in use should be; where they are copies made in preparing the data (a file saved "
+            "twice, one image given many times), the split puts copies of what the search saw in the held-out "
+            "part, and the promise is overstated: give each input once"]
 
 
 def check_enough(data: Dataset, max_drop: float, holdout: float, seed: int, confidence: float) -> None:
@@ -272,14 +275,13 @@ def check_enough(data: Dataset, max_drop: float, holdout: float, seed: int, conf
     the benchmarks run it, writes the original and says so in its table)."""
     from .search import split_indices
 
-    kept = len(distinct(data))
-    testing = len(split_indices(kept, holdout, seed)[1])
+    testing = len(split_indices(len(data), holdout, seed)[1])
     least = samples_needed(max_drop, confidence)  # the fewest: pooled over positions, as many or more
     if 0 < testing < least:
         from ..report.certificate import too_small
 
         raise DataError("the calibration data is " + too_small(max_drop, confidence, least, testing,
-                                                                fewest_samples(least, holdout), len(data) - kept))
+                                                                fewest_samples(least, holdout)))
 
 
 def fewest_samples(testing: int, holdout: float) -> int:
@@ -306,9 +308,6 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     if max_drop <= 0:
         raise DataError("a budget of 0 cannot be certified from samples: give a budget > 0 or confidence 0")
     start = time.perf_counter()
-    given, kept = len(data), distinct(data)
-    if len(kept) < given:  # else no copy: a memory-mapped set stays mapped
-        data = subset(data, kept)
     ladder_idx, test_idx = split_indices(len(data), holdout, seed)
     if len(test_idx) == 0:
         raise DataError(f"{len(data)} samples leave none to test on at --holdout {holdout:g}")
@@ -341,7 +340,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     cert = Certificate(confidence, max_drop, loss,
                        "exact binomial (Clopper-Pearson)" if test.binary else "Hoeffding-Bentkus",
                        len(test_idx), needed, len(rungs), share=holdout * len(test_idx) / testing,
-                       repeats=given - len(data))
+                       repeats=len(data) - len(distinct(data)))
 
     def rung_losses(i, limit):
         compiled = optimize(original, outcome.rung_options(rungs[i])).model
@@ -383,7 +382,7 @@ def certified_search(original: onnx.ModelProto, base, data: Dataset, *, metric: 
     outcome.options, outcome.result, outcome.shares = options, result, shares
     outcome.holdout, outcome.saved_holdout, outcome.counts_holdout = tester.score(), saved, counts
     outcome.split, outcome.met = (len(ladder_idx), len(test_idx)), True  # the original is always within budget
-    outcome.tested = kept[test_idx]
+    outcome.tested = test_idx
     outcome.passes = (outcome.passes * len(ladder_idx) + tester.rows) / len(data)
     outcome.seconds = time.perf_counter() - start
     return outcome

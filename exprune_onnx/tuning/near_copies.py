@@ -1,7 +1,7 @@
 """Calibration samples that are near copies of one another.
 
-The certificate (certify.py) counts its testing samples as independent draws, and exact
-repeats are left out (``distinct``). A sample saved twice with a little noise, a photo
+The certificate (certify.py) counts its testing samples as independent draws; exact
+repeats are counted and warned of apart (``repeats_note``). A sample saved twice with a little noise, a photo
 re-encoded, or frames of a still scene are not independent either, but differ in every
 byte (a trial's images saved twice with different noise counted twice). They are found
 here by distance, relative to how far the samples lie from the data's mean ``m``:
@@ -74,7 +74,7 @@ class _Reader:
 
 
 def near_copies(data: Dataset, samples: np.ndarray, seed: int = 0) -> int:
-    """How many of ``samples`` (indices into ``data``, exact repeats already left out) are
+    """How many of ``samples`` (indices into ``data``, exact repeats left out: they are counted apart) are
     near copies of an earlier one; 0 where the data has no float input."""
     if len(samples) < 2 or not any(x.dtype.kind == "f" for x in data.inputs.values()):
         return 0

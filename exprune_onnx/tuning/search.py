@@ -280,6 +280,7 @@ def search(original: onnx.ModelProto, base: Options, data: Dataset, *, metric: s
         outcome = certified_search(original, base, data, metric=metric, max_drop=max_drop, holdout=holdout,
                                    seed=seed, batch=batch, confidence=base.confidence, log=log, rule=rule,
                                    per_output=per_output, latency=latency, output=output)
+        outcome.notes += repeats_note(data, len(outcome.tested), certified=True)
         outcome.notes += near_copies_note(data, distinct(data), True)  # over both parts, not the ladder's alone
         return outcome
     start = time.perf_counter()
