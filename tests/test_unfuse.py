@@ -109,6 +109,24 @@ def test_an_op_of_that_name_in_another_domain_is_not_split():
     assert _split(model)[0] == 0
 
 
+def test_the_fused_ops_of_an_if_s_branches_are_split():
+    def branch(side, act):
+        node = helper.make_node("FusedGemm", ["a", f"{side}_B"], [f"{side}_y"], name=f"{side}_fg", domain=MS,
+                                transB=1, activation=act, **({"activation_alpha": 0.1} if act == "LeakyRelu" else {}))
+        return helper.make_graph([node], side, [], [vi(f"{side}_y", [3, M])], [init(f"{side}_B", scaled_normal(M, 16))])
+
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch("t", "Relu"),
+                              else_branch=branch("e", "LeakyRelu"))]
+    model = make_model(nodes, [vi("a", [3, 16]), vi("cond", [], onnx.TensorProto.BOOL)], [vi("y", [3, M])],
+                       domains=[MS])
+    count, out = _split(model)
+    branches = {a.name: [n.op_type for n in a.g.node] for a in out.graph.node[0].attribute}
+    assert count == 2 and branches == {"then_branch": ["Gemm", "Relu"], "else_branch": ["Gemm", "LeakyRelu"]}
+    for cond in (True, False):
+        feeds = {**_feeds(model), "cond": np.array(cond)}
+        assert_close(run_plain(model, feeds)[0], run_plain(out, feeds)[0], rel=1e-5)
+
+
 def _saved_cnn() -> onnx.ModelProto:
     """Relu -> FusedConv(Relu) -> FusedConv(Relu, + the first Relu's output as Z), as
     onnxruntime's extended level saves a residual block."""

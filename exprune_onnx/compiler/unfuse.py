@@ -67,20 +67,23 @@ def unfuse(graph: gs.Graph) -> int:
     count = 0
     for g in all_graphs(graph):
         opset = opset_of(g, graph)
-        for node in list(g.nodes):
+        nodes = []
+        for node in g.nodes:
+            nodes.append(node)
             act = activation(node.op, node.domain or "", node.attrs)
             if act is None or not node.outputs or len(node.inputs) < 2:
                 continue
-            _split(g, node, act, opset, names)
+            nodes += _split(node, act, opset, names)
             count += 1
+        g.nodes = nodes
     if count:
         cleanup(graph)
     return count
 
 
-def _split(g: gs.Graph, node: gs.Node, act: tuple[str, dict], opset: int, names: set[str]) -> None:
-    """``node`` becomes the Conv/Gemm itself (its name is the layer's), and the Add of Z and
-    the activation follow it in the node list, writing its output under its name."""
+def _split(node: gs.Node, act: tuple[str, dict], opset: int, names: set[str]) -> list[gs.Node]:
+    """``node`` becomes the Conv/Gemm itself (its name is the layer's); returns the Add of Z
+    and the activation that follow it, the last writing its output under its name."""
     conv = node.op == "FusedConv"
     kind, params = act
     out = node.outputs[0]
@@ -97,16 +100,17 @@ def _split(g: gs.Graph, node: gs.Node, act: tuple[str, dict], opset: int, names:
     node.outputs.clear()
     node.inputs.extend(inputs)
     node.outputs.append(value)
-    at = g.nodes.index(node) + 1
+    after = []
     for i, (op, rest, attrs) in enumerate(steps):
         last = i == len(steps) - 1
         result = out if last else gs.Variable(unique_name(f"{base}_{op.lower()}", names), out.dtype, out.shape)
         if op == "Clip" and opset >= 11:  # its bounds are inputs from opset 11, attributes before
             rest = [_bound(f"{value.name}_{k}", attrs[k], out, names) for k in ("min", "max")]
             attrs = {}
-        g.nodes.insert(at + i, gs.Node(op, name=unique_name(f"{base}/{op}", names), attrs=attrs,
-                                       inputs=[value, *rest], outputs=[result]))
+        after.append(gs.Node(op, name=unique_name(f"{base}/{op}", names), attrs=attrs, inputs=[value, *rest],
+                             outputs=[result]))
         value = result
+    return after
 
 
 def _bound(name: str, value: float, like: gs.Variable, names: set[str]) -> gs.Constant:
