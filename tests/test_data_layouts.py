@@ -228,3 +228,18 @@ def test_big_endian_data_is_named_as_such():
     with pytest.raises(DataError, match=r"is >f4, the model wants float32 \(the same values, big-endian: save them "
                                         r"with .astype\('<f4'\)\)"):
         dataset_of({"x": np.zeros((2, 3), ">f4")}, model)
+
+
+def test_an_input_fixed_at_1_beside_data_of_more_samples_is_given_whole(tmp_path):
+    """x [N, 4] + r [1, 4]: with 3 samples of x and one r, r broadcasts (it was refused: "the
+    inputs must share a non-zero first (sample) axis, got [1, 3]"); with one of each, r is a
+    sample's as before."""
+    model = make_model([helper.make_node("Add", ["x", "r"], ["y"])], [vi("x", ["N", 4]), vi("r", [1, 4])],
+                       [vi("y", ["N", 4])])
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.savez(tmp_path / "d.npz", x=rows, r=np.ones((1, 4), np.float32))
+    data = load_dataset(tmp_path / "d.npz", model)
+    assert len(data) == 3 and set(data.shared) == {"r"} and data.inputs["x"].shape == (3, 4)
+    np.savez(tmp_path / "one.npz", x=rows[:1], r=np.ones((1, 4), np.float32))
+    one = load_dataset(tmp_path / "one.npz", model)
+    assert len(one) == 1 and set(one.inputs) == {"x", "r"}

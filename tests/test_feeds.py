@@ -100,6 +100,9 @@ def scaled_mlp(first) -> onnx.ModelProto:
     ({"x": [4, 3], "m": [4, 5], "s": [7]}, {}, (4, {"s"})),  # the dim most inputs share
     ({"x": ["N", 3], "s": [48, 1, 1]}, {}, (None, {"s"})),
     ({"x": ["N", 3], "m": [1, 5]}, {}, (1, set())),  # an export that fixed one input's batch at 1
+    # ... unless the batch is given another size: it broadcasts (a fuzzer's x:3 fed it 32 rows)
+    ({"x": ["N", 3], "m": [1, 5]}, {"x": (3, 3)}, (3, {"m"})),
+    ({"x": ["N", 3], "m": [1, 5]}, {"x": (1, 3)}, (1, set())),
     ({"ids": ["N", "T"], "use_cache_branch": [1]}, {}, (None, {"use_cache_branch"})),  # optimum's merged decoder
     ({"x": ["N", 3], "r": []}, {}, (None, set())),  # a scalar is fed whole, not a batch question
     # dynamo's export fixes the example's batch; a [1] temperature beside it is a flag, no vote

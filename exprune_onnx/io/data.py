@@ -196,7 +196,7 @@ def dataset_of(arrays: dict[str, np.ndarray], model: onnx.ModelProto, labels: np
     spec = spec or InputSpec()
     check_spec(model, spec)
     check_batch_first(model)
-    batch, whole = batch_layout(model, spec)
+    batch, whole = batch_layout(model, spec, {k: a.shape[0] for k, a in arrays.items() if a.ndim})
     missing = {vi.name for vi in model_inputs(model) if vi.name not in arrays and vi.name in spec.values}
     if missing:
         inputs = {vi.name for vi in model_inputs(model)}

@@ -162,14 +162,18 @@ def state_axes(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple[int | None, frozenset[str]]:
+def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
+                 counts: dict[str, int] | None = None) -> tuple[int | None, frozenset[str]]:
     """The batch every run must have (None: any), and the inputs of rank >= 1 that have no
     batch axis, fed whole to every run (a per-channel scale [C, 1, 1], a table).
 
     An input's first axis is its batch axis unless the inputs disagree, judged on the
     model's own dims (``--input-shape`` only gives the batch a size). Beside a symbolic
     batch, a first dim fixed at 1 is a batch of 1 (but a [1] is a flag, fed whole) and one
-    fixed above 1 is not a batch.
+    fixed above 1 is not a batch; but where the batch is given another size, by
+    ``--input-shape`` or by the data's sample counts (``counts``, input -> first dim), the
+    inputs fixed at 1 broadcast over it and are fed whole (a per-channel [1, C, 1, 1]
+    beside an image [N, C, H, W]: a fuzzer's run at x:3 fed it 32 rows).
     When every first dim is a number, the one most inputs share is the batch (on a tie,
     1, else the first input's; a [1] votes only when all inputs are flags: dynamo fixes
     the example's batch of 2 beside a [1] temperature), and an input with another is fed
@@ -184,6 +188,7 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
         stacked = state_axes(model)
         whole = frozenset(name for name, d, _given in firsts
                           if _number(d) and (d != 1 or name in flags or name in stacked))
+        whole |= _broadcast_ones(firsts, whole, counts or {})
     else:
         voters = [f for f in firsts if f[0] not in flags] or firsts
         counts = Counter(d for _name, d, _given in voters)
@@ -192,6 +197,14 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None) -> tuple
         whole = frozenset(name for name, d, _given in firsts if d != batch)
     sizes = {given for name, _d, given in firsts if name not in whole and _number(given)}
     return (sizes.pop() if len(sizes) == 1 else None), whole
+
+
+def _broadcast_ones(firsts: list, whole: frozenset[str], counts: dict[str, int]) -> frozenset[str]:
+    """The inputs fixed at a first dim of 1 beside a symbolic batch that is given another
+    size (``batch_layout``)."""
+    ones = {name for name, d, _given in firsts if name not in whole and d == 1}
+    sizes = {counts.get(name, given) for name, _d, given in firsts if name not in whole | ones}
+    return frozenset(ones) if ones and any(_number(s) and s > 1 for s in sizes) else frozenset()
 
 
 def check_batch_first(model: onnx.ModelProto) -> None:
