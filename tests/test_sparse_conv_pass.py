@@ -282,6 +282,21 @@ def test_shared_weight_is_not_copied():
     assert not res.sparse and all("feeds other nodes" in r.reason for r in res.sparse_rejected)
 
 
+def test_a_weight_that_is_also_a_graph_output_is_not_copied():
+    """A fuzzer's model output its conv's weight: the op's repacked copy stored it twice."""
+    rng = np.random.default_rng(6)
+    nodes, inits = stem(rng)
+    inits.append(init("W1", weight(rng, 8, 8)))
+    nodes += [conv("c1", "r0", "W1", "a1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a1"], ["y"], name="act1")]
+    model = build(nodes, inits)
+    model.graph.output.append(vi("W1", [8, 8, 3, 3]))
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert not res.sparse and [r.reason for r in res.sparse_rejected] == [
+        "the weight 'W1' also feeds other nodes or is an output; the repacked copy would store it twice"]
+    model.graph.output.pop()  # (and without the output, it is read sparsely)
+    assert len(exprune_onnx.optimize_model(model, **SPARSE).sparse) == 1
+
+
 def test_shared_activation_is_fused_once():
     """Two convs ending in one Add -> Relu (a block's main and shortcut convs): the larger fuses it."""
     rng = np.random.default_rng(7)
