@@ -269,6 +269,9 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         ours = ours_note(original, str(model)) if not done.result.changed else None
         if ours:  # a model optimised before, given again: "nothing to rewrite" alone hid what it holds
             console.print(f"note: {escape(ours)}")
+        split = report.split_note(original)
+        if split:  # (the op counts alone showed FusedConv 6->0)
+            console.print(f"note: {escape(split)}")
         console.print(f"wrote {escape(str(output))}", soft_wrap=True)
         stale = left_behind(output)
         if stale:

@@ -1,5 +1,5 @@
 """rules/runtime_fused.py and the FLOPs of onnxruntime's own ops: in a model saved after
-onnxruntime's graph optimisations, a fused op canonicalisation does not split is left alone
+onnxruntime's graph optimisations, a fused op the compiler does not split is left alone
 with a reason a layer, fused products are counted as the ops they fuse, and those the count
 does not cover are named."""
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 import pytest
 from cli_calls import cli, invoke
 from helpers import assert_close, init, make_model, run_exprune, run_plain, scaled_normal, vi
 from onnx import helper
 
-from exprune_onnx.compiler.unfuse import unfuse
+from exprune_onnx.compiler.unfuse import unfuse_model
+from exprune_onnx.io.modelio import all_nodes
 
 C, M, HW = 4, 8, 6
 MS = "com.microsoft"
@@ -34,11 +34,16 @@ def _gemm(attrs: dict) -> onnx.ModelProto:
 
 
 def _split(model: onnx.ModelProto) -> tuple[int, onnx.ModelProto]:
-    graph = gs.import_onnx(model)
-    count = unfuse(graph)
-    out = gs.export_onnx(graph)
+    """How many fused ops were split, and the model after."""
+    before = model.SerializeToString()
+    out = unfuse_model(model)
+    assert model.SerializeToString() == before  # the model given is left as it was
     onnx.checker.check_model(out)
-    return count, out
+    return _fused(model) - _fused(out), out
+
+
+def _fused(model: onnx.ModelProto) -> int:
+    return sum(n.domain == MS for n in all_nodes(model.graph))
 
 
 def _feeds(model: onnx.ModelProto, seed: int = 0) -> dict:
@@ -127,7 +132,7 @@ def test_the_fused_ops_of_an_if_s_branches_are_split():
         assert_close(run_plain(model, feeds)[0], run_plain(out, feeds)[0], rel=1e-5)
 
 
-def _saved_cnn() -> onnx.ModelProto:
+def _saved_cnn(hw=(10, 10)) -> onnx.ModelProto:
     """Relu -> FusedConv(Relu) -> FusedConv(Relu, + the first Relu's output as Z), as
     onnxruntime's extended level saves a residual block."""
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
@@ -137,7 +142,7 @@ def _saved_cnn() -> onnx.ModelProto:
                               pads=[1, 1, 1, 1], activation="Relu")]
     inits = [init("W1", scaled_normal(C, C, 3, 3)), init("B1", scaled_normal(C)),
              init("W2", scaled_normal(C, C, 3, 3)), init("B2", scaled_normal(C))]
-    return make_model(nodes, [vi("x", [1, C, 10, 10])], [vi("y", [1, C, 10, 10])], inits, domains=[MS])
+    return make_model(nodes, [vi("x", [1, C, *hw])], [vi("y", [1, C, *hw])], inits, domains=[MS])
 
 
 def test_a_model_saved_by_onnxruntime_has_its_convs_read_sparsely_and_stays_exact(tmp_path):
@@ -147,7 +152,8 @@ def test_a_model_saved_by_onnxruntime_has_its_convs_read_sparsely_and_stays_exac
     zeros_only = ["--threshold=-inf", "--min-units", "100", "--sparse-relu", "on"]  # no early exits
     r = invoke("optimize", path, "-o", out, *zeros_only)
     assert r.exit_code == 0, r.output
-    assert "own fused ops" not in r.output  # nothing is left hidden: no warning
+    assert "own fused ops" not in r.output  # nothing is left hidden: no warning, but a note
+    assert "its fused ops (2 FusedConv) are read as the ops they fuse" in " ".join(r.output.split())
     written = onnx.load(out)
     onnx.checker.check_model(written)
     assert [n.op_type for n in written.graph.node] == ["Relu", "ExPruneSparseConv", "ExPruneSparseConv"]
@@ -161,3 +167,19 @@ def test_a_model_saved_by_onnxruntime_has_its_convs_read_sparsely_and_stays_exac
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and "its fused ops (2 FusedConv) are read as the ops they fuse" in text, text
     assert "own fused ops" not in text
+
+
+def test_a_residual_after_a_fused_conv_over_open_sizes_is_proven_of_the_output_s_shape():
+    """A trial's ResNet of open H/W, saved by onnxruntime: the split came after shape
+    inference, the FusedConv's H/W stayed unknown, and every Conv -> Add -> Relu was refused
+    ("does not provably have the output's shape"). Split first, they are read as exported."""
+    from exprune_onnx import optimize_model
+
+    result = optimize_model(_saved_cnn(("H", "W")), threshold=float("-inf"), min_units=2)
+    assert [r.candidate.layer for r in result.rewritten] == ["c1", "c2"], [r.reason for r in result.rejected]
+    assert not any("provably" in r.reason for r in [*result.rejected, *result.sparse_rejected])
+    # The names made read as an exporter's: the conv's output, the activation after its output.
+    split = unfuse_model(_saved_cnn())
+    assert [(n.name, list(n.output)) for n in split.graph.node] == [
+        ("", ["r"]), ("c1", ["c1_output_0"]), ("c1/Relu", ["a"]), ("c2", ["c2_output_0"]),
+        ("c2_add", ["c2_add_output_0"]), ("c2/Relu", ["y"])]

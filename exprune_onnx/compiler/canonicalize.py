@@ -2,8 +2,6 @@
 
 * ``Constant`` nodes become initializers (Paddle2ONNX and some tf2onnx exports
   keep every weight in a Constant node).
-* onnxruntime's ``FusedConv`` and ``FusedGemm`` (a model saved after its graph
-  optimisations) are split into the ops they fuse (``unfuse.py``).
 * ``Conv | Gemm | MatMul [-> Add(bias)] -> BatchNormalization`` with constant
   parameters is folded into the weights and bias (PyTorch exports BatchNorm in eval
   mode as its own node; ResNet-style blocks always have it).
@@ -28,7 +26,6 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .graphutil import all_graphs, cleanup, const_value, is_graph_output, model_names, opset_of, unique_name
-from .unfuse import unfuse
 
 
 def dense_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -76,7 +73,6 @@ def canonicalize(graph: gs.Graph) -> tuple[int, int]:
     """Every clean-up above, in place, as the compiler and verify both see the original;
     returns the Constants made initializers and the BatchNorms folded."""
     folded_c = constants_to_initializers(graph)
-    unfuse(graph)
     max_zero_to_relu(graph)
     relu_before_reshape(graph)
     return folded_c, fold_batchnorm(graph)

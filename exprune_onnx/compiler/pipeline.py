@@ -1,8 +1,8 @@
 """The compiler's passes, in order.
 
 1. shape inference (so residual shapes, ranks and FLOPs are known);
-2. canonicalisation: Constant nodes -> initializers, onnxruntime's FusedConv/FusedGemm split,
-   BatchNormalization folded;
+2. canonicalisation: Constant nodes -> initializers, BatchNormalization folded (onnxruntime's
+   FusedConv/FusedGemm are split before step 1: ``unfuse.py``);
 3. matching: every rule of the rule set (``rules.RULES`` unless another is given) looks at
    every node of every graph (If/Loop/Scan bodies included), in the set's order; the first
    rule that answers owns the node; nothing is changed;
@@ -42,6 +42,7 @@ from .canonicalize import canonicalize, dense_initializers
 from .export import export
 from .graphutil import all_graphs, cleanup, model_names, opset_of
 from .symbolic_shapes import symbolic_shapes
+from .unfuse import unfuse_model
 
 
 @dataclass
@@ -121,7 +122,7 @@ def analysis_graph(model: onnx.ModelProto, shapes: dict) -> tuple[gs.Graph, dict
     the data's), and the proof shapes (rules/base.Context.proof_shapes): the tensors'
     dims under the model's own input dims (If/Loop/Scan bodies too), or None when no
     shapes are given."""
-    model = functions.inline(model)
+    model = unfuse_model(functions.inline(model))
     graph = bigmodel.import_graph(dense_initializers(model), lambda m: infer_shapes(with_input_shapes(m, shapes)))
     if not shapes:
         return graph, None

@@ -1,7 +1,7 @@
 """onnxruntime's FusedConv and FusedGemm, split back into the standard ops they fuse.
 
-A model saved after onnxruntime's basic or extended graph optimisations
-(``optimized_model_filepath``) holds ``FusedConv`` (Conv, the Add of an optional input Z,
+A model saved after onnxruntime's extended graph optimisations (``optimized_model_filepath``;
+its basic level writes standard ops only) holds ``FusedConv`` (Conv, the Add of an optional input Z,
 then an activation) and ``FusedGemm`` (Gemm, then an activation). The Conv -> Relu groups
 and the Relu zeros the rewrites read are inside them, so such a model had nothing to
 rewrite. Split, each is the ops it was made of, computed in the same order, so the split is
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
-from .graphutil import all_graphs, cleanup, model_names, opset_of, unique_name
+from ..io.modelio import all_graphs, all_nodes
+from .graphutil import unique_name
 
 DOMAIN = "com.microsoft"
 # FusedConv passes its activation's parameters as a list (activation_params), in this order.
@@ -56,66 +56,78 @@ def activation(op: str, domain: str, attrs: dict) -> tuple[str, dict] | None:
 
 
 def splits(node: onnx.NodeProto) -> bool:
-    """Whether ``unfuse`` splits ``node`` (for the warning, which reads the model as given)."""
+    """Whether ``unfuse_model`` splits ``node``."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     return activation(node.op_type, node.domain, attrs) is not None
 
 
-def unfuse(graph: gs.Graph) -> int:
-    """Splits every FusedConv and FusedGemm it can, in place; returns how many."""
-    names = model_names(graph)
-    count = 0
-    for g in all_graphs(graph):
-        opset = opset_of(g, graph)
+def unfuse_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy with every FusedConv and FusedGemm it can split split (before
+    shape inference, which then sizes the Conv's output over open dims as it sizes any
+    Conv's: a FusedConv's H/W over a symbolic input stayed unknown, and the residual Adds
+    after it were refused as not provably of the output's shape)."""
+    if not any(splits(n) for n in all_nodes(model.graph)):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    names = _names(out)
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 1)
+    # Innermost bodies first: rebuilding a graph's node list copies the bodies its nodes hold.
+    for graph in reversed(list(all_graphs(out.graph))):
         nodes = []
-        for node in g.nodes:
-            nodes.append(node)
-            act = activation(node.op, node.domain or "", node.attrs)
-            if act is None or not node.outputs or len(node.inputs) < 2:
-                continue
-            nodes += _split(node, act, opset, names)
-            count += 1
-        g.nodes = nodes
-    if count:
-        cleanup(graph)
-    return count
+        for node in graph.node:
+            nodes += _split(node, graph, opset, names) if splits(node) else [node]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return out
 
 
-def _split(node: gs.Node, act: tuple[str, dict], opset: int, names: set[str]) -> list[gs.Node]:
-    """``node`` becomes the Conv/Gemm itself (its name is the layer's); returns the Add of Z
-    and the activation that follow it, the last writing its output under its name."""
-    conv = node.op == "FusedConv"
-    kind, params = act
-    out = node.outputs[0]
-    base = node.name or node.op
-    z = node.inputs[3] if conv and len(node.inputs) > 3 and node.inputs[3].name else None
-    inputs = [t for t in node.inputs[:3] if t.name]  # an absent bias or C has an empty name
+def _names(model: onnx.ModelProto) -> set[str]:
+    names = set()
+    for graph in all_graphs(model.graph):
+        names.update(t.name for t in [*graph.initializer, *graph.input, *graph.output, *graph.value_info])
+        for node in graph.node:
+            names.update([node.name, *node.input, *node.output])
+    return names
+
+
+def _split(node: onnx.NodeProto, graph: onnx.GraphProto, opset: int, names: set[str]) -> list[onnx.NodeProto]:
+    """The Conv/Gemm (its name the layer's), then the Add of Z and the activation, the last
+    writing ``node``'s output. New names read as an exporter's: the conv's output
+    '<layer>_output_0', the activation named after its output's '<name>_output_0'."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    kind, params = activation(node.op_type, node.domain, attrs)
+    conv = node.op_type == "FusedConv"
+    out, base = node.output[0], node.name or node.op_type
+    z = node.input[3] if conv and len(node.input) > 3 and node.input[3] else None
     steps = ([("Add", [z], {})] if z is not None else []) + ([(kind, [], params)] if kind else [])
-    value = out if not steps else gs.Variable(unique_name(f"{base}_{'conv' if conv else 'gemm'}", names),
-                                              out.dtype, out.shape)
+    value = out if not steps else unique_name(f"{base}_output_0", names)
     keep = _CONV_ATTRS if conv else _GEMM_ATTRS
-    node.op, node.domain = ("Conv" if conv else "Gemm"), None
-    node.attrs = {k: v for k, v in node.attrs.items() if k in keep}
-    node.inputs.clear()
-    node.outputs.clear()
-    node.inputs.extend(inputs)
-    node.outputs.append(value)
-    after = []
-    for i, (op, rest, attrs) in enumerate(steps):
-        last = i == len(steps) - 1
-        result = out if last else gs.Variable(unique_name(f"{base}_{op.lower()}", names), out.dtype, out.shape)
+    first = onnx.helper.make_node("Conv" if conv else "Gemm", [i for i in node.input[:3] if i], [value],
+                                  name=node.name)
+    first.attribute.extend(a for a in node.attribute if a.name in keep)
+    made = [first]
+    for i, (op, rest, op_attrs) in enumerate(steps):
+        result = out if i == len(steps) - 1 else unique_name(f"{base}_{op.lower()}_output_0", names)
         if op == "Clip" and opset >= 11:  # its bounds are inputs from opset 11, attributes before
-            rest = [_bound(f"{value.name}_{k}", attrs[k], out, names) for k in ("min", "max")]
-            attrs = {}
-        after.append(gs.Node(op, name=unique_name(f"{base}/{op}", names), attrs=attrs, inputs=[value, *rest],
-                             outputs=[result]))
+            rest = [_bound(graph, f"{value}_{k}", op_attrs[k], _elem_type(graph, node.input[1]), names)
+                    for k in ("min", "max")]
+            op_attrs = {}
+        own = result[:-len("_output_0")] if result.endswith("_output_0") and result != value else f"{base}/{op}"
+        made.append(onnx.helper.make_node(op, [value, *rest], [result], name=unique_name(own, names), **op_attrs))
         value = result
-    return after
+    return made
 
 
-def _bound(name: str, value: float, like: gs.Variable, names: set[str]) -> gs.Constant:
-    try:
-        dtype = np.dtype(like.dtype)
-    except TypeError:
-        dtype = np.dtype(np.float32)
-    return gs.Constant(unique_name(name, names), np.asarray(value, dtype=dtype))
+def _elem_type(graph: onnx.GraphProto, weight: str) -> int:
+    """The weight's element type (the op's type), float where the graph does not say."""
+    found = next((t.data_type for t in graph.initializer if t.name == weight), None)
+    return found or next((v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]
+                          if v.name == weight and v.type.tensor_type.elem_type), onnx.TensorProto.FLOAT)
+
+
+def _bound(graph: onnx.GraphProto, name: str, value: float, elem_type: int, names: set[str]) -> str:
+    name = unique_name(name, names)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+    return name

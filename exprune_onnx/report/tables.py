@@ -185,7 +185,7 @@ def saved_text(saved: float, skipped: float) -> str:
 def runtime_fused(model: onnx.ModelProto) -> list[str]:
     """onnxruntime's own fused ops in ``model`` that stay fused: it was saved after
     onnxruntime's graph optimisations (optimized_model_filepath), and these hide their
-    Conv -> Relu (the FusedConv and FusedGemm canonicalisation splits do not)."""
+    Conv -> Relu (the FusedConv and FusedGemm compiler/unfuse.py splits do not)."""
     from ..compiler.unfuse import splits
     from ..rules.runtime_fused import FUSED
 
@@ -194,7 +194,7 @@ def runtime_fused(model: onnx.ModelProto) -> list[str]:
 
 
 def split_note(model: onnx.ModelProto) -> str | None:
-    """What inspect says of the FusedConv and FusedGemm canonicalisation splits."""
+    """What inspect and optimize say of the FusedConv and FusedGemm the compiler splits."""
     from ..compiler.unfuse import splits
 
     split = Counter(n.op_type for n in all_nodes(model.graph) if splits(n))

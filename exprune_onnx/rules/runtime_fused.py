@@ -3,7 +3,7 @@
 A model saved after onnxruntime's graph optimisations (``optimized_model_filepath``)
 holds ``FusedConv`` (a Conv with its activation inside), ``FusedGemm``, ``FusedMatMul``
 and, at the highest level, convolutions in its blocked layout (``com.microsoft.nchwc``).
-Canonicalisation splits a FusedConv or FusedGemm back into its ops (``compiler/unfuse.py``)
+The compiler splits a FusedConv or FusedGemm back into its ops first (``compiler/unfuse.py``)
 where its activation is a standard op; what is left here hides its Conv -> Relu or its
 layout from the rules, and the model as exported is what to give. (The summary's warning
 says so for the whole model; ``--explain`` and ``inspect`` name each layer.)
