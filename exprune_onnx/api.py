@@ -282,5 +282,5 @@ def evaluate_model(original: onnx.ModelProto | str | os.PathLike, optimized: onn
     _data_source(data, none_ok=False)
     spec = _spec(ref, input_shapes, input_values)
     dataset = _dataset(data, ref, spec, 0, labels)
-    return evaluate_pair(ref, opt, dataset, check_batch(ref, batch, "batch", spec), threads=threads, runs=runs,
-                         input_shapes=spec.shapes, log=hook(log))
+    return evaluate_pair(ref, opt, dataset, check_batch(ref, batch, "batch", spec, dataset.batch), threads=threads,
+                         runs=runs, input_shapes=spec.shapes, log=hook(log))

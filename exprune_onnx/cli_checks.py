@@ -92,7 +92,7 @@ def evaluate(original, optimized, data_path, labels, batch, threads, runs, json_
     _refuse_unpaired(ref, opt)
     spec = InputSpec(input_shapes, input_values)
     data = load_dataset(data_path, ref, labels, spec)
-    batch = check_batch(ref, batch, "--batch", spec)
+    batch = check_batch(ref, batch, "--batch", spec, data.batch)
     with for_terminal() as log:
         done = evaluate_pair(ref, opt, data, batch, threads=threads, runs=runs, input_shapes=input_shapes, log=log)
     console.print(report.evaluation_table(done.checked, done.dense_flops, done.flops_saved, done.latency,

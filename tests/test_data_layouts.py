@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from exprune_onnx.errors import DataError
 from exprune_onnx.io.data import load_dataset, read_labels
-from exprune_onnx.io.feeds import InputSpec
+from exprune_onnx.io.feeds import InputSpec, check_batch
 
 
 @pytest.fixture
@@ -239,7 +239,14 @@ def test_an_input_fixed_at_1_beside_data_of_more_samples_is_given_whole(tmp_path
     rows = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.savez(tmp_path / "d.npz", x=rows, r=np.ones((1, 4), np.float32))
     data = load_dataset(tmp_path / "d.npz", model)
-    assert len(data) == 3 and set(data.shared) == {"r"} and data.inputs["x"].shape == (3, 4)
+    assert len(data) == 3 and set(data.shared) == {"r"} and data.inputs["x"].shape == (3, 4) and data.batch is None
+    assert check_batch(model, 3, "--batch", None, data.batch) == 3  # (the model alone fixes 1)
     np.savez(tmp_path / "one.npz", x=rows[:1], r=np.ones((1, 4), np.float32))
     one = load_dataset(tmp_path / "one.npz", model)
     assert len(one) == 1 and set(one.inputs) == {"x", "r"}
+    # An r a sample is the sample's, a batch of 1 (a review: refused as "no batch axis").
+    np.savez(tmp_path / "each.npz", x=rows, r=rows * 10)
+    each = load_dataset(tmp_path / "each.npz", model)
+    assert len(each) == 3 and set(each.inputs) == {"x", "r"} and each.batch == 1
+    with pytest.raises(DataError, match="--batch 3 is impossible: the model's inputs fix the batch at 1"):
+        check_batch(model, 3, "--batch", None, each.batch)

@@ -297,6 +297,19 @@ def test_a_weight_that_is_also_a_graph_output_is_not_copied():
     assert len(exprune_onnx.optimize_model(model, **SPARSE).sparse) == 1
 
 
+def test_a_weight_an_if_branch_reads_that_the_model_outputs_is_not_copied():
+    rng = np.random.default_rng(15)
+    nodes, inits = stem(rng)
+    inits.append(init("Wb", weight(rng, 4, 8)))
+    branch = helper.make_graph([conv("cb", "r0", "Wb", "yb", pads=[1, 1, 1, 1])], "b", [], [vi("yb", None)])
+    other = helper.make_graph([helper.make_node("Identity", ["r0"], ["yo"])], "o", [], [vi("yo", None)])
+    nodes.append(helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other))
+    model = make_model(nodes, [vi("x", ["N", 3, 10, 10]), vi("c", [], onnx.TensorProto.BOOL)],
+                       [vi("y", None), vi("Wb", [4, 8, 3, 3])], inits)
+    res = exprune_onnx.optimize_model(model, **SPARSE)
+    assert not res.sparse and [r.layer for r in res.sparse_rejected] == ["cb"]
+
+
 def test_shared_activation_is_fused_once():
     """Two convs ending in one Add -> Relu (a block's main and shortcut convs): the larger fuses it."""
     rng = np.random.default_rng(7)

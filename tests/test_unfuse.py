@@ -89,6 +89,15 @@ def test_the_split_keeps_the_activation_s_parameters():
     _count, out = _split(_conv({"activation": "Clip", "activation_params": [0.0, 0.5]}))
     bounds = {t.name: onnx.numpy_helper.to_array(t) for t in out.graph.initializer}
     assert [(bounds[name].shape, float(bounds[name])) for name in out.graph.node[1].input[1:]] == [((), 0.0), ((), 0.5)]
+    # The bounds take the weight's type (a review: an untyped output gave float64 bounds, and
+    # onnxruntime refused the Clip "bound to different types").
+    half = _conv({"activation": "Clip", "activation_params": [0.0, 6.0]})
+    for t in half.graph.initializer:
+        t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t).astype(np.float16), t.name))
+    clip = unfuse_model(half).graph
+    bounds = clip.node[1].input[1:]
+    assert {t.name: t.data_type for t in clip.initializer if t.name in bounds} == dict.fromkeys(
+        bounds, onnx.TensorProto.FLOAT16)
     _count, out = _split(_gemm({"activation": "Selu", "activation_alpha": 1.5, "activation_gamma": 0.7}))
     gemm, selu = out.graph.node
     assert {a.name for a in gemm.attribute} == {"transB"}

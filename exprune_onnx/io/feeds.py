@@ -201,8 +201,9 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
 
 def _broadcast_ones(firsts: list, whole: frozenset[str], counts: dict[str, int]) -> frozenset[str]:
     """The inputs fixed at a first dim of 1 beside a symbolic batch that is given another
-    size (``batch_layout``)."""
-    ones = {name for name, d, _given in firsts if name not in whole and d == 1}
+    size (``batch_layout``); not one the data gives a row a sample (a review: data of 3
+    samples and 3 rows of r was refused)."""
+    ones = {name for name, d, _given in firsts if name not in whole and d == 1 and counts.get(name, 1) == 1}
     sizes = {counts.get(name, given) for name, _d, given in firsts if name not in whole | ones}
     return frozenset(ones) if ones and any(_number(s) and s > 1 for s in sizes) else frozenset()
 
@@ -247,9 +248,12 @@ def fixed_batch(model: onnx.ModelProto, spec: InputSpec | None = None) -> int | 
     return batch_layout(model, spec)[0]
 
 
-def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: InputSpec | None = None) -> int:
-    """``batch`` (the user's, or None for the default), checked against a fixed batch."""
-    fixed = fixed_batch(model, spec)
+def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: InputSpec | None = None,
+                data_batch: int | None | str = "model") -> int:
+    """``batch`` (the user's, or None for the default), checked against a fixed batch: the
+    model's, or ``data_batch``, the batch the data's layout fixes (Dataset.batch), where the
+    runs are on data (an input fixed at 1 that the data gives whole fixes none)."""
+    fixed = fixed_batch(model, spec) if data_batch == "model" else data_batch
     if batch is None:
         return fixed or 1
     if fixed is not None and batch != fixed:

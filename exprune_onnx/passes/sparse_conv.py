@@ -147,7 +147,7 @@ def match(node: gs.Node, ctx: Context) -> ConvConsumer | NoMatch | None:
     shape = x.shape
     if shape is not None and (len(shape) != rank or (isinstance(shape[1], int) and shape[1] != cg * group)):
         return no(f"the input '{x.name}' has shape {list(shape)}, not [N, {cg * group}, {'H, W' if rank == 4 else 'L'}]")
-    if not _private(stored, w.size, ctx.graph):
+    if not _private(stored, w.size, ctx):
         return no(f"the weight '{stored.name}' also feeds other nodes or is an output; the repacked copy would store "
                   "it twice")
     if len(node.inputs) > 2 and node.inputs[2].name:

@@ -133,7 +133,7 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
     if alpha != 1.0:
         w = w * np.float32(alpha)
     reuse = isinstance(stored, gs.Constant) and not trans_b and alpha == 1.0
-    if not reuse and not _private(stored, values.size, ctx.graph):
+    if not reuse and not _private(stored, values.size, ctx):
         return no(f"the weight '{stored.name}' (or what it is computed from) also feeds other nodes; a folded, "
                   "transposed or scaled copy for the sparse op would store it twice")
     n_units, m = (int(d) for d in w.shape)
@@ -221,15 +221,16 @@ def _live_uses(t: gs.Tensor) -> int:
     return sum(1 for n in t.outputs if n.outputs)  # rewritten nodes linger without outputs until cleanup
 
 
-def _private(t: gs.Tensor, size: int, graph: gs.Graph, depth: int = 0) -> bool:
+def _private(t: gs.Tensor, size: int, ctx: Context, depth: int = 0) -> bool:
     """Whether replacing ``t`` frees the weight-sized constants it is computed from (one
-    that ``graph`` also outputs stays: a fuzzer's weight, a graph output too, was kept
-    beside its repacked copy)."""
-    if _live_uses(t) > 1 or depth > 8 or any(o is t for o in graph.outputs):
+    that the graph or the model's graph also outputs stays: a fuzzer's weight, a graph
+    output too, was kept beside its repacked copy)."""
+    outputs = (*ctx.graph.outputs, *ctx.model_graph.outputs)
+    if _live_uses(t) > 1 or depth > 8 or any(o is t for o in outputs):
         return False
     if isinstance(t, gs.Constant) or not t.inputs:
         return True
-    return all(_private(i, size, graph, depth + 1) for i in t.inputs[0].inputs
+    return all(_private(i, size, ctx, depth + 1) for i in t.inputs[0].inputs
                if i.name and (not isinstance(i, gs.Constant) or np.asarray(i.values).size * 2 >= size))
 
 
