@@ -39,7 +39,7 @@ from .io.data import (
     quoted_source,
     random_dataset,
 )
-from .io.feeds import InputSpec, check_batch, check_spec, fixed_batch, model_inputs
+from .io.feeds import InputSpec, check_batch, check_spec, fixed_batch, may_broadcast, model_inputs
 from .io.open_dims import assumed_note, assumed_shapes, assumed_text
 from .io.open_values import assumed_values, taken_text, values_note
 from .ops import pruning_layers
@@ -256,7 +256,11 @@ def _run(model: onnx.ModelProto, options: Options, settings: Settings, log, assu
         spec.values.update(values)
     latency = None
     if settings.objective == "latency":
-        latency = (check_batch(model, settings.latency_batch, "--latency-batch", spec), settings.latency_threads)
+        data_given = settings.calibration is not None or settings.check_data is not None
+        # (where data may free the batch an input fixed at 1 fixes, the timing checks it on the data's layout)
+        batch = settings.latency_batch if settings.latency_batch is not None and data_given \
+            and may_broadcast(model, spec) else check_batch(model, settings.latency_batch, "--latency-batch", spec)
+        latency = (batch, settings.latency_threads)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     calibrated = timed = checked = None

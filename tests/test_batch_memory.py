@@ -200,3 +200,14 @@ def test_four_bit_elements_count_half_a_byte():
                        [vi("x", ["N", 64])], [vi("y", ["N", 64], onnx.TensorProto.INT4)], opset=21, ir_version=10)
     data = dataset_of({"x": np.ones((2, 64), np.float32)}, model)
     assert largest_step(model, data) == (32, "Cast 'c'")
+
+
+def test_a_batch_the_data_free_from_an_input_fixed_at_1_is_checked():
+    """x [N, 64] + r [1, 64], data of 8 samples and one r: the runs may take any batch, and
+    the guard skipped them as if the model fixed it at 1 (a review)."""
+    model = make_model([helper.make_node("Add", ["x", "r"], ["y"])], [vi("x", ["N", 64]), vi("r", [1, 64])],
+                       [vi("y", ["N", 64])])
+    data = dataset_of({"x": np.ones((8, 64), np.float32), "r": np.ones((1, 64), np.float32)}, model)
+    assert data.batch is None and set(data.shared) == {"r"}
+    with pytest.raises(DataError, match="--batch 8 needs"):
+        check_batch_memory([("original", model)], data, 8, "--batch", available=1)

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from exprune_onnx.errors import DataError
 from exprune_onnx.io.data import load_dataset, read_labels
-from exprune_onnx.io.feeds import InputSpec, check_batch
+from exprune_onnx.io.feeds import InputSpec, check_batch, may_broadcast
 
 
 @pytest.fixture
@@ -250,3 +250,36 @@ def test_an_input_fixed_at_1_beside_data_of_more_samples_is_given_whole(tmp_path
     assert len(each) == 3 and set(each.inputs) == {"x", "r"} and each.batch == 1
     with pytest.raises(DataError, match="--batch 3 is impossible: the model's inputs fix the batch at 1"):
         check_batch(model, 3, "--batch", None, each.batch)
+
+
+def test_an_input_fixed_at_1_that_an_input_shape_batch_must_broadcast_is_refused_a_row_a_sample(tmp_path):
+    """--input-shape x:3 makes r [1, 4] broadcast: data giving it a row a sample are refused
+    with what to give (they went on to onnxruntime, which refused r [3, 4], a review)."""
+    model = make_model([helper.make_node("Add", ["x", "r"], ["y"])], [vi("x", ["N", 4]), vi("r", [1, 4])],
+                       [vi("y", ["N", 4])])
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.savez(tmp_path / "each.npz", x=rows, r=rows)
+    with pytest.raises(DataError, match=r"input 'r' has shape \[3, 4\], the model wants \[1, 4\] \(it has no batch "
+                                        r"axis: give it whole\)"):
+        load_dataset(tmp_path / "each.npz", model, spec=InputSpec({"x": (3, 4)}))
+    assert may_broadcast(model) and not may_broadcast(make_model(
+        [helper.make_node("Add", ["x", "r"], ["y"])], [vi("x", ["N", 4]), vi("r", ["N", 4])], [vi("y", ["N", 4])]))
+
+
+def test_a_latency_batch_the_data_free_is_not_refused_for_the_model_alone(tmp_path):
+    """optimize --latency-batch 3 was refused before any data was read ("the model's inputs
+    fix the batch at 1") where the data give r [1, 4] whole, and evaluate took --batch 3."""
+    from click.testing import CliRunner
+
+    from exprune_onnx.cli import main
+
+    model = make_model([helper.make_node("Add", ["x", "r"], ["a"]), helper.make_node("Relu", ["a"], ["y"])],
+                       [vi("x", ["N", 4]), vi("r", [1, 4])], [vi("y", ["N", 4])])
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.ones((3, 4), np.float32), r=np.ones((1, 4), np.float32))
+    r = CliRunner().invoke(main, ["optimize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
+                                  "--check-data", str(tmp_path / "d.npz"), "--latency-batch", "3"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["optimize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
+                                  "--latency-batch", "3"])  # no data: the model's own layout holds
+    assert r.exit_code == 6 and "--latency-batch 3 is impossible" in r.output, r.output

@@ -141,6 +141,21 @@ def test_the_fused_ops_of_an_if_s_branches_are_split():
         assert_close(run_plain(model, feeds)[0], run_plain(out, feeds)[0], rel=1e-5)
 
 
+def test_a_body_s_clip_bounds_take_the_type_of_an_outer_weight():
+    """A float16 FusedConv(Clip) in an If branch reading the outer graph's weight: its bounds
+    were float, and onnxruntime refused the Clip "bound to different types" (a review)."""
+    f16 = onnx.TensorProto.FLOAT16
+    fused = helper.make_node("FusedConv", ["x", "W"], ["t_y"], name="fc", domain=MS, pads=[1, 1, 1, 1],
+                             activation="Clip", activation_params=[0.0, 6.0])
+    branch = helper.make_graph([fused], "t", [], [vi("t_y", [1, M, HW, HW], f16)])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e_y"])], "e", [], [vi("e_y", None, f16)])
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=other)]
+    model = make_model(nodes, [vi("x", [1, C, HW, HW], f16), vi("cond", [], onnx.TensorProto.BOOL)], [vi("y", None, f16)],
+                       [init("W", scaled_normal(M, C, 3, 3).astype(np.float16))], domains=[MS])
+    body = next(a.g for a in unfuse_model(model).graph.node[0].attribute if a.name == "then_branch")
+    assert {t.name: t.data_type for t in body.initializer} == dict.fromkeys(body.node[1].input[1:], f16)
+
+
 def _saved_cnn(hw=(10, 10)) -> onnx.ModelProto:
     """Relu -> FusedConv(Relu) -> FusedConv(Relu, + the first Relu's output as Z), as
     onnxruntime's extended level saves a residual block."""

@@ -70,13 +70,13 @@ def unfuse_model(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    names = _names(out)
+    names, types = _names(out), _elem_types(out)
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 1)
     # Innermost bodies first: rebuilding a graph's node list copies the bodies its nodes hold.
     for graph in reversed(list(all_graphs(out.graph))):
         nodes = []
         for node in graph.node:
-            nodes += _split(node, graph, opset, names) if splits(node) else [node]
+            nodes += _split(node, graph, opset, names, types) if splits(node) else [node]
         del graph.node[:]
         graph.node.extend(nodes)
     return out
@@ -91,7 +91,8 @@ def _names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _split(node: onnx.NodeProto, graph: onnx.GraphProto, opset: int, names: set[str]) -> list[onnx.NodeProto]:
+def _split(node: onnx.NodeProto, graph: onnx.GraphProto, opset: int, names: set[str],
+           types: dict[str, int]) -> list[onnx.NodeProto]:
     """The Conv/Gemm (its name the layer's), then the Add of Z and the activation, the last
     writing ``node``'s output. New names read as an exporter's: the conv's output
     '<layer>_output_0', the activation named after its output's '<name>_output_0'."""
@@ -110,8 +111,8 @@ def _split(node: onnx.NodeProto, graph: onnx.GraphProto, opset: int, names: set[
     for i, (op, rest, op_attrs) in enumerate(steps):
         result = out if i == len(steps) - 1 else unique_name(f"{base}_{op.lower()}_output_0", names)
         if op == "Clip" and opset >= 11:  # its bounds are inputs from opset 11, attributes before
-            rest = [_bound(graph, f"{value}_{k}", op_attrs[k], _elem_type(graph, node.input[1]), names)
-                    for k in ("min", "max")]
+            elem = types.get(node.input[1]) or types.get(node.input[0]) or onnx.TensorProto.FLOAT
+            rest = [_bound(graph, f"{value}_{k}", op_attrs[k], elem, names) for k in ("min", "max")]
             op_attrs = {}
         own = result[:-len("_output_0")] if result.endswith("_output_0") and result != value else f"{base}/{op}"
         made.append(onnx.helper.make_node(op, [value, *rest], [result], name=unique_name(own, names), **op_attrs))
@@ -119,11 +120,16 @@ def _split(node: onnx.NodeProto, graph: onnx.GraphProto, opset: int, names: set[
     return made
 
 
-def _elem_type(graph: onnx.GraphProto, weight: str) -> int:
-    """The weight's element type (the op's type), float where the graph does not say."""
-    found = next((t.data_type for t in graph.initializer if t.name == weight), None)
-    return found or next((v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]
-                          if v.name == weight and v.type.tensor_type.elem_type), onnx.TensorProto.FLOAT)
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> element type, over every scope: a body's op may read an outer weight
+    (its Clip bounds took float where the weight was float16, and onnxruntime refused it)."""
+    types = {}
+    for graph in all_graphs(model.graph):
+        for v in [*graph.input, *graph.output, *graph.value_info]:
+            if v.type.tensor_type.elem_type:
+                types[v.name] = v.type.tensor_type.elem_type
+        types.update((t.name, t.data_type) for t in graph.initializer)
+    return types
 
 
 def _bound(graph: onnx.GraphProto, name: str, value: float, elem_type: int, names: set[str]) -> str:

@@ -51,8 +51,9 @@ def check_batch_memory(sessions: Sequence[tuple[str, onnx.ModelProto]], data: Da
     """Refuse ``batch`` (the option ``what``) when ``feeds`` batches of ``data``'s inputs
     and, for each (name, model) of ``sessions``, a session holding its largest step at that
     batch exceed the memory available (measured unless given). A model whose own inputs fix
-    the batch runs at that one and is not checked."""
-    if batch <= 1 or fixed_batch(sessions[0][1]) is not None:
+    the batch runs at that one and is not checked (unless the data free it: an input
+    fixed at 1 that they give whole)."""
+    if batch <= 1 or (fixed_batch(sessions[0][1]) is not None and data.batch is not None):
         return
     available = available_bytes() if available is None else available
     if available is None:

@@ -29,12 +29,12 @@ from .feeds import (
     fixed_batch,
     input_dims,
     input_dtype,
-    is_mask,
     model_inputs,
     random_arrays,
     resolved_dims,
     state_axes,
 )
+from .id_inputs import is_mask
 from .npz_room import check_npz_fits
 from .onnx_test_data import read_pb_sets, set_number
 

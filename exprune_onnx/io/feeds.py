@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 
 from ..errors import DataError
+from .id_inputs import is_mask, table_rows
 from .memory_room import available_bytes, size_text
 
 # Random values are drawn in 64 bits this many at a time, then stored in the input's type.
@@ -203,9 +204,24 @@ def _broadcast_ones(firsts: list, whole: frozenset[str], counts: dict[str, int])
     """The inputs fixed at a first dim of 1 beside a symbolic batch that is given another
     size (``batch_layout``); not one the data gives a row a sample (a review: data of 3
     samples and 3 rows of r was refused)."""
-    ones = {name for name, d, _given in firsts if name not in whole and d == 1 and counts.get(name, 1) == 1}
-    sizes = {counts.get(name, given) for name, _d, given in firsts if name not in whole | ones}
-    return frozenset(ones) if ones and any(_number(s) and s > 1 for s in sizes) else frozenset()
+    ones = {name for name, d, _given in firsts if name not in whole and d == 1}
+    others = [(name, given) for name, _d, given in firsts if name not in whole | ones]
+    if any(_number(given) and given > 1 for _name, given in others):  # --input-shape: it must broadcast
+        return frozenset(ones)
+    if any(counts.get(name, 0) > 1 for name, _given in others):
+        return frozenset(name for name in ones if counts.get(name, 1) == 1)
+    return frozenset()
+
+
+def may_broadcast(model: onnx.ModelProto, spec: InputSpec | None = None) -> bool:
+    """Whether data could free the batch the model's inputs fix (``_broadcast_ones``): an
+    input fixed at 1 beside a symbolic batch, which data of more samples makes whole."""
+    firsts = [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model)
+              if input_dims(vi)]
+    if all(_number(d) for _name, d, _given in firsts):
+        return False
+    layout = batch_layout(model, spec)
+    return layout[0] == 1 and any(d == 1 and name not in layout[1] for name, d, _given in firsts)
 
 
 def check_batch_first(model: onnx.ModelProto) -> None:
@@ -326,20 +342,13 @@ def _check_random_size(inputs: list[onnx.ValueInfoProto], samples: int, spec: In
                         "--samples), or give sample data")
 
 
-def is_mask(model: onnx.ModelProto, name: str, dtype: np.dtype) -> bool:
-    """Whether random values of input ``name`` are a mask that keeps everything (all True
-    or all 1): a boolean, or an integer named as a mask (Hugging Face's ``attention_mask``)
-    that indexes no table."""
-    return dtype.kind == "b" or dtype.kind in "iu" and "mask" in name.lower() and _table_rows(model, name) is None
-
-
 def _random_values(model, name: str, dtype: np.dtype, shape: tuple, rng, bounds) -> np.ndarray:
     if bounds is None:
         if dtype.kind == "f":
             return _in_chunks(rng.random, dtype, shape)
         if is_mask(model, name, dtype):
             return np.ones(shape, dtype)
-        rows = _table_rows(model, name)
+        rows = table_rows(model, name)
         if rows is None:
             raise DataError(f"input '{name}' is {dtype} and nothing says which values it takes: give sample data "
                             f"or --input-value {name}:VALUE (a number, or LOW..HIGH for random values)")
@@ -360,44 +369,6 @@ def _in_chunks(draw, dtype: np.dtype, shape: tuple) -> np.ndarray:
     for start in range(0, flat.size, _RANDOM_CHUNK):
         flat[start:start + _RANDOM_CHUNK] = draw(min(_RANDOM_CHUNK, flat.size - start))
     return out
-
-
-# Ops that pass index values through unchanged when the index tensor is their first input:
-# a categorical model's ids [N, fields] go to each field's table through Gather(ids, i, axis=1).
-_ID_PASSING = ("Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Transpose", "Split")
-
-
-def _table_rows(model: onnx.ModelProto, name: str) -> int | None:
-    """The rows of the constant tables that ``name`` indexes through Gather (token ids), the
-    fewest where it indexes several (each field's table of a categorical model), if every
-    use of it is one; None otherwise."""
-    tables = {t.name: list(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-            tables[node.output[0]] = list(node.attribute[0].t.dims)
-    users: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for i in dict.fromkeys(node.input):
-            users.setdefault(i, []).append(node)
-
-    def rows(tensor: str, depth: int) -> int | None:
-        # A Shape or Size reads only the dims (torch's exporter takes the sequence length so).
-        found = []
-        for n in users.get(tensor, []):
-            if n.op_type in ("Shape", "Size"):
-                continue
-            if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == tensor and n.input[0] in tables:
-                found.append(tables[n.input[0]][next((a.i for a in n.attribute if a.name == "axis"), 0)])
-            elif n.op_type in _ID_PASSING and n.input[0] == tensor and tensor not in n.input[1:] and depth < 8:
-                below = [rows(out, depth + 1) for out in n.output]
-                if any(r is None for r in below):
-                    return None
-                found += below
-            else:
-                return None
-        return min(found) if found else None
-
-    return rows(name, 0)
 
 
 def with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]) -> onnx.ModelProto:

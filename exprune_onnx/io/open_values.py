@@ -19,7 +19,8 @@ import re
 import numpy as np
 import onnx
 
-from .feeds import InputSpec, _table_rows, batch_layout, input_dims, input_dtype, is_mask, model_inputs, resolved_dims
+from .feeds import InputSpec, batch_layout, input_dims, input_dtype, model_inputs, resolved_dims
+from .id_inputs import is_mask, table_rows
 
 # Words of a length's name, split at non-letters and camel case: 'x_lens', 'seqLen',
 # 'input_lengths' are lengths; 'calendar_month', 'blend_mode', 'silence' are not (a review).
@@ -48,7 +49,7 @@ def assumed_values(model: onnx.ModelProto, spec: InputSpec) -> dict[str, tuple[i
         dims = resolved_dims(vi, spec)
         if (dtype is None or np.dtype(dtype).kind not in "iu" or vi.name in spec.values or vi.name in whole
                 or not _named_as_length(vi.name) or not _scalar_per_sample(dims)
-                or is_mask(model, vi.name, np.dtype(dtype)) or _table_rows(model, vi.name) is not None):
+                or is_mask(model, vi.name, np.dtype(dtype)) or table_rows(model, vi.name) is not None):
             continue
         size = _sequence_size(model, [other for other in inputs if other is not vi and other.name not in whole], spec)
         if size is not None:
@@ -62,7 +63,7 @@ def _sequence_size(model: onnx.ModelProto, others: list[onnx.ValueInfoProto], sp
     beside them was taken), else the other batched inputs; of those, the smallest size past
     the batch axis among the dims the model leaves open (a sequence is what exporters leave
     open), else among its fixed ones. Sizes of 1 are no sequence."""
-    ids = [vi for vi in others if _table_rows(model, vi.name) is not None]
+    ids = [vi for vi in others if table_rows(model, vi.name) is not None]
     open_sizes, fixed_sizes = [], []
     for vi in ids or others:
         for own, size in list(zip(input_dims(vi), resolved_dims(vi, spec)))[1:]:

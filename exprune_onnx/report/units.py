@@ -44,8 +44,10 @@ def shape_hint(model: onnx.ModelProto, given: dict | None = None) -> str:
     if any(not (isinstance(d, int) and d > 0) for vi in model_inputs(model) if vi.name not in given
            for d in input_dims(vi)[1:]):
         return "--input-shape fixes symbolic input dims"
-    foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)
-                      if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN)})
+    from ..compiler.unfuse import splits
+
+    foreign = sorted({f"{n.domain}.{n.op_type}" for n in all_nodes(model.graph)  # (split ones are inferred as Convs)
+                      if n.domain not in ("", "ai.onnx", "ai.onnx.ml", ops.DOMAIN) and not splits(n)})
     if foreign:
         return f"shape inference does not pass {', '.join(foreign[:3])}"
     return "shape inference cannot size them, e.g. after a Reshape to a shape computed at run time"
