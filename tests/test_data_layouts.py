@@ -248,7 +248,7 @@ def test_an_input_fixed_at_1_beside_data_of_more_samples_is_given_whole(tmp_path
     np.savez(tmp_path / "each.npz", x=rows, r=rows * 10)
     each = load_dataset(tmp_path / "each.npz", model)
     assert len(each) == 3 and set(each.inputs) == {"x", "r"} and each.batch == 1
-    with pytest.raises(DataError, match="--batch 3 is impossible: the model's inputs fix the batch at 1"):
+    with pytest.raises(DataError, match=r"--batch 3 is impossible: the model's inputs fix the batch at 1 \('r' is "):
         check_batch(model, 3, "--batch", None, each.batch)
 
 

@@ -279,6 +279,9 @@ def check_batch(model: onnx.ModelProto, batch: int | None, what: str, spec: Inpu
             raise DataError(f"{what} {batch} is impossible: --input-shape fixes the batch at {fixed} ('{first.name}' "
                             f"is {_show(input_dims(first))}); write the batch dim as a name to keep it open "
                             f"(--input-shape {first.name}:{input_dims(first)[0] or 'N'},...) or use {what} {fixed}")
+        # The input whose own dim fixes it (r [1, 64] beside x [N, 64], not x: a review)
+        first = next((vi for vi in model_inputs(model) if input_dims(vi) and vi.name not in whole
+                      and input_dims(vi)[0] == fixed), first)
         raise DataError(f"{what} {batch} is impossible: the model's inputs fix the batch at {fixed} "
                         f"('{first.name}' is {_show(input_dims(first))}); use {what} {fixed} or leave it out")
     return batch
