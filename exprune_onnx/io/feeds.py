@@ -164,7 +164,7 @@ def state_axes(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
-                 counts: dict[str, int] | None = None) -> tuple[int | None, frozenset[str]]:
+                 rows: dict[str, int] | None = None) -> tuple[int | None, frozenset[str]]:
     """The batch every run must have (None: any), and the inputs of rank >= 1 that have no
     batch axis, fed whole to every run (a per-channel scale [C, 1, 1], a table).
 
@@ -172,7 +172,7 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
     model's own dims (``--input-shape`` only gives the batch a size). Beside a symbolic
     batch, a first dim fixed at 1 is a batch of 1 (but a [1] is a flag, fed whole) and one
     fixed above 1 is not a batch; but where the batch is given another size, by
-    ``--input-shape`` or by the data's sample counts (``counts``, input -> first dim), the
+    ``--input-shape`` or by the data's sample counts (``rows``, input -> first dim), the
     inputs fixed at 1 broadcast over it and are fed whole (a per-channel [1, C, 1, 1]
     beside an image [N, C, H, W]: a fuzzer's run at x:3 fed it 32 rows).
     When every first dim is a number, the one most inputs share is the batch (on a tie,
@@ -189,7 +189,7 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
         stacked = state_axes(model)
         whole = frozenset(name for name, d, _given in firsts
                           if _number(d) and (d != 1 or name in flags or name in stacked))
-        whole |= _broadcast_ones(firsts, whole, counts or {})
+        whole |= _broadcast_ones(firsts, whole, rows or {})
     else:
         voters = [f for f in firsts if f[0] not in flags] or firsts
         counts = Counter(d for _name, d, _given in voters)
@@ -200,7 +200,7 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
     return (sizes.pop() if len(sizes) == 1 else None), whole
 
 
-def _broadcast_ones(firsts: list, whole: frozenset[str], counts: dict[str, int]) -> frozenset[str]:
+def _broadcast_ones(firsts: list, whole: frozenset[str], rows: dict[str, int]) -> frozenset[str]:
     """The inputs fixed at a first dim of 1 beside a symbolic batch that is given another
     size (``batch_layout``); not one the data gives a row a sample (a review: data of 3
     samples and 3 rows of r was refused)."""
@@ -208,8 +208,8 @@ def _broadcast_ones(firsts: list, whole: frozenset[str], counts: dict[str, int])
     others = [(name, given) for name, _d, given in firsts if name not in whole | ones]
     if any(_number(given) and given > 1 for _name, given in others):  # --input-shape: it must broadcast
         return frozenset(ones)
-    if any(counts.get(name, 0) > 1 for name, _given in others):
-        return frozenset(name for name in ones if counts.get(name, 1) == 1)
+    if any(rows.get(name, 0) > 1 for name, _given in others):
+        return frozenset(name for name in ones if rows.get(name, 1) == 1)
     return frozenset()
 
 

@@ -134,7 +134,7 @@ def match(node: gs.Node, ctx: Context) -> Consumer | NoMatch | None:
         w = w * np.float32(alpha)
     reuse = isinstance(stored, gs.Constant) and not trans_b and alpha == 1.0
     if not reuse and not _private(stored, values.size, ctx):
-        return no(f"the weight '{stored.name}' (or what it is computed from) also feeds other nodes; a folded, "
+        return no(f"the weight '{stored.name}' (or what it is computed from) also feeds other nodes or is an output; a folded, "
                   "transposed or scaled copy for the sparse op would store it twice")
     n_units, m = (int(d) for d in w.shape)
     shape = x.shape
