@@ -14,7 +14,7 @@ import onnx
 def _profiled_session(model: onnx.ModelProto, threads: int, custom: bool, prefix: str):
     import onnxruntime as ort
 
-    from exprune_onnx.io.modelio import runnable
+    from exprune_onnx.io.ir_version import runnable
     from exprune_onnx.runtime import session_options
 
     opts = ort.SessionOptions()

@@ -296,7 +296,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
-        save_model(done.model, output, external_data=external, before_commit=commit)
+        # Written unchanged, a model in one file is its file's own bytes.
+        unchanged = not done.result.changed and (done.model is original or done.model == original)
+        raw = Path(model).read_bytes() if unchanged and not external else None
+        save_model(done.model, output, external_data=external, before_commit=commit, raw=raw)
         move_into_place(staged)
     finally:
         discard(staged)

@@ -121,7 +121,7 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
     """An ``onnxruntime.InferenceSession`` on CPU: the one place the package opens a session.
 
     ``model`` is a path, serialized bytes or an ``onnx.ModelProto`` (stamped with an IR
-    version the installed onnxruntime reads, io/modelio.py ``runnable``). ``library``
+    version the installed onnxruntime reads, io/ir_version.py ``runnable``). ``library``
     registers the ExPrune library: None registers it when a ModelProto uses it, and always
     for a path or bytes (they are not parsed here). ``threads``/``inter_threads`` set the
     intra-/inter-op thread counts, ``optimize=False`` turns graph optimisations off, and
@@ -134,7 +134,7 @@ def inference_session(model, *, threads: int | None = None, optimize: bool = Tru
     check_threads("inter_threads", inter_threads)
     true_or_false("optimize", optimize)
     if hasattr(model, "SerializeToString"):
-        from .io.modelio import runnable
+        from .io.ir_version import runnable
 
         if library is None:
             library = uses_library(model)

@@ -192,7 +192,8 @@ def _original_runs(path: Path) -> bool:
     import onnxruntime as ort
 
     from exprune_onnx.io.data import random_dataset
-    from exprune_onnx.io.modelio import load_model, runtime_ir_version
+    from exprune_onnx.io.ir_version import runtime_ir_version
+    from exprune_onnx.io.modelio import load_model
 
     model = load_model(path)
     model.ir_version = runtime_ir_version(model.ir_version)

@@ -51,7 +51,7 @@ def max_opset() -> int:
 
 @functools.lru_cache(maxsize=1)
 def max_ir_version() -> int:
-    from exprune_onnx.io.modelio import max_runtime_ir_version
+    from exprune_onnx.io.ir_version import max_runtime_ir_version
 
     return max_runtime_ir_version()
 

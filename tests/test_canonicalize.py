@@ -6,7 +6,7 @@ from helpers import NEG_INF, assert_equivalent, init, make_model, node_types, ru
 from onnx import TensorProto, helper, numpy_helper
 
 from exprune_onnx import optimize_model
-from exprune_onnx.io.modelio import max_runtime_ir_version
+from exprune_onnx.io.ir_version import max_runtime_ir_version
 
 rng = np.random.default_rng(0)
 W = (rng.normal(size=(48, 32, 3, 3)) * 0.1).astype(np.float32)

@@ -213,8 +213,8 @@ def test_failed_write_leaves_no_partial_output(failure, external, example, exter
         (folder / "out.onnx.data").write_bytes(b"its data")
     before = _snapshot(folder)
 
-    def dying_writer(proto, path, *args, **kwargs):
-        Path(path).write_bytes(proto.SerializeToString()[:100])
+    def dying_writer(proto, path, *args, **kwargs):  # (the model, or the bytes of one written unchanged)
+        Path(path).write_bytes((proto if isinstance(proto, bytes) else proto.SerializeToString())[:100])
         if kwargs.get("save_as_external_data"):
             (Path(path).parent / kwargs["location"]).write_bytes(b"\0" * 64)
         if failure == "KeyboardInterrupt":
@@ -222,6 +222,7 @@ def test_failed_write_leaves_no_partial_output(failure, external, example, exter
         raise OSError(getattr(errno, failure), os.strerror(getattr(errno, failure)))
 
     monkeypatch.setattr(modelio.onnx, "save_model", dying_writer)
+    monkeypatch.setattr(modelio, "_write_raw", dying_writer)
     r = invoke("optimize", model, "-o", out, "--no-check")
     if failure == "KeyboardInterrupt":
         assert r.exit_code == 130 and r.stderr.strip().startswith("interrupted: stopped by Ctrl-C"), r.output

@@ -21,7 +21,7 @@ from quirk_models import reasons, rewritten, runtime_refuses, sweep_feeds, sweep
 
 import exprune_onnx
 from exprune_onnx import optimize_model
-from exprune_onnx.io.modelio import max_runtime_ir_version
+from exprune_onnx.io.ir_version import max_runtime_ir_version
 
 # ------------------------------------------------------------------ Scan bodies
 

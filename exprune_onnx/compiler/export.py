@@ -12,8 +12,9 @@ import onnx_graphsurgeon as gs
 from .. import ops
 from .._version import __version__
 from ..io import bigmodel
+from ..io.ir_version import runtime_ir_version
 from ..io.modelio import all_graphs as graph_protos
-from ..io.modelio import all_nodes, runtime_ir_version
+from ..io.modelio import all_nodes
 from . import functions
 
 

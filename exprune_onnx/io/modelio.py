@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import shutil
@@ -279,10 +278,11 @@ def written_path(out: str | os.PathLike) -> Path:
 
 
 def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data: bool = False,
-               before_commit=None) -> None:
+               before_commit=None, raw: bytes | None = None) -> None:
     """Write ``model`` to ``out`` atomically: all or nothing, never a partial file.
     ``before_commit``: called once everything is written, just before the renames into
-    place (the command stops taking signals there).
+    place (the command stops taking signals there). ``raw``: its file's bytes, for a model
+    written unchanged (serialised again, a trial's dynamo export differed).
 
     Weights go to ``<out>.data`` when asked to or when the model is too large for one
     protobuf message. Once written, ``model`` is as it was. Through a link, the file it
@@ -301,8 +301,11 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
     try:
         with tempfile.TemporaryDirectory(dir=parent, prefix=".exprune-") as tmp:
             tmp_model, tmp_data = Path(tmp) / out.name, Path(tmp) / data_name
-            moved = _mark_external(model, data_name) if external_data else []
-            onnx.save_model(model, str(tmp_model))
+            moved = _mark_external(model, data_name) if external_data and raw is None else []
+            if raw is not None:
+                _write_raw(raw, tmp_model)
+            else:
+                onnx.save_model(model, str(tmp_model))
             if moved:
                 # onnx.save_model moved their data out of ``model`` (the report still reads it).
                 load_external_data_for_model(model, tmp)
@@ -323,6 +326,10 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, *, external_data:
                 stale.unlink()
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+
+
+def _write_raw(raw: bytes, path: Path) -> None:
+    path.write_bytes(raw)
 
 
 def keep_mode(path: Path, tmp: Path) -> None:
@@ -397,49 +404,3 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(b).exists() and os.path.samefile(a, b)
     except OSError:  # (``a`` missing: no file both are)
         return False
-
-
-@functools.lru_cache(maxsize=1)
-def max_runtime_ir_version() -> int:
-    """The newest IR version the installed onnxruntime loads, found by trying."""
-    from onnx import TensorProto, helper
-
-    from ..runtime import inference_session
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    for version in range(onnx.IR_VERSION, 3, -1):
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = version
-        try:
-            inference_session(model.SerializeToString(), library=False)
-            return version
-        except Exception:
-            continue
-    return 7
-
-
-def runtime_ir_version(ir_version: int) -> int:
-    """Keep the model's IR version unless onnxruntime cannot read it."""
-    return min(ir_version, max_runtime_ir_version())
-
-
-def runnable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model``, or a copy stamped with an IR version onnxruntime reads.
-
-    The compiler writes its output with such an IR version; running the original the
-    same way lets the check compare a model exported by a newer onnx than the runtime.
-    """
-    ir_version = runtime_ir_version(model.ir_version)
-    if ir_version == model.ir_version:
-        return model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    copy.ir_version = ir_version
-    return copy
-
-

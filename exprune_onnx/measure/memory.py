@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from ..errors import RuntimeCheckError
-from ..io.modelio import runnable
+from ..io.ir_version import runnable
 from ..runtime import get_library_path, uses_library
 
 # The child opens its session with onnxruntime directly, not runtime.inference_session:

@@ -122,7 +122,7 @@ class Tester:
 
     def __init__(self, original: onnx.ModelProto, data: Dataset, indices: np.ndarray, batch: int, metric: str,
                  tolerance: float, progress=None, output: str = ""):
-        from ..io.modelio import runnable
+        from ..io.ir_version import runnable
         from ..runtime import inference_session
         from .runner import reference_output
 
