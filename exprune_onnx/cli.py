@@ -296,9 +296,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
-        # Written unchanged, a model in one file is its file's own bytes.
-        unchanged = not done.result.changed and (done.model is original or done.model == original)
-        raw = Path(model).read_bytes() if unchanged and not external else None
+        # Written unchanged, a model in one file is its file's own bytes, where they hold it as
+        # read (not where reading fixed it: nodes out of order are sorted).
+        raw = Path(model).read_bytes() if not done.result.changed and not external else None
+        raw = raw if raw is not None and type(done.model).FromString(raw) == done.model else None
         save_model(done.model, output, external_data=external, before_commit=commit, raw=raw)
         move_into_place(staged)
     finally:
