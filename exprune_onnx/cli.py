@@ -38,6 +38,8 @@ from .report.units import dense_flops_text
 from .runtime import MAX_THREADS
 from .tuning.metrics import METRICS
 
+RAW_BYTES = 1 << 28  # an unchanged model file up to this size is copied byte for byte (optimize)
+
 _EPILOG_OPTIMIZE = """\b
 Examples:
   exprune-onnx optimize model.onnx                      # lossless, writes model.exprune.onnx
@@ -297,8 +299,10 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
         # Written unchanged, a model in one file is its file's own bytes, where they hold it as
-        # read (not where reading fixed it: nodes out of order are sorted).
-        raw = Path(model).read_bytes() if not done.result.changed and not external else None
+        # read (not where reading fixed it: nodes out of order are sorted); up to a size whose
+        # second parse for that costs little.
+        small = not external and Path(model).stat().st_size <= RAW_BYTES
+        raw = Path(model).read_bytes() if not done.result.changed and small else None
         raw = raw if raw is not None and type(done.model).FromString(raw) == done.model else None
         save_model(done.model, output, external_data=external, before_commit=commit, raw=raw)
         move_into_place(staged)
