@@ -298,16 +298,24 @@ def optimize(model, output, threshold, config, k, min_units, include_first_layer
         if plot_path is not None:
             rows = report.layer_rows(done.result, done.calibrated.counts_holdout or None)
             stage(staged, plot_path, lambda tmp: calibration_plot(done.calibrated, rows, tmp))
-        # Written unchanged, a model in one file is its file's own bytes, where they hold it as
-        # read (not where reading fixed it: nodes out of order are sorted); up to a size whose
-        # second parse for that costs little.
-        small = not external and Path(model).stat().st_size <= RAW_BYTES
-        raw = Path(model).read_bytes() if not done.result.changed and small else None
-        raw = raw if raw is not None and type(done.model).FromString(raw) == done.model else None
+        raw = None if done.result.changed or external else _own_bytes(model, done.model)
         save_model(done.model, output, external_data=external, before_commit=commit, raw=raw)
         move_into_place(staged)
     finally:
         discard(staged)
+
+
+def _own_bytes(path: Path, model) -> bytes | None:
+    """The bytes of the file ``model`` was read from, for a model written unchanged, where
+    they hold it as read (not where reading fixed it: nodes out of order are sorted) and the
+    file is small enough that parsing it again costs little; None otherwise."""
+    try:
+        if Path(path).stat().st_size > RAW_BYTES:
+            return None
+        raw = Path(path).read_bytes()
+        return raw if type(model).FromString(raw) == model else None
+    except Exception:  # noqa: BLE001 - changed or gone since it was read: the model is written as usual
+        return None
 
 
 @main.command(epilog=_EPILOG_INSPECT)
