@@ -179,8 +179,7 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
     1, else the first input's; a [1] votes only when all inputs are flags: dynamo fixes
     the example's batch of 2 beside a [1] temperature), and an input with another is fed
     whole."""
-    firsts = [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model)
-              if input_dims(vi)]
+    firsts = _firsts(model, spec)
     # A [1] is a flag (optimum's use_cache_branch, a temperature), not a batch of 1.
     flags = {vi.name for vi in model_inputs(model) if input_dims(vi) == [1]}
     if any(not _number(d) for _name, d, _given in firsts):
@@ -200,6 +199,11 @@ def batch_layout(model: onnx.ModelProto, spec: InputSpec | None = None,
     return (sizes.pop() if len(sizes) == 1 else None), whole
 
 
+def _firsts(model: onnx.ModelProto, spec: InputSpec | None) -> list[tuple]:
+    """(name, the model's first dim, that dim as --input-shape resolves it) of each input of rank >= 1."""
+    return [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model) if input_dims(vi)]
+
+
 def _broadcast_ones(firsts: list, whole: frozenset[str], rows: dict[str, int]) -> frozenset[str]:
     """The inputs fixed at a first dim of 1 beside a symbolic batch that is given another
     size (``batch_layout``); not one the data gives a row a sample (a review: data of 3
@@ -216,8 +220,7 @@ def _broadcast_ones(firsts: list, whole: frozenset[str], rows: dict[str, int]) -
 def may_broadcast(model: onnx.ModelProto, spec: InputSpec | None = None) -> bool:
     """Whether data could free the batch the model's inputs fix (``_broadcast_ones``): an
     input fixed at 1 beside a symbolic batch, which data of more samples makes whole."""
-    firsts = [(vi.name, input_dims(vi)[0], resolved_dims(vi, spec)[0]) for vi in model_inputs(model)
-              if input_dims(vi)]
+    firsts = _firsts(model, spec)
     if all(_number(d) for _name, d, _given in firsts):
         return False
     layout = batch_layout(model, spec)
